@@ -1,0 +1,88 @@
+// The one shape every forwarder reports in. The telemetry issue consumes these
+// (Prometheus, tap, controller reports); forwarders never talk to those directly.
+
+export type Protocol = 'http1' | 'http2' | 'tls' | 'opaque';
+export type Direction = 'outbound' | 'inbound';
+
+/** Who opened the connection and where it was going before the datapath redirected it. */
+export interface Endpoints {
+  direction: Direction;
+  /** Source pod IP as the proxy sees it (the connection's remote address). */
+  sourceIp: string;
+  sourcePort: number;
+  /** Datapath key of the source pod (its pod cgroup id), 0n when unknown. */
+  sourcePodKey: bigint;
+  /** Original destination, from the datapath record. */
+  destIp: string;
+  destPort: number;
+}
+
+export interface ConnOpenEvent extends Endpoints {
+  connId: number;
+  openedAt: number; // ms since epoch
+}
+
+export interface ConnCloseEvent extends Endpoints {
+  connId: number;
+  protocol: Protocol;
+  /** How detection ended: the detector's verdict, 'server-first', 'deadline', 'opaque-port'. */
+  detectedBy: string;
+  detectMs: number;
+  bytesIn: number; // client -> upstream
+  bytesOut: number; // upstream -> client
+  durationMs: number;
+  error?: string;
+}
+
+/** Bytes moved on a live connection since the last report (metrics update while it lives). */
+export interface ConnBytesEvent extends Endpoints {
+  connId: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface RequestEvent extends Endpoints {
+  connId: number;
+  protocol: 'http1' | 'http2';
+  /** :authority or Host, or SNI for TLS. */
+  authority: string;
+  method: string;
+  path: string;
+  status: number; // 0 when no response arrived
+  grpcStatus?: number;
+  success: boolean;
+  /** Time to the response's first byte (headers), ms. */
+  latencyMs: number;
+  durationMs: number;
+  requestBytes: number;
+  responseBytes: number;
+  error?: string;
+  startedAt: number;
+}
+
+export interface TelemetrySink {
+  connOpen(ev: ConnOpenEvent): void;
+  connBytes(ev: ConnBytesEvent): void;
+  connClose(ev: ConnCloseEvent): void;
+  request(ev: RequestEvent): void;
+}
+
+/** A sink that drops everything, for tests of forwarders that do not look at telemetry. */
+export const nullSink: TelemetrySink = {
+  connOpen() {},
+  connBytes() {},
+  connClose() {},
+  request() {},
+};
+
+/** A sink that keeps every event, for tests. */
+export class RecordingSink implements TelemetrySink {
+  readonly opens: ConnOpenEvent[] = [];
+  readonly bytes: ConnBytesEvent[] = [];
+  readonly closes: ConnCloseEvent[] = [];
+  readonly requests: RequestEvent[] = [];
+  connOpen(ev: ConnOpenEvent) { this.opens.push(ev); }
+  connBytes(ev: ConnBytesEvent) { this.bytes.push(ev); }
+  connClose(ev: ConnCloseEvent) { this.closes.push(ev); }
+  request(ev: RequestEvent) { this.requests.push(ev); }
+}
