@@ -24,3 +24,31 @@ export interface ConnContext {
   dial: Dialer;
   openedAt: number;
 }
+
+/** Limits every handler honours; the agent's flags set them. */
+export interface ProxyLimits {
+  /** Request head larger than this: 431 (HTTP/1). */
+  maxHeaderBytes: number;
+  /** Request head not complete within this: 408 (HTTP/1). */
+  headerTimeoutMs: number;
+  /** Upstream not connected within this: 504 for HTTP, reset for opaque. */
+  upstreamConnectTimeoutMs: number;
+  /** No bytes either way for this long: close (opaque) or drop the keep-alive connection. */
+  idleTimeoutMs: number;
+}
+
+export const defaultLimits: ProxyLimits = {
+  maxHeaderBytes: 64 * 1024,
+  headerTimeoutMs: 10_000,
+  upstreamConnectTimeoutMs: 5_000,
+  idleTimeoutMs: 300_000,
+};
+
+/**
+ * A protocol forwarder takes over an accepted client connection after detection.
+ * `head` holds the client bytes already read (to be forwarded first); `upstream` is the
+ * connection the dispatcher opened eagerly to the original destination (possibly still
+ * connecting), which the handler may adopt (e.g. as the first pooled connection) or destroy.
+ * The client socket is paused and has no 'data' listeners when handed over.
+ */
+export type ProtocolHandler = (ctx: ConnContext, head: Buffer, upstream: import('node:net').Socket | null, limits: ProxyLimits) => void;
