@@ -1,0 +1,492 @@
+// Thin Node-API layer over libbpf: load the embedded BPF object, attach it to a cgroup with
+// links this process owns (they detach when it exits: fail-open), and read/write its maps.
+// No policy lives here; src/datapath decides what to write.
+#include <napi.h>
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "../bpf/mesh_shared.h"
+#include "../bpf/mesh.skel.h"
+
+namespace {
+
+// libbpf reports the verifier log through its print callback; keep the last of it so a
+// rejection can be shown to the operator instead of a bare EINVAL.
+std::string g_libbpf_log;
+int CaptureLibbpfLog(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[4096];
+  int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  if (n > 0) {
+    g_libbpf_log.append(buf, std::min<size_t>(n, sizeof(buf) - 1));
+    if (g_libbpf_log.size() > 64 * 1024) g_libbpf_log.erase(0, g_libbpf_log.size() - 64 * 1024);
+  }
+  return 0;
+}
+
+std::string Hint(int err, const std::string& what) {
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      return "operation not permitted; run as root or grant CAP_BPF and CAP_NET_ADMIN (and CAP_SYS_RESOURCE on kernels before 5.11)";
+    case ENOENT:
+      return what == "attach" ? "no such cgroup directory; pass --cgroup-root pointing at the pods' cgroup in the cgroup2 mount"
+                              : "no such file or directory";
+    case ENOTDIR:
+      return "not a directory; pass a cgroup2 directory";
+    case ENOSYS:
+      return "this kernel has no BPF syscall; use a kernel built with CONFIG_BPF_SYSCALL";
+    case EINVAL:
+      return "invalid argument (the kernel may lack a program type or helper this datapath needs: cgroup sock_addr, sockops, getpeername hooks need Linux 5.8 or newer)";
+    case E2BIG:
+    case ENOSPC:
+      return "map is full; raise the map size or remove stale pods";
+    default:
+      return strerror(err);
+  }
+}
+
+Napi::Error MakeError(Napi::Env env, const std::string& what, int err, const std::string& extra = "") {
+  std::string msg = what + " failed: " + Hint(err, what.rfind("attach", 0) == 0 ? "attach" : what);
+  if (!extra.empty()) msg += "\n" + extra;
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, err));
+  const char* name = nullptr;
+  switch (err) {
+    case EPERM: name = "EPERM"; break;
+    case EACCES: name = "EACCES"; break;
+    case ENOENT: name = "ENOENT"; break;
+    case ENOTDIR: name = "ENOTDIR"; break;
+    case EINVAL: name = "EINVAL"; break;
+    case ENOSYS: name = "ENOSYS"; break;
+    case E2BIG: name = "E2BIG"; break;
+    case ENOSPC: name = "ENOSPC"; break;
+    case EEXIST: name = "EEXIST"; break;
+    case EBADF: name = "EBADF"; break;
+  }
+  if (name) e.Set("code", Napi::String::New(env, name));
+  return e;
+}
+
+bool ParseIp4(const Napi::Value& v, uint32_t* out) {
+  if (!v.IsString()) return false;
+  std::string s = v.As<Napi::String>();
+  if (s.rfind("::ffff:", 0) == 0) s = s.substr(7);
+  struct in_addr a;
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
+  *out = a.s_addr;
+  return true;
+}
+
+std::string FormatIp4(uint32_t ip) {
+  char buf[INET_ADDRSTRLEN];
+  struct in_addr a = {ip};
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+// [[lo, hi], ...] -> mesh_port_ranges; throws a TypeError naming the problem.
+bool ParseRanges(Napi::Env env, const Napi::Value& v, mesh_port_ranges* r) {
+  memset(r, 0, sizeof(*r));
+  if (v.IsUndefined() || v.IsNull()) return true;
+  if (!v.IsArray()) {
+    Napi::TypeError::New(env, "port ranges must be an array of [lo, hi] pairs").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() > MESH_MAX_PORT_RANGES) {
+    Napi::RangeError::New(env, "at most " + std::to_string(MESH_MAX_PORT_RANGES) +
+                                   " port ranges fit in the datapath; merge adjacent ports into ranges")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value p = a.Get(i);
+    if (!p.IsArray() || p.As<Napi::Array>().Length() != 2) {
+      Napi::TypeError::New(env, "each port range must be a [lo, hi] pair").ThrowAsJavaScriptException();
+      return false;
+    }
+    uint32_t lo = p.As<Napi::Array>().Get(0u).ToNumber().Uint32Value();
+    uint32_t hi = p.As<Napi::Array>().Get(1u).ToNumber().Uint32Value();
+    if (lo < 1 || hi > 65535 || lo > hi) {
+      Napi::RangeError::New(env, "port range " + std::to_string(lo) + "-" + std::to_string(hi) +
+                                     " is invalid; ports are 1-65535 and lo <= hi")
+          .ThrowAsJavaScriptException();
+      return false;
+    }
+    r->lo[i] = lo;
+    r->hi[i] = hi;
+  }
+  r->n = a.Length();
+  return true;
+}
+
+uint64_t ToU64(const Napi::Value& v, bool* ok) {
+  *ok = true;
+  if (v.IsBigInt()) {
+    bool lossless;
+    uint64_t x = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    *ok = lossless;
+    return x;
+  }
+  if (v.IsNumber()) return (uint64_t)v.As<Napi::Number>().Int64Value();
+  *ok = false;
+  return 0;
+}
+
+const char* kCounterNames[MESH_C__COUNT] = {
+    "redirected", "skippedPort", "skippedInbound", "unmeshed",  "passedLocal", "notTcp",
+    "established", "establishedMiss", "closed", "getpeername", "mapFull",
+};
+
+class Datapath : public Napi::ObjectWrap<Datapath> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "Datapath",
+        {
+            InstanceMethod("load", &Datapath::Load),
+            InstanceMethod("attach", &Datapath::Attach),
+            InstanceMethod("detach", &Datapath::Detach),
+            InstanceMethod("close", &Datapath::Close),
+            InstanceMethod("setGlobal", &Datapath::SetGlobal),
+            InstanceMethod("setPod", &Datapath::SetPod),
+            InstanceMethod("removePod", &Datapath::RemovePod),
+            InstanceMethod("setSkipInbound", &Datapath::SetSkipInbound),
+            InstanceMethod("removeSkipInbound", &Datapath::RemoveSkipInbound),
+            InstanceMethod("lookup", &Datapath::Lookup),
+            InstanceMethod("counters", &Datapath::Counters),
+            InstanceMethod("describe", &Datapath::Describe),
+        });
+    exports.Set("Datapath", f);
+    return exports;
+  }
+
+  explicit Datapath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Datapath>(info) {}
+  ~Datapath() override { Teardown(); }
+
+ private:
+  struct Attached {
+    bpf_link* link;
+    std::string program;
+  };
+  mesh_bpf* skel_ = nullptr;
+  std::vector<Attached> links_;
+  std::string cgroup_;
+  std::atomic<uint64_t> lookups_{0};
+  std::atomic<uint64_t> lookup_misses_{0};
+
+  void Teardown() {
+    for (auto& a : links_) bpf_link__destroy(a.link);
+    links_.clear();
+    cgroup_.clear();
+    if (skel_) mesh_bpf__destroy(skel_);
+    skel_ = nullptr;
+  }
+
+  bool Loaded(Napi::Env env) {
+    if (skel_) return true;
+    Napi::Error::New(env, "the datapath is not loaded; call load() first").ThrowAsJavaScriptException();
+    return false;
+  }
+
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (skel_) return env.Undefined();
+    g_libbpf_log.clear();
+    libbpf_set_print(CaptureLibbpfLog);
+    mesh_bpf* s = mesh_bpf__open();
+    if (!s) {
+      int err = errno;
+      MakeError(env, "opening the BPF object", err, g_libbpf_log).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int rc = mesh_bpf__load(s);
+    if (rc) {
+      int err = -rc;
+      std::string log = g_libbpf_log;
+      mesh_bpf__destroy(s);
+      std::string extra;
+      // EPERM needs no verifier log; anything else may be a rejection worth reading.
+      if (err != EPERM && err != EACCES && !log.empty()) extra = "verifier/libbpf log:\n" + log;
+      MakeError(env, "loading BPF", err, extra).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    skel_ = s;
+    return env.Undefined();
+  }
+
+  // attach(cgroupPath): every program, as links owned by this process.
+  Napi::Value Attach(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    if (!info[0].IsString()) {
+      Napi::TypeError::New(env, "attach(cgroupPath) needs a path").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (!links_.empty()) {
+      Napi::Error::New(env, "already attached to " + cgroup_ + "; detach() first").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::string path = info[0].As<Napi::String>();
+    int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      MakeError(env, "attaching to cgroup " + path, errno).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    struct statfs sfs;
+    if (fstatfs(fd, &sfs) == 0 && sfs.f_type != CGROUP2_SUPER_MAGIC) {
+      close(fd);
+      Napi::Error e = Napi::Error::New(env, "attaching to cgroup " + path +
+          " failed: not a cgroup2 directory; find the cgroup2 mount in /proc/self/mountinfo (on hybrid hosts often /sys/fs/cgroup/unified)");
+      e.Set("code", Napi::String::New(env, "ENOTCGROUP2"));
+      e.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    struct { bpf_program* prog; const char* name; } progs[] = {
+        {skel_->progs.mesh_connect4, "connect4"},
+        {skel_->progs.mesh_connect6, "connect6"},
+        {skel_->progs.mesh_getpeername4, "getpeername4"},
+        {skel_->progs.mesh_getpeername6, "getpeername6"},
+        {skel_->progs.mesh_sockops, "sockops"},
+    };
+    for (auto& p : progs) {
+      bpf_link* link = bpf_program__attach_cgroup(p.prog, fd);
+      if (!link) {
+        int err = errno;
+        close(fd);
+        for (auto& a : links_) bpf_link__destroy(a.link);
+        links_.clear();
+        MakeError(env, std::string("attaching ") + p.name + " to cgroup " + path, err).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      links_.push_back({link, p.name});
+    }
+    close(fd);
+    cgroup_ = path;
+    return env.Undefined();
+  }
+
+  Napi::Value Detach(const Napi::CallbackInfo& info) {
+    for (auto& a : links_) bpf_link__destroy(a.link);
+    links_.clear();
+    cgroup_.clear();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Teardown();
+    return info.Env().Undefined();
+  }
+
+  // setGlobal({ proxyIp, proxyPort, skipOutbound })
+  Napi::Value SetGlobal(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    Napi::Object o = info[0].ToObject();
+    mesh_global g;
+    memset(&g, 0, sizeof(g));
+    if (!ParseIp4(o.Get("proxyIp"), &g.proxy_ip)) {
+      Napi::TypeError::New(env, "proxyIp must be an IPv4 address").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    uint32_t port = o.Get("proxyPort").ToNumber().Uint32Value();
+    if (port < 1 || port > 65535) {
+      Napi::RangeError::New(env, "proxyPort must be 1-65535").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    g.proxy_port = port;
+    if (!ParseRanges(env, o.Get("skipOutbound"), &g.skip_out)) return env.Undefined();
+    uint32_t zero = 0;
+    if (bpf_map__update_elem(skel_->maps.mesh_global, &zero, sizeof(zero), &g, sizeof(g), BPF_ANY))
+      MakeError(env, "updating the global config", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // setPod(podKey: bigint, { ip, skipOutbound })
+  Napi::Value SetPod(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    bool ok;
+    uint64_t key = ToU64(info[0], &ok);
+    if (!ok || key == 0) {
+      Napi::TypeError::New(env, "setPod needs the pod's cgroup id as a bigint").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object o = info[1].ToObject();
+    mesh_pod p;
+    memset(&p, 0, sizeof(p));
+    if (o.Has("ip") && !o.Get("ip").IsUndefined() && !o.Get("ip").IsNull() && !ParseIp4(o.Get("ip"), &p.ip)) {
+      Napi::TypeError::New(env, "pod ip must be an IPv4 address").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (!ParseRanges(env, o.Get("skipOutbound"), &p.skip_out)) return env.Undefined();
+    if (bpf_map__update_elem(skel_->maps.mesh_pods, &key, sizeof(key), &p, sizeof(p), BPF_ANY))
+      MakeError(env, "adding the pod to the datapath", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value RemovePod(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    bool ok;
+    uint64_t key = ToU64(info[0], &ok);
+    if (!ok) {
+      Napi::TypeError::New(env, "removePod needs the pod's cgroup id as a bigint").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int rc = bpf_map__delete_elem(skel_->maps.mesh_pods, &key, sizeof(key), 0);
+    return Napi::Boolean::New(env, rc == 0);
+  }
+
+  // setSkipInbound(podIp, ranges): connections to podIp on these ports bypass the proxy.
+  Napi::Value SetSkipInbound(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    uint32_t ip;
+    if (!ParseIp4(info[0], &ip)) {
+      Napi::TypeError::New(env, "setSkipInbound needs an IPv4 pod address").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    mesh_port_ranges r;
+    if (!ParseRanges(env, info[1], &r)) return env.Undefined();
+    if (bpf_map__update_elem(skel_->maps.mesh_skip_in, &ip, sizeof(ip), &r, sizeof(r), BPF_ANY))
+      MakeError(env, "setting skip-inbound ports", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value RemoveSkipInbound(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    uint32_t ip;
+    if (!ParseIp4(info[0], &ip)) {
+      Napi::TypeError::New(env, "removeSkipInbound needs an IPv4 pod address").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int rc = bpf_map__delete_elem(skel_->maps.mesh_skip_in, &ip, sizeof(ip), 0);
+    return Napi::Boolean::New(env, rc == 0);
+  }
+
+  // lookup(remoteIp, remotePort) -> { ip, port, podKey } | null. The proxy's hot path: one syscall.
+  Napi::Value Lookup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    mesh_tuple key;
+    memset(&key, 0, sizeof(key));
+    if (!ParseIp4(info[0], &key.ip)) return env.Null();  // IPv6 peers never have records
+    uint32_t port = info[1].ToNumber().Uint32Value();
+    if (port > 65535) return env.Null();
+    key.port = port;
+    mesh_orig o;
+    lookups_++;
+    if (bpf_map__lookup_elem(skel_->maps.mesh_orig_by_tuple, &key, sizeof(key), &o, sizeof(o), 0)) {
+      lookup_misses_++;
+      return env.Null();
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("ip", FormatIp4(o.dst_ip));
+    r.Set("port", Napi::Number::New(env, o.dst_port));
+    r.Set("podKey", Napi::BigInt::New(env, (uint64_t)o.pod_key));
+    return r;
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Loaded(env)) return env.Undefined();
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) ncpu = 1;
+    std::vector<uint64_t> vals(ncpu);
+    Napi::Object r = Napi::Object::New(env);
+    for (uint32_t i = 0; i < MESH_C__COUNT; i++) {
+      uint64_t sum = 0;
+      if (bpf_map__lookup_elem(skel_->maps.mesh_counters, &i, sizeof(i), vals.data(),
+                               sizeof(uint64_t) * ncpu, 0) == 0)
+        for (auto v : vals) sum += v;
+      r.Set(kCounterNames[i], Napi::BigInt::New(env, sum));
+    }
+    r.Set("lookups", Napi::BigInt::New(env, (uint64_t)lookups_.load()));
+    r.Set("lookupMisses", Napi::BigInt::New(env, (uint64_t)lookup_misses_.load()));
+    return r;
+  }
+
+  static uint32_t CountEntries(const bpf_map* m) {
+    int fd = bpf_map__fd(m);
+    size_t ks = bpf_map__key_size(m);
+    std::vector<char> cur(ks), next(ks);
+    uint32_t n = 0;
+    void* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, next.data()) == 0) {
+      n++;
+      cur.swap(next);
+      prev = cur.data();
+      if (n > bpf_map__max_entries(m) * 2) break;  // map churned under us: stop, it is an estimate
+    }
+    return n;
+  }
+
+  // describe(): programs, attach point, maps with usage, for `status`.
+  Napi::Value Describe(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("loaded", Napi::Boolean::New(env, skel_ != nullptr));
+    r.Set("cgroup", cgroup_.empty() ? env.Null() : Napi::String::New(env, cgroup_));
+    Napi::Array progs = Napi::Array::New(env);
+    Napi::Array maps = Napi::Array::New(env);
+    if (skel_) {
+      uint32_t i = 0;
+      bpf_program* p;
+      bpf_object__for_each_program(p, skel_->obj) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("name", bpf_program__name(p));
+        o.Set("section", bpf_program__section_name(p));
+        bpf_prog_info pinfo;
+        memset(&pinfo, 0, sizeof(pinfo));
+        uint32_t len = sizeof(pinfo);
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(p), &pinfo, &len) == 0) o.Set("id", pinfo.id);
+        bool attached = false;
+        std::string sec = bpf_program__section_name(p);
+        for (auto& a : links_)
+          if (sec.find(a.program) != std::string::npos) attached = true;
+        o.Set("attachedTo", attached ? Napi::String::New(env, cgroup_) : env.Null());
+        progs.Set(i++, o);
+      }
+      i = 0;
+      bpf_map* m;
+      bpf_object__for_each_map(m, skel_->obj) {
+        std::string name = bpf_map__name(m);
+        if (name.find(".") != std::string::npos) continue;  // .rodata etc.
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("name", name);
+        o.Set("type", libbpf_bpf_map_type_str(bpf_map__type(m)));
+        o.Set("maxEntries", bpf_map__max_entries(m));
+        bool fixed = bpf_map__type(m) == BPF_MAP_TYPE_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY;
+        o.Set("used", fixed ? bpf_map__max_entries(m) : CountEntries(m));
+        maps.Set(i++, o);
+      }
+    }
+    r.Set("programs", progs);
+    r.Set("maps", maps);
+    return r;
+  }
+};
+
+Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  return Datapath::Init(env, exports);
+}
+
+}  // namespace
+
+NODE_API_MODULE(mesh_bpf, InitAll)

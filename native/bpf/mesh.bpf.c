@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* mesh-agent datapath: redirect meshed pods' TCP connect() to the node proxy.
+ * Attached to the pods' cgroup root, never the machine's root cgroup. */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/socket.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "mesh_shared.h"
+
+#ifndef SOCK_STREAM
+#define SOCK_STREAM 1
+#endif
+#define AF_INET 2
+#define AF_INET6 10
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mesh_global);
+} mesh_global SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_MAX_PODS);
+	__type(key, __u64); /* pod cgroup id */
+	__type(value, struct mesh_pod);
+} mesh_pods SEC(".maps");
+
+/* Destination pods' skip-inbound ports, keyed by pod IP (network order). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_MAX_SKIP_DSTS);
+	__type(key, __u32);
+	__type(value, struct mesh_port_ranges);
+} mesh_skip_in SEC(".maps");
+
+/* Deleted explicitly at close; LRU only as a backstop against leaks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MESH_MAX_CONNS);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct mesh_orig);
+} mesh_orig_by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MESH_MAX_CONNS);
+	__type(key, struct mesh_tuple);
+	__type(value, struct mesh_orig);
+} mesh_orig_by_tuple SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MESH_C__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} mesh_counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&mesh_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* Bounded loops: kernels since 5.3 verify them without unrolling. */
+static __always_inline int in_ranges(const struct mesh_port_ranges *r, __u16 port)
+{
+	__u32 n = r->n;
+	for (int i = 0; i < MESH_MAX_PORT_RANGES; i++) {
+		if (i >= n)
+			break;
+		if (port >= r->lo[i] && port <= r->hi[i])
+			return 1;
+	}
+	return 0;
+}
+
+/* The pod entry of the calling task: walk its ancestor cgroups from the root down, so the
+ * pod may sit at any depth (cgroupfs or systemd driver, any QoS class) and the process in
+ * any container cgroup below it. */
+static __always_inline struct mesh_pod *find_pod(__u64 *key)
+{
+	for (int level = 1; level < MESH_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0)
+			break;
+		struct mesh_pod *pod = bpf_map_lookup_elem(&mesh_pods, &id);
+		if (pod) {
+			*key = id;
+			return pod;
+		}
+	}
+	return 0;
+}
+
+/* Decides for one TCP connect() to dst (network order ip, host order port); on redirect
+ * stores the original destination under the socket cookie. Returns 1 to redirect. */
+static __always_inline int decide(void *ctx, __u32 dst_ip, __u16 dst_port, const struct mesh_global **gout)
+{
+	__u32 zero = 0;
+	const struct mesh_global *g = bpf_map_lookup_elem(&mesh_global, &zero);
+	if (!g || g->proxy_ip == 0)
+		return 0;
+	*gout = g;
+
+	if ((bpf_ntohl(dst_ip) >> 24) == 127 || (dst_ip == g->proxy_ip && dst_port == g->proxy_port)) {
+		count(MESH_C_PASSED_LOCAL);
+		return 0;
+	}
+	__u64 pod_key = 0;
+	struct mesh_pod *pod = find_pod(&pod_key);
+	if (!pod) {
+		count(MESH_C_UNMESHED);
+		return 0;
+	}
+	if (in_ranges(&pod->skip_out, dst_port) || in_ranges(&g->skip_out, dst_port)) {
+		count(MESH_C_SKIPPED_PORT);
+		return 0;
+	}
+	struct mesh_port_ranges *in = bpf_map_lookup_elem(&mesh_skip_in, &dst_ip);
+	if (in && in_ranges(in, dst_port)) {
+		count(MESH_C_SKIPPED_INBOUND);
+		return 0;
+	}
+
+	struct mesh_orig orig = {
+		.dst_ip = dst_ip,
+		.dst_port = dst_port,
+		.pod_key = pod_key,
+	};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (bpf_map_update_elem(&mesh_orig_by_cookie, &cookie, &orig, BPF_ANY)) {
+		/* Without a record the proxy would refuse it: connect directly instead. */
+		count(MESH_C_MAP_FULL);
+		return 0;
+	}
+	count(MESH_C_REDIRECTED);
+	return 1;
+}
+
+static __always_inline int is_tcp(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type == SOCK_STREAM && (ctx->protocol == IPPROTO_TCP || ctx->protocol == 0))
+		return 1;
+	count(MESH_C_NOT_TCP);
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int mesh_connect4(struct bpf_sock_addr *ctx)
+{
+	if (!is_tcp(ctx))
+		return 1;
+	const struct mesh_global *g = 0;
+	if (decide(ctx, ctx->user_ip4, bpf_ntohs(ctx->user_port), &g) && g) {
+		ctx->user_ip4 = g->proxy_ip;
+		ctx->user_port = bpf_htons(g->proxy_port);
+	}
+	return 1;
+}
+
+/* IPv4-mapped IPv6 (::ffff:a.b.c.d) gets the IPv4 treatment; native IPv6 passes. */
+static __always_inline int is_v4_mapped(const __u32 *ip6)
+{
+	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff);
+}
+
+SEC("cgroup/connect6")
+int mesh_connect6(struct bpf_sock_addr *ctx)
+{
+	if (!is_tcp(ctx))
+		return 1;
+	__u32 ip6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+	if (!is_v4_mapped(ip6))
+		return 1;
+	const struct mesh_global *g = 0;
+	if (decide(ctx, ip6[3], bpf_ntohs(ctx->user_port), &g) && g) {
+		ctx->user_ip6[3] = g->proxy_ip;
+		ctx->user_port = bpf_htons(g->proxy_port);
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int mesh_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct mesh_orig *o = bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie);
+	if (o) {
+		ctx->user_ip4 = o->dst_ip;
+		ctx->user_port = bpf_htons(o->dst_port);
+		count(MESH_C_GETPEERNAME);
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int mesh_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct mesh_orig *o = bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie);
+	if (o) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = o->dst_ip;
+		ctx->user_port = bpf_htons(o->dst_port);
+		count(MESH_C_GETPEERNAME);
+	}
+	return 1;
+}
+
+SEC("sockops")
+int mesh_sockops(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct mesh_orig *o = bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie);
+
+	switch (op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* Ask for state changes from the SYN on, so a connect that never establishes
+		 * still has its cookie record deleted at close. */
+		if (o)
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
+		if (!o) {
+			/* Most sockets in a pod were never redirected: only count real misses. */
+			__u32 dport = bpf_ntohl(skops->remote_port);
+			__u32 zero = 0;
+			const struct mesh_global *g = bpf_map_lookup_elem(&mesh_global, &zero);
+			if (g && skops->remote_ip4 == g->proxy_ip && dport == g->proxy_port)
+				count(MESH_C_ESTABLISHED_MISS);
+			break;
+		}
+		struct mesh_tuple key = {
+			.ip = skops->local_ip4, /* for v4-mapped v6 sockets the kernel fills local_ip4 too */
+			.port = (__u16)skops->local_port,
+		};
+		if (skops->family == AF_INET6)
+			key.ip = skops->local_ip6[3];
+		o->src_ip = key.ip;
+		o->src_port = key.port;
+		if (bpf_map_update_elem(&mesh_orig_by_tuple, &key, o, BPF_ANY))
+			count(MESH_C_MAP_FULL);
+		else
+			count(MESH_C_ESTABLISHED);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	}
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE || !o)
+			break;
+		if (o->src_port) {
+			struct mesh_tuple key = {.ip = o->src_ip, .port = o->src_port};
+			bpf_map_delete_elem(&mesh_orig_by_tuple, &key);
+		}
+		bpf_map_delete_elem(&mesh_orig_by_cookie, &cookie);
+		count(MESH_C_CLOSED);
+		break;
+	}
+	return 1;
+}

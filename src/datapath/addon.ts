@@ -1,0 +1,87 @@
+// Typed access to the Node-API addon (native/addon). No policy here: src/datapath/datapath.ts decides.
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type PortRange = [number, number];
+
+export interface OrigRecord {
+  ip: string;
+  port: number;
+  podKey: bigint;
+}
+
+export interface DatapathCounters {
+  redirected: bigint;
+  skippedPort: bigint;
+  skippedInbound: bigint;
+  unmeshed: bigint;
+  passedLocal: bigint;
+  notTcp: bigint;
+  established: bigint;
+  establishedMiss: bigint;
+  closed: bigint;
+  getpeername: bigint;
+  mapFull: bigint;
+  lookups: bigint;
+  lookupMisses: bigint;
+}
+
+export interface ProgramInfo {
+  name: string;
+  section: string;
+  id?: number;
+  attachedTo: string | null;
+}
+
+export interface MapInfo {
+  name: string;
+  type: string;
+  maxEntries: number;
+  used: number;
+}
+
+export interface DatapathDescription {
+  loaded: boolean;
+  cgroup: string | null;
+  programs: ProgramInfo[];
+  maps: MapInfo[];
+}
+
+/** The addon's class, as native/addon/datapath.cc defines it. */
+export interface NativeDatapath {
+  load(): void;
+  attach(cgroupPath: string): void;
+  detach(): void;
+  close(): void;
+  setGlobal(g: { proxyIp: string; proxyPort: number; skipOutbound?: PortRange[] }): void;
+  setPod(podKey: bigint, p: { ip?: string | null; skipOutbound?: PortRange[] }): void;
+  removePod(podKey: bigint): boolean;
+  setSkipInbound(podIp: string, ranges: PortRange[]): void;
+  removeSkipInbound(podIp: string): boolean;
+  lookup(remoteIp: string, remotePort: number): OrigRecord | null;
+  counters(): DatapathCounters;
+  describe(): DatapathDescription;
+}
+
+/** An error from the addon: the message names the problem and the fix. */
+export interface DatapathError extends Error {
+  errno?: number;
+  code?: string;
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export function loadAddon(): { Datapath: new () => NativeDatapath } {
+  const require = createRequire(import.meta.url);
+  const file = path.join(root, 'build/Release/mesh_bpf.node');
+  try {
+    return require(file);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'MODULE_NOT_FOUND' || err.code === 'ERR_DLOPEN_FAILED') {
+      throw new Error(`loading the datapath addon ${file} failed: ${err.message.split('\n')[0]}; build it with ./dev setup (needs libbpf1 at run time)`);
+    }
+    throw err;
+  }
+}

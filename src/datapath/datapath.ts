@@ -1,0 +1,95 @@
+// The datapath as the agent uses it: load, attach under the pods' cgroup root, keep pod
+// entries in step. Links are owned by this process, so if it dies the kernel detaches the
+// programs and pods connect directly (fail-open).
+import { loadAddon, type DatapathCounters, type DatapathDescription, type NativeDatapath, type OrigRecord, type PortRange } from './addon.ts';
+import { checkAttachTarget, cgroupId } from './cgroup2.ts';
+
+export type { DatapathCounters, DatapathDescription, OrigRecord, PortRange };
+
+export interface DatapathOptions {
+  cgroupRoot: string;
+  proxyIp: string;
+  proxyPort: number;
+  /** Global skip-outbound ports, for every pod. */
+  skipOutbound?: PortRange[];
+  allowRootCgroup?: boolean;
+}
+
+export interface PodEntry {
+  /** Pod-level cgroup directory (kubelet's pod<uid> cgroup). */
+  cgroupPath: string;
+  ip?: string | null;
+  skipOutbound?: PortRange[];
+}
+
+export class Datapath {
+  private native: NativeDatapath;
+  readonly cgroupRoot: string;
+  private attached = false;
+
+  private constructor(native: NativeDatapath, cgroupRoot: string) {
+    this.native = native;
+    this.cgroupRoot = cgroupRoot;
+  }
+
+  /** Loads the programs, writes the global config, then attaches: no window where programs run unconfigured. */
+  static open(opts: DatapathOptions): Datapath {
+    const root = checkAttachTarget(opts.cgroupRoot, { allowRootCgroup: opts.allowRootCgroup });
+    const { Datapath: Native } = loadAddon();
+    const native = new Native();
+    native.load();
+    const dp = new Datapath(native, root);
+    try {
+      native.setGlobal({ proxyIp: opts.proxyIp, proxyPort: opts.proxyPort, skipOutbound: opts.skipOutbound ?? [] });
+      native.attach(root);
+      dp.attached = true;
+    } catch (e) {
+      native.close();
+      throw e;
+    }
+    return dp;
+  }
+
+  setGlobal(proxyIp: string, proxyPort: number, skipOutbound: PortRange[] = []): void {
+    this.native.setGlobal({ proxyIp, proxyPort, skipOutbound });
+  }
+
+  /** Adds or updates a pod; returns its datapath key (the pod cgroup id). */
+  setPod(p: PodEntry): bigint {
+    const key = cgroupId(p.cgroupPath);
+    this.native.setPod(key, { ip: p.ip ?? null, skipOutbound: p.skipOutbound ?? [] });
+    return key;
+  }
+
+  removePod(key: bigint): boolean {
+    return this.native.removePod(key);
+  }
+
+  setSkipInbound(podIp: string, ranges: PortRange[]): void {
+    if (ranges.length === 0) this.native.removeSkipInbound(podIp);
+    else this.native.setSkipInbound(podIp, ranges);
+  }
+
+  lookup(remoteIp: string, remotePort: number): OrigRecord | null {
+    return this.native.lookup(remoteIp, remotePort);
+  }
+
+  counters(): DatapathCounters {
+    return this.native.counters();
+  }
+
+  describe(): DatapathDescription {
+    return this.native.describe();
+  }
+
+  get isAttached(): boolean {
+    return this.attached;
+  }
+
+  /** Detaches and unloads; pods connect directly from now on. */
+  close(): void {
+    this.native.detach();
+    this.native.close();
+    this.attached = false;
+  }
+}
