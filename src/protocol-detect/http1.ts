@@ -59,8 +59,10 @@ export function detectHttp1(buf: Uint8Array): Detection {
   if (!targetMayStartWith(method, buf[i])) return opaque('bad-target');
   while (i < limit && isTargetByte(buf[i])) i++;
   if (i === limit) return more();
-  if (buf[i] !== SP) return opaque(buf[i] === CR || buf[i] === LF ? 'http-version' : 'bad-target');
+  const lineEnded = buf[i] === CR || buf[i] === LF;
+  if (buf[i] !== SP && !lineEnded) return opaque('bad-target');
   if (!targetFitsMethod(method, buf, targetStart, i)) return opaque('bad-target');
+  if (lineEnded) return opaque('http-version'); // HTTP/0.9 has no version
   const target = ascii(buf, targetStart, i);
 
   // HTTP-version: only "HTTP/1.0" and "HTTP/1.1"
