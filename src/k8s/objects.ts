@@ -1,0 +1,76 @@
+// The few fields of Pod and Namespace objects the agent reads, and how to pull them out of
+// YAML or JSON documents (several documents, or List kinds).
+import { parseAllDocuments } from 'yaml';
+
+export interface PodInfo {
+  uid: string;
+  name: string;
+  namespace: string;
+  nodeName?: string;
+  ip?: string;
+  phase?: string;
+  hostNetwork: boolean;
+  qosClass?: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  owner?: { kind: string; name: string };
+}
+
+export interface NamespaceInfo {
+  name: string;
+  annotations: Record<string, string>;
+}
+
+export interface Snapshot {
+  pods: PodInfo[];
+  namespaces: Map<string, NamespaceInfo>;
+}
+
+type Obj = Record<string, any>;
+
+export function podFromObject(o: Obj): PodInfo | null {
+  const md = o?.metadata;
+  if (o?.kind !== 'Pod' || !md?.uid || !md?.name) return null;
+  const owner = Array.isArray(md.ownerReferences) ? md.ownerReferences.find((r: Obj) => r?.controller) ?? md.ownerReferences[0] : undefined;
+  return {
+    uid: String(md.uid),
+    name: String(md.name),
+    namespace: String(md.namespace ?? 'default'),
+    nodeName: o.spec?.nodeName,
+    ip: o.status?.podIP,
+    phase: o.status?.phase,
+    hostNetwork: o.spec?.hostNetwork === true,
+    qosClass: o.status?.qosClass,
+    labels: { ...(md.labels ?? {}) },
+    annotations: { ...(md.annotations ?? {}) },
+    owner: owner ? { kind: String(owner.kind), name: String(owner.name) } : undefined,
+  };
+}
+
+export function namespaceFromObject(o: Obj): NamespaceInfo | null {
+  if (o?.kind !== 'Namespace' || !o.metadata?.name) return null;
+  return { name: String(o.metadata.name), annotations: { ...(o.metadata.annotations ?? {}) } };
+}
+
+/** Parses YAML or JSON text (JSON is YAML) into Pods and Namespaces; throws with the line of a syntax error. */
+export function parseObjects(text: string, source = 'input'): Snapshot {
+  const pods: PodInfo[] = [];
+  const namespaces = new Map<string, NamespaceInfo>();
+  const visit = (o: Obj) => {
+    if (!o || typeof o !== 'object') return;
+    if (Array.isArray(o.items) && /List$/.test(String(o.kind ?? 'List'))) return o.items.forEach(visit);
+    const p = podFromObject(o);
+    if (p) pods.push(p);
+    const n = namespaceFromObject(o);
+    if (n) namespaces.set(n.name, n);
+  };
+  for (const doc of parseAllDocuments(text, { prettyErrors: true })) {
+    if (doc.errors.length) {
+      const e = doc.errors[0]!;
+      const line = e.linePos?.[0]?.line;
+      throw new Error(`${source}${line ? `:${line}` : ''}: invalid YAML: ${e.message.split('\n')[0]}`);
+    }
+    visit(doc.toJS());
+  }
+  return { pods, namespaces };
+}

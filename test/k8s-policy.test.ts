@@ -1,0 +1,82 @@
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { resolvePolicy } from '../src/k8s/annotations.ts';
+import { parseObjects } from '../src/k8s/objects.ts';
+import { candidatePaths, findPodCgroup } from '../src/k8s/pod-cgroup.ts';
+
+const A = (o: Record<string, string>) => ({ annotations: o });
+
+test('inject is opt-in, per namespace or pod, the pod wins', (t) => {
+  t.false(resolvePolicy({}, undefined).meshed);
+  t.is(resolvePolicy({}, undefined).reason, 'not-injected');
+  t.true(resolvePolicy({}, A({ 'mesh-agent.io/inject': 'enabled' })).meshed);
+  t.false(resolvePolicy(A({ 'mesh-agent.io/inject': 'disabled' }), A({ 'mesh-agent.io/inject': 'enabled' })).meshed);
+  t.true(resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled' }), A({ 'mesh-agent.io/inject': 'disabled' })).meshed);
+});
+
+test('hostNetwork and finished pods are never meshed', (t) => {
+  const ns = A({ 'mesh-agent.io/inject': 'enabled' });
+  t.is(resolvePolicy({ hostNetwork: true }, ns).reason, 'host-network');
+  t.is(resolvePolicy({ phase: 'Succeeded' }, ns).reason, 'not-running');
+  t.true(resolvePolicy({ phase: 'Running' }, ns).meshed);
+});
+
+test('port annotations parse lists and ranges; namespace values apply unless the pod sets its own', (t) => {
+  const p = resolvePolicy(
+    A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '3306,5000-5010' }),
+    A({ 'mesh-agent.io/skip-inbound-ports': '9090', 'mesh-agent.io/skip-outbound-ports': '1-100' }),
+  );
+  t.deepEqual(p.skipOutbound.ranges(), [[3306, 3306], [5000, 5010]]);
+  t.deepEqual(p.skipInbound.ranges(), [[9090, 9090]]);
+  t.is(p.opaquePorts, null);
+  t.deepEqual(p.errors, []);
+});
+
+test('a bad value is reported with the annotation and value, and the last good value is kept', (t) => {
+  const good = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '3306' }), undefined);
+  const bad = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '33o6' }), undefined, good);
+  t.deepEqual(bad.skipOutbound.ranges(), [[3306, 3306]]);
+  t.is(bad.errors.length, 1);
+  t.regex(bad.errors[0]!, /skip-outbound-ports.*33o6/);
+  const fresh = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/opaque-ports': '70000' }), undefined);
+  t.is(fresh.opaquePorts, null);
+  t.regex(fresh.errors[0]!, /opaque-ports.*70000.*1-65535/);
+  const tooMany = Array.from({ length: 17 }, (_, i) => String(1000 + i * 2)).join(',');
+  t.regex(resolvePolicy(A({ 'mesh-agent.io/skip-outbound-ports': tooMany }), undefined).errors[0]!, /17 separate ranges/);
+  t.regex(resolvePolicy(A({ 'mesh-agent.io/inject': 'yes' }), undefined).errors[0]!, /"yes" is not enabled or disabled/);
+});
+
+test('objects: several documents, Lists, Pods and Namespaces; YAML errors carry the line', (t) => {
+  const text = [
+    'apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {mesh-agent.io/inject: enabled}}',
+    JSON.stringify({ kind: 'PodList', items: [{ kind: 'Pod', metadata: { name: 'a', namespace: 'shop', uid: 'u1', ownerReferences: [{ kind: 'ReplicaSet', name: 'a-1', controller: true }] }, spec: { nodeName: 'n1' }, status: { podIP: '10.0.0.1', phase: 'Running' } }] }),
+    'kind: Pod\nmetadata: {name: b, uid: u2}\nspec: {hostNetwork: true}',
+    'kind: ConfigMap\nmetadata: {name: c}',
+  ].join('\n---\n');
+  const s = parseObjects(text);
+  t.deepEqual(s.pods.map((p) => [p.name, p.namespace, p.ip, p.hostNetwork]), [['a', 'shop', '10.0.0.1', false], ['b', 'default', undefined, true]]);
+  t.deepEqual(s.pods[0]!.owner, { kind: 'ReplicaSet', name: 'a-1' });
+  t.is(s.namespaces.get('shop')!.annotations['mesh-agent.io/inject'], 'enabled');
+  const err = t.throws(() => parseObjects('kind: Pod\nmetadata:\n  name: [unclosed\n', 'pods.yaml'));
+  t.regex(err!.message, /^pods\.yaml:\d+: invalid YAML/);
+});
+
+test('pod cgroups are found for both kubelet drivers and every QoS class, from any ancestor', (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'podcg-'));
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const uid = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
+  for (const rel of candidatePaths(uid)) {
+    const dir = path.join(root, rel);
+    fs.mkdirSync(dir, { recursive: true });
+    t.is(findPodCgroup(root, uid), dir, rel);
+    // The agent may be pointed at kubepods(.slice) itself.
+    t.is(findPodCgroup(path.join(root, rel.split('/')[0]!), uid), dir);
+    fs.rmSync(path.join(root, rel.split('/')[0]!), { recursive: true });
+  }
+  const nested = path.join(root, 'kind/kubelet/kubepods/burstable', `pod${uid}`);
+  fs.mkdirSync(nested, { recursive: true });
+  t.is(findPodCgroup(root, uid), nested);
+  t.is(findPodCgroup(root, 'no-such-uid'), null);
+});
