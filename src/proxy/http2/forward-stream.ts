@@ -1,0 +1,175 @@
+// Forwards one client stream to an upstream stream: headers, bodies both ways under
+// stream backpressure, response trailers, resets both ways; reports one RequestEvent.
+import * as http2 from 'node:http2';
+import type { ConnContext, ProxyLimits } from '../context.ts';
+import type { Http2SessionPool, UpstreamSession } from './pool.ts';
+import {
+  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders,
+} from './headers.ts';
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+
+export interface StreamHooks {
+  /** The client reset a stream whose exchange was not finished. */
+  onClientReset(): void;
+}
+
+export function forwardStream(
+  client: http2.ServerHttp2Stream,
+  reqHeaders: http2.IncomingHttpHeaders,
+  ctx: ConnContext,
+  pool: Http2SessionPool,
+  limits: ProxyLimits,
+  hooks: StreamHooks,
+): void {
+  const startedAt = Date.now();
+  const t0 = performance.now();
+  const reqGrpc = isGrpc(reqHeaders['content-type']);
+  let status = 0;
+  let grpc = reqGrpc;
+  let grpcStatus: number | undefined;
+  let latencyMs = 0;
+  let requestBytes = 0;
+  let responseBytes = 0;
+  let error: string | undefined;
+  let responseDone = false;
+  let resetByProxy = false;
+  let upstream: http2.ClientHttp2Stream | undefined;
+  let upSession: UpstreamSession | undefined;
+
+  client.on('error', (err: Error) => { error ??= err.message; });
+  client.once('close', () => {
+    const code = client.rstCode ?? NGHTTP2_NO_ERROR;
+    if (!responseDone && !resetByProxy) {
+      hooks.onClientReset();
+      error ??= `client reset (code ${code})`;
+    }
+    // The client went away first: the server must stop working on it too, with the same code.
+    if (upstream && !upstream.closed && !upstream.destroyed) {
+      upstream.close(code === NGHTTP2_NO_ERROR && !responseDone ? NGHTTP2_CANCEL : code);
+    }
+    const method = str(reqHeaders[':method']);
+    ctx.telemetry.request({
+      ...ctx.endpoints,
+      connId: ctx.connId,
+      protocol: 'http2',
+      authority: str(reqHeaders[':authority']) || str(reqHeaders.host),
+      method,
+      path: str(reqHeaders[':path']),
+      status,
+      ...(grpc ? { grpcStatus } : {}),
+      success: responseDone && isSuccess(status, grpc, grpcStatus),
+      latencyMs,
+      durationMs: performance.now() - t0,
+      requestBytes,
+      responseBytes,
+      ...(error && !(responseDone && isSuccess(status, grpc, grpcStatus)) ? { error } : {}),
+      startedAt,
+    });
+  });
+
+  const resetClient = (code: number) => {
+    if (client.closed || client.destroyed) return;
+    resetByProxy = true;
+    client.close(code);
+  };
+
+  const respondWithProxyError = () => {
+    if (client.headersSent || client.closed || client.destroyed) {
+      resetClient(NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    const failure = upSession?.failure ?? 'unreachable';
+    const r = proxyErrorResponse(failure, reqGrpc, upSession?.failureDetail || error || 'stream failed');
+    status = r.status;
+    grpcStatus = r.grpcStatus;
+    latencyMs = performance.now() - t0;
+    error ??= `upstream ${failure}`;
+    responseDone = true;
+    client.respond(r.headers, { endStream: true });
+    // Unread request body: tell the client to stop sending it.
+    if (!client.readableEnded) client.resume();
+  };
+
+  // The eager connection may be unusable or the pool full: dial on demand.
+  const { destIp, destPort } = ctx.endpoints;
+  try {
+    upSession = pool.acquire(destIp, destPort, () => ctx.dial(destIp, destPort), limits.upstreamConnectTimeoutMs);
+    upstream = upSession.request(upstreamRequestHeaders(reqHeaders), {
+      endStream: client.readableEnded || client.endAfterHeaders,
+      waitForTrailers: true,
+    });
+  } catch (err) {
+    error = (err as Error).message;
+    respondWithProxyError();
+    return;
+  }
+  const up = upstream;
+
+  // Request body: pipe gives backpressure both ways (client window only reopens as the
+  // upstream drains), so no body is held in memory beyond the stream buffers.
+  let requestTrailers: http2.IncomingHttpHeaders | undefined;
+  client.on('trailers', (t) => { requestTrailers = t; });
+  client.on('data', (chunk: Buffer) => { requestBytes += chunk.length; });
+  up.on('wantTrailers', () => up.sendTrailers(requestTrailers ? downstreamHeaders(requestTrailers) : {}));
+  if (!client.readableEnded && !client.endAfterHeaders) client.pipe(up);
+
+  up.on('error', (err: Error) => { error ??= err.message; });
+  // 1xx (e.g. 103 Early Hints, 100 Continue) travel ahead of the final response.
+  up.on('headers', (h) => {
+    if (!client.closed && !client.headersSent) client.additionalHeaders(downstreamHeaders(h));
+  });
+  up.on('response', (h) => {
+    status = Number(h[':status']) || 0;
+    latencyMs = performance.now() - t0;
+    grpc = reqGrpc || isGrpc(h['content-type']);
+    if (client.closed || client.destroyed) return;
+    if (up.endAfterHeaders) {
+      // Trailers-only (how gRPC sends most errors): the status is in these headers.
+      grpcStatus = parseGrpcStatus(h['grpc-status']);
+      responseDone = true;
+      client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
+      return;
+    }
+    client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
+    up.pipe(client);
+  });
+  up.on('data', (chunk: Buffer) => { responseBytes += chunk.length; });
+  let responseTrailers: http2.IncomingHttpHeaders | undefined;
+  up.on('trailers', (t) => {
+    responseTrailers = t;
+    const g = parseGrpcStatus(t['grpc-status']);
+    if (g !== undefined) grpcStatus = g;
+  });
+  // Runs after the last DATA frame went to the client; empty trailers end the stream with
+  // an empty DATA frame (node's choice), so non-trailer responses end normally too.
+  client.on('wantTrailers', () => {
+    responseDone = true;
+    client.sendTrailers(responseTrailers ? downstreamHeaders(responseTrailers) : {});
+  });
+
+  up.once('close', () => {
+    const code = up.rstCode ?? NGHTTP2_NO_ERROR;
+    if (client.closed || client.destroyed) return;
+    if (!client.headersSent) {
+      // Nothing was answered: a failed session becomes a proxy error response; a server
+      // reset is passed on with its code (REFUSED_STREAM lets the client retry).
+      if (upSession?.failure || upSession?.session.destroyed || code === NGHTTP2_NO_ERROR) {
+        respondWithProxyError();
+      } else {
+        error ??= `upstream reset (code ${code})`;
+        resetClient(code);
+      }
+      return;
+    }
+    if (code !== NGHTTP2_NO_ERROR) {
+      error ??= `upstream reset (code ${code})`;
+      up.unpipe(client);
+      resetClient(code);
+    }
+  });
+}
+
+function str(v: string | string[] | undefined): string {
+  return Array.isArray(v) ? v.join(',') : (v ?? '');
+}

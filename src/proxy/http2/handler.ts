@@ -1,0 +1,106 @@
+// Terminates HTTP/2 (prior knowledge) client connections with one node:http2 server object
+// that never listens: each redirected socket is handed to it as if it had been accepted.
+import * as http2 from 'node:http2';
+import type { ConnContext, ProtocolHandler, ProxyLimits } from '../context.ts';
+import { Http2SessionPool } from './pool.ts';
+import { ResetBudget } from './reset-budget.ts';
+import { forwardStream } from './forward-stream.ts';
+
+const { NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+
+export interface Http2HandlerOptions {
+  pool?: Http2SessionPool;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS we advertise to clients. */
+  maxConcurrentStreams?: number;
+  /** Client-reset streams allowed per session within resetWindowMs before GOAWAY. */
+  maxResetsPerWindow?: number;
+  resetWindowMs?: number;
+}
+
+interface ClientConn {
+  ctx: ConnContext;
+  limits: ProxyLimits;
+  resets: ResetBudget;
+  session?: http2.ServerHttp2Session;
+  open: number;
+  idle?: NodeJS.Timeout;
+}
+
+export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHandler {
+  const pool = opts.pool ?? new Http2SessionPool();
+  const maxResets = opts.maxResetsPerWindow ?? 1000;
+  const windowMs = opts.resetWindowMs ?? 10_000;
+  const server = http2.createServer({
+    settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 100, enablePush: false },
+    // nghttp2's own token bucket is the native backstop behind ResetBudget: it sees resets
+    // before JS does. Keep it looser than ours so our GOAWAY (ENHANCE_YOUR_CALM) normally wins.
+    streamResetBurst: maxResets * 2,
+    streamResetRate: Math.max(1, Math.ceil((maxResets * 2 * 1000) / windowMs)),
+  });
+  let adopting: ClientConn | undefined;
+
+  // Unhandled 'error' on any of these would crash the agent; node already answers protocol
+  // errors with GOAWAY and tears the session down.
+  server.on('sessionError', () => {});
+  server.on('error', () => {});
+  server.on('session', (session) => {
+    session.on('error', () => {});
+    const conn = adopting;
+    if (!conn) {
+      session.destroy();
+      return;
+    }
+    conn.session = session;
+    session.once('close', () => clearTimeout(conn.idle));
+    const onClientReset = () => {
+      if (conn.resets.record(Date.now()) && !session.destroyed) {
+        session.destroy(undefined, NGHTTP2_ENHANCE_YOUR_CALM);
+      }
+    };
+    session.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      // HEADERS and RST_STREAM in one read (rapid reset): never open an upstream stream.
+      if (stream.closed || stream.destroyed) {
+        onClientReset();
+        return;
+      }
+      trackIdle(conn, stream);
+      forwardStream(stream, headers, conn.ctx, pool, conn.limits, { onClientReset });
+    });
+  });
+
+  return (ctx, head, upstream, limits) => {
+    const conn: ClientConn = {
+      ctx, limits, resets: new ResetBudget(maxResets, windowMs), open: 0,
+    };
+    if (upstream) pool.offer(ctx.endpoints.destIp, ctx.endpoints.destPort, upstream, limits.upstreamConnectTimeoutMs);
+    const socket = ctx.client;
+    socket.on('error', () => {});
+    // The bytes the dispatcher read (preface onward) go back in front of the socket's
+    // stream; node:http2 reads them before the rest (checked by test/http2-handler.test.ts).
+    if (head.length > 0) socket.unshift(head);
+    adopting = conn;
+    try {
+      server.emit('connection', socket);
+    } finally {
+      adopting = undefined;
+    }
+    armIdle(conn);
+  };
+}
+
+// A client connection without streams for idleTimeoutMs is closed gracefully (GOAWAY).
+function armIdle(conn: ClientConn): void {
+  if (conn.idle) clearTimeout(conn.idle);
+  conn.idle = setTimeout(() => conn.session?.close(), conn.limits.idleTimeoutMs);
+  conn.idle.unref();
+}
+
+function trackIdle(conn: ClientConn, stream: http2.ServerHttp2Stream): void {
+  conn.open++;
+  if (conn.idle) clearTimeout(conn.idle);
+  conn.idle = undefined;
+  stream.once('close', () => {
+    if (--conn.open === 0) armIdle(conn);
+  });
+}

@@ -1,0 +1,104 @@
+// Pure header logic for the HTTP/2 forwarder: what crosses the proxy, what a proxy-made
+// error response looks like, and how a finished exchange is classified.
+import * as http2 from 'node:http2';
+
+type InHeaders = http2.IncomingHttpHeaders;
+type OutHeaders = http2.OutgoingHttpHeaders;
+
+// Connection-specific fields are forbidden in HTTP/2 (RFC 9113 8.2.2); a peer that sends
+// them anyway must not make us emit a malformed message upstream.
+const hopByHop = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings',
+]);
+
+function copyWithout(src: InHeaders, drop: (name: string) => boolean): OutHeaders {
+  const out: OutHeaders = {};
+  for (const name of Object.keys(src)) {
+    if (drop(name)) continue;
+    const v = src[name];
+    if (v !== undefined) out[name] = v;
+  }
+  // Keep HPACK never-index marking (e.g. authorization) on the other hop too.
+  const sensitive = (src as Record<symbol, unknown>)[http2.sensitiveHeaders];
+  if (Array.isArray(sensitive) && sensitive.length > 0) {
+    (out as Record<symbol, unknown>)[http2.sensitiveHeaders] = sensitive.filter((n) => typeof n === 'string' && !drop(n.toLowerCase()));
+  }
+  return out;
+}
+
+/** Request headers for the upstream hop. */
+export function upstreamRequestHeaders(h: InHeaders): OutHeaders {
+  const out = copyWithout(h, (n) => hopByHop.has(n) || (n === 'te' && !isTrailersTe(h.te)));
+  // A request may carry Host instead of :authority; node would otherwise fill in the
+  // upstream IP, and the server would see a different authority than the client sent.
+  if (out[':authority'] === undefined && typeof h.host === 'string') out[':authority'] = h.host;
+  return out;
+}
+
+function isTrailersTe(te: string | string[] | undefined): boolean {
+  return typeof te === 'string' && te.trim().toLowerCase() === 'trailers';
+}
+
+/** Response headers (and trailers) for the client hop. */
+export function downstreamHeaders(h: InHeaders): OutHeaders {
+  return copyWithout(h, (n) => hopByHop.has(n));
+}
+
+export function isGrpc(contentType: string | string[] | undefined): boolean {
+  return typeof contentType === 'string' && /^application\/grpc(\+|;|$)/i.test(contentType.trim());
+}
+
+export function parseGrpcStatus(v: string | string[] | undefined): number | undefined {
+  if (typeof v !== 'string' || !/^\d{1,2}$/.test(v.trim())) return undefined;
+  return Number(v.trim());
+}
+
+/** Why the proxy answers a stream itself. */
+export type ProxyFailure = 'unreachable' | 'connect-timeout';
+
+export const GRPC_DEADLINE_EXCEEDED = 4;
+export const GRPC_UNAVAILABLE = 14;
+
+export interface SyntheticResponse {
+  headers: OutHeaders;
+  status: number;
+  grpcStatus?: number;
+}
+
+/**
+ * The response the proxy sends when the upstream could not be reached. gRPC callers get a
+ * trailers-only response with UNAVAILABLE in both cases: the request never reached the
+ * server, so the call is safe to retry, which is what UNAVAILABLE tells a gRPC client;
+ * DEADLINE_EXCEEDED would claim the caller's own deadline passed. Plain HTTP gets 502 or 504.
+ */
+export function proxyErrorResponse(failure: ProxyFailure, grpc: boolean, detail: string): SyntheticResponse {
+  const errorHeader = { 'mesh-proxy-error': failure };
+  if (grpc) {
+    return {
+      status: 200,
+      grpcStatus: GRPC_UNAVAILABLE,
+      headers: {
+        ':status': 200,
+        'content-type': 'application/grpc',
+        'grpc-status': String(GRPC_UNAVAILABLE),
+        'grpc-message': encodeGrpcMessage(`upstream ${failure}: ${detail}`),
+        ...errorHeader,
+      },
+    };
+  }
+  const status = failure === 'connect-timeout' ? 504 : 502;
+  return { status, headers: { ':status': status, 'content-length': '0', ...errorHeader } };
+}
+
+/** grpc-message is percent-encoded (gRPC over HTTP/2 spec). */
+export function encodeGrpcMessage(msg: string): string {
+  return Array.from(Buffer.from(msg, 'utf8'), (b) =>
+    b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : '%' + b.toString(16).toUpperCase().padStart(2, '0'),
+  ).join('');
+}
+
+/** Linkerd's rule: HTTP succeeds below 500; gRPC succeeds only with grpc-status 0. */
+export function isSuccess(status: number, grpc: boolean, grpcStatus: number | undefined): boolean {
+  if (status <= 0 || status >= 500) return false;
+  return grpc ? grpcStatus === 0 : true;
+}

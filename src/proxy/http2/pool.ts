@@ -1,0 +1,178 @@
+// Upstream HTTP/2 sessions, shared by every client connection to the same destination
+// ip:port, so N client connections cost one upstream connection (as linkerd does per endpoint).
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import type { ProxyFailure } from './headers.ts';
+
+export interface PoolOptions {
+  /** Close an upstream session after this long without streams. */
+  idleTimeoutMs?: number;
+  /** Open another session to the destination when one carries this many streams. */
+  maxStreamsPerSession?: number;
+}
+
+/** One upstream session and what the forwarder needs to know about it. */
+export class UpstreamSession {
+  readonly key: string;
+  readonly session: http2.ClientHttp2Session;
+  /** Set once the session failed before or while connecting: decides 502 vs 504. */
+  failure: ProxyFailure | undefined;
+  failureDetail = '';
+  active = 0;
+  #idleTimer: NodeJS.Timeout | undefined;
+  readonly #idleMs: number;
+
+  constructor(key: string, session: http2.ClientHttp2Session, idleMs: number) {
+    this.key = key;
+    this.session = session;
+    this.#idleMs = idleMs;
+    this.#armIdle();
+  }
+
+  get usable(): boolean {
+    const s = this.session;
+    return !s.closed && !s.destroyed && this.failure === undefined && !this.goaway;
+  }
+
+  goaway = false;
+
+  capacity(maxStreams: number): number {
+    const remoteMax = this.session.remoteSettings?.maxConcurrentStreams ?? Infinity;
+    return Math.min(maxStreams, remoteMax) - this.active;
+  }
+
+  /** Opens a stream; the caller must listen for 'error' on it. */
+  request(headers: http2.OutgoingHttpHeaders, opts: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream {
+    const stream = this.session.request(headers, opts);
+    this.active++;
+    this.#disarmIdle();
+    stream.once('close', () => {
+      this.active--;
+      if (this.active === 0) this.#armIdle();
+    });
+    return stream;
+  }
+
+  #armIdle() {
+    this.#disarmIdle();
+    this.#idleTimer = setTimeout(() => this.session.close(), this.#idleMs);
+    this.#idleTimer.unref();
+  }
+
+  #disarmIdle() {
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+  }
+
+  disposeTimers() {
+    this.#disarmIdle();
+  }
+}
+
+export class Http2SessionPool {
+  readonly #idleMs: number;
+  readonly #maxStreams: number;
+  readonly #byKey = new Map<string, UpstreamSession[]>();
+  /** Sessions ever opened, for tests and metrics. */
+  opened = 0;
+
+  constructor(opts: PoolOptions = {}) {
+    this.#idleMs = opts.idleTimeoutMs ?? 60_000;
+    this.#maxStreams = opts.maxStreamsPerSession ?? 250;
+  }
+
+  /**
+   * Takes the dispatcher's eager connection: it becomes the destination's first session
+   * when none is usable, otherwise it is closed (one upstream connection is enough).
+   */
+  offer(ip: string, port: number, socket: net.Socket, connectTimeoutMs: number): void {
+    socket.on('error', () => {}); // errors surface through the session, or not at all
+    if (socket.destroyed || this.#pick(keyOf(ip, port))) {
+      socket.destroy();
+      return;
+    }
+    this.#open(ip, port, () => socket, connectTimeoutMs);
+  }
+
+  /** A session with room for one more stream, opening one through `dial` if needed. */
+  acquire(ip: string, port: number, dial: () => net.Socket, connectTimeoutMs: number): UpstreamSession {
+    return this.#pick(keyOf(ip, port)) ?? this.#open(ip, port, dial, connectTimeoutMs);
+  }
+
+  /** Sessions currently pooled for a destination. */
+  sessions(ip: string, port: number): readonly UpstreamSession[] {
+    return this.#byKey.get(keyOf(ip, port)) ?? [];
+  }
+
+  close(): void {
+    for (const list of this.#byKey.values()) {
+      for (const u of list) {
+        u.disposeTimers();
+        u.session.close();
+      }
+    }
+    this.#byKey.clear();
+  }
+
+  #pick(key: string): UpstreamSession | undefined {
+    const list = this.#byKey.get(key);
+    if (!list) return undefined;
+    for (const u of list) if (u.usable && u.capacity(this.#maxStreams) > 0) return u;
+    return undefined;
+  }
+
+  #open(ip: string, port: number, connect: () => net.Socket, connectTimeoutMs: number): UpstreamSession {
+    const key = keyOf(ip, port);
+    const host = ip.includes(':') ? `[${ip}]` : ip;
+    let socket: net.Socket | undefined;
+    const session = http2.connect(`http://${host}:${port}`, {
+      createConnection: () => (socket = connect()),
+      settings: { enablePush: false },
+    });
+    const u = new UpstreamSession(key, session, this.#idleMs);
+    this.opened++;
+    const list = this.#byKey.get(key) ?? [];
+    list.push(u);
+    this.#byKey.set(key, list);
+
+    const remove = () => {
+      const l = this.#byKey.get(key);
+      if (!l) return;
+      const i = l.indexOf(u);
+      if (i >= 0) l.splice(i, 1);
+      if (l.length === 0) this.#byKey.delete(key);
+    };
+    // A connection that never completes fails every stream queued on it with 504.
+    const timer = setTimeout(() => {
+      u.failure = 'connect-timeout';
+      u.failureDetail = `no connection within ${connectTimeoutMs} ms`;
+      remove();
+      session.destroy();
+    }, connectTimeoutMs);
+    timer.unref();
+    if (socket && !(socket as net.Socket).connecting) clearTimeout(timer);
+    session.once('connect', () => clearTimeout(timer));
+    session.on('error', (err: NodeJS.ErrnoException) => {
+      if (!u.failure) {
+        u.failure = 'unreachable';
+        u.failureDetail = err.code ?? err.message;
+      }
+      remove();
+    });
+    // After GOAWAY the session finishes its streams but takes no new ones.
+    session.on('goaway', () => {
+      u.goaway = true;
+      remove();
+    });
+    session.once('close', () => {
+      clearTimeout(timer);
+      u.disposeTimers();
+      remove();
+    });
+    return u;
+  }
+}
+
+function keyOf(ip: string, port: number): string {
+  return `${ip}|${port}`;
+}
