@@ -1,0 +1,61 @@
+// Sweeps what crashed runs left behind: namespaces and cgroups whose creator pid is dead.
+// Those of live processes are left alone, so concurrent test files never hurt each other.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { destroyCgroupTree, findCgroup2Mount } from './cgroup2.ts';
+import { ownerPidOfCgroup, ownerPidOfNetns } from './layout.ts';
+import { deleteNetns, listNetns } from './network.ts';
+
+/** A zombie counts as dead: it will never clean up after itself. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+function countProcs(dir: string): number {
+  let n = 0;
+  const walk = (d: string): void => {
+    try {
+      n += fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).length;
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+    } catch {
+      // vanished meanwhile
+    }
+  };
+  walk(dir);
+  return n;
+}
+
+/** Removes leftovers of dead creators: processes (via their cgroups) first, then cgroups, then netns. */
+export async function cleanupLeftovers(): Promise<string[]> {
+  const removed: string[] = [];
+  const cg2 = findCgroup2Mount();
+  for (const name of fs.readdirSync(cg2)) {
+    const pid = ownerPidOfCgroup(name);
+    if (pid === undefined || isAlive(pid)) continue;
+    const dir = path.join(cg2, name);
+    const procs = countProcs(dir);
+    await destroyCgroupTree(dir);
+    removed.push(`cgroup ${dir}` + (procs ? ` (killed ${procs} process${procs > 1 ? 'es' : ''})` : ''));
+  }
+  // Pod namespaces before node namespaces, so each veth pair goes with its pod.
+  const stale = listNetns().filter((n) => {
+    const pid = ownerPidOfNetns(n);
+    return pid !== undefined && !isAlive(pid);
+  });
+  stale.sort((a, b) => Number(a.endsWith('-node')) - Number(b.endsWith('-node')));
+  for (const ns of stale) {
+    await deleteNetns(ns);
+    removed.push(`netns ${ns}`);
+  }
+  return removed;
+}

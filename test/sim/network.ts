@@ -1,0 +1,109 @@
+// Calico-style node networking built with iproute2, entirely inside namespaces we create:
+// pods have a /32 on eth0 and a default route via the link-local 169.254.1.1, which the
+// node answers by proxy ARP on the host veth; the node routes each pod /32 to its veth.
+// So every pod-to-pod packet crosses the node namespace, as on a real Calico node.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { execFile, NETNS_DIR, netnsPath } from './run.ts';
+
+const GATEWAY = '169.254.1.1';
+const TOKEN = /^[A-Za-z0-9_.:/-]+$/;
+
+function hintFor(stderr: string): string {
+  return /operation not permitted|permission denied/i.test(stderr) ? '; run as root' : '';
+}
+
+/** Runs `ip` (optionally with -n netns); throws "<what> failed: <stderr>[; run as root]". */
+async function ip(what: string, args: string[], netns?: string): Promise<void> {
+  const argv = netns ? ['-n', netns, ...args] : args;
+  const r = await execFile('ip', argv, { timeoutMs: 10_000 });
+  if (r.code !== 0) {
+    const msg = r.stderr.trim() || `exit code ${r.code}`;
+    throw new Error(`${what} failed: ${msg.toLowerCase()}${hintFor(msg)} (ip ${argv.join(' ')})`);
+  }
+}
+
+/** Several `ip` commands in one process; every token is checked, so the batch needs no quoting. */
+async function ipBatch(what: string, netns: string, commands: string[][]): Promise<void> {
+  for (const c of commands) for (const t of c) if (!TOKEN.test(t)) throw new Error(`${what}: unsafe ip token ${JSON.stringify(t)}`);
+  const r = await execFile('ip', ['-n', netns, '-batch', '-'], { timeoutMs: 10_000, input: commands.map((c) => c.join(' ')).join('\n') + '\n' });
+  if (r.code !== 0) {
+    const msg = r.stderr.trim() || `exit code ${r.code}`;
+    throw new Error(`${what} failed: ${msg.toLowerCase()}${hintFor(msg)}`);
+  }
+}
+
+/** Writes net sysctls as seen from inside netns (/proc/sys/net is per network namespace). */
+async function sysctl(what: string, netns: string, settings: Record<string, string>): Promise<void> {
+  const args = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
+  const r = await execFile('nsenter', [`--net=${netnsPath(netns)}`, '--', 'sysctl', '-q', '-w', ...args], { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`${what} failed: ${r.stderr.trim()}${hintFor(r.stderr)}`);
+}
+
+export async function addNetns(name: string): Promise<void> {
+  await ip('creating network namespace', ['netns', 'add', name]);
+}
+
+export async function createNodeNetwork(nodeNs: string, nodeIp: string): Promise<void> {
+  await addNetns(nodeNs);
+  await ipBatch('configuring the node namespace', nodeNs, [
+    ['link', 'set', 'lo', 'up'],
+    ['addr', 'add', `${nodeIp}/32`, 'dev', 'lo'],
+    // Proxy ARP only answers for an address the node can route out of another interface;
+    // on a real node the uplink's default route covers 169.254.1.1. We have no uplink, so
+    // this /32 stands in for it without routing anything else anywhere.
+    ['route', 'add', `${GATEWAY}/32`, 'dev', 'lo'],
+  ]);
+  await sysctl('enabling forwarding in the node namespace', nodeNs, { 'net.ipv4.ip_forward': '1' });
+}
+
+export async function createPodNetwork(nodeNs: string, podNs: string, hostVeth: string, podIp: string): Promise<void> {
+  await addNetns(podNs);
+  // Both ends are created directly in their namespaces: nothing ever touches the root netns.
+  await ipBatch('creating the pod veth', nodeNs, [
+    ['link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', podNs],
+    ['link', 'set', hostVeth, 'up'],
+    ['route', 'add', `${podIp}/32`, 'dev', hostVeth],
+  ]);
+  await sysctl('enabling proxy ARP on the host veth', nodeNs, {
+    [`net.ipv4.conf.${hostVeth}.proxy_arp`]: '1',
+    // Otherwise the kernel delays proxy ARP replies to broadcasts by up to 0.8 s.
+    [`net.ipv4.neigh.${hostVeth}.proxy_delay`]: '0',
+  });
+  await ipBatch('configuring the pod namespace', podNs, [
+    ['link', 'set', 'lo', 'up'],
+    ['addr', 'add', `${podIp}/32`, 'dev', 'eth0'],
+    ['link', 'set', 'eth0', 'up'],
+    ['route', 'add', GATEWAY, 'dev', 'eth0', 'scope', 'link'],
+    ['route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0'],
+  ]);
+}
+
+/** Removes a pod's veth and netns; missing pieces are fine (idempotent). */
+export async function deletePodNetwork(nodeNs: string, podNs: string, hostVeth: string): Promise<void> {
+  if (fs.existsSync(netnsPath(nodeNs))) await ip('deleting the pod veth', ['link', 'del', hostVeth], nodeNs).catch(() => {});
+  await deleteNetns(podNs);
+}
+
+export async function deleteNetns(name: string): Promise<void> {
+  if (!fs.existsSync(netnsPath(name))) return;
+  await ip('deleting network namespace', ['netns', 'del', name]);
+}
+
+/** Synchronous best-effort netns removal for exit handlers. */
+export function deleteNetnsSync(name: string): void {
+  if (!fs.existsSync(netnsPath(name))) return;
+  try {
+    execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore', timeout: 5000 });
+  } catch {
+    // best effort: cleanupLeftovers() catches what this misses
+  }
+}
+
+export function listNetns(): string[] {
+  try {
+    return fs.readdirSync(NETNS_DIR);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,67 @@
+// The Kubernetes v1 Pod a simulated pod would have in the API server (pure).
+import type { QosClass } from './layout.ts';
+
+export interface PodFacts {
+  name: string;
+  namespace: string;
+  uid: string;
+  ip: string;
+  hostIp: string;
+  qos: QosClass;
+  hostNetwork: boolean;
+  containerId: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  ownerReferences?: object[];
+  createdAt: Date;
+}
+
+/** Container resources that make kubelet derive the given QoS class. */
+function resourcesFor(qos: QosClass): object {
+  if (qos === 'Guaranteed') return { requests: { cpu: '100m', memory: '64Mi' }, limits: { cpu: '100m', memory: '64Mi' } };
+  if (qos === 'Burstable') return { requests: { cpu: '50m', memory: '32Mi' } };
+  return {};
+}
+
+export function podObject(p: PodFacts, nodeName: string): object {
+  const created = p.createdAt.toISOString().replace(/\.\d{3}Z$/, 'Z');
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: p.name,
+      namespace: p.namespace,
+      uid: p.uid,
+      creationTimestamp: created,
+      labels: { ...p.labels },
+      annotations: { ...p.annotations },
+      ...(p.ownerReferences ? { ownerReferences: p.ownerReferences } : {}),
+    },
+    spec: {
+      nodeName,
+      hostNetwork: p.hostNetwork,
+      containers: [{ name: 'app', image: 'mesh-sim/app:latest', resources: resourcesFor(p.qos) }],
+    },
+    status: {
+      phase: 'Running',
+      hostIP: p.hostIp,
+      hostIPs: [{ ip: p.hostIp }],
+      podIP: p.ip,
+      podIPs: [{ ip: p.ip }],
+      qosClass: p.qos,
+      startTime: created,
+      conditions: [{ type: 'Ready', status: 'True' }],
+      containerStatuses: [
+        {
+          name: 'app',
+          ready: true,
+          started: true,
+          restartCount: 0,
+          image: 'mesh-sim/app:latest',
+          containerID: `containerd://${p.containerId}`,
+          state: { running: { startedAt: created } },
+        },
+      ],
+    },
+  };
+}

@@ -1,0 +1,4 @@
+import { fileURLToPath } from 'node:url';
+
+/** Absolute path of the in-pod test tools; run as: pod.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', ...]). */
+export const TOOLS_PATH = fileURLToPath(new URL('./tools.ts', import.meta.url));

@@ -1,0 +1,194 @@
+// Tiny network tools run inside simulated pods: node test/sim/tools.ts <cmd> [--flag value]...
+// Each prints JSON lines on stdout; failures print {"error": ...} on stderr and exit 1.
+//   tcp-echo   --port P                     echo server; one {"accepted":{...}} line per connection
+//   tcp-banner --port P --banner TEXT       server speaks first, then echoes
+//   tcp-client --connect IP:PORT --send TEXT [--wait-banner] [--timeout-ms N]
+//   tcp-many   --connect IP:PORT --count N  N sequential connections, one echo each -> {"ok":N}
+//   udp-echo   --port P
+//   udp-client --connect IP:PORT --send TEXT [--timeout-ms N]
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+
+type Flags = Record<string, string | true>;
+
+function parseFlags(argv: string[]): Flags {
+  const flags: Flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    const next = argv[i + 1];
+    if (next === undefined || next.startsWith('--')) flags[a.slice(2)] = true;
+    else flags[a.slice(2)] = argv[++i];
+  }
+  return flags;
+}
+
+function str(f: Flags, name: string): string {
+  const v = f[name];
+  if (typeof v !== 'string') throw new Error(`missing --${name} <value>`);
+  return v;
+}
+
+function int(f: Flags, name: string, dflt?: number): number {
+  if (f[name] === undefined && dflt !== undefined) return dflt;
+  const n = Number(str(f, name));
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`);
+  return n;
+}
+
+function target(f: Flags): { host: string; port: number } {
+  const v = str(f, 'connect');
+  const i = v.lastIndexOf(':');
+  const port = Number(v.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port)) throw new Error(`--connect wants IP:PORT, got ${v}`);
+  return { host: v.slice(0, i), port };
+}
+
+function out(obj: object): void {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function endpoints(s: net.Socket): object {
+  return { localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort };
+}
+
+function tcpServer(port: number, banner?: string): void {
+  const server = net.createServer((s) => {
+    out({ accepted: endpoints(s) });
+    s.on('error', () => s.destroy());
+    if (banner !== undefined) s.write(banner);
+    s.pipe(s);
+  });
+  server.on('error', fail);
+  server.listen(port, '0.0.0.0', () => out({ listening: (server.address() as net.AddressInfo).port }));
+}
+
+/** Reads until the accumulated data ends with `until` (or the first chunk if until is undefined). */
+function readUntil(s: net.Socket, until: string | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (d: Buffer): void => {
+      got += d.toString('utf8');
+      if (until === undefined || got.endsWith(until)) done(null);
+    };
+    const onEnd = (): void => done(new Error(`connection closed before the reply was complete (got ${JSON.stringify(got)})`));
+    const done = (e: Error | null): void => {
+      s.off('data', onData).off('end', onEnd).off('error', done);
+      if (e) reject(e);
+      else resolve(got);
+    };
+    s.on('data', onData).on('end', onEnd).on('error', done);
+  });
+}
+
+function connect(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
+async function tcpClient(f: Flags): Promise<void> {
+  const { host, port } = target(f);
+  const text = str(f, 'send');
+  const s = await connect(host, port);
+  out({ connected: endpoints(s) });
+  if (f['wait-banner']) out({ banner: await readUntil(s, undefined) });
+  const reply = readUntil(s, text);
+  s.write(text);
+  out({ reply: await reply });
+  s.end();
+}
+
+async function tcpMany(f: Flags): Promise<void> {
+  const { host, port } = target(f);
+  const count = int(f, 'count');
+  for (let i = 0; i < count; i++) {
+    const s = await connect(host, port);
+    const text = `ping-${i};`;
+    const reply = readUntil(s, text);
+    s.write(text);
+    await reply;
+    await new Promise<void>((r) => s.end(r));
+    s.destroy();
+  }
+  out({ ok: count });
+}
+
+function udpEcho(port: number): void {
+  const sock = dgram.createSocket('udp4');
+  sock.on('error', fail);
+  sock.on('message', (msg, rinfo) => {
+    out({ datagram: { remoteAddress: rinfo.address, remotePort: rinfo.port, size: msg.length } });
+    sock.send(msg, rinfo.port, rinfo.address);
+  });
+  sock.bind(port, '0.0.0.0', () => out({ listening: sock.address().port }));
+}
+
+async function udpClient(f: Flags): Promise<void> {
+  const { host, port } = target(f);
+  const text = str(f, 'send');
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.connect(port, host, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+  const local = sock.address();
+  const remote = sock.remoteAddress();
+  out({ connected: { localAddress: local.address, localPort: local.port, remoteAddress: remote.address, remotePort: remote.port } });
+  const reply = new Promise<string>((resolve, reject) => {
+    sock.once('message', (m) => resolve(m.toString('utf8')));
+    sock.once('error', reject);
+  });
+  // UDP may drop the first datagram (e.g. while ARP resolves): resend until answered.
+  const resend = setInterval(() => sock.send(text), 300);
+  sock.send(text);
+  try {
+    out({ reply: await reply });
+  } finally {
+    clearInterval(resend);
+    sock.close();
+  }
+}
+
+function fail(e: unknown): never {
+  process.stderr.write(JSON.stringify({ error: (e as Error).message ?? String(e) }) + '\n');
+  process.exit(1);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  const f = parseFlags(rest);
+  const timeoutMs = int(f, 'timeout-ms', 5000);
+  const clientTimeout = (): void => {
+    setTimeout(() => fail(new Error(`${cmd} timed out after ${timeoutMs} ms`)), timeoutMs).unref();
+  };
+  switch (cmd) {
+    case 'tcp-echo':
+      return tcpServer(int(f, 'port'));
+    case 'tcp-banner':
+      return tcpServer(int(f, 'port'), str(f, 'banner'));
+    case 'udp-echo':
+      return udpEcho(int(f, 'port'));
+    case 'tcp-client':
+      clientTimeout();
+      return tcpClient(f);
+    case 'tcp-many':
+      clientTimeout();
+      return tcpMany(f);
+    case 'udp-client':
+      clientTimeout();
+      return udpClient(f);
+    default:
+      throw new Error(`unknown command ${String(cmd)}; use tcp-echo, tcp-banner, tcp-client, tcp-many, udp-echo or udp-client`);
+  }
+}
+
+main(process.argv.slice(2)).catch(fail);
