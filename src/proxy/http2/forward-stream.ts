@@ -7,7 +7,7 @@ import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders,
 } from './headers.ts';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
 export interface StreamHooks {
   /** The client reset a stream whose exchange was not finished. */
@@ -17,6 +17,8 @@ export interface StreamHooks {
 export function forwardStream(
   client: http2.ServerHttp2Stream,
   reqHeaders: http2.IncomingHttpHeaders,
+  /** The request HEADERS carried END_STREAM: there is no body to forward. */
+  noBody: boolean,
   ctx: ConnContext,
   pool: Http2SessionPool,
   limits: ProxyLimits,
@@ -96,7 +98,7 @@ export function forwardStream(
   try {
     upSession = pool.acquire(destIp, destPort, () => ctx.dial(destIp, destPort), limits.upstreamConnectTimeoutMs);
     upstream = upSession.request(upstreamRequestHeaders(reqHeaders), {
-      endStream: client.readableEnded || client.endAfterHeaders,
+      endStream: noBody,
       waitForTrailers: true,
     });
   } catch (err) {
@@ -112,19 +114,19 @@ export function forwardStream(
   client.on('trailers', (t) => { requestTrailers = t; });
   client.on('data', (chunk: Buffer) => { requestBytes += chunk.length; });
   up.on('wantTrailers', () => up.sendTrailers(requestTrailers ? downstreamHeaders(requestTrailers) : {}));
-  if (!client.readableEnded && !client.endAfterHeaders) client.pipe(up);
+  if (!noBody) client.pipe(up);
 
   up.on('error', (err: Error) => { error ??= err.message; });
   // 1xx (e.g. 103 Early Hints, 100 Continue) travel ahead of the final response.
   up.on('headers', (h) => {
     if (!client.closed && !client.headersSent) client.additionalHeaders(downstreamHeaders(h));
   });
-  up.on('response', (h) => {
+  up.on('response', (h, flags) => {
     status = Number(h[':status']) || 0;
     latencyMs = performance.now() - t0;
     grpc = reqGrpc || isGrpc(h['content-type']);
     if (client.closed || client.destroyed) return;
-    if (up.endAfterHeaders) {
+    if (flags & NGHTTP2_FLAG_END_STREAM) {
       // Trailers-only (how gRPC sends most errors): the status is in these headers.
       grpcStatus = parseGrpcStatus(h['grpc-status']);
       responseDone = true;

@@ -57,7 +57,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         session.destroy(undefined, NGHTTP2_ENHANCE_YOUR_CALM);
       }
     };
-    session.on('stream', (stream, headers) => {
+    session.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
       // HEADERS and RST_STREAM in one read (rapid reset): never open an upstream stream.
       if (stream.closed || stream.destroyed) {
@@ -65,7 +65,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         return;
       }
       trackIdle(conn, stream);
-      forwardStream(stream, headers, conn.ctx, pool, conn.limits, { onClientReset });
+      forwardStream(stream, headers, (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, conn.ctx, pool, conn.limits, { onClientReset });
     });
   });
 

@@ -3,7 +3,7 @@
 // the HTTP/2 handler with a ConnContext, as src/proxy/dispatch.ts does in the agent.
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { defaultLimits, type ProtocolHandler, type ProxyLimits } from '../context.ts';
+import { defaultLimits, type Dialer, type ProtocolHandler, type ProxyLimits } from '../context.ts';
 import { RecordingSink } from '../../telemetry/events.ts';
 
 export interface HarnessOptions {
@@ -12,6 +12,8 @@ export interface HarnessOptions {
   limits?: Partial<ProxyLimits>;
   /** Bytes to read before handing over (the HTTP/2 preface is 24). */
   headBytes?: number;
+  /** How upstream connections are opened (default: net.connect). */
+  dial?: Dialer;
   /** Skip the eager upstream connection. */
   lazyUpstream?: boolean;
 }
@@ -29,7 +31,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   const limits: ProxyLimits = { ...defaultLimits, ...opts.limits };
   const clients: net.Socket[] = [];
   let connId = 0;
-  const dial = (ip: string, port: number) => net.connect(port, ip);
+  const dial: Dialer = opts.dial ?? ((ip, port) => net.connect(port, ip));
   const server = net.createServer((client) => {
     clients.push(client);
     client.on('error', () => {});
