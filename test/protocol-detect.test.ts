@@ -11,6 +11,7 @@ import {
   detect,
   type Detection,
 } from '../src/protocol-detect/index.ts';
+import { Reader } from '../src/protocol-detect/reader.ts';
 
 const bytes = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
 const cat = (...parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
@@ -481,4 +482,47 @@ test('reasons: every opaque reason above is one of the documented ones', (t) => 
   for (const [, d] of httpCases) if (d.kind === 'opaque') seen.add(d.reason);
   for (const [, , reason] of others) seen.add(reason);
   for (const r of seen) t.true((OPAQUE_REASONS as readonly string[]).includes(r), r);
+});
+
+// ---------------------------------------------------------------------------
+// The bounds-checked reader every TLS length goes through
+
+test('reader: reads within its range and fails for good past it', (t) => {
+  const buf = new Uint8Array([0xaa, 1, 2, 3, 4, 5, 6, 0xbb]);
+  const r = new Reader(buf, 1, 7);
+  t.is(r.remaining, 6);
+  t.is(r.u8(), 1);
+  t.is(r.u16(), 0x0203);
+  t.is(r.u24(), 0x040506);
+  t.true(r.ok);
+  t.is(r.remaining, 0);
+  t.is(r.u8(), 0, 'the byte after the range is not read');
+  t.false(r.ok);
+  t.is(r.remaining, 0);
+
+  const exact = new Reader(buf, 1, 7);
+  t.deepEqual([...exact.bytes(6)], [1, 2, 3, 4, 5, 6]);
+  t.true(exact.ok);
+
+  const over = new Reader(buf, 1, 7);
+  t.is(over.bytes(7).length, 0);
+  t.false(over.ok);
+  t.is(over.u8(), 0, 'a failed reader stays failed');
+
+  const negative = new Reader(buf);
+  negative.skip(-1);
+  t.false(negative.ok);
+
+  const outer = new Reader(buf, 0, 8);
+  outer.u8();
+  const inner = outer.sub(3);
+  t.true(outer.ok);
+  t.is(outer.u8(), 4, 'sub advances the outer reader');
+  t.is(inner.u24(), 0x010203);
+  t.is(inner.u8(), 0);
+  t.false(inner.ok, 'a sub-reader ends where its vector ends');
+  const tooLong = outer.sub(10);
+  t.false(outer.ok);
+  t.false(tooLong.ok);
+  t.is(tooLong.remaining, 0);
 });
