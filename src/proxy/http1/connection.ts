@@ -1,0 +1,689 @@
+// One client connection's HTTP/1 forwarding: the I/O around the pure parser and framers.
+// Requests are served one at a time (see docs/http1.md, pipelining); each exchange borrows an
+// upstream connection (the dispatcher's eager one first, then the pool, then a new dial) and
+// gives it back only after a complete keep-alive response.
+
+import type * as net from 'node:net';
+import type { ConnContext, ProxyLimits } from '../context.ts';
+import type { RequestEvent } from '../../telemetry/events.ts';
+import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
+import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
+import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
+import { errorReply } from './replies.ts';
+import { UpstreamPool } from './pool.ts';
+
+const ST_HEAD = 0; // waiting for a request head
+const ST_EXCHANGE = 1; // a request is in flight
+const ST_TUNNEL = 2; // raw bytes both ways (after 101 or 2xx to CONNECT)
+const ST_CLOSING = 3; // FIN sent to the client, draining its input until it closes
+const ST_CLOSED = 4;
+
+/** Response heads can legitimately be larger than what we accept from clients. */
+const MIN_RESPONSE_HEAD_LIMIT = 128 * 1024;
+/** How long to keep reading (and discarding) after our FIN before a hard close. */
+const LINGER_MS = 2000;
+
+export class Http1Connection {
+  private readonly ctx: ConnContext;
+  private readonly client: net.Socket;
+  private readonly limits: ProxyLimits;
+  private readonly pool: UpstreamPool;
+  private readonly key: string;
+  private state = ST_HEAD;
+  private readonly reqReader: HeadReader;
+  private readonly resReader: HeadReader;
+  /** The dispatcher's eagerly opened upstream, until the first request adopts it. */
+  private eager: net.Socket | null;
+  /** Client bytes read past the current request (a pipelined request or early tunnel data). */
+  private pending: Buffer | null = null;
+  private clientEnded = false;
+  private clientReading = false;
+  /** The client is paused until the upstream drains. */
+  private upWaitDrain = false;
+  /** The upstream is paused until the client drains. */
+  private clientWaitDrain = false;
+  private active = true;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private headerTimer: NodeJS.Timeout | null = null;
+  private lingerTimer: NodeJS.Timeout | null = null;
+
+  // The exchange in flight.
+  private req: RequestHead | null = null;
+  private reqKind: BodyKind = 'none';
+  private reqBody: BodyFramer | null = null;
+  private reqBodyDone = true;
+  private reqHead: Buffer | null = null;
+  private res: ResponseHead | null = null;
+  private resKind: BodyKind = 'none';
+  private resBody: BodyFramer | null = null;
+  private resHeadSent = false;
+  private upExtra = false;
+  private up: net.Socket | null = null;
+  private upReused = false;
+  private upError = '';
+  private connectTimer: NodeJS.Timeout | null = null;
+  private retried = false;
+  private emitted = true;
+  private startedAt = 0;
+  private t0 = 0;
+  private latencyMs = 0;
+  private status = 0;
+  private requestBytes = 0;
+  private responseBytes = 0;
+
+  constructor(ctx: ConnContext, upstream: net.Socket | null, limits: ProxyLimits, pool: UpstreamPool) {
+    this.ctx = ctx;
+    this.client = ctx.client;
+    this.limits = limits;
+    this.pool = pool;
+    this.key = UpstreamPool.key(ctx.endpoints.destIp, ctx.endpoints.destPort);
+    this.eager = upstream;
+    this.reqReader = new HeadReader(limits.maxHeaderBytes, true);
+    this.resReader = new HeadReader(Math.max(limits.maxHeaderBytes, MIN_RESPONSE_HEAD_LIMIT), false);
+    this.onClientData = this.onClientData.bind(this);
+    this.onClientEnd = this.onClientEnd.bind(this);
+    this.onClientError = this.onClientError.bind(this);
+    this.onClientClose = this.onClientClose.bind(this);
+    this.onClientDrain = this.onClientDrain.bind(this);
+    this.onUpData = this.onUpData.bind(this);
+    this.onUpEnd = this.onUpEnd.bind(this);
+    this.onUpError = this.onUpError.bind(this);
+    this.onUpClose = this.onUpClose.bind(this);
+    this.onUpDrain = this.onUpDrain.bind(this);
+    this.onUpConnect = this.onUpConnect.bind(this);
+    this.onEagerError = this.onEagerError.bind(this);
+  }
+
+  start(head: Buffer): void {
+    const c = this.client;
+    c.on('data', this.onClientData);
+    c.on('end', this.onClientEnd);
+    c.on('error', this.onClientError);
+    c.on('close', this.onClientClose);
+    c.setNoDelay(true);
+    if (this.eager !== null) this.eager.on('error', this.onEagerError);
+    this.idleTimer = setInterval(() => this.onIdleCheck(), this.limits.idleTimeoutMs);
+    this.idleTimer.unref();
+    if (c.destroyed) {
+      this.teardown();
+      return;
+    }
+    if (head.length > 0) this.onClientData(head);
+    this.updateClientFlow();
+  }
+
+  // ---- client side ----
+
+  private onClientData(chunk: Buffer): void {
+    this.active = true;
+    try {
+      switch (this.state) {
+        case ST_HEAD:
+          this.readHead(chunk);
+          break;
+        case ST_EXCHANGE:
+          if (this.reqBodyDone) this.stash(chunk);
+          else this.forwardRequestBody(chunk);
+          break;
+        case ST_TUNNEL:
+          this.writeUp(chunk);
+          break;
+        default: // closing: discard
+      }
+    } catch (err) {
+      this.internalError(err);
+    }
+  }
+
+  private readHead(chunk: Buffer): void {
+    const end = this.reqReader.push(chunk);
+    if (end === HEAD_NEED_MORE) {
+      if (this.reqReader.partial && this.headerTimer === null) {
+        this.headerTimer = setTimeout(() => this.reject(408, 'request head timeout', null), this.limits.headerTimeoutMs);
+        this.headerTimer.unref();
+      }
+      return;
+    }
+    this.clearHeaderTimer();
+    if (end === HEAD_TOO_LARGE) {
+      this.reject(431, 'request head too large', null);
+      return;
+    }
+    const buf = this.reqReader.buffer;
+    const start = this.reqReader.start;
+    this.reqReader.reset();
+    let req: RequestHead;
+    let kind: BodyKind;
+    try {
+      req = parseRequestHead(buf, start, end);
+    } catch (err) {
+      this.reject(400, (err as Error).message, null);
+      return;
+    }
+    try {
+      kind = requestBodyKind(req);
+    } catch (err) {
+      this.reject(400, (err as Error).message, req);
+      return;
+    }
+    this.beginExchange(req, kind, buf, start, end);
+  }
+
+  private beginExchange(req: RequestHead, kind: BodyKind, buf: Buffer, start: number, end: number): void {
+    this.state = ST_EXCHANGE;
+    this.req = req;
+    this.reqKind = kind;
+    this.res = null;
+    this.resKind = 'none';
+    this.resBody = null;
+    this.resHeadSent = false;
+    this.upExtra = false;
+    this.upError = '';
+    this.retried = false;
+    this.emitted = false;
+    this.status = 0;
+    this.latencyMs = 0;
+    this.startedAt = Date.now();
+    this.t0 = performance.now();
+    this.reqBody = kind === 'length' ? new LengthFramer(req.contentLength) : kind === 'chunked' ? new ChunkedFramer(this.limits.maxHeaderBytes) : null;
+    let bodyEnd = end;
+    if (this.reqBody !== null) {
+      const n = this.reqBody.push(buf, end);
+      if (n === FRAME_ERROR) {
+        this.reject(400, 'bad chunked request body', req);
+        return;
+      }
+      bodyEnd += n;
+    }
+    this.reqBodyDone = this.reqBody === null || this.reqBody.done;
+    this.reqHead = buf.subarray(start, end);
+    this.requestBytes = bodyEnd - start;
+    this.responseBytes = 0;
+    if (!this.attachUpstream(false)) return;
+    this.writeUp(buf.subarray(start, bodyEnd));
+    if (bodyEnd < buf.length) this.stash(buf.subarray(bodyEnd));
+    this.updateClientFlow();
+  }
+
+  private forwardRequestBody(chunk: Buffer): void {
+    const n = this.reqBody!.push(chunk, 0);
+    if (n === FRAME_ERROR) {
+      this.abortExchange(400, 'bad chunked request body');
+      return;
+    }
+    this.requestBytes += n;
+    this.writeUp(n === chunk.length ? chunk : chunk.subarray(0, n));
+    if (this.reqBody!.done) {
+      this.reqBodyDone = true;
+      if (n < chunk.length) this.stash(chunk.subarray(n));
+      this.updateClientFlow();
+    }
+  }
+
+  private stash(b: Buffer): void {
+    this.pending = this.pending === null ? b : Buffer.concat([this.pending, b]);
+  }
+
+  private onClientEnd(): void {
+    this.clientEnded = true;
+    switch (this.state) {
+      case ST_HEAD:
+        this.closeClient();
+        break;
+      case ST_EXCHANGE:
+        // Without the rest of the body the upstream would wait forever.
+        if (!this.reqBodyDone) this.abortExchange(0, 'client closed mid-request');
+        break;
+      case ST_TUNNEL:
+        this.up?.end();
+        break;
+      default:
+    }
+  }
+
+  private onClientError(): void {
+    // 'close' follows and tears down.
+  }
+
+  private onClientClose(hadError: boolean): void {
+    if (this.state === ST_TUNNEL && this.up !== null && !hadError) {
+      // Let what the client sent reach the upstream before closing it.
+      const up = this.up;
+      this.up = null;
+      up.end(() => up.destroy());
+    }
+    if (this.state === ST_EXCHANGE) this.emit('client closed');
+    this.teardown();
+  }
+
+  private onClientDrain(): void {
+    this.clientWaitDrain = false;
+    if (this.up !== null && (this.state === ST_EXCHANGE || this.state === ST_TUNNEL)) this.up.resume();
+  }
+
+  private updateClientFlow(): void {
+    const s = this.state;
+    const want =
+      s === ST_HEAD || s === ST_CLOSING ||
+      ((s === ST_EXCHANGE && !this.reqBodyDone) || s === ST_TUNNEL) && !this.upWaitDrain;
+    if (want === this.clientReading) return;
+    this.clientReading = want;
+    if (want) this.client.resume();
+    else this.client.pause();
+  }
+
+  private writeClient(b: Buffer): void {
+    if (b.length === 0) return;
+    if (!this.client.write(b) && !this.clientWaitDrain) {
+      this.clientWaitDrain = true;
+      this.client.once('drain', this.onClientDrain);
+      this.up?.pause();
+    }
+  }
+
+  // ---- upstream side ----
+
+  /** Borrows an upstream for the current exchange; false when the exchange already failed. */
+  private attachUpstream(fresh: boolean): boolean {
+    let s: net.Socket | null = null;
+    let reused = false;
+    if (!fresh && this.eager !== null) {
+      s = this.eager;
+      this.eager = null;
+      s.off('error', this.onEagerError);
+      if (s.destroyed) s = null; // it failed while we read the head; a new dial reports why
+    }
+    if (s === null && !fresh) {
+      s = this.pool.acquire(this.key);
+      reused = s !== null;
+    }
+    if (s === null) {
+      try {
+        s = this.ctx.dial(this.ctx.endpoints.destIp, this.ctx.endpoints.destPort);
+      } catch (err) {
+        this.abortExchange(502, (err as Error).message);
+        return false;
+      }
+      s.setNoDelay(true);
+    }
+    this.up = s;
+    this.upReused = reused;
+    s.on('data', this.onUpData);
+    s.on('end', this.onUpEnd);
+    s.on('error', this.onUpError);
+    s.on('close', this.onUpClose);
+    if (s.connecting) {
+      s.once('connect', this.onUpConnect);
+      this.connectTimer = setTimeout(() => this.onConnectTimeout(), this.limits.upstreamConnectTimeoutMs);
+      this.connectTimer.unref();
+    }
+    if (this.clientWaitDrain) s.pause();
+    else s.resume();
+    return true;
+  }
+
+  /** Removes our listeners; the caller pools or destroys the socket. */
+  private detachUpstream(): net.Socket | null {
+    const s = this.up;
+    if (s === null) return null;
+    this.up = null;
+    s.off('data', this.onUpData);
+    s.off('end', this.onUpEnd);
+    s.off('error', this.onUpError);
+    s.off('close', this.onUpClose);
+    s.off('drain', this.onUpDrain);
+    s.off('connect', this.onUpConnect);
+    this.clearConnectTimer();
+    if (this.upWaitDrain) {
+      this.upWaitDrain = false;
+      this.updateClientFlow();
+    }
+    return s;
+  }
+
+  private writeUp(b: Buffer): void {
+    if (b.length === 0 || this.up === null) return;
+    if (!this.up.write(b) && !this.upWaitDrain) {
+      this.upWaitDrain = true;
+      this.up.once('drain', this.onUpDrain);
+      this.updateClientFlow();
+    }
+  }
+
+  private onUpDrain(): void {
+    this.upWaitDrain = false;
+    this.updateClientFlow();
+  }
+
+  private onUpConnect(): void {
+    this.clearConnectTimer();
+  }
+
+  private onConnectTimeout(): void {
+    this.connectTimer = null;
+    if (this.state === ST_EXCHANGE) this.abortExchange(504, 'upstream connect timeout');
+  }
+
+  private onEagerError(): void {
+    // Reported when the first request dials again.
+  }
+
+  private onUpError(err: NodeJS.ErrnoException): void {
+    this.upError = err.code ?? err.message;
+  }
+
+  private onUpEnd(): void {
+    try {
+      if (this.state === ST_TUNNEL) {
+        this.client.end();
+        return;
+      }
+      if (this.state !== ST_EXCHANGE) return;
+      if (this.resKind === 'close' && this.resHeadSent) this.completeResponse(false);
+      else this.upstreamLost(this.upError || 'upstream closed');
+    } catch (err) {
+      this.internalError(err);
+    }
+  }
+
+  private onUpClose(hadError: boolean): void {
+    try {
+      if (this.state === ST_TUNNEL) {
+        this.up = null;
+        if (hadError) this.client.destroy();
+        else this.client.end();
+        return;
+      }
+      if (this.state !== ST_EXCHANGE) return;
+      if (this.resKind === 'close' && this.resHeadSent && !hadError) this.completeResponse(false);
+      else this.upstreamLost(this.upError || 'upstream closed');
+    } catch (err) {
+      this.internalError(err);
+    }
+  }
+
+  /** The upstream went away before the response completed. */
+  private upstreamLost(why: string): void {
+    if (!this.resHeadSent) {
+      if (this.upReused && !this.retried && this.responseBytes === 0 && this.reqBodyDone && isRetryable(this.req!, this.reqKind)) {
+        // Likely the stale keep-alive race: the server closed an idle connection as we sent.
+        this.retried = true;
+        this.detachUpstream()?.destroy();
+        this.resReader.reset();
+        if (this.attachUpstream(true)) this.writeUp(this.reqHead!);
+        return;
+      }
+      this.abortExchange(502, why);
+      return;
+    }
+    this.abortExchange(0, why);
+  }
+
+  private onUpData(chunk: Buffer): void {
+    this.active = true;
+    try {
+      if (this.state === ST_TUNNEL) this.writeClient(chunk);
+      else if (this.state === ST_EXCHANGE) this.readResponse(chunk);
+    } catch (err) {
+      this.internalError(err);
+    }
+  }
+
+  private readResponse(chunk: Buffer): void {
+    if (this.resHeadSent) {
+      // Body bytes.
+      let n: number;
+      if (this.resBody === null) n = chunk.length; // close-delimited
+      else {
+        n = this.resBody.push(chunk, 0);
+        if (n === FRAME_ERROR) {
+          this.abortExchange(0, 'bad chunked response body');
+          return;
+        }
+      }
+      this.responseBytes += n;
+      this.writeClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (this.resBody !== null && this.resBody.done) this.completeResponse(n < chunk.length);
+      return;
+    }
+    let next: Buffer = chunk;
+    for (;;) {
+      const end = this.resReader.push(next);
+      if (end === HEAD_NEED_MORE) return;
+      if (end === HEAD_TOO_LARGE) {
+        this.abortExchange(502, 'response head too large');
+        return;
+      }
+      const buf = this.resReader.buffer;
+      this.resReader.reset();
+      const req = this.req!;
+      let res: ResponseHead;
+      let kind: BodyKind;
+      try {
+        res = parseResponseHead(buf, 0, end);
+        kind = responseBodyKind(req, res);
+      } catch (err) {
+        this.abortExchange(502, 'bad response: ' + (err as Error).message);
+        return;
+      }
+      this.responseBytes += end;
+      if (kind === 'interim') {
+        // RFC 9110 15.2: no 1xx to an HTTP/1.0 client.
+        if (req.versionMinor === 1) this.writeClient(buf.subarray(0, end));
+        if (end === buf.length) return;
+        next = buf.subarray(end);
+        continue;
+      }
+      this.res = res;
+      this.status = res.status;
+      this.resHeadSent = true;
+      this.latencyMs = performance.now() - this.t0;
+      if (kind === 'tunnel') {
+        this.writeClient(buf);
+        this.responseBytes += buf.length - end;
+        this.beginTunnel();
+        return;
+      }
+      this.resKind = kind;
+      let bodyEnd = end;
+      if (kind === 'close') {
+        bodyEnd = buf.length;
+      } else if (kind !== 'none') {
+        this.resBody = kind === 'length' ? new LengthFramer(res.contentLength) : new ChunkedFramer(MIN_RESPONSE_HEAD_LIMIT);
+        const n = this.resBody.push(buf, end);
+        if (n === FRAME_ERROR) {
+          this.resHeadSent = false;
+          this.abortExchange(502, 'bad chunked response body');
+          return;
+        }
+        bodyEnd += n;
+      }
+      this.responseBytes += bodyEnd - end;
+      this.writeClient(bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));
+      if (kind === 'none' || this.resBody!.done) this.completeResponse(bodyEnd < buf.length);
+      return;
+    }
+  }
+
+  private completeResponse(extra: boolean): void {
+    if (extra) this.upExtra = true;
+    this.emit(undefined);
+    const req = this.req!;
+    const res = this.res!;
+    const persistent = this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(req) && wantsKeepAlive(res);
+    const up = this.detachUpstream();
+    if (up !== null) {
+      if (persistent && !this.upExtra) this.pool.release(this.key, up);
+      else up.destroy();
+    }
+    this.endExchange();
+    if (!persistent) {
+      this.closeClient();
+      return;
+    }
+    this.state = ST_HEAD;
+    if (this.pending !== null) {
+      const p = this.pending;
+      this.pending = null;
+      this.readHead(p);
+    }
+    if (this.state === ST_HEAD && this.clientEnded) {
+      // The client half-closed after its last request; nothing more can come.
+      if (this.reqReader.partial) this.reject(400, 'incomplete request head', null);
+      else this.closeClient();
+      return;
+    }
+    this.updateClientFlow();
+  }
+
+  private endExchange(): void {
+    this.req = null;
+    this.res = null;
+    this.reqBody = null;
+    this.resBody = null;
+    this.reqHead = null;
+    this.reqBodyDone = true;
+    this.resReader.reset();
+  }
+
+  private beginTunnel(): void {
+    this.state = ST_TUNNEL;
+    this.emit(undefined);
+    this.endExchange();
+    if (this.pending !== null) {
+      const p = this.pending;
+      this.pending = null;
+      this.writeUp(p);
+    }
+    if (this.clientEnded) this.up?.end();
+    this.updateClientFlow();
+  }
+
+  // ---- endings ----
+
+  /** Fails the exchange: an error reply when the client has no response head yet, else a hard close. */
+  private abortExchange(status: number, why: string): void {
+    this.detachUpstream()?.destroy();
+    if (!this.resHeadSent && status !== 0) {
+      this.status = status;
+      this.emit(why);
+      this.endExchange();
+      this.client.write(errorReply(status));
+      this.closeClient();
+      return;
+    }
+    this.emit(why);
+    this.endExchange();
+    this.teardown();
+  }
+
+  /** Refuses a request before any upstream saw it. */
+  private reject(status: number, why: string, req: RequestHead | null): void {
+    this.clearHeaderTimer();
+    if (this.state === ST_HEAD) {
+      this.req = req;
+      this.startedAt = Date.now();
+      this.t0 = performance.now();
+      this.requestBytes = 0;
+      this.responseBytes = 0;
+      this.latencyMs = 0;
+      this.emitted = false;
+    }
+    this.resHeadSent = false;
+    this.abortExchange(status, why);
+  }
+
+  private closeClient(): void {
+    if (this.state >= ST_CLOSING) return;
+    this.state = ST_CLOSING;
+    this.pending = null;
+    this.clearHeaderTimer();
+    this.eager?.destroy();
+    this.eager = null;
+    const c = this.client;
+    c.end(() => {
+      // Our FIN is out; wait a little for the client's, so unread input does not turn into an
+      // RST that could wipe the reply before the client reads it.
+      if (!c.destroyed) {
+        this.lingerTimer = setTimeout(() => c.destroy(), LINGER_MS);
+        this.lingerTimer.unref();
+      }
+    });
+    this.updateClientFlow();
+  }
+
+  /** Destroys everything this connection holds; idempotent. */
+  private teardown(): void {
+    if (this.state === ST_CLOSED) return;
+    this.state = ST_CLOSED;
+    this.detachUpstream()?.destroy();
+    this.eager?.destroy();
+    this.eager = null;
+    this.pending = null;
+    this.clearHeaderTimer();
+    if (this.idleTimer !== null) clearInterval(this.idleTimer);
+    if (this.lingerTimer !== null) clearTimeout(this.lingerTimer);
+    this.idleTimer = null;
+    this.lingerTimer = null;
+    this.client.destroy();
+  }
+
+  private onIdleCheck(): void {
+    if (this.active) {
+      this.active = false;
+      return;
+    }
+    if (this.state === ST_HEAD && !this.reqReader.partial) this.closeClient();
+    else {
+      if (this.state === ST_EXCHANGE) this.emit('idle timeout');
+      this.teardown();
+    }
+  }
+
+  private internalError(err: unknown): void {
+    // A bug here must cost one connection, never the process.
+    if (this.state === ST_EXCHANGE) this.emit('internal error: ' + String(err));
+    this.teardown();
+  }
+
+  private clearHeaderTimer(): void {
+    if (this.headerTimer !== null) clearTimeout(this.headerTimer);
+    this.headerTimer = null;
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+  }
+
+  /** Reports the current exchange once. */
+  private emit(error: string | undefined): void {
+    if (this.emitted) return;
+    this.emitted = true;
+    const now = performance.now();
+    const req = this.req;
+    const status = this.status;
+    const ev: RequestEvent = {
+      ...this.ctx.endpoints,
+      connId: this.ctx.connId,
+      protocol: 'http1',
+      authority: req === null ? '' : req.method === 'CONNECT' ? req.target : req.host,
+      method: req === null ? '' : req.method,
+      path: req === null ? '' : req.target,
+      status,
+      // A proxy-generated 4xx is the client's fault, not a failure of the service.
+      success: status > 0 && status < 500 && (error === undefined || !this.resHeadSent),
+      latencyMs: this.resHeadSent ? this.latencyMs : now - this.t0,
+      durationMs: this.state === ST_TUNNEL ? this.latencyMs : now - this.t0,
+      requestBytes: this.requestBytes,
+      responseBytes: this.responseBytes,
+      startedAt: this.startedAt,
+    };
+    if (error !== undefined) ev.error = error;
+    try {
+      this.ctx.telemetry.request(ev);
+    } catch {
+      // Telemetry must never break forwarding.
+    }
+  }
+}

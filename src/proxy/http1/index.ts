@@ -1,0 +1,18 @@
+// HTTP/1.1 forwarder: byte-level framing, verbatim forwarding, pooled keep-alive upstreams.
+import type { ProtocolHandler } from '../context.ts';
+import { Http1Connection } from './connection.ts';
+import { UpstreamPool } from './pool.ts';
+
+export { UpstreamPool, type UpstreamPoolOptions } from './pool.ts';
+
+export interface Http1HandlerOptions {
+  /** Shared keep-alive pool; one private to this handler when omitted. */
+  pool?: UpstreamPool;
+}
+
+export function createHttp1Handler(opts: Http1HandlerOptions = {}): ProtocolHandler {
+  const pool = opts.pool ?? new UpstreamPool();
+  return (ctx, head, upstream, limits) => {
+    new Http1Connection(ctx, upstream, limits, pool).start(head);
+  };
+}

@@ -1,0 +1,309 @@
+// Pure HTTP/1 head parsing: find where a head ends, then read only the fields that framing,
+// persistence and metrics need. Bytes are never rewritten; the forwarder sends the original
+// buffer on, so header names, case and order reach the peer exactly as they were sent.
+// Strict where laxness enables request smuggling (CRLF only, no obs-fold, no space before ':',
+// one Content-Length value, Transfer-Encoding must end in chunked), in the spirit of llhttp's
+// strict mode.
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HT = 9;
+const COLON = 58;
+
+/** RFC 9110 tchar, indexed by byte. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 48; c <= 57; c++) TCHAR[c] = 1;
+for (let c = 65; c <= 90; c++) TCHAR[c] = 1;
+for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
+
+export const HEAD_NEED_MORE = -1;
+export const HEAD_TOO_LARGE = -2;
+
+/**
+ * Accumulates bytes until a complete head (through the empty line) is buffered.
+ * Copies only when a head spans reads; the common one-read head is referenced in place.
+ */
+export class HeadReader {
+  private buf: Buffer | null = null;
+  /** Bytes of `buf` already searched for the terminator (minus the 3 that may start one). */
+  private scanned = 0;
+  /** Offset in `buf` where the head starts (after skipped empty lines). */
+  start = 0;
+  readonly limit: number;
+  private readonly skipLeadingCrlf: boolean;
+
+  constructor(limit: number, skipLeadingCrlf: boolean) {
+    this.limit = limit;
+    this.skipLeadingCrlf = skipLeadingCrlf;
+  }
+
+  /** True when some head bytes are buffered (a partial head is waiting). */
+  get partial(): boolean {
+    return this.buf !== null && this.buf.length > this.start;
+  }
+
+  get buffer(): Buffer {
+    return this.buf!;
+  }
+
+  /**
+   * Adds bytes; returns the offset just past the head's terminating CRLFCRLF in `buffer`,
+   * HEAD_NEED_MORE, or HEAD_TOO_LARGE. After a head is found, bytes past the returned offset
+   * in `buffer` belong to whatever follows the head; call reset() before the next head.
+   */
+  push(chunk: Buffer): number {
+    let buf: Buffer;
+    if (this.buf === null || this.buf.length === this.start) {
+      buf = chunk;
+      this.start = 0;
+      this.scanned = 0;
+    } else {
+      buf = Buffer.concat([this.buf.subarray(this.start), chunk]);
+      this.scanned -= this.start;
+      this.start = 0;
+    }
+    if (this.skipLeadingCrlf) {
+      // RFC 9112 2.2: ignore empty lines before a request-line (sent by some clients after a body).
+      let s = this.start;
+      while (s + 1 < buf.length && buf[s] === CR && buf[s + 1] === LF) s += 2;
+      this.start = s;
+      if (this.scanned < s) this.scanned = s;
+    }
+    this.buf = buf;
+    const from = Math.max(this.start, this.scanned - 3);
+    const idx = buf.indexOf('\r\n\r\n', from, 'latin1');
+    if (idx >= 0) {
+      const end = idx + 4;
+      return end - this.start > this.limit ? HEAD_TOO_LARGE : end;
+    }
+    this.scanned = buf.length;
+    return buf.length - this.start > this.limit ? HEAD_TOO_LARGE : HEAD_NEED_MORE;
+  }
+
+  reset(): void {
+    this.buf = null;
+    this.start = 0;
+    this.scanned = 0;
+  }
+}
+
+/** Fields common to request and response heads. */
+interface HeadFields {
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  versionMinor: number;
+  /** Content-Length, or -1 when absent. */
+  contentLength: number;
+  /** A Transfer-Encoding header is present. */
+  hasTransferEncoding: boolean;
+  /** The final transfer coding is chunked. */
+  chunked: boolean;
+  connClose: boolean;
+  connKeepAlive: boolean;
+  connUpgrade: boolean;
+  /** Bytes of the head including the terminating empty line. */
+  headLength: number;
+}
+
+export interface RequestHead extends HeadFields {
+  method: string;
+  target: string;
+  /** Host header value, '' when absent. */
+  host: string;
+  /** Upgrade header value, '' when absent. */
+  upgrade: string;
+  expectContinue: boolean;
+}
+
+export interface ResponseHead extends HeadFields {
+  status: number;
+}
+
+export class HeadError extends Error {}
+
+function newFields(): HeadFields {
+  return {
+    versionMinor: 1,
+    contentLength: -1,
+    hasTransferEncoding: false,
+    chunked: false,
+    connClose: false,
+    connKeepAlive: false,
+    connUpgrade: false,
+    headLength: 0,
+  };
+}
+
+/** Reads "HTTP/1.0" or "HTTP/1.1" at `p`; returns the minor version. */
+function readVersion(buf: Buffer, p: number): number {
+  if (
+    buf[p] !== 72 || buf[p + 1] !== 84 || buf[p + 2] !== 84 || buf[p + 3] !== 80 ||
+    buf[p + 4] !== 47 || buf[p + 5] !== 49 || buf[p + 6] !== 46
+  ) throw new HeadError('bad HTTP version');
+  const minor = buf[p + 7];
+  if (minor !== 48 && minor !== 49) throw new HeadError('unsupported HTTP version');
+  return minor - 48;
+}
+
+/** Parses a request head in buf[start, end) where end is just past CRLFCRLF. */
+export function parseRequestHead(buf: Buffer, start: number, end: number): RequestHead {
+  let p = start;
+  while (p < end && TCHAR[buf[p]] === 1) p++;
+  if (p === start || buf[p] !== SP) throw new HeadError('bad method');
+  const method = buf.toString('latin1', start, p);
+  const tStart = ++p;
+  // Visible ASCII and obs-text; no controls, no spaces.
+  while (p < end && buf[p] > SP && buf[p] !== 127) p++;
+  if (p === tStart || buf[p] !== SP) throw new HeadError('bad request target');
+  const target = buf.toString('latin1', tStart, p);
+  p++;
+  const versionMinor = readVersion(buf, p);
+  p += 8;
+  if (buf[p] !== CR || buf[p + 1] !== LF) throw new HeadError('bad request line');
+  const head: RequestHead = {
+    ...newFields(),
+    method,
+    target,
+    host: '',
+    upgrade: '',
+    expectContinue: false,
+  };
+  head.versionMinor = versionMinor;
+  let hostSeen = false;
+  parseFields(buf, p + 2, end, head, (name, value) => {
+    switch (name) {
+      case 'host':
+        // RFC 9112 3.2: more than one Host is a 400.
+        if (hostSeen) throw new HeadError('duplicate Host');
+        hostSeen = true;
+        head.host = value;
+        break;
+      case 'upgrade':
+        head.upgrade = value;
+        break;
+      case 'expect':
+        if (value.toLowerCase() === '100-continue') head.expectContinue = true;
+        break;
+    }
+  });
+  head.headLength = end - start;
+  return head;
+}
+
+/** Parses a response head in buf[start, end) where end is just past CRLFCRLF. */
+export function parseResponseHead(buf: Buffer, start: number, end: number): ResponseHead {
+  const versionMinor = readVersion(buf, start);
+  let p = start + 8;
+  if (buf[p] !== SP) throw new HeadError('bad status line');
+  const d0 = buf[p + 1] - 48;
+  const d1 = buf[p + 2] - 48;
+  const d2 = buf[p + 3] - 48;
+  if (d0 < 1 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) throw new HeadError('bad status code');
+  p += 4;
+  if (buf[p] === SP) {
+    p++;
+    while (buf[p] === HT || (buf[p] >= SP && buf[p] !== 127)) p++;
+  }
+  if (buf[p] !== CR || buf[p + 1] !== LF) throw new HeadError('bad status line');
+  const head: ResponseHead = { ...newFields(), status: d0 * 100 + d1 * 10 + d2 };
+  head.versionMinor = versionMinor;
+  parseFields(buf, p + 2, end, head, null);
+  head.headLength = end - start;
+  return head;
+}
+
+/**
+ * Walks the header lines in buf[p, end), validating every line and decoding only the fields
+ * framing needs; `extra` sees the other interesting request fields (lowercased names).
+ */
+function parseFields(
+  buf: Buffer,
+  p: number,
+  end: number,
+  head: HeadFields,
+  extra: ((name: string, value: string) => void) | null,
+): void {
+  const last = end - 2; // the final CRLF (the empty line)
+  let clSeen = false;
+  let teValue = '';
+  while (p < last) {
+    const nStart = p;
+    while (TCHAR[buf[p]] === 1) p++;
+    // No name, obs-fold (line starts with SP/HT) and "Name :" all land here.
+    if (p === nStart || buf[p] !== COLON) throw new HeadError('bad header line');
+    const nEnd = p++;
+    while (buf[p] === SP || buf[p] === HT) p++;
+    const vStart = p;
+    let vEnd = p;
+    for (;;) {
+      const c = buf[p];
+      if (c === CR) break;
+      // Controls (including a bare LF) are never valid in a field value.
+      if ((c < SP && c !== HT) || c === 127) throw new HeadError('bad header value');
+      p++;
+      if (c !== SP && c !== HT) vEnd = p;
+    }
+    if (buf[p + 1] !== LF) throw new HeadError('bare CR in header');
+    p += 2;
+    const nLen = nEnd - nStart;
+    if (nLen !== 4 && nLen !== 6 && nLen !== 7 && nLen !== 10 && nLen !== 14 && nLen !== 17) continue;
+    const name = buf.toString('latin1', nStart, nEnd).toLowerCase();
+    const value = buf.toString('latin1', vStart, vEnd);
+    switch (name) {
+      case 'content-length': {
+        const n = parseContentLength(value);
+        if (clSeen && n !== head.contentLength) throw new HeadError('conflicting Content-Length');
+        clSeen = true;
+        head.contentLength = n;
+        break;
+      }
+      case 'transfer-encoding':
+        teValue = teValue === '' ? value : teValue + ',' + value;
+        head.hasTransferEncoding = true;
+        break;
+      case 'connection':
+        for (const raw of value.split(',')) {
+          const t = raw.trim().toLowerCase();
+          if (t === 'close') head.connClose = true;
+          else if (t === 'keep-alive') head.connKeepAlive = true;
+          else if (t === 'upgrade') head.connUpgrade = true;
+        }
+        break;
+      default:
+        if (extra !== null) extra(name, value);
+    }
+  }
+  if (head.hasTransferEncoding) head.chunked = isChunkedLast(teValue);
+}
+
+/** Digits only (a list of identical values is allowed, RFC 9110 8.6); anything else is fatal. */
+export function parseContentLength(value: string): number {
+  let result = -1;
+  for (const part of value.split(',')) {
+    const s = part.trim();
+    if (s.length === 0 || s.length > 15) throw new HeadError('bad Content-Length');
+    let n = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i) - 48;
+      if (c < 0 || c > 9) throw new HeadError('bad Content-Length');
+      n = n * 10 + c;
+    }
+    if (result !== -1 && n !== result) throw new HeadError('conflicting Content-Length');
+    result = n;
+  }
+  return result;
+}
+
+/**
+ * True when chunked is the final coding. Chunked anywhere but last is an error
+ * (RFC 9112 6.1: it must not be applied twice and, when present, must be last).
+ */
+export function isChunkedLast(te: string): boolean {
+  const codings = te.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+  if (codings.length === 0) throw new HeadError('empty Transfer-Encoding');
+  for (let i = 0; i < codings.length - 1; i++) {
+    if (codings[i] === 'chunked') throw new HeadError('chunked is not the final coding');
+  }
+  return codings[codings.length - 1] === 'chunked';
+}
