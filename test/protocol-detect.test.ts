@@ -193,6 +193,7 @@ const httpCases: [string, Detection][] = [
   ['GET / HTTPS/1.1\r\n', opaque('not-http')],
   ['GET / http/1.1\r\n', opaque('not-http')],
   ['GET / HTTP/1.1\rX', opaque('not-http')],
+  ['GET / HTTP/1.1\r1', opaque('not-http')],
   ['GET / HTTP/1.1 \r\n', opaque('not-http')],
   ['PRI * HTTP/1.1\r\n', opaque('h2-preface-mismatch')],
   ['PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n', opaque('h2-preface-mismatch')],

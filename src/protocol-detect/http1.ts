@@ -78,11 +78,12 @@ export function detectHttp1(buf: Uint8Array): Detection {
 
   // CRLF, or a bare LF (RFC 9112 §2.2 lets a recipient accept it)
   if (i === limit) return more();
+  if (isDigit(buf[i])) return opaque('http-version'); // HTTP/1.10
   if (buf[i] === CR) {
     i++;
     if (i === limit) return more();
   }
-  if (buf[i] !== LF) return opaque(isDigit(buf[i]) ? 'http-version' : 'not-http');
+  if (buf[i] !== LF) return opaque('not-http');
   return { kind: 'http1', method, target, version };
 }
 
