@@ -22,7 +22,7 @@ import {
 } from './layout.ts';
 import { createNodeNetwork, createPodNetwork, deleteNetns, deleteNetnsSync, deletePodNetwork, listNetns } from './network.ts';
 import { podObject } from './pod-object.ts';
-import { execIn, spawnIn, type ExecOptions, type ExecResult } from './run.ts';
+import { collect, spawnIn, type ExecOptions, type ExecResult } from './run.ts';
 
 export interface AddPodOptions {
   name: string;
@@ -82,6 +82,24 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 let nodeSeq = 0;
 
+/** Children not yet exited. Killed by pid before the cgroup kill: a child that has not yet
+ *  written itself into its cgroup is invisible to cgroup.kill (it cannot fork before that). */
+class Children {
+  readonly #live = new Set<ChildProcess>();
+
+  add(child: ChildProcess): ChildProcess {
+    if (child.exitCode === null && child.signalCode === null) {
+      this.#live.add(child);
+      child.once('exit', () => this.#live.delete(child));
+    }
+    return child;
+  }
+
+  killAll(): void {
+    for (const c of this.#live) c.kill('SIGKILL');
+  }
+}
+
 function randomLetters(): string {
   return [...randomBytes(3)].map((b) => String.fromCharCode(97 + (b % 26))).join('');
 }
@@ -116,6 +134,7 @@ class Pod implements SimPod {
   readonly #node: Node;
   readonly #opts: AddPodOptions;
   readonly #createdAt = new Date();
+  readonly children = new Children();
 
   constructor(node: Node, index: number, o: AddPodOptions) {
     this.#node = node;
@@ -135,12 +154,12 @@ class Pod implements SimPod {
 
   spawn(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess {
     this.#node.assertUsable();
-    return spawnIn(this.containerCgroup, this.netns, cmd, args, opts);
+    return this.children.add(spawnIn(this.containerCgroup, this.netns, cmd, args, opts));
   }
 
   exec(cmd: string, args: string[], opts?: ExecOptions): Promise<ExecResult> {
     this.#node.assertUsable();
-    return execIn(this.containerCgroup, this.netns, cmd, args, opts);
+    return collect(this.spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] }), opts);
   }
 
   toPodObject(nodeName: string): object {
@@ -164,6 +183,7 @@ class Pod implements SimPod {
   }
 
   async teardown(): Promise<void> {
+    this.children.killAll();
     await destroyCgroupTree(this.podCgroup);
     if (this.hostVeth) await deletePodNetwork(this.#node.nodeNs, this.netns, this.hostVeth);
   }
@@ -180,6 +200,7 @@ class Node implements SimNode {
   readonly driver: CgroupDriver;
   readonly #pods = new Map<string, Pod>();
   #nextPodIndex = 0;
+  readonly #children = new Children();
   #destroyed = false;
   #destroying: Promise<void> | undefined;
 
@@ -235,12 +256,12 @@ class Node implements SimNode {
 
   spawnInNode(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess {
     this.assertUsable();
-    return spawnIn(this.nodeCgroup, this.nodeNs, cmd, args, opts);
+    return this.#children.add(spawnIn(this.nodeCgroup, this.nodeNs, cmd, args, opts));
   }
 
   execInNode(cmd: string, args: string[], opts?: ExecOptions): Promise<ExecResult> {
     this.assertUsable();
-    return execIn(this.nodeCgroup, this.nodeNs, cmd, args, opts);
+    return collect(this.spawnInNode(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] }), opts);
   }
 
   pods(): SimPod[] {
@@ -263,6 +284,7 @@ class Node implements SimNode {
         errors.push((e as Error).message);
       }
     };
+    this.#killChildren();
     // One cgroup.kill at the root takes every pod's processes at once.
     await attempt(() => destroyCgroupTree(this.cgroupRoot));
     await attempt(() => destroyCgroupTree(this.nodeCgroup));
@@ -280,8 +302,14 @@ class Node implements SimNode {
     return [...mine, this.nodeNs];
   }
 
+  #killChildren(): void {
+    this.#children.killAll();
+    for (const p of this.#pods.values()) p.children.killAll();
+  }
+
   destroySync(): void {
     if (this.#destroyed) return;
+    this.#killChildren();
     destroyCgroupTreeSync(this.cgroupRoot);
     destroyCgroupTreeSync(this.nodeCgroup);
     for (const ns of this.#ownNetns()) deleteNetnsSync(ns);

@@ -61,7 +61,3 @@ const JOIN_AND_ENTER = 'echo $$ > "$1" || exit 125; n=$2; shift 2; exec nsenter 
 export function spawnIn(cgroup: string, netns: string, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
   return spawn('/bin/sh', ['-c', JOIN_AND_ENTER, 'mesh-sim-enter', `${cgroup}/cgroup.procs`, netnsPath(netns), cmd, ...args], opts);
 }
-
-export function execIn(cgroup: string, netns: string, cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-  return collect(spawnIn(cgroup, netns, cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] }), opts);
-}
