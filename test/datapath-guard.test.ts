@@ -16,7 +16,7 @@ test('cgroup2 mount comes from mountinfo, on hybrid and pure v2 hosts', (t) => {
   ].join('\n');
   t.is(parseCgroup2Mount(hybrid), '/sys/fs/cgroup/unified');
   t.is(parseCgroup2Mount('35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw'), '/sys/fs/cgroup');
-  t.is(parseCgroup2Mount('32 30 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory'), null);
+  t.is(parseCgroup2Mount('32 30 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory'), undefined);
 });
 
 test('attaching to the machine root cgroup is refused unless explicitly allowed', (t) => {

@@ -4,7 +4,7 @@ import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createNode, TOOLS_PATH, type SimNode } from './sim/index.ts';
+import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
 import { JsonLines, JsonRpc } from './helpers/procs.ts';
 
 const AGENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/datapath-agent.ts');

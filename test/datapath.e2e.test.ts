@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createNode, TOOLS_PATH, type SimNode, type SimPod } from './sim/index.ts';
+import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseCgroup2Mount } from './sim/cgroup2.ts';
+import { parseCgroup2Mount } from '../src/sim/cgroup2.ts';
 import {
   cgroupOfPid,
   cleanupLeftovers,
@@ -17,7 +17,7 @@ import {
   type QosClass,
   type SimNode,
   type SimPod,
-} from './sim/index.ts';
+} from '../src/sim/index.ts';
 
 const NODE = process.execPath;
 
@@ -324,7 +324,7 @@ interface Made {
 
 /** Runs crash-fixture.ts in its own process and returns what it reports it made. */
 async function fixtureNode(t: ExecutionContext, mode: 'wait' | 'exit'): Promise<{ child: ChildProcess; made: Made }> {
-  const fixture = fileURLToPath(new URL('./sim/crash-fixture.ts', import.meta.url));
+  const fixture = fileURLToPath(new URL('../src/sim/crash-fixture.ts', import.meta.url));
   const child = spawn(NODE, ['--disable-warning=ExperimentalWarning', fixture, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.teardown(() => child.kill('SIGKILL'));
   const made = (await jsonLines(child).next()).value as Made;

@@ -3,18 +3,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** Parses /proc/self/mountinfo text and returns the first cgroup2 mount point, or null. */
-export function parseCgroup2Mount(mountinfo: string): string | null {
+/** mountinfo escapes space, tab, newline and backslash as \ooo. */
+function unescapeMountField(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** The first cgroup2 mount whose root is the hierarchy root, from /proc/self/mountinfo text. */
+export function parseCgroup2Mount(mountinfo: string): string | undefined {
   for (const line of mountinfo.split('\n')) {
     // "id parent maj:min root mountpoint opts [optional...] - fstype source superopts"
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const fstype = line.slice(sep + 3).split(' ')[0];
-    if (fstype !== 'cgroup2') continue;
-    const mountPoint = line.slice(0, sep).split(' ')[4];
-    if (mountPoint) return mountPoint.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const f = line.split(' ');
+    const sep = f.indexOf('-', 6);
+    if (sep < 0 || f[sep + 1] !== 'cgroup2') continue;
+    // A mount of a sub-tree (root != '/') would shift every path in /proc/<pid>/cgroup.
+    if (f[3] !== '/') continue;
+    return unescapeMountField(f[4]!);
   }
-  return null;
+  return undefined;
 }
 
 export function findCgroup2Mount(): string {

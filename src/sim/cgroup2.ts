@@ -5,31 +5,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** mountinfo escapes space, tab, newline and backslash as \ooo. */
-function unescapeMountField(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** The first cgroup2 mount point whose root is the hierarchy root, from /proc/self/mountinfo text. */
-export function parseCgroup2Mount(mountinfo: string): string | undefined {
-  for (const line of mountinfo.split('\n')) {
-    const f = line.split(' ');
-    const sep = f.indexOf('-', 6);
-    if (sep < 0 || f[sep + 1] !== 'cgroup2') continue;
-    // A mount of a sub-tree (root != '/') would shift every path in /proc/<pid>/cgroup.
-    if (f[3] !== '/') continue;
-    return unescapeMountField(f[4]);
-  }
-  return undefined;
-}
-
-export function findCgroup2Mount(): string {
-  const mount = parseCgroup2Mount(fs.readFileSync('/proc/self/mountinfo', 'utf8'));
-  if (!mount) {
-    throw new Error('no cgroup2 mount found in /proc/self/mountinfo; mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified');
-  }
-  return mount;
-}
+export { findCgroup2Mount, parseCgroup2Mount } from '../datapath/cgroup2.ts';
 
 /** The cgroup v2 path of a process relative to the hierarchy root ("0::" line). */
 export function cgroupOfPid(pid: number): string {
