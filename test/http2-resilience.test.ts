@@ -98,7 +98,7 @@ test('an upstream reset reaches the client with the same code, before or after h
   // Request body left open: node's server turns close(code) on a half-closed stream into a
   // clean END_STREAM, so only an open stream makes it send RST_STREAM.
   const mid = await exchange(client, { ':method': 'POST', ':path': '/reset-mid' }, false);
-  t.is(mid.response?.[':status'], 200);
+  t.is(Number(mid.response?.[':status']), 200);
   t.is(mid.body, 'partial');
   t.is(mid.rstCode, C.NGHTTP2_INTERNAL_ERROR);
   // The session to the client survives stream resets.
@@ -114,7 +114,7 @@ test('upstream refusing connections: 502 for HTTP, trailers-only UNAVAILABLE for
   const client = connect(proxy.port);
   t.teardown(() => client.destroy());
   const g = await exchange(client, { ':method': 'POST', ':path': '/pkg.Svc/M', 'content-type': 'application/grpc', te: 'trailers' });
-  t.is(g.response?.[':status'], 200);
+  t.is(Number(g.response?.[':status']), 200);
   t.is(g.response?.['grpc-status'], '14');
   t.regex(String(g.response?.['grpc-message']), /unreachable.*ECONNREFUSED/);
   t.is(g.response?.['mesh-proxy-error'], 'unreachable');
@@ -139,7 +139,7 @@ test('upstream connect timeout: 504 for HTTP, UNAVAILABLE for gRPC', async (t) =
   t.teardown(() => client.destroy());
   const started = Date.now();
   const r = await exchange(client, { ':path': '/' });
-  t.is(r.response?.[':status'], 504);
+  t.is(Number(r.response?.[':status']), 504);
   t.true(Date.now() - started >= 140);
   t.is(r.response?.['mesh-proxy-error'], 'connect-timeout');
   const g = await exchange(client, { ':method': 'POST', ':path': '/p.S/M', 'content-type': 'application/grpc+proto' });

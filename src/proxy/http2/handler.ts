@@ -54,7 +54,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
     session.once('close', () => clearTimeout(conn.idle));
     const onClientReset = () => {
       if (conn.resets.record(Date.now()) && !session.destroyed) {
-        session.destroy(NGHTTP2_ENHANCE_YOUR_CALM); // GOAWAY with this code, then close
+        session.destroy(new Error('client stream reset rate exceeded'), NGHTTP2_ENHANCE_YOUR_CALM);
       }
     };
     session.on('stream', (stream, headers, flags) => {
