@@ -1,0 +1,265 @@
+/**
+ * Per-connection protocol dispatch: dials the original destination at once and, in
+ * parallel, reads the client's first bytes through the detector. Whoever acts first decides:
+ *   - upstream sends (or closes) first      => opaque ('server-first'), no waiting
+ *   - client bytes detected http1 / http2   => the protocol handler, with head and upstream
+ *   - client bytes detected TLS             => passthrough (opaque, SNI as authority)
+ *   - client bytes opaque                   => opaque ('opaque:<reason>')
+ *   - nobody decided within the deadline    => opaque ('deadline')
+ * Destination ports in the opaque set skip all this ('opaque-port').
+ */
+import { performance } from 'node:perf_hooks';
+import type * as net from 'node:net';
+import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
+import type { Detection } from '../protocol-detect/index.ts';
+import type { ConnContext, ProtocolHandler, ProxyLimits } from './context.ts';
+import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
+import { abortSocket, forwardOpaque } from './opaque.ts';
+import type { PortSet } from './ports.ts';
+import { forwardTls } from './tls-passthrough.ts';
+
+export interface DispatchConfig {
+  limits: ProxyLimits;
+  detectTimeoutMs: number;
+  maxDetectBytes?: number;
+  opaquePorts: PortSet;
+  handlers: { http1?: ProtocolHandler; http2?: ProtocolHandler };
+  bytesReportMs?: number;
+  /** Called once when the protocol is decided (not for connections that fail before). */
+  onDecision?: (protocol: Protocol, detectedBy: string) => void;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+}
+
+/** Takes over an accepted client socket (paused, with an 'error' listener already attached). */
+export function dispatch(ctx: ConnContext, cfg: DispatchConfig): void {
+  new Dispatcher(ctx, cfg).start();
+}
+
+function ignoreError(): void {}
+
+function errCode(err: Error): string {
+  return (err as NodeJS.ErrnoException).code ?? err.message;
+}
+
+class Dispatcher {
+  readonly ctx: ConnContext;
+  readonly cfg: DispatchConfig;
+  readonly startedAt = performance.now();
+  upstream: net.Socket | null = null;
+  dialedAt = 0;
+  upstreamUp = false;
+  /** Client bytes so far; at most one buffer (re-joined on each arrival, bounded by the detect budget). */
+  head: Buffer | null = null;
+  upstreamHead: Buffer | null = null;
+  deadline: NodeJS.Timeout | undefined;
+  done = false;
+
+  constructor(ctx: ConnContext, cfg: DispatchConfig) {
+    this.ctx = ctx;
+    this.cfg = cfg;
+  }
+
+  start(): void {
+    const { ctx, cfg } = this;
+    const client = ctx.client;
+    let upstream: net.Socket;
+    this.dialedAt = Date.now();
+    try {
+      upstream = ctx.dial(ctx.endpoints.destIp, ctx.endpoints.destPort);
+    } catch (err) {
+      this.fail(`dial: ${errCode(err as Error)}`);
+      return;
+    }
+    this.upstream = upstream;
+    // Stays for the socket's life: whoever owns it later, a peer's error never crashes us.
+    upstream.on('error', ignoreError);
+
+    if (cfg.opaquePorts.has(ctx.endpoints.destPort)) {
+      this.toOpaque('opaque', 'opaque-port');
+      return;
+    }
+
+    upstream.on('data', this.onUpstreamData);
+    upstream.on('end', this.onUpstreamEnd);
+    upstream.on('error', this.onUpstreamError);
+    if (upstream.connecting) {
+      upstream.setTimeout(cfg.limits.upstreamConnectTimeoutMs);
+      upstream.on('timeout', this.onUpstreamTimeout);
+      upstream.on('connect', this.onUpstreamConnect);
+    } else {
+      this.upstreamUp = !upstream.destroyed;
+    }
+    client.on('data', this.onClientData);
+    client.on('end', this.onClientEnd);
+    client.on('error', this.onClientError);
+    client.on('close', this.onClientClose);
+    this.deadline = setTimeout(this.onDeadline, cfg.detectTimeoutMs);
+    client.resume();
+  }
+
+  onClientData = (chunk: Buffer): void => {
+    if (this.done) return;
+    // Bounded: the detector decides within maxDetectBytes, so this joins at most that much.
+    this.head = this.head === null ? chunk : Buffer.concat([this.head, chunk]);
+    const d = detect(this.head, this.cfg.maxDetectBytes ?? DEFAULT_MAX_DETECT_BYTES);
+    if (d.kind !== 'need-more') this.decide(d);
+  };
+
+  onClientEnd = (): void => {
+    if (this.done) return;
+    const d = this.head === null ? null : detect(this.head, this.cfg.maxDetectBytes ?? DEFAULT_MAX_DETECT_BYTES);
+    if (d !== null && d.kind !== 'need-more') this.decide(d);
+    else this.toOpaque('opaque', 'opaque:client-eof');
+  };
+
+  onUpstreamData = (chunk: Buffer): void => {
+    if (this.done) return;
+    this.upstreamHead = chunk;
+    this.toOpaque('opaque', 'server-first');
+  };
+
+  /** The server closed before the client spoke: also server-first; the tunnel passes the FIN on. */
+  onUpstreamEnd = (): void => {
+    if (this.done) return;
+    this.toOpaque('opaque', 'server-first');
+  };
+
+  onUpstreamConnect = (): void => {
+    this.upstreamUp = true;
+    this.upstream?.setTimeout(0);
+  };
+
+  onUpstreamTimeout = (): void => {
+    if (this.done || !this.upstream?.connecting) return;
+    this.fail('upstream connect: timeout');
+  };
+
+  onUpstreamError = (err: Error): void => {
+    if (this.done) return;
+    this.fail(this.upstreamUp ? `upstream: ${errCode(err)}` : `upstream connect: ${errCode(err)}`);
+  };
+
+  onClientError = (err: Error): void => {
+    if (this.done) return;
+    this.fail(`client: ${errCode(err)}`);
+  };
+
+  onClientClose = (): void => {
+    if (this.done) return;
+    this.fail('client closed during detection');
+  };
+
+  onDeadline = (): void => {
+    if (this.done) return;
+    this.toOpaque('opaque', 'deadline');
+  };
+
+  decide(d: Detection): void {
+    switch (d.kind) {
+      case 'http1':
+      case 'http2': {
+        const handler = this.cfg.handlers[d.kind];
+        if (handler) this.toHandler(d.kind, handler);
+        else this.toOpaque('opaque', `${d.kind}:no-handler`);
+        return;
+      }
+      case 'tls':
+        this.toTls(d.sni, d.alpn);
+        return;
+      case 'opaque':
+        this.toOpaque('opaque', `opaque:${d.reason}`);
+        return;
+      case 'need-more':
+        return;
+    }
+  }
+
+  /** Ends detection: our listeners off, both sockets paused with whatever they buffered. */
+  release(): number {
+    this.done = true;
+    if (this.deadline) clearTimeout(this.deadline);
+    const client = this.ctx.client;
+    client.pause();
+    client.removeListener('data', this.onClientData);
+    client.removeListener('end', this.onClientEnd);
+    client.removeListener('error', this.onClientError);
+    client.removeListener('close', this.onClientClose);
+    const up = this.upstream;
+    if (up) {
+      up.pause();
+      up.removeListener('data', this.onUpstreamData);
+      up.removeListener('end', this.onUpstreamEnd);
+      up.removeListener('error', this.onUpstreamError);
+      up.removeListener('timeout', this.onUpstreamTimeout);
+      up.removeListener('connect', this.onUpstreamConnect);
+      up.setTimeout(0);
+    }
+    return Math.round((performance.now() - this.startedAt) * 1000) / 1000;
+  }
+
+  toHandler(kind: 'http1' | 'http2', handler: ProtocolHandler): void {
+    const detectMs = this.release();
+    this.cfg.onDecision?.(kind, kind);
+    const head = this.head ?? Buffer.alloc(0);
+    try {
+      handler(this.ctx, head, this.upstream, this.cfg.limits);
+    } catch (err) {
+      this.cfg.log?.('error', 'protocol handler threw; resetting the connection', {
+        connId: this.ctx.connId, protocol: kind, detectMs, error: String(err),
+      });
+      abortSocket(this.ctx.client);
+      if (this.upstream) abortSocket(this.upstream);
+    }
+  }
+
+  toOpaque(protocol: 'opaque', detectedBy: string): void {
+    const spent = this.release();
+    const detectMs = detectedBy === 'opaque-port' ? 0 : spent;
+    this.cfg.onDecision?.(protocol, detectedBy);
+    forwardOpaque(this.ctx, this.upstream!, this.cfg.limits, {
+      protocol,
+      detectedBy,
+      detectMs,
+      clientHead: this.head,
+      upstreamHead: this.upstreamHead,
+      dialedAt: this.dialedAt,
+      bytesReportMs: this.cfg.bytesReportMs,
+    });
+  }
+
+  toTls(sni: string | null, alpn: string[]): void {
+    const detectMs = this.release();
+    this.cfg.onDecision?.('tls', 'tls');
+    forwardTls(this.ctx, this.upstream!, this.cfg.limits, {
+      sni,
+      alpn,
+      detectMs,
+      clientHead: this.head,
+      dialedAt: this.dialedAt,
+      bytesReportMs: this.cfg.bytesReportMs,
+    });
+  }
+
+  /** Failed before any forwarding: reset the client (as a refused connect would), report, done. */
+  fail(error: string): void {
+    const detectMs = this.release();
+    abortSocket(this.ctx.client);
+    if (this.upstream) abortSocket(this.upstream);
+    const ev: ConnCloseEvent = {
+      ...this.ctx.endpoints,
+      connId: this.ctx.connId,
+      protocol: 'opaque',
+      detectedBy: 'none',
+      detectMs,
+      bytesIn: 0,
+      bytesOut: 0,
+      durationMs: Date.now() - this.ctx.openedAt,
+      error,
+    };
+    try {
+      this.ctx.telemetry.connClose(ev);
+    } catch {
+      // a broken sink must not take the proxy down
+    }
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * The proxy's listener: accepts redirected connections, refuses those without a datapath
+ * record (no open relay) or over the connection cap, builds the connection context and
+ * hands it to dispatch. Owns the stats and graceful close.
+ */
+import * as net from 'node:net';
+import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits } from './context.ts';
+import { defaultLimits } from './context.ts';
+import type { TelemetrySink } from '../telemetry/events.ts';
+import { nullSink } from '../telemetry/events.ts';
+import { dispatch } from './dispatch.ts';
+import type { DispatchConfig } from './dispatch.ts';
+import { abortSocket } from './opaque.ts';
+import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
+
+export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+
+export interface ProxyOptions {
+  listen: { host: string; port: number };
+  /** The datapath record of an accepted connection; null => refused (no open relay). */
+  lookup: OrigDstLookup;
+  /** Default: net.connect with allowHalfOpen and noDelay. Custom dialers should set allowHalfOpen too. */
+  dial?: Dialer;
+  telemetry?: TelemetrySink;
+  limits?: Partial<ProxyLimits>;
+  /** Neither side decided the protocol within this: opaque ('deadline'). Default 1000 ms. */
+  detectTimeoutMs?: number;
+  /** Destination ports that skip detection. Default DEFAULT_OPAQUE_PORTS. */
+  opaquePorts?: PortSet;
+  /** Open connections cap; new ones over it are reset. Default 10000. */
+  maxConnections?: number;
+  handlers?: { http1?: ProtocolHandler; http2?: ProtocolHandler };
+  log?: LogFn;
+  /** connBytes report interval while a connection lives (ms). Default 5000. */
+  bytesReportMs?: number;
+}
+
+export interface ProxyStats {
+  /** Open dispatched connections (refused ones never count). */
+  open: number;
+  /** Every TCP connection the listener accepted, refused ones included. */
+  accepted: number;
+  refusedNoRecord: number;
+  refusedOverCap: number;
+  /** Connections per decided protocol ('http1', 'http2', 'tls', 'opaque'). */
+  byProtocol: Record<string, number>;
+}
+
+export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_DRAIN_MS = 10_000;
+/** At most one line per this interval for each refusal kind. */
+export const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+export const defaultDialer: Dialer = (ip, port) => net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
+
+const defaultLog: LogFn = (level, msg, fields) => {
+  if (level === 'info') return;
+  process.stderr.write(`${JSON.stringify({ level, msg, ...fields })}\n`);
+};
+
+function ignoreError(): void {}
+
+/** Strips the IPv4-mapped prefix a dual-stack listener reports ("::ffff:10.0.0.5"). */
+export function plainIp(addr: string): string {
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+/** Logs at most once per interval, folding the suppressed count into the next line. */
+class RateLimitedLog {
+  readonly intervalMs: number;
+  last = -Infinity;
+  suppressed = 0;
+  constructor(intervalMs: number) {
+    this.intervalMs = intervalMs;
+  }
+  hit(log: LogFn, level: 'info' | 'warn' | 'error', msg: string, fields: object): void {
+    const now = Date.now();
+    if (now - this.last < this.intervalMs) {
+      this.suppressed++;
+      return;
+    }
+    log(level, msg, this.suppressed > 0 ? { ...fields, suppressed: this.suppressed } : fields);
+    this.last = now;
+    this.suppressed = 0;
+  }
+}
+
+export class Proxy {
+  readonly #opts: ProxyOptions;
+  readonly #limits: ProxyLimits;
+  readonly #dial: Dialer;
+  readonly #telemetry: TelemetrySink;
+  readonly #log: LogFn;
+  readonly #maxConnections: number;
+  readonly #cfg: DispatchConfig;
+  readonly #clients = new Set<net.Socket>();
+  readonly #capLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
+  readonly #noRecordLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
+  #server: net.Server | null = null;
+  #nextConnId = 0;
+  #onDrained: (() => void) | null = null;
+  #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {} };
+
+  constructor(opts: ProxyOptions) {
+    const detectTimeoutMs = opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
+    if (!(detectTimeoutMs > 0)) throw new Error(`detectTimeoutMs must be > 0, got ${detectTimeoutMs}`);
+    const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (!(maxConnections >= 1)) throw new Error(`maxConnections must be >= 1, got ${maxConnections}`);
+    this.#opts = opts;
+    this.#limits = { ...defaultLimits, ...opts.limits };
+    this.#dial = opts.dial ?? defaultDialer;
+    this.#telemetry = opts.telemetry ?? nullSink;
+    this.#log = opts.log ?? defaultLog;
+    this.#maxConnections = maxConnections;
+    this.#cfg = {
+      limits: this.#limits,
+      detectTimeoutMs,
+      opaquePorts: opts.opaquePorts ?? PortSet.parse(DEFAULT_OPAQUE_PORTS),
+      handlers: { ...opts.handlers },
+      bytesReportMs: opts.bytesReportMs,
+      onDecision: this.#countProtocol,
+      log: this.#log,
+    };
+  }
+
+  listen(): Promise<{ host: string; port: number }> {
+    if (this.#server) return Promise.reject(new Error('proxy already listening'));
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.#onConnection);
+    this.#server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.#opts.listen.host, port: this.#opts.listen.port }, () => {
+        server.removeListener('error', reject);
+        server.on('error', (err) => this.#log('error', 'proxy listener error', { error: String(err) }));
+        const addr = server.address() as net.AddressInfo;
+        this.#log('info', 'proxy listening', { host: addr.address, port: addr.port });
+        resolve({ host: addr.address, port: addr.port });
+      });
+    });
+  }
+
+  /** Stops accepting, lets open connections finish for up to drainMs, then destroys the rest. */
+  async close(drainMs = DEFAULT_DRAIN_MS): Promise<void> {
+    const server = this.#server;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.#drained(drainMs);
+    if (this.#stats.open > 0) {
+      this.#log('warn', 'drain deadline passed; closing remaining connections', { open: this.#stats.open, drainMs });
+      for (const c of this.#clients) c.destroy();
+      await this.#drained(1000); // their 'close' events follow on the next ticks
+    }
+    await closed;
+  }
+
+  /** Resolves when no connection is open, or after ms. */
+  #drained(ms: number): Promise<void> {
+    if (this.#stats.open === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#onDrained = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#onDrained = done;
+    });
+  }
+
+  stats(): ProxyStats {
+    const s = this.#stats;
+    return { ...s, byProtocol: { ...s.byProtocol } };
+  }
+
+  #countProtocol = (protocol: string): void => {
+    this.#stats.byProtocol[protocol] = (this.#stats.byProtocol[protocol] ?? 0) + 1;
+  };
+
+  #onConnection = (client: net.Socket): void => {
+    client.on('error', ignoreError);
+    const stats = this.#stats;
+    stats.accepted++;
+    if (stats.open >= this.#maxConnections) {
+      stats.refusedOverCap++;
+      abortSocket(client);
+      this.#capLog.hit(this.#log, 'warn',
+        `connection limit ${this.#maxConnections} reached; refusing new connections; raise --max-connections`,
+        { open: stats.open, refusedOverCap: stats.refusedOverCap });
+      return;
+    }
+    const remoteAddress = client.remoteAddress;
+    const remotePort = client.remotePort;
+    if (remoteAddress === undefined || remotePort === undefined) {
+      client.destroy(); // already gone
+      return;
+    }
+    const sourceIp = plainIp(remoteAddress);
+    let rec;
+    try {
+      rec = this.#opts.lookup(sourceIp, remotePort);
+    } catch (err) {
+      this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp, sourcePort: remotePort, error: String(err) });
+      rec = null;
+    }
+    if (!rec) {
+      stats.refusedNoRecord++;
+      abortSocket(client);
+      this.#noRecordLog.hit(this.#log, 'info', 'refused connection without a datapath record (not redirected; no open relay)',
+        { sourceIp, sourcePort: remotePort, refusedNoRecord: stats.refusedNoRecord });
+      return;
+    }
+
+    stats.open++;
+    this.#clients.add(client);
+    client.once('close', () => {
+      this.#clients.delete(client);
+      stats.open--;
+      if (stats.open === 0) this.#onDrained?.();
+    });
+
+    const ctx: ConnContext = {
+      connId: ++this.#nextConnId,
+      client,
+      endpoints: {
+        direction: 'outbound',
+        sourceIp,
+        sourcePort: remotePort,
+        sourcePodKey: rec.podKey,
+        destIp: rec.ip,
+        destPort: rec.port,
+      },
+      telemetry: this.#telemetry,
+      dial: this.#dial,
+      openedAt: Date.now(),
+    };
+    try {
+      this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+    } catch {
+      // a broken sink must not refuse traffic
+    }
+    dispatch(ctx, this.#cfg);
+  };
+}

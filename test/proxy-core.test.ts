@@ -1,0 +1,567 @@
+// The proxy core over real loopback sockets: refusal, opaque forwarding (bulk, backpressure,
+// half-close, resets), server-speaks-first, detection deadline, opaque ports, handler
+// dispatch, connection cap, upstream failures, drain.
+import test from 'ava';
+import * as net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Proxy, defaultDialer } from '../src/proxy/listener.ts';
+import type { ProxyOptions } from '../src/proxy/listener.ts';
+import { PortSet } from '../src/proxy/ports.ts';
+import type { ConnContext, ProtocolHandler } from '../src/proxy/context.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+
+const HOST = '127.0.0.1';
+
+type Upstream = { server: net.Server; port: number; sockets: net.Socket[] };
+
+async function serve(onConn: (s: net.Socket) => void): Promise<Upstream> {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.push(s);
+    s.on('error', () => {});
+    onConn(s);
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  return { server, port: (server.address() as net.AddressInfo).port, sockets };
+}
+
+async function stopServer(up: Upstream): Promise<void> {
+  for (const s of up.sockets) s.destroy();
+  await new Promise<void>((r) => up.server.close(() => r()));
+}
+
+type Harness = { proxy: Proxy; port: number; sink: RecordingSink; dials: Array<[string, number]>; logs: Array<[string, string, object | undefined]> };
+
+async function startProxy(destPort: number | null, extra: Partial<ProxyOptions> = {}): Promise<Harness> {
+  const sink = new RecordingSink();
+  const dials: Array<[string, number]> = [];
+  const logs: Array<[string, string, object | undefined]> = [];
+  const proxy = new Proxy({
+    listen: { host: HOST, port: 0 },
+    lookup: (ip) => (destPort === null ? null : { ip, port: destPort, podKey: 7n }),
+    dial: (ip, port) => {
+      dials.push([ip, port]);
+      return defaultDialer(ip, port);
+    },
+    telemetry: sink,
+    opaquePorts: PortSet.empty(),
+    detectTimeoutMs: 5000,
+    log: (level, msg, fields) => logs.push([level, msg, fields]),
+    ...extra,
+  });
+  const addr = await proxy.listen();
+  return { proxy, port: addr.port, sink, dials, logs };
+}
+
+function connect(port: number): net.Socket {
+  const c = net.connect({ host: HOST, port, allowHalfOpen: true });
+  c.on('error', () => {});
+  return c;
+}
+
+/** Resolves with everything the socket receives until its readable side ends. */
+function readAll(s: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  s.on('data', (c: Buffer) => chunks.push(c));
+  return new Promise((resolve, reject) => {
+    s.once('end', () => resolve(Buffer.concat(chunks)));
+    s.once('close', () => resolve(Buffer.concat(chunks)));
+    s.once('error', reject);
+  });
+}
+
+/** Resolves with the socket's first error code, or 'closed' if it ended or closed without one. */
+function closeReason(s: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    const clean = () => setImmediate(() => resolve('closed'));
+    s.once('end', clean);
+    s.once('close', clean);
+    s.resume();
+  });
+}
+
+async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await sleep(10);
+  }
+}
+
+const echo = (s: net.Socket) => s.pipe(s);
+
+test('a connection without a datapath record is refused and never dialled', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(null);
+  const c = connect(h.port);
+  const reason = await closeReason(c);
+  t.true(reason === 'ECONNRESET' || reason === 'closed', reason);
+  await waitFor(() => h.proxy.stats().refusedNoRecord === 1);
+  t.is(h.dials.length, 0);
+  t.is(h.sink.opens.length, 0);
+  t.is(up.sockets.length, 0);
+  t.like(h.proxy.stats(), { accepted: 1, open: 0, refusedNoRecord: 1 });
+  t.true(h.logs.some(([, msg]) => msg.includes('without a datapath record')));
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('lookup receives the plain remote address and port; endpoints come from the record', async (t) => {
+  const up = await serve(echo);
+  const seen: Array<[string, number]> = [];
+  const h = await startProxy(null, {
+    lookup: (ip, port) => {
+      seen.push([ip, port]);
+      return { ip: HOST, port: up.port, podKey: 42n };
+    },
+  });
+  const c = connect(h.port);
+  await once(c, 'connect');
+  const localPort = c.localPort!;
+  c.end('ping');
+  t.is((await readAll(c)).toString(), 'ping');
+  t.deepEqual(seen, [[HOST, localPort]]);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.opens[0], { sourceIp: HOST, sourcePort: localPort, sourcePodKey: 42n, destIp: HOST, destPort: up.port, direction: 'outbound' });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('opaque forwarding carries 50 MB each way intact, with telemetry byte counts', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port, { opaquePorts: PortSet.of([up.port]), bytesReportMs: 50 });
+  const size = 50 * 1024 * 1024;
+  const data = randomBytes(size);
+  const c = connect(h.port);
+  const got = readAll(c);
+  c.end(data);
+  const back = await got;
+  t.is(back.length, size);
+  t.is(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(data).digest('hex'));
+  await waitFor(() => h.sink.closes.length === 1);
+  const ev = h.sink.closes[0];
+  t.like(ev, { protocol: 'opaque', detectedBy: 'opaque-port', bytesIn: size, bytesOut: size });
+  t.is(ev.error, undefined);
+  // connBytes deltas always sum to the close totals
+  t.is(h.sink.bytes.reduce((a, b) => a + b.bytesIn, 0), size);
+  t.is(h.sink.bytes.reduce((a, b) => a + b.bytesOut, 0), size);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('backpressure: a slow reader stalls the server instead of filling proxy memory', async (t) => {
+  const total = 200 * 1024 * 1024;
+  let accepted = 0; // bytes the server's socket took (write returned or drained)
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  const up = await serve((s) => {
+    const pump = () => {
+      while (accepted < total) {
+        accepted += chunk.length;
+        if (!s.write(chunk)) {
+          s.once('drain', pump);
+          return;
+        }
+      }
+      s.end();
+    };
+    pump();
+  });
+  let upstreamSock: net.Socket | null = null;
+  const h = await startProxy(up.port, {
+    dial: (ip, port) => (upstreamSock = defaultDialer(ip, port)),
+  });
+  const c = connect(h.port);
+  c.pause(); // the slow reader: reads nothing for a while
+  await waitFor(() => accepted > 0);
+  await sleep(700);
+  const a1 = accepted;
+  await sleep(500);
+  const a2 = accepted;
+  // Kernel socket buffers on four sockets hold some MB; an unbounded proxy would have
+  // swallowed all 200 MB by now (loopback moves GB/s).
+  t.true(a2 < 64 * 1024 * 1024, `server got ${a2} bytes out while the client read nothing`);
+  t.true(a2 - a1 < 2 * 1024 * 1024, `server still progressing: ${a1} -> ${a2}`);
+  t.true(upstreamSock!.readableLength <= 1024 * 1024, `proxy holds ${upstreamSock!.readableLength} unread upstream bytes`);
+  let received = 0;
+  c.on('data', (b: Buffer) => (received += b.length));
+  c.resume();
+  await once(c, 'end');
+  t.is(received, total);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('half-close: the client shuts its write side, the server still replies, then closes', async (t) => {
+  const up = await serve((s) => {
+    let n = 0;
+    s.on('data', (b: Buffer) => (n += b.length));
+    s.on('end', async () => {
+      await sleep(50); // reply well after the FIN arrived
+      s.end(`got ${n} bytes`);
+    });
+  });
+  const h = await startProxy(up.port);
+  const c = connect(h.port);
+  const got = readAll(c);
+  c.end('hello there'); // not HTTP: detection (or the client's FIN) makes it opaque
+  t.is((await got).toString(), 'got 11 bytes');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { protocol: 'opaque', bytesIn: 11, bytesOut: 12 });
+  t.is(h.sink.closes[0].error, undefined);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('half-close the other way: the server shuts its write side, the client keeps sending', async (t) => {
+  let serverGot = '';
+  const up = await serve((s) => {
+    s.write('bye early\n'); // server speaks first and half-closes
+    s.end();
+    s.on('data', (b: Buffer) => (serverGot += b.toString()));
+    s.on('end', () => s.destroy());
+  });
+  const h = await startProxy(up.port);
+  const c = connect(h.port);
+  t.is((await readAll(c)).toString(), 'bye early\n');
+  c.end('still talking');
+  await waitFor(() => serverGot === 'still talking');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { detectedBy: 'server-first', bytesIn: 13, bytesOut: 10 });
+  t.pass();
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('reset propagation: a server RST becomes a client RST', async (t) => {
+  const up = await serve((s) => {
+    s.once('data', () => s.resetAndDestroy());
+  });
+  const h = await startProxy(up.port);
+  const c = connect(h.port);
+  const reason = closeReason(c);
+  c.write('\x00binary hello');
+  t.is(await reason, 'ECONNRESET');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.regex(h.sink.closes[0].error ?? '', /upstream: ECONNRESET/);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('reset propagation: a client RST becomes a server RST', async (t) => {
+  let serverReason: Promise<string> | null = null;
+  const up = await serve((s) => {
+    serverReason = closeReason(s);
+  });
+  const h = await startProxy(up.port);
+  const c = connect(h.port);
+  c.write('\x00binary hello');
+  await waitFor(() => serverReason !== null);
+  await sleep(50);
+  c.resetAndDestroy();
+  t.is(await serverReason!, 'ECONNRESET');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.regex(h.sink.closes[0].error ?? '', /client: ECONNRESET/);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test.serial('server speaks first: the banner reaches a silent client at once, not after the deadline', async (t) => {
+  const up = await serve((s) => {
+    s.write('220 mail.example ESMTP ready\r\n');
+    s.on('end', () => s.end());
+    s.resume();
+  });
+  const h = await startProxy(up.port, { detectTimeoutMs: 5000 });
+  const started = performance.now();
+  const c = connect(h.port);
+  const [banner] = (await once(c, 'data')) as [Buffer];
+  const elapsed = performance.now() - started;
+  t.is(banner.toString(), '220 mail.example ESMTP ready\r\n');
+  t.true(elapsed < 200, `banner took ${elapsed} ms`);
+  c.destroy();
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(h.sink.closes[0].detectedBy, 'server-first');
+  t.true(h.sink.closes[0].detectMs < 200);
+  t.deepEqual(h.proxy.stats().byProtocol, { opaque: 1 });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test.serial('server speaks first: an SMTP-like exchange works end to end', async (t) => {
+  const up = await serve((s) => {
+    s.write('220 mail.example ESMTP\r\n');
+    let buf = '';
+    s.on('data', (b: Buffer) => {
+      buf += b.toString();
+      let i;
+      while ((i = buf.indexOf('\r\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (line.startsWith('EHLO ')) s.write(`250 hello ${line.slice(5)}\r\n`);
+        else if (line === 'QUIT') s.end('221 bye\r\n');
+        else s.write('500 what\r\n');
+      }
+    });
+  });
+  const h = await startProxy(up.port, { detectTimeoutMs: 5000 });
+  const c = connect(h.port);
+  const lines: string[] = [];
+  let buf = '';
+  c.on('data', (b: Buffer) => {
+    buf += b.toString();
+    let i;
+    while ((i = buf.indexOf('\r\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      lines.push(line);
+      if (line.startsWith('220 ')) c.write('EHLO client.example\r\n');
+      else if (line.startsWith('250 ')) c.write('QUIT\r\n');
+    }
+  });
+  const started = performance.now();
+  await once(c, 'end');
+  t.true(performance.now() - started < 1000);
+  t.deepEqual(lines, ['220 mail.example ESMTP', '250 hello client.example', '221 bye']);
+  c.end();
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { detectedBy: 'server-first', bytesIn: 'EHLO client.example\r\nQUIT\r\n'.length });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test.serial('detection deadline: when neither side speaks, the connection becomes opaque, then bytes flow', async (t) => {
+  const up = await serve(echo);
+  const http1: ProtocolHandler = () => t.fail('an HTTP handler must not get a connection decided by the deadline');
+  const h = await startProxy(up.port, { detectTimeoutMs: 300, handlers: { http1 } });
+  const c = connect(h.port);
+  await once(c, 'connect');
+  await sleep(450);
+  const got = readAll(c);
+  c.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n'); // HTTP-looking, but after the deadline
+  t.is((await got).toString(), 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => h.sink.closes.length === 1);
+  const ev = h.sink.closes[0];
+  t.is(ev.detectedBy, 'deadline');
+  t.true(ev.detectMs >= 290, `detectMs ${ev.detectMs}`);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('detection deadline also ends a stalled partial head', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port, { detectTimeoutMs: 200 });
+  const c = connect(h.port);
+  const got = readAll(c);
+  c.write('GE'); // could still be HTTP: the detector needs more
+  await sleep(300);
+  c.end('T-ish');
+  t.is((await got).toString(), 'GET-ish');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { detectedBy: 'deadline', bytesIn: 7, bytesOut: 7 });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('client bytes that are not HTTP or TLS are opaque with the detector reason', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port);
+  const c = connect(h.port);
+  const got = readAll(c);
+  c.end(Buffer.from([0, 1, 2, 3, 255]));
+  t.deepEqual([...(await got)], [0, 1, 2, 3, 255]);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.regex(h.sink.closes[0].detectedBy, /^opaque:/);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('opaque-port list skips detection (an HTTP request is forwarded raw)', async (t) => {
+  const up = await serve(echo);
+  const http1: ProtocolHandler = () => t.fail('an opaque port must not reach the HTTP handler');
+  const h = await startProxy(up.port, { opaquePorts: PortSet.parse(`1-2,${up.port}`), handlers: { http1 } });
+  const c = connect(h.port);
+  const got = readAll(c);
+  c.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.is((await got).toString(), 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { detectedBy: 'opaque-port', detectMs: 0 });
+  t.is(h.sink.closes[0].detectMs, 0);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+/** A stub handler that records its arguments, then splices the sockets like a tunnel. */
+function stubHandler(calls: Array<{ ctx: ConnContext; head: Buffer; upstream: net.Socket | null; paused: boolean; dataListeners: number }>): ProtocolHandler {
+  return (ctx, head, upstream) => {
+    calls.push({ ctx, head: Buffer.from(head), upstream, paused: ctx.client.isPaused(), dataListeners: ctx.client.listenerCount('data') });
+    upstream!.write(head);
+    ctx.client.pipe(upstream!);
+    upstream!.pipe(ctx.client);
+  };
+}
+
+test('http1 is handed to the handler with the exact head bytes and the eager upstream', async (t) => {
+  const up = await serve(echo);
+  const calls: Parameters<typeof stubHandler>[0] = [];
+  const h = await startProxy(up.port, { handlers: { http1: stubHandler(calls), http2: () => t.fail('not h2') } });
+  const c = connect(h.port);
+  const got = readAll(c);
+  // two writes split inside the request line: the head must be their exact concatenation
+  c.write('GET /hello HT');
+  await sleep(50);
+  c.write('TP/1.1\r\nHost: svc\r\n\r\n');
+  await waitFor(() => calls.length === 1);
+  c.end('tail');
+  t.is((await got).toString(), 'GET /hello HTTP/1.1\r\nHost: svc\r\n\r\ntail');
+  const call = calls[0];
+  t.true('GET /hello HTTP/1.1\r\nHost: svc\r\n\r\n'.startsWith(call.head.toString()));
+  t.true(call.head.toString().startsWith('GET /hello HTTP/1.1\r\n'));
+  t.true(call.paused);
+  t.is(call.dataListeners, 0);
+  t.truthy(call.upstream);
+  t.is(call.upstream!.remotePort ?? h.dials[0][1], up.port);
+  t.is(up.sockets.length, 1); // the eager connection is the one the handler used
+  t.is(h.dials.length, 1);
+  t.deepEqual(h.proxy.stats().byProtocol, { http1: 1 });
+  t.is(call.ctx.endpoints.destPort, up.port);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('http2 prior knowledge is handed to the http2 handler with the preface as head', async (t) => {
+  const up = await serve(echo);
+  const calls: Parameters<typeof stubHandler>[0] = [];
+  const h = await startProxy(up.port, { handlers: { http1: () => t.fail('not h1'), http2: stubHandler(calls) } });
+  const c = connect(h.port);
+  const got = readAll(c);
+  const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+  c.write(Buffer.concat([preface, settings]));
+  await waitFor(() => calls.length === 1);
+  c.end();
+  t.deepEqual(await got, Buffer.concat([preface, settings]));
+  t.deepEqual(calls[0].head, Buffer.concat([preface, settings]));
+  t.deepEqual(h.proxy.stats().byProtocol, { http2: 1 });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('an HTTP/1 connection with no handler configured is forwarded opaquely', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port);
+  const c = connect(h.port);
+  const got = readAll(c);
+  c.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.is((await got).toString(), 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(h.sink.closes[0].detectedBy, 'http1:no-handler');
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('a throwing handler resets the connection instead of crashing', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port, { handlers: { http1: () => { throw new Error('boom'); } } });
+  const c = connect(h.port);
+  const reason = closeReason(c);
+  c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.true(['ECONNRESET', 'closed'].includes(await reason));
+  t.true(h.logs.some(([level, msg]) => level === 'error' && msg.includes('handler threw')));
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('upstream refused: the client is reset (detection path and opaque-port path)', async (t) => {
+  const dead = await serve(() => {});
+  const deadPort = dead.port;
+  await stopServer(dead);
+  for (const opaquePorts of [PortSet.empty(), PortSet.of([deadPort])]) {
+    const h = await startProxy(deadPort, { opaquePorts });
+    const c = connect(h.port);
+    t.is(await closeReason(c), 'ECONNRESET');
+    await waitFor(() => h.sink.closes.length === 1);
+    t.is(h.sink.closes[0].error, 'upstream connect: ECONNREFUSED');
+    await waitFor(() => h.proxy.stats().open === 0);
+    await h.proxy.close(100);
+  }
+});
+
+test('upstream connect timeout resets the client', async (t) => {
+  const h = await startProxy(9, {
+    limits: { upstreamConnectTimeoutMs: 150 },
+    // a socket that never finishes connecting stands in for a black-holed SYN
+    dial: () => {
+      const s = new net.Socket();
+      s.connecting = true;
+      return s;
+    },
+  });
+  const c = connect(h.port);
+  const started = performance.now();
+  const reason = await closeReason(c);
+  t.true(['ECONNRESET', 'closed'].includes(reason), reason);
+  t.true(performance.now() - started < 1000);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(h.sink.closes[0].error, 'upstream connect: timeout');
+  await h.proxy.close(100);
+});
+
+test('idle timeout closes an opaque connection with no traffic', async (t) => {
+  const up = await serve(() => {});
+  const h = await startProxy(up.port, { limits: { idleTimeoutMs: 200 }, opaquePorts: PortSet.of([up.port]) });
+  const c = connect(h.port);
+  await once(c, 'connect');
+  await closeReason(c);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(h.sink.closes[0].error, 'idle timeout');
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('connection cap: over it, new connections are reset with one rate-limited log line', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port, { maxConnections: 2 });
+  const held = [connect(h.port), connect(h.port)];
+  await waitFor(() => h.proxy.stats().open === 2);
+  const over = [connect(h.port), connect(h.port), connect(h.port)];
+  for (const c of over) t.true(['ECONNRESET', 'closed'].includes(await closeReason(c)));
+  t.like(h.proxy.stats(), { open: 2, refusedOverCap: 3, accepted: 5 });
+  const capLines = h.logs.filter(([, msg]) => msg === 'connection limit 2 reached; refusing new connections; raise --max-connections');
+  t.is(capLines.length, 1);
+  t.is(capLines[0][0], 'warn');
+  held[0].destroy();
+  await waitFor(() => h.proxy.stats().open === 1);
+  const again = connect(h.port);
+  const got = readAll(again);
+  again.end('\x00ok');
+  t.is((await got).toString(), '\x00ok');
+  held[1].destroy();
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('close(drainMs) stops accepting, waits for open connections, then destroys them', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port);
+  const quick = connect(h.port);
+  const stuck = connect(h.port);
+  await waitFor(() => h.proxy.stats().open === 2);
+  const closing = h.proxy.close(400);
+  await sleep(50);
+  const late = connect(h.port);
+  t.is(await closeReason(late), 'ECONNREFUSED');
+  quick.end();
+  quick.resume();
+  await waitFor(() => h.proxy.stats().open === 1);
+  const started = performance.now();
+  const stuckReason = closeReason(stuck);
+  await closing;
+  t.true(performance.now() - started > 250);
+  t.is(h.proxy.stats().open, 0);
+  t.true(['closed', 'ECONNRESET'].includes(await stuckReason));
+  await stopServer(up);
+});
