@@ -89,9 +89,17 @@ export function forwardStream(
     error ??= `upstream ${failure}`;
     responseDone = true;
     client.respond(r.headers, { endStream: true });
-    // Unread request body: tell the client to stop sending it.
-    if (!client.readableEnded) client.resume();
+    stopRequestBody();
   };
+
+  // The response is complete but the client is still sending a body nobody will read:
+  // RST_STREAM(NO_ERROR) tells it to stop (RFC 9113 8.1) instead of stalling on flow control.
+  const stopRequestBody = () => {
+    if (noBody || client.readableEnded || client.closed || client.destroyed) return;
+    resetByProxy = true;
+    client.close(NGHTTP2_NO_ERROR);
+  };
+  let upClosed = false;
 
   // The eager connection may be unusable or the pool full: dial on demand.
   const { destIp, destPort } = ctx.endpoints;
@@ -148,9 +156,11 @@ export function forwardStream(
   client.on('wantTrailers', () => {
     responseDone = true;
     client.sendTrailers(responseTrailers ? downstreamHeaders(responseTrailers) : {});
+    if (upClosed) stopRequestBody();
   });
 
   up.once('close', () => {
+    upClosed = true;
     const code = up.rstCode ?? NGHTTP2_NO_ERROR;
     if (client.closed || client.destroyed) return;
     if (!client.headersSent) {
@@ -168,6 +178,8 @@ export function forwardStream(
       error ??= `upstream reset (code ${code})`;
       up.unpipe(client);
       resetClient(code);
+    } else if (responseDone) {
+      stopRequestBody();
     }
   });
 }
