@@ -496,7 +496,7 @@ test('upstream connect timeout resets the client', async (t) => {
     // a socket that never finishes connecting stands in for a black-holed SYN
     dial: () => {
       const s = new net.Socket();
-      s.connecting = true;
+      (s as unknown as { connecting: boolean }).connecting = true;
       return s;
     },
   });
