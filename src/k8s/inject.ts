@@ -1,0 +1,142 @@
+// `mesh-agent inject`: adds the mesh annotations to workloads in Kubernetes YAML, editing the
+// parsed document tree so comments, key order, quoting and unrelated fields survive.
+import { parseAllDocuments, isMap, isScalar, isSeq, visit, type Document } from 'yaml';
+import { ANNOTATIONS } from './annotations.ts';
+import { PortSet } from '../proxy/ports.ts';
+
+export interface InjectOptions {
+  skipOutbound?: string;
+  skipInbound?: string;
+  opaque?: string;
+}
+
+export interface InjectedObject {
+  kind: string;
+  name: string;
+  injected: boolean;
+}
+
+export interface InjectResult {
+  output: string;
+  /** How many objects received the annotations. */
+  injected: number;
+  /** The kind of each injected object, in input order. */
+  kinds: string[];
+  /** Every object seen (List items included), for the per-object summary. */
+  objects: InjectedObject[];
+}
+
+/** Bad input, with the 1-based line it was found on. */
+export class InjectError extends Error {
+  readonly source: string;
+  readonly line: number;
+  constructor(source: string, line: number, message: string) {
+    super(`${source}:${line}: ${message}`);
+    this.source = source;
+    this.line = line;
+  }
+}
+
+type Path = Array<string | number>;
+
+/** Where each kind keeps the metadata of the pods it creates, relative to the object. */
+const POD_METADATA: Record<string, Path> = {
+  Deployment: ['spec', 'template', 'metadata'],
+  StatefulSet: ['spec', 'template', 'metadata'],
+  DaemonSet: ['spec', 'template', 'metadata'],
+  ReplicaSet: ['spec', 'template', 'metadata'],
+  ReplicationController: ['spec', 'template', 'metadata'],
+  Job: ['spec', 'template', 'metadata'],
+  CronJob: ['spec', 'jobTemplate', 'spec', 'template', 'metadata'],
+  // A Pod's own annotations; a Namespace's apply to every pod in it (the pod's win).
+  Pod: ['metadata'],
+  Namespace: ['metadata'],
+};
+
+/** Validates the flag values up front so a typo never reaches the cluster. */
+export function injectAnnotations(opts: InjectOptions): Array<[string, string]> {
+  const out: Array<[string, string]> = [[ANNOTATIONS.inject, 'enabled']];
+  const add = (key: string, flag: string, value: string | undefined) => {
+    if (value === undefined) return;
+    try {
+      out.push([key, PortSet.parse(value).toString()]);
+    } catch (e) {
+      throw new Error(`${flag}: ${(e as Error).message}`);
+    }
+  };
+  add(ANNOTATIONS.skipOutbound, '--skip-outbound-ports', opts.skipOutbound);
+  add(ANNOTATIONS.skipInbound, '--skip-inbound-ports', opts.skipInbound);
+  add(ANNOTATIONS.opaque, '--opaque-ports', opts.opaque);
+  return out;
+}
+
+export function injectYaml(text: string, opts: InjectOptions, source = '<stdin>'): InjectResult {
+  const annotations = injectAnnotations(opts);
+  const docs = parseAllDocuments(text, { prettyErrors: true });
+  if (!Array.isArray(docs)) return { output: text, injected: 0, kinds: [], objects: [] }; // empty stream
+  for (const doc of docs) {
+    const err = doc.errors[0];
+    if (err) throw new InjectError(source, err.linePos?.[0].line ?? 1, firstLine(err.message));
+  }
+  const objects: InjectedObject[] = [];
+  for (const doc of docs) {
+    if (isMap(doc.contents) && doc.contents.flow) toBlockStyle(doc); // JSON in, YAML out
+    injectAt(doc, [], annotations, objects);
+  }
+  const injectedObjects = objects.filter((o) => o.injected);
+  return {
+    output: docs.map((d) => d.toString({ lineWidth: 0, flowCollectionPadding: false })).join(''),
+    injected: injectedObjects.length,
+    kinds: injectedObjects.map((o) => o.kind),
+    objects,
+  };
+}
+
+function injectAt(doc: Document, path: Path, annotations: Array<[string, string]>, objects: InjectedObject[]): void {
+  const node = path.length === 0 ? doc.contents : doc.getIn(path, true);
+  if (!isMap(node)) return;
+  const kind = String(doc.getIn([...path, 'kind']) ?? '');
+  const items = doc.getIn([...path, 'items'], true);
+  if (kind.endsWith('List') && isSeq(items)) {
+    for (let i = 0; i < items.items.length; i++) injectAt(doc, [...path, 'items', i], annotations, objects);
+    return;
+  }
+  const name = String(doc.getIn([...path, 'metadata', 'name']) ?? '');
+  const target = POD_METADATA[kind];
+  objects.push({ kind, name, injected: target !== undefined });
+  if (!target) return;
+  const annPath = [...path, ...target, 'annotations'];
+  // `annotations:` with no value (or `metadata: ~`) parses as a null scalar; setIn cannot descend into it.
+  for (let i = path.length + 1; i <= annPath.length; i++) {
+    const at = doc.getIn(annPath.slice(0, i), true);
+    if (isScalar(at) && at.value === null) {
+      const map = doc.createNode({});
+      // `annotations: # why` keeps its comment, on the line below (the yaml printer's place for it).
+      map.commentBefore = at.comment ?? at.commentBefore;
+      doc.setIn(annPath.slice(0, i), map);
+    }
+  }
+  for (const [key, value] of annotations) {
+    // createNode keeps the value a string: "3306" is quoted on output, never a number.
+    doc.setIn([...annPath, key], doc.createNode(value));
+  }
+}
+
+/** JSON parses as flow collections with quoted scalars; print it as ordinary block YAML. */
+function toBlockStyle(doc: Document): void {
+  visit(doc, {
+    Map(_, n) {
+      n.flow = n.items.length === 0;
+    },
+    Seq(_, n) {
+      n.flow = n.items.length === 0;
+    },
+    Scalar(_, n) {
+      n.type = undefined; // the stringifier quotes again wherever a plain scalar would change type
+    },
+  });
+}
+
+function firstLine(message: string): string {
+  return message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+}

@@ -1,0 +1,238 @@
+// The objects `mesh-agent install` prints: plain data, so tests can validate every one against
+// the Kubernetes schemas and the CLI only has to serialize them.
+import { PortSet } from '../proxy/ports.ts';
+
+export interface InstallOptions {
+  namespace?: string;
+  image?: string;
+  proxyPort?: number;
+  adminPort?: number;
+  controllerPort?: number;
+  /** Ports every meshed pod connects to directly (cluster-wide), e.g. "3306,5000-5010". */
+  skipOutboundPorts?: string;
+  /**
+   * The pods' cgroup directory inside the agent's container. The default fits kubelet's systemd
+   * cgroup driver (kubeadm's default since 1.22); cgroupfs-driver nodes use /sys/fs/cgroup/kubepods.
+   */
+  cgroupRoot?: string;
+}
+
+export const INSTALL_DEFAULTS = {
+  namespace: 'mesh-agent',
+  image: 'ghcr.io/mesh-agent/mesh-agent:0.1.0',
+  proxyPort: 15001,
+  adminPort: 4191,
+  controllerPort: 8086,
+  skipOutboundPorts: '',
+  cgroupRoot: '/sys/fs/cgroup/kubepods.slice',
+} as const;
+
+const NAME = 'mesh-agent';
+
+function labels(component: string): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': NAME,
+    'app.kubernetes.io/part-of': NAME,
+    'app.kubernetes.io/component': component,
+  };
+}
+
+function checkPort(name: string, port: number): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`${name}: ${port} is not a port (1-65535)`);
+  return port;
+}
+
+export function installManifests(options: InstallOptions = {}): object[] {
+  const o = { ...INSTALL_DEFAULTS, ...stripUndefined(options) };
+  const proxyPort = checkPort('--proxy-port', o.proxyPort);
+  const adminPort = checkPort('--admin-port', o.adminPort);
+  const controllerPort = checkPort('--controller-port', o.controllerPort);
+  const skipOutbound = PortSet.parse(o.skipOutboundPorts).toString();
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.namespace) || o.namespace.length > 63) {
+    throw new Error(`--namespace: "${o.namespace}" is not a valid namespace name`);
+  }
+  const ns = o.namespace;
+  const agent = labels('agent');
+  const controller = labels('controller');
+  const meta = (name: string, l: Record<string, string>) => ({ name, namespace: ns, labels: l });
+  // ClusterRole names are global: suffix with the namespace only when it is not the default, so two installs never share one.
+  const clusterName = ns === INSTALL_DEFAULTS.namespace ? NAME : `${NAME}-${ns}`;
+
+  return [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: labels('namespace') } },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(`${NAME}-agent`, agent), automountServiceAccountToken: true },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(`${NAME}-controller`, controller), automountServiceAccountToken: false },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: `${clusterName}-agent`, labels: agent },
+      // Read-only, and only what policy needs: pods and namespaces (annotations, IPs, cgroup ids), its own node.
+      rules: [
+        { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: `${clusterName}-agent`, labels: agent },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${clusterName}-agent` },
+      subjects: [{ kind: 'ServiceAccount', name: `${NAME}-agent`, namespace: ns }],
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: meta(`${NAME}-config`, labels('config')),
+      data: {
+        'proxy-port': String(proxyPort),
+        'admin-port': String(adminPort),
+        'controller-addr': `${NAME}-controller.${ns}.svc:${controllerPort}`,
+        'skip-outbound-ports': skipOutbound,
+        'cgroup-root': o.cgroupRoot,
+      },
+    },
+    agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, o.cgroupRoot, skipOutbound),
+    controllerDeployment(ns, o.image, controller, controllerPort),
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(`${NAME}-controller`, controller),
+      spec: {
+        type: 'ClusterIP',
+        selector: controller,
+        ports: [{ name: 'grpc', port: controllerPort, targetPort: 'grpc', protocol: 'TCP', appProtocol: 'kubernetes.io/h2c' }],
+      },
+    },
+  ];
+}
+
+function agentDaemonSet(
+  ns: string,
+  image: string,
+  l: Record<string, string>,
+  proxyPort: number,
+  adminPort: number,
+  cgroupRoot: string,
+  skipOutbound: string,
+): object {
+  const args = [
+    'run',
+    '--cgroup-root', cgroupRoot,
+    // NODE_IP is the host IP (hostNetwork): pods reach the proxy there.
+    '--proxy-addr', `$(NODE_IP):${proxyPort}`,
+    '--admin', `0.0.0.0:${adminPort}`,
+  ];
+  if (skipOutbound !== '') args.push('--skip-outbound-ports', skipOutbound);
+  const probe = (path: string, extra: object) => ({ httpGet: { path, port: 'admin' }, ...extra });
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { name: `${NAME}-agent`, namespace: ns, labels: l },
+    spec: {
+      selector: { matchLabels: l },
+      // One node at a time: while an agent restarts, that node's pods connect directly (fail-open).
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } },
+      template: {
+        metadata: {
+          labels: l,
+          annotations: {
+            'prometheus.io/scrape': 'true',
+            'prometheus.io/port': String(adminPort),
+            'prometheus.io/path': '/metrics',
+            'mesh-agent.io/inject': 'disabled',
+          },
+        },
+        spec: {
+          serviceAccountName: `${NAME}-agent`,
+          // The proxy listens on the node IP that the BPF program redirects to.
+          hostNetwork: true,
+          dnsPolicy: 'ClusterFirstWithHostNet',
+          hostPID: false,
+          priorityClassName: 'system-node-critical',
+          // Every node, tainted or not: an unmeshed node is a hole in the mesh.
+          tolerations: [{ operator: 'Exists' }],
+          terminationGracePeriodSeconds: 30,
+          containers: [
+            {
+              name: 'agent',
+              image,
+              imagePullPolicy: 'IfNotPresent',
+              args,
+              env: [
+                { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+                { name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } },
+              ],
+              ports: [
+                { name: 'proxy', containerPort: proxyPort, protocol: 'TCP' },
+                { name: 'admin', containerPort: adminPort, protocol: 'TCP' },
+              ],
+              startupProbe: probe('/live', { periodSeconds: 2, failureThreshold: 30 }),
+              livenessProbe: probe('/live', { periodSeconds: 10, failureThreshold: 3 }),
+              readinessProbe: probe('/ready', { periodSeconds: 5, failureThreshold: 2 }),
+              resources: {
+                requests: { cpu: '100m', memory: '128Mi' },
+                limits: { memory: '512Mi' },
+              },
+              securityContext: {
+                privileged: false,
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE'], drop: ['ALL'] },
+              },
+              volumeMounts: [
+                { name: 'bpffs', mountPath: '/sys/fs/bpf' },
+                // Attaching needs only an fd of the cgroup directory: read-only is enough.
+                { name: 'cgroup', mountPath: '/sys/fs/cgroup', readOnly: true },
+              ],
+            },
+          ],
+          volumes: [
+            { name: 'bpffs', hostPath: { path: '/sys/fs/bpf', type: 'Directory' } },
+            { name: 'cgroup', hostPath: { path: '/sys/fs/cgroup', type: 'Directory' } },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function controllerDeployment(ns: string, image: string, l: Record<string, string>, port: number): object {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: `${NAME}-controller`, namespace: ns, labels: l },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: l },
+      template: {
+        metadata: { labels: l, annotations: { 'mesh-agent.io/inject': 'disabled' } },
+        spec: {
+          serviceAccountName: `${NAME}-controller`,
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+          containers: [
+            {
+              name: 'controller',
+              image,
+              imagePullPolicy: 'IfNotPresent',
+              args: ['controller', '--listen', `0.0.0.0:${port}`],
+              ports: [{ name: 'grpc', containerPort: port, protocol: 'TCP' }],
+              readinessProbe: { tcpSocket: { port: 'grpc' }, periodSeconds: 5 },
+              livenessProbe: { tcpSocket: { port: 'grpc' }, periodSeconds: 10 },
+              resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ['ALL'] },
+              },
+            },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
