@@ -500,7 +500,7 @@ export class Http1Connection {
       }
       this.responseBytes += bodyEnd - end;
       this.writeClient(bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));
-      if (kind === 'none' || this.resBody!.done) this.completeResponse(bodyEnd < buf.length);
+      if (kind === 'none' || (this.resBody !== null && this.resBody.done)) this.completeResponse(bodyEnd < buf.length);
       return;
     }
   }

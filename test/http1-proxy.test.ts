@@ -1,0 +1,556 @@
+// The HTTP/1 forwarder over real loopback sockets: real clients (curl, node:http, raw sockets)
+// on one side, node:http and raw net servers on the other.
+import test from 'ava';
+import * as net from 'node:net';
+import * as http from 'node:http';
+import { spawn, execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
+import { defaultLimits, type ConnContext, type ProxyLimits } from '../src/proxy/context.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+
+interface Proxy {
+  port: number;
+  sink: RecordingSink;
+  pool: UpstreamPool;
+  close(): Promise<void>;
+}
+
+/** A listener standing in for the dispatcher: reads the first bytes, dials eagerly, hands over. */
+async function startProxy(destPort: number, limits: Partial<ProxyLimits> = {}, eager = true): Promise<Proxy> {
+  const sink = new RecordingSink();
+  const pool = new UpstreamPool();
+  const handler = createHttp1Handler({ pool });
+  const lim = { ...defaultLimits, ...limits };
+  let connId = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    const ctx: ConnContext = {
+      connId: ++connId,
+      client,
+      endpoints: {
+        direction: 'outbound',
+        sourceIp: client.remoteAddress!,
+        sourcePort: client.remotePort!,
+        sourcePodKey: 0n,
+        destIp: '127.0.0.1',
+        destPort,
+      },
+      telemetry: sink,
+      dial: (ip, port) => net.connect({ host: ip, port, allowHalfOpen: true }),
+      openedAt: Date.now(),
+    };
+    const upstream = eager ? ctx.dial('127.0.0.1', destPort) : null;
+    upstream?.on('error', () => {});
+    const onData = (head: Buffer) => {
+      client.off('data', onData);
+      client.pause();
+      handler(ctx, head, upstream, lim);
+    };
+    client.on('data', onData);
+    client.resume(); // pauseOnConnect sockets do not start flowing on a 'data' listener
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    sink,
+    pool,
+    async close() {
+      pool.close();
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** A node:http origin that counts its TCP connections. */
+async function startHttpServer(handler: http.RequestListener) {
+  const server = http.createServer(handler);
+  let connections = 0;
+  server.on('connection', () => connections++);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    server,
+    port: (server.address() as net.AddressInfo).port,
+    get connections() {
+      return connections;
+    },
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+/** A raw origin; `onConn` scripts each connection byte by byte. */
+async function startRawServer(onConn: (s: net.Socket) => void) {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    onConn(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Reads from a socket until `until` says the collected bytes are complete (or EOF). */
+function readUntil(s: net.Socket, until: (all: Buffer) => boolean, timeoutMs = 5000): Promise<{ data: Buffer; ended: boolean }> {
+  return new Promise((resolve, reject) => {
+    let data = Buffer.alloc(0);
+    const timer = setTimeout(() => { cleanup(); reject(new Error('timeout; got: ' + data.toString('latin1'))); }, timeoutMs);
+    const onData = (c: Buffer) => {
+      data = Buffer.concat([data, c]);
+      if (until(data)) { cleanup(); resolve({ data, ended: false }); }
+    };
+    const onEnd = () => { cleanup(); resolve({ data, ended: true }); };
+    const cleanup = () => {
+      clearTimeout(timer);
+      s.off('data', onData);
+      s.off('end', onEnd);
+      s.off('close', onEnd);
+    };
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('close', onEnd);
+  });
+}
+
+const untilEnd = () => false;
+const hasText = (t: string) => (b: Buffer) => b.toString('latin1').includes(t);
+
+async function rawConnect(port: number): Promise<net.Socket> {
+  const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  s.on('error', () => {});
+  await once(s, 'connect');
+  return s;
+}
+
+function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', '10', ...args], { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function waitFor(cond: () => boolean, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('keep-alive: many requests from node:http over pooled upstream connections', async (t) => {
+  const origin = await startHttpServer((req, res) => {
+    res.setHeader('content-type', 'text/plain');
+    res.end('hello ' + req.url);
+  });
+  // No eager dial: the dispatcher's eager connection would be a second upstream by design.
+  const proxy = await startProxy(origin.port, {}, false);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  for (let i = 0; i < 20; i++) {
+    const body = await new Promise<string>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: proxy.port, path: `/r${i}`, agent, headers: { host: 'svc.test' } }, (res) => {
+        let s = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (s += d));
+        res.on('end', () => resolve(s));
+      }).on('error', reject);
+    });
+    t.is(body, `hello /r${i}`);
+  }
+  agent.destroy();
+  // A second client connection reuses the pooled upstream too.
+  const r = await curl([`http://127.0.0.1:${proxy.port}/again`]);
+  t.is(r.stdout, 'hello /again');
+  t.is(origin.connections, 1, 'one upstream connection served both client connections');
+  await waitFor(() => proxy.sink.requests.length === 21);
+  const ev = proxy.sink.requests[5];
+  t.is(ev.method, 'GET');
+  t.is(ev.path, '/r5');
+  t.is(ev.authority, 'svc.test');
+  t.is(ev.status, 200);
+  t.true(ev.success);
+  t.is(ev.protocol, 'http1');
+  t.is(ev.destPort, origin.port);
+  t.true(ev.latencyMs >= 0 && ev.durationMs >= ev.latencyMs);
+  t.true(proxy.pool.reused >= 1);
+});
+
+test('header names, case and order reach the server byte for byte; telemetry bytes match the wire', async (t) => {
+  let seen = Buffer.alloc(0);
+  const response = 'HTTP/1.1 201 Created\r\nX-B: 2\r\ncontent-LENGTH: 3\r\n\r\nabc';
+  const origin = await startRawServer((s) => {
+    s.on('data', (d) => {
+      seen = Buffer.concat([seen, d]);
+      if (seen.toString('latin1').endsWith('hello')) s.write(response);
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const request =
+    'PUT /Path?Q=1 HTTP/1.1\r\nzz-last: 1\r\nHOST: Svc.Example\r\nx-MiXeD-CaSe:  spaced  \r\naa-first: 2\r\n' +
+    'Content-Length: 5\r\nX-Dup: a\r\nx-dup: b\r\n\r\nhello';
+  const c = await rawConnect(proxy.port);
+  c.write(request.slice(0, 20));
+  await new Promise((r) => setTimeout(r, 30));
+  c.write(request.slice(20));
+  const got = await readUntil(c, hasText('abc'));
+  t.is(got.data.toString('latin1'), response);
+  t.is(seen.toString('latin1'), request);
+  c.end();
+  await waitFor(() => proxy.sink.requests.length === 1);
+  const ev = proxy.sink.requests[0];
+  t.is(ev.method, 'PUT');
+  t.is(ev.path, '/Path?Q=1');
+  t.is(ev.authority, 'Svc.Example');
+  t.is(ev.status, 201);
+  t.is(ev.requestBytes, Buffer.byteLength(request));
+  t.is(ev.responseBytes, Buffer.byteLength(response));
+});
+
+test('pipelined requests are answered in order', async (t) => {
+  const origin = await startHttpServer((req, res) => res.end('r:' + req.url));
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+  const got = await readUntil(c, untilEnd);
+  const text = got.data.toString('latin1');
+  t.true(got.ended);
+  const order = [...text.matchAll(/r:\/(\d)/g)].map((m) => m[1]);
+  t.deepEqual(order, ['1', '2', '3']);
+});
+
+test('100-continue with curl: the interim response is forwarded at once, then the final one', async (t) => {
+  let continued = 0;
+  const origin = await startHttpServer((req, res) => {
+    let n = 0;
+    req.on('data', (d) => (n += d.length));
+    req.on('end', () => res.end(`got ${n}`));
+  });
+  origin.server.on('checkContinue', (req, res) => {
+    continued++;
+    res.writeContinue();
+    origin.server.emit('request', req, res);
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const started = Date.now();
+  const r = await curl(['-v', '-H', 'Expect: 100-continue', '--data-binary', 'x'.repeat(5000), `http://127.0.0.1:${proxy.port}/up`]);
+  const elapsed = Date.now() - started;
+  t.is(r.stdout, 'got 5000');
+  t.is(continued, 1);
+  t.regex(r.stderr, /HTTP\/1\.1 100 Continue/);
+  // curl sends the body after 1 s without a 100; faster means the 100 came through.
+  t.true(elapsed < 900, `took ${elapsed} ms`);
+  await waitFor(() => proxy.sink.requests.length === 1);
+  t.is(proxy.sink.requests[0].status, 200);
+  t.is(proxy.sink.requests[0].method, 'POST');
+});
+
+test('HTTP/1.0: close-delimited answer to curl; keep-alive only when asked, with HTTP/1.0 responses', async (t) => {
+  // node:http answers any 1.0 request with Connection: close and a close-delimited body.
+  const nodeOrigin = await startHttpServer((req, res) => res.end('v' + req.httpVersion));
+  const proxy1 = await startProxy(nodeOrigin.port);
+  t.teardown(() => { nodeOrigin.close(); proxy1.close(); });
+  const r = await curl(['--http1.0', '-i', `http://127.0.0.1:${proxy1.port}/`]);
+  t.regex(r.stdout, /^HTTP\/1\.1 200/);
+  t.regex(r.stdout, /v1\.0$/);
+
+  // An HTTP/1.0 origin that keeps the connection only when the request asks for it.
+  const origin = await startRawServer((s) => {
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      let i: number;
+      while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
+        const keep = /connection: keep-alive/i.test(buf.slice(0, i));
+        buf = buf.slice(i + 4);
+        if (keep) s.write('HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 4\r\n\r\nkept');
+        else s.end('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nlast');
+      }
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  let ended = false;
+  c.on('end', () => (ended = true));
+  c.write('GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+  await readUntil(c, hasText('kept'));
+  await new Promise((r) => setTimeout(r, 50));
+  t.false(ended, 'kept open after a keep-alive exchange');
+  c.write('GET /b HTTP/1.0\r\n\r\n');
+  const second = await readUntil(c, untilEnd);
+  t.regex(second.data.toString('latin1'), /^HTTP\/1\.0 200 OK[^]*last$/);
+  t.true(second.ended, 'closed after a 1.0 request without keep-alive');
+  await waitFor(() => proxy.sink.requests.length === 2);
+  t.true(proxy.sink.requests.every((e) => e.status === 200 && e.success));
+  t.is(proxy.pool.idleCount(), 0, 'the non-keep-alive upstream was not pooled');
+});
+
+test('HEAD, 204 and 304 responses carry no body and the connection keeps working', async (t) => {
+  const origin = await startRawServer((s) => {
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      let i: number;
+      while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
+        const head = buf.slice(0, i);
+        buf = buf.slice(i + 4);
+        if (head.startsWith('HEAD')) s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
+        else if (head.includes('/204')) s.write('HTTP/1.1 204 No Content\r\n\r\n');
+        else if (head.includes('/304')) s.write('HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n');
+        else s.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone');
+      }
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('HEAD / HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.is((await readUntil(c, hasText('\r\n\r\n'))).data.toString('latin1'), 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
+  c.write('GET /204 HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.regex((await readUntil(c, hasText('\r\n\r\n'))).data.toString('latin1'), /^HTTP\/1\.1 204/);
+  c.write('GET /304 HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.regex((await readUntil(c, hasText('\r\n\r\n'))).data.toString('latin1'), /^HTTP\/1\.1 304/);
+  c.write('GET /end HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.regex((await readUntil(c, hasText('done'))).data.toString('latin1'), /done$/);
+  await waitFor(() => proxy.sink.requests.length === 4);
+  t.deepEqual(proxy.sink.requests.map((e) => [e.method, e.status]), [['HEAD', 200], ['GET', 204], ['GET', 304], ['GET', 200]]);
+  c.destroy();
+});
+
+test('close-delimited response: read until upstream EOF, then close the client', async (t) => {
+  const origin = await startRawServer((s) => {
+    s.once('data', () => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart1-');
+      setTimeout(() => s.end('part2'), 50);
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const r = await curl([`http://127.0.0.1:${proxy.port}/`]);
+  t.is(r.code, 0);
+  t.is(r.stdout, 'part1-part2');
+  await waitFor(() => proxy.sink.requests.length === 1);
+  t.true(proxy.sink.requests[0].success);
+});
+
+test('WebSocket-style Upgrade becomes a tunnel after 101; a refused upgrade stays HTTP', async (t) => {
+  const origin = await startRawServer((s) => {
+    let buf = Buffer.alloc(0);
+    let tunnel = false;
+    s.on('data', (d) => {
+      if (tunnel) { s.write(d); return; }
+      buf = Buffer.concat([buf, d]);
+      const i = buf.indexOf('\r\n\r\n');
+      if (i < 0) return;
+      const head = buf.subarray(0, i).toString('latin1');
+      const rest = buf.subarray(i + 4);
+      buf = Buffer.alloc(0);
+      if (head.includes('/refuse')) {
+        s.write('HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno');
+        return;
+      }
+      tunnel = true;
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nserver-hello:');
+      if (rest.length) s.write(rest);
+    });
+    s.on('end', () => s.end());
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET /refuse HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  t.regex((await readUntil(c, hasText('no'))).data.toString('latin1'), /426/);
+  c.write('GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  const head = await readUntil(c, hasText('server-hello:'));
+  t.regex(head.data.toString('latin1'), /^HTTP\/1\.1 101/);
+  const payload = Buffer.from([0x81, 0x04, 0x00, 0xff, 0x0d, 0x0a, 0x0d, 0x0a]);
+  c.write(payload);
+  const echo = await readUntil(c, (b) => b.length >= payload.length);
+  t.deepEqual(echo.data, payload);
+  c.end(); // half-close travels through the tunnel; the server ends back
+  const rest = await readUntil(c, untilEnd);
+  t.true(rest.ended);
+  await waitFor(() => proxy.sink.requests.length === 2);
+  t.deepEqual(proxy.sink.requests.map((e) => e.status), [426, 101]);
+});
+
+test('CONNECT: 2xx turns the connection into a tunnel; authority is the target', async (t) => {
+  const origin = await startRawServer((s) => {
+    let tunnel = false;
+    s.on('data', (d) => {
+      if (tunnel) s.write(d.toString('latin1').toUpperCase());
+      else if (d.toString('latin1').includes('\r\n\r\n')) {
+        tunnel = true;
+        s.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      }
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n');
+  t.regex((await readUntil(c, hasText('\r\n\r\n'))).data.toString('latin1'), /^HTTP\/1\.1 200/);
+  c.write('raw bytes GET / HTTP/1.1\r\n\r\n');
+  t.is((await readUntil(c, hasText('\r\n\r\n'))).data.toString('latin1'), 'RAW BYTES GET / HTTP/1.1\r\n\r\n');
+  c.destroy();
+  await waitFor(() => proxy.sink.requests.length === 1);
+  const ev = proxy.sink.requests[0];
+  t.is(ev.method, 'CONNECT');
+  t.is(ev.authority, 'db.internal:5432');
+  t.is(ev.status, 200);
+});
+
+test('upstream refuses: 502 Bad Gateway', async (t) => {
+  const closed = net.createServer();
+  closed.listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  const port = (closed.address() as net.AddressInfo).port;
+  closed.close();
+  await once(closed, 'close');
+  const proxy = await startProxy(port);
+  t.teardown(() => proxy.close());
+  const r = await curl(['-i', `http://127.0.0.1:${proxy.port}/x`]);
+  t.regex(r.stdout, /^HTTP\/1\.1 502 Bad Gateway/);
+  await waitFor(() => proxy.sink.requests.length === 1);
+  const ev = proxy.sink.requests[0];
+  t.is(ev.status, 502);
+  t.false(ev.success);
+  t.is(ev.error, 'ECONNREFUSED');
+});
+
+test('upstream connect timeout: 504 Gateway Timeout', async (t) => {
+  // A listener that never accepts, with its accept queue full: further SYNs are dropped.
+  const py = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)']);
+  t.teardown(() => py.kill());
+  const [line] = (await once(py.stdout, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  const fillers: net.Socket[] = [];
+  t.teardown(() => fillers.forEach((s) => s.destroy()));
+  for (let i = 0; i < 8; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    fillers.push(s);
+    const ok = await Promise.race([once(s, 'connect').then(() => true), new Promise((r) => setTimeout(() => r(false), 200))]);
+    if (!ok) break;
+  }
+  const proxy = await startProxy(port, { upstreamConnectTimeoutMs: 300 });
+  t.teardown(() => proxy.close());
+  const started = Date.now();
+  const r = await curl(['-i', `http://127.0.0.1:${proxy.port}/slow`]);
+  t.regex(r.stdout, /^HTTP\/1\.1 504 Gateway Timeout/);
+  t.true(Date.now() - started < 3000);
+  await waitFor(() => proxy.sink.requests.length === 1);
+  t.is(proxy.sink.requests[0].status, 504);
+  t.false(proxy.sink.requests[0].success);
+});
+
+test('upstream dies mid-response: client connection closed, failure recorded', async (t) => {
+  const origin = await startRawServer((s) => {
+    s.once('data', () => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-ten!!');
+      setTimeout(() => s.destroy(), 30);
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+  const got = await readUntil(c, untilEnd);
+  t.true(got.ended);
+  t.regex(got.data.toString('latin1'), /only-ten!!$/);
+  await waitFor(() => proxy.sink.requests.length === 1);
+  const ev = proxy.sink.requests[0];
+  t.is(ev.status, 200);
+  t.false(ev.success);
+  t.truthy(ev.error);
+});
+
+for (const [name, status, send, limits] of [
+  ['malformed request line', 400, 'GET / HTTP/1.1 extra\r\n\r\n', {}],
+  ['malformed header', 400, 'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n', {}],
+  ['oversized head', 431, 'GET / HTTP/1.1\r\nX-Big: ' + 'a'.repeat(9000) + '\r\n\r\n', { maxHeaderBytes: 8192 }],
+  ['slow head', 408, 'GET / HTTP/1.1\r\nHost: a\r\n', { headerTimeoutMs: 300 }],
+  ['request smuggling CL+TE', 400, 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG', {}],
+] as Array<[string, number, string, Partial<ProxyLimits>]>) {
+  test(`${name}: ${status}, that connection closes, another is unaffected`, async (t) => {
+    let requestsSeen = 0;
+    const origin = await startHttpServer((req, res) => {
+      requestsSeen++;
+      res.end('fine');
+    });
+    const proxy = await startProxy(origin.port, limits);
+    t.teardown(() => { origin.close(); proxy.close(); });
+    const bystander = await rawConnect(proxy.port);
+    const bad = await rawConnect(proxy.port);
+    bad.write(send);
+    const got = await readUntil(bad, untilEnd);
+    t.true(got.ended);
+    t.regex(got.data.toString('latin1'), new RegExp(`^HTTP/1\\.1 ${status} `));
+    bystander.write('GET /ok HTTP/1.1\r\nHost: a\r\n\r\n');
+    t.regex((await readUntil(bystander, hasText('fine'))).data.toString('latin1'), /^HTTP\/1\.1 200/);
+    bystander.destroy();
+    t.is(requestsSeen, 1, 'the bad request never reached the server');
+    await waitFor(() => proxy.sink.requests.length === 2);
+    t.true(proxy.sink.requests.some((e) => e.status === status && e.error !== undefined));
+  });
+}
+
+test('invalid chunk size in a request body closes the connection', async (t) => {
+  const origin = await startHttpServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end('x'));
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n');
+  const got = await readUntil(c, untilEnd);
+  t.true(got.ended);
+  t.false(got.data.toString('latin1').includes('200'));
+});
+
+test('a pooled connection that dies before answering: GET retried on a new one, POST gets 502', async (t) => {
+  // Each origin connection answers its first request and silently drops on the second:
+  // what a server closing an idle keep-alive connection looks like to the proxy.
+  let connections = 0;
+  const origin = await startRawServer((s) => {
+    connections++;
+    let served = 0;
+    s.on('data', () => {
+      if (served++ === 0) s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      else s.destroy();
+    });
+  });
+  const proxy = await startProxy(origin.port, {}, false);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  t.is((await curl([`http://127.0.0.1:${proxy.port}/1`])).stdout, 'ok');
+  t.is(proxy.pool.idleCount(), 1);
+  const r2 = await curl([`http://127.0.0.1:${proxy.port}/2`]);
+  t.is(r2.stdout, 'ok');
+  t.is(connections, 2, 'the retry used a new connection');
+  t.is(proxy.pool.idleCount(), 1);
+  const r3 = await curl(['-i', '--data', 'x=1', `http://127.0.0.1:${proxy.port}/3`]);
+  t.regex(r3.stdout, /^HTTP\/1\.1 502/, 'a POST is never re-sent');
+  await waitFor(() => proxy.sink.requests.length === 3);
+  t.deepEqual(proxy.sink.requests.map((e) => e.status), [200, 200, 502]);
+});
