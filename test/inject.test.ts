@@ -1,0 +1,171 @@
+import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { parseAllDocuments, parse } from 'yaml';
+import { injectYaml, InjectError } from '../src/k8s/inject.ts';
+import { ANNOTATIONS } from '../src/k8s/annotations.ts';
+import { validateObject } from './fixtures/manifests/k8s-schema.ts';
+import { runCli } from './fixtures/manifests/run-cli.ts';
+
+const fixture = (name: string) => readFileSync(new URL(`./fixtures/manifests/${name}`, import.meta.url), 'utf8');
+const objectsOf = (yaml: string): any[] => parseAllDocuments(yaml).map((d: any) => d.toJS());
+const opts = { skipOutbound: '3306', skipInbound: '9000-9010', opaque: '5000-5010, 25' };
+const expected = {
+  [ANNOTATIONS.inject]: 'enabled',
+  [ANNOTATIONS.skipOutbound]: '3306',
+  [ANNOTATIONS.skipInbound]: '9000-9010',
+  [ANNOTATIONS.opaque]: '25,5000-5010',
+};
+const meshKeys = (ann: Record<string, string> | undefined) =>
+  Object.fromEntries(Object.entries(ann ?? {}).filter(([k]) => k.startsWith('mesh-agent.io/')));
+
+/** Every input line appears, in order, in the output; each extra output line is an added annotation line. */
+function assertOnlyAnnotationLinesAdded(t: any, input: string, output: string) {
+  const inLines = input.split('\n');
+  const extra: string[] = [];
+  let i = 0;
+  for (const line of output.split('\n')) {
+    if (i < inLines.length && line === inLines[i]) i++;
+    else extra.push(line);
+  }
+  t.is(i, inLines.length, `input line ${i + 1} missing from output: ${JSON.stringify(inLines[i])}`);
+  for (const line of extra) t.regex(line, /^\s*(mesh-agent\.io\/[a-z-]+: .+|annotations:|metadata:)$/);
+}
+
+const templateAnnotations = (o: any) => o.spec.template.metadata?.annotations;
+
+test('deployment: annotations on the pod template, comments and every other line kept byte for byte', (t) => {
+  const input = fixture('deployment.yaml');
+  const r = injectYaml(input, opts, 'deployment.yaml');
+  t.is(r.injected, 1);
+  t.deepEqual(r.kinds, ['Deployment']);
+  assertOnlyAnnotationLinesAdded(t, input, r.output);
+  const [before] = objectsOf(input);
+  const [after] = objectsOf(r.output);
+  t.deepEqual(meshKeys(templateAnnotations(after)), expected);
+  t.is(templateAnnotations(after)['prometheus.io/scrape'], 'true');
+  t.deepEqual(after.metadata, before.metadata, 'the Deployment\'s own metadata is not the pod\'s');
+  // Nothing but the annotations changed.
+  delete after.spec.template.metadata.annotations;
+  delete before.spec.template.metadata.annotations;
+  t.deepEqual(after, before);
+  for (const comment of input.match(/#.*$/gm)!) t.true(r.output.includes(comment));
+});
+
+test('multi-document: StatefulSet and CronJob injected, Service passes through untouched', (t) => {
+  const input = fixture('multi.yaml');
+  const r = injectYaml(input, opts, 'multi.yaml');
+  t.deepEqual(r.kinds, ['StatefulSet', 'CronJob']);
+  t.deepEqual(r.objects.map((o) => `${o.kind}/${o.name}/${o.injected}`), ['StatefulSet/db/true', 'Service/db/false', 'CronJob/backup/true']);
+  assertOnlyAnnotationLinesAdded(t, input, r.output);
+  const [sts, svc, cron] = objectsOf(r.output);
+  const [, svcIn] = objectsOf(input);
+  t.deepEqual(meshKeys(templateAnnotations(sts)), expected);
+  t.deepEqual(svc, svcIn);
+  t.deepEqual(meshKeys(cron.spec.jobTemplate.spec.template.metadata.annotations), expected);
+  t.is(cron.metadata.annotations, undefined);
+  t.is(r.output.split('\n---\n').length, 3, 'document separators kept');
+});
+
+test('v1 List: Job and DaemonSet items injected, ConfigMap item untouched, empty annotations filled', (t) => {
+  const input = fixture('list.yaml');
+  const r = injectYaml(input, opts, 'list.yaml');
+  t.deepEqual(r.kinds, ['Job', 'DaemonSet']);
+  const [list] = objectsOf(r.output);
+  const [job, ds, cm] = list.items;
+  t.deepEqual(meshKeys(templateAnnotations(job)), expected);
+  t.deepEqual(meshKeys(templateAnnotations(ds)), expected);
+  t.deepEqual(cm, objectsOf(input)[0].items[2]);
+  t.true(r.output.includes('# empty on purpose'), 'the comment on an empty annotations: survives');
+  t.true(r.output.includes('# kubectl get -o yaml prints a v1 List.'));
+});
+
+test('Pod and Namespace: annotations on their own metadata', (t) => {
+  for (const [file, kind] of [['pod.yaml', 'Pod'], ['namespace.yaml', 'Namespace']]) {
+    const input = fixture(file);
+    const r = injectYaml(input, opts, file);
+    t.deepEqual(r.kinds, [kind]);
+    assertOnlyAnnotationLinesAdded(t, input, r.output);
+    t.deepEqual(meshKeys(objectsOf(r.output)[0].metadata.annotations), expected);
+  }
+});
+
+test('only the given port flags become annotations; values stay strings', (t) => {
+  const r = injectYaml(fixture('pod.yaml'), { skipOutbound: '3306' });
+  const ann = objectsOf(r.output)[0].metadata.annotations;
+  t.deepEqual(ann, { [ANNOTATIONS.inject]: 'enabled', [ANNOTATIONS.skipOutbound]: '3306' });
+  t.is(typeof ann[ANNOTATIONS.skipOutbound], 'string');
+});
+
+test('idempotent: injecting the output again changes nothing', (t) => {
+  for (const f of ['deployment.yaml', 'multi.yaml', 'list.yaml', 'pod.yaml', 'namespace.yaml']) {
+    const once = injectYaml(fixture(f), opts).output;
+    t.is(injectYaml(once, opts).output, once, f);
+  }
+});
+
+test('re-injecting replaces a disabled annotation instead of duplicating the key', (t) => {
+  const input = 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    mesh-agent.io/inject: disabled\nspec:\n  containers: []\n';
+  const out = injectYaml(input, {}).output;
+  t.is(out.match(/mesh-agent\.io\/inject/g)!.length, 1);
+  t.is(objectsOf(out)[0].metadata.annotations[ANNOTATIONS.inject], 'enabled');
+});
+
+test('JSON in, block YAML out', (t) => {
+  const json = JSON.stringify({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'j' }, spec: { selector: { matchLabels: { a: 'b' } }, template: { metadata: { labels: { a: 'b', on: 'true' } }, spec: { containers: [{ name: 'c', image: 'i', ports: [{ containerPort: 80 }] }] } } } }, null, 2);
+  const r = injectYaml(json, opts);
+  t.false(r.output.trimStart().startsWith('{'));
+  const [obj] = objectsOf(r.output);
+  t.deepEqual(meshKeys(templateAnnotations(obj)), expected);
+  t.is(obj.spec.template.metadata.labels.on, 'true', 'a string that looks like a boolean stays a string');
+  t.is(obj.spec.template.spec.containers[0].ports[0].containerPort, 80);
+});
+
+test('every injected fixture still validates against the Kubernetes schemas', async (t) => {
+  for (const f of ['deployment.yaml', 'multi.yaml', 'list.yaml', 'pod.yaml', 'namespace.yaml']) {
+    for (const obj of objectsOf(injectYaml(fixture(f), opts).output)) {
+      t.deepEqual(await validateObject(obj), [], `${f} ${obj.kind}`);
+    }
+  }
+});
+
+test('bad YAML: error names the source and the line', (t) => {
+  const e = t.throws(() => injectYaml(fixture('bad.yaml'), {}, 'bad.yaml'), { instanceOf: InjectError });
+  t.is(e!.source, 'bad.yaml');
+  t.true(e!.line >= 5 && e!.line <= 6, `line ${e!.line}`);
+  t.regex(e!.message, /^bad\.yaml:\d+: \S/);
+  const e2 = t.throws(() => injectYaml('kind: Pod\nmetadata:\n  name: a\n  name: b\n', {}, 'dup.yaml'), { instanceOf: InjectError });
+  t.is(e2!.line, 4);
+});
+
+test('bad port flag values are rejected before any input is read', (t) => {
+  t.throws(() => injectYaml('kind: Pod\n', { skipOutbound: '70000' }), { message: /--skip-outbound-ports: .*outside 1-65535/ });
+  t.throws(() => injectYaml('kind: Pod\n', { opaque: '10-5' }), { message: /--opaque-ports/ });
+  t.throws(() => injectYaml('kind: Pod\n', { skipInbound: 'http' }), { message: /--skip-inbound-ports/ });
+});
+
+test('CLI: file in, YAML out, linkerd-style summary on stderr', (t) => {
+  const r = runCli(['inject', '--skip-outbound-ports=3306', 'test/fixtures/manifests/multi.yaml']);
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stdout, injectYaml(fixture('multi.yaml'), { skipOutbound: '3306' }).output);
+  t.deepEqual(r.stderr.trim().split('\n'), ['statefulset "db" injected', 'service "db" skipped', 'cronjob "backup" injected']);
+});
+
+test('CLI: stdin with -', (t) => {
+  const r = runCli(['inject', '--opaque-ports', '5432', '-'], fixture('pod.yaml'));
+  t.is(r.status, 0, r.stderr);
+  t.is(parse(r.stdout).metadata.annotations[ANNOTATIONS.opaque], '5432');
+});
+
+test('CLI: bad YAML exits 1 with file:line on stderr and nothing on stdout', (t) => {
+  const r = runCli(['inject', 'test/fixtures/manifests/bad.yaml']);
+  t.is(r.status, 1);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, /^mesh-agent inject: test\/fixtures\/manifests\/bad\.yaml:\d+: .+\n$/);
+});
+
+test('CLI: bad port flag exits 1 with a clear message', (t) => {
+  const r = runCli(['inject', '--skip-inbound-ports', '80,abc', 'test/fixtures/manifests/pod.yaml']);
+  t.is(r.status, 1);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, /--skip-inbound-ports: invalid port list "80,abc": bad token "abc"/);
+});
