@@ -19,6 +19,10 @@ function route(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeade
       stream.write('partial');
       setTimeout(() => stream.close(C.NGHTTP2_INTERNAL_ERROR), 30);
       return;
+    case '/die-mid':
+      stream.respond({ ':status': 200 });
+      stream.write('partial', () => setTimeout(() => stream.session?.socket.destroy(), 30));
+      return;
     case '/hang':
       stream.respond({ ':status': 200 });
       stream.write('waiting');
@@ -101,6 +105,10 @@ test('an upstream reset reaches the client with the same code, before or after h
   t.is(Number(mid.response?.[':status']), 200);
   t.is(mid.body, 'partial');
   t.is(mid.rstCode, C.NGHTTP2_INTERNAL_ERROR);
+  // The upstream connection dying mid-body must not leave the client stream hanging.
+  const died = await exchange(client, { ':path': '/die-mid' });
+  t.is(died.body, 'partial');
+  t.not(died.rstCode, C.NGHTTP2_NO_ERROR);
   // The session to the client survives stream resets.
   t.is((await exchange(client, { ':path': '/' })).body, 'ok');
 });
