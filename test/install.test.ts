@@ -1,0 +1,143 @@
+import test from 'ava';
+import { parseAllDocuments } from 'yaml';
+import { installManifests, INSTALL_DEFAULTS } from '../src/k8s/manifests.ts';
+import { manifestsToYaml } from '../src/cli/install.ts';
+import { validateObject } from './fixtures/manifests/k8s-schema.ts';
+import { runCli } from './fixtures/manifests/run-cli.ts';
+
+const find = (objs: any[], kind: string, name?: string) => objs.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+const agentDs = (objs: any[]) => find(objs, 'DaemonSet');
+const agentContainer = (objs: any[]) => agentDs(objs).spec.template.spec.containers[0];
+
+test('every object install prints validates against the Kubernetes schemas', async (t) => {
+  const objs = installManifests() as any[];
+  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service']);
+  for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
+  // And with every flag changed.
+  const custom = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, skipOutboundPorts: '22,3306' }) as any[];
+  for (const o of custom) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
+});
+
+test('the validator rejects invalid objects: missing required, wrong type, unknown field', async (t) => {
+  const ds: any = structuredClone(agentDs(installManifests() as any[]));
+  delete ds.spec.selector;
+  ds.spec.template.spec.hostNetwork = 'yes';
+  ds.spec.template.spec.containers[0].volumeMounts[1].readonly = true; // misspelled readOnly
+  ds.spec.template.spec.toleration = [{ operator: 'Exists' }];
+  const problems = await validateObject(ds);
+  t.true(problems.some((p) => p.includes('selector')), problems.join('\n'));
+  t.true(problems.some((p) => p.startsWith('/spec/template/spec/hostNetwork')), problems.join('\n'));
+  t.true(problems.includes('/spec/template/spec/containers/0/volumeMounts/1/readonly: unknown field'), problems.join('\n'));
+  t.true(problems.includes('/spec/template/spec/toleration: unknown field'), problems.join('\n'));
+  t.notDeepEqual(await validateObject({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's' }, spec: { ports: [{ port: 'http' }] } }), []);
+  t.notDeepEqual(await validateObject({ apiVersion: 'v1', kind: 'List', items: [{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec: {} }] }), []);
+});
+
+test('every object carries the app.kubernetes.io labels', (t) => {
+  for (const o of installManifests() as any[]) {
+    const l = o.metadata.labels;
+    t.is(l['app.kubernetes.io/name'], 'mesh-agent', o.kind);
+    t.is(l['app.kubernetes.io/part-of'], 'mesh-agent', o.kind);
+    t.truthy(l['app.kubernetes.io/component'], o.kind);
+  }
+});
+
+test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, downward API', (t) => {
+  const objs = installManifests() as any[];
+  const ds = agentDs(objs);
+  const pod = ds.spec.template.spec;
+  const c = agentContainer(objs);
+  t.true(pod.hostNetwork);
+  t.is(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+  t.false(pod.hostPID);
+  t.is(pod.priorityClassName, 'system-node-critical');
+  t.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  t.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
+  t.deepEqual(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels);
+  t.false(c.securityContext.privileged);
+  t.deepEqual(c.securityContext.capabilities, { add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE'], drop: ['ALL'] });
+  const vol = (name: string) => pod.volumes.find((v: any) => v.name === name);
+  const mount = (path: string) => c.volumeMounts.find((m: any) => m.mountPath === path);
+  t.deepEqual(vol(mount('/sys/fs/bpf').name).hostPath, { path: '/sys/fs/bpf', type: 'Directory' });
+  t.is(vol(mount('/sys/fs/cgroup').name).hostPath.path, '/sys/fs/cgroup');
+  t.true(mount('/sys/fs/cgroup').readOnly);
+  t.deepEqual(c.env, [
+    { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+    { name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } },
+  ]);
+  t.deepEqual(c.ports.map((p: any) => [p.name, p.containerPort]), [['proxy', 15001], ['admin', 4191]]);
+  t.is(c.startupProbe.httpGet.path, '/live');
+  t.is(c.livenessProbe.httpGet.path, '/live');
+  t.is(c.readinessProbe.httpGet.path, '/ready');
+  for (const p of [c.startupProbe, c.livenessProbe, c.readinessProbe]) t.is(p.httpGet.port, 'admin');
+  t.truthy(c.resources.requests.cpu);
+  t.truthy(c.resources.limits.memory);
+  t.deepEqual(c.args.slice(0, 3), ['run', '--cgroup-root', '/sys/fs/cgroup/kubepods.slice']);
+  t.is(c.args[c.args.indexOf('--proxy-addr') + 1], '$(NODE_IP):15001');
+  const ann = ds.spec.template.metadata.annotations;
+  t.is(ann['prometheus.io/scrape'], 'true');
+  t.is(ann['prometheus.io/port'], '4191');
+  t.is(ann['prometheus.io/path'], '/metrics');
+});
+
+test('agent RBAC is read-only: get/list/watch pods and namespaces, get nodes, nothing else', (t) => {
+  const objs = installManifests() as any[];
+  const role = find(objs, 'ClusterRole');
+  t.deepEqual(role.rules, [
+    { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },
+  ]);
+  const binding = find(objs, 'ClusterRoleBinding');
+  t.is(binding.roleRef.name, role.metadata.name);
+  t.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: agentDs(objs).spec.template.spec.serviceAccountName, namespace: 'mesh-agent' }]);
+});
+
+test('controller: one non-root replica, read-only root, Service on the controller port', (t) => {
+  const objs = installManifests() as any[];
+  const dep = find(objs, 'Deployment');
+  const c = dep.spec.template.spec.containers[0];
+  t.is(dep.spec.replicas, 1);
+  t.is(c.args[0], 'controller');
+  t.true(dep.spec.template.spec.securityContext.runAsNonRoot);
+  t.true(c.securityContext.readOnlyRootFilesystem);
+  const svc = find(objs, 'Service');
+  t.is(svc.spec.type, 'ClusterIP');
+  t.deepEqual(svc.spec.selector, dep.spec.template.metadata.labels);
+  t.is(svc.spec.ports[0].port, INSTALL_DEFAULTS.controllerPort);
+  t.is(svc.spec.ports[0].name, 'grpc');
+});
+
+test('flags change image, namespace and ports everywhere', (t) => {
+  const objs = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, skipOutboundPorts: '3306, 22' }) as any[];
+  t.is(objs[0].metadata.name, 'mesh');
+  for (const o of objs.slice(1)) if (!o.kind.startsWith('Cluster')) t.is(o.metadata.namespace, 'mesh', o.kind);
+  t.is(find(objs, 'ClusterRoleBinding').subjects[0].namespace, 'mesh');
+  const c = agentContainer(objs);
+  t.is(c.image, 'reg/x:1');
+  t.is(find(objs, 'Deployment').spec.template.spec.containers[0].image, 'reg/x:1');
+  t.deepEqual(c.ports.map((p: any) => p.containerPort), [16001, 5191]);
+  t.is(c.args[c.args.indexOf('--proxy-addr') + 1], '$(NODE_IP):16001');
+  t.is(c.args[c.args.indexOf('--admin') + 1], '0.0.0.0:5191');
+  t.is(c.args[c.args.indexOf('--skip-outbound-ports') + 1], '22,3306');
+  t.is(agentDs(objs).spec.template.metadata.annotations['prometheus.io/port'], '5191');
+  t.is(find(objs, 'Service').spec.ports[0].port, 9000);
+  t.is(find(objs, 'ConfigMap').data['controller-addr'], 'mesh-agent-controller.mesh.svc:9000');
+  t.not(find(objs, 'ClusterRole').metadata.name, (installManifests() as any[])[3].metadata.name, 'two installs do not share a ClusterRole');
+});
+
+test('bad options are rejected', (t) => {
+  t.throws(() => installManifests({ proxyPort: 0 }), { message: /--proxy-port/ });
+  t.throws(() => installManifests({ namespace: 'Bad_NS' }), { message: /--namespace/ });
+  t.throws(() => installManifests({ skipOutboundPorts: '1-2-3' }), { message: /invalid port list/ });
+});
+
+test('CLI: prints multi-document YAML that parses back to the same objects', (t) => {
+  const r = runCli(['install', '--namespace', 'mesh', '--proxy-port', '16001']);
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stdout, manifestsToYaml(installManifests({ namespace: 'mesh', proxyPort: 16001 })));
+  const docs = parseAllDocuments(r.stdout) as any[];
+  t.deepEqual(docs.map((d) => d.toJS()), installManifests({ namespace: 'mesh', proxyPort: 16001 }));
+  const bad = runCli(['install', '--admin-port', 'x']);
+  t.is(bad.status, 1);
+  t.regex(bad.stderr, /--admin-port: "x" is not a port number/);
+});
