@@ -51,23 +51,28 @@ export function forwardStream(
       upstream.close(code === NGHTTP2_NO_ERROR && !responseDone ? NGHTTP2_CANCEL : code);
     }
     const method = str(reqHeaders[':method']);
-    ctx.telemetry.request({
-      ...ctx.endpoints,
-      connId: ctx.connId,
-      protocol: 'http2',
-      authority: str(reqHeaders[':authority']) || str(reqHeaders.host),
-      method,
-      path: str(reqHeaders[':path']),
-      status,
-      ...(grpc ? { grpcStatus } : {}),
-      success: responseDone && isSuccess(status, grpc, grpcStatus),
-      latencyMs,
-      durationMs: performance.now() - t0,
-      requestBytes,
-      responseBytes,
-      ...(error && !(responseDone && isSuccess(status, grpc, grpcStatus)) ? { error } : {}),
-      startedAt,
-    });
+    const ok = responseDone && isSuccess(status, grpc, grpcStatus);
+    try {
+      ctx.telemetry.request({
+        ...ctx.endpoints,
+        connId: ctx.connId,
+        protocol: 'http2',
+        authority: str(reqHeaders[':authority']) || str(reqHeaders.host),
+        method,
+        path: str(reqHeaders[':path']),
+        status,
+        ...(grpc ? { grpcStatus } : {}),
+        success: ok,
+        latencyMs,
+        durationMs: performance.now() - t0,
+        requestBytes,
+        responseBytes,
+        ...(error && !ok ? { error } : {}),
+        startedAt,
+      });
+    } catch {
+      // a broken sink must not take the proxy down
+    }
   });
 
   const resetClient = (code: number) => {
