@@ -1,0 +1,166 @@
+// Cluster pod source, the twin of PodFileSource: the pods of this node and all namespaces, kept
+// current by list+watch against the API server, handed out as coalesced Snapshots.
+import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
+import { namespaceFromObject, podFromObject, type NamespaceInfo, type PodInfo, type Snapshot } from './objects.ts';
+import type { BackoffOptions } from './watch-errors.ts';
+import { Reflector } from './watch-reflector.ts';
+
+export interface KubeSourceOptions {
+  /** Watch only pods with spec.nodeName == nodeName (a server-side fieldSelector). */
+  nodeName: string;
+  /** Kubeconfig path; default: in-cluster config when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG / ~/.kube/config. */
+  kubeconfig?: string;
+  /** A ready KubeConfig (tests point one at a stand-in server); wins over kubeconfig. */
+  kubeConfig?: KubeConfig;
+  /** After the initial lists (the snapshot start() resolves with) and after every change, bursts coalesced. */
+  onSnapshot: (s: Snapshot) => void;
+  /** Every failed list and every watch restart, with what to do about it. */
+  onError: (e: Error) => void;
+  /** A watch without events or bookmarks for this long is restarted; default 5 min. */
+  watchdogMs?: number;
+  /** Reconnect backoff (with jitter); default 800 ms doubling to 30 s, as client-go. */
+  backoff?: BackoffOptions;
+  /** Window in which changes become one snapshot; default 50 ms. */
+  coalesceMs?: number;
+}
+
+export interface KubeSourceState {
+  /** Both watches (pods and namespaces) have an open stream. */
+  connected: boolean;
+  /** Wall-clock ms of the last watch event of either kind, bookmarks included; 0 before any. */
+  lastEventAt: number;
+  /** Watch restarts of any cause, both kinds together. */
+  restarts: number;
+  /** Where the pod watch resumes from. */
+  resourceVersion: string;
+}
+
+function loadConfig(o: KubeSourceOptions): KubeConfig {
+  if (o.kubeConfig) return o.kubeConfig;
+  const kc = new KubeConfig();
+  if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  return kc;
+}
+
+export class KubeSource {
+  private readonly o: KubeSourceOptions;
+  private pods?: Reflector;
+  private namespaces?: Reflector;
+  private timer?: NodeJS.Timeout;
+  private started = false;
+  private stopped = false;
+  private pending?: { resolve: (s: Snapshot) => void; reject: (e: Error) => void };
+
+  constructor(o: KubeSourceOptions) {
+    this.o = o;
+  }
+
+  /**
+   * Resolves with the first snapshot once pods and namespaces have both been listed. Failures
+   * (API server unreachable, RBAC missing) do not reject: they go to onError and are retried with
+   * backoff, so an agent started before its ClusterRole recovers without a crash loop; the agent
+   * reports not-ready meanwhile. Rejects only if stop() comes first, or the kubeconfig is unusable.
+   */
+  start(): Promise<Snapshot> {
+    if (this.started) throw new Error('KubeSource already started');
+    this.started = true;
+    const kc = loadConfig(this.o);
+    const server = kc.getCurrentCluster()?.server;
+    if (!server) return Promise.reject(new Error('kubeconfig has no current cluster; pass --kubeconfig or run in-cluster'));
+    const api = kc.makeApiClient(CoreV1Api);
+    const watchdogMs = this.o.watchdogMs ?? 5 * 60_000;
+    const watch = new Watch(kc);
+    // The library aborts a watch silent for 30 s by itself; on a quiet cluster bookmarks may be a
+    // minute apart, so leave silence to our watchdog, which also counts and reports it.
+    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000;
+    const common = { watch, server, watchdogMs, backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 }, onError: this.o.onError };
+    const fieldSelector = `spec.nodeName=${this.o.nodeName}`;
+    const onSynced = () => this.synced();
+    const onChange = () => this.changed();
+    this.pods = new Reflector({
+      ...common,
+      name: 'pods',
+      path: '/api/v1/pods',
+      fieldSelector,
+      onSynced,
+      onChange,
+      list: async () => {
+        const l = await api.listPodForAllNamespaces({ fieldSelector });
+        return { items: l.items.map((i) => ({ ...i, kind: 'Pod' })), resourceVersion: l.metadata?.resourceVersion ?? '' };
+      },
+    });
+    this.namespaces = new Reflector({
+      ...common,
+      name: 'namespaces',
+      path: '/api/v1/namespaces',
+      onSynced,
+      onChange,
+      list: async () => {
+        const l = await api.listNamespace();
+        return { items: l.items.map((i) => ({ ...i, kind: 'Namespace' })), resourceVersion: l.metadata?.resourceVersion ?? '' };
+      },
+    });
+    const first = new Promise<Snapshot>((resolve, reject) => (this.pending = { resolve, reject }));
+    void this.pods.run();
+    void this.namespaces.run();
+    return first;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pods?.stop();
+    this.namespaces?.stop();
+    this.pending?.reject(new Error('KubeSource stopped before the first list'));
+    this.pending = undefined;
+  }
+
+  state(): KubeSourceState {
+    const rs = [this.pods, this.namespaces].filter((r): r is Reflector => !!r);
+    return {
+      connected: rs.length === 2 && rs.every((r) => r.connected),
+      lastEventAt: Math.max(0, ...rs.map((r) => r.lastEventAt)),
+      restarts: rs.reduce((n, r) => n + r.restarts, 0),
+      resourceVersion: this.pods?.resourceVersion ?? '',
+    };
+  }
+
+  /** The current view: pods of this node, every namespace. */
+  snapshot(): Snapshot {
+    const pods: PodInfo[] = [];
+    for (const o of this.pods?.store.values() ?? []) {
+      const p = podFromObject({ kind: 'Pod', ...o });
+      if (p) pods.push(p);
+    }
+    const namespaces = new Map<string, NamespaceInfo>();
+    for (const o of this.namespaces?.store.values() ?? []) {
+      const n = namespaceFromObject({ kind: 'Namespace', ...o });
+      if (n) namespaces.set(n.name, n);
+    }
+    return { pods, namespaces };
+  }
+
+  private synced() {
+    if (!this.pods?.synced || !this.namespaces?.synced) return;
+    if (this.pending) {
+      const p = this.pending;
+      this.pending = undefined;
+      const snap = this.snapshot();
+      this.o.onSnapshot(snap);
+      p.resolve(snap);
+    } else {
+      this.changed(); // a relist may have found changes the broken watch missed
+    }
+  }
+
+  private changed() {
+    if (this.stopped || this.pending || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (!this.stopped) this.o.onSnapshot(this.snapshot());
+    }, this.o.coalesceMs ?? 50);
+  }
+}

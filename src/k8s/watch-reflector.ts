@@ -1,0 +1,201 @@
+// Keeps a local copy of one kind of object in step with the API server, the way client-go's
+// reflector does: list, then watch from the list's resourceVersion; resume a dropped watch from
+// the last version seen (bookmarks included); relist only when that version has expired (410).
+import type { Watch } from '@kubernetes/client-node';
+import { Backoff, describeFailure, statusOf, type BackoffOptions } from './watch-errors.ts';
+
+type Obj = Record<string, any>;
+
+export interface ReflectorOptions {
+  /** For messages: "pods", "namespaces". */
+  name: string;
+  /** Collection path, e.g. /api/v1/pods. */
+  path: string;
+  fieldSelector?: string;
+  list: () => Promise<{ items: Obj[]; resourceVersion: string }>;
+  watch: Watch;
+  /** API server address, for messages. */
+  server: string;
+  watchdogMs: number;
+  backoff: BackoffOptions;
+  /** The store changed through a watch event. */
+  onChange: () => void;
+  /** A list replaced the store. */
+  onSynced: () => void;
+  onError: (e: Error) => void;
+}
+
+type WatchEnd =
+  | { kind: 'gone'; events: number }
+  | { kind: 'silent'; events: number }
+  | { kind: 'closed'; events: number }
+  | { kind: 'error'; events: number; err: unknown }
+  | { kind: 'stopped'; events: number };
+
+export function objectKey(o: Obj): string {
+  const md = o?.metadata ?? {};
+  return md.namespace ? `${md.namespace}/${md.name}` : String(md.name);
+}
+
+export class Reflector {
+  readonly store = new Map<string, Obj>();
+  resourceVersion = '';
+  connected = false;
+  lastEventAt = 0;
+  restarts = 0;
+  synced = false;
+  private readonly o: ReflectorOptions;
+  private readonly backoff: Backoff;
+  private stopped = false;
+  private sleeping?: { timer: NodeJS.Timeout; wake: () => void };
+  private abortWatch?: () => void;
+
+  constructor(o: ReflectorOptions) {
+    this.o = o;
+    this.backoff = new Backoff(o.backoff);
+  }
+
+  /** Runs until stop(); never rejects. */
+  async run(): Promise<void> {
+    let needList = true;
+    while (!this.stopped) {
+      if (needList) {
+        try {
+          const l = await this.o.list();
+          if (this.stopped) return;
+          this.store.clear();
+          for (const item of l.items) this.store.set(objectKey(item), item);
+          this.resourceVersion = l.resourceVersion;
+          needList = false;
+          this.synced = true;
+          this.backoff.reset();
+          this.o.onSynced();
+        } catch (e) {
+          if (this.stopped) return;
+          this.report(describeFailure(`list ${this.o.name}`, this.o.server, e));
+          await this.sleep(this.backoff.next());
+          continue;
+        }
+      }
+      const from = this.resourceVersion;
+      const end = await this.watchOnce();
+      this.connected = false;
+      if (this.stopped || end.kind === 'stopped') return;
+      this.restarts++;
+      // A watch that delivered something was healthy: the next failure starts the backoff over.
+      if (end.events > 0) this.backoff.reset();
+      const resume = `resuming from resourceVersion ${this.resourceVersion}`;
+      if (end.kind === 'gone' || (end.kind === 'error' && statusOf(end.err) === 410)) {
+        needList = true;
+        this.report(`watch ${this.o.name} from resourceVersion ${from}: expired (410 Gone); relisting`);
+      } else if (end.kind === 'silent') {
+        this.report(`watch ${this.o.name} silent for ${this.o.watchdogMs} ms (no events, no bookmarks); restarting, ${resume}`);
+      } else if (end.kind === 'closed') {
+        this.report(`watch ${this.o.name} closed by the API server; ${resume}`);
+        // A server that ends every watch at once must not be hammered.
+        if (end.events === 0) await this.sleep(this.backoff.next());
+      } else {
+        this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err)}; ${resume}`);
+        await this.sleep(this.backoff.next());
+      }
+    }
+  }
+
+  stop() {
+    this.stopped = true;
+    this.abortWatch?.();
+    if (this.sleeping) {
+      clearTimeout(this.sleeping.timer);
+      this.sleeping.wake();
+    }
+  }
+
+  private report(msg: string) {
+    this.o.onError(new Error(msg));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((wake) => {
+      const timer = setTimeout(() => {
+        this.sleeping = undefined;
+        wake();
+      }, ms);
+      this.sleeping = { timer, wake };
+    });
+  }
+
+  private watchOnce(): Promise<WatchEnd> {
+    return new Promise((resolve) => {
+      let events = 0;
+      let ended = false;
+      let gone = false;
+      let failure: unknown;
+      let controller: AbortController | undefined;
+      let watchdog: NodeJS.Timeout | undefined;
+      const finish = (end: WatchEnd) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(watchdog);
+        this.abortWatch = undefined;
+        controller?.abort();
+        resolve(end);
+      };
+      const arm = () => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(() => finish({ kind: 'silent', events }), this.o.watchdogMs);
+      };
+      this.abortWatch = () => finish({ kind: 'stopped', events });
+      arm();
+      const onEvent = (type: string, obj: Obj) => {
+        if (ended) return;
+        arm();
+        this.lastEventAt = Date.now();
+        const rv = obj?.metadata?.resourceVersion;
+        switch (type) {
+          case 'ADDED':
+          case 'MODIFIED':
+            this.store.set(objectKey(obj), obj);
+            break;
+          case 'DELETED':
+            this.store.delete(objectKey(obj));
+            break;
+          case 'BOOKMARK':
+            // Only a newer resourceVersion: lets a quiet watch resume without a relist.
+            if (rv) this.resourceVersion = String(rv);
+            return;
+          case 'ERROR':
+            if (obj?.code === 410) gone = true;
+            else failure = obj;
+            return;
+          default:
+            return;
+        }
+        events++;
+        if (rv) this.resourceVersion = String(rv);
+        this.o.onChange();
+      };
+      const onDone = (err: unknown) => {
+        if (gone) finish({ kind: 'gone', events });
+        else if (err || failure) finish({ kind: 'error', events, err: err ?? statusError(failure) });
+        else finish({ kind: 'closed', events });
+      };
+      // Randomised server-side timeout, as client-go does, so watches of many agents do not expire together.
+      const timeoutSeconds = Math.round(300 * (1 + Math.random()));
+      this.o.watch
+        .watch(this.o.path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, fieldSelector: this.o.fieldSelector, timeoutSeconds }, onEvent, onDone)
+        .then(
+          (c) => {
+            controller = c;
+            if (ended) c.abort();
+            else this.connected = true;
+          },
+          (err) => finish({ kind: 'error', events, err }),
+        );
+    });
+  }
+}
+
+function statusError(s: unknown): Error {
+  const o = s as { code?: number; message?: string } | undefined;
+  return Object.assign(new Error(o?.message ?? 'watch ERROR event'), { statusCode: o?.code });
+}

@@ -1,0 +1,311 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { KubeSource, type KubeSourceOptions } from '../src/k8s/kube-source.ts';
+import type { Snapshot } from '../src/k8s/objects.ts';
+import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
+import { FakeApiServer } from './helpers/fake-apiserver.ts';
+
+const NODE = 'node-a';
+
+function kubeConfigFor(api: FakeApiServer): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+    users: [{ name: 'u', token: 't' }],
+    contexts: [{ name: 'c', cluster: 'fake', user: 'u' }],
+    currentContext: 'c',
+  });
+  return kc;
+}
+
+interface Harness {
+  api: FakeApiServer;
+  src: KubeSource;
+  snaps: Snapshot[];
+  errors: Error[];
+  /** Resolves with the first snapshot (taken after `after`) that satisfies pred. */
+  until: (pred: (s: Snapshot) => boolean, what: string, after?: number) => Promise<Snapshot>;
+  waitFor: (cond: () => boolean, what: string, ms?: number) => Promise<void>;
+}
+
+async function harness(t: { teardown: (f: () => Promise<void> | void) => void }, opts: Partial<KubeSourceOptions> = {}, seed?: (api: FakeApiServer) => void): Promise<Harness> {
+  const api = await new FakeApiServer().start();
+  seed?.(api);
+  const snaps: Snapshot[] = [];
+  const errors: Error[] = [];
+  const src = new KubeSource({
+    nodeName: NODE,
+    kubeConfig: kubeConfigFor(api),
+    onSnapshot: (s) => snaps.push(s),
+    onError: (e) => errors.push(e),
+    backoff: { initialMs: 20, maxMs: 200 },
+    ...opts,
+  });
+  t.teardown(async () => {
+    src.stop();
+    await api.close();
+  });
+  const waitFor = async (cond: () => boolean, what: string, ms = 5000) => {
+    const deadline = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; errors: ${errors.map((e) => e.message).join(' | ')}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const until = async (pred: (s: Snapshot) => boolean, what: string, after = 0) => {
+    let found: Snapshot | undefined;
+    await waitFor(() => (found = snaps.slice(after).find(pred)) !== undefined, what);
+    return found!;
+  };
+  return { api, src, snaps, errors, until, waitFor };
+}
+
+const names = (s: Snapshot) => s.pods.map((p) => `${p.namespace}/${p.name}`).sort();
+const watchesOf = (api: FakeApiServer, r: 'pods' | 'namespaces') => api.requests.filter((q) => q.resource === r && q.watch);
+const listsOf = (api: FakeApiServer, r: 'pods' | 'namespaces') => api.requests.filter((q) => q.resource === r && !q.watch);
+
+function seedBasic(api: FakeApiServer) {
+  api.addNamespace('default');
+  api.addNamespace('shop', { 'mesh-agent.io/inject': 'enabled' });
+  api.addPod({ name: 'web', namespace: 'shop', nodeName: NODE, ip: '10.0.0.2', annotations: { a: '1' } });
+  api.addPod({ name: 'db', namespace: 'default', nodeName: NODE, ip: '10.0.0.3' });
+  api.addPod({ name: 'elsewhere', namespace: 'shop', nodeName: 'node-b', ip: '10.0.1.2' });
+}
+
+test('initial list: the node pods only, all namespaces, and the protocol parameters', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  const first = await h.src.start();
+  t.deepEqual(names(first), ['default/db', 'shop/web']);
+  t.deepEqual([...first.namespaces.keys()].sort(), ['default', 'shop']);
+  t.is(first.namespaces.get('shop')!.annotations['mesh-agent.io/inject'], 'enabled');
+  const web = first.pods.find((p) => p.name === 'web')!;
+  t.is(web.ip, '10.0.0.2');
+  t.is(web.nodeName, NODE);
+  t.deepEqual(web.annotations, { a: '1' });
+  t.is(h.snaps.length, 1, 'the initial lists are a snapshot too');
+  await h.waitFor(() => h.src.state().connected, 'both watches open');
+  const [podList] = listsOf(h.api, 'pods');
+  t.is(podList.query.fieldSelector, `spec.nodeName=${NODE}`);
+  const [podWatch] = watchesOf(h.api, 'pods');
+  t.is(podWatch.query.fieldSelector, `spec.nodeName=${NODE}`);
+  t.is(podWatch.query.allowWatchBookmarks, 'true');
+  t.is(podWatch.query.resourceVersion, h.api.resourceVersion, 'watch starts at the list resourceVersion');
+  const [nsWatch] = watchesOf(h.api, 'namespaces');
+  t.false('fieldSelector' in nsWatch.query, 'namespaces are not node-filtered');
+  t.is(h.src.state().resourceVersion, h.api.resourceVersion);
+});
+
+test('added, modified and deleted pods and namespace annotation changes arrive in snapshots', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  let mark = h.snaps.length;
+  h.api.addPod({ name: 'new', namespace: 'shop', nodeName: NODE, ip: '10.0.0.9' });
+  h.api.addPod({ name: 'other-node', namespace: 'shop', nodeName: 'node-b' });
+  let s = await h.until((s) => names(s).includes('shop/new'), 'added pod', mark);
+  t.false(names(s).includes('shop/other-node'));
+
+  mark = h.snaps.length;
+  h.api.updatePod('shop', 'web', (o) => (o.metadata.annotations['mesh-agent.io/inject'] = 'disabled'));
+  s = await h.until((s) => s.pods.find((p) => p.name === 'web')?.annotations['mesh-agent.io/inject'] === 'disabled', 'modified pod', mark);
+  t.is(s.pods.length, 3);
+
+  mark = h.snaps.length;
+  h.api.deletePod('default', 'db');
+  s = await h.until((s) => !names(s).includes('default/db'), 'deleted pod', mark);
+  t.deepEqual(names(s), ['shop/new', 'shop/web']);
+
+  mark = h.snaps.length;
+  h.api.updateNamespace('default', (o) => (o.metadata.annotations = { 'mesh-agent.io/inject': 'enabled' }));
+  s = await h.until((s) => s.namespaces.get('default')?.annotations['mesh-agent.io/inject'] === 'enabled', 'namespace annotation', mark);
+  t.is(h.errors.length, 0, h.errors.map((e) => e.message).join('\n'));
+});
+
+test('a burst of changes is coalesced into few snapshots', async (t) => {
+  const h = await harness(t, { coalesceMs: 100 }, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  const mark = h.snaps.length;
+  for (let i = 0; i < 20; i++) h.api.addPod({ name: `burst-${i}`, nodeName: NODE });
+  const s = await h.until((s) => s.pods.length === 22, 'all burst pods', mark);
+  t.is(s.pods.length, 22);
+  t.true(h.snaps.length - mark <= 2, `${h.snaps.length - mark} snapshots for 20 events`);
+});
+
+test('a dropped watch resumes from the last resourceVersion without a relist and misses nothing', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  h.api.addPod({ name: 'before-drop', nodeName: NODE });
+  await h.until((s) => names(s).includes('default/before-drop'), 'pod before drop');
+  const rvAtDrop = h.src.state().resourceVersion;
+  t.is(rvAtDrop, h.api.resourceVersion);
+  const watchesBefore = watchesOf(h.api, 'pods').length;
+
+  h.api.dropWatches();
+  // Changes while no watch is open: the resumed watch must replay them.
+  h.api.addPod({ name: 'during-drop', nodeName: NODE });
+  h.api.deletePod('shop', 'web');
+  h.api.updatePod('default', 'db', (o) => (o.metadata.annotations = { changed: 'yes' }));
+  const mark = h.snaps.length;
+  const s = await h.until((s) => names(s).includes('default/during-drop') && !names(s).includes('shop/web') && s.pods.find((p) => p.name === 'db')?.annotations.changed === 'yes', 'replayed changes', 0);
+  t.true(h.snaps.indexOf(s) >= mark - 1);
+  const resumed = watchesOf(h.api, 'pods').slice(watchesBefore);
+  t.true(resumed.length >= 1);
+  t.is(resumed[0].query.resourceVersion, rvAtDrop, 'resumed from where it stopped');
+  t.is(listsOf(h.api, 'pods').length, 1, 'no relist');
+  t.is(listsOf(h.api, 'namespaces').length, 1, 'no relist');
+  t.true(h.errors.some((e) => /watch pods/.test(e.message) && e.message.includes(`resuming from resourceVersion ${rvAtDrop}`)), h.errors.map((e) => e.message).join('\n'));
+  t.true(h.src.state().restarts >= 2);
+});
+
+test('410 Gone on re-watch triggers a relist and the state converges', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  h.api.dropWatches();
+  h.api.addPod({ name: 'lost-in-compaction', nodeName: NODE });
+  h.api.deletePod('default', 'db');
+  h.api.compact(); // the events above are no longer in the history: only a relist can find them
+  const s = await h.until((s) => names(s).includes('default/lost-in-compaction') && !names(s).includes('default/db'), 'converged after relist');
+  t.deepEqual(names(s), ['default/lost-in-compaction', 'shop/web']);
+  t.is(listsOf(h.api, 'pods').length, 2, 'one relist of pods');
+  t.true(h.api.requests.some((q) => q.watch && q.resource === 'pods' && Number(q.query.resourceVersion) < Number(h.api.resourceVersion)), 'an old watch was tried first');
+  t.true(h.errors.some((e) => /watch pods from resourceVersion \d+: expired \(410 Gone\); relisting/.test(e.message)));
+  await h.waitFor(() => h.src.state().connected && h.src.state().resourceVersion === h.api.resourceVersion, 'watching again from the relist');
+  // and it keeps following changes
+  const mark = h.snaps.length;
+  h.api.addPod({ name: 'after', nodeName: NODE });
+  await h.until((s) => names(s).includes('default/after'), 'change after relist', mark);
+});
+
+test('a bookmark advances the resourceVersion, so a later resume needs no relist', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  // Changes elsewhere in the cluster move the global resourceVersion past the pod watch's.
+  h.api.addPod({ name: 'x1', nodeName: 'node-b' });
+  h.api.addPod({ name: 'x2', nodeName: 'node-b' });
+  const before = h.src.state().resourceVersion;
+  t.not(before, h.api.resourceVersion);
+  h.api.bookmark();
+  await h.waitFor(() => h.src.state().resourceVersion === h.api.resourceVersion, 'bookmark applied');
+  t.true(Number(h.src.state().resourceVersion) > Number(before));
+  // History before the bookmark is gone; resuming from the bookmark is still valid.
+  h.api.compact();
+  const watchesBefore = watchesOf(h.api, 'pods').length;
+  h.api.dropWatches();
+  await h.waitFor(() => watchesOf(h.api, 'pods').length > watchesBefore && h.src.state().connected, 'resumed');
+  t.is(watchesOf(h.api, 'pods')[watchesBefore].query.resourceVersion, h.api.resourceVersion);
+  t.is(listsOf(h.api, 'pods').length, 1, 'no relist thanks to the bookmark');
+});
+
+test('a silent watch is restarted by the watchdog from the last resourceVersion', async (t) => {
+  const h = await harness(t, { watchdogMs: 300 }, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => watchesOf(h.api, 'pods').length >= 3, 'two watchdog restarts', 3000);
+  const w = watchesOf(h.api, 'pods');
+  t.is(w[1].query.resourceVersion, w[0].query.resourceVersion);
+  t.true(w[1].at - w[0].at >= 250, 'not before the watchdog interval');
+  t.true(h.errors.some((e) => /watch pods silent for 300 ms/.test(e.message)));
+  t.is(listsOf(h.api, 'pods').length, 1, 'no relist');
+  t.true(h.src.state().restarts >= 2);
+  // Events keep a watch alive: none restarts while they flow faster than the watchdog.
+  const n = watchesOf(h.api, 'pods').length;
+  for (let i = 0; i < 6; i++) {
+    h.api.bookmark();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.true(watchesOf(h.api, 'pods').length - n <= 1);
+});
+
+test('403 on list: onError names the ServiceAccount fix and retries with backoff, then recovers', async (t) => {
+  const h = await harness(t, { backoff: { initialMs: 100, maxMs: 2000 } }, seedBasic);
+  h.api.setFailure(403, 'list');
+  const started = h.src.start();
+  started.catch(() => {}); // awaited below; a failed assertion must not leave it unhandled
+  await h.waitFor(() => listsOf(h.api, 'pods').length >= 5, 'five list attempts');
+  const forbidden = h.errors.filter((e) => /list pods/.test(e.message));
+  t.true(forbidden.length >= 3);
+  t.true(forbidden[0].message.includes(RBAC_HINT), forbidden[0].message);
+  t.true(forbidden[0].message.includes('403'));
+  const at = listsOf(h.api, 'pods').map((q) => q.at);
+  const gaps = at.slice(1).map((x, i) => x - at[i]);
+  // jittered steps: [50,100], [100,200], [200,400], [400,800] ms
+  t.true(gaps[0] >= 45, `first retry after backoff, gaps ${gaps}`);
+  t.true(gaps[3] >= 380 && gaps[3] > gaps[0], `backoff grows: ${gaps}`);
+  h.api.setFailure(null);
+  const first = await started;
+  t.deepEqual(names(first), ['default/db', 'shop/web']);
+});
+
+test('an unreachable API server is reported with the address and retried', async (t) => {
+  const api = await new FakeApiServer().start();
+  const kc = kubeConfigFor(api);
+  await api.close(); // nothing listens on the port now
+  const errors: Error[] = [];
+  const src = new KubeSource({ nodeName: NODE, kubeConfig: kc, onSnapshot: () => {}, onError: (e) => errors.push(e), backoff: { initialMs: 20, maxMs: 50 } });
+  const started = src.start();
+  const deadline = Date.now() + 5000;
+  while (errors.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  src.stop();
+  await t.throwsAsync(started, { message: /stopped before the first list/ });
+  t.true(errors.length >= 2);
+  t.regex(errors[0].message, new RegExp(`cannot reach the API server at ${api.url.replace(/\./g, '\\.')}`));
+});
+
+test('stop() leaves nothing open: the process exits by itself', async (t) => {
+  const here = path.dirname(new URL(import.meta.url).pathname);
+  const script = `
+    import { KubeConfig } from '@kubernetes/client-node';
+    import { KubeSource } from ${JSON.stringify(path.join(here, '../src/k8s/kube-source.ts'))};
+    import { FakeApiServer } from ${JSON.stringify(path.join(here, 'helpers/fake-apiserver.ts'))};
+    const api = await new FakeApiServer().start();
+    api.addNamespace('default');
+    api.addPod({ name: 'p', nodeName: 'n' });
+    const kc = new KubeConfig();
+    kc.loadFromOptions({ clusters: [{ name: 'f', server: api.url, skipTLSVerify: true }], users: [{ name: 'u', token: 't' }], contexts: [{ name: 'c', cluster: 'f', user: 'u' }], currentContext: 'c' });
+    const src = new KubeSource({ nodeName: 'n', kubeConfig: kc, onSnapshot: () => {}, onError: (e) => console.error(e.message) });
+    const s = await src.start();
+    while (!src.state().connected) await new Promise((r) => setTimeout(r, 10));
+    api.addPod({ name: 'q', nodeName: 'n' }); // a pending coalesce timer at stop()
+    await new Promise((r) => setTimeout(r, 5));
+    src.stop();
+    // The server only stops listening; connections the client left open would keep the process alive.
+    api['server'].close();
+    console.log('pods', s.pods.length);
+  `;
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { cwd: path.join(here, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const code = await new Promise<number | string>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve('did not exit within 8 s');
+    }, 8000);
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c ?? -1);
+    });
+  });
+  t.is(code, 0, out);
+  t.regex(out, /pods 1/);
+});
+
+test('backoff grows with jitter up to the cap and resets', (t) => {
+  const lo = new Backoff({ initialMs: 100, maxMs: 1000 }, () => 0);
+  const hi = new Backoff({ initialMs: 100, maxMs: 1000 }, () => 1);
+  t.deepEqual([1, 2, 3, 4, 5].map(() => lo.next()), [50, 100, 200, 400, 500]);
+  t.deepEqual([1, 2, 3, 4, 5].map(() => hi.next()), [100, 200, 400, 800, 1000]);
+  hi.reset();
+  t.is(hi.next(), 100);
+});
+
+test('failure messages name the fix', (t) => {
+  t.true(describeFailure('list pods', 'https://k', { code: 401 }).includes(RBAC_HINT));
+  t.regex(describeFailure('watch pods', 'https://k:6443', new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } })), /cannot reach the API server at https:\/\/k:6443 \(ECONNREFUSED\)/);
+  t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 })), /HTTP 500: boom/);
+});
