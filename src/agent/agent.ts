@@ -1,0 +1,143 @@
+// The node agent: loads the datapath under the pods' cgroup root, keeps the pod map in step
+// with this node's pods, runs the proxy the pods are redirected to, and serves its admin API.
+import * as os from 'node:os';
+import { Datapath, type PortRange } from '../datapath/datapath.ts';
+import { PodFileSource } from '../k8s/pod-file.ts';
+import type { Snapshot } from '../k8s/objects.ts';
+import { Proxy } from '../proxy/listener.ts';
+import type { OrigDst } from '../proxy/context.ts';
+import { PodSync } from './pod-sync.ts';
+import { AdminServer } from './admin.ts';
+import type { Logger } from './log.ts';
+import type { TelemetrySink } from '../telemetry/events.ts';
+import type { PortSet } from '../proxy/ports.ts';
+
+export interface AgentOptions {
+  nodeName?: string;
+  cgroupRoot: string;
+  proxy: { ip: string; port: number };
+  /** Standalone mode: Pod and Namespace objects from a file. */
+  podsFile?: string;
+  admin?: { host: string; port: number } | null;
+  skipOutbound?: PortRange[];
+  opaquePorts?: PortSet;
+  detectTimeoutMs?: number;
+  maxConnections?: number;
+  allowRootCgroup?: boolean;
+  telemetry?: TelemetrySink;
+  log: Logger;
+}
+
+export const VERSION = '0.1.0';
+
+export class Agent {
+  readonly opts: AgentOptions;
+  readonly startedAt = Date.now();
+  datapath!: Datapath;
+  proxy!: Proxy;
+  pods!: PodSync;
+  private source?: PodFileSource;
+  private admin?: AdminServer;
+  readonly recentErrors: Array<{ at: string; msg: string }> = [];
+  private ready = false;
+
+  constructor(opts: AgentOptions) {
+    this.opts = opts;
+  }
+
+  recordError(msg: string) {
+    this.recentErrors.push({ at: new Date().toISOString(), msg });
+    if (this.recentErrors.length > 50) this.recentErrors.shift();
+    this.opts.log.warn(msg);
+  }
+
+  async start(): Promise<void> {
+    const { log } = this.opts;
+    // The proxy listens first: the datapath must never redirect to a port nobody answers.
+    this.proxy = new Proxy({
+      listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
+      lookup: (ip, port) => this.lookup(ip, port),
+      telemetry: this.opts.telemetry,
+      opaquePorts: this.opts.opaquePorts,
+      detectTimeoutMs: this.opts.detectTimeoutMs,
+      maxConnections: this.opts.maxConnections,
+      log: (level, msg, fields) => log[level](msg, fields),
+    });
+    try {
+      await this.proxy.listen();
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const fix = err.code === 'EADDRNOTAVAIL' ? `; ${this.opts.proxy.ip} is not an address of this host, pass --proxy-addr with the node IP` : err.code === 'EADDRINUSE' ? '; another agent may be running, or pass another port with --proxy-addr' : '';
+      throw new Error(`proxy listen on ${this.opts.proxy.ip}:${this.opts.proxy.port} failed: ${err.message}${fix}`);
+    }
+    this.datapath = Datapath.open({
+      cgroupRoot: this.opts.cgroupRoot,
+      proxyIp: this.opts.proxy.ip,
+      proxyPort: this.opts.proxy.port,
+      skipOutbound: this.opts.skipOutbound,
+      allowRootCgroup: this.opts.allowRootCgroup,
+    });
+    log.info('datapath attached', { cgroup: this.datapath.cgroupRoot, proxy: `${this.opts.proxy.ip}:${this.opts.proxy.port}` });
+    this.pods = new PodSync({
+      datapath: this.datapath,
+      cgroupRoot: this.datapath.cgroupRoot,
+      nodeName: this.opts.nodeName,
+      log: (level, msg) => (level === 'warn' ? this.recordError(msg) : log.info(msg)),
+    });
+    if (this.opts.podsFile) {
+      this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
+      this.applySnapshot(this.source.start());
+    }
+    if (this.opts.admin) {
+      this.admin = new AdminServer(this);
+      await this.admin.listen(this.opts.admin.host, this.opts.admin.port);
+    }
+    this.ready = true;
+  }
+
+  applySnapshot(s: Snapshot) {
+    this.pods.apply(s);
+  }
+
+  private lookup(ip: string, port: number): OrigDst | null {
+    return this.datapath.lookup(ip, port);
+  }
+
+  isReady(): boolean {
+    return this.ready;
+  }
+
+  status() {
+    const d = this.datapath.describe();
+    return {
+      version: VERSION,
+      node: this.opts.nodeName ?? os.hostname(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      kernel: os.release(),
+      datapath: { cgroup: d.cgroup, programs: d.programs, maps: d.maps, counters: this.datapath.counters() },
+      proxy: { listen: `${this.opts.proxy.ip}:${this.opts.proxy.port}`, ...this.proxy.stats() },
+      pods: this.pods.states().map((s) => ({
+        namespace: s.pod.namespace,
+        name: s.pod.name,
+        ip: s.pod.ip ?? null,
+        meshed: s.policy.meshed && s.key !== null,
+        reason: s.policy.reason ?? s.problem ?? null,
+        cgroup: s.cgroup,
+        skipOutboundPorts: s.policy.skipOutbound.toString(),
+        skipInboundPorts: s.policy.skipInbound.toString(),
+        opaquePorts: s.policy.opaquePorts?.toString() ?? null,
+        annotationErrors: s.policy.errors,
+      })),
+      recentErrors: this.recentErrors.slice(-10),
+    };
+  }
+
+  /** Stop accepting, drain for up to drainMs, detach. Pods connect directly afterwards. */
+  async stop(drainMs = 10_000): Promise<void> {
+    this.ready = false;
+    this.source?.stop();
+    this.datapath?.close();
+    await this.proxy?.close(drainMs);
+    await this.admin?.close();
+  }
+}

@@ -1,0 +1,28 @@
+// What makes a node's agent degraded, from its status document. Pure: `status` and /ready use it.
+
+export interface Health {
+  healthy: boolean;
+  reasons: string[];
+}
+
+/** Map usage above this share of capacity is a warning: new pods or connections may not fit. */
+export const MAP_PRESSURE = 0.9;
+
+export function assessHealth(s: any): Health {
+  const reasons: string[] = [];
+  const progs: any[] = s.datapath?.programs ?? [];
+  const detached = progs.filter((p) => !p.attachedTo).map((p) => p.section);
+  if (progs.length === 0) reasons.push('the datapath is not loaded');
+  else if (detached.length) reasons.push(`programs not attached: ${detached.join(', ')}`);
+  for (const m of s.datapath?.maps ?? []) {
+    if (m.type.includes('array')) continue;
+    if (m.used >= m.maxEntries * MAP_PRESSURE) reasons.push(`map ${m.name} is ${Math.round((100 * m.used) / m.maxEntries)}% full (${m.used}/${m.maxEntries})`);
+  }
+  if (BigInt(s.datapath?.counters?.mapFull ?? 0) > 0n) reasons.push(`${s.datapath.counters.mapFull} connections not redirected because a map was full`);
+  for (const p of s.pods ?? []) {
+    const who = `pod ${p.namespace}/${p.name}`;
+    if (!p.meshed && p.reason && !['not-injected', 'host-network', 'not-running'].includes(p.reason)) reasons.push(`${who} is not meshed: ${p.reason}`);
+    for (const e of p.annotationErrors ?? []) reasons.push(`${who}: invalid annotation ${e}`);
+  }
+  return { healthy: reasons.length === 0, reasons };
+}

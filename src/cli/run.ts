@@ -1,0 +1,63 @@
+// `mesh-agent run`: the node agent.
+import type { Command } from 'commander';
+import { Agent } from '../agent/agent.ts';
+import { jsonLogger } from '../agent/log.ts';
+import { findCgroup2Mount } from '../datapath/cgroup2.ts';
+import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
+import { parseHostPort } from './addr.ts';
+
+export function registerRun(program: Command) {
+  program
+    .command('run')
+    .description('run the node agent: load the datapath, proxy meshed pods\' connections, serve the admin API')
+    .option('--node <name>', 'this node\'s name (default $NODE_NAME)')
+    .option('--pods <file>', 'standalone mode: Pod and Namespace objects from a YAML or JSON file, reloaded on change')
+    .option('--cgroup-root <dir>', 'the pods\' cgroup directory (default: the host\'s cgroup2 mount, which needs --allow-root-cgroup; on Kubernetes pass its kubepods cgroup)')
+    .option('--proxy-addr <ip:port>', 'address pods are redirected to (default $NODE_IP:15001)')
+    .option('--admin <ip:port>', 'admin API address (/status, /ready, /live)', '0.0.0.0:4191')
+    .option('--skip-outbound-ports <ports>', 'ports every pod connects to directly, e.g. 3306,5000-5010', '')
+    .option('--opaque-ports <ports>', 'destination ports forwarded without protocol detection', DEFAULT_OPAQUE_PORTS)
+    .option('--detect-timeout <ms>', 'go opaque when neither side spoke within this', '1000')
+    .option('--max-connections <n>', 'cap on open proxied connections', '10000')
+    .option('--drain <ms>', 'on SIGTERM, wait this long for open connections', '10000')
+    .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
+    .option('-q, --quiet', 'log warnings and errors only')
+    .action(async (o) => {
+      const log = jsonLogger({ quiet: o.quiet });
+      const proxyAddr = o.proxyAddr ?? (process.env.NODE_IP ? `${process.env.NODE_IP}:15001` : undefined);
+      if (!proxyAddr) throw new Error('no proxy address: pass --proxy-addr IP:PORT or set NODE_IP (the DaemonSet sets it from status.hostIP)');
+      const proxy = parseHostPort(proxyAddr, '--proxy-addr', undefined, 15001);
+      const admin = parseHostPort(o.admin, '--admin', '0.0.0.0', 4191);
+      const agent = new Agent({
+        nodeName: o.node ?? process.env.NODE_NAME,
+        cgroupRoot: o.cgroupRoot ?? findCgroup2Mount(),
+        proxy: { ip: proxy.host, port: proxy.port },
+        podsFile: o.pods,
+        admin,
+        skipOutbound: PortSet.parse(o.skipOutboundPorts).ranges(),
+        opaquePorts: PortSet.parse(o.opaquePorts),
+        detectTimeoutMs: Number(o.detectTimeout),
+        maxConnections: Number(o.maxConnections),
+        allowRootCgroup: o.allowRootCgroup,
+        log,
+      });
+      let stopping = false;
+      const stop = async (sig: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info(`${sig}: draining and detaching`);
+        await agent.stop(Number(o.drain));
+        log.info('stopped');
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', () => void stop('SIGINT'));
+      try {
+        await agent.start();
+      } catch (e) {
+        await agent.stop(0).catch(() => {});
+        throw e;
+      }
+      log.info('agent ready', { proxy: proxyAddr, admin: `${admin.host}:${admin.port}`, pods: agent.pods.states().length });
+    });
+}

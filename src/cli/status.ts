@@ -1,0 +1,57 @@
+// `mesh-agent status`: the node agent's state from its admin API, as a table or JSON.
+// Exit codes scripts can trust: 0 healthy, 1 degraded (reasons printed), 2 agent unreachable.
+import type { Command } from 'commander';
+import { assessHealth } from '../agent/health.ts';
+import { parseHostPort } from './addr.ts';
+import { table } from './table.ts';
+
+export const EXIT_HEALTHY = 0;
+export const EXIT_DEGRADED = 1;
+export const EXIT_UNREACHABLE = 2;
+
+export function registerStatus(program: Command) {
+  program
+    .command('status')
+    .description('show this node\'s agent: datapath, maps, meshed pods, proxy, counters, errors')
+    .option('--admin <ip:port>', 'the agent\'s admin address', '127.0.0.1:4191')
+    .option('-o, --output <format>', 'table or json', 'table')
+    .option('--timeout <ms>', 'give up on the agent after this long', '3000')
+    .action(async (o) => {
+      if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
+      const admin = parseHostPort(o.admin, '--admin', '127.0.0.1', 4191);
+      const url = `http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}/status`;
+      let s: any;
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(Number(o.timeout)) });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        s = await res.json();
+      } catch (e) {
+        const why = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as Error & { cause?: Error }).cause?.message ?? (e as Error).message);
+        if (o.output === 'json') process.stdout.write(JSON.stringify({ reachable: false, admin: url, error: why }, null, 2) + '\n');
+        process.stderr.write(`mesh-agent status: the agent at ${url} is unreachable (${why}); is it running on this node? pass --admin IP:PORT\n`);
+        process.exit(EXIT_UNREACHABLE);
+      }
+      const health = assessHealth(s);
+      if (o.output === 'json') process.stdout.write(JSON.stringify({ reachable: true, ...health, status: s }, null, 2) + '\n');
+      else process.stdout.write(render(s, health) + '\n');
+      process.exit(health.healthy ? EXIT_HEALTHY : EXIT_DEGRADED);
+    });
+}
+
+export function render(s: any, health: { healthy: boolean; reasons: string[] }): string {
+  const c = s.datapath.counters;
+  const out: string[] = [];
+  out.push(`mesh-agent ${s.version} on node ${s.node}, up ${s.uptimeSeconds}s, kernel ${s.kernel}`);
+  out.push(health.healthy ? 'STATUS: healthy' : `STATUS: degraded\n${health.reasons.map((r) => `  - ${r}`).join('\n')}`);
+  out.push('', 'PROGRAMS');
+  out.push(table(['SECTION', 'ID', 'ATTACHED TO'], s.datapath.programs.map((p: any) => [p.section, p.id ?? '-', p.attachedTo ?? 'not attached'])));
+  out.push('', 'MAPS');
+  out.push(table(['NAME', 'TYPE', 'USED', 'CAPACITY'], s.datapath.maps.map((m: any) => [m.name, m.type, m.used, m.maxEntries])));
+  out.push('', 'PODS');
+  out.push(table(['NAMESPACE', 'NAME', 'IP', 'MESHED', 'SKIP-OUT', 'SKIP-IN', 'OPAQUE', 'NOTE'],
+    s.pods.map((p: any) => [p.namespace, p.name, p.ip ?? '-', p.meshed ? 'yes' : 'no', p.skipOutboundPorts || '-', p.skipInboundPorts || '-', p.opaquePorts ?? '-', [p.meshed ? '' : p.reason ?? '', ...p.annotationErrors].filter(Boolean).join('; ') || '-'])));
+  out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${Object.entries(s.proxy.byProtocol).map(([k, v]) => `${k}=${v}`).join(' ') || '-'}`);
+  out.push(`DATAPATH: redirected ${c.redirected}, skipped by port ${c.skippedPort}, skipped inbound ${c.skippedInbound}, unmeshed ${c.unmeshed}, established ${c.established}, closed ${c.closed}, lookups ${c.lookups} (missed ${c.lookupMisses}), map full ${c.mapFull}`);
+  if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
+  return out.join('\n');
+}
