@@ -157,7 +157,7 @@ test('a dropped watch resumes from the last resourceVersion without a relist and
   t.is(resumed[0].query.resourceVersion, rvAtDrop, 'resumed from where it stopped');
   t.is(listsOf(h.api, 'pods').length, 1, 'no relist');
   t.is(listsOf(h.api, 'namespaces').length, 1, 'no relist');
-  t.true(h.errors.some((e) => /watch pods/.test(e.message) && e.message.includes(`resuming from resourceVersion ${rvAtDrop}`)), h.errors.map((e) => e.message).join('\n'));
+  t.true(h.errors.some((e) => /watch pods: connection to the API server at .* lost/.test(e.message) && e.message.includes(`resuming from resourceVersion ${rvAtDrop}`)), h.errors.map((e) => e.message).join('\n'));
   t.true(h.src.state().restarts >= 2);
 });
 
@@ -307,5 +307,6 @@ test('backoff grows with jitter up to the cap and resets', (t) => {
 test('failure messages name the fix', (t) => {
   t.true(describeFailure('list pods', 'https://k', { code: 401 }).includes(RBAC_HINT));
   t.regex(describeFailure('watch pods', 'https://k:6443', new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } })), /cannot reach the API server at https:\/\/k:6443 \(ECONNREFUSED\)/);
+  t.regex(describeFailure('watch pods', 'https://k', new TypeError('terminated', { cause: { code: 'UND_ERR_SOCKET' } })), /connection to the API server at https:\/\/k lost \(UND_ERR_SOCKET\)/);
   t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 })), /HTTP 500: boom/);
 });

@@ -54,9 +54,11 @@ export function describeFailure(what: string, server: string, e: unknown): strin
   if (status === 401 || status === 403) return `${what}: HTTP ${status}: ${RBAC_HINT}`;
   if (status === 410) return `${what}: resourceVersion expired (410 Gone); relisting`;
   const net = networkCode(e);
-  if (net && /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|UND_ERR_\w+)$/.test(net)) {
+  if (net && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|UND_ERR_CONNECT_TIMEOUT)$/.test(net)) {
     return `${what}: cannot reach the API server at ${server} (${net}); check the kubeconfig server or KUBERNETES_SERVICE_HOST and the node's network`;
   }
+  // Reset mid-stream: an API server restart or a load balancer's idle cut; routine, retried.
+  if (net && /^(ECONNRESET|EPIPE|UND_ERR_\w+)$/.test(net)) return `${what}: connection to the API server at ${server} lost (${net})`;
   if ((e as Error)?.name === 'TimeoutError') return `${what}: the API server at ${server} did not answer in time; retrying`;
   const msg = (e as Error)?.message ?? String(e);
   return `${what}: ${status ? `HTTP ${status}: ` : ''}${msg}`;
