@@ -186,8 +186,10 @@ export class Reflector {
         .then(
           (c) => {
             controller = c;
-            if (ended) c.abort();
-            else this.connected = true;
+            if (ended) return c.abort();
+            this.connected = true;
+            arm(); // silence counts from the open stream; the connect itself was under the same limit
+
           },
           (err) => finish({ kind: 'error', events, err }),
         );
