@@ -428,6 +428,11 @@ test('http1 is handed to the handler with the exact head bytes and the eager ups
   t.is(h.dials.length, 1);
   t.deepEqual(h.proxy.stats().byProtocol, { http1: 1 });
   t.is(call.ctx.endpoints.destPort, up.port);
+  // the dispatcher reports the handled connection's close from the client socket's counters
+  await waitFor(() => h.sink.closes.length === 1);
+  const sent = 'GET /hello HTTP/1.1\r\nHost: svc\r\n\r\ntail'.length;
+  t.like(h.sink.closes[0], { protocol: 'http1', detectedBy: 'http1', bytesIn: sent, bytesOut: sent });
+  t.true(h.sink.closes[0].detectMs >= 40, `detectMs ${h.sink.closes[0].detectMs}`);
   await h.proxy.close(100);
   await stopServer(up);
 });

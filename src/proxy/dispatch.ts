@@ -14,7 +14,7 @@ import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
 import type { ConnContext, ProtocolHandler, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
-import { abortSocket, forwardOpaque } from './opaque.ts';
+import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque } from './opaque.ts';
 import type { PortSet } from './ports.ts';
 import { forwardTls } from './tls-passthrough.ts';
 
@@ -201,6 +201,11 @@ class Dispatcher {
     const detectMs = this.release();
     this.cfg.onDecision?.(kind, kind);
     const head = this.head ?? Buffer.alloc(0);
+    // HTTP/2 has no TCP half-close (streams end with END_STREAM): a client FIN ends the
+    // connection, as node:http2 expects of its sockets. The listener's sockets are
+    // half-open for the opaque and HTTP/1-tunnel paths.
+    if (kind === 'http2') this.ctx.client.allowHalfOpen = false;
+    watchHandledConn(this.ctx, kind, detectMs, this.cfg.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS);
     try {
       handler(this.ctx, head, this.upstream, this.cfg.limits);
     } catch (err) {
@@ -262,4 +267,50 @@ class Dispatcher {
       // a broken sink must not take the proxy down
     }
   }
+}
+
+/**
+ * Connection-level telemetry for connections a protocol handler owns: handlers report
+ * requests; the connection's open/bytes/close are reported here, from the client socket's
+ * own counters (client-side bytes: pooled upstreams are shared between clients).
+ */
+function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectMs: number, everyMs: number): void {
+  const client = ctx.client;
+  let reportedIn = 0;
+  let reportedOut = 0;
+  let error: string | undefined;
+  const report = (): void => {
+    const bytesIn = client.bytesRead - reportedIn;
+    const bytesOut = client.bytesWritten - reportedOut;
+    if (bytesIn === 0 && bytesOut === 0) return;
+    reportedIn += bytesIn;
+    reportedOut += bytesOut;
+    try {
+      ctx.telemetry.connBytes({ ...ctx.endpoints, connId: ctx.connId, bytesIn, bytesOut });
+    } catch {
+      // see fail()
+    }
+  };
+  const timer = everyMs > 0 ? setInterval(report, everyMs).unref() : undefined;
+  client.on('error', (err: Error) => (error ??= `client: ${errCode(err)}`));
+  client.once('close', () => {
+    if (timer) clearInterval(timer);
+    report();
+    const ev: ConnCloseEvent = {
+      ...ctx.endpoints,
+      connId: ctx.connId,
+      protocol,
+      detectedBy: protocol,
+      detectMs,
+      bytesIn: reportedIn,
+      bytesOut: reportedOut,
+      durationMs: Date.now() - ctx.openedAt,
+    };
+    if (error !== undefined) ev.error = error;
+    try {
+      ctx.telemetry.connClose(ev);
+    } catch {
+      // see fail()
+    }
+  });
 }
