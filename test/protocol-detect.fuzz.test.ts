@@ -1,6 +1,5 @@
 import test from 'ava';
-import net from 'node:net';
-import tls from 'node:tls';
+import { clientHello } from './helpers/first-flight.ts';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -33,35 +32,6 @@ const cat = (...parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
 
 // ---------------------------------------------------------------------------
 // Corpus: real ClientHellos from OpenSSL plus text and binary protocol starts.
-
-async function clientHello(options: Omit<tls.ConnectionOptions, 'host' | 'port'>): Promise<Uint8Array> {
-  const server = net.createServer();
-  let client: tls.TLSSocket | undefined;
-  try {
-    const got = new Promise<Uint8Array>((resolve) => {
-      server.on('connection', (sock) => {
-        const chunks: Buffer[] = [];
-        let quiet: NodeJS.Timeout | undefined;
-        sock.on('error', () => {});
-        sock.on('data', (c) => {
-          chunks.push(c);
-          clearTimeout(quiet);
-          quiet = setTimeout(() => {
-            sock.destroy();
-            resolve(new Uint8Array(Buffer.concat(chunks)));
-          }, 150);
-        });
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    client = tls.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, ...options });
-    client.on('error', () => {});
-    return await got;
-  } finally {
-    client?.destroy();
-    server.close();
-  }
-}
 
 const TEXT_CORPUS = [
   'GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n',

@@ -1,8 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
+import { captureFirstFlight, clientHello } from './helpers/first-flight.ts';
 import http from 'node:http';
 import http2 from 'node:http2';
-import net from 'node:net';
-import tls from 'node:tls';
 import {
   DEFAULT_MAX_DETECT_BYTES,
   MAX_METHOD_BYTES,
@@ -20,43 +19,6 @@ const cat = (...parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
 // Real client bytes: a real client connects to a local server that records
 // what arrives until the client falls quiet (it is then waiting for the
 // server, so its first flight is complete).
-
-async function captureFirstFlight(startClient: (port: number) => { destroy(): void }): Promise<Uint8Array> {
-  let client: { destroy(): void } | undefined;
-  const server = net.createServer();
-  try {
-    const captured = new Promise<Uint8Array>((resolve, reject) => {
-      server.on('connection', (sock) => {
-        const chunks: Buffer[] = [];
-        let quiet: NodeJS.Timeout | undefined;
-        sock.on('error', () => {});
-        sock.on('data', (c) => {
-          chunks.push(c);
-          clearTimeout(quiet);
-          quiet = setTimeout(() => {
-            sock.destroy();
-            resolve(new Uint8Array(Buffer.concat(chunks)));
-          }, 150);
-        });
-      });
-      setTimeout(() => reject(new Error('client sent nothing within 10 s')), 10_000).unref();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    client = startClient((server.address() as net.AddressInfo).port);
-    return await captured;
-  } finally {
-    client?.destroy();
-    server.close();
-  }
-}
-
-function clientHello(options: Omit<tls.ConnectionOptions, 'host' | 'port'>): Promise<Uint8Array> {
-  return captureFirstFlight((port) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, ...options });
-    socket.on('error', () => {}); // the recorder hangs up mid-handshake
-    return socket;
-  });
-}
 
 function nodeHttp1Request(): Promise<Uint8Array> {
   return captureFirstFlight((port) => {
