@@ -78,6 +78,7 @@ export class Reflector {
         }
       }
       const from = this.resourceVersion;
+      const openedAt = Date.now();
       const end = await this.watchOnce();
       this.connected = false;
       if (this.stopped || end.kind === 'stopped') return;
@@ -93,7 +94,7 @@ export class Reflector {
       } else if (end.kind === 'closed') {
         this.report(`watch ${this.o.name} closed by the API server; ${resume}`);
         // A server that ends every watch at once must not be hammered.
-        if (end.events === 0) await this.sleep(this.backoff.next());
+        if (end.events === 0 && Date.now() - openedAt < 1_000) await this.sleep(this.backoff.next());
       } else {
         this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err)}; ${resume}`);
         await this.sleep(this.backoff.next());
@@ -162,6 +163,7 @@ export class Reflector {
           case 'BOOKMARK':
             // Only a newer resourceVersion: lets a quiet watch resume without a relist.
             if (rv) this.resourceVersion = String(rv);
+            events++; // proof of a healthy stream, though the store is unchanged
             return;
           case 'ERROR':
             if (obj?.code === 410) gone = true;
