@@ -241,6 +241,22 @@ test('403 on list: onError names the ServiceAccount fix and retries with backoff
   t.deepEqual(names(first), ['default/db', 'shop/web']);
 });
 
+test('403 on watch: the hint, backoff, and a resume from the last resourceVersion once healed', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  const rv = h.src.state().resourceVersion;
+  h.api.setFailure(403, 'watch');
+  h.api.dropWatches();
+  await h.waitFor(() => h.errors.filter((e) => /^watch pods: HTTP 403/.test(e.message)).length >= 2, 'two forbidden watches');
+  t.true(h.errors.find((e) => /^watch pods: HTTP 403/.test(e.message))!.message.includes(RBAC_HINT));
+  h.api.addPod({ name: 'while-forbidden', nodeName: NODE });
+  h.api.setFailure(null);
+  await h.until((s) => names(s).includes('default/while-forbidden'), 'pod added while forbidden');
+  t.is(listsOf(h.api, 'pods').length, 1, 'no relist');
+  t.true(watchesOf(h.api, 'pods').slice(1).every((q) => q.query.resourceVersion === rv));
+});
+
 test('an unreachable API server is reported with the address and retried', async (t) => {
   const api = await new FakeApiServer().start();
   const kc = kubeConfigFor(api);
