@@ -3,6 +3,7 @@
 import * as os from 'node:os';
 import { Datapath, type PortRange } from '../datapath/datapath.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
+import { KubeSource } from '../k8s/kube-source.ts';
 import type { Snapshot } from '../k8s/objects.ts';
 import { Proxy } from '../proxy/listener.ts';
 import type { OrigDst } from '../proxy/context.ts';
@@ -18,6 +19,8 @@ export interface AgentOptions {
   proxy: { ip: string; port: number };
   /** Standalone mode: Pod and Namespace objects from a file. */
   podsFile?: string;
+  /** Cluster mode (no podsFile): kubeconfig path; default in-cluster config, else $KUBECONFIG or ~/.kube/config. */
+  kubeconfig?: string;
   admin?: { host: string; port: number } | null;
   skipOutbound?: PortRange[];
   opaquePorts?: PortSet;
@@ -37,6 +40,8 @@ export class Agent {
   proxy!: Proxy;
   pods!: PodSync;
   private source?: PodFileSource;
+  private kube?: KubeSource;
+  private podsSynced = false;
   private admin?: AdminServer;
   readonly recentErrors: Array<{ at: string; msg: string }> = [];
   private ready = false;
@@ -87,6 +92,23 @@ export class Agent {
     if (this.opts.podsFile) {
       this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
       this.applySnapshot(this.source.start());
+      this.podsSynced = true;
+    } else {
+      if (!this.opts.nodeName) throw new Error('no node name: pass --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName), or use --pods FILE');
+      this.kube = new KubeSource({
+        nodeName: this.opts.nodeName,
+        kubeconfig: this.opts.kubeconfig,
+        onSnapshot: (s) => this.applySnapshot(s),
+        onError: (e) => this.recordError(`kubernetes: ${e.message}`),
+      });
+      // Not ready until the first list: pods are proxied only once we know them.
+      this.kube.start().then(
+        () => {
+          this.podsSynced = true;
+          log.info('pods listed from the API server', { pods: this.pods.states().length });
+        },
+        (e) => this.recordError(`kubernetes: ${(e as Error).message}`),
+      );
     }
     if (this.opts.admin) {
       this.admin = new AdminServer(this);
@@ -104,7 +126,7 @@ export class Agent {
   }
 
   isReady(): boolean {
-    return this.ready;
+    return this.ready && this.podsSynced;
   }
 
   status() {
@@ -128,6 +150,7 @@ export class Agent {
         opaquePorts: s.policy.opaquePorts?.toString() ?? null,
         annotationErrors: s.policy.errors,
       })),
+      podSource: this.kube ? { kind: 'kubernetes', synced: this.podsSynced, ...this.kube.state() } : { kind: 'file', file: this.opts.podsFile, synced: this.podsSynced },
       recentErrors: this.recentErrors.slice(-10),
     };
   }
@@ -136,6 +159,7 @@ export class Agent {
   async stop(drainMs = 10_000): Promise<void> {
     this.ready = false;
     this.source?.stop();
+    this.kube?.stop();
     this.datapath?.close();
     await this.proxy?.close(drainMs);
     await this.admin?.close();

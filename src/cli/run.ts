@@ -11,6 +11,7 @@ export function registerRun(program: Command) {
     .command('run')
     .description('run the node agent: load the datapath, proxy meshed pods\' connections, serve the admin API')
     .option('--node <name>', 'this node\'s name (default $NODE_NAME)')
+    .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
     .option('--pods <file>', 'standalone mode: Pod and Namespace objects from a YAML or JSON file, reloaded on change')
     .option('--cgroup-root <dir>', 'the pods\' cgroup directory (default: the host\'s cgroup2 mount, which needs --allow-root-cgroup; on Kubernetes pass its kubepods cgroup)')
     .option('--proxy-addr <ip:port>', 'address pods are redirected to (default $NODE_IP:15001)')
@@ -33,6 +34,7 @@ export function registerRun(program: Command) {
         cgroupRoot: o.cgroupRoot ?? findCgroup2Mount(),
         proxy: { ip: proxy.host, port: proxy.port },
         podsFile: o.pods,
+        kubeconfig: o.kubeconfig,
         admin,
         skipOutbound: PortSet.parse(o.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),

@@ -27,6 +27,7 @@ interface Watcher {
 
 export interface PodSpec {
   name: string;
+  uid?: string;
   namespace?: string;
   nodeName?: string;
   ip?: string;
@@ -75,7 +76,7 @@ export class FakeApiServer {
     const o: Obj = {
       apiVersion: 'v1',
       kind: 'Pod',
-      metadata: { name: p.name, namespace: ns, uid: `uid-${p.name}-${++this.uidSeq}`, labels: p.labels ?? {}, annotations: p.annotations ?? {} },
+      metadata: { name: p.name, namespace: ns, uid: p.uid ?? `uid-${p.name}-${++this.uidSeq}`, labels: p.labels ?? {}, annotations: p.annotations ?? {} },
       spec: { nodeName: p.nodeName, containers: [{ name: 'app', image: 'app' }] },
       status: { phase: 'Running', podIP: p.ip, qosClass: 'BestEffort' },
     };
