@@ -5,7 +5,7 @@ import { Datapath, type PortRange } from '../datapath/datapath.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
 import { KubeSource } from '../k8s/kube-source.ts';
 import type { Snapshot } from '../k8s/objects.ts';
-import { Proxy } from '../proxy/listener.ts';
+import { Proxy } from '../proxy/index.ts';
 import type { OrigDst } from '../proxy/context.ts';
 import { PodSync } from './pod-sync.ts';
 import { AdminServer } from './admin.ts';

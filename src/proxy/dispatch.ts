@@ -114,7 +114,14 @@ class Dispatcher {
 
   onUpstreamData = (chunk: Buffer): void => {
     if (this.done) return;
-    this.upstreamHead = chunk;
+    if (this.upstreamHead === null && looksLikeH2ServerPreface(chunk)) {
+      // An h2c server greets with SETTINGS as soon as TCP connects, often before the client's
+      // preface arrives: hold it and keep detecting; the client decides.
+      this.upstreamHead = chunk;
+      this.upstream?.pause();
+      return;
+    }
+    this.upstreamHead = this.upstreamHead === null ? chunk : Buffer.concat([this.upstreamHead, chunk]);
     this.toOpaque('opaque', 'server-first');
   };
 
@@ -205,6 +212,8 @@ class Dispatcher {
     // connection, as node:http2 expects of its sockets. The listener's sockets are
     // half-open for the opaque and HTTP/1-tunnel paths.
     if (kind === 'http2') this.ctx.client.allowHalfOpen = false;
+    // A held server greeting goes back where the handler will read it.
+    if (this.upstreamHead !== null) this.upstream?.unshift(this.upstreamHead);
     watchHandledConn(this.ctx, kind, detectMs, this.cfg.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS);
     try {
       handler(this.ctx, head, this.upstream, this.cfg.limits);
@@ -313,4 +322,16 @@ function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectM
       // see fail()
     }
   });
+}
+
+/**
+ * The first bytes of an HTTP/2 server's connection preface: a SETTINGS frame header
+ * (type 4, flags 0 or ACK, stream 0, length a multiple of 6; RFC 9113 3.4, 6.5). No
+ * server-speaks-first protocol we know starts like this (MySQL's 4th byte is its sequence
+ * number 0, SMTP and NATS start with text).
+ */
+export function looksLikeH2ServerPreface(b: Buffer): boolean {
+  if (b.length < 9 || b[3] !== 0x04 || (b[4]! & ~0x01) !== 0 || b.readUInt32BE(5) !== 0) return false;
+  const len = (b[0]! << 16) | (b[1]! << 8) | b[2]!;
+  return len % 6 === 0 && len <= 16_384;
 }
