@@ -432,7 +432,7 @@ test('http1 is handed to the handler with the exact head bytes and the eager ups
   await waitFor(() => h.sink.closes.length === 1);
   const sent = 'GET /hello HTTP/1.1\r\nHost: svc\r\n\r\ntail'.length;
   t.like(h.sink.closes[0], { protocol: 'http1', detectedBy: 'http1', bytesIn: sent, bytesOut: sent });
-  t.true(h.sink.closes[0].detectMs >= 40, `detectMs ${h.sink.closes[0].detectMs}`);
+  t.true(h.sink.closes[0].detectMs >= 20, `detectMs ${h.sink.closes[0].detectMs}`);
   await h.proxy.close(100);
   await stopServer(up);
 });
@@ -442,15 +442,69 @@ test('http2 prior knowledge is handed to the http2 handler with the preface as h
   const calls: Parameters<typeof stubHandler>[0] = [];
   const h = await startProxy(up.port, { handlers: { http1: () => t.fail('not h1'), http2: stubHandler(calls) } });
   const c = connect(h.port);
-  const got = readAll(c);
+  const chunks: Buffer[] = [];
+  c.on('data', (b: Buffer) => chunks.push(b));
   const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
   const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
   c.write(Buffer.concat([preface, settings]));
   await waitFor(() => calls.length === 1);
+  // HTTP/2 client sockets are handed over without half-open: a FIN ends the connection.
+  t.false(calls[0].ctx.client.allowHalfOpen);
+  await waitFor(() => Buffer.concat(chunks).length >= preface.length + settings.length);
   c.end();
-  t.deepEqual(await got, Buffer.concat([preface, settings]));
+  t.deepEqual(Buffer.concat(chunks), Buffer.concat([preface, settings]));
   t.deepEqual(calls[0].head, Buffer.concat([preface, settings]));
   t.deepEqual(h.proxy.stats().byProtocol, { http2: 1 });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+const H2_SETTINGS = Buffer.from([0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]); // MAX_CONCURRENT_STREAMS=100
+
+test('an h2c server greeting (SETTINGS) is held for the http2 handler, in front of the upstream stream', async (t) => {
+  const up = await serve((s) => s.write(H2_SETTINGS)); // greets on accept, like node:http2 and Go
+  const calls: Parameters<typeof stubHandler>[0] = [];
+  const h = await startProxy(up.port, { handlers: { http2: stubHandler(calls) } });
+  const c = connect(h.port);
+  const chunks: Buffer[] = [];
+  c.on('data', (b: Buffer) => chunks.push(b));
+  await waitFor(() => up.sockets.length === 1);
+  await sleep(50); // the greeting has reached the proxy before the client speaks
+  const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  c.write(preface);
+  await waitFor(() => calls.length === 1);
+  // the stub pipes upstream -> client: the greeting comes first, then the echo-less upstream stays quiet
+  await waitFor(() => Buffer.concat(chunks).length >= H2_SETTINGS.length);
+  t.deepEqual(Buffer.concat(chunks), H2_SETTINGS);
+  t.deepEqual(calls[0].head, preface);
+  t.deepEqual(h.proxy.stats().byProtocol, { http2: 1 });
+  c.destroy();
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('an h2c-like greeting followed by an HTTP/1 client is server-first opaque, greeting delivered', async (t) => {
+  let serverGot = '';
+  const up = await serve((s) => {
+    s.write(H2_SETTINGS);
+    s.on('data', (b: Buffer) => (serverGot += b.toString()));
+    s.on('end', () => s.end());
+  });
+  const http1: ProtocolHandler = () => t.fail('the http1 handler must not get an upstream that already spoke');
+  const h = await startProxy(up.port, { handlers: { http1 } });
+  const c = connect(h.port);
+  const chunks: Buffer[] = [];
+  c.on('data', (b: Buffer) => chunks.push(b));
+  await waitFor(() => up.sockets.length === 1);
+  await sleep(50);
+  c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => serverGot === 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => Buffer.concat(chunks).length >= H2_SETTINGS.length);
+  t.deepEqual(Buffer.concat(chunks), H2_SETTINGS);
+  t.deepEqual(h.proxy.stats().byProtocol, { opaque: 1 });
+  c.destroy();
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(h.sink.closes[0].detectedBy, 'server-first');
   await h.proxy.close(100);
   await stopServer(up);
 });

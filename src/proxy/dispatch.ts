@@ -162,6 +162,12 @@ class Dispatcher {
   };
 
   decide(d: Detection): void {
+    // A held server greeting (h2c SETTINGS) suits only an HTTP/2 client; anything else had
+    // the server speak first, and the greeting must reach the client as bytes.
+    if (this.upstreamHead !== null && d.kind !== 'http2' && d.kind !== 'need-more') {
+      this.toOpaque('opaque', 'server-first');
+      return;
+    }
     switch (d.kind) {
       case 'http1':
       case 'http2': {
