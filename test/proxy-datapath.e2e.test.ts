@@ -21,14 +21,16 @@ let agentLog = '';
 const SERVERS = `
   const http = require('node:http'), http2 = require('node:http2');
   http.createServer((req, res) => { let n = 0; req.on('data', (d) => n += d.length); req.on('end', () => res.end(req.method + ' ' + req.url + ' ' + n + ' via ' + req.socket.remoteAddress)); }).listen(8080, () => {
-    http2.createServer((req, res) => res.end('h2 ' + req.url)).listen(8081, () => console.log(JSON.stringify({ listening: true })));
+    http2.createServer((req, res) => res.end('h2 ' + req.url)).listen(8081, () => {
+      http.createServer((req, res) => res.end('raw ' + req.url)).listen(8082, () => console.log(JSON.stringify({ listening: true })));
+    });
   });`;
 
 test.before(async () => {
   if (process.getuid?.() !== 0) throw new Error('needs root and BPF; run the suite as root: sudo ./dev test');
   node = await createNode({ driver: 'cgroupfs' });
   client = await node.addPod({ name: 'client', namespace: 'app', annotations: { 'mesh-agent.io/inject': 'enabled' } });
-  server = await node.addPod({ name: 'server', namespace: 'app' });
+  server = await node.addPod({ name: 'server', namespace: 'app', annotations: { 'mesh-agent.io/opaque-ports': '8082' } });
   const podsFile = path.join(tmp, 'pods.json');
   fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: node.pods().map((p) => p.toPodObject(node.name)) }));
   const agent = node.spawnInNode(process.execPath, [BIN, 'run', '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot, '--proxy-addr', `${node.nodeIp}:15001`, '--admin', '127.0.0.1:4191']);
@@ -71,4 +73,14 @@ test.serial('curl with HTTP/2 prior knowledge, and h2load, through the proxy', a
   const s = await status();
   t.true(s.proxy.byProtocol.http2 >= 5, JSON.stringify(s.proxy.byProtocol));
   t.is(s.proxy.refusedNoRecord, 0);
+});
+
+test.serial('a destination pod\'s opaque-ports annotation skips detection for its ports', async (t) => {
+  const before = (await status()).proxy.byProtocol;
+  const r = await client.exec('curl', ['-sS', `http://${server.ip}:8082/o`, `http://${server.ip}:8080/h`], { timeoutMs: 20_000 });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, `raw /oGET /h 0 via ::ffff:${node.nodeIp}`);
+  const after = (await status()).proxy.byProtocol;
+  t.is((after.opaque ?? 0) - (before.opaque ?? 0), 1, 'the annotated port was forwarded opaque');
+  t.is(after.http1 - before.http1, 1, 'the other port was still detected');
 });

@@ -64,6 +64,7 @@ export class Agent {
       lookup: (ip, port) => this.lookup(ip, port),
       telemetry: this.opts.telemetry,
       opaquePorts: this.opts.opaquePorts,
+      opaquePortsOf: (ip) => this.pods?.opaquePortsOf(ip) ?? null,
       detectTimeoutMs: this.opts.detectTimeoutMs,
       maxConnections: this.opts.maxConnections,
       log: (level, msg, fields) => log[level](msg, fields),

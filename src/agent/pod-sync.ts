@@ -24,7 +24,6 @@ export interface PodState {
 
 export class PodSync {
   private pods = new Map<string, PodState>();
-  private byKey = new Map<bigint, PodState>();
   private byIp = new Map<string, PodState>();
   private skipInboundIps = new Set<string>();
   private dp: PodDatapath;
@@ -93,12 +92,10 @@ export class PodSync {
   }
 
   private index(s: PodState) {
-    if (s.key !== null) this.byKey.set(s.key, s);
     if (s.pod.ip) this.byIp.set(s.pod.ip, s);
   }
 
   private unindex(s: PodState) {
-    if (s.key !== null && this.byKey.get(s.key) === s) this.byKey.delete(s.key);
     if (s.pod.ip && this.byIp.get(s.pod.ip) === s) this.byIp.delete(s.pod.ip);
   }
 
@@ -117,14 +114,6 @@ export class PodSync {
   clear() {
     for (const uid of [...this.pods.keys()]) this.remove(uid);
     this.syncSkipInbound();
-  }
-
-  podByKey(key: bigint): PodState | undefined {
-    return this.byKey.get(key);
-  }
-
-  podByIp(ip: string): PodState | undefined {
-    return this.byIp.get(ip);
   }
 
   /** Opaque ports the destination pod declares, if it is a pod this agent knows. */

@@ -23,6 +23,8 @@ export interface DispatchConfig {
   detectTimeoutMs: number;
   maxDetectBytes?: number;
   opaquePorts: PortSet;
+  /** The destination's own opaque ports (a pod's opaque-ports annotation); they replace the default list. */
+  opaquePortsOf?: (destIp: string) => PortSet | null;
   handlers: { http1?: ProtocolHandler; http2?: ProtocolHandler };
   bytesReportMs?: number;
   /** Called once when the protocol is decided (not for connections that fail before). */
@@ -74,7 +76,8 @@ class Dispatcher {
     // Stays for the socket's life: whoever owns it later, a peer's error never crashes us.
     upstream.on('error', ignoreError);
 
-    if (cfg.opaquePorts.has(ctx.endpoints.destPort)) {
+    const opaque = cfg.opaquePortsOf?.(ctx.endpoints.destIp) ?? cfg.opaquePorts;
+    if (opaque.has(ctx.endpoints.destPort)) {
       this.toOpaque('opaque', 'opaque-port');
       return;
     }

@@ -27,6 +27,8 @@ export interface ProxyOptions {
   detectTimeoutMs?: number;
   /** Destination ports that skip detection. Default DEFAULT_OPAQUE_PORTS. */
   opaquePorts?: PortSet;
+  /** Per destination IP: its declared opaque ports, replacing opaquePorts; null = use opaquePorts. */
+  opaquePortsOf?: (destIp: string) => PortSet | null;
   /** Open connections cap; new ones over it are reset. Default 10000. */
   maxConnections?: number;
   handlers?: { http1?: ProtocolHandler; http2?: ProtocolHandler };
@@ -117,6 +119,7 @@ export class Proxy {
       limits: this.#limits,
       detectTimeoutMs,
       opaquePorts: opts.opaquePorts ?? PortSet.parse(DEFAULT_OPAQUE_PORTS),
+      opaquePortsOf: opts.opaquePortsOf,
       handlers: { ...opts.handlers },
       bytesReportMs: opts.bytesReportMs,
       onDecision: this.#countProtocol,
