@@ -11,6 +11,8 @@ import { PodSync } from './pod-sync.ts';
 import { AdminServer } from './admin.ts';
 import type { Logger } from './log.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
+import { TelemetryHub } from '../telemetry/hub.ts';
+import { workloadOf } from '../telemetry/workload.ts';
 import type { PortSet } from '../proxy/ports.ts';
 
 export interface AgentOptions {
@@ -27,6 +29,7 @@ export interface AgentOptions {
   detectTimeoutMs?: number;
   maxConnections?: number;
   allowRootCgroup?: boolean;
+  /** An extra consumer of the proxy's events (tests); metrics, tap and reports are added by the agent. */
   telemetry?: TelemetrySink;
   log: Logger;
 }
@@ -45,9 +48,21 @@ export class Agent {
   private admin?: AdminServer;
   readonly recentErrors: Array<{ at: string; msg: string }> = [];
   private ready = false;
+  /** Every request and connection event of the proxy goes here, then to each consumer. */
+  readonly telemetry: TelemetryHub;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
+    this.telemetry = new TelemetryHub({
+      workloads: {
+        byIp: (ip) => {
+          const pod = this.pods?.podByIp(ip);
+          return pod ? workloadOf(pod) : null;
+        },
+      },
+      onError: (msg) => this.recordError(msg),
+    });
+    if (opts.telemetry) this.telemetry.add(opts.telemetry);
   }
 
   recordError(msg: string) {
@@ -62,7 +77,7 @@ export class Agent {
     this.proxy = new Proxy({
       listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
       lookup: (ip, port) => this.lookup(ip, port),
-      telemetry: this.opts.telemetry,
+      telemetry: this.telemetry,
       opaquePorts: this.opts.opaquePorts,
       opaquePortsOf: (ip) => this.pods?.opaquePortsOf(ip) ?? null,
       detectTimeoutMs: this.opts.detectTimeoutMs,

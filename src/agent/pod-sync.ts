@@ -117,6 +117,11 @@ export class PodSync {
   }
 
   /** Opaque ports the destination pod declares, if it is a pod this agent knows. */
+  /** The pod with this IP, for telemetry's workload labels. */
+  podByIp(ip: string): PodInfo | undefined {
+    return this.byIp.get(ip)?.pod;
+  }
+
   opaquePortsOf(ip: string): PortSet | null {
     return this.byIp.get(ip)?.policy.opaquePorts ?? null;
   }
