@@ -36,6 +36,9 @@ export interface AgentOptions {
 
 export const VERSION = '0.1.0';
 
+/** After the detach on stop, how long the proxy still accepts what was redirected before it. */
+export const ACCEPT_GRACE_MS = 100;
+
 export class Agent {
   readonly opts: AgentOptions;
   readonly startedAt = Date.now();
@@ -171,13 +174,23 @@ export class Agent {
     };
   }
 
-  /** Stop accepting, drain for up to drainMs, detach. Pods connect directly afterwards. */
+  /**
+   * Detach, stop accepting, drain for up to drainMs, unload. Pods connect directly from the
+   * detach on; no connection is refused: the proxy stays open, and the maps stay loaded, until
+   * what was redirected before the detach has been accepted and looked up.
+   */
   async stop(drainMs = 10_000): Promise<void> {
     this.ready = false;
     this.source?.stop();
     this.kube?.stop();
-    this.datapath?.close();
+    if (this.datapath?.isAttached) {
+      this.datapath.detach();
+      // A connect() redirected just before the detach may still be in the listener's accept
+      // queue (or its SYN on the veth); closing the listener now would reset it.
+      if (this.proxy) await new Promise((r) => setTimeout(r, ACCEPT_GRACE_MS));
+    }
     await this.proxy?.close(drainMs);
+    this.datapath?.close();
     await this.admin?.close();
   }
 }

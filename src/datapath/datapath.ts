@@ -86,6 +86,12 @@ export class Datapath {
     return this.attached;
   }
 
+  /** Detaches the programs but keeps the maps: connections already redirected can still be looked up. */
+  detach(): void {
+    this.native.detach();
+    this.attached = false;
+  }
+
   /** Detaches and unloads; pods connect directly from now on. */
   close(): void {
     this.native.detach();

@@ -4,6 +4,9 @@
 //   tcp-banner --port P --banner TEXT       server speaks first, then echoes
 //   tcp-client --connect IP:PORT --send TEXT [--wait-banner] [--timeout-ms N]
 //   tcp-many   --connect IP:PORT --count N  N sequential connections, one echo each -> {"ok":N}
+//   tcp-loop   --connect IP:PORT [--interval-ms N] [--attempt-timeout-ms N]
+//              one short connection (connect, echo, close) after another until killed; one
+//              {"attempt":i,"ok":true,"localPort":p} or {"attempt":i,"ok":false,"stage":...,"error":...} line each
 //   udp-echo   --port P
 //   udp-client --connect IP:PORT --send TEXT [--timeout-ms N]
 import * as dgram from 'node:dgram';
@@ -119,6 +122,50 @@ async function tcpMany(f: Flags): Promise<void> {
   out({ ok: count });
 }
 
+/** What went wrong in one attempt: the errno code when there is one (ECONNRESET, ECONNREFUSED, ...). */
+function errorKind(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code) return err.code;
+  if (/closed before the reply/.test(err.message)) return 'CLOSED';
+  return err.message;
+}
+
+async function tcpLoop(f: Flags): Promise<void> {
+  const { host, port } = target(f);
+  const intervalMs = int(f, 'interval-ms', 20);
+  const attemptTimeoutMs = int(f, 'attempt-timeout-ms', 3000);
+  for (let i = 0; ; i++) {
+    const startedAt = Date.now();
+    let stage = 'connect';
+    let s: net.Socket | undefined;
+    // A black-holed connection must show up as a failure, not as a loop that stops printing.
+    const timer = setTimeout(() => s?.destroy(Object.assign(new Error('timed out'), { code: 'TIMEOUT' })), attemptTimeoutMs);
+    try {
+      const pending = net.connect({ host, port });
+      s = pending;
+      await new Promise<void>((resolve, reject) => {
+        pending.once('connect', () => (pending.off('error', reject), resolve()));
+        pending.once('error', reject);
+        pending.once('close', () => reject(Object.assign(new Error('timed out'), { code: 'TIMEOUT' })));
+      });
+      stage = 'reply';
+      const text = `ping-${i};`;
+      const reply = readUntil(pending, text);
+      pending.write(text);
+      await reply;
+      out({ attempt: i, ok: true, localPort: pending.localPort, ms: Date.now() - startedAt });
+      pending.end();
+      pending.on('error', () => {});
+    } catch (e) {
+      s?.destroy();
+      out({ attempt: i, ok: false, stage, error: errorKind(e), ms: Date.now() - startedAt });
+    } finally {
+      clearTimeout(timer);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
 function udpEcho(port: number): void {
   const sock = dgram.createSocket('udp4');
   sock.on('error', fail);
@@ -183,11 +230,13 @@ async function main(argv: string[]): Promise<void> {
     case 'tcp-many':
       clientTimeout();
       return tcpMany(f);
+    case 'tcp-loop':
+      return tcpLoop(f);
     case 'udp-client':
       clientTimeout();
       return udpClient(f);
     default:
-      throw new Error(`unknown command ${String(cmd)}; use tcp-echo, tcp-banner, tcp-client, tcp-many, udp-echo or udp-client`);
+      throw new Error(`unknown command ${String(cmd)}; use tcp-echo, tcp-banner, tcp-client, tcp-many, tcp-loop, udp-echo or udp-client`);
   }
 }
 
