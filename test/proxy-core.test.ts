@@ -287,6 +287,7 @@ test.serial('server speaks first: the banner reaches a silent client at once, no
   t.is(h.sink.closes[0].detectedBy, 'server-first');
   t.true(h.sink.closes[0].detectMs < 200);
   t.deepEqual(h.proxy.stats().byProtocol, { opaque: 1 });
+  t.deepEqual(h.proxy.stats().byDetection, { 'server-first': 1 }, 'the stats tell the race from the deadline');
   await h.proxy.close(100);
   await stopServer(up);
 });
@@ -347,6 +348,7 @@ test.serial('detection deadline: when neither side speaks, the connection become
   const ev = h.sink.closes[0];
   t.is(ev.detectedBy, 'deadline');
   t.true(ev.detectMs >= 290, `detectMs ${ev.detectMs}`);
+  t.deepEqual(h.proxy.stats().byDetection, { deadline: 1 });
   await h.proxy.close(100);
   await stopServer(up);
 });
@@ -390,6 +392,7 @@ test('opaque-port list skips detection (an HTTP request is forwarded raw)', asyn
   await waitFor(() => h.sink.closes.length === 1);
   t.like(h.sink.closes[0], { detectedBy: 'opaque-port', detectMs: 0 });
   t.is(h.sink.closes[0].detectMs, 0);
+  t.deepEqual(h.proxy.stats().byDetection, { 'opaque-port': 1 });
   await h.proxy.close(100);
   await stopServer(up);
 });

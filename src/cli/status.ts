@@ -50,8 +50,13 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   out.push('', 'PODS');
   out.push(table(['NAMESPACE', 'NAME', 'IP', 'MESHED', 'SKIP-OUT', 'SKIP-IN', 'OPAQUE', 'NOTE'],
     s.pods.map((p: any) => [p.namespace, p.name, p.ip ?? '-', p.meshed ? 'yes' : 'no', p.skipOutboundPorts || '-', p.skipInboundPorts || '-', p.opaquePorts ?? '-', [p.meshed ? '' : p.reason ?? '', ...p.annotationErrors].filter(Boolean).join('; ') || '-'])));
-  out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${Object.entries(s.proxy.byProtocol).map(([k, v]) => `${k}=${v}`).join(' ') || '-'}`);
+  out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${counts(s.proxy.byProtocol)}, decided by ${counts(s.proxy.byDetection)}`);
   out.push(`DATAPATH: redirected ${c.redirected}, skipped by port ${c.skippedPort}, skipped inbound ${c.skippedInbound}, unmeshed ${c.unmeshed}, established ${c.established}, closed ${c.closed}, lookups ${c.lookups} (missed ${c.lookupMisses}), map full ${c.mapFull}`);
   if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
   return out.join('\n');
+}
+
+/** `{a: 1, b: 2}` as `a=1 b=2`; `-` when empty or absent (an older agent's status has no byDetection). */
+function counts(o: Record<string, number> | undefined): string {
+  return Object.entries(o ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
 }

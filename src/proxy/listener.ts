@@ -46,6 +46,12 @@ export interface ProxyStats {
   refusedOverCap: number;
   /** Connections per decided protocol ('http1', 'http2', 'tls', 'opaque'). */
   byProtocol: Record<string, number>;
+  /**
+   * Connections per way the protocol was decided (the telemetry's `detectedBy`: 'http1',
+   * 'server-first', 'deadline', 'opaque-port', 'opaque:<reason>'...): shows whether
+   * server-first traffic was caught by the race or waited for the deadline.
+   */
+  byDetection: Record<string, number>;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -102,7 +108,7 @@ export class Proxy {
   #server: net.Server | null = null;
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
-  #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {} };
+  #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {} };
 
   constructor(opts: ProxyOptions) {
     const detectTimeoutMs = opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
@@ -122,7 +128,7 @@ export class Proxy {
       opaquePortsOf: opts.opaquePortsOf,
       handlers: { ...opts.handlers },
       bytesReportMs: opts.bytesReportMs,
-      onDecision: this.#countProtocol,
+      onDecision: this.#countDecision,
       log: this.#log,
     };
   }
@@ -173,11 +179,13 @@ export class Proxy {
 
   stats(): ProxyStats {
     const s = this.#stats;
-    return { ...s, byProtocol: { ...s.byProtocol } };
+    return { ...s, byProtocol: { ...s.byProtocol }, byDetection: { ...s.byDetection } };
   }
 
-  #countProtocol = (protocol: string): void => {
-    this.#stats.byProtocol[protocol] = (this.#stats.byProtocol[protocol] ?? 0) + 1;
+  #countDecision = (protocol: string, detectedBy: string): void => {
+    const { byProtocol, byDetection } = this.#stats;
+    byProtocol[protocol] = (byProtocol[protocol] ?? 0) + 1;
+    byDetection[detectedBy] = (byDetection[detectedBy] ?? 0) + 1;
   };
 
   #onConnection = (client: net.Socket): void => {
