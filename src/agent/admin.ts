@@ -1,4 +1,5 @@
-// The agent's admin API: /live, /ready, /status (JSON for `mesh-agent status`).
+// The agent's admin API: /live, /ready, /status (JSON for `mesh-agent status`), /metrics
+// (Prometheus text exposition).
 // Read-only endpoints answer on any address; nothing here changes state.
 import * as http from 'node:http';
 import type { Agent } from './agent.ts';
@@ -32,8 +33,14 @@ export class AdminServer {
       case '/status':
         res.writeHead(200, { 'content-type': 'application/json' }).end(json(this.agent.status()));
         return;
+      case '/metrics':
+        this.agent.metrics.exposition().then(
+          (body) => res.writeHead(200, { 'content-type': this.agent.metrics.contentType() }).end(body),
+          (e) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`collecting metrics failed: ${(e as Error).message}; see the agent log\n`),
+        );
+        return;
       default:
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /status, /ready, /live\n');
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /status, /metrics, /ready, /live\n');
     }
   }
 

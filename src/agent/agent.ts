@@ -13,6 +13,7 @@ import type { Logger } from './log.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
 import { TelemetryHub } from '../telemetry/hub.ts';
 import { workloadOf } from '../telemetry/workload.ts';
+import { MetricsSink } from '../telemetry/metrics.ts';
 import type { PortSet } from '../proxy/ports.ts';
 
 export interface AgentOptions {
@@ -29,6 +30,8 @@ export interface AgentOptions {
   detectTimeoutMs?: number;
   maxConnections?: number;
   allowRootCgroup?: boolean;
+  /** Prometheus labels and cardinality (docs/metrics.md). */
+  metrics?: { podLabels?: boolean; maxSeries?: number };
   /** An extra consumer of the proxy's events (tests); metrics, tap and reports are added by the agent. */
   telemetry?: TelemetrySink;
   log: Logger;
@@ -53,6 +56,8 @@ export class Agent {
   private ready = false;
   /** Every request and connection event of the proxy goes here, then to each consumer. */
   readonly telemetry: TelemetryHub;
+  /** Prometheus metrics, served at the admin API's /metrics. */
+  readonly metrics: MetricsSink;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -65,6 +70,8 @@ export class Agent {
       },
       onError: (msg) => this.recordError(msg),
     });
+    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, datapathCounters: () => this.datapath?.counters() ?? null });
+    this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);
   }
 

@@ -5,6 +5,20 @@ import { jsonLogger } from '../agent/log.ts';
 import { findCgroup2Mount } from '../datapath/cgroup2.ts';
 import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
 import { parseHostPort } from './addr.ts';
+import { DEFAULT_MAX_SERIES } from '../telemetry/metrics.ts';
+
+/** kubectl and linkerd spell booleans --flag=true|false. */
+function parseBool(v: string, flag: string): boolean {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new Error(`${flag} must be true or false, not ${JSON.stringify(v)}; e.g. ${flag}=false`);
+}
+
+function parseCount(v: string, flag: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new Error(`${flag} must be a whole number of at least 1, not ${JSON.stringify(v)}`);
+  return n;
+}
 
 export function registerRun(program: Command) {
   program
@@ -15,12 +29,14 @@ export function registerRun(program: Command) {
     .option('--pods <file>', 'standalone mode: Pod and Namespace objects from a YAML or JSON file, reloaded on change')
     .option('--cgroup-root <dir>', 'the pods\' cgroup directory (default: the host\'s cgroup2 mount, which needs --allow-root-cgroup; on Kubernetes pass its kubepods cgroup)')
     .option('--proxy-addr <ip:port>', 'address pods are redirected to (default $NODE_IP:15001)')
-    .option('--admin <ip:port>', 'admin API address (/status, /ready, /live)', '0.0.0.0:4191')
+    .option('--admin <ip:port>', 'admin API address (/status, /metrics, /ready, /live)', '0.0.0.0:4191')
     .option('--skip-outbound-ports <ports>', 'ports every pod connects to directly, e.g. 3306,5000-5010', '')
     .option('--opaque-ports <ports>', 'destination ports forwarded without protocol detection', DEFAULT_OPAQUE_PORTS)
     .option('--detect-timeout <ms>', 'go opaque when neither side spoke within this', '1000')
     .option('--max-connections <n>', 'cap on open proxied connections', '10000')
     .option('--drain <ms>', 'on SIGTERM, wait this long for open connections', '10000')
+    .option('--metrics-pod-labels <bool>', 'label metrics with pod and dst_pod (false on big nodes: workload labels stay)', 'true')
+    .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async (o) => {
@@ -41,6 +57,7 @@ export function registerRun(program: Command) {
         detectTimeoutMs: Number(o.detectTimeout),
         maxConnections: Number(o.maxConnections),
         allowRootCgroup: o.allowRootCgroup,
+        metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
         log,
       });
       let stopping = false;

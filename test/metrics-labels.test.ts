@@ -1,0 +1,110 @@
+import test from 'ava';
+import {
+  errnoLabel, latencyLabels, normalizeAuthority, overflowLabels, readWriteBytes, requestLabels, responseLabels,
+  tcpCloseLabels, tcpLabels, viewsOf, workloadLabels, MAX_AUTHORITY,
+} from '../src/telemetry/labels.ts';
+import type { ConnCloseEvent, Endpoints, RequestEvent } from '../src/telemetry/events.ts';
+import type { Workload } from '../src/telemetry/workload.ts';
+
+const web: Workload = { namespace: 'shop', pod: 'web-7d9f8-abcde', kind: 'deployment', name: 'web' };
+const db: Workload = { namespace: 'data', pod: 'db-0', kind: 'statefulset', name: 'db' };
+const bare: Workload = { namespace: 'shop', pod: 'debug', kind: 'pod', name: 'debug' };
+const odd: Workload = { namespace: 'shop', pod: 'roll-x', kind: 'rollout', name: 'roll' };
+const ep: Endpoints = { direction: 'outbound', sourceIp: '10.244.1.2', sourcePort: 40000, sourcePodKey: 1n, destIp: '10.244.1.3', destPort: 5432 };
+const on = { podLabels: true };
+const off = { podLabels: false };
+
+const req = (over: Partial<RequestEvent> = {}): RequestEvent => ({
+  ...ep, connId: 1, protocol: 'http1', authority: 'DB.data.svc:5432', method: 'GET', path: '/x?id=1', status: 200,
+  success: true, latencyMs: 12, durationMs: 13, requestBytes: 10, responseBytes: 20, startedAt: 0, ...over,
+});
+
+test('an outbound connection to a known pod is seen from both ends, as two Linkerd sidecars would', (t) => {
+  const v = viewsOf(ep, web, db);
+  t.deepEqual(v, [
+    { direction: 'outbound', self: web, dst: db, targetAddr: '10.244.1.3:5432' },
+    { direction: 'inbound', self: db, dst: null, targetAddr: '10.244.1.3:5432' },
+  ]);
+});
+
+test('a destination outside the mesh has no inbound side; an unknown source has no workload labels', (t) => {
+  const v = viewsOf(ep, null, null);
+  t.is(v.length, 1);
+  t.deepEqual(tcpLabels(v[0]!, on), { direction: 'outbound', target_addr: '10.244.1.3:5432', peer: 'dst' });
+});
+
+test('an inbound event (a future node-to-node hop) counts only for the server', (t) => {
+  const v = viewsOf({ ...ep, direction: 'inbound' }, web, db);
+  t.deepEqual(v.map((x) => [x.direction, x.self?.name]), [['inbound', 'db']]);
+});
+
+test('workload labels: namespace, <kind>=name, pod; dst_ for the destination', (t) => {
+  t.deepEqual(workloadLabels('', web, on), { namespace: 'shop', deployment: 'web', pod: 'web-7d9f8-abcde' });
+  t.deepEqual(workloadLabels('dst_', db, on), { dst_namespace: 'data', dst_statefulset: 'db', dst_pod: 'db-0' });
+  t.deepEqual(workloadLabels('', null, on), {});
+});
+
+test('with pod labels off, workloads keep their labels; an ownerless pod is its own workload and keeps pod', (t) => {
+  t.deepEqual(workloadLabels('dst_', web, off), { dst_namespace: 'shop', dst_deployment: 'web' });
+  t.deepEqual(workloadLabels('', bare, off), { namespace: 'shop', pod: 'debug' });
+  t.deepEqual(workloadLabels('', odd, off), { namespace: 'shop' }, 'an owner kind Linkerd has no label for adds none');
+  t.deepEqual(workloadLabels('', odd, on), { namespace: 'shop', pod: 'roll-x' });
+});
+
+test('request and response labels follow linkerd2-proxy; the path is never a label', (t) => {
+  const [out] = viewsOf(ep, web, db);
+  const r = requestLabels(out!, req(), on);
+  t.deepEqual(r, {
+    direction: 'outbound', target_addr: '10.244.1.3:5432', namespace: 'shop', deployment: 'web', pod: 'web-7d9f8-abcde',
+    dst_namespace: 'data', dst_statefulset: 'db', dst_pod: 'db-0', authority: 'db.data.svc:5432',
+  });
+  t.false(Object.values(r).some((v) => v.includes('/x')));
+  t.like(responseLabels(out!, req({ status: 503, success: false }), on), { classification: 'failure', status_code: '503' });
+  t.false('grpc_status' in responseLabels(out!, req(), on));
+  t.like(responseLabels(out!, req({ protocol: 'http2', status: 200, grpcStatus: 14, success: false }), on), { classification: 'failure', status_code: '200', grpc_status: '14' });
+  t.like(responseLabels(out!, req({ protocol: 'http2', grpcStatus: 0 }), on), { classification: 'success', grpc_status: '0' });
+  const noResponse = responseLabels(out!, req({ status: 0, success: false, error: 'upstream: ECONNRESET' }), on);
+  t.is(noResponse.classification, 'failure');
+  t.false('status_code' in noResponse);
+  t.is(latencyLabels(out!, req({ status: 404 }), on).status_code, '404');
+  t.false('classification' in latencyLabels(out!, req(), on));
+});
+
+test('authority: case folded, control characters and excess length cut', (t) => {
+  t.is(normalizeAuthority(' Web.Shop.SVC:8080 '), 'web.shop.svc:8080');
+  t.is(normalizeAuthority('a\r\nb\u0000c'), 'abc');
+  t.is(normalizeAuthority('x'.repeat(5000)).length, MAX_AUTHORITY);
+});
+
+test('tcp labels: peer dst on the outbound side, src on the inbound side; close adds protocol, classification, errno', (t) => {
+  const [out, inb] = viewsOf(ep, web, db);
+  t.is(tcpLabels(out!, on).peer, 'dst');
+  t.is(tcpLabels(inb!, on).peer, 'src');
+  const close = (error?: string): ConnCloseEvent => ({ ...ep, connId: 1, protocol: 'opaque', detectedBy: 'server-first', detectMs: 1, bytesIn: 1, bytesOut: 2, durationMs: 3, ...(error ? { error } : {}) });
+  t.like(tcpCloseLabels(tcpLabels(inb!, on), close()), { protocol: 'opaque', classification: 'success', errno: '', namespace: 'data' });
+  t.like(tcpCloseLabels(tcpLabels(out!, on), close('upstream connect: ECONNREFUSED')), { classification: 'failure', errno: 'ECONNREFUSED' });
+});
+
+test('errno label is bounded: an errno name, timeout or other, never free text', (t) => {
+  t.is(errnoLabel(undefined), '');
+  t.is(errnoLabel('client: ECONNRESET'), 'ECONNRESET');
+  t.is(errnoLabel('upstream connect: EHOSTUNREACH'), 'EHOSTUNREACH');
+  t.is(errnoLabel('idle timeout'), 'timeout');
+  t.is(errnoLabel('upstream connect: timeout'), 'timeout');
+  t.is(errnoLabel('client reset (code 8)'), 'other');
+  t.is(errnoLabel('Evil header value from a peer'), 'other');
+});
+
+test('bytes are read and written as each side\'s proxy would count them', (t) => {
+  const [out, inb] = viewsOf(ep, web, db);
+  t.deepEqual(readWriteBytes(out!, { bytesIn: 100, bytesOut: 7 }), { read: 7, write: 100 });
+  t.deepEqual(readWriteBytes(inb!, { bytesIn: 100, bytesOut: 7 }), { read: 100, write: 7 });
+});
+
+test('overflow keeps direction and outcome labels, drops identity', (t) => {
+  const [out] = viewsOf(ep, web, db);
+  const l = responseLabels(out!, req({ status: 500, success: false }), on);
+  t.deepEqual(overflowLabels(l, ['direction', 'classification', 'status_code', 'grpc_status']), {
+    overflow: 'true', direction: 'outbound', classification: 'failure', status_code: '500',
+  });
+});
