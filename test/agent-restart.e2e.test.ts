@@ -13,6 +13,7 @@
 // - Either way, the kernel removes every program of the first agent (nothing is pinned), the
 //   client connects directly until the new agent is up, and the new agent relists the pods (one
 //   added while no agent ran included), attaches again, and new connections go through its proxy.
+//   The new agent starts as the DaemonSet starts it: `run --config` on a mounted ConfigMap.
 import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -23,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
 import { cgroupId } from '../src/datapath/cgroup2.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
+import { mountConfigMap } from './helpers/configmap-volume.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.resolve(here, '../bin/mesh-agent.ts');
@@ -85,9 +87,12 @@ async function scenario(t: ExecutionContext, signal: 'SIGTERM' | 'SIGKILL') {
     contexts: [{ name: 'sim', context: { cluster: 'sim', user: 'agent' } }],
   }));
 
+  // The second agent starts as the DaemonSet starts it: settings from the mounted ConfigMap and NODE_IP.
+  const configDir = mountConfigMap(path.join(tmp, 'config'), { 'proxy-port': '15002', 'admin-port': '4191', 'cgroup-root': node.cgroupRoot, 'skip-outbound-ports': '', 'controller-addr': 'mesh-agent-controller.mesh-agent.svc:8086' });
   let log = '';
-  const startAgent = () => {
-    const a = node!.spawnInNode(process.execPath, [BIN, 'run', '--node', node!.name, '--kubeconfig', kubeconfig, '--cgroup-root', node!.cgroupRoot, '--proxy-addr', `${node!.nodeIp}:15001`, '--admin', ADMIN, '--drain', '5000']);
+  const startAgent = (fromConfig = false) => {
+    const settings = fromConfig ? ['--config', configDir] : ['--cgroup-root', node!.cgroupRoot, '--proxy-addr', `${node!.nodeIp}:15001`, '--admin', ADMIN];
+    const a = node!.spawnInNode(process.execPath, [BIN, 'run', '--node', node!.name, '--kubeconfig', kubeconfig, ...settings, '--drain', '5000'], { env: { ...process.env, NODE_IP: node!.nodeIp } });
     children.push(a);
     a.stderr!.on('data', (d) => (log += d));
     return a;
@@ -149,8 +154,9 @@ async function scenario(t: ExecutionContext, signal: 'SIGTERM' | 'SIGKILL') {
   await apiserver.call('addPod', [{ name: 'late', namespace: 'shop', uid: late.uid, nodeName: node.name, ip: late.ip }]);
 
   const beforeB = accepts.lines.length;
-  startAgent();
+  startAgent(true);
   const sB = await meshed(['web', 'api', 'late']);
+  t.is(sB.proxy.listen, `${node.nodeIp}:15002`, 'the proxy port from the config');
   for (const p of sB.datapath.programs) t.is(p.attachedTo, node.cgroupRoot, `${p.section} attached again`);
   t.true(sB.datapath.programs.every((p: any) => !programIdsA.includes(p.id)), 'fresh programs, not the old ones');
   await seen(beforeB, node.nodeIp, 10, 'the loop going through the new agent\'s proxy');

@@ -72,8 +72,17 @@ test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, 
   for (const p of [c.startupProbe, c.livenessProbe, c.readinessProbe]) t.is(p.httpGet.port, 'admin');
   t.truthy(c.resources.requests.cpu);
   t.truthy(c.resources.limits.memory);
-  t.deepEqual(c.args.slice(0, 3), ['run', '--cgroup-root', '/sys/fs/cgroup/kubepods.slice']);
-  t.is(c.args[c.args.indexOf('--proxy-addr') + 1], '$(NODE_IP):15001');
+  // Settings come from the ConfigMap alone, mounted where --config points.
+  t.deepEqual(c.args, ['run', '--config', '/etc/mesh-agent']);
+  t.deepEqual(vol(mount('/etc/mesh-agent').name).configMap, { name: find(objs, 'ConfigMap').metadata.name });
+  t.true(mount('/etc/mesh-agent').readOnly);
+  t.deepEqual(find(objs, 'ConfigMap').data, {
+    'proxy-port': '15001',
+    'admin-port': '4191',
+    'controller-addr': 'mesh-agent-controller.mesh-agent.svc:8086',
+    'skip-outbound-ports': '',
+    'cgroup-root': '/sys/fs/cgroup/kubepods.slice',
+  });
   const ann = ds.spec.template.metadata.annotations;
   t.is(ann['prometheus.io/scrape'], 'true');
   t.is(ann['prometheus.io/port'], '4191');
@@ -116,12 +125,16 @@ test('flags change image, namespace and ports everywhere', (t) => {
   t.is(c.image, 'reg/x:1');
   t.is(find(objs, 'Deployment').spec.template.spec.containers[0].image, 'reg/x:1');
   t.deepEqual(c.ports.map((p: any) => p.containerPort), [16001, 5191]);
-  t.is(c.args[c.args.indexOf('--proxy-addr') + 1], '$(NODE_IP):16001');
-  t.is(c.args[c.args.indexOf('--admin') + 1], '0.0.0.0:5191');
-  t.is(c.args[c.args.indexOf('--skip-outbound-ports') + 1], '22,3306');
+  const data = find(objs, 'ConfigMap').data;
+  t.is(data['proxy-port'], '16001');
+  t.is(data['admin-port'], '5191');
+  t.is(data['skip-outbound-ports'], '22,3306');
   t.is(agentDs(objs).spec.template.metadata.annotations['prometheus.io/port'], '5191');
   t.is(find(objs, 'Service').spec.ports[0].port, 9000);
   t.is(find(objs, 'ConfigMap').data['controller-addr'], 'mesh-agent-controller.mesh.svc:9000');
+  const hash = (o: any[]) => agentDs(o).spec.template.metadata.annotations['mesh-agent.io/config-hash'];
+  t.not(hash(objs), hash(installManifests() as any[]), 'a changed config rolls the agents');
+  t.is(hash(installManifests() as any[]), hash(installManifests() as any[]));
   t.not(find(objs, 'ClusterRole').metadata.name, (installManifests() as any[])[3].metadata.name, 'two installs do not share a ClusterRole');
 });
 

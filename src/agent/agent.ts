@@ -25,6 +25,8 @@ export interface AgentOptions {
   /** Cluster mode (no podsFile): kubeconfig path; default in-cluster config, else $KUBECONFIG or ~/.kube/config. */
   kubeconfig?: string;
   admin?: { host: string; port: number } | null;
+  /** The controller's URL (--controller, or the ConfigMap's controller-addr); the controller link reports there. */
+  controllerUrl?: string;
   skipOutbound?: PortRange[];
   opaquePorts?: PortSet;
   detectTimeoutMs?: number;

@@ -4,7 +4,7 @@ import { Agent } from '../agent/agent.ts';
 import { jsonLogger } from '../agent/log.ts';
 import { findCgroup2Mount } from '../datapath/cgroup2.ts';
 import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
-import { parseHostPort } from './addr.ts';
+import { parseAgentConfig, readConfigSource, resolveRunSettings, type AgentConfig } from './run-config.ts';
 import { DEFAULT_MAX_SERIES } from '../telemetry/metrics.ts';
 
 /** kubectl and linkerd spell booleans --flag=true|false. */
@@ -24,6 +24,7 @@ export function registerRun(program: Command) {
   program
     .command('run')
     .description('run the node agent: load the datapath, proxy meshed pods\' connections, serve the admin API')
+    .option('--config <dir|file>', 'settings from the mesh-agent-config ConfigMap: its mounted directory, or a YAML file (flags given here win)')
     .option('--node <name>', 'this node\'s name (default $NODE_NAME)')
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
     .option('--pods <file>', 'standalone mode: Pod and Namespace objects from a YAML or JSON file, reloaded on change')
@@ -39,20 +40,26 @@ export function registerRun(program: Command) {
     .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
       const log = jsonLogger({ quiet: o.quiet });
-      const proxyAddr = o.proxyAddr ?? (process.env.NODE_IP ? `${process.env.NODE_IP}:15001` : undefined);
-      if (!proxyAddr) throw new Error('no proxy address: pass --proxy-addr IP:PORT or set NODE_IP (the DaemonSet sets it from status.hostIP)');
-      const proxy = parseHostPort(proxyAddr, '--proxy-addr', undefined, 15001);
-      const admin = parseHostPort(o.admin, '--admin', '0.0.0.0', 4191);
+      let config: AgentConfig = {};
+      if (o.config) {
+        const parsed = parseAgentConfig(readConfigSource(o.config), `--config ${o.config}`);
+        for (const w of parsed.warnings) log.warn(w);
+        config = parsed.config;
+      }
+      const settings = resolveRunSettings(o, (flag) => cmd.getOptionValueSource(flag) === 'cli', config, process.env);
+      const { proxy, admin } = settings;
+      const proxyAddr = `${proxy.host}:${proxy.port}`;
       const agent = new Agent({
         nodeName: o.node ?? process.env.NODE_NAME,
-        cgroupRoot: o.cgroupRoot ?? findCgroup2Mount(),
+        cgroupRoot: settings.cgroupRoot ?? findCgroup2Mount(),
         proxy: { ip: proxy.host, port: proxy.port },
         podsFile: o.pods,
         kubeconfig: o.kubeconfig,
         admin,
-        skipOutbound: PortSet.parse(o.skipOutboundPorts).ranges(),
+        controllerUrl: settings.controllerUrl,
+        skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),
         detectTimeoutMs: Number(o.detectTimeout),
         maxConnections: Number(o.maxConnections),

@@ -1,6 +1,10 @@
 // The objects `mesh-agent install` prints: plain data, so tests can validate every one against
 // the Kubernetes schemas and the CLI only has to serialize them.
+import { createHash } from 'node:crypto';
 import { PortSet } from '../proxy/ports.ts';
+
+/** Where the agent container mounts the mesh-agent-config ConfigMap (`run --config`). */
+export const CONFIG_MOUNT = '/etc/mesh-agent';
 
 export interface InstallOptions {
   namespace?: string;
@@ -57,6 +61,14 @@ export function installManifests(options: InstallOptions = {}): object[] {
   const meta = (name: string, l: Record<string, string>) => ({ name, namespace: ns, labels: l });
   // ClusterRole names are global: suffix with the namespace only when it is not the default, so two installs never share one.
   const clusterName = ns === INSTALL_DEFAULTS.namespace ? NAME : `${NAME}-${ns}`;
+  // The agent reads these at start (`run --config`, src/cli/run-config.ts); the DaemonSet passes no duplicate flags.
+  const config = {
+    'proxy-port': String(proxyPort),
+    'admin-port': String(adminPort),
+    'controller-addr': `${NAME}-controller.${ns}.svc:${controllerPort}`,
+    'skip-outbound-ports': skipOutbound,
+    'cgroup-root': o.cgroupRoot,
+  };
 
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: labels('namespace') } },
@@ -79,19 +91,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${clusterName}-agent` },
       subjects: [{ kind: 'ServiceAccount', name: `${NAME}-agent`, namespace: ns }],
     },
-    {
-      apiVersion: 'v1',
-      kind: 'ConfigMap',
-      metadata: meta(`${NAME}-config`, labels('config')),
-      data: {
-        'proxy-port': String(proxyPort),
-        'admin-port': String(adminPort),
-        'controller-addr': `${NAME}-controller.${ns}.svc:${controllerPort}`,
-        'skip-outbound-ports': skipOutbound,
-        'cgroup-root': o.cgroupRoot,
-      },
-    },
-    agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, o.cgroupRoot, skipOutbound),
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(`${NAME}-config`, labels('config')), data: config },
+    agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config),
     controllerDeployment(ns, o.image, controller, controllerPort),
     {
       apiVersion: 'v1',
@@ -112,17 +113,10 @@ function agentDaemonSet(
   l: Record<string, string>,
   proxyPort: number,
   adminPort: number,
-  cgroupRoot: string,
-  skipOutbound: string,
+  config: Record<string, string>,
 ): object {
-  const args = [
-    'run',
-    '--cgroup-root', cgroupRoot,
-    // NODE_IP is the host IP (hostNetwork): pods reach the proxy there.
-    '--proxy-addr', `$(NODE_IP):${proxyPort}`,
-    '--admin', `0.0.0.0:${adminPort}`,
-  ];
-  if (skipOutbound !== '') args.push('--skip-outbound-ports', skipOutbound);
+  // The proxy listens on $NODE_IP (the host IP: hostNetwork) at the config's proxy-port.
+  const args = ['run', '--config', CONFIG_MOUNT];
   const probe = (path: string, extra: object) => ({ httpGet: { path, port: 'admin' }, ...extra });
   return {
     apiVersion: 'apps/v1',
@@ -140,6 +134,8 @@ function agentDaemonSet(
             'prometheus.io/port': String(adminPort),
             'prometheus.io/path': '/metrics',
             'mesh-agent.io/inject': 'disabled',
+            // The agent reads its config at start: a changed ConfigMap rolls the DaemonSet when re-applied.
+            'mesh-agent.io/config-hash': createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 16),
           },
         },
         spec: {
@@ -183,12 +179,14 @@ function agentDaemonSet(
                 { name: 'bpffs', mountPath: '/sys/fs/bpf' },
                 // Attaching needs only an fd of the cgroup directory: read-only is enough.
                 { name: 'cgroup', mountPath: '/sys/fs/cgroup', readOnly: true },
+                { name: 'config', mountPath: CONFIG_MOUNT, readOnly: true },
               ],
             },
           ],
           volumes: [
             { name: 'bpffs', hostPath: { path: '/sys/fs/bpf', type: 'Directory' } },
             { name: 'cgroup', hostPath: { path: '/sys/fs/cgroup', type: 'Directory' } },
+            { name: 'config', configMap: { name: `${NAME}-config` } },
           ],
         },
       },

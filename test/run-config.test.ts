@@ -1,0 +1,89 @@
+// `mesh-agent run --config`: the ConfigMap `install` writes, read back the way kubelet mounts it,
+// and the precedence flag > config > environment > default.
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { stringify } from 'yaml';
+import { installManifests } from '../src/k8s/manifests.ts';
+import { parseAgentConfig, readConfigSource, resolveRunSettings, type RunFlags } from '../src/cli/run-config.ts';
+import { runCli } from './fixtures/manifests/run-cli.ts';
+import { mountConfigMap as mountConfigMapAt } from './helpers/configmap-volume.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'run-config-'));
+test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+let seq = 0;
+
+const mountConfigMap = (data: Record<string, string>) => mountConfigMapAt(path.join(tmp, `mount-${++seq}`), data);
+
+const configMapOf = (objs: any[]) => objs.find((o) => o.kind === 'ConfigMap');
+const none = () => false;
+const cli = (...flags: Array<keyof RunFlags>) => (f: keyof RunFlags) => flags.includes(f);
+
+test('the ConfigMap install prints, mounted as kubelet does, gives the agent its settings', (t) => {
+  const cm = configMapOf(installManifests({ namespace: 'mesh', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, skipOutboundPorts: '3306,22', cgroupRoot: '/sys/fs/cgroup/kubepods' }) as any[]);
+  const dir = mountConfigMap(cm.data);
+  const raw = readConfigSource(dir);
+  t.deepEqual(Object.keys(raw).sort(), Object.keys(cm.data).sort(), 'kubelet\'s ..data entries are not keys');
+  const { config, warnings } = parseAgentConfig(raw, `--config ${dir}`);
+  t.deepEqual(warnings, []);
+  t.deepEqual(config, { proxyPort: 16001, adminPort: 5191, controllerUrl: 'http://mesh-agent-controller.mesh.svc:9000', skipOutboundPorts: '22,3306', cgroupRoot: '/sys/fs/cgroup/kubepods' });
+  const s = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, config, { NODE_IP: '10.0.0.7' });
+  t.deepEqual(s, {
+    proxy: { host: '10.0.0.7', port: 16001 },
+    admin: { host: '0.0.0.0', port: 5191 },
+    cgroupRoot: '/sys/fs/cgroup/kubepods',
+    skipOutboundPorts: '22,3306',
+    controllerUrl: 'http://mesh-agent-controller.mesh.svc:9000',
+  });
+});
+
+test('a YAML file: a ConfigMap object or a plain map of keys; numbers are accepted', (t) => {
+  const cmFile = path.join(tmp, 'cm.yaml');
+  fs.writeFileSync(cmFile, stringify(configMapOf(installManifests() as any[])));
+  t.is(readConfigSource(cmFile)['cgroup-root'], '/sys/fs/cgroup/kubepods.slice');
+  const plain = path.join(tmp, 'plain.yaml');
+  fs.writeFileSync(plain, 'proxy-port: 15002\nskip-outbound-ports: "22"\n');
+  t.deepEqual(parseAgentConfig(readConfigSource(plain), 'x').config, { proxyPort: 15002, skipOutboundPorts: '22' });
+  const empty = path.join(tmp, 'empty.yaml');
+  fs.writeFileSync(empty, '');
+  t.deepEqual(readConfigSource(empty), {});
+});
+
+test('precedence: a flag given on the command line, then the config, then NODE_IP and the defaults', (t) => {
+  const config = { proxyPort: 16001, adminPort: 5191, cgroupRoot: '/cg/from-config', skipOutboundPorts: '22', controllerUrl: 'http://ctl:1' };
+  const flags: RunFlags = { proxyAddr: '10.1.1.1:17001', admin: '127.0.0.1:6000', cgroupRoot: '/cg/flag', skipOutboundPorts: '80', controller: 'other:2' };
+  const all = resolveRunSettings(flags, cli('proxyAddr', 'admin', 'cgroupRoot', 'skipOutboundPorts', 'controller'), config, { NODE_IP: '10.0.0.7' });
+  t.deepEqual(all, { proxy: { host: '10.1.1.1', port: 17001 }, admin: { host: '127.0.0.1', port: 6000 }, cgroupRoot: '/cg/flag', skipOutboundPorts: '80', controllerUrl: 'http://other:2' });
+  // A flag's built-in default (commander fills admin and skipOutboundPorts) does not hide the config.
+  const cfg = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, config, { NODE_IP: '10.0.0.7' });
+  t.deepEqual([cfg.proxy.port, cfg.admin.port, cfg.cgroupRoot, cfg.skipOutboundPorts], [16001, 5191, '/cg/from-config', '22']);
+  const defaults = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, {}, { NODE_IP: '10.0.0.7' });
+  t.deepEqual(defaults, { proxy: { host: '10.0.0.7', port: 15001 }, admin: { host: '0.0.0.0', port: 4191 }, cgroupRoot: undefined, skipOutboundPorts: '', controllerUrl: undefined });
+  t.throws(() => resolveRunSettings({}, none, config, {}), { message: /no proxy address: pass --proxy-addr IP:PORT or set NODE_IP/ });
+});
+
+test('bad values: the error names the source, the key and the value', (t) => {
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ 'proxy-port': 'abc' }, /^--config \/etc\/x: key proxy-port: "abc" is not a port \(1-65535\)$/],
+    [{ 'admin-port': '70000' }, /key admin-port: "70000" is not a port/],
+    [{ 'skip-outbound-ports': '1-2-3' }, /key skip-outbound-ports: "1-2-3": .*invalid port list/],
+    [{ 'cgroup-root': 'kubepods.slice' }, /key cgroup-root: "kubepods.slice" is not an absolute path/],
+    [{ 'controller-addr': 'ctl' }, /key controller-addr: "ctl" is not HOST:PORT/],
+    [{ 'controller-addr': 'ftp://ctl:21' }, /key controller-addr: "ftp:\/\/ctl:21": use an http/],
+  ];
+  for (const [raw, re] of bad) t.throws(() => parseAgentConfig(raw, '--config /etc/x'), { message: re }, JSON.stringify(raw));
+  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root']);
+  t.deepEqual(parseAgentConfig({ 'controller-addr': ' https://ctl.example:443/x \n', 'cgroup-root': '' }, 'c').config, { controllerUrl: 'https://ctl.example:443/x' });
+  t.throws(() => readConfigSource(path.join(tmp, 'missing')), { message: /--config .*missing: no such file or directory; pass the directory the mesh-agent-config ConfigMap is mounted at/ });
+  const notMap = path.join(tmp, 'list.yaml');
+  fs.writeFileSync(notMap, '- a\n- b\n');
+  t.throws(() => readConfigSource(notMap), { message: /expected a map of keys/ });
+});
+
+test('CLI: run refuses a bad config before touching the datapath, naming key and value', (t) => {
+  const dir = mountConfigMap({ 'proxy-port': '99999' });
+  const r = runCli(['run', '--config', dir, '--pods', '/nonexistent']);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /key proxy-port: "99999" is not a port \(1-65535\)/);
+});
