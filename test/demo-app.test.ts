@@ -1,0 +1,48 @@
+// The demo application's pure parts: the bot's mix and the rates it implies, the pods'
+// ownership (they must resolve to their deployments), and the SMTP reply framing.
+import test from 'ava';
+import { DEPLOYMENTS, podMeta } from '../src/demo/app.ts';
+import { BROKEN_VOTE } from '../src/demo/emoji-list.ts';
+import { replyCode, takeLines } from '../src/demo/smtp.ts';
+import { botRound, EXPECTED_SUCCESS, expectedRps, REQUESTS_PER_ROUND } from '../src/demo/traffic-mix.ts';
+import { podFromObject } from '../src/k8s/objects.ts';
+import { workloadOf } from '../src/telemetry/workload.ts';
+import { podObject } from '../src/sim/pod-object.ts';
+
+test('every bot round has one doughnut vote in three and the stated web success rate', (t) => {
+  for (let n = 0; n < 20; n++) {
+    const round = botRound(n);
+    t.is(round.length, REQUESTS_PER_ROUND);
+    const votes = round.filter((r) => r.path.startsWith('/api/vote'));
+    t.is(votes.length, 3);
+    const broken = votes.filter((r) => decodeURIComponent(r.path.split('=')[1]) === BROKEN_VOTE).length;
+    t.is(broken, 1);
+    t.is((round.length - broken) / round.length, EXPECTED_SUCCESS.web);
+    t.is((4 - broken) / 4, EXPECTED_SUCCESS.voting);
+  }
+  t.deepEqual(expectedRps(10), { web: 10, voting: 8, emoji: 10 });
+});
+
+test('the bot spreads its good votes over every other emoji', (t) => {
+  const seen = new Set<string>();
+  for (let n = 0; n < 20; n++) for (const r of botRound(n)) if (r.path.startsWith('/api/vote')) seen.add(decodeURIComponent(r.path.split('=')[1]));
+  t.is(seen.size, 10);
+});
+
+test('demo pods resolve to their deployments, as on a cluster', (t) => {
+  for (const d of DEPLOYMENTS) {
+    const meta = podMeta(d);
+    t.regex(meta.name, new RegExp(`^${d.name}-[b-z2-9]{10}-[b-z2-9]{5}$`));
+    const obj = podObject({ name: meta.name, namespace: 'emojivoto', uid: '6f1c0e1a-1111-4222-8333-944455556666', ip: '10.244.1.2', hostIp: '10.244.0.1', qos: 'Burstable', hostNetwork: false, containerId: 'a'.repeat(64), labels: meta.labels, annotations: {}, ownerReferences: meta.ownerReferences, createdAt: new Date() }, 'n');
+    const pod = podFromObject(obj as any);
+    t.deepEqual(workloadOf(pod!), { namespace: 'emojivoto', pod: meta.name, kind: 'deployment', name: d.name });
+  }
+});
+
+test('SMTP replies: multi-line replies end at "NNN ", lines split on CRLF', (t) => {
+  t.deepEqual(replyCode('250-mailer'), { code: 250, last: false });
+  t.deepEqual(replyCode('250 ok'), { code: 250, last: true });
+  t.deepEqual(replyCode('220'), { code: 220, last: true });
+  t.is(replyCode('HTTP/1.1 200 OK'), null);
+  t.deepEqual(takeLines('220 hi\r\n250-a\r\n25'), { lines: ['220 hi', '250-a'], rest: '25' });
+});

@@ -1,0 +1,28 @@
+// Ctrl-C (SIGINT) and SIGTERM stop the demo and remove everything it made.
+import test from 'ava';
+import { cleanupLeftovers } from '../src/sim/index.ts';
+import { DemoRun, leftovers, processesOfNode } from './helpers/demo-run.ts';
+
+const runs: DemoRun[] = [];
+test.after.always(async () => {
+  for (const r of runs) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+  await Promise.all(runs.map((r) => r.exited));
+  await cleanupLeftovers();
+});
+
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  test.serial(`${signal} stops the demo and leaves nothing behind`, async (t) => {
+    if (process.getuid?.() !== 0) throw new Error('the demo test needs root and BPF; run the suite as root: sudo ./dev test');
+    const run = new DemoRun(['--rps', '20']);
+    runs.push(run);
+    await run.waitFor(/==> running\./, 60_000);
+    const id = run.nodeId();
+    const procs = processesOfNode(id);
+    t.true(procs.length >= 6, `agent and five services, found ${procs.length}`);
+    run.child.kill(signal);
+    const exit = await run.exited;
+    t.is(exit.code, code, run.output);
+    t.regex(run.output, /clean: nothing of the demo is left/);
+    t.deepEqual(leftovers(id, run.child.pid!, procs), []);
+  });
+}

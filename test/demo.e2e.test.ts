@@ -1,0 +1,49 @@
+// `mesh-agent demo --duration`: the emojivoto-like app on a simulated node, meshed by the
+// real agent. It prints what the mesh measured (the web's success rate is fixed by the bot's
+// mix), the server-first mailer works through the proxy, and nothing is left afterwards.
+import test from 'ava';
+import { cleanupLeftovers } from '../src/sim/index.ts';
+import { EXPECTED_SUCCESS } from '../src/demo/traffic-mix.ts';
+import { DemoRun, leftovers, processesOfNode, type Proc } from './helpers/demo-run.ts';
+
+let run: DemoRun | undefined;
+test.after.always(async () => {
+  if (run && run.child.exitCode === null) {
+    run.child.kill('SIGTERM');
+    await run.exited;
+  }
+  await cleanupLeftovers();
+});
+
+test('the demo shows the web\'s success rate, the SMTP service works, and it cleans up after --duration', async (t) => {
+  if (process.getuid?.() !== 0) throw new Error('the demo test needs root and BPF; run the suite as root: sudo ./dev test');
+  run = new DemoRun(['--duration', '16', '--interval', '4', '--rps', '20']);
+  await run.waitFor(/==> running\./, 60_000);
+  const id = run.nodeId();
+  const procs: Proc[] = processesOfNode(id);
+  t.true(procs.length >= 6, `agent and five services in the node's cgroups, found ${procs.length}`);
+  const { code } = await run.exited;
+  const out = run.output;
+  t.is(code, 0, out);
+
+  // The agent's view, last refresh: every pod meshed, HTTP/1 from the bot, gRPC (HTTP/2) from the web, and opaque SMTP.
+  const agent = [...out.matchAll(/agent: (\d+)\/(\d+) pods meshed; proxy (\d+) connections accepted \(([^)]*)\)/g)].at(-1);
+  t.truthy(agent, out);
+  t.is(agent![1], '5');
+  const byProto = Object.fromEntries(agent![4].split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
+  t.true(byProto.http1 >= 1 && byProto.http2 >= 2, JSON.stringify(byProto));
+
+  // The server-first mailer: one SMTP connection per successful vote, each through the proxy.
+  const mails = Number([...out.matchAll(/mailer \(SMTP[^)]*\): (\d+) mails accepted/g)].at(-1)?.[1] ?? 0);
+  t.true(mails >= 20, `mails delivered: ${mails}\n${out}`);
+  t.true(byProto.opaque >= mails, `every mail went through the proxy as opaque: ${JSON.stringify(byProto)} vs ${mails}`);
+
+  // The bot's view of the web agrees with the mix.
+  const bot = [...out.matchAll(/vote-bot saw (\d+) requests: (\d+) ok, (\d+) answered 5xx, (\d+) without answer/g)].at(-1)!;
+  const [sent, ok] = [Number(bot[1]), Number(bot[2])];
+  t.true(sent >= 100, out);
+  t.true(Math.abs(ok / sent - EXPECTED_SUCCESS.web) < 0.03, `bot success ${ok}/${sent}`);
+  t.is(bot[4], '0');
+
+  t.deepEqual(leftovers(id, run.child.pid!, procs), []);
+});
