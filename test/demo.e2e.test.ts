@@ -37,6 +37,9 @@ test('the demo shows the web\'s success rate, the SMTP service works, and it cle
   const mails = Number([...out.matchAll(/mailer \(SMTP[^)]*\): (\d+) mails accepted/g)].at(-1)?.[1] ?? 0);
   t.true(mails >= 20, `mails delivered: ${mails}\n${out}`);
   t.true(byProto.opaque >= mails, `every mail went through the proxy as opaque: ${JSON.stringify(byProto)} vs ${mails}`);
+  const decided = [...out.matchAll(/proxy decided by: (.*)/g)].at(-1)![1];
+  const serverFirst = Number(/server-first=(\d+)/.exec(decided)?.[1] ?? 0);
+  t.true(serverFirst >= mails, `the proxy saw the mailer speak first on every connection: ${decided} vs ${mails} mails`);
 
   // The bot's view of the web agrees with the mix.
   const bot = [...out.matchAll(/vote-bot saw (\d+) requests: (\d+) ok, (\d+) answered 5xx, (\d+) without answer/g)].at(-1)!;

@@ -18,10 +18,12 @@ export function mailerLine(delivered: number | undefined): string {
 export function agentLines(status: any): string[] {
   const c = status.datapath.counters;
   const p = status.proxy;
-  const byProto = Object.entries(p.byProtocol ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
+  const counts = (o: Record<string, number> | undefined) => Object.entries(o ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
+  const byProto = counts(p.byProtocol);
   const meshed = status.pods.filter((x: any) => x.meshed).length;
   return [
     `agent: ${meshed}/${status.pods.length} pods meshed; proxy ${p.accepted} connections accepted (${byProto}), ${p.open} open, ${p.refusedNoRecord} refused without record`,
+    `proxy decided by: ${counts(p.byDetection)}`,
     `datapath: ${c.redirected} connects redirected, ${c.skippedPort} skipped by port, ${c.unmeshed} from unmeshed processes`,
   ];
 }
