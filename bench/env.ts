@@ -1,0 +1,205 @@
+// The bench's world: a simulated node with a server pod, an unmeshed client pod (direct and
+// nginx runs) and a meshed client pod (mesh runs), the real agent in the node namespace,
+// nginx as the upstream servers in the server pod and as the reverse proxy in the node
+// namespace, and iperf3 -s. Everything is a child of the node's cgroups, so destroy() (and
+// the sim's exit and signal handlers) remove it all.
+import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
+import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
+import { parseVmRss } from './parse.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+export const LOAD_DIR = path.join(ROOT, 'bench/load');
+const ADMIN = '127.0.0.1:4191';
+/** The hard RLIMIT_NOFILE we inherit. Raising it needs CAP_SYS_RESOURCE, which these
+ *  machines' containers lack, so the agent and the load tools get their soft limit raised to
+ *  it: N idle connections are 2N sockets in the agent. */
+export const NOFILE_HARD = hardNofile();
+const NOFILE = `--nofile=${NOFILE_HARD}:${NOFILE_HARD}`;
+
+function hardNofile(): number {
+  const m = /^Max open files\s+\S+\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+  return !m || m[1] === 'unlimited' ? 1_048_576 : Number(m[1]);
+}
+
+export interface ExecOk {
+  stdout: string;
+  stderr: string;
+}
+
+export class BenchEnv {
+  readonly node: SimNode;
+  readonly server: SimPod;
+  readonly direct: SimPod;
+  readonly meshed: SimPod;
+  readonly tmp: string;
+  readonly grpcRequest: string;
+  readonly #children: ChildProcess[] = [];
+  agentPid = 0;
+  nginxPid = 0;
+  #agentLog = '';
+
+  private constructor(node: SimNode, server: SimPod, direct: SimPod, meshed: SimPod, tmp: string) {
+    this.node = node;
+    this.server = server;
+    this.direct = direct;
+    this.meshed = meshed;
+    this.tmp = tmp;
+    this.grpcRequest = path.join(tmp, 'grpc-request.bin');
+  }
+
+  static async create(say: (s: string) => void): Promise<BenchEnv> {
+    if (process.getuid?.() !== 0) throw new Error('the bench builds a simulated node (namespaces, cgroups, BPF): run it as root, e.g. sudo ./dev bench');
+    for (const tool of ['wrk', 'h2load', 'iperf3', 'nginx', 'prlimit', 'curl']) {
+      if (!fs.existsSync(`/usr/bin/${tool}`) && !fs.existsSync(`/usr/sbin/${tool}`)) throw new Error(`${tool} is not installed; run ./dev setup (it installs the bench's Debian packages)`);
+    }
+    if (!fs.existsSync('/usr/lib/nginx/modules/ngx_stream_module.so')) throw new Error('nginx\'s stream module is missing; run ./dev setup (Debian package libnginx-mod-stream)');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-'));
+    const node = await createNode({ driver: 'systemd' });
+    let env: BenchEnv | undefined;
+    try {
+      const server = await node.addPod({ name: 'server', namespace: 'bench' });
+      const direct = await node.addPod({ name: 'client-direct', namespace: 'bench' });
+      const meshed = await node.addPod({ name: 'client-mesh', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
+      env = new BenchEnv(node, server, direct, meshed, tmp);
+      await env.#start(say);
+      return env;
+    } catch (e) {
+      if (env) await env.destroy();
+      else {
+        await node.destroy();
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+      throw e;
+    }
+  }
+
+  async #start(say: (s: string) => void): Promise<void> {
+    // A unary gRPC message frame: not compressed, length 0.
+    fs.writeFileSync(this.grpcRequest, Buffer.alloc(5));
+    const grpcReply = path.join(this.tmp, 'grpc-reply.bin');
+    fs.writeFileSync(grpcReply, Buffer.alloc(5));
+
+    const sdir = path.join(this.tmp, 'nginx-server');
+    fs.mkdirSync(sdir);
+    fs.writeFileSync(path.join(sdir, 'nginx.conf'), serverConf(sdir, grpcReply));
+    this.#track(this.server.spawn('nginx', ['-p', sdir, '-c', path.join(sdir, 'nginx.conf'), '-e', path.join(sdir, 'error.log')], { stdio: 'ignore' }), 'nginx (server)', sdir);
+    this.#track(this.server.spawn('iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }), 'iperf3 -s');
+
+    const pdir = path.join(this.tmp, 'nginx-proxy');
+    fs.mkdirSync(pdir);
+    fs.writeFileSync(path.join(pdir, 'nginx.conf'), proxyConf(pdir, this.node.nodeIp, this.server.ip));
+    const nginx = this.#track(this.node.spawnInNode('nginx', ['-p', pdir, '-c', path.join(pdir, 'nginx.conf'), '-e', path.join(pdir, 'error.log')], { stdio: 'ignore' }), 'nginx (reverse proxy)', pdir);
+    this.nginxPid = nginx.pid!;
+
+    const podsFile = path.join(this.tmp, 'pods.json');
+    fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: this.node.pods().map((p) => p.toPodObject(this.node.name)) }));
+    const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', BIN, 'run', '-q',
+      '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
+      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    agent.stderr!.on('data', (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
+    this.#track(agent, 'the agent');
+    this.agentPid = agent.pid!;
+
+    say('waiting for the agent, nginx and iperf3');
+    await this.#until('the agent to be ready', async () => (await this.node.execInNode('curl', ['-sf', `http://${ADMIN}/ready`])).code === 0);
+    await this.#until('nginx in the server pod', async () => (await this.direct.exec('curl', ['-sf', `http://${this.server.ip}:${PORTS.http1}/`])).code === 0);
+    await this.#until('nginx as reverse proxy', async () => (await this.direct.exec('curl', ['-sf', `http://${this.node.nodeIp}:${PORTS.http1 + PORTS.proxyOffset}/`])).code === 0);
+    await this.#until('iperf3 -s', async () => (await this.server.exec('ss', ['-Hltn', `sport = :${PORTS.iperf}`])).stdout.includes(String(PORTS.iperf)));
+    // The agent's process is node itself (sh, nsenter and prlimit all exec).
+    const comm = fs.readFileSync(`/proc/${this.agentPid}/comm`, 'utf8').trim();
+    if (comm !== 'node' && comm !== 'MainThread') throw new Error(`expected the agent's pid ${this.agentPid} to be node, found ${comm}`);
+  }
+
+  #track(child: ChildProcess, what: string, nginxDir?: string): ChildProcess {
+    this.#children.push(child);
+    child.once('exit', (code, signal) => {
+      if (this.#destroying) return;
+      const log = nginxDir ? safeRead(path.join(nginxDir, 'error.log')) : what === 'the agent' ? this.#agentLog : '';
+      process.stderr.write(`bench: ${what} exited unexpectedly (${signal ?? code})${log ? `:\n${log.slice(-2000)}` : ''}\n`);
+      this.#dead = `${what} exited (${signal ?? code})`;
+    });
+    return child;
+  }
+
+  #destroying = false;
+  #dead = '';
+
+  /** Throws when one of the long-running processes died: a run without it would lie. */
+  assertAlive(): void {
+    if (this.#dead) throw new Error(`${this.#dead}; the run cannot continue`);
+  }
+
+  async #until(what: string, probe: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      this.assertAlive();
+      if (await probe()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${what.includes('agent') ? `; agent log: ${this.#agentLog}` : ''}`);
+  }
+
+  /** Runs a command in a pod; throws with its stderr unless it exits 0. */
+  async exec(pod: SimPod, cmd: string, args: string[], timeoutMs: number): Promise<ExecOk> {
+    const r = await pod.exec(cmd, args, { timeoutMs });
+    if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${r.code}) in pod ${pod.name}: ${(r.stderr || r.stdout).slice(-1500)}`);
+    return r;
+  }
+
+  /** Node tools from bench/load run with a high fd limit. */
+  loadArgs(tool: string, args: string[]): string[] {
+    return [NOFILE, '--', process.execPath, path.join(LOAD_DIR, tool), ...args];
+  }
+
+  async status(): Promise<any> {
+    const r = await this.node.execInNode('curl', ['-sf', `http://${ADMIN}/status`]);
+    if (r.code !== 0) throw new Error(`the agent's /status did not answer: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  rssBytes(pid: number): number {
+    return parseVmRss(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  }
+
+  /** utime + stime of a process, in seconds. */
+  cpuSeconds(pid: number): number {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  }
+
+  async destroy(): Promise<void> {
+    this.#destroying = true;
+    for (const c of this.#children) c.kill('SIGKILL');
+    try {
+      await this.node.destroy();
+    } finally {
+      fs.rmSync(this.tmp, { recursive: true, force: true });
+    }
+  }
+
+  /** For signal handlers, where nothing can be awaited; the sim's own handler removes the node. */
+  destroySync(): void {
+    this.#destroying = true;
+    for (const c of this.#children) c.kill('SIGKILL');
+    fs.rmSync(this.tmp, { recursive: true, force: true });
+  }
+}
+
+/** USER_HZ: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100;
+
+function safeRead(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,48 @@
+// New TCP connections per second, closed loop: `concurrency` workers each connect, read the
+// server's greeting until it closes, and connect again, for `seconds`. Prints one JSON line
+// {"connections":N,"seconds":S,"perSecond":R,"errors":E}. Node is the client here, so on a
+// small machine the client can be what limits the direct baseline; run.ts reports its ratio.
+//   node bench/load/conn-rate.ts --connect IP:PORT [--concurrency 50] [--seconds 5]
+import * as net from 'node:net';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({ options: { connect: { type: 'string' }, concurrency: { type: 'string', default: '50' }, seconds: { type: 'string', default: '5' } } });
+const m = /^(.+):(\d+)$/.exec(values.connect ?? '');
+if (!m) {
+  process.stderr.write(JSON.stringify({ error: 'missing --connect IP:PORT' }) + '\n');
+  process.exit(2);
+}
+const host = m[1];
+const port = Number(m[2]);
+const concurrency = Number(values.concurrency);
+const seconds = Number(values.seconds);
+let done = 0;
+let errors = 0;
+let running = true;
+const start = performance.now();
+
+function one(): Promise<void> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    s.on('data', () => {});
+    s.once('end', () => {
+      done++;
+      s.destroy();
+      resolve();
+    });
+    s.once('error', () => {
+      errors++;
+      s.destroy();
+      resolve();
+    });
+  });
+}
+
+async function worker(): Promise<void> {
+  while (running) await one();
+}
+
+setTimeout(() => (running = false), seconds * 1000);
+await Promise.all(Array.from({ length: concurrency }, worker));
+const elapsed = (performance.now() - start) / 1000;
+process.stdout.write(JSON.stringify({ connections: done, seconds: elapsed, perSecond: done / elapsed, errors }) + '\n');

@@ -1,0 +1,91 @@
+// nginx configurations for the bench (pure text). One process, no master (`master_process
+// off`): one worker doing all the work, and one pid for us to kill and measure.
+
+export const PORTS = {
+  /** server pod: HTTP/1.1, nginx returning 200 */
+  http1: 8080,
+  /** server pod: h2c with prior knowledge, plain GET and a fake unary gRPC method */
+  h2: 8081,
+  /** server pod: TCP, says "hi" and closes (server speaks first) */
+  greet: 9090,
+  /** server pod: iperf3 -s */
+  iperf: 5201,
+  /** node namespace: nginx reverse proxy ports, each the server port + 10000 */
+  proxyOffset: 10000,
+} as const;
+
+/** The gRPC method the server answers: a unary call with an empty message. */
+export const GRPC_PATH = '/bench.Bench/Unary';
+
+const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+
+function common(dir: string): string {
+  return `load_module ${STREAM_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 19000; multi_accept on; }
+`;
+}
+
+function httpCommon(dir: string): string {
+  return `  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  client_header_timeout 600s;
+  http2_max_requests 100000000;
+`;
+}
+
+/**
+ * The upstream servers, in the server pod. `grpcReply` is a file holding a gRPC message
+ * frame (5 bytes: uncompressed, length 0): nginx answers the unary call with it,
+ * `content-type: application/grpc` and a `grpc-status: 0` trailer, at nginx speed, so the
+ * server is never the bottleneck (a grpc-js server would be).
+ */
+export function serverConf(dir: string, grpcReply: string): string {
+  return `${common(dir)}http {
+${httpCommon(dir)}  server { listen ${PORTS.http1} reuseport backlog=4096; location / { return 200 "ok\\n"; } }
+  server {
+    listen ${PORTS.h2} http2 backlog=4096;
+    location / { return 200 "ok\\n"; }
+    location = ${GRPC_PATH} {
+      default_type application/grpc;
+      add_trailer grpc-status 0;
+      alias ${grpcReply};
+      error_page 405 =200 $uri;
+    }
+  }
+}
+stream { server { listen ${PORTS.greet} backlog=4096; return "hi\\n"; } }
+`;
+}
+
+/**
+ * The reverse proxy in the node namespace: what a node proxy written in C does with one
+ * worker. HTTP/1 and h2c in front, keep-alive HTTP/1.1 upstream (nginx cannot proxy h2
+ * to an upstream except gRPC); gRPC over grpc_pass with keep-alive; TCP via the stream module.
+ */
+export function proxyConf(dir: string, listenIp: string, serverIp: string): string {
+  const p = (port: number) => port + PORTS.proxyOffset;
+  const h1 = `proxy_pass http://h1; proxy_http_version 1.1; proxy_set_header Connection "";`;
+  return `${common(dir)}http {
+${httpCommon(dir)}  upstream h1 { server ${serverIp}:${PORTS.http1}; keepalive 128; keepalive_requests 100000000; }
+  upstream h2 { server ${serverIp}:${PORTS.h2}; keepalive 128; keepalive_requests 100000000; }
+  server { listen ${listenIp}:${p(PORTS.http1)} backlog=4096; location / { ${h1} } }
+  server {
+    listen ${listenIp}:${p(PORTS.h2)} http2 backlog=4096;
+    location / { ${h1} }
+    location = ${GRPC_PATH} { grpc_pass grpc://h2; }
+  }
+}
+stream {
+  server { listen ${listenIp}:${p(PORTS.greet)} backlog=4096; proxy_pass ${serverIp}:${PORTS.greet}; }
+  server { listen ${listenIp}:${p(PORTS.iperf)} backlog=4096; proxy_pass ${serverIp}:${PORTS.iperf}; }
+}
+`;
+}

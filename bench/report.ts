@@ -1,0 +1,172 @@
+// The benchmark report: its JSON shape, the issue-6 targets, and the markdown rendering.
+// Pure: run.ts measures, this file judges and formats.
+
+export const MODES = ['direct', 'mesh', 'nginx'] as const;
+export type Mode = (typeof MODES)[number];
+
+export interface Metric {
+  name: string;
+  unit: string;
+  /** Which way is better; ratios are always value/direct. */
+  better: 'higher' | 'lower';
+  values: Partial<Record<Mode, number>>;
+}
+
+export interface ScenarioResult {
+  id: string;
+  title: string;
+  /** The command or generator, in one line, for the reader who wants to reproduce it. */
+  load: string;
+  metrics: Metric[];
+  /** CPU the agent (mesh) or nginx (nginx) used during the run, in % of one core. */
+  proxyCpuPercent: Partial<Record<Mode, number>>;
+  notes: string[];
+}
+
+export interface TargetResult {
+  id: string;
+  target: string;
+  /** What was measured, formatted. */
+  measured: string;
+  status: 'met' | 'missed' | 'not run';
+  /** When missed: what limits it. */
+  limit?: string;
+}
+
+export interface Report {
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  quick: boolean;
+  machine: { cpus: number; cpuModel: string; kernel: string; node: string; loadAvgAtStart: number[] };
+  scenarios: ScenarioResult[];
+  targets: TargetResult[];
+}
+
+export function ratio(m: Metric, mode: Mode): number | undefined {
+  const base = m.values.direct;
+  const v = m.values[mode];
+  if (base === undefined || v === undefined || base === 0) return undefined;
+  return v / base;
+}
+
+function metricOf(scenarios: ScenarioResult[], id: string, name: string): Metric | undefined {
+  return scenarios.find((s) => s.id === id)?.metrics.find((m) => m.name === name);
+}
+
+function cpuOf(scenarios: ScenarioResult[], id: string, mode: Mode): number | undefined {
+  return scenarios.find((s) => s.id === id)?.proxyCpuPercent[mode];
+}
+
+const cpuNote = (cpu: number | undefined): string =>
+  cpu === undefined ? '' : cpu >= 85 ? ` The agent used ${cpu.toFixed(0)}% of a core: its single event loop is the limit.` : ` The agent used ${cpu.toFixed(0)}% of a core, so it was not CPU-bound; the load tools and servers share the machine's cores.`;
+
+/** Judges the issue-6 targets from a run's scenarios. */
+export function judgeTargets(scenarios: ScenarioResult[]): TargetResult[] {
+  const out: TargetResult[] = [];
+
+  const p99 = metricOf(scenarios, 'latency-1k', 'p99');
+  if (p99?.values.mesh !== undefined && p99.values.direct !== undefined) {
+    const added = p99.values.mesh - p99.values.direct;
+    out.push({
+      id: 'latency-1k-p99',
+      target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99',
+      measured: `+${added.toFixed(3)} ms (${p99.values.direct.toFixed(3)} → ${p99.values.mesh.toFixed(3)} ms)`,
+      status: added < 1 ? 'met' : 'missed',
+      limit: added < 1 ? undefined : 'Tail latency comes from the agent\'s event loop pauses (garbage collection, a long tick) and from sharing two cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh')),
+    });
+  } else out.push({ id: 'latency-1k-p99', target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99', measured: '-', status: 'not run' });
+
+  const ka = metricOf(scenarios, 'http1-keepalive', 'requests/s');
+  if (ka?.values.mesh !== undefined && ka.values.nginx !== undefined) {
+    const met = ka.values.mesh >= ka.values.nginx;
+    out.push({
+      id: 'http1-keepalive-vs-nginx',
+      target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s',
+      measured: `${fmt(ka.values.mesh)} vs nginx ${fmt(ka.values.nginx)} req/s (${((ka.values.mesh / ka.values.nginx) * 100).toFixed(0)}%)`,
+      status: met ? 'met' : 'missed',
+      limit: met ? undefined : 'Per request the forwarder parses the request and response heads in JavaScript and crosses the event loop twice; nginx does the same in C.' + cpuNote(cpuOf(scenarios, 'http1-keepalive', 'mesh')),
+    });
+  } else out.push({ id: 'http1-keepalive-vs-nginx', target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s', measured: '-', status: 'not run' });
+
+  const bulk = metricOf(scenarios, 'opaque-throughput', 'throughput');
+  if (bulk?.values.mesh !== undefined && bulk.values.direct !== undefined) {
+    const r = bulk.values.mesh / bulk.values.direct;
+    out.push({
+      id: 'opaque-throughput-half',
+      target: 'opaque throughput at least half of direct',
+      measured: `${bulk.values.mesh.toFixed(2)} vs ${bulk.values.direct.toFixed(2)} Gbit/s (${(r * 100).toFixed(0)}%)`,
+      status: r >= 0.5 ? 'met' : 'missed',
+      limit: r >= 0.5 ? undefined : 'Every byte is copied into the agent\'s user space and back (read, then write) on one thread; direct is a kernel-to-kernel copy. Past this needs the kernel to splice the sockets (sockmap / sk_msg redirect).' + cpuNote(cpuOf(scenarios, 'opaque-throughput', 'mesh')),
+    });
+  } else out.push({ id: 'opaque-throughput-half', target: 'opaque throughput at least half of direct', measured: '-', status: 'not run' });
+
+  const idle = metricOf(scenarios, 'memory', 'agent RSS idle');
+  if (idle?.values.mesh !== undefined) {
+    const met = idle.values.mesh < 80;
+    out.push({
+      id: 'memory-idle',
+      target: 'the agent under 80 MB idle',
+      measured: `${idle.values.mesh.toFixed(1)} MB`,
+      status: met ? 'met' : 'missed',
+      limit: met ? undefined : 'Node itself (V8 heap, code space, libuv) takes about 40-50 MB before the agent loads; the rest is the loaded modules (Kubernetes client, commander, yaml).',
+    });
+  } else out.push({ id: 'memory-idle', target: 'the agent under 80 MB idle', measured: '-', status: 'not run' });
+
+  const per = metricOf(scenarios, 'memory', 'per idle connection');
+  if (per?.values.mesh !== undefined) {
+    const met = per.values.mesh < 10;
+    out.push({
+      id: 'memory-per-connection',
+      target: 'under 10 KB per idle connection',
+      measured: `${per.values.mesh.toFixed(2)} KB`,
+      status: met ? 'met' : 'missed',
+      limit: met ? undefined : 'Each proxied connection is two Node sockets (a libuv handle, a JS object and read state each) plus the tunnel\'s bookkeeping; socket buffers belong to the kernel and are not in RSS.',
+    });
+  } else out.push({ id: 'memory-per-connection', target: 'under 10 KB per idle connection', measured: '-', status: 'not run' });
+
+  return out;
+}
+
+export function fmt(v: number | undefined): string {
+  if (v === undefined || Number.isNaN(v)) return '-';
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString('en-US');
+  if (Math.abs(v) >= 100) return v.toFixed(0);
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(v === 0 ? 0 : Math.abs(v) < 0.1 ? 3 : 2);
+}
+
+const fmtRatio = (r: number | undefined): string => (r === undefined ? '-' : `${r.toFixed(2)}×`);
+
+/** The markdown report; `heading` lets docs/benchmarks.md wrap it in its own page. */
+export function renderMarkdown(r: Report): string {
+  const lines: string[] = [];
+  lines.push(`Run ${r.startedAt}${r.quick ? ' (**--quick**: short durations, numbers are indicative only)' : ''} on ${r.machine.cpus} × ${r.machine.cpuModel}, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.map((x) => x.toFixed(2)).join(' ')}.`);
+  lines.push('');
+  lines.push('| scenario | metric | direct | mesh | nginx | mesh/direct | nginx/direct |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|');
+  for (const s of r.scenarios) {
+    for (const m of s.metrics) {
+      lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.direct)} | ${fmt(m.values.mesh)} | ${fmt(m.values.nginx)} | ${fmtRatio(ratio(m, 'mesh'))} | ${fmtRatio(ratio(m, 'nginx'))} |`);
+    }
+  }
+  lines.push('');
+  lines.push('| target (issue 6) | measured | status |');
+  lines.push('|---|---|---|');
+  for (const t of r.targets) lines.push(`| ${t.target} | ${t.measured} | ${t.status === 'met' ? 'met' : t.status === 'missed' ? '**missed**' : 'not run'} |`);
+  const missed = r.targets.filter((t) => t.status === 'missed');
+  if (missed.length) {
+    lines.push('');
+    lines.push('What limits the missed targets:');
+    lines.push('');
+    for (const t of missed) lines.push(`- ${t.target}: ${t.limit}`);
+  }
+  lines.push('');
+  lines.push('Per scenario:');
+  lines.push('');
+  for (const s of r.scenarios) {
+    const cpu = Object.entries(s.proxyCpuPercent).map(([m, v]) => `${m === 'mesh' ? 'agent' : 'nginx'} ${v!.toFixed(0)}% of a core`);
+    lines.push(`- **${s.title}**: \`${s.load}\`${cpu.length ? `; ${cpu.join(', ')}` : ''}.${s.notes.length ? ' ' + s.notes.join(' ') : ''}`);
+  }
+  return lines.join('\n') + '\n';
+}
