@@ -46,3 +46,19 @@ test('SMTP replies: multi-line replies end at "NNN ", lines split on CRLF', (t) 
   t.is(replyCode('HTTP/1.1 200 OK'), null);
   t.deepEqual(takeLines('220 hi\r\n250-a\r\n25'), { lines: ['220 hi', '250-a'], rest: '25' });
 });
+
+test('success per deployment from the agent\'s metrics: inbound only, this namespace only', async (t) => {
+  const { successByDeployment } = await import('../src/demo/metrics-summary.ts');
+  const text = [
+    '# TYPE response_total counter',
+    'response_total{direction="inbound",namespace="emojivoto",deployment="web",pod="w",classification="success",status_code="200"} 40',
+    'response_total{direction="inbound",namespace="emojivoto",deployment="web",pod="w",classification="failure",status_code="500"} 10',
+    'response_total{direction="outbound",namespace="emojivoto",deployment="web",pod="w",dst_deployment="voting",classification="failure",status_code="200",grpc_status="2"} 7',
+    'response_total{direction="inbound",namespace="emojivoto",deployment="voting",pod="v",classification="failure",status_code="200",grpc_status="2"} 7',
+    'response_total{direction="inbound",namespace="other",deployment="web",pod="x",classification="success",status_code="200"} 99',
+  ].join('\n');
+  t.deepEqual(successByDeployment(text, 'emojivoto'), [
+    { deployment: 'voting', success: 0, failure: 7 },
+    { deployment: 'web', success: 40, failure: 10 },
+  ]);
+});

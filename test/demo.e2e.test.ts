@@ -2,6 +2,7 @@
 // real agent. It prints what the mesh measured (the web's success rate is fixed by the bot's
 // mix), the server-first mailer works through the proxy, and nothing is left afterwards.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import { cleanupLeftovers } from '../src/sim/index.ts';
 import { EXPECTED_SUCCESS } from '../src/demo/traffic-mix.ts';
 import { DemoRun, leftovers, processesOfNode, type Proc } from './helpers/demo-run.ts';
@@ -21,6 +22,13 @@ test('the demo shows the web\'s success rate, the SMTP service works, and it cle
   await run.waitFor(/==> running\./, 60_000);
   const id = run.nodeId();
   const procs: Proc[] = processesOfNode(id);
+  // The command the demo tells the user to type in another terminal works as printed.
+  const statusCmd = run.output.match(/^ {4}(\S.* status)$/m)?.[1];
+  t.truthy(statusCmd, run.output);
+  const [cmd, ...args] = statusCmd!.split(' ');
+  const status = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 });
+  t.is(status.status, 0, `${statusCmd}: ${status.stderr}`);
+  t.regex(status.stdout, /emojivoto\s+web-\S+\s+10\.244\.\d+\.\d+\s+yes/);
   t.true(procs.length >= 6, `agent and five services in the node's cgroups, found ${procs.length}`);
   const { code } = await run.exited;
   const out = run.output;
@@ -40,6 +48,15 @@ test('the demo shows the web\'s success rate, the SMTP service works, and it cle
   const decided = [...out.matchAll(/proxy decided by: (.*)/g)].at(-1)![1];
   const serverFirst = Number(/server-first=(\d+)/.exec(decided)?.[1] ?? 0);
   t.true(serverFirst >= mails, `the proxy saw the mailer speak first on every connection: ${decided} vs ${mails} mails`);
+
+  // What the mesh measured (last refresh) matches the bot's mix.
+  const rows = [...out.matchAll(/^(web|voting|emoji)\s+(\d+)\s+([\d.]+)%/gm)];
+  for (const dep of ['web', 'voting', 'emoji']) {
+    const row = rows.filter((r) => r[1] === dep).at(-1);
+    t.truthy(row, `no ${dep} row in:\n${out}`);
+    t.true(Number(row![2]) >= 50, `${dep}: ${row![2]} requests`);
+    t.true(Math.abs(Number(row![3]) / 100 - EXPECTED_SUCCESS[dep]) < 0.03, `${dep} success ${row![3]}% vs expected ${EXPECTED_SUCCESS[dep]}`);
+  }
 
   // The bot's view of the web agrees with the mix.
   const bot = [...out.matchAll(/vote-bot saw (\d+) requests: (\d+) ok, (\d+) answered 5xx, (\d+) without answer/g)].at(-1)!;

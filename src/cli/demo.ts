@@ -4,8 +4,9 @@ import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NAMESPACE } from '../demo/app.ts';
-import { DemoStack } from '../demo/stack.ts';
-import { agentLines, botLine, expectationLine, header, mailerLine } from '../demo/view.ts';
+import { ADMIN, BIN, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
+import { successByDeployment } from '../demo/metrics-summary.ts';
+import { agentLines, botLine, expectationLine, header, mailerLine, successTable } from '../demo/view.ts';
 
 const bold = (s: string) => (process.stderr.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const step = (msg: string) => process.stderr.write(`${bold('==>')} ${msg}\n`);
@@ -68,7 +69,8 @@ async function runDemo(opts: DemoOptions): Promise<void> {
 
   try {
     await stack.start();
-    howToLook(stack);
+    const forwarded = await forwardPort(stack.node, Number(ADMIN.split(':')[1]));
+    howToLook(stack, forwarded !== null);
     const started = Date.now();
     const end = opts.duration === undefined ? Infinity : started + opts.duration * 1000;
     while (!stopping && Date.now() < end) {
@@ -90,20 +92,34 @@ async function refresh(stack: DemoStack, elapsedS: number): Promise<void> {
   } catch (e) {
     lines.push(`agent status: ${(e as Error).message}`);
   }
+  try {
+    lines.push('success per deployment, measured by the mesh since start (the agent\'s /metrics, inbound response_total):');
+    lines.push(successTable(successByDeployment(await stack.agentMetrics(), NAMESPACE)));
+  } catch (e) {
+    lines.push(`agent metrics: ${(e as Error).message}`);
+  }
   lines.push(botLine(stack.services.get('vote-bot')?.log.latest.get('bot')));
   lines.push(mailerLine(stack.services.get('mailer')?.log.latest.get('delivered')));
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-function howToLook(stack: DemoStack): void {
-  const cli = `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs} ${process.execPath} ${process.argv[1]}`;
-  step('running. In another terminal (the agent\'s admin API listens in the node\'s network namespace):');
+/** How the user runs mesh-agent from their shell: through ./dev from the checkout, else by full path. */
+function cliCommand(): string {
+  return process.cwd() === ROOT ? './dev node bin/mesh-agent.ts' : `${process.execPath} ${BIN}`;
+}
+
+function howToLook(stack: DemoStack, forwarded: boolean): void {
+  const cli = forwarded ? cliCommand() : `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs} ${process.execPath} ${BIN}`;
+  const curl = forwarded ? 'curl' : `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs} curl`;
+  step(forwarded
+    ? `running. The agent's admin API (${ADMIN} in the node's network namespace) is forwarded to ${ADMIN} here; in another terminal:`
+    : `running. ${ADMIN} is taken on this machine, so enter the node's network namespace to reach the agent; in another terminal:`);
   process.stderr.write([
     `    ${cli} status`,
-    `    ${cli} status -o json`,
+    `    ${curl} -s http://${ADMIN}/metrics | grep '^response_total'`,
+    `  namespace ${NAMESPACE}; deployments: ${[...stack.services.keys()].join(', ')}`,
     `  ${expectationLine()}`,
     `  Ctrl-C stops the demo and removes everything it made.`,
-    `  namespace ${NAMESPACE}; deployments: ${[...stack.services.keys()].join(', ')}`,
     '',
   ].join('\n'));
 }

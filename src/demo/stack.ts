@@ -3,6 +3,7 @@
 // dependency order. Everything it makes belongs to the node, so node.destroy() removes it all.
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +12,7 @@ import { isAlive } from '../sim/leftovers.ts';
 import { DEPLOYMENTS, NAMESPACE, namespaceObject, podMeta, type Deployment } from './app.ts';
 import { JsonLineLog } from './json-lines.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 const DEMO_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ADMIN = '127.0.0.1:4191';
@@ -127,6 +128,13 @@ export class DemoStack {
     return JSON.parse(r.stdout);
   }
 
+  /** The agent's Prometheus exposition (/metrics), from inside the node namespace. */
+  async agentMetrics(): Promise<string> {
+    const r = await this.node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN}/metrics`], { timeoutMs: 5000 });
+    if (r.code !== 0) throw new Error(`agent /metrics unreachable (curl exit ${r.code}): ${r.stderr.trim()}`);
+    return r.stdout;
+  }
+
   /** Runs a mesh-agent command in the node namespace, as a user in another terminal would. */
   cli(args: string[], timeoutMs = 10_000) {
     return this.node.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, ...args], { timeoutMs });
@@ -147,4 +155,27 @@ export class DemoStack {
       fs.rmSync(this.tmp, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Opens 127.0.0.1:port in this (the machine's) namespace and hands it to a forwarder in the
+ * node namespace that connects to 127.0.0.1:port there. Null when the port is taken here:
+ * the caller then tells the user to enter the namespace instead.
+ */
+export async function forwardPort(node: SimNode, port: number): Promise<ChildProcess | null> {
+  const server = net.createServer();
+  const ok = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  if (!ok) return null;
+  const child = node.spawnInNode(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(DEMO_DIR, 'port-forward.ts')], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`port forwarder for ${port} exited (${code})`)));
+    child.on('message', (m: any) => m?.forwarding === port && resolve());
+    child.send({ target: port }, server);
+  });
+  // The child holds its own copy of the socket; ours would accept connections nobody serves.
+  server.close();
+  return child;
 }

@@ -1,4 +1,6 @@
 // What the demo prints while it runs (pure: data in, lines out).
+import { table } from '../cli/table.ts';
+import type { DeploymentTotals } from './metrics-summary.ts';
 import { EXPECTED_SUCCESS } from './traffic-mix.ts';
 
 export const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
@@ -37,4 +39,13 @@ export function header(elapsedS: number, width = 78): string {
 /** Pretty-prints the expected success rates so a reader can hold the table against them. */
 export function expectationLine(): string {
   return `expected success: web ${pct(EXPECTED_SUCCESS.web)} (1 vote in 3 is for :doughnut:), voting ${pct(EXPECTED_SUCCESS.voting)}, emoji ${pct(EXPECTED_SUCCESS.emoji)}`;
+}
+
+/** Success per deployment as the mesh measured it (the agent's inbound response_total), next to what the mix implies. */
+export function successTable(rows: DeploymentTotals[]): string {
+  return table(['DEPLOYMENT', 'REQUESTS', 'SUCCESS', 'EXPECTED'], rows.map((r) => {
+    const n = r.success + r.failure;
+    const expected = EXPECTED_SUCCESS[r.deployment];
+    return [r.deployment, String(n), n ? pct(r.success / n) : '-', expected === undefined ? '-' : pct(expected)];
+  }));
 }
