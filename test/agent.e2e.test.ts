@@ -102,12 +102,20 @@ test.serial('a pod meshed from the pods file goes through the proxy', async (t) 
   t.regex(table.stdout, /STATUS: healthy/);
   t.regex(table.stdout, /shop\s+web\s+10\.244\.\d+\.\d+\s+yes/);
   t.regex(table.stdout, /cgroup\/connect4\s+\d+\s+\/sys\/fs\/cgroup/);
+  t.regex(table.stdout, /BPF FEATURES\n/);
+  t.regex(table.stdout, /attach\s+getpeername4\s+ok\s+yes/);
+  t.regex(table.stdout, /helper\s+get_current_ancestor_cgroup_id\s+ok\s+yes/);
   const json = await cliStatus('-o', 'json');
   t.is(json.code, 0);
   const doc = JSON.parse(json.stdout);
   t.true(doc.healthy);
   t.deepEqual(doc.reasons, []);
   t.is(doc.status.pods.length, 2);
+  // The agent probed the kernel at start: every required feature is there (it attached, after all).
+  const required = doc.status.features.filter((f: any) => f.required);
+  t.is(required.length, 14, "13 kernel features and the cgroup2 mount");
+  t.deepEqual(required.filter((f: any) => f.status !== 'ok'), []);
+  t.deepEqual(doc.status.features.find((f: any) => f.kind === 'map' && f.name === 'lru_hash'), { kind: 'map', name: 'lru_hash', required: true, status: 'ok', note: 'original destinations (LRU: a backstop when a close is missed)' });
 });
 
 test.serial('an annotation change applies to the next connection, without restarting the pod', async (t) => {

@@ -483,7 +483,76 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   }
 };
 
+// Loads "return 1" as a cgroup sock_addr program for one attach type: the kernel rejects an
+// expected_attach_type it does not know with EINVAL (getpeername hooks came in 5.8, after
+// connect hooks). 1 supported, 0 not, -errno when the probe itself could not run (EPERM).
+int ProbeSockAddrAttach(enum bpf_attach_type type) {
+  struct bpf_insn insns[2];
+  memset(insns, 0, sizeof(insns));
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 1
+  insns[0].dst_reg = BPF_REG_0;
+  insns[0].imm = 1;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = type);
+  int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "mesh_probe", "GPL", insns, 2, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return 1;
+  }
+  int err = errno;
+  return err == EINVAL ? 0 : -err;
+}
+
+// probeFeatures(): what the kernel offers of what native/bpf/mesh.bpf.c uses (and the sockmap
+// types a kernel-spliced bulk path would). Raw results only; src/datapath/features.ts decides
+// what is required and what to tell the operator.
+Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  auto add = [&](const char* kind, const char* name, int result) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kind", kind);
+    o.Set("name", name);
+    o.Set("result", Napi::Number::New(env, result));
+    out.Set(i++, o);
+  };
+  // libbpf's probes read "not permitted" as "not supported" (and its helper probe as
+  // "supported"): without the right to load programs, report every feature as not probed.
+  int baseline = ProbeSockAddrAttach(BPF_CGROUP_INET4_CONNECT);
+  if (baseline == -EPERM || baseline == -EACCES) {
+    for (const char* n : {"cgroup_sock_addr", "sock_ops"}) add("program", n, baseline);
+    for (const char* n : {"connect4", "connect6", "getpeername4", "getpeername6"}) add("attach", n, baseline);
+    for (const char* n : {"hash", "array", "lru_hash", "percpu_array", "sockmap", "sockhash"}) add("map", n, baseline);
+    for (const char* n : {"get_current_ancestor_cgroup_id", "get_socket_cookie", "sock_ops_cb_flags_set"}) add("helper", n, baseline);
+    return out;
+  }
+  // libbpf logs failed probe loads as warnings; they are expected here.
+  libbpf_print_fn_t prev = libbpf_set_print(nullptr);
+  add("program", "cgroup_sock_addr", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, nullptr));
+  add("program", "sock_ops", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, nullptr));
+  add("attach", "connect4", ProbeSockAddrAttach(BPF_CGROUP_INET4_CONNECT));
+  add("attach", "connect6", ProbeSockAddrAttach(BPF_CGROUP_INET6_CONNECT));
+  add("attach", "getpeername4", ProbeSockAddrAttach(BPF_CGROUP_INET4_GETPEERNAME));
+  add("attach", "getpeername6", ProbeSockAddrAttach(BPF_CGROUP_INET6_GETPEERNAME));
+  add("map", "hash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_HASH, nullptr));
+  add("map", "array", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_ARRAY, nullptr));
+  add("map", "lru_hash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_LRU_HASH, nullptr));
+  add("map", "percpu_array", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_PERCPU_ARRAY, nullptr));
+  add("map", "sockmap", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKMAP, nullptr));
+  add("map", "sockhash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKHASH, nullptr));
+  add("helper", "get_current_ancestor_cgroup_id",
+      libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_ancestor_cgroup_id, nullptr));
+  add("helper", "get_socket_cookie",
+      libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_socket_cookie, nullptr));
+  add("helper", "sock_ops_cb_flags_set",
+      libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sock_ops_cb_flags_set, nullptr));
+  libbpf_set_print(prev);
+  return out;
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeatures, "probeFeatures"));
   return Datapath::Init(env, exports);
 }
 

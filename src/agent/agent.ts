@@ -2,6 +2,7 @@
 // with this node's pods, runs the proxy the pods are redirected to, and serves its admin API.
 import * as os from 'node:os';
 import { Datapath, type PortRange } from '../datapath/datapath.ts';
+import { missingRequired, probeFeatures, type Feature } from '../datapath/features.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
 import { KubeSource } from '../k8s/kube-source.ts';
 import type { Snapshot } from '../k8s/objects.ts';
@@ -55,6 +56,8 @@ export class Agent {
   private podsSynced = false;
   private admin?: AdminServer;
   readonly recentErrors: Array<{ at: string; msg: string }> = [];
+  /** The kernel's BPF features, probed at start. */
+  features: Feature[] = [];
   private ready = false;
   /** Every request and connection event of the proxy goes here, then to each consumer. */
   readonly telemetry: TelemetryHub;
@@ -103,13 +106,22 @@ export class Agent {
       const fix = err.code === 'EADDRNOTAVAIL' ? `; ${this.opts.proxy.ip} is not an address of this host, pass --proxy-addr with the node IP` : err.code === 'EADDRINUSE' ? '; another agent may be running, or pass another port with --proxy-addr' : '';
       throw new Error(`proxy listen on ${this.opts.proxy.ip}:${this.opts.proxy.port} failed: ${err.message}${fix}`);
     }
-    this.datapath = Datapath.open({
-      cgroupRoot: this.opts.cgroupRoot,
-      proxyIp: this.opts.proxy.ip,
-      proxyPort: this.opts.proxy.port,
-      skipOutbound: this.opts.skipOutbound,
-      allowRootCgroup: this.opts.allowRootCgroup,
-    });
+    this.features = probeFeatures(os.release());
+    const missing = missingRequired(this.features);
+    for (const m of missing) this.recordError(`BPF feature missing: ${m}`);
+    try {
+      this.datapath = Datapath.open({
+        cgroupRoot: this.opts.cgroupRoot,
+        proxyIp: this.opts.proxy.ip,
+        proxyPort: this.opts.proxy.port,
+        skipOutbound: this.opts.skipOutbound,
+        allowRootCgroup: this.opts.allowRootCgroup,
+      });
+    } catch (e) {
+      // The probe usually knows why better than the loader's errno.
+      if (missing.length) (e as Error).message += `\nthis kernel lacks what the datapath needs:\n  ${missing.join('\n  ')}`;
+      throw e;
+    }
     log.info('datapath attached', { cgroup: this.datapath.cgroupRoot, proxy: `${this.opts.proxy.ip}:${this.opts.proxy.port}` });
     this.pods = new PodSync({
       datapath: this.datapath,
@@ -164,6 +176,7 @@ export class Agent {
       node: this.opts.nodeName ?? os.hostname(),
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       kernel: os.release(),
+      features: this.features,
       datapath: { cgroup: d.cgroup, programs: d.programs, maps: d.maps, counters: this.datapath.counters() },
       proxy: { listen: `${this.opts.proxy.ip}:${this.opts.proxy.port}`, ...this.proxy.stats() },
       pods: this.pods.states().map((s) => ({

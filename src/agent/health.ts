@@ -10,6 +10,9 @@ export const MAP_PRESSURE = 0.9;
 
 export function assessHealth(s: any): Health {
   const reasons: string[] = [];
+  for (const f of s.features ?? []) {
+    if (f.required && f.status === 'missing') reasons.push(`BPF feature missing: ${f.kind} ${f.name} (${f.note}); fix: ${f.fix}`);
+  }
   const progs: any[] = s.datapath?.programs ?? [];
   const detached = progs.filter((p) => !p.attachedTo).map((p) => p.section);
   if (progs.length === 0) reasons.push('the datapath is not loaded');

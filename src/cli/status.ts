@@ -12,7 +12,7 @@ export const EXIT_UNREACHABLE = 2;
 export function registerStatus(program: Command) {
   program
     .command('status')
-    .description('show this node\'s agent: datapath, maps, meshed pods, proxy, counters, errors')
+    .description('show this node\'s agent: BPF features, datapath, maps, meshed pods, proxy, counters, errors')
     .option('--admin <ip:port>', 'the agent\'s admin address', '127.0.0.1:4191')
     .option('-o, --output <format>', 'table or json', 'table')
     .option('--timeout <ms>', 'give up on the agent after this long', '3000')
@@ -43,6 +43,9 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   const out: string[] = [];
   out.push(`mesh-agent ${s.version} on node ${s.node}, up ${s.uptimeSeconds}s, kernel ${s.kernel}`);
   out.push(health.healthy ? 'STATUS: healthy' : `STATUS: degraded\n${health.reasons.map((r) => `  - ${r}`).join('\n')}`);
+  out.push('', 'BPF FEATURES');
+  out.push(table(['KIND', 'NAME', 'STATUS', 'REQUIRED', 'NOTE'],
+    (s.features ?? []).map((f: any) => [f.kind, f.name, f.status, f.required ? 'yes' : 'no', f.fix && f.status !== 'ok' ? `${f.note}; fix: ${f.fix}` : f.note])));
   out.push('', 'PROGRAMS');
   out.push(table(['SECTION', 'ID', 'ATTACHED TO'], s.datapath.programs.map((p: any) => [p.section, p.id ?? '-', p.attachedTo ?? 'not attached'])));
   out.push('', 'MAPS');

@@ -64,6 +64,13 @@ export interface NativeDatapath {
   describe(): DatapathDescription;
 }
 
+/** One kernel probe: 1 supported, 0 not, -errno when the probe could not run (e.g. -1, EPERM). */
+export interface RawFeatureProbe {
+  kind: 'program' | 'attach' | 'map' | 'helper';
+  name: string;
+  result: number;
+}
+
 /** An error from the addon: the message names the problem and the fix. */
 export interface DatapathError extends Error {
   errno?: number;
@@ -72,7 +79,7 @@ export interface DatapathError extends Error {
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-export function loadAddon(): { Datapath: new () => NativeDatapath } {
+export function loadAddon(): { Datapath: new () => NativeDatapath; probeFeatures(): RawFeatureProbe[] } {
   const require = createRequire(import.meta.url);
   const file = path.join(root, 'build/Release/mesh_bpf.node');
   try {
