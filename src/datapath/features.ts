@@ -100,5 +100,8 @@ export function probeFeatures(kernel: string): Feature[] {
   } catch {
     // no /proc: reported as a missing cgroup2 mount
   }
-  return assessFeatures(loadAddon().probeFeatures(), { kernel, btf: fs.existsSync('/sys/kernel/btf/vmlinux'), cgroup2 });
+  // An addon built before probeFeatures existed still runs the datapath: its features read as unknown, "rebuild the addon".
+  const addon: { probeFeatures?: () => RawFeatureProbe[] } = loadAddon();
+  const raw = typeof addon.probeFeatures === 'function' ? addon.probeFeatures() : [];
+  return assessFeatures(raw, { kernel, btf: fs.existsSync('/sys/kernel/btf/vmlinux'), cgroup2 });
 }
