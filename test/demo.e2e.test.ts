@@ -4,7 +4,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { cleanupLeftovers } from '../src/sim/index.ts';
-import { EXPECTED_SUCCESS } from '../src/demo/traffic-mix.ts';
+import { EXPECTED_SUCCESS, expectedRps } from '../src/demo/traffic-mix.ts';
 import { DemoRun, leftovers, processesOfNode, type Proc } from './helpers/demo-run.ts';
 
 let run: DemoRun | undefined;
@@ -29,6 +29,14 @@ test('the demo shows the web\'s success rate, the SMTP service works, and it cle
   const status = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 });
   t.is(status.status, 0, `${statusCmd}: ${status.stderr}`);
   t.regex(status.stdout, /emojivoto\s+web-\S+\s+10\.244\.\d+\.\d+\s+yes/);
+  // And so does the printed stat command, when the build has one.
+  const statCmd = run.output.match(/^ {4}(\S.* stat deploy -n emojivoto)$/m)?.[1];
+  if (statCmd) {
+    const [scmd, ...sargs] = statCmd.split(' ');
+    const stat = spawnSync(scmd, sargs, { encoding: 'utf8', timeout: 30_000 });
+    t.is(stat.status, 0, `${statCmd}: ${stat.stderr}`);
+    t.regex(stat.stdout + stat.stderr, /NAME\s+MESHED\s+SUCCESS|No traffic found/);
+  }
   t.true(procs.length >= 6, `agent and five services in the node's cgroups, found ${procs.length}`);
   const { code } = await run.exited;
   const out = run.output;
@@ -49,13 +57,29 @@ test('the demo shows the web\'s success rate, the SMTP service works, and it cle
   const serverFirst = Number(/server-first=(\d+)/.exec(decided)?.[1] ?? 0);
   t.true(serverFirst >= mails, `the proxy saw the mailer speak first on every connection: ${decided} vs ${mails} mails`);
 
-  // What the mesh measured (last refresh) matches the bot's mix.
-  const rows = [...out.matchAll(/^(web|voting|emoji)\s+(\d+)\s+([\d.]+)%/gm)];
+  // What the mesh measured at the last refresh matches the bot's mix: `mesh-agent stat deploy`
+  // (the controller's aggregate of the agent's reports) when this build has a controller,
+  // else the table from the agent's own /metrics.
+  const withController = /^\$ mesh-agent stat deploy/m.test(out);
+  const rowRe = withController
+    ? /^(web|voting|emoji)\s+(?:\d+\/\d+)\s+([\d.]+)%\s+([\d.]+)rps/gm
+    : /^(web|voting|emoji)\s+(\d+)\s+([\d.]+)%/gm;
+  const rows = [...out.matchAll(rowRe)];
+  const rps = expectedRps(20);
   for (const dep of ['web', 'voting', 'emoji']) {
     const row = rows.filter((r) => r[1] === dep).at(-1);
     t.truthy(row, `no ${dep} row in:\n${out}`);
-    t.true(Number(row![2]) >= 50, `${dep}: ${row![2]} requests`);
-    t.true(Math.abs(Number(row![3]) / 100 - EXPECTED_SUCCESS[dep]) < 0.03, `${dep} success ${row![3]}% vs expected ${EXPECTED_SUCCESS[dep]}`);
+    const success = Number(withController ? row![2] : row![3]);
+    t.true(Math.abs(success / 100 - EXPECTED_SUCCESS[dep]) < 0.03, `${dep} success ${success}% vs expected ${EXPECTED_SUCCESS[dep]}`);
+    if (withController) t.true(Math.abs(Number(row![3]) - rps[dep]) < 0.35 * rps[dep], `${dep} ${row![3]} rps vs about ${rps[dep]}`);
+    else t.true(Number(row![2]) >= 50, `${dep}: ${row![2]} requests`);
+  }
+
+  if (withController) {
+    // The tap excerpt: a request, its response and its end, live through the controller.
+    t.regex(out, /^req id=\S+ proxy=out src=10\.244\.\S+ dst=10\.244\.\S+ .*:path=\//m);
+    t.regex(out, /^rsp id=\S+ .*:status=\d{3} latency=/m);
+    t.regex(out, /^end id=\S+ .*duration=/m);
   }
 
   // The bot's view of the web agrees with the mix.

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NAMESPACE } from '../demo/app.ts';
-import { ADMIN, BIN, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
+import { ADMIN, BIN, CONTROLLER, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
 import { successByDeployment } from '../demo/metrics-summary.ts';
 import { agentLines, botLine, expectationLine, header, mailerLine, successTable } from '../demo/view.ts';
 
@@ -15,6 +15,7 @@ interface DemoOptions {
   duration?: number;
   rps: number;
   interval: number;
+  controller: boolean;
 }
 
 function positive(v: string, flag: string, max: number): number {
@@ -24,6 +25,8 @@ function positive(v: string, flag: string, max: number): number {
 }
 
 export function registerDemo(program: Command) {
+  // The controller ships in the same binary; the check keeps the demo honest about what it can show.
+  const hasController = () => program.commands.some((c) => c.name() === 'controller');
   program
     .command('demo')
     .description('run an emojivoto-like app on a simulated node (as root), meshed by the agent, and show its live stats')
@@ -36,6 +39,7 @@ export function registerDemo(program: Command) {
         duration: o.duration === undefined ? undefined : positive(o.duration, '--duration', 86_400),
         rps: positive(o.rps, '--rps', 1000),
         interval: positive(o.interval, '--interval', 3600),
+        controller: hasController(),
       });
     });
 }
@@ -43,7 +47,7 @@ export function registerDemo(program: Command) {
 async function runDemo(opts: DemoOptions): Promise<void> {
   const removed = await DemoStack.sweepLeftovers();
   if (removed.length) step(`removed what an earlier run left behind: ${removed.join(', ')}`);
-  const stack = new DemoStack({ rps: opts.rps, step });
+  const stack = new DemoStack({ rps: opts.rps, controller: opts.controller, step });
   // A process exit that skips the awaited cleanup still removes the temp dir; the sim
   // removes its own namespaces and cgroups on exit and on signals.
   process.on('exit', () => fs.rmSync(stack.tmp, { recursive: true, force: true }));
@@ -69,38 +73,65 @@ async function runDemo(opts: DemoOptions): Promise<void> {
 
   try {
     await stack.start();
-    const forwarded = await forwardPort(stack.node, Number(ADMIN.split(':')[1]));
-    howToLook(stack, forwarded !== null);
+    let forwarded = (await forwardPort(stack.node, Number(ADMIN.split(':')[1]))) !== null;
+    if (opts.controller) forwarded = (await forwardPort(stack.node, Number(CONTROLLER.split(':')[1]))) !== null && forwarded;
+    howToLook(stack, forwarded, opts.controller);
     const started = Date.now();
+    let tapShown = false;
     const end = opts.duration === undefined ? Infinity : started + opts.duration * 1000;
     while (!stopping && Date.now() < end) {
       await sleep(Math.min(opts.interval * 1000, end - Date.now()));
       if (stopping) break;
       const dead = stack.crashed();
       if (dead.length) throw new Error(`a demo process died: ${dead.join('; ')}`);
-      await refresh(stack, Math.round((Date.now() - started) / 1000));
+      await refresh(stack, Math.round((Date.now() - started) / 1000), opts.controller);
+      if (opts.controller && !tapShown) tapShown = await tapExcerpt(stack);
     }
   } finally {
     if (!stopping) await cleanup();
   }
 }
 
-async function refresh(stack: DemoStack, elapsedS: number): Promise<void> {
+async function refresh(stack: DemoStack, elapsedS: number, controller: boolean): Promise<void> {
   const lines = [header(elapsedS)];
+  if (controller) {
+    lines.push(`$ mesh-agent stat deploy -n ${NAMESPACE} -t 1m   (the controller's view, from the agent's reports)`);
+    lines.push(await statTable(stack));
+  } else {
+    try {
+      lines.push('success per deployment, measured by the mesh since start (the agent\'s /metrics, inbound response_total):');
+      lines.push(successTable(successByDeployment(await stack.agentMetrics(), NAMESPACE)));
+    } catch (e) {
+      lines.push(`agent metrics: ${(e as Error).message}`);
+    }
+  }
   try {
     lines.push(...agentLines(await stack.agentStatus()));
   } catch (e) {
     lines.push(`agent status: ${(e as Error).message}`);
   }
-  try {
-    lines.push('success per deployment, measured by the mesh since start (the agent\'s /metrics, inbound response_total):');
-    lines.push(successTable(successByDeployment(await stack.agentMetrics(), NAMESPACE)));
-  } catch (e) {
-    lines.push(`agent metrics: ${(e as Error).message}`);
-  }
   lines.push(botLine(stack.services.get('vote-bot')?.log.latest.get('bot')));
   lines.push(mailerLine(stack.services.get('mailer')?.log.latest.get('delivered')));
   process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** Exactly what the user's `stat` prints: the real command, run in the node namespace. */
+async function statTable(stack: DemoStack): Promise<string> {
+  const r = await stack.cli(['stat', 'deploy', '-n', NAMESPACE, '-t', '1m', '--controller', CONTROLLER]);
+  if (r.code !== 0) return `stat failed (exit ${r.code}): ${r.stderr.trim()}`;
+  return (r.stdout.trim() || r.stderr.trim());
+}
+
+/** A few seconds of `tap deploy/web`, once: the first requests with their responses. */
+async function tapExcerpt(stack: DemoStack): Promise<boolean> {
+  const r = await stack.cli(['tap', 'deploy/web', '-n', NAMESPACE, '--max-rps', '5', '--controller', CONTROLLER], 3000);
+  const lines = r.stdout.split('\n').filter(Boolean);
+  if (lines.length === 0) {
+    process.stdout.write(`tap deploy/web printed nothing yet (${r.stderr.trim().split('\n').at(-1) ?? ''}); trying again at the next refresh\n`);
+    return false;
+  }
+  process.stdout.write([`$ mesh-agent tap deploy/web -n ${NAMESPACE}   (first lines of 3 s; req, rsp and end per request)`, ...lines.slice(0, 9), ''].join('\n'));
+  return true;
 }
 
 /** How the user runs mesh-agent from their shell: through ./dev from the checkout, else by full path. */
@@ -108,15 +139,19 @@ function cliCommand(): string {
   return process.cwd() === ROOT ? './dev node bin/mesh-agent.ts' : `${process.execPath} ${BIN}`;
 }
 
-function howToLook(stack: DemoStack, forwarded: boolean): void {
-  const cli = forwarded ? cliCommand() : `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs} ${process.execPath} ${BIN}`;
-  const curl = forwarded ? 'curl' : `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs} curl`;
+function howToLook(stack: DemoStack, forwarded: boolean, controller: boolean): void {
+  const enter = `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs}`;
+  const cli = forwarded ? cliCommand() : `${enter} ${process.execPath} ${BIN}`;
+  const curl = forwarded ? 'curl' : `${enter} curl`;
+  const what = controller ? `The agent's admin API (${ADMIN}) and the controller (${CONTROLLER})` : `The agent's admin API (${ADMIN})`;
   step(forwarded
-    ? `running. The agent's admin API (${ADMIN} in the node's network namespace) is forwarded to ${ADMIN} here; in another terminal:`
-    : `running. ${ADMIN} is taken on this machine, so enter the node's network namespace to reach the agent; in another terminal:`);
+    ? `running. ${what}, in the node's network namespace, are forwarded to the same addresses here; in another terminal:`
+    : `running. ${what} listen in the node's network namespace and the port is taken here, so enter it; in another terminal:`);
   process.stderr.write([
     `    ${cli} status`,
-    `    ${curl} -s http://${ADMIN}/metrics | grep '^response_total'`,
+    ...(controller
+      ? [`    ${cli} stat deploy -n ${NAMESPACE}`, `    ${cli} stat pod -n ${NAMESPACE} -o wide`, `    ${cli} tap deploy/web -n ${NAMESPACE}`, `    ${cli} tap deploy/web -n ${NAMESPACE} --to deploy/voting --path /emojivoto.VotingService/Vote`]
+      : [`    ${curl} -s http://${ADMIN}/metrics | grep '^response_total'`]),
     `  namespace ${NAMESPACE}; deployments: ${[...stack.services.keys()].join(', ')}`,
     `  ${expectationLine()}`,
     `  Ctrl-C stops the demo and removes everything it made.`,

@@ -16,11 +16,15 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 const DEMO_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ADMIN = '127.0.0.1:4191';
+/** Where `stat` and `tap` look by default: the demo runs its controller there, in the node namespace. */
+export const CONTROLLER = '127.0.0.1:8086';
 const TMP_PREFIX = 'mesh-demo-';
 
 export interface StackOptions {
   /** Requests per second the vote bot sends to the web. */
   rps: number;
+  /** Run `mesh-agent controller` and have the agent report to it (when this build has one). */
+  controller: boolean;
   step: (msg: string) => void;
 }
 
@@ -45,6 +49,8 @@ export class DemoStack {
   node!: SimNode;
   agent!: ChildProcess;
   agentLog!: JsonLineLog;
+  controller?: ChildProcess;
+  controllerLog?: JsonLineLog;
   readonly services = new Map<string, Service>();
   readonly tmp: string;
   readonly #opts: StackOptions;
@@ -81,8 +87,17 @@ export class DemoStack {
     const objects = [namespaceObject(), ...[...pods.values()].map((p) => p.toPodObject(this.node.name))];
     fs.writeFileSync(podsFile, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }, null, 2));
 
-    step(`starting the agent in the node namespace: mesh-agent run --pods ${podsFile} (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
-    this.agent = this.node.spawnInNode(process.execPath, [BIN, 'run', '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot, '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--drain', '1000', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const reporting: string[] = [];
+    if (this.#opts.controller) {
+      step(`starting the controller in the node namespace: mesh-agent controller --listen ${CONTROLLER}`);
+      this.controller = this.node.spawnInNode(process.execPath, [BIN, 'controller', '--listen', CONTROLLER, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      this.controllerLog = new JsonLineLog(this.controller);
+      await this.#waitListening(CONTROLLER, this.controller, this.controllerLog, 'the controller');
+      // Reports every 2 s, so the first stat refresh already has a few of them.
+      reporting.push('--controller', CONTROLLER, '--report-interval', '2000');
+    }
+    step(`starting the agent in the node namespace: mesh-agent run --pods ${podsFile}${reporting.length ? ` --controller ${CONTROLLER}` : ''} (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
+    this.agent = this.node.spawnInNode(process.execPath, [BIN, 'run', '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot, '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--drain', '1000', ...reporting, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.agentLog = new JsonLineLog(this.agent);
     await this.#waitAgentReady();
     step(`agent ready: BPF attached to ${this.node.cgroupRoot}, proxy on ${this.node.nodeIp}:15001, admin on ${ADMIN} (node namespace)`);
@@ -121,6 +136,18 @@ export class DemoStack {
     throw new Error(`the agent was not ready within 20 s: ${this.agentLog.stderr.trim() || '(no output)'}`);
   }
 
+  /** Waits until something accepts TCP connections on addr in the node namespace (curl exit 7: refused). */
+  async #waitListening(addr: string, proc: ChildProcess, log: JsonLineLog, what: string): Promise<void> {
+    const end = Date.now() + 20_000;
+    while (Date.now() < end) {
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${what} exited (${proc.signalCode ?? proc.exitCode}) during start: ${log.stderr.trim() || '(no output)'}`);
+      const r = await this.node.execInNode('curl', ['-s', '-o', '/dev/null', '-m', '1', `http://${addr}/`]).catch(() => ({ code: 7 }));
+      if (r.code !== 7 && r.code !== 28) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`${what} was not listening on ${addr} within 20 s: ${log.stderr.trim() || '(no output)'}`);
+  }
+
   /** The agent's /status document, from inside the node namespace. */
   async agentStatus(): Promise<any> {
     const r = await this.node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN}/status`], { timeoutMs: 5000 });
@@ -143,6 +170,7 @@ export class DemoStack {
   /** Processes that died unexpectedly, with their last words. */
   crashed(): string[] {
     const out: string[] = [];
+    if (this.controller && (this.controller.exitCode !== null || this.controller.signalCode !== null)) out.push(`controller: ${this.controllerLog?.stderr.trim()}`);
     if (this.agent && (this.agent.exitCode !== null || this.agent.signalCode !== null)) out.push(`agent: ${this.agentLog?.stderr.trim()}`);
     for (const [name, s] of this.services) if (s.proc.exitCode !== null || s.proc.signalCode !== null) out.push(`${name}: ${s.log.stderr.trim()}`);
     return out;
