@@ -175,6 +175,12 @@ export class BenchEnv {
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
   }
 
+  /** Seconds the process's main thread (Node's event loop) spent waiting for a CPU. */
+  runQueueSeconds(pid: number): number {
+    const [, waitNs] = fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/);
+    return Number(waitNs) / 1e9;
+  }
+
   async destroy(): Promise<void> {
     this.#destroying = true;
     for (const c of this.#children) c.kill('SIGKILL');
