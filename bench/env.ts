@@ -14,6 +14,8 @@ import { parseVmRss } from './parse.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+/** Extra node flags for the agent, e.g. MESH_BENCH_AGENT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
+const agentNodeArgs = () => (process.env.MESH_BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 export const LOAD_DIR = path.join(ROOT, 'bench/load');
 const ADMIN = '127.0.0.1:4191';
 /** The hard RLIMIT_NOFILE we inherit. Raising it needs CAP_SYS_RESOURCE, which these
@@ -99,7 +101,7 @@ export class BenchEnv {
 
     const podsFile = path.join(this.tmp, 'pods.json');
     fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: this.node.pods().map((p) => p.toPodObject(this.node.name)) }));
-    const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', BIN, 'run', '-q',
+    const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
       '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
       '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000'], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
@@ -183,6 +185,12 @@ export class BenchEnv {
 
   async destroy(): Promise<void> {
     this.#destroying = true;
+    // The agent stops on SIGTERM first, so a --cpu-prof run (MESH_BENCH_AGENT_NODE_ARGS) writes its profile.
+    const agent = this.#children.find((c) => c.pid === this.agentPid && c.exitCode === null && c.signalCode === null);
+    if (agent) {
+      agent.kill('SIGTERM');
+      await Promise.race([new Promise((r) => agent.once('exit', r)), new Promise((r) => setTimeout(r, 5000))]);
+    }
     for (const c of this.#children) c.kill('SIGKILL');
     try {
       await this.node.destroy();

@@ -7,6 +7,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <stdarg.h>
@@ -21,6 +23,19 @@
 
 #include "../bpf/mesh_shared.h"
 #include "../bpf/mesh.skel.h"
+
+// The verifier gives up with EAGAIN when a signal is pending on the loading thread, and
+// libbpf retries only a few times: a profiler's SIGPROF stream (node --cpu-prof) made every
+// load fail. Signals to this thread wait (they are not lost) until the load is done.
+struct SignalsHeld {
+  sigset_t old_;
+  SignalsHeld() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old_);
+  }
+  ~SignalsHeld() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+};
 
 namespace {
 
@@ -214,7 +229,11 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       MakeError(env, "opening the BPF object", err, g_libbpf_log).ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    int rc = mesh_bpf__load(s);
+    int rc;
+    {
+      SignalsHeld held;
+      rc = mesh_bpf__load(s);
+    }
     if (rc) {
       int err = -rc;
       std::string log = g_libbpf_log;
@@ -517,6 +536,7 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
     o.Set("result", Napi::Number::New(env, result));
     out.Set(i++, o);
   };
+  SignalsHeld held;  // probes load programs too
   // libbpf's probes read "not permitted" as "not supported" (and its helper probe as
   // "supported"): without the right to load programs, report every feature as not probed.
   int baseline = ProbeSockAddrAttach(BPF_CGROUP_INET4_CONNECT);
