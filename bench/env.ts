@@ -3,7 +3,7 @@
 // nginx as the upstream servers in the server pod and as the reverse proxy in the node
 // namespace, and iperf3 -s. Everything is a child of the node's cgroups, so destroy() (and
 // the sim's exit and signal handlers) remove it all.
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,7 +13,18 @@ import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
 import { parseVmRss } from './parse.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+// The agent runs as it does in the image: compiled to JavaScript (dist/), rebuilt for every
+// run so the numbers are those of the sources in the tree.
+const BIN = path.join(ROOT, 'dist/bin/mesh-agent.js');
+function compileAgent(): void {
+  const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
+  try {
+    execFileSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const out = e as { stdout?: Buffer; stderr?: Buffer };
+    throw new Error(`compiling the agent to dist/ failed; fix the type errors below or run ./dev setup:\n${out.stdout ?? ''}${out.stderr ?? ''}`);
+  }
+}
 /** Extra node flags for the agent, e.g. MESH_BENCH_AGENT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
 const agentNodeArgs = () => (process.env.MESH_BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 export const LOAD_DIR = path.join(ROOT, 'bench/load');
@@ -101,6 +112,7 @@ export class BenchEnv {
 
     const podsFile = path.join(this.tmp, 'pods.json');
     fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: this.node.pods().map((p) => p.toPodObject(this.node.name)) }));
+    compileAgent();
     const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
       '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
       '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000'], { stdio: ['ignore', 'ignore', 'pipe'] });

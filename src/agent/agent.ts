@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import { Datapath, type PortRange } from '../datapath/datapath.ts';
 import { missingRequired, probeFeatures, type Feature } from '../datapath/features.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
-import { KubeSource } from '../k8s/kube-source.ts';
+import type { KubeSource } from '../k8s/kube-source.ts';
 import type { Snapshot } from '../k8s/objects.ts';
 import { Proxy } from '../proxy/index.ts';
 import type { OrigDst } from '../proxy/context.ts';
@@ -135,6 +135,8 @@ export class Agent {
       this.podsSynced = true;
     } else {
       if (!this.opts.nodeName) throw new Error('no node name: pass --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName), or use --pods FILE');
+      // Loaded only in cluster mode: @kubernetes/client-node alone costs ~110 MB of RSS.
+      const { KubeSource } = await import('../k8s/kube-source.ts');
       this.kube = new KubeSource({
         nodeName: this.opts.nodeName,
         kubeconfig: this.opts.kubeconfig,

@@ -1,5 +1,6 @@
 // Typed access to the Node-API addon (native/addon). No policy here: src/datapath/datapath.ts decides.
 import { createRequire } from 'node:module';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -77,7 +78,12 @@ export interface DatapathError extends Error {
   code?: string;
 }
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+// The package root: two levels up from src/datapath, three from the compiled dist/src/datapath.
+const root = (() => {
+  let d = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(d, 'package.json')) && path.dirname(d) !== d) d = path.dirname(d);
+  return d;
+})();
 
 export function loadAddon(): { Datapath: new () => NativeDatapath; probeFeatures(): RawFeatureProbe[] } {
   const require = createRequire(import.meta.url);
