@@ -16,6 +16,7 @@ import { TelemetryHub } from '../telemetry/hub.ts';
 import { workloadOf } from '../telemetry/workload.ts';
 import { MetricsSink } from '../telemetry/metrics.ts';
 import type { PortSet } from '../proxy/ports.ts';
+import { ReportClient } from '../telemetry/report-client.ts';
 
 export interface AgentOptions {
   nodeName?: string;
@@ -35,6 +36,8 @@ export interface AgentOptions {
   allowRootCgroup?: boolean;
   /** Prometheus labels and cardinality (docs/metrics.md). */
   metrics?: { podLabels?: boolean; maxSeries?: number };
+  /** Controller reports: interval and backlog bound (the URL is controllerUrl). */
+  report?: { intervalMs?: number; backlog?: number };
   /** An extra consumer of the proxy's events (tests); metrics, tap and reports are added by the agent. */
   telemetry?: TelemetrySink;
   log: Logger;
@@ -55,6 +58,7 @@ export class Agent {
   private kube?: KubeSource;
   private podsSynced = false;
   private admin?: AdminServer;
+  private reporter?: ReportClient;
   readonly recentErrors: Array<{ at: string; msg: string }> = [];
   /** The kernel's BPF features, probed at start. */
   features: Feature[] = [];
@@ -152,6 +156,20 @@ export class Agent {
         (e) => this.recordError(`kubernetes: ${(e as Error).message}`),
       );
     }
+    if (this.opts.controllerUrl) {
+      this.reporter = new ReportClient({
+        url: this.opts.controllerUrl,
+        ...this.opts.report,
+        node: this.opts.nodeName ?? os.hostname(),
+        hub: this.telemetry,
+        inventory: () => this.pods.states().map((s) => {
+          const w = workloadOf(s.pod);
+          return { namespace: s.pod.namespace, name: s.pod.name, ip: s.pod.ip ?? null, kind: w.kind, owner: w.name, meshed: s.policy.meshed && s.key !== null };
+        }),
+        log: (level, msg, fields) => (level === 'warn' ? this.recordError(msg) : log.info(msg, fields)),
+      });
+      this.reporter.start();
+    }
     if (this.opts.admin) {
       this.admin = new AdminServer(this);
       await this.admin.listen(this.opts.admin.host, this.opts.admin.port);
@@ -194,6 +212,7 @@ export class Agent {
         annotationErrors: s.policy.errors,
       })),
       podSource: this.kube ? { kind: 'kubernetes', synced: this.podsSynced, ...this.kube.state() } : { kind: 'file', file: this.opts.podsFile, synced: this.podsSynced },
+      controller: this.reporter?.state() ?? null,
       recentErrors: this.recentErrors.slice(-10),
     };
   }
@@ -207,6 +226,7 @@ export class Agent {
     this.ready = false;
     this.source?.stop();
     this.kube?.stop();
+    await this.reporter?.stop();
     if (this.datapath?.isAttached) {
       this.datapath.detach();
       // A connect() redirected just before the detach may still be in the listener's accept

@@ -6,6 +6,9 @@ import { registerDemo } from './demo.ts';
 import { registerStatus } from './status.ts';
 import { registerInject } from './inject.ts';
 import { registerInstall } from './install.ts';
+import { registerController } from './controller.ts';
+import { registerStat } from './stat.ts';
+import { registerTap } from './tap.ts';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('mesh-agent')
@@ -18,6 +21,9 @@ export async function main(argv: string[]): Promise<void> {
   registerStatus(program);
   registerInject(program);
   registerInstall(program);
+  registerController(program);
+  registerStat(program);
+  registerTap(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -38,6 +38,9 @@ export function registerRun(program: Command) {
     .option('--drain <ms>', 'on SIGTERM, wait this long for open connections', '10000')
     .option('--metrics-pod-labels <bool>', 'label metrics with pod and dst_pod (false on big nodes: workload labels stay)', 'true')
     .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
+    .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
+    .option('--report-interval <ms>', 'how often to report to the controller', '5000')
+    .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async (o, cmd: Command) => {
@@ -59,6 +62,7 @@ export function registerRun(program: Command) {
         kubeconfig: o.kubeconfig,
         admin,
         controllerUrl: settings.controllerUrl,
+        report: { intervalMs: parseCount(o.reportInterval, '--report-interval'), backlog: parseCount(o.reportBacklog, '--report-backlog') },
         skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),
         detectTimeoutMs: Number(o.detectTimeout),

@@ -55,6 +55,8 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
     s.pods.map((p: any) => [p.namespace, p.name, p.ip ?? '-', p.meshed ? 'yes' : 'no', p.skipOutboundPorts || '-', p.skipInboundPorts || '-', p.opaquePorts ?? '-', [p.meshed ? '' : p.reason ?? '', ...p.annotationErrors].filter(Boolean).join('; ') || '-'])));
   out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${counts(s.proxy.byProtocol)}, decided by ${counts(s.proxy.byDetection)}`);
   out.push(`DATAPATH: redirected ${c.redirected}, skipped by port ${c.skippedPort}, skipped inbound ${c.skippedInbound}, unmeshed ${c.unmeshed}, established ${c.established}, closed ${c.closed}, lookups ${c.lookups} (missed ${c.lookupMisses}), map full ${c.mapFull}`);
+  const l = s.controller;
+  out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');
   if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
   return out.join('\n');
 }

@@ -1,0 +1,60 @@
+// The controller's HTTP/2 (h2c) API, shared by the server, the agents and the CLI.
+// JSON bodies; streams are newline-delimited JSON. See docs/controller.md.
+
+/** Agent -> controller, one request per report: body a Report, answer 200 {result}. */
+export const PATH_REPORTS = '/v1/reports';
+/** Agent -> controller, one long-lived stream per agent: controller writes TapCommand lines, the agent writes TapEventLine lines. */
+export const PATH_AGENT_TAP = '/v1/agents/tap';
+/** CLI: GET with query kind, namespace, name, window; answer a StatResult. */
+export const PATH_STAT = '/v1/stat';
+/** CLI: POST a TapRequest; answer a stream of TapOutput lines until the CLI closes it. */
+export const PATH_TAP = '/v1/tap';
+/** Anyone: the controller's view of its agents. */
+export const PATH_STATUS = '/v1/status';
+
+export const HEADER_NODE = 'mesh-node';
+export const HEADER_AGENT_ID = 'mesh-agent-id';
+
+/** Largest body the controller reads (a report of MAX_PAIRS pairs fits). */
+export const MAX_BODY = 16 * 1024 * 1024;
+
+export type TapCommand = { op: 'start'; filter: import('../telemetry/tap.ts').TapFilter } | { op: 'stop'; id: string };
+export interface TapEventLine {
+  tap: string;
+  record: import('../telemetry/tap.ts').TapRecord;
+}
+
+/** What `mesh-agent tap` asks for. */
+export interface TapRequest {
+  /** TYPE/NAME, e.g. deploy/web. */
+  resource: string;
+  namespace: string;
+  /** TYPE/NAME of the destination; only requests from resource to it. */
+  to?: string;
+  toNamespace?: string;
+  method?: string;
+  path?: string;
+  maxRps: number;
+}
+
+export interface TapEndpoint {
+  ip: string;
+  port: number;
+  /** e.g. deploy/web, when the controller knows the pod. */
+  resource?: string;
+  namespace?: string;
+  pod?: string;
+}
+
+/** One line of the tap stream to the CLI: a started line, then one per request. */
+export type TapOutput =
+  | { type: 'started'; agents: number; pods: number }
+  | {
+      type: 'request';
+      /** Linkerd's id=BASE:STREAM: the agent's index in this tap, and the request's number on that agent. */
+      id: string;
+      node: string;
+      source: TapEndpoint;
+      destination: TapEndpoint;
+      record: import('../telemetry/tap.ts').TapRecord;
+    };

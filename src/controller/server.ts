@@ -1,0 +1,195 @@
+// The controller: agents report to it and hold a tap stream open; the CLI asks it for stat
+// and tap. One HTTP/2 cleartext (h2c) server built on node:http2: reports, long-lived
+// bidirectional tap streams and the CLI's queries share one connection per client, with no
+// code generation or runtime dependency (gRPC would add both for the same framing), and
+// `curl --http2-prior-knowledge` can talk to it. The install's Service marks the port
+// appProtocol kubernetes.io/h2c accordingly.
+import * as http2 from 'node:http2';
+import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP, type TapRequest } from './protocol.ts';
+import { parseReport } from '../telemetry/report.ts';
+import { MAX_TAP_RPS } from '../telemetry/tap.ts';
+import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
+import { parseWindow, resourceKind, stat } from './stat.ts';
+import { TapError, TapRelay } from './tap-relay.ts';
+
+export interface ControllerOptions {
+  retentionMs?: number;
+  log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, msg: string) {
+    super(msg);
+    this.status = status;
+  }
+}
+
+export class ControllerServer {
+  readonly store: WindowStore;
+  readonly relay: TapRelay;
+  private server: http2.Http2Server;
+  private opts: ControllerOptions;
+  private sessions = new Set<http2.ServerHttp2Session>();
+  readonly startedAt = Date.now();
+
+  constructor(opts: ControllerOptions) {
+    this.opts = opts;
+    this.store = new WindowStore({ retentionMs: opts.retentionMs ?? DEFAULT_RETENTION_MS });
+    this.relay = new TapRelay(this.store, opts.log);
+    this.server = http2.createServer({ maxSessionMemory: 64 });
+    this.server.on('session', (s) => {
+      this.sessions.add(s);
+      s.on('close', () => this.sessions.delete(s));
+      s.on('error', () => {});
+    });
+    this.server.on('stream', (stream, headers) => {
+      stream.on('error', () => {}); // a peer resetting its stream is not our failure
+      this.handle(stream, headers).catch((e) => this.fail(stream, e));
+    });
+    this.server.on('sessionError', () => {});
+  }
+
+  private fail(stream: http2.ServerHttp2Stream, e: unknown) {
+    const status = e instanceof HttpError || e instanceof TapError ? e.status : 500;
+    if (status === 500) this.opts.log('warn', `controller request failed: ${(e as Error).stack ?? e}`);
+    this.reply(stream, status, { error: (e as Error).message });
+  }
+
+  private reply(stream: http2.ServerHttp2Stream, status: number, body: unknown) {
+    if (stream.destroyed || stream.closed) return;
+    if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'application/json' });
+    stream.end(JSON.stringify(body));
+  }
+
+  private async handle(stream: http2.ServerHttp2Stream, h: http2.IncomingHttpHeaders): Promise<void> {
+    const method = h[':method'];
+    const url = new URL(h[':path'] ?? '/', 'http://controller');
+    const route = `${method} ${url.pathname}`;
+    switch (route) {
+      case `POST ${PATH_REPORTS}`: {
+        const body = await readJson(stream);
+        let report;
+        try {
+          report = parseReport(body);
+        } catch (e) {
+          throw new HttpError(400, (e as Error).message);
+        }
+        const result = this.store.add(report, Date.now());
+        this.relay.refresh();
+        this.reply(stream, 200, { result });
+        return;
+      }
+      case `POST ${PATH_AGENT_TAP}`: {
+        const node = h[HEADER_NODE];
+        const agentId = h[HEADER_AGENT_ID];
+        if (typeof node !== 'string' || node === '' || typeof agentId !== 'string' || agentId === '') {
+          throw new HttpError(400, `the tap stream needs the ${HEADER_NODE} and ${HEADER_AGENT_ID} headers`);
+        }
+        stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
+        this.relay.addAgent(node, agentId, stream);
+        this.opts.log('info', 'agent connected', { node, agentId });
+        stream.on('close', () => this.opts.log('info', 'agent tap stream closed', { node, agentId }));
+        return;
+      }
+      case `GET ${PATH_STAT}`: {
+        const q = url.searchParams;
+        let query;
+        try {
+          const kind = resourceKind(q.get('kind') ?? '');
+          query = {
+            kind,
+            namespace: q.get('namespace') || null,
+            name: q.get('name') || undefined,
+            windowMs: parseWindow(q.get('window') ?? '1m', this.store.retentionMs),
+          };
+        } catch (e) {
+          throw new HttpError(400, (e as Error).message);
+        }
+        this.reply(stream, 200, stat(this.store, query, Date.now()));
+        return;
+      }
+      case `POST ${PATH_TAP}`: {
+        const req = checkTapRequest(await readJson(stream));
+        stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
+        try {
+          this.relay.start(req, stream);
+        } catch (e) {
+          // Headers are out: the error travels as the stream's one line.
+          stream.end(JSON.stringify({ type: 'error', status: (e as TapError).status ?? 500, error: (e as Error).message }) + '\n');
+        }
+        return;
+      }
+      case `GET ${PATH_STATUS}`: {
+        const now = Date.now();
+        this.reply(stream, 200, {
+          uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+          retentionMs: this.store.retentionMs,
+          activeTaps: this.relay.activeTaps,
+          tapLinks: this.relay.links(),
+          nodes: this.store.all().map((n) => ({
+            node: n.node, agentId: n.agentId, live: isLive(n, now), lastSeenMsAgo: now - n.lastSeen,
+            intervalMs: n.intervalMs, reports: n.reports.length, received: n.received, duplicates: n.duplicates, dropped: n.dropped, pods: n.pods.length,
+          })),
+        });
+        return;
+      }
+      default:
+        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_STATUS}`);
+    }
+  }
+
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', (e) => reject(new Error(`controller listen on ${host}:${port} failed: ${e.message}; pass --listen with a free address`)));
+      this.server.listen(port, host, () => {
+        const a = this.server.address();
+        resolve({ host, port: typeof a === 'object' && a ? a.port : port });
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    this.relay.closeAll();
+    for (const s of this.sessions) s.destroy();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+function readJson(stream: http2.ServerHttp2Stream): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    stream.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_BODY) {
+        reject(new HttpError(413, `body over ${MAX_BODY} bytes`));
+        stream.pause();
+        return;
+      }
+      chunks.push(d);
+    });
+    stream.on('end', () => {
+      if (size > MAX_BODY) return;
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch (e) {
+        reject(new HttpError(400, `body is not JSON: ${(e as Error).message}`));
+      }
+    });
+    stream.on('error', reject);
+  });
+}
+
+function checkTapRequest(v: any): TapRequest {
+  const bad = (m: string) => new HttpError(400, `tap request: ${m}`);
+  if (!v || typeof v !== 'object') throw bad('expected a JSON object');
+  if (typeof v.resource !== 'string') throw bad('resource: needs TYPE/NAME');
+  if (typeof v.namespace !== 'string' || v.namespace === '') throw bad('namespace: needs a string');
+  if (v.to !== undefined && typeof v.to !== 'string') throw bad('to: needs TYPE/NAME');
+  if (v.toNamespace !== undefined && typeof v.toNamespace !== 'string') throw bad('toNamespace: needs a string');
+  if (v.method !== undefined && (typeof v.method !== 'string' || !/^[A-Za-z]{1,32}$/.test(v.method))) throw bad('method: needs an HTTP method such as GET');
+  if (v.path !== undefined && (typeof v.path !== 'string' || !v.path.startsWith('/'))) throw bad('path: needs a prefix starting with /');
+  if (typeof v.maxRps !== 'number' || !(v.maxRps > 0) || v.maxRps > MAX_TAP_RPS) throw bad(`maxRps: needs a number in (0, ${MAX_TAP_RPS}]`);
+  return { resource: v.resource, namespace: v.namespace, to: v.to, toNamespace: v.toNamespace, method: v.method?.toUpperCase(), path: v.path, maxRps: v.maxRps };
+}

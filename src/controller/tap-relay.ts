@@ -1,0 +1,221 @@
+// Relays taps between the CLI and the agents. A tap names a resource; the relay resolves it
+// to pod IPs from the nodes' inventories and sends the filter to the agents that can see
+// matching requests: with --to, only the nodes running the source pods (interception is on
+// the client's node); without, every agent (a resource's clients may be on any node). As
+// pods come and go the filter is resent. The relay applies the tap's rate limit once more
+// across all agents, so --max-rps holds for the whole tap.
+import type * as http2 from 'node:http2';
+import * as readline from 'node:readline';
+import { TokenBucket, type TapFilter, type TapRecord } from '../telemetry/tap.ts';
+import type { PodInventory } from '../telemetry/report.ts';
+import type { TapCommand, TapEndpoint, TapOutput, TapRequest } from './protocol.ts';
+import { parseResource, SHORT } from './stat.ts';
+import { isLive, type WindowStore } from './store.ts';
+
+interface AgentLink {
+  node: string;
+  agentId: string;
+  stream: http2.ServerHttp2Stream;
+}
+
+interface Session {
+  id: string;
+  req: TapRequest;
+  out: http2.ServerHttp2Stream;
+  bucket: TokenBucket;
+  /** Filter JSON last sent, per node (to resend only on change). */
+  sent: Map<string, string>;
+  /** Linkerd's id base: a small number per agent. */
+  base: Map<string, number>;
+  limited: number;
+}
+
+export class TapError extends Error {
+  readonly status: number;
+  constructor(status: number, msg: string) {
+    super(msg);
+    this.status = status;
+  }
+}
+
+type Match = { kind: string; namespace: string; name: string };
+
+function podMatches(p: PodInventory, m: Match): boolean {
+  if (m.kind === 'namespace') return p.namespace === m.name;
+  if (p.namespace !== m.namespace) return false;
+  return m.kind === 'pod' ? p.name === m.name : p.kind === m.kind && p.owner === m.name;
+}
+
+export class TapRelay {
+  private agents = new Map<string, AgentLink>();
+  private sessions = new Map<string, Session>();
+  private seq = 0;
+  private store: WindowStore;
+  private log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+
+  constructor(store: WindowStore, log: TapRelay['log']) {
+    this.store = store;
+    this.log = log;
+  }
+
+  /** An agent's tap stream. A newer stream from the same node (a restarted agent) replaces the old one. */
+  addAgent(node: string, agentId: string, stream: http2.ServerHttp2Stream): void {
+    const old = this.agents.get(node);
+    if (old && old.stream !== stream) old.stream.close();
+    const link: AgentLink = { node, agentId, stream };
+    this.agents.set(node, link);
+    stream.on('close', () => {
+      if (this.agents.get(node) === link) this.agents.delete(node);
+      for (const s of this.sessions.values()) s.sent.delete(node);
+    });
+    stream.setEncoding('utf8');
+    readline.createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => this.onAgentLine(link, line));
+    this.refresh();
+  }
+
+  links(): Array<{ node: string; agentId: string }> {
+    return [...this.agents.values()].map((l) => ({ node: l.node, agentId: l.agentId }));
+  }
+
+  get activeTaps(): number {
+    return this.sessions.size;
+  }
+
+  /** Starts a tap for the CLI stream `out`; throws TapError for a request that cannot start. */
+  start(req: TapRequest, out: http2.ServerHttp2Stream): void {
+    const { kind, name } = parseResourceOr400(req.resource);
+    if (req.to !== undefined) parseResourceOr400(req.to);
+    if (this.agents.size === 0) throw new TapError(503, 'no agent is connected to the controller; check `mesh-agent status` on the nodes (CONTROLLER line)');
+    const src = this.resolve({ kind, namespace: req.namespace, name });
+    if (src.ips.length === 0) throw new TapError(404, `${req.resource} in namespace ${req.namespace}: no pods with an IP in the agents' reports; check the name and namespace (-n)`);
+    const id = `t${++this.seq}`;
+    const s: Session = { id, req, out, bucket: new TokenBucket(req.maxRps), sent: new Map(), base: new Map(), limited: 0 };
+    this.sessions.set(id, s);
+    out.on('close', () => this.end(s));
+    out.on('error', () => {});
+    this.write(s, { type: 'started', agents: this.targets(s).length, pods: src.ips.length });
+    this.log('info', 'tap started', { id, resource: req.resource, namespace: req.namespace, to: req.to });
+    this.refresh();
+  }
+
+  /** Resend filters that changed (pods started or stopped, agents came or went). Called on every report. */
+  refresh(): void {
+    for (const s of this.sessions.values()) {
+      const f = this.filter(s);
+      for (const link of this.targets(s, f)) {
+        const text = JSON.stringify(f);
+        if (s.sent.get(link.node) === text) continue;
+        s.sent.set(link.node, text);
+        if (!s.base.has(link.node)) s.base.set(link.node, s.base.size);
+        this.command(link, { op: 'start', filter: f });
+      }
+    }
+  }
+
+  private filter(s: Session): TapFilter {
+    const { kind, name } = parseResource(s.req.resource);
+    const src = this.resolve({ kind, namespace: s.req.namespace, name });
+    let dstIps = src.ips;
+    if (s.req.to !== undefined) {
+      const to = parseResource(s.req.to);
+      dstIps = this.resolve({ kind: to.kind, namespace: s.req.toNamespace ?? s.req.namespace, name: to.name }).ips;
+    }
+    const f: TapFilter = { id: s.id, srcIps: src.ips, dstIps, match: s.req.to !== undefined ? 'both' : 'either', maxRps: s.req.maxRps };
+    if (s.req.method) f.method = s.req.method;
+    if (s.req.path) f.pathPrefix = s.req.path;
+    return f;
+  }
+
+  private targets(s: Session, f = this.filter(s)): AgentLink[] {
+    if (f.match === 'either') return [...this.agents.values()];
+    return [...this.agents.values()].filter((l) => this.resolveOn(l.node, f.srcIps));
+  }
+
+  private resolveOn(node: string, ips: string[]): boolean {
+    const set = new Set(ips);
+    return (this.store.get(node)?.pods ?? []).some((p) => p.ip !== null && set.has(p.ip));
+  }
+
+  private resolve(m: Match): { ips: string[] } {
+    const ips: string[] = [];
+    const now = Date.now();
+    for (const n of this.store.all()) {
+      if (!isLive(n, now)) continue;
+      for (const p of n.pods) if (p.ip && podMatches(p, m)) ips.push(p.ip);
+    }
+    return { ips: [...new Set(ips)].sort() };
+  }
+
+  private endpoint(ip: string, port: number): TapEndpoint {
+    const now = Date.now();
+    for (const n of this.store.all()) {
+      if (!isLive(n, now)) continue;
+      const p = n.pods.find((x) => x.ip === ip);
+      if (p) return { ip, port, resource: `${SHORT[p.kind] ?? p.kind}/${p.owner}`, namespace: p.namespace, pod: p.name };
+    }
+    return { ip, port };
+  }
+
+  private onAgentLine(link: AgentLink, line: string): void {
+    if (line.trim() === '') return;
+    let msg: { tap?: unknown; record?: TapRecord };
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      this.log('warn', `agent on ${link.node} sent a tap line that is not JSON; ignored`, { line: line.slice(0, 200) });
+      return;
+    }
+    const s = typeof msg.tap === 'string' ? this.sessions.get(msg.tap) : undefined;
+    const r = msg.record;
+    // A tap that just ended may still have records in flight: dropped quietly.
+    if (!s || !r || typeof r !== 'object' || typeof r.src?.ip !== 'string' || typeof r.dst?.ip !== 'string') return;
+    if (!s.bucket.take()) {
+      s.limited++;
+      return;
+    }
+    this.write(s, {
+      type: 'request',
+      id: `${s.base.get(link.node) ?? 0}:${Number(r.n) || 0}`,
+      node: link.node,
+      source: this.endpoint(r.src.ip, Number(r.src.port) || 0),
+      destination: this.endpoint(r.dst.ip, Number(r.dst.port) || 0),
+      record: r,
+    });
+  }
+
+  private write(s: Session, o: TapOutput): void {
+    if (s.out.destroyed || s.out.closed) return;
+    // A CLI that reads slower than the tap emits loses lines rather than growing the controller.
+    if (s.out.writableLength > 1024 * 1024) {
+      s.limited++;
+      return;
+    }
+    s.out.write(JSON.stringify(o) + '\n');
+  }
+
+  private command(link: AgentLink, c: TapCommand): void {
+    if (!link.stream.destroyed && !link.stream.closed) link.stream.write(JSON.stringify(c) + '\n');
+  }
+
+  private end(s: Session): void {
+    if (!this.sessions.delete(s.id)) return;
+    for (const node of s.sent.keys()) {
+      const link = this.agents.get(node);
+      if (link) this.command(link, { op: 'stop', id: s.id });
+    }
+    this.log('info', 'tap ended', { id: s.id, rateLimited: s.limited });
+  }
+
+  closeAll(): void {
+    for (const s of this.sessions.values()) s.out.close();
+    for (const l of this.agents.values()) l.stream.close();
+  }
+}
+
+function parseResourceOr400(text: string): { kind: string; name: string } {
+  try {
+    return parseResource(text);
+  } catch (e) {
+    throw new TapError(400, (e as Error).message);
+  }
+}

@@ -1,0 +1,229 @@
+// What an agent tells the controller every interval: per (source pod, destination) pair,
+// the requests, successes, a latency histogram, bytes and TCP connections of that interval,
+// plus the node's pod inventory. Counts are deltas of one interval (never cumulative), so a
+// restarted agent's reports simply add to the window and a report resent after a lost ack is
+// recognised by (agentId, seq). Pure: the aggregator is a telemetry sink with no I/O.
+import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, RequestEvent, TelemetrySink } from './events.ts';
+import { LATENCY_BOUNDS, LATENCY_SCHEME, observe, trim, type Histogram } from './histogram.ts';
+import type { WorkloadResolver } from './workload.ts';
+
+export const REPORT_VERSION = 1;
+
+/** One end of a pair. Workload fields are absent when the reporting agent does not know the IP. */
+export interface Peer {
+  ip: string;
+  namespace?: string;
+  /** Owner kind as workloadOf spells it: deployment, statefulset, daemonset, job, replicaset, pod. */
+  kind?: string;
+  /** Owner name. */
+  name?: string;
+  pod?: string;
+}
+
+export interface PairReport {
+  src: Peer;
+  dst: Peer;
+  requests: number;
+  successes: number;
+  /** Counts per LATENCY_BOUNDS bucket (time to response headers), trailing zeros trimmed. */
+  latency: number[];
+  requestBytes: number;
+  responseBytes: number;
+  tcpOpened: number;
+  tcpClosed: number;
+  /** Connections open at the end of the interval (a gauge, not a delta). */
+  tcpOpen: number;
+  /** Bytes on the connections, client to server and back. */
+  tcpBytesIn: number;
+  tcpBytesOut: number;
+}
+
+export interface PodInventory {
+  namespace: string;
+  name: string;
+  ip: string | null;
+  kind: string;
+  owner: string;
+  meshed: boolean;
+}
+
+export interface Report {
+  version: number;
+  latencyScheme: string;
+  node: string;
+  /** Random per agent process: tells a restarted agent from a resent report. */
+  agentId: string;
+  /** Per agentId, from 1, one per interval. */
+  seq: number;
+  /** Interval, ms since epoch (agent clock). */
+  start: number;
+  end: number;
+  pairs: PairReport[];
+  pods: PodInventory[];
+  /** Reports this agent dropped from its backlog since it started. */
+  dropped: number;
+}
+
+interface PairState {
+  srcIp: string;
+  dstIp: string;
+  requests: number;
+  successes: number;
+  latency: Histogram;
+  requestBytes: number;
+  responseBytes: number;
+  tcpOpened: number;
+  tcpClosed: number;
+  tcpBytesIn: number;
+  tcpBytesOut: number;
+  /** Connection ids open now; survives flushes (the gauge). */
+  open: Set<number>;
+}
+
+const emptyPair = (srcIp: string, dstIp: string, open = new Set<number>()): PairState => ({
+  srcIp, dstIp, requests: 0, successes: 0, latency: [], requestBytes: 0, responseBytes: 0,
+  tcpOpened: 0, tcpClosed: 0, tcpBytesIn: 0, tcpBytesOut: 0, open,
+});
+
+/** Cap on distinct pairs per interval: a scan across many IPs must not grow memory without bound. */
+export const MAX_PAIRS = 10_000;
+
+/**
+ * Sums the proxy's events per (source IP, destination IP) for one interval. Workloads are
+ * resolved once per pair at flush, not per event. Per event cost: one Map lookup.
+ */
+export class ReportAggregator implements TelemetrySink {
+  private pairs = new Map<string, PairState>();
+  private workloads: WorkloadResolver;
+  /** Events not counted because MAX_PAIRS was reached, since start. */
+  overflow = 0;
+
+  constructor(workloads: WorkloadResolver) {
+    this.workloads = workloads;
+  }
+
+  private pair(srcIp: string, dstIp: string): PairState | null {
+    const key = `${srcIp}>${dstIp}`;
+    let p = this.pairs.get(key);
+    if (!p) {
+      if (this.pairs.size >= MAX_PAIRS) {
+        this.overflow++;
+        return null;
+      }
+      p = emptyPair(srcIp, dstIp);
+      this.pairs.set(key, p);
+    }
+    return p;
+  }
+
+  request(ev: RequestEvent): void {
+    const p = this.pair(ev.sourceIp, ev.destIp);
+    if (!p) return;
+    p.requests++;
+    if (ev.success) p.successes++;
+    observe(p.latency, ev.latencyMs);
+    p.requestBytes += ev.requestBytes;
+    p.responseBytes += ev.responseBytes;
+  }
+
+  connOpen(ev: ConnOpenEvent): void {
+    const p = this.pair(ev.sourceIp, ev.destIp);
+    if (!p) return;
+    p.tcpOpened++;
+    p.open.add(ev.connId);
+  }
+
+  connBytes(ev: ConnBytesEvent): void {
+    const p = this.pair(ev.sourceIp, ev.destIp);
+    if (!p) return;
+    p.tcpBytesIn += ev.bytesIn;
+    p.tcpBytesOut += ev.bytesOut;
+  }
+
+  connClose(ev: ConnCloseEvent): void {
+    const p = this.pair(ev.sourceIp, ev.destIp);
+    if (!p) return;
+    p.tcpClosed++;
+    p.open.delete(ev.connId);
+  }
+
+  /** The interval's pairs; counters restart, open connections carry over. */
+  flush(): PairReport[] {
+    const out: PairReport[] = [];
+    const next = new Map<string, PairState>();
+    for (const [key, p] of this.pairs) {
+      out.push({
+        src: this.peer(p.srcIp),
+        dst: this.peer(p.dstIp),
+        requests: p.requests,
+        successes: p.successes,
+        latency: trim(p.latency),
+        requestBytes: p.requestBytes,
+        responseBytes: p.responseBytes,
+        tcpOpened: p.tcpOpened,
+        tcpClosed: p.tcpClosed,
+        tcpOpen: p.open.size,
+        tcpBytesIn: p.tcpBytesIn,
+        tcpBytesOut: p.tcpBytesOut,
+      });
+      if (p.open.size > 0) next.set(key, emptyPair(p.srcIp, p.dstIp, p.open));
+    }
+    this.pairs = next;
+    return out;
+  }
+
+  private peer(ip: string): Peer {
+    const w = this.workloads.byIp(ip);
+    return w ? { ip, namespace: w.namespace, kind: w.kind, name: w.name, pod: w.pod } : { ip };
+  }
+}
+
+// ---- validation of what arrives at the controller (a peer's bytes: never trusted) ----
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const isStr = (v: unknown): v is string => typeof v === 'string' && v.length <= 512;
+
+function checkPeer(v: any, where: string): Peer {
+  if (!v || typeof v !== 'object' || !isStr(v.ip)) throw new Error(`${where}: needs an ip string`);
+  for (const k of ['namespace', 'kind', 'name', 'pod'] as const) {
+    if (v[k] !== undefined && !isStr(v[k])) throw new Error(`${where}.${k}: must be a string`);
+  }
+  return { ip: v.ip, namespace: v.namespace, kind: v.kind, name: v.name, pod: v.pod };
+}
+
+/** A Report from untrusted JSON, or an error naming the first bad field. */
+export function parseReport(v: any): Report {
+  if (!v || typeof v !== 'object') throw new Error('report: expected a JSON object');
+  if (v.version !== REPORT_VERSION) throw new Error(`report: version ${JSON.stringify(v.version)} is not ${REPORT_VERSION}; run agent and controller of the same release`);
+  if (v.latencyScheme !== LATENCY_SCHEME) throw new Error(`report: latency buckets "${v.latencyScheme}" differ from the controller's "${LATENCY_SCHEME}"; run agent and controller of the same release`);
+  if (!isStr(v.node) || v.node === '') throw new Error('report.node: needs the node name');
+  if (!isStr(v.agentId) || v.agentId === '') throw new Error('report.agentId: needs a string');
+  for (const k of ['seq', 'start', 'end', 'dropped'] as const) if (!isCount(v[k])) throw new Error(`report.${k}: needs a non-negative number`);
+  if (v.end < v.start) throw new Error('report: end is before start');
+  if (!Array.isArray(v.pairs) || v.pairs.length > MAX_PAIRS) throw new Error(`report.pairs: needs an array of at most ${MAX_PAIRS}`);
+  if (!Array.isArray(v.pods) || v.pods.length > 100_000) throw new Error('report.pods: needs an array');
+  const pairs = v.pairs.map((p: any, i: number): PairReport => {
+    const w = `report.pairs[${i}]`;
+    if (!p || typeof p !== 'object') throw new Error(`${w}: expected an object`);
+    for (const k of ['requests', 'successes', 'requestBytes', 'responseBytes', 'tcpOpened', 'tcpClosed', 'tcpOpen', 'tcpBytesIn', 'tcpBytesOut'] as const) {
+      if (!isCount(p[k])) throw new Error(`${w}.${k}: needs a non-negative number`);
+    }
+    if (p.successes > p.requests) throw new Error(`${w}: more successes than requests`);
+    if (!Array.isArray(p.latency) || p.latency.length > LATENCY_BOUNDS.length + 1 || !p.latency.every(isCount)) {
+      throw new Error(`${w}.latency: needs at most ${LATENCY_BOUNDS.length + 1} bucket counts`);
+    }
+    return {
+      src: checkPeer(p.src, `${w}.src`), dst: checkPeer(p.dst, `${w}.dst`),
+      requests: p.requests, successes: p.successes, latency: p.latency,
+      requestBytes: p.requestBytes, responseBytes: p.responseBytes,
+      tcpOpened: p.tcpOpened, tcpClosed: p.tcpClosed, tcpOpen: p.tcpOpen, tcpBytesIn: p.tcpBytesIn, tcpBytesOut: p.tcpBytesOut,
+    };
+  });
+  const pods = v.pods.map((p: any, i: number): PodInventory => {
+    const w = `report.pods[${i}]`;
+    if (!p || typeof p !== 'object' || !isStr(p.namespace) || !isStr(p.name) || !isStr(p.kind) || !isStr(p.owner)) throw new Error(`${w}: needs namespace, name, kind and owner strings`);
+    if (p.ip !== null && !isStr(p.ip)) throw new Error(`${w}.ip: needs a string or null`);
+    return { namespace: p.namespace, name: p.name, ip: p.ip, kind: p.kind, owner: p.owner, meshed: Boolean(p.meshed) };
+  });
+  return { version: v.version, latencyScheme: v.latencyScheme, node: v.node, agentId: v.agentId, seq: v.seq, start: v.start, end: v.end, pairs, pods, dropped: v.dropped };
+}
