@@ -133,7 +133,7 @@ export interface RunFlags {
   admin?: string;
   cgroupRoot?: string;
   skipOutboundPorts?: string;
-  /** --controller URL, once `run` has the flag. */
+  /** --controller HOST:PORT or URL. */
   controller?: string;
 }
 
