@@ -17,9 +17,8 @@ interface Proxy {
 }
 
 /** A listener standing in for the dispatcher: reads the first bytes, dials eagerly, hands over. */
-async function startProxy(destPort: number, limits: Partial<ProxyLimits> = {}, eager = true): Promise<Proxy> {
+async function startProxy(destPort: number, limits: Partial<ProxyLimits> = {}, eager = true, pool = new UpstreamPool()): Promise<Proxy> {
   const sink = new RecordingSink();
-  const pool = new UpstreamPool();
   const handler = createHttp1Handler({ pool });
   const lim = { ...defaultLimits, ...limits };
   let connId = 0;
@@ -544,7 +543,8 @@ test('a pooled connection that dies before answering: GET retried on a new one, 
   const proxy = await startProxy(origin.port, {}, false);
   t.teardown(() => { origin.close(); proxy.close(); });
   t.is((await curl([`http://127.0.0.1:${proxy.port}/1`])).stdout, 'ok');
-  t.is(proxy.pool.idleCount(), 1);
+  // Pooled when the proxy sees curl's FIN (the upstream is bound while the client stays).
+  await waitFor(() => proxy.pool.idleCount() === 1);
   const r2 = await curl([`http://127.0.0.1:${proxy.port}/2`]);
   t.is(r2.stdout, 'ok');
   t.is(connections, 2, 'the retry used a new connection');
@@ -553,4 +553,150 @@ test('a pooled connection that dies before answering: GET retried on a new one, 
   t.regex(r3.stdout, /^HTTP\/1\.1 502/, 'a POST is never re-sent');
   await waitFor(() => proxy.sink.requests.length === 3);
   t.deepEqual(proxy.sink.requests.map((e) => e.status), [200, 200, 502]);
+});
+
+/** A raw keep-alive origin: answers every request head with `ok`, numbering its connections. */
+function answerEveryHead(s: net.Socket, conn: number, after?: (s: net.Socket, served: number) => void) {
+  let buf = '';
+  let served = 0;
+  s.on('data', (d) => {
+    buf += d.toString('latin1');
+    let i: number;
+    while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
+      const head = buf.slice(0, i);
+      const cl = /content-length: *(\d+)/i.exec(head);
+      const len = cl ? Number(cl[1]) : 0;
+      if (buf.length < i + 4 + len) return;
+      buf = buf.slice(i + 4 + len);
+      served++;
+      s.write(`HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc${conn}r${served}`);
+      after?.(s, served);
+    }
+  });
+}
+
+const okCount = (b: Buffer) => b.toString('latin1').split('HTTP/1.1 200 OK').length - 1;
+
+test('the eager upstream stays bound to its client connection: no pool traffic per request', async (t) => {
+  let connections = 0;
+  const origin = await startRawServer((s) => answerEveryHead(s, ++connections));
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  for (let i = 1; i <= 5; i++) {
+    c.write(`GET /${i} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    const got = await readUntil(c, hasText(`c1r${i}`));
+    t.regex(got.data.toString('latin1'), new RegExp(`c1r${i}$`));
+    t.is(proxy.pool.idleCount(), 0, 'bound, not parked, between requests');
+  }
+  t.is(connections, 1);
+  t.is(proxy.pool.reused, 0, 'never went through the pool');
+  c.end();
+  await waitFor(() => proxy.pool.idleCount() === 1);
+  await waitFor(() => proxy.sink.requests.length === 5);
+  t.true(proxy.sink.requests.every((e) => e.status === 200 && e.success));
+});
+
+test('the bound upstream closes between requests: the next request, even a POST, goes to a new connection', async (t) => {
+  let connections = 0;
+  // Each origin connection serves one request, then closes cleanly (FIN), like a server
+  // with a short keep-alive timeout.
+  const origin = await startRawServer((s) => answerEveryHead(s, ++connections, (sock) => setTimeout(() => sock.end(), 20)));
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.truthy(await readUntil(c, hasText('c1r1')));
+  await new Promise((r) => setTimeout(r, 150));
+  c.write('POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc');
+  t.truthy(await readUntil(c, hasText('c2r1')), 'answered on a second upstream connection');
+  await new Promise((r) => setTimeout(r, 150));
+  c.write('GET /3 HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.truthy(await readUntil(c, hasText('c3r1')));
+  t.is(connections, 3);
+  await waitFor(() => proxy.sink.requests.length === 3);
+  t.deepEqual(proxy.sink.requests.map((e) => [e.method, e.status, e.success]), [['GET', 200, true], ['POST', 200, true], ['GET', 200, true]]);
+  c.destroy();
+});
+
+test('the bound upstream dies as a request is sent: a GET is retried, a POST gets 502', async (t) => {
+  let connections = 0;
+  // Serves one request per connection, then drops silently on the next: the stale race.
+  const origin = await startRawServer((s) => {
+    const n = ++connections;
+    let served = 0;
+    s.on('data', () => {
+      if (served++ === 0) s.write(`HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc${n}r1`);
+      else s.destroy();
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
+  await readUntil(c, hasText('c1r1'));
+  c.write('GET /2 HTTP/1.1\r\nHost: a\r\n\r\n');
+  await readUntil(c, hasText('c2r1'));
+  t.is(connections, 2, 'the GET was retried on a new connection');
+  c.write('POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx');
+  const got = await readUntil(c, untilEnd);
+  t.regex(got.data.toString('latin1'), /HTTP\/1\.1 502 /);
+  t.true(got.ended);
+  await waitFor(() => proxy.sink.requests.length === 3);
+  t.deepEqual(proxy.sink.requests.map((e) => e.status), [200, 200, 502]);
+});
+
+test('after a Connection: close response the client is closed and a pipelined request never reaches the upstream', async (t) => {
+  let requests = 0;
+  const origin = await startRawServer((s) => {
+    s.on('data', (d) => {
+      requests += d.toString('latin1').split('\r\n\r\n').length - 1;
+      s.write('HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast');
+    });
+  });
+  const proxy = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n');
+  const got = await readUntil(c, untilEnd);
+  t.is(okCount(got.data), 1);
+  t.true(got.ended, 'the client connection was closed');
+  c.write('GET /3 HTTP/1.1\r\nHost: a\r\n\r\n'); // too late: discarded while we linger
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(requests, 1);
+  t.is(proxy.pool.idleCount(), 0, 'a closing upstream is not pooled');
+  await waitFor(() => proxy.sink.requests.length === 1);
+  t.is(proxy.sink.requests[0]!.path, '/1');
+  c.destroy();
+});
+
+test('a bound upstream idle longer than the pool keeps connections is replaced; one that speaks unasked is dropped', async (t) => {
+  let connections = 0;
+  const sockets: net.Socket[] = [];
+  const ended = new Set<net.Socket>();
+  const origin = await startRawServer((s) => {
+    sockets.push(s);
+    s.on('end', () => ended.add(s));
+    answerEveryHead(s, ++connections);
+  });
+  const proxy = await startProxy(origin.port, {}, true, new UpstreamPool({ idleTimeoutMs: 100 }));
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  c.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
+  await readUntil(c, hasText('c1r1'));
+  c.write('GET /2 HTTP/1.1\r\nHost: a\r\n\r\n');
+  await readUntil(c, hasText('c1r2'));
+  await new Promise((r) => setTimeout(r, 200));
+  c.write('GET /3 HTTP/1.1\r\nHost: a\r\n\r\n');
+  await readUntil(c, hasText('c2r1'));
+  t.is(connections, 2, 'idle past 100 ms: a new upstream connection');
+  await waitFor(() => ended.has(sockets[0]!), 1000);
+  // Bytes from an idle upstream belong to no request: it is dropped, not forwarded.
+  sockets[1]!.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray');
+  await waitFor(() => ended.has(sockets[1]!), 1000);
+  c.write('GET /4 HTTP/1.1\r\nHost: a\r\n\r\n');
+  const got = await readUntil(c, hasText('c3r1'));
+  t.false(got.data.toString('latin1').includes('stray'));
+  t.is(connections, 3);
+  c.destroy();
 });

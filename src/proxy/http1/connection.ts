@@ -1,7 +1,10 @@
 // One client connection's HTTP/1 forwarding: the I/O around the pure parser and framers.
-// Requests are served one at a time (see docs/http1.md, pipelining); each exchange borrows an
-// upstream connection (the dispatcher's eager one first, then the pool, then a new dial) and
-// gives it back only after a complete keep-alive response.
+// Requests are served one at a time (see docs/http1.md, pipelining). The upstream connection
+// (the dispatcher's eager one, else one from the pool, else a new dial) stays bound to this
+// client connection while both sides keep it alive: the original destination is fixed per
+// client connection, so there is nothing to gain from handing it back between requests, and
+// keeping it costs no listener churn per request. It goes to the pool only when the client
+// leaves while it is idle and healthy.
 
 import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from '../context.ts';
@@ -59,7 +62,11 @@ export class Http1Connection {
   private resHeadSent = false;
   private upExtra = false;
   private up: net.Socket | null = null;
+  /** `up` served an earlier response (bound or pooled): it may have been closed by the server. */
   private upReused = false;
+  /** `up` is bound between exchanges (idle, healthy as far as we know), since `upIdleSince`. */
+  private upIdle = false;
+  private upIdleSince = 0;
   private upError = '';
   private connectTimer: NodeJS.Timeout | null = null;
   private retried = false;
@@ -199,7 +206,13 @@ export class Http1Connection {
     this.reqHead = buf.subarray(start, end);
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
-    if (!this.attachUpstream(false)) return;
+    if (this.upIdle) {
+      this.upIdle = false;
+      // Idle longer than the pool keeps connections: the server may be about to close it
+      // (node:http's default is 5 s); a new one avoids the stale keep-alive race.
+      if (this.t0 - this.upIdleSince > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
+    }
+    if (this.up === null && !this.attachUpstream(false)) return;
     this.writeUp(buf.subarray(start, bodyEnd));
     if (bodyEnd < buf.length) this.stash(buf.subarray(bodyEnd));
     this.updateClientFlow();
@@ -258,7 +271,7 @@ export class Http1Connection {
 
   private onClientDrain(): void {
     this.clientWaitDrain = false;
-    if (this.up !== null && (this.state === ST_EXCHANGE || this.state === ST_TUNNEL)) this.up.resume();
+    if (this.up !== null && this.state !== ST_CLOSED) this.up.resume();
   }
 
   private updateClientFlow(): void {
@@ -374,6 +387,10 @@ export class Http1Connection {
 
   private onUpEnd(): void {
     try {
+      if (this.upIdle) {
+        this.dropIdleUpstream();
+        return;
+      }
       if (this.state === ST_TUNNEL) {
         this.client.end();
         return;
@@ -388,6 +405,10 @@ export class Http1Connection {
 
   private onUpClose(hadError: boolean): void {
     try {
+      if (this.upIdle) {
+        this.dropIdleUpstream();
+        return;
+      }
       if (this.state === ST_TUNNEL) {
         this.up = null;
         if (hadError) this.client.destroy();
@@ -400,6 +421,20 @@ export class Http1Connection {
     } catch (err) {
       this.internalError(err);
     }
+  }
+
+  /** The bound upstream closed or spoke between exchanges: the next request gets another. */
+  private dropIdleUpstream(): void {
+    this.upIdle = false;
+    this.detachUpstream()?.destroy();
+  }
+
+  /** The client is leaving: an idle bound upstream is still good for another client. */
+  private releaseUpstream(): void {
+    if (!this.upIdle) return;
+    this.upIdle = false;
+    const up = this.detachUpstream();
+    if (up !== null) this.pool.release(this.key, up);
   }
 
   /** The upstream went away before the response completed. */
@@ -422,7 +457,9 @@ export class Http1Connection {
   private onUpData(chunk: Buffer): void {
     this.active = true;
     try {
-      if (this.state === ST_TUNNEL) this.writeClient(chunk);
+      // An idle upstream must be silent; bytes now belong to no request.
+      if (this.upIdle) this.dropIdleUpstream();
+      else if (this.state === ST_TUNNEL) this.writeClient(chunk);
       else if (this.state === ST_EXCHANGE) this.readResponse(chunk);
     } catch (err) {
       this.internalError(err);
@@ -511,10 +548,12 @@ export class Http1Connection {
     const req = this.req!;
     const res = this.res!;
     const persistent = this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(req) && wantsKeepAlive(res);
-    const up = this.detachUpstream();
-    if (up !== null) {
-      if (persistent && !this.upExtra) this.pool.release(this.key, up);
-      else up.destroy();
+    if (persistent && !this.upExtra && this.up !== null) {
+      this.upIdle = true;
+      this.upIdleSince = performance.now();
+      this.upReused = true;
+    } else {
+      this.detachUpstream()?.destroy();
     }
     this.endExchange();
     if (!persistent) {
@@ -563,6 +602,7 @@ export class Http1Connection {
 
   /** Fails the exchange: an error reply when the client has no response head yet, else a hard close. */
   private abortExchange(status: number, why: string): void {
+    this.releaseUpstream(); // a request refused before it reached the upstream leaves it idle
     this.detachUpstream()?.destroy();
     if (!this.resHeadSent && status !== 0) {
       this.status = status;
@@ -595,6 +635,7 @@ export class Http1Connection {
 
   private closeClient(): void {
     if (this.state >= ST_CLOSING) return;
+    this.releaseUpstream();
     this.state = ST_CLOSING;
     this.pending = null;
     this.clearHeaderTimer();
@@ -616,6 +657,7 @@ export class Http1Connection {
   private teardown(): void {
     if (this.state === ST_CLOSED) return;
     this.state = ST_CLOSED;
+    this.releaseUpstream();
     this.detachUpstream()?.destroy();
     this.eager?.destroy();
     this.eager = null;

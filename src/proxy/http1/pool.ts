@@ -53,7 +53,8 @@ class IdleConn {
 export class UpstreamPool {
   private readonly idle = new Map<string, IdleConn[]>();
   private readonly maxIdlePerDest: number;
-  private readonly idleTimeoutMs: number;
+  /** Also the longest a connection stays bound to an idle client before it is replaced. */
+  readonly idleTimeoutMs: number;
   private closed = false;
   /** Connections handed out from the pool (reuses), for tests and metrics. */
   reused = 0;
