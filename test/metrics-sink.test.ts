@@ -1,7 +1,8 @@
 // The Prometheus sink over synthetic events, read back through its own exposition.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { MetricsSink, LATENCY_BUCKETS } from '../src/telemetry/metrics.ts';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { MetricsSink, LATENCY_BUCKETS, RESOLVED_FRESH_MS } from '../src/telemetry/metrics.ts';
 import { TelemetryHub } from '../src/telemetry/hub.ts';
 import type { ConnCloseEvent, Endpoints, RequestEvent } from '../src/telemetry/events.ts';
 import type { Workload } from '../src/telemetry/workload.ts';
@@ -181,4 +182,94 @@ test('the exposition is valid for Prometheus\'s own parser (promtool) and served
   const accepted = /^(\S+_ms metric names should not contain abbreviated units|nodejs_\S+_total non-counter metrics should not have "_total" suffix)$/;
   const problems = (r.stdout + r.stderr).split('\n').filter((l) => l.trim() && !accepted.test(l));
   t.deepEqual(problems, []);
+});
+
+test('the hot path: a repeated event resolves workloads and builds labels once, and never calls into prom-client', async (t) => {
+  let lookups = 0;
+  const counting = { byIp: (ip: string) => { lookups++; return pods[ip] ?? null; }, generation: () => 1 };
+  // Counts the calls prom-client's own metrics take per observation (each re-hashes its
+  // labels). Installed before the sink exists: prom-client binds inc/observe per instance.
+  const protos = [Counter.prototype, Gauge.prototype, Histogram.prototype] as unknown as Array<Record<string, (...a: unknown[]) => unknown>>;
+  let promCalls = 0;
+  const restore: Array<() => void> = [];
+  for (const p of protos) {
+    for (const m of ['incWithoutExemplar', 'inc', 'dec', 'set', 'observeWithoutExemplar', 'labels']) {
+      if (!Object.prototype.hasOwnProperty.call(p, m)) continue;
+      const orig = p[m]!;
+      p[m] = function (this: unknown, ...a: unknown[]) { promCalls++; return orig.apply(this, a); };
+      restore.push(() => { p[m] = orig; });
+    }
+  }
+  t.is(restore.length, 8, 'the stubs are in place (Counter inc/labels, Gauge inc/dec/set/labels, Histogram observe/labels)');
+  let sink: MetricsSink;
+  try {
+    sink = new MetricsSink({ workloads: counting, processMetrics: false });
+    sink.connOpen({ ...ep, connId: 1, openedAt: 0 });
+    const open = lookups;
+    for (let i = 0; i < 1000; i++) sink.request(req({ latencyMs: i % 50 }));
+    for (let i = 0; i < 100; i++) sink.connBytes({ ...ep, connId: 1, bytesIn: 1, bytesOut: 2 });
+    sink.connClose({ ...ep, connId: 1, protocol: 'http1', detectedBy: 'http1', detectMs: 0.2, bytesIn: 100, bytesOut: 200, durationMs: 900 });
+    t.is(lookups - open, 2, 'one resolution of source and destination for 1000 requests');
+    t.is(promCalls, 0, 'no prom-client inc/observe/labels per event');
+  } finally {
+    for (const r of restore) r();
+  }
+  for (const name of ['request_total', 'response_total', 'response_latency_ms', 'tcp_open_total', 'tcp_open_connections', 'tcp_read_bytes_total',
+    'tcp_write_bytes_total', 'tcp_close_total', 'tcp_connection_duration_ms', 'mesh_agent_protocol_detect_total', 'mesh_agent_protocol_detect_duration_ms', 'mesh_agent_metrics_overflow_total']) {
+    const m = sink.registry.getSingleMetric(name);
+    t.truthy(m, name);
+    t.false(m instanceof Counter || m instanceof Gauge || m instanceof Histogram, `${name} is not a prom-client metric (they hash labels per call)`);
+  }
+  const e = parseExposition(await sink.exposition());
+  t.is(sum(e, 'request_total', { direction: 'inbound' }), 1000);
+  t.is(sum(e, 'response_latency_ms_sum', { direction: 'outbound' }), 20 * (49 * 50) / 2);
+  t.is(sum(e, 'tcp_read_bytes_total', { direction: 'outbound' }), 200);
+  t.is(sum(e, 'tcp_open_connections'), 0);
+});
+
+test('a pod change shows in the labels of the next request when the resolver says so (generation)', async (t) => {
+  const mutable: Record<string, Workload> = { ...pods };
+  let gen = 1;
+  const sink = new MetricsSink({ workloads: { byIp: (ip) => mutable[ip] ?? null, generation: () => gen }, processMetrics: false });
+  sink.request(req());
+  mutable['10.244.1.3'] = { namespace: 'shop', pod: 'api-v2-abc', kind: 'deployment', name: 'api-v2' };
+  gen++;
+  sink.request(req());
+  delete mutable['10.244.1.3'];
+  gen++;
+  sink.request(req());
+  const e = parseExposition(await sink.exposition());
+  t.is(sum(e, 'request_total', { direction: 'outbound', dst_deployment: 'api' }), 1);
+  t.is(sum(e, 'request_total', { direction: 'outbound', dst_deployment: 'api-v2' }), 1);
+  t.is(sum(e, 'request_total', { direction: 'inbound', deployment: 'api-v2' }), 1);
+  t.is(sum(e, 'request_total', { direction: 'inbound' }), 2, 'a destination that left the mesh has no inbound side');
+  t.is(select(e, 'request_total', { direction: 'outbound' }).filter((s) => !('dst_deployment' in s.labels)).length, 1);
+});
+
+test(`without a generation, a pod change shows within ${RESOLVED_FRESH_MS} ms`, async (t) => {
+  const mutable: Record<string, Workload> = { ...pods };
+  const sink = new MetricsSink({ workloads: { byIp: (ip) => mutable[ip] ?? null }, processMetrics: false });
+  sink.request(req());
+  mutable['10.244.1.3'] = { namespace: 'shop', pod: 'api-v2-abc', kind: 'deployment', name: 'api-v2' };
+  await new Promise((r) => setTimeout(r, RESOLVED_FRESH_MS + 50));
+  sink.request(req());
+  const e = parseExposition(await sink.exposition());
+  t.is(sum(e, 'request_total', { direction: 'inbound', deployment: 'api-v2' }), 1);
+});
+
+test('the same endpoints and outcome with different authorities, statuses and gRPC codes stay apart', async (t) => {
+  const { hub, read } = setup();
+  hub.request(req({ authority: 'a:80' }));
+  hub.request(req({ authority: 'A:80' }));
+  hub.request(req({ authority: 'b:80', status: 503, success: false }));
+  hub.request(req({ authority: 'b:80', status: 200, grpcStatus: 14, success: false }));
+  hub.request(req({ authority: 'b:80', status: 200, grpcStatus: 1, success: false }));
+  hub.request(req({ authority: 'b:80', direction: 'inbound' }));
+  const e = await read();
+  t.is(sum(e, 'request_total', { direction: 'outbound', authority: 'a:80' }), 2, 'authority case does not split series');
+  t.is(sum(e, 'response_total', { direction: 'outbound', authority: 'b:80', status_code: '503' }), 1);
+  t.is(sum(e, 'response_total', { direction: 'outbound', authority: 'b:80', grpc_status: '14' }), 1);
+  t.is(sum(e, 'response_total', { direction: 'outbound', authority: 'b:80', grpc_status: '1' }), 1);
+  t.is(sum(e, 'request_total', { direction: 'inbound', authority: 'b:80' }), 4, 'an inbound event has only its inbound side');
+  t.is(sum(e, 'request_total', { direction: 'outbound', authority: 'b:80' }), 3);
 });

@@ -76,6 +76,7 @@ export class Agent {
           const pod = this.pods?.podByIp(ip);
           return pod ? workloadOf(pod) : null;
         },
+        generation: () => this.pods?.generation ?? 0,
       },
       onError: (msg) => this.recordError(msg),
     });

@@ -22,7 +22,15 @@ export interface PodState {
   problem?: string;
 }
 
+/** Unique across PodSync instances, so a new one (agent restarted in-process) never repeats an old number. */
+let generations = 0;
+
 export class PodSync {
+  /**
+   * Moves on every snapshot applied and on clear(): consumers that cache what podByIp
+   * answered (the metrics' workload labels) start over when it moves.
+   */
+  generation = ++generations;
   private pods = new Map<string, PodState>();
   private byIp = new Map<string, PodState>();
   private skipInboundIps = new Set<string>();
@@ -39,6 +47,7 @@ export class PodSync {
   }
 
   apply(snap: Snapshot): void {
+    this.generation = ++generations;
     const seen = new Set<string>();
     for (const pod of snap.pods) {
       if (this.nodeName && pod.nodeName && pod.nodeName !== this.nodeName) continue;
@@ -112,6 +121,7 @@ export class PodSync {
 
   /** Removes every pod entry (agent shutdown). */
   clear() {
+    this.generation = ++generations;
     for (const uid of [...this.pods.keys()]) this.remove(uid);
     this.syncSkipInbound();
   }

@@ -1,13 +1,15 @@
 // The Prometheus consumer of the proxy's events: Linkerd's metric names and labels
 // (docs/metrics.md), a cap on series per metric, and the datapath's counters read at scrape
 // time. It owns its Registry; the admin server exposes it at /metrics.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DatapathCounters } from '../datapath/addon.ts';
 import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink } from './events.ts';
+import { BoundedCache } from './bounded-cache.ts';
 import {
-  allLabelNames, latencyLabels, overflowLabels, readWriteBytes, requestLabels, responseLabels,
-  seriesKey, tcpCloseLabels, tcpLabels, viewsOf, type LabelOptions, type Labels, type View,
+  allLabelNames, latencyLabels, readWriteBytes, requestLabels, responseLabels,
+  tcpCloseLabels, tcpLabels, viewsOf, type LabelOptions, type Labels, type View,
 } from './labels.ts';
+import { CounterSeries, HistogramSeries, SeriesFamily, type GaugeSeries, type Series } from './series.ts';
 import type { WorkloadResolver } from './workload.ts';
 
 /** linkerd2-proxy's response_latency_ms buckets, so Linkerd's histogram_quantile queries read the same. */
@@ -30,65 +32,54 @@ export interface MetricsOptions {
   processMetrics?: boolean;
 }
 
-interface Inc { inc(v?: number): void }
-interface Obs { observe(v: number): void }
-interface UpDown { inc(v?: number): void; dec(v?: number): void }
-
 /**
- * A metric's children by label set, at most `cap` of them; past that, new label sets share
- * overflow children (bounded: only outcome labels vary there) and each such observation is
- * counted in mesh_agent_metrics_overflow_total.
+ * Event identities resolved to their series, per cache. Past this the cache starts over (a
+ * flood of made-up authorities costs a resolution per request, as without a cache).
  */
-class Capped<C> {
-  readonly name: string;
-  private metric: { labels(l: Labels): C };
-  private names: string[];
-  private keep: readonly string[];
-  private cap: number;
-  private onOverflow: () => void;
-  private children = new Map<string, C>();
-  private overflow = new Map<string, C>();
+const RESOLVED_MAX = 4096;
+/** Longer authorities are not cached: a key must stay small (the label is cut at 260 anyway). */
+const MAX_CACHED_AUTHORITY = 300;
+/** For a resolver that cannot say when pods changed: how long a resolution may be reused, ms. */
+export const RESOLVED_FRESH_MS = 2000;
 
-  constructor(name: string, metric: { labels(l: Labels): C }, names: string[], keep: readonly string[], cap: number, onOverflow: () => void) {
-    this.name = name;
-    this.metric = metric;
-    this.names = names;
-    this.keep = keep;
-    this.cap = cap;
-    this.onOverflow = onOverflow;
-  }
-
-  get series(): number {
-    return this.children.size + this.overflow.size;
-  }
-
-  get(l: Labels): C {
-    const k = seriesKey(this.names, l);
-    let c = this.children.get(k);
-    if (c !== undefined) return c;
-    if (this.children.size < this.cap) {
-      c = this.metric.labels(l);
-      this.children.set(k, c);
-      return c;
-    }
-    this.onOverflow();
-    const o = overflowLabels(l, this.keep);
-    const ok = seriesKey(this.names, o);
-    c = this.overflow.get(ok);
-    if (c === undefined) {
-      c = this.metric.labels(o);
-      this.overflow.set(ok, c);
-    }
-    return c;
-  }
+/** One side's series of a request identity. */
+interface RequestSide {
+  req: CounterSeries;
+  resp: CounterSeries;
+  latency: HistogramSeries | null;
 }
 
+interface CloseSeries {
+  total: CounterSeries;
+  duration: HistogramSeries;
+}
+
+/** One side's series of a connection, fixed when it opens (shared by connections with the same endpoints). */
 interface ConnSide {
   view: View;
   base: Labels;
-  open: UpDown;
-  read: Inc;
-  write: Inc;
+  openTotal: CounterSeries;
+  open: GaugeSeries;
+  read: CounterSeries;
+  write: CounterSeries;
+  /** Close series by protocol and error text. */
+  closes: BoundedCache<CloseSeries>;
+}
+
+interface DetectSeries {
+  total: CounterSeries;
+  duration: HistogramSeries;
+}
+
+/** An observation: the value, and one more on the overflow counter if it landed in an overflow series. */
+function add(s: CounterSeries, v: number): void {
+  s.value += v;
+  if (s.overflowCount !== null) s.overflowCount.value++;
+}
+
+function observe(s: HistogramSeries, v: number): void {
+  s.observe(v);
+  if (s.overflowCount !== null) s.overflowCount.value++;
 }
 
 const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
@@ -112,65 +103,75 @@ export class MetricsSink implements TelemetrySink {
   private workloads: WorkloadResolver;
   private labelOpts: LabelOptions;
   private conns = new Map<number, ConnSide[]>();
-  private families: Array<Capped<unknown>> = [];
+  private families: Array<SeriesFamily<Series>> = [];
 
-  private requestTotal: Capped<Inc>;
-  private responseTotal: Capped<Inc>;
-  private responseLatency: Capped<Obs>;
-  private tcpOpenTotal: Capped<Inc>;
-  private tcpCloseTotal: Capped<Inc>;
-  private tcpOpen: Capped<UpDown>;
-  private tcpRead: Capped<Inc>;
-  private tcpWrite: Capped<Inc>;
-  private tcpDuration: Capped<Obs>;
-  private detectTotal: Capped<Inc>;
-  private detectDuration: Capped<Obs>;
+  private requestTotal: SeriesFamily<CounterSeries>;
+  private responseTotal: SeriesFamily<CounterSeries>;
+  private responseLatency: SeriesFamily<HistogramSeries>;
+  private tcpOpenTotal: SeriesFamily<CounterSeries>;
+  private tcpCloseTotal: SeriesFamily<CounterSeries>;
+  private tcpOpen: SeriesFamily<GaugeSeries>;
+  private tcpRead: SeriesFamily<CounterSeries>;
+  private tcpWrite: SeriesFamily<CounterSeries>;
+  private tcpDuration: SeriesFamily<HistogramSeries>;
+  private detectTotal: SeriesFamily<CounterSeries>;
+  private detectDuration: SeriesFamily<HistogramSeries>;
+
+  // The hot path: an event's identity (its endpoints and outcome, never its timings) to the
+  // series it lands in, so a repeated identity is a Map lookup and a few additions. Workload
+  // labels depend on the pods, so these caches start over when the resolver's generation
+  // moves (the agent bumps it on every pod change), or every RESOLVED_FRESH_MS for a
+  // resolver that has none.
+  private resolvedRequests: BoundedCache<RequestSide[]>;
+  private resolvedConns: BoundedCache<ConnSide[]>;
+  private resolvedDetect = new BoundedCache<DetectSeries>(256);
 
   constructor(opts: MetricsOptions) {
     this.workloads = opts.workloads;
     this.labelOpts = { podLabels: opts.podLabels ?? true };
     const cap = opts.maxSeries ?? DEFAULT_MAX_SERIES;
     if (!Number.isInteger(cap) || cap < 1) throw new Error(`metrics series cap ${cap} is not a positive integer; pass --metrics-max-series N with N >= 1`);
+    const generation = opts.workloads.generation ? opts.workloads.generation.bind(opts.workloads) : () => Math.floor(Date.now() / RESOLVED_FRESH_MS);
+    this.resolvedRequests = new BoundedCache(RESOLVED_MAX, generation);
+    this.resolvedConns = new BoundedCache(RESOLVED_MAX, generation);
+
     const registers = [this.registry];
-    const overflowTotal = new Counter({
+    // Bounded by the number of families, so never capped itself.
+    const overflowTotal = new SeriesFamily<CounterSeries>({
       name: 'mesh_agent_metrics_overflow_total',
       help: 'Observations recorded in an overflow series because their metric reached the series cap (--metrics-max-series)',
+      type: 'counter',
       labelNames: ['metric'],
-      registers,
-    });
+      keep: [],
+      cap: Infinity,
+      overflowCount: () => null,
+    }).register(this.registry);
 
-    const family = <C>(kind: 'counter' | 'gauge' | 'histogram', name: string, help: string, extra: string[], keep: string[], buckets?: number[]): Capped<C> => {
-      const labelNames = allLabelNames(extra);
-      const metric = kind === 'counter' ? new Counter({ name, help, labelNames, registers })
-        : kind === 'gauge' ? new Gauge({ name, help, labelNames, registers })
-          : new Histogram({ name, help, labelNames, buckets: buckets!, registers });
-      const f = new Capped<C>(name, metric as unknown as { labels(l: Labels): C }, labelNames, ['direction', ...keep], cap, () => overflowTotal.inc({ metric: name }));
-      this.families.push(f as Capped<unknown>);
+    const family = <S extends Series>(type: 'counter' | 'gauge' | 'histogram', name: string, help: string, labelNames: string[], keep: string[], buckets?: number[]): SeriesFamily<S> => {
+      const f = new SeriesFamily<S>({ name, help, type, labelNames, keep, cap, buckets, overflowCount: () => overflowTotal.resolve({ metric: name }) });
+      f.register(this.registry);
+      this.families.push(f as SeriesFamily<Series>);
       return f;
     };
+    const side = <S extends Series>(type: 'counter' | 'gauge' | 'histogram', name: string, help: string, extra: string[], keep: string[], buckets?: number[]) =>
+      family<S>(type, name, help, allLabelNames(extra), ['direction', ...keep], buckets);
 
     const http = ['authority'];
-    this.requestTotal = family('counter', 'request_total', 'HTTP requests (counted when the exchange ends)', http, []);
-    this.responseTotal = family('counter', 'response_total', 'HTTP responses, with their classification', [...http, 'classification', 'status_code', 'grpc_status'], ['classification', 'status_code', 'grpc_status']);
-    this.responseLatency = family('histogram', 'response_latency_ms', 'Time from the request to the response headers, ms', [...http, 'status_code'], ['status_code'], LATENCY_BUCKETS);
+    this.requestTotal = side('counter', 'request_total', 'HTTP requests (counted when the exchange ends)', http, []);
+    this.responseTotal = side('counter', 'response_total', 'HTTP responses, with their classification', [...http, 'classification', 'status_code', 'grpc_status'], ['classification', 'status_code', 'grpc_status']);
+    this.responseLatency = side('histogram', 'response_latency_ms', 'Time from the request to the response headers, ms', [...http, 'status_code'], ['status_code'], LATENCY_BUCKETS);
     const tcp = ['peer'];
     const close = ['peer', 'protocol', 'classification', 'errno'];
-    this.tcpOpenTotal = family('counter', 'tcp_open_total', 'TCP connections opened', tcp, ['peer']);
-    this.tcpCloseTotal = family('counter', 'tcp_close_total', 'TCP connections closed', close, close);
-    this.tcpOpen = family('gauge', 'tcp_open_connections', 'TCP connections open now', tcp, ['peer']);
-    this.tcpRead = family('counter', 'tcp_read_bytes_total', 'Bytes read from the peer (updated while the connection lives)', tcp, ['peer']);
-    this.tcpWrite = family('counter', 'tcp_write_bytes_total', 'Bytes written to the peer (updated while the connection lives)', tcp, ['peer']);
-    this.tcpDuration = family('histogram', 'tcp_connection_duration_ms', 'Lifetime of closed TCP connections, ms', close, close, TCP_DURATION_BUCKETS);
+    this.tcpOpenTotal = side('counter', 'tcp_open_total', 'TCP connections opened', tcp, ['peer']);
+    this.tcpCloseTotal = side('counter', 'tcp_close_total', 'TCP connections closed', close, close);
+    this.tcpOpen = side('gauge', 'tcp_open_connections', 'TCP connections open now', tcp, ['peer']);
+    this.tcpRead = side('counter', 'tcp_read_bytes_total', 'Bytes read from the peer (updated while the connection lives)', tcp, ['peer']);
+    this.tcpWrite = side('counter', 'tcp_write_bytes_total', 'Bytes written to the peer (updated while the connection lives)', tcp, ['peer']);
+    this.tcpDuration = side('histogram', 'tcp_connection_duration_ms', 'Lifetime of closed TCP connections, ms', close, close, TCP_DURATION_BUCKETS);
 
-    const detect = (kind: 'counter' | 'histogram', name: string, help: string, buckets?: number[]) => {
-      const labelNames = ['protocol', 'detected_by', 'overflow'];
-      const metric = kind === 'counter' ? new Counter({ name, help, labelNames, registers }) : new Histogram({ name, help, labelNames, buckets: buckets!, registers });
-      const f = new Capped(name, metric as unknown as { labels(l: Labels): any }, labelNames, [], cap, () => overflowTotal.inc({ metric: name }));
-      this.families.push(f);
-      return f;
-    };
-    this.detectTotal = detect('counter', 'mesh_agent_protocol_detect_total', 'Proxied connections by detected protocol and how detection ended');
-    this.detectDuration = detect('histogram', 'mesh_agent_protocol_detect_duration_ms', 'Time from accept to the protocol decision, ms', DETECT_BUCKETS);
+    const detect = ['protocol', 'detected_by', 'overflow'];
+    this.detectTotal = family('counter', 'mesh_agent_protocol_detect_total', 'Proxied connections by detected protocol and how detection ended', detect, []);
+    this.detectDuration = family('histogram', 'mesh_agent_protocol_detect_duration_ms', 'Time from accept to the protocol decision, ms', detect, [], DETECT_BUCKETS);
 
     const families = this.families;
     new Gauge({
@@ -230,32 +231,47 @@ export class MetricsSink implements TelemetrySink {
     return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp));
   }
 
-  private openSides(ep: Endpoints): ConnSide[] {
-    return this.views(ep).map((view) => {
-      const base = tcpLabels(view, this.labelOpts);
-      return { view, base, open: this.tcpOpen.get(base), read: this.tcpRead.get(base), write: this.tcpWrite.get(base) };
-    });
+  /** The slow path of a connection: label sets built and series looked up, once per endpoints identity. */
+  private connSides(ep: Endpoints): ConnSide[] {
+    const k = ep.direction + '|' + ep.sourceIp + '|' + ep.destIp + '|' + ep.destPort;
+    let sides = this.resolvedConns.get(k);
+    if (sides === undefined) {
+      sides = this.views(ep).map((view) => {
+        const base = tcpLabels(view, this.labelOpts);
+        return {
+          view, base,
+          openTotal: this.tcpOpenTotal.resolve(base), open: this.tcpOpen.resolve(base),
+          read: this.tcpRead.resolve(base), write: this.tcpWrite.resolve(base),
+          closes: new BoundedCache<CloseSeries>(64),
+        };
+      });
+      this.resolvedConns.set(k, sides);
+    }
+    return sides;
+  }
+
+  private addBytes(sides: ConnSide[], ev: { bytesIn: number; bytesOut: number }) {
+    for (const s of sides) {
+      const { read, write } = readWriteBytes(s.view, ev);
+      if (read > 0) add(s.read, read);
+      if (write > 0) add(s.write, write);
+    }
   }
 
   connOpen(ev: ConnOpenEvent): void {
     // Labels are fixed at open: the gauge's dec at close must hit the series its inc hit,
     // even if the pods changed meanwhile.
-    const sides = this.openSides(ev);
+    const sides = this.connSides(ev);
     this.conns.set(ev.connId, sides);
     for (const s of sides) {
-      this.tcpOpenTotal.get(s.base).inc();
-      s.open.inc();
+      add(s.openTotal, 1);
+      add(s.open, 1);
     }
   }
 
   connBytes(ev: ConnBytesEvent): void {
     const sides = this.conns.get(ev.connId);
-    if (!sides) return;
-    for (const s of sides) {
-      const { read, write } = readWriteBytes(s.view, ev);
-      if (read > 0) s.read.inc(read);
-      if (write > 0) s.write.inc(write);
-    }
+    if (sides) this.addBytes(sides, ev);
   }
 
   connClose(ev: ConnCloseEvent): void {
@@ -263,30 +279,57 @@ export class MetricsSink implements TelemetrySink {
     this.conns.delete(ev.connId);
     if (!sides) {
       // Closed without an open report: count what we can, leave the gauge alone.
-      sides = this.openSides(ev);
-      for (const s of sides) {
-        const { read, write } = readWriteBytes(s.view, ev);
-        if (read > 0) s.read.inc(read);
-        if (write > 0) s.write.inc(write);
-      }
+      sides = this.connSides(ev);
+      this.addBytes(sides, ev);
     } else {
-      for (const s of sides) s.open.dec();
+      for (const s of sides) s.open.value--;
     }
+    const ck = ev.protocol + '|' + (ev.error ?? '');
     for (const s of sides) {
-      const l = tcpCloseLabels(s.base, ev);
-      this.tcpCloseTotal.get(l).inc();
-      this.tcpDuration.get(l).observe(ev.durationMs);
+      let c = s.closes.get(ck);
+      if (c === undefined) {
+        const l = tcpCloseLabels(s.base, ev);
+        c = { total: this.tcpCloseTotal.resolve(l), duration: this.tcpDuration.resolve(l) };
+        // Error texts are the proxy's, short and few; a long one is not worth keeping.
+        if (ck.length <= 200) s.closes.set(ck, c);
+      }
+      add(c.total, 1);
+      observe(c.duration, ev.durationMs);
     }
-    const d = { protocol: ev.protocol, detected_by: ev.detectedBy };
-    this.detectTotal.get(d).inc();
-    this.detectDuration.get(d).observe(ev.detectMs);
+    const dk = ev.protocol + '|' + ev.detectedBy;
+    let d = this.resolvedDetect.get(dk);
+    if (d === undefined) {
+      const l = { protocol: ev.protocol, detected_by: ev.detectedBy };
+      d = { total: this.detectTotal.resolve(l), duration: this.detectDuration.resolve(l) };
+      this.resolvedDetect.set(dk, d);
+    }
+    add(d.total, 1);
+    observe(d.duration, ev.detectMs);
+  }
+
+  /** The slow path of a request: its label sets built and series looked up, per side. */
+  private requestSides(ev: RequestEvent): RequestSide[] {
+    return this.views(ev).map((v) => ({
+      req: this.requestTotal.resolve(requestLabels(v, ev, this.labelOpts)),
+      resp: this.responseTotal.resolve(responseLabels(v, ev, this.labelOpts)),
+      latency: ev.status > 0 ? this.responseLatency.resolve(latencyLabels(v, ev, this.labelOpts)) : null,
+    }));
   }
 
   request(ev: RequestEvent): void {
-    for (const v of this.views(ev)) {
-      this.requestTotal.get(requestLabels(v, ev, this.labelOpts)).inc();
-      this.responseTotal.get(responseLabels(v, ev, this.labelOpts)).inc();
-      if (ev.status > 0) this.responseLatency.get(latencyLabels(v, ev, this.labelOpts)).observe(ev.latencyMs);
+    // Everything the labels are built from, and nothing else: the timings vary per request.
+    // The authority goes last, so the other fields cannot run into it.
+    const k = ev.direction + '|' + ev.sourceIp + '|' + ev.destIp + '|' + ev.destPort + '|' + ev.status + '|' +
+      (ev.grpcStatus ?? '') + (ev.success ? '|s|' : '|f|') + ev.authority;
+    let sides = this.resolvedRequests.get(k);
+    if (sides === undefined) {
+      sides = this.requestSides(ev);
+      if (ev.authority.length <= MAX_CACHED_AUTHORITY) this.resolvedRequests.set(k, sides);
+    }
+    for (const s of sides) {
+      add(s.req, 1);
+      add(s.resp, 1);
+      if (s.latency !== null) observe(s.latency, ev.latencyMs);
     }
   }
 

@@ -31,6 +31,12 @@ export function workloadOf(pod: PodInfo): Workload {
 /** Resolves a pod IP to its workload; null for addresses the agent does not know (outside the mesh). */
 export interface WorkloadResolver {
   byIp(ip: string): Workload | null;
+  /**
+   * A number that changes whenever byIp's answers may have changed (pods came, went or
+   * changed), so consumers may cache answers until it moves. Without it they re-resolve
+   * every few seconds (docs/metrics.md).
+   */
+  generation?(): number;
 }
 
-export const noWorkloads: WorkloadResolver = { byIp: () => null };
+export const noWorkloads: WorkloadResolver = { byIp: () => null, generation: () => 0 };

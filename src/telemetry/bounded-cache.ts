@@ -1,0 +1,36 @@
+// A map that forgets everything when it is full or when the world it was computed from
+// changed (its generation moved). For caches of derived values that are cheap to recompute
+// once and expensive to recompute per event: clearing is O(1) amortized and needs no LRU
+// bookkeeping on the hot path.
+export class BoundedCache<V> {
+  private map = new Map<string, V>();
+  private readonly max: number;
+  private readonly generation: () => number;
+  private gen: number;
+
+  constructor(max: number, generation: () => number = () => 0) {
+    if (!Number.isInteger(max) || max < 1) throw new Error(`cache size ${max} is not a positive integer`);
+    this.max = max;
+    this.generation = generation;
+    this.gen = generation();
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(key: string): V | undefined {
+    const g = this.generation();
+    if (g !== this.gen) {
+      this.gen = g;
+      this.map.clear();
+      return undefined;
+    }
+    return this.map.get(key);
+  }
+
+  set(key: string, v: V): void {
+    if (this.map.size >= this.max) this.map.clear();
+    this.map.set(key, v);
+  }
+}

@@ -1,0 +1,185 @@
+// The metric families of the request and connection metrics, as plain accumulators the hot
+// path bumps directly (a number addition per observation), shown to a prom-client Registry
+// as ordinary metrics whose values are read at scrape time.
+//
+// Why not prom-client's own Counter/Histogram: their children re-hash the label object on
+// every inc()/observe() (validateLabel, hashObject, setValue), which under HTTP load cost
+// about a third of the agent's CPU. Here a label set is hashed once, when its series is
+// created, and the caller keeps the series object. The exposition is still rendered by the
+// Registry (same escaping, same line format as prom-client's own metrics).
+import type { Registry } from 'prom-client';
+import { overflowLabels, seriesKey, type Labels } from './labels.ts';
+
+export class CounterSeries {
+  readonly labels: Labels;
+  value = 0;
+  /**
+   * Set on overflow series only: mesh_agent_metrics_overflow_total{metric} of this family,
+   * which counts every observation that lands here.
+   */
+  readonly overflowCount: CounterSeries | null;
+  constructor(labels: Labels, overflowCount: CounterSeries | null = null) {
+    this.labels = labels;
+    this.overflowCount = overflowCount;
+  }
+}
+
+/** A gauge is a counter that may go down. */
+export type GaugeSeries = CounterSeries;
+
+export class HistogramSeries {
+  readonly labels: Labels;
+  readonly overflowCount: CounterSeries | null;
+  private readonly bounds: readonly number[];
+  /** Observations per bucket, not cumulative (the exposition sums them up). */
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+  constructor(labels: Labels, bounds: readonly number[], overflowCount: CounterSeries | null = null) {
+    this.labels = labels;
+    this.bounds = bounds;
+    this.counts = new Float64Array(bounds.length);
+    this.overflowCount = overflowCount;
+  }
+
+  observe(v: number): void {
+    // A NaN or infinite sample would poison the sum for the life of the process.
+    if (!Number.isFinite(v)) return;
+    this.sum += v;
+    this.count++;
+    const b = this.bounds;
+    for (let i = 0; i < b.length; i++) {
+      if (v <= b[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
+  }
+}
+
+export type Series = CounterSeries | HistogramSeries;
+
+/** As prom-client's own metrics give them: le is a number except +Inf. */
+interface Sample { labels: Record<string, string | number>; sharedLabels: Labels; value: number; metricName?: string }
+
+/**
+ * One metric's series by label set, at most `cap` of them; past that, new label sets share
+ * overflow series that keep only the outcome labels (bounded) and whose observations are
+ * counted in mesh_agent_metrics_overflow_total{metric}. Registered in a prom-client
+ * Registry, which calls getForPromString()/get() at scrape time.
+ */
+export class SeriesFamily<S extends Series> {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge' | 'histogram';
+  readonly aggregator = 'sum';
+  private readonly labelNames: readonly string[];
+  private readonly keep: readonly string[];
+  private readonly cap: number;
+  private readonly make: (labels: Labels, overflowCount: CounterSeries | null) => S;
+  private readonly overflowCount: () => CounterSeries | null;
+  private readonly bounds: readonly number[];
+  private children = new Map<string, S>();
+  private overflow = new Map<string, S>();
+
+  constructor(o: {
+    name: string; help: string; type: 'counter' | 'gauge' | 'histogram'; labelNames: readonly string[];
+    keep: readonly string[]; cap: number; buckets?: readonly number[];
+    /** The overflow counter series of this family, created on first overflow (null: uncapped, cannot overflow). */
+    overflowCount: () => CounterSeries | null;
+  }) {
+    this.name = o.name;
+    this.help = o.help;
+    this.type = o.type;
+    this.labelNames = o.labelNames;
+    this.keep = o.keep;
+    this.cap = o.cap;
+    this.overflowCount = o.overflowCount;
+    const bounds = o.buckets ?? [];
+    this.bounds = bounds;
+    this.make = (o.type === 'histogram'
+      ? (l: Labels, of: CounterSeries | null) => new HistogramSeries(l, bounds, of)
+      : (l: Labels, of: CounterSeries | null) => new CounterSeries(l, of)) as (l: Labels, of: CounterSeries | null) => S;
+  }
+
+  get series(): number {
+    return this.children.size + this.overflow.size;
+  }
+
+  /**
+   * The series of this label set, created if there is room, else its overflow series. The
+   * slow path: callers keep the result instead of resolving per observation.
+   */
+  resolve(l: Labels): S {
+    const k = seriesKey(this.labelNames, l);
+    let s = this.children.get(k);
+    if (s !== undefined) return s;
+    if (this.children.size < this.cap) {
+      s = this.make(l, null);
+      this.children.set(k, s);
+      return s;
+    }
+    const o = overflowLabels(l, this.keep);
+    const ok = seriesKey(this.labelNames, o);
+    s = this.overflow.get(ok);
+    if (s === undefined) {
+      s = this.make(o, this.overflowCount());
+      this.overflow.set(ok, s);
+    }
+    return s;
+  }
+
+  private *all(): Iterable<S> {
+    yield* this.children.values();
+    yield* this.overflow.values();
+  }
+
+  /** For the Registry's text exposition: series labels as sharedLabels, as prom-client's histograms do. */
+  getForPromString(): { name: string; help: string; type: string; aggregator: string; values: Sample[] } {
+    const values: Sample[] = [];
+    const none: Labels = {};
+    if (this.type === 'histogram') {
+      const bucket = `${this.name}_bucket`;
+      for (const s of this.all() as Iterable<HistogramSeries>) {
+        let acc = 0;
+        for (let i = 0; i < this.bounds.length; i++) {
+          acc += s.counts[i]!;
+          values.push({ labels: { le: this.bounds[i]! }, sharedLabels: s.labels, value: acc, metricName: bucket });
+        }
+        values.push({ labels: { le: '+Inf' }, sharedLabels: s.labels, value: s.count, metricName: bucket });
+        values.push({ labels: none, sharedLabels: s.labels, value: s.sum, metricName: `${this.name}_sum` });
+        values.push({ labels: none, sharedLabels: s.labels, value: s.count, metricName: `${this.name}_count` });
+      }
+    } else {
+      for (const s of this.all() as Iterable<CounterSeries>) values.push({ labels: none, sharedLabels: s.labels, value: s.value });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  /** For getMetricsAsJSON(): the same samples with their labels merged. */
+  async get() {
+    const d = this.getForPromString();
+    return {
+      ...d,
+      values: d.values.map(({ labels, sharedLabels, value, metricName }) => ({ labels: { ...sharedLabels, ...labels }, value, ...(metricName ? { metricName } : {}) })),
+    };
+  }
+
+  /** Registry.resetMetrics(): zero every series (they stay, so callers' handles stay valid). */
+  reset(): void {
+    for (const s of this.all()) {
+      if (s instanceof HistogramSeries) {
+        s.counts.fill(0);
+        s.sum = 0;
+        s.count = 0;
+      } else {
+        s.value = 0;
+      }
+    }
+  }
+
+  register(registry: Registry): this {
+    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
+    return this;
+  }
+}
