@@ -236,3 +236,25 @@ test('ChunkedFramer bounds extension and trailer sizes', (t) => {
   const g = new ChunkedFramer(16);
   t.is(g.push(b('0\r\nX-Long: ' + 'a'.repeat(32) + '\r\n\r\n'), 0), FRAME_ERROR);
 });
+
+test('names are matched in any case; Connection tokens in any case, order and spacing', (t) => {
+  const r = req('POST / HTTP/1.1\r\nHOST: h\r\ncOnTeNt-LeNgTh: 12\r\nCONNECTION:\tKeep-Alive ,UPGRADE,, foo\r\nupgrade: WebSocket\r\nEXPECT: 100-Continue\r\n\r\n');
+  t.is(r.host, 'h');
+  t.is(r.contentLength, 12);
+  t.true(r.connKeepAlive);
+  t.true(r.connUpgrade);
+  t.false(r.connClose);
+  t.is(r.upgrade, 'WebSocket');
+  t.true(r.expectContinue);
+  // Near misses are other headers, not ours.
+  const n = req('GET / HTTP/1.1\r\nHosts: x\r\nContent-Lengthy: 3\r\nConnection: closed, keep-alive2\r\nX-Connection: close\r\n\r\n');
+  t.is(n.host, '');
+  t.is(n.contentLength, -1);
+  t.false(n.connClose);
+  t.false(n.connKeepAlive);
+  t.true(res('HTTP/1.1 200 OK\r\nconnection: CLOSE\r\nContent-Length: 0\r\n\r\n').connClose);
+  t.is(res('HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n').contentLength, 7);
+  t.throws(() => res('HTTP/1.1 200 OK\r\nContent-Length: 7x\r\n\r\n'), { message: 'bad Content-Length' });
+  t.throws(() => res('HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456\r\n\r\n'), { message: 'bad Content-Length' });
+  t.throws(() => res('HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n'), { message: 'bad Content-Length' });
+});

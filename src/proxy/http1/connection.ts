@@ -705,8 +705,15 @@ export class Http1Connection {
     const now = performance.now();
     const req = this.req;
     const status = this.status;
+    const e = this.ctx.endpoints;
+    // Fields spelled out, not spread: one object shape, no generic property copy per request.
     const ev: RequestEvent = {
-      ...this.ctx.endpoints,
+      direction: e.direction,
+      sourceIp: e.sourceIp,
+      sourcePort: e.sourcePort,
+      sourcePodKey: e.sourcePodKey,
+      destIp: e.destIp,
+      destPort: e.destPort,
       connId: this.ctx.connId,
       protocol: 'http1',
       authority: req === null ? '' : req.method === 'CONNECT' ? req.target : req.host,

@@ -18,6 +18,29 @@ for (let c = 48; c <= 57; c++) TCHAR[c] = 1;
 for (let c = 65; c <= 90; c++) TCHAR[c] = 1;
 for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
 
+/** Lowercase header names we decode, as bytes: matched in place, no string per header. */
+const H_HOST = Buffer.from('host');
+const H_EXPECT = Buffer.from('expect');
+const H_UPGRADE = Buffer.from('upgrade');
+const H_CONNECTION = Buffer.from('connection');
+const H_CONTENT_LENGTH = Buffer.from('content-length');
+const H_TRANSFER_ENCODING = Buffer.from('transfer-encoding');
+const T_CLOSE = Buffer.from('close');
+const T_KEEP_ALIVE = Buffer.from('keep-alive');
+const T_UPGRADE = H_UPGRADE;
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+/**
+ * buf[p, p + lower.length) equals `lower` ignoring ASCII case. `| 0x20` folds only letters
+ * here: the other bytes of our names ('-') and of tokens can only collide with controls,
+ * which never reach this comparison (names are tchar, values have no controls but HT).
+ */
+function equalsLower(buf: Buffer, p: number, len: number, lower: Buffer): boolean {
+  if (len !== lower.length) return false;
+  for (let i = 0; i < len; i++) if ((buf[p + i]! | 0x20) !== lower[i]) return false;
+  return true;
+}
+
 export const HEAD_NEED_MORE = -1;
 export const HEAD_TOO_LARGE = -2;
 
@@ -73,7 +96,7 @@ export class HeadReader {
     }
     this.buf = buf;
     const from = Math.max(this.start, this.scanned - 3);
-    const idx = buf.indexOf('\r\n\r\n', from, 'latin1');
+    const idx = buf.indexOf(CRLFCRLF, from);
     if (idx >= 0) {
       const end = idx + 4;
       return end - this.start > this.limit ? HEAD_TOO_LARGE : end;
@@ -122,17 +145,41 @@ export interface ResponseHead extends HeadFields {
 
 export class HeadError extends Error {}
 
-function newFields(): HeadFields {
-  return {
-    versionMinor: 1,
-    contentLength: -1,
-    hasTransferEncoding: false,
-    chunked: false,
-    connClose: false,
-    connKeepAlive: false,
-    connUpgrade: false,
-    headLength: 0,
-  };
+// Classes rather than object literals: one hidden class per kind of head, so the forwarder's
+// reads of these fields stay monomorphic.
+class Request implements RequestHead {
+  versionMinor = 1;
+  contentLength = -1;
+  hasTransferEncoding = false;
+  chunked = false;
+  connClose = false;
+  connKeepAlive = false;
+  connUpgrade = false;
+  headLength = 0;
+  method: string;
+  target: string;
+  host = '';
+  upgrade = '';
+  expectContinue = false;
+  constructor(method: string, target: string) {
+    this.method = method;
+    this.target = target;
+  }
+}
+
+class Response implements ResponseHead {
+  versionMinor = 1;
+  contentLength = -1;
+  hasTransferEncoding = false;
+  chunked = false;
+  connClose = false;
+  connKeepAlive = false;
+  connUpgrade = false;
+  headLength = 0;
+  status: number;
+  constructor(status: number) {
+    this.status = status;
+  }
 }
 
 /** Reads "HTTP/1.0" or "HTTP/1.1" at `p`; returns the minor version. */
@@ -161,32 +208,9 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   const versionMinor = readVersion(buf, p);
   p += 8;
   if (buf[p] !== CR || buf[p + 1] !== LF) throw new HeadError('bad request line');
-  const head: RequestHead = {
-    ...newFields(),
-    method,
-    target,
-    host: '',
-    upgrade: '',
-    expectContinue: false,
-  };
+  const head = new Request(method, target);
   head.versionMinor = versionMinor;
-  let hostSeen = false;
-  parseFields(buf, p + 2, end, head, (name, value) => {
-    switch (name) {
-      case 'host':
-        // RFC 9112 3.2: more than one Host is a 400.
-        if (hostSeen) throw new HeadError('duplicate Host');
-        hostSeen = true;
-        head.host = value;
-        break;
-      case 'upgrade':
-        head.upgrade = value;
-        break;
-      case 'expect':
-        if (value.toLowerCase() === '100-continue') head.expectContinue = true;
-        break;
-    }
-  });
+  parseFields(buf, p + 2, end, head, head);
   head.headLength = end - start;
   return head;
 }
@@ -206,7 +230,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     while (buf[p] === HT || (buf[p] >= SP && buf[p] !== 127)) p++;
   }
   if (buf[p] !== CR || buf[p + 1] !== LF) throw new HeadError('bad status line');
-  const head: ResponseHead = { ...newFields(), status: d0 * 100 + d1 * 10 + d2 };
+  const head = new Response(d0 * 100 + d1 * 10 + d2);
   head.versionMinor = versionMinor;
   parseFields(buf, p + 2, end, head, null);
   head.headLength = end - start;
@@ -215,17 +239,13 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
 
 /**
  * Walks the header lines in buf[p, end), validating every line and decoding only the fields
- * framing needs; `extra` sees the other interesting request fields (lowercased names).
+ * framing needs; `req` (the same head, for requests) also gets Host, Upgrade and Expect.
+ * Names are matched as bytes; only values we keep become strings.
  */
-function parseFields(
-  buf: Buffer,
-  p: number,
-  end: number,
-  head: HeadFields,
-  extra: ((name: string, value: string) => void) | null,
-): void {
+function parseFields(buf: Buffer, p: number, end: number, head: HeadFields, req: RequestHead | null): void {
   const last = end - 2; // the final CRLF (the empty line)
   let clSeen = false;
+  let hostSeen = false;
   let teValue = '';
   while (p < last) {
     const nStart = p;
@@ -247,34 +267,72 @@ function parseFields(
     if (buf[p + 1] !== LF) throw new HeadError('bare CR in header');
     p += 2;
     const nLen = nEnd - nStart;
-    if (nLen !== 4 && nLen !== 6 && nLen !== 7 && nLen !== 10 && nLen !== 14 && nLen !== 17) continue;
-    const name = buf.toString('latin1', nStart, nEnd).toLowerCase();
-    const value = buf.toString('latin1', vStart, vEnd);
-    switch (name) {
-      case 'content-length': {
-        const n = parseContentLength(value);
-        if (clSeen && n !== head.contentLength) throw new HeadError('conflicting Content-Length');
-        clSeen = true;
-        head.contentLength = n;
-        break;
-      }
-      case 'transfer-encoding':
-        teValue = teValue === '' ? value : teValue + ',' + value;
-        head.hasTransferEncoding = true;
-        break;
-      case 'connection':
-        for (const raw of value.split(',')) {
-          const t = raw.trim().toLowerCase();
-          if (t === 'close') head.connClose = true;
-          else if (t === 'keep-alive') head.connKeepAlive = true;
-          else if (t === 'upgrade') head.connUpgrade = true;
+    switch (nLen) {
+      case 14:
+        if (equalsLower(buf, nStart, nLen, H_CONTENT_LENGTH)) {
+          const n = contentLengthAt(buf, vStart, vEnd);
+          if (clSeen && n !== head.contentLength) throw new HeadError('conflicting Content-Length');
+          clSeen = true;
+          head.contentLength = n;
         }
         break;
-      default:
-        if (extra !== null) extra(name, value);
+      case 17:
+        if (equalsLower(buf, nStart, nLen, H_TRANSFER_ENCODING)) {
+          const value = buf.toString('latin1', vStart, vEnd);
+          teValue = teValue === '' ? value : teValue + ',' + value;
+          head.hasTransferEncoding = true;
+        }
+        break;
+      case 10:
+        if (equalsLower(buf, nStart, nLen, H_CONNECTION)) connectionTokens(buf, vStart, vEnd, head);
+        break;
+      case 4:
+        if (req !== null && equalsLower(buf, nStart, nLen, H_HOST)) {
+          // RFC 9112 3.2: more than one Host is a 400.
+          if (hostSeen) throw new HeadError('duplicate Host');
+          hostSeen = true;
+          req.host = buf.toString('latin1', vStart, vEnd);
+        }
+        break;
+      case 7:
+        if (req !== null && equalsLower(buf, nStart, nLen, H_UPGRADE)) req.upgrade = buf.toString('latin1', vStart, vEnd);
+        break;
+      case 6:
+        if (req !== null && equalsLower(buf, nStart, nLen, H_EXPECT) &&
+          buf.toString('latin1', vStart, vEnd).toLowerCase() === '100-continue') req.expectContinue = true;
+        break;
     }
   }
   if (head.hasTransferEncoding) head.chunked = isChunkedLast(teValue);
+}
+
+/** Sets the persistence flags from one Connection value's comma-separated tokens. */
+function connectionTokens(buf: Buffer, p: number, end: number, head: HeadFields): void {
+  while (p < end) {
+    while (p < end && (buf[p] === SP || buf[p] === HT || buf[p] === 44)) p++;
+    const tStart = p;
+    while (p < end && buf[p] !== 44) p++;
+    let tEnd = p;
+    while (tEnd > tStart && (buf[tEnd - 1] === SP || buf[tEnd - 1] === HT)) tEnd--;
+    const len = tEnd - tStart;
+    if (equalsLower(buf, tStart, len, T_CLOSE)) head.connClose = true;
+    else if (equalsLower(buf, tStart, len, T_KEEP_ALIVE)) head.connKeepAlive = true;
+    else if (equalsLower(buf, tStart, len, T_UPGRADE)) head.connUpgrade = true;
+  }
+}
+
+/** Content-Length from its value bytes; the common single number never becomes a string. */
+function contentLengthAt(buf: Buffer, p: number, end: number): number {
+  let n = 0;
+  let digits = 0;
+  for (let i = p; i < end; i++) {
+    const c = buf[i]! - 48;
+    if (c < 0 || c > 9) return parseContentLength(buf.toString('latin1', p, end)); // a list, or bad
+    n = n * 10 + c;
+    digits++;
+  }
+  if (digits === 0 || digits > 15) throw new HeadError('bad Content-Length');
+  return n;
 }
 
 /** Digits only (a list of identical values is allowed, RFC 9110 8.6); anything else is fatal. */
