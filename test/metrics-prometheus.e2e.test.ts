@@ -1,7 +1,7 @@
 // The agent's /metrics scraped by Debian's real Prometheus on a simulated node, queried with
 // the PromQL a Linkerd user writes. A client pod (deployment web) sends a known mix to a
 // server pod (deployment api): one request in four answered 500 after ~0 ms, the rest 200
-// after 60 ms. Mid-test the agent is restarted (SIGTERM, start again): its counters start
+// after 120 ms. Mid-test the agent is restarted (SIGTERM, start again): its counters start
 // from zero and Prometheus's increase()/rate() still count every request across the reset.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
@@ -18,7 +18,9 @@ const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 const SERVER = path.join(ROOT, 'test/fixtures/http-status-server.ts');
 const PROMETHEUS = '/usr/bin/prometheus';
 const AUTHORITY = 'api.shop.svc.cluster.local:8080';
-const OK_DELAY_MS = 60; // bucket (50, 100]
+// Bucket (100, 200]: 80 ms of headroom, because p99 of 80 samples is nearly the maximum and a
+// loaded 2-core machine delays an odd answer by tens of ms (60 ms once read 116 ms).
+const OK_DELAY_MS = 120;
 const FAIL_DELAY_MS = 0;
 
 let node: SimNode;
@@ -169,7 +171,7 @@ test.serial('success rate, RPS and p99 through Prometheus, across an agent resta
   const sr1 = await scalar(`sum(rate(response_total{${OUT},classification="success"}[${w1}])) / sum(rate(response_total{${OUT}}[${w1}]))`, t1);
   t.true(Math.abs(sr1 - 0.75) < 0.02, `success rate ${sr1}`);
   const p99 = await scalar(`histogram_quantile(0.99, sum by (le) (rate(response_latency_ms_bucket{${OUT}}[${w1}])))`, t1);
-  t.true(p99 > 50 && p99 <= 100, `p99 ${p99} ms is in the (50, 100] bucket of a ${OK_DELAY_MS} ms answer`);
+  t.true(p99 > 100 && p99 <= 200, `p99 ${p99} ms is in the (100, 200] bucket of a ${OK_DELAY_MS} ms answer`);
   const p10 = await scalar(`histogram_quantile(0.10, sum by (le) (rate(response_latency_ms_bucket{${OUT}}[${w1}])))`, t1);
   t.true(p10 < 50, `p10 ${p10} ms: the fast 500s are told apart`);
 
