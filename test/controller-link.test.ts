@@ -3,6 +3,7 @@
 // reports arrive and stat sees them, the backlog holds at its bound while the controller is
 // down and drains after it returns, and a tap reaches the CLI side.
 import test from 'ava';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { ControllerServer } from '../src/controller/server.ts';
 import { requestJson, streamJson } from '../src/controller/client.ts';
@@ -114,4 +115,24 @@ test('a tap goes from the CLI side through the controller to the agent and back,
   t.regex(bad[0].error, /deployment\/nope in namespace shop: no pods/);
   const err = await t.throwsAsync(requestJson(url, 'POST', '/v1/reports', { version: 1 }));
   t.regex(err!.message, /latency buckets/);
+});
+
+test('an agent tap stream sending null, arrays or records without endpoints does not bring the controller down', async (t) => {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const warnings: string[] = [];
+  const ctl = new ControllerServer({ log: (level, msg) => level === 'warn' && warnings.push(msg) });
+  await ctl.listen('127.0.0.1', port);
+  const s = http2.connect(url);
+  t.teardown(async () => {
+    s.destroy();
+    await ctl.close();
+  });
+  const st = s.request({ ':method': 'POST', ':path': '/v1/agents/tap', 'mesh-node': 'n1', 'mesh-agent-id': 'a1' }, { endStream: false });
+  st.on('error', () => {});
+  st.write('null\nnot json\n[]\n7\n{"tap":"t1","record":null}\n{"tap":"t1","record":{"src":null}}\n');
+  await until(() => warnings.length, (n) => n >= 3, 'null, not json and 7 logged');
+  const status = await requestJson(url, 'GET', '/v1/status');
+  t.deepEqual(status.tapLinks, [{ node: 'n1', agentId: 'a1' }]);
+  t.true(warnings.every((w) => /not a JSON object; ignored/.test(w)));
 });

@@ -65,7 +65,9 @@ export class TapRelay {
     const link: AgentLink = { node, agentId, stream };
     this.agents.set(node, link);
     stream.on('close', () => {
-      if (this.agents.get(node) === link) this.agents.delete(node);
+      // A replaced stream closes after its successor was sent the filters: forget them only for the current link.
+      if (this.agents.get(node) !== link) return;
+      this.agents.delete(node);
       for (const s of this.sessions.values()) s.sent.delete(node);
     });
     stream.setEncoding('utf8');
@@ -158,11 +160,15 @@ export class TapRelay {
 
   private onAgentLine(link: AgentLink, line: string): void {
     if (line.trim() === '') return;
-    let msg: { tap?: unknown; record?: TapRecord };
+    let msg: { tap?: unknown; record?: TapRecord } | null;
     try {
       msg = JSON.parse(line);
     } catch {
-      this.log('warn', `agent on ${link.node} sent a tap line that is not JSON; ignored`, { line: line.slice(0, 200) });
+      msg = null;
+    }
+    // `null` parses too: a line must be an object before any field is read.
+    if (!msg || typeof msg !== 'object') {
+      this.log('warn', `agent on ${link.node} sent a tap line that is not a JSON object; ignored (run agent and controller of the same release)`, { line: line.slice(0, 200) });
       return;
     }
     const s = typeof msg.tap === 'string' ? this.sessions.get(msg.tap) : undefined;
