@@ -3,7 +3,8 @@
 import test from 'ava';
 import { DEPLOYMENTS, podMeta } from '../src/demo/app.ts';
 import { BROKEN_VOTE } from '../src/demo/emoji-list.ts';
-import { replyCode, takeLines } from '../src/demo/smtp.ts';
+import * as net from 'node:net';
+import { replyCode, sendMail, takeLines } from '../src/demo/smtp.ts';
 import { botRound, EXPECTED_SUCCESS, expectedRps, REQUESTS_PER_ROUND } from '../src/demo/traffic-mix.ts';
 import { podFromObject } from '../src/k8s/objects.ts';
 import { workloadOf } from '../src/telemetry/workload.ts';
@@ -61,4 +62,22 @@ test('success per deployment from the agent\'s metrics: inbound only, this names
     { deployment: 'voting', success: 0, failure: 7 },
     { deployment: 'web', success: 40, failure: 10 },
   ]);
+});
+
+test('SMTP: a server that keeps talking after 221 does not crash the client', async (t) => {
+  const replies = ['250 hi', '250 ok', '250 ok', '354 go', '250 queued'];
+  const server = net.createServer((c) => {
+    c.write('220 mailer\r\n');
+    let n = 0;
+    c.setEncoding('utf8').on('data', (d: string) => {
+      for (const line of d.split('\r\n')) {
+        if (line === 'QUIT') c.end('221 bye\r\n250 extra\r\n');
+        else if (line === 'DATA' || /^(HELO|MAIL|RCPT) /.test(line) || line === '.') c.write(replies[n++] + '\r\n');
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  t.is(await sendMail('127.0.0.1', port, { from: 'a@x', to: 'b@x', subject: 's', body: 'b' }), '250 queued');
 });

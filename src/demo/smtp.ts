@@ -46,6 +46,8 @@ export function sendMail(host: string, port: number, msg: { from: string; to: st
       const { lines, rest } = takeLines(buf + d);
       buf = rest;
       for (const line of lines) {
+        // After 221 the exchange is over: whatever else the server says is not ours to parse.
+        if (step >= steps.length) return;
         const r = replyCode(line);
         if (!r) return fail(`not an SMTP reply: ${JSON.stringify(line.slice(0, 80))}`);
         if (!r.last) continue;
