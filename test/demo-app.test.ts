@@ -4,6 +4,8 @@ import test from 'ava';
 import { DEPLOYMENTS, podMeta } from '../src/demo/app.ts';
 import { BROKEN_VOTE } from '../src/demo/emoji-list.ts';
 import * as net from 'node:net';
+import { spawn } from 'node:child_process';
+import { JsonLineLog } from '../src/demo/json-lines.ts';
 import { replyCode, sendMail, takeLines } from '../src/demo/smtp.ts';
 import { botRound, EXPECTED_SUCCESS, expectedRps, REQUESTS_PER_ROUND } from '../src/demo/traffic-mix.ts';
 import { podFromObject } from '../src/k8s/objects.ts';
@@ -80,4 +82,11 @@ test('SMTP: a server that keeps talking after 221 does not crash the client', as
   t.teardown(() => server.close());
   const port = (server.address() as net.AddressInfo).port;
   t.is(await sendMail('127.0.0.1', port, { from: 'a@x', to: 'b@x', subject: 's', body: 'b' }), '250 queued');
+});
+
+test('a child\'s JSON lines: null and numbers are skipped, objects kept', async (t) => {
+  const child = spawn(process.execPath, ['-e', 'console.log("null"); console.log("7"); console.log(JSON.stringify({ ready: 1 }))'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = new JsonLineLog(child);
+  await new Promise((r) => child.once('close', r)); // 'close': stdout fully read ('exit' may come first)
+  t.deepEqual([...log.latest], [['ready', 1]]);
 });

@@ -16,6 +16,7 @@ export class JsonLineLog {
         } catch {
           return;
         }
+        if (o === null || typeof o !== 'object') return; // `null` and `7` parse too
         for (const [k, v] of Object.entries(o)) this.latest.set(k, v);
         for (const w of this.#waiters.splice(0)) {
           if (this.latest.has(w.key)) w.resolve(this.latest.get(w.key));
