@@ -189,10 +189,14 @@ test.serial('tap honours --method, --path and --max-rps; -o json', async (t) => 
 
   const limited = tap('deploy/api', '-n', 'shop', '--max-rps', '2');
   await limited.started;
+  const callsStart = Date.now();
   await calls(Array.from({ length: 30 }, () => '/status/200'));
+  const callsSeconds = (Date.now() - callsStart) / 1000;
   await new Promise((r) => setTimeout(r, 1000));
   const reqs = limited.lines.filter((l) => l.text.startsWith('req ')).length;
-  t.true(reqs >= 1 && reqs <= 4, `${reqs} of 30 requests shown at --max-rps 2`);
+  // A burst of 2, then 2 a second while the requests ran: a loaded machine runs the 30 slower, and may show more.
+  const most = Math.floor(2 + 2 * (callsSeconds + 0.5));
+  t.true(reqs >= 1 && reqs <= most && reqs < 30, `${reqs} of 30 requests shown at --max-rps 2 in ${callsSeconds}s (at most ${most})`);
   limited.c.kill('SIGINT');
   await exited(limited.c);
 });
