@@ -27,6 +27,8 @@ function compileAgent(): void {
 }
 /** Extra node flags for the agent, e.g. MESH_BENCH_AGENT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
 const agentNodeArgs = () => (process.env.MESH_BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+/** Extra `mesh-agent run` flags, e.g. MESH_BENCH_AGENT_ARGS='--kernel-splice'. */
+const agentArgs = () => (process.env.MESH_BENCH_AGENT_ARGS ?? '').split(/\s+/).filter(Boolean);
 export const LOAD_DIR = path.join(ROOT, 'bench/load');
 const ADMIN = '127.0.0.1:4191';
 /** The hard RLIMIT_NOFILE we inherit. Raising it needs CAP_SYS_RESOURCE, which these
@@ -115,7 +117,7 @@ export class BenchEnv {
     compileAgent();
     const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
       '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
-      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000', ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
     this.#track(agent, 'the agent');
     this.agentPid = agent.pid!;

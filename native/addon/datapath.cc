@@ -9,6 +9,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <stdarg.h>
@@ -185,6 +189,10 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
             InstanceMethod("lookup", &Datapath::Lookup),
             InstanceMethod("counters", &Datapath::Counters),
             InstanceMethod("describe", &Datapath::Describe),
+            InstanceMethod("splice", &Datapath::Splice),
+            InstanceMethod("unsplice", &Datapath::Unsplice),
+            InstanceMethod("splicedBytes", &Datapath::SplicedBytes),
+            InstanceMethod("sentBytes", &Datapath::SentBytes),
         });
     exports.Set("Datapath", f);
     return exports;
@@ -203,6 +211,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   std::string cgroup_;
   std::atomic<uint64_t> lookups_{0};
   std::atomic<uint64_t> lookup_misses_{0};
+  bool splice_ = false;  // the sk_skb verdict is attached to mesh_splice
 
   void Teardown() {
     for (auto& a : links_) bpf_link__destroy(a.link);
@@ -229,6 +238,15 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       MakeError(env, "opening the BPF object", err, g_libbpf_log).ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    // Kernel splice is opt-in: without it the sockmap program and maps are not even
+    // created, so the default datapath needs nothing more from the kernel than before.
+    bool splice = info.Length() > 0 && info[0].IsObject() &&
+                  info[0].As<Napi::Object>().Get("kernelSplice").ToBoolean().Value();
+    if (!splice) {
+      bpf_program__set_autoload(s->progs.mesh_splice_verdict, false);
+      bpf_map__set_autocreate(s->maps.mesh_splice, false);
+      bpf_map__set_autocreate(s->maps.mesh_splice_links, false);
+    }
     int rc;
     {
       SignalsHeld held;
@@ -244,8 +262,145 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       MakeError(env, "loading BPF", err, extra).ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    if (splice && bpf_prog_attach(bpf_program__fd(s->progs.mesh_splice_verdict),
+                                  bpf_map__fd(s->maps.mesh_splice), BPF_SK_SKB_STREAM_VERDICT, 0)) {
+      int err = errno;
+      mesh_bpf__destroy(s);
+      MakeError(env, "attaching the kernel-splice verdict to its sockhash", err,
+                "run without --kernel-splice on this kernel")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    splice_ = splice;
     skel_ = s;
     return env.Undefined();
+  }
+
+  bool SpliceReady(Napi::Env env) {
+    if (!Loaded(env)) return false;
+    if (splice_) return true;
+    Napi::Error::New(env, "kernel splice is off; load({ kernelSplice: true }) (mesh-agent run --kernel-splice)")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+
+  static bool SocketCookie(int fd, uint64_t* out) {
+    socklen_t len = sizeof(*out);
+    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, out, &len) == 0;
+  }
+
+  // Re-setting SO_RCVLOWAT runs tcp_data_ready(): with the socket in the sockhash that is
+  // the verdict's data_ready, so bytes that were queued before the insert (and would
+  // otherwise wait for the next segment) are redirected now, in order, ahead of later ones.
+  static int Kick(int fd) {
+    int v = 1;
+    socklen_t len = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &len)) return errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v))) return errno;
+    return 0;
+  }
+
+  // splice(fdA, fdB) -> [cookieA, cookieB]. The caller has stopped reading both sockets and
+  // flushed its own writes: from here what each receives goes to the other's egress.
+  Napi::Value Splice(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!SpliceReady(env)) return env.Undefined();
+    if (!info[0].IsNumber() || !info[1].IsNumber()) {
+      Napi::TypeError::New(env, "splice(fdA, fdB) needs two socket file descriptors").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
+    uint64_t cookies[2];
+    for (int i = 0; i < 2; i++)
+      if (fds[i] < 0 || !SocketCookie(fds[i], &cookies[i])) {
+        MakeError(env, "reading the socket cookie of fd " + std::to_string(fds[i]), fds[i] < 0 ? EBADF : errno)
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+    int links = bpf_map__fd(skel_->maps.mesh_splice_links);
+    int socks = bpf_map__fd(skel_->maps.mesh_splice);
+    // Links first: the verdict drops what it cannot route, and it may run the moment a
+    // socket is in the sockhash.
+    int done = 0, err = 0;
+    std::string what;
+    for (; done < 2; done++) {
+      mesh_splice_link l = {cookies[1 - done], 0, 0};
+      if (bpf_map_update_elem(links, &cookies[done], &l, BPF_NOEXIST)) {
+        err = errno;
+        what = "recording the splice link";
+        break;
+      }
+    }
+    int inserted = 0;
+    if (!err)
+      for (; inserted < 2; inserted++) {
+        uint64_t v = (uint64_t)fds[inserted];
+        if (bpf_map_update_elem(socks, &cookies[inserted], &v, BPF_NOEXIST)) {
+          err = errno;
+          what = "adding the socket to the splice sockhash";
+          break;
+        }
+      }
+    if (!err)
+      for (int i = 0; i < 2 && !err; i++)
+        if ((err = Kick(fds[i]))) what = "flushing the receive queue into the splice";
+    if (err) {
+      for (int i = 0; i < inserted; i++) bpf_map_delete_elem(socks, &cookies[i]);
+      for (int i = 0; i < done; i++) bpf_map_delete_elem(links, &cookies[i]);
+      MakeError(env, what, err).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array r = Napi::Array::New(env, 2);
+    r.Set(0u, Napi::BigInt::New(env, cookies[0]));
+    r.Set(1u, Napi::BigInt::New(env, cookies[1]));
+    return r;
+  }
+
+  // unsplice(cookieA, cookieB): forget the pair (a closed socket leaves the sockhash by itself).
+  Napi::Value Unsplice(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!SpliceReady(env)) return env.Undefined();
+    for (int i = 0; i < 2; i++) {
+      bool ok;
+      uint64_t c = ToU64(info[i], &ok);
+      if (!ok) {
+        Napi::TypeError::New(env, "unsplice(cookieA, cookieB) needs the cookies splice() returned").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      bpf_map_delete_elem(bpf_map__fd(skel_->maps.mesh_splice), &c);
+      bpf_map_delete_elem(bpf_map__fd(skel_->maps.mesh_splice_links), &c);
+    }
+    return env.Undefined();
+  }
+
+  // splicedBytes(cookie) -> { bytes, drops }: what that socket received and the kernel redirected.
+  Napi::Value SplicedBytes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!SpliceReady(env)) return env.Undefined();
+    bool ok;
+    uint64_t c = ToU64(info[0], &ok);
+    mesh_splice_link l;
+    if (!ok || bpf_map_lookup_elem(bpf_map__fd(skel_->maps.mesh_splice_links), &c, &l)) return env.Null();
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("bytes", Napi::Number::New(env, (double)l.bytes));
+    r.Set("drops", Napi::Number::New(env, (double)l.drops));
+    return r;
+  }
+
+  // sentBytes(fd): every byte handed to this TCP socket's send path so far (acked + still
+  // queued), or -1. Before a FIN, the proxy waits until it has grown by all the bytes the
+  // verdict redirected here, so the FIN never overtakes data still in the kernel's queue.
+  Napi::Value SentBytes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int fd = info[0].ToNumber().Int32Value();
+    struct tcp_info ti;
+    memset(&ti, 0, sizeof(ti));
+    socklen_t len = sizeof(ti);
+    int outq = 0;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < offsetof(struct tcp_info, tcpi_bytes_received) ||
+        ioctl(fd, SIOCOUTQ, &outq))
+      return Napi::Number::New(env, -1);
+    return Napi::Number::New(env, (double)ti.tcpi_bytes_acked + (double)outq);
   }
 
   // attach(cgroupPath): every program, as links owned by this process.

@@ -270,3 +270,40 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	}
 	return 1;
 }
+
+/* Kernel splice: the proxy's two sockets of an opaque connection, keyed by socket cookie.
+ * What one receives goes straight to the other's egress (no copy through the agent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MESH_MAX_SPLICED);
+	__type(key, __u64);
+	__type(value, __u64);
+} mesh_splice SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_MAX_SPLICED);
+	__type(key, __u64);
+	__type(value, struct mesh_splice_link);
+} mesh_splice_links SEC(".maps");
+
+SEC("sk_skb/stream_verdict")
+int mesh_splice_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct mesh_splice_link *l = bpf_map_lookup_elem(&mesh_splice_links, &cookie);
+	if (!l)
+		return SK_DROP; /* never inserted without its link: the addon writes the links first */
+	__u32 len = skb->len;
+	/* A bare FIN arrives as an empty skb. Redirected, it would reach the peer's send path
+	 * after the proxy has shut that down (EPIPE, reported on the peer as an error): the FIN
+	 * itself travels through the proxy (EOF on this socket, then shutdown of the peer). */
+	if (len == 0)
+		return SK_DROP;
+	int verdict = bpf_sk_redirect_hash(skb, &mesh_splice, &l->peer, 0);
+	if (verdict == SK_PASS)
+		__sync_fetch_and_add(&l->bytes, len);
+	else
+		__sync_fetch_and_add(&l->drops, 1);
+	return verdict;
+}

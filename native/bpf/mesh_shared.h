@@ -50,6 +50,16 @@ struct mesh_tuple {
 	__u16 _pad;
 };
 
+/* Kernel splice (--kernel-splice): one entry per spliced proxy socket, keyed by its socket
+ * cookie. The sk_skb verdict redirects what the socket receives to the peer's egress and
+ * counts it here, so telemetry can read the bytes the proxy no longer sees. */
+#define MESH_MAX_SPLICED 65536
+struct mesh_splice_link {
+	__u64 peer;  /* the peer socket's cookie: its key in mesh_splice */
+	__u64 bytes; /* bytes received and redirected to the peer */
+	__u64 drops; /* skbs whose redirect failed (peer gone): dropped */
+};
+
 enum mesh_counter {
 	MESH_C_REDIRECTED = 0,
 	MESH_C_SKIPPED_PORT,     /* skip-outbound (pod or global) */

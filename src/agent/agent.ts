@@ -34,6 +34,8 @@ export interface AgentOptions {
   detectTimeoutMs?: number;
   maxConnections?: number;
   allowRootCgroup?: boolean;
+  /** Opaque tunnels' bytes moved by a BPF sockhash instead of the proxy (experimental, docs/proxy.md). */
+  kernelSplice?: boolean;
   /** Prometheus labels and cardinality (docs/metrics.md). */
   metrics?: { podLabels?: boolean; maxSeries?: number };
   /** Controller reports: interval and backlog bound (the URL is controllerUrl). */
@@ -102,6 +104,13 @@ export class Agent {
       opaquePortsOf: (ip) => this.pods?.opaquePortsOf(ip) ?? null,
       detectTimeoutMs: this.opts.detectTimeoutMs,
       maxConnections: this.opts.maxConnections,
+      // The datapath opens after the proxy listens: bind late.
+      splicer: this.opts.kernelSplice ? {
+        splice: (a, b) => this.datapath.splicer().splice(a, b),
+        unsplice: (a, b) => this.datapath.splicer().unsplice(a, b),
+        splicedBytes: (c) => this.datapath.splicer().splicedBytes(c),
+        sentBytes: (fd) => this.datapath.splicer().sentBytes(fd),
+      } : null,
       log: (level, msg, fields) => log[level](msg, fields),
     });
     try {
@@ -121,6 +130,7 @@ export class Agent {
         proxyPort: this.opts.proxy.port,
         skipOutbound: this.opts.skipOutbound,
         allowRootCgroup: this.opts.allowRootCgroup,
+        kernelSplice: this.opts.kernelSplice,
       });
     } catch (e) {
       // The probe usually knows why better than the loader's errno.

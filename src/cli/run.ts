@@ -41,6 +41,7 @@ export function registerRun(program: Command) {
     .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
     .option('--report-interval <ms>', 'how often to report to the controller', '5000')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
+    .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async (o, cmd: Command) => {
@@ -68,6 +69,7 @@ export function registerRun(program: Command) {
         detectTimeoutMs: Number(o.detectTimeout),
         maxConnections: Number(o.maxConnections),
         allowRootCgroup: o.allowRootCgroup,
+        kernelSplice: o.kernelSplice ?? false,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
         log,
       });

@@ -51,7 +51,7 @@ export interface DatapathDescription {
 
 /** The addon's class, as native/addon/datapath.cc defines it. */
 export interface NativeDatapath {
-  load(): void;
+  load(opts?: { kernelSplice?: boolean }): void;
   attach(cgroupPath: string): void;
   detach(): void;
   close(): void;
@@ -63,6 +63,11 @@ export interface NativeDatapath {
   lookup(remoteIp: string, remotePort: number): OrigRecord | null;
   counters(): DatapathCounters;
   describe(): DatapathDescription;
+  /** Kernel splice (load({ kernelSplice: true }) only); see src/proxy/kernel-splice.ts. */
+  splice(fdA: number, fdB: number): [bigint, bigint];
+  unsplice(a: bigint, b: bigint): void;
+  splicedBytes(cookie: bigint): { bytes: number; drops: number } | null;
+  sentBytes(fd: number): number;
 }
 
 /** One kernel probe: 1 supported, 0 not, -errno when the probe could not run (e.g. -1, EPERM). */

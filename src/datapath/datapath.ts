@@ -2,6 +2,7 @@
 // entries in step. Links are owned by this process, so if it dies the kernel detaches the
 // programs and pods connect directly (fail-open).
 import { loadAddon, type DatapathCounters, type DatapathDescription, type NativeDatapath, type OrigRecord, type PortRange } from './addon.ts';
+import type { KernelSplicer } from '../proxy/kernel-splice.ts';
 import { checkAttachTarget, cgroupId } from './cgroup2.ts';
 
 export type { DatapathCounters, DatapathDescription, OrigRecord, PortRange };
@@ -13,6 +14,8 @@ export interface DatapathOptions {
   /** Global skip-outbound ports, for every pod. */
   skipOutbound?: PortRange[];
   allowRootCgroup?: boolean;
+  /** Load the sockhash and sk_skb verdict of kernel splice (--kernel-splice). */
+  kernelSplice?: boolean;
 }
 
 export interface PodEntry {
@@ -37,7 +40,7 @@ export class Datapath {
     const root = checkAttachTarget(opts.cgroupRoot, { allowRootCgroup: opts.allowRootCgroup });
     const { Datapath: Native } = loadAddon();
     const native = new Native();
-    native.load();
+    native.load({ kernelSplice: opts.kernelSplice ?? false });
     const dp = new Datapath(native, root);
     try {
       native.setGlobal({ proxyIp: opts.proxyIp, proxyPort: opts.proxyPort, skipOutbound: opts.skipOutbound ?? [] });
@@ -76,6 +79,17 @@ export class Datapath {
 
   counters(): DatapathCounters {
     return this.native.counters();
+  }
+
+  /** The kernel-splice calls for the proxy; only when opened with kernelSplice. */
+  splicer(): KernelSplicer {
+    const n = this.native;
+    return {
+      splice: (a, b) => n.splice(a, b),
+      unsplice: (a, b) => n.unsplice(a, b),
+      splicedBytes: (c) => n.splicedBytes(c),
+      sentBytes: (fd) => n.sentBytes(fd),
+    };
   }
 
   describe(): DatapathDescription {

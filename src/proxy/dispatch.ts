@@ -16,6 +16,7 @@ import type { ConnContext, ProtocolHandler, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
 import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque } from './opaque.ts';
 import type { PortSet } from './ports.ts';
+import type { KernelSplicer } from './kernel-splice.ts';
 import { forwardTls } from './tls-passthrough.ts';
 
 export interface DispatchConfig {
@@ -30,6 +31,9 @@ export interface DispatchConfig {
   /** Called once when the protocol is decided (not for connections that fail before). */
   onDecision?: (protocol: Protocol, detectedBy: string) => void;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+  /** Kernel splice for opaque and TLS-passthrough tunnels (--kernel-splice); null = Node copies. */
+  splicer?: KernelSplicer | null;
+  onSplice?: (error: string | null) => void;
 }
 
 /** Takes over an accepted client socket (paused, with an 'error' listener already attached). */
@@ -247,6 +251,8 @@ class Dispatcher {
       upstreamHead: this.upstreamHead,
       dialedAt: this.dialedAt,
       bytesReportMs: this.cfg.bytesReportMs,
+      splicer: this.cfg.splicer,
+      onSplice: this.cfg.onSplice,
     });
   }
 
@@ -260,6 +266,8 @@ class Dispatcher {
       clientHead: this.head,
       dialedAt: this.dialedAt,
       bytesReportMs: this.cfg.bytesReportMs,
+      splicer: this.cfg.splicer,
+      onSplice: this.cfg.onSplice,
     });
   }
 

@@ -12,6 +12,7 @@ import { dispatch } from './dispatch.ts';
 import type { DispatchConfig } from './dispatch.ts';
 import { abortSocket } from './opaque.ts';
 import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
+import type { KernelSplicer } from './kernel-splice.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -35,6 +36,8 @@ export interface ProxyOptions {
   log?: LogFn;
   /** connBytes report interval while a connection lives (ms). Default 5000. */
   bytesReportMs?: number;
+  /** Kernel splice for opaque tunnels (--kernel-splice, docs/proxy.md); default none: Node copies. */
+  splicer?: KernelSplicer | null;
 }
 
 export interface ProxyStats {
@@ -52,6 +55,9 @@ export interface ProxyStats {
    * server-first traffic was caught by the race or waited for the deadline.
    */
   byDetection: Record<string, number>;
+  /** Tunnels handed to the kernel (--kernel-splice), and hand-overs that failed (Node copied those). */
+  spliced: number;
+  spliceFailed: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -104,11 +110,12 @@ export class Proxy {
   readonly #cfg: DispatchConfig;
   readonly #clients = new Set<net.Socket>();
   readonly #capLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
+  readonly #spliceLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
   readonly #noRecordLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
   #server: net.Server | null = null;
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
-  #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {} };
+  #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0 };
 
   constructor(opts: ProxyOptions) {
     const detectTimeoutMs = opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
@@ -129,6 +136,8 @@ export class Proxy {
       handlers: { ...opts.handlers },
       bytesReportMs: opts.bytesReportMs,
       onDecision: this.#countDecision,
+      splicer: opts.splicer ?? null,
+      onSplice: this.#countSplice,
       log: this.#log,
     };
   }
@@ -186,6 +195,16 @@ export class Proxy {
     const { byProtocol, byDetection } = this.#stats;
     byProtocol[protocol] = (byProtocol[protocol] ?? 0) + 1;
     byDetection[detectedBy] = (byDetection[detectedBy] ?? 0) + 1;
+  };
+
+  #countSplice = (error: string | null): void => {
+    if (error === null) {
+      this.#stats.spliced++;
+      return;
+    }
+    this.#stats.spliceFailed++;
+    this.#spliceLog.hit(this.#log, 'warn', `kernel splice failed, the proxy copies instead: ${error}; run without --kernel-splice if this persists`,
+      { spliceFailed: this.#stats.spliceFailed });
   };
 
   #onConnection = (client: net.Socket): void => {

@@ -9,6 +9,7 @@
 import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent } from '../telemetry/events.ts';
+import { resumeReading, sawEof, socketFd, stopReading, type KernelSplicer } from './kernel-splice.ts';
 
 /** connClose plus what passthrough knows about the peer (the SNI of a TLS ClientHello). */
 export type OpaqueCloseEvent = ConnCloseEvent & { authority?: string; alpn?: string[] };
@@ -31,6 +32,24 @@ export interface OpaqueOptions {
   bytesReportMs?: number;
   /** Called once after both sockets closed, with the event also sent to telemetry. */
   onClose?: (ev: OpaqueCloseEvent) => void;
+  /** Hand the byte copying to the kernel once the heads are through (--kernel-splice). */
+  splicer?: KernelSplicer | null;
+  /** Told whether the hand-over to the kernel worked (error: why it did not; the tunnel then copies in Node). */
+  onSplice?: (error: string | null) => void;
+}
+
+/** A tunnel whose bytes the kernel moves: what it needs for FINs, counts and the idle check. */
+interface SpliceState {
+  splicer: KernelSplicer;
+  /** [client, upstream] socket cookies. */
+  cookies: [bigint, bigint];
+  /** sentBytes of [client, upstream] just before the splice. */
+  baseSent: [number, number];
+  /** Bytes Node forwarded (in, out) before the splice. */
+  preIn: number;
+  preOut: number;
+  activeTotal: number;
+  activeAt: number;
 }
 
 export const DEFAULT_BYTES_REPORT_MS = 5000;
@@ -74,6 +93,8 @@ class OpaqueTunnel {
   upstreamUp = false;
   error: string | undefined;
   reportTimer: NodeJS.Timeout | undefined;
+  spliceStarted = false;
+  spliced: SpliceState | null = null;
 
   constructor(ctx: ConnContext, upstream: net.Socket, limits: ProxyLimits, opts: OpaqueOptions) {
     this.ctx = ctx;
@@ -147,6 +168,108 @@ class OpaqueTunnel {
     // write already filled the other side's buffer ('drain' resumes it then).
     if (!client.destroyed && !holdClient) client.resume();
     if (!upstream.destroyed && !holdUpstream) upstream.resume();
+    if (this.upstreamUp) this.trySplice();
+  }
+
+  // Kernel splice. Order matters: stop Node reading (synchronously), forward what Node
+  // already holds, wait until Node's writes are in the kernel, then insert both sockets
+  // (the addon also pushes what is queued in their receive queues through the verdict, so
+  // nothing is reordered or left behind). Node keeps reading afterwards only to see EOF and
+  // errors, which are propagated as in the copying tunnel.
+  trySplice(): void {
+    const { client, upstream } = this;
+    if (!this.opts.splicer || this.spliceStarted || this.finished || client.destroyed || upstream.destroyed) return;
+    if (sawEof(client) || sawEof(upstream) || client.writableEnded || upstream.writableEnded) return;
+    if (socketFd(client) === null || socketFd(upstream) === null) return;
+    if (!stopReading(client) || !stopReading(upstream)) {
+      resumeReading(client);
+      resumeReading(upstream);
+      return;
+    }
+    this.spliceStarted = true;
+    // read() emits 'data', so the copying handlers forward what the streams buffered.
+    while (client.readableLength > 0 && client.read() !== null);
+    while (upstream.readableLength > 0 && upstream.read() !== null);
+    this.awaitFlushed();
+  }
+
+  awaitFlushed = (): void => {
+    const { client, upstream } = this;
+    if (this.finished || client.destroyed || upstream.destroyed) return; // the close handlers own it now
+    if (client.writableLength > 0 || upstream.writableLength > 0) {
+      setTimeout(this.awaitFlushed, 1);
+      return;
+    }
+    this.enterSplice();
+  };
+
+  enterSplice(): void {
+    const { client, upstream } = this;
+    const splicer = this.opts.splicer!;
+    const fds = [socketFd(client), socketFd(upstream)];
+    let cookies: [bigint, bigint];
+    let baseSent: [number, number];
+    try {
+      if (fds[0] === null || fds[1] === null) throw new Error('a socket lost its file descriptor');
+      baseSent = [splicer.sentBytes(fds[0]), splicer.sentBytes(fds[1])];
+      if (baseSent[0] < 0 || baseSent[1] < 0) throw new Error('TCP_INFO unreadable');
+      cookies = splicer.splice(fds[0], fds[1]);
+    } catch (e) {
+      this.opts.onSplice?.((e as Error).message);
+      resumeReading(client);
+      resumeReading(upstream);
+      return;
+    }
+    this.spliced = { splicer, cookies, baseSent, preIn: this.bytesIn, preOut: this.bytesOut, activeTotal: 0, activeAt: Date.now() };
+    client.off('data', this.onClientData).on('data', this.onSplicedData);
+    upstream.off('data', this.onUpstreamData).on('data', this.onSplicedData);
+    client.off('end', this.onClientEnd).on('end', this.onSplicedClientEnd);
+    upstream.off('end', this.onUpstreamEnd).on('end', this.onSplicedUpstreamEnd);
+    this.opts.onSplice?.(null);
+    resumeReading(client);
+    resumeReading(upstream);
+  }
+
+  /** The verdict redirects every byte; one reaching Node means order can no longer be promised. */
+  onSplicedData = (): void => {
+    this.error ??= 'kernel splice: bytes reached the proxy';
+    abortSocket(this.client);
+    abortSocket(this.upstream);
+  };
+
+  onSplicedClientEnd = (): void => this.endAfterSpliced(0);
+  onSplicedUpstreamEnd = (): void => this.endAfterSpliced(1);
+
+  // A FIN must not overtake bytes the kernel still holds for the peer (the verdict queues
+  // them for a worker that writes them to the peer's socket): end() once the peer's send
+  // path has taken everything redirected to it.
+  endAfterSpliced(from: 0 | 1): void {
+    const sp = this.spliced!;
+    const to = from === 0 ? this.upstream : this.client;
+    let wait = 1;
+    const check = (): void => {
+      if (to.destroyed || to.writableEnded) return;
+      const fd = socketFd(to);
+      const redirected = sp.splicer.splicedBytes(sp.cookies[from])?.bytes ?? 0;
+      const sent = fd === null ? -1 : sp.splicer.sentBytes(fd);
+      if (sent < 0 || sent - sp.baseSent[1 - from] >= redirected) {
+        to.end();
+        return;
+      }
+      setTimeout(check, wait);
+      wait = Math.min(wait * 2, 50);
+    };
+    check();
+  }
+
+  /** Spliced bytes are counted by the verdict; fold them into the tunnel's counters. */
+  syncSplicedBytes(): void {
+    const sp = this.spliced;
+    if (!sp) return;
+    const c = sp.splicer.splicedBytes(sp.cookies[0]);
+    const u = sp.splicer.splicedBytes(sp.cookies[1]);
+    if (c) this.bytesIn = sp.preIn + c.bytes;
+    if (u) this.bytesOut = sp.preOut + u.bytes;
   }
 
   onClientData = (chunk: Buffer): void => {
@@ -184,6 +307,7 @@ class OpaqueTunnel {
   onUpstreamConnect = (): void => {
     this.upstreamUp = true;
     this.upstream.setTimeout(this.limits.idleTimeoutMs);
+    this.trySplice();
   };
 
   onClientError = (err: Error): void => {
@@ -207,6 +331,21 @@ class OpaqueTunnel {
   };
 
   onIdle = (): void => {
+    const sp = this.spliced;
+    if (sp) {
+      // Node's socket timers see no reads or writes while the kernel moves the bytes.
+      this.syncSplicedBytes();
+      const total = this.bytesIn + this.bytesOut;
+      if (total !== sp.activeTotal) {
+        sp.activeTotal = total;
+        sp.activeAt = Date.now();
+      }
+      if (Date.now() - sp.activeAt < this.limits.idleTimeoutMs) {
+        this.client.setTimeout(this.limits.idleTimeoutMs);
+        this.upstream.setTimeout(this.limits.idleTimeoutMs);
+        return;
+      }
+    }
     this.error ??= 'idle timeout';
     this.client.destroy();
     this.upstream.destroy();
@@ -231,6 +370,7 @@ class OpaqueTunnel {
   };
 
   reportBytes = (): void => {
+    this.syncSplicedBytes();
     const dIn = this.bytesIn - this.reportedIn;
     const dOut = this.bytesOut - this.reportedOut;
     if (dIn === 0 && dOut === 0) return;
@@ -249,6 +389,13 @@ class OpaqueTunnel {
     if (this.reportTimer) clearInterval(this.reportTimer);
     // Final delta first: the connBytes of a connection always sum to its connClose totals.
     this.reportBytes();
+    if (this.spliced) {
+      try {
+        this.spliced.splicer.unsplice(...this.spliced.cookies);
+      } catch {
+        // the map entries are bounded; a failed delete must not lose the close event
+      }
+    }
     const ev: OpaqueCloseEvent = {
       ...this.ctx.endpoints,
       connId: this.ctx.connId,
