@@ -289,15 +289,18 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     return getsockopt(fd, SOL_SOCKET, SO_COOKIE, out, &len) == 0;
   }
 
-  // Re-setting SO_RCVLOWAT runs tcp_data_ready(): with the socket in the sockhash that is
-  // the verdict's data_ready, so bytes that were queued before the insert (and would
-  // otherwise wait for the next segment) are redirected now, in order, ahead of later ones.
-  static int Kick(int fd) {
-    int v = 1;
-    socklen_t len = sizeof(v);
-    if (getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &len)) return errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v))) return errno;
-    return 0;
+  // SO_RCVLOWAT both holds and releases the verdict. TCP calls data_ready (the verdict, once
+  // the socket is in the sockhash) only when at least rcvlowat bytes wait (or under memory
+  // pressure): a high mark keeps arriving bytes queued while the pair is inserted one socket
+  // at a time (a verdict before its peer is in would drop them), and setting it back runs
+  // tcp_data_ready() at once, so what queued meanwhile, and what was queued before the
+  // insert, is redirected now, in order, ahead of later bytes.
+  static int SetLowat(int fd, int v) {
+    return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) ? errno : 0;
+  }
+  static int GetLowat(int fd, int* v) {
+    socklen_t len = sizeof(*v);
+    return getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, &len) ? errno : 0;
   }
 
   // splice(fdA, fdB) -> [cookieA, cookieB]. The caller has stopped reading both sockets and
@@ -317,6 +320,16 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
             .ThrowAsJavaScriptException();
         return env.Undefined();
       }
+    int lowat[2] = {1, 1};
+    for (int i = 0; i < 2; i++) {
+      int e = GetLowat(fds[i], &lowat[i]);
+      if (!e) e = SetLowat(fds[i], 0x7fffffff);  // the kernel caps it at half of tcp_rmem[2]
+      if (e) {
+        for (int j = 0; j < i; j++) SetLowat(fds[j], lowat[j]);
+        MakeError(env, "holding the receive queue for the splice", e).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+    }
     int links = bpf_map__fd(skel_->maps.mesh_splice_links);
     int socks = bpf_map__fd(skel_->maps.mesh_splice);
     // Links first: the verdict drops what it cannot route, and it may run the moment a
@@ -341,12 +354,26 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
           break;
         }
       }
-    if (!err)
-      for (int i = 0; i < 2 && !err; i++)
-        if ((err = Kick(fds[i]))) what = "flushing the receive queue into the splice";
     if (err) {
       for (int i = 0; i < inserted; i++) bpf_map_delete_elem(socks, &cookies[i]);
       for (int i = 0; i < done; i++) bpf_map_delete_elem(links, &cookies[i]);
+    }
+    bool spliced = !err;
+    for (int i = 0; i < 2; i++) {
+      int e = SetLowat(fds[i], lowat[i]);
+      if (e && !err) {
+        err = e;
+        what = "releasing the receive queue into the splice";
+      }
+    }
+    if (err && spliced) {
+      // The kernel owns the bytes now but queued ones may not move: the caller must reset.
+      Napi::Error e = MakeError(env, what, err);
+      e.Set("spliced", Napi::Boolean::New(env, true));
+      e.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (err) {
       MakeError(env, what, err).ThrowAsJavaScriptException();
       return env.Undefined();
     }

@@ -216,6 +216,12 @@ class OpaqueTunnel {
       cookies = splicer.splice(fds[0], fds[1]);
     } catch (e) {
       this.opts.onSplice?.((e as Error).message);
+      if ((e as { spliced?: boolean }).spliced) {
+        this.error ??= `kernel splice: ${(e as Error).message}`;
+        abortSocket(client);
+        abortSocket(upstream);
+        return;
+      }
       resumeReading(client);
       resumeReading(upstream);
       return;
@@ -228,6 +234,7 @@ class OpaqueTunnel {
     this.opts.onSplice?.(null);
     resumeReading(client);
     resumeReading(upstream);
+    this.syncSplicedBytes();
   }
 
   /** The verdict redirects every byte; one reaching Node means order can no longer be promised. */
@@ -262,7 +269,12 @@ class OpaqueTunnel {
     check();
   }
 
-  /** Spliced bytes are counted by the verdict; fold them into the tunnel's counters. */
+  /**
+   * Spliced bytes are counted by the verdict; fold them into the tunnel's counters. A
+   * segment the verdict could not redirect (its peer not, or no longer, in the sockhash) is
+   * lost: while both sockets are open that breaks the stream, so the tunnel is reset rather
+   * than left to hang. Checked after the insert and with every byte report.
+   */
   syncSplicedBytes(): void {
     const sp = this.spliced;
     if (!sp) return;
@@ -270,6 +282,12 @@ class OpaqueTunnel {
     const u = sp.splicer.splicedBytes(sp.cookies[1]);
     if (c) this.bytesIn = sp.preIn + c.bytes;
     if (u) this.bytesOut = sp.preOut + u.bytes;
+    const drops = (c?.drops ?? 0) + (u?.drops ?? 0);
+    if (drops > 0 && !this.clientClosed && !this.upstreamClosed && this.error === undefined) {
+      this.error = `kernel splice: ${drops} segment(s) could not be redirected`;
+      abortSocket(this.client);
+      abortSocket(this.upstream);
+    }
   }
 
   onClientData = (chunk: Buffer): void => {
