@@ -92,7 +92,7 @@ function resources(ev: Req): string {
 export function tapJson(ev: Req): object[] {
   const r = ev.record;
   const base = { id: ev.id, node: ev.node, proxyDirection: 'OUTBOUND', source: ev.source, destination: ev.destination, tls: TLS };
-  const out: object[] = [{ type: 'req', ...base, method: r.method, authority: r.authority, path: r.path, protocol: r.protocol, startedAt: new Date(r.startedAt).toISOString() }];
+  const out: object[] = [{ type: 'req', ...base, method: r.method, authority: r.authority, path: r.path, protocol: r.protocol, startedAt: Number.isFinite(r.startedAt) ? new Date(r.startedAt).toISOString() : null }];
   if (r.status > 0) out.push({ type: 'rsp', ...base, status: r.status, latencyUs: r.latencyUs });
   out.push({ type: 'end', ...base, ...(r.grpcStatus !== undefined ? { grpcStatus: GRPC_CODES[r.grpcStatus] ?? r.grpcStatus } : {}), ...(r.error ? { error: r.error } : {}), durationUs: r.durationUs, responseBytes: r.responseBytes, success: r.success });
   return out;

@@ -164,7 +164,10 @@ function readJson(stream: http2.ServerHttp2Stream): Promise<any> {
       size += d.length;
       if (size > MAX_BODY) {
         reject(new HttpError(413, `body over ${MAX_BODY} bytes`));
+        // Stop reading; the 413 is sent by the handler, then the stream is reset so a client
+        // that keeps sending cannot hold it open.
         stream.pause();
+        setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), 1000).unref();
         return;
       }
       chunks.push(d);

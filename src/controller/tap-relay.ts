@@ -4,13 +4,13 @@
 // the client's node); without, every agent (a resource's clients may be on any node). As
 // pods come and go the filter is resent. The relay applies the tap's rate limit once more
 // across all agents, so --max-rps holds for the whole tap.
-import type * as http2 from 'node:http2';
-import * as readline from 'node:readline';
+import * as http2 from 'node:http2';
 import { TokenBucket, type TapFilter, type TapRecord } from '../telemetry/tap.ts';
 import type { PodInventory } from '../telemetry/report.ts';
 import type { TapCommand, TapEndpoint, TapOutput, TapRequest } from './protocol.ts';
 import { parseResource, SHORT } from './stat.ts';
 import { isLive, type WindowStore } from './store.ts';
+import { readLines } from './lines.ts';
 
 interface AgentLink {
   node: string;
@@ -70,8 +70,10 @@ export class TapRelay {
       this.agents.delete(node);
       for (const s of this.sessions.values()) s.sent.delete(node);
     });
-    stream.setEncoding('utf8');
-    readline.createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => this.onAgentLine(link, line));
+    readLines(stream, (line) => this.onAgentLine(link, line), (n) => {
+      this.log('warn', `agent on ${node} sent a tap line of over ${n} bytes; closing its tap stream (it reconnects; run agent and controller of the same release)`);
+      stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    });
     this.refresh();
   }
 
@@ -174,7 +176,7 @@ export class TapRelay {
     const s = typeof msg.tap === 'string' ? this.sessions.get(msg.tap) : undefined;
     const r = msg.record;
     // A tap that just ended may still have records in flight: dropped quietly.
-    if (!s || !r || typeof r !== 'object' || typeof r.src?.ip !== 'string' || typeof r.dst?.ip !== 'string') return;
+    if (!s || !r || typeof r !== 'object' || typeof r.src?.ip !== 'string' || typeof r.dst?.ip !== 'string' || !Number.isFinite(r.startedAt)) return;
     if (!s.bucket.take()) {
       s.limited++;
       return;

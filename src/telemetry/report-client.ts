@@ -5,7 +5,7 @@
 // then the oldest are dropped and counted. The same connection carries the tap stream.
 import * as http2 from 'node:http2';
 import { randomUUID } from 'node:crypto';
-import * as readline from 'node:readline';
+import { readLines } from '../controller/lines.ts';
 import { HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, type TapCommand } from '../controller/protocol.ts';
 import { LATENCY_SCHEME } from './histogram.ts';
 import { REPORT_VERSION, type PodInventory, type Report, ReportAggregator } from './report.ts';
@@ -58,6 +58,7 @@ export class ReportClient {
 
   constructor(opts: ReportClientOptions) {
     this.o = { intervalMs: 5000, backlog: 120, minBackoffMs: 250, maxBackoffMs: 10_000, requestTimeoutMs: 10_000, ...opts };
+    if (!Number.isInteger(this.o.backlog) || this.o.backlog < 1) throw new Error(`report backlog ${this.o.backlog} is not a positive integer; pass --report-backlog N with N >= 1`);
     this.backoffMs = this.o.minBackoffMs;
     this.agg = new ReportAggregator(opts.hub.workloads);
     this.removeAgg = opts.hub.add(this.agg);
@@ -73,8 +74,10 @@ export class ReportClient {
   /** Ends the current interval: its report joins the backlog, the oldest falls off past the bound. */
   closeInterval(now = Date.now()): void {
     // Make room first, so this report's drop count includes the report it displaced.
-    while (this.backlogQ.length >= this.o.backlog) {
-      this.backlogQ.shift();
+    // The report being sent stays (it may yet be acknowledged); the next oldest goes instead.
+    const keep = this.inflight ? 1 : 0;
+    while (this.backlogQ.length >= this.o.backlog && this.backlogQ.length > keep) {
+      this.backlogQ.splice(keep, 1);
       this.stats.dropped++;
     }
     const r: Report = {
@@ -193,8 +196,7 @@ export class ReportClient {
     st.on('close', () => {
       if (this.tapStream === st) this.fail(s, 'the controller closed the tap stream');
     });
-    st.setEncoding('utf8');
-    readline.createInterface({ input: st, crlfDelay: Infinity }).on('line', (line) => {
+    readLines(st, (line) => {
       if (line.trim() === '') return;
       try {
         const cmd = JSON.parse(line) as TapCommand;
@@ -204,6 +206,9 @@ export class ReportClient {
       } catch (e) {
         this.o.log('warn', `ignored a tap command from the controller: ${(e as Error).message}: ${line.slice(0, 200)}`);
       }
+    }, (n) => {
+      this.o.log('warn', `the controller sent a tap command line of over ${n} bytes; closing the tap stream (it reconnects; run agent and controller of the same release)`);
+      st.close();
     });
   }
 
