@@ -61,7 +61,7 @@ const CLIENT = `
     const pump = () => { while (left > 0) { const b = crypto.randomBytes(Math.min(left, 1 << 20)); left -= b.length; sent.update(b); if (!s.write(b)) return s.once('drain', pump); } then(); };
     pump();
   };
-  if (mode === 'bulk' || mode === 'banner') {
+  if (mode === 'bulk' || mode === 'banner' || mode === 'slow') {
     s.on('data', (d) => { chunks.push(d); got += d.length; });
     s.on('end', () => {
       let all = Buffer.concat(chunks);
@@ -72,7 +72,8 @@ const CLIENT = `
       const reply = all.subarray(i + 1);
       out({ banner, sentSha: sent.digest('hex'), head, replyLen: reply.length, replySha: crypto.createHash('sha256').update(reply).digest('hex'), got });
     });
-    const go = () => send(total, () => s.end());
+    // slow: keep the tunnel open past the agent's 5 s byte report before the FIN.
+    const go = () => send(total, () => (mode === 'slow' ? setTimeout(() => s.end(), 8000) : s.end()));
     if (mode === 'banner') s.once('data', go); else s.on('connect', go);
   } else if (mode === 'server-reset') {
     s.on('data', () => {});
@@ -178,4 +179,20 @@ test.serial('a client reset reaches the server as a reset', async (t) => {
   const ev = await serverOut.waitFor((o) => o.port === 7003 && (o.error || o.end), 10_000, 'server sees the client leave');
   t.is(ev.error, 'ECONNRESET', JSON.stringify(ev));
   t.is((await status()).proxy.spliced - before, 1);
+});
+
+test.serial('byte counts of a spliced tunnel are reported while it is still open', async (t) => {
+  const before = await metric('tcp_write_bytes_total', 'direction="outbound"');
+  const sent = 4 << 20;
+  let done = false;
+  const running = run(7001, 'slow', sent).then((r) => ((done = true), r));
+  let seen = 0;
+  for (let i = 0; i < 70 && !done && seen < sent; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    seen = (await metric('tcp_write_bytes_total', 'direction="outbound"')) - before;
+  }
+  t.false(done, 'the connection was still open');
+  t.is(seen, sent, 'the periodic connBytes report carried the kernel-moved bytes');
+  const r = await running;
+  t.is(r.head.sha, r.sentSha);
 });

@@ -650,6 +650,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       uint32_t i = 0;
       bpf_program* p;
       bpf_object__for_each_program(p, skel_->obj) {
+        if (bpf_program__fd(p) < 0) continue;  // not loaded (kernel splice off)
         Napi::Object o = Napi::Object::New(env);
         o.Set("name", bpf_program__name(p));
         o.Set("section", bpf_program__section_name(p));
@@ -669,6 +670,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       bpf_object__for_each_map(m, skel_->obj) {
         std::string name = bpf_map__name(m);
         if (name.find(".") != std::string::npos) continue;  // .rodata etc.
+        if (bpf_map__fd(m) < 0) continue;                     // not created (kernel splice off)
         Napi::Object o = Napi::Object::New(env);
         o.Set("name", name);
         o.Set("type", libbpf_bpf_map_type_str(bpf_map__type(m)));
