@@ -1,6 +1,7 @@
 // The node agent: loads the datapath under the pods' cgroup root, keeps the pod map in step
 // with this node's pods, runs the proxy the pods are redirected to, and serves its admin API.
 import * as os from 'node:os';
+import { VERSION } from '../version.ts';
 import { Datapath, type PortRange } from '../datapath/datapath.ts';
 import { missingRequired, probeFeatures, type Feature } from '../datapath/features.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
@@ -45,7 +46,6 @@ export interface AgentOptions {
   log: Logger;
 }
 
-export const VERSION = '0.1.0';
 
 /** After the detach on stop, how long the proxy still accepts what was redirected before it. */
 export const ACCEPT_GRACE_MS = 100;

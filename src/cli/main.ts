@@ -1,14 +1,28 @@
 // The `mesh-agent` command line. Exit codes: 0 ok, 1 error (message on stderr), 2 usage.
 import { Command, CommanderError } from 'commander';
-import { VERSION } from '../agent/agent.ts';
-import { registerRun } from './run.ts';
-import { registerDemo } from './demo.ts';
-import { registerStatus } from './status.ts';
-import { registerInject } from './inject.ts';
-import { registerInstall } from './install.ts';
-import { registerController } from './controller.ts';
-import { registerStat } from './stat.ts';
-import { registerTap } from './tap.ts';
+import { VERSION } from '../version.ts';
+
+type Register = (program: Command) => void;
+
+// Loaded on demand: the agent (`run`) is a long-lived process on every node, and the other
+// commands' modules (the demo's application, YAML, the controller) would stay in its memory.
+const COMMANDS: Array<[string, () => Promise<Register>]> = [
+  ['run', async () => (await import('./run.ts')).registerRun],
+  ['demo', async () => (await import('./demo.ts')).registerDemo],
+  ['status', async () => (await import('./status.ts')).registerStatus],
+  ['inject', async () => (await import('./inject.ts')).registerInject],
+  ['install', async () => (await import('./install.ts')).registerInstall],
+  ['controller', async () => (await import('./controller.ts')).registerController],
+  ['stat', async () => (await import('./stat.ts')).registerStat],
+  ['tap', async () => (await import('./tap.ts')).registerTap],
+];
+
+/** The commands to load: only the one named (the demo runs them all), else all for help and errors. */
+export function commandsFor(argv: string[]): string[] {
+  const named = argv[2];
+  const all = COMMANDS.map(([n]) => n);
+  return named && named !== 'demo' && all.includes(named) ? [named] : all;
+}
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('mesh-agent')
@@ -16,14 +30,8 @@ export async function main(argv: string[]): Promise<void> {
     .version(VERSION)
     .exitOverride()
     .showHelpAfterError();
-  registerRun(program);
-  registerDemo(program);
-  registerStatus(program);
-  registerInject(program);
-  registerInstall(program);
-  registerController(program);
-  registerStat(program);
-  registerTap(program);
+  const wanted = new Set(commandsFor(argv));
+  for (const [name, load] of COMMANDS) if (wanted.has(name)) (await load())(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {
