@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
+import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
 let node: SimNode;
@@ -98,12 +99,7 @@ test.before(async () => {
   children.push(srv);
   serverOut = new JsonLines(srv);
   await serverOut.waitFor((o) => o.listening, 10_000, 'servers listening');
-  for (let i = 0; i < 100; i++) {
-    const r = await node.execInNode('curl', ['-sf', 'http://127.0.0.1:4191/ready']);
-    if (r.code === 0) return;
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`agent not ready: ${agentLog.slice(-2000)}`);
+  await waitAgentReady(node, () => agentLog);
 });
 
 test.after.always(async () => {
@@ -112,7 +108,7 @@ test.after.always(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const status = async () => JSON.parse((await node.execInNode('curl', ['-sf', 'http://127.0.0.1:4191/status'])).stdout);
+const status = () => agentStatus(node);
 
 /** Sum of a metric over every series whose labels include `match`. */
 async function metric(name: string, match: string): Promise<number> {

@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
+import { waitAgentReady } from './helpers/agent-admin.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.resolve(HERE, '../bin/mesh-agent.ts');
@@ -105,12 +106,7 @@ test.before(async () => {
   children.push(agent);
   agent.stderr!.on('data', (d) => (agentLog += d));
   await Promise.all([startAppServers(), startMariadb(), startRedis(6379), startRedis(16379), startSmtp()]);
-  for (let i = 0; i < 100; i++) {
-    const r = await node.execInNode('curl', ['-sf', 'http://127.0.0.1:4191/ready']);
-    if (r.code === 0) return;
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`agent not ready: ${agentLog.slice(-2000)}`);
+  await waitAgentReady(node, () => agentLog);
 });
 
 test.after.always(async () => {

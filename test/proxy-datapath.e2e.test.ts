@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
+import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
 let node: SimNode;
@@ -39,12 +40,7 @@ test.before(async () => {
   const srv = server.spawn(process.execPath, ['-e', SERVERS]);
   children.push(srv);
   await new JsonLines(srv).waitFor((o) => o.listening, 10_000, 'servers listening');
-  for (let i = 0; i < 100; i++) {
-    const r = await node.execInNode('curl', ['-sf', 'http://127.0.0.1:4191/ready']);
-    if (r.code === 0) return;
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`agent not ready: ${agentLog.slice(-2000)}`);
+  await waitAgentReady(node, () => agentLog);
 });
 
 test.after.always(async () => {
@@ -53,7 +49,7 @@ test.after.always(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const status = async () => JSON.parse((await node.execInNode('curl', ['-sf', 'http://127.0.0.1:4191/status'])).stdout);
+const status = () => agentStatus(node);
 
 test.serial('curl HTTP/1.1: keep-alive requests and a streamed upload through the proxy', async (t) => {
   const before = (await status()).proxy.byProtocol.http1 ?? 0;
