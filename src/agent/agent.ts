@@ -46,7 +46,6 @@ export interface AgentOptions {
   log: Logger;
 }
 
-
 /** After the detach on stop, how long the proxy still accepts what was redirected before it. */
 export const ACCEPT_GRACE_MS = 100;
 
