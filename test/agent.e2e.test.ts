@@ -10,6 +10,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
+import { until as untilWith } from './helpers/until.ts';
+
+const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
+  untilWith(f, ok, what, { ms: ms ?? 10000, intervalMs: 150, context: () => `agent log: ${agentLog.slice(-2000)}` });
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
 let node: SimNode;
@@ -36,17 +40,6 @@ async function status(): Promise<any> {
   const r = await node.execInNode('curl', ['-sf', 'http://127.0.0.1:4191/status']);
   if (r.code !== 0) throw new Error(`status: curl exited ${r.code}: ${r.stderr}; agent log: ${agentLog.slice(-2000)}`);
   return JSON.parse(r.stdout);
-}
-
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, what: string, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v: T;
-  do {
-    v = await f().catch(() => undefined as T);
-    if (v !== undefined && ok(v)) return v;
-    await new Promise((r) => setTimeout(r, 150));
-  } while (Date.now() < end);
-  throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v!)?.slice(0, 500)}; agent log: ${agentLog.slice(-2000)}`);
 }
 
 /** Runs `mesh-agent status` in the node namespace, where the admin API listens on loopback. */

@@ -11,6 +11,10 @@ import { ReportClient } from '../src/telemetry/report-client.ts';
 import { TelemetryHub } from '../src/telemetry/hub.ts';
 import type { RequestEvent } from '../src/telemetry/events.ts';
 import type { PodInventory } from '../src/telemetry/report.ts';
+import { until as untilWith } from './helpers/until.ts';
+
+const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
+  untilWith(f, ok, what, { ms: ms ?? 8000, intervalMs: 50 });
 
 const quiet = () => {};
 const pods: PodInventory[] = [
@@ -33,17 +37,6 @@ async function freePort(): Promise<number> {
   const port = (s.address() as net.AddressInfo).port;
   await new Promise((r) => s.close(r));
   return port;
-}
-
-async function until<T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 8000): Promise<T> {
-  const end = Date.now() + ms;
-  let v: T;
-  do {
-    v = await f();
-    if (ok(v)) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  } while (Date.now() < end);
-  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v!)?.slice(0, 400)}`);
 }
 
 test('reports reach the controller; with it down the backlog stays at its bound and drops are counted; it drains after a restart', async (t) => {

@@ -10,6 +10,10 @@ import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
+import { until as untilWith } from './helpers/until.ts';
+
+const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
+  untilWith(f, ok, what, { ms: ms ?? 20000, intervalMs: 200, context: () => `log: ${log.slice(-2000)}` });
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
@@ -39,22 +43,6 @@ function spawnLogged(args: string[]): ChildProcess {
   return c;
 }
 const startController = () => (controller = spawnLogged(['controller', '--listen', CTL, '-q']));
-
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, what: string, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v: T | undefined;
-  let err: unknown;
-  do {
-    try {
-      v = await f();
-      if (ok(v)) return v;
-    } catch (e) {
-      err = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  } while (Date.now() < end);
-  throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v)?.slice(0, 600)} ${err ?? ''}; log: ${log.slice(-2000)}`);
-}
 
 const cli = (...args: string[]) => node.execInNode(process.execPath, [BIN, ...args, '--controller', CTL], { timeoutMs: 20_000 });
 async function statJson(...args: string[]): Promise<any[]> {

@@ -12,6 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { parseExposition, sum } from './helpers/prom-text.ts';
+import { until as untilWith } from './helpers/until.ts';
+
+const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
+  untilWith(f, ok, what, { ms: ms ?? 20000, intervalMs: 250, context: () => `agent log: ${agentLog.slice(-1500)}; prometheus log: ${promLog.slice(-1500)}` });
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
@@ -44,22 +48,6 @@ function startAgent(): ChildProcess {
   a.stderr!.on('data', (d) => (agentLog += d));
   a.stdout!.on('data', (d) => (agentLog += d));
   return a;
-}
-
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, what: string, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v: T | undefined;
-  let err: unknown;
-  do {
-    try {
-      v = await f();
-      if (ok(v)) return v;
-    } catch (e) {
-      err = e;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  } while (Date.now() < end);
-  throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v)?.slice(0, 500)} ${err ?? ''}; agent log: ${agentLog.slice(-1500)}; prometheus log: ${promLog.slice(-1500)}`);
 }
 
 /** Prometheus listens on the node namespace's loopback: query it from there. */

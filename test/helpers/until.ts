@@ -1,0 +1,25 @@
+// Polls until a condition holds, for end-to-end tests that wait on another process. The
+// timeout error shows the last value (or error) and, through `context`, the logs that explain it.
+export interface UntilOptions {
+  ms?: number;
+  intervalMs?: number;
+  /** Appended to the timeout error, e.g. the agent's log tail. */
+  context?: () => string;
+}
+
+export async function until<T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, opts: UntilOptions = {}): Promise<T> {
+  const { ms = 20_000, intervalMs = 200, context } = opts;
+  const end = Date.now() + ms;
+  let v: T | undefined;
+  let err: unknown;
+  do {
+    try {
+      v = await f();
+      if (ok(v)) return v;
+    } catch (e) {
+      err = e;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  } while (Date.now() < end);
+  throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v)?.slice(0, 600)}${err ? ` ${err}` : ''}${context ? `; ${context()}` : ''}`);
+}
