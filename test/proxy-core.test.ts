@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Proxy, defaultDialer } from '../src/proxy/listener.ts';
 import type { ProxyOptions } from '../src/proxy/listener.ts';
 import { PortSet } from '../src/proxy/ports.ts';
+import { sweptCount } from '../src/proxy/sweep.ts';
 import type { ConnContext, ProtocolHandler } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 
@@ -552,24 +553,28 @@ test('upstream refused: the client is reset (detection path and opaque-port path
   }
 });
 
-test('upstream connect timeout resets the client', async (t) => {
-  const h = await startProxy(9, {
-    limits: { upstreamConnectTimeoutMs: 150 },
-    // a socket that never finishes connecting stands in for a black-holed SYN
-    dial: () => {
-      const s = new net.Socket();
-      (s as unknown as { connecting: boolean }).connecting = true;
-      return s;
-    },
-  });
-  const c = connect(h.port);
-  const started = performance.now();
-  const reason = await closeReason(c);
-  t.true(['ECONNRESET', 'closed'].includes(reason), reason);
-  t.true(performance.now() - started < 1000);
-  await waitFor(() => h.sink.closes.length === 1);
-  t.is(h.sink.closes[0].error, 'upstream connect: timeout');
-  await h.proxy.close(100);
+test('upstream connect timeout resets the client (detection path and opaque-port path)', async (t) => {
+  for (const opaquePorts of [PortSet.empty(), PortSet.of([9])]) {
+    const h = await startProxy(9, {
+      limits: { upstreamConnectTimeoutMs: 150 },
+      opaquePorts,
+      // a socket that never finishes connecting stands in for a black-holed SYN
+      dial: () => {
+        const s = new net.Socket();
+        (s as unknown as { connecting: boolean }).connecting = true;
+        return s;
+      },
+    });
+    const c = connect(h.port);
+    const started = performance.now();
+    const reason = await closeReason(c);
+    const took = performance.now() - started;
+    t.true(['ECONNRESET', 'closed'].includes(reason), reason);
+    t.true(took >= 140 && took < 1000, `${took} ms`);
+    await waitFor(() => h.sink.closes.length === 1);
+    t.is(h.sink.closes[0].error, 'upstream connect: timeout');
+    await h.proxy.close(100);
+  }
 });
 
 test('idle timeout closes an opaque connection with no traffic', async (t) => {
@@ -580,6 +585,74 @@ test('idle timeout closes an opaque connection with no traffic', async (t) => {
   await closeReason(c);
   await waitFor(() => h.sink.closes.length === 1);
   t.is(h.sink.closes[0].error, 'idle timeout');
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('idle timeout: traffic either way keeps the connection open; it closes once silent for the timeout, not before', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port, { limits: { idleTimeoutMs: 300 }, opaquePorts: PortSet.of([up.port]) });
+  const c = connect(h.port);
+  await once(c, 'connect');
+  let closedAt = 0;
+  const closed = () => (closedAt ||= performance.now());
+  c.once('end', closed); // the proxy's FIN (our side is half-open)
+  c.once('close', closed);
+  c.resume();
+  let lastWrite = 0;
+  for (let i = 0; i < 8; i++) {
+    c.write('x');
+    lastWrite = performance.now();
+    await sleep(100);
+  }
+  t.is(closedAt, 0, 'closed while bytes were moving');
+  await waitFor(() => closedAt > 0);
+  const silentFor = closedAt - lastWrite;
+  // never early; late by at most two sweep ticks (60 ms each for a 300 ms timeout), plus slack
+  t.true(silentFor >= 290 && silentFor < 900, `${silentFor} ms`);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { error: 'idle timeout', bytesIn: 8, bytesOut: 8 });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+// Serial: the sweep is module-wide, and concurrent tests would add their tunnels to the count.
+test.serial('a live tunnel reports its bytes while open; its sweep entry goes with it', async (t) => {
+  const up = await serve(echo);
+  const h = await startProxy(up.port, { opaquePorts: PortSet.of([up.port]), bytesReportMs: 50 });
+  const before = sweptCount();
+  const c = connect(h.port);
+  c.resume();
+  c.write('hello');
+  await waitFor(() => h.sink.bytes.some((b) => b.bytesIn === 5 && b.bytesOut === 5));
+  t.is(sweptCount(), before + 1);
+  t.is(h.sink.closes.length, 0, 'reported before the close');
+  c.end();
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(sweptCount(), before);
+  t.is(h.sink.bytes.reduce((a, b) => a + b.bytesIn, 0), 5);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+// Memory shape of an idle tunnel (issue 6: under 10 KB per idle connection, docs/benchmarks.md):
+// no Node timer left on either socket (socket.setTimeout keeps a Timeout per socket for
+// good) and single listeners where a second one would turn the slot into an array.
+test('an idle tunnel keeps no per-socket timer and one error listener per socket', async (t) => {
+  const up = await serve(() => {});
+  let upstream: net.Socket | null = null;
+  const h = await startProxy(up.port, { detectTimeoutMs: 50, dial: (ip, port) => (upstream = defaultDialer(ip, port)) });
+  const c = connect(h.port);
+  await waitFor(() => h.proxy.stats().byDetection.deadline === 1);
+  const timerOf = (s: net.Socket) => {
+    const sym = Object.getOwnPropertySymbols(s).find((k) => k.description === 'timeout');
+    return sym === undefined ? undefined : (s as unknown as Record<symbol, unknown>)[sym];
+  };
+  t.falsy(timerOf(upstream!));
+  t.is(upstream!.listenerCount('error'), 1);
+  t.is(upstream!.listenerCount('timeout'), 0);
+  c.resetAndDestroy();
+  await waitFor(() => h.sink.closes.length === 1);
   await h.proxy.close(100);
   await stopServer(up);
 });

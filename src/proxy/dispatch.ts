@@ -14,7 +14,7 @@ import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
 import type { ConnContext, ProtocolHandler, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
-import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque } from './opaque.ts';
+import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from './opaque.ts';
 import type { PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { forwardTls } from './tls-passthrough.ts';
@@ -41,8 +41,6 @@ export function dispatch(ctx: ConnContext, cfg: DispatchConfig): void {
   new Dispatcher(ctx, cfg).start();
 }
 
-function ignoreError(): void {}
-
 function errCode(err: Error): string {
   return (err as NodeJS.ErrnoException).code ?? err.message;
 }
@@ -58,6 +56,8 @@ class Dispatcher {
   head: Buffer | null = null;
   upstreamHead: Buffer | null = null;
   deadline: NodeJS.Timeout | undefined;
+  /** A plain timer, not upstream.setTimeout(): that one leaves its Timeout on the socket for good. */
+  connectTimer: NodeJS.Timeout | undefined;
   done = false;
 
   constructor(ctx: ConnContext, cfg: DispatchConfig) {
@@ -90,8 +90,7 @@ class Dispatcher {
     upstream.on('end', this.onUpstreamEnd);
     upstream.on('error', this.onUpstreamError);
     if (upstream.connecting) {
-      upstream.setTimeout(cfg.limits.upstreamConnectTimeoutMs);
-      upstream.on('timeout', this.onUpstreamTimeout);
+      this.connectTimer = setTimeout(this.onUpstreamTimeout, cfg.limits.upstreamConnectTimeoutMs);
       upstream.on('connect', this.onUpstreamConnect);
     } else {
       this.upstreamUp = !upstream.destroyed;
@@ -140,7 +139,7 @@ class Dispatcher {
 
   onUpstreamConnect = (): void => {
     this.upstreamUp = true;
-    this.upstream?.setTimeout(0);
+    clearTimeout(this.connectTimer);
   };
 
   onUpstreamTimeout = (): void => {
@@ -198,6 +197,7 @@ class Dispatcher {
   release(): number {
     this.done = true;
     if (this.deadline) clearTimeout(this.deadline);
+    if (this.connectTimer) clearTimeout(this.connectTimer);
     const client = this.ctx.client;
     client.pause();
     client.removeListener('data', this.onClientData);
@@ -210,9 +210,7 @@ class Dispatcher {
       up.removeListener('data', this.onUpstreamData);
       up.removeListener('end', this.onUpstreamEnd);
       up.removeListener('error', this.onUpstreamError);
-      up.removeListener('timeout', this.onUpstreamTimeout);
       up.removeListener('connect', this.onUpstreamConnect);
-      up.setTimeout(0);
     }
     return Math.round((performance.now() - this.startedAt) * 1000) / 1000;
   }

@@ -10,7 +10,7 @@ import type { TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
 import { dispatch } from './dispatch.ts';
 import type { DispatchConfig } from './dispatch.ts';
-import { abortSocket } from './opaque.ts';
+import { abortSocket, ignoreError } from './opaque.ts';
 import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 
@@ -73,8 +73,6 @@ const defaultLog: LogFn = (level, msg, fields) => {
   process.stderr.write(`${JSON.stringify({ level, msg, ...fields })}\n`);
 };
 
-function ignoreError(): void {}
-
 /** Strips the IPv4-mapped prefix a dual-stack listener reports ("::ffff:10.0.0.5"). */
 export function plainIp(addr: string): string {
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
@@ -116,6 +114,8 @@ export class Proxy {
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
   #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0 };
+  /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
+  readonly #onClientClose: (this: net.Socket) => void;
 
   constructor(opts: ProxyOptions) {
     const detectTimeoutMs = opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
@@ -139,6 +139,14 @@ export class Proxy {
       splicer: opts.splicer ?? null,
       onSplice: this.#countSplice,
       log: this.#log,
+    };
+    const clients = this.#clients;
+    const stats = this.#stats;
+    const drained = (): void => this.#onDrained?.();
+    this.#onClientClose = function (this: net.Socket) {
+      if (!clients.delete(this)) return;
+      stats.open--;
+      if (stats.open === 0) drained();
     };
   }
 
@@ -243,11 +251,7 @@ export class Proxy {
 
     stats.open++;
     this.#clients.add(client);
-    client.once('close', () => {
-      this.#clients.delete(client);
-      stats.open--;
-      if (stats.open === 0) this.#onDrained?.();
-    });
+    client.on('close', this.#onClientClose);
 
     const ctx: ConnContext = {
       connId: ++this.#nextConnId,

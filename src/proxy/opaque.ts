@@ -3,13 +3,18 @@
  * backpressure, half-close, reset propagation, connect and idle timeouts, byte counts.
  * Also used for TLS passthrough (protocol 'tls', SNI as authority).
  *
- * Hot path: one tunnel object per connection whose bound handlers are created once; per
- * chunk we only add to counters and write (no closures, no copies).
+ * Memory: an idle tunnel is most of the proxy's cost per connection (issue 6: under 10 KB
+ * with its two sockets), so a tunnel allocates nothing per connection beyond its own object:
+ * the socket listeners are shared functions that find the tunnel through a symbol on the
+ * socket, and the idle timeout and byte reports run from one shared sweep (sweep.ts) over
+ * the byte counters instead of a Node timer per socket. Hot path: per chunk we only add to
+ * counters and write (no closures, no copies).
  */
 import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent } from '../telemetry/events.ts';
 import { resumeReading, sawEof, socketFd, stopReading, type KernelSplicer } from './kernel-splice.ts';
+import { stopSweep, sweepEvery, type Sweepable } from './sweep.ts';
 
 /** connClose plus what passthrough knows about the peer (the SNI of a TLS ClientHello). */
 export type OpaqueCloseEvent = ConnCloseEvent & { authority?: string; alpn?: string[] };
@@ -28,7 +33,7 @@ export interface OpaqueOptions {
   alpn?: string[];
   /** When the upstream dial started, so the connect timeout counts from the dial. */
   dialedAt?: number;
-  /** Interval of connBytes reports while the connection lives (ms). */
+  /** Interval of connBytes reports while the connection lives (ms; 0: none), kept to within half a sweep tick. */
   bytesReportMs?: number;
   /** Called once after both sockets closed, with the event also sent to telemetry. */
   onClose?: (ev: OpaqueCloseEvent) => void;
@@ -48,15 +53,13 @@ interface SpliceState {
   /** Bytes Node forwarded (in, out) before the splice. */
   preIn: number;
   preOut: number;
-  activeTotal: number;
-  activeAt: number;
 }
 
 export const DEFAULT_BYTES_REPORT_MS = 5000;
 
 /** Forwards `ctx.client` <-> `upstream` until both sides are done. Never throws on peer behaviour. */
 export function forwardOpaque(ctx: ConnContext, upstream: net.Socket, limits: ProxyLimits, opts: OpaqueOptions): void {
-  new OpaqueTunnel(ctx, upstream, limits, opts).start();
+  new OpaqueTunnel(ctx, upstream, limits, opts).start(opts);
 }
 
 /** Tears a socket down with an RST when it is connected, plainly when it is not (no handshake to abort). */
@@ -73,26 +76,77 @@ export function abortSocket(sock: net.Socket): void {
   }
 }
 
+/** An 'error' listener that only keeps an unowned socket's errors from crashing us. */
+export function ignoreError(): void {}
+
 function errCode(err: Error): string {
   return (err as NodeJS.ErrnoException).code ?? err.message;
 }
 
-class OpaqueTunnel {
+/**
+ * The sweep tick of tunnels with these limits: an idle tunnel closes between idleTimeoutMs
+ * and idleTimeoutMs plus two ticks after its last byte (never early), byte reports come
+ * within half a tick of due. One second for the defaults (300 s idle, 5 s reports).
+ */
+export function sweepPeriodMs(idleTimeoutMs: number, bytesReportMs: number): number {
+  let p = idleTimeoutMs > 0 ? Math.min(1000, Math.max(10, Math.floor(idleTimeoutMs / 5))) : 1000;
+  if (bytesReportMs > 0) p = Math.min(p, Math.max(10, Math.floor(bytesReportMs)));
+  return p;
+}
+
+// Shared listeners: `this` is the socket, the tunnel hangs off it under TUNNEL. One closure
+// per listener per connection would cost ~60 bytes each, for 17 of them.
+const TUNNEL = Symbol('opaqueTunnel');
+type TunnelSocket = net.Socket & { [TUNNEL]?: OpaqueTunnel };
+const tunnelOf = (s: net.Socket): OpaqueTunnel => (s as TunnelSocket)[TUNNEL]!;
+
+function onClientData(this: net.Socket, chunk: Buffer): void { tunnelOf(this).onClientData(chunk); }
+function onUpstreamData(this: net.Socket, chunk: Buffer): void { tunnelOf(this).onUpstreamData(chunk); }
+function onClientDrain(this: net.Socket): void { tunnelOf(this).onClientDrain(); }
+function onUpstreamDrain(this: net.Socket): void { tunnelOf(this).onUpstreamDrain(); }
+function onClientEnd(this: net.Socket): void { tunnelOf(this).onClientEnd(); }
+function onUpstreamEnd(this: net.Socket): void { tunnelOf(this).onUpstreamEnd(); }
+function onClientError(this: net.Socket, err: Error): void { tunnelOf(this).onClientError(err); }
+function onUpstreamError(this: net.Socket, err: Error): void { tunnelOf(this).onUpstreamError(err); }
+function onClientClose(this: net.Socket, hadError: boolean): void { tunnelOf(this).onClientClose(hadError); }
+function onUpstreamClose(this: net.Socket, hadError: boolean): void { tunnelOf(this).onUpstreamClose(hadError); }
+function onUpstreamConnect(this: net.Socket): void { tunnelOf(this).onUpstreamConnect(); }
+function onSplicedData(this: net.Socket): void { tunnelOf(this).onSplicedData(); }
+function onSplicedClientEnd(this: net.Socket): void { tunnelOf(this).endAfterSpliced(0); }
+function onSplicedUpstreamEnd(this: net.Socket): void { tunnelOf(this).endAfterSpliced(1); }
+function onConnectTimeout(t: OpaqueTunnel): void { t.onConnectTimeout(); }
+function awaitFlushed(t: OpaqueTunnel): void { t.awaitFlushed(); }
+
+class OpaqueTunnel implements Sweepable {
   readonly ctx: ConnContext;
   readonly client: net.Socket;
   readonly upstream: net.Socket;
   readonly limits: ProxyLimits;
-  readonly opts: OpaqueOptions;
+  // What the close event needs of the options (not the options: they hold the heads).
+  readonly protocol: 'opaque' | 'tls';
+  readonly detectedBy: string;
+  readonly detectMs: number;
+  readonly authority: string | null | undefined;
+  readonly alpn: string[] | undefined;
+  readonly onClose: ((ev: OpaqueCloseEvent) => void) | undefined;
+  readonly splicer: KernelSplicer | null | undefined;
+  readonly onSplice: ((error: string | null) => void) | undefined;
+  readonly reportEveryMs: number;
+  readonly sweepMs: number;
   bytesIn = 0;
   bytesOut = 0;
   reportedIn = 0;
   reportedOut = 0;
+  /** The sweep's view: byte total at its last look, when it last changed, when bytes were last reported. */
+  activeTotal = 0;
+  activeAt = 0;
+  reportedAt = 0;
   clientClosed = false;
   upstreamClosed = false;
   finished = false;
   upstreamUp = false;
   error: string | undefined;
-  reportTimer: NodeJS.Timeout | undefined;
+  connectTimer: NodeJS.Timeout | undefined;
   spliceStarted = false;
   spliced: SpliceState | null = null;
 
@@ -101,37 +155,46 @@ class OpaqueTunnel {
     this.client = ctx.client;
     this.upstream = upstream;
     this.limits = limits;
-    this.opts = opts;
+    this.protocol = opts.protocol;
+    this.detectedBy = opts.detectedBy;
+    this.detectMs = opts.detectMs;
+    this.authority = opts.authority;
+    this.alpn = opts.alpn;
+    this.onClose = opts.onClose;
+    this.splicer = opts.splicer;
+    this.onSplice = opts.onSplice;
+    this.reportEveryMs = opts.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS;
+    this.sweepMs = sweepPeriodMs(limits.idleTimeoutMs, this.reportEveryMs);
   }
 
-  start(): void {
+  start(opts: OpaqueOptions): void {
     const { client, upstream } = this;
-    client.on('data', this.onClientData);
-    client.on('end', this.onClientEnd);
-    client.on('drain', this.onClientDrain);
-    client.on('error', this.onClientError);
-    client.on('close', this.onClientClose);
-    client.on('timeout', this.onIdle);
-    upstream.on('data', this.onUpstreamData);
-    upstream.on('end', this.onUpstreamEnd);
-    upstream.on('drain', this.onUpstreamDrain);
-    upstream.on('error', this.onUpstreamError);
-    upstream.on('close', this.onUpstreamClose);
-    upstream.on('timeout', this.onUpstreamTimeout);
+    (client as TunnelSocket)[TUNNEL] = this;
+    (upstream as TunnelSocket)[TUNNEL] = this;
+    client.on('data', onClientData);
+    client.on('end', onClientEnd);
+    client.on('drain', onClientDrain);
+    client.on('error', onClientError);
+    client.on('close', onClientClose);
+    upstream.on('data', onUpstreamData);
+    upstream.on('end', onUpstreamEnd);
+    upstream.on('drain', onUpstreamDrain);
+    upstream.on('error', onUpstreamError);
+    upstream.on('close', onUpstreamClose);
+    // Our 'error' listeners stay for the sockets' lives: the placeholders the listener and
+    // dispatch attached can go (one listener is a function, two are an array).
+    client.removeListener('error', ignoreError);
+    upstream.removeListener('error', ignoreError);
 
-    // Both sockets count reads and writes as activity, so either one idle means no bytes
-    // moved either way; arming both still covers the side that outlives the other.
-    client.setTimeout(this.limits.idleTimeoutMs);
     if (upstream.connecting) {
-      const spent = this.opts.dialedAt === undefined ? 0 : Date.now() - this.opts.dialedAt;
-      upstream.setTimeout(Math.max(1, this.limits.upstreamConnectTimeoutMs - spent));
-      upstream.once('connect', this.onUpstreamConnect);
+      const spent = opts.dialedAt === undefined ? 0 : Date.now() - opts.dialedAt;
+      this.connectTimer = setTimeout(onConnectTimeout, Math.max(1, this.limits.upstreamConnectTimeoutMs - spent), this);
+      upstream.once('connect', onUpstreamConnect);
     } else {
       this.upstreamUp = true;
-      upstream.setTimeout(this.limits.idleTimeoutMs);
     }
 
-    const { clientHead, upstreamHead } = this.opts;
+    const { clientHead, upstreamHead } = opts;
     let holdUpstream = false;
     let holdClient = false;
     if (upstreamHead && upstreamHead.length > 0) {
@@ -152,11 +215,12 @@ class OpaqueTunnel {
     if (client.readableEnded) this.onClientEnd();
     if (upstream.readableEnded) this.onUpstreamEnd();
 
-    const every = this.opts.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS;
-    if (every > 0) {
-      this.reportTimer = setInterval(this.reportBytes, every);
-      this.reportTimer.unref();
-    }
+    // The idle clock starts at the hand-over, as a socket timeout armed here would.
+    const now = Date.now();
+    this.activeTotal = this.bytesIn + this.bytesOut;
+    this.activeAt = now;
+    this.reportedAt = now;
+    sweepEvery(this.sweepMs, this);
 
     // Sockets that died before the hand-over will not emit 'close' again.
     if (client.closed) this.onClientClose(true);
@@ -171,6 +235,37 @@ class OpaqueTunnel {
     if (this.upstreamUp) this.trySplice();
   }
 
+  /**
+   * The shared tick: byte reports when due, and the idle timeout, judged by the byte
+   * counters (every byte read on one side is written to the other, so no change in the
+   * total means no bytes moved either way, as both sockets' timeouts would have seen).
+   */
+  sweep(now: number): void {
+    if (this.finished) return;
+    const every = this.reportEveryMs;
+    const reportDue = every > 0 && now - this.reportedAt >= every - this.sweepMs / 2;
+    if (reportDue) {
+      this.reportedAt = now;
+      this.reportBytes(); // also folds in the kernel's counts of a spliced tunnel
+    }
+    const idleMs = this.limits.idleTimeoutMs;
+    if (!(idleMs > 0)) return;
+    // Spliced: the kernel's counts cost a map lookup, so read them only before calling it idle.
+    if (this.spliced && !reportDue && this.bytesIn + this.bytesOut === this.activeTotal && now - this.activeAt >= idleMs) {
+      this.syncSplicedBytes();
+    }
+    const total = this.bytesIn + this.bytesOut;
+    if (total !== this.activeTotal) {
+      this.activeTotal = total;
+      this.activeAt = now;
+      return;
+    }
+    if (now - this.activeAt < idleMs) return;
+    this.error ??= 'idle timeout';
+    this.client.destroy();
+    this.upstream.destroy();
+  }
+
   // Kernel splice. Order matters: stop Node reading (synchronously), forward what Node
   // already holds, wait until Node's writes are in the kernel, then insert both sockets
   // (the addon also pushes what is queued in their receive queues through the verdict, so
@@ -178,7 +273,7 @@ class OpaqueTunnel {
   // errors, which are propagated as in the copying tunnel.
   trySplice(): void {
     const { client, upstream } = this;
-    if (!this.opts.splicer || this.spliceStarted || this.finished || client.destroyed || upstream.destroyed) return;
+    if (!this.splicer || this.spliceStarted || this.finished || client.destroyed || upstream.destroyed) return;
     if (sawEof(client) || sawEof(upstream) || client.writableEnded || upstream.writableEnded) return;
     if (socketFd(client) === null || socketFd(upstream) === null) return;
     if (!stopReading(client) || !stopReading(upstream)) {
@@ -193,19 +288,19 @@ class OpaqueTunnel {
     this.awaitFlushed();
   }
 
-  awaitFlushed = (): void => {
+  awaitFlushed(): void {
     const { client, upstream } = this;
     if (this.finished || client.destroyed || upstream.destroyed) return; // the close handlers own it now
     if (client.writableLength > 0 || upstream.writableLength > 0) {
-      setTimeout(this.awaitFlushed, 1);
+      setTimeout(awaitFlushed, 1, this);
       return;
     }
     this.enterSplice();
-  };
+  }
 
   enterSplice(): void {
     const { client, upstream } = this;
-    const splicer = this.opts.splicer!;
+    const splicer = this.splicer!;
     const fds = [socketFd(client), socketFd(upstream)];
     let cookies: [bigint, bigint];
     let baseSent: [number, number];
@@ -215,7 +310,7 @@ class OpaqueTunnel {
       if (baseSent[0] < 0 || baseSent[1] < 0) throw new Error('TCP_INFO unreadable');
       cookies = splicer.splice(fds[0], fds[1]);
     } catch (e) {
-      this.opts.onSplice?.((e as Error).message);
+      this.onSplice?.((e as Error).message);
       if ((e as { spliced?: boolean }).spliced) {
         this.error ??= `kernel splice: ${(e as Error).message}`;
         abortSocket(client);
@@ -226,26 +321,23 @@ class OpaqueTunnel {
       resumeReading(upstream);
       return;
     }
-    this.spliced = { splicer, cookies, baseSent, preIn: this.bytesIn, preOut: this.bytesOut, activeTotal: 0, activeAt: Date.now() };
-    client.off('data', this.onClientData).on('data', this.onSplicedData);
-    upstream.off('data', this.onUpstreamData).on('data', this.onSplicedData);
-    client.off('end', this.onClientEnd).on('end', this.onSplicedClientEnd);
-    upstream.off('end', this.onUpstreamEnd).on('end', this.onSplicedUpstreamEnd);
-    this.opts.onSplice?.(null);
+    this.spliced = { splicer, cookies, baseSent, preIn: this.bytesIn, preOut: this.bytesOut };
+    client.off('data', onClientData).on('data', onSplicedData);
+    upstream.off('data', onUpstreamData).on('data', onSplicedData);
+    client.off('end', onClientEnd).on('end', onSplicedClientEnd);
+    upstream.off('end', onUpstreamEnd).on('end', onSplicedUpstreamEnd);
+    this.onSplice?.(null);
     resumeReading(client);
     resumeReading(upstream);
     this.syncSplicedBytes();
   }
 
   /** The verdict redirects every byte; one reaching Node means order can no longer be promised. */
-  onSplicedData = (): void => {
+  onSplicedData(): void {
     this.error ??= 'kernel splice: bytes reached the proxy';
     abortSocket(this.client);
     abortSocket(this.upstream);
-  };
-
-  onSplicedClientEnd = (): void => this.endAfterSpliced(0);
-  onSplicedUpstreamEnd = (): void => this.endAfterSpliced(1);
+  }
 
   // A FIN must not overtake bytes the kernel still holds for the peer (the verdict queues
   // them for a worker that writes them to the peer's socket): end() once the peer's send
@@ -273,7 +365,8 @@ class OpaqueTunnel {
    * Spliced bytes are counted by the verdict; fold them into the tunnel's counters. A
    * segment the verdict could not redirect (its peer not, or no longer, in the sockhash) is
    * lost: while both sockets are open that breaks the stream, so the tunnel is reset rather
-   * than left to hang. Checked after the insert and with every byte report.
+   * than left to hang. Checked after the insert, with every byte report and before an
+   * idle close.
    */
   syncSplicedBytes(): void {
     const sp = this.spliced;
@@ -290,104 +383,82 @@ class OpaqueTunnel {
     }
   }
 
-  onClientData = (chunk: Buffer): void => {
+  onClientData(chunk: Buffer): void {
     this.bytesIn += chunk.length;
     const up = this.upstream;
     if (up.destroyed || up.writableEnded) return;
     if (!up.write(chunk)) this.client.pause();
-  };
+  }
 
-  onUpstreamData = (chunk: Buffer): void => {
+  onUpstreamData(chunk: Buffer): void {
     this.bytesOut += chunk.length;
     const cl = this.client;
     if (cl.destroyed || cl.writableEnded) return;
     if (!cl.write(chunk)) this.upstream.pause();
-  };
+  }
 
-  onUpstreamDrain = (): void => {
+  onUpstreamDrain(): void {
     if (!this.client.readableEnded) this.client.resume();
-  };
+  }
 
-  onClientDrain = (): void => {
+  onClientDrain(): void {
     if (!this.upstream.readableEnded) this.upstream.resume();
-  };
+  }
 
   // Half-close: a FIN from one side becomes a FIN to the other after the pending bytes;
   // the other direction keeps flowing (both sockets are allowHalfOpen).
-  onClientEnd = (): void => {
+  onClientEnd(): void {
     if (!this.upstream.destroyed && !this.upstream.writableEnded) this.upstream.end();
-  };
+  }
 
-  onUpstreamEnd = (): void => {
+  onUpstreamEnd(): void {
     if (!this.client.destroyed && !this.client.writableEnded) this.client.end();
-  };
+  }
 
-  onUpstreamConnect = (): void => {
+  onUpstreamConnect(): void {
     this.upstreamUp = true;
-    this.upstream.setTimeout(this.limits.idleTimeoutMs);
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
     this.trySplice();
-  };
+  }
 
-  onClientError = (err: Error): void => {
+  onConnectTimeout(): void {
+    this.connectTimer = undefined;
+    if (this.finished || this.upstream.destroyed || !this.upstream.connecting) return;
+    this.error ??= 'upstream connect: timeout';
+    this.upstream.destroy();
+    abortSocket(this.client);
+  }
+
+  onClientError(err: Error): void {
     this.error ??= `client: ${errCode(err)}`;
     abortSocket(this.upstream);
-  };
+  }
 
-  onUpstreamError = (err: Error): void => {
+  onUpstreamError(err: Error): void {
     this.error ??= this.upstreamUp ? `upstream: ${errCode(err)}` : `upstream connect: ${errCode(err)}`;
     abortSocket(this.client);
-  };
-
-  onUpstreamTimeout = (): void => {
-    if (this.upstream.connecting) {
-      this.error ??= 'upstream connect: timeout';
-      this.upstream.destroy();
-      abortSocket(this.client);
-      return;
-    }
-    this.onIdle();
-  };
-
-  onIdle = (): void => {
-    const sp = this.spliced;
-    if (sp) {
-      // Node's socket timers see no reads or writes while the kernel moves the bytes.
-      this.syncSplicedBytes();
-      const total = this.bytesIn + this.bytesOut;
-      if (total !== sp.activeTotal) {
-        sp.activeTotal = total;
-        sp.activeAt = Date.now();
-      }
-      if (Date.now() - sp.activeAt < this.limits.idleTimeoutMs) {
-        this.client.setTimeout(this.limits.idleTimeoutMs);
-        this.upstream.setTimeout(this.limits.idleTimeoutMs);
-        return;
-      }
-    }
-    this.error ??= 'idle timeout';
-    this.client.destroy();
-    this.upstream.destroy();
-  };
+  }
 
   // A clean close (both FINs exchanged and our writes flushed) leaves the other side to
   // finish flushing; anything else is an abort and is propagated as one (RST).
-  onClientClose = (hadError: boolean): void => {
+  onClientClose(hadError: boolean): void {
     if (this.clientClosed) return;
     this.clientClosed = true;
     const c = this.client;
     if (hadError || !(c.readableEnded && c.writableFinished)) abortSocket(this.upstream);
     if (this.upstreamClosed) this.finish();
-  };
+  }
 
-  onUpstreamClose = (hadError: boolean): void => {
+  onUpstreamClose(hadError: boolean): void {
     if (this.upstreamClosed) return;
     this.upstreamClosed = true;
     const u = this.upstream;
     if (hadError || !(u.readableEnded && u.writableFinished)) abortSocket(this.client);
     if (this.clientClosed) this.finish();
-  };
+  }
 
-  reportBytes = (): void => {
+  reportBytes(): void {
     this.syncSplicedBytes();
     const dIn = this.bytesIn - this.reportedIn;
     const dOut = this.bytesOut - this.reportedOut;
@@ -399,12 +470,13 @@ class OpaqueTunnel {
     } catch {
       // a broken sink must not take the connection down
     }
-  };
+  }
 
   finish(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.reportTimer) clearInterval(this.reportTimer);
+    stopSweep(this.sweepMs, this);
+    if (this.connectTimer) clearTimeout(this.connectTimer);
     // Final delta first: the connBytes of a connection always sum to its connClose totals.
     this.reportBytes();
     if (this.spliced) {
@@ -417,21 +489,21 @@ class OpaqueTunnel {
     const ev: OpaqueCloseEvent = {
       ...this.ctx.endpoints,
       connId: this.ctx.connId,
-      protocol: this.opts.protocol,
-      detectedBy: this.opts.detectedBy,
-      detectMs: this.opts.detectMs,
+      protocol: this.protocol,
+      detectedBy: this.detectedBy,
+      detectMs: this.detectMs,
       bytesIn: this.bytesIn,
       bytesOut: this.bytesOut,
       durationMs: Date.now() - this.ctx.openedAt,
     };
     if (this.error !== undefined) ev.error = this.error;
-    if (this.opts.authority) ev.authority = this.opts.authority;
-    if (this.opts.alpn && this.opts.alpn.length > 0) ev.alpn = this.opts.alpn;
+    if (this.authority) ev.authority = this.authority;
+    if (this.alpn && this.alpn.length > 0) ev.alpn = this.alpn;
     try {
       this.ctx.telemetry.connClose(ev);
     } catch {
       // see reportBytes
     }
-    this.opts.onClose?.(ev);
+    this.onClose?.(ev);
   }
 }

@@ -1,0 +1,50 @@
+/**
+ * Shared periodic sweeps: one unref'd interval timer per period ticks every registered
+ * item, instead of a Node timer per socket. An idle proxied connection then costs no
+ * Timeout objects (socket.setTimeout keeps one per socket, with a bound callback and an
+ * argument array, ~250 bytes each), which is most of what it costs besides its sockets.
+ */
+
+export interface Sweepable {
+  /** Called on every tick of the item's period with the tick's Date.now(). */
+  sweep(now: number): void;
+}
+
+interface Sweep {
+  items: Set<Sweepable>;
+  timer: NodeJS.Timeout;
+}
+
+const sweeps = new Map<number, Sweep>();
+
+function tick(period: number): void {
+  const s = sweeps.get(period);
+  if (!s) return;
+  const now = Date.now();
+  for (const item of s.items) item.sweep(now);
+}
+
+/** Starts ticking `item` every `periodMs` (milliseconds, an integer >= 1). */
+export function sweepEvery(periodMs: number, item: Sweepable): void {
+  let s = sweeps.get(periodMs);
+  if (!s) {
+    s = { items: new Set(), timer: setInterval(tick, periodMs, periodMs).unref() };
+    sweeps.set(periodMs, s);
+  }
+  s.items.add(item);
+}
+
+/** Stops ticking `item`; the period's timer stops with its last item. */
+export function stopSweep(periodMs: number, item: Sweepable): void {
+  const s = sweeps.get(periodMs);
+  if (!s || !s.items.delete(item) || s.items.size > 0) return;
+  clearInterval(s.timer);
+  sweeps.delete(periodMs);
+}
+
+/** Items currently swept (all periods): for tests. */
+export function sweptCount(): number {
+  let n = 0;
+  for (const s of sweeps.values()) n += s.items.size;
+  return n;
+}
