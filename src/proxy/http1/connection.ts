@@ -3,8 +3,9 @@
 // (the dispatcher's eager one, else one from the pool, else a new dial) stays bound to this
 // client connection while both sides keep it alive: the original destination is fixed per
 // client connection, so there is nothing to gain from handing it back between requests, and
-// keeping it costs no listener churn per request. It goes to the pool only when the client
-// leaves while it is idle and healthy.
+// keeping it costs no listener churn per request. It goes to the pool when the client leaves
+// while it is idle and healthy, including a client that asked `Connection: close`: that token
+// is hop-by-hop, so it is not forwarded and the upstream leg stays reusable (hop.ts).
 
 import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from '../context.ts';
@@ -14,6 +15,7 @@ import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './bod
 import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
 import { errorReply } from './replies.ts';
 import { UpstreamPool } from './pool.ts';
+import { closingResponseHead, keepUpstreamFor, upstreamRequestHead } from './hop.ts';
 
 const ST_HEAD = 0; // waiting for a request head
 const ST_EXCHANGE = 1; // a request is in flight
@@ -55,7 +57,13 @@ export class Http1Connection {
   private reqKind: BodyKind = 'none';
   private reqBody: BodyFramer | null = null;
   private reqBodyDone = true;
+  /** The request head as sent upstream (re-sent on a retry). */
   private reqHead: Buffer | null = null;
+  /**
+   * The client asked to close after this exchange but the upstream was asked to keep the
+   * connection (docs/http1.md, hop-by-hop): the response head tells the client close.
+   */
+  private closeOnlyClient = false;
   private res: ResponseHead | null = null;
   private resKind: BodyKind = 'none';
   private resBody: BodyFramer | null = null;
@@ -203,7 +211,8 @@ export class Http1Connection {
       bodyEnd += n;
     }
     this.reqBodyDone = this.reqBody === null || this.reqBody.done;
-    this.reqHead = buf.subarray(start, end);
+    this.closeOnlyClient = keepUpstreamFor(req);
+    this.reqHead = this.closeOnlyClient ? upstreamRequestHead(buf, start, end, req) : buf.subarray(start, end);
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
     if (this.upIdle) {
@@ -213,7 +222,9 @@ export class Http1Connection {
       if (this.t0 - this.upIdleSince > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
     }
     if (this.up === null && !this.attachUpstream(false)) return;
-    this.writeUp(buf.subarray(start, bodyEnd));
+    if (this.closeOnlyClient) {
+      this.writeUp(bodyEnd === end ? this.reqHead : Buffer.concat([this.reqHead, buf.subarray(end, bodyEnd)]));
+    } else this.writeUp(buf.subarray(start, bodyEnd));
     if (bodyEnd < buf.length) this.stash(buf.subarray(bodyEnd));
     this.updateClientFlow();
   }
@@ -536,7 +547,9 @@ export class Http1Connection {
         bodyEnd += n;
       }
       this.responseBytes += bodyEnd - end;
-      this.writeClient(bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));
+      const head = this.closeOnlyClient ? closingResponseHead(buf, 0, end, res) : null;
+      if (head !== null) this.writeClient(bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]));
+      else this.writeClient(bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));
       if (kind === 'none' || (this.resBody !== null && this.resBody.done)) this.completeResponse(bodyEnd < buf.length);
       return;
     }
@@ -547,8 +560,13 @@ export class Http1Connection {
     this.emit(undefined);
     const req = this.req!;
     const res = this.res!;
-    const persistent = this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(req) && wantsKeepAlive(res);
-    if (persistent && !this.upExtra && this.up !== null) {
+    // Each leg persists on its own terms (hop-by-hop): the upstream as the request we sent it
+    // and its response said, the client as its own request said.
+    const framed = this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(res);
+    const upKeep = framed && !this.upExtra && this.up !== null && (this.closeOnlyClient || wantsKeepAlive(req));
+    const persistent = framed && wantsKeepAlive(req);
+    if (upKeep) {
+      // Bound to this client, or pooled by closeClient() below when the client goes.
       this.upIdle = true;
       this.upIdleSince = performance.now();
       this.upReused = true;

@@ -1,0 +1,103 @@
+// Pure: per-hop persistence. `Connection` is hop-by-hop (RFC 9110 7.6.1): a client that wants
+// its own connection closed after one exchange says nothing about our upstream connection.
+// When a client asks to close, its request goes upstream without the `close` token (plus
+// `keep-alive` for HTTP/1.0, whose default is close), so the upstream can be pooled; the
+// response then tells the client `Connection: close`, and the proxy closes the client.
+// Only the Connection field lines change; every other byte of the head is kept.
+
+import type { RequestHead, ResponseHead } from './parse-head.ts';
+import { wantsKeepAlive } from './framing.ts';
+
+const CR = 13;
+const COLON = 58;
+const SP = 32;
+const HT = 9;
+const CONNECTION = 'connection';
+
+/**
+ * The request asks to close its connection, and the upstream leg may be kept instead.
+ * Upgrade requests and CONNECT are left alone: their connection may become a tunnel.
+ */
+export function keepUpstreamFor(req: RequestHead): boolean {
+  return !wantsKeepAlive(req) && req.method !== 'CONNECT' && req.upgrade === '' && !req.connUpgrade;
+}
+
+/** The request head to send upstream in place of buf[start, end) (see keepUpstreamFor). */
+export function upstreamRequestHead(buf: Buffer, start: number, end: number, req: RequestHead): Buffer {
+  const add = req.versionMinor === 0 && !req.connKeepAlive ? 'keep-alive' : null;
+  return rewriteConnection(buf, start, end, 'close', add) ?? buf.subarray(start, end);
+}
+
+/**
+ * The response head for a client we close after this response, in place of buf[start, end):
+ * `keep-alive` (meant for us) removed, `Connection: close` added unless already there.
+ * Null when the head needs no change.
+ */
+export function closingResponseHead(buf: Buffer, start: number, end: number, res: ResponseHead): Buffer | null {
+  if (res.connClose && !res.connKeepAlive) return null;
+  return rewriteConnection(buf, start, end, 'keep-alive', res.connClose ? null : 'close');
+}
+
+/**
+ * Removes the token `drop` (ASCII case-insensitive) from every Connection field line of the
+ * head buf[start, end) (end just past CRLFCRLF; the head was validated by parse-head), drops
+ * a line left without tokens, and appends `Connection: <add>` as the last field when `add`
+ * is given. The other tokens keep their spelling; a changed line is re-joined with ", ".
+ * Returns null when nothing changed.
+ */
+export function rewriteConnection(buf: Buffer, start: number, end: number, drop: string, add: string | null): Buffer | null {
+  const parts: Buffer[] = [];
+  let copyFrom = start;
+  let changed = false;
+  // Skip the start line.
+  let p = buf.indexOf('\r\n', start, 'latin1') + 2;
+  const last = end - 2; // the empty line
+  while (p < last) {
+    const lineStart = p;
+    const colon = buf.indexOf(COLON, p);
+    const eol = buf.indexOf(CR, colon);
+    const next = eol + 2;
+    if (colon - lineStart === CONNECTION.length && asciiLower(buf, lineStart, colon) === CONNECTION) {
+      const tokens = buf.toString('latin1', colon + 1, eol).split(',');
+      const kept: string[] = [];
+      for (const raw of tokens) {
+        const tok = trimOws(raw);
+        if (tok !== '' && tok.toLowerCase() !== drop) kept.push(tok);
+      }
+      if (kept.length !== countTokens(tokens)) {
+        changed = true;
+        parts.push(buf.subarray(copyFrom, lineStart));
+        if (kept.length > 0) {
+          parts.push(buf.subarray(lineStart, colon + 1), Buffer.from(' ' + kept.join(', ') + '\r\n', 'latin1'));
+        }
+        copyFrom = next;
+      }
+    }
+    p = next;
+  }
+  if (add !== null) {
+    changed = true;
+    parts.push(buf.subarray(copyFrom, last), Buffer.from(`Connection: ${add}\r\n\r\n`, 'latin1'));
+  } else {
+    parts.push(buf.subarray(copyFrom, end));
+  }
+  return changed ? Buffer.concat(parts) : null;
+}
+
+function asciiLower(buf: Buffer, from: number, to: number): string {
+  return buf.toString('latin1', from, to).toLowerCase();
+}
+
+function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === SP || s.charCodeAt(a) === HT)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === SP || s.charCodeAt(b - 1) === HT)) b--;
+  return s.slice(a, b);
+}
+
+function countTokens(raw: string[]): number {
+  let n = 0;
+  for (const r of raw) if (trimOws(r) !== '') n++;
+  return n;
+}
