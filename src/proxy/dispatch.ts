@@ -6,7 +6,10 @@
  *   - client bytes detected TLS             => passthrough (opaque, SNI as authority)
  *   - client bytes opaque                   => opaque ('opaque:<reason>')
  *   - nobody decided within the deadline    => opaque ('deadline')
- * Destination ports in the opaque set skip all this ('opaque-port').
+ * Destination ports in the opaque set skip all this ('opaque-port'). Destinations last seen
+ * answering HTTP/1 client-first (`knownHttp1`) are not dialled eagerly: an HTTP/1 request goes
+ * to the handler with no upstream (it takes a pooled one); anything else, or the deadline,
+ * dials then and carries on as above (docs/proxy.md).
  */
 import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
@@ -18,6 +21,7 @@ import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from
 import type { PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { forwardTls } from './tls-passthrough.ts';
+import { KnownHttp1 } from './known-http1.ts';
 
 export interface DispatchConfig {
   limits: ProxyLimits;
@@ -34,6 +38,10 @@ export interface DispatchConfig {
   /** Kernel splice for opaque and TLS-passthrough tunnels (--kernel-splice); null = Node copies. */
   splicer?: KernelSplicer | null;
   onSplice?: (error: string | null) => void;
+  /** Destinations known to speak HTTP/1 client-first: no eager dial (null: always dial). */
+  knownHttp1?: KnownHttp1 | null;
+  /** A connection to a known destination: true = HTTP/1 without an eager dial, false = dialled late. */
+  onKnownHttp1?: (skippedDial: boolean) => void;
 }
 
 /** Takes over an accepted client socket (paused, with an 'error' listener already attached). */
@@ -59,6 +67,8 @@ class Dispatcher {
   /** A plain timer, not upstream.setTimeout(): that one leaves its Timeout on the socket for good. */
   connectTimer: NodeJS.Timeout | undefined;
   done = false;
+  /** The destination is in knownHttp1 and nothing is dialled yet. */
+  lazy = false;
 
   constructor(ctx: ConnContext, cfg: DispatchConfig) {
     this.ctx = ctx;
@@ -68,39 +78,65 @@ class Dispatcher {
   start(): void {
     const { ctx, cfg } = this;
     const client = ctx.client;
-    let upstream: net.Socket;
-    this.dialedAt = Date.now();
-    try {
-      upstream = ctx.dial(ctx.endpoints.destIp, ctx.endpoints.destPort);
-    } catch (err) {
-      this.fail(`dial: ${errCode(err as Error)}`);
+    const { destIp, destPort } = ctx.endpoints;
+    const opaque = cfg.opaquePortsOf?.(destIp) ?? cfg.opaquePorts;
+    if (opaque.has(destPort)) {
+      if (this.dial()) this.toOpaque('opaque', 'opaque-port');
       return;
     }
-    this.upstream = upstream;
-    // Stays for the socket's life: whoever owns it later, a peer's error never crashes us.
-    upstream.on('error', ignoreError);
-
-    const opaque = cfg.opaquePortsOf?.(ctx.endpoints.destIp) ?? cfg.opaquePorts;
-    if (opaque.has(ctx.endpoints.destPort)) {
-      this.toOpaque('opaque', 'opaque-port');
-      return;
-    }
-
-    upstream.on('data', this.onUpstreamData);
-    upstream.on('end', this.onUpstreamEnd);
-    upstream.on('error', this.onUpstreamError);
-    if (upstream.connecting) {
-      this.connectTimer = setTimeout(this.onUpstreamTimeout, cfg.limits.upstreamConnectTimeoutMs);
-      upstream.on('connect', this.onUpstreamConnect);
-    } else {
-      this.upstreamUp = !upstream.destroyed;
-    }
+    this.lazy = cfg.knownHttp1?.has(KnownHttp1.key(destIp, destPort)) === true && cfg.handlers.http1 !== undefined;
+    if (!this.lazy && !this.dialAndRace()) return;
     client.on('data', this.onClientData);
     client.on('end', this.onClientEnd);
     client.on('error', this.onClientError);
     client.on('close', this.onClientClose);
     this.deadline = setTimeout(this.onDeadline, cfg.detectTimeoutMs);
     client.resume();
+  }
+
+  /** Opens the upstream; false (and the connection failed) when the dialer throws. */
+  dial(): boolean {
+    const ctx = this.ctx;
+    let upstream: net.Socket;
+    this.dialedAt = Date.now();
+    try {
+      upstream = ctx.dial(ctx.endpoints.destIp, ctx.endpoints.destPort);
+    } catch (err) {
+      this.fail(`dial: ${errCode(err as Error)}`);
+      return false;
+    }
+    this.upstream = upstream;
+    // Stays for the socket's life: whoever owns it later, a peer's error never crashes us.
+    upstream.on('error', ignoreError);
+    return true;
+  }
+
+  /** Dials and lets the upstream take part in detection: a server that speaks first decides. */
+  dialAndRace(): boolean {
+    if (!this.dial()) return false;
+    const upstream = this.upstream!;
+    upstream.on('data', this.onUpstreamData);
+    upstream.on('end', this.onUpstreamEnd);
+    upstream.on('error', this.onUpstreamError);
+    if (upstream.connecting) {
+      this.connectTimer = setTimeout(this.onUpstreamTimeout, this.cfg.limits.upstreamConnectTimeoutMs);
+      upstream.on('connect', this.onUpstreamConnect);
+    } else {
+      this.upstreamUp = !upstream.destroyed;
+    }
+    return true;
+  }
+
+  /**
+   * A known-HTTP/1 destination whose client did not (yet) send HTTP/1: forget it, dial now and
+   * carry on as for any destination. False when the dial failed (the connection is done).
+   */
+  fallBack(): boolean {
+    this.lazy = false;
+    const { destIp, destPort } = this.ctx.endpoints;
+    this.cfg.knownHttp1?.delete(KnownHttp1.key(destIp, destPort));
+    this.cfg.onKnownHttp1?.(false);
+    return this.dialAndRace();
   }
 
   onClientData = (chunk: Buffer): void => {
@@ -115,7 +151,7 @@ class Dispatcher {
     if (this.done) return;
     const d = this.head === null ? null : detect(this.head, this.cfg.maxDetectBytes ?? DEFAULT_MAX_DETECT_BYTES);
     if (d !== null && d.kind !== 'need-more') this.decide(d);
-    else this.toOpaque('opaque', 'opaque:client-eof');
+    else if (!this.lazy || this.fallBack()) this.toOpaque('opaque', 'opaque:client-eof');
   };
 
   onUpstreamData = (chunk: Buffer): void => {
@@ -164,10 +200,25 @@ class Dispatcher {
 
   onDeadline = (): void => {
     if (this.done) return;
+    if (this.lazy) {
+      // The client is silent: perhaps the server now speaks first. Dial and race as usual.
+      if (this.fallBack()) this.deadline = setTimeout(this.onDeadline, this.cfg.detectTimeoutMs);
+      return;
+    }
     this.toOpaque('opaque', 'deadline');
   };
 
   decide(d: Detection): void {
+    if (this.lazy && d.kind !== 'need-more') {
+      if (d.kind === 'http1') {
+        const { destIp, destPort } = this.ctx.endpoints;
+        this.cfg.knownHttp1!.add(KnownHttp1.key(destIp, destPort)); // most recently used
+        this.cfg.onKnownHttp1?.(true);
+        this.toHandler('http1', this.cfg.handlers.http1!);
+        return;
+      }
+      if (!this.fallBack()) return;
+    }
     // A held server greeting (h2c SETTINGS) suits only an HTTP/2 client; anything else had
     // the server speak first, and the greeting must reach the client as bytes.
     if (this.upstreamHead !== null && d.kind !== 'http2' && d.kind !== 'need-more') {
@@ -178,6 +229,8 @@ class Dispatcher {
       case 'http1':
       case 'http2': {
         const handler = this.cfg.handlers[d.kind];
+        // The client spoke HTTP/1 and the server had said nothing: next time, skip the dial.
+        if (handler && d.kind === 'http1') this.cfg.knownHttp1?.add(KnownHttp1.key(this.ctx.endpoints.destIp, this.ctx.endpoints.destPort));
         if (handler) this.toHandler(d.kind, handler);
         else this.toOpaque('opaque', `${d.kind}:no-handler`);
         return;

@@ -13,6 +13,7 @@ import type { DispatchConfig } from './dispatch.ts';
 import { abortSocket, ignoreError } from './opaque.ts';
 import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
+import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -38,6 +39,11 @@ export interface ProxyOptions {
   bytesReportMs?: number;
   /** Kernel splice for opaque tunnels (--kernel-splice, docs/proxy.md); default none: Node copies. */
   splicer?: KernelSplicer | null;
+  /**
+   * Destinations remembered as HTTP/1 client-first, which skip the eager dial (docs/proxy.md).
+   * Default 4096; 0 = none (every connection dials at accept).
+   */
+  knownHttp1Max?: number;
 }
 
 export interface ProxyStats {
@@ -58,6 +64,14 @@ export interface ProxyStats {
   /** Tunnels handed to the kernel (--kernel-splice), and hand-overs that failed (Node copied those). */
   spliced: number;
   spliceFailed: number;
+  /**
+   * Connections to destinations known to speak HTTP/1 client-first: handled without the eager
+   * dial (the HTTP/1 handler took a pooled upstream or dialled), and those that turned out not
+   * to be HTTP/1 (or stayed silent) and were dialled late; the destinations remembered.
+   */
+  eagerDialSkipped: number;
+  eagerDialLate: number;
+  knownHttp1Dests: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -113,7 +127,11 @@ export class Proxy {
   #server: net.Server | null = null;
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
-  #stats: ProxyStats = { open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0 };
+  readonly #knownHttp1: KnownHttp1 | null;
+  #stats: ProxyStats = {
+    open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
+    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0,
+  };
   /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
   readonly #onClientClose: (this: net.Socket) => void;
 
@@ -128,6 +146,8 @@ export class Proxy {
     this.#telemetry = opts.telemetry ?? nullSink;
     this.#log = opts.log ?? defaultLog;
     this.#maxConnections = maxConnections;
+    const knownMax = opts.knownHttp1Max ?? DEFAULT_KNOWN_HTTP1_MAX;
+    this.#knownHttp1 = knownMax > 0 && opts.handlers?.http1 ? new KnownHttp1(knownMax) : null;
     this.#cfg = {
       limits: this.#limits,
       detectTimeoutMs,
@@ -138,6 +158,8 @@ export class Proxy {
       onDecision: this.#countDecision,
       splicer: opts.splicer ?? null,
       onSplice: this.#countSplice,
+      knownHttp1: this.#knownHttp1,
+      onKnownHttp1: this.#countKnownHttp1,
       log: this.#log,
     };
     const clients = this.#clients;
@@ -196,8 +218,13 @@ export class Proxy {
 
   stats(): ProxyStats {
     const s = this.#stats;
-    return { ...s, byProtocol: { ...s.byProtocol }, byDetection: { ...s.byDetection } };
+    return { ...s, byProtocol: { ...s.byProtocol }, byDetection: { ...s.byDetection }, knownHttp1Dests: this.#knownHttp1?.size ?? 0 };
   }
+
+  #countKnownHttp1 = (skippedDial: boolean): void => {
+    if (skippedDial) this.#stats.eagerDialSkipped++;
+    else this.#stats.eagerDialLate++;
+  };
 
   #countDecision = (protocol: string, detectedBy: string): void => {
     const { byProtocol, byDetection } = this.#stats;

@@ -1,0 +1,222 @@
+// Upstream reuse for clients that open a connection per request: the assembled proxy (real
+// dispatcher, detector and HTTP/1 handler) over loopback. `Connection: close` is hop-by-hop,
+// so the upstream leg stays alive and pooled; destinations known to speak HTTP/1 client-first
+// skip the eager dial and take the pooled connection; a destination that changes protocol
+// still works (docs/http1.md, docs/proxy.md).
+import test from 'ava';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { once } from 'node:events';
+import { Proxy, PortSet } from '../src/proxy/index.ts';
+import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+
+const HOST = '127.0.0.1';
+
+async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function startProxy(upPort: number, detectTimeoutMs = 1000) {
+  const sink = new RecordingSink();
+  const pool = new UpstreamPool();
+  const proxy = new Proxy({
+    listen: { host: HOST, port: 0 },
+    lookup: (ip) => ({ ip, port: upPort, podKey: 3n }),
+    telemetry: sink,
+    opaquePorts: PortSet.empty(),
+    detectTimeoutMs,
+    handlers: { http1: createHttp1Handler({ pool }) },
+    log: () => {},
+  });
+  const { port } = await proxy.listen();
+  return { proxy, port, pool, sink, close: () => { pool.close(); return proxy.close(200); } };
+}
+
+/** A raw origin counting accepted connections; `onConn` scripts each one. */
+async function startOrigin(onConn: (s: net.Socket) => void) {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    accepted++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    onConn(s);
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get accepted() { return accepted; },
+    close: () => { for (const s of sockets) s.destroy(); server.close(); },
+  };
+}
+
+/** Answers every complete request (head plus Content-Length body) with 200 and `body(head)`. */
+function answerRequests(s: net.Socket, body: (head: string, reqBody: string) => string) {
+  let buf = '';
+  s.on('data', (d) => {
+    buf += d.toString('latin1');
+    for (;;) {
+      const i = buf.indexOf('\r\n\r\n');
+      if (i < 0) return;
+      const head = buf.slice(0, i);
+      const len = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      if (buf.length < i + 4 + len) return;
+      const reqBody = buf.slice(i + 4, i + 4 + len);
+      buf = buf.slice(i + 4 + len);
+      const b = body(head, reqBody);
+      const close = /^connection:.*\bclose\b/im.test(head) || /^[A-Z]+ \S+ HTTP\/1\.0\r\n/.test(head) && !/keep-alive/i.test(head);
+      s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${b.length}\r\n${close ? 'Connection: close\r\n' : ''}\r\n${b}`);
+      if (close) s.end();
+    }
+  });
+}
+
+/** One request on a new connection; resolves with everything the proxy sent and whether it closed. */
+async function exchange(port: number, request: string, timeoutMs = 3000): Promise<{ data: string; ended: boolean; ms: number }> {
+  const t0 = performance.now();
+  const c = net.connect({ host: HOST, port, allowHalfOpen: true });
+  c.on('error', () => {});
+  await once(c, 'connect');
+  if (request !== '') c.write(request);
+  let data = '';
+  c.on('data', (d) => (data += d.toString('latin1')));
+  const ended = await Promise.race([
+    once(c, 'end').then(() => true),
+    new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs)),
+  ]);
+  c.destroy();
+  return { data, ended, ms: performance.now() - t0 };
+}
+
+test('clients sending Connection: close, one connection each, share one upstream connection', async (t) => {
+  const origin = await startOrigin((s) => answerRequests(s, (head, body) => `${head.split(' ')[1]}:${body}`));
+  const p = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); return p.close(); });
+  const N = 12;
+  for (let i = 0; i < N; i++) {
+    const req = i % 2 === 0
+      ? `GET /g${i} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n`
+      : `POST /p${i} HTTP/1.1\r\nHost: svc\r\nconnection: Close\r\nContent-Length: 3\r\n\r\nabc`;
+    const r = await exchange(p.port, req);
+    const want = i % 2 === 0 ? `/g${i}:` : `/p${i}:abc`;
+    t.is(r.data, `HTTP/1.1 200 OK\r\nContent-Length: ${want.length}\r\nConnection: close\r\n\r\n${want}`, `request ${i}`);
+    t.true(r.ended, `the client connection of request ${i} was closed after the response`);
+  }
+  t.is(origin.accepted, 1, 'one upstream connection served every client connection');
+  t.like(p.proxy.stats(), { eagerDialSkipped: N - 1, eagerDialLate: 0, knownHttp1Dests: 1 });
+  await waitFor(() => p.sink.requests.length === N);
+  t.true(p.sink.requests.every((e) => e.status === 200 && e.success));
+  t.is(p.pool.idleCount(), 1, 'the upstream is parked for the next client');
+});
+
+test('node:http clients without an agent (Connection: close), 4 at a time, reuse the upstream pool', async (t) => {
+  const server = http.createServer((req, res) => res.end(`hi ${req.url}`));
+  let accepted = 0;
+  server.on('connection', () => accepted++);
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  const p = await startProxy((server.address() as net.AddressInfo).port);
+  t.teardown(() => { server.closeAllConnections(); server.close(); return p.close(); });
+  const get = (path: string) => new Promise<{ body: string; connection: string | undefined }>((resolve, reject) => {
+    http.get({ host: HOST, port: p.port, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('latin1');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ body, connection: res.headers.connection }));
+    }).on('error', reject);
+  });
+  for (let round = 0; round < 5; round++) {
+    const got = await Promise.all([0, 1, 2, 3].map((i) => get(`/${round}/${i}`)));
+    t.deepEqual(got.map((g) => g.body), [0, 1, 2, 3].map((i) => `hi /${round}/${i}`));
+    t.true(got.every((g) => g.connection === 'close'));
+  }
+  // The first round dials (the destination is not known yet); later rounds take pooled ones.
+  t.true(accepted <= 8, `${accepted} upstream connections for 20 client connections`);
+  t.true(p.proxy.stats().eagerDialSkipped >= 16);
+});
+
+test('a close-delimited response to a Connection: close client is forwarded whole; that upstream is not pooled', async (t) => {
+  const origin = await startOrigin((s) => {
+    s.once('data', () => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart1-');
+      setTimeout(() => s.end('part2'), 30);
+    });
+  });
+  const p = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); return p.close(); });
+  for (let i = 0; i < 2; i++) {
+    const r = await exchange(p.port, 'GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n');
+    t.is(r.data, 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\npart1-part2');
+    t.true(r.ended);
+  }
+  t.is(origin.accepted, 2, 'an upstream that ended the response by closing is not reused');
+  t.is(p.pool.idleCount(), 0);
+  await waitFor(() => p.sink.requests.length === 2);
+  t.true(p.sink.requests.every((e) => e.success));
+});
+
+test('a known HTTP/1 destination that now speaks first still works: dialled at the deadline, then forgotten', async (t) => {
+  let greet = false;
+  const origin = await startOrigin((s) => {
+    if (greet) {
+      s.write('220 hello\r\n');
+      s.on('data', (d) => s.write(d)); // echo
+    } else answerRequests(s, () => 'ok');
+  });
+  const p = await startProxy(origin.port, 150);
+  t.teardown(() => { origin.close(); return p.close(); });
+  const first = await exchange(p.port, 'GET / HTTP/1.1\r\nHost: svc\r\n\r\n', 300);
+  t.regex(first.data, /^HTTP\/1\.1 200 OK[^]*ok$/);
+  t.is(p.proxy.stats().knownHttp1Dests, 1);
+
+  greet = true;
+  // The client waits for the greeting; the server waits for a connection that is not dialled yet.
+  const c = net.connect({ host: HOST, port: p.port });
+  c.on('error', () => {});
+  const t0 = performance.now();
+  const [greeting] = await once(c, 'data');
+  const waited = performance.now() - t0;
+  t.is(greeting.toString(), '220 hello\r\n');
+  t.true(waited >= 140, `the greeting came after the detection deadline (${waited.toFixed(0)} ms)`);
+  t.true(waited < 1000, `and soon after it (${waited.toFixed(0)} ms)`);
+  c.write('EHLO x\r\n');
+  const [echo] = await once(c, 'data');
+  t.is(echo.toString(), 'EHLO x\r\n');
+  c.destroy();
+  t.like(p.proxy.stats(), { eagerDialLate: 1, knownHttp1Dests: 0 });
+  t.is(p.proxy.stats().byDetection['server-first'], 1);
+
+  // Forgotten: the next connection is dialled at accept again and greeted at once.
+  const c2 = net.connect({ host: HOST, port: p.port });
+  c2.on('error', () => {});
+  const t1 = performance.now();
+  await once(c2, 'data');
+  const fast = performance.now() - t1;
+  c2.destroy();
+  t.true(fast < 140, `greeted before the deadline (${fast.toFixed(0)} ms)`);
+  t.is(p.proxy.stats().byDetection['server-first'], 2);
+});
+
+test('a known HTTP/1 destination receiving other bytes: dialled then, forwarded opaquely, forgotten', async (t) => {
+  let http1 = true;
+  const origin = await startOrigin((s) => {
+    if (http1) answerRequests(s, () => 'ok');
+    else s.on('data', (d) => s.end(Buffer.concat([Buffer.from('echo:'), d])));
+  });
+  const p = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); return p.close(); });
+  t.regex((await exchange(p.port, 'GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n')).data, /ok$/);
+  t.is(p.proxy.stats().knownHttp1Dests, 1);
+  http1 = false;
+  const r = await exchange(p.port, '\x00\x01binary\r\n');
+  t.is(r.data, 'echo:\x00\x01binary\r\n');
+  t.true(r.ended);
+  t.like(p.proxy.stats(), { eagerDialSkipped: 0, eagerDialLate: 1, knownHttp1Dests: 0 });
+});
