@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { Proxy, PortSet } from '../src/proxy/index.ts';
 import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
+import { KnownHttp1 } from '../src/proxy/known-http1.ts';
 
 const HOST = '127.0.0.1';
 
@@ -219,4 +220,16 @@ test('a known HTTP/1 destination receiving other bytes: dialled then, forwarded 
   t.is(r.data, 'echo:\x00\x01binary\r\n');
   t.true(r.ended);
   t.like(p.proxy.stats(), { eagerDialSkipped: 0, eagerDialLate: 1, knownHttp1Dests: 0 });
+});
+
+test('known destinations are bounded: the least recently used one goes first', (t) => {
+  const k = new KnownHttp1(3);
+  for (const d of ['a', 'b', 'c']) k.add(d);
+  k.add('a'); // a is now the most recent
+  k.add('d'); // evicts b
+  t.deepEqual(['a', 'b', 'c', 'd'].map((d) => k.has(d)), [true, false, true, true]);
+  t.is(k.size, 3);
+  k.delete('c');
+  t.false(k.has('c'));
+  t.throws(() => new KnownHttp1(0));
 });
