@@ -755,8 +755,36 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// shutdownWrite(fd) -> 0 or -errno: sends the socket's FIN now. libuv's own shutdown waits
+// for the stream to poll writable on a later loop turn; by then an HTTP/1 client that asked
+// to close has usually closed first, and the TIME_WAIT lands in its pod (src/proxy/fin-now.ts).
+Napi::Value ShutdownWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    Napi::TypeError::New(env, "shutdownWrite(fd) needs a socket file descriptor").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(env, shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
+}
+
+// setCork(fd, on) -> 0 or -errno: TCP_CORK, so a response's last bytes and the FIN that
+// shutdownWrite() sends right after leave in one segment (src/proxy/fin-now.ts).
+Napi::Value SetCork(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsBoolean()) {
+    Napi::TypeError::New(env, "setCork(fd, on) needs a socket file descriptor and a boolean").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int on = info[1].As<Napi::Boolean>().Value() ? 1 : 0;
+  return Napi::Number::New(env, setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == 0 ? 0 : -errno);
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeatures, "probeFeatures"));
+  exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
+  exports.Set("setCork", Napi::Function::New(env, SetCork, "setCork"));
   return Datapath::Init(env, exports);
 }
 

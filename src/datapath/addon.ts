@@ -90,7 +90,16 @@ const root = (() => {
   return d;
 })();
 
-export function loadAddon(): { Datapath: new () => NativeDatapath; probeFeatures(): RawFeatureProbe[] } {
+export interface Addon {
+  Datapath: new () => NativeDatapath;
+  probeFeatures(): RawFeatureProbe[];
+  /** shutdown(fd, SHUT_WR): 0, or -errno. */
+  shutdownWrite(fd: number): number;
+  /** setsockopt TCP_CORK: 0, or -errno. */
+  setCork(fd: number, on: boolean): number;
+}
+
+export function loadAddon(): Addon {
   const require = createRequire(import.meta.url);
   const file = path.join(root, 'build/Release/mesh_bpf.node');
   try {

@@ -14,6 +14,7 @@ import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResp
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
 import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
 import { errorReply } from './replies.ts';
+import { finNow, writeWithFin } from '../fin-now.ts';
 import { UpstreamPool } from './pool.ts';
 import { closingResponseHead, keepUpstreamFor, upstreamRequestHead } from './hop.ts';
 
@@ -51,6 +52,8 @@ export class Http1Connection {
   private idleTimer: NodeJS.Timeout | null = null;
   private headerTimer: NodeJS.Timeout | null = null;
   private lingerTimer: NodeJS.Timeout | null = null;
+  /** Our FIN went out with the response (finNow), ahead of end(). */
+  private finSent = false;
 
   // The exchange in flight.
   private req: RequestHead | null = null;
@@ -296,6 +299,21 @@ export class Http1Connection {
     else this.client.pause();
   }
 
+  /** Whether the client connection outlives this exchange (its request and our framing allow it). */
+  private clientPersists(): boolean {
+    return this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(this.res!) && wantsKeepAlive(this.req!);
+  }
+
+  /**
+   * The response's last bytes. When the client is not kept, our FIN leaves with them
+   * (fin-now.ts): a client that closes on reading the response would otherwise close first
+   * and keep the TIME_WAIT in its pod.
+   */
+  private writeClientLast(b: Buffer): void {
+    if (this.state < ST_CLOSING && !this.clientPersists()) this.finSent = writeWithFin(this.client, () => this.writeClient(b));
+    else this.writeClient(b);
+  }
+
   private writeClient(b: Buffer): void {
     if (b.length === 0) return;
     if (!this.client.write(b) && !this.clientWaitDrain) {
@@ -490,8 +508,11 @@ export class Http1Connection {
         }
       }
       this.responseBytes += n;
-      this.writeClient(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (this.resBody !== null && this.resBody.done) this.completeResponse(n < chunk.length);
+      const out = n === chunk.length ? chunk : chunk.subarray(0, n);
+      if (this.resBody !== null && this.resBody.done) {
+        this.writeClientLast(out);
+        this.completeResponse(n < chunk.length);
+      } else this.writeClient(out);
       return;
     }
     let next: Buffer = chunk;
@@ -548,23 +569,27 @@ export class Http1Connection {
       }
       this.responseBytes += bodyEnd - end;
       const head = this.closeOnlyClient ? closingResponseHead(buf, 0, end, res) : null;
-      if (head !== null) this.writeClient(bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]));
-      else this.writeClient(bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));
-      if (kind === 'none' || (this.resBody !== null && this.resBody.done)) this.completeResponse(bodyEnd < buf.length);
+      const out = head !== null
+        ? (bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]))
+        : (bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));
+      if (kind === 'none' || (this.resBody !== null && this.resBody.done)) {
+        this.writeClientLast(out);
+        this.completeResponse(bodyEnd < buf.length);
+      } else this.writeClient(out);
       return;
     }
   }
 
   private completeResponse(extra: boolean): void {
     if (extra) this.upExtra = true;
-    this.emit(undefined);
     const req = this.req!;
     const res = this.res!;
     // Each leg persists on its own terms (hop-by-hop): the upstream as the request we sent it
     // and its response said, the client as its own request said.
     const framed = this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(res);
     const upKeep = framed && !this.upExtra && this.up !== null && (this.closeOnlyClient || wantsKeepAlive(req));
-    const persistent = framed && wantsKeepAlive(req);
+    const persistent = this.clientPersists();
+    this.emit(undefined);
     if (upKeep) {
       // Bound to this client, or pooled by closeClient() below when the client goes.
       this.upIdle = true;
@@ -660,6 +685,7 @@ export class Http1Connection {
     this.eager?.destroy();
     this.eager = null;
     const c = this.client;
+    if (!this.finSent) this.finSent = finNow(c);
     c.end(() => {
       // Our FIN is out; wait a little for the client's, so unread input does not turn into an
       // RST that could wipe the reply before the client reads it.

@@ -1,0 +1,74 @@
+// A client that asked for `Connection: close` and closes as soon as it has the response (as
+// wrk does) must not be left holding the TIME_WAIT: the proxy's FIN leaves with the
+// response's last bytes (src/proxy/fin-now.ts), so the proxy closes first, as nginx does.
+// Real wrk against the proxy on loopback; TIME_WAITs counted with ss by the proxy's port.
+import test from 'ava';
+import { execFile, execFileSync } from 'node:child_process';
+import * as net from 'node:net';
+import { once } from 'node:events';
+import { Proxy, PortSet } from '../src/proxy/index.ts';
+import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
+
+const HOST = '127.0.0.1';
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => execFile(cmd, args, { timeout: 20_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout))));
+}
+
+function timeWait(filter: string): number {
+  const out = execFileSync('ss', ['-Htan', 'state', 'time-wait', filter], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.trim() !== '').length;
+}
+
+test('Connection: close: the proxy closes first, so the TIME_WAIT stays with it, not the client', async (t) => {
+  const origin = net.createServer((s) => {
+    s.on('error', () => {});
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      while (buf.includes('\r\n\r\n')) {
+        buf = buf.slice(buf.indexOf('\r\n\r\n') + 4);
+        s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello'); // keep-alive: the pool reuses it
+      }
+    });
+  });
+  origin.listen(0, HOST);
+  await once(origin, 'listening');
+  const upPort = (origin.address() as net.AddressInfo).port;
+  const pool = new UpstreamPool();
+  const proxy = new Proxy({
+    listen: { host: HOST, port: 0 },
+    lookup: (ip) => ({ ip, port: upPort, podKey: 1n }),
+    opaquePorts: PortSet.empty(),
+    handlers: { http1: createHttp1Handler({ pool }) },
+    log: () => {},
+  });
+  const { port } = await proxy.listen();
+  t.teardown(async () => {
+    pool.close();
+    await proxy.close(200);
+    origin.close();
+  });
+
+  // A loaded agent: each loop turn also runs 1 ms of other work, as under traffic. Node's own
+  // end() sends the FIN only on a later turn, by when wrk has read the response and closed.
+  let busy = true;
+  const spin = (): void => {
+    const until = performance.now() + 1;
+    while (performance.now() < until);
+    if (busy) setImmediate(spin);
+  };
+  setImmediate(spin);
+  const wrk = await run('wrk', ['-t1', '-c4', '-d1s', '-H', 'Connection: close', `http://${HOST}:${port}/`]);
+  busy = false;
+  const requests = Number(/(\d+) requests in/.exec(wrk)?.[1] ?? 0);
+  t.true(requests >= 20, `wrk made ${requests} requests:\n${wrk}`);
+  t.false(/Non-2xx/.test(wrk), wrk);
+  await new Promise((r) => setTimeout(r, 100)); // the last closes settle within a loopback round trip
+  const clientSide = timeWait(`dport = :${port}`);
+  const proxySide = timeWait(`sport = :${port}`);
+  t.log(`TIME_WAIT after ${requests} requests: client side ${clientSide}, proxy side ${proxySide}`);
+  // wrk closes the (up to 4) connections still waiting when its second is up: those are its own.
+  t.true(clientSide <= 4, `wrk closed first on ${clientSide} connections: the proxy's FIN came after the response`);
+  t.true(proxySide >= requests - 4, `the proxy should hold the TIME_WAITs, holds ${proxySide}`);
+});
