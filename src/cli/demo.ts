@@ -94,6 +94,10 @@ async function runDemo(opts: DemoOptions): Promise<void> {
 
 async function refresh(stack: DemoStack, elapsedS: number, controller: boolean): Promise<void> {
   const lines = [header(elapsedS)];
+  // The services' own counts first: everything the agent reports below is read later, so it
+  // has seen at least these connections (the lines can be compared).
+  const bot = botLine(stack.services.get('vote-bot')?.log.latest.get('bot'));
+  const mailer = mailerLine(stack.services.get('mailer')?.log.latest.get('delivered'));
   if (controller) {
     lines.push(`$ mesh-agent stat deploy -n ${NAMESPACE} -t 1m   (the controller's view, from the agent's reports)`);
     lines.push(await statTable(stack));
@@ -110,8 +114,7 @@ async function refresh(stack: DemoStack, elapsedS: number, controller: boolean):
   } catch (e) {
     lines.push(`agent status: ${(e as Error).message}`);
   }
-  lines.push(botLine(stack.services.get('vote-bot')?.log.latest.get('bot')));
-  lines.push(mailerLine(stack.services.get('mailer')?.log.latest.get('delivered')));
+  lines.push(bot, mailer);
   process.stdout.write(lines.join('\n') + '\n');
 }
 
