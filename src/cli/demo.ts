@@ -2,6 +2,7 @@
 // and kubelet-style cgroups on this machine), meshed by the real agent, with live stats.
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NAMESPACE } from '../demo/app.ts';
 import { ADMIN, BIN, CONTROLLER, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
@@ -142,8 +143,20 @@ function cliCommand(): string {
   return process.cwd() === ROOT ? './dev node bin/mesh-agent.ts' : `${process.execPath} ${BIN}`;
 }
 
+/** Whether `cmd` is an executable on PATH: a root shell without sudo installed gets commands it can run. */
+function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => {
+    try {
+      fs.accessSync(path.join(d || '.', cmd), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 function howToLook(stack: DemoStack, forwarded: boolean, controller: boolean): void {
-  const enter = `sudo nsenter --net=/var/run/netns/${stack.node.nodeNs}`;
+  const enter = `${onPath('sudo') ? 'sudo ' : ''}nsenter --net=/var/run/netns/${stack.node.nodeNs}`;
   const cli = forwarded ? cliCommand() : `${enter} ${process.execPath} ${BIN}`;
   const curl = forwarded ? 'curl' : `${enter} curl`;
   const what = controller ? `The agent's admin API (${ADMIN}) and the controller (${CONTROLLER})` : `The agent's admin API (${ADMIN})`;
