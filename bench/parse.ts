@@ -106,3 +106,22 @@ export function parseVmRss(status: string): number {
   if (!m) throw new Error('no VmRSS line in /proc/<pid>/status (is the process a zombie?)');
   return Number(m[1]) * 1024;
 }
+
+/**
+ * How close the latency clients' send phases came: each client's send time (its 11th
+ * request) modulo its period, then the smallest circular gap between two clients (ms).
+ * Measured, because the process starts, not the 1 ms stagger, decide where phases land.
+ */
+export function closestPhaseGapMs(logs: string[], periodUs: number): number {
+  const phases: number[] = [];
+  for (const text of logs) {
+    // A request from a little way in: past the connect, on the client's timer.
+    const lines = text.split('\n').filter(Boolean);
+    if (lines.length > 0) phases.push(Number(lines[Math.min(10, lines.length - 1)]!.split('\t')[0]) % periodUs);
+  }
+  if (phases.length < 2) return periodUs / 1000;
+  phases.sort((a, b) => a - b);
+  let gap = phases[0]! + periodUs - phases[phases.length - 1]!;
+  for (let i = 1; i < phases.length; i++) gap = Math.min(gap, phases[i]! - phases[i - 1]!);
+  return gap / 1000;
+}

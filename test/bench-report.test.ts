@@ -1,7 +1,7 @@
 // The bench's pure parts: parsing wrk, h2load and iperf3 output (samples are real output of
 // the installed versions) and judging the issue-6 targets.
 import test from 'ava';
-import { durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseVmRss, parseWrk, percentile } from '../bench/parse.ts';
+import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseVmRss, parseWrk, percentile } from '../bench/parse.ts';
 import { judgeTargets, renderMarkdown, type ScenarioResult } from '../bench/report.ts';
 
 const WRK = `Running 1s test @ http://127.0.0.1:18080/
@@ -78,4 +78,13 @@ test('targets: met, missed with what limits it, and not run', (t) => {
   const md = renderMarkdown({ version: 1, startedAt: 'now', finishedAt: 'now', quick: false, machine: { cpus: 2, cpuModel: 'cpu', kernel: 'k', node: '24', loadAvgAtStart: [0, 0, 0] }, scenarios: [], targets });
   t.regex(md, /\| keep-alive HTTP\/1 through the mesh reaches at least nginx's req\/s \| 20.0 vs nginx 30.0 req\/s \(67%\) \| \*\*missed\*\* \|/);
   t.regex(md, /What limits the missed targets/);
+});
+
+test('closestPhaseGapMs: how close independent fixed-rate clients came to sending together', (t) => {
+  // h2load --log-file lines: start time (µs since the epoch), status, latency (µs).
+  const log = (phaseUs: number) => Array.from({ length: 20 }, (_, i) => `${1_795_322_748_000_000 + i * 10_000 + phaseUs}\t200\t90`).join('\n');
+  t.is(closestPhaseGapMs(Array.from({ length: 10 }, (_, i) => log(i * 1000)), 10_000), 1);
+  t.is(closestPhaseGapMs([log(3000), log(3000), log(7000)], 10_000), 0);
+  t.is(closestPhaseGapMs([log(9900), log(100), log(5000)], 10_000), 0.2); // across the period's wrap
+  t.is(closestPhaseGapMs([log(100)], 10_000), 10);
 });

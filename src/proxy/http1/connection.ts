@@ -651,7 +651,8 @@ export class Http1Connection {
       this.status = status;
       this.emit(why);
       this.endExchange();
-      this.client.write(errorReply(status));
+      if (this.state < ST_CLOSING) this.finSent = writeWithFin(this.client, () => this.client.write(errorReply(status)));
+      else this.client.write(errorReply(status));
       this.closeClient();
       return;
     }
