@@ -21,7 +21,15 @@ function tick(period: number): void {
   const s = sweeps.get(period);
   if (!s) return;
   const now = Date.now();
-  for (const item of s.items) item.sweep(now);
+  for (const item of s.items) {
+    try {
+      item.sweep(now);
+    } catch (err) {
+      // One broken item must not stop the others' timeouts, nor reach the process.
+      s.items.delete(item);
+      process.emitWarning(`proxy sweep: dropped an item that threw: ${String(err)}`);
+    }
+  }
 }
 
 /** Starts ticking `item` every `periodMs` (milliseconds, an integer >= 1). */
