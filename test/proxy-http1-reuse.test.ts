@@ -117,6 +117,22 @@ test('clients sending Connection: close, one connection each, share one upstream
   t.is(p.pool.idleCount(), 1, 'the upstream is parked for the next client');
 });
 
+test('a POST takes a pooled upstream only if it was used within the last second; a GET takes an older one', async (t) => {
+  const origin = await startOrigin((s) => answerRequests(s, (head, body) => `${head.split(' ')[1]}:${body}`));
+  const p = await startProxy(origin.port);
+  t.teardown(() => { origin.close(); return p.close(); });
+  const post = (path: string) => `POST ${path} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx`;
+  t.true((await exchange(p.port, `GET /a HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n`)).ended);
+  t.true((await exchange(p.port, post('/b'))).data.includes('/b:x'));
+  t.is(origin.accepted, 1, 'a POST right after reuses the parked upstream');
+  await new Promise((r) => setTimeout(r, 1300));
+  t.true((await exchange(p.port, post('/c'))).data.includes('/c:x'));
+  t.is(origin.accepted, 2, 'after 1.3 s idle the POST is sent on a new connection: it could not be re-sent if the server closed the old one as we wrote');
+  await new Promise((r) => setTimeout(r, 1300));
+  t.true((await exchange(p.port, `GET /d HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n`)).ended);
+  t.is(origin.accepted, 2, 'a GET (re-sent if need be) still takes a connection idle for 1.3 s');
+});
+
 test('node:http clients without an agent (Connection: close), 4 at a time, reuse the upstream pool', async (t) => {
   const server = http.createServer((req, res) => res.end(`hi ${req.url}`));
   let accepted = 0;

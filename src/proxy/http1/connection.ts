@@ -28,6 +28,8 @@ const ST_CLOSED = 4;
 const MIN_RESPONSE_HEAD_LIMIT = 128 * 1024;
 /** How long to keep reading (and discarding) after our FIN before a hard close. */
 const LINGER_MS = 2000;
+/** Below the shortest common server keep-alive timeout (gunicorn's 2 s). */
+const NON_RETRYABLE_MAX_IDLE_MS = 1000;
 
 export class Http1Connection {
   private readonly ctx: ConnContext;
@@ -336,7 +338,9 @@ export class Http1Connection {
       if (s.destroyed) s = null; // it failed while we read the head; a new dial reports why
     }
     if (s === null && !fresh) {
-      s = this.pool.acquire(this.key);
+      // A request we could not re-send takes only a recently used connection: one idle
+      // longer may be closed by its server just as we write (docs/http1.md).
+      s = this.pool.acquire(this.key, this.req !== null && isRetryable(this.req, this.reqKind) ? Infinity : NON_RETRYABLE_MAX_IDLE_MS);
       reused = s !== null;
     }
     if (s === null) {

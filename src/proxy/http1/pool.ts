@@ -3,6 +3,7 @@
 // watched: any byte, FIN, error or idle timeout removes and destroys it.
 
 import type * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 
 export interface UpstreamPoolOptions {
   /** Idle connections kept per destination; extra ones are closed. Default 64. */
@@ -17,6 +18,8 @@ export interface UpstreamPoolOptions {
 class IdleConn {
   readonly socket: net.Socket;
   readonly key: string;
+  /** performance.now() when parked. */
+  parkedAt = 0;
   private readonly pool: UpstreamPool;
   private readonly drop: () => void;
 
@@ -29,6 +32,7 @@ class IdleConn {
 
   park(idleTimeoutMs: number): void {
     const s = this.socket;
+    this.parkedAt = performance.now();
     s.on('data', this.drop); // a parked connection must be silent
     s.on('end', this.drop);
     s.on('error', this.drop);
@@ -68,11 +72,17 @@ export class UpstreamPool {
     return ip + ':' + port;
   }
 
-  /** An idle connection to `key` (most recently used first), or null. */
-  acquire(key: string): net.Socket | null {
+  /**
+   * An idle connection to `key` (most recently used first), or null. `maxIdleMs`: only one
+   * parked at most that long (for requests that cannot be re-sent if the server closes it
+   * just as we write, the stale-connection race); the older ones stay parked for others.
+   */
+  acquire(key: string, maxIdleMs = Infinity): net.Socket | null {
     const list = this.idle.get(key);
     if (list === undefined) return null;
     while (list.length > 0) {
+      if (performance.now() - list[list.length - 1]!.parkedAt > maxIdleMs) return null; // the freshest is too old
+
       const c = list.pop()!;
       c.unpark();
       if (!c.socket.destroyed && c.socket.readable && c.socket.writable) {
