@@ -635,6 +635,34 @@ test.serial('a live tunnel reports its bytes while open; its sweep entry goes wi
   await stopServer(up);
 });
 
+// Serial, as above. Connections a protocol handler owns report their bytes from the same sweep.
+test.serial('a handled (HTTP/1) connection reports its bytes while open; its sweep entry goes with it', async (t) => {
+  const up = await serve(echo);
+  // A stand-in handler that echoes through the upstream it is given: only the connection-level telemetry is under test.
+  const handler: ProtocolHandler = (ctx, head, upstream) => {
+    upstream!.pipe(ctx.client);
+    ctx.client.pipe(upstream!);
+    upstream!.write(head);
+    upstream!.resume();
+    ctx.client.resume();
+  };
+  const h = await startProxy(up.port, { bytesReportMs: 50, handlers: { http1: handler } });
+  const before = sweptCount();
+  const c = connect(h.port);
+  c.resume();
+  const req = 'GET / HTTP/1.1\r\nHost: x\r\n\r\n';
+  c.write(req);
+  await waitFor(() => h.sink.bytes.some((b) => b.bytesIn === req.length && b.bytesOut === req.length));
+  t.is(sweptCount(), before + 1);
+  t.is(h.sink.closes.length, 0, 'reported before the close');
+  c.destroy();
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(sweptCount(), before);
+  t.like(h.sink.closes[0], { protocol: 'http1', bytesIn: req.length, bytesOut: req.length });
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
 // Memory shape of an idle tunnel (issue 6: under 10 KB per idle connection, docs/benchmarks.md):
 // no Node timer left on either socket (socket.setTimeout keeps a Timeout per socket for
 // good) and single listeners where a second one would turn the slot into an array.

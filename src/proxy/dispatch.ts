@@ -22,6 +22,7 @@ import type { PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { forwardTls } from './tls-passthrough.ts';
 import { KnownHttp1 } from './known-http1.ts';
+import { stopSweep, sweepEvery } from './sweep.ts';
 
 export interface DispatchConfig {
   limits: ProxyLimits;
@@ -368,10 +369,12 @@ function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectM
       // see fail()
     }
   };
-  const timer = everyMs > 0 ? setInterval(report, everyMs).unref() : undefined;
+  // The shared sweep (sweep.ts), not a Node timer per connection.
+  const swept = everyMs > 0 ? { sweep: report } : null;
+  if (swept) sweepEvery(everyMs, swept);
   client.on('error', (err: Error) => (error ??= `client: ${errCode(err)}`));
   client.once('close', () => {
-    if (timer) clearInterval(timer);
+    if (swept) stopSweep(everyMs, swept);
     report();
     const ev: ConnCloseEvent = {
       ...ctx.endpoints,
