@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startHarness } from '../src/proxy/http2/harness.ts';
+import { waitFor } from './helpers/until.ts';
 
 const proto = `
 syntax = "proto3";
@@ -90,14 +91,6 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
 
 function unary(client: AnyClient, req: Msg): Promise<Msg> {
   return new Promise((resolve, reject) => client.Unary(req, (err: Error | null, res: Msg) => (err ? reject(err) : resolve(res))));
-}
-
-async function waitFor(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('unary call through the proxy, telemetry has grpc-status 0', async (t) => {

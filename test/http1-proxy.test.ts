@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { defaultLimits, type ConnContext, type ProxyLimits } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
+import { waitFor } from './helpers/until.ts';
 
 interface Proxy {
   port: number;
@@ -143,14 +144,6 @@ function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: s
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
-}
-
-async function waitFor(cond: () => boolean, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('keep-alive: many requests from node:http over pooled upstream connections', async (t) => {

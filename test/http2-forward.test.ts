@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream, startHarness } from '../src/proxy/http2/harness.ts';
+import { waitFor } from './helpers/until.ts';
 
 const run = promisify(execFile);
 
@@ -109,11 +110,3 @@ test('h2load -c 4 -m 10 -n 2000: every request succeeds over one pooled upstream
   t.true(proxy.sink.requests.every((e) => e.status === 200 && e.success));
   t.is(new Set(proxy.sink.requests.map((e) => e.connId)).size, 4);
 });
-
-async function waitFor(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

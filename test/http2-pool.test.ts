@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream, startHarness } from '../src/proxy/http2/harness.ts';
+import { waitFor } from './helpers/until.ts';
 
 const held: http2.ServerHttp2Stream[] = [];
 
@@ -28,14 +29,6 @@ function get(port: number, path = '/') {
   const status = new Promise<number>((resolve) => req.on('response', (h) => resolve(Number(h[':status']))));
   const closed = new Promise<void>((resolve) => req.on('close', () => { client.close(); resolve(); }));
   return { status, closed, client };
-}
-
-async function waitFor(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test.serial('the eager connection is adopted once; later client connections reuse its session', async (t) => {

@@ -5,6 +5,7 @@ import * as net from 'node:net';
 import { promisify } from 'node:util';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream, startHarness, type HarnessOptions } from '../src/proxy/http2/harness.ts';
+import { waitFor } from './helpers/until.ts';
 
 const run = promisify(execFile);
 const C = http2.constants;
@@ -57,14 +58,6 @@ function exchange(client: http2.ClientHttp2Session, headers: http2.OutgoingHttpH
   req.on('data', (c: Buffer) => { body += c; });
   return new Promise<{ response: http2.IncomingHttpHeaders | null; body: string; rstCode: number }>((resolve) =>
     req.on('close', () => resolve({ response, body, rstCode: req.rstCode ?? 0 })));
-}
-
-async function waitFor(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 async function closedPort(): Promise<number> {

@@ -12,6 +12,7 @@ import { PortSet } from '../src/proxy/ports.ts';
 import { sweptCount } from '../src/proxy/sweep.ts';
 import type { ConnContext, ProtocolHandler } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
+import { waitFor } from './helpers/until.ts';
 
 const HOST = '127.0.0.1';
 
@@ -83,14 +84,6 @@ function closeReason(s: net.Socket): Promise<string> {
     s.once('close', clean);
     s.resume();
   });
-}
-
-async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await sleep(10);
-  }
 }
 
 const echo = (s: net.Socket) => s.pipe(s);

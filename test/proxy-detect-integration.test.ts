@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { Proxy, PortSet } from '../src/proxy/index.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
+import { waitFor } from './helpers/until.ts';
 
 const HOST = '127.0.0.1';
 const run = promisify(execFile);
@@ -30,14 +31,6 @@ async function startProxy(upPort: number, sink: RecordingSink): Promise<{ proxy:
   });
   const { port } = await proxy.listen();
   return { proxy, port };
-}
-
-async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('curl HTTP/1.1 through the proxy reaches the upstream via the http1 handler', async (t) => {

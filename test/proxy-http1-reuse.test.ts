@@ -11,16 +11,9 @@ import { Proxy, PortSet } from '../src/proxy/index.ts';
 import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { KnownHttp1 } from '../src/proxy/known-http1.ts';
+import { waitFor } from './helpers/until.ts';
 
 const HOST = '127.0.0.1';
-
-async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function startProxy(upPort: number, detectTimeoutMs = 1000) {
   const sink = new RecordingSink();

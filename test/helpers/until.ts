@@ -23,3 +23,12 @@ export async function until<T>(f: () => T | Promise<T>, ok: (v: T) => boolean, w
   } while (Date.now() < end);
   throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v)?.slice(0, 600)}${err ? ` ${err}` : ''}${context ? `; ${context()}` : ''}`);
 }
+
+/** Polls a synchronous condition every 10 ms, for in-process tests on loopback. */
+export async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms: ${cond.toString().slice(0, 200)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
