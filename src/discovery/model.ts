@@ -1,0 +1,254 @@
+// What the controller tells every agent about the cluster (DESIGN.md, "Discovery"): Services,
+// their EndpointSlices and every pod's workload, as plain data shared by both ends. The stream
+// carries one object per line, per EndpointSlice rather than per Service, so one endpoint's
+// change costs one slice (at most 100 endpoints), never the whole Service or the world.
+//
+// Stream (newline-delimited JSON, controller -> agent, one per agent connection):
+//   {"type":"reset","version":1}                 a full snapshot follows
+//   {"type":"service","op":"set","service":{..}}  {"type":"service","op":"delete","key":"ns/name"}
+//   {"type":"slice","op":"set","slice":{..}}      {"type":"slice","op":"delete","key":"ns/name"}
+//   {"type":"pod","op":"set","pod":{..}}          {"type":"pod","op":"delete","key":"ns/name"}
+//   {"type":"synced"}                             the snapshot is complete; deltas follow
+// The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
+// never leaves a window with half a world.
+
+export const DISCOVERY_VERSION = 1;
+
+export interface DiscoServicePort {
+  /** The Service port's name ('' when the Service has one unnamed port). EndpointSlice ports carry the same name. */
+  name: string;
+  port: number;
+  /** spec.ports[].targetPort as written: a number, or a container port's name. */
+  targetPort: number | string;
+  appProtocol?: string;
+}
+
+export interface DiscoService {
+  namespace: string;
+  name: string;
+  /** IPv4 ClusterIPs; empty for a headless Service (those go to the original destination). */
+  clusterIPs: string[];
+  ports: DiscoServicePort[];
+  /** Only the annotations the data plane reads (ROUTING_ANNOTATION_PREFIXES), so unrelated edits send nothing. */
+  annotations: Record<string, string>;
+}
+
+export interface DiscoEndpoint {
+  ip: string;
+  /** EndpointSlice conditions.ready (absent counts as ready, as the API says). */
+  ready: boolean;
+  /** targetRef name when it is a Pod. */
+  pod?: string;
+  node?: string;
+  zone?: string;
+}
+
+export interface DiscoSlice {
+  namespace: string;
+  /** The EndpointSlice's own name. */
+  name: string;
+  /** Its kubernetes.io/service-name label. */
+  service: string;
+  /** Resolved ports: the Service port's name and the number endpoints listen on. */
+  ports: Array<{ name: string; port: number }>;
+  endpoints: DiscoEndpoint[];
+}
+
+export interface DiscoPod {
+  namespace: string;
+  name: string;
+  ip: string;
+  /** Owner kind and name as telemetry/workload.ts spells them (deployment/web, pod/name). */
+  kind: string;
+  owner: string;
+  node?: string;
+  serviceAccount: string;
+}
+
+export type DiscoMessage =
+  | { type: 'reset'; version: number }
+  | { type: 'synced' }
+  | { type: 'service'; op: 'set'; service: DiscoService }
+  | { type: 'slice'; op: 'set'; slice: DiscoSlice }
+  | { type: 'pod'; op: 'set'; pod: DiscoPod }
+  | { type: 'service' | 'slice' | 'pod'; op: 'delete'; key: string };
+
+/** Annotation prefixes a Service's record carries to the agents (balancer now; retries and timeouts later). */
+export const ROUTING_ANNOTATION_PREFIXES = ['balancer.linkerd.io/', 'retry.linkerd.io/', 'timeout.linkerd.io/', 'mesh-agent.io/'];
+
+export const keyOf = (o: { namespace: string; name: string }): string => `${o.namespace}/${o.name}`;
+
+/** The name clients use for a Service, as Linkerd's `authority` label spells it. */
+export function serviceAuthority(namespace: string, name: string, port: number, clusterDomain = 'cluster.local'): string {
+  return `${name}.${namespace}.svc.${clusterDomain}:${port}`;
+}
+
+// ---- validation: every field of every line, as parseReport does for reports ----
+
+/** Bounds that keep one line's cost small; the line itself is bounded by lines.ts. */
+export const MAX_PORTS = 100;
+export const MAX_SLICE_ENDPOINTS = 1000;
+export const MAX_ANNOTATIONS = 64;
+const MAX_NAME = 253;
+const MAX_VALUE = 4096;
+
+export class DiscoveryError extends Error {}
+
+const DNS_LABELISH = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export const isIPv4 = (s: unknown): s is string => typeof s === 'string' && IPV4.test(s);
+export const isPort = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
+
+function fail(where: string, what: string): never {
+  throw new DiscoveryError(`${where}: ${what}`);
+}
+
+function obj(v: unknown, where: string): Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');
+  return v as Record<string, unknown>;
+}
+
+function name(v: unknown, where: string): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_NAME || !DNS_LABELISH.test(v)) fail(where, `expected a Kubernetes name, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v;
+}
+
+function optName(v: unknown, where: string): string | undefined {
+  return v === undefined ? undefined : name(v, where);
+}
+
+function portName(v: unknown, where: string): string {
+  if (v === undefined || v === '') return '';
+  if (typeof v !== 'string' || v.length > 63 || !DNS_LABELISH.test(v)) fail(where, `expected a port name, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v;
+}
+
+function port(v: unknown, where: string): number {
+  if (!isPort(v)) fail(where, `expected a port 1-65535, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v;
+}
+
+function ipv4(v: unknown, where: string): string {
+  if (!isIPv4(v)) fail(where, `expected an IPv4 address, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v;
+}
+
+function list(v: unknown, where: string, max: number): unknown[] {
+  if (!Array.isArray(v)) fail(where, 'expected a list');
+  if (v.length > max) fail(where, `more than ${max} entries`);
+  return v;
+}
+
+function key(v: unknown, where: string): string {
+  if (typeof v !== 'string') fail(where, 'expected "namespace/name"');
+  const i = v.indexOf('/');
+  if (i <= 0) fail(where, `expected "namespace/name", got ${JSON.stringify(v).slice(0, 80)}`);
+  name(v.slice(0, i), where);
+  name(v.slice(i + 1), where);
+  return v;
+}
+
+export function parseService(v: unknown): DiscoService {
+  const o = obj(v, 'service');
+  const ns = name(o.namespace, 'service.namespace');
+  const nm = name(o.name, 'service.name');
+  const w = `service ${ns}/${nm}`;
+  const clusterIPs = list(o.clusterIPs, `${w}: clusterIPs`, 2).map((ip, i) => ipv4(ip, `${w}: clusterIPs[${i}]`));
+  const ports = list(o.ports, `${w}: ports`, MAX_PORTS).map((p, i) => {
+    const po = obj(p, `${w}: ports[${i}]`);
+    const tp = po.targetPort;
+    let targetPort: number | string;
+    if (typeof tp === 'number') targetPort = port(tp, `${w}: ports[${i}].targetPort`);
+    else if (typeof tp === 'string' && tp !== '' && tp.length <= 15 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(tp)) targetPort = tp;
+    else fail(`${w}: ports[${i}].targetPort`, `expected a port number or a port name, got ${JSON.stringify(tp)?.slice(0, 80)}`);
+    const out: DiscoServicePort = { name: portName(po.name, `${w}: ports[${i}].name`), port: port(po.port, `${w}: ports[${i}].port`), targetPort };
+    if (po.appProtocol !== undefined) {
+      if (typeof po.appProtocol !== 'string' || po.appProtocol.length > 256) fail(`${w}: ports[${i}].appProtocol`, 'expected a short string');
+      out.appProtocol = po.appProtocol;
+    }
+    return out;
+  });
+  const ann = obj(o.annotations ?? {}, `${w}: annotations`);
+  const entries = Object.entries(ann);
+  if (entries.length > MAX_ANNOTATIONS) fail(`${w}: annotations`, `more than ${MAX_ANNOTATIONS}`);
+  const annotations: Record<string, string> = {};
+  for (const [k, val] of entries) {
+    if (typeof val !== 'string' || k.length > MAX_NAME || val.length > MAX_VALUE) fail(`${w}: annotations`, `${k.slice(0, 80)}: expected a string value`);
+    annotations[k] = val;
+  }
+  return { namespace: ns, name: nm, clusterIPs, ports, annotations };
+}
+
+export function parseSlice(v: unknown): DiscoSlice {
+  const o = obj(v, 'slice');
+  const ns = name(o.namespace, 'slice.namespace');
+  const nm = name(o.name, 'slice.name');
+  const w = `slice ${ns}/${nm}`;
+  const ports = list(o.ports, `${w}: ports`, MAX_PORTS).map((p, i) => {
+    const po = obj(p, `${w}: ports[${i}]`);
+    return { name: portName(po.name, `${w}: ports[${i}].name`), port: port(po.port, `${w}: ports[${i}].port`) };
+  });
+  const endpoints = list(o.endpoints, `${w}: endpoints`, MAX_SLICE_ENDPOINTS).map((e, i) => {
+    const eo = obj(e, `${w}: endpoints[${i}]`);
+    if (typeof eo.ready !== 'boolean') fail(`${w}: endpoints[${i}].ready`, 'expected a boolean');
+    const out: DiscoEndpoint = { ip: ipv4(eo.ip, `${w}: endpoints[${i}].ip`), ready: eo.ready };
+    const pod = optName(eo.pod, `${w}: endpoints[${i}].pod`);
+    const node = optName(eo.node, `${w}: endpoints[${i}].node`);
+    if (eo.zone !== undefined && (typeof eo.zone !== 'string' || eo.zone.length > MAX_NAME)) fail(`${w}: endpoints[${i}].zone`, 'expected a short string');
+    if (pod !== undefined) out.pod = pod;
+    if (node !== undefined) out.node = node;
+    if (eo.zone !== undefined) out.zone = eo.zone as string;
+    return out;
+  });
+  return { namespace: ns, name: nm, service: name(o.service, `${w}: service`), ports, endpoints };
+}
+
+export function parsePod(v: unknown): DiscoPod {
+  const o = obj(v, 'pod');
+  const ns = name(o.namespace, 'pod.namespace');
+  const nm = name(o.name, 'pod.name');
+  const w = `pod ${ns}/${nm}`;
+  if (typeof o.kind !== 'string' || !/^[a-z]{1,40}$/.test(o.kind)) fail(`${w}: kind`, 'expected a lower-case owner kind');
+  const out: DiscoPod = {
+    namespace: ns,
+    name: nm,
+    ip: ipv4(o.ip, `${w}: ip`),
+    kind: o.kind,
+    owner: name(o.owner, `${w}: owner`),
+    serviceAccount: name(o.serviceAccount, `${w}: serviceAccount`),
+  };
+  const node = optName(o.node, `${w}: node`);
+  if (node !== undefined) out.node = node;
+  return out;
+}
+
+/** One line of the stream, validated whole; throws DiscoveryError naming the field. */
+export function parseMessage(line: string): DiscoMessage {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch (e) {
+    throw new DiscoveryError(`not JSON: ${(e as Error).message}`);
+  }
+  const o = obj(v, 'message');
+  switch (o.type) {
+    case 'reset':
+      if (o.version !== DISCOVERY_VERSION) fail('reset', `discovery version ${JSON.stringify(o.version)} is not ${DISCOVERY_VERSION}; run agents and the controller of the same release`);
+      return { type: 'reset', version: DISCOVERY_VERSION };
+    case 'synced':
+      return { type: 'synced' };
+    case 'service':
+    case 'slice':
+    case 'pod': {
+      const type = o.type;
+      if (o.op === 'delete') return { type, op: 'delete', key: key(o.key, `${type} delete`) };
+      if (o.op !== 'set') fail(type, `op must be "set" or "delete", got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+      if (type === 'service') return { type, op: 'set', service: parseService(o.service) };
+      if (type === 'slice') return { type, op: 'set', slice: parseSlice(o.slice) };
+      return { type, op: 'set', pod: parsePod(o.pod) };
+    }
+    default:
+      fail('message', `unknown type ${JSON.stringify(o.type)?.slice(0, 40)}`);
+  }
+}

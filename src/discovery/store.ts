@@ -1,0 +1,239 @@
+// The agent's copy of the cluster, fed by one writer (the discovery client) through apply().
+// Readers ask by ClusterIP:port (byVip) and by pod IP (podByIp); listeners hear which Services
+// changed, so balancers update only those. A "reset" stages a fresh world and the old one keeps
+// answering until "synced" swaps them (DESIGN.md: an agent serves from its last state).
+import { keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
+
+/** A ready endpoint of one Service port: the address to dial and who is behind it. */
+export interface ServiceEndpoint {
+  ip: string;
+  port: number;
+  pod?: string;
+  node?: string;
+  zone?: string;
+}
+
+/** A ClusterIP:port, resolved. `endpoints` are the ready ones, deduplicated, in a stable order. */
+export interface ServiceTarget {
+  service: DiscoService;
+  port: DiscoServicePort;
+  endpoints: ServiceEndpoint[];
+  /** Why some endpoints were left out (a named targetPort no slice resolves, ...); empty when none. */
+  problems: string[];
+}
+
+interface World {
+  services: Map<string, DiscoService>;
+  slices: Map<string, DiscoSlice>;
+  /** service key -> its slices' keys */
+  slicesOf: Map<string, Set<string>>;
+  pods: Map<string, DiscoPod>;
+  podsByIp: Map<string, DiscoPod>;
+  /** "ip:port" -> service key */
+  vips: Map<string, string>;
+  /** service key -> port -> resolved target, built on demand, dropped when the Service or one of its slices changes */
+  targets: Map<string, Map<number, ServiceTarget>>;
+}
+
+const emptyWorld = (): World => ({
+  services: new Map(), slices: new Map(), slicesOf: new Map(), pods: new Map(), podsByIp: new Map(), vips: new Map(), targets: new Map(),
+});
+
+export interface DiscoveryCounts {
+  services: number;
+  slices: number;
+  endpoints: number;
+  pods: number;
+}
+
+export class DiscoveryStore {
+  private live = emptyWorld();
+  private staging: World | null = null;
+  /** A full world has been received at least once. */
+  synced = false;
+  /** Wall-clock ms of the last applied message (0: never). */
+  lastUpdateAt = 0;
+  /** Moves with every change that may change podByIp's or byVip's answers. */
+  generation = 0;
+  private listeners = new Set<(serviceKeys: ReadonlySet<string> | 'all') => void>();
+
+  /** Called after changes with the Services whose targets may have changed ('all' after a swap). */
+  onChange(fn: (serviceKeys: ReadonlySet<string> | 'all') => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  apply(m: DiscoMessage, now = Date.now()): void {
+    this.lastUpdateAt = now;
+    if (m.type === 'reset') {
+      this.staging = emptyWorld();
+      return;
+    }
+    if (m.type === 'synced') {
+      if (this.staging !== null) {
+        this.live = this.staging;
+        this.staging = null;
+      }
+      this.synced = true;
+      this.generation++;
+      this.emit('all');
+      return;
+    }
+    const w = this.staging ?? this.live;
+    const changed = new Set<string>();
+    switch (m.type) {
+      case 'service':
+        if (m.op === 'set') setService(w, m.service);
+        else deleteService(w, m.key);
+        changed.add(m.op === 'set' ? keyOf(m.service) : m.key);
+        break;
+      case 'slice': {
+        const prev = w.slices.get(m.op === 'set' ? keyOf(m.slice) : m.key);
+        if (prev) changed.add(`${prev.namespace}/${prev.service}`);
+        if (m.op === 'set') {
+          setSlice(w, m.slice);
+          changed.add(`${m.slice.namespace}/${m.slice.service}`);
+        } else deleteSlice(w, m.key);
+        break;
+      }
+      case 'pod':
+        if (m.op === 'set') setPod(w, m.pod);
+        else deletePod(w, m.key);
+        break;
+    }
+    if (w !== this.live) return; // staged: published at "synced"
+    this.generation++;
+    for (const k of changed) w.targets.delete(k);
+    if (changed.size > 0) this.emit(changed);
+  }
+
+  private emit(keys: ReadonlySet<string> | 'all'): void {
+    for (const fn of this.listeners) fn(keys);
+  }
+
+  /** The Service behind a ClusterIP:port, or null (not a ClusterIP we know: go to the original destination). */
+  byVip(ip: string, port: number): ServiceTarget | null {
+    const w = this.live;
+    const key = w.vips.get(`${ip}:${port}`);
+    if (key === undefined) return null;
+    return this.target(key, port);
+  }
+
+  /** The target of a Service port by Service key ("ns/name") and port number. */
+  target(serviceKey: string, port: number): ServiceTarget | null {
+    const w = this.live;
+    let byPort = w.targets.get(serviceKey);
+    const cached = byPort?.get(port);
+    if (cached !== undefined) return cached;
+    const svc = w.services.get(serviceKey);
+    const sp = svc?.ports.find((p) => p.port === port);
+    if (!svc || !sp) return null;
+    const t = resolveTarget(svc, sp, [...(w.slicesOf.get(serviceKey) ?? [])].map((k) => w.slices.get(k)!).filter(Boolean));
+    if (byPort === undefined) w.targets.set(serviceKey, (byPort = new Map()));
+    byPort.set(port, t);
+    return t;
+  }
+
+  podByIp(ip: string): DiscoPod | undefined {
+    return this.live.podsByIp.get(ip);
+  }
+
+  service(key: string): DiscoService | undefined {
+    return this.live.services.get(key);
+  }
+
+  services(): DiscoService[] {
+    return [...this.live.services.values()];
+  }
+
+  counts(): DiscoveryCounts {
+    const w = this.live;
+    let endpoints = 0;
+    for (const s of w.slices.values()) endpoints += s.endpoints.length;
+    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size };
+  }
+}
+
+/** Joins a Service port with its slices: the slice ports named like the Service port give the numbers. */
+export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: DiscoSlice[]): ServiceTarget {
+  const seen = new Set<string>();
+  const endpoints: ServiceEndpoint[] = [];
+  let matched = false;
+  for (const s of slices) {
+    const p = s.ports.find((x) => x.name === sp.name);
+    if (p === undefined) continue;
+    matched = true;
+    for (const e of s.endpoints) {
+      if (!e.ready) continue;
+      const k = `${e.ip}:${p.port}`;
+      if (seen.has(k)) continue; // an address may sit in two slices while the controller moves it
+      seen.add(k);
+      endpoints.push(endpointOf(e, p.port));
+    }
+  }
+  endpoints.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
+  const problems: string[] = [];
+  if (!matched && slices.length > 0) {
+    problems.push(typeof sp.targetPort === 'string'
+      ? `no endpoint declares the container port named "${sp.targetPort}" (targetPort of port ${sp.port})`
+      : `no EndpointSlice has a port named "${sp.name}" (port ${sp.port})`);
+  }
+  return { service: svc, port: sp, endpoints, problems };
+}
+
+function endpointOf(e: DiscoEndpoint, port: number): ServiceEndpoint {
+  const out: ServiceEndpoint = { ip: e.ip, port };
+  if (e.pod !== undefined) out.pod = e.pod;
+  if (e.node !== undefined) out.node = e.node;
+  if (e.zone !== undefined) out.zone = e.zone;
+  return out;
+}
+
+function setService(w: World, s: DiscoService): void {
+  const k = keyOf(s);
+  const prev = w.services.get(k);
+  if (prev) for (const ip of prev.clusterIPs) for (const p of prev.ports) if (w.vips.get(`${ip}:${p.port}`) === k) w.vips.delete(`${ip}:${p.port}`);
+  w.services.set(k, s);
+  for (const ip of s.clusterIPs) for (const p of s.ports) w.vips.set(`${ip}:${p.port}`, k);
+}
+
+function deleteService(w: World, k: string): void {
+  const prev = w.services.get(k);
+  if (!prev) return;
+  for (const ip of prev.clusterIPs) for (const p of prev.ports) if (w.vips.get(`${ip}:${p.port}`) === k) w.vips.delete(`${ip}:${p.port}`);
+  w.services.delete(k);
+}
+
+function setSlice(w: World, s: DiscoSlice): void {
+  const k = keyOf(s);
+  deleteSlice(w, k);
+  w.slices.set(k, s);
+  const sk = `${s.namespace}/${s.service}`;
+  let set = w.slicesOf.get(sk);
+  if (!set) w.slicesOf.set(sk, (set = new Set()));
+  set.add(k);
+}
+
+function deleteSlice(w: World, k: string): void {
+  const prev = w.slices.get(k);
+  if (!prev) return;
+  w.slices.delete(k);
+  const sk = `${prev.namespace}/${prev.service}`;
+  const set = w.slicesOf.get(sk);
+  set?.delete(k);
+  if (set?.size === 0) w.slicesOf.delete(sk);
+}
+
+function setPod(w: World, p: DiscoPod): void {
+  const k = keyOf(p);
+  deletePod(w, k);
+  w.pods.set(k, p);
+  w.podsByIp.set(p.ip, p);
+}
+
+function deletePod(w: World, k: string): void {
+  const prev = w.pods.get(k);
+  if (!prev) return;
+  w.pods.delete(k);
+  if (w.podsByIp.get(prev.ip) === prev) w.podsByIp.delete(prev.ip);
+}
