@@ -89,7 +89,7 @@ export function serviceAuthority(namespace: string, name: string, port: number, 
 export const MAX_PORTS = 100;
 export const MAX_SLICE_ENDPOINTS = 1000;
 export const MAX_ANNOTATIONS = 64;
-const MAX_NAME = 253;
+export const MAX_NAME = 253;
 const MAX_VALUE = 4096;
 
 export class DiscoveryError extends Error {}
@@ -98,6 +98,7 @@ const DNS_LABELISH = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export const isIPv4 = (s: unknown): s is string => typeof s === 'string' && IPV4.test(s);
+export const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= MAX_NAME && DNS_LABELISH.test(s);
 export const isPort = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
 
 function fail(where: string, what: string): never {
@@ -110,7 +111,7 @@ function obj(v: unknown, where: string): Record<string, unknown> {
 }
 
 function name(v: unknown, where: string): string {
-  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_NAME || !DNS_LABELISH.test(v)) fail(where, `expected a Kubernetes name, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${JSON.stringify(v)?.slice(0, 80)}`);
   return v;
 }
 

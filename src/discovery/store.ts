@@ -28,7 +28,8 @@ interface World {
   /** service key -> its slices' keys */
   slicesOf: Map<string, Set<string>>;
   pods: Map<string, DiscoPod>;
-  podsByIp: Map<string, DiscoPod>;
+  /** ip -> the pods holding it, newest last: an address freed by one pod may already be another's. */
+  podsByIp: Map<string, DiscoPod[]>;
   /** "ip:port" -> service key */
   vips: Map<string, string>;
   /** service key -> port -> resolved target, built on demand, dropped when the Service or one of its slices changes */
@@ -55,6 +56,8 @@ export class DiscoveryStore {
   lastUpdateAt = 0;
   /** Moves with every change that may change podByIp's or byVip's answers. */
   generation = 0;
+  /** Moves only when podByIp's answers may have changed (metrics' label caches follow this one). */
+  podGeneration = 0;
   private listeners = new Set<(serviceKeys: ReadonlySet<string> | 'all') => void>();
 
   /** Called after changes with the Services whose targets may have changed ('all' after a swap). */
@@ -76,6 +79,7 @@ export class DiscoveryStore {
       }
       this.synced = true;
       this.generation++;
+      this.podGeneration++;
       this.emit('all');
       return;
     }
@@ -103,12 +107,32 @@ export class DiscoveryStore {
     }
     if (w !== this.live) return; // staged: published at "synced"
     this.generation++;
+    if (m.type === 'pod') this.podGeneration++;
     for (const k of changed) w.targets.delete(k);
     if (changed.size > 0) this.emit(changed);
   }
 
+  /** A snapshot is being received (a reset came, its synced not yet). */
+  get staged(): boolean {
+    return this.staging !== null;
+  }
+
+  /** Forgets a snapshot cut off before its "synced" (the link dropped); the live world stays. */
+  dropStaged(): void {
+    this.staging = null;
+  }
+
+  /** Every listener hears every change; one that throws does not stop the others, and its error is rethrown after them. */
   private emit(keys: ReadonlySet<string> | 'all'): void {
-    for (const fn of this.listeners) fn(keys);
+    let first: unknown;
+    for (const fn of this.listeners) {
+      try {
+        fn(keys);
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first !== undefined) throw first;
   }
 
   /** The Service behind a ClusterIP:port, or null (not a ClusterIP we know: go to the original destination). */
@@ -135,7 +159,7 @@ export class DiscoveryStore {
   }
 
   podByIp(ip: string): DiscoPod | undefined {
-    return this.live.podsByIp.get(ip);
+    return this.live.podsByIp.get(ip)?.at(-1);
   }
 
   service(key: string): DiscoService | undefined {
@@ -226,14 +250,30 @@ function deleteSlice(w: World, k: string): void {
 
 function setPod(w: World, p: DiscoPod): void {
   const k = keyOf(p);
-  deletePod(w, k);
+  const prev = w.pods.get(k);
   w.pods.set(k, p);
-  w.podsByIp.set(p.ip, p);
+  const holders = w.podsByIp.get(p.ip);
+  const at = prev !== undefined && prev.ip === p.ip ? holders?.indexOf(prev) ?? -1 : -1;
+  if (at >= 0) {
+    holders![at] = p; // an update in place keeps its rank
+    return;
+  }
+  if (prev !== undefined) unindexPod(w, prev);
+  if (holders === undefined) w.podsByIp.set(p.ip, [p]);
+  else holders.push(p);
 }
 
 function deletePod(w: World, k: string): void {
   const prev = w.pods.get(k);
   if (!prev) return;
   w.pods.delete(k);
-  if (w.podsByIp.get(prev.ip) === prev) w.podsByIp.delete(prev.ip);
+  unindexPod(w, prev);
+}
+
+function unindexPod(w: World, p: DiscoPod): void {
+  const holders = w.podsByIp.get(p.ip);
+  if (holders === undefined) return;
+  const i = holders.indexOf(p);
+  if (i >= 0) holders.splice(i, 1);
+  if (holders.length === 0) w.podsByIp.delete(p.ip);
 }

@@ -28,10 +28,16 @@ export interface Snapshot {
 
 type Obj = Record<string, any>;
 
+/** The owner a pod's workload is named after: its controller reference, else the first owner. */
+export function ownerOf(md: Obj | undefined): { kind: string; name: string } | undefined {
+  const refs = md?.ownerReferences;
+  const owner = Array.isArray(refs) ? refs.find((r: Obj) => r?.controller) ?? refs[0] : undefined;
+  return owner ? { kind: String(owner.kind), name: String(owner.name) } : undefined;
+}
+
 export function podFromObject(o: Obj): PodInfo | null {
   const md = o?.metadata;
   if (o?.kind !== 'Pod' || !md?.uid || !md?.name) return null;
-  const owner = Array.isArray(md.ownerReferences) ? md.ownerReferences.find((r: Obj) => r?.controller) ?? md.ownerReferences[0] : undefined;
   return {
     uid: String(md.uid),
     name: String(md.name),
@@ -43,7 +49,7 @@ export function podFromObject(o: Obj): PodInfo | null {
     qosClass: o.status?.qosClass,
     labels: { ...(md.labels ?? {}) },
     annotations: { ...(md.annotations ?? {}) },
-    owner: owner ? { kind: String(owner.kind), name: String(owner.name) } : undefined,
+    owner: ownerOf(md),
   };
 }
 

@@ -17,7 +17,7 @@ export interface Workload {
  * ReplicaSet is needed. A Job named <cronjob>-<digits> with a cronjob-created label is kept
  * as a Job: Linkerd reports it as a job too.
  */
-export function workloadOf(pod: PodInfo): Workload {
+export function workloadOf(pod: Pick<PodInfo, 'namespace' | 'name' | 'owner' | 'labels'>): Workload {
   const base = { namespace: pod.namespace, pod: pod.name };
   const owner = pod.owner;
   if (!owner) return { ...base, kind: 'pod', name: pod.name };

@@ -1,0 +1,265 @@
+// Kubernetes objects -> discovery records (model.ts). Pure: the controller's sources (the API
+// server's watches, --resources files) call these and hand the records to the hub. Bad parts of
+// an object (an address that is not an IP, a port out of range, a targetPort without a name)
+// are left out and named in `problems`; the rest of the object is kept. Every record that comes
+// out has passed the model's own parser, so the controller never sends a line an agent refuses.
+import { isIP } from 'node:net';
+import { ownerOf } from '../k8s/objects.ts';
+import { workloadOf } from '../telemetry/workload.ts';
+import {
+  isIPv4, isName, isPort, MAX_ANNOTATIONS, MAX_NAME, MAX_PORTS, MAX_SLICE_ENDPOINTS, parsePod, parseService, parseSlice, ROUTING_ANNOTATION_PREFIXES,
+  type DiscoEndpoint, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice,
+} from './model.ts';
+
+type Obj = Record<string, any>;
+
+/** What one object became: its key ("ns/name"), its record (null: nothing to send, delete any earlier one) and what was wrong. */
+export interface Converted<T> {
+  key: string;
+  record: T | null;
+  problems: string[];
+}
+
+/** The label that ties an EndpointSlice to its Service. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+const MAX_ANNOTATION_VALUE = 4096;
+const MAX_APP_PROTOCOL = 256;
+/** IANA service name, what a named targetPort must be (a letter somewhere, at most 15 characters). */
+const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const isIanaName = (s: string) => s.length <= 15 && PORT_NAME.test(s) && /[a-z]/.test(s) && !s.includes('--');
+
+const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
+
+function keyOfObject(o: Obj): { namespace: string; name: string; key: string } {
+  const md = o?.metadata ?? {};
+  const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
+  const name = typeof md.name === 'string' ? md.name : '';
+  return { namespace, name, key: `${namespace}/${name}` };
+}
+
+/** Runs the model's parser over a finished record: what an agent would refuse is refused here, as a problem. */
+function gate<T>(key: string, record: T, parse: (v: unknown) => T, problems: string[]): Converted<T> {
+  try {
+    return { key, record: parse(record), problems };
+  } catch (e) {
+    return { key, record: null, problems: [...problems, `left out: ${(e as Error).message}`] };
+  }
+}
+
+const isTcp = (p: Obj) => p?.protocol === undefined || p?.protocol === null || p.protocol === 'TCP';
+
+/**
+ * core/v1 Service. IPv4 ClusterIPs only (a dual-stack Service keeps its IPv4 one); headless
+ * (clusterIP None) and ExternalName Services have none and go to the original destination.
+ * Only TCP ports: the mesh proxies TCP, and kube-dns's UDP and TCP ports share a number.
+ */
+export function serviceFromK8s(o: Obj): Converted<DiscoService> {
+  const { namespace, name, key } = keyOfObject(o);
+  const problems: string[] = [];
+  const spec: Obj = o?.spec ?? {};
+  const clusterIPs: string[] = [];
+  if (spec.type !== 'ExternalName') {
+    const ips: unknown[] = Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined && spec.clusterIP !== null ? [spec.clusterIP] : [];
+    for (const ip of ips) {
+      if (ip === 'None' || ip === '') continue;
+      if (isIPv4(ip)) {
+        if (!clusterIPs.includes(ip)) clusterIPs.push(ip);
+      } else if (typeof ip !== 'string' || isIP(ip) !== 6) problems.push(`clusterIP ${show(ip)} is not an IP address; ignored`);
+    }
+  }
+  const ports: DiscoServicePort[] = [];
+  const rawPorts: Obj[] = Array.isArray(spec.ports) ? spec.ports : [];
+  for (const [i, p] of rawPorts.entries()) {
+    if (!isTcp(p)) continue;
+    const pname = p?.name === undefined || p?.name === null ? '' : p.name;
+    const where = `port ${pname ? `"${pname}"` : `#${i}`}`;
+    if (!isPort(p?.port)) {
+      problems.push(`${where}: port ${show(p?.port)} is out of range 1-65535; port ignored`);
+      continue;
+    }
+    if (typeof pname !== 'string' || (pname !== '' && (pname.length > 63 || !PORT_NAME.test(pname)))) {
+      problems.push(`${where}: name ${show(pname)} is not a port name; port ignored`);
+      continue;
+    }
+    const tp = p.targetPort;
+    let targetPort: number | string;
+    if (tp === undefined || tp === null) targetPort = p.port; // the API's default
+    else if (typeof tp === 'number') {
+      if (!isPort(tp)) {
+        problems.push(`${where}: targetPort ${tp} is out of range 1-65535; port ignored`);
+        continue;
+      }
+      targetPort = tp;
+    } else if (typeof tp === 'string' && /^\d+$/.test(tp) && isPort(Number(tp))) targetPort = Number(tp);
+    else if (typeof tp === 'string' && isIanaName(tp)) targetPort = tp;
+    else {
+      problems.push(`${where}: targetPort ${show(tp)} is neither a port number nor a container port name; port ignored`);
+      continue;
+    }
+    if (ports.some((q) => q.port === p.port)) {
+      problems.push(`${where}: port ${p.port} appears twice; the second is ignored`);
+      continue;
+    }
+    if (ports.some((q) => q.name === pname)) {
+      problems.push(`${where}: two ports named ${show(pname)} (a Service with several ports names each); the second is ignored`);
+      continue;
+    }
+    if (ports.length === MAX_PORTS) {
+      problems.push(`more than ${MAX_PORTS} ports; the rest are ignored`);
+      break;
+    }
+    const out: DiscoServicePort = { name: pname, port: p.port, targetPort };
+    if (p.appProtocol !== undefined && p.appProtocol !== null) {
+      if (typeof p.appProtocol === 'string' && p.appProtocol.length <= MAX_APP_PROTOCOL) out.appProtocol = p.appProtocol;
+      else problems.push(`${where}: appProtocol ${show(p.appProtocol)} is not a short string; ignored`);
+    }
+    ports.push(out);
+  }
+  const annotations: Record<string, string> = {};
+  let kept = 0;
+  for (const [k, v] of Object.entries((o?.metadata?.annotations ?? {}) as Obj)) {
+    if (!ROUTING_ANNOTATION_PREFIXES.some((pre) => k.startsWith(pre))) continue;
+    if (typeof v !== 'string' || v.length > MAX_ANNOTATION_VALUE) {
+      problems.push(`annotation ${k}: value is not a string of at most ${MAX_ANNOTATION_VALUE} characters; ignored`);
+      continue;
+    }
+    if (kept === MAX_ANNOTATIONS) {
+      problems.push(`more than ${MAX_ANNOTATIONS} routing annotations; the rest are ignored`);
+      break;
+    }
+    annotations[k] = v;
+    kept++;
+  }
+  return gate(key, { namespace, name, clusterIPs, ports, annotations }, parseService, problems);
+}
+
+/**
+ * discovery.k8s.io/v1 EndpointSlice. IPv4 slices only (an IPv6 or FQDN slice yields no
+ * record, and no problem: it is valid, just not ours). One endpoint per address.
+ */
+export function sliceFromK8s(o: Obj): Converted<DiscoSlice> {
+  const { namespace, name, key } = keyOfObject(o);
+  const problems: string[] = [];
+  if (o?.addressType !== undefined && o.addressType !== 'IPv4') return { key, record: null, problems };
+  const service = o?.metadata?.labels?.[SERVICE_NAME_LABEL];
+  if (typeof service !== 'string' || service === '') {
+    return { key, record: null, problems: [`no ${SERVICE_NAME_LABEL} label: not tied to a Service; ignored`] };
+  }
+  const ports: Array<{ name: string; port: number }> = [];
+  const rawPorts: Obj[] = Array.isArray(o.ports) ? o.ports : [];
+  for (const [i, p] of rawPorts.entries()) {
+    if (!isTcp(p)) continue;
+    const pname = p?.name === undefined || p?.name === null ? '' : p.name;
+    const where = `port ${pname ? `"${pname}"` : `#${i}`}`;
+    if (p?.port === undefined || p?.port === null) continue; // "all ports": nothing to resolve a Service port to
+    if (!isPort(p.port)) {
+      problems.push(`${where}: port ${show(p.port)} is out of range 1-65535; port ignored`);
+      continue;
+    }
+    if (typeof pname !== 'string' || (pname !== '' && (pname.length > 63 || !PORT_NAME.test(pname)))) {
+      problems.push(`${where}: name ${show(pname)} is not a port name; port ignored`);
+      continue;
+    }
+    if (ports.some((q) => q.name === pname)) {
+      problems.push(`${where}: two ports named ${show(pname)}; the second is ignored`);
+      continue;
+    }
+    if (ports.length === MAX_PORTS) {
+      problems.push(`more than ${MAX_PORTS} ports; the rest are ignored`);
+      break;
+    }
+    ports.push({ name: pname, port: p.port });
+  }
+  const endpoints: DiscoEndpoint[] = [];
+  const rawEps: Obj[] = Array.isArray(o.endpoints) ? o.endpoints : [];
+  let truncated = false;
+  for (const [i, e] of rawEps.entries()) {
+    const addrs: unknown[] = Array.isArray(e?.addresses) ? e.addresses : [];
+    for (const a of addrs) {
+      if (!isIPv4(a)) {
+        problems.push(`endpoint #${i}: address ${show(a)} is not an IPv4 address; ignored`);
+        continue;
+      }
+      if (endpoints.length === MAX_SLICE_ENDPOINTS) {
+        truncated = true;
+        break;
+      }
+      const ready = e.conditions?.ready;
+      const ep: DiscoEndpoint = { ip: a, ready: ready === undefined || ready === null ? true : ready === true };
+      if (e.targetRef?.kind === 'Pod') {
+        if (isName(e.targetRef.name)) ep.pod = e.targetRef.name;
+        else problems.push(`endpoint #${i}: targetRef name ${show(e.targetRef.name)} is not a pod name; ignored`);
+      }
+      if (e.nodeName !== undefined && e.nodeName !== null && e.nodeName !== '') {
+        if (isName(e.nodeName)) ep.node = e.nodeName;
+        else problems.push(`endpoint #${i}: nodeName ${show(e.nodeName)} is not a node name; ignored`);
+      }
+      if (e.zone !== undefined && e.zone !== null && e.zone !== '') {
+        if (typeof e.zone === 'string' && e.zone.length <= MAX_NAME) ep.zone = e.zone;
+        else problems.push(`endpoint #${i}: zone ${show(e.zone)} is not a short string; ignored`);
+      }
+      endpoints.push(ep);
+    }
+  }
+  if (truncated) problems.push(`more than ${MAX_SLICE_ENDPOINTS} addresses; the rest are ignored`);
+  return gate(key, { namespace, name, service, ports, endpoints }, parseSlice, problems);
+}
+
+const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
+
+/**
+ * core/v1 Pod: its IPv4 address and workload. No record (and no problem) for a pod without an
+ * IPv4 address yet, a host-network pod (its address is the node's, shared with others), or a
+ * finished one (its address may already belong to a new pod).
+ */
+export function podFromK8s(o: Obj): Converted<DiscoPod> {
+  const { namespace, name, key } = keyOfObject(o);
+  const problems: string[] = [];
+  if (o?.spec?.hostNetwork === true || TERMINAL_PHASES.has(o?.status?.phase)) return { key, record: null, problems };
+  const candidates: unknown[] = [o?.status?.podIP, ...(Array.isArray(o?.status?.podIPs) ? o.status.podIPs.map((x: Obj) => x?.ip) : [])];
+  const ip = candidates.find(isIPv4);
+  if (ip === undefined) {
+    const bad = candidates.find((c) => c !== undefined && c !== null && c !== '' && (typeof c !== 'string' || isIP(c) === 0));
+    return { key, record: null, problems: bad === undefined ? [] : [`podIP ${show(bad)} is not an IP address; ignored`] };
+  }
+  const w = workloadOf({ namespace, name, owner: ownerOf(o?.metadata), labels: o?.metadata?.labels ?? {} });
+  let kind = w.kind;
+  let owner = w.name;
+  if (!/^[a-z]{1,40}$/.test(kind)) {
+    problems.push(`owner kind ${show(kind)} is not a plain kind name; the pod is named as its own workload`);
+    kind = 'pod';
+    owner = name;
+  }
+  const sa = o?.spec?.serviceAccountName;
+  const pod: DiscoPod = { namespace, name, ip, kind, owner, serviceAccount: typeof sa === 'string' && sa !== '' ? sa : 'default' };
+  const node = o?.spec?.nodeName;
+  if (isName(node)) pod.node = node;
+  else if (node !== undefined && node !== null && node !== '') problems.push(`nodeName ${show(node)} is not a node name; ignored`);
+  return gate(key, pod, parsePod, problems);
+}
+
+export type ResourceKind = 'service' | 'slice' | 'pod';
+
+/** The record kind of a Kubernetes object, or null for kinds discovery does not read. */
+export function kindOf(o: Obj): ResourceKind | null {
+  switch (o?.kind) {
+    case 'Service':
+      return 'service';
+    case 'EndpointSlice':
+      return 'slice';
+    case 'Pod':
+      return 'pod';
+    default:
+      return null;
+  }
+}
+
+export function convert(kind: ResourceKind, o: Obj): Converted<DiscoService | DiscoSlice | DiscoPod> {
+  return kind === 'service' ? serviceFromK8s(o) : kind === 'slice' ? sliceFromK8s(o) : podFromK8s(o);
+}
+
+/** For log lines: "Service shop/web". */
+export function describeObject(kind: ResourceKind, key: string): string {
+  return `${kind === 'service' ? 'Service' : kind === 'slice' ? 'EndpointSlice' : 'Pod'} ${key}`;
+}

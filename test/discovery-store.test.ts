@@ -1,0 +1,182 @@
+// The agent's DiscoveryStore: ClusterIP:port resolution through EndpointSlices, deltas, the
+// staged resync (the old world answers until "synced"), pod IPs (also when an address is
+// reused), generations and listeners.
+import test from 'ava';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import { DISCOVERY_VERSION, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoSlice } from '../src/discovery/model.ts';
+
+const web: DiscoService = { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'admin', port: 9000, targetPort: 9001 }], annotations: {} };
+const sliceA: DiscoSlice = {
+  namespace: 'shop', name: 'web-a', service: 'web', ports: [{ name: 'http', port: 8080 }, { name: 'admin', port: 9001 }],
+  endpoints: [{ ip: '10.1.0.6', ready: true, pod: 'web-2', node: 'n2' }, { ip: '10.1.0.5', ready: true, pod: 'web-1', node: 'n1', zone: 'z1' }, { ip: '10.1.0.7', ready: false, pod: 'web-3' }],
+};
+const sliceB: DiscoSlice = { namespace: 'shop', name: 'web-b', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true, pod: 'web-1' }, { ip: '10.2.0.9', ready: true }] };
+const pod = (name: string, ip: string, owner = 'web'): DiscoPod => ({ namespace: 'shop', name, ip, kind: 'deployment', owner, serviceAccount: 'default' });
+
+const reset: DiscoMessage = { type: 'reset', version: DISCOVERY_VERSION };
+const synced: DiscoMessage = { type: 'synced' };
+const setSvc = (service: DiscoService): DiscoMessage => ({ type: 'service', op: 'set', service });
+const setSlice = (slice: DiscoSlice): DiscoMessage => ({ type: 'slice', op: 'set', slice });
+const setPod = (p: DiscoPod): DiscoMessage => ({ type: 'pod', op: 'set', pod: p });
+const del = (type: 'service' | 'slice' | 'pod', key: string): DiscoMessage => ({ type, op: 'delete', key });
+
+function world(...ms: DiscoMessage[]): DiscoveryStore {
+  const s = new DiscoveryStore();
+  for (const m of [reset, ...ms, synced]) s.apply(m);
+  return s;
+}
+
+test('a ClusterIP:port resolves to the ready endpoints at the slice port of the same name, deduplicated and sorted', (t) => {
+  const s = world(setSvc(web), setSlice(sliceA), setSlice(sliceB));
+  const http = s.byVip('10.96.0.10', 80)!;
+  t.is(http.service.name, 'web');
+  t.is(http.port.name, 'http');
+  t.deepEqual(http.endpoints, [
+    { ip: '10.1.0.5', port: 8080, pod: 'web-1', node: 'n1', zone: 'z1' },
+    { ip: '10.1.0.6', port: 8080, pod: 'web-2', node: 'n2' },
+    { ip: '10.2.0.9', port: 8080 },
+  ]);
+  t.deepEqual(http.problems, []);
+  // The admin port exists in one slice only: the other slice's endpoints do not serve it.
+  t.deepEqual(s.byVip('10.96.0.10', 9000)!.endpoints.map((e) => `${e.ip}:${e.port}`), ['10.1.0.5:9001', '10.1.0.6:9001']);
+  t.is(s.byVip('10.96.0.10', 81), null, 'a port the Service does not have');
+  t.is(s.byVip('10.96.0.11', 80), null, 'not a ClusterIP');
+  t.is(s.byVip('10.1.0.5', 8080), null, 'a pod IP goes to the original destination');
+  t.deepEqual(s.counts(), { services: 1, slices: 2, endpoints: 5, pods: 0 });
+});
+
+test('a headless Service has no ClusterIP to resolve; a Service port no slice names says why it has no endpoints', (t) => {
+  const headless = { ...web, name: 'db', clusterIPs: [] };
+  const named = { ...web, name: 'api', clusterIPs: ['10.96.0.20'], ports: [{ name: 'grpc', port: 443, targetPort: 'grpc' }] };
+  const s = world(setSvc(headless), setSlice({ ...sliceA, name: 'db-a', service: 'db' }), setSvc(named), setSlice({ ...sliceA, name: 'api-a', service: 'api' }));
+  t.is(s.byVip('10.96.0.10', 80), null);
+  t.truthy(s.service('shop/db'));
+  const api = s.byVip('10.96.0.20', 443)!;
+  t.deepEqual(api.endpoints, []);
+  t.deepEqual(api.problems, ['no endpoint declares the container port named "grpc" (targetPort of port 443)']);
+  const numbered = world(setSvc({ ...named, ports: [{ name: 'grpc', port: 443, targetPort: 8443 }] }), setSlice({ ...sliceA, name: 'api-a', service: 'api' }));
+  t.deepEqual(numbered.byVip('10.96.0.20', 443)!.problems, ['no EndpointSlice has a port named "grpc" (port 443)']);
+  t.deepEqual(world(setSvc(named)).byVip('10.96.0.20', 443), { service: named, port: named.ports[0]!, endpoints: [], problems: [] }, 'no slice yet: no endpoints, nothing wrong');
+});
+
+test('deltas: a slice change reaches byVip and names the Service to listeners; deletes remove', (t) => {
+  const s = world(setSvc(web), setSlice(sliceA));
+  const heard: string[][] = [];
+  s.onChange((keys) => heard.push(keys === 'all' ? ['all'] : [...keys]));
+  t.is(s.byVip('10.96.0.10', 80)!.endpoints.length, 2);
+  s.apply(setSlice({ ...sliceA, endpoints: [{ ip: '10.1.0.6', ready: false }] }));
+  t.deepEqual(s.byVip('10.96.0.10', 80)!.endpoints, [], 'the cached target was dropped');
+  // A slice moving to another Service changes both.
+  s.apply(setSvc({ ...web, name: 'web2', clusterIPs: ['10.96.0.12'] }));
+  s.apply(setSlice({ ...sliceA, service: 'web2' }));
+  t.is(s.byVip('10.96.0.12', 80)!.endpoints.length, 2);
+  t.deepEqual(s.byVip('10.96.0.10', 80)!.endpoints, [], 'the Service it left has none');
+  s.apply(del('slice', 'shop/web-a'));
+  t.deepEqual(s.byVip('10.96.0.12', 80)!.endpoints, []);
+  s.apply(del('service', 'shop/web'));
+  t.is(s.byVip('10.96.0.10', 80), null);
+  s.apply(del('service', 'shop/nothing')); // unknown keys are no-ops
+  s.apply(del('slice', 'shop/nothing'));
+  s.apply(del('pod', 'shop/nothing'));
+  t.deepEqual(heard, [['shop/web'], ['shop/web2'], ['shop/web', 'shop/web2'], ['shop/web2'], ['shop/web'], ['shop/nothing']]);
+});
+
+test('a Service whose ClusterIP changes answers only on the new one; a VIP taken over by another Service stays with it', (t) => {
+  const s = world(setSvc(web), setSlice(sliceA));
+  s.apply(setSvc({ ...web, clusterIPs: ['10.96.0.11'] }));
+  t.is(s.byVip('10.96.0.10', 80), null);
+  t.is(s.byVip('10.96.0.11', 80)!.endpoints.length, 2);
+  // Another Service gets the old address while the first still lists it (a recreate's order of events).
+  s.apply(setSvc({ ...web, name: 'other', clusterIPs: ['10.96.0.11'] }));
+  s.apply(del('service', 'shop/web'));
+  t.is(s.byVip('10.96.0.11', 80)!.service.name, 'other');
+});
+
+test('resync: after a reset the old world answers until synced, then the new one replaces it whole', (t) => {
+  const s = world(setSvc(web), setSlice(sliceA), setPod(pod('web-1', '10.1.0.5')));
+  t.true(s.synced);
+  const heard: Array<string> = [];
+  s.onChange((keys) => heard.push(keys === 'all' ? 'all' : [...keys].join()));
+  const gen = s.generation;
+  s.apply(reset);
+  t.true(s.staged);
+  s.apply(setSvc({ ...web, clusterIPs: ['10.96.0.99'] }));
+  s.apply(setPod(pod('web-2', '10.1.0.6')));
+  t.truthy(s.byVip('10.96.0.10', 80), 'the old world still answers mid-snapshot');
+  t.is(s.podByIp('10.1.0.5')?.name, 'web-1');
+  t.is(s.podByIp('10.1.0.6'), undefined);
+  t.is(s.generation, gen, 'nothing published yet');
+  t.deepEqual(heard, []);
+  s.apply(synced);
+  t.false(s.staged);
+  t.is(s.byVip('10.96.0.10', 80), null, 'what the new snapshot lacks is gone');
+  t.deepEqual(s.byVip('10.96.0.99', 80)!.endpoints, [], 'its slice was not in the new snapshot');
+  t.is(s.podByIp('10.1.0.5'), undefined);
+  t.is(s.podByIp('10.1.0.6')?.name, 'web-2');
+  t.deepEqual(heard, ['all']);
+  t.true(s.generation > gen);
+});
+
+test('a snapshot cut off before synced is dropped and the live world stays', (t) => {
+  const s = world(setSvc(web));
+  s.apply(reset);
+  s.apply(setSvc({ ...web, name: 'half' }));
+  s.dropStaged();
+  t.false(s.staged);
+  t.truthy(s.service('shop/web'));
+  t.is(s.service('shop/half'), undefined);
+  // A later delta goes to the live world again.
+  s.apply(setSvc({ ...web, name: 'later', clusterIPs: ['10.96.0.30'] }));
+  t.truthy(s.byVip('10.96.0.30', 80));
+});
+
+test('pod IPs: an address reused by a new pod answers with the newest holder; the old pod leaving does not take it away', (t) => {
+  const s = world(setPod(pod('old', '10.1.0.5', 'a')));
+  t.is(s.podByIp('10.1.0.5')?.name, 'old');
+  s.apply(setPod(pod('new', '10.1.0.5', 'b')));
+  t.is(s.podByIp('10.1.0.5')?.name, 'new');
+  // The old pod's late status update keeps its rank, it does not take the address back.
+  s.apply(setPod({ ...pod('old', '10.1.0.5', 'a'), node: 'n9' }));
+  t.is(s.podByIp('10.1.0.5')?.name, 'new');
+  s.apply(del('pod', 'shop/old'));
+  t.is(s.podByIp('10.1.0.5')?.name, 'new');
+  s.apply(setPod(pod('new', '10.1.0.8', 'b')));
+  t.is(s.podByIp('10.1.0.5'), undefined, 'moved away');
+  t.is(s.podByIp('10.1.0.8')?.owner, 'b');
+  s.apply(del('pod', 'shop/new'));
+  t.is(s.podByIp('10.1.0.8'), undefined);
+  t.is(s.counts().pods, 0);
+});
+
+test('generations: every live change moves generation; only pod changes and swaps move podGeneration', (t) => {
+  const s = world(setSvc(web));
+  const g0 = s.generation;
+  const p0 = s.podGeneration;
+  s.apply(setSlice(sliceA));
+  t.true(s.generation > g0);
+  t.is(s.podGeneration, p0, 'a slice change keeps pod labels cached');
+  s.apply(setPod(pod('web-1', '10.1.0.5')));
+  t.true(s.podGeneration > p0);
+  const p1 = s.podGeneration;
+  s.apply(reset);
+  s.apply(setPod(pod('web-1', '10.1.0.5')));
+  t.is(s.podGeneration, p1, 'staged changes are not visible');
+  s.apply(synced);
+  t.true(s.podGeneration > p1);
+  t.is(s.lastUpdateAt > 0, true);
+});
+
+test('a listener that throws does not keep the others from hearing; its error comes out after them, the state applied', (t) => {
+  const s = world(setSvc(web));
+  const heard: string[] = [];
+  s.onChange(() => {
+    throw new Error('boom');
+  });
+  const off = s.onChange(() => heard.push('second'));
+  t.throws(() => s.apply(setSlice(sliceA)), { message: 'boom' });
+  t.deepEqual(heard, ['second']);
+  t.is(s.byVip('10.96.0.10', 80)!.endpoints.length, 2);
+  off();
+  t.throws(() => s.apply(del('slice', 'shop/web-a')));
+  t.deepEqual(heard, ['second'], 'unsubscribed');
+});
