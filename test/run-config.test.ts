@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { installManifests } from '../src/k8s/manifests.ts';
-import { parseAgentConfig, readConfigSource, resolveRunSettings, type RunFlags } from '../src/cli/run-config.ts';
+import { parseAgentConfig, parseMs, readConfigSource, resolveRunSettings, type RunFlags } from '../src/cli/run-config.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
 import { mountConfigMap as mountConfigMapAt } from './helpers/configmap-volume.ts';
 
@@ -69,16 +69,43 @@ test('bad values: the error names the source, the key and the value', (t) => {
     [{ 'admin-port': '70000' }, /key admin-port: "70000" is not a port/],
     [{ 'skip-outbound-ports': '1-2-3' }, /key skip-outbound-ports: "1-2-3": .*invalid port list/],
     [{ 'cgroup-root': 'kubepods.slice' }, /key cgroup-root: "kubepods.slice" is not an absolute path/],
-    [{ 'controller-addr': 'ctl' }, /key controller-addr: "ctl" is not HOST:PORT/],
-    [{ 'controller-addr': 'ftp://ctl:21' }, /key controller-addr: "ftp:\/\/ctl:21": use an http/],
+    [{ 'controller-addr': 'ctl:99999' }, /key controller-addr ctl:99999: the port must be 1-65535/],
+    [{ 'controller-addr': 'ftp://ctl:21' }, /key controller-addr ftp:\/\/ctl:21: only http:\/\/ .*; pass HOST:PORT or http:\/\/HOST:PORT/],
   ];
   for (const [raw, re] of bad) t.throws(() => parseAgentConfig(raw, '--config /etc/x'), { message: re }, JSON.stringify(raw));
   t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root']);
-  t.deepEqual(parseAgentConfig({ 'controller-addr': ' https://ctl.example:443/x \n', 'cgroup-root': '' }, 'c').config, { controllerUrl: 'https://ctl.example:443/x' });
+  t.deepEqual(parseAgentConfig({ 'controller-addr': ' http://ctl.example:9000/ \n', 'cgroup-root': '' }, 'c').config, { controllerUrl: 'http://ctl.example:9000' });
   t.throws(() => readConfigSource(path.join(tmp, 'missing')), { message: /--config .*missing: no such file or directory; pass the directory the mesh-agent-config ConfigMap is mounted at/ });
   const notMap = path.join(tmp, 'list.yaml');
   fs.writeFileSync(notMap, '- a\n- b\n');
   t.throws(() => readConfigSource(notMap), { message: /expected a map of keys/ });
+});
+
+test('https:// is refused for the controller (it serves cleartext only), from the flag and from the config, saying what to pass', (t) => {
+  const fix = /the controller serves cleartext HTTP\/2 only, not TLS; pass HOST:PORT or http:\/\/HOST:PORT, e.g. mesh-agent-controller.mesh-agent.svc:8086$/;
+  t.throws(() => resolveRunSettings({ proxyAddr: '10.0.0.7:15001', controller: 'https://ctl:8086' }, cli('proxyAddr', 'controller'), {}, {}), { message: new RegExp(`^--controller https://ctl:8086: ${fix.source}`) });
+  t.throws(() => parseAgentConfig({ 'controller-addr': 'https://ctl.example:443/x' }, '--config /etc/x'), { message: new RegExp(`^--config /etc/x: key controller-addr https://ctl.example:443/x: ${fix.source}`) });
+  t.throws(() => parseAgentConfig({ 'controller-addr': 'HTTPS://ctl:1' }, 'c'), { message: fix });
+  // What the message tells the user to pass is accepted.
+  t.is(resolveRunSettings({ proxyAddr: '10.0.0.7:15001', controller: 'http://ctl:8086' }, cli('proxyAddr', 'controller'), {}, {}).controllerUrl, 'http://ctl:8086');
+  t.is(parseAgentConfig({ 'controller-addr': 'ctl:8086' }, 'c').config.controllerUrl, 'http://ctl:8086');
+});
+
+test('--drain (and --detect-timeout) take whole milliseconds; anything else is refused naming the flag and an example', (t) => {
+  t.is(parseMs('0', '--drain', 10_000), 0, 'no drain at all is a valid choice');
+  t.is(parseMs('10000', '--drain', 10_000), 10_000);
+  t.is(parseMs('2147483647', '--drain', 10_000), 2 ** 31 - 1);
+  // Each of these went through Number() before: NaN, negative, past the timer limit or an odd spelling, all a drain of ~1 ms.
+  for (const bad of ['', 'abc', '10s', '-5', '1.5', '1e3', ' 100', '0x10', '2147483648']) {
+    t.throws(() => parseMs(bad, '--drain', 10_000), { message: `--drain must be a whole number of milliseconds from 0 to 2147483647, not ${JSON.stringify(bad)}; e.g. --drain 10000` }, bad);
+  }
+  t.throws(() => parseMs('0', '--detect-timeout', 1000, 1), { message: /^--detect-timeout must be a whole number of milliseconds from 1 to/ });
+});
+
+test('CLI: run refuses a bad --drain at start, before touching the datapath', (t) => {
+  const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--drain', '10s']);
+  t.is(r.status, 1, r.stderr);
+  t.is(r.stderr, 'mesh-agent: --drain must be a whole number of milliseconds from 0 to 2147483647, not "10s"; e.g. --drain 10000\n');
 });
 
 test('CLI: run refuses a bad config before touching the datapath, naming key and value', (t) => {

@@ -118,7 +118,7 @@ test('controller addresses and resources parse with clear errors', (t) => {
   t.is(controllerUrl('mesh-agent-controller.mesh-agent.svc:8086', '--controller'), 'http://mesh-agent-controller.mesh-agent.svc:8086');
   t.is(controllerUrl('http://127.0.0.1', '--controller'), 'http://127.0.0.1:8086');
   t.is(controllerUrl('[::1]:9000', '--controller'), 'http://[::1]:9000');
-  t.throws(() => controllerUrl('https://x:1', '--controller'), { message: /only http:\/\// });
+  t.throws(() => controllerUrl('https://x:1', '--controller'), { message: /serves cleartext HTTP\/2 only, not TLS; pass HOST:PORT or http:\/\/HOST:PORT/ });
   t.throws(() => controllerUrl('x:99999', '--controller'), { message: /port must be/ });
   t.throws(() => controllerUrl('::1', '--controller'), { message: /brackets/ });
   t.deepEqual(parseResource('deploy/web'), { kind: 'deployment', name: 'web' });

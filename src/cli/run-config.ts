@@ -2,9 +2,9 @@
 // mesh-agent-config ConfigMap. Precedence: a flag given on the command line, then the config,
 // then the environment (NODE_IP), then the built-in default.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { controllerUrl } from '../controller/addr.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { parseHostPort } from './addr.ts';
 
@@ -15,7 +15,7 @@ export type ConfigKey = (typeof CONFIG_KEYS)[number];
 export interface AgentConfig {
   proxyPort?: number;
   adminPort?: number;
-  /** http(s) URL of the controller; the ConfigMap's host:port becomes http://host:port. */
+  /** http://host:port of the controller (cleartext h2c; see controller/addr.ts). */
   controllerUrl?: string;
   skipOutboundPorts?: string;
   cgroupRoot?: string;
@@ -71,27 +71,6 @@ function port(origin: string, key: string, value: string): number {
   return n;
 }
 
-/** host:port (the ConfigMap's form) or an http(s) URL; returns a URL. */
-export function controllerUrlOf(value: string, what: string): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
-    let u: URL;
-    try {
-      u = new URL(value);
-    } catch {
-      throw new Error(`${what}: "${value}" is not a URL; use http://HOST:PORT`);
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`${what}: "${value}": use an http:// or https:// URL`);
-    return value;
-  }
-  const i = value.lastIndexOf(':');
-  const host = i > 0 ? value.slice(0, i).replace(/^\[(.*)\]$/, '$1') : '';
-  const p = i > 0 ? value.slice(i + 1) : '';
-  const hostOk = net.isIP(host) !== 0 || /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(host);
-  const portOk = /^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
-  if (!hostOk || !portOk) throw new Error(`${what}: "${value}" is not HOST:PORT (e.g. mesh-agent-controller.mesh-agent.svc:8086) or an http:// URL`);
-  return `http://${net.isIP(host) === 6 ? `[${host}]` : host}:${p}`;
-}
-
 /** Validates every key; unknown keys are warnings (a newer install may add keys an older agent ignores). */
 export function parseAgentConfig(raw: Record<string, string>, origin: string): { config: AgentConfig; warnings: string[] } {
   const config: AgentConfig = {};
@@ -106,7 +85,7 @@ export function parseAgentConfig(raw: Record<string, string>, origin: string): {
         if (value !== '') config.adminPort = port(origin, key, value);
         break;
       case 'controller-addr':
-        if (value !== '') config.controllerUrl = controllerUrlOf(value, `${origin}: key ${key}`);
+        if (value !== '') config.controllerUrl = controllerUrl(value, `${origin}: key ${key}`);
         break;
       case 'skip-outbound-ports':
         try {
@@ -125,6 +104,34 @@ export function parseAgentConfig(raw: Record<string, string>, origin: string): {
     }
   }
   return { config, warnings };
+}
+
+/** kubectl and linkerd spell booleans --flag=true|false. */
+export function parseBool(v: string, flag: string): boolean {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new Error(`${flag} must be true or false, not ${JSON.stringify(v)}; e.g. ${flag}=false`);
+}
+
+export function parseCount(v: string, flag: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new Error(`${flag} must be a whole number of at least 1, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Node's timers hold at most this; a longer delay silently becomes 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A duration in whole milliseconds. Number() alone takes "" and "1e3" and lets "-5", "10s"
+ * (NaN) or a delay past Node's timer limit through, each of which becomes a wait of ~1 ms.
+ */
+export function parseMs(v: string, flag: string, example: number, min = 0): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > MAX_TIMER_MS) {
+    throw new Error(`${flag} must be a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}, not ${JSON.stringify(v)}; e.g. ${flag} ${example}`);
+  }
+  return n;
 }
 
 /** The flags `run` reads here, as commander parsed them. */
@@ -169,6 +176,6 @@ export function resolveRunSettings(flags: RunFlags, fromCli: (flag: keyof RunFla
     admin,
     cgroupRoot: given('cgroupRoot') ? flags.cgroupRoot : config.cgroupRoot,
     skipOutboundPorts: given('skipOutboundPorts') ? flags.skipOutboundPorts! : (config.skipOutboundPorts ?? ''),
-    controllerUrl: given('controller') ? controllerUrlOf(flags.controller!, '--controller') : config.controllerUrl,
+    controllerUrl: given('controller') ? controllerUrl(flags.controller!, '--controller') : config.controllerUrl,
   };
 }

@@ -4,21 +4,8 @@ import { Agent } from '../agent/agent.ts';
 import { jsonLogger } from '../agent/log.ts';
 import { findCgroup2Mount } from '../datapath/cgroup2.ts';
 import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
-import { parseAgentConfig, readConfigSource, resolveRunSettings, type AgentConfig } from './run-config.ts';
+import { parseAgentConfig, parseBool, parseCount, parseMs, readConfigSource, resolveRunSettings, type AgentConfig } from './run-config.ts';
 import { DEFAULT_MAX_SERIES } from '../telemetry/metrics.ts';
-
-/** kubectl and linkerd spell booleans --flag=true|false. */
-function parseBool(v: string, flag: string): boolean {
-  if (v === 'true') return true;
-  if (v === 'false') return false;
-  throw new Error(`${flag} must be true or false, not ${JSON.stringify(v)}; e.g. ${flag}=false`);
-}
-
-function parseCount(v: string, flag: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new Error(`${flag} must be a whole number of at least 1, not ${JSON.stringify(v)}`);
-  return n;
-}
 
 export function registerRun(program: Command) {
   program
@@ -53,6 +40,8 @@ export function registerRun(program: Command) {
         config = parsed.config;
       }
       const settings = resolveRunSettings(o, (flag) => cmd.getOptionValueSource(flag) === 'cli', config, process.env);
+      // Checked now, not at SIGTERM: a bad --drain would otherwise show only as a drain that does not wait.
+      const drainMs = parseMs(o.drain, '--drain', 10_000);
       const { proxy, admin } = settings;
       const proxyAddr = `${proxy.host}:${proxy.port}`;
       const agent = new Agent({
@@ -66,8 +55,8 @@ export function registerRun(program: Command) {
         report: { intervalMs: parseCount(o.reportInterval, '--report-interval'), backlog: parseCount(o.reportBacklog, '--report-backlog') },
         skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),
-        detectTimeoutMs: Number(o.detectTimeout),
-        maxConnections: Number(o.maxConnections),
+        detectTimeoutMs: parseMs(o.detectTimeout, '--detect-timeout', 1000, 1),
+        maxConnections: parseCount(o.maxConnections, '--max-connections'),
         allowRootCgroup: o.allowRootCgroup,
         kernelSplice: o.kernelSplice ?? false,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
@@ -78,7 +67,7 @@ export function registerRun(program: Command) {
         if (stopping) return;
         stopping = true;
         log.info(`${sig}: draining and detaching`);
-        await agent.stop(Number(o.drain));
+        await agent.stop(drainMs);
         log.info('stopped');
         process.exit(0);
       };

@@ -9,7 +9,10 @@ export function controllerUrl(text: string, flag: string): string {
   let rest = text.trim();
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(rest);
   if (scheme) {
-    if (scheme[1]!.toLowerCase() !== 'http') throw new Error(`${flag} ${text}: only http:// (cleartext HTTP/2) is supported; the controller does not serve TLS`);
+    const name = scheme[1]!.toLowerCase();
+    // The controller listens in cleartext (h2c): a TLS client would fail its handshake on every report.
+    if (name === 'https') throw new Error(`${flag} ${text}: the controller serves cleartext HTTP/2 only, not TLS; pass HOST:PORT or http://HOST:PORT, e.g. mesh-agent-controller.mesh-agent.svc:${DEFAULT_CONTROLLER_PORT}`);
+    if (name !== 'http') throw new Error(`${flag} ${text}: only http:// (cleartext HTTP/2) is supported; pass HOST:PORT or http://HOST:PORT`);
     rest = rest.slice(scheme[0].length).replace(/\/+$/, '');
   }
   if (rest === '' || /[/?#@\s]/.test(rest)) throw new Error(`${flag} ${text}: expected HOST:PORT, e.g. 127.0.0.1:${DEFAULT_CONTROLLER_PORT}`);
