@@ -64,6 +64,7 @@ export class DemoStack {
   static async sweepLeftovers(): Promise<string[]> {
     const removed = await cleanupLeftovers();
     for (const dir of staleTempDirs()) {
+      if (!fs.existsSync(dir)) continue; // another run's sweep got there first
       fs.rmSync(dir, { recursive: true, force: true });
       removed.push(`dir ${dir}`);
     }
@@ -121,6 +122,9 @@ export class DemoStack {
       await log.waitFor(d.port ? 'listening' : 'started', proc, 20_000, `${d.name} (${d.script})`);
       step(d.port ? `${d.name} listening on ${pod.ip}:${d.port}` : `${d.name} sending ${this.#opts.rps} requests/s to web at ${addr('web')}`);
     }
+    const bot = this.services.get('vote-bot')!;
+    const first = await bot.log.waitFor('firstAnswer', bot.proc, 20_000, 'vote-bot (its first answer from web)');
+    step(`vote-bot: first answer from web through the mesh (${first.path}: HTTP ${first.status})`);
   }
 
   async #waitAgentReady(): Promise<void> {

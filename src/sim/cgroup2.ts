@@ -78,21 +78,28 @@ function killSubtree(dir: string): void {
   }
 }
 
-function rmdirAll(dirs: string[]): string[] {
+/** Removes dirs in order; one already gone (ENOENT) is done. `removed` counts those this call removed. */
+function rmdirAll(dirs: string[]): { failed: string[]; removed: Set<string> } {
   const failed: string[] = [];
+  const removed = new Set<string>();
   for (const d of dirs) {
     try {
       fs.rmdirSync(d);
+      removed.add(d);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') failed.push(`${d}: ${(e as Error).message}`);
     }
   }
-  return failed;
+  return { failed, removed };
 }
 
-/** Kills everything in the subtree, waits until it is empty, removes it deepest-first. Idempotent. */
-export async function destroyCgroupTree(dir: string, timeoutMs = 5000): Promise<void> {
-  if (!fs.existsSync(dir)) return;
+/**
+ * Kills everything in the subtree, waits until it is empty, removes it deepest-first.
+ * Idempotent, and safe beside another call on the same tree: whatever vanishes meanwhile is
+ * done. True if this call removed the tree's top directory.
+ */
+export async function destroyCgroupTree(dir: string, timeoutMs = 5000): Promise<boolean> {
+  if (!fs.existsSync(dir)) return false;
   const deadline = Date.now() + timeoutMs;
   killSubtree(dir);
   while (isPopulated(dir)) {
@@ -100,8 +107,9 @@ export async function destroyCgroupTree(dir: string, timeoutMs = 5000): Promise<
     await sleep(10);
     killSubtree(dir); // catches a process that forked between the kill and its death
   }
-  const failed = rmdirAll(subtreeDeepestFirst(dir));
+  const { failed, removed } = rmdirAll(subtreeDeepestFirst(dir));
   if (failed.length) throw new Error(`removing cgroup tree failed: ${failed.join('; ')}`);
+  return removed.has(dir);
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));

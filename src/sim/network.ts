@@ -13,14 +13,18 @@ function hintFor(stderr: string): string {
   return /operation not permitted|permission denied/i.test(stderr) ? '; run as root' : '';
 }
 
-/** Runs `ip` (optionally with -n netns); throws "<what> failed: <stderr>[; run as root]". */
-async function ip(what: string, args: string[], netns?: string): Promise<void> {
+/**
+ * Runs `ip` (optionally with -n netns); throws "<what> failed: <stderr>[; run as root]".
+ * With `gone`, a failure it recognises as "the thing is not there" resolves false instead:
+ * a teardown or a sweep racing another one finds its work already done.
+ */
+async function ip(what: string, args: string[], netns?: string, gone?: (stderr: string) => boolean): Promise<boolean> {
   const argv = netns ? ['-n', netns, ...args] : args;
   const r = await execFile('ip', argv, { timeoutMs: 10_000 });
-  if (r.code !== 0) {
-    const msg = r.stderr.trim() || `exit code ${r.code}`;
-    throw new Error(`${what} failed: ${msg.toLowerCase()}${hintFor(msg)} (ip ${argv.join(' ')})`);
-  }
+  if (r.code === 0) return true;
+  if (gone?.(r.stderr)) return false;
+  const msg = r.stderr.trim() || `exit code ${r.code}`;
+  throw new Error(`${what} failed: ${msg.toLowerCase()}${hintFor(msg)} (ip ${argv.join(' ')})`);
 }
 
 /** Several `ip` commands in one process; every token is checked, so the batch needs no quoting. */
@@ -79,15 +83,19 @@ export async function createPodNetwork(nodeNs: string, podNs: string, hostVeth: 
   ]);
 }
 
-/** Removes a pod's veth and netns; missing pieces are fine (idempotent). */
+/** Removes a pod's veth and netns; pieces already gone are done (idempotent), other failures throw. */
 export async function deletePodNetwork(nodeNs: string, podNs: string, hostVeth: string): Promise<void> {
-  if (fs.existsSync(netnsPath(nodeNs))) await ip('deleting the pod veth', ['link', 'del', hostVeth], nodeNs).catch(() => {});
+  if (fs.existsSync(netnsPath(nodeNs))) {
+    // Gone: the veth (deleting the pod's netns takes the pair with it) or the whole node netns.
+    await ip('deleting the pod veth', ['link', 'del', hostVeth], nodeNs, (err) => /cannot find device/i.test(err) || !fs.existsSync(netnsPath(nodeNs)));
+  }
   await deleteNetns(podNs);
 }
 
-export async function deleteNetns(name: string): Promise<void> {
-  if (!fs.existsSync(netnsPath(name))) return;
-  await ip('deleting network namespace', ['netns', 'del', name]);
+/** Deletes a netns; true if this call removed it, false if it was already gone (another sweep got there first). */
+export async function deleteNetns(name: string): Promise<boolean> {
+  if (!fs.existsSync(netnsPath(name))) return false;
+  return ip('deleting network namespace', ['netns', 'del', name], undefined, () => !fs.existsSync(netnsPath(name)));
 }
 
 /** Synchronous best-effort netns removal for exit handlers. */

@@ -277,7 +277,7 @@ class Node implements SimNode {
   /** Tries every step even when one fails, then reports all failures. */
   async #teardown(): Promise<void> {
     const errors: string[] = [];
-    const attempt = async (f: () => Promise<void>): Promise<void> => {
+    const attempt = async (f: () => Promise<unknown>): Promise<void> => {
       try {
         await f();
       } catch (e) {
