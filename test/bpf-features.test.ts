@@ -29,8 +29,9 @@ test('this kernel, probed by the addon, agrees with bpftool feature probe', (t) 
     'map:array': bt.map_types.have_array_map_type,
     'map:lru_hash': bt.map_types.have_lru_hash_map_type,
     'map:percpu_array': bt.map_types.have_percpu_array_map_type,
-    'map:sockmap': bt.map_types.have_sockmap_map_type,
+    'program:sk_skb': bt.program_types.have_sk_skb_prog_type,
     'map:sockhash': bt.map_types.have_sockhash_map_type,
+    'helper:sk_redirect_hash': bt.helpers.sk_skb_available_helpers.includes('bpf_sk_redirect_hash'),
     'helper:get_current_ancestor_cgroup_id': bt.helpers.cgroup_sock_addr_available_helpers.includes('bpf_get_current_ancestor_cgroup_id'),
     'helper:get_socket_cookie': bt.helpers.cgroup_sock_addr_available_helpers.includes('bpf_get_socket_cookie'),
     'helper:sock_ops_cb_flags_set': bt.helpers.sock_ops_available_helpers.includes('bpf_sock_ops_cb_flags_set'),
@@ -63,16 +64,16 @@ process.stdout.write(JSON.stringify(probeFeatures('x')));`;
 });
 
 test('a missing required feature names the kernel, the release that has it, and the fix', (t) => {
-  const raw = allOk.map((r) => (r.name === 'getpeername4' ? { ...r, result: 0 } : r.name === 'sockmap' ? { ...r, result: 0 } : r));
+  const raw = allOk.map((r) => (r.name === 'getpeername4' ? { ...r, result: 0 } : r.name === 'sockhash' ? { ...r, result: 0 } : r));
   const fs = assessFeatures(raw, { ...env, kernel: '5.4.0-generic' });
   const gp = find(fs, 'attach', 'getpeername4');
   t.is(gp.status, 'missing');
   t.true(gp.required);
   t.is(gp.note, 'giving the app its original peer back; not in kernel 5.4.0-generic (Linux 5.8+)');
   t.regex(gp.fix!, /Linux 5\.8 or newer/);
-  const sm = find(fs, 'map', 'sockmap');
+  const sm = find(fs, 'map', 'sockhash');
   t.is(sm.status, 'missing');
-  t.false(sm.required);
+  t.false(sm.required, 'only --kernel-splice needs it');
   t.deepEqual(missingRequired(fs), [`attach getpeername4 (${gp.note}): ${gp.fix}`], 'an optional feature is not required');
 });
 
@@ -103,6 +104,45 @@ test('status: a missing required feature is degraded with reason and fix; the ta
   t.regex(out, /BPF FEATURES\nKIND +NAME +STATUS +REQUIRED +NOTE\n/);
   t.regex(out, /helper +get_current_ancestor_cgroup_id +missing +yes +finding the pod .*; fix: run a kernel/);
   t.regex(out, /attach +getpeername4 +ok +yes +giving the app its original peer back/);
-  t.regex(out, /map +sockmap +ok +no /);
+  t.regex(out, /map +sockhash +ok +no +--kernel-splice: /);
+  t.regex(out, /program +sk_skb +ok +no +--kernel-splice: the stream verdict/);
   t.true(assessHealth({ ...status, features: assessFeatures(allOk, env) }).healthy);
+});
+
+test('--kernel-splice needs the sk_skb stream verdict, the sockhash and its redirect helper: required only with it, degraded when missing', (t) => {
+  const splice = ['program:sk_skb', 'map:sockhash', 'helper:sk_redirect_hash'];
+  t.deepEqual(Object.entries(NEEDS).filter(([, n]) => n.required === 'kernel-splice').map(([k]) => k).sort(), [...splice].sort());
+  t.false(Object.values(NEEDS).some((n) => /not used yet/.test(n.for)), 'nothing is described as unused');
+  const status = (features: Feature[]) => ({ features, datapath: { programs: [{ section: 'cgroup/connect4', attachedTo: '/cg' }], maps: [], counters: {} }, pods: [] });
+  const noSkSkb = allOk.map((r) => (r.kind === 'program' && r.name === 'sk_skb' ? { ...r, result: 0 } : r));
+
+  // Without --kernel-splice nothing loads them: not required, and a kernel without them is healthy.
+  const off = assessFeatures(noSkSkb, { ...env, kernel: '4.13.0' });
+  for (const k of splice) t.false(find(off, ...(k.split(':') as [string, string])).required, k);
+  t.like(find(off, 'program', 'sk_skb'), { status: 'missing', fix: 'none needed without --kernel-splice' });
+  t.true(assessHealth(status(off)).healthy);
+  t.deepEqual(missingRequired(off), []);
+
+  // With it, all three are required; sk_skb missing is degraded, naming the flag in the fix.
+  const on = assessFeatures(noSkSkb, { ...env, kernel: '4.13.0' }, { kernelSplice: true });
+  for (const k of splice) t.true(find(on, ...(k.split(':') as [string, string])).required, k);
+  const sk = find(on, 'program', 'sk_skb');
+  t.is(sk.note, '--kernel-splice: the stream verdict that moves spliced sockets\' bytes in the kernel; not in kernel 4.13.0 (Linux 4.14+)');
+  t.is(sk.fix, 'run without --kernel-splice (the proxy then copies the bytes), or a kernel of Linux 4.14 or newer built with CONFIG_BPF_STREAM_PARSER');
+  const h = assessHealth(status(on));
+  t.false(h.healthy);
+  t.deepEqual(h.reasons, [`BPF feature missing: program sk_skb (${sk.note}); fix: ${sk.fix}`]);
+  t.true(assessHealth(status(assessFeatures(allOk, env, { kernelSplice: true }))).healthy);
+  // An addon build that does not probe them: unknown, and still required with the flag.
+  const old = assessFeatures(allOk.filter((r) => r.name !== 'sk_skb'), env, { kernelSplice: true });
+  t.like(find(old, 'program', 'sk_skb'), { status: 'unknown', required: true, fix: 'rebuild the addon: ./dev setup' });
+});
+
+test('this kernel has what --kernel-splice needs, as the addon probes it, and the agent asks for it only with the flag', (t) => {
+  if (process.getuid?.() !== 0) return t.fail('needs root and BPF; run the suite as root: sudo ./dev test');
+  const on = probeFeatures(os.release(), { kernelSplice: true });
+  for (const [kind, name] of [['program', 'sk_skb'], ['map', 'sockhash'], ['helper', 'sk_redirect_hash']] as const) {
+    t.like(find(on, kind, name), { status: 'ok', required: true }, `${kind} ${name}`);
+    t.false(find(probeFeatures(os.release()), kind, name).required, `${kind} ${name} without the flag`);
+  }
 });

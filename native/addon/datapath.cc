@@ -706,9 +706,9 @@ int ProbeSockAddrAttach(enum bpf_attach_type type) {
   return err == EINVAL ? 0 : -err;
 }
 
-// probeFeatures(): what the kernel offers of what native/bpf/mesh.bpf.c uses (and the sockmap
-// types a kernel-spliced bulk path would). Raw results only; src/datapath/features.ts decides
-// what is required and what to tell the operator.
+// probeFeatures(): what the kernel offers of what native/bpf/mesh.bpf.c uses, including what
+// only --kernel-splice loads (the sk_skb stream verdict, the sockhash, its redirect helper).
+// Raw results only; src/datapath/features.ts decides what is required and what to tell the operator.
 Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array out = Napi::Array::New(env);
@@ -725,16 +725,17 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
   // "supported"): without the right to load programs, report every feature as not probed.
   int baseline = ProbeSockAddrAttach(BPF_CGROUP_INET4_CONNECT);
   if (baseline == -EPERM || baseline == -EACCES) {
-    for (const char* n : {"cgroup_sock_addr", "sock_ops"}) add("program", n, baseline);
+    for (const char* n : {"cgroup_sock_addr", "sock_ops", "sk_skb"}) add("program", n, baseline);
     for (const char* n : {"connect4", "connect6", "getpeername4", "getpeername6"}) add("attach", n, baseline);
-    for (const char* n : {"hash", "array", "lru_hash", "percpu_array", "sockmap", "sockhash"}) add("map", n, baseline);
-    for (const char* n : {"get_current_ancestor_cgroup_id", "get_socket_cookie", "sock_ops_cb_flags_set"}) add("helper", n, baseline);
+    for (const char* n : {"hash", "array", "lru_hash", "percpu_array", "sockhash"}) add("map", n, baseline);
+    for (const char* n : {"get_current_ancestor_cgroup_id", "get_socket_cookie", "sock_ops_cb_flags_set", "sk_redirect_hash"}) add("helper", n, baseline);
     return out;
   }
   // libbpf logs failed probe loads as warnings; they are expected here.
   libbpf_print_fn_t prev = libbpf_set_print(nullptr);
   add("program", "cgroup_sock_addr", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, nullptr));
   add("program", "sock_ops", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, nullptr));
+  add("program", "sk_skb", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, nullptr));
   add("attach", "connect4", ProbeSockAddrAttach(BPF_CGROUP_INET4_CONNECT));
   add("attach", "connect6", ProbeSockAddrAttach(BPF_CGROUP_INET6_CONNECT));
   add("attach", "getpeername4", ProbeSockAddrAttach(BPF_CGROUP_INET4_GETPEERNAME));
@@ -743,7 +744,6 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
   add("map", "array", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_ARRAY, nullptr));
   add("map", "lru_hash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_LRU_HASH, nullptr));
   add("map", "percpu_array", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_PERCPU_ARRAY, nullptr));
-  add("map", "sockmap", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKMAP, nullptr));
   add("map", "sockhash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKHASH, nullptr));
   add("helper", "get_current_ancestor_cgroup_id",
       libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_ancestor_cgroup_id, nullptr));
@@ -751,6 +751,8 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
       libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_socket_cookie, nullptr));
   add("helper", "sock_ops_cb_flags_set",
       libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_sock_ops_cb_flags_set, nullptr));
+  add("helper", "sk_redirect_hash",
+      libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_SKB, BPF_FUNC_sk_redirect_hash, nullptr));
   libbpf_set_print(prev);
   return out;
 }

@@ -119,7 +119,7 @@ export class Agent {
       const fix = err.code === 'EADDRNOTAVAIL' ? `; ${this.opts.proxy.ip} is not an address of this host, pass --proxy-addr with the node IP` : err.code === 'EADDRINUSE' ? '; another agent may be running, or pass another port with --proxy-addr' : '';
       throw new Error(`proxy listen on ${this.opts.proxy.ip}:${this.opts.proxy.port} failed: ${err.message}${fix}`);
     }
-    this.features = probeFeatures(os.release());
+    this.features = probeFeatures(os.release(), { kernelSplice: this.opts.kernelSplice });
     const missing = missingRequired(this.features);
     for (const m of missing) this.recordError(`BPF feature missing: ${m}`);
     try {

@@ -19,13 +19,14 @@ export interface Feature {
 }
 
 interface Need {
-  required: boolean;
+  /** 'kernel-splice': required only when the agent runs with --kernel-splice, which loads it. */
+  required: boolean | 'kernel-splice';
   /** First Linux release with it, where that is one well-known release. */
   since?: string;
   for: string;
 }
 
-/** Everything native/bpf/mesh.bpf.c uses, and what a kernel-spliced bulk path would add. */
+/** Everything native/bpf/mesh.bpf.c uses; the kernel-splice entries only with --kernel-splice. */
 export const NEEDS: Record<string, Need> = {
   'program:cgroup_sock_addr': { required: true, since: '4.17', for: 'the connect and getpeername hooks' },
   'program:sock_ops': { required: true, since: '4.13', for: 'recording the proxy-side tuple when a redirected connection is established' },
@@ -37,8 +38,9 @@ export const NEEDS: Record<string, Need> = {
   'map:array': { required: true, for: 'the global config' },
   'map:lru_hash': { required: true, since: '4.10', for: 'original destinations (LRU: a backstop when a close is missed)' },
   'map:percpu_array': { required: true, since: '4.6', for: 'datapath counters' },
-  'map:sockmap': { required: false, since: '4.14', for: 'a kernel-spliced bulk path (not used yet)' },
-  'map:sockhash': { required: false, since: '4.18', for: 'a kernel-spliced bulk path (not used yet)' },
+  'program:sk_skb': { required: 'kernel-splice', since: '4.14', for: '--kernel-splice: the stream verdict that moves spliced sockets\' bytes in the kernel' },
+  'map:sockhash': { required: 'kernel-splice', since: '4.18', for: '--kernel-splice: the spliced proxy sockets, keyed by cookie' },
+  'helper:sk_redirect_hash': { required: 'kernel-splice', since: '4.18', for: '--kernel-splice: redirecting a segment to its peer socket' },
   'helper:get_current_ancestor_cgroup_id': { required: true, since: '5.7', for: 'finding the pod of a socket under any kubelet cgroup layout' },
   'helper:get_socket_cookie': { required: true, for: 'keying the original destination by socket' },
   'helper:sock_ops_cb_flags_set': { required: true, for: 'deleting records when a connection closes' },
@@ -56,15 +58,32 @@ export interface ProbeEnv {
   cgroup2: string | null;
 }
 
+/** What the agent was started with that changes what it needs. */
+export interface FeatureOptions {
+  kernelSplice?: boolean;
+}
+
+function isRequired(need: Need, opts: FeatureOptions): boolean {
+  return need.required === 'kernel-splice' ? Boolean(opts.kernelSplice) : need.required;
+}
+
+function fixForMissing(need: Need, required: boolean): string {
+  if (need.required !== 'kernel-splice') return required ? KERNEL_FIX : 'none needed';
+  return required
+    ? `run without --kernel-splice (the proxy then copies the bytes), or a kernel of Linux ${need.since ?? '4.18'} or newer built with CONFIG_BPF_STREAM_PARSER`
+    : 'none needed without --kernel-splice';
+}
+
 /** Raw probe results plus the host facts, as the operator reads them. Pure. */
-export function assessFeatures(raw: RawFeatureProbe[], env: ProbeEnv): Feature[] {
+export function assessFeatures(raw: RawFeatureProbe[], env: ProbeEnv, opts: FeatureOptions = {}): Feature[] {
   const out: Feature[] = [];
   for (const r of raw) {
     const need = NEEDS[`${r.kind}:${r.name}`] ?? { required: false, for: '' };
-    const f: Feature = { kind: r.kind, name: r.name, required: need.required, status: r.result === 1 ? 'ok' : r.result === 0 ? 'missing' : 'unknown', note: need.for };
+    const required = isRequired(need, opts);
+    const f: Feature = { kind: r.kind, name: r.name, required, status: r.result === 1 ? 'ok' : r.result === 0 ? 'missing' : 'unknown', note: need.for };
     if (f.status === 'missing') {
       f.note = `${need.for}; not in kernel ${env.kernel}${need.since ? ` (Linux ${need.since}+)` : ''}`;
-      f.fix = need.required ? KERNEL_FIX : 'none needed today';
+      f.fix = fixForMissing(need, required);
     } else if (f.status === 'unknown') {
       const errno = ERRNO_NAMES[-r.result] ?? `errno ${-r.result}`;
       f.note = `could not probe: ${errno}`;
@@ -75,7 +94,7 @@ export function assessFeatures(raw: RawFeatureProbe[], env: ProbeEnv): Feature[]
   for (const key of Object.keys(NEEDS)) {
     const [kind, name] = key.split(':') as [Feature['kind'], string];
     if (!raw.some((r) => r.kind === kind && r.name === name)) {
-      out.push({ kind, name, required: NEEDS[key]!.required, status: 'unknown', note: 'not probed by this addon build', fix: 'rebuild the addon: ./dev setup' });
+      out.push({ kind, name, required: isRequired(NEEDS[key]!, opts), status: 'unknown', note: 'not probed by this addon build', fix: 'rebuild the addon: ./dev setup' });
     }
   }
   out.push(env.btf
@@ -93,7 +112,7 @@ export function missingRequired(features: Feature[]): string[] {
 }
 
 /** Probes this host. Needs the privileges the agent runs with; without them features are 'unknown'. */
-export function probeFeatures(kernel: string): Feature[] {
+export function probeFeatures(kernel: string, opts: FeatureOptions = {}): Feature[] {
   let cgroup2: string | null = null;
   try {
     cgroup2 = parseCgroup2Mount(fs.readFileSync('/proc/self/mountinfo', 'utf8')) ?? null;
@@ -103,5 +122,5 @@ export function probeFeatures(kernel: string): Feature[] {
   // An addon built before probeFeatures existed still runs the datapath: its features read as unknown, "rebuild the addon".
   const addon: { probeFeatures?: () => RawFeatureProbe[] } = loadAddon();
   const raw = typeof addon.probeFeatures === 'function' ? addon.probeFeatures() : [];
-  return assessFeatures(raw, { kernel, btf: fs.existsSync('/sys/kernel/btf/vmlinux'), cgroup2 });
+  return assessFeatures(raw, { kernel, btf: fs.existsSync('/sys/kernel/btf/vmlinux'), cgroup2 }, opts);
 }
