@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { spawn } from 'node:child_process';
 import { JsonLineLog } from '../src/demo/json-lines.ts';
 import { replyCode, sendMail, takeLines } from '../src/demo/smtp.ts';
-import { botRound, EXPECTED_SUCCESS, expectedRps, REQUESTS_PER_ROUND } from '../src/demo/traffic-mix.ts';
+import { botRound, EXPECTED_SUCCESS, expectedRps, failureRange, REQUESTS_PER_ROUND } from '../src/demo/traffic-mix.ts';
 import { podFromObject } from '../src/k8s/objects.ts';
 import { workloadOf } from '../src/telemetry/workload.ts';
 import { podObject } from '../src/sim/pod-object.ts';
@@ -24,6 +24,28 @@ test('every bot round has one doughnut vote in three and the stated web success 
     t.is((4 - broken) / 4, EXPECTED_SUCCESS.voting);
   }
   t.deepEqual(expectedRps(10), { web: 10, voting: 8, emoji: 10 });
+});
+
+test('the failures any stretch of n requests holds follow from the mix: exactly, at most one off n times the failure share', (t) => {
+  // The web's outcomes as the bot sends them, from the rounds themselves.
+  const webOutcomes = Array.from({ length: 8 }, (_, n) => botRound(n)).flat().map((r) => decodeURIComponent(r.path.split('=')[1] ?? '') !== BROKEN_VOTE);
+  for (let n = 1; n <= 30; n++) {
+    const [min, max] = failureRange('web', n);
+    for (let start = 0; start + n <= webOutcomes.length; start++) {
+      const failures = webOutcomes.slice(start, start + n).filter((ok) => !ok).length;
+      t.true(failures >= min && failures <= max, `web, ${n} requests from ${start}: ${failures} not in [${min}, ${max}]`);
+    }
+    for (const d of ['web', 'voting', 'emoji']) {
+      const [lo, hi] = failureRange(d, n);
+      const mean = (1 - EXPECTED_SUCCESS[d]!) * n;
+      t.true(lo > mean - 1 && hi < mean + 1 && hi - lo <= 1, `${d} ${n}: [${lo}, ${hi}] around ${mean}`);
+    }
+  }
+  t.deepEqual(failureRange('web', 200), [40, 40]);
+  t.deepEqual(failureRange('voting', 7), [1, 2]);
+  t.deepEqual(failureRange('emoji', 50), [0, 0]);
+  t.deepEqual(EXPECTED_SUCCESS, { web: 0.8, voting: 0.75, emoji: 1 });
+  t.throws(() => failureRange('mailer', 1), { message: /no traffic mix for deployment mailer/ });
 });
 
 test('the bot spreads its good votes over every other emoji', (t) => {
