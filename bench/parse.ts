@@ -68,6 +68,21 @@ export function percentile(sorted: Float64Array | number[], p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
 }
 
+/** How the memory scenario reads the agent's RSS, idle and loaded alike: V8 grows and shrinks its heap in steps. */
+export const RSS_SAMPLING = { count: 5, gapMs: 1000 } as const;
+
+/** The median of `count` readings taken `gapMs` apart (the wait is passed in, so this stays testable). */
+export async function sampleMedian(read: () => number, wait: (ms: number) => Promise<unknown>, { count, gapMs }: { count: number; gapMs: number } = RSS_SAMPLING): Promise<number> {
+  if (!Number.isInteger(count) || count < 1) throw new Error(`sampleMedian needs at least one sample, got ${count}`);
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    if (i > 0) await wait(gapMs);
+    samples.push(read());
+  }
+  samples.sort((a, b) => a - b);
+  return samples[(count - 1) >> 1]!;
+}
+
 /** h2load --log-file rows are "start-us<TAB>status<TAB>duration-us"; only 2xx rows count. */
 export function latencyFromH2loadLog(text: string): LatencySummary & { non2xx: number } {
   const samples: number[] = [];

@@ -30,7 +30,8 @@ export interface TargetResult {
   target: string;
   /** What was measured, formatted. */
   measured: string;
-  status: 'met' | 'missed' | 'not run';
+  /** 'not judged': a --quick run (1 s per path) measures too little to hold against a target. */
+  status: 'met' | 'missed' | 'not run' | 'not judged';
   /** When missed: what limits it. */
   limit?: string;
 }
@@ -40,9 +41,52 @@ export interface Report {
   startedAt: string;
   finishedAt: string;
   quick: boolean;
+  /** Seconds per run; absent in reports written before it was recorded. */
+  seconds?: number;
+  /** The commit measured (`git rev-parse --short HEAD`, "+dirty" with uncommitted changes); absent in older reports. */
+  commit?: string;
   machine: { cpus: number; cpuModel: string; kernel: string; node: string; loadAvgAtStart: number[] };
   scenarios: ScenarioResult[];
   targets: TargetResult[];
+}
+
+/** Seconds per run of a full run (the default). */
+export const FULL_RUN_SECONDS = 10;
+
+/**
+ * Figures this harness does not measure, from dated one-off runs: a report cites them with
+ * their date and the commit that recorded them, never as its own.
+ */
+export interface Reference {
+  date: string;
+  commit: string;
+  how: string;
+  figure: string;
+}
+
+export const REFERENCES = {
+  keepAliveProfile: {
+    date: '2026-11-22',
+    commit: '8bf2d94',
+    how: 'strace -c and a CPU profile of the agent under the keep-alive load on a 2-core machine',
+    figure: 'the agent made the same system calls per request as nginx (one read and one write on each side: 25,120 reads and 25,120 writes in 3 s, one epoll_wait per ~50 events), and about 70% of its CPU profile was inside write(), the kernel\'s TCP and veth work that nginx pays too; the other ~30% was JavaScript on one thread (parsing both heads, Node\'s stream bookkeeping, telemetry), where nginx spends a few percent in C',
+  },
+  kernelSpliceCpu: {
+    date: '2026-11-22',
+    commit: '128f8fb',
+    how: 'opaque-throughput runs with and without MESH_BENCH_AGENT_ARGS=--kernel-splice',
+    figure: 'the experimental --kernel-splice (sockhash + sk_skb redirect, docs/proxy.md), which moves the copy into the kernel, cut the agent\'s CPU from ~92% to ~11% of a core while throughput stayed about the same: both TCP legs still go through the stack',
+  },
+  idleMemoryBreakdown: {
+    date: '2026-11-22',
+    commit: '55b2e6b',
+    how: 'process.memoryUsage() after importing each module alone',
+    figure: 'Node alone was about 43 MB of RSS; node:http2 and node:tls (the HTTP/2 forwarder, the controller link) added about 10 MB, prom-client with its process metrics about 10 MB more, the agent\'s own compiled modules the rest; @kubernetes/client-node (about 110 MB) is loaded only in cluster mode, which the bench does not use',
+  },
+} satisfies Record<string, Reference>;
+
+export function cite(r: Reference): string {
+  return `From ${r.how} on ${r.date} (recorded in commit ${r.commit}; not measured by this run): ${r.figure}.`;
 }
 
 export function ratio(m: Metric, mode: Mode): number | undefined {
@@ -69,8 +113,14 @@ function cpuNote({ cpu, starved }: { cpu?: number; starved?: number }): string {
   return ` The agent used ${cpu.toFixed(0)}% of a core${wait}, so it was neither CPU-bound nor starved: it waited on something else (timers, the network, the upstream).`;
 }
 
-/** Judges the issue-6 targets from a run's scenarios. */
-export function judgeTargets(scenarios: ScenarioResult[]): TargetResult[] {
+/** Judges the issue-6 targets from a run's scenarios; a quick run's are shown, not judged. */
+export function judgeTargets(scenarios: ScenarioResult[], run: { quick: boolean }): TargetResult[] {
+  const out = judgeFull(scenarios);
+  if (!run.quick) return out;
+  return out.map((t) => (t.status === 'not run' ? t : { id: t.id, target: t.target, measured: t.measured, status: 'not judged' }));
+}
+
+function judgeFull(scenarios: ScenarioResult[]): TargetResult[] {
   const out: TargetResult[] = [];
 
   const p99 = metricOf(scenarios, 'latency-1k', 'p99');
@@ -81,7 +131,7 @@ export function judgeTargets(scenarios: ScenarioResult[]): TargetResult[] {
       target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99',
       measured: `+${added.toFixed(3)} ms (${p99.values.direct.toFixed(3)} → ${p99.values.mesh.toFixed(3)} ms)`,
       status: added < 1 ? 'met' : 'missed',
-      limit: added < 1 ? undefined : 'Tail latency comes from the agent\'s event loop pauses (garbage collection, a long tick) and from sharing two cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh')),
+      limit: added < 1 ? undefined : 'This run does not measure where the tail comes from; the candidates are the agent\'s event loop pauses (garbage collection, a long tick) and sharing the cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh')),
     });
   } else out.push({ id: 'latency-1k-p99', target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99', measured: '-', status: 'not run' });
 
@@ -93,7 +143,7 @@ export function judgeTargets(scenarios: ScenarioResult[]): TargetResult[] {
       target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s',
       measured: `${fmt(ka.values.mesh)} vs nginx ${fmt(ka.values.nginx)} req/s (${((ka.values.mesh / ka.values.nginx) * 100).toFixed(0)}%)`,
       status: met ? 'met' : 'missed',
-      limit: met ? undefined : 'From a profiled run of this load on a 2-core machine (2026-11-22, not measured by this run): the agent makes the same system calls per request as nginx (one read and one write on each side: strace -c counted 25,120 reads and 25,120 writes in 3 s, with one epoll_wait per ~50 events), and about 70% of its CPU profile was inside write(), the kernel\'s TCP and veth work that nginx pays too. The other ~30% is JavaScript on one thread (parsing both heads, Node\'s stream bookkeeping, telemetry), where nginx spends a few percent in C. A second agent thread needs a free core; there, wrk and the server use the other one.' + cpuNote(cpuOf(scenarios, 'http1-keepalive', 'mesh')),
+      limit: met ? undefined : cite(REFERENCES.keepAliveProfile) + ' A second agent thread needs a free core; here wrk and the server use the other one.' + cpuNote(cpuOf(scenarios, 'http1-keepalive', 'mesh')),
     });
   } else out.push({ id: 'http1-keepalive-vs-nginx', target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s', measured: '-', status: 'not run' });
 
@@ -105,7 +155,7 @@ export function judgeTargets(scenarios: ScenarioResult[]): TargetResult[] {
       target: 'opaque throughput at least half of direct',
       measured: `${bulk.values.mesh.toFixed(2)} vs ${bulk.values.direct.toFixed(2)} Gbit/s (${(r * 100).toFixed(0)}%)`,
       status: r >= 0.5 ? 'met' : 'missed',
-      limit: r >= 0.5 ? undefined : (bulk.values.nginx !== undefined ? `nginx\'s stream proxy, in C, reached ${((bulk.values.nginx / bulk.values.direct) * 100).toFixed(0)}% of direct in the same run. ` : '') + 'Every byte crosses two TCP connections instead of one and, by default, is copied into the agent\'s user space and back on one thread. The experimental --kernel-splice (sockhash + sk_skb redirect, docs/proxy.md) moves that copy into the kernel and cuts the agent\'s CPU from ~92% to ~11% of a core, but measured throughput stays about the same: both TCP legs still go through the stack. Half of direct needs the pod\'s socket to skip TCP too (sk_msg redirect between local sockets, as Cilium and merbridge do), not built.' + cpuNote(cpuOf(scenarios, 'opaque-throughput', 'mesh')),
+      limit: r >= 0.5 ? undefined : (bulk.values.nginx !== undefined ? `nginx\'s stream proxy, in C, reached ${((bulk.values.nginx / bulk.values.direct) * 100).toFixed(0)}% of direct in the same run. ` : '') + 'Every byte crosses two TCP connections instead of one and, by default, is copied into the agent\'s user space and back on one thread. ' + cite(REFERENCES.kernelSpliceCpu) + ' Half of direct needs the pod\'s socket to skip TCP too (sk_msg redirect between local sockets, as Cilium and merbridge do), not built.' + cpuNote(cpuOf(scenarios, 'opaque-throughput', 'mesh')),
     });
   } else out.push({ id: 'opaque-throughput-half', target: 'opaque throughput at least half of direct', measured: '-', status: 'not run' });
 
@@ -117,7 +167,7 @@ export function judgeTargets(scenarios: ScenarioResult[]): TargetResult[] {
       target: 'the agent under 80 MB idle',
       measured: `${idle.values.mesh.toFixed(1)} MB`,
       status: met ? 'met' : 'missed',
-      limit: met ? undefined : 'Node alone is about 43 MB of RSS; loading node:http2 and node:tls (the HTTP/2 forwarder, the controller link) adds about 10 MB, prom-client with its process metrics about 10 MB more, and the agent\'s own compiled modules the rest (measured with process.memoryUsage() after importing each alone). @kubernetes/client-node (about 110 MB) is loaded only in cluster mode, which this run does not use.',
+      limit: met ? undefined : cite(REFERENCES.idleMemoryBreakdown),
     });
   } else out.push({ id: 'memory-idle', target: 'the agent under 80 MB idle', measured: '-', status: 'not run' });
 
@@ -146,10 +196,24 @@ export function fmt(v: number | undefined): string {
 
 const fmtRatio = (r: number | undefined): string => (r === undefined ? '-' : `${r.toFixed(2)}×`);
 
+/**
+ * Why a report may not go under docs/benchmarks.md's "Latest full run", or null if it may:
+ * it must be a full run (every scenario, the default seconds, not --quick) that says which
+ * commit it measured.
+ */
+export function docsRefusal(r: Report, scenarioIds: readonly string[]): string | null {
+  if (r.quick) return 'it is a --quick run (1 s per path): its numbers are indicative only and its targets are not judged; run the full bench (node bench/run.ts) for the docs';
+  const missing = scenarioIds.filter((id) => !r.scenarios.some((s) => s.id === id));
+  if (missing.length) return `it is a partial run (no ${missing.join(', ')}); run every scenario (no --only) for the docs`;
+  if (r.seconds !== FULL_RUN_SECONDS) return `its runs took ${r.seconds === undefined ? 'an unrecorded number of' : r.seconds} seconds, not the full run's ${FULL_RUN_SECONDS}; run without --seconds for the docs`;
+  if (!r.commit) return 'it does not say which commit it measured (written before reports recorded it); run the full bench again for the docs';
+  return null;
+}
+
 /** The markdown report; `heading` lets docs/benchmarks.md wrap it in its own page. */
 export function renderMarkdown(r: Report): string {
   const lines: string[] = [];
-  lines.push(`Run ${r.startedAt}${r.quick ? ' (**--quick**: short durations, numbers are indicative only)' : ''} on ${r.machine.cpus} × ${r.machine.cpuModel}, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.map((x) => x.toFixed(2)).join(' ')}.`);
+  lines.push(`Run ${r.startedAt}${r.commit ? ` of commit ${r.commit}` : ''}${r.quick ? ' (**--quick**: short durations, numbers are indicative only, targets not judged)' : ''} on ${r.machine.cpus} × ${r.machine.cpuModel}, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.map((x) => x.toFixed(2)).join(' ')}.`);
   lines.push('');
   lines.push('| scenario | metric | direct | mesh | nginx | mesh/direct | nginx/direct |');
   lines.push('|---|---|---:|---:|---:|---:|---:|');
@@ -161,7 +225,8 @@ export function renderMarkdown(r: Report): string {
   lines.push('');
   lines.push('| target (issue 6) | measured | status |');
   lines.push('|---|---|---|');
-  for (const t of r.targets) lines.push(`| ${t.target} | ${t.measured} | ${t.status === 'met' ? 'met' : t.status === 'missed' ? '**missed**' : 'not run'} |`);
+  const shown = { met: 'met', missed: '**missed**', 'not run': 'not run', 'not judged': 'not judged: quick run' } as const;
+  for (const t of r.targets) lines.push(`| ${t.target} | ${t.measured} | ${shown[t.status]} |`);
   const missed = r.targets.filter((t) => t.status === 'missed');
   if (missed.length) {
     lines.push('');

@@ -3,6 +3,7 @@
 //   node bench/run.ts --render REPORT.json [--docs]   re-judge and re-render a saved report
 // Writes DIR/bench-<time>.json and .md (DIR defaults to bench/results, gitignored) and, for a
 // full run, the markdown into docs/benchmarks.md. See docs/benchmarks.md.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BenchEnv, NOFILE_HARD } from './env.ts';
 import { PORTS } from './nginx-conf.ts';
-import { fmt, judgeTargets, renderMarkdown, type Metric, type Mode, type Report, type ScenarioResult } from './report.ts';
+import { docsRefusal, fmt, FULL_RUN_SECONDS, judgeTargets, renderMarkdown, type Metric, type Mode, type Report, type ScenarioResult } from './report.ts';
 import { SCENARIOS, type RunCtx } from './scenarios.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -46,14 +47,16 @@ function options() {
   const ids = parsed.only ? parsed.only.split(',').map((s) => s.trim()).filter(Boolean) : SCENARIOS.map((s) => s.id);
   const unknown = ids.filter((id) => !SCENARIOS.some((s) => s.id === id));
   if (unknown.length) usage(`unknown scenario ${unknown.join(', ')}`);
-  const seconds = parsed.seconds ? Number(parsed.seconds) : parsed.quick ? 1 : 10;
+  const seconds = parsed.seconds ? Number(parsed.seconds) : parsed.quick ? 1 : FULL_RUN_SECONDS;
   if (!Number.isInteger(seconds) || seconds < 1) usage('--seconds wants a whole number of seconds, at least 1');
   // The agent holds two sockets per proxied connection, within the fd limit it can get.
   const maxIdle = Math.floor((NOFILE_HARD - 200) / 2);
   const idleConns = parsed['idle-conns'] ? Number(parsed['idle-conns']) : Math.min(parsed.quick ? 2000 : 10_000, maxIdle);
   if (!Number.isInteger(idleConns) || idleConns < 1) usage('--idle-conns wants a positive whole number');
   if (idleConns > maxIdle) usage(`--idle-conns ${idleConns} needs ${2 * idleConns} sockets in the agent, over the hard RLIMIT_NOFILE ${NOFILE_HARD}; raise it (ulimit -Hn, needs CAP_SYS_RESOURCE) or ask for fewer`);
-  const full = !parsed.quick && !parsed.only && !parsed.seconds;
+  const full = !parsed.quick && !parsed.only && seconds === FULL_RUN_SECONDS;
+  // docs/benchmarks.md holds the latest full run: refused before the run, not after it.
+  if (parsed.docs && !parsed.render && !full) usage('--docs writes the latest full run into docs/benchmarks.md; a --quick, --only or --seconds run is not one');
   const docs = parsed['no-docs'] ? false : (parsed.docs ?? full);
   return { render: parsed.render, quick: parsed.quick!, ids, seconds, idleConns, out: path.resolve(parsed.out!), docs };
 }
@@ -66,7 +69,7 @@ function summary(metrics: Omit<Metric, 'values'>[], values: Record<string, numbe
 
 async function main(): Promise<void> {
   const o = options();
-  if (o.render) return render(o.render, o.docs || process.argv.includes('--docs'));
+  if (o.render) return render(o.render, process.argv.includes('--docs'));
   const startedAt = new Date();
   let env: BenchEnv | undefined;
   // Our handler runs the sync cleanup then exits; process exit runs the sim's node teardown.
@@ -137,9 +140,11 @@ async function main(): Promise<void> {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     quick: o.quick,
+    seconds: o.seconds,
+    commit: commitOf(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown', kernel: os.release(), node: process.versions.node, loadAvgAtStart },
     scenarios: results,
-    targets: judgeTargets(results),
+    targets: judgeTargets(results, { quick: o.quick }),
   };
   const md = renderMarkdown(report);
   fs.mkdirSync(o.out, { recursive: true });
@@ -162,10 +167,24 @@ function render(file: string, docs: boolean): void {
     usage(`--render ${file}: ${(e as Error).message}`);
   }
   if (report.version !== 1) usage(`--render ${file}: not a version 1 bench report`);
-  report.targets = judgeTargets(report.scenarios);
+  report.targets = judgeTargets(report.scenarios, { quick: report.quick });
+  if (docs) {
+    const refusal = docsRefusal(report, SCENARIOS.map((s) => s.id));
+    if (refusal) usage(`--render ${file} --docs: not written to docs/benchmarks.md, whose section is the latest full run: ${refusal}`);
+  }
   const md = renderMarkdown(report);
   if (docs) writeDoc(md);
   process.stdout.write(md);
+}
+
+/** The commit being measured, "+dirty" when files differ from it; undefined outside a git checkout. */
+function commitOf(): string | undefined {
+  try {
+    const git = (...args: string[]) => execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--untracked-files=no') ? '+dirty' : '');
+  } catch {
+    return undefined;
+  }
 }
 
 /** Replaces the generated section of docs/benchmarks.md, keeping the text around it. */

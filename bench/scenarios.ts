@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { SimPod } from '../src/sim/index.ts';
 import type { BenchEnv } from './env.ts';
 import { GRPC_PATH, PORTS } from './nginx-conf.ts';
-import { closestPhaseGapMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseWrk } from './parse.ts';
+import { closestPhaseGapMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseWrk, RSS_SAMPLING, sampleMedian } from './parse.ts';
 import type { Metric, Mode } from './report.ts';
 
 export interface RunCtx {
@@ -91,10 +91,11 @@ export const SCENARIOS: Scenario[] = [
       { name: 'agent RSS with idle connections', unit: 'MB', better: 'lower' },
       { name: 'per idle connection', unit: 'KB', better: 'lower' },
     ],
-    load: () => 'VmRSS of the agent at start, then with N idle connections from the meshed pod held open (bench/load/hold-conns.ts)',
+    load: () => `VmRSS of the agent at start, then with N idle connections from the meshed pod held open (bench/load/hold-conns.ts); each the median of ${RSS_SAMPLING.count} samples ${RSS_SAMPLING.gapMs / 1000} s apart`,
     async run(c) {
       const { env } = c;
-      const idle = env.rssBytes(env.agentPid);
+      const rss = () => sampleMedian(() => env.rssBytes(env.agentPid), sleep);
+      const idle = await rss();
       const holder = c.pod.spawn('prlimit', env.loadArgs('hold-conns.ts', ['--connect', `${env.server.ip}:${PORTS.http1}`, '--count', String(c.idleConns)]), { stdio: ['pipe', 'pipe', 'pipe'] });
       try {
         const t0 = performance.now();
@@ -107,13 +108,7 @@ export const SCENARIOS: Scenario[] = [
         await sleep(4000);
         const st = await env.status();
         if ((st.proxy?.open ?? 0) < c.idleConns) throw new Error(`the agent holds ${st.proxy?.open} connections, expected ${c.idleConns}: did the idle connections bypass it?`);
-        // V8 grows and shrinks its heap in steps: the median of a few samples, a second apart.
-        const samples: number[] = [];
-        for (let i = 0; i < 5; i++) {
-          samples.push(env.rssBytes(env.agentPid));
-          await sleep(1000);
-        }
-        const held = samples.sort((a, b) => a - b)[2];
+        const held = await rss();
         return {
           values: { 'agent RSS idle': idle / 2 ** 20, 'agent RSS with idle connections': held / 2 ** 20, 'per idle connection': (held - idle) / c.idleConns / 1024 },
           notes: [`${c.idleConns} idle connections (each a client socket and an upstream socket in the agent), opened 200 at a time in ${openSeconds.toFixed(1)} s.`],

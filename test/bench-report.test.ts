@@ -1,8 +1,9 @@
 // The bench's pure parts: parsing wrk, h2load and iperf3 output (samples are real output of
 // the installed versions) and judging the issue-6 targets.
 import test from 'ava';
-import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseVmRss, parseWrk, percentile } from '../bench/parse.ts';
-import { judgeTargets, renderMarkdown, type ScenarioResult } from '../bench/report.ts';
+import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseVmRss, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
+import { cite, docsRefusal, FULL_RUN_SECONDS, judgeTargets, REFERENCES, renderMarkdown, type Report, type ScenarioResult } from '../bench/report.ts';
+import { SCENARIOS } from '../bench/scenarios.ts';
 
 const WRK = `Running 1s test @ http://127.0.0.1:18080/
   1 threads and 50 connections
@@ -63,19 +64,35 @@ const scenario = (id: string, name: string, values: Record<string, number>, cpu 
   id, title: id, load: 'x', notes: [], proxyCpuPercent: { mesh: cpu }, proxyStarvedPercent: { mesh: 30 }, metrics: [{ name, unit: 'u', better: 'higher', values }],
 });
 
+const report = (o: Partial<Report> = {}): Report => ({
+  version: 1, startedAt: 'now', finishedAt: 'now', quick: false, seconds: FULL_RUN_SECONDS, commit: 'abc1234',
+  machine: { cpus: 2, cpuModel: 'cpu', kernel: 'k', node: '24', loadAvgAtStart: [0, 0, 0] }, scenarios: [], targets: [], ...o,
+});
+
+/** A run that misses every target: agent at 99% of a core, 30% starved; nginx's stream proxy at 35% of direct. */
+const missingAll = [
+  scenario('latency-1k', 'p99', { direct: 1.0, mesh: 2.5 }, 99),
+  scenario('http1-keepalive', 'requests/s', { direct: 100, nginx: 30, mesh: 20 }, 99),
+  scenario('opaque-throughput', 'throughput', { direct: 10, nginx: 3.5, mesh: 3 }, 99),
+  { ...scenario('memory', 'agent RSS idle', { mesh: 85 }, 99), metrics: [
+    { name: 'agent RSS idle', unit: 'MB', better: 'lower' as const, values: { mesh: 85 } },
+    { name: 'per idle connection', unit: 'KB', better: 'lower' as const, values: { mesh: 12 } },
+  ] },
+];
+
 test('targets: met, missed with what limits it, and not run', (t) => {
   const targets = judgeTargets([
     scenario('latency-1k', 'p99', { direct: 1.0, mesh: 1.9 }),
     scenario('http1-keepalive', 'requests/s', { direct: 100, nginx: 30, mesh: 20 }, 99),
     scenario('opaque-throughput', 'throughput', { direct: 10, mesh: 5 }),
-  ]);
+  ], { quick: false });
   const by = Object.fromEntries(targets.map((x) => [x.id, x]));
   t.is(by['latency-1k-p99'].status, 'met');
   t.is(by['http1-keepalive-vs-nginx'].status, 'missed');
   t.regex(by['http1-keepalive-vs-nginx'].limit!, /99% of a core and waited 30% of the run for a CPU: its single event loop is the limit/);
   t.is(by['opaque-throughput-half'].status, 'met');
   t.is(by['memory-idle'].status, 'not run');
-  const md = renderMarkdown({ version: 1, startedAt: 'now', finishedAt: 'now', quick: false, machine: { cpus: 2, cpuModel: 'cpu', kernel: 'k', node: '24', loadAvgAtStart: [0, 0, 0] }, scenarios: [], targets });
+  const md = renderMarkdown(report({ targets }));
   t.regex(md, /\| keep-alive HTTP\/1 through the mesh reaches at least nginx's req\/s \| 20.0 vs nginx 30.0 req\/s \(67%\) \| \*\*missed\*\* \|/);
   t.regex(md, /What limits the missed targets/);
 });
@@ -87,4 +104,63 @@ test('closestPhaseGapMs: how close independent fixed-rate clients came to sendin
   t.is(closestPhaseGapMs([log(3000), log(3000), log(7000)], 10_000), 0);
   t.is(closestPhaseGapMs([log(9900), log(100), log(5000)], 10_000), 0.2); // across the period's wrap
   t.is(closestPhaseGapMs([log(100)], 10_000), 10);
+});
+
+test('a quick run judges no target: measured is shown, the status is "not judged: quick run", no limit is claimed', (t) => {
+  const quick = judgeTargets(missingAll, { quick: true });
+  t.deepEqual(quick.map((x) => x.status), ['not judged', 'not judged', 'not judged', 'not judged', 'not judged']);
+  t.true(quick.every((x) => x.limit === undefined && x.measured !== '-'));
+  t.is(judgeTargets([], { quick: true })[0]!.status, 'not run', 'what did not run is still "not run"');
+  const md = renderMarkdown(report({ quick: true, targets: quick }));
+  t.regex(md, /\| at a fixed 1,000 req\/s the mesh adds under 1 ms at p99 \| \+1\.500 ms \(1\.000 → 2\.500 ms\) \| not judged: quick run \|/);
+  t.notRegex(md, /missed|met \||What limits/);
+  t.regex(md, /--quick\*\*: short durations, numbers are indicative only, targets not judged/);
+  // The same numbers from a full run are judged.
+  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), ['missed', 'missed', 'missed', 'missed', 'missed']);
+});
+
+test('what limits a missed target: figures this run measured, or a dated run with its commit, never a fixed figure as if measured', (t) => {
+  const cites = Object.values(REFERENCES).map(cite);
+  for (const r of Object.values(REFERENCES)) {
+    t.regex(r.date, /^\d{4}-\d{2}-\d{2}$/);
+    t.regex(r.commit, /^[0-9a-f]{7,40}$/);
+    t.regex(cite(r), new RegExp(`^From .* on ${r.date} \\(recorded in commit ${r.commit}; not measured by this run\\): `));
+  }
+  const limits = judgeTargets(missingAll, { quick: false }).map((x) => x.limit!);
+  t.true(limits.every(Boolean));
+  t.true(limits.some((l) => l.includes(cite(REFERENCES.keepAliveProfile))));
+  t.true(limits.some((l) => l.includes(cite(REFERENCES.kernelSpliceCpu))));
+  t.true(limits.some((l) => l.includes(cite(REFERENCES.idleMemoryBreakdown))));
+  // With the cited sentences taken out, every number left is one this run measured:
+  // the agent's 99% of a core, its 30% wait, nginx's 35% of direct.
+  for (const l of limits) {
+    const own = cites.reduce((text, c) => text.replace(c, ''), l);
+    t.deepEqual((own.match(/\d+(\.\d+)?/g) ?? []).filter((n) => !['99', '30', '35'].includes(n)), [], own);
+  }
+});
+
+test('docs/benchmarks.md takes only a full run that names its commit: --quick, partial, short or unattributed reports are refused', (t) => {
+  const ids = SCENARIOS.map((s) => s.id);
+  const all = ids.map((id) => scenario(id, 'm', { mesh: 1 }));
+  t.is(docsRefusal(report({ scenarios: all }), ids), null);
+  t.regex(docsRefusal(report({ scenarios: all, quick: true }), ids)!, /^it is a --quick run/);
+  t.regex(docsRefusal(report({ scenarios: all.slice(1) }), ids)!, new RegExp(`^it is a partial run \\(no ${ids[0]}\\)`));
+  t.regex(docsRefusal(report({ scenarios: all, seconds: 3 }), ids)!, /took 3 seconds, not the full run's 10/);
+  t.regex(docsRefusal(report({ scenarios: all, seconds: undefined }), ids)!, /unrecorded number of seconds/);
+  t.regex(docsRefusal(report({ scenarios: all, commit: undefined }), ids)!, /does not say which commit it measured/);
+  t.regex(renderMarkdown(report()), /^Run now of commit abc1234 on 2 × cpu/);
+});
+
+test('the idle and loaded RSS are taken the same way: the median of 5 samples 1 s apart', async (t) => {
+  t.deepEqual(RSS_SAMPLING, { count: 5, gapMs: 1000 });
+  const readings = [90, 10, 50, 70, 30];
+  const waits: number[] = [];
+  let reads = 0;
+  const median = await sampleMedian(() => readings[reads++]!, async (ms) => void waits.push(ms));
+  t.is(median, 50);
+  t.is(reads, 5);
+  t.deepEqual(waits, [1000, 1000, 1000, 1000], 'a wait between samples, none after the last');
+  t.is(await sampleMedian(() => 7, async () => t.fail('no wait for one sample'), { count: 1, gapMs: 1000 }), 7);
+  await t.throwsAsync(sampleMedian(() => 1, async () => {}, { count: 0, gapMs: 1 }), { message: /at least one sample/ });
+  t.regex(SCENARIOS.find((s) => s.id === 'memory')!.load(10), /each the median of 5 samples 1 s apart/);
 });

@@ -33,7 +33,7 @@ test('node bench/run.ts --quick --only http1-keepalive writes a report with posi
   t.true(sc.proxyCpuPercent.nginx > 0, 'nginx did work in the nginx run');
   t.true(sc.proxyStarvedPercent.mesh >= 0 && sc.proxyStarvedPercent.mesh <= 100, JSON.stringify(sc.proxyStarvedPercent));
   const target = report.targets.find((x: any) => x.id === 'http1-keepalive-vs-nginx');
-  t.true(target.status === 'met' || target.status === 'missed', JSON.stringify(target));
+  t.is(target.status, 'not judged', `a quick run judges no target: ${JSON.stringify(target)}`);
   t.is(report.targets.find((x: any) => x.id === 'memory-idle').status, 'not run');
 
   const md = fs.readFileSync(path.join(out, 'latest.md'), 'utf8');
