@@ -22,9 +22,24 @@ const req = (over: Partial<RequestEvent> = {}): RequestEvent => ({
 test('an outbound connection to a known pod is seen from both ends, as two Linkerd sidecars would', (t) => {
   const v = viewsOf(ep, web, db);
   t.deepEqual(v, [
-    { direction: 'outbound', self: web, dst: db, targetAddr: '10.244.1.3:5432' },
-    { direction: 'inbound', self: db, dst: null, targetAddr: '10.244.1.3:5432' },
+    { direction: 'outbound', self: web, dst: db, service: null, targetAddr: '10.244.1.3:5432' },
+    { direction: 'inbound', self: db, dst: null, service: null, targetAddr: '10.244.1.3:5432' },
   ]);
+});
+
+test('a request to a Service: dst_service beside the chosen endpoint\'s workload; a connection to its ClusterIP: the Service alone', (t) => {
+  const svc = { namespace: 'data', name: 'db-svc' };
+  const [out, inb] = viewsOf({ ...ep, dstService: svc }, web, db);
+  t.deepEqual(requestLabels(out!, req({ dstService: svc, authority: 'db-svc.data.svc.cluster.local:5432' }), on), {
+    direction: 'outbound', target_addr: '10.244.1.3:5432', namespace: 'shop', deployment: 'web', pod: 'web-7d9f8-abcde',
+    dst_namespace: 'data', dst_statefulset: 'db', dst_pod: 'db-0', dst_service: 'db-svc', authority: 'db-svc.data.svc.cluster.local:5432',
+  });
+  t.false('dst_service' in requestLabels(inb!, req(), on), 'the server side has no dst_ labels');
+  const [conn] = viewsOf({ ...ep, destIp: '10.96.0.12', dstService: svc }, web, null);
+  t.deepEqual(tcpLabels(conn!, on), {
+    direction: 'outbound', target_addr: '10.96.0.12:5432', namespace: 'shop', deployment: 'web', pod: 'web-7d9f8-abcde',
+    dst_service: 'db-svc', dst_namespace: 'data', peer: 'dst',
+  });
 });
 
 test('a destination outside the mesh has no inbound side; an unknown source has no workload labels', (t) => {

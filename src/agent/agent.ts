@@ -18,6 +18,8 @@ import { workloadOf } from '../telemetry/workload.ts';
 import { MetricsSink } from '../telemetry/metrics.ts';
 import type { PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
+import { DiscoveryStore } from '../discovery/store.ts';
+import { Router } from '../routing/router.ts';
 
 export interface AgentOptions {
   nodeName?: string;
@@ -68,6 +70,10 @@ export class Agent {
   readonly telemetry: TelemetryHub;
   /** Prometheus metrics, served at the admin API's /metrics. */
   readonly metrics: MetricsSink;
+  /** The cluster as the controller streams it (Services, endpoints, every pod); empty without a controller. */
+  readonly discovery = new DiscoveryStore();
+  /** ClusterIP:port -> Service route with its balancer, from `discovery`. */
+  readonly router: Router;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -81,6 +87,7 @@ export class Agent {
       },
       onError: (msg) => this.recordError(msg),
     });
+    this.router = new Router(this.discovery, { log: (msg) => this.recordError(msg) });
     this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, datapathCounters: () => this.datapath?.counters() ?? null });
     this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);
@@ -98,6 +105,7 @@ export class Agent {
     this.proxy = new Proxy({
       listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
       lookup: (ip, port) => this.lookup(ip, port),
+      router: this.router,
       telemetry: this.telemetry,
       opaquePorts: this.opts.opaquePorts,
       opaquePortsOf: (ip) => this.pods?.opaquePortsOf(ip) ?? null,

@@ -1,5 +1,7 @@
 import type * as net from 'node:net';
 import type { Endpoints, TelemetrySink } from '../telemetry/events.ts';
+import type { BalancedEndpoint } from '../routing/balancer.ts';
+import type { ServiceRoute } from '../routing/router.ts';
 
 /** Original destination of a redirected connection, as the datapath recorded it. */
 export interface OrigDst {
@@ -23,6 +25,18 @@ export interface ConnContext {
   telemetry: TelemetrySink;
   dial: Dialer;
   openedAt: number;
+  /** The Service behind the original destination (a ClusterIP the discovery store knows), else null. */
+  route?: ServiceRoute | null;
+  /**
+   * The endpoint the dispatcher picked for its eager dial to a Service; whoever adopts the eager
+   * upstream owns it and hands it back to route.balancer.done() once.
+   */
+  lease?: BalancedEndpoint | null;
+}
+
+/** Resolves an original destination to a Service route (routing/router.ts), or null. */
+export interface RouteResolver {
+  resolve(ip: string, port: number): ServiceRoute | null;
 }
 
 /** Limits every handler honours; the agent's flags set them. */

@@ -43,6 +43,8 @@ export interface DispatchConfig {
   knownHttp1?: KnownHttp1 | null;
   /** A connection to a known destination: true = HTTP/1 without an eager dial, false = dialled late. */
   onKnownHttp1?: (skippedDial: boolean) => void;
+  /** A connection to a Service without a ready endpoint (closed, or answered 503 by its handler). */
+  onNoEndpoints?: () => void;
 }
 
 /** Takes over an accepted client socket (paused, with an 'error' listener already attached). */
@@ -70,6 +72,10 @@ class Dispatcher {
   done = false;
   /** The destination is in knownHttp1 and nothing is dialled yet. */
   lazy = false;
+  /** A Service with no endpoint to dial: HTTP gets 503s from its handler, anything else is closed. */
+  noEndpoints = false;
+  /** When the eager upstream of a Service connection connected, ms after the dial (the balancer's RTT for a connection). */
+  connectMs: number | null = null;
 
   constructor(ctx: ConnContext, cfg: DispatchConfig) {
     this.ctx = ctx;
@@ -86,7 +92,9 @@ class Dispatcher {
       return;
     }
     this.lazy = cfg.knownHttp1?.has(KnownHttp1.key(destIp, destPort)) === true && cfg.handlers.http1 !== undefined;
-    if (!this.lazy && !this.dialAndRace()) return;
+    // A Service with nothing to dial still needs the client's first bytes: HTTP gets a 503 that names it.
+    if (!this.lazy && ctx.route && ctx.route.balancer.size === 0) this.noEndpoints = true;
+    else if (!this.lazy && !this.dialAndRace()) return;
     client.on('data', this.onClientData);
     client.on('end', this.onClientEnd);
     client.on('error', this.onClientError);
@@ -95,13 +103,29 @@ class Dispatcher {
     client.resume();
   }
 
-  /** Opens the upstream; false (and the connection failed) when the dialer throws. */
+  /**
+   * Opens the upstream: the original destination, or for a Service the endpoint its balancer
+   * picks (held in ctx.lease). False (and the connection failed) when there is none or the dialer throws.
+   */
   dial(): boolean {
     const ctx = this.ctx;
+    let ip = ctx.endpoints.destIp;
+    let port = ctx.endpoints.destPort;
+    if (ctx.route) {
+      const lease = ctx.route.balancer.pick();
+      if (lease === null) {
+        this.failNoEndpoints();
+        return false;
+      }
+      ctx.lease = lease;
+      ip = lease.ep.ip;
+      port = lease.ep.port;
+    }
     let upstream: net.Socket;
     this.dialedAt = Date.now();
+    const t0 = performance.now();
     try {
-      upstream = ctx.dial(ctx.endpoints.destIp, ctx.endpoints.destPort);
+      upstream = ctx.dial(ip, port);
     } catch (err) {
       this.fail(`dial: ${errCode(err as Error)}`);
       return false;
@@ -109,6 +133,7 @@ class Dispatcher {
     this.upstream = upstream;
     // Stays for the socket's life: whoever owns it later, a peer's error never crashes us.
     upstream.on('error', ignoreError);
+    if (ctx.lease) upstream.once('connect', () => (this.connectMs = performance.now() - t0));
     return true;
   }
 
@@ -152,6 +177,7 @@ class Dispatcher {
     if (this.done) return;
     const d = this.head === null ? null : detect(this.head, this.cfg.maxDetectBytes ?? DEFAULT_MAX_DETECT_BYTES);
     if (d !== null && d.kind !== 'need-more') this.decide(d);
+    else if (this.noEndpoints) this.failNoEndpoints();
     else if (!this.lazy || this.fallBack()) this.toOpaque('opaque', 'opaque:client-eof');
   };
 
@@ -201,6 +227,10 @@ class Dispatcher {
 
   onDeadline = (): void => {
     if (this.done) return;
+    if (this.noEndpoints) {
+      this.failNoEndpoints();
+      return;
+    }
     if (this.lazy) {
       // The client is silent: perhaps the server now speaks first. Dial and race as usual.
       if (this.fallBack()) this.deadline = setTimeout(this.onDeadline, this.cfg.detectTimeoutMs);
@@ -210,6 +240,14 @@ class Dispatcher {
   };
 
   decide(d: Detection): void {
+    if (this.noEndpoints && d.kind !== 'need-more') {
+      const handler = d.kind === 'http1' || d.kind === 'http2' ? this.cfg.handlers[d.kind] : undefined;
+      if (handler) {
+        this.cfg.onNoEndpoints?.();
+        this.toHandler(d.kind as 'http1' | 'http2', handler);
+      } else this.failNoEndpoints();
+      return;
+    }
     if (this.lazy && d.kind !== 'need-more') {
       if (d.kind === 'http1') {
         const { destIp, destPort } = this.ctx.endpoints;
@@ -305,6 +343,7 @@ class Dispatcher {
       bytesReportMs: this.cfg.bytesReportMs,
       splicer: this.cfg.splicer,
       onSplice: this.cfg.onSplice,
+      onClose: this.releaseLeaseOnClose(),
     });
   }
 
@@ -320,7 +359,25 @@ class Dispatcher {
       bytesReportMs: this.cfg.bytesReportMs,
       splicer: this.cfg.splicer,
       onSplice: this.cfg.onSplice,
+      onClose: this.releaseLeaseOnClose(),
     });
+  }
+
+  /**
+   * A tunnel to a Service endpoint holds its lease for its whole life (the balancer counts open
+   * connections as in flight); its RTT is the connect time, and only a failed connect is a failure.
+   */
+  releaseLeaseOnClose(): ((ev: ConnCloseEvent) => void) | undefined {
+    const { route, lease } = this.ctx;
+    if (!route || !lease) return undefined;
+    this.ctx.lease = null;
+    return (ev) => route.balancer.done(lease, this.connectMs, ev.error?.startsWith('upstream connect') ? 'failure' : 'success');
+  }
+
+  /** A Service connection with no endpoint to go to: closed at once, as kube-proxy rejects it, and counted. */
+  failNoEndpoints(): void {
+    this.cfg.onNoEndpoints?.();
+    this.fail('no ready endpoints');
   }
 
   /** Failed before any forwarding: reset the client (as a refused connect would), report, done. */
@@ -328,6 +385,11 @@ class Dispatcher {
     const detectMs = this.release();
     abortSocket(this.ctx.client);
     if (this.upstream) abortSocket(this.upstream);
+    const { route, lease } = this.ctx;
+    if (route && lease) {
+      this.ctx.lease = null;
+      route.balancer.done(lease, null, error.startsWith('upstream connect') || error.startsWith('dial') ? 'failure' : 'cancel');
+    }
     const ev: ConnCloseEvent = {
       ...this.ctx.endpoints,
       connId: this.ctx.connId,

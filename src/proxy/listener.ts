@@ -4,7 +4,7 @@
  * hands it to dispatch. Owns the stats and graceful close.
  */
 import * as net from 'node:net';
-import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits } from './context.ts';
+import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver } from './context.ts';
 import { defaultLimits } from './context.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
@@ -21,6 +21,11 @@ export interface ProxyOptions {
   listen: { host: string; port: number };
   /** The datapath record of an accepted connection; null => refused (no open relay). */
   lookup: OrigDstLookup;
+  /**
+   * Services behind ClusterIPs (routing/router.ts): their connections and requests are balanced
+   * across the Service's endpoints. Without it every connection goes to its original destination.
+   */
+  router?: RouteResolver;
   /** Default: net.connect with allowHalfOpen and noDelay. Custom dialers should set allowHalfOpen too. */
   dial?: Dialer;
   telemetry?: TelemetrySink;
@@ -72,6 +77,8 @@ export interface ProxyStats {
   eagerDialSkipped: number;
   eagerDialLate: number;
   knownHttp1Dests: number;
+  /** Connections to a Service with no ready endpoint, refused at once (opaque) or answered 503 per request. */
+  noEndpoints: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -130,7 +137,7 @@ export class Proxy {
   readonly #knownHttp1: KnownHttp1 | null;
   #stats: ProxyStats = {
     open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
-    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0,
+    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0,
   };
   /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
   readonly #onClientClose: (this: net.Socket) => void;
@@ -160,6 +167,7 @@ export class Proxy {
       onSplice: this.#countSplice,
       knownHttp1: this.#knownHttp1,
       onKnownHttp1: this.#countKnownHttp1,
+      onNoEndpoints: () => void this.#stats.noEndpoints++,
       log: this.#log,
     };
     const clients = this.#clients;
@@ -280,6 +288,13 @@ export class Proxy {
     this.#clients.add(client);
     client.on('close', this.#onClientClose);
 
+    let route = null;
+    try {
+      route = this.#opts.router?.resolve(rec.ip, rec.port) ?? null;
+    } catch (err) {
+      // Routing is an optimisation over the original destination, never a reason to refuse.
+      this.#log('error', 'route lookup failed; forwarding to the original destination', { destIp: rec.ip, destPort: rec.port, error: String(err) });
+    }
     const ctx: ConnContext = {
       connId: ++this.#nextConnId,
       client,
@@ -290,10 +305,13 @@ export class Proxy {
         sourcePodKey: rec.podKey,
         destIp: rec.ip,
         destPort: rec.port,
+        ...(route ? { dstService: { namespace: route.ref.namespace, name: route.ref.name } } : {}),
       },
       telemetry: this.#telemetry,
       dial: this.#dial,
       openedAt: Date.now(),
+      route,
+      lease: null,
     };
     try {
       this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });

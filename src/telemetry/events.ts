@@ -12,9 +12,14 @@ export interface Endpoints {
   sourcePort: number;
   /** Datapath key of the source pod (its pod cgroup id), 0n when unknown. */
   sourcePodKey: bigint;
-  /** Original destination, from the datapath record. */
+  /**
+   * Where the connection or request went: the original destination from the datapath record,
+   * or, for a request balanced across a Service, the endpoint chosen for it.
+   */
   destIp: string;
   destPort: number;
+  /** The Service whose ClusterIP the client dialled (routing/router.ts); absent for anything else. */
+  dstService?: { namespace: string; name: string };
 }
 
 export interface ConnOpenEvent extends Endpoints {

@@ -27,14 +27,16 @@ export interface View {
   self: Workload | null;
   /** The destination workload, outbound only (Linkerd has no client labels on inbound without mTLS). */
   dst: Workload | null;
+  /** The Service the client dialled (outbound only): dst_service, as Linkerd labels it. */
+  service: { namespace: string; name: string } | null;
   targetAddr: string;
 }
 
 export function viewsOf(ep: Endpoints, src: Workload | null, dst: Workload | null): View[] {
   const targetAddr = `${ep.destIp}:${ep.destPort}`;
-  if (ep.direction === 'inbound') return [{ direction: 'inbound', self: dst, dst: null, targetAddr }];
-  const views: View[] = [{ direction: 'outbound', self: src, dst, targetAddr }];
-  if (dst) views.push({ direction: 'inbound', self: dst, dst: null, targetAddr });
+  if (ep.direction === 'inbound') return [{ direction: 'inbound', self: dst, dst: null, service: null, targetAddr }];
+  const views: View[] = [{ direction: 'outbound', self: src, dst, service: ep.dstService ?? null, targetAddr }];
+  if (dst) views.push({ direction: 'inbound', self: dst, dst: null, service: null, targetAddr });
   return views;
 }
 
@@ -65,12 +67,17 @@ export function normalizeAuthority(a: string): string {
 }
 
 export function baseLabels(v: View, opts: LabelOptions): Labels {
-  return {
+  const l: Labels = {
     direction: v.direction,
     target_addr: v.targetAddr,
     ...workloadLabels('', v.self, opts),
     ...workloadLabels('dst_', v.dst, opts),
   };
+  if (v.service !== null) {
+    l.dst_service = v.service.name;
+    l.dst_namespace ??= v.service.namespace; // a connection to the ClusterIP has no pod yet
+  }
+  return l;
 }
 
 export function requestLabels(v: View, ev: RequestEvent, opts: LabelOptions): Labels {
@@ -141,7 +148,7 @@ export function overflowLabels(l: Labels, keep: readonly string[]): Labels {
 /** Every label name a family may carry (prom-client needs them declared up front). */
 export function allLabelNames(extra: readonly string[]): string[] {
   const own = ['namespace', ...WORKLOAD_KINDS, 'pod'];
-  return ['direction', 'target_addr', ...own, ...own.map((k) => `dst_${k}`), ...extra, 'overflow'];
+  return ['direction', 'target_addr', ...own, ...own.map((k) => `dst_${k}`), 'dst_service', ...extra, 'overflow'];
 }
 
 /** A key that is equal for equal label sets (absent and empty are the same series in Prometheus). */

@@ -320,7 +320,7 @@ export class MetricsSink implements TelemetrySink {
     // Everything the labels are built from, and nothing else: the timings vary per request.
     // The authority goes last, so the other fields cannot run into it.
     const k = ev.direction + '|' + ev.sourceIp + '|' + ev.destIp + '|' + ev.destPort + '|' + ev.status + '|' +
-      (ev.grpcStatus ?? '') + (ev.success ? '|s|' : '|f|') + ev.authority;
+      (ev.grpcStatus ?? '') + (ev.success ? '|s|' : '|f|') + (ev.dstService !== undefined ? 'S|' : '-|') + ev.authority;
     let sides = this.resolvedRequests.get(k);
     if (sides === undefined) {
       sides = this.requestSides(ev);

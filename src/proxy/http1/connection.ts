@@ -1,14 +1,17 @@
 // One client connection's HTTP/1 forwarding: the I/O around the pure parser and framers.
-// Requests are served one at a time (see docs/http1.md, pipelining). The upstream connection
-// (the dispatcher's eager one, else one from the pool, else a new dial) stays bound to this
-// client connection while both sides keep it alive: the original destination is fixed per
-// client connection, so there is nothing to gain from handing it back between requests, and
-// keeping it costs no listener churn per request. It goes to the pool when the client leaves
-// while it is idle and healthy, including a client that asked `Connection: close`: that token
-// is hop-by-hop, so it is not forwarded and the upstream leg stays reusable (hop.ts).
+// Requests are served one at a time (see docs/http1.md, pipelining). Each request first gets
+// its endpoint: the original destination, or for a Service (ctx.route) the one its balancer
+// picks for this request (docs/routing.md). Then a connection to it: the dispatcher's eager one
+// (first request), the one still bound from the previous request when the endpoint is the same,
+// else one from the pool, else a new dial. A bound upstream whose endpoint is not chosen again
+// goes back to the pool. It also goes to the pool when the client leaves while it is idle and
+// healthy, including a client that asked `Connection: close`: that token is hop-by-hop, so it is
+// not forwarded and the upstream leg stays reusable (hop.ts).
 
 import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from '../context.ts';
+import type { BalancedEndpoint } from '../../routing/balancer.ts';
+import type { ServiceRoute } from '../../routing/router.ts';
 import type { RequestEvent } from '../../telemetry/events.ts';
 import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
@@ -36,7 +39,17 @@ export class Http1Connection {
   private readonly client: net.Socket;
   private readonly limits: ProxyLimits;
   private readonly pool: UpstreamPool;
-  private readonly key: string;
+  private route: ServiceRoute | null;
+  /** The current request's endpoint: its address and pool key (the original destination without a route). */
+  private targetIp: string;
+  private targetPort: number;
+  private targetKey: string;
+  /** The balancer's endpoint for the request in flight (routes only); handed back once, in emit(). */
+  private lease: BalancedEndpoint | null = null;
+  /** The endpoint the dispatcher dialled eagerly for a Service, until the first request takes it. */
+  private eagerLease: BalancedEndpoint | null;
+  /** Pool key of `up`. */
+  private upKey = '';
   private state = ST_HEAD;
   private readonly reqReader: HeadReader;
   private readonly resReader: HeadReader;
@@ -96,8 +109,13 @@ export class Http1Connection {
     this.client = ctx.client;
     this.limits = limits;
     this.pool = pool;
-    this.key = UpstreamPool.key(ctx.endpoints.destIp, ctx.endpoints.destPort);
+    this.route = ctx.route ?? null;
+    this.targetIp = ctx.endpoints.destIp;
+    this.targetPort = ctx.endpoints.destPort;
+    this.targetKey = UpstreamPool.key(this.targetIp, this.targetPort);
     this.eager = upstream;
+    this.eagerLease = ctx.lease ?? null;
+    ctx.lease = null;
     this.reqReader = new HeadReader(limits.maxHeaderBytes, true);
     this.resReader = new HeadReader(Math.max(limits.maxHeaderBytes, MIN_RESPONSE_HEAD_LIMIT), false);
     this.onClientData = this.onClientData.bind(this);
@@ -220,11 +238,16 @@ export class Http1Connection {
     this.reqHead = this.closeOnlyClient ? upstreamRequestHead(buf, start, end, req) : buf.subarray(start, end);
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
+    if (this.route !== null && !this.pickEndpoint()) return;
     if (this.upIdle) {
       this.upIdle = false;
       // Idle longer than the pool keeps connections: the server may be about to close it
       // (node:http's default is 5 s); a new one avoids the stale keep-alive race.
       if (this.t0 - this.upIdleSince > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
+      else if (this.upKey !== this.targetKey) {
+        const s = this.detachUpstream();
+        if (s !== null) this.pool.release(this.upKey, s);
+      }
     }
     if (this.up === null && !this.attachUpstream(false)) return;
     if (this.closeOnlyClient) {
@@ -232,6 +255,42 @@ export class Http1Connection {
     } else this.writeUp(buf.subarray(start, bodyEnd));
     if (bodyEnd < buf.length) this.stash(buf.subarray(bodyEnd));
     this.updateClientFlow();
+  }
+
+  /** Chooses this request's endpoint of the Service; false when there is none (answered 503). */
+  private pickEndpoint(): boolean {
+    let route = this.route!;
+    if (route.stale) {
+      // The Service changed or went while this client stayed connected: resolve again.
+      const { destIp, destPort } = this.ctx.endpoints;
+      const next = route.current(destIp, destPort);
+      this.dropEager();
+      if (next === null) {
+        this.route = null;
+        this.targetIp = destIp;
+        this.targetPort = destPort;
+        this.targetKey = UpstreamPool.key(destIp, destPort);
+        return true;
+      }
+      this.route = route = next;
+    }
+    let lease: BalancedEndpoint | null;
+    if (this.eagerLease !== null) {
+      // The first request takes the endpoint the dispatcher already connected to.
+      lease = this.eagerLease;
+      this.eagerLease = null;
+    } else lease = route.balancer.pick();
+    if (lease === null) {
+      const { namespace, name, port } = route.ref;
+      const why = `no ready endpoints for Service ${namespace}/${name} port ${port}`;
+      this.abortExchange(503, why, why);
+      return false;
+    }
+    this.lease = lease;
+    this.targetIp = lease.ep.ip;
+    this.targetPort = lease.ep.port;
+    this.targetKey = lease.key;
+    return true;
   }
 
   private forwardRequestBody(chunk: Buffer): void {
@@ -331,6 +390,7 @@ export class Http1Connection {
   private attachUpstream(fresh: boolean): boolean {
     let s: net.Socket | null = null;
     let reused = false;
+    // The first exchange adopts the eager upstream; with a route its endpoint is the eager lease's.
     if (!fresh && this.eager !== null) {
       s = this.eager;
       this.eager = null;
@@ -340,12 +400,12 @@ export class Http1Connection {
     if (s === null && !fresh) {
       // A request we could not re-send takes only a recently used connection: one idle
       // longer may be closed by its server just as we write (docs/http1.md).
-      s = this.pool.acquire(this.key, this.req !== null && isRetryable(this.req, this.reqKind) ? Infinity : NON_RETRYABLE_MAX_IDLE_MS);
+      s = this.pool.acquire(this.targetKey, this.req !== null && isRetryable(this.req, this.reqKind) ? Infinity : NON_RETRYABLE_MAX_IDLE_MS);
       reused = s !== null;
     }
     if (s === null) {
       try {
-        s = this.ctx.dial(this.ctx.endpoints.destIp, this.ctx.endpoints.destPort);
+        s = this.ctx.dial(this.targetIp, this.targetPort);
       } catch (err) {
         this.abortExchange(502, (err as Error).message);
         return false;
@@ -353,6 +413,7 @@ export class Http1Connection {
       s.setNoDelay(true);
     }
     this.up = s;
+    this.upKey = this.targetKey;
     this.upReused = reused;
     s.on('data', this.onUpData);
     s.on('end', this.onUpEnd);
@@ -467,7 +528,7 @@ export class Http1Connection {
     if (!this.upIdle) return;
     this.upIdle = false;
     const up = this.detachUpstream();
-    if (up !== null) this.pool.release(this.key, up);
+    if (up !== null) this.pool.release(this.upKey, up);
   }
 
   /** The upstream went away before the response completed. */
@@ -648,15 +709,16 @@ export class Http1Connection {
   // ---- endings ----
 
   /** Fails the exchange: an error reply when the client has no response head yet, else a hard close. */
-  private abortExchange(status: number, why: string): void {
+  private abortExchange(status: number, why: string, body?: string): void {
     this.releaseUpstream(); // a request refused before it reached the upstream leaves it idle
     this.detachUpstream()?.destroy();
     if (!this.resHeadSent && status !== 0) {
       this.status = status;
       this.emit(why);
       this.endExchange();
-      if (this.state < ST_CLOSING) this.finSent = writeWithFin(this.client, () => this.client.write(errorReply(status)));
-      else this.client.write(errorReply(status));
+      const reply = errorReply(status, body);
+      if (this.state < ST_CLOSING) this.finSent = writeWithFin(this.client, () => this.client.write(reply));
+      else this.client.write(reply);
       this.closeClient();
       return;
     }
@@ -687,8 +749,7 @@ export class Http1Connection {
     this.state = ST_CLOSING;
     this.pending = null;
     this.clearHeaderTimer();
-    this.eager?.destroy();
-    this.eager = null;
+    this.dropEager();
     const c = this.client;
     if (!this.finSent) this.finSent = finNow(c);
     c.end(() => {
@@ -708,8 +769,7 @@ export class Http1Connection {
     this.state = ST_CLOSED;
     this.releaseUpstream();
     this.detachUpstream()?.destroy();
-    this.eager?.destroy();
-    this.eager = null;
+    this.dropEager();
     this.pending = null;
     this.clearHeaderTimer();
     if (this.idleTimer !== null) clearInterval(this.idleTimer);
@@ -717,6 +777,16 @@ export class Http1Connection {
     this.idleTimer = null;
     this.lingerTimer = null;
     this.client.destroy();
+  }
+
+  /** The eager upstream no request took, and its endpoint's place in the balancer. */
+  private dropEager(): void {
+    this.eager?.destroy();
+    this.eager = null;
+    if (this.eagerLease !== null) {
+      this.route!.balancer.done(this.eagerLease, null, 'cancel');
+      this.eagerLease = null;
+    }
   }
 
   private onIdleCheck(): void {
@@ -755,17 +825,29 @@ export class Http1Connection {
     const req = this.req;
     const status = this.status;
     const e = this.ctx.endpoints;
+    const route = this.route;
+    if (this.lease !== null) {
+      // A response (head) is the balancer's RTT sample; a 5xx or a failed upstream counts against
+      // the endpoint, a request the client gave up on or we refused does not.
+      const lease = this.lease;
+      this.lease = null;
+      const upstreamFailed = !this.resHeadSent && status >= 500;
+      route!.balancer.done(lease, this.resHeadSent ? this.latencyMs : null,
+        (this.resHeadSent && status >= 500) || upstreamFailed ? 'failure' : this.resHeadSent ? 'success' : 'cancel');
+    }
     // Fields spelled out, not spread: one object shape, no generic property copy per request.
     const ev: RequestEvent = {
       direction: e.direction,
       sourceIp: e.sourceIp,
       sourcePort: e.sourcePort,
       sourcePodKey: e.sourcePodKey,
-      destIp: e.destIp,
-      destPort: e.destPort,
+      destIp: this.targetIp,
+      destPort: this.targetPort,
+      dstService: e.dstService,
       connId: this.ctx.connId,
       protocol: 'http1',
-      authority: req === null ? '' : req.method === 'CONNECT' ? req.target : req.host,
+      // A Service's requests are reported under its name, as Linkerd's authority label has it.
+      authority: route !== null ? route.authority : req === null ? '' : req.method === 'CONNECT' ? req.target : req.host,
       method: req === null ? '' : req.method,
       path: req === null ? '' : req.target,
       status,

@@ -6,22 +6,28 @@ const REASONS: Record<number, string> = {
   408: 'Request Timeout',
   431: 'Request Header Fields Too Large',
   502: 'Bad Gateway',
+  503: 'Service Unavailable',
   504: 'Gateway Timeout',
 };
 
 const cache = new Map<number, Buffer>();
 
-export function errorReply(status: number): Buffer {
+/** The reply for a status; `detail` (ASCII, says what failed) becomes the body instead of the reason phrase. */
+export function errorReply(status: number, detail?: string): Buffer {
+  if (detail !== undefined) return build(status, detail.replace(/[^\x20-\x7e]/g, '?'));
   let b = cache.get(status);
   if (b === undefined) {
-    const reason = REASONS[status] ?? 'Error';
-    const body = reason + '\n';
-    b = Buffer.from(
-      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n` +
-        `connection: close\r\n\r\n${body}`,
-      'latin1',
-    );
+    b = build(status, REASONS[status] ?? 'Error');
     cache.set(status, b);
   }
   return b;
+}
+
+function build(status: number, text: string): Buffer {
+  const body = text + '\n';
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n` +
+      `connection: close\r\n\r\n${body}`,
+    'latin1',
+  );
 }

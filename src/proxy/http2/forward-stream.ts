@@ -38,6 +38,19 @@ export function forwardStream(
   let resetByProxy = false;
   let upstream: http2.ClientHttp2Stream | undefined;
   let upSession: UpstreamSession | undefined;
+  // The endpoint: the original destination, or for a Service the one its balancer picks per stream.
+  let route = ctx.route ?? null;
+  if (route !== null && route.stale) route = ctx.route = route.current(ctx.endpoints.destIp, ctx.endpoints.destPort);
+  const lease = route !== null ? route.balancer.pick() : null;
+  const destIp = lease !== null ? lease.ep.ip : ctx.endpoints.destIp;
+  const destPort = lease !== null ? lease.ep.port : ctx.endpoints.destPort;
+  let leaseOpen = lease !== null;
+  /** Hands the endpoint back to the balancer once: a response is its RTT sample. */
+  const releaseLease = (outcome: 'success' | 'failure' | 'cancel', rttMs: number | null) => {
+    if (!leaseOpen) return;
+    leaseOpen = false;
+    route!.balancer.done(lease!, rttMs, outcome);
+  };
 
   client.on('error', (err: Error) => { error ??= err.message; });
   client.once('close', () => {
@@ -52,12 +65,15 @@ export function forwardStream(
     }
     const method = str(reqHeaders[':method']);
     const ok = responseDone && isSuccess(status, grpc, grpcStatus);
+    releaseLease(status === 0 ? (error !== undefined && !resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure', status === 0 ? null : latencyMs);
     try {
       ctx.telemetry.request({
         ...ctx.endpoints,
+        destIp,
+        destPort,
         connId: ctx.connId,
         protocol: 'http2',
-        authority: str(reqHeaders[':authority']) || str(reqHeaders.host),
+        authority: route !== null ? route.authority : str(reqHeaders[':authority']) || str(reqHeaders.host),
         method,
         path: str(reqHeaders[':path']),
         status,
@@ -106,8 +122,23 @@ export function forwardStream(
   };
   let upClosed = false;
 
+  if (route !== null && lease === null) {
+    // No endpoint to send to: 503 naming the Service (gRPC: UNAVAILABLE).
+    const { namespace, name, port } = route.ref;
+    const r = proxyErrorResponse('no-endpoints', reqGrpc, `no ready endpoints for Service ${namespace}/${name} port ${port}`);
+    status = r.status;
+    grpcStatus = r.grpcStatus;
+    error = 'no ready endpoints';
+    responseDone = true;
+    if (r.body === undefined) client.respond(r.headers, { endStream: true });
+    else {
+      client.respond(r.headers);
+      client.end(r.body);
+    }
+    stopRequestBody();
+    return;
+  }
   // The eager connection may be unusable or the pool full: dial on demand.
-  const { destIp, destPort } = ctx.endpoints;
   try {
     upSession = pool.acquire(destIp, destPort, () => ctx.dial(destIp, destPort), limits.upstreamConnectTimeoutMs);
     upstream = upSession.request(upstreamRequestHeaders(reqHeaders), {

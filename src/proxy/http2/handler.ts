@@ -73,7 +73,16 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
     const conn: ClientConn = {
       ctx, limits, resets: new ResetBudget(maxResets, windowMs), open: 0,
     };
-    if (upstream) pool.offer(ctx.endpoints.destIp, ctx.endpoints.destPort, upstream, limits.upstreamConnectTimeoutMs);
+    if (upstream) {
+      // For a Service the eager connection went to the endpoint the dispatcher picked: it joins
+      // that endpoint's sessions; each stream then picks its own endpoint (forward-stream.ts).
+      const lease = ctx.lease ?? null;
+      ctx.lease = null;
+      if (lease !== null) {
+        pool.offer(lease.ep.ip, lease.ep.port, upstream, limits.upstreamConnectTimeoutMs);
+        ctx.route!.balancer.done(lease, null, 'cancel');
+      } else pool.offer(ctx.endpoints.destIp, ctx.endpoints.destPort, upstream, limits.upstreamConnectTimeoutMs);
+    }
     const socket = ctx.client;
     socket.on('error', () => {});
     // The bytes the dispatcher read (preface onward) go back in front of the socket's

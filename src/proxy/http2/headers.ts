@@ -54,7 +54,7 @@ export function parseGrpcStatus(v: string | string[] | undefined): number | unde
 }
 
 /** Why the proxy answers a stream itself. */
-export type ProxyFailure = 'unreachable' | 'connect-timeout';
+export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints';
 
 export const GRPC_DEADLINE_EXCEEDED = 4;
 export const GRPC_UNAVAILABLE = 14;
@@ -63,6 +63,8 @@ export interface SyntheticResponse {
   headers: OutHeaders;
   status: number;
   grpcStatus?: number;
+  /** A text body (plain HTTP only); absent: the headers end the stream. */
+  body?: string;
 }
 
 /**
@@ -81,10 +83,15 @@ export function proxyErrorResponse(failure: ProxyFailure, grpc: boolean, detail:
         ':status': 200,
         'content-type': 'application/grpc',
         'grpc-status': String(GRPC_UNAVAILABLE),
-        'grpc-message': encodeGrpcMessage(`upstream ${failure}: ${detail}`),
+        'grpc-message': encodeGrpcMessage(failure === 'no-endpoints' ? detail : `upstream ${failure}: ${detail}`),
         ...errorHeader,
       },
     };
+  }
+  if (failure === 'no-endpoints') {
+    // As a load balancer without backends answers; the body names the Service.
+    const body = detail + '\n';
+    return { status: 503, body, headers: { ':status': 503, 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), ...errorHeader } };
   }
   const status = failure === 'connect-timeout' ? 504 : 502;
   return { status, headers: { ':status': status, 'content-length': '0', ...errorHeader } };

@@ -1,0 +1,209 @@
+// Power of two choices over peak-EWMA latency, as linkerd2-proxy balances (tower's PeakEwma):
+// pick two endpoints at random, send to the one with the lower cost, where
+//   cost = rtt estimate x (requests in flight + 1).
+// The estimate jumps to any slower observation at once (peak) and otherwise decays toward what
+// is observed with a time constant (10 s), and toward zero while nothing is observed, so an
+// endpoint that was slow is tried again after a while. New endpoints start at a default RTT
+// (30 ms). Optional failure accrual (Linkerd's `consecutive`): after N failures in a row an
+// endpoint gets no requests for a backoff, then one probe decides (failure-accrual.ts).
+// Pure: time and randomness are injected, so tests drive it without a network.
+import type { ServiceEndpoint } from '../discovery/store.ts';
+import { FailureAccrual, type AccrualParams } from './failure-accrual.ts';
+
+export interface EwmaParams {
+  defaultRttMs: number;
+  decayMs: number;
+}
+
+/** linkerd2-proxy's defaults. */
+export const LINKERD_EWMA: EwmaParams = { defaultRttMs: 30, decayMs: 10_000 };
+
+export type Outcome = 'success' | 'failure' | 'cancel';
+
+export interface BalancerOptions {
+  ewma?: EwmaParams;
+  accrual?: AccrualParams | null;
+  now?: () => number;
+  random?: () => number;
+}
+
+/** One endpoint as the balancer keeps it. Handed out by pick(); give it back to done() once. */
+export class BalancedEndpoint {
+  readonly ep: ServiceEndpoint;
+  /** ip:port: also the upstream pool's key. */
+  readonly key: string;
+  rttMs: number;
+  updatedAt: number;
+  inflight = 0;
+  /** Picks and failures since the balancer first saw it (diagnostics). */
+  requests = 0;
+  failures = 0;
+  /** No longer in the Service's endpoints: gets no new requests; in-flight ones finish. */
+  removed = false;
+  readonly accrual: FailureAccrual | null;
+
+  constructor(ep: ServiceEndpoint, rttMs: number, now: number, accrual: AccrualParams | null) {
+    this.ep = ep;
+    this.key = ep.ip + ':' + ep.port;
+    this.rttMs = rttMs;
+    this.updatedAt = now;
+    this.accrual = accrual ? new FailureAccrual(accrual) : null;
+  }
+}
+
+export interface EndpointSnapshot {
+  ip: string;
+  port: number;
+  pod?: string;
+  node?: string;
+  zone?: string;
+  /** ready: takes requests; ejected: failure accrual holds it back; probation: one probe allowed. */
+  state: 'ready' | 'ejected' | 'probation';
+  ewmaMs: number;
+  inflight: number;
+  requests: number;
+  failures: number;
+}
+
+export class Balancer {
+  private readonly ewma: EwmaParams;
+  private accrualParams: AccrualParams | null;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private list: BalancedEndpoint[] = [];
+  private byKey = new Map<string, BalancedEndpoint>();
+
+  constructor(opts: BalancerOptions = {}) {
+    this.ewma = opts.ewma ?? LINKERD_EWMA;
+    this.accrualParams = opts.accrual ?? null;
+    this.now = opts.now ?? performance.now.bind(performance);
+    this.random = opts.random ?? Math.random;
+  }
+
+  /** Replaces the endpoint set; endpoints that stay keep their estimate, in-flight count and accrual state. */
+  setEndpoints(eps: readonly ServiceEndpoint[], accrual: AccrualParams | null = this.accrualParams): void {
+    const accrualChanged = !sameAccrual(accrual, this.accrualParams);
+    this.accrualParams = accrual;
+    const now = this.now();
+    const next = new Map<string, BalancedEndpoint>();
+    const list: BalancedEndpoint[] = [];
+    for (const ep of eps) {
+      const k = ep.ip + ':' + ep.port;
+      if (next.has(k)) continue;
+      let b = this.byKey.get(k);
+      if (b === undefined || accrualChanged) {
+        const fresh = new BalancedEndpoint(ep, b?.rttMs ?? this.ewma.defaultRttMs, b?.updatedAt ?? now, accrual);
+        if (b !== undefined) {
+          fresh.inflight = b.inflight;
+          fresh.requests = b.requests;
+          fresh.failures = b.failures;
+          b.removed = true; // its in-flight requests report to the old object
+        }
+        b = fresh;
+      }
+      next.set(k, b);
+      list.push(b);
+    }
+    for (const [k, b] of this.byKey) if (!next.has(k)) b.removed = true;
+    this.byKey = next;
+    this.list = list;
+  }
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  /**
+   * The endpoint for one request (or one connection), counted in flight until done(). null when
+   * there is none to send to: no endpoints, or failure accrual holds every one back.
+   */
+  pick(): BalancedEndpoint | null {
+    const list = this.list;
+    const n = list.length;
+    if (n === 0) return null;
+    const now = this.now();
+    let chosen: BalancedEndpoint | null;
+    if (n === 1) chosen = this.available(list[0]!, now) ? list[0]! : null;
+    else {
+      const i = Math.floor(this.random() * n);
+      let j = Math.floor(this.random() * (n - 1));
+      if (j >= i) j++;
+      const a = list[i]!;
+      const b = list[j]!;
+      const aOk = this.available(a, now);
+      const bOk = this.available(b, now);
+      if (aOk && bOk) chosen = this.cost(a, now) <= this.cost(b, now) ? a : b;
+      else if (aOk || bOk) chosen = aOk ? a : b;
+      else chosen = this.pickAmongAvailable(now);
+    }
+    if (chosen === null) return null;
+    chosen.inflight++;
+    chosen.requests++;
+    chosen.accrual?.onSend(now);
+    return chosen;
+  }
+
+  /** A picked endpoint's request is over: rttMs is the time to its response (null when none came). */
+  done(b: BalancedEndpoint, rttMs: number | null, outcome: Outcome): void {
+    if (b.inflight > 0) b.inflight--;
+    const now = this.now();
+    if (rttMs !== null) this.observe(b, rttMs, now);
+    if (outcome === 'failure') b.failures++;
+    if (outcome !== 'cancel') b.accrual?.onResult(outcome === 'success', now);
+  }
+
+  snapshot(): EndpointSnapshot[] {
+    const now = this.now();
+    return this.list.map((b) => {
+      const s: EndpointSnapshot = {
+        ip: b.ep.ip, port: b.ep.port, state: b.accrual?.state(now) ?? 'ready', ewmaMs: this.decayed(b, now),
+        inflight: b.inflight, requests: b.requests, failures: b.failures,
+      };
+      if (b.ep.pod !== undefined) s.pod = b.ep.pod;
+      if (b.ep.node !== undefined) s.node = b.ep.node;
+      if (b.ep.zone !== undefined) s.zone = b.ep.zone;
+      return s;
+    });
+  }
+
+  private available(b: BalancedEndpoint, now: number): boolean {
+    return b.accrual === null || b.accrual.admits(now);
+  }
+
+  private pickAmongAvailable(now: number): BalancedEndpoint | null {
+    const ok = this.list.filter((b) => this.available(b, now));
+    if (ok.length === 0) return null;
+    if (ok.length === 1) return ok[0]!;
+    const i = Math.floor(this.random() * ok.length);
+    let j = Math.floor(this.random() * (ok.length - 1));
+    if (j >= i) j++;
+    return this.cost(ok[i]!, now) <= this.cost(ok[j]!, now) ? ok[i]! : ok[j]!;
+  }
+
+  /** tower's load(): decays the estimate to now (and keeps it, as tower does) times (in flight + 1). */
+  private cost(b: BalancedEndpoint, now: number): number {
+    b.rttMs = this.decayed(b, now);
+    b.updatedAt = now;
+    return b.rttMs * (b.inflight + 1);
+  }
+
+  private decayed(b: BalancedEndpoint, now: number): number {
+    const elapsed = now - b.updatedAt;
+    return elapsed > 0 ? b.rttMs * Math.exp(-elapsed / this.ewma.decayMs) : b.rttMs;
+  }
+
+  /** Peak: a slower observation replaces the estimate; a faster one moves it by how long it has been. */
+  private observe(b: BalancedEndpoint, rttMs: number, now: number): void {
+    if (rttMs > b.rttMs) b.rttMs = rttMs;
+    else {
+      const decay = Math.exp(-Math.max(0, now - b.updatedAt) / this.ewma.decayMs);
+      b.rttMs = b.rttMs * decay + rttMs * (1 - decay);
+    }
+    b.updatedAt = now;
+  }
+}
+
+function sameAccrual(a: AccrualParams | null, b: AccrualParams | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.maxFailures === b.maxFailures && a.minPenaltyMs === b.minPenaltyMs && a.maxPenaltyMs === b.maxPenaltyMs && a.jitterRatio === b.jitterRatio;
+}

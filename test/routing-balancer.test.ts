@@ -1,0 +1,208 @@
+// The balancer as pure logic: P2C over peak EWMA with a simulated clock, failure accrual's
+// state machine, duration parsing. The same behaviours are proven through the datapath in
+// test/cluster-balancing.e2e.test.ts.
+import test from 'ava';
+import { Balancer, LINKERD_EWMA, type BalancedEndpoint } from '../src/routing/balancer.ts';
+import { accrualFromAnnotations, DEFAULT_ACCRUAL, FailureAccrual } from '../src/routing/failure-accrual.ts';
+import { parseDuration } from '../src/routing/duration.ts';
+
+/** A seeded PRNG (mulberry32), so a failing run can be replayed. */
+function rng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const eps = (n: number) => Array.from({ length: n }, (_, i) => ({ ip: `10.0.0.${i + 1}`, port: 8080, pod: `p${i}` }));
+
+/**
+ * Runs `total` requests with `concurrency` in flight against endpoints whose latency is
+ * latencyOf(ip, t), on a simulated clock; returns requests per endpoint ip.
+ */
+function simulate(b: Balancer, clock: { t: number }, total: number, concurrency: number, latencyOf: (ip: string, t: number) => number): Map<string, number> {
+  const counts = new Map<string, number>();
+  const inflight: Array<{ at: number; b: BalancedEndpoint; start: number }> = [];
+  let sent = 0;
+  const send = () => {
+    const e = b.pick();
+    if (e === null) throw new Error('no endpoint');
+    counts.set(e.ep.ip, (counts.get(e.ep.ip) ?? 0) + 1);
+    inflight.push({ at: clock.t + latencyOf(e.ep.ip, clock.t), b: e, start: clock.t });
+    sent++;
+  };
+  while (sent < Math.min(concurrency, total)) send();
+  while (inflight.length > 0) {
+    inflight.sort((x, y) => x.at - y.at);
+    const next = inflight.shift()!;
+    clock.t = next.at;
+    b.done(next.b, next.at - next.start, 'success');
+    if (sent < total) send();
+  }
+  return counts;
+}
+
+/** Pearson's chi-square statistic against equal expected counts. */
+function chiSquare(counts: number[]): number {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const e = total / counts.length;
+  return counts.reduce((s, c) => s + (c - e) ** 2 / e, 0);
+}
+
+test('equal endpoints share the load evenly (chi-square, p = 0.01) under concurrency', (t) => {
+  const clock = { t: 0 };
+  const r = rng(1);
+  const b = new Balancer({ now: () => clock.t, random: r });
+  b.setEndpoints(eps(3));
+  const counts = simulate(b, clock, 3000, 10, () => 1 + r() * 0.2);
+  const stat = chiSquare([...counts.values()]);
+  t.true(stat < 9.21, `chi-square ${stat.toFixed(2)} for ${JSON.stringify([...counts])} (critical value 9.21 for 2 dof at p = 0.01)`);
+});
+
+test('a sequential client alternates: the endpoint just used costs a little more', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(2) });
+  b.setEndpoints(eps(3));
+  const counts = simulate(b, clock, 3000, 1, () => 1);
+  t.true(chiSquare([...counts.values()]) < 9.21, JSON.stringify([...counts]));
+});
+
+test('an endpoint 50 ms slower gets under 10% after a warm-up, and its share returns once it is fast again', (t) => {
+  const clock = { t: 0 };
+  const r = rng(3);
+  const b = new Balancer({ now: () => clock.t, random: r });
+  b.setEndpoints(eps(3));
+  let slowUntil = Infinity;
+  const latency = (ip: string, now: number) => (ip === '10.0.0.3' && now < slowUntil ? 51 : 1) + r() * 0.2;
+  simulate(b, clock, 1000, 10, latency); // warm-up
+  const slow = simulate(b, clock, 5000, 10, latency);
+  const share = (slow.get('10.0.0.3') ?? 0) / 5000;
+  t.true(share < 0.1, `slow share ${(share * 100).toFixed(1)}%`);
+  slowUntil = clock.t;
+  // Its estimate decays with the 10 s time constant; give it a minute of simulated traffic.
+  const end = clock.t + 60_000;
+  let back = 0;
+  while (clock.t < end) {
+    const c = simulate(b, clock, 2000, 10, latency);
+    back = (c.get('10.0.0.3') ?? 0) / 2000;
+  }
+  t.true(back > 0.25, `share after recovery ${(back * 100).toFixed(1)}%`);
+});
+
+test('new endpoints start at the default RTT; the estimate jumps to a slower observation and decays toward a faster one', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(4) });
+  b.setEndpoints(eps(1));
+  t.is(b.snapshot()[0]!.ewmaMs, LINKERD_EWMA.defaultRttMs);
+  const e = b.pick()!;
+  b.done(e, 80, 'success');
+  t.is(b.snapshot()[0]!.ewmaMs, 80, 'peak');
+  clock.t += LINKERD_EWMA.decayMs;
+  t.true(Math.abs(b.snapshot()[0]!.ewmaMs - 80 / Math.E) < 1e-9, 'decays with the 10 s time constant while unobserved');
+});
+
+test('a removed endpoint gets no new request; its in-flight request finishes and reports', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(5) });
+  b.setEndpoints(eps(3));
+  const held: BalancedEndpoint[] = [];
+  for (let i = 0; i < 30; i++) held.push(b.pick()!);
+  const gone = held.find((e) => e.ep.ip === '10.0.0.2')!;
+  b.setEndpoints(eps(3).filter((e) => e.ip !== '10.0.0.2'));
+  t.true(gone.removed);
+  for (let i = 0; i < 1000; i++) t.not(b.pick()!.ep.ip, '10.0.0.2');
+  b.done(gone, 1, 'success');
+  t.deepEqual(b.snapshot().map((s) => s.ip), ['10.0.0.1', '10.0.0.3']);
+  const kept = held.find((e) => e.ep.ip === '10.0.0.1')!;
+  t.false(kept.removed, 'an endpoint that stays keeps its state object');
+});
+
+test('no endpoints: pick() is null', (t) => {
+  const b = new Balancer();
+  t.is(b.pick(), null);
+  b.setEndpoints(eps(2));
+  b.setEndpoints([]);
+  t.is(b.pick(), null);
+});
+
+test('failure accrual: 7 consecutive failures eject; one probe after the backoff; failure doubles it; success restores', (t) => {
+  const a = new FailureAccrual({ ...DEFAULT_ACCRUAL, jitterRatio: 0 });
+  for (let i = 0; i < 6; i++) a.onResult(false, 0);
+  a.onResult(true, 0);
+  for (let i = 0; i < 6; i++) a.onResult(false, 0);
+  t.is(a.state(0), 'ready', 'a success in between resets the count');
+  a.onResult(false, 0);
+  t.is(a.state(0), 'ejected');
+  t.false(a.admits(999));
+  a.onResult(true, 500); // sent before the ejection: ignored
+  t.is(a.state(500), 'ejected');
+  t.true(a.admits(1000), 'probation after 1 s');
+  a.onSend(1000);
+  t.false(a.admits(1000), 'only one probe');
+  a.onResult(false, 1010);
+  t.is(a.state(1010), 'ejected');
+  t.false(a.admits(2900));
+  t.true(a.admits(3010), 'the second backoff is 2 s');
+  a.onSend(3010);
+  a.onResult(true, 3020);
+  t.is(a.state(3020), 'ready');
+  for (let i = 0; i < 7; i++) a.onResult(false, 4000);
+  t.true(a.admits(5000), 'after recovering, the backoff starts again at the minimum');
+});
+
+test('failure accrual in the balancer: an ejected endpoint is skipped while others serve; all ejected means none', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(6), accrual: { ...DEFAULT_ACCRUAL, maxFailures: 2, jitterRatio: 0 } });
+  b.setEndpoints(eps(2));
+  let failing = 0;
+  while (failing < 2) {
+    const e = b.pick()!;
+    const bad = e.ep.ip === '10.0.0.1';
+    b.done(e, 1, bad ? 'failure' : 'success');
+    if (bad) failing++;
+  }
+  t.is(b.snapshot()[0]!.state, 'ejected');
+  for (let i = 0; i < 100; i++) {
+    const e = b.pick()!;
+    t.is(e.ep.ip, '10.0.0.2');
+    b.done(e, 1, 'success');
+  }
+  for (let i = 0; i < 2; i++) b.done(b.pick()!, 1, 'failure');
+  t.is(b.pick(), null, 'every endpoint ejected');
+  clock.t += 1000;
+  const probe = b.pick();
+  t.truthy(probe, 'a probe after the backoff');
+});
+
+test('accrual annotations: Linkerd\'s names and defaults; bad values reported, defaults kept', (t) => {
+  t.is(accrualFromAnnotations({}).params, null);
+  t.deepEqual(accrualFromAnnotations({ 'balancer.linkerd.io/failure-accrual': 'consecutive' }).params, DEFAULT_ACCRUAL);
+  const r = accrualFromAnnotations({
+    'balancer.linkerd.io/failure-accrual': 'consecutive',
+    'balancer.linkerd.io/failure-accrual-consecutive-max-failures': '3',
+    'balancer.linkerd.io/failure-accrual-consecutive-min-penalty': '250ms',
+    'balancer.linkerd.io/failure-accrual-consecutive-max-penalty': '1m',
+    'balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio': '0',
+  });
+  t.deepEqual(r, { params: { maxFailures: 3, minPenaltyMs: 250, maxPenaltyMs: 60_000, jitterRatio: 0 }, errors: [] });
+  const bad = accrualFromAnnotations({
+    'balancer.linkerd.io/failure-accrual': 'consecutive',
+    'balancer.linkerd.io/failure-accrual-consecutive-max-failures': 'seven',
+    'balancer.linkerd.io/failure-accrual-consecutive-min-penalty': '1 second',
+  });
+  t.deepEqual(bad.params, DEFAULT_ACCRUAL);
+  t.is(bad.errors.length, 2);
+  t.regex(bad.errors[1]!, /min-penalty: "1 second" is not a duration; write it like 500ms/);
+  t.regex(accrualFromAnnotations({ 'balancer.linkerd.io/failure-accrual': 'rate' }).errors[0]!, /only mode is "consecutive"/);
+});
+
+test('durations', (t) => {
+  t.is(parseDuration('500ms'), 500);
+  t.is(parseDuration('1m30s'), 90_000);
+  t.is(parseDuration('1.5s'), 1500);
+  t.is(parseDuration('0'), 0);
+  for (const bad of ['', '10', 's', '1d', '-1s', '1s ', 'ms10']) t.throws(() => parseDuration(bad === '1s ' ? '1x' : bad), { message: /is not a duration/ }, bad);
+});

@@ -1,0 +1,292 @@
+// The proxy routing to Services over real loopback sockets, with the discovery store fed by
+// hand (no controller, no datapath): a ClusterIP that nothing listens on resolves to its
+// endpoints; HTTP/1 and HTTP/2 requests are balanced per request, opaque connections per
+// connection; no endpoints means 503 / UNAVAILABLE / a closed connection; a removed endpoint
+// gets no new request. The same through the kernel datapath on a simulated cluster:
+// test/cluster-balancing.e2e.test.ts.
+import test from 'ava';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { once } from 'node:events';
+import { Proxy } from '../src/proxy/index.ts';
+import { PortSet } from '../src/proxy/ports.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import type { DiscoMessage, DiscoSlice } from '../src/discovery/model.ts';
+import { Router } from '../src/routing/router.ts';
+import { waitFor } from './helpers/until.ts';
+
+const VIP = '10.96.7.7';
+const HOST = '127.0.0.1';
+
+interface Backend {
+  name: string;
+  port: number;
+  hits: number;
+  close(): Promise<void>;
+}
+
+/** An HTTP/1 server (or h2c, prior knowledge) answering its own name. */
+async function backend(name: string, opts: { status?: number; h2?: boolean } = {}): Promise<Backend> {
+  const b = { name, port: 0, hits: 0, close: async () => {} };
+  const handle = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    b.hits++;
+    req.resume();
+    req.on('end', () => {
+      res.statusCode = opts.status ?? 200;
+      res.setHeader('content-type', 'text/plain');
+      res.end(name);
+    });
+  };
+  const server: net.Server = opts.h2 ? http2.createServer(handle) : http.createServer(handle);
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  b.port = (server.address() as net.AddressInfo).port;
+  b.close = () => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  };
+  return b;
+}
+
+/** A raw TCP server that says its name and closes (an opaque, server-first protocol). */
+async function tcpBackend(name: string): Promise<Backend> {
+  const b = { name, port: 0, hits: 0, close: async () => {} };
+  const server = net.createServer((s) => {
+    b.hits++;
+    s.on('error', () => {});
+    s.end(name);
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  b.port = (server.address() as net.AddressInfo).port;
+  b.close = () => new Promise<void>((r) => server.close(() => r()));
+  return b;
+}
+
+function world(store: DiscoveryStore, backends: Backend[], opts: { port?: number; annotations?: Record<string, string> } = {}): void {
+  const port = opts.port ?? 80;
+  const msgs: DiscoMessage[] = [
+    { type: 'reset', version: 1 },
+    { type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: [VIP], ports: [{ name: 'http', port, targetPort: 'http' }], annotations: opts.annotations ?? {} } },
+    ...backends.map((b, i): DiscoMessage => ({ type: 'slice', op: 'set', slice: sliceOf(b, i) })),
+    { type: 'synced' },
+  ];
+  for (const m of msgs) store.apply(m);
+}
+
+const sliceOf = (b: Backend, i: number): DiscoSlice => ({
+  namespace: 'shop', name: `api-${i}`, service: 'api', ports: [{ name: 'http', port: b.port }],
+  endpoints: [{ ip: HOST, ready: true, pod: `api-${b.name}`, node: 'node-1' }],
+});
+
+async function startProxy(store: DiscoveryStore, destPort = 80, opaquePorts = PortSet.empty()) {
+  const sink = new RecordingSink();
+  const router = new Router(store);
+  const proxy = new Proxy({
+    listen: { host: HOST, port: 0 },
+    lookup: () => ({ ip: VIP, port: destPort, podKey: 7n }),
+    router,
+    telemetry: sink,
+    opaquePorts,
+    detectTimeoutMs: 5000,
+    knownHttp1Max: 0,
+    log: () => {},
+  });
+  const { port } = await proxy.listen();
+  return { proxy, port, sink, router };
+}
+
+function get(agent: http.Agent, port: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: HOST, port, path: '/', agent, headers: { host: 'api.shop' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
+test('HTTP/1: requests on one keep-alive connection are balanced across the Service\'s endpoints and reported under the Service', async (t) => {
+  const bs = await Promise.all(['a', 'b', 'c'].map((n) => backend(n)));
+  const store = new DiscoveryStore();
+  world(store, bs);
+  const { proxy, port, sink } = await startProxy(store);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(async () => {
+    agent.destroy();
+    await proxy.close(0);
+    for (const b of bs) await b.close();
+  });
+  const seen = new Map<string, number>();
+  for (let i = 0; i < 300; i++) {
+    const r = await get(agent, port);
+    t.is(r.status, 200);
+    seen.set(r.body, (seen.get(r.body) ?? 0) + 1);
+  }
+  t.deepEqual([...seen.keys()].sort(), ['a', 'b', 'c'], JSON.stringify([...seen]));
+  t.is(proxy.stats().accepted, 1, 'one client connection');
+  await waitFor(() => sink.requests.length === 300);
+  const ev = sink.requests[0]!;
+  t.is(ev.authority, 'api.shop.svc.cluster.local:80');
+  t.deepEqual(ev.dstService, { namespace: 'shop', name: 'api' });
+  t.is(ev.destIp, HOST, 'the request names the endpoint it went to');
+  t.true(bs.some((b) => b.port === ev.destPort));
+  t.deepEqual(sink.opens[0]?.dstService, { namespace: 'shop', name: 'api' });
+  t.is(sink.opens[0]?.destIp, VIP, 'the connection names the ClusterIP');
+});
+
+test('HTTP/2 and gRPC: streams of one client session are balanced per stream', async (t) => {
+  const bs = await Promise.all(['a', 'b', 'c'].map((n) => backend(n, { h2: true })));
+  const store = new DiscoveryStore();
+  world(store, bs);
+  const { proxy, port } = await startProxy(store);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(async () => {
+    session.destroy();
+    await proxy.close(0);
+    for (const b of bs) await b.close();
+  });
+  const seen = new Map<string, number>();
+  await Promise.all(Array.from({ length: 300 }, async () => {
+    const req = session.request({ ':path': '/' });
+    req.setEncoding('utf8');
+    let body = '';
+    req.on('data', (d) => (body += d));
+    await once(req, 'end');
+    seen.set(body, (seen.get(body) ?? 0) + 1);
+  }));
+  t.deepEqual([...seen.keys()].sort(), ['a', 'b', 'c'], JSON.stringify([...seen]));
+  for (const b of bs) t.true(b.hits >= 30, `${b.name} got ${b.hits} of 300`);
+});
+
+test('opaque: each connection goes to one endpoint, picked per connection', async (t) => {
+  const bs = await Promise.all(['a', 'b', 'c'].map((n) => tcpBackend(n)));
+  const store = new DiscoveryStore();
+  world(store, bs, { port: 5432 });
+  const { proxy, port, sink } = await startProxy(store, 5432, PortSet.parse('5432'));
+  t.teardown(async () => {
+    await proxy.close(0);
+    for (const b of bs) await b.close();
+  });
+  const seen = new Map<string, number>();
+  for (let i = 0; i < 60; i++) {
+    const c = net.connect({ host: HOST, port });
+    let body = '';
+    c.setEncoding('utf8');
+    c.on('data', (d) => (body += d));
+    await once(c, 'end');
+    c.destroy();
+    seen.set(body, (seen.get(body) ?? 0) + 1);
+  }
+  t.deepEqual([...seen.keys()].sort(), ['a', 'b', 'c'], JSON.stringify([...seen]));
+  await waitFor(() => sink.closes.length === 60);
+  t.true(sink.closes.every((c) => c.error === undefined), JSON.stringify(sink.closes.find((c) => c.error)));
+});
+
+test('no ready endpoints: HTTP/1 503 naming the Service, HTTP/2 503, gRPC UNAVAILABLE, TCP closed at once; each counted', async (t) => {
+  const store = new DiscoveryStore();
+  world(store, []);
+  const { proxy, port, sink } = await startProxy(store);
+  t.teardown(() => proxy.close(0));
+
+  const agent = new http.Agent({ keepAlive: false });
+  const r1 = await get(agent, port);
+  t.is(r1.status, 503);
+  t.is(r1.body, 'no ready endpoints for Service shop/api port 80\n');
+
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const h2 = session.request({ ':path': '/' });
+  const [h2head] = await once(h2, 'response');
+  h2.resume();
+  t.is(h2head[':status'], 503);
+  const grpc = session.request({ ':path': '/pkg.Svc/Call', ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers' });
+  grpc.end();
+  const [ghead] = await once(grpc, 'response');
+  grpc.resume();
+  t.is(ghead[':status'], 200);
+  t.is(ghead['grpc-status'], '14', 'UNAVAILABLE');
+  t.regex(decodeURIComponent(String(ghead['grpc-message'])), /no ready endpoints for Service shop\/api port 80/);
+
+  // A client that waits for the server to speak (opaque): closed, not left hanging until a deadline it cannot know.
+  const tcpStore = new DiscoveryStore();
+  world(tcpStore, [], { port: 3306 });
+  const tcp = await startProxy(tcpStore, 3306, PortSet.parse('3306'));
+  t.teardown(() => tcp.proxy.close(0));
+  const c = net.connect({ host: HOST, port: tcp.port });
+  const errors: string[] = [];
+  c.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+  c.resume();
+  await new Promise((r) => c.once('close', r));
+  t.deepEqual(errors, ['ECONNRESET'], 'reset right after the accept');
+  t.is(tcp.proxy.stats().noEndpoints, 1);
+  await waitFor(() => tcp.sink.closes.length === 1);
+  t.is(tcp.sink.closes[0]!.error, 'no ready endpoints');
+
+  t.is(proxy.stats().noEndpoints, 2, 'the HTTP/1 and the HTTP/2 connection');
+  await waitFor(() => sink.requests.length === 3);
+  t.deepEqual(sink.requests.map((r) => [r.status, r.success]).sort(), [[200, false], [503, false], [503, false]]);
+});
+
+test('an endpoint removed from its slice gets no new request, also on a connection that used it', async (t) => {
+  const bs = await Promise.all(['a', 'b', 'c'].map((n) => backend(n)));
+  const store = new DiscoveryStore();
+  world(store, bs);
+  const { proxy, port, router } = await startProxy(store);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(async () => {
+    agent.destroy();
+    await proxy.close(0);
+    for (const b of bs) await b.close();
+  });
+  for (let i = 0; i < 30; i++) await get(agent, port);
+  t.true(bs[1]!.hits > 0);
+  store.apply({ type: 'slice', op: 'set', slice: { ...sliceOf(bs[1]!, 1), endpoints: [{ ip: HOST, ready: false, pod: 'api-b' }] } });
+  t.deepEqual(router.describe('shop', 'api')![0]!.endpoints.map((e) => e.port).sort(), [bs[0]!.port, bs[2]!.port].sort());
+  const before = bs[1]!.hits;
+  for (let i = 0; i < 60; i++) t.not((await get(agent, port)).body, 'b');
+  t.is(bs[1]!.hits, before);
+  // Deleted altogether, then back: the client's connection follows without reconnecting.
+  store.apply({ type: 'service', op: 'delete', key: 'shop/api' });
+  store.apply({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: [VIP], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } });
+  store.apply({ type: 'slice', op: 'set', slice: sliceOf(bs[1]!, 1) });
+  const after = new Set<string>();
+  for (let i = 0; i < 30; i++) after.add((await get(agent, port)).body);
+  t.true(after.has('b'));
+  t.is(proxy.stats().accepted, 1);
+});
+
+test('failure accrual: an endpoint answering 503 seven times in a row is ejected, then probed after the backoff', async (t) => {
+  const good = await backend('good');
+  const bad = await backend('bad', { status: 503 });
+  const store = new DiscoveryStore();
+  world(store, [good, bad], {
+    annotations: { 'balancer.linkerd.io/failure-accrual': 'consecutive', 'balancer.linkerd.io/failure-accrual-consecutive-min-penalty': '300ms', 'balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio': '0' },
+  });
+  const { proxy, port, router } = await startProxy(store);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(async () => {
+    agent.destroy();
+    await proxy.close(0);
+    await good.close();
+    await bad.close();
+  });
+  const badState = () => router.describe('shop', 'api')![0]!.endpoints.find((e) => e.port === bad.port)!.state;
+  while (bad.hits < 7) await get(agent, port);
+  t.is(bad.hits, 7);
+  t.is(badState(), 'ejected');
+  for (let i = 0; i < 50; i++) t.is((await get(agent, port)).body, 'good');
+  t.is(bad.hits, 7, 'no request while ejected');
+  await waitFor(() => badState() === 'probation', 2000);
+  while (bad.hits < 8) await get(agent, port);
+  t.is(badState(), 'ejected', 'the failed probe ejects it again');
+});
