@@ -20,6 +20,7 @@ import type { PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore } from '../discovery/store.ts';
 import { Router } from '../routing/router.ts';
+import type { AgentQuery } from '../controller/protocol.ts';
 
 export interface AgentOptions {
   nodeName?: string;
@@ -180,6 +181,7 @@ export class Agent {
         ...this.opts.report,
         node: this.opts.nodeName ?? os.hostname(),
         hub: this.telemetry,
+        onQuery: (q) => this.answerQuery(q),
         inventory: () => this.pods.states().map((s) => {
           const w = workloadOf(s.pod);
           return { namespace: s.pod.namespace, name: s.pod.name, ip: s.pod.ip ?? null, kind: w.kind, owner: w.name, meshed: s.policy.meshed && s.key !== null };
@@ -193,6 +195,17 @@ export class Agent {
       await this.admin.listen(this.opts.admin.host, this.opts.admin.port);
     }
     this.ready = true;
+  }
+
+  /** The controller relays `mesh-agent diagnostics` questions; answered from this agent's own state. */
+  answerQuery(q: AgentQuery): unknown {
+    if (q?.kind !== 'endpoints' || typeof q.namespace !== 'string' || typeof q.name !== 'string') throw new Error('unknown query; run agent and controller of the same release');
+    const ports = this.router.describe(q.namespace, q.name);
+    if (ports === null) {
+      const d = this.discovery;
+      throw new Error(`Service ${q.namespace}/${q.name} is not in this agent's discovery (${d.synced ? `${d.counts().services} Services known` : 'not synced with the controller yet'})`);
+    }
+    return { ports };
   }
 
   applySnapshot(s: Snapshot) {

@@ -15,6 +15,7 @@ const COMMANDS: Array<[string, () => Promise<Register>]> = [
   ['controller', async () => (await import('./controller.ts')).registerController],
   ['stat', async () => (await import('./stat.ts')).registerStat],
   ['tap', async () => (await import('./tap.ts')).registerTap],
+  ['diagnostics', async () => (await import('./diagnostics.ts')).registerDiagnostics],
 ];
 
 /** The commands to load: only the one named (the demo runs them all), else all for help and errors. */

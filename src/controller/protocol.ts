@@ -18,7 +18,28 @@ export const HEADER_AGENT_ID = 'mesh-agent-id';
 /** Largest body the controller reads (a report of MAX_PAIRS pairs fits). */
 export const MAX_BODY = 16 * 1024 * 1024;
 
-export type TapCommand = { op: 'start'; filter: import('../telemetry/tap.ts').TapFilter } | { op: 'stop'; id: string };
+/** CLI: GET with query namespace, name and optionally node; answer a DiagnosticsResult (an agent's balancer). */
+export const PATH_DIAG_ENDPOINTS = '/v1/diagnostics/endpoints';
+
+/** Controller -> agent over the agent's tap stream; the agent answers with one AgentReply line. */
+export type AgentQuery = { kind: 'endpoints'; namespace: string; name: string };
+export interface AgentReply {
+  reply: string;
+  result?: unknown;
+  error?: string;
+}
+
+export type TapCommand =
+  | { op: 'start'; filter: import('../telemetry/tap.ts').TapFilter }
+  | { op: 'stop'; id: string }
+  | { op: 'query'; id: string; query: AgentQuery };
+
+/** One agent's answer to a diagnostics query. */
+export interface AgentAnswer {
+  node: string;
+  result?: unknown;
+  error?: string;
+}
 export interface TapEventLine {
   tap: string;
   record: import('../telemetry/tap.ts').TapRecord;

@@ -5,7 +5,7 @@
 // `curl --http2-prior-knowledge` can talk to it. The install's Service marks the port
 // appProtocol kubernetes.io/h2c accordingly.
 import * as http2 from 'node:http2';
-import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP, type TapRequest } from './protocol.ts';
+import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_ENDPOINTS, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP, type TapRequest } from './protocol.ts';
 import { parseReport } from '../telemetry/report.ts';
 import { MAX_TAP_RPS } from '../telemetry/tap.ts';
 import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
@@ -120,6 +120,17 @@ export class ControllerServer {
         }
         return;
       }
+      case `GET ${PATH_DIAG_ENDPOINTS}`: {
+        const q = url.searchParams;
+        const namespace = q.get('namespace') ?? '';
+        const name = q.get('name') ?? '';
+        const node = q.get('node') || undefined;
+        const dns = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+        if (!dns.test(namespace) || !dns.test(name)) throw new HttpError(400, 'diagnostics endpoints: needs namespace and name, each a Kubernetes name');
+        if (node !== undefined && (node.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node))) throw new HttpError(400, `diagnostics endpoints: node ${JSON.stringify(node.slice(0, 60))} is not a node name`);
+        this.reply(stream, 200, { agents: await this.relay.query({ kind: 'endpoints', namespace, name }, node) });
+        return;
+      }
       case `GET ${PATH_STATUS}`: {
         const now = Date.now();
         this.reply(stream, 200, {
@@ -135,7 +146,7 @@ export class ControllerServer {
         return;
       }
       default:
-        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_STATUS}`);
+        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_DIAG_ENDPOINTS}, GET ${PATH_STATUS}`);
     }
   }
 

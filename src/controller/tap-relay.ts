@@ -7,7 +7,7 @@
 import * as http2 from 'node:http2';
 import { TokenBucket, type TapFilter, type TapRecord } from '../telemetry/tap.ts';
 import type { PodInventory } from '../telemetry/report.ts';
-import type { TapCommand, TapEndpoint, TapOutput, TapRequest } from './protocol.ts';
+import type { AgentAnswer, AgentQuery, TapCommand, TapEndpoint, TapOutput, TapRequest } from './protocol.ts';
 import { parseResource, SHORT } from './stat.ts';
 import { isLive, type WindowStore } from './store.ts';
 import { readLines } from './lines.ts';
@@ -46,9 +46,19 @@ function podMatches(p: PodInventory, m: Match): boolean {
   return m.kind === 'pod' ? p.name === m.name : p.kind === m.kind && p.owner === m.name;
 }
 
+/** How long a diagnostics query waits for an agent's answer. */
+export const QUERY_TIMEOUT_MS = 5000;
+
+interface PendingQuery {
+  node: string;
+  resolve: (a: AgentAnswer) => void;
+  timer: NodeJS.Timeout;
+}
+
 export class TapRelay {
   private agents = new Map<string, AgentLink>();
   private sessions = new Map<string, Session>();
+  private queries = new Map<string, PendingQuery>();
   private seq = 0;
   private store: WindowStore;
   private log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
@@ -160,9 +170,31 @@ export class TapRelay {
     return { ip, port };
   }
 
+  /**
+   * Asks agents a diagnostics question over their links: one node's agent, or every connected
+   * agent when node is undefined. Each answers, fails, or times out on its own.
+   */
+  query(q: AgentQuery, node?: string, timeoutMs = QUERY_TIMEOUT_MS): Promise<AgentAnswer[]> {
+    const links = node === undefined ? [...this.agents.values()] : [this.agents.get(node)].filter((l): l is AgentLink => l !== undefined);
+    if (links.length === 0) {
+      return Promise.reject(new TapError(node === undefined ? 503 : 404, node === undefined
+        ? 'no agent is connected to the controller; check `mesh-agent status` on the nodes (CONTROLLER line)'
+        : `no agent of node ${node} is connected to the controller; the connected ones: ${[...this.agents.keys()].sort().join(', ') || 'none'}`));
+    }
+    return Promise.all(links.sort((a, b) => (a.node < b.node ? -1 : 1)).map((link) => new Promise<AgentAnswer>((resolve) => {
+      const id = `q${++this.seq}`;
+      const timer = setTimeout(() => {
+        this.queries.delete(id);
+        resolve({ node: link.node, error: `no answer within ${timeoutMs} ms` });
+      }, timeoutMs);
+      this.queries.set(id, { node: link.node, resolve, timer });
+      this.command(link, { op: 'query', id, query: q });
+    })));
+  }
+
   private onAgentLine(link: AgentLink, line: string): void {
     if (line.trim() === '') return;
-    let msg: { tap?: unknown; record?: TapRecord } | null;
+    let msg: { tap?: unknown; record?: TapRecord; reply?: unknown; result?: unknown; error?: unknown } | null;
     try {
       msg = JSON.parse(line);
     } catch {
@@ -171,6 +203,15 @@ export class TapRelay {
     // `null` parses too: a line must be an object before any field is read.
     if (!msg || typeof msg !== 'object') {
       this.log('warn', `agent on ${link.node} sent a tap line that is not a JSON object; ignored (run agent and controller of the same release)`, { line: line.slice(0, 200) });
+      return;
+    }
+    if (typeof msg.reply === 'string') {
+      const q = this.queries.get(msg.reply);
+      // Only the asked agent answers its question; a late or stray reply is dropped.
+      if (q === undefined || q.node !== link.node) return;
+      this.queries.delete(msg.reply);
+      clearTimeout(q.timer);
+      q.resolve(typeof msg.error === 'string' ? { node: link.node, error: msg.error.slice(0, 1000) } : { node: link.node, result: msg.result });
       return;
     }
     const s = typeof msg.tap === 'string' ? this.sessions.get(msg.tap) : undefined;
@@ -215,6 +256,11 @@ export class TapRelay {
   }
 
   closeAll(): void {
+    for (const [id, q] of this.queries) {
+      clearTimeout(q.timer);
+      q.resolve({ node: q.node, error: 'the controller is shutting down' });
+      this.queries.delete(id);
+    }
     for (const s of this.sessions.values()) s.out.close();
     for (const l of this.agents.values()) l.stream.close();
   }

@@ -6,7 +6,8 @@
 import * as http2 from 'node:http2';
 import { randomUUID } from 'node:crypto';
 import { readLines } from '../controller/lines.ts';
-import { HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, type TapCommand } from '../controller/protocol.ts';
+import { HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, type AgentQuery, type AgentReply, type TapCommand } from '../controller/protocol.ts';
+import { MAX_LINE_BYTES } from '../controller/lines.ts';
 import { LATENCY_SCHEME } from './histogram.ts';
 import { REPORT_VERSION, type PodInventory, type Report, ReportAggregator } from './report.ts';
 import { parseTapFilter, TapRegistry, type TapRecord } from './tap.ts';
@@ -27,6 +28,8 @@ export interface ReportClientOptions {
   maxBackoffMs?: number;
   /** A report not acknowledged within this fails the connection. */
   requestTimeoutMs?: number;
+  /** Answers the controller's diagnostics queries (`mesh-agent diagnostics`); throws with what is wrong. */
+  onQuery?: (q: AgentQuery) => unknown;
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -37,7 +40,7 @@ const TAP_WRITE_LIMIT = 1024 * 1024;
 
 export class ReportClient {
   readonly agentId = randomUUID();
-  private o: Required<Omit<ReportClientOptions, 'hub' | 'inventory' | 'log'>> & Pick<ReportClientOptions, 'hub' | 'inventory' | 'log'>;
+  private o: Required<Omit<ReportClientOptions, 'hub' | 'inventory' | 'log' | 'onQuery'>> & Pick<ReportClientOptions, 'hub' | 'inventory' | 'log' | 'onQuery'>;
   private agg: ReportAggregator;
   private removeAgg: () => void;
   private taps: TapRegistry;
@@ -202,6 +205,7 @@ export class ReportClient {
         const cmd = JSON.parse(line) as TapCommand;
         if (cmd?.op === 'start') this.taps.start(parseTapFilter(cmd.filter));
         else if (cmd?.op === 'stop' && typeof cmd.id === 'string') this.taps.stop(cmd.id);
+        else if (cmd?.op === 'query' && typeof cmd.id === 'string' && cmd.id.length <= 64) this.answer(st, cmd.id, cmd.query);
         else throw new Error('unknown op');
       } catch (e) {
         this.o.log('warn', `ignored a tap command from the controller: ${(e as Error).message}: ${line.slice(0, 200)}`);
@@ -210,6 +214,19 @@ export class ReportClient {
       this.o.log('warn', `the controller sent a tap command line of over ${n} bytes; closing the tap stream (it reconnects; run agent and controller of the same release)`);
       st.close();
     });
+  }
+
+  private answer(st: http2.ClientHttp2Stream, id: string, q: AgentQuery): void {
+    let reply: AgentReply;
+    try {
+      if (!this.o.onQuery) throw new Error('this agent answers no diagnostics queries');
+      reply = { reply: id, result: this.o.onQuery(q) };
+    } catch (e) {
+      reply = { reply: id, error: (e as Error).message };
+    }
+    let line = JSON.stringify(reply);
+    if (line.length >= MAX_LINE_BYTES) line = JSON.stringify({ reply: id, error: `the answer is over ${MAX_LINE_BYTES} bytes` });
+    if (!st.destroyed) st.write(line + '\n');
   }
 
   private sendTap(id: string, record: TapRecord): void {
