@@ -13,6 +13,7 @@ import { sweptCount } from '../src/proxy/sweep.ts';
 import type { ConnContext, ProtocolHandler } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
+import { ManualSweeper } from './helpers/manual-sweeper.ts';
 
 const HOST = '127.0.0.1';
 
@@ -584,27 +585,35 @@ test('idle timeout closes an opaque connection with no traffic', async (t) => {
 
 test('idle timeout: traffic either way keeps the connection open; it closes once silent for the timeout, not before', async (t) => {
   const up = await serve(echo);
-  const h = await startProxy(up.port, { limits: { idleTimeoutMs: 300 }, opaquePorts: PortSet.of([up.port]) });
+  // The proxy's clock moves only when the test says, so "silent for 300 ms" is exact however
+  // slowly this machine runs the test (a real tick would also count the test's own stalls).
+  const sweeper = new ManualSweeper();
+  let upstream: net.Socket | null = null;
+  const h = await startProxy(up.port, {
+    limits: { idleTimeoutMs: 300 },
+    opaquePorts: PortSet.of([up.port]),
+    sweeper,
+    dial: (ip, port) => (upstream = defaultDialer(ip, port)),
+  });
   const c = connect(h.port);
-  await once(c, 'connect');
-  let closedAt = 0;
-  const closed = () => (closedAt ||= performance.now());
-  c.once('end', closed); // the proxy's FIN (our side is half-open)
-  c.once('close', closed);
-  c.resume();
-  let lastWrite = 0;
+  let received = 0;
+  c.on('data', (b: Buffer) => (received += b.length));
+  await waitFor(() => sweeper.size === 1); // the tunnel's idle clock starts at the hand-over (clock 0)
   for (let i = 0; i < 8; i++) {
-    c.write('x');
-    lastWrite = performance.now();
-    await sleep(100);
+    // Alternately client to server (echoed back) and server to client only, one byte each.
+    if (i % 2 === 0) c.write('x');
+    else up.sockets[0]!.write('y');
+    await waitFor(() => received === i + 1);
+    sweeper.advance(100);
+    t.false(upstream!.destroyed, `closed while bytes were moving (round ${i + 1})`);
   }
-  t.is(closedAt, 0, 'closed while bytes were moving');
-  await waitFor(() => closedAt > 0);
-  const silentFor = closedAt - lastWrite;
-  // never early; late by at most two sweep ticks (60 ms each for a 300 ms timeout), plus slack
-  t.true(silentFor >= 290 && silentFor < 900, `${silentFor} ms`);
+  // The last bytes were seen at clock 800.
+  sweeper.advance(299);
+  t.false(upstream!.destroyed, 'closed after 299 ms of silence, before the 300 ms timeout');
+  sweeper.advance(1);
+  t.true(upstream!.destroyed, 'still open after 300 ms of silence');
   await waitFor(() => h.sink.closes.length === 1);
-  t.like(h.sink.closes[0], { error: 'idle timeout', bytesIn: 8, bytesOut: 8 });
+  t.like(h.sink.closes[0], { error: 'idle timeout', bytesIn: 4, bytesOut: 8 });
   await h.proxy.close(100);
   await stopServer(up);
 });

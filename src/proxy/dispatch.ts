@@ -22,7 +22,7 @@ import type { PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { forwardTls } from './tls-passthrough.ts';
 import { KnownHttp1 } from './known-http1.ts';
-import { stopSweep, sweepEvery } from './sweep.ts';
+import { sharedSweeper, type Sweeper } from './sweep.ts';
 
 export interface DispatchConfig {
   limits: ProxyLimits;
@@ -33,6 +33,8 @@ export interface DispatchConfig {
   opaquePortsOf?: (destIp: string) => PortSet | null;
   handlers: { http1?: ProtocolHandler; http2?: ProtocolHandler };
   bytesReportMs?: number;
+  /** Runs idle timeouts and byte reports; default the shared timers (sweep.ts). */
+  sweeper?: Sweeper;
   /** Called once when the protocol is decided (not for connections that fail before). */
   onDecision?: (protocol: Protocol, detectedBy: string) => void;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
@@ -317,7 +319,7 @@ class Dispatcher {
     if (kind === 'http2') this.ctx.client.allowHalfOpen = false;
     // A held server greeting goes back where the handler will read it.
     if (this.upstreamHead !== null) this.upstream?.unshift(this.upstreamHead);
-    watchHandledConn(this.ctx, kind, detectMs, this.cfg.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS);
+    watchHandledConn(this.ctx, kind, detectMs, this.cfg.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS, this.cfg.sweeper ?? sharedSweeper);
     try {
       handler(this.ctx, head, this.upstream, this.cfg.limits);
     } catch (err) {
@@ -341,6 +343,7 @@ class Dispatcher {
       upstreamHead: this.upstreamHead,
       dialedAt: this.dialedAt,
       bytesReportMs: this.cfg.bytesReportMs,
+      sweeper: this.cfg.sweeper,
       splicer: this.cfg.splicer,
       onSplice: this.cfg.onSplice,
       onClose: this.releaseLeaseOnClose(),
@@ -357,6 +360,7 @@ class Dispatcher {
       clientHead: this.head,
       dialedAt: this.dialedAt,
       bytesReportMs: this.cfg.bytesReportMs,
+      sweeper: this.cfg.sweeper,
       splicer: this.cfg.splicer,
       onSplice: this.cfg.onSplice,
       onClose: this.releaseLeaseOnClose(),
@@ -414,7 +418,7 @@ class Dispatcher {
  * requests; the connection's open/bytes/close are reported here, from the client socket's
  * own counters (client-side bytes: pooled upstreams are shared between clients).
  */
-function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectMs: number, everyMs: number): void {
+function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectMs: number, everyMs: number, sweeper: Sweeper): void {
   const client = ctx.client;
   let reportedIn = 0;
   let reportedOut = 0;
@@ -433,10 +437,10 @@ function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectM
   };
   // The shared sweep (sweep.ts), not a Node timer per connection.
   const swept = everyMs > 0 ? { sweep: report } : null;
-  if (swept) sweepEvery(everyMs, swept);
+  if (swept) sweeper.every(everyMs, swept);
   client.on('error', (err: Error) => (error ??= `client: ${errCode(err)}`));
   client.once('close', () => {
-    if (swept) stopSweep(everyMs, swept);
+    if (swept) sweeper.stop(everyMs, swept);
     report();
     const ev: ConnCloseEvent = {
       ...ctx.endpoints,

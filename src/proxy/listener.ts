@@ -14,6 +14,7 @@ import { abortSocket, ignoreError } from './opaque.ts';
 import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
+import type { Sweeper } from './sweep.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -42,6 +43,8 @@ export interface ProxyOptions {
   log?: LogFn;
   /** connBytes report interval while a connection lives (ms). Default 5000. */
   bytesReportMs?: number;
+  /** Runs idle timeouts and byte reports; default the shared timers and Date.now() (sweep.ts). Tests pass a manual clock. */
+  sweeper?: Sweeper;
   /** Kernel splice for opaque tunnels (--kernel-splice, docs/proxy.md); default none: Node copies. */
   splicer?: KernelSplicer | null;
   /**
@@ -162,6 +165,7 @@ export class Proxy {
       opaquePortsOf: opts.opaquePortsOf,
       handlers: { ...opts.handlers },
       bytesReportMs: opts.bytesReportMs,
+      sweeper: opts.sweeper,
       onDecision: this.#countDecision,
       splicer: opts.splicer ?? null,
       onSplice: this.#countSplice,

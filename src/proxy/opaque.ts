@@ -14,7 +14,7 @@ import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent } from '../telemetry/events.ts';
 import { resumeReading, sawEof, socketFd, stopReading, type KernelSplicer } from './kernel-splice.ts';
-import { stopSweep, sweepEvery, type Sweepable } from './sweep.ts';
+import { sharedSweeper, type Sweepable, type Sweeper } from './sweep.ts';
 
 /** connClose plus what passthrough knows about the peer (the SNI of a TLS ClientHello). */
 export type OpaqueCloseEvent = ConnCloseEvent & { authority?: string; alpn?: string[] };
@@ -35,6 +35,8 @@ export interface OpaqueOptions {
   dialedAt?: number;
   /** Interval of connBytes reports while the connection lives (ms; 0: none), kept to within half a sweep tick. */
   bytesReportMs?: number;
+  /** Runs the idle timeout and byte reports; default the shared timers (sweep.ts). */
+  sweeper?: Sweeper;
   /** Called once after both sockets closed, with the event also sent to telemetry. */
   onClose?: (ev: OpaqueCloseEvent) => void;
   /** Hand the byte copying to the kernel once the heads are through (--kernel-splice). */
@@ -133,6 +135,7 @@ class OpaqueTunnel implements Sweepable {
   readonly onSplice: ((error: string | null) => void) | undefined;
   readonly reportEveryMs: number;
   readonly sweepMs: number;
+  readonly sweeper: Sweeper;
   bytesIn = 0;
   bytesOut = 0;
   reportedIn = 0;
@@ -165,6 +168,7 @@ class OpaqueTunnel implements Sweepable {
     this.onSplice = opts.onSplice;
     this.reportEveryMs = opts.bytesReportMs ?? DEFAULT_BYTES_REPORT_MS;
     this.sweepMs = sweepPeriodMs(limits.idleTimeoutMs, this.reportEveryMs);
+    this.sweeper = opts.sweeper ?? sharedSweeper;
   }
 
   start(opts: OpaqueOptions): void {
@@ -216,11 +220,11 @@ class OpaqueTunnel implements Sweepable {
     if (upstream.readableEnded) this.onUpstreamEnd();
 
     // The idle clock starts at the hand-over, as a socket timeout armed here would.
-    const now = Date.now();
+    const now = this.sweeper.now();
     this.activeTotal = this.bytesIn + this.bytesOut;
     this.activeAt = now;
     this.reportedAt = now;
-    sweepEvery(this.sweepMs, this);
+    this.sweeper.every(this.sweepMs, this);
 
     // Sockets that died before the hand-over will not emit 'close' again.
     if (client.closed) this.onClientClose(true);
@@ -475,7 +479,7 @@ class OpaqueTunnel implements Sweepable {
   finish(): void {
     if (this.finished) return;
     this.finished = true;
-    stopSweep(this.sweepMs, this);
+    this.sweeper.stop(this.sweepMs, this);
     if (this.connectTimer) clearTimeout(this.connectTimer);
     // Final delta first: the connBytes of a connection always sum to its connClose totals.
     this.reportBytes();

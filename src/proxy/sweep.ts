@@ -50,6 +50,22 @@ export function stopSweep(periodMs: number, item: Sweepable): void {
   sweeps.delete(periodMs);
 }
 
+/**
+ * Where a connection's periodic checks run and which clock judges them: the shared timers
+ * above in the proxy, a manually advanced clock in tests that assert a timeout to the
+ * millisecond (a loaded machine delays real ticks, so only the proxy's own clock can say
+ * whether a connection was silent for the timeout).
+ */
+export interface Sweeper {
+  every(periodMs: number, item: Sweepable): void;
+  stop(periodMs: number, item: Sweepable): void;
+  /** The clock ticks are judged by (ms); what an item's `sweep(now)` is compared with. */
+  now(): number;
+}
+
+/** The shared timers and Date.now(): what the proxy uses unless told otherwise. */
+export const sharedSweeper: Sweeper = { every: sweepEvery, stop: stopSweep, now: Date.now };
+
 /** Items currently swept (all periods): for tests. */
 export function sweptCount(): number {
   let n = 0;
