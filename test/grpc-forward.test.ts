@@ -1,33 +1,17 @@
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startHarness } from '../src/proxy/http2/harness.ts';
 import { waitFor } from './helpers/until.ts';
 
-const proto = `
-syntax = "proto3";
-package meshtest;
-message Msg { string text = 1; int32 n = 2; }
-service Echo {
-  rpc Unary (Msg) returns (Msg);
-  rpc Count (Msg) returns (stream Msg);
-  rpc Chat (stream Msg) returns (stream Msg);
-}
-`;
 
 interface Msg { text: string; n: number }
 type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => any>;
 
 async function loadService() {
-  const dir = await mkdtemp(join(tmpdir(), 'grpcfwd-'));
-  const file = join(dir, 'echo.proto');
-  await writeFile(file, proto);
-  const def = await protoLoader.load(file, { defaults: true });
-  await rm(dir, { recursive: true, force: true });
+  const def = await protoLoader.load(fileURLToPath(new URL('../src/sim/echo.proto', import.meta.url)), { defaults: true });
   const pkg = grpc.loadPackageDefinition(def).meshtest as grpc.GrpcObject;
   return pkg.Echo as grpc.ServiceClientConstructor;
 }
