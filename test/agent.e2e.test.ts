@@ -1,6 +1,7 @@
 // `mesh-agent run --pods FILE` on a simulated node, with the real datapath and proxy:
 // meshing follows the file, an annotation change applies to the next connection, a bad
-// value is reported and the last good one kept, SIGTERM detaches and exits 0.
+// value is reported and the last good one kept, a destination's skip-inbound ports bypass
+// the proxy, SIGTERM detaches and exits 0.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -21,16 +22,20 @@ let web: SimPod;
 let api: SimPod;
 let agent: ChildProcess;
 let agentLog = '';
-let apiLog: JsonLines;
+/** The api pod's echo servers, by port: 8080 and 9090. */
+const apiLogs = new Map<number, JsonLines>();
+const PROXY_PORT = 15001;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-e2e-'));
 const podsFile = path.join(tmp, 'pods.yaml');
 const children: ChildProcess[] = [];
 
-function writePods(webAnnotations: Record<string, string>) {
-  const objs = [
-    { ...(web.toPodObject(node.name) as any), metadata: { ...(web.toPodObject(node.name) as any).metadata, annotations: webAnnotations } },
-    api.toPodObject(node.name),
-  ];
+function withAnnotations(pod: SimPod, annotations: Record<string, string>): object {
+  const obj = pod.toPodObject(node.name) as any;
+  return { ...obj, metadata: { ...obj.metadata, annotations } };
+}
+
+function writePods(webAnnotations: Record<string, string>, apiAnnotations: Record<string, string> = {}) {
+  const objs = [withAnnotations(web, webAnnotations), withAnnotations(api, apiAnnotations)];
   // Replace by rename, as editors and kubectl-like tools do.
   fs.writeFileSync(podsFile + '.tmp', objs.map((o) => JSON.stringify(o)).join('\n---\n'));
   fs.renameSync(podsFile + '.tmp', podsFile);
@@ -47,15 +52,17 @@ async function cliStatus(...args: string[]) {
   return node.execInNode(process.execPath, [BIN, 'status', '--admin', '127.0.0.1:4191', ...args], { timeoutMs: 15_000 });
 }
 
-/** Connects from web to api:8080 and returns the source address the server saw. */
-async function connectAndSeeSource(): Promise<string> {
-  const before = apiLog.lines.filter((o) => o.accepted).length;
-  const r = await web.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${api.ip}:8080`, '--send', 'x'], { timeoutMs: 15_000 });
+/** Connects from web to api:port and returns the source address the server saw. */
+async function connectAndSeeSource(port = 8080): Promise<string> {
+  const log = apiLogs.get(port)!;
+  const before = log.lines.filter((o) => o.accepted).length;
+  const r = await web.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${api.ip}:${port}`, '--send', 'x'], { timeoutMs: 15_000 });
   if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`);
-  const seen = await apiLog.waitFor(() => apiLog.lines.filter((o) => o.accepted).length > before, 5000, 'server accept');
-  void seen;
-  return apiLog.lines.filter((o) => o.accepted).at(-1).accepted.remoteAddress.replace('::ffff:', '');
+  // The client had its echo, so the server accepted: its line is on the way.
+  await log.waitFor(() => log.lines.filter((o) => o.accepted).length > before, 5000, 'server accept');
+  return log.lines.filter((o) => o.accepted).at(-1).accepted.remoteAddress.replace('::ffff:', '');
 }
+
 
 test.before(async () => {
   if (process.getuid?.() !== 0) throw new Error('the agent e2e tests need root and BPF; run the suite as root: sudo ./dev test');
@@ -63,14 +70,17 @@ test.before(async () => {
   web = await node.addPod({ name: 'web', namespace: 'shop' });
   api = await node.addPod({ name: 'api', namespace: 'shop' });
   writePods({ 'mesh-agent.io/inject': 'enabled' });
-  agent = node.spawnInNode(process.execPath, [BIN, 'run', '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot, '--proxy-addr', `${node.nodeIp}:15001`, '--admin', '127.0.0.1:4191', '--drain', '2000']);
+  agent = node.spawnInNode(process.execPath, [BIN, 'run', '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot, '--proxy-addr', `${node.nodeIp}:${PROXY_PORT}`, '--admin', '127.0.0.1:4191', '--drain', '2000']);
   children.push(agent);
   agent.stderr!.on('data', (d) => (agentLog += d));
   agent.stdout!.on('data', (d) => (agentLog += d));
-  const srv = api.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', '8080']);
-  children.push(srv);
-  apiLog = new JsonLines(srv);
-  await apiLog.waitFor((o) => o.listening, 10_000, 'api listening');
+  for (const port of [8080, 9090]) {
+    const srv = api.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', String(port)]);
+    children.push(srv);
+    const log = new JsonLines(srv);
+    apiLogs.set(port, log);
+    await log.waitFor((o) => o.listening, 10_000, `api listening on ${port}`);
+  }
   await until(status, (s) => s.pods.some((p: any) => p.name === 'web' && p.meshed), 'web meshed', 20_000);
 });
 
@@ -136,6 +146,33 @@ test.serial('an invalid annotation is reported with the pod and value; the last 
   const st = await cliStatus();
   t.is(st.code, 1, 'degraded');
   t.regex(st.stdout, /STATUS: degraded\n  - pod shop\/web: invalid annotation mesh-agent.io\/skip-outbound-ports.*80eighty/);
+});
+
+test.serial('a destination pod\'s skip-inbound port bypasses the proxy, its other ports do not; a change applies to the next connection', async (t) => {
+  // api (not meshed itself) skips 8080 inbound: web, meshed, reaches api:8080 directly, api:9090 through the proxy.
+  writePods({ 'mesh-agent.io/inject': 'enabled' }, { 'mesh-agent.io/skip-inbound-ports': '8080' });
+  await until(status, (s) => s.pods.find((p: any) => p.name === 'api')?.skipInboundPorts === '8080', 'skip-inbound 8080 applied');
+  const s0 = await status();
+  t.is(await connectAndSeeSource(8080), web.ip, 'skipped inbound: api saw the pod itself');
+  const s1 = await status();
+  t.is(s1.proxy.accepted, s0.proxy.accepted, 'the proxy accepted nothing for it');
+  t.is(BigInt(s1.datapath.counters.skippedInbound) - BigInt(s0.datapath.counters.skippedInbound), 1n, 'the datapath passed it for the skip-inbound port');
+  t.is(await connectAndSeeSource(9090), node.nodeIp, 'another port of the same pod: through the proxy');
+  const s2 = await status();
+  t.is(s2.proxy.accepted, s1.proxy.accepted + 1);
+  t.is(s2.datapath.counters.skippedInbound, s1.datapath.counters.skippedInbound);
+
+  // The annotation moves to 9090: the next connections follow it, no pod restarts.
+  writePods({ 'mesh-agent.io/inject': 'enabled' }, { 'mesh-agent.io/skip-inbound-ports': '9090' });
+  await until(status, (s) => s.pods.find((p: any) => p.name === 'api')?.skipInboundPorts === '9090', 'skip-inbound 9090 applied');
+  t.is(await connectAndSeeSource(8080), node.nodeIp, '8080 no longer skipped: through the proxy');
+  t.is(await connectAndSeeSource(9090), web.ip, '9090 now skipped: direct');
+  const s3 = await status();
+  t.is(s3.proxy.accepted, s2.proxy.accepted + 1, 'one of the two went through the proxy');
+  // Gone from the annotation: every port of api goes through the proxy again.
+  writePods({ 'mesh-agent.io/inject': 'enabled' });
+  await until(status, (s) => s.pods.find((p: any) => p.name === 'api')?.skipInboundPorts === '', 'skip-inbound removed');
+  t.is(await connectAndSeeSource(9090), node.nodeIp);
 });
 
 test.serial('SIGTERM detaches the programs and exits 0; pods then connect directly', async (t) => {
