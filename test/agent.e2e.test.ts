@@ -1,7 +1,8 @@
 // `mesh-agent run --pods FILE` on a simulated node, with the real datapath and proxy:
 // meshing follows the file, an annotation change applies to the next connection, a bad
 // value is reported and the last good one kept, a destination's skip-inbound ports bypass
-// the proxy, SIGTERM detaches and exits 0.
+// the proxy, a connection that did not come through the datapath is refused (no open
+// relay), SIGTERM detaches and exits 0.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -20,6 +21,8 @@ const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/m
 let node: SimNode;
 let web: SimPod;
 let api: SimPod;
+/** A pod the agent does not know: not in the pods file, so never meshed. */
+let outsider: SimPod;
 let agent: ChildProcess;
 let agentLog = '';
 /** The api pod's echo servers, by port: 8080 and 9090. */
@@ -63,12 +66,14 @@ async function connectAndSeeSource(port = 8080): Promise<string> {
   return log.lines.filter((o) => o.accepted).at(-1).accepted.remoteAddress.replace('::ffff:', '');
 }
 
+const acceptedBy = (port: number) => apiLogs.get(port)!.lines.filter((o) => o.accepted).length;
 
 test.before(async () => {
   if (process.getuid?.() !== 0) throw new Error('the agent e2e tests need root and BPF; run the suite as root: sudo ./dev test');
   node = await createNode({ driver: 'cgroupfs' });
   web = await node.addPod({ name: 'web', namespace: 'shop' });
   api = await node.addPod({ name: 'api', namespace: 'shop' });
+  outsider = await node.addPod({ name: 'outsider', namespace: 'shop' });
   writePods({ 'mesh-agent.io/inject': 'enabled' });
   agent = node.spawnInNode(process.execPath, [BIN, 'run', '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot, '--proxy-addr', `${node.nodeIp}:${PROXY_PORT}`, '--admin', '127.0.0.1:4191', '--drain', '2000']);
   children.push(agent);
@@ -173,6 +178,34 @@ test.serial('a destination pod\'s skip-inbound port bypasses the proxy, its othe
   writePods({ 'mesh-agent.io/inject': 'enabled' });
   await until(status, (s) => s.pods.find((p: any) => p.name === 'api')?.skipInboundPorts === '', 'skip-inbound removed');
   t.is(await connectAndSeeSource(9090), node.nodeIp);
+});
+
+test.serial('no open relay: a connection to the agent\'s proxy port that did not come through the datapath is reset and counted', async (t) => {
+  const before = await status();
+  const served = [acceptedBy(8080), acceptedBy(9090)];
+  const proxy = `${node.nodeIp}:${PROXY_PORT}`;
+  // From a pod the agent does not mesh, from a meshed pod dialling the proxy's address itself
+  // (connect4 lets that pass: it is not a redirect), and from the node's namespace, where no program runs.
+  const attempts: Array<[string, () => Promise<{ code: number | null; stdout: string; stderr: string }>]> = [
+    ['an unmeshed pod', () => outsider.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', proxy, '--send', 'relay me'], { timeoutMs: 15_000 })],
+    ['a meshed pod, straight to the proxy', () => web.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', proxy, '--send', 'relay me'], { timeoutMs: 15_000 })],
+    ['the node namespace', () => node.execInNode(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', proxy, '--send', 'relay me'], { timeoutMs: 15_000 })],
+  ];
+  for (const [from, run] of attempts) {
+    const r = await run();
+    t.is(r.code, 1, `${from}: ${r.stdout} ${r.stderr}`);
+    // "connect ECONNRESET" when the reset lands before the client's connect callback ran, "read ECONNRESET" after.
+    t.regex(r.stderr, /ECONNRESET/, `${from}: reset, not closed cleanly: ${r.stderr}`);
+  }
+  // The proxy counts a refusal before it resets, so the count is in once the clients saw the resets.
+  const after = await status();
+  t.is(after.proxy.refusedNoRecord, before.proxy.refusedNoRecord + attempts.length);
+  t.is(after.proxy.accepted, before.proxy.accepted + attempts.length);
+  t.is(after.proxy.open, before.proxy.open, 'none of them stayed open');
+  // Both pods' connects ran connect4, which lets the proxy's own address pass (before it looks for the pod).
+  t.is(BigInt(after.datapath.counters.passedLocal) - BigInt(before.datapath.counters.passedLocal), 2n, 'the pods\' connects to the proxy address passed untouched');
+  t.is(after.datapath.counters.redirected, before.datapath.counters.redirected, 'none was redirected');
+  t.deepEqual([acceptedBy(8080), acceptedBy(9090)], served, 'nothing reached a server through the proxy');
 });
 
 test.serial('SIGTERM detaches the programs and exits 0; pods then connect directly', async (t) => {
