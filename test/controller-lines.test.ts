@@ -28,3 +28,16 @@ test('a line that never ends stops at the bound, once, and nothing after it is d
   t.is(tooLong.length, 1);
   t.true(tooLong[0]! > 1000);
 });
+
+test('a line over the bound whose end arrives in the chunk that crosses it is refused too', async (t) => {
+  const s = new PassThrough();
+  const lines: string[] = [];
+  const tooLong: number[] = [];
+  readLines(s, (l) => lines.push(l), (n) => tooLong.push(n), 1000);
+  s.write('x'.repeat(900));
+  s.write('x'.repeat(110) + '\nafter\n');
+  s.end();
+  await new Promise((r) => s.on('end', r));
+  t.deepEqual(lines, []);
+  t.deepEqual(tooLong, [1010]);
+});

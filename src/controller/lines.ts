@@ -20,6 +20,12 @@ export function readLines(stream: Readable, onLine: (line: string) => void, onTo
       partial = '';
       start = nl + 1;
       if (line.endsWith('\r')) line = line.slice(0, -1);
+      if (line.length > maxBytes) {
+        // Complete, but over the bound all the same (its end came in the chunk that crossed it).
+        stopped = true;
+        onTooLong(line.length);
+        return;
+      }
       onLine(line);
       if (stopped) return;
     }

@@ -11,6 +11,12 @@ export const PATH_STAT = '/v1/stat';
 export const PATH_TAP = '/v1/tap';
 /** Anyone: the controller's view of its agents. */
 export const PATH_STATUS = '/v1/status';
+/**
+ * Agent -> controller, one long-lived GET per agent (headers mesh-node, mesh-agent-id): the
+ * controller writes discovery lines (src/discovery/model.ts): reset, the world, synced, then
+ * deltas. 404 when the controller runs without discovery. See docs/discovery.md.
+ */
+export const PATH_DISCOVERY = '/v1/discovery';
 
 export const HEADER_NODE = 'mesh-node';
 export const HEADER_AGENT_ID = 'mesh-agent-id';

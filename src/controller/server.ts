@@ -5,7 +5,8 @@
 // `curl --http2-prior-knowledge` can talk to it. The install's Service marks the port
 // appProtocol kubernetes.io/h2c accordingly.
 import * as http2 from 'node:http2';
-import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_ENDPOINTS, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP, type TapRequest } from './protocol.ts';
+import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_ENDPOINTS, PATH_DISCOVERY, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP, type TapRequest } from './protocol.ts';
+import type { DiscoveryHub } from '../discovery/hub.ts';
 import { parseReport } from '../telemetry/report.ts';
 import { MAX_TAP_RPS } from '../telemetry/tap.ts';
 import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
@@ -14,6 +15,8 @@ import { TapError, TapRelay } from './tap-relay.ts';
 
 export interface ControllerOptions {
   retentionMs?: number;
+  /** Discovery for the agents (--resources or the API server); without it GET /v1/discovery answers 404. */
+  discovery?: { hub: DiscoveryHub; source: { state(): object } };
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -81,15 +84,22 @@ export class ControllerServer {
         return;
       }
       case `POST ${PATH_AGENT_TAP}`: {
-        const node = h[HEADER_NODE];
-        const agentId = h[HEADER_AGENT_ID];
-        if (typeof node !== 'string' || node === '' || typeof agentId !== 'string' || agentId === '') {
-          throw new HttpError(400, `the tap stream needs the ${HEADER_NODE} and ${HEADER_AGENT_ID} headers`);
-        }
+        const { node, agentId } = agentHeaders(h, 'the tap stream');
         stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
         this.relay.addAgent(node, agentId, stream);
         this.opts.log('info', 'agent connected', { node, agentId });
         stream.on('close', () => this.opts.log('info', 'agent tap stream closed', { node, agentId }));
+        return;
+      }
+      case `GET ${PATH_DISCOVERY}`: {
+        const { node, agentId } = agentHeaders(h, 'the discovery stream');
+        const d = this.opts.discovery;
+        if (!d) throw new HttpError(404, DISCOVERY_OFF);
+        stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
+        const unsubscribe = d.hub.subscribe(stream, { node, agentId }, (_why, slow) => {
+          if (!stream.destroyed) stream.close(slow ? http2.constants.NGHTTP2_ENHANCE_YOUR_CALM : http2.constants.NGHTTP2_CANCEL);
+        });
+        stream.on('close', unsubscribe);
         return;
       }
       case `GET ${PATH_STAT}`: {
@@ -138,6 +148,7 @@ export class ControllerServer {
           retentionMs: this.store.retentionMs,
           activeTaps: this.relay.activeTaps,
           tapLinks: this.relay.links(),
+          discovery: this.discoveryState(),
           nodes: this.store.all().map((n) => ({
             node: n.node, agentId: n.agentId, live: isLive(n, now), lastSeenMsAgo: now - n.lastSeen,
             intervalMs: n.intervalMs, reports: n.reports.length, received: n.received, duplicates: n.duplicates, dropped: n.dropped, pods: n.pods.length,
@@ -146,8 +157,14 @@ export class ControllerServer {
         return;
       }
       default:
-        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_DIAG_ENDPOINTS}, GET ${PATH_STATUS}`);
+        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_DISCOVERY}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_DIAG_ENDPOINTS}, GET ${PATH_STATUS}`);
     }
+  }
+
+  private discoveryState() {
+    const d = this.opts.discovery;
+    if (!d) return { configured: false, why: DISCOVERY_OFF };
+    return { configured: true, source: d.source.state(), ...d.hub.state(), agentStreams: d.hub.agents() };
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -162,9 +179,21 @@ export class ControllerServer {
 
   close(): Promise<void> {
     this.relay.closeAll();
+    this.opts.discovery?.hub.closeAll('the controller is stopping');
     for (const s of this.sessions) s.destroy();
     return new Promise((r) => this.server.close(() => r()));
   }
+}
+
+export const DISCOVERY_OFF = 'discovery is not configured on this controller: run it with --resources FILE|DIR, or in a cluster (or with --kubeconfig FILE) to watch the API server';
+
+function agentHeaders(h: http2.IncomingHttpHeaders, what: string): { node: string; agentId: string } {
+  const node = h[HEADER_NODE];
+  const agentId = h[HEADER_AGENT_ID];
+  if (typeof node !== 'string' || node === '' || typeof agentId !== 'string' || agentId === '') {
+    throw new HttpError(400, `${what} needs the ${HEADER_NODE} and ${HEADER_AGENT_ID} headers`);
+  }
+  return { node, agentId };
 }
 
 function readJson(stream: http2.ServerHttp2Stream): Promise<any> {
