@@ -4,7 +4,6 @@
 // down and drains after it returns, and a tap reaches the CLI side.
 import test from 'ava';
 import * as http2 from 'node:http2';
-import * as net from 'node:net';
 import { ControllerServer } from '../src/controller/server.ts';
 import { requestJson, streamJson } from '../src/controller/client.ts';
 import { ReportClient } from '../src/telemetry/report-client.ts';
@@ -12,6 +11,7 @@ import { TelemetryHub } from '../src/telemetry/hub.ts';
 import type { RequestEvent } from '../src/telemetry/events.ts';
 import type { PodInventory } from '../src/telemetry/report.ts';
 import { until as untilWith } from './helpers/until.ts';
+import { freePort } from './helpers/ports.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 8000, intervalMs: 50 });
@@ -31,13 +31,6 @@ const ev = (success: boolean, path = '/'): RequestEvent => ({
   requestBytes: 0, responseBytes: 5, startedAt: Date.now(),
 });
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 test('reports reach the controller; with it down the backlog stays at its bound and drops are counted; it drains after a restart', async (t) => {
   const port = await freePort();

@@ -1,32 +1,75 @@
-// `mesh-agent controller`: the service agents report to and `stat` and `tap` ask.
+// `mesh-agent controller`: the service agents report to and `stat` and `tap` ask, and the
+// source of Service discovery for the agents (from the API server, or from --resources files).
 import type { Command } from 'commander';
 import { jsonLogger } from '../agent/log.ts';
 import { ControllerServer } from '../controller/server.ts';
 import { parseWindow } from '../controller/stat.ts';
+import { DiscoveryHub } from '../discovery/hub.ts';
 import { parseHostPort } from './addr.ts';
+
+export type DiscoveryMode = { kind: 'files'; path: string } | { kind: 'kubernetes'; kubeconfig?: string } | { kind: 'off' };
+
+/** --resources wins nothing over --kubeconfig: both at once is a mistake. In a pod (KUBERNETES_SERVICE_HOST) the API server is the default. */
+export function discoveryMode(o: { resources?: string; kubeconfig?: string }, env: NodeJS.ProcessEnv = process.env): DiscoveryMode {
+  if (o.resources !== undefined && o.kubeconfig !== undefined) throw new Error('--resources and --kubeconfig are two sources of the same discovery; pass one');
+  if (o.resources !== undefined) return { kind: 'files', path: o.resources };
+  if (o.kubeconfig !== undefined) return { kind: 'kubernetes', kubeconfig: o.kubeconfig };
+  if (env.KUBERNETES_SERVICE_HOST) return { kind: 'kubernetes' };
+  return { kind: 'off' };
+}
 
 export function registerController(program: Command) {
   program
     .command('controller')
-    .description('run the controller: receive the agents\' reports, serve stat and relay tap')
+    .description('run the controller: receive the agents\' reports, serve stat, relay tap, stream Service discovery to the agents')
     .option('--listen <ip:port>', 'address for agents and the CLI (HTTP/2 cleartext)', '0.0.0.0:8086')
     .option('--retention <window>', 'how long reports are kept: the longest stat window', '1h')
+    .option('--resources <file|dir>', 'discovery from Service, EndpointSlice and Pod objects in YAML or JSON files (a directory: its *.yaml, *.yml, *.json), reloaded on change; no API server needed')
+    .option('--kubeconfig <file>', 'discovery from this cluster\'s API server (default in a pod: its in-cluster config)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async function (this: Command, o) {
       let listen: { host: string; port: number };
       let retentionMs: number;
+      let mode: DiscoveryMode;
       try {
         listen = parseHostPort(o.listen, '--listen', '0.0.0.0', 8086);
         retentionMs = parseWindow(o.retention, 7 * 24 * 3_600_000);
+        mode = discoveryMode(o);
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }
       const log = jsonLogger({ quiet: o.quiet });
-      const server = new ControllerServer({ retentionMs, log: (level, msg, fields) => log[level](msg, fields) });
+      const logTo = (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => log[level](msg, fields);
+      let discovery: ConstructorParameters<typeof ControllerServer>[0]['discovery'];
+      let stopSource = () => {};
+      if (mode.kind !== 'off') {
+        const hub = new DiscoveryHub({ log: logTo });
+        try {
+          if (mode.kind === 'files') {
+            const { ResourceFiles } = await import('../discovery/resource-files.ts');
+            const files = new ResourceFiles(mode.path, hub, (e) => log.warn(`discovery: ${e.message}`));
+            files.start();
+            stopSource = () => files.stop();
+            discovery = { hub, source: files };
+          } else {
+            // Loaded only here: @kubernetes/client-node alone costs ~110 MB of RSS.
+            const { DiscoveryKubeSource } = await import('../discovery/kube-source.ts');
+            const kube = new DiscoveryKubeSource({ hub, kubeconfig: mode.kubeconfig, onError: (e) => log.warn(`discovery: ${e.message}`) });
+            kube.start();
+            stopSource = () => kube.stop();
+            discovery = { hub, source: kube };
+          }
+        } catch (e) {
+          // Not a usage error: the files or the kubeconfig need fixing (exit 1, no help text).
+          throw new Error(`discovery: ${(e as Error).message}`);
+        }
+      }
+      const server = new ControllerServer({ retentionMs, discovery, log: logTo });
       const addr = await server.listen(listen.host, listen.port);
-      log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention });
+      log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind });
       const stop = (sig: string) => {
         log.info(`${sig}: stopping`);
+        stopSource();
         void server.close().then(() => process.exit(0));
       };
       process.once('SIGTERM', () => stop('SIGTERM'));

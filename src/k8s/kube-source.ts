@@ -35,13 +35,17 @@ export interface KubeSourceState {
   resourceVersion: string;
 }
 
-function loadConfig(o: KubeSourceOptions): KubeConfig {
-  if (o.kubeConfig) return o.kubeConfig;
+/** A kubeconfig file when given; else in-cluster config when KUBERNETES_SERVICE_HOST is set; else $KUBECONFIG / ~/.kube/config. */
+export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   const kc = new KubeConfig();
-  if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
+  if (kubeconfig) kc.loadFromFile(kubeconfig);
   else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
   else kc.loadFromDefault();
   return kc;
+}
+
+function loadConfig(o: KubeSourceOptions): KubeConfig {
+  return o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
 }
 
 export class KubeSource {

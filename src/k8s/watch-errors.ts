@@ -49,9 +49,9 @@ function networkCode(e: unknown): string | undefined {
 }
 
 /** One line saying what failed and what to do about it. */
-export function describeFailure(what: string, server: string, e: unknown): string {
+export function describeFailure(what: string, server: string, e: unknown, rbacHint = RBAC_HINT): string {
   const status = statusOf(e);
-  if (status === 401 || status === 403) return `${what}: HTTP ${status}: ${RBAC_HINT}`;
+  if (status === 401 || status === 403) return `${what}: HTTP ${status}: ${rbacHint}`;
   if (status === 410) return `${what}: resourceVersion expired (410 Gone); relisting`;
   const net = networkCode(e);
   if (net && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|UND_ERR_CONNECT_TIMEOUT)$/.test(net)) {

@@ -18,8 +18,15 @@ export interface ReflectorOptions {
   server: string;
   watchdogMs: number;
   backoff: BackoffOptions;
-  /** The store changed through a watch event. */
-  onChange: () => void;
+  /** The store changed through a watch event: the object set (added or modified) or deleted, as stored. */
+  onChange: (op: 'set' | 'delete', key: string, obj: Obj) => void;
+  /**
+   * Applied to every object before it is stored (as client-go's SetTransform): keep only the
+   * fields the consumer reads, so a cluster-wide store does not hold whole objects.
+   */
+  transform?: (obj: Obj) => Obj;
+  /** What to say on 401/403 (default: the agent's ClusterRole). */
+  rbacHint?: string;
   /** A list replaced the store. */
   onSynced: () => void;
   onError: (e: Error) => void;
@@ -64,7 +71,8 @@ export class Reflector {
           const l = await this.o.list();
           if (this.stopped) return;
           this.store.clear();
-          for (const item of l.items) this.store.set(objectKey(item), item);
+          const keep = this.o.transform ?? ((x: Obj) => x);
+          for (const item of l.items) this.store.set(objectKey(item), keep(item));
           this.resourceVersion = l.resourceVersion;
           needList = false;
           this.synced = true;
@@ -72,7 +80,7 @@ export class Reflector {
           this.o.onSynced();
         } catch (e) {
           if (this.stopped) return;
-          this.report(describeFailure(`list ${this.o.name}`, this.o.server, e));
+          this.report(describeFailure(`list ${this.o.name}`, this.o.server, e, this.o.rbacHint));
           await this.sleep(this.backoff.next());
           continue;
         }
@@ -96,7 +104,7 @@ export class Reflector {
         // A server that ends every watch at once must not be hammered.
         if (end.events === 0 && Date.now() - openedAt < 1_000) await this.sleep(this.backoff.next());
       } else {
-        this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err)}; ${resume}`);
+        this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.o.rbacHint)}; ${resume}`);
         await this.sleep(this.backoff.next());
       }
     }
@@ -152,13 +160,17 @@ export class Reflector {
         arm();
         this.lastEventAt = Date.now();
         const rv = obj?.metadata?.resourceVersion;
+        let op: 'set' | 'delete';
         switch (type) {
           case 'ADDED':
           case 'MODIFIED':
+            if (this.o.transform) obj = this.o.transform(obj);
             this.store.set(objectKey(obj), obj);
+            op = 'set';
             break;
           case 'DELETED':
             this.store.delete(objectKey(obj));
+            op = 'delete';
             break;
           case 'BOOKMARK':
             // Only a newer resourceVersion: lets a quiet watch resume without a relist.
@@ -174,7 +186,7 @@ export class Reflector {
         }
         events++;
         if (rv) this.resourceVersion = String(rv);
-        this.o.onChange();
+        this.o.onChange(op, objectKey(obj), obj);
       };
       const onDone = (err: unknown) => {
         if (gone) finish({ kind: 'gone', events });

@@ -1,0 +1,149 @@
+// The controller's cluster source: Services, EndpointSlices and Pods of every namespace, listed
+// and watched once (the agents open no cluster-wide watch), fed to the discovery hub. Each kind
+// runs the same reflector the agent's pod watch uses (src/k8s/watch-reflector.ts); the stores
+// keep only the fields conversion reads, so 100,000 pods cost what their records cost, not
+// what their full objects would.
+import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
+import { loadKubeConfig } from '../k8s/kube-source.ts';
+import type { BackoffOptions } from '../k8s/watch-errors.ts';
+import { Reflector } from '../k8s/watch-reflector.ts';
+import { ROUTING_ANNOTATION_PREFIXES } from './model.ts';
+import { SERVICE_NAME_LABEL, type ResourceKind } from './from-k8s.ts';
+import type { DiscoveryHub } from './hub.ts';
+
+type Obj = Record<string, any>;
+
+export const CONTROLLER_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on services, pods and endpointslices (discovery.k8s.io); apply the ClusterRole from mesh-agent install";
+
+export interface DiscoveryKubeSourceOptions {
+  hub: DiscoveryHub;
+  /** Kubeconfig path; default: in-cluster config when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG / ~/.kube/config. */
+  kubeconfig?: string;
+  /** A ready KubeConfig (tests point one at a stand-in server); wins over kubeconfig. */
+  kubeConfig?: KubeConfig;
+  onError: (e: Error) => void;
+  /** A watch without events or bookmarks for this long is restarted; default 5 min. */
+  watchdogMs?: number;
+  backoff?: BackoffOptions;
+  /** Items per list page; default 500, as client-go. */
+  pageSize?: number;
+}
+
+const pick = (o: Obj | undefined, keys: string[]): Obj => {
+  const out: Obj = {};
+  if (o) for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+};
+
+/** What conversion (from-k8s.ts) reads of each kind; the rest of an object is not kept. */
+export function slim(kind: ResourceKind, o: Obj): Obj {
+  const md: Obj = o?.metadata ?? {};
+  const meta: Obj = { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion };
+  if (kind === 'service') {
+    const ann = Object.entries((md.annotations ?? {}) as Obj).filter(([k]) => ROUTING_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
+    if (ann.length) meta.annotations = Object.fromEntries(ann);
+    return { metadata: meta, spec: pick(o?.spec, ['type', 'clusterIP', 'clusterIPs', 'ports']) };
+  }
+  if (kind === 'slice') {
+    if (md.labels?.[SERVICE_NAME_LABEL] !== undefined) meta.labels = { [SERVICE_NAME_LABEL]: md.labels[SERVICE_NAME_LABEL] };
+    const endpoints = Array.isArray(o?.endpoints)
+      ? o.endpoints.map((e: Obj) => ({
+        addresses: e?.addresses,
+        conditions: e?.conditions?.ready === undefined ? undefined : { ready: e.conditions.ready },
+        targetRef: e?.targetRef ? { kind: e.targetRef.kind, name: e.targetRef.name } : undefined,
+        nodeName: e?.nodeName,
+        zone: e?.zone,
+      }))
+      : o?.endpoints;
+    return { metadata: meta, addressType: o?.addressType, ports: o?.ports, endpoints };
+  }
+  if (md.labels?.['pod-template-hash'] !== undefined) meta.labels = { 'pod-template-hash': md.labels['pod-template-hash'] };
+  if (Array.isArray(md.ownerReferences)) meta.ownerReferences = md.ownerReferences.map((r: Obj) => pick(r, ['kind', 'name', 'controller']));
+  return { metadata: meta, spec: pick(o?.spec, ['nodeName', 'hostNetwork', 'serviceAccountName']), status: pick(o?.status, ['phase', 'podIP', 'podIPs']) };
+}
+
+interface Paged {
+  items: Obj[];
+  metadata?: { resourceVersion?: string; _continue?: string };
+}
+
+export class DiscoveryKubeSource {
+  private readonly o: DiscoveryKubeSourceOptions;
+  private reflectors = new Map<ResourceKind, Reflector>();
+  private server = '';
+  private started = false;
+
+  constructor(o: DiscoveryKubeSourceOptions) {
+    this.o = o;
+  }
+
+  /** Starts the three list+watch loops; the hub is synced once all three have listed. Failures are retried (onError says why). */
+  start(): void {
+    if (this.started) throw new Error('DiscoveryKubeSource already started');
+    this.started = true;
+    const kc = this.o.kubeConfig ?? loadKubeConfig(this.o.kubeconfig);
+    const server = kc.getCurrentCluster()?.server;
+    if (!server) throw new Error('kubeconfig has no current cluster; pass --kubeconfig FILE or run in a cluster');
+    this.server = server;
+    const core = kc.makeApiClient(CoreV1Api);
+    const disco = kc.makeApiClient(DiscoveryV1Api);
+    const watchdogMs = this.o.watchdogMs ?? 5 * 60_000;
+    const watch = new Watch(kc);
+    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000; // as the agent's KubeSource: silence is our watchdog's call
+    const limit = this.o.pageSize ?? 500;
+    const pages = (kind: ResourceKind, page: (cont: string | undefined) => Promise<Paged>) => async () => {
+      // Page by page, each slimmed before the next is fetched: a 100,000-pod list never sits whole in memory.
+      const items: Obj[] = [];
+      let cont: string | undefined;
+      let resourceVersion = '';
+      do {
+        const l = await page(cont);
+        for (const i of l.items) items.push(slim(kind, i));
+        if (!resourceVersion) resourceVersion = l.metadata?.resourceVersion ?? '';
+        cont = l.metadata?._continue || undefined;
+      } while (cont);
+      return { items, resourceVersion };
+    };
+    const defs: Array<{ kind: ResourceKind; name: string; path: string; list: () => Promise<{ items: Obj[]; resourceVersion: string }> }> = [
+      { kind: 'service', name: 'services', path: '/api/v1/services', list: pages('service', (c) => core.listServiceForAllNamespaces({ limit, _continue: c })) },
+      { kind: 'slice', name: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', list: pages('slice', (c) => disco.listEndpointSliceForAllNamespaces({ limit, _continue: c })) },
+      { kind: 'pod', name: 'pods', path: '/api/v1/pods', list: pages('pod', (c) => core.listPodForAllNamespaces({ limit, _continue: c })) },
+    ];
+    for (const d of defs) {
+      const r: Reflector = new Reflector({
+        name: d.name,
+        path: d.path,
+        list: d.list,
+        watch,
+        server,
+        watchdogMs,
+        backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
+        rbacHint: CONTROLLER_RBAC_HINT,
+        transform: (obj) => slim(d.kind, obj),
+        onError: this.o.onError,
+        onChange: (op, key, obj) => (op === 'set' ? this.o.hub.upsert(d.kind, obj) : this.o.hub.remove(d.kind, key)),
+        onSynced: () => {
+          // A (re)list: the hub sends only what differs from what the agents have.
+          this.o.hub.replaceAll(d.kind, r.store.values());
+          if ([...this.reflectors.values()].every((x) => x.synced)) this.o.hub.markSynced();
+        },
+      });
+      this.reflectors.set(d.kind, r);
+    }
+    for (const r of this.reflectors.values()) void r.run();
+  }
+
+  stop(): void {
+    for (const r of this.reflectors.values()) r.stop();
+  }
+
+  state() {
+    const rs = [...this.reflectors.entries()];
+    return {
+      kind: 'kubernetes',
+      server: this.server,
+      connected: rs.length === 3 && rs.every(([, r]) => r.connected),
+      resources: Object.fromEntries(rs.map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size }])),
+    };
+  }
+}

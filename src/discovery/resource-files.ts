@@ -1,0 +1,243 @@
+// `mesh-agent controller --resources FILE|DIR`: Services, EndpointSlices and Pods from YAML or
+// JSON files (several documents or Lists per file; Namespaces and other kinds are accepted and
+// skipped), fed to the discovery hub as the API server's watches would be. A directory means
+// its *.yaml, *.yml and *.json files, not its subdirectories (as `kubectl apply -f DIR`).
+// Files are reloaded when they change: only a changed file is parsed again, and only its
+// objects are diffed. A file that fails to parse keeps its last good objects, and says so.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseDocuments } from '../k8s/objects.ts';
+import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
+import type { DiscoveryHub } from './hub.ts';
+
+type Obj = Record<string, any>;
+
+const RESOURCE_FILE = /\.(ya?ml|json)$/;
+/** Editors and ConfigMap volumes write a file in several steps: wait for a quiet moment. */
+export const RELOAD_DEBOUNCE_MS = 50;
+
+interface FileState {
+  /** dev:ino:size:mtime at the last read, to skip files that did not change. */
+  stamp: string;
+  /** "kind ns/name" -> object, as last parsed successfully. */
+  objects: Map<string, Obj>;
+  error: string | null;
+}
+
+export interface ResourceFilesState {
+  kind: 'files';
+  path: string;
+  files: number;
+  /** Files that failed to parse last time, with why (their last good objects are in use). */
+  badFiles: Array<{ file: string; error: string }>;
+  reloads: number;
+  lastLoadAt: string | null;
+  lastError: string | null;
+}
+
+const kk = (kind: ResourceKind, key: string) => `${kind} ${key}`;
+
+function objectKey(o: Obj): string {
+  const md = o?.metadata ?? {};
+  return `${typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default'}/${md.name}`;
+}
+
+export class ResourceFiles {
+  readonly path: string;
+  private readonly hub: DiscoveryHub;
+  private readonly onError: (e: Error) => void;
+  private files = new Map<string, FileState>();
+  /** "kind ns/name" -> the files defining it, in name order: the first one's object is used. */
+  private owners = new Map<string, string[]>();
+  private watcher?: fs.FSWatcher;
+  private timer?: NodeJS.Timeout;
+  private isDir = false;
+  private reloads = 0;
+  private lastLoadAt = 0;
+  private lastError: string | null = null;
+  /** Duplicates already reported, so each is said once. */
+  private saidDuplicate = new Set<string>();
+
+  constructor(p: string, hub: DiscoveryHub, onError: (e: Error) => void) {
+    this.path = path.resolve(p);
+    this.hub = hub;
+    this.onError = onError;
+  }
+
+  /** Reads everything (throws on a missing path or a file that does not parse: fix it before starting), hands the hub a synced world, then watches. */
+  start(): void {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.path);
+    } catch (e) {
+      throw new Error(`--resources ${this.path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`);
+    }
+    this.isDir = st.isDirectory();
+    for (const f of this.list()) {
+      const state = this.read(f);
+      if (state.error !== null) throw new Error(state.error);
+      this.files.set(f, state);
+      for (const k of state.objects.keys()) this.own(k, f);
+    }
+    for (const [k, owners] of this.owners) this.publish(k, owners);
+    this.lastLoadAt = Date.now();
+    this.hub.markSynced();
+    this.watcher = fs.watch(this.isDir ? this.path : path.dirname(this.path), (_ev, name) => {
+      if (this.isDir || name === null || name === path.basename(this.path)) this.schedule();
+    });
+    this.watcher.on('error', (e) => this.fail(`watching ${this.path}: ${e.message}`));
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.watcher?.close();
+  }
+
+  state(): ResourceFilesState {
+    return {
+      kind: 'files',
+      path: this.path,
+      files: this.files.size,
+      badFiles: [...this.files].filter(([, s]) => s.error !== null).map(([file, s]) => ({ file, error: s.error! })),
+      reloads: this.reloads,
+      lastLoadAt: this.lastLoadAt ? new Date(this.lastLoadAt).toISOString() : null,
+      lastError: this.lastError,
+    };
+  }
+
+  private list(): string[] {
+    if (!this.isDir) return fs.existsSync(this.path) ? [this.path] : [];
+    return fs.readdirSync(this.path).filter((n) => !n.startsWith('.') && RESOURCE_FILE.test(n)).sort().map((n) => path.join(this.path, n))
+      .filter((f) => {
+        try {
+          return fs.statSync(f).isFile();
+        } catch {
+          return false; // a dangling symlink, or gone since the listing
+        }
+      });
+  }
+
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
+  }
+
+  private fail(msg: string): void {
+    this.lastError = msg;
+    this.onError(new Error(msg));
+  }
+
+  private stampOf(f: string): string | null {
+    try {
+      const s = fs.statSync(f);
+      return `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch {
+      return null;
+    }
+  }
+
+  private read(f: string): FileState {
+    const stamp = this.stampOf(f) ?? '';
+    let text: string;
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch (e) {
+      return { stamp, objects: new Map(), error: `${f}: ${(e as Error).message}` };
+    }
+    let docs: Obj[];
+    try {
+      docs = parseDocuments(text, f);
+    } catch (e) {
+      return { stamp, objects: new Map(), error: (e as Error).message };
+    }
+    const objects = new Map<string, Obj>();
+    for (const o of docs) {
+      const kind = kindOf(o);
+      if (kind !== null) objects.set(kk(kind, objectKey(o)), o);
+    }
+    return { stamp, objects, error: null };
+  }
+
+  /** Parses again the files whose stamp moved, and the hub hears about the objects they hold or held. */
+  private reload(): void {
+    const now = new Set(this.list());
+    if (!this.isDir && !now.has(this.path)) {
+      // One file given: it being absent is a save in progress or a mistake, never "delete everything".
+      this.fail(`--resources ${this.path} is missing; keeping its last good objects`);
+      return;
+    }
+    const touched = new Set<string>();
+    for (const f of [...this.files.keys()]) {
+      if (now.has(f)) continue;
+      const gone = this.files.get(f)!;
+      this.files.delete(f);
+      for (const k of gone.objects.keys()) {
+        this.disown(k, f);
+        touched.add(k);
+      }
+    }
+    for (const f of now) {
+      const prev = this.files.get(f);
+      const stamp = this.stampOf(f);
+      if (stamp === null || prev?.stamp === stamp) continue;
+      const next = this.read(f);
+      if (next.error !== null) {
+        // Keep the last good objects of this file; say what is wrong with it.
+        this.files.set(f, { stamp: next.stamp, objects: prev?.objects ?? new Map(), error: next.error });
+        this.fail(`${next.error}; keeping the last good objects of ${path.basename(f)} (${prev?.objects.size ?? 0})`);
+        continue;
+      }
+      this.files.set(f, next);
+      for (const k of prev?.objects.keys() ?? []) {
+        if (!next.objects.has(k)) {
+          this.disown(k, f);
+          touched.add(k);
+        }
+      }
+      for (const [k, o] of next.objects) {
+        if (prev?.objects.get(k) !== o) touched.add(k);
+        this.own(k, f);
+      }
+    }
+    if ([...this.files.values()].every((s) => s.error === null)) this.lastError = null;
+    for (const k of touched) this.publish(k, this.owners.get(k) ?? []);
+    this.reloads++;
+    this.lastLoadAt = Date.now();
+  }
+
+  private own(k: string, f: string): void {
+    const list = this.owners.get(k);
+    if (list === undefined) this.owners.set(k, [f]);
+    else if (!list.includes(f)) {
+      list.push(f);
+      list.sort();
+    }
+  }
+
+  private disown(k: string, f: string): void {
+    const list = this.owners.get(k);
+    if (list === undefined) return;
+    const i = list.indexOf(f);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.owners.delete(k);
+  }
+
+  /** The object of the first file defining it goes to the hub (none: removed). */
+  private publish(k: string, owners: string[]): void {
+    const sp = k.indexOf(' ');
+    const kind = k.slice(0, sp) as ResourceKind;
+    const key = k.slice(sp + 1);
+    if (owners.length === 0) {
+      this.hub.remove(kind, key);
+      return;
+    }
+    if (owners.length > 1) {
+      const said = `${k} ${owners.join()}`;
+      if (!this.saidDuplicate.has(said)) {
+        this.saidDuplicate.add(said);
+        this.fail(`${describeObject(kind, key)} is defined in ${owners.map((f) => path.basename(f)).join(' and ')}; using ${path.basename(owners[0]!)}'s`);
+      }
+    }
+    this.hub.upsert(kind, this.files.get(owners[0]!)!.objects.get(k)!);
+  }
+}
