@@ -14,11 +14,12 @@ import { AdminServer } from './admin.ts';
 import type { Logger } from './log.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
 import { TelemetryHub } from '../telemetry/hub.ts';
-import { workloadOf } from '../telemetry/workload.ts';
+import { firstKnown, workloadOf } from '../telemetry/workload.ts';
 import { MetricsSink } from '../telemetry/metrics.ts';
 import type { PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
-import { DiscoveryStore } from '../discovery/store.ts';
+import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
+import { DiscoveryClient } from '../discovery/client.ts';
 import { Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
 
@@ -63,6 +64,8 @@ export class Agent {
   private podsSynced = false;
   private admin?: AdminServer;
   private reporter?: ReportClient;
+  /** Feeds `discovery` from the controller (--controller); its one writer. */
+  private discoveryLink?: DiscoveryClient;
   readonly recentErrors: Array<{ at: string; msg: string }> = [];
   /** The kernel's BPF features, probed at start. */
   features: Feature[] = [];
@@ -79,13 +82,14 @@ export class Agent {
   constructor(opts: AgentOptions) {
     this.opts = opts;
     this.telemetry = new TelemetryHub({
-      workloads: {
+      // This node's pods first (PodSync knows them before the controller does), then every node's.
+      workloads: firstKnown({
         byIp: (ip) => {
           const pod = this.pods?.podByIp(ip);
           return pod ? workloadOf(pod) : null;
         },
         generation: () => this.pods?.generation ?? 0,
-      },
+      }, storeWorkloads(this.discovery)),
       onError: (msg) => this.recordError(msg),
     });
     this.router = new Router(this.discovery, { log: (msg) => this.recordError(msg) });
@@ -189,6 +193,15 @@ export class Agent {
         log: (level, msg, fields) => (level === 'warn' ? this.recordError(msg) : log.info(msg, fields)),
       });
       this.reporter.start();
+      this.discoveryLink = new DiscoveryClient({
+        url: this.opts.controllerUrl,
+        node: this.opts.nodeName ?? os.hostname(),
+        agentId: this.reporter.agentId,
+        store: this.discovery,
+        log: (level, msg, fields) => log[level](msg, fields),
+        onError: (msg) => this.recordError(msg),
+      });
+      this.discoveryLink.start();
     }
     if (this.opts.admin) {
       this.admin = new AdminServer(this);
@@ -244,6 +257,7 @@ export class Agent {
       })),
       podSource: this.kube ? { kind: 'kubernetes', synced: this.podsSynced, ...this.kube.state() } : { kind: 'file', file: this.opts.podsFile, synced: this.podsSynced },
       controller: this.reporter?.state() ?? null,
+      discovery: this.discoveryLink?.status() ?? null,
       recentErrors: this.recentErrors.slice(-10),
     };
   }
@@ -258,6 +272,7 @@ export class Agent {
     this.source?.stop();
     this.kube?.stop();
     await this.reporter?.stop();
+    this.discoveryLink?.stop();
     if (this.datapath?.isAttached) {
       this.datapath.detach();
       // A connect() redirected just before the detach may still be in the listener's accept

@@ -27,5 +27,19 @@ export function assessHealth(s: any): Health {
     if (!p.meshed && p.reason && !['not-injected', 'host-network', 'not-running'].includes(p.reason)) reasons.push(`${who} is not meshed: ${p.reason}`);
     for (const e of p.annotationErrors ?? []) reasons.push(`${who}: invalid annotation ${e}`);
   }
+  reasons.push(...discoveryHealth(s.discovery));
   return { healthy: reasons.length === 0, reasons };
+}
+
+/**
+ * The discovery link's part: configured but never synced, or down longer than its staleAfterMs.
+ * A controller without discovery (not-served) is a choice, not a fault: Services go to their
+ * original destination, as without --controller.
+ */
+export function discoveryHealth(d: any): string[] {
+  if (!d || d.state === 'not-served' || d.state === 'stopped') return [];
+  const why = d.lastError ? `: ${d.lastError}` : '';
+  if (!d.everSynced) return [`discovery: no cluster state from the controller ${d.url} yet (${d.state}${why}); Services go to their original destination until it comes`];
+  if (d.downForMs > d.staleAfterMs) return [`discovery: the link to ${d.url} has been down ${Math.round(d.downForMs / 1000)}s (${d.state}${why}); routing from the state of ${d.lastUpdateAt}`];
+  return [];
 }

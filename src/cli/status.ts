@@ -57,6 +57,8 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   out.push(`DATAPATH: redirected ${c.redirected}, skipped by port ${c.skippedPort}, skipped inbound ${c.skippedInbound}, unmeshed ${c.unmeshed}, established ${c.established}, closed ${c.closed}, lookups ${c.lookups} (missed ${c.lookupMisses}), map full ${c.mapFull}`);
   const l = s.controller;
   out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');
+  const d = s.discovery;
+  out.push(d ? `DISCOVERY ${d.url}: ${d.state}${d.connectedSince ? ` since ${d.connectedSince}` : ''}, last update ${d.lastUpdateAt ?? 'never'}, ${d.services} services, ${d.slices} slices, ${d.endpoints} endpoints, ${d.pods} pods, reconnects ${d.reconnects}${d.state !== 'synced' && d.lastError ? ` (${d.lastError})` : ''}` : 'DISCOVERY: none (Services resolve through the controller: run with --controller HOST:PORT)');
   if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
   return out.join('\n');
 }

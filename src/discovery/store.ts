@@ -2,6 +2,7 @@
 // Readers ask by ClusterIP:port (byVip) and by pod IP (podByIp); listeners hear which Services
 // changed, so balancers update only those. A "reset" stages a fresh world and the old one keeps
 // answering until "synced" swaps them (DESIGN.md: an agent serves from its last state).
+import type { WorkloadResolver } from '../telemetry/workload.ts';
 import { keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
 
 /** A ready endpoint of one Service port: the address to dial and who is behind it. */
@@ -276,4 +277,15 @@ function unindexPod(w: World, p: DiscoPod): void {
   const i = holders.indexOf(p);
   if (i >= 0) holders.splice(i, 1);
   if (holders.length === 0) w.podsByIp.delete(p.ip);
+}
+
+/** Pods of every node as telemetry names them, for the workload labels of addresses the node does not own. */
+export function storeWorkloads(store: DiscoveryStore): WorkloadResolver {
+  return {
+    byIp(ip) {
+      const p = store.podByIp(ip);
+      return p ? { namespace: p.namespace, pod: p.name, kind: p.kind, name: p.owner } : null;
+    },
+    generation: () => store.podGeneration,
+  };
 }

@@ -40,3 +40,23 @@ export interface WorkloadResolver {
 }
 
 export const noWorkloads: WorkloadResolver = { byIp: () => null, generation: () => 0 };
+
+/**
+ * The first resolver that knows an address answers (the node's own pods, then discovery's pods
+ * of every node). Its generation moves when any of theirs does; without one from each, it has
+ * none, and consumers fall back to re-resolving every few seconds.
+ */
+export function firstKnown(...resolvers: WorkloadResolver[]): WorkloadResolver {
+  const all = resolvers.every((r) => r.generation !== undefined);
+  return {
+    byIp(ip) {
+      for (const r of resolvers) {
+        const w = r.byIp(ip);
+        if (w !== null) return w;
+      }
+      return null;
+    },
+    // Each generation only grows, so their sum moves whenever one of them does.
+    generation: all ? () => resolvers.reduce((n, r) => n + r.generation!(), 0) : undefined,
+  };
+}

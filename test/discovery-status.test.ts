@@ -1,0 +1,43 @@
+// The discovery link in `mesh-agent status`: the DISCOVERY line, and when it makes the agent degraded.
+import test from 'ava';
+import { assessHealth, discoveryHealth } from '../src/agent/health.ts';
+import { render } from '../src/cli/status.ts';
+
+const base = {
+  version: '0.1.0', node: 'n1', uptimeSeconds: 5, kernel: '6.1.0', features: [],
+  datapath: { cgroup: '/sys/fs/cgroup/kubepods.slice', programs: [{ section: 'cgroup/connect4', id: 7, attachedTo: '/sys/fs/cgroup/kubepods.slice' }], maps: [], counters: {} },
+  proxy: { listen: '10.0.0.1:15001', open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {} },
+  pods: [], recentErrors: [],
+};
+const link = {
+  url: 'http://10.96.0.5:8086', state: 'synced', connectedSince: '2026-01-01T00:00:00.000Z', lastSyncAt: '2026-01-01T00:00:00.100Z', lastUpdateAt: '2026-01-01T00:05:00.000Z',
+  everSynced: true, downSince: null, downForMs: 0, staleAfterMs: 60_000, services: 12, slices: 14, endpoints: 40, pods: 55, reconnects: 1, lines: 100, bytes: 9000, badLines: 0, syncs: 1, lastError: null,
+};
+
+test('synced: a DISCOVERY line with what the agent knows; healthy', (t) => {
+  const s = { ...base, discovery: link };
+  const h = assessHealth(s);
+  t.true(h.healthy, h.reasons.join());
+  t.regex(render(s, h), /^DISCOVERY http:\/\/10\.96\.0\.5:8086: synced since 2026-01-01T00:00:00\.000Z, last update 2026-01-01T00:05:00\.000Z, 12 services, 14 slices, 40 endpoints, 55 pods, reconnects 1$/m);
+});
+
+test('down: the line says why; degraded once down longer than the bound, naming the state it routes from', (t) => {
+  const down = { ...link, state: 'backoff', connectedSince: null, downSince: '2026-01-01T00:05:01.000Z', downForMs: 30_000, lastError: 'controller http://10.96.0.5:8086: ECONNREFUSED' };
+  const s = { ...base, discovery: down };
+  t.true(assessHealth(s).healthy, 'under the bound: the world it has is recent');
+  t.regex(render(s, assessHealth(s)), /^DISCOVERY http:\/\/10\.96\.0\.5:8086: backoff, last update 2026-01-01T00:05:00\.000Z, .* \(controller http:\/\/10\.96\.0\.5:8086: ECONNREFUSED\)$/m);
+  const stale = { ...s, discovery: { ...down, downForMs: 61_000 } };
+  t.deepEqual(assessHealth(stale).reasons, ['discovery: the link to http://10.96.0.5:8086 has been down 61s (backoff: controller http://10.96.0.5:8086: ECONNREFUSED); routing from the state of 2026-01-01T00:05:00.000Z']);
+});
+
+test('configured but never synced is degraded; a controller without discovery, or none at all, is not', (t) => {
+  const never = { ...link, state: 'syncing', everSynced: false, lastUpdateAt: null, services: 0, slices: 0, endpoints: 0, pods: 0 };
+  t.deepEqual(discoveryHealth(never), ['discovery: no cluster state from the controller http://10.96.0.5:8086 yet (syncing); Services go to their original destination until it comes']);
+  t.deepEqual(discoveryHealth({ ...never, state: 'not-served', lastError: 'discovery is not configured on this controller' }), []);
+  t.deepEqual(discoveryHealth(null), []);
+  const none = { ...base, discovery: null };
+  t.regex(render(none, assessHealth(none)), /^DISCOVERY: none \(Services resolve through the controller: run with --controller HOST:PORT\)$/m);
+  const older = { ...base }; // an agent from before discovery: no field at all
+  t.true(assessHealth(older).healthy);
+  t.regex(render(older, assessHealth(older)), /^DISCOVERY: none/m);
+});
