@@ -15,6 +15,7 @@ import { DiscoveryStore } from '../src/discovery/store.ts';
 import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
+import { discoveryMode } from '../src/cli/controller.ts';
 import { until, waitFor } from './helpers/until.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -149,4 +150,13 @@ test('bad setups fail at start and name the fix', (t) => {
   const both = runCli(['controller', '--resources', dir, '--kubeconfig', '/x']);
   t.is(both.status, 2, 'a usage error');
   t.regex(both.stderr, /--resources and --kubeconfig are two sources of the same discovery; pass one/);
+});
+
+test('which source: --resources, --kubeconfig, in a pod the API server, else none', (t) => {
+  t.deepEqual(discoveryMode({ resources: '/r' }, {}), { kind: 'files', path: '/r' });
+  t.deepEqual(discoveryMode({ kubeconfig: '/k' }, {}), { kind: 'kubernetes', kubeconfig: '/k' });
+  t.deepEqual(discoveryMode({}, { KUBERNETES_SERVICE_HOST: '10.96.0.1' }), { kind: 'kubernetes' });
+  t.deepEqual(discoveryMode({ resources: '/r' }, { KUBERNETES_SERVICE_HOST: '10.96.0.1' }), { kind: 'files', path: '/r' }, 'files win over the pod\'s default');
+  t.deepEqual(discoveryMode({}, {}), { kind: 'off' });
+  t.throws(() => discoveryMode({ resources: '/r', kubeconfig: '/k' }, {}), { message: /pass one/ });
 });

@@ -11,7 +11,7 @@ const agentContainer = (objs: any[]) => agentDs(objs).spec.template.spec.contain
 
 test('every object install prints validates against the Kubernetes schemas', async (t) => {
   const objs = installManifests() as any[];
-  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service']);
+  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service']);
   for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
   // And with every flag changed.
   const custom = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, skipOutboundPorts: '22,3306' }) as any[];
@@ -114,6 +114,25 @@ test('controller: one non-root replica, read-only root, Service on the controlle
   t.deepEqual(svc.spec.selector, dep.spec.template.metadata.labels);
   t.is(svc.spec.ports[0].port, INSTALL_DEFAULTS.controllerPort);
   t.is(svc.spec.ports[0].name, 'grpc');
+});
+
+test('controller RBAC: list and watch of Services, Pods and EndpointSlices cluster-wide, bound to its ServiceAccount, whose token is mounted', (t) => {
+  const objs = installManifests() as any[];
+  const role = find(objs, 'ClusterRole', 'mesh-agent-controller');
+  t.deepEqual(role.rules, [
+    { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+  ]);
+  const binding = find(objs, 'ClusterRoleBinding', 'mesh-agent-controller');
+  const pod = find(objs, 'Deployment').spec.template.spec;
+  t.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'mesh-agent-controller' });
+  t.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: 'mesh-agent' }]);
+  t.true(pod.automountServiceAccountToken, 'in-cluster config needs the token');
+  t.true(find(objs, 'ServiceAccount', pod.serviceAccountName).automountServiceAccountToken);
+  // No flag picks the source: in a pod the controller uses its in-cluster config (cli/controller.ts discoveryMode).
+  t.false(pod.containers[0].args.includes('--resources'));
+  const other = installManifests({ namespace: 'mesh' }) as any[];
+  t.is(find(other, 'ClusterRoleBinding', 'mesh-agent-mesh-controller').subjects[0].namespace, 'mesh');
 });
 
 test('flags change image, namespace and ports everywhere', (t) => {

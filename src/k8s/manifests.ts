@@ -73,7 +73,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: labels('namespace') } },
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(`${NAME}-agent`, agent), automountServiceAccountToken: true },
-    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(`${NAME}-controller`, controller), automountServiceAccountToken: false },
+    // The controller watches Services, EndpointSlices and Pods for discovery: it needs its token.
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(`${NAME}-controller`, controller), automountServiceAccountToken: true },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'ClusterRole',
@@ -90,6 +91,23 @@ export function installManifests(options: InstallOptions = {}): object[] {
       metadata: { name: `${clusterName}-agent`, labels: agent },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${clusterName}-agent` },
       subjects: [{ kind: 'ServiceAccount', name: `${NAME}-agent`, namespace: ns }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: `${clusterName}-controller`, labels: controller },
+      // Read-only, cluster-wide, once for every node: discovery (Services, their EndpointSlices, every pod's workload).
+      rules: [
+        { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: `${clusterName}-controller`, labels: controller },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${clusterName}-controller` },
+      subjects: [{ kind: 'ServiceAccount', name: `${NAME}-controller`, namespace: ns }],
     },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(`${NAME}-config`, labels('config')), data: config },
     agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config),
@@ -206,7 +224,8 @@ function controllerDeployment(ns: string, image: string, l: Record<string, strin
         metadata: { labels: l, annotations: { 'mesh-agent.io/inject': 'disabled' } },
         spec: {
           serviceAccountName: `${NAME}-controller`,
-          automountServiceAccountToken: false,
+          // In a pod the controller watches the API server with this token (in-cluster config): discovery is on.
+          automountServiceAccountToken: true,
           securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
           containers: [
             {
