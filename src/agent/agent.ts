@@ -22,6 +22,8 @@ import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
 import { Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
+import { MAX_SUMMARY_PROGRAMS, MAX_SUMMARY_REASONS, type AgentSummary } from '../telemetry/report.ts';
+import { assessHealth } from './health.ts';
 
 export interface AgentOptions {
   nodeName?: string;
@@ -190,6 +192,7 @@ export class Agent {
           const w = workloadOf(s.pod);
           return { namespace: s.pod.namespace, name: s.pod.name, ip: s.pod.ip ?? null, kind: w.kind, owner: w.name, meshed: s.policy.meshed && s.key !== null };
         }),
+        summary: () => this.summary(),
         log: (level, msg, fields) => (level === 'warn' ? this.recordError(msg) : log.info(msg, fields)),
       });
       this.reporter.start();
@@ -259,6 +262,21 @@ export class Agent {
       controller: this.reporter?.state() ?? null,
       discovery: this.discoveryLink?.status() ?? null,
       recentErrors: this.recentErrors.slice(-10),
+    };
+  }
+
+  /** What the controller's nodes page shows of this agent, bounded as parseReport requires. */
+  summary(): Omit<AgentSummary, 'link'> {
+    const s = this.status();
+    const h = assessHealth(s);
+    return {
+      version: VERSION,
+      startedAt: this.startedAt,
+      kernel: s.kernel,
+      programs: s.datapath.programs.slice(0, MAX_SUMMARY_PROGRAMS).map((p) => ({ section: p.section, attached: Boolean(p.attachedTo) })),
+      healthy: h.healthy,
+      reasons: h.reasons.slice(0, MAX_SUMMARY_REASONS).map((r) => r.slice(0, 512)),
+      proxy: { open: s.proxy.open, accepted: s.proxy.accepted },
     };
   }
 

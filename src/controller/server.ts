@@ -11,7 +11,7 @@ import { parseReport } from '../telemetry/report.ts';
 import { MAX_TAP_RPS } from '../telemetry/tap.ts';
 import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
 import { parseWindow, resourceKind, stat } from './stat.ts';
-import { TapError, TapRelay } from './tap-relay.ts';
+import { streamSink, TapError, TapRelay } from './tap-relay.ts';
 
 export interface ControllerOptions {
   retentionMs?: number;
@@ -35,6 +35,9 @@ export class ControllerServer {
   private opts: ControllerOptions;
   private sessions = new Set<http2.ServerHttp2Session>();
   readonly startedAt = Date.now();
+  private reportListeners = new Set<(node: string) => void>();
+  /** Where the dashboard listens, when it runs beside this server (`mesh-agent dashboard` reads it from /v1/status). */
+  dashboard: { host: string; port: number } | null = null;
 
   constructor(opts: ControllerOptions) {
     this.opts = opts;
@@ -80,6 +83,7 @@ export class ControllerServer {
         }
         const result = this.store.add(report, Date.now());
         this.relay.refresh();
+        if (result === 'added') for (const fn of this.reportListeners) fn(report.node);
         this.reply(stream, 200, { result });
         return;
       }
@@ -123,7 +127,7 @@ export class ControllerServer {
         const req = checkTapRequest(await readJson(stream));
         stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
         try {
-          this.relay.start(req, stream);
+          this.relay.start(req, streamSink(stream, (o) => JSON.stringify(o) + '\n', () => stream.close()));
         } catch (e) {
           // Headers are out: the error travels as the stream's one line.
           stream.end(JSON.stringify({ type: 'error', status: (e as TapError).status ?? 500, error: (e as Error).message }) + '\n');
@@ -146,6 +150,7 @@ export class ControllerServer {
         this.reply(stream, 200, {
           uptimeSeconds: Math.round((now - this.startedAt) / 1000),
           retentionMs: this.store.retentionMs,
+          dashboard: this.dashboard,
           activeTaps: this.relay.activeTaps,
           tapLinks: this.relay.links(),
           discovery: this.discoveryState(),
@@ -165,6 +170,12 @@ export class ControllerServer {
     const d = this.opts.discovery;
     if (!d) return { configured: false, why: DISCOVERY_OFF };
     return { configured: true, source: d.source.state(), ...d.hub.state(), agentStreams: d.hub.agents() };
+  }
+
+  /** Calls fn after every report the store added (the dashboard's live updates); returns the remover. */
+  onReport(fn: (node: string) => void): () => void {
+    this.reportListeners.add(fn);
+    return () => this.reportListeners.delete(fn);
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {

@@ -68,7 +68,8 @@ export interface StatResult {
   rows: StatRow[];
 }
 
-interface Ref {
+/** Who a pod is, from either a pair's peer (as its agent resolved it) or an inventory entry. */
+export interface Ref {
   namespace?: string;
   kind?: string;
   owner?: string;
@@ -85,9 +86,8 @@ function resourceOf(p: Ref, kind: string): { namespace: string; name: string } |
   return p.kind === kind && p.owner ? { namespace: p.namespace, name: p.owner } : null;
 }
 
-interface Acc {
-  namespace: string;
-  name: string;
+/** Sums of one group over the window: what every golden metric is computed from. */
+export interface Totals {
   meshed: number;
   total: number;
   requests: number;
@@ -98,57 +98,79 @@ interface Acc {
   bytesOut: number;
 }
 
-export function stat(store: WindowStore, q: StatQuery, now: number): StatResult {
-  const from = now - q.windowMs;
-  const nodes = store.all();
-  const live = nodes.filter((n) => isLive(n, now));
-  // Destinations on other nodes are known only to their own node's agent: resolve them from
-  // every live node's inventory.
+/** How aggregate() groups: a pod (inventory) and a pair (traffic) map to a group, or null to leave out. */
+export interface Grouping<G> {
+  key(g: G): string;
+  pod?(p: Ref): G | null;
+  pair(src: Ref, dst: Ref): G | null;
+}
+
+export interface Aggregate<G> {
+  groups: Array<{ group: G; totals: Totals }>;
+  coveredMs: number;
+  nodes: StatResult['nodes'];
+}
+
+/**
+ * Live nodes' inventories as an IP resolver: destinations on other nodes are known only to
+ * their own node's agent, so a pair's peer without workload fields is looked up here.
+ */
+export function peerResolver(store: WindowStore, now: number): (p: Peer) => Ref {
   const byIp = new Map<string, PodInventory>();
-  for (const n of live) for (const p of n.pods) if (p.ip) byIp.set(p.ip, p);
-  const resolve = (d: Peer): Ref => {
+  for (const n of store.all()) if (isLive(n, now)) for (const p of n.pods) if (p.ip) byIp.set(p.ip, p);
+  return (d: Peer): Ref => {
     if (d.namespace) return peerRef(d);
     const p = byIp.get(d.ip);
     return p ? podRef(p) : {};
   };
+}
 
-  const acc = new Map<string, Acc>();
-  const wanted = (r: { namespace: string; name: string } | null): r is { namespace: string; name: string } =>
-    r !== null && (q.kind === 'namespace' || q.namespace === null || r.namespace === q.namespace) && (q.name === undefined || r.name === q.name);
-  const get = (r: { namespace: string; name: string }): Acc => {
-    const key = `${r.namespace}/${r.name}`;
+/** Whether a stored report counts for a window ending now (a clock far ahead is ignored). */
+export const inWindow = (end: number, from: number, now: number) => end > from && end <= now + 60_000;
+
+/** Sums pods (live nodes) and traffic (reports ending in the window) per group. */
+export function aggregate<G>(store: WindowStore, windowMs: number, now: number, by: Grouping<G>): Aggregate<G> {
+  const from = now - windowMs;
+  const nodes = store.all();
+  const resolve = peerResolver(store, now);
+  const acc = new Map<string, { group: G; totals: Totals }>();
+  const get = (g: G): Totals => {
+    const key = by.key(g);
     let a = acc.get(key);
     if (!a) {
-      a = { namespace: r.namespace, name: r.name, meshed: 0, total: 0, requests: 0, successes: 0, latency: [], tcpOpen: 0, bytesIn: 0, bytesOut: 0 };
+      a = { group: g, totals: { meshed: 0, total: 0, requests: 0, successes: 0, latency: [], tcpOpen: 0, bytesIn: 0, bytesOut: 0 } };
       acc.set(key, a);
     }
-    return a;
+    return a.totals;
   };
 
-  for (const n of live) {
-    for (const p of n.pods) {
-      const r = resourceOf(podRef(p), q.kind);
-      if (!wanted(r)) continue;
-      const a = get(r);
-      a.total++;
-      if (p.meshed) a.meshed++;
+  for (const n of nodes) {
+    if (!isLive(n, now)) continue;
+    if (by.pod) {
+      for (const p of n.pods) {
+        const g = by.pod(podRef(p));
+        if (g === null) continue;
+        const a = get(g);
+        a.total++;
+        if (p.meshed) a.meshed++;
+      }
     }
     for (const pair of n.latest.pairs) {
       if (pair.tcpOpen === 0) continue;
-      const r = resourceOf(resolve(pair.dst), q.kind);
-      if (wanted(r)) get(r).tcpOpen += pair.tcpOpen;
+      const g = by.pair(resolve(pair.src), resolve(pair.dst));
+      if (g !== null) get(g).tcpOpen += pair.tcpOpen;
     }
   }
 
   let earliest = Infinity;
   for (const n of nodes) {
     for (const rep of n.reports) {
-      if (rep.end <= from || rep.end > now + 60_000) continue;
+      if (!inWindow(rep.end, from, now)) continue;
       earliest = Math.min(earliest, rep.start);
       for (const pair of rep.pairs) {
-        const r = resourceOf(resolve(pair.dst), q.kind);
-        if (!wanted(r)) continue;
-        const a = get(r);
+        const g = by.pair(resolve(pair.src), resolve(pair.dst));
+        if (g === null) continue;
+        const a = get(g);
         a.requests += pair.requests;
         a.successes += pair.successes;
         mergeInto(a.latency, pair.latency);
@@ -157,34 +179,49 @@ export function stat(store: WindowStore, q: StatQuery, now: number): StatResult 
       }
     }
   }
-  const coveredMs = earliest === Infinity ? 0 : now - Math.max(from, earliest);
-  const perSec = (v: number) => (coveredMs > 0 ? (v * 1000) / coveredMs : null);
-
-  const rows = [...acc.values()]
-    .sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name))
-    .map((a): StatRow => ({
-      namespace: a.namespace,
-      kind: q.kind,
-      name: a.name,
-      meshedPods: a.meshed,
-      totalPods: a.total,
-      requests: a.requests,
-      successes: a.successes,
-      successRate: a.requests ? a.successes / a.requests : null,
-      rps: a.requests ? perSec(a.requests) : null,
-      latencyMsP50: quantile(a.latency, 0.5),
-      latencyMsP95: quantile(a.latency, 0.95),
-      latencyMsP99: quantile(a.latency, 0.99),
-      tcpOpenConnections: a.tcpOpen,
-      readBytesPerSec: perSec(a.bytesIn),
-      writeBytesPerSec: perSec(a.bytesOut),
-    }));
   return {
-    windowMs: q.windowMs,
-    coveredMs,
+    groups: [...acc.values()],
+    coveredMs: earliest === Infinity ? 0 : now - Math.max(from, earliest),
     nodes: nodes.map((n) => ({ node: n.node, live: isLive(n, now), lastSeenMsAgo: now - n.lastSeen, dropped: n.dropped })),
-    rows,
   };
+}
+
+/** The golden metrics of a group's totals; RPS divides by the part of the window the reports cover. */
+export function goldenMetrics(a: Totals, coveredMs: number) {
+  const perSec = (v: number) => (coveredMs > 0 ? (v * 1000) / coveredMs : null);
+  return {
+    requests: a.requests,
+    successes: a.successes,
+    successRate: a.requests ? a.successes / a.requests : null,
+    rps: a.requests ? perSec(a.requests) : null,
+    latencyMsP50: quantile(a.latency, 0.5),
+    latencyMsP95: quantile(a.latency, 0.95),
+    latencyMsP99: quantile(a.latency, 0.99),
+    tcpOpenConnections: a.tcpOpen,
+    readBytesPerSec: perSec(a.bytesIn),
+    writeBytesPerSec: perSec(a.bytesOut),
+  };
+}
+
+export function stat(store: WindowStore, q: StatQuery, now: number): StatResult {
+  const wanted = (r: { namespace: string; name: string } | null) =>
+    r !== null && (q.kind === 'namespace' || q.namespace === null || r.namespace === q.namespace) && (q.name === undefined || r.name === q.name) ? r : null;
+  const res = aggregate<{ namespace: string; name: string }>(store, q.windowMs, now, {
+    key: (r) => `${r.namespace}/${r.name}`,
+    pod: (p) => wanted(resourceOf(p, q.kind)),
+    pair: (_src, dst) => wanted(resourceOf(dst, q.kind)),
+  });
+  const rows = res.groups
+    .sort((a, b) => a.group.namespace.localeCompare(b.group.namespace) || a.group.name.localeCompare(b.group.name))
+    .map(({ group, totals }): StatRow => ({
+      namespace: group.namespace,
+      kind: q.kind,
+      name: group.name,
+      meshedPods: totals.meshed,
+      totalPods: totals.total,
+      ...goldenMetrics(totals, res.coveredMs),
+    }));
+  return { windowMs: q.windowMs, coveredMs: res.coveredMs, nodes: res.nodes, rows };
 }
 
 /** "10s", "1m", "1h", "90s" -> ms; a clear error otherwise. */

@@ -2,7 +2,7 @@
 // inventory. Keyed by node, so a restarted agent (new agentId, same node) takes over its
 // node's inventory and connection gauge at its first report, while the reports its previous
 // run sent stay in the window (that traffic happened). Pure: time comes in as `now`.
-import type { PairReport, PodInventory, Report } from '../telemetry/report.ts';
+import type { AgentSummary, PairReport, PodInventory, Report } from '../telemetry/report.ts';
 
 export interface StoredReport {
   agentId: string;
@@ -21,6 +21,8 @@ export interface NodeState {
   /** Interval of the newest report, ms: how often this node reports. */
   intervalMs: number;
   pods: PodInventory[];
+  /** The newest report's agent summary (absent from agents of earlier releases). */
+  agent?: AgentSummary;
   /** The newest report's pairs (their tcpOpen is the node's open connection gauge). */
   latest: StoredReport;
   /** Sorted by end. */
@@ -50,7 +52,7 @@ export class WindowStore {
     const stored: StoredReport = { agentId: r.agentId, seq: r.seq, start: r.start, end: r.end, pairs: r.pairs };
     let n = this.nodes.get(r.node);
     if (!n) {
-      n = { node: r.node, agentId: r.agentId, lastSeen: now, intervalMs: r.end - r.start, pods: r.pods, latest: stored, reports: [], dropped: r.dropped, received: 0, duplicates: 0 };
+      n = { node: r.node, agentId: r.agentId, lastSeen: now, intervalMs: r.end - r.start, pods: r.pods, agent: r.agent, latest: stored, reports: [], dropped: r.dropped, received: 0, duplicates: 0 };
       this.nodes.set(r.node, n);
     }
     n.lastSeen = now;
@@ -65,6 +67,7 @@ export class WindowStore {
       n.latest = stored;
       n.agentId = r.agentId;
       n.pods = r.pods;
+      n.agent = r.agent;
       n.intervalMs = r.end - r.start;
       n.dropped = r.dropped;
     }

@@ -18,10 +18,40 @@ interface AgentLink {
   stream: http2.ServerHttp2Stream;
 }
 
+/** Where a tap's lines go: the CLI's HTTP/2 stream (JSON lines) or the dashboard's event stream. */
+export interface TapSink {
+  /** Queues one line; false when the reader is too slow and the line was dropped instead. */
+  send(o: TapOutput): boolean;
+  onClose(cb: () => void): void;
+  close(): void;
+}
+
+/** A reader that falls this far behind loses lines rather than growing the controller. */
+export const TAP_QUEUE_LIMIT = 1024 * 1024;
+
+/** A TapSink over a writable stream (an HTTP/2 stream, an HTTP/1 response), each line encoded by `encode`. */
+export function streamSink(
+  out: { write(s: string): unknown; readonly writableLength: number; readonly destroyed: boolean; on(ev: 'close' | 'error', cb: () => void): unknown },
+  encode: (o: TapOutput) => string,
+  close: () => void,
+): TapSink {
+  out.on('error', () => {});
+  return {
+    send(o) {
+      if (out.destroyed) return true;
+      if (out.writableLength > TAP_QUEUE_LIMIT) return false;
+      out.write(encode(o));
+      return true;
+    },
+    onClose: (cb) => out.on('close', cb),
+    close,
+  };
+}
+
 interface Session {
   id: string;
   req: TapRequest;
-  out: http2.ServerHttp2Stream;
+  out: TapSink;
   bucket: TokenBucket;
   /** Filter JSON last sent, per node (to resend only on change). */
   sent: Map<string, string>;
@@ -95,8 +125,8 @@ export class TapRelay {
     return this.sessions.size;
   }
 
-  /** Starts a tap for the CLI stream `out`; throws TapError for a request that cannot start. */
-  start(req: TapRequest, out: http2.ServerHttp2Stream): void {
+  /** Starts a tap whose lines go to `out`; throws TapError for a request that cannot start (nothing is written then). */
+  start(req: TapRequest, out: TapSink): void {
     const { kind, name } = parseResourceOr400(req.resource);
     if (req.to !== undefined) parseResourceOr400(req.to);
     if (this.agents.size === 0) throw new TapError(503, 'no agent is connected to the controller; check `mesh-agent status` on the nodes (CONTROLLER line)');
@@ -105,8 +135,7 @@ export class TapRelay {
     const id = `t${++this.seq}`;
     const s: Session = { id, req, out, bucket: new TokenBucket(req.maxRps), sent: new Map(), base: new Map(), limited: 0 };
     this.sessions.set(id, s);
-    out.on('close', () => this.end(s));
-    out.on('error', () => {});
+    out.onClose(() => this.end(s));
     this.write(s, { type: 'started', agents: this.targets(s).length, pods: src.ips.length });
     this.log('info', 'tap started', { id, resource: req.resource, namespace: req.namespace, to: req.to });
     this.refresh();
@@ -233,13 +262,7 @@ export class TapRelay {
   }
 
   private write(s: Session, o: TapOutput): void {
-    if (s.out.destroyed || s.out.closed) return;
-    // A CLI that reads slower than the tap emits loses lines rather than growing the controller.
-    if (s.out.writableLength > 1024 * 1024) {
-      s.limited++;
-      return;
-    }
-    s.out.write(JSON.stringify(o) + '\n');
+    if (!s.out.send(o)) s.limited++;
   }
 
   private command(link: AgentLink, c: TapCommand): void {

@@ -9,7 +9,7 @@ import { readLines } from '../controller/lines.ts';
 import { HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, type AgentQuery, type AgentReply, type TapCommand } from '../controller/protocol.ts';
 import { MAX_LINE_BYTES } from '../controller/lines.ts';
 import { LATENCY_SCHEME } from './histogram.ts';
-import { REPORT_VERSION, type PodInventory, type Report, ReportAggregator } from './report.ts';
+import { REPORT_VERSION, type AgentSummary, type PodInventory, type Report, ReportAggregator } from './report.ts';
 import { parseTapFilter, TapRegistry, type TapRecord } from './tap.ts';
 import type { TelemetrySink } from './events.ts';
 import type { WorkloadResolver } from './workload.ts';
@@ -20,6 +20,8 @@ export interface ReportClientOptions {
   node: string;
   hub: { add(sink: TelemetrySink): () => void; workloads: WorkloadResolver };
   inventory: () => PodInventory[];
+  /** The agent's state for the dashboard's nodes page, sent with every report; the link fields are filled in here. */
+  summary?: () => Omit<AgentSummary, 'link'>;
   intervalMs?: number;
   /** Reports kept while the controller is unreachable. */
   backlog?: number;
@@ -40,7 +42,7 @@ const TAP_WRITE_LIMIT = 1024 * 1024;
 
 export class ReportClient {
   readonly agentId = randomUUID();
-  private o: Required<Omit<ReportClientOptions, 'hub' | 'inventory' | 'log' | 'onQuery'>> & Pick<ReportClientOptions, 'hub' | 'inventory' | 'log' | 'onQuery'>;
+  private o: Required<Omit<ReportClientOptions, 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery'>> & Pick<ReportClientOptions, 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery'>;
   private agg: ReportAggregator;
   private removeAgg: () => void;
   private taps: TapRegistry;
@@ -95,6 +97,7 @@ export class ReportClient {
       pods: this.o.inventory(),
       dropped: this.stats.dropped,
     };
+    if (this.o.summary) r.agent = { ...this.o.summary(), link: { backlog: this.backlogQ.length, backlogLimit: this.o.backlog, dropped: this.stats.dropped, reconnects: this.stats.reconnects } };
     this.intervalStart = now;
     this.backlogQ.push(r);
     this.drain();

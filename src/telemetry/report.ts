@@ -47,6 +47,28 @@ export interface PodInventory {
   meshed: boolean;
 }
 
+/**
+ * The agent's own state, for the dashboard's nodes page: what `mesh-agent status` shows in
+ * brief. Optional in the protocol (an agent of an earlier release sends none); bounded.
+ */
+export interface AgentSummary {
+  version: string;
+  /** When the agent process started, ms since epoch (agent clock). */
+  startedAt: number;
+  kernel: string;
+  /** The datapath's programs and whether each is attached. */
+  programs: Array<{ section: string; attached: boolean }>;
+  /** assessHealth() of the agent's status: degraded with the reasons, as `mesh-agent status` says. */
+  healthy: boolean;
+  reasons: string[];
+  proxy: { open: number; accepted: number };
+  /** The agent's side of the controller link when it closed this report. */
+  link: { backlog: number; backlogLimit: number; dropped: number; reconnects: number };
+}
+
+export const MAX_SUMMARY_PROGRAMS = 32;
+export const MAX_SUMMARY_REASONS = 20;
+
 export interface Report {
   version: number;
   latencyScheme: string;
@@ -62,6 +84,7 @@ export interface Report {
   pods: PodInventory[];
   /** Reports this agent dropped from its backlog since it started. */
   dropped: number;
+  agent?: AgentSummary;
 }
 
 interface PairState {
@@ -225,5 +248,31 @@ export function parseReport(v: any): Report {
     if (p.ip !== null && !isStr(p.ip)) throw new Error(`${w}.ip: needs a string or null`);
     return { namespace: p.namespace, name: p.name, ip: p.ip, kind: p.kind, owner: p.owner, meshed: Boolean(p.meshed) };
   });
-  return { version: v.version, latencyScheme: v.latencyScheme, node: v.node, agentId: v.agentId, seq: v.seq, start: v.start, end: v.end, pairs, pods, dropped: v.dropped };
+  const r: Report = { version: v.version, latencyScheme: v.latencyScheme, node: v.node, agentId: v.agentId, seq: v.seq, start: v.start, end: v.end, pairs, pods, dropped: v.dropped };
+  if (v.agent !== undefined) r.agent = parseAgentSummary(v.agent);
+  return r;
+}
+
+function parseAgentSummary(a: any): AgentSummary {
+  const w = 'report.agent';
+  if (!a || typeof a !== 'object') throw new Error(`${w}: expected an object`);
+  for (const k of ['version', 'kernel'] as const) if (!isStr(a[k])) throw new Error(`${w}.${k}: needs a string`);
+  if (!isCount(a.startedAt)) throw new Error(`${w}.startedAt: needs a non-negative number`);
+  if (typeof a.healthy !== 'boolean') throw new Error(`${w}.healthy: needs true or false`);
+  if (!Array.isArray(a.programs) || a.programs.length > MAX_SUMMARY_PROGRAMS) throw new Error(`${w}.programs: needs an array of at most ${MAX_SUMMARY_PROGRAMS}`);
+  const programs = a.programs.map((p: any, i: number) => {
+    if (!p || typeof p !== 'object' || !isStr(p.section) || typeof p.attached !== 'boolean') throw new Error(`${w}.programs[${i}]: needs a section string and attached true or false`);
+    return { section: p.section, attached: p.attached };
+  });
+  if (!Array.isArray(a.reasons) || a.reasons.length > MAX_SUMMARY_REASONS || !a.reasons.every(isStr)) throw new Error(`${w}.reasons: needs at most ${MAX_SUMMARY_REASONS} strings of at most 512 characters`);
+  const counts = (o: any, keys: readonly string[], where: string): any => {
+    if (!o || typeof o !== 'object') throw new Error(`${w}.${where}: expected an object`);
+    for (const k of keys) if (!isCount(o[k])) throw new Error(`${w}.${where}.${k}: needs a non-negative number`);
+    return Object.fromEntries(keys.map((k) => [k, o[k]]));
+  };
+  return {
+    version: a.version, startedAt: a.startedAt, kernel: a.kernel, programs, healthy: a.healthy, reasons: [...a.reasons],
+    proxy: counts(a.proxy, ['open', 'accepted'], 'proxy'),
+    link: counts(a.link, ['backlog', 'backlogLimit', 'dropped', 'reconnects'], 'link'),
+  };
 }
