@@ -14,7 +14,7 @@ test('every object install prints validates against the Kubernetes schemas', asy
   t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service']);
   for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
   // And with every flag changed.
-  const custom = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, skipOutboundPorts: '22,3306' }) as any[];
+  const custom = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, dashboardPort: 9001, skipOutboundPorts: '22,3306' }) as any[];
   for (const o of custom) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
 });
 
@@ -114,6 +114,10 @@ test('controller: one non-root replica, read-only root, Service on the controlle
   t.deepEqual(svc.spec.selector, dep.spec.template.metadata.labels);
   t.is(svc.spec.ports[0].port, INSTALL_DEFAULTS.controllerPort);
   t.is(svc.spec.ports[0].name, 'grpc');
+  // The dashboard: a second port of the same ClusterIP Service, served by the same container.
+  t.deepEqual(svc.spec.ports.map((p: any) => [p.name, p.port, p.targetPort]), [['grpc', 8086, 'grpc'], ['http', 8084, 'http']]);
+  t.deepEqual(c.ports.map((p: any) => [p.name, p.containerPort]), [['grpc', 8086], ['http', 8084]]);
+  t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--dashboard-listen', '0.0.0.0:8084']);
 });
 
 test('controller RBAC: list and watch of Services, Pods and EndpointSlices cluster-wide, bound to its ServiceAccount, whose token is mounted', (t) => {
@@ -136,7 +140,7 @@ test('controller RBAC: list and watch of Services, Pods and EndpointSlices clust
 });
 
 test('flags change image, namespace and ports everywhere', (t) => {
-  const objs = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, skipOutboundPorts: '3306, 22' }) as any[];
+  const objs = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, dashboardPort: 9001, skipOutboundPorts: '3306, 22' }) as any[];
   t.is(objs[0].metadata.name, 'mesh');
   for (const o of objs.slice(1)) if (!o.kind.startsWith('Cluster')) t.is(o.metadata.namespace, 'mesh', o.kind);
   t.is(find(objs, 'ClusterRoleBinding').subjects[0].namespace, 'mesh');
@@ -150,6 +154,8 @@ test('flags change image, namespace and ports everywhere', (t) => {
   t.is(data['skip-outbound-ports'], '22,3306');
   t.is(agentDs(objs).spec.template.metadata.annotations['prometheus.io/port'], '5191');
   t.is(find(objs, 'Service').spec.ports[0].port, 9000);
+  t.is(find(objs, 'Service').spec.ports[1].port, 9001);
+  t.true(find(objs, 'Deployment').spec.template.spec.containers[0].args.includes('0.0.0.0:9001'));
   t.is(find(objs, 'ConfigMap').data['controller-addr'], 'mesh-agent-controller.mesh.svc:9000');
   const hash = (o: any[]) => agentDs(o).spec.template.metadata.annotations['mesh-agent.io/config-hash'];
   t.not(hash(objs), hash(installManifests() as any[]), 'a changed config rolls the agents');
@@ -159,6 +165,7 @@ test('flags change image, namespace and ports everywhere', (t) => {
 
 test('bad options are rejected', (t) => {
   t.throws(() => installManifests({ proxyPort: 0 }), { message: /--proxy-port/ });
+  t.throws(() => installManifests({ dashboardPort: 8086 }), { message: /--dashboard-port 8086: the controller port is 8086/ });
   t.throws(() => installManifests({ namespace: 'Bad_NS' }), { message: /--namespace/ });
   t.throws(() => installManifests({ skipOutboundPorts: '1-2-3' }), { message: /invalid port list/ });
 });

@@ -6,6 +6,7 @@ import { ControllerServer } from '../controller/server.ts';
 import { parseWindow } from '../controller/stat.ts';
 import { DiscoveryHub } from '../discovery/hub.ts';
 import { parseHostPort } from './addr.ts';
+import { DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
 
 export type DiscoveryMode = { kind: 'files'; path: string } | { kind: 'kubernetes'; kubeconfig?: string } | { kind: 'off' };
 
@@ -23,16 +24,19 @@ export function registerController(program: Command) {
     .command('controller')
     .description('run the controller: receive the agents\' reports, serve stat, relay tap, stream Service discovery to the agents')
     .option('--listen <ip:port>', 'address for agents and the CLI (HTTP/2 cleartext)', '0.0.0.0:8086')
+    .option('--dashboard-listen <ip:port>', 'address of the web dashboard (HTTP/1.1, read-only); off to serve none', `0.0.0.0:${DEFAULT_DASHBOARD_PORT}`)
     .option('--retention <window>', 'how long reports are kept: the longest stat window', '1h')
     .option('--resources <file|dir>', 'discovery from Service, EndpointSlice and Pod objects in YAML or JSON files (a directory: its *.yaml, *.yml, *.json), reloaded on change; no API server needed')
     .option('--kubeconfig <file>', 'discovery from this cluster\'s API server (default in a pod: its in-cluster config)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async function (this: Command, o) {
       let listen: { host: string; port: number };
+      let dashboardListen: { host: string; port: number } | null;
       let retentionMs: number;
       let mode: DiscoveryMode;
       try {
         listen = parseHostPort(o.listen, '--listen', '0.0.0.0', 8086);
+        dashboardListen = o.dashboardListen === 'off' ? null : parseHostPort(o.dashboardListen, '--dashboard-listen', '0.0.0.0', DEFAULT_DASHBOARD_PORT);
         retentionMs = parseWindow(o.retention, 7 * 24 * 3_600_000);
         mode = discoveryMode(o);
       } catch (e) {
@@ -67,10 +71,19 @@ export function registerController(program: Command) {
       const server = new ControllerServer({ retentionMs, discovery, log: logTo });
       const addr = await server.listen(listen.host, listen.port);
       log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind });
+      let dashboard: { close(): Promise<void> } | undefined;
+      if (dashboardListen) {
+        // Loaded only when served: `--dashboard-listen off` keeps the controller as small as before.
+        const { DashboardServer } = await import('../dashboard/server.ts');
+        const d = new DashboardServer(server, { log: logTo });
+        const at = await d.listen(dashboardListen.host, dashboardListen.port);
+        dashboard = d;
+        log.info('dashboard listening', { listen: `${at.host}:${at.port}` });
+      }
       const stop = (sig: string) => {
         log.info(`${sig}: stopping`);
         stopSource();
-        void server.close().then(() => process.exit(0));
+        void Promise.all([server.close(), dashboard?.close()]).then(() => process.exit(0));
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));

@@ -24,6 +24,7 @@ export function registerInstall(program: Command) {
     .option('--proxy-port <port>', 'port pods are redirected to on the node IP', port('--proxy-port'), INSTALL_DEFAULTS.proxyPort)
     .option('--admin-port <port>', 'agent admin API (probes, /metrics)', port('--admin-port'), INSTALL_DEFAULTS.adminPort)
     .option('--controller-port <port>', 'controller service port', port('--controller-port'), INSTALL_DEFAULTS.controllerPort)
+    .option('--dashboard-port <port>', 'the controller\'s web dashboard, a second port of its Service', port('--dashboard-port'), INSTALL_DEFAULTS.dashboardPort)
     .option('--skip-outbound-ports <ports>', 'ports every pod connects to directly, e.g. 3306,5000-5010', '')
     .option('--cgroup-root <dir>', 'pods\' cgroup directory on the nodes (cgroupfs kubelet driver: /sys/fs/cgroup/kubepods)', INSTALL_DEFAULTS.cgroupRoot)
     .action((o) => {
@@ -33,6 +34,7 @@ export function registerInstall(program: Command) {
         proxyPort: o.proxyPort,
         adminPort: o.adminPort,
         controllerPort: o.controllerPort,
+        dashboardPort: o.dashboardPort,
         skipOutboundPorts: o.skipOutboundPorts,
         cgroupRoot: o.cgroupRoot,
       });

@@ -3,6 +3,8 @@
 import * as net from 'node:net';
 
 export const DEFAULT_CONTROLLER_PORT = 8086;
+/** The controller's web dashboard (linkerd-viz's web uses 8084 too). */
+export const DEFAULT_DASHBOARD_PORT = 8084;
 
 /** Normalised to "http://host:port" (h2c, the protocol the controller speaks); a clear error otherwise. */
 export function controllerUrl(text: string, flag: string): string {

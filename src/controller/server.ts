@@ -5,13 +5,13 @@
 // `curl --http2-prior-knowledge` can talk to it. The install's Service marks the port
 // appProtocol kubernetes.io/h2c accordingly.
 import * as http2 from 'node:http2';
-import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_ENDPOINTS, PATH_DISCOVERY, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP, type TapRequest } from './protocol.ts';
+import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_ENDPOINTS, PATH_DISCOVERY, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP } from './protocol.ts';
 import type { DiscoveryHub } from '../discovery/hub.ts';
 import { parseReport } from '../telemetry/report.ts';
-import { MAX_TAP_RPS } from '../telemetry/tap.ts';
 import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
 import { parseWindow, resourceKind, stat } from './stat.ts';
 import { streamSink, TapError, TapRelay } from './tap-relay.ts';
+import { checkTapRequest } from './tap-request.ts';
 
 export interface ControllerOptions {
   retentionMs?: number;
@@ -233,17 +233,4 @@ function readJson(stream: http2.ServerHttp2Stream): Promise<any> {
     });
     stream.on('error', reject);
   });
-}
-
-function checkTapRequest(v: any): TapRequest {
-  const bad = (m: string) => new HttpError(400, `tap request: ${m}`);
-  if (!v || typeof v !== 'object') throw bad('expected a JSON object');
-  if (typeof v.resource !== 'string') throw bad('resource: needs TYPE/NAME');
-  if (typeof v.namespace !== 'string' || v.namespace === '') throw bad('namespace: needs a string');
-  if (v.to !== undefined && typeof v.to !== 'string') throw bad('to: needs TYPE/NAME');
-  if (v.toNamespace !== undefined && typeof v.toNamespace !== 'string') throw bad('toNamespace: needs a string');
-  if (v.method !== undefined && (typeof v.method !== 'string' || !/^[A-Za-z]{1,32}$/.test(v.method))) throw bad('method: needs an HTTP method such as GET');
-  if (v.path !== undefined && (typeof v.path !== 'string' || !v.path.startsWith('/'))) throw bad('path: needs a prefix starting with /');
-  if (typeof v.maxRps !== 'number' || !(v.maxRps > 0) || v.maxRps > MAX_TAP_RPS) throw bad(`maxRps: needs a number in (0, ${MAX_TAP_RPS}]`);
-  return { resource: v.resource, namespace: v.namespace, to: v.to, toNamespace: v.toNamespace, method: v.method?.toUpperCase(), path: v.path, maxRps: v.maxRps };
 }

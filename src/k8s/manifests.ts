@@ -12,6 +12,8 @@ export interface InstallOptions {
   proxyPort?: number;
   adminPort?: number;
   controllerPort?: number;
+  /** The controller's web dashboard, a second port of its Service (ClusterIP: reach it with `mesh-agent dashboard`). */
+  dashboardPort?: number;
   /** Ports every meshed pod connects to directly (cluster-wide), e.g. "3306,5000-5010". */
   skipOutboundPorts?: string;
   /**
@@ -27,6 +29,7 @@ export const INSTALL_DEFAULTS = {
   proxyPort: 15001,
   adminPort: 4191,
   controllerPort: 8086,
+  dashboardPort: 8084,
   skipOutboundPorts: '',
   cgroupRoot: '/sys/fs/cgroup/kubepods.slice',
 } as const;
@@ -51,6 +54,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
   const proxyPort = checkPort('--proxy-port', o.proxyPort);
   const adminPort = checkPort('--admin-port', o.adminPort);
   const controllerPort = checkPort('--controller-port', o.controllerPort);
+  const dashboardPort = checkPort('--dashboard-port', o.dashboardPort);
+  if (dashboardPort === controllerPort) throw new Error(`--dashboard-port ${dashboardPort}: the controller port is ${controllerPort}; pick another`);
   const skipOutbound = PortSet.parse(o.skipOutboundPorts).toString();
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.namespace) || o.namespace.length > 63) {
     throw new Error(`--namespace: "${o.namespace}" is not a valid namespace name`);
@@ -111,7 +116,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
     },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(`${NAME}-config`, labels('config')), data: config },
     agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config),
-    controllerDeployment(ns, o.image, controller, controllerPort),
+    controllerDeployment(ns, o.image, controller, controllerPort, dashboardPort),
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -119,7 +124,10 @@ export function installManifests(options: InstallOptions = {}): object[] {
       spec: {
         type: 'ClusterIP',
         selector: controller,
-        ports: [{ name: 'grpc', port: controllerPort, targetPort: 'grpc', protocol: 'TCP', appProtocol: 'kubernetes.io/h2c' }],
+        ports: [
+          { name: 'grpc', port: controllerPort, targetPort: 'grpc', protocol: 'TCP', appProtocol: 'kubernetes.io/h2c' },
+          { name: 'http', port: dashboardPort, targetPort: 'http', protocol: 'TCP', appProtocol: 'http' },
+        ],
       },
     },
   ];
@@ -212,7 +220,7 @@ function agentDaemonSet(
   };
 }
 
-function controllerDeployment(ns: string, image: string, l: Record<string, string>, port: number): object {
+function controllerDeployment(ns: string, image: string, l: Record<string, string>, port: number, dashboardPort: number): object {
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -232,8 +240,11 @@ function controllerDeployment(ns: string, image: string, l: Record<string, strin
               name: 'controller',
               image,
               imagePullPolicy: 'IfNotPresent',
-              args: ['controller', '--listen', `0.0.0.0:${port}`],
-              ports: [{ name: 'grpc', containerPort: port, protocol: 'TCP' }],
+              args: ['controller', '--listen', `0.0.0.0:${port}`, '--dashboard-listen', `0.0.0.0:${dashboardPort}`],
+              ports: [
+                { name: 'grpc', containerPort: port, protocol: 'TCP' },
+                { name: 'http', containerPort: dashboardPort, protocol: 'TCP' },
+              ],
               readinessProbe: { tcpSocket: { port: 'grpc' }, periodSeconds: 5 },
               livenessProbe: { tcpSocket: { port: 'grpc' }, periodSeconds: 10 },
               resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
