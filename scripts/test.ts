@@ -10,9 +10,10 @@ const bin = (name: string) => path.join(root, 'node_modules/.bin', name);
 let passed = 0;
 let failed = 0;
 
-console.log('# type check (tsc --noEmit)');
+console.log('# type check (tsc --noEmit, and the dashboard\'s page: tsc --noEmit -p web)');
 const tsc = spawnSync(bin('tsc'), ['--noEmit', '-p', root], { stdio: 'inherit' });
-if (tsc.status === 0) passed++;
+const tscWeb = spawnSync(bin('tsc'), ['--noEmit', '-p', path.join(root, 'web')], { stdio: 'inherit' });
+if (tsc.status === 0 && tscWeb.status === 0) passed++;
 else {
   failed++;
   console.log('not ok - type check failed');

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NAMESPACE } from '../demo/app.ts';
-import { ADMIN, BIN, CONTROLLER, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
+import { ADMIN, BIN, CONTROLLER, DASHBOARD, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
 import { successByDeployment } from '../demo/metrics-summary.ts';
 import { agentLines, botLine, expectationLine, header, mailerLine, successTable } from '../demo/view.ts';
 
@@ -76,6 +76,7 @@ async function runDemo(opts: DemoOptions): Promise<void> {
     await stack.start();
     let forwarded = (await forwardPort(stack.node, Number(ADMIN.split(':')[1]))) !== null;
     if (opts.controller) forwarded = (await forwardPort(stack.node, Number(CONTROLLER.split(':')[1]))) !== null && forwarded;
+    if (opts.controller) forwarded = (await forwardPort(stack.node, Number(DASHBOARD.split(':')[1]))) !== null && forwarded;
     howToLook(stack, forwarded, opts.controller);
     const started = Date.now();
     let tapShown = false;
@@ -168,6 +169,7 @@ function howToLook(stack: DemoStack, forwarded: boolean, controller: boolean): v
     ...(controller
       ? [`    ${cli} stat deploy -n ${NAMESPACE}`, `    ${cli} stat pod -n ${NAMESPACE} -o wide`, `    ${cli} tap deploy/web -n ${NAMESPACE}`, `    ${cli} tap deploy/web -n ${NAMESPACE} --to deploy/voting --path /emojivoto.VotingService/Vote`]
       : [`    ${curl} -s http://${ADMIN}/metrics | grep '^response_total'`]),
+    ...(controller ? [`  dashboard: http://${DASHBOARD}/${forwarded ? '' : ` (in the node's network namespace: ${enter} chromium ...)`}`] : []),
     `  namespace ${NAMESPACE}; deployments: ${[...stack.services.keys()].join(', ')}`,
     `  ${expectationLine()}`,
     `  Ctrl-C stops the demo and removes everything it made.`,

@@ -16,6 +16,7 @@ const COMMANDS: Array<[string, () => Promise<Register>]> = [
   ['stat', async () => (await import('./stat.ts')).registerStat],
   ['tap', async () => (await import('./tap.ts')).registerTap],
   ['diagnostics', async () => (await import('./diagnostics.ts')).registerDiagnostics],
+  ['dashboard', async () => (await import('./dashboard.ts')).registerDashboard],
 ];
 
 /** The commands to load: only the one named (the demo runs them all), else all for help and errors. */

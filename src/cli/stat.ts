@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { controllerUrl } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
 import { PATH_STAT } from '../controller/protocol.ts';
+import { formatLatency, formatRps, formatSuccess } from '../controller/format.ts';
 import { parseWindow, resourceKind, SHORT, type StatResult, type StatRow } from '../controller/stat.ts';
 
 export const DEFAULT_CONTROLLER = '127.0.0.1:8086';
@@ -54,19 +55,13 @@ export function registerStat(program: Command) {
 
 const dash = '-';
 
-/** Latency as Linkerd prints it (whole ms), with a decimal below 10ms where whole ms would hide everything. */
-export function formatLatency(ms: number | null): string {
-  if (ms === null) return dash;
-  if (ms < 1) return `${ms.toFixed(2)}ms`;
-  if (ms < 10) return `${ms.toFixed(1)}ms`;
-  return `${Math.round(ms)}ms`;
-}
+export { formatLatency };
 
 export function formatRow(r: StatRow, wide: boolean): string[] {
   const cells = [
     `${r.meshedPods}/${r.totalPods}`,
-    r.successRate === null ? dash : `${(100 * r.successRate).toFixed(2)}%`,
-    r.rps === null ? dash : `${r.rps.toFixed(1)}rps`,
+    formatSuccess(r.successRate),
+    formatRps(r.rps),
     formatLatency(r.latencyMsP50),
     formatLatency(r.latencyMsP95),
     formatLatency(r.latencyMsP99),

@@ -18,6 +18,8 @@ const DEMO_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ADMIN = '127.0.0.1:4191';
 /** Where `stat` and `tap` look by default: the demo runs its controller there, in the node namespace. */
 export const CONTROLLER = '127.0.0.1:8086';
+/** The controller's web dashboard (mesh-agent controller --dashboard-listen). */
+export const DASHBOARD = '127.0.0.1:8084';
 const TMP_PREFIX = 'mesh-demo-';
 
 export interface StackOptions {
@@ -91,7 +93,7 @@ export class DemoStack {
     const reporting: string[] = [];
     if (this.#opts.controller) {
       step(`starting the controller in the node namespace: mesh-agent controller --listen ${CONTROLLER}`);
-      this.controller = this.node.spawnInNode(process.execPath, [BIN, 'controller', '--listen', CONTROLLER, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      this.controller = this.node.spawnInNode(process.execPath, [BIN, 'controller', '--listen', CONTROLLER, '--dashboard-listen', DASHBOARD, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
       this.controllerLog = new JsonLineLog(this.controller);
       await this.#waitListening(CONTROLLER, this.controller, this.controllerLog, 'the controller');
       // Reports every 2 s, so the first stat refresh already has a few of them.
