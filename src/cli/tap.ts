@@ -9,6 +9,7 @@ import { PATH_TAP, type TapEndpoint, type TapOutput, type TapRequest } from '../
 import { parseResource, resourceKind } from '../controller/stat.ts';
 import { MAX_TAP_RPS } from '../telemetry/tap.ts';
 import { DEFAULT_CONTROLLER } from './stat.ts';
+import { GRPC_CODES } from '../controller/format.ts';
 
 export function registerTap(program: Command) {
   program
@@ -61,7 +62,6 @@ export function registerTap(program: Command) {
     });
 }
 
-const GRPC_CODES = ['OK', 'Canceled', 'Unknown', 'InvalidArgument', 'DeadlineExceeded', 'NotFound', 'AlreadyExists', 'PermissionDenied', 'ResourceExhausted', 'FailedPrecondition', 'Aborted', 'OutOfRange', 'Unimplemented', 'Internal', 'Unavailable', 'DataLoss', 'Unauthenticated'];
 
 const addr = (e: TapEndpoint) => `${e.ip.includes(':') ? `[${e.ip}]` : e.ip}:${e.port}`;
 /** No identity: connections are not mutually authenticated yet, which Linkerd prints as no_identity. */

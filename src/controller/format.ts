@@ -12,3 +12,6 @@ export function formatLatency(ms: number | null): string {
 
 export const formatSuccess = (rate: number | null): string => (rate === null ? dash : `${(100 * rate).toFixed(2)}%`);
 export const formatRps = (rps: number | null): string => (rps === null ? dash : `${rps.toFixed(1)}rps`);
+
+/** gRPC status names by code, as Linkerd's tap prints grpc-status. */
+export const GRPC_CODES = ['OK', 'Canceled', 'Unknown', 'InvalidArgument', 'DeadlineExceeded', 'NotFound', 'AlreadyExists', 'PermissionDenied', 'ResourceExhausted', 'FailedPrecondition', 'Aborted', 'OutOfRange', 'Unimplemented', 'Internal', 'Unavailable', 'DataLoss', 'Unauthenticated'];

@@ -92,7 +92,7 @@ export class DemoStack {
 
     const reporting: string[] = [];
     if (this.#opts.controller) {
-      step(`starting the controller in the node namespace: mesh-agent controller --listen ${CONTROLLER}`);
+      step(`starting the controller in the node namespace: mesh-agent controller --listen ${CONTROLLER} --dashboard-listen ${DASHBOARD}`);
       this.controller = this.node.spawnInNode(process.execPath, [BIN, 'controller', '--listen', CONTROLLER, '--dashboard-listen', DASHBOARD, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
       this.controllerLog = new JsonLineLog(this.controller);
       await this.#waitListening(CONTROLLER, this.controller, this.controllerLog, 'the controller');

@@ -110,7 +110,7 @@ export function Topology(p: { nodes: TopoNode[]; edges: TopoEdge[] }) {
     <svg class="topology" viewBox={`0 0 ${l.width} ${l.height}`} width={l.width} height={l.height} role="img" aria-label={`traffic between ${p.nodes.length} workloads: ${p.edges.map((e) => `${byId.get(e.from)?.label} to ${byId.get(e.to)?.label} ${formatSuccess(e.successRate)}`).join('; ')}`}>
       <defs>
         {(['good', 'warn', 'bad', 'none'] as const).map((c) => (
-          <marker id={`arrow-${c}`} viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+          <marker id={`arrow-${c}`} viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto-start-reverse">
             <path d="M0,0 L10,5 L0,10 z" class={`edge-${c}`} />
           </marker>
         ))}

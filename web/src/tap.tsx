@@ -1,12 +1,12 @@
 // The live tap of one workload, as Linkerd's tap page: start, stop, filter by method and path;
 // requests newest first. The controller holds it to the same --max-rps bound as `mesh-agent tap`.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { formatLatency } from '../../src/controller/format.ts';
+import { formatLatency, GRPC_CODES } from '../../src/controller/format.ts';
 import type { TapOutput } from '../../src/controller/protocol.ts';
 import { tapStream } from './api.ts';
 
 type Req = Extract<TapOutput, { type: 'request' }>;
-const MAX_ROWS = 200;
+const MAX_ROWS = 100;
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
 
 const who = (e: Req['source']) => (e.resource ? `${e.namespace}/${e.resource}` : `${e.ip}:${e.port}`);
@@ -112,7 +112,7 @@ export function TapPanel(p: { namespace: string; resource: string }) {
                 <td>{inbound ? `from ${who(r.source)}` : `to ${who(r.destination)}`}</td>
                 <td>{rec.method}</td>
                 <td class="path">{rec.path}</td>
-                <td>{rec.status || (rec.error ?? 'no response')}{rec.grpcStatus !== undefined ? ` grpc ${rec.grpcStatus}` : ''}</td>
+                <td>{rec.status || (rec.error ?? 'no response')}{rec.grpcStatus !== undefined ? ` · grpc-status ${GRPC_CODES[rec.grpcStatus] ?? rec.grpcStatus}` : ''}</td>
                 <td class="num">{formatLatency(rec.latencyUs / 1000)}</td>
               </tr>
             );

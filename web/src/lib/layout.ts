@@ -41,7 +41,7 @@ export interface Layout {
   height: number;
 }
 
-export const DEFAULT_LAYOUT: LayoutOptions = { colWidth: 230, rowHeight: 80, nodeWidth: 160, nodeHeight: 40, margin: 24 };
+export const DEFAULT_LAYOUT: LayoutOptions = { colWidth: 310, rowHeight: 80, nodeWidth: 160, nodeHeight: 40, margin: 24 };
 
 const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
