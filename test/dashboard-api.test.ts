@@ -1,0 +1,200 @@
+// The dashboard served beside a real controller on loopback: every route's bad input answers
+// 4xx with its message, reports reach open pages as events, tap keeps the CLI's bounds, assets
+// are served compressed with a strict policy, other Host names are refused; and `mesh-agent
+// dashboard` finds it (with --controller, or through a kubectl port-forward stand-in).
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ControllerServer } from '../src/controller/server.ts';
+import { requestJson } from '../src/controller/client.ts';
+import { PATH_REPORTS } from '../src/controller/protocol.ts';
+import { DashboardServer } from '../src/dashboard/server.ts';
+import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const quiet = () => {};
+
+async function stack(t: any, opts: { dashboard?: boolean; maxTaps?: number } = {}) {
+  const ctl = new ControllerServer({ log: quiet });
+  const api = await ctl.listen('127.0.0.1', 0);
+  let dash: DashboardServer | undefined;
+  let base = '';
+  if (opts.dashboard !== false) {
+    dash = new DashboardServer(ctl, { log: quiet, maxTaps: opts.maxTaps });
+    const d = await dash.listen('127.0.0.1', 0);
+    base = `http://127.0.0.1:${d.port}`;
+  }
+  t.teardown(async () => {
+    await dash?.close();
+    await ctl.close();
+  });
+  return { ctl, controller: `http://127.0.0.1:${api.port}`, controllerAddr: `127.0.0.1:${api.port}`, base };
+}
+
+function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+const getJson = async (url: string) => {
+  const r = await get(url);
+  return { status: r.status, json: JSON.parse(r.body.toString()) };
+};
+
+const NOW = () => Date.now();
+const web = pod('shop', 'web', '10.0.0.1');
+const apiPod = pod('shop', 'api', '10.0.0.2');
+const shopReport = (seq: number) => report({ seq, start: NOW() - 2000, end: NOW(), pods: [web, apiPod], agent: summary(), pairs: [pair(peerOf(web), peerOf(apiPod), 4, 3)] });
+
+test('every route answers bad input with a 4xx and a message the page shows', async (t) => {
+  const s = await stack(t);
+  const cases: Array<[string, number, RegExp]> = [
+    ['/api/workloads', 400, /namespace is required/],
+    ['/api/workloads?namespace=shop', 404, /namespace shop: no agent reports a pod in it or traffic to it in the last 1m; no agent has reported traffic yet/],
+    ['/api/workloads?namespace=shop&window=1y', 400, /time window "1y"/],
+    ['/api/edges?namespace=shop&extra=1', 400, /does not take "extra"/],
+    ['/api/workload?namespace=shop&kind=deploy', 400, /name is required/],
+    ['/api/namespaces?window=0s', 400, /must be more than zero/],
+    ['/api/nope', 404, /no API route \/api\/nope/],
+    ['/api/tap?namespace=shop&resource=deploy/web&maxRps=20000', 400, /maxRps: needs a number in \(0, 10000\]/],
+    ['/api/tap?namespace=shop&resource=deploy/web', 503, /no agent is connected to the controller/],
+    ['/api/tap?namespace=shop&resource=web', 400, /"web" is not TYPE\/NAME/],
+  ];
+  for (const [url, status, msg] of cases) {
+    const r = await getJson(s.base + url);
+    t.is(r.status, status, url);
+    t.regex(r.json.error, msg, url);
+  }
+  await requestJson(s.controller, 'POST', PATH_REPORTS, shopReport(1));
+  const nf = await getJson(`${s.base}/api/workloads?namespace=other`);
+  t.deepEqual([nf.status, nf.json.error], [404, 'namespace other: no agent reports a pod in it or traffic to it in the last 1m; namespaces: shop']);
+  const wl = await getJson(`${s.base}/api/workload?namespace=shop&kind=deploy&name=nope`);
+  t.deepEqual([wl.status, wl.json.error], [404, 'deployment nope in namespace shop: no pod of it is reported and no traffic to or from it in the last 1m']);
+  const ok = await getJson(`${s.base}/api/workload?namespace=shop&kind=deploy&name=api`);
+  t.deepEqual([ok.status, ok.json.workload.requests, ok.json.workload.successes, ok.json.inbound[0].src.name], [200, 4, 3, 'web']);
+  const nodes = await getJson(`${s.base}/api/nodes`);
+  t.deepEqual([nodes.json.nodes[0].node, nodes.json.nodes[0].agent.healthy], ['node-a', true]);
+});
+
+test('an open page hears of each report as an event; the controller says where its dashboard is', async (t) => {
+  const s = await stack(t);
+  const events: string[] = [];
+  const res = await new Promise<http.IncomingMessage>((resolve) => http.get(`${s.base}/api/events`, resolve));
+  t.teardown(() => res.destroy());
+  t.is(res.headers['content-type'], 'text/event-stream');
+  res.setEncoding('utf8');
+  let waiting: (() => void) | null = null;
+  res.on('data', (d: string) => {
+    events.push(d);
+    waiting?.();
+  });
+  const next = (re: RegExp) => new Promise<void>((resolve) => {
+    waiting = () => events.join('').match(re) && resolve();
+    waiting();
+  });
+  await next(/event: hello/);
+  await requestJson(s.controller, 'POST', PATH_REPORTS, shopReport(1));
+  await next(/event: report\ndata: \{"node":"node-a"/);
+  // A resend (same agent and seq) changes nothing: no event.
+  t.deepEqual(await requestJson(s.controller, 'POST', PATH_REPORTS, shopReport(1)), { result: 'duplicate' });
+  await requestJson(s.controller, 'POST', PATH_REPORTS, shopReport(2));
+  await next(/(event: report[^]*){2}/);
+  t.is(events.join('').match(/event: report/g)!.length, 2);
+  const st = await requestJson(s.controller, 'GET', '/v1/status');
+  t.is(st.dashboard.port, Number(new URL(s.base).port));
+});
+
+test('assets: the page with a strict content policy, gzip when asked, other hosts and methods refused', async (t) => {
+  const s = await stack(t);
+  const page = await get(`${s.base}/`);
+  t.is(page.status, 200);
+  t.regex(page.body.toString(), /<script type="module" src="\/app.js">/);
+  t.regex(String(page.headers['content-security-policy']), /script-src 'self'/);
+  const js = await get(`${s.base}/app.js`, { 'accept-encoding': 'gzip' });
+  t.is(js.headers['content-encoding'], 'gzip');
+  t.is(js.headers['content-type'], 'text/javascript; charset=utf-8');
+  t.true(js.body.length < 30 * 1024, `the bundle is ${js.body.length} bytes compressed`);
+  t.is((await get(`${s.base}/app.js`)).headers['content-encoding'], undefined);
+  const evil = await get(`${s.base}/api/namespaces`, { host: 'evil.example:8084' });
+  t.is(evil.status, 403);
+  t.regex(JSON.parse(evil.body.toString()).error, /host "evil.example:8084" is not allowed/);
+  t.is((await get(`${s.base}/api/namespaces`, {}, 'POST')).status, 405);
+});
+
+test('tap from the page: refused beyond the open-tap bound, before any byte of the stream', async (t) => {
+  const s = await stack(t, { maxTaps: 0 });
+  const r = await getJson(`${s.base}/api/tap?namespace=shop&resource=deploy/web`);
+  t.deepEqual([r.status, r.json.error], [429, '0 taps are already open from dashboards; stop one first']);
+});
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'dashboard', ...args], { env: { ...process.env, DISPLAY: '', WAYLAND_DISPLAY: '', ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) => child.once('exit', (code) => r({ code, stdout, stderr })));
+  return { child, done, out: () => stdout };
+}
+
+test('mesh-agent dashboard --controller: prints the URL and exits 0; exits 1 when there is none to reach', async (t) => {
+  const s = await stack(t);
+  const full = await cli(['--controller', s.controllerAddr]).done;
+  t.is(full.code, 0, full.stderr);
+  t.is(full.stdout, `mesh-agent dashboard available at:\n${s.base}/\n`);
+  const only = await cli(['--controller', s.controllerAddr, '--show-url']).done;
+  t.deepEqual([only.code, only.stdout], [0, `${s.base}/\n`]);
+  const usage = await cli(['--controller', s.controllerAddr, '--port', '9000']).done;
+  t.is(usage.code, 2);
+  t.regex(usage.stderr, /--port is the port-forward's local port/);
+  const none = await stack(t, { dashboard: false });
+  const off = await cli(['--controller', none.controllerAddr]).done;
+  t.is(off.code, 1);
+  t.regex(off.stderr, /serves no dashboard \(it runs with --dashboard-listen off\)/);
+  await none.ctl.close();
+  const gone = await cli(['--controller', none.controllerAddr]).done;
+  t.is(gone.code, 1);
+  t.regex(gone.stderr, /is unreachable/);
+});
+
+test('mesh-agent dashboard: port-forwards with kubectl, prints the URL, Ctrl-C ends both with 0; a failed kubectl is exit 1', async (t) => {
+  const s = await stack(t);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fake-kubectl-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'kubectl'), `#!/bin/sh\nexec "${process.execPath}" --disable-warning=ExperimentalWarning "${path.join(ROOT, 'test/fixtures/dashboard/fake-kubectl.ts')}" "$@"\n`, { mode: 0o755 });
+  const argsFile = path.join(dir, 'args.json');
+  const env = { PATH: `${dir}:${process.env.PATH}`, FAKE_KUBECTL_TARGET: new URL(s.base).port, FAKE_KUBECTL_ARGS: argsFile };
+  const run = cli(['--port', '0', '-n', 'mesh'], env);
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /^(http:\/\/127\.0\.0\.1:\d+\/)$/m.exec(run.out());
+      if (m) {
+        clearInterval(timer);
+        resolve(m[1]!);
+      }
+    }, 20);
+    run.done.then((r) => reject(new Error(`dashboard exited ${r.code}: ${r.stderr}`)));
+  });
+  t.deepEqual(JSON.parse(fs.readFileSync(argsFile, 'utf8')), ['-n', 'mesh', 'port-forward', 'svc/mesh-agent-controller', ':8084']);
+  t.is((await getJson(`${url}api/health`)).json.ok, true, 'the printed URL reaches the dashboard');
+  run.child.kill('SIGINT');
+  const r = await run.done;
+  t.is(r.code, 0, r.stderr);
+  const failed = await cli([], { ...env, FAKE_KUBECTL_FAIL: '1' }).done;
+  t.is(failed.code, 1);
+  t.regex(failed.stderr, /services "mesh-agent-controller" not found; is mesh-agent installed in namespace mesh-agent/);
+  const missing = await cli([], { PATH: dir.replace(/$/, '-nothing') }).done;
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /kubectl is not on PATH/);
+});
