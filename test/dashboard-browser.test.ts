@@ -1,0 +1,66 @@
+// The page in headless Chromium against a controller on loopback with reports we control:
+// "no traffic yet" on an empty controller, a report shows up without a reload, an unknown
+// namespace shows the API's message, the tables sort by keyboard, no console errors.
+import test from 'ava';
+import { ControllerServer } from '../src/controller/server.ts';
+import { requestJson } from '../src/controller/client.ts';
+import { PATH_REPORTS } from '../src/controller/protocol.ts';
+import { DashboardServer } from '../src/dashboard/server.ts';
+import { launchChromium, screenshot } from './helpers/browser.ts';
+import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
+
+test('empty controller, then a report: no traffic yet, live update, errors shown, keyboard sorting', async (t) => {
+  const ctl = new ControllerServer({ log: () => {} });
+  const api = await ctl.listen('127.0.0.1', 0);
+  const dash = new DashboardServer(ctl, { log: () => {} });
+  const base = `http://127.0.0.1:${(await dash.listen('127.0.0.1', 0)).port}/`;
+  const browser = await launchChromium();
+  t.teardown(async () => {
+    await browser.close();
+    await dash.close();
+    await ctl.close();
+  });
+  const { page, errors } = await browser.page();
+
+  await page.goto(base);
+  await page.getByTestId('no-traffic').getByText('No agent has reported to this controller yet').waitFor();
+  await screenshot(page, 'dashboard-no-traffic');
+  await page.goto(`${base}#/nodes`);
+  await page.getByTestId('no-traffic').waitFor();
+  await page.goto(`${base}#/namespaces`);
+  await page.locator('.live.on').waitFor();
+
+  // A report arrives: the open page shows it without a reload.
+  const web = pod('shop', 'web', '10.0.0.1');
+  const apiPod = pod('shop', 'api', '10.0.0.2');
+  const db = pod('shop', 'db', '10.0.0.3');
+  const now = Date.now();
+  await requestJson(`http://127.0.0.1:${api.port}`, 'POST', PATH_REPORTS, report({ seq: 1, start: now - 2000, end: now, pods: [web, apiPod, db], agent: summary(), pairs: [pair(peerOf(web), peerOf(apiPod), 20, 10), pair(peerOf(apiPod), peerOf(db), 4, 4)] }));
+  const cell = page.getByTestId('namespaces').locator('tr[data-row="shop"] td[data-col="success"]');
+  await cell.waitFor();
+  t.is(await cell.textContent(), '58.33%', '14 of 24 requests in the namespace');
+  t.is(await cell.getAttribute('title'), '14 of 24 requests');
+
+  // A namespace that does not exist: the API's message, not a blank page. Chromium logs the
+  // 404 answers themselves as console errors; those, and only those, are expected here.
+  t.deepEqual(errors.splice(0), [], 'no console errors before');
+  await page.goto(`${base}#/namespaces/nope`);
+  t.regex((await page.getByRole('alert').first().textContent())!, /namespace nope: no agent reports a pod in it.*namespaces: shop/);
+  t.true(errors.splice(0).every((e) => e.includes('status of 404')), 'only the 404s asked for');
+
+  // Keyboard: tab to the Success header's button, Enter sorts by it (highest first), again reverses.
+  await page.goto(`${base}#/namespaces/shop`);
+  await page.getByTestId('workloads').waitFor();
+  await page.locator('svg.topology g.edge-bad[data-edge="web>api"]').waitFor(); // 50%: the failing edge stands out
+  const header = page.getByTestId('workloads').getByRole('button', { name: 'Success' });
+  for (let i = 0; i < 40 && !(await header.evaluate((el) => el === document.activeElement)); i++) await page.keyboard.press('Tab');
+  t.true(await header.evaluate((el) => el === document.activeElement), 'the Success header is reachable with Tab');
+  await page.keyboard.press('Enter');
+  const order = () => page.getByTestId('workloads').locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-row')));
+  t.deepEqual(await order(), ['deployment/db', 'deployment/api', 'deployment/web']);
+  t.is(await page.getByTestId('workloads').locator('th[aria-sort="descending"]').textContent(), 'Success▼');
+  await page.keyboard.press('Enter');
+  t.deepEqual(await order(), ['deployment/api', 'deployment/db', 'deployment/web'], 'empty values sort last either way');
+  t.true(await page.evaluate(() => document.documentElement.scrollWidth <= 1280), 'no horizontal scrolling at 1280x800');
+  t.deepEqual(errors, []);
+});

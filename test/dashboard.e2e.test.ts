@@ -1,0 +1,130 @@
+// The dashboard of the demo's controller in headless Chromium (root: the demo builds a simulated
+// node): the namespace page shows web near 80% and voting near 75% (bounds from the counts
+// behind each number), clicking web shows its edges to emoji and voting with their rates, the
+// tap panel started from the keyboard shows live requests, no console errors, 1280x800.
+// Screenshots of each page go to test-artifacts/ (docs/img/ has copies for docs/dashboard.md).
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Page } from 'playwright-core';
+import { cleanupLeftovers } from '../src/sim/index.ts';
+import { formatSuccess } from '../src/controller/format.ts';
+import { DemoRun, leftovers, processesOfNode } from './helpers/demo-run.ts';
+import { requireRoot } from './helpers/root.ts';
+import { CHROMIUM, launchChromium, screenshot } from './helpers/browser.ts';
+
+const RPS = 10;
+let run: DemoRun | undefined;
+test.after.always(async () => {
+  if (run && run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+  await run?.exited;
+  await cleanupLeftovers();
+});
+
+/** "S of N requests" from a success cell's title. */
+async function counts(page: Page, selector: string): Promise<{ text: string; successes: number; requests: number }> {
+  const el = page.locator(selector);
+  // Text and title from one read, so they are of one render.
+  const [text, title] = await el.evaluate((e) => [e.textContent ?? '', e.getAttribute('title') ?? '']);
+  const m = /^(\d+) of (\d+) requests$/.exec(title);
+  if (!m) throw new Error(`${selector}: title "${title}" does not give the counts`);
+  return { text, successes: Number(m[1]), requests: Number(m[2]) };
+}
+
+test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every page', async (t) => {
+  requireRoot(t);
+  run = new DemoRun(['--duration', '600', '--rps', String(RPS)]);
+  const m = await run.waitFor(/ dashboard: (http:\/\/\S+)( \(in the node's network namespace: .*--net=(\S+))?/, 90_000);
+  const url = m[1]!;
+  const id = run.nodeId();
+  const procs = processesOfNode(id);
+  // The URL works as printed: forwarded to this machine, or (ports taken by another demo) inside the node's namespace.
+  let exe = CHROMIUM;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-chromium-netns-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  if (m[3]) {
+    exe = path.join(dir, 'chromium');
+    fs.writeFileSync(exe, `#!/bin/sh\nexec nsenter --net=${m[3]} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  }
+  const browser = await launchChromium(exe);
+  t.teardown(() => browser.close());
+  const { page, errors } = await browser.page();
+
+  // Namespaces.
+  await page.goto(url);
+  await page.getByTestId('namespaces').locator('tr[data-row="emojivoto"]').waitFor({ timeout: 30_000 });
+  await screenshot(page, 'dashboard-namespaces');
+
+  // The namespace: wait until web has seen ten rounds of the bot's mix, then hold each rate to its counts.
+  await page.getByRole('link', { name: 'emojivoto' }).click();
+  const webCell = 'tr[data-row="deployment/web"] td[data-col="success"]';
+  await page.waitForFunction((sel) => {
+    const m = /of (\d+) requests/.exec(document.querySelector(sel)?.getAttribute('title') ?? '');
+    return m !== null && Number(m[1]) >= 50;
+  }, webCell, { timeout: 60_000, polling: 200 });
+  await page.locator('svg.topology g[data-edge="web>voting"]').waitFor();
+  const web = await counts(page, webCell);
+  const voting = await counts(page, 'tr[data-row="deployment/voting"] td[data-col="success"]');
+  // The bot's requests are sequential and the window holds a contiguous run of them: 1 failure
+  // in 5 for web, 1 in 4 for voting, so the failures are within one of N/5 and N/4.
+  t.is(web.text, formatSuccess(web.successes / web.requests));
+  t.true(Math.abs(web.requests - web.successes - web.requests / 5) <= 1, `web ${web.text}: ${web.successes} of ${web.requests}`);
+  t.is(voting.text, formatSuccess(voting.successes / voting.requests));
+  t.true(Math.abs(voting.requests - voting.successes - voting.requests / 4) <= 1, `voting ${voting.text}: ${voting.successes} of ${voting.requests}`);
+  t.true(await page.locator('svg.topology g.edge-bad[data-edge="web>voting"]').count() === 1, 'the failing edge stands out');
+  t.true(await page.evaluate(() => document.documentElement.scrollWidth <= 1280), 'fits 1280 wide');
+  await screenshot(page, 'dashboard-namespace');
+
+  // Click web: its edges to emoji and voting, with their rates.
+  await page.getByTestId('workloads').getByRole('link', { name: 'web', exact: true }).click();
+  await page.getByTestId('outbound').waitFor();
+  const inbound = await counts(page, '[data-testid=workload-stats] dd[title]');
+  const emoji = await counts(page, '[data-testid=outbound] tr[data-row="emojivoto/deployment/emoji"] td[data-col="success"]');
+  const vote = await counts(page, '[data-testid=outbound] tr[data-row="emojivoto/deployment/voting"] td[data-col="success"]');
+  const rps = async (row: string) => Number((await page.locator(`[data-testid=outbound] tr[data-row="emojivoto/deployment/${row}"] td[data-col="rps"]`).textContent())!.replace('rps', ''));
+  const webRps = Number((await page.locator('[data-testid=workload-stats] div:nth-child(2) dd').textContent())!.replace('rps', ''));
+  // Per web request one emoji call; per round of five, four voting calls. A report boundary
+  // may split a web request from its calls at either end of the window.
+  t.true(Math.abs(emoji.requests - inbound.requests) <= 2, `emoji ${emoji.requests} vs web ${inbound.requests}`);
+  t.true(Math.abs(vote.requests - 0.8 * inbound.requests) <= 3, `voting ${vote.requests} vs web ${inbound.requests}`);
+  t.is(emoji.successes, emoji.requests);
+  // Rates divide the same counts by the same covered time; the bot never exceeds its schedule by more than its 1 s catch-up.
+  t.true(Math.abs((await rps('emoji')) - (webRps * emoji.requests) / inbound.requests) <= 0.11, `emoji rps vs web ${webRps}`);
+  t.true(Math.abs((await rps('voting')) - (webRps * vote.requests) / inbound.requests) <= 0.11, `voting rps vs web ${webRps}`);
+  t.true(webRps > 0 && webRps <= RPS * 1.1, `web ${webRps} rps with the bot at ${RPS}`);
+  await page.getByTestId('pods').getByText('demo-node').waitFor();
+
+  // Tap, by keyboard: tab to Start and press Enter; requests show up within a bound from the bot's rate.
+  const start = page.getByRole('button', { name: 'Start' });
+  for (let i = 0; i < 200 && !(await start.evaluate((el) => el === document.activeElement)); i++) await page.keyboard.press('Tab');
+  t.true(await start.evaluate((el) => el === document.activeElement), 'Start is reachable with Tab');
+  const bound = Math.max(2000, (20 * 1000) / RPS);
+  const t0 = Date.now();
+  await page.keyboard.press('Enter');
+  await page.locator('[data-tap-row]').first().waitFor({ timeout: bound });
+  const firstAfter = Date.now() - t0;
+  t.true(firstAfter <= bound, `first tapped request after ${firstAfter} ms`);
+  await page.locator('[data-tap-row]', { hasText: 'from emojivoto/deploy/vote-bot' }).first().waitFor({ timeout: bound });
+  await page.locator('[data-tap-row]', { hasText: 'to emojivoto/deploy/voting' }).first().waitFor({ timeout: bound });
+  t.regex((await page.getByRole('status').filter({ hasText: 'Tapping' }).textContent())!, /Tapping deploy\/web: 1 pod, 1 agent, at most 100 requests\/s/);
+  await screenshot(page, 'dashboard-workload');
+  await page.getByRole('button', { name: 'Stop' }).click();
+  await page.getByText('Stopped.').waitFor();
+
+  // Nodes.
+  await page.getByRole('link', { name: 'Nodes' }).click();
+  const node = page.getByTestId('nodes').locator('tr[data-row="demo-node"]');
+  await node.waitFor();
+  t.is(await node.locator('td[data-col="health"]').textContent(), 'healthy');
+  t.regex((await node.locator('td[data-col="programs"]').textContent())!, /^(\d+)\/\1 attached$/);
+  t.is(await node.locator('td[data-col="meshed"]').textContent(), '5/5');
+  t.regex((await node.locator('td[data-col="link"]').textContent())!, /tap connected/);
+  await screenshot(page, 'dashboard-nodes');
+  t.deepEqual(errors, [], 'no console errors on any page');
+
+  await browser.close();
+  run.child.kill('SIGTERM');
+  t.is((await run.exited).code, 143, run.output);
+  t.deepEqual(leftovers(id, run.child.pid!, procs), []);
+});
