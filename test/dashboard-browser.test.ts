@@ -26,7 +26,8 @@ test('empty controller, then a report: no traffic yet, live update, errors shown
   await page.getByTestId('no-traffic').getByText('No agent has reported to this controller yet').waitFor();
   await screenshot(page, 'dashboard-no-traffic');
   await page.goto(`${base}#/nodes`);
-  await page.getByTestId('no-traffic').waitFor();
+  await page.getByRole('heading', { name: 'Nodes' }).waitFor();
+  await page.getByTestId('no-traffic').getByText('No agent has reported to this controller yet.').waitFor();
   await page.goto(`${base}#/namespaces`);
   await page.locator('.live.on').waitFor();
 
@@ -45,6 +46,8 @@ test('empty controller, then a report: no traffic yet, live update, errors shown
   // 404 answers themselves as console errors; those, and only those, are expected here.
   t.deepEqual(errors.splice(0), [], 'no console errors before');
   await page.goto(`${base}#/namespaces/nope`);
+  // Both of the page's requests (workloads, edges) answered: their 404s are logged by then.
+  await page.waitForFunction(() => document.querySelectorAll('[role=alert]').length === 2);
   t.regex((await page.getByRole('alert').first().textContent())!, /namespace nope: no agent reports a pod in it.*namespaces: shop/);
   t.true(errors.splice(0).every((e) => e.includes('status of 404')), 'only the 404s asked for');
 
