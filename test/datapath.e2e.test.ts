@@ -170,6 +170,23 @@ test.serial('1,000 connections opened and closed leave no records behind', async
   t.true(BigInt((await agent.call('counters')).closed) - closedBefore >= 1000n);
 });
 
+test.serial('a proxy on a worker thread looks records up through a MapView on the maps the main thread loaded', async (t) => {
+  const workerPort = PROXY_PORT + 10;
+  await agent.call('startWorkerProxy', { port: workerPort });
+  const lookups = BigInt((await agent.call('counters')).lookups);
+  await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: workerPort, skipOutbound: [] });
+  try {
+    const out = await tool(client, ['tcp-client', '--connect', `${server.ip}:8080`, '--send', 'via worker']);
+    t.is(out.find((o) => o.reply)?.reply, 'via worker');
+    const connected = out.find((o) => o.connected).connected;
+    const seen = await agent.call('viaWorker');
+    t.deepEqual(seen, [{ remote: client.ip, remotePort: connected.localPort, orig: { ip: server.ip, port: 8080, podKey: clientKey } }]);
+    t.is(BigInt((await agent.call('counters')).lookups), lookups + 1n, 'the worker\'s lookup is counted with the others');
+  } finally {
+    await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: PROXY_PORT, skipOutbound: [] });
+  }
+});
+
 test.serial('after SIGKILL of the agent, the programs are detached and pods connect directly', async (t) => {
   const attached = () => execFileSync('bpftool', ['cgroup', 'show', node.cgroupRoot], { encoding: 'utf8' });
   t.regex(attached(), /connect4/);

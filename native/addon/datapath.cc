@@ -167,6 +167,180 @@ uint64_t ToU64(const Napi::Value& v, bool* ok) {
   return 0;
 }
 
+// Lookups from every thread of the process (the proxy runs on worker threads too, each with a
+// MapView over the maps the main thread loaded): one pair of counters for counters().
+std::atomic<uint64_t> g_lookups{0};
+std::atomic<uint64_t> g_lookup_misses{0};
+
+// The map operations the proxy needs, on map file descriptors, so a Datapath (which owns the
+// maps) and a MapView (another thread's handle on the same fds) share one implementation.
+namespace mapops {
+
+bool SocketCookie(int fd, uint64_t* out) {
+  socklen_t len = sizeof(*out);
+  return getsockopt(fd, SOL_SOCKET, SO_COOKIE, out, &len) == 0;
+}
+
+// SO_RCVLOWAT both holds and releases the verdict. TCP calls data_ready (the verdict, once
+// the socket is in the sockhash) only when at least rcvlowat bytes wait (or under memory
+// pressure): a high mark keeps arriving bytes queued while the pair is inserted one socket
+// at a time (a verdict before its peer is in would drop them), and setting it back runs
+// tcp_data_ready() at once, so what queued meanwhile, and what was queued before the
+// insert, is redirected now, in order, ahead of later bytes.
+int SetLowat(int fd, int v) {
+  return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) ? errno : 0;
+}
+int GetLowat(int fd, int* v) {
+  socklen_t len = sizeof(*v);
+  return getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, &len) ? errno : 0;
+}
+
+// lookup(remoteIp, remotePort) -> { ip, port, podKey } | null. The proxy's hot path: one syscall.
+Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
+  Napi::Env env = info.Env();
+  mesh_tuple key;
+  memset(&key, 0, sizeof(key));
+  if (!ParseIp4(info[0], &key.ip)) return env.Null();  // IPv6 peers never have records
+  uint32_t port = info[1].ToNumber().Uint32Value();
+  if (port > 65535) return env.Null();
+  key.port = port;
+  mesh_orig o;
+  g_lookups++;
+  if (bpf_map_lookup_elem(tupleFd, &key, &o)) {
+    g_lookup_misses++;
+    return env.Null();
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("ip", FormatIp4(o.dst_ip));
+  r.Set("port", Napi::Number::New(env, o.dst_port));
+  r.Set("podKey", Napi::BigInt::New(env, (uint64_t)o.pod_key));
+  return r;
+}
+
+// splice(fdA, fdB) -> [cookieA, cookieB]. The caller has stopped reading both sockets and
+// flushed its own writes: from here what each receives goes to the other's egress.
+Napi::Value Splice(const Napi::CallbackInfo& info, int socks, int links) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "splice(fdA, fdB) needs two socket file descriptors").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
+  uint64_t cookies[2];
+  for (int i = 0; i < 2; i++)
+    if (fds[i] < 0 || !SocketCookie(fds[i], &cookies[i])) {
+      MakeError(env, "reading the socket cookie of fd " + std::to_string(fds[i]), fds[i] < 0 ? EBADF : errno)
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  int lowat[2] = {1, 1};
+  for (int i = 0; i < 2; i++) {
+    int e = GetLowat(fds[i], &lowat[i]);
+    if (!e) e = SetLowat(fds[i], 0x7fffffff);  // the kernel caps it at half of tcp_rmem[2]
+    if (e) {
+      for (int j = 0; j < i; j++) SetLowat(fds[j], lowat[j]);
+      MakeError(env, "holding the receive queue for the splice", e).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  // Links first: the verdict drops what it cannot route, and it may run the moment a
+  // socket is in the sockhash.
+  int done = 0, err = 0;
+  std::string what;
+  for (; done < 2; done++) {
+    mesh_splice_link l = {cookies[1 - done], 0, 0};
+    if (bpf_map_update_elem(links, &cookies[done], &l, BPF_NOEXIST)) {
+      err = errno;
+      what = "recording the splice link";
+      break;
+    }
+  }
+  int inserted = 0;
+  if (!err)
+    for (; inserted < 2; inserted++) {
+      uint64_t v = (uint64_t)fds[inserted];
+      if (bpf_map_update_elem(socks, &cookies[inserted], &v, BPF_NOEXIST)) {
+        err = errno;
+        what = "adding the socket to the splice sockhash";
+        break;
+      }
+    }
+  if (err) {
+    for (int i = 0; i < inserted; i++) bpf_map_delete_elem(socks, &cookies[i]);
+    for (int i = 0; i < done; i++) bpf_map_delete_elem(links, &cookies[i]);
+  }
+  bool spliced = !err;
+  for (int i = 0; i < 2; i++) {
+    int e = SetLowat(fds[i], lowat[i]);
+    if (e && !err) {
+      err = e;
+      what = "releasing the receive queue into the splice";
+    }
+  }
+  if (err && spliced) {
+    // The kernel owns the bytes now but queued ones may not move: the caller must reset.
+    Napi::Error e = MakeError(env, what, err);
+    e.Set("spliced", Napi::Boolean::New(env, true));
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (err) {
+    MakeError(env, what, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array r = Napi::Array::New(env, 2);
+  r.Set(0u, Napi::BigInt::New(env, cookies[0]));
+  r.Set(1u, Napi::BigInt::New(env, cookies[1]));
+  return r;
+}
+
+// unsplice(cookieA, cookieB): forget the pair (a closed socket leaves the sockhash by itself).
+Napi::Value Unsplice(const Napi::CallbackInfo& info, int socks, int links) {
+  Napi::Env env = info.Env();
+  for (int i = 0; i < 2; i++) {
+    bool ok;
+    uint64_t c = ToU64(info[i], &ok);
+    if (!ok) {
+      Napi::TypeError::New(env, "unsplice(cookieA, cookieB) needs the cookies splice() returned").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    bpf_map_delete_elem(socks, &c);
+    bpf_map_delete_elem(links, &c);
+  }
+  return env.Undefined();
+}
+
+// splicedBytes(cookie) -> { bytes, drops }: what that socket received and the kernel redirected.
+Napi::Value SplicedBytes(const Napi::CallbackInfo& info, int links) {
+  Napi::Env env = info.Env();
+  bool ok;
+  uint64_t c = ToU64(info[0], &ok);
+  mesh_splice_link l;
+  if (!ok || bpf_map_lookup_elem(links, &c, &l)) return env.Null();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("bytes", Napi::Number::New(env, (double)l.bytes));
+  r.Set("drops", Napi::Number::New(env, (double)l.drops));
+  return r;
+}
+
+// sentBytes(fd): every byte handed to this TCP socket's send path so far (acked + still
+// queued), or -1. Before a FIN, the proxy waits until it has grown by all the bytes the
+// verdict redirected here, so the FIN never overtakes data still in the kernel's queue.
+Napi::Value SentBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].ToNumber().Int32Value();
+  struct tcp_info ti;
+  memset(&ti, 0, sizeof(ti));
+  socklen_t len = sizeof(ti);
+  int outq = 0;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < offsetof(struct tcp_info, tcpi_bytes_received) ||
+      ioctl(fd, SIOCOUTQ, &outq))
+    return Napi::Number::New(env, -1);
+  return Napi::Number::New(env, (double)ti.tcpi_bytes_acked + (double)outq);
+}
+
+}  // namespace mapops
+
 const char* kCounterNames[MESH_C__COUNT] = {
     "redirected", "skippedPort", "skippedInbound", "unmeshed",  "passedLocal", "notTcp",
     "established", "establishedMiss", "closed", "getpeername", "mapFull",
@@ -193,6 +367,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
             InstanceMethod("unsplice", &Datapath::Unsplice),
             InstanceMethod("splicedBytes", &Datapath::SplicedBytes),
             InstanceMethod("sentBytes", &Datapath::SentBytes),
+            InstanceMethod("mapFds", &Datapath::MapFds),
         });
     exports.Set("Datapath", f);
     return exports;
@@ -209,8 +384,6 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   mesh_bpf* skel_ = nullptr;
   std::vector<Attached> links_;
   std::string cgroup_;
-  std::atomic<uint64_t> lookups_{0};
-  std::atomic<uint64_t> lookup_misses_{0};
   bool splice_ = false;  // the sk_skb verdict is attached to mesh_splice
 
   void Teardown() {
@@ -284,150 +457,31 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     return false;
   }
 
-  static bool SocketCookie(int fd, uint64_t* out) {
-    socklen_t len = sizeof(*out);
-    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, out, &len) == 0;
-  }
-
-  // SO_RCVLOWAT both holds and releases the verdict. TCP calls data_ready (the verdict, once
-  // the socket is in the sockhash) only when at least rcvlowat bytes wait (or under memory
-  // pressure): a high mark keeps arriving bytes queued while the pair is inserted one socket
-  // at a time (a verdict before its peer is in would drop them), and setting it back runs
-  // tcp_data_ready() at once, so what queued meanwhile, and what was queued before the
-  // insert, is redirected now, in order, ahead of later bytes.
-  static int SetLowat(int fd, int v) {
-    return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) ? errno : 0;
-  }
-  static int GetLowat(int fd, int* v) {
-    socklen_t len = sizeof(*v);
-    return getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, &len) ? errno : 0;
-  }
-
-  // splice(fdA, fdB) -> [cookieA, cookieB]. The caller has stopped reading both sockets and
-  // flushed its own writes: from here what each receives goes to the other's egress.
+  int Fd(bpf_map* m) { return bpf_map__fd(m); }
   Napi::Value Splice(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!SpliceReady(env)) return env.Undefined();
-    if (!info[0].IsNumber() || !info[1].IsNumber()) {
-      Napi::TypeError::New(env, "splice(fdA, fdB) needs two socket file descriptors").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    int fds[2] = {info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value()};
-    uint64_t cookies[2];
-    for (int i = 0; i < 2; i++)
-      if (fds[i] < 0 || !SocketCookie(fds[i], &cookies[i])) {
-        MakeError(env, "reading the socket cookie of fd " + std::to_string(fds[i]), fds[i] < 0 ? EBADF : errno)
-            .ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-    int lowat[2] = {1, 1};
-    for (int i = 0; i < 2; i++) {
-      int e = GetLowat(fds[i], &lowat[i]);
-      if (!e) e = SetLowat(fds[i], 0x7fffffff);  // the kernel caps it at half of tcp_rmem[2]
-      if (e) {
-        for (int j = 0; j < i; j++) SetLowat(fds[j], lowat[j]);
-        MakeError(env, "holding the receive queue for the splice", e).ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-    }
-    int links = bpf_map__fd(skel_->maps.mesh_splice_links);
-    int socks = bpf_map__fd(skel_->maps.mesh_splice);
-    // Links first: the verdict drops what it cannot route, and it may run the moment a
-    // socket is in the sockhash.
-    int done = 0, err = 0;
-    std::string what;
-    for (; done < 2; done++) {
-      mesh_splice_link l = {cookies[1 - done], 0, 0};
-      if (bpf_map_update_elem(links, &cookies[done], &l, BPF_NOEXIST)) {
-        err = errno;
-        what = "recording the splice link";
-        break;
-      }
-    }
-    int inserted = 0;
-    if (!err)
-      for (; inserted < 2; inserted++) {
-        uint64_t v = (uint64_t)fds[inserted];
-        if (bpf_map_update_elem(socks, &cookies[inserted], &v, BPF_NOEXIST)) {
-          err = errno;
-          what = "adding the socket to the splice sockhash";
-          break;
-        }
-      }
-    if (err) {
-      for (int i = 0; i < inserted; i++) bpf_map_delete_elem(socks, &cookies[i]);
-      for (int i = 0; i < done; i++) bpf_map_delete_elem(links, &cookies[i]);
-    }
-    bool spliced = !err;
-    for (int i = 0; i < 2; i++) {
-      int e = SetLowat(fds[i], lowat[i]);
-      if (e && !err) {
-        err = e;
-        what = "releasing the receive queue into the splice";
-      }
-    }
-    if (err && spliced) {
-      // The kernel owns the bytes now but queued ones may not move: the caller must reset.
-      Napi::Error e = MakeError(env, what, err);
-      e.Set("spliced", Napi::Boolean::New(env, true));
-      e.ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    if (err) {
-      MakeError(env, what, err).ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    Napi::Array r = Napi::Array::New(env, 2);
-    r.Set(0u, Napi::BigInt::New(env, cookies[0]));
-    r.Set(1u, Napi::BigInt::New(env, cookies[1]));
-    return r;
+    if (!SpliceReady(info.Env())) return info.Env().Undefined();
+    return mapops::Splice(info, Fd(skel_->maps.mesh_splice), Fd(skel_->maps.mesh_splice_links));
   }
-
-  // unsplice(cookieA, cookieB): forget the pair (a closed socket leaves the sockhash by itself).
   Napi::Value Unsplice(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!SpliceReady(env)) return env.Undefined();
-    for (int i = 0; i < 2; i++) {
-      bool ok;
-      uint64_t c = ToU64(info[i], &ok);
-      if (!ok) {
-        Napi::TypeError::New(env, "unsplice(cookieA, cookieB) needs the cookies splice() returned").ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      bpf_map_delete_elem(bpf_map__fd(skel_->maps.mesh_splice), &c);
-      bpf_map_delete_elem(bpf_map__fd(skel_->maps.mesh_splice_links), &c);
-    }
-    return env.Undefined();
+    if (!SpliceReady(info.Env())) return info.Env().Undefined();
+    return mapops::Unsplice(info, Fd(skel_->maps.mesh_splice), Fd(skel_->maps.mesh_splice_links));
   }
-
-  // splicedBytes(cookie) -> { bytes, drops }: what that socket received and the kernel redirected.
   Napi::Value SplicedBytes(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!SpliceReady(env)) return env.Undefined();
-    bool ok;
-    uint64_t c = ToU64(info[0], &ok);
-    mesh_splice_link l;
-    if (!ok || bpf_map_lookup_elem(bpf_map__fd(skel_->maps.mesh_splice_links), &c, &l)) return env.Null();
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("bytes", Napi::Number::New(env, (double)l.bytes));
-    r.Set("drops", Napi::Number::New(env, (double)l.drops));
-    return r;
+    if (!SpliceReady(info.Env())) return info.Env().Undefined();
+    return mapops::SplicedBytes(info, Fd(skel_->maps.mesh_splice_links));
   }
+  Napi::Value SentBytes(const Napi::CallbackInfo& info) { return mapops::SentBytes(info); }
 
-  // sentBytes(fd): every byte handed to this TCP socket's send path so far (acked + still
-  // queued), or -1. Before a FIN, the proxy waits until it has grown by all the bytes the
-  // verdict redirected here, so the FIN never overtakes data still in the kernel's queue.
-  Napi::Value SentBytes(const Napi::CallbackInfo& info) {
+  // mapFds() -> { tuple, splice, spliceLinks }: the maps a MapView on another thread uses
+  // (-1 for maps not created). Valid until close(); a view used after it gets EBADF.
+  Napi::Value MapFds(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    int fd = info[0].ToNumber().Int32Value();
-    struct tcp_info ti;
-    memset(&ti, 0, sizeof(ti));
-    socklen_t len = sizeof(ti);
-    int outq = 0;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < offsetof(struct tcp_info, tcpi_bytes_received) ||
-        ioctl(fd, SIOCOUTQ, &outq))
-      return Napi::Number::New(env, -1);
-    return Napi::Number::New(env, (double)ti.tcpi_bytes_acked + (double)outq);
+    if (!Loaded(env)) return env.Undefined();
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("tuple", Napi::Number::New(env, Fd(skel_->maps.mesh_orig_by_tuple)));
+    r.Set("splice", Napi::Number::New(env, splice_ ? Fd(skel_->maps.mesh_splice) : -1));
+    r.Set("spliceLinks", Napi::Number::New(env, splice_ ? Fd(skel_->maps.mesh_splice_links) : -1));
+    return r;
   }
 
   // attach(cgroupPath): every program, as links owned by this process.
@@ -581,27 +635,9 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     return Napi::Boolean::New(env, rc == 0);
   }
 
-  // lookup(remoteIp, remotePort) -> { ip, port, podKey } | null. The proxy's hot path: one syscall.
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!Loaded(env)) return env.Undefined();
-    mesh_tuple key;
-    memset(&key, 0, sizeof(key));
-    if (!ParseIp4(info[0], &key.ip)) return env.Null();  // IPv6 peers never have records
-    uint32_t port = info[1].ToNumber().Uint32Value();
-    if (port > 65535) return env.Null();
-    key.port = port;
-    mesh_orig o;
-    lookups_++;
-    if (bpf_map__lookup_elem(skel_->maps.mesh_orig_by_tuple, &key, sizeof(key), &o, sizeof(o), 0)) {
-      lookup_misses_++;
-      return env.Null();
-    }
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("ip", FormatIp4(o.dst_ip));
-    r.Set("port", Napi::Number::New(env, o.dst_port));
-    r.Set("podKey", Napi::BigInt::New(env, (uint64_t)o.pod_key));
-    return r;
+    if (!Loaded(info.Env())) return info.Env().Undefined();
+    return mapops::Lookup(info, Fd(skel_->maps.mesh_orig_by_tuple));
   }
 
   Napi::Value Counters(const Napi::CallbackInfo& info) {
@@ -618,8 +654,8 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
         for (auto v : vals) sum += v;
       r.Set(kCounterNames[i], Napi::BigInt::New(env, sum));
     }
-    r.Set("lookups", Napi::BigInt::New(env, (uint64_t)lookups_.load()));
-    r.Set("lookupMisses", Napi::BigInt::New(env, (uint64_t)lookup_misses_.load()));
+    r.Set("lookups", Napi::BigInt::New(env, (uint64_t)g_lookups.load()));
+    r.Set("lookupMisses", Napi::BigInt::New(env, (uint64_t)g_lookup_misses.load()));
     return r;
   }
 
@@ -783,10 +819,60 @@ Napi::Value SetCork(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == 0 ? 0 : -errno);
 }
 
+// A proxy worker thread's handle on the maps the main thread's Datapath loaded: the same
+// lookups and splices, on the fds mapFds() gave (fds belong to the process, not a thread).
+// Owns nothing: the Datapath closes the maps, after which calls fail as with EBADF.
+class MapView : public Napi::ObjectWrap<MapView> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    exports.Set("MapView", DefineClass(env, "MapView",
+        {
+            InstanceMethod("lookup", &MapView::Lookup),
+            InstanceMethod("splice", &MapView::Splice),
+            InstanceMethod("unsplice", &MapView::Unsplice),
+            InstanceMethod("splicedBytes", &MapView::SplicedBytes),
+            InstanceMethod("sentBytes", &MapView::SentBytes),
+        }));
+  }
+
+  explicit MapView(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MapView>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) {
+      Napi::TypeError::New(env, "new MapView(fds) needs the object Datapath.mapFds() returned").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    tuple_ = o.Get("tuple").ToNumber().Int32Value();
+    splice_ = o.Get("splice").IsNumber() ? o.Get("splice").ToNumber().Int32Value() : -1;
+    links_ = o.Get("spliceLinks").IsNumber() ? o.Get("spliceLinks").ToNumber().Int32Value() : -1;
+    if (tuple_ < 0) Napi::TypeError::New(env, "new MapView(fds): no tuple map fd").ThrowAsJavaScriptException();
+  }
+
+ private:
+  int tuple_ = -1, splice_ = -1, links_ = -1;
+  bool SpliceReady(Napi::Env env) {
+    if (splice_ >= 0 && links_ >= 0) return true;
+    Napi::Error::New(env, "kernel splice is off; load({ kernelSplice: true }) (mesh-agent run --kernel-splice)").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Value Lookup(const Napi::CallbackInfo& info) { return mapops::Lookup(info, tuple_); }
+  Napi::Value Splice(const Napi::CallbackInfo& info) {
+    return SpliceReady(info.Env()) ? mapops::Splice(info, splice_, links_) : info.Env().Undefined();
+  }
+  Napi::Value Unsplice(const Napi::CallbackInfo& info) {
+    return SpliceReady(info.Env()) ? mapops::Unsplice(info, splice_, links_) : info.Env().Undefined();
+  }
+  Napi::Value SplicedBytes(const Napi::CallbackInfo& info) {
+    return SpliceReady(info.Env()) ? mapops::SplicedBytes(info, links_) : info.Env().Undefined();
+  }
+  Napi::Value SentBytes(const Napi::CallbackInfo& info) { return mapops::SentBytes(info); }
+};
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeatures, "probeFeatures"));
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
   exports.Set("setCork", Napi::Function::New(env, SetCork, "setCork"));
+  MapView::Init(env, exports);
   return Datapath::Init(env, exports);
 }
 

@@ -68,6 +68,23 @@ export interface NativeDatapath {
   unsplice(a: bigint, b: bigint): void;
   splicedBytes(cookie: bigint): { bytes: number; drops: number } | null;
   sentBytes(fd: number): number;
+  /** The maps another thread's MapView works on; -1 for maps not created (no --kernel-splice). */
+  mapFds(): MapFds;
+}
+
+export interface MapFds {
+  tuple: number;
+  splice: number;
+  spliceLinks: number;
+}
+
+/** Another thread's handle on a Datapath's maps (the proxy workers): lookups and splices only. */
+export interface NativeMapView {
+  lookup(remoteIp: string, remotePort: number): OrigRecord | null;
+  splice(fdA: number, fdB: number): [bigint, bigint];
+  unsplice(a: bigint, b: bigint): void;
+  splicedBytes(cookie: bigint): { bytes: number; drops: number } | null;
+  sentBytes(fd: number): number;
 }
 
 /** One kernel probe: 1 supported, 0 not, -errno when the probe could not run (e.g. -1, EPERM). */
@@ -92,6 +109,7 @@ const root = (() => {
 
 export interface Addon {
   Datapath: new () => NativeDatapath;
+  MapView: new (fds: MapFds) => NativeMapView;
   probeFeatures(): RawFeatureProbe[];
   /** shutdown(fd, SHUT_WR): 0, or -errno. */
   shutdownWrite(fd: number): number;

@@ -1,11 +1,11 @@
 // The datapath as the agent uses it: load, attach under the pods' cgroup root, keep pod
 // entries in step. Links are owned by this process, so if it dies the kernel detaches the
 // programs and pods connect directly (fail-open).
-import { loadAddon, type DatapathCounters, type DatapathDescription, type NativeDatapath, type OrigRecord, type PortRange } from './addon.ts';
+import { loadAddon, type DatapathCounters, type DatapathDescription, type MapFds, type NativeDatapath, type NativeMapView, type OrigRecord, type PortRange } from './addon.ts';
 import type { KernelSplicer } from '../proxy/kernel-splice.ts';
 import { checkAttachTarget, cgroupId } from './cgroup2.ts';
 
-export type { DatapathCounters, DatapathDescription, OrigRecord, PortRange };
+export type { DatapathCounters, DatapathDescription, MapFds, OrigRecord, PortRange };
 
 export interface DatapathOptions {
   cgroupRoot: string;
@@ -77,19 +77,18 @@ export class Datapath {
     return this.native.lookup(remoteIp, remotePort);
   }
 
+  /** The map fds a MapView on a proxy worker thread uses; valid until close(). */
+  mapFds(): MapFds {
+    return this.native.mapFds();
+  }
+
   counters(): DatapathCounters {
     return this.native.counters();
   }
 
   /** The kernel-splice calls for the proxy; only when opened with kernelSplice. */
   splicer(): KernelSplicer {
-    const n = this.native;
-    return {
-      splice: (a, b) => n.splice(a, b),
-      unsplice: (a, b) => n.unsplice(a, b),
-      splicedBytes: (c) => n.splicedBytes(c),
-      sentBytes: (fd) => n.sentBytes(fd),
-    };
+    return splicerOf(this.native);
   }
 
   describe(): DatapathDescription {
@@ -111,5 +110,35 @@ export class Datapath {
     this.native.detach();
     this.native.close();
     this.attached = false;
+  }
+}
+
+function splicerOf(n: NativeDatapath | NativeMapView): KernelSplicer {
+  return {
+    splice: (a, b) => n.splice(a, b),
+    unsplice: (a, b) => n.unsplice(a, b),
+    splicedBytes: (c) => n.splicedBytes(c),
+    sentBytes: (fd) => n.sentBytes(fd),
+  };
+}
+
+/**
+ * A proxy worker thread's view of the datapath the main thread opened: the original-destination
+ * lookup and the kernel splice, on the same maps (docs/proxy.md, "Workers").
+ */
+export class MapView {
+  private native: NativeMapView;
+
+  constructor(fds: MapFds) {
+    const { MapView: Native } = loadAddon();
+    this.native = new Native(fds);
+  }
+
+  lookup(remoteIp: string, remotePort: number): OrigRecord | null {
+    return this.native.lookup(remoteIp, remotePort);
+  }
+
+  splicer(): KernelSplicer {
+    return splicerOf(this.native);
   }
 }
