@@ -243,7 +243,7 @@ export class Http1Connection {
       this.upIdle = false;
       // Idle longer than the pool keeps connections: the server may be about to close it
       // (node:http's default is 5 s); a new one avoids the stale keep-alive race.
-      if (this.t0 - this.upIdleSince > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
+      if (this.pool.now() - this.upIdleSince > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
       else if (this.upKey !== this.targetKey) {
         const s = this.detachUpstream();
         if (s !== null) this.pool.release(this.upKey, s);
@@ -658,7 +658,7 @@ export class Http1Connection {
     if (upKeep) {
       // Bound to this client, or pooled by closeClient() below when the client goes.
       this.upIdle = true;
-      this.upIdleSince = performance.now();
+      this.upIdleSince = this.pool.now();
       this.upReused = true;
     } else {
       this.detachUpstream()?.destroy();

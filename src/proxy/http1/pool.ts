@@ -13,12 +13,17 @@ export interface UpstreamPoolOptions {
    * so we usually drop a connection before the server does (the stale-connection race).
    */
   idleTimeoutMs?: number;
+  /**
+   * The clock idle ages are read from (ms, monotonic). Default performance.now(); tests that
+   * assert an age limit pass one they advance by hand, which a loaded machine cannot stretch.
+   */
+  now?: () => number;
 }
 
 class IdleConn {
   readonly socket: net.Socket;
   readonly key: string;
-  /** performance.now() when parked. */
+  /** The pool's clock when parked. */
   parkedAt = 0;
   private readonly pool: UpstreamPool;
   private readonly drop: () => void;
@@ -32,7 +37,7 @@ class IdleConn {
 
   park(idleTimeoutMs: number): void {
     const s = this.socket;
-    this.parkedAt = performance.now();
+    this.parkedAt = this.pool.now();
     s.on('data', this.drop); // a parked connection must be silent
     s.on('end', this.drop);
     s.on('error', this.drop);
@@ -62,10 +67,13 @@ export class UpstreamPool {
   private closed = false;
   /** Connections handed out from the pool (reuses), for tests and metrics. */
   reused = 0;
+  /** The clock of idle ages (the pool's, and of upstreams bound to an idle client). */
+  readonly now: () => number;
 
   constructor(opts: UpstreamPoolOptions = {}) {
     this.maxIdlePerDest = opts.maxIdlePerDest ?? 64;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 4000;
+    this.now = opts.now ?? (() => performance.now());
   }
 
   static key(ip: string, port: number): string {
@@ -81,7 +89,7 @@ export class UpstreamPool {
     const list = this.idle.get(key);
     if (list === undefined) return null;
     while (list.length > 0) {
-      if (performance.now() - list[list.length - 1]!.parkedAt > maxIdleMs) return null; // the freshest is too old
+      if (this.now() - list[list.length - 1]!.parkedAt > maxIdleMs) return null; // the freshest is too old
 
       const c = list.pop()!;
       c.unpark();
