@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { defaultLimits, type ConnContext } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
+import { waitFor } from './helpers/until.ts';
 
 const TOTAL = 200 * 1024 * 1024;
 const BLOCK = Buffer.alloc(64 * 1024, 'x');
@@ -81,7 +82,8 @@ test('200 MB chunked request and 200 MB chunked response stream with bounded RSS
   t.log(`RSS growth ${growthMb.toFixed(1)} MB for 400 MB moved`);
   t.true(growthMb < 150, `RSS grew ${growthMb.toFixed(1)} MB`);
 
-  await new Promise((r) => setTimeout(r, 20));
+  // The request event follows the response's last bytes; wait for it, not for 20 ms.
+  await waitFor(() => sink.requests.length >= 1);
   t.is(sink.requests.length, 1);
   const ev = sink.requests[0];
   t.is(ev.status, 200);
