@@ -8,11 +8,18 @@ import * as net from 'node:net';
 import { once } from 'node:events';
 import { Proxy, PortSet } from '../src/proxy/index.ts';
 import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
+import { until } from './helpers/until.ts';
 
 const HOST = '127.0.0.1';
 
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => execFile(cmd, args, { timeout: 20_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout))));
+}
+
+/** Connections to or from the proxy's port still closing or open (TIME_WAIT excluded). */
+function settling(port: number): number {
+  const out = execFileSync('ss', ['-Htan', 'exclude', 'time-wait', 'exclude', 'listening', `( sport = :${port} or dport = :${port} )`], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.trim() !== '').length;
 }
 
 function timeWait(filter: string): number {
@@ -64,7 +71,9 @@ test('Connection: close: the proxy closes first, so the TIME_WAIT stays with it,
   const requests = Number(/(\d+) requests in/.exec(wrk)?.[1] ?? 0);
   t.true(requests >= 20, `wrk made ${requests} requests:\n${wrk}`);
   t.false(/Non-2xx/.test(wrk), wrk);
-  await new Promise((r) => setTimeout(r, 100)); // the last closes settle within a loopback round trip
+  // Count once every connection of the run is closed or in TIME_WAIT: nothing left in
+  // FIN-WAIT, CLOSE-WAIT or LAST-ACK on either side of the proxy's port.
+  await until(() => settling(port), (n) => n === 0, 'the closes of the run to settle', { intervalMs: 50 });
   const clientSide = timeWait(`dport = :${port}`);
   const proxySide = timeWait(`sport = :${port}`);
   t.log(`TIME_WAIT after ${requests} requests: client side ${clientSide}, proxy side ${proxySide}`);
