@@ -17,10 +17,12 @@ import { waitAgentReady } from './helpers/agent-admin.ts';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.resolve(HERE, '../bin/mesh-agent.ts');
 const FIXTURES = path.join(HERE, 'fixtures');
-/** Long on purpose: a server-first connection that waited for it would take seconds, not milliseconds. */
+/**
+ * Long on purpose. What decided a connection (the greeting or this deadline) is read from the
+ * proxy's counters, not from how long the client process took: that time includes process
+ * start, which a loaded machine stretches past any bound.
+ */
 const DETECT_TIMEOUT_MS = 5000;
-/** Client process start, connection, exchange and exit; far below the deadline above. */
-const FAST_MS = 2500;
 
 let node: SimNode;
 let client: SimPod;
@@ -42,12 +44,14 @@ function spawnIn(pod: SimPod, cmd: string, args: string[]): ChildProcess {
 
 /** Waits until something accepts on 127.0.0.1:port inside the pod (bash's /dev/tcp, no client protocol spoken). */
 async function waitPort(pod: SimPod, port: number, what: string, log: () => string): Promise<void> {
-  for (let i = 0; i < 150; i++) {
+  // A hang detector: servers start in seconds, several at once on a loaded machine.
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
     const r = await pod.exec('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`]);
     if (r.code === 0) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`${what} not listening on ${port} after 15 s: ${log().slice(-2000)}`);
+  throw new Error(`${what} not listening on ${port} after 60 s: ${log().slice(-2000)}`);
 }
 
 async function startMariadb(): Promise<void> {
@@ -170,7 +174,7 @@ test.serial('ws: upgrade, a greeting, text and binary messages both ways, clean 
   t.true(out.binaryIntact, 'the 200 kB binary frame came back byte for byte');
   t.is(out.closeCode, 1000);
   t.is(out.closeReason, 'done');
-  const closed = await wsServer.waitFor((o) => o.closed !== undefined, 5000, 'the server seeing the close');
+  const closed = await wsServer.waitFor((o) => o.closed !== undefined, 20_000, 'the server seeing the close');
   t.deepEqual(closed, { closed: 1000, reason: 'done' }, 'the close frame reached the server: a clean close, not a dropped TCP connection');
   t.deepEqual(r.byProtocol, { http1: 1 }, 'the upgrade was an HTTP/1 request on a detected connection');
   t.is(r.redirected, 1);
@@ -180,7 +184,7 @@ test.serial('curl -p -x: a CONNECT tunnel through a proxy pod to an HTTP server 
   const r = await measured(t, 'curl', ['-sS', '--fail-with-body', '-p', '-x', `http://${tunnel.ip}:3128`, `http://${apps.ip}:8080/through`]);
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, `http /through via ::ffff:${tunnel.ip}`, 'the HTTP server was reached from the CONNECT proxy pod');
-  const opened = await connectProxy.waitFor((o) => o.connect, 5000, 'the CONNECT proxy opening a tunnel');
+  const opened = await connectProxy.waitFor((o) => o.connect, 20_000, 'the CONNECT proxy opening a tunnel');
   t.is(opened.connect, `${apps.ip}:8080`);
   t.regex(opened.from, viaProxy(), 'the CONNECT proxy saw the mesh proxy (node IP), not the client pod');
   t.deepEqual(r.byProtocol, { http1: 1 }, 'the CONNECT request was detected; the tunnelled request inside is not a connection of its own');
@@ -194,7 +198,6 @@ test.serial('mariadb on a port outside the opaque list: the server greeting deci
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, '42\t1\n');
   t.deepEqual(r.byDetection, { 'server-first': 1 }, 'the greeting was the verdict; nothing waited for the deadline');
-  t.true(r.ms < FAST_MS, `mariadb took ${Math.round(r.ms)} ms with a ${DETECT_TIMEOUT_MS} ms detection deadline`);
   t.is(r.redirected, 1);
 });
 
@@ -203,7 +206,6 @@ test.serial('mariadb on 3306: the default opaque-port list forwards it without d
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, 'through the mesh\n');
   t.deepEqual(r.byDetection, { 'opaque-port': 1 });
-  t.true(r.ms < FAST_MS, `mariadb took ${Math.round(r.ms)} ms`);
 });
 
 test.serial('swaks to an SMTP server on a port outside the opaque list: banner first, message accepted with 250', async (t) => {
@@ -212,9 +214,8 @@ test.serial('swaks to an SMTP server on a port outside the opaque list: banner f
   t.regex(r.stdout, /^<- {2}220 /m, 'the banner reached swaks');
   t.regex(r.stdout, /^ -> \.\r?\n<- {2}250 /m, 'the message was accepted with a 250');
   t.regex(r.stdout, /^<- {2}221 /m, 'QUIT answered');
-  await smtpServer.waitFor((o) => typeof o.text === 'string' && o.text.includes('body-through-the-mesh'), 5000, 'the server printing the message body');
+  await smtpServer.waitFor((o) => typeof o.text === 'string' && o.text.includes('body-through-the-mesh'), 20_000, 'the server printing the message body');
   t.deepEqual(r.byDetection, { 'server-first': 1 }, 'the banner was the verdict; nothing waited for the deadline');
-  t.true(r.ms < FAST_MS, `swaks took ${Math.round(r.ms)} ms with a ${DETECT_TIMEOUT_MS} ms detection deadline`);
   t.is(r.redirected, 1);
 });
 
@@ -230,7 +231,6 @@ for (const port of [6379, 16379]) {
       t.regex(Object.keys(r.byDetection)[0]!, /^opaque:/);
     }
     t.deepEqual(r.byProtocol, { opaque: 1 });
-    t.true(r.ms < FAST_MS, `redis-cli took ${Math.round(r.ms)} ms`);
     t.is(r.redirected, 1);
   });
 }
