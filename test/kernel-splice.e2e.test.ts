@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
+import { until } from './helpers/until.ts';
+import { collect } from '../src/sim/run.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
 let node: SimNode;
@@ -62,7 +64,7 @@ const CLIENT = `
     const pump = () => { while (left > 0) { const b = crypto.randomBytes(Math.min(left, 1 << 20)); left -= b.length; sent.update(b); if (!s.write(b)) return s.once('drain', pump); } then(); };
     pump();
   };
-  if (mode === 'bulk' || mode === 'banner' || mode === 'slow') {
+  if (mode === 'bulk' || mode === 'banner' || mode === 'hold') {
     s.on('data', (d) => { chunks.push(d); got += d.length; });
     s.on('end', () => {
       let all = Buffer.concat(chunks);
@@ -73,8 +75,8 @@ const CLIENT = `
       const reply = all.subarray(i + 1);
       out({ banner, sentSha: sent.digest('hex'), head, replyLen: reply.length, replySha: crypto.createHash('sha256').update(reply).digest('hex'), got });
     });
-    // slow: keep the tunnel open past the agent's 5 s byte report before the FIN.
-    const go = () => send(total, () => (mode === 'slow' ? setTimeout(() => s.end(), 8000) : s.end()));
+    // hold: keep the tunnel open, FIN only once stdin closes (the test says when).
+    const go = () => send(total, () => (mode === 'hold' ? process.stdin.once('end', () => s.end()).resume() : s.end()));
     if (mode === 'banner') s.once('data', go); else s.on('connect', go);
   } else if (mode === 'server-reset') {
     s.on('data', () => {});
@@ -132,7 +134,7 @@ test.serial('bulk both ways with a half-close: every byte, in order, moved by th
   const countsBefore = await counts();
   const sent = 48 << 20;
   const r = await run(7001, 'bulk', sent);
-  const eof = await serverOut.waitFor((o) => o.port === 7001 && o.eof !== undefined, 10_000, 'server EOF');
+  const eof = await serverOut.waitFor((o) => o.port === 7001 && o.eof !== undefined, 30_000, 'server EOF');
   t.is(eof.eof, sent, 'the server saw every client byte before the FIN');
   t.is(r.head.sha, r.sentSha, 'client to server: same bytes, same order');
   t.is(r.replyLen, r.head.replyBytes);
@@ -144,7 +146,8 @@ test.serial('bulk both ways with a half-close: every byte, in order, moved by th
   // reply (its head line and the 24 MB); the server's side the other way round.
   const expected = [sent, r.got, r.got, sent];
   const delta = async () => (await counts()).map((v, i) => v - countsBefore[i]);
-  for (let i = 0; i < 50 && JSON.stringify(await delta()) !== JSON.stringify(expected); i++) await new Promise((res) => setTimeout(res, 100));
+  // The close events carry the last counts; wait for them, then compare exactly.
+  await until(delta, (d) => JSON.stringify(d) === JSON.stringify(expected), 'the byte counts of the closed tunnel', { ms: 30_000, intervalMs: 100 }).catch(() => {});
   t.deepEqual(await delta(), expected, 'outbound write/read, inbound write/read');
 });
 
@@ -172,7 +175,7 @@ test.serial('a client reset reaches the server as a reset', async (t) => {
   const before = (await status()).proxy.spliced;
   const r = await run(7003, 'client-reset');
   t.true(r.reset);
-  const ev = await serverOut.waitFor((o) => o.port === 7003 && (o.error || o.end), 10_000, 'server sees the client leave');
+  const ev = await serverOut.waitFor((o) => o.port === 7003 && (o.error || o.end), 30_000, 'server sees the client leave');
   t.is(ev.error, 'ECONNRESET', JSON.stringify(ev));
   t.is((await status()).proxy.spliced - before, 1);
 });
@@ -180,15 +183,16 @@ test.serial('a client reset reaches the server as a reset', async (t) => {
 test.serial('byte counts of a spliced tunnel are reported while it is still open', async (t) => {
   const before = await metric('tcp_write_bytes_total', 'direction="outbound"');
   const sent = 4 << 20;
-  let done = false;
-  const running = run(7001, 'slow', sent).then((r) => ((done = true), r));
-  let seen = 0;
-  for (let i = 0; i < 70 && !done && seen < sent; i++) {
-    await new Promise((res) => setTimeout(res, 100));
-    seen = (await metric('tcp_write_bytes_total', 'direction="outbound"')) - before;
-  }
-  t.false(done, 'the connection was still open');
+  // The client sends, then holds the tunnel open until its stdin closes: no race between its
+  // FIN and the agent's 5 s report.
+  const held = client.spawn(process.execPath, ['-e', CLIENT, server.ip!, '7001', 'hold', String(sent)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(held);
+  const seen = await until(async () => (await metric('tcp_write_bytes_total', 'direction="outbound"')) - before, (n) => n >= sent,
+    'a periodic report with the kernel-moved bytes', { ms: 60_000, intervalMs: 250 });
   t.is(seen, sent, 'the periodic connBytes report carried the kernel-moved bytes');
-  const r = await running;
-  t.is(r.head.sha, r.sentSha);
+  t.is(held.exitCode, null, 'the connection was still open: the client has not sent its FIN');
+  const r = await collect(held, { timeoutMs: 60_000 }); // closes the client's stdin: FIN, reply, exit
+  t.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  t.is(out.head.sha, out.sentSha);
 });
