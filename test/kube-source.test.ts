@@ -5,11 +5,12 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { KubeSource, type KubeSourceOptions } from '../src/k8s/kube-source.ts';
 import type { Snapshot } from '../src/k8s/objects.ts';
 import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
-import { FakeApiServer } from './helpers/fake-apiserver.ts';
+import { SimApiServer } from '../src/sim/index.ts';
+import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 
 const NODE = 'node-a';
 
-function kubeConfigFor(api: FakeApiServer): KubeConfig {
+function kubeConfigFor(api: SimApiServer): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromOptions({
     clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
@@ -21,7 +22,7 @@ function kubeConfigFor(api: FakeApiServer): KubeConfig {
 }
 
 interface Harness {
-  api: FakeApiServer;
+  api: SimApiServer;
   src: KubeSource;
   snaps: Snapshot[];
   errors: Error[];
@@ -32,8 +33,8 @@ interface Harness {
   waitFor: (cond: () => boolean, what: string, ms?: number) => Promise<void>;
 }
 
-async function harness(t: { teardown: (f: () => Promise<void> | void) => void }, opts: Partial<KubeSourceOptions> = {}, seed?: (api: FakeApiServer) => void): Promise<Harness> {
-  const api = await new FakeApiServer().start();
+async function harness(t: { teardown: (f: () => Promise<void> | void) => void }, opts: Partial<KubeSourceOptions> = {}, seed?: (api: SimApiServer) => void): Promise<Harness> {
+  const api = await new SimApiServer().start();
   seed?.(api);
   const snaps: Snapshot[] = [];
   const errors: Error[] = [];
@@ -69,15 +70,15 @@ async function harness(t: { teardown: (f: () => Promise<void> | void) => void },
 }
 
 const names = (s: Snapshot) => s.pods.map((p) => `${p.namespace}/${p.name}`).sort();
-const watchesOf = (api: FakeApiServer, r: 'pods' | 'namespaces') => api.requests.filter((q) => q.resource === r && q.watch);
-const listsOf = (api: FakeApiServer, r: 'pods' | 'namespaces') => api.requests.filter((q) => q.resource === r && !q.watch);
+const watchesOf = (api: SimApiServer, r: 'pods' | 'namespaces') => api.requests.filter((q) => q.resource === r && q.watch);
+const listsOf = (api: SimApiServer, r: 'pods' | 'namespaces') => api.requests.filter((q) => q.resource === r && !q.watch);
 
-function seedBasic(api: FakeApiServer) {
-  api.addNamespace('default');
-  api.addNamespace('shop', { 'mesh-agent.io/inject': 'enabled' });
-  api.addPod({ name: 'web', namespace: 'shop', nodeName: NODE, ip: '10.0.0.2', annotations: { a: '1' } });
-  api.addPod({ name: 'db', namespace: 'default', nodeName: NODE, ip: '10.0.0.3' });
-  api.addPod({ name: 'elsewhere', namespace: 'shop', nodeName: 'node-b', ip: '10.0.1.2' });
+function seedBasic(api: SimApiServer) {
+  api.create(namespaceObject('default'));
+  api.create(namespaceObject('shop', { 'mesh-agent.io/inject': 'enabled' }));
+  api.create(podObject({ name: 'web', namespace: 'shop', nodeName: NODE, ip: '10.0.0.2', annotations: { a: '1' } }));
+  api.create(podObject({ name: 'db', namespace: 'default', nodeName: NODE, ip: '10.0.0.3' }));
+  api.create(podObject({ name: 'elsewhere', namespace: 'shop', nodeName: 'node-b', ip: '10.0.1.2' }));
 }
 
 test('initial list: the node pods only, all namespaces, and the protocol parameters', async (t) => {
@@ -108,23 +109,23 @@ test('added, modified and deleted pods and namespace annotation changes arrive i
   await h.src.start();
   await h.waitFor(() => h.src.state().connected, 'watches open');
   let mark = h.snaps.length;
-  h.api.addPod({ name: 'new', namespace: 'shop', nodeName: NODE, ip: '10.0.0.9' });
-  h.api.addPod({ name: 'other-node', namespace: 'shop', nodeName: 'node-b' });
+  h.api.create(podObject({ name: 'new', namespace: 'shop', nodeName: NODE, ip: '10.0.0.9' }));
+  h.api.create(podObject({ name: 'other-node', namespace: 'shop', nodeName: 'node-b' }));
   let s = await h.until((s) => names(s).includes('shop/new'), 'added pod', mark);
   t.false(names(s).includes('shop/other-node'));
 
   mark = h.snaps.length;
-  h.api.updatePod('shop', 'web', (o) => (o.metadata.annotations['mesh-agent.io/inject'] = 'disabled'));
+  h.api.patch('Pod', 'shop', 'web', (o) => (o.metadata.annotations!['mesh-agent.io/inject'] = 'disabled'));
   s = await h.until((s) => s.pods.find((p) => p.name === 'web')?.annotations['mesh-agent.io/inject'] === 'disabled', 'modified pod', mark);
   t.is(s.pods.length, 3);
 
   mark = h.snaps.length;
-  h.api.deletePod('default', 'db');
+  h.api.delete('Pod', 'default', 'db');
   s = await h.until((s) => !names(s).includes('default/db'), 'deleted pod', mark);
   t.deepEqual(names(s), ['shop/new', 'shop/web']);
 
   mark = h.snaps.length;
-  h.api.updateNamespace('default', (o) => (o.metadata.annotations = { 'mesh-agent.io/inject': 'enabled' }));
+  h.api.patch('Namespace', undefined, 'default', (o) => (o.metadata.annotations = { 'mesh-agent.io/inject': 'enabled' }));
   s = await h.until((s) => s.namespaces.get('default')?.annotations['mesh-agent.io/inject'] === 'enabled', 'namespace annotation', mark);
   t.is(h.errors.length, 0, h.errors.map((e) => e.message).join('\n'));
 });
@@ -134,7 +135,7 @@ test('a burst of changes is coalesced into few snapshots', async (t) => {
   await h.src.start();
   await h.waitFor(() => h.src.state().connected, 'watches open');
   const mark = h.snaps.length;
-  for (let i = 0; i < 20; i++) h.api.addPod({ name: `burst-${i}`, nodeName: NODE });
+  for (let i = 0; i < 20; i++) h.api.create(podObject({ name: `burst-${i}`, nodeName: NODE }));
   const s = await h.until((s) => s.pods.length === 22, 'all burst pods', mark);
   t.is(s.pods.length, 22);
   t.true(h.snaps.length - mark <= 2, `${h.snaps.length - mark} snapshots for 20 events`);
@@ -144,7 +145,7 @@ test('a dropped watch resumes from the last resourceVersion without a relist and
   const h = await harness(t, {}, seedBasic);
   await h.src.start();
   await h.waitFor(() => h.src.state().connected, 'watches open');
-  h.api.addPod({ name: 'before-drop', nodeName: NODE });
+  h.api.create(podObject({ name: 'before-drop', nodeName: NODE }));
   await h.until((s) => names(s).includes('default/before-drop'), 'pod before drop');
   const rvAtDrop = h.src.state().resourceVersion;
   t.is(rvAtDrop, h.api.resourceVersion);
@@ -152,9 +153,9 @@ test('a dropped watch resumes from the last resourceVersion without a relist and
 
   h.api.dropWatches();
   // Changes while no watch is open: the resumed watch must replay them.
-  h.api.addPod({ name: 'during-drop', nodeName: NODE });
-  h.api.deletePod('shop', 'web');
-  h.api.updatePod('default', 'db', (o) => (o.metadata.annotations = { changed: 'yes' }));
+  h.api.create(podObject({ name: 'during-drop', nodeName: NODE }));
+  h.api.delete('Pod', 'shop', 'web');
+  h.api.patch('Pod', 'default', 'db', (o) => (o.metadata.annotations = { changed: 'yes' }));
   const mark = h.snaps.length;
   const s = await h.until((s) => names(s).includes('default/during-drop') && !names(s).includes('shop/web') && s.pods.find((p) => p.name === 'db')?.annotations.changed === 'yes', 'replayed changes', 0);
   t.true(h.snaps.indexOf(s) >= mark - 1);
@@ -172,8 +173,8 @@ test('410 Gone on re-watch triggers a relist and the state converges', async (t)
   await h.src.start();
   await h.waitFor(() => h.src.state().connected, 'watches open');
   h.api.dropWatches();
-  h.api.addPod({ name: 'lost-in-compaction', nodeName: NODE });
-  h.api.deletePod('default', 'db');
+  h.api.create(podObject({ name: 'lost-in-compaction', nodeName: NODE }));
+  h.api.delete('Pod', 'default', 'db');
   h.api.compact(); // the events above are no longer in the history: only a relist can find them
   const s = await h.until((s) => names(s).includes('default/lost-in-compaction') && !names(s).includes('default/db'), 'converged after relist');
   t.deepEqual(names(s), ['default/lost-in-compaction', 'shop/web']);
@@ -183,7 +184,7 @@ test('410 Gone on re-watch triggers a relist and the state converges', async (t)
   await h.waitFor(() => h.src.state().connected && h.src.state().resourceVersion === h.api.resourceVersion, 'watching again from the relist');
   // and it keeps following changes
   const mark = h.snaps.length;
-  h.api.addPod({ name: 'after', nodeName: NODE });
+  h.api.create(podObject({ name: 'after', nodeName: NODE }));
   await h.until((s) => names(s).includes('default/after'), 'change after relist', mark);
 });
 
@@ -192,8 +193,8 @@ test('a bookmark advances the resourceVersion, so a later resume needs no relist
   await h.src.start();
   await h.waitFor(() => h.src.state().connected, 'watches open');
   // Changes elsewhere in the cluster move the global resourceVersion past the pod watch's.
-  h.api.addPod({ name: 'x1', nodeName: 'node-b' });
-  h.api.addPod({ name: 'x2', nodeName: 'node-b' });
+  h.api.create(podObject({ name: 'x1', nodeName: 'node-b' }));
+  h.api.create(podObject({ name: 'x2', nodeName: 'node-b' }));
   const before = h.src.state().resourceVersion;
   t.not(before, h.api.resourceVersion);
   h.api.bookmark();
@@ -264,7 +265,7 @@ test('403 on watch: the hint, backoff, and a resume from the last resourceVersio
   h.api.dropWatches();
   await h.waitFor(() => h.errors.filter((e) => /^watch pods: HTTP 403/.test(e.message)).length >= 2, 'two forbidden watches');
   t.true(h.errors.find((e) => /^watch pods: HTTP 403/.test(e.message))!.message.includes(RBAC_HINT));
-  h.api.addPod({ name: 'while-forbidden', nodeName: NODE });
+  h.api.create(podObject({ name: 'while-forbidden', nodeName: NODE }));
   h.api.setFailure(null);
   await h.until((s) => names(s).includes('default/while-forbidden'), 'pod added while forbidden');
   t.is(listsOf(h.api, 'pods').length, 1, 'no relist');
@@ -272,7 +273,7 @@ test('403 on watch: the hint, backoff, and a resume from the last resourceVersio
 });
 
 test('an unreachable API server is reported with the address and retried', async (t) => {
-  const api = await new FakeApiServer().start();
+  const api = await new SimApiServer().start();
   const kc = kubeConfigFor(api);
   await api.close(); // nothing listens on the port now
   const errors: Error[] = [];
@@ -291,20 +292,21 @@ test('stop() leaves nothing open: the process exits by itself', async (t) => {
   const script = `
     import { KubeConfig } from '@kubernetes/client-node';
     import { KubeSource } from ${JSON.stringify(path.join(here, '../src/k8s/kube-source.ts'))};
-    import { FakeApiServer } from ${JSON.stringify(path.join(here, 'helpers/fake-apiserver.ts'))};
-    const api = await new FakeApiServer().start();
-    api.addNamespace('default');
-    api.addPod({ name: 'p', nodeName: 'n' });
+    import { SimApiServer } from ${JSON.stringify(path.join(here, '../src/sim/apiserver.ts'))};
+    import { namespaceObject, podObject } from ${JSON.stringify(path.join(here, 'helpers/kube-objects.ts'))};
+    const api = await new SimApiServer().start();
+    api.create(namespaceObject('default'));
+    api.create(podObject({ name: 'p', nodeName: 'n' }));
     const kc = new KubeConfig();
     kc.loadFromOptions({ clusters: [{ name: 'f', server: api.url, skipTLSVerify: true }], users: [{ name: 'u', token: 't' }], contexts: [{ name: 'c', cluster: 'f', user: 'u' }], currentContext: 'c' });
     const src = new KubeSource({ nodeName: 'n', kubeConfig: kc, onSnapshot: () => {}, onError: (e) => console.error(e.message) });
     const s = await src.start();
     while (!src.state().connected) await new Promise((r) => setTimeout(r, 10));
-    api.addPod({ name: 'q', nodeName: 'n' }); // a pending coalesce timer at stop()
+    api.create(podObject({ name: 'q', nodeName: 'n' })); // a pending coalesce timer at stop()
     await new Promise((r) => setTimeout(r, 5));
     src.stop();
     // The server only stops listening; connections the client left open would keep the process alive.
-    api['server'].close();
+    api.unlisten();
     console.log('pods', s.pods.length);
   `;
   const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { cwd: path.join(here, '..'), stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,470 @@
+// The stand-in Kubernetes API server: the list and watch protocol over plain HTTP for every kind
+// in its resource table (src/sim/api-resources.ts). One global resourceVersion; a bounded event
+// history per kind (older versions, or all after compact(), get 410 Gone in an ERROR event, as the
+// real server answers); bookmarks; label and field selectors, with objects moving in or out of a
+// watch's selection seen as ADDED or DELETED, as the real watch cache does; switches to break
+// things on purpose. In-process callers read and write objects directly and subscribe to changes.
+import { randomBytes, randomUUID } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo, Server } from 'node:net';
+import { ApiError, apiVersionOf, CORE_RESOURCES, type AdmitContext, type KubeObject, type ResourceType } from './api-resources.ts';
+import { parseFieldSelector, parseLabelSelector, SelectorError, type Selector } from './selectors.ts';
+import { ClusterIpAllocator } from './service-ips.ts';
+
+export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+/** A change, as subscribers see it; `prev` is the object before a MODIFIED. Objects are frozen. */
+export interface ChangeEvent {
+  type: EventType;
+  object: KubeObject;
+  prev?: KubeObject;
+}
+
+export interface LoggedRequest {
+  at: number;
+  method: string;
+  /** The plural ("pods", "endpointslices"), or "other" for paths no kind serves. */
+  resource: string;
+  watch: boolean;
+  query: Record<string, string>;
+  status: number;
+}
+
+export interface ListOptions {
+  namespace?: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+}
+
+export interface ApiServerOptions {
+  /** Where ClusterIPs come from (default 10.96.0.0/16). */
+  serviceCidr?: string;
+  /** Events kept per kind for watches to resume from (default 10,000); older versions get 410. */
+  historyLimit?: number;
+}
+
+/** Which objects of a kind a list or watch asked for. */
+interface Selection {
+  type: ResourceType;
+  namespace?: string;
+  label?: Selector;
+  field?: Selector;
+}
+
+interface Watcher extends Selection {
+  bookmarks: boolean;
+  res: http.ServerResponse;
+}
+
+interface Kind {
+  type: ResourceType;
+  objects: Map<string, KubeObject>;
+  history: { rv: number; type: EventType; object: KubeObject; prev?: KubeObject; line: string }[];
+  /** Events at or below this version are forgotten. */
+  compactedRv: number;
+  watchers: Set<Watcher>;
+  subscribers: Set<(e: ChangeEvent) => void>;
+}
+
+const MAX_LOGGED_REQUESTS = 10_000;
+const GENERATE_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+function keyOf(namespace: string | undefined, name: string): string {
+  return namespace ? `${namespace}/${name}` : name;
+}
+
+function now(): string {
+  return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** The parts of a request path, or undefined if no kind could serve it. */
+interface Target {
+  kind: Kind;
+  namespace?: string;
+  name?: string;
+}
+
+export class SimApiServer {
+  readonly requests: LoggedRequest[] = [];
+  readonly serviceIPs: ClusterIpAllocator;
+  readonly #kinds = new Map<string, Kind>(); // by kind name
+  readonly #byPath = new Map<string, Kind>(); // by "group/version/plural"
+  readonly #historyLimit: number;
+  readonly #server = http.createServer((req, res) => this.#handle(req, res));
+  readonly #ctx: AdmitContext;
+  #rv = 100;
+  #failure?: { status: number; on: 'list' | 'watch' | 'any' };
+  #url = '';
+
+  constructor(opts: ApiServerOptions = {}) {
+    this.serviceIPs = new ClusterIpAllocator(opts.serviceCidr ?? '10.96.0.0/16');
+    this.#historyLimit = opts.historyLimit ?? 10_000;
+    this.#ctx = { allocateClusterIP: (r) => this.serviceIPs.allocate(r), releaseClusterIP: (ip) => this.serviceIPs.release(ip) };
+    for (const t of CORE_RESOURCES) this.register(t);
+  }
+
+  /** Adds a kind (a later issue's HTTPRoute, TrafficSplit, TokenReview...). */
+  register(type: ResourceType): void {
+    if (this.#kinds.has(type.kind)) throw new Error(`kind ${type.kind} is already registered`);
+    const k: Kind = { type, objects: new Map(), history: [], compactedRv: this.#rv, watchers: new Set(), subscribers: new Set() };
+    this.#kinds.set(type.kind, k);
+    this.#byPath.set(`${type.group}/${type.version}/${type.plural}`, k);
+  }
+
+  /** Listens on 127.0.0.1 (or host:port) in this process's network namespace. */
+  async start(host = '127.0.0.1', port = 0): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => resolve());
+    });
+    const a = this.#server.address() as AddressInfo;
+    this.#url = `http://${a.address}:${a.port}`;
+    return this;
+  }
+
+  /** Serves on a listening socket made elsewhere, e.g. in a cluster's control-plane namespace (listen-in.ts). */
+  async listenOn(handle: Server, url: string): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(handle, () => resolve());
+    });
+    this.#url = url;
+    return this;
+  }
+
+  get url(): string {
+    return this.#url;
+  }
+
+  get port(): number {
+    return Number(new URL(this.#url).port);
+  }
+
+  get resourceVersion(): string {
+    return String(this.#rv);
+  }
+
+  async close(): Promise<void> {
+    this.dropWatches();
+    this.#server.closeAllConnections();
+    if (this.#server.listening) await new Promise<void>((r) => this.#server.close(() => r()));
+  }
+
+  /** Stops accepting connections and leaves open ones alone (a test that its clients close theirs). */
+  unlisten(): void {
+    this.#server.close();
+  }
+
+  // ---- objects -------------------------------------------------------------------------------
+
+  #kind(kind: string): Kind {
+    const k = this.#kinds.get(kind);
+    if (!k) throw new Error(`the stand-in API server has no kind ${kind}; registered: ${[...this.#kinds.keys()].join(', ')}`);
+    return k;
+  }
+
+  #kindOf(o: KubeObject): Kind {
+    const k = this.#kind(o?.kind);
+    const want = apiVersionOf(k.type);
+    if (o.apiVersion !== want) throw new ApiError(400, 'BadRequest', `${o.kind} is served as apiVersion ${want}, not ${o.apiVersion}`);
+    return k;
+  }
+
+  #prepare(k: Kind, input: KubeObject, old: KubeObject | undefined): KubeObject {
+    const o = structuredClone(input) as KubeObject;
+    o.metadata ??= { name: '' };
+    if (k.type.namespaced) o.metadata.namespace ||= 'default';
+    else delete o.metadata.namespace;
+    if (!o.metadata.name && o.metadata.generateName && !old) {
+      const suffix = [...randomBytes(5)].map((b) => GENERATE_NAME_ALPHABET[b % GENERATE_NAME_ALPHABET.length]).join('');
+      o.metadata.name = o.metadata.generateName + suffix;
+    }
+    if (!o.metadata.name) throw new ApiError(422, 'Invalid', `${o.kind} "" is invalid: metadata.name: Required value: name or generateName is required`);
+    o.metadata.uid = old?.metadata.uid ?? o.metadata.uid ?? randomUUID();
+    o.metadata.creationTimestamp = old?.metadata.creationTimestamp ?? o.metadata.creationTimestamp ?? now();
+    k.type.admit?.(o, old, this.#ctx);
+    return o;
+  }
+
+  /** Creates an object (422 Invalid, 409 AlreadyExists as the real server). Returns it as stored. */
+  create(input: KubeObject): KubeObject {
+    const k = this.#kindOf(input);
+    if (k.type.review) throw new ApiError(405, 'MethodNotAllowed', `${input.kind} is create-only over HTTP (POST); nothing is stored`);
+    const ns = k.type.namespaced ? input.metadata?.namespace || 'default' : undefined;
+    if (input.metadata?.name && k.objects.has(keyOf(ns, input.metadata.name))) {
+      throw new ApiError(409, 'AlreadyExists', `${k.type.plural} "${input.metadata.name}" already exists`);
+    }
+    const o = this.#prepare(k, input, undefined);
+    return this.#store(k, 'ADDED', o, undefined);
+  }
+
+  /** Creates, or replaces an existing object of the same kind, namespace and name. */
+  apply(input: KubeObject): KubeObject {
+    const k = this.#kindOf(input);
+    const ns = k.type.namespaced ? input.metadata?.namespace || 'default' : undefined;
+    const old = input.metadata?.name ? k.objects.get(keyOf(ns, input.metadata.name)) : undefined;
+    if (!old) return this.create(input);
+    return this.#store(k, 'MODIFIED', this.#prepare(k, input, old), old);
+  }
+
+  /** Changes an object in place: mutate gets a mutable copy. */
+  patch(kind: string, namespace: string | undefined, name: string, mutate: (o: KubeObject) => void): KubeObject {
+    const k = this.#kind(kind);
+    const old = k.objects.get(keyOf(k.type.namespaced ? namespace || 'default' : undefined, name));
+    if (!old) throw new ApiError(404, 'NotFound', `${k.type.plural} "${name}" not found`);
+    const next = structuredClone(old) as KubeObject;
+    mutate(next);
+    return this.#store(k, 'MODIFIED', this.#prepare(k, next, old), old);
+  }
+
+  delete(kind: string, namespace: string | undefined, name: string): KubeObject {
+    const k = this.#kind(kind);
+    const key = keyOf(k.type.namespaced ? namespace || 'default' : undefined, name);
+    const old = k.objects.get(key);
+    if (!old) throw new ApiError(404, 'NotFound', `${k.type.plural} "${name}" not found`);
+    k.objects.delete(key);
+    k.type.released?.(old, this.#ctx);
+    const gone = structuredClone(old) as KubeObject;
+    return this.#emit(k, 'DELETED', gone, undefined);
+  }
+
+  get(kind: string, namespace: string | undefined, name: string): KubeObject | undefined {
+    const k = this.#kind(kind);
+    return k.objects.get(keyOf(k.type.namespaced ? namespace || 'default' : undefined, name));
+  }
+
+  /** Stored objects (frozen), filtered like a list request. */
+  list(kind: string, opts: ListOptions = {}): KubeObject[] {
+    const k = this.#kind(kind);
+    const w = this.#selection(k, opts.namespace, opts.labelSelector, opts.fieldSelector);
+    return [...k.objects.values()].filter((o) => this.#matches(w, o));
+  }
+
+  /** Every change of a kind, synchronously after it is stored; returns the unsubscribe. */
+  subscribe(kind: string, fn: (e: ChangeEvent) => void): () => void {
+    const k = this.#kind(kind);
+    k.subscribers.add(fn);
+    return () => k.subscribers.delete(fn);
+  }
+
+  #store(k: Kind, type: EventType, o: KubeObject, old: KubeObject | undefined): KubeObject {
+    k.objects.set(keyOf(o.metadata.namespace, o.metadata.name), o);
+    return this.#emit(k, type, o, old);
+  }
+
+  #emit(k: Kind, type: EventType, object: KubeObject, prev: KubeObject | undefined): KubeObject {
+    this.#rv++;
+    object.metadata.resourceVersion = String(this.#rv);
+    deepFreeze(object);
+    const line = JSON.stringify({ type, object }) + '\n';
+    const ev = { rv: this.#rv, type, object, prev, line };
+    k.history.push(ev);
+    if (k.history.length > this.#historyLimit) k.compactedRv = k.history.splice(0, k.history.length - this.#historyLimit).at(-1)!.rv;
+    for (const w of k.watchers) this.#deliver(w, ev);
+    for (const s of k.subscribers) s({ type, object, prev });
+    return object;
+  }
+
+  /** What a watcher sees of an event: a MODIFIED that moves an object into or out of its selection is an ADDED or a DELETED (with the previous state). */
+  #deliver(w: Watcher, ev: Kind['history'][number]): void {
+    const now = this.#matches(w, ev.object);
+    const before = ev.type === 'MODIFIED' && ev.prev ? this.#matches(w, ev.prev) : now;
+    if (now && before) return this.#write(w, ev.line);
+    if (now) return this.#write(w, JSON.stringify({ type: 'ADDED', object: ev.object }) + '\n');
+    if (before && ev.prev) {
+      const gone = { ...ev.prev, metadata: { ...ev.prev.metadata, resourceVersion: String(ev.rv) } };
+      this.#write(w, JSON.stringify({ type: 'DELETED', object: gone }) + '\n');
+    }
+  }
+
+  #write(w: Watcher, line: string): void {
+    w.res.write(line);
+  }
+
+  // ---- fault switches ------------------------------------------------------------------------
+
+  /** Sends a BOOKMARK with the current resourceVersion to every watch that asked for them. */
+  bookmark(): void {
+    for (const k of this.#kinds.values()) {
+      for (const w of k.watchers) if (w.bookmarks) this.#write(w, this.#bookmarkLine(k.type));
+    }
+  }
+
+  #bookmarkLine(t: ResourceType, annotations?: Record<string, string>): string {
+    return JSON.stringify({ type: 'BOOKMARK', object: { kind: t.kind, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(this.#rv), ...(annotations ? { annotations } : {}) } } }) + '\n';
+  }
+
+  /** Destroys open watch connections mid-stream (a load balancer or API server restart). */
+  dropWatches(): void {
+    for (const k of this.#kinds.values()) {
+      for (const w of k.watchers) w.res.socket?.destroy();
+      k.watchers.clear();
+    }
+  }
+
+  /** Forgets all history: a watch from any version before now gets 410 Gone. */
+  compact(): void {
+    for (const k of this.#kinds.values()) {
+      k.history = [];
+      k.compactedRv = this.#rv;
+    }
+  }
+
+  /** Answers requests with this HTTP status (null to heal). */
+  setFailure(status: number | null, on: 'list' | 'watch' | 'any' = 'any'): void {
+    this.#failure = status === null ? undefined : { status, on };
+  }
+
+  /** Open watches, of one plural ("pods") or all. */
+  openWatches(resource?: string): number {
+    let n = 0;
+    for (const k of this.#kinds.values()) if (!resource || k.type.plural === resource) n += k.watchers.size;
+    return n;
+  }
+
+  // ---- protocol ------------------------------------------------------------------------------
+
+  #selection(k: Kind, namespace: string | undefined, labelSelector: string | undefined, fieldSelector: string | undefined): Selection {
+    const fields = k.type.fields ?? {};
+    return {
+      type: k.type,
+      namespace,
+      label: labelSelector ? parseLabelSelector(labelSelector) : undefined,
+      field: fieldSelector ? parseFieldSelector(fieldSelector, (p) => p === 'metadata.name' || p === 'metadata.namespace' || p in fields) : undefined,
+    };
+  }
+
+  #matches(w: Selection, o: KubeObject): boolean {
+    if (w.namespace !== undefined && o.metadata.namespace !== w.namespace) return false;
+    if (w.label && !w.label((key) => o.metadata.labels?.[key])) return false;
+    if (w.field) {
+      const fields = w.type.fields ?? {};
+      const get = (path: string) => (path === 'metadata.name' ? o.metadata.name : path === 'metadata.namespace' ? o.metadata.namespace : fields[path]?.(o));
+      if (!w.field(get)) return false;
+    }
+    return true;
+  }
+
+  /** /api/v1/..., /apis/GROUP/VERSION/...: [namespaces/NS/]PLURAL[/NAME]. */
+  #target(pathname: string): Target | undefined {
+    const seg = pathname.split('/').filter(Boolean);
+    let group: string;
+    let version: string;
+    let rest: string[];
+    if (seg[0] === 'api' && seg.length >= 2) [group, version, rest] = ['', seg[1], seg.slice(2)];
+    else if (seg[0] === 'apis' && seg.length >= 3) [group, version, rest] = [seg[1], seg[2], seg.slice(3)];
+    else return undefined;
+    const find = (plural: string) => this.#byPath.get(`${group}/${version}/${plural}`);
+    if (rest[0] === 'namespaces' && rest.length >= 3) {
+      const kind = find(rest[2]);
+      if (!kind?.type.namespaced || rest.length > 4) return undefined;
+      return { kind, namespace: rest[1], name: rest[3] };
+    }
+    const kind = find(rest[0]);
+    if (!kind || rest.length > 2 || (rest.length === 2 && kind.type.namespaced)) return undefined;
+    return { kind, name: rest[1] };
+  }
+
+  #handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const u = new URL(req.url ?? '/', 'http://x');
+    const query = Object.fromEntries(u.searchParams);
+    const target = this.#target(u.pathname);
+    const watch = query.watch === 'true' || query.watch === '1';
+    const entry: LoggedRequest = { at: Date.now(), method: req.method ?? 'GET', resource: target?.kind.type.plural ?? 'other', watch, query, status: 200 };
+    this.requests.push(entry);
+    if (this.requests.length > MAX_LOGGED_REQUESTS) this.requests.splice(0, this.requests.length - MAX_LOGGED_REQUESTS);
+    const fail = (status: number, reason: string, message: string) => {
+      entry.status = status;
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code: status }));
+    };
+    if (!target) return fail(404, 'NotFound', `the server could not find the requested resource ${u.pathname}`);
+    const t = target.kind.type;
+    if (req.method === 'POST' && target.name === undefined) return this.#review(req, res, target, entry, fail);
+    if (req.method !== 'GET') return fail(405, 'MethodNotAllowed', `the stand-in API server serves GET (list, watch, get) and POST for review kinds; not ${req.method} on ${t.plural}`);
+    if (this.#failure && (this.#failure.on === 'any' || (this.#failure.on === 'watch') === watch)) {
+      const s = this.#failure.status;
+      const verb = watch ? 'watch' : 'list';
+      if (s === 403) return fail(403, 'Forbidden', `${t.plural} is forbidden: User "system:serviceaccount:mesh:mesh-agent" cannot ${verb} resource "${t.plural}" in API group "${t.group}" at the cluster scope`);
+      if (s === 401) return fail(401, 'Unauthorized', 'Unauthorized');
+      return fail(s, 'InternalError', `injected failure ${s}`);
+    }
+    if (target.name !== undefined) {
+      const o = target.kind.objects.get(keyOf(target.namespace, target.name));
+      if (!o) return fail(404, 'NotFound', `${t.plural} "${target.name}" not found`);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(o));
+      return;
+    }
+    let sel: Selection;
+    try {
+      sel = this.#selection(target.kind, target.namespace, query.labelSelector, query.fieldSelector);
+    } catch (e) {
+      if (e instanceof SelectorError) return fail(400, 'BadRequest', e.message);
+      throw e;
+    }
+    if (!watch) {
+      // Like the real server, list items carry neither kind nor apiVersion.
+      const items = [...target.kind.objects.values()].filter((o) => this.#matches(sel, o)).map(({ kind: _k, apiVersion: _a, ...rest }) => rest);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(this.#rv) }, items }));
+      return;
+    }
+    this.#watch(res, target.kind, sel, query);
+  }
+
+  #watch(res: http.ServerResponse, k: Kind, sel: Selection, query: Record<string, string>): void {
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    const w: Watcher = { ...sel, bookmarks: query.allowWatchBookmarks === 'true', res };
+    const from = query.resourceVersion;
+    if (query.sendInitialEvents === 'true' || from === undefined || from === '' || from === '0') {
+      // No starting point: the current state as synthetic ADDED events.
+      for (const o of k.objects.values()) if (this.#matches(w, o)) this.#write(w, JSON.stringify({ type: 'ADDED', object: o }) + '\n');
+      // Streaming lists (sendInitialEvents) end their initial events with an annotated bookmark.
+      if (query.sendInitialEvents === 'true') this.#write(w, this.#bookmarkLine(k.type, { 'k8s.io/initial-events-end': 'true' }));
+    } else {
+      const n = Number(from);
+      if (!Number.isInteger(n) || n < k.compactedRv) {
+        this.#write(w, JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${from} (${k.compactedRv})`, reason: 'Expired', code: 410 } }) + '\n');
+        res.end();
+        return;
+      }
+      for (const ev of k.history) if (ev.rv > n) this.#deliver(w, ev);
+    }
+    k.watchers.add(w);
+    const timeout = Number(query.timeoutSeconds);
+    const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
+    res.on('close', () => {
+      clearTimeout(timer);
+      k.watchers.delete(w);
+    });
+  }
+
+  #review(req: http.IncomingMessage, res: http.ServerResponse, target: Target, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
+    const review = target.kind.type.review;
+    if (!review) return fail(405, 'MethodNotAllowed', `the stand-in API server creates only review kinds over HTTP; ${target.kind.type.plural} are written by the simulated cluster's API`);
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      let o: KubeObject;
+      try {
+        o = JSON.parse(body);
+      } catch {
+        return fail(400, 'BadRequest', `the request body is not JSON: ${body.slice(0, 100)}`);
+      }
+      entry.status = 201;
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(review(o)));
+    });
+  }
+}

@@ -1,0 +1,270 @@
+// The stand-in API server's list and watch protocol, per kind, over real HTTP on loopback; its
+// objects checked against the Kubernetes schemas (kubernetes-models).
+import test, { type ExecutionContext } from 'ava';
+import * as http from 'node:http';
+import { EndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1';
+import { Namespace, Pod, Service } from 'kubernetes-models/v1';
+import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
+import { namespaceObject, serviceObject } from '../src/sim/cluster-objects.ts';
+import { podObject } from './helpers/kube-objects.ts';
+import { waitFor } from './helpers/until.ts';
+
+async function server(t: ExecutionContext, opts = {}): Promise<SimApiServer> {
+  const api = await new SimApiServer(opts).start();
+  t.teardown(() => api.close());
+  return api;
+}
+
+function get(api: SimApiServer, path: string, method = 'GET', body?: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${api.url}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+      let b = '';
+      res.setEncoding('utf8').on('data', (d: string) => (b += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** A watch as a client sees it: every event line, in order. */
+function watch(t: ExecutionContext, api: SimApiServer, path: string): { events: any[]; ended: Promise<void> } {
+  const events: any[] = [];
+  let ended!: () => void;
+  const done = new Promise<void>((r) => (ended = r));
+  const req = http.get(`${api.url}${path}${path.includes('?') ? '&' : '?'}watch=true`, (res) => {
+    let buf = '';
+    res.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        events.push(JSON.parse(buf.slice(0, i)));
+        buf = buf.slice(i + 1);
+      }
+    });
+    res.on('end', ended);
+    res.on('close', ended);
+  });
+  req.on('error', () => ended());
+  t.teardown(() => req.destroy());
+  return { events, ended: done };
+}
+
+const deployment = [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-5d8f7c9b6d', uid: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', controller: true }];
+
+/** One object per kind the controller watches, and how to change it. */
+const KINDS: { kind: string; path: string; make: () => KubeObject; change: (o: KubeObject) => void; schema: (o: KubeObject) => void }[] = [
+  {
+    kind: 'Pod',
+    path: '/api/v1/pods',
+    make: () => ({ ...podObject({ name: 'web-5d8f7c9b6d-x2x4z', namespace: 'shop', nodeName: 'node-a', ip: '10.244.1.2', labels: { app: 'web' } }), metadata: { name: 'web-5d8f7c9b6d-x2x4z', namespace: 'shop', labels: { app: 'web' }, ownerReferences: deployment } }),
+    change: (o) => (o.status.conditions = [{ type: 'Ready', status: 'False' }]),
+    schema: (o) => new Pod(o as any).validate(),
+  },
+  {
+    kind: 'Namespace',
+    path: '/api/v1/namespaces',
+    make: () => namespaceObject('shop', { 'mesh-agent.io/inject': 'enabled' }),
+    change: (o) => (o.metadata.annotations = {}),
+    schema: (o) => new Namespace(o as any).validate(),
+  },
+  {
+    kind: 'Service',
+    path: '/api/v1/services',
+    make: () => serviceObject({ name: 'web', namespace: 'shop', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] }),
+    change: (o) => (o.spec.ports[0].port = 8080),
+    schema: (o) => new Service(o as any).validate(),
+  },
+  {
+    kind: 'EndpointSlice',
+    path: '/apis/discovery.k8s.io/v1/endpointslices',
+    make: () => ({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'web-abcde', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['10.244.1.2'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'node-a', zone: 'zone-a', targetRef: { kind: 'Pod', namespace: 'shop', name: 'web-1', uid: '0e8f7d6c-5b4a-4392-8170-6f5e4d3c2b1a' } }],
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    }),
+    change: (o) => (o.endpoints[0].conditions.ready = false),
+    schema: (o) => new EndpointSlice(o as any).validate(),
+  },
+];
+
+for (const k of KINDS) {
+  test(`${k.kind}: list, then a watch sees ADDED, MODIFIED, DELETED in order; resumes from a resourceVersion; 410 after compaction`, async (t) => {
+    const api = await server(t);
+    const list = await get(api, k.path);
+    t.is(list.status, 200);
+    t.is(list.body.kind, `${k.kind}List`);
+    const from = list.body.metadata.resourceVersion;
+    const w = watch(t, api, `${k.path}?resourceVersion=${from}`);
+    await waitFor(() => api.openWatches() === 1);
+
+    const created = api.create(k.make());
+    t.notThrows(() => k.schema(created), 'what the server stores is a valid object of its kind');
+    const name = created.metadata.name;
+    const ns = created.metadata.namespace;
+    api.patch(k.kind, ns, name, k.change);
+    api.delete(k.kind, ns, name);
+    await waitFor(() => w.events.length === 3);
+    t.deepEqual(w.events.map((e) => e.type), ['ADDED', 'MODIFIED', 'DELETED']);
+    const rvs = w.events.map((e) => Number(e.object.metadata.resourceVersion));
+    t.true(rvs[0] > Number(from) && rvs[0] < rvs[1] && rvs[1] < rvs[2], `increasing: ${rvs}`);
+    for (const e of w.events) {
+      t.is(e.object.kind, k.kind);
+      t.notThrows(() => k.schema(e.object));
+    }
+    t.is(w.events[0].object.metadata.uid, w.events[2].object.metadata.uid);
+
+    // A client that saw the ADDED resumes there and misses nothing after it.
+    const resumed = watch(t, api, `${k.path}?resourceVersion=${rvs[0]}`);
+    await waitFor(() => resumed.events.length === 2);
+    t.deepEqual(resumed.events.map((e) => e.type), ['MODIFIED', 'DELETED']);
+
+    // The list shows the current state; after compaction an old version is gone for good.
+    api.create(k.make());
+    const after = await get(api, k.path);
+    t.is(after.body.items.length, 1);
+    t.is(after.body.items[0].kind, undefined, 'list items carry no kind, as the real server');
+    api.compact();
+    const expired = watch(t, api, `${k.path}?resourceVersion=${from}`);
+    await expired.ended;
+    t.is(expired.events.length, 1);
+    t.like(expired.events[0], { type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired' } });
+    const open = api.openWatches();
+    const fresh = watch(t, api, `${k.path}?resourceVersion=${api.resourceVersion}`);
+    await waitFor(() => api.openWatches() === open + 1);
+    api.patch(k.kind, ns, name, k.change);
+    await waitFor(() => fresh.events.length === 1);
+    t.is(fresh.events[0].type, 'MODIFIED');
+  });
+}
+
+test('a watch without a resourceVersion starts with the current objects as ADDED; bookmarks carry the current version', async (t) => {
+  const api = await server(t);
+  api.create(namespaceObject('a'));
+  api.create(namespaceObject('b'));
+  const w = watch(t, api, '/api/v1/namespaces?allowWatchBookmarks=true');
+  await waitFor(() => w.events.length === 2);
+  t.deepEqual(w.events.map((e) => [e.type, e.object.metadata.name]), [['ADDED', 'a'], ['ADDED', 'b']]);
+  api.create(serviceObject({ name: 'other-kind', ports: [{ port: 80 }] })); // moves the version, not this watch
+  api.bookmark();
+  await waitFor(() => w.events.length === 3);
+  t.like(w.events[2], { type: 'BOOKMARK', object: { kind: 'Namespace', apiVersion: 'v1', metadata: { resourceVersion: api.resourceVersion } } });
+
+  const streamed = watch(t, api, '/api/v1/namespaces?sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true');
+  await waitFor(() => streamed.events.length === 3);
+  t.like(streamed.events[2], { type: 'BOOKMARK', object: { metadata: { annotations: { 'k8s.io/initial-events-end': 'true' } } } });
+});
+
+test('field and label selectors: spec.nodeName for pods; an object leaving a selection is DELETED for that watch, entering it ADDED', async (t) => {
+  const api = await server(t);
+  api.create(podObject({ name: 'here', nodeName: 'node-a', labels: { app: 'web' } }));
+  api.create(podObject({ name: 'there', nodeName: 'node-b', labels: { app: 'web' } }));
+  const byNode = await get(api, '/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a');
+  t.deepEqual(byNode.body.items.map((p: any) => p.metadata.name), ['here']);
+  const byLabel = await get(api, `/api/v1/namespaces/default/pods?labelSelector=${encodeURIComponent('app in (web,api),!canary')}`);
+  t.is(byLabel.body.items.length, 2);
+
+  const w = watch(t, api, `/api/v1/pods?resourceVersion=${api.resourceVersion}&labelSelector=app%3Dweb&fieldSelector=spec.nodeName%3Dnode-a`);
+  await waitFor(() => api.openWatches('pods') === 1);
+  api.patch('Pod', 'default', 'there', (o) => (o.metadata.annotations = { x: '1' })); // not selected: nothing
+  api.patch('Pod', 'default', 'here', (o) => (o.metadata.labels = { app: 'db' }));
+  api.patch('Pod', 'default', 'here', (o) => (o.metadata.labels = { app: 'web' }));
+  await waitFor(() => w.events.length === 2);
+  t.deepEqual(w.events.map((e) => [e.type, e.object.metadata.labels.app]), [['DELETED', 'web'], ['ADDED', 'web']]);
+  t.is(Number(w.events[0].object.metadata.resourceVersion), Number(api.resourceVersion) - 1, 'the DELETED carries the previous state at the event version');
+
+  const bad = await get(api, '/api/v1/pods?fieldSelector=spec.hostname%3Dx');
+  t.like(bad, { status: 400, body: { reason: 'BadRequest', message: 'field label not supported: spec.hostname' } });
+  const badLabel = await get(api, '/api/v1/pods?labelSelector=a%3D%3D%3Db');
+  t.is(badLabel.status, 400);
+  t.regex(badLabel.body.message, /unable to parse requirement/);
+});
+
+test('Services get a ClusterIP from the service CIDR, the defaults the real server sets, and its validation', async (t) => {
+  const api = await server(t, { serviceCidr: '10.96.0.0/16' });
+  const a = api.create(serviceObject({ name: 'a', ports: [{ port: 80 }] }));
+  const b = api.create(serviceObject({ name: 'b', ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'grpc', port: 9090, appProtocol: 'kubernetes.io/h2c' }] }));
+  t.is(a.spec.clusterIP, '10.96.0.10');
+  t.is(b.spec.clusterIP, '10.96.0.11');
+  t.deepEqual(a.spec.clusterIPs, [a.spec.clusterIP]);
+  t.like(a.spec, { type: 'ClusterIP', sessionAffinity: 'None', ipFamilies: ['IPv4'], ipFamilyPolicy: 'SingleStack', internalTrafficPolicy: 'Cluster' });
+  t.like(a.spec.ports[0], { port: 80, targetPort: 80, protocol: 'TCP' });
+  t.notThrows(() => new Service(b as any).validate());
+  const headless = api.create(serviceObject({ name: 'h', headless: true, ports: [{ port: 80 }] }));
+  t.is(headless.spec.clusterIP, 'None');
+  const fixed = api.create(serviceObject({ name: 'fixed', clusterIP: '10.96.7.7', ports: [{ port: 80 }] }));
+  t.is(fixed.spec.clusterIP, '10.96.7.7');
+
+  t.throws(() => api.create(serviceObject({ name: 'dup', clusterIP: '10.96.7.7', ports: [{ port: 80 }] })), { message: /provided IP is already allocated/ });
+  t.throws(() => api.create(serviceObject({ name: 'out', clusterIP: '10.97.0.1', ports: [{ port: 80 }] })), { message: /not in the valid range; the range of valid IPs is 10\.96\.0\.0\/16/ });
+  t.throws(() => api.create(serviceObject({ name: 'bad', ports: [{ port: 0 }] })), { message: /spec\.ports\[0\]\.port: Invalid value: 0: must be between 1 and 65535/ });
+  t.throws(() => api.create(serviceObject({ name: 'two', ports: [{ port: 80 }, { port: 81 }] })), { message: /spec\.ports\[0\]\.name: Required value/ });
+  t.throws(() => api.create(serviceObject({ name: 'named', ports: [{ port: 80, targetPort: 'not_a-valid-name!' }] })), { message: /targetPort/ });
+  t.throws(() => api.create(serviceObject({ name: 'a', ports: [{ port: 80 }] })), { message: /"a" already exists/ });
+  t.throws(() => api.patch('Service', 'default', 'a', (o) => (o.spec.clusterIP = '10.96.9.9')), { message: /spec\.clusterIP: Invalid value: "10\.96\.9\.9": field is immutable/ });
+  // An update that leaves the ClusterIP out keeps it, as kubectl apply does.
+  t.is(api.apply(serviceObject({ name: 'a', ports: [{ port: 81 }] })).spec.clusterIP, '10.96.0.10');
+
+  api.delete('Service', 'default', 'fixed');
+  t.is(api.create(serviceObject({ name: 'again', clusterIP: '10.96.7.7', ports: [{ port: 80 }] })).spec.clusterIP, '10.96.7.7', 'a deleted Service frees its ClusterIP');
+});
+
+test('objects are checked as the real server checks the fields we use; stored objects are frozen', async (t) => {
+  const api = await server(t);
+  t.throws(() => api.create(podObject({ name: 'Bad_Name' })), { message: /Pod "Bad_Name" is invalid: metadata\.name/ });
+  t.throws(() => api.create({ ...podObject({ name: 'p' }), spec: { containers: [{ name: 'app', image: 'x', ports: [{ name: 'way-too-long-port-name', containerPort: 80 }] }] } }), { message: /ports\[0\]\.name/ });
+  t.throws(() => api.create({ apiVersion: 'v2', kind: 'Pod', metadata: { name: 'p' } }), { message: /served as apiVersion v1, not v2/ });
+  t.throws(() => api.create({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 's' }, addressType: 'IPv4', endpoints: [{ addresses: ['not-an-ip'] }] }), { message: /must be a valid IPv4 address/ });
+  const p = api.create(podObject({ name: 'p' }));
+  t.is(p.spec.serviceAccountName, 'default', 'the ServiceAccount admission default');
+  t.throws(() => {
+    p.metadata.name = 'changed';
+  });
+  const gen = api.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name: '', generateName: 'web-' }, spec: { containers: [{ name: 'a', image: 'b' }] } });
+  t.regex(gen.metadata.name, /^web-[bcdfghjklmnpqrstvwxz2456789]{5}$/);
+  const one = await get(api, `/api/v1/namespaces/default/pods/${gen.metadata.name}`);
+  t.like(one, { status: 200, body: { kind: 'Pod', metadata: { name: gen.metadata.name } } });
+  const missing = await get(api, '/api/v1/namespaces/default/pods/nope');
+  t.like(missing, { status: 404, body: { reason: 'NotFound', message: 'pods "nope" not found' } });
+  t.like(await get(api, '/api/v1/pods', 'DELETE'), { status: 405 });
+});
+
+test('the history is bounded per kind: a watch from before the kept window gets 410, one inside it resumes', async (t) => {
+  const api = await server(t, { historyLimit: 5 });
+  const start = api.resourceVersion;
+  for (let i = 0; i < 5; i++) api.create(namespaceObject(`ns-${i}`));
+  const inside = api.resourceVersion;
+  for (let i = 0; i < 5; i++) api.create(namespaceObject(`later-${i}`));
+  const old = watch(t, api, `/api/v1/namespaces?resourceVersion=${start}`);
+  await old.ended;
+  t.is(old.events[0]?.object?.code, 410);
+  const ok = watch(t, api, `/api/v1/namespaces?resourceVersion=${inside}`);
+  await waitFor(() => ok.events.length === 5);
+  t.deepEqual(ok.events.map((e) => e.object.metadata.name), ['later-0', 'later-1', 'later-2', 'later-3', 'later-4']);
+});
+
+test('a kind added later is served by the same protocol; a review kind answers POST and stores nothing', async (t) => {
+  const api = await server(t);
+  api.register({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes', namespaced: true });
+  api.register({
+    group: 'authentication.k8s.io',
+    version: 'v1',
+    kind: 'TokenReview',
+    plural: 'tokenreviews',
+    namespaced: false,
+    review: (o) => ({ ...o, status: { authenticated: o.spec?.token === 'good', user: { username: 'system:serviceaccount:mesh:agent' } } }),
+  });
+  const w = watch(t, api, `/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes?resourceVersion=${api.resourceVersion}`);
+  await waitFor(() => api.openWatches('httproutes') === 1);
+  api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'elsewhere', namespace: 'other' }, spec: {} });
+  api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'shop' }, spec: { parentRefs: [{ kind: 'Service', name: 'web' }] } });
+  await waitFor(() => w.events.length === 1);
+  t.like(w.events[0], { type: 'ADDED', object: { kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'shop' } } });
+  const review = await get(api, '/apis/authentication.k8s.io/v1/tokenreviews', 'POST', JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: 'good' } }));
+  t.like(review, { status: 201, body: { status: { authenticated: true } } });
+  t.like(await get(api, '/api/v1/pods', 'POST', '{}'), { status: 405 });
+  t.throws(() => api.register({ group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true }), { message: /already registered/ });
+});
