@@ -1,6 +1,6 @@
 // The simulated node, built for real (root, network namespaces, cgroup v2).
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,6 +20,7 @@ import {
   type SimNode,
   type SimPod,
 } from '../src/sim/index.ts';
+import { ipNetnsList, isDead } from './helpers/sim-checks.ts';
 
 const NODE = process.execPath;
 
@@ -63,23 +64,6 @@ function pidNetnsInode(pid: number): number {
   const m = /^net:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/ns/net`));
   if (!m) throw new Error(`unexpected /proc/${pid}/ns/net`);
   return Number(m[1]);
-}
-
-function ipNetnsList(): string[] {
-  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => l.split(' ')[0]);
-}
-
-/** Dead means gone, or a zombie (reaping an orphan is pid 1's business, not ours). */
-function isDead(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
-  } catch {
-    return true;
-  }
 }
 
 /** Resolves with [code, signal] even if the child already exited before the call. */

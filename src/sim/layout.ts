@@ -8,7 +8,7 @@ export type QosClass = 'Guaranteed' | 'Burstable' | 'BestEffort';
 /** Node ids look like ma12345x1kqz: creator pid, per-process sequence, random letters
  *  (the letters keep a recycled pid from colliding with a crashed run's leftovers). */
 const NODE_ID = /^ma(\d+)x(\d+)[a-z]{3}$/;
-const NETNS_NAME = /^(ma\d+x\d+[a-z]{3})-(node|p\d+)$/;
+const NETNS_NAME = /^(ma\d+x\d+[a-z]{3})-(node|p\d+|fabric)$/;
 const CGROUP_NAME = /^mesh-sim-(ma\d+x\d+[a-z]{3})(-node)?$/;
 
 export function makeNodeId(pid: number, seq: number, letters: string): string {
@@ -18,6 +18,11 @@ export function makeNodeId(pid: number, seq: number, letters: string): string {
 
 export function nodeNetnsName(id: string): string {
   return `${id}-node`;
+}
+
+/** A cluster's fabric namespace (the bridge joining its nodes); the cluster id has the node id's form. */
+export function fabricNetnsName(clusterId: string): string {
+  return `${clusterId}-fabric`;
 }
 
 export function podNetnsName(id: string, index: number): string {
@@ -56,19 +61,25 @@ export function hostVethName(nodeId: string, podIndex: number): string {
   return 'cali' + createHash('sha1').update(`${nodeId}/${podIndex}`).digest('hex').slice(0, 11);
 }
 
-/** Node n (1-based, per process) gets 10.244.0.n as its IP and 10.244.n.0/24 for pods. */
-export function nodeIpFor(seq: number): string {
-  return `10.244.0.${subnetOf(seq)}`;
+/** Node n (1-based, per process) uses subnet n: a standalone node's addresses only have to differ
+ *  from other nodes of the same process; a cluster numbers its own nodes 1..N (see subnetOf). */
+export function subnetOf(seq: number): number {
+  return ((seq - 1) % 254) + 1;
 }
 
-export function podIpFor(seq: number, podIndex: number): string {
+/** Subnet s gets 10.244.0.s as its node IP and 10.244.s.0/24 for pods. */
+export function nodeIpFor(subnet: number): string {
+  return `10.244.0.${subnet}`;
+}
+
+export function podCidrFor(subnet: number): string {
+  return `10.244.${subnet}.0/24`;
+}
+
+export function podIpFor(subnet: number, podIndex: number): string {
   const host = podIndex + 2;
   if (podIndex < 0 || host > 254) throw new Error(`pod index ${podIndex} out of range: a simulated node holds at most 253 pods`);
-  return `10.244.${subnetOf(seq)}.${host}`;
-}
-
-function subnetOf(seq: number): number {
-  return ((seq - 1) % 254) + 1;
+  return `10.244.${subnet}.${host}`;
 }
 
 /** QoS-level cgroups kubelet creates at startup, relative to the pods root. */

@@ -48,16 +48,53 @@ export async function addNetns(name: string): Promise<void> {
   await ip('creating network namespace', ['netns', 'add', name]);
 }
 
-export async function createNodeNetwork(nodeNs: string, nodeIp: string): Promise<void> {
+/** A node's link to its cluster's fabric: eth0 in the node, `port` on the fabric's bridge. */
+export interface Uplink {
+  fabricNs: string;
+  /** The bridge port's name in the fabric namespace. */
+  port: string;
+  /** The node network's prefix length (the node IP goes on eth0 with it). */
+  prefix: number;
+  /** Static routes: other nodes' pod CIDRs via their node IPs, the service CIDR out of eth0. */
+  routes: { cidr: string; via?: string }[];
+}
+
+export const FABRIC_BRIDGE = 'br0';
+
+/** The fabric: a namespace whose bridge joins the cluster's nodes, as a switch joins machines. */
+export async function createFabric(fabricNs: string): Promise<void> {
+  await addNetns(fabricNs);
+  await ipBatch('creating the fabric bridge', fabricNs, [
+    ['link', 'set', 'lo', 'up'],
+    // Bridged frames would otherwise also cross the fabric namespace's netfilter hooks (br_netfilter).
+    ['link', 'add', FABRIC_BRIDGE, 'type', 'bridge', 'nf_call_iptables', '0', 'nf_call_ip6tables', '0', 'nf_call_arptables', '0'],
+    ['link', 'set', FABRIC_BRIDGE, 'up'],
+  ]);
+}
+
+/** Without an uplink the node IP sits on lo (a standalone node); with one, on eth0 like a real node's. */
+export async function createNodeNetwork(nodeNs: string, nodeIp: string, uplink?: Uplink): Promise<void> {
   await addNetns(nodeNs);
   await ipBatch('configuring the node namespace', nodeNs, [
     ['link', 'set', 'lo', 'up'],
-    ['addr', 'add', `${nodeIp}/32`, 'dev', 'lo'],
+    ...(uplink ? [] : [['addr', 'add', `${nodeIp}/32`, 'dev', 'lo']]),
     // Proxy ARP only answers for an address the node can route out of another interface;
-    // on a real node the uplink's default route covers 169.254.1.1. We have no uplink, so
-    // this /32 stands in for it without routing anything else anywhere.
+    // on a real node the uplink's default route covers 169.254.1.1. We have no default
+    // route, so this /32 stands in for it without routing anything else anywhere.
     ['route', 'add', `${GATEWAY}/32`, 'dev', 'lo'],
   ]);
+  if (uplink) {
+    await ipBatch('linking the node to the fabric', uplink.fabricNs, [
+      ['link', 'add', uplink.port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', nodeNs],
+      ['link', 'set', uplink.port, 'master', FABRIC_BRIDGE],
+      ['link', 'set', uplink.port, 'up'],
+    ]);
+    await ipBatch('configuring the node uplink', nodeNs, [
+      ['addr', 'add', `${nodeIp}/${uplink.prefix}`, 'dev', 'eth0'],
+      ['link', 'set', 'eth0', 'up'],
+      ...uplink.routes.map((r) => (r.via ? ['route', 'add', r.cidr, 'via', r.via, 'dev', 'eth0'] : ['route', 'add', r.cidr, 'dev', 'eth0'])),
+    ]);
+  }
   await sysctl('enabling forwarding in the node namespace', nodeNs, { 'net.ipv4.ip_forward': '1' });
 }
 

@@ -13,15 +13,17 @@ import {
   nodeIpFor,
   nodeNetnsName,
   podCgroupPath,
+  podCidrFor,
   podIpFor,
   podNetnsName,
   podsCgroupName,
   qosCgroupDirs,
+  subnetOf,
   type CgroupDriver,
   type QosClass,
 } from './layout.ts';
-import { createNodeNetwork, createPodNetwork, deleteNetns, deleteNetnsSync, deletePodNetwork, listNetns } from './network.ts';
-import { podObject } from './pod-object.ts';
+import { createNodeNetwork, createPodNetwork, deleteNetns, deleteNetnsSync, deletePodNetwork, listNetns, type Uplink } from './network.ts';
+import { podObject, type ContainerPort } from './pod-object.ts';
 import { collect, spawnIn, type ExecOptions, type ExecResult } from './run.ts';
 
 export interface AddPodOptions {
@@ -34,6 +36,10 @@ export interface AddPodOptions {
   annotations?: Record<string, string>;
   ownerReferences?: object[];
   hostNetwork?: boolean;
+  /** Pod object only: spec.serviceAccountName (default "default", as the API server's admission sets it). */
+  serviceAccountName?: string;
+  /** Pod object only: the container's ports, so a Service's named targetPort resolves. */
+  ports?: ContainerPort[];
 }
 
 export interface SimPod {
@@ -62,6 +68,8 @@ export interface SimNode {
   name: string;
   nodeNs: string;
   nodeIp: string;
+  /** The node's pod addresses (10.244.<subnet>.0/24). */
+  podCidr: string;
   /** Private pods cgroup root; the agent attaches BPF here. */
   cgroupRoot: string;
   /** Cgroup of node processes (spawnInNode), a sibling of cgroupRoot, outside every pod cgroup. */
@@ -100,15 +108,32 @@ class Children {
   }
 }
 
-function randomLetters(): string {
+/** Three random letters for owner-tagged ids (a recycled pid must not meet a crashed run's names). */
+export function randomLetters(): string {
   return [...randomBytes(3)].map((b) => String.fromCharCode(97 + (b % 26))).join('');
 }
 
 export async function createNode(opts: { driver?: CgroupDriver; name?: string } = {}): Promise<SimNode> {
+  return makeNode(opts.driver ?? 'systemd', opts.name);
+}
+
+/** Where a cluster puts one of its nodes (src/sim/cluster.ts); standalone nodes have none. */
+export interface Placement {
+  /** 1..254: node IP 10.244.0.<subnet>, pods 10.244.<subnet>.0/24. */
+  subnet: number;
+  uplink: Uplink;
+}
+
+/** A node of a cluster: numbered and linked to the fabric by the cluster. */
+export function createClusterNode(driver: CgroupDriver, name: string, placement: Placement): Promise<SimNode> {
+  return makeNode(driver, name, placement);
+}
+
+async function makeNode(driver: CgroupDriver, name: string | undefined, placement?: Placement): Promise<SimNode> {
   if (process.getuid?.() !== 0) {
     throw new Error('the simulated node creates network namespaces and cgroups: operation not permitted; run as root');
   }
-  const node = new Node(findCgroup2Mount(), ++nodeSeq, opts.driver ?? 'systemd', opts.name);
+  const node = new Node(findCgroup2Mount(), ++nodeSeq, driver, name, placement);
   trackLive(node); // before anything exists, so a crash mid-creation is still swept on exit
   try {
     await node.setUp();
@@ -148,7 +173,7 @@ class Pod implements SimPod {
     this.podCgroup = path.join(node.cgroupRoot, podCgroupPath(node.driver, this.qos, this.uid));
     this.containerCgroup = path.join(this.podCgroup, containerCgroupName(node.driver, this.containerId));
     this.netns = this.hostNetwork ? node.nodeNs : podNetnsName(node.id, index);
-    this.ip = this.hostNetwork ? node.nodeIp : podIpFor(node.seq, index);
+    this.ip = this.hostNetwork ? node.nodeIp : podIpFor(node.subnet, index);
     this.hostVeth = this.hostNetwork ? undefined : hostVethName(node.id, index);
   }
 
@@ -176,6 +201,8 @@ class Pod implements SimPod {
         labels: this.#opts.labels ?? {},
         annotations: this.#opts.annotations ?? {},
         ownerReferences: this.#opts.ownerReferences,
+        serviceAccountName: this.#opts.serviceAccountName,
+        ports: this.#opts.ports,
         createdAt: this.#createdAt,
       },
       nodeName,
@@ -193,25 +220,31 @@ class Node implements SimNode {
   readonly id: string;
   readonly name: string;
   readonly seq: number;
+  readonly subnet: number;
   readonly nodeNs: string;
   readonly nodeIp: string;
+  readonly podCidr: string;
   readonly cgroupRoot: string;
   readonly nodeCgroup: string;
   readonly driver: CgroupDriver;
+  readonly #uplink: Uplink | undefined;
   readonly #pods = new Map<string, Pod>();
   #nextPodIndex = 0;
   readonly #children = new Children();
   #destroyed = false;
   #destroying: Promise<void> | undefined;
 
-  constructor(cgroup2: string, seq: number, driver: CgroupDriver, name: string | undefined) {
+  constructor(cgroup2: string, seq: number, driver: CgroupDriver, name: string | undefined, placement: Placement | undefined) {
     if (driver !== 'systemd' && driver !== 'cgroupfs') throw new Error(`unknown cgroup driver ${String(driver)}; use 'systemd' or 'cgroupfs'`);
     this.seq = seq;
+    this.subnet = placement?.subnet ?? subnetOf(seq);
     this.id = makeNodeId(process.pid, seq, randomLetters());
     this.name = name ?? `sim-node-${seq}`;
     this.driver = driver;
     this.nodeNs = nodeNetnsName(this.id);
-    this.nodeIp = nodeIpFor(seq);
+    this.nodeIp = nodeIpFor(this.subnet);
+    this.podCidr = podCidrFor(this.subnet);
+    this.#uplink = placement?.uplink;
     this.cgroupRoot = path.join(cgroup2, podsCgroupName(this.id));
     this.nodeCgroup = path.join(cgroup2, nodeCgroupName(this.id));
   }
@@ -219,7 +252,7 @@ class Node implements SimNode {
   async setUp(): Promise<void> {
     await makeCgroup(this.nodeCgroup);
     for (const d of qosCgroupDirs(this.driver)) await makeCgroup(path.join(this.cgroupRoot, d));
-    await createNodeNetwork(this.nodeNs, this.nodeIp);
+    await createNodeNetwork(this.nodeNs, this.nodeIp, this.#uplink);
   }
 
   assertUsable(): void {

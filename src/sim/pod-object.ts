@@ -1,5 +1,13 @@
 // The Kubernetes v1 Pod a simulated pod would have in the API server (pure).
+import { createHash } from 'node:crypto';
 import type { QosClass } from './layout.ts';
+
+/** A container port as in a Pod spec; a Service's named targetPort resolves against `name`. */
+export interface ContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol?: 'TCP' | 'UDP' | 'SCTP';
+}
 
 export interface PodFacts {
   name: string;
@@ -13,8 +21,12 @@ export interface PodFacts {
   labels: Record<string, string>;
   annotations: Record<string, string>;
   ownerReferences?: object[];
+  serviceAccountName?: string;
+  ports?: ContainerPort[];
   createdAt: Date;
 }
+
+const IMAGE_ID = `docker.io/mesh-sim/app@sha256:${createHash('sha256').update('mesh-sim/app:latest').digest('hex')}`;
 
 /** Container resources that make kubelet derive the given QoS class. */
 function resourcesFor(qos: QosClass): object {
@@ -40,7 +52,15 @@ export function podObject(p: PodFacts, nodeName: string): object {
     spec: {
       nodeName,
       hostNetwork: p.hostNetwork,
-      containers: [{ name: 'app', image: 'mesh-sim/app:latest', resources: resourcesFor(p.qos) }],
+      serviceAccountName: p.serviceAccountName ?? 'default',
+      containers: [
+        {
+          name: 'app',
+          image: 'mesh-sim/app:latest',
+          resources: resourcesFor(p.qos),
+          ...(p.ports?.length ? { ports: p.ports.map((c) => ({ ...c, protocol: c.protocol ?? 'TCP' })) } : {}),
+        },
+      ],
     },
     status: {
       phase: 'Running',
@@ -58,6 +78,7 @@ export function podObject(p: PodFacts, nodeName: string): object {
           started: true,
           restartCount: 0,
           image: 'mesh-sim/app:latest',
+          imageID: IMAGE_ID,
           containerID: `containerd://${p.containerId}`,
           state: { running: { startedAt: created } },
         },

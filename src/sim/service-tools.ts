@@ -5,8 +5,9 @@
 //       it: {"delayMs":50} (every answer waits), {"status":503} (HTTP status),
 //       {"grpcCode":14} (gRPC status), {"count":true} (prints {"count":{grpc,http}}).
 //       Prints {"listening":{...}} when up.
-//   load (--grpc HOST:PORT | --http HOST:PORT) [--requests N] [--concurrency C] [--rps R]
-//       one gRPC channel or one keep-alive HTTP/1 connection; N requests (default 1000) with C
+//   load (--grpc HOST:PORT | --http HOST:PORT [--new-connections]) [--requests N] [--concurrency C] [--rps R]
+//       one gRPC channel or one keep-alive HTTP/1 connection (--new-connections: a new
+//       connection per HTTP request, as kube-proxy balances them); N requests (default 1000) with C
 //       in flight (default 10) then {"done":{byName,failures,errors,ms}}; with --rps R it runs
 //       paced until stdin closes, printing {"tick":{byName,failures,errors}} every --tick-ms
 //       (default 500) with what finished in that tick.
@@ -109,12 +110,12 @@ function grpcCaller(target: string): { call: Call; close(): void } {
   };
 }
 
-function httpCaller(target: string): { call: Call; close(): void } {
+function httpCaller(target: string, newConnections: boolean): { call: Call; close(): void } {
   const [host, port] = target.split(':');
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const agent = new http.Agent({ keepAlive: !newConnections, maxSockets: newConnections ? Infinity : 1 });
   return {
     call: () => new Promise((resolve, reject) => {
-      const req = http.get({ host, port: Number(port), path: '/', agent }, (res) => {
+      const req = http.get({ host, port: Number(port), path: '/', agent, headers: newConnections ? { connection: 'close' } : {} }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d) => (body += d));
@@ -131,7 +132,7 @@ async function load(args: string[]): Promise<void> {
   const g = arg(args, '--grpc');
   const h = arg(args, '--http');
   if ((g === undefined) === (h === undefined)) throw new Error('load needs one of --grpc HOST:PORT or --http HOST:PORT');
-  const caller = g !== undefined ? grpcCaller(g) : httpCaller(h!);
+  const caller = g !== undefined ? grpcCaller(g) : httpCaller(h!, args.includes('--new-connections'));
   const concurrency = Number(arg(args, '--concurrency') ?? 10);
   const rps = arg(args, '--rps');
   let t = tally();

@@ -1,0 +1,386 @@
+// A simulated Kubernetes cluster: N nodes (each a SimNode with its own pod CIDR and kubelet-style
+// cgroup tree) and a control-plane node, joined by a fabric namespace's bridge, with routes
+// between pod CIDRs through the node IPs; the stand-in API server on the control plane's address;
+// an EndpointSlice controller and, in every node namespace, a kube-proxy stand-in (nftables).
+// See docs/simulated-node.md.
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import type { KubeObject } from './api-resources.ts';
+import { SimApiServer } from './apiserver.ts';
+import {
+  deploymentOwnership,
+  kubernetesEndpointSlice,
+  kubernetesService,
+  namespaceObject,
+  nodeObject,
+  serviceObject,
+  setReadiness,
+  templateHash,
+  type ServiceOptions,
+} from './cluster-objects.ts';
+import { EndpointSliceController } from './endpointslice-controller.ts';
+import { trackLive, untrackLive } from './exit-cleanup.ts';
+import { KubeProxy } from './kube-proxy.ts';
+import { fabricNetnsName, makeNodeId, nodeIpFor, podCidrFor, type CgroupDriver } from './layout.ts';
+import { listenInNode } from './listen-in.ts';
+import { createFabric, deleteNetns, deleteNetnsSync } from './network.ts';
+import { createClusterNode, randomLetters, type AddPodOptions, type SimNode, type SimPod } from './node.ts';
+import type { ExecOptions, ExecResult } from './run.ts';
+
+export interface ClusterOptions {
+  /** Worker nodes (default 3, at most 253). */
+  nodes?: number;
+  driver?: CgroupDriver;
+  /** Node i is in zones[i % zones.length] (default zone-a, zone-b). */
+  zones?: string[];
+  /** ClusterIPs come from here (default 10.96.0.0/16). */
+  serviceCidr?: string;
+}
+
+export interface SimClusterNode extends SimNode {
+  /** 0-based position in cluster.nodes. */
+  index: number;
+  /** Its topology.kubernetes.io/zone. */
+  zone: string;
+}
+
+export interface ClusterPodOptions extends Omit<AddPodOptions, 'name'> {
+  /** Required unless `deployment` is given (then <deployment>-<hash>-<5 chars>, as a ReplicaSet names pods). */
+  name?: string;
+  /** Owned by this Deployment's ReplicaSet: ownerReferences and the pod-template-hash label, as in a cluster. */
+  deployment?: string;
+  /** The pod's Ready condition (default true). */
+  ready?: boolean;
+}
+
+export interface SimService {
+  name: string;
+  namespace: string;
+  /** Its ClusterIP, or "None" for a headless Service. */
+  clusterIP: string;
+  /** The object as the API server holds it now. */
+  object(): KubeObject;
+}
+
+export interface SimCluster {
+  /** Owner-tagged id (names the fabric namespace). */
+  id: string;
+  nodes: SimClusterNode[];
+  /** A node with no pods, where the API server runs and tests start the controller. */
+  controlPlane: SimNode;
+  controlPlaneIp: string;
+  fabricNs: string;
+  serviceCidr: string;
+  api: SimApiServer;
+  /** http://<controlPlaneIp>:6443, reachable from every node namespace. */
+  apiServerUrl: string;
+  /** A kubeconfig (JSON, which is YAML) for apiServerUrl. */
+  kubeconfig(): string;
+  spawnInControlPlane(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
+  execInControlPlane(cmd: string, args: string[], opts?: ExecOptions): Promise<ExecResult>;
+  /** Creates the pod on that node and its Pod object (Running, podIP, Ready as asked). The namespace is created if missing. */
+  addPod(node: number | SimNode, o: ClusterPodOptions): Promise<SimPod>;
+  setPodReady(pod: SimPod, ready: boolean): KubeObject;
+  /** Deletes its Pod object, then kills its processes and removes its namespace and cgroup. */
+  removePod(pod: SimPod): Promise<void>;
+  addService(o: ServiceOptions): SimService;
+  /** Replaces the Service's spec with `o` (its ClusterIP stays). */
+  updateService(svc: SimService, o: Omit<ServiceOptions, 'name' | 'namespace'>): SimService;
+  removeService(svc: SimService): void;
+  addNamespace(name: string, annotations?: Record<string, string>, labels?: Record<string, string>): KubeObject;
+  /** Creates or replaces any object of a served kind. */
+  apply(o: KubeObject): KubeObject;
+  delete(kind: string, namespace: string | undefined, name: string): KubeObject;
+  /** Resolves once every change made so far is in the EndpointSlices and in every node's nftables rules. */
+  settled(): Promise<void>;
+  /** `nft list table ip kube-proxy` in a node's namespace (what the kernel holds). */
+  kubeProxyRules(node: SimNode): Promise<string>;
+  /** Everything, also after a failure: processes, namespaces, cgroups, rules, the API server. Idempotent. */
+  destroy(): Promise<void>;
+}
+
+export const API_SERVER_PORT = 6443;
+const CONTROL_PLANE_SUBNET = 254;
+/** The node network: node IPs 10.244.0.<subnet>, a /24 on every node's eth0. */
+const NODE_PREFIX = 24;
+
+let clusterSeq = 0;
+
+export async function createCluster(opts: ClusterOptions = {}): Promise<SimCluster> {
+  const n = opts.nodes ?? 3;
+  if (!Number.isInteger(n) || n < 1 || n >= CONTROL_PLANE_SUBNET) throw new Error(`nodes must be an integer from 1 to ${CONTROL_PLANE_SUBNET - 1}, got ${n}`);
+  const zones = opts.zones ?? ['zone-a', 'zone-b'];
+  if (zones.length === 0) throw new Error('zones must name at least one zone');
+  if (process.getuid?.() !== 0) throw new Error('the simulated cluster creates network namespaces and cgroups: operation not permitted; run as root');
+  const cluster = new Cluster(opts.driver ?? 'systemd', opts.serviceCidr ?? '10.96.0.0/16');
+  trackLive(cluster);
+  try {
+    await cluster.setUp(n, zones);
+  } catch (e) {
+    await cluster.destroy().catch(() => {});
+    throw e;
+  }
+  return cluster;
+}
+
+class Cluster implements SimCluster {
+  readonly id: string;
+  readonly fabricNs: string;
+  readonly serviceCidr: string;
+  readonly controlPlaneIp = nodeIpFor(CONTROL_PLANE_SUBNET);
+  readonly apiServerUrl: string;
+  readonly api: SimApiServer;
+  nodes: SimClusterNode[] = [];
+  #controlPlane: SimNode | undefined;
+  readonly #driver: CgroupDriver;
+  /** Created nodes, the control plane included, also when setUp failed halfway. */
+  readonly #made: SimNode[] = [];
+  readonly #podNode = new Map<SimPod, SimNode>();
+  readonly #replicaSetUids = new Map<string, string>();
+  #slices: EndpointSliceController | undefined;
+  #proxy: KubeProxy | undefined;
+  #changes = 0;
+  #reported = new Set<string>();
+  #destroying: Promise<void> | undefined;
+  #destroyed = false;
+
+  constructor(driver: CgroupDriver, serviceCidr: string) {
+    this.#driver = driver;
+    this.serviceCidr = serviceCidr;
+    this.id = makeNodeId(process.pid, ++clusterSeq, randomLetters());
+    this.fabricNs = fabricNetnsName(this.id);
+    this.apiServerUrl = `http://${this.controlPlaneIp}:${API_SERVER_PORT}`;
+    this.api = new SimApiServer({ serviceCidr });
+  }
+
+  get controlPlane(): SimNode {
+    if (!this.#controlPlane) throw new Error(`simulated cluster ${this.id} has no control plane (set-up failed or destroyed)`);
+    return this.#controlPlane;
+  }
+
+  async setUp(n: number, zones: string[]): Promise<void> {
+    await createFabric(this.fabricNs);
+    const subnets = [...Array.from({ length: n }, (_, i) => i + 1), CONTROL_PLANE_SUBNET];
+    const make = async (subnet: number): Promise<SimNode> => {
+      const others = subnets.filter((s) => s !== subnet);
+      const node = await createClusterNode(this.#driver, subnet === CONTROL_PLANE_SUBNET ? 'control-plane' : `sim-node-${subnet}`, {
+        subnet,
+        uplink: {
+          fabricNs: this.fabricNs,
+          port: `node${subnet}`,
+          prefix: NODE_PREFIX,
+          routes: [...others.map((s) => ({ cidr: podCidrFor(s), via: nodeIpFor(s) })), { cidr: this.serviceCidr }],
+        },
+      });
+      this.#made.push(node);
+      return node;
+    };
+    const made = await Promise.allSettled(subnets.map(make));
+    const failed = made.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const nodes = made.map((r) => (r as PromiseFulfilledResult<SimNode>).value);
+    this.#controlPlane = nodes.pop()!;
+    this.nodes = nodes.map((node, index) => Object.assign(node, { index, zone: zones[index % zones.length] }) as SimClusterNode);
+
+    await this.api.listenOn(await listenInNode(this.controlPlane, this.controlPlaneIp, API_SERVER_PORT), this.apiServerUrl);
+    this.api.subscribe('Pod', () => this.#changes++);
+    this.api.subscribe('Service', () => this.#changes++);
+    this.api.subscribe('EndpointSlice', () => this.#changes++);
+    for (const ns of ['default', 'kube-system', 'kube-public', 'kube-node-lease']) this.api.create(namespaceObject(ns));
+    this.api.create(nodeObject({ name: this.controlPlane.name, ip: this.controlPlaneIp, podCidr: this.controlPlane.podCidr, zone: zones[0], controlPlane: true }));
+    for (const node of this.nodes) this.api.create(nodeObject({ name: node.name, ip: node.nodeIp, podCidr: node.podCidr, zone: node.zone, controlPlane: false }));
+    const first = this.serviceCidr.replace(/\.\d+\/\d+$/, '.1');
+    this.api.create(kubernetesService(first));
+    this.api.create(kubernetesEndpointSlice(this.controlPlaneIp, API_SERVER_PORT));
+
+    const report = (what: string) => (e: Error) => {
+      // Once per message: settled() rejects with it too, where a test waits.
+      if (!this.#reported.has(e.message)) process.stderr.write(`mesh-sim: ${what}: ${e.message}\n`);
+      this.#reported.add(e.message);
+    };
+    this.#slices = new EndpointSliceController(this.api, report('EndpointSlice controller'));
+    this.#proxy = new KubeProxy(this.api, [...this.nodes, this.controlPlane], this.serviceCidr, report('kube-proxy'));
+    await this.settled();
+  }
+
+  #assertUsable(): void {
+    if (this.#destroyed || this.#destroying) throw new Error(`simulated cluster ${this.id} is destroyed`);
+  }
+
+  kubeconfig(): string {
+    return JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      'current-context': 'sim',
+      clusters: [{ name: 'sim', cluster: { server: this.apiServerUrl } }],
+      users: [{ name: 'sim', user: { token: 'sim' } }],
+      contexts: [{ name: 'sim', context: { cluster: 'sim', user: 'sim' } }],
+    });
+  }
+
+  spawnInControlPlane(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess {
+    this.#assertUsable();
+    return this.controlPlane.spawnInNode(cmd, args, opts);
+  }
+
+  execInControlPlane(cmd: string, args: string[], opts?: ExecOptions): Promise<ExecResult> {
+    this.#assertUsable();
+    return this.controlPlane.execInNode(cmd, args, opts);
+  }
+
+  #node(node: number | SimNode): SimNode {
+    const found = typeof node === 'number' ? this.nodes[node] : this.nodes.find((x) => x === node);
+    if (!found) throw new Error(`node ${typeof node === 'number' ? node : node.name} is not a worker of simulated cluster ${this.id} (it has ${this.nodes.length}: 0-${this.nodes.length - 1})`);
+    return found;
+  }
+
+  #ensureNamespace(name: string): void {
+    if (!this.api.get('Namespace', undefined, name)) this.api.create(namespaceObject(name));
+  }
+
+  async addPod(nodeRef: number | SimNode, o: ClusterPodOptions): Promise<SimPod> {
+    this.#assertUsable();
+    const node = this.#node(nodeRef);
+    const namespace = o.namespace ?? 'default';
+    let { name, labels, ownerReferences } = o;
+    if (o.deployment !== undefined) {
+      const key = `${namespace}/${o.deployment}`;
+      if (!this.#replicaSetUids.has(key)) this.#replicaSetUids.set(key, randomUUID());
+      const owned = deploymentOwnership(namespace, o.deployment, this.#replicaSetUids.get(key)!);
+      labels = { ...owned.labels, ...labels };
+      ownerReferences ??= owned.ownerReferences;
+      name ??= `${owned.ownerReferences[0].name}-${templateHash(randomUUID(), 5)}`;
+    }
+    if (name === undefined) throw new Error('addPod needs a name, or a deployment to name the pod after');
+    const pod = await node.addPod({ ...o, name, namespace, labels, ownerReferences });
+    try {
+      this.#ensureNamespace(namespace);
+      const obj = pod.toPodObject(node.name) as KubeObject;
+      setReadiness(obj, o.ready ?? true);
+      this.api.create(obj);
+    } catch (e) {
+      await node.removePod(pod).catch(() => {});
+      throw e;
+    }
+    this.#podNode.set(pod, node);
+    return pod;
+  }
+
+  setPodReady(pod: SimPod, ready: boolean): KubeObject {
+    this.#assertUsable();
+    return this.api.patch('Pod', pod.namespace, pod.name, (o) => setReadiness(o, ready));
+  }
+
+  async removePod(pod: SimPod): Promise<void> {
+    const node = this.#podNode.get(pod);
+    if (!node) throw new Error(`pod ${pod.namespace}/${pod.name} was not added through simulated cluster ${this.id}`);
+    if (this.api.get('Pod', pod.namespace, pod.name)) this.api.delete('Pod', pod.namespace, pod.name);
+    await node.removePod(pod);
+    this.#podNode.delete(pod);
+  }
+
+  #service(namespace: string, name: string): SimService {
+    const api = this.api;
+    const clusterIP = api.get('Service', namespace, name)!.spec.clusterIP;
+    return {
+      name,
+      namespace,
+      clusterIP,
+      object() {
+        const o = api.get('Service', namespace, name);
+        if (!o) throw new Error(`Service ${namespace}/${name} no longer exists`);
+        return o;
+      },
+    };
+  }
+
+  addService(o: ServiceOptions): SimService {
+    this.#assertUsable();
+    const ns = o.namespace ?? 'default';
+    this.#ensureNamespace(ns);
+    this.api.create(serviceObject({ ...o, namespace: ns }));
+    return this.#service(ns, o.name);
+  }
+
+  updateService(svc: SimService, o: Omit<ServiceOptions, 'name' | 'namespace'>): SimService {
+    this.#assertUsable();
+    const next = serviceObject({ ...o, name: svc.name, namespace: svc.namespace });
+    const old = svc.object();
+    if (next.spec.clusterIP === undefined) next.spec.clusterIP = old.spec.clusterIP;
+    this.api.apply({ ...next, metadata: { ...old.metadata, labels: next.metadata.labels, annotations: next.metadata.annotations } });
+    return this.#service(svc.namespace, svc.name);
+  }
+
+  removeService(svc: SimService): void {
+    this.#assertUsable();
+    this.api.delete('Service', svc.namespace, svc.name);
+  }
+
+  addNamespace(name: string, annotations: Record<string, string> = {}, labels: Record<string, string> = {}): KubeObject {
+    this.#assertUsable();
+    return this.api.apply(namespaceObject(name, annotations, labels));
+  }
+
+  apply(o: KubeObject): KubeObject {
+    this.#assertUsable();
+    return this.api.apply(o);
+  }
+
+  delete(kind: string, namespace: string | undefined, name: string): KubeObject {
+    this.#assertUsable();
+    return this.api.delete(kind, namespace, name);
+  }
+
+  async settled(): Promise<void> {
+    for (;;) {
+      const before = this.#changes;
+      await this.#slices?.idle();
+      await this.#proxy?.idle();
+      if (this.#changes === before) return;
+    }
+  }
+
+  kubeProxyRules(node: SimNode): Promise<string> {
+    if (!this.#proxy) throw new Error(`simulated cluster ${this.id} has no kube-proxy (set-up failed or destroyed)`);
+    return this.#proxy.listRules(node.nodeNs);
+  }
+
+  destroy(): Promise<void> {
+    if (this.#destroyed) return Promise.resolve();
+    this.#destroying ??= this.#teardown().finally(() => (this.#destroying = undefined));
+    return this.#destroying;
+  }
+
+  async #teardown(): Promise<void> {
+    const errors: string[] = [];
+    const attempt = async (f: () => Promise<unknown> | undefined) => {
+      try {
+        await f();
+      } catch (e) {
+        errors.push((e as Error).message);
+      }
+    };
+    await attempt(() => this.#slices?.stop());
+    await attempt(() => this.#proxy?.stop());
+    await attempt(() => this.api.close());
+    await Promise.all(this.#made.map((n) => attempt(() => n.destroy())));
+    await attempt(() => deleteNetns(this.fabricNs));
+    if (errors.length) throw new Error(`destroying simulated cluster ${this.id}: ${errors.join('; ')}`);
+    this.#destroyed = true;
+    untrackLive(this);
+  }
+
+  /** Exit handler: the nodes are tracked (and swept) on their own; the fabric is ours. */
+  destroySync(): void {
+    if (this.#destroyed) return;
+    for (const n of this.#made) {
+      try {
+        (n as unknown as { destroySync(): void }).destroySync();
+      } catch {
+        // best effort: cleanupLeftovers() catches what this misses
+      }
+    }
+    deleteNetnsSync(this.fabricNs);
+    this.#destroyed = true;
+  }
+}
