@@ -5,17 +5,8 @@ import test from 'ava';
 import { Balancer, LINKERD_EWMA, type BalancedEndpoint } from '../src/routing/balancer.ts';
 import { accrualFromAnnotations, DEFAULT_ACCRUAL, FailureAccrual } from '../src/routing/failure-accrual.ts';
 import { parseDuration } from '../src/routing/duration.ts';
+import { rng } from './helpers/rng.ts';
 
-/** A seeded PRNG (mulberry32), so a failing run can be replayed. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const eps = (n: number) => Array.from({ length: n }, (_, i) => ({ ip: `10.0.0.${i + 1}`, port: 8080, pod: `p${i}` }));
 

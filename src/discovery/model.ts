@@ -8,11 +8,20 @@
 //   {"type":"service","op":"set","service":{..}}  {"type":"service","op":"delete","key":"ns/name"}
 //   {"type":"slice","op":"set","slice":{..}}      {"type":"slice","op":"delete","key":"ns/name"}
 //   {"type":"pod","op":"set","pod":{..}}          {"type":"pod","op":"delete","key":"ns/name"}
+//   {"type":"route","op":"set","route":{..}}      {"type":"route","op":"delete","key":"Kind/ns/name"}   (version 2)
 //   {"type":"synced"}                             the snapshot is complete; deltas follow
 // The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
 // never leaves a window with half a world.
 
-export const DISCOVERY_VERSION = 1;
+/**
+ * 2 added route records (src/routing/route-model.ts). An agent reads versions 1 and 2; an agent
+ * of version 1 refuses a version 2 controller with the error below, rather than choking on its
+ * first route line.
+ */
+import { parseRouteKey, parseRouteRecord, RouteError, type RouteRecord } from '../routing/route-model.ts';
+
+export const DISCOVERY_VERSION = 2;
+export const MIN_DISCOVERY_VERSION = 1;
 
 export interface DiscoServicePort {
   /** The Service port's name ('' when the Service has one unnamed port). EndpointSlice ports carry the same name. */
@@ -71,7 +80,8 @@ export type DiscoMessage =
   | { type: 'service'; op: 'set'; service: DiscoService }
   | { type: 'slice'; op: 'set'; slice: DiscoSlice }
   | { type: 'pod'; op: 'set'; pod: DiscoPod }
-  | { type: 'service' | 'slice' | 'pod'; op: 'delete'; key: string };
+  | { type: 'route'; op: 'set'; route: RouteRecord }
+  | { type: 'service' | 'slice' | 'pod' | 'route'; op: 'delete'; key: string };
 
 /** Annotation prefixes a Service's record carries to the agents (balancer now; retries and timeouts later). */
 export const ROUTING_ANNOTATION_PREFIXES = ['balancer.linkerd.io/', 'retry.linkerd.io/', 'timeout.linkerd.io/', 'mesh-agent.io/'];
@@ -235,8 +245,10 @@ export function parseMessage(line: string): DiscoMessage {
   const o = obj(v, 'message');
   switch (o.type) {
     case 'reset':
-      if (o.version !== DISCOVERY_VERSION) fail('reset', `discovery version ${JSON.stringify(o.version)} is not ${DISCOVERY_VERSION}; run agents and the controller of the same release`);
-      return { type: 'reset', version: DISCOVERY_VERSION };
+      if (typeof o.version !== 'number' || !Number.isInteger(o.version) || o.version < MIN_DISCOVERY_VERSION || o.version > DISCOVERY_VERSION) {
+        fail('reset', `discovery version ${JSON.stringify(o.version)} is not one this agent reads (${MIN_DISCOVERY_VERSION}-${DISCOVERY_VERSION}); run agents and the controller of the same release`);
+      }
+      return { type: 'reset', version: o.version };
     case 'synced':
       return { type: 'synced' };
     case 'service':
@@ -248,6 +260,19 @@ export function parseMessage(line: string): DiscoMessage {
       if (type === 'service') return { type, op: 'set', service: parseService(o.service) };
       if (type === 'slice') return { type, op: 'set', slice: parseSlice(o.slice) };
       return { type, op: 'set', pod: parsePod(o.pod) };
+    }
+    case 'route': {
+      if (o.op === 'delete') {
+        if (typeof o.key !== 'string' || parseRouteKey(o.key) === null) fail('route delete', `expected "Kind/namespace/name", got ${JSON.stringify(o.key)?.slice(0, 80)}`);
+        return { type: 'route', op: 'delete', key: o.key };
+      }
+      if (o.op !== 'set') fail('route', `op must be "set" or "delete", got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+      try {
+        return { type: 'route', op: 'set', route: parseRouteRecord(o.route) };
+      } catch (e) {
+        if (e instanceof RouteError) throw new DiscoveryError(e.message);
+        throw e;
+      }
     }
     default:
       fail('message', `unknown type ${JSON.stringify(o.type)?.slice(0, 40)}`);

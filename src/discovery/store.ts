@@ -3,6 +3,7 @@
 // changed, so balancers update only those. A "reset" stages a fresh world and the old one keeps
 // answering until "synced" swaps them (DESIGN.md: an agent serves from its last state).
 import type { WorkloadResolver } from '../telemetry/workload.ts';
+import { routeKey, type RouteRecord } from '../routing/route-model.ts';
 import { keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
 
 /** A ready endpoint of one Service port: the address to dial and who is behind it. */
@@ -35,10 +36,15 @@ interface World {
   vips: Map<string, string>;
   /** service key -> port -> resolved target, built on demand, dropped when the Service or one of its slices changes */
   targets: Map<string, Map<number, ServiceTarget>>;
+  /** "Kind/ns/name" -> route */
+  routes: Map<string, RouteRecord>;
+  /** parent Service key -> the keys of the routes attached to it */
+  routesOf: Map<string, Set<string>>;
 }
 
 const emptyWorld = (): World => ({
   services: new Map(), slices: new Map(), slicesOf: new Map(), pods: new Map(), podsByIp: new Map(), vips: new Map(), targets: new Map(),
+  routes: new Map(), routesOf: new Map(),
 });
 
 export interface DiscoveryCounts {
@@ -46,6 +52,7 @@ export interface DiscoveryCounts {
   slices: number;
   endpoints: number;
   pods: number;
+  routes: number;
 }
 
 export class DiscoveryStore {
@@ -104,6 +111,10 @@ export class DiscoveryStore {
       case 'pod':
         if (m.op === 'set') setPod(w, m.pod);
         else deletePod(w, m.key);
+        break;
+      case 'route':
+        // The Services it was attached to and is attached to now: their policies change.
+        for (const k of setRoute(w, m.op === 'set' ? routeKey(m.route) : m.key, m.op === 'set' ? m.route : null)) changed.add(k);
         break;
     }
     if (w !== this.live) return; // staged: published at "synced"
@@ -171,11 +182,23 @@ export class DiscoveryStore {
     return [...this.live.services.values()];
   }
 
+  /** The routes whose parents include this Service (any port), in no particular order. */
+  routesFor(serviceKey: string): RouteRecord[] {
+    const keys = this.live.routesOf.get(serviceKey);
+    if (keys === undefined) return [];
+    const out: RouteRecord[] = [];
+    for (const k of keys) {
+      const r = this.live.routes.get(k);
+      if (r !== undefined) out.push(r);
+    }
+    return out;
+  }
+
   counts(): DiscoveryCounts {
     const w = this.live;
     let endpoints = 0;
     for (const s of w.slices.values()) endpoints += s.endpoints.length;
-    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size };
+    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size };
   }
 }
 
@@ -247,6 +270,33 @@ function deleteSlice(w: World, k: string): void {
   const set = w.slicesOf.get(sk);
   set?.delete(k);
   if (set?.size === 0) w.slicesOf.delete(sk);
+}
+
+/** Replaces (or with null deletes) a route; returns the parent Service keys it touched, before and after. */
+function setRoute(w: World, key: string, r: RouteRecord | null): Set<string> {
+  const touched = new Set<string>();
+  const prev = w.routes.get(key);
+  if (prev !== undefined) {
+    for (const p of prev.parents) {
+      const sk = `${p.namespace}/${p.name}`;
+      touched.add(sk);
+      const set = w.routesOf.get(sk);
+      set?.delete(key);
+      if (set?.size === 0) w.routesOf.delete(sk);
+    }
+    w.routes.delete(key);
+  }
+  if (r !== null) {
+    w.routes.set(key, r);
+    for (const p of r.parents) {
+      const sk = `${p.namespace}/${p.name}`;
+      touched.add(sk);
+      let set = w.routesOf.get(sk);
+      if (!set) w.routesOf.set(sk, (set = new Set()));
+      set.add(key);
+    }
+  }
+  return touched;
 }
 
 function setPod(w: World, p: DiscoPod): void {

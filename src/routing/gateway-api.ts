@@ -1,0 +1,367 @@
+// Gateway API for meshes (GAMMA): HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1) whose
+// parentRefs name a Service, converted into the route model (route-model.ts), with the status
+// conditions the controller writes back (Accepted, ResolvedRefs, with the spec's reasons).
+// Pure: the caller says which Services exist (with their ports); the route is converted whole,
+// and a route that cannot be (a bad duration, a weight out of range, every weight 0, a filter or
+// match we do not support, a bad Linkerd annotation) comes out with no record and
+// Accepted=False, so the controller keeps serving its last good version.
+import { policyFromAnnotations, type AnnotatedKind } from './linkerd-annotations.ts';
+import {
+  checkRegex, MAX_BACKENDS, MAX_HEADERS, MAX_MATCHES, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord,
+  type BackendRef, type HeaderMatch, type ParentRef, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
+} from './route-model.ts';
+import { isName, isPort } from '../discovery/model.ts';
+
+type Obj = Record<string, any>;
+
+export const GATEWAY_GROUP = 'gateway.networking.k8s.io';
+/** The controllerName our status entries carry (Gateway API wants a domain-prefixed path). */
+export const CONTROLLER_NAME = 'mesh-agent.io/mesh-controller';
+
+/** What the converter needs to know of a Service: that it exists, and its ports. */
+export type ServiceLookup = (namespace: string, name: string) => { ports: number[] } | undefined;
+
+export interface Condition {
+  type: 'Accepted' | 'ResolvedRefs';
+  status: 'True' | 'False';
+  reason: string;
+  message: string;
+}
+
+export interface ParentStatus {
+  /** As written in spec.parentRefs (group, kind, namespace, name, port), so kubectl users recognise it. */
+  parentRef: Obj;
+  conditions: Condition[];
+}
+
+export interface RouteConversion {
+  kind: 'HTTPRoute' | 'GRPCRoute';
+  namespace: string;
+  name: string;
+  /** null: the route cannot be served (Accepted=False on every parent); keep the last good one. */
+  record: RouteRecord | null;
+  /** One entry per Service parentRef; parentRefs to Gateways are not ours and get none. */
+  parents: ParentStatus[];
+  /** Everything worth a log line, each naming the object. */
+  problems: string[];
+}
+
+const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
+
+/** GEP-2257 durations: 1 to 4 number+unit pairs, units h, m, s, ms. */
+const GATEWAY_DURATION = /^([0-9]{1,5}(h|m|s|ms)){1,4}$/;
+const UNIT: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
+
+export function parseGatewayDuration(v: unknown, where: string): number {
+  if (typeof v !== 'string' || !GATEWAY_DURATION.test(v)) throw new Invalid(`${where}: ${show(v)} is not a Gateway API duration; write it like 500ms, 10s or 1m30s`);
+  let total = 0;
+  for (const m of v.matchAll(/([0-9]{1,5})(h|ms|m|s)/g)) total += Number(m[1]) * UNIT[m[2]!]!;
+  return total;
+}
+
+class Invalid extends Error {}
+
+/** A Service reference's group is "" or "core", its kind Service (the default for backendRefs, not for parentRefs). */
+function isServiceRef(r: Obj, kindDefault: string | undefined): boolean {
+  const group = r?.group ?? '';
+  const kind = r?.kind ?? kindDefault;
+  return (group === '' || group === 'core') && kind === 'Service';
+}
+
+function keyOfObject(o: Obj): { namespace: string; name: string } {
+  const md = o?.metadata ?? {};
+  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
+}
+
+export function createdAtOf(o: Obj): number {
+  const t = Date.parse(o?.metadata?.creationTimestamp ?? '');
+  return Number.isFinite(t) ? t : 0;
+}
+
+function annotationsOf(o: Obj): Record<string, string> {
+  const a = o?.metadata?.annotations;
+  const out: Record<string, string> = {};
+  if (a && typeof a === 'object') for (const [k, v] of Object.entries(a)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+function headerMatches(v: unknown, where: string): HeaderMatch[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_HEADERS) throw new Invalid(`${where}: expected a list of at most ${MAX_HEADERS} header matches`);
+  const out: HeaderMatch[] = [];
+  for (const [i, h] of v.entries()) {
+    const w = `${where}[${i}]`;
+    const type = h?.type ?? 'Exact';
+    if (type !== 'Exact' && type !== 'RegularExpression') throw new Invalid(`${w}.type: ${show(type)} is not supported; use Exact or RegularExpression`);
+    if (typeof h?.name !== 'string' || !/^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$/.test(h.name)) throw new Invalid(`${w}.name: ${show(h?.name)} is not a header name`);
+    if (typeof h?.value !== 'string' || h.value.length > 4096) throw new Invalid(`${w}.value: expected a string`);
+    const name = h.name.toLowerCase();
+    if (type === 'RegularExpression') checkRegexOr(h.value, `${w}.value`);
+    // The spec: of entries with equivalent names, only the first counts.
+    if (!out.some((x) => x.name === name)) out.push({ name, type, value: type === 'RegularExpression' ? fullMatch(h.value) : h.value });
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+/** Gateway API's regular expressions match the whole value (as Envoy's RE2 does); the model's search. */
+const fullMatch = (re: string) => `^(?:${re})$`;
+
+function checkRegexOr(v: string, where: string): void {
+  try {
+    checkRegex(v, where);
+  } catch (e) {
+    throw new Invalid((e as Error).message);
+  }
+}
+
+function httpMatch(m: Obj, where: string): RouteMatch {
+  const out: RouteMatch = {};
+  if (m?.queryParams !== undefined && m.queryParams !== null && (!Array.isArray(m.queryParams) || m.queryParams.length > 0)) {
+    throw new Invalid(`${where}.queryParams: query parameter matches are not supported; match on path, headers or method`);
+  }
+  const path = m?.path ?? { type: 'PathPrefix', value: '/' };
+  const type = path?.type ?? 'PathPrefix';
+  const value = path?.value ?? '/';
+  if (type !== 'Exact' && type !== 'PathPrefix' && type !== 'RegularExpression') throw new Invalid(`${where}.path.type: ${show(type)} is not supported; use Exact, PathPrefix or RegularExpression`);
+  if (typeof value !== 'string' || value.length > 1024) throw new Invalid(`${where}.path.value: expected a string of at most 1024 characters`);
+  if (type === 'RegularExpression') checkRegexOr(value, `${where}.path.value`);
+  else if (!value.startsWith('/')) throw new Invalid(`${where}.path.value: ${show(value)} must start with "/"`);
+  // PathPrefix "/" matches everything: leave it out, so matching skips it.
+  if (!(type === 'PathPrefix' && value === '/')) out.path = { type, value: type === 'RegularExpression' ? fullMatch(value) : value };
+  if (m?.method !== undefined && m.method !== null) {
+    if (typeof m.method !== 'string' || !/^[A-Z]{1,32}$/.test(m.method)) throw new Invalid(`${where}.method: ${show(m.method)} is not an HTTP method such as GET`);
+    out.method = m.method;
+  }
+  const headers = headerMatches(m?.headers, `${where}.headers`);
+  if (headers) out.headers = headers;
+  return out;
+}
+
+function grpcMatch(m: Obj, where: string): RouteMatch {
+  const out: RouteMatch = {};
+  const method = m?.method;
+  if (method !== undefined && method !== null) {
+    const type = method.type ?? 'Exact';
+    if (type !== 'Exact' && type !== 'RegularExpression') throw new Invalid(`${where}.method.type: ${show(type)} is not supported; use Exact or RegularExpression`);
+    const g: NonNullable<RouteMatch['grpc']> = { type };
+    for (const part of ['service', 'method'] as const) {
+      const s = method[part];
+      if (s === undefined || s === null) continue;
+      if (typeof s !== 'string' || s === '' || s.length > 1024) throw new Invalid(`${where}.method.${part}: expected a non-empty string`);
+      if (type === 'RegularExpression') checkRegexOr(s, `${where}.method.${part}`);
+      else if (/[/\s]/.test(s)) throw new Invalid(`${where}.method.${part}: ${show(s)} must not contain "/" or spaces`);
+      g[part] = type === 'RegularExpression' ? fullMatch(s) : s;
+    }
+    if (g.service === undefined && g.method === undefined) throw new Invalid(`${where}.method: name a service, a method or both`);
+    out.grpc = g;
+  }
+  const headers = headerMatches(m?.headers, `${where}.headers`);
+  if (headers) out.headers = headers;
+  return out;
+}
+
+function timeoutsOf(t: Obj | undefined, where: string, src: (field: string) => Source): { timeouts?: Timeouts; sources: Source[] } {
+  if (t === undefined || t === null) return { sources: [] };
+  const out: Timeouts = {};
+  const sources: Source[] = [];
+  // GEP-1742: zero means no timeout.
+  if (t.request !== undefined && t.request !== null) {
+    const ms = parseGatewayDuration(t.request, `${where}.request`);
+    if (ms > 0) (out.requestMs = ms), sources.push(src(`${where}.request`));
+  }
+  if (t.backendRequest !== undefined && t.backendRequest !== null) {
+    const ms = parseGatewayDuration(t.backendRequest, `${where}.backendRequest`);
+    if (ms > 0) (out.backendRequestMs = ms), sources.push(src(`${where}.backendRequest`));
+  }
+  if (out.requestMs !== undefined && out.backendRequestMs !== undefined && out.backendRequestMs > out.requestMs) {
+    throw new Invalid(`${where}.backendRequest (${t.backendRequest}) must not be longer than ${where}.request (${t.request})`);
+  }
+  return sources.length > 0 ? { timeouts: out, sources } : { sources };
+}
+
+/** GEP-1731's retry stanza. */
+function retryOf(r: Obj | undefined, where: string): RetryPolicy | undefined {
+  if (r === undefined || r === null) return undefined;
+  let limit = 1;
+  if (r.attempts !== undefined && r.attempts !== null) {
+    if (!Number.isInteger(r.attempts) || r.attempts < 0 || r.attempts > MAX_RETRY_LIMIT) throw new Invalid(`${where}.attempts: ${show(r.attempts)} is not a retry count; use a whole number from 0 to ${MAX_RETRY_LIMIT}`);
+    limit = r.attempts;
+  }
+  const out: RetryPolicy = { limit, httpStatuses: [[500, 599]] };
+  if (r.codes !== undefined && r.codes !== null) {
+    if (!Array.isArray(r.codes) || r.codes.length > 64) throw new Invalid(`${where}.codes: expected a list of status codes`);
+    out.httpStatuses = r.codes.map((c: unknown, i: number): [number, number] => {
+      if (!Number.isInteger(c) || (c as number) < 400 || (c as number) > 599) throw new Invalid(`${where}.codes[${i}]: ${show(c)} is not a retryable status code; use 400-599, e.g. 503`);
+      return [c as number, c as number];
+    });
+  }
+  if (r.backoff !== undefined && r.backoff !== null) {
+    const ms = parseGatewayDuration(r.backoff, `${where}.backoff`);
+    if (ms > 0) out.backoffMs = ms;
+  }
+  return out;
+}
+
+interface ConvertContext {
+  kind: 'HTTPRoute' | 'GRPCRoute';
+  namespace: string;
+  name: string;
+  services: ServiceLookup;
+  /** Parent Services (ns/name) of the route: a consumer route may send to its parent in another namespace. */
+  parentKeys: Set<string>;
+  /** Backend problems, for ResolvedRefs: [reason, message]. */
+  unresolved: Array<[string, string]>;
+}
+
+function backendOf(b: Obj, where: string, cx: ConvertContext): BackendRef {
+  const weight = b?.weight ?? 1;
+  if (!Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) throw new Invalid(`${where}.weight: ${show(weight)} is out of range; use a whole number from 0 to ${MAX_WEIGHT}`);
+  if (!isName(b?.name)) throw new Invalid(`${where}.name: ${show(b?.name)} is not a Kubernetes name`);
+  const namespace = b.namespace ?? cx.namespace;
+  if (!isName(namespace)) throw new Invalid(`${where}.namespace: ${show(namespace)} is not a Kubernetes name`);
+  const ref = (port: number, problem?: string): BackendRef => (problem === undefined ? { namespace, name: b.name, port, weight } : { namespace, name: b.name, port, weight, problem });
+  if (!isServiceRef(b, 'Service')) {
+    const msg = `${where}: ${show(`${b.group ?? ''}/${b.kind}`)} is not a kind we route to; use a Service (group "" or core)`;
+    cx.unresolved.push(['InvalidKind', msg]);
+    return ref(isPort(b.port) ? b.port : 1, msg);
+  }
+  if (!isPort(b.port)) throw new Invalid(`${where}.port: a Service backend needs its port (1-65535), got ${show(b.port)}`);
+  if (namespace !== cx.namespace && !cx.parentKeys.has(`${namespace}/${b.name}`)) {
+    // Without ReferenceGrant (which we do not read), only the parent may be named across namespaces.
+    const msg = `${where}: Service ${namespace}/${b.name} is in another namespace; a route may send across namespaces only to its parent Service`;
+    cx.unresolved.push(['RefNotPermitted', msg]);
+    return ref(b.port, msg);
+  }
+  const svc = cx.services(namespace, b.name);
+  if (svc === undefined) {
+    const msg = `${where}: Service ${namespace}/${b.name} not found`;
+    cx.unresolved.push(['BackendNotFound', msg]);
+    return ref(b.port, msg);
+  }
+  if (!svc.ports.includes(b.port)) {
+    const msg = `${where}: Service ${namespace}/${b.name} has no port ${b.port}`;
+    cx.unresolved.push(['BackendNotFound', msg]);
+    return ref(b.port, msg);
+  }
+  return ref(b.port);
+}
+
+/** HTTPRoute or GRPCRoute (gateway.networking.k8s.io/v1) -> the route model and its status. */
+export function routeFromGateway(o: Obj, services: ServiceLookup): RouteConversion {
+  const kind: 'HTTPRoute' | 'GRPCRoute' = o?.kind === 'GRPCRoute' ? 'GRPCRoute' : 'HTTPRoute';
+  const { namespace, name } = keyOfObject(o);
+  const spec: Obj = o?.spec ?? {};
+  const what = `${kind} ${namespace}/${name}`;
+  const problems: string[] = [];
+  const parents: ParentStatus[] = [];
+  const parentRefs: ParentRef[] = [];
+  const accepted: Array<{ status: ParentStatus; ok: boolean; reason: string; message: string }> = [];
+
+  const rawParents: Obj[] = Array.isArray(spec.parentRefs) ? spec.parentRefs : [];
+  for (const p of rawParents) {
+    if (!isServiceRef(p, undefined)) continue; // a Gateway's route, not ours
+    const ns = p.namespace ?? namespace;
+    const parentRef: Obj = { group: p.group ?? '', kind: 'Service', name: p.name };
+    if (p.namespace !== undefined) parentRef.namespace = p.namespace;
+    if (p.port !== undefined) parentRef.port = p.port;
+    if (p.sectionName !== undefined) parentRef.sectionName = p.sectionName;
+    const status: ParentStatus = { parentRef, conditions: [] };
+    parents.push(status);
+    const svc = isName(p.name) && isName(ns) ? services(ns, p.name) : undefined;
+    let ok = true;
+    let reason = 'Accepted';
+    let message = `attached to Service ${ns}/${p.name}${p.port !== undefined ? ` port ${p.port}` : ''}`;
+    if (!isName(p.name) || !isName(ns)) (ok = false), (reason = 'NoMatchingParent'), (message = `parentRef ${show(p.name)} in ${show(ns)} is not a Service name`);
+    else if (p.port !== undefined && !isPort(p.port)) (ok = false), (reason = 'NoMatchingParent'), (message = `parentRef port ${show(p.port)} is out of range 1-65535`);
+    else if (p.sectionName !== undefined) (ok = false), (reason = 'UnsupportedValue'), (message = 'sectionName is not supported for a Service parent; use port');
+    else if (svc === undefined) (ok = false), (reason = 'NoMatchingParent'), (message = `Service ${ns}/${p.name} not found`);
+    else if (p.port !== undefined && !svc.ports.includes(p.port)) (ok = false), (reason = 'NoMatchingParent'), (message = `Service ${ns}/${p.name} has no port ${p.port}`);
+    if (isName(p.name) && isName(ns) && (p.port === undefined || isPort(p.port))) {
+      const ref: ParentRef = { namespace: ns, name: p.name };
+      if (p.port !== undefined) ref.port = p.port;
+      if (!parentRefs.some((r) => r.namespace === ref.namespace && r.name === ref.name && r.port === ref.port)) parentRefs.push(ref);
+    }
+    accepted.push({ status, ok, reason, message });
+  }
+  const cx: ConvertContext = { kind, namespace, name, services, parentKeys: new Set(parentRefs.map((p) => `${p.namespace}/${p.name}`)), unresolved: [] };
+
+  let record: RouteRecord | null = null;
+  let invalid: string | null = null;
+  try {
+    if (parents.length === 0) throw new Invalid('no parentRef names a Service (group "" or core, kind Service)');
+    record = convertSpec(o, spec, cx, parentRefs);
+  } catch (e) {
+    // Whatever the object holds, it costs this route, never the controller.
+    invalid = (e as Error).message;
+  }
+
+  for (const a of accepted) {
+    const c: Condition[] = a.status.conditions;
+    if (invalid !== null) c.push({ type: 'Accepted', status: 'False', reason: 'UnsupportedValue', message: invalid });
+    else c.push({ type: 'Accepted', status: a.ok ? 'True' : 'False', reason: a.reason, message: a.message });
+    if (cx.unresolved.length === 0) c.push({ type: 'ResolvedRefs', status: 'True', reason: 'ResolvedRefs', message: 'every backendRef resolved' });
+    else c.push({ type: 'ResolvedRefs', status: 'False', reason: cx.unresolved[0]![0], message: cx.unresolved.map((u) => u[1]).join('; ').slice(0, 1024) });
+    if (invalid === null && !a.ok) problems.push(`${what}: not accepted by ${a.message.startsWith('Service') ? a.message : `parent ${a.status.parentRef.name}: ${a.message}`}`);
+  }
+  if (invalid !== null) problems.push(`${what}: not accepted (the last good version keeps serving): ${invalid}`);
+  for (const u of cx.unresolved) problems.push(`${what}: ${u[1]}; that backend's share answers 500`);
+  return { kind, namespace, name, record, parents, problems };
+}
+
+function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]): RouteRecord {
+  const { kind, namespace, name } = cx;
+  const objectSrc = (field: string): Source => ({ kind, namespace, name, field });
+  const ann = policyFromAnnotations(annotationsOf(o), { kind: kind as AnnotatedKind, namespace, name });
+  if (ann.errors.length > 0) throw new Invalid(ann.errors.join('; '));
+  const annRetry = kind === 'GRPCRoute' ? ann.grpcRetry : ann.httpRetry;
+  const rawRules: Obj[] = spec.rules === undefined || spec.rules === null ? [{}] : spec.rules;
+  if (!Array.isArray(rawRules)) throw new Invalid('spec.rules: expected a list');
+  if (rawRules.length > MAX_RULES) throw new Invalid(`spec.rules: more than ${MAX_RULES} rules`);
+  const rules: RouteRule[] = rawRules.map((r, i) => {
+    const w = `spec.rules[${i}]`;
+    if (Array.isArray(r?.filters) && r.filters.length > 0) {
+      throw new Invalid(`${w}.filters: filters (${r.filters.map((f: Obj) => f?.type).join(', ')}) are not supported yet; remove them or route without them`);
+    }
+    const rawMatches: Obj[] = r?.matches ?? [];
+    if (!Array.isArray(rawMatches) || rawMatches.length > MAX_MATCHES) throw new Invalid(`${w}.matches: expected a list of at most ${MAX_MATCHES}`);
+    const matches = rawMatches.map((m, j) => (kind === 'GRPCRoute' ? grpcMatch(m, `${w}.matches[${j}]`) : httpMatch(m, `${w}.matches[${j}]`)));
+    // A match that constrains nothing matches every request: the rule needs no matches.
+    const effective = matches.some((m) => Object.keys(m).length === 0) ? [] : matches;
+    const rawBackends: Obj[] = r?.backendRefs ?? [];
+    if (!Array.isArray(rawBackends) || rawBackends.length > MAX_BACKENDS) throw new Invalid(`${w}.backendRefs: expected a list of at most ${MAX_BACKENDS}`);
+    const backends = rawBackends.map((b, j) => backendOf(b, `${w}.backendRefs[${j}]`, cx));
+    if (backends.length > 0 && backends.every((b) => b.weight === 0)) throw new Invalid(`${w}.backendRefs: every weight is 0, so no request could be sent; give one backend a weight above 0`);
+    const rule: RouteRule = { matches: effective, backends };
+    if (typeof r?.name === 'string' && r.name !== '') rule.name = r.name;
+    // Linkerd's annotations win over the fields, per timeout and as a whole for retries.
+    const fields = kind === 'HTTPRoute' ? timeoutsOf(r?.timeouts, `${w}.timeouts`, objectSrc) : { sources: [] as Source[] };
+    if (ann.timeouts !== undefined || fields.timeouts !== undefined) {
+      rule.timeouts = { ...fields.timeouts, ...ann.timeouts };
+      rule.timeoutSources = [...fields.sources.filter((s) => !ann.timeoutSources.some((a) => overrides(a, s))), ...ann.timeoutSources];
+      const t = rule.timeouts;
+      if (t.requestMs !== undefined && t.backendRequestMs !== undefined && t.backendRequestMs > t.requestMs) {
+        throw new Invalid(`the backend request timeout (${t.backendRequestMs} ms) is longer than the request timeout (${t.requestMs} ms)`);
+      }
+    }
+    if (annRetry !== undefined) {
+      rule.retry = annRetry;
+      rule.retrySources = ann.retrySources;
+    } else if (kind === 'HTTPRoute' && r?.retry !== undefined && r.retry !== null) {
+      rule.retry = retryOf(r.retry, `${w}.retry`)!;
+      rule.retrySources = [objectSrc(`${w}.retry`)];
+    }
+    return rule;
+  });
+  const record: RouteRecord = { kind, namespace, name, createdAt: createdAtOf(o), parents, rules };
+  try {
+    return parseRouteRecord(JSON.parse(JSON.stringify(record)));
+  } catch (e) {
+    throw new Invalid((e as Error).message);
+  }
+}
+
+/** An annotation that replaces the field's timeout. */
+function overrides(a: Source, field: Source): boolean {
+  return (a.annotation === 'timeout.linkerd.io/request' && field.field?.endsWith('.request') === true) ||
+    (a.annotation === 'timeout.linkerd.io/response' && field.field?.endsWith('.backendRequest') === true);
+}

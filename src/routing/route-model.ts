@@ -1,0 +1,320 @@
+// The one route model (DESIGN.md, "Routing"): what HTTPRoute, GRPCRoute, SMI TrafficSplit and
+// Linkerd's retry/timeout annotations become, as plain data. The controller converts each
+// object once (gateway-api.ts, smi.ts, linkerd-annotations.ts) and streams the record to the
+// agents in the discovery protocol; the agent validates it here (the same parser the controller
+// gates its output with, so it never sends a record an agent refuses) and compiles it into
+// route tables (route-table.ts). The forwarders see none of this: they ask the table.
+import { isName, isPort } from '../discovery/model.ts';
+
+export type RouteKind = 'HTTPRoute' | 'GRPCRoute' | 'TrafficSplit';
+export const ROUTE_KINDS: readonly RouteKind[] = ['HTTPRoute', 'GRPCRoute', 'TrafficSplit'];
+
+/** Where a setting came from, for `diagnostics policy`: an object, and a field or an annotation of it. */
+export interface Source {
+  kind: string;
+  namespace: string;
+  name: string;
+  /** e.g. spec.rules[0].timeouts.request */
+  field?: string;
+  /** e.g. retry.linkerd.io/http */
+  annotation?: string;
+}
+
+/**
+ * RegularExpression values are JavaScript regular expressions searched in the value; the
+ * converters anchor them as their spec says (Gateway API: the whole value; SMI's pathRegex:
+ * the start of the path).
+ */
+export type StringMatchType = 'Exact' | 'PathPrefix' | 'RegularExpression';
+
+export interface HeaderMatch {
+  /** Lower-case header name. */
+  name: string;
+  type: 'Exact' | 'RegularExpression';
+  value: string;
+}
+
+/** All present parts must match (AND); a rule matches when any of its matches does (OR). */
+export interface RouteMatch {
+  path?: { type: StringMatchType; value: string };
+  /** Upper-case HTTP method. */
+  method?: string;
+  headers?: HeaderMatch[];
+  /** GRPCRoute: the request's :path is /service/method. Exact when a part is given; absent parts match anything. */
+  grpc?: { type: 'Exact' | 'RegularExpression'; service?: string; method?: string };
+}
+
+export interface BackendRef {
+  namespace: string;
+  name: string;
+  /** SAME_PORT (0): the port the client called on the parent (SMI backends have no port). */
+  port: number;
+  /** 0 to 1,000,000: the share of the rule's requests is weight / sum of weights. */
+  weight: number;
+  /** Set when the reference cannot be used (not found, not permitted): its share answers 500. */
+  problem?: string;
+}
+
+export interface Timeouts {
+  /** The whole request, retries included (timeouts.request, timeout.linkerd.io/request). */
+  requestMs?: number;
+  /** Each attempt, to the end of its response (timeouts.backendRequest, timeout.linkerd.io/response). */
+  backendRequestMs?: number;
+  /** No bytes either way on the request for this long (timeout.linkerd.io/idle). */
+  idleMs?: number;
+}
+
+export interface RetryPolicy {
+  /** Retries after the first attempt (retry.linkerd.io/limit, retry.attempts). */
+  limit: number;
+  /** Inclusive HTTP status ranges that are retried; absent for gRPC-only policies. */
+  httpStatuses?: Array<[number, number]>;
+  /** gRPC status codes that are retried. */
+  grpcCodes?: number[];
+  /** The shortest wait before a retry (retry.backoff); default DEFAULT_BACKOFF_MS. */
+  backoffMs?: number;
+  /** An attempt without a response head for this long is cancelled and retried (retry.linkerd.io/timeout). */
+  timeoutMs?: number;
+}
+
+export interface RouteRule {
+  /** HTTPRoute rules[].name, or the SMI match name. */
+  name?: string;
+  /** Empty: matches every request (Gateway API's default PathPrefix "/"). */
+  matches: RouteMatch[];
+  /** Empty: the parent Service itself. */
+  backends: BackendRef[];
+  /** Absent fields: the parent Service's annotations apply (as Linkerd does). */
+  timeouts?: Timeouts;
+  retry?: RetryPolicy | null;
+  /** Provenance of timeouts and retry, shown by diagnostics policy. */
+  timeoutSources?: Source[];
+  retrySources?: Source[];
+}
+
+export interface ParentRef {
+  namespace: string;
+  name: string;
+  /** Absent: every port of the Service. */
+  port?: number;
+}
+
+/** One route object, converted. */
+export interface RouteRecord {
+  kind: RouteKind;
+  namespace: string;
+  name: string;
+  /** creationTimestamp in ms: the older route wins a tie (Gateway API's precedence). */
+  createdAt: number;
+  parents: ParentRef[];
+  rules: RouteRule[];
+}
+
+// Gateway API v1's list bounds, so no record is larger than the CRD allows.
+export const MAX_RULES = 16;
+export const MAX_MATCHES = 64;
+export const MAX_HEADERS = 16;
+export const MAX_BACKENDS = 64;
+export const MAX_PARENTS = 32;
+export const MAX_WEIGHT = 1_000_000;
+export const MAX_REGEX = 1024;
+export const MAX_RETRY_LIMIT = 10;
+/** Retry backoff: the first wait is at least this, the waits double up to DEFAULT_MAX_BACKOFF_MS. */
+export const DEFAULT_BACKOFF_MS = 25;
+export const DEFAULT_MAX_BACKOFF_MS = 250;
+const MAX_MS = 24 * 3_600_000;
+
+/** A backend port meaning "the port the client called on the parent Service". */
+export const SAME_PORT = 0;
+
+export class RouteError extends Error {}
+
+function fail(where: string, what: string): never {
+  throw new RouteError(`${where}: ${what}`);
+}
+
+const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
+
+function obj(v: unknown, where: string): Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');
+  return v as Record<string, unknown>;
+}
+
+function list(v: unknown, where: string, max: number): unknown[] {
+  if (!Array.isArray(v)) fail(where, 'expected a list');
+  if (v.length > max) fail(where, `more than ${max} entries`);
+  return v;
+}
+
+function name(v: unknown, where: string): string {
+  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${show(v)}`);
+  return v;
+}
+
+function ms(v: unknown, where: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_MS) fail(where, `expected milliseconds 1-${MAX_MS}, got ${show(v)}`);
+  return v;
+}
+
+function shortString(v: unknown, where: string, max = 256): string {
+  if (typeof v !== 'string' || v.length > max) fail(where, `expected a string of at most ${max} characters`);
+  return v;
+}
+
+/** A regular expression as a route may carry it: bounded, and compiled once here to prove it is one. */
+export function checkRegex(v: string, where: string): string {
+  if (v.length > MAX_REGEX) fail(where, `regular expression longer than ${MAX_REGEX} characters`);
+  try {
+    new RegExp(v);
+  } catch (e) {
+    fail(where, `not a regular expression: ${(e as Error).message}`);
+  }
+  return v;
+}
+
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+const METHOD = /^[A-Z]{1,32}$/;
+
+function parseMatch(v: unknown, where: string): RouteMatch {
+  const o = obj(v, where);
+  const out: RouteMatch = {};
+  if (o.path !== undefined) {
+    const p = obj(o.path, `${where}.path`);
+    if (p.type !== 'Exact' && p.type !== 'PathPrefix' && p.type !== 'RegularExpression') fail(`${where}.path.type`, `expected Exact, PathPrefix or RegularExpression, got ${show(p.type)}`);
+    const value = shortString(p.value, `${where}.path.value`, 1024);
+    if (p.type !== 'RegularExpression' && !value.startsWith('/')) fail(`${where}.path.value`, `must start with "/", got ${show(value)}`);
+    if (p.type === 'RegularExpression') checkRegex(value, `${where}.path.value`);
+    out.path = { type: p.type, value };
+  }
+  if (o.method !== undefined) {
+    if (typeof o.method !== 'string' || !METHOD.test(o.method)) fail(`${where}.method`, `expected an upper-case HTTP method, got ${show(o.method)}`);
+    out.method = o.method;
+  }
+  if (o.headers !== undefined) {
+    out.headers = list(o.headers, `${where}.headers`, MAX_HEADERS).map((h, i) => {
+      const w = `${where}.headers[${i}]`;
+      const ho = obj(h, w);
+      if (typeof ho.name !== 'string' || !HEADER_NAME.test(ho.name) || ho.name.length > 256) fail(`${w}.name`, `expected a lower-case header name, got ${show(ho.name)}`);
+      if (ho.type !== 'Exact' && ho.type !== 'RegularExpression') fail(`${w}.type`, `expected Exact or RegularExpression, got ${show(ho.type)}`);
+      const value = shortString(ho.value, `${w}.value`, 4096);
+      if (ho.type === 'RegularExpression') checkRegex(value, `${w}.value`);
+      return { name: ho.name, type: ho.type, value };
+    });
+  }
+  if (o.grpc !== undefined) {
+    const g = obj(o.grpc, `${where}.grpc`);
+    if (g.type !== 'Exact' && g.type !== 'RegularExpression') fail(`${where}.grpc.type`, `expected Exact or RegularExpression, got ${show(g.type)}`);
+    const grpc: NonNullable<RouteMatch['grpc']> = { type: g.type };
+    for (const part of ['service', 'method'] as const) {
+      if (g[part] === undefined) continue;
+      const s = shortString(g[part], `${where}.grpc.${part}`, 1024);
+      if (s === '') fail(`${where}.grpc.${part}`, 'must not be empty');
+      if (g.type === 'RegularExpression') checkRegex(s, `${where}.grpc.${part}`);
+      grpc[part] = s;
+    }
+    out.grpc = grpc;
+  }
+  return out;
+}
+
+function parseBackend(v: unknown, where: string): BackendRef {
+  const o = obj(v, where);
+  if (typeof o.weight !== 'number' || !Number.isInteger(o.weight) || o.weight < 0 || o.weight > MAX_WEIGHT) fail(`${where}.weight`, `expected an integer 0-${MAX_WEIGHT}, got ${show(o.weight)}`);
+  if (o.port !== SAME_PORT && !isPort(o.port)) fail(`${where}.port`, `expected a port 1-65535 (or 0: the parent's), got ${show(o.port)}`);
+  const out: BackendRef = { namespace: name(o.namespace, `${where}.namespace`), name: name(o.name, `${where}.name`), port: o.port, weight: o.weight };
+  if (o.problem !== undefined) out.problem = shortString(o.problem, `${where}.problem`, 512);
+  return out;
+}
+
+function parseSource(v: unknown, where: string): Source {
+  const o = obj(v, where);
+  const out: Source = { kind: shortString(o.kind, `${where}.kind`, 64), namespace: name(o.namespace, `${where}.namespace`), name: name(o.name, `${where}.name`) };
+  if (o.field !== undefined) out.field = shortString(o.field, `${where}.field`);
+  if (o.annotation !== undefined) out.annotation = shortString(o.annotation, `${where}.annotation`);
+  return out;
+}
+
+export function parseTimeouts(v: unknown, where: string): Timeouts {
+  const o = obj(v, where);
+  const out: Timeouts = {};
+  const r = ms(o.requestMs, `${where}.requestMs`);
+  const b = ms(o.backendRequestMs, `${where}.backendRequestMs`);
+  const i = ms(o.idleMs, `${where}.idleMs`);
+  if (r !== undefined) out.requestMs = r;
+  if (b !== undefined) out.backendRequestMs = b;
+  if (i !== undefined) out.idleMs = i;
+  return out;
+}
+
+export function parseRetry(v: unknown, where: string): RetryPolicy {
+  const o = obj(v, where);
+  if (typeof o.limit !== 'number' || !Number.isInteger(o.limit) || o.limit < 0 || o.limit > MAX_RETRY_LIMIT) fail(`${where}.limit`, `expected an integer 0-${MAX_RETRY_LIMIT}, got ${show(o.limit)}`);
+  const out: RetryPolicy = { limit: o.limit };
+  if (o.httpStatuses !== undefined) {
+    out.httpStatuses = list(o.httpStatuses, `${where}.httpStatuses`, 64).map((r, i) => {
+      const w = `${where}.httpStatuses[${i}]`;
+      if (!Array.isArray(r) || r.length !== 2 || !r.every((n) => Number.isInteger(n) && n >= 100 && n <= 599) || r[0] > r[1]) fail(w, `expected [low, high] status codes 100-599, got ${show(r)}`);
+      return [r[0], r[1]] as [number, number];
+    });
+  }
+  if (o.grpcCodes !== undefined) {
+    out.grpcCodes = list(o.grpcCodes, `${where}.grpcCodes`, 17).map((c, i) => {
+      if (typeof c !== 'number' || !Number.isInteger(c) || c < 0 || c > 16) fail(`${where}.grpcCodes[${i}]`, `expected a gRPC status code 0-16, got ${show(c)}`);
+      return c;
+    });
+  }
+  const b = ms(o.backoffMs, `${where}.backoffMs`);
+  const t = ms(o.timeoutMs, `${where}.timeoutMs`);
+  if (b !== undefined) out.backoffMs = b;
+  if (t !== undefined) out.timeoutMs = t;
+  return out;
+}
+
+function parseRule(v: unknown, where: string): RouteRule {
+  const o = obj(v, where);
+  const out: RouteRule = {
+    matches: list(o.matches, `${where}.matches`, MAX_MATCHES).map((m, i) => parseMatch(m, `${where}.matches[${i}]`)),
+    backends: list(o.backends, `${where}.backends`, MAX_BACKENDS).map((b, i) => parseBackend(b, `${where}.backends[${i}]`)),
+  };
+  if (out.backends.length > 0 && out.backends.every((b) => b.weight === 0)) fail(`${where}.backends`, 'every weight is 0');
+  if (o.name !== undefined) out.name = shortString(o.name, `${where}.name`, 253);
+  if (o.timeouts !== undefined) out.timeouts = parseTimeouts(o.timeouts, `${where}.timeouts`);
+  if (o.retry !== undefined) out.retry = o.retry === null ? null : parseRetry(o.retry, `${where}.retry`);
+  if (o.timeoutSources !== undefined) out.timeoutSources = list(o.timeoutSources, `${where}.timeoutSources`, 8).map((s, i) => parseSource(s, `${where}.timeoutSources[${i}]`));
+  if (o.retrySources !== undefined) out.retrySources = list(o.retrySources, `${where}.retrySources`, 8).map((s, i) => parseSource(s, `${where}.retrySources[${i}]`));
+  return out;
+}
+
+/** A route record as the discovery stream carries it, validated whole; throws RouteError naming the field. */
+export function parseRouteRecord(v: unknown): RouteRecord {
+  const o = obj(v, 'route');
+  if (!ROUTE_KINDS.includes(o.kind as RouteKind)) fail('route.kind', `expected one of ${ROUTE_KINDS.join(', ')}, got ${show(o.kind)}`);
+  const kind = o.kind as RouteKind;
+  const namespace = name(o.namespace, 'route.namespace');
+  const nm = name(o.name, 'route.name');
+  const w = `${kind} ${namespace}/${nm}`;
+  if (typeof o.createdAt !== 'number' || !Number.isFinite(o.createdAt) || o.createdAt < 0) fail(`${w}: createdAt`, 'expected milliseconds since the epoch');
+  const parents = list(o.parents, `${w}: parents`, MAX_PARENTS).map((p, i) => {
+    const po = obj(p, `${w}: parents[${i}]`);
+    const out: ParentRef = { namespace: name(po.namespace, `${w}: parents[${i}].namespace`), name: name(po.name, `${w}: parents[${i}].name`) };
+    if (po.port !== undefined) {
+      if (!isPort(po.port)) fail(`${w}: parents[${i}].port`, `expected a port 1-65535, got ${show(po.port)}`);
+      out.port = po.port;
+    }
+    return out;
+  });
+  if (parents.length === 0) fail(`${w}: parents`, 'expected at least one parent Service');
+  const rules = list(o.rules, `${w}: rules`, MAX_RULES).map((r, i) => parseRule(r, `${w}: rules[${i}]`));
+  if (rules.length === 0) fail(`${w}: rules`, 'expected at least one rule');
+  return { kind, namespace, name: nm, createdAt: o.createdAt, parents, rules };
+}
+
+export const routeKey = (r: { kind: RouteKind; namespace: string; name: string }): string => `${r.kind}/${r.namespace}/${r.name}`;
+
+/** "HTTPRoute/ns/name" -> its parts; null when it is not one. */
+export function parseRouteKey(key: string): { kind: RouteKind; namespace: string; name: string } | null {
+  const parts = key.split('/');
+  if (parts.length !== 3 || !ROUTE_KINDS.includes(parts[0] as RouteKind) || !isName(parts[1]) || !isName(parts[2])) return null;
+  return { kind: parts[0] as RouteKind, namespace: parts[1]!, name: parts[2]! };
+}

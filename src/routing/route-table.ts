@@ -1,0 +1,359 @@
+// Route records attached to one Service port, compiled for the per-request path: which routes
+// apply to a client namespace (precedence), the order matches are tried in (specificity), and
+// the pure decisions findRoute(table, request) and pickBackend(rule, random).
+//
+// Precedence, per client namespace (GAMMA, as Linkerd implements it):
+//   1. routes in the client's own namespace that name this Service (consumer routes), if any;
+//   2. else HTTPRoutes and GRPCRoutes in the Service's namespace (producer routes), if any;
+//   3. else SMI TrafficSplits on the Service (the older first);
+//   4. else, with Linkerd retry or timeout annotations on the Service, a default route to the
+//      Service itself; else no table at all (the forwarders' unrouted path).
+// A gRPC request (content-type application/grpc) uses the GRPCRoutes when any apply, else the
+// HTTPRoutes; other requests use the HTTPRoutes. Once a route applies, a request no rule
+// matches is answered 404 (gRPC: UNIMPLEMENTED) by the forwarder.
+//
+// Within the routes that apply, the most specific match wins (Gateway API): an Exact path, then
+// a regular expression, then the longest PathPrefix; then a method; then the most headers. gRPC:
+// the longest service, then method, then the most headers. Ties go to the older route, then the
+// route's namespace/name, then the rule's order.
+import type { AnnotationPolicy } from './linkerd-annotations.ts';
+import { SAME_PORT, type BackendRef, type RetryPolicy, type RouteMatch, type RouteRecord, type Source, type Timeouts } from './route-model.ts';
+
+/** What a matcher reads of a request. */
+export interface RouteRequest {
+  /** Upper-case method. */
+  readonly method: string;
+  /** The path without the query string. */
+  readonly path: string;
+  /** A header's value (several joined with ", "); undefined when absent. `name` is lower-case. */
+  header(name: string): string | undefined;
+}
+
+/** A route as Linkerd's route_* labels name it. */
+export interface RouteMeta {
+  group: string;
+  kind: string;
+  namespace: string;
+  name: string;
+}
+
+export class CompiledBackend {
+  readonly namespace: string;
+  readonly name: string;
+  readonly port: number;
+  readonly weight: number;
+  /** Set when the reference cannot be used: this backend's share answers 500 with it. */
+  readonly problem: string | undefined;
+  /** The backend's balancer, resolved and cached by the Router (router.ts). */
+  target: unknown = null;
+  targetGen = -1;
+
+  constructor(ref: BackendRef, parentPort: number) {
+    this.namespace = ref.namespace;
+    this.name = ref.name;
+    this.port = ref.port === SAME_PORT ? parentPort : ref.port;
+    this.weight = ref.weight;
+    this.problem = ref.problem;
+  }
+}
+
+const PATH_NONE = 0;
+const PATH_PREFIX = 1;
+const PATH_REGEX = 2;
+const PATH_EXACT = 3;
+
+class CompiledMatch {
+  readonly pathKind: number;
+  readonly pathValue: string;
+  readonly pathRe: RegExp | null;
+  readonly method: string | null;
+  readonly headerNames: string[];
+  readonly headerExact: Array<string | null>;
+  readonly headerRe: Array<RegExp | null>;
+  readonly grpc: boolean;
+  readonly grpcService: string | null;
+  readonly grpcMethod: string | null;
+  readonly grpcServiceRe: RegExp | null;
+  readonly grpcMethodRe: RegExp | null;
+
+  constructor(m: RouteMatch) {
+    const p = m.path;
+    if (p === undefined) (this.pathKind = PATH_NONE), (this.pathValue = '');
+    else if (p.type === 'Exact') (this.pathKind = PATH_EXACT), (this.pathValue = p.value);
+    else if (p.type === 'RegularExpression') (this.pathKind = PATH_REGEX), (this.pathValue = p.value);
+    else {
+      // "/foo" and "/foo/" both match /foo, /foo/ and /foo/bar, never /foobar.
+      const v = p.value.length > 1 && p.value.endsWith('/') ? p.value.slice(0, -1) : p.value;
+      this.pathKind = v === '/' ? PATH_NONE : PATH_PREFIX;
+      this.pathValue = v;
+    }
+    this.pathRe = this.pathKind === PATH_REGEX ? new RegExp(this.pathValue) : null;
+    this.method = m.method ?? null;
+    const hs = m.headers ?? [];
+    this.headerNames = hs.map((h) => h.name);
+    this.headerExact = hs.map((h) => (h.type === 'Exact' ? h.value : null));
+    this.headerRe = hs.map((h) => (h.type === 'RegularExpression' ? new RegExp(h.value) : null));
+    const g = m.grpc;
+    this.grpc = g !== undefined;
+    const re = g?.type === 'RegularExpression';
+    this.grpcService = !re ? g?.service ?? null : null;
+    this.grpcMethod = !re ? g?.method ?? null : null;
+    this.grpcServiceRe = re && g?.service !== undefined ? new RegExp(g.service) : null;
+    this.grpcMethodRe = re && g?.method !== undefined ? new RegExp(g.method) : null;
+  }
+
+  /** Static specificity, compared element by element; greater wins. */
+  rank(grpc: boolean): number[] {
+    if (grpc) return [this.grpcService?.length ?? (this.grpcServiceRe ? 1 : 0), this.grpcMethod?.length ?? (this.grpcMethodRe ? 1 : 0), this.headerNames.length];
+    return [this.pathKind, this.pathKind === PATH_NONE ? 1 : this.pathValue.length, this.method !== null ? 1 : 0, this.headerNames.length];
+  }
+
+  matches(req: RouteRequest): boolean {
+    if (this.method !== null && req.method !== this.method) return false;
+    switch (this.pathKind) {
+      case PATH_EXACT:
+        if (req.path !== this.pathValue) return false;
+        break;
+      case PATH_PREFIX: {
+        const path = req.path;
+        const v = this.pathValue;
+        if (!path.startsWith(v) || (path.length > v.length && path.charCodeAt(v.length) !== 47 /* / */)) return false;
+        break;
+      }
+      case PATH_REGEX:
+        if (!this.pathRe!.test(req.path)) return false;
+        break;
+    }
+    if (this.grpc && !this.grpcMatches(req.path)) return false;
+    const names = this.headerNames;
+    for (let i = 0; i < names.length; i++) {
+      const v = req.header(names[i]!);
+      if (v === undefined) return false;
+      const exact = this.headerExact[i];
+      if (exact !== null ? v !== exact : !this.headerRe[i]!.test(v)) return false;
+    }
+    return true;
+  }
+
+  /** :path is /package.Service/Method. */
+  private grpcMatches(path: string): boolean {
+    const slash = path.indexOf('/', 1);
+    if (path.charCodeAt(0) !== 47 || slash < 0) return false;
+    if (this.grpcService !== null || this.grpcServiceRe !== null) {
+      const svc = path.slice(1, slash);
+      if (this.grpcService !== null ? svc !== this.grpcService : !this.grpcServiceRe!.test(svc)) return false;
+    }
+    if (this.grpcMethod !== null || this.grpcMethodRe !== null) {
+      const m = path.slice(slash + 1);
+      if (this.grpcMethod !== null ? m !== this.grpcMethod : !this.grpcMethodRe!.test(m)) return false;
+    }
+    return true;
+  }
+}
+
+/** One rule, ready for requests: its backends with cumulative weights, its timeouts and retries. */
+export class CompiledRule {
+  readonly route: RouteMeta;
+  readonly ruleIndex: number;
+  readonly ruleName: string | undefined;
+  /** Empty: the parent Service itself. */
+  readonly backends: CompiledBackend[];
+  private readonly cumulative: number[];
+  readonly totalWeight: number;
+  /** null: no timeout of any kind. */
+  readonly timeouts: Timeouts | null;
+  readonly httpRetry: RetryPolicy | null;
+  readonly grpcRetry: RetryPolicy | null;
+  readonly timeoutSources: Source[];
+  readonly retrySources: Source[];
+  readonly matches: RouteMatch[];
+
+  constructor(route: RouteMeta, index: number, rule: RouteRecord['rules'][number] | null, parentPort: number, service: AnnotationPolicy) {
+    this.route = route;
+    this.ruleIndex = index;
+    this.ruleName = rule?.name;
+    this.matches = rule?.matches ?? [];
+    this.backends = (rule?.backends ?? []).map((b) => new CompiledBackend(b, parentPort));
+    this.cumulative = [];
+    let total = 0;
+    for (const b of this.backends) this.cumulative.push((total += b.weight));
+    this.totalWeight = total;
+    // A rule without timeouts or retries of its own takes the Service's, as Linkerd does.
+    const t = rule?.timeouts ?? service.timeouts;
+    this.timeouts = t !== undefined && (t.requestMs !== undefined || t.backendRequestMs !== undefined || t.idleMs !== undefined) ? t : null;
+    this.timeoutSources = rule?.timeouts !== undefined ? rule.timeoutSources ?? [] : service.timeoutSources;
+    if (rule?.retry !== undefined) {
+      this.httpRetry = this.grpcRetry = rule.retry;
+      this.retrySources = rule.retrySources ?? [];
+    } else {
+      this.httpRetry = service.httpRetry ?? null;
+      this.grpcRetry = service.grpcRetry ?? null;
+      this.retrySources = service.retrySources;
+    }
+  }
+
+  retryFor(grpc: boolean): RetryPolicy | null {
+    const r = grpc ? this.grpcRetry : this.httpRetry;
+    return r !== null && r.limit > 0 ? r : null;
+  }
+
+  /**
+   * The backend for one request: weight / total of the rule's requests each. null when the rule
+   * has none (the parent Service takes the request).
+   */
+  pickBackend(random: () => number): CompiledBackend | null {
+    const n = this.backends.length;
+    if (n === 0) return null;
+    if (n === 1) return this.backends[0]!;
+    const r = random() * this.totalWeight;
+    const c = this.cumulative;
+    for (let i = 0; i < n; i++) if (r < c[i]!) return this.backends[i]!;
+    // random() is below 1, so r is below the total; this is for a total of 0 (never accepted).
+    return this.backends[n - 1]!;
+  }
+}
+
+interface Entry {
+  match: CompiledMatch | null;
+  rule: CompiledRule;
+}
+
+/** The routes one client namespace's requests to one Service port go through. */
+export class RouteTable {
+  /** Tried in order; the first entry that matches wins. Null: no route for such requests (404). */
+  readonly http: readonly Entry[] | null;
+  readonly grpc: readonly Entry[] | null;
+  /** The route objects that apply (diagnostics), in precedence order; empty for the default route. */
+  readonly routes: readonly RouteRecord[];
+  /** Rules, each once, in the routes' order (diagnostics). */
+  readonly rules: readonly CompiledRule[];
+
+  constructor(routes: RouteRecord[], parentPort: number, service: AnnotationPolicy) {
+    this.routes = routes;
+    const rules: CompiledRule[] = [];
+    const http: Array<Entry & { rank: number[]; order: number }> = [];
+    const grpc: Array<Entry & { rank: number[]; order: number }> = [];
+    if (routes.length === 0) {
+      // Linkerd's default routes: group "", kind "default", name http or grpc.
+      const h = new CompiledRule({ group: '', kind: 'default', namespace: '', name: 'http' }, 0, null, parentPort, service);
+      const g = new CompiledRule({ group: '', kind: 'default', namespace: '', name: 'grpc' }, 0, null, parentPort, service);
+      rules.push(h, g);
+      this.http = [{ match: null, rule: h }];
+      this.grpc = [{ match: null, rule: g }];
+      this.rules = rules;
+      return;
+    }
+    let order = 0;
+    for (const r of routes) {
+      const meta: RouteMeta = { group: r.kind === 'TrafficSplit' ? 'split.smi-spec.io' : 'gateway.networking.k8s.io', kind: r.kind, namespace: r.namespace, name: r.name };
+      const isGrpc = r.kind === 'GRPCRoute';
+      const into = isGrpc ? grpc : http;
+      r.rules.forEach((rule, i) => {
+        const c = new CompiledRule(meta, i, rule, parentPort, service);
+        rules.push(c);
+        if (rule.matches.length === 0) into.push({ match: null, rule: c, rank: isGrpc ? [0, 0, 0] : [PATH_NONE, 1, 0, 0], order: order++ });
+        for (const m of rule.matches) {
+          const cm = new CompiledMatch(m);
+          into.push({ match: cm, rule: c, rank: cm.rank(isGrpc), order: order++ });
+        }
+      });
+    }
+    const sort = (l: Array<Entry & { rank: number[]; order: number }>): Entry[] | null => {
+      if (l.length === 0) return null;
+      l.sort((a, b) => compareRank(b.rank, a.rank) || a.order - b.order);
+      return l.map((e) => ({ match: e.match, rule: e.rule }));
+    };
+    this.http = sort(http);
+    this.grpc = sort(grpc);
+    this.rules = rules;
+  }
+}
+
+function compareRank(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return 0;
+}
+
+/** The rule a request goes by, or null: no rule matches (404 / UNIMPLEMENTED). */
+export function findRoute(table: RouteTable, req: RouteRequest, grpc: boolean): CompiledRule | null {
+  const entries = grpc && table.grpc !== null ? table.grpc : table.http;
+  if (entries === null) return null;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.match === null || e.match.matches(req)) return e.rule;
+  }
+  return null;
+}
+
+/** Route precedence among records: the older first, then namespace/name (Gateway API's tie-break). */
+export function byPrecedence(a: RouteRecord, b: RouteRecord): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt - b.createdAt;
+  const ka = `${a.namespace}/${a.name}`;
+  const kb = `${b.namespace}/${b.name}`;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+export interface Overridden {
+  route: RouteRecord;
+  /** Why it applies to no client, e.g. "HTTPRoute shop/api-split is attached to the same Service". */
+  reason: string;
+}
+
+/**
+ * Everything attached to one Service port, and the table per client namespace (built on first
+ * use, then cached until the inputs change, when the Router builds a new ParentPolicy).
+ */
+export class ParentPolicy {
+  readonly parent: { namespace: string; name: string; port: number };
+  readonly service: AnnotationPolicy;
+  readonly producer: RouteRecord[];
+  readonly consumers: Map<string, RouteRecord[]>;
+  readonly splits: RouteRecord[];
+  readonly overridden: Overridden[];
+  private readonly tables = new Map<string, RouteTable>();
+
+  constructor(parent: { namespace: string; name: string; port: number }, service: AnnotationPolicy, attached: RouteRecord[]) {
+    this.parent = parent;
+    this.service = service;
+    const routes = [...attached].sort(byPrecedence);
+    this.producer = routes.filter((r) => r.kind !== 'TrafficSplit' && r.namespace === parent.namespace);
+    this.consumers = new Map();
+    for (const r of routes) {
+      if (r.kind === 'TrafficSplit' || r.namespace === parent.namespace) continue;
+      const l = this.consumers.get(r.namespace);
+      if (l) l.push(r);
+      else this.consumers.set(r.namespace, [r]);
+    }
+    this.splits = routes.filter((r) => r.kind === 'TrafficSplit');
+    this.overridden = [];
+    if (this.producer.length > 0) {
+      const by = this.producer[0]!;
+      for (const s of this.splits) this.overridden.push({ route: s, reason: `${by.kind} ${by.namespace}/${by.name} is attached to the same Service; Gateway API routes win over a TrafficSplit` });
+    }
+  }
+
+  /** Whether this port needs the routed path at all (else requests take the unrouted one). */
+  static needed(service: AnnotationPolicy, attached: readonly RouteRecord[]): boolean {
+    return attached.length > 0 || service.timeouts !== undefined || service.httpRetry !== undefined || service.grpcRetry !== undefined;
+  }
+
+  /** The routes that apply to a client namespace, in precedence order. */
+  routesFor(clientNamespace: string): RouteRecord[] {
+    const consumer = clientNamespace !== this.parent.namespace ? this.consumers.get(clientNamespace) : undefined;
+    if (consumer !== undefined) return consumer;
+    if (this.producer.length > 0) return this.producer;
+    return this.splits;
+  }
+
+  forClient(clientNamespace: string): RouteTable {
+    const consumer = clientNamespace !== this.parent.namespace && this.consumers.has(clientNamespace);
+    // Every namespace without consumer routes shares one table.
+    const key = consumer ? clientNamespace : '';
+    let t = this.tables.get(key);
+    if (t === undefined) {
+      t = new RouteTable(this.routesFor(clientNamespace), this.parent.port, this.service);
+      this.tables.set(key, t);
+    }
+    return t;
+  }
+}

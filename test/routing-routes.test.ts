@@ -1,0 +1,504 @@
+// The route model's pure core, table by table: Linkerd's annotations, HTTPRoute/GRPCRoute and
+// TrafficSplit conversion with their status conditions, the record parser, precedence
+// (consumer over producer over TrafficSplit), matching order, the weighted pick, the retry
+// budget and backoff. The forwarders' use of them: test/routing-proxy-routes.test.ts.
+import test from 'ava';
+import { policyFromAnnotations } from '../src/routing/linkerd-annotations.ts';
+import { routeFromGateway, parseGatewayDuration, type ServiceLookup } from '../src/routing/gateway-api.ts';
+import { routeFromTrafficSplit } from '../src/routing/smi.ts';
+import { parseRouteRecord, SAME_PORT, type RouteRecord } from '../src/routing/route-model.ts';
+import { findRoute, ParentPolicy, type RouteRequest } from '../src/routing/route-table.ts';
+import { RetryBudget } from '../src/routing/retry-budget.ts';
+import { backoffMs, retryableResponse } from '../src/routing/retry.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import { parseMessage } from '../src/discovery/model.ts';
+import { rng } from './helpers/rng.ts';
+
+const svcs: Record<string, number[]> = { 'shop/api': [80, 9090], 'shop/api-v1': [80, 9090], 'shop/api-v2': [80], 'shop/grpc': [50051], 'other/api': [80] };
+const services: ServiceLookup = (ns, name) => (svcs[`${ns}/${name}`] ? { ports: svcs[`${ns}/${name}`]! } : undefined);
+const SVC = { kind: 'Service' as const, namespace: 'shop', name: 'api' };
+
+// ---- Linkerd's annotations ----
+
+test('annotations: retries and timeouts as Linkerd reads them, each with its source', (t) => {
+  const p = policyFromAnnotations({ 'retry.linkerd.io/http': '5xx,429', 'retry.linkerd.io/limit': '2', 'retry.linkerd.io/timeout': '300ms', 'timeout.linkerd.io/request': '2s', 'timeout.linkerd.io/response': '1s', 'timeout.linkerd.io/idle': '1m' }, SVC);
+  t.deepEqual(p.errors, []);
+  t.deepEqual(p.httpRetry, { limit: 2, timeoutMs: 300, httpStatuses: [[500, 599], [429, 429]] });
+  t.deepEqual(p.grpcRetry, { limit: 2, timeoutMs: 300, grpcCodes: [14] }, 'a Service carries gRPC retries too, with the default code');
+  t.deepEqual(p.timeouts, { requestMs: 2000, backendRequestMs: 1000, idleMs: 60_000 });
+  t.deepEqual(p.timeoutSources.map((s) => s.annotation), ['timeout.linkerd.io/request', 'timeout.linkerd.io/response', 'timeout.linkerd.io/idle']);
+  t.true(p.retrySources.every((s) => s.kind === 'Service' && s.namespace === 'shop' && s.name === 'api'));
+});
+
+const annotationCases: Array<[string, Record<string, string>, 'Service' | 'HTTPRoute' | 'GRPCRoute', unknown, RegExp | null]> = [
+  // [what, annotations, on, httpRetry (or grpcRetry for GRPCRoute), error]
+  ['nothing', {}, 'Service', undefined, null],
+  ['gateway-error', { 'retry.linkerd.io/http': 'gateway-error' }, 'HTTPRoute', { limit: 1, httpStatuses: [[502, 504]] }, null],
+  ['a range and a code', { 'retry.linkerd.io/http': '500-504, 429' }, 'HTTPRoute', { limit: 1, httpStatuses: [[500, 504], [429, 429]] }, null],
+  ['limit alone turns retries on (5xx)', { 'retry.linkerd.io/limit': '3' }, 'HTTPRoute', { limit: 3, httpStatuses: [[500, 599]] }, null],
+  ['limit 0 means the default, 1', { 'retry.linkerd.io/limit': '0', 'retry.linkerd.io/http': '503' }, 'HTTPRoute', { limit: 1, httpStatuses: [[503, 503]] }, null],
+  ['grpc codes on a GRPCRoute', { 'retry.linkerd.io/grpc': 'unavailable,deadline-exceeded' }, 'GRPCRoute', { limit: 1, grpcCodes: [14, 4] }, null],
+  ['an unknown HTTP condition (retries off)', { 'retry.linkerd.io/http': '5xx,teapot' }, 'HTTPRoute', undefined, /retry\.linkerd\.io\/http: "teapot" is not a retry condition; write 5xx, gateway-error/],
+  ['a reversed range', { 'retry.linkerd.io/http': '504-500' }, 'HTTPRoute', undefined, /"504-500" is not a retry condition/],
+  ['an unknown gRPC code', { 'retry.linkerd.io/grpc': 'not-found' }, 'Service', undefined, /retry\.linkerd\.io\/grpc: "not-found" is not a retryable gRPC status; use cancelled, deadline-exceeded/],
+  ['http on a GRPCRoute', { 'retry.linkerd.io/http': '5xx' }, 'GRPCRoute', undefined, /retry\.linkerd\.io\/http is not valid on a GRPCRoute/],
+  ['grpc on an HTTPRoute', { 'retry.linkerd.io/grpc': 'internal' }, 'HTTPRoute', undefined, /retry\.linkerd\.io\/grpc is not valid on an HTTPRoute/],
+  ['a limit that is not a number', { 'retry.linkerd.io/limit': 'many' }, 'Service', undefined, /retry\.linkerd\.io\/limit: "many" is not a retry count; write a whole number from 0 to 10(.|\n)*retries are off for this object/],
+  ['a limit too high', { 'retry.linkerd.io/limit': '50' }, 'Service', undefined, /"50" is not a retry count/],
+  ['a malformed timeout', { 'timeout.linkerd.io/request': '5 seconds' }, 'Service', undefined, /timeout\.linkerd\.io\/request: "5 seconds" is not a duration; write it like 500ms/],
+];
+for (const [what, ann, kind, retry, err] of annotationCases) {
+  test(`annotations: ${what}`, (t) => {
+    const p = policyFromAnnotations(ann, { kind, namespace: 'shop', name: 'x' });
+    t.deepEqual(kind === 'GRPCRoute' ? p.grpcRetry : p.httpRetry, retry);
+    if (err === null) t.deepEqual(p.errors, []);
+    else t.regex(p.errors.join('\n'), err);
+  });
+}
+
+// ---- HTTPRoute and GRPCRoute ----
+
+const httpRoute = (spec: object, meta: object = {}) => ({
+  apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute',
+  metadata: { name: 'split', namespace: 'shop', creationTimestamp: '2025-01-01T00:00:00Z', ...meta },
+  spec: { parentRefs: [{ group: '', kind: 'Service', name: 'api', port: 80 }], ...spec },
+});
+
+test('HTTPRoute: matches, weighted backends, timeouts and retry become one record; Accepted and ResolvedRefs are True', (t) => {
+  const c = routeFromGateway(httpRoute({
+    rules: [{
+      name: 'canary',
+      matches: [{ path: { type: 'PathPrefix', value: '/v2/' }, headers: [{ name: 'X-Canary', value: '1' }], method: 'GET' }],
+      backendRefs: [{ name: 'api-v1', port: 80, weight: 90 }, { name: 'api-v2', port: 80, weight: 10 }],
+      timeouts: { request: '500ms', backendRequest: '200ms' },
+      retry: { codes: [503], attempts: 2, backoff: '50ms' },
+    }],
+  }), services);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record, {
+    kind: 'HTTPRoute', namespace: 'shop', name: 'split', createdAt: Date.parse('2025-01-01T00:00:00Z'),
+    parents: [{ namespace: 'shop', name: 'api', port: 80 }],
+    rules: [{
+      name: 'canary',
+      matches: [{ path: { type: 'PathPrefix', value: '/v2/' }, method: 'GET', headers: [{ name: 'x-canary', type: 'Exact', value: '1' }] }],
+      backends: [{ namespace: 'shop', name: 'api-v1', port: 80, weight: 90 }, { namespace: 'shop', name: 'api-v2', port: 80, weight: 10 }],
+      timeouts: { requestMs: 500, backendRequestMs: 200 },
+      timeoutSources: [
+        { kind: 'HTTPRoute', namespace: 'shop', name: 'split', field: 'spec.rules[0].timeouts.request' },
+        { kind: 'HTTPRoute', namespace: 'shop', name: 'split', field: 'spec.rules[0].timeouts.backendRequest' },
+      ],
+      retry: { limit: 2, httpStatuses: [[503, 503]], backoffMs: 50 },
+      retrySources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'split', field: 'spec.rules[0].retry' }],
+    }],
+  });
+  t.is(c.parents.length, 1);
+  t.deepEqual(c.parents[0]!.parentRef, { group: '', kind: 'Service', name: 'api', port: 80 });
+  t.deepEqual(c.parents[0]!.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'True', 'ResolvedRefs']]);
+});
+
+test('HTTPRoute: Linkerd annotations on the route win over its fields; the record says so', (t) => {
+  const c = routeFromGateway(httpRoute(
+    { rules: [{ timeouts: { request: '10s', backendRequest: '1s' } }] },
+    { annotations: { 'timeout.linkerd.io/request': '3s', 'retry.linkerd.io/http': '503', 'retry.linkerd.io/limit': '2' } },
+  ), services);
+  const rule = c.record!.rules[0]!;
+  t.deepEqual(rule.timeouts, { requestMs: 3000, backendRequestMs: 1000 });
+  t.deepEqual(rule.timeoutSources?.map((s) => s.field ?? s.annotation), ['spec.rules[0].timeouts.backendRequest', 'timeout.linkerd.io/request']);
+  t.deepEqual(rule.retry, { limit: 2, httpStatuses: [[503, 503]] });
+  t.deepEqual(rule.matches, [], 'no matches: every request');
+  t.deepEqual(rule.backends, [], 'no backendRefs: the parent Service');
+});
+
+test('HTTPRoute: a parentRef to a Gateway is not ours; a route with no Service parent is not accepted', (t) => {
+  const c = routeFromGateway(httpRoute({ parentRefs: [{ name: 'gw', kind: 'Gateway', group: 'gateway.networking.k8s.io' }] }), services);
+  t.is(c.record, null);
+  t.deepEqual(c.parents, []);
+  t.regex(c.problems.join('\n'), /no parentRef names a Service/);
+});
+
+// [what, spec patch, Accepted reason (False), ResolvedRefs reason, record kept?, message]
+const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
+  ['a weight below 0', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: -1 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.weight: -1 is out of range; use a whole number from 0 to 1000000/],
+  ['a weight above the maximum', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: 1_000_001 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /weight: 1000001 is out of range/],
+  ['every weight 0', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: 0 }, { name: 'api-v2', port: 80, weight: 0 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /every weight is 0, so no request could be sent/],
+  ['a malformed duration', { rules: [{ timeouts: { request: '1.5s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.timeouts\.request: "1\.5s" is not a Gateway API duration; write it like 500ms/],
+  ['backendRequest longer than request', { rules: [{ timeouts: { request: '1s', backendRequest: '2s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRequest \(2s\) must not be longer than .*request \(1s\)/],
+  ['an unknown retry code', { rules: [{ retry: { codes: [600] } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /retry\.codes\[0\]: 600 is not a retryable status code; use 400-599/],
+  ['a filter', { rules: [{ filters: [{ type: 'RequestHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters \(RequestHeaderModifier\) are not supported yet/],
+  ['a query parameter match', { rules: [{ matches: [{ queryParams: [{ name: 'a', value: 'b' }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /query parameter matches are not supported/],
+  ['a path that does not start with /', { rules: [{ matches: [{ path: { type: 'Exact', value: 'v1' } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /path\.value: "v1" must start with "\/"/],
+  ['a bad regular expression', { rules: [{ matches: [{ path: { type: 'RegularExpression', value: '/(a' } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /not a regular expression/],
+  ['a Service backend without a port', { rules: [{ backendRefs: [{ name: 'api-v1' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /a Service backend needs its port/],
+  ['an unknown parent', { parentRefs: [{ kind: 'Service', group: '', name: 'nope' }] }, 'NoMatchingParent', 'ResolvedRefs', true, /Service shop\/nope not found/],
+  ['a parent port the Service lacks', { parentRefs: [{ kind: 'Service', group: '', name: 'api', port: 81 }] }, 'NoMatchingParent', 'ResolvedRefs', true, /Service shop\/api has no port 81/],
+];
+for (const [what, patch, reason, refs, kept, msg] of invalid) {
+  test(`HTTPRoute refused: ${what}`, (t) => {
+    const c = routeFromGateway(httpRoute(patch), services);
+    const cond = c.parents[0]!.conditions;
+    t.deepEqual(cond.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'False', reason], ['ResolvedRefs', refs === 'ResolvedRefs' ? 'True' : 'False', refs]]);
+    t.regex(cond[0]!.message, msg);
+    t.regex(c.problems.join('\n'), msg, 'the log names it too');
+    t.is(c.record !== null, kept, kept ? 'a missing parent is not a bad route: it attaches once the Service exists' : 'nothing to serve: the last good version stays');
+  });
+}
+
+// [what, backendRef, ResolvedRefs reason, message]
+const unresolved: Array<[string, object, string, RegExp]> = [
+  ['a backend Service that does not exist', { name: 'gone', port: 80 }, 'BackendNotFound', /Service shop\/gone not found/],
+  ['a backend port the Service lacks', { name: 'api-v2', port: 9090 }, 'BackendNotFound', /Service shop\/api-v2 has no port 9090/],
+  ['a backend of an unknown kind', { name: 'x', kind: 'Bucket', group: 'storage.example.com', port: 80 }, 'InvalidKind', /"storage\.example\.com\/Bucket" is not a kind we route to/],
+  ['a backend in another namespace', { name: 'api', namespace: 'other', port: 80 }, 'RefNotPermitted', /in another namespace; a route may send across namespaces only to its parent Service/],
+];
+for (const [what, ref, reason, msg] of unresolved) {
+  test(`HTTPRoute: ${what} is ResolvedRefs=False (${reason}) and its share answers 500`, (t) => {
+    const c = routeFromGateway(httpRoute({ rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: 1 }, { ...ref, weight: 1 }] }] }), services);
+    const cond = c.parents[0]!.conditions;
+    t.deepEqual(cond.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'False', reason]]);
+    t.regex(cond[1]!.message, msg);
+    const b = c.record!.rules[0]!.backends[1]!;
+    t.regex(b.problem ?? '', msg);
+    t.is(c.record!.rules[0]!.backends[0]!.problem, undefined);
+    t.regex(c.problems.join('\n'), /share answers 500/);
+  });
+}
+
+test('HTTPRoute: a consumer route may name its parent in another namespace', (t) => {
+  const c = routeFromGateway({
+    kind: 'HTTPRoute', metadata: { name: 'mine', namespace: 'client' },
+    spec: { parentRefs: [{ kind: 'Service', group: 'core', name: 'api', namespace: 'shop' }], rules: [{ backendRefs: [{ name: 'api', namespace: 'shop', port: 80 }] }] },
+  }, services);
+  t.deepEqual(c.parents[0]!.conditions.map((x) => x.status), ['True', 'True']);
+  t.deepEqual(c.record!.parents, [{ namespace: 'shop', name: 'api' }]);
+  t.is(c.record!.createdAt, 0, 'no creationTimestamp (a file): the oldest possible');
+});
+
+test('HTTPRoute: a bad Linkerd annotation on the route refuses it', (t) => {
+  const c = routeFromGateway(httpRoute({}, { annotations: { 'retry.linkerd.io/http': 'sometimes' } }), services);
+  t.is(c.record, null);
+  t.regex(c.parents[0]!.conditions[0]!.message, /retry\.linkerd\.io\/http: "sometimes" is not a retry condition/);
+});
+
+test('GRPCRoute: method matches and gRPC retry annotations', (t) => {
+  const c = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute',
+    metadata: { name: 'echo', namespace: 'shop', annotations: { 'retry.linkerd.io/grpc': 'unavailable', 'retry.linkerd.io/limit': '2' } },
+    spec: {
+      parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }],
+      rules: [
+        { matches: [{ method: { service: 'echo.Echo', method: 'Slow' } }], backendRefs: [{ name: 'api-v1', port: 80 }] },
+        { matches: [{ method: { type: 'RegularExpression', service: 'echo\\..*' } }] },
+      ],
+    },
+  }, services);
+  t.deepEqual(c.problems, []);
+  const [a, b] = c.record!.rules;
+  t.deepEqual(a!.matches, [{ grpc: { type: 'Exact', service: 'echo.Echo', method: 'Slow' } }]);
+  t.deepEqual(b!.matches, [{ grpc: { type: 'RegularExpression', service: '^(?:echo\\..*)$' } }]);
+  t.deepEqual(a!.retry, { limit: 2, grpcCodes: [14] });
+});
+
+test('Gateway API durations (GEP-2257)', (t) => {
+  t.is(parseGatewayDuration('1h2m3s4ms', 'd'), 3_723_004);
+  t.is(parseGatewayDuration('0s', 'd'), 0);
+  for (const bad of ['1.5s', '1d', '', '5', '1s1s1s1s1s', 5]) t.throws(() => parseGatewayDuration(bad, 'd'), { message: /is not a Gateway API duration/ }, String(bad));
+});
+
+// ---- SMI TrafficSplit ----
+
+const split = (spec: object) => ({ apiVersion: 'split.smi-spec.io/v1alpha4', kind: 'TrafficSplit', metadata: { name: 'canary', namespace: 'shop' }, spec: { service: 'api', ...spec } });
+const groups = (ns: string, name: string) => (ns === 'shop' && name === 'firefox'
+  ? { kind: 'HTTPRouteGroup', spec: { matches: [{ name: 'ff', headers: { 'User-Agent': '.*Firefox.*' }, pathRegex: '/api/.*', methods: ['GET', 'HEAD'] }] } }
+  : undefined);
+
+test('TrafficSplit: backends take the port the client called; without matches one rule', (t) => {
+  const c = routeFromTrafficSplit(split({ backends: [{ service: 'api-v1', weight: 90 }, { service: 'api-v2', weight: 10 }] }), services, groups);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record!.parents, [{ namespace: 'shop', name: 'api' }]);
+  t.deepEqual(c.record!.rules, [{ name: 'split', matches: [], backends: [
+    { namespace: 'shop', name: 'api-v1', port: SAME_PORT, weight: 90 }, { namespace: 'shop', name: 'api-v2', port: SAME_PORT, weight: 10 },
+  ] }]);
+  t.deepEqual(c.conditions.map((x) => [x.type, x.status]), [['Accepted', 'True'], ['ResolvedRefs', 'True']]);
+});
+
+test('TrafficSplit with an HTTPRouteGroup: matching requests are split, the rest go to the root Service', (t) => {
+  const c = routeFromTrafficSplit(split({ matches: [{ kind: 'HTTPRouteGroup', name: 'firefox' }], backends: [{ service: 'api-v2', weight: 100 }] }), services, groups);
+  t.deepEqual(c.groups, ['shop/firefox']);
+  const [s, root] = c.record!.rules;
+  t.deepEqual(s!.matches, [
+    { path: { type: 'RegularExpression', value: '^(?:/api/.*)' }, headers: [{ name: 'user-agent', type: 'RegularExpression', value: '.*Firefox.*' }], method: 'GET' },
+    { path: { type: 'RegularExpression', value: '^(?:/api/.*)' }, headers: [{ name: 'user-agent', type: 'RegularExpression', value: '.*Firefox.*' }], method: 'HEAD' },
+  ]);
+  t.deepEqual(root, { name: 'root', matches: [], backends: [] });
+});
+
+const badSplits: Array<[string, object, RegExp]> = [
+  ['every weight 0', { backends: [{ service: 'api-v1', weight: 0 }] }, /every weight is 0/],
+  ['a weight below 0', { backends: [{ service: 'api-v1', weight: -5 }] }, /weight: -5 is out of range/],
+  ['no backends', { backends: [] }, /expected 1 to 64 backends/],
+  ['a missing HTTPRouteGroup', { matches: [{ kind: 'HTTPRouteGroup', name: 'nope' }], backends: [{ service: 'api-v1', weight: 1 }] }, /HTTPRouteGroup shop\/nope not found/],
+  ['a match of another kind', { matches: [{ kind: 'TCPRoute', name: 'x' }], backends: [{ service: 'api-v1', weight: 1 }] }, /"TCPRoute" is not supported; only HTTPRouteGroup/],
+];
+for (const [what, spec, msg] of badSplits) {
+  test(`TrafficSplit refused: ${what}`, (t) => {
+    const c = routeFromTrafficSplit(split(spec), services, groups);
+    t.is(c.record, null);
+    t.deepEqual([c.conditions[0]!.status, c.conditions[0]!.reason], ['False', 'UnsupportedValue']);
+    t.regex(c.conditions[0]!.message, msg);
+  });
+}
+
+test('TrafficSplit: a missing backend Service answers 500 for its share', (t) => {
+  const c = routeFromTrafficSplit(split({ backends: [{ service: 'api-v1', weight: 1 }, { service: 'gone', weight: 1 }] }), services, groups);
+  t.deepEqual(c.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'False', 'BackendNotFound']]);
+  t.regex(c.record!.rules[0]!.backends[1]!.problem!, /Service shop\/gone not found/);
+});
+
+// ---- the record parser ----
+
+test('route records: every converted record passes the agent\'s parser unchanged', (t) => {
+  for (const c of [
+    routeFromGateway(httpRoute({ rules: [{ matches: [{ headers: [{ type: 'RegularExpression', name: 'x', value: 'a+' }] }], backendRefs: [{ name: 'api-v1', port: 80 }], retry: {} }] }), services),
+    routeFromTrafficSplit(split({ matches: [{ name: 'firefox' }], backends: [{ service: 'api-v1', weight: 1 }] }), services, groups),
+  ]) t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(c.record))), c.record);
+});
+
+const base: RouteRecord = { kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }], rules: [{ matches: [], backends: [] }] };
+const badRecords: Array<[string, object, RegExp]> = [
+  ['an unknown kind', { kind: 'TCPRoute' }, /route\.kind: expected one of HTTPRoute, GRPCRoute, TrafficSplit/],
+  ['no rules', { rules: [] }, /rules: expected at least one rule/],
+  ['too many rules', { rules: Array(17).fill({ matches: [], backends: [] }) }, /rules: more than 16 entries/],
+  ['a negative weight', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: -1 }] }] }, /backends\[0\]\.weight: expected an integer 0-1000000/],
+  ['all weights 0', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 0 }] }] }, /every weight is 0/],
+  ['a bad port', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 70000, weight: 1 }] }] }, /port: expected a port 1-65535 \(or 0: the parent's\)/],
+  ['a bad regex', { rules: [{ matches: [{ path: { type: 'RegularExpression', value: '(' } }], backends: [] }] }, /not a regular expression/],
+  ['a lower-case method', { rules: [{ matches: [{ method: 'get' }], backends: [] }] }, /method: expected an upper-case HTTP method/],
+  ['a retry limit of 11', { rules: [{ matches: [], backends: [], retry: { limit: 11 } }] }, /retry\.limit: expected an integer 0-10/],
+  ['a reversed status range', { rules: [{ matches: [], backends: [], retry: { limit: 1, httpStatuses: [[504, 500]] } }] }, /expected \[low, high\] status codes/],
+  ['a timeout of 0', { rules: [{ matches: [], backends: [], timeouts: { requestMs: 0 } }] }, /timeouts\.requestMs: expected milliseconds/],
+];
+for (const [what, patch, msg] of badRecords) {
+  test(`route records refused: ${what}`, (t) => {
+    t.throws(() => parseRouteRecord({ ...base, ...patch }), { message: msg });
+    t.throws(() => parseMessage(JSON.stringify({ type: 'route', op: 'set', route: { ...base, ...patch } })), { message: msg }, 'as a discovery line too');
+  });
+}
+
+// ---- precedence and matching ----
+
+const rec = (kind: RouteRecord['kind'], namespace: string, name: string, createdAt: number, rules: RouteRecord['rules'], port?: number): RouteRecord =>
+  ({ kind, namespace, name, createdAt, parents: [{ namespace: 'shop', name: 'api', ...(port ? { port } : {}) }], rules });
+const to = (name: string) => [{ namespace: 'shop', name, port: 80, weight: 1 }];
+const noAnn = policyFromAnnotations({}, SVC);
+
+function request(method: string, path: string, headers: Record<string, string> = {}): RouteRequest {
+  return { method, path, header: (n) => headers[n] };
+}
+const routeName = (p: ParentPolicy, ns: string, req: RouteRequest, grpc = false) => {
+  const r = findRoute(p.forClient(ns), req, grpc);
+  return r === null ? null : `${r.route.kind}/${r.route.name}#${r.ruleIndex}`;
+};
+
+test('precedence: consumer routes win for their namespace, producer routes for everyone else, a TrafficSplit only when neither exists', (t) => {
+  const producer = rec('HTTPRoute', 'shop', 'prod', 10, [{ matches: [], backends: to('api-v1') }]);
+  const consumer = rec('HTTPRoute', 'client', 'cons', 5, [{ matches: [], backends: to('api-v2') }]);
+  const ts = rec('TrafficSplit', 'shop', 'ts', 1, [{ matches: [], backends: to('api-v2') }]);
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [ts, producer, consumer]);
+  t.is(routeName(p, 'client', request('GET', '/')), 'HTTPRoute/cons#0');
+  t.is(routeName(p, 'elsewhere', request('GET', '/')), 'HTTPRoute/prod#0');
+  t.is(routeName(p, 'shop', request('GET', '/')), 'HTTPRoute/prod#0', 'the producer namespace gets the producer routes');
+  t.deepEqual(p.overridden.map((o) => [o.route.name, o.reason]), [['ts', 'HTTPRoute shop/prod is attached to the same Service; Gateway API routes win over a TrafficSplit']]);
+  const onlySplit = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [ts]);
+  t.is(routeName(onlySplit, 'anyone', request('GET', '/')), 'TrafficSplit/ts#0');
+  t.deepEqual(onlySplit.overridden, []);
+});
+
+test('precedence: without routes, Linkerd annotations on the Service make a default route; with neither, no table is needed', (t) => {
+  const ann = policyFromAnnotations({ 'retry.linkerd.io/http': '5xx' }, SVC);
+  t.true(ParentPolicy.needed(ann, []));
+  t.false(ParentPolicy.needed(noAnn, []));
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, ann, []);
+  const r = findRoute(p.forClient('x'), request('POST', '/anything'), false)!;
+  t.deepEqual(r.route, { group: '', kind: 'default', namespace: '', name: 'http' });
+  t.deepEqual(r.retryFor(false), { limit: 1, httpStatuses: [[500, 599]] });
+  t.is(findRoute(p.forClient('x'), request('POST', '/echo.Echo/Get'), true)!.route.name, 'grpc');
+});
+
+test('the Service\'s annotations fill in a rule that has no timeouts or retry of its own', (t) => {
+  const ann = policyFromAnnotations({ 'retry.linkerd.io/http': '503', 'timeout.linkerd.io/request': '2s' }, SVC);
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, ann, [
+    rec('HTTPRoute', 'shop', 'r', 0, [
+      { matches: [{ path: { type: 'Exact', value: '/own' } }], backends: [], timeouts: { requestMs: 100 }, retry: null },
+      { matches: [], backends: [] },
+    ]),
+  ]);
+  const own = findRoute(p.forClient('x'), request('GET', '/own'), false)!;
+  t.deepEqual(own.timeouts, { requestMs: 100 });
+  t.is(own.retryFor(false), null, 'retry: null on the rule turns the Service\'s retries off');
+  const other = findRoute(p.forClient('x'), request('GET', '/other'), false)!;
+  t.deepEqual(other.timeouts, { requestMs: 2000 });
+  t.deepEqual(other.retryFor(false), { limit: 1, httpStatuses: [[503, 503]] });
+  t.deepEqual(other.timeoutSources.map((s) => s.annotation), ['timeout.linkerd.io/request']);
+});
+
+test('matching: the most specific match wins whatever the order of rules and routes', (t) => {
+  const rules: RouteRecord['rules'] = [
+    { matches: [], backends: to('catch-all') },
+    { matches: [{ path: { type: 'PathPrefix', value: '/api' } }], backends: to('prefix-api') },
+    { matches: [{ path: { type: 'PathPrefix', value: '/api/v2/' } }], backends: to('prefix-v2') },
+    { matches: [{ path: { type: 'Exact', value: '/api/v2/health' } }], backends: to('exact') },
+    { matches: [{ path: { type: 'PathPrefix', value: '/api' }, method: 'POST' }], backends: to('post') },
+    { matches: [{ path: { type: 'PathPrefix', value: '/api' }, headers: [{ name: 'x-canary', type: 'Exact', value: '1' }] }], backends: to('canary') },
+    { matches: [{ path: { type: 'PathPrefix', value: '/api' }, headers: [{ name: 'x-canary', type: 'Exact', value: '1' }, { name: 'x-user', type: 'RegularExpression', value: '^vip-' }] }], backends: to('canary-vip') },
+  ];
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'r', 0, rules)]);
+  const cases: Array<[RouteRequest, string]> = [
+    [request('GET', '/'), 'catch-all'],
+    [request('GET', '/apix'), 'catch-all'], // a prefix matches whole path segments
+    [request('GET', '/api'), 'prefix-api'],
+    [request('GET', '/api/'), 'prefix-api'],
+    [request('GET', '/api/v2'), 'prefix-v2'], // "/api/v2/" matches /api/v2 too (the trailing slash is ignored)
+    [request('GET', '/api/v2/x'), 'prefix-v2'],
+    [request('GET', '/api/v2/health'), 'exact'],
+    [request('POST', '/api/v2/health'), 'exact'], // a path match outranks a method
+    [request('POST', '/api/x'), 'post'], // a method outranks headers
+    [request('GET', '/api/x', { 'x-canary': '1' }), 'canary'],
+    [request('GET', '/api/x', { 'x-canary': '2' }), 'prefix-api'],
+    [request('GET', '/api/x', { 'x-canary': '1', 'x-user': 'vip-7' }), 'canary-vip'],
+    [request('GET', '/api/x', { 'x-canary': '1', 'x-user': 'plain' }), 'canary'],
+  ];
+  for (const [req, want] of cases) {
+    const r = findRoute(p.forClient('x'), req, false)!;
+    t.is(r.backends[0]!.name, want, `${req.method} ${req.path} ${JSON.stringify(req.header('x-canary'))}`);
+  }
+});
+
+test('matching: equal matches go to the older route, then by namespace/name, then the first rule', (t) => {
+  const same = (name: string): RouteRecord['rules'] => [{ matches: [{ path: { type: 'PathPrefix', value: '/a' } }], backends: to(name) }, { matches: [{ path: { type: 'PathPrefix', value: '/a' } }], backends: to(`${name}-2`) }];
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'young', 20, same('young')), rec('HTTPRoute', 'shop', 'b-old', 10, same('b')), rec('HTTPRoute', 'shop', 'a-old', 10, same('a'))]);
+  t.is(findRoute(p.forClient('x'), request('GET', '/a'), false)!.backends[0]!.name, 'a');
+});
+
+test('matching: with routes attached, a request no rule matches finds none (the forwarder answers 404)', (t) => {
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'r', 0, [{ matches: [{ path: { type: 'Exact', value: '/only' } }], backends: [] }])]);
+  t.is(findRoute(p.forClient('x'), request('GET', '/other'), false), null);
+  t.is(findRoute(p.forClient('x'), request('POST', '/pkg.Svc/M'), true), null, 'a gRPC request falls back to the HTTPRoutes, which do not match');
+});
+
+test('matching: GRPCRoutes take gRPC requests by service and method; a plain HTTP request does not see them', (t) => {
+  const g = rec('GRPCRoute', 'shop', 'g', 0, [
+    { matches: [{ grpc: { type: 'Exact', service: 'echo.Echo', method: 'Slow' } }], backends: to('slow') },
+    { matches: [{ grpc: { type: 'Exact', service: 'echo.Echo' } }], backends: to('echo') },
+    { matches: [{ grpc: { type: 'RegularExpression', service: '^(?:other\\..*)$' } }], backends: to('other') },
+  ]);
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [g]);
+  const name = (path: string) => findRoute(p.forClient('x'), request('POST', path), true)?.backends[0]?.name ?? null;
+  t.is(name('/echo.Echo/Slow'), 'slow');
+  t.is(name('/echo.Echo/Fast'), 'echo');
+  t.is(name('/other.Thing/X'), 'other');
+  t.is(name('/third.T/X'), null);
+  t.is(findRoute(p.forClient('x'), request('GET', '/echo.Echo/Slow'), false), null);
+});
+
+test('matching: a route attached to one port does not apply to the others (the Router gives each port its own policy)', (t) => {
+  const store = new DiscoveryStore();
+  const r80 = rec('HTTPRoute', 'shop', 'p80', 0, [{ matches: [], backends: [] }], 80);
+  store.apply({ type: 'route', op: 'set', route: r80 });
+  t.deepEqual(store.routesFor('shop/api').map((r) => r.name), ['p80']);
+  t.deepEqual(store.routesFor('shop/api').filter((r) => r.parents.some((x) => x.port === undefined || x.port === 9090)), []);
+});
+
+// ---- the weighted pick ----
+
+test('pickBackend: each backend gets weight / total of the picks (seeded, within 3 standard deviations)', (t) => {
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'r', 0, [{
+    matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 90 }, { namespace: 'shop', name: 'b', port: 80, weight: 10 }, { namespace: 'shop', name: 'never', port: 80, weight: 0 }],
+  }])]);
+  const rule = findRoute(p.forClient('x'), request('GET', '/'), false)!;
+  const r = rng(7);
+  const n = 100_000;
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const b = rule.pickBackend(r)!;
+    counts[b.name] = (counts[b.name] ?? 0) + 1;
+  }
+  t.false('never' in counts, 'weight 0 gets nothing');
+  const sd = Math.sqrt(n * 0.1 * 0.9);
+  t.true(Math.abs(counts.b! - n * 0.1) < 3 * sd, JSON.stringify(counts));
+  t.is(rule.backends[0]!.port, 80);
+});
+
+test('pickBackend: an SMI backend takes the port the client called', (t) => {
+  const c = routeFromTrafficSplit(split({ backends: [{ service: 'api-v1', weight: 1 }] }), services, groups);
+  const p9090 = new ParentPolicy({ namespace: 'shop', name: 'api', port: 9090 }, noAnn, [c.record!]);
+  t.is(findRoute(p9090.forClient('x'), request('GET', '/'), false)!.pickBackend(Math.random)!.port, 9090);
+});
+
+// ---- retries ----
+
+test('retry budget: 20% of the window\'s requests plus 10 a second, counted per one-second bucket', (t) => {
+  const clock = { t: 0 };
+  const b = new RetryBudget(undefined, () => clock.t);
+  // A quiet client: 10 retries in a second without any request, not 11.
+  let ok = 0;
+  for (let i = 0; i < 20; i++) if (b.withdraw()) ok++;
+  t.is(ok, 10);
+  clock.t = 1000;
+  t.true(b.withdraw(), 'the next second allows 10 more');
+  // Under load: 1,000 requests a second for 10 s, every one wanting a retry.
+  const b2 = new RetryBudget(undefined, () => clock.t);
+  let requests = 0;
+  let retries = 0;
+  for (let s = 0; s < 30; s++) {
+    clock.t = 100_000 + s * 1000;
+    for (let i = 0; i < 1000; i++) {
+      b2.deposit();
+      requests++;
+      if (b2.withdraw()) retries++;
+    }
+  }
+  t.true(retries <= 0.2 * requests + 10 * 30, `${retries} retries for ${requests} requests`);
+  t.true(retries >= 0.2 * requests, 'and the budget is used');
+  t.is(b2.state().refused, 30_000 - retries);
+});
+
+test('retry budget: old buckets leave the window', (t) => {
+  const clock = { t: 0 };
+  const b = new RetryBudget({ ratio: 0.5, minPerSecond: 0, windowSeconds: 2 }, () => clock.t);
+  for (let i = 0; i < 10; i++) b.deposit();
+  let n = 0;
+  while (b.withdraw()) n++;
+  t.is(n, 5);
+  clock.t = 2500; // both buckets have left the window
+  t.false(b.withdraw());
+  t.deepEqual(b.state(), { requests: 0, retries: 0, refused: 2 });
+});
+
+test('retryable responses and backoff bounds', (t) => {
+  const p = { limit: 1, httpStatuses: [[500, 504]] as Array<[number, number]>, grpcCodes: [14] };
+  t.true(retryableResponse(p, 503, undefined));
+  t.false(retryableResponse(p, 505, undefined));
+  t.true(retryableResponse(p, 200, 14));
+  t.false(retryableResponse(p, 200, 13));
+  t.false(retryableResponse({ limit: 1 }, 503, undefined));
+  for (const [n, lo, hi] of [[1, 25, 50], [2, 50, 100], [3, 100, 200], [4, 200, 250], [9, 250, 250]]) {
+    t.is(backoffMs({ limit: 5 }, n, () => 0), lo, `retry ${n} at least`);
+    t.true(backoffMs({ limit: 5 }, n, () => 0.999999) <= hi, `retry ${n} at most`);
+  }
+  t.is(backoffMs({ limit: 1, backoffMs: 400 }, 1, () => 0.5), 400, 'a backoff above the cap is the minimum and the cap');
+});
+
+// ---- the store ----
+
+test('store: a route change reports the Services it left and joined; routesFor follows', (t) => {
+  const s = new DiscoveryStore();
+  const heard: string[][] = [];
+  s.onChange((k) => heard.push(k === 'all' ? ['all'] : [...k].sort()));
+  const r = rec('HTTPRoute', 'shop', 'r', 0, [{ matches: [], backends: [] }]);
+  s.apply({ type: 'route', op: 'set', route: r });
+  s.apply({ type: 'route', op: 'set', route: { ...r, parents: [{ namespace: 'shop', name: 'web' }] } });
+  s.apply({ type: 'route', op: 'delete', key: 'HTTPRoute/shop/r' });
+  t.deepEqual(heard, [['shop/api'], ['shop/api', 'shop/web'], ['shop/web']]);
+  t.deepEqual(s.routesFor('shop/web'), []);
+  t.is(s.counts().routes, 0);
+});
