@@ -1,85 +1,18 @@
 // The Prometheus consumer of the proxy's events: Linkerd's metric names and labels
 // (docs/metrics.md), a cap on series per metric, and the datapath's counters read at scrape
-// time. It owns its Registry; the admin server exposes it at /metrics.
+// time. The recording is MetricsRecorder's (recorder.ts, shared with the proxy workers, whose
+// deltas it merges); this adds the Registry the admin server exposes at /metrics.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DatapathCounters } from '../datapath/addon.ts';
-import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink } from './events.ts';
-import { BoundedCache } from './bounded-cache.ts';
-import {
-  allLabelNames, latencyLabels, readWriteBytes, requestLabels, responseLabels,
-  tcpCloseLabels, tcpLabels, viewsOf, type LabelOptions, type Labels, type View,
-} from './labels.ts';
-import { CounterSeries, HistogramSeries, SeriesFamily, type GaugeSeries, type Series } from './series.ts';
-import type { WorkloadResolver } from './workload.ts';
+import { MetricsRecorder, type RecorderOptions } from './recorder.ts';
 
-/** linkerd2-proxy's response_latency_ms buckets, so Linkerd's histogram_quantile queries read the same. */
-export const LATENCY_BUCKETS = [1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000];
-/** linkerd2-proxy's tcp_connection_duration_ms buckets. */
-export const TCP_DURATION_BUCKETS = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000];
-/** Detection is sub-millisecond when the client speaks, up to the detect timeout when nobody does. */
-export const DETECT_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
-export const DEFAULT_MAX_SERIES = 5000;
+export { DEFAULT_MAX_SERIES, DETECT_BUCKETS, LATENCY_BUCKETS, RESOLVED_FRESH_MS, TCP_DURATION_BUCKETS } from './recorder.ts';
 
-export interface MetricsOptions {
-  workloads: WorkloadResolver;
-  /** pod and dst_pod labels (default true). */
-  podLabels?: boolean;
-  /** Label sets per metric before new ones fold into the overflow series (default 5000). */
-  maxSeries?: number;
+export interface MetricsOptions extends RecorderOptions {
   /** Read at scrape time; null or a throw while the datapath is not loaded (the last values are kept). */
   datapathCounters?: () => DatapathCounters | null;
   /** Node.js process metrics (process_cpu_seconds_total, ...); default true. */
   processMetrics?: boolean;
-}
-
-/**
- * Event identities resolved to their series, per cache. Past this the cache starts over (a
- * flood of made-up authorities costs a resolution per request, as without a cache).
- */
-const RESOLVED_MAX = 4096;
-/** Longer authorities are not cached: a key must stay small (the label is cut at 260 anyway). */
-const MAX_CACHED_AUTHORITY = 300;
-/** For a resolver that cannot say when pods changed: how long a resolution may be reused, ms. */
-export const RESOLVED_FRESH_MS = 2000;
-
-/** One side's series of a request identity. */
-interface RequestSide {
-  req: CounterSeries;
-  resp: CounterSeries;
-  latency: HistogramSeries | null;
-}
-
-interface CloseSeries {
-  total: CounterSeries;
-  duration: HistogramSeries;
-}
-
-/** One side's series of a connection, fixed when it opens (shared by connections with the same endpoints). */
-interface ConnSide {
-  view: View;
-  base: Labels;
-  openTotal: CounterSeries;
-  open: GaugeSeries;
-  read: CounterSeries;
-  write: CounterSeries;
-  /** Close series by protocol and error text. */
-  closes: BoundedCache<CloseSeries>;
-}
-
-interface DetectSeries {
-  total: CounterSeries;
-  duration: HistogramSeries;
-}
-
-/** An observation: the value, and one more on the overflow counter if it landed in an overflow series. */
-function add(s: CounterSeries, v: number): void {
-  s.value += v;
-  if (s.overflowCount !== null) s.overflowCount.value++;
-}
-
-function observe(s: HistogramSeries, v: number): void {
-  s.observe(v);
-  if (s.overflowCount !== null) s.overflowCount.value++;
 }
 
 const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
@@ -98,89 +31,23 @@ const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
   ['lookupMisses', 'mesh_agent_datapath_lookup_misses_total', 'lookups with no record (connection refused: no open relay)'],
 ];
 
-export class MetricsSink implements TelemetrySink {
+export class MetricsSink extends MetricsRecorder {
   readonly registry = new Registry();
-  private workloads: WorkloadResolver;
-  private labelOpts: LabelOptions;
-  private conns = new Map<number, ConnSide[]>();
-  private families: Array<SeriesFamily<Series>> = [];
-
-  private requestTotal: SeriesFamily<CounterSeries>;
-  private responseTotal: SeriesFamily<CounterSeries>;
-  private responseLatency: SeriesFamily<HistogramSeries>;
-  private tcpOpenTotal: SeriesFamily<CounterSeries>;
-  private tcpCloseTotal: SeriesFamily<CounterSeries>;
-  private tcpOpen: SeriesFamily<GaugeSeries>;
-  private tcpRead: SeriesFamily<CounterSeries>;
-  private tcpWrite: SeriesFamily<CounterSeries>;
-  private tcpDuration: SeriesFamily<HistogramSeries>;
-  private detectTotal: SeriesFamily<CounterSeries>;
-  private detectDuration: SeriesFamily<HistogramSeries>;
-
-  // The hot path: an event's identity (its endpoints and outcome, never its timings) to the
-  // series it lands in, so a repeated identity is a Map lookup and a few additions. Workload
-  // labels depend on the pods, so these caches start over when the resolver's generation
-  // moves (the agent bumps it on every pod change), or every RESOLVED_FRESH_MS for a
-  // resolver that has none.
-  private resolvedRequests: BoundedCache<RequestSide[]>;
-  private resolvedConns: BoundedCache<ConnSide[]>;
-  private resolvedDetect = new BoundedCache<DetectSeries>(256);
 
   constructor(opts: MetricsOptions) {
-    this.workloads = opts.workloads;
-    this.labelOpts = { podLabels: opts.podLabels ?? true };
-    const cap = opts.maxSeries ?? DEFAULT_MAX_SERIES;
-    if (!Number.isInteger(cap) || cap < 1) throw new Error(`metrics series cap ${cap} is not a positive integer; pass --metrics-max-series N with N >= 1`);
-    const generation = opts.workloads.generation ? opts.workloads.generation.bind(opts.workloads) : () => Math.floor(Date.now() / RESOLVED_FRESH_MS);
-    this.resolvedRequests = new BoundedCache(RESOLVED_MAX, generation);
-    this.resolvedConns = new BoundedCache(RESOLVED_MAX, generation);
-
+    super(opts);
     const registers = [this.registry];
-    // Bounded by the number of families, so never capped itself.
-    const overflowTotal = new SeriesFamily<CounterSeries>({
-      name: 'mesh_agent_metrics_overflow_total',
-      help: 'Observations recorded in an overflow series because their metric reached the series cap (--metrics-max-series)',
-      type: 'counter',
-      labelNames: ['metric'],
-      keep: [],
-      cap: Infinity,
-      overflowCount: () => null,
-    }).register(this.registry);
-
-    const family = <S extends Series>(type: 'counter' | 'gauge' | 'histogram', name: string, help: string, labelNames: string[], keep: string[], buckets?: number[]): SeriesFamily<S> => {
-      const f = new SeriesFamily<S>({ name, help, type, labelNames, keep, cap, buckets, overflowCount: () => overflowTotal.resolve({ metric: name }) });
-      f.register(this.registry);
-      this.families.push(f as SeriesFamily<Series>);
-      return f;
-    };
-    const side = <S extends Series>(type: 'counter' | 'gauge' | 'histogram', name: string, help: string, extra: string[], keep: string[], buckets?: number[]) =>
-      family<S>(type, name, help, allLabelNames(extra), ['direction', ...keep], buckets);
-
-    const http = ['authority'];
-    this.requestTotal = side('counter', 'request_total', 'HTTP requests (counted when the exchange ends)', http, []);
-    this.responseTotal = side('counter', 'response_total', 'HTTP responses, with their classification', [...http, 'classification', 'status_code', 'grpc_status'], ['classification', 'status_code', 'grpc_status']);
-    this.responseLatency = side('histogram', 'response_latency_ms', 'Time from the request to the response headers, ms', [...http, 'status_code'], ['status_code'], LATENCY_BUCKETS);
-    const tcp = ['peer'];
-    const close = ['peer', 'protocol', 'classification', 'errno'];
-    this.tcpOpenTotal = side('counter', 'tcp_open_total', 'TCP connections opened', tcp, ['peer']);
-    this.tcpCloseTotal = side('counter', 'tcp_close_total', 'TCP connections closed', close, close);
-    this.tcpOpen = side('gauge', 'tcp_open_connections', 'TCP connections open now', tcp, ['peer']);
-    this.tcpRead = side('counter', 'tcp_read_bytes_total', 'Bytes read from the peer (updated while the connection lives)', tcp, ['peer']);
-    this.tcpWrite = side('counter', 'tcp_write_bytes_total', 'Bytes written to the peer (updated while the connection lives)', tcp, ['peer']);
-    this.tcpDuration = side('histogram', 'tcp_connection_duration_ms', 'Lifetime of closed TCP connections, ms', close, close, TCP_DURATION_BUCKETS);
-
-    const detect = ['protocol', 'detected_by', 'overflow'];
-    this.detectTotal = family('counter', 'mesh_agent_protocol_detect_total', 'Proxied connections by detected protocol and how detection ended', detect, []);
-    this.detectDuration = family('histogram', 'mesh_agent_protocol_detect_duration_ms', 'Time from accept to the protocol decision, ms', detect, [], DETECT_BUCKETS);
-
-    const families = this.families;
+    const families = this.families();
+    for (const f of families) f.register(this.registry);
+    const capped = families.filter((f) => f !== (this.overflowTotal as unknown));
+    const cap = this.cap;
     new Gauge({
       name: 'mesh_agent_metrics_series',
       help: 'Label sets per metric (overflow series included); compare with --metrics-max-series',
       labelNames: ['metric'],
       registers,
       collect() {
-        for (const f of families) this.set({ metric: f.name }, f.series);
+        for (const f of capped) this.set({ metric: f.name }, f.series);
       },
     });
     new Gauge({
@@ -225,117 +92,6 @@ export class MetricsSink implements TelemetrySink {
         },
       });
     }
-  }
-
-  private views(ep: Endpoints): View[] {
-    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp));
-  }
-
-  /** The slow path of a connection: label sets built and series looked up, once per endpoints identity. */
-  private connSides(ep: Endpoints): ConnSide[] {
-    const k = ep.direction + '|' + ep.sourceIp + '|' + ep.destIp + '|' + ep.destPort;
-    let sides = this.resolvedConns.get(k);
-    if (sides === undefined) {
-      sides = this.views(ep).map((view) => {
-        const base = tcpLabels(view, this.labelOpts);
-        return {
-          view, base,
-          openTotal: this.tcpOpenTotal.resolve(base), open: this.tcpOpen.resolve(base),
-          read: this.tcpRead.resolve(base), write: this.tcpWrite.resolve(base),
-          closes: new BoundedCache<CloseSeries>(64),
-        };
-      });
-      this.resolvedConns.set(k, sides);
-    }
-    return sides;
-  }
-
-  private addBytes(sides: ConnSide[], ev: { bytesIn: number; bytesOut: number }) {
-    for (const s of sides) {
-      const { read, write } = readWriteBytes(s.view, ev);
-      if (read > 0) add(s.read, read);
-      if (write > 0) add(s.write, write);
-    }
-  }
-
-  connOpen(ev: ConnOpenEvent): void {
-    // Labels are fixed at open: the gauge's dec at close must hit the series its inc hit,
-    // even if the pods changed meanwhile.
-    const sides = this.connSides(ev);
-    this.conns.set(ev.connId, sides);
-    for (const s of sides) {
-      add(s.openTotal, 1);
-      add(s.open, 1);
-    }
-  }
-
-  connBytes(ev: ConnBytesEvent): void {
-    const sides = this.conns.get(ev.connId);
-    if (sides) this.addBytes(sides, ev);
-  }
-
-  connClose(ev: ConnCloseEvent): void {
-    let sides = this.conns.get(ev.connId);
-    this.conns.delete(ev.connId);
-    if (!sides) {
-      // Closed without an open report: count what we can, leave the gauge alone.
-      sides = this.connSides(ev);
-      this.addBytes(sides, ev);
-    } else {
-      for (const s of sides) s.open.value--;
-    }
-    const ck = ev.protocol + '|' + (ev.error ?? '');
-    for (const s of sides) {
-      let c = s.closes.get(ck);
-      if (c === undefined) {
-        const l = tcpCloseLabels(s.base, ev);
-        c = { total: this.tcpCloseTotal.resolve(l), duration: this.tcpDuration.resolve(l) };
-        // Error texts are the proxy's, short and few; a long one is not worth keeping.
-        if (ck.length <= 200) s.closes.set(ck, c);
-      }
-      add(c.total, 1);
-      observe(c.duration, ev.durationMs);
-    }
-    const dk = ev.protocol + '|' + ev.detectedBy;
-    let d = this.resolvedDetect.get(dk);
-    if (d === undefined) {
-      const l = { protocol: ev.protocol, detected_by: ev.detectedBy };
-      d = { total: this.detectTotal.resolve(l), duration: this.detectDuration.resolve(l) };
-      this.resolvedDetect.set(dk, d);
-    }
-    add(d.total, 1);
-    observe(d.duration, ev.detectMs);
-  }
-
-  /** The slow path of a request: its label sets built and series looked up, per side. */
-  private requestSides(ev: RequestEvent): RequestSide[] {
-    return this.views(ev).map((v) => ({
-      req: this.requestTotal.resolve(requestLabels(v, ev, this.labelOpts)),
-      resp: this.responseTotal.resolve(responseLabels(v, ev, this.labelOpts)),
-      latency: ev.status > 0 ? this.responseLatency.resolve(latencyLabels(v, ev, this.labelOpts)) : null,
-    }));
-  }
-
-  request(ev: RequestEvent): void {
-    // Everything the labels are built from, and nothing else: the timings vary per request.
-    // The authority goes last, so the other fields cannot run into it.
-    const k = ev.direction + '|' + ev.sourceIp + '|' + ev.destIp + '|' + ev.destPort + '|' + ev.status + '|' +
-      (ev.grpcStatus ?? '') + (ev.success ? '|s|' : '|f|') + (ev.dstService !== undefined ? 'S|' : '-|') + ev.authority;
-    let sides = this.resolvedRequests.get(k);
-    if (sides === undefined) {
-      sides = this.requestSides(ev);
-      if (ev.authority.length <= MAX_CACHED_AUTHORITY) this.resolvedRequests.set(k, sides);
-    }
-    for (const s of sides) {
-      add(s.req, 1);
-      add(s.resp, 1);
-      if (s.latency !== null) observe(s.latency, ev.latencyMs);
-    }
-  }
-
-  /** Connections open as this sink counts them (tests, status). */
-  get openConnections(): number {
-    return this.conns.size;
   }
 
   contentType(): string {

@@ -10,7 +10,7 @@ import { HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_REPORTS, type AgentQ
 import { MAX_LINE_BYTES } from '../controller/lines.ts';
 import { LATENCY_SCHEME } from './histogram.ts';
 import { REPORT_VERSION, type AgentSummary, type PodInventory, type Report, ReportAggregator } from './report.ts';
-import { parseTapFilter, TapRegistry, type TapRecord } from './tap.ts';
+import { parseTapFilter, TapRegistry, type TapFilter, type TapRecord } from './tap.ts';
 import type { TelemetrySink } from './events.ts';
 import type { WorkloadResolver } from './workload.ts';
 
@@ -30,10 +30,19 @@ export interface ReportClientOptions {
   maxBackoffMs?: number;
   /** A report not acknowledged within this fails the connection. */
   requestTimeoutMs?: number;
-  /** Answers the controller's diagnostics queries (`mesh-agent diagnostics`); throws with what is wrong. */
+  /** Answers the controller's diagnostics queries (`mesh-agent diagnostics`); throws (or rejects) with what is wrong. */
   onQuery?: (q: AgentQuery) => unknown;
+  /**
+   * Runs before each interval closes (the agent merges its proxy workers' counts into
+   * `aggregator` here); the report waits for it.
+   */
+  beforeInterval?: () => Promise<void>;
+  /** Hears the active tap filters after each change (the agent's proxy workers match them too, then offerTap()). */
+  onTapFilters?: (filters: TapFilter[]) => void;
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
+
+type OptionalHooks = 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters';
 
 export type LinkState = 'connecting' | 'connected' | 'backoff' | 'stopped';
 
@@ -42,8 +51,9 @@ const TAP_WRITE_LIMIT = 1024 * 1024;
 
 export class ReportClient {
   readonly agentId = randomUUID();
-  private o: Required<Omit<ReportClientOptions, 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery'>> & Pick<ReportClientOptions, 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery'>;
-  private agg: ReportAggregator;
+  private o: Required<Omit<ReportClientOptions, OptionalHooks>> & Pick<ReportClientOptions, OptionalHooks>;
+  /** This interval's pairs; the agent merges its proxy workers' into it (beforeInterval). */
+  readonly aggregator: ReportAggregator;
   private removeAgg: () => void;
   private taps: TapRegistry;
   private backlogQ: Report[] = [];
@@ -65,14 +75,21 @@ export class ReportClient {
     this.o = { intervalMs: 5000, backlog: 120, minBackoffMs: 250, maxBackoffMs: 10_000, requestTimeoutMs: 10_000, ...opts };
     if (!Number.isInteger(this.o.backlog) || this.o.backlog < 1) throw new Error(`report backlog ${this.o.backlog} is not a positive integer; pass --report-backlog N with N >= 1`);
     this.backoffMs = this.o.minBackoffMs;
-    this.agg = new ReportAggregator(opts.hub.workloads);
-    this.removeAgg = opts.hub.add(this.agg);
-    this.taps = new TapRegistry(opts.hub, (id, rec) => this.sendTap(id, rec));
+    this.aggregator = new ReportAggregator(opts.hub.workloads);
+    this.removeAgg = opts.hub.add(this.aggregator);
+    this.taps = new TapRegistry(opts.hub, (id, rec) => this.sendTap(id, rec), opts.onTapFilters);
   }
 
   start(): void {
     this.intervalStart = Date.now();
-    this.timer = setInterval(() => this.closeInterval(), this.o.intervalMs);
+    this.timer = setInterval(() => {
+      const before = this.o.beforeInterval;
+      if (!before) return this.closeInterval();
+      // A failing merge must not stop the reports: the interval closes with what this thread has.
+      before().catch((e) => this.o.log('warn', `collecting the proxy workers' counts for a report failed: ${(e as Error).message}`)).finally(() => {
+        if (this.stateV !== 'stopped') this.closeInterval();
+      });
+    }, this.o.intervalMs);
     this.connect();
   }
 
@@ -93,7 +110,7 @@ export class ReportClient {
       seq: ++this.seq,
       start: this.intervalStart,
       end: now,
-      pairs: this.agg.flush(),
+      pairs: this.aggregator.flush(),
       pods: this.o.inventory(),
       dropped: this.stats.dropped,
     };
@@ -208,7 +225,7 @@ export class ReportClient {
         const cmd = JSON.parse(line) as TapCommand;
         if (cmd?.op === 'start') this.taps.start(parseTapFilter(cmd.filter));
         else if (cmd?.op === 'stop' && typeof cmd.id === 'string') this.taps.stop(cmd.id);
-        else if (cmd?.op === 'query' && typeof cmd.id === 'string' && cmd.id.length <= 64) this.answer(st, cmd.id, cmd.query);
+        else if (cmd?.op === 'query' && typeof cmd.id === 'string' && cmd.id.length <= 64) void this.answer(st, cmd.id, cmd.query);
         else throw new Error('unknown op');
       } catch (e) {
         this.o.log('warn', `ignored a tap command from the controller: ${(e as Error).message}: ${line.slice(0, 200)}`);
@@ -219,17 +236,22 @@ export class ReportClient {
     });
   }
 
-  private answer(st: http2.ClientHttp2Stream, id: string, q: AgentQuery): void {
+  private async answer(st: http2.ClientHttp2Stream, id: string, q: AgentQuery): Promise<void> {
     let reply: AgentReply;
     try {
       if (!this.o.onQuery) throw new Error('this agent answers no diagnostics queries');
-      reply = { reply: id, result: this.o.onQuery(q) };
+      reply = { reply: id, result: await this.o.onQuery(q) };
     } catch (e) {
       reply = { reply: id, error: (e as Error).message };
     }
     let line = JSON.stringify(reply);
     if (line.length >= MAX_LINE_BYTES) line = JSON.stringify({ reply: id, error: `the answer is over ${MAX_LINE_BYTES} bytes` });
     if (!st.destroyed) st.write(line + '\n');
+  }
+
+  /** A tap record a proxy worker matched: rate-limited and numbered with this thread's (TapRegistry.offer). */
+  offerTap(id: string, record: TapRecord): void {
+    this.taps.offer(id, record);
   }
 
   private sendTap(id: string, record: TapRecord): void {
@@ -255,7 +277,7 @@ export class ReportClient {
       backlog: this.backlogQ.length,
       backlogLimit: this.o.backlog,
       ...this.stats,
-      pairsOverflow: this.agg.overflow,
+      pairsOverflow: this.aggregator.overflow,
       activeTaps: this.taps.active,
     };
   }

@@ -4,7 +4,7 @@
 // restarted agent's reports simply add to the window and a report resent after a lost ack is
 // recognised by (agentId, seq). Pure: the aggregator is a telemetry sink with no I/O.
 import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, RequestEvent, TelemetrySink } from './events.ts';
-import { LATENCY_BOUNDS, LATENCY_SCHEME, observe, trim, type Histogram } from './histogram.ts';
+import { LATENCY_BOUNDS, LATENCY_SCHEME, mergeInto, observe, trim, type Histogram } from './histogram.ts';
 import type { WorkloadResolver } from './workload.ts';
 
 export const REPORT_VERSION = 1;
@@ -101,12 +101,37 @@ interface PairState {
   tcpBytesOut: number;
   /** Connection ids open now; survives flushes (the gauge). */
   open: Set<number>;
+  /** Connections open now on proxy workers, as their drains said (main thread only); survives flushes. */
+  merged: number;
+  /** How many of `open` the last drain reported (worker only). */
+  reported: number;
 }
 
-const emptyPair = (srcIp: string, dstIp: string, open = new Set<number>()): PairState => ({
+const emptyPair = (srcIp: string, dstIp: string, prev?: PairState): PairState => ({
   srcIp, dstIp, requests: 0, successes: 0, latency: [], requestBytes: 0, responseBytes: 0,
-  tcpOpened: 0, tcpClosed: 0, tcpBytesIn: 0, tcpBytesOut: 0, open,
+  tcpOpened: 0, tcpClosed: 0, tcpBytesIn: 0, tcpBytesOut: 0,
+  open: prev?.open ?? new Set<number>(), merged: prev?.merged ?? 0, reported: prev?.reported ?? 0,
 });
+
+/** A pair's counts since the last drain, as a proxy worker sends them: IPs only, workloads are named at flush. */
+export interface RawPair {
+  srcIp: string;
+  dstIp: string;
+  requests: number;
+  successes: number;
+  latency: number[];
+  requestBytes: number;
+  responseBytes: number;
+  tcpOpened: number;
+  tcpClosed: number;
+  /** Change in the connections open now. */
+  openDelta: number;
+  tcpBytesIn: number;
+  tcpBytesOut: number;
+}
+
+/** A worker's net open connections per pair, kept by the main thread so a dead worker's can be taken back. */
+export type PairLedger = Map<string, number>;
 
 /** Cap on distinct pairs per interval: a scan across many IPs must not grow memory without bound. */
 export const MAX_PAIRS = 10_000;
@@ -125,8 +150,7 @@ export class ReportAggregator implements TelemetrySink {
     this.workloads = workloads;
   }
 
-  private pair(srcIp: string, dstIp: string): PairState | null {
-    const key = `${srcIp}>${dstIp}`;
+  private pair(srcIp: string, dstIp: string, key = `${srcIp}>${dstIp}`): PairState | null {
     let p = this.pairs.get(key);
     if (!p) {
       if (this.pairs.size >= MAX_PAIRS) {
@@ -185,14 +209,66 @@ export class ReportAggregator implements TelemetrySink {
         responseBytes: p.responseBytes,
         tcpOpened: p.tcpOpened,
         tcpClosed: p.tcpClosed,
-        tcpOpen: p.open.size,
+        tcpOpen: p.open.size + p.merged,
         tcpBytesIn: p.tcpBytesIn,
         tcpBytesOut: p.tcpBytesOut,
       });
-      if (p.open.size > 0) next.set(key, emptyPair(p.srcIp, p.dstIp, p.open));
+      if (p.open.size + p.merged > 0) next.set(key, emptyPair(p.srcIp, p.dstIp, p));
     }
     this.pairs = next;
     return out;
+  }
+
+  /** A proxy worker's side: each pair's counts since the last drain (IPs only); counters restart. */
+  drain(): RawPair[] {
+    const out: RawPair[] = [];
+    const next = new Map<string, PairState>();
+    for (const [key, p] of this.pairs) {
+      out.push({
+        srcIp: p.srcIp, dstIp: p.dstIp, requests: p.requests, successes: p.successes, latency: trim(p.latency),
+        requestBytes: p.requestBytes, responseBytes: p.responseBytes, tcpOpened: p.tcpOpened, tcpClosed: p.tcpClosed,
+        openDelta: p.open.size - p.reported, tcpBytesIn: p.tcpBytesIn, tcpBytesOut: p.tcpBytesOut,
+      });
+      p.reported = p.open.size;
+      if (p.open.size > 0) next.set(key, emptyPair(p.srcIp, p.dstIp, p));
+    }
+    this.pairs = next;
+    return out;
+  }
+
+  /**
+   * The main thread's side: a worker's drained pairs join this interval as if its events had come
+   * here; their open connections are also kept in `ledger` so forget() can take them back.
+   */
+  merge(raw: readonly RawPair[], ledger?: PairLedger): void {
+    for (const r of raw) {
+      const key = `${r.srcIp}>${r.dstIp}`;
+      const p = this.pair(r.srcIp, r.dstIp, key);
+      if (!p) {
+        this.overflow += r.requests + r.tcpOpened + r.tcpClosed;
+        continue;
+      }
+      p.requests += r.requests;
+      p.successes += r.successes;
+      mergeInto(p.latency, r.latency);
+      p.requestBytes += r.requestBytes;
+      p.responseBytes += r.responseBytes;
+      p.tcpOpened += r.tcpOpened;
+      p.tcpClosed += r.tcpClosed;
+      p.tcpBytesIn += r.tcpBytesIn;
+      p.tcpBytesOut += r.tcpBytesOut;
+      p.merged += r.openDelta;
+      if (ledger !== undefined && r.openDelta !== 0) ledger.set(key, (ledger.get(key) ?? 0) + r.openDelta);
+    }
+  }
+
+  /** A worker is gone, and its connections with it: they no longer count as open. */
+  forget(ledger: PairLedger): void {
+    for (const [key, n] of ledger) {
+      const p = this.pairs.get(key);
+      if (p) p.merged -= n;
+    }
+    ledger.clear();
   }
 
   private peer(ip: string): Peer {

@@ -13,6 +13,8 @@ import { overflowLabels, seriesKey, type Labels } from './labels.ts';
 export class CounterSeries {
   readonly labels: Labels;
   value = 0;
+  /** Observations (additions) so far: what a merged worker delta counts as overflow. */
+  n = 0;
   /**
    * Set on overflow series only: mesh_agent_metrics_overflow_total{metric} of this family,
    * which counts every observation that lands here.
@@ -54,6 +56,14 @@ export class HistogramSeries {
         return;
       }
     }
+  }
+
+  /** Another histogram's observations (a proxy worker's delta), bucket by bucket. */
+  add(counts: readonly number[], sum: number, count: number): void {
+    const n = Math.min(counts.length, this.counts.length);
+    for (let i = 0; i < n; i++) this.counts[i]! += counts[i]!;
+    this.sum += sum;
+    this.count += count;
   }
 }
 
@@ -129,7 +139,7 @@ export class SeriesFamily<S extends Series> {
     return s;
   }
 
-  private *all(): Iterable<S> {
+  *all(): Iterable<S> {
     yield* this.children.values();
     yield* this.overflow.values();
   }
@@ -174,6 +184,7 @@ export class SeriesFamily<S extends Series> {
         s.count = 0;
       } else {
         s.value = 0;
+        s.n = 0;
       }
     }
   }

@@ -143,9 +143,45 @@ export class TapRegistry {
   private hub: { add(sink: TelemetrySink): () => void };
   private emit: (id: string, rec: TapRecord) => void;
 
-  constructor(hub: { add(sink: TelemetrySink): () => void }, emit: (id: string, rec: TapRecord) => void) {
+  private onFilters: ((filters: TapFilter[]) => void) | undefined;
+
+  /**
+   * `onFilters` hears the active filters after every start and stop: the agent hands them to its
+   * proxy workers, whose matches come back through offer().
+   */
+  constructor(hub: { add(sink: TelemetrySink): () => void }, emit: (id: string, rec: TapRecord) => void, onFilters?: (filters: TapFilter[]) => void) {
     this.hub = hub;
     this.emit = emit;
+    this.onFilters = onFilters;
+  }
+
+  /** The filters of the active taps. */
+  filters(): TapFilter[] {
+    return [...this.sessions.values()].map((s) => s.matcher.filter);
+  }
+
+  /**
+   * Makes the active taps these (a proxy worker, told by the main thread): new ones start,
+   * changed ones are replaced, the others stop.
+   */
+  sync(filters: readonly TapFilter[]): void {
+    const ids = new Set(filters.map((f) => f.id));
+    for (const id of [...this.sessions.keys()]) if (!ids.has(id)) this.stop(id);
+    for (const f of filters) this.start(f);
+  }
+
+  /**
+   * A record another thread matched (a proxy worker): rate-limited and numbered here, with the
+   * records this thread matched, so a tap's rate and numbering are the agent's, not a worker's.
+   */
+  offer(id: string, rec: TapRecord): void {
+    const s = this.sessions.get(id);
+    if (s === undefined) return; // stopped meanwhile
+    if (!s.bucket.take()) {
+      s.limited++;
+      return;
+    }
+    this.emit(id, { ...rec, n: ++s.n });
   }
 
   /** Starts a tap, or replaces the filter of a running one (the controller resends it when pods change). */
@@ -162,16 +198,20 @@ export class TapRegistry {
       };
       this.remove = this.hub.add(sink);
     }
+    this.onFilters?.(this.filters());
   }
 
   stop(id: string): void {
-    this.sessions.delete(id);
+    if (!this.sessions.delete(id)) return;
     if (this.sessions.size === 0) this.detach();
+    this.onFilters?.(this.filters());
   }
 
   stopAll(): void {
+    const had = this.sessions.size > 0;
     this.sessions.clear();
     this.detach();
+    if (had) this.onFilters?.([]);
   }
 
   private detach() {
