@@ -6,6 +6,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -199,4 +200,48 @@ test('mesh-agent dashboard: port-forwards with kubectl, prints the URL, Ctrl-C e
   const missing = await cli([], { PATH: dir.replace(/$/, '-nothing') }).done;
   t.is(missing.code, 1);
   t.regex(missing.stderr, /kubectl is not on PATH/);
+});
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  const port = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+test('mesh-agent controller: the default dashboard port taken is a warning (reports, stat and tap go on); an address asked for is exit 1', async (t) => {
+  // Hold 8084 here, unless something else already does: either way it is taken.
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => {
+    holder.once('error', () => resolve());
+    holder.listen(8084, '0.0.0.0', () => resolve());
+  });
+  t.teardown(() => holder.close());
+  const port = await freePort();
+  const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => ctl.kill('SIGKILL'));
+  let out = '';
+  ctl.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  ctl.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (/"msg":"controller listening"/.test(out) && /runs without its dashboard/.test(out)) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 20);
+    ctl.once('exit', (code) => {
+      clearInterval(timer);
+      reject(new Error(`controller exited ${code}: ${out}`));
+    });
+  });
+  t.regex(out, /"level":"warn","msg":"dashboard listen on 0\.0\.0\.0:8084 failed: listen EADDRINUSE[^"]*; the controller runs without its dashboard"/);
+  const st = await requestJson(`http://127.0.0.1:${port}`, 'GET', '/v1/status');
+  t.is(st.dashboard, null);
+  const asked = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${await freePort()}`, '--dashboard-listen', '0.0.0.0:8084'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  asked.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const code = await new Promise<number | null>((r) => asked.once('exit', r));
+  t.is(code, 1);
+  t.regex(err, /dashboard listen on 0\.0\.0\.0:8084 failed: listen EADDRINUSE.*pass --dashboard-listen with a free address/);
 });

@@ -76,9 +76,17 @@ export function registerController(program: Command) {
         // Loaded only when served: `--dashboard-listen off` keeps the controller as small as before.
         const { DashboardServer } = await import('../dashboard/server.ts');
         const d = new DashboardServer(server, { log: logTo });
-        const at = await d.listen(dashboardListen.host, dashboardListen.port);
-        dashboard = d;
-        log.info('dashboard listening', { listen: `${at.host}:${at.port}` });
+        try {
+          const at = await d.listen(dashboardListen.host, dashboardListen.port);
+          dashboard = d;
+          log.info('dashboard listening', { listen: `${at.host}:${at.port}` });
+        } catch (e) {
+          // An address asked for is a promise to keep; the default port being taken (another
+          // controller on this machine, a test) must not stop reports, stat and tap.
+          await d.close();
+          if (this.getOptionValueSource('dashboardListen') === 'cli') throw e;
+          log.warn(`${(e as Error).message}; the controller runs without its dashboard`);
+        }
       }
       const stop = (sig: string) => {
         log.info(`${sig}: stopping`);
