@@ -1,12 +1,15 @@
 // Tiny network tools run inside simulated pods: node src/sim/tools.ts <cmd> [--flag value]...
 // Each prints JSON lines on stdout; failures print {"error": ...} on stderr and exit 1.
-//   tcp-echo   --port P                     echo server; one {"accepted":{...}} line per connection
+//   tcp-echo   --port P                     echo server; one {"accepted":{...},"at":t} line per connection
 //   tcp-banner --port P --banner TEXT       server speaks first, then echoes
 //   tcp-client --connect IP:PORT --send TEXT [--wait-banner] [--timeout-ms N]
 //   tcp-many   --connect IP:PORT --count N  N sequential connections, one echo each -> {"ok":N}
 //   tcp-loop   --connect IP:PORT [--interval-ms N] [--attempt-timeout-ms N]
 //              one short connection (connect, echo, close) after another until killed; one
-//              {"attempt":i,"ok":true,"localPort":p} or {"attempt":i,"ok":false,"stage":...,"error":...} line each
+//              {"attempt":i,"ok":true,"localPort":p} or {"attempt":i,"ok":false,"stage":...,"error":...} line each,
+//              with t0 and t1, when it began and ended
+// Times (at, t0, t1) are CLOCK_MONOTONIC in ms, the clock every process on the machine shares
+// (process.hrtime), so a test can order them against its own events.
 //   udp-echo   --port P
 //   udp-client --connect IP:PORT --send TEXT [--timeout-ms N]
 import * as dgram from 'node:dgram';
@@ -51,13 +54,18 @@ function out(obj: object): void {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
+/** CLOCK_MONOTONIC in ms: comparable across processes, unlike Date.now() it never steps. */
+function mono(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
 function endpoints(s: net.Socket): object {
   return { localAddress: s.localAddress, localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort };
 }
 
 function tcpServer(port: number, banner?: string): void {
   const server = net.createServer((s) => {
-    out({ accepted: endpoints(s) });
+    out({ accepted: endpoints(s), at: mono() });
     s.on('error', () => s.destroy());
     if (banner !== undefined) s.write(banner);
     s.pipe(s);
@@ -136,6 +144,7 @@ async function tcpLoop(f: Flags): Promise<void> {
   const attemptTimeoutMs = int(f, 'attempt-timeout-ms', 3000);
   for (let i = 0; ; i++) {
     const startedAt = Date.now();
+    const t0 = mono();
     let stage = 'connect';
     let s: net.Socket | undefined;
     // A black-holed connection must show up as a failure, not as a loop that stops printing.
@@ -153,12 +162,12 @@ async function tcpLoop(f: Flags): Promise<void> {
       const reply = readUntil(pending, text);
       pending.write(text);
       await reply;
-      out({ attempt: i, ok: true, localPort: pending.localPort, ms: Date.now() - startedAt });
+      out({ attempt: i, ok: true, localPort: pending.localPort, ms: Date.now() - startedAt, t0, t1: mono() });
       pending.end();
       pending.on('error', () => {});
     } catch (e) {
       s?.destroy();
-      out({ attempt: i, ok: false, stage, error: errorKind(e), ms: Date.now() - startedAt });
+      out({ attempt: i, ok: false, stage, error: errorKind(e), ms: Date.now() - startedAt, t0, t1: mono() });
     } finally {
       clearTimeout(timer);
     }
