@@ -10,6 +10,7 @@ import { PortSet } from '../src/proxy/ports.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream } from '../src/proxy/http2/harness.ts';
+import { waitFor } from './helpers/until.ts';
 
 const run = promisify(execFile);
 
@@ -71,13 +72,15 @@ test('a client whose preface comes well after the server\'s SETTINGS is still de
   const sink = new RecordingSink();
   const decisions: string[] = [];
   const handler = createHttp2Handler({ pool: new Http2SessionPool() });
+  let upstream: net.Socket | null = null;
   const server = net.createServer({ pauseOnConnect: true }, (client) => {
     client.on('error', () => {});
     dispatch({
       connId: 1, client, telemetry: sink, openedAt: Date.now(),
       endpoints: { direction: 'outbound', sourceIp: '127.0.0.1', sourcePort: client.remotePort ?? 0, sourcePodKey: 0n, destIp: '127.0.0.1', destPort: up.port },
-      dial: (ip, port) => net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true }),
-    }, { limits: defaultLimits, detectTimeoutMs: 2000, opaquePorts: PortSet.empty(), handlers: { http2: handler }, onDecision: (p, by) => decisions.push(`${p}:${by}`) });
+      dial: (ip, port) => (upstream = net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true })),
+    // A deadline no stall reaches: the verdict must come from the preface, after the SETTINGS.
+    }, { limits: defaultLimits, detectTimeoutMs: 30_000, opaquePorts: PortSet.empty(), handlers: { http2: handler }, onDecision: (p, by) => decisions.push(`${p}:${by}`) });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(async () => {
@@ -86,7 +89,8 @@ test('a client whose preface comes well after the server\'s SETTINGS is still de
   });
   const sock = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
   await new Promise((r) => sock.once('connect', r));
-  await new Promise((r) => setTimeout(r, 200));
+  // The proxy has read the server's SETTINGS before the client says anything.
+  await waitFor(() => upstream !== null && upstream.bytesRead > 0);
   const session = http2.connect('http://127.0.0.1', { createConnection: () => sock });
   t.teardown(() => session.destroy());
   const body = await new Promise<string>((resolve, reject) => {
