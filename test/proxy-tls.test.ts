@@ -12,6 +12,7 @@ import { Proxy } from '../src/proxy/listener.ts';
 import { PortSet } from '../src/proxy/ports.ts';
 import type { OpaqueCloseEvent } from '../src/proxy/opaque.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
+import { waitFor } from './helpers/until.ts';
 
 const HOST = '127.0.0.1';
 
@@ -66,8 +67,7 @@ test('TLS is passed through end to end, with SNI and ALPN recorded in telemetry'
   client.end();
   await once(client, 'close');
 
-  const end = Date.now() + 3000;
-  while (sink.closes.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => sink.closes.length > 0);
   const ev = sink.closes[0] as OpaqueCloseEvent;
   t.truthy(ev);
   t.like(ev, { protocol: 'tls', detectedBy: 'tls', authority: name });
