@@ -4,7 +4,7 @@
 // logged once, snapshots are shared.
 import test from 'ava';
 import { PassThrough } from 'node:stream';
-import { DiscoveryHub, RESET_LINE, SYNCED_LINE } from '../src/discovery/hub.ts';
+import { DiscoveryHub, prepare, RESET_LINE, SYNCED_LINE } from '../src/discovery/hub.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 import { readLines } from '../src/controller/lines.ts';
@@ -92,13 +92,13 @@ test('an agent waits for the source to sync, then gets reset, the world and sync
 
 test('replaceAll (a relist) sends the difference only', async (t) => {
   const { hub } = hubWithLog();
-  hub.replaceAll('service', [svc('a', '10.96.0.1'), svc('b', '10.96.0.2')]);
+  hub.replaceAll('service', [svc('a', '10.96.0.1'), svc('b', '10.96.0.2')].map((o) => prepare('service', o)));
   hub.markSynced();
   const r = new Reader();
   subscribe(hub, r);
   await waitFor(() => r.store.synced);
   const n = r.lines.length;
-  hub.replaceAll('service', [svc('b', '10.96.0.2'), svc('c', '10.96.0.3')]);
+  hub.replaceAll('service', [svc('b', '10.96.0.2'), svc('c', '10.96.0.3')].map((o) => prepare('service', o)));
   await waitFor(() => r.lines.length === n + 2);
   t.deepEqual(r.lines.slice(n).map((l) => JSON.parse(l)).map((m) => `${m.op}:${m.key ?? m.service.name}`).sort(), ['delete:shop/a', 'set:c']);
   t.deepEqual(r.store.services().map((s) => s.name).sort(), ['b', 'c']);

@@ -13,6 +13,8 @@ import {
 
 type Obj = Record<string, any>;
 
+export type ResourceKind = 'service' | 'slice' | 'pod';
+
 /** What one object became: its key ("ns/name"), its record (null: nothing to send, delete any earlier one) and what was wrong. */
 export interface Converted<T> {
   key: string;
@@ -239,7 +241,6 @@ export function podFromK8s(o: Obj): Converted<DiscoPod> {
   return gate(key, pod, parsePod, problems);
 }
 
-export type ResourceKind = 'service' | 'slice' | 'pod';
 
 /** The record kind of a Kubernetes object, or null for kinds discovery does not read. */
 export function kindOf(o: Obj): ResourceKind | null {

@@ -32,11 +32,31 @@ export interface HubOptions {
   now?: () => number;
 }
 
-interface Entry {
-  /** The whole "set" line, without the newline: what every agent gets for this object. */
-  line: string;
-  /** Endpoints in it (slices), for the counts. */
+/**
+ * An object made ready for the hub: its key, its whole "set" line (without the newline; null:
+ * nothing to send, remove any earlier one), its endpoints (slices, for the counts) and what was
+ * wrong with it. Sources keep these rather than objects: the line is the very string the hub
+ * keeps and sends, so a source's copy of the world costs little more than the hub's.
+ */
+export interface Prepared {
+  key: string;
+  line: string | null;
   endpoints: number;
+  problems: string[];
+}
+
+type Entry = Prepared & { line: string };
+
+const NO_PROBLEMS: string[] = [];
+
+export function prepare(kind: ResourceKind, obj: Obj): Prepared {
+  const c = convert(kind, obj);
+  return {
+    key: c.key,
+    line: c.record === null ? null : setLine(kind, c.record),
+    endpoints: kind === 'slice' && c.record !== null ? (c.record as DiscoSlice).endpoints.length : 0,
+    problems: c.problems.length > 0 ? c.problems : NO_PROBLEMS,
+  };
 }
 
 /** The world as one run of chunks, shared by the agents reading it, and what changed since it was built. */
@@ -135,10 +155,14 @@ export class DiscoveryHub {
 
   /** An object added or changed. Its problems are logged once (again only when they change). */
   upsert(kind: ResourceKind, obj: Obj): void {
-    const c = convert(kind, obj);
-    this.noteProblems(kind, c.key, c.problems);
-    if (c.record === null) this.remove(kind, c.key);
-    else this.set(kind, c.key, c.record);
+    this.put(kind, prepare(kind, obj));
+  }
+
+  /** A prepared object added or changed (see prepare). */
+  put(kind: ResourceKind, p: Prepared): void {
+    this.noteProblems(kind, p.key, p.problems);
+    if (p.line === null) this.remove(kind, p.key);
+    else this.set(kind, p as Entry);
   }
 
   /** An object deleted (or no longer anything discovery sends). */
@@ -151,15 +175,12 @@ export class DiscoveryHub {
     this.changed(kind, key, deleteLine(kind, key));
   }
 
-  /** The whole set of one kind (after a list or relist): upserts each, removes what is gone. */
-  replaceAll(kind: ResourceKind, objs: Iterable<Obj>): void {
+  /** The whole set of one kind (after a list or relist): puts each, removes what is gone. */
+  replaceAll(kind: ResourceKind, items: Iterable<Prepared>): void {
     const seen = new Set<string>();
-    for (const o of objs) {
-      const c = convert(kind, o);
-      seen.add(c.key);
-      this.noteProblems(kind, c.key, c.problems);
-      if (c.record === null) this.remove(kind, c.key);
-      else this.set(kind, c.key, c.record);
+    for (const p of items) {
+      seen.add(p.key);
+      this.put(kind, p);
     }
     for (const key of [...this.maps[kind].keys()]) if (!seen.has(key)) this.remove(kind, key);
     for (const pk of [...this.problems.keys()]) {
@@ -176,18 +197,16 @@ export class DiscoveryHub {
     for (const s of this.subs) if (s.phase === 'waiting') this.startSnapshot(s);
   }
 
-  private set(kind: ResourceKind, key: string, record: DiscoService | DiscoSlice | DiscoPod): void {
-    const line = setLine(kind, record);
+  private set(kind: ResourceKind, e: Entry): void {
     const m = this.maps[kind];
-    const prev = m.get(key);
-    if (prev?.line === line) {
+    const prev = m.get(e.key);
+    if (prev?.line === e.line) {
       this.stats.unchanged++;
       return;
     }
-    const endpoints = kind === 'slice' ? (record as DiscoSlice).endpoints.length : 0;
-    this.endpoints += endpoints - (prev?.endpoints ?? 0);
-    m.set(key, { line, endpoints });
-    this.changed(kind, key, line);
+    this.endpoints += e.endpoints - (prev?.endpoints ?? 0);
+    m.set(e.key, e);
+    this.changed(kind, e.key, e.line);
   }
 
   private changed(kind: ResourceKind, key: string, line: string): void {

@@ -1,15 +1,14 @@
 // The controller's cluster source: Services, EndpointSlices and Pods of every namespace, listed
 // and watched once (the agents open no cluster-wide watch), fed to the discovery hub. Each kind
 // runs the same reflector the agent's pod watch uses (src/k8s/watch-reflector.ts); the stores
-// keep only the fields conversion reads, so 100,000 pods cost what their records cost, not
-// what their full objects would.
+// keep each object as the hub takes it (its record's line, hub.ts prepare), not the object, so
+// 100,000 pods cost what their lines cost.
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../k8s/kube-source.ts';
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
-import { ROUTING_ANNOTATION_PREFIXES } from './model.ts';
-import { SERVICE_NAME_LABEL, type ResourceKind } from './from-k8s.ts';
-import type { DiscoveryHub } from './hub.ts';
+import type { ResourceKind } from './from-k8s.ts';
+import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 
 type Obj = Record<string, any>;
 
@@ -29,37 +28,16 @@ export interface DiscoveryKubeSourceOptions {
   pageSize?: number;
 }
 
-const pick = (o: Obj | undefined, keys: string[]): Obj => {
-  const out: Obj = {};
-  if (o) for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
-  return out;
-};
+/** What a reflector stores of an object: the metadata it keys and resumes by, and the hub's form of the rest. */
+interface Kept {
+  metadata: { name: string; namespace?: string; resourceVersion?: string };
+  prepared: Prepared;
+}
 
-/** What conversion (from-k8s.ts) reads of each kind; the rest of an object is not kept. */
-export function slim(kind: ResourceKind, o: Obj): Obj {
-  const md: Obj = o?.metadata ?? {};
-  const meta: Obj = { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion };
-  if (kind === 'service') {
-    const ann = Object.entries((md.annotations ?? {}) as Obj).filter(([k]) => ROUTING_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
-    if (ann.length) meta.annotations = Object.fromEntries(ann);
-    return { metadata: meta, spec: pick(o?.spec, ['type', 'clusterIP', 'clusterIPs', 'ports']) };
-  }
-  if (kind === 'slice') {
-    if (md.labels?.[SERVICE_NAME_LABEL] !== undefined) meta.labels = { [SERVICE_NAME_LABEL]: md.labels[SERVICE_NAME_LABEL] };
-    const endpoints = Array.isArray(o?.endpoints)
-      ? o.endpoints.map((e: Obj) => ({
-        addresses: e?.addresses,
-        conditions: e?.conditions?.ready === undefined ? undefined : { ready: e.conditions.ready },
-        targetRef: e?.targetRef ? { kind: e.targetRef.kind, name: e.targetRef.name } : undefined,
-        nodeName: e?.nodeName,
-        zone: e?.zone,
-      }))
-      : o?.endpoints;
-    return { metadata: meta, addressType: o?.addressType, ports: o?.ports, endpoints };
-  }
-  if (md.labels?.['pod-template-hash'] !== undefined) meta.labels = { 'pod-template-hash': md.labels['pod-template-hash'] };
-  if (Array.isArray(md.ownerReferences)) meta.ownerReferences = md.ownerReferences.map((r: Obj) => pick(r, ['kind', 'name', 'controller']));
-  return { metadata: meta, spec: pick(o?.spec, ['nodeName', 'hostNetwork', 'serviceAccountName']), status: pick(o?.status, ['phase', 'podIP', 'podIPs']) };
+function keep(kind: ResourceKind, o: Obj): Kept {
+  if ((o as Kept).prepared !== undefined) return o as Kept; // a list page's items are kept already
+  const md = o?.metadata ?? {};
+  return { metadata: { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion }, prepared: prepare(kind, o) };
 }
 
 interface Paged {
@@ -92,13 +70,13 @@ export class DiscoveryKubeSource {
     (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000; // as the agent's KubeSource: silence is our watchdog's call
     const limit = this.o.pageSize ?? 500;
     const pages = (kind: ResourceKind, page: (cont: string | undefined) => Promise<Paged>) => async () => {
-      // Page by page, each slimmed before the next is fetched: a 100,000-pod list never sits whole in memory.
+      // Page by page, each prepared before the next is fetched: a 100,000-pod list never sits whole in memory.
       const items: Obj[] = [];
       let cont: string | undefined;
       let resourceVersion = '';
       do {
         const l = await page(cont);
-        for (const i of l.items) items.push(slim(kind, i));
+        for (const i of l.items) items.push(keep(kind, i));
         if (!resourceVersion) resourceVersion = l.metadata?.resourceVersion ?? '';
         cont = l.metadata?._continue || undefined;
       } while (cont);
@@ -119,12 +97,12 @@ export class DiscoveryKubeSource {
         watchdogMs,
         backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
         rbacHint: CONTROLLER_RBAC_HINT,
-        transform: (obj) => slim(d.kind, obj),
+        transform: (obj) => keep(d.kind, obj),
         onError: this.o.onError,
-        onChange: (op, key, obj) => (op === 'set' ? this.o.hub.upsert(d.kind, obj) : this.o.hub.remove(d.kind, key)),
+        onChange: (op, key, obj) => (op === 'set' ? this.o.hub.put(d.kind, (obj as Kept).prepared) : this.o.hub.remove(d.kind, key)),
         onSynced: () => {
           // A (re)list: the hub sends only what differs from what the agents have.
-          this.o.hub.replaceAll(d.kind, r.store.values());
+          this.o.hub.replaceAll(d.kind, [...r.store.values()].map((o) => (o as Kept).prepared));
           if ([...this.reflectors.values()].every((x) => x.synced)) this.o.hub.markSynced();
         },
       });

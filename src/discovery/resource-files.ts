@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocuments } from '../k8s/objects.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
-import type { DiscoveryHub } from './hub.ts';
+import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 
 type Obj = Record<string, any>;
 
@@ -19,8 +19,8 @@ export const RELOAD_DEBOUNCE_MS = 50;
 interface FileState {
   /** dev:ino:size:mtime at the last read, to skip files that did not change. */
   stamp: string;
-  /** "kind ns/name" -> object, as last parsed successfully. */
-  objects: Map<string, Obj>;
+  /** "kind ns/name" -> the object as the hub takes it (its line, not the object), as last parsed successfully. */
+  objects: Map<string, Prepared>;
   error: string | null;
 }
 
@@ -36,11 +36,6 @@ export interface ResourceFilesState {
 }
 
 const kk = (kind: ResourceKind, key: string) => `${kind} ${key}`;
-
-function objectKey(o: Obj): string {
-  const md = o?.metadata ?? {};
-  return `${typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default'}/${md.name}`;
-}
 
 export class ResourceFiles {
   readonly path: string;
@@ -150,17 +145,27 @@ export class ResourceFiles {
     } catch (e) {
       return { stamp, objects: new Map(), error: (e as Error).message };
     }
-    const objects = new Map<string, Obj>();
+    const objects = new Map<string, Prepared>();
     for (const o of docs) {
       const kind = kindOf(o);
-      if (kind !== null) objects.set(kk(kind, objectKey(o)), o);
+      if (kind !== null) {
+        const p = prepare(kind, o);
+        objects.set(kk(kind, p.key), p);
+      }
     }
     return { stamp, objects, error: null };
   }
 
   /** Parses again the files whose stamp moved, and the hub hears about the objects they hold or held. */
   private reload(): void {
-    const now = new Set(this.list());
+    let now: Set<string>;
+    try {
+      now = new Set(this.list());
+    } catch (e) {
+      // The directory itself is gone or unreadable: that is not "no objects".
+      this.fail(`--resources ${this.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; keeping the last good objects`);
+      return;
+    }
     if (!this.isDir && !now.has(this.path)) {
       // One file given: it being absent is a save in progress or a mistake, never "delete everything".
       this.fail(`--resources ${this.path} is missing; keeping its last good objects`);
@@ -238,6 +243,6 @@ export class ResourceFiles {
         this.fail(`${describeObject(kind, key)} is defined in ${owners.map((f) => path.basename(f)).join(' and ')}; using ${path.basename(owners[0]!)}'s`);
       }
     }
-    this.hub.upsert(kind, this.files.get(owners[0]!)!.objects.get(k)!);
+    this.hub.put(kind, this.files.get(owners[0]!)!.objects.get(k)!);
   }
 }
