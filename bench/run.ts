@@ -81,15 +81,31 @@ async function main(): Promise<void> {
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
 
   const selected = SCENARIOS.filter((s) => o.ids.includes(s.id));
-  say(`bench: ${selected.length} scenario(s), ${o.seconds} s per run${o.quick ? ' (quick)' : ''}; setting up the simulated node`);
+  // Scenarios without a datapath (discovery-scale) need no simulated node, nor root.
+  const needNode = selected.some((s) => !('standalone' in s));
+  say(`bench: ${selected.length} scenario(s), ${o.seconds} s per run${o.quick ? ' (quick)' : ''}${needNode ? '; setting up the simulated node' : ''}`);
   const loadAvgAtStart = os.loadavg();
-  env = await BenchEnv.create(say);
+  if (needNode) env = await BenchEnv.create(say);
   const results: ScenarioResult[] = [];
   try {
     let n = 0;
     for (const sc of selected) {
       n++;
       const res: ScenarioResult = { id: sc.id, title: sc.title, load: sc.load(o.seconds), metrics: sc.metrics.map((m) => ({ ...m, values: {} })), proxyCpuPercent: {}, proxyStarvedPercent: {}, notes: [] };
+      if ('standalone' in sc) {
+        const r = await sc.runAlone({ quick: o.quick, say });
+        for (const m of res.metrics) {
+          const v = r.values[m.name];
+          if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${sc.id}: no value for ${m.name}`);
+          m.values.mesh = v; // one process measured, shown in a table of its own
+        }
+        res.standalone = true;
+        res.notes.push(...(r.notes ?? []));
+        say(`[${n}/${selected.length}] ${sc.id.padEnd(18)} ${summary(sc.metrics, r.values)}`);
+        results.push(res);
+        continue;
+      }
+      if (!env) throw new Error('no simulated node'); // needNode made one
       for (const mode of ['direct', 'nginx', 'mesh'] as const) {
         if (!sc.modes.includes(mode)) continue;
         env.assertAlive();
@@ -130,9 +146,11 @@ async function main(): Promise<void> {
       results.push(res);
     }
   } finally {
-    say('bench: cleaning up');
-    await env.destroy();
-    env = undefined;
+    if (env) {
+      say('bench: cleaning up');
+      await env.destroy();
+      env = undefined;
+    }
   }
 
   const report: Report = {

@@ -9,6 +9,7 @@ import type { BenchEnv } from './env.ts';
 import { GRPC_PATH, PORTS } from './nginx-conf.ts';
 import { closestPhaseGapMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseWrk, RSS_SAMPLING, sampleMedian } from './parse.ts';
 import type { Metric, Mode } from './report.ts';
+import { FULL_CONFIGS, runDiscoveryScale, scaleMetrics } from './discovery-scale.ts';
 
 export interface RunCtx {
   env: BenchEnv;
@@ -28,7 +29,19 @@ export interface ModeResult {
   notes?: string[];
 }
 
-export interface Scenario {
+export type Scenario = NodeScenario | StandaloneScenario;
+
+/** A scenario that needs no simulated node (no datapath, no root): run once, its numbers in a table of their own. */
+export interface StandaloneScenario {
+  id: string;
+  title: string;
+  standalone: true;
+  metrics: Array<Omit<Metric, 'values'>>;
+  load(seconds: number): string;
+  runAlone(c: { quick: boolean; say: (s: string) => void }): Promise<ModeResult>;
+}
+
+export interface NodeScenario {
   id: string;
   title: string;
   modes: readonly Mode[];
@@ -233,6 +246,17 @@ export const SCENARIOS: Scenario[] = [
         notes.push(`Through the mesh iperf3 ends opaque (${opaque} connections: the probe, control and data); its cookie is 36 token characters and a NUL, which the HTTP/1 detector rules out at byte 33 (method longer than 32), so the verdict comes on the first read, not at the 1 s deadline: the server's first byte arrived after ${fb.firstByteMs.toFixed(2)} ms.`);
       }
       return { values: { throughput: r.gbitPerSec, 'time to first server byte': fb.firstByteMs }, notes };
+    },
+  },
+  {
+    id: 'discovery-scale',
+    title: 'discovery at cluster scale',
+    standalone: true,
+    // The three sizes are named by shape, so a --quick run (small sizes, see the notes) fills the same metrics.
+    metrics: scaleMetrics(FULL_CONFIGS),
+    load: () => 'mesh-agent controller --resources DIR (a generated cluster of 1,000 agents and 100,000 endpoints, then 1/10 of either; --quick: 40 and 2,000; 10 endpoints per Service, one EndpointSlice each, every endpoint a pod) and simulated agents (bench/load/disco-agents.ts: 4 processes, one HTTP/2 connection and discovery stream per agent); one EndpointSlice file rewritten 20 times (5 in --quick), each change timed from the rename to its line at the last agent',
+    async runAlone(c) {
+      return runDiscoveryScale(c.quick, c.say);
     },
   },
 ];

@@ -47,6 +47,9 @@ export type DiscoveryLinkState = 'connecting' | 'syncing' | 'synced' | 'backoff'
 export const DISCOVERY_STALE_MS = 60_000;
 
 const MAX_ERROR_BODY = 4096;
+/** Flow-control windows of the discovery connection: a snapshot of a big cluster is tens of megabytes. */
+export const STREAM_WINDOW = 1 << 20;
+export const SESSION_WINDOW = 8 << 20;
 
 export class DiscoveryClient {
   private readonly o: Required<Omit<DiscoveryClientOptions, 'log' | 'onError' | 'store'>> & Pick<DiscoveryClientOptions, 'log' | 'onError' | 'store'>;
@@ -79,8 +82,7 @@ export class DiscoveryClient {
   private connect(): void {
     if (this.stateV === 'stopped') return;
     this.stateV = 'connecting';
-    // Wide windows: a snapshot of a big cluster is tens of megabytes.
-    const s = http2.connect(this.o.url, { settings: { initialWindowSize: 1 << 20 } });
+    const s = http2.connect(this.o.url, { settings: { initialWindowSize: STREAM_WINDOW } });
     this.session = s;
     s.on('error', (e) => this.fail(s, `controller ${this.o.url}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
     s.on('goaway', () => this.fail(s, `controller ${this.o.url} is going away`));
@@ -90,7 +92,7 @@ export class DiscoveryClient {
     s.once('connect', () => {
       if (this.session !== s) return;
       try {
-        s.setLocalWindowSize(8 << 20);
+        s.setLocalWindowSize(SESSION_WINDOW);
       } catch {
         // only a larger window; the default works, slower
       }
