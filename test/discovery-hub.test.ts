@@ -176,6 +176,10 @@ test('an object\'s problems are logged once, again when they change, and counted
   t.is(hub.state().objectsWithProblems, 0, 'fixed');
   hub.upsert('slice', bad(0, '4'));
   t.is(logs.length, 3, 'broken again: said again');
+  hub.remove('slice', 'shop/web-a');
+  t.is(hub.state().objectsWithProblems, 0, 'deleted: nothing is wrong with it any more');
+  hub.upsert('pod', { kind: 'Pod', metadata: { name: 'p', namespace: 'shop' }, status: { podIP: 'ten' } });
+  t.is(hub.state().objectsWithProblems, 1, 'an object left out whole still counts');
 });
 
 test('agents connecting together share one snapshot; a later one after changes gets a new one; a newer stream of the same agent replaces the old', async (t) => {

@@ -161,12 +161,18 @@ export class DiscoveryHub {
   /** A prepared object added or changed (see prepare). */
   put(kind: ResourceKind, p: Prepared): void {
     this.noteProblems(kind, p.key, p.problems);
-    if (p.line === null) this.remove(kind, p.key);
+    if (p.line === null) this.dropRecord(kind, p.key);
     else this.set(kind, p as Entry);
   }
 
-  /** An object deleted (or no longer anything discovery sends). */
+  /** An object deleted: its record goes, and whatever was wrong with it is forgotten. */
   remove(kind: ResourceKind, key: string): void {
+    this.problems.delete(`${kind} ${key}`);
+    this.dropRecord(kind, key);
+  }
+
+  /** The record goes (the object is gone, or no longer anything discovery sends). */
+  private dropRecord(kind: ResourceKind, key: string): void {
     const m = this.maps[kind];
     const prev = m.get(key);
     if (prev === undefined) return;
@@ -184,7 +190,7 @@ export class DiscoveryHub {
     }
     for (const key of [...this.maps[kind].keys()]) if (!seen.has(key)) this.remove(kind, key);
     for (const pk of [...this.problems.keys()]) {
-      if (pk.startsWith(`${kind} `) && !seen.has(pk.slice(kind.length + 1))) this.problems.delete(pk);
+      if (pk.startsWith(`${kind} `) && !seen.has(pk.slice(kind.length + 1))) this.problems.delete(pk); // gone without a record
     }
   }
 

@@ -50,6 +50,7 @@ export class DiscoveryKubeSource {
   private reflectors = new Map<ResourceKind, Reflector>();
   private server = '';
   private started = false;
+  private lastError: string | null = null;
 
   constructor(o: DiscoveryKubeSourceOptions) {
     this.o = o;
@@ -98,7 +99,10 @@ export class DiscoveryKubeSource {
         backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
         rbacHint: CONTROLLER_RBAC_HINT,
         transform: (obj) => keep(d.kind, obj),
-        onError: this.o.onError,
+        onError: (e) => {
+          this.lastError = e.message;
+          this.o.onError(e);
+        },
         onChange: (op, key, obj) => (op === 'set' ? this.o.hub.put(d.kind, (obj as Kept).prepared) : this.o.hub.remove(d.kind, key)),
         onSynced: () => {
           // A (re)list: the hub sends only what differs from what the agents have.
@@ -121,6 +125,7 @@ export class DiscoveryKubeSource {
       kind: 'kubernetes',
       server: this.server,
       connected: rs.length === 3 && rs.every(([, r]) => r.connected),
+      lastError: this.lastError,
       resources: Object.fromEntries(rs.map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size }])),
     };
   }
