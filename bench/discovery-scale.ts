@@ -2,7 +2,8 @@
 // --resources DIR`) serving a generated cluster to simulated agents (bench/load/disco-agents.ts,
 // a few processes of many HTTP/2 connections). It measures the controller's memory, the time
 // for one EndpointSlice change to reach every agent and the bytes each agent receives for it,
-// at two sizes each of agents and endpoints. No datapath, no root.
+// at two sizes each of agents and endpoints, and what the world costs one real agent's store
+// (bench/load/disco-real-agent.ts). No datapath, no root.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,6 +17,7 @@ import { freePort } from '../test/helpers/ports.ts';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 const AGENTS_TOOL = path.join(ROOT, 'bench/load/disco-agents.ts');
+const REAL_AGENT_TOOL = path.join(ROOT, 'bench/load/disco-real-agent.ts');
 
 export interface ScaleConfig {
   /** Names the size in metric names, the same in a full and a quick run. */
@@ -135,6 +137,9 @@ export interface ScaleResult extends ScaleConfig {
   peakMB: number;
   snapshotMB: number;
   syncAllSeconds: number;
+  /** One real agent's DiscoveryStore (its own process, connected after the others synced): heap the world takes, and the time to receive and apply it. */
+  agentStoreHeapMB: number;
+  agentSyncMs: number;
   changeP50Ms: number;
   changeP99Ms: number;
   bytesPerAgent: number;
@@ -178,7 +183,13 @@ export async function runScale(cfg: ScaleConfig, changes: number, say: (s: strin
     const syncAllSeconds = (Math.max(...synced.map((o) => o.at)) - connectAt) / 1000;
     const snapshotBytes = synced.reduce((n, o) => n + o.snapshotBytes * o.synced, 0) / cfg.agents;
     const rssAgents = await rss();
-    say(`  all synced in ${syncAllSeconds.toFixed(1)} s (${(snapshotBytes / 2 ** 20).toFixed(1)} MB each), controller ${(rssAgents / 2 ** 20).toFixed(0)} MB; ${changes} changes`);
+    say(`  all synced in ${syncAllSeconds.toFixed(1)} s (${(snapshotBytes / 2 ** 20).toFixed(1)} MB each), controller ${(rssAgents / 2 ** 20).toFixed(0)} MB; one real agent`);
+    const real = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--expose-gc', REAL_AGENT_TOOL, '--url', url], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(real);
+    real.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
+    const [agent] = await fromAll([lines(real)], (o) => o.heapMB !== undefined, 'the real agent synced', 300_000);
+    if (agent.endpoints !== cfg.endpoints + 10) throw new Error(`the real agent has ${agent.endpoints} endpoints, expected ${cfg.endpoints + 10}`);
+    say(`  the real agent synced in ${(agent.syncMs / 1000).toFixed(1)} s, its store ${agent.heapMB.toFixed(0)} MB of heap; ${changes} changes`);
 
     const took: number[] = [];
     let bytes = 0;
@@ -195,6 +206,7 @@ export async function runScale(cfg: ScaleConfig, changes: number, say: (s: strin
     return {
       ...cfg, ...world,
       rssIdleMB: rssIdle / 2 ** 20, rssAgentsMB: rssAgents / 2 ** 20, peakMB: peak / 2 ** 20, snapshotMB: snapshotBytes / 2 ** 20, syncAllSeconds,
+      agentStoreHeapMB: agent.heapMB, agentSyncMs: agent.syncMs,
       changeP50Ms: percentile(took, 50), changeP99Ms: percentile(took, 99), bytesPerAgent: bytes / changes, changes,
     };
   } finally {
@@ -217,6 +229,7 @@ export function scaleMetrics(configs: ScaleConfig[]) {
     { name: `change to every agent p50 (${label(c)})`, unit: 'ms', better: 'lower' as const },
     { name: `change to every agent p99 (${label(c)})`, unit: 'ms', better: 'lower' as const },
     { name: `bytes per agent per change (${label(c)})`, unit: 'B', better: 'lower' as const },
+    { name: `agent store heap (${label(c)})`, unit: 'MB', better: 'lower' as const },
   ]);
 }
 
@@ -233,7 +246,8 @@ export async function runDiscoveryScale(quick: boolean, say: (s: string) => void
     values[`change to every agent p50 (${label(c)})`] = r.changeP50Ms;
     values[`change to every agent p99 (${label(c)})`] = r.changeP99Ms;
     values[`bytes per agent per change (${label(c)})`] = r.bytesPerAgent;
-    notes.push(`${label(c)}, ${size(c)} (${r.services.toLocaleString('en-US')} Services, ${r.pods.toLocaleString('en-US')} pods): controller ${r.rssIdleMB.toFixed(0)} MB before any agent, ${r.rssAgentsMB.toFixed(0)} MB with all synced, peak ${r.peakMB.toFixed(0)} MB; snapshot ${r.snapshotMB.toFixed(1)} MB per agent, all synced ${r.syncAllSeconds.toFixed(1)} s after the first connect; ${r.changes} changes: p50 ${r.changeP50Ms.toFixed(0)} ms, p99 ${r.changeP99Ms.toFixed(0)} ms, ${r.bytesPerAgent.toFixed(0)} B per agent each.`);
+    values[`agent store heap (${label(c)})`] = r.agentStoreHeapMB;
+    notes.push(`${label(c)}, ${size(c)} (${r.services.toLocaleString('en-US')} Services, ${r.pods.toLocaleString('en-US')} pods): controller ${r.rssIdleMB.toFixed(0)} MB before any agent, ${r.rssAgentsMB.toFixed(0)} MB with all synced, peak ${r.peakMB.toFixed(0)} MB; snapshot ${r.snapshotMB.toFixed(1)} MB per agent, all synced ${r.syncAllSeconds.toFixed(1)} s after the first connect; one real agent's store ${r.agentStoreHeapMB.toFixed(0)} MB of heap, its snapshot received and applied in ${(r.agentSyncMs / 1000).toFixed(1)} s; ${r.changes} changes: p50 ${r.changeP50Ms.toFixed(0)} ms, p99 ${r.changeP99Ms.toFixed(0)} ms, ${r.bytesPerAgent.toFixed(0)} B per agent each.`);
   }
   return { values, notes };
 }

@@ -236,17 +236,19 @@ export function renderMarkdown(r: Report): string {
   const lines: string[] = [];
   lines.push(`Run ${r.startedAt}${r.commit ? ` of commit ${r.commit}` : ''}${r.quick ? ' (**--quick**: short durations, numbers are indicative only, targets not judged)' : ''} on ${r.machine.cpus} × ${r.machine.cpuModel}, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.map((x) => x.toFixed(2)).join(' ')}.`);
   lines.push('');
-  lines.push('| scenario | metric | direct | mesh | nginx | mesh/direct | nginx/direct |');
-  lines.push('|---|---|---:|---:|---:|---:|---:|');
-  for (const s of r.scenarios) {
-    if (s.standalone) continue;
+  const paths = r.scenarios.filter((s) => !s.standalone);
+  const alone = r.scenarios.filter((s) => s.standalone);
+  if (paths.length || !alone.length) {
+    lines.push('| scenario | metric | direct | mesh | nginx | mesh/direct | nginx/direct |');
+    lines.push('|---|---|---:|---:|---:|---:|---:|');
+  }
+  for (const s of paths) {
     for (const m of s.metrics) {
       lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.direct)} | ${fmt(m.values.mesh)} | ${fmt(m.values.nginx)} | ${fmtRatio(ratio(m, 'mesh'))} | ${fmtRatio(ratio(m, 'nginx'))} |`);
     }
   }
-  const alone = r.scenarios.filter((s) => s.standalone);
   if (alone.length) {
-    lines.push('');
+    if (paths.length) lines.push('');
     lines.push('| scenario (no datapath) | metric | value |');
     lines.push('|---|---|---:|');
     for (const s of alone) for (const m of s.metrics) lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.mesh)} |`);

@@ -39,5 +39,6 @@ test('a small run: every agent syncs, and each change costs each agent exactly o
   t.like(r, { agents: 6, endpoints: 100, services: 10, pods: 100, changes: 3 });
   t.true(r.changeP50Ms > 0 && r.changeP50Ms <= r.changeP99Ms, `${r.changeP50Ms} <= ${r.changeP99Ms}`);
   t.true(r.snapshotMB > 0 && r.rssIdleMB > 0 && r.peakMB >= r.rssAgentsMB);
+  t.true(r.agentSyncMs > 0 && Number.isFinite(r.agentStoreHeapMB), 'the real agent reported');
   t.true(logs.some((l) => /all synced in/.test(l)), logs.join('\n'));
 });

@@ -116,6 +116,9 @@ test('discovery-scale: its own table (no direct or nginx column), judged against
   t.regex(md, /\| scenario \(no datapath\) \| metric \| value \|\n\|---\|---\|---:\|\n\| discovery-scale \| change to every agent p99 \(full size\) \(ms, lower is better\) \| 140 \|/);
   t.notRegex(md, /\| discovery-scale \| change to every agent p99 \(full size\) \(ms, lower is better\) \| - \|/, 'not in the three-path table');
   t.regex(md, /\| one EndpointSlice change reaches every one of 1,000 agents within 1 s at p99 .* \| 140 ms \| met \|/);
+  const alone = renderMarkdown(report({ scenarios: [met], targets }));
+  t.notRegex(alone, /\| direct \| mesh \| nginx \|/, 'run alone: no empty three-path table');
+  t.regex(alone, /\| scenario \(no datapath\) \| metric \| value \|/);
 });
 
 test('closestPhaseGapMs: how close independent fixed-rate clients came to sending together', (t) => {
