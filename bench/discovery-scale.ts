@@ -154,7 +154,7 @@ export async function runScale(cfg: ScaleConfig, changes: number, say: (s: strin
     const world = generateWorld(dir, cfg.endpoints);
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--resources', dir, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--resources', dir, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(ctl);
     ctl.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
     const t0 = Date.now();
