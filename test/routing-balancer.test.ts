@@ -5,6 +5,7 @@ import test from 'ava';
 import { Balancer, LINKERD_EWMA, type BalancedEndpoint } from '../src/routing/balancer.ts';
 import { accrualFromAnnotations, DEFAULT_ACCRUAL, FailureAccrual } from '../src/routing/failure-accrual.ts';
 import { parseDuration } from '../src/routing/duration.ts';
+import { chiSquareUniform, looksUniform } from './helpers/stats.ts';
 import { rng } from './helpers/rng.ts';
 
 
@@ -36,12 +37,6 @@ function simulate(b: Balancer, clock: { t: number }, total: number, concurrency:
   return counts;
 }
 
-/** Pearson's chi-square statistic against equal expected counts. */
-function chiSquare(counts: number[]): number {
-  const total = counts.reduce((a, b) => a + b, 0);
-  const e = total / counts.length;
-  return counts.reduce((s, c) => s + (c - e) ** 2 / e, 0);
-}
 
 test('equal endpoints share the load evenly (chi-square, p = 0.01) under concurrency', (t) => {
   const clock = { t: 0 };
@@ -49,8 +44,7 @@ test('equal endpoints share the load evenly (chi-square, p = 0.01) under concurr
   const b = new Balancer({ now: () => clock.t, random: r });
   b.setEndpoints(eps(3));
   const counts = simulate(b, clock, 3000, 10, () => 1 + r() * 0.2);
-  const stat = chiSquare([...counts.values()]);
-  t.true(stat < 9.21, `chi-square ${stat.toFixed(2)} for ${JSON.stringify([...counts])} (critical value 9.21 for 2 dof at p = 0.01)`);
+  t.true(looksUniform([...counts.values()], 0.01), `chi-square ${chiSquareUniform([...counts.values()]).toFixed(2)} for ${JSON.stringify([...counts])}`);
 });
 
 test('a sequential client alternates: the endpoint just used costs a little more', (t) => {
@@ -58,7 +52,7 @@ test('a sequential client alternates: the endpoint just used costs a little more
   const b = new Balancer({ now: () => clock.t, random: rng(2) });
   b.setEndpoints(eps(3));
   const counts = simulate(b, clock, 3000, 1, () => 1);
-  t.true(chiSquare([...counts.values()]) < 9.21, JSON.stringify([...counts]));
+  t.true(looksUniform([...counts.values()], 0.01), JSON.stringify([...counts]));
 });
 
 test('an endpoint 50 ms slower gets under 10% after a warm-up, and its share returns once it is fast again', (t) => {

@@ -212,7 +212,8 @@ class Cluster implements SimCluster {
       apiVersion: 'v1',
       kind: 'Config',
       'current-context': 'sim',
-      clusters: [{ name: 'sim', cluster: { server: this.apiServerUrl } }],
+      // Plain HTTP: @kubernetes/client-node refuses http:// unless TLS verification is off.
+      clusters: [{ name: 'sim', cluster: { server: this.apiServerUrl, 'insecure-skip-tls-verify': true } }],
       users: [{ name: 'sim', user: { token: 'sim' } }],
       contexts: [{ name: 'sim', context: { cluster: 'sim', user: 'sim' } }],
     });
