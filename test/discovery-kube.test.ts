@@ -1,0 +1,176 @@
+// Discovery from the API server (the stand-in, src/sim SimApiServer): the real controller process
+// with --kubeconfig watches Services, EndpointSlices and Pods once, however many agents listen,
+// and agents' stores follow creates, edits and deletes; a pod status change that keeps its IP
+// sends nothing. In process: a relist after 410 sends only what differs, and a 403 names the
+// controller's ClusterRole and recovers.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
+import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
+import { requestJson } from '../src/controller/client.ts';
+import { ControllerServer } from '../src/controller/server.ts';
+import { DiscoveryClient } from '../src/discovery/client.ts';
+import { DiscoveryHub } from '../src/discovery/hub.ts';
+import { DiscoveryKubeSource, CONTROLLER_RBAC_HINT } from '../src/discovery/kube-source.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import { exited } from './helpers/procs.ts';
+import { freePort } from './helpers/ports.ts';
+import { until, waitFor } from './helpers/until.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+
+const service = (name: string, ports = [{ name: 'http', port: 80, targetPort: 'http' }]): KubeObject => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop', annotations: { 'balancer.linkerd.io/failure-accrual': 'consecutive', 'kubectl.kubernetes.io/last-applied-configuration': '{}' } }, spec: { ports } });
+const slice = (name: string, svc: string, eps: Array<{ ip: string; pod: string; node: string; ready?: boolean }>): KubeObject => ({
+  apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': svc } }, addressType: 'IPv4',
+  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  endpoints: eps.map((e) => ({ addresses: [e.ip], conditions: { ready: e.ready ?? true }, targetRef: { kind: 'Pod', namespace: 'shop', name: e.pod }, nodeName: e.node, zone: 'z1' })),
+});
+const pod = (name: string, ip: string, node: string): KubeObject => ({
+  apiVersion: 'v1', kind: 'Pod',
+  metadata: { name, namespace: 'shop', labels: { 'pod-template-hash': '5d9f' }, ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-5d9f', uid: 'rs-1', controller: true }] },
+  spec: { nodeName: node, serviceAccountName: 'web', containers: [{ name: 'app', image: 'app:1', ports: [{ name: 'http', containerPort: 8080 }] }] },
+  status: { phase: 'Running', podIP: ip },
+});
+
+function kubeconfigJson(api: SimApiServer): string {
+  return JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'sim',
+    // client-node refuses plain http unless told to skip TLS verification.
+    clusters: [{ name: 'sim', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }], users: [{ name: 'sim', user: { token: 'sim' } }], contexts: [{ name: 'sim', context: { cluster: 'sim', user: 'sim' } }],
+  });
+}
+
+function agent(url: string, id: string) {
+  const store = new DiscoveryStore();
+  const client = new DiscoveryClient({ url, node: id, agentId: id, store, log: () => {}, onError: () => {} });
+  client.start();
+  return { store, client };
+}
+
+const endpointsOf = (s: DiscoveryStore, ip: string) => s.byVip(ip, 80)?.endpoints.map((e) => `${e.ip}@${e.node}/${e.pod}`) ?? null;
+
+test('mesh-agent controller --kubeconfig: one set of watches for any number of agents; creates, edits and deletes reach every agent; a status change that keeps the IP sends nothing', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const web = api.create(service('web'));
+  const webIp: string = web.spec.clusterIP;
+  api.create(slice('web-a', 'web', [{ ip: '10.1.0.5', pod: 'web-1', node: 'n1' }, { ip: '10.2.0.5', pod: 'web-2', node: 'n2' }]));
+  api.create(pod('web-1', '10.1.0.5', 'n1'));
+  api.create(pod('web-2', '10.2.0.5', 'n2'));
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'disco-kube-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'kubeconfig'), kubeconfigJson(api));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--kubeconfig', path.join(dir, 'kubeconfig')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  ctl.stderr!.on('data', (d) => (log += d));
+  t.teardown(async () => {
+    ctl.kill('SIGTERM');
+    await exited(ctl);
+  });
+  await until(() => requestJson(url, 'GET', '/v1/status', undefined, 1000), (s: any) => s.discovery?.synced === true, 'the controller listed the cluster', { ms: 30_000, context: () => log });
+
+  const agents = [agent(url, 'n1'), agent(url, 'n2'), agent(url, 'n3')];
+  t.teardown(() => agents.forEach((a) => a.client.stop()));
+  await waitFor(() => agents.every((a) => a.client.state === 'synced'), 10_000);
+  for (const a of agents) {
+    t.deepEqual(endpointsOf(a.store, webIp), ['10.1.0.5@n1/web-1', '10.2.0.5@n2/web-2']);
+    t.deepEqual(a.store.service('shop/web')!.annotations, { 'balancer.linkerd.io/failure-accrual': 'consecutive' }, 'routing annotations only');
+    t.like(a.store.podByIp('10.2.0.5'), { kind: 'deployment', owner: 'web', node: 'n2', serviceAccount: 'web' });
+  }
+  // The agents opened no watch of their own: the API server has the controller's three.
+  t.deepEqual(['services', 'endpointslices', 'pods'].map((r) => api.openWatches(r)), [1, 1, 1]);
+
+  // An edit that changes no record: the pod's status moves, its IP does not.
+  const before = (await requestJson(url, 'GET', '/v1/status')).discovery;
+  api.patch('Pod', 'shop', 'web-1', (o) => {
+    o.status.conditions = [{ type: 'Ready', status: 'True' }];
+  });
+  await until(() => requestJson(url, 'GET', '/v1/status'), (s: any) => s.discovery.unchanged > before.unchanged, 'the controller saw the status change');
+  const lines = agents[0]!.client.status().lines;
+
+  // Scale: one endpoint goes not-ready, a new one comes; a new Service and its slice; a pod goes.
+  api.patch('EndpointSlice', 'shop', 'web-a', (o) => {
+    o.endpoints[0].conditions.ready = false;
+    o.endpoints.push({ addresses: ['10.3.0.5'], conditions: { ready: true }, targetRef: { kind: 'Pod', namespace: 'shop', name: 'web-3' }, nodeName: 'n3' });
+  });
+  const api2 = api.create(service('api'));
+  api.create(slice('api-a', 'api', [{ ip: '10.1.0.9', pod: 'api-1', node: 'n1' }]));
+  api.delete('Pod', 'shop', 'web-2');
+  for (const a of agents) {
+    await waitFor(() => endpointsOf(a.store, webIp)?.join() === '10.2.0.5@n2/web-2,10.3.0.5@n3/web-3' && endpointsOf(a.store, api2.spec.clusterIP)?.length === 1 && a.store.podByIp('10.2.0.5') === undefined, 10_000);
+  }
+  t.is(agents[0]!.client.status().lines, lines + 4, 'four changes, four lines: the status-only edit sent none');
+  api.delete('Service', 'shop', 'api');
+  await waitFor(() => agents.every((a) => a.store.byVip(api2.spec.clusterIP, 80) === null), 10_000);
+  t.true(agents.every((a) => a.client.status().reconnects === 0));
+  const st = (await requestJson(url, 'GET', '/v1/status')).discovery;
+  t.like(st, { configured: true, agents: 3, agentsLive: 3, services: 1, slices: 2, pods: 1, source: { kind: 'kubernetes', server: api.url, connected: true, lastError: null } });
+});
+
+function inProcess(t: any, api: SimApiServer) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  return { hub, src, errors };
+}
+
+test('a relist after 410 Gone sends the agents only what differs, on the same stream', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const web = api.create(service('web'));
+  api.create(slice('web-a', 'web', [{ ip: '10.1.0.5', pod: 'web-1', node: 'n1' }]));
+  for (let i = 0; i < 20; i++) api.create(pod(`p-${i}`, `10.1.1.${i + 1}`, 'n1'));
+  const { hub, src } = inProcess(t, api);
+  src.start();
+  await hub.whenSynced();
+  const port = await freePort();
+  const ctl = new ControllerServer({ log: () => {}, discovery: { hub, source: src } });
+  await ctl.listen('127.0.0.1', port);
+  t.teardown(() => ctl.close());
+  const a = agent(`http://127.0.0.1:${port}`, 'n1');
+  t.teardown(() => a.client.stop());
+  await waitFor(() => a.client.state === 'synced', 10_000);
+  const lines = a.client.status().lines;
+
+  // The watches break and their history is gone: the controller relists everything.
+  const relists = () => api.requests.filter((r) => !r.watch && ['services', 'endpointslices', 'pods'].includes(r.resource)).length;
+  const listed = relists();
+  api.compact();
+  api.patch('EndpointSlice', 'shop', 'web-a', (o) => {
+    o.endpoints.push({ addresses: ['10.1.0.6'], conditions: { ready: true } });
+  });
+  api.delete('Pod', 'shop', 'p-0');
+  api.compact();
+  api.dropWatches();
+  await waitFor(() => relists() >= listed + 3 && a.store.podByIp('10.1.1.1') === undefined && a.store.byVip(web.spec.clusterIP, 80)?.endpoints.length === 2, 10_000);
+  t.is(a.client.status().lines, lines + 2, 'the slice and the pod, not the world');
+  t.is(a.client.status().reconnects, 0);
+});
+
+test('403 on list: the error names the controller\'s ClusterRole; retried, it recovers once granted', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create(service('web'));
+  api.setFailure(403, 'list');
+  const { hub, src, errors } = inProcess(t, api);
+  src.start();
+  await waitFor(() => errors.length >= 2, 10_000);
+  t.true(errors.some((e) => e.includes(CONTROLLER_RBAC_HINT)), errors.join('\n'));
+  t.regex(errors[0]!, /list (services|endpointslices|pods): HTTP 403: the controller's ServiceAccount lacks list\/watch on services, pods and endpointslices/);
+  t.false(hub.synced, 'no world until every kind is listed');
+  t.regex(String(src.state().lastError), /403/);
+  api.setFailure(null);
+  await hub.whenSynced();
+  t.is(hub.counts().services, 1);
+});
