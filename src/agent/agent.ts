@@ -94,7 +94,14 @@ export class Agent {
       }, storeWorkloads(this.discovery)),
       onError: (msg) => this.recordError(msg),
     });
-    this.router = new Router(this.discovery, { log: (msg) => this.recordError(msg) });
+    this.router = new Router(this.discovery, {
+      log: (msg) => this.recordError(msg),
+      // Consumer routes and retry budgets go by the client pod's namespace and workload.
+      clients: (ip) => {
+        const w = this.telemetry.workloads.byIp(ip);
+        return w === null ? null : { namespace: w.namespace, workload: `${w.namespace}/${w.kind}/${w.name}` };
+      },
+    });
     this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, datapathCounters: () => this.datapath?.counters() ?? null });
     this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);

@@ -2,6 +2,7 @@ import type * as net from 'node:net';
 import type { Endpoints, TelemetrySink } from '../telemetry/events.ts';
 import type { BalancedEndpoint } from '../routing/balancer.ts';
 import type { ServiceRoute } from '../routing/router.ts';
+import type { ClientRouting } from '../routing/client-routing.ts';
 
 /** Original destination of a redirected connection, as the datapath recorded it. */
 export interface OrigDst {
@@ -32,6 +33,8 @@ export interface ConnContext {
    * upstream owns it and hands it back to route.balancer.done() once.
    */
   lease?: BalancedEndpoint | null;
+  /** The client's route table and retry budget for `route`, made on its first routed request. */
+  routing?: ClientRouting;
 }
 
 /** Resolves an original destination to a Service route (routing/router.ts), or null. */

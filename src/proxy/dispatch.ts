@@ -58,6 +58,9 @@ function errCode(err: Error): string {
   return (err as NodeJS.ErrnoException).code ?? err.message;
 }
 
+/** Eager dials per Service connection before a connect failure fails the connection. */
+const MAX_EAGER_DIALS = 3;
+
 class Dispatcher {
   readonly ctx: ConnContext;
   readonly cfg: DispatchConfig;
@@ -78,6 +81,8 @@ class Dispatcher {
   noEndpoints = false;
   /** When the eager upstream of a Service connection connected, ms after the dial (the balancer's RTT for a connection). */
   connectMs: number | null = null;
+  /** Eager dials so far: a Service connection whose endpoint refused tries another. */
+  dials = 0;
 
   constructor(ctx: ConnContext, cfg: DispatchConfig) {
     this.ctx = ctx;
@@ -124,6 +129,7 @@ class Dispatcher {
       port = lease.ep.port;
     }
     let upstream: net.Socket;
+    this.dials++;
     this.dialedAt = Date.now();
     const t0 = performance.now();
     try {
@@ -209,13 +215,39 @@ class Dispatcher {
 
   onUpstreamTimeout = (): void => {
     if (this.done || !this.upstream?.connecting) return;
+    if (this.redial()) return;
     this.fail('upstream connect: timeout');
   };
 
   onUpstreamError = (err: Error): void => {
     if (this.done) return;
+    if (!this.upstreamUp && this.redial()) return;
     this.fail(this.upstreamUp ? `upstream: ${errCode(err)}` : `upstream connect: ${errCode(err)}`);
   };
+
+  /**
+   * A Service connection whose eager connect failed dials another endpoint the balancer picks
+   * (MAX_EAGER_DIALS in all): one dead endpoint must not cost the client its connection. The
+   * failed endpoint's lease is handed back as a failure. False when this is not such a case.
+   */
+  redial(): boolean {
+    const { route, lease } = this.ctx;
+    if (!route || this.dials >= MAX_EAGER_DIALS || this.upstreamHead !== null) return false;
+    const up = this.upstream!;
+    up.removeListener('data', this.onUpstreamData);
+    up.removeListener('end', this.onUpstreamEnd);
+    up.removeListener('error', this.onUpstreamError);
+    up.removeListener('connect', this.onUpstreamConnect);
+    up.destroy();
+    clearTimeout(this.connectTimer);
+    this.upstream = null;
+    if (lease) {
+      this.ctx.lease = null;
+      route.balancer.done(lease, null, 'failure');
+    }
+    this.dialAndRace(); // on failure it has already failed the connection
+    return true;
+  }
 
   onClientError = (err: Error): void => {
     if (this.done) return;

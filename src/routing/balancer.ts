@@ -18,6 +18,9 @@ export interface EwmaParams {
 /** linkerd2-proxy's defaults. */
 export const LINKERD_EWMA: EwmaParams = { defaultRttMs: 30, decayMs: 10_000 };
 
+/** The latency a failure without a response counts as (a peak; it decays like any other). */
+export const FAILURE_PENALTY_MS = 1000;
+
 export type Outcome = 'success' | 'failure' | 'cancel';
 
 export interface BalancerOptions {
@@ -148,6 +151,10 @@ export class Balancer {
     if (b.inflight > 0) b.inflight--;
     const now = this.now();
     if (rttMs !== null) this.observe(b, rttMs, now);
+    // A failure without any response (refused, reset, timed out) is the slowest answer there is:
+    // as a peak it keeps P2C away from the endpoint while the estimate decays, instead of the
+    // endpoint looking as fast as one never tried (tower drops a failing endpoint until it reconnects).
+    else if (outcome === 'failure') this.observe(b, FAILURE_PENALTY_MS, now);
     if (outcome === 'failure') b.failures++;
     if (outcome !== 'cancel') b.accrual?.onResult(outcome === 'success', now);
   }

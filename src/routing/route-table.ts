@@ -44,6 +44,8 @@ export class CompiledBackend {
   readonly weight: number;
   /** Set when the reference cannot be used: this backend's share answers 500 with it. */
   readonly problem: string | undefined;
+  /** Its labels (backend_*). */
+  readonly ref: { namespace: string; name: string; port: number };
   /** The backend's balancer, resolved and cached by the Router (router.ts). */
   target: unknown = null;
   targetGen = -1;
@@ -54,6 +56,7 @@ export class CompiledBackend {
     this.port = ref.port === SAME_PORT ? parentPort : ref.port;
     this.weight = ref.weight;
     this.problem = ref.problem;
+    this.ref = { namespace: this.namespace, name: this.name, port: this.port };
   }
 }
 

@@ -7,6 +7,9 @@ import type { DiscoveryStore, ServiceTarget } from '../discovery/store.ts';
 import { keyOf, serviceAuthority, type DiscoService, type DiscoServicePort } from '../discovery/model.ts';
 import { Balancer, type EndpointSnapshot, type EwmaParams } from './balancer.ts';
 import { accrualFromAnnotations } from './failure-accrual.ts';
+import { policyFromAnnotations } from './linkerd-annotations.ts';
+import { ParentPolicy, type CompiledBackend } from './route-table.ts';
+import { DEFAULT_BUDGET, RetryBudget } from './retry-budget.ts';
 
 /** A Service port as the telemetry names it. */
 export interface ServiceRef {
@@ -29,12 +32,35 @@ export interface ServiceRoute {
   stale: boolean;
   /** The route its connections should use now: itself, its successor, or null (no longer a Service). */
   current(ip: string, port: number): ServiceRoute | null;
+  /**
+   * Routes, retries and timeouts of this Service port (route-table.ts); null when it has none,
+   * and requests take the plain balanced path. Replaced, never mutated, when its inputs change.
+   */
+  policy: ParentPolicy | null;
+  /** The router that made it: backends and retry budgets of routed requests are resolved there. */
+  readonly router: Router;
+}
+
+/** Who a client pod is, for consumer routes (its namespace) and retry budgets (its workload). */
+export interface ClientIdentity {
+  namespace: string;
+  /** namespace/kind/name of its workload. */
+  workload: string;
 }
 
 export interface RouterOptions {
   ewma?: EwmaParams;
   log?: (msg: string) => void;
+  /** The pod behind a source IP (the agent's pods and the discovery store); null when unknown. */
+  clients?: (ip: string) => ClientIdentity | null;
+  /** Picks among weighted backends (tests seed it). */
+  random?: () => number;
+  /** The retry budgets' clock. */
+  now?: () => number;
 }
+
+/** Budgets kept, per client workload and Service; past this the oldest are dropped. */
+const MAX_BUDGETS = 10_000;
 
 export class Router {
   private readonly store: DiscoveryStore;
@@ -48,13 +74,53 @@ export class Router {
   constructor(store: DiscoveryStore, opts: RouterOptions = {}) {
     this.store = store;
     this.opts = opts;
+    this.random = opts.random ?? Math.random;
     this.unsubscribe = store.onChange((keys) => this.refresh(keys));
   }
+
+  /** Random numbers for weighted picks. */
+  readonly random: () => number;
+  private readonly budgets = new Map<string, RetryBudget>();
 
   /** The Service route of an original destination, or null: go to the destination itself. */
   resolve(ip: string, port: number): ServiceRoute | null {
     const target = this.store.byVip(ip, port);
     if (target === null) return null;
+    return this.routeOf(target);
+  }
+
+  /**
+   * A route's backend as a Service route with its balancer, or null when the store has no such
+   * Service port (or it is headless). Cached on the backend until the store changes.
+   */
+  backend(b: CompiledBackend): ServiceRoute | null {
+    const gen = this.store.generation;
+    if (b.targetGen === gen) return b.target as ServiceRoute | null;
+    const t = this.store.target(`${b.namespace}/${b.name}`, b.port);
+    const r = t === null || t.service.clusterIPs.length === 0 ? null : this.routeOf(t);
+    b.target = r;
+    b.targetGen = gen;
+    return r;
+  }
+
+  /** Who is behind a source IP; a pod the agent does not know is its own workload. */
+  client(ip: string): ClientIdentity {
+    return this.opts.clients?.(ip) ?? { namespace: '', workload: `ip/${ip}` };
+  }
+
+  /** The retry budget of a client workload towards a Service (GEP-3388: per client and Service). */
+  budget(client: ClientIdentity, route: ServiceRoute): RetryBudget {
+    const k = `${client.workload}|${route.ref.namespace}/${route.ref.name}`;
+    let b = this.budgets.get(k);
+    if (b === undefined) {
+      if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value!);
+      b = new RetryBudget(DEFAULT_BUDGET, this.opts.now);
+      this.budgets.set(k, b);
+    }
+    return b;
+  }
+
+  private routeOf(target: ServiceTarget): ServiceRoute {
     const key = keyOf(target.service);
     let byPort = this.routes.get(key);
     const existing = byPort?.get(target.port.port);
@@ -102,6 +168,8 @@ export class Router {
       problems: [],
       stale: false,
       current: (ip, p) => (route.stale ? this.resolve(ip, p) : route),
+      policy: null,
+      router: this,
     };
     this.update(route, t);
     return route;
@@ -110,7 +178,13 @@ export class Router {
   private update(route: ServiceRoute, t: ServiceTarget): void {
     const accrual = accrualFromAnnotations(t.service.annotations);
     route.balancer.setEndpoints(t.endpoints, accrual.params);
-    route.problems = [...t.problems, ...accrual.errors];
+    const { namespace, name } = t.service;
+    const port = t.port.port;
+    const service = policyFromAnnotations(t.service.annotations, { kind: 'Service', namespace, name });
+    const attached = this.store.routesFor(`${namespace}/${name}`).filter((r) => r.parents.some((p) => p.namespace === namespace && p.name === name && (p.port === undefined || p.port === port)));
+    route.policy = ParentPolicy.needed(service, attached) ? new ParentPolicy({ namespace, name, port }, service, attached) : null;
+    route.problems = [...t.problems, ...accrual.errors, ...service.errors,
+      ...(route.policy?.overridden ?? []).map((o) => `${o.route.kind} ${o.route.namespace}/${o.route.name} does not apply: ${o.reason}`)];
     this.logProblems(route, t.service, t.port);
   }
 

@@ -46,6 +46,57 @@ export interface ConnBytesEvent extends Endpoints {
   bytesOut: number;
 }
 
+/** A Service port as route metrics label it (parent_* and backend_*). */
+export interface ServicePortRef {
+  namespace: string;
+  name: string;
+  port: number;
+}
+
+/** A route object as Linkerd's route_* labels name it (kind "default" for a Service's own route). */
+export interface RouteObjectRef {
+  group: string;
+  kind: string;
+  namespace: string;
+  name: string;
+}
+
+/** An attempt that failed and was retried (backend metrics count every attempt). */
+export interface AttemptReport {
+  backend: ServicePortRef;
+  /** 0 when no response head came. */
+  status: number;
+  grpcStatus?: number;
+  /** Linkerd's error label when no response came: RESPONSE_HEADERS_TIMEOUT, IO, REFUSED, ... */
+  error?: string;
+  durationMs: number;
+}
+
+/** How a routed request went through its route (docs/routing.md, metrics). */
+export interface RouteReport {
+  /** The Service the client called. */
+  parent: ServicePortRef;
+  route: RouteObjectRef;
+  /** The final attempt's backend (the parent itself when the rule names none). */
+  backend: ServicePortRef;
+  /** Retries sent (attempts - 1). */
+  retries: number;
+  /**
+   * Linkerd's retry counters: 'success' when a retry's answer was not retryable; 'limit_exceeded'
+   * when the last answer was retryable but the limit was reached; 'overflow' when the retry budget
+   * refused a retry.
+   */
+  retryOutcome?: 'success' | 'limit_exceeded' | 'overflow';
+  /** The failed attempts before the final one. */
+  earlier?: AttemptReport[];
+  /** Linkerd's error label of the final outcome when the proxy answered for it (REQUEST_TIMEOUT, FAIL_FAST, ...). */
+  error?: string;
+  /** The final attempt, from its start to the end of its response, ms. */
+  backendMs: number;
+  /** The final attempt got a response head from the backend (else the proxy answered, or nobody). */
+  backendResponded: boolean;
+}
+
 export interface RequestEvent extends Endpoints {
   connId: number;
   protocol: 'http1' | 'http2';
@@ -63,6 +114,8 @@ export interface RequestEvent extends Endpoints {
   responseBytes: number;
   error?: string;
   startedAt: number;
+  /** Set when the request went through a route (a Service with routes, retries or timeouts). */
+  route?: RouteReport;
 }
 
 export interface TelemetrySink {

@@ -7,12 +7,25 @@
 // goes back to the pool. It also goes to the pool when the client leaves while it is idle and
 // healthy, including a client that asked `Connection: close`: that token is hop-by-hop, so it is
 // not forwarded and the upstream leg stays reusable (hop.ts).
+//
+// A Service with routes, retries or timeouts (route.policy) routes each request first: its rule
+// (404 when none matches), then per attempt a backend by weight and one of its endpoints. A
+// retry is decided when a response head is parsed, before any of it reaches the client; the
+// request's upstream bytes (a body up to 64 KiB) are kept to send again. One timer per exchange
+// covers the request, attempt, response-head and idle timeouts and the backoff; a timed-out
+// attempt's connection is closed, never pooled (docs/routing.md).
 
 import type * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from '../context.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
-import type { RequestEvent } from '../../telemetry/events.ts';
+import type { RetryPolicy } from '../../routing/route-model.ts';
+import type { RetryBudget } from '../../routing/retry-budget.ts';
+import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
+import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
+import { AttemptSlot, backendRef, ClientRouting, errorLabel, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
+import type { AttemptReport, RequestEvent, RouteReport } from '../../telemetry/events.ts';
+import { Http1RouteRequest, pathOf } from './route-request.ts';
 import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
 import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
@@ -46,6 +59,8 @@ export class Http1Connection {
   private targetKey: string;
   /** The balancer's endpoint for the request in flight (routes only); handed back once, in emit(). */
   private lease: BalancedEndpoint | null = null;
+  /** Whose balancer `lease` came from: the Service called, or a route's backend. */
+  private leaseRoute: ServiceRoute | null = null;
   /** The endpoint the dispatcher dialled eagerly for a Service, until the first request takes it. */
   private eagerLease: BalancedEndpoint | null;
   /** Pool key of `up`. */
@@ -104,6 +119,32 @@ export class Http1Connection {
   private requestBytes = 0;
   private responseBytes = 0;
 
+  // Routed requests (route.policy set); all unused, and never allocated, without a policy.
+  private routing: ClientRouting | null = null;
+  private rreq: Http1RouteRequest | null = null;
+  private slot: AttemptSlot | null = null;
+  /** The exchange's rule; null for an unrouted request. */
+  private rule: CompiledRule | null = null;
+  private retryPolicy: RetryPolicy | null = null;
+  private budget: RetryBudget | null = null;
+  private report: RouteReport | null = null;
+  /** The request's upstream bytes while they can be sent again; null: no retry possible. */
+  private replay: Buffer[] | null = null;
+  private replayBody = 0;
+  private attemptAt = 0;
+  /** Absolute performance.now() deadlines; 0 when unset. */
+  private requestDeadline = 0;
+  private attemptDeadline = 0;
+  private headDeadline = 0;
+  private retryAt = 0;
+  private idleMs = 0;
+  private lastIo = 0;
+  /** One timer per exchange, for the nearest of the deadlines above. */
+  private exTimer: NodeJS.Timeout | null = null;
+  private exTimerAt = 0;
+  /** `up` has connected (a failure before that is a connect error, which a retry policy retries). */
+  private upConnected = false;
+
   constructor(ctx: ConnContext, upstream: net.Socket | null, limits: ProxyLimits, pool: UpstreamPool) {
     this.ctx = ctx;
     this.client = ctx.client;
@@ -130,6 +171,7 @@ export class Http1Connection {
     this.onUpDrain = this.onUpDrain.bind(this);
     this.onUpConnect = this.onUpConnect.bind(this);
     this.onEagerError = this.onEagerError.bind(this);
+    this.onExchangeTimer = this.onExchangeTimer.bind(this);
   }
 
   start(head: Buffer): void {
@@ -154,6 +196,7 @@ export class Http1Connection {
 
   private onClientData(chunk: Buffer): void {
     this.active = true;
+    if (this.idleMs > 0) this.lastIo = performance.now();
     try {
       switch (this.state) {
         case ST_HEAD:
@@ -238,7 +281,7 @@ export class Http1Connection {
     this.reqHead = this.closeOnlyClient ? upstreamRequestHead(buf, start, end, req) : buf.subarray(start, end);
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
-    if (this.route !== null && !this.pickEndpoint()) return;
+    if (this.route !== null && !this.pickEndpoint(req, buf, start, end)) return;
     if (this.upIdle) {
       this.upIdle = false;
       // Idle longer than the pool keeps connections: the server may be about to close it
@@ -250,15 +293,17 @@ export class Http1Connection {
       }
     }
     if (this.up === null && !this.attachUpstream(false)) return;
-    if (this.closeOnlyClient) {
-      this.writeUp(bodyEnd === end ? this.reqHead : Buffer.concat([this.reqHead, buf.subarray(end, bodyEnd)]));
-    } else this.writeUp(buf.subarray(start, bodyEnd));
+    const first = !this.closeOnlyClient ? buf.subarray(start, bodyEnd)
+      : bodyEnd === end ? this.reqHead : Buffer.concat([this.reqHead, buf.subarray(end, bodyEnd)]);
+    if (this.replay !== null) this.keep(first, bodyEnd - end);
+    this.writeUp(first);
     if (bodyEnd < buf.length) this.stash(buf.subarray(bodyEnd));
+    if (this.rule !== null) this.armTimer();
     this.updateClientFlow();
   }
 
-  /** Chooses this request's endpoint of the Service; false when there is none (answered 503). */
-  private pickEndpoint(): boolean {
+  /** Chooses this request's endpoint of the Service; false when the request was answered instead (404, 500, 503). */
+  private pickEndpoint(req: RequestHead, buf: Buffer, start: number, end: number): boolean {
     let route = this.route!;
     if (route.stale) {
       // The Service changed or went while this client stayed connected: resolve again.
@@ -274,6 +319,7 @@ export class Http1Connection {
       }
       this.route = route = next;
     }
+    if (route.policy !== null) return this.routeRequest(route, req, buf, start, end);
     let lease: BalancedEndpoint | null;
     if (this.eagerLease !== null) {
       // The first request takes the endpoint the dispatcher already connected to.
@@ -287,10 +333,217 @@ export class Http1Connection {
       return false;
     }
     this.lease = lease;
+    this.leaseRoute = route;
     this.targetIp = lease.ep.ip;
     this.targetPort = lease.ep.port;
     this.targetKey = lease.key;
     return true;
+  }
+
+  // ---- routed requests ----
+
+  /** Finds the request's rule and starts its first attempt; false when answered instead. */
+  private routeRequest(route: ServiceRoute, req: RequestHead, buf: Buffer, start: number, end: number): boolean {
+    const routing = (this.routing ??= new ClientRouting(route.router, this.ctx.endpoints.sourceIp));
+    const rreq = (this.rreq ??= new Http1RouteRequest());
+    rreq.set(req.method, req.target, buf, start, end);
+    const rule = findRoute(routing.tableFor(route), rreq, false);
+    if (rule === null) {
+      this.dropEager();
+      const { namespace, name, port } = route.ref;
+      const why = `no route of Service ${namespace}/${name} port ${port} matches ${req.method} ${pathOf(req.target)}`;
+      this.abortExchange(404, 'no route matched', why);
+      return false;
+    }
+    this.rule = rule;
+    this.report = newRouteReport(route, rule);
+    const retry = rule.retryFor(false);
+    this.retryPolicy = retry;
+    if (retry !== null) {
+      this.budget = routing.budgetFor(route);
+      this.budget.deposit();
+      // A body we may have to send again is kept up to 64 KiB; a larger one is never retried.
+      this.replay = this.reqKind === 'length' && req.contentLength > MAX_REPLAY_BYTES ? null : [];
+      this.replayBody = 0;
+    }
+    const t = rule.timeouts;
+    if (t !== null) {
+      if (t.requestMs !== undefined) this.requestDeadline = this.t0 + t.requestMs;
+      if (t.idleMs !== undefined) {
+        this.idleMs = t.idleMs;
+        this.lastIo = this.t0;
+      }
+    }
+    return this.startAttempt();
+  }
+
+  /** Picks this attempt's backend and endpoint; false when there is none (answered 500 or 503). */
+  private startAttempt(): boolean {
+    const route = this.route!;
+    const rule = this.rule!;
+    const slot = (this.slot ??= new AttemptSlot());
+    let ok: boolean;
+    if (this.eagerLease !== null && rule.backends.length === 0) {
+      // The dispatcher already connected to an endpoint of the Service called: the rule sends there.
+      slot.backend = null;
+      slot.target = route;
+      slot.lease = this.eagerLease;
+      this.eagerLease = null;
+      ok = true;
+    } else {
+      this.dropEager();
+      ok = pickAttempt(route, rule, slot);
+    }
+    this.attemptAt = performance.now();
+    const report = this.report!;
+    report.backend = backendRef(route, slot.backend);
+    if (!ok) {
+      report.error = slot.status === 503 ? 'FAIL_FAST' : 'UNKNOWN';
+      this.abortExchange(slot.status, slot.why, slot.why);
+      return false;
+    }
+    const lease = slot.lease!;
+    this.lease = lease;
+    this.leaseRoute = slot.target;
+    this.targetIp = lease.ep.ip;
+    this.targetPort = lease.ep.port;
+    this.targetKey = lease.key;
+    const backendMs = rule.timeouts?.backendRequestMs;
+    this.attemptDeadline = backendMs !== undefined ? this.attemptAt + backendMs : 0;
+    const headMs = this.retryPolicy?.timeoutMs;
+    this.headDeadline = headMs !== undefined ? this.attemptAt + headMs : 0;
+    return true;
+  }
+
+  /** Keeps request bytes for a retry; a body past 64 KiB makes the request not retryable. */
+  private keep(b: Buffer, bodyBytes: number): void {
+    this.replayBody += bodyBytes;
+    if (this.replayBody > MAX_REPLAY_BYTES) this.replay = null;
+    else this.replay!.push(b);
+  }
+
+  /**
+   * May this exchange send another attempt now? Only with the whole request kept and nothing of
+   * the response sent, within the limit and the retry budget (which counts it when it says yes).
+   */
+  private mayRetry(): boolean {
+    const p = this.retryPolicy;
+    if (p === null || this.replay === null || !this.reqBodyDone || this.resHeadSent) return false;
+    const report = this.report!;
+    if (report.retries >= p.limit) {
+      report.retryOutcome = 'limit_exceeded';
+      return false;
+    }
+    if (!this.budget!.withdraw()) {
+      report.retryOutcome = 'overflow';
+      return false;
+    }
+    return true;
+  }
+
+  /** Gives up the attempt (its connection is closed, never pooled) and schedules the next after a backoff. */
+  private retryLater(status: number, error: string | undefined): void {
+    const now = performance.now();
+    const report = this.report!;
+    const a: AttemptReport = { backend: report.backend, status, durationMs: now - this.attemptAt };
+    if (error !== undefined) a.error = error;
+    noteRetried(report, a);
+    const lease = this.lease;
+    if (lease !== null) {
+      this.lease = null;
+      this.leaseRoute!.balancer.done(lease, status > 0 ? now - this.attemptAt : null, status === 0 || status >= 500 ? 'failure' : 'success');
+    }
+    this.detachUpstream()?.destroy();
+    this.resReader.reset();
+    this.res = null;
+    this.resKind = 'none';
+    this.resBody = null;
+    this.status = 0;
+    this.upError = '';
+    this.upExtra = false;
+    this.responseBytes = 0;
+    this.attemptDeadline = 0;
+    this.headDeadline = 0;
+    this.retryAt = now + backoffMs(this.retryPolicy!, report.retries + 1, Math.random);
+    this.armTimer();
+  }
+
+  /** The backoff is over: the next attempt, with the kept request. */
+  private resumeRetry(): void {
+    this.report!.retries++;
+    if (!this.startAttempt()) return;
+    if (!this.attachUpstream(false)) return;
+    for (const b of this.replay!) this.writeUp(b);
+    this.armTimer();
+  }
+
+  /** Arms the exchange's one timer for its nearest deadline. */
+  private armTimer(): void {
+    let at = this.requestDeadline > 0 ? this.requestDeadline : Infinity;
+    if (this.retryAt > 0) at = Math.min(at, this.retryAt);
+    else {
+      if (this.attemptDeadline > 0) at = Math.min(at, this.attemptDeadline);
+      if (this.headDeadline > 0 && !this.resHeadSent) at = Math.min(at, this.headDeadline);
+    }
+    if (this.idleMs > 0) at = Math.min(at, this.lastIo + this.idleMs);
+    if (at === Infinity) {
+      this.clearExchangeTimer();
+      return;
+    }
+    if (this.exTimer !== null) {
+      if (this.exTimerAt === at) return;
+      clearTimeout(this.exTimer);
+    }
+    this.exTimerAt = at;
+    this.exTimer = setTimeout(this.onExchangeTimer, Math.max(0, at - performance.now()));
+  }
+
+  private clearExchangeTimer(): void {
+    if (this.exTimer !== null) clearTimeout(this.exTimer);
+    this.exTimer = null;
+  }
+
+  private onExchangeTimer(): void {
+    this.exTimer = null;
+    if (this.state !== ST_EXCHANGE || this.rule === null) return;
+    try {
+      const now = performance.now();
+      if (this.requestDeadline > 0 && now >= this.requestDeadline) {
+        this.timedOut('REQUEST_TIMEOUT', `request timeout (${this.rule.timeouts!.requestMs} ms)`);
+        return;
+      }
+      if (this.retryAt > 0) {
+        if (now >= this.retryAt) {
+          this.retryAt = 0;
+          this.resumeRetry();
+          return;
+        }
+      } else if (this.attemptDeadline > 0 && now >= this.attemptDeadline) {
+        if (this.mayRetry()) this.retryLater(0, 'RESPONSE_STREAM_TIMEOUT');
+        else this.timedOut('RESPONSE_STREAM_TIMEOUT', `backend request timeout (${this.rule.timeouts!.backendRequestMs} ms)`);
+        return;
+      } else if (this.headDeadline > 0 && !this.resHeadSent && now >= this.headDeadline) {
+        // retry.linkerd.io/timeout: retried while retries remain; the last attempt may take its time (as Linkerd).
+        this.headDeadline = 0;
+        if (this.mayRetry()) {
+          this.retryLater(0, 'RESPONSE_HEADERS_TIMEOUT');
+          return;
+        }
+      }
+      if (this.idleMs > 0 && now >= this.lastIo + this.idleMs) {
+        this.timedOut('IDLE_TIMEOUT', `idle timeout (${this.idleMs} ms)`);
+        return;
+      }
+      this.armTimer();
+    } catch (err) {
+      this.internalError(err);
+    }
+  }
+
+  /** A timeout ends the exchange: 504 (or a closed client once the response has started); the upstream request is cancelled by closing its connection. */
+  private timedOut(error: string, why: string): void {
+    this.report!.error = error;
+    this.abortExchange(504, why, why);
   }
 
   private forwardRequestBody(chunk: Buffer): void {
@@ -300,7 +553,9 @@ export class Http1Connection {
       return;
     }
     this.requestBytes += n;
-    this.writeUp(n === chunk.length ? chunk : chunk.subarray(0, n));
+    const b = n === chunk.length ? chunk : chunk.subarray(0, n);
+    if (this.replay !== null) this.keep(b, b.length);
+    this.writeUp(b);
     if (this.reqBody!.done) {
       this.reqBodyDone = true;
       if (n < chunk.length) this.stash(chunk.subarray(n));
@@ -415,6 +670,7 @@ export class Http1Connection {
     this.up = s;
     this.upKey = this.targetKey;
     this.upReused = reused;
+    this.upConnected = !s.connecting;
     s.on('data', this.onUpData);
     s.on('end', this.onUpEnd);
     s.on('error', this.onUpError);
@@ -463,12 +719,15 @@ export class Http1Connection {
   }
 
   private onUpConnect(): void {
+    this.upConnected = true;
     this.clearConnectTimer();
   }
 
   private onConnectTimeout(): void {
     this.connectTimer = null;
-    if (this.state === ST_EXCHANGE) this.abortExchange(504, 'upstream connect timeout');
+    if (this.state !== ST_EXCHANGE) return;
+    if (this.mayRetry()) this.retryLater(0, 'IO');
+    else this.abortExchange(504, 'upstream connect timeout');
   }
 
   private onEagerError(): void {
@@ -534,6 +793,11 @@ export class Http1Connection {
   /** The upstream went away before the response completed. */
   private upstreamLost(why: string): void {
     if (!this.resHeadSent) {
+      // A connect error: retried under a retry policy (the request never reached a server).
+      if (!this.upConnected && this.mayRetry()) {
+        this.retryLater(0, 'IO');
+        return;
+      }
       if (this.upReused && !this.retried && this.responseBytes === 0 && this.reqBodyDone && isRetryable(this.req!, this.reqKind)) {
         // Likely the stale keep-alive race: the server closed an idle connection as we sent.
         this.retried = true;
@@ -550,6 +814,7 @@ export class Http1Connection {
 
   private onUpData(chunk: Buffer): void {
     this.active = true;
+    if (this.idleMs > 0) this.lastIo = performance.now();
     try {
       // An idle upstream must be silent; bytes now belong to no request.
       if (this.upIdle) this.dropIdleUpstream();
@@ -607,6 +872,16 @@ export class Http1Connection {
         if (end === buf.length) return;
         next = buf.subarray(end);
         continue;
+      }
+      if (this.rule !== null && kind !== 'tunnel') {
+        const p = this.retryPolicy;
+        if (p !== null && retryableResponse(p, res.status, undefined)) {
+          if (this.mayRetry()) {
+            this.retryLater(res.status, undefined);
+            return;
+          }
+        } else if (this.report!.retries > 0) this.report!.retryOutcome = 'success';
+        this.report!.backendResponded = true;
       }
       this.res = res;
       this.status = res.status;
@@ -774,6 +1049,7 @@ export class Http1Connection {
     this.clearHeaderTimer();
     if (this.idleTimer !== null) clearInterval(this.idleTimer);
     if (this.lingerTimer !== null) clearTimeout(this.lingerTimer);
+    this.clearExchangeTimer();
     this.idleTimer = null;
     this.lingerTimer = null;
     this.client.destroy();
@@ -817,6 +1093,20 @@ export class Http1Connection {
     this.connectTimer = null;
   }
 
+  /** Forgets the exchange's routing state (its report went with the event). */
+  private endRouted(): void {
+    this.rule = null;
+    this.report = null;
+    this.retryPolicy = null;
+    this.replay = null;
+    this.requestDeadline = 0;
+    this.attemptDeadline = 0;
+    this.headDeadline = 0;
+    this.retryAt = 0;
+    this.idleMs = 0;
+    this.clearExchangeTimer();
+  }
+
   /** Reports the current exchange once. */
   private emit(error: string | undefined): void {
     if (this.emitted) return;
@@ -832,7 +1122,9 @@ export class Http1Connection {
       const lease = this.lease;
       this.lease = null;
       const upstreamFailed = !this.resHeadSent && status >= 500;
-      route!.balancer.done(lease, this.resHeadSent ? this.latencyMs : null,
+      // Routed: the RTT of the attempt that answered, not of the retries before it.
+      const rtt = this.rule !== null ? this.t0 + this.latencyMs - this.attemptAt : this.latencyMs;
+      this.leaseRoute!.balancer.done(lease, this.resHeadSent ? rtt : null,
         (this.resHeadSent && status >= 500) || upstreamFailed ? 'failure' : this.resHeadSent ? 'success' : 'cancel');
     }
     // Fields spelled out, not spread: one object shape, no generic property copy per request.
@@ -860,6 +1152,13 @@ export class Http1Connection {
       startedAt: this.startedAt,
     };
     if (error !== undefined) ev.error = error;
+    const report = this.report;
+    if (report !== null) {
+      report.backendMs = now - this.attemptAt;
+      if (!this.resHeadSent && report.error === undefined) report.error = errorLabel(error);
+      ev.route = report;
+      this.endRouted();
+    }
     try {
       this.ctx.telemetry.request(ev);
     } catch {

@@ -6,6 +6,7 @@ import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders,
 } from './headers.ts';
+import { forwardRoutedStream } from './routed-stream.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
@@ -24,6 +25,14 @@ export function forwardStream(
   limits: ProxyLimits,
   hooks: StreamHooks,
 ): void {
+  // The endpoint: the original destination, or for a Service the one its balancer picks per stream.
+  let route = ctx.route ?? null;
+  if (route !== null && route.stale) route = ctx.route = route.current(ctx.endpoints.destIp, ctx.endpoints.destPort);
+  if (route !== null && route.policy !== null) {
+    // Routes, retries or timeouts: routed-stream.ts.
+    forwardRoutedStream(client, reqHeaders, noBody, ctx, route, pool, limits, hooks);
+    return;
+  }
   const startedAt = Date.now();
   const t0 = performance.now();
   const reqGrpc = isGrpc(reqHeaders['content-type']);
@@ -38,9 +47,6 @@ export function forwardStream(
   let resetByProxy = false;
   let upstream: http2.ClientHttp2Stream | undefined;
   let upSession: UpstreamSession | undefined;
-  // The endpoint: the original destination, or for a Service the one its balancer picks per stream.
-  let route = ctx.route ?? null;
-  if (route !== null && route.stale) route = ctx.route = route.current(ctx.endpoints.destIp, ctx.endpoints.destPort);
   const lease = route !== null ? route.balancer.pick() : null;
   const destIp = lease !== null ? lease.ep.ip : ctx.endpoints.destIp;
   const destPort = lease !== null ? lease.ep.port : ctx.endpoints.destPort;

@@ -53,11 +53,23 @@ export function parseGrpcStatus(v: string | string[] | undefined): number | unde
   return Number(v.trim());
 }
 
-/** Why the proxy answers a stream itself. */
-export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints';
+/**
+ * Why the proxy answers a stream itself: the upstream unreachable, no ready endpoint, no route
+ * of the Service matches (404), a route's backend cannot be used (500), a route's timeout (504).
+ */
+export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints' | 'no-route' | 'backend' | 'timeout';
 
 export const GRPC_DEADLINE_EXCEEDED = 4;
+export const GRPC_INTERNAL = 13;
+export const GRPC_UNIMPLEMENTED = 12;
 export const GRPC_UNAVAILABLE = 14;
+
+/** The status a route's failure answers with, and its gRPC equivalent. */
+const ROUTE_FAILURES: Partial<Record<ProxyFailure, [number, number]>> = {
+  'no-route': [404, GRPC_UNIMPLEMENTED],
+  backend: [500, GRPC_INTERNAL],
+  timeout: [504, GRPC_DEADLINE_EXCEEDED],
+};
 
 export interface SyntheticResponse {
   headers: OutHeaders;
@@ -75,6 +87,16 @@ export interface SyntheticResponse {
  */
 export function proxyErrorResponse(failure: ProxyFailure, grpc: boolean, detail: string): SyntheticResponse {
   const errorHeader = { 'mesh-proxy-error': failure };
+  const routed = ROUTE_FAILURES[failure];
+  if (routed !== undefined) {
+    // A route's own answers: gRPC callers get the matching status, trailers-only; HTTP a text body.
+    const [status, code] = routed;
+    if (grpc) {
+      return { status: 200, grpcStatus: code, headers: { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(detail), ...errorHeader } };
+    }
+    const body = detail + '\n';
+    return { status, body, headers: { ':status': status, 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), ...errorHeader } };
+  }
   if (grpc) {
     return {
       status: 200,

@@ -1,0 +1,482 @@
+// Forwards one client stream to a Service with routes, retries or timeouts (route.policy):
+// the request's rule (404, gRPC UNIMPLEMENTED, when none matches), then per attempt a backend
+// by weight, one of its endpoints and an upstream stream. A response is retried only before
+// anything of it reached the client: a status the policy retries (gRPC: a trailers-only
+// grpc-status), REFUSED_STREAM, or a connection that failed; the request body (up to 64 KiB)
+// is kept to send again, a larger one is never retried. One timer covers the request, attempt
+// and response-head timeouts and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
+// and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
+import * as http2 from 'node:http2';
+import type { ConnContext, ProxyLimits } from '../context.ts';
+import type { Http2SessionPool, UpstreamSession } from './pool.ts';
+import type { ServiceRoute } from '../../routing/router.ts';
+import type { RetryPolicy } from '../../routing/route-model.ts';
+import type { RetryBudget } from '../../routing/retry-budget.ts';
+import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/route-table.ts';
+import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
+import { AttemptSlot, backendRef, ClientRouting, errorLabel, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
+import type { AttemptReport, RouteReport } from '../../telemetry/events.ts';
+import { pathOf } from '../http1/route-request.ts';
+import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
+import type { StreamHooks } from './forward-stream.ts';
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+
+function str(v: string | string[] | undefined): string {
+  return Array.isArray(v) ? v.join(',') : (v ?? '');
+}
+
+class H2RouteRequest implements RouteRequest {
+  readonly method: string;
+  readonly path: string;
+  private readonly h: http2.IncomingHttpHeaders;
+  constructor(h: http2.IncomingHttpHeaders) {
+    this.h = h;
+    this.method = str(h[':method']);
+    this.path = pathOf(str(h[':path']));
+  }
+  header(name: string): string | undefined {
+    const v = this.h[name];
+    return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
+  }
+}
+
+export function forwardRoutedStream(
+  client: http2.ServerHttp2Stream, reqHeaders: http2.IncomingHttpHeaders, noBody: boolean,
+  ctx: ConnContext, route: ServiceRoute, pool: Http2SessionPool, limits: ProxyLimits, hooks: StreamHooks,
+): void {
+  new RoutedStream(client, reqHeaders, noBody, ctx, route, pool, limits, hooks).start();
+}
+
+class RoutedStream {
+  private readonly client: http2.ServerHttp2Stream;
+  private readonly reqHeaders: http2.IncomingHttpHeaders;
+  private readonly noBody: boolean;
+  private readonly ctx: ConnContext;
+  private readonly route: ServiceRoute;
+  private readonly pool: Http2SessionPool;
+  private readonly limits: ProxyLimits;
+  private readonly hooks: StreamHooks;
+  private readonly startedAt = Date.now();
+  private readonly t0 = performance.now();
+  private readonly grpc: boolean;
+  private rule: CompiledRule | null = null;
+  private retry: RetryPolicy | null = null;
+  private budget: RetryBudget | null = null;
+  private report: RouteReport | null = null;
+  private readonly slot = new AttemptSlot();
+  private leaseOpen = false;
+  private destIp: string;
+  private destPort: number;
+
+  private up: http2.ClientHttp2Stream | null = null;
+  private upSession: UpstreamSession | null = null;
+  private attemptAt = 0;
+  /** The request body while it can be sent again; null: no retry possible. */
+  private body: Buffer[] | null = null;
+  private bodyBytes = 0;
+  private clientEnded: boolean;
+  private requestTrailers: http2.IncomingHttpHeaders | undefined;
+
+  private requestDeadline = 0;
+  private attemptDeadline = 0;
+  private headDeadline = 0;
+  private retryAt = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  private status = 0;
+  private respGrpc: boolean;
+  private grpcStatus: number | undefined;
+  private latencyMs = 0;
+  private requestBytes = 0;
+  private responseBytes = 0;
+  private error: string | undefined;
+  private responseDone = false;
+  private resetByProxy = false;
+  private responseTrailers: http2.IncomingHttpHeaders | undefined;
+
+  constructor(client: http2.ServerHttp2Stream, reqHeaders: http2.IncomingHttpHeaders, noBody: boolean, ctx: ConnContext, route: ServiceRoute, pool: Http2SessionPool, limits: ProxyLimits, hooks: StreamHooks) {
+    this.client = client;
+    this.reqHeaders = reqHeaders;
+    this.noBody = noBody;
+    this.clientEnded = noBody;
+    this.ctx = ctx;
+    this.route = route;
+    this.pool = pool;
+    this.limits = limits;
+    this.hooks = hooks;
+    this.grpc = isGrpc(reqHeaders['content-type']);
+    this.respGrpc = this.grpc;
+    this.destIp = ctx.endpoints.destIp;
+    this.destPort = ctx.endpoints.destPort;
+  }
+
+  start(): void {
+    const client = this.client;
+    client.on('error', (err: Error) => { this.error ??= err.message; });
+    client.once('close', () => this.onClientClose());
+    const routing = (this.ctx.routing ??= new ClientRouting(this.route.router, this.ctx.endpoints.sourceIp));
+    const rule = findRoute(routing.tableFor(this.route), new H2RouteRequest(this.reqHeaders), this.grpc);
+    if (rule === null) {
+      const { namespace, name, port } = this.route.ref;
+      this.answer('no-route', `no route of Service ${namespace}/${name} port ${port} matches ${str(this.reqHeaders[':method'])} ${pathOf(str(this.reqHeaders[':path']))}`);
+      return;
+    }
+    this.rule = rule;
+    this.report = newRouteReport(this.route, rule);
+    this.retry = rule.retryFor(this.grpc);
+    if (this.retry !== null) {
+      this.budget = routing.budgetFor(this.route);
+      this.budget.deposit();
+      if (!this.noBody) this.body = [];
+    }
+    const t = rule.timeouts;
+    if (t?.requestMs !== undefined) this.requestDeadline = this.t0 + t.requestMs;
+    if (!this.noBody) {
+      client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+      client.on('end', () => this.onClientEnd());
+      client.on('trailers', (tr) => { this.requestTrailers = tr; });
+    }
+    this.attempt();
+  }
+
+  // ---- attempts ----
+
+  private attempt(): void {
+    const slot = this.slot;
+    const ok = pickAttempt(this.route, this.rule!, slot);
+    this.attemptAt = performance.now();
+    const report = this.report!;
+    report.backend = backendRef(this.route, slot.backend);
+    if (!ok) {
+      report.error = slot.status === 503 ? 'FAIL_FAST' : 'UNKNOWN';
+      this.answer(slot.status === 503 ? 'no-endpoints' : 'backend', slot.why);
+      return;
+    }
+    const lease = slot.lease!;
+    this.leaseOpen = true;
+    this.destIp = lease.ep.ip;
+    this.destPort = lease.ep.port;
+    const t = this.rule!.timeouts;
+    this.attemptDeadline = t?.backendRequestMs !== undefined ? this.attemptAt + t.backendRequestMs : 0;
+    this.headDeadline = this.retry?.timeoutMs !== undefined ? this.attemptAt + this.retry.timeoutMs : 0;
+    let up: http2.ClientHttp2Stream;
+    try {
+      const { ip, port } = lease.ep;
+      this.upSession = this.pool.acquire(ip, port, () => this.ctx.dial(ip, port), this.limits.upstreamConnectTimeoutMs);
+      up = this.upSession.request(upstreamRequestHeaders(this.reqHeaders), { endStream: this.noBody, waitForTrailers: true });
+    } catch (err) {
+      this.error = (err as Error).message;
+      this.attemptFailed('unreachable', 'IO');
+      return;
+    }
+    this.up = up;
+    up.on('error', (err: Error) => { if (up === this.up) this.error ??= err.message; });
+    up.on('headers', (h) => {
+      if (up === this.up && !this.client.closed && !this.client.headersSent) this.client.additionalHeaders(downstreamHeaders(h));
+    });
+    up.on('response', (h, flags) => this.onResponse(up, h, flags));
+    up.on('data', (chunk: Buffer) => { if (up === this.up) this.responseBytes += chunk.length; });
+    up.on('trailers', (tr) => {
+      if (up !== this.up) return;
+      this.responseTrailers = tr;
+      const g = parseGrpcStatus(tr['grpc-status']);
+      if (g !== undefined) this.grpcStatus = g;
+    });
+    up.on('wantTrailers', () => up.sendTrailers(this.requestTrailers ? downstreamHeaders(this.requestTrailers) : {}));
+    up.on('drain', () => { if (up === this.up && !this.client.destroyed) this.client.resume(); });
+    up.once('close', () => this.onUpClose(up));
+    if (!this.noBody) {
+      // A retry sends what the client sent so far; the rest follows as it arrives.
+      if (this.body !== null) for (const b of this.body) up.write(b);
+      if (this.clientEnded) up.end();
+      else this.client.resume();
+    }
+    this.arm();
+  }
+
+  private onClientData(chunk: Buffer): void {
+    this.requestBytes += chunk.length;
+    if (this.body !== null) {
+      this.bodyBytes += chunk.length;
+      if (this.bodyBytes > MAX_REPLAY_BYTES) this.body = null; // too large to send again: never retried
+      else this.body.push(chunk);
+    }
+    const up = this.up;
+    if (up === null || up.destroyed) {
+      // Between attempts: hold the client (flow control) until the next attempt takes it.
+      this.client.pause();
+      return;
+    }
+    if (!up.write(chunk)) this.client.pause();
+  }
+
+  private onClientEnd(): void {
+    this.clientEnded = true;
+    if (this.up !== null && !this.up.destroyed) this.up.end();
+  }
+
+  private onResponse(up: http2.ClientHttp2Stream, h: http2.IncomingHttpHeaders, flags: number): void {
+    if (up !== this.up) return;
+    const client = this.client;
+    const status = Number(h[':status']) || 0;
+    const trailersOnly = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    const grpc = this.grpc || isGrpc(h['content-type']);
+    const grpcStatus = trailersOnly ? parseGrpcStatus(h['grpc-status']) : undefined;
+    const report = this.report!;
+    if (this.retry !== null && retryableResponse(this.retry, status, grpcStatus)) {
+      if (this.mayRetry()) {
+        this.retryLater(status, grpcStatus, undefined);
+        return;
+      }
+    } else if (report.retries > 0) report.retryOutcome = 'success';
+    report.backendResponded = true;
+    this.headDeadline = 0;
+    this.status = status;
+    this.respGrpc = grpc;
+    this.latencyMs = performance.now() - this.t0;
+    if (client.closed || client.destroyed) return;
+    if (trailersOnly) {
+      this.grpcStatus = grpcStatus;
+      this.responseDone = true;
+      client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
+      this.stopRequestBody();
+      return;
+    }
+    client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
+    client.on('wantTrailers', () => {
+      this.responseDone = true;
+      client.sendTrailers(this.responseTrailers ? downstreamHeaders(this.responseTrailers) : {});
+      if (up.closed) this.stopRequestBody();
+    });
+    up.pipe(client);
+    this.arm();
+  }
+
+  private onUpClose(up: http2.ClientHttp2Stream): void {
+    if (up !== this.up) return;
+    const client = this.client;
+    const code = up.rstCode ?? NGHTTP2_NO_ERROR;
+    if (client.closed || client.destroyed) return;
+    if (!client.headersSent && this.retryAt === 0) {
+      const session = this.upSession;
+      // Nothing answered: a connection that failed or a REFUSED_STREAM never reached the
+      // application, so a retry policy retries them; otherwise as forward-stream.ts.
+      const failed = session?.failure !== undefined || session?.session.destroyed === true || code === NGHTTP2_NO_ERROR;
+      if (failed || code === NGHTTP2_REFUSED_STREAM) {
+        this.attemptFailed(failed ? session?.failure ?? 'unreachable' : null, code === NGHTTP2_REFUSED_STREAM && !failed ? 'REFUSED' : 'IO');
+        return;
+      }
+      this.error ??= `upstream reset (code ${code})`;
+      this.resetClient(code);
+      return;
+    }
+    if (code !== NGHTTP2_NO_ERROR) {
+      this.error ??= `upstream reset (code ${code})`;
+      up.unpipe(client);
+      this.resetClient(code);
+    } else if (this.responseDone) this.stopRequestBody();
+  }
+
+  /**
+   * The attempt ended without a response: retried when the policy allows, else answered as
+   * forward-stream.ts does (a failed connection: 502/504 or UNAVAILABLE; a refused stream: passed on).
+   */
+  private attemptFailed(failure: ProxyFailure | null, label: string): void {
+    if (this.mayRetry()) {
+      this.retryLater(0, undefined, label);
+      return;
+    }
+    if (failure === null) {
+      this.error ??= 'upstream reset (code 7, REFUSED_STREAM)';
+      this.releaseLease('failure', null);
+      this.resetClient(NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    this.error ??= `upstream ${failure}`;
+    this.answer(failure, this.upSession?.failureDetail || this.error || 'stream failed');
+  }
+
+  private mayRetry(): boolean {
+    const p = this.retry;
+    if (p === null || (!this.noBody && (this.body === null || !this.clientEnded)) || this.client.headersSent || this.client.closed) return false;
+    const report = this.report!;
+    if (report.retries >= p.limit) {
+      report.retryOutcome = 'limit_exceeded';
+      return false;
+    }
+    if (!this.budget!.withdraw()) {
+      report.retryOutcome = 'overflow';
+      return false;
+    }
+    return true;
+  }
+
+  private retryLater(status: number, grpcStatus: number | undefined, label: string | undefined): void {
+    const now = performance.now();
+    const report = this.report!;
+    const a: AttemptReport = { backend: report.backend, status, durationMs: now - this.attemptAt };
+    if (grpcStatus !== undefined) a.grpcStatus = grpcStatus;
+    if (label !== undefined) a.error = label;
+    noteRetried(report, a);
+    this.releaseLease(status === 0 || status >= 500 || (grpcStatus !== undefined && grpcStatus !== 0) ? 'failure' : 'success', status > 0 ? now - this.attemptAt : null);
+    const up = this.up;
+    this.up = null;
+    if (up !== null && !up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
+    this.attemptDeadline = 0;
+    this.headDeadline = 0;
+    this.retryAt = now + backoffMs(this.retry!, report.retries + 1, Math.random);
+    this.arm();
+  }
+
+  // ---- timers ----
+
+  private arm(): void {
+    let at = this.requestDeadline > 0 ? this.requestDeadline : Infinity;
+    if (this.retryAt > 0) at = Math.min(at, this.retryAt);
+    else {
+      if (this.attemptDeadline > 0) at = Math.min(at, this.attemptDeadline);
+      if (this.headDeadline > 0) at = Math.min(at, this.headDeadline);
+    }
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = at === Infinity ? null : setTimeout(() => this.onTimer(), Math.max(0, at - performance.now()));
+  }
+
+  private onTimer(): void {
+    this.timer = null;
+    if (this.responseDone || this.client.closed) return;
+    const now = performance.now();
+    if (this.requestDeadline > 0 && now >= this.requestDeadline) {
+      this.timedOut('REQUEST_TIMEOUT', `request timeout (${this.rule!.timeouts!.requestMs} ms)`);
+      return;
+    }
+    if (this.retryAt > 0) {
+      if (now >= this.retryAt) {
+        this.retryAt = 0;
+        this.report!.retries++;
+        this.attempt();
+        return;
+      }
+    } else if (this.attemptDeadline > 0 && now >= this.attemptDeadline) {
+      if (this.mayRetry()) this.retryLater(0, undefined, 'RESPONSE_STREAM_TIMEOUT');
+      else this.timedOut('RESPONSE_STREAM_TIMEOUT', `backend request timeout (${this.rule!.timeouts!.backendRequestMs} ms)`);
+      return;
+    } else if (this.headDeadline > 0 && now >= this.headDeadline) {
+      // retry.linkerd.io/timeout: retried while retries remain; the last attempt may take its time.
+      this.headDeadline = 0;
+      if (this.mayRetry()) {
+        this.retryLater(0, undefined, 'RESPONSE_HEADERS_TIMEOUT');
+        return;
+      }
+    }
+    this.arm();
+  }
+
+  /** 504 (gRPC DEADLINE_EXCEEDED), or a reset once the response has started; the upstream stream is cancelled. */
+  private timedOut(label: string, why: string): void {
+    this.report!.error = label;
+    this.error = why;
+    const up = this.up;
+    this.up = null;
+    if (up !== null && !up.closed && !up.destroyed) {
+      up.unpipe(this.client);
+      up.close(NGHTTP2_CANCEL);
+    }
+    this.releaseLease('failure', null);
+    if (this.client.headersSent) {
+      this.resetClient(NGHTTP2_CANCEL);
+      return;
+    }
+    this.answer('timeout', why);
+  }
+
+  // ---- endings ----
+
+  /** The proxy answers the stream itself. */
+  private answer(failure: ProxyFailure, detail: string): void {
+    const client = this.client;
+    if (client.headersSent || client.closed || client.destroyed) {
+      this.resetClient(NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    const r = proxyErrorResponse(failure, this.grpc, detail);
+    this.status = r.status;
+    this.grpcStatus = r.grpcStatus;
+    this.latencyMs = performance.now() - this.t0;
+    this.error ??= detail;
+    this.responseDone = true;
+    if (r.body === undefined) client.respond(r.headers, { endStream: true });
+    else {
+      client.respond(r.headers);
+      client.end(r.body);
+    }
+    this.stopRequestBody();
+  }
+
+  private resetClient(code: number): void {
+    if (this.client.closed || this.client.destroyed) return;
+    this.resetByProxy = true;
+    this.client.close(code);
+  }
+
+  /** The response is complete but the client is still sending a body: RST_STREAM(NO_ERROR) (RFC 9113 8.1). */
+  private stopRequestBody(): void {
+    const client = this.client;
+    if (this.noBody || client.readableEnded || client.closed || client.destroyed) return;
+    this.resetByProxy = true;
+    client.close(NGHTTP2_NO_ERROR);
+  }
+
+  private releaseLease(outcome: 'success' | 'failure' | 'cancel', rttMs: number | null): void {
+    if (!this.leaseOpen) return;
+    this.leaseOpen = false;
+    this.slot.target!.balancer.done(this.slot.lease!, rttMs, outcome);
+  }
+
+  private onClientClose(): void {
+    const client = this.client;
+    const code = client.rstCode ?? NGHTTP2_NO_ERROR;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (!this.responseDone && !this.resetByProxy) {
+      this.hooks.onClientReset();
+      this.error ??= `client reset (code ${code})`;
+    }
+    const up = this.up;
+    if (up !== null && !up.closed && !up.destroyed) up.close(code === NGHTTP2_NO_ERROR && !this.responseDone ? NGHTTP2_CANCEL : code);
+    const ok = this.responseDone && isSuccess(this.status, this.respGrpc, this.grpcStatus);
+    // As forward-stream.ts: no answer at all is the client's doing unless we reset it; a response is the RTT sample.
+    const backendAnswered = this.report?.backendResponded === true;
+    this.releaseLease(this.status === 0 ? (this.error !== undefined && !this.resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure',
+      backendAnswered ? this.t0 + this.latencyMs - this.attemptAt : null);
+    const report = this.report;
+    if (report !== null) {
+      report.backendMs = performance.now() - this.attemptAt;
+      if (!report.backendResponded && report.error === undefined) report.error = errorLabel(this.error);
+    }
+    try {
+      this.ctx.telemetry.request({
+        ...this.ctx.endpoints,
+        destIp: this.destIp,
+        destPort: this.destPort,
+        connId: this.ctx.connId,
+        protocol: 'http2',
+        authority: this.route.authority,
+        method: str(this.reqHeaders[':method']),
+        path: str(this.reqHeaders[':path']),
+        status: this.status,
+        ...(this.respGrpc ? { grpcStatus: this.grpcStatus } : {}),
+        success: ok,
+        latencyMs: this.latencyMs,
+        durationMs: performance.now() - this.t0,
+        requestBytes: this.requestBytes,
+        responseBytes: this.responseBytes,
+        ...(this.error && !ok ? { error: this.error } : {}),
+        startedAt: this.startedAt,
+        ...(report !== null ? { route: report } : {}),
+      });
+    } catch {
+      // a broken sink must not take the proxy down
+    }
+  }
+}

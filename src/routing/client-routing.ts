@@ -1,0 +1,108 @@
+// What the HTTP forwarders share for routed requests (a Service with routes, retries or
+// timeouts): the client connection's route table and retry budget, resolved once per
+// connection and again only when the Service's policy is replaced, and the pick of one
+// attempt's backend and endpoint. The forwarders keep the I/O: attempts, timers, replay.
+import type { BalancedEndpoint } from './balancer.ts';
+import type { ClientIdentity, Router, ServiceRoute } from './router.ts';
+import type { RetryBudget } from './retry-budget.ts';
+import type { CompiledBackend, CompiledRule, ParentPolicy, RouteTable } from './route-table.ts';
+import type { AttemptReport, RouteReport, ServicePortRef } from '../telemetry/events.ts';
+
+/** One client connection's view of the routes of the Service it called. */
+export class ClientRouting {
+  readonly client: ClientIdentity;
+  private policy: ParentPolicy | null = null;
+  private table: RouteTable | null = null;
+  private budgetOf: ServiceRoute | null = null;
+  private budgetV: RetryBudget | null = null;
+
+  constructor(router: Router, sourceIp: string) {
+    this.client = router.client(sourceIp);
+  }
+
+  /** The table for this client; `route.policy` must be set. */
+  tableFor(route: ServiceRoute): RouteTable {
+    const p = route.policy!;
+    if (p !== this.policy) {
+      this.policy = p;
+      this.table = p.forClient(this.client.namespace);
+    }
+    return this.table!;
+  }
+
+  budgetFor(route: ServiceRoute): RetryBudget {
+    if (this.budgetOf !== route) {
+      this.budgetOf = route;
+      this.budgetV = route.router.budget(this.client, route);
+    }
+    return this.budgetV!;
+  }
+}
+
+/** One attempt's choice, written into a slot the forwarder owns (no object per attempt). */
+export class AttemptSlot {
+  backend: CompiledBackend | null = null;
+  target: ServiceRoute | null = null;
+  lease: BalancedEndpoint | null = null;
+  /** Why there is nothing to send to, and the status that says so (500 or 503). */
+  status = 0;
+  why = '';
+}
+
+/**
+ * Picks the rule's backend (by weight; the parent when the rule names none) and one of its
+ * endpoints. False, with slot.status and slot.why, when the backend cannot be used (500, as
+ * Gateway API says for an unresolved backendRef) or has no ready endpoint (503).
+ */
+export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot): boolean {
+  const b = rule.pickBackend(parent.router.random);
+  slot.backend = b;
+  slot.lease = null;
+  let target: ServiceRoute | null = parent;
+  if (b !== null) {
+    if (b.problem !== undefined) return fail(slot, 500, `backend unavailable: ${b.problem}`);
+    target = parent.router.backend(b);
+    if (target === null) return fail(slot, 500, `backend Service ${b.namespace}/${b.name} port ${b.port} not found`);
+  }
+  slot.target = target;
+  const lease = target.balancer.pick();
+  if (lease === null) {
+    const { namespace, name, port } = target.ref;
+    return fail(slot, 503, `no ready endpoints for Service ${namespace}/${name} port ${port}`);
+  }
+  slot.lease = lease;
+  return true;
+}
+
+function fail(slot: AttemptSlot, status: number, why: string): false {
+  slot.status = status;
+  slot.why = why;
+  return false;
+}
+
+/** A backend's labels: the backend's Service port, or the parent's when the rule names none. */
+export function backendRef(parent: ServiceRoute, b: CompiledBackend | null): ServicePortRef {
+  return b === null ? parent.ref : b.ref;
+}
+
+/** A fresh report for one routed request. */
+export function newRouteReport(parent: ServiceRoute, rule: CompiledRule): RouteReport {
+  return { parent: parent.ref, route: rule.route, backend: parent.ref, retries: 0, backendMs: 0, backendResponded: false };
+}
+
+/** Notes a failed attempt that is about to be retried (`retries` counts when the retry is sent). */
+export function noteRetried(r: RouteReport, a: AttemptReport): void {
+  (r.earlier ??= []).push(a);
+}
+
+/** Linkerd's error label for a request the proxy had to answer itself, from the forwarder's reason. */
+export function errorLabel(why: string | undefined): string {
+  if (why === undefined) return 'UNKNOWN';
+  if (/client (closed|reset)/.test(why)) return 'CANCEL';
+  if (/no ready endpoints/.test(why)) return 'FAIL_FAST';
+  if (/REFUSED_STREAM|code 7\b/.test(why)) return 'REFUSED';
+  if (/reset/.test(why)) return 'RESET';
+  if (/timeout/.test(why)) return 'RESPONSE_HEADERS_TIMEOUT';
+  if (/upstream|connect|E[A-Z]{3,}/.test(why)) return 'IO';
+  return 'UNKNOWN';
+}

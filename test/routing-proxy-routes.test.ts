@@ -1,0 +1,394 @@
+// The forwarders' routed path over real loopback sockets, with the discovery store fed by hand
+// (no controller, no datapath): rules and weighted backends, 404 / UNIMPLEMENTED without a
+// match, 500 for a backend that does not exist, retries (before anything reaches the client,
+// the body kept up to 64 KiB, connect errors and REFUSED_STREAM), the retry budget, and
+// timeouts that answer 504 / DEADLINE_EXCEEDED and cancel the upstream request. The same on a
+// simulated cluster with the controller: test/cluster-routes.e2e.test.ts.
+import test from 'ava';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { once } from 'node:events';
+import { Proxy } from '../src/proxy/index.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import type { DiscoMessage } from '../src/discovery/model.ts';
+import { Router } from '../src/routing/router.ts';
+import type { RouteRecord } from '../src/routing/route-model.ts';
+import { waitFor } from './helpers/until.ts';
+
+const HOST = '127.0.0.1';
+const VIPS: Record<string, string> = { api: '10.96.7.7', 'api-v1': '10.96.7.8', 'api-v2': '10.96.7.9' };
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, body: Buffer, n: number) => void;
+
+interface Backend {
+  name: string;
+  port: number;
+  /** Requests seen, counted when their head arrives. */
+  hits: number;
+  /** Request bodies seen, in order. */
+  bodies: Buffer[];
+  /** Requests whose connection or stream closed before the response was sent. */
+  cancelled: number;
+  server: net.Server;
+  close(): Promise<void>;
+}
+
+/** A server answering its own name, or what `handle` does with request number n. */
+async function backend(name: string, opts: { h2?: boolean; handle?: Handler } = {}): Promise<Backend> {
+  const b: Backend = { name, port: 0, hits: 0, bodies: [], cancelled: 0, server: null as unknown as net.Server, close: async () => {} };
+  const onRequest = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    const n = b.hits++;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    res.on('close', () => { if (!res.writableFinished) b.cancelled++; });
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      b.bodies.push(body);
+      if (opts.handle) opts.handle(req, res, body, n);
+      else {
+        res.setHeader('content-type', 'text/plain');
+        res.end(name);
+      }
+    });
+  };
+  const server: net.Server = opts.h2 ? http2.createServer(onRequest) : http.createServer(onRequest);
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  b.server = server;
+  b.port = (server.address() as net.AddressInfo).port;
+  b.close = () => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  };
+  return b;
+}
+
+/** Services api (the one clients call), api-v1 and api-v2, each with the given backends' endpoints. */
+function world(store: DiscoveryStore, eps: Record<string, Backend[]>, routes: RouteRecord[] = [], annotations: Record<string, string> = {}): void {
+  const msgs: DiscoMessage[] = [{ type: 'reset', version: 2 }];
+  for (const [svc, bs] of Object.entries(eps)) {
+    msgs.push({ type: 'service', op: 'set', service: { namespace: 'shop', name: svc, clusterIPs: [VIPS[svc]!], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: svc === 'api' ? annotations : {} } });
+    bs.forEach((b, i) => msgs.push({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: `${svc}-${i}`, service: svc, ports: [{ name: 'http', port: b.port }], endpoints: [{ ip: HOST, ready: true, pod: `${svc}-${b.name}` }] } }));
+  }
+  for (const r of routes) msgs.push({ type: 'route', op: 'set', route: r });
+  msgs.push({ type: 'synced' });
+  for (const m of msgs) store.apply(m);
+}
+
+const route = (rules: RouteRecord['rules'], kind: RouteRecord['kind'] = 'HTTPRoute'): RouteRecord => ({ kind, namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }], rules });
+const to = (...bs: Array<[string, number]>) => bs.map(([name, weight]) => ({ namespace: 'shop', name, port: 80, weight }));
+
+async function startProxy(store: DiscoveryStore, random?: () => number) {
+  const sink = new RecordingSink();
+  const router = new Router(store, { clients: () => ({ namespace: 'client', workload: 'client/deployment/app' }), random });
+  const proxy = new Proxy({
+    listen: { host: HOST, port: 0 },
+    lookup: () => ({ ip: VIPS.api!, port: 80, podKey: 7n }),
+    router,
+    telemetry: sink,
+    detectTimeoutMs: 5000,
+    knownHttp1Max: 0,
+    log: () => {},
+  });
+  const { port } = await proxy.listen();
+  return { proxy, port, sink, router };
+}
+
+function request(port: number, opts: { path?: string; method?: string; headers?: Record<string, string>; body?: Buffer; agent?: http.Agent } = {}): Promise<{ status: number; body: string; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: HOST, port, path: opts.path ?? '/', method: opts.method ?? 'GET', agent: opts.agent ?? false, headers: { host: 'api.shop', ...opts.headers } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - t0 }));
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+async function setup(t: import('ava').ExecutionContext, eps: Record<string, Backend[]>, routes: RouteRecord[], annotations: Record<string, string> = {}, random?: () => number) {
+  const store = new DiscoveryStore();
+  world(store, eps, routes, annotations);
+  const p = await startProxy(store, random);
+  t.teardown(async () => {
+    await p.proxy.close(0);
+    for (const bs of Object.values(eps)) for (const b of bs) await b.close();
+  });
+  return { ...p, store };
+}
+
+test('HTTP/1: a header match sends x-canary: 1 to the canary only; the rest split by weight; events carry route and backend', async (t) => {
+  const v1 = await backend('v1');
+  const v2 = await backend('v2');
+  const { port, sink } = await setup(t, { api: [], 'api-v1': [v1], 'api-v2': [v2] }, [route([
+    { matches: [{ headers: [{ name: 'x-canary', type: 'Exact', value: '1' }] }], backends: to(['api-v2', 1]) },
+    { matches: [], backends: to(['api-v1', 1]) },
+  ])]);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (let i = 0; i < 20; i++) {
+    t.is((await request(port, { agent, headers: { 'x-canary': '1' } })).body, 'v2');
+    t.is((await request(port, { agent, headers: { 'x-canary': '0' } })).body, 'v1');
+  }
+  await waitFor(() => sink.requests.length === 40);
+  const ev = sink.requests[0]!;
+  t.is(ev.authority, 'api.shop.svc.cluster.local:80', 'reported under the Service called');
+  t.deepEqual(ev.route?.route, { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', namespace: 'shop', name: 'r' });
+  t.deepEqual(ev.route?.parent, { namespace: 'shop', name: 'api', port: 80 });
+  t.deepEqual(ev.route?.backend, { namespace: 'shop', name: 'api-v2', port: 80 });
+  t.is(ev.destPort, v2.port, 'the endpoint it went to');
+});
+
+test('HTTP/1 and HTTP/2: with a route attached, a request no rule matches gets 404 naming the Service; gRPC gets UNIMPLEMENTED', async (t) => {
+  const v1 = await backend('v1', { h2: false });
+  const { port, sink } = await setup(t, { api: [v1] }, [route([{ matches: [{ path: { type: 'PathPrefix', value: '/only' } }], backends: [] }])]);
+  t.deepEqual(await request(port, { path: '/only/x' }).then((r) => [r.status, r.body]), [200, 'v1']);
+  const r = await request(port, { path: '/other?q=1' });
+  t.is(r.status, 404);
+  t.is(r.body, 'no route of Service shop/api port 80 matches GET /other\n');
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const g = session.request({ ':path': '/pkg.Svc/Call', ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers' });
+  g.end();
+  const [head] = await once(g, 'response');
+  g.resume();
+  t.is(head['grpc-status'], '12', 'UNIMPLEMENTED');
+  t.is(v1.hits, 1, 'nothing unmatched reached the server');
+  await waitFor(() => sink.requests.length === 3);
+  t.is(sink.requests.filter((e) => e.status === 404).length, 1);
+});
+
+test('HTTP/1: a backend Service that does not exist answers 500 for its share', async (t) => {
+  const v1 = await backend('v1');
+  const { port } = await setup(t, { api: [], 'api-v1': [v1] }, [route([{ matches: [], backends: [...to(['api-v1', 1]), { namespace: 'shop', name: 'gone', port: 80, weight: 1 }] }])]);
+  const seen = new Map<number, number>();
+  for (let i = 0; i < 60; i++) {
+    const r = await request(port);
+    seen.set(r.status, (seen.get(r.status) ?? 0) + 1);
+    if (r.status === 500) t.is(r.body, 'backend Service shop/gone port 80 not found\n');
+  }
+  t.deepEqual([...seen.keys()].sort(), [200, 500], JSON.stringify([...seen]));
+});
+
+test('HTTP/1: a 503 is retried (retry.linkerd.io/http on the Service), at most the limit, to a fresh connection; the client sees the retry\'s answer', async (t) => {
+  // Every other request answers 503: each client request needs exactly one retry (8 in all,
+  // within the budget's 10 a second whatever the rate).
+  const flaky = await backend('flaky', { handle: (_q, res, _b, n) => { res.statusCode = n % 2 === 0 ? 503 : 200; res.end(n % 2 === 0 ? 'down' : 'up'); } });
+  const { port, sink } = await setup(t, { api: [flaky] }, [], { 'retry.linkerd.io/http': '5xx', 'retry.linkerd.io/limit': '1' });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (let i = 0; i < 8; i++) t.deepEqual(await request(port, { agent }).then((r) => [r.status, r.body]), [200, 'up']);
+  t.is(flaky.hits, 16, 'two attempts per request, no more');
+  await waitFor(() => sink.requests.length === 8);
+  const ev = sink.requests[0]!;
+  t.is(ev.route?.retries, 1);
+  t.is(ev.route?.retryOutcome, 'success');
+  t.deepEqual(ev.route?.earlier?.map((a) => a.status), [503]);
+  t.deepEqual(ev.route?.route, { group: '', kind: 'default', namespace: '', name: 'http' });
+});
+
+test('HTTP/1: retries stop at the limit; the last answer goes to the client and counts as limit exceeded', async (t) => {
+  const down = await backend('down', { handle: (_q, res) => { res.statusCode = 503; res.end('down'); } });
+  const { port, sink } = await setup(t, { api: [down] }, [], { 'retry.linkerd.io/http': '503', 'retry.linkerd.io/limit': '2' });
+  t.deepEqual(await request(port).then((r) => [r.status, r.body]), [503, 'down']);
+  t.is(down.hits, 3);
+  await waitFor(() => sink.requests.length === 1);
+  t.is(sink.requests[0]!.route?.retries, 2);
+  t.is(sink.requests[0]!.route?.retryOutcome, 'limit_exceeded');
+});
+
+test('HTTP/1: a POST body is sent again on a retry; one over 64 KiB is never retried', async (t) => {
+  const flaky = await backend('flaky', { handle: (_q, res, _b, n) => { res.statusCode = n === 0 ? 503 : 200; res.end('ok'); } });
+  const { port } = await setup(t, { api: [flaky] }, [], { 'retry.linkerd.io/http': '5xx' });
+  const small = Buffer.alloc(10_000, 7);
+  t.is((await request(port, { method: 'POST', body: small })).status, 200);
+  t.is(flaky.hits, 2);
+  t.deepEqual(flaky.bodies.map((b) => b.equals(small)), [true, true], 'the replayed body is the same');
+
+  flaky.hits = 0;
+  flaky.bodies.length = 0;
+  const big = Buffer.alloc(100 * 1024, 9);
+  const r = await request(port, { method: 'POST', body: big });
+  t.is(r.status, 503, 'the first answer, not retried');
+  t.is(flaky.hits, 1);
+  t.true(flaky.bodies[0]!.equals(big));
+  // Chunked (no Content-Length) and past 64 KiB: not retried either.
+  flaky.hits = 0;
+  const chunked = await new Promise<number>((resolve, reject) => {
+    const req = http.request({ host: HOST, port, method: 'POST', path: '/', agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); });
+    req.on('error', reject);
+    for (let i = 0; i < 10; i++) req.write(Buffer.alloc(10 * 1024, i));
+    req.end();
+  });
+  t.is(chunked, 503);
+  t.is(flaky.hits, 1);
+});
+
+test('HTTP/1: a connect error is retried under a retry policy, to the backend the next pick gives', async (t) => {
+  const good = await backend('good');
+  const dead = await backend('dead');
+  await dead.close(); // its port now refuses
+  // Picks alternate: the first attempt of every request goes to the dead backend, the retry to the good one.
+  let flip = 0;
+  const { port, sink } = await setup(t, { api: [good], 'api-v1': [dead], 'api-v2': [good] }, [route([{ matches: [], backends: to(['api-v1', 1], ['api-v2', 1]), retry: { limit: 1 } }])], {}, () => (flip++ % 2 === 0 ? 0.1 : 0.9));
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (let i = 0; i < 8; i++) t.is((await request(port, { agent })).body, 'good');
+  await waitFor(() => sink.requests.length === 8);
+  for (const e of sink.requests) {
+    t.deepEqual(e.route?.earlier?.map((a) => [a.backend.name, a.status, a.error]), [['api-v1', 0, 'IO']]);
+    t.deepEqual(e.route?.backend, { namespace: 'shop', name: 'api-v2', port: 80 });
+  }
+});
+
+test('HTTP/1: timeouts.request answers 504 at the timeout and closes the upstream connection (the server sees the cancel)', async (t) => {
+  const slow = await backend('slow', { handle: () => { /* never answers */ } });
+  const { port, sink } = await setup(t, { api: [slow] }, [route([{ matches: [], backends: [], timeouts: { requestMs: 300 } }])]);
+  const r = await request(port);
+  t.is(r.status, 504);
+  t.regex(r.body, /request timeout \(300 ms\)/);
+  t.true(r.ms >= 300, `answered after ${r.ms} ms`);
+  await waitFor(() => slow.cancelled === 1);
+  await waitFor(() => sink.requests.length === 1);
+  const ev = sink.requests[0]!;
+  t.is(ev.route?.error, 'REQUEST_TIMEOUT');
+  t.true(ev.latencyMs >= 300);
+});
+
+test('HTTP/1: a backend request timeout with retries tries again, then answers 504', async (t) => {
+  const slow = await backend('slow', { handle: () => {} });
+  const { port, sink } = await setup(t, { api: [slow] }, [route([{ matches: [], backends: [], timeouts: { backendRequestMs: 100 }, retry: { limit: 2, httpStatuses: [[500, 599]] } }])]);
+  const r = await request(port);
+  t.is(r.status, 504);
+  t.true(r.ms >= 300, `three attempts of 100 ms and two backoffs: ${r.ms} ms`);
+  t.is(slow.hits, 3);
+  await waitFor(() => slow.cancelled === 3);
+  await waitFor(() => sink.requests.length === 1);
+  t.deepEqual(sink.requests[0]!.route?.earlier?.map((a) => a.error), ['RESPONSE_STREAM_TIMEOUT', 'RESPONSE_STREAM_TIMEOUT']);
+});
+
+test('the retry budget: with every answer 503 the server sees at most 1.2x the requests plus 10 a second', async (t) => {
+  const down = await backend('down', { handle: (_q, res) => { res.statusCode = 503; res.end(); } });
+  const { port } = await setup(t, { api: [down] }, [], { 'retry.linkerd.io/http': '5xx', 'retry.linkerd.io/limit': '3' });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  t.teardown(() => agent.destroy());
+  const t0 = performance.now();
+  const n = 400;
+  let sent = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (sent < n) {
+      sent++;
+      t.is((await request(port, { agent })).status, 503);
+    }
+  }));
+  const seconds = Math.ceil((performance.now() - t0) / 1000);
+  // One-second buckets: a run of s seconds touches at most s + 1 of them.
+  t.true(down.hits <= 1.2 * n + 10 * (seconds + 1), `${down.hits} attempts for ${n} requests in ${seconds} s`);
+  t.true(down.hits > n, 'and some were retried');
+});
+
+// ---- HTTP/2 and gRPC ----
+
+function h2get(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<{ head: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader; body: string; trailers: http2.IncomingHttpHeaders; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ':path': '/', ...headers });
+    let head: any;
+    let trailers: http2.IncomingHttpHeaders = {};
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('response', (h) => (head = h));
+    req.on('trailers', (tr) => (trailers = tr));
+    req.on('data', (d) => (text += d));
+    req.on('end', () => resolve({ head, body: text, trailers, ms: performance.now() - t0 }));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('HTTP/2: a 503 is retried on the same session before the client sees anything', async (t) => {
+  const flaky = await backend('flaky', { h2: true, handle: (_q, res, _b, n) => { res.statusCode = n % 2 === 0 ? 503 : 200; res.end('x'); } });
+  const { port, sink } = await setup(t, { api: [flaky] }, [], { 'retry.linkerd.io/http': '5xx' });
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  for (let i = 0; i < 10; i++) t.is((await h2get(session, { ':method': 'POST' }, Buffer.from('hello'))).head[':status'], 200);
+  t.is(flaky.hits, 20);
+  t.true(flaky.bodies.every((b) => b.toString() === 'hello'), 'the body is sent again');
+  await waitFor(() => sink.requests.length === 10);
+  t.true(sink.requests.every((e) => e.route?.retries === 1 && e.route.retryOutcome === 'success'));
+});
+
+test('gRPC: a trailers-only UNAVAILABLE is retried with retry.linkerd.io/grpc; a timeout answers DEADLINE_EXCEEDED and resets the upstream stream with CANCEL', async (t) => {
+  let resets = 0;
+  const server = http2.createServer();
+  let n = 0;
+  server.on('stream', (s, h) => {
+    s.on('error', () => {});
+    s.on('close', () => { if (s.rstCode === http2.constants.NGHTTP2_CANCEL) resets++; });
+    s.resume();
+    const i = n++;
+    if (h[':path'] === '/echo.Echo/Slow') return; // never answers
+    if (i % 2 === 0) s.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14' }, { endStream: true });
+    else {
+      s.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
+      s.end(Buffer.from([0, 0, 0, 0, 0]));
+    }
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  const b: Backend = { name: 'g', port: (server.address() as net.AddressInfo).port, hits: 0, bodies: [], cancelled: 0, server, close: () => new Promise((r) => server.close(() => r())) };
+  const { port, sink } = await setup(t, { api: [b] }, [route([
+    { matches: [{ grpc: { type: 'Exact', method: 'Slow' } }], backends: [], timeouts: { requestMs: 200 } },
+    { matches: [], backends: [], retry: { limit: 1, grpcCodes: [14] } },
+  ], 'GRPCRoute')]);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const grpc = { ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers' };
+  for (let i = 0; i < 4; i++) {
+    const r = await h2get(session, { ...grpc, ':path': '/echo.Echo/Get' }, Buffer.from([0, 0, 0, 0, 0]));
+    t.is(r.trailers['grpc-status'], '0');
+  }
+  t.is(n, 8);
+  const slow = await h2get(session, { ...grpc, ':path': '/echo.Echo/Slow' }, Buffer.from([0, 0, 0, 0, 0]));
+  t.is(slow.head['grpc-status'], '4', 'DEADLINE_EXCEEDED');
+  t.true(slow.ms >= 200);
+  await waitFor(() => resets === 1);
+  await waitFor(() => sink.requests.length === 5);
+  t.is(sink.requests[4]!.route?.error, 'REQUEST_TIMEOUT');
+  t.is(sink.requests[4]!.grpcStatus, 4);
+});
+
+test('HTTP/2: REFUSED_STREAM is retried', async (t) => {
+  const server = http2.createServer();
+  let n = 0;
+  server.on('stream', (s) => {
+    s.on('error', () => {});
+    if (n++ === 0) {
+      s.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    s.respond({ ':status': 200 });
+    s.end('second');
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  const b: Backend = { name: 'r', port: (server.address() as net.AddressInfo).port, hits: 0, bodies: [], cancelled: 0, server, close: () => new Promise((r) => server.close(() => r())) };
+  const { port, sink } = await setup(t, { api: [b] }, [], { 'retry.linkerd.io/http': '503' });
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const r = await h2get(session, {});
+  t.is(r.head[':status'], 200);
+  t.is(r.body, 'second');
+  await waitFor(() => sink.requests.length === 1);
+  t.deepEqual(sink.requests[0]!.route?.earlier?.map((a) => a.error), ['REFUSED']);
+});
