@@ -2,7 +2,7 @@
 // state machine, duration parsing. The same behaviours are proven through the datapath in
 // test/cluster-balancing.e2e.test.ts.
 import test from 'ava';
-import { Balancer, LINKERD_EWMA, type BalancedEndpoint } from '../src/routing/balancer.ts';
+import { Balancer, FAILURE_PENALTY_MS, LINKERD_EWMA, type BalancedEndpoint } from '../src/routing/balancer.ts';
 import { accrualFromAnnotations, DEFAULT_ACCRUAL, FailureAccrual } from '../src/routing/failure-accrual.ts';
 import { parseDuration } from '../src/routing/duration.ts';
 import { chiSquareUniform, looksUniform } from './helpers/stats.ts';
@@ -190,4 +190,30 @@ test('durations', (t) => {
   t.is(parseDuration('1.5s'), 1500);
   t.is(parseDuration('0'), 0);
   for (const bad of ['', '10', 's', '1d', '-1s', '1s ', 'ms10']) t.throws(() => parseDuration(bad === '1s ' ? '1x' : bad), { message: /is not a duration/ }, bad);
+});
+
+test('a failure without a response counts as a 1 s peak: P2C keeps away from the endpoint until it decays', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(3) });
+  b.setEndpoints(eps(2));
+  const dead = b.snapshot()[0]!.ip;
+  // The first pick of the dead endpoint fails at once (connection refused).
+  let e = b.pick()!;
+  while (e.ep.ip !== dead) {
+    b.done(e, 1, 'success');
+    e = b.pick()!;
+  }
+  b.done(e, null, 'failure');
+  t.is(b.snapshot().find((s) => s.ip === dead)!.ewmaMs, FAILURE_PENALTY_MS);
+  // Steady traffic at 1 ms: the dead endpoint's peak decays (tau 10 s) to the live one's 1 ms
+  // after ln(1000) x 10 s = 69 s; until then every pick goes to the live endpoint.
+  const start = clock.t;
+  let again = -1;
+  while (clock.t - start < 80_000 && again < 0) {
+    clock.t += 100;
+    const p = b.pick()!;
+    if (p.ep.ip === dead) again = clock.t - start;
+    b.done(p, 1, 'success');
+  }
+  t.true(again > 60_000 && again < 75_000, `tried again after ${again} ms`);
 });

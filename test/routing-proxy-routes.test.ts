@@ -250,6 +250,17 @@ test('HTTP/1: a connect error is retried under a retry policy, to the backend th
   }
 });
 
+test('a Service connection whose eager connect is refused dials another endpoint instead of failing (no route needed)', async (t) => {
+  const good = await backend('good');
+  const dead = await backend('dead');
+  await dead.close();
+  const { port, sink } = await setup(t, { api: [good, dead] }, []);
+  // A new connection per request: each is dialled eagerly, to whichever endpoint P2C picks.
+  for (let i = 0; i < 20; i++) t.is((await request(port)).body, 'good');
+  await waitFor(() => sink.closes.length === 20);
+  t.deepEqual(sink.closes.filter((c) => c.error !== undefined).map((c) => c.error), []);
+});
+
 test('HTTP/1: timeouts.request answers 504 at the timeout and closes the upstream connection (the server sees the cancel)', async (t) => {
   const slow = await backend('slow', { handle: () => { /* never answers */ } });
   const { port, sink } = await setup(t, { api: [slow] }, [route([{ matches: [], backends: [], timeouts: { requestMs: 300 } }])]);

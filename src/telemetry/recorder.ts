@@ -7,9 +7,10 @@ import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestE
 import { BoundedCache } from './bounded-cache.ts';
 import {
   allLabelNames, latencyLabels, readWriteBytes, requestLabels, responseLabels,
-  tcpCloseLabels, tcpLabels, viewsOf, type LabelOptions, type Labels, type View,
+  tcpCloseLabels, tcpLabels, viewsOf, workloadLabels, type LabelOptions, type Labels, type View,
 } from './labels.ts';
-import { CounterSeries, HistogramSeries, SeriesFamily, type GaugeSeries, type Series } from './series.ts';
+import { RouteMetrics } from './route-metrics.ts';
+import { add, CounterSeries, HistogramSeries, observe, SeriesFamily, type GaugeSeries, type Series } from './series.ts';
 import type { WorkloadResolver } from './workload.ts';
 
 /** linkerd2-proxy's response_latency_ms buckets, so Linkerd's histogram_quantile queries read the same. */
@@ -82,17 +83,6 @@ export type SeriesDelta =
  */
 export type GaugeLedger = Map<GaugeSeries, number>;
 
-/** An observation: the value, and one more on the overflow counter if it landed in an overflow series. */
-function add(s: CounterSeries, v: number): void {
-  s.value += v;
-  s.n++;
-  if (s.overflowCount !== null) s.overflowCount.value++;
-}
-
-function observe(s: HistogramSeries, v: number): void {
-  s.observe(v);
-  if (s.overflowCount !== null) s.overflowCount.value++;
-}
 
 export class MetricsRecorder implements TelemetrySink {
   protected readonly workloads: WorkloadResolver;
@@ -115,6 +105,8 @@ export class MetricsRecorder implements TelemetrySink {
   private tcpDuration: SeriesFamily<HistogramSeries>;
   private detectTotal: SeriesFamily<CounterSeries>;
   private detectDuration: SeriesFamily<HistogramSeries>;
+  /** Linkerd's route and backend metrics, for routed requests (their own labels: route-metrics.ts). */
+  private routes: RouteMetrics;
 
   // The hot path: an event's identity (its endpoints and outcome, never its timings) to the
   // series it lands in, so a repeated identity is a Map lookup and a few additions. Workload
@@ -170,6 +162,7 @@ export class MetricsRecorder implements TelemetrySink {
     const detect = ['protocol', 'detected_by', 'overflow'];
     this.detectTotal = family('counter', 'mesh_agent_protocol_detect_total', 'Proxied connections by detected protocol and how detection ended', detect, []);
     this.detectDuration = family('histogram', 'mesh_agent_protocol_detect_duration_ms', 'Time from accept to the protocol decision, ms', detect, [], DETECT_BUCKETS);
+    this.routes = new RouteMetrics(family, generation);
   }
 
   private views(ep: Endpoints): View[] {
@@ -276,6 +269,7 @@ export class MetricsRecorder implements TelemetrySink {
       add(s.resp, 1);
       if (s.latency !== null) observe(s.latency, ev.latencyMs);
     }
+    if (ev.route !== undefined) this.routes.record(ev, ev.route, () => workloadLabels('', this.workloads.byIp(ev.sourceIp), this.labelOpts));
   }
 
   /** Connections open as this recorder counts them (tests, status). */

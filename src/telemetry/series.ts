@@ -69,6 +69,18 @@ export class HistogramSeries {
 
 export type Series = CounterSeries | HistogramSeries;
 
+/** An observation: the value, and one more on the overflow counter if it landed in an overflow series. */
+export function add(s: CounterSeries, v: number): void {
+  s.value += v;
+  s.n++;
+  if (s.overflowCount !== null) s.overflowCount.value++;
+}
+
+export function observe(s: HistogramSeries, v: number): void {
+  s.observe(v);
+  if (s.overflowCount !== null) s.overflowCount.value++;
+}
+
 /** As prom-client's own metrics give them: le is a number except +Inf. */
 interface Sample { labels: Record<string, string | number>; sharedLabels: Labels; value: number; metricName?: string }
 
