@@ -177,7 +177,10 @@ test.serial('success rate, RPS and p99 through Prometheus, across an agent resta
   const successes1 = await samples(`response_total{${OUT},classification="success"}${range}`, t1);
   const from1 = failures1.filter(([, v]) => v === 1).at(-1)![0];
   const at1 = successes1.find(([, v]) => v === 63)![0];
-  const w1 = `${Math.round((at1 - from1) * 1000)}ms`;
+  // In whole ms, as Prometheus keeps timestamps (the difference of two float seconds near
+  // 1.7e9 is off by up to ~1e-7 s).
+  const w1Ms = Math.round((at1 - from1) * 1000);
+  const w1 = `${w1Ms}ms`;
   const sr1 = await scalar(`sum(rate(response_total{${OUT},classification="success"}[${w1}])) / sum(rate(response_total{${OUT}}[${w1}]))`, at1);
   t.true(Math.abs(sr1 - 0.75) < 1e-9, `success rate ${sr1}`);
   // p99 falls on a 200 (60 of 80), at least its 120 ms delay (bucket (100, 200]) and at most
@@ -194,7 +197,7 @@ test.serial('success rate, RPS and p99 through Prometheus, across an agent resta
   const edges = await promql(`sum by (deployment, dst_deployment, authority) (increase(request_total{${OUT}}[${w1}]))`, at1);
   t.deepEqual(edges.map((r) => r.metric), [{ deployment: 'web', dst_deployment: 'api', authority: AUTHORITY }]);
   const rps = await scalar(`sum(rate(request_total{${OUT},deployment="web"}[${w1}]))`, at1);
-  t.true(Math.abs(rps * (at1 - from1) - 80) < 1e-6, `RPS ${rps} over ${w1} is 80 requests`);
+  t.true(Math.abs((rps * w1Ms) / 1000 - 80) < 1e-6, `RPS ${rps} over ${w1} is 80 requests`);
   t.true(await scalar(`sum(tcp_read_bytes_total{${OUT},peer="dst"})`) > 0);
 
   // Restart: SIGTERM, wait for the exit, start again.
