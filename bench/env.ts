@@ -1,14 +1,16 @@
-// The bench's world: a simulated node with a server pod, an unmeshed client pod (direct and
-// nginx runs) and a meshed client pod (mesh runs), the real agent in the node namespace,
-// nginx as the upstream servers in the server pod and as the reverse proxy in the node
-// namespace, and iperf3 -s. Everything is a child of the node's cgroups, so destroy() (and
-// the sim's exit and signal handlers) remove it all.
+// The bench's world: a one-node simulated cluster with a server pod, an unmeshed client pod
+// (direct and nginx runs) and a meshed client pod (mesh runs), three pods behind a Service
+// (bench/svc, for the Service scenarios), the real agent in the node namespace and the
+// controller on the control plane (discovery, as installed), nginx as the upstream servers in
+// the server pods and as the reverse proxy in the node namespace, and iperf3 -s. Everything is
+// a child of the cluster's cgroups, so destroy() (and the sim's exit and signal handlers)
+// remove it all.
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
+import { createCluster, type SimCluster, type SimNode, type SimPod, type SimService } from '../src/sim/index.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
 import { parseVmRss } from './parse.ts';
 
@@ -31,6 +33,8 @@ const agentNodeArgs = () => (process.env.MESH_BENCH_AGENT_NODE_ARGS ?? '').split
 const agentArgs = () => (process.env.MESH_BENCH_AGENT_ARGS ?? '').split(/\s+/).filter(Boolean);
 export const LOAD_DIR = path.join(ROOT, 'bench/load');
 const ADMIN = '127.0.0.1:4191';
+/** Pods behind the bench's Service. */
+export const SERVICE_PODS = 3;
 /** The hard RLIMIT_NOFILE we inherit. Raising it needs CAP_SYS_RESOURCE, which these
  *  machines' containers lack, so the agent and the load tools get their soft limit raised to
  *  it: N idle connections are 2N sockets in the agent. */
@@ -48,10 +52,14 @@ export interface ExecOk {
 }
 
 export class BenchEnv {
+  readonly cluster: SimCluster;
   readonly node: SimNode;
   readonly server: SimPod;
   readonly direct: SimPod;
   readonly meshed: SimPod;
+  /** bench/svc and its pods (nginx, as the server pod). */
+  readonly service: SimService;
+  readonly servicePods: SimPod[];
   readonly tmp: string;
   readonly grpcRequest: string;
   readonly #children: ChildProcess[] = [];
@@ -59,11 +67,14 @@ export class BenchEnv {
   nginxPid = 0;
   #agentLog = '';
 
-  private constructor(node: SimNode, server: SimPod, direct: SimPod, meshed: SimPod, tmp: string) {
-    this.node = node;
+  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, servicePods: SimPod[], tmp: string) {
+    this.cluster = cluster;
+    this.node = cluster.nodes[0]!;
     this.server = server;
     this.direct = direct;
     this.meshed = meshed;
+    this.service = service;
+    this.servicePods = servicePods;
     this.tmp = tmp;
     this.grpcRequest = path.join(tmp, 'grpc-request.bin');
   }
@@ -75,19 +86,31 @@ export class BenchEnv {
     }
     if (!fs.existsSync('/usr/lib/nginx/modules/ngx_stream_module.so')) throw new Error('nginx\'s stream module is missing; run ./dev setup (Debian package libnginx-mod-stream)');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-'));
-    const node = await createNode({ driver: 'systemd' });
+    const cluster = await createCluster({ nodes: 1 });
     let env: BenchEnv | undefined;
     try {
-      const server = await node.addPod({ name: 'server', namespace: 'bench' });
-      const direct = await node.addPod({ name: 'client-direct', namespace: 'bench' });
-      const meshed = await node.addPod({ name: 'client-mesh', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
-      env = new BenchEnv(node, server, direct, meshed, tmp);
+      const server = await cluster.addPod(0, { name: 'server', namespace: 'bench' });
+      const direct = await cluster.addPod(0, { name: 'client-direct', namespace: 'bench' });
+      const meshed = await cluster.addPod(0, { name: 'client-mesh', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
+      const servicePods: SimPod[] = [];
+      for (let i = 0; i < SERVICE_PODS; i++) {
+        servicePods.push(await cluster.addPod(0, {
+          deployment: 'svc', namespace: 'bench', labels: { app: 'bench-svc' },
+          ports: [{ name: 'http', containerPort: PORTS.http1 }, { name: 'h2', containerPort: PORTS.h2 }],
+        }));
+      }
+      const service = cluster.addService({
+        name: 'svc', namespace: 'bench', selector: { app: 'bench-svc' },
+        ports: [{ name: 'http', port: PORTS.http1, targetPort: 'http' }, { name: 'h2', port: PORTS.h2, targetPort: 'h2' }],
+      });
+      await cluster.settled();
+      env = new BenchEnv(cluster, server, direct, meshed, service, servicePods, tmp);
       await env.#start(say);
       return env;
     } catch (e) {
       if (env) await env.destroy();
       else {
-        await node.destroy();
+        await cluster.destroy();
         fs.rmSync(tmp, { recursive: true, force: true });
       }
       throw e;
@@ -100,15 +123,25 @@ export class BenchEnv {
     const grpcReply = path.join(this.tmp, 'grpc-reply.bin');
     fs.writeFileSync(grpcReply, Buffer.alloc(5));
 
-    const sdir = path.join(this.tmp, 'nginx-server');
-    fs.mkdirSync(sdir);
-    fs.writeFileSync(path.join(sdir, 'nginx.conf'), serverConf(sdir, grpcReply));
-    this.#track(this.server.spawn('nginx', ['-p', sdir, '-c', path.join(sdir, 'nginx.conf'), '-e', path.join(sdir, 'error.log')], { stdio: 'ignore' }), 'nginx (server)', sdir);
+    for (const pod of [this.server, ...this.servicePods]) {
+      const sdir = path.join(this.tmp, `nginx-${pod.name}`);
+      fs.mkdirSync(sdir);
+      fs.writeFileSync(path.join(sdir, 'nginx.conf'), serverConf(sdir, grpcReply));
+      this.#track(pod.spawn('nginx', ['-p', sdir, '-c', path.join(sdir, 'nginx.conf'), '-e', path.join(sdir, 'error.log')], { stdio: 'ignore' }), `nginx (${pod.name})`, sdir);
+    }
     this.#track(this.server.spawn('iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }), 'iperf3 -s');
+
+    // The controller, as installed: the agent's Services and endpoints come from its stream.
+    const kubeconfig = path.join(this.tmp, 'kubeconfig');
+    fs.writeFileSync(kubeconfig, this.cluster.kubeconfig());
+    const controllerAddr = `${this.cluster.controlPlaneIp}:8086`;
+    const controller = this.cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '-q', '--listen', controllerAddr, '--kubeconfig', kubeconfig], { stdio: ['ignore', 'ignore', 'pipe'] });
+    controller.stderr!.on('data', (d) => (this.#controllerLog = (this.#controllerLog + d).slice(-4000)));
+    this.#track(controller, 'the controller');
 
     const pdir = path.join(this.tmp, 'nginx-proxy');
     fs.mkdirSync(pdir);
-    fs.writeFileSync(path.join(pdir, 'nginx.conf'), proxyConf(pdir, this.node.nodeIp, this.server.ip));
+    fs.writeFileSync(path.join(pdir, 'nginx.conf'), proxyConf(pdir, this.node.nodeIp, this.server.ip, this.servicePods.map((p) => p.ip)));
     const nginx = this.#track(this.node.spawnInNode('nginx', ['-p', pdir, '-c', path.join(pdir, 'nginx.conf'), '-e', path.join(pdir, 'error.log')], { stdio: 'ignore' }), 'nginx (reverse proxy)', pdir);
     this.nginxPid = nginx.pid!;
 
@@ -117,13 +150,18 @@ export class BenchEnv {
     compileAgent();
     const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
       '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
-      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000', ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000', '--controller', controllerAddr, ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
     this.#track(agent, 'the agent');
     this.agentPid = agent.pid!;
 
     say('waiting for the agent, nginx and iperf3');
     await this.#until('the agent to be ready', async () => (await this.node.execInNode('curl', ['-sf', `http://${ADMIN}/ready`])).code === 0);
+    await this.#until('the agent to know bench/svc and its endpoints from the controller', async () => {
+      const d = (await this.status().catch(() => null))?.discovery;
+      return d?.everSynced === true && d.endpoints >= SERVICE_PODS;
+    }, 30_000);
+    for (const pod of this.servicePods) await this.#until(`nginx in ${pod.name}`, async () => (await this.direct.exec('curl', ['-sf', `http://${pod.ip}:${PORTS.http1}/`])).code === 0);
     await this.#until('nginx in the server pod', async () => (await this.direct.exec('curl', ['-sf', `http://${this.server.ip}:${PORTS.http1}/`])).code === 0);
     await this.#until('nginx as reverse proxy', async () => (await this.direct.exec('curl', ['-sf', `http://${this.node.nodeIp}:${PORTS.http1 + PORTS.proxyOffset}/`])).code === 0);
     await this.#until('iperf3 -s', async () => (await this.server.exec('ss', ['-Hltn', `sport = :${PORTS.iperf}`])).stdout.includes(String(PORTS.iperf)));
@@ -136,7 +174,7 @@ export class BenchEnv {
     this.#children.push(child);
     child.once('exit', (code, signal) => {
       if (this.#destroying) return;
-      const log = nginxDir ? safeRead(path.join(nginxDir, 'error.log')) : what === 'the agent' ? this.#agentLog : '';
+      const log = nginxDir ? safeRead(path.join(nginxDir, 'error.log')) : what === 'the agent' ? this.#agentLog : what === 'the controller' ? this.#controllerLog : '';
       process.stderr.write(`bench: ${what} exited unexpectedly (${signal ?? code})${log ? `:\n${log.slice(-2000)}` : ''}\n`);
       this.#dead = `${what} exited (${signal ?? code})`;
     });
@@ -145,6 +183,7 @@ export class BenchEnv {
 
   #destroying = false;
   #dead = '';
+  #controllerLog = '';
 
   /** Throws when one of the long-running processes died: a run without it would lie. */
   assertAlive(): void {
@@ -158,7 +197,18 @@ export class BenchEnv {
       if (await probe()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${what.includes('agent') ? `; agent log: ${this.#agentLog}` : ''}`);
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${what.includes('agent') ? `; agent log: ${this.#agentLog}; controller log: ${this.#controllerLog}` : ''}`);
+  }
+
+  /** Requests each Service pod's nginx has served so far (its stub_status), in servicePods' order. */
+  async serviceRequests(): Promise<number[]> {
+    return Promise.all(this.servicePods.map(async (pod) => {
+      const r = await this.exec(pod, 'curl', ['-sf', `http://127.0.0.1:${PORTS.status}/status`], 5000);
+      // "Active connections: N \nserver accepts handled requests\n A H R \n...": R is the third number.
+      const m = /\n\s*\d+\s+\d+\s+(\d+)/.exec(r.stdout);
+      if (!m) throw new Error(`stub_status of ${pod.name} unreadable: ${r.stdout}`);
+      return Number(m[1]);
+    }));
   }
 
   /** Runs a command in a pod; throws with its stderr unless it exits 0. */
@@ -207,7 +257,7 @@ export class BenchEnv {
     }
     for (const c of this.#children) c.kill('SIGKILL');
     try {
-      await this.node.destroy();
+      await this.cluster.destroy();
     } finally {
       fs.rmSync(this.tmp, { recursive: true, force: true });
     }

@@ -10,8 +10,12 @@ export const PORTS = {
   greet: 9090,
   /** server pod: iperf3 -s */
   iperf: 5201,
+  /** server pods: nginx's stub_status (requests served), to measure a Service's spread */
+  status: 8099,
   /** node namespace: nginx reverse proxy ports, each the server port + 10000 */
   proxyOffset: 10000,
+  /** node namespace: nginx in front of the Service's pods (an upstream block of them), each the server port + 20000 */
+  serviceOffset: 20000,
 } as const;
 
 /** The gRPC method the server answers: a unary call with an empty message. */
@@ -60,6 +64,7 @@ ${httpCommon(dir)}  server { listen ${PORTS.http1} reuseport backlog=4096; locat
       error_page 405 =200 $uri;
     }
   }
+  server { listen ${PORTS.status}; location = /status { stub_status; } }
 }
 stream { server { listen ${PORTS.greet} backlog=4096; return "hi\\n"; } }
 `;
@@ -70,17 +75,26 @@ stream { server { listen ${PORTS.greet} backlog=4096; return "hi\\n"; } }
  * worker. HTTP/1 and h2c in front, keep-alive HTTP/1.1 upstream (nginx cannot proxy h2
  * to an upstream except gRPC); gRPC over grpc_pass with keep-alive; TCP via the stream module.
  */
-export function proxyConf(dir: string, listenIp: string, serverIp: string): string {
+export function proxyConf(dir: string, listenIp: string, serverIp: string, serviceIps: string[]): string {
   const p = (port: number) => port + PORTS.proxyOffset;
-  const h1 = `proxy_pass http://h1; proxy_http_version 1.1; proxy_set_header Connection "";`;
+  const s = (port: number) => port + PORTS.serviceOffset;
+  const h1 = (up: string) => `proxy_pass http://${up}; proxy_http_version 1.1; proxy_set_header Connection "";`;
+  // nginx's default balancing (round robin) over the Service's pods, per request on each keep-alive connection.
+  const upstream = (name: string, port: number) => `  upstream ${name} { ${serviceIps.map((ip) => `server ${ip}:${port};`).join(' ')} keepalive 128; keepalive_requests 100000000; }\n`;
   return `${common(dir)}http {
 ${httpCommon(dir)}  upstream h1 { server ${serverIp}:${PORTS.http1}; keepalive 128; keepalive_requests 100000000; }
   upstream h2 { server ${serverIp}:${PORTS.h2}; keepalive 128; keepalive_requests 100000000; }
-  server { listen ${listenIp}:${p(PORTS.http1)} backlog=4096; location / { ${h1} } }
+${upstream('svc_h1', PORTS.http1)}${upstream('svc_h2', PORTS.h2)}  server { listen ${listenIp}:${p(PORTS.http1)} backlog=4096; location / { ${h1('h1')} } }
   server {
     listen ${listenIp}:${p(PORTS.h2)} http2 backlog=4096;
-    location / { ${h1} }
+    location / { ${h1('h1')} }
     location = ${GRPC_PATH} { grpc_pass grpc://h2; }
+  }
+  server { listen ${listenIp}:${s(PORTS.http1)} backlog=4096; location / { ${h1('svc_h1')} } }
+  server {
+    listen ${listenIp}:${s(PORTS.h2)} http2 backlog=4096;
+    location / { ${h1('svc_h1')} }
+    location = ${GRPC_PATH} { grpc_pass grpc://svc_h2; }
   }
 }
 stream {

@@ -204,6 +204,31 @@ function judgeFull(scenarios: ScenarioResult[]): TargetResult[] {
     });
   } else out.push({ id: 'discovery-memory', target: mTarget, measured: '-', status: 'not run' });
 
+  // Issue 12: balancing across a Service must be even and cheap.
+  for (const [svc, pod, what] of [['http1-service', 'http1-keepalive', 'keep-alive HTTP/1'], ['grpc-service', 'grpc', 'gRPC']] as const) {
+    const spread = metricOf(scenarios, svc, 'spread');
+    const sTarget = `${what} to a Service of 3 pods: the mesh's spread (largest / smallest share of requests per pod) at most 1.2`;
+    if (spread?.values.mesh !== undefined) {
+      const met = spread.values.mesh <= 1.2;
+      out.push({
+        id: `${svc}-spread`, target: sTarget,
+        measured: `mesh ${fmt(spread.values.mesh)}${spread.values.direct !== undefined ? `, direct (kube-proxy, per connection) ${fmt(spread.values.direct)}` : ''}${spread.values.nginx !== undefined ? `, nginx (round robin) ${fmt(spread.values.nginx)}` : ''}`,
+        status: met ? 'met' : 'missed',
+        limit: met ? undefined : 'The balancer (power of two choices over peak EWMA) sends less to a pod whose answers were slower in the last few seconds (docs/routing.md); on a machine where the load generator, the three servers and the agent share two cores, one server descheduled now and then is slower for real. The requests per pod are in the notes.',
+      });
+    } else out.push({ id: `${svc}-spread`, target: sTarget, measured: '-', status: 'not run' });
+    const viaSvc = metricOf(scenarios, svc, 'requests/s')?.values.mesh;
+    const viaPod = metricOf(scenarios, pod, 'requests/s')?.values.mesh;
+    const cTarget = `${what} through the mesh to a Service at least 0.9× of the same load to a pod IP (balancing must be cheap)`;
+    if (viaSvc !== undefined && viaPod !== undefined) {
+      const r = viaSvc / viaPod;
+      out.push({
+        id: `${svc}-cost`, target: cTarget, measured: `${fmt(viaSvc)} vs ${fmt(viaPod)} req/s (${r.toFixed(2)}×)`, status: r >= 0.9 ? 'met' : 'missed',
+        limit: r >= 0.9 ? undefined : 'Per request the agent picks an endpoint (two random draws, two cost reads) and may move the keep-alive upstream between pods, which the pod-IP path never does (it keeps one bound upstream); the notes give the agent\'s CPU in both runs.' + cpuNote(cpuOf(scenarios, svc, 'mesh')),
+      });
+    } else out.push({ id: `${svc}-cost`, target: cTarget, measured: '-', status: 'not run' });
+  }
+
   return out;
 }
 

@@ -45,6 +45,11 @@ export interface NodeScenario {
   id: string;
   title: string;
   modes: readonly Mode[];
+  /**
+   * What the clients call: the server pod (default), or bench/svc: its ClusterIP directly
+   * (kube-proxy picks a pod per connection) and through the mesh, nginx's upstream block of its pods.
+   */
+  target?: 'pod' | 'service';
   /** Run once for a second before measuring, so the agent's JIT has seen the path. */
   warmUp: boolean;
   metrics: Array<Omit<Metric, 'values'>>;
@@ -81,6 +86,17 @@ async function h2load(c: RunCtx, extra: string[], urlPath: string): Promise<Mode
   if (h.succeeded === 0 || h.failed > h.succeeded * 0.01) throw new Error(`h2load: ${h.succeeded} succeeded, ${h.failed} failed: ${r.stdout.slice(-800)}`);
   return { values: { 'requests/s': h.requestsPerSec, 'mean latency': h.meanMs } };
 }
+
+/** Requests per Service pod during a run, from the pods' own nginx counters: largest share over smallest. */
+async function withSpread(c: RunCtx, run: () => Promise<ModeResult>): Promise<ModeResult> {
+  const before = await c.env.serviceRequests();
+  const r = await run();
+  const served = (await c.env.serviceRequests()).map((n, i) => n - before[i]! - 1); // the status read itself counts
+  const spread = Math.min(...served) > 0 ? Math.max(...served) / Math.min(...served) : Infinity;
+  return { values: { ...r.values, spread }, notes: [...(r.notes ?? []), `${c.mode}: requests per pod ${served.join(' / ')}`] };
+}
+
+const SPREAD_METRIC = { name: 'spread', unit: 'max/min', better: 'lower' } as const;
 
 const RPS_METRICS = [
   { name: 'requests/s', unit: 'req/s', better: 'higher' },
@@ -168,6 +184,32 @@ export const SCENARIOS: Scenario[] = [
     metrics: [...H2_METRICS],
     load: (s) => `h2load -t1 -c10 -m10 -D ${s} -d <5-byte message> -H 'content-type: application/grpc' -H 'te: trailers' http://HOST:8081${GRPC_PATH} (nginx answers with a message and grpc-status 0 trailer; the nginx proxy uses grpc_pass)`,
     run: (c) => h2load(c, ['-d', c.env.grpcRequest, '-H', 'content-type: application/grpc', '-H', 'te: trailers'], GRPC_PATH),
+  },
+  {
+    id: 'http1-service',
+    title: 'HTTP/1.1 keep-alive to a Service of 3 pods',
+    modes: ALL,
+    target: 'service',
+    warmUp: true,
+    metrics: [{ name: 'requests/s', unit: 'req/s', better: 'higher' }, SPREAD_METRIC],
+    load: (s) => `wrk -t1 -c50 -d${s}s http://CLUSTER-IP:8080/ (bench/svc: 3 nginx pods); direct: kube-proxy picks a pod per connection; nginx: an upstream block of the 3 pods; mesh: the agent picks per request. Spread: requests per pod from their stub_status, largest over smallest`,
+    run: (c) => withSpread(c, async () => {
+      const r = await wrk(c, []);
+      return { values: { 'requests/s': r.values['requests/s']! }, notes: r.notes };
+    }),
+  },
+  {
+    id: 'grpc-service',
+    title: 'gRPC unary to a Service of 3 pods',
+    modes: ALL,
+    target: 'service',
+    warmUp: true,
+    metrics: [{ name: 'requests/s', unit: 'req/s', better: 'higher' }, SPREAD_METRIC],
+    load: (s) => `the gRPC scenario's load (h2load -t1 -c10 -m10 -D ${s}, unary ${GRPC_PATH}) to CLUSTER-IP:8081 (bench/svc: 3 nginx pods); direct: kube-proxy picks a pod per connection (10 connections: one gRPC channel would be all on one pod, as test/cluster-balancing.e2e shows); nginx: grpc_pass to an upstream block of the 3 pods; mesh: the agent picks per request. Spread: requests per pod, largest over smallest (Infinity: a pod got none)`,
+    run: (c) => withSpread(c, async () => {
+      const r = await h2load(c, ['-d', c.env.grpcRequest, '-H', 'content-type: application/grpc', '-H', 'te: trailers'], GRPC_PATH);
+      return { values: { 'requests/s': r.values['requests/s']! } };
+    }),
   },
   {
     id: 'latency-1k',

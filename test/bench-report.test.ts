@@ -78,6 +78,11 @@ const missingAll = [
     { name: 'agent RSS idle', unit: 'MB', better: 'lower' as const, values: { mesh: 85 } },
     { name: 'per idle connection', unit: 'KB', better: 'lower' as const, values: { mesh: 12 } },
   ] },
+  scenario('grpc', 'requests/s', { direct: 100, nginx: 30, mesh: 20 }, 99),
+  ...(['http1-service', 'grpc-service'] as const).map((id) => ({ ...scenario(id, 'requests/s', {}, 99), metrics: [
+    { name: 'requests/s', unit: 'req/s', better: 'higher' as const, values: { direct: 90, nginx: 28, mesh: 15 } },
+    { name: 'spread', unit: 'max/min', better: 'lower' as const, values: { direct: 2, nginx: 1, mesh: 1.5 } },
+  ] })),
   { ...scenario('discovery-scale', 'x', {}), standalone: true, proxyCpuPercent: {}, proxyStarvedPercent: {}, metrics: [
     { name: 'change to every agent p99 (full size)', unit: 'ms', better: 'lower' as const, values: { mesh: 1500 } },
     { name: 'controller peak RSS (full size)', unit: 'MB', better: 'lower' as const, values: { mesh: 1200 } },
@@ -132,7 +137,7 @@ test('closestPhaseGapMs: how close independent fixed-rate clients came to sendin
 
 test('a quick run judges no target: measured is shown, the status is "not judged: quick run", no limit is claimed', (t) => {
   const quick = judgeTargets(missingAll, { quick: true });
-  t.deepEqual(quick.map((x) => x.status), ['not judged', 'not judged', 'not judged', 'not judged', 'not judged', 'not judged', 'not judged']);
+  t.deepEqual(quick.map((x) => x.status), Array(11).fill('not judged'));
   t.true(quick.every((x) => x.limit === undefined && x.measured !== '-'));
   t.is(judgeTargets([], { quick: true })[0]!.status, 'not run', 'what did not run is still "not run"');
   const md = renderMarkdown(report({ quick: true, targets: quick }));
@@ -140,7 +145,7 @@ test('a quick run judges no target: measured is shown, the status is "not judged
   t.notRegex(md, /missed|met \||What limits/);
   t.regex(md, /--quick\*\*: short durations, numbers are indicative only, targets not judged/);
   // The same numbers from a full run are judged.
-  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), ['missed', 'missed', 'missed', 'missed', 'missed', 'missed', 'missed']);
+  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(11).fill('missed'));
 });
 
 test('what limits a missed target: figures this run measured, or a dated run with its commit, never a fixed figure as if measured', (t) => {
@@ -187,4 +192,21 @@ test('the idle and loaded RSS are taken the same way: the median of 5 samples 1 
   t.is(await sampleMedian(() => 7, async () => t.fail('no wait for one sample'), { count: 1, gapMs: 1000 }), 7);
   await t.throwsAsync(sampleMedian(() => 1, async () => {}, { count: 0, gapMs: 1 }), { message: /at least one sample/ });
   t.regex(SCENARIOS.find((s) => s.id === 'memory')!.load(10), /each the median of 5 samples 1 s apart/);
+});
+
+test('issue 12\'s Service targets: the mesh\'s spread at most 1.2, and a Service at least 0.9x of a pod IP', (t) => {
+  const svc = (id: string, rps: number, spread: number) => ({ ...scenario(id, 'requests/s', {}), metrics: [
+    { name: 'requests/s', unit: 'req/s', better: 'higher' as const, values: { direct: 100, nginx: 50, mesh: rps } },
+    { name: 'spread', unit: 'max/min', better: 'lower' as const, values: { direct: Infinity, nginx: 1, mesh: spread } },
+  ] });
+  const by = Object.fromEntries(judgeTargets([
+    scenario('http1-keepalive', 'requests/s', { mesh: 40 }), scenario('grpc', 'requests/s', { mesh: 20 }),
+    svc('http1-service', 38, 1.1), svc('grpc-service', 15, 1.4),
+  ], { quick: false }).map((x) => [x.id, x]));
+  t.like(by['http1-service-spread'], { status: 'met', measured: 'mesh 1.10, direct (kube-proxy, per connection) ∞, nginx (round robin) 1.00' });
+  t.like(by['http1-service-cost'], { status: 'met', measured: '38.0 vs 40.0 req/s (0.95×)' });
+  t.like(by['grpc-service-spread'], { status: 'missed' });
+  t.like(by['grpc-service-cost'], { status: 'missed', measured: '15.0 vs 20.0 req/s (0.75×)' });
+  t.truthy(by['grpc-service-cost']!.limit);
+  t.is(judgeTargets([], { quick: false }).find((x) => x.id === 'grpc-service-spread')!.status, 'not run');
 });
