@@ -1,4 +1,6 @@
 import test from 'ava';
+import { ROUTE_KINDS } from '../src/routing/route-kube-source.ts';
+import { ROUTE_PLURALS } from '../src/routing/route-status.ts';
 import { parseAllDocuments } from 'yaml';
 import { installManifests, INSTALL_DEFAULTS } from '../src/k8s/manifests.ts';
 import { manifestsToYaml } from '../src/cli/install.ts';
@@ -120,13 +122,21 @@ test('controller: one non-root replica, read-only root, Service on the controlle
   t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--dashboard-listen', '0.0.0.0:8084']);
 });
 
-test('controller RBAC: list and watch of Services, Pods and EndpointSlices cluster-wide, bound to its ServiceAccount, whose token is mounted', (t) => {
+test('controller RBAC: list and watch of Services, Pods, EndpointSlices and the route kinds cluster-wide, the routes\' status written, bound to its ServiceAccount, whose token is mounted', (t) => {
   const objs = installManifests() as any[];
   const role = find(objs, 'ClusterRole', 'mesh-agent-controller');
   t.deepEqual(role.rules, [
     { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes', 'grpcroutes'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes/status', 'grpcroutes/status'], verbs: ['get', 'update', 'patch'] },
+    { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
+    { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups'], verbs: ['get', 'list', 'watch'] },
   ]);
+  // What the controller reads and writes is what the role grants (route-kube-source.ts, route-status.ts).
+  for (const k of ROUTE_KINDS) t.true(role.rules.some((r: any) => r.apiGroups.includes(k.group) && r.resources.includes(k.plural) && r.verbs.includes('watch')), k.plural);
+  for (const [, p] of Object.entries(ROUTE_PLURALS)) t.true(role.rules.some((r: any) => r.apiGroups.includes(p.group) && r.resources.includes(`${p.plural}/status`) && r.verbs.includes('update')), `${p.plural}/status`);
   const binding = find(objs, 'ClusterRoleBinding', 'mesh-agent-controller');
   const pod = find(objs, 'Deployment').spec.template.spec;
   t.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'mesh-agent-controller' });

@@ -5,6 +5,7 @@ import { jsonLogger } from '../agent/log.ts';
 import { ControllerServer } from '../controller/server.ts';
 import { parseWindow } from '../controller/stat.ts';
 import { DiscoveryHub } from '../discovery/hub.ts';
+import { RouteIndex, type DesiredStatus } from '../routing/route-index.ts';
 import { parseHostPort } from './addr.ts';
 import { DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
 
@@ -48,20 +49,38 @@ export function registerController(program: Command) {
       let stopSource = () => {};
       if (mode.kind !== 'off') {
         const hub = new DiscoveryHub({ log: logTo });
+        // Routes (HTTPRoute, GRPCRoute, TrafficSplit) become route records the hub streams; in a
+        // cluster their status is written back (routing/route-status.ts).
+        let writeStatus: ((want: DesiredStatus, obj: Record<string, any>) => void) | undefined;
+        const routes = new RouteIndex({
+          sink: { put: (key, line) => hub.put('route', { key, line, endpoints: 0, problems: [] }), remove: (key) => hub.remove('route', key) },
+          log: logTo,
+          onStatus: (want, obj) => writeStatus?.(want, obj),
+        });
+        hub.onService = (key, ports) => routes.setService(key, ports);
         try {
           if (mode.kind === 'files') {
             const { ResourceFiles } = await import('../discovery/resource-files.ts');
-            const files = new ResourceFiles(mode.path, hub, (e) => log.warn(`discovery: ${e.message}`));
+            const files = new ResourceFiles(mode.path, hub, (e) => log.warn(`discovery: ${e.message}`), routes);
             files.start();
             stopSource = () => files.stop();
-            discovery = { hub, source: files };
+            discovery = { hub, source: files, routes };
           } else {
             // Loaded only here: @kubernetes/client-node alone costs ~110 MB of RSS.
             const { DiscoveryKubeSource } = await import('../discovery/kube-source.ts');
-            const kube = new DiscoveryKubeSource({ hub, kubeconfig: mode.kubeconfig, onError: (e) => log.warn(`discovery: ${e.message}`) });
+            const { RouteStatusWriter } = await import('../routing/route-status.ts');
+            const { statusApi } = await import('../routing/route-kube-source.ts');
+            const { loadKubeConfig } = await import('../k8s/kube-source.ts');
+            const kc = loadKubeConfig(mode.kubeconfig);
+            const writer = new RouteStatusWriter(statusApi(kc), logTo);
+            writeStatus = (want, obj) => writer.write(want, obj);
+            const kube = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => log.warn(`discovery: ${e.message}`), log: (m) => log.info(`discovery: ${m}`) });
             kube.start();
-            stopSource = () => kube.stop();
-            discovery = { hub, source: kube };
+            stopSource = () => {
+              kube.stop();
+              writer.stop();
+            };
+            discovery = { hub, source: kube, routes };
           }
         } catch (e) {
           // Not a usage error: the files or the kubeconfig need fixing (exit 1, no help text).

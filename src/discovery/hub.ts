@@ -16,7 +16,9 @@ import { DISCOVERY_VERSION, type DiscoPod, type DiscoService, type DiscoSlice } 
 
 type Obj = Record<string, any>;
 
-export const KINDS: readonly ResourceKind[] = ['service', 'slice', 'pod'];
+/** What the hub streams: the discovery kinds, and route records (made by routing/route-index.ts, not by prepare()). */
+export type HubKind = ResourceKind | 'route';
+export const KINDS: readonly HubKind[] = ['service', 'slice', 'pod', 'route'];
 
 export const RESET_LINE = JSON.stringify({ type: 'reset', version: DISCOVERY_VERSION });
 export const SYNCED_LINE = JSON.stringify({ type: 'synced' });
@@ -43,6 +45,8 @@ export interface Prepared {
   line: string | null;
   endpoints: number;
   problems: string[];
+  /** A Service's ports (what a route may name). */
+  ports?: number[];
 }
 
 type Entry = Prepared & { line: string };
@@ -51,12 +55,14 @@ const NO_PROBLEMS: string[] = [];
 
 export function prepare(kind: ResourceKind, obj: Obj): Prepared {
   const c = convert(kind, obj);
-  return {
+  const p: Prepared = {
     key: c.key,
     line: c.record === null ? null : setLine(kind, c.record),
     endpoints: kind === 'slice' && c.record !== null ? (c.record as DiscoSlice).endpoints.length : 0,
     problems: c.problems.length > 0 ? c.problems : NO_PROBLEMS,
   };
+  if (kind === 'service' && c.record !== null) p.ports = (c.record as DiscoService).ports.map((x) => x.port);
+  return p;
 }
 
 /** The world as one run of chunks, shared by the agents reading it, and what changed since it was built. */
@@ -64,7 +70,7 @@ interface Snapshot {
   chunks: Buffer[];
   bytes: number;
   builtAt: number;
-  changed: Record<ResourceKind, Set<string>>;
+  changed: Record<HubKind, Set<string>>;
   readers: number;
 }
 
@@ -89,9 +95,9 @@ interface Subscriber {
   syncedAt: number;
 }
 
-const emptyChanged = (): Record<ResourceKind, Set<string>> => ({ service: new Set(), slice: new Set(), pod: new Set() });
+const emptyChanged = (): Record<HubKind, Set<string>> => ({ service: new Set(), slice: new Set(), pod: new Set(), route: new Set() });
 
-export function deleteLine(kind: ResourceKind, key: string): string {
+export function deleteLine(kind: HubKind, key: string): string {
   return JSON.stringify({ type: kind, op: 'delete', key });
 }
 
@@ -105,6 +111,7 @@ export interface HubState {
   slices: number;
   endpoints: number;
   pods: number;
+  routes: number;
   /** Objects whose last version had something left out. */
   objectsWithProblems: number;
   agents: number;
@@ -122,7 +129,7 @@ export interface HubState {
 
 export class DiscoveryHub {
   private readonly o: Required<Omit<HubOptions, 'log'>> & Pick<HubOptions, 'log'>;
-  private readonly maps: Record<ResourceKind, Map<string, Entry>> = { service: new Map(), slice: new Map(), pod: new Map() };
+  private readonly maps: Record<HubKind, Map<string, Entry>> = { service: new Map(), slice: new Map(), pod: new Map(), route: new Map() };
   private endpoints = 0;
   /** kind/key -> the problems last logged for it, so each is logged once until it changes. */
   private problems = new Map<string, string>();
@@ -137,6 +144,8 @@ export class DiscoveryHub {
   private syncedV = false;
   private readonly waiters: Array<() => void> = [];
   private stats = { closedSlow: 0, snapshotsBuilt: 0, lastSnapshotBytes: 0, deltas: 0, unchanged: 0 };
+  /** Hears each Service's ports as they change (null: gone), for the route index (routing/route-index.ts). */
+  onService: ((key: string, ports: number[] | null) => void) | null = null;
 
   constructor(o: HubOptions) {
     this.o = { maxQueuedBytes: 8 << 20, chunkBytes: 64 << 10, snapshotReuseMs: 10_000, now: Date.now, ...o };
@@ -159,30 +168,31 @@ export class DiscoveryHub {
   }
 
   /** A prepared object added or changed (see prepare). */
-  put(kind: ResourceKind, p: Prepared): void {
+  put(kind: HubKind, p: Prepared): void {
     this.noteProblems(kind, p.key, p.problems);
     if (p.line === null) this.dropRecord(kind, p.key);
     else this.set(kind, p as Entry);
   }
 
   /** An object deleted: its record goes, and whatever was wrong with it is forgotten. */
-  remove(kind: ResourceKind, key: string): void {
+  remove(kind: HubKind, key: string): void {
     this.problems.delete(`${kind} ${key}`);
     this.dropRecord(kind, key);
   }
 
   /** The record goes (the object is gone, or no longer anything discovery sends). */
-  private dropRecord(kind: ResourceKind, key: string): void {
+  private dropRecord(kind: HubKind, key: string): void {
     const m = this.maps[kind];
     const prev = m.get(key);
     if (prev === undefined) return;
     m.delete(key);
     this.endpoints -= prev.endpoints;
+    if (kind === 'service') this.onService?.(key, null);
     this.changed(kind, key, deleteLine(kind, key));
   }
 
   /** The whole set of one kind (after a list or relist): puts each, removes what is gone. */
-  replaceAll(kind: ResourceKind, items: Iterable<Prepared>): void {
+  replaceAll(kind: HubKind, items: Iterable<Prepared>): void {
     const seen = new Set<string>();
     for (const p of items) {
       seen.add(p.key);
@@ -203,7 +213,7 @@ export class DiscoveryHub {
     for (const s of this.subs) if (s.phase === 'waiting') this.startSnapshot(s);
   }
 
-  private set(kind: ResourceKind, e: Entry): void {
+  private set(kind: HubKind, e: Entry): void {
     const m = this.maps[kind];
     const prev = m.get(e.key);
     if (prev?.line === e.line) {
@@ -212,10 +222,11 @@ export class DiscoveryHub {
     }
     this.endpoints += e.endpoints - (prev?.endpoints ?? 0);
     m.set(e.key, e);
+    if (kind === 'service') this.onService?.(e.key, e.ports ?? []);
     this.changed(kind, e.key, e.line);
   }
 
-  private changed(kind: ResourceKind, key: string, line: string): void {
+  private changed(kind: HubKind, key: string, line: string): void {
     const cur = this.current;
     if (cur !== undefined && cur.readers === 0 && this.o.now() - cur.builtAt >= this.o.snapshotReuseMs) {
       // Nobody reads it and the next agent would get a new one anyway: free it now.
@@ -231,7 +242,7 @@ export class DiscoveryHub {
     }
   }
 
-  private noteProblems(kind: ResourceKind, key: string, problems: string[]): void {
+  private noteProblems(kind: HubKind, key: string, problems: string[]): void {
     const pk = `${kind} ${key}`;
     if (problems.length === 0) {
       this.problems.delete(pk);
@@ -240,7 +251,7 @@ export class DiscoveryHub {
     const text = problems.join('; ');
     if (this.problems.get(pk) === text) return;
     this.problems.set(pk, text);
-    const msg = `${describeObject(kind, key)}: ${text}`;
+    const msg = kind === 'route' ? `${key}: ${text}` : `${describeObject(kind, key)}: ${text}`;
     this.recentProblems.push({ at: new Date(this.o.now()).toISOString(), msg });
     if (this.recentProblems.length > 20) this.recentProblems.shift();
     this.o.log('warn', `discovery: ${msg}; the rest of the object is used`);
@@ -411,7 +422,7 @@ export class DiscoveryHub {
   }
 
   counts() {
-    return { services: this.maps.service.size, slices: this.maps.slice.size, endpoints: this.endpoints, pods: this.maps.pod.size };
+    return { services: this.maps.service.size, slices: this.maps.slice.size, endpoints: this.endpoints, pods: this.maps.pod.size, routes: this.maps.route.size };
   }
 
   agents(limit = 200): Array<{ node: string; agentId: string; since: string; state: Phase; sentBytes: number; queuedBytes: number }> {

@@ -9,6 +9,8 @@ import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';
 import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
+import type { RouteIndex } from '../routing/route-index.ts';
+import { routeReflectors } from '../routing/route-kube-source.ts';
 
 type Obj = Record<string, any>;
 
@@ -26,6 +28,10 @@ export interface DiscoveryKubeSourceOptions {
   backoff?: BackoffOptions;
   /** Items per list page; default 500, as client-go. */
   pageSize?: number;
+  /** Routes too (HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup): the agents' first world then has them. */
+  routes?: RouteIndex;
+  /** Lines worth saying once (a route kind whose CRD is missing). */
+  log?: (msg: string) => void;
 }
 
 /** What a reflector stores of an object: the metadata it keys and resumes by, and the hub's form of the rest. */
@@ -48,6 +54,7 @@ interface Paged {
 export class DiscoveryKubeSource {
   private readonly o: DiscoveryKubeSourceOptions;
   private reflectors = new Map<ResourceKind, Reflector>();
+  private routeReflectors: Reflector[] = [];
   private server = '';
   private started = false;
   private lastError: string | null = null;
@@ -107,16 +114,39 @@ export class DiscoveryKubeSource {
         onSynced: () => {
           // A (re)list: the hub sends only what differs from what the agents have.
           this.o.hub.replaceAll(d.kind, [...r.store.values()].map((o) => (o as Kept).prepared));
-          if ([...this.reflectors.values()].every((x) => x.synced)) this.o.hub.markSynced();
+          this.maybeSynced();
         },
       });
       this.reflectors.set(d.kind, r);
     }
+    const routes = this.o.routes;
+    if (routes !== undefined) {
+      routes.hold();
+      this.routeReflectors = routeReflectors({
+        kc, watch, server, routes, watchdogMs, pageSize: limit,
+        backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
+        onSynced: () => this.maybeSynced(),
+        onError: (e) => {
+          this.lastError = e.message;
+          this.o.onError(e);
+        },
+        log: (msg) => (this.o.log ?? ((m: string) => this.o.onError(new Error(m))))(msg),
+      });
+    }
     for (const r of this.reflectors.values()) void r.run();
+    for (const r of this.routeReflectors) void r.run();
+  }
+
+  /** Every kind listed: routes convert (their Services are known now), then the agents get the world. */
+  private maybeSynced(): void {
+    if (![...this.reflectors.values(), ...this.routeReflectors].every((x) => x.synced)) return;
+    this.o.routes?.release();
+    this.o.hub.markSynced();
   }
 
   stop(): void {
     for (const r of this.reflectors.values()) r.stop();
+    for (const r of this.routeReflectors) r.stop();
   }
 
   state() {
@@ -126,7 +156,7 @@ export class DiscoveryKubeSource {
       server: this.server,
       connected: rs.length === 3 && rs.every(([, r]) => r.connected),
       lastError: this.lastError,
-      resources: Object.fromEntries(rs.map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size }])),
+      resources: Object.fromEntries([...rs, ...this.routeReflectors.map((r) => [r.kindName, r] as const)].map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size }])),
     };
   }
 }

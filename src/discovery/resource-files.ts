@@ -1,5 +1,5 @@
-// `mesh-agent controller --resources FILE|DIR`: Services, EndpointSlices and Pods from YAML or
-// JSON files (several documents or Lists per file; Namespaces and other kinds are accepted and
+// `mesh-agent controller --resources FILE|DIR`: Services, EndpointSlices and Pods (and routes:
+// HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup, to the route index) from YAML or JSON files (several documents or Lists per file; Namespaces and other kinds are accepted and
 // skipped), fed to the discovery hub as the API server's watches would be. A directory means
 // its *.yaml, *.yml and *.json files, not its subdirectories (as `kubectl apply -f DIR`).
 // Files are reloaded when they change: only a changed file is parsed again, and only its
@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { parseDocuments } from '../k8s/objects.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
 import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
+import { routeObjectKind, type RouteIndex } from '../routing/route-index.ts';
 
 type Obj = Record<string, any>;
 
@@ -19,8 +20,11 @@ export const RELOAD_DEBOUNCE_MS = 50;
 interface FileState {
   /** dev:ino:size:mtime at the last read, to skip files that did not change. */
   stamp: string;
-  /** "kind ns/name" -> the object as the hub takes it (its line, not the object), as last parsed successfully. */
-  objects: Map<string, Prepared>;
+  /**
+   * "kind ns/name" -> the object as the hub takes it (its line, not the object), as last parsed
+   * successfully; "route Kind ns/name" -> a route object for the route index.
+   */
+  objects: Map<string, Prepared | { route: Obj }>;
   error: string | null;
 }
 
@@ -53,10 +57,13 @@ export class ResourceFiles {
   /** Duplicates already reported, so each is said once. */
   private saidDuplicate = new Set<string>();
 
-  constructor(p: string, hub: DiscoveryHub, onError: (e: Error) => void) {
+  private readonly routes: RouteIndex | undefined;
+
+  constructor(p: string, hub: DiscoveryHub, onError: (e: Error) => void, routes?: RouteIndex) {
     this.path = path.resolve(p);
     this.hub = hub;
     this.onError = onError;
+    this.routes = routes;
   }
 
   /** Reads everything (throws on a missing path or a file that does not parse: fix it before starting), hands the hub a synced world, then watches. */
@@ -74,7 +81,10 @@ export class ResourceFiles {
       this.files.set(f, state);
       for (const k of state.objects.keys()) this.own(k, f);
     }
+    // Routes are converted once every Service is in: one listed before its Service is not "not found".
+    this.routes?.hold();
     for (const [k, owners] of this.owners) this.publish(k, owners);
+    this.routes?.release();
     this.lastLoadAt = Date.now();
     this.hub.markSynced();
     this.watcher = fs.watch(this.isDir ? this.path : path.dirname(this.path), (_ev, name) => {
@@ -145,12 +155,18 @@ export class ResourceFiles {
     } catch (e) {
       return { stamp, objects: new Map(), error: (e as Error).message };
     }
-    const objects = new Map<string, Prepared>();
+    const objects = new Map<string, Prepared | { route: Obj }>();
     for (const o of docs) {
       const kind = kindOf(o);
       if (kind !== null) {
         const p = prepare(kind, o);
         objects.set(kk(kind, p.key), p);
+        continue;
+      }
+      const rk = routeObjectKind(o);
+      if (rk !== null && this.routes !== undefined) {
+        const md = o.metadata ?? {};
+        objects.set(`route ${rk} ${typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default'}/${md.name}`, { route: o });
       }
     }
     return { stamp, objects, error: null };
@@ -205,7 +221,9 @@ export class ResourceFiles {
       }
     }
     if ([...this.files.values()].every((s) => s.error === null)) this.lastError = null;
+    this.routes?.hold();
     for (const k of touched) this.publish(k, this.owners.get(k) ?? []);
+    this.routes?.release();
     this.reloads++;
     this.lastLoadAt = Date.now();
   }
@@ -229,6 +247,13 @@ export class ResourceFiles {
 
   /** The object of the first file defining it goes to the hub (none: removed). */
   private publish(k: string, owners: string[]): void {
+    if (k.startsWith('route ')) {
+      const [, rk, key] = k.split(' ') as [string, string, string];
+      const [ns, name] = key.split('/') as [string, string];
+      if (owners.length === 0) this.routes!.remove(rk as Parameters<RouteIndex['remove']>[0], ns, name);
+      else this.routes!.upsert((this.files.get(owners[0]!)!.objects.get(k) as { route: Obj }).route);
+      return;
+    }
     const sp = k.indexOf(' ');
     const kind = k.slice(0, sp) as ResourceKind;
     const key = k.slice(sp + 1);
@@ -243,6 +268,6 @@ export class ResourceFiles {
         this.fail(`${describeObject(kind, key)} is defined in ${owners.map((f) => path.basename(f)).join(' and ')}; using ${path.basename(owners[0]!)}'s`);
       }
     }
-    this.hub.put(kind, this.files.get(owners[0]!)!.objects.get(k)!);
+    this.hub.put(kind, this.files.get(owners[0]!)!.objects.get(k) as Prepared);
   }
 }

@@ -101,10 +101,17 @@ export function installManifests(options: InstallOptions = {}): object[] {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'ClusterRole',
       metadata: { name: `${clusterName}-controller`, labels: controller },
-      // Read-only, cluster-wide, once for every node: discovery (Services, their EndpointSlices, every pod's workload).
+      // Cluster-wide, once for every node: discovery (Services, their EndpointSlices, every pod's
+      // workload) and routes (Gateway API, SMI) read-only; the routes' status written back. The
+      // route CRDs are not installed by us (docs/install.md).
       rules: [
         { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes', 'grpcroutes'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes/status', 'grpcroutes/status'], verbs: ['get', 'update', 'patch'] },
+        { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
+        { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups'], verbs: ['get', 'list', 'watch'] },
       ],
     },
     {

@@ -62,6 +62,11 @@ export class Reflector {
     this.backoff = new Backoff(o.backoff);
   }
 
+  /** The plural it reflects ("pods", "httproutes"). */
+  get kindName(): string {
+    return this.o.name;
+  }
+
   /** Runs until stop(); never rejects. */
   async run(): Promise<void> {
     let needList = true;

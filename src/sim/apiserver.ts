@@ -90,6 +90,8 @@ interface Target {
   kind: Kind;
   namespace?: string;
   name?: string;
+  /** "status" for the status subresource. */
+  sub?: string;
 }
 
 export class SimApiServer {
@@ -190,6 +192,15 @@ export class SimApiServer {
     if (!o.metadata.name) throw new ApiError(422, 'Invalid', `${o.kind} "" is invalid: metadata.name: Required value: name or generateName is required`);
     o.metadata.uid = old?.metadata.uid ?? o.metadata.uid ?? randomUUID();
     o.metadata.creationTimestamp = old?.metadata.creationTimestamp ?? o.metadata.creationTimestamp ?? now();
+    if (k.type.statusSubresource) {
+      // Writes of the object itself cannot change .status (that is the subresource's), and only a spec change moves the generation.
+      const prevGen = old?.metadata.generation ?? 0;
+      o.metadata.generation = old === undefined ? 1 : JSON.stringify(old.spec) === JSON.stringify(o.spec) ? prevGen : prevGen + 1;
+      if (old !== undefined) {
+        if (old.status === undefined) delete o.status;
+        else o.status = structuredClone(old.status);
+      }
+    }
     k.type.admit?.(o, old, this.#ctx);
     return o;
   }
@@ -223,6 +234,24 @@ export class SimApiServer {
     const next = structuredClone(old) as KubeObject;
     mutate(next);
     return this.#store(k, 'MODIFIED', this.#prepare(k, next, old), old);
+  }
+
+  /**
+   * PUT .../NAME/status: replaces .status only. A resourceVersion in the body must be the stored
+   * one (409 Conflict otherwise, as the real server's optimistic concurrency).
+   */
+  replaceStatus(kind: string, namespace: string | undefined, name: string, body: KubeObject): KubeObject {
+    const k = this.#kind(kind);
+    if (!k.type.statusSubresource) throw new ApiError(404, 'NotFound', `the server could not find the requested resource (${k.type.plural} has no status subresource)`);
+    const old = k.objects.get(keyOf(k.type.namespaced ? namespace || 'default' : undefined, name));
+    if (!old) throw new ApiError(404, 'NotFound', `${k.type.plural} "${name}" not found`);
+    const rv = body?.metadata?.resourceVersion;
+    if (rv !== undefined && rv !== old.metadata.resourceVersion) {
+      throw new ApiError(409, 'Conflict', `Operation cannot be fulfilled on ${k.type.plural}.${k.type.group} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+    }
+    const next = structuredClone(old) as KubeObject;
+    next.status = structuredClone(body?.status);
+    return this.#store(k, 'MODIFIED', next, old);
   }
 
   delete(kind: string, namespace: string | undefined, name: string): KubeObject {
@@ -365,8 +394,8 @@ export class SimApiServer {
     const find = (plural: string) => this.#byPath.get(`${group}/${version}/${plural}`);
     if (rest[0] === 'namespaces' && rest.length >= 3) {
       const kind = find(rest[2]);
-      if (!kind?.type.namespaced || rest.length > 4) return undefined;
-      return { kind, namespace: rest[1], name: rest[3] };
+      if (!kind?.type.namespaced || rest.length > 5 || (rest.length === 5 && rest[4] !== 'status')) return undefined;
+      return { kind, namespace: rest[1], name: rest[3], sub: rest[4] };
     }
     const kind = find(rest[0]);
     if (!kind || rest.length > 2 || (rest.length === 2 && kind.type.namespaced)) return undefined;
@@ -389,7 +418,8 @@ export class SimApiServer {
     if (!target) return fail(404, 'NotFound', `the server could not find the requested resource ${u.pathname}`);
     const t = target.kind.type;
     if (req.method === 'POST' && target.name === undefined) return this.#review(req, res, target, entry, fail);
-    if (req.method !== 'GET') return fail(405, 'MethodNotAllowed', `the stand-in API server serves GET (list, watch, get) and POST for review kinds; not ${req.method} on ${t.plural}`);
+    if (req.method === 'PUT' && target.sub === 'status' && target.name !== undefined) return this.#putStatus(req, res, target, entry, fail);
+    if (req.method !== 'GET' || target.sub !== undefined) return fail(405, 'MethodNotAllowed', `the stand-in API server serves GET (list, watch, get), POST for review kinds and PUT on a status subresource; not ${req.method} on ${t.plural}${target.sub ? `/${target.sub}` : ''}`);
     if (this.#failure && (this.#failure.on === 'any' || (this.#failure.on === 'watch') === watch)) {
       const s = this.#failure.status;
       const verb = watch ? 'watch' : 'list';
@@ -446,6 +476,28 @@ export class SimApiServer {
     res.on('close', () => {
       clearTimeout(timer);
       k.watchers.delete(w);
+    });
+  }
+
+  #putStatus(req: http.IncomingMessage, res: http.ServerResponse, target: Target, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      let o: KubeObject;
+      try {
+        o = JSON.parse(body);
+      } catch {
+        return fail(400, 'BadRequest', `the request body is not JSON: ${body.slice(0, 100)}`);
+      }
+      try {
+        const stored = this.replaceStatus(target.kind.type.kind, target.namespace, target.name!, o);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(stored));
+      } catch (e) {
+        if (e instanceof ApiError) return fail(e.code, e.reason, e.message);
+        throw e;
+      }
     });
   }
 

@@ -1,0 +1,328 @@
+// The controller's routes: HTTPRoute, GRPCRoute, TrafficSplit and HTTPRouteGroup objects from
+// the cluster or --resources files, converted once (gateway-api.ts, smi.ts) into route records
+// the discovery hub streams to the agents, with each route's status (Accepted, ResolvedRefs)
+// for the source to write back. A route whose new version is invalid keeps its last good record
+// on the agents and gets Accepted=False with the reason, in its status and the log. A route is
+// converted again when what it depends on changes: a Service it names (parent or backend)
+// appearing, going or changing its ports, an HTTPRouteGroup a TrafficSplit reads, or (for a
+// TrafficSplit) a Gateway API route taking over its Service.
+import { CONTROLLER_NAME, routeFromGateway, type Condition, type ParentStatus, type RouteConversion } from './gateway-api.ts';
+import { routeFromTrafficSplit, type SplitConversion } from './smi.ts';
+import type { RouteKind, RouteRecord } from './route-model.ts';
+
+type Obj = Record<string, any>;
+
+export type RouteObjectKind = RouteKind | 'HTTPRouteGroup';
+
+/** apiVersions read per kind (others are refused with a message naming the one to use). */
+export const ROUTE_API_VERSIONS: Record<RouteObjectKind, string[]> = {
+  HTTPRoute: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
+  GRPCRoute: ['gateway.networking.k8s.io/v1'],
+  TrafficSplit: ['split.smi-spec.io/v1alpha4'],
+  HTTPRouteGroup: ['specs.smi-spec.io/v1alpha4'],
+};
+
+export function routeObjectKind(o: Obj): RouteObjectKind | null {
+  const k = o?.kind;
+  return k === 'HTTPRoute' || k === 'GRPCRoute' || k === 'TrafficSplit' || k === 'HTTPRouteGroup' ? k : null;
+}
+
+/** The status the controller wants an object to have: Gateway routes per parent, a TrafficSplit as conditions. */
+export interface DesiredStatus {
+  kind: RouteKind;
+  namespace: string;
+  name: string;
+  /** Gateway API routes: our status.parents entries (controllerName set). */
+  parents?: Array<ParentStatus & { controllerName: string }>;
+  /** TrafficSplit: status.conditions. */
+  conditions?: Condition[];
+  /** metadata.generation the conditions were computed from. */
+  generation: number;
+}
+
+export interface RouteSink {
+  put(key: string, line: string): void;
+  remove(key: string): void;
+}
+
+export interface RouteIndexOptions {
+  sink: RouteSink;
+  log: (level: 'info' | 'warn', msg: string) => void;
+  /** Called when an object's wanted status changed (the API-server source writes it back). */
+  onStatus?: (want: DesiredStatus, obj: Obj) => void;
+}
+
+export interface RouteState {
+  key: string;
+  accepted: boolean;
+  /** Serving: the agents have a record of it (this version's, or the last good one). */
+  serving: boolean;
+  conditions: Condition[];
+}
+
+const objKey = (kind: string, ns: string, name: string) => `${kind}/${ns}/${name}`;
+
+function nsName(o: Obj): { namespace: string; name: string } {
+  const md = o?.metadata ?? {};
+  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
+}
+
+export class RouteIndex {
+  private readonly o: RouteIndexOptions;
+  /** Services by ns/name -> ports. */
+  private readonly services = new Map<string, number[]>();
+  /** Route objects and HTTPRouteGroups by Kind/ns/name. */
+  private readonly objects = new Map<string, Obj>();
+  /** Route key -> its last good record (what the agents have). */
+  private readonly good = new Map<string, RouteRecord>();
+  /** Route key -> the line last put into the sink. */
+  private readonly sent = new Map<string, string>();
+  /** Route key -> its current conditions (flattened), for state() and change detection. */
+  private readonly states = new Map<string, RouteState>();
+  private readonly statusSent = new Map<string, string>();
+  private readonly logged = new Map<string, string>();
+  /** Service or HTTPRouteGroup key ("Service/ns/name", "HTTPRouteGroup/ns/name") -> routes that read it. */
+  private readonly dependents = new Map<string, Set<string>>();
+  private readonly reads = new Map<string, string[]>();
+
+  /** While held (a source still listing), conversions wait: a route listed before its Service is not "not found". */
+  private held = false;
+  private waiting = new Set<string>();
+
+  constructor(o: RouteIndexOptions) {
+    this.o = o;
+  }
+
+  hold(): void {
+    this.held = true;
+  }
+
+  /** Converts everything that waited; call once every kind has been listed. */
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    const keys = [...this.waiting];
+    this.waiting.clear();
+    for (const k of keys) this.convert(k);
+  }
+
+  // ---- inputs ----
+
+  /** A Service's ports (null: deleted). */
+  setService(key: string, ports: number[] | null): void {
+    const prev = this.services.get(key);
+    if (ports === null) {
+      if (prev === undefined) return;
+      this.services.delete(key);
+    } else {
+      if (prev !== undefined && prev.length === ports.length && prev.every((p, i) => p === ports[i])) return;
+      this.services.set(key, ports);
+    }
+    this.reconvertDependents(`Service/${key}`);
+  }
+
+  /** A route object or HTTPRouteGroup added or changed. False (and logged) for a kind or apiVersion not read. */
+  upsert(o: Obj): boolean {
+    const kind = routeObjectKind(o);
+    if (kind === null) return false;
+    const { namespace, name } = nsName(o);
+    const key = objKey(kind, namespace, name);
+    const versions = ROUTE_API_VERSIONS[kind];
+    if (!versions.includes(o.apiVersion)) {
+      this.logOnce(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
+      return false;
+    }
+    this.objects.set(key, o);
+    if (kind === 'HTTPRouteGroup') this.reconvertDependents(key);
+    else this.convert(key);
+    return true;
+  }
+
+  remove(kind: RouteObjectKind, namespace: string, name: string): void {
+    const key = objKey(kind, namespace, name);
+    if (!this.objects.delete(key)) return;
+    if (kind === 'HTTPRouteGroup') this.reconvertDependents(key);
+    else this.convert(key);
+  }
+
+  /** After a (re)list of one kind: upserts each, removes what is gone. */
+  replaceAll(kind: RouteObjectKind, objs: Iterable<Obj>): void {
+    const seen = new Set<string>();
+    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, nsName(o).namespace, nsName(o).name));
+    for (const key of [...this.objects.keys()]) {
+      if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
+      const [, ns, name] = key.split('/');
+      this.remove(kind, ns!, name!);
+    }
+  }
+
+  // ---- outputs ----
+
+  state(): { routes: number; serving: number; notAccepted: RouteState[] } {
+    const all = [...this.states.values()];
+    return { routes: all.length, serving: this.good.size, notAccepted: all.filter((s) => !s.accepted).slice(0, 50) };
+  }
+
+  /** The status the controller wants an object to have, or undefined (for the writer's retries). */
+  desired(kind: RouteKind, namespace: string, name: string): DesiredStatus | undefined {
+    const key = objKey(kind, namespace, name);
+    const o = this.objects.get(key);
+    return o === undefined ? undefined : this.wanted(key, o);
+  }
+
+  // ---- conversion ----
+
+  private convert(key: string): void {
+    if (this.held) {
+      this.waiting.add(key);
+      return;
+    }
+    const [kind, namespace, name] = key.split('/') as [RouteKind, string, string];
+    const o = this.objects.get(key);
+    if (o === undefined) {
+      this.forget(key);
+      return;
+    }
+    const lookup = (ns: string, n: string) => {
+      const ports = this.services.get(`${ns}/${n}`);
+      return ports === undefined ? undefined : { ports };
+    };
+    const reads: string[] = [];
+    let conv: RouteConversion | SplitConversion;
+    if (kind === 'TrafficSplit') {
+      conv = routeFromTrafficSplit(o, lookup, (ns, n) => this.objects.get(objKey('HTTPRouteGroup', ns, n)));
+      for (const g of (conv as SplitConversion).groups) reads.push(`HTTPRouteGroup/${g}`);
+      if (typeof o.spec?.service === 'string') reads.push(`Service/${namespace}/${o.spec.service}`);
+    } else {
+      conv = routeFromGateway(o, lookup);
+      for (const p of o.spec?.parentRefs ?? []) if (typeof p?.name === 'string') reads.push(`Service/${p.namespace ?? namespace}/${p.name}`);
+    }
+    for (const r of o.spec?.rules ?? []) for (const b of r?.backendRefs ?? []) if (typeof b?.name === 'string') reads.push(`Service/${b.namespace ?? namespace}/${b.name}`);
+    for (const b of o.spec?.backends ?? []) if (typeof b?.service === 'string') reads.push(`Service/${namespace}/${b.service}`);
+    this.track(key, reads);
+
+    const before = this.good.get(key);
+    if (conv.record !== null) {
+      this.good.set(key, conv.record);
+      const line = JSON.stringify({ type: 'route', op: 'set', route: conv.record });
+      if (this.sent.get(key) !== line) {
+        this.sent.set(key, line);
+        this.o.sink.put(key, line);
+      }
+    }
+    if (conv.record === null && before !== undefined) conv.problems.push(`${kind} ${namespace}/${name}: the agents keep its last good version`);
+    this.lastConv.set(key, conv);
+    this.updateState(key, o);
+    // A Gateway API route joining or leaving a Service decides whether its TrafficSplits apply.
+    if (kind !== 'TrafficSplit') {
+      this.recheckSplits(before);
+      if (conv.record !== before) this.recheckSplits(conv.record ?? undefined);
+    }
+  }
+
+  private forget(key: string): void {
+    const prev = this.good.get(key);
+    this.good.delete(key);
+    this.states.delete(key);
+    this.statusSent.delete(key);
+    this.logged.delete(key);
+    this.lastConv.delete(key);
+    this.track(key, []);
+    if (this.sent.delete(key)) this.o.sink.remove(key);
+    if (!key.startsWith('TrafficSplit/')) this.recheckSplits(prev);
+  }
+
+  /** TrafficSplits on the parents of a Gateway route are checked again (overridden or not). */
+  private recheckSplits(r: RouteRecord | undefined): void {
+    if (r === undefined) return;
+    for (const p of r.parents) {
+      for (const key of this.dependents.get(`Service/${p.namespace}/${p.name}`) ?? []) {
+        if (!key.startsWith('TrafficSplit/')) continue;
+        const o = this.objects.get(key);
+        if (o !== undefined && this.lastConv.has(key)) this.updateState(key, o);
+      }
+    }
+  }
+
+  /** The Gateway API route (in the Service's namespace) that takes a TrafficSplit's Service, if any. */
+  private overriddenBy(namespace: string, service: string): string | null {
+    for (const [key, r] of this.good) {
+      if (key.startsWith('TrafficSplit/') || r.namespace !== namespace) continue;
+      if (r.parents.some((p) => p.namespace === namespace && p.name === service)) return `${r.kind} ${r.namespace}/${r.name}`;
+    }
+    return null;
+  }
+
+  private lastConv = new Map<string, RouteConversion | SplitConversion>();
+
+  private updateState(key: string, o: Obj): void {
+    const want = this.wanted(key, o);
+    const overridden = want.conditions?.find((c) => c.reason === 'Overridden');
+    this.logProblems(key, [...this.lastConv.get(key)!.problems, ...(overridden ? [`TrafficSplit ${want.namespace}/${want.name} is overridden: ${overridden.message}`] : [])]);
+    const conditions = want.parents ? want.parents.flatMap((p) => p.conditions) : want.conditions!;
+    const accepted = conditions.some((c) => c.type === 'Accepted' && c.status === 'True');
+    this.states.set(key, { key, accepted, serving: this.good.has(key), conditions });
+    const text = JSON.stringify(want);
+    if (this.statusSent.get(key) === text) return;
+    this.statusSent.set(key, text);
+    this.o.onStatus?.(want, o);
+  }
+
+  private wanted(key: string, o: Obj): DesiredStatus {
+    const [kind, namespace, name] = key.split('/') as [RouteKind, string, string];
+    const conv = this.lastConv.get(key)!;
+    const generation = Number.isInteger(o.metadata?.generation) ? o.metadata.generation : 1;
+    if (kind === 'TrafficSplit') {
+      let conditions = (conv as SplitConversion).conditions;
+      const by = conv.record !== null && typeof o.spec?.service === 'string' ? this.overriddenBy(namespace, o.spec.service) : null;
+      if (by !== null) {
+        const msg = `${by} is attached to Service ${namespace}/${o.spec.service}; Gateway API routes win over a TrafficSplit, so this split applies to no client`;
+        conditions = [{ type: 'Accepted', status: 'False', reason: 'Overridden', message: msg }, ...conditions.filter((c) => c.type !== 'Accepted')];
+      }
+      return { kind, namespace, name, conditions, generation };
+    }
+    return { kind, namespace, name, parents: conv.parents.map((p) => ({ ...p, controllerName: CONTROLLER_NAME })), generation };
+  }
+
+  private track(key: string, reads: string[]): void {
+    for (const r of this.reads.get(key) ?? []) {
+      const s = this.dependents.get(r);
+      s?.delete(key);
+      if (s?.size === 0) this.dependents.delete(r);
+    }
+    if (reads.length === 0) {
+      this.reads.delete(key);
+      return;
+    }
+    const uniq = [...new Set(reads)];
+    this.reads.set(key, uniq);
+    for (const r of uniq) {
+      let s = this.dependents.get(r);
+      if (!s) this.dependents.set(r, (s = new Set()));
+      s.add(key);
+    }
+  }
+
+  private reconvertDependents(dep: string): void {
+    if (this.held && dep.startsWith('HTTPRouteGroup/')) {
+      // Not converted yet, so not tracked yet: the TrafficSplits of its namespace wait for release().
+      const ns = dep.split('/')[1];
+      for (const k of this.objects.keys()) if (k.startsWith(`TrafficSplit/${ns}/`)) this.waiting.add(k);
+      return;
+    }
+    for (const key of [...(this.dependents.get(dep) ?? [])]) this.convert(key);
+  }
+
+  private logProblems(key: string, problems: string[]): void {
+    const text = problems.join('; ');
+    if ((this.logged.get(key) ?? '') === text) return;
+    this.logged.set(key, text);
+    for (const p of problems) this.o.log('warn', `routes: ${p}`);
+  }
+
+  private logOnce(key: string, msg: string): void {
+    if (this.logged.get(key) === msg) return;
+    this.logged.set(key, msg);
+    this.o.log('warn', `routes: ${msg}`);
+  }
+}

@@ -1,0 +1,127 @@
+// The routes' kinds from the API server, for the controller's discovery source
+// (discovery/kube-source.ts): HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1), SMI
+// TrafficSplit (split.smi-spec.io/v1alpha4) and HTTPRouteGroup (specs.smi-spec.io/v1alpha4),
+// each listed and watched once with the same reflector, into the route index. Their CRDs are
+// not ours to install: a kind whose CRD is missing (404) counts as listed and empty, is said
+// once, and is watched for, so routes work once the CRDs are installed. The status API writes
+// the routes' status through the status subresource (route-status.ts).
+import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
+import type { BackoffOptions } from '../k8s/watch-errors.ts';
+import { statusOf } from '../k8s/watch-errors.ts';
+import { Reflector } from '../k8s/watch-reflector.ts';
+import type { RouteIndex, RouteObjectKind } from './route-index.ts';
+import { ROUTE_PLURALS, type StatusApi } from './route-status.ts';
+import { ROUTING_ANNOTATION_PREFIXES } from '../discovery/model.ts';
+
+type Obj = Record<string, any>;
+
+export const ROUTE_KINDS: Array<{ kind: RouteObjectKind; group: string; version: string; plural: string; crd: string }> = [
+  { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', crd: "Gateway API's (standard channel)" },
+  { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'grpcroutes', crd: "Gateway API's (standard channel)" },
+  { kind: 'TrafficSplit', group: 'split.smi-spec.io', version: 'v1alpha4', plural: 'trafficsplits', crd: "SMI's" },
+  { kind: 'HTTPRouteGroup', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'httproutegroups', crd: "SMI's" },
+];
+
+export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io) or httproutegroups (specs.smi-spec.io); apply the ClusterRole from mesh-agent install";
+
+/** What conversion and the status writer read of a route object: the rest is dropped. */
+export function slimRoute(o: Obj, kind: RouteObjectKind, apiVersion: string): Obj {
+  const md: Obj = o?.metadata ?? {};
+  const ann = Object.entries((md.annotations ?? {}) as Obj).filter(([k]) => ROUTING_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
+  const meta: Obj = { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion, generation: md.generation, creationTimestamp: md.creationTimestamp };
+  if (ann.length > 0) meta.annotations = Object.fromEntries(ann);
+  // Lists leave kind and apiVersion out of their items.
+  const out: Obj = { apiVersion: o?.apiVersion ?? apiVersion, kind: o?.kind ?? kind, metadata: meta, spec: o?.spec };
+  if (kind === 'HTTPRouteGroup' && o?.matches !== undefined) out.matches = o.matches; // v1alpha2 kept matches at the top
+  if (o?.status !== undefined) out.status = o.status;
+  return out;
+}
+
+export interface RouteReflectorsOptions {
+  kc: KubeConfig;
+  watch: Watch;
+  server: string;
+  routes: RouteIndex;
+  watchdogMs: number;
+  backoff: BackoffOptions;
+  pageSize: number;
+  onSynced: () => void;
+  onError: (e: Error) => void;
+  log: (msg: string) => void;
+}
+
+/** One reflector per route kind, feeding the route index. */
+export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
+  const api = o.kc.makeApiClient(CustomObjectsApi);
+  const absent = new Set<RouteObjectKind>();
+  return ROUTE_KINDS.map((d) => {
+    const apiVersion = `${d.group}/${d.version}`;
+    const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion);
+    const r: Reflector = new Reflector({
+      name: d.plural,
+      path: `/apis/${d.group}/${d.version}/${d.plural}`,
+      list: async () => {
+        const items: Obj[] = [];
+        let cont: string | undefined;
+        let resourceVersion = '';
+        try {
+          do {
+            const l = (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit: o.pageSize, _continue: cont })) as Obj;
+            for (const i of l.items ?? []) items.push(keep(i));
+            if (!resourceVersion) resourceVersion = l.metadata?.resourceVersion ?? '';
+            cont = l.metadata?._continue || undefined;
+          } while (cont);
+        } catch (e) {
+          if (statusOf(e) !== 404) throw e;
+          // No CRD: listed and empty; the watch from "now" picks the objects up once it exists.
+          if (!absent.has(d.kind)) {
+            absent.add(d.kind);
+            o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} routes take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
+          }
+          return { items: [], resourceVersion: '' };
+        }
+        absent.delete(d.kind);
+        return { items, resourceVersion };
+      },
+      watch: o.watch,
+      server: o.server,
+      watchdogMs: o.watchdogMs,
+      backoff: o.backoff,
+      rbacHint: ROUTES_RBAC_HINT,
+      transform: keep,
+      onError: (e) => {
+        // A missing CRD's watch fails the same way every time: said once, in list().
+        if (absent.has(d.kind) && / 404|HTTP 404|not found/i.test(e.message)) return;
+        o.onError(e);
+      },
+      onChange: (op, key, obj) => {
+        absent.delete(d.kind);
+        if (op === 'set') o.routes.upsert(obj);
+        else {
+          const [ns, name] = key.split('/');
+          o.routes.remove(d.kind, ns!, name!);
+        }
+      },
+      onSynced: () => {
+        o.routes.replaceAll(d.kind, r.store.values());
+        o.onSynced();
+      },
+    });
+    return r;
+  });
+}
+
+/** The status subresource over the custom objects API. */
+export function statusApi(kc: KubeConfig): StatusApi {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  return {
+    async get(kind, namespace, name) {
+      const p = ROUTE_PLURALS[kind];
+      return (await api.getNamespacedCustomObject({ ...p, namespace, name })) as Obj;
+    },
+    async replaceStatus(kind, namespace, name, body) {
+      const p = ROUTE_PLURALS[kind];
+      return (await api.replaceNamespacedCustomObjectStatus({ ...p, namespace, name, body })) as Obj;
+    },
+  };
+}

@@ -1,0 +1,224 @@
+// The controller's routes: the route index (conversion once, last good version kept, converted
+// again when a Service or HTTPRouteGroup it reads changes, TrafficSplits overridden by Gateway
+// API routes), status.parents merged with other controllers' entries, and end to end: the real
+// controller process with --kubeconfig against the stand-in API server (route kinds registered,
+// status subresource) and with --resources files, an agent's discovery link receiving the route
+// records, the status written back.
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
+import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { requestJson } from '../src/controller/client.ts';
+import { DiscoveryClient } from '../src/discovery/client.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import { RouteIndex, type DesiredStatus } from '../src/routing/route-index.ts';
+import { mergedStatus } from '../src/routing/route-status.ts';
+import { CONTROLLER_NAME } from '../src/routing/gateway-api.ts';
+import { exited } from './helpers/procs.ts';
+import { freePort } from './helpers/ports.ts';
+import { until, waitFor } from './helpers/until.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+
+const httpRoute = (name: string, spec: object, meta: object = {}): KubeObject => ({
+  apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name, namespace: 'shop', ...meta },
+  spec: { parentRefs: [{ group: '', kind: 'Service', name: 'api' }], ...spec },
+});
+const split = (name: string, spec: object): KubeObject => ({ apiVersion: 'split.smi-spec.io/v1alpha4', kind: 'TrafficSplit', metadata: { name, namespace: 'shop' }, spec: { service: 'api', ...spec } });
+const weighted = (v1: number, v2: number) => ({ rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: v1 }, { name: 'api-v2', port: 80, weight: v2 }] }] });
+
+function index() {
+  const lines = new Map<string, string>();
+  const statuses: DesiredStatus[] = [];
+  const logs: string[] = [];
+  const idx = new RouteIndex({
+    sink: { put: (k, l) => lines.set(k, l), remove: (k) => lines.delete(k) },
+    log: (_l, m) => logs.push(m),
+    onStatus: (w) => statuses.push(w),
+  });
+  const record = (key: string) => (lines.has(key) ? JSON.parse(lines.get(key)!).route : undefined);
+  const accepted = (name: string, kind = 'HTTPRoute') => {
+    const w = [...statuses].reverse().find((s) => s.name === name && s.kind === kind)!;
+    const c = w.parents ? w.parents[0]!.conditions : w.conditions!;
+    return c.map((x) => `${x.type}=${x.status}/${x.reason}`).join(' ');
+  };
+  return { idx, lines, statuses, logs, record, accepted };
+}
+
+test('route index: a route listed before its Service waits (no false "not found"); one edited into an invalid state keeps its last good record', (t) => {
+  const x = index();
+  x.idx.hold();
+  x.idx.upsert(httpRoute('split', weighted(90, 10)));
+  x.idx.setService('shop/api', [80]);
+  x.idx.setService('shop/api-v1', [80]);
+  x.idx.setService('shop/api-v2', [80]);
+  t.is(x.lines.size, 0, 'held');
+  x.idx.release();
+  t.deepEqual(x.record('HTTPRoute/shop/split').rules[0].backends.map((b: any) => b.weight), [90, 10]);
+  t.is(x.accepted('split'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  t.deepEqual(x.logs, []);
+
+  x.idx.upsert(httpRoute('split', weighted(-1, 10)));
+  t.deepEqual(x.record('HTTPRoute/shop/split').rules[0].backends.map((b: any) => b.weight), [90, 10], 'the last good version stays');
+  t.regex(x.accepted('split'), /^Accepted=False\/UnsupportedValue/);
+  t.regex(x.logs.join('\n'), /HTTPRoute shop\/split: not accepted \(the last good version keeps serving\): spec\.rules\[0\]\.backendRefs\[0\]\.weight: -1 is out of range(.|\n)*the agents keep its last good version/);
+  t.deepEqual(x.idx.state().notAccepted.map((s) => s.key), ['HTTPRoute/shop/split']);
+
+  x.idx.upsert(httpRoute('split', weighted(50, 50)));
+  t.deepEqual(x.record('HTTPRoute/shop/split').rules[0].backends.map((b: any) => b.weight), [50, 50]);
+  x.idx.remove('HTTPRoute', 'shop', 'split');
+  t.is(x.lines.size, 0);
+});
+
+test('route index: a Service appearing, going or changing ports converts the routes that name it again', (t) => {
+  const x = index();
+  x.idx.upsert(httpRoute('r', { parentRefs: [{ group: '', kind: 'Service', name: 'api', port: 8080 }], rules: [{ backendRefs: [{ name: 'api-v2', port: 80 }] }] }));
+  t.is(x.accepted('r'), 'Accepted=False/NoMatchingParent ResolvedRefs=False/BackendNotFound');
+  x.idx.setService('shop/api', [80]);
+  t.is(x.accepted('r'), 'Accepted=False/NoMatchingParent ResolvedRefs=False/BackendNotFound', 'no port 8080 yet');
+  x.idx.setService('shop/api', [80, 8080]);
+  x.idx.setService('shop/api-v2', [80]);
+  t.is(x.accepted('r'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  t.is(x.record('HTTPRoute/shop/r').rules[0].backends[0].problem, undefined);
+  x.idx.setService('shop/api-v2', null);
+  t.is(x.accepted('r'), 'Accepted=True/Accepted ResolvedRefs=False/BackendNotFound');
+  t.regex(x.record('HTTPRoute/shop/r').rules[0].backends[0].problem, /Service shop\/api-v2 not found/, 'the agents answer 500 for it');
+});
+
+test('route index: a TrafficSplit is overridden while a Gateway API route takes its Service, and follows its HTTPRouteGroup', (t) => {
+  const x = index();
+  for (const s of ['api', 'api-v1', 'api-v2']) x.idx.setService(`shop/${s}`, [80]);
+  x.idx.upsert(split('ts', { matches: [{ kind: 'HTTPRouteGroup', name: 'ff' }], backends: [{ service: 'api-v2', weight: 1 }] }));
+  t.regex(x.accepted('ts', 'TrafficSplit'), /^Accepted=False\/UnsupportedValue/, 'its HTTPRouteGroup is missing');
+  x.idx.upsert({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'HTTPRouteGroup', metadata: { name: 'ff', namespace: 'shop' }, spec: { matches: [{ name: 'ff', headers: { 'user-agent': '.*Firefox.*' } }] } });
+  t.is(x.accepted('ts', 'TrafficSplit'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  t.truthy(x.record('TrafficSplit/shop/ts'));
+  x.idx.upsert(httpRoute('gw', weighted(1, 1)));
+  t.is(x.accepted('ts', 'TrafficSplit'), 'Accepted=False/Overridden ResolvedRefs=True/ResolvedRefs');
+  t.regex(x.logs.join('\n'), /TrafficSplit shop\/ts is overridden: HTTPRoute shop\/gw is attached to Service shop\/api; Gateway API routes win over a TrafficSplit/);
+  t.truthy(x.record('TrafficSplit/shop/ts'), 'still streamed: the agents apply precedence per client and need it once the HTTPRoute goes');
+  x.idx.remove('HTTPRoute', 'shop', 'gw');
+  t.is(x.accepted('ts', 'TrafficSplit'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+});
+
+test('status: our parents entries replace only ours; other controllers\' stay; an unchanged status is not written; a condition keeps its transition time', (t) => {
+  const theirs = { parentRef: { name: 'gw', kind: 'Gateway' }, controllerName: 'example.net/gateway', conditions: [{ type: 'Accepted', status: 'True' }] };
+  const obj = { metadata: { generation: 2 }, status: { parents: [theirs] } };
+  const want: DesiredStatus = {
+    kind: 'HTTPRoute', namespace: 'shop', name: 'r', generation: 2,
+    parents: [{ parentRef: { group: '', kind: 'Service', name: 'api' }, controllerName: CONTROLLER_NAME, conditions: [{ type: 'Accepted', status: 'True', reason: 'Accepted', message: 'm' }] }],
+  };
+  const s1 = mergedStatus(obj, want, '2026-01-01T00:00:00Z')!;
+  t.deepEqual(s1.parents[0], theirs);
+  t.like(s1.parents[1], { controllerName: CONTROLLER_NAME, conditions: [{ type: 'Accepted', status: 'True', observedGeneration: 2, lastTransitionTime: '2026-01-01T00:00:00Z' }] });
+  t.is(mergedStatus({ ...obj, status: s1 }, want, '2026-01-02T00:00:00Z'), null, 'nothing to write');
+  const flipped = { ...want, parents: [{ ...want.parents![0]!, conditions: [{ type: 'Accepted' as const, status: 'False' as const, reason: 'UnsupportedValue', message: 'x' }] }] };
+  t.is(mergedStatus({ ...obj, status: s1 }, flipped, '2026-01-03T00:00:00Z')!.parents[1].conditions[0].lastTransitionTime, '2026-01-03T00:00:00Z');
+});
+
+// ---- the real controller ----
+
+function kubeconfigFile(api: SimApiServer): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-kc-'));
+  const f = path.join(dir, 'kubeconfig');
+  fs.writeFileSync(f, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'sim',
+    clusters: [{ name: 'sim', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }], users: [{ name: 'sim', user: { token: 'sim' } }], contexts: [{ name: 'sim', context: { cluster: 'sim', user: 'sim' } }],
+  }));
+  return f;
+}
+
+async function controller(t: any, args: string[]) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child: ChildProcess = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d) => (log += d));
+  t.teardown(async () => {
+    child.kill('SIGTERM');
+    await exited(child);
+  });
+  await until(() => requestJson(url, 'GET', '/v1/status', undefined, 1000), (s: any) => s.discovery?.synced === true, 'controller synced', { ms: 30_000, context: () => log });
+  const store = new DiscoveryStore();
+  const client = new DiscoveryClient({ url, node: 'n0', agentId: 'a', store, log: () => {}, onError: () => {} });
+  client.start();
+  t.teardown(() => client.stop());
+  await waitFor(() => client.state === 'synced', 10_000);
+  return { url, store, log: () => log };
+}
+
+const svc = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
+const ours = (o: KubeObject | undefined) => (o?.status?.parents ?? []).find((p: any) => p.controllerName === CONTROLLER_NAME);
+const reasons = (o: KubeObject | undefined) => (ours(o)?.conditions ?? []).map((c: any) => `${c.type}=${c.status}/${c.reason}`).join(' ');
+
+test('mesh-agent controller --kubeconfig: routes from the API server reach the agents; status.parents is written back; an invalid edit is Accepted=False and the agents keep the last good one', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of ROUTE_RESOURCES) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  for (const s of ['api', 'api-v1', 'api-v2']) api.create(svc(s));
+  api.create(httpRoute('split', weighted(90, 10)));
+  const kc = kubeconfigFile(api);
+  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const c = await controller(t, ['--kubeconfig', kc]);
+  // In the agents' first world already (the controller waits for the route kinds before it syncs).
+  t.deepEqual(c.store.routesFor('shop/api').map((r) => r.rules[0]!.backends.map((b) => b.weight)), [[90, 10]]);
+  await until(async () => api.get('HTTPRoute', 'shop', 'split'), (o) => reasons(o) === 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs', 'status written', { ms: 10_000, context: c.log });
+  const st = ours(api.get('HTTPRoute', 'shop', 'split'))!;
+  t.deepEqual(st.parentRef, { group: '', kind: 'Service', name: 'api' });
+  t.is(st.conditions[0].observedGeneration, 1);
+
+  api.apply(httpRoute('split', weighted(0, 0)));
+  await until(async () => api.get('HTTPRoute', 'shop', 'split'), (o) => /^Accepted=False\/UnsupportedValue/.test(reasons(o)), 'Accepted=False written', { ms: 10_000, context: c.log });
+  const bad = ours(api.get('HTTPRoute', 'shop', 'split'))!;
+  t.regex(bad.conditions[0].message, /every weight is 0/);
+  t.is(bad.conditions[0].observedGeneration, 2);
+  t.deepEqual(c.store.routesFor('shop/api').map((r) => r.rules[0]!.backends.map((b) => b.weight)), [[90, 10]], 'the agent keeps the last good route');
+  t.regex(c.log(), /routes: HTTPRoute shop\/split: not accepted \(the last good version keeps serving\): spec\.rules\[0\]\.backendRefs: every weight is 0/);
+
+  api.apply(httpRoute('split', weighted(50, 50)));
+  await waitFor(() => c.store.routesFor('shop/api')[0]?.rules[0]!.backends[0]!.weight === 50, 10_000);
+  api.create(httpRoute('orphan', {}, {}));
+  api.patch('HTTPRoute', 'shop', 'orphan', (o) => (o.spec.parentRefs = [{ group: '', kind: 'Service', name: 'nope' }]));
+  await until(async () => api.get('HTTPRoute', 'shop', 'orphan'), (o) => reasons(o) === 'Accepted=False/NoMatchingParent ResolvedRefs=True/ResolvedRefs', 'NoMatchingParent written', { ms: 10_000, context: c.log });
+  api.delete('HTTPRoute', 'shop', 'split');
+  await waitFor(() => c.store.routesFor('shop/api').length === 0, 10_000);
+  const s = await requestJson(c.url, 'GET', '/v1/status') as any;
+  t.like(s.discovery.routeObjects, { routes: 1, serving: 1 });
+  t.deepEqual(s.discovery.routeObjects.notAccepted.map((r: any) => r.key), ['HTTPRoute/shop/orphan']);
+});
+
+test('mesh-agent controller --kubeconfig without the route CRDs: discovery syncs, and says once that routes need them', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create(svc('api'));
+  const kc = kubeconfigFile(api);
+  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const c = await controller(t, ['--kubeconfig', kc]);
+  t.is(c.store.counts().services, 1);
+  const said = c.log().match(/HTTPRoute \(gateway\.networking\.k8s\.io\/v1\) is not served by the API server: its CRD is not installed/g) ?? [];
+  t.is(said.length, 1, c.log());
+});
+
+test('mesh-agent controller --resources: routes from files reach the agents; a bad edit keeps the last good one and shows in /v1/status', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-res-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const yaml = (o: object) => JSON.stringify(o);
+  // The route file sorts before the Services' file: the controller still finds its parent.
+  fs.writeFileSync(path.join(dir, 'a-route.json'), yaml(httpRoute('split', weighted(90, 10))));
+  fs.writeFileSync(path.join(dir, 'b-services.json'), yaml({ apiVersion: 'v1', kind: 'List', items: ['api', 'api-v1', 'api-v2'].map((n, i) => ({ ...svc(n), spec: { clusterIP: `10.96.0.${10 + i}`, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } })) }));
+  const c = await controller(t, ['--resources', dir]);
+  t.deepEqual(c.store.routesFor('shop/api').map((r) => r.rules[0]!.backends.map((b) => b.weight)), [[90, 10]]);
+  t.notRegex(c.log(), /not accepted|not found/);
+  const tmp = path.join(dir, '.a-route.json.tmp');
+  fs.writeFileSync(tmp, yaml(httpRoute('split', { rules: [{ timeouts: { request: 'soon' } }] })));
+  fs.renameSync(tmp, path.join(dir, 'a-route.json'));
+  const s = await until(() => requestJson(c.url, 'GET', '/v1/status'), (x: any) => x.discovery.routeObjects?.notAccepted?.length === 1, 'not accepted in status', { ms: 10_000, context: c.log });
+  t.regex(JSON.stringify(s.discovery.routeObjects.notAccepted[0].conditions), /timeouts\.request: \\"soon\\" is not a Gateway API duration/);
+  t.deepEqual(c.store.routesFor('shop/api').map((r) => r.rules[0]!.backends.map((b) => b.weight)), [[90, 10]]);
+});
