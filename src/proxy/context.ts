@@ -35,6 +35,43 @@ export interface ConnContext {
   lease?: BalancedEndpoint | null;
   /** The client's route table and retry budget for `route`, made on its first routed request. */
   routing?: ClientRouting;
+  /** The proxy's drain (it stopped accepting): keep-alive connections end between exchanges. */
+  drain?: DrainSignal;
+}
+
+/**
+ * Set when the proxy stops accepting (SIGTERM). Handlers end their keep-alive connections at the
+ * next point where the client loses nothing: HTTP/1 after the response in flight (`Connection:
+ * close`), HTTP/2 with a GOAWAY (streams in flight finish). Clients then reconnect, and with the
+ * datapath detached they connect directly (docs/proxy.md).
+ */
+export class DrainSignal {
+  draining = false;
+  private fns = new Set<() => void>();
+
+  /** Runs fn when the drain starts (at once if it has); returns the remover. */
+  onDrain(fn: () => void): () => void {
+    if (this.draining) {
+      fn();
+      return () => {};
+    }
+    this.fns.add(fn);
+    return () => this.fns.delete(fn);
+  }
+
+  start(): void {
+    if (this.draining) return;
+    this.draining = true;
+    const fns = [...this.fns];
+    this.fns.clear();
+    for (const fn of fns) {
+      try {
+        fn();
+      } catch {
+        // one connection's trouble must not keep the others from draining
+      }
+    }
+  }
 }
 
 /** Resolves an original destination to a Service route (routing/router.ts), or null. */

@@ -5,7 +5,7 @@
  */
 import * as net from 'node:net';
 import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver } from './context.ts';
-import { defaultLimits } from './context.ts';
+import { defaultLimits, DrainSignal } from './context.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
 import { dispatch } from './dispatch.ts';
@@ -19,7 +19,8 @@ import type { Sweeper } from './sweep.ts';
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
 export interface ProxyOptions {
-  listen: { host: string; port: number };
+  /** reusePort: one of several listeners on the address (the proxy workers); the kernel spreads connections. */
+  listen: { host: string; port: number; reusePort?: boolean };
   /** The datapath record of an accepted connection; null => refused (no open relay). */
   lookup: OrigDstLookup;
   /**
@@ -39,6 +40,11 @@ export interface ProxyOptions {
   opaquePortsOf?: (destIp: string) => PortSet | null;
   /** Open connections cap; new ones over it are reset. Default 10000. */
   maxConnections?: number;
+  /**
+   * The cap's count shared by several proxies (the agent's workers): each keeps its open
+   * connections in its own slot, and the cap holds their sum. Default: this proxy alone.
+   */
+  openSlots?: { counts: Int32Array; slot: number };
   handlers?: { http1?: ProtocolHandler; http2?: ProtocolHandler };
   log?: LogFn;
   /** connBytes report interval while a connection lives (ms). Default 5000. */
@@ -137,6 +143,7 @@ export class Proxy {
   #server: net.Server | null = null;
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
+  readonly #drain = new DrainSignal();
   readonly #knownHttp1: KnownHttp1 | null;
   #stats: ProxyStats = {
     open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
@@ -144,6 +151,8 @@ export class Proxy {
   };
   /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
   readonly #onClientClose: (this: net.Socket) => void;
+  /** Open connections of every proxy sharing the cap (this one included). */
+  readonly #openNow: () => number;
 
   constructor(opts: ProxyOptions) {
     const detectTimeoutMs = opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
@@ -177,9 +186,17 @@ export class Proxy {
     const clients = this.#clients;
     const stats = this.#stats;
     const drained = (): void => this.#onDrained?.();
+    const shared = opts.openSlots;
+    if (shared !== undefined && !(shared.slot >= 0 && shared.slot < shared.counts.length)) throw new Error(`openSlots.slot ${shared.slot} is outside 0-${shared.counts.length - 1}`);
+    this.#openNow = shared === undefined ? () => stats.open : () => {
+      let n = 0;
+      for (let i = 0; i < shared.counts.length; i++) n += Atomics.load(shared.counts, i);
+      return n;
+    };
     this.#onClientClose = function (this: net.Socket) {
       if (!clients.delete(this)) return;
       stats.open--;
+      if (shared !== undefined) Atomics.sub(shared.counts, shared.slot, 1);
       if (stats.open === 0) drained();
     };
   }
@@ -190,7 +207,8 @@ export class Proxy {
     this.#server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: this.#opts.listen.host, port: this.#opts.listen.port }, () => {
+      const { host, port, reusePort } = this.#opts.listen;
+      server.listen({ host, port, ...(reusePort ? { reusePort: true } : {}) }, () => {
         server.removeListener('error', reject);
         server.on('error', (err) => this.#log('error', 'proxy listener error', { error: String(err) }));
         const addr = server.address() as net.AddressInfo;
@@ -205,6 +223,8 @@ export class Proxy {
     const server = this.#server;
     if (!server) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Keep-alive connections end between exchanges from now on, so their clients lose nothing.
+    this.#drain.start();
     await this.#drained(drainMs);
     if (this.#stats.open > 0) {
       this.#log('warn', 'drain deadline passed; closing remaining connections', { open: this.#stats.open, drainMs });
@@ -258,12 +278,13 @@ export class Proxy {
     client.on('error', ignoreError);
     const stats = this.#stats;
     stats.accepted++;
-    if (stats.open >= this.#maxConnections) {
+    const openNow = this.#openNow();
+    if (openNow >= this.#maxConnections) {
       stats.refusedOverCap++;
       abortSocket(client);
       this.#capLog.hit(this.#log, 'warn',
         `connection limit ${this.#maxConnections} reached; refusing new connections; raise --max-connections`,
-        { open: stats.open, refusedOverCap: stats.refusedOverCap });
+        { open: openNow, refusedOverCap: stats.refusedOverCap });
       return;
     }
     const remoteAddress = client.remoteAddress;
@@ -289,6 +310,7 @@ export class Proxy {
     }
 
     stats.open++;
+    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
     this.#clients.add(client);
     client.on('close', this.#onClientClose);
 
@@ -316,6 +338,7 @@ export class Proxy {
       openedAt: Date.now(),
       route,
       lease: null,
+      drain: this.#drain,
     };
     try {
       this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });

@@ -97,6 +97,8 @@ export class Http1Connection {
    * connection (docs/http1.md, hop-by-hop): the response head tells the client close.
    */
   private closeOnlyClient = false;
+  /** The proxy is draining: this response tells the client close, and the client is closed after it. */
+  private closeForDrain = false;
   private res: ResponseHead | null = null;
   private resKind: BodyKind = 'none';
   private resBody: BodyFramer | null = null;
@@ -617,7 +619,7 @@ export class Http1Connection {
 
   /** Whether the client connection outlives this exchange (its request and our framing allow it). */
   private clientPersists(): boolean {
-    return this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(this.res!) && wantsKeepAlive(this.req!);
+    return this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(this.res!) && wantsKeepAlive(this.req!) && !this.closeForDrain;
   }
 
   /**
@@ -908,7 +910,8 @@ export class Http1Connection {
         bodyEnd += n;
       }
       this.responseBytes += bodyEnd - end;
-      const head = this.closeOnlyClient ? closingResponseHead(buf, 0, end, res) : null;
+      this.closeForDrain = !this.closeOnlyClient && this.ctx.drain?.draining === true;
+      const head = this.closeOnlyClient || this.closeForDrain ? closingResponseHead(buf, 0, end, res) : null;
       const out = head !== null
         ? (bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]))
         : (bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));

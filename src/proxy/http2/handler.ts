@@ -51,7 +51,14 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
       return;
     }
     conn.session = session;
-    session.once('close', () => clearTimeout(conn.idle));
+    // The proxy draining: GOAWAY, the streams in flight finish, new ones go to a new connection.
+    const offDrain = conn.ctx.drain?.onDrain(() => {
+      if (!session.closed && !session.destroyed) session.close();
+    });
+    session.once('close', () => {
+      clearTimeout(conn.idle);
+      offDrain?.();
+    });
     const onClientReset = () => {
       if (conn.resets.record(Date.now()) && !session.destroyed) {
         session.destroy(new Error('client stream reset rate exceeded'), NGHTTP2_ENHANCE_YOUR_CALM);

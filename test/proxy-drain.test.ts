@@ -1,0 +1,82 @@
+// The proxy's drain (close(), on SIGTERM) over loopback: keep-alive connections end where their
+// clients lose nothing. HTTP/1: the response in flight, and any later one, says
+// `Connection: close` and the connection ends after it; HTTP/2: a GOAWAY, the stream in flight
+// completes. The datapath is a stub lookup: every connection's original destination is the origin.
+import test from 'ava';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { once } from 'node:events';
+import { Proxy } from '../src/proxy/index.ts';
+import { PortSet } from '../src/proxy/ports.ts';
+import { waitFor } from './helpers/until.ts';
+
+const HOST = '127.0.0.1';
+
+/** An origin whose answers wait until the test releases them, so a request can be in flight at the drain. */
+async function origin(h2: boolean) {
+  const held: Array<() => void> = [];
+  const handle = (_req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    const answer = () => res.end('ok');
+    if (_req.url === '/slow') held.push(answer);
+    else answer();
+  };
+  const server: net.Server = h2 ? http2.createServer(handle) : http.createServer(handle);
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  return { port: (server.address() as net.AddressInfo).port, held, close: () => server.close() };
+}
+
+async function proxyTo(port: number) {
+  const proxy = new Proxy({ listen: { host: HOST, port: 0 }, lookup: () => ({ ip: HOST, port, podKey: 1n }), opaquePorts: PortSet.empty(), log: () => {} });
+  const { port: listen } = await proxy.listen();
+  return { proxy, port: listen };
+}
+
+test('HTTP/1: a drain closes keep-alive connections after the response in flight, with Connection: close', async (t) => {
+  const o = await origin(false);
+  const { proxy, port } = await proxyTo(o.port);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const get = (path: string) => new Promise<{ connection: string | undefined; socket: net.Socket }>((resolve, reject) => {
+    http.get({ host: HOST, port, path, agent }, (res) => {
+      const socket = res.socket;
+      res.resume();
+      res.on('end', () => resolve({ connection: res.headers.connection, socket }));
+    }).on('error', reject);
+  });
+  const first = await get('/');
+  t.is(first.connection, 'keep-alive', 'before the drain the connection is kept');
+  const inFlight = get('/slow');
+  await waitFor(() => o.held.length === 1);
+  const closing = proxy.close(10_000);
+  o.held.shift()!();
+  const r = await inFlight;
+  t.is(r.connection, 'close', 'the response in flight at the drain tells the client close');
+  t.is(r.socket, first.socket, 'on the same connection');
+  if (!r.socket.destroyed) await once(r.socket, 'close');
+  const t0 = performance.now();
+  await closing;
+  t.true(performance.now() - t0 < 5000, 'the drain ends with the connection, not at its 10 s deadline');
+  agent.destroy();
+  o.close();
+});
+
+test('HTTP/2: a drain sends GOAWAY; the stream in flight completes', async (t) => {
+  const o = await origin(true);
+  const { proxy, port } = await proxyTo(o.port);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  const goaway = once(session, 'goaway');
+  const req = session.request({ ':path': '/slow' });
+  req.setEncoding('utf8');
+  let body = '';
+  req.on('data', (d) => (body += d));
+  await waitFor(() => o.held.length === 1);
+  const closing = proxy.close(10_000);
+  await goaway;
+  o.held.shift()!();
+  await once(req, 'end');
+  t.is(body, 'ok', 'the stream in flight got its answer after the GOAWAY');
+  session.close();
+  await closing;
+  o.close();
+});
