@@ -180,3 +180,35 @@ test('a listener that throws does not keep the others from hearing; its error co
   t.throws(() => s.apply(del('slice', 'shop/web-a')));
   t.deepEqual(heard, ['second'], 'unsubscribed');
 });
+
+test('a replica fed replay() and then what onApply() hears answers as the store does, also while a snapshot is half received', (t) => {
+  const s = world(setSvc(web), setSlice(sliceA), setPod(pod('old', '10.1.0.5')), setPod(pod('web-1', '10.1.0.5')), setPod(pod('web-2', '10.1.0.6')));
+  const heard: Array<DiscoMessage | 'drop-staged'> = [];
+  s.onApply((m) => heard.push(m));
+  s.apply(setSlice(sliceB));
+  s.apply(reset); // a resync begins: the live world answers meanwhile
+  s.apply(setSvc(web));
+  s.apply(setPod(pod('web-9', '10.1.0.9')));
+  const replica = new DiscoveryStore();
+  for (const m of s.replay()) replica.apply(m);
+  const same = (what: string) => {
+    t.deepEqual(replica.byVip('10.96.0.10', 80), s.byVip('10.96.0.10', 80), what);
+    for (const ip of ['10.1.0.5', '10.1.0.6', '10.1.0.9']) t.deepEqual(replica.podByIp(ip), s.podByIp(ip), `${what}: ${ip}`);
+    t.deepEqual(replica.counts(), s.counts(), what);
+    t.is(replica.staged, s.staged, what);
+    t.is(replica.synced, s.synced, what);
+  };
+  same('replayed mid-snapshot');
+  t.is(replica.podByIp('10.1.0.5')?.name, 'web-1', 'the newer holder of a shared address still answers');
+  // The rest of the snapshot reaches both; the replica also hears what the store heard before it existed, not again.
+  for (const m of [setSlice(sliceA), setPod(pod('web-1', '10.1.0.5')), synced, del('pod', 'shop/web-1')] as DiscoMessage[]) {
+    heard.length = 0;
+    s.apply(m);
+    for (const h of heard) if (h !== 'drop-staged') replica.apply(h);
+  }
+  same('after the snapshot and a delta');
+  t.is(s.podByIp('10.1.0.9')?.name, 'web-9');
+  s.apply(reset);
+  s.dropStaged();
+  t.deepEqual(heard.slice(-2), [reset, 'drop-staged'], 'a dropped snapshot is heard too');
+});

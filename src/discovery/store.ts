@@ -4,7 +4,7 @@
 // answering until "synced" swaps them (DESIGN.md: an agent serves from its last state).
 import type { WorkloadResolver } from '../telemetry/workload.ts';
 import { routeKey, type RouteRecord } from '../routing/route-model.ts';
-import { keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
+import { DISCOVERY_VERSION, keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
 
 /** A ready endpoint of one Service port: the address to dial and who is behind it. */
 export interface ServiceEndpoint {
@@ -67,6 +67,40 @@ export class DiscoveryStore {
   /** Moves only when podByIp's answers may have changed (metrics' label caches follow this one). */
   podGeneration = 0;
   private listeners = new Set<(serviceKeys: ReadonlySet<string> | 'all') => void>();
+  private mirrors = new Set<(m: DiscoMessage | 'drop-staged') => void>();
+  /** The version of the last snapshot begun (what replay() says it is). */
+  private version = DISCOVERY_VERSION;
+
+  /**
+   * Hears every message once applied, and 'drop-staged': the agent feeds its proxy workers'
+   * replicas with exactly what this store applied (docs/proxy.md, "Workers").
+   */
+  onApply(fn: (m: DiscoMessage | 'drop-staged') => void): () => void {
+    this.mirrors.add(fn);
+    return () => this.mirrors.delete(fn);
+  }
+
+  /**
+   * The messages that rebuild this store in an empty one: the live world, then, while a snapshot
+   * is being received, what of it came so far (its synced comes later, as here). A pod that shares
+   * an address with another keeps its rank.
+   */
+  replay(): DiscoMessage[] {
+    const out: DiscoMessage[] = [];
+    const world = (w: World) => {
+      out.push({ type: 'reset', version: this.version });
+      for (const service of w.services.values()) out.push({ type: 'service', op: 'set', service });
+      for (const slice of w.slices.values()) out.push({ type: 'slice', op: 'set', slice });
+      for (const holders of w.podsByIp.values()) for (const pod of holders) out.push({ type: 'pod', op: 'set', pod });
+      for (const route of w.routes.values()) out.push({ type: 'route', op: 'set', route });
+    };
+    if (this.synced) {
+      world(this.live);
+      out.push({ type: 'synced' });
+    }
+    if (this.staging !== null) world(this.staging);
+    return out;
+  }
 
   /** Called after changes with the Services whose targets may have changed ('all' after a swap). */
   onChange(fn: (serviceKeys: ReadonlySet<string> | 'all') => void): () => void {
@@ -75,9 +109,19 @@ export class DiscoveryStore {
   }
 
   apply(m: DiscoMessage, now = Date.now()): void {
+    try {
+      this.applyOnly(m, now);
+    } finally {
+      // A listener that threw does not undo the change: the mirrors hear it all the same.
+      for (const fn of this.mirrors) fn(m);
+    }
+  }
+
+  private applyOnly(m: DiscoMessage, now: number): void {
     this.lastUpdateAt = now;
     if (m.type === 'reset') {
       this.staging = emptyWorld();
+      this.version = m.version;
       return;
     }
     if (m.type === 'synced') {
@@ -132,6 +176,7 @@ export class DiscoveryStore {
   /** Forgets a snapshot cut off before its "synced" (the link dropped); the live world stays. */
   dropStaged(): void {
     this.staging = null;
+    for (const fn of this.mirrors) fn('drop-staged');
   }
 
   /** Every listener hears every change; one that throws does not stop the others, and its error is rethrown after them. */
