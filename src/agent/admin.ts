@@ -31,10 +31,14 @@ export class AdminServer {
         return;
       }
       case '/status':
-        res.writeHead(200, { 'content-type': 'application/json' }).end(json(this.agent.status()));
+        // The proxy workers' counters as of now, not of their last ping.
+        this.agent.collect().then(() => this.agent.status()).then(
+          (st) => res.writeHead(200, { 'content-type': 'application/json' }).end(json(st)),
+          (e) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`collecting the status failed: ${(e as Error).message}; see the agent log\n`),
+        );
         return;
       case '/metrics':
-        this.agent.metrics.exposition().then(
+        this.agent.collect().then(() => this.agent.metrics.exposition()).then(
           (body) => res.writeHead(200, { 'content-type': this.agent.metrics.contentType() }).end(body),
           (e) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`collecting metrics failed: ${(e as Error).message}; see the agent log\n`),
         );

@@ -16,7 +16,7 @@ import type { TelemetrySink } from '../telemetry/events.ts';
 import { TelemetryHub } from '../telemetry/hub.ts';
 import { firstKnown, workloadOf } from '../telemetry/workload.ts';
 import { MetricsSink } from '../telemetry/metrics.ts';
-import type { PortSet } from '../proxy/ports.ts';
+import { DEFAULT_OPAQUE_PORTS, type PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
@@ -24,6 +24,12 @@ import { Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
 import { MAX_SUMMARY_PROGRAMS, MAX_SUMMARY_REASONS, type AgentSummary } from '../telemetry/report.ts';
 import { assessHealth } from './health.ts';
+import * as net from 'node:net';
+import { WorkerPool, type WorkerStatus } from '../workers/pool.ts';
+import type { PodsTable } from '../workers/protocol.ts';
+import { mergeDescribed, sumProxyStats, type DescribedPort } from '../workers/merge.ts';
+import type { GaugeLedger } from '../telemetry/recorder.ts';
+import type { PairLedger } from '../telemetry/report.ts';
 
 export interface AgentOptions {
   nodeName?: string;
@@ -47,7 +53,12 @@ export interface AgentOptions {
   metrics?: { podLabels?: boolean; maxSeries?: number };
   /** Controller reports: interval and backlog bound (the URL is controllerUrl). */
   report?: { intervalMs?: number; backlog?: number };
-  /** An extra consumer of the proxy's events (tests); metrics, tap and reports are added by the agent. */
+  /**
+   * Proxies: the main thread's and proxyWorkers - 1 worker threads, all listening on the proxy
+   * address (SO_REUSEPORT). Default 1; `run` defaults to the CPUs the agent may use.
+   */
+  proxyWorkers?: number;
+  /** An extra consumer of the main thread's proxy events (tests); metrics, tap and reports are added by the agent. */
   telemetry?: TelemetrySink;
   log: Logger;
 }
@@ -80,6 +91,8 @@ export class Agent {
   readonly discovery = new DiscoveryStore();
   /** ClusterIP:port -> Service route with its balancer, from `discovery`. */
   readonly router: Router;
+  /** The proxy worker threads (proxyWorkers > 1); the main thread's proxy is `proxy`. */
+  private pool?: WorkerPool<{ gauges: GaugeLedger; pairs: PairLedger }>;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -115,9 +128,15 @@ export class Agent {
 
   async start(): Promise<void> {
     const { log } = this.opts;
+    const proxies = this.opts.proxyWorkers ?? 1;
+    if (!Number.isInteger(proxies) || proxies < 1) throw new Error(`proxy workers: ${proxies} is not a positive whole number; pass --proxy-workers N with N >= 1`);
+    const reusePort = proxies > 1;
+    // The cap on open connections holds for all proxies together: each counts in its own slot.
+    const openSlots = new SharedArrayBuffer(4 * proxies);
     // The proxy listens first: the datapath must never redirect to a port nobody answers.
     this.proxy = new Proxy({
-      listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
+      listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port, reusePort },
+      openSlots: reusePort ? { counts: new Int32Array(openSlots), slot: 0 } : undefined,
       lookup: (ip, port) => this.lookup(ip, port),
       router: this.router,
       telemetry: this.telemetry,
@@ -135,12 +154,16 @@ export class Agent {
       log: (level, msg, fields) => log[level](msg, fields),
     });
     try {
+      // SO_REUSEPORT would let this agent join another's listeners instead of failing: take the
+      // port alone first, so a second agent still hears EADDRINUSE.
+      if (reusePort) await listenAlone(this.opts.proxy.ip, this.opts.proxy.port);
       await this.proxy.listen();
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       const fix = err.code === 'EADDRNOTAVAIL' ? `; ${this.opts.proxy.ip} is not an address of this host, pass --proxy-addr with the node IP` : err.code === 'EADDRINUSE' ? '; another agent may be running, or pass another port with --proxy-addr' : '';
       throw new Error(`proxy listen on ${this.opts.proxy.ip}:${this.opts.proxy.port} failed: ${err.message}${fix}`);
     }
+    this.metrics.registerWorkers(() => this.workers());
     this.features = probeFeatures(os.release(), { kernelSplice: this.opts.kernelSplice });
     const missing = missingRequired(this.features);
     for (const m of missing) this.recordError(`BPF feature missing: ${m}`);
@@ -165,6 +188,7 @@ export class Agent {
       nodeName: this.opts.nodeName,
       log: (level, msg) => (level === 'warn' ? this.recordError(msg) : log.info(msg)),
     });
+    if (proxies > 1) await this.startWorkers(proxies - 1, openSlots);
     if (this.opts.podsFile) {
       this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
       this.applySnapshot(this.source.start());
@@ -200,6 +224,8 @@ export class Agent {
           return { namespace: s.pod.namespace, name: s.pod.name, ip: s.pod.ip ?? null, kind: w.kind, owner: w.name, meshed: s.policy.meshed && s.key !== null };
         }),
         summary: () => this.summary(),
+        beforeInterval: () => this.collect(),
+        onTapFilters: (filters) => this.pool?.setTaps(filters),
         log: (level, msg, fields) => (level === 'warn' ? this.recordError(msg) : log.info(msg, fields)),
       });
       this.reporter.start();
@@ -220,19 +246,90 @@ export class Agent {
     this.ready = true;
   }
 
-  /** The controller relays `mesh-agent diagnostics` questions; answered from this agent's own state. */
-  answerQuery(q: AgentQuery): unknown {
+  /**
+   * The controller relays `mesh-agent diagnostics` questions; answered from this agent's own
+   * state: every proxy balances on its own, their views merged (workers/merge.ts).
+   */
+  async answerQuery(q: AgentQuery): Promise<unknown> {
     if (q?.kind !== 'endpoints' || typeof q.namespace !== 'string' || typeof q.name !== 'string') throw new Error('unknown query; run agent and controller of the same release');
     const ports = this.router.describe(q.namespace, q.name);
     if (ports === null) {
       const d = this.discovery;
       throw new Error(`Service ${q.namespace}/${q.name} is not in this agent's discovery (${d.synced ? `${d.counts().services} Services known` : 'not synced with the controller yet'})`);
     }
-    return { ports };
+    if (!this.pool) return { ports };
+    const views: Array<{ worker: number; ports: DescribedPort[] }> = [{ worker: 0, ports }];
+    for (const a of await this.pool.describe(q.namespace, q.name)) if (Array.isArray(a.result)) views.push({ worker: a.index, ports: a.result as DescribedPort[] });
+    return { ports: mergeDescribed(views) };
   }
 
   applySnapshot(s: Snapshot) {
     this.pods.apply(s);
+    this.pool?.setPods(this.podsTable());
+  }
+
+  /** This node's pods as the proxy workers need them: workload and declared opaque ports by IP. */
+  private podsTable(): PodsTable {
+    const pods: PodsTable['pods'] = [];
+    for (const s of this.pods.states()) if (s.pod.ip) pods.push({ ip: s.pod.ip, workload: workloadOf(s.pod), opaquePorts: s.policy.opaquePorts?.toString() ?? null });
+    return { generation: this.pods.generation, pods };
+  }
+
+  private async startWorkers(count: number, openSlots: SharedArrayBuffer): Promise<void> {
+    const { log } = this.opts;
+    const mapFds = this.datapath.mapFds();
+    this.pool = new WorkerPool({
+      count,
+      init: (index) => ({
+        index,
+        listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
+        mapFds,
+        kernelSplice: this.opts.kernelSplice ?? false,
+        opaquePorts: this.opts.opaquePorts?.toString() ?? DEFAULT_OPAQUE_PORTS,
+        detectTimeoutMs: this.opts.detectTimeoutMs,
+        maxConnections: this.opts.maxConnections,
+        openSlots,
+        metrics: { ...this.opts.metrics },
+        pods: this.podsTable(),
+        discovery: this.discovery.replay(),
+        taps: this.reporter?.tapFilters() ?? [],
+      }),
+      ledger: () => ({ gauges: new Map(), pairs: new Map() }),
+      merge: (batch, ledger) => {
+        this.metrics.merge(batch.series, ledger.gauges);
+        this.reporter?.aggregator.merge(batch.pairs, ledger.pairs);
+      },
+      forget: (ledger) => {
+        this.metrics.forget(ledger.gauges);
+        this.reporter?.aggregator.forget(ledger.pairs);
+      },
+      tap: (id, rec) => this.reporter?.offerTap(id, rec),
+      log: (level, msg, fields) => (level === 'info' ? log.info(msg, fields) : this.recordError(msg)),
+    });
+    this.discovery.onApply((m) => this.pool?.discovery(m));
+    await this.pool.start();
+    log.info('proxy workers listening', { workers: count + 1 });
+  }
+
+  /** The proxy workers' telemetry since the last collect, merged into metrics and the report (a scrape, a report, a status). */
+  async collect(): Promise<void> {
+    await this.pool?.collect();
+  }
+
+  /** Ends proxy worker `index` as a crash would (tests): the pool restarts it. */
+  killWorker(index: number): Promise<number> {
+    if (!this.pool) return Promise.reject(new Error('no proxy worker threads: run with --proxy-workers 2 or more'));
+    return this.pool.kill(index);
+  }
+
+  /** Every proxy: the main thread's (0) and the worker threads. */
+  workers(): Array<WorkerStatus & { thread: 'main' | 'worker' }> {
+    const main = this.proxy?.stats();
+    const cpu = process.threadCpuUsage();
+    return [
+      { index: 0, thread: 'main', state: 'running', restarts: 0, stuck: 0, cpuSeconds: (cpu.user + cpu.system) / 1e6, lagMs: null, accepted: main?.accepted ?? 0, open: main?.open ?? 0, startedAt: new Date(this.startedAt).toISOString(), lastExit: null },
+      ...(this.pool?.status() ?? []).map((w) => ({ ...w, thread: 'worker' as const })),
+    ];
   }
 
   private lookup(ip: string, port: number): OrigDst | null {
@@ -252,7 +349,7 @@ export class Agent {
       kernel: os.release(),
       features: this.features,
       datapath: { cgroup: d.cgroup, programs: d.programs, maps: d.maps, counters: this.datapath.counters() },
-      proxy: { listen: `${this.opts.proxy.ip}:${this.opts.proxy.port}`, ...this.proxy.stats() },
+      proxy: { listen: `${this.opts.proxy.ip}:${this.opts.proxy.port}`, ...sumProxyStats([this.proxy.stats(), ...(this.pool?.proxyStats() ?? [])]), workers: this.workers() },
       pods: this.pods.states().map((s) => ({
         namespace: s.pod.namespace,
         name: s.pod.name,
@@ -304,8 +401,17 @@ export class Agent {
       // queue (or its SYN on the veth); closing the listener now would reset it.
       if (this.proxy) await new Promise((r) => setTimeout(r, ACCEPT_GRACE_MS));
     }
-    await this.proxy?.close(drainMs);
+    await Promise.all([this.proxy?.close(drainMs), this.pool?.close(drainMs)]);
     this.datapath?.close();
     await this.admin?.close();
   }
+}
+
+/** Binds the address without SO_REUSEPORT and lets it go: EADDRINUSE if anything else holds it. */
+function listenAlone(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen({ host, port, exclusive: true }, () => s.close(() => resolve()));
+  });
 }

@@ -22,6 +22,9 @@ export function assessHealth(s: any): Health {
     if (m.used >= m.maxEntries * MAP_PRESSURE) reasons.push(`map ${m.name} is ${Math.round((100 * m.used) / m.maxEntries)}% full (${m.used}/${m.maxEntries})`);
   }
   if (BigInt(s.datapath?.counters?.mapFull ?? 0) > 0n) reasons.push(`${s.datapath.counters.mapFull} connections not redirected because a map was full`);
+  for (const w of s.proxy?.workers ?? []) {
+    if (w.state !== 'running') reasons.push(`proxy worker ${w.index} is ${w.state} (${w.restarts} restarts, ${w.stuck} of them stuck); the other proxies serve meanwhile; see the agent log for why it exited`);
+  }
   for (const p of s.pods ?? []) {
     const who = `pod ${p.namespace}/${p.name}`;
     if (!p.meshed && p.reason && !['not-injected', 'host-network', 'not-running'].includes(p.reason)) reasons.push(`${who} is not meshed: ${p.reason}`);

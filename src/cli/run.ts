@@ -6,6 +6,7 @@ import { findCgroup2Mount } from '../datapath/cgroup2.ts';
 import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
 import { parseAgentConfig, parseBool, parseCount, parseMs, readConfigSource, resolveRunSettings, type AgentConfig } from './run-config.ts';
 import { DEFAULT_MAX_SERIES } from '../telemetry/metrics.ts';
+import { defaultProxyWorkers } from '../workers/cpus.ts';
 
 export function registerRun(program: Command) {
   program
@@ -28,6 +29,7 @@ export function registerRun(program: Command) {
     .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
     .option('--report-interval <ms>', 'how often to report to the controller', '5000')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
+    .option('--proxy-workers <n>', 'proxies on their own threads, each listening on the proxy address (default: the CPUs the agent may use, from its cgroup CPU limit or the CPU count)')
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
@@ -42,6 +44,7 @@ export function registerRun(program: Command) {
       const settings = resolveRunSettings(o, (flag) => cmd.getOptionValueSource(flag) === 'cli', config, process.env);
       // Checked now, not at SIGTERM: a bad --drain would otherwise show only as a drain that does not wait.
       const drainMs = parseMs(o.drain, '--drain', 10_000);
+      const proxyWorkers = o.proxyWorkers === undefined ? defaultProxyWorkers() : parseCount(o.proxyWorkers, '--proxy-workers');
       const { proxy, admin } = settings;
       const proxyAddr = `${proxy.host}:${proxy.port}`;
       const agent = new Agent({
@@ -59,6 +62,7 @@ export function registerRun(program: Command) {
         maxConnections: parseCount(o.maxConnections, '--max-connections'),
         allowRootCgroup: o.allowRootCgroup,
         kernelSplice: o.kernelSplice ?? false,
+        proxyWorkers,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
         log,
       });
@@ -79,6 +83,6 @@ export function registerRun(program: Command) {
         await agent.stop(0).catch(() => {});
         throw e;
       }
-      log.info('agent ready', { proxy: proxyAddr, admin: `${admin.host}:${admin.port}`, pods: agent.pods.states().length });
+      log.info('agent ready', { proxy: proxyAddr, admin: `${admin.host}:${admin.port}`, pods: agent.pods.states().length, proxyWorkers });
     });
 }

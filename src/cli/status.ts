@@ -54,6 +54,12 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   out.push(table(['NAMESPACE', 'NAME', 'IP', 'MESHED', 'SKIP-OUT', 'SKIP-IN', 'OPAQUE', 'NOTE'],
     s.pods.map((p: any) => [p.namespace, p.name, p.ip ?? '-', p.meshed ? 'yes' : 'no', p.skipOutboundPorts || '-', p.skipInboundPorts || '-', p.opaquePorts ?? '-', [p.meshed ? '' : p.reason ?? '', ...p.annotationErrors].filter(Boolean).join('; ') || '-'])));
   out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${counts(s.proxy.byProtocol)}, decided by ${counts(s.proxy.byDetection)}${s.proxy.eagerDialSkipped !== undefined ? `, HTTP/1 without eager dial ${s.proxy.eagerDialSkipped} (dialled late ${s.proxy.eagerDialLate}, ${s.proxy.knownHttp1Dests} known destinations)` : ''}`);
+  const workers: any[] = s.proxy.workers ?? [];
+  if (workers.length > 1) {
+    out.push('', 'PROXY WORKERS');
+    out.push(table(['WORKER', 'THREAD', 'STATE', 'ACCEPTED', 'OPEN', 'CPU', 'LAG', 'RESTARTS', 'STUCK'],
+      workers.map((w) => [String(w.index), w.thread, w.state, String(w.accepted), String(w.open), `${w.cpuSeconds.toFixed(1)}s`, w.lagMs === null ? '-' : `${w.lagMs.toFixed(1)}ms`, String(w.restarts), String(w.stuck)])));
+  }
   out.push(`DATAPATH: redirected ${c.redirected}, skipped by port ${c.skippedPort}, skipped inbound ${c.skippedInbound}, unmeshed ${c.unmeshed}, established ${c.established}, closed ${c.closed}, lookups ${c.lookups} (missed ${c.lookupMisses}), map full ${c.mapFull}`);
   const l = s.controller;
   out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');

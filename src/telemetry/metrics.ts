@@ -8,6 +8,17 @@ import { MetricsRecorder, type RecorderOptions } from './recorder.ts';
 
 export { DEFAULT_MAX_SERIES, DETECT_BUCKETS, LATENCY_BUCKETS, RESOLVED_FRESH_MS, TCP_DURATION_BUCKETS } from './recorder.ts';
 
+/** One proxy as registerWorkers() reads it (the agent's workers()). */
+export interface WorkerMetrics {
+  index: number;
+  state: string;
+  accepted: number;
+  cpuSeconds: number;
+  restarts: number;
+  stuck: number;
+  lagMs: number | null;
+}
+
 export interface MetricsOptions extends RecorderOptions {
   /** Read at scrape time; null or a throw while the datapath is not loaded (the last values are kept). */
   datapathCounters?: () => DatapathCounters | null;
@@ -92,6 +103,39 @@ export class MetricsSink extends MetricsRecorder {
         },
       });
     }
+  }
+
+  /**
+   * Per proxy (worker="0" is the main thread's), read at scrape time: connections accepted, CPU,
+   * restarts and replacements of a stuck event loop, the last ping's lag, up or not.
+   */
+  registerWorkers(read: () => WorkerMetrics[]): void {
+    const registers = [this.registry];
+    const per = (name: string, help: string, kind: 'counter' | 'gauge', value: (w: WorkerMetrics) => number | null) => {
+      const each = (f: (labels: { worker: string }, v: number) => void) => {
+        for (const w of read()) {
+          const v = value(w);
+          if (v !== null) f({ worker: String(w.index) }, v);
+        }
+      };
+      if (kind === 'counter') {
+        new Counter({ name, help, labelNames: ['worker'], registers, collect() {
+          this.reset();
+          each((l, v) => this.inc(l, v));
+        } });
+      } else {
+        new Gauge({ name, help, labelNames: ['worker'], registers, collect() {
+          this.reset();
+          each((l, v) => this.set(l, v));
+        } });
+      }
+    };
+    per('mesh_agent_proxy_worker_accepted_total', 'Connections each proxy accepted (worker 0 is the main thread\'s), over its restarts', 'counter', (w) => w.accepted);
+    per('mesh_agent_proxy_worker_cpu_seconds_total', 'CPU time of each proxy\'s thread, over its restarts', 'counter', (w) => w.cpuSeconds);
+    per('mesh_agent_proxy_worker_restarts_total', 'Proxy worker threads that died or were replaced, and started again', 'counter', (w) => w.restarts);
+    per('mesh_agent_proxy_worker_stuck_total', 'Of the restarts, replacements of a worker whose event loop stopped answering', 'counter', (w) => w.stuck);
+    per('mesh_agent_proxy_worker_lag_seconds', 'How late each worker answered its last ping (event-loop lag)', 'gauge', (w) => (w.lagMs === null ? null : w.lagMs / 1000));
+    per('mesh_agent_proxy_worker_up', '1 while the proxy listens, 0 while it is restarting', 'gauge', (w) => (w.state === 'running' ? 1 : 0));
   }
 
   contentType(): string {

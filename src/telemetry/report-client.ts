@@ -249,6 +249,11 @@ export class ReportClient {
     if (!st.destroyed) st.write(line + '\n');
   }
 
+  /** The active taps' filters (what a proxy worker starting now must match). */
+  tapFilters(): TapFilter[] {
+    return this.taps.filters();
+  }
+
   /** A tap record a proxy worker matched: rate-limited and numbered with this thread's (TapRegistry.offer). */
   offerTap(id: string, record: TapRecord): void {
     this.taps.offer(id, record);

@@ -1,0 +1,94 @@
+// How many proxies the agent runs by default: the CPUs it may use. A container's CPU limit is a
+// CFS quota in its cgroup (cgroup v2 cpu.max, v1 cpu.cfs_quota_us), which neither the CPU count
+// nor the affinity mask shows; the limit of the tightest cgroup on the way to the root wins.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** cgroup v2 cpu.max ("max 100000" or "150000 100000") as CPUs, or null when unlimited or unreadable. */
+export function parseCpuMax(text: string): number | null {
+  const [quota, period] = text.trim().split(/\s+/);
+  if (quota === undefined || quota === 'max') return null;
+  return cpusOf(Number(quota), Number(period ?? 100_000));
+}
+
+/** cgroup v1 cpu.cfs_quota_us and cpu.cfs_period_us as CPUs; -1 (unlimited) gives null. */
+export function parseCfs(quotaText: string, periodText: string): number | null {
+  return cpusOf(Number(quotaText.trim()), Number(periodText.trim()));
+}
+
+function cpusOf(quota: number, period: number): number | null {
+  if (!(quota > 0) || !(period > 0)) return null;
+  return quota / period;
+}
+
+/** This process's cgroup paths from /proc/self/cgroup: the v2 path and the v1 cpu controller's. */
+export function parseProcCgroup(text: string): { v2?: string; v1cpu?: string } {
+  const out: { v2?: string; v1cpu?: string } = {};
+  for (const line of text.split('\n')) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1] === '') out.v2 = m[2];
+    else if (m[1]!.split(',').includes('cpu')) out.v1cpu = m[2];
+  }
+  return out;
+}
+
+/** Mount points of the cgroup v2 hierarchy and of the v1 cpu controller, from /proc/self/mountinfo. */
+export function parseCgroupMounts(mountinfo: string): { v2?: string; v1cpu?: string } {
+  const out: { v2?: string; v1cpu?: string } = {};
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-', 6);
+    if (sep < 0 || f[3] !== '/') continue;
+    const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (f[sep + 1] === 'cgroup2') out.v2 ??= unescape(f[4]!);
+    else if (f[sep + 1] === 'cgroup' && (f[sep + 3] ?? '').split(',').includes('cpu')) out.v1cpu ??= unescape(f[4]!);
+  }
+  return out;
+}
+
+/** The tightest CPU limit on the way from `dir` up to `root`, read with `read(dir)`; null when none limits. */
+export function tightest(root: string, dir: string, read: (dir: string) => number | null): number | null {
+  let best: number | null = null;
+  for (let d = dir; ; d = path.dirname(d)) {
+    const v = read(d);
+    if (v !== null && (best === null || v < best)) best = v;
+    if (d === root || path.dirname(d) === d || !d.startsWith(root)) break;
+  }
+  return best;
+}
+
+const readOr = (f: string): string | null => {
+  try {
+    return fs.readFileSync(f, 'utf8');
+  } catch {
+    return null;
+  }
+};
+
+/** The CPU limit of this process's cgroups (v2, else v1), or null. */
+export function cgroupCpuLimit(): number | null {
+  const mounts = parseCgroupMounts(readOr('/proc/self/mountinfo') ?? '');
+  const mine = parseProcCgroup(readOr('/proc/self/cgroup') ?? '');
+  if (mounts.v2 !== undefined && mine.v2 !== undefined) {
+    const v = tightest(mounts.v2, path.join(mounts.v2, mine.v2), (d) => {
+      const t = readOr(path.join(d, 'cpu.max'));
+      return t === null ? null : parseCpuMax(t);
+    });
+    if (v !== null) return v;
+  }
+  if (mounts.v1cpu !== undefined && mine.v1cpu !== undefined) {
+    return tightest(mounts.v1cpu, path.join(mounts.v1cpu, mine.v1cpu), (d) => {
+      const q = readOr(path.join(d, 'cpu.cfs_quota_us'));
+      const p = readOr(path.join(d, 'cpu.cfs_period_us'));
+      return q === null || p === null ? null : parseCfs(q, p);
+    });
+  }
+  return null;
+}
+
+/** The default proxy count: the CPUs this process may run on, at most its cgroup limit (rounded up), at least 1. */
+export function defaultProxyWorkers(limit = cgroupCpuLimit(), cpus = os.availableParallelism()): number {
+  return Math.max(1, Math.min(cpus, limit === null ? cpus : Math.ceil(limit)));
+}

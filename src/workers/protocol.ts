@@ -1,0 +1,79 @@
+// What the agent's main thread and its proxy worker threads say to each other (docs/proxy.md,
+// "Workers"). Both ends are this release's code in one process, so messages are typed, not
+// validated; they carry state and batches, never a message per connection or request.
+import type { MapFds } from '../datapath/addon.ts';
+import type { DiscoMessage } from '../discovery/model.ts';
+import type { ProxyLimits } from '../proxy/context.ts';
+import type { ProxyStats } from '../proxy/listener.ts';
+import type { SeriesDelta } from '../telemetry/recorder.ts';
+import type { RawPair } from '../telemetry/report.ts';
+import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
+import type { Workload } from '../telemetry/workload.ts';
+
+/** What a worker needs to know of this node's pods: who each IP is and its declared opaque ports. */
+export interface PodsTable {
+  /** PodSync's generation: moves whenever the answers may have changed. */
+  generation: number;
+  pods: Array<{ ip: string; workload: Workload; opaquePorts: string | null }>;
+}
+
+/** Everything a worker starts from (workerData). */
+export interface WorkerInit {
+  /** 1..N-1: the main thread's proxy is 0. */
+  index: number;
+  listen: { host: string; port: number };
+  /** The datapath's maps, opened by the main thread (MapView). */
+  mapFds: MapFds;
+  kernelSplice: boolean;
+  opaquePorts: string;
+  detectTimeoutMs?: number;
+  maxConnections?: number;
+  limits?: Partial<ProxyLimits>;
+  /** The connection cap's per-proxy counts (Int32Array over it), slot `index` is this worker's. */
+  openSlots: SharedArrayBuffer;
+  metrics: { podLabels?: boolean; maxSeries?: number };
+  pods: PodsTable;
+  /** The main thread's DiscoveryStore.replay(). */
+  discovery: DiscoMessage[];
+  taps: TapFilter[];
+}
+
+/** A worker's state for status: its proxy's counters, the CPU its thread used. */
+export interface WorkerStats {
+  proxy: ProxyStats;
+  /** CPU time of the worker's thread since it started, µs (process.threadCpuUsage). */
+  cpuUserUs: number;
+  cpuSystemUs: number;
+}
+
+/** What a worker's proxy recorded since the last collect. */
+export interface TelemetryBatch {
+  series: SeriesDelta[];
+  pairs: RawPair[];
+}
+
+export type ToWorker =
+  | { t: 'pods'; table: PodsTable }
+  | { t: 'discovery'; msgs: Array<DiscoMessage | 'drop-staged'> }
+  | { t: 'taps'; filters: TapFilter[] }
+  | { t: 'collect'; seq: number }
+  /** `at`: the main thread's clock (timeOrigin + now) when sent; the worker's delay in answering is its event-loop lag. */
+  | { t: 'ping'; seq: number; at: number }
+  | { t: 'describe'; seq: number; namespace: string; name: string }
+  | { t: 'close'; drainMs: number };
+
+export type FromWorker =
+  | { t: 'ready' }
+  /** The worker could not start (its proxy could not listen, ...): it exits after this. */
+  | { t: 'failed'; error: string }
+  | { t: 'log'; level: 'info' | 'warn' | 'error'; msg: string; fields?: object }
+  | { t: 'collected'; seq: number; batch: TelemetryBatch; stats: WorkerStats }
+  | { t: 'pong'; seq: number; lagMs: number; stats: WorkerStats }
+  | { t: 'described'; seq: number; result: unknown; error?: string }
+  | { t: 'tap'; records: Array<[string, TapRecord]> }
+  | { t: 'closed' };
+
+/** The absolute clock both threads share (each thread's performance.now() has its own origin). */
+export function clock(): number {
+  return performance.timeOrigin + performance.now();
+}

@@ -1,0 +1,143 @@
+// A proxy worker thread (docs/proxy.md, "Workers"): its own Proxy listening on the agent's
+// proxy address with SO_REUSEPORT, so the kernel spreads new connections over the threads. It
+// looks records up in the maps the main thread loaded (MapView), balances Services with its own
+// Router over a replica of the main thread's discovery store, knows this node's pods from the
+// table the main thread sends, and records telemetry with the main thread's code, sending it
+// over only when asked (collect) and tap matches in batches.
+import { parentPort, workerData } from 'node:worker_threads';
+import { MapView } from '../datapath/datapath.ts';
+import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
+import { Proxy } from '../proxy/index.ts';
+import { PortSet } from '../proxy/ports.ts';
+import { Router } from '../routing/router.ts';
+import { TelemetryHub } from '../telemetry/hub.ts';
+import { MetricsRecorder } from '../telemetry/recorder.ts';
+import { ReportAggregator } from '../telemetry/report.ts';
+import { TapRegistry, type TapRecord } from '../telemetry/tap.ts';
+import { firstKnown, type Workload, type WorkloadResolver } from '../telemetry/workload.ts';
+import { clock, type FromWorker, type PodsTable, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
+
+/** Tap matches wait this long for others before going to the main thread in one message. */
+const TAP_BATCH_MS = 20;
+
+if (parentPort === null) throw new Error('src/workers/worker.ts runs as a worker thread of the agent, not on its own');
+const port = parentPort;
+const init = workerData as WorkerInit;
+const send = (m: FromWorker): void => port.postMessage(m);
+
+/** This node's pods as the main thread's PodSync knows them: workloads and declared opaque ports by IP. */
+class NodePods implements WorkloadResolver {
+  private byIpMap = new Map<string, { workload: Workload; opaque: PortSet | null }>();
+  private gen = 0;
+  set(t: PodsTable): void {
+    const next = new Map<string, { workload: Workload; opaque: PortSet | null }>();
+    for (const p of t.pods) next.set(p.ip, { workload: p.workload, opaque: p.opaquePorts === null ? null : PortSet.parse(p.opaquePorts) });
+    this.byIpMap = next;
+    this.gen = t.generation;
+  }
+  byIp(ip: string): Workload | null {
+    return this.byIpMap.get(ip)?.workload ?? null;
+  }
+  generation(): number {
+    return this.gen;
+  }
+  opaquePortsOf(ip: string): PortSet | null {
+    return this.byIpMap.get(ip)?.opaque ?? null;
+  }
+}
+
+const log = (level: 'info' | 'warn' | 'error', msg: string, fields?: object): void => send({ t: 'log', level, msg, fields });
+
+const pods = new NodePods();
+pods.set(init.pods);
+const store = new DiscoveryStore();
+for (const m of init.discovery) store.apply(m);
+const router = new Router(store, { log: (msg) => log('warn', msg) });
+const workloads = firstKnown(pods, storeWorkloads(store));
+const hub = new TelemetryHub({ workloads, onError: (msg) => log('warn', msg) });
+const recorder = new MetricsRecorder({ workloads, ...init.metrics });
+hub.add(recorder);
+const pairs = new ReportAggregator(workloads);
+hub.add(pairs);
+
+let tapQueue: Array<[string, TapRecord]> = [];
+let tapTimer: NodeJS.Timeout | null = null;
+const flushTaps = (): void => {
+  tapTimer = null;
+  const records = tapQueue;
+  tapQueue = [];
+  if (records.length > 0) send({ t: 'tap', records });
+};
+// Each worker's own bucket keeps what it sends to the agent's rate; the main thread's decides.
+const taps = new TapRegistry(hub, (id, rec) => {
+  tapQueue.push([id, rec]);
+  tapTimer ??= setTimeout(flushTaps, TAP_BATCH_MS);
+});
+taps.sync(init.taps);
+
+const view = new MapView(init.mapFds);
+const proxy = new Proxy({
+  listen: { ...init.listen, reusePort: true },
+  lookup: (ip, p) => view.lookup(ip, p),
+  router,
+  telemetry: hub,
+  opaquePorts: PortSet.parse(init.opaquePorts),
+  opaquePortsOf: (ip) => pods.opaquePortsOf(ip),
+  detectTimeoutMs: init.detectTimeoutMs,
+  maxConnections: init.maxConnections,
+  limits: init.limits,
+  openSlots: { counts: new Int32Array(init.openSlots), slot: init.index },
+  splicer: init.kernelSplice ? view.splicer() : null,
+  log,
+});
+
+function stats(): WorkerStats {
+  const cpu = process.threadCpuUsage();
+  return { proxy: proxy.stats(), cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
+}
+
+port.on('message', (m: ToWorker) => {
+  switch (m.t) {
+    case 'pods':
+      pods.set(m.table);
+      return;
+    case 'discovery':
+      for (const d of m.msgs) {
+        if (d === 'drop-staged') store.dropStaged();
+        else store.apply(d);
+      }
+      return;
+    case 'taps':
+      taps.sync(m.filters);
+      return;
+    case 'collect':
+      send({ t: 'collected', seq: m.seq, batch: { series: recorder.drain(), pairs: pairs.drain() }, stats: stats() });
+      return;
+    case 'ping':
+      send({ t: 'pong', seq: m.seq, lagMs: Math.max(0, clock() - m.at), stats: stats() });
+      return;
+    case 'describe':
+      try {
+        send({ t: 'described', seq: m.seq, result: router.describe(m.namespace, m.name) });
+      } catch (e) {
+        send({ t: 'described', seq: m.seq, result: null, error: (e as Error).message });
+      }
+      return;
+    case 'close':
+      void proxy.close(m.drainMs).then(() => {
+        flushTaps();
+        router.close();
+        send({ t: 'closed' });
+        port.close();
+      });
+      return;
+  }
+});
+
+proxy.listen().then(
+  () => send({ t: 'ready' }),
+  (e) => {
+    send({ t: 'failed', error: (e as Error).message });
+    port.close();
+  },
+);

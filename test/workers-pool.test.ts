@@ -1,0 +1,122 @@
+// The proxy workers' pool with stand-in workers (test/fixtures/pool-worker.ts), and the default
+// worker count from the cgroup CPU limit.
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { WorkerPool } from '../src/workers/pool.ts';
+import type { WorkerInit } from '../src/workers/protocol.ts';
+import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
+import { sumProxyStats, mergeDescribed } from '../src/workers/merge.ts';
+
+const SCRIPT = new URL('./fixtures/pool-worker.ts', import.meta.url);
+
+function pool(init: (index: number, n: number) => object, opts: { lagLimitMs?: number } = {}) {
+  const lines: string[] = [];
+  const merged: unknown[] = [];
+  let forgotten = 0;
+  const starts = new Map<number, number>();
+  const p = new WorkerPool<{ id: number }>({
+    count: 2,
+    script: SCRIPT,
+    init: (index) => {
+      const n = (starts.get(index) ?? 0) + 1;
+      starts.set(index, n);
+      return { index, ...init(index, n) } as unknown as WorkerInit;
+    },
+    ledger: () => ({ id: Math.random() }),
+    merge: (batch) => void merged.push(batch),
+    forget: () => void forgotten++,
+    tap: () => {},
+    log: (level, msg) => void lines.push(`${level} ${msg}`),
+    pingIntervalMs: 50,
+    lagLimitMs: opts.lagLimitMs ?? 5000,
+  });
+  return { p, lines, merged, forgotten: () => forgotten };
+}
+
+async function until(cond: () => boolean, what: string, ms = 10_000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('a worker whose event loop stops answering is replaced, counted as stuck; its open connections are forgotten', async (t) => {
+  // Worker 2's first incarnation gets stuck after its first collect; its replacement does not.
+  const { p, lines, merged, forgotten } = pool((index, n) => (index === 2 && n === 1 ? { stuckAfterCollect: true } : {}), { lagLimitMs: 2000 });
+  await p.start();
+  await p.collect();
+  t.is(merged.length, 2, 'both workers answered the collect');
+  await until(() => lines.some((l) => /proxy worker 2 replaced/.test(l)), 'the replacement');
+  t.true(lines.some((l) => /^warn proxy worker 2 has not answered for \d+ ms \(its event loop is stuck\); replacing it/.test(l)), lines.join('\n'));
+  const s = p.status();
+  t.like(s[1], { index: 2, state: 'running', restarts: 1, stuck: 1 });
+  t.like(s[0], { index: 1, state: 'running', restarts: 0, stuck: 0 });
+  t.is(forgotten(), 1, 'what the stuck worker counted as open was taken back');
+  t.true(s[1]!.cpuSeconds > 0, 'the first incarnation\'s CPU stays counted');
+  await p.close(1000);
+  t.deepEqual(p.status().map((w) => w.state), ['stopped', 'stopped']);
+});
+
+test('a worker killed is restarted at once and counted; a collect while it is gone does not wait for it', async (t) => {
+  const { p, lines } = pool(() => ({}));
+  await p.start();
+  await p.kill(1);
+  await until(() => lines.some((l) => /proxy worker 1 replaced/.test(l)), 'the replacement');
+  t.true(lines.some((l) => /^warn proxy worker 1 exited \(code 1\); restarting it, the other proxies keep serving/.test(l)), lines.join('\n'));
+  t.like(p.status()[0], { state: 'running', restarts: 1, stuck: 0 });
+  await p.close(1000);
+});
+
+test('a worker that cannot listen at start fails the start with its reason', async (t) => {
+  const { p } = pool(() => ({ fail: true }));
+  await t.throwsAsync(p.start(), { message: 'proxy worker 1 could not start: listen EADDRINUSE' });
+  await p.close(0);
+});
+
+test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up, at least 1', (t) => {
+  t.is(parseCpuMax('max 100000\n'), null);
+  t.is(parseCpuMax('150000 100000\n'), 1.5);
+  t.is(parseCpuMax('50000\n'), 0.5, 'the period defaults to 100 ms');
+  t.is(parseCfs('-1\n', '100000\n'), null);
+  t.is(parseCfs('200000\n', '100000\n'), 2);
+  t.is(defaultProxyWorkers(null, 8), 8);
+  t.is(defaultProxyWorkers(1.5, 8), 2);
+  t.is(defaultProxyWorkers(0.25, 8), 1);
+  t.is(defaultProxyWorkers(16, 4), 4, 'a limit above the CPUs does not add threads');
+  t.deepEqual(parseProcCgroup('12:cpu,cpuacct:/kubepods/pod1\n0::/kubepods.slice/pod1.slice\n'), { v1cpu: '/kubepods/pod1', v2: '/kubepods.slice/pod1.slice' });
+  t.deepEqual(parseCgroupMounts([
+    '30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw',
+    '31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct',
+  ].join('\n')), { v2: '/sys/fs/cgroup', v1cpu: '/sys/fs/cgroup/cpu,cpuacct' });
+  // The tightest limit on the way to the root wins.
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cpus-'));
+  const pod = path.join(root, 'kubepods.slice', 'pod1.slice');
+  fs.mkdirSync(pod, { recursive: true });
+  fs.writeFileSync(path.join(root, 'kubepods.slice', 'cpu.max'), '300000 100000\n');
+  fs.writeFileSync(path.join(pod, 'cpu.max'), 'max 100000\n');
+  const read = (d: string) => (fs.existsSync(path.join(d, 'cpu.max')) ? parseCpuMax(fs.readFileSync(path.join(d, 'cpu.max'), 'utf8')) : null);
+  t.is(tightest(root, pod, read), 3);
+  fs.writeFileSync(path.join(pod, 'cpu.max'), '120000 100000\n');
+  t.is(tightest(root, pod, read), 1.2);
+  fs.rmSync(root, { recursive: true });
+});
+
+test('merged views: counters summed; a balancer endpoint\'s requests summed, its EWMA weighted by them, its state the worst', (t) => {
+  const base = { open: 1, accepted: 5, refusedNoRecord: 0, refusedOverCap: 1, byProtocol: { http1: 2 }, byDetection: { http1: 2 }, spliced: 0, spliceFailed: 0, eagerDialSkipped: 1, eagerDialLate: 0, knownHttp1Dests: 3, noEndpoints: 0 };
+  t.deepEqual(sumProxyStats([base, { ...base, byProtocol: { http1: 1, opaque: 4 }, knownHttp1Dests: 7 }]), {
+    ...base, open: 2, accepted: 10, refusedOverCap: 2, byProtocol: { http1: 3, opaque: 4 }, byDetection: { http1: 4 }, eagerDialSkipped: 2, knownHttp1Dests: 7,
+  });
+  const ref = { namespace: 'shop', name: 'api', port: 80 };
+  const ep = (ewmaMs: number, requests: number, state: 'ready' | 'ejected' | 'probation' = 'ready') => ({ ip: '10.0.0.1', port: 8080, pod: 'api-1', state, ewmaMs, inflight: 1, requests, failures: 1 });
+  const merged = mergeDescribed([
+    { worker: 0, ports: [{ ref, authority: 'api.shop.svc.cluster.local:80', problems: [], endpoints: [ep(10, 30)] }] },
+    { worker: 1, ports: [{ ref, authority: 'api.shop.svc.cluster.local:80', problems: ['x'], endpoints: [ep(30, 10, 'ejected')] }] },
+  ]);
+  t.is(merged.length, 1);
+  t.deepEqual(merged[0]!.problems, ['x']);
+  t.like(merged[0]!.endpoints[0], { ip: '10.0.0.1', state: 'ejected', ewmaMs: 15, inflight: 2, requests: 40, failures: 2 });
+  t.deepEqual(merged[0]!.endpoints[0]!.workers.map((w) => [w.worker, w.state]), [[0, 'ready'], [1, 'ejected']]);
+});
