@@ -144,6 +144,8 @@ export interface ScaleResult extends ScaleConfig {
   changeP99Ms: number;
   bytesPerAgent: number;
   changes: number;
+  /** Every change's time to the last agent, in the order they were made (ms). */
+  changeMs: number[];
 }
 
 export async function runScale(cfg: ScaleConfig, changes: number, say: (s: string) => void): Promise<ScaleResult> {
@@ -201,13 +203,14 @@ export async function runScale(cfg: ScaleConfig, changes: number, say: (s: strin
       bytes += got.reduce((n, o) => n + o.bytes, 0) / cfg.agents;
       await sleep(100); // the next change is another event, not the same reload
     }
+    const inOrder = [...took];
     took.sort((a, b) => a - b);
     const peak = vmHwm(ctl.pid!);
     return {
       ...cfg, ...world,
       rssIdleMB: rssIdle / 2 ** 20, rssAgentsMB: rssAgents / 2 ** 20, peakMB: peak / 2 ** 20, snapshotMB: snapshotBytes / 2 ** 20, syncAllSeconds,
       agentStoreHeapMB: agent.heapMB, agentSyncMs: agent.syncMs,
-      changeP50Ms: percentile(took, 50), changeP99Ms: percentile(took, 99), bytesPerAgent: bytes / changes, changes,
+      changeP50Ms: percentile(took, 50), changeP99Ms: percentile(took, 99), bytesPerAgent: bytes / changes, changes, changeMs: inOrder,
     };
   } finally {
     for (const c of children) {
