@@ -20,7 +20,7 @@ test('the generated cluster: Services with one slice of ready pods each, every p
   files.start();
   t.teardown(() => files.stop());
   // Plus the measured target: one Service and its slice of ten.
-  t.deepEqual(hub.counts(), { services: w.services + 1, slices: w.services + 1, endpoints: 205 + 10, pods: 205 });
+  t.like(hub.counts(), { services: w.services + 1, slices: w.services + 1, endpoints: 205 + 10, pods: 205 });
   t.is(hub.state().objectsWithProblems, 0);
 });
 
