@@ -190,6 +190,9 @@ test('opaque: each connection goes to one endpoint, picked per connection', asyn
   t.deepEqual([...seen.keys()].sort(), ['a', 'b', 'c'], JSON.stringify([...seen]));
   await waitFor(() => sink.closes.length === 60);
   t.true(sink.closes.every((c) => c.error === undefined), JSON.stringify(sink.closes.find((c) => c.error)));
+  // One endpoint carries each whole connection: it is reported to that endpoint, with the Service.
+  t.is(sink.opens.length, 60);
+  t.true(sink.opens.every((o) => o.destIp === HOST && bs.some((b) => b.port === o.destPort) && o.dstService?.name === 'api'), `${sink.opens[0]?.destIp}:${sink.opens[0]?.destPort}`);
 });
 
 test('no ready endpoints: HTTP/1 503 naming the Service, HTTP/2 503, gRPC UNAVAILABLE, TCP closed at once; each counted', async (t) => {
@@ -231,6 +234,7 @@ test('no ready endpoints: HTTP/1 503 naming the Service, HTTP/2 503, gRPC UNAVAI
   t.is(tcp.proxy.stats().noEndpoints, 1);
   await waitFor(() => tcp.sink.closes.length === 1);
   t.is(tcp.sink.closes[0]!.error, 'no ready endpoints');
+  t.is(tcp.sink.opens.length, 1, 'reported open, then closed: the gauges stay right');
 
   t.is(proxy.stats().noEndpoints, 2, 'the HTTP/1 and the HTTP/2 connection');
   await waitFor(() => sink.requests.length === 3);

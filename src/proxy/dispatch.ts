@@ -79,6 +79,8 @@ class Dispatcher {
   lazy = false;
   /** A Service with no endpoint to dial: HTTP gets 503s from its handler, anything else is closed. */
   noEndpoints = false;
+  /** The connOpen of a Service connection went out (opened()). */
+  openReported = false;
   /** When the eager upstream of a Service connection connected, ms after the dial (the balancer's RTT for a connection). */
   connectMs: number | null = null;
   /** Eager dials so far: a Service connection whose endpoint refused tries another. */
@@ -341,8 +343,26 @@ class Dispatcher {
     return Math.round((performance.now() - this.startedAt) * 1000) / 1000;
   }
 
+  /**
+   * A connection to a Service is reported open once it is known where it goes: to the endpoint
+   * when one carries all of it (opaque, TLS), else to the ClusterIP (HTTP: each request names
+   * its own endpoint). Other connections were reported at accept.
+   */
+  opened(toEndpoint: boolean): void {
+    const { ctx } = this;
+    if (!ctx.route || this.openReported) return;
+    this.openReported = true;
+    if (toEndpoint && ctx.lease) ctx.endpoints = { ...ctx.endpoints, destIp: ctx.lease.ep.ip, destPort: ctx.lease.ep.port };
+    try {
+      ctx.telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+    } catch {
+      // a broken sink must not take the proxy down
+    }
+  }
+
   toHandler(kind: 'http1' | 'http2', handler: ProtocolHandler): void {
     const detectMs = this.release();
+    this.opened(false);
     this.cfg.onDecision?.(kind, kind);
     const head = this.head ?? Buffer.alloc(0);
     // HTTP/2 has no TCP half-close (streams end with END_STREAM): a client FIN ends the
@@ -366,6 +386,7 @@ class Dispatcher {
   toOpaque(protocol: 'opaque', detectedBy: string): void {
     const spent = this.release();
     const detectMs = detectedBy === 'opaque-port' ? 0 : spent;
+    this.opened(true);
     this.cfg.onDecision?.(protocol, detectedBy);
     forwardOpaque(this.ctx, this.upstream!, this.cfg.limits, {
       protocol,
@@ -384,6 +405,7 @@ class Dispatcher {
 
   toTls(sni: string | null, alpn: string[]): void {
     const detectMs = this.release();
+    this.opened(true);
     this.cfg.onDecision?.('tls', 'tls');
     forwardTls(this.ctx, this.upstream!, this.cfg.limits, {
       sni,
@@ -419,6 +441,7 @@ class Dispatcher {
   /** Failed before any forwarding: reset the client (as a refused connect would), report, done. */
   fail(error: string): void {
     const detectMs = this.release();
+    this.opened(false);
     abortSocket(this.ctx.client);
     if (this.upstream) abortSocket(this.upstream);
     const { route, lease } = this.ctx;

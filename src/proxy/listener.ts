@@ -340,10 +340,13 @@ export class Proxy {
       lease: null,
       drain: this.#drain,
     };
-    try {
-      this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
-    } catch {
-      // a broken sink must not refuse traffic
+    // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
+    if (route === null) {
+      try {
+        this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+      } catch {
+        // a broken sink must not refuse traffic
+      }
     }
     dispatch(ctx, this.#cfg);
   };
