@@ -1,7 +1,9 @@
-// The demo application's pure parts: the bot's mix and the rates it implies, the pods'
-// ownership (they must resolve to their deployments), and the SMTP reply framing.
+// The demo application's pure parts: the bot's mix and the rates it implies, the placement and
+// ownership of the pods (replicas on different nodes, resolving to their deployments), and the
+// SMTP reply framing.
 import test from 'ava';
-import { DEPLOYMENTS, podMeta } from '../src/demo/app.ts';
+import { DEMO_NODES, DEPLOYMENTS, nodeOf, podLabels } from '../src/demo/app.ts';
+import { deploymentOwnership } from '../src/sim/cluster-objects.ts';
 import { BROKEN_VOTE } from '../src/demo/emoji-list.ts';
 import * as net from 'node:net';
 import { spawn } from 'node:child_process';
@@ -54,13 +56,20 @@ test('the bot spreads its good votes over every other emoji', (t) => {
   t.is(seen.size, 10);
 });
 
-test('demo pods resolve to their deployments, as on a cluster', (t) => {
-  for (const d of DEPLOYMENTS) {
-    const meta = podMeta(d);
-    t.regex(meta.name, new RegExp(`^${d.name}-[b-z2-9]{10}-[b-z2-9]{5}$`));
-    const obj = podObject({ name: meta.name, namespace: 'emojivoto', uid: '6f1c0e1a-1111-4222-8333-944455556666', ip: '10.244.1.2', hostIp: '10.244.0.1', qos: 'Burstable', hostNetwork: false, containerId: 'a'.repeat(64), labels: meta.labels, annotations: {}, ownerReferences: meta.ownerReferences, createdAt: new Date() }, 'n');
+test('every service has at least 2 replicas on different nodes behind a Service; pods resolve to their deployments', (t) => {
+  for (const [i, d] of DEPLOYMENTS.entries()) {
+    const nodes = Array.from({ length: d.replicas }, (_, r) => nodeOf(i, r));
+    t.is(new Set(nodes).size, d.replicas, `${d.name} on nodes ${nodes}`);
+    t.true(nodes.every((n) => n >= 0 && n < DEMO_NODES));
+    if (d.name !== 'vote-bot') {
+      t.true(d.replicas >= 2 && d.service !== undefined, d.name);
+    }
+    // What the cluster's ReplicaSet stand-in gives a pod of this deployment.
+    const owned = deploymentOwnership('emojivoto', d.name, '6f1c0e1a-1111-4222-8333-944455556666');
+    const name = `${owned.ownerReferences[0]!.name}-x2b4d`;
+    const obj = podObject({ name, namespace: 'emojivoto', uid: '6f1c0e1a-1111-4222-8333-944455556667', ip: '10.244.1.2', hostIp: '10.244.0.1', qos: 'Burstable', hostNetwork: false, containerId: 'a'.repeat(64), labels: { ...podLabels(d), ...owned.labels }, annotations: {}, ownerReferences: owned.ownerReferences, createdAt: new Date() }, 'n');
     const pod = podFromObject(obj as any);
-    t.deepEqual(workloadOf(pod!), { namespace: 'emojivoto', pod: meta.name, kind: 'deployment', name: d.name });
+    t.deepEqual(workloadOf(pod!), { namespace: 'emojivoto', pod: name, kind: 'deployment', name: d.name });
   }
 });
 
@@ -70,22 +79,6 @@ test('SMTP replies: multi-line replies end at "NNN ", lines split on CRLF', (t) 
   t.deepEqual(replyCode('220'), { code: 220, last: true });
   t.is(replyCode('HTTP/1.1 200 OK'), null);
   t.deepEqual(takeLines('220 hi\r\n250-a\r\n25'), { lines: ['220 hi', '250-a'], rest: '25' });
-});
-
-test('success per deployment from the agent\'s metrics: inbound only, this namespace only', async (t) => {
-  const { successByDeployment } = await import('../src/demo/metrics-summary.ts');
-  const text = [
-    '# TYPE response_total counter',
-    'response_total{direction="inbound",namespace="emojivoto",deployment="web",pod="w",classification="success",status_code="200"} 40',
-    'response_total{direction="inbound",namespace="emojivoto",deployment="web",pod="w",classification="failure",status_code="500"} 10',
-    'response_total{direction="outbound",namespace="emojivoto",deployment="web",pod="w",dst_deployment="voting",classification="failure",status_code="200",grpc_status="2"} 7',
-    'response_total{direction="inbound",namespace="emojivoto",deployment="voting",pod="v",classification="failure",status_code="200",grpc_status="2"} 7',
-    'response_total{direction="inbound",namespace="other",deployment="web",pod="x",classification="success",status_code="200"} 99',
-  ].join('\n');
-  t.deepEqual(successByDeployment(text, 'emojivoto'), [
-    { deployment: 'voting', success: 0, failure: 7 },
-    { deployment: 'web', success: 40, failure: 10 },
-  ]);
 });
 
 test('SMTP: a server that keeps talking after 221 does not crash the client', async (t) => {

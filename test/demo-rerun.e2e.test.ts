@@ -4,7 +4,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import { cleanupLeftovers, createNode, type SimNode } from '../src/sim/index.ts';
 import { listNetns } from '../src/sim/network.ts';
-import { DemoRun, leftovers, processesOfNode } from './helpers/demo-run.ts';
+import { DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
 
 const runs: DemoRun[] = [];
 let live: SimNode | undefined;
@@ -24,12 +24,12 @@ test('a second run after a SIGKILLed first run sweeps the leftovers, spares a li
   const first = new DemoRun(['--rps', '20']);
   runs.push(first);
   await first.waitFor(/==> running\./, 60_000);
-  const firstId = first.nodeId();
-  const firstProcs = processesOfNode(firstId);
+  const firstIds = first.ids();
+  const firstProcs = processesOf(firstIds);
   first.child.kill('SIGKILL');
   await first.exited;
   // Nothing ran its cleanup: the agent, the services and the namespaces are all still there.
-  const left = leftovers(firstId, first.child.pid!, firstProcs);
+  const left = leftovers(firstIds, first.child.pid!, firstProcs);
   t.true(left.some((l) => l.startsWith('netns')) && left.some((l) => l.startsWith('process')), left.join('\n'));
 
   // The second run sweeps before it builds its node, and prints "running" only once the bot
@@ -40,9 +40,9 @@ test('a second run after a SIGKILLed first run sweeps the leftovers, spares a li
   const second = new DemoRun(['--duration', '3', '--interval', '3', '--rps', '20']);
   runs.push(second);
   await second.waitFor(/==> running\./, 60_000);
-  const secondId = second.nodeId();
-  const secondProcs = processesOfNode(secondId);
-  t.deepEqual(leftovers(firstId, first.child.pid!, firstProcs), []);
+  const secondIds = second.ids();
+  const secondProcs = processesOf(secondIds);
+  t.deepEqual(leftovers(firstIds, first.child.pid!, firstProcs), []);
   t.regex(second.output, /==> vote-bot: first answer from web through the mesh \(\/api\/list: HTTP 200\)/);
   const removedLine = /removed what an earlier run left behind: (.*)/.exec(second.output)?.[1] ?? '';
   t.false(removedLine.includes(live.id), removedLine);
@@ -52,5 +52,5 @@ test('a second run after a SIGKILLed first run sweeps the leftovers, spares a li
   const { code } = await second.exited;
   t.is(code, 0, second.output);
   t.regex(second.output, /clean: nothing of the demo is left/);
-  t.deepEqual(leftovers(secondId, second.child.pid!, secondProcs), []);
+  t.deepEqual(leftovers(secondIds, second.child.pid!, secondProcs), []);
 });

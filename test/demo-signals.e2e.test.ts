@@ -1,7 +1,7 @@
 // Ctrl-C (SIGINT) and SIGTERM stop the demo and remove everything it made.
 import test from 'ava';
 import { cleanupLeftovers } from '../src/sim/index.ts';
-import { DemoRun, leftovers, processesOfNode } from './helpers/demo-run.ts';
+import { DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
 
 const runs: DemoRun[] = [];
 test.after.always(async () => {
@@ -16,13 +16,13 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     const run = new DemoRun(['--rps', '20']);
     runs.push(run);
     await run.waitFor(/==> running\./, 60_000);
-    const id = run.nodeId();
-    const procs = processesOfNode(id);
-    t.true(procs.length >= 6, `agent and five services, found ${procs.length}`);
+    const ids = run.ids();
+    const procs = processesOf(ids);
+    t.true(procs.length >= 13, `3 agents, the controller and 9 service replicas, found ${procs.length}`);
     run.child.kill(signal);
     const exit = await run.exited;
     t.is(exit.code, code, run.output);
     t.regex(run.output, /clean: nothing of the demo is left/);
-    t.deepEqual(leftovers(id, run.child.pid!, procs), []);
+    t.deepEqual(leftovers(ids, run.child.pid!, procs), []);
   });
 }

@@ -1,13 +1,13 @@
-// `mesh-agent demo`: an emojivoto-like application on a simulated node (network namespaces
-// and kubelet-style cgroups on this machine), meshed by the real agent, with live stats.
+// `mesh-agent demo`: an emojivoto-like application on a simulated 3-node cluster (network
+// namespaces, a bridge, kubelet-style cgroups and kube-proxy rules on this machine), meshed by
+// the real agents and controller, with live stats.
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NAMESPACE } from '../demo/app.ts';
-import { ADMIN, BIN, CONTROLLER, DASHBOARD, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
-import { successByDeployment } from '../demo/metrics-summary.ts';
-import { agentLines, botLine, expectationLine, header, mailerLine, successTable } from '../demo/view.ts';
+import { DEMO_NODES, NAMESPACE } from '../demo/app.ts';
+import { ADMIN, BIN, CONTROLLER, DASHBOARD, DASHBOARD_PORT, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
+import { agentLines, botLine, expectationLine, header, mailerLine } from '../demo/view.ts';
 
 const bold = (s: string) => (process.stderr.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const step = (msg: string) => process.stderr.write(`${bold('==>')} ${msg}\n`);
@@ -16,7 +16,6 @@ interface DemoOptions {
   duration?: number;
   rps: number;
   interval: number;
-  controller: boolean;
 }
 
 function positive(v: string, flag: string, max: number): number {
@@ -26,11 +25,9 @@ function positive(v: string, flag: string, max: number): number {
 }
 
 export function registerDemo(program: Command) {
-  // The controller ships in the same binary; the check keeps the demo honest about what it can show.
-  const hasController = () => program.commands.some((c) => c.name() === 'controller');
   program
     .command('demo')
-    .description('run an emojivoto-like app on a simulated node (as root), meshed by the agent, and show its live stats')
+    .description(`run an emojivoto-like app on a simulated ${DEMO_NODES}-node cluster (as root), meshed by the agents, and show its live stats`)
     .option('--duration <seconds>', 'run this long, then clean up and exit 0 (default: until Ctrl-C)')
     .option('--rps <n>', 'requests per second the vote bot sends to the web', '10')
     .option('--interval <seconds>', 'seconds between stat refreshes', '5')
@@ -40,7 +37,6 @@ export function registerDemo(program: Command) {
         duration: o.duration === undefined ? undefined : positive(o.duration, '--duration', 86_400),
         rps: positive(o.rps, '--rps', 1000),
         interval: positive(o.interval, '--interval', 3600),
-        controller: hasController(),
       });
     });
 }
@@ -48,14 +44,14 @@ export function registerDemo(program: Command) {
 async function runDemo(opts: DemoOptions): Promise<void> {
   const removed = await DemoStack.sweepLeftovers();
   if (removed.length) step(`removed what an earlier run left behind: ${removed.join(', ')}`);
-  const stack = new DemoStack({ rps: opts.rps, controller: opts.controller, step });
+  const stack = new DemoStack({ rps: opts.rps, step });
   // A process exit that skips the awaited cleanup still removes the temp dir; the sim
   // removes its own namespaces and cgroups on exit and on signals.
   process.on('exit', () => fs.rmSync(stack.tmp, { recursive: true, force: true }));
   let stopping: Promise<void> | undefined;
   const cleanup = () => {
     stopping ??= (async () => {
-      step('cleaning up: processes, network namespaces, cgroups');
+      step('cleaning up: processes, network namespaces, cgroups, nftables rules');
       await stack.destroy();
       step('clean: nothing of the demo is left on this machine');
     })();
@@ -74,10 +70,14 @@ async function runDemo(opts: DemoOptions): Promise<void> {
 
   try {
     await stack.start();
-    let forwarded = (await forwardPort(stack.node, Number(ADMIN.split(':')[1]))) !== null;
-    if (opts.controller) forwarded = (await forwardPort(stack.node, Number(CONTROLLER.split(':')[1]))) !== null && forwarded;
-    if (opts.controller) forwarded = (await forwardPort(stack.node, Number(DASHBOARD.split(':')[1]))) !== null && forwarded;
-    howToLook(stack, forwarded, opts.controller);
+    // The first node's agent, and the controller and its dashboard from the control plane, on this machine's loopback.
+    const cp = stack.cluster.controlPlane;
+    const forwards = [
+      await forwardPort(stack.node, Number(ADMIN.split(':')[1])),
+      await forwardPort(cp, Number(CONTROLLER.split(':')[1])),
+      await forwardPort(cp, DASHBOARD_PORT),
+    ];
+    howToLook(stack, forwards.every((f) => f !== null));
     const started = Date.now();
     let tapShown = false;
     const end = opts.duration === undefined ? Infinity : started + opts.duration * 1000;
@@ -86,33 +86,26 @@ async function runDemo(opts: DemoOptions): Promise<void> {
       if (stopping) break;
       const dead = stack.crashed();
       if (dead.length) throw new Error(`a demo process died: ${dead.join('; ')}`);
-      await refresh(stack, Math.round((Date.now() - started) / 1000), opts.controller);
-      if (opts.controller && !tapShown) tapShown = await tapExcerpt(stack);
+      await refresh(stack, Math.round((Date.now() - started) / 1000));
+      if (!tapShown) tapShown = await tapExcerpt(stack);
     }
   } finally {
     if (!stopping) await cleanup();
   }
 }
 
-async function refresh(stack: DemoStack, elapsedS: number, controller: boolean): Promise<void> {
+async function refresh(stack: DemoStack, elapsedS: number): Promise<void> {
   const lines = [header(elapsedS)];
-  // The services' own counts first: everything the agent reports below is read later, so it
-  // has seen at least these connections (the lines can be compared).
-  const bot = botLine(stack.services.get('vote-bot')?.log.latest.get('bot'));
-  const mailer = mailerLine(stack.services.get('mailer')?.log.latest.get('delivered'));
-  if (controller) {
-    lines.push(`$ mesh-agent stat deploy -n ${NAMESPACE} -t 1m   (the controller's view, from the agent's reports)`);
-    lines.push(await statTable(stack));
-  } else {
-    try {
-      lines.push('success per deployment, measured by the mesh since start (the agent\'s /metrics, inbound response_total):');
-      lines.push(successTable(successByDeployment(await stack.agentMetrics(), NAMESPACE)));
-    } catch (e) {
-      lines.push(`agent metrics: ${(e as Error).message}`);
-    }
-  }
+  // The services' own counts first: everything the agents report below is read later, so they
+  // have seen at least these connections (the lines can be compared).
+  const bot = botLine(stack.services.get('vote-bot')?.replicas[0]?.log.latest.get('bot'));
+  const mailer = mailerLine(stack.total('mailer', 'delivered'), stack.services.get('mailer')?.replicas.length ?? 0);
+  lines.push(`$ mesh-agent stat deploy -n ${NAMESPACE} -t 1m   (the controller's view, from the agents' reports)`);
+  lines.push(await statTable(stack, 'deploy'));
+  lines.push(`$ mesh-agent stat pod -n ${NAMESPACE} -t 1m   (the spread per pod: each Service's replicas, balanced per request by the caller's agent)`);
+  lines.push(await statTable(stack, 'pod'));
   try {
-    lines.push(...agentLines(await stack.agentStatus()));
+    lines.push(...agentLines(await stack.agentStatuses()));
   } catch (e) {
     lines.push(`agent status: ${(e as Error).message}`);
   }
@@ -120,16 +113,16 @@ async function refresh(stack: DemoStack, elapsedS: number, controller: boolean):
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-/** Exactly what the user's `stat` prints: the real command, run in the node namespace. */
-async function statTable(stack: DemoStack): Promise<string> {
-  const r = await stack.cli(['stat', 'deploy', '-n', NAMESPACE, '-t', '1m', '--controller', CONTROLLER]);
+/** Exactly what the user's `stat` prints: the real command, where the controller is reachable. */
+async function statTable(stack: DemoStack, kind: 'deploy' | 'pod'): Promise<string> {
+  const r = await stack.cli(['stat', kind, '-n', NAMESPACE, '-t', '1m', '--controller', stack.mesh.controllerAddr]);
   if (r.code !== 0) return `stat failed (exit ${r.code}): ${r.stderr.trim()}`;
   return (r.stdout.trim() || r.stderr.trim());
 }
 
 /** A few seconds of `tap deploy/web`, once: the first requests with their responses. */
 async function tapExcerpt(stack: DemoStack): Promise<boolean> {
-  const r = await stack.cli(['tap', 'deploy/web', '-n', NAMESPACE, '--max-rps', '5', '--controller', CONTROLLER], 3000);
+  const r = await stack.cli(['tap', 'deploy/web', '-n', NAMESPACE, '--max-rps', '5', '--controller', stack.mesh.controllerAddr], 3000);
   const lines = r.stdout.split('\n').filter(Boolean);
   if (lines.length === 0) {
     process.stdout.write(`tap deploy/web printed nothing yet (${r.stderr.trim().split('\n').at(-1) ?? ''}); trying again at the next refresh\n`);
@@ -156,21 +149,26 @@ function onPath(cmd: string): boolean {
   });
 }
 
-function howToLook(stack: DemoStack, forwarded: boolean, controller: boolean): void {
-  const enter = `${onPath('sudo') ? 'sudo ' : ''}nsenter --net=/var/run/netns/${stack.node.nodeNs}`;
-  const cli = forwarded ? cliCommand() : `${enter} ${process.execPath} ${BIN}`;
-  const curl = forwarded ? 'curl' : `${enter} curl`;
-  const what = controller ? `The agent's admin API (${ADMIN}) and the controller (${CONTROLLER})` : `The agent's admin API (${ADMIN})`;
+function howToLook(stack: DemoStack, forwarded: boolean): void {
+  const sudo = onPath('sudo') ? 'sudo ' : '';
+  const enter = (ns: string) => `${sudo}nsenter --net=/var/run/netns/${ns}`;
+  const cp = stack.cluster.controlPlane;
+  // Without the forwards (another demo holds the ports), the controller's commands run in the control plane's namespace.
+  const cli = forwarded ? cliCommand() : `${enter(cp.nodeNs)} ${process.execPath} ${BIN}`;
+  const status = forwarded ? cliCommand() : `${enter(stack.node.nodeNs)} ${process.execPath} ${BIN}`;
   step(forwarded
-    ? `running. ${what}, in the node's network namespace, are forwarded to the same addresses here; in another terminal:`
-    : `running. ${what} listen in the node's network namespace and the port is taken here, so enter it; in another terminal:`);
+    ? `running. The ${stack.node.name} agent's admin API (${ADMIN}), the controller (${CONTROLLER}) and its dashboard are forwarded to the same addresses here; in another terminal:`
+    : 'running. The ports are taken here (another demo?), so enter the namespaces; in another terminal:');
   process.stderr.write([
-    `    ${cli} status`,
-    ...(controller
-      ? [`    ${cli} stat deploy -n ${NAMESPACE}`, `    ${cli} stat pod -n ${NAMESPACE} -o wide`, `    ${cli} tap deploy/web -n ${NAMESPACE}`, `    ${cli} tap deploy/web -n ${NAMESPACE} --to deploy/voting --path /emojivoto.VotingService/Vote`]
-      : [`    ${curl} -s http://${ADMIN}/metrics | grep '^response_total'`]),
-    ...(controller ? [`  dashboard: http://${DASHBOARD}/${forwarded ? '' : ` (in the node's network namespace: ${enter} chromium ...)`}`] : []),
-    `  namespace ${NAMESPACE}; deployments: ${[...stack.services.keys()].join(', ')}`,
+    `    ${status} status`,
+    `    ${cli} stat deploy -n ${NAMESPACE}`,
+    `    ${cli} stat pod -n ${NAMESPACE} -o wide`,
+    `    ${cli} tap deploy/web -n ${NAMESPACE}`,
+    `    ${cli} tap deploy/web -n ${NAMESPACE} --to deploy/voting --path /emojivoto.VotingService/Vote`,
+    `    ${cli} diagnostics endpoints svc/voting-svc -n ${NAMESPACE}`,
+    `  dashboard: http://${DASHBOARD}/${forwarded ? '' : ` (in the control plane's network namespace: ${enter(cp.nodeNs)} chromium ...)`}`,
+    `  the other nodes' agents: ${stack.cluster.nodes.slice(1).map((n) => `${enter(n.nodeNs)} ${process.execPath} ${BIN} status`).join('; ')}`,
+    `  namespace ${NAMESPACE}; deployments: ${[...stack.services.entries()].map(([name, s]) => `${name} x${s.replicas.length}`).join(', ')}`,
     `  ${expectationLine()}`,
     `  Ctrl-C stops the demo and removes everything it made.`,
     '',

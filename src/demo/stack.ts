@@ -1,40 +1,51 @@
-// Brings the demo up on a simulated node and takes it down again: the node, one pod per
-// deployment, the agent (and the controller) in the node namespace, then the services in
-// dependency order. Everything it makes belongs to the node, so node.destroy() removes it all.
+// Brings the demo up on a simulated 3-node cluster and takes it down again: the cluster, the
+// application's pods (two replicas per service, on different nodes) and a Service in front of
+// each, the mesh (the controller on the control plane, an agent per node), then the services
+// in dependency order, each calling the next through its Service's ClusterIP. Everything it
+// makes belongs to the cluster, so cluster.destroy() removes it all.
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cleanupLeftovers, createNode, type SimNode, type SimPod } from '../sim/index.ts';
+import { cleanupLeftovers, createCluster, type SimCluster, type SimClusterNode, type SimNode, type SimPod, type SimService } from '../sim/index.ts';
 import { isAlive } from '../sim/leftovers.ts';
-import { DEPLOYMENTS, NAMESPACE, namespaceObject, podMeta, type Deployment } from './app.ts';
+import { CONTROLLER_PORT, MESH_BIN, startMesh, type ClusterMesh } from '../sim/mesh.ts';
+import { DEMO_NODES, DEPLOYMENTS, NAMESPACE, nodeOf, podLabels, type Deployment } from './app.ts';
 import { JsonLineLog } from './json-lines.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+export const BIN = MESH_BIN;
 const DEMO_DIR = path.dirname(fileURLToPath(import.meta.url));
+/** The first node's agent admin API (each agent listens on this address in its node). */
 export const ADMIN = '127.0.0.1:4191';
-/** Where `stat` and `tap` look by default: the demo runs its controller there, in the node namespace. */
-export const CONTROLLER = '127.0.0.1:8086';
+/** Where `stat` and `tap` look by default: the controller's port, forwarded from the control plane. */
+export const CONTROLLER = `127.0.0.1:${CONTROLLER_PORT}`;
 /** The controller's web dashboard (mesh-agent controller --dashboard-listen). */
-export const DASHBOARD = '127.0.0.1:8084';
+export const DASHBOARD_PORT = 8084;
+export const DASHBOARD = `127.0.0.1:${DASHBOARD_PORT}`;
 const TMP_PREFIX = 'mesh-demo-';
 
 export interface StackOptions {
   /** Requests per second the vote bot sends to the web. */
   rps: number;
-  /** Run `mesh-agent controller` and have the agent report to it (when this build has one). */
-  controller: boolean;
   step: (msg: string) => void;
+}
+
+/** One replica of a deployment: its pod and process. */
+export interface Replica {
+  pod: SimPod;
+  node: SimClusterNode;
+  proc: ChildProcess;
+  log: JsonLineLog;
 }
 
 export interface Service {
   deployment: Deployment;
-  pod: SimPod;
-  proc: ChildProcess;
-  log: JsonLineLog;
+  replicas: Replica[];
+  /** The Service in front of it (none for the bot). */
+  service?: SimService;
 }
 
 /** Temp dirs of demo runs whose process is gone (a SIGKILLed run cannot remove its own). */
@@ -48,11 +59,8 @@ function staleTempDirs(): string[] {
 }
 
 export class DemoStack {
-  node!: SimNode;
-  agent!: ChildProcess;
-  agentLog!: JsonLineLog;
-  controller?: ChildProcess;
-  controllerLog?: JsonLineLog;
+  cluster!: SimCluster;
+  mesh!: ClusterMesh;
   readonly services = new Map<string, Service>();
   readonly tmp: string;
   readonly #opts: StackOptions;
@@ -73,118 +81,102 @@ export class DemoStack {
     return removed;
   }
 
+  /** The first node: where the printed `status` command's agent runs. */
+  get node(): SimClusterNode {
+    return this.cluster.nodes[0]!;
+  }
+
   async start(): Promise<void> {
     const { step } = this.#opts;
-    step('building a simulated node: a node network namespace and kubelet\'s cgroup tree (systemd driver)');
-    this.node = await createNode({ driver: 'systemd', name: 'demo-node' });
-    step(`node ${this.node.name} (${this.node.id}): IP ${this.node.nodeIp}, netns ${this.node.nodeNs}, pods cgroup ${this.node.cgroupRoot}`);
+    step(`building a simulated cluster: ${DEMO_NODES} nodes and a control plane joined by a bridge, each node with kubelet's cgroup tree and a kube-proxy (nftables)`);
+    this.cluster = await createCluster({ nodes: DEMO_NODES });
+    const c = this.cluster;
+    step(`cluster ${c.id}: ${c.nodes.map((n) => `${n.name} (${n.id}, ${n.nodeIp}, ${n.zone})`).join(', ')}, control plane (${c.controlPlane.id}, ${c.controlPlaneIp}); API server ${c.apiServerUrl}`);
 
-    const pods = new Map<string, SimPod>();
-    for (const d of DEPLOYMENTS) {
-      const meta = podMeta(d);
-      const pod = await this.node.addPod({ name: meta.name, namespace: NAMESPACE, labels: meta.labels, ownerReferences: meta.ownerReferences });
-      pods.set(d.name, pod);
-      step(`pod ${NAMESPACE}/${pod.name}  ${pod.ip}  (deployment ${d.name}: ${d.what})`);
+    c.addNamespace(NAMESPACE, { 'mesh-agent.io/inject': 'enabled' });
+    for (const [i, d] of DEPLOYMENTS.entries()) {
+      const replicas: Replica[] = [];
+      const s: Service = { deployment: d, replicas };
+      this.services.set(d.name, s);
+      for (let r = 0; r < d.replicas; r++) {
+        const node = c.nodes[nodeOf(i, r)]!;
+        const pod = await c.addPod(node, { deployment: d.name, namespace: NAMESPACE, labels: podLabels(d), ports: d.port ? [{ name: 'main', containerPort: d.port }] : [] });
+        replicas.push({ pod, node, proc: undefined as unknown as ChildProcess, log: undefined as unknown as JsonLineLog });
+      }
+      if (d.service) {
+        s.service = c.addService({ name: d.service.name, namespace: NAMESPACE, selector: { app: d.app }, ports: [{ name: 'main', port: d.service.port, targetPort: 'main' }] });
+      }
+      const where = replicas.map((x) => `${x.pod.name} on ${x.node.name} ${x.pod.ip}`).join(', ');
+      step(`deployment ${d.name} (${d.what}): ${where}${s.service ? `; Service ${s.service.name} ${s.service.clusterIP}:${d.service!.port}` : ''}`);
     }
-    const podsFile = path.join(this.tmp, 'pods.json');
-    const objects = [namespaceObject(), ...[...pods.values()].map((p) => p.toPodObject(this.node.name))];
-    fs.writeFileSync(podsFile, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }, null, 2));
+    await c.settled();
 
-    const reporting: string[] = [];
-    if (this.#opts.controller) {
-      step(`starting the controller in the node namespace: mesh-agent controller --listen ${CONTROLLER} --dashboard-listen ${DASHBOARD}`);
-      this.controller = this.node.spawnInNode(process.execPath, [BIN, 'controller', '--listen', CONTROLLER, '--dashboard-listen', DASHBOARD, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      this.controllerLog = new JsonLineLog(this.controller);
-      await this.#waitListening(CONTROLLER, this.controller, this.controllerLog, 'the controller');
-      // Reports every 2 s, so the first stat refresh already has a few of them.
-      reporting.push('--controller', CONTROLLER, '--report-interval', '2000');
-    }
-    step(`starting the agent in the node namespace: mesh-agent run --pods ${podsFile}${reporting.length ? ` --controller ${CONTROLLER}` : ''} (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
-    this.agent = this.node.spawnInNode(process.execPath, [BIN, 'run', '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot, '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--drain', '1000', ...reporting, '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.agentLog = new JsonLineLog(this.agent);
-    await this.#waitAgentReady();
-    step(`agent ready: BPF attached to ${this.node.cgroupRoot}, proxy on ${this.node.nodeIp}:15001, admin on ${ADMIN} (node namespace)`);
+    step(`starting the mesh: mesh-agent controller on the control plane (discovery from the API server, dashboard on :${DASHBOARD_PORT}), mesh-agent run on every node (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
+    this.mesh = await startMesh(c, { controllerArgs: ['--dashboard-listen', `0.0.0.0:${DASHBOARD_PORT}`] });
+    const endpoints = DEPLOYMENTS.reduce((n, d) => n + (d.service ? d.replicas : 0), 0);
+    await this.mesh.waitAgents((st) => st.discovery.endpoints >= endpoints, `every agent to know the ${endpoints} endpoints of the demo's Services`);
+    step(`agents ready on ${c.nodes.map((n) => n.name).join(', ')}: BPF attached to each node's pods cgroup, proxy on <node IP>:15001, Services and endpoints streamed by the controller at ${this.mesh.controllerAddr}`);
 
-    const addr = (name: string) => {
+    const vip = (name: string) => {
       const d = DEPLOYMENTS.find((x) => x.name === name)!;
-      return `${pods.get(name)!.ip}:${d.port}`;
+      return `${this.services.get(name)!.service!.clusterIP}:${d.service!.port}`;
     };
     const argsOf: Record<string, string[]> = {
       emoji: ['--port', '8080'],
       voting: ['--port', '8080'],
       mailer: ['--port', '2525'],
-      web: ['--port', '8080', '--emoji', addr('emoji'), '--voting', addr('voting'), '--mailer', addr('mailer')],
-      'vote-bot': ['--web', addr('web'), '--rps', String(this.#opts.rps)],
+      web: ['--port', '8080', '--emoji', vip('emoji'), '--voting', vip('voting'), '--mailer', vip('mailer')],
+      'vote-bot': ['--web', vip('web'), '--rps', String(this.#opts.rps)],
     };
     for (const d of DEPLOYMENTS) {
-      const pod = pods.get(d.name)!;
-      const proc = pod.spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(DEMO_DIR, d.script), ...argsOf[d.name]], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const log = new JsonLineLog(proc);
-      this.services.set(d.name, { deployment: d, pod, proc, log });
-      await log.waitFor(d.port ? 'listening' : 'started', proc, 20_000, `${d.name} (${d.script})`);
-      step(d.port ? `${d.name} listening on ${pod.ip}:${d.port}` : `${d.name} sending ${this.#opts.rps} requests/s to web at ${addr('web')}`);
+      for (const r of this.services.get(d.name)!.replicas) {
+        r.proc = r.pod.spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(DEMO_DIR, d.script), ...argsOf[d.name]!], { stdio: ['ignore', 'pipe', 'pipe'] });
+        r.log = new JsonLineLog(r.proc);
+      }
+      for (const r of this.services.get(d.name)!.replicas) await r.log.waitFor(d.port ? 'listening' : 'started', r.proc, 20_000, `${d.name} ${r.pod.name} (${d.script})`);
+      step(d.port ? `${d.name}: ${d.replicas} replicas listening on :${d.port}` : `${d.name} sending ${this.#opts.rps} requests/s to web at ${vip('web')} (the web-svc ClusterIP)`);
     }
-    const bot = this.services.get('vote-bot')!;
+    const bot = this.services.get('vote-bot')!.replicas[0]!;
     const first = await bot.log.waitFor('firstAnswer', bot.proc, 20_000, 'vote-bot (its first answer from web)');
     step(`vote-bot: first answer from web through the mesh (${first.path}: HTTP ${first.status})`);
   }
 
-  async #waitAgentReady(): Promise<void> {
-    const end = Date.now() + 20_000;
-    while (Date.now() < end) {
-      if (this.agent.exitCode !== null || this.agent.signalCode !== null) {
-        throw new Error(`the agent exited (${this.agent.signalCode ?? this.agent.exitCode}) during start: ${this.agentLog.stderr.trim() || '(no output)'}`);
-      }
-      const r = await this.node.execInNode('curl', ['-sf', '-m', '2', `http://${ADMIN}/ready`]).catch(() => ({ code: 1 }));
-      if (r.code === 0) return;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(`the agent was not ready within 20 s: ${this.agentLog.stderr.trim() || '(no output)'}`);
+  /** A node agent's /status document (the first node's by default). */
+  agentStatus(node: SimClusterNode = this.node): Promise<any> {
+    return this.mesh.agentStatus(node);
   }
 
-  /** Waits until something accepts TCP connections on addr in the node namespace (curl exit 7: refused). */
-  async #waitListening(addr: string, proc: ChildProcess, log: JsonLineLog, what: string): Promise<void> {
-    const end = Date.now() + 20_000;
-    while (Date.now() < end) {
-      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${what} exited (${proc.signalCode ?? proc.exitCode}) during start: ${log.stderr.trim() || '(no output)'}`);
-      const r = await this.node.execInNode('curl', ['-s', '-o', '/dev/null', '-m', '1', `http://${addr}/`]).catch(() => ({ code: 7 }));
-      if (r.code !== 7 && r.code !== 28) return;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(`${what} was not listening on ${addr} within 20 s: ${log.stderr.trim() || '(no output)'}`);
+  /** Every agent's /status, in node order. */
+  agentStatuses(): Promise<any[]> {
+    return Promise.all(this.cluster.nodes.map((n) => this.mesh.agentStatus(n)));
   }
 
-  /** The agent's /status document, from inside the node namespace. */
-  async agentStatus(): Promise<any> {
-    const r = await this.node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN}/status`], { timeoutMs: 5000 });
-    if (r.code !== 0) throw new Error(`agent /status unreachable (curl exit ${r.code}): ${r.stderr.trim()}`);
-    return JSON.parse(r.stdout);
-  }
-
-  /** The agent's Prometheus exposition (/metrics), from inside the node namespace. */
-  async agentMetrics(): Promise<string> {
-    const r = await this.node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN}/metrics`], { timeoutMs: 5000 });
-    if (r.code !== 0) throw new Error(`agent /metrics unreachable (curl exit ${r.code}): ${r.stderr.trim()}`);
-    return r.stdout;
-  }
-
-  /** Runs a mesh-agent command in the node namespace, as a user in another terminal would. */
+  /** Runs a mesh-agent command where the controller is reachable, as a user's port-forward would. */
   cli(args: string[], timeoutMs = 10_000) {
-    return this.node.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, ...args], { timeoutMs });
+    return this.mesh.cli(args, timeoutMs);
+  }
+
+  /** The latest value a replica's process reported under `key`, summed over a deployment's replicas. */
+  total(deployment: string, key: string, field?: string): number | undefined {
+    const values = this.services.get(deployment)?.replicas.map((r) => r.log?.latest.get(key)).filter((v) => v !== undefined) ?? [];
+    if (values.length === 0) return undefined;
+    return values.reduce((sum, v) => sum + Number(field === undefined ? v : v[field]), 0);
   }
 
   /** Processes that died unexpectedly, with their last words. */
   crashed(): string[] {
     const out: string[] = [];
-    if (this.controller && (this.controller.exitCode !== null || this.controller.signalCode !== null)) out.push(`controller: ${this.controllerLog?.stderr.trim()}`);
-    if (this.agent && (this.agent.exitCode !== null || this.agent.signalCode !== null)) out.push(`agent: ${this.agentLog?.stderr.trim()}`);
-    for (const [name, s] of this.services) if (s.proc.exitCode !== null || s.proc.signalCode !== null) out.push(`${name}: ${s.log.stderr.trim()}`);
+    const dead = (p?: ChildProcess) => p !== undefined && (p.exitCode !== null || p.signalCode !== null);
+    if (dead(this.mesh?.controller?.proc)) out.push(`controller: ${this.mesh.controller!.log().slice(-1500)}`);
+    for (const [name, a] of this.mesh?.agents ?? []) if (dead(a.proc)) out.push(`agent on ${name}: ${a.log().slice(-1500)}`);
+    for (const [name, s] of this.services) for (const r of s.replicas) if (dead(r.proc)) out.push(`${name} ${r.pod.name}: ${r.log.stderr.trim()}`);
     return out;
   }
 
   async destroy(): Promise<void> {
     try {
-      await this.node?.destroy();
+      await this.mesh?.stop();
+      await this.cluster?.destroy();
     } finally {
       fs.rmSync(this.tmp, { recursive: true, force: true });
     }
@@ -193,7 +185,7 @@ export class DemoStack {
 
 /**
  * Opens 127.0.0.1:port in this (the machine's) namespace and hands it to a forwarder in the
- * node namespace that connects to 127.0.0.1:port there. Null when the port is taken here:
+ * node's namespace that connects to 127.0.0.1:port there. Null when the port is taken here:
  * the caller then tells the user to enter the namespace instead.
  */
 export async function forwardPort(node: SimNode, port: number): Promise<ChildProcess | null> {

@@ -1,6 +1,4 @@
 // What the demo prints while it runs (pure: data in, lines out).
-import { table } from '../cli/table.ts';
-import type { DeploymentTotals } from './metrics-summary.ts';
 import { EXPECTED_SUCCESS } from './traffic-mix.ts';
 
 export const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
@@ -12,21 +10,25 @@ export function botLine(bot: BotTotals | undefined): string {
   return `vote-bot saw ${bot.sent} requests: ${bot.ok} ok, ${bot.failed} answered 5xx, ${bot.errors} without answer (${pct(bot.ok / bot.sent)} success; the mix makes it ${pct(EXPECTED_SUCCESS.web)})`;
 }
 
-export function mailerLine(delivered: number | undefined): string {
-  return `mailer (SMTP, the server speaks first, port 2525 in no opaque list): ${delivered ?? 0} mails accepted through the mesh`;
+export function mailerLine(delivered: number | undefined, replicas: number): string {
+  return `mailer (SMTP, the server speaks first, port 2525 in no opaque list; ${replicas} replicas behind one Service, a pod picked per connection): ${delivered ?? 0} mails accepted through the mesh`;
 }
 
-/** The agent's own counters (mesh-agent status), for when no controller is there to ask. */
-export function agentLines(status: any): string[] {
-  const c = status.datapath.counters;
-  const p = status.proxy;
-  const counts = (o: Record<string, number> | undefined) => Object.entries(o ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
-  const byProto = counts(p.byProtocol);
-  const meshed = status.pods.filter((x: any) => x.meshed).length;
+/** Every node agent's own counters (mesh-agent status on each node), added up. */
+export function agentLines(statuses: any[]): string[] {
+  const sum = (f: (s: any) => number) => statuses.reduce((n, s) => n + f(s), 0);
+  const merge = (f: (s: any) => Record<string, number> | undefined) => {
+    const out: Record<string, number> = {};
+    for (const s of statuses) for (const [k, v] of Object.entries(f(s) ?? {})) out[k] = (out[k] ?? 0) + v;
+    return Object.entries(out).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
+  };
+  const pods = sum((s) => s.pods.length);
+  const meshed = sum((s) => s.pods.filter((x: any) => x.meshed).length);
   return [
-    `agent: ${meshed}/${status.pods.length} pods meshed; proxy ${p.accepted} connections accepted (${byProto}), ${p.open} open, ${p.refusedNoRecord} refused without record`,
-    `proxy decided by: ${counts(p.byDetection)}`,
-    `datapath: ${c.redirected} connects redirected, ${c.skippedPort} skipped by port, ${c.unmeshed} from unmeshed processes`,
+    `agents on ${statuses.length} nodes: ${meshed}/${pods} pods meshed; proxies ${sum((s) => s.proxy.accepted)} connections accepted (${merge((s) => s.proxy.byProtocol)}), ${sum((s) => s.proxy.open)} open, ${sum((s) => s.proxy.refusedNoRecord)} refused without record, ${sum((s) => s.proxy.noEndpoints ?? 0)} to a Service without endpoints`,
+    `proxies decided by: ${merge((s) => s.proxy.byDetection)}`,
+    `datapath: ${sum((s) => Number(s.datapath.counters.redirected))} connects redirected, ${sum((s) => Number(s.datapath.counters.skippedPort))} skipped by port, ${sum((s) => Number(s.datapath.counters.unmeshed))} from unmeshed processes`,
+    `discovery: ${statuses.map((s) => `${s.node} ${s.discovery?.state ?? 'off'} (${s.discovery?.services ?? 0} Services, ${s.discovery?.endpoints ?? 0} endpoints)`).join(', ')}`,
   ];
 }
 
@@ -39,13 +41,4 @@ export function header(elapsedS: number, width = 78): string {
 /** Pretty-prints the expected success rates so a reader can hold the table against them. */
 export function expectationLine(): string {
   return `expected success: web ${pct(EXPECTED_SUCCESS.web)} (1 vote in 3 is for :doughnut:), voting ${pct(EXPECTED_SUCCESS.voting)}, emoji ${pct(EXPECTED_SUCCESS.emoji)}`;
-}
-
-/** Success per deployment as the mesh measured it (the agent's inbound response_total), next to what the mix implies. */
-export function successTable(rows: DeploymentTotals[]): string {
-  return table(['DEPLOYMENT', 'REQUESTS', 'SUCCESS', 'EXPECTED'], rows.map((r) => {
-    const n = r.success + r.failure;
-    const expected = EXPECTED_SUCCESS[r.deployment];
-    return [r.deployment, String(n), n ? pct(r.success / n) : '-', expected === undefined ? '-' : pct(expected)];
-  }));
 }

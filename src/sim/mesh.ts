@@ -83,7 +83,8 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     agents,
     async startController() {
       if (mesh.controller && !exited(mesh.controller.proc)) throw new Error('the controller is already running');
-      const p = track(cluster.spawnInControlPlane(process.execPath, [...NODE_FLAGS, bin, 'controller', '--listen', controllerAddr, '--kubeconfig', kubeconfig, ...(quiet ? ['--quiet'] : []), ...(opts.controllerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] }));
+      // On every address of the control plane: agents reach it over the fabric, a port-forward on loopback.
+      const p = track(cluster.spawnInControlPlane(process.execPath, [...NODE_FLAGS, bin, 'controller', '--listen', `0.0.0.0:${CONTROLLER_PORT}`, '--kubeconfig', kubeconfig, ...(quiet ? ['--quiet'] : []), ...(opts.controllerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] }));
       mesh.controller = p;
       const end = Date.now() + 30_000;
       for (;;) {

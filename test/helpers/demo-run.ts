@@ -33,17 +33,18 @@ export class DemoRun {
     }
   }
 
-  nodeId(): string {
-    const m = /node demo-node \((ma\d+x\d+[a-z]{3})\)/.exec(this.output);
-    if (!m) throw new Error(`no node id in the demo's output:\n${this.output}`);
-    return m[1];
+  /** The ids the demo's cluster made its namespaces and cgroups under: the cluster's, each node's, the control plane's. */
+  ids(): string[] {
+    const m = /==> cluster (ma\d+x\d+[a-z]{3}): (.*)/.exec(this.output);
+    if (!m) throw new Error(`no cluster id in the demo's output:\n${this.output}`);
+    return [m[1]!, ...(m[2]!.match(/ma\d+x\d+[a-z]{3}/g) ?? [])];
   }
 }
 
 export interface Proc { pid: number; cmdline: string }
 
-/** Every process in the node's cgroups (its pods and its node processes), with cmdlines to recognise them later. */
-export function processesOfNode(id: string): Proc[] {
+/** Every process in the nodes' cgroups (their pods and node processes), with cmdlines to recognise them later. */
+export function processesOf(ids: string[]): Proc[] {
   const cg2 = findCgroup2Mount();
   const pids: Proc[] = [];
   const walk = (dir: string) => {
@@ -54,8 +55,10 @@ export function processesOfNode(id: string): Proc[] {
     }
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(dir, e.name));
   };
-  walk(path.join(cg2, `mesh-sim-${id}`));
-  walk(path.join(cg2, `mesh-sim-${id}-node`));
+  for (const id of ids) {
+    walk(path.join(cg2, `mesh-sim-${id}`));
+    walk(path.join(cg2, `mesh-sim-${id}-node`));
+  }
   return pids;
 }
 
@@ -68,11 +71,12 @@ function cmdlineOf(pid: number): string | null {
 }
 
 /** What is left of a run: its namespaces, cgroups, temp dir, and which of its processes still live. */
-export function leftovers(id: string, demoPid: number, procs: Proc[]): string[] {
+export function leftovers(ids: string[], demoPid: number, procs: Proc[]): string[] {
   const cg2 = findCgroup2Mount();
   const left: string[] = [];
-  left.push(...listNetns().filter((n) => n.startsWith(`${id}-`)).map((n) => `netns ${n}`));
-  left.push(...fs.readdirSync(cg2).filter((n) => n.startsWith(`mesh-sim-${id}`)).map((n) => `cgroup ${n}`));
+  const ours = (name: string, prefix: string) => ids.some((id) => name.startsWith(`${prefix}${id}-`) || name === `${prefix}${id}`);
+  left.push(...listNetns().filter((n) => ours(n, '')).map((n) => `netns ${n}`));
+  left.push(...fs.readdirSync(cg2).filter((n) => ours(n, 'mesh-sim-')).map((n) => `cgroup ${n}`));
   left.push(...fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith(`mesh-demo-${demoPid}-`)).map((n) => `dir ${n}`));
   // Same pid and same cmdline: the process itself, not a recycled pid.
   left.push(...procs.filter((p) => cmdlineOf(p.pid) === p.cmdline).map((p) => `process ${p.pid} ${p.cmdline.replaceAll('\0', ' ').slice(0, 120)}`));
