@@ -66,6 +66,8 @@ export interface EndpointSnapshot {
   inflight: number;
   requests: number;
   failures: number;
+  /** Times failure accrual ejected it (0 without accrual). */
+  ejections: number;
 }
 
 export class Balancer {
@@ -164,7 +166,7 @@ export class Balancer {
     return this.list.map((b) => {
       const s: EndpointSnapshot = {
         ip: b.ep.ip, port: b.ep.port, state: b.accrual?.state(now) ?? 'ready', ewmaMs: this.decayed(b, now),
-        inflight: b.inflight, requests: b.requests, failures: b.failures,
+        inflight: b.inflight, requests: b.requests, failures: b.failures, ejections: b.accrual?.ejections ?? 0,
       };
       if (b.ep.pod !== undefined) s.pod = b.ep.pod;
       if (b.ep.node !== undefined) s.node = b.ep.node;

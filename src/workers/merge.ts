@@ -62,12 +62,13 @@ export function mergeDescribed(byWorker: ReadonlyArray<{ worker: number; ports: 
       for (const e of p.endpoints) {
         const k = `${e.ip}:${e.port}`;
         let m = mp.endpoints.get(k);
-        if (m === undefined) mp.endpoints.set(k, (m = { ...e, state: 'ready', ewmaMs: 0, inflight: 0, requests: 0, failures: 0, workers: [] }));
+        if (m === undefined) mp.endpoints.set(k, (m = { ...e, state: 'ready', ewmaMs: 0, inflight: 0, requests: 0, failures: 0, ejections: 0, workers: [] }));
         m.workers.push({ worker, state: e.state, ewmaMs: e.ewmaMs, inflight: e.inflight, requests: e.requests, failures: e.failures });
         if (WORSE[e.state] > WORSE[m.state]) m.state = e.state;
         m.inflight += e.inflight;
         m.requests += e.requests;
         m.failures += e.failures;
+        m.ejections += e.ejections;
       }
     }
   }
