@@ -13,7 +13,7 @@ const podObj = (o: Obj = {}, status: Obj = {}, spec: Obj = {}): Obj => ({
   apiVersion: 'v1', kind: 'Pod',
   metadata: { name: 'web-5d9f-x1', namespace: 'shop', uid: 'u1', labels: { 'pod-template-hash': '5d9f' }, ownerReferences: [{ kind: 'ReplicaSet', name: 'web-5d9f', controller: true }], ...o },
   spec: { nodeName: 'n1', serviceAccountName: 'web', containers: [], ...spec },
-  status: { phase: 'Running', podIP: '10.1.0.5', podIPs: [{ ip: '10.1.0.5' }], ...status },
+  status: { phase: 'Running', hostIP: '10.244.0.1', podIP: '10.1.0.5', podIPs: [{ ip: '10.1.0.5' }], ...status },
 });
 
 /** Every record must be a line the agent accepts as is. */
@@ -120,20 +120,25 @@ test('EndpointSlice: more than 1000 addresses are cut at the bound, with a probl
 });
 
 const pods: Array<[string, Obj, Obj | null, RegExp[]]> = [
+  ['its own inject annotation travels (the namespace\'s is the agent\'s to read)', podObj({ annotations: { 'mesh-agent.io/inject': 'enabled', team: 'a' } }),
+    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web', inject: 'enabled', hostIp: '10.244.0.1' }, []],
+  ['a bad inject annotation: left out with a problem; a bad hostIP: left out (no tunnel)', podObj({ annotations: { 'mesh-agent.io/inject': 'yes' } }, { hostIP: 'node-1' }),
+    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web' },
+    [/^annotation mesh-agent\.io\/inject "yes" is not enabled or disabled; the namespace's decides$/, /^hostIP "node-1" is not an IPv4 address/]],
   ['a Deployment\'s pod: owner as workload.ts names it, node, ServiceAccount', podObj(),
-    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web' }, []],
+    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web', hostIp: '10.244.0.1' }, []],
   ['a bare pod with no ServiceAccount: its own workload, "default"', podObj({ ownerReferences: undefined, labels: {} }, {}, { serviceAccountName: undefined, nodeName: undefined }),
-    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'pod', owner: 'web-5d9f-x1', serviceAccount: 'default' }, []],
+    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'pod', owner: 'web-5d9f-x1', serviceAccount: 'default', hostIp: '10.244.0.1' }, []],
   ['a StatefulSet pod', podObj({ name: 'db-0', ownerReferences: [{ kind: 'StatefulSet', name: 'db', controller: true }] }),
-    { namespace: 'shop', name: 'db-0', ip: '10.1.0.5', kind: 'statefulset', owner: 'db', node: 'n1', serviceAccount: 'web' }, []],
+    { namespace: 'shop', name: 'db-0', ip: '10.1.0.5', kind: 'statefulset', owner: 'db', node: 'n1', serviceAccount: 'web', hostIp: '10.244.0.1' }, []],
   ['dual-stack with the IPv6 address first: the IPv4 one', podObj({}, { podIP: 'fd00::5', podIPs: [{ ip: 'fd00::5' }, { ip: '10.1.0.9' }] }),
-    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.9', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web' }, []],
+    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.9', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web', hostIp: '10.244.0.1' }, []],
   ['no IP yet (pending): no record', podObj({}, { phase: 'Pending', podIP: undefined, podIPs: undefined }), null, []],
   ['host network: the node\'s address, not the pod\'s', podObj({}, { podIP: '192.168.1.10' }, { hostNetwork: true }), null, []],
   ['finished: its address may be another pod\'s already', podObj({}, { phase: 'Succeeded' }), null, []],
   ['a podIP that is not an IP', podObj({}, { podIP: 'ten', podIPs: [] }), null, [/^podIP "ten" is not an IP address; ignored$/]],
   ['an owner kind no label can carry: the pod is its own workload', podObj({ ownerReferences: [{ kind: 'Thing.v2', name: 'x', controller: true }] }),
-    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'pod', owner: 'web-5d9f-x1', node: 'n1', serviceAccount: 'web' }, [/owner kind "thing\.v2" is not a plain kind name/]],
+    { namespace: 'shop', name: 'web-5d9f-x1', ip: '10.1.0.5', kind: 'pod', owner: 'web-5d9f-x1', node: 'n1', serviceAccount: 'web', hostIp: '10.244.0.1' }, [/owner kind "thing\.v2" is not a plain kind name/]],
 ];
 
 for (const [what, obj, want, problems] of pods) {

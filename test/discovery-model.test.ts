@@ -101,6 +101,8 @@ const malformed: Array<[string, string, RegExp]> = [
   ['pod kind missing', pd({ kind: undefined }), /kind: expected a lower-case owner kind/],
   ['pod owner missing', pd({ owner: undefined }), /pod shop\/web-1: owner: expected a Kubernetes name, got undefined/],
   ['pod serviceAccount missing', pd({ serviceAccount: undefined }), /pod shop\/web-1: serviceAccount: expected a Kubernetes name/],
+  ['pod inject not enabled or disabled', pd({ inject: 'on' }), /pod shop\/web-1: inject: expected "enabled" or "disabled", got "on"/],
+  ['pod hostIp not an IPv4 address', pd({ hostIp: 'fd00::1' }), /pod shop\/web-1: hostIp/],
   ['pod node bad', pd({ node: 'N1' }), /pod shop\/web-1: node: expected a Kubernetes name, got "N1"/],
   ['pod name too long', pd({ name: 'a'.repeat(254) }), /pod\.name: expected a Kubernetes name/],
 ];

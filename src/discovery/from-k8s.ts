@@ -4,6 +4,7 @@
 // are left out and named in `problems`; the rest of the object is kept. Every record that comes
 // out has passed the model's own parser, so the controller never sends a line an agent refuses.
 import { isIP } from 'node:net';
+import { ANNOTATIONS } from '../k8s/annotations.ts';
 import { ownerOf } from '../k8s/objects.ts';
 import { workloadOf } from '../telemetry/workload.ts';
 import {
@@ -238,6 +239,12 @@ export function podFromK8s(o: Obj): Converted<DiscoPod> {
   const node = o?.spec?.nodeName;
   if (isName(node)) pod.node = node;
   else if (node !== undefined && node !== null && node !== '') problems.push(`nodeName ${show(node)} is not a node name; ignored`);
+  const inject = o?.metadata?.annotations?.[ANNOTATIONS.inject];
+  if (inject === 'enabled' || inject === 'disabled') pod.inject = inject;
+  else if (inject !== undefined) problems.push(`annotation ${ANNOTATIONS.inject} ${show(inject)} is not enabled or disabled; the namespace's decides`);
+  const hostIp = o?.status?.hostIP;
+  if (isIPv4(hostIp)) pod.hostIp = hostIp;
+  else if (hostIp !== undefined && hostIp !== null && hostIp !== '') problems.push(`hostIP ${show(hostIp)} is not an IPv4 address; ignored (no tunnel to this pod)`);
   return gate(key, pod, parsePod, problems);
 }
 

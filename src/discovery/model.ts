@@ -72,6 +72,14 @@ export interface DiscoPod {
   owner: string;
   node?: string;
   serviceAccount: string;
+  /**
+   * The pod's own mesh-agent.io/inject annotation when it says enabled or disabled (absent: the
+   * namespace's decides, which the agent knows from its own namespace watch). Tells a client's
+   * agent whether the destination is meshed, so whether to tunnel to it (docs/identity.md).
+   */
+  inject?: 'enabled' | 'disabled';
+  /** status.hostIP: the node address the destination's agent listens on for tunnels (port 15008). */
+  hostIp?: string;
 }
 
 export type DiscoMessage =
@@ -231,6 +239,11 @@ export function parsePod(v: unknown): DiscoPod {
   };
   const node = optName(o.node, `${w}: node`);
   if (node !== undefined) out.node = node;
+  if (o.inject !== undefined) {
+    if (o.inject !== 'enabled' && o.inject !== 'disabled') fail(`${w}: inject`, `expected "enabled" or "disabled", got ${JSON.stringify(o.inject)?.slice(0, 40)}`);
+    out.inject = o.inject;
+  }
+  if (o.hostIp !== undefined) out.hostIp = ipv4(o.hostIp, `${w}: hostIp`);
   return out;
 }
 

@@ -14,6 +14,8 @@ export interface PodInfo {
   labels: Record<string, string>;
   annotations: Record<string, string>;
   owner?: { kind: string; name: string };
+  /** spec.serviceAccountName: the pod's workload identity (docs/identity.md); "default" when unset, as admission sets it. */
+  serviceAccount?: string;
 }
 
 export interface NamespaceInfo {
@@ -50,6 +52,7 @@ export function podFromObject(o: Obj): PodInfo | null {
     labels: { ...(md.labels ?? {}) },
     annotations: { ...(md.annotations ?? {}) },
     owner: ownerOf(md),
+    serviceAccount: typeof o.spec?.serviceAccountName === 'string' && o.spec.serviceAccountName !== '' ? o.spec.serviceAccountName : 'default',
   };
 }
 
