@@ -142,6 +142,7 @@ test('controller RBAC: list and watch of Services, Pods, EndpointSlices and the 
   t.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'mesh-agent-controller' });
   t.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: 'mesh-agent' }]);
   t.true(pod.automountServiceAccountToken, 'in-cluster config needs the token');
+  t.is(pod.containers[0].resources.limits.memory, '1Gi', 'room for discovery of 100,000 endpoints (368 MB measured)');
   t.true(find(objs, 'ServiceAccount', pod.serviceAccountName).automountServiceAccountToken);
   // No flag picks the source: in a pod the controller uses its in-cluster config (cli/controller.ts discoveryMode).
   t.false(pod.containers[0].args.includes('--resources'));
