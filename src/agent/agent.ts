@@ -20,8 +20,9 @@ import { DEFAULT_OPAQUE_PORTS, type PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
-import { Router } from '../routing/router.ts';
+import { clientsOf, Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
+import { answerQuery } from './diagnostics.ts';
 import { MAX_SUMMARY_PROGRAMS, MAX_SUMMARY_REASONS, type AgentSummary } from '../telemetry/report.ts';
 import { assessHealth } from './health.ts';
 import * as net from 'node:net';
@@ -110,10 +111,9 @@ export class Agent {
     this.router = new Router(this.discovery, {
       log: (msg) => this.recordError(msg),
       // Consumer routes and retry budgets go by the client pod's namespace and workload.
-      clients: (ip) => {
-        const w = this.telemetry.workloads.byIp(ip);
-        return w === null ? null : { namespace: w.namespace, workload: `${w.namespace}/${w.kind}/${w.name}` };
-      },
+      clients: clientsOf(this.telemetry.workloads),
+      // Each proxy (this thread's and every worker's) keeps its own budgets over its share of the connections.
+      budgetShare: 1 / (opts.proxyWorkers ?? 1),
     });
     this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, datapathCounters: () => this.datapath?.counters() ?? null });
     this.telemetry.add(this.metrics);
@@ -248,17 +248,13 @@ export class Agent {
 
   /**
    * The controller relays `mesh-agent diagnostics` questions; answered from this agent's own
-   * state: every proxy balances on its own, their views merged (workers/merge.ts).
+   * state (diagnostics.ts). Endpoints: every proxy balances on its own, their views merged
+   * (workers/merge.ts); policy: every proxy holds the same routes, the main thread's answer.
    */
   async answerQuery(q: AgentQuery): Promise<unknown> {
-    if (q?.kind !== 'endpoints' || typeof q.namespace !== 'string' || typeof q.name !== 'string') throw new Error('unknown query; run agent and controller of the same release');
-    const ports = this.router.describe(q.namespace, q.name);
-    if (ports === null) {
-      const d = this.discovery;
-      throw new Error(`Service ${q.namespace}/${q.name} is not in this agent's discovery (${d.synced ? `${d.counts().services} Services known` : 'not synced with the controller yet'})`);
-    }
-    if (!this.pool) return { ports };
-    const views: Array<{ worker: number; ports: DescribedPort[] }> = [{ worker: 0, ports }];
+    const answer = answerQuery(this.router, this.discovery, q) as { ports: unknown[] };
+    if (q.kind !== 'endpoints' || !this.pool) return answer;
+    const views: Array<{ worker: number; ports: DescribedPort[] }> = [{ worker: 0, ports: answer.ports as DescribedPort[] }];
     for (const a of await this.pool.describe(q.namespace, q.name)) if (Array.isArray(a.result)) views.push({ worker: a.index, ports: a.result as DescribedPort[] });
     return { ports: mergeDescribed(views) };
   }
@@ -293,6 +289,7 @@ export class Agent {
         pods: this.podsTable(),
         discovery: this.discovery.replay(),
         taps: this.reporter?.tapFilters() ?? [],
+        budgetShare: 1 / (this.opts.proxyWorkers ?? 1),
       }),
       ledger: () => ({ gauges: new Map(), pairs: new Map() }),
       merge: (batch, ledger) => {

@@ -6,7 +6,9 @@
 import type { Command } from 'commander';
 import { controllerUrl } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
-import { PATH_DIAG_ENDPOINTS, type AgentAnswer } from '../controller/protocol.ts';
+import { PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
+import type { PolicyView, RuleView } from '../routing/policy-view.ts';
+import type { RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
 import type { ServiceRef } from '../routing/router.ts';
 import { DEFAULT_CONTROLLER, formatLatency } from './stat.ts';
@@ -58,8 +60,84 @@ export function renderEndpoints(answers: AgentAnswer[], port?: number): string {
   return [rows.length > 0 ? table(headers, rows) : 'No endpoints.', ...notes].join('\n');
 }
 
+const ms = (n: number) => (n % 60_000 === 0 ? `${n / 60_000}m` : n % 1000 === 0 ? `${n / 1000}s` : `${n}ms`);
+
+function matchText(m: RouteMatch): string {
+  const parts: string[] = [];
+  if (m.method) parts.push(m.method);
+  if (m.path) parts.push(m.path.type === 'Exact' ? `path = ${m.path.value}` : m.path.type === 'PathPrefix' ? `path ${m.path.value}*` : `path ~ ${m.path.value}`);
+  for (const h of m.headers ?? []) parts.push(h.type === 'Exact' ? `${h.name}: ${h.value}` : `${h.name} ~ ${h.value}`);
+  if (m.grpc) parts.push(`grpc ${m.grpc.type === 'Exact' ? '' : '~ '}${m.grpc.service ?? '*'}/${m.grpc.method ?? '*'}`);
+  return parts.join(', ');
+}
+
+function sourceText(s: Source[]): string {
+  if (s.length === 0) return '';
+  const byObject = new Map<string, string[]>();
+  for (const x of s) {
+    const k = `${x.kind} ${x.namespace}/${x.name}`;
+    const l = byObject.get(k) ?? [];
+    l.push(x.annotation ?? x.field ?? '');
+    byObject.set(k, l);
+  }
+  return ` (from ${[...byObject].map(([k, l]) => `${k}: ${l.join(', ')}`).join('; ')})`;
+}
+
+function retryText(r: RetryPolicy): string {
+  const on: string[] = [];
+  if (r.httpStatuses) on.push(r.httpStatuses.map(([a, b]) => (a === b ? String(a) : a === 500 && b === 599 ? '5xx' : `${a}-${b}`)).join(','));
+  if (r.grpcCodes) on.push(`grpc ${r.grpcCodes.join(',')}`);
+  on.push('connect errors');
+  return `${r.limit} ${r.limit === 1 ? 'retry' : 'retries'} on ${on.join(', ')}${r.backoffMs !== undefined ? `, backoff ${ms(r.backoffMs)}` : ''}${r.timeoutMs !== undefined ? `, per-try timeout ${ms(r.timeoutMs)}` : ''}`;
+}
+
+function ruleText(r: RuleView): string[] {
+  const name = r.route.kind === 'default' ? 'default route (the Service\'s annotations)' : `${r.route.kind} ${r.route.namespace}/${r.route.name} rule ${r.rule}${r.name ? ` "${r.name}"` : ''}`;
+  const lines = [`  ${name}`];
+  lines.push(`    match:    ${r.matches.length === 0 ? 'every request' : r.matches.map(matchText).join(' | ')}`);
+  lines.push(`    backends: ${r.backends.length === 0 ? 'the Service itself' : r.backends.map((b) => `${b.namespace}/${b.name}:${b.port} ${b.share}% (weight ${b.weight})${b.problem ? ` [answers 500: ${b.problem}]` : ''}`).join(', ')}`);
+  const t = r.timeouts;
+  const tt = t === null ? 'none' : [t.requestMs !== undefined ? `request ${ms(t.requestMs)}` : '', t.backendRequestMs !== undefined ? `backend request ${ms(t.backendRequestMs)}` : '', t.idleMs !== undefined ? `idle ${ms(t.idleMs)}` : ''].filter(Boolean).join(', ');
+  lines.push(`    timeouts: ${tt}${sourceText(r.timeoutSources)}`);
+  const retries = [r.httpRetry !== null ? `HTTP: ${retryText(r.httpRetry)}` : '', r.grpcRetry !== null && JSON.stringify(r.grpcRetry) !== JSON.stringify(r.httpRetry) ? `gRPC: ${retryText(r.grpcRetry)}` : ''].filter(Boolean);
+  lines.push(`    retry:    ${retries.length === 0 ? 'none' : retries.join('; ')}${sourceText(r.retrySources)}`);
+  return lines;
+}
+
+const SELECTED: Record<PolicyView['selected'], string> = {
+  consumer: 'consumer routes (in the client\'s namespace)',
+  producer: 'producer routes (in the Service\'s namespace)',
+  trafficsplit: 'SMI TrafficSplit',
+  default: 'no routes; the Service\'s retry and timeout annotations',
+  none: 'no routes, retries or timeouts: requests are balanced over the Service\'s endpoints',
+};
+
+export function renderPolicy(answers: AgentAnswer[], port?: number): string {
+  const ok = answers.filter((a) => a.error === undefined);
+  const out: string[] = [];
+  const first = ok[0];
+  if (first !== undefined) {
+    const ports = ((first.result as { ports?: PolicyView[] })?.ports ?? []).filter((p) => port === undefined || p.service.port === port);
+    for (const p of ports) {
+      out.push(`Service ${p.service.namespace}/${p.service.name} port ${p.service.port}, clients in namespace ${p.clientNamespace}: ${SELECTED[p.selected]}`);
+      for (const r of p.rules) out.push(...ruleText(r));
+      for (const o of p.overridden) out.push(`  not applied: ${o.kind} ${o.namespace}/${o.name}: ${o.reason}`);
+      for (const e of p.annotationErrors) out.push(`  annotation ignored: ${e}`);
+      if (p.rules.some((r) => r.httpRetry !== null || r.grpcRetry !== null)) {
+        out.push(`  retry budget: ${Math.round(p.budget.ratio * 100)}% of the last ${p.budget.windowSeconds} s of requests plus ${p.budget.minPerSecond} a second, per client workload; backoff ${p.backoff.minMs}-${p.backoff.maxMs} ms with jitter`);
+      }
+    }
+    if (ports.length === 0) out.push(`No port ${port} on the Service.`);
+    // Every agent holds the same routes; one that does not is behind (or ahead) in discovery.
+    const text = JSON.stringify(first.result);
+    for (const a of ok.slice(1)) if (JSON.stringify(a.result) !== text) out.push(`${a.node}: answers differently (its discovery is at another version); ask it with --node ${a.node}`);
+  }
+  for (const a of answers) if (a.error !== undefined) out.push(`${a.node}: ${a.error}`);
+  return out.join('\n');
+}
+
 export function registerDiagnostics(program: Command) {
-  const diag = program.command('diagnostics').description('look inside the mesh: what the agents\' balancers hold');
+  const diag = program.command('diagnostics').description('look inside the mesh: what the agents\' balancers and routes hold');
   diag
     .command('endpoints')
     .description('the endpoints an agent balances a Service over, with state, EWMA latency and requests in flight')
@@ -87,4 +165,34 @@ export function registerDiagnostics(program: Command) {
         throw new Error(`no agent could answer for Service ${svc.namespace}/${svc.name}: ${res.agents.map((a) => `${a.node}: ${a.error}`).join('; ')}`);
       }
     });
+  diag
+    .command('policy')
+    .description('the routes, backends and weights, timeouts and retry policy that apply to a Service\'s requests, and where each came from')
+    .argument('<service>', 'svc/NAME, or NAME.NAMESPACE.svc.cluster.local:PORT as Linkerd takes it')
+    .option('-n, --namespace <ns>', 'namespace of the Service', 'default')
+    .option('--from-namespace <ns>', 'as seen by clients in this namespace (consumer routes); default the Service\'s namespace')
+    .option('--node <node>', 'ask only the agent of this node (default: every connected agent)')
+    .option('-o, --output <format>', 'table or json', 'table')
+    .option('--controller <addr>', 'the controller (kubectl port-forward svc/mesh-agent-controller 8086 exposes it here)', DEFAULT_CONTROLLER)
+    .action(async function (this: Command, target: string, o) {
+      let svc: ReturnType<typeof parseServiceTarget>;
+      let url: string;
+      try {
+        svc = parseServiceTarget(target, o.namespace);
+        if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
+        if (o.fromNamespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(o.fromNamespace)) throw new Error(`--from-namespace ${o.fromNamespace}: not a namespace name`);
+        url = controllerUrl(o.controller, '--controller');
+      } catch (e) {
+        this.error(`error: ${(e as Error).message}`);
+      }
+      const q = new URLSearchParams({ namespace: svc.namespace, name: svc.name, fromNamespace: o.fromNamespace ?? svc.namespace });
+      if (o.node) q.set('node', o.node);
+      const res = (await requestJson(url, 'GET', `${PATH_DIAG_POLICY}?${q}`)) as { agents: AgentAnswer[] };
+      if (o.output === 'json') process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+      else process.stdout.write(renderPolicy(res.agents, svc.port) + '\n');
+      if (res.agents.every((a) => a.error !== undefined)) {
+        throw new Error(`no agent could answer for Service ${svc.namespace}/${svc.name}: ${res.agents.map((a) => `${a.node}: ${a.error}`).join('; ')}`);
+      }
+    });
 }
+

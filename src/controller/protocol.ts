@@ -26,9 +26,13 @@ export const MAX_BODY = 16 * 1024 * 1024;
 
 /** CLI: GET with query namespace, name and optionally node; answer a DiagnosticsResult (an agent's balancer). */
 export const PATH_DIAG_ENDPOINTS = '/v1/diagnostics/endpoints';
+/** CLI: GET with query namespace, name, fromNamespace and optionally node; answer an agent's routes, retries and timeouts for the Service. */
+export const PATH_DIAG_POLICY = '/v1/diagnostics/policy';
 
 /** Controller -> agent over the agent's tap stream; the agent answers with one AgentReply line. */
-export type AgentQuery = { kind: 'endpoints'; namespace: string; name: string };
+export type AgentQuery =
+  | { kind: 'endpoints'; namespace: string; name: string }
+  | { kind: 'policy'; namespace: string; name: string; fromNamespace: string };
 export interface AgentReply {
   reply: string;
   result?: unknown;

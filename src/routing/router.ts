@@ -10,6 +10,7 @@ import { accrualFromAnnotations } from './failure-accrual.ts';
 import { policyFromAnnotations } from './linkerd-annotations.ts';
 import { ParentPolicy, type CompiledBackend } from './route-table.ts';
 import { DEFAULT_BUDGET, RetryBudget } from './retry-budget.ts';
+import { policyView, type PolicyView } from './policy-view.ts';
 
 /** A Service port as the telemetry names it. */
 export interface ServiceRef {
@@ -57,6 +58,21 @@ export interface RouterOptions {
   random?: () => number;
   /** The retry budgets' clock. */
   now?: () => number;
+  /**
+   * This router's share of each retry budget's per-second minimum (default 1): an agent with N
+   * proxies (threads) gives each 1/N, so a client's retries stay within the budget however the
+   * kernel spreads its connections over them. The ratio part needs no share: each proxy counts
+   * the requests it carries.
+   */
+  budgetShare?: number;
+}
+
+/** Client identity from a workload resolver (the agent's pods, then the discovery store's). */
+export function clientsOf(w: { byIp(ip: string): { namespace: string; kind: string; name: string } | null }): (ip: string) => ClientIdentity | null {
+  return (ip) => {
+    const x = w.byIp(ip);
+    return x === null ? null : { namespace: x.namespace, workload: `${x.namespace}/${x.kind}/${x.name}` };
+  };
 }
 
 /** Budgets kept, per client workload and Service; past this the oldest are dropped. */
@@ -114,7 +130,8 @@ export class Router {
     let b = this.budgets.get(k);
     if (b === undefined) {
       if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value!);
-      b = new RetryBudget(DEFAULT_BUDGET, this.opts.now);
+      const share = this.opts.budgetShare ?? 1;
+      b = new RetryBudget(share === 1 ? DEFAULT_BUDGET : { ...DEFAULT_BUDGET, minPerSecond: DEFAULT_BUDGET.minPerSecond * share }, this.opts.now);
       this.budgets.set(k, b);
     }
     return b;
@@ -153,6 +170,21 @@ export class Router {
       else out.push({ ref: { namespace, name, port: p.port }, authority: serviceAuthority(namespace, name, p.port), problems: ['headless Service: requests go to the pod addresses'], endpoints: [] });
     }
     return out;
+  }
+
+  /**
+   * What routes, retries and timeouts a Service's ports have for clients of one namespace
+   * (diagnostics policy), creating the routes as describe() does. null: no such Service.
+   */
+  describePolicy(namespace: string, name: string, clientNamespace: string): PolicyView[] | null {
+    const svc = this.store.service(`${namespace}/${name}`);
+    if (svc === undefined) return null;
+    const errors = policyFromAnnotations(svc.annotations, { kind: 'Service', namespace, name }).errors;
+    return svc.ports.map((p) => {
+      for (const ip of svc.clusterIPs.slice(0, 1)) this.resolve(ip, p.port);
+      const r = this.routes.get(keyOf(svc))?.get(p.port);
+      return policyView({ namespace, name, port: p.port }, r?.policy ?? null, clientNamespace, errors);
+    });
   }
 
   close(): void {

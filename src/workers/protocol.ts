@@ -36,6 +36,8 @@ export interface WorkerInit {
   /** The main thread's DiscoveryStore.replay(). */
   discovery: DiscoMessage[];
   taps: TapFilter[];
+  /** This proxy's share of each retry budget's per-second minimum (1 / proxies). */
+  budgetShare: number;
 }
 
 /** A worker's state for status: its proxy's counters, the CPU its thread used. */
