@@ -250,12 +250,12 @@ test('a kind added later is served by the same protocol; a review kind answers P
   const api = await server(t);
   api.register({ group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes', namespaced: true });
   api.register({
-    group: 'authentication.k8s.io',
+    group: 'authorization.k8s.io',
     version: 'v1',
-    kind: 'TokenReview',
-    plural: 'tokenreviews',
+    kind: 'SubjectAccessReview',
+    plural: 'subjectaccessreviews',
     namespaced: false,
-    review: (o) => ({ ...o, status: { authenticated: o.spec?.token === 'good', user: { username: 'system:serviceaccount:mesh:agent' } } }),
+    review: (o) => ({ ...o, status: { allowed: o.spec?.user === 'good' } }),
   });
   const w = watch(t, api, `/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes?resourceVersion=${api.resourceVersion}`);
   await waitFor(() => api.openWatches('httproutes') === 1);
@@ -263,8 +263,26 @@ test('a kind added later is served by the same protocol; a review kind answers P
   api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'shop' }, spec: { parentRefs: [{ kind: 'Service', name: 'web' }] } });
   await waitFor(() => w.events.length === 1);
   t.like(w.events[0], { type: 'ADDED', object: { kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'shop' } } });
-  const review = await get(api, '/apis/authentication.k8s.io/v1/tokenreviews', 'POST', JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: 'good' } }));
-  t.like(review, { status: 201, body: { status: { authenticated: true } } });
+  const review = await get(api, '/apis/authorization.k8s.io/v1/subjectaccessreviews', 'POST', JSON.stringify({ apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview', spec: { user: 'good' } }));
+  t.like(review, { status: 201, body: { status: { allowed: true } } });
   t.like(await get(api, '/api/v1/pods', 'POST', '{}'), { status: 405 });
   t.throws(() => api.register({ group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true }), { message: /already registered/ });
+});
+
+test('TokenReview: a token the server minted, bound to a node, reviews as its ServiceAccount with the node in extra; others are refused with the reason', async (t) => {
+  const api = await server(t);
+  const review = async (token: string, audiences?: string[]) =>
+    (await get(api, '/apis/authentication.k8s.io/v1/tokenreviews', 'POST', JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } }))).body.status;
+  const token = api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent', node: 'node-1', audiences: ['mesh-agent-identity'] });
+  const ok = await review(token, ['mesh-agent-identity']);
+  t.like(ok, { authenticated: true, audiences: ['mesh-agent-identity'], user: { username: 'system:serviceaccount:mesh-agent:mesh-agent', groups: ['system:serviceaccounts', 'system:serviceaccounts:mesh-agent', 'system:authenticated'] } });
+  t.deepEqual(ok.user.extra['authentication.kubernetes.io/node-name'], ['node-1']);
+  t.false((await review(token)).authenticated);
+  t.regex((await review(token)).error, /token audiences \["mesh-agent-identity"\] is invalid for the target audiences/);
+  const [h, c] = token.split('.');
+  const forged = `${h}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(c!, 'base64url').toString()), sub: 'system:serviceaccount:kube-system:admin' })).toString('base64url')}.${token.split('.')[2]}`;
+  t.regex((await review(forged, ['mesh-agent-identity'])).error, /could not be validated/);
+  const expired = api.tokens.mint({ namespace: 'a', serviceAccount: 'b', audiences: ['x'], expirationSeconds: 60, now: Date.now() - 120_000 });
+  t.regex((await review(expired, ['x'])).error, /has expired/);
+  t.regex((await review('not-a-jwt', ['x'])).error, /invalid bearer token/);
 });

@@ -17,6 +17,7 @@ const COMMANDS: Array<[string, () => Promise<Register>]> = [
   ['tap', async () => (await import('./tap.ts')).registerTap],
   ['diagnostics', async () => (await import('./diagnostics.ts')).registerDiagnostics],
   ['dashboard', async () => (await import('./dashboard.ts')).registerDashboard],
+  ['identity', async () => (await import('./identity.ts')).registerIdentity],
 ];
 
 /** The commands to load: only the one named (the demo runs them all), else all for help and errors. */

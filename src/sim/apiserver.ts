@@ -10,6 +10,7 @@ import type { AddressInfo, Server } from 'node:net';
 import { ApiError, apiVersionOf, CORE_RESOURCES, type AdmitContext, type KubeObject, type ResourceType } from './api-resources.ts';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Selector } from './selectors.ts';
 import { ClusterIpAllocator } from './service-ips.ts';
+import { SimTokens } from './tokens.ts';
 
 export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -97,6 +98,8 @@ interface Target {
 export class SimApiServer {
   readonly requests: LoggedRequest[] = [];
   readonly serviceIPs: ClusterIpAllocator;
+  /** ServiceAccount tokens it mints and reviews (TokenReview): what a projected token volume holds. */
+  readonly tokens = new SimTokens();
   readonly #kinds = new Map<string, Kind>(); // by kind name
   readonly #byPath = new Map<string, Kind>(); // by "group/version/plural"
   readonly #historyLimit: number;
@@ -111,6 +114,7 @@ export class SimApiServer {
     this.#historyLimit = opts.historyLimit ?? 10_000;
     this.#ctx = { allocateClusterIP: (r) => this.serviceIPs.allocate(r), releaseClusterIP: (ip) => this.serviceIPs.release(ip) };
     for (const t of CORE_RESOURCES) this.register(t);
+    this.register({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', namespaced: false, review: (o) => this.tokens.review(o) });
   }
 
   /** Adds a kind (a later issue's HTTPRoute, TrafficSplit, TokenReview...). */

@@ -1,0 +1,49 @@
+// Who may have a certificate for what (docs/identity.md): the identity service's decisions,
+// pure. A CSR comes with the agent's ServiceAccount token; the API server's TokenReview says
+// whose it is and which node it is bound to; the agent then gets certificates only for
+// identities that have a pod on that node (ztunnel's node authorizer in istiod), so a
+// compromised node can impersonate only the workloads it already runs.
+
+export interface ReviewStatus {
+  authenticated?: boolean;
+  error?: string;
+  user?: { username?: string; extra?: Record<string, string[] | undefined> };
+  audiences?: string[];
+}
+
+/** The pods of a node, as far as the decision needs them. */
+export interface NodePod {
+  namespace: string;
+  name: string;
+  serviceAccount: string;
+  phase?: string;
+  hostNetwork?: boolean;
+}
+
+export type Refusal = { ok: false; status: 401 | 403; reason: string };
+
+export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
+
+/**
+ * The token must be the agent's ServiceAccount's, for our audience, bound to a node (a projected
+ * token: kubelet binds it to the agent's pod and so to its node). Returns the node.
+ */
+export function authenticateAgent(st: ReviewStatus, agent: { namespace: string; name: string }, audience: string): { ok: true; node: string } | Refusal {
+  if (st.authenticated !== true) return { ok: false, status: 401, reason: `the token was not accepted by the API server's TokenReview: ${st.error || 'not authenticated'}` };
+  const want = `system:serviceaccount:${agent.namespace}:${agent.name}`;
+  const user = st.user?.username ?? '';
+  if (user !== want) return { ok: false, status: 403, reason: `the token is ${user || 'nobody\'s'}, not the agent's ServiceAccount (${want}); only node agents may ask for workload certificates` };
+  if (Array.isArray(st.audiences) && !st.audiences.includes(audience)) return { ok: false, status: 401, reason: `the token is not for audience ${audience}; mount a projected token with that audience` };
+  const nodes = st.user?.extra?.[NODE_NAME_EXTRA] ?? [];
+  if (nodes.length !== 1 || !nodes[0]) return { ok: false, status: 403, reason: `the token is not bound to a node (no ${NODE_NAME_EXTRA} in its review); mount a projected ServiceAccount token (Kubernetes 1.30+ binds it to the node)` };
+  return { ok: true, node: nodes[0] };
+}
+
+const TERMINAL = new Set(['Succeeded', 'Failed']);
+
+/** The identity (namespace, ServiceAccount) must have a running, non-host-network pod on the node. */
+export function authorizeForNode(node: string, pods: NodePod[], namespace: string, serviceAccount: string): { ok: true; pod: string } | Refusal {
+  const pod = pods.find((p) => p.namespace === namespace && p.serviceAccount === serviceAccount && !p.hostNetwork && !TERMINAL.has(p.phase ?? ''));
+  if (pod === undefined) return { ok: false, status: 403, reason: `no running pod of ServiceAccount ${namespace}/${serviceAccount} on node ${node}; an agent gets certificates only for the workloads of its own node` };
+  return { ok: true, pod: pod.name };
+}

@@ -1,0 +1,203 @@
+// `mesh-agent identity` (docs/identity.md): the certificate authority of the mesh, as
+// linkerd-identity. It holds the issuer (a CA under the trust anchor) and signs the CSRs agents
+// send for the workloads of their node, after checking the agent's token with a TokenReview and
+// that each identity has a pod on that node (authorize.ts). It serves TLS 1.3 with a certificate
+// of its own identity, issued from the same issuer, so agents verify it against the anchor
+// before they send their token.
+import * as https from 'node:https';
+import type * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { X509Certificate } from 'node:crypto';
+import { CERTIFY_PATH, MAX_REQUEST_BYTES, parseCertifyRequest, type CertifyResponse } from './api.ts';
+import { authenticateAgent, authorizeForNode, type NodePod, type ReviewStatus } from './authorize.ts';
+import { spiffeId, type WorkloadId } from './spiffe.ts';
+import { createCsr, CsrError, signWorkloadCsr, type Issuer } from './x509.ts';
+
+/** What the service asks the API server. */
+export interface IdentityKube {
+  reviewToken(token: string, audiences: string[]): Promise<ReviewStatus>;
+  podsOnNode(node: string): Promise<NodePod[]>;
+}
+
+export const DEFAULT_CERT_LIFETIME_MS = 24 * 3_600_000;
+/** Certificates start this long before they are issued: clocks of nodes differ (Linkerd's allowance). */
+export const CLOCK_SKEW_MS = 30_000;
+export const DEFAULT_AUDIENCE = 'mesh-agent-identity';
+export const DEFAULT_IDENTITY_PORT = 8080;
+
+export interface IdentityServiceOptions {
+  issuer: Issuer;
+  trustDomain: string;
+  kube: IdentityKube;
+  /** The agents' ServiceAccount: only its tokens may ask. */
+  agent: { namespace: string; name: string };
+  /** The audience agents' projected tokens carry. */
+  audience?: string;
+  /** The service's own identity (its serving certificate). */
+  self: WorkloadId;
+  /** Workload certificates' lifetime (default 24 h); the service's own certificate lives as long. */
+  lifetimeMs?: number;
+  log: (level: 'info' | 'warn', msg: string, fields?: object) => void;
+  now?: () => number;
+}
+
+export interface IdentityServiceStats {
+  issued: number;
+  /** Refusals by cause: unauthenticated (401), forbidden (403), bad-request (400), unavailable (503). */
+  refused: Record<string, number>;
+  lastRefusal: { at: string; reason: string } | null;
+  issuerNotAfter: string;
+  listen: string;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const CAUSE: Record<number, string> = { 400: 'bad-request', 401: 'unauthenticated', 403: 'forbidden', 503: 'unavailable' };
+
+export class IdentityService {
+  private readonly o: IdentityServiceOptions;
+  private readonly now: () => number;
+  private server: https.Server | null = null;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private addr = '';
+  readonly stats: IdentityServiceStats;
+
+  constructor(o: IdentityServiceOptions) {
+    this.o = o;
+    this.now = o.now ?? Date.now;
+    this.stats = { issued: 0, refused: {}, lastRefusal: null, issuerNotAfter: o.issuer.notAfter.toISOString(), listen: '' };
+  }
+
+  get lifetimeMs(): number {
+    return this.o.lifetimeMs ?? DEFAULT_CERT_LIFETIME_MS;
+  }
+
+  /** A certificate for the identity, valid from now minus the skew allowance for the lifetime, never past the issuer's own end. */
+  async issue(id: WorkloadId, csrPem: string): Promise<CertifyResponse> {
+    const now = this.now();
+    const notBefore = new Date(now - CLOCK_SKEW_MS);
+    const end = Math.min(now + this.lifetimeMs, this.o.issuer.notAfter.getTime());
+    const pem = await signWorkloadCsr(this.o.issuer, csrPem, { id, notBefore, notAfter: new Date(end) });
+    const c = new X509Certificate(pem);
+    return { certificate: pem, chain: [this.o.issuer.certPem], notBefore: notBefore.toISOString(), notAfter: new Date(end).toISOString(), serial: c.serialNumber };
+  }
+
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    const creds = await this.selfCredentials();
+    const server = https.createServer({ ...creds, minVersion: 'TLSv1.3' }, (req, res) => void this.handle(req, res));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    const a = server.address() as AddressInfo;
+    this.addr = `${a.address}:${a.port}`;
+    this.stats.listen = this.addr;
+    this.scheduleSelfRenewal();
+    return { host: a.address, port: a.port };
+  }
+
+  /** Its own key never leaves the process: a CSR signed here, as any workload's. */
+  private async selfCredentials(): Promise<{ key: string; cert: string }> {
+    const { keyPem, csrPem } = await createCsr(this.o.self);
+    const r = await this.issue(this.o.self, csrPem);
+    return { key: keyPem, cert: r.certificate + r.chain.join('') };
+  }
+
+  private scheduleSelfRenewal(): void {
+    this.renewTimer = setTimeout(() => {
+      this.selfCredentials().then(
+        (c) => this.server?.setSecureContext({ ...c, minVersion: 'TLSv1.3' }),
+        (e) => this.o.log('warn', `renewing the identity service's own certificate failed: ${(e as Error).message}`),
+      ).finally(() => this.scheduleSelfRenewal());
+    }, Math.max(1000, this.lifetimeMs / 2));
+    this.renewTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    const s = this.server;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const send = (status: number, body: object) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && (url === '/ready' || url === '/live')) return send(200, { ok: true });
+    if (req.method === 'GET' && url === '/v1/status') return send(200, this.stats);
+    if (req.method !== 'POST' || url !== CERTIFY_PATH) return send(404, { error: `not found: ${req.method} ${url}; the identity service answers POST ${CERTIFY_PATH}` });
+    try {
+      const r = await this.certify(req);
+      this.stats.issued++;
+      send(200, r);
+    } catch (e) {
+      const status = e instanceof HttpError ? e.status : e instanceof CsrError ? 400 : 503;
+      const reason = e instanceof HttpError || e instanceof CsrError ? e.message : `the identity service could not complete the request: ${(e as Error).message}`;
+      const cause = CAUSE[status] ?? 'unavailable';
+      this.stats.refused[cause] = (this.stats.refused[cause] ?? 0) + 1;
+      this.stats.lastRefusal = { at: new Date(this.now()).toISOString(), reason };
+      this.o.log('warn', 'certificate request refused', { status, reason, from: req.socket.remoteAddress });
+      send(status, { error: reason });
+    }
+  }
+
+  private async certify(req: http.IncomingMessage): Promise<CertifyResponse> {
+    const auth = req.headers.authorization ?? '';
+    const token = /^Bearer (\S+)$/.exec(auth)?.[1];
+    if (!token) throw new HttpError(401, 'no bearer token: send the agent\'s ServiceAccount token in the Authorization header');
+    let body: unknown;
+    try {
+      body = JSON.parse(await readBody(req));
+    } catch (e) {
+      throw new HttpError(400, `the body is not JSON: ${(e as Error).message}`);
+    }
+    let request;
+    try {
+      request = parseCertifyRequest(body);
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
+    const { identity } = request;
+    if (identity.trustDomain !== this.o.trustDomain) throw new HttpError(403, `identity ${request.uri} is not in this mesh's trust domain (${this.o.trustDomain})`);
+    const audience = this.o.audience ?? DEFAULT_AUDIENCE;
+    const who = authenticateAgent(await this.o.kube.reviewToken(token, [audience]), this.o.agent, audience);
+    if (!who.ok) throw new HttpError(who.status, who.reason);
+    const allowed = authorizeForNode(who.node, await this.o.kube.podsOnNode(who.node), identity.namespace, identity.serviceAccount);
+    if (!allowed.ok) throw new HttpError(allowed.status, allowed.reason);
+    const r = await this.issue(identity, request.csr);
+    this.o.log('info', 'certificate issued', { identity: spiffeId(identity), node: who.node, serial: r.serial, notAfter: r.notAfter });
+    return r;
+  }
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const parts: Buffer[] = [];
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_REQUEST_BYTES) {
+        reject(new HttpError(400, `the request is larger than ${MAX_REQUEST_BYTES} bytes`));
+        req.destroy();
+        return;
+      }
+      parts.push(d);
+    });
+    req.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,121 @@
+// The identity service against the stand-in API server (real TokenReview and pod lists over
+// HTTP) and the agent's client over real TLS 1.3: a token bound to a node gets certificates for
+// the ServiceAccounts of that node's pods, lifetimes and the 30 s backdating as configured;
+// everything else is refused with the reason; the client talks only to the real service.
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { KubeConfig } from '@kubernetes/client-node';
+import { SimApiServer } from '../src/sim/apiserver.ts';
+import { createIssuer, createTrustAnchor, loadIssuer, createCsr } from '../src/identity/x509.ts';
+import { IdentityService } from '../src/identity/service.ts';
+import { kubeIdentity } from '../src/identity/kube.ts';
+import { httpsCertifyClient } from '../src/identity/client.ts';
+import { workloadId, type WorkloadId } from '../src/identity/spiffe.ts';
+import { podObject } from './helpers/kube-objects.ts';
+
+const TD = 'cluster.local';
+const HOUR = 3_600_000;
+
+async function setUp(t: any, lifetimeMs = 2 * 60_000) {
+  const now = Date.now();
+  const anchor = await createTrustAnchor({ trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 24 * HOUR) });
+  const iss = await createIssuer(anchor, { trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 12 * HOUR) });
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const kc = new KubeConfig();
+  kc.loadFromOptions({ clusters: [{ name: 'sim', server: api.url, skipTLSVerify: true }], users: [{ name: 'sim', token: 'sim' }], contexts: [{ name: 'sim', cluster: 'sim', user: 'sim' }], currentContext: 'sim' });
+  const logs: string[] = [];
+  const service = new IdentityService({
+    issuer: await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem),
+    trustDomain: TD,
+    kube: kubeIdentity(kc),
+    agent: { namespace: 'mesh-agent', name: 'mesh-agent' },
+    self: workloadId(TD, 'mesh-agent', 'mesh-agent-identity'),
+    lifetimeMs,
+    log: (_l, msg, f) => logs.push(`${msg} ${JSON.stringify(f)}`),
+  });
+  const addr = await service.listen('127.0.0.1', 0);
+  t.teardown(() => service.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'identity-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const client = (token: string, serverId = workloadId(TD, 'mesh-agent', 'mesh-agent-identity'), anchors = anchor.certPem) => {
+    const tokenFile = path.join(dir, `token-${Math.random()}`);
+    fs.writeFileSync(tokenFile, token);
+    return httpsCertifyClient({ addr: `127.0.0.1:${addr.port}`, anchorsPem: anchors, serverId, tokenFile });
+  };
+  const agentToken = (node: string, o: { audiences?: string[]; sa?: string } = {}) =>
+    api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: o.sa ?? 'mesh-agent', node, audiences: o.audiences ?? ['mesh-agent-identity'] });
+  const pod = (name: string, ns: string, sa: string, node: string) => {
+    const o = podObject({ name, namespace: ns, nodeName: node, ip: '10.1.0.5' });
+    o.spec.serviceAccountName = sa;
+    api.create(o);
+  };
+  return { anchor, iss, api, service, client, agentToken, pod, logs };
+}
+
+const ask = async (c: { certify(id: WorkloadId, csr: string): Promise<unknown> }, id: WorkloadId) => c.certify(id, (await createCsr(id)).csrPem);
+
+test('an agent\'s node-bound token gets a certificate for a ServiceAccount of its node: SPIFFE ID, lifetime, backdated 30 s, chained to the anchor', async (t) => {
+  const s = await setUp(t, 2 * 60_000);
+  s.pod('web-1', 'shop', 'web', 'node-1');
+  const id = workloadId(TD, 'shop', 'web');
+  const before = Date.now();
+  const r = await s.client(s.agentToken('node-1')).certify(id, (await createCsr(id)).csrPem);
+  const c = new X509Certificate(r.certificate);
+  t.is(c.subjectAltName, 'URI:spiffe://cluster.local/ns/shop/sa/web');
+  t.true(c.checkIssued(new X509Certificate(r.chain[0]!)));
+  const notBefore = Date.parse(c.validFrom);
+  const notAfter = Date.parse(c.validTo);
+  // X.509 times have whole seconds.
+  t.true(notBefore <= before - 29_000 && notBefore >= before - 32_000, `validFrom ${c.validFrom}`);
+  t.true(Math.abs(notAfter - (before + 2 * 60_000)) < 5_000, `validTo ${c.validTo}`);
+  t.is(r.notAfter, new Date(Date.parse(r.notAfter)).toISOString());
+  t.is(c.serialNumber, r.serial.toUpperCase());
+  t.is(s.service.stats.issued, 1);
+});
+
+test('a CSR for a ServiceAccount with no pod on the caller\'s node is refused, naming the node', async (t) => {
+  const s = await setUp(t);
+  s.pod('web-1', 'shop', 'web', 'node-2');
+  s.pod('db-1', 'shop', 'db', 'node-1');
+  const c = s.client(s.agentToken('node-1'));
+  await t.throwsAsync(ask(c, workloadId(TD, 'shop', 'web')), { message: /refused \(403\): no running pod of ServiceAccount shop\/web on node node-1; an agent gets certificates only for the workloads of its own node/ });
+  const finished = podObject({ name: 'web-2', namespace: 'shop', nodeName: 'node-1', ip: '10.1.0.9' });
+  finished.spec.serviceAccountName = 'web';
+  finished.status.phase = 'Succeeded';
+  s.api.create(finished);
+  await t.throwsAsync(ask(c, workloadId(TD, 'shop', 'web')), { message: /no running pod of ServiceAccount shop\/web on node node-1/ }, 'a finished pod does not count');
+  await t.notThrowsAsync(ask(c, workloadId(TD, 'shop', 'db')));
+  t.like(s.service.stats, { issued: 1, refused: { forbidden: 2 } });
+  t.true(s.logs.some((l) => l.includes('certificate request refused') && l.includes('node-1')));
+});
+
+test('bad tokens are refused with the reason: forged, another ServiceAccount\'s, another audience, not bound to a node, none', async (t) => {
+  const s = await setUp(t);
+  s.pod('web-1', 'shop', 'web', 'node-1');
+  const id = workloadId(TD, 'shop', 'web');
+  const good = s.agentToken('node-1');
+  const forged = `${good.slice(0, -4)}AAAA`;
+  await t.throwsAsync(ask(s.client(forged), id), { message: /refused \(401\): the token was not accepted by the API server's TokenReview: invalid bearer token/ });
+  await t.throwsAsync(ask(s.client(s.agentToken('node-1', { sa: 'default' })), id), { message: /refused \(403\): the token is system:serviceaccount:mesh-agent:default, not the agent's ServiceAccount/ });
+  await t.throwsAsync(ask(s.client(s.agentToken('node-1', { audiences: ['something-else'] })), id), { message: /refused \(401\).*invalid for the target audiences \["mesh-agent-identity"\]/ });
+  const unbound = s.api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent', audiences: ['mesh-agent-identity'] });
+  await t.throwsAsync(ask(s.client(unbound), id), { message: /refused \(403\): the token is not bound to a node/ });
+  await t.throwsAsync(ask(s.client(''), id), { message: /refused \(401\): no bearer token/ });
+  await t.throwsAsync(ask(s.client(good), workloadId('other.domain', 'shop', 'web')), { message: /refused \(403\): identity spiffe:\/\/other\.domain\/ns\/shop\/sa\/web is not in this mesh's trust domain/ });
+  t.is(s.service.stats.issued, 0);
+});
+
+test('the client sends its token only to the identity service: another SPIFFE ID or another anchor is refused before the request', async (t) => {
+  const s = await setUp(t);
+  s.pod('web-1', 'shop', 'web', 'node-1');
+  const id = workloadId(TD, 'shop', 'web');
+  const reviews = s.api.tokens.reviews;
+  await t.throwsAsync(ask(s.client(s.agentToken('node-1'), workloadId(TD, 'mesh-agent', 'someone-else')), id), { message: /is spiffe:\/\/cluster\.local\/ns\/mesh-agent\/sa\/mesh-agent-identity, not the identity service \(spiffe:\/\/cluster\.local\/ns\/mesh-agent\/sa\/someone-else\)/ });
+  const other = await createTrustAnchor({ trustDomain: TD, notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + HOUR) });
+  await t.throwsAsync(ask(s.client(s.agentToken('node-1'), undefined, other.certPem), id), { message: /unable to get|UNABLE_TO|self.signed|certificate/i });
+  t.is(s.api.tokens.reviews, reviews, 'no token reached the service');
+});
