@@ -1,6 +1,6 @@
 // The retry budget, always on, per client workload and Service (GEP-3388's defaults): retries
-// may add at most 20% to the requests of the last 10 s, plus 10 retries in any one second so a
-// quiet client can still retry. Linkerd's counted retries (retry.linkerd.io/limit) have no
+// may add at most 20% to the requests of the last 10 s, plus 10 retries in each second (so a
+// quiet client can still retry). Linkerd's counted retries (retry.linkerd.io/limit) have no
 // budget; ours keeps a failing Service's load at about 1.2x its requests plus 10/s however many
 // clients retry, instead of multiplying it by the retry limit.
 // Pure: time is injected; one-second buckets in a ring, no timers.
@@ -26,6 +26,8 @@ export class RetryBudget {
   private at = 0;
   private reqSum = 0;
   private retSum = 0;
+  /** Retries taken from the current second's own allowance (minPerSecond). */
+  private minUsed = 0;
   /** Retries refused (diagnostics, tests). */
   refused = 0;
 
@@ -44,28 +46,36 @@ export class RetryBudget {
     this.reqSum++;
   }
 
-  /** May one retry be sent now? Counts it when it may. */
+  /**
+   * May one retry be sent now? Counts it when it may: first against this second's allowance,
+   * then against the ratio. The two add up (retries <= ratio x requests + minPerSecond a second),
+   * rather than the larger of the two.
+   */
   withdraw(): boolean {
     this.advance();
-    const ok = this.retSum < this.p.ratio * this.reqSum || this.retries[this.at]! < this.p.minPerSecond;
-    if (!ok) {
-      this.refused++;
-      return false;
+    if (this.minUsed + 1 <= this.p.minPerSecond) {
+      this.minUsed++;
+      return true;
     }
-    this.retries[this.at]!++;
-    this.retSum++;
-    return true;
+    if (this.retSum + 1 <= this.p.ratio * this.reqSum) {
+      this.retries[this.at]!++;
+      this.retSum++;
+      return true;
+    }
+    this.refused++;
+    return false;
   }
 
-  /** What the window holds (diagnostics). */
-  state(): { requests: number; retries: number; refused: number } {
+  /** What the window holds (diagnostics): retries counted against the ratio, and this second's others. */
+  state(): { requests: number; retries: number; thisSecond: number; refused: number } {
     this.advance();
-    return { requests: this.reqSum, retries: this.retSum, refused: this.refused };
+    return { requests: this.reqSum, retries: this.retSum, thisSecond: this.minUsed, refused: this.refused };
   }
 
   private advance(): void {
     const s = Math.floor(this.now() / 1000);
     if (s === this.second) return;
+    this.minUsed = 0;
     const n = this.p.windowSeconds;
     const steps = Math.min(n, s - this.second);
     for (let i = 0; i < steps; i++) {

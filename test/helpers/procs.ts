@@ -5,6 +5,8 @@ import * as readline from 'node:readline';
 /** Collects a child's JSON stdout lines and waits for one that matches. */
 export class JsonLines {
   readonly lines: any[] = [];
+  /** When each line arrived (Date.now()), by index. */
+  readonly arrivals: number[] = [];
   private waiters: Array<{ pred: (o: any) => boolean; resolve: (o: any) => void }> = [];
   stderr = '';
   readonly child: ChildProcess;
@@ -19,6 +21,7 @@ export class JsonLines {
         o = { text: l };
       }
       this.lines.push(o);
+      this.arrivals.push(Date.now());
       this.waiters = this.waiters.filter((w) => (w.pred(o) ? (w.resolve(o), false) : true));
     });
     child.stderr?.on('data', (d) => (this.stderr += d));
