@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCluster, type SimCluster, type SimNode, type SimPod, type SimService } from '../src/sim/index.ts';
+import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
 import { parseVmRss } from './parse.ts';
 
@@ -35,6 +36,19 @@ export const LOAD_DIR = path.join(ROOT, 'bench/load');
 const ADMIN = '127.0.0.1:4191';
 /** Pods behind the bench's Service. */
 export const SERVICE_PODS = 3;
+
+/** http1-route's route: one rule with a match (method and path, checked per request), two weighted backends, retries on. */
+export const ROUTED_SERVICE_ROUTE = {
+  apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute',
+  metadata: { name: 'svc-routed', namespace: 'bench', annotations: { 'retry.linkerd.io/http': '5xx', 'retry.linkerd.io/limit': '1' } },
+  spec: {
+    parentRefs: [{ group: '', kind: 'Service', name: 'svc-routed', port: PORTS.http1 }],
+    rules: [{
+      matches: [{ method: 'GET', path: { type: 'PathPrefix', value: '/' } }],
+      backendRefs: [{ name: 'svc-a', port: PORTS.http1, weight: 50 }, { name: 'svc-b', port: PORTS.http1, weight: 50 }],
+    }],
+  },
+};
 /** The hard RLIMIT_NOFILE we inherit. Raising it needs CAP_SYS_RESOURCE, which these
  *  machines' containers lack, so the agent and the load tools get their soft limit raised to
  *  it: N idle connections are 2N sockets in the agent. */
@@ -59,6 +73,11 @@ export class BenchEnv {
   readonly meshed: SimPod;
   /** bench/svc and its pods (nginx, as the server pod). */
   readonly service: SimService;
+  /**
+   * bench/svc-routed: the same pods behind a Service with an HTTPRoute (a match, two weighted
+   * backends bench/svc-a and bench/svc-b, the same pods again, retries on): the http1-route scenario.
+   */
+  readonly routedService: SimService;
   readonly servicePods: SimPod[];
   readonly tmp: string;
   readonly grpcRequest: string;
@@ -67,13 +86,14 @@ export class BenchEnv {
   nginxPid = 0;
   #agentLog = '';
 
-  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, servicePods: SimPod[], tmp: string) {
+  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, routedService: SimService, servicePods: SimPod[], tmp: string) {
     this.cluster = cluster;
     this.node = cluster.nodes[0]!;
     this.server = server;
     this.direct = direct;
     this.meshed = meshed;
     this.service = service;
+    this.routedService = routedService;
     this.servicePods = servicePods;
     this.tmp = tmp;
     this.grpcRequest = path.join(tmp, 'grpc-request.bin');
@@ -87,6 +107,8 @@ export class BenchEnv {
     if (!fs.existsSync('/usr/lib/nginx/modules/ngx_stream_module.so')) throw new Error('nginx\'s stream module is missing; run ./dev setup (Debian package libnginx-mod-stream)');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-'));
     const cluster = await createCluster({ nodes: 1 });
+    // As if Gateway API's CRDs were installed: the controller watches HTTPRoutes.
+    for (const r of ROUTE_RESOURCES) cluster.api.register(r);
     let env: BenchEnv | undefined;
     try {
       const server = await cluster.addPod(0, { name: 'server', namespace: 'bench' });
@@ -99,12 +121,17 @@ export class BenchEnv {
           ports: [{ name: 'http', containerPort: PORTS.http1 }, { name: 'h2', containerPort: PORTS.h2 }],
         }));
       }
-      const service = cluster.addService({
-        name: 'svc', namespace: 'bench', selector: { app: 'bench-svc' },
+      const svcOf = (name: string) => cluster.addService({
+        name, namespace: 'bench', selector: { app: 'bench-svc' },
         ports: [{ name: 'http', port: PORTS.http1, targetPort: 'http' }, { name: 'h2', port: PORTS.h2, targetPort: 'h2' }],
       });
+      const service = svcOf('svc');
+      const routedService = svcOf('svc-routed');
+      svcOf('svc-a');
+      svcOf('svc-b');
+      cluster.apply(ROUTED_SERVICE_ROUTE);
       await cluster.settled();
-      env = new BenchEnv(cluster, server, direct, meshed, service, servicePods, tmp);
+      env = new BenchEnv(cluster, server, direct, meshed, service, routedService, servicePods, tmp);
       await env.#start(say);
       return env;
     } catch (e) {
@@ -157,9 +184,9 @@ export class BenchEnv {
 
     say('waiting for the agent, nginx and iperf3');
     await this.#until('the agent to be ready', async () => (await this.node.execInNode('curl', ['-sf', `http://${ADMIN}/ready`])).code === 0);
-    await this.#until('the agent to know bench/svc and its endpoints from the controller', async () => {
+    await this.#until('the agent to know bench/svc and its endpoints, and bench/svc-routed\'s route, from the controller', async () => {
       const d = (await this.status().catch(() => null))?.discovery;
-      return d?.everSynced === true && d.endpoints >= SERVICE_PODS;
+      return d?.everSynced === true && d.endpoints >= 4 * SERVICE_PODS && d.routes >= 1;
     }, 30_000);
     for (const pod of this.servicePods) await this.#until(`nginx in ${pod.name}`, async () => (await this.direct.exec('curl', ['-sf', `http://${pod.ip}:${PORTS.http1}/`])).code === 0);
     await this.#until('nginx in the server pod', async () => (await this.direct.exec('curl', ['-sf', `http://${this.server.ip}:${PORTS.http1}/`])).code === 0);

@@ -229,6 +229,18 @@ function judgeFull(scenarios: ScenarioResult[]): TargetResult[] {
     } else out.push({ id: `${svc}-cost`, target: cTarget, measured: '-', status: 'not run' });
   }
 
+  // Issue 13: routing a request (its rule, a weighted backend, the retry bookkeeping) must be cheap.
+  const route = metricOf(scenarios, 'http1-route', 'with/without')?.values.mesh;
+  const rTarget = 'keep-alive HTTP/1 through the mesh to a Service with an HTTPRoute (a match, two weighted backends, retries on) at least 0.9× of the same Service without one';
+  if (route !== undefined) {
+    const withRoute = metricOf(scenarios, 'http1-route', 'requests/s')!.values.mesh!;
+    const without = metricOf(scenarios, 'http1-route', 'requests/s without route')!.values.mesh!;
+    out.push({
+      id: 'http1-route-cost', target: rTarget, measured: `${fmt(withRoute)} vs ${fmt(without)} req/s (${route.toFixed(2)}×)`, status: route >= 0.9 ? 'met' : 'missed',
+      limit: route >= 0.9 ? undefined : 'Per request the routed path finds the rule, picks a backend by weight and then its endpoint, keeps the request for a retry and counts it in the budget, and reports the route and backend metrics; the notes give the agent\'s CPU.' + cpuNote(cpuOf(scenarios, 'http1-route', 'mesh')),
+    });
+  } else out.push({ id: 'http1-route-cost', target: rTarget, measured: '-', status: 'not run' });
+
   return out;
 }
 

@@ -70,8 +70,8 @@ const LATENCY_PERIOD_US = 10_000;
 const LATENCY_STAGGER_MS = 1;
 const margin = (s: number) => (s + 30) * 1000;
 
-async function wrk(c: RunCtx, extra: string[]): Promise<ModeResult> {
-  const r = await c.env.exec(c.pod, 'wrk', ['-t1', '-c50', `-d${c.seconds}s`, '--latency', ...extra, `http://${c.host}:${c.port(PORTS.http1)}/`], margin(c.seconds));
+async function wrk(c: RunCtx, extra: string[], host = c.host): Promise<ModeResult> {
+  const r = await c.env.exec(c.pod, 'wrk', ['-t1', '-c50', `-d${c.seconds}s`, '--latency', ...extra, `http://${host}:${c.port(PORTS.http1)}/`], margin(c.seconds));
   const w = parseWrk(r.stdout);
   if (w.requests === 0) throw new Error(`wrk completed no request: ${r.stdout}`);
   // wrk counts a server's close after `Connection: close` as a read error on some runs; only a
@@ -197,6 +197,26 @@ export const SCENARIOS: Scenario[] = [
       const r = await wrk(c, []);
       return { values: { 'requests/s': r.values['requests/s']! }, notes: r.notes };
     }),
+  },
+  {
+    id: 'http1-route',
+    title: 'HTTP/1.1 keep-alive to a Service with an HTTPRoute, against the same Service without',
+    modes: ['mesh'],
+    target: 'service',
+    warmUp: true,
+    metrics: [
+      { name: 'requests/s', unit: 'req/s', better: 'higher' },
+      { name: 'requests/s without route', unit: 'req/s', better: 'higher' },
+      { name: 'with/without', unit: '×', better: 'higher' },
+    ],
+    load: (s) => `wrk -t1 -c50 -d${s}s http://CLUSTER-IP:8080/ twice, through the mesh: to bench/svc (3 nginx pods, no route), then to bench/svc-routed (the same pods) whose HTTPRoute has one rule with a match (GET, path prefix /), two weighted backends (bench/svc-a and bench/svc-b, 50/50, the same pods) and Linkerd's retry annotations (5xx, limit 1; nginx answers 200, so nothing is retried, but every request is kept for a retry and counted in the budget)`,
+    async run(c) {
+      const plain = await wrk(c, [], c.env.service.clusterIP);
+      const routed = await wrk(c, [], c.env.routedService.clusterIP);
+      const a = routed.values['requests/s']!;
+      const b = plain.values['requests/s']!;
+      return { values: { 'requests/s': a, 'requests/s without route': b, 'with/without': a / b }, notes: [...(plain.notes ?? []), ...(routed.notes ?? [])] };
+    },
   },
   {
     id: 'grpc-service',

@@ -83,6 +83,11 @@ const missingAll = [
     { name: 'requests/s', unit: 'req/s', better: 'higher' as const, values: { direct: 90, nginx: 28, mesh: 15 } },
     { name: 'spread', unit: 'max/min', better: 'lower' as const, values: { direct: 2, nginx: 1, mesh: 1.5 } },
   ] })),
+  { ...scenario('http1-route', 'x', {}, 99), metrics: [
+    { name: 'requests/s', unit: 'req/s', better: 'higher' as const, values: { mesh: 12 } },
+    { name: 'requests/s without route', unit: 'req/s', better: 'higher' as const, values: { mesh: 15 } },
+    { name: 'with/without', unit: '×', better: 'higher' as const, values: { mesh: 0.8 } },
+  ] },
   { ...scenario('discovery-scale', 'x', {}), standalone: true, proxyCpuPercent: {}, proxyStarvedPercent: {}, metrics: [
     { name: 'change to every agent p99 (full size)', unit: 'ms', better: 'lower' as const, values: { mesh: 1500 } },
     { name: 'controller peak RSS (full size)', unit: 'MB', better: 'lower' as const, values: { mesh: 1200 } },
@@ -137,7 +142,7 @@ test('closestPhaseGapMs: how close independent fixed-rate clients came to sendin
 
 test('a quick run judges no target: measured is shown, the status is "not judged: quick run", no limit is claimed', (t) => {
   const quick = judgeTargets(missingAll, { quick: true });
-  t.deepEqual(quick.map((x) => x.status), Array(11).fill('not judged'));
+  t.deepEqual(quick.map((x) => x.status), Array(12).fill('not judged'));
   t.true(quick.every((x) => x.limit === undefined && x.measured !== '-'));
   t.is(judgeTargets([], { quick: true })[0]!.status, 'not run', 'what did not run is still "not run"');
   const md = renderMarkdown(report({ quick: true, targets: quick }));
@@ -145,7 +150,7 @@ test('a quick run judges no target: measured is shown, the status is "not judged
   t.notRegex(md, /missed|met \||What limits/);
   t.regex(md, /--quick\*\*: short durations, numbers are indicative only, targets not judged/);
   // The same numbers from a full run are judged.
-  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(11).fill('missed'));
+  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(12).fill('missed'));
 });
 
 test('what limits a missed target: figures this run measured, or a dated run with its commit, never a fixed figure as if measured', (t) => {
