@@ -80,3 +80,28 @@ test('pod cgroups are found for both kubelet drivers and every QoS class, from a
   t.is(findPodCgroup(root, uid), nested);
   t.is(findPodCgroup(root, 'no-such-uid'), null);
 });
+
+test('default inbound policy: pod over namespace, ours over Linkerd\'s, else the cluster default', (t) => {
+  const on = { 'mesh-agent.io/inject': 'enabled' };
+  const at = (pod: Record<string, string>, ns: Record<string, string>, cluster?: 'deny') => {
+    const p = resolvePolicy(A({ ...on, ...pod }), A(ns), undefined, cluster);
+    return [p.inboundPolicy, p.inboundPolicyFrom];
+  };
+  t.deepEqual(at({}, {}), ['all-unauthenticated', 'cluster default']);
+  t.deepEqual(at({}, {}, 'deny'), ['deny', 'cluster default']);
+  t.deepEqual(at({}, { 'config.linkerd.io/default-inbound-policy': 'cluster-authenticated' }), ['cluster-authenticated', 'namespace annotation config.linkerd.io/default-inbound-policy']);
+  t.deepEqual(at({}, { 'config.linkerd.io/default-inbound-policy': 'deny', 'mesh-agent.io/default-inbound-policy': 'all-authenticated' }), ['all-authenticated', 'namespace annotation mesh-agent.io/default-inbound-policy']);
+  t.deepEqual(at({ 'config.linkerd.io/default-inbound-policy': 'cluster-unauthenticated' }, { 'mesh-agent.io/default-inbound-policy': 'deny' }), ['cluster-unauthenticated', 'pod annotation config.linkerd.io/default-inbound-policy']);
+  t.deepEqual(at({ 'mesh-agent.io/default-inbound-policy': 'all-unauthenticated' }, {}, 'deny'), ['all-unauthenticated', 'pod annotation mesh-agent.io/default-inbound-policy']);
+});
+
+test('a bad default inbound policy keeps the last good one, and denies when there is none: never a silent allow-all', (t) => {
+  const good = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/default-inbound-policy': 'all-authenticated' }), undefined);
+  const bad = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/default-inbound-policy': 'allow-all' }), undefined, good);
+  t.is(bad.inboundPolicy, 'all-authenticated');
+  t.regex(bad.inboundPolicyFrom, /last good value/);
+  t.regex(bad.errors[0]!, /mesh-agent.io\/default-inbound-policy on the pod: "allow-all" is not a policy; use one of all-unauthenticated/);
+  const fresh = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled' }), A({ 'config.linkerd.io/default-inbound-policy': 'open' }));
+  t.is(fresh.inboundPolicy, 'deny');
+  t.regex(fresh.inboundPolicyFrom, /is invalid: denying until it is fixed/);
+});

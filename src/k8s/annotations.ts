@@ -1,11 +1,13 @@
 // Annotations -> a pod's mesh policy. Pure: the agent applies the result.
 import { PortSet } from '../proxy/ports.ts';
+import { DEFAULT_INBOUND_POLICY, LINKERD_POLICY_ANNOTATION, parseDefaultPolicy, POLICY_ANNOTATION, type DefaultPolicy } from '../policy/model.ts';
 
 export const ANNOTATIONS = {
   inject: 'mesh-agent.io/inject',
   skipOutbound: 'mesh-agent.io/skip-outbound-ports',
   skipInbound: 'mesh-agent.io/skip-inbound-ports',
   opaque: 'mesh-agent.io/opaque-ports',
+  inboundPolicy: POLICY_ANNOTATION,
 } as const;
 
 /** The datapath holds at most this many ranges per list (native/bpf/mesh_shared.h). */
@@ -19,6 +21,9 @@ export interface PodPolicy {
   skipInbound: PortSet;
   /** null: the agent's default opaque list applies. */
   opaquePorts: PortSet | null;
+  /** Who may connect (docs/policy.md): its default inbound policy, and where that came from. */
+  inboundPolicy: DefaultPolicy;
+  inboundPolicyFrom: string;
   /** Invalid annotation values; the field kept its last good value. */
   errors: string[];
 }
@@ -42,6 +47,7 @@ export function resolvePolicy(
   pod: { annotations?: Annotations; hostNetwork?: boolean; phase?: string },
   namespace: { annotations?: Annotations } | undefined,
   previous?: PodPolicy,
+  clusterDefault: DefaultPolicy = DEFAULT_INBOUND_POLICY,
 ): PodPolicy {
   const get = (key: string): string | undefined => pod.annotations?.[key] ?? namespace?.annotations?.[key];
   const errors: string[] = [];
@@ -68,11 +74,45 @@ export function resolvePolicy(
   const skipInbound = ports(ANNOTATIONS.skipInbound, previous?.skipInbound, PortSet.empty())!;
   const opaquePorts = ports(ANNOTATIONS.opaque, previous?.opaquePorts, null);
 
+  const inbound = inboundPolicyOf(pod, namespace, clusterDefault, previous, errors);
+
   let reason: string | undefined;
   if (pod.hostNetwork) reason = 'host-network';
   else if (!injected) reason = 'not-injected';
   else if (pod.phase === 'Succeeded' || pod.phase === 'Failed') reason = 'not-running';
-  return { meshed: reason === undefined, reason, skipOutbound, skipInbound, opaquePorts, errors };
+  return { meshed: reason === undefined, reason, skipOutbound, skipInbound, opaquePorts, inboundPolicy: inbound.policy, inboundPolicyFrom: inbound.from, errors };
+}
+
+/**
+ * The default inbound policy: the pod's annotation, else its namespace's (ours before Linkerd's on
+ * each), else the cluster's. A value that does not parse keeps the last good policy; a pod with
+ * none gets `deny`: a mistyped restriction must never open the pod to everyone (docs/policy.md).
+ */
+function inboundPolicyOf(
+  pod: { annotations?: Annotations },
+  namespace: { annotations?: Annotations } | undefined,
+  clusterDefault: DefaultPolicy,
+  previous: PodPolicy | undefined,
+  errors: string[],
+): { policy: DefaultPolicy; from: string } {
+  const sources: Array<[Annotations, string, string]> = [
+    [pod.annotations, POLICY_ANNOTATION, 'pod'],
+    [pod.annotations, LINKERD_POLICY_ANNOTATION, 'pod'],
+    [namespace?.annotations, POLICY_ANNOTATION, 'namespace'],
+    [namespace?.annotations, LINKERD_POLICY_ANNOTATION, 'namespace'],
+  ];
+  for (const [ann, key, on] of sources) {
+    const v = ann?.[key];
+    if (v === undefined) continue;
+    try {
+      return { policy: parseDefaultPolicy(v, `${key} on the ${on}`), from: `${on} annotation ${key}` };
+    } catch (e) {
+      errors.push((e as Error).message);
+      if (previous) return { policy: previous.inboundPolicy, from: `${previous.inboundPolicyFrom} (last good value)` };
+      return { policy: 'deny', from: `${on} annotation ${key} is invalid: denying until it is fixed` };
+    }
+  }
+  return { policy: clusterDefault, from: 'cluster default' };
 }
 
 export function samePolicy(a: PodPolicy, b: PodPolicy): boolean {
@@ -80,6 +120,7 @@ export function samePolicy(a: PodPolicy, b: PodPolicy): boolean {
     a.meshed === b.meshed &&
     a.skipOutbound.toString() === b.skipOutbound.toString() &&
     a.skipInbound.toString() === b.skipInbound.toString() &&
-    String(a.opaquePorts) === String(b.opaquePorts)
+    String(a.opaquePorts) === String(b.opaquePorts) &&
+    a.inboundPolicy === b.inboundPolicy
   );
 }

@@ -1,0 +1,203 @@
+// The inbound policy's pure core, table by table (as ztunnel's rbac tests): Linkerd's default
+// policies, SMI TrafficTarget conversion (HTTPRouteGroup and TCPRoute resolved, bad objects
+// refused with the reason), the record parser, and authorize per connection and per request.
+import test from 'ava';
+import {
+  DEFAULT_CLUSTER_NETWORKS, DEFAULT_POLICIES, inNetworks, parseAccessRecord, parseDefaultPolicy, parseNetworks, parseSpiffeId, spiffeId,
+  type AccessRecord, type DefaultPolicy, type Identity,
+} from '../src/policy/model.ts';
+import { accessFromTrafficTarget, type RouteObjectLookup } from '../src/policy/smi-access.ts';
+import { pathOfTarget, ServerPolicy, type Client, type PolicySpec } from '../src/policy/authorize.ts';
+
+const nets = parseNetworks(DEFAULT_CLUSTER_NETWORKS);
+const web: Identity = { namespace: 'shop', serviceAccount: 'web' };
+const bot: Identity = { namespace: 'shop', serviceAccount: 'bot' };
+const meshed = (id: Identity, ip = '10.244.1.5'): Client => ({ ip, identity: id });
+const plain = (ip = '10.244.1.9'): Client => ({ ip, identity: null });
+const spec = (defaultPolicy: DefaultPolicy, targets: AccessRecord[] = []): PolicySpec => ({ namespace: 'shop', pod: 'api-1', serviceAccount: 'api', defaultPolicy, defaultFrom: 'test', targets });
+
+test('default policy values are Linkerd\'s; anything else is refused with the list', (t) => {
+  for (const v of DEFAULT_POLICIES) t.is(parseDefaultPolicy(v), v);
+  t.is(parseDefaultPolicy(' deny '), 'deny');
+  const e = t.throws(() => parseDefaultPolicy('allow-all', 'pod shop/api annotation'));
+  t.regex(e!.message, /pod shop\/api annotation: "allow-all" is not a policy; use one of all-unauthenticated, all-authenticated/);
+});
+
+test('networks and identities', (t) => {
+  t.true(inNetworks('10.244.3.4', nets));
+  t.true(inNetworks('::ffff:192.168.1.1', nets));
+  t.false(inNetworks('8.8.8.8', nets));
+  t.false(inNetworks('not-an-ip', nets));
+  t.deepEqual(parseNetworks('10.1.0.0/16, fd00::/8,1.2.3.4').map((c) => c.text), ['10.1.0.0/16', '1.2.3.4/32'], 'IPv6 skipped, a bare address is a /32');
+  t.throws(() => parseNetworks('10.0.0.0/33'), { message: /not an IPv4 network; write it as 10.0.0.0\/8/ });
+  t.is(spiffeId(web), 'spiffe://cluster.local/ns/shop/sa/web');
+  t.deepEqual(parseSpiffeId('spiffe://example.org/ns/shop/sa/web'), web);
+  t.is(parseSpiffeId('spiffe://x/ns/shop'), null);
+});
+
+const defaults: Array<[DefaultPolicy, Client, 'allow' | 'deny']> = [
+  ['all-unauthenticated', plain(), 'allow'],
+  ['all-unauthenticated', plain('8.8.8.8'), 'allow'],
+  ['all-authenticated', plain(), 'deny'],
+  ['all-authenticated', meshed(web, '8.8.8.8'), 'allow'],
+  ['cluster-authenticated', meshed(web), 'allow'],
+  ['cluster-authenticated', meshed(web, '8.8.8.8'), 'deny'],
+  ['cluster-authenticated', plain(), 'deny'],
+  ['cluster-unauthenticated', plain(), 'allow'],
+  ['cluster-unauthenticated', plain('8.8.8.8'), 'deny'],
+  ['deny', meshed(web), 'deny'],
+];
+for (const [p, c, want] of defaults) {
+  test(`default ${p}: ${c.identity ? 'meshed' : 'unmeshed'} client from ${c.ip} -> ${want}`, (t) => {
+    const sp = new ServerPolicy(spec(p), nets);
+    const d = sp.connection(c, 8080);
+    t.is(d.verdict, want);
+    t.deepEqual(d.server, { group: '', kind: 'default', name: p, port: 8080 });
+    if (d.verdict === 'allow') t.deepEqual(d.authz, { group: '', kind: 'default', name: p });
+    if (d.verdict === 'deny') t.true(d.reason.startsWith(`${p}: `), d.reason);
+    t.is(sp.failsClosed, p !== 'all-unauthenticated', 'every policy but all-unauthenticated fails closed');
+    const r = sp.request(c, 8080, { method: 'GET', target: '/', header: () => undefined });
+    t.is(r.allowed, want === 'allow', 'requests follow the connection under a default policy');
+  });
+}
+
+// ---- SMI ----
+
+const groups: Record<string, object> = {
+  'HTTPRouteGroup/shop/api-routes': {
+    apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'HTTPRouteGroup', metadata: { namespace: 'shop', name: 'api-routes' },
+    spec: { matches: [
+      { name: 'ok', pathRegex: '/ok', methods: ['GET'] },
+      { name: 'metrics', pathRegex: '/metrics', methods: ['*'], headers: { 'X-Scrape': 'yes|true' } },
+    ] },
+  },
+  'TCPRoute/shop/db': { apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'TCPRoute', metadata: { namespace: 'shop', name: 'db' }, spec: { matches: { ports: [5432] } } },
+  'TCPRoute/shop/any': { apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'TCPRoute', metadata: { namespace: 'shop', name: 'any' }, spec: {} },
+};
+const lookup: RouteObjectLookup = (kind, ns, name) => groups[`${kind}/${ns}/${name}`] as any;
+
+function target(name: string, specBody: object): any {
+  return { apiVersion: 'access.smi-spec.io/v1alpha3', kind: 'TrafficTarget', metadata: { namespace: 'shop', name }, spec: specBody };
+}
+
+const apiDest = { kind: 'ServiceAccount', name: 'api', namespace: 'shop' };
+const webSource = [{ kind: 'ServiceAccount', name: 'web', namespace: 'shop' }];
+
+test('TrafficTarget: converted with its HTTPRouteGroup matches and TCPRoute ports resolved', (t) => {
+  const c = accessFromTrafficTarget(target('web-to-api', {
+    destination: { ...apiDest, port: 8080 },
+    sources: webSource,
+    rules: [{ kind: 'HTTPRouteGroup', name: 'api-routes', matches: ['ok'] }, { kind: 'TCPRoute', name: 'db' }],
+  }), lookup);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.reads, ['HTTPRouteGroup/shop/api-routes', 'TCPRoute/shop/db']);
+  t.deepEqual(c.record, {
+    namespace: 'shop', name: 'web-to-api',
+    destination: { serviceAccount: 'api', namespace: 'shop', port: 8080 },
+    sources: [web],
+    rules: [
+      { kind: 'HTTPRouteGroup', name: 'api-routes', matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }] },
+      { kind: 'TCPRoute', name: 'db', ports: [5432] },
+    ],
+  });
+  t.deepEqual(parseAccessRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the record survives the stream');
+  const all = accessFromTrafficTarget(target('all', { destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'api-routes' }] }), lookup);
+  t.deepEqual((all.record!.rules[0] as any).matches.map((m: any) => m.name), ['ok', 'metrics'], 'no matches named: all of the group');
+  t.deepEqual((all.record!.rules[0] as any).matches[1].headers, [{ name: 'x-scrape', regex: 'yes|true' }]);
+  t.is((all.record!.rules[0] as any).matches[1].methods, undefined, '"*" is any method');
+});
+
+const badTargets: Array<[string, object, RegExp]> = [
+  ['a missing HTTPRouteGroup', { destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'nope' }] }, /spec.rules\[0\]: HTTPRouteGroup shop\/nope not found/],
+  ['a match the group lacks', { destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'api-routes', matches: ['admin'] }] }, /has no match named "admin" \(it has ok, metrics\)/],
+  ['no sources', { destination: apiDest, sources: [], rules: [{ kind: 'TCPRoute', name: 'any' }] }, /spec.sources: expected at least one ServiceAccount/],
+  ['no rules', { destination: apiDest, sources: webSource }, /spec.rules: expected at least one HTTPRouteGroup or TCPRoute/],
+  ['another namespace\'s destination', { destination: { ...apiDest, namespace: 'other' }, sources: webSource, rules: [{ kind: 'TCPRoute', name: 'any' }] }, /is not the TrafficTarget's namespace shop/],
+  ['a Group source', { destination: apiDest, sources: [{ kind: 'Group', name: 'x' }], rules: [{ kind: 'TCPRoute', name: 'any' }] }, /spec.sources\[0\].kind: "Group" is not supported; only ServiceAccount/],
+  ['an UDPRoute rule', { destination: apiDest, sources: webSource, rules: [{ kind: 'UDPRoute', name: 'x' }] }, /"UDPRoute" is not supported; use HTTPRouteGroup or TCPRoute/],
+  ['a bad port', { destination: { ...apiDest, port: 70000 }, sources: webSource, rules: [{ kind: 'TCPRoute', name: 'any' }] }, /spec.destination.port: 70000 is not a port/],
+];
+for (const [what, body, re] of badTargets) {
+  test(`TrafficTarget with ${what}: not accepted, with the reason`, (t) => {
+    const c = accessFromTrafficTarget(target('bad', body), lookup);
+    t.is(c.record, null);
+    t.is(c.problems.length, 1);
+    t.regex(c.problems[0]!, /^TrafficTarget shop\/bad: not accepted: /);
+    t.regex(c.problems[0]!, re);
+  });
+}
+
+test('an HTTPRouteGroup with a broken regular expression refuses the TrafficTarget that reads it', (t) => {
+  const broken: RouteObjectLookup = (kind, ns, name) => (kind === 'HTTPRouteGroup' ? { spec: { matches: [{ name: 'x', pathRegex: '(' }] } } : lookup(kind, ns, name));
+  const c = accessFromTrafficTarget(target('t', { destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'g' }] }), broken);
+  t.is(c.record, null);
+  t.regex(c.problems[0]!, /HTTPRouteGroup shop\/g.spec.matches\[0\].pathRegex: not a regular expression/);
+});
+
+function smi(...bodies: object[]): ServerPolicy {
+  const recs = bodies.map((b, i) => {
+    const c = accessFromTrafficTarget(target(`t${i}`, b), lookup);
+    if (!c.record) throw new Error(c.problems.join('; '));
+    return c.record;
+  });
+  return new ServerPolicy(spec('all-unauthenticated', recs), nets);
+}
+const req = (method: string, tgt: string, headers: Record<string, string> = {}) => ({ method, target: tgt, header: (n: string) => headers[n] });
+
+test('SMI: once a TrafficTarget selects the ServiceAccount, only its sources pass, even under all-unauthenticated', (t) => {
+  const p = smi({ destination: apiDest, sources: webSource, rules: [{ kind: 'TCPRoute', name: 'any' }] });
+  t.is(p.mode, 'smi');
+  t.true(p.failsClosed, 'a pod selected by a TrafficTarget fails closed');
+  const ok = p.connection(meshed(web), 8080);
+  t.is(ok.verdict, 'allow');
+  t.deepEqual(ok.verdict === 'allow' && ok.authz, { group: 'access.smi-spec.io', kind: 'traffictarget', name: 't0' });
+  t.deepEqual(ok.server, { group: '', kind: 'serviceaccount', name: 'api', port: 8080 });
+  const other = p.connection(meshed(bot), 8080);
+  t.is(other.verdict, 'deny');
+  t.regex(other.verdict === 'deny' ? other.reason : '', /no TrafficTarget of ServiceAccount shop\/api on port 8080 allows spiffe:\/\/cluster.local\/ns\/shop\/sa\/bot/);
+  const anon = p.connection(plain(), 8080);
+  t.is(anon.verdict, 'deny');
+  t.regex(anon.verdict === 'deny' ? anon.reason : '', /allow ServiceAccounts only; 10.244.1.9 has no mesh identity/);
+});
+
+test('SMI: destination port and TCPRoute ports narrow what passes', (t) => {
+  const p = smi(
+    { destination: { ...apiDest, port: 5432 }, sources: webSource, rules: [{ kind: 'TCPRoute', name: 'db' }] },
+  );
+  t.is(p.connection(meshed(web), 5432).verdict, 'allow');
+  const wrong = p.connection(meshed(web), 8080);
+  t.is(wrong.verdict, 'deny');
+  t.regex(wrong.verdict === 'deny' ? wrong.reason : '', /no TrafficTarget of ServiceAccount shop\/api covers port 8080/);
+  const q = smi({ destination: apiDest, sources: webSource, rules: [{ kind: 'TCPRoute', name: 'db' }] });
+  t.is(q.connection(meshed(web), 5432).verdict, 'allow');
+  t.is(q.connection(meshed(web), 6379).verdict, 'deny', 'a TCPRoute allows its ports only');
+});
+
+test('SMI: HTTPRouteGroup rules decide per request: GET /ok passes, POST /ok and GET /okay do not; headers match whole values', (t) => {
+  const p = smi({ destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'api-routes' }] });
+  t.is(p.connection(meshed(web), 8080).verdict, 'http');
+  const get = p.request(meshed(web), 8080, req('GET', '/ok?x=1'));
+  t.true(get.allowed);
+  t.deepEqual(get.allowed && get.route, { group: 'specs.smi-spec.io', kind: 'httproutegroup', name: 'api-routes' });
+  const post = p.request(meshed(web), 8080, req('POST', '/ok'));
+  t.false(post.allowed);
+  t.regex(!post.allowed ? post.reason : '', /no HTTPRouteGroup match of t0 allows POST \/ok for spiffe:\/\/cluster.local\/ns\/shop\/sa\/web/);
+  t.false(p.request(meshed(web), 8080, req('GET', '/okay')).allowed, 'the path regex covers the whole path');
+  t.true(p.request(meshed(web), 8080, req('GET', 'http://api.shop:8080/ok')).allowed, 'absolute-form targets match by their path');
+  t.true(p.request(meshed(web), 8080, req('DELETE', '/metrics', { 'x-scrape': 'true' })).allowed, 'any method, header matched');
+  t.false(p.request(meshed(web), 8080, req('GET', '/metrics', { 'x-scrape': 'truest' })).allowed, 'a header regex covers the whole value');
+  t.false(p.request(meshed(web), 8080, req('GET', '/metrics')).allowed, 'a missing header does not match');
+  t.false(p.request(meshed(bot), 8080, req('GET', '/ok')).allowed, 'another ServiceAccount gets nothing');
+});
+
+test('pathOfTarget', (t) => {
+  t.is(pathOfTarget('/a/b?c#d'), '/a/b');
+  t.is(pathOfTarget('http://h:1/x?y'), '/x');
+  t.is(pathOfTarget('http://h:1'), '/');
+  t.is(pathOfTarget('*'), '*');
+});
+
+test('the access record parser names the field', (t) => {
+  t.throws(() => parseAccessRecord({ namespace: 'shop', name: 't', destination: { serviceAccount: 'api', namespace: 'shop' }, sources: [{ namespace: 'shop' }], rules: [] }), { message: /TrafficTarget shop\/t: sources\[0\].serviceAccount: expected a Kubernetes name/ });
+  t.throws(() => parseAccessRecord({ namespace: 'shop', name: 't', destination: { serviceAccount: 'api', namespace: 'shop' }, sources: [], rules: [{ kind: 'HTTPRouteGroup', name: 'g', matches: [{ name: 'm', pathRegex: '(' }] }] }), { message: /rules\[0\].matches\[0\].pathRegex: not a regular expression/ });
+});
