@@ -42,7 +42,7 @@ test('a ClusterIP:port resolves to the ready endpoints at the slice port of the 
   t.is(s.byVip('10.96.0.10', 81), null, 'a port the Service does not have');
   t.is(s.byVip('10.96.0.11', 80), null, 'not a ClusterIP');
   t.is(s.byVip('10.1.0.5', 8080), null, 'a pod IP goes to the original destination');
-  t.deepEqual(s.counts(), { services: 1, slices: 2, endpoints: 5, pods: 0, routes: 0 });
+  t.deepEqual(s.counts(), { services: 1, slices: 2, endpoints: 5, pods: 0, routes: 0, access: 0 });
 });
 
 test('a headless Service has no ClusterIP to resolve; a Service port no slice names says why it has no endpoints', (t) => {
@@ -211,4 +211,27 @@ test('a replica fed replay() and then what onApply() hears answers as the store 
   s.apply(reset);
   s.dropStaged();
   t.deepEqual(heard.slice(-2), [reset, 'drop-staged'], 'a dropped snapshot is heard too');
+});
+
+test('access records: indexed by their destination ServiceAccount, staged until synced, moved when the destination changes, replayed', (t) => {
+  const rec = (name: string, sa: string) => ({ namespace: 'shop', name, destination: { serviceAccount: sa, namespace: 'shop' }, sources: [{ namespace: 'shop', serviceAccount: 'web' }], rules: [{ kind: 'TCPRoute' as const, name: 'all' }] });
+  const set = (name: string, sa: string): DiscoMessage => ({ type: 'access', op: 'set', access: rec(name, sa) });
+  const s = world(set('b', 'api'), set('a', 'api'), set('c', 'db'));
+  t.deepEqual(s.accessFor('shop', 'api').map((r) => r.name), ['a', 'b'], 'sorted by name');
+  const g = s.accessGeneration;
+  s.apply(set('b', 'db'));
+  t.deepEqual(s.accessFor('shop', 'api').map((r) => r.name), ['a']);
+  t.deepEqual(s.accessFor('shop', 'db').map((r) => r.name), ['b', 'c']);
+  t.true(s.accessGeneration > g);
+  s.apply({ type: 'access', op: 'delete', key: 'TrafficTarget/shop/c' });
+  t.deepEqual(s.accessFor('shop', 'db').map((r) => r.name), ['b']);
+  s.apply(reset);
+  s.apply(set('x', 'api'));
+  t.deepEqual(s.accessFor('shop', 'api').map((r) => r.name), ['a'], 'the old world answers until synced');
+  s.apply(synced);
+  t.deepEqual(s.accessFor('shop', 'api').map((r) => r.name), ['x']);
+  t.is(s.counts().access, 1);
+  const copy = new DiscoveryStore();
+  for (const m of s.replay()) copy.apply(m);
+  t.deepEqual(copy.accessFor('shop', 'api'), s.accessFor('shop', 'api'));
 });

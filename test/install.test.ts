@@ -132,7 +132,8 @@ test('controller RBAC: list and watch of Services, Pods, EndpointSlices and the 
     { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes/status', 'grpcroutes/status'], verbs: ['get', 'update', 'patch'] },
     { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
-    { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups', 'tcproutes'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['access.smi-spec.io'], resources: ['traffictargets'], verbs: ['get', 'list', 'watch'] },
   ]);
   // What the controller reads and writes is what the role grants (route-kube-source.ts, route-status.ts).
   for (const k of ROUTE_KINDS) t.true(role.rules.some((r: any) => r.apiGroups.includes(k.group) && r.resources.includes(k.plural) && r.verbs.includes('watch')), k.plural);

@@ -5,25 +5,17 @@
 // status subresource) and with --resources files, an agent's discovery link receiving the route
 // records, the status written back.
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { requestJson } from '../src/controller/client.ts';
-import { DiscoveryClient } from '../src/discovery/client.ts';
-import { DiscoveryStore } from '../src/discovery/store.ts';
 import { RouteIndex, type DesiredStatus } from '../src/routing/route-index.ts';
 import { mergedStatus } from '../src/routing/route-status.ts';
 import { CONTROLLER_NAME } from '../src/routing/gateway-api.ts';
-import { exited } from './helpers/procs.ts';
-import { freePort } from './helpers/ports.ts';
 import { until, waitFor } from './helpers/until.ts';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+import { kubeconfigFile, startController as controller } from './helpers/controller-proc.ts';
 
 const httpRoute = (name: string, spec: object, meta: object = {}): KubeObject => ({
   apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name, namespace: 'shop', ...meta },
@@ -122,35 +114,6 @@ test('status: our parents entries replace only ours; other controllers\' stay; a
 });
 
 // ---- the real controller ----
-
-function kubeconfigFile(api: SimApiServer): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-kc-'));
-  const f = path.join(dir, 'kubeconfig');
-  fs.writeFileSync(f, JSON.stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'sim',
-    clusters: [{ name: 'sim', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }], users: [{ name: 'sim', user: { token: 'sim' } }], contexts: [{ name: 'sim', context: { cluster: 'sim', user: 'sim' } }],
-  }));
-  return f;
-}
-
-async function controller(t: any, args: string[]) {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr!.on('data', (d) => (log += d));
-  t.teardown(async () => {
-    child.kill('SIGTERM');
-    await exited(child);
-  });
-  await until(() => requestJson(url, 'GET', '/v1/status', undefined, 1000), (s: any) => s.discovery?.synced === true, 'controller synced', { ms: 30_000, context: () => log });
-  const store = new DiscoveryStore();
-  const client = new DiscoveryClient({ url, node: 'n0', agentId: 'a', store, log: () => {}, onError: () => {} });
-  client.start();
-  t.teardown(() => client.stop());
-  await waitFor(() => client.state === 'synced', 10_000);
-  return { url, store, log: () => log };
-}
 
 const svc = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
 const ours = (o: KubeObject | undefined) => (o?.status?.parents ?? []).find((p: any) => p.controllerName === CONTROLLER_NAME);

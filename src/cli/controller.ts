@@ -6,6 +6,8 @@ import { ControllerServer } from '../controller/server.ts';
 import { parseWindow } from '../controller/stat.ts';
 import { DiscoveryHub } from '../discovery/hub.ts';
 import { RouteIndex, type DesiredStatus } from '../routing/route-index.ts';
+import { AccessIndex } from '../policy/access-index.ts';
+import { MeshObjects } from '../discovery/mesh-objects.ts';
 import { parseHostPort } from './addr.ts';
 import { DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
 
@@ -58,13 +60,19 @@ export function registerController(program: Command) {
           onStatus: (want, obj) => writeStatus?.(want, obj),
         });
         hub.onService = (key, ports) => routes.setService(key, ports);
+        // SMI TrafficTargets become access records the destination's agents enforce (docs/policy.md).
+        const access = new AccessIndex({
+          sink: { put: (key, line) => hub.put('access', { key, line, endpoints: 0, problems: [] }), remove: (key) => hub.remove('access', key) },
+          log: logTo,
+        });
+        const objects = new MeshObjects(routes, access);
         try {
           if (mode.kind === 'files') {
             const { ResourceFiles } = await import('../discovery/resource-files.ts');
-            const files = new ResourceFiles(mode.path, hub, (e) => log.warn(`discovery: ${e.message}`), routes);
+            const files = new ResourceFiles(mode.path, hub, (e) => log.warn(`discovery: ${e.message}`), objects);
             files.start();
             stopSource = () => files.stop();
-            discovery = { hub, source: files, routes };
+            discovery = { hub, source: files, routes, access };
           } else {
             // Loaded only here: @kubernetes/client-node alone costs ~110 MB of RSS.
             const { DiscoveryKubeSource } = await import('../discovery/kube-source.ts');
@@ -74,13 +82,13 @@ export function registerController(program: Command) {
             const kc = loadKubeConfig(mode.kubeconfig);
             const writer = new RouteStatusWriter(statusApi(kc), logTo);
             writeStatus = (want, obj) => writer.write(want, obj);
-            const kube = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => log.warn(`discovery: ${e.message}`), log: (m) => log.info(`discovery: ${m}`) });
+            const kube = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes: objects, onError: (e) => log.warn(`discovery: ${e.message}`), log: (m) => log.info(`discovery: ${m}`) });
             kube.start();
             stopSource = () => {
               kube.stop();
               writer.stop();
             };
-            discovery = { hub, source: kube, routes };
+            discovery = { hub, source: kube, routes, access };
           }
         } catch (e) {
           // Not a usage error: the files or the kubeconfig need fixing (exit 1, no help text).

@@ -16,7 +16,7 @@ import { checkTapRequest } from './tap-request.ts';
 export interface ControllerOptions {
   retentionMs?: number;
   /** Discovery for the agents (--resources or the API server); without it GET /v1/discovery answers 404. */
-  discovery?: { hub: DiscoveryHub; source: { state(): object }; routes?: { state(): object } };
+  discovery?: { hub: DiscoveryHub; source: { state(): object }; routes?: { state(): object }; access?: { state(): object } };
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -177,7 +177,7 @@ export class ControllerServer {
   private discoveryState() {
     const d = this.opts.discovery;
     if (!d) return { configured: false, why: DISCOVERY_OFF };
-    return { configured: true, source: d.source.state(), ...d.hub.state(), agentStreams: d.hub.agents(), ...(d.routes ? { routeObjects: d.routes.state() } : {}) };
+    return { configured: true, source: d.source.state(), ...d.hub.state(), agentStreams: d.hub.agents(), ...(d.routes ? { routeObjects: d.routes.state() } : {}), ...(d.access ? { accessObjects: d.access.state() } : {}) };
   }
 
   /** Calls fn after every report the store added (the dashboard's live updates); returns the remover. */

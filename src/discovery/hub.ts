@@ -16,9 +16,12 @@ import { DISCOVERY_VERSION, type DiscoPod, type DiscoService, type DiscoSlice } 
 
 type Obj = Record<string, any>;
 
-/** What the hub streams: the discovery kinds, and route records (made by routing/route-index.ts, not by prepare()). */
-export type HubKind = ResourceKind | 'route';
-export const KINDS: readonly HubKind[] = ['service', 'slice', 'pod', 'route'];
+/**
+ * What the hub streams: the discovery kinds, route records (made by routing/route-index.ts) and
+ * access records (made by policy/access-index.ts), not by prepare().
+ */
+export type HubKind = ResourceKind | 'route' | 'access';
+export const KINDS: readonly HubKind[] = ['service', 'slice', 'pod', 'route', 'access'];
 
 export const RESET_LINE = JSON.stringify({ type: 'reset', version: DISCOVERY_VERSION });
 export const SYNCED_LINE = JSON.stringify({ type: 'synced' });
@@ -95,7 +98,7 @@ interface Subscriber {
   syncedAt: number;
 }
 
-const emptyChanged = (): Record<HubKind, Set<string>> => ({ service: new Set(), slice: new Set(), pod: new Set(), route: new Set() });
+const emptyChanged = (): Record<HubKind, Set<string>> => ({ service: new Set(), slice: new Set(), pod: new Set(), route: new Set(), access: new Set() });
 
 export function deleteLine(kind: HubKind, key: string): string {
   return JSON.stringify({ type: kind, op: 'delete', key });
@@ -112,6 +115,8 @@ export interface HubState {
   endpoints: number;
   pods: number;
   routes: number;
+  /** TrafficTargets streamed (access records). */
+  access: number;
   /** Objects whose last version had something left out. */
   objectsWithProblems: number;
   agents: number;
@@ -129,7 +134,7 @@ export interface HubState {
 
 export class DiscoveryHub {
   private readonly o: Required<Omit<HubOptions, 'log'>> & Pick<HubOptions, 'log'>;
-  private readonly maps: Record<HubKind, Map<string, Entry>> = { service: new Map(), slice: new Map(), pod: new Map(), route: new Map() };
+  private readonly maps: Record<HubKind, Map<string, Entry>> = { service: new Map(), slice: new Map(), pod: new Map(), route: new Map(), access: new Map() };
   private endpoints = 0;
   /** kind/key -> the problems last logged for it, so each is logged once until it changes. */
   private problems = new Map<string, string>();
@@ -251,7 +256,7 @@ export class DiscoveryHub {
     const text = problems.join('; ');
     if (this.problems.get(pk) === text) return;
     this.problems.set(pk, text);
-    const msg = kind === 'route' ? `${key}: ${text}` : `${describeObject(kind, key)}: ${text}`;
+    const msg = kind === 'route' || kind === 'access' ? `${key}: ${text}` : `${describeObject(kind, key)}: ${text}`;
     this.recentProblems.push({ at: new Date(this.o.now()).toISOString(), msg });
     if (this.recentProblems.length > 20) this.recentProblems.shift();
     this.o.log('warn', `discovery: ${msg}; the rest of the object is used`);
@@ -422,7 +427,7 @@ export class DiscoveryHub {
   }
 
   counts() {
-    return { services: this.maps.service.size, slices: this.maps.slice.size, endpoints: this.endpoints, pods: this.maps.pod.size, routes: this.maps.route.size };
+    return { services: this.maps.service.size, slices: this.maps.slice.size, endpoints: this.endpoints, pods: this.maps.pod.size, routes: this.maps.route.size, access: this.maps.access.size };
   }
 
   agents(limit = 200): Array<{ node: string; agentId: string; since: string; state: Phase; sentBytes: number; queuedBytes: number }> {

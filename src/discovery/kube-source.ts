@@ -9,7 +9,7 @@ import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';
 import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
-import type { RouteIndex } from '../routing/route-index.ts';
+import type { MeshObjects } from './mesh-objects.ts';
 import { routeReflectors } from '../routing/route-kube-source.ts';
 
 type Obj = Record<string, any>;
@@ -28,8 +28,11 @@ export interface DiscoveryKubeSourceOptions {
   backoff?: BackoffOptions;
   /** Items per list page; default 500, as client-go. */
   pageSize?: number;
-  /** Routes too (HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup): the agents' first world then has them. */
-  routes?: RouteIndex;
+  /**
+   * Routes (HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup) and SMI access (TrafficTarget,
+   * TCPRoute) too: the agents' first world then has them.
+   */
+  routes?: MeshObjects;
   /** Lines worth saying once (a route kind whose CRD is missing). */
   log?: (msg: string) => void;
 }

@@ -9,18 +9,20 @@
 //   {"type":"slice","op":"set","slice":{..}}      {"type":"slice","op":"delete","key":"ns/name"}
 //   {"type":"pod","op":"set","pod":{..}}          {"type":"pod","op":"delete","key":"ns/name"}
 //   {"type":"route","op":"set","route":{..}}      {"type":"route","op":"delete","key":"Kind/ns/name"}   (version 2)
+//   {"type":"access","op":"set","access":{..}}    {"type":"access","op":"delete","key":"TrafficTarget/ns/name"}   (version 3)
 //   {"type":"synced"}                             the snapshot is complete; deltas follow
 // The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
 // never leaves a window with half a world.
 
 /**
- * 2 added route records (src/routing/route-model.ts). An agent reads versions 1 and 2; an agent
- * of version 1 refuses a version 2 controller with the error below, rather than choking on its
- * first route line.
+ * 2 added route records (src/routing/route-model.ts), 3 access records (SMI TrafficTargets,
+ * src/policy/model.ts). An agent reads versions 1 to 3; an older agent refuses a newer
+ * controller with the error below, rather than choking on its first line of a new type.
  */
 import { parseRouteKey, parseRouteRecord, RouteError, type RouteRecord } from '../routing/route-model.ts';
+import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
 
-export const DISCOVERY_VERSION = 2;
+export const DISCOVERY_VERSION = 3;
 export const MIN_DISCOVERY_VERSION = 1;
 
 export interface DiscoServicePort {
@@ -89,7 +91,8 @@ export type DiscoMessage =
   | { type: 'slice'; op: 'set'; slice: DiscoSlice }
   | { type: 'pod'; op: 'set'; pod: DiscoPod }
   | { type: 'route'; op: 'set'; route: RouteRecord }
-  | { type: 'service' | 'slice' | 'pod' | 'route'; op: 'delete'; key: string };
+  | { type: 'access'; op: 'set'; access: AccessRecord }
+  | { type: 'service' | 'slice' | 'pod' | 'route' | 'access'; op: 'delete'; key: string };
 
 /** Annotation prefixes a Service's record carries to the agents (balancer now; retries and timeouts later). */
 export const ROUTING_ANNOTATION_PREFIXES = ['balancer.linkerd.io/', 'retry.linkerd.io/', 'timeout.linkerd.io/', 'mesh-agent.io/'];
@@ -284,6 +287,19 @@ export function parseMessage(line: string): DiscoMessage {
         return { type: 'route', op: 'set', route: parseRouteRecord(o.route) };
       } catch (e) {
         if (e instanceof RouteError) throw new DiscoveryError(e.message);
+        throw e;
+      }
+    }
+    case 'access': {
+      if (o.op === 'delete') {
+        if (typeof o.key !== 'string' || parseAccessKey(o.key) === null) fail('access delete', `expected "TrafficTarget/namespace/name", got ${JSON.stringify(o.key)?.slice(0, 80)}`);
+        return { type: 'access', op: 'delete', key: o.key };
+      }
+      if (o.op !== 'set') fail('access', `op must be "set" or "delete", got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+      try {
+        return { type: 'access', op: 'set', access: parseAccessRecord(o.access) };
+      } catch (e) {
+        if (e instanceof PolicyError) throw new DiscoveryError(e.message);
         throw e;
       }
     }

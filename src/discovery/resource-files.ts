@@ -1,5 +1,6 @@
 // `mesh-agent controller --resources FILE|DIR`: Services, EndpointSlices and Pods (and routes:
-// HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup, to the route index) from YAML or JSON files (several documents or Lists per file; Namespaces and other kinds are accepted and
+// HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup, to the route index; SMI TrafficTarget and
+// TCPRoute, to the access index) from YAML or JSON files (several documents or Lists per file; Namespaces and other kinds are accepted and
 // skipped), fed to the discovery hub as the API server's watches would be. A directory means
 // its *.yaml, *.yml and *.json files, not its subdirectories (as `kubectl apply -f DIR`).
 // Files are reloaded when they change: only a changed file is parsed again, and only its
@@ -9,7 +10,7 @@ import * as path from 'node:path';
 import { parseDocuments } from '../k8s/objects.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
 import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
-import { routeObjectKind, type RouteIndex } from '../routing/route-index.ts';
+import { meshObjectKind, type MeshObjectKind, type MeshObjects } from './mesh-objects.ts';
 
 type Obj = Record<string, any>;
 
@@ -57,9 +58,9 @@ export class ResourceFiles {
   /** Duplicates already reported, so each is said once. */
   private saidDuplicate = new Set<string>();
 
-  private readonly routes: RouteIndex | undefined;
+  private readonly routes: MeshObjects | undefined;
 
-  constructor(p: string, hub: DiscoveryHub, onError: (e: Error) => void, routes?: RouteIndex) {
+  constructor(p: string, hub: DiscoveryHub, onError: (e: Error) => void, routes?: MeshObjects) {
     this.path = path.resolve(p);
     this.hub = hub;
     this.onError = onError;
@@ -163,7 +164,7 @@ export class ResourceFiles {
         objects.set(kk(kind, p.key), p);
         continue;
       }
-      const rk = routeObjectKind(o);
+      const rk = meshObjectKind(o);
       if (rk !== null && this.routes !== undefined) {
         const md = o.metadata ?? {};
         objects.set(`route ${rk} ${typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default'}/${md.name}`, { route: o });
@@ -250,7 +251,7 @@ export class ResourceFiles {
     if (k.startsWith('route ')) {
       const [, rk, key] = k.split(' ') as [string, string, string];
       const [ns, name] = key.split('/') as [string, string];
-      if (owners.length === 0) this.routes!.remove(rk as Parameters<RouteIndex['remove']>[0], ns, name);
+      if (owners.length === 0) this.routes!.remove(rk as MeshObjectKind, ns, name);
       else this.routes!.upsert((this.files.get(owners[0]!)!.objects.get(k) as { route: Obj }).route);
       return;
     }

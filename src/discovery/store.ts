@@ -4,6 +4,7 @@
 // answering until "synced" swaps them (DESIGN.md: an agent serves from its last state).
 import type { WorkloadResolver } from '../telemetry/workload.ts';
 import { routeKey, type RouteRecord } from '../routing/route-model.ts';
+import { accessKey, type AccessRecord } from '../policy/model.ts';
 import { DISCOVERY_VERSION, keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
 
 /** A ready endpoint of one Service port: the address to dial and who is behind it. */
@@ -40,11 +41,15 @@ interface World {
   routes: Map<string, RouteRecord>;
   /** parent Service key -> the keys of the routes attached to it */
   routesOf: Map<string, Set<string>>;
+  /** "TrafficTarget/ns/name" -> access record */
+  access: Map<string, AccessRecord>;
+  /** destination "ns/serviceAccount" -> the keys of the TrafficTargets selecting it */
+  accessOf: Map<string, Set<string>>;
 }
 
 const emptyWorld = (): World => ({
   services: new Map(), slices: new Map(), slicesOf: new Map(), pods: new Map(), podsByIp: new Map(), vips: new Map(), targets: new Map(),
-  routes: new Map(), routesOf: new Map(),
+  routes: new Map(), routesOf: new Map(), access: new Map(), accessOf: new Map(),
 });
 
 export interface DiscoveryCounts {
@@ -53,6 +58,7 @@ export interface DiscoveryCounts {
   endpoints: number;
   pods: number;
   routes: number;
+  access: number;
 }
 
 export class DiscoveryStore {
@@ -66,6 +72,8 @@ export class DiscoveryStore {
   generation = 0;
   /** Moves only when podByIp's answers may have changed (metrics' label caches follow this one). */
   podGeneration = 0;
+  /** Moves when accessFor()'s answers may have changed (the agent recompiles its pods' policies). */
+  accessGeneration = 0;
   private listeners = new Set<(serviceKeys: ReadonlySet<string> | 'all') => void>();
   private mirrors = new Set<(m: DiscoMessage | 'drop-staged') => void>();
   /** The version of the last snapshot begun (what replay() says it is). */
@@ -93,6 +101,7 @@ export class DiscoveryStore {
       for (const slice of w.slices.values()) out.push({ type: 'slice', op: 'set', slice });
       for (const holders of w.podsByIp.values()) for (const pod of holders) out.push({ type: 'pod', op: 'set', pod });
       for (const route of w.routes.values()) out.push({ type: 'route', op: 'set', route });
+      for (const access of w.access.values()) out.push({ type: 'access', op: 'set', access });
     };
     if (this.synced) {
       world(this.live);
@@ -132,6 +141,7 @@ export class DiscoveryStore {
       this.synced = true;
       this.generation++;
       this.podGeneration++;
+      this.accessGeneration++;
       this.emit('all');
       return;
     }
@@ -160,10 +170,14 @@ export class DiscoveryStore {
         // The Services it was attached to and is attached to now: their policies change.
         for (const k of setRoute(w, m.op === 'set' ? routeKey(m.route) : m.key, m.op === 'set' ? m.route : null)) changed.add(k);
         break;
+      case 'access':
+        setAccess(w, m.op === 'set' ? accessKey(m.access) : m.key, m.op === 'set' ? m.access : null);
+        break;
     }
     if (w !== this.live) return; // staged: published at "synced"
     this.generation++;
     if (m.type === 'pod') this.podGeneration++;
+    if (m.type === 'access') this.accessGeneration++;
     for (const k of changed) w.targets.delete(k);
     if (changed.size > 0) this.emit(changed);
   }
@@ -239,11 +253,23 @@ export class DiscoveryStore {
     return out;
   }
 
+  /** The TrafficTargets whose destination is this ServiceAccount, by name. */
+  accessFor(namespace: string, serviceAccount: string): AccessRecord[] {
+    const keys = this.live.accessOf.get(`${namespace}/${serviceAccount}`);
+    if (keys === undefined) return [];
+    const out: AccessRecord[] = [];
+    for (const k of keys) {
+      const r = this.live.access.get(k);
+      if (r !== undefined) out.push(r);
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
   counts(): DiscoveryCounts {
     const w = this.live;
     let endpoints = 0;
     for (const s of w.slices.values()) endpoints += s.endpoints.length;
-    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size };
+    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size, access: w.access.size };
   }
 }
 
@@ -342,6 +368,24 @@ function setRoute(w: World, key: string, r: RouteRecord | null): Set<string> {
     }
   }
   return touched;
+}
+
+/** Replaces (or with null deletes) a TrafficTarget's record, indexed by its destination ServiceAccount. */
+function setAccess(w: World, key: string, r: AccessRecord | null): void {
+  const prev = w.access.get(key);
+  if (prev !== undefined) {
+    const dk = `${prev.destination.namespace}/${prev.destination.serviceAccount}`;
+    const set = w.accessOf.get(dk);
+    set?.delete(key);
+    if (set?.size === 0) w.accessOf.delete(dk);
+    w.access.delete(key);
+  }
+  if (r === null) return;
+  w.access.set(key, r);
+  const dk = `${r.destination.namespace}/${r.destination.serviceAccount}`;
+  let set = w.accessOf.get(dk);
+  if (!set) w.accessOf.set(dk, (set = new Set()));
+  set.add(key);
 }
 
 function setPod(w: World, p: DiscoPod): void {

@@ -111,7 +111,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes/status', 'grpcroutes/status'], verbs: ['get', 'update', 'patch'] },
         { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
-        { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups', 'tcproutes'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['access.smi-spec.io'], resources: ['traffictargets'], verbs: ['get', 'list', 'watch'] },
       ],
     },
     {

@@ -1,7 +1,9 @@
 // The routes' kinds from the API server, for the controller's discovery source
 // (discovery/kube-source.ts): HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1), SMI
 // TrafficSplit (split.smi-spec.io/v1alpha4) and HTTPRouteGroup (specs.smi-spec.io/v1alpha4),
-// each listed and watched once with the same reflector, into the route index. Their CRDs are
+// and SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
+// (specs.smi-spec.io/v1alpha4), each listed and watched once with the same reflector, into the
+// route and access indexes (discovery/mesh-objects.ts). Their CRDs are
 // not ours to install: a kind whose CRD is missing (404) counts as listed and empty, is said
 // once, and is watched for, so routes work once the CRDs are installed. The status API writes
 // the routes' status through the status subresource (route-status.ts).
@@ -9,23 +11,25 @@ import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/clien
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { statusOf } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
-import type { RouteIndex, RouteObjectKind } from './route-index.ts';
+import type { MeshObjectKind, MeshObjects } from '../discovery/mesh-objects.ts';
 import { ROUTE_PLURALS, type StatusApi } from './route-status.ts';
 import { ROUTING_ANNOTATION_PREFIXES } from '../discovery/model.ts';
 
 type Obj = Record<string, any>;
 
-export const ROUTE_KINDS: Array<{ kind: RouteObjectKind; group: string; version: string; plural: string; crd: string }> = [
+export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: string; plural: string; crd: string }> = [
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', crd: "Gateway API's (standard channel)" },
   { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'grpcroutes', crd: "Gateway API's (standard channel)" },
   { kind: 'TrafficSplit', group: 'split.smi-spec.io', version: 'v1alpha4', plural: 'trafficsplits', crd: "SMI's" },
   { kind: 'HTTPRouteGroup', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'httproutegroups', crd: "SMI's" },
+  { kind: 'TCPRoute', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'tcproutes', crd: "SMI's" },
+  { kind: 'TrafficTarget', group: 'access.smi-spec.io', version: 'v1alpha3', plural: 'traffictargets', crd: "SMI's" },
 ];
 
-export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io) or httproutegroups (specs.smi-spec.io); apply the ClusterRole from mesh-agent install";
+export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io) or traffictargets (access.smi-spec.io); apply the ClusterRole from mesh-agent install";
 
 /** What conversion and the status writer read of a route object: the rest is dropped. */
-export function slimRoute(o: Obj, kind: RouteObjectKind, apiVersion: string): Obj {
+export function slimRoute(o: Obj, kind: MeshObjectKind, apiVersion: string): Obj {
   const md: Obj = o?.metadata ?? {};
   const ann = Object.entries((md.annotations ?? {}) as Obj).filter(([k]) => ROUTING_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
   const meta: Obj = { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion, generation: md.generation, creationTimestamp: md.creationTimestamp };
@@ -41,7 +45,7 @@ export interface RouteReflectorsOptions {
   kc: KubeConfig;
   watch: Watch;
   server: string;
-  routes: RouteIndex;
+  routes: MeshObjects;
   watchdogMs: number;
   backoff: BackoffOptions;
   pageSize: number;
@@ -53,7 +57,7 @@ export interface RouteReflectorsOptions {
 /** One reflector per route kind, feeding the route index. */
 export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
   const api = o.kc.makeApiClient(CustomObjectsApi);
-  const absent = new Set<RouteObjectKind>();
+  const absent = new Set<MeshObjectKind>();
   return ROUTE_KINDS.map((d) => {
     const apiVersion = `${d.group}/${d.version}`;
     const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion);

@@ -283,6 +283,12 @@ export const ROUTE_RESOURCES: ResourceType[] = [
   { group: 'specs.smi-spec.io', version: 'v1alpha4', kind: 'HTTPRouteGroup', plural: 'httproutegroups', namespaced: true, admit: admitCustom },
 ];
 
+/** SMI access control's kinds (HTTPRouteGroup is in ROUTE_RESOURCES: both read it). */
+export const ACCESS_RESOURCES: ResourceType[] = [
+  { group: 'access.smi-spec.io', version: 'v1alpha3', kind: 'TrafficTarget', plural: 'traffictargets', namespaced: true, admit: admitCustom },
+  { group: 'specs.smi-spec.io', version: 'v1alpha4', kind: 'TCPRoute', plural: 'tcproutes', namespaced: true, admit: admitCustom },
+];
+
 /** What the API server checks of any custom object: its metadata (the CRDs' own schemas are the routing code's to check). */
 function admitCustom(o: KubeObject): void {
   const v = new Invalid(o);

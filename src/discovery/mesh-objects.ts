@@ -1,0 +1,52 @@
+// The mesh's own kinds a discovery source hands on, besides Services, slices and pods: route
+// objects to the route index (routing/route-index.ts) and SMI access objects to the access index
+// (policy/access-index.ts). HTTPRouteGroup feeds both: TrafficSplits and TrafficTargets read it.
+import { routeObjectKind, type RouteIndex, type RouteObjectKind } from '../routing/route-index.ts';
+import { accessObjectKind, type AccessIndex, type AccessObjectKind } from '../policy/access-index.ts';
+
+type Obj = Record<string, any>;
+
+export type MeshObjectKind = RouteObjectKind | AccessObjectKind;
+
+export function meshObjectKind(o: Obj): MeshObjectKind | null {
+  return routeObjectKind(o) ?? accessObjectKind(o);
+}
+
+/** What the sources call; hold() while listing, release() once every kind is in. */
+export class MeshObjects {
+  readonly routes: RouteIndex | undefined;
+  readonly access: AccessIndex | undefined;
+
+  constructor(routes?: RouteIndex, access?: AccessIndex) {
+    this.routes = routes;
+    this.access = access;
+  }
+
+  hold(): void {
+    this.routes?.hold();
+    this.access?.hold();
+  }
+
+  release(): void {
+    this.routes?.release();
+    this.access?.release();
+  }
+
+  /** False when no index reads this object's kind and apiVersion. */
+  upsert(o: Obj): boolean {
+    const r = routeObjectKind(o) !== null && this.routes !== undefined ? this.routes.upsert(o) : false;
+    const a = accessObjectKind(o) !== null && this.access !== undefined ? this.access.upsert(o) : false;
+    return r || a;
+  }
+
+  remove(kind: MeshObjectKind, namespace: string, name: string): void {
+    if (kind !== 'TrafficTarget' && kind !== 'TCPRoute') this.routes?.remove(kind, namespace, name);
+    if (kind === 'TrafficTarget' || kind === 'TCPRoute' || kind === 'HTTPRouteGroup') this.access?.remove(kind, namespace, name);
+  }
+
+  replaceAll(kind: MeshObjectKind, items: Iterable<Obj>): void {
+    const objs = [...items];
+    if (kind !== 'TrafficTarget' && kind !== 'TCPRoute') this.routes?.replaceAll(kind, objs);
+    if (kind === 'TrafficTarget' || kind === 'TCPRoute' || kind === 'HTTPRouteGroup') this.access?.replaceAll(kind, objs);
+  }
+}

@@ -1,0 +1,207 @@
+// The controller's SMI access control: TrafficTarget, HTTPRouteGroup and TCPRoute objects from the
+// cluster or --resources files, each TrafficTarget converted (smi-access.ts) into the access
+// record the discovery hub streams to the agents. A TrafficTarget is converted again when a route
+// object it reads changes. One whose new version does not convert keeps its last good record on
+// the agents, sent again with the reason attached (the destination's agents show it in their
+// status); one that never converted sends nothing, and the agents of its destination know
+// nothing of it: its ServiceAccount keeps its default policy, which the controller's log and
+// status say. Never an allow-all in its place.
+import { accessFromTrafficTarget, type AccessConversion } from './smi-access.ts';
+import { accessKey, SMI_SPECS_VERSION, TRAFFIC_TARGET_VERSION, type AccessRecord } from './model.ts';
+
+type Obj = Record<string, any>;
+
+export type AccessObjectKind = 'TrafficTarget' | 'HTTPRouteGroup' | 'TCPRoute';
+
+/** apiVersions read per kind (others are refused with a message naming the one to use). */
+export const ACCESS_API_VERSIONS: Record<AccessObjectKind, string[]> = {
+  TrafficTarget: [TRAFFIC_TARGET_VERSION],
+  HTTPRouteGroup: [SMI_SPECS_VERSION],
+  TCPRoute: [SMI_SPECS_VERSION],
+};
+
+export function accessObjectKind(o: Obj): AccessObjectKind | null {
+  const k = o?.kind;
+  return k === 'TrafficTarget' || k === 'HTTPRouteGroup' || k === 'TCPRoute' ? k : null;
+}
+
+export interface AccessSink {
+  put(key: string, line: string): void;
+  remove(key: string): void;
+}
+
+export interface AccessState {
+  key: string;
+  accepted: boolean;
+  /** The agents enforce a record of it (this version's, or the last good one). */
+  serving: boolean;
+  problems: string[];
+}
+
+function nsName(o: Obj): { namespace: string; name: string } {
+  const md = o?.metadata ?? {};
+  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
+}
+
+const objKey = (kind: string, ns: string, name: string): string => `${kind}/${ns}/${name}`;
+
+export class AccessIndex {
+  private readonly sink: AccessSink;
+  private readonly log: (level: 'info' | 'warn', msg: string) => void;
+  private readonly objects = new Map<string, Obj>();
+  private readonly good = new Map<string, AccessRecord>();
+  private readonly sent = new Map<string, string>();
+  private readonly states = new Map<string, AccessState>();
+  private readonly logged = new Map<string, string>();
+  /** "HTTPRouteGroup/ns/name" -> the TrafficTargets that read it. */
+  private readonly dependents = new Map<string, Set<string>>();
+  private readonly reads = new Map<string, string[]>();
+  private held = false;
+  private waiting = new Set<string>();
+
+  constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
+    this.sink = o.sink;
+    this.log = o.log;
+  }
+
+  /** While held (a source still listing), conversions wait: a TrafficTarget listed before its HTTPRouteGroup is not "not found". */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    const keys = [...this.waiting];
+    this.waiting.clear();
+    for (const k of keys) this.convert(k);
+  }
+
+  /** An object added or changed; false (and said once) for a kind or apiVersion not read. */
+  upsert(o: Obj): boolean {
+    const kind = accessObjectKind(o);
+    if (kind === null) return false;
+    const { namespace, name } = nsName(o);
+    const key = objKey(kind, namespace, name);
+    const versions = ACCESS_API_VERSIONS[kind];
+    if (!versions.includes(o.apiVersion)) {
+      this.logOnce(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
+      return false;
+    }
+    this.objects.set(key, o);
+    this.touched(kind, key);
+    return true;
+  }
+
+  remove(kind: AccessObjectKind, namespace: string, name: string): void {
+    const key = objKey(kind, namespace, name);
+    if (!this.objects.delete(key)) return;
+    this.touched(kind, key);
+  }
+
+  replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>): void {
+    const seen = new Set<string>();
+    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, nsName(o).namespace, nsName(o).name));
+    for (const key of [...this.objects.keys()]) {
+      if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
+      const [, ns, name] = key.split('/');
+      this.remove(kind, ns!, name!);
+    }
+  }
+
+  state(): { trafficTargets: number; serving: number; notAccepted: AccessState[] } {
+    const all = [...this.states.values()];
+    return { trafficTargets: all.length, serving: this.good.size, notAccepted: all.filter((s) => !s.accepted).slice(0, 50) };
+  }
+
+  private touched(kind: AccessObjectKind, key: string): void {
+    if (kind === 'TrafficTarget') {
+      this.convert(key);
+      return;
+    }
+    if (this.held) {
+      // Not converted yet, so not tracked yet: the TrafficTargets of its namespace wait for release().
+      const ns = key.split('/')[1];
+      for (const k of this.objects.keys()) if (k.startsWith(`TrafficTarget/${ns}/`)) this.waiting.add(k);
+      return;
+    }
+    for (const k of [...(this.dependents.get(key) ?? [])]) this.convert(k);
+  }
+
+  private convert(key: string): void {
+    if (this.held) {
+      this.waiting.add(key);
+      return;
+    }
+    const o = this.objects.get(key);
+    if (o === undefined) {
+      this.forget(key);
+      return;
+    }
+    const conv: AccessConversion = accessFromTrafficTarget(o, (kind, ns, name) => this.objects.get(objKey(kind, ns, name)));
+    this.track(key, conv.reads);
+    const problems = [...conv.problems];
+    let record: AccessRecord | undefined;
+    if (conv.record !== null) {
+      record = conv.record;
+      this.good.set(key, record);
+    } else {
+      record = this.good.get(key);
+      if (record !== undefined) {
+        problems.push(`${key}: the agents keep enforcing its last good version`);
+        record = { ...record, problems: problems.map((p) => p.slice(0, 2048)).slice(0, 16) };
+      } else {
+        problems.push(`${key}: no version of it was ever accepted, so ServiceAccount ${o?.spec?.destination?.namespace ?? nsName(o).namespace}/${o?.spec?.destination?.name ?? '?'} is governed by its default policy until it is fixed`);
+      }
+    }
+    if (record !== undefined) {
+      const line = JSON.stringify({ type: 'access', op: 'set', access: record });
+      if (this.sent.get(key) !== line) {
+        this.sent.set(key, line);
+        this.sink.put(accessKey(record), line);
+      }
+    }
+    this.states.set(key, { key, accepted: conv.record !== null, serving: this.good.has(key), problems });
+    this.logProblems(key, problems);
+  }
+
+  private forget(key: string): void {
+    this.good.delete(key);
+    this.states.delete(key);
+    this.logged.delete(key);
+    this.track(key, []);
+    if (this.sent.delete(key)) this.sink.remove(key);
+  }
+
+  private track(key: string, reads: string[]): void {
+    for (const r of this.reads.get(key) ?? []) {
+      const s = this.dependents.get(r);
+      s?.delete(key);
+      if (s?.size === 0) this.dependents.delete(r);
+    }
+    if (reads.length === 0) {
+      this.reads.delete(key);
+      return;
+    }
+    const uniq = [...new Set(reads)];
+    this.reads.set(key, uniq);
+    for (const r of uniq) {
+      let s = this.dependents.get(r);
+      if (!s) this.dependents.set(r, (s = new Set()));
+      s.add(key);
+    }
+  }
+
+  private logProblems(key: string, problems: string[]): void {
+    const text = problems.join('; ');
+    if ((this.logged.get(key) ?? '') === text) return;
+    this.logged.set(key, text);
+    for (const p of problems) this.log('warn', `policy: ${p}`);
+  }
+
+  private logOnce(key: string, msg: string): void {
+    if (this.logged.get(key) === msg) return;
+    this.logged.set(key, msg);
+    this.log('warn', `policy: ${msg}`);
+  }
+}

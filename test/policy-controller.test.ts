@@ -1,0 +1,124 @@
+// SMI access control in the controller: the access index (conversion once, held while listing,
+// converted again when an HTTPRouteGroup or TCPRoute it reads changes, the last good version kept
+// and sent again with the reason when an edit breaks it), and end to end: the real controller
+// with --kubeconfig against the stand-in API server and with --resources files, an agent's
+// discovery link receiving the access records.
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
+import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { AccessIndex } from '../src/policy/access-index.ts';
+import { requestJson } from '../src/controller/client.ts';
+import { kubeconfigFile, startController } from './helpers/controller-proc.ts';
+import { until, waitFor } from './helpers/until.ts';
+
+const tt = (name: string, rules: object[], sources = ['web']): KubeObject => ({
+  apiVersion: 'access.smi-spec.io/v1alpha3', kind: 'TrafficTarget', metadata: { name, namespace: 'shop' },
+  spec: { destination: { kind: 'ServiceAccount', name: 'api', namespace: 'shop' }, sources: sources.map((s) => ({ kind: 'ServiceAccount', name: s, namespace: 'shop' })), rules },
+});
+const group = (name: string, matches: object[]): KubeObject => ({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'HTTPRouteGroup', metadata: { name, namespace: 'shop' }, spec: { matches } });
+const tcp = (name: string, ports?: number[]): KubeObject => ({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'TCPRoute', metadata: { name, namespace: 'shop' }, spec: ports ? { matches: { ports } } : {} });
+const httpRule = (g: string, matches?: string[]) => ({ kind: 'HTTPRouteGroup', name: g, ...(matches ? { matches } : {}) });
+
+function index() {
+  const lines = new Map<string, string>();
+  const logs: string[] = [];
+  const idx = new AccessIndex({ sink: { put: (k, l) => lines.set(k, l), remove: (k) => lines.delete(k) }, log: (_l, m) => logs.push(m) });
+  const record = (key: string) => (lines.has(key) ? JSON.parse(lines.get(key)!).access : undefined);
+  return { idx, lines, logs, record };
+}
+
+test('access index: held while listing (a TrafficTarget before its HTTPRouteGroup is not "not found"); follows its route objects', (t) => {
+  const x = index();
+  x.idx.hold();
+  x.idx.upsert(tt('web-api', [httpRule('routes', ['ok'])]));
+  x.idx.upsert(group('routes', [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }]));
+  t.is(x.lines.size, 0, 'held');
+  x.idx.release();
+  t.deepEqual(x.logs, []);
+  t.deepEqual(x.record('TrafficTarget/shop/web-api').rules, [{ kind: 'HTTPRouteGroup', name: 'routes', matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }] }]);
+  x.idx.upsert(group('routes', [{ name: 'ok', pathRegex: '/ok', methods: ['GET', 'HEAD'] }]));
+  t.deepEqual(x.record('TrafficTarget/shop/web-api').rules[0].matches[0].methods, ['GET', 'HEAD'], 'converted again when its group changes');
+  x.idx.remove('TrafficTarget', 'shop', 'web-api');
+  t.is(x.lines.size, 0);
+  t.deepEqual(x.idx.state(), { trafficTargets: 0, serving: 0, notAccepted: [] });
+});
+
+test('access index: a broken edit keeps the last good record, sent again with the reason; one never accepted sends nothing and says so', (t) => {
+  const x = index();
+  x.idx.upsert(tcp('db', [5432]));
+  x.idx.upsert(tt('web-db', [{ kind: 'TCPRoute', name: 'db' }]));
+  t.deepEqual(x.record('TrafficTarget/shop/web-db').rules, [{ kind: 'TCPRoute', name: 'db', ports: [5432] }]);
+  x.idx.upsert(tt('web-db', [{ kind: 'TCPRoute', name: 'nope' }]));
+  const kept = x.record('TrafficTarget/shop/web-db');
+  t.deepEqual(kept.rules, [{ kind: 'TCPRoute', name: 'db', ports: [5432] }], 'the agents keep the last good version');
+  t.regex(kept.problems.join('\n'), /TrafficTarget shop\/web-db: not accepted: spec.rules\[0\]: TCPRoute shop\/nope not found(.|\n)*keep enforcing its last good version/);
+  t.regex(x.logs.join('\n'), /policy: TrafficTarget shop\/web-db: not accepted/);
+  t.deepEqual(x.idx.state().notAccepted.map((s) => s.key), ['TrafficTarget/shop/web-db']);
+  x.idx.upsert(tt('fresh', [httpRule('missing')]));
+  t.is(x.record('TrafficTarget/shop/fresh'), undefined);
+  t.regex(x.logs.join('\n'), /no version of it was ever accepted, so ServiceAccount shop\/api is governed by its default policy until it is fixed/);
+  x.idx.upsert(group('missing', [{ name: 'all' }]));
+  t.truthy(x.record('TrafficTarget/shop/fresh'), 'accepted once its group exists');
+  x.idx.upsert({ ...tt('old', []), apiVersion: 'access.smi-spec.io/v1alpha2' });
+  t.regex(x.logs.join('\n'), /TrafficTarget shop\/old: apiVersion "access.smi-spec.io\/v1alpha2" is not read; use access.smi-spec.io\/v1alpha3/);
+});
+
+test('mesh-agent controller --kubeconfig: TrafficTargets with their HTTPRouteGroups and TCPRoutes reach the agents; a broken edit keeps the last good one', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  api.create(tt('web-api', [httpRule('routes'), { kind: 'TCPRoute', name: 'grpc' }]));
+  api.create(group('routes', [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }]));
+  api.create(tcp('grpc', [9090]));
+  const kc = kubeconfigFile(api);
+  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const c = await startController(t, ['--kubeconfig', kc]);
+  // In the agents' first world already: the controller waits for every kind before it syncs.
+  t.deepEqual(c.store.accessFor('shop', 'api').map((r) => r.rules.map((x) => x.kind)), [['HTTPRouteGroup', 'TCPRoute']]);
+  t.deepEqual(c.store.accessFor('shop', 'api')[0]!.sources, [{ namespace: 'shop', serviceAccount: 'web' }]);
+  t.notRegex(c.log(), /not accepted|not found/);
+
+  api.apply(group('routes', [{ name: 'ok', pathRegex: '(' }]));
+  await waitFor(() => (c.store.accessFor('shop', 'api')[0]?.problems?.length ?? 0) > 0, 10_000);
+  const kept = c.store.accessFor('shop', 'api')[0]!;
+  t.deepEqual(kept.rules[0], { kind: 'HTTPRouteGroup', name: 'routes', matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }] }, 'the agent keeps the last good version');
+  t.regex(kept.problems![0]!, /HTTPRouteGroup shop\/routes.spec.matches\[0\].pathRegex: not a regular expression/);
+  const s = await requestJson(c.url, 'GET', '/v1/status') as any;
+  t.like(s.discovery.accessObjects, { trafficTargets: 1, serving: 1 });
+  t.is(s.discovery.access, 1, 'the hub counts the records it streams');
+
+  api.apply(group('routes', [{ name: 'ok', pathRegex: '/ok', methods: ['GET', 'POST'] }]));
+  await waitFor(() => c.store.accessFor('shop', 'api')[0]?.problems === undefined && (c.store.accessFor('shop', 'api')[0]?.rules[0] as any)?.matches[0].methods.length === 2, 10_000);
+  api.delete('TrafficTarget', 'shop', 'web-api');
+  await waitFor(() => c.store.accessFor('shop', 'api').length === 0, 10_000);
+});
+
+test('mesh-agent controller --kubeconfig without the SMI CRDs: discovery syncs, and says once that TrafficTargets need them', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const kc = kubeconfigFile(api);
+  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const c = await startController(t, ['--kubeconfig', kc]);
+  t.is(c.store.counts().access, 0);
+  const said = c.log().match(/TrafficTarget \(access\.smi-spec\.io\/v1alpha3\) is not served by the API server: its CRD is not installed/g) ?? [];
+  t.is(said.length, 1, c.log());
+});
+
+test('mesh-agent controller --resources: TrafficTargets from files reach the agents; a bad edit shows in /v1/status', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'access-res-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'a-target.json'), JSON.stringify(tt('web-api', [{ kind: 'TCPRoute', name: 'all' }])));
+  fs.writeFileSync(path.join(dir, 'b-routes.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [tcp('all')] }));
+  const c = await startController(t, ['--resources', dir]);
+  t.deepEqual(c.store.accessFor('shop', 'api').map((r) => r.rules), [[{ kind: 'TCPRoute', name: 'all' }]]);
+  const tmp = path.join(dir, '.a-target.json.tmp');
+  fs.writeFileSync(tmp, JSON.stringify(tt('web-api', [{ kind: 'TCPRoute', name: 'all' }], [])));
+  fs.renameSync(tmp, path.join(dir, 'a-target.json'));
+  const s = await until(() => requestJson(c.url, 'GET', '/v1/status'), (x: any) => x.discovery.accessObjects?.notAccepted?.length === 1, 'not accepted in status', { ms: 10_000, context: c.log });
+  t.regex(JSON.stringify(s.discovery.accessObjects.notAccepted[0].problems), /spec.sources: expected at least one ServiceAccount/);
+  t.truthy(c.store.accessFor('shop', 'api')[0]!.problems, 'the agent has the last good version and the reason');
+});
