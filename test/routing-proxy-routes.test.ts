@@ -42,7 +42,7 @@ async function backend(name: string, opts: { h2?: boolean; handle?: Handler } = 
     const n = b.hits++;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    res.on('close', () => { if (!res.writableFinished) b.cancelled++; });
+    res.on('close', () => { if (!res.writableEnded) b.cancelled++; });
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       b.bodies.push(body);
@@ -273,6 +273,47 @@ test('HTTP/1: timeouts.request answers 504 at the timeout and closes the upstrea
   const ev = sink.requests[0]!;
   t.is(ev.route?.error, 'REQUEST_TIMEOUT');
   t.true(ev.latencyMs >= 300);
+});
+
+test('timeout.linkerd.io/idle: a response that stops moving is cut (HTTP/1: the client connection closed; HTTP/2: the stream reset), the upstream cancelled', async (t) => {
+  // Answers its head and one chunk of body, then nothing.
+  const stall: Handler = (_q, res) => {
+    res.statusCode = 200;
+    res.setHeader('content-type', 'text/plain');
+    (res as http.ServerResponse).write('first part;');
+  };
+  const h1 = await backend('h1', { handle: stall });
+  const h2 = await backend('h2', { h2: true, handle: stall });
+  const { port, sink } = await setup(t, { api: [h1], 'api-v2': [h2] }, [route([
+    { matches: [{ headers: [{ name: 'x-h2', type: 'Exact', value: '1' }] }], backends: to(['api-v2', 1]), timeouts: { idleMs: 300 } },
+    { matches: [], backends: [], timeouts: { idleMs: 300 } },
+  ])]);
+  const t0 = performance.now();
+  const got = await new Promise<{ body: string; error: string }>((resolve) => {
+    const req = http.get({ host: HOST, port, path: '/', agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('error', (e) => resolve({ body, error: e.message }));
+      res.on('end', () => resolve({ body, error: '' }));
+    });
+    req.on('error', (e) => resolve({ body: '', error: e.message }));
+  });
+  t.is(got.body, 'first part;');
+  t.not(got.error, '', 'the response is cut, not ended');
+  t.true(performance.now() - t0 >= 300);
+  await waitFor(() => h1.cancelled === 1);
+
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const s = session.request({ ':path': '/', 'x-h2': '1' });
+  s.on('error', () => {});
+  s.resume();
+  await once(s, 'close');
+  t.is(s.rstCode, http2.constants.NGHTTP2_CANCEL);
+  await waitFor(() => h2.cancelled === 1);
+  await waitFor(() => sink.requests.length === 2);
+  t.deepEqual(sink.requests.map((e) => e.route?.error).sort(), ['IDLE_TIMEOUT', 'IDLE_TIMEOUT']);
 });
 
 test('HTTP/1: a backend request timeout with retries tries again, then answers 504', async (t) => {

@@ -136,63 +136,63 @@ export function renderPolicy(answers: AgentAnswer[], port?: number): string {
   return out.join('\n');
 }
 
-export function registerDiagnostics(program: Command) {
-  const diag = program.command('diagnostics').description('look inside the mesh: what the agents\' balancers and routes hold');
-  diag
-    .command('endpoints')
-    .description('the endpoints an agent balances a Service over, with state, EWMA latency and requests in flight')
+/**
+ * One diagnostics subcommand: a Service target, the options every one has, the question relayed
+ * to the agents through the controller, the answers rendered (or as JSON); exit 1 when no agent
+ * could answer, 2 on usage.
+ */
+function relayed(cmd: Command, o: {
+  path: string;
+  /** Extra checks of the options, throwing a usage error; and extra query parameters. */
+  query?: (opts: Record<string, any>, svc: { namespace: string; name: string }) => Record<string, string>;
+  render: (answers: AgentAnswer[], port?: number) => string;
+}): Command {
+  return cmd
     .argument('<service>', 'svc/NAME, or NAME.NAMESPACE.svc.cluster.local:PORT as Linkerd takes it')
     .option('-n, --namespace <ns>', 'namespace of the Service', 'default')
     .option('--node <node>', 'ask only the agent of this node (default: every connected agent)')
     .option('-o, --output <format>', 'table or json', 'table')
     .option('--controller <addr>', 'the controller (kubectl port-forward svc/mesh-agent-controller 8086 exposes it here)', DEFAULT_CONTROLLER)
-    .action(async function (this: Command, target: string, o) {
+    .action(async function (this: Command, target: string, opts) {
       let svc: ReturnType<typeof parseServiceTarget>;
       let url: string;
+      let extra: Record<string, string>;
       try {
-        svc = parseServiceTarget(target, o.namespace);
-        if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
-        url = controllerUrl(o.controller, '--controller');
+        svc = parseServiceTarget(target, opts.namespace);
+        if (!['table', 'json'].includes(opts.output)) throw new Error(`--output ${opts.output}: use table or json`);
+        extra = o.query?.(opts, svc) ?? {};
+        url = controllerUrl(opts.controller, '--controller');
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }
-      const q = new URLSearchParams({ namespace: svc.namespace, name: svc.name });
-      if (o.node) q.set('node', o.node);
-      const res = (await requestJson(url, 'GET', `${PATH_DIAG_ENDPOINTS}?${q}`)) as { agents: AgentAnswer[] };
-      if (o.output === 'json') process.stdout.write(JSON.stringify(res, null, 2) + '\n');
-      else process.stdout.write(renderEndpoints(res.agents, svc.port) + '\n');
-      if (res.agents.every((a) => a.error !== undefined)) {
-        throw new Error(`no agent could answer for Service ${svc.namespace}/${svc.name}: ${res.agents.map((a) => `${a.node}: ${a.error}`).join('; ')}`);
-      }
-    });
-  diag
-    .command('policy')
-    .description('the routes, backends and weights, timeouts and retry policy that apply to a Service\'s requests, and where each came from')
-    .argument('<service>', 'svc/NAME, or NAME.NAMESPACE.svc.cluster.local:PORT as Linkerd takes it')
-    .option('-n, --namespace <ns>', 'namespace of the Service', 'default')
-    .option('--from-namespace <ns>', 'as seen by clients in this namespace (consumer routes); default the Service\'s namespace')
-    .option('--node <node>', 'ask only the agent of this node (default: every connected agent)')
-    .option('-o, --output <format>', 'table or json', 'table')
-    .option('--controller <addr>', 'the controller (kubectl port-forward svc/mesh-agent-controller 8086 exposes it here)', DEFAULT_CONTROLLER)
-    .action(async function (this: Command, target: string, o) {
-      let svc: ReturnType<typeof parseServiceTarget>;
-      let url: string;
-      try {
-        svc = parseServiceTarget(target, o.namespace);
-        if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
-        if (o.fromNamespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(o.fromNamespace)) throw new Error(`--from-namespace ${o.fromNamespace}: not a namespace name`);
-        url = controllerUrl(o.controller, '--controller');
-      } catch (e) {
-        this.error(`error: ${(e as Error).message}`);
-      }
-      const q = new URLSearchParams({ namespace: svc.namespace, name: svc.name, fromNamespace: o.fromNamespace ?? svc.namespace });
-      if (o.node) q.set('node', o.node);
-      const res = (await requestJson(url, 'GET', `${PATH_DIAG_POLICY}?${q}`)) as { agents: AgentAnswer[] };
-      if (o.output === 'json') process.stdout.write(JSON.stringify(res, null, 2) + '\n');
-      else process.stdout.write(renderPolicy(res.agents, svc.port) + '\n');
+      const q = new URLSearchParams({ namespace: svc.namespace, name: svc.name, ...extra });
+      if (opts.node) q.set('node', opts.node);
+      const res = (await requestJson(url, 'GET', `${o.path}?${q}`)) as { agents: AgentAnswer[] };
+      if (opts.output === 'json') process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+      else process.stdout.write(o.render(res.agents, svc.port) + '\n');
       if (res.agents.every((a) => a.error !== undefined)) {
         throw new Error(`no agent could answer for Service ${svc.namespace}/${svc.name}: ${res.agents.map((a) => `${a.node}: ${a.error}`).join('; ')}`);
       }
     });
 }
 
+export function registerDiagnostics(program: Command) {
+  const diag = program.command('diagnostics').description('look inside the mesh: what the agents\' balancers and routes hold');
+  relayed(diag.command('endpoints').description('the endpoints an agent balances a Service over, with state, EWMA latency and requests in flight'), {
+    path: PATH_DIAG_ENDPOINTS,
+    render: renderEndpoints,
+  });
+  relayed(
+    diag.command('policy')
+      .description('the routes, backends and weights, timeouts and retry policy that apply to a Service\'s requests, and where each came from')
+      .option('--from-namespace <ns>', 'as seen by clients in this namespace (consumer routes); default the Service\'s namespace'),
+    {
+      path: PATH_DIAG_POLICY,
+      query: (opts, svc) => {
+        if (opts.fromNamespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(opts.fromNamespace)) throw new Error(`--from-namespace ${opts.fromNamespace}: not a namespace name`);
+        return { fromNamespace: opts.fromNamespace ?? svc.namespace };
+      },
+      render: renderPolicy,
+    },
+  );
+}

@@ -7,6 +7,7 @@ import type { ClientIdentity, Router, ServiceRoute } from './router.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import type { CompiledBackend, CompiledRule, ParentPolicy, RouteTable } from './route-table.ts';
 import type { AttemptReport, RouteReport, ServicePortRef } from '../telemetry/events.ts';
+import type { RetryPolicy } from './route-model.ts';
 
 /** One client connection's view of the routes of the Service it called. */
 export class ClientRouting {
@@ -90,9 +91,41 @@ export function newRouteReport(parent: ServiceRoute, rule: CompiledRule): RouteR
   return { parent: parent.ref, route: rule.route, backend: parent.ref, retries: 0, backendMs: 0, backendResponded: false };
 }
 
+/**
+ * May a request whose answer the policy retries send another attempt? Within the limit and the
+ * budget (which counts the retry when it says yes); when not, the report says why
+ * (Linkerd's limit_exceeded and overflow). The forwarder has checked the request can be sent again.
+ */
+export function admitRetry(p: RetryPolicy, r: RouteReport, budget: RetryBudget): boolean {
+  if (r.retries >= p.limit) {
+    r.retryOutcome = 'limit_exceeded';
+    return false;
+  }
+  if (!budget.withdraw()) {
+    r.retryOutcome = 'overflow';
+    return false;
+  }
+  return true;
+}
+
 /** Notes a failed attempt that is about to be retried (`retries` counts when the retry is sent). */
-export function noteRetried(r: RouteReport, a: AttemptReport): void {
+export function noteRetried(r: RouteReport, status: number, grpcStatus: number | undefined, error: string | undefined, durationMs: number): void {
+  const a: AttemptReport = { backend: r.backend, status, durationMs };
+  if (grpcStatus !== undefined) a.grpcStatus = grpcStatus;
+  if (error !== undefined) a.error = error;
   (r.earlier ??= []).push(a);
+}
+
+/** The earliest of a request's deadlines (0: unset), or Infinity; between attempts only the request's, the backoff's and idle. */
+export function nearestDeadline(d: { request: number; attempt: number; head: number; retryAt: number; idleMs: number; lastIo: number }): number {
+  let at = d.request > 0 ? d.request : Infinity;
+  if (d.retryAt > 0) at = Math.min(at, d.retryAt);
+  else {
+    if (d.attempt > 0) at = Math.min(at, d.attempt);
+    if (d.head > 0) at = Math.min(at, d.head);
+  }
+  if (d.idleMs > 0) at = Math.min(at, d.lastIo + d.idleMs);
+  return at;
 }
 
 /** Linkerd's error label for a request the proxy had to answer itself, from the forwarder's reason. */

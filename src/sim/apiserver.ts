@@ -483,7 +483,8 @@ export class SimApiServer {
     });
   }
 
-  #putStatus(req: http.IncomingMessage, res: http.ServerResponse, target: Target, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
+  /** Reads a JSON body and hands it on; a body that is not JSON is a 400. */
+  #jsonBody(req: http.IncomingMessage, fail: (s: number, r: string, m: string) => void, then: (o: KubeObject) => void): void {
     let body = '';
     req.setEncoding('utf8');
     req.on('data', (d: string) => (body += d));
@@ -494,6 +495,12 @@ export class SimApiServer {
       } catch {
         return fail(400, 'BadRequest', `the request body is not JSON: ${body.slice(0, 100)}`);
       }
+      then(o);
+    });
+  }
+
+  #putStatus(req: http.IncomingMessage, res: http.ServerResponse, target: Target, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
+    this.#jsonBody(req, fail, (o) => {
       try {
         const stored = this.replaceStatus(target.kind.type.kind, target.namespace, target.name!, o);
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -508,16 +515,7 @@ export class SimApiServer {
   #review(req: http.IncomingMessage, res: http.ServerResponse, target: Target, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
     const review = target.kind.type.review;
     if (!review) return fail(405, 'MethodNotAllowed', `the stand-in API server creates only review kinds over HTTP; ${target.kind.type.plural} are written by the simulated cluster's API`);
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (d: string) => (body += d));
-    req.on('end', () => {
-      let o: KubeObject;
-      try {
-        o = JSON.parse(body);
-      } catch {
-        return fail(400, 'BadRequest', `the request body is not JSON: ${body.slice(0, 100)}`);
-      }
+    this.#jsonBody(req, fail, (o) => {
       entry.status = 201;
       res.writeHead(201, { 'content-type': 'application/json' });
       res.end(JSON.stringify(review(o)));

@@ -23,8 +23,8 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { AttemptSlot, backendRef, ClientRouting, errorLabel, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
-import type { AttemptReport, RequestEvent, RouteReport } from '../../telemetry/events.ts';
+import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
+import type { RequestEvent, RouteReport } from '../../telemetry/events.ts';
 import { Http1RouteRequest, pathOf } from './route-request.ts';
 import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
@@ -431,25 +431,14 @@ export class Http1Connection {
   private mayRetry(): boolean {
     const p = this.retryPolicy;
     if (p === null || this.replay === null || !this.reqBodyDone || this.resHeadSent) return false;
-    const report = this.report!;
-    if (report.retries >= p.limit) {
-      report.retryOutcome = 'limit_exceeded';
-      return false;
-    }
-    if (!this.budget!.withdraw()) {
-      report.retryOutcome = 'overflow';
-      return false;
-    }
-    return true;
+    return admitRetry(p, this.report!, this.budget!);
   }
 
   /** Gives up the attempt (its connection is closed, never pooled) and schedules the next after a backoff. */
   private retryLater(status: number, error: string | undefined): void {
     const now = performance.now();
     const report = this.report!;
-    const a: AttemptReport = { backend: report.backend, status, durationMs: now - this.attemptAt };
-    if (error !== undefined) a.error = error;
-    noteRetried(report, a);
+    noteRetried(report, status, undefined, error, now - this.attemptAt);
     const lease = this.lease;
     if (lease !== null) {
       this.lease = null;
@@ -481,13 +470,10 @@ export class Http1Connection {
 
   /** Arms the exchange's one timer for its nearest deadline. */
   private armTimer(): void {
-    let at = this.requestDeadline > 0 ? this.requestDeadline : Infinity;
-    if (this.retryAt > 0) at = Math.min(at, this.retryAt);
-    else {
-      if (this.attemptDeadline > 0) at = Math.min(at, this.attemptDeadline);
-      if (this.headDeadline > 0 && !this.resHeadSent) at = Math.min(at, this.headDeadline);
-    }
-    if (this.idleMs > 0) at = Math.min(at, this.lastIo + this.idleMs);
+    const at = nearestDeadline({
+      request: this.requestDeadline, attempt: this.attemptDeadline, head: this.resHeadSent ? 0 : this.headDeadline,
+      retryAt: this.retryAt, idleMs: this.idleMs, lastIo: this.lastIo,
+    });
     if (at === Infinity) {
       this.clearExchangeTimer();
       return;

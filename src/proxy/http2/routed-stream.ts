@@ -4,7 +4,7 @@
 // anything of it reached the client: a status the policy retries (gRPC: a trailers-only
 // grpc-status), REFUSED_STREAM, or a connection that failed; the request body (up to 64 KiB)
 // is kept to send again, a larger one is never retried. One timer covers the request, attempt
-// and response-head timeouts and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
+// and response-head timeouts, idle and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
 import * as http2 from 'node:http2';
 import type { ConnContext, ProxyLimits } from '../context.ts';
@@ -14,8 +14,8 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { AttemptSlot, backendRef, ClientRouting, errorLabel, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
-import type { AttemptReport, RouteReport } from '../../telemetry/events.ts';
+import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
+import type { RouteReport } from '../../telemetry/events.ts';
 import { pathOf } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
@@ -82,6 +82,9 @@ class RoutedStream {
   private attemptDeadline = 0;
   private headDeadline = 0;
   private retryAt = 0;
+  /** timeout.linkerd.io/idle: no bytes either way for this long ends the request. */
+  private idleMs = 0;
+  private lastIo = 0;
   private timer: NodeJS.Timeout | null = null;
 
   private status = 0;
@@ -132,6 +135,10 @@ class RoutedStream {
     }
     const t = rule.timeouts;
     if (t?.requestMs !== undefined) this.requestDeadline = this.t0 + t.requestMs;
+    if (t?.idleMs !== undefined) {
+      this.idleMs = t.idleMs;
+      this.lastIo = this.t0;
+    }
     if (!this.noBody) {
       client.on('data', (chunk: Buffer) => this.onClientData(chunk));
       client.on('end', () => this.onClientEnd());
@@ -176,7 +183,11 @@ class RoutedStream {
       if (up === this.up && !this.client.closed && !this.client.headersSent) this.client.additionalHeaders(downstreamHeaders(h));
     });
     up.on('response', (h, flags) => this.onResponse(up, h, flags));
-    up.on('data', (chunk: Buffer) => { if (up === this.up) this.responseBytes += chunk.length; });
+    up.on('data', (chunk: Buffer) => {
+      if (up !== this.up) return;
+      this.responseBytes += chunk.length;
+      if (this.idleMs > 0) this.lastIo = performance.now();
+    });
     up.on('trailers', (tr) => {
       if (up !== this.up) return;
       this.responseTrailers = tr;
@@ -197,6 +208,7 @@ class RoutedStream {
 
   private onClientData(chunk: Buffer): void {
     this.requestBytes += chunk.length;
+    if (this.idleMs > 0) this.lastIo = performance.now();
     if (this.body !== null) {
       this.bodyBytes += chunk.length;
       if (this.bodyBytes > MAX_REPLAY_BYTES) this.body = null; // too large to send again: never retried
@@ -300,25 +312,13 @@ class RoutedStream {
   private mayRetry(): boolean {
     const p = this.retry;
     if (p === null || (!this.noBody && (this.body === null || !this.clientEnded)) || this.client.headersSent || this.client.closed) return false;
-    const report = this.report!;
-    if (report.retries >= p.limit) {
-      report.retryOutcome = 'limit_exceeded';
-      return false;
-    }
-    if (!this.budget!.withdraw()) {
-      report.retryOutcome = 'overflow';
-      return false;
-    }
-    return true;
+    return admitRetry(p, this.report!, this.budget!);
   }
 
   private retryLater(status: number, grpcStatus: number | undefined, label: string | undefined): void {
     const now = performance.now();
     const report = this.report!;
-    const a: AttemptReport = { backend: report.backend, status, durationMs: now - this.attemptAt };
-    if (grpcStatus !== undefined) a.grpcStatus = grpcStatus;
-    if (label !== undefined) a.error = label;
-    noteRetried(report, a);
+    noteRetried(report, status, grpcStatus, label, now - this.attemptAt);
     this.releaseLease(status === 0 || status >= 500 || (grpcStatus !== undefined && grpcStatus !== 0) ? 'failure' : 'success', status > 0 ? now - this.attemptAt : null);
     const up = this.up;
     this.up = null;
@@ -332,12 +332,10 @@ class RoutedStream {
   // ---- timers ----
 
   private arm(): void {
-    let at = this.requestDeadline > 0 ? this.requestDeadline : Infinity;
-    if (this.retryAt > 0) at = Math.min(at, this.retryAt);
-    else {
-      if (this.attemptDeadline > 0) at = Math.min(at, this.attemptDeadline);
-      if (this.headDeadline > 0) at = Math.min(at, this.headDeadline);
-    }
+    const at = nearestDeadline({
+      request: this.requestDeadline, attempt: this.attemptDeadline, head: this.headDeadline,
+      retryAt: this.retryAt, idleMs: this.idleMs, lastIo: this.lastIo,
+    });
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = at === Infinity ? null : setTimeout(() => this.onTimer(), Math.max(0, at - performance.now()));
   }
@@ -368,6 +366,10 @@ class RoutedStream {
         this.retryLater(0, undefined, 'RESPONSE_HEADERS_TIMEOUT');
         return;
       }
+    }
+    if (this.idleMs > 0 && now >= this.lastIo + this.idleMs) {
+      this.timedOut('IDLE_TIMEOUT', `idle timeout (${this.idleMs} ms)`);
+      return;
     }
     this.arm();
   }
