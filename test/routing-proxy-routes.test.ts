@@ -16,59 +16,9 @@ import type { DiscoMessage } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
 import { waitFor } from './helpers/until.ts';
+import { backend, HOST, type Backend, type Handler } from './helpers/backends.ts';
 
-const HOST = '127.0.0.1';
 const VIPS: Record<string, string> = { api: '10.96.7.7', 'api-v1': '10.96.7.8', 'api-v2': '10.96.7.9' };
-
-type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, body: Buffer, n: number) => void;
-
-interface Backend {
-  name: string;
-  port: number;
-  /** Requests seen, counted when their head arrives. */
-  hits: number;
-  /** Request bodies seen, in order. */
-  bodies: Buffer[];
-  /** Requests whose connection or stream closed before the response was sent. */
-  cancelled: number;
-  server: net.Server;
-  close(): Promise<void>;
-}
-
-/** A server answering its own name, or what `handle` does with request number n. */
-async function backend(name: string, opts: { h2?: boolean; handle?: Handler } = {}): Promise<Backend> {
-  const b: Backend = { name, port: 0, hits: 0, bodies: [], cancelled: 0, server: null as unknown as net.Server, close: async () => {} };
-  const onRequest = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
-    const n = b.hits++;
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    res.on('close', () => { if (!res.writableEnded) b.cancelled++; });
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      b.bodies.push(body);
-      if (opts.handle) opts.handle(req, res, body, n);
-      else {
-        res.setHeader('content-type', 'text/plain');
-        res.end(name);
-      }
-    });
-  };
-  const server: net.Server = opts.h2 ? http2.createServer(onRequest) : http.createServer(onRequest);
-  const sockets = new Set<net.Socket>();
-  server.on('connection', (s: net.Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  b.server = server;
-  b.port = (server.address() as net.AddressInfo).port;
-  b.close = () => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((r) => server.close(() => r()));
-  };
-  return b;
-}
 
 /** Services api (the one clients call), api-v1 and api-v2, each with the given backends' endpoints. */
 function world(store: DiscoveryStore, eps: Record<string, Backend[]>, routes: RouteRecord[] = [], annotations: Record<string, string> = {}): void {

@@ -16,47 +16,12 @@ import { DiscoveryStore } from '../src/discovery/store.ts';
 import type { DiscoMessage, DiscoSlice } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import { waitFor } from './helpers/until.ts';
+import { backend, HOST, type Backend } from './helpers/backends.ts';
 
 const VIP = '10.96.7.7';
-const HOST = '127.0.0.1';
-
-interface Backend {
-  name: string;
-  port: number;
-  hits: number;
-  close(): Promise<void>;
-}
-
-/** An HTTP/1 server (or h2c, prior knowledge) answering its own name. */
-async function backend(name: string, opts: { status?: number; h2?: boolean } = {}): Promise<Backend> {
-  const b = { name, port: 0, hits: 0, close: async () => {} };
-  const handle = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
-    b.hits++;
-    req.resume();
-    req.on('end', () => {
-      res.statusCode = opts.status ?? 200;
-      res.setHeader('content-type', 'text/plain');
-      res.end(name);
-    });
-  };
-  const server: net.Server = opts.h2 ? http2.createServer(handle) : http.createServer(handle);
-  const sockets = new Set<net.Socket>();
-  server.on('connection', (s: net.Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  b.port = (server.address() as net.AddressInfo).port;
-  b.close = () => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((r) => server.close(() => r()));
-  };
-  return b;
-}
 
 /** A raw TCP server that says its name and closes (an opaque, server-first protocol). */
-async function tcpBackend(name: string): Promise<Backend> {
+async function tcpBackend(name: string): Promise<Pick<Backend, 'name' | 'port' | 'hits' | 'close'>> {
   const b = { name, port: 0, hits: 0, close: async () => {} };
   const server = net.createServer((s) => {
     b.hits++;
@@ -70,7 +35,7 @@ async function tcpBackend(name: string): Promise<Backend> {
   return b;
 }
 
-function world(store: DiscoveryStore, backends: Backend[], opts: { port?: number; annotations?: Record<string, string> } = {}): void {
+function world(store: DiscoveryStore, backends: Array<{ name: string; port: number }>, opts: { port?: number; annotations?: Record<string, string> } = {}): void {
   const port = opts.port ?? 80;
   const msgs: DiscoMessage[] = [
     { type: 'reset', version: 1 },
@@ -81,7 +46,7 @@ function world(store: DiscoveryStore, backends: Backend[], opts: { port?: number
   for (const m of msgs) store.apply(m);
 }
 
-const sliceOf = (b: Backend, i: number): DiscoSlice => ({
+const sliceOf = (b: { name: string; port: number }, i: number): DiscoSlice => ({
   namespace: 'shop', name: `api-${i}`, service: 'api', ports: [{ name: 'http', port: b.port }],
   endpoints: [{ ip: HOST, ready: true, pod: `api-${b.name}`, node: 'node-1' }],
 });
