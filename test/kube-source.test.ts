@@ -1,8 +1,8 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import { KubeSource, type KubeSourceOptions } from '../src/k8s/kube-source.ts';
+import { LeanKubeApi } from '../src/k8s/kube-api.ts';
 import type { Snapshot } from '../src/k8s/objects.ts';
 import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
 import { SimApiServer } from '../src/sim/index.ts';
@@ -10,16 +10,8 @@ import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 
 const NODE = 'node-a';
 
-function kubeConfigFor(api: SimApiServer): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-    users: [{ name: 'u', token: 't' }],
-    contexts: [{ name: 'c', cluster: 'fake', user: 'u' }],
-    currentContext: 'c',
-  });
-  return kc;
-}
+/** The client the agent uses (kube-api.ts), pointed at the stand-in server. */
+const apiFor = (api: SimApiServer) => new LeanKubeApi({ server: api.url, insecure: true, token: 't' });
 
 interface Harness {
   api: SimApiServer;
@@ -41,7 +33,7 @@ async function harness(t: { teardown: (f: () => Promise<void> | void) => void },
   const errorsAt: Harness['errorsAt'] = [];
   const src: KubeSource = new KubeSource({
     nodeName: NODE,
-    kubeConfig: kubeConfigFor(api),
+    api: apiFor(api),
     onSnapshot: (s) => snaps.push(s),
     onError: (e) => {
       errors.push(e);
@@ -274,10 +266,10 @@ test('403 on watch: the hint, backoff, and a resume from the last resourceVersio
 
 test('an unreachable API server is reported with the address and retried', async (t) => {
   const api = await new SimApiServer().start();
-  const kc = kubeConfigFor(api);
+  const client = apiFor(api);
   await api.close(); // nothing listens on the port now
   const errors: Error[] = [];
-  const src = new KubeSource({ nodeName: NODE, kubeConfig: kc, onSnapshot: () => {}, onError: (e) => errors.push(e), backoff: { initialMs: 20, maxMs: 50 } });
+  const src = new KubeSource({ nodeName: NODE, api: client, onSnapshot: () => {}, onError: (e) => errors.push(e), backoff: { initialMs: 20, maxMs: 50 } });
   const started = src.start();
   const deadline = Date.now() + 5000;
   while (errors.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -290,16 +282,14 @@ test('an unreachable API server is reported with the address and retried', async
 test('stop() leaves nothing open: the process exits by itself', async (t) => {
   const here = path.dirname(new URL(import.meta.url).pathname);
   const script = `
-    import { KubeConfig } from '@kubernetes/client-node';
+    import { LeanKubeApi } from ${JSON.stringify(path.join(here, '../src/k8s/kube-api.ts'))};
     import { KubeSource } from ${JSON.stringify(path.join(here, '../src/k8s/kube-source.ts'))};
     import { SimApiServer } from ${JSON.stringify(path.join(here, '../src/sim/apiserver.ts'))};
     import { namespaceObject, podObject } from ${JSON.stringify(path.join(here, 'helpers/kube-objects.ts'))};
     const api = await new SimApiServer().start();
     api.create(namespaceObject('default'));
     api.create(podObject({ name: 'p', nodeName: 'n' }));
-    const kc = new KubeConfig();
-    kc.loadFromOptions({ clusters: [{ name: 'f', server: api.url, skipTLSVerify: true }], users: [{ name: 'u', token: 't' }], contexts: [{ name: 'c', cluster: 'f', user: 'u' }], currentContext: 'c' });
-    const src = new KubeSource({ nodeName: 'n', kubeConfig: kc, onSnapshot: () => {}, onError: (e) => console.error(e.message) });
+    const src = new KubeSource({ nodeName: 'n', api: new LeanKubeApi({ server: api.url, insecure: true, token: 't' }), onSnapshot: () => {}, onError: (e) => console.error(e.message) });
     const s = await src.start();
     while (!src.state().connected) await new Promise((r) => setTimeout(r, 10));
     api.create(podObject({ name: 'q', nodeName: 'n' })); // a pending coalesce timer at stop()

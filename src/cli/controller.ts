@@ -78,7 +78,7 @@ export function registerController(program: Command) {
             const { DiscoveryKubeSource } = await import('../discovery/kube-source.ts');
             const { RouteStatusWriter } = await import('../routing/route-status.ts');
             const { statusApi } = await import('../routing/route-kube-source.ts');
-            const { loadKubeConfig } = await import('../k8s/kube-source.ts');
+            const { loadKubeConfig } = await import('../k8s/client-node-api.ts');
             const kc = loadKubeConfig(mode.kubeconfig);
             const writer = new RouteStatusWriter(statusApi(kc), logTo);
             writeStatus = (want, obj) => writer.write(want, obj);

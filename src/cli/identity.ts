@@ -59,7 +59,7 @@ export function registerIdentity(program: Command) {
         readFileFor('--identity-issuer-key-file', o.identityIssuerKeyFile),
         readFileFor('--identity-trust-anchors-file', o.identityTrustAnchorsFile),
       );
-      const { loadKubeConfig } = await import('../k8s/kube-source.ts');
+      const { loadKubeConfig } = await import('../k8s/client-node-api.ts');
       const { kubeIdentity } = await import('../identity/kube.ts');
       const { IdentityService } = await import('../identity/service.ts');
       const service = new IdentityService({

@@ -4,7 +4,7 @@
 // keep each object as the hub takes it (its record's line, hub.ts prepare), not the object, so
 // 100,000 pods cost what their lines cost.
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
-import { loadKubeConfig } from '../k8s/kube-source.ts';
+import { loadKubeConfig } from '../k8s/client-node-api.ts';
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';

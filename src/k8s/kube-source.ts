@@ -1,6 +1,6 @@
 // Cluster pod source, the twin of PodFileSource: the pods of this node and all namespaces, kept
 // current by list+watch against the API server, handed out as coalesced Snapshots.
-import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
+import { kubeConfigOf, LeanKubeApi, type KubeApi } from './kube-api.ts';
 import { namespaceFromObject, podFromObject, type NamespaceInfo, type PodInfo, type Snapshot } from './objects.ts';
 import type { BackoffOptions } from './watch-errors.ts';
 import { Reflector } from './watch-reflector.ts';
@@ -10,8 +10,8 @@ export interface KubeSourceOptions {
   nodeName: string;
   /** Kubeconfig path; default: in-cluster config when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG / ~/.kube/config. */
   kubeconfig?: string;
-  /** A ready KubeConfig (tests point one at a stand-in server); wins over kubeconfig. */
-  kubeConfig?: KubeConfig;
+  /** A ready client (tests point one at a stand-in server); wins over kubeconfig. */
+  api?: KubeApi;
   /** After the initial lists (the snapshot start() resolves with) and after every change, bursts coalesced. */
   onSnapshot: (s: Snapshot) => void;
   /** Every failed list and every watch restart, with what to do about it. */
@@ -35,17 +35,17 @@ export interface KubeSourceState {
   resourceVersion: string;
 }
 
-/** A kubeconfig file when given; else in-cluster config when KUBERNETES_SERVICE_HOST is set; else $KUBECONFIG / ~/.kube/config. */
-export function loadKubeConfig(kubeconfig?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (kubeconfig) kc.loadFromFile(kubeconfig);
-  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  return kc;
-}
-
-function loadConfig(o: KubeSourceOptions): KubeConfig {
-  return o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
+/**
+ * The client for the agent's config: the lean one (kube-api.ts) unless the config needs a
+ * credential plugin or a proxy, which @kubernetes/client-node handles (loaded only then: it costs
+ * ~60 MB of RSS).
+ */
+async function apiFor(o: KubeSourceOptions, watchdogMs: number): Promise<KubeApi> {
+  if (o.api) return o.api;
+  const c = kubeConfigOf(o.kubeconfig);
+  if ('config' in c) return new LeanKubeApi(c.config);
+  const { clientNodeApi, loadKubeConfig } = await import('./client-node-api.ts');
+  return clientNodeApi(loadKubeConfig(o.kubeconfig), watchdogMs);
 }
 
 export class KubeSource {
@@ -70,16 +70,18 @@ export class KubeSource {
   start(): Promise<Snapshot> {
     if (this.started) throw new Error('KubeSource already started');
     this.started = true;
-    const kc = loadConfig(this.o);
-    const server = kc.getCurrentCluster()?.server;
-    if (!server) return Promise.reject(new Error('kubeconfig has no current cluster; pass --kubeconfig or run in-cluster'));
-    const api = kc.makeApiClient(CoreV1Api);
     const watchdogMs = this.o.watchdogMs ?? 5 * 60_000;
-    const watch = new Watch(kc);
-    // The library aborts a watch silent for 30 s by itself; on a quiet cluster bookmarks may be a
-    // minute apart, so leave silence to our watchdog, which also counts and reports it.
-    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000;
-    const common = { watch, server, watchdogMs, backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 }, onError: this.o.onError };
+    const first = new Promise<Snapshot>((resolve, reject) => (this.pending = { resolve, reject }));
+    apiFor(this.o, watchdogMs).then((api) => this.run(api, watchdogMs), (e) => {
+      this.pending?.reject(e as Error);
+      this.pending = undefined;
+    });
+    return first;
+  }
+
+  private run(api: KubeApi, watchdogMs: number): void {
+    if (this.stopped) return;
+    const common = { watch: api, server: api.server, watchdogMs, backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 }, onError: this.o.onError };
     const fieldSelector = `spec.nodeName=${this.o.nodeName}`;
     const onSynced = () => this.synced();
     const onChange = () => this.changed();
@@ -91,8 +93,8 @@ export class KubeSource {
       onSynced,
       onChange,
       list: async () => {
-        const l = await api.listPodForAllNamespaces({ fieldSelector });
-        return { items: l.items.map((i) => ({ ...i, kind: 'Pod' })), resourceVersion: l.metadata?.resourceVersion ?? '' };
+        const l = await api.list('/api/v1/pods', { fieldSelector });
+        return { items: l.items.map((i) => ({ ...i, kind: 'Pod' })), resourceVersion: l.resourceVersion };
       },
     });
     this.namespaces = new Reflector({
@@ -102,14 +104,12 @@ export class KubeSource {
       onSynced,
       onChange,
       list: async () => {
-        const l = await api.listNamespace();
-        return { items: l.items.map((i) => ({ ...i, kind: 'Namespace' })), resourceVersion: l.metadata?.resourceVersion ?? '' };
+        const l = await api.list('/api/v1/namespaces', {});
+        return { items: l.items.map((i) => ({ ...i, kind: 'Namespace' })), resourceVersion: l.resourceVersion };
       },
     });
-    const first = new Promise<Snapshot>((resolve, reject) => (this.pending = { resolve, reject }));
     void this.pods.run();
     void this.namespaces.run();
-    return first;
   }
 
   stop(): void {

@@ -1,7 +1,7 @@
 // Keeps a local copy of one kind of object in step with the API server, the way client-go's
 // reflector does: list, then watch from the list's resourceVersion; resume a dropped watch from
 // the last version seen (bookmarks included); relist only when that version has expired (410).
-import type { Watch } from '@kubernetes/client-node';
+import type { WatchClient } from './kube-api.ts';
 import { Backoff, describeFailure, statusOf, type BackoffOptions } from './watch-errors.ts';
 
 type Obj = Record<string, any>;
@@ -13,7 +13,7 @@ export interface ReflectorOptions {
   path: string;
   fieldSelector?: string;
   list: () => Promise<{ items: Obj[]; resourceVersion: string }>;
-  watch: Watch;
+  watch: WatchClient;
   /** API server address, for messages. */
   server: string;
   watchdogMs: number;
@@ -144,7 +144,7 @@ export class Reflector {
       let ended = false;
       let gone = false;
       let failure: unknown;
-      let controller: AbortController | undefined;
+      let controller: { abort(): void } | undefined;
       let watchdog: NodeJS.Timeout | undefined;
       const finish = (end: WatchEnd) => {
         if (ended) return;

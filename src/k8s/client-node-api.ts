@@ -1,0 +1,36 @@
+// @kubernetes/client-node behind the agent's KubeApi, for the configs the lean client
+// (kube-api.ts) leaves to it: exec and auth-provider credential plugins, proxies. Imported only
+// then (and by the controller): it costs ~60 MB of RSS.
+import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
+import type { KubeApi } from './kube-api.ts';
+
+/** A kubeconfig file when given; else in-cluster config when KUBERNETES_SERVICE_HOST is set; else $KUBECONFIG / ~/.kube/config. */
+export function loadKubeConfig(kubeconfig?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (kubeconfig) kc.loadFromFile(kubeconfig);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  return kc;
+}
+
+/** The agent's two lists and its watches through client-node. */
+export function clientNodeApi(kc: KubeConfig, watchdogMs: number): KubeApi {
+  const server = kc.getCurrentCluster()?.server;
+  if (!server) throw new Error('kubeconfig has no current cluster; pass --kubeconfig or run in-cluster');
+  const core = kc.makeApiClient(CoreV1Api);
+  const watch = new Watch(kc);
+  // The library aborts a watch silent for 30 s by itself; on a quiet cluster bookmarks may be a
+  // minute apart, so leave silence to the reflector's watchdog, which also counts and reports it.
+  (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000;
+  return {
+    server,
+    watch: (path, query, onEvent, onDone) => watch.watch(path, query, onEvent, onDone),
+    async list(path, query) {
+      const l = path === '/api/v1/pods' ? await core.listPodForAllNamespaces({ fieldSelector: query.fieldSelector })
+        : path === '/api/v1/namespaces' ? await core.listNamespace()
+        : null;
+      if (l === null) throw new Error(`the client-node adapter lists pods and namespaces only, not ${path}`);
+      return { items: l.items as unknown as Array<Record<string, any>>, resourceVersion: l.metadata?.resourceVersion ?? '' };
+    },
+  };
+}

@@ -1,0 +1,114 @@
+// The agent's lean API client (src/k8s/kube-api.ts): which configs it takes and which it leaves
+// to @kubernetes/client-node, TLS with a CA and a client certificate, a token file read at each
+// request (service account tokens rotate), and the fallback through client-node for an exec
+// credential plugin, against the stand-in API server.
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { kubeConfigOf, leanFromKubeconfig, LeanKubeApi } from '../src/k8s/kube-api.ts';
+import { KubeSource } from '../src/k8s/kube-source.ts';
+import { SimApiServer } from '../src/sim/index.ts';
+import { namespaceObject, podObject } from './helpers/kube-objects.ts';
+
+const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
+  apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
+  clusters: [{ name: 'k', cluster }], users: [{ name: 'u', user }], contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }], ...extra,
+});
+
+test('kubeconfigs: tokens, files relative to the kubeconfig, inline data; plugins and proxies are left to client-node', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-api-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'ca.pem'), 'CA');
+  const lean = leanFromKubeconfig(kubeconfig({ server: 'https://api.example:6443/', 'certificate-authority': 'ca.pem' }, { tokenFile: 'token' }), dir);
+  t.like(lean, { config: { server: 'https://api.example:6443', insecure: false, tokenFile: path.join(dir, 'token') } });
+  t.is(('config' in lean ? lean.config.ca : undefined)?.toString(), 'CA');
+  const inline = leanFromKubeconfig(kubeconfig({ server: 'https://a', 'insecure-skip-tls-verify': true }, { 'client-certificate-data': Buffer.from('CERT').toString('base64'), 'client-key-data': Buffer.from('KEY').toString('base64') }), dir);
+  t.true('config' in inline && inline.config.insecure && inline.config.cert?.toString() === 'CERT' && inline.config.key?.toString() === 'KEY');
+  t.like(leanFromKubeconfig(kubeconfig({ server: 'https://a' }, { username: 'admin', password: 'pw' }), dir), { config: { basic: { username: 'admin', password: 'pw' } } });
+  t.deepEqual(leanFromKubeconfig(kubeconfig({ server: 'https://a' }, { exec: { command: 'aws' } }), dir), { unsupported: 'an exec credential plugin', file: undefined });
+  t.like(leanFromKubeconfig(kubeconfig({ server: 'https://a' }, { 'auth-provider': { name: 'oidc' } }), dir), { unsupported: 'an auth-provider plugin' });
+  t.like(leanFromKubeconfig(kubeconfig({ server: 'https://a', 'proxy-url': 'http://p:3128' }, {}), dir), { unsupported: 'a proxy-url' });
+  t.throws(() => leanFromKubeconfig(kubeconfig({ server: 'https://a' }, {}, { 'current-context': 'other' }), dir), { message: /no context named "other"; check current-context/ });
+  t.throws(() => leanFromKubeconfig({ clusters: [] }, dir, '/k'), { message: 'kubeconfig /k has no current-context; set one (kubectl config use-context NAME)' });
+  // In a pod: the service account, its token read from the file at each request.
+  t.like(kubeConfigOf(undefined, { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }), { config: { server: 'https://10.96.0.1:443', tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token', insecure: false } });
+  t.throws(() => kubeConfigOf(path.join(dir, 'missing')), { message: /kubeconfig .*missing: no such file; pass --kubeconfig FILE or run in a pod/ });
+});
+
+/** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl. */
+function certs(dir: string) {
+  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=test-ca');
+  for (const [name, ext] of [['server', 'subjectAltName=IP:127.0.0.1'], ['client', 'extendedKeyUsage=clientAuth']] as const) {
+    run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    fs.writeFileSync(path.join(dir, `${name}.ext`), ext + '\n');
+    run('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+  }
+  const read = (f: string) => fs.readFileSync(path.join(dir, f));
+  return { ca: read('ca.pem'), serverCert: read('server.pem'), serverKey: read('server.key') };
+}
+
+test('TLS with the kubeconfig\'s CA and client certificate; the token file is read at each request', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-api-tls-'));
+  const api = await new SimApiServer().start();
+  api.create(namespaceObject('default'));
+  api.create(podObject({ name: 'web', nodeName: 'n1' }));
+  const c = certs(dir);
+  const auth: string[] = [];
+  // The stand-in API server behind a TLS front that demands a client certificate from our CA.
+  const front = https.createServer({ cert: c.serverCert, key: c.serverKey, ca: c.ca, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    auth.push(req.headers.authorization ?? '');
+    const up = http.request({ host: '127.0.0.1', port: api.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode!, r.headers);
+      r.pipe(res);
+    });
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  t.teardown(async () => {
+    front.closeAllConnections();
+    front.close();
+    await api.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const server = `https://127.0.0.1:${(front.address() as import('node:net').AddressInfo).port}`;
+  fs.writeFileSync(path.join(dir, 'token'), 'first\n');
+  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server, 'certificate-authority': 'ca.pem' }, { 'client-certificate': 'client.pem', 'client-key': 'client.key', tokenFile: 'token' })));
+  const cfg = kubeConfigOf(path.join(dir, 'kubeconfig'));
+  if (!('config' in cfg)) return t.fail('a CA, client certificate and token file need no plugin');
+  const lean = new LeanKubeApi(cfg.config);
+  const l = await lean.list('/api/v1/pods', { fieldSelector: 'spec.nodeName=n1' });
+  t.deepEqual(l.items.map((p) => p.metadata.name), ['web']);
+  t.regex(l.resourceVersion, /^\d+$/);
+  fs.writeFileSync(path.join(dir, 'token'), 'rotated\n');
+  await lean.list('/api/v1/namespaces', {});
+  t.deepEqual(auth, ['Bearer first', 'Bearer rotated']);
+  // Without the client certificate the front refuses the handshake; with another CA we refuse the server.
+  const noCert = new LeanKubeApi({ ...cfg.config, cert: undefined, key: undefined });
+  await t.throwsAsync(noCert.list('/api/v1/pods', {}));
+  const otherCa = new LeanKubeApi({ ...cfg.config, ca: certs(fs.mkdtempSync(path.join(dir, 'other-'))).ca });
+  await t.throwsAsync(otherCa.list('/api/v1/pods', {}), { message: /self-signed|unable to verify|certificate/ });
+});
+
+test('a kubeconfig with an exec credential plugin goes through client-node, and the pods come', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-api-exec-'));
+  const api = await new SimApiServer().start();
+  api.create(namespaceObject('default'));
+  api.create(podObject({ name: 'web', nodeName: 'n1' }));
+  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
+  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: api.url, 'insecure-skip-tls-verify': true }, {
+    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
+  })));
+  const src = new KubeSource({ nodeName: 'n1', kubeconfig: path.join(dir, 'kubeconfig'), onSnapshot: () => {}, onError: () => {} });
+  t.teardown(async () => {
+    src.stop();
+    await api.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const s = await src.start();
+  t.deepEqual(s.pods.map((p) => p.name), ['web']);
+});
