@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { ENDPOINTS_PER_SERVICE, generateWorld, runScale, writeChange } from '../bench/discovery-scale.ts';
 import { DiscoveryHub, prepare } from '../src/discovery/hub.ts';
 import { ResourceFiles } from '../src/discovery/resource-files.ts';
-import { parseDocuments } from '../src/k8s/objects.ts';
+import { parseDocuments } from '../src/k8s/documents.ts';
 
 test('the generated cluster: Services with one slice of ready pods each, every pod known, nothing refused', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-world-'));

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { resolvePolicy } from '../src/k8s/annotations.ts';
-import { parseObjects } from '../src/k8s/objects.ts';
+import { parseObjects } from '../src/k8s/documents.ts';
 import { candidatePaths, findPodCgroup } from '../src/k8s/pod-cgroup.ts';
 
 const A = (o: Record<string, string>) => ({ annotations: o });

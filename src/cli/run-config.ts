@@ -3,7 +3,7 @@
 // then the environment (NODE_IP), then the built-in default.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { lazyYaml } from '../k8s/lazy-yaml.ts';
 import { controllerUrl } from '../controller/addr.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { parseHostPort } from './addr.ts';
@@ -48,7 +48,7 @@ export function readConfigSource(file: string): Record<string, string> {
   }
   let doc: unknown;
   try {
-    doc = parseYaml(fs.readFileSync(file, 'utf8'));
+    doc = lazyYaml().parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new Error(`--config ${file}: not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
   }

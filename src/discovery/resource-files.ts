@@ -7,7 +7,7 @@
 // objects are diffed. A file that fails to parse keeps its last good objects, and says so.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseDocuments } from '../k8s/objects.ts';
+import { parseDocuments } from '../k8s/documents.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
 import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 import { meshObjectKind, type MeshObjectKind, type MeshObjects } from './mesh-objects.ts';

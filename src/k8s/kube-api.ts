@@ -4,11 +4,11 @@
 // installed"); it stays for what this does not do (exec and auth-provider plugins, proxies:
 // client-node-api.ts), chosen by kubeConfigOf().
 import * as fs from 'node:fs';
-import * as http from 'node:http';
+import type * as http from 'node:http';
 import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { lazyYaml } from './lazy-yaml.ts';
 
 type Obj = Record<string, any>;
 
@@ -57,7 +57,9 @@ export function kubeConfigOf(kubeconfig: string | undefined, env: NodeJS.Process
   const file = kubeconfig ?? (env.KUBECONFIG?.split(path.delimiter).find(Boolean)) ?? path.join(os.homedir(), '.kube', 'config');
   let doc: Obj;
   try {
-    doc = parseYaml(fs.readFileSync(file, 'utf8')) ?? {};
+    const text = fs.readFileSync(file, 'utf8');
+    // JSON (what tools and tests often write) needs no YAML parser.
+    doc = (/^\s*\{/.test(text) ? tryJson(text) : undefined) ?? lazyYaml().parse(text) ?? {};
   } catch (e) {
     throw new Error(`kubeconfig ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message.split('\n')[0]}; pass --kubeconfig FILE or run in a pod`);
   }
@@ -95,6 +97,14 @@ export function leanFromKubeconfig(doc: Obj, dir: string, file?: string): { conf
   return { config };
 }
 
+function tryJson(text: string): Obj | undefined {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 function readIf(f: string): Buffer | undefined {
   try {
     return fs.readFileSync(f);
@@ -122,16 +132,17 @@ export class LeanKubeApi implements KubeApi {
   readonly server: string;
   private readonly c: LeanConfig;
   private readonly url: URL;
-  private readonly agent: http.Agent;
+  /** node:https, or node:http (loaded only for an http:// server: it costs ~4 MB of RSS), and its keep-alive agent. */
+  private client: Promise<{ mod: typeof https | typeof http; agent: http.Agent }>;
 
   constructor(c: LeanConfig) {
     this.c = c;
     this.server = c.server;
     this.url = new URL(c.server);
     if (this.url.protocol !== 'https:' && this.url.protocol !== 'http:') throw new Error(`API server ${c.server}: only https:// and http:// are supported`);
-    this.agent = this.url.protocol === 'https:'
-      ? new https.Agent({ keepAlive: true, ca: c.ca, cert: c.cert, key: c.key, rejectUnauthorized: !c.insecure, servername: c.tlsServerName })
-      : new http.Agent({ keepAlive: true });
+    this.client = this.url.protocol === 'https:'
+      ? Promise.resolve({ mod: https, agent: new https.Agent({ keepAlive: true, ca: c.ca, cert: c.cert, key: c.key, rejectUnauthorized: !c.insecure, servername: c.tlsServerName }) })
+      : import('node:http').then((mod) => ({ mod, agent: new mod.Agent({ keepAlive: true }) }));
   }
 
   private headers(): http.OutgoingHttpHeaders {
@@ -143,23 +154,17 @@ export class LeanKubeApi implements KubeApi {
     return h;
   }
 
-  private request(p: string, query: Record<string, string | number | boolean | undefined>): http.ClientRequest {
+  private async request(p: string, query: Record<string, string | number | boolean | undefined>): Promise<http.ClientRequest> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
     const base = this.url.pathname.replace(/\/+$/, '');
-    const mod = this.url.protocol === 'https:' ? https : http;
-    return mod.request({ host: this.url.hostname, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method: 'GET', agent: this.agent, headers: this.headers() });
+    const { mod, agent } = await this.client;
+    return mod.request({ host: this.url.hostname, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method: 'GET', agent, headers: this.headers() });
   }
 
-  list(p: string, query: Record<string, string | undefined>): Promise<{ items: Obj[]; resourceVersion: string }> {
+  async list(p: string, query: Record<string, string | undefined>): Promise<{ items: Obj[]; resourceVersion: string }> {
+    const req = await this.request(p, query);
     return new Promise((resolve, reject) => {
-      let req: http.ClientRequest;
-      try {
-        req = this.request(p, query);
-      } catch (e) {
-        reject(e);
-        return;
-      }
       req.setTimeout(LIST_TIMEOUT_MS, () => req.destroy(Object.assign(new Error(`list ${p}: no answer within ${LIST_TIMEOUT_MS} ms`), { name: 'TimeoutError' })));
       req.on('error', reject);
       req.on('response', (res) => {
@@ -181,7 +186,8 @@ export class LeanKubeApi implements KubeApi {
     });
   }
 
-  watch(p: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void): Promise<{ abort(): void }> {
+  async watch(p: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void): Promise<{ abort(): void }> {
+    const req = await this.request(p, { ...query, watch: true });
     return new Promise((resolve, reject) => {
       let done = false;
       let aborted = false;
@@ -190,13 +196,6 @@ export class LeanKubeApi implements KubeApi {
         done = true;
         if (!aborted) onDone(err);
       };
-      let req: http.ClientRequest;
-      try {
-        req = this.request(p, { ...query, watch: true });
-      } catch (e) {
-        reject(e);
-        return;
-      }
       const handle = { abort: () => {
         aborted = true;
         req.destroy();

@@ -2,7 +2,8 @@
 // including when an editor replaces it by rename (so watch the directory, not the inode).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseObjects, type Snapshot } from './objects.ts';
+import { parseObjects } from './documents.ts';
+import type { Snapshot } from './objects.ts';
 
 export class PodFileSource {
   private watcher?: fs.FSWatcher;

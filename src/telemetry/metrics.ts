@@ -2,7 +2,7 @@
 // (docs/metrics.md), a cap on series per metric, and the datapath's counters read at scrape
 // time. The recording is MetricsRecorder's (recorder.ts, shared with the proxy workers, whose
 // deltas it merges); this adds the Registry the admin server exposes at /metrics.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, processMetrics, Registry } from './prom.ts';
 import type { DatapathCounters } from '../datapath/addon.ts';
 import { MetricsRecorder, type RecorderOptions } from './recorder.ts';
 
@@ -71,7 +71,7 @@ export class MetricsSink extends MetricsRecorder {
     });
 
     if (opts.datapathCounters) this.registerDatapath(opts.datapathCounters);
-    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (opts.processMetrics ?? true) processMetrics(this.registry);
   }
 
   private registerDatapath(read: () => DatapathCounters | null) {

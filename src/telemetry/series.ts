@@ -7,7 +7,7 @@
 // about a third of the agent's CPU. Here a label set is hashed once, when its series is
 // created, and the caller keeps the series object. The exposition is still rendered by the
 // Registry (same escaping, same line format as prom-client's own metrics).
-import type { Registry } from 'prom-client';
+import type { Registry } from './prom.ts';
 import { overflowLabels, seriesKey, type Labels } from './labels.ts';
 
 export class CounterSeries {

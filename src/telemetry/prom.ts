@@ -1,0 +1,35 @@
+// prom-client's Registry, Counter and Gauge and its process metrics, loaded without its index:
+// the index also loads its Pushgateway (node:http), its cluster aggregator and, through the CPU
+// metric, @opentelemetry/api, which together cost the agent ~11 MB of RSS for nothing it uses
+// (docs/benchmarks.md, "Memory as installed"). Same classes, same metric names.
+import { createRequire } from 'node:module';
+import type * as Prom from 'prom-client';
+
+const require = createRequire(import.meta.url);
+export const Registry: typeof Prom.Registry = require('prom-client/lib/registry');
+export const Counter: typeof Prom.Counter = require('prom-client/lib/counter');
+export const Gauge: typeof Prom.Gauge = require('prom-client/lib/gauge');
+export type Registry = Prom.Registry;
+
+/** prom-client's default metrics but its CPU counters (those load @opentelemetry/api for exemplars). */
+const DEFAULTS = ['processStartTime', 'osMemoryHeap', 'processOpenFileDescriptors', 'processMaxFileDescriptors', 'eventLoopLag',
+  'processResources', 'processHandles', 'processRequests', 'heapSizeAndUsed', 'heapSpacesSizeAndUsed', 'version', 'gc'];
+
+/** The process metrics collectDefaultMetrics() registers (process_*, nodejs_*), under the same names. */
+export function processMetrics(registry: Prom.Registry): void {
+  const registers = [registry];
+  const cpu = (name: string, help: string, read: (u: NodeJS.CpuUsage) => number) => new Counter({
+    name, help, registers,
+    collect() {
+      this.reset();
+      this.inc(read(process.cpuUsage()) / 1e6);
+    },
+  });
+  cpu('process_cpu_user_seconds_total', 'Total user CPU time spent in seconds.', (u) => u.user);
+  cpu('process_cpu_system_seconds_total', 'Total system CPU time spent in seconds.', (u) => u.system);
+  cpu('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', (u) => u.user + u.system);
+  for (const m of DEFAULTS) {
+    if (m === 'processResources' && typeof process.getActiveResourcesInfo !== 'function') continue;
+    require(`prom-client/lib/metrics/${m}`)(registry, { eventLoopMonitoringPrecision: 10 });
+  }
+}
