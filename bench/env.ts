@@ -33,6 +33,11 @@ const agentNodeArgs = () => (process.env.MESH_BENCH_AGENT_NODE_ARGS ?? '').split
 /** Extra `mesh-agent run` flags, e.g. MESH_BENCH_AGENT_ARGS='--kernel-splice'. */
 const agentArgs = () => (process.env.MESH_BENCH_AGENT_ARGS ?? '').split(/\s+/).filter(Boolean);
 export const LOAD_DIR = path.join(ROOT, 'bench/load');
+/**
+ * Proxies on each side: the agent's (--proxy-workers) and as many nginx reverse-proxy processes
+ * (reuseport), so both may use the same cores. MESH_BENCH_PROXIES overrides the CPU count.
+ */
+export const PROXIES = Number(process.env.MESH_BENCH_PROXIES ?? os.availableParallelism());
 const ADMIN = '127.0.0.1:4191';
 /** Pods behind the bench's Service. */
 export const SERVICE_PODS = 3;
@@ -83,7 +88,8 @@ export class BenchEnv {
   readonly grpcRequest: string;
   readonly #children: ChildProcess[] = [];
   agentPid = 0;
-  nginxPid = 0;
+  /** The reverse-proxy nginx processes (PROXIES of them). */
+  nginxPids: number[] = [];
   #agentLog = '';
 
   private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, routedService: SimService, servicePods: SimPod[], tmp: string) {
@@ -166,18 +172,23 @@ export class BenchEnv {
     controller.stderr!.on('data', (d) => (this.#controllerLog = (this.#controllerLog + d).slice(-4000)));
     this.#track(controller, 'the controller');
 
-    const pdir = path.join(this.tmp, 'nginx-proxy');
-    fs.mkdirSync(pdir);
-    fs.writeFileSync(path.join(pdir, 'nginx.conf'), proxyConf(pdir, this.node.nodeIp, this.server.ip, this.servicePods.map((p) => p.ip)));
-    const nginx = this.#track(this.node.spawnInNode('nginx', ['-p', pdir, '-c', path.join(pdir, 'nginx.conf'), '-e', path.join(pdir, 'error.log')], { stdio: 'ignore' }), 'nginx (reverse proxy)', pdir);
-    this.nginxPid = nginx.pid!;
+    if (!Number.isInteger(PROXIES) || PROXIES < 1) throw new Error(`MESH_BENCH_PROXIES=${process.env.MESH_BENCH_PROXIES} is not a positive whole number`);
+    for (let i = 0; i < PROXIES; i++) {
+      const pdir = path.join(this.tmp, `nginx-proxy-${i}`);
+      fs.mkdirSync(pdir);
+      fs.writeFileSync(path.join(pdir, 'nginx.conf'), proxyConf(pdir, this.node.nodeIp, this.server.ip, this.servicePods.map((p) => p.ip)));
+      const nginx = this.#track(this.node.spawnInNode('nginx', ['-p', pdir, '-c', path.join(pdir, 'nginx.conf'), '-e', path.join(pdir, 'error.log')], { stdio: 'ignore' }), `nginx (reverse proxy ${i})`, pdir);
+      this.nginxPids.push(nginx.pid!);
+    }
+    this.#kubeconfig = kubeconfig;
+    this.#controllerAddr = controllerAddr;
 
     const podsFile = path.join(this.tmp, 'pods.json');
     fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: this.node.pods().map((p) => p.toPodObject(this.node.name)) }));
     compileAgent();
     const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
       '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
-      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000', '--controller', controllerAddr, ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000', '--controller', controllerAddr, '--proxy-workers', String(PROXIES), ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
     this.#track(agent, 'the agent');
     this.agentPid = agent.pid!;
@@ -211,6 +222,69 @@ export class BenchEnv {
   #destroying = false;
   #dead = '';
   #controllerLog = '';
+  #kubeconfig = '';
+  #controllerAddr = '';
+
+  /**
+   * A second agent as the DaemonSet runs it (cluster mode: pods from the API server, discovery
+   * from the controller), for the memory-cluster scenario: on a node name no pod is scheduled to,
+   * attached to an empty cgroup, on its own proxy and admin ports. Resolves once it is ready and
+   * has its discovery.
+   */
+  async startClusterAgent(proxies: number): Promise<{ child: ChildProcess; pid: number }> {
+    const cgroup = path.join(this.node.cgroupRoot, 'mesh-bench-memory');
+    fs.mkdirSync(cgroup, { recursive: true });
+    const admin = '127.0.0.1:4192';
+    let log = '';
+    const child = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', BIN, 'run', '-q',
+      '--node', 'bench-memory-no-pods', '--kubeconfig', this.#kubeconfig, '--cgroup-root', cgroup,
+      '--proxy-addr', `${this.node.nodeIp}:15002`, '--admin', admin, '--controller', this.#controllerAddr, '--proxy-workers', String(proxies)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
+    this.#children.push(child);
+    const end = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`the cluster-mode agent exited (${child.exitCode}): ${log}`);
+      const r = await this.node.execInNode('curl', ['-sf', `http://${admin}/status`]);
+      const st = r.code === 0 ? JSON.parse(r.stdout) : null;
+      if (st?.podSource?.synced && st.discovery?.everSynced && st.proxy.workers.length === proxies) break;
+      if (Date.now() > end) throw new Error(`the cluster-mode agent was not ready and synced within 30 s: ${log}`);
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    return { child, pid: child.pid! };
+  }
+
+  async stopClusterAgent(child: ChildProcess): Promise<void> {
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))]);
+      child.kill('SIGKILL');
+    }
+    try {
+      fs.rmdirSync(path.join(this.node.cgroupRoot, 'mesh-bench-memory'));
+    } catch {
+      // already gone, or the cluster's teardown removes it
+    }
+  }
+
+  /** The last lines of the nginx reverse proxies' error logs, for a failure's message. */
+  nginxErrors(): string {
+    return this.nginxPids.map((_, i) => safeRead(path.join(this.tmp, `nginx-proxy-${i}`, 'error.log')).split('\n').filter((l) => l.includes('[error]')).slice(-5).join('\n')).filter(Boolean).join('\n');
+  }
+
+  /** CPU seconds (utime + stime, every thread) of a mode's proxy: the agent, or every nginx reverse-proxy process; 0 for direct. */
+  proxyCpuSeconds(mode: 'direct' | 'nginx' | 'mesh'): number {
+    if (mode === 'mesh') return this.cpuSeconds(this.agentPid);
+    if (mode === 'nginx') return this.nginxPids.reduce((n, pid) => n + this.cpuSeconds(pid), 0);
+    return 0;
+  }
+
+  /** Seconds a mode's proxy main threads spent waiting for a CPU (the agent's event loop; each nginx). */
+  proxyRunQueueSeconds(mode: 'direct' | 'nginx' | 'mesh'): number {
+    if (mode === 'mesh') return this.runQueueSeconds(this.agentPid);
+    if (mode === 'nginx') return this.nginxPids.reduce((n, pid) => n + this.runQueueSeconds(pid), 0);
+    return 0;
+  }
 
   /** Throws when one of the long-running processes died: a run without it would lie. */
   assertAlive(): void {

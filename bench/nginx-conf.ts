@@ -1,5 +1,7 @@
 // nginx configurations for the bench (pure text). One process, no master (`master_process
-// off`): one worker doing all the work, and one pid for us to kill and measure.
+// off`): one worker doing all the work, and one pid for us to kill and measure. The reverse
+// proxy runs as as many such processes as the agent has proxies, each listening with
+// `reuseport`, as the agent's do (docs/benchmarks.md).
 
 export const PORTS = {
   /** server pod: HTTP/1.1, nginx returning 200 */
@@ -76,8 +78,8 @@ stream { server { listen ${PORTS.greet} backlog=4096; return "hi\\n"; } }
  * to an upstream except gRPC); gRPC over grpc_pass with keep-alive; TCP via the stream module.
  */
 export function proxyConf(dir: string, listenIp: string, serverIp: string, serviceIps: string[]): string {
-  const p = (port: number) => port + PORTS.proxyOffset;
-  const s = (port: number) => port + PORTS.serviceOffset;
+  const p = (port: number) => `${port + PORTS.proxyOffset} reuseport`;
+  const s = (port: number) => `${port + PORTS.serviceOffset} reuseport`;
   const h1 = (up: string) => `proxy_pass http://${up}; proxy_http_version 1.1; proxy_set_header Connection "";`;
   // nginx's default balancing (round robin) over the Service's pods, per request on each keep-alive connection.
   const upstream = (name: string, port: number) => `  upstream ${name} { ${serviceIps.map((ip) => `server ${ip}:${port};`).join(' ')} keepalive 128; keepalive_requests 100000000; }\n`;

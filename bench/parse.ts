@@ -102,7 +102,7 @@ export function latencyFromH2loadLog(text: string): LatencySummary & { non2xx: n
 }
 
 /** iperf3 -J: the receiver's average bit rate. */
-export function parseIperf3(json: string): { gbitPerSec: number; retransmits: number } {
+export function parseIperf3(json: string): { gbitPerSec: number; retransmits: number; bytes: number } {
   let d: any;
   try {
     d = JSON.parse(json);
@@ -112,7 +112,9 @@ export function parseIperf3(json: string): { gbitPerSec: number; retransmits: nu
   if (d.error) throw new Error(`iperf3: ${d.error}`);
   const bps = d?.end?.sum_received?.bits_per_second;
   if (typeof bps !== 'number') throw new Error('iperf3 -J output has no end.sum_received.bits_per_second');
-  return { gbitPerSec: bps / 1e9, retransmits: d.end.sum_sent?.retransmits ?? 0 };
+  const bytes = d.end.sum_received.bytes;
+  if (typeof bytes !== 'number') throw new Error('iperf3 -J output has no end.sum_received.bytes');
+  return { gbitPerSec: bps / 1e9, retransmits: d.end.sum_sent?.retransmits ?? 0, bytes };
 }
 
 /** VmRSS from /proc/<pid>/status, in bytes. */

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { BenchEnv, NOFILE_HARD } from './env.ts';
+import { BenchEnv, NOFILE_HARD, PROXIES } from './env.ts';
 import { PORTS } from './nginx-conf.ts';
 import { docsRefusal, fmt, FULL_RUN_SECONDS, judgeTargets, renderMarkdown, type Metric, type Mode, type Report, type ScenarioResult } from './report.ts';
 import { SCENARIOS, type RunCtx } from './scenarios.ts';
@@ -62,6 +62,12 @@ function options() {
 }
 
 const say = (s: string) => process.stderr.write(`${s}\n`);
+
+/** The agent's proxies over a run: connections each accepted and the CPU its thread used. */
+function perProxy(before: any[], after: any[]): string {
+  const rows = after.map((w, i) => `${w.index === 0 ? 'main' : `worker ${w.index}`} ${w.accepted - (before[i]?.accepted ?? 0)} connections, ${(w.cpuSeconds - (before[i]?.cpuSeconds ?? 0)).toFixed(2)} CPU-s${w.restarts > (before[i]?.restarts ?? 0) ? ' (restarted)' : ''}`);
+  return `mesh per proxy: ${rows.join('; ')}.`;
+}
 
 function summary(metrics: Omit<Metric, 'values'>[], values: Record<string, number>): string {
   return metrics.map((m) => `${m.name} ${fmt(values[m.name])} ${m.unit}`).join(', ');
@@ -118,22 +124,25 @@ async function main(): Promise<void> {
           seconds: o.seconds,
           quick: o.quick,
           idleConns: o.idleConns,
+          proxyCpuSeconds: () => env!.proxyCpuSeconds(mode),
         };
         if (sc.warmUp && !o.quick) await sc.run({ ...ctx, seconds: 1 });
-        const proxyPid = mode === 'mesh' ? env.agentPid : mode === 'nginx' ? env.nginxPid : 0;
-        const acceptedBefore = (await env.status()).proxy.accepted;
-        const cpu0 = proxyPid ? env.cpuSeconds(proxyPid) : 0;
-        const wait0 = proxyPid ? env.runQueueSeconds(proxyPid) : 0;
+        const before = await env.status();
+        const acceptedBefore = before.proxy.accepted;
+        const cpu0 = env.proxyCpuSeconds(mode);
+        const wait0 = env.proxyRunQueueSeconds(mode);
         const t0 = performance.now();
         const r = await sc.run(ctx);
         const wall = (performance.now() - t0) / 1000;
-        if (proxyPid) {
-          res.proxyCpuPercent[mode] = ((env.cpuSeconds(proxyPid) - cpu0) / wall) * 100;
-          res.proxyStarvedPercent[mode] = ((env.runQueueSeconds(proxyPid) - wait0) / wall) * 100;
+        if (mode !== 'direct') {
+          res.proxyCpuPercent[mode] = ((env.proxyCpuSeconds(mode) - cpu0) / wall) * 100;
+          res.proxyStarvedPercent[mode] = ((env.proxyRunQueueSeconds(mode) - wait0) / wall) * 100;
         }
         // The runs must take the path they claim: the mesh through the agent, the others around it.
-        const accepted = (await env.status()).proxy.accepted - acceptedBefore;
-        if (mode === 'mesh' && accepted === 0) throw new Error(`${sc.id}: the mesh run never reached the agent; is the client pod meshed?`);
+        const after = await env.status();
+        const accepted = after.proxy.accepted - acceptedBefore;
+        if (mode === 'mesh' && !sc.ownAgent) res.notes.push(perProxy(before.proxy.workers, after.proxy.workers));
+        if (mode === 'mesh' && accepted === 0 && !sc.ownAgent) throw new Error(`${sc.id}: the mesh run never reached the agent; is the client pod meshed?`);
         if (mode !== 'mesh' && accepted !== 0) throw new Error(`${sc.id}: the ${mode} run went through the agent (${accepted} connections)`);
         for (const m of res.metrics) {
           const v = r.values[m.name];
@@ -162,7 +171,8 @@ async function main(): Promise<void> {
     commit: commitOf(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown', kernel: os.release(), node: process.versions.node, loadAvgAtStart },
     scenarios: results,
-    targets: judgeTargets(results, { quick: o.quick }),
+    proxies: PROXIES,
+    targets: judgeTargets(results, { quick: o.quick, proxies: PROXIES }),
   };
   const md = renderMarkdown(report);
   fs.mkdirSync(o.out, { recursive: true });
@@ -185,7 +195,7 @@ function render(file: string, docs: boolean): void {
     usage(`--render ${file}: ${(e as Error).message}`);
   }
   if (report.version !== 1) usage(`--render ${file}: not a version 1 bench report`);
-  report.targets = judgeTargets(report.scenarios, { quick: report.quick });
+  report.targets = judgeTargets(report.scenarios, { quick: report.quick, proxies: report.proxies });
   if (docs) {
     const refusal = docsRefusal(report, SCENARIOS.map((s) => s.id));
     if (refusal) usage(`--render ${file} --docs: not written to docs/benchmarks.md, whose section is the latest full run: ${refusal}`);

@@ -10,6 +10,7 @@ import { GRPC_PATH, PORTS } from './nginx-conf.ts';
 import { closestPhaseGapMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseWrk, RSS_SAMPLING, sampleMedian } from './parse.ts';
 import type { Metric, Mode } from './report.ts';
 import { FULL_CONFIGS, runDiscoveryScale, scaleMetrics } from './discovery-scale.ts';
+import { EFFICIENCY_SCENARIOS, MEMORY_CLUSTER } from './efficiency.ts';
 
 export interface RunCtx {
   env: BenchEnv;
@@ -22,6 +23,8 @@ export interface RunCtx {
   seconds: number;
   quick: boolean;
   idleConns: number;
+  /** CPU seconds (utime + stime, every thread) of this mode's proxy so far; 0 for direct. */
+  proxyCpuSeconds(): number;
 }
 
 export interface ModeResult {
@@ -52,6 +55,8 @@ export interface NodeScenario {
   target?: 'pod' | 'service';
   /** Run once for a second before measuring, so the agent's JIT has seen the path. */
   warmUp: boolean;
+  /** It measures an agent of its own (memory-cluster): the bench's agent is not expected to see its traffic. */
+  ownAgent?: boolean;
   metrics: Array<Omit<Metric, 'values'>>;
   load(seconds: number): string;
   run(c: RunCtx): Promise<ModeResult>;
@@ -149,6 +154,7 @@ export const SCENARIOS: Scenario[] = [
       }
     },
   },
+  MEMORY_CLUSTER,
   {
     id: 'http1-keepalive',
     title: 'HTTP/1.1 keep-alive',
@@ -310,6 +316,7 @@ export const SCENARIOS: Scenario[] = [
       return { values: { throughput: r.gbitPerSec, 'time to first server byte': fb.firstByteMs }, notes };
     },
   },
+  ...EFFICIENCY_SCENARIOS,
   {
     id: 'discovery-scale',
     title: 'discovery at cluster scale',

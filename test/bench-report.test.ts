@@ -55,7 +55,7 @@ test('h2load --log-file percentiles count only 2xx responses', (t) => {
 });
 
 test('iperf3 -J and /proc status', (t) => {
-  t.deepEqual(parseIperf3(JSON.stringify({ end: { sum_received: { bits_per_second: 2.5e10 }, sum_sent: { retransmits: 3 } } })), { gbitPerSec: 25, retransmits: 3 });
+  t.deepEqual(parseIperf3(JSON.stringify({ end: { sum_received: { bits_per_second: 2.5e10, bytes: 31_250_000_000 }, sum_sent: { retransmits: 3 } } })), { gbitPerSec: 25, retransmits: 3, bytes: 31_250_000_000 });
   t.throws(() => parseIperf3(JSON.stringify({ error: 'the server is busy running a test. try again later' })), { message: /iperf3: the server is busy/ });
   t.is(parseVmRss('Name:\tnode\nVmRSS:\t   81920 kB\n'), 81920 * 1024);
 });
@@ -87,6 +87,14 @@ const missingAll = [
     { name: 'requests/s', unit: 'req/s', better: 'higher' as const, values: { mesh: 12 } },
     { name: 'requests/s without route', unit: 'req/s', better: 'higher' as const, values: { mesh: 15 } },
     { name: 'with/without', unit: '×', better: 'higher' as const, values: { mesh: 0.8 } },
+  ] },
+  { ...scenario('cpu-http1', 'x', {}, 99), metrics: [
+    { name: 'CPU-ms per 1,000 at 1,000 req/s', unit: 'CPU-ms', better: 'lower' as const, values: { nginx: 30, mesh: 99 } },
+  ] },
+  scenario('conn-rate', 'connections/s', { direct: 100, nginx: 100, mesh: 35 }, 99),
+  { ...scenario('memory-cluster', 'x', {}), metrics: [
+    { name: 'agent RSS idle, 1 proxy', unit: 'MB', better: 'lower' as const, values: { mesh: 99 } },
+    { name: 'per extra proxy', unit: 'MB', better: 'lower' as const, values: { mesh: 30 } },
   ] },
   { ...scenario('discovery-scale', 'x', {}), standalone: true, proxyCpuPercent: {}, proxyStarvedPercent: {}, metrics: [
     { name: 'change to every agent p99 (full size)', unit: 'ms', better: 'lower' as const, values: { mesh: 1500 } },
@@ -142,7 +150,7 @@ test('closestPhaseGapMs: how close independent fixed-rate clients came to sendin
 
 test('a quick run judges no target: measured is shown, the status is "not judged: quick run", no limit is claimed', (t) => {
   const quick = judgeTargets(missingAll, { quick: true });
-  t.deepEqual(quick.map((x) => x.status), Array(12).fill('not judged'));
+  t.deepEqual(quick.map((x) => x.status), Array(16).fill('not judged'));
   t.true(quick.every((x) => x.limit === undefined && x.measured !== '-'));
   t.is(judgeTargets([], { quick: true })[0]!.status, 'not run', 'what did not run is still "not run"');
   const md = renderMarkdown(report({ quick: true, targets: quick }));
@@ -150,7 +158,7 @@ test('a quick run judges no target: measured is shown, the status is "not judged
   t.notRegex(md, /missed|met \||What limits/);
   t.regex(md, /--quick\*\*: short durations, numbers are indicative only, targets not judged/);
   // The same numbers from a full run are judged.
-  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(12).fill('missed'));
+  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(16).fill('missed'));
 });
 
 test('what limits a missed target: figures this run measured, or a dated run with its commit, never a fixed figure as if measured', (t) => {
@@ -166,10 +174,11 @@ test('what limits a missed target: figures this run measured, or a dated run wit
   t.true(limits.some((l) => l.includes(cite(REFERENCES.kernelSpliceCpu))));
   t.true(limits.some((l) => l.includes(cite(REFERENCES.idleMemoryBreakdown))));
   // With the cited sentences taken out, every number left is one this run measured:
-  // the agent's 99% of a core, its 30% wait, nginx's 35% of direct.
+  // the agent's 99% of a core, its 30% wait, nginx's 35% of direct, the fixed rate run
+  // (1,000 req/s) and the agent's 3.3x nginx's CPU there.
   for (const l of limits) {
     const own = cites.reduce((text, c) => text.replace(c, ''), l);
-    t.deepEqual((own.match(/\d+(\.\d+)?/g) ?? []).filter((n) => !['99', '30', '35'].includes(n)), [], own);
+    t.deepEqual((own.match(/\d+(\.\d+)?/g) ?? []).filter((n) => !['99', '30', '35', '1', '000', '3.3'].includes(n)), [], own);
   }
 });
 
@@ -214,4 +223,12 @@ test('issue 12\'s Service targets: the mesh\'s spread at most 1.2, and a Service
   t.like(by['grpc-service-cost'], { status: 'missed', measured: '15.0 vs 20.0 req/s (0.75×)' });
   t.truthy(by['grpc-service-cost']!.limit);
   t.is(judgeTargets([], { quick: false }).find((x) => x.id === 'grpc-service-spread')!.status, 'not run');
+});
+
+test('issue 16\'s idle budget: 80 MB for one proxy and 15 MB for each extra one the bench\'s agent runs', (t) => {
+  const mem = [{ ...scenario('memory', 'agent RSS idle', { mesh: 92 }), metrics: [{ name: 'agent RSS idle', unit: 'MB', better: 'lower' as const, values: { mesh: 92 } }] }];
+  const two = judgeTargets(mem, { quick: false, proxies: 2 }).find((x) => x.id === 'memory-idle')!;
+  t.like(two, { status: 'met', target: 'the agent under 80 MB idle, plus 15 MB per extra proxy (2 proxies: 95 MB)' });
+  t.is(judgeTargets(mem, { quick: false }).find((x) => x.id === 'memory-idle')!.status, 'missed', 'one proxy: 80 MB');
+  t.regex(renderMarkdown(report({ proxies: 2 })), /; the agent with 2 proxies \(--proxy-workers\), nginx with as many processes\./);
 });
