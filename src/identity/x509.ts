@@ -7,6 +7,7 @@ import { X509Certificate as NodeX509, webcrypto, randomBytes } from 'node:crypto
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { spiffeId, type WorkloadId } from './spiffe.ts';
+import { splitPemCertificates } from './pem.ts';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -137,17 +138,14 @@ export async function loadIssuer(certPem: string, keyPemText: string, anchorsPem
   const pub = await cert.publicKey.export(EC_KEY, ['verify']);
   if (!(await subtle.verify(SIGNING, pub as webcrypto.CryptoKey, sig, probe))) throw new Error('issuer key: it is not the key of the issuer certificate; pass the matching pair');
   const node = new NodeX509(certPem);
-  const anchors = splitPem(anchorsPem).map((p) => new NodeX509(p));
+  const anchors = splitPemCertificates(anchorsPem).map((p) => new NodeX509(p));
   if (anchors.length === 0) throw new Error('trust anchors: no PEM certificate found');
   if (!anchors.some((a) => node.checkIssued(a) && node.verify(a.publicKey))) throw new Error('issuer certificate: not signed by any of the trust anchors; issue it from the trust anchor you distribute (docs/identity.md, bring your own)');
   if (cert.notBefore > now || cert.notAfter <= now) throw new Error(`issuer certificate: not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}); issue a new one`);
   return { certPem: pemOf(cert), cert, key, notAfter: cert.notAfter };
 }
 
-/** The PEM certificates in a bundle, each with its armour. */
-export function splitPem(bundle: string): string[] {
-  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-}
+export { splitPemCertificates as splitPem } from './pem.ts';
 
 /**
  * Signs a workload CSR: checks its signature (the requester holds the key), then issues for the

@@ -1,0 +1,225 @@
+// The agent's certificates (docs/identity.md): for every ServiceAccount of this node's meshed
+// pods, a key made here (it never leaves the node) and a certificate from the identity service,
+// fetched as soon as a pod of it appears so a first connection does not wait, renewed at half
+// its life; a failed fetch is retried with backoff (at most 150 s apart, ztunnel's cap), and the
+// certificate in hand serves until it expires. Everything it learns goes out as
+// CredentialUpdates (credentials.ts): to the main thread's store and to the proxy workers'.
+import { X509Certificate } from 'node:crypto';
+import type { CertifyClient } from './client.ts';
+import type { CredentialMaterial, CredentialUpdate } from './credentials.ts';
+import { parseSpiffeId, spiffeId, type WorkloadId } from './spiffe.ts';
+
+export const MAX_BACKOFF_MS = 150_000;
+export const FIRST_BACKOFF_MS = 1_000;
+
+/** When to renew: half way through the certificate's life. */
+export function refreshAt(notBefore: number, notAfter: number): number {
+  return notBefore + (notAfter - notBefore) / 2;
+}
+
+/** The wait before retry n (1-based): doubling from 1 s, at most 150 s, with +-20% jitter so a node's agents do not ask in step. */
+export function backoffMs(failures: number, rand: () => number = Math.random): number {
+  const base = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** Math.max(0, failures - 1));
+  return Math.min(MAX_BACKOFF_MS, Math.round(base * (0.8 + 0.4 * rand())));
+}
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(h: unknown): void;
+}
+
+const realClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
+    t.unref();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface IdentityManagerOptions {
+  client: CertifyClient;
+  /** Gets every update, in order. */
+  publish: (u: CredentialUpdate) => void;
+  log: (level: 'info' | 'warn', msg: string, fields?: object) => void;
+  clock?: Clock;
+  /** Key and CSR for an identity (default: x509.ts, loaded on first use). */
+  makeCsr?: (id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }>;
+}
+
+/** One identity's certificate as `status` shows it. */
+export interface IdentityState {
+  identity: string;
+  /** ready: a valid certificate; pending: the first one is on its way; failing: none, and the last fetch failed. */
+  state: 'ready' | 'pending' | 'failing';
+  serial: string | null;
+  notBefore: string | null;
+  notAfter: string | null;
+  /** When it is renewed next (or retried, after a failure). */
+  nextRenewal: string | null;
+  /** Fetches failed in a row (0 after a success). */
+  failures: number;
+  lastError: string | null;
+  /** The current certificate's remaining life, s (null: none). */
+  remainingSeconds: number | null;
+}
+
+interface Slot {
+  id: WorkloadId;
+  uri: string;
+  material: CredentialMaterial | null;
+  fetching: boolean;
+  failures: number;
+  lastError: string | null;
+  nextAt: number | null;
+  timer: unknown;
+  expiryTimer: unknown;
+  wanted: boolean;
+}
+
+export class IdentityManager {
+  private readonly o: IdentityManagerOptions;
+  private readonly clock: Clock;
+  private readonly slots = new Map<string, Slot>();
+  private makeCsr: ((id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }>) | undefined;
+  private stopped = false;
+  issued = 0;
+  failed = 0;
+
+  constructor(o: IdentityManagerOptions) {
+    this.o = o;
+    this.clock = o.clock ?? realClock;
+    this.makeCsr = o.makeCsr;
+  }
+
+  /** The identities this node's meshed pods have now (SPIFFE IDs): new ones are fetched at once, gone ones dropped. */
+  want(uris: Iterable<string>): void {
+    if (this.stopped) return;
+    const next = new Set(uris);
+    for (const [uri, s] of this.slots) {
+      if (next.has(uri)) continue;
+      s.wanted = false;
+      this.clock.clearTimeout(s.timer);
+      this.clock.clearTimeout(s.expiryTimer);
+      this.slots.delete(uri);
+      this.o.publish({ uri, state: 'gone' });
+    }
+    for (const uri of next) {
+      if (this.slots.has(uri)) continue;
+      const id = parseSpiffeId(uri);
+      if (id === null) {
+        this.o.log('warn', `not a workload identity: ${uri}; skipped`);
+        continue;
+      }
+      const s: Slot = { id, uri, material: null, fetching: false, failures: 0, lastError: null, nextAt: null, timer: null, expiryTimer: null, wanted: true };
+      this.slots.set(uri, s);
+      this.o.publish({ uri, state: 'pending' });
+      this.fetch(s);
+    }
+  }
+
+  private schedule(s: Slot, at: number): void {
+    this.clock.clearTimeout(s.timer);
+    s.nextAt = at;
+    s.timer = this.clock.setTimeout(() => this.fetch(s), Math.max(0, at - this.clock.now()));
+  }
+
+  private fetch(s: Slot): void {
+    if (s.fetching || !s.wanted || this.stopped) return;
+    s.fetching = true;
+    s.nextAt = null;
+    void this.certify(s).then(
+      (m) => {
+        s.fetching = false;
+        if (!s.wanted) return;
+        s.material = m;
+        s.failures = 0;
+        s.lastError = null;
+        this.issued++;
+        this.o.publish({ uri: s.uri, state: 'ready', material: m });
+        this.o.log('info', 'certificate issued', { identity: s.uri, serial: m.serial, notAfter: new Date(m.notAfter).toISOString() });
+        this.schedule(s, refreshAt(m.notBefore, m.notAfter));
+        this.clock.clearTimeout(s.expiryTimer);
+        s.expiryTimer = this.clock.setTimeout(() => this.expire(s, m), Math.max(0, m.notAfter - this.clock.now()));
+      },
+      (e: Error) => {
+        s.fetching = false;
+        if (!s.wanted) return;
+        s.failures++;
+        this.failed++;
+        s.lastError = e.message;
+        const wait = backoffMs(s.failures);
+        const left = s.material ? `; the current certificate serves until ${new Date(s.material.notAfter).toISOString()}` : '; connections that need it are refused until one comes';
+        this.o.log('warn', `certificate for ${s.uri}: ${e.message}; retrying in ${Math.round(wait / 1000)} s${left}`, { identity: s.uri, failures: s.failures });
+        if (!s.material) this.o.publish({ uri: s.uri, state: 'unavailable', reason: e.message });
+        this.schedule(s, this.clock.now() + wait);
+      },
+    );
+  }
+
+  /** The certificate ran out before a new one came: it is withdrawn (no expired certificate is ever presented). */
+  private expire(s: Slot, m: CredentialMaterial): void {
+    if (s.material !== m || !s.wanted) return;
+    s.material = null;
+    const reason = `its certificate expired at ${new Date(m.notAfter).toISOString()} and the identity service has not given a new one (${s.lastError ?? 'no answer yet'})`;
+    this.o.publish({ uri: s.uri, state: 'unavailable', reason });
+    this.o.log('warn', `certificate for ${s.uri} expired; ${reason}`, { identity: s.uri });
+  }
+
+  private async certify(s: Slot): Promise<CredentialMaterial> {
+    this.makeCsr ??= (await import('./x509.ts')).createCsr;
+    const { keyPem, csrPem } = await this.makeCsr(s.id);
+    const r = await this.o.client.certify(s.id, csrPem);
+    const leaf = new X509Certificate(r.certificate);
+    const p = leaf.subjectAltName;
+    if (p !== `URI:${spiffeId(s.id)}`) throw new Error(`the identity service issued a certificate for ${p ?? 'nothing'}, not ${s.uri}`);
+    if (!leaf.checkPrivateKey((await import('node:crypto')).createPrivateKey(keyPem))) throw new Error('the certificate issued is not for the key sent');
+    return {
+      uri: s.uri,
+      keyPem,
+      certChainPem: r.certificate + r.chain.join(''),
+      serial: leaf.serialNumber,
+      notBefore: Date.parse(leaf.validFrom),
+      notAfter: Date.parse(leaf.validTo),
+    };
+  }
+
+  states(): IdentityState[] {
+    const now = this.clock.now();
+    return [...this.slots.values()].map((s) => {
+      const m = s.material;
+      return {
+        identity: s.uri,
+        state: m ? 'ready' : s.failures > 0 ? 'failing' : 'pending',
+        serial: m?.serial ?? null,
+        notBefore: m ? new Date(m.notBefore).toISOString() : null,
+        notAfter: m ? new Date(m.notAfter).toISOString() : null,
+        nextRenewal: s.nextAt === null ? null : new Date(s.nextAt).toISOString(),
+        failures: s.failures,
+        lastError: s.lastError,
+        remainingSeconds: m ? Math.max(0, Math.round((m.notAfter - now) / 1000)) : null,
+      };
+    });
+  }
+
+  /** Every credential ready now, for a proxy worker that starts (or restarts). */
+  snapshot(): CredentialUpdate[] {
+    const out: CredentialUpdate[] = [];
+    for (const s of this.slots.values()) {
+      if (s.material) out.push({ uri: s.uri, state: 'ready', material: s.material });
+      else if (s.failures > 0) out.push({ uri: s.uri, state: 'unavailable', reason: s.lastError ?? 'unknown' });
+      else out.push({ uri: s.uri, state: 'pending' });
+    }
+    return out;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.slots.values()) {
+      this.clock.clearTimeout(s.timer);
+      this.clock.clearTimeout(s.expiryTimer);
+    }
+  }
+}

@@ -1,0 +1,156 @@
+// The agent's certificate life cycle on a manual clock, with an identity service stand-in that
+// signs with a real issuer (or fails on demand): fetched when a pod's identity appears, renewed
+// at half life, retried with backoff capped at 150 s, the old certificate serving until it
+// expires and withdrawn then; what the proxies' store makes of it (wait, refuse with the reason).
+import test from 'ava';
+import { backoffMs, IdentityManager, MAX_BACKOFF_MS, refreshAt, type Clock } from '../src/identity/manager.ts';
+import { CredentialStore, type CredentialUpdate } from '../src/identity/credentials.ts';
+import { createIssuer, createTrustAnchor, loadIssuer, signWorkloadCsr } from '../src/identity/x509.ts';
+import { spiffeId, workloadId } from '../src/identity/spiffe.ts';
+import { X509Certificate } from 'node:crypto';
+import { waitFor } from './helpers/until.ts';
+
+class ManualClock implements Clock {
+  t = Date.now();
+  private timers = new Map<number, { at: number; fn: () => void }>();
+  private seq = 0;
+  now() { return this.t; }
+  setTimeout(fn: () => void, ms: number) { const id = ++this.seq; this.timers.set(id, { at: this.t + ms, fn }); return id; }
+  clearTimeout(h: unknown) { this.timers.delete(h as number); }
+  /** Moves time on, firing what falls due, in order. */
+  advance(ms: number) {
+    const end = this.t + ms;
+    for (;;) {
+      const next = [...this.timers].filter(([, x]) => x.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
+      if (!next) break;
+      this.timers.delete(next[0]);
+      this.t = next[1].at;
+      next[1].fn();
+    }
+    this.t = end;
+  }
+  pending() { return [...this.timers.values()].map((x) => x.at - this.t).sort((a, b) => a - b); }
+}
+
+const LIFE = 120_000;
+const web = workloadId('cluster.local', 'shop', 'web');
+const WEB = spiffeId(web);
+
+async function setUp() {
+  const now = Date.now();
+  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
+  const iss = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
+  const issuer = await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem);
+  const clock = new ManualClock();
+  const service = { down: false, calls: 0 };
+  const updates: CredentialUpdate[] = [];
+  const store = new CredentialStore(anchor.certPem);
+  const logs: string[] = [];
+  const m = new IdentityManager({
+    clock,
+    client: {
+      async certify(id, csr) {
+        service.calls++;
+        if (service.down) throw new Error('identity service at 10.0.0.1:8080: ECONNREFUSED');
+        const pem = await signWorkloadCsr(issuer, csr, { id, notBefore: new Date(clock.now() - 30_000), notAfter: new Date(clock.now() + LIFE) });
+        return { certificate: pem, chain: [iss.certPem], notBefore: '', notAfter: '', serial: new X509Certificate(pem).serialNumber };
+      },
+    },
+    publish: (u) => {
+      updates.push(u);
+      store.apply(u);
+    },
+    log: (_l, msg) => logs.push(msg),
+  });
+  return { m, clock, service, updates, store, logs };
+}
+
+test('renewal at half life; backoff doubles from 1 s to at most 150 s, with jitter', (t) => {
+  t.is(refreshAt(1000, 3000), 2000);
+  t.is(backoffMs(1, () => 0.5), 1000);
+  t.is(backoffMs(2, () => 0.5), 2000);
+  t.is(backoffMs(5, () => 0.5), 16_000);
+  t.is(backoffMs(20, () => 0.5), MAX_BACKOFF_MS);
+  t.is(backoffMs(20, () => 1), MAX_BACKOFF_MS, 'jitter never passes the cap');
+  t.is(backoffMs(1, () => 0), 800);
+});
+
+test('a new identity is fetched at once (a waiting connection gets it), renewed at half life with a new key and serial', async (t) => {
+  const s = await setUp();
+  const waiting = s.store.wait(WEB, 5000);
+  s.m.want([WEB]);
+  t.is(s.updates[0]!.state, 'pending');
+  const first = await waiting;
+  t.is(s.store.get(WEB)?.serial, first.serial);
+  const st = s.m.states()[0]!;
+  t.like(st, { identity: WEB, state: 'ready', failures: 0 });
+  // Renewal is due half way through [notBefore, notAfter] (notBefore is 30 s back).
+  t.is(Date.parse(st.nextRenewal!), Date.parse(st.notBefore!) + LIFE / 2 + 15_000);
+  s.clock.advance(Date.parse(st.nextRenewal!) - s.clock.now() - 1);
+  t.is(s.service.calls, 1, 'not before it is due');
+  s.clock.advance(1);
+  await waitFor(() => s.updates.filter((u) => u.state === 'ready').length === 2);
+  const second = s.m.states()[0]!;
+  t.not(second.serial, st.serial);
+  t.is(s.store.get(WEB)?.serial, second.serial ?? undefined);
+});
+
+test('identity service down: no certificate yet -> refused with the reason, retried with backoff; it comes when the service returns', async (t) => {
+  const s = await setUp();
+  s.service.down = true;
+  s.m.want([WEB]);
+  await waitFor(() => s.updates.some((u) => u.state === 'unavailable'));
+  await t.throwsAsync(s.store.wait(WEB, 5000), { message: /no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web: identity service at 10\.0\.0\.1:8080: ECONNREFUSED/ });
+  t.like(s.m.states()[0], { state: 'failing', failures: 1 });
+  const delays: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const d = s.clock.pending()[0]!;
+    delays.push(d);
+    s.clock.advance(d);
+    await waitFor(() => s.m.states()[0]!.failures === i + 2);
+  }
+  t.true(delays.every((d, i) => i === 0 || d >= delays[i - 1]! * 0.6), `delays grow: ${delays.join(',')}`);
+  t.true(delays.every((d) => d <= MAX_BACKOFF_MS), `at most 150 s apart: ${delays}`);
+  t.true(delays.at(-1)! >= 0.8 * MAX_BACKOFF_MS, `reaches the cap: ${delays}`);
+  s.service.down = false;
+  s.clock.advance(s.clock.pending()[0]!);
+  await waitFor(() => s.store.get(WEB) !== null);
+  t.like(s.m.states()[0], { state: 'ready', failures: 0, lastError: null });
+});
+
+test('renewal failing: the certificate in hand serves until it expires, then it is withdrawn with the reason', async (t) => {
+  const s = await setUp();
+  s.m.want([WEB]);
+  await waitFor(() => s.store.get(WEB) !== null);
+  const serial = s.store.get(WEB)!.serial;
+  s.service.down = true;
+  const notAfter = Date.parse(s.m.states()[0]!.notAfter ?? '');
+  s.clock.advance(Date.parse(s.m.states()[0]!.nextRenewal!) - s.clock.now());
+  await waitFor(() => s.m.states()[0]!.failures === 1);
+  t.is(s.store.get(WEB)?.serial, serial, 'still served');
+  t.like(s.m.states()[0], { state: 'ready', failures: 1 });
+  t.false(s.updates.some((u) => u.state === 'unavailable'));
+  // Retries keep failing up to the expiry.
+  while (s.clock.now() < notAfter) {
+    const d = Math.min(s.clock.pending()[0]!, notAfter - s.clock.now());
+    const before = s.m.states()[0]!.failures;
+    s.clock.advance(d);
+    if (s.clock.now() < notAfter) await waitFor(() => s.m.states()[0]!.failures > before);
+  }
+  await waitFor(() => s.store.get(WEB) === null);
+  const gone = s.updates.at(-1)!;
+  t.is(gone.state, 'unavailable');
+  t.regex((gone as { reason: string }).reason, /its certificate expired at .* and the identity service has not given a new one \(identity service at 10\.0\.0\.1:8080: ECONNREFUSED\)/);
+  t.true(s.logs.some((l) => /the current certificate serves until/.test(l)));
+});
+
+test('an identity whose pods left is dropped: its waiters are told, nothing more is fetched', async (t) => {
+  const s = await setUp();
+  s.service.down = true;
+  s.m.want([WEB]);
+  await waitFor(() => s.m.states()[0]?.failures === 1);
+  s.m.want([]);
+  t.is(s.updates.at(-1)!.state, 'gone');
+  t.deepEqual(s.m.states(), []);
+  t.deepEqual(s.clock.pending(), [], 'no retry left scheduled');
+});
