@@ -1,6 +1,6 @@
 import test from 'ava';
 import {
-  errnoLabel, latencyLabels, normalizeAuthority, overflowLabels, readWriteBytes, requestLabels, responseLabels,
+  baseLabels, errnoLabel, latencyLabels, normalizeAuthority, overflowLabels, readWriteBytes, requestLabels, responseLabels,
   tcpCloseLabels, tcpLabels, viewsOf, workloadLabels, MAX_AUTHORITY,
 } from '../src/telemetry/labels.ts';
 import type { ConnCloseEvent, Endpoints, RequestEvent } from '../src/telemetry/events.ts';
@@ -22,8 +22,8 @@ const req = (over: Partial<RequestEvent> = {}): RequestEvent => ({
 test('an outbound connection to a known pod is seen from both ends, as two Linkerd sidecars would', (t) => {
   const v = viewsOf(ep, web, db);
   t.deepEqual(v, [
-    { direction: 'outbound', self: web, dst: db, service: null, targetAddr: '10.244.1.3:5432' },
-    { direction: 'inbound', self: db, dst: null, service: null, targetAddr: '10.244.1.3:5432' },
+    { direction: 'outbound', self: web, dst: db, service: null, targetAddr: '10.244.1.3:5432', tls: null },
+    { direction: 'inbound', self: db, dst: null, service: null, targetAddr: '10.244.1.3:5432', tls: null },
   ]);
 });
 
@@ -122,4 +122,17 @@ test('overflow keeps direction and outcome labels, drops identity', (t) => {
   t.deepEqual(overflowLabels(l, ['direction', 'classification', 'status_code', 'grpc_status']), {
     overflow: 'true', direction: 'outbound', classification: 'failure', status_code: '500',
   });
+});
+
+test('a tunnelled connection: tls="true" with server_id outbound and client_id inbound; its inbound TCP side is the destination agent\'s to count', (t) => {
+  const tls = { clientId: 'spiffe://cluster.local/ns/shop/sa/web', serverId: 'spiffe://cluster.local/ns/data/sa/db' };
+  const [out, inb] = viewsOf(ep, web, db, tls);
+  t.like(baseLabels(out!, on), { direction: 'outbound', tls: 'true', server_id: tls.serverId });
+  t.false('client_id' in baseLabels(out!, on));
+  t.like(baseLabels(inb!, on), { direction: 'inbound', tls: 'true', client_id: tls.clientId });
+  t.false('server_id' in baseLabels(inb!, on));
+  t.is(viewsOf(ep, web, db, tls, true).length, 1, 'the connection: outbound only here');
+  t.is(viewsOf(ep, web, db, null, true).length, 2, 'not tunnelled: both sides here, as before');
+  const [destEnd] = viewsOf({ ...ep, direction: 'inbound', tls }, null, db, tls, true);
+  t.like(baseLabels(destEnd!, on), { direction: 'inbound', tls: 'true', client_id: tls.clientId, namespace: 'data', statefulset: 'db' });
 });

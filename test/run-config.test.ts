@@ -73,7 +73,7 @@ test('bad values: the error names the source, the key and the value', (t) => {
     [{ 'controller-addr': 'ftp://ctl:21' }, /key controller-addr ftp:\/\/ctl:21: only http:\/\/ .*; pass HOST:PORT or http:\/\/HOST:PORT/],
   ];
   for (const [raw, re] of bad) t.throws(() => parseAgentConfig(raw, '--config /etc/x'), { message: re }, JSON.stringify(raw));
-  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root']);
+  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root, identity-addr']);
   t.deepEqual(parseAgentConfig({ 'controller-addr': ' http://ctl.example:9000/ \n', 'cgroup-root': '' }, 'c').config, { controllerUrl: 'http://ctl.example:9000' });
   t.throws(() => readConfigSource(path.join(tmp, 'missing')), { message: /--config .*missing: no such file or directory; pass the directory the mesh-agent-config ConfigMap is mounted at/ });
   const notMap = path.join(tmp, 'list.yaml');

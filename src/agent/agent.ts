@@ -31,6 +31,32 @@ import type { PodsTable } from '../workers/protocol.ts';
 import { mergeDescribed, sumProxyStats, type DescribedPort } from '../workers/merge.ts';
 import type { GaugeLedger } from '../telemetry/recorder.ts';
 import type { PairLedger } from '../telemetry/report.ts';
+import type { Endpoints, TlsIds } from '../telemetry/events.ts';
+import { defaultLimits } from '../proxy/context.ts';
+import { ANNOTATIONS } from '../k8s/annotations.ts';
+import type { NamespaceInfo } from '../k8s/objects.ts';
+import { IdentityManager } from '../identity/manager.ts';
+import { httpsCertifyClient } from '../identity/client.ts';
+import { spiffeId, type WorkloadId } from '../identity/spiffe.ts';
+import { NodeTunnels, sumTunnelStats } from '../tunnel/node-tunnels.ts';
+import { TUNNEL_PORT } from '../tunnel/path.ts';
+import type { LocalPod } from '../tunnel/server.ts';
+import { anchorsStatus } from '../identity/anchors.ts';
+
+/** mTLS between nodes (docs/identity.md): certificates from the identity service, tunnels between agents. */
+export interface AgentIdentityOptions {
+  /** The identity service, HOST:PORT. */
+  addr: string;
+  trustDomain: string;
+  /** PEM trust anchor(s). */
+  anchorsPem: string;
+  /** The agent's projected ServiceAccount token, read at each request. */
+  tokenFile: string;
+  /** Who the identity service must be. */
+  serverId: WorkloadId;
+  /** The tunnel listener's port on the node IP (default 15008). */
+  tunnelPort?: number;
+}
 
 export interface AgentOptions {
   nodeName?: string;
@@ -61,6 +87,8 @@ export interface AgentOptions {
   proxyWorkers?: number;
   /** An extra consumer of the main thread's proxy events (tests); metrics, tap and reports are added by the agent. */
   telemetry?: TelemetrySink;
+  /** mTLS between nodes; without it meshed pods' bytes cross the network as the pods sent them. */
+  identity?: AgentIdentityOptions;
   log: Logger;
 }
 
@@ -94,6 +122,12 @@ export class Agent {
   readonly router: Router;
   /** The proxy worker threads (proxyWorkers > 1); the main thread's proxy is `proxy`. */
   private pool?: WorkerPool<{ gauges: GaugeLedger; pairs: PairLedger }>;
+  /** The main thread's tunnels (identity on). */
+  tunnels?: NodeTunnels;
+  /** The node's certificates (identity on). */
+  identities?: IdentityManager;
+  /** The namespaces as the pod source last listed them: their inject annotation decides whether remote pods are meshed. */
+  private namespaces = new Map<string, NamespaceInfo>();
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -115,9 +149,30 @@ export class Agent {
       // Each proxy (this thread's and every worker's) keeps its own budgets over its share of the connections.
       budgetShare: 1 / (opts.proxyWorkers ?? 1),
     });
-    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, datapathCounters: () => this.datapath?.counters() ?? null });
+    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, tls: (ep) => this.tlsOf(ep), datapathCounters: () => this.datapath?.counters() ?? null });
     this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);
+  }
+
+  /** A connection's tunnel identities, for metrics and tap (null: not tunnelled, or identity off). */
+  private tlsOf(ep: Endpoints): TlsIds | null {
+    return this.tunnels ? this.tunnels.tunnels.tlsOf(ep) : ep.tls ?? null;
+  }
+
+  /** A pod of this node as the tunnels see it. */
+  private localPod(ip: string): LocalPod | null {
+    const st = this.pods?.stateByIp(ip);
+    if (st === undefined) return null;
+    return { namespace: st.pod.namespace, name: st.pod.name, serviceAccount: st.pod.serviceAccount ?? 'default', meshed: st.policy.meshed && st.key !== null };
+  }
+
+  /** The SPIFFE IDs of this node's meshed pods: the certificates the node needs. */
+  private wantedIdentities(trustDomain: string): Set<string> {
+    const out = new Set<string>();
+    for (const st of this.pods.states()) {
+      if (st.policy.meshed) out.add(spiffeId({ trustDomain, namespace: st.pod.namespace, serviceAccount: st.pod.serviceAccount ?? 'default' }));
+    }
+    return out;
   }
 
   recordError(msg: string) {
@@ -133,6 +188,28 @@ export class Agent {
     const reusePort = proxies > 1;
     // The cap on open connections holds for all proxies together: each counts in its own slot.
     const openSlots = new SharedArrayBuffer(4 * proxies);
+    const idOpts = this.opts.identity;
+    if (idOpts) {
+      this.tunnels = new NodeTunnels({
+        node: this.opts.nodeName ?? os.hostname(),
+        trustDomain: idOpts.trustDomain,
+        anchorsPem: idOpts.anchorsPem,
+        listen: { host: this.opts.proxy.ip, port: idOpts.tunnelPort ?? TUNNEL_PORT, reusePort },
+        podByIp: (ip) => this.discovery.podByIp(ip),
+        local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject] },
+        inbound: this.metrics,
+        limits: defaultLimits,
+        log: (level, msg, fields) => (level === 'info' ? log.info(msg, fields) : this.recordError(msg)),
+      });
+      this.identities = new IdentityManager({
+        client: httpsCertifyClient({ addr: idOpts.addr, anchorsPem: idOpts.anchorsPem, serverId: idOpts.serverId, tokenFile: idOpts.tokenFile }),
+        publish: (u) => {
+          this.tunnels!.apply([u]);
+          this.pool?.credentials([u]);
+        },
+        log: (level, msg, fields) => (level === 'info' ? log.info(msg, fields) : this.recordError(msg)),
+      });
+    }
     // The proxy listens first: the datapath must never redirect to a port nobody answers.
     this.proxy = new Proxy({
       listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port, reusePort },
@@ -140,6 +217,7 @@ export class Agent {
       lookup: (ip, port) => this.lookup(ip, port),
       router: this.router,
       telemetry: this.telemetry,
+      tunnels: this.tunnels?.tunnels,
       opaquePorts: this.opts.opaquePorts,
       opaquePortsOf: (ip) => this.pods?.opaquePortsOf(ip) ?? null,
       detectTimeoutMs: this.opts.detectTimeoutMs,
@@ -162,6 +240,15 @@ export class Agent {
       const err = e as NodeJS.ErrnoException;
       const fix = err.code === 'EADDRNOTAVAIL' ? `; ${this.opts.proxy.ip} is not an address of this host, pass --proxy-addr with the node IP` : err.code === 'EADDRINUSE' ? '; another agent may be running, or pass another port with --proxy-addr' : '';
       throw new Error(`proxy listen on ${this.opts.proxy.ip}:${this.opts.proxy.port} failed: ${err.message}${fix}`);
+    }
+    if (this.tunnels) {
+      const port = idOpts!.tunnelPort ?? TUNNEL_PORT;
+      try {
+        if (reusePort) await listenAlone(this.opts.proxy.ip, port);
+        await this.tunnels.listen();
+      } catch (e) {
+        throw new Error(`tunnel listen on ${this.opts.proxy.ip}:${port} failed: ${(e as Error).message}; another agent may be running, or pass another port with --tunnel-port`);
+      }
     }
     this.metrics.registerWorkers(() => this.workers());
     this.features = probeFeatures(os.release(), { kernelSplice: this.opts.kernelSplice });
@@ -224,6 +311,7 @@ export class Agent {
           return { namespace: s.pod.namespace, name: s.pod.name, ip: s.pod.ip ?? null, kind: w.kind, owner: w.name, meshed: s.policy.meshed && s.key !== null };
         }),
         summary: () => this.summary(),
+        tls: (ep) => this.tlsOf(ep),
         beforeInterval: () => this.collect(),
         onTapFilters: (filters) => this.pool?.setTaps(filters),
         log: (level, msg, fields) => (level === 'warn' ? this.recordError(msg) : log.info(msg, fields)),
@@ -260,15 +348,25 @@ export class Agent {
   }
 
   applySnapshot(s: Snapshot) {
+    this.namespaces = s.namespaces;
     this.pods.apply(s);
     this.pool?.setPods(this.podsTable());
+    // A new pod's certificate is asked for now, so its first connection finds it (docs/identity.md).
+    if (this.identities) this.identities.want(this.wantedIdentities(this.opts.identity!.trustDomain));
   }
 
-  /** This node's pods as the proxy workers need them: workload and declared opaque ports by IP. */
+  /** This node's pods as the proxy workers need them: workload, declared opaque ports, identity and mesh state by IP. */
   private podsTable(): PodsTable {
     const pods: PodsTable['pods'] = [];
-    for (const s of this.pods.states()) if (s.pod.ip) pods.push({ ip: s.pod.ip, workload: workloadOf(s.pod), opaquePorts: s.policy.opaquePorts?.toString() ?? null });
-    return { generation: this.pods.generation, pods };
+    for (const s of this.pods.states()) {
+      if (s.pod.ip) pods.push({ ip: s.pod.ip, workload: workloadOf(s.pod), opaquePorts: s.policy.opaquePorts?.toString() ?? null, serviceAccount: s.pod.serviceAccount ?? 'default', meshed: s.policy.meshed && s.key !== null });
+    }
+    const namespaces: Record<string, string> = {};
+    for (const [name, ns] of this.namespaces) {
+      const v = ns.annotations[ANNOTATIONS.inject];
+      if (v !== undefined) namespaces[name] = v;
+    }
+    return { generation: this.pods.generation, pods, namespaces };
   }
 
   private async startWorkers(count: number, openSlots: SharedArrayBuffer): Promise<void> {
@@ -289,6 +387,13 @@ export class Agent {
         pods: this.podsTable(),
         discovery: this.discovery.replay(),
         taps: this.reporter?.tapFilters() ?? [],
+        identity: this.opts.identity ? {
+          node: this.opts.nodeName ?? os.hostname(),
+          trustDomain: this.opts.identity.trustDomain,
+          anchorsPem: this.opts.identity.anchorsPem,
+          tunnelPort: this.opts.identity.tunnelPort ?? TUNNEL_PORT,
+          credentials: this.identities?.snapshot() ?? [],
+        } : undefined,
         budgetShare: 1 / (this.opts.proxyWorkers ?? 1),
       }),
       ledger: () => ({ gauges: new Map(), pairs: new Map() }),
@@ -362,7 +467,21 @@ export class Agent {
       podSource: this.kube ? { kind: 'kubernetes', synced: this.podsSynced, ...this.kube.state() } : { kind: 'file', file: this.opts.podsFile, synced: this.podsSynced },
       controller: this.reporter?.state() ?? null,
       discovery: this.discoveryLink?.status() ?? null,
+      identity: this.identityStatus(),
       recentErrors: this.recentErrors.slice(-10),
+    };
+  }
+
+  /** Certificates, trust anchors and tunnels, for status (null: identity off). */
+  identityStatus() {
+    const o = this.opts.identity;
+    if (!o || !this.identities || !this.tunnels) return null;
+    return {
+      trustDomain: o.trustDomain,
+      identityService: o.addr,
+      trustAnchors: anchorsStatus(o.anchorsPem),
+      certificates: this.identities.states(),
+      tunnels: { port: o.tunnelPort ?? TUNNEL_PORT, ...sumTunnelStats([this.tunnels.stats(), ...(this.pool?.tunnelStats() ?? [])]) },
     };
   }
 
@@ -398,7 +517,8 @@ export class Agent {
       // queue (or its SYN on the veth); closing the listener now would reset it.
       if (this.proxy) await new Promise((r) => setTimeout(r, ACCEPT_GRACE_MS));
     }
-    await Promise.all([this.proxy?.close(drainMs), this.pool?.close(drainMs)]);
+    this.identities?.stop();
+    await Promise.all([this.proxy?.close(drainMs), this.pool?.close(drainMs), this.tunnels?.close(drainMs)]);
     this.datapath?.close();
     await this.admin?.close();
   }

@@ -31,7 +31,24 @@ export function assessHealth(s: any): Health {
     for (const e of p.annotationErrors ?? []) reasons.push(`${who}: invalid annotation ${e}`);
   }
   reasons.push(...discoveryHealth(s.discovery));
+  reasons.push(...identityHealth(s.identity));
   return { healthy: reasons.length === 0, reasons };
+}
+
+/**
+ * Identity's part (docs/identity.md): a certificate that could not be had (its pods' connections
+ * to other nodes are refused), one whose renewal fails (it serves until it expires: the time
+ * left is what matters), and trust anchors that end within 30 days.
+ */
+export function identityHealth(id: any): string[] {
+  if (!id) return [];
+  const out: string[] = [];
+  for (const c of id.certificates ?? []) {
+    if (c.state === 'failing') out.push(`identity: no certificate for ${c.identity} (${c.failures} attempts failed: ${c.lastError}); its pods' connections to meshed pods of other nodes are refused until the identity service ${id.identityService} answers; next attempt ${c.nextRenewal}`);
+    else if (c.state === 'ready' && c.failures > 0) out.push(`identity: renewing ${c.identity} failed ${c.failures} times (${c.lastError}); its certificate serves ${c.remainingSeconds}s more (until ${c.notAfter}); next attempt ${c.nextRenewal}`);
+  }
+  for (const a of id.trustAnchors ?? []) if (a.warning) out.push(`identity: ${a.warning}`);
+  return out;
 }
 
 /**

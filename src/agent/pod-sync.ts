@@ -132,6 +132,11 @@ export class PodSync {
     return this.byIp.get(ip)?.pod;
   }
 
+  /** This node's pod with this IP, with its policy (the tunnel listener checks its targets against it). */
+  stateByIp(ip: string): PodState | undefined {
+    return this.byIp.get(ip);
+  }
+
   opaquePortsOf(ip: string): PortSet | null {
     return this.byIp.get(ip)?.policy.opaquePorts ?? null;
   }

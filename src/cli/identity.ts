@@ -1,34 +1,11 @@
 // `mesh-agent identity`: the mesh's certificate authority (src/identity/service.ts, docs/identity.md).
-import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { jsonLogger } from '../agent/log.ts';
 import { parseHostPort } from './addr.ts';
 import { parseDuration } from '../routing/duration.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
-import { DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, DEFAULT_IDENTITY_PORT } from '../identity/service.ts';
-
-export const IDENTITY_DEFAULTS = {
-  trustAnchorsFile: '/var/run/mesh-agent/identity/trust-roots/ca-bundle.crt',
-  issuerCertificateFile: '/var/run/mesh-agent/identity/issuer/tls.crt',
-  issuerKeyFile: '/var/run/mesh-agent/identity/issuer/tls.key',
-  agentServiceAccount: 'mesh-agent/mesh-agent',
-  serviceAccount: 'mesh-agent/mesh-agent-identity',
-};
-
-/** NAMESPACE/NAME of a ServiceAccount. */
-export function parseServiceAccount(v: string, flag: string): { namespace: string; name: string } {
-  const m = /^([a-z0-9][-a-z0-9]*)\/([a-z0-9][-a-z0-9.]*)$/.exec(v);
-  if (m === null) throw new Error(`${flag}: "${v}" is not NAMESPACE/NAME of a ServiceAccount, e.g. mesh-agent/mesh-agent`);
-  return { namespace: m[1]!, name: m[2]! };
-}
-
-export function readFileFor(flag: string, file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new Error(`${flag} ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}; mesh-agent install puts it in the identity Secret (docs/identity.md)`);
-  }
-}
+import { DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, DEFAULT_IDENTITY_PORT } from '../identity/api.ts';
+import { IDENTITY_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
 
 export function registerIdentity(program: Command) {
   program

@@ -9,7 +9,7 @@ import { PortSet } from '../proxy/ports.ts';
 import { parseHostPort } from './addr.ts';
 
 /** The ConfigMap's keys, as src/k8s/manifests.ts writes them. */
-export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root'] as const;
+export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr'] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
 
 export interface AgentConfig {
@@ -19,6 +19,8 @@ export interface AgentConfig {
   controllerUrl?: string;
   skipOutboundPorts?: string;
   cgroupRoot?: string;
+  /** HOST:PORT of the identity service: mTLS between nodes (docs/identity.md). */
+  identityAddr?: string;
 }
 
 export const DEFAULT_PROXY_PORT = 15001;
@@ -94,6 +96,11 @@ export function parseAgentConfig(raw: Record<string, string>, origin: string): {
           throw new Error(`${origin}: key ${key}: "${value}": ${(e as Error).message}`);
         }
         break;
+      case 'identity-addr':
+        if (value === '') break;
+        if (!/^[^\s:]+:\d{1,5}$/.test(value)) throw new Error(`${origin}: key ${key}: "${value}" is not HOST:PORT, e.g. mesh-agent-identity.mesh-agent.svc:8080`);
+        config.identityAddr = value;
+        break;
       case 'cgroup-root':
         if (value === '') break;
         if (!path.isAbsolute(value)) throw new Error(`${origin}: key ${key}: "${value}" is not an absolute path; use the pods' cgroup directory, e.g. /sys/fs/cgroup/kubepods.slice`);
@@ -142,6 +149,7 @@ export interface RunFlags {
   skipOutboundPorts?: string;
   /** --controller HOST:PORT or URL. */
   controller?: string;
+  identityAddr?: string;
 }
 
 export interface RunSettings {
@@ -151,6 +159,7 @@ export interface RunSettings {
   cgroupRoot?: string;
   skipOutboundPorts: string;
   controllerUrl?: string;
+  identityAddr?: string;
 }
 
 /**
@@ -177,5 +186,6 @@ export function resolveRunSettings(flags: RunFlags, fromCli: (flag: keyof RunFla
     cgroupRoot: given('cgroupRoot') ? flags.cgroupRoot : config.cgroupRoot,
     skipOutboundPorts: given('skipOutboundPorts') ? flags.skipOutboundPorts! : (config.skipOutboundPorts ?? ''),
     controllerUrl: given('controller') ? controllerUrl(flags.controller!, '--controller') : config.controllerUrl,
+    ...(given('identityAddr') || config.identityAddr !== undefined ? { identityAddr: given('identityAddr') ? flags.identityAddr : config.identityAddr } : {}),
   };
 }

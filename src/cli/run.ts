@@ -7,6 +7,28 @@ import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
 import { parseAgentConfig, parseBool, parseCount, parseMs, readConfigSource, resolveRunSettings, type AgentConfig } from './run-config.ts';
 import { DEFAULT_MAX_SERIES } from '../telemetry/metrics.ts';
 import { defaultProxyWorkers } from '../workers/cpus.ts';
+import type { AgentIdentityOptions } from '../agent/agent.ts';
+import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
+import { TUNNEL_PORT } from '../tunnel/path.ts';
+import { IDENTITY_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
+
+export const IDENTITY_RUN_DEFAULTS = {
+  trustAnchorsFile: '/var/run/mesh-agent/identity/trust-roots/ca-bundle.crt',
+  tokenFile: '/var/run/secrets/tokens/mesh-agent-identity',
+};
+
+/** mTLS settings when an identity service is named (flag or config), else undefined: identity off. */
+export function identityOptions(o: { identityTrustAnchorsFile: string; identityTokenFile: string; identityServiceAccount: string; trustDomain: string; tunnelPort: string }, addr: string | undefined): AgentIdentityOptions | undefined {
+  if (addr === undefined || addr === '') return undefined;
+  if (!/^[^\s:]+:\d{1,5}$/.test(addr)) throw new Error(`--identity-addr ${addr}: expected HOST:PORT, e.g. mesh-agent-identity.mesh-agent.svc:8080`);
+  if (!isTrustDomain(o.trustDomain)) throw new Error(`--trust-domain ${JSON.stringify(o.trustDomain)} is not a DNS-like name, e.g. cluster.local`);
+  const anchorsPem = readFileFor('--identity-trust-anchors-file', o.identityTrustAnchorsFile);
+  if (!anchorsPem.includes('BEGIN CERTIFICATE')) throw new Error(`--identity-trust-anchors-file ${o.identityTrustAnchorsFile}: no PEM certificate in it`);
+  const sa = parseServiceAccount(o.identityServiceAccount, '--identity-service-account');
+  const port = Number(o.tunnelPort);
+  if (!/^\d+$/.test(o.tunnelPort) || port < 1 || port > 65535) throw new Error(`--tunnel-port ${o.tunnelPort}: not a port (1-65535)`);
+  return { addr, trustDomain: o.trustDomain, anchorsPem, tokenFile: o.identityTokenFile, serverId: workloadId(o.trustDomain, sa.namespace, sa.name), tunnelPort: port };
+}
 
 export function registerRun(program: Command) {
   program
@@ -30,6 +52,12 @@ export function registerRun(program: Command) {
     .option('--report-interval <ms>', 'how often to report to the controller', '5000')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
     .option('--proxy-workers <n>', 'proxies on their own threads, each listening on the proxy address (default: the CPUs the agent may use, from its cgroup CPU limit or the CPU count)')
+    .option('--identity-addr <host:port>', 'the identity service: turns on mTLS between nodes (default: the config\'s identity-addr; none: off)')
+    .option('--identity-trust-anchors-file <file>', 'PEM trust anchor(s) of the mesh', IDENTITY_RUN_DEFAULTS.trustAnchorsFile)
+    .option('--identity-token-file <file>', 'the agent\'s projected ServiceAccount token (audience mesh-agent-identity)', IDENTITY_RUN_DEFAULTS.tokenFile)
+    .option('--identity-service-account <ns/name>', 'the identity service\'s ServiceAccount: the SPIFFE ID its certificate must carry', IDENTITY_DEFAULTS.serviceAccount)
+    .option('--trust-domain <name>', 'the SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
+    .option('--tunnel-port <port>', 'port of the mTLS tunnel listener on the node IP', String(TUNNEL_PORT))
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
@@ -64,6 +92,7 @@ export function registerRun(program: Command) {
         kernelSplice: o.kernelSplice ?? false,
         proxyWorkers,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
+        identity: identityOptions(o, settings.identityAddr),
         log,
       });
       let stopping = false;

@@ -65,8 +65,25 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');
   const d = s.discovery;
   out.push(d ? `DISCOVERY ${d.url}: ${d.state}${d.connectedSince ? ` since ${d.connectedSince}` : ''}, last update ${d.lastUpdateAt ?? 'never'}, ${d.services} services, ${d.slices} slices, ${d.endpoints} endpoints, ${d.pods} pods, reconnects ${d.reconnects}${d.state !== 'synced' && d.lastError ? ` (${d.lastError})` : ''}` : 'DISCOVERY: none (Services resolve through the controller: run with --controller HOST:PORT)');
+  out.push(...identityLines(s.identity));
   if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
   return out.join('\n');
+}
+
+/** Certificates, trust anchors and tunnels (docs/identity.md); one line saying it is off otherwise. */
+export function identityLines(id: any): string[] {
+  if (!id) return ['IDENTITY: off (meshed pods\' bytes cross the network between nodes as sent; run with --identity-addr HOST:PORT for mTLS)'];
+  const out = ['', `IDENTITY ${id.trustDomain}, identity service ${id.identityService}`];
+  out.push(table(['IDENTITY', 'STATE', 'SERIAL', 'NOT AFTER', 'NEXT RENEWAL', 'FAILURES'],
+    (id.certificates ?? []).map((c: any) => [c.identity, c.state, c.serial ?? '-', c.notAfter ?? '-', c.nextRenewal ?? '-', String(c.failures)])));
+  out.push('TRUST ANCHORS');
+  out.push(table(['SUBJECT', 'NOT AFTER', 'DAYS LEFT'], (id.trustAnchors ?? []).map((a: any) => [a.subject, a.notAfter, `${a.daysLeft}${a.warning ? ' (rotate)' : ''}`])));
+  const t = id.tunnels;
+  if (t) {
+    out.push(`TUNNELS :${t.port}: out ${t.client.connectionsOpen} connections open (${t.client.connectionsOpened} opened), ${t.client.streams} streams, servers refused ${counts(t.client.refusedServers)}, no certificate ${t.client.noCredential}; ` +
+      `in ${t.server.open} connections open (${t.server.accepted} accepted), ${t.server.streams} streams, clients refused ${counts(t.server.refusedClients)}, streams refused ${counts(t.server.refusedStreams)}`);
+  }
+  return out;
 }
 
 /** `{a: 1, b: 2}` as `a=1 b=2`; `-` when empty or absent (an older agent's status has no byDetection). */

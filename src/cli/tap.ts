@@ -64,15 +64,26 @@ export function registerTap(program: Command) {
 
 
 const addr = (e: TapEndpoint) => `${e.ip.includes(':') ? `[${e.ip}]` : e.ip}:${e.port}`;
-/** No identity: connections are not mutually authenticated yet, which Linkerd prints as no_identity. */
-const TLS = 'no_identity';
+
+/** A record's identities, if it went through an mTLS tunnel (strings from an agent: checked and bounded). */
+function tlsOf(r: Req['record']): { clientId: string; serverId: string } | null {
+  const t = (r as { tls?: { clientId?: unknown; serverId?: unknown } }).tls;
+  const ok = (v: unknown): v is string => typeof v === 'string' && v.length <= 512 && /^spiffe:\/\/[\x21-\x7e]+$/.test(v);
+  return t && ok(t.clientId) && ok(t.serverId) ? { clientId: t.clientId, serverId: t.serverId } : null;
+}
+
+/** Linkerd's tls field: true through a tunnel, with both identities; no_identity otherwise (same node, unmeshed, identity off). */
+function tlsText(r: Req['record']): string {
+  const t = tlsOf(r);
+  return t === null ? 'tls=no_identity' : `tls=true client_id=${t.clientId} server_id=${t.serverId}`;
+}
 
 type Req = Extract<TapOutput, { type: 'request' }>;
 
 /** The three lines Linkerd's tap prints for a request (two when no response came). */
 export function tapLines(ev: Req, wide = false): string[] {
   const r = ev.record;
-  const flow = `id=${ev.id} proxy=out src=${addr(ev.source)} dst=${addr(ev.destination)} tls=${TLS}`;
+  const flow = `id=${ev.id} proxy=out src=${addr(ev.source)} dst=${addr(ev.destination)} ${tlsText(r)}`;
   const res = wide ? resources(ev) : '';
   const lines = [`req ${flow} :method=${r.method} :authority=${r.authority} :path=${r.path}${res}`];
   if (r.status > 0) lines.push(`rsp ${flow} :status=${r.status} latency=${r.latencyUs}µs${res}`);
@@ -91,7 +102,8 @@ function resources(ev: Req): string {
 /** One object per line of tapLines, for scripts. */
 export function tapJson(ev: Req): object[] {
   const r = ev.record;
-  const base = { id: ev.id, node: ev.node, proxyDirection: 'OUTBOUND', source: ev.source, destination: ev.destination, tls: TLS };
+  const t = tlsOf(r);
+  const base = { id: ev.id, node: ev.node, proxyDirection: 'OUTBOUND', source: ev.source, destination: ev.destination, tls: t === null ? 'no_identity' : 'true', ...(t !== null ? { clientId: t.clientId, serverId: t.serverId } : {}) };
   const out: object[] = [{ type: 'req', ...base, method: r.method, authority: r.authority, path: r.path, protocol: r.protocol, startedAt: Number.isFinite(r.startedAt) ? new Date(r.startedAt).toISOString() : null }];
   if (r.status > 0) out.push({ type: 'rsp', ...base, status: r.status, latencyUs: r.latencyUs });
   out.push({ type: 'end', ...base, ...(r.grpcStatus !== undefined ? { grpcStatus: GRPC_CODES[r.grpcStatus] ?? r.grpcStatus } : {}), ...(r.error ? { error: r.error } : {}), durationUs: r.durationUs, responseBytes: r.responseBytes, success: r.success });

@@ -7,6 +7,10 @@
 import { parseSpiffeId, type WorkloadId } from './spiffe.ts';
 
 export const CERTIFY_PATH = '/v1/certify';
+export const DEFAULT_CERT_LIFETIME_MS = 24 * 3_600_000;
+/** The audience agents' projected tokens carry. */
+export const DEFAULT_AUDIENCE = 'mesh-agent-identity';
+export const DEFAULT_IDENTITY_PORT = 8080;
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface CertifyRequest {

@@ -8,7 +8,7 @@ import * as https from 'node:https';
 import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { X509Certificate } from 'node:crypto';
-import { CERTIFY_PATH, MAX_REQUEST_BYTES, parseCertifyRequest, type CertifyResponse } from './api.ts';
+import { CERTIFY_PATH, DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, MAX_REQUEST_BYTES, parseCertifyRequest, type CertifyResponse } from './api.ts';
 import { authenticateAgent, authorizeForNode, type NodePod, type ReviewStatus } from './authorize.ts';
 import { spiffeId, type WorkloadId } from './spiffe.ts';
 import { createCsr, CsrError, signWorkloadCsr, type Issuer } from './x509.ts';
@@ -19,11 +19,8 @@ export interface IdentityKube {
   podsOnNode(node: string): Promise<NodePod[]>;
 }
 
-export const DEFAULT_CERT_LIFETIME_MS = 24 * 3_600_000;
 /** Certificates start this long before they are issued: clocks of nodes differ (Linkerd's allowance). */
 export const CLOCK_SKEW_MS = 30_000;
-export const DEFAULT_AUDIENCE = 'mesh-agent-identity';
-export const DEFAULT_IDENTITY_PORT = 8080;
 
 export interface IdentityServiceOptions {
   issuer: Issuer;

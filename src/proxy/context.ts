@@ -37,6 +37,19 @@ export interface ConnContext {
   routing?: ClientRouting;
   /** The proxy's drain (it stopped accepting): keep-alive connections end between exchanges. */
   drain?: DrainSignal;
+  /**
+   * Whose pooled upstreams this connection may share: the source workload's SPIFFE ID when
+   * identity is on (a tunnel stream carries its client's identity, so it must never serve
+   * another's requests), '' otherwise. The HTTP handlers keep a pool per scope.
+   */
+  poolScope?: string;
+}
+
+/** What the proxy asks of the tunnels (src/tunnel/tunnels.ts). */
+export interface TunnelRouter {
+  identityOf(sourceIp: string): string | null;
+  waitFor(srcUri: string | null): Promise<unknown> | null;
+  dial(srcUri: string | null, sourceIp: string, ip: string, port: number): net.Socket;
 }
 
 /**

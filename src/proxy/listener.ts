@@ -4,7 +4,7 @@
  * hands it to dispatch. Owns the stats and graceful close.
  */
 import * as net from 'node:net';
-import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver } from './context.ts';
+import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver, TunnelRouter } from './context.ts';
 import { defaultLimits, DrainSignal } from './context.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
@@ -30,6 +30,12 @@ export interface ProxyOptions {
   router?: RouteResolver;
   /** Default: net.connect with allowHalfOpen and noDelay. Custom dialers should set allowHalfOpen too. */
   dial?: Dialer;
+  /**
+   * mTLS tunnels to meshed pods of other nodes (docs/identity.md): when given, each connection
+   * dials through it as its source pod's identity (replacing `dial`), and waits for that
+   * identity's first certificate if it is on its way.
+   */
+  tunnels?: TunnelRouter;
   telemetry?: TelemetrySink;
   limits?: Partial<ProxyLimits>;
   /** Neither side decided the protocol within this: opaque ('deadline'). Default 1000 ms. */
@@ -321,6 +327,8 @@ export class Proxy {
       // Routing is an optimisation over the original destination, never a reason to refuse.
       this.#log('error', 'route lookup failed; forwarding to the original destination', { destIp: rec.ip, destPort: rec.port, error: String(err) });
     }
+    const tunnels = this.#opts.tunnels;
+    const srcUri = tunnels ? tunnels.identityOf(sourceIp) : null;
     const ctx: ConnContext = {
       connId: ++this.#nextConnId,
       client,
@@ -334,11 +342,12 @@ export class Proxy {
         ...(route ? { dstService: { namespace: route.ref.namespace, name: route.ref.name } } : {}),
       },
       telemetry: this.#telemetry,
-      dial: this.#dial,
+      dial: tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial,
       openedAt: Date.now(),
       route,
       lease: null,
       drain: this.#drain,
+      poolScope: srcUri ?? '',
     };
     // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
     if (route === null) {
@@ -348,6 +357,10 @@ export class Proxy {
         // a broken sink must not refuse traffic
       }
     }
-    dispatch(ctx, this.#cfg);
+    // A pod whose first certificate is on its way: its connection waits for it (paused), so the
+    // first connection of a new pod is not refused (docs/identity.md).
+    const wait = tunnels?.waitFor(srcUri) ?? null;
+    if (wait === null) dispatch(ctx, this.#cfg);
+    else void wait.then(() => dispatch(ctx, this.#cfg));
   };
 }

@@ -14,7 +14,10 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 /** The CLI from the sources (Node 24 strips the types); the bench passes dist/bin/mesh-agent.js. */
 export const MESH_BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 export const CONTROLLER_PORT = 8086;
+export const IDENTITY_PORT = 8080;
 export const ADMIN_ADDR = '127.0.0.1:4191';
+/** The install's ServiceAccounts (src/k8s/manifests.ts): the agents' and the identity service's. */
+export const AGENT_SA = { namespace: 'mesh-agent', name: 'mesh-agent-agent' };
 const NODE_FLAGS = ['--disable-warning=ExperimentalWarning'];
 
 export interface MeshOptions {
@@ -26,6 +29,13 @@ export interface MeshOptions {
   controllerArgs?: string[];
   /** Agents log warnings and errors only (default true). */
   quiet?: boolean;
+  /**
+   * mTLS between nodes, as install runs it (default on): the identity service beside the
+   * controller, its trust anchor and issuer made here, each agent with a token of the agents'
+   * ServiceAccount bound to its node (what kubelet's projected token volume would give it).
+   * false: no identity (plaintext between nodes).
+   */
+  identity?: false | { certificateLifetime?: string; identityArgs?: string[] };
 }
 
 export interface MeshProcess {
@@ -39,6 +49,16 @@ export interface ClusterMesh {
   controllerAddr: string;
   controller: MeshProcess | null;
   agents: Map<string, MeshProcess>;
+  /** The identity service (null: identity off, or stopped). */
+  identity: MeshProcess | null;
+  /** HOST:PORT of the identity service on the fabric. */
+  identityAddr: string | null;
+  /** The trust anchor (PEM) the mesh's certificates chain to (null: identity off). */
+  trustAnchorPem: string | null;
+  /** Starts (or restarts) the identity service and waits until it answers. */
+  startIdentity(): Promise<void>;
+  /** Kills the identity service and waits for its exit (the agents' certificates then serve until they expire). */
+  stopIdentity(signal?: NodeJS.Signals): Promise<void>;
   /** Starts (or restarts) the controller and waits until it answers. */
   startController(): Promise<void>;
   /** Kills the controller (SIGKILL by default) and waits for its exit. */
@@ -77,10 +97,38 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   const controllerAddr = `${cluster.controlPlaneIp}:${CONTROLLER_PORT}`;
   const quiet = opts.quiet ?? true;
   const agents = new Map<string, MeshProcess>();
+  const identity = opts.identity === false ? null : await identityFiles(tmp, cluster, opts.identity?.certificateLifetime);
+  const identityAddr = identity ? `${cluster.controlPlaneIp}:${IDENTITY_PORT}` : null;
   const mesh: ClusterMesh = {
     controllerAddr,
     controller: null,
     agents,
+    identity: null,
+    identityAddr,
+    trustAnchorPem: identity?.anchorPem ?? null,
+    async startIdentity() {
+      if (!identity) throw new Error('this mesh runs without identity (startMesh identity: false)');
+      if (mesh.identity && !exited(mesh.identity.proc)) throw new Error('the identity service is already running');
+      const p = track(cluster.spawnInControlPlane(process.execPath, [...NODE_FLAGS, bin, 'identity', '--listen', `0.0.0.0:${IDENTITY_PORT}`, '--kubeconfig', kubeconfig,
+        '--identity-trust-anchors-file', identity.anchorsFile, '--identity-issuer-certificate-file', identity.issuerCertFile, '--identity-issuer-key-file', identity.issuerKeyFile,
+        ...(identity.lifetime ? ['--certificate-lifetime', identity.lifetime] : []), ...(quiet ? ['--quiet'] : []), ...((opts.identity || undefined)?.identityArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] }));
+      mesh.identity = p;
+      const end = Date.now() + 30_000;
+      for (;;) {
+        if (exited(p.proc)) throw new Error(`the identity service exited (${p.proc.signalCode ?? p.proc.exitCode}) during start: ${p.log().slice(-2000)}`);
+        const r = await cluster.execInControlPlane('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', '-m', '2', `https://${identityAddr}/ready`]);
+        if (r.stdout === '200') return;
+        if (Date.now() > end) throw new Error(`the identity service did not answer on ${identityAddr} within 30 s: ${p.log().slice(-2000)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
+    async stopIdentity(signal: NodeJS.Signals = 'SIGKILL') {
+      const p = mesh.identity?.proc;
+      if (!p || exited(p)) return;
+      const gone = new Promise((r) => p.once('exit', r));
+      p.kill(signal);
+      await gone;
+    },
     async startController() {
       if (mesh.controller && !exited(mesh.controller.proc)) throw new Error('the controller is already running');
       // On every address of the control plane: agents reach it over the fabric, a port-forward on loopback.
@@ -136,11 +184,12 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     logs() {
       const parts: string[] = [];
       if (mesh.controller) parts.push(`controller${exited(mesh.controller.proc) ? ' (exited)' : ''}: ${mesh.controller.log().slice(-1500)}`);
+      if (mesh.identity) parts.push(`identity${exited(mesh.identity.proc) ? ' (exited)' : ''}: ${mesh.identity.log().slice(-1500)}`);
       for (const [name, a] of agents) parts.push(`agent ${name}${exited(a.proc) ? ' (exited)' : ''}: ${a.log().slice(-1500)}`);
       return parts.join('\n');
     },
     async stop() {
-      const procs = [mesh.controller?.proc, ...[...agents.values()].map((a) => a.proc)].filter((p): p is ChildProcess => p !== undefined && !exited(p));
+      const procs = [mesh.controller?.proc, mesh.identity?.proc, ...[...agents.values()].map((a) => a.proc)].filter((p): p is ChildProcess => p !== undefined && !exited(p));
       await Promise.all(procs.map((p) => new Promise((r) => {
         p.once('exit', r);
         p.kill('SIGKILL');
@@ -150,11 +199,13 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   };
   try {
     await mesh.startController();
+    if (identity) await mesh.startIdentity();
     for (const node of cluster.nodes) {
+      const idArgs = identity ? ['--identity-addr', identityAddr!, '--identity-trust-anchors-file', identity.anchorsFile, '--identity-token-file', identity.tokenFile(node.name)] : [];
       const args = [
         ...NODE_FLAGS, bin, 'run', '--node', node.name, '--kubeconfig', kubeconfig, '--cgroup-root', node.cgroupRoot,
         '--proxy-addr', `${node.nodeIp}:15001`, '--admin', ADMIN_ADDR, '--controller', controllerAddr,
-        '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
+        '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...idArgs, ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
       ];
       agents.set(node.name, track(node.spawnInNode(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })));
     }
@@ -164,4 +215,32 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     throw e;
   }
   return mesh;
+}
+
+/**
+ * The identity's files, as install would put them in the Secret and ConfigMap: a trust anchor
+ * and an issuer made here, and per node the agent's token, minted by the stand-in API server for
+ * the agents' ServiceAccount and bound to the node (what kubelet's projected volume would hold).
+ */
+async function identityFiles(dir: string, cluster: SimCluster, lifetime: string | undefined) {
+  const { createIssuer, createTrustAnchor } = await import('../identity/x509.ts');
+  const now = Date.now();
+  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 365 * 86_400_000) });
+  const issuer = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 30 * 86_400_000) });
+  const f = (name: string, text: string, mode = 0o600) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, text, { mode });
+    return p;
+  };
+  const anchorsFile = f('ca-bundle.crt', anchor.certPem, 0o644);
+  const issuerCertFile = f('issuer.crt', issuer.certPem, 0o644);
+  const issuerKeyFile = f('issuer.key', issuer.keyPem);
+  return {
+    anchorPem: anchor.certPem,
+    anchorsFile,
+    issuerCertFile,
+    issuerKeyFile,
+    lifetime,
+    tokenFile: (node: string) => f(`token-${node}`, cluster.api.tokens.mint({ ...{ namespace: AGENT_SA.namespace, serviceAccount: AGENT_SA.name }, node, audiences: ['mesh-agent-identity'], expirationSeconds: 7 * 86_400 })),
+  };
 }

@@ -20,6 +20,18 @@ export interface Endpoints {
   destPort: number;
   /** The Service whose ClusterIP the client dialled (routing/router.ts); absent for anything else. */
   dstService?: { namespace: string; name: string };
+  /**
+   * Set by the destination's agent on a connection it took out of an mTLS tunnel: both SPIFFE IDs,
+   * the client's as its verified certificate names it. On the client's agent the identities of a
+   * tunnelled connection come from the telemetry's TLS resolver (tunnel/path.ts decides both).
+   */
+  tls?: TlsIds;
+}
+
+/** The two ends of an mTLS tunnel, as Linkerd's client_id and server_id labels name them. */
+export interface TlsIds {
+  clientId: string;
+  serverId: string;
 }
 
 export interface ConnOpenEvent extends Endpoints {

@@ -7,7 +7,7 @@
 // per-workload views (`linkerd viz stat deploy`) read the inbound side. So an outbound event
 // whose destination is a pod we know yields both views, and queries select one with
 // `direction`, exactly as on Linkerd.
-import type { ConnCloseEvent, Direction, Endpoints, RequestEvent } from './events.ts';
+import type { ConnCloseEvent, Direction, Endpoints, RequestEvent, TlsIds } from './events.ts';
 import type { Workload } from './workload.ts';
 
 /** Owner kinds that become a label of their own (deployment="web", dst_deployment="web"). */
@@ -30,13 +30,21 @@ export interface View {
   /** The Service the client dialled (outbound only): dst_service, as Linkerd labels it. */
   service: { namespace: string; name: string } | null;
   targetAddr: string;
+  /** Both identities when the connection went through an mTLS tunnel: tls="true", and client_id (inbound) or server_id (outbound). */
+  tls: TlsIds | null;
 }
 
-export function viewsOf(ep: Endpoints, src: Workload | null, dst: Workload | null): View[] {
+/**
+ * `tcp`: the views of a connection (not a request). A connection this agent tunnels to another
+ * node is counted inbound by the destination's agent, which terminates it (docs/metrics.md), so
+ * its inbound TCP view is not made here; its requests' inbound view is, as only this agent parses
+ * them.
+ */
+export function viewsOf(ep: Endpoints, src: Workload | null, dst: Workload | null, tls: TlsIds | null = null, tcp = false): View[] {
   const targetAddr = `${ep.destIp}:${ep.destPort}`;
-  if (ep.direction === 'inbound') return [{ direction: 'inbound', self: dst, dst: null, service: null, targetAddr }];
-  const views: View[] = [{ direction: 'outbound', self: src, dst, service: ep.dstService ?? null, targetAddr }];
-  if (dst) views.push({ direction: 'inbound', self: dst, dst: null, service: null, targetAddr });
+  if (ep.direction === 'inbound') return [{ direction: 'inbound', self: dst, dst: null, service: null, targetAddr, tls }];
+  const views: View[] = [{ direction: 'outbound', self: src, dst, service: ep.dstService ?? null, targetAddr, tls }];
+  if (dst && !(tcp && tls !== null)) views.push({ direction: 'inbound', self: dst, dst: null, service: null, targetAddr, tls });
   return views;
 }
 
@@ -76,6 +84,11 @@ export function baseLabels(v: View, opts: LabelOptions): Labels {
   if (v.service !== null) {
     l.dst_service = v.service.name;
     l.dst_namespace ??= v.service.namespace; // a connection to the ClusterIP has no pod yet
+  }
+  if (v.tls !== null) {
+    l.tls = 'true';
+    if (v.direction === 'inbound') l.client_id = v.tls.clientId;
+    else l.server_id = v.tls.serverId;
   }
   return l;
 }
@@ -148,7 +161,7 @@ export function overflowLabels(l: Labels, keep: readonly string[]): Labels {
 /** Every label name a family may carry (prom-client needs them declared up front). */
 export function allLabelNames(extra: readonly string[]): string[] {
   const own = ['namespace', ...WORKLOAD_KINDS, 'pod'];
-  return ['direction', 'target_addr', ...own, ...own.map((k) => `dst_${k}`), 'dst_service', ...extra, 'overflow'];
+  return ['direction', 'target_addr', ...own, ...own.map((k) => `dst_${k}`), 'dst_service', 'tls', 'client_id', 'server_id', ...extra, 'overflow'];
 }
 
 /** A key that is equal for equal label sets (absent and empty are the same series in Prometheus). */

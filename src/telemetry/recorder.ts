@@ -3,7 +3,7 @@
 // prom-client here, so a proxy worker thread records with the same code and pays none of the
 // Registry's memory: it drains what changed as deltas, and the main thread's MetricsSink (a
 // recorder with a Registry) merges them (docs/proxy.md, "Workers").
-import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink } from './events.ts';
+import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink, TlsIds } from './events.ts';
 import { BoundedCache } from './bounded-cache.ts';
 import {
   allLabelNames, latencyLabels, readWriteBytes, requestLabels, responseLabels,
@@ -27,6 +27,8 @@ export interface RecorderOptions {
   podLabels?: boolean;
   /** Label sets per metric before new ones fold into the overflow series (default 5000). */
   maxSeries?: number;
+  /** The identities of a connection's mTLS tunnel, if it has one (tunnel/tunnels.ts tlsOf); default: the event's own `tls`. */
+  tls?: (ep: Endpoints) => TlsIds | null;
 }
 
 /**
@@ -87,6 +89,7 @@ export type GaugeLedger = Map<GaugeSeries, number>;
 export class MetricsRecorder implements TelemetrySink {
   protected readonly workloads: WorkloadResolver;
   private labelOpts: LabelOptions;
+  private readonly tlsOf: (ep: Endpoints) => TlsIds | null;
   private conns = new Map<number, ConnSide[]>();
   /** The capped families, by name (the overflow counter is not one of them). */
   protected readonly byName = new Map<string, SeriesFamily<Series>>();
@@ -120,6 +123,7 @@ export class MetricsRecorder implements TelemetrySink {
   constructor(opts: RecorderOptions) {
     this.workloads = opts.workloads;
     this.labelOpts = { podLabels: opts.podLabels ?? true };
+    this.tlsOf = opts.tls ?? ((ep) => ep.tls ?? null);
     const cap = opts.maxSeries ?? DEFAULT_MAX_SERIES;
     if (!Number.isInteger(cap) || cap < 1) throw new Error(`metrics series cap ${cap} is not a positive integer; pass --metrics-max-series N with N >= 1`);
     this.cap = cap;
@@ -144,7 +148,7 @@ export class MetricsRecorder implements TelemetrySink {
       return f;
     };
     const side = <S extends Series>(type: 'counter' | 'gauge' | 'histogram', name: string, help: string, extra: string[], keep: string[], buckets?: number[]) =>
-      family<S>(type, name, help, allLabelNames(extra), ['direction', ...keep], buckets);
+      family<S>(type, name, help, allLabelNames(extra), ['direction', 'tls', ...keep], buckets);
 
     const http = ['authority'];
     this.requestTotal = side('counter', 'request_total', 'HTTP requests (counted when the exchange ends)', http, []);
@@ -165,16 +169,17 @@ export class MetricsRecorder implements TelemetrySink {
     this.routes = new RouteMetrics(family, generation);
   }
 
-  private views(ep: Endpoints): View[] {
-    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp));
+  private views(ep: Endpoints, tcp: boolean): View[] {
+    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp), this.tlsOf(ep), tcp);
   }
 
   /** The slow path of a connection: label sets built and series looked up, once per endpoints identity. */
   private connSides(ep: Endpoints): ConnSide[] {
-    const k = ep.direction + '|' + ep.sourceIp + '|' + ep.destIp + '|' + ep.destPort;
+    // An event's own identities (a tunnel's destination end) are part of what it is.
+    const k = ep.direction + '|' + ep.sourceIp + '|' + ep.destIp + '|' + ep.destPort + (ep.tls ? '|' + ep.tls.clientId + '|' + ep.tls.serverId : '');
     let sides = this.resolvedConns.get(k);
     if (sides === undefined) {
-      sides = this.views(ep).map((view) => {
+      sides = this.views(ep, true).map((view) => {
         const base = tcpLabels(view, this.labelOpts);
         return {
           view, base,
@@ -247,7 +252,7 @@ export class MetricsRecorder implements TelemetrySink {
 
   /** The slow path of a request: its label sets built and series looked up, per side. */
   private requestSides(ev: RequestEvent): RequestSide[] {
-    return this.views(ev).map((v) => ({
+    return this.views(ev, false).map((v) => ({
       req: this.requestTotal.resolve(requestLabels(v, ev, this.labelOpts)),
       resp: this.responseTotal.resolve(responseLabels(v, ev, this.labelOpts)),
       latency: ev.status > 0 ? this.responseLatency.resolve(latencyLabels(v, ev, this.labelOpts)) : null,

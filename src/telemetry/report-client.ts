@@ -11,7 +11,7 @@ import { MAX_LINE_BYTES } from '../controller/lines.ts';
 import { LATENCY_SCHEME } from './histogram.ts';
 import { REPORT_VERSION, type AgentSummary, type PodInventory, type Report, ReportAggregator } from './report.ts';
 import { parseTapFilter, TapRegistry, type TapFilter, type TapRecord } from './tap.ts';
-import type { TelemetrySink } from './events.ts';
+import type { Endpoints, TelemetrySink, TlsIds } from './events.ts';
 import type { WorkloadResolver } from './workload.ts';
 
 export interface ReportClientOptions {
@@ -39,10 +39,12 @@ export interface ReportClientOptions {
   beforeInterval?: () => Promise<void>;
   /** Hears the active tap filters after each change (the agent's proxy workers match them too, then offerTap()). */
   onTapFilters?: (filters: TapFilter[]) => void;
+  /** A tapped request's mTLS identities, if it went through a tunnel (tunnel/tunnels.ts tlsOf). */
+  tls?: (ep: Endpoints) => TlsIds | null;
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-type OptionalHooks = 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters';
+type OptionalHooks = 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters' | 'tls';
 
 export type LinkState = 'connecting' | 'connected' | 'backoff' | 'stopped';
 
@@ -78,6 +80,7 @@ export class ReportClient {
     this.aggregator = new ReportAggregator(opts.hub.workloads);
     this.removeAgg = opts.hub.add(this.aggregator);
     this.taps = new TapRegistry(opts.hub, (id, rec) => this.sendTap(id, rec), opts.onTapFilters);
+    if (opts.tls) this.taps.setTls(opts.tls);
   }
 
   start(): void {

@@ -3,7 +3,7 @@
 // pays nothing for tap when nobody taps. Matching is on pod IPs: the controller resolves
 // resources to IPs from every node's inventory (a destination pod on another node is
 // unknown to this agent by name, but its IP is on the wire).
-import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, RequestEvent, TelemetrySink } from './events.ts';
+import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink, TlsIds } from './events.ts';
 
 export interface TapFilter {
   id: string;
@@ -41,6 +41,8 @@ export interface TapRecord {
   success: boolean;
   error?: string;
   startedAt: number;
+  /** The request went through an mTLS tunnel: both SPIFFE IDs (tap prints tls=true). */
+  tls?: TlsIds;
 }
 
 export const MAX_TAP_RPS = 10_000;
@@ -104,7 +106,7 @@ export class TokenBucket {
   }
 }
 
-export function tapRecord(ev: RequestEvent, n: number): TapRecord {
+export function tapRecord(ev: RequestEvent, n: number, tls: TlsIds | null = null): TapRecord {
   const r: TapRecord = {
     n,
     src: { ip: ev.sourceIp, port: ev.sourcePort },
@@ -123,6 +125,7 @@ export function tapRecord(ev: RequestEvent, n: number): TapRecord {
   };
   if (ev.grpcStatus !== undefined) r.grpcStatus = ev.grpcStatus;
   if (ev.error !== undefined) r.error = ev.error;
+  if (tls !== null) r.tls = { clientId: tls.clientId, serverId: tls.serverId };
   return r;
 }
 
@@ -144,6 +147,12 @@ export class TapRegistry {
   private emit: (id: string, rec: TapRecord) => void;
 
   private onFilters: ((filters: TapFilter[]) => void) | undefined;
+  private tlsOf: (ep: Endpoints) => TlsIds | null = (ep) => ep.tls ?? null;
+
+  /** How to tell a tunnelled request's identities (tunnel/tunnels.ts tlsOf). */
+  setTls(tlsOf: (ep: Endpoints) => TlsIds | null): void {
+    this.tlsOf = tlsOf;
+  }
 
   /**
    * `onFilters` hears the active filters after every start and stop: the agent hands them to its
@@ -235,7 +244,7 @@ export class TapRegistry {
         s.limited++;
         continue;
       }
-      this.emit(id, tapRecord(ev, ++s.n));
+      this.emit(id, tapRecord(ev, ++s.n, this.tlsOf(ev)));
     }
   }
 }

@@ -6,6 +6,8 @@
 import { Worker } from 'node:worker_threads';
 import type { DiscoMessage } from '../discovery/model.ts';
 import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
+import type { CredentialUpdate } from '../identity/credentials.ts';
+import type { TunnelStats } from '../tunnel/node-tunnels.ts';
 import { clock, type FromWorker, type PodsTable, type TelemetryBatch, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 export type WorkerState = 'starting' | 'running' | 'restarting' | 'stopping' | 'stopped';
@@ -292,6 +294,18 @@ export class WorkerPool<L> {
 
   setTaps(filters: TapFilter[]): void {
     this.broadcast({ t: 'taps', filters });
+  }
+
+  /** Certificates the identity manager published: every worker's tunnels get them. */
+  credentials(updates: CredentialUpdate[]): void {
+    this.broadcast({ t: 'creds', updates });
+  }
+
+  /** Each running worker's tunnel counters, as of its last answer. */
+  tunnelStats(): TunnelStats[] {
+    const out: TunnelStats[] = [];
+    for (const s of this.slots) if (s.stats?.tunnels) out.push(s.stats.tunnels);
+    return out;
   }
 
   status(): WorkerStatus[] {

@@ -9,12 +9,16 @@ import type { SeriesDelta } from '../telemetry/recorder.ts';
 import type { RawPair } from '../telemetry/report.ts';
 import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
 import type { Workload } from '../telemetry/workload.ts';
+import type { CredentialUpdate } from '../identity/credentials.ts';
+import type { TunnelStats } from '../tunnel/node-tunnels.ts';
 
 /** What a worker needs to know of this node's pods: who each IP is and its declared opaque ports. */
 export interface PodsTable {
   /** PodSync's generation: moves whenever the answers may have changed. */
   generation: number;
-  pods: Array<{ ip: string; workload: Workload; opaquePorts: string | null }>;
+  pods: Array<{ ip: string; workload: Workload; opaquePorts: string | null; serviceAccount?: string; meshed?: boolean }>;
+  /** Namespaces' mesh-agent.io/inject annotation (whether another node's pod is meshed, for the tunnels). */
+  namespaces?: Record<string, string>;
 }
 
 /** Everything a worker starts from (workerData). */
@@ -38,11 +42,15 @@ export interface WorkerInit {
   taps: TapFilter[];
   /** This proxy's share of each retry budget's per-second minimum (1 / proxies). */
   budgetShare: number;
+  /** mTLS between nodes (docs/identity.md): the worker's tunnels start from the node's credentials now. */
+  identity?: { node: string; trustDomain: string; anchorsPem: string; tunnelPort: number; credentials: CredentialUpdate[] };
 }
 
 /** A worker's state for status: its proxy's counters, the CPU its thread used. */
 export interface WorkerStats {
   proxy: ProxyStats;
+  /** Its tunnels' counters (identity on). */
+  tunnels?: TunnelStats;
   /** CPU time of the worker's thread since it started, µs (process.threadCpuUsage). */
   cpuUserUs: number;
   cpuSystemUs: number;
@@ -58,6 +66,8 @@ export type ToWorker =
   | { t: 'pods'; table: PodsTable }
   | { t: 'discovery'; msgs: Array<DiscoMessage | 'drop-staged'> }
   | { t: 'taps'; filters: TapFilter[] }
+  /** The node's certificates as the identity manager publishes them. */
+  | { t: 'creds'; updates: CredentialUpdate[] }
   | { t: 'collect'; seq: number }
   /** `at`: the main thread's clock (timeOrigin + now) when sent; the worker's delay in answering is its event-loop lag. */
   | { t: 'ping'; seq: number; at: number }

@@ -15,6 +15,10 @@ import { MetricsRecorder } from '../telemetry/recorder.ts';
 import { ReportAggregator } from '../telemetry/report.ts';
 import { TapRegistry, type TapRecord } from '../telemetry/tap.ts';
 import { firstKnown, type Workload, type WorkloadResolver } from '../telemetry/workload.ts';
+import { defaultLimits } from '../proxy/context.ts';
+import type { Endpoints, TlsIds } from '../telemetry/events.ts';
+import { NodeTunnels } from '../tunnel/node-tunnels.ts';
+import type { LocalPod } from '../tunnel/server.ts';
 import { clock, type FromWorker, type PodsTable, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
@@ -27,13 +31,25 @@ const send = (m: FromWorker): void => port.postMessage(m);
 
 /** This node's pods as the main thread's PodSync knows them: workloads and declared opaque ports by IP. */
 class NodePods implements WorkloadResolver {
-  private byIpMap = new Map<string, { workload: Workload; opaque: PortSet | null }>();
+  private byIpMap = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
+  private namespaces: Record<string, string> = {};
   private gen = 0;
   set(t: PodsTable): void {
-    const next = new Map<string, { workload: Workload; opaque: PortSet | null }>();
-    for (const p of t.pods) next.set(p.ip, { workload: p.workload, opaque: p.opaquePorts === null ? null : PortSet.parse(p.opaquePorts) });
+    const next = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
+    for (const p of t.pods) {
+      const local = { namespace: p.workload.namespace, name: p.workload.pod, serviceAccount: p.serviceAccount ?? 'default', meshed: p.meshed ?? false };
+      next.set(p.ip, { workload: p.workload, opaque: p.opaquePorts === null ? null : PortSet.parse(p.opaquePorts), local });
+    }
     this.byIpMap = next;
+    this.namespaces = t.namespaces ?? {};
     this.gen = t.generation;
+  }
+  /** The pod as the tunnels see it. */
+  local(ip: string): LocalPod | null {
+    return this.byIpMap.get(ip)?.local ?? null;
+  }
+  namespaceInject(ns: string): string | undefined {
+    return this.namespaces[ns];
   }
   byIp(ip: string): Workload | null {
     return this.byIpMap.get(ip)?.workload ?? null;
@@ -55,7 +71,9 @@ for (const m of init.discovery) store.apply(m);
 const workloads = firstKnown(pods, storeWorkloads(store));
 const router = new Router(store, { log: (msg) => log('warn', msg), clients: clientsOf(workloads), budgetShare: init.budgetShare });
 const hub = new TelemetryHub({ workloads, onError: (msg) => log('warn', msg) });
-const recorder = new MetricsRecorder({ workloads, ...init.metrics });
+let tunnels: NodeTunnels | null = null;
+const tlsOf = (ep: Endpoints): TlsIds | null => (tunnels ? tunnels.tunnels.tlsOf(ep) : ep.tls ?? null);
+const recorder = new MetricsRecorder({ workloads, ...init.metrics, tls: tlsOf });
 hub.add(recorder);
 const pairs = new ReportAggregator(workloads);
 hub.add(pairs);
@@ -74,6 +92,24 @@ const taps = new TapRegistry(hub, (id, rec) => {
   tapTimer ??= setTimeout(flushTaps, TAP_BATCH_MS);
 });
 taps.sync(init.taps);
+taps.setTls(tlsOf);
+
+const limits = { ...defaultLimits, ...init.limits };
+if (init.identity) {
+  const id = init.identity;
+  tunnels = new NodeTunnels({
+    node: id.node,
+    trustDomain: id.trustDomain,
+    anchorsPem: id.anchorsPem,
+    listen: { host: init.listen.host, port: id.tunnelPort, reusePort: true },
+    podByIp: (ip) => store.podByIp(ip),
+    local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns) },
+    inbound: recorder,
+    limits,
+    log,
+    initial: id.credentials,
+  });
+}
 
 const view = new MapView(init.mapFds);
 const proxy = new Proxy({
@@ -86,6 +122,7 @@ const proxy = new Proxy({
   detectTimeoutMs: init.detectTimeoutMs,
   maxConnections: init.maxConnections,
   limits: init.limits,
+  tunnels: tunnels?.tunnels,
   openSlots: { counts: new Int32Array(init.openSlots), slot: init.index },
   splicer: init.kernelSplice ? view.splicer() : null,
   log,
@@ -93,7 +130,7 @@ const proxy = new Proxy({
 
 function stats(): WorkerStats {
   const cpu = process.threadCpuUsage();
-  return { proxy: proxy.stats(), cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
+  return { proxy: proxy.stats(), ...(tunnels ? { tunnels: tunnels.stats() } : {}), cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
 }
 
 port.on('message', (m: ToWorker) => {
@@ -110,6 +147,9 @@ port.on('message', (m: ToWorker) => {
     case 'taps':
       taps.sync(m.filters);
       return;
+    case 'creds':
+      tunnels?.apply(m.updates);
+      return;
     case 'collect':
       send({ t: 'collected', seq: m.seq, batch: { series: recorder.drain(), pairs: pairs.drain() }, stats: stats() });
       return;
@@ -124,7 +164,7 @@ port.on('message', (m: ToWorker) => {
       }
       return;
     case 'close':
-      void proxy.close(m.drainMs).then(() => {
+      void Promise.all([proxy.close(m.drainMs), tunnels?.close(m.drainMs)]).then(() => {
         flushTaps();
         router.close();
         send({ t: 'closed' });
@@ -134,7 +174,7 @@ port.on('message', (m: ToWorker) => {
   }
 });
 
-proxy.listen().then(
+Promise.all([proxy.listen(), tunnels?.listen()]).then(
   () => send({ t: 'ready' }),
   (e) => {
     send({ t: 'failed', error: (e as Error).message });

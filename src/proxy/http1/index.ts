@@ -12,7 +12,16 @@ export interface Http1HandlerOptions {
 
 export function createHttp1Handler(opts: Http1HandlerOptions = {}): ProtocolHandler {
   const pool = opts.pool ?? new UpstreamPool();
+  // One pool per source identity when identity is on (ctx.poolScope): an upstream in a tunnel
+  // carries its client's identity and must not serve another workload's requests.
+  const scoped = new Map<string, UpstreamPool>();
+  const poolFor = (scope: string | undefined): UpstreamPool => {
+    if (!scope) return pool;
+    let p = scoped.get(scope);
+    if (p === undefined) scoped.set(scope, (p = new UpstreamPool()));
+    return p;
+  };
   return (ctx, head, upstream, limits) => {
-    new Http1Connection(ctx, upstream, limits, pool).start(head);
+    new Http1Connection(ctx, upstream, limits, poolFor(ctx.poolScope)).start(head);
   };
 }

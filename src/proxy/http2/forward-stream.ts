@@ -184,9 +184,12 @@ export function forwardStream(
       return;
     }
     client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
+    // Counted from here, with the pipe: a 'data' listener added earlier would set the stream
+    // flowing before the pipe exists, and DATA read in the same batch as the headers (as
+    // through a tunnel, tunnel/upstream.ts) would be lost to the client.
+    up.on('data', (chunk: Buffer) => { responseBytes += chunk.length; });
     up.pipe(client);
   });
-  up.on('data', (chunk: Buffer) => { responseBytes += chunk.length; });
   let responseTrailers: http2.IncomingHttpHeaders | undefined;
   up.on('trailers', (t) => {
     responseTrailers = t;

@@ -19,6 +19,7 @@ export interface Http2HandlerOptions {
 
 interface ClientConn {
   ctx: ConnContext;
+  pool: Http2SessionPool;
   limits: ProxyLimits;
   resets: ResetBudget;
   session?: http2.ServerHttp2Session;
@@ -27,7 +28,15 @@ interface ClientConn {
 }
 
 export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHandler {
-  const pool = opts.pool ?? new Http2SessionPool();
+  const shared = opts.pool ?? new Http2SessionPool();
+  // One pool per source identity when identity is on (ctx.poolScope; see http1/index.ts).
+  const scoped = new Map<string, Http2SessionPool>();
+  const poolFor = (scope: string | undefined): Http2SessionPool => {
+    if (!scope) return shared;
+    let p = scoped.get(scope);
+    if (p === undefined) scoped.set(scope, (p = new Http2SessionPool()));
+    return p;
+  };
   const maxResets = opts.maxResetsPerWindow ?? 1000;
   const windowMs = opts.resetWindowMs ?? 10_000;
   const server = http2.createServer({
@@ -72,13 +81,14 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         return;
       }
       trackIdle(conn, stream);
-      forwardStream(stream, headers, (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, conn.ctx, pool, conn.limits, { onClientReset });
+      forwardStream(stream, headers, (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, conn.ctx, conn.pool, conn.limits, { onClientReset });
     });
   });
 
   return (ctx, head, upstream, limits) => {
+    const pool = poolFor(ctx.poolScope);
     const conn: ClientConn = {
-      ctx, limits, resets: new ResetBudget(maxResets, windowMs), open: 0,
+      ctx, pool, limits, resets: new ResetBudget(maxResets, windowMs), open: 0,
     };
     if (upstream) {
       // For a Service the eager connection went to the endpoint the dispatcher picked: it joins

@@ -183,11 +183,6 @@ class RoutedStream {
       if (up === this.up && !this.client.closed && !this.client.headersSent) this.client.additionalHeaders(downstreamHeaders(h));
     });
     up.on('response', (h, flags) => this.onResponse(up, h, flags));
-    up.on('data', (chunk: Buffer) => {
-      if (up !== this.up) return;
-      this.responseBytes += chunk.length;
-      if (this.idleMs > 0) this.lastIo = performance.now();
-    });
     up.on('trailers', (tr) => {
       if (up !== this.up) return;
       this.responseTrailers = tr;
@@ -260,6 +255,12 @@ class RoutedStream {
       this.responseDone = true;
       client.sendTrailers(this.responseTrailers ? downstreamHeaders(this.responseTrailers) : {});
       if (up.closed) this.stopRequestBody();
+    });
+    // Counted from here, with the pipe (forward-stream.ts says why: an earlier 'data' listener loses DATA read with the headers).
+    up.on('data', (chunk: Buffer) => {
+      if (up !== this.up) return;
+      this.responseBytes += chunk.length;
+      if (this.idleMs > 0) this.lastIo = performance.now();
     });
     up.pipe(client);
     this.arm();

@@ -1,0 +1,207 @@
+// The client side of the tunnels (docs/identity.md): HBONE, ambient's wire format. One TLS 1.3
+// connection to the destination node's agent (port 15008), made with the source workload's
+// certificate and naming the destination's identity in SNI, carries HTTP/2; each tunnelled
+// connection is a CONNECT stream with :authority = destination pod IP:port. Connections are
+// pooled per (source identity, destination identity, destination node), as ztunnel's pool, with
+// at most 100 streams each; one unused for 5 minutes is closed. The server's certificate must
+// chain to the trust anchor and name the destination pod's ServiceAccount: node:tls checks the
+// chain, we check the URI SAN (peerIdentity), and a connection that fails either is refused,
+// counted and logged with both identities and the reason.
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { CredentialStore } from '../identity/credentials.ts';
+import { peerIdentity } from '../identity/spiffe.ts';
+import type { Path } from './path.ts';
+import { clientUpstream, failedUpstream } from './upstream.ts';
+
+export const MAX_STREAMS_PER_CONNECTION = 100;
+export const IDLE_CONNECTION_MS = 5 * 60_000;
+/** ztunnel's HBONE windows: 4 MiB per stream, 16 MiB per connection, so one bulk stream is not held to 64 KiB in flight. */
+export const STREAM_WINDOW = 4 * 1024 * 1024;
+export const CONNECTION_WINDOW = 16 * 1024 * 1024;
+export const H2_SETTINGS: http2.Settings = { initialWindowSize: STREAM_WINDOW, maxFrameSize: 64 * 1024, enablePush: false };
+
+export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+
+export interface HboneStats {
+  /** TLS connections opened to other agents, and those open now. */
+  connectionsOpened: number;
+  connectionsOpen: number;
+  /** Streams (tunnelled connections) opened. */
+  streams: number;
+  /** Handshakes this agent refused (the other agent's certificate), by reason. */
+  refusedServers: Record<string, number>;
+  /** Connections that could not be tunnelled: no certificate for the source identity. */
+  noCredential: number;
+}
+
+interface Conn {
+  key: string;
+  session: http2.ClientHttp2Session;
+  /** The credential serial the connection presented: a renewed certificate gets new connections. */
+  serial: string;
+  /** New streams only before this: the earlier of the two certificates' ends. */
+  usableUntil: number;
+  active: number;
+  broken: Error | null;
+  idleTimer: NodeJS.Timeout | null;
+  streams: Set<http2.ClientHttp2Stream>;
+}
+
+/** Rate-limited: a peer that keeps failing is one line per interval, with the count. */
+class Limited {
+  private last = new Map<string, { at: number; n: number }>();
+  hit(key: string, intervalMs: number): number | null {
+    const now = Date.now();
+    const e = this.last.get(key);
+    if (e !== undefined && now - e.at < intervalMs) {
+      e.n++;
+      return null;
+    }
+    if (this.last.size > 1000) this.last.clear();
+    this.last.set(key, { at: now, n: 0 });
+    return e?.n ?? 0;
+  }
+}
+
+export class HbonePool {
+  private readonly conns = new Map<string, Conn[]>();
+  private readonly creds: CredentialStore;
+  private readonly trustDomain: string;
+  private readonly port: number;
+  private readonly log: LogFn;
+  private readonly limited = new Limited();
+  private closed = false;
+  readonly stats: HboneStats = { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 };
+
+  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn }) {
+    this.creds = o.creds;
+    this.trustDomain = o.trustDomain;
+    this.port = o.port;
+    this.log = o.log;
+  }
+
+  /** A stream to ip:port through the tunnel of `path`, as the source identity; connecting until the other agent answers. */
+  open(srcUri: string, path: Extract<Path, { kind: 'tunnel' }>, ip: string, port: number, from: string): net.Socket {
+    const cred = this.creds.get(srcUri);
+    if (cred === null || this.closed) {
+      this.stats.noCredential++;
+      const why = this.closed ? 'the proxy is closing' : this.creds.reason(srcUri);
+      return failedUpstream(`no tunnel to ${ip}:${port} for ${srcUri}: ${why}`, 'EACCES');
+    }
+    const key = `${srcUri}|${path.dstUri}|${path.nodeIp}`;
+    const c = this.pick(key, cred.serial) ?? this.connect(key, srcUri, cred, path);
+    const stream = c.session.request({ ':method': 'CONNECT', ':authority': `${ip}:${port}`, forwarded: `for=${from}` }, { endStream: false });
+    this.stats.streams++;
+    c.active++;
+    c.streams.add(stream);
+    if (c.idleTimer) {
+      clearTimeout(c.idleTimer);
+      c.idleTimer = null;
+    }
+    stream.once('close', () => {
+      c.streams.delete(stream);
+      if (--c.active === 0 && !c.broken) {
+        c.idleTimer = setTimeout(() => this.retire(c), this.usable(c) ? IDLE_CONNECTION_MS : 0);
+        c.idleTimer.unref();
+      }
+    });
+    return clientUpstream(stream, `${ip}:${port} via ${path.nodeIp}:${this.port} (${path.dstUri})`);
+  }
+
+  private usable(c: Conn): boolean {
+    return c.broken === null && !c.session.closed && !c.session.destroyed && Date.now() < c.usableUntil;
+  }
+
+  private pick(key: string, serial: string): Conn | null {
+    const list = this.conns.get(key);
+    if (list === undefined) return null;
+    for (const c of list) if (c.serial === serial && c.active < MAX_STREAMS_PER_CONNECTION && this.usable(c)) return c;
+    return null;
+  }
+
+  private connect(key: string, srcUri: string, cred: { context: tls.SecureContext; serial: string; notAfter: number }, path: Extract<Path, { kind: 'tunnel' }>): Conn {
+    const sock = tls.connect({
+      host: path.nodeIp,
+      port: this.port,
+      servername: path.serverName,
+      secureContext: cred.context,
+      ALPNProtocols: ['h2'],
+      minVersion: 'TLSv1.3',
+      // node:tls checks the chain (authorized); who the server is, we check (URI SAN, CVE-2021-44531).
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+    });
+    sock.setNoDelay(true);
+    const session = http2.connect(`https://${path.nodeIp}:${this.port}`, { createConnection: () => sock, settings: H2_SETTINGS });
+    const c: Conn = { key, session, serial: cred.serial, usableUntil: cred.notAfter, active: 0, broken: null, idleTimer: null, streams: new Set() };
+    this.stats.connectionsOpened++;
+    this.stats.connectionsOpen++;
+    let list = this.conns.get(key);
+    if (list === undefined) this.conns.set(key, (list = []));
+    list.push(c);
+    // Ours runs before the session's own setup, which waits for the same event.
+    sock.prependOnceListener('secureConnect', () => {
+      const refuse = (reason: string, presented: string | null) => this.refuse(c, sock, srcUri, path, reason, presented);
+      const cert = sock.getPeerCertificate();
+      const p = peerIdentity(cert?.subjectaltname, this.trustDomain);
+      if (!sock.authorized) return refuse(`its certificate does not verify against the trust anchor: ${String(sock.authorizationError)}`, p.ok ? p.uri : p.claimed);
+      if (!p.ok) return refuse(p.reason, p.claimed);
+      if (p.uri !== path.dstUri) return refuse(`it presented ${p.uri}, not the destination's identity`, p.uri);
+      if (sock.alpnProtocol !== 'h2') return refuse(`it did not agree to HTTP/2 (ALPN ${String(sock.alpnProtocol)})`, p.uri);
+      const peerEnd = Date.parse(cert.valid_to);
+      if (Number.isFinite(peerEnd)) c.usableUntil = Math.min(c.usableUntil, peerEnd);
+    });
+    session.on('connect', () => {
+      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW);
+    });
+    session.on('error', (e: Error) => this.fail(c, e));
+    sock.on('error', (e: Error) => this.fail(c, e));
+    session.on('goaway', () => {
+      c.usableUntil = 0; // finishes what it carries, takes no more
+    });
+    session.once('close', () => {
+      this.stats.connectionsOpen--;
+      if (c.idleTimer) clearTimeout(c.idleTimer);
+      const l = this.conns.get(key);
+      const i = l?.indexOf(c) ?? -1;
+      if (i >= 0) l!.splice(i, 1);
+      if (l?.length === 0) this.conns.delete(key);
+      const err = c.broken ?? Object.assign(new Error(`tunnel connection to ${path.nodeIp}:${this.port} closed`), { code: 'ECONNRESET' });
+      for (const s of c.streams) if (!s.destroyed) s.destroy(err);
+    });
+    return c;
+  }
+
+  private refuse(c: Conn, sock: tls.TLSSocket, srcUri: string, path: Extract<Path, { kind: 'tunnel' }>, reason: string, presented: string | null): void {
+    const kind = /CERT_HAS_EXPIRED/.test(reason) ? 'expired' : reason.startsWith('its certificate does not verify') ? 'untrusted' : reason.startsWith('it presented') ? 'wrong-identity' : reason.startsWith('it did not agree') ? 'no-h2' : 'bad-certificate';
+    this.stats.refusedServers[kind] = (this.stats.refusedServers[kind] ?? 0) + 1;
+    const suppressed = this.limited.hit(`${path.nodeIp}|${kind}`, 10_000);
+    if (suppressed !== null) {
+      this.log('warn', `refused the agent at ${path.nodeIp}:${this.port}: ${reason}; it must present ${path.dstUri} under this mesh's trust anchor`, {
+        client: srcUri, server: path.dstUri, presented, reason, ...(suppressed > 0 ? { suppressed } : {}),
+      });
+    }
+    this.fail(c, Object.assign(new Error(`tunnel to ${path.dstUri} at ${path.nodeIp}: the other agent's certificate was refused: ${reason}`), { code: 'EPROTO' }));
+    sock.destroy();
+  }
+
+  private fail(c: Conn, e: Error): void {
+    if (c.broken) return;
+    c.broken = Object.assign(new Error(e.message.startsWith('tunnel') ? e.message : `tunnel connection: ${(e as NodeJS.ErrnoException).code ?? e.message}`), { code: (e as NodeJS.ErrnoException).code ?? 'EPROTO' });
+    for (const s of c.streams) if (!s.destroyed) s.destroy(c.broken);
+    if (!c.session.destroyed) c.session.destroy();
+  }
+
+  private retire(c: Conn): void {
+    c.idleTimer = null;
+    if (c.active === 0 && !c.session.closed) c.session.close();
+  }
+
+  /** Closes every connection: GOAWAY, streams in flight finish (the proxy's drain waits for them). */
+  close(): void {
+    this.closed = true;
+    for (const list of this.conns.values()) for (const c of list) if (!c.session.closed) c.session.close();
+  }
+}

@@ -1,0 +1,87 @@
+// One proxy's tunnel machinery (docs/identity.md), the same on the agent's main thread and in
+// each proxy worker: a replica of the node's credentials, the pool of tunnels to other agents,
+// the decisions the proxy asks for, and the 15008 listener (each proxy listens, SO_REUSEPORT).
+import { CredentialStore, type CredentialUpdate } from '../identity/credentials.ts';
+import type { DiscoPod } from '../discovery/model.ts';
+import type { ProxyLimits } from '../proxy/context.ts';
+import type { TelemetrySink } from '../telemetry/events.ts';
+import { HbonePool, type HboneStats, type LogFn } from './hbone-pool.ts';
+import { TunnelServer, type LocalPod, type TunnelServerStats } from './server.ts';
+import { Tunnels } from './tunnels.ts';
+
+export interface NodeTunnelsOptions {
+  node: string;
+  trustDomain: string;
+  anchorsPem: string;
+  /** Where the listener listens (the node IP) and its port (15008). */
+  listen: { host: string; port: number; reusePort: boolean };
+  podByIp(ip: string): DiscoPod | undefined;
+  local: { byIp(ip: string): LocalPod | null; namespaceInject(ns: string): string | undefined };
+  /** Inbound (tunnelled) connections' events: the metrics only (the client's agent reports the pair). */
+  inbound: TelemetrySink;
+  limits: ProxyLimits;
+  log: LogFn;
+  initial?: CredentialUpdate[];
+}
+
+export interface TunnelStats {
+  client: HboneStats;
+  server: TunnelServerStats;
+}
+
+export class NodeTunnels {
+  readonly creds: CredentialStore;
+  readonly pool: HbonePool;
+  readonly tunnels: Tunnels;
+  readonly server: TunnelServer;
+
+  constructor(o: NodeTunnelsOptions) {
+    this.creds = new CredentialStore(o.anchorsPem);
+    for (const u of o.initial ?? []) this.creds.apply(u);
+    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log });
+    this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs });
+    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log });
+  }
+
+  apply(updates: readonly CredentialUpdate[]): void {
+    for (const u of updates) this.creds.apply(u);
+  }
+
+  listen(): Promise<{ host: string; port: number }> {
+    return this.server.listen();
+  }
+
+  stats(): TunnelStats {
+    return { client: { ...this.pool.stats, refusedServers: { ...this.pool.stats.refusedServers } }, server: { ...this.server.stats, refusedClients: { ...this.server.stats.refusedClients }, refusedStreams: { ...this.server.stats.refusedStreams } } };
+  }
+
+  async close(drainMs: number): Promise<void> {
+    this.pool.close();
+    await this.server.close(drainMs);
+  }
+}
+
+/** Sums the proxies' tunnel counters (status). */
+export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
+  const add = (a: Record<string, number>, b: Record<string, number>) => {
+    for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
+    return a;
+  };
+  const out: TunnelStats = {
+    client: { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 },
+    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {} },
+  };
+  for (const s of all) {
+    out.client.connectionsOpened += s.client.connectionsOpened;
+    out.client.connectionsOpen += s.client.connectionsOpen;
+    out.client.streams += s.client.streams;
+    out.client.noCredential += s.client.noCredential;
+    add(out.client.refusedServers, s.client.refusedServers);
+    out.server.accepted += s.server.accepted;
+    out.server.open += s.server.open;
+    out.server.streams += s.server.streams;
+    add(out.server.refusedClients, s.server.refusedClients);
+    add(out.server.refusedStreams, s.server.refusedStreams);
+  }
+  return out;
+}

@@ -1,0 +1,45 @@
+// Which way a meshed pod's connection leaves this node (docs/identity.md), pure: to a meshed pod
+// of another node, through an mTLS tunnel to that node's agent (HBONE on port 15008); anything
+// else directly, as before: a pod of this node (the bytes never leave the node), an unmeshed
+// pod, an address discovery does not know (outside the cluster, a node).
+import type { DiscoPod } from '../discovery/model.ts';
+import { serverNameOf, spiffeId, type WorkloadId } from '../identity/spiffe.ts';
+
+export const TUNNEL_PORT = 15008;
+
+export interface PathFacts {
+  /** This agent's node. */
+  node: string;
+  trustDomain: string;
+  /** A namespace's mesh-agent.io/inject annotation, as this agent's namespace watch knows it. */
+  namespaceInject(namespace: string): string | undefined;
+}
+
+export type DirectReason = 'unknown-destination' | 'same-node' | 'not-meshed' | 'no-node-address';
+
+export type Path =
+  | { kind: 'direct'; why: DirectReason }
+  | { kind: 'tunnel'; dst: WorkloadId; dstUri: string; serverName: string; nodeIp: string };
+
+/** Meshed as the destination's own agent decides it: the pod's inject annotation, else its namespace's. */
+export function isMeshed(pod: DiscoPod, facts: Pick<PathFacts, 'namespaceInject'>): boolean {
+  return (pod.inject ?? facts.namespaceInject(pod.namespace)) === 'enabled';
+}
+
+export function pathTo(dst: DiscoPod | undefined, facts: PathFacts): Path {
+  if (dst === undefined) return { kind: 'direct', why: 'unknown-destination' };
+  if (dst.node === facts.node) return { kind: 'direct', why: 'same-node' };
+  if (!isMeshed(dst, facts)) return { kind: 'direct', why: 'not-meshed' };
+  if (dst.hostIp === undefined || dst.node === undefined) return { kind: 'direct', why: 'no-node-address' };
+  const id = { trustDomain: facts.trustDomain, namespace: dst.namespace, serviceAccount: dst.serviceAccount };
+  return { kind: 'tunnel', dst: id, dstUri: spiffeId(id), serverName: serverNameOf(id), nodeIp: dst.hostIp };
+}
+
+/** "10.1.0.5:8080" -> ip and port, or null (not an IPv4 address and port). */
+export function parseAuthority(a: string | undefined): { ip: string; port: number } | null {
+  if (a === undefined) return null;
+  const m = /^((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}):(\d{1,5})$/.exec(a);
+  if (m === null) return null;
+  const port = Number(m[2]);
+  return port >= 1 && port <= 65535 ? { ip: m[1]!, port } : null;
+}

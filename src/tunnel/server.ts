@@ -1,0 +1,258 @@
+// The destination side of the tunnels (docs/identity.md): the agent's TLS 1.3 listener on port
+// 15008. The client names the identity it wants in SNI; the agent presents that workload's
+// certificate (it holds one per ServiceAccount of its node's meshed pods) and asks for the
+// client's, which must chain to the trust anchor and carry a SPIFFE ID of this trust domain.
+// Each HTTP/2 CONNECT stream is then checked: its :authority must be a meshed pod of this node
+// whose ServiceAccount is the identity presented, never anything else (no open relay). The
+// agent connects to the pod and forwards the bytes, recording the connection as inbound with
+// tls="true" and the client's SPIFFE ID. Refusals are counted and logged with both identities.
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import type { CredentialStore } from '../identity/credentials.ts';
+import { peerIdentity, spiffeId } from '../identity/spiffe.ts';
+import type { ConnContext, ProxyLimits } from '../proxy/context.ts';
+import { forwardOpaque } from '../proxy/opaque.ts';
+import type { Sweeper } from '../proxy/sweep.ts';
+import type { TelemetrySink } from '../telemetry/events.ts';
+import { H2_SETTINGS, CONNECTION_WINDOW, type LogFn } from './hbone-pool.ts';
+import { parseAuthority } from './path.ts';
+import { serverDownstream } from './upstream.ts';
+
+/** A pod of this node, as the listener checks a CONNECT target. */
+export interface LocalPod {
+  namespace: string;
+  name: string;
+  serviceAccount: string;
+  meshed: boolean;
+}
+
+export interface TunnelServerOptions {
+  listen: { host: string; port: number; reusePort?: boolean };
+  trustDomain: string;
+  creds: CredentialStore;
+  pods: { byIp(ip: string): LocalPod | null };
+  /** The inbound connections' events (the agent's metrics). */
+  telemetry: TelemetrySink;
+  limits: ProxyLimits;
+  log: LogFn;
+  sweeper?: Sweeper;
+}
+
+export interface TunnelServerStats {
+  /** TLS connections from other agents accepted, and open now. */
+  accepted: number;
+  open: number;
+  /** Handshakes refused, by reason (not-tls, no-certificate-for-sni, no-client-certificate, untrusted, expired, not-yet-valid, bad-identity...). */
+  refusedClients: Record<string, number>;
+  /** CONNECTs served, and refused by reason (not-connect, bad-authority, not-a-meshed-pod, wrong-identity, connect-failed). */
+  streams: number;
+  refusedStreams: Record<string, number>;
+}
+
+interface PeerInfo {
+  clientUri: string;
+  serverUri: string;
+  remoteIp: string;
+}
+
+let nextConnId = 1e9; // apart from the listener's ids in logs
+
+export class TunnelServer {
+  private readonly o: TunnelServerOptions;
+  private server: tls.Server | null = null;
+  private readonly h2: http2.Http2Server;
+  private readonly peers = new WeakMap<http2.Http2Session, PeerInfo>();
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly sockets = new Set<tls.TLSSocket>();
+  private pending: PeerInfo | null = null;
+  private logged = new Map<string, number>();
+  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {} };
+
+  constructor(o: TunnelServerOptions) {
+    this.o = o;
+    this.h2 = http2.createServer({ settings: H2_SETTINGS });
+    this.h2.on('session', (s) => {
+      if (this.pending) this.peers.set(s, this.pending);
+      this.sessions.add(s);
+      s.once('close', () => this.sessions.delete(s));
+      s.on('error', () => {});
+      s.on('connect', () => {
+        if (!s.destroyed) s.setLocalWindowSize(CONNECTION_WINDOW);
+      });
+    });
+    this.h2.on('stream', (stream, headers) => this.onStream(stream, headers));
+  }
+
+  listen(): Promise<{ host: string; port: number }> {
+    const { creds } = this.o;
+    const server = tls.createServer({
+      // The certificate is the one the client asks for by name; the verify store must be set
+      // here, on the server's own context (OpenSSL keeps it when SNI switches the context).
+      SNICallback: (name, cb) => {
+        const c = creds.bySni(name);
+        if (c === null) cb(new Error(`no certificate for ${name}: ${creds.uriOfSni(name) === null ? 'not an identity of this node' : creds.reason(creds.uriOfSni(name)!)}`), undefined);
+        else cb(null, c.context);
+      },
+      ca: creds.anchorsPem,
+      requestCert: true,
+      rejectUnauthorized: false, // we check, so the refusal can be counted and logged with its reason
+      ALPNProtocols: ['h2'],
+      minVersion: 'TLSv1.3',
+      allowHalfOpen: false,
+    });
+    this.server = server;
+    server.on('secureConnection', (sock) => this.onSecure(sock));
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, sock: tls.TLSSocket) => {
+      const kind = /wrong version number|http request|unexpected eof|packet length too long|unknown protocol/i.test(err.message) ? 'not-tls'
+        : /no certificate for|callback/i.test(err.message) || /SNI/i.test(err.message) ? 'no-certificate-for-sni'
+          : /no shared|protocol version|unsupported protocol/i.test(err.message) ? 'not-tls-1.3'
+            : 'handshake';
+      this.refused(kind, `${err.code ?? ''} ${err.message}`.trim(), sock?.remoteAddress ?? '?', null, sock?.servername ? creds.uriOfSni(sock.servername) : null);
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      const { host, port, reusePort } = this.o.listen;
+      server.listen({ host, port, ...(reusePort ? { reusePort: true } : {}) }, () => {
+        server.removeListener('error', reject);
+        server.on('error', (e) => this.o.log('error', 'tunnel listener error', { error: String(e) }));
+        const a = server.address() as AddressInfo;
+        resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  private refused(kind: string, reason: string, from: string, client: string | null, server: string | null): void {
+    this.stats.refusedClients[kind] = (this.stats.refusedClients[kind] ?? 0) + 1;
+    const now = Date.now();
+    const key = `${from}|${kind}`;
+    if ((this.logged.get(key) ?? 0) > now - 10_000) return;
+    if (this.logged.size > 1000) this.logged.clear();
+    this.logged.set(key, now);
+    this.o.log('warn', `refused a tunnel connection from ${from}: ${reason}`, { kind, client, server, refusedClients: this.stats.refusedClients[kind] });
+  }
+
+  private onSecure(sock: tls.TLSSocket): void {
+    sock.on('error', () => {});
+    const from = sock.remoteAddress ?? '?';
+    const serverUri = sock.servername ? this.o.creds.uriOfSni(sock.servername) : null;
+    const cert = sock.getPeerCertificate();
+    const p = peerIdentity(cert?.subjectaltname, this.o.trustDomain);
+    const claimed = p.ok ? p.uri : p.claimed;
+    if (cert === null || cert === undefined || Object.keys(cert).length === 0) {
+      this.refused('no-client-certificate', 'it presented no certificate (not a mesh agent)', from, null, serverUri);
+      sock.destroy();
+      return;
+    }
+    if (!sock.authorized) {
+      const code = String(sock.authorizationError);
+      const kind = code === 'CERT_HAS_EXPIRED' ? 'expired' : code === 'CERT_NOT_YET_VALID' ? 'not-yet-valid' : 'untrusted';
+      this.refused(kind, `its certificate does not verify against the trust anchor: ${code}`, from, claimed, serverUri);
+      sock.destroy();
+      return;
+    }
+    if (!p.ok) {
+      this.refused('bad-identity', p.reason, from, claimed, serverUri);
+      sock.destroy();
+      return;
+    }
+    if (serverUri === null || sock.alpnProtocol !== 'h2') {
+      this.refused('protocol', serverUri === null ? 'no server name' : `ALPN ${String(sock.alpnProtocol)}, not h2`, from, claimed, serverUri);
+      sock.destroy();
+      return;
+    }
+    this.stats.accepted++;
+    this.stats.open++;
+    this.sockets.add(sock);
+    sock.once('close', () => {
+      this.stats.open--;
+      this.sockets.delete(sock);
+    });
+    this.pending = { clientUri: p.uri, serverUri, remoteIp: from.replace(/^::ffff:/, '') };
+    try {
+      this.h2.emit('connection', sock);
+    } finally {
+      this.pending = null;
+    }
+  }
+
+  private refuseStream(stream: http2.ServerHttp2Stream, status: number, kind: string, reason: string, peer: PeerInfo | undefined): void {
+    this.stats.refusedStreams[kind] = (this.stats.refusedStreams[kind] ?? 0) + 1;
+    const now = Date.now();
+    const key = `stream|${peer?.remoteIp}|${kind}`;
+    if ((this.logged.get(key) ?? 0) <= now - 10_000) {
+      this.logged.set(key, now);
+      this.o.log('warn', `refused a tunnelled connection: ${reason}`, { kind, client: peer?.clientUri, server: peer?.serverUri, from: peer?.remoteIp });
+    }
+    if (stream.destroyed || stream.closed) return;
+    try {
+      stream.respond({ ':status': status, 'mesh-agent-error': reason.slice(0, 300) }, { endStream: true });
+    } catch {
+      stream.destroy();
+    }
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => {});
+    const peer = this.peers.get(stream.session!);
+    if (peer === undefined) return this.refuseStream(stream, 421, 'no-peer', 'a stream on a connection that was not verified', peer);
+    if (headers[':method'] !== 'CONNECT') return this.refuseStream(stream, 405, 'not-connect', `method ${String(headers[':method'])}: this port carries only CONNECT tunnels`, peer);
+    const target = parseAuthority(headers[':authority']);
+    if (target === null) return this.refuseStream(stream, 400, 'bad-authority', `:authority ${JSON.stringify(headers[':authority'])?.slice(0, 80)} is not a pod IP:port`, peer);
+    const pod = this.o.pods.byIp(target.ip);
+    if (pod === null || !pod.meshed) return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay)`, peer);
+    const podUri = spiffeId({ trustDomain: this.o.trustDomain, namespace: pod.namespace, serviceAccount: pod.serviceAccount });
+    if (podUri !== peer.serverUri) return this.refuseStream(stream, 403, 'wrong-identity', `${target.ip} is pod ${pod.namespace}/${pod.name} of ${podUri}, not of ${peer.serverUri} which the client asked for`, peer);
+    this.stats.streams++;
+    const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
+    const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
+    stream.pause();
+    const up = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true, noDelay: true });
+    const limits = this.o.limits;
+    const timer = setTimeout(() => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), limits.upstreamConnectTimeoutMs);
+    const ctx: ConnContext = {
+      connId: nextConnId++,
+      client: serverDownstream(stream),
+      endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port, tls: { clientId: peer.clientUri, serverId: peer.serverUri } },
+      telemetry: this.o.telemetry,
+      dial: () => {
+        throw new Error('no dialling from a tunnel\'s destination end');
+      },
+      openedAt: Date.now(),
+    };
+    const failed = (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const code = e.code ?? 'EIO';
+      this.refuseStream(stream, code === 'ETIMEDOUT' ? 504 : 503, 'connect-failed', `connecting to ${target.ip}:${target.port}: ${code}`, peer);
+    };
+    up.once('error', failed);
+    up.once('connect', () => {
+      clearTimeout(timer);
+      up.removeListener('error', failed);
+      if (stream.destroyed || stream.closed) {
+        up.destroy();
+        return;
+      }
+      stream.respond({ ':status': 200 });
+      try {
+        ctx.telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+      } catch {
+        // a broken sink must not refuse traffic
+      }
+      forwardOpaque(ctx, up, limits, { protocol: 'opaque', detectedBy: 'tunnel', detectMs: 0, splicer: null, sweeper: this.o.sweeper });
+    });
+  }
+
+  /** Stops accepting, asks every connection to finish (GOAWAY), and after drainMs closes what is left. */
+  async close(drainMs: number): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    for (const s of this.sessions) s.close();
+    const end = Date.now() + drainMs;
+    while (this.sockets.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+}

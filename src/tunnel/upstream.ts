@@ -1,0 +1,81 @@
+// A stream inside a tunnel, given to the forwarders where they expect a TCP socket. They are
+// written against net.Socket; what they use of it (audited: src/proxy/opaque.ts, dispatch.ts,
+// tls-passthrough.ts, http1/connection.ts and pool.ts, http2/pool.ts) is a Duplex with half-close
+// plus `connecting` and a 'connect' event (HTTP/1's connect timer, the dispatcher's eager race),
+// `setNoDelay`, `setTimeout` and 'timeout' (the HTTP/1 pool), `resetAndDestroy` (abortSocket), and
+// `_handle` only through kernel-splice.ts's socketFd, which finds none and so never splices a
+// tunnelled connection (the bytes are encrypted in user space). An HTTP/2 stream has all of that
+// but `connecting`, 'connect', `setNoDelay` and `resetAndDestroy`, which this module adds. fin-now.ts
+// touches only the client's socket, never an upstream. So one cast, here, instead of widening
+// net.Socket in every forwarder.
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import { Duplex } from 'node:stream';
+
+const { NGHTTP2_CANCEL } = http2.constants;
+
+type Decorated = http2.Http2Stream & { connecting: boolean; setNoDelay(): unknown; resetAndDestroy(): unknown };
+
+function noDelay(this: Decorated): Decorated {
+  return this;
+}
+
+function resetStream(this: Decorated): Decorated {
+  if (!this.closed) this.close(NGHTTP2_CANCEL); // RST_STREAM: the peer's side of the tunnel resets its TCP leg
+  this.destroy();
+  return this;
+}
+
+/** What a refused CONNECT becomes: the errno a direct connect would have given, so error labels stay meaningful. */
+export function errnoForStatus(status: number): string {
+  if (status === 403) return 'EACCES';
+  if (status === 504) return 'ETIMEDOUT';
+  if (status === 502 || status === 503) return 'ECONNREFUSED';
+  return 'EPROTO';
+}
+
+/**
+ * The client end: `connecting` until the destination's agent answers the CONNECT; 200 emits
+ * 'connect', anything else an error named like the connect() failure it stands for.
+ */
+export function clientUpstream(stream: http2.ClientHttp2Stream, describe: string): net.Socket {
+  const s = stream as unknown as Decorated;
+  s.connecting = true;
+  s.setNoDelay = noDelay;
+  s.resetAndDestroy = resetStream;
+  stream.once('response', (headers) => {
+    const status = Number(headers[':status']);
+    if (status === 200) {
+      s.connecting = false;
+      stream.emit('connect');
+      return;
+    }
+    const reason = typeof headers['mesh-agent-error'] === 'string' ? `: ${headers['mesh-agent-error']}` : '';
+    const err = Object.assign(new Error(`tunnel to ${describe} refused with ${status}${reason}`), { code: errnoForStatus(status) });
+    stream.destroy(err);
+  });
+  return s as unknown as net.Socket;
+}
+
+/** The server end (the destination's agent): a connected "client socket" for forwardOpaque. */
+export function serverDownstream(stream: http2.ServerHttp2Stream): net.Socket {
+  const s = stream as unknown as Decorated;
+  s.connecting = false;
+  s.setNoDelay = noDelay;
+  s.resetAndDestroy = resetStream;
+  return s as unknown as net.Socket;
+}
+
+/**
+ * An upstream that fails as a connect() would, for a tunnel that cannot be opened (no certificate
+ * for the source): the forwarders report the reason like any connect error (502, reset).
+ */
+export function failedUpstream(message: string, code: string): net.Socket {
+  const d = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } }) as Duplex & { connecting: boolean; setNoDelay(): unknown; resetAndDestroy(): unknown; setTimeout(): unknown };
+  d.connecting = true;
+  d.setNoDelay = () => d;
+  d.setTimeout = () => d;
+  d.resetAndDestroy = () => d.destroy();
+  process.nextTick(() => d.destroy(Object.assign(new Error(message), { code })));
+  return d as unknown as net.Socket;
+}

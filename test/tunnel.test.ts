@@ -1,0 +1,264 @@
+// The tunnels on loopback, in one process: a real proxy (listener, dispatch, HTTP/1, HTTP/2,
+// opaque and TLS forwarders) whose destination is "a meshed pod of another node", so every
+// connection goes through an HBONE tunnel (TLS 1.3, HTTP/2 CONNECT) to a real tunnel listener
+// that forwards to the server. Then each refusal: certificates from another root, expired, of
+// another trust domain, plaintext, a server presenting the wrong identity, and CONNECTs to what
+// is not a meshed pod of the identity asked for (no open relay), each counted with its reason.
+import test from 'ava';
+import * as net from 'node:net';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import * as tls from 'node:tls';
+import { once } from 'node:events';
+import { randomBytes, createHash } from 'node:crypto';
+import { Proxy } from '../src/proxy/index.ts';
+import { PortSet } from '../src/proxy/ports.ts';
+import { defaultLimits } from '../src/proxy/context.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+import { NodeTunnels } from '../src/tunnel/node-tunnels.ts';
+import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
+import type { DiscoPod } from '../src/discovery/model.ts';
+import type { LocalPod } from '../src/tunnel/server.ts';
+import { makePki, type Pki } from './helpers/mesh-pki.ts';
+import { waitFor } from './helpers/until.ts';
+
+const TD = 'cluster.local';
+const CLIENT_IP = '127.0.0.1'; // the client "pod" (the proxy sees connections from it)
+const SERVER_IP = '127.0.0.2'; // the destination "pod" on the other "node"
+const NODE_B = '127.0.0.1'; // the other node's agent (its tunnel listener)
+const web = workloadId(TD, 'shop', 'web');
+const db = workloadId(TD, 'shop', 'db');
+
+let pkiP: Promise<Pki> | undefined;
+const pki = () => (pkiP ??= makePki(TD));
+
+interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
+
+/** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }): Promise<Side & { port: number }> {
+  const p = await pki();
+  const inbound = new RecordingSink();
+  const logs: string[] = [];
+  const tunnels = new NodeTunnels({
+    node: 'node-b', trustDomain: TD, anchorsPem: p.anchor.certPem,
+    listen: { host: NODE_B, port: 0, reusePort: false },
+    podByIp: () => undefined,
+    local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled' },
+    inbound, limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
+    initial: [await p.credential(db)],
+  });
+  const a = await tunnels.listen();
+  t.teardown(() => tunnels.close(0));
+  return { tunnels, inbound, logs, port: a.port };
+}
+
+/** Node A: the client's agent; its proxy sends every connection to SERVER_IP:destPort, a meshed pod of node B. */
+async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string } = {}) {
+  const p = await pki();
+  const sink = new RecordingSink();
+  const logs: string[] = [];
+  const dst: DiscoPod = { namespace: 'shop', name: 'db-0', ip: SERVER_IP, kind: 'statefulset', owner: 'db', node: 'node-b', serviceAccount: o.serverSa ?? 'db', hostIp: NODE_B };
+  const tunnels = new NodeTunnels({
+    node: 'node-a', trustDomain: TD, anchorsPem: p.anchor.certPem,
+    listen: { host: '127.0.0.3', port: 0, reusePort: false },
+    podByIp: (ip) => (ip === SERVER_IP ? dst : undefined),
+    local: { byIp: (ip) => (ip === CLIENT_IP ? { namespace: 'shop', name: 'web-1', serviceAccount: 'web', meshed: true } : null), namespaceInject: () => 'enabled' },
+    inbound: new RecordingSink(), limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
+    initial: [o.cred ?? await p.credential(web)],
+  });
+  // The tunnels dial the other node's listener port (15008 in a cluster).
+  (tunnels.pool as unknown as { port: number }).port = tunnelPort;
+  const proxy = new Proxy({
+    listen: { host: CLIENT_IP, port: 0 },
+    lookup: () => ({ ip: SERVER_IP, port: destPort, podKey: 1n }),
+    tunnels: tunnels.tunnels,
+    telemetry: sink,
+    opaquePorts: PortSet.empty(),
+    detectTimeoutMs: 300,
+    log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
+  });
+  const a = await proxy.listen();
+  t.teardown(() => proxy.close(0));
+  return { proxy, port: a.port, sink, tunnels, logs };
+}
+
+async function listen(server: net.Server | http.Server | http2.Http2Server, t: any): Promise<number> {
+  server.listen(0, SERVER_IP);
+  await once(server, 'listening');
+  t.teardown(() => new Promise((r) => server.close(r)));
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** A socket's close, whatever came before it (an RST is expected here). */
+const closed = (s: net.Socket) => new Promise<void>((r) => (s.closed ? r() : s.once('close', () => r())));
+
+function get(port: number, agent: http.Agent, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: CLIENT_IP, port, path, agent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    }).on('error', reject);
+  });
+}
+
+test('HTTP/1 keep-alive through the tunnel: one TLS connection, a stream per client connection; the destination agent records the client\'s SPIFFE ID', async (t) => {
+  const srv = http.createServer((req, res) => res.end(`hello ${req.url} from ${req.socket.remoteAddress}`));
+  const destPort = await listen(srv, t);
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, destPort);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+  t.teardown(() => agent.destroy());
+  const bodies = await Promise.all(Array.from({ length: 20 }, (_, i) => get(a.port, agent, `/r${i}`)));
+  t.true(bodies.every((r, i) => r.status === 200 && r.body.startsWith(`hello /r${i}`)));
+  const st = a.tunnels.stats();
+  t.is(st.client.connectionsOpened, 1, 'one pooled TLS connection');
+  t.true(st.client.streams >= 1 && st.client.streams <= 2, `a stream per upstream connection (${st.client.streams})`);
+  t.like(b.tunnels.stats().server, { accepted: 1, refusedClients: {}, refusedStreams: {} });
+  await waitFor(() => b.inbound.opens.length >= 1);
+  t.deepEqual(b.inbound.opens[0]!.tls, { clientId: spiffeId(web), serverId: spiffeId(db) });
+  t.like(b.inbound.opens[0], { direction: 'inbound', sourceIp: CLIENT_IP, destIp: SERVER_IP, destPort });
+  t.deepEqual(a.tunnels.tunnels.tlsOf(a.sink.requests[0]!), { clientId: spiffeId(web), serverId: spiffeId(db) }, 'the client side names both identities');
+});
+
+test('opaque bulk (1 MiB each way, half-close) and a server that speaks first, through the tunnel', async (t) => {
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.write('220 banner\r\n');
+    const h = createHash('sha256');
+    let n = 0;
+    s.on('data', (d) => { h.update(d); n += d.length; });
+    s.on('end', () => s.end(`${n} ${h.digest('hex')}`));
+  });
+  const destPort = await listen(srv, t);
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, destPort);
+  const payload = randomBytes(1 << 20);
+  const c = net.connect({ host: CLIENT_IP, port: a.port, allowHalfOpen: true });
+  let got = '';
+  c.setEncoding('utf8');
+  c.on('data', (d) => (got += d));
+  await once(c, 'connect');
+  await waitFor(() => got.startsWith('220 banner'));
+  c.end(payload);
+  await once(c, 'end');
+  t.is(got, `220 banner\r\n${payload.length} ${createHash('sha256').update(payload).digest('hex')}`);
+  await waitFor(() => a.sink.closes.length === 1);
+  t.like(a.sink.closes[0], { protocol: 'opaque', detectedBy: 'server-first', bytesIn: payload.length });
+  t.is(a.sink.closes[0]!.error, undefined);
+});
+
+test('HTTP/2 (h2c) through the tunnel: the proxy\'s upstream session rides inside a CONNECT stream', async (t) => {
+  const srv = http2.createServer();
+  srv.on('stream', (s, h) => { s.respond({ ':status': 200 }); s.end(`h2 ${h[':path']}`); });
+  const destPort = await listen(srv, t);
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, destPort);
+  const client = http2.connect(`http://${CLIENT_IP}:${a.port}`);
+  t.teardown(() => client.close());
+  const one = (path: string) => new Promise<string>((resolve, reject) => {
+    const r = client.request({ ':path': path });
+    let body = '';
+    r.setEncoding('utf8');
+    r.on('data', (d) => (body += d));
+    r.on('end', () => resolve(body));
+    r.on('error', reject);
+  });
+  const got = await Promise.all([one('/a'), one('/b'), one('/c')]);
+  t.deepEqual(got, ['h2 /a', 'h2 /b', 'h2 /c']);
+  t.true(a.tunnels.stats().client.streams >= 1);
+});
+
+test('a client asking (by SNI) for an identity the destination agent does not hold is refused at the handshake', async (t) => {
+  const destPort = await listen(net.createServer((s) => s.end('x')), t);
+  const b = await nodeB(t);
+  // Discovery says the pod runs as "cache"; node B holds only db's certificate.
+  const a = await nodeA(t, b.port, destPort, { serverSa: 'cache' });
+  const c = net.connect({ host: CLIENT_IP, port: a.port });
+  c.on('error', () => {});
+  c.write('hello');
+  await closed(c);
+  await waitFor(() => (b.tunnels.stats().server.refusedClients['no-certificate-for-sni'] ?? 0) === 1);
+  t.true(b.logs.some((l) => l.includes('refused a tunnel connection')), b.logs.join('\n'));
+});
+
+test('the client checks the server\'s SPIFFE ID: a server under our anchor with another workload\'s certificate is refused', async (t) => {
+  const p = await pki();
+  // A rogue listener that answers any SNI with web's certificate.
+  const rogue = await p.credential(web);
+  const ctx = tls.createSecureContext({ key: rogue.material.keyPem, cert: rogue.material.certChainPem, ca: p.anchor.certPem });
+  const srv = tls.createServer({ SNICallback: (_n, cb) => cb(null, ctx), ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', requestCert: true, rejectUnauthorized: false }, (s) => s.on('error', () => {}));
+  srv.listen(0, NODE_B);
+  await once(srv, 'listening');
+  t.teardown(() => srv.close());
+  const a = await nodeA(t, (srv.address() as net.AddressInfo).port, 9);
+  const c = net.connect({ host: CLIENT_IP, port: a.port });
+  c.on('error', () => {});
+  c.write('hello');
+  await closed(c);
+  await waitFor(() => (a.tunnels.stats().client.refusedServers['wrong-identity'] ?? 0) === 1);
+  const line = a.logs.find((l) => l.includes('refused the agent at'))!;
+  t.regex(line, /it presented spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web, not the destination's identity/);
+  t.regex(line, /"client":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web","server":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db"/);
+  await waitFor(() => a.sink.closes.length === 1);
+  t.regex(a.sink.closes[0]!.error ?? '', /upstream/);
+});
+
+/** A client presenting `cred` (or none) to node B's listener, CONNECTing to target. */
+async function rawClient(port: number, cred: { key: string; cert: string } | null, target = `${SERVER_IP}:9`) {
+  const p = await pki();
+  const sock = tls.connect({ host: NODE_B, port, servername: 'db.shop.serviceaccount.identity.mesh-agent.cluster.local', ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', ca: p.anchor.certPem, checkServerIdentity: () => undefined, ...(cred ?? {}) });
+  sock.on('error', () => {});
+  const session = http2.connect(`https://${NODE_B}:${port}`, { createConnection: () => sock });
+  session.on('error', () => {});
+  const st = session.request({ ':method': 'CONNECT', ':authority': target });
+  st.on('error', () => {});
+  const status = await new Promise<number | string>((resolve) => {
+    st.once('response', (h) => resolve(Number(h[':status'])));
+    st.once('close', () => resolve('closed'));
+  });
+  session.destroy();
+  return status;
+}
+
+test('the destination agent refuses clients it cannot trust: another root, expired, another trust domain, no certificate, plaintext', async (t) => {
+  const b = await nodeB(t);
+  const p = await pki();
+  const other = await makePki(TD); // a forger's own root, same names
+  const asCred = (u: Awaited<ReturnType<Pki['credential']>>) => ({ key: u.material.keyPem, cert: u.material.certChainPem });
+  t.is(await rawClient(b.port, asCred(await other.credential(web))), 'closed');
+  t.is(await rawClient(b.port, asCred(await p.credential(web, { fromMs: -7_200_000, toMs: -3_600_000 }))), 'closed');
+  t.is(await rawClient(b.port, asCred(await p.credential(workloadId('other.domain', 'shop', 'web')))), 'closed');
+  t.is(await rawClient(b.port, null), 'closed');
+  const plain = net.connect({ host: NODE_B, port: b.port });
+  plain.on('error', () => {});
+  plain.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await closed(plain);
+  await waitFor(() => Object.values(b.tunnels.stats().server.refusedClients).reduce((x, y) => x + y, 0) === 5);
+  const r = b.tunnels.stats().server.refusedClients;
+  t.is(r.untrusted, 1, JSON.stringify(r));
+  t.is(r.expired, 1, JSON.stringify(r));
+  t.is(r['bad-identity'], 1, JSON.stringify(r));
+  t.is(r['no-client-certificate'], 1, JSON.stringify(r));
+  t.is(r['not-tls'], 1, JSON.stringify(r));
+  t.true(b.logs.some((l) => /certificate has expired|CERT_HAS_EXPIRED/.test(l)), b.logs.join('\n'));
+  t.true(b.logs.some((l) => l.includes('trust domain other.domain is not this mesh') && l.includes('"client":"spiffe://other.domain/ns/shop/sa/web"')), b.logs.join('\n'));
+  t.is(b.tunnels.stats().server.accepted, 0);
+});
+
+test('no open relay: a CONNECT to what is not a meshed pod of the identity asked for is refused 403, naming why', async (t) => {
+  const b = await nodeB(t, {
+    [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true },
+    '127.0.0.4': { namespace: 'shop', name: 'cache-0', serviceAccount: 'cache', meshed: true },
+    '127.0.0.5': { namespace: 'shop', name: 'legacy-0', serviceAccount: 'db', meshed: false },
+  });
+  const p = await pki();
+  const me = await p.credential(web);
+  const cred = { key: me.material.keyPem, cert: me.material.certChainPem };
+  t.is(await rawClient(b.port, cred, '127.0.0.4:80'), 403, 'a pod of another identity');
+  t.is(await rawClient(b.port, cred, '127.0.0.5:80'), 403, 'an unmeshed pod');
+  t.is(await rawClient(b.port, cred, '10.0.0.1:80'), 403, 'not a pod of this node');
+  t.is(await rawClient(b.port, cred, 'example.com:80'), 400);
+  t.like(b.tunnels.stats().server.refusedStreams, { 'wrong-identity': 1, 'not-a-meshed-pod': 2, 'bad-authority': 1 });
+  t.is(await rawClient(b.port, cred, `${SERVER_IP}:9`), 503, 'a meshed pod of the identity: tried (nothing listens on port 9)');
+});
