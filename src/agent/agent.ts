@@ -35,13 +35,14 @@ import type { Endpoints, TlsIds } from '../telemetry/events.ts';
 import { defaultLimits } from '../proxy/context.ts';
 import { ANNOTATIONS } from '../k8s/annotations.ts';
 import type { NamespaceInfo } from '../k8s/objects.ts';
-import { IdentityManager } from '../identity/manager.ts';
-import { httpsCertifyClient } from '../identity/client.ts';
+// Identity's modules (node:tls, node:https, the tunnels) load only when identity is on (start()).
+import type { IdentityManager } from '../identity/manager.ts';
 import { spiffeId, type WorkloadId } from '../identity/spiffe.ts';
-import { NodeTunnels, sumTunnelStats } from '../tunnel/node-tunnels.ts';
-import { TUNNEL_PORT } from '../tunnel/path.ts';
+import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
 import type { LocalPod } from '../tunnel/server.ts';
-import { anchorsStatus } from '../identity/anchors.ts';
+import type { AnchorStatus } from '../identity/anchors.ts';
+
+const TUNNEL_PORT = 15008;
 
 /** mTLS between nodes (docs/identity.md): certificates from the identity service, tunnels between agents. */
 export interface AgentIdentityOptions {
@@ -126,6 +127,8 @@ export class Agent {
   tunnels?: NodeTunnels;
   /** The node's certificates (identity on). */
   identities?: IdentityManager;
+  /** Identity's status helpers, loaded with it. */
+  private identityLib?: { sumTunnelStats: typeof import('../tunnel/node-tunnels.ts').sumTunnelStats; anchorsStatus: (pem: string) => AnchorStatus[] };
   /** The namespaces as the pod source last listed them: their inject annotation decides whether remote pods are meshed. */
   private namespaces = new Map<string, NamespaceInfo>();
 
@@ -190,6 +193,10 @@ export class Agent {
     const openSlots = new SharedArrayBuffer(4 * proxies);
     const idOpts = this.opts.identity;
     if (idOpts) {
+      const [{ NodeTunnels, sumTunnelStats }, { IdentityManager }, { httpsCertifyClient }, { anchorsStatus }] = await Promise.all([
+        import('../tunnel/node-tunnels.ts'), import('../identity/manager.ts'), import('../identity/client.ts'), import('../identity/anchors.ts'),
+      ]);
+      this.identityLib = { sumTunnelStats, anchorsStatus };
       this.tunnels = new NodeTunnels({
         node: this.opts.nodeName ?? os.hostname(),
         trustDomain: idOpts.trustDomain,
@@ -475,7 +482,8 @@ export class Agent {
   /** Certificates, trust anchors and tunnels, for status (null: identity off). */
   identityStatus() {
     const o = this.opts.identity;
-    if (!o || !this.identities || !this.tunnels) return null;
+    if (!o || !this.identities || !this.tunnels || !this.identityLib) return null;
+    const { anchorsStatus, sumTunnelStats } = this.identityLib;
     return {
       trustDomain: o.trustDomain,
       identityService: o.addr,

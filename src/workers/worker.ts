@@ -17,7 +17,7 @@ import { TapRegistry, type TapRecord } from '../telemetry/tap.ts';
 import { firstKnown, type Workload, type WorkloadResolver } from '../telemetry/workload.ts';
 import { defaultLimits } from '../proxy/context.ts';
 import type { Endpoints, TlsIds } from '../telemetry/events.ts';
-import { NodeTunnels } from '../tunnel/node-tunnels.ts';
+import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
 import type { LocalPod } from '../tunnel/server.ts';
 import { clock, type FromWorker, type PodsTable, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
@@ -97,6 +97,7 @@ taps.setTls(tlsOf);
 const limits = { ...defaultLimits, ...init.limits };
 if (init.identity) {
   const id = init.identity;
+  const { NodeTunnels } = await import('../tunnel/node-tunnels.ts');
   tunnels = new NodeTunnels({
     node: id.node,
     trustDomain: id.trustDomain,
