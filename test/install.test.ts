@@ -6,6 +6,11 @@ import { installManifests, INSTALL_DEFAULTS } from '../src/k8s/manifests.ts';
 import { manifestsToYaml } from '../src/cli/install.ts';
 import { validateObject } from './fixtures/manifests/k8s-schema.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createIssuer, createTrustAnchor, loadIssuer } from '../src/identity/x509.ts';
+import { IDENTITY_DEFAULTS, IDENTITY_RUN_DEFAULTS } from '../src/cli/identity-flags.ts';
 
 const find = (objs: any[], kind: string, name?: string) => objs.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
 const agentDs = (objs: any[]) => find(objs, 'DaemonSet');
@@ -182,13 +187,93 @@ test('bad options are rejected', (t) => {
   t.throws(() => installManifests({ skipOutboundPorts: '1-2-3' }), { message: /invalid port list/ });
 });
 
-test('CLI: prints multi-document YAML that parses back to the same objects', (t) => {
-  const r = runCli(['install', '--namespace', 'mesh', '--proxy-port', '16001']);
+test('CLI: prints multi-document YAML that parses back to the same objects', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'install-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const files = await pkiFiles(dir);
+  const r = runCli(['install', '--namespace', 'mesh', '--proxy-port', '16001', ...files.flags]);
   t.is(r.status, 0, r.stderr);
-  t.is(r.stdout, manifestsToYaml(installManifests({ namespace: 'mesh', proxyPort: 16001 })));
+  const want = installManifests({ namespace: 'mesh', proxyPort: 16001, identity: files.identity });
+  t.is(r.stdout, manifestsToYaml(want));
   const docs = parseAllDocuments(r.stdout) as any[];
-  t.deepEqual(docs.map((d) => d.toJS()), installManifests({ namespace: 'mesh', proxyPort: 16001 }));
+  t.deepEqual(docs.map((d) => d.toJS()), want);
   const bad = runCli(['install', '--admin-port', 'x']);
   t.is(bad.status, 1);
   t.regex(bad.stderr, /--admin-port: "x" is not a port number/);
+});
+
+/** A trust anchor and issuer in files, as an operator bringing their own would pass them. */
+async function pkiFiles(dir: string) {
+  const now = Date.now();
+  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
+  const issuer = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
+  const f = (n: string, text: string) => {
+    fs.writeFileSync(path.join(dir, n), text);
+    return path.join(dir, n);
+  };
+  const flags = ['--identity-trust-anchors-file', f('ca.crt', anchor.certPem), '--identity-issuer-certificate-file', f('issuer.crt', issuer.certPem), '--identity-issuer-key-file', f('issuer.key', issuer.keyPem)];
+  return { anchor, issuer, flags, identity: { trustDomain: 'cluster.local', anchorsPem: anchor.certPem, issuerCertPem: issuer.certPem, issuerKeyPem: issuer.keyPem, certificateLifetime: '24h' } };
+}
+
+test('identity: every object validates; the issuer key is in the Secret and nowhere else; the agents get the trust roots, a node-bound token for the identity audience, the tunnel port', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'install-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { identity } = await pkiFiles(dir);
+  const objs = installManifests({ identity }) as any[];
+  for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
+  t.deepEqual(objs.slice(11).map((o) => `${o.kind}/${o.metadata.name}`), [
+    'ServiceAccount/mesh-agent-identity', 'ClusterRole/mesh-agent-identity', 'ClusterRoleBinding/mesh-agent-identity',
+    'ConfigMap/mesh-agent-identity-trust-roots', 'Secret/mesh-agent-identity-issuer', 'Deployment/mesh-agent-identity', 'Service/mesh-agent-identity',
+  ]);
+  const yaml = manifestsToYaml(objs);
+  const keyBody = identity.issuerKeyPem.split('\n')[1]!;
+  t.is(yaml.split(keyBody).length - 1, 1, 'the key appears once');
+  const secret = find(objs, 'Secret');
+  t.is(secret.type, 'kubernetes.io/tls');
+  t.is(secret.stringData['tls.key'], identity.issuerKeyPem);
+  t.deepEqual(find(objs, 'ClusterRole', 'mesh-agent-identity').rules, [
+    { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+    { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+  ]);
+  const dep = find(objs, 'Deployment', 'mesh-agent-identity');
+  const c = dep.spec.template.spec.containers[0];
+  t.deepEqual(c.args, ['identity', '--listen', '0.0.0.0:8080', '--trust-domain', 'cluster.local', '--agent-service-account', 'mesh-agent/mesh-agent-agent', '--service-account', 'mesh-agent/mesh-agent-identity', '--certificate-lifetime', '24h']);
+  t.is(dep.spec.template.spec.serviceAccountName, 'mesh-agent-identity');
+  const mounts = Object.fromEntries(c.volumeMounts.map((m: any) => [m.name, m.mountPath]));
+  t.deepEqual(mounts, { issuer: '/var/run/mesh-agent/identity/issuer', 'trust-roots': '/var/run/mesh-agent/identity/trust-roots' });
+  // The agent: config names the identity service; trust roots and a projected token mounted; 15008 declared.
+  t.is(find(objs, 'ConfigMap', 'mesh-agent-config').data['identity-addr'], 'mesh-agent-identity.mesh-agent.svc:8080');
+  const pod = agentDs(objs).spec.template.spec;
+  const ac = pod.containers[0];
+  t.deepEqual(ac.args, ['run', '--config', '/etc/mesh-agent', '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity']);
+  t.deepEqual(ac.ports.map((p: any) => [p.name, p.containerPort]), [['proxy', 15001], ['admin', 4191], ['tunnel', 15008]]);
+  const token = pod.volumes.find((v: any) => v.name === 'identity-token');
+  t.deepEqual(token.projected.sources, [{ serviceAccountToken: { audience: 'mesh-agent-identity', expirationSeconds: 3600, path: 'mesh-agent-identity' } }]);
+  t.is(ac.volumeMounts.find((m: any) => m.name === 'identity-token').mountPath, '/var/run/secrets/tokens');
+  // The paths install mounts are the ones the agent and the identity service read by default.
+  t.is(IDENTITY_DEFAULTS.issuerCertificateFile, '/var/run/mesh-agent/identity/issuer/tls.crt');
+  t.is(IDENTITY_DEFAULTS.trustAnchorsFile, '/var/run/mesh-agent/identity/trust-roots/ca-bundle.crt');
+  t.is(IDENTITY_RUN_DEFAULTS.tokenFile, '/var/run/secrets/tokens/mesh-agent-identity');
+  t.is(IDENTITY_DEFAULTS.agentServiceAccount, `mesh-agent/${pod.serviceAccountName}`);
+});
+
+test('CLI: without files, install makes a trust anchor and an issuer that chain; partial or mismatched files are refused, naming the fix', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'install-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const r = runCli(['install']);
+  t.is(r.status, 0, r.stderr);
+  const objs = (parseAllDocuments(r.stdout) as any[]).map((d) => d.toJS());
+  const anchors = find(objs, 'ConfigMap', 'mesh-agent-identity-trust-roots').data['ca-bundle.crt'];
+  const secret = find(objs, 'Secret', 'mesh-agent-identity-issuer').stringData;
+  const issuer = await loadIssuer(secret['tls.crt'], secret['tls.key'], anchors);
+  t.true(issuer.notAfter.getTime() - Date.now() > 360 * 86_400_000, 'the issuer lives a year');
+  t.not(runCli(['install']).stdout, r.stdout, 'each install makes its own');
+  const files = await pkiFiles(dir);
+  const partial = runCli(['install', ...files.flags.slice(0, 2)]);
+  t.is(partial.status, 1);
+  t.regex(partial.stderr, /pass all three of --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file, or none/);
+  const other = await pkiFiles(fs.mkdtempSync(path.join(dir, 'o-')));
+  const mismatched = runCli(['install', ...files.flags.slice(0, 4), '--identity-issuer-key-file', other.flags[5]!]);
+  t.is(mismatched.status, 1);
+  t.regex(mismatched.stderr, /issuer key: it is not the key of the issuer certificate/);
 });

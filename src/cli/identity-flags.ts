@@ -10,6 +10,12 @@ export const IDENTITY_DEFAULTS = {
   serviceAccount: 'mesh-agent/mesh-agent-identity',
 };
 
+/** The agent's identity files, where install mounts them (src/k8s/identity-manifests.ts). */
+export const IDENTITY_RUN_DEFAULTS = {
+  trustAnchorsFile: '/var/run/mesh-agent/identity/trust-roots/ca-bundle.crt',
+  tokenFile: '/var/run/secrets/tokens/mesh-agent-identity',
+};
+
 /** NAMESPACE/NAME of a ServiceAccount. */
 export function parseServiceAccount(v: string, flag: string): { namespace: string; name: string } {
   const m = /^([a-z0-9][-a-z0-9]*)\/([a-z0-9][-a-z0-9.]*)$/.exec(v);

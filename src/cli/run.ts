@@ -10,12 +10,7 @@ import { defaultProxyWorkers } from '../workers/cpus.ts';
 import type { AgentIdentityOptions } from '../agent/agent.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
 import { TUNNEL_PORT } from '../tunnel/path.ts';
-import { IDENTITY_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
-
-export const IDENTITY_RUN_DEFAULTS = {
-  trustAnchorsFile: '/var/run/mesh-agent/identity/trust-roots/ca-bundle.crt',
-  tokenFile: '/var/run/secrets/tokens/mesh-agent-identity',
-};
+import { IDENTITY_DEFAULTS, IDENTITY_RUN_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
 
 /** mTLS settings when an identity service is named (flag or config), else undefined: identity off. */
 export function identityOptions(o: { identityTrustAnchorsFile: string; identityTokenFile: string; identityServiceAccount: string; trustDomain: string; tunnelPort: string }, addr: string | undefined): AgentIdentityOptions | undefined {

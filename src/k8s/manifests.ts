@@ -2,6 +2,7 @@
 // the Kubernetes schemas and the CLI only has to serialize them.
 import { createHash } from 'node:crypto';
 import { PortSet } from '../proxy/ports.ts';
+import { identityNames, identityObjects, withIdentity, type IdentityInstall } from './identity-manifests.ts';
 
 /** Where the agent container mounts the mesh-agent-config ConfigMap (`run --config`). */
 export const CONFIG_MOUNT = '/etc/mesh-agent';
@@ -21,6 +22,12 @@ export interface InstallOptions {
    * cgroup driver (kubeadm's default since 1.22); cgroupfs-driver nodes use /sys/fs/cgroup/kubepods.
    */
   cgroupRoot?: string;
+  /**
+   * mTLS between nodes (docs/identity.md): the identity service, its issuer Secret and trust
+   * roots, and the agents' identity settings. `mesh-agent install` always gives it (generating
+   * the trust anchor and issuer unless files are given); without it nothing of identity is made.
+   */
+  identity?: IdentityInstall;
 }
 
 export const INSTALL_DEFAULTS = {
@@ -73,7 +80,10 @@ export function installManifests(options: InstallOptions = {}): object[] {
     'controller-addr': `${NAME}-controller.${ns}.svc:${controllerPort}`,
     'skip-outbound-ports': skipOutbound,
     'cgroup-root': o.cgroupRoot,
+    ...(options.identity ? { 'identity-addr': identityNames(ns).addr } : {}),
   };
+  const ds = agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config) as any;
+  if (options.identity) withIdentity(ds.spec.template.spec, ns, options.identity);
 
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: labels('namespace') } },
@@ -123,7 +133,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
       subjects: [{ kind: 'ServiceAccount', name: `${NAME}-controller`, namespace: ns }],
     },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(`${NAME}-config`, labels('config')), data: config },
-    agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config),
+    ds,
     controllerDeployment(ns, o.image, controller, controllerPort, dashboardPort),
     {
       apiVersion: 'v1',
@@ -138,6 +148,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
         ],
       },
     },
+    ...(options.identity ? identityObjects(ns, o.image, clusterName, labels('identity'), `${NAME}-agent`, options.identity) : []),
   ];
 }
 
