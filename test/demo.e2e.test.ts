@@ -142,6 +142,12 @@ test('the demo\'s stat matches the bot\'s mix, the SMTP service works through th
   t.true(byProto.opaque >= mails, `every mail went through the proxy as opaque: ${JSON.stringify(byProto)} vs ${mails}`);
   const serverFirst = Number(/proxies decided by: .*server-first=(\d+)/.exec(refresh)?.[1] ?? 0);
   t.true(serverFirst >= mails, `the proxy saw the mailer speak first on every connection: ${serverFirst} vs ${mails} mails`);
+  // mTLS on its 3 nodes, said on screen: every workload's certificate ready, calls between nodes tunnelled, nothing refused.
+  const mtls = /^mTLS between nodes: on \(3\/3 agents\); (\d+)\/(\d+) workload certificates .*?, (\d+) connections tunnelled .*?, (\d+) handshakes refused/m.exec(refresh);
+  t.truthy(mtls, refresh);
+  t.true(Number(mtls![2]) >= 5 && mtls![1] === mtls![2], `every ServiceAccount of every node has its certificate: ${mtls![0]}`);
+  t.true(Number(mtls![3]) > 0, 'calls between nodes went through tunnels');
+  t.is(mtls![4], '0');
   const printed = [...refresh.matchAll(/^(web|voting|emoji)\s+2\/2\s+([\d.]+)%\s+([\d.]+)rps/gm)];
   t.deepEqual(printed.map((m) => m[1]).sort(), ['emoji', 'voting', 'web'], `the refresh shows the stat table:\n${refresh}`);
   // The spread: every replica of web, voting and emoji served requests through its Service.

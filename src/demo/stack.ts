@@ -100,7 +100,8 @@ export class DemoStack {
       this.services.set(d.name, s);
       for (let r = 0; r < d.replicas; r++) {
         const node = c.nodes[nodeOf(i, r)]!;
-        const pod = await c.addPod(node, { deployment: d.name, namespace: NAMESPACE, labels: podLabels(d), ports: d.port ? [{ name: 'main', containerPort: d.port }] : [] });
+        // Each workload runs as its own ServiceAccount, as emojivoto does: its identity in mTLS (docs/identity.md).
+        const pod = await c.addPod(node, { deployment: d.name, namespace: NAMESPACE, serviceAccountName: d.name, labels: podLabels(d), ports: d.port ? [{ name: 'main', containerPort: d.port }] : [] });
         replicas.push({ pod, node, proc: undefined as unknown as ChildProcess, log: undefined as unknown as JsonLineLog });
       }
       if (d.service) {
@@ -111,11 +112,11 @@ export class DemoStack {
     }
     await c.settled();
 
-    step(`starting the mesh: mesh-agent controller on the control plane (discovery from the API server, dashboard on :${DASHBOARD_PORT}), mesh-agent run on every node (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
+    step(`starting the mesh: mesh-agent controller on the control plane (discovery from the API server, dashboard on :${DASHBOARD_PORT}), mesh-agent identity beside it (the CA: node-bound agent tokens checked with a TokenReview), mesh-agent run on every node (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
     this.mesh = await startMesh(c, { controllerArgs: ['--dashboard-listen', `0.0.0.0:${DASHBOARD_PORT}`] });
     const endpoints = DEPLOYMENTS.reduce((n, d) => n + (d.service ? d.replicas : 0), 0);
     await this.mesh.waitAgents((st) => st.discovery.endpoints >= endpoints, `every agent to know the ${endpoints} endpoints of the demo's Services`);
-    step(`agents ready on ${c.nodes.map((n) => n.name).join(', ')}: BPF attached to each node's pods cgroup, proxy on <node IP>:15001, Services and endpoints streamed by the controller at ${this.mesh.controllerAddr}`);
+    step(`agents ready on ${c.nodes.map((n) => n.name).join(', ')}: BPF attached to each node's pods cgroup, proxy on <node IP>:15001, Services and endpoints streamed by the controller at ${this.mesh.controllerAddr}; mTLS between nodes on, certificates from ${this.mesh.identityAddr} (calls between nodes go through TLS 1.3 tunnels between the agents on :15008)`);
 
     const vip = (name: string) => {
       const d = DEPLOYMENTS.find((x) => x.name === name)!;
