@@ -23,9 +23,13 @@ let errors = 0;
 let running = true;
 const start = performance.now();
 
+/** A connection not done by then is an error (a dropped SYN retried for seconds, a proxy that never answered). */
+const CONNECTION_TIMEOUT_MS = 10_000;
+
 function one(): Promise<void> {
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
+    s.setTimeout(CONNECTION_TIMEOUT_MS, () => s.destroy(new Error('timeout')));
     s.on('data', () => {});
     s.once('end', () => {
       done++;

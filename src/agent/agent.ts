@@ -93,6 +93,9 @@ export interface AgentOptions {
   log: Logger;
 }
 
+/** The main thread's lag probe period, ms. */
+const LAG_PROBE_MS = 1000;
+
 /** After the detach on stop, how long the proxy still accepts what was redirected before it. */
 export const ACCEPT_GRACE_MS = 100;
 
@@ -121,6 +124,9 @@ export class Agent {
   readonly discovery = new DiscoveryStore();
   /** ClusterIP:port -> Service route with its balancer, from `discovery`. */
   readonly router: Router;
+  /** How late the main thread's once-a-second lag probe last ran, ms (its event-loop lag). */
+  private mainLagMs: number | null = null;
+  private lagProbe?: NodeJS.Timeout;
   /** The proxy worker threads (proxyWorkers > 1); the main thread's proxy is `proxy`. */
   private pool?: WorkerPool<{ gauges: GaugeLedger; pairs: PairLedger }>;
   /** The main thread's tunnels (identity on). */
@@ -258,6 +264,14 @@ export class Agent {
       }
     }
     this.metrics.registerWorkers(() => this.workers());
+    // The main thread's event-loop lag, for status and metrics: how late a 1 s timer fires.
+    let due = performance.now() + LAG_PROBE_MS;
+    this.lagProbe = setInterval(() => {
+      const now = performance.now();
+      this.mainLagMs = Math.max(0, now - due);
+      due = now + LAG_PROBE_MS;
+    }, LAG_PROBE_MS);
+    this.lagProbe.unref();
     this.features = probeFeatures(os.release(), { kernelSplice: this.opts.kernelSplice });
     const missing = missingRequired(this.features);
     for (const m of missing) this.recordError(`BPF feature missing: ${m}`);
@@ -436,7 +450,7 @@ export class Agent {
     const main = this.proxy?.stats();
     const cpu = process.threadCpuUsage();
     return [
-      { index: 0, thread: 'main', state: 'running', restarts: 0, stuck: 0, cpuSeconds: (cpu.user + cpu.system) / 1e6, lagMs: null, accepted: main?.accepted ?? 0, open: main?.open ?? 0, startedAt: new Date(this.startedAt).toISOString(), lastExit: null },
+      { index: 0, thread: 'main', state: 'running', restarts: 0, stuck: 0, cpuSeconds: (cpu.user + cpu.system) / 1e6, lagMs: this.mainLagMs, accepted: main?.accepted ?? 0, open: main?.open ?? 0, startedAt: new Date(this.startedAt).toISOString(), lastExit: null },
       ...(this.pool?.status() ?? []).map((w) => ({ ...w, thread: 'worker' as const })),
     ];
   }
@@ -515,6 +529,7 @@ export class Agent {
    */
   async stop(drainMs = 10_000): Promise<void> {
     this.ready = false;
+    clearInterval(this.lagProbe);
     this.source?.stop();
     this.kube?.stop();
     await this.reporter?.stop();

@@ -99,6 +99,8 @@ export interface ProxyStats {
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_DRAIN_MS = 10_000;
+/** The listener's accept queue (the kernel caps it at net.core.somaxconn, 4096 by default). */
+export const LISTEN_BACKLOG = 4096;
 /** At most one line per this interval for each refusal kind. */
 export const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
@@ -214,7 +216,9 @@ export class Proxy {
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       const { host, port, reusePort } = this.#opts.listen;
-      server.listen({ host, port, ...(reusePort ? { reusePort: true } : {}) }, () => {
+      // A node's connection bursts queue here while the proxy is busy: Node's default backlog (511)
+      // drops SYNs first, and a dropped SYN costs its client a retransmit timeout (1 s, then 3 s).
+      server.listen({ host, port, backlog: LISTEN_BACKLOG, ...(reusePort ? { reusePort: true } : {}) }, () => {
         server.removeListener('error', reject);
         server.on('error', (err) => this.#log('error', 'proxy listener error', { error: String(err) }));
         const addr = server.address() as net.AddressInfo;
