@@ -81,6 +81,18 @@ export const REFERENCES = {
     how: 'opaque-throughput runs with and without MESH_BENCH_AGENT_ARGS=--kernel-splice',
     figure: 'the experimental --kernel-splice (sockhash + sk_skb redirect, docs/proxy.md), which moves the copy into the kernel, cut the agent\'s CPU from ~92% to ~11% of a core while throughput stayed about the same: both TCP legs still go through the stack',
   },
+  requestCost: {
+    date: '2026-11-30',
+    commit: '0b16cb8',
+    how: 'strace -c, per-thread /proc times and a CPU profile of the agent under cpu-http1 on a 2-core machine (docs/benchmarks.md, "Where a request\'s and a connection\'s CPU goes")',
+    figure: 'the agent made the same system calls per request as nginx (a read and a write on each side); about 60% of its CPU was kernel time, the TCP work both pay, and in its profile JavaScript was a small part (the HTTP/1 forwarder 2.9%, telemetry 2.1%, Node\'s streams about 4%, garbage collection 3%) beside write(); the rest of the user-space time is Node\'s per-read and per-wake-up machinery (libuv, a callback into JavaScript, the microtask and nextTick queues), which nginx does in C',
+  },
+  connectionCost: {
+    date: '2026-11-30',
+    commit: '0b16cb8',
+    how: 'a CPU profile of the agent under conn-rate with one proxy on a 2-core machine (docs/benchmarks.md, "Where a request\'s and a connection\'s CPU goes")',
+    figure: 'the upstream connect() was 39% of the sampled time (the TCP handshake to the server pod runs inside it, through the veth, conntrack and the nftables chains, as for nginx), the greeting\'s write 17%, close() 10%, the datapath lookup 5%, accepting and building two Node sockets about 5%, telemetry 3%: a connection costs mostly the kernel\'s two TCP connections, which nginx pays as well, and Node\'s per-socket machinery',
+  },
   idleMemoryBreakdown: {
     date: '2026-11-22',
     commit: '55b2e6b',
@@ -104,15 +116,15 @@ function metricOf(scenarios: ScenarioResult[], id: string, name: string): Metric
   return scenarios.find((s) => s.id === id)?.metrics.find((m) => m.name === name);
 }
 
-function cpuOf(scenarios: ScenarioResult[], id: string, mode: Mode): { cpu?: number; starved?: number } {
+function cpuOf(scenarios: ScenarioResult[], id: string, mode: Mode, proxies = 1): { cpu?: number; starved?: number; proxies: number } {
   const s = scenarios.find((x) => x.id === id);
-  return { cpu: s?.proxyCpuPercent[mode], starved: s?.proxyStarvedPercent?.[mode] };
+  return { cpu: s?.proxyCpuPercent[mode], starved: s?.proxyStarvedPercent?.[mode], proxies };
 }
 
-function cpuNote({ cpu, starved }: { cpu?: number; starved?: number }): string {
+function cpuNote({ cpu, starved, proxies }: { cpu?: number; starved?: number; proxies: number }): string {
   if (cpu === undefined) return '';
   const wait = starved === undefined ? '' : ` and waited ${starved.toFixed(0)}% of the run for a CPU`;
-  if (cpu >= 85) return ` The agent used ${cpu.toFixed(0)}% of a core${wait}: its single event loop is the limit.`;
+  if (cpu >= 85 * proxies) return ` The agent used ${cpu.toFixed(0)}% of a core${wait}: ${proxies === 1 ? 'its single event loop is' : `its ${proxies} event loops are`} the limit.`;
   if (starved !== undefined && starved >= 20) return ` The agent used ${cpu.toFixed(0)}% of a core${wait}: it was starved by the load tools and servers sharing the cores, so this run does not measure the agent alone.`;
   return ` The agent used ${cpu.toFixed(0)}% of a core${wait}, so it was neither CPU-bound nor starved: it waited on something else (timers, the network, the upstream).`;
 }
@@ -135,7 +147,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99',
       measured: `+${added.toFixed(3)} ms (${p99.values.direct.toFixed(3)} → ${p99.values.mesh.toFixed(3)} ms)`,
       status: added < 1 ? 'met' : 'missed',
-      limit: added < 1 ? undefined : 'This run does not measure where the tail comes from; the candidates are the agent\'s event loop pauses (garbage collection, a long tick) and sharing the cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh')),
+      limit: added < 1 ? undefined : 'This run does not measure where the tail comes from; the candidates are the agent\'s event loop pauses (garbage collection, a long tick) and sharing the cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh', proxies)),
     });
   } else out.push({ id: 'latency-1k-p99', target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99', measured: '-', status: 'not run' });
 
@@ -147,7 +159,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s',
       measured: `${fmt(ka.values.mesh)} vs nginx ${fmt(ka.values.nginx)} req/s (${((ka.values.mesh / ka.values.nginx) * 100).toFixed(0)}%)`,
       status: met ? 'met' : 'missed',
-      limit: met ? undefined : cite(REFERENCES.keepAliveProfile) + ' A second agent thread needs a free core; here wrk and the server use the other one.' + cpuNote(cpuOf(scenarios, 'http1-keepalive', 'mesh')),
+      limit: met ? undefined : cite(REFERENCES.keepAliveProfile) + (proxies === 1 ? ' A second proxy needs a free core; here wrk and the server use the other one.' : ` The agent ran ${proxies} proxies and nginx ${proxies} processes on the cores wrk and the server use too.`) + cpuNote(cpuOf(scenarios, 'http1-keepalive', 'mesh', proxies)),
     });
   } else out.push({ id: 'http1-keepalive-vs-nginx', target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s', measured: '-', status: 'not run' });
 
@@ -159,7 +171,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       target: 'opaque throughput at least half of direct',
       measured: `${bulk.values.mesh.toFixed(2)} vs ${bulk.values.direct.toFixed(2)} Gbit/s (${(r * 100).toFixed(0)}%)`,
       status: r >= 0.5 ? 'met' : 'missed',
-      limit: r >= 0.5 ? undefined : (bulk.values.nginx !== undefined ? `nginx\'s stream proxy, in C, reached ${((bulk.values.nginx / bulk.values.direct) * 100).toFixed(0)}% of direct in the same run. ` : '') + 'Every byte crosses two TCP connections instead of one and, by default, is copied into the agent\'s user space and back on one thread. ' + cite(REFERENCES.kernelSpliceCpu) + ' Half of direct needs the pod\'s socket to skip TCP too (sk_msg redirect between local sockets, as Cilium and merbridge do), not built.' + cpuNote(cpuOf(scenarios, 'opaque-throughput', 'mesh')),
+      limit: r >= 0.5 ? undefined : (bulk.values.nginx !== undefined ? `nginx\'s stream proxy, in C, reached ${((bulk.values.nginx / bulk.values.direct) * 100).toFixed(0)}% of direct in the same run. ` : '') + 'Every byte crosses two TCP connections instead of one and, by default, is copied into the agent\'s user space and back on one thread. ' + cite(REFERENCES.kernelSpliceCpu) + ' Half of direct needs the pod\'s socket to skip TCP too (sk_msg redirect between local sockets, as Cilium and merbridge do), not built.' + cpuNote(cpuOf(scenarios, 'opaque-throughput', 'mesh', proxies)),
     });
   } else out.push({ id: 'opaque-throughput-half', target: 'opaque throughput at least half of direct', measured: '-', status: 'not run' });
 
@@ -229,7 +241,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       const r = viaSvc / viaPod;
       out.push({
         id: `${svc}-cost`, target: cTarget, measured: `${fmt(viaSvc)} vs ${fmt(viaPod)} req/s (${r.toFixed(2)}×)`, status: r >= 0.9 ? 'met' : 'missed',
-        limit: r >= 0.9 ? undefined : 'Per request the agent picks an endpoint (two random draws, two cost reads) and may move the keep-alive upstream between pods, which the pod-IP path never does (it keeps one bound upstream); the notes give the agent\'s CPU in both runs.' + cpuNote(cpuOf(scenarios, svc, 'mesh')),
+        limit: r >= 0.9 ? undefined : 'Per request the agent picks an endpoint (two random draws, two cost reads) and may move the keep-alive upstream between pods, which the pod-IP path never does (it keeps one bound upstream); the notes give the agent\'s CPU in both runs.' + cpuNote(cpuOf(scenarios, svc, 'mesh', proxies)),
       });
     } else out.push({ id: `${svc}-cost`, target: cTarget, measured: '-', status: 'not run' });
   }
@@ -242,16 +254,16 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
     const without = metricOf(scenarios, 'http1-route', 'requests/s without route')!.values.mesh!;
     out.push({
       id: 'http1-route-cost', target: rTarget, measured: `${fmt(withRoute)} vs ${fmt(without)} req/s (${route.toFixed(2)}×)`, status: route >= 0.9 ? 'met' : 'missed',
-      limit: route >= 0.9 ? undefined : 'Per request the routed path finds the rule, picks a backend by weight and then its endpoint, keeps the request for a retry and counts it in the budget, and reports the route and backend metrics; the notes give the agent\'s CPU.' + cpuNote(cpuOf(scenarios, 'http1-route', 'mesh')),
+      limit: route >= 0.9 ? undefined : 'Per request the routed path finds the rule, picks a backend by weight and then its endpoint, keeps the request for a retry and counts it in the budget, and reports the route and backend metrics; the notes give the agent\'s CPU.' + cpuNote(cpuOf(scenarios, 'http1-route', 'mesh', proxies)),
     });
   } else out.push({ id: 'http1-route-cost', target: rTarget, measured: '-', status: 'not run' });
 
-  out.push(...judgeEfficiency(scenarios));
+  out.push(...judgeEfficiency(scenarios, proxies));
   return out;
 }
 
 /** Issue 16: what a request, a connection and idle memory cost, against nginx and ztunnel's published figure. */
-function judgeEfficiency(scenarios: ScenarioResult[]): TargetResult[] {
+function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetResult[] {
   const out: TargetResult[] = [];
   const http1 = scenarios.find((x) => x.id === 'cpu-http1');
   const rates = http1?.metrics.filter((m) => m.values.mesh !== undefined && m.values.nginx !== undefined) ?? [];
@@ -263,7 +275,7 @@ function judgeEfficiency(scenarios: ScenarioResult[]): TargetResult[] {
       id: 'cpu-http1-vs-nginx', target: vsNginx,
       measured: rates.map((m) => `${rateOf(m)}: ${fmt(m.values.mesh)} vs ${fmt(m.values.nginx)} CPU-ms per 1,000`).join('; '),
       status: worse.length === 0 ? 'met' : 'missed',
-      limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. Both make the same system calls per request (a read and a write on each side); what is left is JavaScript per request (parsing both heads, Node's stream and libuv bookkeeping, telemetry) that nginx does in a few hundred instructions of C. docs/benchmarks.md ("Where a request's and a connection's CPU goes") has the profile.`,
+      limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. ${cite(REFERENCES.requestCost)}`,
     });
   } else out.push({ id: 'cpu-http1-vs-nginx', target: vsNginx, measured: '-', status: 'not run' });
 
@@ -275,7 +287,7 @@ function judgeEfficiency(scenarios: ScenarioResult[]): TargetResult[] {
       id: 'cpu-http1-60ms', target: ztunnel,
       measured: mesh.map((m) => `${rateOf(m)}: ${fmt(m.values.mesh)}`).join('; '),
       status: over.length === 0 ? 'met' : 'missed',
-      limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates each request wakes the event loop on its own (an epoll_wait, the timers, a microtask drain per request), which batching amortises at higher rates: compare the rates in this run. ztunnel's figure is Rust on a multi-core node; the per-request JavaScript is the rest (docs/benchmarks.md).`,
+      limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates a request wakes the event loop on its own, where at higher ones one wake-up serves several: compare the rates in this run. ${cite(REFERENCES.requestCost)}`,
     });
   } else out.push({ id: 'cpu-http1-60ms', target: ztunnel, measured: '-', status: 'not run' });
 
@@ -285,7 +297,7 @@ function judgeEfficiency(scenarios: ScenarioResult[]): TargetResult[] {
     const r = conn.values.mesh / conn.values.nginx;
     out.push({
       id: 'conn-rate-half-nginx', target: connTarget, measured: `${fmt(conn.values.mesh)} vs nginx ${fmt(conn.values.nginx)} conn/s (${r.toFixed(2)}×)`, status: r >= 0.5 ? 'met' : 'missed',
-      limit: r >= 0.5 ? undefined : 'A new connection costs the agent an accept, a datapath lookup, an upstream connect and the detection race (the server speaks first here) in JavaScript and libuv, where nginx\'s stream proxy does an accept and a connect in C; docs/benchmarks.md ("Where a new connection\'s time goes") has the profile.' + cpuNote(cpuOf(scenarios, 'conn-rate', 'mesh')),
+      limit: r >= 0.5 ? undefined : cite(REFERENCES.connectionCost) + cpuNote(cpuOf(scenarios, 'conn-rate', 'mesh', proxies)),
     });
   } else out.push({ id: 'conn-rate-half-nginx', target: connTarget, measured: '-', status: 'not run' });
 
