@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { WorkerPool } from '../src/workers/pool.ts';
 import type { WorkerInit } from '../src/workers/protocol.ts';
-import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
+import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseMemoryMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
 import { sumProxyStats, mergeDescribed } from '../src/workers/merge.ts';
 
 const SCRIPT = new URL('./fixtures/pool-worker.ts', import.meta.url);
@@ -82,11 +82,17 @@ test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up
   t.is(parseCpuMax('50000\n'), 0.5, 'the period defaults to 100 ms');
   t.is(parseCfs('-1\n', '100000\n'), null);
   t.is(parseCfs('200000\n', '100000\n'), 2);
-  t.is(defaultProxyWorkers(null, 8), 8);
-  t.is(defaultProxyWorkers(1.5, 8), 2);
-  t.is(defaultProxyWorkers(0.25, 8), 1);
-  t.is(defaultProxyWorkers(16, 4), 4, 'a limit above the CPUs does not add threads');
-  t.deepEqual(parseProcCgroup('12:cpu,cpuacct:/kubepods/pod1\n0::/kubepods.slice/pod1.slice\n'), { v1cpu: '/kubepods/pod1', v2: '/kubepods.slice/pod1.slice' });
+  t.is(defaultProxyWorkers(null, 8, null), 8);
+  t.is(defaultProxyWorkers(1.5, 8, null), 2);
+  t.is(defaultProxyWorkers(0.25, 8, null), 1);
+  t.is(defaultProxyWorkers(16, 4, null), 4, 'a limit above the CPUs does not add threads');
+  // The DaemonSet's 512 MiB leaves room for 14 proxies on a 32-CPU node, not 32 (~17 MB each idle).
+  t.is(defaultProxyWorkers(null, 32, 512 * 2 ** 20), 14);
+  t.is(defaultProxyWorkers(null, 32, 128 * 2 ** 20), 1, 'a tight limit still runs one proxy');
+  t.is(parseMemoryMax('max\n'), null);
+  t.is(parseMemoryMax('536870912\n'), 536870912);
+  t.is(parseMemoryMax('9223372036854771712\n'), null, 'cgroup v1 writes a huge number for no limit');
+  t.deepEqual(parseProcCgroup('12:cpu,cpuacct:/kubepods/pod1\n4:memory:/kubepods/pod1\n0::/kubepods.slice/pod1.slice\n'), { v1cpu: '/kubepods/pod1', v1memory: '/kubepods/pod1', v2: '/kubepods.slice/pod1.slice' });
   t.deepEqual(parseCgroupMounts([
     '30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw',
     '31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct',

@@ -1,6 +1,7 @@
 // How many proxies the agent runs by default: the CPUs it may use. A container's CPU limit is a
 // CFS quota in its cgroup (cgroup v2 cpu.max, v1 cpu.cfs_quota_us), which neither the CPU count
-// nor the affinity mask shows; the limit of the tightest cgroup on the way to the root wins.
+// nor the affinity mask shows; the limit of the tightest cgroup on the way to the root wins. A
+// memory limit caps it too: each proxy thread is a V8 heap of its own (docs/benchmarks.md).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -22,28 +23,42 @@ function cpusOf(quota: number, period: number): number | null {
   return quota / period;
 }
 
-/** This process's cgroup paths from /proc/self/cgroup: the v2 path and the v1 cpu controller's. */
-export function parseProcCgroup(text: string): { v2?: string; v1cpu?: string } {
-  const out: { v2?: string; v1cpu?: string } = {};
+/** cgroup v2 memory.max or v1 memory.limit_in_bytes as bytes, or null when unlimited (v1 writes a huge number). */
+export function parseMemoryMax(text: string): number | null {
+  const t = text.trim();
+  if (t === 'max' || !/^\d+$/.test(t)) return null;
+  const n = Number(t);
+  return n >= 2 ** 60 ? null : n;
+}
+
+interface CgroupPaths { v2?: string; v1cpu?: string; v1memory?: string }
+
+/** This process's cgroup paths from /proc/self/cgroup: the v2 path and the v1 cpu and memory controllers'. */
+export function parseProcCgroup(text: string): CgroupPaths {
+  const out: CgroupPaths = {};
   for (const line of text.split('\n')) {
     const m = /^\d+:([^:]*):(.*)$/.exec(line);
     if (!m) continue;
+    const ctl = m[1]!.split(',');
     if (m[1] === '') out.v2 = m[2];
-    else if (m[1]!.split(',').includes('cpu')) out.v1cpu = m[2];
+    else if (ctl.includes('cpu')) out.v1cpu = m[2];
+    else if (ctl.includes('memory')) out.v1memory = m[2];
   }
   return out;
 }
 
-/** Mount points of the cgroup v2 hierarchy and of the v1 cpu controller, from /proc/self/mountinfo. */
-export function parseCgroupMounts(mountinfo: string): { v2?: string; v1cpu?: string } {
-  const out: { v2?: string; v1cpu?: string } = {};
+/** Mount points of the cgroup v2 hierarchy and of the v1 cpu and memory controllers, from /proc/self/mountinfo. */
+export function parseCgroupMounts(mountinfo: string): CgroupPaths {
+  const out: CgroupPaths = {};
   for (const line of mountinfo.split('\n')) {
     const f = line.split(' ');
     const sep = f.indexOf('-', 6);
     if (sep < 0 || f[3] !== '/') continue;
     const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const opts = (f[sep + 3] ?? '').split(',');
     if (f[sep + 1] === 'cgroup2') out.v2 ??= unescape(f[4]!);
-    else if (f[sep + 1] === 'cgroup' && (f[sep + 3] ?? '').split(',').includes('cpu')) out.v1cpu ??= unescape(f[4]!);
+    else if (f[sep + 1] === 'cgroup' && opts.includes('cpu')) out.v1cpu ??= unescape(f[4]!);
+    else if (f[sep + 1] === 'cgroup' && opts.includes('memory')) out.v1memory ??= unescape(f[4]!);
   }
   return out;
 }
@@ -88,7 +103,33 @@ export function cgroupCpuLimit(): number | null {
   return null;
 }
 
-/** The default proxy count: the CPUs this process may run on, at most its cgroup limit (rounded up), at least 1. */
-export function defaultProxyWorkers(limit = cgroupCpuLimit(), cpus = os.availableParallelism()): number {
-  return Math.max(1, Math.min(cpus, limit === null ? cpus : Math.ceil(limit)));
+/** The memory limit of this process's cgroups (v2, else v1), bytes, or null. */
+export function cgroupMemoryLimit(): number | null {
+  const mounts = parseCgroupMounts(readOr('/proc/self/mountinfo') ?? '');
+  const mine = parseProcCgroup(readOr('/proc/self/cgroup') ?? '');
+  const read = (file: string) => (d: string) => {
+    const t = readOr(path.join(d, file));
+    return t === null ? null : parseMemoryMax(t);
+  };
+  if (mounts.v2 !== undefined && mine.v2 !== undefined) {
+    const v = tightest(mounts.v2, path.join(mounts.v2, mine.v2), read('memory.max'));
+    if (v !== null) return v;
+  }
+  if (mounts.v1memory !== undefined && mine.v1memory !== undefined) return tightest(mounts.v1memory, path.join(mounts.v1memory, mine.v1memory), read('memory.limit_in_bytes'));
+  return null;
+}
+
+/** What the agent needs besides its extra proxies: one proxy idle, and room for 10,000 connections at ~10 KB. */
+export const BASE_MEMORY = 180 * 2 ** 20;
+/** What each extra proxy thread costs idle, with margin (measured 17-19 MB, docs/benchmarks.md). */
+export const PROXY_MEMORY = 24 * 2 ** 20;
+
+/**
+ * The default proxy count: the CPUs this process may run on, at most its cgroup CPU limit
+ * (rounded up), and no more than its memory limit leaves room for; at least 1.
+ */
+export function defaultProxyWorkers(limit = cgroupCpuLimit(), cpus = os.availableParallelism(), memory = cgroupMemoryLimit()): number {
+  let n = Math.min(cpus, limit === null ? cpus : Math.ceil(limit));
+  if (memory !== null) n = Math.min(n, 1 + Math.floor((memory - BASE_MEMORY) / PROXY_MEMORY));
+  return Math.max(1, n);
 }
