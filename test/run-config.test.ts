@@ -108,6 +108,14 @@ test('CLI: run refuses a bad --drain at start, before touching the datapath', (t
   t.is(r.stderr, 'mesh-agent: --drain must be a whole number of milliseconds from 0 to 2147483647, not "10s"; e.g. --drain 10000\n');
 });
 
+test('CLI: run refuses a --proxy-workers that is not a positive whole number, before touching the datapath', (t) => {
+  for (const bad of ['0', '-1', '1.5', 'two', '']) {
+    const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--proxy-workers', bad]);
+    t.is(r.status, 1, r.stderr);
+    t.is(r.stderr, `mesh-agent: --proxy-workers must be a whole number of at least 1, not ${JSON.stringify(bad)}\n`, bad);
+  }
+});
+
 test('CLI: run refuses a bad config before touching the datapath, naming key and value', (t) => {
   const dir = mountConfigMap({ 'proxy-port': '99999' });
   const r = runCli(['run', '--config', dir, '--pods', '/nonexistent']);
