@@ -156,6 +156,10 @@ test.serial('requests to a Service carry dst_service and the chosen pod\'s label
   }
   const nodesOfPods = new Set(echoPods().map((n) => podOf(n).ip.split('.')[2]));
   t.is(nodesOfPods.size, 2, 'the pods are on both nodes');
+  // The balancer's endpoints, as Linkerd's gauge names them.
+  const gauge = metrics.split('\n').find((l) => l.startsWith('outbound_http_balancer_endpoints{') && l.includes('parent_name="echo"') && l.includes('parent_port="50051"') && l.includes('endpoint_state="ready"'));
+  t.truthy(gauge, metrics.split('\n').filter((l) => l.includes('balancer')).join('\n'));
+  t.regex(gauge!, / 3$/);
 });
 
 test.serial('diagnostics endpoints lists what the balancer holds: pod, node, state, EWMA, requests', async (t) => {

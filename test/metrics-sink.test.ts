@@ -273,3 +273,24 @@ test('the same endpoints and outcome with different authorities, statuses and gR
   t.is(sum(e, 'request_total', { direction: 'inbound', authority: 'b:80' }), 4, 'an inbound event has only its inbound side');
   t.is(sum(e, 'request_total', { direction: 'outbound', authority: 'b:80' }), 3);
 });
+
+test('outbound_http_balancer_endpoints: each balancer\'s endpoints by state, with Linkerd\'s parent and backend labels; the proxies\' views merged', async (t) => {
+  const { mergeBalancerCounts } = await import('../src/workers/merge.ts');
+  const sink = new MetricsSink({ workloads: { byIp: () => null }, processMetrics: false });
+  let counts = [
+    [{ namespace: 'shop', name: 'api', port: 80, ready: 3, pending: 0 }],
+    [{ namespace: 'shop', name: 'api', port: 80, ready: 2, pending: 1 }, { namespace: 'shop', name: 'db', port: 5432, ready: 1, pending: 0 }],
+  ];
+  sink.registerBalancers(() => mergeBalancerCounts(counts));
+  const series = select(parseExposition(await sink.exposition()), 'outbound_http_balancer_endpoints');
+  const at = (name: string, state: string) => series.find((s) => s.labels.parent_name === name && s.labels.endpoint_state === state);
+  t.like(at('api', 'ready')?.labels, {
+    parent_group: 'core', parent_kind: 'Service', parent_namespace: 'shop', parent_port: '80', parent_section_name: '',
+    backend_group: 'core', backend_kind: 'Service', backend_namespace: 'shop', backend_name: 'api', backend_port: '80', backend_section_name: '',
+  });
+  t.is(at('api', 'ready')?.value, 2, 'one proxy holds an endpoint back: it is pending for the agent');
+  t.is(at('api', 'pending')?.value, 1);
+  t.is(at('db', 'ready')?.value, 1);
+  counts = [];
+  t.is(select(parseExposition(await sink.exposition()), 'outbound_http_balancer_endpoints').length, 0, 'read at each scrape');
+});

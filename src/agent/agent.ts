@@ -28,7 +28,7 @@ import { assessHealth } from './health.ts';
 import * as net from 'node:net';
 import { WorkerPool, type WorkerStatus } from '../workers/pool.ts';
 import type { PodsTable } from '../workers/protocol.ts';
-import { mergeDescribed, sumProxyStats, type DescribedPort } from '../workers/merge.ts';
+import { mergeBalancerCounts, mergeDescribed, sumProxyStats, type DescribedPort } from '../workers/merge.ts';
 import type { GaugeLedger } from '../telemetry/recorder.ts';
 import type { PairLedger } from '../telemetry/report.ts';
 import type { Endpoints, TlsIds } from '../telemetry/events.ts';
@@ -264,6 +264,7 @@ export class Agent {
       }
     }
     this.metrics.registerWorkers(() => this.workers());
+    this.metrics.registerBalancers(() => mergeBalancerCounts([this.router.balancerCounts(), ...(this.pool?.balancerCounts() ?? [])]));
     // The main thread's event-loop lag, for status and metrics: how late a 1 s timer fires.
     let due = performance.now() + LAG_PROBE_MS;
     this.lagProbe = setInterval(() => {

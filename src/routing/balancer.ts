@@ -118,6 +118,13 @@ export class Balancer {
     return this.list.length;
   }
 
+  /** Endpoints failure accrual holds back now (ejected, or in probation with its probe out). */
+  heldBack(now = this.now()): number {
+    let n = 0;
+    for (const b of this.list) if (!this.available(b, now)) n++;
+    return n;
+  }
+
   /**
    * The endpoint for one request (or one connection), counted in flight until done(). null when
    * there is none to send to: no endpoints, or failure accrual holds every one back.

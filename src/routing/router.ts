@@ -19,6 +19,15 @@ export interface ServiceRef {
   port: number;
 }
 
+/** A balancer's endpoints by state, for the outbound_http_balancer_endpoints gauge. */
+export interface BalancerCount {
+  namespace: string;
+  name: string;
+  port: number;
+  ready: number;
+  pending: number;
+}
+
 export interface ServiceRoute {
   readonly ref: ServiceRef;
   /** name.namespace.svc.cluster.local:port: the authority requests to it are reported under. */
@@ -153,6 +162,21 @@ export class Router {
     const byPort = this.routes.get(`${namespace}/${name}`);
     if (byPort === undefined) return [];
     return [...byPort.values()].filter((r) => port === undefined || r.ref.port === port);
+  }
+
+  /**
+   * Endpoints of every balancer this router holds (the Service ports requests or connections
+   * have used): ready ones take requests, pending ones failure accrual holds back.
+   */
+  balancerCounts(): BalancerCount[] {
+    const out: BalancerCount[] = [];
+    for (const byPort of this.routes.values()) {
+      for (const r of byPort.values()) {
+        const pending = r.balancer.heldBack();
+        out.push({ namespace: r.ref.namespace, name: r.ref.name, port: r.ref.port, ready: r.balancer.size - pending, pending });
+      }
+    }
+    return out;
   }
 
   /**

@@ -5,6 +5,7 @@
 import { Counter, Gauge, processMetrics, Registry } from './prom.ts';
 import type { DatapathCounters } from '../datapath/addon.ts';
 import { MetricsRecorder, type RecorderOptions } from './recorder.ts';
+import type { BalancerCount } from '../routing/router.ts';
 
 export { DEFAULT_MAX_SERIES, DETECT_BUCKETS, LATENCY_BUCKETS, RESOLVED_FRESH_MS, TCP_DURATION_BUCKETS } from './recorder.ts';
 
@@ -136,6 +137,35 @@ export class MetricsSink extends MetricsRecorder {
     per('mesh_agent_proxy_worker_stuck_total', 'Of the restarts, replacements of a worker whose event loop stopped answering', 'counter', (w) => w.stuck);
     per('mesh_agent_proxy_worker_lag_seconds', 'How late each worker answered its last ping (event-loop lag)', 'gauge', (w) => (w.lagMs === null ? null : w.lagMs / 1000));
     per('mesh_agent_proxy_worker_up', '1 while the proxy listens, 0 while it is restarting', 'gauge', (w) => (w.state === 'running' ? 1 : 0));
+  }
+
+  /**
+   * Linkerd's outbound_http_balancer_endpoints, read at scrape time: each balancer's endpoints by
+   * state (ready; pending: held back by failure accrual). Parent and backend are the Service
+   * port whose balancer it is (a route splitting to other Services has one balancer per backend).
+   */
+  registerBalancers(read: () => BalancerCount[]): void {
+    const labelNames = ['parent_group', 'parent_kind', 'parent_namespace', 'parent_name', 'parent_port', 'parent_section_name',
+      'backend_group', 'backend_kind', 'backend_namespace', 'backend_name', 'backend_port', 'backend_section_name', 'endpoint_state'];
+    new Gauge({
+      name: 'outbound_http_balancer_endpoints',
+      help: 'Endpoints of each Service port\'s balancer, by state (ready, or pending: held back by failure accrual)',
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const b of read()) {
+          const svc = { group: 'core', kind: 'Service', namespace: b.namespace, name: b.name, port: String(b.port), section_name: '' };
+          const l: Record<string, string> = {};
+          for (const [k, v] of Object.entries(svc)) {
+            l[`parent_${k}`] = v;
+            l[`backend_${k}`] = v;
+          }
+          this.set({ ...l, endpoint_state: 'ready' }, b.ready);
+          this.set({ ...l, endpoint_state: 'pending' }, b.pending);
+        }
+      },
+    });
   }
 
   contentType(): string {

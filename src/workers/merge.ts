@@ -1,7 +1,7 @@
 // The agent's one answer from several proxies' states (docs/proxy.md, "Workers"). Pure.
 import type { ProxyStats } from '../proxy/listener.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
-import type { ServiceRef } from '../routing/router.ts';
+import type { BalancerCount, ServiceRef } from '../routing/router.ts';
 
 function addCounts(into: Record<string, number>, from: Record<string, number>): void {
   for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
@@ -83,4 +83,24 @@ export function mergeDescribed(byWorker: ReadonlyArray<{ worker: number; ports: 
     out.push({ ref: mp.ref, authority: mp.authority, problems: mp.problems, endpoints });
   }
   return out;
+}
+
+/**
+ * Every proxy's balancers as the agent's: per Service port, the endpoints any proxy balances
+ * over, and as pending the most any one proxy holds back (each proxy's failure accrual is its own).
+ */
+export function mergeBalancerCounts(byProxy: ReadonlyArray<readonly BalancerCount[]>): BalancerCount[] {
+  const out = new Map<string, BalancerCount & { total: number }>();
+  for (const list of byProxy) {
+    for (const b of list) {
+      const k = `${b.namespace}/${b.name}:${b.port}`;
+      const m = out.get(k);
+      if (m === undefined) out.set(k, { ...b, total: b.ready + b.pending });
+      else {
+        m.total = Math.max(m.total, b.ready + b.pending);
+        m.pending = Math.max(m.pending, b.pending);
+      }
+    }
+  }
+  return [...out.values()].map(({ total, ...b }) => ({ ...b, ready: total - b.pending }));
 }

@@ -4,6 +4,7 @@
 // answering, and drains them all on stop. Never a message per connection or request: pings once
 // a second, state when it changes, telemetry when asked.
 import { Worker } from 'node:worker_threads';
+import type { BalancerCount } from '../routing/router.ts';
 import type { DiscoMessage } from '../discovery/model.ts';
 import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
 import type { CredentialUpdate } from '../identity/credentials.ts';
@@ -321,6 +322,11 @@ export class WorkerPool<L> {
       startedAt: s.startedAt === null ? null : new Date(s.startedAt).toISOString(),
       lastExit: s.lastExit,
     }));
+  }
+
+  /** Each running worker's balancers, as of its last answer (a ping's, at most a second old). */
+  balancerCounts(): BalancerCount[][] {
+    return this.slots.flatMap((s) => (s.stats?.balancers && s.worker ? [s.stats.balancers] : []));
   }
 
   /** The running workers' proxy counters, as of their last answer (collect() refreshes them). */

@@ -2,6 +2,7 @@
 // "Workers"). Both ends are this release's code in one process, so messages are typed, not
 // validated; they carry state and batches, never a message per connection or request.
 import type { MapFds } from '../datapath/addon.ts';
+import type { BalancerCount } from '../routing/router.ts';
 import type { DiscoMessage } from '../discovery/model.ts';
 import type { ProxyLimits } from '../proxy/context.ts';
 import type { ProxyStats } from '../proxy/listener.ts';
@@ -51,6 +52,8 @@ export interface WorkerStats {
   proxy: ProxyStats;
   /** Its tunnels' counters (identity on). */
   tunnels?: TunnelStats;
+  /** Its balancers' endpoints by state. */
+  balancers?: BalancerCount[];
   /** CPU time of the worker's thread since it started, µs (process.threadCpuUsage). */
   cpuUserUs: number;
   cpuSystemUs: number;

@@ -131,7 +131,7 @@ const proxy = new Proxy({
 
 function stats(): WorkerStats {
   const cpu = process.threadCpuUsage();
-  return { proxy: proxy.stats(), ...(tunnels ? { tunnels: tunnels.stats() } : {}), cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
+  return { proxy: proxy.stats(), ...(tunnels ? { tunnels: tunnels.stats() } : {}), balancers: router.balancerCounts(), cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
 }
 
 port.on('message', (m: ToWorker) => {
