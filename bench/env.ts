@@ -1,10 +1,13 @@
-// The bench's world: a one-node simulated cluster with a server pod, an unmeshed client pod
-// (direct and nginx runs) and a meshed client pod (mesh runs), three pods behind a Service
+// The bench's world: a simulated cluster whose first node has a server pod, an unmeshed client
+// pod (direct and nginx runs) and a meshed client pod (mesh runs), three pods behind a Service
 // (bench/svc, for the Service scenarios), the real agent in the node namespace and the
 // controller on the control plane (discovery, as installed), nginx as the upstream servers in
-// the server pods and as the reverse proxy in the node namespace, and iperf3 -s. Everything is
-// a child of the cluster's cgroups, so destroy() (and the sim's exit and signal handlers)
-// remove it all.
+// the server pods and as the reverse proxy in the node namespace, and iperf3 -s. A second node
+// holds two more server pods for the cross-node scenarios: remote-plain (unmeshed: the plaintext
+// mesh goes to it directly) and remote-mtls (meshed: the mesh tunnels to it over mTLS), with its
+// own agent; the identity service runs beside the controller and both agents have identity on,
+// as installed (docs/identity.md). Everything is a child of the cluster's cgroups, so destroy()
+// (and the sim's exit and signal handlers) remove it all.
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -14,6 +17,7 @@ import { createCluster, type SimCluster, type SimNode, type SimPod, type SimServ
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
 import { parseVmRss } from './parse.ts';
+import type { Mode } from './report.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The agent runs as it does in the image: compiled to JavaScript (dist/), rebuilt for every
@@ -65,6 +69,10 @@ function hardNofile(): number {
   return !m || m[1] === 'unlimited' ? 1_048_576 : Number(m[1]);
 }
 
+/** The second node's agent (cross-node scenarios). */
+const ADMIN_B = '127.0.0.1:4191';
+const IDENTITY_PORT = 8080;
+
 export interface ExecOk {
   stdout: string;
   stderr: string;
@@ -84,15 +92,21 @@ export class BenchEnv {
    */
   readonly routedService: SimService;
   readonly servicePods: SimPod[];
+  /** The second node and its server pods: unmeshed (plaintext mesh) and meshed (mTLS mesh). */
+  readonly nodeB: SimNode;
+  readonly remotePlain: SimPod;
+  readonly remoteMtls: SimPod;
   readonly tmp: string;
   readonly grpcRequest: string;
   readonly #children: ChildProcess[] = [];
   agentPid = 0;
+  /** The second node's agent. */
+  agentBPid = 0;
   /** The reverse-proxy nginx processes (PROXIES of them). */
   nginxPids: number[] = [];
   #agentLog = '';
 
-  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, routedService: SimService, servicePods: SimPod[], tmp: string) {
+  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, routedService: SimService, servicePods: SimPod[], remote: [SimPod, SimPod], tmp: string) {
     this.cluster = cluster;
     this.node = cluster.nodes[0]!;
     this.server = server;
@@ -101,6 +115,8 @@ export class BenchEnv {
     this.service = service;
     this.routedService = routedService;
     this.servicePods = servicePods;
+    this.nodeB = cluster.nodes[1]!;
+    [this.remotePlain, this.remoteMtls] = remote;
     this.tmp = tmp;
     this.grpcRequest = path.join(tmp, 'grpc-request.bin');
   }
@@ -112,7 +128,7 @@ export class BenchEnv {
     }
     if (!fs.existsSync('/usr/lib/nginx/modules/ngx_stream_module.so')) throw new Error('nginx\'s stream module is missing; run ./dev setup (Debian package libnginx-mod-stream)');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-'));
-    const cluster = await createCluster({ nodes: 1 });
+    const cluster = await createCluster({ nodes: 2 });
     // As if Gateway API's CRDs were installed: the controller watches HTTPRoutes.
     for (const r of ROUTE_RESOURCES) cluster.api.register(r);
     let env: BenchEnv | undefined;
@@ -136,8 +152,10 @@ export class BenchEnv {
       svcOf('svc-a');
       svcOf('svc-b');
       cluster.apply(ROUTED_SERVICE_ROUTE);
+      const remotePlain = await cluster.addPod(1, { name: 'remote-plain', namespace: 'bench' });
+      const remoteMtls = await cluster.addPod(1, { name: 'remote-mtls', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
       await cluster.settled();
-      env = new BenchEnv(cluster, server, direct, meshed, service, routedService, servicePods, tmp);
+      env = new BenchEnv(cluster, server, direct, meshed, service, routedService, servicePods, [remotePlain, remoteMtls], tmp);
       await env.#start(say);
       return env;
     } catch (e) {
@@ -156,13 +174,13 @@ export class BenchEnv {
     const grpcReply = path.join(this.tmp, 'grpc-reply.bin');
     fs.writeFileSync(grpcReply, Buffer.alloc(5));
 
-    for (const pod of [this.server, ...this.servicePods]) {
+    for (const pod of [this.server, ...this.servicePods, this.remotePlain, this.remoteMtls]) {
       const sdir = path.join(this.tmp, `nginx-${pod.name}`);
       fs.mkdirSync(sdir);
       fs.writeFileSync(path.join(sdir, 'nginx.conf'), serverConf(sdir, grpcReply));
       this.#track(pod.spawn('nginx', ['-p', sdir, '-c', path.join(sdir, 'nginx.conf'), '-e', path.join(sdir, 'error.log')], { stdio: 'ignore' }), `nginx (${pod.name})`, sdir);
     }
-    this.#track(this.server.spawn('iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }), 'iperf3 -s');
+    for (const pod of [this.server, this.remotePlain, this.remoteMtls]) this.#track(pod.spawn('iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }), `iperf3 -s (${pod.name})`);
 
     // The controller, as installed: the agent's Services and endpoints come from its stream.
     const kubeconfig = path.join(this.tmp, 'kubeconfig');
@@ -183,29 +201,73 @@ export class BenchEnv {
     this.#kubeconfig = kubeconfig;
     this.#controllerAddr = controllerAddr;
 
-    const podsFile = path.join(this.tmp, 'pods.json');
-    fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: this.node.pods().map((p) => p.toPodObject(this.node.name)) }));
     compileAgent();
-    const agent = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
-      '--node', this.node.name, '--pods', podsFile, '--cgroup-root', this.node.cgroupRoot,
-      '--proxy-addr', `${this.node.nodeIp}:15001`, '--admin', ADMIN, '--max-connections', '100000', '--controller', controllerAddr, '--proxy-workers', String(PROXIES), ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
-    agent.stderr!.on('data', (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
+    // Identity as installed: the identity service beside the controller, each agent with a token bound to its node.
+    const id = await this.#identityFiles();
+    const identityAddr = `${this.cluster.controlPlaneIp}:${IDENTITY_PORT}`;
+    const identity = this.cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'identity', '-q', '--listen', identityAddr, '--kubeconfig', kubeconfig,
+      '--identity-trust-anchors-file', id.anchors, '--identity-issuer-certificate-file', id.issuerCert, '--identity-issuer-key-file', id.issuerKey], { stdio: ['ignore', 'ignore', 'pipe'] });
+    identity.stderr!.on('data', (d) => (this.#controllerLog = (this.#controllerLog + d).slice(-4000)));
+    this.#track(identity, 'the identity service');
+    await this.#until('the identity service', async () => (await this.cluster.execInControlPlane('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', `https://${identityAddr}/ready`])).stdout === '200');
+    const agentOf = (node: SimNode, admin: string, log: (d: string) => void) => {
+      const podsFile = path.join(this.tmp, `pods-${node.name}.json`);
+      fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: node.pods().map((p) => p.toPodObject(node.name)) }));
+      const child = node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
+        '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot,
+        '--proxy-addr', `${node.nodeIp}:15001`, '--admin', admin, '--max-connections', '100000', '--controller', controllerAddr, '--proxy-workers', String(PROXIES),
+        '--identity-addr', identityAddr, '--identity-trust-anchors-file', id.anchors, '--identity-token-file', id.token(node.name), ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child.stderr!.on('data', (d) => log(String(d)));
+      return child;
+    };
+    const agent = agentOf(this.node, ADMIN, (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
     this.#track(agent, 'the agent');
     this.agentPid = agent.pid!;
+    const agentB = agentOf(this.nodeB, ADMIN_B, (d) => (this.#agentLog = (this.#agentLog + d).slice(-4000)));
+    this.#track(agentB, 'the second node\'s agent');
+    this.agentBPid = agentB.pid!;
 
-    say('waiting for the agent, nginx and iperf3');
+    say('waiting for the agents, nginx and iperf3');
     await this.#until('the agent to be ready', async () => (await this.node.execInNode('curl', ['-sf', `http://${ADMIN}/ready`])).code === 0);
+    await this.#until('the second node\'s agent to be ready with its certificate', async () => {
+      const r = await this.nodeB.execInNode('curl', ['-sf', `http://${ADMIN_B}/status`]);
+      const st = r.code === 0 ? JSON.parse(r.stdout) : null;
+      return st?.identity?.certificates?.some((c: any) => c.state === 'ready') === true && st.discovery?.everSynced === true;
+    }, 30_000);
     await this.#until('the agent to know bench/svc and its endpoints, and bench/svc-routed\'s route, from the controller', async () => {
       const d = (await this.status().catch(() => null))?.discovery;
       return d?.everSynced === true && d.endpoints >= 4 * SERVICE_PODS && d.routes >= 1;
     }, 30_000);
     for (const pod of this.servicePods) await this.#until(`nginx in ${pod.name}`, async () => (await this.direct.exec('curl', ['-sf', `http://${pod.ip}:${PORTS.http1}/`])).code === 0);
     await this.#until('nginx in the server pod', async () => (await this.direct.exec('curl', ['-sf', `http://${this.server.ip}:${PORTS.http1}/`])).code === 0);
+    for (const pod of [this.remotePlain, this.remoteMtls]) await this.#until(`nginx in ${pod.name}`, async () => (await this.direct.exec('curl', ['-sf', `http://${pod.ip}:${PORTS.http1}/`])).code === 0);
+    await this.#until('the agent to hold its client pod\'s certificate and know the remote pods', async () => {
+      const st = await this.status().catch(() => null);
+      return st?.identity?.certificates?.some((c: any) => c.state === 'ready') === true && st.discovery?.pods >= this.cluster.nodes.flatMap((n) => n.pods()).length;
+    }, 30_000);
     await this.#until('nginx as reverse proxy', async () => (await this.direct.exec('curl', ['-sf', `http://${this.node.nodeIp}:${PORTS.http1 + PORTS.proxyOffset}/`])).code === 0);
     await this.#until('iperf3 -s', async () => (await this.server.exec('ss', ['-Hltn', `sport = :${PORTS.iperf}`])).stdout.includes(String(PORTS.iperf)));
     // The agent's process is node itself (sh, nsenter and prlimit all exec).
     const comm = fs.readFileSync(`/proc/${this.agentPid}/comm`, 'utf8').trim();
     if (comm !== 'node' && comm !== 'MainThread') throw new Error(`expected the agent's pid ${this.agentPid} to be node, found ${comm}`);
+  }
+
+  /** Trust anchor, issuer and the agents' tokens, as install and kubelet would provide them. */
+  async #identityFiles() {
+    const { createIssuer, createTrustAnchor } = await import('../src/identity/x509.ts');
+    const now = Date.now();
+    const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 365 * 86_400_000) });
+    const issuer = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 30 * 86_400_000) });
+    const f = (name: string, text: string) => {
+      fs.writeFileSync(path.join(this.tmp, name), text, { mode: 0o600 });
+      return path.join(this.tmp, name);
+    };
+    return {
+      anchors: f('ca-bundle.crt', anchor.certPem),
+      issuerCert: f('issuer.crt', issuer.certPem),
+      issuerKey: f('issuer.key', issuer.keyPem),
+      token: (node: string) => f(`token-${node}`, this.cluster.api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', node, audiences: ['mesh-agent-identity'], expirationSeconds: 86_400 })),
+    };
   }
 
   #track(child: ChildProcess, what: string, nginxDir?: string): ChildProcess {
@@ -273,14 +335,16 @@ export class BenchEnv {
   }
 
   /** CPU seconds (utime + stime, every thread) of a mode's proxy: the agent, or every nginx reverse-proxy process; 0 for direct. */
-  proxyCpuSeconds(mode: 'direct' | 'nginx' | 'mesh'): number {
+  proxyCpuSeconds(mode: Mode): number {
+    if (mode === 'mtls') return this.cpuSeconds(this.agentPid) + this.cpuSeconds(this.agentBPid);
     if (mode === 'mesh') return this.cpuSeconds(this.agentPid);
     if (mode === 'nginx') return this.nginxPids.reduce((n, pid) => n + this.cpuSeconds(pid), 0);
     return 0;
   }
 
   /** Seconds a mode's proxy main threads spent waiting for a CPU (the agent's event loop; each nginx). */
-  proxyRunQueueSeconds(mode: 'direct' | 'nginx' | 'mesh'): number {
+  proxyRunQueueSeconds(mode: Mode): number {
+    if (mode === 'mtls') return this.runQueueSeconds(this.agentPid) + this.runQueueSeconds(this.agentBPid);
     if (mode === 'mesh') return this.runQueueSeconds(this.agentPid);
     if (mode === 'nginx') return this.nginxPids.reduce((n, pid) => n + this.runQueueSeconds(pid), 0);
     return 0;
@@ -322,6 +386,15 @@ export class BenchEnv {
   /** Node tools from bench/load run with a high fd limit. */
   loadArgs(tool: string, args: string[]): string[] {
     return [NOFILE, '--', process.execPath, path.join(LOAD_DIR, tool), ...args];
+  }
+
+  /** Connections the second node's agent took out of tunnels so far (its metrics: a scrape collects its workers' counts). */
+  async tunnelledIn(): Promise<number> {
+    const r = await this.nodeB.execInNode('curl', ['-sf', `http://${ADMIN_B}/metrics`]);
+    if (r.code !== 0) throw new Error(`the second node's agent's /metrics did not answer: ${r.stderr}`);
+    let n = 0;
+    for (const line of r.stdout.split('\n')) if (line.startsWith('tcp_open_total{') && line.includes('direction="inbound"') && line.includes('tls="true"')) n += Number(line.slice(line.lastIndexOf(' ') + 1));
+    return n;
   }
 
   async status(): Promise<any> {

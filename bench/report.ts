@@ -1,7 +1,8 @@
 // The benchmark report: its JSON shape, the targets (issues 6, 12, 16), and the markdown rendering.
 // Pure: run.ts measures, this file judges and formats.
 
-export const MODES = ['direct', 'mesh', 'nginx'] as const;
+/** mtls: through the mesh to a meshed pod of another node, over the agents' mTLS tunnel (docs/identity.md). */
+export const MODES = ['direct', 'mesh', 'nginx', 'mtls'] as const;
 export type Mode = (typeof MODES)[number];
 
 export interface Metric {
@@ -259,6 +260,36 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
   } else out.push({ id: 'http1-route-cost', target: rTarget, measured: '-', status: 'not run' });
 
   out.push(...judgeEfficiency(scenarios, proxies));
+  out.push(...judgeMtls(scenarios, proxies));
+  return out;
+}
+
+/** Issue 14: what mTLS between nodes costs against the plaintext mesh, cross-node. */
+function judgeMtls(scenarios: ScenarioResult[], proxies: number): TargetResult[] {
+  const out: TargetResult[] = [];
+  const vsPlain = (id: string, name: string, targetRatio: number, target: string, unit: string, limit: string) => {
+    const m = metricOf(scenarios, id, name);
+    if (m?.values.mtls === undefined || m.values.mesh === undefined) {
+      out.push({ id, target, measured: '-', status: 'not run' });
+      return;
+    }
+    const r = m.values.mtls / m.values.mesh;
+    out.push({ id: `${id}-mtls`, target, measured: `${fmt(m.values.mtls)} vs ${fmt(m.values.mesh)} ${unit} (${r.toFixed(2)}×)`, status: r >= targetRatio ? 'met' : 'missed', limit: r >= targetRatio ? undefined : limit + cpuNote(cpuOf(scenarios, id, 'mtls', 2 * proxies)) });
+  };
+  const why = 'Through the tunnel every byte is also encrypted and framed (TLS, then a CONNECT stream of the HBONE connection) by the client\'s agent and taken out again by the destination\'s, which also forwards it to the pod: a second agent on the path, where the plaintext mesh has one, and on this machine both share two cores with the load generator and the servers.';
+  vsPlain('http1-cross', 'requests/s', 0.8, 'between nodes, keep-alive HTTP/1 over mTLS at least 0.8× the plaintext mesh (issue 14)', 'req/s', why);
+  vsPlain('opaque-cross', 'throughput', 0.5, 'between nodes, opaque throughput over mTLS at least 0.5× the plaintext mesh (issue 14)', 'Gbit/s', why);
+  const nc = metricOf(scenarios, 'newconn-cross', 'p50');
+  const ncTarget = 'between nodes, a new connection over a warm tunnel adds at most 1 ms at p50 (time to the server\'s first byte, against direct; issue 14)';
+  if (nc?.values.mtls !== undefined && nc.values.direct !== undefined) {
+    const added = nc.values.mtls - nc.values.direct;
+    out.push({
+      id: 'newconn-cross-mtls', target: ncTarget,
+      measured: `+${added.toFixed(3)} ms (direct ${nc.values.direct.toFixed(3)}, plaintext mesh ${fmt(nc.values.mesh)}, mTLS ${nc.values.mtls.toFixed(3)} ms)`,
+      status: added <= 1 ? 'met' : 'missed',
+      limit: added <= 1 ? undefined : 'A new connection over a warm tunnel costs the client\'s agent the accept, the detection race and a CONNECT stream, and the destination\'s agent the stream, its checks and a connect to the pod, before the server\'s first byte can come back through both.' + cpuNote(cpuOf(scenarios, 'newconn-cross', 'mtls', 2 * proxies)),
+    });
+  } else out.push({ id: 'newconn-cross-mtls', target: ncTarget, measured: '-', status: 'not run' });
   return out;
 }
 
@@ -345,13 +376,27 @@ export function renderMarkdown(r: Report): string {
   lines.push('');
   const paths = r.scenarios.filter((s) => !s.standalone);
   const alone = r.scenarios.filter((s) => s.standalone);
-  if (paths.length || !alone.length) {
+  const local = paths.filter((s) => !s.metrics.some((m) => m.values.mtls !== undefined));
+  const cross = paths.filter((s) => s.metrics.some((m) => m.values.mtls !== undefined));
+  if (local.length || (!alone.length && !cross.length)) {
     lines.push('| scenario | metric | direct | mesh | nginx | mesh/direct | nginx/direct |');
     lines.push('|---|---|---:|---:|---:|---:|---:|');
   }
-  for (const s of paths) {
+  for (const s of local) {
     for (const m of s.metrics) {
       lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.direct)} | ${fmt(m.values.mesh)} | ${fmt(m.values.nginx)} | ${fmtRatio(ratio(m, 'mesh'))} | ${fmtRatio(ratio(m, 'nginx'))} |`);
+    }
+  }
+  if (cross.length) {
+    // Between nodes: the plaintext mesh (a destination pod not meshed) against the mTLS mesh (a meshed one: the agents' tunnel).
+    if (local.length) lines.push('');
+    lines.push('| scenario (between nodes) | metric | direct | mesh, plaintext | mesh, mTLS | mTLS/plaintext | mTLS/direct |');
+    lines.push('|---|---|---:|---:|---:|---:|---:|');
+    for (const s of cross) {
+      for (const m of s.metrics) {
+        const vsPlain = m.values.mtls !== undefined && m.values.mesh ? m.values.mtls / m.values.mesh : undefined;
+        lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.direct)} | ${fmt(m.values.mesh)} | ${fmt(m.values.mtls)} | ${fmtRatio(vsPlain)} | ${fmtRatio(ratio(m, 'mtls'))} |`);
+      }
     }
   }
   if (alone.length) {
@@ -378,7 +423,8 @@ export function renderMarkdown(r: Report): string {
   for (const s of r.scenarios) {
     const cpu = Object.entries(s.proxyCpuPercent).map(([m, v]) => {
       const starved = s.proxyStarvedPercent?.[m as Mode];
-      return `${m === 'mesh' ? 'agent' : 'nginx'} ${v!.toFixed(0)}% of a core${starved === undefined ? '' : ` (waited ${starved.toFixed(0)}% of the run for a CPU)`}`;
+      const who = m === 'mesh' ? 'agent' : m === 'mtls' ? 'both agents (mTLS)' : 'nginx';
+      return `${who} ${v!.toFixed(0)}% of a core${starved === undefined ? '' : ` (waited ${starved.toFixed(0)}% of the run for a CPU)`}`;
     });
     lines.push(`- **${s.title}**: \`${s.load}\`${cpu.length ? `; ${cpu.join(', ')}` : ''}.${s.notes.length ? ' ' + s.notes.join(' ') : ''}`);
   }

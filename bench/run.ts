@@ -112,14 +112,16 @@ async function main(): Promise<void> {
         continue;
       }
       if (!env) throw new Error('no simulated node'); // needNode made one
-      for (const mode of ['direct', 'nginx', 'mesh'] as const) {
+      for (const mode of ['direct', 'nginx', 'mesh', 'mtls'] as const) {
         if (!sc.modes.includes(mode)) continue;
         env.assertAlive();
+        // Between nodes (target 'remote'): direct and the plaintext mesh call the unmeshed pod, mTLS the meshed one.
+        const remote = sc.target === 'remote' ? (mode === 'mtls' ? env.remoteMtls.ip : env.remotePlain.ip) : undefined;
         const ctx: RunCtx = {
           env,
           mode,
-          pod: mode === 'mesh' ? env.meshed : env.direct,
-          host: mode === 'nginx' ? env.node.nodeIp : sc.target === 'service' ? env.service.clusterIP : env.server.ip,
+          pod: mode === 'mesh' || mode === 'mtls' ? env.meshed : env.direct,
+          host: remote ?? (mode === 'nginx' ? env.node.nodeIp : sc.target === 'service' ? env.service.clusterIP : env.server.ip),
           port: (p) => (mode === 'nginx' ? p + (sc.target === 'service' ? PORTS.serviceOffset : PORTS.proxyOffset) : p),
           seconds: o.seconds,
           quick: o.quick,
@@ -129,6 +131,7 @@ async function main(): Promise<void> {
         if (sc.warmUp && !o.quick) await sc.run({ ...ctx, seconds: 1 });
         const before = await env.status();
         const acceptedBefore = before.proxy.accepted;
+        const tunnelledBefore = remote !== undefined ? await env.tunnelledIn() : 0;
         const cpu0 = env.proxyCpuSeconds(mode);
         const wait0 = env.proxyRunQueueSeconds(mode);
         const t0 = performance.now();
@@ -141,9 +144,17 @@ async function main(): Promise<void> {
         // The runs must take the path they claim: the mesh through the agent, the others around it.
         const after = await env.status();
         const accepted = after.proxy.accepted - acceptedBefore;
-        if (mode === 'mesh' && !sc.ownAgent) res.notes.push(perProxy(before.proxy.workers, after.proxy.workers));
-        if (mode === 'mesh' && accepted === 0 && !sc.ownAgent) throw new Error(`${sc.id}: the mesh run never reached the agent; is the client pod meshed?`);
-        if (mode !== 'mesh' && accepted !== 0) throw new Error(`${sc.id}: the ${mode} run went through the agent (${accepted} connections)`);
+        const meshed = mode === 'mesh' || mode === 'mtls';
+        if (meshed && !sc.ownAgent) res.notes.push(perProxy(before.proxy.workers, after.proxy.workers).replace('mesh per proxy', `${mode} per proxy`));
+        if (meshed && accepted === 0 && !sc.ownAgent) throw new Error(`${sc.id}: the ${mode} run never reached the agent; is the client pod meshed?`);
+        if (!meshed && accepted !== 0) throw new Error(`${sc.id}: the ${mode} run went through the agent (${accepted} connections)`);
+        if (remote !== undefined) {
+          // The mTLS run must have crossed in tunnels, the plaintext one not.
+          const tunnelled = (await env.tunnelledIn()) - tunnelledBefore;
+          if (mode === 'mtls' && tunnelled === 0) throw new Error(`${sc.id}: the mtls run never reached the other node's agent through a tunnel`);
+          if (mode !== 'mtls' && tunnelled !== 0) throw new Error(`${sc.id}: the ${mode} run went through a tunnel (${tunnelled} connections)`);
+          if (mode === 'mtls') res.notes.push(`mtls: ${tunnelled} connections arrived through tunnels at the other node's agent.`);
+        }
         for (const m of res.metrics) {
           const v = r.values[m.name];
           if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${sc.id}/${mode}: no value for ${m.name}`);

@@ -11,6 +11,7 @@ import { closestPhaseGapMs, latencyFromH2loadLog, parseH2load, parseIperf3, pars
 import type { Metric, Mode } from './report.ts';
 import { FULL_CONFIGS, runDiscoveryScale, scaleMetrics } from './discovery-scale.ts';
 import { EFFICIENCY_SCENARIOS, MEMORY_CLUSTER } from './efficiency.ts';
+import { runHandshakes } from './tunnel-handshakes.ts';
 
 export interface RunCtx {
   env: BenchEnv;
@@ -50,9 +51,10 @@ export interface NodeScenario {
   modes: readonly Mode[];
   /**
    * What the clients call: the server pod (default), or bench/svc: its ClusterIP directly
-   * (kube-proxy picks a pod per connection) and through the mesh, nginx's upstream block of its pods.
+   * (kube-proxy picks a pod per connection) and through the mesh, nginx's upstream block of its pods;
+   * or a server pod on the second node ('remote': modes direct, mesh (plaintext) and mtls).
    */
-  target?: 'pod' | 'service';
+  target?: 'pod' | 'service' | 'remote';
   /** Run once for a second before measuring, so the agent's JIT has seen the path. */
   warmUp: boolean;
   /** It measures an agent of its own (memory-cluster): the bench's agent is not expected to see its traffic. */
@@ -63,6 +65,8 @@ export interface NodeScenario {
 }
 
 const ALL: readonly Mode[] = ['direct', 'nginx', 'mesh'];
+/** Between nodes: direct, the plaintext mesh and the mTLS mesh. */
+const CROSS: readonly Mode[] = ['direct', 'mesh', 'mtls'];
 /**
  * The fixed-rate load: with h2load -c10 --rps 100 the ten connections start together and keep
  * step, so ten requests leave at the same instant every 10 ms (seen with perf sched) and p99
@@ -314,6 +318,62 @@ export const SCENARIOS: Scenario[] = [
         notes.push(`Through the mesh iperf3 ends opaque (${opaque} connections: the probe, control and data); its cookie is 36 token characters and a NUL, which the HTTP/1 detector rules out at byte 33 (method longer than 32), so the verdict comes on the first read, not at the 1 s deadline: the server's first byte arrived after ${fb.firstByteMs.toFixed(2)} ms.`);
       }
       return { values: { throughput: r.gbitPerSec, 'time to first server byte': fb.firstByteMs }, notes };
+    },
+  },
+  // Between nodes (issue 14): the plaintext mesh (the destination pod is not meshed: the agent
+  // dials it directly) against the mTLS mesh (a meshed pod: the agents' HBONE tunnel).
+  {
+    id: 'http1-cross',
+    title: 'keep-alive HTTP/1 between nodes',
+    modes: CROSS,
+    target: 'remote',
+    warmUp: true,
+    metrics: [...RPS_METRICS],
+    load: (s) => `wrk -t1 -c50 -d${s}s --latency http://POD:8080/ (a server pod on the other node: unmeshed for direct and the plaintext mesh, meshed for mTLS; nginx returning 200)`,
+    run: (c) => wrk(c, []),
+  },
+  {
+    id: 'opaque-cross',
+    title: 'opaque TCP throughput between nodes (iperf3)',
+    modes: CROSS,
+    target: 'remote',
+    warmUp: true,
+    metrics: [{ name: 'throughput', unit: 'Gbit/s', better: 'higher' }],
+    load: (s) => `iperf3 -c POD -p 5201 -t ${s} -J (one stream, a server pod on the other node)`,
+    async run(c) {
+      return { values: { throughput: (await iperfWithRetry(c)).gbitPerSec } };
+    },
+  },
+  {
+    id: 'newconn-cross',
+    title: 'a new connection between nodes (warm tunnel)',
+    modes: CROSS,
+    target: 'remote',
+    warmUp: true,
+    metrics: [
+      { name: 'p50', unit: 'ms', better: 'lower' },
+      { name: 'p99', unit: 'ms', better: 'lower' },
+    ],
+    load: (s) => `bench/load/conn-latency.ts --seconds ${s}: one connection at a time to a server that speaks first (nginx stream \`return\` on port 9090 of a pod on the other node), timed from connect() to its first byte; the warm-up run leaves the tunnel connected`,
+    async run(c) {
+      const r = await c.env.exec(c.pod, 'prlimit', c.env.loadArgs('conn-latency.ts', ['--connect', `${c.host}:${c.port(PORTS.greet)}`, '--seconds', String(c.seconds)]), margin(c.seconds));
+      const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      if (!(o.connections > 0) || o.errors > o.connections * 0.01) throw new Error(`conn-latency: ${o.connections} connections, ${o.errors} errors`);
+      return { values: { p50: o.p50Ms, p99: o.p99Ms }, notes: [`${c.mode}: ${o.connections} connections, one at a time`] };
+    },
+  },
+  {
+    id: 'tunnel-handshakes',
+    title: 'mTLS tunnel handshakes',
+    standalone: true,
+    metrics: [
+      { name: 'handshakes/s', unit: 'handshakes/s', better: 'higher' },
+      { name: 'per server CPU-second', unit: 'handshakes', better: 'higher' },
+      { name: 'per client CPU-second', unit: 'handshakes', better: 'higher' },
+    ],
+    load: (s) => `bench/load/tunnel-handshakes.ts (8 concurrent clients, TLS 1.3 with a client certificate, SNI, ALPN h2, the server's SPIFFE ID checked) against bench/load/tunnel-server.ts (the agent's tunnel listener, src/tunnel/server.ts) on loopback, ${s > 1 ? 5 : 1} s; each connection ended once both sides verified`,
+    async runAlone(c) {
+      return runHandshakes(c.quick, c.say);
     },
   },
   ...EFFICIENCY_SCENARIOS,

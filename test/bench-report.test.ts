@@ -92,6 +92,11 @@ const missingAll = [
     { name: 'CPU-ms per 1,000 at 1,000 req/s', unit: 'CPU-ms', better: 'lower' as const, values: { nginx: 30, mesh: 99 } },
   ] },
   scenario('conn-rate', 'connections/s', { direct: 100, nginx: 100, mesh: 35 }, 99),
+  scenario('http1-cross', 'requests/s', { direct: 100, mesh: 30, mtls: 20 }, 99),
+  scenario('opaque-cross', 'throughput', { direct: 10, mesh: 3, mtls: 1 }, 99),
+  { ...scenario('newconn-cross', 'p50', {}, 99), metrics: [
+    { name: 'p50', unit: 'ms', better: 'lower' as const, values: { direct: 1, mesh: 1.5, mtls: 3 } },
+  ] },
   { ...scenario('memory-cluster', 'x', {}), metrics: [
     { name: 'agent RSS idle, 1 proxy', unit: 'MB', better: 'lower' as const, values: { mesh: 99 } },
     { name: 'per extra proxy', unit: 'MB', better: 'lower' as const, values: { mesh: 30 } },
@@ -150,7 +155,7 @@ test('closestPhaseGapMs: how close independent fixed-rate clients came to sendin
 
 test('a quick run judges no target: measured is shown, the status is "not judged: quick run", no limit is claimed', (t) => {
   const quick = judgeTargets(missingAll, { quick: true });
-  t.deepEqual(quick.map((x) => x.status), Array(16).fill('not judged'));
+  t.deepEqual(quick.map((x) => x.status), Array(19).fill('not judged'));
   t.true(quick.every((x) => x.limit === undefined && x.measured !== '-'));
   t.is(judgeTargets([], { quick: true })[0]!.status, 'not run', 'what did not run is still "not run"');
   const md = renderMarkdown(report({ quick: true, targets: quick }));
@@ -158,7 +163,7 @@ test('a quick run judges no target: measured is shown, the status is "not judged
   t.notRegex(md, /missed|met \||What limits/);
   t.regex(md, /--quick\*\*: short durations, numbers are indicative only, targets not judged/);
   // The same numbers from a full run are judged.
-  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(16).fill('missed'));
+  t.deepEqual(judgeTargets(missingAll, { quick: false }).map((x) => x.status), Array(19).fill('missed'));
 });
 
 test('what limits a missed target: figures this run measured, or a dated run with its commit, never a fixed figure as if measured', (t) => {
@@ -180,6 +185,22 @@ test('what limits a missed target: figures this run measured, or a dated run wit
     const own = cites.reduce((text, c) => text.replace(c, ''), l);
     t.deepEqual((own.match(/\d+(\.\d+)?/g) ?? []).filter((n) => !['99', '30', '35', '1', '000', '3.3'].includes(n)), [], own);
   }
+});
+
+test('issue 14, between nodes: mTLS against the plaintext mesh (0.8x keep-alive HTTP/1, 0.5x opaque), a new connection over a warm tunnel within 1 ms of direct; their own table', (t) => {
+  const ok = [
+    scenario('http1-cross', 'requests/s', { direct: 100, mesh: 30, mtls: 25 }),
+    scenario('opaque-cross', 'throughput', { direct: 10, mesh: 3, mtls: 1.6 }),
+    { ...scenario('newconn-cross', 'p50', {}), metrics: [{ name: 'p50', unit: 'ms', better: 'lower' as const, values: { direct: 0.4, mesh: 0.7, mtls: 1.2 } }] },
+  ];
+  const by = Object.fromEntries(judgeTargets(ok, { quick: false }).map((x) => [x.id, x]));
+  t.like(by['http1-cross-mtls'], { status: 'met', measured: '25.0 vs 30.0 req/s (0.83×)' });
+  t.like(by['opaque-cross-mtls'], { status: 'met' });
+  t.like(by['newconn-cross-mtls'], { status: 'met', measured: '+0.800 ms (direct 0.400, plaintext mesh 0.70, mTLS 1.200 ms)' });
+  const md = renderMarkdown(report({ scenarios: [scenario('http1-keepalive', 'requests/s', { direct: 100, mesh: 50 }), ...ok] }));
+  t.regex(md, /\| scenario \(between nodes\) \| metric \| direct \| mesh, plaintext \| mesh, mTLS \| mTLS\/plaintext \| mTLS\/direct \|/);
+  t.regex(md, /\| http1-cross \| requests\/s \(u, higher is better\) \| 100 \| 30\.0 \| 25\.0 \| 0\.83× \| 0\.25× \|/);
+  t.notRegex(md.split('between nodes')[0]!, /http1-cross/, 'not in the one-node table');
 });
 
 test('docs/benchmarks.md takes only a full run that names its commit: --quick, partial, short or unattributed reports are refused', (t) => {
