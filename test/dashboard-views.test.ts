@@ -6,7 +6,7 @@ import { edgesView, EXTERNAL, namespacesView, nodesView, seriesView, workloadsVi
 import { ApiError, checkParams, namespaceParam, tapParams, windowParam, workloadParam } from '../src/dashboard/params.ts';
 import { hostAllowed, sseEvent } from '../src/dashboard/server.ts';
 import { canOpenBrowser, forwardedPort } from '../src/cli/dashboard.ts';
-import { parseReport } from '../src/telemetry/report.ts';
+import { parseReport, type IdentitySummary } from '../src/telemetry/report.ts';
 import { MAX_TAP_RPS } from '../src/telemetry/tap.ts';
 import { layout } from '../web/src/lib/layout.ts';
 import { SseParser } from '../web/src/lib/sse.ts';
@@ -105,6 +105,12 @@ test('the agent summary in a report is validated and bounded; a report without o
   t.throws(bad({ ...summary(), reasons: ['x'.repeat(513)] }), { message: /report\.agent\.reasons/ });
   t.throws(bad({ ...summary(), programs: [{ section: 's' }] }), { message: /report\.agent\.programs\[0\]/ });
   t.throws(bad({ ...summary(), link: { backlog: -1, backlogLimit: 1, dropped: 0, reconnects: 0 } }), { message: /report\.agent\.link\.backlog/ });
+  // Identity (docs/identity.md): the node's certificates, bounded and checked.
+  const identity: IdentitySummary = { trustDomain: 'cluster.local', anchorDaysLeft: 3650, certificates: [{ identity: 'spiffe://cluster.local/ns/shop/sa/web', state: 'ready', notAfter: '2026-12-01T16:00:00.000Z' }, { identity: 'spiffe://cluster.local/ns/shop/sa/new', state: 'failing', notAfter: null }] };
+  t.deepEqual(parseReport(JSON.parse(JSON.stringify(report({ seq: 1, start: 0, end: 1, agent: { ...summary(), identity } })))).agent!.identity, identity);
+  t.throws(bad({ ...summary(), identity: { ...identity, certificates: Array(65).fill(identity.certificates[0]) } }), { message: /report\.agent\.identity\.certificates: needs an array of at most 64/ });
+  t.throws(bad({ ...summary(), identity: { ...identity, certificates: [{ identity: 'x', state: 'odd', notAfter: null }] } }), { message: /report\.agent\.identity\.certificates\[0\]/ });
+  t.throws(bad({ ...summary(), identity: { certificates: [] } }), { message: /report\.agent\.identity: needs trustDomain/ });
 });
 
 test('layout: layers follow the calls, the same picture for any input order, no two boxes in one place, cycles end', (t) => {

@@ -23,7 +23,7 @@ import { DiscoveryClient } from '../discovery/client.ts';
 import { clientsOf, Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
 import { answerQuery } from './diagnostics.ts';
-import { MAX_SUMMARY_PROGRAMS, MAX_SUMMARY_REASONS, type AgentSummary } from '../telemetry/report.ts';
+import { MAX_SUMMARY_CERTIFICATES, MAX_SUMMARY_PROGRAMS, MAX_SUMMARY_REASONS, type AgentSummary } from '../telemetry/report.ts';
 import { assessHealth } from './health.ts';
 import * as net from 'node:net';
 import { WorkerPool, type WorkerStatus } from '../workers/pool.ts';
@@ -520,6 +520,16 @@ export class Agent {
       healthy: h.healthy,
       reasons: h.reasons.slice(0, MAX_SUMMARY_REASONS).map((r) => r.slice(0, 512)),
       proxy: { open: s.proxy.open, accepted: s.proxy.accepted },
+      ...(s.identity ? {
+        identity: {
+          trustDomain: s.identity.trustDomain,
+          certificates: [...s.identity.certificates]
+            .sort((a, b) => (a.notAfter ?? '').localeCompare(b.notAfter ?? ''))
+            .slice(0, MAX_SUMMARY_CERTIFICATES)
+            .map((c) => ({ identity: c.identity.slice(0, 512), state: c.state, notAfter: c.notAfter })),
+          anchorDaysLeft: Math.min(...s.identity.trustAnchors.map((a) => a.daysLeft)),
+        },
+      } : {}),
     };
   }
 

@@ -64,9 +64,20 @@ export interface AgentSummary {
   proxy: { open: number; accepted: number };
   /** The agent's side of the controller link when it closed this report. */
   link: { backlog: number; backlogLimit: number; dropped: number; reconnects: number };
+  /** Its workload certificates (docs/identity.md); absent with identity off or from an earlier release. */
+  identity?: IdentitySummary;
+}
+
+export interface IdentitySummary {
+  trustDomain: string;
+  /** At most MAX_SUMMARY_CERTIFICATES, the soonest to end first. */
+  certificates: Array<{ identity: string; state: 'ready' | 'pending' | 'failing'; notAfter: string | null }>;
+  /** Days until the first trust anchor ends. */
+  anchorDaysLeft: number;
 }
 
 export const MAX_SUMMARY_PROGRAMS = 32;
+export const MAX_SUMMARY_CERTIFICATES = 64;
 export const MAX_SUMMARY_REASONS = 20;
 
 export interface Report {
@@ -346,9 +357,23 @@ function parseAgentSummary(a: any): AgentSummary {
     for (const k of keys) if (!isCount(o[k])) throw new Error(`${w}.${where}.${k}: needs a non-negative number`);
     return Object.fromEntries(keys.map((k) => [k, o[k]]));
   };
-  return {
+  const out: AgentSummary = {
     version: a.version, startedAt: a.startedAt, kernel: a.kernel, programs, healthy: a.healthy, reasons: [...a.reasons],
     proxy: counts(a.proxy, ['open', 'accepted'], 'proxy'),
     link: counts(a.link, ['backlog', 'backlogLimit', 'dropped', 'reconnects'], 'link'),
   };
+  if (a.identity !== undefined) out.identity = parseIdentitySummary(a.identity, `${w}.identity`);
+  return out;
+}
+
+function parseIdentitySummary(v: any, w: string): IdentitySummary {
+  if (!v || typeof v !== 'object' || !isStr(v.trustDomain) || typeof v.anchorDaysLeft !== 'number' || !Number.isFinite(v.anchorDaysLeft)) throw new Error(`${w}: needs trustDomain and anchorDaysLeft`);
+  if (!Array.isArray(v.certificates) || v.certificates.length > MAX_SUMMARY_CERTIFICATES) throw new Error(`${w}.certificates: needs an array of at most ${MAX_SUMMARY_CERTIFICATES}`);
+  const certificates = v.certificates.map((c: any, i: number) => {
+    if (!c || typeof c !== 'object' || !isStr(c.identity) || !['ready', 'pending', 'failing'].includes(c.state) || !(c.notAfter === null || (isStr(c.notAfter) && !Number.isNaN(Date.parse(c.notAfter))))) {
+      throw new Error(`${w}.certificates[${i}]: needs identity, state (ready, pending or failing) and notAfter (a date or null)`);
+    }
+    return { identity: c.identity, state: c.state, notAfter: c.notAfter };
+  });
+  return { trustDomain: v.trustDomain, certificates, anchorDaysLeft: v.anchorDaysLeft };
 }

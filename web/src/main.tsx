@@ -197,6 +197,16 @@ function duration(s: number): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** A node's certificates in brief: how many are ready, the soonest end, the trust anchor's days left. */
+function certificates(r: NodeRow): string {
+  const id = r.agent?.identity;
+  if (!id) return r.agent ? 'identity off' : '-';
+  const ready = id.certificates.filter((c) => c.state === 'ready');
+  const soonest = ready.map((c) => c.notAfter!).sort()[0];
+  const failing = id.certificates.length - ready.length;
+  return `${ready.length} ready${failing ? `, ${failing} without one` : ''}${soonest ? `; next ends ${soonest.replace('T', ' ').slice(0, 16)}` : ''}; anchor ${id.anchorDaysLeft}d left`;
+}
+
 function NodesPage() {
   const s = useApi<{ nodes: NodeRow[] }>('/api/nodes');
   return (
@@ -220,11 +230,12 @@ function NodesPage() {
                   { key: 'uptime', label: 'Uptime', numeric: true, value: (r) => r.agent?.uptimeSeconds ?? null, render: (r) => (r.agent ? duration(r.agent.uptimeSeconds) : '-') },
                   { key: 'programs', label: 'Programs', numeric: true, value: (r) => r.agent?.programs.filter((x) => x.attached).length ?? null, render: (r) => (r.agent ? `${r.agent.programs.filter((x) => x.attached).length}/${r.agent.programs.length} attached` : '-'), title: (r) => r.agent?.programs.map((x) => `${x.section}${x.attached ? '' : ' (detached)'}`).join(', ') },
                   { key: 'meshed', label: 'Meshed pods', numeric: true, value: (r) => r.meshedPods, render: (r) => `${r.meshedPods}/${r.pods}` },
+                  { key: 'certs', label: 'Certificates', value: (r) => r.agent?.identity?.certificates.length ?? null, render: (r) => certificates(r), title: (r) => r.agent?.identity?.certificates.map((c) => `${c.identity}: ${c.state}${c.notAfter ? `, until ${c.notAfter}` : ''}`).join('\n'), cellClass: (r) => (r.agent?.identity?.certificates.some((c) => c.state === 'failing') ? 'sr-bad' : undefined) },
                   { key: 'link', label: 'Controller link', value: (r) => r.received, render: (r) => `${r.received} reports${r.duplicates ? `, ${r.duplicates} resent` : ''}${r.dropped ? `, ${r.dropped} dropped` : ''}; tap ${r.tapLink ? 'connected' : 'not connected'}${r.agent ? `; backlog ${r.agent.link.backlog}/${r.agent.link.backlogLimit}` : ''}` },
                 ]}
                 rows={d.nodes}
               />
-              <p class="note">Certificates appear here once the mesh has identity (mTLS).</p>
+              <p class="note">Certificates: the workload identities (SPIFFE IDs of the ServiceAccounts of the node's meshed pods) its agent holds for mTLS between nodes; hover for each one's end.</p>
             </>
           )}
       </Loading>
