@@ -12,6 +12,7 @@ import type { Metric, Mode } from './report.ts';
 import { FULL_CONFIGS, runDiscoveryScale, scaleMetrics } from './discovery-scale.ts';
 import { EFFICIENCY_SCENARIOS, MEMORY_CLUSTER } from './efficiency.ts';
 import { runHandshakes } from './tunnel-handshakes.ts';
+import { runWireCompare } from './wire-compare.ts';
 
 export interface RunCtx {
   env: BenchEnv;
@@ -374,6 +375,23 @@ export const SCENARIOS: Scenario[] = [
     load: (s) => `bench/load/tunnel-handshakes.ts (8 concurrent clients, TLS 1.3 with a client certificate, SNI, ALPN h2, the server's SPIFFE ID checked) against bench/load/tunnel-server.ts (the agent's tunnel listener, src/tunnel/server.ts) on loopback, ${s > 1 ? 5 : 1} s; each connection ended once both sides verified`,
     async runAlone(c) {
       return runHandshakes(c.quick, c.say);
+    },
+  },
+  {
+    id: 'tunnel-wire',
+    title: 'tunnel wire formats (loopback)',
+    standalone: true,
+    metrics: [
+      { name: 'relay bulk', unit: 'Gbit/s', better: 'higher' },
+      { name: 'h2 bulk', unit: 'Gbit/s', better: 'higher' },
+      { name: 'tls bulk', unit: 'Gbit/s', better: 'higher' },
+      { name: 'relay request/response', unit: 'req/s', better: 'higher' },
+      { name: 'h2 request/response', unit: 'req/s', better: 'higher' },
+      { name: 'tls request/response', unit: 'req/s', better: 'higher' },
+    ],
+    load: () => 'bench/load/wire-compare.ts on loopback: one plaintext hop (relay) against two hops joined by HTTP/2 CONNECT over one TLS 1.3 connection (h2, HBONE) or by a TLS 1.3 connection per client connection with a target header (tls); bulk 1 GiB on one connection, request/response 50 connections in lockstep',
+    async runAlone(c) {
+      return runWireCompare(c.quick, c.say);
     },
   },
   ...EFFICIENCY_SCENARIOS,
