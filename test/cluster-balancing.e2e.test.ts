@@ -212,11 +212,19 @@ test.serial('failure accrual ejects a pod answering 503 and probes it after the 
   await tell(bad!, { status: 503 });
   const badEndpoint = async () => (await endpoints(node, 'flaky', 80)).find((e) => e.pod === bad);
   const state = async () => (await badEndpoint())?.state;
-  // Sequential requests until seven in a row have failed on the bad pod.
+  // Each of the agent's proxies balances on its own (docs/proxy.md, "Workers"), with its own
+  // failure accrual; a load's one connection lands on one of them. So the phases below wait for
+  // every proxy's view of the bad pod, not the merged one: a proxy that never ejected it would
+  // still send it requests while another probes.
+  const states = async (): Promise<string[]> => {
+    const e = await badEndpoint();
+    return e?.workers ? e.workers.map((w: { state: string }) => w.state) : [e?.state];
+  };
+  // Sequential requests until seven in a row have failed on the bad pod, on every proxy.
   await until(async () => {
     await load(client, ['--http', `${flaky.clusterIP}:80`, '--requests', '20', '--concurrency', '1']).catch(() => null);
-    return state();
-  }, (s) => s === 'ejected' || s === 'probation', 'the 503 pod ejected', { ms: 60_000, intervalMs: 10 });
+    return states();
+  }, (ss) => ss.every((s) => s === 'ejected' || s === 'probation'), 'the 503 pod ejected by every proxy', { ms: 60_000, intervalMs: 10 });
   const count = async (name: string) => (await tell(name, { count: true })).count.http as number;
   // While it stays ejected, requests go to the other pod only. A slow machine may outlast the
   // penalty meanwhile: only a run that began and ended in the same ejection proves anything.
@@ -229,7 +237,7 @@ test.serial('failure accrual ejects a pod answering 503 and probes it after the 
     t.is(await count(bad!), before);
   }
   // After the backoff (1 s, Linkerd's minimum penalty): one probe, which fails, so ejected again.
-  await until(state, (s) => s === 'probation', 'probation after the backoff', { ms: 10_000, intervalMs: 100 });
+  await until(states, (ss) => ss.every((s) => s === 'probation'), 'probation after the backoff, on every proxy', { ms: 10_000, intervalMs: 100 });
   const probeFrom = await count(bad!);
   await until(async () => {
     await load(client, ['--http', `${flaky.clusterIP}:80`, '--requests', '5', '--concurrency', '1']).catch(() => null);

@@ -154,3 +154,31 @@ test('an identity whose pods left is dropped: its waiters are told, nothing more
   t.deepEqual(s.m.states(), []);
   t.deepEqual(s.clock.pending(), [], 'no retry left scheduled');
 });
+
+test('status: trust anchors within 30 days of their end warn; a failing or stale certificate makes the agent degraded with what is left', async (t) => {
+  const { anchorsStatus } = await import('../src/identity/anchors.ts');
+  const { identityHealth } = await import('../src/agent/health.ts');
+  const now = Date.now();
+  const day = 86_400_000;
+  const anchor = (days: number) => createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - day), notAfter: new Date(now + days * day) });
+  const [far, near] = await Promise.all([anchor(300), anchor(10)]);
+  const st = anchorsStatus(far.certPem + near.certPem, now);
+  t.is(st[0]!.warning, undefined);
+  t.true(st[0]!.daysLeft >= 299);
+  t.regex(st[1]!.warning!, /^trust anchor CN=root\.identity\.mesh-agent\.cluster\.local expires in \d days \(.*\); rotate it now/);
+  t.regex(anchorsStatus(far.certPem, now + 400 * day)[0]!.warning!, /expired at .*: no certificate under it verifies/);
+  const reasons = identityHealth({
+    identityService: '10.0.0.1:8080',
+    trustAnchors: st,
+    certificates: [
+      { identity: WEB, state: 'ready', failures: 0 },
+      { identity: 'spiffe://cluster.local/ns/shop/sa/db', state: 'ready', failures: 3, lastError: 'ECONNREFUSED', remainingSeconds: 4000, notAfter: 'T1', nextRenewal: 'T2' },
+      { identity: 'spiffe://cluster.local/ns/shop/sa/new', state: 'failing', failures: 2, lastError: 'ECONNREFUSED', nextRenewal: 'T3' },
+    ],
+  });
+  t.is(reasons.length, 3);
+  t.regex(reasons[0]!, /renewing spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db failed 3 times \(ECONNREFUSED\); its certificate serves 4000s more \(until T1\); next attempt T2/);
+  t.regex(reasons[1]!, /no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/new \(2 attempts failed: ECONNREFUSED\); its pods' connections to meshed pods of other nodes are refused until the identity service 10\.0\.0\.1:8080 answers/);
+  t.regex(reasons[2]!, /expires in \d days/);
+  t.deepEqual(identityHealth(null), []);
+});

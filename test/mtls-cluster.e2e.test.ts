@@ -194,6 +194,50 @@ function findTokenFile(mesh: ClusterMesh, node: string): string {
   return args[i + 1]!;
 }
 
+test.serial('the destination\'s agent refuses, on the fabric, a self-signed certificate with the right SPIFFE ID, an expired one and one of another trust domain', async (t) => {
+  const { cluster, mesh } = need();
+  const n1 = cluster.nodes[1]!;
+  const script = path.join(tmp, 'forge.ts');
+  const src = (f: string) => JSON.stringify(path.resolve('src', f));
+  fs.writeFileSync(script, [
+    `import * as fs from 'node:fs';`,
+    `import * as tls from 'node:tls';`,
+    `import { createCsr, createIssuer, createTrustAnchor, loadIssuer, signWorkloadCsr } from ${src('identity/x509.ts')};`,
+    `import { workloadId, serverNameOf } from ${src('identity/spiffe.ts')};`,
+    `const anchors = ${JSON.stringify(mesh.trustAnchorPem)};`,
+    `const real = await loadIssuer(fs.readFileSync(${JSON.stringify(mesh.issuerFiles!.certFile)}, 'utf8'), fs.readFileSync(${JSON.stringify(mesh.issuerFiles!.keyFile)}, 'utf8'), anchors);`,
+    `const now = Date.now();`,
+    `const leaf = async (issuer, issuerPem, id, from, to) => { const c = await createCsr(id); return { key: c.keyPem, cert: (await signWorkloadCsr(issuer, c.csrPem, { id, notBefore: new Date(now + from), notAfter: new Date(now + to) })) + issuerPem }; };`,
+    `const web = workloadId('cluster.local', 'shop', 'web');`,
+    `const fa = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60000), notAfter: new Date(now + 3600000) });`,
+    `const fi = await createIssuer(fa, { trustDomain: 'cluster.local', notBefore: new Date(now - 60000), notAfter: new Date(now + 3600000) });`,
+    `const forged = await leaf(await loadIssuer(fi.certPem, fi.keyPem, fa.certPem), fi.certPem, web, -30000, 3600000);`,
+    `const expired = await leaf(real, real.certPem, web, -7200000, -3600000);`,
+    `const other = await leaf(real, real.certPem, workloadId('other.domain', 'shop', 'web'), -30000, 3600000);`,
+    `for (const [what, cred] of [['self-signed', forged], ['expired', expired], ['other-trust-domain', other]]) {`,
+    `  const closed = await new Promise((resolve) => {`,
+    `    const s = tls.connect({ host: ${JSON.stringify(n1.nodeIp)}, port: 15008, servername: serverNameOf(workloadId('cluster.local', 'shop', 'db')), ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', ca: anchors, checkServerIdentity: () => undefined, ...cred });`,
+    `    let data = false;`,
+    `    s.on('data', () => (data = true)); s.on('error', () => {}); s.on('close', () => resolve(!data));`,
+    `  });`,
+    `  console.log(JSON.stringify({ what, closed }));`,
+    `}`,
+  ].join('\n'));
+  const before = (await mesh.agentStatus(n1)).identity.tunnels.server.refusedClients;
+  const r = await cluster.nodes[0]!.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', script], { timeoutMs: 60_000 });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.stdout.trim().split('\n').map((l) => JSON.parse(l)), [
+    { what: 'self-signed', closed: true }, { what: 'expired', closed: true }, { what: 'other-trust-domain', closed: true },
+  ]);
+  const after = await until(() => mesh.agentStatus(n1), (s) => {
+    const c = s.identity.tunnels.server.refusedClients;
+    return ['untrusted', 'expired', 'bad-identity'].every((k) => (c[k] ?? 0) > (before[k] ?? 0));
+  }, 'the three refusals counted by the destination\'s agent');
+  t.truthy(after);
+  const log = mesh.agents.get(n1.name)!.log();
+  t.regex(log, /refused a tunnel connection from 10\.244\.0\.\d+: trust domain other\.domain is not this mesh's/);
+});
+
 test.serial('identity service down: certificates in hand keep serving; a new workload\'s cross-node connections are refused and status says why; back up, it gets its certificate', async (t) => {
   const { cluster, mesh } = need();
   await mesh.stopIdentity();

@@ -55,6 +55,8 @@ export interface ClusterMesh {
   identityAddr: string | null;
   /** The trust anchor (PEM) the mesh's certificates chain to (null: identity off). */
   trustAnchorPem: string | null;
+  /** The issuer's files (tests that forge or backdate certificates under the real issuer); null: identity off. */
+  issuerFiles: { certFile: string; keyFile: string } | null;
   /** Starts (or restarts) the identity service and waits until it answers. */
   startIdentity(): Promise<void>;
   /** Kills the identity service and waits for its exit (the agents' certificates then serve until they expire). */
@@ -106,6 +108,7 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     identity: null,
     identityAddr,
     trustAnchorPem: identity?.anchorPem ?? null,
+    issuerFiles: identity ? { certFile: identity.issuerCertFile, keyFile: identity.issuerKeyFile } : null,
     async startIdentity() {
       if (!identity) throw new Error('this mesh runs without identity (startMesh identity: false)');
       if (mesh.identity && !exited(mesh.identity.proc)) throw new Error('the identity service is already running');
