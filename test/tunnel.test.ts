@@ -262,3 +262,32 @@ test('no open relay: a CONNECT to what is not a meshed pod of the identity asked
   t.like(b.tunnels.stats().server.refusedStreams, { 'wrong-identity': 1, 'not-a-meshed-pod': 2, 'bad-authority': 1 });
   t.is(await rawClient(b.port, cred, `${SERVER_IP}:9`), 503, 'a meshed pod of the identity: tried (nothing listens on port 9)');
 });
+
+test('a node whose 15008 accepts but never answers TLS: the tunnel gives up within the connect timeout, the connection fails, the next one tries again', async (t) => {
+  // A listener that takes TCP connections and says nothing (a hung agent, a black hole).
+  const held: net.Socket[] = [];
+  const hole = net.createServer((s) => held.push(s));
+  hole.listen(0, NODE_B);
+  await once(hole, 'listening');
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    hole.close();
+  });
+  const a = await nodeA(t, (hole.address() as net.AddressInfo).port, 9);
+  // The tunnels' own timeout (the agent passes its connect timeout, 5 s; here 300 ms).
+  (a.tunnels.pool as unknown as { connectTimeoutMs: number }).connectTimeoutMs = 300;
+  const attempt = async () => {
+    const c = net.connect({ host: CLIENT_IP, port: a.port });
+    c.on('error', () => {});
+    c.write('hello');
+    const t0 = performance.now();
+    await closed(c);
+    return performance.now() - t0;
+  };
+  t.true((await attempt()) < 4000, 'failed by the tunnel\'s timeout, not the proxy\'s 5 s one');
+  await waitFor(() => a.sink.closes.length === 1);
+  t.regex(a.sink.closes[0]!.error ?? '', /ETIMEDOUT|timeout/);
+  t.is(a.tunnels.stats().client.connectionsOpen, 0, 'the hung connection is gone from the pool');
+  await attempt();
+  t.is(a.tunnels.stats().client.connectionsOpened, 2, 'the next connection tried a new TLS connection');
+});

@@ -75,11 +75,15 @@ export class HbonePool {
   private closed = false;
   readonly stats: HboneStats = { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 };
 
-  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn }) {
+  /** A TLS connection not ready within this (TCP, handshake, the checks) is given up, with its streams. */
+  private readonly connectTimeoutMs: number;
+
+  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn; connectTimeoutMs?: number }) {
     this.creds = o.creds;
     this.trustDomain = o.trustDomain;
     this.port = o.port;
     this.log = o.log;
+    this.connectTimeoutMs = o.connectTimeoutMs ?? 5000;
   }
 
   /** A stream to ip:port through the tunnel of `path`, as the source identity; connecting until the other agent answers. */
@@ -117,8 +121,16 @@ export class HbonePool {
   private pick(key: string, serial: string): Conn | null {
     const list = this.conns.get(key);
     if (list === undefined) return null;
-    for (const c of list) if (c.serial === serial && c.active < MAX_STREAMS_PER_CONNECTION && this.usable(c)) return c;
-    return null;
+    let found: Conn | null = null;
+    for (const c of [...list]) {
+      // A connection made with a certificate since renewed takes no new streams: close it once it carries none.
+      if (c.serial !== serial) {
+        if (c.active === 0) this.retire(c);
+        continue;
+      }
+      if (found === null && c.active < MAX_STREAMS_PER_CONNECTION && this.usable(c)) found = c;
+    }
+    return found;
   }
 
   private connect(key: string, srcUri: string, cred: { context: tls.SecureContext; serial: string; notAfter: number }, path: Extract<Path, { kind: 'tunnel' }>): Conn {
@@ -153,9 +165,17 @@ export class HbonePool {
       const peerEnd = Date.parse(cert.valid_to);
       if (Number.isFinite(peerEnd)) c.usableUntil = Math.min(c.usableUntil, peerEnd);
     });
+    // TCP, the handshake and the checks within the connect timeout, or the connection and its streams fail (a node
+    // whose agent or 15008 does not answer must not hold the streams queued on it for good).
+    const timer = setTimeout(() => {
+      this.fail(c, Object.assign(new Error(`tunnel to ${path.dstUri} at ${path.nodeIp}:${this.port}: no TLS connection within ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+    }, this.connectTimeoutMs);
+    timer.unref();
     session.on('connect', () => {
+      clearTimeout(timer);
       if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW);
     });
+    session.once('close', () => clearTimeout(timer));
     session.on('error', (e: Error) => this.fail(c, e));
     sock.on('error', (e: Error) => this.fail(c, e));
     session.on('goaway', () => {

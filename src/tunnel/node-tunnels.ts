@@ -38,7 +38,7 @@ export class NodeTunnels {
   constructor(o: NodeTunnelsOptions) {
     this.creds = new CredentialStore(o.anchorsPem);
     for (const u of o.initial ?? []) this.creds.apply(u);
-    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log });
+    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs });
     this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs });
     this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log });
   }
