@@ -164,3 +164,25 @@ test('the issuer is checked at load: a CA, its own key, signed by an anchor, val
   // Both anchors of a bundle count (rotation: old and new root side by side).
   await t.notThrowsAsync(loadIssuer(iss.certPem, iss.keyPem, other.anchor.certPem + anchor.certPem));
 });
+
+test('the agent\'s CSR (its own DER, no X.509 library) is what OpenSSL and the library read: P-256, ecdsa-with-SHA256, the SPIFFE ID as URI SAN, a valid self-signature', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csr-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const id = workloadId('cluster.local', 'shop', 'web.v2');
+  const { csrPem, keyPem } = await createCsr(id);
+  fs.writeFileSync(path.join(dir, 'csr.pem'), csrPem);
+  const text = execFileSync('openssl', ['req', '-in', path.join(dir, 'csr.pem'), '-noout', '-verify', '-text'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  t.regex(text, /Subject: CN ?= ?web\.v2\.shop/);
+  t.regex(text, /ASN1 OID: prime256v1/);
+  t.regex(text, /Signature Algorithm: ecdsa-with-SHA256/);
+  t.regex(text, /X509v3 Subject Alternative Name:\s*\n\s*URI:spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web\.v2/);
+  t.true(keyPem.startsWith('-----BEGIN PRIVATE KEY-----'), 'PKCS#8, as node:tls takes it');
+  // The library parses and verifies it, and a certificate for it fits the key.
+  const { issuer } = await chain();
+  const cert = new X509Certificate(await signWorkloadCsr(issuer, csrPem, { id, ...span(0, day) }));
+  t.true(cert.checkPrivateKey((await import('node:crypto')).createPrivateKey(keyPem)));
+});

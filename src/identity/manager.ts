@@ -6,6 +6,7 @@
 // CredentialUpdates (credentials.ts): to the main thread's store and to the proxy workers'.
 import { X509Certificate } from 'node:crypto';
 import type { CertifyClient } from './client.ts';
+import { createCsr } from './csr.ts';
 import type { CredentialMaterial, CredentialUpdate } from './credentials.ts';
 import { parseSpiffeId, spiffeId, type WorkloadId } from './spiffe.ts';
 
@@ -45,8 +46,8 @@ export interface IdentityManagerOptions {
   publish: (u: CredentialUpdate) => void;
   log: (level: 'info' | 'warn', msg: string, fields?: object) => void;
   clock?: Clock;
-  /** Key and CSR for an identity (default: x509.ts, loaded on first use). */
-  makeCsr?: (id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }>;
+  /** Key and CSR for an identity (default: csr.ts). */
+  makeCsr?: (id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }> | { keyPem: string; csrPem: string };
 }
 
 /** One identity's certificate as `status` shows it. */
@@ -83,7 +84,7 @@ export class IdentityManager {
   private readonly o: IdentityManagerOptions;
   private readonly clock: Clock;
   private readonly slots = new Map<string, Slot>();
-  private makeCsr: ((id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }>) | undefined;
+  private readonly makeCsr: (id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }> | { keyPem: string; csrPem: string };
   private stopped = false;
   issued = 0;
   failed = 0;
@@ -91,7 +92,7 @@ export class IdentityManager {
   constructor(o: IdentityManagerOptions) {
     this.o = o;
     this.clock = o.clock ?? realClock;
-    this.makeCsr = o.makeCsr;
+    this.makeCsr = o.makeCsr ?? createCsr;
   }
 
   /** The identities this node's meshed pods have now (SPIFFE IDs): new ones are fetched at once, gone ones dropped. */
@@ -169,7 +170,6 @@ export class IdentityManager {
   }
 
   private async certify(s: Slot): Promise<CredentialMaterial> {
-    this.makeCsr ??= (await import('./x509.ts')).createCsr;
     const { keyPem, csrPem } = await this.makeCsr(s.id);
     const r = await this.o.client.certify(s.id, csrPem);
     const leaf = new X509Certificate(r.certificate);

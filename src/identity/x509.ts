@@ -1,7 +1,7 @@
 // Certificates and CSRs (docs/identity.md): ECDSA P-256 over WebCrypto through @peculiar/x509,
 // which writes and reads the ASN.1 (node:crypto verifies and parses certificates but cannot make
-// them). Loaded only where certificates are made: `install`, the identity service, and the
-// agent's identity manager when identity is on.
+// them). Loaded only where certificates are made or CSRs read: `install` and the identity
+// service (and tests). The agent makes its CSRs with csr.ts and never loads this.
 import { X509Certificate as NodeX509, webcrypto, randomBytes } from 'node:crypto';
 // tsyringe, which @peculiar/x509 uses, needs the Reflect metadata polyfill loaded first.
 import 'reflect-metadata';
@@ -98,17 +98,7 @@ export async function createIssuer(anchor: CertAndKey, o: { trustDomain: string;
   return { certPem: pemOf(cert), keyPem: await keyPem(keys.privateKey) };
 }
 
-/** A new key and a CSR for the identity, made where the key stays (the agent). */
-export async function createCsr(id: WorkloadId): Promise<{ keyPem: string; csrPem: string }> {
-  const keys = await newKeys();
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${id.serviceAccount}.${id.namespace}`,
-    keys,
-    signingAlgorithm: SIGNING,
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId(id) }])],
-  });
-  return { keyPem: await keyPem(keys.privateKey), csrPem: pemOf(csr) };
-}
+export { createCsr } from './csr.ts';
 
 /** An issuer ready to sign: its certificate (PEM and parsed) and its key. */
 export interface Issuer {
