@@ -165,7 +165,9 @@ test.serial('a known mix through 2 proxies gives the metrics, the reports and th
       // Every connection of the mix has closed (curl and the echo client exit when done).
       const s = await until(status, (x) => x.proxy.open === 0 && x.proxy.accepted >= 3 * (4 + 10), 'the mix\'s connections closed');
       const m = exact((await metrics()).samples);
-      const rows = await until(statOf, (r) => r.find((x) => x.name === 'api')?.requests === 120, 'the controller has every request of the mix', 30_000);
+      // Every request counted, and a report after the last connection closed (TCP_CONN is a gauge
+      // of the latest report: one cut while a connection was still open says 1).
+      const rows = await until(statOf, (r) => r.find((x) => x.name === 'api')?.requests === 120 && r.every((x) => x.tcp_open_connections === 0), 'the controller has every request of the mix, and the connections closed', 30_000);
       seen.push({ metrics: m, stat: statCounts(rows), open: s.proxy.open });
       if (workers === 2) {
         const took = s.proxy.workers.map((w: any) => w.accepted);
