@@ -163,3 +163,16 @@ test('time windows parse as Linkerd spells them', (t) => {
   t.throws(() => parseWindow('0s', Infinity), { message: /more than zero/ });
   t.throws(() => parseWindow('2h', 3_600_000), { message: /keeps 60m.*--retention/ });
 });
+
+test('the aggregator says which side of a pair it saw when every node captures inbound', (t) => {
+  const names: Record<string, any> = { '10.1.0.1': { namespace: 'shop', pod: 'web-1', kind: 'deployment', name: 'web' }, '10.1.0.2': { namespace: 'shop', pod: 'api-1', kind: 'deployment', name: 'api' }, '10.2.0.3': { namespace: 'shop', pod: 'db-1', kind: 'deployment', name: 'db' } };
+  const local = new Set(['10.1.0.1', '10.1.0.2']);
+  const agg = new ReportAggregator({ byIp: (ip) => names[ip] ?? null }, (ip) => local.has(ip));
+  const ev = (direction: 'inbound' | 'outbound', sourceIp: string, destIp: string) => ({ direction, sourceIp, sourcePort: 1, sourcePodKey: 0n, destIp, destPort: 80, connId: 1, protocol: 'http1' as const, authority: 'a', method: 'GET', path: '/', status: 200, success: true, latencyMs: 1, durationMs: 1, requestBytes: 0, responseBytes: 0, startedAt: 0 });
+  agg.request(ev('outbound', '10.1.0.1', '10.1.0.2'));
+  agg.request(ev('outbound', '10.1.0.1', '10.2.0.3'));
+  agg.request(ev('outbound', '10.1.0.1', '192.0.2.1'));
+  agg.request(ev('inbound', '10.9.9.9', '10.1.0.2'));
+  const sides = agg.flush().map((p) => `${p.src.ip}>${p.dst.ip}:${p.side ?? 'both'}`).sort();
+  t.deepEqual(sides, ['10.1.0.1>10.1.0.2:both', '10.1.0.1>10.2.0.3:client', '10.1.0.1>192.0.2.1:both', '10.9.9.9>10.1.0.2:server']);
+});

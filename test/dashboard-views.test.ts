@@ -183,3 +183,22 @@ test('API parameters: unknown, repeated, missing and malformed ones are 4xx with
   t.regex(err(() => tapParams(q('namespace=a'))), /^400 resource is required/);
   t.regex(err(() => tapParams(q('namespace=a&resource=deploy/web&toNamespace=B!'))), /^400 toNamespace "B!"/);
 });
+
+test('with inbound capture, a pair is seen from both ends: rows count the server side, edges the client side and servers\' known clients', (t) => {
+  const s = new WindowStore();
+  const ingress = pod('edge', 'ingress', '10.0.0.9', { meshed: false });
+  // Node a: web's client side of web -> api (api is on node b). Node b: the server side of the
+  // same requests (from node a's address, until mTLS carries the client) and of an unmeshed
+  // ingress pod's requests, which no other agent sees.
+  s.add(report({ node: 'a', agentId: 'a', seq: 1, start: NOW - 5000, end: NOW, pods: [web, ingress], pairs: [pair(peerOf(web), peerOf(api), 10, 9, 5, { side: 'client' })] }), NOW);
+  s.add(report({ node: 'b', agentId: 'b', seq: 1, start: NOW - 5000, end: NOW, pods: [api], pairs: [
+    pair({ ip: '10.244.0.1' }, peerOf(api), 10, 9, 5, { side: 'server' }),
+    pair(peerOf(ingress), peerOf(api), 3, 3, 5, { side: 'server' }),
+  ] }), NOW);
+  const rows = workloadsView(s, 'shop', 60_000, NOW).rows.find((r) => r.name === 'api')!;
+  t.is(rows.requests, 13, 'each request once: the destination\'s agent counts them all, unmeshed clients included');
+  const edges = edgesView(s, { namespace: 'shop' }, 60_000, NOW).edges.map((e) => `${e.src.name}>${e.dst.name}:${e.requests}`);
+  t.deepEqual(edges, ['ingress>api:3', 'web>api:10'], 'the meshed client\'s edge from its own agent; the node address is no edge');
+  t.deepEqual(parseReport(JSON.parse(JSON.stringify(report({ seq: 1, start: 0, end: 1, pairs: [pair(peerOf(web), peerOf(api), 1, 1, 5, { side: 'server' })] })))).pairs[0]!.side, 'server');
+  t.throws(() => parseReport({ ...report({ seq: 1, start: 0, end: 1, pairs: [pair(peerOf(web), peerOf(api), 1, 1)] }), pairs: [{ ...pair(peerOf(web), peerOf(api), 1, 1), side: 'both' }] }), { message: /report.pairs\[0\].side: must be "client", "server" or absent/ });
+});

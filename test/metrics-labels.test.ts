@@ -23,8 +23,9 @@ test('an outbound connection to a known pod is seen from both ends, as two Linke
   const v = viewsOf(ep, web, db);
   t.deepEqual(v, [
     { direction: 'outbound', self: web, dst: db, service: null, targetAddr: '10.244.1.3:5432', tls: null },
-    { direction: 'inbound', self: db, dst: null, service: null, targetAddr: '10.244.1.3:5432', tls: null },
+    { direction: 'inbound', clientId: null, self: db, dst: null, service: null, targetAddr: '10.244.1.3:5432', tls: null },
   ]);
+  t.is(viewsOf(ep, web, db, null, false, false).length, 1, 'a pod of another node, not tunnelled: its own agent captures it and records the inbound side (docs/policy.md)');
 });
 
 test('a request to a Service: dst_service beside the chosen endpoint\'s workload; a connection to its ClusterIP: the Service alone', (t) => {

@@ -35,6 +35,9 @@ test('the ConfigMap install prints, mounted as kubelet does, gives the agent its
     cgroupRoot: '/sys/fs/cgroup/kubepods',
     skipOutboundPorts: '22,3306',
     controllerUrl: 'http://mesh-agent-controller.mesh.svc:9000',
+    inbound: { host: '10.0.0.7', port: 15006 },
+    defaultInboundPolicy: 'all-unauthenticated',
+    clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
   });
 });
 
@@ -54,12 +57,23 @@ test('precedence: a flag given on the command line, then the config, then NODE_I
   const config = { proxyPort: 16001, adminPort: 5191, cgroupRoot: '/cg/from-config', skipOutboundPorts: '22', controllerUrl: 'http://ctl:1' };
   const flags: RunFlags = { proxyAddr: '10.1.1.1:17001', admin: '127.0.0.1:6000', cgroupRoot: '/cg/flag', skipOutboundPorts: '80', controller: 'other:2' };
   const all = resolveRunSettings(flags, cli('proxyAddr', 'admin', 'cgroupRoot', 'skipOutboundPorts', 'controller'), config, { NODE_IP: '10.0.0.7' });
-  t.deepEqual(all, { proxy: { host: '10.1.1.1', port: 17001 }, admin: { host: '127.0.0.1', port: 6000 }, cgroupRoot: '/cg/flag', skipOutboundPorts: '80', controllerUrl: 'http://other:2' });
+  t.like(all, { proxy: { host: '10.1.1.1', port: 17001 }, admin: { host: '127.0.0.1', port: 6000 }, cgroupRoot: '/cg/flag', skipOutboundPorts: '80', controllerUrl: 'http://other:2', inbound: { host: '10.1.1.1', port: 15006 } });
   // A flag's built-in default (commander fills admin and skipOutboundPorts) does not hide the config.
   const cfg = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, config, { NODE_IP: '10.0.0.7' });
   t.deepEqual([cfg.proxy.port, cfg.admin.port, cfg.cgroupRoot, cfg.skipOutboundPorts], [16001, 5191, '/cg/from-config', '22']);
   const defaults = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, {}, { NODE_IP: '10.0.0.7' });
-  t.deepEqual(defaults, { proxy: { host: '10.0.0.7', port: 15001 }, admin: { host: '0.0.0.0', port: 4191 }, cgroupRoot: undefined, skipOutboundPorts: '', controllerUrl: undefined });
+  t.deepEqual(defaults, {
+    proxy: { host: '10.0.0.7', port: 15001 }, admin: { host: '0.0.0.0', port: 4191 }, cgroupRoot: undefined, skipOutboundPorts: '', controllerUrl: undefined,
+    inbound: { host: '10.0.0.7', port: 15006 }, defaultInboundPolicy: 'all-unauthenticated', clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
+  });
+  // The inbound settings: flag over config over default; off turns capture off.
+  const inb = { inboundPort: 16006, defaultInboundPolicy: 'deny' as const, clusterNetworks: '10.244.0.0/16' };
+  t.like(resolveRunSettings({}, none, inb, { NODE_IP: '10.0.0.7' }), { inbound: { host: '10.0.0.7', port: 16006 }, defaultInboundPolicy: 'deny', clusterNetworks: '10.244.0.0/16' });
+  t.like(resolveRunSettings({ inboundAddr: '10.0.0.8:17006', defaultInboundPolicy: 'all-authenticated', clusterNetworks: '10.0.0.0/8' }, cli('inboundAddr', 'defaultInboundPolicy', 'clusterNetworks'), inb, { NODE_IP: '10.0.0.7' }),
+    { inbound: { host: '10.0.0.8', port: 17006 }, defaultInboundPolicy: 'all-authenticated', clusterNetworks: '10.0.0.0/8' });
+  t.is(resolveRunSettings({ inboundAddr: 'off' }, cli('inboundAddr'), {}, { NODE_IP: '10.0.0.7' }).inbound, null);
+  t.is(resolveRunSettings({}, none, { inboundPort: 0 }, { NODE_IP: '10.0.0.7' }).inbound, null, 'inbound-port: off in the ConfigMap');
+  t.throws(() => resolveRunSettings({ defaultInboundPolicy: 'open' }, cli('defaultInboundPolicy'), {}, { NODE_IP: '10.0.0.7' }), { message: /--default-inbound-policy: "open" is not a policy; use one of all-unauthenticated/ });
   t.throws(() => resolveRunSettings({}, none, config, {}), { message: /no proxy address: pass --proxy-addr IP:PORT or set NODE_IP/ });
 });
 
@@ -71,9 +85,12 @@ test('bad values: the error names the source, the key and the value', (t) => {
     [{ 'cgroup-root': 'kubepods.slice' }, /key cgroup-root: "kubepods.slice" is not an absolute path/],
     [{ 'controller-addr': 'ctl:99999' }, /key controller-addr ctl:99999: the port must be 1-65535/],
     [{ 'controller-addr': 'ftp://ctl:21' }, /key controller-addr ftp:\/\/ctl:21: only http:\/\/ .*; pass HOST:PORT or http:\/\/HOST:PORT/],
+    [{ 'default-inbound-policy': 'allow-all' }, /--config \/etc\/x: key default-inbound-policy: "allow-all" is not a policy; use one of all-unauthenticated/],
+    [{ 'cluster-networks': '10.0.0.0/40' }, /key cluster-networks: "10.0.0.0\/40" is not an IPv4 network/],
+    [{ 'inbound-port': '0' }, /key inbound-port: "0" is not a port/],
   ];
   for (const [raw, re] of bad) t.throws(() => parseAgentConfig(raw, '--config /etc/x'), { message: re }, JSON.stringify(raw));
-  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root, identity-addr']);
+  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root, identity-addr, inbound-port, default-inbound-policy, cluster-networks']);
   t.deepEqual(parseAgentConfig({ 'controller-addr': ' http://ctl.example:9000/ \n', 'cgroup-root': '' }, 'c').config, { controllerUrl: 'http://ctl.example:9000' });
   t.throws(() => readConfigSource(path.join(tmp, 'missing')), { message: /--config .*missing: no such file or directory; pass the directory the mesh-agent-config ConfigMap is mounted at/ });
   const notMap = path.join(tmp, 'list.yaml');

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <linux/sockios.h>
@@ -819,6 +820,86 @@ Napi::Value SetCork(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == 0 ? 0 : -errno);
 }
 
+// Inbound capture (src/datapath/inbound-capture.ts): the kernel's TPROXY hands the agent
+// connections addressed to its pods, so the agent's sockets use addresses that are not its own.
+// Node cannot set IP_TRANSPARENT before bind/listen/connect, hence these two.
+
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+bool SockAddr4(const Napi::Value& ip, uint32_t port, sockaddr_in* sa) {
+  memset(sa, 0, sizeof(*sa));
+  sa->sin_family = AF_INET;
+  sa->sin_port = htons(port);
+  return ParseIp4(ip, &sa->sin_addr.s_addr);
+}
+
+// listenTransparent(ip, port, reusePort) -> fd of a listening TCP socket with IP_TRANSPARENT,
+// for net.Server#listen({ fd }). TPROXY only hands connections to transparent listeners.
+Napi::Value ListenTransparent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sockaddr_in sa;
+  uint32_t port = info[1].ToNumber().Uint32Value();
+  if (!SockAddr4(info[0], port, &sa) || port > 65535) {
+    Napi::TypeError::New(env, "listenTransparent(ip, port, reusePort) needs an IPv4 address and a port").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    MakeError(env, "creating the inbound listener", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int one = 1;
+  const char* step = nullptr;
+  if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))) step = "setting IP_TRANSPARENT on the inbound listener (needs CAP_NET_ADMIN)";
+  else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one))) step = "setting SO_REUSEADDR on the inbound listener";
+  else if (info[2].ToBoolean().Value() && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) step = "setting SO_REUSEPORT on the inbound listener";
+  else if (bind(fd, (sockaddr*)&sa, sizeof(sa))) step = "binding the inbound listener";
+  else if (listen(fd, 511)) step = "listening on the inbound address";
+  if (step) {
+    int err = errno;
+    close(fd);
+    Napi::Error e = MakeError(env, step, err);
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// transparentSocket(sourceIp) -> fd of an unconnected TCP socket bound to sourceIp (port chosen
+// at connect), with IP_TRANSPARENT: the pod sees the real client's address. The caller wraps it
+// in a net.Socket and connects it.
+Napi::Value TransparentSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sockaddr_in sa;
+  if (!SockAddr4(info[0], 0, &sa)) {
+    Napi::TypeError::New(env, "transparentSocket(sourceIp) needs an IPv4 address").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    MakeError(env, "creating a transparent upstream socket", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int one = 1;
+  const char* step = nullptr;
+  if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))) step = "setting IP_TRANSPARENT on an upstream socket (needs CAP_NET_ADMIN)";
+  else if (setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one))) step = "setting IP_BIND_ADDRESS_NO_PORT on an upstream socket";
+  else if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))) step = "setting TCP_NODELAY on an upstream socket";
+  else if (bind(fd, (sockaddr*)&sa, sizeof(sa))) step = "binding an upstream socket to the client's address";
+  if (step) {
+    int err = errno;
+    close(fd);
+    MakeError(env, step, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
 // A proxy worker thread's handle on the maps the main thread's Datapath loaded: the same
 // lookups and splices, on the fds mapFds() gave (fds belong to the process, not a thread).
 // Owns nothing: the Datapath closes the maps, after which calls fail as with EBADF.
@@ -872,6 +953,8 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeatures, "probeFeatures"));
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
   exports.Set("setCork", Napi::Function::New(env, SetCork, "setCork"));
+  exports.Set("listenTransparent", Napi::Function::New(env, ListenTransparent, "listenTransparent"));
+  exports.Set("transparentSocket", Napi::Function::New(env, TransparentSocket, "transparentSocket"));
   MapView::Init(env, exports);
   return Datapath::Init(env, exports);
 }

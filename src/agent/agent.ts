@@ -58,11 +58,26 @@ export interface AgentIdentityOptions {
   /** The tunnel listener's port on the node IP (default 15008). */
   tunnelPort?: number;
 }
+import { InboundPolicies } from './inbound.ts';
+import { InboundCapture } from '../datapath/inbound-capture.ts';
+import { dialerFrom, listenTransparent } from '../datapath/transparent.ts';
+import { Coalescer } from '../util/coalesce.ts';
+import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, type DefaultPolicy } from '../policy/model.ts';
 
 export interface AgentOptions {
   nodeName?: string;
   cgroupRoot: string;
   proxy: { ip: string; port: number };
+  /**
+   * Inbound capture (docs/policy.md): where the kernel hands connections to this node's meshed
+   * pods that did not come through the agent. null: none (policies then bind meshed clients of
+   * this node only). Default: none.
+   */
+  inbound?: { ip: string; port: number } | null;
+  /** A meshed pod's policy without an annotation of its own (install --default-inbound-policy). */
+  defaultInboundPolicy?: DefaultPolicy;
+  /** The cluster-* policies' networks, "10.0.0.0/8,..." (default Linkerd's). */
+  clusterNetworks?: string;
   /** Standalone mode: Pod and Namespace objects from a file. */
   podsFile?: string;
   /** Cluster mode (no podsFile): kubeconfig path; default in-cluster config, else $KUBECONFIG or ~/.kube/config. */
@@ -137,6 +152,17 @@ export class Agent {
   private identityLib?: { sumTunnelStats: typeof import('../tunnel/node-tunnels.ts').sumTunnelStats; anchorsStatus: (pem: string) => AnchorStatus[] };
   /** The namespaces as the pod source last listed them: their inject annotation decides whether remote pods are meshed. */
   private namespaces = new Map<string, NamespaceInfo>();
+  /** This node's meshed pods' inbound policies, as every proxy authorizes with them (docs/policy.md). */
+  readonly inbound: InboundPolicies;
+  private capture?: InboundCapture;
+  private captureQueue?: Coalescer;
+  /**
+   * off: not configured; waiting: not yet ready (a previous agent's table stays as it was);
+   * capturing: the kernel hands connections to our listener; held: stopping, no new connection
+   * is captured, fail-closed pods' SYNs are dropped.
+   */
+  private captureMode: 'off' | 'waiting' | 'capturing' | 'held' = 'off';
+  private captureError: string | null = null;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -158,7 +184,8 @@ export class Agent {
       // Each proxy (this thread's and every worker's) keeps its own budgets over its share of the connections.
       budgetShare: 1 / (opts.proxyWorkers ?? 1),
     });
-    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, tls: (ep) => this.tlsOf(ep), datapathCounters: () => this.datapath?.counters() ?? null });
+    this.inbound = new InboundPolicies({ networks: opts.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS, store: this.discovery, onDeny: (msg) => opts.log.warn(msg) });
+    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, tls: (ep) => this.tlsOf(ep), localPods: this.localPods(), datapathCounters: () => this.datapath?.counters() ?? null });
     this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);
   }
@@ -182,6 +209,14 @@ export class Agent {
       if (st.policy.meshed) out.add(spiffeId({ trustDomain, namespace: st.pod.namespace, serviceAccount: st.pod.serviceAccount ?? 'default' }));
     }
     return out;
+  }
+
+  /**
+   * With inbound capture, each node's agent records the server side of its own pods' traffic
+   * (docs/policy.md): an outbound event's inbound side only for a pod of this node.
+   */
+  private localPods(): ((ip: string) => boolean) | undefined {
+    return this.opts.inbound ? (ip) => this.pods?.podByIp(ip) !== undefined : undefined;
   }
 
   recordError(msg: string) {
@@ -235,6 +270,8 @@ export class Agent {
       opaquePortsOf: (ip) => this.pods?.opaquePortsOf(ip) ?? null,
       detectTimeoutMs: this.opts.detectTimeoutMs,
       maxConnections: this.opts.maxConnections,
+      authorize: this.inbound.authorizer.authorize,
+      ...(this.opts.inbound ? { inbound: { host: this.opts.inbound.ip, port: this.opts.inbound.port, listenFd: listenTransparent, dialFrom: dialerFrom } } : {}),
       // The datapath opens after the proxy listens: bind late.
       splicer: this.opts.kernelSplice ? {
         splice: (a, b) => this.datapath.splicer().splice(a, b),
@@ -273,6 +310,11 @@ export class Agent {
       due = now + LAG_PROBE_MS;
     }, LAG_PROBE_MS);
     this.lagProbe.unref();
+    if (this.opts.inbound) {
+      this.capture = new InboundCapture();
+      this.captureQueue = new Coalescer(() => this.syncCapture(), (e) => this.recordError(e.message));
+      this.captureMode = 'waiting';
+    }
     this.features = probeFeatures(os.release(), { kernelSplice: this.opts.kernelSplice });
     const missing = missingRequired(this.features);
     for (const m of missing) this.recordError(`BPF feature missing: ${m}`);
@@ -295,6 +337,7 @@ export class Agent {
       datapath: this.datapath,
       cgroupRoot: this.datapath.cgroupRoot,
       nodeName: this.opts.nodeName,
+      defaultInboundPolicy: this.opts.defaultInboundPolicy,
       log: (level, msg) => (level === 'warn' ? this.recordError(msg) : log.info(msg)),
     });
     if (proxies > 1) await this.startWorkers(proxies - 1, openSlots);
@@ -302,6 +345,7 @@ export class Agent {
       this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
       this.applySnapshot(this.source.start());
       this.podsSynced = true;
+      this.maybeCapture();
     } else {
       if (!this.opts.nodeName) throw new Error('no node name: pass --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName), or use --pods FILE');
       // Loaded only in cluster mode: @kubernetes/client-node alone costs ~110 MB of RSS.
@@ -317,6 +361,7 @@ export class Agent {
         () => {
           this.podsSynced = true;
           log.info('pods listed from the API server', { pods: this.pods.states().length });
+          this.maybeCapture();
         },
         (e) => this.recordError(`kubernetes: ${(e as Error).message}`),
       );
@@ -327,6 +372,7 @@ export class Agent {
         ...this.opts.report,
         node: this.opts.nodeName ?? os.hostname(),
         hub: this.telemetry,
+        localPods: this.localPods(),
         onQuery: (q) => this.answerQuery(q),
         inventory: () => this.pods.states().map((s) => {
           const w = workloadOf(s.pod);
@@ -349,6 +395,14 @@ export class Agent {
       });
       this.discoveryLink.start();
     }
+    // TrafficTargets come with discovery: a change, or a new world, compiles the pods' policies again.
+    this.discovery.onApply((m) => {
+      if (m === 'drop-staged') return;
+      if (m.type === 'synced' || (m.type === 'access' && !this.discovery.staged)) {
+        this.refreshPolicies();
+        this.maybeCapture();
+      }
+    });
     if (this.opts.admin) {
       this.admin = new AdminServer(this);
       await this.admin.listen(this.opts.admin.host, this.opts.admin.port);
@@ -372,12 +426,58 @@ export class Agent {
   applySnapshot(s: Snapshot) {
     this.namespaces = s.namespaces;
     this.pods.apply(s);
+    this.inbound.refresh(this.pods.states());
     this.pool?.setPods(this.podsTable());
     // A new pod's certificate is asked for now, so its first connection finds it (docs/identity.md).
     if (this.identities) this.identities.want(this.wantedIdentities(this.opts.identity!.trustDomain));
+    this.captureQueue?.poke();
   }
 
-  /** This node's pods as the proxy workers need them: workload, declared opaque ports, identity and mesh state by IP. */
+  /** Pods or TrafficTargets changed: every proxy authorizes with the new policies, the capture follows. */
+  private refreshPolicies(): void {
+    if (!this.pods) return;
+    if (!this.inbound.refresh(this.pods.states())) return;
+    this.pool?.setPods(this.podsTable());
+    this.captureQueue?.poke();
+  }
+
+  /**
+   * The capture starts handing connections to this agent once it knows its pods and, with a
+   * controller, the TrafficTargets: until then a previous agent's table stays as it was, so a
+   * fail-closed pod is never open while its policy is unknown.
+   */
+  private maybeCapture(): void {
+    if (this.captureMode !== 'waiting' || !this.podsSynced) return;
+    if (this.opts.controllerUrl && !this.discovery.synced) return;
+    this.captureMode = 'capturing';
+    void this.proxy.listenInbound().then(
+      (addr) => {
+        this.opts.log.info('inbound capture on', { listen: `${addr.host}:${addr.port}`, pods: this.inbound.table.pods.length });
+        this.captureQueue?.poke();
+      },
+      (e) => {
+        this.captureMode = 'waiting';
+        this.captureError = `inbound listener on ${this.opts.inbound!.ip}:${this.opts.inbound!.port} failed: ${(e as Error).message}`;
+        this.recordError(this.captureError);
+      },
+    );
+  }
+
+  /** Puts the capture table in step with the pods' policies and the capture mode (one run at a time). */
+  private async syncCapture(): Promise<void> {
+    const mode = this.captureMode;
+    if (!this.capture || mode === 'off' || mode === 'waiting') return;
+    const listener = mode === 'capturing' && this.proxy.inboundAddress() !== null ? { ip: this.opts.inbound!.ip, port: this.opts.inbound!.port } : null;
+    try {
+      await this.capture.apply(this.inbound.capture(listener));
+      this.captureError = null;
+    } catch (e) {
+      this.captureError = (e as Error).message;
+      throw e;
+    }
+  }
+
+  /** This node's pods as the proxy workers need them: workload, declared opaque ports, identity and mesh state, and the meshed ones' inbound policies, by IP. */
   private podsTable(): PodsTable {
     const pods: PodsTable['pods'] = [];
     for (const s of this.pods.states()) {
@@ -388,7 +488,7 @@ export class Agent {
       const v = ns.annotations[ANNOTATIONS.inject];
       if (v !== undefined) namespaces[name] = v;
     }
-    return { generation: this.pods.generation, pods, namespaces };
+    return { generation: this.pods.generation, pods, namespaces, policies: this.inbound.table };
   }
 
   private async startWorkers(count: number, openSlots: SharedArrayBuffer): Promise<void> {
@@ -406,6 +506,7 @@ export class Agent {
         maxConnections: this.opts.maxConnections,
         openSlots,
         metrics: { ...this.opts.metrics },
+        inbound: this.opts.inbound != null,
         pods: this.podsTable(),
         discovery: this.discovery.replay(),
         taps: this.reporter?.tapFilters() ?? [],
@@ -487,6 +588,7 @@ export class Agent {
         annotationErrors: s.policy.errors,
       })),
       podSource: this.kube ? { kind: 'kubernetes', synced: this.podsSynced, ...this.kube.state() } : { kind: 'file', file: this.opts.podsFile, synced: this.podsSynced },
+      inbound: this.inboundStatus(),
       controller: this.reporter?.state() ?? null,
       discovery: this.discoveryLink?.status() ?? null,
       identity: this.identityStatus(),
@@ -505,6 +607,21 @@ export class Agent {
       trustAnchors: anchorsStatus(o.anchorsPem),
       certificates: this.identities.states(),
       tunnels: { port: o.tunnelPort ?? TUNNEL_PORT, ...sumTunnelStats([this.tunnels.stats(), ...(this.pool?.tunnelStats() ?? [])]) },
+    };
+  }
+
+  /** The inbound side for status (docs/status.md): capture, listener, each meshed pod's policy. */
+  private inboundStatus() {
+    const pods = this.inbound.status();
+    const enforced = this.captureMode === 'capturing' && this.captureError === null;
+    return {
+      capture: this.captureMode,
+      listen: this.opts.inbound ? `${this.opts.inbound.ip}:${this.opts.inbound.port}` : null,
+      listening: this.proxy?.inboundAddress() !== null && this.proxy?.inboundAddress() !== undefined,
+      error: this.captureError,
+      defaultPolicy: this.opts.defaultInboundPolicy ?? DEFAULT_INBOUND_POLICY,
+      failClosed: pods.filter((p) => p.failsClosed).map((p) => `${p.namespace}/${p.name}`),
+      pods: pods.map((p) => ({ ...p, enforcedForUnmeshedClients: enforced })),
     };
   }
 
@@ -545,14 +662,30 @@ export class Agent {
     this.kube?.stop();
     await this.reporter?.stop();
     this.discoveryLink?.stop();
-    if (this.datapath?.isAttached) {
-      this.datapath.detach();
-      // A connect() redirected just before the detach may still be in the listener's accept
-      // queue (or its SYN on the veth); closing the listener now would reset it.
-      if (this.proxy) await new Promise((r) => setTimeout(r, ACCEPT_GRACE_MS));
+    // The capture stops handing us connections first (fail-closed pods' SYNs are dropped from
+    // now on, and retried by their clients until an agent is back), as the outbound detach.
+    const captured = this.captureMode === 'capturing' || this.captureMode === 'held';
+    if (this.captureMode === 'capturing') {
+      this.captureMode = 'held';
+      this.captureQueue?.poke();
+      await this.captureQueue?.idle().catch(() => {});
     }
+    const detached = this.datapath?.isAttached ?? false;
+    if (detached) this.datapath.detach();
+    // A connect() redirected (or a SYN captured) just before may still be in a listener's accept
+    // queue, or its SYN on the veth; closing the listener now would reset it.
+    if ((detached || captured) && this.proxy) await new Promise((r) => setTimeout(r, ACCEPT_GRACE_MS));
+    await this.proxy?.closeInbound();
     this.identities?.stop();
     await Promise.all([this.proxy?.close(drainMs), this.pool?.close(drainMs), this.tunnels?.close(drainMs)]);
+    await this.captureQueue?.stop();
+    // Nothing to keep closed: nothing is left in the kernel. A fail-closed pod's table stays,
+    // dropping its SYNs, until an agent is back (docs/policy.md); `mesh-agent cleanup` removes it.
+    if (captured && this.capture) {
+      const closed = this.inbound.status().filter((p) => p.failsClosed);
+      if (closed.length === 0) await this.capture.remove().catch((e) => this.recordError((e as Error).message));
+      else this.opts.log.info('inbound capture held for fail-closed pods until an agent is back', { pods: closed.map((p) => `${p.namespace}/${p.name}`) });
+    }
     this.datapath?.close();
     await this.admin?.close();
   }

@@ -5,6 +5,7 @@ import { type PodInfo, type Snapshot } from '../k8s/objects.ts';
 import { findPodCgroup } from '../k8s/pod-cgroup.ts';
 import type { PortRange } from '../datapath/addon.ts';
 import type { PortSet } from '../proxy/ports.ts';
+import type { DefaultPolicy } from '../policy/model.ts';
 
 /** The part of the datapath pod sync writes to (an interface, so it is testable without BPF). */
 export interface PodDatapath {
@@ -38,9 +39,11 @@ export class PodSync {
   private cgroupRoot: string;
   private nodeName: string | undefined;
   private log: (level: 'info' | 'warn', msg: string) => void;
+  private defaultInboundPolicy: DefaultPolicy | undefined;
 
-  constructor(opts: { datapath: PodDatapath; cgroupRoot: string; nodeName?: string; log?: (level: 'info' | 'warn', msg: string) => void }) {
+  constructor(opts: { datapath: PodDatapath; cgroupRoot: string; nodeName?: string; defaultInboundPolicy?: DefaultPolicy; log?: (level: 'info' | 'warn', msg: string) => void }) {
     this.dp = opts.datapath;
+    this.defaultInboundPolicy = opts.defaultInboundPolicy;
     this.cgroupRoot = opts.cgroupRoot;
     this.nodeName = opts.nodeName;
     this.log = opts.log ?? (() => {});
@@ -60,9 +63,9 @@ export class PodSync {
 
   private upsert(pod: PodInfo, ns: { annotations: Record<string, string> } | undefined) {
     const prev = this.pods.get(pod.uid);
-    const policy = resolvePolicy(pod, ns, prev?.policy);
+    const policy = resolvePolicy(pod, ns, prev?.policy, this.defaultInboundPolicy);
     for (const err of policy.errors) {
-      if (!prev?.policy.errors.includes(err)) this.log('warn', `pod ${pod.namespace}/${pod.name}: invalid annotation ${err}; keeping the last good value`);
+      if (!prev?.policy.errors.includes(err)) this.log('warn', `pod ${pod.namespace}/${pod.name}: invalid annotation ${err}; keeping the last good value${err.includes('inbound-policy') && !prev ? ' (none yet: deny)' : ''}`);
     }
     const unchanged = prev && samePolicy(prev.policy, policy) && prev.pod.ip === pod.ip && prev.key !== null;
     const state: PodState = { pod, policy, cgroup: prev?.cgroup ?? null, key: prev?.key ?? null };

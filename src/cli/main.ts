@@ -18,6 +18,7 @@ const COMMANDS: Array<[string, () => Promise<Register>]> = [
   ['diagnostics', async () => (await import('./diagnostics.ts')).registerDiagnostics],
   ['dashboard', async () => (await import('./dashboard.ts')).registerDashboard],
   ['identity', async () => (await import('./identity.ts')).registerIdentity],
+  ['cleanup', async () => (await import('./cleanup.ts')).registerCleanup],
 ];
 
 /** The commands to load: only the one named (the demo runs them all), else all for help and errors. */

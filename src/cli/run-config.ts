@@ -7,9 +7,10 @@ import { lazyYaml } from '../k8s/lazy-yaml.ts';
 import { controllerUrl } from '../controller/addr.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { parseHostPort } from './addr.ts';
+import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks, type DefaultPolicy } from '../policy/model.ts';
 
 /** The ConfigMap's keys, as src/k8s/manifests.ts writes them. */
-export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr'] as const;
+export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr', 'inbound-port', 'default-inbound-policy', 'cluster-networks'] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
 
 export interface AgentConfig {
@@ -21,9 +22,15 @@ export interface AgentConfig {
   cgroupRoot?: string;
   /** HOST:PORT of the identity service: mTLS between nodes (docs/identity.md). */
   identityAddr?: string;
+  /** The inbound listener's port; 0: no inbound capture. */
+  inboundPort?: number;
+  defaultInboundPolicy?: DefaultPolicy;
+  clusterNetworks?: string;
 }
 
 export const DEFAULT_PROXY_PORT = 15001;
+/** Where captured inbound connections are handed (Istio's inbound port). */
+export const DEFAULT_INBOUND_PORT = 15006;
 export const DEFAULT_ADMIN = '0.0.0.0:4191';
 
 /**
@@ -101,6 +108,23 @@ export function parseAgentConfig(raw: Record<string, string>, origin: string): {
         if (!/^[^\s:]+:\d{1,5}$/.test(value)) throw new Error(`${origin}: key ${key}: "${value}" is not HOST:PORT, e.g. mesh-agent-identity.mesh-agent.svc:8080`);
         config.identityAddr = value;
         break;
+      case 'inbound-port':
+        if (value === 'off') config.inboundPort = 0;
+        else if (value !== '') config.inboundPort = port(origin, key, value);
+        break;
+      case 'default-inbound-policy':
+        if (value === '') break;
+        try {
+          config.defaultInboundPolicy = parseDefaultPolicy(value, `${origin}: key ${key}`);
+        } catch (e) {
+          throw new Error((e as Error).message);
+        }
+        break;
+      case 'cluster-networks':
+        if (value === '') break;
+        parseNetworks(value, `${origin}: key ${key}`);
+        config.clusterNetworks = value;
+        break;
       case 'cgroup-root':
         if (value === '') break;
         if (!path.isAbsolute(value)) throw new Error(`${origin}: key ${key}: "${value}" is not an absolute path; use the pods' cgroup directory, e.g. /sys/fs/cgroup/kubepods.slice`);
@@ -150,6 +174,10 @@ export interface RunFlags {
   /** --controller HOST:PORT or URL. */
   controller?: string;
   identityAddr?: string;
+  /** --inbound-addr IP:PORT, or off. */
+  inboundAddr?: string;
+  defaultInboundPolicy?: string;
+  clusterNetworks?: string;
 }
 
 export interface RunSettings {
@@ -160,6 +188,10 @@ export interface RunSettings {
   skipOutboundPorts: string;
   controllerUrl?: string;
   identityAddr?: string;
+  /** The inbound listener; null: no inbound capture (docs/policy.md). */
+  inbound: { host: string; port: number } | null;
+  defaultInboundPolicy: DefaultPolicy;
+  clusterNetworks: string;
 }
 
 /**
@@ -187,5 +219,10 @@ export function resolveRunSettings(flags: RunFlags, fromCli: (flag: keyof RunFla
     skipOutboundPorts: given('skipOutboundPorts') ? flags.skipOutboundPorts! : (config.skipOutboundPorts ?? ''),
     controllerUrl: given('controller') ? controllerUrl(flags.controller!, '--controller') : config.controllerUrl,
     ...(given('identityAddr') || config.identityAddr !== undefined ? { identityAddr: given('identityAddr') ? flags.identityAddr : config.identityAddr } : {}),
+    inbound: given('inboundAddr')
+      ? flags.inboundAddr === 'off' ? null : parseHostPort(flags.inboundAddr!, '--inbound-addr', proxy.host, DEFAULT_INBOUND_PORT)
+      : config.inboundPort === 0 ? null : { host: proxy.host, port: config.inboundPort ?? DEFAULT_INBOUND_PORT },
+    defaultInboundPolicy: given('defaultInboundPolicy') ? parseDefaultPolicy(flags.defaultInboundPolicy!, '--default-inbound-policy') : (config.defaultInboundPolicy ?? DEFAULT_INBOUND_POLICY),
+    clusterNetworks: given('clusterNetworks') ? (parseNetworks(flags.clusterNetworks!, '--cluster-networks'), flags.clusterNetworks!) : (config.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS),
   };
 }

@@ -46,6 +46,9 @@ export function registerRun(program: Command) {
     .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
     .option('--report-interval <ms>', 'how often to report to the controller', '5000')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
+    .option('--inbound-addr <ip:port|off>', 'where the kernel hands connections captured on their way to this node\'s meshed pods (default the proxy IP, port 15006); off: no inbound capture or policy for unmeshed clients')
+    .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated (default), all-authenticated, cluster-authenticated, cluster-unauthenticated, deny')
+    .option('--cluster-networks <cidrs>', 'the cluster\'s networks for the cluster-* policies (default Linkerd\'s: 10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16)')
     .option('--proxy-workers <n>', 'proxies on their own threads, each listening on the proxy address (default: the CPUs the agent may use, from its cgroup CPU limit or the CPU count)')
     .option('--identity-addr <host:port>', 'the identity service: turns on mTLS between nodes (default: the config\'s identity-addr; none: off)')
     .option('--identity-trust-anchors-file <file>', 'PEM trust anchor(s) of the mesh', IDENTITY_RUN_DEFAULTS.trustAnchorsFile)
@@ -74,6 +77,9 @@ export function registerRun(program: Command) {
         nodeName: o.node ?? process.env.NODE_NAME,
         cgroupRoot: settings.cgroupRoot ?? findCgroup2Mount(),
         proxy: { ip: proxy.host, port: proxy.port },
+        inbound: settings.inbound === null ? null : { ip: settings.inbound.host, port: settings.inbound.port },
+        defaultInboundPolicy: settings.defaultInboundPolicy,
+        clusterNetworks: settings.clusterNetworks,
         podsFile: o.pods,
         kubeconfig: o.kubeconfig,
         admin,

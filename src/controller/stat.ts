@@ -1,9 +1,11 @@
-// The `stat` query over the window store. Interception happens on the client's node, so
-// every pair is seen from its client: a resource's row sums the requests sent TO its pods
-// by meshed clients, which is what Linkerd's stat shows for a resource (its inbound
-// success rate, RPS and latency). Pure: time comes in as `now`.
+// The `stat` query over the window store. A resource's row sums the requests sent TO its pods,
+// which is what Linkerd's stat shows for a resource (its inbound success rate, RPS and latency):
+// from the destination's agent, which captures every connection to its node's meshed pods,
+// unmeshed clients' included (docs/policy.md); a meshed client's agent reports the client side
+// of a pair whose destination is on another node, which rows leave out (PairSide). Pure: time
+// comes in as `now`.
 import { mergeInto, quantile, type Histogram } from '../telemetry/histogram.ts';
-import type { Peer, PodInventory } from '../telemetry/report.ts';
+import type { PairReport, Peer, PodInventory } from '../telemetry/report.ts';
 import { isLive, type WindowStore } from './store.ts';
 
 /** Resource kinds `stat` and `tap` accept, with kubectl's short names. Values are workloadOf's kinds. */
@@ -103,6 +105,19 @@ export interface Grouping<G> {
   key(g: G): string;
   pod?(p: Ref): G | null;
   pair(src: Ref, dst: Ref): G | null;
+  /**
+   * Groups by source and destination (edges): a pair's client side counts, for its source is
+   * known there; its server side only when its source is known too (an unmeshed client), not when
+   * it is a meshed client's node (until mTLS carries the client). Otherwise (by destination) the
+   * server side counts and the client side does not.
+   */
+  edges?: boolean;
+}
+
+/** Whether a pair counts for a grouping (see Grouping.edges). */
+export function pairCounts(side: PairReport['side'], src: Ref, edges: boolean): boolean {
+  if (!edges) return side !== 'client';
+  return side !== 'server' || src.namespace !== undefined;
 }
 
 export interface Aggregate<G> {
@@ -157,7 +172,9 @@ export function aggregate<G>(store: WindowStore, windowMs: number, now: number, 
     }
     for (const pair of n.latest.pairs) {
       if (pair.tcpOpen === 0) continue;
-      const g = by.pair(resolve(pair.src), resolve(pair.dst));
+      const src = resolve(pair.src);
+      if (!pairCounts(pair.side, src, by.edges ?? false)) continue;
+      const g = by.pair(src, resolve(pair.dst));
       if (g !== null) get(g).tcpOpen += pair.tcpOpen;
     }
   }
@@ -168,7 +185,9 @@ export function aggregate<G>(store: WindowStore, windowMs: number, now: number, 
       if (!inWindow(rep.end, from, now)) continue;
       earliest = Math.min(earliest, rep.start);
       for (const pair of rep.pairs) {
-        const g = by.pair(resolve(pair.src), resolve(pair.dst));
+        const src = resolve(pair.src);
+        if (!pairCounts(pair.side, src, by.edges ?? false)) continue;
+        const g = by.pair(src, resolve(pair.dst));
         if (g === null) continue;
         const a = get(g);
         a.requests += pair.requests;

@@ -68,6 +68,7 @@ export function edgesView(store: WindowStore, q: { namespace: string; workload?:
   const touches = (w: WorkloadRef) => (q.workload ? refKey(w) === refKey(q.workload) : w.namespace === q.namespace);
   const res = aggregate<{ src: WorkloadRef; dst: WorkloadRef }>(store, windowMs, now, {
     key: (e) => `${refKey(e.src)}>${refKey(e.dst)}`,
+    edges: true,
     pair: (s, d) => {
       const e = { src: workloadOfRef(s), dst: workloadOfRef(d) };
       return touches(e.src) || touches(e.dst) ? e : null;
@@ -109,7 +110,7 @@ export function seriesView(store: WindowStore, match: (src: Ref, dst: Ref) => bo
       let r = 0;
       let s = 0;
       for (const p of rep.pairs) {
-        if (p.requests === 0 || !match(resolve(p.src), resolve(p.dst))) continue;
+        if (p.requests === 0 || p.side === 'client' || !match(resolve(p.src), resolve(p.dst))) continue;
         r += p.requests;
         s += p.successes;
       }

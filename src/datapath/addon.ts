@@ -115,6 +115,10 @@ export interface Addon {
   shutdownWrite(fd: number): number;
   /** setsockopt TCP_CORK: 0, or -errno. */
   setCork(fd: number, on: boolean): number;
+  /** A listening IPv4 TCP socket with IP_TRANSPARENT (inbound capture); throws naming the step that failed. */
+  listenTransparent(ip: string, port: number, reusePort: boolean): number;
+  /** An unconnected TCP socket with IP_TRANSPARENT bound to sourceIp (port chosen at connect). */
+  transparentSocket(sourceIp: string): number;
 }
 
 export function loadAddon(): Addon {

@@ -1,5 +1,5 @@
 import type * as net from 'node:net';
-import type { Endpoints, TelemetrySink } from '../telemetry/events.ts';
+import type { AuthzOutcome, Endpoints, TelemetrySink } from '../telemetry/events.ts';
 import type { BalancedEndpoint } from '../routing/balancer.ts';
 import type { ServiceRoute } from '../routing/router.ts';
 import type { ClientRouting } from '../routing/client-routing.ts';
@@ -17,6 +17,20 @@ export type OrigDstLookup = (remoteIp: string, remotePort: number) => OrigDst | 
 
 /** Opens a connection to the original destination (the proxy's own cgroup is never redirected). */
 export type Dialer = (ip: string, port: number) => net.Socket;
+
+/**
+ * Who may use one connection to a meshed pod of this node, decided by its inbound policy
+ * (src/policy, docs/policy.md) when the connection is accepted. The forwarders ask it: HTTP per
+ * request (a denied one is answered 403, gRPC status 7), anything else once (denied: closed).
+ */
+export interface ConnAuthz {
+  /** allow: the connection may go anywhere; http: only some requests may; deny: nothing may. */
+  readonly verdict: 'allow' | 'http' | 'deny';
+  /** The decision for a connection that is not HTTP (opaque, TLS, silent). */
+  tcp(): AuthzOutcome;
+  /** The decision for one HTTP request. */
+  request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome;
+}
 
 /** Everything a protocol handler needs to forward one accepted client connection. */
 export interface ConnContext {
@@ -37,10 +51,13 @@ export interface ConnContext {
   routing?: ClientRouting;
   /** The proxy's drain (it stopped accepting): keep-alive connections end between exchanges. */
   drain?: DrainSignal;
+  /** The destination pod's inbound policy for this client; absent when no policy governs the destination. */
+  authz?: ConnAuthz | null;
   /**
    * Whose pooled upstreams this connection may share: the source workload's SPIFFE ID when
    * identity is on (a tunnel stream carries its client's identity, so it must never serve
-   * another's requests), '' otherwise. The HTTP handlers keep a pool per scope.
+   * another's requests); `client:IP` for a captured inbound connection (its upstream carries its
+   * client's address, IP_TRANSPARENT); '' otherwise. The HTTP handlers keep a pool per scope.
    */
   poolScope?: string;
 }

@@ -9,7 +9,9 @@
  * Destination ports in the opaque set skip all this ('opaque-port'). Destinations last seen
  * answering HTTP/1 client-first (`knownHttp1`) are not dialled eagerly: an HTTP/1 request goes
  * to the handler with no upstream (it takes a pooled one); anything else, or the deadline,
- * dials then and carries on as above (docs/proxy.md).
+ * dials then and carries on as above (docs/proxy.md). A connection whose destination's inbound
+ * policy allows only some requests, or nothing (ctx.authz, docs/policy.md), is not dialled: HTTP
+ * goes to its handler, which asks the policy per request; anything else is closed.
  */
 import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
@@ -85,6 +87,8 @@ class Dispatcher {
   connectMs: number | null = null;
   /** Eager dials so far: a Service connection whose endpoint refused tries another. */
   dials = 0;
+  /** The inbound policy allows this client no whole connection: nothing is dialled before a request is allowed. */
+  guarded = false;
 
   constructor(ctx: ConnContext, cfg: DispatchConfig) {
     this.ctx = ctx;
@@ -95,14 +99,18 @@ class Dispatcher {
     const { ctx, cfg } = this;
     const client = ctx.client;
     const { destIp, destPort } = ctx.endpoints;
+    this.guarded = ctx.authz != null && ctx.authz.verdict !== 'allow';
     const opaque = cfg.opaquePortsOf?.(destIp) ?? cfg.opaquePorts;
     if (opaque.has(destPort)) {
-      if (this.dial()) this.toOpaque('opaque', 'opaque-port');
+      if (this.guarded) this.deny();
+      else if (this.dial()) this.toOpaque('opaque', 'opaque-port');
       return;
     }
-    this.lazy = cfg.knownHttp1?.has(KnownHttp1.key(destIp, destPort)) === true && cfg.handlers.http1 !== undefined;
+    this.lazy = !this.guarded && cfg.knownHttp1?.has(KnownHttp1.key(destIp, destPort)) === true && cfg.handlers.http1 !== undefined;
     // A Service with nothing to dial still needs the client's first bytes: HTTP gets a 503 that names it.
-    if (!this.lazy && ctx.route && ctx.route.balancer.size === 0) this.noEndpoints = true;
+    if (this.guarded) {
+      // nothing dialled: the client's first bytes decide between a handler and a refusal
+    } else if (!this.lazy && ctx.route && ctx.route.balancer.size === 0) this.noEndpoints = true;
     else if (!this.lazy && !this.dialAndRace()) return;
     client.on('data', this.onClientData);
     client.on('end', this.onClientEnd);
@@ -187,6 +195,7 @@ class Dispatcher {
     if (this.done) return;
     const d = this.head === null ? null : detect(this.head, this.cfg.maxDetectBytes ?? DEFAULT_MAX_DETECT_BYTES);
     if (d !== null && d.kind !== 'need-more') this.decide(d);
+    else if (this.guarded) this.deny();
     else if (this.noEndpoints) this.failNoEndpoints();
     else if (!this.lazy || this.fallBack()) this.toOpaque('opaque', 'opaque:client-eof');
   };
@@ -263,6 +272,10 @@ class Dispatcher {
 
   onDeadline = (): void => {
     if (this.done) return;
+    if (this.guarded) {
+      this.deny();
+      return;
+    }
     if (this.noEndpoints) {
       this.failNoEndpoints();
       return;
@@ -276,6 +289,12 @@ class Dispatcher {
   };
 
   decide(d: Detection): void {
+    if (this.guarded && d.kind !== 'need-more') {
+      const handler = d.kind === 'http1' || d.kind === 'http2' ? this.cfg.handlers[d.kind] : undefined;
+      if (handler) this.toHandler(d.kind as 'http1' | 'http2', handler);
+      else this.deny();
+      return;
+    }
     if (this.noEndpoints && d.kind !== 'need-more') {
       const handler = d.kind === 'http1' || d.kind === 'http2' ? this.cfg.handlers[d.kind] : undefined;
       if (handler) {
@@ -387,6 +406,7 @@ class Dispatcher {
     const spent = this.release();
     const detectMs = detectedBy === 'opaque-port' ? 0 : spent;
     this.opened(true);
+    this.allowTcp();
     this.cfg.onDecision?.(protocol, detectedBy);
     forwardOpaque(this.ctx, this.upstream!, this.cfg.limits, {
       protocol,
@@ -406,6 +426,7 @@ class Dispatcher {
   toTls(sni: string | null, alpn: string[]): void {
     const detectMs = this.release();
     this.opened(true);
+    this.allowTcp();
     this.cfg.onDecision?.('tls', 'tls');
     forwardTls(this.ctx, this.upstream!, this.cfg.limits, {
       sni,
@@ -430,6 +451,18 @@ class Dispatcher {
     if (!route || !lease) return undefined;
     this.ctx.lease = null;
     return (ev) => route.balancer.done(lease, this.connectMs, ev.error?.startsWith('upstream connect') ? 'failure' : 'success');
+  }
+
+  /** A connection the inbound policy allows whole: its decision goes with its close event. */
+  allowTcp(): void {
+    const az = this.ctx.authz;
+    if (az) this.ctx.endpoints = { ...this.ctx.endpoints, authz: az.tcp() };
+  }
+
+  /** Not HTTP, and the inbound policy allows this client no whole connection: closed, nothing dialled, counted. */
+  deny(): void {
+    this.ctx.endpoints = { ...this.ctx.endpoints, authz: this.ctx.authz!.tcp() };
+    this.fail('denied by the inbound policy');
   }
 
   /** A Service connection with no endpoint to go to: closed at once, as kube-proxy rejects it, and counted. */

@@ -4,7 +4,8 @@
  * hands it to dispatch. Owns the stats and graceful close.
  */
 import * as net from 'node:net';
-import type { ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver, TunnelRouter } from './context.ts';
+import type { ConnAuthz, ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver, TunnelRouter } from './context.ts';
+import type { Direction } from '../telemetry/events.ts';
 import { defaultLimits, DrainSignal } from './context.ts';
 import type { TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
@@ -17,6 +18,34 @@ import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
 import type { Sweeper } from './sweep.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+
+/** The inbound listener (docs/policy.md): connections the kernel's capture hands the agent. */
+export interface InboundListenOptions {
+  host: string;
+  port: number;
+  /** One of several listeners on the address (the proxy workers). */
+  reusePort?: boolean;
+  /** A listening socket's fd with IP_TRANSPARENT (TPROXY hands connections to transparent sockets only). */
+  listenFd: (host: string, port: number, reusePort: boolean) => number;
+  /** The upstream dialer of a connection from this client: it connects with the client's own address. */
+  dialFrom: (sourceIp: string) => Dialer;
+}
+
+/** A connection as the policy sees it when it is accepted. */
+export interface ConnectionInfo {
+  direction: Direction;
+  sourceIp: string;
+  sourcePort: number;
+  sourcePodKey: bigint;
+  destIp: string;
+  destPort: number;
+}
+
+/**
+ * The destination's inbound policy for a connection: its decisions (null when no policy governs
+ * the destination, e.g. a pod of another node) and the client's identity when known.
+ */
+export type Authorize = (c: ConnectionInfo) => { authz: ConnAuthz | null; clientId?: string };
 
 export interface ProxyOptions {
   /** reusePort: one of several listeners on the address (the proxy workers); the kernel spreads connections. */
@@ -64,6 +93,10 @@ export interface ProxyOptions {
    * Default 4096; 0 = none (every connection dials at accept).
    */
   knownHttp1Max?: number;
+  /** Also accept captured inbound connections (docs/policy.md). */
+  inbound?: InboundListenOptions;
+  /** Inbound authorization (docs/policy.md): asked for every connection, both listeners. */
+  authorize?: Authorize;
 }
 
 export interface ProxyStats {
@@ -94,6 +127,8 @@ export interface ProxyStats {
   knownHttp1Dests: number;
   /** Connections to a Service with no ready endpoint, refused at once (opaque) or answered 503 per request. */
   noEndpoints: number;
+  /** Of `accepted`, connections the inbound listener accepted (captured on their way to a pod of this node). */
+  inboundAccepted: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -149,13 +184,14 @@ export class Proxy {
   readonly #spliceLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
   readonly #noRecordLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
   #server: net.Server | null = null;
+  #inboundServer: net.Server | null = null;
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
   readonly #drain = new DrainSignal();
   readonly #knownHttp1: KnownHttp1 | null;
   #stats: ProxyStats = {
     open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
-    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0,
+    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0,
   };
   /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
   readonly #onClientClose: (this: net.Socket) => void;
@@ -209,30 +245,70 @@ export class Proxy {
     };
   }
 
-  listen(): Promise<{ host: string; port: number }> {
-    if (this.#server) return Promise.reject(new Error('proxy already listening'));
+  async listen(): Promise<{ host: string; port: number }> {
+    if (this.#server) throw new Error('proxy already listening');
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.#onConnection);
     this.#server = server;
+    const { host, port, reusePort } = this.#opts.listen;
+    return this.#listenOn(server, { host, port, ...(reusePort ? { reusePort: true } : {}) }, 'proxy');
+  }
+
+  /**
+   * Starts the inbound listener (opts.inbound). Separate from listen(): the agent starts it only
+   * once it knows its pods' policies, so a capture left in place by a previous agent never hands
+   * a connection to a proxy that would not know what to allow.
+   */
+  async listenInbound(): Promise<{ host: string; port: number }> {
+    const inbound = this.#opts.inbound;
+    if (!inbound) throw new Error('no inbound listener configured');
+    if (this.#inboundServer) throw new Error('inbound listener already listening');
+    const fd = inbound.listenFd(inbound.host, inbound.port, inbound.reusePort ?? false);
+    const s = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.#onInbound);
+    this.#inboundServer = s;
+    try {
+      return await this.#listenOn(s, { fd }, 'inbound proxy');
+    } catch (e) {
+      this.#inboundServer = null;
+      throw e;
+    }
+  }
+
+  /** The inbound listener's address, or null without one. */
+  inboundAddress(): { host: string; port: number } | null {
+    const a = this.#inboundServer?.address() as net.AddressInfo | null | undefined;
+    return a ? { host: a.address, port: a.port } : null;
+  }
+
+  #listenOn(server: net.Server, how: net.ListenOptions | { fd: number }, what: string): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      const { host, port, reusePort } = this.#opts.listen;
       // A node's connection bursts queue here while the proxy is busy: Node's default backlog (511)
       // drops SYNs first, and a dropped SYN costs its client a retransmit timeout (1 s, then 3 s).
-      server.listen({ host, port, backlog: LISTEN_BACKLOG, ...(reusePort ? { reusePort: true } : {}) }, () => {
+      server.listen({ ...(how as net.ListenOptions), backlog: LISTEN_BACKLOG }, () => {
         server.removeListener('error', reject);
-        server.on('error', (err) => this.#log('error', 'proxy listener error', { error: String(err) }));
+        server.on('error', (err) => this.#log('error', `${what} listener error`, { error: String(err) }));
         const addr = server.address() as net.AddressInfo;
-        this.#log('info', 'proxy listening', { host: addr.address, port: addr.port });
+        this.#log('info', `${what} listening`, { host: addr.address, port: addr.port });
         resolve({ host: addr.address, port: addr.port });
       });
     });
+  }
+
+  /**
+   * Stops accepting captured connections (the rest keeps going). The agent calls it once the
+   * kernel no longer hands it new ones, so none is reset in the accept queue.
+   */
+  closeInbound(): Promise<void> {
+    const s = this.#inboundServer;
+    this.#inboundServer = null;
+    return s ? new Promise((r) => s.close(() => r())) : Promise.resolve();
   }
 
   /** Stops accepting, lets open connections finish for up to drainMs, then destroys the rest. */
   async close(drainMs = DEFAULT_DRAIN_MS): Promise<void> {
     const server = this.#server;
     if (!server) return;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const closed = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), this.closeInbound()]);
     // Keep-alive connections end between exchanges from now on, so their clients lose nothing.
     this.#drain.start();
     await this.#drained(drainMs);
@@ -284,7 +360,8 @@ export class Proxy {
       { spliceFailed: this.#stats.spliceFailed });
   };
 
-  #onConnection = (client: net.Socket): void => {
+  /** Counts the connection and applies the cap; false when it was refused. */
+  #admit(client: net.Socket): boolean {
     client.on('error', ignoreError);
     const stats = this.#stats;
     stats.accepted++;
@@ -295,15 +372,20 @@ export class Proxy {
       this.#capLog.hit(this.#log, 'warn',
         `connection limit ${this.#maxConnections} reached; refusing new connections; raise --max-connections`,
         { open: openNow, refusedOverCap: stats.refusedOverCap });
-      return;
+      return false;
     }
-    const remoteAddress = client.remoteAddress;
-    const remotePort = client.remotePort;
-    if (remoteAddress === undefined || remotePort === undefined) {
+    if (client.remoteAddress === undefined || client.remotePort === undefined) {
       client.destroy(); // already gone
-      return;
+      return false;
     }
-    const sourceIp = plainIp(remoteAddress);
+    return true;
+  }
+
+  #onConnection = (client: net.Socket): void => {
+    if (!this.#admit(client)) return;
+    const stats = this.#stats;
+    const remotePort = client.remotePort!;
+    const sourceIp = plainIp(client.remoteAddress!);
     let rec;
     try {
       rec = this.#opts.lookup(sourceIp, remotePort);
@@ -318,12 +400,6 @@ export class Proxy {
         { sourceIp, sourcePort: remotePort, refusedNoRecord: stats.refusedNoRecord });
       return;
     }
-
-    stats.open++;
-    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
-    this.#clients.add(client);
-    client.on('close', this.#onClientClose);
-
     let route = null;
     try {
       route = this.#opts.router?.resolve(rec.ip, rec.port) ?? null;
@@ -333,25 +409,68 @@ export class Proxy {
     }
     const tunnels = this.#opts.tunnels;
     const srcUri = tunnels ? tunnels.identityOf(sourceIp) : null;
+    const dial: Dialer = tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial;
+    // A pod whose first certificate is on its way: its connection waits for it (paused), so the
+    // first connection of a new pod is not refused (docs/identity.md).
+    const wait = tunnels?.waitFor(srcUri) ?? null;
+    this.#start(client, { direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: rec.ip, destPort: rec.port }, route, dial, srcUri ?? '', wait);
+  };
+  /**
+   * A connection the kernel captured on its way to a pod of this node: its original destination
+   * is the address it was accepted on (TPROXY keeps it), its upstream leaves with the client's
+   * own address, and the pod's policy decides what passes.
+   */
+  #onInbound = (client: net.Socket): void => {
+    if (!this.#admit(client)) return;
+    this.#stats.inboundAccepted++;
+    const sourceIp = plainIp(client.remoteAddress!);
+    const destIp = client.localAddress === undefined ? '' : plainIp(client.localAddress);
+    const destPort = client.localPort ?? 0;
+    // Its upstreams carry this client's address: pooled for this client alone.
+    this.#start(client, { direction: 'inbound', sourceIp, sourcePort: client.remotePort!, sourcePodKey: 0n, destIp, destPort }, null, this.#opts.inbound!.dialFrom(sourceIp), `client:${sourceIp}`, null);
+  };
+
+  #start(client: net.Socket, conn: ConnectionInfo, route: ConnContext['route'], dial: Dialer, poolScope: string, wait: Promise<unknown> | null): void {
+    const stats = this.#stats;
+    stats.open++;
+    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
+    this.#clients.add(client);
+    client.on('close', this.#onClientClose);
+    let authz: ConnAuthz | null = null;
+    let clientId: string | undefined;
+    if (this.#opts.authorize) {
+      try {
+        const a = this.#opts.authorize(conn);
+        authz = a.authz;
+        clientId = a.clientId;
+      } catch (err) {
+        // Never an allow-all by accident: a policy that cannot be evaluated refuses.
+        this.#log('error', 'inbound policy evaluation failed; refusing the connection', { ...conn, sourcePodKey: String(conn.sourcePodKey), error: String(err) });
+        abortSocket(client);
+        return;
+      }
+    }
     const ctx: ConnContext = {
       connId: ++this.#nextConnId,
       client,
       endpoints: {
-        direction: 'outbound',
-        sourceIp,
-        sourcePort: remotePort,
-        sourcePodKey: rec.podKey,
-        destIp: rec.ip,
-        destPort: rec.port,
+        direction: conn.direction,
+        sourceIp: conn.sourceIp,
+        sourcePort: conn.sourcePort,
+        sourcePodKey: conn.sourcePodKey,
+        destIp: conn.destIp,
+        destPort: conn.destPort,
         ...(route ? { dstService: { namespace: route.ref.namespace, name: route.ref.name } } : {}),
+        ...(clientId !== undefined ? { clientId } : {}),
       },
       telemetry: this.#telemetry,
-      dial: tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial,
+      dial,
       openedAt: Date.now(),
       route,
       lease: null,
       drain: this.#drain,
-      poolScope: srcUri ?? '',
+      authz,
+      poolScope,
     };
     // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
     if (route === null) {
@@ -361,10 +480,7 @@ export class Proxy {
         // a broken sink must not refuse traffic
       }
     }
-    // A pod whose first certificate is on its way: its connection waits for it (paused), so the
-    // first connection of a new pod is not refused (docs/identity.md).
-    const wait = tunnels?.waitFor(srcUri) ?? null;
     if (wait === null) dispatch(ctx, this.#cfg);
     else void wait.then(() => dispatch(ctx, this.#cfg));
-  };
+  }
 }

@@ -3,7 +3,7 @@
 // kube-controller-manager's. The decisions are reconcileSlices() (pure); this is the wiring.
 import type { KubeObject } from './api-resources.ts';
 import type { ChangeEvent, SimApiServer } from './apiserver.ts';
-import { Coalescer } from './coalesce.ts';
+import { Coalescer } from '../util/coalesce.ts';
 import { MANAGED_BY, MANAGED_BY_LABEL, reconcileSlices, SERVICE_NAME_LABEL } from './endpointslices.ts';
 import { mapSelector } from './selectors.ts';
 

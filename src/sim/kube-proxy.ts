@@ -2,24 +2,15 @@
 // step with the Services and EndpointSlices of the stand-in API server. The rules are
 // renderRuleset() (pure); each change is applied whole and atomically with `nft -f` in the
 // node's namespace, and only where a node's ruleset changed.
-import * as fs from 'node:fs';
 import type { SimApiServer } from './apiserver.ts';
-import { Coalescer } from './coalesce.ts';
+import { nftBinary } from '../datapath/nft.ts';
+import { Coalescer } from '../util/coalesce.ts';
 import { renderRuleset, serviceTargets, TABLE } from './kube-proxy-rules.ts';
 import { execFile, netnsPath } from './run.ts';
 
 export interface ProxiedNode {
   name: string;
   nodeNs: string;
-}
-
-// By absolute path: under npm scripts, node_modules/.bin/nft is @vercel/nft, a file tracer.
-const NFT_PATHS = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'];
-
-function nftBinary(): string {
-  const found = NFT_PATHS.find((p) => fs.existsSync(p));
-  if (!found) throw new Error(`nft is not installed (looked for ${NFT_PATHS.join(', ')}): the kube-proxy stand-in needs nftables; run ./dev setup (Debian package nftables)`);
-  return found;
 }
 
 /** Runs nft in a node namespace; throws with nft's own message. */

@@ -26,12 +26,40 @@ export interface Endpoints {
    * tunnelled connection come from the telemetry's TLS resolver (tunnel/path.ts decides both).
    */
   tls?: TlsIds;
+  /**
+   * The client's mesh identity (SPIFFE ID) when the agent knows it without a tunnel: a meshed pod
+   * of this node, from the node's own pod list (docs/policy.md). Its inbound side carries
+   * client_id without tls="true" (the connection never left the node); a client with neither this
+   * nor `tls` is labelled tls="no_identity".
+   */
+  clientId?: string;
+  /**
+   * An inbound authorization decision (docs/policy.md): on a connection's close event the TCP
+   * decision of a non-HTTP connection, on a request event that request's.
+   */
+  authz?: AuthzOutcome;
 }
 
 /** The two ends of an mTLS tunnel, as Linkerd's client_id and server_id labels name them. */
 export interface TlsIds {
   clientId: string;
   serverId: string;
+}
+
+/** A policy object as Linkerd's srv_*, authz_* and route_* labels name it. */
+export interface PolicyRef {
+  group: string;
+  kind: string;
+  name: string;
+}
+
+export interface AuthzOutcome {
+  allowed: boolean;
+  server: PolicyRef & { port: number };
+  /** What allowed it (absent when denied). */
+  authz?: PolicyRef;
+  /** HTTP decisions: the route that matched (default when none). */
+  route?: PolicyRef;
 }
 
 export interface ConnOpenEvent extends Endpoints {

@@ -23,6 +23,8 @@ export interface LabelOptions {
 /** One side's view of a connection: whose proxy it would be on Linkerd, and its peer. */
 export interface View {
   direction: Direction;
+  /** Inbound, without a tunnel: the client's identity when known (client_id), else null (tls="no_identity"). */
+  clientId?: string | null;
   /** The workload whose traffic this is: the client (outbound) or the server (inbound). */
   self: Workload | null;
   /** The destination workload, outbound only (Linkerd has no client labels on inbound without mTLS). */
@@ -38,14 +40,32 @@ export interface View {
  * `tcp`: the views of a connection (not a request). A connection this agent tunnels to another
  * node is counted inbound by the destination's agent, which terminates it (docs/metrics.md), so
  * its inbound TCP view is not made here; its requests' inbound view is, as only this agent parses
- * them.
+ * them. `dstLocal`: whether the destination is a pod of this node. With inbound capture on every
+ * node, a connection to a pod of another node that is not tunnelled is captured and counted
+ * inbound by that node's agent (docs/policy.md), so no inbound side is made here for it.
  */
-export function viewsOf(ep: Endpoints, src: Workload | null, dst: Workload | null, tls: TlsIds | null = null, tcp = false): View[] {
+export function viewsOf(ep: Endpoints, src: Workload | null, dst: Workload | null, tls: TlsIds | null = null, tcp = false, dstLocal = true): View[] {
   const targetAddr = `${ep.destIp}:${ep.destPort}`;
-  if (ep.direction === 'inbound') return [{ direction: 'inbound', self: dst, dst: null, service: null, targetAddr, tls }];
+  const clientId = ep.clientId ?? null;
+  if (ep.direction === 'inbound') return [{ direction: 'inbound', clientId, self: dst, dst: null, service: null, targetAddr, tls }];
   const views: View[] = [{ direction: 'outbound', self: src, dst, service: ep.dstService ?? null, targetAddr, tls }];
-  if (dst && !(tcp && tls !== null)) views.push({ direction: 'inbound', self: dst, dst: null, service: null, targetAddr, tls });
+  if (dst && !(tcp && tls !== null) && (dstLocal || tls !== null)) views.push({ direction: 'inbound', clientId, self: dst, dst: null, service: null, targetAddr, tls });
   return views;
+}
+
+/**
+ * The server side's client labels without a tunnel: a meshed pod of this node has client_id (its
+ * ServiceAccount, from the node's own pod list; no tls="true": the connection never left the
+ * node); anyone else is tls="no_identity" with no_tls_reason="no_tls_from_remote", as Linkerd
+ * labels a plaintext client (docs/policy.md).
+ */
+export function clientLabels(clientId: string | null | undefined): Labels {
+  return clientId ? { client_id: clientId } : { tls: 'no_identity', no_tls_reason: 'no_tls_from_remote' };
+}
+
+/** The server side's TLS labels of an event: through a tunnel tls="true" and its verified client_id, else clientLabels(). */
+export function serverTlsLabels(ep: Pick<Endpoints, 'tls' | 'clientId'>): Labels {
+  return ep.tls !== undefined ? { tls: 'true', client_id: ep.tls.clientId } : clientLabels(ep.clientId);
 }
 
 const isKind = (k: string): boolean => (WORKLOAD_KINDS as readonly string[]).includes(k);
@@ -89,7 +109,7 @@ export function baseLabels(v: View, opts: LabelOptions): Labels {
     l.tls = 'true';
     if (v.direction === 'inbound') l.client_id = v.tls.clientId;
     else l.server_id = v.tls.serverId;
-  }
+  } else if (v.direction === 'inbound') Object.assign(l, clientLabels(v.clientId));
   return l;
 }
 
@@ -161,7 +181,7 @@ export function overflowLabels(l: Labels, keep: readonly string[]): Labels {
 /** Every label name a family may carry (prom-client needs them declared up front). */
 export function allLabelNames(extra: readonly string[]): string[] {
   const own = ['namespace', ...WORKLOAD_KINDS, 'pod'];
-  return ['direction', 'target_addr', ...own, ...own.map((k) => `dst_${k}`), 'dst_service', 'tls', 'client_id', 'server_id', ...extra, 'overflow'];
+  return ['direction', 'target_addr', ...own, ...own.map((k) => `dst_${k}`), 'dst_service', 'tls', 'client_id', 'server_id', 'no_tls_reason', ...extra, 'overflow'];
 }
 
 /** A key that is equal for equal label sets (absent and empty are the same series in Prometheus). */

@@ -10,6 +10,7 @@ import {
   tcpCloseLabels, tcpLabels, viewsOf, workloadLabels, type LabelOptions, type Labels, type View,
 } from './labels.ts';
 import { RouteMetrics } from './route-metrics.ts';
+import { AuthzMetrics } from './authz-metrics.ts';
 import { add, CounterSeries, HistogramSeries, observe, SeriesFamily, type GaugeSeries, type Series } from './series.ts';
 import type { WorkloadResolver } from './workload.ts';
 
@@ -29,6 +30,12 @@ export interface RecorderOptions {
   maxSeries?: number;
   /** The identities of a connection's mTLS tunnel, if it has one (tunnel/tunnels.ts tlsOf); default: the event's own `tls`. */
   tls?: (ep: Endpoints) => TlsIds | null;
+  /**
+   * Whether a destination is a pod of this node. Given when every node captures its pods' inbound
+   * connections (docs/policy.md): an outbound event's inbound side is then recorded only for this
+   * node's pods, the other nodes' agents record theirs. Absent: every known destination's.
+   */
+  localPods?: (ip: string) => boolean;
 }
 
 /**
@@ -110,6 +117,9 @@ export class MetricsRecorder implements TelemetrySink {
   private detectDuration: SeriesFamily<HistogramSeries>;
   /** Linkerd's route and backend metrics, for routed requests (their own labels: route-metrics.ts). */
   private routes: RouteMetrics;
+  /** Linkerd's inbound authorization decisions (authz-metrics.ts). */
+  private authz: AuthzMetrics;
+  private readonly localPods: ((ip: string) => boolean) | undefined;
 
   // The hot path: an event's identity (its endpoints and outcome, never its timings) to the
   // series it lands in, so a repeated identity is a Map lookup and a few additions. Workload
@@ -167,10 +177,16 @@ export class MetricsRecorder implements TelemetrySink {
     this.detectTotal = family('counter', 'mesh_agent_protocol_detect_total', 'Proxied connections by detected protocol and how detection ended', detect, []);
     this.detectDuration = family('histogram', 'mesh_agent_protocol_detect_duration_ms', 'Time from accept to the protocol decision, ms', detect, [], DETECT_BUCKETS);
     this.routes = new RouteMetrics(family, generation);
+    this.authz = new AuthzMetrics(family, generation);
+    this.localPods = opts.localPods;
   }
 
   private views(ep: Endpoints, tcp: boolean): View[] {
-    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp), this.tlsOf(ep), tcp);
+    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp), this.tlsOf(ep), tcp, this.localPods?.(ep.destIp) ?? true);
+  }
+
+  private serverLabels(ip: string): Labels {
+    return workloadLabels('', this.workloads.byIp(ip), this.labelOpts);
   }
 
   /** The slow path of a connection: label sets built and series looked up, once per endpoints identity. */
@@ -248,6 +264,7 @@ export class MetricsRecorder implements TelemetrySink {
     }
     add(d.total, 1);
     observe(d.duration, ev.detectMs);
+    if (ev.authz !== undefined) this.authz.record(ev as ConnCloseEvent & { authz: NonNullable<ConnCloseEvent['authz']> }, false, () => this.serverLabels(ev.destIp));
   }
 
   /** The slow path of a request: its label sets built and series looked up, per side. */
@@ -275,6 +292,7 @@ export class MetricsRecorder implements TelemetrySink {
       if (s.latency !== null) observe(s.latency, ev.latencyMs);
     }
     if (ev.route !== undefined) this.routes.record(ev, ev.route, () => workloadLabels('', this.workloads.byIp(ev.sourceIp), this.labelOpts));
+    if (ev.authz !== undefined) this.authz.record(ev as RequestEvent & { authz: NonNullable<RequestEvent['authz']> }, true, () => this.serverLabels(ev.destIp));
   }
 
   /** Connections open as this recorder counts them (tests, status). */

@@ -20,6 +20,8 @@ export interface ReportClientOptions {
   node: string;
   hub: { add(sink: TelemetrySink): () => void; workloads: WorkloadResolver };
   inventory: () => PodInventory[];
+  /** This node's pods, when every node captures inbound: pairs then say which side was seen (PairSide). */
+  localPods?: (ip: string) => boolean;
   /** The agent's state for the dashboard's nodes page, sent with every report; the link fields are filled in here. */
   summary?: () => Omit<AgentSummary, 'link'>;
   intervalMs?: number;
@@ -44,7 +46,7 @@ export interface ReportClientOptions {
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-type OptionalHooks = 'hub' | 'inventory' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters' | 'tls';
+type OptionalHooks = 'hub' | 'inventory' | 'localPods' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters' | 'tls';
 
 export type LinkState = 'connecting' | 'connected' | 'backoff' | 'stopped';
 
@@ -77,7 +79,7 @@ export class ReportClient {
     this.o = { intervalMs: 5000, backlog: 120, minBackoffMs: 250, maxBackoffMs: 10_000, requestTimeoutMs: 10_000, ...opts };
     if (!Number.isInteger(this.o.backlog) || this.o.backlog < 1) throw new Error(`report backlog ${this.o.backlog} is not a positive integer; pass --report-backlog N with N >= 1`);
     this.backoffMs = this.o.minBackoffMs;
-    this.aggregator = new ReportAggregator(opts.hub.workloads);
+    this.aggregator = new ReportAggregator(opts.hub.workloads, opts.localPods);
     this.removeAgg = opts.hub.add(this.aggregator);
     this.taps = new TapRegistry(opts.hub, (id, rec) => this.sendTap(id, rec), opts.onTapFilters);
     if (opts.tls) this.taps.setTls(opts.tls);

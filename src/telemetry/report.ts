@@ -3,7 +3,7 @@
 // plus the node's pod inventory. Counts are deltas of one interval (never cumulative), so a
 // restarted agent's reports simply add to the window and a report resent after a lost ack is
 // recognised by (agentId, seq). Pure: the aggregator is a telemetry sink with no I/O.
-import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, RequestEvent, TelemetrySink } from './events.ts';
+import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink } from './events.ts';
 import { LATENCY_BOUNDS, LATENCY_SCHEME, mergeInto, observe, trim, type Histogram } from './histogram.ts';
 import type { WorkloadResolver } from './workload.ts';
 
@@ -20,7 +20,17 @@ export interface Peer {
   pod?: string;
 }
 
+/**
+ * Which side of a pair's traffic an agent saw, with inbound capture on every node (docs/policy.md):
+ * 'client' (meshed client, destination on another node, whose agent reports the 'server' side),
+ * 'server' (captured on its way to a pod of this node). Absent: both (a same-node pair, or a
+ * destination outside the mesh).
+ */
+export type PairSide = 'client' | 'server';
+
 export interface PairReport {
+  /** Absent: this agent saw both sides. */
+  side?: PairSide;
   src: Peer;
   dst: Peer;
   requests: number;
@@ -99,6 +109,7 @@ export interface Report {
 }
 
 interface PairState {
+  side?: PairSide;
   srcIp: string;
   dstIp: string;
   requests: number;
@@ -118,14 +129,15 @@ interface PairState {
   reported: number;
 }
 
-const emptyPair = (srcIp: string, dstIp: string, prev?: PairState): PairState => ({
-  srcIp, dstIp, requests: 0, successes: 0, latency: [], requestBytes: 0, responseBytes: 0,
+const emptyPair = (side: PairSide | undefined, srcIp: string, dstIp: string, prev?: PairState): PairState => ({
+  ...(side ? { side } : {}), srcIp, dstIp, requests: 0, successes: 0, latency: [], requestBytes: 0, responseBytes: 0,
   tcpOpened: 0, tcpClosed: 0, tcpBytesIn: 0, tcpBytesOut: 0,
   open: prev?.open ?? new Set<number>(), merged: prev?.merged ?? 0, reported: prev?.reported ?? 0,
 });
 
 /** A pair's counts since the last drain, as a proxy worker sends them: IPs only, workloads are named at flush. */
 export interface RawPair {
+  side?: PairSide;
   srcIp: string;
   dstIp: string;
   requests: number;
@@ -154,28 +166,36 @@ export const MAX_PAIRS = 10_000;
 export class ReportAggregator implements TelemetrySink {
   private pairs = new Map<string, PairState>();
   private workloads: WorkloadResolver;
+  private readonly localPods: ((ip: string) => boolean) | undefined;
   /** Events not counted because MAX_PAIRS was reached, since start. */
   overflow = 0;
 
-  constructor(workloads: WorkloadResolver) {
+  /** `localPods`: given when every node captures inbound (PairSide); absent, every pair is seen whole. */
+  constructor(workloads: WorkloadResolver, localPods?: (ip: string) => boolean) {
     this.workloads = workloads;
+    this.localPods = localPods;
   }
 
-  private pair(srcIp: string, dstIp: string, key = `${srcIp}>${dstIp}`): PairState | null {
+  private sideOf(ev: Endpoints): PairSide | undefined {
+    if (ev.direction === 'inbound') return 'server';
+    return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp) ? 'client' : undefined;
+  }
+
+  private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key = `${side ?? ''}|${srcIp}>${dstIp}`): PairState | null {
     let p = this.pairs.get(key);
     if (!p) {
       if (this.pairs.size >= MAX_PAIRS) {
         this.overflow++;
         return null;
       }
-      p = emptyPair(srcIp, dstIp);
+      p = emptyPair(side, srcIp, dstIp);
       this.pairs.set(key, p);
     }
     return p;
   }
 
   request(ev: RequestEvent): void {
-    const p = this.pair(ev.sourceIp, ev.destIp);
+    const p = this.pair(this.sideOf(ev), ev.sourceIp, ev.destIp);
     if (!p) return;
     p.requests++;
     if (ev.success) p.successes++;
@@ -185,21 +205,21 @@ export class ReportAggregator implements TelemetrySink {
   }
 
   connOpen(ev: ConnOpenEvent): void {
-    const p = this.pair(ev.sourceIp, ev.destIp);
+    const p = this.pair(this.sideOf(ev), ev.sourceIp, ev.destIp);
     if (!p) return;
     p.tcpOpened++;
     p.open.add(ev.connId);
   }
 
   connBytes(ev: ConnBytesEvent): void {
-    const p = this.pair(ev.sourceIp, ev.destIp);
+    const p = this.pair(this.sideOf(ev), ev.sourceIp, ev.destIp);
     if (!p) return;
     p.tcpBytesIn += ev.bytesIn;
     p.tcpBytesOut += ev.bytesOut;
   }
 
   connClose(ev: ConnCloseEvent): void {
-    const p = this.pair(ev.sourceIp, ev.destIp);
+    const p = this.pair(this.sideOf(ev), ev.sourceIp, ev.destIp);
     if (!p) return;
     p.tcpClosed++;
     p.open.delete(ev.connId);
@@ -211,6 +231,7 @@ export class ReportAggregator implements TelemetrySink {
     const next = new Map<string, PairState>();
     for (const [key, p] of this.pairs) {
       out.push({
+        ...(p.side ? { side: p.side } : {}),
         src: this.peer(p.srcIp),
         dst: this.peer(p.dstIp),
         requests: p.requests,
@@ -224,7 +245,7 @@ export class ReportAggregator implements TelemetrySink {
         tcpBytesIn: p.tcpBytesIn,
         tcpBytesOut: p.tcpBytesOut,
       });
-      if (p.open.size + p.merged > 0) next.set(key, emptyPair(p.srcIp, p.dstIp, p));
+      if (p.open.size + p.merged > 0) next.set(key, emptyPair(p.side, p.srcIp, p.dstIp, p));
     }
     this.pairs = next;
     return out;
@@ -236,12 +257,13 @@ export class ReportAggregator implements TelemetrySink {
     const next = new Map<string, PairState>();
     for (const [key, p] of this.pairs) {
       out.push({
+        ...(p.side ? { side: p.side } : {}),
         srcIp: p.srcIp, dstIp: p.dstIp, requests: p.requests, successes: p.successes, latency: trim(p.latency),
         requestBytes: p.requestBytes, responseBytes: p.responseBytes, tcpOpened: p.tcpOpened, tcpClosed: p.tcpClosed,
         openDelta: p.open.size - p.reported, tcpBytesIn: p.tcpBytesIn, tcpBytesOut: p.tcpBytesOut,
       });
       p.reported = p.open.size;
-      if (p.open.size > 0) next.set(key, emptyPair(p.srcIp, p.dstIp, p));
+      if (p.open.size > 0) next.set(key, emptyPair(p.side, p.srcIp, p.dstIp, p));
     }
     this.pairs = next;
     return out;
@@ -253,8 +275,8 @@ export class ReportAggregator implements TelemetrySink {
    */
   merge(raw: readonly RawPair[], ledger?: PairLedger): void {
     for (const r of raw) {
-      const key = `${r.srcIp}>${r.dstIp}`;
-      const p = this.pair(r.srcIp, r.dstIp, key);
+      const key = `${r.side ?? ''}|${r.srcIp}>${r.dstIp}`;
+      const p = this.pair(r.side, r.srcIp, r.dstIp, key);
       if (!p) {
         this.overflow += r.requests + r.tcpOpened + r.tcpClosed;
         continue;
@@ -322,7 +344,9 @@ export function parseReport(v: any): Report {
     if (!Array.isArray(p.latency) || p.latency.length > LATENCY_BOUNDS.length + 1 || !p.latency.every(isCount)) {
       throw new Error(`${w}.latency: needs at most ${LATENCY_BOUNDS.length + 1} bucket counts`);
     }
+    if (p.side !== undefined && p.side !== 'client' && p.side !== 'server') throw new Error(`${w}.side: must be "client", "server" or absent`);
     return {
+      ...(p.side !== undefined ? { side: p.side } : {}),
       src: checkPeer(p.src, `${w}.src`), dst: checkPeer(p.dst, `${w}.dst`),
       requests: p.requests, successes: p.successes, latency: p.latency,
       requestBytes: p.requestBytes, responseBytes: p.responseBytes,

@@ -12,14 +12,16 @@ import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
 import type { Workload } from '../telemetry/workload.ts';
 import type { CredentialUpdate } from '../identity/credentials.ts';
 import type { TunnelStats } from '../tunnel/node-tunnels.ts';
+import type { PolicyTable } from '../policy/authorizer.ts';
 
-/** What a worker needs to know of this node's pods: who each IP is and its declared opaque ports. */
+/** What a worker needs to know of this node's pods: who each IP is, its declared opaque ports, the meshed ones' inbound policies. */
 export interface PodsTable {
-  /** PodSync's generation: moves whenever the answers may have changed. */
+  /** PodSync's generation: moves whenever the workload answers may have changed. */
   generation: number;
   pods: Array<{ ip: string; workload: Workload; opaquePorts: string | null; serviceAccount?: string; meshed?: boolean }>;
   /** Namespaces' mesh-agent.io/inject annotation (whether another node's pod is meshed, for the tunnels). */
   namespaces?: Record<string, string>;
+  policies: PolicyTable;
 }
 
 /** Everything a worker starts from (workerData). */
@@ -37,6 +39,8 @@ export interface WorkerInit {
   /** The connection cap's per-proxy counts (Int32Array over it), slot `index` is this worker's. */
   openSlots: SharedArrayBuffer;
   metrics: { podLabels?: boolean; maxSeries?: number };
+  /** Every node captures inbound (docs/policy.md): an outbound event's inbound side only for this node's pods. */
+  inbound?: boolean;
   pods: PodsTable;
   /** The main thread's DiscoveryStore.replay(). */
   discovery: DiscoMessage[];

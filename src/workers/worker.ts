@@ -19,6 +19,7 @@ import { defaultLimits } from '../proxy/context.ts';
 import type { Endpoints, TlsIds } from '../telemetry/events.ts';
 import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
 import type { LocalPod } from '../tunnel/server.ts';
+import { Authorizer } from '../policy/authorizer.ts';
 import { clock, type FromWorker, type PodsTable, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
@@ -66,6 +67,9 @@ const log = (level: 'info' | 'warn' | 'error', msg: string, fields?: object): vo
 
 const pods = new NodePods();
 pods.set(init.pods);
+// This node's pods' inbound policies, as the main thread computed them (docs/policy.md).
+const authorizer = new Authorizer((msg) => log('warn', msg));
+authorizer.load(init.pods.policies);
 const store = new DiscoveryStore();
 for (const m of init.discovery) store.apply(m);
 const workloads = firstKnown(pods, storeWorkloads(store));
@@ -73,9 +77,10 @@ const router = new Router(store, { log: (msg) => log('warn', msg), clients: clie
 const hub = new TelemetryHub({ workloads, onError: (msg) => log('warn', msg) });
 let tunnels: NodeTunnels | null = null;
 const tlsOf = (ep: Endpoints): TlsIds | null => (tunnels ? tunnels.tunnels.tlsOf(ep) : ep.tls ?? null);
-const recorder = new MetricsRecorder({ workloads, ...init.metrics, tls: tlsOf });
+const localPods = init.inbound ? (ip: string) => pods.byIp(ip) !== null : undefined;
+const recorder = new MetricsRecorder({ workloads, ...init.metrics, tls: tlsOf, localPods });
 hub.add(recorder);
-const pairs = new ReportAggregator(workloads);
+const pairs = new ReportAggregator(workloads, localPods);
 hub.add(pairs);
 
 let tapQueue: Array<[string, TapRecord]> = [];
@@ -126,6 +131,7 @@ const proxy = new Proxy({
   tunnels: tunnels?.tunnels,
   openSlots: { counts: new Int32Array(init.openSlots), slot: init.index },
   splicer: init.kernelSplice ? view.splicer() : null,
+  authorize: authorizer.authorize,
   log,
 });
 
@@ -138,6 +144,7 @@ port.on('message', (m: ToWorker) => {
   switch (m.t) {
     case 'pods':
       pods.set(m.table);
+      authorizer.load(m.table.policies);
       return;
     case 'discovery':
       for (const d of m.msgs) {

@@ -24,8 +24,8 @@ import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
-import type { RequestEvent, RouteReport } from '../../telemetry/events.ts';
-import { Http1RouteRequest, pathOf } from './route-request.ts';
+import type { AuthzOutcome, RequestEvent, RouteReport } from '../../telemetry/events.ts';
+import { headerValue, Http1RouteRequest, pathOf } from './route-request.ts';
 import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
 import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
@@ -120,6 +120,8 @@ export class Http1Connection {
   private status = 0;
   private requestBytes = 0;
   private responseBytes = 0;
+  /** The destination's inbound policy on this request (ctx.authz), reported with it. */
+  private authz: AuthzOutcome | null = null;
 
   // Routed requests (route.policy set); all unused, and never allocated, without a policy.
   private routing: ClientRouting | null = null;
@@ -283,6 +285,15 @@ export class Http1Connection {
     this.reqHead = this.closeOnlyClient ? upstreamRequestHead(buf, start, end, req) : buf.subarray(start, end);
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
+    const az = this.ctx.authz;
+    if (az) {
+      // Before any upstream sees it: a denied request is answered here (docs/policy.md).
+      this.authz = az.request(req.method, req.target, (name) => headerValue(buf, start, end, name));
+      if (!this.authz.allowed) {
+        this.abortExchange(403, 'forbidden by the inbound policy', 'forbidden: the destination\'s inbound policy does not allow this request');
+        return;
+      }
+    }
     if (this.route !== null && !this.pickEndpoint(req, buf, start, end)) return;
     if (this.upIdle) {
       this.upIdle = false;
@@ -1141,6 +1152,11 @@ export class Http1Connection {
       startedAt: this.startedAt,
     };
     if (error !== undefined) ev.error = error;
+    if (e.clientId !== undefined) ev.clientId = e.clientId;
+    if (this.authz !== null) {
+      ev.authz = this.authz;
+      this.authz = null;
+    }
     const report = this.report;
     if (report !== null) {
       report.backendMs = now - this.attemptAt;

@@ -5,8 +5,10 @@ import type { ConnContext, ProtocolHandler, ProxyLimits } from '../context.ts';
 import { Http2SessionPool } from './pool.ts';
 import { ResetBudget } from './reset-budget.ts';
 import { forwardStream } from './forward-stream.ts';
+import { isGrpc, isSuccess, proxyErrorResponse } from './headers.ts';
+import type { AuthzOutcome } from '../../telemetry/events.ts';
 
-const { NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
 
 export interface Http2HandlerOptions {
   pool?: Http2SessionPool;
@@ -81,7 +83,18 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         return;
       }
       trackIdle(conn, stream);
-      forwardStream(stream, headers, (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, conn.ctx, conn.pool, conn.limits, { onClientReset });
+      const noBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+      let ctx = conn.ctx;
+      if (ctx.authz) {
+        // The destination's inbound policy, per request, before any upstream sees it (docs/policy.md).
+        const outcome = ctx.authz.request(str(headers[':method']), str(headers[':path']), (n) => str(headers[n]) || undefined);
+        if (!outcome.allowed) {
+          denyStream(stream, headers, noBody, ctx, outcome);
+          return;
+        }
+        ctx = { ...ctx, endpoints: { ...ctx.endpoints, authz: outcome } };
+      }
+      forwardStream(stream, headers, noBody, ctx, conn.pool, conn.limits, { onClientReset });
     });
   });
 
@@ -113,6 +126,47 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
     }
     armIdle(conn);
   };
+}
+
+function str(v: string | string[] | undefined): string {
+  return Array.isArray(v) ? v.join(',') : (v ?? '');
+}
+
+/** A request the inbound policy denies: 403 (gRPC: PERMISSION_DENIED, trailers-only), reported with the decision. */
+function denyStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, noBody: boolean, ctx: ConnContext, outcome: AuthzOutcome): void {
+  const startedAt = Date.now();
+  const t0 = performance.now();
+  const grpc = isGrpc(headers['content-type']);
+  const r = proxyErrorResponse('forbidden', grpc, 'forbidden: the destination\'s inbound policy does not allow this request');
+  if (r.body === undefined) stream.respond(r.headers, { endStream: true });
+  else {
+    stream.respond(r.headers);
+    stream.end(r.body);
+  }
+  // A body nobody will read: RST_STREAM(NO_ERROR) after the response (RFC 9113 8.1).
+  if (!noBody) stream.once('finish', () => stream.close(NGHTTP2_NO_ERROR));
+  try {
+    ctx.telemetry.request({
+      ...ctx.endpoints,
+      authz: outcome,
+      connId: ctx.connId,
+      protocol: 'http2',
+      authority: str(headers[':authority']) || str(headers.host),
+      method: str(headers[':method']),
+      path: str(headers[':path']),
+      status: r.status,
+      ...(grpc ? { grpcStatus: r.grpcStatus } : {}),
+      success: isSuccess(r.status, grpc, r.grpcStatus),
+      latencyMs: performance.now() - t0,
+      durationMs: performance.now() - t0,
+      requestBytes: 0,
+      responseBytes: r.body === undefined ? 0 : Buffer.byteLength(r.body),
+      error: 'forbidden by the inbound policy',
+      startedAt,
+    });
+  } catch {
+    // a broken sink must not take the proxy down
+  }
 }
 
 // A client connection without streams for idleTimeoutMs is closed gracefully (GOAWAY).

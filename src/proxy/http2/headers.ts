@@ -55,20 +55,23 @@ export function parseGrpcStatus(v: string | string[] | undefined): number | unde
 
 /**
  * Why the proxy answers a stream itself: the upstream unreachable, no ready endpoint, no route
- * of the Service matches (404), a route's backend cannot be used (500), a route's timeout (504).
+ * of the Service matches (404), a route's backend cannot be used (500), a route's timeout (504),
+ * the destination's inbound policy denies it (403, gRPC PERMISSION_DENIED).
  */
-export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints' | 'no-route' | 'backend' | 'timeout';
+export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints' | 'no-route' | 'backend' | 'timeout' | 'forbidden';
 
 export const GRPC_DEADLINE_EXCEEDED = 4;
 export const GRPC_INTERNAL = 13;
 export const GRPC_UNIMPLEMENTED = 12;
 export const GRPC_UNAVAILABLE = 14;
+export const GRPC_PERMISSION_DENIED = 7;
 
 /** The status a route's failure answers with, and its gRPC equivalent. */
 const ROUTE_FAILURES: Partial<Record<ProxyFailure, [number, number]>> = {
   'no-route': [404, GRPC_UNIMPLEMENTED],
   backend: [500, GRPC_INTERNAL],
   timeout: [504, GRPC_DEADLINE_EXCEEDED],
+  forbidden: [403, GRPC_PERMISSION_DENIED],
 };
 
 export interface SyntheticResponse {

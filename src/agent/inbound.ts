@@ -1,0 +1,117 @@
+// The agent's inbound side (docs/policy.md): what applies to each meshed pod of this node (its
+// default policy from its annotations, the TrafficTargets of its ServiceAccount from discovery),
+// as the PolicyTable every proxy loads, and the capture table's pods. Pure: the agent runs the
+// capture's I/O and sends the table to its proxy workers.
+import type { PodState } from './pod-sync.ts';
+import type { DiscoveryStore } from '../discovery/store.ts';
+import { Authorizer, type PolicyTable } from '../policy/authorizer.ts';
+import { spiffeId } from '../policy/model.ts';
+import type { CapturePod, CaptureRuleset } from '../datapath/inbound-capture.ts';
+
+export interface InboundPodStatus {
+  namespace: string;
+  name: string;
+  ip: string;
+  serviceAccount: string;
+  defaultPolicy: string;
+  defaultFrom: string;
+  /** 'default': its default policy decides; 'smi': TrafficTargets do. */
+  mode: 'default' | 'smi';
+  failsClosed: boolean;
+  trafficTargets: string[];
+  /** Problems of the TrafficTargets that apply (their last good version is enforced). */
+  problems: string[];
+}
+
+export class InboundPolicies {
+  readonly #networks: string;
+  readonly #store: DiscoveryStore;
+  /** The main thread's proxy's view; the workers load the same table. */
+  readonly authorizer: Authorizer;
+  #table: PolicyTable;
+  #states = new Map<string, PodState>();
+
+  constructor(o: { networks: string; store: DiscoveryStore; onDeny: (msg: string) => void }) {
+    this.#networks = o.networks;
+    this.#store = o.store;
+    this.authorizer = new Authorizer(o.onDeny);
+    this.#table = { networks: o.networks, pods: [] };
+    this.authorizer.load(this.#table);
+  }
+
+  get table(): PolicyTable {
+    return this.#table;
+  }
+
+  /** Computes every meshed pod's policy again (pods or TrafficTargets changed); true when the table changed. */
+  refresh(states: readonly PodState[]): boolean {
+    const pods: PolicyTable['pods'] = [];
+    const byIp = new Map<string, PodState>();
+    for (const state of states) {
+      const { pod, policy } = state;
+      if (!policy.meshed || !pod.ip) continue;
+      const sa = pod.serviceAccount ?? 'default';
+      byIp.set(pod.ip, state);
+      pods.push({
+        ip: pod.ip,
+        identity: { namespace: pod.namespace, serviceAccount: sa },
+        spec: { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa) },
+      });
+    }
+    const next: PolicyTable = { networks: this.#networks, pods };
+    const changed = JSON.stringify(next) !== JSON.stringify(this.#table);
+    this.#table = next;
+    this.#states = byIp;
+    if (changed) this.authorizer.load(next);
+    return changed;
+  }
+
+  /** The capture table's pods: every meshed pod of this node, its fail-closed flag and skip-inbound ports. */
+  capture(listener: CaptureRuleset['listener']): CaptureRuleset {
+    const pods: CapturePod[] = [];
+    for (const [ip, policy] of this.authorizer.policies()) {
+      pods.push({ ip, failClosed: policy.failsClosed, skipInbound: this.#states.get(ip)?.policy.skipInbound.ranges() ?? [] });
+    }
+    return { listener, pods };
+  }
+
+  status(): InboundPodStatus[] {
+    return [...this.authorizer.policies()].map(([ip, policy]) => ({
+      namespace: policy.spec.namespace,
+      name: policy.spec.pod,
+      ip,
+      serviceAccount: policy.spec.serviceAccount,
+      defaultPolicy: policy.spec.defaultPolicy,
+      defaultFrom: policy.spec.defaultFrom,
+      mode: policy.mode,
+      failsClosed: policy.failsClosed,
+      trafficTargets: policy.spec.targets.map((t) => t.name),
+      problems: policy.spec.targets.flatMap((t) => t.problems ?? []),
+    }));
+  }
+
+  /** `diagnostics authz`: what applies to one pod of this node and why, or null when it is not one. */
+  describe(namespace: string, name: string): object | null {
+    for (const [ip, policy] of this.authorizer.policies()) {
+      const s = policy.spec;
+      if (s.namespace !== namespace || s.pod !== name) continue;
+      return {
+        pod: `${namespace}/${name}`,
+        ip,
+        serviceAccount: `${s.namespace}/${s.serviceAccount}`,
+        identity: spiffeId({ namespace: s.namespace, serviceAccount: s.serviceAccount }),
+        defaultPolicy: s.defaultPolicy,
+        defaultFrom: s.defaultFrom,
+        mode: policy.mode,
+        decidedBy: policy.mode === 'smi'
+          ? `the TrafficTargets of ServiceAccount ${s.namespace}/${s.serviceAccount} (its default policy ${s.defaultPolicy} does not apply while one selects it)`
+          : `its default policy ${s.defaultPolicy} (${s.defaultFrom}); no TrafficTarget selects ServiceAccount ${s.namespace}/${s.serviceAccount}`,
+        failsClosed: policy.failsClosed,
+        skipInboundPorts: this.#states.get(ip)?.policy.skipInbound.toString() ?? '',
+        clusterNetworks: this.authorizer.networks.map((n) => n.text),
+        trafficTargets: s.targets,
+      };
+    }
+    return null;
+  }
+}

@@ -1,0 +1,77 @@
+// Every proxy's view of this node's inbound policies (docs/policy.md): the main thread computes
+// a PolicyTable (plain data: each meshed pod's identity and PolicySpec) and every proxy, on the
+// main thread or a worker thread, loads it into an Authorizer, which answers the proxy's
+// authorize(): the destination pod's decisions for this client, and the client's identity.
+import type { Authorize, ConnectionInfo } from '../proxy/listener.ts';
+import { ServerPolicy, type PolicySpec } from './authorize.ts';
+import { FirstTimes, PolicyConnAuthz } from './conn-authz.ts';
+import { parseNetworks, spiffeId, type Cidr, type Identity } from './model.ts';
+
+export interface PolicyTable {
+  /** The cluster networks (the cluster-* policies), as written: "10.0.0.0/8,...". */
+  networks: string;
+  /** This node's meshed pods. */
+  pods: Array<{ ip: string; identity: Identity; spec: PolicySpec }>;
+}
+
+export const emptyPolicyTable = (networks: string): PolicyTable => ({ networks, pods: [] });
+
+export class Authorizer {
+  #networksText = '';
+  #networks: readonly Cidr[] = [];
+  #policies = new Map<string, ServerPolicy>();
+  /** Meshed pods of this node by IP: their identity is known from the node's own pod list. */
+  #identities = new Map<string, Identity>();
+  readonly #denied = new FirstTimes();
+  readonly #onDeny: (msg: string) => void;
+
+  constructor(onDeny: (msg: string) => void) {
+    this.#onDeny = onDeny;
+  }
+
+  /** A new table: policies whose spec did not change keep their compiled form. */
+  load(t: PolicyTable): void {
+    if (t.networks !== this.#networksText) {
+      this.#networks = parseNetworks(t.networks);
+      this.#networksText = t.networks;
+      this.#policies.clear();
+    }
+    const next = new Map<string, ServerPolicy>();
+    const ids = new Map<string, Identity>();
+    for (const p of t.pods) {
+      ids.set(p.ip, p.identity);
+      const prev = this.#policies.get(p.ip);
+      next.set(p.ip, prev !== undefined && JSON.stringify(prev.spec) === JSON.stringify(p.spec) ? prev : new ServerPolicy(p.spec, this.#networks));
+    }
+    this.#policies = next;
+    this.#identities = ids;
+  }
+
+  get networks(): readonly Cidr[] {
+    return this.#networks;
+  }
+
+  policy(ip: string): ServerPolicy | undefined {
+    return this.#policies.get(ip);
+  }
+
+  policies(): IterableIterator<[string, ServerPolicy]> {
+    return this.#policies.entries();
+  }
+
+  /** The proxy's authorize(): the destination pod's policy if it is a meshed pod of this node. */
+  readonly authorize: Authorize = (c: ConnectionInfo) => {
+    const id = this.#identities.get(c.sourceIp) ?? null;
+    const clientId = id === null ? undefined : spiffeId(id);
+    const policy = this.#policies.get(c.destIp);
+    if (policy === undefined) return { authz: null, clientId };
+    const s = policy.spec;
+    return {
+      clientId,
+      authz: new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: id }, c.destPort, (reason) => {
+        if (!this.#denied.first(`${c.sourceIp}>${c.destIp}:${c.destPort}`)) return;
+        this.#onDeny(`inbound policy denied ${clientId ?? 'a client without mesh identity'} (${c.sourceIp}) to pod ${s.namespace}/${s.pod} port ${c.destPort}: ${reason}; said once per client and server`);
+      }),
+    };
+  };
+}

@@ -1,0 +1,59 @@
+// One connection's authorization as the forwarders use it (proxy/context.ts ConnAuthz): the
+// destination pod's compiled policy, the client, the port. The connection verdict is decided once
+// at accept; each request and the TCP decision are asked as the forwarders reach them. Denials
+// go to onDeny, which logs the first one per (client, server).
+import type { ConnAuthz } from '../proxy/context.ts';
+import type { AuthzOutcome } from '../telemetry/events.ts';
+import type { Client, ConnDecision, ServerPolicy } from './authorize.ts';
+
+export class PolicyConnAuthz implements ConnAuthz {
+  readonly #policy: ServerPolicy;
+  readonly #client: Client;
+  readonly #port: number;
+  readonly #decision: ConnDecision;
+  readonly #onDeny: (reason: string) => void;
+
+  constructor(policy: ServerPolicy, client: Client, port: number, onDeny: (reason: string) => void) {
+    this.#policy = policy;
+    this.#client = client;
+    this.#port = port;
+    this.#decision = policy.connection(client, port);
+    this.#onDeny = onDeny;
+  }
+
+  get verdict(): 'allow' | 'http' | 'deny' {
+    return this.#decision.verdict;
+  }
+
+  tcp(): AuthzOutcome {
+    const d = this.#decision;
+    if (d.verdict === 'allow') return { allowed: true, server: d.server, authz: d.authz };
+    this.#onDeny(d.verdict === 'deny' ? d.reason : 'only HTTP requests may be allowed by the TrafficTargets of this client, and this connection is not HTTP');
+    return { allowed: false, server: d.server };
+  }
+
+  request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome {
+    const d = this.#policy.request(this.#client, this.#port, { method, target, header });
+    if (d.allowed) return { allowed: true, server: d.server, authz: d.authz, route: d.route };
+    this.#onDeny(d.reason);
+    return { allowed: false, server: d.server, route: d.route };
+  }
+}
+
+/** Says once per key (bounded: the oldest keys are forgotten first). */
+export class FirstTimes {
+  readonly #seen = new Set<string>();
+  readonly #max: number;
+
+  constructor(max = 4096) {
+    this.#max = max;
+  }
+
+  /** True the first time a key is seen (again after it was forgotten). */
+  first(key: string): boolean {
+    if (this.#seen.has(key)) return false;
+    if (this.#seen.size >= this.#max) this.#seen.delete(this.#seen.values().next().value!);
+    this.#seen.add(key);
+    return true;
+  }
+}

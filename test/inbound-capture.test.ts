@@ -1,0 +1,37 @@
+// The inbound capture's nftables table (pure): what it captures, drops and lets pass, and the held
+// form a stopping agent leaves. The kernel's side: test/inbound.e2e.test.ts, inbound-failclosed.e2e.test.ts.
+import test from 'ava';
+import { renderCapture } from '../src/datapath/inbound-capture.ts';
+
+const pods = [
+  { ip: '10.244.1.10', failClosed: false, skipInbound: [] as Array<[number, number]> },
+  { ip: '10.244.1.2', failClosed: true, skipInbound: [[9090, 9090], [5000, 5010]] as Array<[number, number]> },
+];
+
+test('capturing: SYNs to meshed pods go to the listener; the rest of a captured connection and the pod\'s answers to the agent follow; skip-inbound ports pass first', (t) => {
+  const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15006 }, pods });
+  t.true(text.startsWith('table ip mesh-agent\ndelete table ip mesh-agent\ntable ip mesh-agent {'), 'replaced whole, in one transaction');
+  t.regex(text, /set captured \{\n\t\ttype ipv4_addr\n\t\telements = \{ 10\.244\.1\.2,\n\t\t\t     10\.244\.1\.10 \}/, 'sorted by address');
+  t.regex(text, /set fail-closed \{\n\t\ttype ipv4_addr\n\t\telements = \{ 10\.244\.1\.2 \}/);
+  t.regex(text, /elements = \{ 10\.244\.1\.2 \. 9090,\n\t\t\t     10\.244\.1\.2 \. 5000-5010 \}/);
+  t.regex(text, /type filter hook prerouting priority -90; policy accept;/, 'after kube-proxy\'s DNAT');
+  const chain = text.slice(text.indexOf('chain prerouting'));
+  const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+  t.deepEqual(rules, [
+    'meta l4proto != tcp accept',
+    'ip daddr . tcp dport @skip-inbound accept',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr @captured tproxy to 10.244.0.1:15006 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr @fail-closed counter drop',
+    'ip daddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
+    'ip saddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
+  ]);
+});
+
+test('held (no agent takes connections): no TPROXY; fail-closed pods\' SYNs are dropped, others pass; captured connections still reach the agent\'s sockets', (t) => {
+  const text = renderCapture({ listener: null, pods });
+  t.notRegex(text, /tproxy/);
+  t.regex(text, /@fail-closed counter drop/);
+  t.regex(text, /ip daddr @captured socket transparent 1/);
+  const none = renderCapture({ listener: null, pods: [] });
+  t.notRegex(none, /elements/, 'empty sets have no elements line');
+});
