@@ -89,7 +89,13 @@ test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, 
     'controller-addr': 'mesh-agent-controller.mesh-agent.svc:8086',
     'skip-outbound-ports': '',
     'cgroup-root': '/sys/fs/cgroup/kubepods.slice',
+    'inbound-port': '15006',
+    'default-inbound-policy': 'all-unauthenticated',
+    'cluster-networks': '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
   });
+  const withPolicy = installManifests({ defaultInboundPolicy: 'all-authenticated', inboundPort: 0 }) as any[];
+  t.like(find(withPolicy, 'ConfigMap').data, { 'default-inbound-policy': 'all-authenticated', 'inbound-port': 'off' });
+  t.throws(() => installManifests({ defaultInboundPolicy: 'open' }), { message: /--default-inbound-policy: "open" is not a policy/ });
   const ann = ds.spec.template.metadata.annotations;
   t.is(ann['prometheus.io/scrape'], 'true');
   t.is(ann['prometheus.io/port'], '4191');

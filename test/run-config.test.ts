@@ -27,7 +27,10 @@ test('the ConfigMap install prints, mounted as kubelet does, gives the agent its
   t.deepEqual(Object.keys(raw).sort(), Object.keys(cm.data).sort(), 'kubelet\'s ..data entries are not keys');
   const { config, warnings } = parseAgentConfig(raw, `--config ${dir}`);
   t.deepEqual(warnings, []);
-  t.deepEqual(config, { proxyPort: 16001, adminPort: 5191, controllerUrl: 'http://mesh-agent-controller.mesh.svc:9000', skipOutboundPorts: '22,3306', cgroupRoot: '/sys/fs/cgroup/kubepods' });
+  t.deepEqual(config, {
+    proxyPort: 16001, adminPort: 5191, controllerUrl: 'http://mesh-agent-controller.mesh.svc:9000', skipOutboundPorts: '22,3306', cgroupRoot: '/sys/fs/cgroup/kubepods',
+    inboundPort: 15006, defaultInboundPolicy: 'all-unauthenticated', clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
+  });
   const s = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, config, { NODE_IP: '10.0.0.7' });
   t.deepEqual(s, {
     proxy: { host: '10.0.0.7', port: 16001 },

@@ -416,7 +416,7 @@ export class Agent {
    * (workers/merge.ts); policy: every proxy holds the same routes, the main thread's answer.
    */
   async answerQuery(q: AgentQuery): Promise<unknown> {
-    const answer = answerQuery(this.router, this.discovery, q) as { ports: unknown[] };
+    const answer = answerQuery(this.router, this.discovery, q, this.inbound) as { ports: unknown[] };
     if (q.kind !== 'endpoints' || !this.pool) return answer;
     const views: Array<{ worker: number; ports: DescribedPort[] }> = [{ worker: 0, ports: answer.ports as DescribedPort[] }];
     for (const a of await this.pool.describe(q.namespace, q.name)) if (Array.isArray(a.result)) views.push({ worker: a.index, ports: a.result as DescribedPort[] });

@@ -6,7 +6,8 @@
 import type { Command } from 'commander';
 import { controllerUrl } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
-import { PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
+import { PATH_DIAG_AUTHZ, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
+import type { AccessRecord, AccessRule } from '../policy/model.ts';
 import type { PolicyView, RuleView } from '../routing/policy-view.ts';
 import type { RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
@@ -136,6 +137,42 @@ export function renderPolicy(answers: AgentAnswer[], port?: number): string {
   return out.join('\n');
 }
 
+/** pod/NAME, po/NAME or NAME. */
+export function parsePodTarget(text: string): string {
+  const m = /^(?:(?:pod|pods|po)\/)?([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/.exec(text);
+  if (!m || m[1]!.length > 253) throw new Error(`${text}: name a pod as pod/NAME (with -n NAMESPACE)`);
+  return m[1]!;
+}
+
+function ruleLine(r: AccessRule): string {
+  if (r.kind === 'TCPRoute') return `TCPRoute ${r.name}: whole connections on ${r.ports ? `ports ${r.ports.join(', ')}` : 'every port'}`;
+  const ms = r.matches.map((m) => `${m.name}: ${m.methods ? m.methods.join('|') : 'any method'} ${m.pathRegex ?? 'any path'}${(m.headers ?? []).map((h) => `, ${h.name} ~ ${h.regex}`).join('')}`);
+  return `HTTPRouteGroup ${r.name}: requests matching ${ms.join('; ')}`;
+}
+
+/** What `diagnostics authz` prints of the agent's answer (agent/inbound.ts describe()). */
+export function renderAuthz(answers: AgentAnswer[]): string {
+  const found = answers.filter((a) => a.error === undefined);
+  if (found.length === 0) return answers.map((a) => `${a.node}: ${a.error}`).join('\n');
+  const out: string[] = [];
+  for (const a of found) {
+    const d = a.result as { pod: string; ip: string; serviceAccount: string; identity: string; defaultPolicy: string; defaultFrom: string; mode: string; decidedBy: string; failsClosed: boolean; skipInboundPorts: string; clusterNetworks: string[]; trafficTargets: AccessRecord[] };
+    out.push(`pod ${d.pod} (${d.ip}) on node ${a.node}, ServiceAccount ${d.serviceAccount} (${d.identity})`);
+    out.push(`  decided by:        ${d.decidedBy}`);
+    out.push(`  default policy:    ${d.defaultPolicy} (${d.defaultFrom})`);
+    out.push(`  fails closed:      ${d.failsClosed ? 'yes: while no agent runs on its node, connections to it are dropped until one is back' : 'no: while no agent runs on its node, clients reach it directly'}`);
+    out.push(`  skip-inbound:      ${d.skipInboundPorts || 'none'}`);
+    if (/cluster-/.test(d.defaultPolicy)) out.push(`  cluster networks:  ${d.clusterNetworks.join(', ')}`);
+    if (d.trafficTargets.length === 0) out.push('  TrafficTargets:    none');
+    for (const t of d.trafficTargets) {
+      out.push(`  TrafficTarget ${t.namespace}/${t.name}${t.destination.port !== undefined ? ` (port ${t.destination.port})` : ''}: from ${t.sources.map((s) => `${s.namespace}/${s.serviceAccount}`).join(', ')}`);
+      for (const r of t.rules) out.push(`    ${ruleLine(r)}`);
+      for (const p of t.problems ?? []) out.push(`    problem: ${p}`);
+    }
+  }
+  return out.join('\n');
+}
+
 /**
  * One diagnostics subcommand: a Service target, the options every one has, the question relayed
  * to the agents through the controller, the answers rendered (or as JSON); exit 1 when no agent
@@ -195,4 +232,31 @@ export function registerDiagnostics(program: Command) {
       render: renderPolicy,
     },
   );
+  diag
+    .command('authz')
+    .description('the inbound policy that applies to a meshed pod, and why: its default policy and where it came from, the TrafficTargets of its ServiceAccount, whether it fails closed')
+    .argument('<pod>', 'pod/NAME')
+    .option('-n, --namespace <ns>', 'namespace of the pod', 'default')
+    .option('--node <node>', 'ask only the agent of this node (default: every connected agent; the pod\'s node answers)')
+    .option('-o, --output <format>', 'table or json', 'table')
+    .option('--controller <addr>', 'the controller (kubectl port-forward svc/mesh-agent-controller 8086 exposes it here)', DEFAULT_CONTROLLER)
+    .action(async function (this: Command, target: string, o) {
+      let name: string;
+      let url: string;
+      try {
+        name = parsePodTarget(target);
+        if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
+        url = controllerUrl(o.controller, '--controller');
+      } catch (e) {
+        this.error(`error: ${(e as Error).message}`);
+      }
+      const q = new URLSearchParams({ namespace: o.namespace, name });
+      if (o.node) q.set('node', o.node);
+      const res = (await requestJson(url, 'GET', `${PATH_DIAG_AUTHZ}?${q}`)) as { agents: AgentAnswer[] };
+      if (o.output === 'json') process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+      else process.stdout.write(renderAuthz(res.agents) + '\n');
+      if (res.agents.every((a) => a.error !== undefined)) {
+        throw new Error(`no agent knows pod ${o.namespace}/${name} as a meshed pod of its node${res.agents.length === 0 ? ' (no agent is connected to the controller)' : ''}`);
+      }
+    });
 }

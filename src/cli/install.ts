@@ -65,6 +65,9 @@ export function registerInstall(program: Command) {
     .option('--identity-issuer-certificate-file <file>', 'PEM issuer (intermediate CA) certificate, signed by a trust anchor')
     .option('--identity-issuer-key-file <file>', 'PEM (PKCS#8) key of the issuer; it goes only into the Secret')
     .option('--identity-certificate-lifetime <duration>', 'workload certificates\' lifetime', '24h')
+    .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny (Linkerd\'s values)', INSTALL_DEFAULTS.defaultInboundPolicy)
+    .option('--cluster-networks <cidrs>', 'the cluster\'s networks, for the cluster-* policies', INSTALL_DEFAULTS.clusterNetworks)
+    .option('--inbound-port <port|off>', 'where the node\'s kernel hands captured connections to meshed pods (on the node IP); off: no inbound capture', String(INSTALL_DEFAULTS.inboundPort))
     .action(async (o) => {
       const identity = await identityForInstall({
         trustDomain: o.trustDomain, anchorsFile: o.identityTrustAnchorsFile, issuerCertFile: o.identityIssuerCertificateFile,
@@ -80,6 +83,9 @@ export function registerInstall(program: Command) {
         skipOutboundPorts: o.skipOutboundPorts,
         cgroupRoot: o.cgroupRoot,
         identity,
+        defaultInboundPolicy: o.defaultInboundPolicy,
+        clusterNetworks: o.clusterNetworks,
+        inboundPort: o.inboundPort === 'off' ? 0 : port('--inbound-port')(o.inboundPort),
       });
       process.stdout.write(manifestsToYaml(objects));
     });

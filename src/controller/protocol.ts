@@ -29,10 +29,14 @@ export const PATH_DIAG_ENDPOINTS = '/v1/diagnostics/endpoints';
 /** CLI: GET with query namespace, name, fromNamespace and optionally node; answer an agent's routes, retries and timeouts for the Service. */
 export const PATH_DIAG_POLICY = '/v1/diagnostics/policy';
 
+/** CLI: GET with query namespace, name (a pod) and optionally node; answer the inbound policy that applies to the pod, from its node's agent. */
+export const PATH_DIAG_AUTHZ = '/v1/diagnostics/authz';
+
 /** Controller -> agent over the agent's tap stream; the agent answers with one AgentReply line. */
 export type AgentQuery =
   | { kind: 'endpoints'; namespace: string; name: string }
-  | { kind: 'policy'; namespace: string; name: string; fromNamespace: string };
+  | { kind: 'policy'; namespace: string; name: string; fromNamespace: string }
+  | { kind: 'authz'; namespace: string; name: string };
 export interface AgentReply {
   reply: string;
   result?: unknown;

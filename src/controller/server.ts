@@ -5,7 +5,7 @@
 // `curl --http2-prior-knowledge` can talk to it. The install's Service marks the port
 // appProtocol kubernetes.io/h2c accordingly.
 import * as http2 from 'node:http2';
-import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, PATH_DISCOVERY, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP } from './protocol.ts';
+import { MAX_BODY, HEADER_AGENT_ID, HEADER_NODE, PATH_AGENT_TAP, PATH_DIAG_AUTHZ, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, PATH_DISCOVERY, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP } from './protocol.ts';
 import type { DiscoveryHub } from '../discovery/hub.ts';
 import { parseReport } from '../telemetry/report.ts';
 import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
@@ -135,8 +135,9 @@ export class ControllerServer {
         return;
       }
       case `GET ${PATH_DIAG_ENDPOINTS}`:
-      case `GET ${PATH_DIAG_POLICY}`: {
-        const which = url.pathname === PATH_DIAG_POLICY ? 'policy' : 'endpoints';
+      case `GET ${PATH_DIAG_POLICY}`:
+      case `GET ${PATH_DIAG_AUTHZ}`: {
+        const which = url.pathname === PATH_DIAG_POLICY ? 'policy' : url.pathname === PATH_DIAG_AUTHZ ? 'authz' : 'endpoints';
         const q = url.searchParams;
         const namespace = q.get('namespace') ?? '';
         const name = q.get('name') ?? '';
@@ -144,8 +145,8 @@ export class ControllerServer {
         const dns = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
         if (!dns.test(namespace) || !dns.test(name)) throw new HttpError(400, `diagnostics ${which}: needs namespace and name, each a Kubernetes name`);
         if (node !== undefined && (node.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node))) throw new HttpError(400, `diagnostics ${which}: node ${JSON.stringify(node.slice(0, 60))} is not a node name`);
-        if (which === 'endpoints') {
-          this.reply(stream, 200, { agents: await this.relay.query({ kind: 'endpoints', namespace, name }, node) });
+        if (which === 'endpoints' || which === 'authz') {
+          this.reply(stream, 200, { agents: await this.relay.query({ kind: which, namespace, name }, node) });
           return;
         }
         const fromNamespace = q.get('fromNamespace') || namespace;
@@ -170,7 +171,7 @@ export class ControllerServer {
         return;
       }
       default:
-        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_DISCOVERY}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_DIAG_ENDPOINTS}, GET ${PATH_DIAG_POLICY}, GET ${PATH_STATUS}`);
+        throw new HttpError(404, `no route ${route}; the controller serves POST ${PATH_REPORTS}, POST ${PATH_AGENT_TAP}, GET ${PATH_DISCOVERY}, GET ${PATH_STAT}, POST ${PATH_TAP}, GET ${PATH_DIAG_ENDPOINTS}, GET ${PATH_DIAG_POLICY}, GET ${PATH_DIAG_AUTHZ}, GET ${PATH_STATUS}`);
     }
   }
 

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { PortSet } from '../proxy/ports.ts';
 import { identityNames, identityObjects, withIdentity, type IdentityInstall } from './identity-manifests.ts';
+import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks } from '../policy/model.ts';
 
 /** Where the agent container mounts the mesh-agent-config ConfigMap (`run --config`). */
 export const CONFIG_MOUNT = '/etc/mesh-agent';
@@ -28,6 +29,12 @@ export interface InstallOptions {
    * the trust anchor and issuer unless files are given); without it nothing of identity is made.
    */
   identity?: IdentityInstall;
+  /** A meshed pod's inbound policy without its own annotation (docs/policy.md), Linkerd's values. */
+  defaultInboundPolicy?: string;
+  /** The cluster-* policies' networks. */
+  clusterNetworks?: string;
+  /** The port the kernel hands captured inbound connections to on the node IP; 0: no inbound capture. */
+  inboundPort?: number;
 }
 
 export const INSTALL_DEFAULTS = {
@@ -39,6 +46,9 @@ export const INSTALL_DEFAULTS = {
   dashboardPort: 8084,
   skipOutboundPorts: '',
   cgroupRoot: '/sys/fs/cgroup/kubepods.slice',
+  defaultInboundPolicy: DEFAULT_INBOUND_POLICY as string,
+  clusterNetworks: DEFAULT_CLUSTER_NETWORKS as string,
+  inboundPort: 15006,
 } as const;
 
 const NAME = 'mesh-agent';
@@ -64,6 +74,10 @@ export function installManifests(options: InstallOptions = {}): object[] {
   const dashboardPort = checkPort('--dashboard-port', o.dashboardPort);
   if (dashboardPort === controllerPort) throw new Error(`--dashboard-port ${dashboardPort}: the controller port is ${controllerPort}; pick another`);
   const skipOutbound = PortSet.parse(o.skipOutboundPorts).toString();
+  const defaultInboundPolicy = parseDefaultPolicy(o.defaultInboundPolicy, '--default-inbound-policy');
+  parseNetworks(o.clusterNetworks, '--cluster-networks');
+  const inboundPort = o.inboundPort === 0 ? 0 : checkPort('--inbound-port', o.inboundPort);
+  if (inboundPort === proxyPort) throw new Error(`--inbound-port ${inboundPort}: the proxy port is ${proxyPort}; pick another`);
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.namespace) || o.namespace.length > 63) {
     throw new Error(`--namespace: "${o.namespace}" is not a valid namespace name`);
   }
@@ -81,6 +95,9 @@ export function installManifests(options: InstallOptions = {}): object[] {
     'skip-outbound-ports': skipOutbound,
     'cgroup-root': o.cgroupRoot,
     ...(options.identity ? { 'identity-addr': identityNames(ns).addr } : {}),
+    'inbound-port': inboundPort === 0 ? 'off' : String(inboundPort),
+    'default-inbound-policy': defaultInboundPolicy,
+    'cluster-networks': o.clusterNetworks,
   };
   const ds = agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config) as any;
   if (options.identity) withIdentity(ds.spec.template.spec, ns, options.identity);

@@ -1,0 +1,149 @@
+// Inbound policy on a simulated 2-node cluster with the mesh as installed (the controller
+// watching the stand-in API server, an agent per node), the real kernel (docs/policy.md):
+// - SMI access control: a TrafficTarget lets a meshed client of an allowed ServiceAccount in and
+//   keeps another out; its HTTPRouteGroup allows GET /ok and nothing else; a TCPRoute allows
+//   whole connections on its port; an unmeshed client gets nothing.
+// - `mesh-agent diagnostics authz` says what applies to the pod and why.
+// - A TrafficTarget edited into something that does not convert: the agents keep enforcing the
+//   last good version and say why in the destination's agent status (the controller's status:
+//   test/policy-controller.test.ts).
+// - Server-side metrics for everyone: `stat` for a front end includes what an unmeshed client
+//   (an ingress) sent it, counted by the front end's agent, once.
+// - Until mTLS carries the client's identity across nodes, a meshed client of another node is
+//   unauthenticated at the destination (docs/policy.md says so).
+import test from 'ava';
+import type { ChildProcess } from 'node:child_process';
+import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
+import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
+import { JsonLines } from './helpers/procs.ts';
+import { until } from './helpers/until.ts';
+
+const NS = 'shop';
+let cluster: SimCluster | undefined;
+let mesh: ClusterMesh | undefined;
+let api: SimPod;
+let web: SimPod;
+let bot: SimPod;
+let far: SimPod;
+let front: SimPod;
+let ingress: SimPod;
+const children: ChildProcess[] = [];
+
+function need(): { cluster: SimCluster; mesh: ClusterMesh } {
+  if (!cluster || !mesh) throw new Error('no cluster: these tests build network namespaces, cgroups, nftables rules and load BPF; run them as root (sudo ./dev test)');
+  return { cluster, mesh };
+}
+
+const target = (name: string, rules: object[], sources = ['web']) => ({
+  apiVersion: 'access.smi-spec.io/v1alpha3', kind: 'TrafficTarget', metadata: { name, namespace: NS },
+  spec: { destination: { kind: 'ServiceAccount', name: 'api', namespace: NS }, sources: sources.map((s) => ({ kind: 'ServiceAccount', name: s, namespace: NS })), rules },
+});
+
+async function serve(pod: SimPod, name: string): Promise<void> {
+  const b = pod.spawn(process.execPath, [SERVICE_TOOLS_PATH, 'backend', '--name', name, '--http', '8080'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const e = pod.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', '7000']);
+  children.push(b, e);
+  await new JsonLines(b).waitFor((o) => o.listening, 30_000, `${name} listening`);
+  await new JsonLines(e).waitFor((o) => o.listening, 10_000, `${name} echo listening`);
+}
+
+async function http(from: SimPod, to: SimPod, method: string, p: string): Promise<string> {
+  const r = await from.exec('curl', ['-s', '-m', '10', '-X', method, '-o', '/dev/null', '-w', '%{http_code}', `http://${to.ip}:8080${p}`], { timeoutMs: 15_000 });
+  return r.stdout;
+}
+
+async function tcpOk(from: SimPod, to: SimPod): Promise<boolean> {
+  return (await from.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${to.ip}:7000`, '--send', 'x', '--timeout-ms', '5000'], { timeoutMs: 15_000 })).code === 0;
+}
+
+const nodeOf = (p: SimPod) => need().cluster.nodes.find((n) => n.pods().includes(p))!;
+const apiStatus = async () => (await need().mesh.agentStatus(nodeOf(api))).inbound.pods.find((p: any) => p.name === api.name);
+
+test.before(async () => {
+  if (process.getuid?.() !== 0) throw new Error('the cluster tests need root, BPF and nftables; run the suite as root: sudo ./dev test');
+  cluster = await createCluster({ nodes: 2 });
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) cluster.api.register(r);
+  cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled' });
+  api = await cluster.addPod(0, { deployment: 'api', namespace: NS, serviceAccountName: 'api' });
+  web = await cluster.addPod(0, { deployment: 'web', namespace: NS, serviceAccountName: 'web' });
+  bot = await cluster.addPod(0, { deployment: 'bot', namespace: NS, serviceAccountName: 'bot' });
+  far = await cluster.addPod(1, { deployment: 'far', namespace: NS, serviceAccountName: 'web' });
+  front = await cluster.addPod(0, { deployment: 'front', namespace: NS, serviceAccountName: 'front' });
+  ingress = await cluster.addPod(1, { name: 'ingress', namespace: NS, annotations: { 'mesh-agent.io/inject': 'disabled' } });
+  await serve(api, 'api');
+  await serve(front, 'front');
+  cluster.apply({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'HTTPRouteGroup', metadata: { name: 'api-routes', namespace: NS }, spec: { matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }, { name: 'admin', pathRegex: '/admin.*', methods: ['*'] }] } });
+  cluster.apply({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'TCPRoute', metadata: { name: 'echo', namespace: NS }, spec: { matches: { ports: [7000] } } });
+  cluster.apply(target('web-to-api', [{ kind: 'HTTPRouteGroup', name: 'api-routes', matches: ['ok'] }, { kind: 'TCPRoute', name: 'echo' }]));
+  await cluster.settled();
+  mesh = await startMesh(cluster, { reportIntervalMs: 1000 });
+  await mesh.waitAgents((s, n) => n.index !== 0 || s.inbound?.pods.find((p: any) => p.name.startsWith('api-'))?.mode === 'smi', 'the TrafficTarget at api\'s agent');
+});
+
+test.after.always(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await mesh?.stop();
+  await cluster?.destroy();
+});
+
+test.serial('a TrafficTarget: GET /ok from an allowed meshed client passes, its POST and other paths do not; another ServiceAccount and an unmeshed client get nothing; a TCPRoute allows whole connections', async (t) => {
+  need();
+  t.is(await http(web, api, 'GET', '/ok'), '200');
+  t.is(await http(web, api, 'GET', '/ok?x=1'), '200');
+  t.is(await http(web, api, 'POST', '/ok'), '403', 'a route-level rule: GET only');
+  t.is(await http(web, api, 'GET', '/admin'), '403', 'a match the TrafficTarget does not name');
+  t.is(await http(bot, api, 'GET', '/ok'), '403', 'another ServiceAccount');
+  t.is(await http(ingress, api, 'GET', '/ok'), '403', 'an unmeshed client has no identity');
+  t.true(await tcpOk(web, api), 'TCPRoute port 7000: a whole connection');
+  t.false(await tcpOk(bot, api));
+  const m = await mesh!.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_kind="serviceaccount",srv_name="api"[^}]*route_kind="httproutegroup",route_name="api-routes",authz_group="access.smi-spec.io",authz_kind="traffictarget",authz_name="web-to-api",tls="true",client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/web"\} [1-9]/);
+  t.regex(m, /inbound_http_authz_deny_total\{[^}]*srv_name="api"[^}]*client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/bot"\} [1-9]/);
+  t.regex(m, /inbound_tcp_authz_allow_total\{[^}]*authz_name="web-to-api"[^}]*\} [1-9]/);
+});
+
+test.serial('diagnostics authz: what applies to the pod and why', async (t) => {
+  const r = await mesh!.cli(['diagnostics', 'authz', `pod/${api.name}`, '-n', NS, '--controller', mesh!.controllerAddr]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`pod shop/${api.name} \\(${api.ip.replace(/\./g, '\\.')}\\) on node ${nodeOf(api).name}, ServiceAccount shop/api \\(spiffe://cluster.local/ns/shop/sa/api\\)`));
+  t.regex(r.stdout, /decided by: +the TrafficTargets of ServiceAccount shop\/api/);
+  t.regex(r.stdout, /fails closed: +yes/);
+  t.regex(r.stdout, /TrafficTarget shop\/web-to-api: from shop\/web/);
+  t.regex(r.stdout, /HTTPRouteGroup api-routes: requests matching ok: GET \/ok/);
+  t.regex(r.stdout, /TCPRoute echo: whole connections on ports 7000/);
+  const none = await mesh!.cli(['diagnostics', 'authz', 'pod/nope', '-n', NS, '--controller', mesh!.controllerAddr]);
+  t.is(none.code, 1);
+  t.regex(none.stderr, /no agent knows pod shop\/nope as a meshed pod of its node/);
+});
+
+test.serial('a TrafficTarget edited into one that does not convert: the agents keep the last good version and say why', async (t) => {
+  const { cluster, mesh } = need();
+  cluster.apply(target('web-to-api', [{ kind: 'HTTPRouteGroup', name: 'missing-routes' }]));
+  const s = await until(apiStatus, (p: any) => (p?.problems ?? []).length > 0, 'the problem at api\'s agent', { ms: 20_000, context: mesh.logs });
+  t.regex(s.problems.join('\n'), /TrafficTarget shop\/web-to-api: not accepted: spec.rules\[0\]: HTTPRouteGroup shop\/missing-routes not found/);
+  t.is(await http(web, api, 'GET', '/ok'), '200', 'the last good version is enforced');
+  t.is(await http(web, api, 'POST', '/ok'), '403');
+  cluster.apply(target('web-to-api', [{ kind: 'HTTPRouteGroup', name: 'api-routes', matches: ['ok'] }, { kind: 'TCPRoute', name: 'echo' }]));
+  await until(apiStatus, (p: any) => (p?.problems ?? []).length === 0, 'fixed', { ms: 20_000, context: mesh.logs });
+});
+
+test.serial('server-side metrics for everyone: stat for a front end includes an unmeshed client\'s requests, counted once', async (t) => {
+  const { mesh } = need();
+  for (let i = 0; i < 5; i++) t.is(await http(ingress, front, 'GET', '/'), '200');
+  for (let i = 0; i < 3; i++) t.is(await http(web, front, 'GET', '/'), '200');
+  const row = await until(async () => {
+    const r = await mesh.cli(['stat', 'deploy', 'front', '-n', NS, '-o', 'json', '--controller', mesh.controllerAddr]);
+    if (r.code !== 0) throw new Error(`stat exited ${r.code}: ${r.stderr}`);
+    return JSON.parse(r.stdout)[0];
+  }, (x: any) => x?.requests >= 8, 'stat deploy/front with the ingress\'s requests', { ms: 30_000, context: mesh.logs });
+  t.is(row.requests, 8, 'the ingress\'s 5 (captured by front\'s agent) and web\'s 3, each once');
+  const m = await mesh.agentMetrics(nodeOf(front));
+  t.regex(m, /request_total\{direction="inbound",target_addr="[^"]+:8080",namespace="shop",deployment="front",pod="[^"]+",tls="no_identity",no_tls_reason="no_tls_from_remote",authority="[^"]+"\} 5/);
+});
+
+test.serial('until mTLS carries the client\'s identity across nodes, a meshed client of another node is unauthenticated at the destination', async (t) => {
+  t.is(await http(far, api, 'GET', '/ok'), '403', 'far runs as ServiceAccount web, on the other node');
+  const m = await mesh!.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_http_authz_deny_total\{[^}]*srv_name="api"[^}]*tls="no_identity"[^}]*\} [1-9]/);
+});
