@@ -84,6 +84,8 @@ export class BenchEnv {
   readonly server: SimPod;
   readonly direct: SimPod;
   readonly meshed: SimPod;
+  /** A meshed server pod (nginx, as the server pod): the inbound-http1 scenario's captured destination. */
+  readonly meshedServer: SimPod;
   /** bench/svc and its pods (nginx, as the server pod). */
   readonly service: SimService;
   /**
@@ -106,12 +108,13 @@ export class BenchEnv {
   nginxPids: number[] = [];
   #agentLog = '';
 
-  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, service: SimService, routedService: SimService, servicePods: SimPod[], remote: [SimPod, SimPod], tmp: string) {
+  private constructor(cluster: SimCluster, server: SimPod, direct: SimPod, meshed: SimPod, meshedServer: SimPod, service: SimService, routedService: SimService, servicePods: SimPod[], remote: [SimPod, SimPod], tmp: string) {
     this.cluster = cluster;
     this.node = cluster.nodes[0]!;
     this.server = server;
     this.direct = direct;
     this.meshed = meshed;
+    this.meshedServer = meshedServer;
     this.service = service;
     this.routedService = routedService;
     this.servicePods = servicePods;
@@ -136,6 +139,7 @@ export class BenchEnv {
       const server = await cluster.addPod(0, { name: 'server', namespace: 'bench' });
       const direct = await cluster.addPod(0, { name: 'client-direct', namespace: 'bench' });
       const meshed = await cluster.addPod(0, { name: 'client-mesh', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
+      const meshedServer = await cluster.addPod(0, { name: 'server-mesh', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
       const servicePods: SimPod[] = [];
       for (let i = 0; i < SERVICE_PODS; i++) {
         servicePods.push(await cluster.addPod(0, {
@@ -155,7 +159,7 @@ export class BenchEnv {
       const remotePlain = await cluster.addPod(1, { name: 'remote-plain', namespace: 'bench' });
       const remoteMtls = await cluster.addPod(1, { name: 'remote-mtls', namespace: 'bench', annotations: { 'mesh-agent.io/inject': 'enabled' } });
       await cluster.settled();
-      env = new BenchEnv(cluster, server, direct, meshed, service, routedService, servicePods, [remotePlain, remoteMtls], tmp);
+      env = new BenchEnv(cluster, server, direct, meshed, meshedServer, service, routedService, servicePods, [remotePlain, remoteMtls], tmp);
       await env.#start(say);
       return env;
     } catch (e) {
@@ -174,7 +178,7 @@ export class BenchEnv {
     const grpcReply = path.join(this.tmp, 'grpc-reply.bin');
     fs.writeFileSync(grpcReply, Buffer.alloc(5));
 
-    for (const pod of [this.server, ...this.servicePods, this.remotePlain, this.remoteMtls]) {
+    for (const pod of [this.server, this.meshedServer, ...this.servicePods, this.remotePlain, this.remoteMtls]) {
       const sdir = path.join(this.tmp, `nginx-${pod.name}`);
       fs.mkdirSync(sdir);
       fs.writeFileSync(path.join(sdir, 'nginx.conf'), serverConf(sdir, grpcReply));
@@ -245,6 +249,12 @@ export class BenchEnv {
       const st = await this.status().catch(() => null);
       return st?.identity?.certificates?.some((c: any) => c.state === 'ready') === true && st.discovery?.pods >= this.cluster.nodes.flatMap((n) => n.pods()).length;
     }, 30_000);
+    // Reached through the agent's inbound capture once it is on (docs/policy.md).
+    await this.#until('the agent capturing connections to the meshed server pod', async () => {
+      const i = (await this.status().catch(() => null))?.inbound;
+      return i?.capture === 'capturing' && i.pods.some((p: { name: string }) => p.name === this.meshedServer.name);
+    });
+    await this.#until('nginx in the meshed server pod', async () => (await this.direct.exec('curl', ['-sf', `http://${this.meshedServer.ip}:${PORTS.http1}/`])).code === 0);
     await this.#until('nginx as reverse proxy', async () => (await this.direct.exec('curl', ['-sf', `http://${this.node.nodeIp}:${PORTS.http1 + PORTS.proxyOffset}/`])).code === 0);
     await this.#until('iperf3 -s', async () => (await this.server.exec('ss', ['-Hltn', `sport = :${PORTS.iperf}`])).stdout.includes(String(PORTS.iperf)));
     // The agent's process is node itself (sh, nsenter and prlimit all exec).

@@ -120,8 +120,8 @@ async function main(): Promise<void> {
         const ctx: RunCtx = {
           env,
           mode,
-          pod: mode === 'mesh' || mode === 'mtls' ? env.meshed : env.direct,
-          host: remote ?? (mode === 'nginx' ? env.node.nodeIp : sc.target === 'service' ? env.service.clusterIP : env.server.ip),
+          pod: (mode === 'mesh' || mode === 'mtls') && sc.target !== 'inbound' ? env.meshed : env.direct,
+          host: remote ?? (mode === 'nginx' ? env.node.nodeIp : sc.target === 'service' ? env.service.clusterIP : sc.target === 'inbound' && mode === 'mesh' ? env.meshedServer.ip : env.server.ip),
           port: (p) => (mode === 'nginx' ? p + (sc.target === 'service' ? PORTS.serviceOffset : PORTS.proxyOffset) : p),
           seconds: o.seconds,
           quick: o.quick,

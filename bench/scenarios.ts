@@ -53,9 +53,11 @@ export interface NodeScenario {
   /**
    * What the clients call: the server pod (default), or bench/svc: its ClusterIP directly
    * (kube-proxy picks a pod per connection) and through the mesh, nginx's upstream block of its pods;
-   * or a server pod on the second node ('remote': modes direct, mesh (plaintext) and mtls).
+   * or a server pod on the second node ('remote': modes direct, mesh (plaintext) and mtls);
+   * or (inbound) from the unmeshed client in every mode, the server pod directly and, as mesh, a
+   * meshed server pod whose node's agent captures the connection (docs/policy.md).
    */
-  target?: 'pod' | 'service' | 'remote';
+  target?: 'pod' | 'service' | 'remote' | 'inbound';
   /** Run once for a second before measuring, so the agent's JIT has seen the path. */
   warmUp: boolean;
   /** It measures an agent of its own (memory-cluster): the bench's agent is not expected to see its traffic. */
@@ -208,6 +210,16 @@ export const SCENARIOS: Scenario[] = [
       const r = await wrk(c, []);
       return { values: { 'requests/s': r.values['requests/s']! }, notes: r.notes };
     }),
+  },
+  {
+    id: 'inbound-http1',
+    title: 'HTTP/1.1 keep-alive from an unmeshed client into a meshed pod (inbound capture)',
+    modes: ['direct', 'mesh'],
+    target: 'inbound',
+    warmUp: true,
+    metrics: [...RPS_METRICS],
+    load: (s) => `wrk -t1 -c50 -d${s}s --latency from the unmeshed client pod: direct to the unmeshed server pod; mesh to a meshed server pod (nginx, as the server pod), captured on its node by TPROXY, authorized (all-unauthenticated) and proxied by the agent's inbound listener with the client's own address`,
+    run: (c) => wrk(c, []),
   },
   {
     id: 'http1-route',

@@ -201,3 +201,22 @@ test('the access record parser names the field', (t) => {
   t.throws(() => parseAccessRecord({ namespace: 'shop', name: 't', destination: { serviceAccount: 'api', namespace: 'shop' }, sources: [{ namespace: 'shop' }], rules: [] }), { message: /TrafficTarget shop\/t: sources\[0\].serviceAccount: expected a Kubernetes name/ });
   t.throws(() => parseAccessRecord({ namespace: 'shop', name: 't', destination: { serviceAccount: 'api', namespace: 'shop' }, sources: [], rules: [{ kind: 'HTTPRouteGroup', name: 'g', matches: [{ name: 'm', pathRegex: '(' }] }] }), { message: /rules\[0\].matches\[0\].pathRegex: not a regular expression/ });
 });
+
+test('health: a capture that failed names the pods whose policies go unenforced; a TrafficTarget kept in its last good version is said', async (t) => {
+  const { inboundHealth } = await import('../src/agent/health.ts');
+  const { renderInbound } = await import('../src/cli/status.ts');
+  const pods = [
+    { namespace: 'shop', name: 'api', serviceAccount: 'api', defaultPolicy: 'all-authenticated', defaultFrom: 'cluster default', mode: 'default', failsClosed: true, trafficTargets: [], problems: [] },
+    { namespace: 'shop', name: 'db', serviceAccount: 'db', defaultPolicy: 'all-unauthenticated', defaultFrom: 'cluster default', mode: 'smi', failsClosed: true, trafficTargets: ['t'], problems: ['TrafficTarget shop/t: not accepted: x'] },
+    { namespace: 'shop', name: 'web', serviceAccount: 'web', defaultPolicy: 'all-unauthenticated', defaultFrom: 'cluster default', mode: 'default', failsClosed: false, trafficTargets: [], problems: [] },
+  ];
+  const failed = { capture: 'capturing', listen: '10.0.0.1:15006', defaultPolicy: 'all-unauthenticated', error: 'applying the inbound capture table failed (exit 1): Error: Could not process rule: No such file or directory; the agent needs ... nft_tproxy', pods };
+  const reasons = inboundHealth(failed);
+  t.regex(reasons[0]!, /^inbound capture failed: applying the inbound capture table failed .*nft_tproxy; the policies of shop\/api, shop\/db are not enforced for clients outside this node's mesh$/);
+  t.is(reasons[1], 'pod shop/db: TrafficTarget shop/t: not accepted: x');
+  t.deepEqual(inboundHealth({ ...failed, error: null, pods: [pods[0], pods[2]] }), []);
+  t.deepEqual(inboundHealth({ capture: 'off' }), []);
+  const text = renderInbound({ ...failed, error: null }).join('\n');
+  t.regex(text, /INBOUND 10\.0\.0\.1:15006: capturing, cluster default all-unauthenticated/);
+  t.regex(text, /shop +db +db +TrafficTargets +ServiceAccount shop\/db +yes +t/);
+});

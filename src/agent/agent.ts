@@ -62,6 +62,7 @@ import { InboundPolicies } from './inbound.ts';
 import { InboundCapture } from '../datapath/inbound-capture.ts';
 import { dialerFrom, listenTransparent } from '../datapath/transparent.ts';
 import { Coalescer } from '../util/coalesce.ts';
+import { FirstTimes } from '../policy/conn-authz.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, type DefaultPolicy } from '../policy/model.ts';
 
 export interface AgentOptions {
@@ -163,6 +164,7 @@ export class Agent {
    */
   private captureMode: 'off' | 'waiting' | 'capturing' | 'held' = 'off';
   private captureError: string | null = null;
+  private readonly saidProblems = new FirstTimes(256);
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -398,6 +400,10 @@ export class Agent {
     // TrafficTargets come with discovery: a change, or a new world, compiles the pods' policies again.
     this.discovery.onApply((m) => {
       if (m === 'drop-staged') return;
+      // A TrafficTarget the controller could not convert again: enforced in its last good version, said once.
+      if (m.type === 'access' && m.op === 'set') {
+        for (const p of m.access.problems ?? []) if (this.saidProblems.first(p)) this.recordError(`policy: ${p}`);
+      }
       if (m.type === 'synced' || (m.type === 'access' && !this.discovery.staged)) {
         this.refreshPolicies();
         this.maybeCapture();

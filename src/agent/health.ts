@@ -32,6 +32,7 @@ export function assessHealth(s: any): Health {
   }
   reasons.push(...discoveryHealth(s.discovery));
   reasons.push(...identityHealth(s.identity));
+  reasons.push(...inboundHealth(s.inbound));
   return { healthy: reasons.length === 0, reasons };
 }
 
@@ -62,4 +63,19 @@ export function discoveryHealth(d: any): string[] {
   if (!d.everSynced) return [`discovery: no cluster state from the controller ${d.url} yet (${d.state}${why}); Services go to their original destination until it comes`];
   if (d.downForMs > d.staleAfterMs) return [`discovery: the link to ${d.url} has been down ${Math.round(d.downForMs / 1000)}s (${d.state}${why}); routing from the state of ${d.lastUpdateAt}`];
   return [];
+}
+
+/**
+ * The inbound side: a capture that cannot be applied (a kernel without nftables TPROXY, no
+ * CAP_NET_ADMIN) leaves restrictive policies unenforced for clients that do not come through
+ * the agent: named pod by pod. A TrafficTarget the controller could not convert again is
+ * enforced in its last good version: said too.
+ */
+export function inboundHealth(i: any): string[] {
+  if (!i || i.capture === 'off') return [];
+  const out: string[] = [];
+  const restrictive = (i.pods ?? []).filter((p: any) => p.failsClosed).map((p: any) => `${p.namespace}/${p.name}`);
+  if (i.error) out.push(`inbound capture failed: ${i.error}; ${restrictive.length ? `the policies of ${restrictive.join(', ')} are not enforced for clients outside this node's mesh` : 'connections from outside the mesh are not counted'}`);
+  for (const p of i.pods ?? []) for (const pr of p.problems ?? []) out.push(`pod ${p.namespace}/${p.name}: ${pr}`);
+  return out;
 }

@@ -60,6 +60,7 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
     out.push(table(['WORKER', 'THREAD', 'STATE', 'ACCEPTED', 'OPEN', 'CPU', 'LAG', 'RESTARTS', 'STUCK'],
       workers.map((w) => [String(w.index), w.thread, w.state, String(w.accepted), String(w.open), `${w.cpuSeconds.toFixed(1)}s`, w.lagMs === null ? '-' : `${w.lagMs.toFixed(1)}ms`, String(w.restarts), String(w.stuck)])));
   }
+  out.push(...renderInbound(s.inbound));
   out.push(`DATAPATH: redirected ${c.redirected}, skipped by port ${c.skippedPort}, skipped inbound ${c.skippedInbound}, unmeshed ${c.unmeshed}, established ${c.established}, closed ${c.closed}, lookups ${c.lookups} (missed ${c.lookupMisses}), map full ${c.mapFull}`);
   const l = s.controller;
   out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');
@@ -82,6 +83,23 @@ export function identityLines(id: any): string[] {
   if (t) {
     out.push(`TUNNELS :${t.port}: out ${t.client.connectionsOpen} connections open (${t.client.connectionsOpened} opened), ${t.client.streams} streams, servers refused ${counts(t.client.refusedServers)}, no certificate ${t.client.noCredential}; ` +
       `in ${t.server.open} connections open (${t.server.accepted} accepted), ${t.server.streams} streams, clients refused ${counts(t.server.refusedClients)}, streams refused ${counts(t.server.refusedStreams)}`);
+  }
+  return out;
+}
+
+/** The inbound side (docs/policy.md): the capture, and each meshed pod's policy, fail-closed ones marked. */
+export function renderInbound(i: any): string[] {
+  if (!i) return [];
+  if (i.capture === 'off') return ['', 'INBOUND: no capture (--inbound-addr off): policies bind meshed clients of this node only'];
+  const mode: Record<string, string> = {
+    waiting: 'not yet capturing (waiting for this node\'s pods and the controller\'s TrafficTargets; a previous agent\'s capture stays as it was)',
+    capturing: 'capturing',
+    held: 'held (stopping: fail-closed pods\' connections are dropped until an agent is back)',
+  };
+  const out = ['', `INBOUND ${i.listen}: ${mode[i.capture] ?? i.capture}, cluster default ${i.defaultPolicy}${i.error ? ` (error: ${i.error})` : ''}`];
+  if (i.pods.length > 0) {
+    out.push(table(['NAMESPACE', 'NAME', 'SERVICE ACCOUNT', 'POLICY', 'FROM', 'FAILS CLOSED', 'TRAFFIC TARGETS'],
+      i.pods.map((p: any) => [p.namespace, p.name, p.serviceAccount, p.mode === 'smi' ? 'TrafficTargets' : p.defaultPolicy, p.mode === 'smi' ? `ServiceAccount ${p.namespace}/${p.serviceAccount}` : p.defaultFrom, p.failsClosed ? 'yes' : 'no', p.trafficTargets.join(', ') || '-'])));
   }
   return out;
 }
