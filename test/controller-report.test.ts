@@ -164,7 +164,7 @@ test('time windows parse as Linkerd spells them', (t) => {
   t.throws(() => parseWindow('2h', 3_600_000), { message: /keeps 60m.*--retention/ });
 });
 
-test('the aggregator says which side of a pair it saw when every node captures inbound', (t) => {
+test('the aggregator says which side of a pair it saw when every node captures inbound; a tunnelled pair it sees whole', (t) => {
   const names: Record<string, any> = { '10.1.0.1': { namespace: 'shop', pod: 'web-1', kind: 'deployment', name: 'web' }, '10.1.0.2': { namespace: 'shop', pod: 'api-1', kind: 'deployment', name: 'api' }, '10.2.0.3': { namespace: 'shop', pod: 'db-1', kind: 'deployment', name: 'db' } };
   const local = new Set(['10.1.0.1', '10.1.0.2']);
   const agg = new ReportAggregator({ byIp: (ip) => names[ip] ?? null }, (ip) => local.has(ip));
@@ -175,4 +175,8 @@ test('the aggregator says which side of a pair it saw when every node captures i
   agg.request(ev('inbound', '10.9.9.9', '10.1.0.2'));
   const sides = agg.flush().map((p) => `${p.src.ip}>${p.dst.ip}:${p.side ?? 'both'}`).sort();
   t.deepEqual(sides, ['10.1.0.1>10.1.0.2:both', '10.1.0.1>10.2.0.3:client', '10.1.0.1>192.0.2.1:both', '10.9.9.9>10.1.0.2:server']);
+  // Through an mTLS tunnel the destination's agent does not parse the requests: the client's agent reports both sides.
+  const tunnelled = new ReportAggregator({ byIp: (ip) => names[ip] ?? null }, (ip) => local.has(ip), (e) => (e.destIp === '10.2.0.3' ? { clientId: 'spiffe://cluster.local/ns/shop/sa/web', serverId: 'spiffe://cluster.local/ns/shop/sa/db' } : null));
+  tunnelled.request(ev('outbound', '10.1.0.1', '10.2.0.3'));
+  t.deepEqual(tunnelled.flush().map((p) => p.side ?? 'both'), ['both']);
 });

@@ -79,7 +79,7 @@ export class ReportClient {
     this.o = { intervalMs: 5000, backlog: 120, minBackoffMs: 250, maxBackoffMs: 10_000, requestTimeoutMs: 10_000, ...opts };
     if (!Number.isInteger(this.o.backlog) || this.o.backlog < 1) throw new Error(`report backlog ${this.o.backlog} is not a positive integer; pass --report-backlog N with N >= 1`);
     this.backoffMs = this.o.minBackoffMs;
-    this.aggregator = new ReportAggregator(opts.hub.workloads, opts.localPods);
+    this.aggregator = new ReportAggregator(opts.hub.workloads, opts.localPods, opts.tls);
     this.removeAgg = opts.hub.add(this.aggregator);
     this.taps = new TapRegistry(opts.hub, (id, rec) => this.sendTap(id, rec), opts.onTapFilters);
     if (opts.tls) this.taps.setTls(opts.tls);

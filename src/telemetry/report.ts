@@ -3,7 +3,7 @@
 // plus the node's pod inventory. Counts are deltas of one interval (never cumulative), so a
 // restarted agent's reports simply add to the window and a report resent after a lost ack is
 // recognised by (agentId, seq). Pure: the aggregator is a telemetry sink with no I/O.
-import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink } from './events.ts';
+import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink, TlsIds } from './events.ts';
 import { LATENCY_BOUNDS, LATENCY_SCHEME, mergeInto, observe, trim, type Histogram } from './histogram.ts';
 import type { WorkloadResolver } from './workload.ts';
 
@@ -22,7 +22,9 @@ export interface Peer {
 
 /**
  * Which side of a pair's traffic an agent saw, with inbound capture on every node (docs/policy.md):
- * 'client' (meshed client, destination on another node, whose agent reports the 'server' side),
+ * 'client' (meshed client, destination on another node reached directly, whose agent captures
+ * it and reports the 'server' side; through an mTLS tunnel the client's agent sees both sides,
+ * since the destination's agent does not parse the requests),
  * 'server' (captured on its way to a pod of this node). Absent: both (a same-node pair, or a
  * destination outside the mesh).
  */
@@ -167,18 +169,24 @@ export class ReportAggregator implements TelemetrySink {
   private pairs = new Map<string, PairState>();
   private workloads: WorkloadResolver;
   private readonly localPods: ((ip: string) => boolean) | undefined;
+  private readonly tunnelled: (ev: Endpoints) => boolean;
   /** Events not counted because MAX_PAIRS was reached, since start. */
   overflow = 0;
 
-  /** `localPods`: given when every node captures inbound (PairSide); absent, every pair is seen whole. */
-  constructor(workloads: WorkloadResolver, localPods?: (ip: string) => boolean) {
+  /**
+   * `localPods`: given when every node captures inbound (PairSide); absent, every pair is seen
+   * whole. `tls`: a connection's tunnel identities (an outbound one through an mTLS tunnel is
+   * seen whole here).
+   */
+  constructor(workloads: WorkloadResolver, localPods?: (ip: string) => boolean, tls?: (ev: Endpoints) => TlsIds | null) {
     this.workloads = workloads;
     this.localPods = localPods;
+    this.tunnelled = tls ? (ev) => tls(ev) !== null : () => false;
   }
 
   private sideOf(ev: Endpoints): PairSide | undefined {
     if (ev.direction === 'inbound') return 'server';
-    return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp) ? 'client' : undefined;
+    return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp) && !this.tunnelled(ev) ? 'client' : undefined;
   }
 
   private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key = `${side ?? ''}|${srcIp}>${dstIp}`): PairState | null {

@@ -80,7 +80,7 @@ const tlsOf = (ep: Endpoints): TlsIds | null => (tunnels ? tunnels.tunnels.tlsOf
 const localPods = init.inbound ? (ip: string) => pods.byIp(ip) !== null : undefined;
 const recorder = new MetricsRecorder({ workloads, ...init.metrics, tls: tlsOf, localPods });
 hub.add(recorder);
-const pairs = new ReportAggregator(workloads, localPods);
+const pairs = new ReportAggregator(workloads, localPods, tlsOf);
 hub.add(pairs);
 
 let tapQueue: Array<[string, TapRecord]> = [];
