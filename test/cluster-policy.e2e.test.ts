@@ -9,8 +9,10 @@
 //   test/policy-controller.test.ts).
 // - Server-side metrics for everyone: `stat` for a front end includes what an unmeshed client
 //   (an ingress) sent it, counted by the front end's agent, once.
-// - Until mTLS carries the client's identity across nodes, a meshed client of another node is
-//   unauthenticated at the destination (docs/policy.md says so).
+// - A meshed client of another node comes through the mTLS tunnel: the destination's agent
+//   authorizes it by the identity the tunnel verified, request by request when the
+//   TrafficTargets say so, and counts its requests' decisions but not the requests themselves
+//   (the client's agent does).
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
@@ -26,6 +28,7 @@ let api: SimPod;
 let web: SimPod;
 let bot: SimPod;
 let far: SimPod;
+let farBot: SimPod;
 let front: SimPod;
 let ingress: SimPod;
 const children: ChildProcess[] = [];
@@ -69,6 +72,7 @@ test.before(async () => {
   web = await cluster.addPod(0, { deployment: 'web', namespace: NS, serviceAccountName: 'web' });
   bot = await cluster.addPod(0, { deployment: 'bot', namespace: NS, serviceAccountName: 'bot' });
   far = await cluster.addPod(1, { deployment: 'far', namespace: NS, serviceAccountName: 'web' });
+  farBot = await cluster.addPod(1, { deployment: 'farbot', namespace: NS, serviceAccountName: 'bot' });
   front = await cluster.addPod(0, { deployment: 'front', namespace: NS, serviceAccountName: 'front' });
   ingress = await cluster.addPod(1, { name: 'ingress', namespace: NS, annotations: { 'mesh-agent.io/inject': 'disabled' } });
   await serve(api, 'api');
@@ -98,7 +102,7 @@ test.serial('a TrafficTarget: GET /ok from an allowed meshed client passes, its 
   t.true(await tcpOk(web, api), 'TCPRoute port 7000: a whole connection');
   t.false(await tcpOk(bot, api));
   const m = await mesh!.agentMetrics(nodeOf(api));
-  t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_kind="serviceaccount",srv_name="api"[^}]*route_kind="httproutegroup",route_name="api-routes",authz_group="access.smi-spec.io",authz_kind="traffictarget",authz_name="web-to-api",tls="true",client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/web"\} [1-9]/);
+  t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_kind="serviceaccount",srv_name="api"[^}]*route_kind="httproutegroup",route_name="api-routes",authz_group="access.smi-spec.io",authz_kind="traffictarget",authz_name="web-to-api",client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/web"\} [1-9]/, 'same node: the identity from the node\'s pod list, no tls label (nothing left the node)');
   t.regex(m, /inbound_http_authz_deny_total\{[^}]*srv_name="api"[^}]*client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/bot"\} [1-9]/);
   t.regex(m, /inbound_tcp_authz_allow_total\{[^}]*authz_name="web-to-api"[^}]*\} [1-9]/);
 });
@@ -142,8 +146,26 @@ test.serial('server-side metrics for everyone: stat for a front end includes an 
   t.regex(m, /request_total\{direction="inbound",target_addr="[^"]+:8080",namespace="shop",deployment="front",pod="[^"]+",tls="no_identity",no_tls_reason="no_tls_from_remote",authority="[^"]+"\} 5/);
 });
 
-test.serial('until mTLS carries the client\'s identity across nodes, a meshed client of another node is unauthenticated at the destination', async (t) => {
-  t.is(await http(far, api, 'GET', '/ok'), '403', 'far runs as ServiceAccount web, on the other node');
-  const m = await mesh!.agentMetrics(nodeOf(api));
-  t.regex(m, /inbound_http_authz_deny_total\{[^}]*srv_name="api"[^}]*tls="no_identity"[^}]*\} [1-9]/);
+test.serial('a meshed client of another node, through the mTLS tunnel: authorized by the identity the tunnel verified, request by request; its requests counted once', async (t) => {
+  const { mesh } = need();
+  const before = (await mesh.agentStatus(nodeOf(api))).identity.tunnels.server.inspected;
+  t.is(await http(far, api, 'GET', '/ok'), '200', 'far runs as ServiceAccount web, on the other node');
+  t.is(await http(far, api, 'POST', '/ok'), '403', 'GET only, decided at the destination');
+  t.is(await http(far, api, 'GET', '/admin'), '403');
+  t.is(await http(farBot, api, 'GET', '/ok'), '403', 'ServiceAccount bot has no TrafficTarget');
+  t.true(await tcpOk(far, api), 'TCPRoute port 7000: a whole connection through the tunnel');
+  t.false(await tcpOk(farBot, api));
+  const s = await mesh.agentStatus(nodeOf(api));
+  t.true(s.identity.tunnels.server.inspected >= before + 4, `tunnelled connections the proxy decided: ${s.identity.tunnels.server.inspected - before}`);
+  const m = await mesh.agentMetrics(nodeOf(api));
+  const web = 'client_id="spiffe:\\/\\/cluster.local\\/ns\\/shop\\/sa\\/web"';
+  const botId = 'client_id="spiffe:\\/\\/cluster.local\\/ns\\/shop\\/sa\\/bot"';
+  t.regex(m, new RegExp(`inbound_http_authz_allow_total\\{[^}]*srv_name="api"[^}]*authz_name="web-to-api",tls="true",${web}\\} [1-9]`));
+  t.regex(m, new RegExp(`inbound_http_authz_deny_total\\{[^}]*srv_name="api"[^}]*tls="true",${web}\\} [1-9]`), 'the POST and /admin');
+  t.regex(m, new RegExp(`inbound_http_authz_deny_total\\{[^}]*srv_name="api"[^}]*tls="true",${botId}\\} [1-9]`));
+  t.regex(m, new RegExp(`inbound_tcp_authz_allow_total\\{[^}]*authz_name="web-to-api",tls="true",${web}\\} [1-9]`));
+  t.regex(m, new RegExp(`inbound_tcp_authz_deny_total\\{[^}]*srv_name="api"[^}]*tls="true",${botId}\\} [1-9]`));
+  t.notRegex(m, /request_total\{direction="inbound"[^}]*tls="true"/, 'the destination counts no tunnelled request: the client\'s agent does');
+  const client = await mesh.agentMetrics(nodeOf(far));
+  t.regex(client, new RegExp(`response_total\\{direction="inbound",[^}]*deployment="api"[^}]*tls="true",${web}[^}]*status_code="403"\\} 2`), 'the client\'s agent counts the 403s the destination answered, on the server side');
 });

@@ -14,11 +14,13 @@ import { randomBytes, createHash } from 'node:crypto';
 import { Proxy } from '../src/proxy/index.ts';
 import { PortSet } from '../src/proxy/ports.ts';
 import { defaultLimits } from '../src/proxy/context.ts';
-import { RecordingSink } from '../src/telemetry/events.ts';
+import { RecordingSink, type RequestEvent } from '../src/telemetry/events.ts';
+import { Authorizer } from '../src/policy/authorizer.ts';
+import { DEFAULT_CLUSTER_NETWORKS, type AccessRecord } from '../src/policy/model.ts';
 import { NodeTunnels } from '../src/tunnel/node-tunnels.ts';
 import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
 import type { DiscoPod } from '../src/discovery/model.ts';
-import type { LocalPod } from '../src/tunnel/server.ts';
+import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
 
@@ -35,9 +37,9 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink } = {}): Promise<Side & { port: number }> {
   const p = await pki();
-  const inbound = new RecordingSink();
+  const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
   const tunnels = new NodeTunnels({
     node: 'node-b', trustDomain: TD, anchorsPem: p.anchor.certPem,
@@ -45,6 +47,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
     podByIp: () => undefined,
     local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled' },
     inbound, limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
+    ...(o.policy ? { policy: o.policy } : {}),
     initial: [await p.credential(db)],
   });
   const a = await tunnels.listen();
@@ -290,4 +293,103 @@ test('a node whose 15008 accepts but never answers TLS: the tunnel gives up with
   t.is(a.tunnels.stats().client.connectionsOpen, 0, 'the hung connection is gone from the pool');
   await attempt();
   t.is(a.tunnels.stats().client.connectionsOpened, 2, 'the next connection tried a new TLS connection');
+});
+
+// ---- The destination pod's inbound policy, with the identity the tunnel verified (docs/policy.md) ----
+
+/** Node B's metrics sink: it records a tunnelled request's authorization decision, never the request (the client's agent does). */
+class PolicySink extends RecordingSink {
+  readonly decisions: RequestEvent[] = [];
+  requestAuthz(ev: RequestEvent) { this.decisions.push(ev); }
+}
+
+/**
+ * Node B with db-0's policy: TrafficTargets from the given ServiceAccounts, allowing GET /ok (HTTPRouteGroup)
+ * and whole connections on `tcpPort` (TCPRoute); a proxy of its own serves what the policy does not allow whole.
+ */
+async function guardedNodeB(t: any, sources: string[], tcpPort = 1) {
+  const authorizer = new Authorizer(() => {});
+  const record: AccessRecord = {
+    namespace: 'shop', name: 'to-db', destination: { serviceAccount: 'db', namespace: 'shop' },
+    sources: sources.map((serviceAccount) => ({ namespace: 'shop', serviceAccount })),
+    rules: [{ kind: 'HTTPRouteGroup', name: 'db-routes', matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }] }, { kind: 'TCPRoute', name: 'tcp', ports: [tcpPort] }],
+  };
+  authorizer.load({ networks: DEFAULT_CLUSTER_NETWORKS, pods: [{ ip: SERVER_IP, identity: { namespace: 'shop', serviceAccount: 'db' }, spec: { namespace: 'shop', pod: 'db-0', serviceAccount: 'db', defaultPolicy: 'all-unauthenticated', defaultFrom: 'test', targets: [record] } }] });
+  const proxy = new Proxy({ listen: { host: '127.0.0.6', port: 0 }, lookup: () => null, opaquePorts: PortSet.empty(), detectTimeoutMs: 300 });
+  await proxy.listen();
+  t.teardown(() => proxy.close(0));
+  const inbound = new PolicySink();
+  const b = await nodeB(t, undefined, { inbound, policy: () => ({ authorize: (c, uri) => authorizer.authorizeVerified(c, uri), serve: (ctx) => proxy.serveTunnelled(ctx) }) });
+  return { ...b, inbound, proxy };
+}
+
+test('policy: a TrafficTarget with an HTTPRouteGroup is decided at the destination, request by request, with the client\'s verified identity; only the decisions are counted there', async (t) => {
+  const seen: string[] = [];
+  const srv = http.createServer((req, res) => { seen.push(`${req.method} ${req.url}`); res.end(`hello ${req.url}`); });
+  const destPort = await listen(srv, t);
+  const b = await guardedNodeB(t, ['web']);
+  const a = await nodeA(t, b.port, destPort);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  t.deepEqual(await get(a.port, agent, '/ok'), { status: 200, body: 'hello /ok' });
+  t.is((await get(a.port, agent, '/admin')).status, 403);
+  t.deepEqual(await get(a.port, agent, '/ok'), { status: 200, body: 'hello /ok' }, 'the next request passes');
+  t.deepEqual(seen, ['GET /ok', 'GET /ok'], 'the server never saw the denied request');
+  // A denied HTTP/1 request closes its connection (its body is not read): the next one comes on another.
+  t.is(b.tunnels.stats().server.inspected, 2, 'tunnelled connections served by the proxy');
+  t.is(b.proxy.stats().tunnelledInspected, 2);
+  await waitFor(() => b.inbound.decisions.length === 3);
+  t.deepEqual(b.inbound.decisions.map((d) => [d.path, d.authz?.allowed, d.tls?.clientId]), [['/ok', true, spiffeId(web)], ['/admin', false, spiffeId(web)], ['/ok', true, spiffeId(web)]]);
+  t.is(b.inbound.requests.length, 0, 'no request metrics at the destination: the client\'s agent records them');
+  t.deepEqual(a.sink.requests.map((r) => r.status), [200, 403, 200], 'the client\'s agent sees the 403 the destination answered');
+  // The first connection, closed by the denial: its close event carries the stream's bytes and identities.
+  await waitFor(() => b.inbound.closes.length >= 1);
+  const c = b.inbound.closes[0]!;
+  t.like(c, { direction: 'inbound', protocol: 'http1', sourceIp: CLIENT_IP, destIp: SERVER_IP, destPort });
+  t.deepEqual(c.tls, { clientId: spiffeId(web), serverId: spiffeId(db) });
+  t.true(c.bytesIn > 0 && c.bytesOut > 0, `the stream's bytes are counted: in ${c.bytesIn}, out ${c.bytesOut}`);
+});
+
+test('policy: gRPC over the tunnel gets PERMISSION_DENIED for a ServiceAccount no TrafficTarget names; its opaque connection, even to the TCPRoute\'s port, is closed before the server sees it', async (t) => {
+  const h2 = http2.createServer();
+  h2.on('stream', (s) => { s.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true }); s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' })); s.end(); });
+  const h2Port = await listen(h2, t);
+  let accepted = 0;
+  const echoPort = await listen(net.createServer((s) => { accepted++; s.pipe(s); }), t);
+  const b = await guardedNodeB(t, ['bot'], echoPort);
+  const grpc = await nodeA(t, b.port, h2Port);
+  const client = http2.connect(`http://${CLIENT_IP}:${grpc.port}`);
+  t.teardown(() => client.close());
+  const r = client.request({ ':method': 'POST', ':path': '/pkg.Svc/Get', 'content-type': 'application/grpc', te: 'trailers' });
+  r.end(Buffer.from([0, 0, 0, 0, 0]));
+  const [headers] = await once(r, 'response');
+  const trailers = headers['grpc-status'] !== undefined ? headers : (await once(r, 'trailers'))[0];
+  r.resume();
+  t.is(String(trailers['grpc-status']), '7', JSON.stringify(trailers));
+  // Opaque, to a port the TCPRoute names, but web is no source: closed, nothing dialled.
+  const tcp = await nodeA(t, b.port, echoPort);
+  const c = net.connect({ host: CLIENT_IP, port: tcp.port });
+  c.on('error', () => {});
+  c.write('hello');
+  await closed(c);
+  t.is(accepted, 0, 'the server never saw a denied client');
+  await waitFor(() => b.inbound.closes.some((e) => e.destPort === echoPort));
+  t.like(b.inbound.closes.find((e) => e.destPort === echoPort)!.authz, { allowed: false, server: { kind: 'serviceaccount', name: 'db' } });
+  t.is(b.inbound.requests.length, 0);
+});
+
+test('policy: a client the policy allows whole connections is forwarded as bytes, its decision counted with the connection', async (t) => {
+  const echoPort = await listen(net.createServer((s) => s.pipe(s)), t);
+  const b = await guardedNodeB(t, ['web'], echoPort);
+  const a = await nodeA(t, b.port, echoPort);
+  const c = net.connect({ host: CLIENT_IP, port: a.port });
+  let got = '';
+  c.setEncoding('utf8');
+  c.on('data', (d) => (got += d));
+  c.write('ping');
+  await waitFor(() => got === 'ping');
+  c.end();
+  await waitFor(() => b.inbound.closes.length === 1);
+  t.like(b.inbound.closes[0], { protocol: 'opaque', detectedBy: 'tunnel', authz: { allowed: true, authz: { kind: 'traffictarget', name: 'to-db' } } });
+  t.is(b.tunnels.stats().server.inspected, 0, 'nothing for the proxy to decide');
 });

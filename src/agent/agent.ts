@@ -248,6 +248,7 @@ export class Agent {
         podByIp: (ip) => this.discovery.podByIp(ip),
         local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject] },
         inbound: this.metrics,
+        policy: () => this.proxy ? { authorize: (c, uri) => this.inbound.authorizer.authorizeVerified(c, uri), serve: (ctx) => this.proxy!.serveTunnelled(ctx) } : null,
         limits: defaultLimits,
         log: (level, msg, fields) => (level === 'info' ? log.info(msg, fields) : this.recordError(msg)),
       });

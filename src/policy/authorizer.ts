@@ -5,7 +5,8 @@
 import type { Authorize, ConnectionInfo } from '../proxy/listener.ts';
 import { ServerPolicy, type PolicySpec } from './authorize.ts';
 import { FirstTimes, PolicyConnAuthz } from './conn-authz.ts';
-import { parseNetworks, spiffeId, type Cidr, type Identity } from './model.ts';
+import { parseNetworks, parseSpiffeId, spiffeId, type Cidr, type Identity } from './model.ts';
+import type { ConnAuthz } from '../proxy/context.ts';
 
 export interface PolicyTable {
   /** The cluster networks (the cluster-* policies), as written: "10.0.0.0/8,...". */
@@ -63,15 +64,26 @@ export class Authorizer {
   readonly authorize: Authorize = (c: ConnectionInfo) => {
     const id = this.#identities.get(c.sourceIp) ?? null;
     const clientId = id === null ? undefined : spiffeId(id);
-    const policy = this.#policies.get(c.destIp);
-    if (policy === undefined) return { authz: null, clientId };
-    const s = policy.spec;
-    return {
-      clientId,
-      authz: new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: id }, c.destPort, (reason) => {
-        if (!this.#denied.first(`${c.sourceIp}>${c.destIp}:${c.destPort}`)) return;
-        this.#onDeny(`inbound policy denied ${clientId ?? 'a client without mesh identity'} (${c.sourceIp}) to pod ${s.namespace}/${s.pod} port ${c.destPort}: ${reason}; said once per client and server`);
-      }),
-    };
+    return { clientId, authz: this.#decide(c, id, clientId) };
   };
+
+  /**
+   * A connection that arrived through an mTLS tunnel (docs/identity.md): its client's identity
+   * is the SPIFFE ID of the certificate the tunnel verified, whatever its address. null when the
+   * destination is not a meshed pod of this node (the tunnel refuses those anyway).
+   */
+  authorizeVerified(c: ConnectionInfo, clientUri: string): ConnAuthz | null {
+    const id = parseSpiffeId(clientUri);
+    return this.#decide(c, id, id === null ? undefined : clientUri);
+  }
+
+  #decide(c: ConnectionInfo, id: Identity | null, clientId: string | undefined): ConnAuthz | null {
+    const policy = this.#policies.get(c.destIp);
+    if (policy === undefined) return null;
+    const s = policy.spec;
+    return new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: id }, c.destPort, (reason) => {
+      if (!this.#denied.first(`${clientId ?? ''}|${c.sourceIp}>${c.destIp}:${c.destPort}`)) return;
+      this.#onDeny(`inbound policy denied ${clientId ?? 'a client without mesh identity'} (${c.sourceIp}) to pod ${s.namespace}/${s.pod} port ${c.destPort}: ${reason}; said once per client and server`);
+    });
+  }
 }

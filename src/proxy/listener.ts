@@ -129,6 +129,11 @@ export interface ProxyStats {
   noEndpoints: number;
   /** Of `accepted`, connections the inbound listener accepted (captured on their way to a pod of this node). */
   inboundAccepted: number;
+  /**
+   * Connections from meshed pods of other nodes (through the mTLS tunnel) that the destination's
+   * policy does not allow whole, handed here to be decided request by request.
+   */
+  tunnelledInspected: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -191,7 +196,7 @@ export class Proxy {
   readonly #knownHttp1: KnownHttp1 | null;
   #stats: ProxyStats = {
     open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
-    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0,
+    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0, tunnelledInspected: 0,
   };
   /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
   readonly #onClientClose: (this: net.Socket) => void;
@@ -429,6 +434,29 @@ export class Proxy {
     // Its upstreams carry this client's address: pooled for this client alone.
     this.#start(client, { direction: 'inbound', sourceIp, sourcePort: client.remotePort!, sourcePodKey: 0n, destIp, destPort }, null, this.#opts.inbound!.dialFrom(sourceIp), `client:${sourceIp}`, null);
   };
+
+  /**
+   * A connection that arrived through an mTLS tunnel to a pod of this node whose inbound policy
+   * does not allow the client whole connections (tunnel/server.ts): the proxy's own path, so that
+   * HTTP is decided request by request (403, gRPC status 7) and anything else is closed, as for a
+   * captured connection. The context comes made (the client is the tunnel's stream, its authz
+   * decided with the identity the tunnel verified); it counts as an open connection here.
+   */
+  serveTunnelled(ctx: ConnContext): void {
+    const stats = this.#stats;
+    stats.open++;
+    stats.tunnelledInspected++;
+    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
+    this.#clients.add(ctx.client);
+    ctx.client.on('close', this.#onClientClose);
+    ctx.drain = this.#drain;
+    try {
+      ctx.telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+    } catch {
+      // a broken sink must not refuse traffic
+    }
+    dispatch(ctx, this.#cfg);
+  }
 
   #start(client: net.Socket, conn: ConnectionInfo, route: ConnContext['route'], dial: Dialer, poolScope: string, wait: Promise<unknown> | null): void {
     const stats = this.#stats;

@@ -295,6 +295,15 @@ export class MetricsRecorder implements TelemetrySink {
     if (ev.authz !== undefined) this.authz.record(ev as RequestEvent & { authz: NonNullable<RequestEvent['authz']> }, true, () => this.serverLabels(ev.destIp));
   }
 
+  /**
+   * Only a request's inbound authorization decision: a tunnelled request the destination's agent
+   * decided, whose request metrics the client's agent records (it parses every request of its
+   * pods; docs/metrics.md), so counting them here too would count them twice.
+   */
+  requestAuthz(ev: RequestEvent): void {
+    if (ev.authz !== undefined) this.authz.record(ev as RequestEvent & { authz: NonNullable<RequestEvent['authz']> }, true, () => this.serverLabels(ev.destIp));
+  }
+
   /** Connections open as this recorder counts them (tests, status). */
   get openConnections(): number {
     return this.conns.size;

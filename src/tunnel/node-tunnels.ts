@@ -4,9 +4,8 @@
 import { CredentialStore, type CredentialUpdate } from '../identity/credentials.ts';
 import type { DiscoPod } from '../discovery/model.ts';
 import type { ProxyLimits } from '../proxy/context.ts';
-import type { TelemetrySink } from '../telemetry/events.ts';
 import { HbonePool, type HboneStats, type LogFn } from './hbone-pool.ts';
-import { TunnelServer, type LocalPod, type TunnelServerStats } from './server.ts';
+import { TunnelServer, type LocalPod, type TunnelPolicy, type TunnelServerStats, type TunnelTelemetry } from './server.ts';
 import { Tunnels } from './tunnels.ts';
 
 export interface NodeTunnelsOptions {
@@ -18,7 +17,9 @@ export interface NodeTunnelsOptions {
   podByIp(ip: string): DiscoPod | undefined;
   local: { byIp(ip: string): LocalPod | null; namespaceInject(ns: string): string | undefined };
   /** Inbound (tunnelled) connections' events: the metrics only (the client's agent reports the pair). */
-  inbound: TelemetrySink;
+  inbound: TunnelTelemetry;
+  /** The destination pods' inbound policies (docs/policy.md), asked per CONNECT; late bound (the proxy comes after). */
+  policy?: () => TunnelPolicy | null;
   limits: ProxyLimits;
   log: LogFn;
   initial?: CredentialUpdate[];
@@ -40,7 +41,7 @@ export class NodeTunnels {
     for (const u of o.initial ?? []) this.creds.apply(u);
     this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs });
     this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs });
-    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log });
+    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy });
   }
 
   apply(updates: readonly CredentialUpdate[]): void {
@@ -69,7 +70,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
   };
   const out: TunnelStats = {
     client: { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 },
-    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {} },
+    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0 },
   };
   for (const s of all) {
     out.client.connectionsOpened += s.client.connectionsOpened;
@@ -80,6 +81,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
     out.server.accepted += s.server.accepted;
     out.server.open += s.server.open;
     out.server.streams += s.server.streams;
+    out.server.inspected += s.server.inspected ?? 0;
     add(out.server.refusedClients, s.server.refusedClients);
     add(out.server.refusedStreams, s.server.refusedStreams);
   }

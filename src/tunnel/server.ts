@@ -3,19 +3,23 @@
 // certificate (it holds one per ServiceAccount of its node's meshed pods) and asks for the
 // client's, which must chain to the trust anchor and carry a SPIFFE ID of this trust domain.
 // Each HTTP/2 CONNECT stream is then checked: its :authority must be a meshed pod of this node
-// whose ServiceAccount is the identity presented, never anything else (no open relay). The
-// agent connects to the pod and forwards the bytes, recording the connection as inbound with
-// tls="true" and the client's SPIFFE ID. Refusals are counted and logged with both identities.
+// whose ServiceAccount is the identity presented, never anything else (no open relay). Then
+// the pod's inbound policy (docs/policy.md) decides with the client's verified SPIFFE ID: a
+// connection it allows whole is connected to the pod and forwarded as bytes, recorded as inbound
+// with tls="true" and the client's SPIFFE ID; any other goes to the proxy, as a captured
+// connection does, which decides HTTP request by request (403, gRPC status 7) and closes
+// anything else. Refusals are counted and logged with both identities.
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity, spiffeId } from '../identity/spiffe.ts';
-import type { ConnContext, ProxyLimits } from '../proxy/context.ts';
+import type { ConnAuthz, ConnContext, ProxyLimits } from '../proxy/context.ts';
+import type { ConnectionInfo } from '../proxy/listener.ts';
 import { forwardOpaque } from '../proxy/opaque.ts';
 import type { Sweeper } from '../proxy/sweep.ts';
-import type { TelemetrySink } from '../telemetry/events.ts';
+import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { H2_SETTINGS, CONNECTION_WINDOW, type LogFn } from './hbone-pool.ts';
 import { parseAuthority } from './path.ts';
 import { serverDownstream } from './upstream.ts';
@@ -28,13 +32,28 @@ export interface LocalPod {
   meshed: boolean;
 }
 
+/**
+ * The destination pods' inbound policies (docs/policy.md), with the client's verified identity:
+ * a connection the policy allows whole is forwarded as bytes; any other goes to the proxy, which
+ * decides HTTP request by request and closes anything else.
+ */
+export interface TunnelPolicy {
+  authorize(c: ConnectionInfo, clientUri: string): ConnAuthz | null;
+  serve(ctx: ConnContext): void;
+}
+
+/** The inbound sink: the metrics, which can count a request's authorization decision alone. */
+export type TunnelTelemetry = TelemetrySink & { requestAuthz?(ev: RequestEvent): void };
+
 export interface TunnelServerOptions {
   listen: { host: string; port: number; reusePort?: boolean };
   trustDomain: string;
   creds: CredentialStore;
   pods: { byIp(ip: string): LocalPod | null };
   /** The inbound connections' events (the agent's metrics). */
-  telemetry: TelemetrySink;
+  telemetry: TunnelTelemetry;
+  /** Late bound: the proxy that serves what the policy does not allow whole is made after the tunnels. */
+  policy?: () => TunnelPolicy | null;
   limits: ProxyLimits;
   log: LogFn;
   sweeper?: Sweeper;
@@ -49,6 +68,8 @@ export interface TunnelServerStats {
   /** CONNECTs served, and refused by reason (not-connect, bad-authority, not-a-meshed-pod, wrong-identity, connect-failed). */
   streams: number;
   refusedStreams: Record<string, number>;
+  /** Of `streams`, those the destination pod's policy allows only some requests of, or none: served by the proxy. */
+  inspected: number;
 }
 
 interface PeerInfo {
@@ -68,7 +89,7 @@ export class TunnelServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   private pending: PeerInfo | null = null;
   private logged = new Map<string, number>();
-  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {} };
+  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0 };
 
   constructor(o: TunnelServerOptions) {
     this.o = o;
@@ -204,17 +225,53 @@ export class TunnelServer {
     if (pod === null || !pod.meshed) return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay)`, peer);
     const podUri = spiffeId({ trustDomain: this.o.trustDomain, namespace: pod.namespace, serviceAccount: pod.serviceAccount });
     if (podUri !== peer.serverUri) return this.refuseStream(stream, 403, 'wrong-identity', `${target.ip} is pod ${pod.namespace}/${pod.name} of ${podUri}, not of ${peer.serverUri} which the client asked for`, peer);
-    this.stats.streams++;
     const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
     const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
+    // The pod's inbound policy, with the identity the handshake verified (docs/policy.md).
+    const policy = this.o.policy?.() ?? null;
+    let authz: ConnAuthz | null = null;
+    try {
+      authz = policy?.authorize({ direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port }, peer.clientUri) ?? null;
+    } catch (e) {
+      // Never an allow-all by accident: a policy that cannot be evaluated refuses.
+      return this.refuseStream(stream, 403, 'policy-error', `the inbound policy of ${pod.namespace}/${pod.name} could not be evaluated: ${(e as Error).message}`, peer);
+    }
+    this.stats.streams++;
+    const limits = this.o.limits;
+    const tlsIds = { clientId: peer.clientUri, serverId: peer.serverUri };
+    if (authz !== null && authz.verdict !== 'allow') {
+      // Only some requests, or nothing, may pass: the proxy decides, the stream as its client.
+      this.stats.inspected++;
+      stream.respond({ ':status': 200 });
+      const sink = this.o.telemetry;
+      policy!.serve({
+        connId: nextConnId++,
+        client: serverDownstream(stream),
+        endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port, tls: tlsIds },
+        // The client's agent records these requests (it parses them); here only their decisions.
+        telemetry: {
+          connOpen: (ev) => sink.connOpen(ev),
+          connBytes: (ev) => sink.connBytes(ev),
+          connClose: (ev) => sink.connClose(ev),
+          request: (ev) => sink.requestAuthz?.(ev),
+        },
+        dial: (ip, port) => net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true }),
+        openedAt: Date.now(),
+        route: null,
+        lease: null,
+        authz,
+        poolScope: '',
+      });
+      return;
+    }
     stream.pause();
     const up = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true, noDelay: true });
-    const limits = this.o.limits;
     const timer = setTimeout(() => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), limits.upstreamConnectTimeoutMs);
     const ctx: ConnContext = {
       connId: nextConnId++,
       client: serverDownstream(stream),
-      endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port, tls: { clientId: peer.clientUri, serverId: peer.serverUri } },
+      // A connection the policy allows whole: its decision goes with its close event (counted).
+      endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port, tls: tlsIds, ...(authz !== null ? { authz: authz.tcp() } : {}) },
       telemetry: this.o.telemetry,
       dial: () => {
         throw new Error('no dialling from a tunnel\'s destination end');

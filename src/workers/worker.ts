@@ -18,7 +18,7 @@ import { firstKnown, type Workload, type WorkloadResolver } from '../telemetry/w
 import { defaultLimits } from '../proxy/context.ts';
 import type { Endpoints, TlsIds } from '../telemetry/events.ts';
 import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
-import type { LocalPod } from '../tunnel/server.ts';
+import type { LocalPod, TunnelPolicy } from '../tunnel/server.ts';
 import { Authorizer } from '../policy/authorizer.ts';
 import { clock, type FromWorker, type PodsTable, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
@@ -76,6 +76,8 @@ const workloads = firstKnown(pods, storeWorkloads(store));
 const router = new Router(store, { log: (msg) => log('warn', msg), clients: clientsOf(workloads), budgetShare: init.budgetShare });
 const hub = new TelemetryHub({ workloads, onError: (msg) => log('warn', msg) });
 let tunnels: NodeTunnels | null = null;
+// Bound once the proxy below exists (the tunnels are made first).
+let tunnelPolicy: TunnelPolicy | null = null;
 const tlsOf = (ep: Endpoints): TlsIds | null => (tunnels ? tunnels.tunnels.tlsOf(ep) : ep.tls ?? null);
 const localPods = init.inbound ? (ip: string) => pods.byIp(ip) !== null : undefined;
 const recorder = new MetricsRecorder({ workloads, ...init.metrics, tls: tlsOf, localPods });
@@ -111,6 +113,8 @@ if (init.identity) {
     podByIp: (ip) => store.podByIp(ip),
     local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns) },
     inbound: recorder,
+    // The proxy below serves what a pod's policy does not allow whole (tunnel/server.ts).
+    policy: () => tunnelPolicy,
     limits,
     log,
     initial: id.credentials,
@@ -134,6 +138,7 @@ const proxy = new Proxy({
   authorize: authorizer.authorize,
   log,
 });
+tunnelPolicy = { authorize: (c, uri) => authorizer.authorizeVerified(c, uri), serve: (ctx) => proxy.serveTunnelled(ctx) };
 
 function stats(): WorkerStats {
   const cpu = process.threadCpuUsage();

@@ -1153,6 +1153,7 @@ export class Http1Connection {
     };
     if (error !== undefined) ev.error = error;
     if (e.clientId !== undefined) ev.clientId = e.clientId;
+    if (e.tls !== undefined) ev.tls = e.tls; // a tunnelled connection its destination's agent serves (tunnel/server.ts)
     if (this.authz !== null) {
       ev.authz = this.authz;
       this.authz = null;
