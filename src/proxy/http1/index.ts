@@ -2,6 +2,7 @@
 import type { ProtocolHandler } from '../context.ts';
 import { Http1Connection } from './connection.ts';
 import { UpstreamPool } from './pool.ts';
+import { ScopedPools } from '../scoped-pools.ts';
 
 export { UpstreamPool, type UpstreamPoolOptions } from './pool.ts';
 
@@ -14,13 +15,8 @@ export function createHttp1Handler(opts: Http1HandlerOptions = {}): ProtocolHand
   const pool = opts.pool ?? new UpstreamPool();
   // One pool per source identity when identity is on (ctx.poolScope): an upstream in a tunnel
   // carries its client's identity and must not serve another workload's requests.
-  const scoped = new Map<string, UpstreamPool>();
-  const poolFor = (scope: string | undefined): UpstreamPool => {
-    if (!scope) return pool;
-    let p = scoped.get(scope);
-    if (p === undefined) scoped.set(scope, (p = new UpstreamPool()));
-    return p;
-  };
+  const scoped = new ScopedPools(() => new UpstreamPool());
+  const poolFor = (scope: string | undefined): UpstreamPool => (scope ? scoped.get(scope) : pool);
   return (ctx, head, upstream, limits) => {
     new Http1Connection(ctx, upstream, limits, poolFor(ctx.poolScope)).start(head);
   };

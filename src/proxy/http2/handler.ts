@@ -3,6 +3,7 @@
 import * as http2 from 'node:http2';
 import type { ConnContext, ProtocolHandler, ProxyLimits } from '../context.ts';
 import { Http2SessionPool } from './pool.ts';
+import { ScopedPools } from '../scoped-pools.ts';
 import { ResetBudget } from './reset-budget.ts';
 import { forwardStream } from './forward-stream.ts';
 import { isGrpc, isSuccess, proxyErrorResponse } from './headers.ts';
@@ -32,13 +33,8 @@ interface ClientConn {
 export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHandler {
   const shared = opts.pool ?? new Http2SessionPool();
   // One pool per source identity when identity is on (ctx.poolScope; see http1/index.ts).
-  const scoped = new Map<string, Http2SessionPool>();
-  const poolFor = (scope: string | undefined): Http2SessionPool => {
-    if (!scope) return shared;
-    let p = scoped.get(scope);
-    if (p === undefined) scoped.set(scope, (p = new Http2SessionPool()));
-    return p;
-  };
+  const scoped = new ScopedPools(() => new Http2SessionPool());
+  const poolFor = (scope: string | undefined): Http2SessionPool => (scope ? scoped.get(scope) : shared);
   const maxResets = opts.maxResetsPerWindow ?? 1000;
   const windowMs = opts.resetWindowMs ?? 10_000;
   const server = http2.createServer({
