@@ -217,3 +217,39 @@ test('agents connecting together share one snapshot; a later one after changes g
   t.is(b.closed, 'stopping');
   t.is(hub.state().agents, 0);
 });
+
+test('a change made while the end of a snapshot is being read still reaches the agent', async (t) => {
+  const { hub } = hubWithLog(); // 512-byte chunks
+  for (let i = 0; i < 100; i++) hub.upsert('pod', pod(`p${i}`, `10.1.0.${i}`));
+  hub.markSynced();
+  const r = new Reader(256, false); // one chunk at a time: each write waits for the reader
+  subscribe(hub, r);
+  // Changed after the snapshot was built: sent after it, by key (several chunks of them).
+  for (let i = 0; i < 60; i++) hub.upsert('pod', pod(`p${i}`, `10.9.0.${i}`));
+  await turn();
+  let injected = false;
+  let sentBefore = 0;
+  readLines(r.out, (l) => {
+    r.lines.push(l);
+    r.store.apply(parseMessage(l));
+    if (!injected && l.includes('"10.9.0.')) {
+      // The first of those lines: the rest of them are still to be read, and the agent
+      // pauses (as a busy one would) until the hub has sent this turn's changes.
+      injected = true;
+      r.out.pause();
+      sentBefore = hub.state().deltas;
+      hub.upsert('pod', pod('late', '10.7.0.1'));
+    }
+  }, () => {
+    throw new Error('line too long');
+  });
+  await waitFor(() => injected && hub.state().deltas > sentBefore);
+  r.out.resume();
+  await waitFor(() => r.store.synced);
+  t.true(injected);
+  t.is(r.store.podByIp('10.9.0.59')?.name, 'p59');
+  // Deltas arrive in order: once a later change is in, the earlier one must be too.
+  hub.upsert('pod', pod('marker', '10.7.0.2'));
+  await waitFor(() => r.store.podByIp('10.7.0.2') !== undefined);
+  t.is(r.store.podByIp('10.7.0.1')?.name, 'late', 'the change made while the snapshot ended');
+});

@@ -6,10 +6,10 @@
 //
 // Memory stays bounded however the agents read: a new agent is sent a snapshot built once and
 // shared by every agent that connects within SNAPSHOT_REUSE_MS (changes made since are sent
-// after it, by key, so nothing queues per agent while it reads), each stream is handed one
-// chunk at a time (write() then 'drain'), and the deltas queued for a live agent that does not
-// keep up are bounded: past maxQueuedBytes its stream is closed (it reconnects and resyncs) and
-// counted as closedSlow.
+// after it, by key, so nothing queues per agent while it reads; changes made once those are
+// listed queue behind them), each stream is handed one chunk at a time (write() then 'drain'),
+// and the deltas queued for an agent that does not keep up are bounded: past maxQueuedBytes its
+// stream is closed (it reconnects and resyncs) and counted as closedSlow.
 import type { Writable } from 'node:stream';
 import { convert, describeObject, type ResourceKind } from './from-k8s.ts';
 import { DISCOVERY_VERSION, type DiscoPod, type DiscoService, type DiscoSlice } from './model.ts';
@@ -270,7 +270,8 @@ export class DiscoveryHub {
     this.stats.deltas += this.pending.length;
     this.pending = [];
     for (const s of this.subs) {
-      if (s.phase !== 'live') continue; // a snapshot in progress sends these by key when it ends
+      // A snapshot still being read sends these by key in its tail; once the tail is built, they queue behind it.
+      if (s.phase !== 'live' && s.tail === undefined) continue;
       s.queue.push(buf);
       s.queuedBytes += buf.length;
       if (s.queuedBytes > this.o.maxQueuedBytes) {
@@ -300,6 +301,7 @@ export class DiscoveryHub {
   private unsubscribe(s: Subscriber): void {
     if (!this.subs.delete(s)) return;
     this.release(s);
+    s.tail = undefined;
     s.phase = 'closed';
     s.queue = [];
     s.queuedBytes = 0;
@@ -315,7 +317,6 @@ export class DiscoveryHub {
   private release(s: Subscriber): void {
     const snap = s.snap;
     s.snap = undefined;
-    s.tail = undefined;
     if (snap === undefined) return;
     snap.readers--;
     if (snap.readers === 0 && snap !== this.current) this.reading.delete(snap);
@@ -391,26 +392,26 @@ export class DiscoveryHub {
 
   private nextChunk(s: Subscriber): Buffer | undefined {
     if (s.phase === 'snapshot') {
-      const snap = s.snap!;
-      if (s.next < snap.chunks.length) return snap.chunks[s.next++];
       if (s.tail === undefined) {
+        const snap = s.snap!;
+        if (s.next < snap.chunks.length) return snap.chunks[s.next++];
+        // What changed since the build, current state by key, then synced. Changes from now on
+        // are queued behind it (flush()), so the snapshot's note of them is no longer needed.
         s.tail = this.tailOf(snap);
         s.tailAt = 0;
+        this.release(s);
       }
       const tail = s.tail;
-      if (s.tailAt < tail.length) {
-        // What changed since the build, current state by key, then synced; later changes come as deltas.
-        const start = s.tailAt;
-        let size = 0;
-        while (s.tailAt < tail.length && size < this.o.chunkBytes) size += tail[s.tailAt++]!.length + 1;
-        const parts = tail.slice(start, s.tailAt);
-        if (s.tailAt === tail.length) {
-          this.release(s);
-          s.phase = 'live';
-          s.syncedAt = this.o.now();
-        }
-        return Buffer.from(parts.join('\n') + '\n');
+      const start = s.tailAt;
+      let size = 0;
+      while (s.tailAt < tail.length && size < this.o.chunkBytes) size += tail[s.tailAt++]!.length + 1;
+      const parts = tail.slice(start, s.tailAt);
+      if (s.tailAt === tail.length) {
+        s.tail = undefined;
+        s.phase = 'live';
+        s.syncedAt = this.o.now();
       }
+      return Buffer.from(parts.join('\n') + '\n');
     }
     if (s.phase !== 'live') return undefined;
     const b = s.queue.shift();
