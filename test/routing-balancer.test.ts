@@ -105,6 +105,21 @@ test('a removed endpoint gets no new request; its in-flight request finishes and
   t.false(kept.removed, 'an endpoint that stays keeps its state object');
 });
 
+test('accrual turned on, or an endpoint\'s pod replaced at the same address: in-flight requests still count out, the new settings and names apply', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(7) });
+  b.setEndpoints(eps(2));
+  const held = [b.pick()!, b.pick()!, b.pick()!];
+  b.setEndpoints(eps(2), { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 });
+  for (const e of held) b.done(e, 1, 'success');
+  t.deepEqual(b.snapshot().map((s) => s.inflight), [0, 0], 'nothing left in flight');
+  const e = b.pick()!;
+  b.done(e, 1, 'failure');
+  t.is(b.snapshot().find((s) => s.ip === e.ep.ip)!.state, 'ejected', 'the new accrual settings apply');
+  b.setEndpoints([{ ip: '10.0.0.1', port: 8080, pod: 'p0-new' }, { ip: '10.0.0.2', port: 8080, pod: 'p1' }]);
+  t.is(b.snapshot()[0]!.pod, 'p0-new', 'a new pod at a reused address is named');
+});
+
 test('no endpoints: pick() is null', (t) => {
   const b = new Balancer();
   t.is(b.pick(), null);

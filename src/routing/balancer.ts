@@ -32,7 +32,8 @@ export interface BalancerOptions {
 
 /** One endpoint as the balancer keeps it. Handed out by pick(); give it back to done() once. */
 export class BalancedEndpoint {
-  readonly ep: ServiceEndpoint;
+  /** Who is behind the address now (a pod replaced at the same address is renamed in place). */
+  ep: ServiceEndpoint;
   /** ip:port: also the upstream pool's key. */
   readonly key: string;
   rttMs: number;
@@ -43,7 +44,8 @@ export class BalancedEndpoint {
   failures = 0;
   /** No longer in the Service's endpoints: gets no new requests; in-flight ones finish. */
   removed = false;
-  readonly accrual: FailureAccrual | null;
+  /** Replaced (fresh state) when the Service's accrual settings change. */
+  accrual: FailureAccrual | null;
 
   constructor(ep: ServiceEndpoint, rttMs: number, now: number, accrual: AccrualParams | null) {
     this.ep = ep;
@@ -85,7 +87,11 @@ export class Balancer {
     this.random = opts.random ?? Math.random;
   }
 
-  /** Replaces the endpoint set; endpoints that stay keep their estimate, in-flight count and accrual state. */
+  /**
+   * Replaces the endpoint set; endpoints that stay keep their object (the one their in-flight
+   * requests hand back), estimate and in-flight count, and their accrual state unless the
+   * settings changed.
+   */
   setEndpoints(eps: readonly ServiceEndpoint[], accrual: AccrualParams | null = this.accrualParams): void {
     const accrualChanged = !sameAccrual(accrual, this.accrualParams);
     this.accrualParams = accrual;
@@ -96,15 +102,10 @@ export class Balancer {
       const k = ep.ip + ':' + ep.port;
       if (next.has(k)) continue;
       let b = this.byKey.get(k);
-      if (b === undefined || accrualChanged) {
-        const fresh = new BalancedEndpoint(ep, b?.rttMs ?? this.ewma.defaultRttMs, b?.updatedAt ?? now, accrual);
-        if (b !== undefined) {
-          fresh.inflight = b.inflight;
-          fresh.requests = b.requests;
-          fresh.failures = b.failures;
-          b.removed = true; // its in-flight requests report to the old object
-        }
-        b = fresh;
+      if (b === undefined) b = new BalancedEndpoint(ep, this.ewma.defaultRttMs, now, accrual);
+      else {
+        b.ep = ep;
+        if (accrualChanged) b.accrual = accrual ? new FailureAccrual(accrual) : null;
       }
       next.set(k, b);
       list.push(b);
