@@ -13,6 +13,8 @@
 //   authorizes it by the identity the tunnel verified, request by request when the
 //   TrafficTargets say so, and counts its requests' decisions but not the requests themselves
 //   (the client's agent does).
+// - An agent restarted while the controller is down keeps a pod that failed closed (by a
+//   TrafficTarget its annotations do not show) closed until it knows the TrafficTargets.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
@@ -168,4 +170,22 @@ test.serial('a meshed client of another node, through the mTLS tunnel: authorize
   t.notRegex(m, /request_total\{direction="inbound"[^}]*tls="true"/, 'the destination counts no tunnelled request: the client\'s agent does');
   const client = await mesh.agentMetrics(nodeOf(far));
   t.regex(client, new RegExp(`response_total\\{direction="inbound",[^}]*deployment="api"[^}]*tls="true",${web}[^}]*status_code="403"\\} 2`), 'the client\'s agent counts the 403s the destination answered, on the server side');
+});
+
+test.serial('an agent restarted while the controller is down keeps a pod that failed closed closed to its clients until it knows the TrafficTargets', async (t) => {
+  const { mesh } = need();
+  const node0 = nodeOf(api);
+  t.is(await http(bot, api, 'GET', '/ok'), '403', 'before: bot has no TrafficTarget');
+  await mesh.stopController();
+  await mesh.restartAgent(node0, 'SIGKILL');
+  // The new agent knows its pods (from the API server) but not the TrafficTargets (from the controller).
+  const pending = await until(apiStatus, (p: any) => p !== undefined, 'api known to the new agent', { ms: 30_000, context: mesh.logs });
+  t.is(pending.defaultPolicy, 'deny');
+  t.regex(pending.defaultFrom, /not yet known: it failed closed under the previous agent/);
+  t.is(await http(bot, api, 'GET', '/ok'), '403', 'a meshed pod of the node: its annotations say all-unauthenticated, but the pod stays closed');
+  t.is(await http(farBot, api, 'GET', '/ok'), '403', 'through the tunnel too');
+  await mesh.startController();
+  await until(apiStatus, (p: any) => p?.mode === 'smi', 'the TrafficTargets at the new agent', { ms: 30_000, context: mesh.logs });
+  t.is(await http(web, api, 'GET', '/ok'), '200', 'known again: web is allowed GET /ok');
+  t.is(await http(bot, api, 'GET', '/ok'), '403');
 });

@@ -59,7 +59,7 @@ export interface AgentIdentityOptions {
   tunnelPort?: number;
 }
 import { InboundPolicies } from './inbound.ts';
-import { InboundCapture } from '../datapath/inbound-capture.ts';
+import { failClosedInKernel, InboundCapture } from '../datapath/inbound-capture.ts';
 import { dialerFrom, listenTransparent } from '../datapath/transparent.ts';
 import { Coalescer } from '../util/coalesce.ts';
 import { FirstTimes } from '../policy/conn-authz.ts';
@@ -186,7 +186,11 @@ export class Agent {
       // Each proxy (this thread's and every worker's) keeps its own budgets over its share of the connections.
       budgetShare: 1 / (opts.proxyWorkers ?? 1),
     });
-    this.inbound = new InboundPolicies({ networks: opts.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS, store: this.discovery, onDeny: (msg) => opts.log.warn(msg) });
+    this.inbound = new InboundPolicies({
+      networks: opts.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS, store: this.discovery, onDeny: (msg) => opts.log.warn(msg),
+      // TrafficTargets come from the controller: unknown until discovery has synced once.
+      complete: () => !opts.controllerUrl || this.discovery.synced,
+    });
     this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, tls: (ep) => this.tlsOf(ep), localPods: this.localPods(), datapathCounters: () => this.datapath?.counters() ?? null });
     this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);
@@ -314,6 +318,12 @@ export class Agent {
     }, LAG_PROBE_MS);
     this.lagProbe.unref();
     if (this.opts.inbound) {
+      // Before any pod is known: what a previous agent left failing closed stays closed (inbound.ts).
+      const left = await failClosedInKernel().catch(() => []);
+      if (left.length > 0) {
+        this.inbound.closeUntilKnown(left);
+        log.info('pods failing closed under the previous agent stay closed until their policies are known', { pods: left });
+      }
       this.capture = new InboundCapture();
       this.captureQueue = new Coalescer(() => this.syncCapture(), (e) => this.recordError(e.message));
       this.captureMode = 'waiting';

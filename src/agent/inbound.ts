@@ -30,10 +30,15 @@ export class InboundPolicies {
   readonly authorizer: Authorizer;
   #table: PolicyTable;
   #states = new Map<string, PodState>();
+  /** Whether the TrafficTargets are known (with a controller: once discovery has synced). */
+  readonly #complete: () => boolean;
+  /** Pods a previous agent's capture left failing closed: they stay closed until the TrafficTargets are known. */
+  #closedUntilKnown = new Set<string>();
 
-  constructor(o: { networks: string; store: DiscoveryStore; onDeny: (msg: string) => void }) {
+  constructor(o: { networks: string; store: DiscoveryStore; onDeny: (msg: string) => void; complete?: () => boolean }) {
     this.#networks = o.networks;
     this.#store = o.store;
+    this.#complete = o.complete ?? (() => true);
     this.authorizer = new Authorizer(o.onDeny);
     this.#table = { networks: o.networks, pods: [] };
     this.authorizer.load(this.#table);
@@ -43,10 +48,22 @@ export class InboundPolicies {
     return this.#table;
   }
 
+  /**
+   * The pods the kernel's capture table (a previous agent's) says fail closed. Until this agent
+   * knows the TrafficTargets, such a pod's policy is `deny`: a TrafficTarget may be what made it
+   * fail closed, and its clients through this agent (meshed pods of the node, tunnels) must not
+   * find it open meanwhile. Its annotations alone cannot say (docs/policy.md).
+   */
+  closeUntilKnown(ips: Iterable<string>): void {
+    this.#closedUntilKnown = new Set(ips);
+  }
+
   /** Computes every meshed pod's policy again (pods or TrafficTargets changed); true when the table changed. */
   refresh(states: readonly PodState[]): boolean {
     const pods: PolicyTable['pods'] = [];
     const byIp = new Map<string, PodState>();
+    const unknown = this.#closedUntilKnown.size > 0 && !this.#complete();
+    if (!unknown) this.#closedUntilKnown.clear();
     for (const state of states) {
       const { pod, policy } = state;
       if (!policy.meshed || !pod.ip) continue;
@@ -55,7 +72,9 @@ export class InboundPolicies {
       pods.push({
         ip: pod.ip,
         identity: { namespace: pod.namespace, serviceAccount: sa },
-        spec: { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa) },
+        spec: unknown && this.#closedUntilKnown.has(pod.ip)
+          ? { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: 'deny', defaultFrom: 'not yet known: it failed closed under the previous agent, and this agent waits for the controller\'s TrafficTargets', targets: [] }
+          : { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa) },
       });
     }
     const next: PolicyTable = { networks: this.#networks, pods };

@@ -154,6 +154,21 @@ export async function removeCapture(): Promise<string[]> {
   return removed;
 }
 
+/**
+ * The pods the capture table in the kernel (a previous agent's) has failing closed; none when
+ * there is no table. A starting agent keeps them closed until it knows their policies.
+ */
+export async function failClosedInKernel(): Promise<string[]> {
+  const r = await run(nftBinary(), ['-j', 'list', 'set', 'ip', CAPTURE_TABLE, 'fail-closed']);
+  if (r.code !== 0) return [];
+  try {
+    const set = (JSON.parse(r.stdout).nftables as Array<{ set?: { elem?: unknown[] } }>).find((o) => o.set)?.set;
+    return (set?.elem ?? []).filter((e): e is string => typeof e === 'string');
+  } catch {
+    return [];
+  }
+}
+
 /** What of the capture the current network namespace holds (for status and tests). */
 export async function captureInKernel(): Promise<{ table: boolean; rule: boolean; route: boolean }> {
   const t = await run(nftBinary(), ['list', 'table', 'ip', CAPTURE_TABLE]);

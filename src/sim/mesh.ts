@@ -65,6 +65,13 @@ export interface ClusterMesh {
   startController(): Promise<void>;
   /** Kills the controller (SIGKILL by default) and waits for its exit. */
   stopController(signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Stops the node's agent (SIGTERM: it drains and exits, as in a rolling update; SIGKILL: it
+   * dies), waits for its exit, and starts a new one with the same flags; resolves once the new
+   * process is spawned (wait for what the test needs), with when the old one was reaped
+   * (performance.now()).
+   */
+  restartAgent(node: SimClusterNode, signal?: NodeJS.Signals): Promise<{ reapedAt: number; code: number | null }>;
   /** The agent's /status, read in its node's namespace. */
   agentStatus(node: SimClusterNode): Promise<any>;
   agentMetrics(node: SimClusterNode): Promise<string>;
@@ -101,6 +108,15 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   const agents = new Map<string, MeshProcess>();
   const identity = opts.identity === false ? null : await identityFiles(tmp, cluster, opts.identity?.certificateLifetime);
   const identityAddr = identity ? `${cluster.controlPlaneIp}:${IDENTITY_PORT}` : null;
+  const startAgent = (node: SimClusterNode) => {
+    const idArgs = identity ? ['--identity-addr', identityAddr!, '--identity-trust-anchors-file', identity.anchorsFile, '--identity-token-file', identity.tokenFile(node.name)] : [];
+    const args = [
+      ...NODE_FLAGS, bin, 'run', '--node', node.name, '--kubeconfig', kubeconfig, '--cgroup-root', node.cgroupRoot,
+      '--proxy-addr', `${node.nodeIp}:15001`, '--admin', ADMIN_ADDR, '--controller', controllerAddr,
+      '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...idArgs, ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
+    ];
+    agents.set(node.name, track(node.spawnInNode(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })));
+  };
   const mesh: ClusterMesh = {
     controllerAddr,
     controller: null,
@@ -153,6 +169,22 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
       p.kill(signal);
       await gone;
     },
+    async restartAgent(node, signal: NodeJS.Signals = 'SIGTERM') {
+      const p = agents.get(node.name)?.proc;
+      let reapedAt = performance.now();
+      let code: number | null = null;
+      if (p && !exited(p)) {
+        const gone = new Promise<void>((r) => p.once('exit', (c) => {
+          reapedAt = performance.now();
+          code = c;
+          r();
+        }));
+        p.kill(signal);
+        await gone;
+      }
+      startAgent(node);
+      return { reapedAt, code };
+    },
     async agentStatus(node) {
       const r = await node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN_ADDR}/status`], { timeoutMs: 5000 });
       if (r.code !== 0) throw new Error(`agent on ${node.name}: /status unreachable (curl exit ${r.code}); its log: ${agents.get(node.name)?.log().slice(-1500)}`);
@@ -203,15 +235,7 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   try {
     await mesh.startController();
     if (identity) await mesh.startIdentity();
-    for (const node of cluster.nodes) {
-      const idArgs = identity ? ['--identity-addr', identityAddr!, '--identity-trust-anchors-file', identity.anchorsFile, '--identity-token-file', identity.tokenFile(node.name)] : [];
-      const args = [
-        ...NODE_FLAGS, bin, 'run', '--node', node.name, '--kubeconfig', kubeconfig, '--cgroup-root', node.cgroupRoot,
-        '--proxy-addr', `${node.nodeIp}:15001`, '--admin', ADMIN_ADDR, '--controller', controllerAddr,
-        '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...idArgs, ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
-      ];
-      agents.set(node.name, track(node.spawnInNode(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })));
-    }
+    for (const node of cluster.nodes) startAgent(node);
     await mesh.waitAgents();
   } catch (e) {
     await mesh.stop();
