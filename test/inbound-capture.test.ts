@@ -35,3 +35,16 @@ test('held (no agent takes connections): no TPROXY; fail-closed pods\' SYNs are 
   const none = renderCapture({ listener: null, pods: [] });
   t.notRegex(none, /elements/, 'empty sets have no elements line');
 });
+
+test('with identity on: a SYN to the tunnel port meets the agent\'s listener when one listens, else is dropped (another node\'s agent retries into the next agent)', (t) => {
+  const text = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008 } });
+  const chain = text.slice(text.indexOf('chain prerouting'));
+  const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+  t.deepEqual(rules.slice(0, 4), [
+    'meta l4proto != tcp accept',
+    'ip daddr . tcp dport @skip-inbound accept',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr 10.244.0.1 tcp dport 15008 socket transparent 0 accept',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr 10.244.0.1 tcp dport 15008 counter drop',
+  ]);
+  t.notRegex(renderCapture({ listener: null, pods }), /15008/, 'identity off: no such rule');
+});

@@ -37,7 +37,7 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink } = {}): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean } = {}): Promise<Side & { port: number }> {
   const p = await pki();
   const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
@@ -48,7 +48,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
     local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled' },
     inbound, limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
     ...(o.policy ? { policy: o.policy } : {}),
-    initial: [await p.credential(db)],
+    initial: o.noCredential ? [] : [await p.credential(db)],
   });
   const a = await tunnels.listen();
   t.teardown(() => tunnels.close(0));
@@ -392,4 +392,19 @@ test('policy: a client the policy allows whole connections is forwarded as bytes
   await waitFor(() => b.inbound.closes.length === 1);
   t.like(b.inbound.closes[0], { protocol: 'opaque', detectedBy: 'tunnel', authz: { allowed: true, authz: { kind: 'traffictarget', name: 'to-db' } } });
   t.is(b.tunnels.stats().server.inspected, 0, 'nothing for the proxy to decide');
+});
+
+test('an agent just started (no identity known yet): a client\'s handshake waits for the certificate instead of being refused', async (t) => {
+  const srv = http.createServer((req, res) => res.end(`hello ${req.url}`));
+  const destPort = await listen(srv, t);
+  const b = await nodeB(t, undefined, { noCredential: true });
+  const a = await nodeA(t, b.port, destPort);
+  const agent = new http.Agent({ keepAlive: false });
+  const got = get(a.port, agent, '/first');
+  // The handshake is in the agent's hands, waiting: give it the certificate as the identity service would.
+  await waitFor(() => b.tunnels.stats().server.waitingHandshakes === 1);
+  b.tunnels.apply([{ uri: spiffeId(db), state: 'pending' }]);
+  b.tunnels.apply([await (await pki()).credential(db)]);
+  t.deepEqual(await got, { status: 200, body: 'hello /first' });
+  t.deepEqual(b.tunnels.stats().server.refusedClients, {}, 'nothing refused');
 });

@@ -252,7 +252,11 @@ export class Agent {
         podByIp: (ip) => this.discovery.podByIp(ip),
         local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject] },
         inbound: this.metrics,
-        policy: () => this.proxy ? { authorize: (c, uri) => this.inbound.authorizer.authorizeVerified(c, uri), serve: (ctx) => this.proxy!.serveTunnelled(ctx) } : null,
+        policy: () => this.proxy ? {
+          authorize: (c, uri) => this.inbound.authorizer.authorizeVerified(c, uri),
+          ready: (ip) => this.inbound.authorizer.ready(ip, defaultLimits.upstreamConnectTimeoutMs),
+          serve: (ctx) => this.proxy!.serveTunnelled(ctx),
+        } : null,
         limits: defaultLimits,
         log: (level, msg, fields) => (level === 'info' ? log.info(msg, fields) : this.recordError(msg)),
       });
@@ -278,6 +282,7 @@ export class Agent {
       detectTimeoutMs: this.opts.detectTimeoutMs,
       maxConnections: this.opts.maxConnections,
       authorize: this.inbound.authorizer.authorize,
+      policyReady: (ip) => this.inbound.authorizer.ready(ip, defaultLimits.upstreamConnectTimeoutMs),
       ...(this.opts.inbound ? { inbound: { host: this.opts.inbound.ip, port: this.opts.inbound.port, listenFd: listenTransparent, dialFrom: dialerFrom } } : {}),
       // The datapath opens after the proxy listens: bind late.
       splicer: this.opts.kernelSplice ? {
@@ -486,7 +491,8 @@ export class Agent {
     if (!this.capture || mode === 'off' || mode === 'waiting') return;
     const listener = mode === 'capturing' && this.proxy.inboundAddress() !== null ? { ip: this.opts.inbound!.ip, port: this.opts.inbound!.port } : null;
     try {
-      await this.capture.apply(this.inbound.capture(listener));
+      const id = this.opts.identity;
+      await this.capture.apply(this.inbound.capture(listener, id ? { ip: this.opts.proxy.ip, port: id.tunnelPort ?? TUNNEL_PORT } : null));
       this.captureError = null;
     } catch (e) {
       this.captureError = (e as Error).message;

@@ -50,9 +50,10 @@ export class InboundPolicies {
 
   /**
    * The pods the kernel's capture table (a previous agent's) says fail closed. Until this agent
-   * knows the TrafficTargets, such a pod's policy is `deny`: a TrafficTarget may be what made it
-   * fail closed, and its clients through this agent (meshed pods of the node, tunnels) must not
-   * find it open meanwhile. Its annotations alone cannot say (docs/policy.md).
+   * knows the TrafficTargets, such a pod is pending: its clients through this agent (meshed pods
+   * of the node, tunnels) wait for its policy (Authorizer.ready), and what is decided without it
+   * is `deny`: a TrafficTarget may be what made it fail closed, and its annotations alone cannot
+   * say (docs/policy.md).
    */
   closeUntilKnown(ips: Iterable<string>): void {
     this.#closedUntilKnown = new Set(ips);
@@ -77,7 +78,8 @@ export class InboundPolicies {
           : { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa) },
       });
     }
-    const next: PolicyTable = { networks: this.#networks, pods };
+    const pending = unknown ? pods.filter((p) => this.#closedUntilKnown.has(p.ip)).map((p) => p.ip) : [];
+    const next: PolicyTable = { networks: this.#networks, pods, ...(pending.length > 0 ? { pending } : {}) };
     const changed = JSON.stringify(next) !== JSON.stringify(this.#table);
     this.#table = next;
     this.#states = byIp;
@@ -86,12 +88,12 @@ export class InboundPolicies {
   }
 
   /** The capture table's pods: every meshed pod of this node, its fail-closed flag and skip-inbound ports. */
-  capture(listener: CaptureRuleset['listener']): CaptureRuleset {
+  capture(listener: CaptureRuleset['listener'], tunnel: CaptureRuleset['tunnel'] = null): CaptureRuleset {
     const pods: CapturePod[] = [];
     for (const [ip, policy] of this.authorizer.policies()) {
       pods.push({ ip, failClosed: policy.failsClosed, skipInbound: this.#states.get(ip)?.policy.skipInbound.ranges() ?? [] });
     }
-    return { listener, pods };
+    return { listener, pods, tunnel };
   }
 
   status(): InboundPodStatus[] {

@@ -8,6 +8,7 @@
 // so a packet for a pod's address is delivered to the agent's socket instead of forwarded:
 //
 //   skip-inbound ports                       pass (the pod's own exemption)
+//   a SYN to the tunnel port, no listener    dropped: another node's agent retries into the next agent
 //   a SYN to a meshed pod                    TPROXY to the agent's listener, when one listens
 //   a SYN to a fail-closed pod, not taken    dropped: the client retries until an agent is back
 //   the rest of a captured connection        to the agent's socket (socket transparent)
@@ -45,6 +46,12 @@ export interface CaptureRuleset {
   /** The agent's inbound listener; null while no agent takes connections (stopping, starting). */
   listener: { ip: string; port: number } | null;
   pods: CapturePod[];
+  /**
+   * The agent's mTLS tunnel listener (identity on): while no socket listens there (between two
+   * agents), the SYNs of other nodes' agents are dropped, so they retry into the next agent
+   * rather than being refused (docs/policy.md).
+   */
+  tunnel?: { ip: string; port: number } | null;
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
@@ -69,6 +76,10 @@ export function renderCapture(r: CaptureRuleset): string {
   const rules = [
     'meta l4proto != tcp accept',
     'ip daddr . tcp dport @skip-inbound accept',
+    ...(r.tunnel ? [
+      `${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} socket transparent 0 accept`,
+      `${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} counter drop`,
+    ] : []),
     ...(r.listener ? [`${syn} ip daddr @captured tproxy to ${r.listener.ip}:${r.listener.port} ${mark} accept`] : []),
     `${syn} ip daddr @fail-closed counter drop`,
     `ip daddr @captured socket transparent 1 ${mark} accept`,

@@ -44,6 +44,8 @@ export class CredentialStore {
   /** server name (SNI) -> SPIFFE ID, for every identity held. */
   private readonly sni = new Map<string, string>();
   private readonly waiters = new Map<string, Set<(e: Entry | undefined) => void>>();
+  /** Handshakes waiting for this store's first identity (an agent starting: docs/policy.md, fail-closed). */
+  private readonly primeWaiters = new Set<() => void>();
 
   constructor(anchorsPem: string) {
     this.anchorsPem = anchorsPem;
@@ -71,6 +73,11 @@ export class CredentialStore {
       this.entries.set(u.uri, e);
       const id = parseSpiffeId(u.uri);
       if (id !== null) this.sni.set(serverNameOf(id), u.uri);
+    }
+    if (this.primeWaiters.size > 0 && this.entries.size > 0) {
+      const ps = [...this.primeWaiters];
+      this.primeWaiters.clear();
+      for (const p of ps) p();
     }
     if (e?.state === 'pending') return;
     const ws = this.waiters.get(u.uri);
@@ -122,6 +129,35 @@ export class CredentialStore {
   bySni(serverName: string): Credential | null {
     const uri = this.sni.get(serverName);
     return uri === undefined ? null : this.get(uri);
+  }
+
+  /**
+   * The credential a TLS server presents for this SNI, waiting up to timeoutMs while it may still
+   * come: its first certificate is on its way, or this store has heard of no identity yet (an
+   * agent starting, before it knows its pods: a tunnelled client's handshake waits rather than
+   * fails). Null at once for a name that is not one of this node's identities; rejects for one
+   * whose certificate could not be had.
+   */
+  async waitSni(serverName: string, timeoutMs: number, maxWaiting = 1024): Promise<Credential | null> {
+    const end = Date.now() + timeoutMs;
+    if (this.entries.size === 0 && !this.sni.has(serverName)) {
+      if (this.primeWaiters.size >= maxWaiting) return null;
+      const primed = await new Promise<boolean>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+        const timer = setTimeout(() => {
+          this.primeWaiters.delete(done);
+          resolve(false);
+        }, timeoutMs);
+        this.primeWaiters.add(done);
+      });
+      if (!primed) return null;
+    }
+    const uri = this.sni.get(serverName);
+    if (uri === undefined) return null;
+    return this.wait(uri, Math.max(0, end - Date.now()));
   }
 
   /** The identity a server name stands for (null: none of this node's). */

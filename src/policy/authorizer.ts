@@ -13,6 +13,11 @@ export interface PolicyTable {
   networks: string;
   /** This node's meshed pods. */
   pods: Array<{ ip: string; identity: Identity; spec: PolicySpec }>;
+  /**
+   * Pods whose policy is not yet known (a starting agent without the TrafficTargets yet, for a
+   * pod the previous agent left failing closed): their specs say `deny` until it is.
+   */
+  pending?: string[];
 }
 
 export const emptyPolicyTable = (networks: string): PolicyTable => ({ networks, pods: [] });
@@ -25,6 +30,8 @@ export class Authorizer {
   #identities = new Map<string, Identity>();
   readonly #denied = new FirstTimes();
   readonly #onDeny: (msg: string) => void;
+  #pending = new Set<string>();
+  readonly #waiting = new Map<string, Set<() => void>>();
 
   constructor(onDeny: (msg: string) => void) {
     this.#onDeny = onDeny;
@@ -46,6 +53,34 @@ export class Authorizer {
     }
     this.#policies = next;
     this.#identities = ids;
+    this.#pending = new Set(t.pending ?? []);
+    for (const [ip, ws] of this.#waiting) {
+      if (this.#pending.has(ip)) continue;
+      this.#waiting.delete(ip);
+      for (const w of ws) w();
+    }
+  }
+
+  /**
+   * Null when the pod's policy is known; else a promise that settles when it is, or after
+   * timeoutMs (the decision then is the pending spec's `deny`). A connection waits, paused,
+   * rather than being refused while a starting agent learns the TrafficTargets.
+   */
+  ready(ip: string, timeoutMs: number): Promise<void> | null {
+    if (!this.#pending.has(ip)) return null;
+    return new Promise((resolve) => {
+      let ws = this.#waiting.get(ip);
+      if (ws === undefined) this.#waiting.set(ip, (ws = new Set()));
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        ws!.delete(done);
+        resolve();
+      }, timeoutMs);
+      ws.add(done);
+    });
   }
 
   get networks(): readonly Cidr[] {

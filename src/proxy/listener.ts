@@ -97,6 +97,12 @@ export interface ProxyOptions {
   inbound?: InboundListenOptions;
   /** Inbound authorization (docs/policy.md): asked for every connection, both listeners. */
   authorize?: Authorize;
+  /**
+   * Null when the destination's inbound policy is known; else a promise settling when it is (a
+   * starting agent learning the TrafficTargets): the connection waits for it, paused, before
+   * authorize() is asked (policy/authorizer.ts ready()).
+   */
+  policyReady?: (destIp: string) => Promise<unknown> | null;
 }
 
 export interface ProxyStats {
@@ -417,7 +423,9 @@ export class Proxy {
     const dial: Dialer = tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial;
     // A pod whose first certificate is on its way: its connection waits for it (paused), so the
     // first connection of a new pod is not refused (docs/identity.md).
-    const wait = tunnels?.waitFor(srcUri) ?? null;
+    const certWait = tunnels?.waitFor(srcUri) ?? null;
+    const policyWait = this.#opts.policyReady?.(rec.ip) ?? null;
+    const wait = certWait === null ? policyWait : policyWait === null ? certWait : Promise.all([certWait, policyWait]);
     this.#start(client, { direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: rec.ip, destPort: rec.port }, route, dial, srcUri ?? '', wait);
   };
   /**
@@ -464,51 +472,55 @@ export class Proxy {
     if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
     this.#clients.add(client);
     client.on('close', this.#onClientClose);
-    let authz: ConnAuthz | null = null;
-    let clientId: string | undefined;
-    if (this.#opts.authorize) {
-      try {
-        const a = this.#opts.authorize(conn);
-        authz = a.authz;
-        clientId = a.clientId;
-      } catch (err) {
-        // Never an allow-all by accident: a policy that cannot be evaluated refuses.
-        this.#log('error', 'inbound policy evaluation failed; refusing the connection', { ...conn, sourcePodKey: String(conn.sourcePodKey), error: String(err) });
-        abortSocket(client);
-        return;
+    // After any wait: the policy may have been learnt meanwhile.
+    const go = (): void => {
+      let authz: ConnAuthz | null = null;
+      let clientId: string | undefined;
+      if (this.#opts.authorize) {
+        try {
+          const a = this.#opts.authorize(conn);
+          authz = a.authz;
+          clientId = a.clientId;
+        } catch (err) {
+          // Never an allow-all by accident: a policy that cannot be evaluated refuses.
+          this.#log('error', 'inbound policy evaluation failed; refusing the connection', { ...conn, sourcePodKey: String(conn.sourcePodKey), error: String(err) });
+          abortSocket(client);
+          return;
+        }
       }
-    }
-    const ctx: ConnContext = {
-      connId: ++this.#nextConnId,
-      client,
-      endpoints: {
-        direction: conn.direction,
-        sourceIp: conn.sourceIp,
-        sourcePort: conn.sourcePort,
-        sourcePodKey: conn.sourcePodKey,
-        destIp: conn.destIp,
-        destPort: conn.destPort,
-        ...(route ? { dstService: { namespace: route.ref.namespace, name: route.ref.name } } : {}),
-        ...(clientId !== undefined ? { clientId } : {}),
-      },
-      telemetry: this.#telemetry,
-      dial,
-      openedAt: Date.now(),
-      route,
-      lease: null,
-      drain: this.#drain,
-      authz,
-      poolScope,
+      const ctx: ConnContext = {
+        connId: ++this.#nextConnId,
+        client,
+        endpoints: {
+          direction: conn.direction,
+          sourceIp: conn.sourceIp,
+          sourcePort: conn.sourcePort,
+          sourcePodKey: conn.sourcePodKey,
+          destIp: conn.destIp,
+          destPort: conn.destPort,
+          ...(route ? { dstService: { namespace: route.ref.namespace, name: route.ref.name } } : {}),
+          ...(clientId !== undefined ? { clientId } : {}),
+        },
+        telemetry: this.#telemetry,
+        dial,
+        openedAt: Date.now(),
+        route,
+        lease: null,
+        drain: this.#drain,
+        authz,
+        poolScope,
+      };
+      // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
+      if (route === null) {
+        try {
+          this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+        } catch {
+          // a broken sink must not refuse traffic
+        }
+      }
+      dispatch(ctx, this.#cfg);
     };
-    // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
-    if (route === null) {
-      try {
-        this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
-      } catch {
-        // a broken sink must not refuse traffic
-      }
-    }
-    if (wait === null) dispatch(ctx, this.#cfg);
-    else void wait.then(() => dispatch(ctx, this.#cfg));
+    if (wait === null) go();
+    else void wait.then(go);
   }
 }

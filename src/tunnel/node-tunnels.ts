@@ -70,7 +70,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
   };
   const out: TunnelStats = {
     client: { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 },
-    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0 },
+    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0 },
   };
   for (const s of all) {
     out.client.connectionsOpened += s.client.connectionsOpened;
@@ -82,6 +82,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
     out.server.open += s.server.open;
     out.server.streams += s.server.streams;
     out.server.inspected += s.server.inspected ?? 0;
+    out.server.waitingHandshakes += s.server.waitingHandshakes ?? 0;
     add(out.server.refusedClients, s.server.refusedClients);
     add(out.server.refusedStreams, s.server.refusedStreams);
   }

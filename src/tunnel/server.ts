@@ -39,6 +39,8 @@ export interface LocalPod {
  */
 export interface TunnelPolicy {
   authorize(c: ConnectionInfo, clientUri: string): ConnAuthz | null;
+  /** Null when the pod's policy is known; else a promise settling when it is (an agent starting): the stream waits for it. */
+  ready?(ip: string): Promise<unknown> | null;
   serve(ctx: ConnContext): void;
 }
 
@@ -70,6 +72,8 @@ export interface TunnelServerStats {
   refusedStreams: Record<string, number>;
   /** Of `streams`, those the destination pod's policy allows only some requests of, or none: served by the proxy. */
   inspected: number;
+  /** Handshakes waiting now for a certificate on its way (an agent starting, a new pod). */
+  waitingHandshakes: number;
 }
 
 interface PeerInfo {
@@ -89,7 +93,7 @@ export class TunnelServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   private pending: PeerInfo | null = null;
   private logged = new Map<string, number>();
-  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0 };
+  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0 };
 
   constructor(o: TunnelServerOptions) {
     this.o = o;
@@ -111,10 +115,18 @@ export class TunnelServer {
     const server = tls.createServer({
       // The certificate is the one the client asks for by name; the verify store must be set
       // here, on the server's own context (OpenSSL keeps it when SNI switches the context).
+      // A certificate on its way (a new pod's first, or an agent just started: it knows no
+      // identity yet) is waited for within the connect timeout: a client arriving during a
+      // restart is served, not refused (docs/policy.md, fail-open and fail-closed).
       SNICallback: (name, cb) => {
         const c = creds.bySni(name);
-        if (c === null) cb(new Error(`no certificate for ${name}: ${creds.uriOfSni(name) === null ? 'not an identity of this node' : creds.reason(creds.uriOfSni(name)!)}`), undefined);
-        else cb(null, c.context);
+        if (c !== null) return cb(null, c.context);
+        const refuse = (why: string) => cb(new Error(`no certificate for ${name}: ${why}`), undefined);
+        this.stats.waitingHandshakes++;
+        creds.waitSni(name, this.o.limits.upstreamConnectTimeoutMs).finally(() => this.stats.waitingHandshakes--).then(
+          (w) => (w === null ? refuse(creds.uriOfSni(name) === null ? 'not an identity of this node' : creds.reason(creds.uriOfSni(name)!)) : cb(null, w.context)),
+          (e: Error) => refuse(e.message),
+        );
       },
       ca: creds.anchorsPem,
       requestCert: true,
@@ -227,7 +239,19 @@ export class TunnelServer {
     if (podUri !== peer.serverUri) return this.refuseStream(stream, 403, 'wrong-identity', `${target.ip} is pod ${pod.namespace}/${pod.name} of ${podUri}, not of ${peer.serverUri} which the client asked for`, peer);
     const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
     const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
-    // The pod's inbound policy, with the identity the handshake verified (docs/policy.md).
+    // The pod's inbound policy, with the identity the handshake verified (docs/policy.md); an
+    // agent just started may still be learning it: the stream waits (bounded) rather than fails.
+    const pending = this.o.policy?.()?.ready?.(target.ip) ?? null;
+    if (pending !== null) {
+      stream.pause();
+      void pending.then(() => this.onAuthorize(stream, peer, pod, target, sourceIp));
+      return;
+    }
+    this.onAuthorize(stream, peer, pod, target, sourceIp);
+  }
+
+  private onAuthorize(stream: http2.ServerHttp2Stream, peer: PeerInfo, pod: LocalPod, target: { ip: string; port: number }, sourceIp: string): void {
+    if (stream.destroyed || stream.closed) return;
     const policy = this.o.policy?.() ?? null;
     let authz: ConnAuthz | null = null;
     try {

@@ -136,9 +136,10 @@ const proxy = new Proxy({
   openSlots: { counts: new Int32Array(init.openSlots), slot: init.index },
   splicer: init.kernelSplice ? view.splicer() : null,
   authorize: authorizer.authorize,
+  policyReady: (ip) => authorizer.ready(ip, limits.upstreamConnectTimeoutMs),
   log,
 });
-tunnelPolicy = { authorize: (c, uri) => authorizer.authorizeVerified(c, uri), serve: (ctx) => proxy.serveTunnelled(ctx) };
+tunnelPolicy = { authorize: (c, uri) => authorizer.authorizeVerified(c, uri), ready: (ip) => authorizer.ready(ip, limits.upstreamConnectTimeoutMs), serve: (ctx) => proxy.serveTunnelled(ctx) };
 
 function stats(): WorkerStats {
   const cpu = process.threadCpuUsage();
