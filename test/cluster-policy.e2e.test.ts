@@ -21,7 +21,7 @@
 //   listens, the new agent's handshakes wait for its certificates, its streams for the policy).
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
-import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
+import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod, type SimService } from '../src/sim/index.ts';
 import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
@@ -37,6 +37,7 @@ let far: SimPod;
 let farBot: SimPod;
 let front: SimPod;
 let ingress: SimPod;
+let apiSvc: SimService;
 const children: ChildProcess[] = [];
 
 function need(): { cluster: SimCluster; mesh: ClusterMesh } {
@@ -57,13 +58,16 @@ async function serve(pod: SimPod, name: string): Promise<void> {
   await new JsonLines(e).waitFor((o) => o.listening, 10_000, `${name} echo listening`);
 }
 
-async function http(from: SimPod, to: SimPod, method: string, p: string): Promise<string> {
-  const r = await from.exec('curl', ['-s', '-m', '10', '-X', method, '-o', '/dev/null', '-w', '%{http_code}', `http://${to.ip}:8080${p}`], { timeoutMs: 15_000 });
+/** `to`: a pod (port 8080), or a Service (port 80). */
+async function http(from: SimPod, to: SimPod | SimService, method: string, p: string): Promise<string> {
+  const addr = 'clusterIP' in to ? `${to.clusterIP}:80` : `${to.ip}:8080`;
+  const r = await from.exec('curl', ['-s', '-m', '10', '-X', method, '-o', '/dev/null', '-w', '%{http_code}', `http://${addr}${p}`], { timeoutMs: 15_000 });
   return r.stdout;
 }
 
-async function tcpOk(from: SimPod, to: SimPod): Promise<boolean> {
-  return (await from.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${to.ip}:7000`, '--send', 'x', '--timeout-ms', '5000'], { timeoutMs: 15_000 })).code === 0;
+async function tcpOk(from: SimPod, to: SimPod | SimService): Promise<boolean> {
+  const host = 'clusterIP' in to ? to.clusterIP : to.ip;
+  return (await from.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${host}:7000`, '--send', 'x', '--timeout-ms', '5000'], { timeoutMs: 15_000 })).code === 0;
 }
 
 const nodeOf = (p: SimPod) => need().cluster.nodes.find((n) => n.pods().includes(p))!;
@@ -74,7 +78,7 @@ test.before(async () => {
   cluster = await createCluster({ nodes: 2 });
   for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) cluster.api.register(r);
   cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled' });
-  api = await cluster.addPod(0, { deployment: 'api', namespace: NS, serviceAccountName: 'api' });
+  api = await cluster.addPod(0, { deployment: 'api', namespace: NS, serviceAccountName: 'api', labels: { app: 'api' } });
   web = await cluster.addPod(0, { deployment: 'web', namespace: NS, serviceAccountName: 'web' });
   bot = await cluster.addPod(0, { deployment: 'bot', namespace: NS, serviceAccountName: 'bot' });
   far = await cluster.addPod(1, { deployment: 'far', namespace: NS, serviceAccountName: 'web' });
@@ -86,9 +90,10 @@ test.before(async () => {
   cluster.apply({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'HTTPRouteGroup', metadata: { name: 'api-routes', namespace: NS }, spec: { matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }, { name: 'admin', pathRegex: '/admin.*', methods: ['*'] }] } });
   cluster.apply({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'TCPRoute', metadata: { name: 'echo', namespace: NS }, spec: { matches: { ports: [7000] } } });
   cluster.apply(target('web-to-api', [{ kind: 'HTTPRouteGroup', name: 'api-routes', matches: ['ok'] }, { kind: 'TCPRoute', name: 'echo' }]));
+  apiSvc = cluster.addService({ name: 'api', namespace: NS, selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'echo', port: 7000, targetPort: 7000 }] });
   await cluster.settled();
   mesh = await startMesh(cluster, { reportIntervalMs: 1000 });
-  await mesh.waitAgents((s, n) => n.index !== 0 || s.inbound?.pods.find((p: any) => p.name.startsWith('api-'))?.mode === 'smi', 'the TrafficTarget at api\'s agent');
+  await mesh.waitAgents((s, n) => (n.index !== 0 || s.inbound?.pods.find((p: any) => p.name.startsWith('api-'))?.mode === 'smi') && s.discovery.endpoints >= 2, 'the TrafficTarget at api\'s agent, and the api Service');
 });
 
 test.after.always(async () => {
@@ -150,6 +155,21 @@ test.serial('server-side metrics for everyone: stat for a front end includes an 
   t.is(row.requests, 8, 'the ingress\'s 5 (captured by front\'s agent) and web\'s 3, each once');
   const m = await mesh.agentMetrics(nodeOf(front));
   t.regex(m, /request_total\{direction="inbound",target_addr="[^"]+:8080",namespace="shop",deployment="front",pod="[^"]+",tls="no_identity",no_tls_reason="no_tls_from_remote",authority="[^"]+"\} 5/);
+});
+
+test.serial('through a Service: a meshed pod of the node that reaches the pod by its ClusterIP is authorized as by its address', async (t) => {
+  const { mesh } = need();
+  const before = (await mesh.agentStatus(nodeOf(api))).proxy.localInspected;
+  t.is(await http(web, apiSvc, 'GET', '/ok'), '200');
+  t.is(await http(web, apiSvc, 'POST', '/ok'), '403', 'GET only');
+  t.is(await http(bot, apiSvc, 'GET', '/ok'), '403', 'another ServiceAccount');
+  t.true(await tcpOk(web, apiSvc), 'TCPRoute port 7000: a whole connection');
+  t.false(await tcpOk(bot, apiSvc));
+  const s = await mesh.agentStatus(nodeOf(api));
+  t.true(s.proxy.localInspected >= before + 3, `served in-process by the inbound side: ${s.proxy.localInspected - before}`);
+  const m = await mesh.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_tcp_authz_deny_total\{[^}]*target_addr="[^"]+:7000"[^}]*client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/bot"\} [1-9]/);
+  t.regex(m, /request_total\{direction="outbound",[^}]*deployment="bot"[^}]*dst_service="api"[^}]*\} [1-9]/, 'the requests counted once, by the outbound side as before');
 });
 
 test.serial('a meshed client of another node, through the mTLS tunnel: authorized by the identity the tunnel verified, request by request; its requests counted once', async (t) => {

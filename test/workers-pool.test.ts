@@ -112,7 +112,7 @@ test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up
 });
 
 test('merged views: counters summed; a balancer endpoint\'s requests summed, its EWMA weighted by them, its state the worst', (t) => {
-  const base = { open: 1, accepted: 5, refusedNoRecord: 0, refusedOverCap: 1, byProtocol: { http1: 2 }, byDetection: { http1: 2 }, spliced: 0, spliceFailed: 0, eagerDialSkipped: 1, eagerDialLate: 0, knownHttp1Dests: 3, noEndpoints: 0, inboundAccepted: 2, tunnelledInspected: 0 };
+  const base = { open: 1, accepted: 5, refusedNoRecord: 0, refusedOverCap: 1, byProtocol: { http1: 2 }, byDetection: { http1: 2 }, spliced: 0, spliceFailed: 0, eagerDialSkipped: 1, eagerDialLate: 0, knownHttp1Dests: 3, noEndpoints: 0, inboundAccepted: 2, tunnelledInspected: 0, localInspected: 0 };
   t.deepEqual(sumProxyStats([base, { ...base, byProtocol: { http1: 1, opaque: 4 }, knownHttp1Dests: 7 }]), {
     ...base, open: 2, accepted: 10, refusedOverCap: 2, byProtocol: { http1: 3, opaque: 4 }, byDetection: { http1: 4 }, eagerDialSkipped: 2, knownHttp1Dests: 7, inboundAccepted: 4,
   });

@@ -283,6 +283,7 @@ export class Agent {
       maxConnections: this.opts.maxConnections,
       authorize: this.inbound.authorizer.authorize,
       policyReady: (ip) => this.inbound.authorizer.ready(ip, defaultLimits.upstreamConnectTimeoutMs),
+      decisions: this.metrics,
       ...(this.opts.inbound ? { inbound: { host: this.opts.inbound.ip, port: this.opts.inbound.port, listenFd: listenTransparent, dialFrom: dialerFrom } } : {}),
       // The datapath opens after the proxy listens: bind late.
       splicer: this.opts.kernelSplice ? {

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import type { ConnAuthz, ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver, TunnelRouter } from './context.ts';
 import type { Direction } from '../telemetry/events.ts';
 import { defaultLimits, DrainSignal } from './context.ts';
-import type { TelemetrySink } from '../telemetry/events.ts';
+import type { ConnCloseEvent, RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
 import { dispatch } from './dispatch.ts';
 import type { DispatchConfig } from './dispatch.ts';
@@ -16,6 +16,7 @@ import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
 import type { Sweeper } from './sweep.ts';
+import { localPair } from './local-pair.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -103,6 +104,12 @@ export interface ProxyOptions {
    * authorize() is asked (policy/authorizer.ts ready()).
    */
   policyReady?: (destIp: string) => Promise<unknown> | null;
+  /**
+   * Where the inbound policy's decisions on connections served in-process (a Service endpoint of
+   * this node: local-pair.ts) are counted alone, the connection's own metrics being the outbound
+   * side's (the agent's metrics; default: not counted).
+   */
+  decisions?: { requestAuthz(ev: RequestEvent): void; connAuthz(ev: ConnCloseEvent): void };
 }
 
 export interface ProxyStats {
@@ -140,6 +147,8 @@ export interface ProxyStats {
    * policy does not allow whole, handed here to be decided request by request.
    */
   tunnelledInspected: number;
+  /** Connections of meshed pods of this node to a Service endpoint of this node its policy does not allow whole, served in-process. */
+  localInspected: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -202,7 +211,7 @@ export class Proxy {
   readonly #knownHttp1: KnownHttp1 | null;
   #stats: ProxyStats = {
     open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
-    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0, tunnelledInspected: 0,
+    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0, tunnelledInspected: 0, localInspected: 0,
   };
   /** One 'close' listener for every client (`this` is the socket): no closure per connection. */
   readonly #onClientClose: (this: net.Socket) => void;
@@ -420,7 +429,15 @@ export class Proxy {
     }
     const tunnels = this.#opts.tunnels;
     const srcUri = tunnels ? tunnels.identityOf(sourceIp) : null;
-    const dial: Dialer = tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial;
+    const direct: Dialer = tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial;
+    // A Service's endpoint is chosen after accept: one on this node is authorized when dialled,
+    // and one its policy does not allow whole is served in-process by the inbound side.
+    const authorize = this.#opts.authorize;
+    const dial: Dialer = route === null || !authorize ? direct : (ip, port) => {
+      const a = authorize({ direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port });
+      if (a.authz === null || a.authz.verdict === 'allow') return direct(ip, port);
+      return this.#serveLocal(a.authz, a.clientId, sourceIp, rec.podKey, ip, port);
+    };
     // A pod whose first certificate is on its way: its connection waits for it (paused), so the
     // first connection of a new pod is not refused (docs/identity.md).
     const certWait = tunnels?.waitFor(srcUri) ?? null;
@@ -451,9 +468,34 @@ export class Proxy {
    * decided with the identity the tunnel verified); it counts as an open connection here.
    */
   serveTunnelled(ctx: ConnContext): void {
+    this.#stats.tunnelledInspected++;
+    this.#serveInspected(ctx);
+  }
+
+  /** An in-process connection to a Service endpoint of this node that its policy does not allow whole (local-pair.ts). */
+  #serveLocal(authz: ConnAuthz, clientId: string | undefined, sourceIp: string, podKey: bigint, ip: string, port: number): net.Socket {
+    const { upstream, downstream } = localPair();
+    const d = this.#opts.decisions;
+    this.#stats.localInspected++;
+    this.#serveInspected({
+      connId: ++this.#nextConnId,
+      client: downstream,
+      endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: podKey, destIp: ip, destPort: port, ...(clientId !== undefined ? { clientId } : {}) },
+      // The outbound side's events are this connection's metrics (both sides, same node): here only the decisions.
+      telemetry: { connOpen() {}, connBytes() {}, connClose: (ev) => d?.connAuthz(ev), request: (ev) => d?.requestAuthz(ev) },
+      dial: this.#dial,
+      openedAt: Date.now(),
+      route: null,
+      lease: null,
+      authz,
+      poolScope: '',
+    });
+    return upstream;
+  }
+
+  #serveInspected(ctx: ConnContext): void {
     const stats = this.#stats;
     stats.open++;
-    stats.tunnelledInspected++;
     if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
     this.#clients.add(ctx.client);
     ctx.client.on('close', this.#onClientClose);
@@ -508,7 +550,9 @@ export class Proxy {
         lease: null,
         drain: this.#drain,
         authz,
-        poolScope,
+        // Upstreams are pooled per client identity (tunnel or not): one dialled for a Service
+        // endpoint of this node carries its client's authorization (local-pair.ts).
+        poolScope: poolScope !== '' ? poolScope : clientId ?? '',
       };
       // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
       if (route === null) {

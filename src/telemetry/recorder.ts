@@ -304,6 +304,11 @@ export class MetricsRecorder implements TelemetrySink {
     if (ev.authz !== undefined) this.authz.record(ev as RequestEvent & { authz: NonNullable<RequestEvent['authz']> }, true, () => this.serverLabels(ev.destIp));
   }
 
+  /** Only a connection's inbound authorization decision (a connection served in-process: proxy/local-pair.ts). */
+  connAuthz(ev: ConnCloseEvent): void {
+    if (ev.authz !== undefined) this.authz.record(ev as ConnCloseEvent & { authz: NonNullable<ConnCloseEvent['authz']> }, false, () => this.serverLabels(ev.destIp));
+  }
+
   /** Connections open as this recorder counts them (tests, status). */
   get openConnections(): number {
     return this.conns.size;

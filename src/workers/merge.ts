@@ -14,7 +14,7 @@ function addCounts(into: Record<string, number>, from: Record<string, number>): 
 export function sumProxyStats(all: readonly ProxyStats[]): ProxyStats {
   const out: ProxyStats = {
     open: 0, accepted: 0, refusedNoRecord: 0, refusedOverCap: 0, byProtocol: {}, byDetection: {}, spliced: 0, spliceFailed: 0,
-    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0, tunnelledInspected: 0,
+    eagerDialSkipped: 0, eagerDialLate: 0, knownHttp1Dests: 0, noEndpoints: 0, inboundAccepted: 0, tunnelledInspected: 0, localInspected: 0,
   };
   for (const s of all) {
     out.open += s.open;
@@ -31,6 +31,7 @@ export function sumProxyStats(all: readonly ProxyStats[]): ProxyStats {
     out.noEndpoints += s.noEndpoints;
     out.inboundAccepted += s.inboundAccepted ?? 0;
     out.tunnelledInspected += s.tunnelledInspected ?? 0;
+    out.localInspected += s.localInspected ?? 0;
   }
   return out;
 }

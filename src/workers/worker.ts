@@ -137,6 +137,7 @@ const proxy = new Proxy({
   splicer: init.kernelSplice ? view.splicer() : null,
   authorize: authorizer.authorize,
   policyReady: (ip) => authorizer.ready(ip, limits.upstreamConnectTimeoutMs),
+  decisions: recorder,
   log,
 });
 tunnelPolicy = { authorize: (c, uri) => authorizer.authorizeVerified(c, uri), ready: (ip) => authorizer.ready(ip, limits.upstreamConnectTimeoutMs), serve: (ctx) => proxy.serveTunnelled(ctx) };
