@@ -36,8 +36,11 @@ test('held (no agent takes connections): no TPROXY; fail-closed pods\' SYNs are 
   t.notRegex(none, /elements/, 'empty sets have no elements line');
 });
 
-test('with identity on: a SYN to the tunnel port meets the agent\'s listener when one listens, else is dropped (another node\'s agent retries into the next agent)', (t) => {
-  const text = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008 } });
+test('with identity on: a SYN to the tunnel port meets the agent\'s listener when one listens, else is dropped (another node\'s agent retries into the next agent); held, it is dropped', (t) => {
+  const held = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008 } });
+  t.notRegex(held, /15008 socket transparent 0 accept/, 'a stopping agent takes no new tunnel connection: its accept queue empties before it closes');
+  t.regex(held, /15008 counter drop/);
+  const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15001 }, pods, tunnel: { ip: '10.244.0.1', port: 15008 } });
   const chain = text.slice(text.indexOf('chain prerouting'));
   const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
   t.deepEqual(rules.slice(0, 4), [

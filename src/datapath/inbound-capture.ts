@@ -9,6 +9,7 @@
 //
 //   skip-inbound ports                       pass (the pod's own exemption)
 //   a SYN to the tunnel port, no listener    dropped: another node's agent retries into the next agent
+//     (or held: the stopping agent's)
 //   a SYN to a meshed pod                    TPROXY to the agent's listener, when one listens
 //   a SYN to a fail-closed pod, not taken    dropped: the client retries until an agent is back
 //   the rest of a captured connection        to the agent's socket (socket transparent)
@@ -76,8 +77,10 @@ export function renderCapture(r: CaptureRuleset): string {
   const rules = [
     'meta l4proto != tcp accept',
     'ip daddr . tcp dport @skip-inbound accept',
+    // Held (stopping): every SYN to the tunnel port is dropped, so the grace before the tunnel
+    // listener closes empties its accept queue and resets nothing.
     ...(r.tunnel ? [
-      `${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} socket transparent 0 accept`,
+      ...(r.listener ? [`${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} socket transparent 0 accept`] : []),
       `${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} counter drop`,
     ] : []),
     ...(r.listener ? [`${syn} ip daddr @captured tproxy to ${r.listener.ip}:${r.listener.port} ${mark} accept`] : []),
