@@ -63,6 +63,30 @@ async function startAgent(workers: number, extra: string[] = [], controller = fa
   return a;
 }
 
+/**
+ * Keep-alive HTTP loads (one connection each), perClient from every client, then one more at a
+ * time until every proxy holds some: the kernel's SO_REUSEPORT hash puts n connections all on
+ * one of two proxies 2^(1-n) of the time. Each decision waits for a status whose proxies have
+ * accepted every load's connection, so it never reads stats from before the last one.
+ */
+async function loadsOnEveryProxy(perClient: number, rps: number): Promise<{ loads: JsonLines[]; held: any }> {
+  const loads: JsonLines[] = [];
+  const start = async (c: SimPod) => {
+    const p = c.spawn(process.execPath, [SERVICE_TOOLS, 'load', '--http', `${server.ip}:8081`, '--rps', String(rps), '--tick-ms', '200'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(p);
+    const l = new JsonLines(p);
+    loads.push(l);
+    await l.waitFor((o) => o.tick?.byName?.api > 0, 15_000, 'load flowing');
+  };
+  await Promise.all(clients.flatMap((c) => Array.from({ length: perClient }, () => start(c))));
+  for (let extra = 0; ; extra++) {
+    const s = await until(status, (x) => x.proxy.workers.reduce((n: number, w: any) => n + w.accepted, 0) >= loads.length, `the proxies' stats counting all ${loads.length} load connections`);
+    if (s.proxy.workers.every((w: any) => w.open > 0)) return { loads, held: s };
+    if (extra === 20) throw new Error(`${loads.length} connections and still a proxy without one: ${JSON.stringify(s.proxy.workers)}`);
+    await start(clients[extra % clients.length]!);
+  }
+}
+
 async function stopAgent(a: ChildProcess): Promise<void> {
   a.kill('SIGTERM');
   await exited(a);
@@ -198,14 +222,7 @@ test.serial('a proxy worker ended under load is replaced within a second; the ot
     if (o.error) throw new Error(o.error);
   });
   try {
-    // Keep-alive HTTP loads from every client, each on one connection; enough of them that both proxies hold some.
-    const loads = clients.flatMap((c) => [0, 1, 2].map(() => {
-      const p = c.spawn(process.execPath, [SERVICE_TOOLS, 'load', '--http', `${server.ip}:8081`, '--rps', '50', '--tick-ms', '200'], { stdio: ['pipe', 'pipe', 'pipe'] });
-      children.push(p);
-      return new JsonLines(p);
-    }));
-    await Promise.all(loads.map((l) => l.waitFor((o) => o.tick?.byName?.api > 0, 15_000, 'load flowing')));
-    const held = await until(status, (s) => s.proxy.workers.every((w: any) => w.open > 0), 'both proxies holding connections');
+    const { loads, held } = await loadsOnEveryProxy(3, 50);
     const mainOpen = held.proxy.workers[0].open;
     const ticksBefore = loads.map((l) => l.lines.length);
     await rpc.call('killWorker', [1]);
@@ -236,13 +253,7 @@ test.serial('a proxy worker ended under load is replaced within a second; the ot
 
 test.serial('SIGTERM with 2 proxies: keep-alive clients in a loop see no failed request while the agent drains and exits', async (t) => {
   const agent = await startAgent(2, ['--drain', '5000']);
-  const loads = clients.flatMap((c) => [0, 1].map(() => {
-    const p = c.spawn(process.execPath, [SERVICE_TOOLS, 'load', '--http', `${server.ip}:8081`, '--rps', '200', '--tick-ms', '200'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    children.push(p);
-    return new JsonLines(p);
-  }));
-  await Promise.all(loads.map((l) => l.waitFor((o) => o.tick?.byName?.api > 0, 15_000, 'load flowing')));
-  await until(status, (s) => s.proxy.workers.every((w: any) => w.open > 0), 'both proxies holding keep-alive connections');
+  const { loads } = await loadsOnEveryProxy(2, 200);
   agent.kill('SIGTERM');
   t.is(await exited(agent), 0, `the agent exits 0; log: ${log.slice(-2000)}`);
   const after = loads.map((l) => l.lines.length);
