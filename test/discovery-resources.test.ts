@@ -115,8 +115,10 @@ test('a directory of YAML and JSON: the agent follows edits, a bad file keeps it
   fs.rmSync(path.join(dir, 'services.yaml'));
   await waitFor(() => c.store.counts().services === 0, 10_000);
   t.is(c.store.byVip('10.96.0.10', 80), null);
-  // The directory itself going away is not "delete everything".
-  fs.rmSync(dir, { recursive: true });
+  // The directory itself going away is not "delete everything". Renamed away in one step: a
+  // recursive rm deletes file by file, and a rescan between two of them rightly sees a removed file.
+  fs.renameSync(dir, `${dir}.gone`);
+  t.teardown(() => fs.rmSync(`${dir}.gone`, { recursive: true, force: true }));
   const gone = await until(() => c.status(), (s: any) => /ENOENT; keeping the last good objects/.test(s.discovery.source.lastError ?? ''), 'the missing directory reported', { ms: 10_000 });
   t.like(gone.discovery, { slices: 1, pods: 1 });
   t.is(c.store.counts().pods, 1);
