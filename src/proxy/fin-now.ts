@@ -38,6 +38,19 @@ function native(): FinOps | null {
  * shutdown then finds the FIN sent and does nothing.
  */
 export function writeWithFin(sock: net.Socket, write: () => void): boolean {
+  const sent = corkedFin(sock, write);
+  if (sent) finCounts.withLastBytes++;
+  else finCounts.late++;
+  return sent;
+}
+
+/**
+ * Process-wide: replies whose FIN left with their last bytes, and those whose FIN was left to
+ * end() (Node still held unsent bytes, or no addon), where a closing client may close first.
+ */
+export const finCounts = { withLastBytes: 0, late: 0 };
+
+function corkedFin(sock: net.Socket, write: () => void): boolean {
   const fd = sock.destroyed || sock.writableLength !== 0 ? null : socketFd(sock);
   const n = fd === null ? null : native();
   if (n === null || n.setCork(fd!, true) !== 0) {
@@ -52,5 +65,5 @@ export function writeWithFin(sock: net.Socket, write: () => void): boolean {
 
 /** The FIN now, when nothing is left to write with it (a reply Node has fully handed over). */
 export function finNow(sock: net.Socket): boolean {
-  return writeWithFin(sock, () => {});
+  return corkedFin(sock, () => {});
 }
