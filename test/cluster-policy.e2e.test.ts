@@ -157,6 +157,10 @@ test.serial('server-side metrics for everyone: stat for a front end includes an 
 test.serial('through a Service: a meshed pod of the node that reaches the pod by its ClusterIP is authorized as by its address', async (t) => {
   const { mesh } = need();
   const before = (await mesh.agentStatus(nodeOf(api))).proxy.localInspected;
+  // A direct GET leaves web a pooled upstream whose requests its connection checked one by one;
+  // the Service's connection right after must not take it and skip the check.
+  t.is(await http(web, api, 'GET', '/ok'), '200');
+  t.is(await http(web, apiSvc, 'POST', '/ok'), '403', 'not on the pooled upstream of a connection that checks each request');
   t.is(await http(web, apiSvc, 'GET', '/ok'), '200');
   t.is(await http(web, apiSvc, 'POST', '/ok'), '403', 'GET only');
   t.is(await http(bot, apiSvc, 'GET', '/ok'), '403', 'another ServiceAccount');

@@ -121,6 +121,18 @@ test.serial('a meshed pod of the node is counted once per side, with its identit
   t.true(sum(m, 'request_total', { direction: 'outbound', pod: 'web', dst_pod: 'api' }) >= 1);
 });
 
+test.serial('a connection made straight to the inbound port (not captured for a meshed pod) is refused, not dialled: no open relay, no loop back into the listener', async (t) => {
+  const s0 = await status();
+  const listen = s0.inbound.listen as string;
+  // From the node itself: the destination is the listener's own address, which the agent's
+  // upstream (from the client's address) would reach again, and again.
+  const r = await node.execInNode(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', listen, '--send', 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', '--timeout-ms', '5000'], { timeoutMs: 15_000 });
+  t.not(r.code, 0, `refused: ${r.stdout} ${r.stderr}`);
+  const s = await until(status, (x) => x.proxy.refusedNoRecord > s0.proxy.refusedNoRecord, 'the refusal counted');
+  t.is(s.proxy.inboundAccepted, s0.proxy.inboundAccepted + 1, 'accepted once: nothing came back into the listener');
+  t.regex(agentLog, /refused a connection to the inbound port that is not for a meshed pod of this node/);
+});
+
 test.serial('skip-inbound ports bypass the capture', async (t) => {
   writePods({ 'mesh-agent.io/skip-inbound-ports': '7000' });
   await until(status, (s) => s.pods.find((p: any) => p.name === 'api')?.skipInboundPorts === '7000', 'api skipping inbound 7000');

@@ -530,6 +530,17 @@ export class Proxy {
           return;
         }
       }
+      if (conn.direction === 'inbound' && authz === null) {
+        // Not a meshed pod of this node (the capture takes only those): a connection made
+        // straight to the inbound port. Dialling its destination could reach this listener
+        // again and loop until the connection cap; no open relay, as on the outbound port.
+        stats.refusedNoRecord++;
+        abortSocket(client);
+        this.#noRecordLog.hit(this.#log, 'info', 'refused a connection to the inbound port that is not for a meshed pod of this node (not captured; no open relay)',
+          { sourceIp: conn.sourceIp, destIp: conn.destIp, destPort: conn.destPort, refusedNoRecord: stats.refusedNoRecord });
+        return;
+      }
+      const scope = poolScope !== '' ? poolScope : clientId ?? '';
       const ctx: ConnContext = {
         connId: ++this.#nextConnId,
         client,
@@ -551,8 +562,10 @@ export class Proxy {
         drain: this.#drain,
         authz,
         // Upstreams are pooled per client identity (tunnel or not): one dialled for a Service
-        // endpoint of this node carries its client's authorization (local-pair.ts).
-        poolScope: poolScope !== '' ? poolScope : clientId ?? '',
+        // endpoint of this node carries its client's authorization (local-pair.ts). One whose
+        // requests this connection checks one by one has a pool of its own: a Service's
+        // connection, authorized when dialled, would otherwise reuse it and skip the checks.
+        poolScope: authz !== null && authz.verdict !== 'allow' ? `${scope}|checked` : scope,
       };
       // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
       if (route === null) {
