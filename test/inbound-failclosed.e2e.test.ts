@@ -132,8 +132,10 @@ test.serial('SIGKILL: the default-policy pod is reached directly within 1 s of t
   t.regex(closed.error ?? '', /timeout|timed out/i, 'dropped, not refused');
   const accepted = echoes.get('api')!.lines.filter((o) => o.accepted).length;
   // An allowed client (a meshed pod of the node; with no agent its connect() goes direct, and is captured) waits for an agent.
+  const dropped = async () => Number(/fail-closed counter packets (\d+)/.exec((await table()) ?? '')?.[1] ?? 0);
+  const droppedBefore = await dropped();
   const waiting = connect(web, api, 60_000);
-  await new Promise((r) => setTimeout(r, 1500)); // its first SYN and a retransmission meet no agent
+  await until(dropped, (n) => n >= droppedBefore + 2, 'its first SYN and a retransmission dropped while no agent runs');
   t.is(echoes.get('api')!.lines.filter((o) => o.accepted).length, accepted, 'nothing reaches the fail-closed pod while no agent runs');
   startAgent();
   await capturing(['shop/api']);
