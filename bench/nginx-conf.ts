@@ -82,7 +82,10 @@ export function proxyConf(dir: string, listenIp: string, serverIp: string, servi
   const s = (port: number) => `${port + PORTS.serviceOffset} reuseport`;
   const h1 = (up: string) => `proxy_pass http://${up}; proxy_http_version 1.1; proxy_set_header Connection "";`;
   // nginx's default balancing (round robin) over the Service's pods, per request on each keep-alive connection.
-  const upstream = (name: string, port: number) => `  upstream ${name} { ${serviceIps.map((ip) => `server ${ip}:${port};`).join(' ')} keepalive 128; keepalive_requests 100000000; }\n`;
+  // max_fails=0: nginx 1.22's grpc_pass now and then fails a request with "upstream sent frame
+  // for unknown stream"; the default max_fails=1 then takes that pod out for 10 s, and once all
+  // three are out every request fails with "no live upstreams" (a full run's grpc-service).
+  const upstream = (name: string, port: number) => `  upstream ${name} { ${serviceIps.map((ip) => `server ${ip}:${port} max_fails=0;`).join(' ')} keepalive 128; keepalive_requests 100000000; }\n`;
   return `${common(dir)}http {
 ${httpCommon(dir)}  upstream h1 { server ${serverIp}:${PORTS.http1}; keepalive 128; keepalive_requests 100000000; }
   upstream h2 { server ${serverIp}:${PORTS.h2}; keepalive 128; keepalive_requests 100000000; }

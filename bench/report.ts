@@ -10,6 +10,8 @@ export interface Metric {
   unit: string;
   /** Which way is better; ratios are always value/direct. */
   better: 'higher' | 'lower';
+  /** A value a path may leave out (its notes say why), as a spread with a pod that got nothing. */
+  optional?: boolean;
   values: Partial<Record<Mode, number>>;
 }
 
@@ -234,6 +236,8 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
         status: met ? 'met' : 'missed',
         limit: met ? undefined : 'The balancer (power of two choices over peak EWMA) sends less to a pod whose answers were slower in the last few seconds (docs/routing.md); on a machine where the load generator, the three servers and the agent share two cores, one server descheduled now and then is slower for real. The requests per pod are in the notes.',
       });
+    } else if (metricOf(scenarios, svc, 'requests/s')?.values.mesh !== undefined) {
+      out.push({ id: `${svc}-spread`, target: sTarget, measured: 'mesh unbounded: a pod got no request', status: 'missed', limit: 'The requests per pod are in the notes.' });
     } else out.push({ id: `${svc}-spread`, target: sTarget, measured: '-', status: 'not run' });
     const viaSvc = metricOf(scenarios, svc, 'requests/s')?.values.mesh;
     const viaPod = metricOf(scenarios, pod, 'requests/s')?.values.mesh;

@@ -162,7 +162,10 @@ async function main(): Promise<void> {
         }
         for (const m of res.metrics) {
           const v = r.values[m.name];
-          if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${sc.id}/${mode}: no value for ${m.name}`);
+          if (typeof v !== 'number' || !Number.isFinite(v)) {
+            if (m.optional) continue; // its note says why
+            throw new Error(`${sc.id}/${mode}: no value for ${m.name}`);
+          }
           m.values[mode] = v;
         }
         res.notes.push(...(r.notes ?? []));
