@@ -264,8 +264,10 @@ test.serial('timeouts.request: 500ms against a server that sleeps: 504 at 500 ms
     t.is(code, '504', r.stdout);
     times.push((Number(first) - Number(pre)) * 1000);
   }
-  // Never early; and at least once (a loaded machine may stall one) within 50 ms of it.
-  t.true(times.every((ms) => ms >= 500), `answered after ${times.map((x) => x.toFixed(1)).join(', ')} ms`);
+  // Never early (but for 1 ms: libuv arms a timer from the loop's cached time, taken when the
+  // turn began, so it may fire up to a millisecond before 500 ms of wall time); and at least
+  // once (a loaded machine may stall one) within 50 ms of it.
+  t.true(times.every((ms) => ms >= 499), `answered after ${times.map((x) => x.toFixed(1)).join(', ')} ms`);
   t.true(Math.min(...times) <= 550, `answered after ${times.map((x) => x.toFixed(1)).join(', ')} ms`);
   const after = await until(() => counts('slow'), (c) => c.cancelled - before.cancelled >= 3, 'the server seeing three requests cancelled', { ms: 15_000 });
   t.is(after.cancelled - before.cancelled, 3);
