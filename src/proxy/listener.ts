@@ -5,7 +5,7 @@
  */
 import * as net from 'node:net';
 import type { ConnAuthz, ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver, TunnelRouter } from './context.ts';
-import type { Direction } from '../telemetry/events.ts';
+import type { Endpoints } from '../telemetry/events.ts';
 import { defaultLimits, DrainSignal } from './context.ts';
 import type { ConnCloseEvent, RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
@@ -32,15 +32,8 @@ export interface InboundListenOptions {
   dialFrom: (sourceIp: string) => Dialer;
 }
 
-/** A connection as the policy sees it when it is accepted. */
-export interface ConnectionInfo {
-  direction: Direction;
-  sourceIp: string;
-  sourcePort: number;
-  sourcePodKey: bigint;
-  destIp: string;
-  destPort: number;
-}
+/** A connection as the policy sees it when it is accepted: telemetry's endpoints, without what is learnt later. */
+export type ConnectionInfo = Pick<Endpoints, 'direction' | 'sourceIp' | 'sourcePort' | 'sourcePodKey' | 'destIp' | 'destPort'>;
 
 /**
  * The destination's inbound policy for a connection: its decisions (null when no policy governs
