@@ -8,6 +8,7 @@ import { hostAllowed, sseEvent } from '../src/dashboard/server.ts';
 import { canOpenBrowser, forwardedPort } from '../src/cli/dashboard.ts';
 import { parseReport, type IdentitySummary } from '../src/telemetry/report.ts';
 import { MAX_TAP_RPS } from '../src/telemetry/tap.ts';
+import { graphOf } from '../web/src/lib/graph.ts';
 import { layout } from '../web/src/lib/layout.ts';
 import { SseParser } from '../web/src/lib/sse.ts';
 import { parseRoute, href } from '../web/src/lib/route.ts';
@@ -111,6 +112,24 @@ test('the agent summary in a report is validated and bounded; a report without o
   t.throws(bad({ ...summary(), identity: { ...identity, certificates: Array(65).fill(identity.certificates[0]) } }), { message: /report\.agent\.identity\.certificates: needs an array of at most 64/ });
   t.throws(bad({ ...summary(), identity: { ...identity, certificates: [{ identity: 'x', state: 'odd', notAfter: null }] } }), { message: /report\.agent\.identity\.certificates\[0\]/ });
   t.throws(bad({ ...summary(), identity: { certificates: [] } }), { message: /report\.agent\.identity: needs trustDomain/ });
+});
+
+test('topology graph: every end of an edge is a node (other namespaces, outside the mesh), also before the workloads list loads', (t) => {
+  const rows = workloadsView(shop(), 'shop', 60_000, NOW).rows;
+  const edges = edgesView(shop(), { namespace: 'shop' }, 60_000, NOW).edges;
+  for (const g of [graphOf('shop', rows, edges), graphOf('shop', [], edges)]) {
+    const ids = new Set(g.nodes.map((n) => n.id));
+    t.true(g.edges.every((e) => ids.has(e.from) && ids.has(e.to)), 'no edge without its nodes');
+    t.deepEqual(g.edges.length, edges.length);
+    const labels = g.nodes.map((n) => n.label);
+    t.true(labels.includes('data/db') && labels.includes('outside the mesh'), labels.join(', '));
+    t.is(g.nodes.find((n) => n.external)!.href, undefined, 'outside the mesh links nowhere');
+    const l = layout([...ids], g.edges);
+    t.is(l.edges.length, edges.length, 'the layout keeps every edge');
+  }
+  t.deepEqual(graphOf('shop', rows, []).edges, []);
+  const empty = layout([], []);
+  t.true(empty.width > 0 && empty.height > 0, 'an empty graph has no negative size');
 });
 
 test('layout: layers follow the calls, the same picture for any input order, no two boxes in one place, cycles end', (t) => {

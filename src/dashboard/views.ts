@@ -6,22 +6,14 @@ import { LATENCY_BOUNDS, total } from '../telemetry/histogram.ts';
 import { aggregate, goldenMetrics, inWindow, peerResolver, stat, type Ref, type StatRow } from '../controller/stat.ts';
 import { isLive, type WindowStore } from '../controller/store.ts';
 import type { AgentSummary } from '../telemetry/report.ts';
+import { EXTERNAL, refKey, type WorkloadRef } from './workload-ref.ts';
 
-export interface WorkloadRef {
-  namespace: string;
-  /** workloadOf's kind (deployment, statefulset, daemonset, job, replicaset, pod); 'external' for addresses no agent knows. */
-  kind: string;
-  name: string;
-}
+export { EXTERNAL, refKey, type WorkloadRef };
 
 export type Metrics = ReturnType<typeof goldenMetrics>;
 export type WorkloadRow = WorkloadRef & Metrics & { meshedPods: number; totalPods: number };
 export type EdgeRow = Metrics & { src: WorkloadRef; dst: WorkloadRef };
 
-/** Traffic to or from addresses in no live agent's inventory: one node in the graph, not one per IP. */
-export const EXTERNAL: WorkloadRef = { namespace: '', kind: 'external', name: 'outside the mesh' };
-
-export const refKey = (w: WorkloadRef) => `${w.namespace}/${w.kind}/${w.name}`;
 
 /** A pod's workload, or EXTERNAL for a peer no agent knows. */
 function workloadOfRef(r: Ref): WorkloadRef {

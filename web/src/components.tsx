@@ -2,6 +2,7 @@
 import type { ComponentChildren } from 'preact';
 import { useMemo, useState } from 'preact/hooks';
 import { formatLatency, formatRps, formatSuccess } from '../../src/controller/format.ts';
+import type { TopoEdge, TopoNode } from './lib/graph.ts';
 import { DEFAULT_LAYOUT, layout } from './lib/layout.ts';
 import { successClass } from './lib/health.ts';
 import type { SeriesPoint } from '../../src/dashboard/views.ts';
@@ -84,20 +85,6 @@ export function goldenColumns<T extends Golden>(): Column<T>[] {
     { key: 'p95', label: 'P95', numeric: true, value: (r) => r.latencyMsP95, render: (r) => formatLatency(r.latencyMsP95) },
     { key: 'p99', label: 'P99', numeric: true, value: (r) => r.latencyMsP99, render: (r) => formatLatency(r.latencyMsP99) },
   ];
-}
-
-export interface TopoNode {
-  id: string;
-  label: string;
-  href?: string;
-  external?: boolean;
-}
-export interface TopoEdge {
-  from: string;
-  to: string;
-  successRate: number | null;
-  rps: number | null;
-  requests: number;
 }
 
 /** Workloads as boxes, traffic as arrows labelled with success rate and RPS; failing edges in red and thicker. */

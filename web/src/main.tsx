@@ -8,13 +8,14 @@ import { formatLatency, formatRps, formatSuccess } from '../../src/controller/fo
 import type { StatRow } from '../../src/controller/stat.ts';
 import type { EdgeRow, NamespacesView, NodeRow, WorkloadRef, WorkloadRow, WorkloadView } from '../../src/dashboard/views.ts';
 import { useApi, useLive, type ApiState } from './api.ts';
-import { goldenColumns, LatencyHistogram, Sparkline, Table, Topology, type Column, type TopoEdge, type TopoNode } from './components.tsx';
+import { goldenColumns, LatencyHistogram, Sparkline, Table, Topology, type Column } from './components.tsx';
+import { refKey } from '../../src/dashboard/workload-ref.ts';
+import { graphOf } from './lib/graph.ts';
 import { href, parseRoute, type Route } from './lib/route.ts';
 import { TapPanel } from './tap.tsx';
 
 const WINDOWS = ['10s', '1m', '10m', '1h'];
 const SHORT: Record<string, string> = { deployment: 'deploy', statefulset: 'sts', daemonset: 'ds', job: 'job', replicaset: 'rs', pod: 'po' };
-const refKey = (w: WorkloadRef) => `${w.namespace}/${w.kind}/${w.name}`;
 
 function useRoute(): Route {
   const [r, setR] = useState(() => parseRoute(location.hash));
@@ -74,19 +75,6 @@ function NamespacesPage(p: { window: string }) {
       </Loading>
     </>
   );
-}
-
-function graphOf(ns: string, rows: WorkloadRow[], edges: EdgeRow[]): { nodes: TopoNode[]; edges: TopoEdge[] } {
-  const nodes = new Map<string, TopoNode>();
-  const add = (w: WorkloadRef) => {
-    const id = refKey(w);
-    if (nodes.has(id)) return id;
-    const external = w.kind === 'external';
-    nodes.set(id, { id, label: external ? w.name : w.namespace === ns ? w.name : `${w.namespace}/${w.name}`, href: external ? undefined : href.workload(w.namespace, w.kind, w.name), external });
-    return id;
-  };
-  for (const r of rows) add(r);
-  return { nodes: [...nodes.values()], edges: edges.map((e) => ({ from: add(e.src), to: add(e.dst), successRate: e.successRate, rps: e.rps, requests: e.requests })) };
 }
 
 function NamespacePage(p: { namespace: string; window: string }) {

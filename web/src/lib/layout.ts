@@ -127,7 +127,7 @@ export function layout(ids: readonly string[], edges: readonly GraphEdge[], o: L
   return {
     nodes: nodes.map((n) => placed.get(n)!),
     edges: placedEdges,
-    width: 2 * o.margin + (layers.length - 1) * o.colWidth + o.nodeWidth,
+    width: 2 * o.margin + (Math.max(1, layers.length) - 1) * o.colWidth + o.nodeWidth,
     height: 2 * o.margin + (tallest - 1) * o.rowHeight + o.nodeHeight,
   };
 }
