@@ -92,6 +92,7 @@ test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, 
     'inbound-port': '15006',
     'default-inbound-policy': 'all-unauthenticated',
     'cluster-networks': '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
+    'proxy-workers': 'auto',
   });
   const withPolicy = installManifests({ defaultInboundPolicy: 'all-authenticated', inboundPort: 0 }) as any[];
   t.like(find(withPolicy, 'ConfigMap').data, { 'default-inbound-policy': 'all-authenticated', 'inbound-port': 'off' });
@@ -175,6 +176,8 @@ test('flags change image, namespace and ports everywhere', (t) => {
   t.is(data['proxy-port'], '16001');
   t.is(data['admin-port'], '5191');
   t.is(data['skip-outbound-ports'], '22,3306');
+  t.is(data['proxy-workers'], 'auto', 'by default each agent runs one proxy per CPU its container may use');
+  t.is(find(installManifests({ proxyWorkers: '2' }) as any[], 'ConfigMap').data['proxy-workers'], '2');
   t.is(agentDs(objs).spec.template.metadata.annotations['prometheus.io/port'], '5191');
   t.is(find(objs, 'Service').spec.ports[0].port, 9000);
   t.is(find(objs, 'Service').spec.ports[1].port, 9001);
@@ -191,6 +194,7 @@ test('bad options are rejected', (t) => {
   t.throws(() => installManifests({ dashboardPort: 8086 }), { message: /--dashboard-port 8086: the controller port is 8086/ });
   t.throws(() => installManifests({ namespace: 'Bad_NS' }), { message: /--namespace/ });
   t.throws(() => installManifests({ skipOutboundPorts: '1-2-3' }), { message: /invalid port list/ });
+  t.throws(() => installManifests({ proxyWorkers: '0' }), { message: /--proxy-workers: "0" is not a number of proxies; give a whole number from 1 to 1024, or auto/ });
 });
 
 test('CLI: prints multi-document YAML that parses back to the same objects', async (t) => {

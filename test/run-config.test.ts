@@ -29,7 +29,7 @@ test('the ConfigMap install prints, mounted as kubelet does, gives the agent its
   t.deepEqual(warnings, []);
   t.deepEqual(config, {
     proxyPort: 16001, adminPort: 5191, controllerUrl: 'http://mesh-agent-controller.mesh.svc:9000', skipOutboundPorts: '22,3306', cgroupRoot: '/sys/fs/cgroup/kubepods',
-    inboundPort: 15006, defaultInboundPolicy: 'all-unauthenticated', clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
+    inboundPort: 15006, defaultInboundPolicy: 'all-unauthenticated', clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16', proxyWorkers: 'auto',
   });
   const s = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, config, { NODE_IP: '10.0.0.7' });
   t.deepEqual(s, {
@@ -41,7 +41,10 @@ test('the ConfigMap install prints, mounted as kubelet does, gives the agent its
     inbound: { host: '10.0.0.7', port: 15006 },
     defaultInboundPolicy: 'all-unauthenticated',
     clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
+    proxyWorkers: 'auto',
   });
+  const pinned = configMapOf(installManifests({ proxyWorkers: '3' }) as any[]).data;
+  t.is(parseAgentConfig(readConfigSource(mountConfigMap(pinned)), 'c').config.proxyWorkers, 3, 'install --proxy-workers 3 reaches the agent');
 });
 
 test('a YAML file: a ConfigMap object or a plain map of keys; numbers are accepted', (t) => {
@@ -67,8 +70,12 @@ test('precedence: a flag given on the command line, then the config, then NODE_I
   const defaults = resolveRunSettings({ admin: '0.0.0.0:4191', skipOutboundPorts: '' }, none, {}, { NODE_IP: '10.0.0.7' });
   t.deepEqual(defaults, {
     proxy: { host: '10.0.0.7', port: 15001 }, admin: { host: '0.0.0.0', port: 4191 }, cgroupRoot: undefined, skipOutboundPorts: '', controllerUrl: undefined,
-    inbound: { host: '10.0.0.7', port: 15006 }, defaultInboundPolicy: 'all-unauthenticated', clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16',
+    inbound: { host: '10.0.0.7', port: 15006 }, defaultInboundPolicy: 'all-unauthenticated', clusterNetworks: '10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16', proxyWorkers: 'auto',
   });
+  // Proxies: flag over config over auto.
+  t.is(resolveRunSettings({}, none, { proxyWorkers: 4 }, { NODE_IP: '10.0.0.7' }).proxyWorkers, 4);
+  t.is(resolveRunSettings({ proxyWorkers: '2' }, cli('proxyWorkers'), { proxyWorkers: 4 }, { NODE_IP: '10.0.0.7' }).proxyWorkers, 2);
+  t.is(resolveRunSettings({ proxyWorkers: 'auto' }, cli('proxyWorkers'), { proxyWorkers: 4 }, { NODE_IP: '10.0.0.7' }).proxyWorkers, 'auto');
   // The inbound settings: flag over config over default; off turns capture off.
   const inb = { inboundPort: 16006, defaultInboundPolicy: 'deny' as const, clusterNetworks: '10.244.0.0/16' };
   t.like(resolveRunSettings({}, none, inb, { NODE_IP: '10.0.0.7' }), { inbound: { host: '10.0.0.7', port: 16006 }, defaultInboundPolicy: 'deny', clusterNetworks: '10.244.0.0/16' });
@@ -91,9 +98,11 @@ test('bad values: the error names the source, the key and the value', (t) => {
     [{ 'default-inbound-policy': 'allow-all' }, /--config \/etc\/x: key default-inbound-policy: "allow-all" is not a policy; use one of all-unauthenticated/],
     [{ 'cluster-networks': '10.0.0.0/40' }, /key cluster-networks: "10.0.0.0\/40" is not an IPv4 network/],
     [{ 'inbound-port': '0' }, /key inbound-port: "0" is not a port/],
+    [{ 'proxy-workers': '0' }, /^--config \/etc\/x: key proxy-workers: "0" is not a number of proxies; give a whole number from 1 to 1024, or auto/],
+    [{ 'proxy-workers': 'two' }, /key proxy-workers: "two" is not a number of proxies/],
   ];
   for (const [raw, re] of bad) t.throws(() => parseAgentConfig(raw, '--config /etc/x'), { message: re }, JSON.stringify(raw));
-  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root, identity-addr, inbound-port, default-inbound-policy, cluster-networks']);
+  t.deepEqual(parseAgentConfig({ 'proxy-prot': '1' }, 'c').warnings, ['c: unknown key proxy-prot ignored; known keys: proxy-port, admin-port, controller-addr, skip-outbound-ports, cgroup-root, identity-addr, inbound-port, default-inbound-policy, cluster-networks, proxy-workers']);
   t.deepEqual(parseAgentConfig({ 'controller-addr': ' http://ctl.example:9000/ \n', 'cgroup-root': '' }, 'c').config, { controllerUrl: 'http://ctl.example:9000' });
   t.throws(() => readConfigSource(path.join(tmp, 'missing')), { message: /--config .*missing: no such file or directory; pass the directory the mesh-agent-config ConfigMap is mounted at/ });
   const notMap = path.join(tmp, 'list.yaml');
@@ -128,11 +137,11 @@ test('CLI: run refuses a bad --drain at start, before touching the datapath', (t
   t.is(r.stderr, 'mesh-agent: --drain must be a whole number of milliseconds from 0 to 2147483647, not "10s"; e.g. --drain 10000\n');
 });
 
-test('CLI: run refuses a --proxy-workers that is not a positive whole number, before touching the datapath', (t) => {
-  for (const bad of ['0', '-1', '1.5', 'two', '']) {
+test('CLI: run refuses a --proxy-workers that is neither a positive whole number nor auto, before touching the datapath', (t) => {
+  for (const bad of ['0', '-1', '1.5', 'two', '2000']) {
     const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--proxy-workers', bad]);
     t.is(r.status, 1, r.stderr);
-    t.is(r.stderr, `mesh-agent: --proxy-workers must be a whole number of at least 1, not ${JSON.stringify(bad)}\n`, bad);
+    t.is(r.stderr, `mesh-agent: --proxy-workers: ${JSON.stringify(bad)} is not a number of proxies; give a whole number from 1 to 1024, or auto (one per CPU the agent may use)\n`, bad);
   }
 });
 

@@ -68,6 +68,7 @@ export function registerInstall(program: Command) {
     .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny (Linkerd\'s values)', INSTALL_DEFAULTS.defaultInboundPolicy)
     .option('--cluster-networks <cidrs>', 'the cluster\'s networks, for the cluster-* policies', INSTALL_DEFAULTS.clusterNetworks)
     .option('--inbound-port <port|off>', 'where the node\'s kernel hands captured connections to meshed pods (on the node IP); off: no inbound capture', String(INSTALL_DEFAULTS.inboundPort))
+    .option('--proxy-workers <n|auto>', 'proxies per agent, each on its own thread; auto: one per CPU the agent\'s container may use (its CPU limit)', INSTALL_DEFAULTS.proxyWorkers)
     .action(async (o) => {
       const identity = await identityForInstall({
         trustDomain: o.trustDomain, anchorsFile: o.identityTrustAnchorsFile, issuerCertFile: o.identityIssuerCertificateFile,
@@ -86,6 +87,7 @@ export function registerInstall(program: Command) {
         defaultInboundPolicy: o.defaultInboundPolicy,
         clusterNetworks: o.clusterNetworks,
         inboundPort: o.inboundPort === 'off' ? 0 : port('--inbound-port')(o.inboundPort),
+        proxyWorkers: o.proxyWorkers,
       });
       process.stdout.write(manifestsToYaml(objects));
     });

@@ -7,10 +7,11 @@ import { lazyYaml } from '../k8s/lazy-yaml.ts';
 import { controllerUrl } from '../controller/addr.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { parseHostPort } from './addr.ts';
+import { parseProxyWorkers } from '../workers/cpus.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks, type DefaultPolicy } from '../policy/model.ts';
 
 /** The ConfigMap's keys, as src/k8s/manifests.ts writes them. */
-export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr', 'inbound-port', 'default-inbound-policy', 'cluster-networks'] as const;
+export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr', 'inbound-port', 'default-inbound-policy', 'cluster-networks', 'proxy-workers'] as const;
 export type ConfigKey = (typeof CONFIG_KEYS)[number];
 
 export interface AgentConfig {
@@ -26,6 +27,8 @@ export interface AgentConfig {
   inboundPort?: number;
   defaultInboundPolicy?: DefaultPolicy;
   clusterNetworks?: string;
+  /** Proxies (main thread and workers); undefined or 'auto': from the agent's CPUs. */
+  proxyWorkers?: number | 'auto';
 }
 
 export const DEFAULT_PROXY_PORT = 15001;
@@ -125,6 +128,9 @@ export function parseAgentConfig(raw: Record<string, string>, origin: string): {
         parseNetworks(value, `${origin}: key ${key}`);
         config.clusterNetworks = value;
         break;
+      case 'proxy-workers':
+        config.proxyWorkers = parseProxyWorkers(value, `${origin}: key ${key}`);
+        break;
       case 'cgroup-root':
         if (value === '') break;
         if (!path.isAbsolute(value)) throw new Error(`${origin}: key ${key}: "${value}" is not an absolute path; use the pods' cgroup directory, e.g. /sys/fs/cgroup/kubepods.slice`);
@@ -178,6 +184,8 @@ export interface RunFlags {
   inboundAddr?: string;
   defaultInboundPolicy?: string;
   clusterNetworks?: string;
+  /** --proxy-workers N or auto. */
+  proxyWorkers?: string;
 }
 
 export interface RunSettings {
@@ -192,6 +200,8 @@ export interface RunSettings {
   inbound: { host: string; port: number } | null;
   defaultInboundPolicy: DefaultPolicy;
   clusterNetworks: string;
+  /** The proxies to run; 'auto': as many as the CPUs the agent may use (the caller counts them). */
+  proxyWorkers: number | 'auto';
 }
 
 /**
@@ -224,5 +234,6 @@ export function resolveRunSettings(flags: RunFlags, fromCli: (flag: keyof RunFla
       : config.inboundPort === 0 ? null : { host: proxy.host, port: config.inboundPort ?? DEFAULT_INBOUND_PORT },
     defaultInboundPolicy: given('defaultInboundPolicy') ? parseDefaultPolicy(flags.defaultInboundPolicy!, '--default-inbound-policy') : (config.defaultInboundPolicy ?? DEFAULT_INBOUND_POLICY),
     clusterNetworks: given('clusterNetworks') ? (parseNetworks(flags.clusterNetworks!, '--cluster-networks'), flags.clusterNetworks!) : (config.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS),
+    proxyWorkers: given('proxyWorkers') ? parseProxyWorkers(flags.proxyWorkers!, '--proxy-workers') : (config.proxyWorkers ?? 'auto'),
   };
 }

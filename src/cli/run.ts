@@ -49,7 +49,7 @@ export function registerRun(program: Command) {
     .option('--inbound-addr <ip:port|off>', 'where the kernel hands connections captured on their way to this node\'s meshed pods (default the proxy IP, port 15006); off: no inbound capture or policy for unmeshed clients')
     .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated (default), all-authenticated, cluster-authenticated, cluster-unauthenticated, deny')
     .option('--cluster-networks <cidrs>', 'the cluster\'s networks for the cluster-* policies (default Linkerd\'s: 10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16)')
-    .option('--proxy-workers <n>', 'proxies on their own threads, each listening on the proxy address (default: the CPUs the agent may use, from its cgroup CPU limit or the CPU count)')
+    .option('--proxy-workers <n|auto>', 'proxies on their own threads, each listening on the proxy address (default: the config\'s proxy-workers; auto: the CPUs the agent may use, from its cgroup CPU limit or the CPU count)')
     .option('--identity-addr <host:port>', 'the identity service: turns on mTLS between nodes (default: the config\'s identity-addr; none: off)')
     .option('--identity-trust-anchors-file <file>', 'PEM trust anchor(s) of the mesh', IDENTITY_RUN_DEFAULTS.trustAnchorsFile)
     .option('--identity-token-file <file>', 'the agent\'s projected ServiceAccount token (audience mesh-agent-identity)', IDENTITY_RUN_DEFAULTS.tokenFile)
@@ -70,7 +70,7 @@ export function registerRun(program: Command) {
       const settings = resolveRunSettings(o, (flag) => cmd.getOptionValueSource(flag) === 'cli', config, process.env);
       // Checked now, not at SIGTERM: a bad --drain would otherwise show only as a drain that does not wait.
       const drainMs = parseMs(o.drain, '--drain', 10_000);
-      const proxyWorkers = o.proxyWorkers === undefined ? defaultProxyWorkers() : parseCount(o.proxyWorkers, '--proxy-workers');
+      const proxyWorkers = settings.proxyWorkers === 'auto' ? defaultProxyWorkers() : settings.proxyWorkers;
       const { proxy, admin } = settings;
       const proxyAddr = `${proxy.host}:${proxy.port}`;
       const agent = new Agent({

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { PortSet } from '../proxy/ports.ts';
 import { identityNames, identityObjects, withIdentity, type IdentityInstall } from './identity-manifests.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks } from '../policy/model.ts';
+import { parseProxyWorkers } from '../workers/cpus.ts';
 
 /** Where the agent container mounts the mesh-agent-config ConfigMap (`run --config`). */
 export const CONFIG_MOUNT = '/etc/mesh-agent';
@@ -35,6 +36,8 @@ export interface InstallOptions {
   clusterNetworks?: string;
   /** The port the kernel hands captured inbound connections to on the node IP; 0: no inbound capture. */
   inboundPort?: number;
+  /** Proxies per agent: a number, or auto (one per CPU the agent's container may use). */
+  proxyWorkers?: string;
 }
 
 export const INSTALL_DEFAULTS = {
@@ -49,6 +52,7 @@ export const INSTALL_DEFAULTS = {
   defaultInboundPolicy: DEFAULT_INBOUND_POLICY as string,
   clusterNetworks: DEFAULT_CLUSTER_NETWORKS as string,
   inboundPort: 15006,
+  proxyWorkers: 'auto',
 } as const;
 
 const NAME = 'mesh-agent';
@@ -77,6 +81,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
   const defaultInboundPolicy = parseDefaultPolicy(o.defaultInboundPolicy, '--default-inbound-policy');
   parseNetworks(o.clusterNetworks, '--cluster-networks');
   const inboundPort = o.inboundPort === 0 ? 0 : checkPort('--inbound-port', o.inboundPort);
+  const proxyWorkers = parseProxyWorkers(o.proxyWorkers, '--proxy-workers');
   if (inboundPort === proxyPort) throw new Error(`--inbound-port ${inboundPort}: the proxy port is ${proxyPort}; pick another`);
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.namespace) || o.namespace.length > 63) {
     throw new Error(`--namespace: "${o.namespace}" is not a valid namespace name`);
@@ -98,6 +103,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
     'inbound-port': inboundPort === 0 ? 'off' : String(inboundPort),
     'default-inbound-policy': defaultInboundPolicy,
     'cluster-networks': o.clusterNetworks,
+    'proxy-workers': String(proxyWorkers),
   };
   const ds = agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config) as any;
   if (options.identity) withIdentity(ds.spec.template.spec, ns, options.identity);

@@ -133,3 +133,10 @@ export function defaultProxyWorkers(limit = cgroupCpuLimit(), cpus = os.availabl
   if (memory !== null) n = Math.min(n, 1 + Math.floor((memory - BASE_MEMORY) / PROXY_MEMORY));
   return Math.max(1, n);
 }
+
+/** A number of proxies, or auto (or empty): one per CPU the agent may use. */
+export function parseProxyWorkers(v: string, origin: string): number | 'auto' {
+  if (v === '' || v === 'auto') return 'auto';
+  if (!/^\d+$/.test(v) || !(Number(v) >= 1 && Number(v) <= 1024)) throw new Error(`${origin}: "${v}" is not a number of proxies; give a whole number from 1 to 1024, or auto (one per CPU the agent may use)`);
+  return Number(v);
+}
