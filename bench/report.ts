@@ -97,10 +97,10 @@ export const REFERENCES = {
     figure: 'the upstream connect() was 39% of the sampled time (the TCP handshake to the server pod runs inside it, through the veth, conntrack and the nftables chains, as for nginx), the greeting\'s write 17%, close() 10%, the datapath lookup 5%, accepting and building two Node sockets about 5%, telemetry 3%: a connection costs mostly the kernel\'s two TCP connections, which nginx pays as well, and Node\'s per-socket machinery',
   },
   idleMemoryBreakdown: {
-    date: '2026-11-22',
-    commit: '55b2e6b',
-    how: 'process.memoryUsage() after importing each module alone',
-    figure: 'Node alone was about 43 MB of RSS; node:http2 and node:tls (the HTTP/2 forwarder, the controller link) added about 10 MB, prom-client with its process metrics about 10 MB more, the agent\'s own compiled modules the rest; @kubernetes/client-node (about 110 MB) is loaded only in cluster mode, which the bench does not use',
+    date: '2026-11-30',
+    commit: 'd0bd5a0',
+    how: 'process.memoryUsage() after importing each module in turn into a bare Node 24 (the compiled dist/, three runs)',
+    figure: 'Node alone was 43.4-43.8 MB of RSS; node:tls added about 10 MB and node:http2 about 5 MB more (the HTTP/2 forwarder, the tunnel, the controller link), prom-client about 11 MB, the agent\'s own compiled modules about 5 MB and the CLI 1 MB: about 75 MB before the agent runs anything. This scenario runs 2 proxies, and the second is a worker thread with a V8 heap of its own, which memory-cluster measures at 17-19 MB. The installed (cluster-mode) agent uses its own lean Kubernetes client, not @kubernetes/client-node',
   },
 } satisfies Record<string, Reference>;
 
