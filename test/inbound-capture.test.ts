@@ -37,10 +37,10 @@ test('held (no agent takes connections): no TPROXY; fail-closed pods\' SYNs are 
 });
 
 test('with identity on: a SYN to the tunnel port meets the agent\'s listener when one listens, else is dropped (another node\'s agent retries into the next agent); held, it is dropped', (t) => {
-  const held = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008 } });
+  const held = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008, open: false } });
   t.notRegex(held, /15008 socket transparent 0 accept/, 'a stopping agent takes no new tunnel connection: its accept queue empties before it closes');
   t.regex(held, /15008 counter drop/);
-  const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15001 }, pods, tunnel: { ip: '10.244.0.1', port: 15008 } });
+  const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15001 }, pods, tunnel: { ip: '10.244.0.1', port: 15008, open: true } });
   const chain = text.slice(text.indexOf('chain prerouting'));
   const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
   t.deepEqual(rules.slice(0, 4), [
@@ -50,4 +50,19 @@ test('with identity on: a SYN to the tunnel port meets the agent\'s listener whe
     'tcp flags & (fin | syn | rst | ack) == syn ip daddr 10.244.0.1 tcp dport 15008 counter drop',
   ]);
   t.notRegex(renderCapture({ listener: null, pods }), /15008/, 'identity off: no such rule');
+});
+
+test('starting (the tunnel open before the agent captures): tunnel SYNs meet its listener; no TPROXY, fail-closed pods\' SYNs are still dropped', (t) => {
+  const text = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008, open: true } });
+  const chain = text.slice(text.indexOf('chain prerouting'));
+  const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+  t.deepEqual(rules, [
+    'meta l4proto != tcp accept',
+    'ip daddr . tcp dport @skip-inbound accept',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr 10.244.0.1 tcp dport 15008 socket transparent 0 accept',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr 10.244.0.1 tcp dport 15008 counter drop',
+    'tcp flags & (fin | syn | rst | ack) == syn ip daddr @fail-closed counter drop',
+    'ip daddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
+    'ip saddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
+  ]);
 });

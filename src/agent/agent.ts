@@ -159,11 +159,15 @@ export class Agent {
   private captureQueue?: Coalescer;
   /**
    * off: not configured; waiting: not yet ready (a previous agent's table stays as it was);
-   * capturing: the kernel hands connections to our listener; held: stopping, no new connection
-   * is captured, fail-closed pods' SYNs are dropped.
+   * starting: pods known, TrafficTargets not yet: nothing is captured and fail-closed pods' SYNs
+   * are dropped, as held, but the tunnel port is open (identity on); capturing: the kernel hands
+   * connections to our listener; held: stopping, no new connection is captured or tunnelled,
+   * fail-closed pods' SYNs are dropped.
    */
-  private captureMode: 'off' | 'waiting' | 'capturing' | 'held' = 'off';
+  private captureMode: 'off' | 'waiting' | 'starting' | 'capturing' | 'held' = 'off';
   private captureError: string | null = null;
+  /** What the table this agent last applied does with SYNs to its tunnel port (null: it applied none, or identity is off). */
+  private tunnelSyns: 'open' | 'dropped' | null = null;
   private readonly saidProblems = new FirstTimes(256);
 
   constructor(opts: AgentOptions) {
@@ -466,12 +470,24 @@ export class Agent {
 
   /**
    * The capture starts handing connections to this agent once it knows its pods and, with a
-   * controller, the TrafficTargets: until then a previous agent's table stays as it was, so a
-   * fail-closed pod is never open while its policy is unknown.
+   * controller, the TrafficTargets: until then a fail-closed pod is never open while its policy
+   * is unknown. Before, a previous agent's table stays as it was; with identity on, once the pods
+   * are known and while the TrafficTargets are not (the controller down), the held table with
+   * the tunnel port open: tunnels are served (pods a previous agent had failing closed are
+   * pending, inbound.ts, so they are not let in), rather than every tunnel to the node dropped
+   * until the controller is back.
    */
   private maybeCapture(): void {
-    if (this.captureMode !== 'waiting' || !this.podsSynced) return;
-    if (this.opts.controllerUrl && !this.discovery.synced) return;
+    const from = this.captureMode;
+    if ((from !== 'waiting' && from !== 'starting') || !this.podsSynced) return;
+    if (this.opts.controllerUrl && !this.discovery.synced) {
+      if (from === 'waiting' && this.tunnels) {
+        this.captureMode = 'starting';
+        this.opts.log.info('tunnels served before the TrafficTargets are known; capture waits for them', { pendingPods: this.inbound.table.pending ?? [] });
+        this.captureQueue?.poke();
+      }
+      return;
+    }
     this.captureMode = 'capturing';
     void this.proxy.listenInbound().then(
       (addr) => {
@@ -479,7 +495,7 @@ export class Agent {
         this.captureQueue?.poke();
       },
       (e) => {
-        this.captureMode = 'waiting';
+        this.captureMode = from;
         this.captureError = `inbound listener on ${this.opts.inbound!.ip}:${this.opts.inbound!.port} failed: ${(e as Error).message}`;
         this.recordError(this.captureError);
       },
@@ -493,7 +509,9 @@ export class Agent {
     const listener = mode === 'capturing' && this.proxy.inboundAddress() !== null ? { ip: this.opts.inbound!.ip, port: this.opts.inbound!.port } : null;
     try {
       const id = this.opts.identity;
-      await this.capture.apply(this.inbound.capture(listener, id ? { ip: this.opts.proxy.ip, port: id.tunnelPort ?? TUNNEL_PORT } : null));
+      const tunnel = id ? { ip: this.opts.proxy.ip, port: id.tunnelPort ?? TUNNEL_PORT, open: mode !== 'held' } : null;
+      await this.capture.apply(this.inbound.capture(listener, tunnel));
+      this.tunnelSyns = tunnel ? (tunnel.open ? 'open' : 'dropped') : null;
       this.captureError = null;
     } catch (e) {
       this.captureError = (e as Error).message;
@@ -642,6 +660,7 @@ export class Agent {
       capture: this.captureMode,
       listen: this.opts.inbound ? `${this.opts.inbound.ip}:${this.opts.inbound.port}` : null,
       listening: this.proxy?.inboundAddress() !== null && this.proxy?.inboundAddress() !== undefined,
+      tunnelSyns: this.tunnelSyns,
       error: this.captureError,
       defaultPolicy: this.opts.defaultInboundPolicy ?? DEFAULT_INBOUND_POLICY,
       failClosed: pods.filter((p) => p.failsClosed).map((p) => `${p.namespace}/${p.name}`),
@@ -688,8 +707,8 @@ export class Agent {
     this.discoveryLink?.stop();
     // The capture stops handing us connections first (fail-closed pods' SYNs are dropped from
     // now on, and retried by their clients until an agent is back), as the outbound detach.
-    const captured = this.captureMode === 'capturing' || this.captureMode === 'held';
-    if (this.captureMode === 'capturing') {
+    const captured = this.captureMode === 'capturing' || this.captureMode === 'starting' || this.captureMode === 'held';
+    if (this.captureMode === 'capturing' || this.captureMode === 'starting') {
       this.captureMode = 'held';
       this.captureQueue?.poke();
       await this.captureQueue?.idle().catch(() => {});

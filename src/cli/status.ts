@@ -93,6 +93,7 @@ export function renderInbound(i: any): string[] {
   if (i.capture === 'off') return ['', 'INBOUND: no capture (--inbound-addr off): policies bind meshed clients of this node only'];
   const mode: Record<string, string> = {
     waiting: 'not yet capturing (waiting for this node\'s pods and the controller\'s TrafficTargets; a previous agent\'s capture stays as it was)',
+    starting: 'not yet capturing (waiting for the controller\'s TrafficTargets): tunnels are served, fail-closed pods\' other connections are dropped',
     capturing: 'capturing',
     held: 'held (stopping: fail-closed pods\' connections are dropped until an agent is back)',
   };

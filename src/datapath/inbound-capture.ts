@@ -9,7 +9,7 @@
 //
 //   skip-inbound ports                       pass (the pod's own exemption)
 //   a SYN to the tunnel port, no listener    dropped: another node's agent retries into the next agent
-//     (or held: the stopping agent's)
+//     (or held: the stopping agent's; a starting agent opens it before it captures)
 //   a SYN to a meshed pod                    TPROXY to the agent's listener, when one listens
 //   a SYN to a fail-closed pod, not taken    dropped: the client retries until an agent is back
 //   the rest of a captured connection        to the agent's socket (socket transparent)
@@ -50,9 +50,11 @@ export interface CaptureRuleset {
   /**
    * The agent's mTLS tunnel listener (identity on): while no socket listens there (between two
    * agents), the SYNs of other nodes' agents are dropped, so they retry into the next agent
-   * rather than being refused (docs/policy.md).
+   * rather than being refused (docs/policy.md). open: SYNs go to the listener when one listens
+   * (capturing, or starting: the agent serves tunnels before it captures); not open: every SYN is
+   * dropped (held by a stopping agent, whose accept queue must empty before its listener closes).
    */
-  tunnel?: { ip: string; port: number } | null;
+  tunnel?: { ip: string; port: number; open: boolean } | null;
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
@@ -80,7 +82,7 @@ export function renderCapture(r: CaptureRuleset): string {
     // Held (stopping): every SYN to the tunnel port is dropped, so the grace before the tunnel
     // listener closes empties its accept queue and resets nothing.
     ...(r.tunnel ? [
-      ...(r.listener ? [`${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} socket transparent 0 accept`] : []),
+      ...(r.tunnel.open ? [`${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} socket transparent 0 accept`] : []),
       `${syn} ip daddr ${r.tunnel.ip} tcp dport ${r.tunnel.port} counter drop`,
     ] : []),
     ...(r.listener ? [`${syn} ip daddr @captured tproxy to ${r.listener.ip}:${r.listener.port} ${mark} accept`] : []),
