@@ -8,6 +8,12 @@ const pods = [
   { ip: '10.244.1.2', failClosed: true, skipInbound: [[9090, 9090], [5000, 5010]] as Array<[number, number]> },
 ];
 
+/** The prerouting chain's rules, one a line. */
+function rulesOf(text: string): string[] {
+  const chain = text.slice(text.indexOf('chain prerouting'));
+  return chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+}
+
 test('capturing: SYNs to meshed pods go to the listener; the rest of a captured connection and the pod\'s answers to the agent follow; skip-inbound ports pass first', (t) => {
   const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15006 }, pods });
   t.true(text.startsWith('table ip mesh-agent\ndelete table ip mesh-agent\ntable ip mesh-agent {'), 'replaced whole, in one transaction');
@@ -15,8 +21,7 @@ test('capturing: SYNs to meshed pods go to the listener; the rest of a captured 
   t.regex(text, /set fail-closed \{\n\t\ttype ipv4_addr\n\t\telements = \{ 10\.244\.1\.2 \}/);
   t.regex(text, /elements = \{ 10\.244\.1\.2 \. 9090,\n\t\t\t     10\.244\.1\.2 \. 5000-5010 \}/);
   t.regex(text, /type filter hook prerouting priority -90; policy accept;/, 'after kube-proxy\'s DNAT');
-  const chain = text.slice(text.indexOf('chain prerouting'));
-  const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+  const rules = rulesOf(text);
   t.deepEqual(rules, [
     'meta l4proto != tcp accept',
     'ip daddr . tcp dport @skip-inbound accept',
@@ -41,8 +46,7 @@ test('with identity on: a SYN to the tunnel port meets the agent\'s listener whe
   t.notRegex(held, /15008 socket transparent 0 accept/, 'a stopping agent takes no new tunnel connection: its accept queue empties before it closes');
   t.regex(held, /15008 counter drop/);
   const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15001 }, pods, tunnel: { ip: '10.244.0.1', port: 15008, open: true } });
-  const chain = text.slice(text.indexOf('chain prerouting'));
-  const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+  const rules = rulesOf(text);
   t.deepEqual(rules.slice(0, 4), [
     'meta l4proto != tcp accept',
     'ip daddr . tcp dport @skip-inbound accept',
@@ -54,8 +58,7 @@ test('with identity on: a SYN to the tunnel port meets the agent\'s listener whe
 
 test('starting (the tunnel open before the agent captures): tunnel SYNs meet its listener; no TPROXY, fail-closed pods\' SYNs are still dropped', (t) => {
   const text = renderCapture({ listener: null, pods, tunnel: { ip: '10.244.0.1', port: 15008, open: true } });
-  const chain = text.slice(text.indexOf('chain prerouting'));
-  const rules = chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+  const rules = rulesOf(text);
   t.deepEqual(rules, [
     'meta l4proto != tcp accept',
     'ip daddr . tcp dport @skip-inbound accept',

@@ -37,13 +37,13 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean } = {}): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean } = {}): Promise<Side & { port: number }> {
   const p = await pki();
   const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
   const tunnels = new NodeTunnels({
     node: 'node-b', trustDomain: TD, anchorsPem: p.anchor.certPem,
-    listen: { host: NODE_B, port: 0, reusePort: false },
+    listen: { host: NODE_B, port: o.port ?? 0, reusePort: o.reusePort ?? false },
     podByIp: () => undefined,
     local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled' },
     inbound, limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
@@ -407,4 +407,49 @@ test('an agent just started (no identity known yet): a client\'s handshake waits
   b.tunnels.apply([await (await pki()).credential(db)]);
   t.deepEqual(await got, { status: 200, body: 'hello /first' });
   t.deepEqual(b.tunnels.stats().server.refusedClients, {}, 'nothing refused');
+});
+
+test('a rolling restart: a CONNECT crossing the stopping agent\'s shutdown notice on the wire is served, not refused; the next goes to a new connection, the next agent\'s', async (t) => {
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  const destPort = await listen(echo, t);
+  // The old agent and the next one on the same port (SO_REUSEPORT), as the next agent takes the
+  // port over once the old one's listener closes.
+  const b1 = await nodeB(t, undefined, { reusePort: true });
+  const b2 = await nodeB(t, undefined, { reusePort: true, port: b1.port });
+  const a = await nodeA(t, b1.port, destPort);
+  const path = a.tunnels.tunnels.pathTo(SERVER_IP);
+  if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
+  const open = () => a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, destPort, CLIENT_IP);
+  const connected = (s: net.Socket) => new Promise<string>((r) => {
+    s.once('connect', () => r('connected'));
+    s.once('error', (e: NodeJS.ErrnoException) => r(`${e.code}: ${e.message}`));
+  });
+  const roundTrip = async (s: net.Socket, text: string) => {
+    let got = '';
+    s.setEncoding('utf8');
+    s.on('data', (d) => (got += d));
+    s.end(text);
+    await once(s, 'end');
+    return got;
+  };
+  const first = open();
+  t.is(await connected(first), 'connected');
+  const [old, next] = b1.tunnels.stats().server.accepted === 1 ? [b1, b2] : [b2, b1];
+  // In one turn of the loop: the old agent's shutdown (it stops) and the client's next CONNECT on
+  // the same connection are written together, each on the wire before the other end reads: they
+  // cross. A GOAWAY here would refuse the CONNECT (REFUSED_STREAM), failing its connection.
+  const closing = old.tunnels.close(10_000);
+  const second = open();
+  t.is(await connected(second), 'connected', 'the crossing CONNECT is served');
+  t.is(await roundTrip(second, 'second'), 'second');
+  t.is(old.tunnels.stats().server.streams, 2, 'by the old agent, which had not yet sent its GOAWAY');
+  // The notice was on the wire before the old agent's answer to the second CONNECT: read by now.
+  const third = open();
+  t.is(await connected(third), 'connected');
+  t.is(await roundTrip(third, 'third'), 'third');
+  t.like(next.tunnels.stats().server, { accepted: 1, streams: 1 }, 'after the notice: a new connection, to the next agent');
+  t.is(a.tunnels.stats().client.connectionsOpened, 2);
+  t.is(await roundTrip(first, 'first'), 'first', 'the old connection finishes what it carried');
+  await closing;
+  t.is(old.tunnels.stats().server.open, 0, 'and closes');
 });

@@ -21,6 +21,16 @@ export const IDLE_CONNECTION_MS = 5 * 60_000;
 export const STREAM_WINDOW = 4 * 1024 * 1024;
 export const CONNECTION_WINDOW = 16 * 1024 * 1024;
 export const H2_SETTINGS: http2.Settings = { initialWindowSize: STREAM_WINDOW, maxFrameSize: 64 * 1024, enablePush: false };
+/**
+ * A stopping agent's shutdown notice, as a PING payload (8 bytes). RFC 9113 6.8 has a server
+ * shut down in two steps: a first GOAWAY naming stream 2^31-1 (take no new streams, but those in
+ * flight are still served), then, a round trip later, the real one. nghttp2, under node:http2,
+ * ignores every new stream once any GOAWAY is sent, so a CONNECT crossing it would be refused
+ * (REFUSED_STREAM) and its connection reset. The notice is this PING instead: the client takes
+ * no new stream on the connection from it on, and its ACK comes after every stream the client
+ * opened before: when the ACK is back the server sends its GOAWAY, which then refuses nothing.
+ */
+export const DRAIN_PING = Buffer.from('mesh-drn');
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -180,6 +190,10 @@ export class HbonePool {
     sock.on('error', (e: Error) => this.fail(c, e));
     session.on('goaway', () => {
       c.usableUntil = 0; // finishes what it carries, takes no more
+    });
+    // The other agent is stopping (DRAIN_PING): the same, before its GOAWAY.
+    session.on('ping', (payload: Buffer) => {
+      if (payload.equals(DRAIN_PING)) c.usableUntil = 0;
     });
     session.once('close', () => {
       this.stats.connectionsOpen--;

@@ -20,7 +20,7 @@ import type { ConnectionInfo } from '../proxy/listener.ts';
 import { forwardOpaque } from '../proxy/opaque.ts';
 import type { Sweeper } from '../proxy/sweep.ts';
 import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
-import { H2_SETTINGS, CONNECTION_WINDOW, type LogFn } from './hbone-pool.ts';
+import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-pool.ts';
 import { parseAuthority } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 
@@ -325,12 +325,20 @@ export class TunnelServer {
     });
   }
 
-  /** Stops accepting, asks every connection to finish (GOAWAY), and after drainMs closes what is left. */
+  /**
+   * Stops accepting, asks every connection to finish (the DRAIN_PING notice, then GOAWAY once
+   * its ACK is back: a CONNECT that crossed the notice is served, not refused), and after
+   * drainMs closes what is left.
+   */
   async close(drainMs: number): Promise<void> {
     const server = this.server;
     if (!server) return;
     const closed = new Promise<void>((r) => server.close(() => r()));
-    for (const s of this.sessions) s.close();
+    for (const s of this.sessions) {
+      if (s.destroyed || s.closed) continue;
+      // The callback runs on the ACK, or with an error when the session ends first.
+      if (!s.ping(DRAIN_PING, () => s.close())) s.close();
+    }
     const end = Date.now() + drainMs;
     while (this.sockets.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sockets) s.destroy();
