@@ -56,7 +56,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
 }
 
 /** Node A: the client's agent; its proxy sends every connection to SERVER_IP:destPort, a meshed pod of node B. */
-async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string } = {}) {
+async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number } = {}) {
   const p = await pki();
   const sink = new RecordingSink();
   const logs: string[] = [];
@@ -77,7 +77,7 @@ async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: A
     tunnels: tunnels.tunnels,
     telemetry: sink,
     opaquePorts: PortSet.empty(),
-    detectTimeoutMs: 300,
+    detectTimeoutMs: o.detectTimeoutMs ?? 300,
     log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
   });
   const a = await proxy.listen();
@@ -135,7 +135,9 @@ test('opaque bulk (1 MiB each way, half-close) and a server that speaks first, t
   });
   const destPort = await listen(srv, t);
   const b = await nodeB(t);
-  const a = await nodeA(t, b.port, destPort);
+  // The banner decides detection (server-first) when it comes, through the tunnel's TLS
+  // handshake and CONNECT: no deadline of 300 ms may beat it on a loaded machine.
+  const a = await nodeA(t, b.port, destPort, { detectTimeoutMs: 30_000 });
   const payload = randomBytes(1 << 20);
   const c = net.connect({ host: CLIENT_IP, port: a.port, allowHalfOpen: true });
   let got = '';
