@@ -4,6 +4,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { WorkerPool } from '../src/workers/pool.ts';
 import type { WorkerInit } from '../src/workers/protocol.ts';
 import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseMemoryMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
@@ -58,6 +59,35 @@ test('a worker whose event loop stops answering is replaced, counted as stuck; i
   t.true(s[1]!.cpuSeconds > 0, 'the first incarnation\'s CPU stays counted');
   await p.close(1000);
   t.deepEqual(p.status().map((w) => w.state), ['stopped', 'stopped']);
+});
+
+test('a stuck worker whose end takes a while is replaced once, and counted once', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pool-fifo-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const fifo = path.join(dir, 'stuck');
+  execFileSync('mkfifo', [fifo]);
+  const { p, lines } = pool((index, n) => (index === 2 && n === 1 ? { stuckInFifo: fifo } : {}), { lagLimitMs: 300 });
+  t.teardown(async () => {
+    // Also on failure: a worker still blocked in open() is let go (ENXIO: nobody reads any more), and the pool closed.
+    try {
+      fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    } catch {}
+    await p.close(0);
+  });
+  await p.start();
+  await p.collect();
+  const stuckLines = () => lines.filter((l) => /proxy worker 2 has not answered/.test(l)).length;
+  await until(() => stuckLines() >= 1, 'the stuck worker seen');
+  t.is(p.status()[1]!.state, 'restarting', 'being replaced');
+  // The thread cannot end while it is blocked in open(): the pool keeps ticking (every 50 ms) meanwhile.
+  // A second verdict on the same worker would come within a tick; allow twenty.
+  const end = Date.now() + 1000;
+  await until(() => stuckLines() >= 2 || Date.now() > end, 'a second verdict, or a second gone by');
+  t.is(stuckLines(), 1, lines.join('\n'));
+  fs.writeFileSync(fifo, 'x'); // the worker's open() returns; its termination completes
+  await until(() => lines.some((l) => /proxy worker 2 replaced/.test(l)), 'the replacement');
+  t.like(p.status()[1], { index: 2, state: 'running', restarts: 1, stuck: 1 });
+  await p.close(1000);
 });
 
 test('a worker killed is restarted at once and counted; a collect while it is gone does not wait for it', async (t) => {

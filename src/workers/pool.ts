@@ -228,6 +228,15 @@ export class WorkerPool<L> {
     for (const s of this.slots) if (s.state === 'running' || s.state === 'starting') this.post(s, m);
   }
 
+  /**
+   * Ends a worker that is to be replaced (its exit spawns the next). Until the exit, which a busy
+   * machine may delay past several ticks, it is restarting: not asked, not pinged, not judged again.
+   */
+  private replace(s: Slot<L>): void {
+    s.state = 'restarting';
+    void s.worker?.terminate();
+  }
+
   /** Pings the workers; replaces one that has not answered within lagLimitMs. */
   private tick(): void {
     const now = clock();
@@ -236,14 +245,14 @@ export class WorkerPool<L> {
       const silent = now - s.lastAnswerAt;
       if (s.state === 'starting' && silent > this.o.startTimeoutMs) {
         this.o.log('warn', `proxy worker ${s.index} did not listen within ${this.o.startTimeoutMs} ms; replacing it`);
-        void s.worker.terminate();
+        this.replace(s);
         continue;
       }
       if (s.state !== 'running') continue;
       if (silent > this.o.lagLimitMs) {
         s.stuck++;
         this.o.log('warn', `proxy worker ${s.index} has not answered for ${Math.round(silent)} ms (its event loop is stuck); replacing it, its connections are closed`, { stuck: s.stuck });
-        void s.worker.terminate();
+        this.replace(s);
         continue;
       }
       this.post(s, { t: 'ping', seq: ++this.seq, at: clock() });
