@@ -19,7 +19,9 @@ import { Authorizer } from '../src/policy/authorizer.ts';
 import { DEFAULT_CLUSTER_NETWORKS, type AccessRecord } from '../src/policy/model.ts';
 import { NodeTunnels } from '../src/tunnel/node-tunnels.ts';
 import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
-import type { DiscoPod } from '../src/discovery/model.ts';
+import { DISCOVERY_VERSION, type DiscoPod } from '../src/discovery/model.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import { FirstSyncWait } from '../src/discovery/first-sync.ts';
 import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
@@ -56,7 +58,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
 }
 
 /** Node A: the client's agent; its proxy sends every connection to SERVER_IP:destPort, a meshed pod of node B. */
-async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number } = {}) {
+async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number; discovery?: DiscoveryStore } = {}) {
   const p = await pki();
   const sink = new RecordingSink();
   const logs: string[] = [];
@@ -64,10 +66,12 @@ async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: A
   const tunnels = new NodeTunnels({
     node: 'node-a', trustDomain: TD, anchorsPem: p.anchor.certPem,
     listen: { host: '127.0.0.3', port: 0, reusePort: false },
-    podByIp: (ip) => (ip === SERVER_IP ? dst : undefined),
+    // With a discovery store: the destination is known once the store has synced (it holds dst then).
+    podByIp: (ip) => (ip === SERVER_IP && (o.discovery === undefined || o.discovery.synced) ? dst : undefined),
     local: { byIp: (ip) => (ip === CLIENT_IP ? { namespace: 'shop', name: 'web-1', serviceAccount: 'web', meshed: true } : null), namespaceInject: () => 'enabled' },
     inbound: new RecordingSink(), limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
     initial: [o.cred ?? await p.credential(web)],
+    firstSync: o.discovery ? new FirstSyncWait(o.discovery, 120_000) : null,
   });
   // The tunnels dial the other node's listener port (15008 in a cluster).
   (tunnels.pool as unknown as { port: number }).port = tunnelPort;
@@ -123,6 +127,30 @@ test('HTTP/1 keep-alive through the tunnel: one TLS connection, a stream per cli
   t.deepEqual(b.inbound.opens[0]!.tls, { clientId: spiffeId(web), serverId: spiffeId(db) });
   t.like(b.inbound.opens[0], { direction: 'inbound', sourceIp: CLIENT_IP, destIp: SERVER_IP, destPort });
   t.deepEqual(a.tunnels.tunnels.tlsOf(a.sink.requests[0]!), { clientId: spiffeId(web), serverId: spiffeId(db) }, 'the client side names both identities');
+});
+
+test('before discovery\'s first sync a meshed pod\'s connection waits, then goes through the tunnel, not directly in plaintext', async (t) => {
+  const srv = http.createServer((_req, res) => res.end('through'));
+  const destPort = await listen(srv, t);
+  const b = await nodeB(t);
+  const discovery = new DiscoveryStore();
+  const a = await nodeA(t, b.port, destPort, { discovery });
+  let body = null as string | null;
+  const req = http.get({ host: CLIENT_IP, port: a.port, path: '/', agent: false }, (res) => {
+    res.setEncoding('utf8');
+    let s = '';
+    res.on('data', (d) => (s += d));
+    res.on('end', () => (body = s));
+  });
+  req.on('error', () => {});
+  await waitFor(() => a.tunnels.stats().client.waitingForDiscovery === 1);
+  t.is(a.tunnels.stats().client.streams, 0, 'nothing dialled while discovery cannot tell where the destination is');
+  discovery.apply({ type: 'reset', version: DISCOVERY_VERSION });
+  discovery.apply({ type: 'synced' });
+  await waitFor(() => body !== null);
+  t.is(body, 'through');
+  t.like(a.tunnels.stats().client, { streams: 1, waitingForDiscovery: 0, waitedForDiscovery: 1 });
+  t.like(b.tunnels.stats().server, { accepted: 1 });
 });
 
 test('opaque bulk (1 MiB each way, half-close) and a server that speaks first, through the tunnel', async (t) => {

@@ -20,6 +20,7 @@ import { DEFAULT_OPAQUE_PORTS, type PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
+import { DEFAULT_FIRST_SYNC_WAIT_MS, FirstSyncWait } from '../discovery/first-sync.ts';
 import { clientsOf, Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
 import { answerQuery } from './diagnostics.ts';
@@ -57,6 +58,8 @@ export interface AgentIdentityOptions {
   serverId: WorkloadId;
   /** The tunnel listener's port on the node IP (default 15008). */
   tunnelPort?: number;
+  /** With a controller: how long meshed pods' connections wait for discovery's first sync (docs/identity.md). */
+  firstSyncWaitMs?: number;
 }
 import { InboundPolicies } from './inbound.ts';
 import { failClosedInKernel, InboundCapture } from '../datapath/inbound-capture.ts';
@@ -254,6 +257,7 @@ export class Agent {
         anchorsPem: idOpts.anchorsPem,
         listen: { host: this.opts.proxy.ip, port: idOpts.tunnelPort ?? TUNNEL_PORT, reusePort },
         podByIp: (ip) => this.discovery.podByIp(ip),
+        firstSync: this.opts.controllerUrl ? new FirstSyncWait(this.discovery, idOpts.firstSyncWaitMs ?? DEFAULT_FIRST_SYNC_WAIT_MS, (msg) => this.recordError(msg)) : null,
         local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject] },
         inbound: this.metrics,
         policy: () => this.proxy ? {
@@ -558,6 +562,7 @@ export class Agent {
           anchorsPem: this.opts.identity.anchorsPem,
           tunnelPort: this.opts.identity.tunnelPort ?? TUNNEL_PORT,
           credentials: this.identities?.snapshot() ?? [],
+          firstSyncWaitMs: this.opts.controllerUrl !== undefined ? (this.opts.identity.firstSyncWaitMs ?? DEFAULT_FIRST_SYNC_WAIT_MS) : null,
         } : undefined,
         budgetShare: 1 / (this.opts.proxyWorkers ?? 1),
       }),

@@ -10,10 +10,11 @@ import { defaultProxyWorkers } from '../workers/cpus.ts';
 import type { AgentIdentityOptions } from '../agent/agent.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
 import { TUNNEL_PORT } from '../tunnel/path.ts';
+import { DEFAULT_FIRST_SYNC_WAIT_MS } from '../discovery/first-sync.ts';
 import { IDENTITY_DEFAULTS, IDENTITY_RUN_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
 
 /** mTLS settings when an identity service is named (flag or config), else undefined: identity off. */
-export function identityOptions(o: { identityTrustAnchorsFile: string; identityTokenFile: string; identityServiceAccount: string; trustDomain: string; tunnelPort: string }, addr: string | undefined): AgentIdentityOptions | undefined {
+export function identityOptions(o: { identityTrustAnchorsFile: string; identityTokenFile: string; identityServiceAccount: string; trustDomain: string; tunnelPort: string; firstSyncWait: string }, addr: string | undefined): AgentIdentityOptions | undefined {
   if (addr === undefined || addr === '') return undefined;
   if (!/^[^\s:]+:\d{1,5}$/.test(addr)) throw new Error(`--identity-addr ${addr}: expected HOST:PORT, e.g. mesh-agent-identity.mesh-agent.svc:8080`);
   if (!isTrustDomain(o.trustDomain)) throw new Error(`--trust-domain ${JSON.stringify(o.trustDomain)} is not a DNS-like name, e.g. cluster.local`);
@@ -22,7 +23,8 @@ export function identityOptions(o: { identityTrustAnchorsFile: string; identityT
   const sa = parseServiceAccount(o.identityServiceAccount, '--identity-service-account');
   const port = Number(o.tunnelPort);
   if (!/^\d+$/.test(o.tunnelPort) || port < 1 || port > 65535) throw new Error(`--tunnel-port ${o.tunnelPort}: not a port (1-65535)`);
-  return { addr, trustDomain: o.trustDomain, anchorsPem, tokenFile: o.identityTokenFile, serverId: workloadId(o.trustDomain, sa.namespace, sa.name), tunnelPort: port };
+  const firstSyncWaitMs = parseMs(o.firstSyncWait, '--first-sync-wait', 5000);
+  return { addr, trustDomain: o.trustDomain, anchorsPem, tokenFile: o.identityTokenFile, serverId: workloadId(o.trustDomain, sa.namespace, sa.name), tunnelPort: port, firstSyncWaitMs };
 }
 
 export function registerRun(program: Command) {
@@ -56,6 +58,7 @@ export function registerRun(program: Command) {
     .option('--identity-service-account <ns/name>', 'the identity service\'s ServiceAccount: the SPIFFE ID its certificate must carry', IDENTITY_DEFAULTS.serviceAccount)
     .option('--trust-domain <name>', 'the SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
     .option('--tunnel-port <port>', 'port of the mTLS tunnel listener on the node IP', String(TUNNEL_PORT))
+    .option('--first-sync-wait <ms>', 'with identity on and a controller: how long meshed pods\' connections wait for discovery\'s first sync, which tells which destinations get mTLS, before going directly (plaintext between nodes)', String(DEFAULT_FIRST_SYNC_WAIT_MS))
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')

@@ -184,6 +184,9 @@ class RateLimitedLog {
   }
 }
 
+/** Where a connection goes: its route (a Service's, or none) and how its upstream is dialled. */
+type Plan = { route: ConnContext['route']; dial: Dialer };
+
 export class Proxy {
   readonly #opts: ProxyOptions;
   readonly #limits: ProxyLimits;
@@ -413,30 +416,35 @@ export class Proxy {
         { sourceIp, sourcePort: remotePort, refusedNoRecord: stats.refusedNoRecord });
       return;
     }
-    let route = null;
-    try {
-      route = this.#opts.router?.resolve(rec.ip, rec.port) ?? null;
-    } catch (err) {
-      // Routing is an optimisation over the original destination, never a reason to refuse.
-      this.#log('error', 'route lookup failed; forwarding to the original destination', { destIp: rec.ip, destPort: rec.port, error: String(err) });
-    }
     const tunnels = this.#opts.tunnels;
     const srcUri = tunnels ? tunnels.identityOf(sourceIp) : null;
     const direct: Dialer = tunnels ? (ip, port) => tunnels.dial(srcUri, sourceIp, ip, port) : this.#dial;
-    // A Service's endpoint is chosen after accept: one on this node is authorized when dialled,
-    // and one its policy does not allow whole is served in-process by the inbound side.
-    const authorize = this.#opts.authorize;
-    const dial: Dialer = route === null || !authorize ? direct : (ip, port) => {
-      const a = authorize({ direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port });
-      if (a.authz === null || a.authz.verdict === 'allow') return direct(ip, port);
-      return this.#serveLocal(a.authz, a.clientId, sourceIp, rec.podKey, ip, port);
+    // Resolved after any wait: discovery's first sync may be what the connection waited for.
+    const plan = (): Plan => {
+      let route = null;
+      try {
+        route = this.#opts.router?.resolve(rec.ip, rec.port) ?? null;
+      } catch (err) {
+        // Routing is an optimisation over the original destination, never a reason to refuse.
+        this.#log('error', 'route lookup failed; forwarding to the original destination', { destIp: rec.ip, destPort: rec.port, error: String(err) });
+      }
+      // A Service's endpoint is chosen after accept: one on this node is authorized when dialled,
+      // and one its policy does not allow whole is served in-process by the inbound side.
+      const authorize = this.#opts.authorize;
+      const dial: Dialer = route === null || !authorize ? direct : (ip, port) => {
+        const a = authorize({ direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port });
+        if (a.authz === null || a.authz.verdict === 'allow') return direct(ip, port);
+        return this.#serveLocal(a.authz, a.clientId, sourceIp, rec.podKey, ip, port);
+      };
+      return { route, dial };
     };
     // A pod whose first certificate is on its way: its connection waits for it (paused), so the
-    // first connection of a new pod is not refused (docs/identity.md).
-    const certWait = tunnels?.waitFor(srcUri) ?? null;
-    const policyWait = this.#opts.policyReady?.(rec.ip) ?? null;
-    const wait = certWait === null ? policyWait : policyWait === null ? certWait : Promise.all([certWait, policyWait]);
-    this.#start(client, { direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: rec.ip, destPort: rec.port }, route, dial, srcUri ?? '', wait);
+    // first connection of a new pod is not refused (docs/identity.md). Before discovery's first
+    // sync a meshed pod's connection waits for that too (bounded): until then a meshed pod of
+    // another node cannot be told from any address, and would be reached in plaintext.
+    const waits = [tunnels?.waitFor(srcUri) ?? null, this.#opts.policyReady?.(rec.ip) ?? null].filter((w): w is Promise<unknown> => w !== null);
+    const wait = waits.length === 0 ? null : waits.length === 1 ? waits[0]! : Promise.all(waits);
+    this.#start(client, { direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: rec.ip, destPort: rec.port }, plan, srcUri ?? '', wait);
   };
   /**
    * A connection the kernel captured on its way to a pod of this node: its original destination
@@ -450,7 +458,7 @@ export class Proxy {
     const destIp = client.localAddress === undefined ? '' : plainIp(client.localAddress);
     const destPort = client.localPort ?? 0;
     // Its upstreams carry this client's address: pooled for this client alone.
-    this.#start(client, { direction: 'inbound', sourceIp, sourcePort: client.remotePort!, sourcePodKey: 0n, destIp, destPort }, null, this.#opts.inbound!.dialFrom(sourceIp), `client:${sourceIp}`, null);
+    this.#start(client, { direction: 'inbound', sourceIp, sourcePort: client.remotePort!, sourcePodKey: 0n, destIp, destPort }, () => ({ route: null, dial: this.#opts.inbound!.dialFrom(sourceIp) }), `client:${sourceIp}`, null);
   };
 
   /**
@@ -501,7 +509,7 @@ export class Proxy {
     dispatch(ctx, this.#cfg);
   }
 
-  #start(client: net.Socket, conn: ConnectionInfo, route: ConnContext['route'], dial: Dialer, poolScope: string, wait: Promise<unknown> | null): void {
+  #start(client: net.Socket, conn: ConnectionInfo, plan: () => Plan, poolScope: string, wait: Promise<unknown> | null): void {
     const stats = this.#stats;
     stats.open++;
     if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
@@ -509,6 +517,7 @@ export class Proxy {
     client.on('close', this.#onClientClose);
     // After any wait: the policy may have been learnt meanwhile.
     const go = (): void => {
+      const { route, dial } = plan();
       let authz: ConnAuthz | null = null;
       let clientId: string | undefined;
       if (this.#opts.authorize) {

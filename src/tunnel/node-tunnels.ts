@@ -7,6 +7,7 @@ import type { ProxyLimits } from '../proxy/context.ts';
 import { HbonePool, type HboneStats, type LogFn } from './hbone-pool.ts';
 import { TunnelServer, type LocalPod, type TunnelPolicy, type TunnelServerStats, type TunnelTelemetry } from './server.ts';
 import { Tunnels } from './tunnels.ts';
+import type { FirstSyncWait } from '../discovery/first-sync.ts';
 
 export interface NodeTunnelsOptions {
   node: string;
@@ -23,10 +24,13 @@ export interface NodeTunnelsOptions {
   limits: ProxyLimits;
   log: LogFn;
   initial?: CredentialUpdate[];
+  /** Discovery's first sync (the agent has a controller): meshed pods' connections wait for it, bounded. */
+  firstSync?: FirstSyncWait | null;
 }
 
 export interface TunnelStats {
-  client: HboneStats;
+  /** With the waits for discovery's first sync (first-sync.ts): connections waiting now, and all that waited. */
+  client: HboneStats & { waitingForDiscovery: number; waitedForDiscovery: number };
   server: TunnelServerStats;
 }
 
@@ -35,12 +39,14 @@ export class NodeTunnels {
   readonly pool: HbonePool;
   readonly tunnels: Tunnels;
   readonly server: TunnelServer;
+  private readonly firstSync: FirstSyncWait | null;
 
   constructor(o: NodeTunnelsOptions) {
+    this.firstSync = o.firstSync ?? null;
     this.creds = new CredentialStore(o.anchorsPem);
     for (const u of o.initial ?? []) this.creds.apply(u);
     this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs });
-    this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs });
+    this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs, firstSync: o.firstSync ?? null });
     this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy });
   }
 
@@ -53,7 +59,8 @@ export class NodeTunnels {
   }
 
   stats(): TunnelStats {
-    return { client: { ...this.pool.stats, refusedServers: { ...this.pool.stats.refusedServers } }, server: { ...this.server.stats, refusedClients: { ...this.server.stats.refusedClients }, refusedStreams: { ...this.server.stats.refusedStreams } } };
+    const sync = { waitingForDiscovery: this.firstSync?.waiting ?? 0, waitedForDiscovery: this.firstSync?.waited ?? 0 };
+    return { client: { ...this.pool.stats, refusedServers: { ...this.pool.stats.refusedServers }, ...sync }, server: { ...this.server.stats, refusedClients: { ...this.server.stats.refusedClients }, refusedStreams: { ...this.server.stats.refusedStreams } } };
   }
 
   async close(drainMs: number): Promise<void> {
@@ -69,7 +76,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
     return a;
   };
   const out: TunnelStats = {
-    client: { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 },
+    client: { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0, waitingForDiscovery: 0, waitedForDiscovery: 0 },
     server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0 },
   };
   for (const s of all) {
@@ -77,6 +84,8 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
     out.client.connectionsOpen += s.client.connectionsOpen;
     out.client.streams += s.client.streams;
     out.client.noCredential += s.client.noCredential;
+    out.client.waitingForDiscovery += s.client.waitingForDiscovery ?? 0;
+    out.client.waitedForDiscovery += s.client.waitedForDiscovery ?? 0;
     add(out.client.refusedServers, s.client.refusedServers);
     out.server.accepted += s.server.accepted;
     out.server.open += s.server.open;

@@ -11,6 +11,7 @@ import type { HbonePool } from './hbone-pool.ts';
 import { pathTo, type Path, type PathFacts } from './path.ts';
 import type { LocalPod } from './server.ts';
 import { failedUpstream } from './upstream.ts';
+import type { FirstSyncWait } from '../discovery/first-sync.ts';
 
 export interface TunnelsOptions {
   node: string;
@@ -23,6 +24,8 @@ export interface TunnelsOptions {
   pool: HbonePool;
   /** How long a connection waits for its pod's first certificate. */
   waitMs: number;
+  /** Discovery's first sync, when the agent has a controller: until then every path looks direct. */
+  firstSync?: FirstSyncWait | null;
 }
 
 export class Tunnels {
@@ -47,10 +50,18 @@ export class Tunnels {
 
   /**
    * Null when a connection from this identity can go ahead now; else a promise that settles when
-   * its first certificate came (or will not): the connection waits, paused, rather than failing.
+   * its first certificate came (or will not) and discovery first synced (or the agent stopped
+   * waiting for it): the connection waits, paused, rather than failing or leaving in plaintext.
    */
   waitFor(srcUri: string | null): Promise<unknown> | null {
-    if (srcUri === null || this.o.creds.get(srcUri) !== null) return null;
+    if (srcUri === null) return null;
+    const sync = this.o.firstSync?.wait() ?? null;
+    const cert = this.certWait(srcUri);
+    return sync === null ? cert : cert === null ? sync : Promise.all([sync, cert]);
+  }
+
+  private certWait(srcUri: string): Promise<unknown> | null {
+    if (this.o.creds.get(srcUri) !== null) return null;
     const r = this.o.creds.reason(srcUri);
     if (!r.startsWith('its first certificate') && !r.startsWith('it is not an identity')) return null; // unavailable: fail at once
     return this.o.creds.wait(srcUri, this.o.waitMs).catch(() => undefined);

@@ -48,7 +48,7 @@ export interface WorkerInit {
   /** This proxy's share of each retry budget's per-second minimum (1 / proxies). */
   budgetShare: number;
   /** mTLS between nodes (docs/identity.md): the worker's tunnels start from the node's credentials now. */
-  identity?: { node: string; trustDomain: string; anchorsPem: string; tunnelPort: number; credentials: CredentialUpdate[] };
+  identity?: { node: string; trustDomain: string; anchorsPem: string; tunnelPort: number; credentials: CredentialUpdate[]; firstSyncWaitMs: number | null };
 }
 
 /** A worker's state for status: its proxy's counters, the CPU its thread used. */

@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { MapView } from '../datapath/datapath.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
+import { FirstSyncWait } from '../discovery/first-sync.ts';
 import { Proxy } from '../proxy/index.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { clientsOf, Router } from '../routing/router.ts';
@@ -111,6 +112,7 @@ if (init.identity) {
     anchorsPem: id.anchorsPem,
     listen: { host: init.listen.host, port: id.tunnelPort, reusePort: true },
     podByIp: (ip) => store.podByIp(ip),
+    firstSync: id.firstSyncWaitMs !== null ? new FirstSyncWait(store, id.firstSyncWaitMs, (msg) => log('warn', msg)) : null,
     local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns) },
     inbound: recorder,
     // The proxy below serves what a pod's policy does not allow whole (tunnel/server.ts).
