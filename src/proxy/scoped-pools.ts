@@ -1,7 +1,7 @@
 // One upstream pool per scope (ctx.poolScope): a source identity's tunnels (docs/identity.md), a
 // captured client's own address (docs/policy.md). Upstreams of one scope must not serve another's
 // requests. Scopes come and go with clients, so the least recently used is forgotten past `max`:
-// its idle upstreams close on their own idle timers (HTTP/1 4 s, HTTP/2 60 s), and a request
+// its idle upstreams close on their idle timers (HTTP/1: the pool's sweep, 4 s; HTTP/2: 60 s), and a request
 // of that scope later gets a new pool.
 export const MAX_SCOPED_POOLS = 1024;
 

@@ -31,7 +31,7 @@ import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './bod
 import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
 import { errorReply } from './replies.ts';
 import { finNow, writeWithFin } from '../fin-now.ts';
-import { UpstreamPool } from './pool.ts';
+import { own, UpstreamPool, type UpstreamOwner } from './pool.ts';
 import { closingResponseHead, keepUpstreamFor, upstreamRequestHead } from './hop.ts';
 
 const ST_HEAD = 0; // waiting for a request head
@@ -47,7 +47,7 @@ const LINGER_MS = 2000;
 /** Below the shortest common server keep-alive timeout (gunicorn's 2 s). */
 const NON_RETRYABLE_MAX_IDLE_MS = 1000;
 
-export class Http1Connection {
+export class Http1Connection implements UpstreamOwner {
   private readonly ctx: ConnContext;
   private readonly client: net.Socket;
   private readonly limits: ProxyLimits;
@@ -168,10 +168,6 @@ export class Http1Connection {
     this.onClientError = this.onClientError.bind(this);
     this.onClientClose = this.onClientClose.bind(this);
     this.onClientDrain = this.onClientDrain.bind(this);
-    this.onUpData = this.onUpData.bind(this);
-    this.onUpEnd = this.onUpEnd.bind(this);
-    this.onUpError = this.onUpError.bind(this);
-    this.onUpClose = this.onUpClose.bind(this);
     this.onUpDrain = this.onUpDrain.bind(this);
     this.onUpConnect = this.onUpConnect.bind(this);
     this.onEagerError = this.onEagerError.bind(this);
@@ -670,10 +666,7 @@ export class Http1Connection {
     this.upKey = this.targetKey;
     this.upReused = reused;
     this.upConnected = !s.connecting;
-    s.on('data', this.onUpData);
-    s.on('end', this.onUpEnd);
-    s.on('error', this.onUpError);
-    s.on('close', this.onUpClose);
+    own(s, this);
     if (s.connecting) {
       s.once('connect', this.onUpConnect);
       this.connectTimer = setTimeout(() => this.onConnectTimeout(), this.limits.upstreamConnectTimeoutMs);
@@ -684,19 +677,16 @@ export class Http1Connection {
     return true;
   }
 
-  /** Removes our listeners; the caller pools or destroys the socket. */
+  /** Stops taking the upstream's events; the caller pools or destroys the socket. */
   private detachUpstream(): net.Socket | null {
     const s = this.up;
     if (s === null) return null;
     this.up = null;
-    s.off('data', this.onUpData);
-    s.off('end', this.onUpEnd);
-    s.off('error', this.onUpError);
-    s.off('close', this.onUpClose);
-    s.off('drain', this.onUpDrain);
-    s.off('connect', this.onUpConnect);
+    own(s, null);
+    if (!this.upConnected) s.off('connect', this.onUpConnect);
     this.clearConnectTimer();
     if (this.upWaitDrain) {
+      s.off('drain', this.onUpDrain);
       this.upWaitDrain = false;
       this.updateClientFlow();
     }
@@ -733,11 +723,11 @@ export class Http1Connection {
     // Reported when the first request dials again.
   }
 
-  private onUpError(err: NodeJS.ErrnoException): void {
+  upstreamError(err: NodeJS.ErrnoException): void {
     this.upError = err.code ?? err.message;
   }
 
-  private onUpEnd(): void {
+  upstreamEnd(): void {
     try {
       if (this.upIdle) {
         this.dropIdleUpstream();
@@ -755,7 +745,7 @@ export class Http1Connection {
     }
   }
 
-  private onUpClose(hadError: boolean): void {
+  upstreamClose(hadError: boolean): void {
     try {
       if (this.upIdle) {
         this.dropIdleUpstream();
@@ -811,7 +801,7 @@ export class Http1Connection {
     this.abortExchange(0, why);
   }
 
-  private onUpData(chunk: Buffer): void {
+  upstreamData(chunk: Buffer): void {
     this.active = true;
     if (this.idleMs > 0) this.lastIo = performance.now();
     try {

@@ -1,6 +1,13 @@
 // Idle keep-alive upstream connections, per destination ip:port. A connection is parked here
 // only after a complete response that both sides meant to keep alive. While parked it is
-// watched: any byte, FIN, error or idle timeout removes and destroys it.
+// watched: any byte, FIN or error removes and destroys it, and so does the pool's sweep once it
+// has been idle past the timeout.
+//
+// An upstream socket gets its event listeners once, for its whole life (own()): they call its
+// current owner, the client connection it serves or the pool that holds it. A request balanced
+// to another endpoint than the previous one moves the connection between a client and the pool
+// (docs/routing.md); with listeners added and removed at each move, and a socket timer armed at
+// each park, that move cost more than the balancer's pick (docs/benchmarks.md).
 
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -20,43 +27,59 @@ export interface UpstreamPoolOptions {
   now?: () => number;
 }
 
-class IdleConn {
+/** Who an upstream socket's events go to: the client connection using it, or the pool. */
+export interface UpstreamOwner {
+  upstreamData(chunk: Buffer): void;
+  upstreamEnd(): void;
+  upstreamError(err: NodeJS.ErrnoException): void;
+  upstreamClose(hadError: boolean): void;
+}
+
+const kOwner = Symbol('upstreamOwner');
+type Owned = net.Socket & { [kOwner]?: UpstreamOwner | null };
+
+function onData(this: Owned, chunk: Buffer): void { this[kOwner]?.upstreamData(chunk); }
+function onEnd(this: Owned): void { this[kOwner]?.upstreamEnd(); }
+function onError(this: Owned, err: NodeJS.ErrnoException): void { this[kOwner]?.upstreamError(err); }
+function onClose(this: Owned, hadError: boolean): void { this[kOwner]?.upstreamClose(hadError); }
+
+/**
+ * Sends an upstream socket's data, end, error and close events to `owner` from now on; null: to
+ * nobody (the socket is being destroyed, or handed on in the same tick). The listeners are added
+ * on the first call and stay; an error with no owner is dropped, never thrown.
+ */
+export function own(socket: net.Socket, owner: UpstreamOwner | null): void {
+  const s = socket as Owned;
+  if (s[kOwner] === undefined) {
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('error', onError);
+    s.on('close', onClose);
+  }
+  s[kOwner] = owner;
+}
+
+class IdleConn implements UpstreamOwner {
   readonly socket: net.Socket;
   readonly key: string;
   /** The pool's clock when parked. */
-  parkedAt = 0;
+  readonly parkedAt: number;
   private readonly pool: UpstreamPool;
-  private readonly drop: () => void;
 
-  constructor(pool: UpstreamPool, key: string, socket: net.Socket) {
+  constructor(pool: UpstreamPool, key: string, socket: net.Socket, now: number) {
     this.pool = pool;
     this.key = key;
     this.socket = socket;
-    this.drop = () => this.pool.evict(this);
+    this.parkedAt = now;
+    own(socket, this);
+    socket.resume(); // read so a FIN is noticed while parked
   }
 
-  park(idleTimeoutMs: number): void {
-    const s = this.socket;
-    this.parkedAt = this.pool.now();
-    s.on('data', this.drop); // a parked connection must be silent
-    s.on('end', this.drop);
-    s.on('error', this.drop);
-    s.on('close', this.drop);
-    s.on('timeout', this.drop);
-    s.setTimeout(idleTimeoutMs);
-    s.resume(); // read so a FIN is noticed while parked
-  }
-
-  unpark(): void {
-    const s = this.socket;
-    s.pause();
-    s.setTimeout(0);
-    s.off('data', this.drop);
-    s.off('end', this.drop);
-    s.off('error', this.drop);
-    s.off('close', this.drop);
-    s.off('timeout', this.drop);
-  }
+  // A parked connection must be silent: anything it says or does removes it.
+  upstreamData(): void { this.pool.evict(this); }
+  upstreamEnd(): void { this.pool.evict(this); }
+  upstreamError(): void { this.pool.evict(this); }
+  upstreamClose(): void { this.pool.evict(this); }
 }
 
 export class UpstreamPool {
@@ -65,6 +88,8 @@ export class UpstreamPool {
   /** Also the longest a connection stays bound to an idle client before it is replaced. */
   readonly idleTimeoutMs: number;
   private closed = false;
+  /** One timer for the whole pool while it holds connections, instead of one per parked socket. */
+  private sweeper: NodeJS.Timeout | null = null;
   /** Connections handed out from the pool (reuses), for tests and metrics. */
   reused = 0;
   /** The clock of idle ages (the pool's, and of upstreams bound to an idle client). */
@@ -84,15 +109,23 @@ export class UpstreamPool {
    * An idle connection to `key` (most recently used first), or null. `maxIdleMs`: only one
    * parked at most that long (for requests that cannot be re-sent if the server closes it
    * just as we write, the stale-connection race); the older ones stay parked for others.
+   * One parked past the idle timeout is never handed out (the sweep may not have run yet).
+   * The caller owns the returned socket: it must own() it or destroy it.
    */
   acquire(key: string, maxIdleMs = Infinity): net.Socket | null {
     const list = this.idle.get(key);
     if (list === undefined) return null;
+    const now = this.now();
     while (list.length > 0) {
-      if (this.now() - list[list.length - 1]!.parkedAt > maxIdleMs) return null; // the freshest is too old
-
+      const age = now - list[list.length - 1]!.parkedAt;
+      if (age > this.idleTimeoutMs) {
+        // The freshest is too old, so all are.
+        this.evictAll(key, list);
+        return null;
+      }
+      if (age > maxIdleMs) return null; // the freshest is too old for this request
       const c = list.pop()!;
-      c.unpark();
+      own(c.socket, null);
       if (!c.socket.destroyed && c.socket.readable && c.socket.writable) {
         if (list.length === 0) this.idle.delete(key);
         this.reused++;
@@ -104,9 +137,10 @@ export class UpstreamPool {
     return null;
   }
 
-  /** Parks a connection with no listeners of the caller left on it. */
+  /** Parks a connection its user no longer owns (own(socket, null), or about to be replaced). */
   release(key: string, socket: net.Socket): void {
     if (this.closed || socket.destroyed || !socket.writable || !socket.readable) {
+      own(socket, null);
       socket.destroy();
       return;
     }
@@ -118,12 +152,14 @@ export class UpstreamPool {
     if (list.length >= this.maxIdlePerDest) {
       // Keep the freshest; the oldest is the likeliest to be timed out by the server.
       const oldest = list.shift()!;
-      oldest.unpark();
+      own(oldest.socket, null);
       oldest.socket.destroy();
     }
-    const c = new IdleConn(this, key, socket);
-    c.park(this.idleTimeoutMs);
-    list.push(c);
+    list.push(new IdleConn(this, key, socket, this.now()));
+    if (this.sweeper === null) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(1, this.idleTimeoutMs / 4));
+      this.sweeper.unref();
+    }
   }
 
   /** Removes and destroys one parked connection. */
@@ -134,8 +170,25 @@ export class UpstreamPool {
       if (i >= 0) list.splice(i, 1);
       if (list.length === 0) this.idle.delete(c.key);
     }
-    c.unpark();
+    own(c.socket, null);
     c.socket.destroy();
+  }
+
+  /**
+   * Closes the connections parked longer than the idle timeout (the timer runs it every quarter
+   * of the timeout, so one is closed at most 1.25 timeouts after it was parked); stops the timer
+   * when none is left.
+   */
+  sweep(): void {
+    const oldest = this.now() - this.idleTimeoutMs;
+    for (const [key, list] of this.idle) {
+      // Parked in order: the stale ones are at the front.
+      let n = 0;
+      while (n < list.length && list[n]!.parkedAt < oldest) n++;
+      if (n === list.length) this.evictAll(key, list);
+      else if (n > 0) for (const c of list.splice(0, n)) this.destroyParked(c);
+    }
+    if (this.idle.size === 0) this.stopSweep();
   }
 
   /** Idle connections, for one destination or all. */
@@ -149,12 +202,24 @@ export class UpstreamPool {
   /** Closes every idle connection; later releases destroy their connection. */
   close(): void {
     this.closed = true;
-    for (const list of this.idle.values()) {
-      for (const c of list) {
-        c.unpark();
-        c.socket.destroy();
-      }
-    }
+    for (const list of this.idle.values()) for (const c of list) this.destroyParked(c);
     this.idle.clear();
+    this.stopSweep();
+  }
+
+  private evictAll(key: string, list: IdleConn[]): void {
+    this.idle.delete(key);
+    for (const c of list) this.destroyParked(c);
+    list.length = 0;
+  }
+
+  private destroyParked(c: IdleConn): void {
+    own(c.socket, null);
+    c.socket.destroy();
+  }
+
+  private stopSweep(): void {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
   }
 }
