@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import type { Page } from 'playwright-core';
 import { cleanupLeftovers } from '../src/sim/index.ts';
 import { formatSuccess } from '../src/controller/format.ts';
+import { DASHBOARD_LINE } from '../src/cli/demo.ts';
 import { DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
 import { requireRoot } from './helpers/root.ts';
 import { CHROMIUM, launchChromium, screenshot } from './helpers/browser.ts';
@@ -39,17 +40,18 @@ async function counts(page: Page, selector: string): Promise<{ text: string; suc
 test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every page', async (t) => {
   requireRoot(t);
   run = new DemoRun(['--duration', '600', '--rps', String(RPS)]);
-  const m = await run.waitFor(/ dashboard: (http:\/\/\S+)( \(in the node's network namespace: .*--net=(\S+))?/, 90_000);
+  const m = await run.waitFor(DASHBOARD_LINE, 90_000);
   const url = m[1]!;
+  const netns = m[2];
   const ids = run.ids();
   const procs = processesOf(ids);
   // The URL works as printed: forwarded to this machine, or (ports taken by another demo) inside the node's namespace.
   let exe = CHROMIUM;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-chromium-netns-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  if (m[3]) {
+  if (netns) {
     exe = path.join(dir, 'chromium');
-    fs.writeFileSync(exe, `#!/bin/sh\nexec nsenter --net=${m[3]} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(exe, `#!/bin/sh\nexec nsenter --net=${netns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
   }
   const browser = await launchChromium(exe);
   t.teardown(() => browser.close());

@@ -13,6 +13,8 @@ import { botRound, EXPECTED_SUCCESS, expectedRps, failureRange, REQUESTS_PER_ROU
 import { podFromObject } from '../src/k8s/objects.ts';
 import { workloadOf } from '../src/telemetry/workload.ts';
 import { podObject } from '../src/sim/pod-object.ts';
+import { DASHBOARD_LINE, dashboardLine } from '../src/cli/demo.ts';
+import { DASHBOARD } from '../src/demo/stack.ts';
 
 test('every bot round has one doughnut vote in three and the stated web success rate', (t) => {
   for (let n = 0; n < 20; n++) {
@@ -104,4 +106,11 @@ test('a child\'s JSON lines: null and numbers are skipped, objects kept', async 
   const log = new JsonLineLog(child);
   await new Promise((r) => child.once('close', r)); // 'close': stdout fully read ('exit' may come first)
   t.deepEqual([...log.latest], [['ready', 1]]);
+});
+
+test('the demo\'s dashboard line parses back: the URL, and the namespace to enter when the ports are not forwarded', (t) => {
+  const here = DASHBOARD_LINE.exec(dashboardLine(null));
+  t.deepEqual([here?.[1], here?.[2]], [`http://${DASHBOARD}/`, undefined]);
+  const inside = DASHBOARD_LINE.exec(dashboardLine('sudo nsenter --net=/var/run/netns/ma1x2-cp'));
+  t.deepEqual([inside?.[1], inside?.[2]], [`http://${DASHBOARD}/`, '/var/run/netns/ma1x2-cp'], 'a second demo\'s dashboard is opened in its own namespace, not at the first demo\'s forwarded port');
 });

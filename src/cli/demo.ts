@@ -149,6 +149,17 @@ function onPath(cmd: string): boolean {
   });
 }
 
+/**
+ * The dashboard's line as howToLook prints it, for scripts and tests: the URL, and when the
+ * ports are not forwarded here (another demo holds them), the namespace to open it from.
+ */
+export const DASHBOARD_LINE = / dashboard: (http:\/\/\S+)(?: \(in the control plane's network namespace: .*--net=(\S+) chromium)?/;
+
+/** The dashboard's URL; `enter`: the command that enters the control plane's namespace, when the ports are not forwarded here. */
+export function dashboardLine(enter: string | null): string {
+  return `  dashboard: http://${DASHBOARD}/${enter === null ? '' : ` (in the control plane's network namespace: ${enter} chromium ...)`}`;
+}
+
 function howToLook(stack: DemoStack, forwarded: boolean): void {
   const sudo = onPath('sudo') ? 'sudo ' : '';
   const enter = (ns: string) => `${sudo}nsenter --net=/var/run/netns/${ns}`;
@@ -166,7 +177,7 @@ function howToLook(stack: DemoStack, forwarded: boolean): void {
     `    ${cli} tap deploy/web -n ${NAMESPACE}`,
     `    ${cli} tap deploy/web -n ${NAMESPACE} --to deploy/voting --path /emojivoto.VotingService/Vote`,
     `    ${cli} diagnostics endpoints svc/voting-svc -n ${NAMESPACE}`,
-    `  dashboard: http://${DASHBOARD}/${forwarded ? '' : ` (in the control plane's network namespace: ${enter(cp.nodeNs)} chromium ...)`}`,
+    dashboardLine(forwarded ? null : enter(cp.nodeNs)),
     `  the other nodes' agents: ${stack.cluster.nodes.slice(1).map((n) => `${enter(n.nodeNs)} ${process.execPath} ${BIN} status`).join('; ')}`,
     `  namespace ${NAMESPACE}; deployments: ${[...stack.services.entries()].map(([name, s]) => `${name} x${s.replicas.length}`).join(', ')}`,
     `  ${expectationLine()}`,
