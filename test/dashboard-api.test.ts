@@ -210,12 +210,20 @@ async function freePort(): Promise<number> {
 }
 
 test('mesh-agent controller: the default dashboard port taken is a warning (reports, stat and tap go on); an address asked for is exit 1', async (t) => {
-  // Hold 8084 here, unless something else already does: either way it is taken.
-  const holder = net.createServer();
-  await new Promise<void>((resolve) => {
-    holder.once('error', () => resolve());
-    holder.listen(8084, '0.0.0.0', () => resolve());
-  });
+  // Hold 8084 ourselves: a port another process holds for a while (a demo's forward) could be
+  // let go before the controller binds it. Wait until it is ours.
+  const deadline = Date.now() + 60_000;
+  let holder: net.Server;
+  for (;;) {
+    holder = net.createServer();
+    const err = await new Promise<Error | null>((resolve) => {
+      holder.once('error', resolve);
+      holder.listen(8084, '0.0.0.0', () => resolve(null));
+    });
+    if (err === null) break;
+    if (Date.now() > deadline) throw new Error(`port 8084 stayed taken by another process for a minute (${err.message}); stop it (a demo?) and run again`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
   t.teardown(() => holder.close());
   const port = await freePort();
   const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -228,6 +236,9 @@ test('mesh-agent controller: the default dashboard port taken is a warning (repo
       if (/"msg":"controller listening"/.test(out) && /runs without its dashboard/.test(out)) {
         clearInterval(timer);
         resolve();
+      } else if (/"msg":"dashboard listening"/.test(out)) {
+        clearInterval(timer);
+        reject(new Error(`the controller's dashboard listened on the port this test holds: ${out}`));
       }
     }, 20);
     ctl.once('exit', (code) => {
