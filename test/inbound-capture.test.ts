@@ -1,6 +1,7 @@
 // The inbound capture's nftables table (pure): what it captures, drops and lets pass, and the held
 // form a stopping agent leaves. The kernel's side: test/inbound.e2e.test.ts, inbound-failclosed.e2e.test.ts.
 import test from 'ava';
+import { inboundListenError } from '../src/agent/agent.ts';
 import { renderCapture } from '../src/datapath/inbound-capture.ts';
 
 const pods = [
@@ -68,4 +69,15 @@ test('starting (the tunnel open before the agent captures): tunnel SYNs meet its
     'ip daddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
     'ip saddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
   ]);
+});
+
+test('an inbound listener that cannot listen: the error names the cause and the fix', (t) => {
+  const at = { ip: '10.244.0.2', port: 15006 };
+  t.regex(inboundListenError(at, new Error('listen 10.244.0.2:15006: EADDRINUSE (address already in use)')),
+    /^inbound listener on 10\.244\.0\.2:15006 failed: .*EADDRINUSE.*; another agent \(or process\) holds port 15006 on this node: stop it, or pass another port with --inbound-addr \(install: --inbound-port\); until it listens nothing is captured/);
+  t.regex(inboundListenError(at, new Error('bind: EADDRNOTAVAIL')), /10\.244\.0\.2 is not an address of this host: pass --inbound-addr with the node IP/);
+  t.regex(inboundListenError(at, new Error('setsockopt IP_TRANSPARENT: EPERM')), /needs CAP_NET_ADMIN/);
+  t.regex(inboundListenError(at, new Error('something else')), /failed: something else; until it listens/);
+  // As the addon throws it: strerror's text and the errno.
+  t.regex(inboundListenError(at, Object.assign(new Error('binding the inbound listener failed: Address already in use'), { errno: 98 })), /holds port 15006 on this node/);
 });

@@ -500,7 +500,7 @@ export class Agent {
       },
       (e) => {
         this.captureMode = from;
-        this.captureError = `inbound listener on ${this.opts.inbound!.ip}:${this.opts.inbound!.port} failed: ${(e as Error).message}`;
+        this.captureError = inboundListenError(this.opts.inbound!, e as Error);
         this.recordError(this.captureError);
       },
     );
@@ -737,6 +737,18 @@ export class Agent {
     this.datapath?.close();
     await this.admin?.close();
   }
+}
+
+/** Why the inbound listener could not listen, and what to do about it. */
+export function inboundListenError(at: { ip: string; port: number }, e: Error & { errno?: number; code?: string }): string {
+  const m = e.message;
+  // The addon's errors carry the errno and strerror's text; Node's carry the code.
+  const is = (code: keyof typeof os.constants.errno, text: RegExp) => e.code === code || e.errno === os.constants.errno[code] || text.test(m);
+  const fix = is('EADDRINUSE', /EADDRINUSE|address already in use/i) ? `; another agent (or process) holds port ${at.port} on this node: stop it, or pass another port with --inbound-addr (install: --inbound-port)`
+    : is('EADDRNOTAVAIL', /EADDRNOTAVAIL|cannot assign requested address/i) ? `; ${at.ip} is not an address of this host: pass --inbound-addr with the node IP`
+      : is('EPERM', /EPERM|not permitted/i) || is('EACCES', /EACCES/) ? '; a transparent listener needs CAP_NET_ADMIN (and CAP_NET_RAW): run as root or grant them'
+        : '';
+  return `inbound listener on ${at.ip}:${at.port} failed: ${m}${fix}; until it listens nothing is captured (fail-closed pods stay closed)`;
 }
 
 /** Binds the address without SO_REUSEPORT and lets it go: EADDRINUSE if anything else holds it. */

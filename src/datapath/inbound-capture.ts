@@ -106,11 +106,6 @@ export class InboundCapture {
   #applied: string | null = null;
   #routed = false;
 
-  /** What the kernel holds now, as last applied by this process (null: nothing applied yet). */
-  get applied(): string | null {
-    return this.#applied;
-  }
-
   /** Replaces the table (skipped when unchanged) and makes sure the policy route exists. */
   async apply(r: CaptureRuleset): Promise<void> {
     const text = renderCapture(r);

@@ -20,7 +20,6 @@ export interface PolicyTable {
   pending?: string[];
 }
 
-export const emptyPolicyTable = (networks: string): PolicyTable => ({ networks, pods: [] });
 
 export class Authorizer {
   #networksText = '';
