@@ -134,6 +134,9 @@ export class TunnelServer {
       ALPNProtocols: ['h2'],
       minVersion: 'TLSv1.3',
       allowHalfOpen: false,
+      // As every socket of the agent, and the client's end of the tunnel: no Nagle delay on a
+      // small record (a response) while an earlier one waits for its ACK.
+      noDelay: true,
     });
     this.server = server;
     server.on('secureConnection', (sock) => this.onSecure(sock));
