@@ -442,8 +442,9 @@ export class Proxy {
     // first connection of a new pod is not refused (docs/identity.md). Before discovery's first
     // sync a meshed pod's connection waits for that too (bounded): until then a meshed pod of
     // another node cannot be told from any address, and would be reached in plaintext.
-    const waits = [tunnels?.waitFor(srcUri) ?? null, this.#opts.policyReady?.(rec.ip) ?? null].filter((w): w is Promise<unknown> => w !== null);
-    const wait = waits.length === 0 ? null : waits.length === 1 ? waits[0]! : Promise.all(waits);
+    const idWait = tunnels?.waitFor(srcUri) ?? null;
+    const policyWait = this.#opts.policyReady?.(rec.ip) ?? null;
+    const wait = idWait === null ? policyWait : policyWait === null ? idWait : Promise.all([idWait, policyWait]);
     this.#start(client, { direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: rec.ip, destPort: rec.port }, plan, srcUri ?? '', wait);
   };
   /**
