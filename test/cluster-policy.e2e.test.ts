@@ -38,6 +38,7 @@ let farBot: SimPod;
 let front: SimPod;
 let ingress: SimPod;
 let apiSvc: SimService;
+let frontSvc: SimService;
 const children: ChildProcess[] = [];
 
 function need(): { cluster: SimCluster; mesh: ClusterMesh } {
@@ -83,7 +84,7 @@ test.before(async () => {
   bot = await cluster.addPod(0, { deployment: 'bot', namespace: NS, serviceAccountName: 'bot' });
   far = await cluster.addPod(1, { deployment: 'far', namespace: NS, serviceAccountName: 'web' });
   farBot = await cluster.addPod(1, { deployment: 'farbot', namespace: NS, serviceAccountName: 'bot' });
-  front = await cluster.addPod(0, { deployment: 'front', namespace: NS, serviceAccountName: 'front' });
+  front = await cluster.addPod(0, { deployment: 'front', namespace: NS, serviceAccountName: 'front', labels: { app: 'front' } });
   ingress = await cluster.addPod(1, { name: 'ingress', namespace: NS, annotations: { 'mesh-agent.io/inject': 'disabled' } });
   await serve(api, 'api');
   await serve(front, 'front');
@@ -91,6 +92,7 @@ test.before(async () => {
   cluster.apply({ apiVersion: 'specs.smi-spec.io/v1alpha4', kind: 'TCPRoute', metadata: { name: 'echo', namespace: NS }, spec: { matches: { ports: [7000] } } });
   cluster.apply(target('web-to-api', [{ kind: 'HTTPRouteGroup', name: 'api-routes', matches: ['ok'] }, { kind: 'TCPRoute', name: 'echo' }]));
   apiSvc = cluster.addService({ name: 'api', namespace: NS, selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'echo', port: 7000, targetPort: 7000 }] });
+  frontSvc = cluster.addService({ name: 'front', namespace: NS, selector: { app: 'front' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
   await cluster.settled();
   mesh = await startMesh(cluster, { reportIntervalMs: 1000 });
   await mesh.waitAgents((s, n) => (n.index !== 0 || s.inbound?.pods.find((p: any) => p.name.startsWith('api-'))?.mode === 'smi') && s.discovery.endpoints >= 2, 'the TrafficTarget at api\'s agent, and the api Service');
@@ -176,6 +178,20 @@ test.serial('through a Service: a meshed pod of the node that reaches the pod by
   t.regex(m, /request_total\{direction="outbound",[^}]*deployment="bot"[^}]*dst_service="api"[^}]*\} [1-9]/, 'the requests counted once, by the outbound side as before');
 });
 
+test.serial('the node\'s own processes through a Service: kube-proxy rewrites the connection in the node\'s output to a meshed pod of the node, and the capture takes it as an unauthenticated client', async (t) => {
+  const { mesh } = need();
+  const node0 = nodeOf(api);
+  const before = (await mesh.agentStatus(node0)).proxy.inboundAccepted;
+  const get = async (svc: SimService, p: string) => (await node0.execInNode('curl', ['-s', '-m', '10', '-o', '/dev/null', '-w', '%{http_code}', `http://${svc.clusterIP}:80${p}`], { timeoutMs: 15_000 })).stdout;
+  t.is(await get(apiSvc, '/ok'), '403', 'api admits only ServiceAccount web (its TrafficTarget): the node has no identity');
+  t.is(await get(frontSvc, '/'), '200', 'front\'s default policy (all-unauthenticated) lets it in');
+  const s = await mesh.agentStatus(node0);
+  t.true(s.proxy.inboundAccepted >= before + 2, `captured: ${s.proxy.inboundAccepted - before}`);
+  const m = await mesh.agentMetrics(node0);
+  t.regex(m, /inbound_http_authz_deny_total\{[^}]*srv_name="api"[^}]*tls="no_identity"[^}]*\} [1-9]/);
+  t.regex(m, /request_total\{direction="inbound",[^}]*deployment="front"[^}]*tls="no_identity"[^}]*\} [1-9]/, 'counted by the server side, as any unmeshed client');
+});
+
 test.serial('a meshed client of another node, through the mTLS tunnel: authorized by the identity the tunnel verified, request by request; its requests counted once', async (t) => {
   const { mesh } = need();
   const before = (await mesh.agentStatus(nodeOf(api))).identity.tunnels.server.inspected;
@@ -212,6 +228,12 @@ test.serial('an agent restarted while the controller is down keeps a pod that fa
   t.regex(pending.defaultFrom, /not yet known: it failed closed under the previous agent/);
   // A client waits for the policy (up to the connect timeout, 5 s), then gets the pending policy's deny: never let in.
   t.is(await http(bot, api, 'GET', '/ok'), '403', 'a meshed pod of the node: its annotations say all-unauthenticated, but the pod stays closed');
+  // With no discovery the agent dials the ClusterIP as addressed; kube-proxy rewrites it to api in
+  // the node's output, where the capture takes it (not capturing yet: its SYN is dropped, as any
+  // client's to a pod that fails closed, and the agent gives up after its connect timeout, 504).
+  // Without the output chain it went straight to api: 200.
+  const viaClusterIp = await bot.exec('curl', ['-s', '-m', '30', '-o', '/dev/null', '-w', '%{http_code}', `http://${apiSvc.clusterIP}:80/ok`], { timeoutMs: 35_000 });
+  t.true(['403', '504'].includes(viaClusterIp.stdout), `through the ClusterIP, with no route at the agent: ${viaClusterIp.stdout}`);
   // Through the tunnel both ends wait the connect timeout: the destination's deny (403) or the client's agent giving up (504).
   const viaTunnel = await http(farBot, api, 'GET', '/ok');
   t.true(['403', '504'].includes(viaTunnel), `through the tunnel too: ${viaTunnel}`);

@@ -9,11 +9,14 @@ const pods = [
   { ip: '10.244.1.2', failClosed: true, skipInbound: [[9090, 9090], [5000, 5010]] as Array<[number, number]> },
 ];
 
-/** The prerouting chain's rules, one a line. */
-function rulesOf(text: string): string[] {
-  const chain = text.slice(text.indexOf('chain prerouting'));
-  return chain.split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
+/** A chain's rules (prerouting unless named), one a line. */
+function rulesOf(text: string, chain = 'prerouting'): string[] {
+  const body = text.slice(text.indexOf(`chain ${chain} {`));
+  return body.slice(0, body.indexOf('\n\t}')).split('\n').filter((l) => l.startsWith('\t\t') && !l.includes('type ')).map((l) => l.trim());
 }
+
+const MARK = 'meta mark set meta mark & 0xffffcfff | 0x2000';
+const CT_MARK = 'ct mark set ct mark & 0xffffcfff | 0x2000';
 
 test('capturing: SYNs to meshed pods go to the listener; the rest of a captured connection and the pod\'s answers to the agent follow; skip-inbound ports pass first', (t) => {
   const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15006 }, pods });
@@ -31,6 +34,24 @@ test('capturing: SYNs to meshed pods go to the listener; the rest of a captured 
     'ip daddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
     'ip saddr @captured socket transparent 1 meta mark set meta mark & 0xffffcfff | 0x2000 accept',
   ]);
+});
+
+test('the node\'s own output: a new connection kube-proxy rewrote to a meshed pod is marked (it and its connection) so the policy route sends it through prerouting; connections under way before stay direct', (t) => {
+  const text = renderCapture({ listener: { ip: '10.244.0.1', port: 15006 }, pods });
+  t.regex(text, /chain output \{\n\t\ttype route hook output priority -90; policy accept;/, 'after kube-proxy\'s output DNAT (-100); a route chain, so a changed mark is routed again');
+  t.deepEqual(rulesOf(text, 'output'), [
+    'meta l4proto != tcp accept',
+    `ct mark & 0x3000 == 0x2000 ${MARK} accept`,
+    'ip daddr . tcp dport @skip-inbound accept',
+    `ct state new ct status dnat ip daddr @captured ${CT_MARK} ${MARK} accept`,
+    `ct state new ct status dnat ip daddr @fail-closed ${CT_MARK} ${MARK} accept`,
+  ]);
+  t.deepEqual(rulesOf(renderCapture({ listener: null, pods }), 'output'), [
+    'meta l4proto != tcp accept',
+    `ct mark & 0x3000 == 0x2000 ${MARK} accept`,
+    'ip daddr . tcp dport @skip-inbound accept',
+    `ct state new ct status dnat ip daddr @fail-closed ${CT_MARK} ${MARK} accept`,
+  ], 'no listener: only fail-closed pods\' connections go round, to be dropped in prerouting; the rest reach their pod');
 });
 
 test('held (no agent takes connections): no TPROXY; fail-closed pods\' SYNs are dropped, others pass; captured connections still reach the agent\'s sockets', (t) => {

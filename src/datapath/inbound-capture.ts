@@ -15,24 +15,33 @@
 //   the rest of a captured connection        to the agent's socket (socket transparent)
 //   a pod's answers to the agent's upstream  to the agent's socket (it connected with the client's address)
 //
+// and in the node's own output, after kube-proxy's DNAT:
+//
+//   a new connection rewritten to a meshed pod   marked (and its connection), so it is routed to lo
+//     (a ClusterIP, a NodePort)                  and meets the rules above in prerouting
+//
 // The agent's own connections to its pods are never captured: they leave the node's own stack
-// (output), never its prerouting. Nor are the node's own processes' (kubelet's probes, host
-// network pods): see docs/policy.md. When no agent listens (it died, or it is between two
+// (output) to the pod's address, never rewritten, and never pass prerouting. Its dials with no
+// route (to a ClusterIP, before discovery knows it) are rewritten by kube-proxy: captured, they
+// are authorized by the pod's policy as an unauthenticated client of the node, as Linkerd's
+// inbound proxy sees a client that sent no identity. The node's own processes' connections
+// straight to a pod's address (kubelet's probes) are not captured: see docs/policy.md. When no agent listens (it died, or it is between two
 // agents), TPROXY finds no socket and the packet goes on: fail-open pods are reached directly,
 // fail-closed pods' SYNs are dropped. The table stays across agent restarts for that reason.
 import { ipBinary, nftBinary, run } from './nft.ts';
 
 export const CAPTURE_TABLE = 'mesh-agent';
 /**
- * Marks a captured packet for the policy route. Bits 12-13: clear of kube-proxy's 0x4000/0x8000,
- * Calico's default 0xffff0000 and Cilium's 0x0f00.
+ * Marks a captured packet for the policy route, and (as a connection mark) a connection of the
+ * node's own output that is captured. Bits 12-13: clear of kube-proxy's 0x4000/0x8000, Calico's
+ * default 0xffff0000 and Cilium's 0x0f00.
  */
 export const CAPTURE_MARK = 0x2000;
 export const CAPTURE_MARK_MASK = 0x3000;
 /** The routing table holding `local 0.0.0.0/0 dev lo`, and the rule's preference. */
 export const CAPTURE_ROUTE_TABLE = 15006;
 export const CAPTURE_RULE_PREF = 100;
-/** Before the TPROXY rule: after kube-proxy's DNAT (dstnat, -100), before filter (0). */
+/** Both chains: after kube-proxy's DNAT (dstnat and output nat, -100), before filter (0). */
 export const CAPTURE_PRIORITY = -90;
 
 export interface CapturePod {
@@ -91,6 +100,22 @@ export function renderCapture(r: CaptureRuleset): string {
     `ip saddr @captured socket transparent 1 ${mark} accept`,
   ];
   lines.push(`\tchain prerouting {\n\t\ttype filter hook prerouting priority ${CAPTURE_PRIORITY}; policy accept;\n${rules.map((x) => `\t\t${x}\n`).join('')}\t}`);
+  // The node's own output: a connection kube-proxy rewrote (ClusterIP, NodePort) to a meshed pod
+  // of this node never passes prerouting. Marked, it is routed to lo by the policy route and
+  // comes back in through prerouting, where the rules above take it as any client's. The
+  // connection mark remembers it, so connections that were under way before stay direct.
+  const ctMark = `ct mark set ct mark & ${hex(~CAPTURE_MARK_MASK >>> 0)} | ${hex(CAPTURE_MARK)}`;
+  const rewritten = 'ct state new ct status dnat';
+  const out = [
+    'meta l4proto != tcp accept',
+    `ct mark & ${hex(CAPTURE_MARK_MASK)} == ${hex(CAPTURE_MARK)} ${mark} accept`,
+    'ip daddr . tcp dport @skip-inbound accept',
+    // With no listener only fail-closed pods' connections go round (to be dropped, and retried
+    // into the next agent); the rest reach their pod directly, as from any client.
+    ...(r.listener ? [`${rewritten} ip daddr @captured ${ctMark} ${mark} accept`] : []),
+    `${rewritten} ip daddr @fail-closed ${ctMark} ${mark} accept`,
+  ];
+  lines.push(`\tchain output {\n\t\ttype route hook output priority ${CAPTURE_PRIORITY}; policy accept;\n${out.map((x) => `\t\t${x}\n`).join('')}\t}`);
   lines.push('}');
   return lines.join('\n') + '\n';
 }
