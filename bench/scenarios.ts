@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { SimPod } from '../src/sim/index.ts';
-import type { BenchEnv } from './env.ts';
+import type { BenchEnv, ExecOk } from './env.ts';
 import { GRPC_PATH, PORTS } from './nginx-conf.ts';
 import { closestPhaseGapMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseWrk, RSS_SAMPLING, sampleMedian } from './parse.ts';
 import type { Metric, Mode } from './report.ts';
@@ -13,6 +13,7 @@ import { FULL_CONFIGS, runDiscoveryScale, scaleMetrics } from './discovery-scale
 import { EFFICIENCY_SCENARIOS, MEMORY_CLUSTER } from './efficiency.ts';
 import { runHandshakes } from './tunnel-handshakes.ts';
 import { runWireCompare } from './wire-compare.ts';
+import { podSpreadScript, splitClients, SPREAD_CLIENTS, sumH2load } from './spread-load.ts';
 
 export interface RunCtx {
   env: BenchEnv;
@@ -82,8 +83,11 @@ const LATENCY_PERIOD_US = 10_000;
 const LATENCY_STAGGER_MS = 1;
 const margin = (s: number) => (s + 30) * 1000;
 
-async function wrk(c: RunCtx, extra: string[], host = c.host): Promise<ModeResult> {
-  const r = await c.env.exec(c.pod, 'wrk', ['-t1', '-c50', `-d${c.seconds}s`, '--latency', ...extra, `http://${host}:${c.port(PORTS.http1)}/`], margin(c.seconds));
+/** The keep-alive load's shape: one wrk thread, 50 connections. */
+const WRK_SHAPE = ['-t1', '-c50'];
+
+async function wrk(c: RunCtx, extra: string[], host = c.host, shape = WRK_SHAPE): Promise<ModeResult> {
+  const r = await c.env.exec(c.pod, 'wrk', [...shape, `-d${c.seconds}s`, '--latency', ...extra, `http://${host}:${c.port(PORTS.http1)}/`], margin(c.seconds));
   const w = parseWrk(r.stdout);
   if (w.requests === 0) throw new Error(`wrk completed no request: ${r.stdout}`);
   // wrk counts a server's close after `Connection: close` as a read error on some runs; only a
@@ -99,19 +103,87 @@ async function h2load(c: RunCtx, extra: string[], urlPath: string): Promise<Mode
   return { values: { 'requests/s': h.requestsPerSec, 'mean latency': h.meanMs } };
 }
 
-/** Requests per Service pod during a run, from the pods' own nginx counters: largest share over smallest. */
-async function withSpread(c: RunCtx, run: () => Promise<ModeResult>): Promise<ModeResult> {
+/** Requests each Service pod served during `run`, from the pods' own nginx counters. */
+async function servedDuring(c: RunCtx, run: () => Promise<ModeResult>): Promise<{ r: ModeResult; served: number[] }> {
   const before = await c.env.serviceRequests();
   const r = await run();
-  const served = (await c.env.serviceRequests()).map((n, i) => n - before[i]! - 1); // the status read itself counts
+  return { r, served: (await c.env.serviceRequests()).map((n, i) => n - before[i]! - 1) }; // the status read itself counts
+}
+
+/** Requests per Service pod during a run: largest share over smallest. */
+async function withSpread(c: RunCtx, run: () => Promise<ModeResult>): Promise<ModeResult & { served: number[] }> {
+  const { r, served } = await servedDuring(c, run);
   const notes = [...(r.notes ?? []), `${c.mode}: requests per pod ${served.join(' / ')}`];
   // A pod with none (kube-proxy picks per connection: 10 connections miss one of 3 pods about 1
   // run in 20) has no finite spread: the value is left out and the note says why.
-  if (Math.min(...served) <= 0) return { values: r.values, notes: [...notes, `${c.mode}: a pod got no request, so the spread is unbounded (shown as -)`] };
-  return { values: { ...r.values, spread: Math.max(...served) / Math.min(...served) }, notes };
+  if (Math.min(...served) <= 0) return { values: r.values, served, notes: [...notes, `${c.mode}: a pod got no request, so the spread is unbounded (shown as -)`] };
+  return { values: { ...r.values, spread: Math.max(...served) / Math.min(...served) }, served, notes };
+}
+
+/**
+ * A Service scenario's load to the ClusterIP (or, nginx, its upstream block), then, for direct
+ * and the mesh, the same load spread by the client over the same pods' own IPs: the cost target's
+ * fair baseline, where only the balancing differs (docs/benchmarks.md, "A Service against a pod
+ * IP"). `load` gets one host per client thread or process.
+ */
+async function serviceAgainstPods(c: RunCtx, load: (hosts: readonly string[]) => Promise<ModeResult>): Promise<ModeResult> {
+  const cpu0 = c.proxyCpuSeconds();
+  const svc = await withSpread(c, () => load(Array<string>(SPREAD_CLIENTS).fill(c.host)));
+  const perRequest = (cpu: number, served: number[]) => (cpu / served.reduce((a, b) => a + b, 0)) * 1e6;
+  const svcCpu = perRequest(c.proxyCpuSeconds() - cpu0, svc.served);
+  const values: Record<string, number> = { ...svc.values };
+  if (c.mode !== 'direct') values['proxy CPU per request'] = svcCpu;
+  if (c.mode === 'nginx') return { values, notes: svc.notes };
+  const cpu1 = c.proxyCpuSeconds();
+  const pods = await servedDuring(c, () => load(c.env.servicePods.map((p) => p.ip)));
+  // Without a request on each pod the script did not spread the load, and the baseline is not the same load.
+  if (Math.min(...pods.served) <= 0) throw new Error(`the pod-IP run left a pod without requests (${pods.served.join(' / ')}): the client did not spread its load over the pod IPs`);
+  values['requests/s to the pod IPs'] = pods.r.values['requests/s']!;
+  const notes = [...(svc.notes ?? []), ...(pods.r.notes ?? []), `${c.mode}, the same load to the pod IPs: requests per pod ${pods.served.join(' / ')}`];
+  if (c.mode === 'mesh') {
+    const podCpu = perRequest(c.proxyCpuSeconds() - cpu1, pods.served);
+    values['proxy CPU per request to the pod IPs'] = podCpu;
+    notes.push(`mesh: the agent's CPU per request ${svcCpu.toFixed(1)} µs to the Service, ${podCpu.toFixed(1)} µs to the pod IPs (${(svcCpu / podCpu).toFixed(2)}×)`);
+  }
+  return { values, notes };
+}
+
+/** The Service scenarios' load on both sides: SPREAD_CLIENTS wrk threads of 16 connections, or SPREAD_CLIENTS h2load processes of 3. */
+const SVC_WRK_SHAPE = [`-t${SPREAD_CLIENTS}`, `-c${16 * SPREAD_CLIENTS}`];
+const SVC_H2_CONNS = 3 * SPREAD_CLIENTS;
+
+/** wrk to a Service or its pods: one host for every thread, or each thread its own pod IP (the URL names the first). */
+async function wrkTo(c: RunCtx, hosts: readonly string[]): Promise<ModeResult> {
+  if (new Set(hosts).size === 1) return wrk(c, [], hosts[0], SVC_WRK_SHAPE);
+  const script = path.join(c.env.tmp, `pod-spread-${c.mode}.lua`);
+  fs.writeFileSync(script, podSpreadScript(hosts, c.port(PORTS.http1)));
+  return wrk(c, ['-s', script], hosts[0], SVC_WRK_SHAPE);
+}
+
+/** One h2load process per host, together, with a share of the connections each; rates summed. */
+async function h2loadTo(c: RunCtx, hosts: readonly string[], extra: string[], urlPath: string): Promise<ModeResult> {
+  const conns = splitClients(SVC_H2_CONNS, hosts.length);
+  const runs = hosts.map((host, i) => c.env.exec(c.pod, 'h2load', ['-t1', `-c${conns[i]}`, '-m10', '-D', String(c.seconds), ...extra, `http://${host}:${c.port(PORTS.h2)}${urlPath}`], margin(c.seconds)));
+  for (const r of runs) r.catch(() => {}); // awaited below; no unhandled rejection while the others run
+  const settled = await Promise.allSettled(runs);
+  const broken = settled.find((r) => r.status === 'rejected');
+  if (broken) throw (broken as PromiseRejectedResult).reason;
+  const outs = settled.map((r) => (r as PromiseFulfilledResult<ExecOk>).value.stdout);
+  const h = sumH2load(outs.map(parseH2load));
+  if (h.succeeded === 0 || h.failed > h.succeeded * 0.01) throw new Error(`h2load: ${h.succeeded} succeeded, ${h.failed} failed: ${outs.map((o) => o.slice(-400)).join('\n')}`);
+  return { values: { 'requests/s': h.requestsPerSec, 'mean latency': h.meanMs } };
 }
 
 const SPREAD_METRIC = { name: 'spread', unit: 'max/min', better: 'lower', optional: true } as const;
+
+/** A Service scenario's metrics: the pod-IP rate and both CPU figures exist only for some paths (direct has no proxy, nginx no pod-IP run). */
+const SERVICE_METRICS = [
+  { name: 'requests/s', unit: 'req/s', better: 'higher' },
+  { name: 'requests/s to the pod IPs', unit: 'req/s', better: 'higher', optional: true },
+  SPREAD_METRIC,
+  { name: 'proxy CPU per request', unit: 'µs', better: 'lower', optional: true },
+  { name: 'proxy CPU per request to the pod IPs', unit: 'µs', better: 'lower', optional: true },
+] as const;
 
 const RPS_METRICS = [
   { name: 'requests/s', unit: 'req/s', better: 'higher' },
@@ -207,10 +279,10 @@ export const SCENARIOS: Scenario[] = [
     modes: ALL,
     target: 'service',
     warmUp: true,
-    metrics: [{ name: 'requests/s', unit: 'req/s', better: 'higher' }, SPREAD_METRIC],
-    load: (s) => `wrk -t1 -c50 -d${s}s http://CLUSTER-IP:8080/ (bench/svc: 3 nginx pods); direct: kube-proxy picks a pod per connection; nginx: an upstream block of the 3 pods; mesh: the agent picks per request. Spread: requests per pod from their stub_status, largest over smallest`,
-    run: (c) => withSpread(c, async () => {
-      const r = await wrk(c, []);
+    metrics: [...SERVICE_METRICS],
+    load: (s) => `wrk ${SVC_WRK_SHAPE.join(' ')} -d${s}s http://CLUSTER-IP:8080/ (bench/svc: 3 nginx pods); direct: kube-proxy picks a pod per connection; nginx: an upstream block of the 3 pods; mesh: the agent picks per request. Then, direct and mesh, the same load to the pods' own IPs: wrk -s (bench/spread-load.ts) gives each of the ${SPREAD_CLIENTS} threads one pod IP, so only the balancing differs. Spread: requests per pod from their stub_status, largest over smallest; proxy CPU per request: the agent's (or nginx's) utime+stime over the requests the pods served`,
+    run: (c) => serviceAgainstPods(c, async (hosts) => {
+      const r = await wrkTo(c, hosts);
       return { values: { 'requests/s': r.values['requests/s']! }, notes: r.notes };
     }),
   },
@@ -250,10 +322,10 @@ export const SCENARIOS: Scenario[] = [
     modes: ALL,
     target: 'service',
     warmUp: true,
-    metrics: [{ name: 'requests/s', unit: 'req/s', better: 'higher' }, SPREAD_METRIC],
-    load: (s) => `the gRPC scenario's load (h2load -t1 -c10 -m10 -D ${s}, unary ${GRPC_PATH}) to CLUSTER-IP:8081 (bench/svc: 3 nginx pods); direct: kube-proxy picks a pod per connection (10 connections: one gRPC channel would be all on one pod, as test/cluster-balancing.e2e shows); nginx: grpc_pass to an upstream block of the 3 pods; mesh: the agent picks per request. Spread: requests per pod, largest over smallest (- when a pod got none)`,
-    run: (c) => withSpread(c, async () => {
-      const r = await h2load(c, ['-d', c.env.grpcRequest, '-H', 'content-type: application/grpc', '-H', 'te: trailers'], GRPC_PATH);
+    metrics: [...SERVICE_METRICS],
+    load: (s) => `${SPREAD_CLIENTS} h2load processes together, each -t1 -c${SVC_H2_CONNS / SPREAD_CLIENTS} -m10 -D ${s} (the gRPC scenario's unary ${GRPC_PATH}), req/s summed, to CLUSTER-IP:8081 (bench/svc: 3 nginx pods); direct: kube-proxy picks a pod per connection (one gRPC channel would be all on one pod, as test/cluster-balancing.e2e shows); nginx: grpc_pass to an upstream block of the 3 pods; mesh: the agent picks per request. Then, direct and mesh, the same load with each process on one pod's own IP, so only the balancing differs. Spread: requests per pod, largest over smallest (- when a pod got none); proxy CPU per request: the agent's (or nginx's) utime+stime over the requests the pods served`,
+    run: (c) => serviceAgainstPods(c, async (hosts) => {
+      const r = await h2loadTo(c, hosts, ['-d', c.env.grpcRequest, '-H', 'content-type: application/grpc', '-H', 'te: trailers'], GRPC_PATH);
       return { values: { 'requests/s': r.values['requests/s']! } };
     }),
   },
