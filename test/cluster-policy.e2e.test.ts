@@ -25,6 +25,7 @@ import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type Si
 import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { JsonLines } from './helpers/procs.ts';
+import { parseExposition, select } from './helpers/prom-text.ts';
 import { until } from './helpers/until.ts';
 
 const NS = 'shop';
@@ -94,7 +95,7 @@ test.before(async () => {
   apiSvc = cluster.addService({ name: 'api', namespace: NS, selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'echo', port: 7000, targetPort: 7000 }] });
   frontSvc = cluster.addService({ name: 'front', namespace: NS, selector: { app: 'front' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
   await cluster.settled();
-  mesh = await startMesh(cluster, { reportIntervalMs: 1000 });
+  mesh = await startMesh(cluster, { reportIntervalMs: 1000, agentArgs: ['--proxy-workers', '2'] });
   await mesh.waitAgents((s, n) => (n.index !== 0 || s.inbound?.pods.find((p: any) => p.name.startsWith('api-'))?.mode === 'smi') && s.discovery.endpoints >= 2, 'the TrafficTarget at api\'s agent, and the api Service');
 });
 
@@ -190,6 +191,46 @@ test.serial('the node\'s own processes through a Service: kube-proxy rewrites th
   const m = await mesh.agentMetrics(node0);
   t.regex(m, /inbound_http_authz_deny_total\{[^}]*srv_name="api"[^}]*tls="no_identity"[^}]*\} [1-9]/);
   t.regex(m, /request_total\{direction="inbound",[^}]*deployment="front"[^}]*tls="no_identity"[^}]*\} [1-9]/, 'counted by the server side, as any unmeshed client');
+});
+
+test.serial('through a Service to a pod of the node its policy allows whole: every decision counted once, in the series of a direct connection, whichever proxy took it', async (t) => {
+  const { mesh } = need();
+  const node0 = nodeOf(api);
+  const webId = 'spiffe://cluster.local/ns/shop/sa/web';
+  // The series a direct connection's decisions land in: front's default policy allows web's
+  // requests whole; api's TCPRoute allows web's connections to port 7000 whole.
+  const httpSeries = { target_addr: `${front.ip}:8080`, srv_kind: 'default', srv_name: 'all-unauthenticated', authz_name: 'all-unauthenticated', route_name: 'default', client_id: webId };
+  const tcpSeries = { target_addr: `${api.ip}:7000`, srv_kind: 'serviceaccount', srv_name: 'api', authz_name: 'web-to-api', client_id: webId };
+  t.is(await http(web, front, 'GET', '/'), '200');
+  t.true(await tcpOk(web, api));
+  const counts = async () => {
+    const e = parseExposition(await mesh.agentMetrics(node0));
+    const h = select(e, 'inbound_http_authz_allow_total', httpSeries);
+    const c = select(e, 'inbound_tcp_authz_allow_total', tcpSeries);
+    // One series each: through the Service, the same labels as directly.
+    if (h.length !== 1 || c.length !== 1) throw new Error(`not one series each: ${JSON.stringify({ h, c })}`);
+    return { http: h[0]!.value, tcp: c[0]!.value };
+  };
+  const before = await until(counts, () => true, 'the direct connections\' series', { context: mesh.logs });
+  const accepted = async (): Promise<number[]> => (await mesh.agentStatus(node0)).proxy.workers.map((w: any) => w.accepted as number);
+  const accepted0 = await accepted();
+  t.true(accepted0.length >= 2, `the agent runs several proxies (--proxy-workers 2): ${accepted0.length}`);
+  // Rounds until every proxy of the node took some of these connections (the kernel spreads them
+  // by their addresses), so a worker thread's decisions are among those counted.
+  let rounds = 0;
+  let now = accepted0;
+  while (rounds < 16 && !now.every((n, i) => n > accepted0[i]!)) {
+    const r = await web.exec('curl', ['-s', '-m', '10', '-H', 'Connection: close', '-w', '%{http_code}\n', ...Array.from({ length: 4 }, () => ['-o', '/dev/null', `http://${frontSvc.clusterIP}:80/`]).flat()], { timeoutMs: 30_000 });
+    t.is(r.stdout, '200\n'.repeat(4), r.stderr);
+    for (let i = 0; i < 2; i++) t.true(await tcpOk(web, apiSvc), 'TCPRoute port 7000 through the Service');
+    rounds++;
+    now = await accepted();
+  }
+  t.true(now.every((n, i) => n > accepted0[i]!), `every proxy took some: ${JSON.stringify({ accepted0, now })}`);
+  // A TCP decision is counted when its connection closes at the agent, after the client is done.
+  const after = await until(counts, (c) => c.tcp >= before.tcp + 2 * rounds, 'each TCP connection\'s decision', { context: mesh.logs });
+  t.is(after.http - before.http, 4 * rounds, 'each request through the Service, once');
+  t.is(after.tcp - before.tcp, 2 * rounds, 'each connection through the Service, once');
 });
 
 test.serial('a meshed client of another node, through the mTLS tunnel: authorized by the identity the tunnel verified, request by request; its requests counted once', async (t) => {

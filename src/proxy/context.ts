@@ -54,6 +54,12 @@ export interface ConnContext {
   /** The destination pod's inbound policy for this client; absent when no policy governs the destination. */
   authz?: ConnAuthz | null;
   /**
+   * A Service connection's inbound policy at an endpoint its balancer chose: the endpoint pod's
+   * decision for this client when it is a meshed pod of this node (null otherwise), made once per
+   * connection and endpoint. The dial applies it; endpointAllowed() gives it to be counted.
+   */
+  endpointAuthz?: (ip: string, port: number) => ConnAuthz | null;
+  /**
    * Whose pooled upstreams this connection may share: the source workload's SPIFFE ID when
    * identity is on (a tunnel stream carries its client's identity, so it must never serve
    * another's requests); `client:IP` for a captured inbound connection (its upstream carries its
@@ -61,6 +67,20 @@ export interface ConnContext {
    */
   poolScope?: string;
 }
+
+/**
+ * The policy of a Service connection's endpoint at `ip:port` when it allows this client whole
+ * connections: the dial went straight to the pod, so this connection's events carry the decision
+ * (its TCP decision with its close, or each request's). null otherwise: an endpoint the policy does
+ * not allow whole is served in-process by the inbound side, which counts its own (local-pair.ts).
+ */
+export function endpointAllowed(ctx: ConnContext, ip: string, port: number): ConnAuthz | null {
+  const az = ctx.endpointAuthz?.(ip, port) ?? null;
+  return az !== null && az.verdict === 'allow' ? az : null;
+}
+
+/** Headers for endpointAllowed()'s request(): a policy that allows the client whole reads none. */
+export const noHeader = (): undefined => undefined;
 
 /** What the proxy asks of the tunnels (src/tunnel/tunnels.ts). */
 export interface TunnelRouter {

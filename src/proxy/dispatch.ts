@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
 import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
-import type { ConnContext, ProtocolHandler, ProxyLimits } from './context.ts';
+import { endpointAllowed, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
 import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from './opaque.ts';
 import type { PortSet } from './ports.ts';
@@ -453,10 +453,15 @@ class Dispatcher {
     return (ev) => route.balancer.done(lease, this.connectMs, ev.error?.startsWith('upstream connect') ? 'failure' : 'success');
   }
 
-  /** A connection the inbound policy allows whole: its decision goes with its close event. */
+  /**
+   * A connection the inbound policy allows whole: its decision goes with its close event. For a
+   * Service, the policy of the endpoint it went to, when that is a pod of this node (opened()
+   * has already made the endpoint its destination).
+   */
   allowTcp(): void {
-    const az = this.ctx.authz;
-    if (az) this.ctx.endpoints = { ...this.ctx.endpoints, authz: az.tcp() };
+    const { ctx } = this;
+    const az = ctx.authz ?? (ctx.lease ? endpointAllowed(ctx, ctx.lease.ep.ip, ctx.lease.ep.port) : null);
+    if (az) ctx.endpoints = { ...ctx.endpoints, authz: az.tcp() };
   }
 
   /** Not HTTP, and the inbound policy allows this client no whole connection: closed, nothing dialled, counted. */

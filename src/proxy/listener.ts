@@ -184,8 +184,8 @@ class RateLimitedLog {
   }
 }
 
-/** Where a connection goes: its route (a Service's, or none) and how its upstream is dialled. */
-type Plan = { route: ConnContext['route']; dial: Dialer };
+/** Where a connection goes: its route (a Service's, or none), how its upstream is dialled, and its endpoints' policy. */
+type Plan = { route: ConnContext['route']; dial: Dialer; endpointAuthz: ConnContext['endpointAuthz'] };
 
 export class Proxy {
   readonly #opts: ProxyOptions;
@@ -431,12 +431,21 @@ export class Proxy {
       // A Service's endpoint is chosen after accept: one on this node is authorized when dialled,
       // and one its policy does not allow whole is served in-process by the inbound side.
       const authorize = this.#opts.authorize;
-      const dial: Dialer = route === null || !authorize ? direct : (ip, port) => {
-        const a = authorize({ direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port });
+      if (route === null || !authorize) return { route, dial: direct, endpointAuthz: undefined };
+      // Once per endpoint: the dial applies the decision, the connection's events count it.
+      const decided = new Map<string, ReturnType<Authorize>>();
+      const at = (ip: string, port: number): ReturnType<Authorize> => {
+        const k = `${ip}:${port}`;
+        let a = decided.get(k);
+        if (a === undefined) decided.set(k, (a = authorize({ direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port })));
+        return a;
+      };
+      const dial: Dialer = (ip, port) => {
+        const a = at(ip, port);
         if (a.authz === null || a.authz.verdict === 'allow') return direct(ip, port);
         return this.#serveLocal(a.authz, a.clientId, sourceIp, rec.podKey, ip, port);
       };
-      return { route, dial };
+      return { route, dial, endpointAuthz: (ip, port) => at(ip, port).authz };
     };
     // A pod whose first certificate is on its way: its connection waits for it (paused), so the
     // first connection of a new pod is not refused (docs/identity.md). Before discovery's first
@@ -459,7 +468,7 @@ export class Proxy {
     const destIp = client.localAddress === undefined ? '' : plainIp(client.localAddress);
     const destPort = client.localPort ?? 0;
     // Its upstreams carry this client's address: pooled for this client alone.
-    this.#start(client, { direction: 'inbound', sourceIp, sourcePort: client.remotePort!, sourcePodKey: 0n, destIp, destPort }, () => ({ route: null, dial: this.#opts.inbound!.dialFrom(sourceIp) }), `client:${sourceIp}`, null);
+    this.#start(client, { direction: 'inbound', sourceIp, sourcePort: client.remotePort!, sourcePodKey: 0n, destIp, destPort }, () => ({ route: null, dial: this.#opts.inbound!.dialFrom(sourceIp), endpointAuthz: undefined }), `client:${sourceIp}`, null);
   };
 
   /**
@@ -518,7 +527,7 @@ export class Proxy {
     client.on('close', this.#onClientClose);
     // After any wait: the policy may have been learnt meanwhile.
     const go = (): void => {
-      const { route, dial } = plan();
+      const { route, dial, endpointAuthz } = plan();
       let authz: ConnAuthz | null = null;
       let clientId: string | undefined;
       if (this.#opts.authorize) {
@@ -564,6 +573,7 @@ export class Proxy {
         lease: null,
         drain: this.#drain,
         authz,
+        endpointAuthz,
         // Upstreams are pooled per client identity (tunnel or not): one dialled for a Service
         // endpoint of this node carries its client's authorization (local-pair.ts). One whose
         // requests this connection checks one by one has a pool of its own: a Service's

@@ -16,7 +16,7 @@
 // attempt's connection is closed, never pooled (docs/routing.md).
 
 import type * as net from 'node:net';
-import type { ConnContext, ProxyLimits } from '../context.ts';
+import { endpointAllowed, noHeader, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -346,7 +346,18 @@ export class Http1Connection implements UpstreamOwner {
     this.targetIp = lease.ep.ip;
     this.targetPort = lease.ep.port;
     this.targetKey = lease.key;
+    this.authorizeEndpoint();
     return true;
+  }
+
+  /**
+   * The request goes to the endpoint just chosen: when that is a pod of this node whose policy
+   * allows this client whole, the request carries the decision (a retry's endpoint replaces an
+   * earlier attempt's); any other endpoint of this node counts its own (local-pair.ts).
+   */
+  private authorizeEndpoint(): void {
+    const req = this.req;
+    this.authz = req === null ? null : endpointAllowed(this.ctx, this.targetIp, this.targetPort)?.request(req.method, req.target, noHeader) ?? null;
   }
 
   // ---- routed requests ----
@@ -417,6 +428,7 @@ export class Http1Connection implements UpstreamOwner {
     this.targetIp = lease.ep.ip;
     this.targetPort = lease.ep.port;
     this.targetKey = lease.key;
+    this.authorizeEndpoint();
     const backendMs = rule.timeouts?.backendRequestMs;
     this.attemptDeadline = backendMs !== undefined ? this.attemptAt + backendMs : 0;
     const headMs = this.retryPolicy?.timeoutMs;

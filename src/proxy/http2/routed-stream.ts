@@ -7,7 +7,7 @@
 // and response-head timeouts, idle and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
 import * as http2 from 'node:http2';
-import type { ConnContext, ProxyLimits } from '../context.ts';
+import { endpointAllowed, noHeader, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -15,7 +15,7 @@ import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
-import type { RouteReport } from '../../telemetry/events.ts';
+import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
@@ -68,6 +68,8 @@ class RoutedStream {
   private leaseOpen = false;
   private destIp: string;
   private destPort: number;
+  /** The inbound decision of the current attempt's endpoint, when this request counts it. */
+  private authz: AuthzOutcome | undefined;
 
   private up: http2.ClientHttp2Stream | null = null;
   private upSession: UpstreamSession | null = null;
@@ -164,6 +166,8 @@ class RoutedStream {
     this.leaseOpen = true;
     this.destIp = lease.ep.ip;
     this.destPort = lease.ep.port;
+    // An endpoint of this node the policy allows whole: the request counts its decision (a retry's replaces an earlier attempt's).
+    this.authz = endpointAllowed(this.ctx, this.destIp, this.destPort)?.request(str(this.reqHeaders[':method']), str(this.reqHeaders[':path']), noHeader);
     const t = this.rule!.timeouts;
     this.attemptDeadline = t?.backendRequestMs !== undefined ? this.attemptAt + t.backendRequestMs : 0;
     this.headDeadline = this.retry?.timeoutMs !== undefined ? this.attemptAt + this.retry.timeoutMs : 0;
@@ -462,6 +466,7 @@ class RoutedStream {
         ...this.ctx.endpoints,
         destIp: this.destIp,
         destPort: this.destPort,
+        ...(this.authz !== undefined ? { authz: this.authz } : {}),
         connId: this.ctx.connId,
         protocol: 'http2',
         authority: this.route.authority,
