@@ -8,6 +8,7 @@ import {
 } from '../src/policy/model.ts';
 import { accessFromTrafficTarget, type RouteObjectLookup } from '../src/policy/smi-access.ts';
 import { pathOfTarget, ServerPolicy, type Client, type PolicySpec } from '../src/policy/authorize.ts';
+import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
 
 const nets = parseNetworks(DEFAULT_CLUSTER_NETWORKS);
 const web: Identity = { namespace: 'shop', serviceAccount: 'web' };
@@ -171,6 +172,31 @@ test('SMI: destination port and TCPRoute ports narrow what passes', (t) => {
   const q = smi({ destination: apiDest, sources: webSource, rules: [{ kind: 'TCPRoute', name: 'db' }] });
   t.is(q.connection(meshed(web), 5432).verdict, 'allow');
   t.is(q.connection(meshed(web), 6379).verdict, 'deny', 'a TCPRoute allows its ports only');
+});
+
+test('a connection\'s requests reuse its decision: the policy decides the connection once, and each request as the pure request() does', (t) => {
+  const p = smi({ destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'api-routes' }] });
+  let decided = 0;
+  const connection = p.connection.bind(p);
+  p.connection = (c, port) => {
+    decided++;
+    return connection(c, port);
+  };
+  const denials: string[] = [];
+  const az = new PolicyConnAuthz(p, meshed(web), 8080, (r) => denials.push(r));
+  t.is(az.verdict, 'http');
+  const asked = [req('GET', '/ok'), req('POST', '/ok'), req('DELETE', '/metrics', { 'x-scrape': 'true' }), req('GET', '/okay')];
+  const outcomes = asked.map((r) => az.request(r.method, r.target, r.header));
+  t.is(decided, 1, 'once, when the connection was accepted');
+  t.deepEqual(outcomes.map((o) => o.allowed), [true, false, true, false]);
+  t.deepEqual(outcomes.map((o) => o.route?.name), ['api-routes', 'default', 'api-routes', 'default']);
+  t.is(denials.length, 2);
+  for (const [i, r] of asked.entries()) {
+    const pure = p.request(meshed(web), 8080, r);
+    t.is(outcomes[i]!.allowed, pure.allowed, `${r.method} ${r.target} as the pure request()`);
+  }
+  const whole = new PolicyConnAuthz(new ServerPolicy(spec('all-unauthenticated'), nets), plain(), 8080, () => t.fail());
+  t.deepEqual(whole.request('GET', '/', req('GET', '/').header), { allowed: true, server: { group: '', kind: 'default', name: 'all-unauthenticated', port: 8080 }, authz: { group: '', kind: 'default', name: 'all-unauthenticated' }, route: { group: '', kind: 'default', name: 'default' } });
 });
 
 test('SMI: HTTPRouteGroup rules decide per request: GET /ok passes, POST /ok and GET /okay do not; headers match whole values', (t) => {

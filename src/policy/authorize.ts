@@ -49,8 +49,11 @@ export interface ObjectRef {
 
 export type ConnDecision =
   | { verdict: 'allow'; server: ServerRef; authz: ObjectRef }
-  /** Only HTTP routes can allow this client: each request is decided; anything else is denied. */
-  | { verdict: 'http'; server: ServerRef }
+  /**
+   * Only HTTP routes can allow this client: each request is decided (requestOn(), against
+   * `targets`, the TrafficTargets naming the client on this port); anything else is denied.
+   */
+  | { verdict: 'http'; server: ServerRef; targets: readonly CompiledTarget[] }
   | { verdict: 'deny'; server: ServerRef; reason: string };
 
 export type RequestDecision =
@@ -76,7 +79,8 @@ interface CompiledMatch {
   headers: Array<{ name: string; re: RegExp }>;
 }
 
-interface CompiledTarget {
+/** A TrafficTarget with its HTTP matches compiled. */
+export interface CompiledTarget {
   record: AccessRecord;
   http: CompiledMatch[];
 }
@@ -160,16 +164,23 @@ export class ServerPolicy {
         if (r.kind === 'TCPRoute' && (r.ports === undefined || r.ports.includes(port))) return { verdict: 'allow', server, authz: { ...SMI_ACCESS, name: t.record.name } };
       }
     }
-    if (mine.some((t) => t.http.length > 0)) return { verdict: 'http', server };
+    if (mine.some((t) => t.http.length > 0)) return { verdict: 'http', server, targets: mine };
     return { verdict: 'deny', server, reason: `the TrafficTargets allowing ${spiffeId(client.identity!)} (${mine.map((t) => t.record.name).join(', ')}) have no TCPRoute with port ${port} and no HTTPRouteGroup` };
   }
 
   /** One HTTP request on a connection to `port`. */
   request(client: Client, port: number, req: HttpRequestView): RequestDecision {
-    const conn = this.connection(client, port);
+    return this.requestOn(this.connection(client, port), client, req);
+  }
+
+  /**
+   * One HTTP request on a connection this policy has decided (`conn`, connection() for the same
+   * client and port): a connection's requests reuse its decision rather than make it again.
+   */
+  requestOn(conn: ConnDecision, client: Client, req: HttpRequestView): RequestDecision {
     if (conn.verdict === 'allow') return { allowed: true, server: conn.server, authz: conn.authz, route: DEFAULT_ROUTE };
     if (conn.verdict === 'deny') return { allowed: false, server: conn.server, route: DEFAULT_ROUTE, reason: conn.reason };
-    const mine = this.#applicable(client, port) as CompiledTarget[];
+    const mine = conn.targets;
     const path = pathOfTarget(req.target);
     for (const t of mine) {
       for (const m of t.http) {

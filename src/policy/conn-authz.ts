@@ -1,6 +1,7 @@
 // One connection's authorization as the forwarders use it (proxy/context.ts ConnAuthz): the
 // destination pod's compiled policy, the client, the port. The connection verdict is decided once
-// at accept; each request and the TCP decision are asked as the forwarders reach them. Denials
+// at accept; each request and the TCP decision are asked as the forwarders reach them, and reuse
+// it (a request is only matched against the routes the connection's decision found). Denials
 // go to onDeny, which logs the first one per (client, server).
 import type { ConnAuthz } from '../proxy/context.ts';
 import type { AuthzOutcome } from '../telemetry/events.ts';
@@ -9,14 +10,12 @@ import type { Client, ConnDecision, ServerPolicy } from './authorize.ts';
 export class PolicyConnAuthz implements ConnAuthz {
   readonly #policy: ServerPolicy;
   readonly #client: Client;
-  readonly #port: number;
   readonly #decision: ConnDecision;
   readonly #onDeny: (reason: string) => void;
 
   constructor(policy: ServerPolicy, client: Client, port: number, onDeny: (reason: string) => void) {
     this.#policy = policy;
     this.#client = client;
-    this.#port = port;
     this.#decision = policy.connection(client, port);
     this.#onDeny = onDeny;
   }
@@ -33,7 +32,7 @@ export class PolicyConnAuthz implements ConnAuthz {
   }
 
   request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome {
-    const d = this.#policy.request(this.#client, this.#port, { method, target, header });
+    const d = this.#policy.requestOn(this.#decision, this.#client, { method, target, header });
     if (d.allowed) return { allowed: true, server: d.server, authz: d.authz, route: d.route };
     this.#onDeny(d.reason);
     return { allowed: false, server: d.server, route: d.route };
