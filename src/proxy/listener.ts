@@ -504,27 +504,36 @@ export class Proxy {
     return upstream;
   }
 
+  /** A connection whose context comes made (a tunnel's stream, an in-process pair). */
   #serveInspected(ctx: ConnContext): void {
-    const stats = this.#stats;
-    stats.open++;
-    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
-    this.#clients.add(ctx.client);
-    ctx.client.on('close', this.#onClientClose);
+    this.#hold(ctx.client);
     ctx.drain = this.#drain;
-    try {
-      ctx.telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
-    } catch {
-      // a broken sink must not refuse traffic
+    this.#dispatch(ctx);
+  }
+
+  /** Counts a client as open (the cap, the drain) until it closes. */
+  #hold(client: net.Socket): void {
+    this.#stats.open++;
+    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
+    this.#clients.add(client);
+    client.on('close', this.#onClientClose);
+  }
+
+  /** Reports the connection open and dispatches it; a Service's is reported once dispatch knows where it goes (dispatch.ts, opened()). */
+  #dispatch(ctx: ConnContext): void {
+    if (!ctx.route) {
+      try {
+        ctx.telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
+      } catch {
+        // a broken sink must not refuse traffic
+      }
     }
     dispatch(ctx, this.#cfg);
   }
 
   #start(client: net.Socket, conn: ConnectionInfo, plan: () => Plan, poolScope: string, wait: Promise<unknown> | null): void {
     const stats = this.#stats;
-    stats.open++;
-    if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
-    this.#clients.add(client);
-    client.on('close', this.#onClientClose);
+    this.#hold(client);
     // After any wait: the policy may have been learnt meanwhile.
     const go = (): void => {
       const { route, dial, endpointAuthz } = plan();
@@ -580,15 +589,7 @@ export class Proxy {
         // connection, authorized when dialled, would otherwise reuse it and skip the checks.
         poolScope: authz !== null && authz.verdict !== 'allow' ? `${scope}|checked` : scope,
       };
-      // A Service's connection is reported once dispatch knows where it goes (dispatch.ts, opened()).
-      if (route === null) {
-        try {
-          this.#telemetry.connOpen({ ...ctx.endpoints, connId: ctx.connId, openedAt: ctx.openedAt });
-        } catch {
-          // a broken sink must not refuse traffic
-        }
-      }
-      dispatch(ctx, this.#cfg);
+      this.#dispatch(ctx);
     };
     if (wait === null) go();
     else void wait.then(go);
