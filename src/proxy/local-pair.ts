@@ -14,6 +14,7 @@
 // reaches the other as ECONNRESET; half-closes pass both ways, as TCP's.
 import type * as net from 'node:net';
 import { duplexPair, type Duplex } from 'node:stream';
+import { countBytes } from './byte-count.ts';
 
 type Sock = Duplex & {
   connecting: boolean;
@@ -29,8 +30,6 @@ const reset = () => Object.assign(new Error('connection reset by peer'), { code:
 function decorate(d: Duplex, connecting: boolean, peer: () => Sock): Sock {
   const s = d as Sock;
   s.connecting = connecting;
-  s.bytesRead = 0;
-  s.bytesWritten = 0;
   let timer: NodeJS.Timeout | undefined;
   s.setNoDelay = () => s;
   s.setTimeout = (ms: number, cb?: () => void) => {
@@ -54,16 +53,7 @@ function decorate(d: Duplex, connecting: boolean, peer: () => Sock): Sock {
   // As the listener does for its clients (and the tunnel for its streams): an error is a close;
   // the forwarders listen for what they need.
   s.on('error', () => {});
-  const push = s.push;
-  s.push = function (this: Sock, chunk: any, encoding?: BufferEncoding): boolean {
-    if (chunk !== null && chunk !== undefined) s.bytesRead += typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : chunk.length;
-    return push.call(this, chunk, encoding);
-  };
-  const write = (s as any)._write;
-  (s as any)._write = function (this: Sock, chunk: Buffer, encoding: BufferEncoding, cb: (e?: Error | null) => void) {
-    s.bytesWritten += chunk.length;
-    return write.call(this, chunk, encoding, cb);
-  };
+  countBytes(s);
   return s;
 }
 

@@ -11,6 +11,7 @@
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { Duplex } from 'node:stream';
+import { countBytes } from '../proxy/byte-count.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
@@ -61,32 +62,14 @@ export function clientUpstream(stream: http2.ClientHttp2Stream, describe: string
  * The server end (the destination's agent): a connected "client socket" for forwardOpaque, and
  * for the proxy's handlers when the pod's inbound policy decides request by request (they count
  * a handled connection's bytes from the client socket's bytesRead and bytesWritten, which a
- * stream has not: counted here, as the stream's reads are pushed and its writes handed down).
+ * stream has not: proxy/byte-count.ts counts them).
  */
 export function serverDownstream(stream: http2.ServerHttp2Stream): net.Socket {
-  const s = stream as unknown as Decorated & { bytesRead: number; bytesWritten: number };
+  const s = stream as unknown as Decorated;
   s.connecting = false;
   s.setNoDelay = noDelay;
   s.resetAndDestroy = resetStream;
-  s.bytesRead = 0;
-  s.bytesWritten = 0;
-  const push = stream.push;
-  stream.push = function (this: typeof s, chunk: any, encoding?: BufferEncoding): boolean {
-    if (chunk !== null && chunk !== undefined) s.bytesRead += typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : chunk.length;
-    return push.call(this, chunk, encoding);
-  };
-  const write = (stream as any)._write;
-  (stream as any)._write = function (this: typeof s, chunk: Buffer, encoding: BufferEncoding, cb: (e?: Error | null) => void) {
-    s.bytesWritten += chunk.length;
-    return write.call(this, chunk, encoding, cb);
-  };
-  const writev = (stream as any)._writev;
-  if (typeof writev === 'function') {
-    (stream as any)._writev = function (this: typeof s, chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void) {
-      for (const c of chunks) s.bytesWritten += c.chunk.length;
-      return writev.call(this, chunks, cb);
-    };
-  }
+  countBytes(stream);
   return s as unknown as net.Socket;
 }
 
