@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { createCluster, type SimCluster, type SimNode, type SimPod, type SimService } from '../src/sim/index.ts';
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
-import { parseVmRss } from './parse.ts';
+import { parseProcIo, parseVmRss } from './parse.ts';
 import type { Mode } from './report.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -415,6 +415,11 @@ export class BenchEnv {
 
   rssBytes(pid: number): number {
     return parseVmRss(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  }
+
+  /** Read and write system calls a process made so far (all its threads). */
+  syscalls(pid: number): { reads: number; writes: number } {
+    return parseProcIo(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));
   }
 
   /** utime + stime of a process, in seconds. */

@@ -117,6 +117,14 @@ export function parseIperf3(json: string): { gbitPerSec: number; retransmits: nu
   return { gbitPerSec: bps / 1e9, retransmits: d.end.sum_sent?.retransmits ?? 0, bytes };
 }
 
+/** Read and write system calls so far, from /proc/<pid>/io (syscr, syscw; every thread of the process). */
+export function parseProcIo(text: string): { reads: number; writes: number } {
+  const r = /^syscr:\s+(\d+)$/m.exec(text);
+  const w = /^syscw:\s+(\d+)$/m.exec(text);
+  if (!r || !w) throw new Error('no syscr/syscw lines in /proc/<pid>/io (is the process gone, or the kernel built without task I/O accounting?)');
+  return { reads: Number(r[1]), writes: Number(w[1]) };
+}
+
 /** VmRSS from /proc/<pid>/status, in bytes. */
 export function parseVmRss(status: string): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(status);

@@ -102,6 +102,18 @@ export const REFERENCES = {
     how: 'process.memoryUsage() after importing each module in turn into a bare Node 24 (the compiled dist/, three runs)',
     figure: 'Node alone was 43.4-43.8 MB of RSS; node:tls added about 10 MB and node:http2 about 5 MB more (the HTTP/2 forwarder, the tunnel, the controller link), prom-client about 11 MB, the agent\'s own compiled modules about 5 MB and the CLI 1 MB: about 75 MB before the agent runs anything. This scenario runs 2 proxies, and the second is a worker thread with a V8 heap of its own, which memory-cluster measures at 17-19 MB. The installed (cluster-mode) agent uses its own lean Kubernetes client, not @kubernetes/client-node',
   },
+  serviceCostGrpc: {
+    date: '2026-12-01',
+    commit: '09d192d',
+    how: 'interleaved runs of the grpc-service load to the ClusterIP and to the three pod IPs on one bench environment with one proxy, 5-8 s each, the agent\'s /proc read and write system call counts and perf samples per request, on a 2-core machine loaded by other work (docs/benchmarks.md, "A Service against a pod IP")',
+    figure: 'the agent made twice the system calls per request to the Service: 0.34-0.35 reads and 0.61-0.62 writes against 0.16-0.18 and 0.28-0.29 to the pod IPs, and spent 1.12-1.24x the CPU per request. A client connection\'s batch of streams goes to one pod\'s session on the pod-IP path, to all three on the Service path, so every read and write carries fewer frames; that is per-request balancing itself (Linkerd splits a batch the same way), not a cost of the balancer, whose own functions were not among the differences',
+  },
+  serviceCostHttp1: {
+    date: '2026-12-01',
+    commit: '09d192d',
+    how: 'interleaved runs of the http1-service load to the ClusterIP and to the three pod IPs on one bench environment with one proxy, 5-8 s each, the agent\'s /proc system call counts and perf samples per request, on a 2-core machine loaded by other work (docs/benchmarks.md, "A Service against a pod IP")',
+    figure: 'the same system calls per request on both paths (2.00 reads and 2.00 writes) and 1.12-1.28x the CPU per request to the Service; about half of the extra samples were the kernel switching tasks (finish_task_switch and the wake-ups\' spinlocks: a write to an upstream wakes the nginx behind it more often when requests are spread per request than when each pod\'s connections stay on it), and the balancer and the upstream moves (picking, the pool\'s acquire and release, the exp of the decay) about 1.5% of the Service path\'s samples',
+  },
 } satisfies Record<string, Reference>;
 
 export function cite(r: Reference): string {
@@ -260,7 +272,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       const r = viaSvc / viaPod;
       out.push({
         id: `${svc}-cost`, target: cTarget, measured: `${fmt(viaSvc)} vs ${fmt(viaPod)} req/s (${r.toFixed(2)}×)${onePodNote}`, status: r >= 0.9 ? 'met' : 'missed',
-        limit: r >= 0.9 ? undefined : 'Per request the agent picks an endpoint (two random draws, two cost reads) and most requests move the keep-alive upstream between pods (HTTP/1) or open their stream on another pod\'s session (gRPC), which the pod-IP path never does (each client connection keeps its one upstream).' + cpuText + directNote + cpuNote(cpuOf(scenarios, svc, 'mesh', proxies)),
+        limit: r >= 0.9 ? undefined : 'Per request the agent picks an endpoint and most requests move the keep-alive upstream between pods (HTTP/1) or open their stream on another pod\'s session (gRPC), which the pod-IP path never does (each client connection keeps its one upstream); the notes give the agent\'s system calls per request on both paths. ' + cite(svc === 'grpc-service' ? REFERENCES.serviceCostGrpc : REFERENCES.serviceCostHttp1) + cpuText + directNote + cpuNote(cpuOf(scenarios, svc, 'mesh', proxies)),
       });
     } else out.push({ id: `${svc}-cost`, target: cTarget, measured: '-', status: 'not run' });
   }

@@ -127,25 +127,38 @@ async function withSpread(c: RunCtx, run: () => Promise<ModeResult>): Promise<Mo
  * IP"). `load` gets one host per client thread or process.
  */
 async function serviceAgainstPods(c: RunCtx, load: (hosts: readonly string[]) => Promise<ModeResult>): Promise<ModeResult> {
+  const mesh = c.mode === 'mesh';
+  // The agent's system calls per request: unlike its CPU, a count that other work on the machine does not move.
+  const calls = () => (mesh ? c.env.syscalls(c.env.agentPid) : { reads: 0, writes: 0 });
   const cpu0 = c.proxyCpuSeconds();
+  const io0 = calls();
   const svc = await withSpread(c, () => load(Array<string>(SPREAD_CLIENTS).fill(c.host)));
-  const perRequest = (cpu: number, served: number[]) => (cpu / served.reduce((a, b) => a + b, 0)) * 1e6;
   const svcCpu = perRequest(c.proxyCpuSeconds() - cpu0, svc.served);
+  const svcIo = callsPerRequest(io0, calls(), svc.served);
   const values: Record<string, number> = { ...svc.values };
   if (c.mode !== 'direct') values['proxy CPU per request'] = svcCpu;
   if (c.mode === 'nginx') return { values, notes: svc.notes };
   const cpu1 = c.proxyCpuSeconds();
+  const io1 = calls();
   const pods = await servedDuring(c, () => load(c.env.servicePods.map((p) => p.ip)));
   // Without a request on each pod the script did not spread the load, and the baseline is not the same load.
   if (Math.min(...pods.served) <= 0) throw new Error(`the pod-IP run left a pod without requests (${pods.served.join(' / ')}): the client did not spread its load over the pod IPs`);
   values['requests/s to the pod IPs'] = pods.r.values['requests/s']!;
   const notes = [...(svc.notes ?? []), ...(pods.r.notes ?? []), `${c.mode}, the same load to the pod IPs: requests per pod ${pods.served.join(' / ')}`];
-  if (c.mode === 'mesh') {
+  if (mesh) {
     const podCpu = perRequest(c.proxyCpuSeconds() - cpu1, pods.served);
+    const podIo = callsPerRequest(io1, calls(), pods.served);
     values['proxy CPU per request to the pod IPs'] = podCpu;
-    notes.push(`mesh: the agent's CPU per request ${svcCpu.toFixed(1)} µs to the Service, ${podCpu.toFixed(1)} µs to the pod IPs (${(svcCpu / podCpu).toFixed(2)}×)`);
+    notes.push(`mesh: the agent's CPU per request ${svcCpu.toFixed(1)} µs to the Service, ${podCpu.toFixed(1)} µs to the pod IPs (${(svcCpu / podCpu).toFixed(2)}×); its system calls per request ${svcIo.reads.toFixed(2)} reads and ${svcIo.writes.toFixed(2)} writes to the Service, ${podIo.reads.toFixed(2)} and ${podIo.writes.toFixed(2)} to the pod IPs`);
   }
   return { values, notes };
+}
+
+const perRequest = (cpuSeconds: number, served: number[]) => (cpuSeconds / served.reduce((a, b) => a + b, 0)) * 1e6;
+
+function callsPerRequest(a: { reads: number; writes: number }, b: { reads: number; writes: number }, served: number[]) {
+  const n = served.reduce((x, y) => x + y, 0);
+  return { reads: (b.reads - a.reads) / n, writes: (b.writes - a.writes) / n };
 }
 
 /** The Service scenarios' load on both sides: SPREAD_CLIENTS wrk threads of 16 connections, or SPREAD_CLIENTS h2load processes of 3. */

@@ -1,7 +1,7 @@
 // The bench's pure parts: parsing wrk, h2load and iperf3 output (samples are real output of
 // the installed versions) and judging the issue-6 targets.
 import test from 'ava';
-import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseVmRss, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
+import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseProcIo, parseVmRss, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
 import { cite, docsRefusal, FULL_RUN_SECONDS, judgeTargets, REFERENCES, renderMarkdown, type Report, type ScenarioResult } from '../bench/report.ts';
 import { SCENARIOS } from '../bench/scenarios.ts';
 import { podSpreadScript, splitClients, sumH2load } from '../bench/spread-load.ts';
@@ -59,6 +59,8 @@ test('iperf3 -J and /proc status', (t) => {
   t.deepEqual(parseIperf3(JSON.stringify({ end: { sum_received: { bits_per_second: 2.5e10, bytes: 31_250_000_000 }, sum_sent: { retransmits: 3 } } })), { gbitPerSec: 25, retransmits: 3, bytes: 31_250_000_000 });
   t.throws(() => parseIperf3(JSON.stringify({ error: 'the server is busy running a test. try again later' })), { message: /iperf3: the server is busy/ });
   t.is(parseVmRss('Name:\tnode\nVmRSS:\t   81920 kB\n'), 81920 * 1024);
+  t.deepEqual(parseProcIo('rchar: 4096\nwchar: 2048\nsyscr: 120\nsyscw: 75\nread_bytes: 0\n'), { reads: 120, writes: 75 });
+  t.throws(() => parseProcIo('rchar: 4096\n'), { message: /no syscr\/syscw lines in \/proc\/<pid>\/io/ });
 });
 
 const scenario = (id: string, name: string, values: Record<string, number>, cpu = 50): ScenarioResult => ({
@@ -180,6 +182,8 @@ test('what limits a missed target: figures this run measured, or a dated run wit
   t.true(limits.some((l) => l.includes(cite(REFERENCES.keepAliveProfile))));
   t.true(limits.some((l) => l.includes(cite(REFERENCES.kernelSpliceCpu))));
   t.true(limits.some((l) => l.includes(cite(REFERENCES.idleMemoryBreakdown))));
+  t.true(limits.some((l) => l.includes(cite(REFERENCES.serviceCostGrpc))));
+  t.true(limits.some((l) => l.includes(cite(REFERENCES.serviceCostHttp1))));
   // With the cited sentences taken out, every number left is one this run measured:
   // the agent's 99% of a core, its 30% wait, nginx's 35% of direct, the fixed rate run
   // (1,000 req/s), the agent's 3.3x nginx's CPU there, and the Service targets' direct runs
