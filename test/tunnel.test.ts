@@ -21,7 +21,7 @@ import { NodeTunnels } from '../src/tunnel/node-tunnels.ts';
 import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
 import { DISCOVERY_VERSION, type DiscoPod } from '../src/discovery/model.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
-import { FirstSyncWait } from '../src/discovery/first-sync.ts';
+import { FirstSyncWait, podListWait, SyncFlag } from '../src/discovery/first-sync.ts';
 import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
@@ -39,7 +39,7 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean } = {}): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; listed?: FirstSyncWait } = {}): Promise<Side & { port: number }> {
   const p = await pki();
   const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
@@ -47,7 +47,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
     node: 'node-b', trustDomain: TD, anchorsPem: p.anchor.certPem,
     listen: { host: NODE_B, port: o.port ?? 0, reusePort: o.reusePort ?? false },
     podByIp: () => undefined,
-    local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled' },
+    local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled', ...(o.listed ? { listed: () => o.listed!.wait() } : {}) },
     inbound, limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
     ...(o.policy ? { policy: o.policy } : {}),
     initial: o.noCredential ? [] : [await p.credential(db)],
@@ -151,6 +151,30 @@ test('before discovery\'s first sync a meshed pod\'s connection waits, then goes
   t.is(body, 'through');
   t.like(a.tunnels.stats().client, { streams: 1, waitingForDiscovery: 0, waitedForDiscovery: 1 });
   t.like(b.tunnels.stats().server, { accepted: 1 });
+});
+
+test('a CONNECT to a pod the destination agent does not know yet, before its pod list is in, waits for the list and is served, not refused', async (t) => {
+  const srv = http.createServer((_req, res) => res.end('served'));
+  const destPort = await listen(srv, t);
+  // The destination agent (or one of its proxy workers) listens before it has listed its pods.
+  const pods: Record<string, LocalPod> = {};
+  const listed = new SyncFlag();
+  const b = await nodeB(t, pods, { listed: podListWait(listed, 120_000, () => {}) });
+  const a = await nodeA(t, b.port, destPort);
+  const res = get(a.port, new http.Agent(), '/');
+  await waitFor(() => b.tunnels.stats().server.waitedForPods === 1);
+  t.deepEqual(b.tunnels.stats().server.refusedStreams, {}, 'not refused while the list is on its way');
+  pods[SERVER_IP] = { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true };
+  listed.set();
+  t.deepEqual(await res, { status: 200, body: 'served' });
+  // Once listed, a pod it does not know is refused at once (no open relay), without waiting:
+  // a connection that is not HTTP takes no pooled upstream, its CONNECT is new.
+  delete pods[SERVER_IP];
+  const s = net.connect({ host: CLIENT_IP, port: a.port });
+  s.on('error', () => {});
+  s.write('x');
+  await closed(s);
+  t.like(b.tunnels.stats().server, { waitedForPods: 1, refusedStreams: { 'not-a-meshed-pod': 1 } });
 });
 
 test('opaque bulk (1 MiB each way, half-close) and a server that speaks first, through the tunnel', async (t) => {

@@ -20,7 +20,7 @@ import { DEFAULT_OPAQUE_PORTS, type PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
-import { DEFAULT_FIRST_SYNC_WAIT_MS, FirstSyncWait } from '../discovery/first-sync.ts';
+import { DEFAULT_FIRST_SYNC_WAIT_MS, FirstSyncWait, podListWait, SyncFlag } from '../discovery/first-sync.ts';
 import { clientsOf, Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
 import { answerQuery } from './diagnostics.ts';
@@ -127,6 +127,8 @@ export class Agent {
   private source?: PodFileSource;
   private kube?: KubeSource;
   private podsSynced = false;
+  /** Set with podsSynced: a tunnel to a pod not known yet waits for it (tunnel/server.ts). */
+  private readonly podList = new SyncFlag();
   private admin?: AdminServer;
   private reporter?: ReportClient;
   /** Feeds `discovery` from the controller (--controller); its one writer. */
@@ -251,6 +253,8 @@ export class Agent {
         import('../tunnel/node-tunnels.ts'), import('../identity/manager.ts'), import('../identity/client.ts'), import('../identity/anchors.ts'),
       ]);
       this.identityLib = { sumTunnelStats, anchorsStatus };
+      // The tunnel port listens before the pods are listed; a previous agent's table may not hold it shut.
+      const podWait = podListWait(this.podList, defaultLimits.upstreamConnectTimeoutMs, (msg) => this.recordError(msg));
       this.tunnels = new NodeTunnels({
         node: this.opts.nodeName ?? os.hostname(),
         trustDomain: idOpts.trustDomain,
@@ -258,7 +262,7 @@ export class Agent {
         listen: { host: this.opts.proxy.ip, port: idOpts.tunnelPort ?? TUNNEL_PORT, reusePort },
         podByIp: (ip) => this.discovery.podByIp(ip),
         firstSync: this.opts.controllerUrl ? new FirstSyncWait(this.discovery, idOpts.firstSyncWaitMs ?? DEFAULT_FIRST_SYNC_WAIT_MS, (msg) => this.recordError(msg)) : null,
-        local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject] },
+        local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject], listed: () => podWait.wait() },
         inbound: this.metrics,
         policy: () => this.proxy ? {
           authorize: (c, uri) => this.inbound.authorizer.authorizeVerified(c, uri),
@@ -371,8 +375,7 @@ export class Agent {
     if (this.opts.podsFile) {
       this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
       this.applySnapshot(this.source.start());
-      this.podsSynced = true;
-      this.maybeCapture();
+      this.podsListed();
     } else {
       if (!this.opts.nodeName) throw new Error('no node name: pass --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName), or use --pods FILE');
       // Loaded only in cluster mode: @kubernetes/client-node alone costs ~110 MB of RSS.
@@ -386,9 +389,8 @@ export class Agent {
       // Not ready until the first list: pods are proxied only once we know them.
       this.kube.start().then(
         () => {
-          this.podsSynced = true;
           log.info('pods listed from the API server', { pods: this.pods.states().length });
-          this.maybeCapture();
+          this.podsListed();
         },
         (e) => this.recordError(`kubernetes: ${(e as Error).message}`),
       );
@@ -464,6 +466,14 @@ export class Agent {
     this.captureQueue?.poke();
   }
 
+  /** The first list of this node's pods is in: the proxies' tunnels stop waiting for it, the capture may start. */
+  private podsListed(): void {
+    this.podsSynced = true;
+    this.podList.set();
+    this.pool?.setPods(this.podsTable());
+    this.maybeCapture();
+  }
+
   /** Pods or TrafficTargets changed: every proxy authorizes with the new policies, the capture follows. */
   private refreshPolicies(): void {
     if (!this.pods) return;
@@ -534,7 +544,7 @@ export class Agent {
       const v = ns.annotations[ANNOTATIONS.inject];
       if (v !== undefined) namespaces[name] = v;
     }
-    return { generation: this.pods.generation, pods, namespaces, policies: this.inbound.table };
+    return { generation: this.pods.generation, pods, namespaces, policies: this.inbound.table, listed: this.podsSynced };
   }
 
   private async startWorkers(count: number, openSlots: SharedArrayBuffer): Promise<void> {

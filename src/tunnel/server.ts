@@ -51,7 +51,12 @@ export interface TunnelServerOptions {
   listen: { host: string; port: number; reusePort?: boolean };
   trustDomain: string;
   creds: CredentialStore;
-  pods: { byIp(ip: string): LocalPod | null };
+  /**
+   * This node's pods. `listed`: null once their list is known; before, a bounded wait for it
+   * (discovery/first-sync.ts's FirstSyncWait over the list): a CONNECT to a pod not known yet
+   * waits for the list rather than being refused (an agent starting, a worker before its table).
+   */
+  pods: { byIp(ip: string): LocalPod | null; listed?(): Promise<void> | null };
   /** The inbound connections' events (the agent's metrics). */
   telemetry: TunnelTelemetry;
   /** Late bound: the proxy that serves what the policy does not allow whole is made after the tunnels. */
@@ -74,6 +79,8 @@ export interface TunnelServerStats {
   inspected: number;
   /** Handshakes waiting now for a certificate on its way (an agent starting, a new pod). */
   waitingHandshakes: number;
+  /** CONNECTs to a pod not known yet that waited for this node's pod list (`pods.listed`). */
+  waitedForPods: number;
 }
 
 interface PeerInfo {
@@ -93,7 +100,7 @@ export class TunnelServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   private pending: PeerInfo | null = null;
   private logged = new Map<string, number>();
-  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0 };
+  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitedForPods: 0 };
 
   constructor(o: TunnelServerOptions) {
     this.o = o;
@@ -229,14 +236,22 @@ export class TunnelServer {
     }
   }
 
-  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on('error', () => {});
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, listed = false): void {
+    if (!listed) stream.on('error', () => {});
+    if (stream.destroyed || stream.closed) return;
     const peer = this.peers.get(stream.session!);
     if (peer === undefined) return this.refuseStream(stream, 421, 'no-peer', 'a stream on a connection that was not verified', peer);
     if (headers[':method'] !== 'CONNECT') return this.refuseStream(stream, 405, 'not-connect', `method ${String(headers[':method'])}: this port carries only CONNECT tunnels`, peer);
     const target = parseAuthority(headers[':authority']);
     if (target === null) return this.refuseStream(stream, 400, 'bad-authority', `:authority ${JSON.stringify(headers[':authority'])?.slice(0, 80)} is not a pod IP:port`, peer);
     const pod = this.o.pods.byIp(target.ip);
+    const listing = pod === null && !listed ? this.o.pods.listed?.() ?? null : null;
+    if (listing !== null) {
+      this.stats.waitedForPods++;
+      stream.pause();
+      void listing.then(() => this.onStream(stream, headers, true));
+      return;
+    }
     if (pod === null || !pod.meshed) return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay)`, peer);
     const podUri = spiffeId({ trustDomain: this.o.trustDomain, namespace: pod.namespace, serviceAccount: pod.serviceAccount });
     if (podUri !== peer.serverUri) return this.refuseStream(stream, 403, 'wrong-identity', `${target.ip} is pod ${pod.namespace}/${pod.name} of ${podUri}, not of ${peer.serverUri} which the client asked for`, peer);

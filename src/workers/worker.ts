@@ -7,7 +7,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { MapView } from '../datapath/datapath.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
-import { FirstSyncWait } from '../discovery/first-sync.ts';
+import { FirstSyncWait, podListWait } from '../discovery/first-sync.ts';
+import { NodePods } from './node-pods.ts';
 import { Proxy } from '../proxy/index.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { clientsOf, Router } from '../routing/router.ts';
@@ -15,13 +16,13 @@ import { TelemetryHub } from '../telemetry/hub.ts';
 import { MetricsRecorder } from '../telemetry/recorder.ts';
 import { ReportAggregator } from '../telemetry/report.ts';
 import { TapRegistry, type TapRecord } from '../telemetry/tap.ts';
-import { firstKnown, type Workload, type WorkloadResolver } from '../telemetry/workload.ts';
+import { firstKnown } from '../telemetry/workload.ts';
 import { defaultLimits } from '../proxy/context.ts';
 import type { Endpoints, TlsIds } from '../telemetry/events.ts';
 import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
-import type { LocalPod, TunnelPolicy } from '../tunnel/server.ts';
+import type { TunnelPolicy } from '../tunnel/server.ts';
 import { Authorizer } from '../policy/authorizer.ts';
-import { clock, type FromWorker, type PodsTable, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
+import { clock, type FromWorker, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
 const TAP_BATCH_MS = 20;
@@ -30,39 +31,6 @@ if (parentPort === null) throw new Error('src/workers/worker.ts runs as a worker
 const port = parentPort;
 const init = workerData as WorkerInit;
 const send = (m: FromWorker): void => port.postMessage(m);
-
-/** This node's pods as the main thread's PodSync knows them: workloads and declared opaque ports by IP. */
-class NodePods implements WorkloadResolver {
-  private byIpMap = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
-  private namespaces: Record<string, string> = {};
-  private gen = 0;
-  set(t: PodsTable): void {
-    const next = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
-    for (const p of t.pods) {
-      const local = { namespace: p.workload.namespace, name: p.workload.pod, serviceAccount: p.serviceAccount ?? 'default', meshed: p.meshed ?? false };
-      next.set(p.ip, { workload: p.workload, opaque: p.opaquePorts === null ? null : PortSet.parse(p.opaquePorts), local });
-    }
-    this.byIpMap = next;
-    this.namespaces = t.namespaces ?? {};
-    this.gen = t.generation;
-  }
-  /** The pod as the tunnels see it. */
-  local(ip: string): LocalPod | null {
-    return this.byIpMap.get(ip)?.local ?? null;
-  }
-  namespaceInject(ns: string): string | undefined {
-    return this.namespaces[ns];
-  }
-  byIp(ip: string): Workload | null {
-    return this.byIpMap.get(ip)?.workload ?? null;
-  }
-  generation(): number {
-    return this.gen;
-  }
-  opaquePortsOf(ip: string): PortSet | null {
-    return this.byIpMap.get(ip)?.opaque ?? null;
-  }
-}
 
 const log = (level: 'info' | 'warn' | 'error', msg: string, fields?: object): void => send({ t: 'log', level, msg, fields });
 
@@ -106,6 +74,7 @@ const limits = { ...defaultLimits, ...init.limits };
 if (init.identity) {
   const id = init.identity;
   const { NodeTunnels } = await import('../tunnel/node-tunnels.ts');
+  const podWait = podListWait(pods.listed, limits.upstreamConnectTimeoutMs, (msg) => log('warn', msg));
   tunnels = new NodeTunnels({
     node: id.node,
     trustDomain: id.trustDomain,
@@ -113,7 +82,8 @@ if (init.identity) {
     listen: { host: init.listen.host, port: id.tunnelPort, reusePort: true },
     podByIp: (ip) => store.podByIp(ip),
     firstSync: id.firstSyncWaitMs !== null ? new FirstSyncWait(store, id.firstSyncWaitMs, (msg) => log('warn', msg)) : null,
-    local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns) },
+    // A tunnel to a pod not in the table before the main thread's first list: wait for it.
+    local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns), listed: () => podWait.wait() },
     inbound: recorder,
     // The proxy below serves what a pod's policy does not allow whole (tunnel/server.ts).
     policy: () => tunnelPolicy,
