@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { createCluster, type SimCluster, type SimNode, type SimPod, type SimService } from '../src/sim/index.ts';
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
-import { parseProcIo, parseVmRss } from './parse.ts';
+import { parseProcIo, parseVmRss, parseVoluntarySwitches } from './parse.ts';
 import type { Mode } from './report.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -104,6 +104,8 @@ export class BenchEnv {
   agentPid = 0;
   /** The second node's agent. */
   agentBPid = 0;
+  /** The Service pods' nginx processes (one each: master_process off). */
+  serviceNginxPids: number[] = [];
   /** The reverse-proxy nginx processes (PROXIES of them). */
   nginxPids: number[] = [];
   #agentLog = '';
@@ -182,7 +184,8 @@ export class BenchEnv {
       const sdir = path.join(this.tmp, `nginx-${pod.name}`);
       fs.mkdirSync(sdir);
       fs.writeFileSync(path.join(sdir, 'nginx.conf'), serverConf(sdir, grpcReply));
-      this.#track(pod.spawn('nginx', ['-p', sdir, '-c', path.join(sdir, 'nginx.conf'), '-e', path.join(sdir, 'error.log')], { stdio: 'ignore' }), `nginx (${pod.name})`, sdir);
+      const nginx = this.#track(pod.spawn('nginx', ['-p', sdir, '-c', path.join(sdir, 'nginx.conf'), '-e', path.join(sdir, 'error.log')], { stdio: 'ignore' }), `nginx (${pod.name})`, sdir);
+      if (this.servicePods.includes(pod)) this.serviceNginxPids.push(nginx.pid!);
     }
     for (const pod of [this.server, this.remotePlain, this.remoteMtls]) this.#track(pod.spawn('iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }), `iperf3 -s (${pod.name})`);
 
@@ -420,6 +423,11 @@ export class BenchEnv {
   /** Read and write system calls a process made so far (all its threads). */
   syscalls(pid: number): { reads: number; writes: number } {
     return parseProcIo(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));
+  }
+
+  /** Times the Service pods' servers went to sleep waiting for work, so far (each is a wake-up someone's write paid for). */
+  serviceServerSleeps(): number {
+    return this.serviceNginxPids.reduce((n, pid) => n + parseVoluntarySwitches(fs.readFileSync(`/proc/${pid}/status`, 'utf8')), 0);
   }
 
   /** utime + stime of a process, in seconds. */

@@ -125,6 +125,13 @@ export function parseProcIo(text: string): { reads: number; writes: number } {
   return { reads: Number(r[1]), writes: Number(w[1]) };
 }
 
+/** Times a process gave up its CPU to wait (voluntary_ctxt_switches in /proc/<pid>/status): for a server, its sleeps. */
+export function parseVoluntarySwitches(status: string): number {
+  const m = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status);
+  if (!m) throw new Error('no voluntary_ctxt_switches line in /proc/<pid>/status');
+  return Number(m[1]);
+}
+
 /** VmRSS from /proc/<pid>/status, in bytes. */
 export function parseVmRss(status: string): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(status);

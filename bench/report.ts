@@ -111,8 +111,8 @@ export const REFERENCES = {
   serviceCostHttp1: {
     date: '2026-12-01',
     commit: '09d192d',
-    how: 'interleaved runs of the http1-service load to the ClusterIP and to the three pod IPs on one bench environment with one proxy, 5-8 s each, the agent\'s /proc system call counts and perf samples per request, on a 2-core machine loaded by other work (docs/benchmarks.md, "A Service against a pod IP")',
-    figure: 'the same system calls per request on both paths (2.00 reads and 2.00 writes) and 1.12-1.28x the CPU per request to the Service; about half of the extra samples were the kernel switching tasks (finish_task_switch and the wake-ups\' spinlocks: a write to an upstream wakes the nginx behind it more often when requests are spread per request than when each pod\'s connections stay on it), and the balancer and the upstream moves (picking, the pool\'s acquire and release, the exp of the decay) about 1.5% of the Service path\'s samples',
+    how: 'interleaved runs of the http1-service load to the ClusterIP and to the three pod IPs on one bench environment with one proxy, 5-8 s each, the agent\'s /proc system call counts, the servers\' voluntary context switches and perf samples per request, on a 2-core machine loaded by other work (docs/benchmarks.md, "A Service against a pod IP")',
+    figure: 'the same system calls per request on both paths (2.00 reads and 2.00 writes) and 1.10-1.29x the CPU per request to the Service; about half of the extra samples were the kernel switching tasks (finish_task_switch and the wake-ups\' spinlocks), and the three servers went to sleep 0.79-0.85 times per request on the Service path against 0.45-0.74 on the pod-IP path, each sleep a wake-up paid for in the agent\'s next write to that server; the balancer and the upstream moves (picking, the pool\'s acquire and release, the exp of the decay) were about 1.5% of the Service path\'s samples',
   },
 } satisfies Record<string, Reference>;
 

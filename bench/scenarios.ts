@@ -132,19 +132,24 @@ async function serviceAgainstPods(c: RunCtx, load: (hosts: readonly string[]) =>
   const calls = () => (mesh ? c.env.syscalls(c.env.agentPid) : { reads: 0, writes: 0 });
   const cpu0 = c.proxyCpuSeconds();
   const io0 = calls();
+  const sleeps0 = c.env.serviceServerSleeps();
   const svc = await withSpread(c, () => load(Array<string>(SPREAD_CLIENTS).fill(c.host)));
   const svcCpu = perRequest(c.proxyCpuSeconds() - cpu0, svc.served);
   const svcIo = callsPerRequest(io0, calls(), svc.served);
+  const svcSleeps = (c.env.serviceServerSleeps() - sleeps0) / total(svc.served);
   const values: Record<string, number> = { ...svc.values };
   if (c.mode !== 'direct') values['proxy CPU per request'] = svcCpu;
   if (c.mode === 'nginx') return { values, notes: svc.notes };
   const cpu1 = c.proxyCpuSeconds();
   const io1 = calls();
+  const sleeps1 = c.env.serviceServerSleeps();
   const pods = await servedDuring(c, () => load(c.env.servicePods.map((p) => p.ip)));
+  const podSleeps = (c.env.serviceServerSleeps() - sleeps1) / total(pods.served);
   // Without a request on each pod the script did not spread the load, and the baseline is not the same load.
   if (Math.min(...pods.served) <= 0) throw new Error(`the pod-IP run left a pod without requests (${pods.served.join(' / ')}): the client did not spread its load over the pod IPs`);
   values['requests/s to the pod IPs'] = pods.r.values['requests/s']!;
-  const notes = [...(svc.notes ?? []), ...(pods.r.notes ?? []), `${c.mode}, the same load to the pod IPs: requests per pod ${pods.served.join(' / ')}`];
+  const notes = [...(svc.notes ?? []), ...(pods.r.notes ?? []), `${c.mode}, the same load to the pod IPs: requests per pod ${pods.served.join(' / ')}`,
+    `${c.mode}: the 3 servers went to sleep ${svcSleeps.toFixed(2)} times per request to the Service, ${podSleeps.toFixed(2)} to the pod IPs (each sleep is a wake-up the next write to it pays for)`];
   if (mesh) {
     const podCpu = perRequest(c.proxyCpuSeconds() - cpu1, pods.served);
     const podIo = callsPerRequest(io1, calls(), pods.served);
@@ -154,10 +159,11 @@ async function serviceAgainstPods(c: RunCtx, load: (hosts: readonly string[]) =>
   return { values, notes };
 }
 
-const perRequest = (cpuSeconds: number, served: number[]) => (cpuSeconds / served.reduce((a, b) => a + b, 0)) * 1e6;
+const total = (served: number[]) => served.reduce((a, b) => a + b, 0);
+const perRequest = (cpuSeconds: number, served: number[]) => (cpuSeconds / total(served)) * 1e6;
 
 function callsPerRequest(a: { reads: number; writes: number }, b: { reads: number; writes: number }, served: number[]) {
-  const n = served.reduce((x, y) => x + y, 0);
+  const n = total(served);
   return { reads: (b.reads - a.reads) / n, writes: (b.writes - a.writes) / n };
 }
 

@@ -1,7 +1,7 @@
 // The bench's pure parts: parsing wrk, h2load and iperf3 output (samples are real output of
 // the installed versions) and judging the issue-6 targets.
 import test from 'ava';
-import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseProcIo, parseVmRss, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
+import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseProcIo, parseVmRss, parseVoluntarySwitches, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
 import { cite, docsRefusal, FULL_RUN_SECONDS, judgeTargets, REFERENCES, renderMarkdown, type Report, type ScenarioResult } from '../bench/report.ts';
 import { SCENARIOS } from '../bench/scenarios.ts';
 import { podSpreadScript, splitClients, sumH2load } from '../bench/spread-load.ts';
@@ -61,6 +61,8 @@ test('iperf3 -J and /proc status', (t) => {
   t.is(parseVmRss('Name:\tnode\nVmRSS:\t   81920 kB\n'), 81920 * 1024);
   t.deepEqual(parseProcIo('rchar: 4096\nwchar: 2048\nsyscr: 120\nsyscw: 75\nread_bytes: 0\n'), { reads: 120, writes: 75 });
   t.throws(() => parseProcIo('rchar: 4096\n'), { message: /no syscr\/syscw lines in \/proc\/<pid>\/io/ });
+  t.is(parseVoluntarySwitches('Name:\tnginx\nvoluntary_ctxt_switches:\t8731\nnonvoluntary_ctxt_switches:\t12\n'), 8731);
+  t.throws(() => parseVoluntarySwitches('Name:\tnginx\n'), { message: /no voluntary_ctxt_switches line/ });
 });
 
 const scenario = (id: string, name: string, values: Record<string, number>, cpu = 50): ScenarioResult => ({
