@@ -17,6 +17,9 @@ import type { DiscoMessage, DiscoSlice } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import { waitFor } from './helpers/until.ts';
 import { backend, HOST, type Backend } from './helpers/backends.ts';
+import type { Authorize } from '../src/proxy/listener.ts';
+import { DEFAULT_ROUTE, ServerPolicy } from '../src/policy/authorize.ts';
+import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
 
 const VIP = '10.96.7.7';
 
@@ -51,7 +54,7 @@ const sliceOf = (b: { name: string; port: number }, i: number): DiscoSlice => ({
   endpoints: [{ ip: HOST, ready: true, pod: `api-${b.name}`, node: 'node-1' }],
 });
 
-async function startProxy(store: DiscoveryStore, destPort = 80, opaquePorts = PortSet.empty()) {
+async function startProxy(store: DiscoveryStore, destPort = 80, opaquePorts = PortSet.empty(), authorize?: Authorize) {
   const sink = new RecordingSink();
   const router = new Router(store);
   const proxy = new Proxy({
@@ -63,6 +66,7 @@ async function startProxy(store: DiscoveryStore, destPort = 80, opaquePorts = Po
     detectTimeoutMs: 5000,
     knownHttp1Max: 0,
     log: () => {},
+    ...(authorize ? { authorize } : {}),
   });
   const { port } = await proxy.listen();
   return { proxy, port, sink, router };
@@ -271,4 +275,69 @@ test('failure accrual: an endpoint answering 503 seven times in a row is ejected
   while (bad.hits === hits) await get(agent, port);
   t.is(bad.hits, hits + 1, 'one probe');
   t.not(badState(), 'ready', 'the failed probe ejects it again');
+});
+
+test('endpoints of this node whose policy allows the client whole: each HTTP/1 and HTTP/2 request, and each opaque connection once, carries the decision its dial made', async (t) => {
+  const policy = new ServerPolicy({ namespace: 'shop', pod: 'api', serviceAccount: 'api', defaultPolicy: 'all-unauthenticated', defaultFrom: 'test', targets: [] }, []);
+  const decided: string[] = [];
+  // Every endpoint (on HOST) is a pod of this node; the ClusterIP is not.
+  const authorize: Authorize = (c) => {
+    if (c.destIp === VIP) return { authz: null };
+    decided.push(`${c.destIp}:${c.destPort}`);
+    return { authz: new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: null }, c.destPort, () => t.fail('nothing is denied')) };
+  };
+  const allowed = (port: number, http: boolean) => ({
+    allowed: true, server: { group: '', kind: 'default', name: 'all-unauthenticated', port }, authz: { group: '', kind: 'default', name: 'all-unauthenticated' }, ...(http ? { route: DEFAULT_ROUTE } : {}),
+  });
+
+  const h1 = await Promise.all(['a', 'b', 'c'].map((n) => backend(n)));
+  const store = new DiscoveryStore();
+  world(store, h1);
+  const p1 = await startProxy(store, 80, PortSet.empty(), authorize);
+  t.teardown(async () => {
+    await p1.proxy.close(0);
+    for (const b of h1) await b.close();
+  });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (let i = 0; i < 12; i++) t.is((await get(agent, p1.port)).status, 200);
+  t.is(p1.sink.requests.length, 12);
+  for (const r of p1.sink.requests) t.deepEqual(r.authz, allowed(r.destPort, true), `HTTP/1 to ${r.destIp}:${r.destPort}`);
+  t.true(new Set(p1.sink.requests.map((r) => r.destPort)).size >= 2, 'balanced over several endpoints');
+  t.is(decided.length, new Set(decided).size, `decided once per endpoint of the connection: ${decided}`);
+
+  const h2 = await Promise.all(['a', 'b', 'c'].map((n) => backend(n, { h2: true })));
+  const store2 = new DiscoveryStore();
+  world(store2, h2);
+  const p2 = await startProxy(store2, 80, PortSet.empty(), authorize);
+  const session = http2.connect(`http://${HOST}:${p2.port}`);
+  t.teardown(async () => {
+    session.destroy();
+    await p2.proxy.close(0);
+    for (const b of h2) await b.close();
+  });
+  await Promise.all(Array.from({ length: 30 }, async () => {
+    const req = session.request({ ':path': '/' });
+    req.resume();
+    await once(req, 'end');
+  }));
+  await waitFor(() => p2.sink.requests.length === 30);
+  for (const r of p2.sink.requests) t.deepEqual(r.authz, allowed(r.destPort, true), `HTTP/2 to ${r.destIp}:${r.destPort}`);
+
+  const tcp = await Promise.all(['a', 'b', 'c'].map((n) => tcpBackend(n)));
+  const store3 = new DiscoveryStore();
+  world(store3, tcp, { port: 5432 });
+  const p3 = await startProxy(store3, 5432, PortSet.parse('5432'), authorize);
+  t.teardown(async () => {
+    await p3.proxy.close(0);
+    for (const b of tcp) await b.close();
+  });
+  for (let i = 0; i < 6; i++) {
+    const c = net.connect({ host: HOST, port: p3.port });
+    c.resume();
+    await once(c, 'end');
+    c.destroy();
+  }
+  await waitFor(() => p3.sink.closes.length === 6);
+  for (const c of p3.sink.closes) t.deepEqual(c.authz, allowed(c.destPort, false), `opaque to ${c.destIp}:${c.destPort}`);
 });
