@@ -85,10 +85,10 @@ export const REFERENCES = {
     figure: 'the experimental --kernel-splice (sockhash + sk_skb redirect, docs/proxy.md), which moves the copy into the kernel, cut the agent\'s CPU from ~92% to ~11% of a core while throughput stayed about the same: both TCP legs still go through the stack',
   },
   requestCost: {
-    date: '2026-11-30',
-    commit: '0b16cb8',
-    how: 'strace -c, per-thread /proc times and a CPU profile of the agent under cpu-http1 on a 2-core machine (docs/benchmarks.md, "Where a request\'s and a connection\'s CPU goes")',
-    figure: 'the agent made the same system calls per request as nginx (a read and a write on each side); about 60% of its CPU was kernel time, the TCP work both pay, and in its profile JavaScript was a small part (the HTTP/1 forwarder 2.9%, telemetry 2.1%, Node\'s streams about 4%, garbage collection 3%) beside write(); the rest of the user-space time is Node\'s per-read and per-wake-up machinery (libuv, a callback into JavaScript, the microtask and nextTick queues), which nginx does in C',
+    date: '2026-12-01',
+    commit: '31b52cf',
+    how: 'per-thread /proc user and system times of the agent and nginx under cpu-http1\'s 1,000 req/s load, perf -g and an idle strace of the agent, on a loaded 2-core machine (docs/benchmarks.md, "Where a request\'s and a connection\'s CPU goes")',
+    figure: 'idle work was 1.3-1.5 CPU-ms a second; per 1,000 requests after a warm-up the agent\'s two proxy threads spent 26-36 CPU-ms in user space and 19-29 in the kernel, nginx 12-17 and 24-27: the gap is user space, and perf spread it over Node\'s per-read and per-wake-up machinery (V8 builtins 14%, Node\'s C++ and libuv 8%, its stream JavaScript 5%, malloc 3%) with the agent\'s own JavaScript at 6%, no hot spot; reading the HTTP/1 upstreams into one shared buffer (net onread) did not measurably change it',
   },
   connectionCost: {
     date: '2026-11-30',
