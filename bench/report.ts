@@ -88,7 +88,7 @@ export const REFERENCES = {
     date: '2026-12-01',
     commit: '31b52cf',
     how: 'per-thread /proc user and system times of the agent and nginx under cpu-http1\'s 1,000 req/s load, perf -g and an idle strace of the agent, on a loaded 2-core machine (docs/benchmarks.md, "Where a request\'s and a connection\'s CPU goes")',
-    figure: 'idle work was 1.3-1.5 CPU-ms a second; per 1,000 requests after a warm-up the agent\'s two proxy threads spent 26-36 CPU-ms in user space and 19-29 in the kernel, nginx 12-17 and 24-27: the gap is user space, and perf spread it over Node\'s per-read and per-wake-up machinery (V8 builtins 14%, Node\'s C++ and libuv 8%, its stream JavaScript 5%, malloc 3%) with the agent\'s own JavaScript at 6%, no hot spot; reading the HTTP/1 upstreams into one shared buffer (net onread) did not measurably change it',
+    figure: 'idle work was 1.3-1.5 CPU-ms a second; per 1,000 requests after a warm-up the agent\'s two proxy threads spent 26-43 CPU-ms in user space and 19-34 in the kernel, nginx 12-17 and 24-27: the gap is user space, and perf spread it over Node\'s per-read and per-wake-up machinery (V8 builtins 14%, Node\'s C++ and libuv 8%, its stream JavaScript 5%, malloc 3%) with the agent\'s own JavaScript at 6%, no hot spot; reading the HTTP/1 upstreams into one shared buffer (net onread) did not measurably change it',
   },
   connectionCost: {
     date: '2026-11-30',
