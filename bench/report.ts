@@ -100,7 +100,7 @@ export const REFERENCES = {
     date: '2026-11-30',
     commit: 'd0bd5a0',
     how: 'process.memoryUsage() after importing each module in turn into a bare Node 24 (the compiled dist/, three runs)',
-    figure: 'Node alone was 43.4-43.8 MB of RSS; node:tls added about 10 MB and node:http2 about 5 MB more (the HTTP/2 forwarder, the tunnel, the controller link), prom-client about 11 MB, the agent\'s own compiled modules about 5 MB and the CLI 1 MB: about 75 MB before the agent runs anything. This scenario runs 2 proxies, and the second is a worker thread with a V8 heap of its own, which memory-cluster measures at 17-19 MB. The installed (cluster-mode) agent uses its own lean Kubernetes client, not @kubernetes/client-node',
+    figure: 'Node alone was 43.4-43.8 MB of RSS; node:tls added about 10 MB and node:http2 about 5 MB more (the HTTP/2 forwarder, the tunnel, the controller link), prom-client about 11 MB, the agent\'s own compiled modules about 5 MB and the CLI 1 MB: about 75 MB before the agent runs anything. This scenario runs 2 proxies, and the second is a worker thread with a V8 heap of its own, which memory-cluster measured at 17-19 MB then (docs/benchmarks.md, "Memory as installed", has the breakdown since each worker gives back the young generation its start-up grew). The installed (cluster-mode) agent uses its own lean Kubernetes client, not @kubernetes/client-node',
   },
   serviceCostGrpc: {
     date: '2026-12-01',

@@ -1,0 +1,63 @@
+// A proxy worker gives back the young generation its start-up grew before it listens
+// (src/util/shrink-heap.ts; docs/benchmarks.md, "Memory as installed"): each extra proxy's idle
+// memory must not depend on when V8's memory reducer happens to run.
+import test from 'ava';
+import { Worker } from 'node:worker_threads';
+import type { WorkerInit } from '../src/workers/protocol.ts';
+
+const WORKER = new URL('../src/workers/worker.ts', import.meta.url).href;
+/** V8 commits 2 MB for a fresh isolate's young generation (two 1 MB semi-spaces); shrunk, it holds a few pages. */
+const SHRUNK_BYTES = 1 << 20;
+
+// The real worker script, with a listener of the test's own in front that reports the thread's new space.
+const HARNESS = `
+const { parentPort } = require('node:worker_threads');
+const { getHeapSpaceStatistics } = require('node:v8');
+parentPort.on('message', (m) => {
+  if (m === 'heap') parentPort.postMessage({ t: 'heap', newSpace: getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').physical_space_size, gc: typeof globalThis.gc });
+});
+import(${JSON.stringify(WORKER)}).catch((e) => parentPort.postMessage({ t: 'failed', error: String(e) }));
+`;
+
+function init(): WorkerInit {
+  return {
+    index: 1,
+    listen: { host: '127.0.0.1', port: 0 },
+    // Never read: no connection arrives.
+    mapFds: { tuple: 0, splice: -1, spliceLinks: -1 },
+    kernelSplice: false,
+    opaquePorts: '',
+    openSlots: new SharedArrayBuffer(8),
+    metrics: {},
+    pods: { generation: 1, pods: [], policies: { networks: '10.0.0.0/8', pods: [] } },
+    discovery: [],
+    taps: [],
+    budgetShare: 0.5,
+  };
+}
+
+test('a proxy worker is listening with its young generation shrunk, and gc() not exposed to it', async (t) => {
+  const w = new Worker(HARNESS, { eval: true, workerData: init(), stdout: true, stderr: true });
+  try {
+    const next = (type: string) => new Promise<any>((resolve, reject) => {
+      const on = (m: any) => {
+        if (m?.t === 'failed') reject(new Error(`the worker could not start: ${m.error}`));
+        else if (m?.t === type) {
+          w.off('message', on);
+          resolve(m);
+        }
+      };
+      w.on('message', on);
+      w.once('error', reject);
+    });
+    await next('ready');
+    const asked = next('heap');
+    w.postMessage('heap');
+    const { newSpace, gc } = await asked;
+    t.log(`new space once listening: ${(newSpace / 1024).toFixed(0)} KiB`);
+    t.true(newSpace < SHRUNK_BYTES, `the worker's new space is ${newSpace} bytes once listening; start-up's growth was not given back`);
+    t.is(gc, 'undefined', 'shrinkHeap must not leave gc() on the worker\'s global');
+  } finally {
+    await w.terminate();
+  }
+});
