@@ -9,6 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, type SimCluster, type SimPod, type SimService } from '../src/sim/index.ts';
 import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { LINKERD_EWMA } from '../src/routing/balancer.ts';
+import { DEFAULT_ACCRUAL } from '../src/routing/failure-accrual.ts';
 import { LATENCY_BUCKETS } from '../src/telemetry/recorder.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { parseExposition, select, type Exposition } from './helpers/prom-text.ts';
@@ -264,6 +265,7 @@ test.serial('a pod that answers 50 ms slower gets under 10% after a warm-up, and
 });
 
 test.serial('failure accrual ejects a pod answering 503 and probes it after the backoff', async (t) => {
+  t.timeout(4 * 60_000, 'up to 60 s to eject on every proxy, the longest backoff (60 s) before probation, 20 s for the probe');
   const { cluster } = need();
   const [good, bad] = [...backends.keys()].filter((n) => n.startsWith('flaky-')).sort();
   const node = cluster.nodes[0]!.name;
@@ -294,8 +296,12 @@ test.serial('failure accrual ejects a pod answering 503 and probes it after the 
     t.deepEqual(r.byName, { [good!]: 20 });
     t.is(await count(bad!), before);
   }
-  // After the backoff (1 s, Linkerd's minimum penalty): one probe, which fails, so ejected again.
-  await until(states, (ss) => ss.every((s) => s === 'probation'), 'probation after the backoff, on every proxy', { ms: 10_000, intervalMs: 100 });
+  // After the backoff: one probe, which fails, so ejected again. The backoff is 1 s (Linkerd's
+  // minimum penalty) for a proxy ejecting the pod for the first time, but one that ejected it
+  // early may have probed it (and failed) while the loop above waited for the others, each time
+  // doubling its backoff up to the maximum: with no request meanwhile, every proxy is in
+  // probation within that (this Service's jitter is 0).
+  await until(states, (ss) => ss.every((s) => s === 'probation'), 'probation after the backoff, on every proxy', { ms: DEFAULT_ACCRUAL.maxPenaltyMs + 10_000, intervalMs: 100 });
   const probeFrom = await count(bad!);
   await until(async () => {
     await load(client, ['--http', `${flaky.clusterIP}:80`, '--requests', '5', '--concurrency', '1']).catch(() => null);
