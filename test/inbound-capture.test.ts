@@ -43,14 +43,14 @@ test('the node\'s own output: a new connection kube-proxy rewrote to a meshed po
     'meta l4proto != tcp accept',
     `ct mark & 0x3000 == 0x2000 ${MARK} accept`,
     'ip daddr . tcp dport @skip-inbound accept',
-    `ct state new ct status dnat ip daddr @captured ${CT_MARK} ${MARK} accept`,
-    `ct state new ct status dnat ip daddr @fail-closed ${CT_MARK} ${MARK} accept`,
+    `tcp flags & (fin | syn | rst | ack) == syn ct state new ct status dnat ip daddr @captured ${CT_MARK} ${MARK} accept`,
+    `tcp flags & (fin | syn | rst | ack) == syn ct state new ct status dnat ip daddr @fail-closed ${CT_MARK} ${MARK} accept`,
   ]);
   t.deepEqual(rulesOf(renderCapture({ listener: null, pods }), 'output'), [
     'meta l4proto != tcp accept',
     `ct mark & 0x3000 == 0x2000 ${MARK} accept`,
     'ip daddr . tcp dport @skip-inbound accept',
-    `ct state new ct status dnat ip daddr @fail-closed ${CT_MARK} ${MARK} accept`,
+    `tcp flags & (fin | syn | rst | ack) == syn ct state new ct status dnat ip daddr @fail-closed ${CT_MARK} ${MARK} accept`,
   ], 'no listener: only fail-closed pods\' connections go round, to be dropped in prerouting; the rest reach their pod');
 });
 

@@ -1,8 +1,7 @@
 import test from 'ava';
 import { clientHello } from './helpers/first-flight.ts';
 import { performance } from 'node:perf_hooks';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { v8Gc } from '../src/util/shrink-heap.ts';
 import { MAX_METHOD_BYTES, OPAQUE_REASONS, detect, type Detection } from '../src/protocol-detect/index.ts';
 
 const INPUTS = 100_000;
@@ -161,16 +160,6 @@ const label = (d: Detection) => (d.kind === 'opaque' ? `opaque:${d.reason}` : d.
 const same = (a: Detection, b: Detection) => JSON.stringify(a) === JSON.stringify(b);
 const hex = (b: Uint8Array) => Buffer.from(b.subarray(0, 96)).toString('hex') + (b.length > 96 ? `...(${b.length} bytes)` : '');
 
-function loadGc(): (() => void) | null {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as unknown;
-    return typeof gc === 'function' ? (gc as () => void) : null;
-  } catch {
-    return null;
-  }
-}
-
 test('fuzz: detect is total, well-shaped, deterministic, prefix-consistent and bounded', async (t) => {
   t.log(`MESH_FUZZ_SEED=${seed}`);
   const hellos = await Promise.all([
@@ -182,8 +171,8 @@ test('fuzz: detect is total, well-shaped, deterministic, prefix-consistent and b
   t.true(hellosExpected.every((d) => d.kind === 'tls'));
   const corpus = [...hellos, ...TEXT_CORPUS.map(bytes)];
 
-  const gc = loadGc();
-  gc?.();
+  const gc = v8Gc();
+  gc();
   const heapBefore = process.memoryUsage().heapUsed;
 
   const failures: string[] = [];
@@ -296,11 +285,11 @@ test('fuzz: detect is total, well-shaped, deterministic, prefix-consistent and b
   const cpu = process.cpuUsage(cpuStart);
   const runCpuMs = (cpu.user + cpu.system) / 1000;
 
-  gc?.();
+  gc();
   const heapGrowthMb = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;
-  const heapBoundMb = gc ? 16 : 64;
+  const heapBoundMb = 16;
 
-  t.log(`${INPUTS} inputs in ${runMs.toFixed(0)} ms (${runCpuMs.toFixed(0)} ms of CPU), slowest call ${maxCallMs.toFixed(2)} ms, heap ${heapGrowthMb >= 0 ? '+' : ''}${heapGrowthMb.toFixed(1)} MB (gc ${gc ? 'on' : 'off'}), ${oracleChecks} oracle checks`);
+  t.log(`${INPUTS} inputs in ${runMs.toFixed(0)} ms (${runCpuMs.toFixed(0)} ms of CPU), slowest call ${maxCallMs.toFixed(2)} ms, heap ${heapGrowthMb >= 0 ? '+' : ''}${heapGrowthMb.toFixed(1)} MB after a full collection, ${oracleChecks} oracle checks`);
   t.log([...counts].sort().map(([k, v]) => `${k}=${v}`).join(' '));
 
   t.deepEqual(failures, [], `replay with MESH_FUZZ_SEED=${seed}`);

@@ -105,7 +105,9 @@ export function renderCapture(r: CaptureRuleset): string {
   // comes back in through prerouting, where the rules above take it as any client's. The
   // connection mark remembers it, so connections that were under way before stay direct.
   const ctMark = `ct mark set ct mark & ${hex(~CAPTURE_MARK_MASK >>> 0)} | ${hex(CAPTURE_MARK)}`;
-  const rewritten = 'ct state new ct status dnat';
+  // A SYN: a connection whose conntrack entry was lost mid-stream is picked up again as new
+  // (nf_conntrack_tcp_loose), and must not be turned to lo where no socket owns it.
+  const rewritten = `${syn} ct state new ct status dnat`;
   const out = [
     'meta l4proto != tcp accept',
     `ct mark & ${hex(CAPTURE_MARK_MASK)} == ${hex(CAPTURE_MARK)} ${mark} accept`,

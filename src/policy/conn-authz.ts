@@ -39,6 +39,15 @@ export class PolicyConnAuthz implements ConnAuthz {
   }
 }
 
+/**
+ * The decision where the policy could not be evaluated (it threw): everything refused, under a
+ * server named for it, so the denials are counted and never taken for the pod's own policy.
+ */
+export function unevaluated(port: number): ConnAuthz {
+  const denied: AuthzOutcome = { allowed: false, server: { group: '', kind: 'default', name: 'unevaluated', port } };
+  return { verdict: 'deny', tcp: () => denied, request: () => denied };
+}
+
 /** Says once per key (bounded: the oldest keys are forgotten first). */
 export class FirstTimes {
   readonly #seen = new Set<string>();

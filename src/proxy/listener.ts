@@ -17,6 +17,7 @@ import type { KernelSplicer } from './kernel-splice.ts';
 import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
 import type { Sweeper } from './sweep.ts';
 import { localPair } from './local-pair.ts';
+import { unevaluated } from '../policy/conn-authz.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -433,11 +434,13 @@ export class Proxy {
       const authorize = this.#opts.authorize;
       if (route === null || !authorize) return { route, dial: direct, endpointAuthz: undefined };
       // Once per endpoint: the dial applies the decision, the connection's events count it.
-      const decided = new Map<string, ReturnType<Authorize>>();
+      // Keyed by address, then port: asked on every request, it builds no key string.
+      const decided = new Map<string, Map<number, ReturnType<Authorize>>>();
       const at = (ip: string, port: number): ReturnType<Authorize> => {
-        const k = `${ip}:${port}`;
-        let a = decided.get(k);
-        if (a === undefined) decided.set(k, (a = authorize({ direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port })));
+        let byPort = decided.get(ip);
+        if (byPort === undefined) decided.set(ip, (byPort = new Map()));
+        let a = byPort.get(port);
+        if (a === undefined) byPort.set(port, (a = this.#authorizeEndpoint(authorize, { direction: 'outbound', sourceIp, sourcePort: remotePort, sourcePodKey: rec.podKey, destIp: ip, destPort: port })));
         return a;
       };
       const dial: Dialer = (ip, port) => {
@@ -481,6 +484,20 @@ export class Proxy {
   serveTunnelled(ctx: ConnContext): void {
     this.#stats.tunnelledInspected++;
     this.#serveInspected(ctx);
+  }
+
+  /**
+   * A Service endpoint's decision. It is first asked where nothing catches (a request on a pooled
+   * upstream, an HTTP/2 stream): a policy that cannot be evaluated must refuse, never crash the
+   * thread, never allow by accident.
+   */
+  #authorizeEndpoint(authorize: Authorize, c: ConnectionInfo): ReturnType<Authorize> {
+    try {
+      return authorize(c);
+    } catch (err) {
+      this.#log('error', 'inbound policy evaluation failed for a Service endpoint; refusing it', { ...c, sourcePodKey: String(c.sourcePodKey), error: String(err) });
+      return { authz: unevaluated(c.destPort) };
+    }
   }
 
   /** An in-process connection to a Service endpoint of this node that its policy does not allow whole (local-pair.ts). */

@@ -6,21 +6,35 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+type Gc = (options?: { type: 'major'; execution: 'sync'; flavor?: 'last-resort' }) => void;
 
-/** V8's gc(), taken from a fresh context without exposing it to this thread's own (Node has no API for it). */
-function v8Gc(): Gc {
+/**
+ * V8's gc(), taken from a fresh context without exposing it to this thread's own (Node has no API
+ * for it). The flag is the process's: a thread starting at the same moment may turn it off between
+ * this one's two calls, so the context may have no gc (an error saying so).
+ */
+export function v8Gc(): Gc {
   const own = (globalThis as { gc?: Gc }).gc;
   if (typeof own === 'function') return own;
   setFlagsFromString('--expose-gc');
   try {
-    return runInNewContext('gc') as Gc;
+    const gc = runInNewContext('typeof gc === "function" ? gc : undefined') as Gc | undefined;
+    if (gc === undefined) throw new Error('V8 exposed no gc() to a new context (another thread turned --expose-gc off meanwhile)');
+    return gc;
   } finally {
     setFlagsFromString('--no-expose-gc');
   }
 }
 
-/** A full collection that also shrinks the young generation and releases free pages: tens of ms on a fresh thread. */
-export function shrinkHeap(): void {
-  v8Gc()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+/**
+ * A full collection that also shrinks the young generation and releases free pages: tens of ms on
+ * a fresh thread. Best effort (memory, not correctness): the error when it could not run, else null.
+ */
+export function shrinkHeap(): Error | null {
+  try {
+    v8Gc()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    return null;
+  } catch (e) {
+    return e as Error;
+  }
 }

@@ -121,7 +121,7 @@ export function cgroupMemoryLimit(): number | null {
 
 /** What the agent needs besides its extra proxies: one proxy idle, and room for 10,000 connections at ~10 KB. */
 export const BASE_MEMORY = 180 * 2 ** 20;
-/** What each extra proxy thread costs idle, with margin (measured 17-19 MB, docs/benchmarks.md). */
+/** What each extra proxy thread costs idle, with margin (measured 12-15 MB once its start-up heap is given back, src/util/shrink-heap.ts; docs/benchmarks.md). */
 export const PROXY_MEMORY = 24 * 2 ** 20;
 
 /**

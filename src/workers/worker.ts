@@ -163,7 +163,8 @@ port.on('message', (m: ToWorker) => {
 });
 
 // Before listening, so no connection waits for it: start-up grew the young generation ~4 MB that an idle proxy does not use.
-shrinkHeap();
+const notShrunk = shrinkHeap();
+if (notShrunk) log('info', 'a proxy worker kept its start-up heap (no effect on traffic; it idles a few MB larger)', { error: notShrunk.message });
 Promise.all([proxy.listen(), tunnels?.listen()]).then(
   () => send({ t: 'ready' }),
   (e) => {
