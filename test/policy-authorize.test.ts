@@ -199,6 +199,25 @@ test('a connection\'s requests reuse its decision: the policy decides the connec
   t.deepEqual(whole.request('GET', '/', req('GET', '/').header), { allowed: true, server: { group: '', kind: 'default', name: 'all-unauthenticated', port: 8080 }, authz: { group: '', kind: 'default', name: 'all-unauthenticated' }, route: { group: '', kind: 'default', name: 'default' } });
 });
 
+test('a connection whose decision is whole answers every request with one frozen outcome, the pure requestOn()\'s; a denied one still reports each request', (t) => {
+  const allowP = new ServerPolicy(spec('all-unauthenticated'), nets);
+  const allow = new PolicyConnAuthz(allowP, plain(), 8080, () => t.fail());
+  const first = allow.request('GET', '/a', req('GET', '/a').header);
+  t.is(allow.request('POST', '/b', req('POST', '/b').header), first, 'no allocation per request: the same object');
+  t.true(Object.isFrozen(first), 'shared, so nobody may change it');
+  t.deepEqual(first, allowP.requestOn(allowP.connection(plain(), 8080), plain(), req('GET', '/a')) as object, 'what the policy decides, with the default route');
+  const denials: string[] = [];
+  const denyP = new ServerPolicy(spec('deny'), nets);
+  const deny = new PolicyConnAuthz(denyP, plain(), 8080, (r) => denials.push(r));
+  const d1 = deny.request('GET', '/a', req('GET', '/a').header);
+  const d2 = deny.request('GET', '/b', req('GET', '/b').header);
+  t.is(d2, d1);
+  t.true(Object.isFrozen(d1));
+  const pure = denyP.requestOn(denyP.connection(plain(), 8080), plain(), req('GET', '/a'));
+  t.deepEqual(d1, { allowed: false, server: pure.server, route: pure.route });
+  t.deepEqual(denials, [!pure.allowed ? pure.reason : '', !pure.allowed ? pure.reason : ''], 'each denied request is reported (logged once per client and server by onDeny)');
+});
+
 test('SMI: HTTPRouteGroup rules decide per request: GET /ok passes, POST /ok and GET /okay do not; headers match whole values', (t) => {
   const p = smi({ destination: apiDest, sources: webSource, rules: [{ kind: 'HTTPRouteGroup', name: 'api-routes' }] });
   t.is(p.connection(meshed(web), 8080).verdict, 'http');

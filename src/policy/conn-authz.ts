@@ -5,19 +5,29 @@
 // go to onDeny, which logs the first one per (client, server).
 import type { ConnAuthz } from '../proxy/context.ts';
 import type { AuthzOutcome } from '../telemetry/events.ts';
-import type { Client, ConnDecision, ServerPolicy } from './authorize.ts';
+import { DEFAULT_ROUTE, type Client, type ConnDecision, type ServerPolicy } from './authorize.ts';
 
 export class PolicyConnAuthz implements ConnAuthz {
   readonly #policy: ServerPolicy;
   readonly #client: Client;
   readonly #decision: ConnDecision;
   readonly #onDeny: (reason: string) => void;
+  /**
+   * Every request's outcome when the connection's decision is whole (allow or deny): nothing in
+   * it is per request (the counters key on server, authz and route), so one frozen object serves
+   * them all. null when each request is matched (verdict http).
+   */
+  readonly #wholeRequest: Readonly<AuthzOutcome> | null;
 
   constructor(policy: ServerPolicy, client: Client, port: number, onDeny: (reason: string) => void) {
     this.#policy = policy;
     this.#client = client;
-    this.#decision = policy.connection(client, port);
+    const d = (this.#decision = policy.connection(client, port));
     this.#onDeny = onDeny;
+    // As requestOn() decides a request on a whole decision: the default route.
+    this.#wholeRequest = d.verdict === 'allow'
+      ? Object.freeze({ allowed: true, server: d.server, authz: d.authz, route: DEFAULT_ROUTE })
+      : d.verdict === 'deny' ? Object.freeze({ allowed: false, server: d.server, route: DEFAULT_ROUTE }) : null;
   }
 
   get verdict(): 'allow' | 'http' | 'deny' {
@@ -32,6 +42,11 @@ export class PolicyConnAuthz implements ConnAuthz {
   }
 
   request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome {
+    const c = this.#decision;
+    if (c.verdict !== 'http') {
+      if (c.verdict === 'deny') this.#onDeny(c.reason);
+      return this.#wholeRequest!;
+    }
     const d = this.#policy.requestOn(this.#decision, this.#client, { method, target, header });
     if (d.allowed) return { allowed: true, server: d.server, authz: d.authz, route: d.route };
     this.#onDeny(d.reason);

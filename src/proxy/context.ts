@@ -79,8 +79,16 @@ export function endpointAllowed(ctx: ConnContext, ip: string, port: number): Con
   return az !== null && az.verdict === 'allow' ? az : null;
 }
 
-/** Headers for endpointAllowed()'s request(): a policy that allows the client whole reads none. */
-export const noHeader = (): undefined => undefined;
+/** Headers for endpointRequestAuthz()'s request(): a policy that allows the client whole reads none. */
+const noHeader = (): undefined => undefined;
+
+/**
+ * One request's decision to count when it goes to a Service endpoint at `ip:port` that the policy
+ * allows whole (endpointAllowed); undefined for any other endpoint, which counts its own.
+ */
+export function endpointRequestAuthz(ctx: ConnContext, ip: string, port: number, method: string, target: string): AuthzOutcome | undefined {
+  return endpointAllowed(ctx, ip, port)?.request(method, target, noHeader);
+}
 
 /** What the proxy asks of the tunnels (src/tunnel/tunnels.ts). */
 export interface TunnelRouter {

@@ -16,7 +16,7 @@
 // attempt's connection is closed, never pooled (docs/routing.md).
 
 import type * as net from 'node:net';
-import { endpointAllowed, noHeader, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -357,7 +357,7 @@ export class Http1Connection implements UpstreamOwner {
    */
   private authorizeEndpoint(): void {
     const req = this.req;
-    this.authz = req === null ? null : endpointAllowed(this.ctx, this.targetIp, this.targetPort)?.request(req.method, req.target, noHeader) ?? null;
+    this.authz = req === null ? null : endpointRequestAuthz(this.ctx, this.targetIp, this.targetPort, req.method, req.target) ?? null;
   }
 
   // ---- routed requests ----

@@ -1,7 +1,7 @@
 // Forwards one client stream to an upstream stream: headers, bodies both ways under
 // stream backpressure, response trailers, resets both ways; reports one RequestEvent.
 import * as http2 from 'node:http2';
-import { endpointAllowed, noHeader, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders,
@@ -50,8 +50,8 @@ export function forwardStream(
   const lease = route !== null ? route.balancer.pick() : null;
   const destIp = lease !== null ? lease.ep.ip : ctx.endpoints.destIp;
   const destPort = lease !== null ? lease.ep.port : ctx.endpoints.destPort;
-  // An endpoint of this node the policy allows whole: this request counts its decision (endpointAllowed).
-  const authz = lease !== null ? endpointAllowed(ctx, destIp, destPort)?.request(str(reqHeaders[':method']), str(reqHeaders[':path']), noHeader) : undefined;
+  // An endpoint of this node the policy allows whole: this request counts its decision.
+  const authz = lease !== null ? endpointRequestAuthz(ctx, destIp, destPort, str(reqHeaders[':method']), str(reqHeaders[':path'])) : undefined;
   let leaseOpen = lease !== null;
   /** Hands the endpoint back to the balancer once: a response is its RTT sample. */
   const releaseLease = (outcome: 'success' | 'failure' | 'cancel', rttMs: number | null) => {

@@ -7,7 +7,7 @@
 // and response-head timeouts, idle and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
 import * as http2 from 'node:http2';
-import { endpointAllowed, noHeader, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -167,7 +167,7 @@ class RoutedStream {
     this.destIp = lease.ep.ip;
     this.destPort = lease.ep.port;
     // An endpoint of this node the policy allows whole: the request counts its decision (a retry's replaces an earlier attempt's).
-    this.authz = endpointAllowed(this.ctx, this.destIp, this.destPort)?.request(str(this.reqHeaders[':method']), str(this.reqHeaders[':path']), noHeader);
+    this.authz = endpointRequestAuthz(this.ctx, this.destIp, this.destPort, str(this.reqHeaders[':method']), str(this.reqHeaders[':path']));
     const t = this.rule!.timeouts;
     this.attemptDeadline = t?.backendRequestMs !== undefined ? this.attemptAt + t.backendRequestMs : 0;
     this.headDeadline = this.retry?.timeoutMs !== undefined ? this.attemptAt + this.retry.timeoutMs : 0;
