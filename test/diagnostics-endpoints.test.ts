@@ -55,9 +55,9 @@ test('the CLI shows each agent\'s balancer for a Service; --node picks one; -o j
   const all = await cli(['diagnostics', 'endpoints', 'svc/api', '-n', 'shop', '--controller', `127.0.0.1:${port}`]);
   t.is(all.code, 0, all.stderr);
   const lines = all.stdout.trim().split('\n');
-  t.regex(lines[0]!, /^AGENT\s+SVC-PORT\s+IP\s+PORT\s+POD\s+NODE\s+STATE\s+EWMA\s+IN-FLIGHT\s+REQUESTS\s+FAILURES$/);
+  t.regex(lines[0]!, /^AGENT\s+SVC-PORT\s+IP\s+PORT\s+POD\s+NODE\s+STATE\s+EWMA\s+IN-FLIGHT\s+REQUESTS\s+FAILURES\s+EJECTIONS$/);
   t.is(lines.length, 5, all.stdout);
-  t.regex(all.stdout, /node-a\s+80\s+10\.244\.1\.5\s+8080\s+api-1\s+node-a\s+ready\s+30ms\s+0\s+0\s+0/);
+  t.regex(all.stdout, /node-a\s+80\s+10\.244\.1\.5\s+8080\s+api-1\s+node-a\s+ready\s+30ms\s+0\s+0\s+0\s+0/);
 
   const one = await cli(['diagnostics', 'endpoints', 'api.shop.svc.cluster.local:80', '--node', 'node-b', '-o', 'json', '--controller', `127.0.0.1:${port}`]);
   t.is(one.code, 0, one.stderr);
@@ -87,4 +87,9 @@ test('service targets and the table', (t) => {
     { node: 'n1', result: { ports: [{ ref: { namespace: 's', name: 'a', port: 80 }, authority: 'a.s.svc.cluster.local:80', problems: [], endpoints: [] }] } },
   ]);
   t.is(out, 'No endpoints.\nn1: a.s.svc.cluster.local:80: no ready endpoints');
+  // An agent of two proxies: the merged endpoint's ejections are the sum, as its requests and failures.
+  const ejected = { ip: '10.0.0.1', port: 8080, pod: 'a-1', node: 'n1', state: 'ejected' as const, ewmaMs: 2, inflight: 0, requests: 9, failures: 8, ejections: 3 };
+  const rows = renderEndpoints([{ node: 'n1', result: { ports: [{ ref: { namespace: 's', name: 'a', port: 80 }, authority: 'a.s.svc.cluster.local:80', problems: [], endpoints: [ejected] }] } }]).split('\n');
+  t.regex(rows[0]!, /FAILURES\s+EJECTIONS$/);
+  t.regex(rows[1]!, /ejected\s+2\.0ms\s+0\s+9\s+8\s+3$/);
 });

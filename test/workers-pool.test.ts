@@ -147,7 +147,7 @@ test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up
   fs.rmSync(root, { recursive: true });
 });
 
-test('merged views: counters summed; a balancer endpoint\'s requests summed, its EWMA weighted by them, its state the worst', (t) => {
+test('merged views: counters summed; a balancer endpoint\'s requests and ejections summed (each proxy\'s under workers), its EWMA weighted by the requests, its state the worst', (t) => {
   const base = { open: 1, accepted: 5, refusedNoRecord: 0, refusedOverCap: 1, byProtocol: { http1: 2 }, byDetection: { http1: 2 }, spliced: 0, spliceFailed: 0, eagerDialSkipped: 1, eagerDialLate: 0, knownHttp1Dests: 3, noEndpoints: 0, inboundAccepted: 2, tunnelledInspected: 0, localInspected: 0 };
   t.deepEqual(sumProxyStats([base, { ...base, byProtocol: { http1: 1, opaque: 4 }, knownHttp1Dests: 7 }]), {
     ...base, open: 2, accepted: 10, refusedOverCap: 2, byProtocol: { http1: 3, opaque: 4 }, byDetection: { http1: 4 }, eagerDialSkipped: 2, knownHttp1Dests: 7, inboundAccepted: 4,
@@ -161,5 +161,5 @@ test('merged views: counters summed; a balancer endpoint\'s requests summed, its
   t.is(merged.length, 1);
   t.deepEqual(merged[0]!.problems, ['x']);
   t.like(merged[0]!.endpoints[0], { ip: '10.0.0.1', state: 'ejected', ewmaMs: 15, inflight: 2, requests: 40, failures: 2, ejections: 1 });
-  t.deepEqual(merged[0]!.endpoints[0]!.workers.map((w) => [w.worker, w.state]), [[0, 'ready'], [1, 'ejected']]);
+  t.deepEqual(merged[0]!.endpoints[0]!.workers.map((w) => [w.worker, w.state, w.ejections]), [[0, 'ready', 0], [1, 'ejected', 1]], 'each proxy\'s own state and ejections');
 });

@@ -52,12 +52,12 @@ export function renderEndpoints(answers: AgentAnswer[], port?: number): string {
       for (const e of p.endpoints) {
         rows.push([
           ...(several ? [a.node] : []), String(p.ref.port), e.ip, String(e.port), e.pod ?? '-', e.node ?? '-', e.state,
-          formatLatency(e.ewmaMs), String(e.inflight), String(e.requests), String(e.failures),
+          formatLatency(e.ewmaMs), String(e.inflight), String(e.requests), String(e.failures), String(e.ejections),
         ]);
       }
     }
   }
-  const headers = [...(several ? ['AGENT'] : []), 'SVC-PORT', 'IP', 'PORT', 'POD', 'NODE', 'STATE', 'EWMA', 'IN-FLIGHT', 'REQUESTS', 'FAILURES'];
+  const headers = [...(several ? ['AGENT'] : []), 'SVC-PORT', 'IP', 'PORT', 'POD', 'NODE', 'STATE', 'EWMA', 'IN-FLIGHT', 'REQUESTS', 'FAILURES', 'EJECTIONS'];
   return [rows.length > 0 ? table(headers, rows) : 'No endpoints.', ...notes].join('\n');
 }
 

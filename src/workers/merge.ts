@@ -45,13 +45,13 @@ export interface DescribedPort {
 }
 
 /** An endpoint as the agent's proxies together balance it, with each proxy's own view. */
-export type MergedEndpoint = EndpointSnapshot & { workers: Array<{ worker: number; state: EndpointSnapshot['state']; ewmaMs: number; inflight: number; requests: number; failures: number }> };
+export type MergedEndpoint = EndpointSnapshot & { workers: Array<{ worker: number } & Pick<EndpointSnapshot, 'state' | 'ewmaMs' | 'inflight' | 'requests' | 'failures' | 'ejections'>> };
 
 const WORSE: Record<EndpointSnapshot['state'], number> = { ready: 0, probation: 1, ejected: 2 };
 
 /**
- * Every proxy balances on its own (as each Linkerd proxy does): an endpoint's requests, failures
- * and requests in flight are the sums, its EWMA the mean of the proxies' estimates weighted by the
+ * Every proxy balances on its own (as each Linkerd proxy does): an endpoint's requests, failures,
+ * ejections (each proxy's failure accrual ejects on its own) and requests in flight are the sums, its EWMA the mean of the proxies' estimates weighted by the
  * requests each sent it (an unweighted mean before any), its state the worst any proxy holds
  * (one proxy's ejection is worth seeing). Each proxy's own numbers are kept under `workers`.
  */
@@ -66,7 +66,7 @@ export function mergeDescribed(byWorker: ReadonlyArray<{ worker: number; ports: 
         const k = `${e.ip}:${e.port}`;
         let m = mp.endpoints.get(k);
         if (m === undefined) mp.endpoints.set(k, (m = { ...e, state: 'ready', ewmaMs: 0, inflight: 0, requests: 0, failures: 0, ejections: 0, workers: [] }));
-        m.workers.push({ worker, state: e.state, ewmaMs: e.ewmaMs, inflight: e.inflight, requests: e.requests, failures: e.failures });
+        m.workers.push({ worker, state: e.state, ewmaMs: e.ewmaMs, inflight: e.inflight, requests: e.requests, failures: e.failures, ejections: e.ejections });
         if (WORSE[e.state] > WORSE[m.state]) m.state = e.state;
         m.inflight += e.inflight;
         m.requests += e.requests;
