@@ -7,6 +7,7 @@ import { ServerPolicy, type PolicySpec } from './authorize.ts';
 import { FirstTimes, PolicyConnAuthz } from './conn-authz.ts';
 import { parseNetworks, parseSpiffeId, spiffeId, type Cidr, type Identity } from './model.ts';
 import type { ConnAuthz } from '../proxy/context.ts';
+import { KeyedWaits } from '../util/keyed-waits.ts';
 
 export interface PolicyTable {
   /** The cluster networks (the cluster-* policies), as written: "10.0.0.0/8,...". */
@@ -30,7 +31,7 @@ export class Authorizer {
   readonly #denied = new FirstTimes();
   readonly #onDeny: (msg: string) => void;
   #pending = new Set<string>();
-  readonly #waiting = new Map<string, Set<() => void>>();
+  readonly #waits = new KeyedWaits<string>();
 
   constructor(onDeny: (msg: string) => void) {
     this.#onDeny = onDeny;
@@ -53,11 +54,7 @@ export class Authorizer {
     this.#policies = next;
     this.#identities = ids;
     this.#pending = new Set(t.pending ?? []);
-    for (const [ip, ws] of this.#waiting) {
-      if (this.#pending.has(ip)) continue;
-      this.#waiting.delete(ip);
-      for (const w of ws) w();
-    }
+    this.#waits.releaseWhere((ip) => !this.#pending.has(ip));
   }
 
   /**
@@ -65,21 +62,8 @@ export class Authorizer {
    * timeoutMs (the decision then is the pending spec's `deny`). A connection waits, paused,
    * rather than being refused while a starting agent learns the TrafficTargets.
    */
-  ready(ip: string, timeoutMs: number): Promise<void> | null {
-    if (!this.#pending.has(ip)) return null;
-    return new Promise((resolve) => {
-      let ws = this.#waiting.get(ip);
-      if (ws === undefined) this.#waiting.set(ip, (ws = new Set()));
-      const done = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        ws!.delete(done);
-        resolve();
-      }, timeoutMs);
-      ws.add(done);
-    });
+  ready(ip: string, timeoutMs: number): Promise<boolean> | null {
+    return this.#pending.has(ip) ? this.#waits.wait(ip, timeoutMs) : null;
   }
 
   get networks(): readonly Cidr[] {
