@@ -236,39 +236,41 @@ export class TunnelServer {
     }
   }
 
-  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, listed = false): void {
-    if (!listed) stream.on('error', () => {});
+  /** A CONNECT: what the stream alone says is checked here; a target this node does not know yet first waits for its pod list. */
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => {});
     if (stream.destroyed || stream.closed) return;
     const peer = this.peers.get(stream.session!);
     if (peer === undefined) return this.refuseStream(stream, 421, 'no-peer', 'a stream on a connection that was not verified', peer);
     if (headers[':method'] !== 'CONNECT') return this.refuseStream(stream, 405, 'not-connect', `method ${String(headers[':method'])}: this port carries only CONNECT tunnels`, peer);
     const target = parseAuthority(headers[':authority']);
     if (target === null) return this.refuseStream(stream, 400, 'bad-authority', `:authority ${JSON.stringify(headers[':authority'])?.slice(0, 80)} is not a pod IP:port`, peer);
+    const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
+    const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
+    const listing = this.o.pods.byIp(target.ip) === null ? this.o.pods.listed?.() ?? null : null;
+    if (listing === null) return this.#toPod(stream, peer, target, sourceIp);
+    this.stats.waitedForPods++;
+    stream.pause();
+    void listing.then(() => this.#toPod(stream, peer, target, sourceIp));
+  }
+
+  /** After the wait for the pods: the target must be a meshed pod of this node of the identity the client asked for; then its policy decides, once known. */
+  #toPod(stream: http2.ServerHttp2Stream, peer: PeerInfo, target: { ip: string; port: number }, sourceIp: string): void {
+    if (stream.destroyed || stream.closed) return;
     const pod = this.o.pods.byIp(target.ip);
-    const listing = pod === null && !listed ? this.o.pods.listed?.() ?? null : null;
-    if (listing !== null) {
-      this.stats.waitedForPods++;
-      stream.pause();
-      void listing.then(() => this.onStream(stream, headers, true));
-      return;
-    }
     if (pod === null || !pod.meshed) return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay)`, peer);
     const podUri = spiffeId({ trustDomain: this.o.trustDomain, namespace: pod.namespace, serviceAccount: pod.serviceAccount });
     if (podUri !== peer.serverUri) return this.refuseStream(stream, 403, 'wrong-identity', `${target.ip} is pod ${pod.namespace}/${pod.name} of ${podUri}, not of ${peer.serverUri} which the client asked for`, peer);
-    const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
-    const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
     // The pod's inbound policy, with the identity the handshake verified (docs/policy.md); an
     // agent just started may still be learning it: the stream waits (bounded) rather than fails.
     const pending = this.o.policy?.()?.ready?.(target.ip) ?? null;
-    if (pending !== null) {
-      stream.pause();
-      void pending.then(() => this.onAuthorize(stream, peer, pod, target, sourceIp));
-      return;
-    }
-    this.onAuthorize(stream, peer, pod, target, sourceIp);
+    if (pending === null) return this.#serve(stream, peer, pod, target, sourceIp);
+    stream.pause();
+    void pending.then(() => this.#serve(stream, peer, pod, target, sourceIp));
   }
 
-  private onAuthorize(stream: http2.ServerHttp2Stream, peer: PeerInfo, pod: LocalPod, target: { ip: string; port: number }, sourceIp: string): void {
+  /** After the waits: the policy's decision, then the stream connected to the pod (allowed whole) or handed to the proxy. */
+  #serve(stream: http2.ServerHttp2Stream, peer: PeerInfo, pod: LocalPod, target: { ip: string; port: number }, sourceIp: string): void {
     if (stream.destroyed || stream.closed) return;
     const policy = this.o.policy?.() ?? null;
     let authz: ConnAuthz | null = null;
