@@ -5,7 +5,7 @@
 // out has passed the model's own parser, so the controller never sends a line an agent refuses.
 import { isIP } from 'node:net';
 import { ANNOTATIONS } from '../k8s/annotations.ts';
-import { ownerOf } from '../k8s/objects.ts';
+import { objectName, ownerOf } from '../k8s/objects.ts';
 import { workloadOf } from '../telemetry/workload.ts';
 import {
   isIPv4, isName, isPort, MAX_ANNOTATIONS, MAX_NAME, MAX_PORTS, MAX_SLICE_ENDPOINTS, parsePod, parseService, parseSlice, ROUTING_ANNOTATION_PREFIXES,
@@ -35,9 +35,7 @@ const isIanaName = (s: string) => s.length <= 15 && PORT_NAME.test(s) && /[a-z]/
 const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
 function keyOfObject(o: Obj): { namespace: string; name: string; key: string } {
-  const md = o?.metadata ?? {};
-  const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
-  const name = typeof md.name === 'string' ? md.name : '';
+  const { namespace, name } = objectName(o);
   return { namespace, name, key: `${namespace}/${name}` };
 }
 

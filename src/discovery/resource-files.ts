@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocuments } from '../k8s/documents.ts';
+import { objectName } from '../k8s/objects.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
 import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 import { meshObjectKind, type MeshObjectKind, type MeshObjects } from './mesh-objects.ts';
@@ -166,8 +167,8 @@ export class ResourceFiles {
       }
       const rk = meshObjectKind(o);
       if (rk !== null && this.routes !== undefined) {
-        const md = o.metadata ?? {};
-        objects.set(`route ${rk} ${typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default'}/${md.name}`, { route: o });
+        const { namespace, name } = objectName(o);
+        objects.set(`route ${rk} ${namespace}/${name}`, { route: o });
       }
     }
     return { stamp, objects, error: null };

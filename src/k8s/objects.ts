@@ -29,6 +29,12 @@ export interface Snapshot {
 
 type Obj = Record<string, any>;
 
+/** A namespaced object's namespace and name as the API server reads them: no namespace is "default", no name ''. */
+export function objectName(o: Obj): { namespace: string; name: string } {
+  const md = o?.metadata ?? {};
+  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
+}
+
 /** The owner a pod's workload is named after: its controller reference, else the first owner. */
 export function ownerOf(md: Obj | undefined): { kind: string; name: string } | undefined {
   const refs = md?.ownerReferences;

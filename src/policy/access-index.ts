@@ -6,6 +6,9 @@
 // status); one that never converted sends nothing, and the agents of its destination know
 // nothing of it: its ServiceAccount keeps its default policy, which the controller's log and
 // status say. Never an allow-all in its place.
+import { objectName } from '../k8s/objects.ts';
+import { ChangeLog } from '../util/change-log.ts';
+import { Dependents } from '../util/dependents.ts';
 import { accessFromTrafficTarget, type AccessConversion } from './smi-access.ts';
 import { accessKey, SMI_SPECS_VERSION, TRAFFIC_TARGET_VERSION, type AccessRecord } from './model.ts';
 
@@ -38,30 +41,24 @@ export interface AccessState {
   problems: string[];
 }
 
-function nsName(o: Obj): { namespace: string; name: string } {
-  const md = o?.metadata ?? {};
-  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
-}
-
 const objKey = (kind: string, ns: string, name: string): string => `${kind}/${ns}/${name}`;
 
 export class AccessIndex {
   private readonly sink: AccessSink;
-  private readonly log: (level: 'info' | 'warn', msg: string) => void;
   private readonly objects = new Map<string, Obj>();
   private readonly good = new Map<string, AccessRecord>();
   private readonly sent = new Map<string, string>();
   private readonly states = new Map<string, AccessState>();
-  private readonly logged = new Map<string, string>();
+  /** Each object's problems, logged when they change. */
+  private readonly logged: ChangeLog;
   /** "HTTPRouteGroup/ns/name" -> the TrafficTargets that read it. */
-  private readonly dependents = new Map<string, Set<string>>();
-  private readonly reads = new Map<string, string[]>();
+  private readonly dependents = new Dependents();
   private held = false;
   private waiting = new Set<string>();
 
   constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
     this.sink = o.sink;
-    this.log = o.log;
+    this.logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
   }
 
   /** While held (a source still listing), conversions wait: a TrafficTarget listed before its HTTPRouteGroup is not "not found". */
@@ -81,11 +78,11 @@ export class AccessIndex {
   upsert(o: Obj): boolean {
     const kind = accessObjectKind(o);
     if (kind === null) return false;
-    const { namespace, name } = nsName(o);
+    const { namespace, name } = objectName(o);
     const key = objKey(kind, namespace, name);
     const versions = ACCESS_API_VERSIONS[kind];
     if (!versions.includes(o.apiVersion)) {
-      this.logOnce(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
+      this.logged.once(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
       return false;
     }
     this.objects.set(key, o);
@@ -101,7 +98,7 @@ export class AccessIndex {
 
   replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>): void {
     const seen = new Set<string>();
-    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, nsName(o).namespace, nsName(o).name));
+    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
     for (const key of [...this.objects.keys()]) {
       if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
       const [, ns, name] = key.split('/');
@@ -125,7 +122,7 @@ export class AccessIndex {
       for (const k of this.objects.keys()) if (k.startsWith(`TrafficTarget/${ns}/`)) this.waiting.add(k);
       return;
     }
-    for (const k of [...(this.dependents.get(key) ?? [])]) this.convert(k);
+    for (const k of this.dependents.readersOf(key)) this.convert(k);
   }
 
   private convert(key: string): void {
@@ -139,7 +136,7 @@ export class AccessIndex {
       return;
     }
     const conv: AccessConversion = accessFromTrafficTarget(o, (kind, ns, name) => this.objects.get(objKey(kind, ns, name)));
-    this.track(key, conv.reads);
+    this.dependents.track(key, conv.reads);
     const problems = [...conv.problems];
     let record: AccessRecord | undefined;
     if (conv.record !== null) {
@@ -151,7 +148,7 @@ export class AccessIndex {
         problems.push(`${key}: the agents keep enforcing its last good version`);
         record = { ...record, problems: problems.map((p) => p.slice(0, 2048)).slice(0, 16) };
       } else {
-        problems.push(`${key}: no version of it was ever accepted, so ServiceAccount ${o?.spec?.destination?.namespace ?? nsName(o).namespace}/${o?.spec?.destination?.name ?? '?'} is governed by its default policy until it is fixed`);
+        problems.push(`${key}: no version of it was ever accepted, so ServiceAccount ${o?.spec?.destination?.namespace ?? objectName(o).namespace}/${o?.spec?.destination?.name ?? '?'} is governed by its default policy until it is fixed`);
       }
     }
     if (record !== undefined) {
@@ -162,46 +159,15 @@ export class AccessIndex {
       }
     }
     this.states.set(key, { key, accepted: conv.record !== null, serving: this.good.has(key), problems });
-    this.logProblems(key, problems);
+    this.logged.problems(key, problems);
   }
 
   private forget(key: string): void {
     this.good.delete(key);
     this.states.delete(key);
-    this.logged.delete(key);
-    this.track(key, []);
+    this.logged.forget(key);
+    this.dependents.track(key, []);
     if (this.sent.delete(key)) this.sink.remove(key);
   }
 
-  private track(key: string, reads: string[]): void {
-    for (const r of this.reads.get(key) ?? []) {
-      const s = this.dependents.get(r);
-      s?.delete(key);
-      if (s?.size === 0) this.dependents.delete(r);
-    }
-    if (reads.length === 0) {
-      this.reads.delete(key);
-      return;
-    }
-    const uniq = [...new Set(reads)];
-    this.reads.set(key, uniq);
-    for (const r of uniq) {
-      let s = this.dependents.get(r);
-      if (!s) this.dependents.set(r, (s = new Set()));
-      s.add(key);
-    }
-  }
-
-  private logProblems(key: string, problems: string[]): void {
-    const text = problems.join('; ');
-    if ((this.logged.get(key) ?? '') === text) return;
-    this.logged.set(key, text);
-    for (const p of problems) this.log('warn', `policy: ${p}`);
-  }
-
-  private logOnce(key: string, msg: string): void {
-    if (this.logged.get(key) === msg) return;
-    this.logged.set(key, msg);
-    this.log('warn', `policy: ${msg}`);
-  }
 }

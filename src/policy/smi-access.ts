@@ -9,6 +9,7 @@
 // A TrafficTarget that refers to a route object that does not exist is not converted: a missing
 // HTTPRouteGroup must not turn into "allow nothing" silently, nor into "allow everything".
 import { isName } from '../discovery/model.ts';
+import { objectName } from '../k8s/objects.ts';
 import {
   checkRegex, MAX_ACCESS_MATCHES, MAX_ACCESS_RULES, MAX_ACCESS_SOURCES, parseAccessRecord, PolicyError,
   SMI_SPECS_GROUP, type AccessHttpMatch, type AccessRecord, type AccessRule, type Identity,
@@ -91,9 +92,7 @@ function serviceAccount(v: Obj, where: string, defaultNs: string): Identity {
 }
 
 export function accessFromTrafficTarget(o: Obj, lookup: RouteObjectLookup): AccessConversion {
-  const md = o?.metadata ?? {};
-  const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
-  const name = typeof md.name === 'string' ? md.name : '';
+  const { namespace, name } = objectName(o);
   const what = `TrafficTarget ${namespace}/${name}`;
   const reads: string[] = [];
   const spec: Obj = o?.spec ?? {};

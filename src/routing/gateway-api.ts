@@ -11,6 +11,7 @@ import {
   type BackendRef, type HeaderMatch, type ParentRef, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
 } from './route-model.ts';
 import { isName, isPort } from '../discovery/model.ts';
+import { objectName } from '../k8s/objects.ts';
 
 type Obj = Record<string, any>;
 
@@ -68,10 +69,6 @@ function isServiceRef(r: Obj, kindDefault: string | undefined): boolean {
   return (group === '' || group === 'core') && kind === 'Service';
 }
 
-function keyOfObject(o: Obj): { namespace: string; name: string } {
-  const md = o?.metadata ?? {};
-  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
-}
 
 export function createdAtOf(o: Obj): number {
   const t = Date.parse(o?.metadata?.creationTimestamp ?? '');
@@ -249,7 +246,7 @@ function backendOf(b: Obj, where: string, cx: ConvertContext): BackendRef {
 /** HTTPRoute or GRPCRoute (gateway.networking.k8s.io/v1) -> the route model and its status. */
 export function routeFromGateway(o: Obj, services: ServiceLookup): RouteConversion {
   const kind: 'HTTPRoute' | 'GRPCRoute' = o?.kind === 'GRPCRoute' ? 'GRPCRoute' : 'HTTPRoute';
-  const { namespace, name } = keyOfObject(o);
+  const { namespace, name } = objectName(o);
   const spec: Obj = o?.spec ?? {};
   const what = `${kind} ${namespace}/${name}`;
   const problems: string[] = [];

@@ -6,6 +6,9 @@
 // converted again when what it depends on changes: a Service it names (parent or backend)
 // appearing, going or changing its ports, an HTTPRouteGroup a TrafficSplit reads, or (for a
 // TrafficSplit) a Gateway API route taking over its Service.
+import { objectName } from '../k8s/objects.ts';
+import { ChangeLog } from '../util/change-log.ts';
+import { Dependents } from '../util/dependents.ts';
 import { CONTROLLER_NAME, routeFromGateway, type Condition, type ParentStatus, type RouteConversion } from './gateway-api.ts';
 import { routeFromTrafficSplit, type SplitConversion } from './smi.ts';
 import type { RouteKind, RouteRecord } from './route-model.ts';
@@ -62,11 +65,6 @@ export interface RouteState {
 
 const objKey = (kind: string, ns: string, name: string) => `${kind}/${ns}/${name}`;
 
-function nsName(o: Obj): { namespace: string; name: string } {
-  const md = o?.metadata ?? {};
-  return { namespace: typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default', name: typeof md.name === 'string' ? md.name : '' };
-}
-
 export class RouteIndex {
   private readonly o: RouteIndexOptions;
   /** Services by ns/name -> ports. */
@@ -80,10 +78,9 @@ export class RouteIndex {
   /** Route key -> its current conditions (flattened), for state() and change detection. */
   private readonly states = new Map<string, RouteState>();
   private readonly statusSent = new Map<string, string>();
-  private readonly logged = new Map<string, string>();
+  private readonly logged: ChangeLog;
   /** Service or HTTPRouteGroup key ("Service/ns/name", "HTTPRouteGroup/ns/name") -> routes that read it. */
-  private readonly dependents = new Map<string, Set<string>>();
-  private readonly reads = new Map<string, string[]>();
+  private readonly dependents = new Dependents();
 
   /** While held (a source still listing), conversions wait: a route listed before its Service is not "not found". */
   private held = false;
@@ -91,6 +88,7 @@ export class RouteIndex {
 
   constructor(o: RouteIndexOptions) {
     this.o = o;
+    this.logged = new ChangeLog((msg) => o.log('warn', `routes: ${msg}`));
   }
 
   hold(): void {
@@ -125,11 +123,11 @@ export class RouteIndex {
   upsert(o: Obj): boolean {
     const kind = routeObjectKind(o);
     if (kind === null) return false;
-    const { namespace, name } = nsName(o);
+    const { namespace, name } = objectName(o);
     const key = objKey(kind, namespace, name);
     const versions = ROUTE_API_VERSIONS[kind];
     if (!versions.includes(o.apiVersion)) {
-      this.logOnce(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
+      this.logged.once(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
       return false;
     }
     this.objects.set(key, o);
@@ -148,7 +146,7 @@ export class RouteIndex {
   /** After a (re)list of one kind: upserts each, removes what is gone. */
   replaceAll(kind: RouteObjectKind, objs: Iterable<Obj>): void {
     const seen = new Set<string>();
-    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, nsName(o).namespace, nsName(o).name));
+    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
     for (const key of [...this.objects.keys()]) {
       if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
       const [, ns, name] = key.split('/');
@@ -199,7 +197,7 @@ export class RouteIndex {
     }
     for (const r of o.spec?.rules ?? []) for (const b of r?.backendRefs ?? []) if (typeof b?.name === 'string') reads.push(`Service/${b.namespace ?? namespace}/${b.name}`);
     for (const b of o.spec?.backends ?? []) if (typeof b?.service === 'string') reads.push(`Service/${namespace}/${b.service}`);
-    this.track(key, reads);
+    this.dependents.track(key, reads);
 
     const before = this.good.get(key);
     if (conv.record !== null) {
@@ -225,9 +223,9 @@ export class RouteIndex {
     this.good.delete(key);
     this.states.delete(key);
     this.statusSent.delete(key);
-    this.logged.delete(key);
+    this.logged.forget(key);
     this.lastConv.delete(key);
-    this.track(key, []);
+    this.dependents.track(key, []);
     if (this.sent.delete(key)) this.o.sink.remove(key);
     if (!key.startsWith('TrafficSplit/')) this.recheckSplits(prev);
   }
@@ -236,7 +234,7 @@ export class RouteIndex {
   private recheckSplits(r: RouteRecord | undefined): void {
     if (r === undefined) return;
     for (const p of r.parents) {
-      for (const key of this.dependents.get(`Service/${p.namespace}/${p.name}`) ?? []) {
+      for (const key of this.dependents.readersOf(`Service/${p.namespace}/${p.name}`)) {
         if (!key.startsWith('TrafficSplit/')) continue;
         const o = this.objects.get(key);
         if (o !== undefined && this.lastConv.has(key)) this.updateState(key, o);
@@ -258,7 +256,7 @@ export class RouteIndex {
   private updateState(key: string, o: Obj): void {
     const want = this.wanted(key, o);
     const overridden = want.conditions?.find((c) => c.reason === 'Overridden');
-    this.logProblems(key, [...this.lastConv.get(key)!.problems, ...(overridden ? [`TrafficSplit ${want.namespace}/${want.name} is overridden: ${overridden.message}`] : [])]);
+    this.logged.problems(key, [...this.lastConv.get(key)!.problems, ...(overridden ? [`TrafficSplit ${want.namespace}/${want.name} is overridden: ${overridden.message}`] : [])]);
     const conditions = want.parents ? want.parents.flatMap((p) => p.conditions) : want.conditions!;
     const accepted = conditions.some((c) => c.type === 'Accepted' && c.status === 'True');
     this.states.set(key, { key, accepted, serving: this.good.has(key), conditions });
@@ -284,25 +282,6 @@ export class RouteIndex {
     return { kind, namespace, name, parents: conv.parents.map((p) => ({ ...p, controllerName: CONTROLLER_NAME })), generation };
   }
 
-  private track(key: string, reads: string[]): void {
-    for (const r of this.reads.get(key) ?? []) {
-      const s = this.dependents.get(r);
-      s?.delete(key);
-      if (s?.size === 0) this.dependents.delete(r);
-    }
-    if (reads.length === 0) {
-      this.reads.delete(key);
-      return;
-    }
-    const uniq = [...new Set(reads)];
-    this.reads.set(key, uniq);
-    for (const r of uniq) {
-      let s = this.dependents.get(r);
-      if (!s) this.dependents.set(r, (s = new Set()));
-      s.add(key);
-    }
-  }
-
   private reconvertDependents(dep: string): void {
     if (this.held && dep.startsWith('HTTPRouteGroup/')) {
       // Not converted yet, so not tracked yet: the TrafficSplits of its namespace wait for release().
@@ -310,19 +289,7 @@ export class RouteIndex {
       for (const k of this.objects.keys()) if (k.startsWith(`TrafficSplit/${ns}/`)) this.waiting.add(k);
       return;
     }
-    for (const key of [...(this.dependents.get(dep) ?? [])]) this.convert(key);
+    for (const key of this.dependents.readersOf(dep)) this.convert(key);
   }
 
-  private logProblems(key: string, problems: string[]): void {
-    const text = problems.join('; ');
-    if ((this.logged.get(key) ?? '') === text) return;
-    this.logged.set(key, text);
-    for (const p of problems) this.o.log('warn', `routes: ${p}`);
-  }
-
-  private logOnce(key: string, msg: string): void {
-    if (this.logged.get(key) === msg) return;
-    this.logged.set(key, msg);
-    this.o.log('warn', `routes: ${msg}`);
-  }
 }

@@ -9,6 +9,7 @@
 import { checkRegex, MAX_BACKENDS, MAX_MATCHES, MAX_WEIGHT, parseRouteRecord, SAME_PORT, type BackendRef, type HeaderMatch, type RouteMatch, type RouteRecord, type RouteRule } from './route-model.ts';
 import { createdAtOf, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
 import { isName } from '../discovery/model.ts';
+import { objectName } from '../k8s/objects.ts';
 
 type Obj = Record<string, any>;
 
@@ -82,9 +83,7 @@ function groupMatches(g: Obj, where: string): RouteMatch[] {
  * any) and, with matches, a default rule to the root Service itself.
  */
 export function routeFromTrafficSplit(o: Obj, services: ServiceLookup, groups: RouteGroupLookup): SplitConversion {
-  const md = o?.metadata ?? {};
-  const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
-  const name = typeof md.name === 'string' ? md.name : '';
+  const { namespace, name } = objectName(o);
   const what = `TrafficSplit ${namespace}/${name}`;
   const spec: Obj = o?.spec ?? {};
   const problems: string[] = [];
