@@ -177,6 +177,26 @@ test('failure accrual in the balancer: an ejected endpoint is skipped while othe
   t.truthy(probe, 'a probe after the backoff');
 });
 
+test('both first draws held back by accrual: P2C again over the admitted endpoints only, by the same draws', (t) => {
+  const draws: number[] = [];
+  const b = new Balancer({ now: () => 0, random: () => draws.shift()!, accrual: { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 } });
+  b.setEndpoints(eps(5));
+  // Eject 10.0.0.1, then 10.0.0.2: draws 0, 0 pair the first two endpoints.
+  for (let k = 0; k < 2; k++) {
+    draws.push(0, 0);
+    b.done(b.pick()!, null, 'failure');
+  }
+  t.deepEqual(b.snapshot().map((e) => e.state), ['ejected', 'ejected', 'ready', 'ready', 'ready']);
+  // Draws 0.1, 0.1 pair the two ejected ones; then 0.9, 0 pair the 3rd and 1st admitted: .5 and .3, equal costs.
+  draws.push(0.1, 0.1, 0.9, 0);
+  const first = b.pick()!;
+  t.is(first.ep.ip, '10.0.0.5');
+  // Again; then 0.5, 0.6 pair the 2nd and 3rd admitted (.4, and .5 with a request in flight): the cheaper .4.
+  draws.push(0.1, 0.1, 0.5, 0.6);
+  t.is(b.pick()!.ep.ip, '10.0.0.4');
+  t.is(draws.length, 0, 'two draws for the pair, two for the pair among the admitted');
+});
+
 test('accrual annotations: Linkerd\'s names and defaults; bad values reported, defaults kept', (t) => {
   t.is(accrualFromAnnotations({}).params, null);
   t.deepEqual(accrualFromAnnotations({ 'balancer.linkerd.io/failure-accrual': 'consecutive' }).params, DEFAULT_ACCRUAL);

@@ -187,14 +187,28 @@ export class Balancer {
     return b.accrual === null || b.accrual.admits(now);
   }
 
+  /**
+   * P2C over the endpoints accrual admits, when both first draws were held back. Counts and
+   * indexes them in place rather than building their array per pick: the same draws choose the
+   * same endpoints (admits() is stable at one `now`).
+   */
   private pickAmongAvailable(now: number): BalancedEndpoint | null {
-    const ok = this.list.filter((b) => this.available(b, now));
-    if (ok.length === 0) return null;
-    if (ok.length === 1) return ok[0]!;
-    const i = Math.floor(this.random() * ok.length);
-    let j = Math.floor(this.random() * (ok.length - 1));
+    let n = 0;
+    for (const b of this.list) if (this.available(b, now)) n++;
+    if (n === 0) return null;
+    if (n === 1) return this.nthAvailable(0, now);
+    const i = Math.floor(this.random() * n);
+    let j = Math.floor(this.random() * (n - 1));
     if (j >= i) j++;
-    return this.cost(ok[i]!, now) <= this.cost(ok[j]!, now) ? ok[i]! : ok[j]!;
+    const a = this.nthAvailable(i, now);
+    const b = this.nthAvailable(j, now);
+    return this.cost(a, now) <= this.cost(b, now) ? a : b;
+  }
+
+  /** The k-th endpoint (from 0) that accrual admits now; there are more than k. */
+  private nthAvailable(k: number, now: number): BalancedEndpoint {
+    for (const b of this.list) if (this.available(b, now) && k-- === 0) return b;
+    throw new Error('balancer: fewer endpoints available than counted');
   }
 
   /** tower's load(): decays the estimate to now (and keeps it, as tower does) times (in flight + 1). */
