@@ -8,6 +8,7 @@ import { ResetBudget } from './reset-budget.ts';
 import { forwardStream } from './forward-stream.ts';
 import { isGrpc, isSuccess, proxyErrorResponse } from './headers.ts';
 import type { AuthzOutcome } from '../../telemetry/events.ts';
+import { IdleTimer } from '../../util/idle-timer.ts';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -26,8 +27,10 @@ interface ClientConn {
   limits: ProxyLimits;
   resets: ResetBudget;
   session?: http2.ServerHttp2Session;
-  open: number;
-  idle?: NodeJS.Timeout;
+  /** Open streams; a connection without any for idleTimeoutMs is closed gracefully (GOAWAY). */
+  idle: IdleTimer;
+  /** The 'close' listener of every stream of this connection: one function, not one per stream. */
+  streamClosed: () => void;
 }
 
 export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHandler {
@@ -63,7 +66,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
       if (!session.closed && !session.destroyed) session.close();
     });
     session.once('close', () => {
-      clearTimeout(conn.idle);
+      conn.idle.stop();
       offDrain?.();
     });
     const onClientReset = () => {
@@ -78,7 +81,8 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         onClientReset();
         return;
       }
-      trackIdle(conn, stream);
+      conn.idle.enter();
+      stream.once('close', conn.streamClosed);
       const noBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
       let ctx = conn.ctx;
       if (ctx.authz) {
@@ -96,8 +100,9 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
 
   return (ctx, head, upstream, limits) => {
     const pool = poolFor(ctx.poolScope);
+    const idle = new IdleTimer(limits.idleTimeoutMs, () => conn.session?.close());
     const conn: ClientConn = {
-      ctx, pool, limits, resets: new ResetBudget(maxResets, windowMs), open: 0,
+      ctx, pool, limits, resets: new ResetBudget(maxResets, windowMs), idle, streamClosed: () => idle.leave(),
     };
     if (upstream) {
       // For a Service the eager connection went to the endpoint the dispatcher picked: it joins
@@ -120,7 +125,6 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
     } finally {
       adopting = undefined;
     }
-    armIdle(conn);
   };
 }
 
@@ -163,20 +167,4 @@ function denyStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
   } catch {
     // a broken sink must not take the proxy down
   }
-}
-
-// A client connection without streams for idleTimeoutMs is closed gracefully (GOAWAY).
-function armIdle(conn: ClientConn): void {
-  if (conn.idle) clearTimeout(conn.idle);
-  conn.idle = setTimeout(() => conn.session?.close(), conn.limits.idleTimeoutMs);
-  conn.idle.unref();
-}
-
-function trackIdle(conn: ClientConn, stream: http2.ServerHttp2Stream): void {
-  conn.open++;
-  if (conn.idle) clearTimeout(conn.idle);
-  conn.idle = undefined;
-  stream.once('close', () => {
-    if (--conn.open === 0) armIdle(conn);
-  });
 }

@@ -3,6 +3,7 @@
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import type { ProxyFailure } from './headers.ts';
+import { IdleTimer } from '../../util/idle-timer.ts';
 
 export interface PoolOptions {
   /** Close an upstream session after this long without streams. */
@@ -18,15 +19,18 @@ export class UpstreamSession {
   /** Set once the session failed before or while connecting: decides 502 vs 504. */
   failure: ProxyFailure | undefined;
   failureDetail = '';
-  active = 0;
-  #idleTimer: NodeJS.Timeout | undefined;
-  readonly #idleMs: number;
+  /** Its open streams; closes the session once none was open for the pool's idle timeout. */
+  readonly #idle: IdleTimer;
 
   constructor(key: string, session: http2.ClientHttp2Session, idleMs: number) {
     this.key = key;
     this.session = session;
-    this.#idleMs = idleMs;
-    this.#armIdle();
+    this.#idle = new IdleTimer(idleMs, () => this.session.close());
+  }
+
+  /** Streams open on the session. */
+  get active(): number {
+    return this.#idle.open;
   }
 
   get usable(): boolean {
@@ -44,28 +48,16 @@ export class UpstreamSession {
   /** Opens a stream; the caller must listen for 'error' on it. */
   request(headers: http2.OutgoingHttpHeaders, opts: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream {
     const stream = this.session.request(headers, opts);
-    this.active++;
-    this.#disarmIdle();
-    stream.once('close', () => {
-      this.active--;
-      if (this.active === 0) this.#armIdle();
-    });
+    this.#idle.enter();
+    stream.once('close', this.#streamClosed);
     return stream;
   }
 
-  #armIdle() {
-    this.#disarmIdle();
-    this.#idleTimer = setTimeout(() => this.session.close(), this.#idleMs);
-    this.#idleTimer.unref();
-  }
-
-  #disarmIdle() {
-    if (this.#idleTimer) clearTimeout(this.#idleTimer);
-    this.#idleTimer = undefined;
-  }
+  // One function for every stream's 'close', not a closure per stream.
+  readonly #streamClosed = (): void => this.#idle.leave();
 
   disposeTimers() {
-    this.#disarmIdle();
+    this.#idle.stop();
   }
 }
 
