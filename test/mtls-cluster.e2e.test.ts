@@ -261,3 +261,32 @@ test.serial('identity service down: certificates in hand keep serving; a new wor
   t.is((await curl(fresh, `http://${db.ip}:8080/z`)).stdout, RESP);
   await cluster.removePod(fresh);
 });
+
+test.serial('a pod the destination\'s agent has not seen yet (its pod watch lags the controller\'s): a CONNECT to it waits for the watch, then is served, not refused', async (t) => {
+  const { cluster, mesh } = need();
+  const [n0, n1] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0]];
+  const name = 'db-new';
+  // Node 1's agent watches its pods with this field selector; the controller's watch (all pods) is not held.
+  const release = cluster.api.holdWatchEvents((w, o) => w.resource === 'pods' && w.fieldSelector === `spec.nodeName=${n1.name}` && o.metadata.name === name);
+  let pod: SimPod | undefined;
+  try {
+    const before = (await mesh.agentStatus(n1)).identity.tunnels.server;
+    pod = await cluster.addPod(1, { name, namespace: NS, serviceAccountName: 'db' });
+    await backend(pod, 'db-new');
+    // Node 0's agent knows every pod from discovery: the new one is a meshed pod of node 1, reached through the tunnel.
+    await until(() => mesh.agentStatus(n0), (s) => s.discovery.pods === cluster.api.list('Pod').length, 'the new pod in node 0\'s discovery');
+    const res = curl(web, `http://${pod.ip}:8080/new`);
+    // Reacting is the test's part: node 1's agent holds the CONNECT for at most its connect timeout (5 s).
+    const waiting = await until(async () => (await mesh.agentStatus(n1)).identity.tunnels.server, (s) => s.waitingForPods === 1, 'the CONNECT waiting at node 1 for its pod', { intervalMs: 50 });
+    t.is(waiting.waitedForPods, before.waitedForPods + 1);
+    release();
+    const r = await res;
+    t.is(r.stdout, 'db-new', `${r.stderr}; node 1's tunnel server after: ${JSON.stringify((await mesh.agentStatus(n1)).identity.tunnels.server)}`);
+    const after = (await mesh.agentStatus(n1)).identity.tunnels.server;
+    t.is(after.waitingForPods, 0);
+    t.is(after.refusedStreams['not-a-meshed-pod'] ?? 0, before.refusedStreams['not-a-meshed-pod'] ?? 0, 'nothing refused');
+  } finally {
+    release();
+    if (pod) await cluster.removePod(pod);
+  }
+});

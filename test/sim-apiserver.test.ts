@@ -183,6 +183,27 @@ test('field and label selectors: spec.nodeName for pods; an object leaving a sel
   t.regex(badLabel.body.message, /unable to parse requirement/);
 });
 
+test('holdWatchEvents: the events it selects, and all after them on the same watch, wait until the release, in order; other watches get them at once', async (t) => {
+  const api = await server(t);
+  const nodeA = watch(t, api, `/api/v1/pods?resourceVersion=${api.resourceVersion}&allowWatchBookmarks=true&fieldSelector=spec.nodeName%3Dnode-a`);
+  const all = watch(t, api, `/api/v1/pods?resourceVersion=${api.resourceVersion}&allowWatchBookmarks=true`);
+  await waitFor(() => api.openWatches('pods') === 2);
+  // Node a's pod watch learns of the new pod late (the watch another node's agent or the controller has does not).
+  const release = api.holdWatchEvents((w, o) => w.fieldSelector === 'spec.nodeName=node-a' && o.metadata.name === 'new');
+  api.create(podObject({ name: 'new', nodeName: 'node-a' }));
+  api.create(podObject({ name: 'after', nodeName: 'node-a' }));
+  api.bookmark();
+  await waitFor(() => all.events.length === 3);
+  t.deepEqual(all.events.map((e) => e.type), ['ADDED', 'ADDED', 'BOOKMARK']);
+  t.is(nodeA.events.length, 0, 'held: the new pod, and what came after it (a bookmark must not move the watch past it)');
+  release();
+  await waitFor(() => nodeA.events.length === 3);
+  t.deepEqual(nodeA.events.map((e) => [e.type, e.object.metadata.name ?? null]), [['ADDED', 'new'], ['ADDED', 'after'], ['BOOKMARK', null]]);
+  api.create(podObject({ name: 'later', nodeName: 'node-a' }));
+  await waitFor(() => nodeA.events.length === 4);
+  t.is(nodeA.events[3].object.metadata.name, 'later', 'released: no longer held');
+});
+
 test('Services get a ClusterIP from the service CIDR, the defaults the real server sets, and its validation', async (t) => {
   const api = await server(t, { serviceCidr: '10.96.0.0/16' });
   const a = api.create(serviceObject({ name: 'a', ports: [{ port: 80 }] }));

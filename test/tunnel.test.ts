@@ -21,7 +21,8 @@ import { NodeTunnels } from '../src/tunnel/node-tunnels.ts';
 import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
 import { DISCOVERY_VERSION, type DiscoPod } from '../src/discovery/model.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
-import { FirstSyncWait, podListWait, SyncFlag } from '../src/discovery/first-sync.ts';
+import { FirstSyncWait } from '../src/discovery/first-sync.ts';
+import { Listeners } from '../src/util/listeners.ts';
 import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
@@ -39,7 +40,7 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; listed?: FirstSyncWait } = {}): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; changes?: Listeners; limits?: typeof defaultLimits } = {}): Promise<Side & { port: number }> {
   const p = await pki();
   const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
@@ -47,8 +48,8 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
     node: 'node-b', trustDomain: TD, anchorsPem: p.anchor.certPem,
     listen: { host: NODE_B, port: o.port ?? 0, reusePort: o.reusePort ?? false },
     podByIp: () => undefined,
-    local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled', ...(o.listed ? { listed: () => o.listed!.wait() } : {}) },
-    inbound, limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
+    local: { byIp: (ip) => pods[ip] ?? null, namespaceInject: () => 'enabled', ...(o.changes ? { onChange: (fn: () => void) => o.changes!.add(fn) } : {}) },
+    inbound, limits: o.limits ?? defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
     ...(o.policy ? { policy: o.policy } : {}),
     initial: o.noCredential ? [] : [await p.credential(db)],
   });
@@ -153,28 +154,44 @@ test('before discovery\'s first sync a meshed pod\'s connection waits, then goes
   t.like(b.tunnels.stats().server, { accepted: 1 });
 });
 
-test('a CONNECT to a pod the destination agent does not know yet, before its pod list is in, waits for the list and is served, not refused', async (t) => {
+test('a CONNECT to a pod the destination agent does not know yet waits for its pod table to learn it and is served, not refused; a change that does not add it keeps it waiting', async (t) => {
   const srv = http.createServer((_req, res) => res.end('served'));
   const destPort = await listen(srv, t);
-  // The destination agent (or one of its proxy workers) listens before it has listed its pods.
+  // The client's agent knows the pod (from discovery) before the destination's pod watch does:
+  // a pod just created, or an agent (a proxy worker) before its first list.
   const pods: Record<string, LocalPod> = {};
-  const listed = new SyncFlag();
-  const b = await nodeB(t, pods, { listed: podListWait(listed, 120_000, () => {}) });
+  const changes = new Listeners();
+  const b = await nodeB(t, pods, { changes });
   const a = await nodeA(t, b.port, destPort);
   const res = get(a.port, new http.Agent(), '/');
-  await waitFor(() => b.tunnels.stats().server.waitedForPods === 1);
-  t.deepEqual(b.tunnels.stats().server.refusedStreams, {}, 'not refused while the list is on its way');
+  await waitFor(() => b.tunnels.stats().server.waitingForPods === 1);
+  pods['127.0.0.9'] = { namespace: 'shop', name: 'other', serviceAccount: 'db', meshed: true };
+  changes.emit();
+  await new Promise((r) => setImmediate(r));
+  t.like(b.tunnels.stats().server, { waitingForPods: 1, refusedStreams: {} }, 'another pod learnt: still waiting, not refused');
   pods[SERVER_IP] = { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true };
-  listed.set();
+  changes.emit();
   t.deepEqual(await res, { status: 200, body: 'served' });
-  // Once listed, a pod it does not know is refused at once (no open relay), without waiting:
-  // a connection that is not HTTP takes no pooled upstream, its CONNECT is new.
-  delete pods[SERVER_IP];
+  t.like(b.tunnels.stats().server, { waitingForPods: 0, waitedForPods: 1, streams: 1, refusedStreams: {} });
+});
+
+test('a CONNECT to an address that never becomes a pod of the destination\'s node is refused once its wait runs out (no open relay); one to a known pod waits for nothing', async (t) => {
+  const srv = http.createServer((_req, res) => res.end('served'));
+  const destPort = await listen(srv, t);
+  const pods: Record<string, LocalPod> = {};
+  // The wait's bound is the destination agent's connect timeout: short here, the refusal is what is waited for.
+  const b = await nodeB(t, pods, { changes: new Listeners(), limits: { ...defaultLimits, upstreamConnectTimeoutMs: 50 } });
+  const a = await nodeA(t, b.port, destPort);
+  // A connection that is not HTTP takes no pooled upstream: each is a CONNECT of its own.
   const s = net.connect({ host: CLIENT_IP, port: a.port });
   s.on('error', () => {});
   s.write('x');
   await closed(s);
-  t.like(b.tunnels.stats().server, { waitedForPods: 1, refusedStreams: { 'not-a-meshed-pod': 1 } });
+  t.like(b.tunnels.stats().server, { waitingForPods: 0, waitedForPods: 1, refusedStreams: { 'not-a-meshed-pod': 1 } });
+  t.true(b.logs.some((l) => l.includes(`${SERVER_IP} is not a meshed pod of this node (no open relay; this node's pod table did not learn it within 50 ms)`)), b.logs.join('\n'));
+  pods[SERVER_IP] = { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true };
+  t.deepEqual(await get(a.port, new http.Agent(), '/'), { status: 200, body: 'served' });
+  t.like(b.tunnels.stats().server, { waitedForPods: 1, streams: 1 }, 'a known pod: no wait');
 });
 
 test('opaque bulk (1 MiB each way, half-close) and a server that speaks first, through the tunnel', async (t) => {

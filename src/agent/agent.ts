@@ -20,7 +20,8 @@ import { DEFAULT_OPAQUE_PORTS, type PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
-import { DEFAULT_FIRST_SYNC_WAIT_MS, FirstSyncWait, podListWait, SyncFlag } from '../discovery/first-sync.ts';
+import { DEFAULT_FIRST_SYNC_WAIT_MS, FirstSyncWait } from '../discovery/first-sync.ts';
+import { Listeners } from '../util/listeners.ts';
 import { clientsOf, Router } from '../routing/router.ts';
 import type { AgentQuery } from '../controller/protocol.ts';
 import { answerQuery } from './diagnostics.ts';
@@ -127,8 +128,8 @@ export class Agent {
   private source?: PodFileSource;
   private kube?: KubeSource;
   private podsSynced = false;
-  /** Set with podsSynced: a tunnel to a pod not known yet waits for it (tunnel/server.ts). */
-  private readonly podList = new SyncFlag();
+  /** Told after each pod snapshot: a tunnel to a pod not known yet waits for one that has it (tunnel/server.ts). */
+  private readonly podChanges = new Listeners();
   private admin?: AdminServer;
   private reporter?: ReportClient;
   /** Feeds `discovery` from the controller (--controller); its one writer. */
@@ -253,8 +254,6 @@ export class Agent {
         import('../tunnel/node-tunnels.ts'), import('../identity/manager.ts'), import('../identity/client.ts'), import('../identity/anchors.ts'),
       ]);
       this.identityLib = { sumTunnelStats, anchorsStatus };
-      // The tunnel port listens before the pods are listed; a previous agent's table may not hold it shut.
-      const podWait = podListWait(this.podList, defaultLimits.upstreamConnectTimeoutMs, (msg) => this.recordError(msg));
       this.tunnels = new NodeTunnels({
         node: this.opts.nodeName ?? os.hostname(),
         trustDomain: idOpts.trustDomain,
@@ -262,7 +261,7 @@ export class Agent {
         listen: { host: this.opts.proxy.ip, port: idOpts.tunnelPort ?? TUNNEL_PORT, reusePort },
         podByIp: (ip) => this.discovery.podByIp(ip),
         firstSync: this.opts.controllerUrl ? new FirstSyncWait(this.discovery, idOpts.firstSyncWaitMs ?? DEFAULT_FIRST_SYNC_WAIT_MS, (msg) => this.recordError(msg)) : null,
-        local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject], listed: () => podWait.wait() },
+        local: { byIp: (ip) => this.localPod(ip), namespaceInject: (ns) => this.namespaces.get(ns)?.annotations[ANNOTATIONS.inject], onChange: (fn) => this.podChanges.add(fn) },
         inbound: this.metrics,
         policy: () => this.proxy ? {
           authorize: (c, uri) => this.inbound.authorizer.authorizeVerified(c, uri),
@@ -459,6 +458,7 @@ export class Agent {
   applySnapshot(s: Snapshot) {
     this.namespaces = s.namespaces;
     this.pods.apply(s);
+    this.podChanges.emit();
     this.inbound.refresh(this.pods.states());
     this.pool?.setPods(this.podsTable());
     // A new pod's certificate is asked for now, so its first connection finds it (docs/identity.md).
@@ -466,11 +466,9 @@ export class Agent {
     this.captureQueue?.poke();
   }
 
-  /** The first list of this node's pods is in: the proxies' tunnels stop waiting for it, the capture may start. */
+  /** The first list of this node's pods is in: the capture may start. */
   private podsListed(): void {
     this.podsSynced = true;
-    this.podList.set();
-    this.pool?.setPods(this.podsTable());
     this.maybeCapture();
   }
 
@@ -544,7 +542,7 @@ export class Agent {
       const v = ns.annotations[ANNOTATIONS.inject];
       if (v !== undefined) namespaces[name] = v;
     }
-    return { generation: this.pods.generation, pods, namespaces, policies: this.inbound.table, listed: this.podsSynced };
+    return { generation: this.pods.generation, pods, namespaces, policies: this.inbound.table };
   }
 
   private async startWorkers(count: number, openSlots: SharedArrayBuffer): Promise<void> {

@@ -82,7 +82,7 @@ export function identityLines(id: any): string[] {
   const t = id.tunnels;
   if (t) {
     out.push(`TUNNELS :${t.port}: out ${t.client.connectionsOpen} connections open (${t.client.connectionsOpened} opened), ${t.client.streams} streams, servers refused ${counts(t.client.refusedServers)}, no certificate ${t.client.noCredential}, waited for discovery's first sync ${t.client.waitedForDiscovery ?? 0} (${t.client.waitingForDiscovery ?? 0} now); ` +
-      `in ${t.server.open} connections open (${t.server.accepted} accepted), ${t.server.streams} streams (${t.server.inspected ?? 0} whose policy decides request by request), clients refused ${counts(t.server.refusedClients)}, streams refused ${counts(t.server.refusedStreams)}, handshakes waiting for a certificate ${t.server.waitingHandshakes ?? 0}`);
+      `in ${t.server.open} connections open (${t.server.accepted} accepted), ${t.server.streams} streams (${t.server.inspected ?? 0} whose policy decides request by request), clients refused ${counts(t.server.refusedClients)}, streams refused ${counts(t.server.refusedStreams)}, handshakes waiting for a certificate ${t.server.waitingHandshakes ?? 0}, waited for their pod to be known ${t.server.waitedForPods ?? 0} (${t.server.waitingForPods ?? 0} now)`);
   }
   return out;
 }

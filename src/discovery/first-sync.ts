@@ -22,14 +22,11 @@ export class FirstSyncWait {
   private readonly source: SyncSource;
   private readonly maxMs: number;
   private readonly onGiveUp: (msg: string) => void;
-  private readonly giveUpMsg: string;
 
-  /** `giveUpMsg`: what onGiveUp says when the wait runs out (default: discovery's first sync's). */
-  constructor(source: SyncSource, maxMs: number, onGiveUp: (msg: string) => void = () => {}, giveUpMsg?: string) {
+  constructor(source: SyncSource, maxMs: number, onGiveUp: (msg: string) => void = () => {}) {
     this.source = source;
     this.maxMs = maxMs;
     this.onGiveUp = onGiveUp;
-    this.giveUpMsg = giveUpMsg ?? `discovery did not sync within ${maxMs} ms of a meshed pod's connection: meshed pods' connections go directly until it does, to other nodes in plaintext rather than through mTLS tunnels; check the controller link (mesh-agent status, DISCOVERY)`;
   }
 
   /** Null when a connection may go ahead now; else a promise settled at the first sync or when the wait gives up. */
@@ -50,7 +47,7 @@ export class FirstSyncWait {
       });
       const timer = setTimeout(() => {
         this.gaveUp = true;
-        this.onGiveUp(this.giveUpMsg);
+        this.onGiveUp(`discovery did not sync within ${this.maxMs} ms of a meshed pod's connection: meshed pods' connections go directly until it does, to other nodes in plaintext rather than through mTLS tunnels; check the controller link (mesh-agent status, DISCOVERY)`);
         done();
       }, this.maxMs);
     });
@@ -63,24 +60,3 @@ export class FirstSyncWait {
   }
 }
 
-/** A SyncSource that is set once (this node's pod list known: the agent's, a worker's table). */
-export class SyncFlag implements SyncSource {
-  synced = false;
-  private readonly fns = new Set<() => void>();
-
-  set(): void {
-    if (this.synced) return;
-    this.synced = true;
-    for (const fn of [...this.fns]) fn();
-  }
-
-  onChange(fn: () => void): () => void {
-    this.fns.add(fn);
-    return () => this.fns.delete(fn);
-  }
-}
-
-/** A tunnel's CONNECT to a pod this node does not know yet waits for the node's pod list (tunnel/server.ts), at most maxMs once. */
-export function podListWait(listed: SyncSource, maxMs: number, onGiveUp: (msg: string) => void): FirstSyncWait {
-  return new FirstSyncWait(listed, maxMs, onGiveUp, `this node's pod list did not arrive within ${maxMs} ms of a tunnelled connection: tunnels to pods it does not know are refused until it does; check the pod source (mesh-agent status, podSource)`);
-}

@@ -55,7 +55,14 @@ interface Selection {
 interface Watcher extends Selection {
   bookmarks: boolean;
   res: http.ServerResponse;
+  /** The field selector as the client wrote it (what holdWatchEvents() matches). */
+  fieldSelector?: string;
+  /** Lines held back (holdWatchEvents), in order; while any is, later lines queue behind it. */
+  held: Array<{ line: string; object: KubeObject | null }>;
 }
+
+/** Which events a hold keeps from which watches. */
+export type WatchHold = (watch: { resource: string; fieldSelector?: string }, object: KubeObject) => boolean;
 
 interface Kind {
   type: ResourceType;
@@ -107,6 +114,7 @@ export class SimApiServer {
   readonly #ctx: AdmitContext;
   #rv = 100;
   #failure?: { status: number; on: 'list' | 'watch' | 'any' };
+  readonly #holds = new Set<WatchHold>();
   #url = '';
 
   constructor(opts: ApiServerOptions = {}) {
@@ -310,16 +318,29 @@ export class SimApiServer {
   #deliver(w: Watcher, ev: Kind['history'][number]): void {
     const now = this.#matches(w, ev.object);
     const before = ev.type === 'MODIFIED' && ev.prev ? this.#matches(w, ev.prev) : now;
-    if (now && before) return this.#write(w, ev.line);
-    if (now) return this.#write(w, JSON.stringify({ type: 'ADDED', object: ev.object }) + '\n');
+    if (now && before) return this.#send(w, ev.line, ev.object);
+    if (now) return this.#send(w, JSON.stringify({ type: 'ADDED', object: ev.object }) + '\n', ev.object);
     if (before && ev.prev) {
       const gone = { ...ev.prev, metadata: { ...ev.prev.metadata, resourceVersion: String(ev.rv) } };
-      this.#write(w, JSON.stringify({ type: 'DELETED', object: gone }) + '\n');
+      this.#send(w, JSON.stringify({ type: 'DELETED', object: gone }) + '\n', ev.object);
     }
   }
 
-  #write(w: Watcher, line: string): void {
-    w.res.write(line);
+  /** An event's line, unless a hold keeps it back. */
+  #send(w: Watcher, line: string, object: KubeObject): void {
+    for (const hold of this.#holds) {
+      if (hold({ resource: w.type.plural, fieldSelector: w.fieldSelector }, object)) {
+        w.held.push({ line, object });
+        return;
+      }
+    }
+    this.#write(w, line, object);
+  }
+
+  /** Lines behind a held one wait too (a bookmark must not move a watch past what it has not seen). */
+  #write(w: Watcher, line: string, object: KubeObject | null = null): void {
+    if (w.held.length > 0) w.held.push({ line, object });
+    else w.res.write(line);
   }
 
   // ---- fault switches ------------------------------------------------------------------------
@@ -333,6 +354,30 @@ export class SimApiServer {
 
   #bookmarkLine(t: ResourceType, annotations?: Record<string, string>): string {
     return JSON.stringify({ type: 'BOOKMARK', object: { kind: t.kind, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(this.#rv), ...(annotations ? { annotations } : {}) } } }) + '\n';
+  }
+
+  /**
+   * Holds back the watch events `hold` selects (and everything after them on the same watch)
+   * until the returned release: one watcher learns of a change after the others, as a slow watch
+   * cache or a lagging node would. Lists, and watches started afresh, are not held; a watch that
+   * ends while holding loses its held lines (its client resumes from before them and they are
+   * held again).
+   */
+  holdWatchEvents(hold: WatchHold): () => void {
+    this.#holds.add(hold);
+    return () => {
+      if (!this.#holds.delete(hold)) return;
+      for (const k of this.#kinds.values()) {
+        for (const w of k.watchers) {
+          const held = w.held;
+          w.held = [];
+          for (const { line, object } of held) {
+            if (object === null) this.#write(w, line);
+            else this.#send(w, line, object);
+          }
+        }
+      }
+    };
   }
 
   /** Destroys open watch connections mid-stream (a load balancer or API server restart). */
@@ -458,7 +503,7 @@ export class SimApiServer {
   #watch(res: http.ServerResponse, k: Kind, sel: Selection, query: Record<string, string>): void {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();
-    const w: Watcher = { ...sel, bookmarks: query.allowWatchBookmarks === 'true', res };
+    const w: Watcher = { ...sel, bookmarks: query.allowWatchBookmarks === 'true', res, fieldSelector: query.fieldSelector, held: [] };
     const from = query.resourceVersion;
     if (query.sendInitialEvents === 'true' || from === undefined || from === '' || from === '0') {
       // No starting point: the current state as synthetic ADDED events.

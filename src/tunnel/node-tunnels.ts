@@ -16,7 +16,7 @@ export interface NodeTunnelsOptions {
   /** Where the listener listens (the node IP) and its port (15008). */
   listen: { host: string; port: number; reusePort: boolean };
   podByIp(ip: string): DiscoPod | undefined;
-  local: { byIp(ip: string): LocalPod | null; namespaceInject(ns: string): string | undefined; listed?(): Promise<void> | null };
+  local: { byIp(ip: string): LocalPod | null; namespaceInject(ns: string): string | undefined; onChange?(fn: () => void): () => void };
   /** Inbound (tunnelled) connections' events: the metrics only (the client's agent reports the pair). */
   inbound: TunnelTelemetry;
   /** The destination pods' inbound policies (docs/policy.md), asked per CONNECT; late bound (the proxy comes after). */
@@ -77,7 +77,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
   };
   const out: TunnelStats = {
     client: { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0, waitingForDiscovery: 0, waitedForDiscovery: 0 },
-    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitedForPods: 0 },
+    server: { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitingForPods: 0, waitedForPods: 0 },
   };
   for (const s of all) {
     out.client.connectionsOpened += s.client.connectionsOpened;
@@ -92,6 +92,7 @@ export function sumTunnelStats(all: TunnelStats[]): TunnelStats {
     out.server.streams += s.server.streams;
     out.server.inspected += s.server.inspected ?? 0;
     out.server.waitingHandshakes += s.server.waitingHandshakes ?? 0;
+    out.server.waitingForPods += s.server.waitingForPods ?? 0;
     out.server.waitedForPods += s.server.waitedForPods ?? 0;
     add(out.server.refusedClients, s.server.refusedClients);
     add(out.server.refusedStreams, s.server.refusedStreams);

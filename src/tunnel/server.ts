@@ -3,7 +3,10 @@
 // certificate (it holds one per ServiceAccount of its node's meshed pods) and asks for the
 // client's, which must chain to the trust anchor and carry a SPIFFE ID of this trust domain.
 // Each HTTP/2 CONNECT stream is then checked: its :authority must be a meshed pod of this node
-// whose ServiceAccount is the identity presented, never anything else (no open relay). Then
+// whose ServiceAccount is the identity presented, never anything else (no open relay); one whose
+// target this node's pod table does not hold yet (a pod just created, which the client's agent
+// learnt from discovery before this agent's pod watch told it) waits for the table to learn it,
+// within the connect timeout, then is decided as any other. Then
 // the pod's inbound policy (docs/policy.md) decides with the client's verified SPIFFE ID: a
 // connection it allows whole is connected to the pod and forwarded as bytes, recorded as inbound
 // with tls="true" and the client's SPIFFE ID; any other goes to the proxy, as a captured
@@ -23,6 +26,10 @@ import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-pool.ts';
 import { parseAuthority } from './path.ts';
 import { serverDownstream } from './upstream.ts';
+import { KeyedWaits } from '../util/keyed-waits.ts';
+
+/** CONNECTs waiting at once for their pod; more are refused at once (a peer naming addresses that never become pods). */
+const MAX_POD_WAITS = 1024;
 
 /** A pod of this node, as the listener checks a CONNECT target. */
 export interface LocalPod {
@@ -52,11 +59,11 @@ export interface TunnelServerOptions {
   trustDomain: string;
   creds: CredentialStore;
   /**
-   * This node's pods. `listed`: null once their list is known; before, a bounded wait for it
-   * (discovery/first-sync.ts's FirstSyncWait over the list): a CONNECT to a pod not known yet
-   * waits for the list rather than being refused (an agent starting, a worker before its table).
+   * This node's pods. `onChange` is told after each change of the table: a CONNECT to an address
+   * it does not hold waits for a change that adds it (a new pod; an agent, or a proxy worker, before
+   * its first list), at most the connect timeout; without it, such a CONNECT is refused at once.
    */
-  pods: { byIp(ip: string): LocalPod | null; listed?(): Promise<void> | null };
+  pods: { byIp(ip: string): LocalPod | null; onChange?(fn: () => void): () => void };
   /** The inbound connections' events (the agent's metrics). */
   telemetry: TunnelTelemetry;
   /** Late bound: the proxy that serves what the policy does not allow whole is made after the tunnels. */
@@ -79,7 +86,8 @@ export interface TunnelServerStats {
   inspected: number;
   /** Handshakes waiting now for a certificate on its way (an agent starting, a new pod). */
   waitingHandshakes: number;
-  /** CONNECTs to a pod not known yet that waited for this node's pod list (`pods.listed`). */
+  /** CONNECTs to an address this node's pod table did not hold, waiting now for it to, and all that waited. */
+  waitingForPods: number;
   waitedForPods: number;
 }
 
@@ -100,7 +108,10 @@ export class TunnelServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   private pending: PeerInfo | null = null;
   private logged = new Map<string, number>();
-  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitedForPods: 0 };
+  readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitingForPods: 0, waitedForPods: 0 };
+  /** CONNECTs by the address they wait for, released by a change of the pod table that adds it. */
+  readonly #podWaits = new KeyedWaits<string>();
+  readonly #offPods: (() => void) | undefined;
 
   constructor(o: TunnelServerOptions) {
     this.o = o;
@@ -115,6 +126,8 @@ export class TunnelServer {
       });
     });
     this.h2.on('stream', (stream, headers) => this.onStream(stream, headers));
+    const pods = o.pods;
+    this.#offPods = pods.onChange?.(() => this.#podWaits.releaseWhere((ip) => pods.byIp(ip) !== null));
   }
 
   listen(): Promise<{ host: string; port: number }> {
@@ -236,7 +249,7 @@ export class TunnelServer {
     }
   }
 
-  /** A CONNECT: what the stream alone says is checked here; a target this node does not know yet first waits for its pod list. */
+  /** A CONNECT: what the stream alone says is checked here; a target this node's pod table does not hold yet first waits for it to. */
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', () => {});
     if (stream.destroyed || stream.closed) return;
@@ -247,18 +260,29 @@ export class TunnelServer {
     if (target === null) return this.refuseStream(stream, 400, 'bad-authority', `:authority ${JSON.stringify(headers[':authority'])?.slice(0, 80)} is not a pod IP:port`, peer);
     const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
     const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
-    const listing = this.o.pods.byIp(target.ip) === null ? this.o.pods.listed?.() ?? null : null;
-    if (listing === null) return this.#toPod(stream, peer, target, sourceIp);
+    if (this.o.pods.byIp(target.ip) !== null || this.#offPods === undefined || this.#podWaits.size >= MAX_POD_WAITS) return this.#toPod(stream, peer, target, sourceIp, 0);
     this.stats.waitedForPods++;
+    this.stats.waitingForPods++;
     stream.pause();
-    void listing.then(() => this.#toPod(stream, peer, target, sourceIp));
+    const ms = this.o.limits.upstreamConnectTimeoutMs;
+    void this.#podWaits.wait(target.ip, ms).then((learnt) => {
+      this.stats.waitingForPods--;
+      this.#toPod(stream, peer, target, sourceIp, learnt ? 0 : ms);
+    });
   }
 
-  /** After the wait for the pods: the target must be a meshed pod of this node of the identity the client asked for; then its policy decides, once known. */
-  #toPod(stream: http2.ServerHttp2Stream, peer: PeerInfo, target: { ip: string; port: number }, sourceIp: string): void {
+  /**
+   * After the wait for the pod (`waitedMs`: how long it waited in vain, 0 when it did not): the
+   * target must be a meshed pod of this node of the identity the client asked for; then its
+   * policy decides, once known.
+   */
+  #toPod(stream: http2.ServerHttp2Stream, peer: PeerInfo, target: { ip: string; port: number }, sourceIp: string, waitedMs: number): void {
     if (stream.destroyed || stream.closed) return;
     const pod = this.o.pods.byIp(target.ip);
-    if (pod === null || !pod.meshed) return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay)`, peer);
+    if (pod === null || !pod.meshed) {
+      const waited = pod === null && waitedMs > 0 ? `; this node's pod table did not learn it within ${waitedMs} ms` : '';
+      return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay${waited})`, peer);
+    }
     const podUri = spiffeId({ trustDomain: this.o.trustDomain, namespace: pod.namespace, serviceAccount: pod.serviceAccount });
     if (podUri !== peer.serverUri) return this.refuseStream(stream, 403, 'wrong-identity', `${target.ip} is pod ${pod.namespace}/${pod.name} of ${podUri}, not of ${peer.serverUri} which the client asked for`, peer);
     // The pod's inbound policy, with the identity the handshake verified (docs/policy.md); an
@@ -351,6 +375,9 @@ export class TunnelServer {
    * drainMs closes what is left.
    */
   async close(drainMs: number): Promise<void> {
+    this.#offPods?.();
+    // Streams still waiting for their pod are decided now (their sessions are about to go).
+    this.#podWaits.releaseAll();
     const server = this.server;
     if (!server) return;
     const closed = new Promise<void>((r) => server.close(() => r()));

@@ -1,9 +1,9 @@
 // A proxy worker's copy of this node's pods (workers/worker.ts), from the tables the main thread
-// sends: workloads, declared opaque ports and the pods as the tunnels see them, by IP; and whether
-// the main thread had listed the pods when it sent the table (a worker starts before that, and
-// its tunnels wait for the list: tunnel/server.ts).
-import { SyncFlag } from '../discovery/first-sync.ts';
+// sends: workloads, declared opaque ports and the pods as the tunnels see them, by IP. Each table
+// is a change its tunnels hear: a CONNECT to a pod the worker does not know yet waits for a table
+// that has it (a worker starts with the main thread's, empty before the first list; a new pod).
 import { PortSet } from '../proxy/ports.ts';
+import { Listeners } from '../util/listeners.ts';
 import type { Workload, WorkloadResolver } from '../telemetry/workload.ts';
 import type { LocalPod } from '../tunnel/server.ts';
 import type { PodsTable } from './protocol.ts';
@@ -13,8 +13,8 @@ export class NodePods implements WorkloadResolver {
   private byIpMap = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
   private namespaces: Record<string, string> = {};
   private gen = 0;
-  /** The main thread had listed the pods when it sent the table (a worker starts before that). */
-  readonly listed = new SyncFlag();
+  /** Told after each table. */
+  readonly changes = new Listeners();
   set(t: PodsTable): void {
     const next = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
     for (const p of t.pods) {
@@ -24,7 +24,7 @@ export class NodePods implements WorkloadResolver {
     this.byIpMap = next;
     this.namespaces = t.namespaces ?? {};
     this.gen = t.generation;
-    if (t.listed) this.listed.set();
+    this.changes.emit();
   }
   /** The pod as the tunnels see it. */
   local(ip: string): LocalPod | null {

@@ -22,8 +22,6 @@ export interface PodsTable {
   /** Namespaces' mesh-agent.io/inject annotation (whether another node's pod is meshed, for the tunnels). */
   namespaces?: Record<string, string>;
   policies: PolicyTable;
-  /** The main thread has listed this node's pods (before: a tunnel to a pod not in `pods` waits for the list). */
-  listed?: boolean;
 }
 
 /** Everything a worker starts from (workerData). */

@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { MapView } from '../datapath/datapath.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
-import { FirstSyncWait, podListWait } from '../discovery/first-sync.ts';
+import { FirstSyncWait } from '../discovery/first-sync.ts';
 import { NodePods } from './node-pods.ts';
 import { Proxy } from '../proxy/index.ts';
 import { PortSet } from '../proxy/ports.ts';
@@ -75,7 +75,6 @@ const limits = { ...defaultLimits, ...init.limits };
 if (init.identity) {
   const id = init.identity;
   const { NodeTunnels } = await import('../tunnel/node-tunnels.ts');
-  const podWait = podListWait(pods.listed, limits.upstreamConnectTimeoutMs, (msg) => log('warn', msg));
   tunnels = new NodeTunnels({
     node: id.node,
     trustDomain: id.trustDomain,
@@ -83,8 +82,8 @@ if (init.identity) {
     listen: { host: init.listen.host, port: id.tunnelPort, reusePort: true },
     podByIp: (ip) => store.podByIp(ip),
     firstSync: id.firstSyncWaitMs !== null ? new FirstSyncWait(store, id.firstSyncWaitMs, (msg) => log('warn', msg)) : null,
-    // A tunnel to a pod not in the table before the main thread's first list: wait for it.
-    local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns), listed: () => podWait.wait() },
+    // A tunnel to a pod not in the table (a new pod, or before the main thread's first list) waits for a table that has it.
+    local: { byIp: (ip) => pods.local(ip), namespaceInject: (ns) => pods.namespaceInject(ns), onChange: (fn) => pods.changes.add(fn) },
     inbound: recorder,
     // The proxy below serves what a pod's policy does not allow whole (tunnel/server.ts).
     policy: () => tunnelPolicy,
