@@ -9,6 +9,7 @@ import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { defaultLimits, type ConnContext, type ProxyLimits } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
+import { startRawOrigin } from './helpers/raw-origin.ts';
 
 interface Proxy {
   port: number;
@@ -86,31 +87,6 @@ async function startHttpServer(handler: http.RequestListener) {
     },
     close: () => {
       server.closeAllConnections();
-      server.close();
-    },
-  };
-}
-
-/** A raw origin; `onConn` scripts each connection byte by byte. */
-async function startRawServer(onConn: (s: net.Socket) => void) {
-  const sockets = new Set<net.Socket>();
-  let accepted = 0;
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    accepted++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    onConn(s);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    get accepted() {
-      return accepted;
-    },
-    close: () => {
-      for (const s of sockets) s.destroy();
       server.close();
     },
   };
@@ -205,7 +181,7 @@ test('keep-alive: many requests from node:http over pooled upstream connections'
 test('header names, case and order reach the server byte for byte; telemetry bytes match the wire', async (t) => {
   let seen = Buffer.alloc(0);
   const response = 'HTTP/1.1 201 Created\r\nX-B: 2\r\ncontent-LENGTH: 3\r\n\r\nabc';
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     s.on('data', (d) => {
       seen = Buffer.concat([seen, d]);
       if (seen.toString('latin1').endsWith('hello')) s.write(response);
@@ -282,7 +258,7 @@ test('HTTP/1.0: the client is closed unless it asked for keep-alive; the upstrea
   t.regex(r.stdout, /v1\.0$/);
 
   // An HTTP/1.0 origin that keeps the connection only when the request asks for it.
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     let buf = '';
     s.on('data', (d) => {
       buf += d.toString('latin1');
@@ -316,7 +292,7 @@ test('HTTP/1.0: the client is closed unless it asked for keep-alive; the upstrea
 });
 
 test('HEAD, 204 and 304 responses carry no body and the connection keeps working', async (t) => {
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     let buf = '';
     s.on('data', (d) => {
       buf += d.toString('latin1');
@@ -348,7 +324,7 @@ test('HEAD, 204 and 304 responses carry no body and the connection keeps working
 });
 
 test('close-delimited response: read until upstream EOF, then close the client', async (t) => {
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     s.once('data', () => {
       s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart1-');
       setTimeout(() => s.end('part2'), 50);
@@ -364,7 +340,7 @@ test('close-delimited response: read until upstream EOF, then close the client',
 });
 
 test('WebSocket-style Upgrade becomes a tunnel after 101; a refused upgrade stays HTTP', async (t) => {
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     let buf = Buffer.alloc(0);
     let tunnel = false;
     s.on('data', (d) => {
@@ -405,7 +381,7 @@ test('WebSocket-style Upgrade becomes a tunnel after 101; a refused upgrade stay
 });
 
 test('CONNECT: 2xx turns the connection into a tunnel; authority is the target', async (t) => {
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     let tunnel = false;
     s.on('data', (d) => {
       if (tunnel) s.write(d.toString('latin1').toUpperCase());
@@ -477,7 +453,7 @@ test('upstream connect timeout: 504 Gateway Timeout', async (t) => {
 });
 
 test('upstream dies mid-response: client connection closed, failure recorded', async (t) => {
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     s.once('data', () => {
       s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-ten!!');
       setTimeout(() => s.destroy(), 30);
@@ -545,7 +521,7 @@ test('a pooled connection that dies before answering: GET retried on a new one, 
   // Each origin connection answers its first request and silently drops on the second:
   // what a server closing an idle keep-alive connection looks like to the proxy.
   let connections = 0;
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     connections++;
     let served = 0;
     s.on('data', () => {
@@ -592,7 +568,7 @@ const okCount = (b: Buffer) => b.toString('latin1').split('HTTP/1.1 200 OK').len
 
 test('the eager upstream stays bound to its client connection: no pool traffic per request', async (t) => {
   let connections = 0;
-  const origin = await startRawServer((s) => answerEveryHead(s, ++connections));
+  const origin = await startRawOrigin((s) => answerEveryHead(s, ++connections));
   const proxy = await startProxy(origin.port);
   t.teardown(() => { origin.close(); proxy.close(); });
   const c = await rawConnect(proxy.port);
@@ -615,7 +591,7 @@ test('the bound upstream closes between requests: the next request, even a POST,
   const closed: boolean[] = [];
   // Each origin connection serves one request, then closes cleanly (FIN), like a server
   // with a short keep-alive timeout.
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     const n = connections;
     closed[n] = false;
     s.on('close', () => (closed[n] = true));
@@ -643,7 +619,7 @@ test('the bound upstream closes between requests: the next request, even a POST,
 test('the bound upstream dies as a request is sent: a GET is retried, a POST gets 502', async (t) => {
   let connections = 0;
   // Serves one request per connection, then drops silently on the next: the stale race.
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     const n = ++connections;
     let served = 0;
     s.on('data', () => {
@@ -670,7 +646,7 @@ test('the bound upstream dies as a request is sent: a GET is retried, a POST get
 test('after a Connection: close response the client is closed and a pipelined request never reaches the upstream', async (t) => {
   let requests = 0;
   let upstreamsEnded = 0;
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     s.on('end', () => upstreamsEnded++);
     s.on('data', (d) => {
       requests += d.toString('latin1').split('\r\n\r\n').length - 1;
@@ -702,7 +678,7 @@ test('a bound upstream idle longer than the pool keeps connections is replaced; 
   let connections = 0;
   const sockets: net.Socket[] = [];
   const ended = new Set<net.Socket>();
-  const origin = await startRawServer((s) => {
+  const origin = await startRawOrigin((s) => {
     sockets.push(s);
     s.on('end', () => ended.add(s));
     answerEveryHead(s, ++connections);

@@ -12,6 +12,7 @@ import { createHttp1Handler, UpstreamPool, type UpstreamPoolOptions } from '../s
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { KnownHttp1 } from '../src/proxy/known-http1.ts';
 import { waitFor } from './helpers/until.ts';
+import { startRawOrigin } from './helpers/raw-origin.ts';
 
 const HOST = '127.0.0.1';
 
@@ -30,26 +31,6 @@ async function startProxy(upPort: number, detectTimeoutMs = 1000, poolOpts: Upst
   });
   const { port } = await proxy.listen();
   return { proxy, port, pool, sink, close: () => { pool.close(); return proxy.close(200); } };
-}
-
-/** A raw origin counting accepted connections; `onConn` scripts each one. */
-async function startOrigin(onConn: (s: net.Socket) => void) {
-  const sockets = new Set<net.Socket>();
-  let accepted = 0;
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    accepted++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    onConn(s);
-  });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    get accepted() { return accepted; },
-    close: () => { for (const s of sockets) s.destroy(); server.close(); },
-  };
 }
 
 /** Answers every complete request (head plus Content-Length body) with 200 and `body(head)`. */
@@ -98,7 +79,7 @@ async function exchange(port: number, request: string, complete?: (data: string)
 }
 
 test('clients sending Connection: close, one connection each, share one upstream connection', async (t) => {
-  const origin = await startOrigin((s) => answerRequests(s, (head, body) => `${head.split(' ')[1]}:${body}`));
+  const origin = await startRawOrigin((s) => answerRequests(s, (head, body) => `${head.split(' ')[1]}:${body}`));
   const p = await startProxy(origin.port);
   t.teardown(() => { origin.close(); return p.close(); });
   const N = 12;
@@ -119,7 +100,7 @@ test('clients sending Connection: close, one connection each, share one upstream
 });
 
 test('a POST takes a pooled upstream only if it was used within the last second; a GET takes an older one', async (t) => {
-  const origin = await startOrigin((s) => answerRequests(s, (head, body) => `${head.split(' ')[1]}:${body}`));
+  const origin = await startRawOrigin((s) => answerRequests(s, (head, body) => `${head.split(' ')[1]}:${body}`));
   // Idle ages on a clock the test moves: "within the last second" is exact however slow the machine.
   let clock = 0;
   const p = await startProxy(origin.port, 1000, { now: () => clock });
@@ -164,7 +145,7 @@ test('node:http clients without an agent (Connection: close), 4 at a time, reuse
 });
 
 test('a close-delimited response to a Connection: close client is forwarded whole; that upstream is not pooled', async (t) => {
-  const origin = await startOrigin((s) => {
+  const origin = await startRawOrigin((s) => {
     s.once('data', () => {
       s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart1-');
       setTimeout(() => s.end('part2'), 30);
@@ -185,7 +166,7 @@ test('a close-delimited response to a Connection: close client is forwarded whol
 
 test('a known HTTP/1 destination that now speaks first still works: dialled at the deadline, then forgotten', async (t) => {
   let greet = false;
-  const origin = await startOrigin((s) => {
+  const origin = await startRawOrigin((s) => {
     if (greet) {
       s.write('220 hello\r\n');
       s.on('data', (d) => s.write(d)); // echo
@@ -225,7 +206,7 @@ test('a known HTTP/1 destination that now speaks first still works: dialled at t
 
 test('a known HTTP/1 destination receiving other bytes: dialled then, forwarded opaquely, forgotten', async (t) => {
   let http1 = true;
-  const origin = await startOrigin((s) => {
+  const origin = await startRawOrigin((s) => {
     if (http1) answerRequests(s, () => 'ok');
     else s.on('data', (d) => s.end(Buffer.concat([Buffer.from('echo:'), d])));
   });

@@ -4,6 +4,7 @@
 // discovery stream carries). The agent of the destination's node compiles what applies to each
 // of its pods (authorize.ts) and decides per connection and per request.
 import { isName, isPort } from '../discovery/model.ts';
+import { regexProblem } from '../util/regex-check.ts';
 
 /** Linkerd's default inbound policies, with Linkerd's spelling and meaning. */
 export const DEFAULT_POLICIES = ['all-unauthenticated', 'all-authenticated', 'cluster-authenticated', 'cluster-unauthenticated', 'deny'] as const;
@@ -136,7 +137,6 @@ export const accessKey = (r: { namespace: string; name: string }): string => `Tr
 export const MAX_ACCESS_SOURCES = 256;
 export const MAX_ACCESS_RULES = 64;
 export const MAX_ACCESS_MATCHES = 128;
-export const MAX_REGEX = 1024;
 
 function fail(where: string, what: string): never {
   throw new PolicyError(`${where}: ${what}`);
@@ -160,12 +160,8 @@ function list(v: unknown, where: string, max: number): unknown[] {
 
 export function checkRegex(v: unknown, where: string): string {
   if (typeof v !== 'string' || v.length === 0) fail(where, 'expected a regular expression');
-  if (v.length > MAX_REGEX) fail(where, `regular expression longer than ${MAX_REGEX} characters`);
-  try {
-    new RegExp(v);
-  } catch (e) {
-    fail(where, `not a regular expression: ${(e as Error).message}`);
-  }
+  const problem = regexProblem(v);
+  if (problem !== null) fail(where, problem);
   return v;
 }
 

@@ -5,6 +5,7 @@
 // gates its output with, so it never sends a record an agent refuses) and compiles it into
 // route tables (route-table.ts). The forwarders see none of this: they ask the table.
 import { isName, isPort } from '../discovery/model.ts';
+import { regexProblem } from '../util/regex-check.ts';
 
 export type RouteKind = 'HTTPRoute' | 'GRPCRoute' | 'TrafficSplit';
 export const ROUTE_KINDS: readonly RouteKind[] = ['HTTPRoute', 'GRPCRoute', 'TrafficSplit'];
@@ -117,7 +118,6 @@ export const MAX_HEADERS = 16;
 export const MAX_BACKENDS = 64;
 export const MAX_PARENTS = 32;
 export const MAX_WEIGHT = 1_000_000;
-export const MAX_REGEX = 1024;
 export const MAX_RETRY_LIMIT = 10;
 /** Retry backoff: the first wait is at least this, the waits double up to DEFAULT_MAX_BACKOFF_MS. */
 export const DEFAULT_BACKOFF_MS = 25;
@@ -164,12 +164,8 @@ function shortString(v: unknown, where: string, max = 256): string {
 
 /** A regular expression as a route may carry it: bounded, and compiled once here to prove it is one. */
 export function checkRegex(v: string, where: string): string {
-  if (v.length > MAX_REGEX) fail(where, `regular expression longer than ${MAX_REGEX} characters`);
-  try {
-    new RegExp(v);
-  } catch (e) {
-    fail(where, `not a regular expression: ${(e as Error).message}`);
-  }
+  const problem = regexProblem(v);
+  if (problem !== null) fail(where, problem);
   return v;
 }
 

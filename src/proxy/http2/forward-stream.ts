@@ -4,7 +4,7 @@ import * as http2 from 'node:http2';
 import { endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import {
-  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders,
+  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
 
@@ -51,7 +51,7 @@ export function forwardStream(
   const destIp = lease !== null ? lease.ep.ip : ctx.endpoints.destIp;
   const destPort = lease !== null ? lease.ep.port : ctx.endpoints.destPort;
   // An endpoint of this node the policy allows whole: this request counts its decision.
-  const authz = lease !== null ? endpointRequestAuthz(ctx, destIp, destPort, str(reqHeaders[':method']), str(reqHeaders[':path'])) : undefined;
+  const authz = lease !== null ? endpointRequestAuthz(ctx, destIp, destPort, headerString(reqHeaders[':method']), headerString(reqHeaders[':path'])) : undefined;
   let leaseOpen = lease !== null;
   /** Hands the endpoint back to the balancer once: a response is its RTT sample. */
   const releaseLease = (outcome: 'success' | 'failure' | 'cancel', rttMs: number | null) => {
@@ -71,7 +71,7 @@ export function forwardStream(
     if (upstream && !upstream.closed && !upstream.destroyed) {
       upstream.close(code === NGHTTP2_NO_ERROR && !responseDone ? NGHTTP2_CANCEL : code);
     }
-    const method = str(reqHeaders[':method']);
+    const method = headerString(reqHeaders[':method']);
     const ok = responseDone && isSuccess(status, grpc, grpcStatus);
     releaseLease(status === 0 ? (error !== undefined && !resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure', status === 0 ? null : latencyMs);
     try {
@@ -82,9 +82,9 @@ export function forwardStream(
         ...(authz !== undefined ? { authz } : {}),
         connId: ctx.connId,
         protocol: 'http2',
-        authority: route !== null ? route.authority : str(reqHeaders[':authority']) || str(reqHeaders.host),
+        authority: route !== null ? route.authority : headerString(reqHeaders[':authority']) || headerString(reqHeaders.host),
         method,
-        path: str(reqHeaders[':path']),
+        path: headerString(reqHeaders[':path']),
         status,
         ...(grpc ? { grpcStatus } : {}),
         success: ok,
@@ -232,6 +232,3 @@ export function forwardStream(
   });
 }
 
-function str(v: string | string[] | undefined): string {
-  return Array.isArray(v) ? v.join(',') : (v ?? '');
-}

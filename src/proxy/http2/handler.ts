@@ -6,7 +6,7 @@ import { Http2SessionPool } from './pool.ts';
 import { ScopedPools } from '../scoped-pools.ts';
 import { ResetBudget } from './reset-budget.ts';
 import { forwardStream } from './forward-stream.ts';
-import { isGrpc, isSuccess, proxyErrorResponse } from './headers.ts';
+import { isGrpc, isSuccess, proxyErrorResponse, headerString } from './headers.ts';
 import type { AuthzOutcome } from '../../telemetry/events.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
 
@@ -87,7 +87,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
       let ctx = conn.ctx;
       if (ctx.authz) {
         // The destination's inbound policy, per request, before any upstream sees it (docs/policy.md).
-        const outcome = ctx.authz.request(str(headers[':method']), str(headers[':path']), (n) => str(headers[n]) || undefined);
+        const outcome = ctx.authz.request(headerString(headers[':method']), headerString(headers[':path']), (n) => headerString(headers[n]) || undefined);
         if (!outcome.allowed) {
           denyStream(stream, headers, noBody, ctx, outcome);
           return;
@@ -128,10 +128,6 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
   };
 }
 
-function str(v: string | string[] | undefined): string {
-  return Array.isArray(v) ? v.join(',') : (v ?? '');
-}
-
 /** A request the inbound policy denies: 403 (gRPC: PERMISSION_DENIED, trailers-only), reported with the decision. */
 function denyStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, noBody: boolean, ctx: ConnContext, outcome: AuthzOutcome): void {
   const startedAt = Date.now();
@@ -151,9 +147,9 @@ function denyStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
       authz: outcome,
       connId: ctx.connId,
       protocol: 'http2',
-      authority: str(headers[':authority']) || str(headers.host),
-      method: str(headers[':method']),
-      path: str(headers[':path']),
+      authority: headerString(headers[':authority']) || headerString(headers.host),
+      method: headerString(headers[':method']),
+      path: headerString(headers[':path']),
       status: r.status,
       ...(grpc ? { grpcStatus: r.grpcStatus } : {}),
       success: isSuccess(r.status, grpc, r.grpcStatus),

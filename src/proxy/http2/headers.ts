@@ -26,6 +26,11 @@ function copyWithout(src: InHeaders, drop: (name: string) => boolean): OutHeader
   return out;
 }
 
+/** A header's value as one string: a repeated one joined by commas, an absent one ''. */
+export function headerString(v: string | string[] | undefined): string {
+  return Array.isArray(v) ? v.join(',') : (v ?? '');
+}
+
 /** Request headers for the upstream hop. */
 export function upstreamRequestHeaders(h: InHeaders): OutHeaders {
   const out = copyWithout(h, (n) => hopByHop.has(n) || (n === 'te' && !isTrailersTe(h.te)));

@@ -17,14 +17,10 @@ import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/re
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf } from '../http1/route-request.ts';
-import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
+import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
-
-function str(v: string | string[] | undefined): string {
-  return Array.isArray(v) ? v.join(',') : (v ?? '');
-}
 
 class H2RouteRequest implements RouteRequest {
   readonly method: string;
@@ -32,8 +28,8 @@ class H2RouteRequest implements RouteRequest {
   private readonly h: http2.IncomingHttpHeaders;
   constructor(h: http2.IncomingHttpHeaders) {
     this.h = h;
-    this.method = str(h[':method']);
-    this.path = pathOf(str(h[':path']));
+    this.method = headerString(h[':method']);
+    this.path = pathOf(headerString(h[':path']));
   }
   header(name: string): string | undefined {
     const v = this.h[name];
@@ -124,7 +120,7 @@ class RoutedStream {
     const rule = findRoute(routing.tableFor(this.route), new H2RouteRequest(this.reqHeaders), this.grpc);
     if (rule === null) {
       const { namespace, name, port } = this.route.ref;
-      this.answer('no-route', `no route of Service ${namespace}/${name} port ${port} matches ${str(this.reqHeaders[':method'])} ${pathOf(str(this.reqHeaders[':path']))}`);
+      this.answer('no-route', `no route of Service ${namespace}/${name} port ${port} matches ${headerString(this.reqHeaders[':method'])} ${pathOf(headerString(this.reqHeaders[':path']))}`);
       return;
     }
     this.rule = rule;
@@ -167,7 +163,7 @@ class RoutedStream {
     this.destIp = lease.ep.ip;
     this.destPort = lease.ep.port;
     // An endpoint of this node the policy allows whole: the request counts its decision (a retry's replaces an earlier attempt's).
-    this.authz = endpointRequestAuthz(this.ctx, this.destIp, this.destPort, str(this.reqHeaders[':method']), str(this.reqHeaders[':path']));
+    this.authz = endpointRequestAuthz(this.ctx, this.destIp, this.destPort, headerString(this.reqHeaders[':method']), headerString(this.reqHeaders[':path']));
     const t = this.rule!.timeouts;
     this.attemptDeadline = t?.backendRequestMs !== undefined ? this.attemptAt + t.backendRequestMs : 0;
     this.headDeadline = this.retry?.timeoutMs !== undefined ? this.attemptAt + this.retry.timeoutMs : 0;
@@ -470,8 +466,8 @@ class RoutedStream {
         connId: this.ctx.connId,
         protocol: 'http2',
         authority: this.route.authority,
-        method: str(this.reqHeaders[':method']),
-        path: str(this.reqHeaders[':path']),
+        method: headerString(this.reqHeaders[':method']),
+        path: headerString(this.reqHeaders[':path']),
         status: this.status,
         ...(this.respGrpc ? { grpcStatus: this.grpcStatus } : {}),
         success: ok,
