@@ -424,6 +424,9 @@ export class Agent {
       this.discoveryLink.start();
     }
     // TrafficTargets come with discovery: a change, or a new world, compiles the pods' policies again.
+    // At the first `synced` this runs in the same step that makes Services resolvable (and the
+    // workers get the policies before that snapshot's discovery batch): a Service connection never
+    // meets a pod whose policy is pending (docs/policy.md), so only direct ones wait for it.
     this.discovery.onApply((m) => {
       if (m === 'drop-staged') return;
       // A TrafficTarget the controller could not convert again: enforced in its last good version, said once.
