@@ -52,13 +52,6 @@ export function forwardStream(
   const destPort = lease !== null ? lease.ep.port : ctx.endpoints.destPort;
   // An endpoint of this node the policy allows whole: this request counts its decision.
   const authz = lease !== null ? endpointRequestAuthz(ctx, destIp, destPort, headerString(reqHeaders[':method']), headerString(reqHeaders[':path'])) : undefined;
-  let leaseOpen = lease !== null;
-  /** Hands the endpoint back to the balancer once: a response is its RTT sample. */
-  const releaseLease = (outcome: 'success' | 'failure' | 'cancel', rttMs: number | null) => {
-    if (!leaseOpen) return;
-    leaseOpen = false;
-    route!.balancer.done(lease!, rttMs, outcome);
-  };
 
   client.on('error', (err: Error) => { error ??= err.message; });
   client.once('close', () => {
@@ -73,7 +66,8 @@ export function forwardStream(
     }
     const method = headerString(reqHeaders[':method']);
     const ok = responseDone && isSuccess(status, grpc, grpcStatus);
-    releaseLease(status === 0 ? (error !== undefined && !resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure', status === 0 ? null : latencyMs);
+    // The endpoint goes back to the balancer once, here ('close' comes once): a response is its RTT sample.
+    if (lease !== null) route!.balancer.done(lease, status === 0 ? null : latencyMs, status === 0 ? (error !== undefined && !resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure');
     try {
       ctx.telemetry.request({
         ...ctx.endpoints,
@@ -149,7 +143,7 @@ export function forwardStream(
   }
   // The eager connection may be unusable or the pool full: dial on demand.
   try {
-    upSession = pool.acquire(destIp, destPort, () => ctx.dial(destIp, destPort), limits.upstreamConnectTimeoutMs);
+    upSession = pool.acquire(destIp, destPort, ctx, limits.upstreamConnectTimeoutMs, lease?.key);
     upstream = upSession.request(upstreamRequestHeaders(reqHeaders), {
       endStream: noBody,
       waitForTrailers: true,

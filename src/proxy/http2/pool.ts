@@ -2,6 +2,7 @@
 // ip:port, so N client connections cost one upstream connection (as linkerd does per endpoint).
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
+import type { Dialer } from '../context.ts';
 import type { ProxyFailure } from './headers.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
 
@@ -86,9 +87,13 @@ export class Http2SessionPool {
     this.#open(ip, port, () => socket, connectTimeoutMs);
   }
 
-  /** A session with room for one more stream, opening one through `dial` if needed. */
-  acquire(ip: string, port: number, dial: () => net.Socket, connectTimeoutMs: number): UpstreamSession {
-    return this.#pick(keyOf(ip, port)) ?? this.#open(ip, port, dial, connectTimeoutMs);
+  /**
+   * A session with room for one more stream, opening one through `via.dial(ip, port)` if needed.
+   * `key`: keyOf(ip, port), which a Service's endpoint already holds (BalancedEndpoint.key), so a
+   * request builds no string and no closure to find its session.
+   */
+  acquire(ip: string, port: number, via: { dial: Dialer }, connectTimeoutMs: number, key = keyOf(ip, port)): UpstreamSession {
+    return this.#pick(key) ?? this.#open(ip, port, () => via.dial(ip, port), connectTimeoutMs);
   }
 
   /** Sessions currently pooled for a destination. */
@@ -165,6 +170,7 @@ export class Http2SessionPool {
   }
 }
 
-function keyOf(ip: string, port: number): string {
-  return `${ip}|${port}`;
+/** As a Service endpoint's key (routing/balancer.ts BalancedEndpoint): the port has no colon, so IPv6 stays unambiguous. */
+export function keyOf(ip: string, port: number): string {
+  return ip + ':' + port;
 }

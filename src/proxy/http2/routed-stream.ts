@@ -170,7 +170,7 @@ class RoutedStream {
     let up: http2.ClientHttp2Stream;
     try {
       const { ip, port } = lease.ep;
-      this.upSession = this.pool.acquire(ip, port, () => this.ctx.dial(ip, port), this.limits.upstreamConnectTimeoutMs);
+      this.upSession = this.pool.acquire(ip, port, this.ctx, this.limits.upstreamConnectTimeoutMs, lease.key);
       up = this.upSession.request(upstreamRequestHeaders(this.reqHeaders), { endStream: this.noBody, waitForTrailers: true });
     } catch (err) {
       this.error = (err as Error).message;
