@@ -68,6 +68,14 @@ import { dialerFrom, listenTransparent } from '../datapath/transparent.ts';
 import { Coalescer } from '../util/coalesce.ts';
 import { FirstTimes } from '../policy/conn-authz.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, type DefaultPolicy } from '../policy/model.ts';
+import { CniServer } from './cni-server.ts';
+import { CniPods, meshedNamespaces } from './cni-pods.ts';
+import { ipv4Of, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
+import { writeState } from '../cni/state.ts';
+import type { PodInfo } from '../k8s/objects.ts';
+
+/** How long the agent holds a pod's CNI ADD waiting for its pod list, the pod and its policy in the kernel. */
+export const CNI_ADMIT_WAIT_MS = 10_000;
 
 export interface AgentOptions {
   nodeName?: string;
@@ -110,6 +118,8 @@ export interface AgentOptions {
   telemetry?: TelemetrySink;
   /** mTLS between nodes; without it meshed pods' bytes cross the network as the pods sent them. */
   identity?: AgentIdentityOptions;
+  /** The chained CNI plugin's socket and the state file it reads when the agent does not answer (docs/install.md). */
+  cni?: { socket: string; stateFile: string };
   log: Logger;
 }
 
@@ -175,6 +185,19 @@ export class Agent {
   /** What the table this agent last applied does with SYNs to its tunnel port (null: it applied none, or identity is off). */
   private tunnelSyns: 'open' | 'dropped' | null = null;
   private readonly saidProblems = new FirstTimes(256);
+  private cniServer?: CniServer;
+  /** What pods' CNI ADDs taught before the watch did (their addresses, pods fetched). */
+  private readonly cniPods = new CniPods();
+  /** Wakes admissions waiting for the pod list or a capture applied. */
+  private readonly changes = new Listeners();
+  /** The pod source's last snapshot, before cniPods is merged in. */
+  private lastSnapshot: Snapshot = { pods: [], namespaces: new Map() };
+  /** The meshed namespaces last written to the CNI state file. */
+  private writtenNamespaces: string | null = null;
+  /** The pods the capture table last applied hands to this agent's listener. */
+  private capturedIps = new Set<string>();
+  private stopping = false;
+  private readonly cniCounts = { meshed: 0, notMeshed: 0, retry: 0 };
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -371,6 +394,12 @@ export class Agent {
       log: (level, msg) => (level === 'warn' ? this.recordError(msg) : log.info(msg)),
     });
     if (proxies > 1) await this.startWorkers(proxies - 1, openSlots);
+    if (this.opts.cni) {
+      // Before the pod list: a plugin asking meanwhile is held until the agent can answer, not refused.
+      this.cniServer = new CniServer(this.opts.cni.socket, { admit: (r) => this.admitCni(r), release: (r) => this.releaseCni(r), onError: (m) => this.recordError(m) });
+      await this.cniServer.listen();
+      log.info('CNI plugin socket listening', { socket: this.opts.cni.socket, stateFile: this.opts.cni.stateFile });
+    }
     if (this.opts.podsFile) {
       this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
       this.applySnapshot(this.source.start());
@@ -445,6 +474,94 @@ export class Agent {
     this.ready = true;
   }
 
+  /** The meshed namespaces on the node's disk, for the plugin when no agent answers; rewritten when they change. */
+  private writeCniState(): void {
+    const file = this.opts.cni?.stateFile;
+    if (!file) return;
+    const names = meshedNamespaces(this.namespaces);
+    const text = names.join(',');
+    if (text === this.writtenNamespaces) return;
+    try {
+      writeState(file, { version: 1, node: this.opts.nodeName ?? os.hostname(), meshedNamespaces: names });
+      this.writtenNamespaces = text;
+    } catch (e) {
+      this.recordError(`CNI state file ${file}: ${(e as Error).message}; while it is stale a pod of a newly meshed namespace may start open when no agent runs; the DaemonSet mounts /var/lib/mesh-agent from the host`);
+    }
+  }
+
+  /**
+   * A pod's sandbox is being set up (the CNI plugin's ADD): answers once its redirection and its
+   * inbound policy are in the kernel, so its first connection is already decided, or that it is
+   * not meshed. The pod may be ahead of the watch (fetched from the API server then) and has no
+   * address in its object yet (the runtime's is used). Bounded: "retry" after CNI_ADMIT_WAIT_MS,
+   * and the runtime retries the ADD.
+   */
+  async admitCni(req: AdmitRequest): Promise<AdmitAnswer> {
+    const a = await this.admitCniOnce(req, performance.now() + CNI_ADMIT_WAIT_MS);
+    this.cniCounts[a.result === 'not-meshed' ? 'notMeshed' : a.result]++;
+    if (a.result === 'retry') this.opts.log.warn(`CNI ADD of pod ${req.namespace}/${req.name} not admitted: ${a.message}`);
+    return a;
+  }
+
+  private async admitCniOnce(req: AdmitRequest, deadline: number): Promise<AdmitAnswer> {
+    const who = `pod ${req.namespace}/${req.name}`;
+    const retry = (meshed: boolean | null, message: string): AdmitAnswer => ({ result: 'retry', meshed, message });
+    while (!this.podsSynced) {
+      if (this.stopping) return retry(null, 'the agent is stopping');
+      if (!(await this.changes.next(deadline))) return retry(null, `the agent has not listed its node's pods within ${CNI_ADMIT_WAIT_MS} ms (mesh-agent status, podSource)`);
+    }
+    if (this.stopping) return retry(null, 'the agent is stopping');
+    let pod: PodInfo | null = null;
+    let fetched = false;
+    for (;;) {
+      const known = this.lastSnapshot.pods.find((p) => p.namespace === req.namespace && p.name === req.name) ?? null;
+      if (known && (req.uid === undefined || known.uid === req.uid)) {
+        pod = known;
+        break;
+      }
+      if (this.kube) {
+        // Ahead of the watch: read it now.
+        try {
+          pod = await this.kube.getPod(req.namespace, req.name);
+          fetched = true;
+        } catch (e) {
+          return retry(null, `reading ${who} from the API server failed: ${(e as Error).message}`);
+        }
+        break;
+      }
+      // A pods file: it may not have been rewritten yet.
+      if (this.stopping || !(await this.changes.next(deadline))) break;
+    }
+    if (!pod) return retry(null, `${who} is not known to the agent${this.kube ? ' nor to the API server' : ` (not in the pods file ${this.opts.podsFile})`}`);
+    if (req.uid !== undefined && pod.uid !== req.uid) return retry(null, `${who} has uid ${pod.uid}, the sandbox is for uid ${req.uid} (the pod was recreated)`);
+    const ip = ipv4Of(req.ips) ?? pod.ip ?? null;
+    this.cniPods.admit(pod, ip, fetched && !this.lastSnapshot.pods.some((p) => p.uid === pod.uid));
+    this.applySnapshot(this.lastSnapshot);
+    const st = this.pods.states().find((x) => x.pod.uid === pod.uid);
+    if (!st) return retry(null, `${who} is not on this node (${pod.nodeName ?? 'not scheduled'}, the agent is on ${this.opts.nodeName})`);
+    if (!st.policy.meshed) return { result: 'not-meshed', reason: st.policy.reason ?? 'not injected' };
+    if (st.key === null) return retry(true, `its pod cgroup is not in the datapath: ${st.problem ?? 'not yet written'}`);
+    if (!this.opts.inbound || ip === null) return { result: 'meshed', policy: st.policy.inboundPolicy, failsClosed: false };
+    // Its inbound capture: this agent's table hands the pod's connections to the listener.
+    for (;;) {
+      if (this.stopping) return retry(true, 'the agent is stopping');
+      if (this.captureMode === 'capturing' && this.capturedIps.has(ip)) break;
+      if (!(await this.changes.next(deadline))) {
+        const why = this.captureMode !== 'capturing'
+          ? `the capture is ${this.captureMode}${this.opts.controllerUrl && !this.discovery.synced ? ' (the TrafficTargets are not known yet: the controller has not synced)' : ''}${this.captureError ? `: ${this.captureError}` : ''}`
+          : `the capture table has not taken ${ip} yet${this.captureError ? `: ${this.captureError}` : ''}`;
+        return retry(true, `its inbound policy is not in the kernel within ${CNI_ADMIT_WAIT_MS} ms: ${why}`);
+      }
+    }
+    const policy = this.inbound.authorizer.policy(ip);
+    return { result: 'meshed', policy: policy?.mode === 'smi' ? 'TrafficTargets' : (policy?.spec.defaultPolicy ?? st.policy.inboundPolicy), failsClosed: policy?.failsClosed ?? false };
+  }
+
+  /** The sandbox is gone (CNI DEL): what its ADD taught goes; the watch removes the pod itself. */
+  private releaseCni(req: AdmitRequest): void {
+    this.cniPods.release(req.namespace, req.name, req.uid);
+  }
+
   /**
    * The controller relays `mesh-agent diagnostics` questions; answered from this agent's own
    * state (diagnostics.ts). Endpoints: every proxy balances on its own, their views merged
@@ -458,8 +575,11 @@ export class Agent {
     return { ports: mergeDescribed(views) };
   }
 
-  applySnapshot(s: Snapshot) {
+  applySnapshot(raw: Snapshot) {
+    this.lastSnapshot = raw;
+    const s = this.cniPods.merge(raw);
     this.namespaces = s.namespaces;
+    this.writeCniState();
     this.pods.apply(s);
     this.podChanges.emit();
     this.inbound.refresh(this.pods.states());
@@ -467,11 +587,13 @@ export class Agent {
     // A new pod's certificate is asked for now, so its first connection finds it (docs/identity.md).
     if (this.identities) this.identities.want(this.wantedIdentities(this.opts.identity!.trustDomain));
     this.captureQueue?.poke();
+    this.changes.emit();
   }
 
   /** The first list of this node's pods is in: the capture may start. */
   private podsListed(): void {
     this.podsSynced = true;
+    this.changes.emit();
     this.maybeCapture();
   }
 
@@ -525,12 +647,16 @@ export class Agent {
     try {
       const id = this.opts.identity;
       const tunnel = id ? { ip: this.opts.proxy.ip, port: id.tunnelPort ?? TUNNEL_PORT, open: mode !== 'held' } : null;
-      await this.capture.apply(this.inbound.capture(listener, tunnel));
+      const ruleset = this.inbound.capture(listener, tunnel);
+      await this.capture.apply(ruleset);
+      this.capturedIps = new Set(listener ? ruleset.pods.map((p) => p.ip) : []);
       this.tunnelSyns = tunnel ? (tunnel.open ? 'open' : 'dropped') : null;
       this.captureError = null;
     } catch (e) {
       this.captureError = (e as Error).message;
       throw e;
+    } finally {
+      this.changes.emit();
     }
   }
 
@@ -647,6 +773,7 @@ export class Agent {
       })),
       podSource: this.kube ? { kind: 'kubernetes', synced: this.podsSynced, ...this.kube.state() } : { kind: 'file', file: this.opts.podsFile, synced: this.podsSynced },
       inbound: this.inboundStatus(),
+      cni: this.opts.cni ? { socket: this.opts.cni.socket, stateFile: this.opts.cni.stateFile, admissions: { ...this.cniCounts } } : null,
       controller: this.reporter?.state() ?? null,
       discovery: this.discoveryLink?.status() ?? null,
       identity: this.identityStatus(),
@@ -716,6 +843,10 @@ export class Agent {
    */
   async stop(drainMs = 10_000): Promise<void> {
     this.ready = false;
+    // Plugins from now on go by the state file: pods of meshed namespaces wait for the next agent.
+    this.stopping = true;
+    this.changes.emit();
+    await this.cniServer?.close().catch((e) => this.recordError(`closing the CNI socket: ${(e as Error).message}`));
     clearInterval(this.lagProbe);
     this.source?.stop();
     this.kube?.stop();

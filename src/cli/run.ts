@@ -1,4 +1,5 @@
 // `mesh-agent run`: the node agent.
+import { DEFAULT_STATE_FILE } from '../cni/spec.ts';
 import type { Command } from 'commander';
 import { Agent } from '../agent/agent.ts';
 import { jsonLogger } from '../agent/log.ts';
@@ -59,10 +60,13 @@ export function registerRun(program: Command) {
     .option('--trust-domain <name>', 'the SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
     .option('--tunnel-port <port>', 'port of the mTLS tunnel listener on the node IP', String(TUNNEL_PORT))
     .option('--first-sync-wait <ms>', 'with identity on and a controller: how long meshed pods\' connections wait for discovery\'s first sync, which tells which destinations get mTLS, before going directly (plaintext between nodes)', String(DEFAULT_FIRST_SYNC_WAIT_MS))
+    .option('--cni-socket <path>', 'answer the chained CNI plugin here (install: /var/run/mesh-agent/cni.sock): a meshed pod\'s sandbox comes up once its policy is in the kernel (default: off)')
+    .option('--cni-state <file>', 'with --cni-socket: the meshed namespaces, for the plugin when no agent answers', DEFAULT_STATE_FILE)
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async (o, cmd: Command) => {
+      if (!o.cniSocket && cmd.getOptionValueSource('cniState') === 'cli') throw new Error('--cni-state is read with --cni-socket only: pass both (install does)');
       const log = jsonLogger({ quiet: o.quiet });
       let config: AgentConfig = {};
       if (o.config) {
@@ -97,6 +101,7 @@ export function registerRun(program: Command) {
         proxyWorkers,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
         identity: identityOptions(o, settings.identityAddr),
+        ...(o.cniSocket ? { cni: { socket: absolute(o.cniSocket, '--cni-socket'), stateFile: absolute(o.cniState, '--cni-state') } } : {}),
         log,
       });
       let stopping = false;
@@ -118,4 +123,9 @@ export function registerRun(program: Command) {
       }
       log.info('agent ready', { proxy: proxyAddr, admin: `${admin.host}:${admin.port}`, pods: agent.pods.states().length, proxyWorkers });
     });
+}
+
+function absolute(p: string, flag: string): string {
+  if (!p.startsWith('/')) throw new Error(`${flag} ${p}: expected an absolute path (the plugin on the host reads the same path)`);
+  return p;
 }

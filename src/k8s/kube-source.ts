@@ -56,6 +56,7 @@ export class KubeSource {
   private started = false;
   private stopped = false;
   private pending?: { resolve: (s: Snapshot) => void; reject: (e: Error) => void };
+  private api?: KubeApi;
 
   constructor(o: KubeSourceOptions) {
     this.o = o;
@@ -81,6 +82,7 @@ export class KubeSource {
 
   private run(api: KubeApi, watchdogMs: number): void {
     if (this.stopped) return;
+    this.api = api;
     const common = { watch: api, server: api.server, watchdogMs, backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 }, onError: this.o.onError };
     const fieldSelector = `spec.nodeName=${this.o.nodeName}`;
     const onSynced = () => this.synced();
@@ -130,6 +132,13 @@ export class KubeSource {
       restarts: rs.reduce((n, r) => n + r.restarts, 0),
       resourceVersion: this.pods?.resourceVersion ?? '',
     };
+  }
+
+  /** One pod read from the API server now (a pod's CNI ADD may come before the watch delivers it); null: no such pod. */
+  async getPod(namespace: string, name: string): Promise<PodInfo | null> {
+    if (!this.api) throw new Error('the API server client is not set up yet');
+    const l = await this.api.list(`/api/v1/namespaces/${namespace}/pods`, { fieldSelector: `metadata.name=${name}` });
+    return l.items.length > 0 ? podFromObject({ kind: 'Pod', ...l.items[0] }) : null;
   }
 
   /** The current view: pods of this node, every namespace. */

@@ -1,0 +1,66 @@
+// What the agent learnt of a pod at its sandbox's CNI ADD, before the pod watch says it: its
+// addresses (the Pod object has none until the runtime reports them) and, when the watch has not
+// delivered the pod yet, the object fetched from the API server. Merged into every snapshot until
+// the watch has caught up. Pure.
+import type { NamespaceInfo, PodInfo, Snapshot } from '../k8s/objects.ts';
+import { ANNOTATIONS } from '../k8s/annotations.ts';
+
+interface Entry {
+  uid: string;
+  ip: string | null;
+  /** Set while the watch has not delivered the pod. */
+  fetched: PodInfo | null;
+}
+
+const key = (namespace: string, name: string) => `${namespace}/${name}`;
+
+export class CniPods {
+  readonly #entries = new Map<string, Entry>();
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The pod as admitted: `pod` is what the agent knows of it (from the watch or the API server), `ip` from the runtime. */
+  admit(pod: PodInfo, ip: string | null, fetched: boolean): void {
+    this.#entries.set(key(pod.namespace, pod.name), { uid: pod.uid, ip, fetched: fetched ? pod : null });
+  }
+
+  /** The sandbox went (CNI DEL): what was learnt of it goes. */
+  release(namespace: string, name: string, uid?: string): void {
+    const k = key(namespace, name);
+    const e = this.#entries.get(k);
+    if (e && (uid === undefined || e.uid === uid)) this.#entries.delete(k);
+  }
+
+  /**
+   * The snapshot with what ADD taught: an admitted pod without an address gets the runtime's, one
+   * the watch has not delivered is added. An entry goes once the watch shows its pod with an
+   * address, or shows the name with another uid (the pod was recreated).
+   */
+  merge(snap: Snapshot): Snapshot {
+    if (this.#entries.size === 0) return snap;
+    const seen = new Set<string>();
+    const pods = snap.pods.map((p) => {
+      const k = key(p.namespace, p.name);
+      const e = this.#entries.get(k);
+      if (!e) return p;
+      seen.add(k);
+      if (e.uid !== p.uid || p.ip) {
+        this.#entries.delete(k);
+        return p;
+      }
+      e.fetched = null;
+      return e.ip ? { ...p, ip: e.ip } : p;
+    });
+    for (const [k, e] of this.#entries) {
+      if (!seen.has(k) && e.fetched) pods.push(e.ip ? { ...e.fetched, ip: e.ip } : e.fetched);
+    }
+    return { pods, namespaces: snap.namespaces };
+  }
+}
+
+/** Namespaces whose pods are meshed by the namespace's annotation: what the plugin goes by when no agent answers. */
+export function meshedNamespaces(namespaces: ReadonlyMap<string, NamespaceInfo>): string[] {
+  return [...namespaces.values()].filter((n) => n.annotations[ANNOTATIONS.inject] === 'enabled').map((n) => n.name).sort();
+}

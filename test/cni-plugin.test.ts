@@ -1,0 +1,212 @@
+// The chained CNI plugin's pure parts (the invocation, the decision, the result and the error
+// objects, the state file, the agent's overlay of admitted pods) and the plugin's process against
+// a real unix socket: the agent's answers, no agent, a meshed namespace.
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CNI_ERRORS, CniError, parseCniArgs, parseInvocation, renderAddResult, renderError, resultIps } from '../src/cni/spec.ts';
+import { decideAdd } from '../src/cni/decide.ts';
+import { parseAdmitAnswer, parseAdmitRequest, ipv4Of } from '../src/cni/protocol.ts';
+import { parseState, readState, renderState, writeState } from '../src/cni/state.ts';
+import { runPlugin } from '../src/cni/plugin.ts';
+import { CniPods, meshedNamespaces } from '../src/agent/cni-pods.ts';
+import type { NamespaceInfo, PodInfo } from '../src/k8s/objects.ts';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent-cni.ts');
+const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }], ips: [{ address: '10.244.1.5/32', interface: 0 }, { address: 'fd00::5/128', interface: 0 }] };
+const env = (cmd: string, extra: Record<string, string> = {}) => ({ CNI_COMMAND: cmd, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'eth0', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=api-1;K8S_POD_UID=u-1', ...extra });
+const conf = (o: Record<string, unknown> = {}) => JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'mesh-agent-cni', prevResult, ...o });
+
+test('parseInvocation: the command, the pod from CNI_ARGS, the conflist entry with its prevResult', (t) => {
+  const inv = parseInvocation(env('ADD'), conf({ agentSocket: '/run/a.sock', stateFile: '/var/lib/s.json', addTimeoutMs: 500 }));
+  t.is(inv.command, 'ADD');
+  t.deepEqual(inv.pod, { namespace: 'shop', name: 'api-1', uid: 'u-1' });
+  t.is(inv.config.agentSocket, '/run/a.sock');
+  t.is(inv.config.stateFile, '/var/lib/s.json');
+  t.is(inv.config.addTimeoutMs, 500);
+  t.deepEqual(resultIps(inv.config.prevResult), ['10.244.1.5', 'fd00::5']);
+  t.is(ipv4Of(resultIps(inv.config.prevResult)), '10.244.1.5');
+  // Defaults: the install's paths.
+  const d = parseInvocation(env('ADD'), conf());
+  t.is(d.config.agentSocket, '/var/run/mesh-agent/cni.sock');
+  t.is(d.config.stateFile, '/var/lib/mesh-agent/cni-state.json');
+  // Not a Kubernetes pod: no pod.
+  t.is(parseInvocation(env('ADD', { CNI_ARGS: 'IgnoreUnknown=1' }), conf()).pod, null);
+  // 0.3.x results carry "version" beside each address.
+  t.deepEqual(resultIps({ ips: [{ version: '4', address: '10.1.0.2/24' }, { bad: 1 }] }), ['10.1.0.2']);
+});
+
+test('parseInvocation: bad input gets the spec\'s error codes and a message naming the fix', (t) => {
+  const code = (f: () => unknown) => {
+    const e = t.throws(f, { instanceOf: CniError }) as CniError;
+    return [e.code, e.message] as const;
+  };
+  let [c, m] = code(() => parseInvocation({}, conf()));
+  t.is(c, CNI_ERRORS.invalidEnvironment);
+  t.regex(m, /CNI_COMMAND is not set.*run by the container runtime/);
+  [c, m] = code(() => parseInvocation(env('ADD'), '{nope'));
+  t.is(c, CNI_ERRORS.decodeFailure);
+  [c, m] = code(() => parseInvocation(env('ADD'), conf({ cniVersion: '0.2.0' })));
+  t.is(c, CNI_ERRORS.incompatibleVersion);
+  t.regex(m, /cniVersion 0.2.0 is not supported; set the conflist's cniVersion to one of/);
+  [c, m] = code(() => parseInvocation(env('ADD'), conf({ agentSocket: 'relative.sock' })));
+  t.is(c, CNI_ERRORS.invalidConfig);
+  t.regex(m, /agentSocket: "relative.sock" is not an absolute path/);
+  [c] = code(() => parseInvocation(env('ADD'), conf({ addTimeoutMs: -1 })));
+  t.is(c, CNI_ERRORS.invalidConfig);
+  [c, m] = code(() => parseInvocation(env('ADD', { CNI_CONTAINERID: '' }), conf()));
+  t.regex(m, /CNI_CONTAINERID is not set for ADD/);
+  t.throws(() => parseCniArgs('K8S_POD_NAME'), { message: /"K8S_POD_NAME" is not KEY=VALUE/ });
+});
+
+test('render: ADD hands the previous result back in the config\'s version; errors are the spec\'s object', (t) => {
+  const inv = parseInvocation(env('ADD'), conf({ cniVersion: '0.4.0', prevResult: { ...prevResult, cniVersion: '0.4.0' } }));
+  t.deepEqual(JSON.parse(renderAddResult(inv.config)), { ...prevResult, cniVersion: '0.4.0' });
+  t.deepEqual(JSON.parse(renderError(new CniError(11, 'later', 'why'), '0.4.0')), { cniVersion: '0.4.0', code: 11, msg: 'later', details: 'why' });
+});
+
+const pod = { namespace: 'shop', name: 'api-1' };
+const meshedState = { kind: 'ok' as const, state: { version: 1 as const, node: 'n1', meshedNamespaces: ['shop'] } };
+const FILE = '/var/lib/mesh-agent/cni-state.json';
+
+test('decideAdd: the agent\'s answer decides; without one, a pod of a meshed namespace fails (try again), others pass', (t) => {
+  t.true(decideAdd(pod, { kind: 'answer', answer: { result: 'meshed', policy: 'all-authenticated', failsClosed: true } }, FILE, meshedState).ok);
+  t.true(decideAdd(pod, { kind: 'answer', answer: { result: 'not-meshed', reason: 'not-injected' } }, FILE, meshedState).ok);
+  // The agent knows the pod is meshed (an annotation in an unmeshed namespace too) and its policy is not in the kernel yet.
+  const r = decideAdd({ namespace: 'other', name: 'x' }, { kind: 'answer', answer: { result: 'retry', meshed: true, message: 'the capture is waiting' } }, FILE, meshedState);
+  t.false(r.ok);
+  if (!r.ok) {
+    t.is(r.error.code, CNI_ERRORS.tryAgainLater);
+    t.regex(r.error.message, /pod other\/x is meshed and mesh-agent has not yet put its policy in the kernel: the capture is waiting; the runtime retries the ADD/);
+  }
+  // No agent: the state file decides.
+  const down = { kind: 'unreachable' as const, error: '/var/run/mesh-agent/cni.sock: ECONNREFUSED' };
+  const f = decideAdd(pod, down, FILE, meshedState);
+  t.false(f.ok);
+  if (!f.ok) {
+    t.is(f.error.code, CNI_ERRORS.tryAgainLater);
+    t.regex(f.error.message, /no mesh-agent answers on this node \(\/var\/run\/mesh-agent\/cni.sock: ECONNREFUSED\), and namespace shop is meshed: pod shop\/api-1 would start without its inbound policy; .*kubectl -n mesh-agent get pods -o wide.*remove mesh-agent.io\/inject from the namespace/);
+  }
+  t.true(decideAdd({ namespace: 'kube-system', name: 'dns' }, down, FILE, meshedState).ok);
+  // The agent up but not knowing the pod (retry, meshed null): as without it.
+  t.false(decideAdd(pod, { kind: 'answer', answer: { result: 'retry', meshed: null, message: 'list pending' } }, FILE, meshedState).ok);
+  t.true(decideAdd(pod, { kind: 'answer', answer: { result: 'retry', meshed: false, message: 'x' } }, FILE, { kind: 'ok', state: { version: 1, node: 'n', meshedNamespaces: [] } }).ok);
+  // No state file: no agent ever ran here.
+  t.true(decideAdd(pod, down, FILE, { kind: 'missing' }).ok);
+  // A state file that does not parse: nobody can tell, so the pod waits, with the file named.
+  const bad = decideAdd({ namespace: 'kube-system', name: 'dns' }, down, FILE, { kind: 'invalid', error: 'not JSON' });
+  t.false(bad.ok);
+  if (!bad.ok) t.regex(bad.error.message, /state file \/var\/lib\/mesh-agent\/cni-state.json cannot be read \(not JSON\).*delete it/);
+});
+
+test('state file: round trip, atomic replace, what does not parse is named', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-state-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'sub', 'cni-state.json');
+  t.deepEqual(readState(file), { kind: 'missing' });
+  writeState(file, { version: 1, node: 'n1', meshedNamespaces: ['b', 'a'] });
+  t.deepEqual(readState(file), { kind: 'ok', state: { version: 1, node: 'n1', meshedNamespaces: ['a', 'b'] } });
+  t.deepEqual(fs.readdirSync(path.dirname(file)), ['cni-state.json']);
+  t.deepEqual(parseState(renderState({ version: 1, node: 'x', meshedNamespaces: [] })), { version: 1, node: 'x', meshedNamespaces: [] });
+  fs.writeFileSync(file, '{"version":2}');
+  t.deepEqual(readState(file), { kind: 'invalid', error: 'version 2 is not 1' });
+  t.throws(() => parseState('{"version":1,"node":"n","meshedNamespaces":[3]}'), { message: /meshedNamespaces is not a list of names/ });
+});
+
+test('protocol: the agent checks what a plugin sends, the plugin what the agent answers', (t) => {
+  t.deepEqual(parseAdmitRequest(JSON.stringify({ namespace: 'shop', name: 'api-1', ips: ['10.0.0.1'], containerId: 'c' })), { namespace: 'shop', name: 'api-1', ips: ['10.0.0.1'], containerId: 'c' });
+  t.throws(() => parseAdmitRequest('{"namespace":"Shop!","name":"a","containerId":"c"}'), { message: /namespace: "Shop!" is not a Kubernetes object name/ });
+  t.throws(() => parseAdmitRequest('{"namespace":"s","name":"a","containerId":"c","ips":"10.0.0.1"}'), { message: /ips: not a list/ });
+  t.throws(() => parseAdmitRequest('[]'), { message: /not a JSON object/ });
+  t.deepEqual(parseAdmitAnswer('{"result":"retry","meshed":null,"message":"m"}'), { result: 'retry', meshed: null, message: 'm' });
+  t.throws(() => parseAdmitAnswer('{"result":"maybe"}'), { message: /different versions: upgrade them together/ });
+});
+
+const podInfo = (name: string, uid: string, ip?: string): PodInfo => ({ uid, name, namespace: 'shop', nodeName: 'n1', ip, phase: 'Pending', hostNetwork: false, labels: {}, annotations: {}, serviceAccount: 'default' });
+
+test('CniPods: an admitted pod gets the runtime\'s address until the watch has it; one ahead of the watch is added; DEL forgets', (t) => {
+  const c = new CniPods();
+  const ns = new Map<string, NamespaceInfo>([['shop', { name: 'shop', annotations: { 'mesh-agent.io/inject': 'enabled' } }], ['x', { name: 'x', annotations: {} }]]);
+  t.deepEqual(meshedNamespaces(ns), ['shop']);
+  c.admit(podInfo('a', 'u-a'), '10.0.0.1', false);
+  c.admit(podInfo('b', 'u-b'), '10.0.0.2', true);
+  let s = c.merge({ pods: [podInfo('a', 'u-a')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.1'], ['b', '10.0.0.2']]);
+  // The watch delivers b (no address yet): it is no longer added, still addressed.
+  s = c.merge({ pods: [podInfo('a', 'u-a'), podInfo('b', 'u-b')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.1'], ['b', '10.0.0.2']]);
+  // The watch has a's address: a's entry goes; b's sandbox is deleted.
+  c.release('shop', 'b', 'other-uid');
+  t.is(c.size, 2);
+  c.release('shop', 'b', 'u-b');
+  s = c.merge({ pods: [podInfo('a', 'u-a', '10.0.0.9')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.9']]);
+  t.is(c.size, 0);
+});
+
+/** A stand-in agent socket answering every admission with `answer`. */
+async function agentSocket(t: any, answer: object): Promise<{ sock: string; requests: any[] }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-sock-'));
+  const sock = path.join(dir, 'cni.sock');
+  const requests: any[] = [];
+  const srv = http.createServer((req, res) => {
+    let b = '';
+    req.on('data', (d) => (b += d));
+    req.on('end', () => {
+      requests.push({ url: req.url, body: JSON.parse(b) });
+      res.end(JSON.stringify(answer));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(sock, r));
+  t.teardown(() => {
+    srv.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { sock, requests };
+}
+
+test('runPlugin: ADD asks the agent with the pod and its addresses and hands the result back; DEL and CHECK never fail', async (t) => {
+  const { sock, requests } = await agentSocket(t, { result: 'meshed', policy: 'all-authenticated', failsClosed: true });
+  const run = await runPlugin(env('ADD'), conf({ agentSocket: sock }));
+  t.is(run.exitCode, 0, run.stdout);
+  t.deepEqual(JSON.parse(run.stdout), prevResult);
+  t.deepEqual(requests, [{ url: '/v1/cni/add', body: { namespace: 'shop', name: 'api-1', uid: 'u-1', ips: ['10.244.1.5', 'fd00::5'], containerId: 'c0ffee' } }]);
+  const del = await runPlugin(env('DEL'), conf({ agentSocket: sock }));
+  t.deepEqual([del.exitCode, del.stdout], [0, '']);
+  t.is(requests[1].url, '/v1/cni/del');
+  // No agent, a meshed namespace in the state file: DEL and CHECK still succeed.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-none-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const stateFile = path.join(dir, 'state.json');
+  writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
+  const none = { agentSocket: path.join(dir, 'none.sock'), stateFile };
+  for (const cmd of ['DEL', 'CHECK']) t.is((await runPlugin(env(cmd), conf(none))).exitCode, 0, cmd);
+  // ...and ADD fails with the spec's error object.
+  const add = await runPlugin(env('ADD'), conf(none));
+  t.is(add.exitCode, 1);
+  const err = JSON.parse(add.stdout);
+  t.is(err.code, CNI_ERRORS.tryAgainLater);
+  t.regex(err.msg, /none.sock: ENOENT\), and namespace shop is meshed/);
+  // A pod of another namespace starts.
+  t.is((await runPlugin(env('ADD', { CNI_ARGS: 'K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=dns' }), conf(none))).exitCode, 0);
+  // Alone (no prevResult) it says where it belongs.
+  const alone = await runPlugin(env('ADD'), JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'mesh-agent-cni' }));
+  t.regex(JSON.parse(alone.stdout).msg, /chained plugin and got no prevResult: list it after the network plugin/);
+});
+
+test('the executable: VERSION, and an ADD\'s error object on stdout with a non-zero exit', async (t) => {
+  const exec = (e: Record<string, string>, stdin: string) => new Promise<{ code: number; stdout: string }>((resolve) => {
+    const p = execFile(process.execPath, ['--disable-warning=ExperimentalWarning', BIN], { env: { PATH: process.env.PATH!, ...e } }, (err, stdout) => resolve({ code: err ? (err as any).code : 0, stdout }));
+    p.stdin!.end(stdin);
+  });
+  const v = await exec({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+  t.is(v.code, 0);
+  t.deepEqual(JSON.parse(v.stdout).supportedVersions, ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
+  const bad = await exec({ CNI_COMMAND: 'ADD' }, 'not json');
+  t.is(bad.code, 1);
+  t.is(JSON.parse(bad.stdout).code, CNI_ERRORS.decodeFailure);
+});
