@@ -385,13 +385,16 @@ async function guardedNodeB(t: any, sources: string[], tcpPort = 1) {
     sources: sources.map((serviceAccount) => ({ namespace: 'shop', serviceAccount })),
     rules: [{ kind: 'HTTPRouteGroup', name: 'db-routes', matches: [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }] }, { kind: 'TCPRoute', name: 'tcp', ports: [tcpPort] }],
   };
-  authorizer.load({ networks: DEFAULT_CLUSTER_NETWORKS, pods: [{ ip: SERVER_IP, identity: { namespace: 'shop', serviceAccount: 'db' }, spec: { namespace: 'shop', pod: 'db-0', serviceAccount: 'db', defaultPolicy: 'all-unauthenticated', defaultFrom: 'test', targets: [record] } }] });
+  const table = (targets: AccessRecord[]) => ({ networks: DEFAULT_CLUSTER_NETWORKS, pods: [{ ip: SERVER_IP, identity: { namespace: 'shop', serviceAccount: 'db' }, spec: { namespace: 'shop', pod: 'db-0', serviceAccount: 'db', defaultPolicy: 'all-unauthenticated' as const, defaultFrom: 'test', targets } }] });
+  authorizer.load(table([record]));
   const proxy = new Proxy({ listen: { host: '127.0.0.6', port: 0 }, lookup: () => null, opaquePorts: PortSet.empty(), detectTimeoutMs: 300 });
   await proxy.listen();
   t.teardown(() => proxy.close(0));
   const inbound = new PolicySink();
   const b = await nodeB(t, undefined, { inbound, policy: () => ({ authorize: (c, uri) => authorizer.authorizeVerified(c, uri), serve: (ctx) => proxy.serveTunnelled(ctx) }) });
-  return { ...b, inbound, proxy };
+  /** The policy changes: db's TrafficTargets become `targets`. */
+  const change = (targets: AccessRecord[]) => authorizer.load(table(targets));
+  return { ...b, inbound, proxy, change, record };
 }
 
 test('policy: a TrafficTarget with an HTTPRouteGroup is decided at the destination, request by request, with the client\'s verified identity; only the decisions are counted there', async (t) => {
@@ -463,6 +466,25 @@ test('policy: a client the policy allows whole connections is forwarded as bytes
   await waitFor(() => b.inbound.closes.length === 1);
   t.like(b.inbound.closes[0], { protocol: 'opaque', detectedBy: 'tunnel', authz: { allowed: true, authz: { kind: 'traffictarget', name: 'to-db' } } });
   t.is(b.tunnels.stats().server.inspected, 0, 'nothing for the proxy to decide');
+});
+
+test('policy: a connection forwarded as bytes is reset when a policy change no longer allows it whole, and counted as terminated', async (t) => {
+  const echoPort = await listen(net.createServer((s) => s.on('error', () => {}).pipe(s)), t);
+  const b = await guardedNodeB(t, ['web'], echoPort);
+  const a = await nodeA(t, b.port, echoPort);
+  const c = net.connect({ host: CLIENT_IP, port: a.port });
+  let got = '';
+  let error = null as string | null;
+  c.setEncoding('utf8');
+  c.on('data', (d) => (got += d));
+  c.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+  c.write('ping');
+  await waitFor(() => got === 'ping');
+  b.change([{ ...b.record, sources: [{ namespace: 'shop', serviceAccount: 'bot' }] }]);
+  await closed(c);
+  t.is(error, 'ECONNRESET', 'reset, not ended: the client must not take it for the server\'s end of the stream');
+  await waitFor(() => b.inbound.closes.length === 1);
+  t.like(b.inbound.closes[0], { protocol: 'opaque', detectedBy: 'tunnel', authz: { allowed: true, terminated: true, authz: { kind: 'traffictarget', name: 'to-db' } } });
 });
 
 test('an agent just started (no identity known yet): a client\'s handshake waits for the certificate instead of being refused', async (t) => {

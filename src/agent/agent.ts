@@ -806,6 +806,8 @@ export class Agent {
       tunnelSyns: this.tunnelSyns,
       error: this.captureError,
       defaultPolicy: this.opts.defaultInboundPolicy ?? DEFAULT_INBOUND_POLICY,
+      // Each proxy's loaded table (main thread first): open connections follow a change once theirs has it.
+      policyGeneration: { table: this.inbound.table.generation ?? 0, proxies: [this.inbound.authorizer.generation, ...(this.pool?.policyGenerations() ?? [])] },
       failClosed: pods.filter((p) => p.failsClosed).map((p) => `${p.namespace}/${p.name}`),
       pods: pods.map((p) => ({ ...p, enforcedForUnmeshedClients: enforced })),
     };

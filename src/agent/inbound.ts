@@ -40,7 +40,7 @@ export class InboundPolicies {
     this.#store = o.store;
     this.#complete = o.complete ?? (() => true);
     this.authorizer = new Authorizer(o.onDeny);
-    this.#table = { networks: o.networks, pods: [] };
+    this.#table = { networks: o.networks, pods: [], generation: 0 };
     this.authorizer.load(this.#table);
   }
 
@@ -73,18 +73,22 @@ export class InboundPolicies {
       pods.push({
         ip: pod.ip,
         identity: { namespace: pod.namespace, serviceAccount: sa },
+        ...(policy.skipInbound.ranges().length > 0 ? { skipInbound: policy.skipInbound.toString() } : {}),
         spec: unknown && this.#closedUntilKnown.has(pod.ip)
           ? { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: 'deny', defaultFrom: 'not yet known: it failed closed under the previous agent, and this agent waits for the controller\'s TrafficTargets', targets: [] }
           : { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa) },
       });
     }
     const pending = unknown ? pods.filter((p) => this.#closedUntilKnown.has(p.ip)).map((p) => p.ip) : [];
-    const next: PolicyTable = { networks: this.#networks, pods, ...(pending.length > 0 ? { pending } : {}) };
+    const generation = this.#table.generation ?? 0;
+    const next: PolicyTable = { networks: this.#networks, pods, ...(pending.length > 0 ? { pending } : {}), generation };
     const changed = JSON.stringify(next) !== JSON.stringify(this.#table);
-    this.#table = next;
     this.#states = byIp;
-    if (changed) this.authorizer.load(next);
-    return changed;
+    if (!changed) return false;
+    next.generation = generation + 1;
+    this.#table = next;
+    this.authorizer.load(next);
+    return true;
   }
 
   /** The capture table's pods: every meshed pod of this node, its fail-closed flag and skip-inbound ports. */

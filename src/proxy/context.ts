@@ -20,16 +20,35 @@ export type Dialer = (ip: string, port: number) => net.Socket;
 
 /**
  * Who may use one connection to a meshed pod of this node, decided by its inbound policy
- * (src/policy, docs/policy.md) when the connection is accepted. The forwarders ask it: HTTP per
- * request (a denied one is answered 403, gRPC status 7), anything else once (denied: closed).
+ * (src/policy, docs/policy.md) when the connection is accepted, and again when that pod's policy
+ * changes. The forwarders ask it: HTTP per request (a denied one is answered 403, gRPC status 7),
+ * anything else once (denied: closed), and a connection allowed whole watches it (watch()).
  */
 export interface ConnAuthz {
-  /** allow: the connection may go anywhere; http: only some requests may; deny: nothing may. */
+  /** allow: the connection may go anywhere; http: only some requests may; deny: nothing may. Under the policy in force. */
   readonly verdict: 'allow' | 'http' | 'deny';
   /** The decision for a connection that is not HTTP (opaque, TLS, silent). */
   tcp(): AuthzOutcome;
-  /** The decision for one HTTP request. */
+  /** The decision for one HTTP request, under the policy in force. */
   request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome;
+  /**
+   * For a connection allowed whole: `revoked` runs once when a policy change no longer allows it
+   * whole (the caller terminates it). Returns the remover, to call when the connection closes.
+   */
+  watch(revoked: (reason: string) => void): () => void;
+}
+
+/**
+ * Terminates a connection allowed whole when a policy change no longer allows it (ConnAuthz
+ * watch()): its close event carries the decision marked terminated (counted in
+ * inbound_tcp_authz_terminate_total), and `abort` resets it. Watches until the client closes.
+ */
+export function terminateOnRevoke(ctx: ConnContext, az: ConnAuthz, allowed: AuthzOutcome, abort: () => void): void {
+  const off = az.watch(() => {
+    ctx.endpoints = { ...ctx.endpoints, authz: { ...allowed, terminated: true } };
+    abort();
+  });
+  ctx.client.once('close', off);
 }
 
 /** Everything a protocol handler needs to forward one accepted client connection. */
@@ -88,6 +107,20 @@ const noHeader = (): undefined => undefined;
  */
 export function endpointRequestAuthz(ctx: ConnContext, ip: string, port: number, method: string, target: string): AuthzOutcome | undefined {
   return endpointAllowed(ctx, ip, port)?.request(method, target, noHeader);
+}
+
+/**
+ * Pool key suffix of a Service connection's upstreams to an endpoint of this node whose policy does
+ * not allow the client whole: in-process pairs (local-pair.ts), which decide each request. Kept
+ * apart so that a direct upstream dialled while the policy allowed the client whole is never
+ * reused once a policy change no longer does (docs/policy.md, "When the policy changes").
+ */
+export const INSPECTED = '|inspected';
+
+/** Whether a Service connection's requests to the endpoint ip:port go in-process (INSPECTED), under the policy in force. */
+export function endpointInspected(ctx: ConnContext, ip: string, port: number): boolean {
+  const az = ctx.endpointAuthz?.(ip, port) ?? null;
+  return az !== null && az.verdict !== 'allow';
 }
 
 /** What the proxy asks of the tunnels (src/tunnel/tunnels.ts). */

@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
 import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
-import { endpointAllowed, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
+import { endpointAllowed, terminateOnRevoke, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
 import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from './opaque.ts';
 import type { PortSet } from './ports.ts';
@@ -461,7 +461,12 @@ class Dispatcher {
   allowTcp(): void {
     const { ctx } = this;
     const az = ctx.authz ?? (ctx.lease ? endpointAllowed(ctx, ctx.lease.ep.ip, ctx.lease.ep.port) : null);
-    if (az) ctx.endpoints = { ...ctx.endpoints, authz: az.tcp() };
+    if (!az) return;
+    const outcome = az.tcp();
+    ctx.endpoints = { ...ctx.endpoints, authz: outcome };
+    // A policy change that no longer allows it resets both sides (the forwarder propagates the
+    // client's reset upstream): a FIN could pass for the server's own end of the stream.
+    if (outcome.allowed) terminateOnRevoke(ctx, az, outcome, () => abortSocket(ctx.client));
   }
 
   /** Not HTTP, and the inbound policy allows this client no whole connection: closed, nothing dialled, counted. */

@@ -10,6 +10,13 @@
 //              with t0 and t1, when it began and ended
 // Times (at, t0, t1) are CLOCK_MONOTONIC in ms, the clock every process on the machine shares
 // (process.hrtime), so a test can order them against its own events.
+//   hold       --connect IP:PORT [--http] [--first LINE]
+//              one connection held open until it closes or stdin does; each stdin line is sent on it:
+//              as is (echoed back: {"reply":TEXT}), or with --http as the path of a keep-alive HTTP/1
+//              GET ({"status":N,"localPort":p}: the same localPort is the same connection).
+//              --first: the first line, sent as soon as it connects (a proxy's protocol detection
+//              sees the client's bytes at once, never its silence)
+//              {"connected":{...}} first, {"closed":{"error":CODE|null}} when the connection closes
 //   udp-echo   --port P
 //   udp-client --connect IP:PORT --send TEXT [--timeout-ms N]
 import * as dgram from 'node:dgram';
@@ -113,6 +120,55 @@ async function tcpClient(f: Flags): Promise<void> {
   s.write(text);
   out({ reply: await reply });
   s.end();
+}
+
+/** One connection the test drives from stdin, telling when the other side closes it. */
+async function hold(f: Flags): Promise<void> {
+  const { host, port } = target(f);
+  const s = await connect(host, port);
+  out({ connected: endpoints(s) });
+  const localPort = s.localPort;
+  let error: string | null = null;
+  s.on('error', (e: NodeJS.ErrnoException) => (error ??= e.code ?? e.message));
+  s.on('close', () => {
+    out({ closed: { error } });
+    process.exit(0);
+  });
+  let buf = '';
+  s.on('data', (d: Buffer) => {
+    buf += d.toString('latin1');
+    if (!f.http) {
+      out({ reply: buf });
+      buf = '';
+      return;
+    }
+    // One response at a time, its body by Content-Length or chunked (one chunk list, no trailers).
+    for (;;) {
+      const head = buf.indexOf('\r\n\r\n');
+      if (head < 0) return;
+      const h = buf.slice(0, head);
+      let end: number;
+      if (/\r\ntransfer-encoding: *chunked/i.test(h)) {
+        const last = buf.indexOf('0\r\n\r\n', head + 4);
+        if (last < 0) return;
+        end = last + 5;
+      } else end = head + 4 + Number(/\r\ncontent-length: *(\d+)/i.exec(h)?.[1] ?? 0);
+      if (buf.length < end) return;
+      out({ status: Number(buf.slice(9, 12)), localPort });
+      buf = buf.slice(end);
+    }
+  });
+  const send = (l: string): void => void s.write(f.http ? `GET ${l} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n` : l);
+  if (typeof f.first === 'string') send(f.first);
+  let line = '';
+  process.stdin.on('data', (d: Buffer) => {
+    line += d.toString('utf8');
+    for (let i = line.indexOf('\n'); i >= 0; i = line.indexOf('\n')) {
+      send(line.slice(0, i));
+      line = line.slice(i + 1);
+    }
+  });
+  process.stdin.on('end', () => s.end());
 }
 
 async function tcpMany(f: Flags): Promise<void> {
@@ -241,11 +297,13 @@ async function main(argv: string[]): Promise<void> {
       return tcpMany(f);
     case 'tcp-loop':
       return tcpLoop(f);
+    case 'hold':
+      return hold(f);
     case 'udp-client':
       clientTimeout();
       return udpClient(f);
     default:
-      throw new Error(`unknown command ${String(cmd)}; use tcp-echo, tcp-banner, tcp-client, tcp-many, tcp-loop, udp-echo or udp-client`);
+      throw new Error(`unknown command ${String(cmd)}; use tcp-echo, tcp-banner, tcp-client, tcp-many, tcp-loop, hold, udp-echo or udp-client`);
   }
 }
 

@@ -22,6 +22,7 @@ export class AuthzMetrics {
   readonly #httpDeny: SeriesFamily<CounterSeries>;
   readonly #tcpAllow: SeriesFamily<CounterSeries>;
   readonly #tcpDeny: SeriesFamily<CounterSeries>;
+  readonly #tcpTerminate: SeriesFamily<CounterSeries>;
   /** A decision's identity (everything its labels are made of) to its series. */
   readonly #resolved: BoundedCache<CounterSeries>;
 
@@ -30,6 +31,8 @@ export class AuthzMetrics {
     this.#httpDeny = make('counter', 'inbound_http_authz_deny_total', 'The total number of inbound HTTP requests that were denied by the inbound policy', [...SERVER, ...scoped('route'), ...TLS, 'overflow'], ['srv_name']);
     this.#tcpAllow = make('counter', 'inbound_tcp_authz_allow_total', 'The total number of inbound TCP connections that were authorized', [...SERVER, ...scoped('authz'), ...TLS, 'overflow'], ['srv_name']);
     this.#tcpDeny = make('counter', 'inbound_tcp_authz_deny_total', 'The total number of inbound TCP connections that were denied', [...SERVER, ...TLS, 'overflow'], ['srv_name']);
+    // Linkerd's: an allowed connection closed because a policy change no longer allows it (its allow is counted too).
+    this.#tcpTerminate = make('counter', 'inbound_tcp_authz_terminate_total', 'The total number of inbound TCP connections that were terminated due to an authorization change', [...SERVER, ...scoped('authz'), ...TLS, 'overflow'], ['srv_name']);
     this.#resolved = new BoundedCache(1024, generation);
   }
 
@@ -38,19 +41,33 @@ export class AuthzMetrics {
     const a = ev.authz;
     const key = `${http ? 'h' : 't'}${a.allowed ? '+' : '-'}|${ev.destIp}:${ev.destPort}|${ev.tls?.clientId ?? ''}|${ev.clientId ?? ''}|${a.server.kind}/${a.server.name}|${a.authz?.kind}/${a.authz?.name}|${a.route?.kind}/${a.route?.name}`;
     let s = this.#resolved.get(key);
+    let labels: Labels | undefined;
     if (s === undefined) {
-      const l: Labels = {
-        ...server(),
-        target_addr: `${ev.destIp}:${ev.destPort}`,
-        srv_group: a.server.group, srv_kind: a.server.kind, srv_name: a.server.name, srv_port: String(a.server.port),
-        ...(http ? ref('route', a.route) : {}),
-        ...(a.allowed ? ref('authz', a.authz) : {}),
-        ...serverTlsLabels(ev),
-      };
+      labels = this.#labels(ev, http, server);
       const f = http ? (a.allowed ? this.#httpAllow : this.#httpDeny) : a.allowed ? this.#tcpAllow : this.#tcpDeny;
-      s = f.resolve(l);
+      s = f.resolve(labels);
       this.#resolved.set(key, s);
     }
     add(s, 1);
+    if (http || !a.allowed || a.terminated !== true) return;
+    const tkey = `x${key}`;
+    let t = this.#resolved.get(tkey);
+    if (t === undefined) {
+      t = this.#tcpTerminate.resolve(labels ?? this.#labels(ev, http, server));
+      this.#resolved.set(tkey, t);
+    }
+    add(t, 1);
+  }
+
+  #labels(ev: Endpoints & { authz: AuthzOutcome }, http: boolean, server: () => Labels): Labels {
+    const a = ev.authz;
+    return {
+      ...server(),
+      target_addr: `${ev.destIp}:${ev.destPort}`,
+      srv_group: a.server.group, srv_kind: a.server.kind, srv_name: a.server.name, srv_port: String(a.server.port),
+      ...(http ? ref('route', a.route) : {}),
+      ...(a.allowed ? ref('authz', a.authz) : {}),
+      ...serverTlsLabels(ev),
+    };
   }
 }

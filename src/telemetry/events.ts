@@ -60,6 +60,8 @@ export interface AuthzOutcome {
   authz?: PolicyRef;
   /** HTTP decisions: the route that matched (default when none). */
   route?: PolicyRef;
+  /** A connection allowed whole, then closed because a policy change no longer allowed it (inbound_tcp_authz_terminate_total). */
+  terminated?: boolean;
 }
 
 export interface ConnOpenEvent extends Endpoints {

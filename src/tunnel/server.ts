@@ -18,9 +18,9 @@ import * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity, spiffeId } from '../identity/spiffe.ts';
-import type { ConnAuthz, ConnContext, ProxyLimits } from '../proxy/context.ts';
+import { terminateOnRevoke, type ConnAuthz, type ConnContext, type ProxyLimits } from '../proxy/context.ts';
 import type { ConnectionInfo } from '../proxy/listener.ts';
-import { forwardOpaque } from '../proxy/opaque.ts';
+import { abortSocket, forwardOpaque } from '../proxy/opaque.ts';
 import type { Sweeper } from '../proxy/sweep.ts';
 import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-pool.ts';
@@ -332,6 +332,7 @@ export class TunnelServer {
       });
       return;
     }
+    const allowed = authz !== null ? authz.tcp() : null;
     stream.pause();
     const up = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(() => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), limits.upstreamConnectTimeoutMs);
@@ -339,7 +340,7 @@ export class TunnelServer {
       connId: nextConnId++,
       client: serverDownstream(stream),
       // A connection the policy allows whole: its decision goes with its close event (counted).
-      endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port, tls: tlsIds, ...(authz !== null ? { authz: authz.tcp() } : {}) },
+      endpoints: { direction: 'inbound', sourceIp, sourcePort: 0, sourcePodKey: 0n, destIp: target.ip, destPort: target.port, tls: tlsIds, ...(allowed !== null ? { authz: allowed } : {}) },
       telemetry: this.o.telemetry,
       dial: () => {
         throw new Error('no dialling from a tunnel\'s destination end');
@@ -365,6 +366,9 @@ export class TunnelServer {
       } catch {
         // a broken sink must not refuse traffic
       }
+      // Forwarded as bytes, its requests are never decided here: a policy change that no longer
+      // allows it whole resets it (the client's agent reconnects, and its new stream is decided).
+      if (authz !== null && allowed !== null) terminateOnRevoke(ctx, authz, allowed, () => abortSocket(ctx.client));
       forwardOpaque(ctx, up, limits, { protocol: 'opaque', detectedBy: 'tunnel', detectMs: 0, splicer: null, sweeper: this.o.sweeper });
     });
   }

@@ -13,19 +13,31 @@ import type * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { countBytes } from '../proxy/byte-count.ts';
 
-const { NGHTTP2_CANCEL } = http2.constants;
-
 type Decorated = http2.Http2Stream & { connecting: boolean; setNoDelay(): unknown; resetAndDestroy(): unknown };
 
 function noDelay(this: Decorated): Decorated {
   return this;
 }
 
+/**
+ * RST_STREAM: the peer's side of the tunnel resets its TCP leg. Not close(code): that ends the
+ * writable side first, and the peer reads the END_STREAM it sends as a FIN (its client sees a
+ * clean end) before the RST_STREAM arrives. Destroyed with an error, the stream sends RST_STREAM
+ * (INTERNAL_ERROR) alone; the error is ours, not news, so it is not reported.
+ */
 function resetStream(this: Decorated): Decorated {
-  if (!this.closed) this.close(NGHTTP2_CANCEL); // RST_STREAM: the peer's side of the tunnel resets its TCP leg
-  this.destroy();
+  if (this.destroyed) return this;
+  if (this.closed) {
+    this.destroy();
+    return this;
+  }
+  this.on('error', ignoreReset);
+  this.destroy(STREAM_RESET);
   return this;
 }
+
+const STREAM_RESET = Object.assign(new Error('reset by the proxy'), { code: 'ECONNRESET' });
+function ignoreReset(): void {}
 
 /** What a refused CONNECT becomes: the errno a direct connect would have given, so error labels stay meaningful. */
 export function errnoForStatus(status: number): string {

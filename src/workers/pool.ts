@@ -338,6 +338,11 @@ export class WorkerPool<L> {
     return this.slots.flatMap((s) => (s.stats?.balancers && s.worker ? [s.stats.balancers] : []));
   }
 
+  /** The inbound policy generation each running worker's proxy loaded, as of its last answer (a ping's). */
+  policyGenerations(): number[] {
+    return this.slots.flatMap((s) => (s.stats && s.worker ? [s.stats.policyGeneration ?? 0] : []));
+  }
+
   /** The running workers' proxy counters, as of their last answer (collect() refreshes them). */
   proxyStats(): Array<WorkerStats['proxy']> {
     return this.slots.flatMap((s) => (s.stats && s.worker ? [s.stats.proxy] : []));

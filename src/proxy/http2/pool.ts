@@ -78,22 +78,23 @@ export class Http2SessionPool {
    * Takes the dispatcher's eager connection: it becomes the destination's first session
    * when none is usable, otherwise it is closed (one upstream connection is enough).
    */
-  offer(ip: string, port: number, socket: net.Socket, connectTimeoutMs: number): void {
+  offer(ip: string, port: number, socket: net.Socket, connectTimeoutMs: number, key = keyOf(ip, port)): void {
     socket.on('error', () => {}); // errors surface through the session, or not at all
-    if (socket.destroyed || this.#pick(keyOf(ip, port))) {
+    if (socket.destroyed || this.#pick(key)) {
       socket.destroy();
       return;
     }
-    this.#open(ip, port, () => socket, connectTimeoutMs);
+    this.#open(ip, port, () => socket, connectTimeoutMs, key);
   }
 
   /**
    * A session with room for one more stream, opening one through `via.dial(ip, port)` if needed.
    * `key`: keyOf(ip, port), which a Service's endpoint already holds (BalancedEndpoint.key), so a
-   * request builds no string and no closure to find its session.
+   * request builds no string and no closure to find its session; with context.ts INSPECTED
+   * appended, a kind of session to the destination that never serves the others.
    */
   acquire(ip: string, port: number, via: { dial: Dialer }, connectTimeoutMs: number, key = keyOf(ip, port)): UpstreamSession {
-    return this.#pick(key) ?? this.#open(ip, port, () => via.dial(ip, port), connectTimeoutMs);
+    return this.#pick(key) ?? this.#open(ip, port, () => via.dial(ip, port), connectTimeoutMs, key);
   }
 
   /** Sessions currently pooled for a destination. */
@@ -118,8 +119,7 @@ export class Http2SessionPool {
     return undefined;
   }
 
-  #open(ip: string, port: number, connect: () => net.Socket, connectTimeoutMs: number): UpstreamSession {
-    const key = keyOf(ip, port);
+  #open(ip: string, port: number, connect: () => net.Socket, connectTimeoutMs: number, key: string): UpstreamSession {
     const host = ip.includes(':') ? `[${ip}]` : ip;
     let socket: net.Socket | undefined;
     const session = http2.connect(`http://${host}:${port}`, {
