@@ -10,6 +10,7 @@ import { parseRouteRecord, SAME_PORT, type RouteRecord } from '../src/routing/ro
 import { findRoute, ParentPolicy, type RouteRequest } from '../src/routing/route-table.ts';
 import { RetryBudget } from '../src/routing/retry-budget.ts';
 import { backoffMs, retryableResponse } from '../src/routing/retry.ts';
+import { onDeadline, type Deadlines } from '../src/routing/client-routing.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 import { rng } from './helpers/rng.ts';
@@ -502,4 +503,29 @@ test('store: a route change reports the Services it left and joined; routesFor f
   t.deepEqual(heard, [['shop/api'], ['shop/api', 'shop/web'], ['shop/web']]);
   t.deepEqual(s.routesFor('shop/web'), []);
   t.is(s.counts().routes, 0);
+});
+
+test('a routed request\'s timer: the deadline acted on is the request\'s, then the backoff\'s or the attempt\'s, then the head\'s, then idle; a head timeout not retried falls through to idle', (t) => {
+  const none: Deadlines = { request: 0, attempt: 0, head: 0, retryAt: 0, idleMs: 0, lastIo: 0 };
+  const fire = (d: Partial<Deadlines>, now: number, mayRetry = false) => {
+    const did: string[] = [];
+    onDeadline({ ...none, ...d }, { requestMs: 500, backendRequestMs: 100 }, now, {
+      timedOut: (label, why) => did.push(`timedOut ${label}: ${why}`),
+      nextAttempt: () => did.push('nextAttempt'),
+      mayRetry: () => mayRetry,
+      retryNow: (label) => did.push(`retryNow ${label}`),
+      clearHead: () => did.push('clearHead'),
+      arm: () => did.push('arm'),
+    });
+    return did;
+  };
+  t.deepEqual(fire({ request: 10, attempt: 5, idleMs: 1, lastIo: 0 }, 10), ['timedOut REQUEST_TIMEOUT: request timeout (500 ms)']);
+  t.deepEqual(fire({ retryAt: 8, attempt: 5 }, 9), ['nextAttempt'], 'between attempts the attempt deadline is not looked at');
+  t.deepEqual(fire({ retryAt: 20, attempt: 5 }, 9), ['arm']);
+  t.deepEqual(fire({ attempt: 5, head: 5 }, 9, true), ['retryNow RESPONSE_STREAM_TIMEOUT']);
+  t.deepEqual(fire({ attempt: 5 }, 9), ['timedOut RESPONSE_STREAM_TIMEOUT: backend request timeout (100 ms)']);
+  t.deepEqual(fire({ head: 5 }, 9, true), ['clearHead', 'retryNow RESPONSE_HEADERS_TIMEOUT']);
+  t.deepEqual(fire({ head: 5, idleMs: 3, lastIo: 5 }, 9), ['clearHead', 'timedOut IDLE_TIMEOUT: idle timeout (3 ms)'], 'the last attempt may take its time, but not past idle');
+  t.deepEqual(fire({ head: 5 }, 9), ['clearHead', 'arm']);
+  t.deepEqual(fire({ idleMs: 3, lastIo: 7 }, 9), ['arm']);
 });

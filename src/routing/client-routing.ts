@@ -7,7 +7,7 @@ import type { ClientIdentity, Router, ServiceRoute } from './router.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import type { CompiledBackend, CompiledRule, ParentPolicy, RouteTable } from './route-table.ts';
 import type { AttemptReport, RouteReport, ServicePortRef } from '../telemetry/events.ts';
-import type { RetryPolicy } from './route-model.ts';
+import type { RetryPolicy, Timeouts } from './route-model.ts';
 
 /** One client connection's view of the routes of the Service it called. */
 export class ClientRouting {
@@ -116,8 +116,22 @@ export function noteRetried(r: RouteReport, status: number, grpcStatus: number |
   (r.earlier ??= []).push(a);
 }
 
-/** The earliest of a request's deadlines (0: unset), or Infinity; between attempts only the request's, the backoff's and idle. */
-export function nearestDeadline(d: { request: number; attempt: number; head: number; retryAt: number; idleMs: number; lastIo: number }): number {
+/**
+ * A routed request's deadlines (absolute performance.now() ms; 0: unset): the whole request's,
+ * the attempt's, its response head's (give 0 once the head reached the client), the backoff's
+ * end between attempts, and the idle limit counted from the last byte either way.
+ */
+export interface Deadlines {
+  request: number;
+  attempt: number;
+  head: number;
+  retryAt: number;
+  idleMs: number;
+  lastIo: number;
+}
+
+/** The earliest of a request's deadlines, or Infinity; between attempts only the request's, the backoff's and idle. */
+export function nearestDeadline(d: Deadlines): number {
   let at = d.request > 0 ? d.request : Infinity;
   if (d.retryAt > 0) at = Math.min(at, d.retryAt);
   else {
@@ -126,6 +140,42 @@ export function nearestDeadline(d: { request: number; attempt: number; head: num
   }
   if (d.idleMs > 0) at = Math.min(at, d.lastIo + d.idleMs);
   return at;
+}
+
+/** What a forwarder does when its routed request's one timer fires (onDeadline). */
+export interface DeadlineActions {
+  /** The request is over: 504, or a reset once the response started; `label` is Linkerd's error label. */
+  timedOut(label: string, why: string): void;
+  /** The backoff between attempts is over: send the next attempt. */
+  nextAttempt(): void;
+  /** May the request be tried again now (limit, budget, a replayable body)? */
+  mayRetry(): boolean;
+  /** Try again after an attempt that timed out. */
+  retryNow(label: string): void;
+  /** The head deadline passed and is not retried on: forget it. */
+  clearHead(): void;
+  /** Nothing has passed yet: arm the timer for the nearest deadline. */
+  arm(): void;
+}
+
+/**
+ * Acts on the deadline that has passed at `now`, first the request's, then the backoff's
+ * (between attempts) or the attempt's, then its head's (retry.linkerd.io/timeout: retried while
+ * retries remain, the last attempt may take its time, as Linkerd), then idle.
+ */
+export function onDeadline(d: Deadlines, timeouts: Timeouts | null | undefined, now: number, x: DeadlineActions): void {
+  if (d.request > 0 && now >= d.request) return x.timedOut('REQUEST_TIMEOUT', `request timeout (${timeouts?.requestMs} ms)`);
+  if (d.retryAt > 0) {
+    if (now >= d.retryAt) return x.nextAttempt();
+  } else if (d.attempt > 0 && now >= d.attempt) {
+    if (x.mayRetry()) return x.retryNow('RESPONSE_STREAM_TIMEOUT');
+    return x.timedOut('RESPONSE_STREAM_TIMEOUT', `backend request timeout (${timeouts?.backendRequestMs} ms)`);
+  } else if (d.head > 0 && now >= d.head) {
+    x.clearHead();
+    if (x.mayRetry()) return x.retryNow('RESPONSE_HEADERS_TIMEOUT');
+  }
+  if (d.idleMs > 0 && now >= d.lastIo + d.idleMs) return x.timedOut('IDLE_TIMEOUT', `idle timeout (${d.idleMs} ms)`);
+  x.arm();
 }
 
 /** Linkerd's error label for a request the proxy had to answer itself, from the forwarder's reason. */

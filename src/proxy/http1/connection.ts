@@ -23,7 +23,7 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
+import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RequestEvent, RouteReport } from '../../telemetry/events.ts';
 import { headerValue, Http1RouteRequest, pathOf } from './route-request.ts';
 import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
@@ -492,10 +492,7 @@ export class Http1Connection implements UpstreamOwner {
 
   /** Arms the exchange's one timer for its nearest deadline. */
   private armTimer(): void {
-    const at = nearestDeadline({
-      request: this.requestDeadline, attempt: this.attemptDeadline, head: this.resHeadSent ? 0 : this.headDeadline,
-      retryAt: this.retryAt, idleMs: this.idleMs, lastIo: this.lastIo,
-    });
+    const at = nearestDeadline(this.deadlines());
     if (at === Infinity) {
       this.clearExchangeTimer();
       return;
@@ -508,6 +505,11 @@ export class Http1Connection implements UpstreamOwner {
     this.exTimer = setTimeout(this.onExchangeTimer, Math.max(0, at - performance.now()));
   }
 
+  /** The exchange's deadlines; the head's counts only until the response head reached the client. */
+  private deadlines(): Deadlines {
+    return { request: this.requestDeadline, attempt: this.attemptDeadline, head: this.resHeadSent ? 0 : this.headDeadline, retryAt: this.retryAt, idleMs: this.idleMs, lastIo: this.lastIo };
+  }
+
   private clearExchangeTimer(): void {
     if (this.exTimer !== null) clearTimeout(this.exTimer);
     this.exTimer = null;
@@ -517,34 +519,19 @@ export class Http1Connection implements UpstreamOwner {
     this.exTimer = null;
     if (this.state !== ST_EXCHANGE || this.rule === null) return;
     try {
-      const now = performance.now();
-      if (this.requestDeadline > 0 && now >= this.requestDeadline) {
-        this.timedOut('REQUEST_TIMEOUT', `request timeout (${this.rule.timeouts!.requestMs} ms)`);
-        return;
-      }
-      if (this.retryAt > 0) {
-        if (now >= this.retryAt) {
+      onDeadline(this.deadlines(), this.rule.timeouts, performance.now(), {
+        timedOut: (label, why) => this.timedOut(label, why),
+        nextAttempt: () => {
           this.retryAt = 0;
           this.resumeRetry();
-          return;
-        }
-      } else if (this.attemptDeadline > 0 && now >= this.attemptDeadline) {
-        if (this.mayRetry()) this.retryLater(0, 'RESPONSE_STREAM_TIMEOUT');
-        else this.timedOut('RESPONSE_STREAM_TIMEOUT', `backend request timeout (${this.rule.timeouts!.backendRequestMs} ms)`);
-        return;
-      } else if (this.headDeadline > 0 && !this.resHeadSent && now >= this.headDeadline) {
-        // retry.linkerd.io/timeout: retried while retries remain; the last attempt may take its time (as Linkerd).
-        this.headDeadline = 0;
-        if (this.mayRetry()) {
-          this.retryLater(0, 'RESPONSE_HEADERS_TIMEOUT');
-          return;
-        }
-      }
-      if (this.idleMs > 0 && now >= this.lastIo + this.idleMs) {
-        this.timedOut('IDLE_TIMEOUT', `idle timeout (${this.idleMs} ms)`);
-        return;
-      }
-      this.armTimer();
+        },
+        mayRetry: () => this.mayRetry(),
+        retryNow: (label) => this.retryLater(0, label),
+        clearHead: () => {
+          this.headDeadline = 0;
+        },
+        arm: () => this.armTimer(),
+      });
     } catch (err) {
       this.internalError(err);
     }

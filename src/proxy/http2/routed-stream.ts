@@ -14,7 +14,7 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, pickAttempt } from '../../routing/client-routing.ts';
+import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
@@ -334,10 +334,7 @@ class RoutedStream {
   // ---- timers ----
 
   private arm(): void {
-    const at = nearestDeadline({
-      request: this.requestDeadline, attempt: this.attemptDeadline, head: this.headDeadline,
-      retryAt: this.retryAt, idleMs: this.idleMs, lastIo: this.lastIo,
-    });
+    const at = nearestDeadline(this.deadlines());
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = at === Infinity ? null : setTimeout(() => this.onTimer(), Math.max(0, at - performance.now()));
   }
@@ -345,35 +342,24 @@ class RoutedStream {
   private onTimer(): void {
     this.timer = null;
     if (this.responseDone || this.client.closed) return;
-    const now = performance.now();
-    if (this.requestDeadline > 0 && now >= this.requestDeadline) {
-      this.timedOut('REQUEST_TIMEOUT', `request timeout (${this.rule!.timeouts!.requestMs} ms)`);
-      return;
-    }
-    if (this.retryAt > 0) {
-      if (now >= this.retryAt) {
+    onDeadline(this.deadlines(), this.rule!.timeouts, performance.now(), {
+      timedOut: (label, why) => this.timedOut(label, why),
+      nextAttempt: () => {
         this.retryAt = 0;
         this.report!.retries++;
         this.attempt();
-        return;
-      }
-    } else if (this.attemptDeadline > 0 && now >= this.attemptDeadline) {
-      if (this.mayRetry()) this.retryLater(0, undefined, 'RESPONSE_STREAM_TIMEOUT');
-      else this.timedOut('RESPONSE_STREAM_TIMEOUT', `backend request timeout (${this.rule!.timeouts!.backendRequestMs} ms)`);
-      return;
-    } else if (this.headDeadline > 0 && now >= this.headDeadline) {
-      // retry.linkerd.io/timeout: retried while retries remain; the last attempt may take its time.
-      this.headDeadline = 0;
-      if (this.mayRetry()) {
-        this.retryLater(0, undefined, 'RESPONSE_HEADERS_TIMEOUT');
-        return;
-      }
-    }
-    if (this.idleMs > 0 && now >= this.lastIo + this.idleMs) {
-      this.timedOut('IDLE_TIMEOUT', `idle timeout (${this.idleMs} ms)`);
-      return;
-    }
-    this.arm();
+      },
+      mayRetry: () => this.mayRetry(),
+      retryNow: (label) => this.retryLater(0, undefined, label),
+      clearHead: () => {
+        this.headDeadline = 0;
+      },
+      arm: () => this.arm(),
+    });
+  }
+
+  private deadlines(): Deadlines {
+    return { request: this.requestDeadline, attempt: this.attemptDeadline, head: this.headDeadline, retryAt: this.retryAt, idleMs: this.idleMs, lastIo: this.lastIo };
   }
 
   /** 504 (gRPC DEADLINE_EXCEEDED), or a reset once the response has started; the upstream stream is cancelled. */
