@@ -8,7 +8,8 @@
 // - the next request on each kept-alive HTTP/1 connection gets 403: a captured one, a meshed
 //   one, one through a Service whose pooled upstream was dialled while allowed, one through the
 //   tunnel (its bytes-forwarded stream was reset; the client's agent opens another, decided);
-// - a skip-inbound port of api has no policy through the agent either (a Service's connection).
+// - a skip-inbound port of api has no policy through the agent either (a Service's connection),
+//   and no server side in the metrics.
 // Each step waits for the agent's own account (the policy generation every proxy loaded, the
 // counters, the clients' close lines), never a timer.
 import test from 'ava';
@@ -160,6 +161,9 @@ test.serial('a TrafficTarget that no longer allows a client: its open opaque con
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { target_addr: `${api.ip}:8080`, tls: 'true' }), 1, 'far\'s HTTP connection through the tunnel');
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { srv_kind: 'default', srv_name: 'all-unauthenticated', authz_name: 'all-unauthenticated' }), opaque.length + 1, 'with the labels of the decision that allowed them');
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { target_addr: `${api.ip}:7001` }), 0);
+  t.is(sum(m, 'tcp_open_total', { direction: 'outbound', target_addr: `${api.ip}:7001` }), 2, 'the skip-inbound port\'s connections counted on the client side');
+  t.is(sum(m, 'tcp_open_total', { direction: 'inbound', target_addr: `${api.ip}:7001` }), 0, 'and on no server side: a skip-inbound port bypasses it');
+  t.is(sum(m, 'inbound_tcp_authz_allow_total', { target_addr: `${api.ip}:7001` }) + sum(m, 'inbound_tcp_authz_deny_total', { target_addr: `${api.ip}:7001` }), 0, 'nor authorized');
   // + 1: far's HTTP connection, forwarded through the tunnel as bytes.
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', {}), opaque.length + 1, 'each terminated connection once');
 

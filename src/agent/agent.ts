@@ -252,10 +252,11 @@ export class Agent {
 
   /**
    * With inbound capture, each node's agent records the server side of its own pods' traffic
-   * (docs/policy.md): an outbound event's inbound side only for a pod of this node.
+   * (docs/policy.md): an outbound event's inbound side only for a pod of this node, and not on a
+   * skip-inbound port of it (no one's inbound side sees those, as Linkerd's proxy does not).
    */
-  private localPods(): ((ip: string) => boolean) | undefined {
-    return this.opts.inbound ? (ip) => this.pods?.podByIp(ip) !== undefined : undefined;
+  private localPods(): ((ip: string, port: number) => boolean) | undefined {
+    return this.opts.inbound ? (ip, port) => this.pods?.podByIp(ip) !== undefined && !this.inbound.authorizer.skipsInbound(ip, port) : undefined;
   }
 
   recordError(msg: string) {

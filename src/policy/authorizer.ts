@@ -110,6 +110,11 @@ export class Authorizer {
     for (const [ip, pod] of this.#policies) yield [ip, pod.policy];
   }
 
+  /** Whether `port` is a skip-inbound port of the meshed pod at `ip`: no policy, no inbound side (docs/policy.md). */
+  skipsInbound(ip: string, port: number): boolean {
+    return this.#skipInbound.get(ip)?.has(port) === true;
+  }
+
   /** Open connections to the pod at `ip` that watch its policy (allowed whole). */
   watching(ip: string): number {
     return this.#policies.get(ip)?.watching ?? 0;
@@ -135,7 +140,7 @@ export class Authorizer {
   /** null: no policy governs the connection (not a meshed pod of this node, or a skip-inbound port of one). */
   #decide(c: ConnectionInfo, id: Identity | null, clientId: string | undefined): ConnAuthz | null {
     const pod = this.#policies.get(c.destIp);
-    if (pod === undefined || this.#skipInbound.get(c.destIp)?.has(c.destPort) === true) return null;
+    if (pod === undefined || this.skipsInbound(c.destIp, c.destPort)) return null;
     const who = `${clientId ?? 'a client without mesh identity'} (${c.sourceIp})`;
     const key = `${clientId ?? ''}|${c.sourceIp}>${c.destIp}:${c.destPort}`;
     const to = (): string => `pod ${pod.policy.spec.namespace}/${pod.policy.spec.pod} port ${c.destPort}`;

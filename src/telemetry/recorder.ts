@@ -35,7 +35,7 @@ export interface RecorderOptions {
    * connections (docs/policy.md): an outbound event's inbound side is then recorded only for this
    * node's pods, the other nodes' agents record theirs. Absent: every known destination's.
    */
-  localPods?: (ip: string) => boolean;
+  localPods?: (ip: string, port: number) => boolean;
 }
 
 /**
@@ -119,7 +119,7 @@ export class MetricsRecorder implements TelemetrySink {
   private routes: RouteMetrics;
   /** Linkerd's inbound authorization decisions (authz-metrics.ts). */
   private authz: AuthzMetrics;
-  private readonly localPods: ((ip: string) => boolean) | undefined;
+  private readonly localPods: ((ip: string, port: number) => boolean) | undefined;
 
   // The hot path: an event's identity (its endpoints and outcome, never its timings) to the
   // series it lands in, so a repeated identity is a Map lookup and a few additions. Workload
@@ -182,7 +182,7 @@ export class MetricsRecorder implements TelemetrySink {
   }
 
   private views(ep: Endpoints, tcp: boolean): View[] {
-    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp), this.tlsOf(ep), tcp, this.localPods?.(ep.destIp) ?? true);
+    return viewsOf(ep, this.workloads.byIp(ep.sourceIp), this.workloads.byIp(ep.destIp), this.tlsOf(ep), tcp, this.localPods?.(ep.destIp, ep.destPort) ?? true);
   }
 
   private serverLabels(ip: string): Labels {

@@ -21,7 +21,7 @@ export interface ReportClientOptions {
   hub: { add(sink: TelemetrySink): () => void; workloads: WorkloadResolver };
   inventory: () => PodInventory[];
   /** This node's pods, when every node captures inbound: pairs then say which side was seen (PairSide). */
-  localPods?: (ip: string) => boolean;
+  localPods?: (ip: string, port: number) => boolean;
   /** The agent's state for the dashboard's nodes page, sent with every report; the link fields are filled in here. */
   summary?: () => Omit<AgentSummary, 'link'>;
   intervalMs?: number;

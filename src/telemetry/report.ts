@@ -168,7 +168,7 @@ export const MAX_PAIRS = 10_000;
 export class ReportAggregator implements TelemetrySink {
   private pairs = new Map<string, PairState>();
   private workloads: WorkloadResolver;
-  private readonly localPods: ((ip: string) => boolean) | undefined;
+  private readonly localPods: ((ip: string, port: number) => boolean) | undefined;
   private readonly tunnelled: (ev: Endpoints) => boolean;
   /** Events not counted because MAX_PAIRS was reached, since start. */
   overflow = 0;
@@ -178,7 +178,7 @@ export class ReportAggregator implements TelemetrySink {
    * whole. `tls`: a connection's tunnel identities (an outbound one through an mTLS tunnel is
    * seen whole here).
    */
-  constructor(workloads: WorkloadResolver, localPods?: (ip: string) => boolean, tls?: (ev: Endpoints) => TlsIds | null) {
+  constructor(workloads: WorkloadResolver, localPods?: (ip: string, port: number) => boolean, tls?: (ev: Endpoints) => TlsIds | null) {
     this.workloads = workloads;
     this.localPods = localPods;
     this.tunnelled = tls ? (ev) => tls(ev) !== null : () => false;
@@ -186,7 +186,7 @@ export class ReportAggregator implements TelemetrySink {
 
   private sideOf(ev: Endpoints): PairSide | undefined {
     if (ev.direction === 'inbound') return 'server';
-    return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp) && !this.tunnelled(ev) ? 'client' : undefined;
+    return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp, ev.destPort) && !this.tunnelled(ev) ? 'client' : undefined;
   }
 
   private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key = `${side ?? ''}|${srcIp}>${dstIp}`): PairState | null {

@@ -49,7 +49,7 @@ let tunnels: NodeTunnels | null = null;
 // Bound once the proxy below exists (the tunnels are made first).
 let tunnelPolicy: TunnelPolicy | null = null;
 const tlsOf = (ep: Endpoints): TlsIds | null => (tunnels ? tunnels.tunnels.tlsOf(ep) : ep.tls ?? null);
-const localPods = init.inbound ? (ip: string) => pods.byIp(ip) !== null : undefined;
+const localPods = init.inbound ? (ip: string, port: number) => pods.byIp(ip) !== null && !authorizer.skipsInbound(ip, port) : undefined;
 const recorder = new MetricsRecorder({ workloads, ...init.metrics, tls: tlsOf, localPods });
 hub.add(recorder);
 const pairs = new ReportAggregator(workloads, localPods, tlsOf);
