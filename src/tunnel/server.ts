@@ -260,25 +260,25 @@ export class TunnelServer {
     if (target === null) return this.refuseStream(stream, 400, 'bad-authority', `:authority ${JSON.stringify(headers[':authority'])?.slice(0, 80)} is not a pod IP:port`, peer);
     const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
     const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
-    if (this.o.pods.byIp(target.ip) !== null || this.#offPods === undefined || this.#podWaits.size >= MAX_POD_WAITS) return this.#toPod(stream, peer, target, sourceIp, 0);
+    const pod = this.o.pods.byIp(target.ip);
+    if (pod !== null || this.#offPods === undefined || this.#podWaits.size >= MAX_POD_WAITS) return this.#toPod(stream, peer, target, sourceIp, pod, 0);
     this.stats.waitedForPods++;
     this.stats.waitingForPods++;
     stream.pause();
     const ms = this.o.limits.upstreamConnectTimeoutMs;
     void this.#podWaits.wait(target.ip, ms).then((learnt) => {
       this.stats.waitingForPods--;
-      this.#toPod(stream, peer, target, sourceIp, learnt ? 0 : ms);
+      this.#toPod(stream, peer, target, sourceIp, this.o.pods.byIp(target.ip), learnt ? 0 : ms);
     });
   }
 
   /**
-   * After the wait for the pod (`waitedMs`: how long it waited in vain, 0 when it did not): the
-   * target must be a meshed pod of this node of the identity the client asked for; then its
-   * policy decides, once known.
+   * After the wait for the pod (`pod`: the table's answer after it; `waitedMs`: how long it waited
+   * in vain, 0 when it did not): the target must be a meshed pod of this node of the identity the
+   * client asked for; then its policy decides, once known.
    */
-  #toPod(stream: http2.ServerHttp2Stream, peer: PeerInfo, target: { ip: string; port: number }, sourceIp: string, waitedMs: number): void {
+  #toPod(stream: http2.ServerHttp2Stream, peer: PeerInfo, target: { ip: string; port: number }, sourceIp: string, pod: LocalPod | null, waitedMs: number): void {
     if (stream.destroyed || stream.closed) return;
-    const pod = this.o.pods.byIp(target.ip);
     if (pod === null || !pod.meshed) {
       const waited = pod === null && waitedMs > 0 ? `; this node's pod table did not learn it within ${waitedMs} ms` : '';
       return this.refuseStream(stream, 403, 'not-a-meshed-pod', `${target.ip} is not a meshed pod of this node (no open relay${waited})`, peer);
