@@ -20,6 +20,7 @@ import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
 import { captureFabric } from './helpers/fabric-capture.ts';
+import { withoutCniPlugin } from '../src/sim/cni-runtime.ts';
 
 const NS = 'shop';
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web';
@@ -268,6 +269,9 @@ test.serial('a pod the destination\'s agent has not seen yet (its pod watch lags
   const name = 'db-new';
   // Node 1's agent watches its pods with this field selector; the controller's watch (all pods) is not held.
   const release = cluster.api.holdWatchEvents((w, o) => w.resource === 'pods' && w.fieldSelector === `spec.nodeName=${n1.name}` && o.metadata.name === name);
+  // Without the CNI plugin on node 1 (install --cni=false): with it, the agent reads a new pod at
+  // its sandbox's ADD, before the pod starts (test/cni.e2e.test.ts), and its watch cannot lag.
+  const unchained = withoutCniPlugin(n1);
   let pod: SimPod | undefined;
   try {
     const before = (await mesh.agentStatus(n1)).identity.tunnels.server;
@@ -288,5 +292,6 @@ test.serial('a pod the destination\'s agent has not seen yet (its pod watch lags
   } finally {
     release();
     if (pod) await cluster.removePod(pod);
+    unchained.restore();
   }
 });

@@ -5,6 +5,13 @@
 // See docs/simulated-node.md.
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { addSandbox, chainsPlugins, delSandbox, readChain, writeBaseConfig, type CniDirs, type PluginError, type SandboxRef } from './cni-runtime.ts';
+import { pendingPodStatus } from './pod-object.ts';
+import { ipBinary } from '../datapath/nft.ts';
+import { nft } from './kube-proxy.ts';
 import type { KubeObject } from './api-resources.ts';
 import { SimApiServer } from './apiserver.ts';
 import {
@@ -21,7 +28,7 @@ import {
 import { EndpointSliceController } from './endpointslice-controller.ts';
 import { trackLive, untrackLive } from './exit-cleanup.ts';
 import { KubeProxy } from './kube-proxy.ts';
-import { fabricNetnsName, makeNodeId, nodeIpFor, podCidrFor, type CgroupDriver } from './layout.ts';
+import { cniDirName, fabricNetnsName, makeNodeId, nodeIpFor, podCidrFor, type CgroupDriver } from './layout.ts';
 import { listenInNode } from './listen-in.ts';
 import { createFabric, deleteNetns, deleteNetnsSync } from './network.ts';
 import { createClusterNode, randomLetters, type AddPodOptions, type SimNode, type SimPod } from './node.ts';
@@ -35,6 +42,15 @@ export interface ClusterOptions {
   zones?: string[];
   /** ClusterIPs come from here (default 10.96.0.0/16). */
   serviceCidr?: string;
+  /** A failed CNI ADD is retried after initialMs, doubling to maxMs (default 100 ms to 1.6 s: kubelet's pod worker, shortened). */
+  cniBackoff?: { initialMs: number; maxMs: number };
+}
+
+/** One CNI ADD of a pod's sandbox, as the runtime ran the node's chain. */
+export interface CniAttempt {
+  attempt: number;
+  ok: boolean;
+  error?: PluginError;
 }
 
 export interface SimClusterNode extends SimNode {
@@ -42,6 +58,8 @@ export interface SimClusterNode extends SimNode {
   index: number;
   /** Its topology.kubernetes.io/zone. */
   zone: string;
+  /** The node's CNI configuration and plugins (its /etc/cni/net.d and /opt/cni/bin). */
+  cni: CniDirs;
 }
 
 export interface ClusterPodOptions extends Omit<AddPodOptions, 'name'> {
@@ -51,6 +69,8 @@ export interface ClusterPodOptions extends Omit<AddPodOptions, 'name'> {
   deployment?: string;
   /** The pod's Ready condition (default true). */
   ready?: boolean;
+  /** Each CNI ADD of its sandbox when the node's chain runs plugins (a failed one is retried). */
+  onCniAttempt?: (a: CniAttempt) => void;
 }
 
 export interface SimService {
@@ -78,8 +98,20 @@ export interface SimCluster {
   kubeconfig(): string;
   spawnInControlPlane(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
   execInControlPlane(cmd: string, args: string[], opts?: ExecOptions): Promise<ExecResult>;
-  /** Creates the pod on that node and its Pod object (Running, podIP, Ready as asked). The namespace is created if missing. */
+  /**
+   * Creates the pod on that node and its Pod object (Running, podIP, Ready as asked). The namespace
+   * is created if missing. When the node's CNI configuration chains plugins after the sim's own
+   * networking, the pod is Pending (no address, not ready) until their ADD succeeds, retried
+   * with backoff as kubelet does, and resolves then.
+   */
   addPod(node: number | SimNode, o: ClusterPodOptions): Promise<SimPod>;
+  /**
+   * The node reboots: its pods' processes and sandboxes go, its kernel loses its nftables ruleset,
+   * policy routing rules and extra routing tables (kube-proxy writes its table again). Resolves
+   * once it is back, with each pod's start (same uid, a new sandbox and address, through the CNI
+   * chain): "NS/NAME" -> the new SimPod once its ADD succeeded. Stop its agent first: it would die too.
+   */
+  rebootNode(node: number | SimNode, onCniAttempt?: (pod: string, a: CniAttempt) => void): Promise<Map<string, Promise<SimPod>>>;
   setPodReady(pod: SimPod, ready: boolean): KubeObject;
   /** Deletes its Pod object, then kills its processes and removes its namespace and cgroup. */
   removePod(pod: SimPod): Promise<void>;
@@ -112,7 +144,7 @@ export async function createCluster(opts: ClusterOptions = {}): Promise<SimClust
   const zones = opts.zones ?? ['zone-a', 'zone-b'];
   if (zones.length === 0) throw new Error('zones must name at least one zone');
   if (process.getuid?.() !== 0) throw new Error('the simulated cluster creates network namespaces and cgroups: operation not permitted; run as root');
-  const cluster = new Cluster(opts.driver ?? 'systemd', opts.serviceCidr ?? '10.96.0.0/16');
+  const cluster = new Cluster(opts.driver ?? 'systemd', opts.serviceCidr ?? '10.96.0.0/16', opts.cniBackoff);
   trackLive(cluster);
   try {
     await cluster.setUp(n, zones);
@@ -136,6 +168,10 @@ class Cluster implements SimCluster {
   /** Created nodes, the control plane included, also when setUp failed halfway. */
   readonly #made: SimNode[] = [];
   readonly #podNode = new Map<SimPod, SimNode>();
+  /** How each pod was asked for, to recreate it after a reboot. */
+  readonly #podOpts = new Map<SimPod, ClusterPodOptions & { name: string; namespace: string }>();
+  readonly #cniRoot: string;
+  readonly #cniBackoff: { initialMs: number; maxMs: number };
   readonly #replicaSetUids = new Map<string, string>();
   #slices: EndpointSliceController | undefined;
   #proxy: KubeProxy | undefined;
@@ -144,11 +180,13 @@ class Cluster implements SimCluster {
   #destroying: Promise<void> | undefined;
   #destroyed = false;
 
-  constructor(driver: CgroupDriver, serviceCidr: string) {
+  constructor(driver: CgroupDriver, serviceCidr: string, cniBackoff = { initialMs: 100, maxMs: 1600 }) {
     this.#driver = driver;
+    this.#cniBackoff = cniBackoff;
     this.serviceCidr = serviceCidr;
     this.id = makeNodeId(process.pid, ++clusterSeq, randomLetters());
     this.fabricNs = fabricNetnsName(this.id);
+    this.#cniRoot = path.join(os.tmpdir(), cniDirName(this.id));
     this.apiServerUrl = `http://${this.controlPlaneIp}:${API_SERVER_PORT}`;
     this.api = new SimApiServer({ serviceCidr });
   }
@@ -180,7 +218,11 @@ class Cluster implements SimCluster {
     if (failed) throw (failed as PromiseRejectedResult).reason;
     const nodes = made.map((r) => (r as PromiseFulfilledResult<SimNode>).value);
     this.#controlPlane = nodes.pop()!;
-    this.nodes = nodes.map((node, index) => Object.assign(node, { index, zone: zones[index % zones.length] }) as SimClusterNode);
+    this.nodes = nodes.map((node, index) => {
+      const cni = { confDir: path.join(this.#cniRoot, node.name, 'net.d'), binDir: path.join(this.#cniRoot, node.name, 'bin') };
+      writeBaseConfig(cni);
+      return Object.assign(node, { index, zone: zones[index % zones.length], cni }) as SimClusterNode;
+    });
 
     await this.api.listenOn(await listenInNode(this.controlPlane, this.controlPlaneIp, API_SERVER_PORT), this.apiServerUrl);
     this.api.subscribe('Pod', () => this.#changes++);
@@ -253,18 +295,89 @@ class Cluster implements SimCluster {
       name ??= `${owned.ownerReferences[0].name}-${templateHash(randomUUID(), 5)}`;
     }
     if (name === undefined) throw new Error('addPod needs a name, or a deployment to name the pod after');
-    const pod = await node.addPod({ ...o, name, namespace, labels, ownerReferences });
+    const asked = { ...o, name, namespace, labels, ownerReferences };
+    const pod = await node.addPod(asked);
+    let chained = false;
     try {
       this.#ensureNamespace(namespace);
       const obj = pod.toPodObject(node.name) as KubeObject;
       setReadiness(obj, o.ready ?? true);
+      chained = !pod.hostNetwork && chainsPlugins(readChain((node as SimClusterNode).cni.confDir));
+      // The API server has the pod before kubelet sets up its sandbox: Pending, no address yet.
+      if (chained) pendingPodStatus(obj);
       this.api.create(obj);
     } catch (e) {
       await node.removePod(pod).catch(() => {});
       throw e;
     }
     this.#podNode.set(pod, node);
+    this.#podOpts.set(pod, asked);
+    if (chained) await this.#startSandbox(node as SimClusterNode, pod, o.ready ?? true, o.onCniAttempt);
     return pod;
+  }
+
+  #sandbox(pod: SimPod): SandboxRef {
+    return { containerId: pod.containerId, netns: pod.netns, namespace: pod.namespace, name: pod.name, uid: pod.uid, ip: pod.ip };
+  }
+
+  /** The runtime's ADD through the node's chain, retried with backoff until it succeeds; then kubelet reports the pod running. */
+  async #startSandbox(node: SimClusterNode, pod: SimPod, ready: boolean, onAttempt?: (a: CniAttempt) => void): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      this.#assertUsable();
+      if (!this.#podNode.has(pod)) throw new Error(`pod ${pod.namespace}/${pod.name} was removed before its sandbox came up`);
+      const chain = readChain(node.cni.confDir);
+      const r = chainsPlugins(chain) ? await addSandbox(node.cni, chain, this.#sandbox(pod)) : { ok: true as const };
+      onAttempt?.(r.ok ? { attempt, ok: true } : { attempt, ok: false, error: r.error });
+      if (r.ok) break;
+      await new Promise((res) => setTimeout(res, Math.min(this.#cniBackoff.initialMs * 2 ** (attempt - 1), this.#cniBackoff.maxMs)));
+    }
+    this.#assertUsable();
+    if (!this.#podNode.has(pod)) throw new Error(`pod ${pod.namespace}/${pod.name} was removed before its sandbox came up`);
+    const started = pod.toPodObject(node.name) as KubeObject;
+    setReadiness(started, ready);
+    this.api.patch('Pod', pod.namespace, pod.name, (cur) => {
+      cur.status = started.status;
+    });
+  }
+
+  async rebootNode(nodeRef: number | SimNode, onCniAttempt?: (pod: string, a: CniAttempt) => void): Promise<Map<string, Promise<SimPod>>> {
+    this.#assertUsable();
+    const node = this.#node(nodeRef) as SimClusterNode;
+    const pods = [...this.#podNode].filter(([, n]) => n === node).map(([p]) => p);
+    const asked = pods.map((p) => ({ ...this.#podOpts.get(p)!, uid: p.uid }));
+    for (const p of pods) {
+      this.#podNode.delete(p);
+      this.#podOpts.delete(p);
+      await node.removePod(p);
+    }
+    // What a reboot clears in the kernel: nftables, policy routing, routing tables but main and local.
+    await nft(node.nodeNs, ['flush', 'ruleset']);
+    const ip = (args: string[]) => node.execInNode(ipBinary(), args).then((r) => {
+      if (r.code !== 0) throw new Error(`ip ${args.join(' ')} in ${node.nodeNs} failed: ${r.stderr.trim()}`);
+      return r.stdout;
+    });
+    await ip(['-4', 'rule', 'flush']);
+    await ip(['-4', 'rule', 'add', 'pref', '32766', 'table', 'main']);
+    await ip(['-4', 'rule', 'add', 'pref', '32767', 'table', 'default']);
+    const tables = new Set([...(await ip(['-4', 'route', 'show', 'table', 'all'])).matchAll(/\btable (\d+)\b/g)].map((m) => m[1]));
+    for (const t of tables) await ip(['-4', 'route', 'flush', 'table', t]);
+    await this.#proxy?.resync(node.nodeNs);
+    // kubelet is back: the API server still has the pods; each gets a new sandbox.
+    const started = new Map<string, Promise<SimPod>>();
+    for (const o of asked) {
+      const key = `${o.namespace}/${o.name}`;
+      this.api.patch('Pod', o.namespace, o.name, (cur) => pendingPodStatus(cur));
+      const p = (async () => {
+        const pod = await node.addPod(o);
+        this.#podNode.set(pod, node);
+        this.#podOpts.set(pod, o);
+        await this.#startSandbox(node, pod, o.ready ?? true, onCniAttempt && ((a) => onCniAttempt(key, a)));
+        return pod;
+      })();
+      p.catch(() => {}); // the caller awaits what it needs; destroy() ends the rest
+      started.set(key, p);
+    }
+    return started;
   }
 
   setPodReady(pod: SimPod, ready: boolean): KubeObject {
@@ -276,8 +389,12 @@ class Cluster implements SimCluster {
     const node = this.#podNode.get(pod);
     if (!node) throw new Error(`pod ${pod.namespace}/${pod.name} was not added through simulated cluster ${this.id}`);
     if (this.api.get('Pod', pod.namespace, pod.name)) this.api.delete('Pod', pod.namespace, pod.name);
-    await node.removePod(pod);
     this.#podNode.delete(pod);
+    this.#podOpts.delete(pod);
+    const cni = (node as SimClusterNode).cni;
+    const chain = cni && !pod.hostNetwork ? readChain(cni.confDir) : null;
+    if (chain && chainsPlugins(chain)) await delSandbox(cni, chain, this.#sandbox(pod));
+    await node.removePod(pod);
   }
 
   #service(namespace: string, name: string): SimService {
@@ -366,6 +483,7 @@ class Cluster implements SimCluster {
     await attempt(() => this.api.close());
     await Promise.all(this.#made.map((n) => attempt(() => n.destroy())));
     await attempt(() => deleteNetns(this.fabricNs));
+    await attempt(async () => fs.rmSync(this.#cniRoot, { recursive: true, force: true }));
     if (errors.length) throw new Error(`destroying simulated cluster ${this.id}: ${errors.join('; ')}`);
     this.#destroyed = true;
     untrackLive(this);
@@ -382,6 +500,7 @@ class Cluster implements SimCluster {
       }
     }
     deleteNetnsSync(this.fabricNs);
+    fs.rmSync(this.#cniRoot, { recursive: true, force: true });
     this.#destroyed = true;
   }
 }

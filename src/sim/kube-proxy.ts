@@ -60,6 +60,13 @@ export class KubeProxy {
     return this.#queue.idle();
   }
 
+  /** The node's kernel lost its rules (a reboot): kube-proxy starts again and writes them whole. */
+  async resync(nodeNs: string): Promise<void> {
+    this.#applied.delete(nodeNs);
+    this.#queue.poke();
+    await this.#queue.idle();
+  }
+
   async stop(): Promise<void> {
     for (const u of this.#unsubscribe) u();
     await this.#queue.stop();

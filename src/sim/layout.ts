@@ -50,6 +50,17 @@ export function ownerPidOfNetns(name: string): number | undefined {
   return m ? pidOfId(m[1]) : undefined;
 }
 
+/** A cluster's CNI configuration and plugin directories (its nodes' /etc/cni/net.d and /opt/cni/bin), under the temp dir. */
+export function cniDirName(clusterId: string): string {
+  return `${clusterId}-cni`;
+}
+
+/** Creator pid of a cluster's CNI directory name, or undefined. */
+export function ownerPidOfCniDir(name: string): number | undefined {
+  const m = /^(ma\d+x\d+[a-z]{3})-cni$/.exec(name);
+  return m ? pidOfId(m[1]) : undefined;
+}
+
 /** Creator pid of a top-level cgroup directory name this module made, or undefined. */
 export function ownerPidOfCgroup(name: string): number | undefined {
   const m = CGROUP_NAME.exec(name);

@@ -1,9 +1,10 @@
-// Sweeps what crashed runs left behind: namespaces and cgroups whose creator pid is dead.
+// Sweeps what crashed runs left behind: namespaces, cgroups and CNI directories whose creator pid is dead.
 // Those of live processes are left alone, so concurrent test files never hurt each other.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { destroyCgroupTree, findCgroup2Mount } from './cgroup2.ts';
-import { ownerPidOfCgroup, ownerPidOfNetns } from './layout.ts';
+import { ownerPidOfCgroup, ownerPidOfCniDir, ownerPidOfNetns } from './layout.ts';
 import { deleteNetns, listNetns } from './network.ts';
 
 /** A zombie counts as dead: it will never clean up after itself. */
@@ -68,6 +69,12 @@ export async function cleanupLeftovers(): Promise<string[]> {
     } catch (e) {
       failed.push((e as Error).message);
     }
+  }
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const pid = ownerPidOfCniDir(name);
+    if (pid === undefined || isAlive(pid)) continue;
+    fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+    removed.push(`CNI directory ${path.join(os.tmpdir(), name)}`);
   }
   if (failed.length) throw new Error(`removing what dead runs left failed: ${failed.join('; ')}${removed.length ? ` (removed: ${removed.join(', ')})` : ''}`);
   return removed;

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SimCluster, SimClusterNode } from './cluster.ts';
+import { installCni, uninstallCni } from '../cni/install.ts';
 import type { ExecResult } from './run.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -36,6 +37,11 @@ export interface MeshOptions {
    * false: no identity (plaintext between nodes).
    */
   identity?: false | { certificateLifetime?: string; identityArgs?: string[] };
+  /**
+   * The chained CNI plugin, as install sets it up (default on): chained into every node's CNI
+   * configuration, each agent answering on its node's socket; stop() takes it out again.
+   */
+  cni?: boolean;
 }
 
 export interface MeshProcess {
@@ -72,6 +78,11 @@ export interface ClusterMesh {
    * (performance.now()).
    */
   restartAgent(node: SimClusterNode, signal?: NodeJS.Signals): Promise<{ reapedAt: number; code: number | null }>;
+  /** Stops the node's agent (SIGKILL by default) and waits for its exit; startAgent() brings one back. */
+  stopAgent(node: SimClusterNode, signal?: NodeJS.Signals): Promise<void>;
+  startAgent(node: SimClusterNode): void;
+  /** The node's agent's CNI socket and state file (null: the mesh runs without the plugin). */
+  cniPaths(node: SimClusterNode): { socket: string; stateFile: string } | null;
   /** The agent's /status, read in its node's namespace. */
   agentStatus(node: SimClusterNode): Promise<any>;
   agentMetrics(node: SimClusterNode): Promise<string>;
@@ -108,12 +119,27 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   const agents = new Map<string, MeshProcess>();
   const identity = opts.identity === false ? null : await identityFiles(tmp, cluster, opts.identity?.certificateLifetime);
   const identityAddr = identity ? `${cluster.controlPlaneIp}:${IDENTITY_PORT}` : null;
+  const cni = opts.cni ?? true;
+  const cniPaths = (node: SimClusterNode) => (cni ? { socket: path.join(tmp, `${node.name}.cni.sock`), stateFile: path.join(tmp, node.name, 'cni-state.json') } : null);
+  if (cni) {
+    // As the install container: the plugin into the node's CNI bin directory, chained after the network.
+    const entry = bin.endsWith('.js') ? path.join(path.dirname(bin), 'mesh-agent-cni.js') : path.join(path.dirname(bin), 'mesh-agent-cni.ts');
+    for (const node of cluster.nodes) {
+      installCni({
+        confDir: node.cni.confDir,
+        binDir: node.cni.binDir,
+        entry: { agentSocket: cniPaths(node)!.socket, stateFile: cniPaths(node)!.stateFile },
+        executable: `#!/bin/sh\nexec '${process.execPath}' --disable-warning=ExperimentalWarning '${entry}' "$@"\n`,
+      });
+    }
+  }
   const startAgent = (node: SimClusterNode) => {
+    const cniArgs = cni ? ['--cni-socket', cniPaths(node)!.socket, '--cni-state', cniPaths(node)!.stateFile] : [];
     const idArgs = identity ? ['--identity-addr', identityAddr!, '--identity-trust-anchors-file', identity.anchorsFile, '--identity-token-file', identity.tokenFile(node.name)] : [];
     const args = [
       ...NODE_FLAGS, bin, 'run', '--node', node.name, '--kubeconfig', kubeconfig, '--cgroup-root', node.cgroupRoot,
       '--proxy-addr', `${node.nodeIp}:15001`, '--admin', ADMIN_ADDR, '--controller', controllerAddr,
-      '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...idArgs, ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
+      '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...idArgs, ...cniArgs, ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
     ];
     agents.set(node.name, track(node.spawnInNode(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })));
   };
@@ -185,6 +211,19 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
       startAgent(node);
       return { reapedAt, code };
     },
+    async stopAgent(node, signal: NodeJS.Signals = 'SIGKILL') {
+      const p = agents.get(node.name)?.proc;
+      if (!p || exited(p)) return;
+      const gone = new Promise((r) => p.once('exit', r));
+      p.kill(signal);
+      await gone;
+    },
+    startAgent(node) {
+      const p = agents.get(node.name)?.proc;
+      if (p && !exited(p)) throw new Error(`the agent on ${node.name} is already running`);
+      startAgent(node);
+    },
+    cniPaths,
     async agentStatus(node) {
       const r = await node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN_ADDR}/status`], { timeoutMs: 5000 });
       if (r.code !== 0) throw new Error(`agent on ${node.name}: /status unreachable (curl exit ${r.code}); its log: ${agents.get(node.name)?.log().slice(-1500)}`);
@@ -229,6 +268,8 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
         p.once('exit', r);
         p.kill('SIGKILL');
       })));
+      // As uninstall: no pod of the cluster waits for an agent that is gone.
+      if (cni) for (const node of cluster.nodes) uninstallCni(node.cni);
       fs.rmSync(tmp, { recursive: true, force: true });
     },
   };

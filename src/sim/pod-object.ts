@@ -86,3 +86,16 @@ export function podObject(p: PodFacts, nodeName: string): object {
     },
   };
 }
+
+/** The object before its sandbox is up (kubelet has not reported an address): Pending, not ready, no podIP. */
+export function pendingPodStatus(obj: { [k: string]: any }): void {
+  const s = obj.status ?? {};
+  obj.status = {
+    phase: 'Pending',
+    hostIP: s.hostIP,
+    hostIPs: s.hostIPs,
+    qosClass: s.qosClass,
+    conditions: [{ type: 'PodScheduled', status: 'True' }, { type: 'Ready', status: 'False' }],
+    containerStatuses: (s.containerStatuses ?? []).map((c: any) => ({ name: c.name, ready: false, started: false, restartCount: 0, image: c.image, imageID: '', state: { waiting: { reason: 'ContainerCreating' } } })),
+  };
+}

@@ -1,0 +1,174 @@
+// The chained CNI plugin on a simulated cluster with the mesh as installed (the plugin chained in
+// the node's CNI configuration, the sim's runtime running it at each pod sandbox's ADD), the real
+// kernel (docs/install.md, "The CNI plugin"; docs/policy.md, "Fail-open and fail-closed"):
+// (a) the agent SIGKILLed: a new all-authenticated pod of a meshed namespace is not started (its
+//     ADD fails with the plugin's message, retried); the agent back, it starts and an unmeshed
+//     client is refused from its first connection;
+// (b) the agent running, its pod watch stalled: a new restrictive pod's ADD returns only once its
+//     policy is in the kernel (the agent reads the pod from the API server), so an unmeshed
+//     client's first connection is refused;
+// (c) a pod of an unmeshed namespace starts while no agent runs;
+// (d) a node reboot (nftables and routing flushed, pods recreated, no agent yet): restrictive pods
+//     do not start until an agent does.
+import test from 'ava';
+import type { ChildProcess } from 'node:child_process';
+import { createCluster, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
+import type { CniAttempt } from '../src/sim/cluster.ts';
+import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
+import { nftBinary } from '../src/datapath/nft.ts';
+import { JsonLines } from './helpers/procs.ts';
+import { until } from './helpers/until.ts';
+
+const NS = 'shop';
+const PLAIN = 'plain';
+const RESTRICT = { 'mesh-agent.io/default-inbound-policy': 'all-authenticated' };
+let cluster: SimCluster | undefined;
+let mesh: ClusterMesh | undefined;
+let web: SimPod;
+let outsider: SimPod;
+const children: ChildProcess[] = [];
+
+function need(): { cluster: SimCluster; mesh: ClusterMesh } {
+  if (!cluster || !mesh) throw new Error('no cluster: these tests build network namespaces, cgroups, nftables rules and load BPF; run them as root (sudo ./dev test)');
+  return { cluster, mesh };
+}
+
+async function echo(pod: SimPod): Promise<void> {
+  const e = pod.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', '7000']);
+  children.push(e);
+  await new JsonLines(e).waitFor((o) => o.listening, 30_000, `${pod.name} listening`);
+}
+
+/** One connection that sends and waits for the echo: ok, or the client's error. */
+async function connect(from: SimPod, to: SimPod): Promise<{ ok: boolean; error?: string }> {
+  const r = await from.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${to.ip}:7000`, '--send', 'x', '--timeout-ms', '5000'], { timeoutMs: 20_000 });
+  return r.code === 0 ? { ok: true } : { ok: false, error: r.stderr.trim() };
+}
+
+const podObject = (name: string) => need().cluster.api.get('Pod', NS, name);
+const agentLog = () => need().mesh.logs();
+
+test.before(async () => {
+  if (process.getuid?.() !== 0) throw new Error('the CNI tests need root, BPF and nftables; run the suite as root: sudo ./dev test');
+  cluster = await createCluster({ nodes: 1 });
+  cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled' });
+  cluster.addNamespace(PLAIN);
+  web = await cluster.addPod(0, { name: 'web', namespace: NS, serviceAccountName: 'web' });
+  outsider = await cluster.addPod(0, { name: 'outsider', namespace: PLAIN });
+  await cluster.settled();
+  mesh = await startMesh(cluster, { identity: false });
+  await mesh.waitAgents((s) => s.inbound?.capture === 'capturing' && s.cni !== null, 'capture on and the CNI socket');
+});
+
+test.after.always(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await mesh?.stop();
+  await cluster?.destroy();
+});
+
+test.serial('the agent keeps the meshed namespaces in the state file the plugin reads when it does not answer', async (t) => {
+  const { cluster, mesh } = need();
+  const { readState } = await import('../src/cni/state.ts');
+  const file = mesh.cniPaths(cluster.nodes[0]!)!.stateFile;
+  t.deepEqual(readState(file), { kind: 'ok', state: { version: 1, node: cluster.nodes[0]!.name, meshedNamespaces: [NS] } });
+  cluster.addNamespace('later', { 'mesh-agent.io/inject': 'enabled' });
+  await until(() => readState(file), (r) => r.kind === 'ok' && r.state.meshedNamespaces.includes('later'), 'a newly meshed namespace in the state file');
+  cluster.delete('Namespace', undefined, 'later');
+});
+
+test.serial('(b) the agent running, its pod watch stalled: the ADD returns once the policy is in the kernel, and an unmeshed client\'s first connection is refused', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  // The agent's watches fail from now on: it can learn the pod only by reading it at the ADD.
+  cluster.api.setFailure(503, 'watch');
+  cluster.api.dropWatches();
+  t.teardown(() => cluster.api.setFailure(null));
+  const attempts: CniAttempt[] = [];
+  const api = await cluster.addPod(0, { name: 'api-b', namespace: NS, serviceAccountName: 'api', annotations: RESTRICT, onCniAttempt: (a) => attempts.push(a) });
+  t.deepEqual(attempts, [{ attempt: 1, ok: true }]);
+  await echo(api);
+  const first = await connect(outsider, api);
+  t.false(first.ok, 'the unmeshed client\'s first connection is refused');
+  t.notRegex(first.error ?? '', /ECONNREFUSED|timed out|timeout/i, `refused by the policy (reset), not by a missing listener nor dropped: ${first.error}`);
+  t.true((await connect(web, api)).ok, 'a meshed client of the namespace gets through');
+  const st = await mesh.agentStatus(node);
+  t.true(st.inbound.failClosed.includes(`${NS}/api-b`));
+  t.is(st.pods.find((p: any) => p.name === 'api-b')?.ip, api.ip, 'the pod\'s address from the runtime, before the watch reports it');
+  t.is(st.cni.admissions.meshed >= 1, true);
+  cluster.api.setFailure(null);
+});
+
+test.serial('(a) the agent SIGKILLed: a new restrictive pod is not started (its ADD fails with the plugin\'s message); the agent back, it starts and refuses an unmeshed client from its first connection', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  await mesh.stopAgent(node, 'SIGKILL');
+  cluster.addService({ name: 'api-a', namespace: NS, selector: { app: 'api-a' }, ports: [{ port: 7000 }] });
+  const attempts: CniAttempt[] = [];
+  let started = false;
+  const pending = cluster.addPod(0, { name: 'api-a', namespace: NS, serviceAccountName: 'api', labels: { app: 'api-a' }, annotations: RESTRICT, onCniAttempt: (a) => attempts.push(a) });
+  void pending.then(() => (started = true), () => {});
+  await until(() => attempts.filter((a) => !a.ok).length, (n) => n >= 2, 'two failed ADDs while no agent runs', { context: agentLog });
+  const failed = attempts.find((a) => !a.ok)!;
+  t.is(failed.error?.plugin, 'mesh-agent-cni');
+  t.is(failed.error?.code, 11, 'CNI "try again later"');
+  t.regex(failed.error?.msg ?? '', /no mesh-agent answers on this node \(.*cni\.sock: ECONNREFUSED\), and namespace shop is meshed: pod shop\/api-a would start without its inbound policy; the runtime retries the ADD/);
+  t.false(started, 'the pod is not started');
+  const obj = podObject('api-a');
+  t.is(obj?.status?.phase, 'Pending');
+  t.is(obj?.status?.podIP, undefined, 'no address reported');
+  await cluster.settled();
+  const slices = cluster.api.list('EndpointSlice', { namespace: NS, labelSelector: 'kubernetes.io/service-name=api-a' });
+  t.deepEqual(slices.flatMap((s: any) => s.endpoints ?? []), [], 'not in its Service\'s EndpointSlice');
+
+  mesh.startAgent(node);
+  const api = await pending;
+  t.true(attempts.at(-1)!.ok, 'the ADD passes once the agent has the policy in the kernel');
+  await echo(api);
+  const first = await connect(outsider, api);
+  t.false(first.ok, 'its first connection from an unmeshed client is refused');
+  t.notRegex(first.error ?? '', /ECONNREFUSED|timed out|timeout/i, `refused by the policy: ${first.error}`);
+  t.true((await connect(web, api)).ok, 'a meshed client gets through');
+  await cluster.settled();
+  const ready = cluster.api.list('EndpointSlice', { namespace: NS, labelSelector: 'kubernetes.io/service-name=api-a' }).flatMap((s: any) => s.endpoints ?? []);
+  t.deepEqual(ready.map((e: any) => [e.addresses[0], e.conditions.ready]), [[api.ip, true]]);
+});
+
+test.serial('(c) a pod of an unmeshed namespace starts while no agent runs', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  await mesh.stopAgent(node, 'SIGKILL');
+  const attempts: CniAttempt[] = [];
+  const free = await cluster.addPod(0, { name: 'free', namespace: PLAIN, onCniAttempt: (a) => attempts.push(a) });
+  t.deepEqual(attempts, [{ attempt: 1, ok: true }], 'the plugin passes it at the first ADD');
+  await echo(free);
+  t.true((await connect(outsider, free)).ok);
+  mesh.startAgent(node);
+  await mesh.waitAgents((s) => s.inbound?.capture === 'capturing', 'the agent back');
+});
+
+test.serial('(d) a node reboot: with no agent yet, restrictive pods do not start (nothing of the old capture is left to hold them); with the agent, they start closed', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  await mesh.stopAgent(node, 'SIGKILL');
+  const attempts = new Map<string, CniAttempt[]>();
+  const started = await cluster.rebootNode(0, (pod, a) => attempts.set(pod, [...(attempts.get(pod) ?? []), a]));
+  t.deepEqual([...started.keys()].sort(), ['plain/free', 'plain/outsider', 'shop/api-a', 'shop/api-b', 'shop/web']);
+  const table = await node.execInNode(nftBinary(), ['list', 'table', 'ip', 'mesh-agent']);
+  t.not(table.code, 0, 'the reboot cleared the held capture table');
+  // The unmeshed namespace's pods start; the meshed ones wait.
+  const plain = await started.get('plain/outsider')!;
+  await started.get('plain/free')!;
+  await until(() => ['shop/api-a', 'shop/api-b', 'shop/web'].map((k) => (attempts.get(k) ?? []).filter((a) => !a.ok).length), (n) => n.every((x) => x >= 1), 'each meshed pod\'s ADD failed', { context: agentLog });
+  for (const k of ['shop/api-a', 'shop/api-b', 'shop/web']) t.false((attempts.get(k) ?? []).some((a) => a.ok), `${k} is not started`);
+  t.is(podObject('api-a')?.status?.phase, 'Pending');
+
+  mesh.startAgent(node);
+  const api = await started.get('shop/api-a')!;
+  const meshedWeb = await started.get('shop/web')!;
+  await started.get('shop/api-b')!;
+  await echo(api);
+  const first = await connect(plain, api);
+  t.false(first.ok, 'the restrictive pod is closed to an unmeshed client from its first connection after the reboot');
+  t.notRegex(first.error ?? '', /ECONNREFUSED|timed out|timeout/i, `refused by the policy: ${first.error}`);
+  t.true((await connect(meshedWeb, api)).ok, 'a meshed client gets through');
+});
