@@ -32,7 +32,7 @@ test('parseInvocation: the command, the pod from CNI_ARGS, the conflist entry wi
   t.is(ipv4Of(resultIps(inv.config.prevResult)), '10.244.1.5');
   // Defaults: the install's paths.
   const d = parseInvocation(env('ADD'), conf());
-  t.is(d.config.agentSocket, '/var/run/mesh-agent/cni.sock');
+  t.is(d.config.agentSocket, '/var/run/mesh-agent-cni/cni.sock');
   t.is(d.config.stateFile, '/var/lib/mesh-agent/cni-state.json');
   // Not a Kubernetes pod: no pod.
   t.is(parseInvocation(env('ADD', { CNI_ARGS: 'IgnoreUnknown=1' }), conf()).pod, null);

@@ -18,7 +18,7 @@ const agentContainer = (objs: any[]) => agentDs(objs).spec.template.spec.contain
 
 test('every object install prints validates against the Kubernetes schemas', async (t) => {
   const objs = installManifests() as any[];
-  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service']);
+  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service', 'Role', 'RoleBinding']);
   for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
   // And with every flag changed.
   const custom = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, dashboardPort: 9001, skipOutboundPorts: '22,3306' }) as any[];
@@ -79,8 +79,8 @@ test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, 
   for (const p of [c.startupProbe, c.livenessProbe, c.readinessProbe]) t.is(p.httpGet.port, 'admin');
   t.truthy(c.resources.requests.cpu);
   t.truthy(c.resources.limits.memory);
-  // Settings come from the ConfigMap alone, mounted where --config points.
-  t.deepEqual(c.args, ['run', '--config', '/etc/mesh-agent']);
+  // Settings come from the ConfigMap, mounted where --config points; the CNI plugin's host paths are flags (test below).
+  t.deepEqual(c.args, ['run', '--config', '/etc/mesh-agent', '--cni-socket', '/var/run/mesh-agent-cni/cni.sock', '--cni-state', '/var/lib/mesh-agent/cni-state.json']);
   t.deepEqual(vol(mount('/etc/mesh-agent').name).configMap, { name: find(objs, 'ConfigMap').metadata.name });
   t.true(mount('/etc/mesh-agent').readOnly);
   t.deepEqual(find(objs, 'ConfigMap').data, {
@@ -113,6 +113,41 @@ test('agent RBAC is read-only: get/list/watch pods and namespaces, get nodes, no
   const binding = find(objs, 'ClusterRoleBinding');
   t.is(binding.roleRef.name, role.metadata.name);
   t.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: agentDs(objs).spec.template.spec.serviceAccountName, namespace: 'mesh-agent' }]);
+});
+
+test('the CNI plugin: an install-cni container chains it into the host\'s CNI configuration; the agent answers it on a hostPath socket and keeps its state file on the host; --cni=false leaves all of it out', async (t) => {
+  const objs = installManifests() as any[];
+  const pod = agentDs(objs).spec.template.spec;
+  const [agent, install] = pod.containers;
+  t.is(install.name, 'install-cni');
+  t.deepEqual(install.args, ['cni-install', '--watch', '--conf-dir', '/host/etc/cni/net.d', '--bin-dir', '/host/opt/cni/bin', '--agent-socket', '/var/run/mesh-agent-cni/cni.sock', '--state-file', '/var/lib/mesh-agent/cni-state.json', '--namespace', 'mesh-agent', '--daemonset', 'mesh-agent-agent']);
+  t.is(install.image, agent.image);
+  t.deepEqual(install.securityContext.capabilities, { drop: ['ALL'] });
+  t.true(install.securityContext.readOnlyRootFilesystem);
+  const host = (c: any, mountPath: string) => pod.volumes.find((v: any) => v.name === c.volumeMounts.find((m: any) => m.mountPath === mountPath)?.name)?.hostPath;
+  t.deepEqual(host(install, '/host/etc/cni/net.d'), { path: '/etc/cni/net.d', type: 'DirectoryOrCreate' });
+  t.deepEqual(host(install, '/host/opt/cni/bin'), { path: '/opt/cni/bin', type: 'DirectoryOrCreate' });
+  // The plugin runs on the host: the agent's socket and state file are at the same paths inside and out.
+  t.deepEqual(host(agent, '/var/run/mesh-agent-cni'), { path: '/var/run/mesh-agent-cni', type: 'DirectoryOrCreate' });
+  t.deepEqual(host(agent, '/var/lib/mesh-agent'), { path: '/var/lib/mesh-agent', type: 'DirectoryOrCreate' });
+  t.deepEqual(host(install, '/var/lib/mesh-agent'), { path: '/var/lib/mesh-agent', type: 'DirectoryOrCreate' });
+  // It reads its own DaemonSet at SIGTERM (deleted: uninstall), nothing else.
+  t.deepEqual(find(objs, 'Role', 'mesh-agent-cni').rules, [{ apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list'] }]);
+  t.deepEqual(find(objs, 'RoleBinding', 'mesh-agent-cni').subjects, [{ kind: 'ServiceAccount', name: 'mesh-agent-agent', namespace: 'mesh-agent' }]);
+  for (const o of objs.filter((x) => x.kind === 'DaemonSet' || x.kind === 'Role' || x.kind === 'RoleBinding')) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
+
+  const off = installManifests({ cni: false }) as any[];
+  t.deepEqual(agentDs(off).spec.template.spec.containers.map((c: any) => c.name), ['agent']);
+  t.deepEqual(agentContainer(off).args, ['run', '--config', '/etc/mesh-agent']);
+  t.false(off.some((o) => o.kind === 'Role' || o.kind === 'RoleBinding'));
+  t.false(JSON.stringify(off).includes('cni'));
+  // The flag, through the CLI.
+  const r = runCli(['install', '--cni=false']);
+  t.is(r.status, 0, r.stderr);
+  t.false(r.stdout.includes('install-cni'));
+  const bad = runCli(['install', '--cni=maybe']);
+  t.not(bad.status, 0);
+  t.regex(bad.stderr, /--cni/);
 });
 
 test('controller: one non-root replica, read-only root, Service on the controller port', (t) => {
@@ -234,6 +269,7 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
   t.deepEqual(objs.slice(11).map((o) => `${o.kind}/${o.metadata.name}`), [
     'ServiceAccount/mesh-agent-identity', 'ClusterRole/mesh-agent-identity', 'ClusterRoleBinding/mesh-agent-identity',
     'ConfigMap/mesh-agent-identity-trust-roots', 'Secret/mesh-agent-identity-issuer', 'Deployment/mesh-agent-identity', 'Service/mesh-agent-identity',
+    'Role/mesh-agent-cni', 'RoleBinding/mesh-agent-cni',
   ]);
   const yaml = manifestsToYaml(objs);
   const keyBody = identity.issuerKeyPem.split('\n')[1]!;
@@ -255,7 +291,7 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
   t.is(find(objs, 'ConfigMap', 'mesh-agent-config').data['identity-addr'], 'mesh-agent-identity.mesh-agent.svc:8080');
   const pod = agentDs(objs).spec.template.spec;
   const ac = pod.containers[0];
-  t.deepEqual(ac.args, ['run', '--config', '/etc/mesh-agent', '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity']);
+  t.deepEqual(ac.args, ['run', '--config', '/etc/mesh-agent', '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity', '--cni-socket', '/var/run/mesh-agent-cni/cni.sock', '--cni-state', '/var/lib/mesh-agent/cni-state.json']);
   t.deepEqual(ac.ports.map((p: any) => [p.name, p.containerPort]), [['proxy', 15001], ['admin', 4191], ['tunnel', 15008]]);
   const token = pod.volumes.find((v: any) => v.name === 'identity-token');
   t.deepEqual(token.projected.sources, [{ serviceAccountToken: { audience: 'mesh-agent-identity', expirationSeconds: 3600, path: 'mesh-agent-identity' } }]);

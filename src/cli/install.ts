@@ -6,6 +6,7 @@ import type { IdentityInstall } from '../k8s/identity-manifests.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain } from '../identity/spiffe.ts';
 import { parseDuration } from '../routing/duration.ts';
 import { readFileFor } from './identity-flags.ts';
+import { parseBool } from './run-config.ts';
 
 /** What install generates when no trust anchor is given: Linkerd's CLI defaults (anchor 10 years, issuer 1 year). */
 export const GENERATED_ANCHOR_DAYS = 3650;
@@ -68,6 +69,7 @@ export function registerInstall(program: Command) {
     .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny (Linkerd\'s values)', INSTALL_DEFAULTS.defaultInboundPolicy)
     .option('--cluster-networks <cidrs>', 'the cluster\'s networks, for the cluster-* policies', INSTALL_DEFAULTS.clusterNetworks)
     .option('--inbound-port <port|off>', 'where the node\'s kernel hands captured connections to meshed pods (on the node IP); off: no inbound capture', String(INSTALL_DEFAULTS.inboundPort))
+    .option('--cni <bool>', 'the chained CNI plugin: a meshed pod waits for its node\'s agent to start (true) or starts open while none runs (false)', 'true')
     .option('--proxy-workers <n|auto>', 'proxies per agent, each on its own thread; auto: one per CPU the agent\'s container may use (its CPU limit)', INSTALL_DEFAULTS.proxyWorkers)
     .action(async (o) => {
       const identity = await identityForInstall({
@@ -88,6 +90,7 @@ export function registerInstall(program: Command) {
         clusterNetworks: o.clusterNetworks,
         inboundPort: o.inboundPort === 'off' ? 0 : port('--inbound-port')(o.inboundPort),
         proxyWorkers: o.proxyWorkers,
+        cni: parseBool(o.cni, '--cni'),
       });
       process.stdout.write(manifestsToYaml(objects));
     });

@@ -19,6 +19,7 @@ const COMMANDS: Array<[string, () => Promise<Register>]> = [
   ['dashboard', async () => (await import('./dashboard.ts')).registerDashboard],
   ['identity', async () => (await import('./identity.ts')).registerIdentity],
   ['cleanup', async () => (await import('./cleanup.ts')).registerCleanup],
+  ['cni-install', async () => (await import('./cni-install.ts')).registerCniInstall],
 ];
 
 /** The commands to load: only the one named (the demo runs them all), else all for help and errors. */

@@ -60,7 +60,7 @@ export function registerRun(program: Command) {
     .option('--trust-domain <name>', 'the SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
     .option('--tunnel-port <port>', 'port of the mTLS tunnel listener on the node IP', String(TUNNEL_PORT))
     .option('--first-sync-wait <ms>', 'with identity on and a controller: how long meshed pods\' connections wait for discovery\'s first sync, which tells which destinations get mTLS, before going directly (plaintext between nodes)', String(DEFAULT_FIRST_SYNC_WAIT_MS))
-    .option('--cni-socket <path>', 'answer the chained CNI plugin here (install: /var/run/mesh-agent/cni.sock): a meshed pod\'s sandbox comes up once its policy is in the kernel (default: off)')
+    .option('--cni-socket <path>', 'answer the chained CNI plugin here (install: /var/run/mesh-agent-cni/cni.sock): a meshed pod\'s sandbox comes up once its policy is in the kernel (default: off)')
     .option('--cni-state <file>', 'with --cni-socket: the meshed namespaces, for the plugin when no agent answers', DEFAULT_STATE_FILE)
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')

@@ -6,7 +6,7 @@
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 /** The plugin's type in a conflist, and the executable's name in the CNI bin directory. */
 export const PLUGIN_TYPE = 'mesh-agent-cni';
-export const DEFAULT_AGENT_SOCKET = '/var/run/mesh-agent/cni.sock';
+export const DEFAULT_AGENT_SOCKET = '/var/run/mesh-agent-cni/cni.sock';
 export const DEFAULT_STATE_FILE = '/var/lib/mesh-agent/cni-state.json';
 /** How long ADD waits for the agent's answer (it waits for the pod's policy in the kernel first). */
 export const DEFAULT_ADD_TIMEOUT_MS = 15_000;

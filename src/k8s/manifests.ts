@@ -38,6 +38,8 @@ export interface InstallOptions {
   inboundPort?: number;
   /** Proxies per agent: a number, or auto (one per CPU the agent's container may use). */
   proxyWorkers?: string;
+  /** The chained CNI plugin (docs/install.md): a meshed pod's sandbox waits for its node's agent. Default on. */
+  cni?: boolean;
 }
 
 export const INSTALL_DEFAULTS = {
@@ -53,6 +55,17 @@ export const INSTALL_DEFAULTS = {
   clusterNetworks: DEFAULT_CLUSTER_NETWORKS as string,
   inboundPort: 15006,
   proxyWorkers: 'auto',
+  cni: true,
+} as const;
+
+/** Where the plugin and the agent meet on every node (hostPath on both sides, the same path). */
+export const CNI_HOST_PATHS = {
+  socketDir: '/var/run/mesh-agent-cni',
+  socket: '/var/run/mesh-agent-cni/cni.sock',
+  stateDir: '/var/lib/mesh-agent',
+  stateFile: '/var/lib/mesh-agent/cni-state.json',
+  confDir: '/etc/cni/net.d',
+  binDir: '/opt/cni/bin',
 } as const;
 
 const NAME = 'mesh-agent';
@@ -107,6 +120,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
   };
   const ds = agentDaemonSet(ns, o.image, agent, proxyPort, adminPort, config) as any;
   if (options.identity) withIdentity(ds.spec.template.spec, ns, options.identity);
+  const cni = options.cni ?? INSTALL_DEFAULTS.cni;
+  if (cni) withCni(ds.spec.template.spec, ns, o.image);
 
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: labels('namespace') } },
@@ -172,7 +187,52 @@ export function installManifests(options: InstallOptions = {}): object[] {
       },
     },
     ...(options.identity ? identityObjects(ns, o.image, clusterName, labels('identity'), `${NAME}-agent`, options.identity) : []),
+    ...(cni ? cniObjects(ns, agent) : []),
   ];
+}
+
+/** The install-cni container reads its own DaemonSet at SIGTERM (deleted: an uninstall): a Role for that, nothing else. */
+function cniObjects(ns: string, l: Record<string, string>): object[] {
+  return [
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: `${NAME}-cni`, namespace: ns, labels: l }, rules: [{ apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list'] }] },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: `${NAME}-cni`, namespace: ns, labels: l },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `${NAME}-cni` },
+      subjects: [{ kind: 'ServiceAccount', name: `${NAME}-agent`, namespace: ns }],
+    },
+  ];
+}
+
+/**
+ * The chained CNI plugin (docs/install.md): the agent answers it on a hostPath socket and keeps
+ * its state file on the host; an install-cni container (as linkerd-cni's and istio-cni's)
+ * copies it into the host's CNI bin directory and chains it in the host's CNI configuration.
+ */
+function withCni(spec: any, ns: string, image: string): void {
+  const h = CNI_HOST_PATHS;
+  const agent = spec.containers[0];
+  agent.args.push('--cni-socket', h.socket, '--cni-state', h.stateFile);
+  agent.volumeMounts.push({ name: 'cni-socket', mountPath: h.socketDir }, { name: 'cni-state', mountPath: h.stateDir });
+  spec.containers.push({
+    name: 'install-cni',
+    image,
+    imagePullPolicy: 'IfNotPresent',
+    args: ['cni-install', '--watch', '--conf-dir', `/host${h.confDir}`, '--bin-dir', `/host${h.binDir}`, '--agent-socket', h.socket, '--state-file', h.stateFile, '--namespace', ns, '--daemonset', `${NAME}-agent`],
+    resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+    // Root to write the host's CNI directories (owned by root); no capability beyond that.
+    securityContext: { runAsUser: 0, privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+    volumeMounts: [
+      { name: 'cni-conf', mountPath: `/host${h.confDir}` },
+      { name: 'cni-bin', mountPath: `/host${h.binDir}` },
+      { name: 'cni-state', mountPath: h.stateDir },
+    ],
+  });
+  spec.volumes.push(
+    { name: 'cni-socket', hostPath: { path: h.socketDir, type: 'DirectoryOrCreate' } },
+    { name: 'cni-state', hostPath: { path: h.stateDir, type: 'DirectoryOrCreate' } },
+    { name: 'cni-conf', hostPath: { path: h.confDir, type: 'DirectoryOrCreate' } },
+    { name: 'cni-bin', hostPath: { path: h.binDir, type: 'DirectoryOrCreate' } },
+  );
 }
 
 function agentDaemonSet(
