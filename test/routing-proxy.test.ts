@@ -20,6 +20,7 @@ import { backend, HOST, type Backend } from './helpers/backends.ts';
 import type { Authorize } from '../src/proxy/listener.ts';
 import { DEFAULT_ROUTE, ServerPolicy } from '../src/policy/authorize.ts';
 import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
+import { PodPolicy } from '../src/policy/pod-policy.ts';
 
 const VIP = '10.96.7.7';
 
@@ -382,4 +383,46 @@ test('endpoints of this node whose policy allows the client whole: each HTTP/1 a
   }
   await waitFor(() => p3.sink.closes.length === 6);
   for (const c of p3.sink.closes) t.deepEqual(c.authz, allowed(c.destPort, false), `opaque to ${c.destIp}:${c.destPort}`);
+});
+
+test('a policy change: the next HTTP/1 request and HTTP/2 stream of a Service connection to endpoints of this node the policy no longer allows get 403 (gRPC: grpc-status 7), on the same client connection, never on an upstream pooled while they were allowed', async (t) => {
+  const pod = new PodPolicy(new ServerPolicy({ namespace: 'shop', pod: 'api', serviceAccount: 'api', defaultPolicy: 'all-unauthenticated', defaultFrom: 'test', targets: [] }, []));
+  const authorize: Authorize = (c) => (c.destIp === VIP ? { authz: null } : { authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: null }, c.destPort, () => {}) });
+  const h1 = await Promise.all(['a', 'b', 'c'].map((n) => backend(n)));
+  const h2 = await Promise.all(['a', 'b', 'c'].map((n) => backend(n, { h2: true })));
+  const [s1, s2] = [new DiscoveryStore(), new DiscoveryStore()];
+  world(s1, h1);
+  world(s2, h2);
+  const p1 = await startProxy(s1, 80, PortSet.empty(), authorize);
+  const p2 = await startProxy(s2, 80, PortSet.empty(), authorize);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const session = http2.connect(`http://${HOST}:${p2.port}`);
+  t.teardown(async () => {
+    agent.destroy();
+    session.destroy();
+    await p1.proxy.close(0);
+    await p2.proxy.close(0);
+    for (const b of [...h1, ...h2]) await b.close();
+  });
+  const stream = async (headers: http2.OutgoingHttpHeaders = {}) => {
+    const req = session.request({ ':path': '/', ...headers });
+    req.resume();
+    const [head] = await once(req, 'response');
+    return head as http2.IncomingHttpHeaders;
+  };
+  for (let i = 0; i < 6; i++) {
+    const r = await get(agent, p1.port);
+    t.is(r.status, 200);
+    t.is(Number((await stream())[':status']), 200);
+  }
+  const hits = () => [...h1, ...h2].reduce((n, b) => n + b.hits, 0);
+  t.is(hits(), 12);
+  pod.replace(new ServerPolicy({ namespace: 'shop', pod: 'api', serviceAccount: 'api', defaultPolicy: 'deny', defaultFrom: 'test', targets: [] }, []));
+  for (let i = 0; i < 3; i++) {
+    t.is((await get(agent, p1.port)).status, 403, 'HTTP/1: refused as a direct request is');
+    t.is(Number((await stream())[':status']), 403, 'HTTP/2: refused');
+  }
+  const grpc = await stream({ ':method': 'POST', 'content-type': 'application/grpc' });
+  t.is(grpc['grpc-status'], '7', 'gRPC: PERMISSION_DENIED');
+  t.is(hits(), 12, 'nothing more reached a pod: no upstream pooled while allowed carried a request');
 });
