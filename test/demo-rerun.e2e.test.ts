@@ -4,7 +4,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import { cleanupLeftovers, createNode, type SimNode } from '../src/sim/index.ts';
 import { listNetns } from '../src/sim/network.ts';
-import { DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
+import { DEMO_TEST_TIMEOUT_MS, DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
 
 const runs: DemoRun[] = [];
 let live: SimNode | undefined;
@@ -16,6 +16,8 @@ test.after.always(async () => {
 });
 
 test('a second run after a SIGKILLed first run sweeps the leftovers, spares a live run\'s, and works', async (t) => {
+  // The demo's waits fail on its silence (DemoRun.waitFor); the test as a whole gets the time a loaded machine needs.
+  t.timeout(DEMO_TEST_TIMEOUT_MS);
   if (process.getuid?.() !== 0) throw new Error('the demo test needs root and BPF; run the suite as root: sudo ./dev test');
   // A live run's node (this process's): the sweep must not touch it.
   live = await createNode({ driver: 'systemd' });

@@ -8,7 +8,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { cleanupLeftovers } from '../src/sim/index.ts';
 import { failureRange, ROUND_OUTCOMES } from '../src/demo/traffic-mix.ts';
-import { DemoRun, leftovers, processesOf, type Proc } from './helpers/demo-run.ts';
+import { DEMO_TEST_TIMEOUT_MS, DemoRun, leftovers, processesOf, type Proc } from './helpers/demo-run.ts';
 import { until } from './helpers/until.ts';
 
 /** Runs a printed command without blocking this process: the demo's output pipe keeps draining meanwhile. */
@@ -43,6 +43,8 @@ async function lastLine(re: RegExp, ok: (m: RegExpMatchArray) => boolean, what: 
 }
 
 test('the demo\'s stat matches the bot\'s mix, the SMTP service works through the proxy, and it cleans up', async (t) => {
+  // The demo's waits fail on its silence (DemoRun.waitFor); the test as a whole gets the time a loaded machine needs.
+  t.timeout(DEMO_TEST_TIMEOUT_MS);
   if (process.getuid?.() !== 0) throw new Error('the demo test needs root and BPF; run the suite as root: sudo ./dev test');
   const spawnedAt = Date.now();
   run = new DemoRun(['--interval', '2', '--rps', String(RPS)]);
