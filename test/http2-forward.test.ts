@@ -73,6 +73,93 @@ test('curl POST of a 24 MiB body is streamed both ways intact', async (t) => {
   t.like(ev, { method: 'POST', path: '/echo', status: 200, success: true, requestBytes: body.length, responseBytes: body.length });
 });
 
+/**
+ * Writes `total` bytes to `w` honouring backpressure; `state` says how far it got and whether it
+ * waits for 'drain'.
+ */
+function pump(w: NodeJS.WritableStream, total: number, state: { accepted: number; blocked: boolean }) {
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  const next = () => {
+    state.blocked = false;
+    while (state.accepted < total) {
+      state.accepted += chunk.length;
+      if (!w.write(chunk)) {
+        state.blocked = true;
+        w.once('drain', next);
+        return;
+      }
+    }
+    w.end();
+  };
+  next();
+}
+
+/** Resolves once the writer is stalled (waits for 'drain', nothing moved over 20 turns of the loop) or wrote everything. */
+async function stalledOrDone(state: { accepted: number; blocked: boolean }, total: number) {
+  let last = -1;
+  let still = 0;
+  await waitFor(() => {
+    still = (state.blocked || state.accepted >= total) && state.accepted === last ? still + 1 : 0;
+    last = state.accepted;
+    return still >= 20;
+  }, 60_000);
+}
+
+// Flow control end to end: the proxy reads a stream's body only as fast as the other side takes
+// it, so a slow reader stalls the writer instead of filling the proxy's memory. An unbounded
+// proxy would take all 64 MiB at loopback speed; windows and stream buffers hold well under 8 MiB.
+// A false stall on a stopped machine only makes the bound easier to meet, never fails it.
+test('backpressure both ways: a reader that stops stalls the writer behind the proxy', async (t) => {
+  const total = 64 * 1024 * 1024;
+  const server = { accepted: 0, blocked: false };
+  let serverGot = 0;
+  const up = await startH2Upstream((stream, headers) => {
+    if (headers[':path'] === '/download') {
+      stream.respond({ ':status': 200 });
+      pump(stream, total, server);
+      return;
+    }
+    // /upload: reads nothing until told to
+    stream.pause();
+    uploadStream = stream;
+    stream.on('data', (c: Buffer) => { serverGot += c.length; });
+    stream.on('end', () => { stream.respond({ ':status': 200 }); stream.end(); });
+  });
+  let uploadStream: http2.ServerHttp2Stream | undefined;
+  const pool = new Http2SessionPool();
+  const proxy = await startHarness({ handler: createHttp2Handler({ pool }), dest: { ip: '127.0.0.1', port: up.port } });
+  const client = http2.connect(`http://127.0.0.1:${proxy.port}`);
+  client.on('error', () => {});
+  t.teardown(async () => { client.destroy(); pool.close(); await proxy.close(); await up.close(); });
+
+  // Response body: the client reads nothing until the path has stalled.
+  const down = client.request({ ':path': '/download' }, { endStream: true });
+  down.pause();
+  await stalledOrDone(server, total);
+  t.true(server.accepted < 8 * 1024 * 1024, `the server wrote ${server.accepted} bytes while the client read nothing`);
+  let got = 0;
+  down.on('data', (c: Buffer) => { got += c.length; });
+  down.resume();
+  await new Promise((r) => down.on('end', r));
+  t.is(got, total);
+
+  // Request body: the server reads nothing until the path has stalled.
+  const sender = { accepted: 0, blocked: false };
+  const upl = client.request({ ':path': '/upload', ':method': 'POST' });
+  upl.on('error', () => {});
+  pump(upl, total, sender);
+  await stalledOrDone(sender, total);
+  t.true(sender.accepted < 8 * 1024 * 1024, `the client wrote ${sender.accepted} bytes while the server read nothing`);
+  const status = new Promise((r) => upl.on('response', (h) => r(h[':status'])));
+  upl.resume();
+  uploadStream!.resume();
+  t.is(await status, 200);
+  t.is(serverGot, total);
+  await waitFor(() => proxy.sink.requests.some((e) => e.path === '/upload'));
+  t.like(proxy.sink.requests.find((e) => e.path === '/upload'), { requestBytes: total, status: 200 });
+  t.like(proxy.sink.requests.find((e) => e.path === '/download'), { responseBytes: total, status: 200 });
+});
+
 test('response trailers reach the client; 404 is a success, 503 is not', async (t) => {
   const { proxy } = await setup(t);
   const client = http2.connect(`http://127.0.0.1:${proxy.port}`);

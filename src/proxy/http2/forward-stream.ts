@@ -7,6 +7,7 @@ import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
+import { relay, type Relay } from './relay.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
@@ -156,13 +157,13 @@ export function forwardStream(
   }
   const up = upstream;
 
-  // Request body: pipe gives backpressure both ways (client window only reopens as the
+  // Request body: the relay gives backpressure both ways (client window only reopens as the
   // upstream drains), so no body is held in memory beyond the stream buffers.
   let requestTrailers: http2.IncomingHttpHeaders | undefined;
   client.on('trailers', (t) => { requestTrailers = t; });
-  client.on('data', (chunk: Buffer) => { requestBytes += chunk.length; });
   up.on('wantTrailers', () => up.sendTrailers(requestTrailers ? downstreamHeaders(requestTrailers) : {}));
-  if (!noBody) client.pipe(up);
+  if (!noBody) relay(client, up, (n) => { requestBytes += n; });
+  else client.resume(); // nothing to read; flowing, its end comes and the stream can close
 
   up.on('error', (err: Error) => { error ??= err.message; });
   // 1xx (e.g. 103 Early Hints, 100 Continue) travel ahead of the final response.
@@ -182,12 +183,12 @@ export function forwardStream(
       return;
     }
     client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
-    // Counted from here, with the pipe: a 'data' listener added earlier would set the stream
-    // flowing before the pipe exists, and DATA read in the same batch as the headers (as
-    // through a tunnel, tunnel/upstream.ts) would be lost to the client.
-    up.on('data', (chunk: Buffer) => { responseBytes += chunk.length; });
-    up.pipe(client);
+    // Only now: a 'data' listener added earlier would set the stream flowing before the client
+    // stream may carry DATA, and DATA read in the same batch as the headers (as through a
+    // tunnel, tunnel/upstream.ts) would be lost to the client.
+    responseRelay = relay(up, client, (n) => { responseBytes += n; });
   });
+  let responseRelay: Relay | undefined;
   let responseTrailers: http2.IncomingHttpHeaders | undefined;
   up.on('trailers', (t) => {
     responseTrailers = t;
@@ -219,7 +220,7 @@ export function forwardStream(
     }
     if (code !== NGHTTP2_NO_ERROR) {
       error ??= `upstream reset (code ${code})`;
-      up.unpipe(client);
+      responseRelay?.stop();
       resetClient(code);
     } else if (responseDone) {
       stopRequestBody();

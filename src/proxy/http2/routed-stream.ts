@@ -19,6 +19,7 @@ import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
+import { relay, type Relay } from './relay.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
@@ -68,6 +69,8 @@ class RoutedStream {
   private authz: AuthzOutcome | undefined;
 
   private up: http2.ClientHttp2Stream | null = null;
+  /** The current attempt's response body to the client, once it answered. */
+  private responseRelay: Relay | null = null;
   private upSession: UpstreamSession | null = null;
   private attemptAt = 0;
   /** The request body while it can be sent again; null: no retry possible. */
@@ -257,13 +260,11 @@ class RoutedStream {
       client.sendTrailers(this.responseTrailers ? downstreamHeaders(this.responseTrailers) : {});
       if (up.closed) this.stopRequestBody();
     });
-    // Counted from here, with the pipe (forward-stream.ts says why: an earlier 'data' listener loses DATA read with the headers).
-    up.on('data', (chunk: Buffer) => {
-      if (up !== this.up) return;
-      this.responseBytes += chunk.length;
+    // Relayed from here (forward-stream.ts says why: an earlier 'data' listener loses DATA read with the headers).
+    this.responseRelay = relay(up, client, (n) => {
+      this.responseBytes += n;
       if (this.idleMs > 0) this.lastIo = performance.now();
     });
-    up.pipe(client);
     this.arm();
   }
 
@@ -287,7 +288,7 @@ class RoutedStream {
     }
     if (code !== NGHTTP2_NO_ERROR) {
       this.error ??= `upstream reset (code ${code})`;
-      up.unpipe(client);
+      this.responseRelay?.stop();
       this.resetClient(code);
     } else if (this.responseDone) this.stopRequestBody();
   }
@@ -369,7 +370,7 @@ class RoutedStream {
     const up = this.up;
     this.up = null;
     if (up !== null && !up.closed && !up.destroyed) {
-      up.unpipe(this.client);
+      this.responseRelay?.stop();
       up.close(NGHTTP2_CANCEL);
     }
     this.releaseLease('failure', null);
