@@ -159,7 +159,8 @@ test.serial('a TrafficTarget that no longer allows a client: its open opaque con
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { target_addr: `${api.ip}:7000`, tls: 'true' }), 1, 'far\'s, through the tunnel');
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { target_addr: `${api.ip}:7000`, tls: 'no_identity' }), 1, 'ingress\'s, captured');
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { target_addr: `${api.ip}:8080`, tls: 'true' }), 1, 'far\'s HTTP connection through the tunnel');
-  t.is(sum(m, 'inbound_tcp_authz_terminate_total', { srv_kind: 'default', srv_name: 'all-unauthenticated', authz_name: 'all-unauthenticated' }), opaque.length + 1, 'with the labels of the decision that allowed them');
+  t.is(sum(m, 'inbound_tcp_authz_terminate_total', { srv_kind: 'serviceaccount', srv_name: 'api' }), opaque.length + 1, 'labelled as Linkerd\'s: with the server now in force, as a denial');
+  t.is(sum(m, 'inbound_tcp_authz_allow_total', { target_addr: `${api.ip}:7000`, srv_kind: 'default', srv_name: 'all-unauthenticated' }), opaque.length, 'each also counted as allowed, by the policy that allowed it');
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { target_addr: `${api.ip}:7001` }), 0);
   t.is(sum(m, 'tcp_open_total', { direction: 'outbound', target_addr: `${api.ip}:7001` }), 2, 'the skip-inbound port\'s connections counted on the client side');
   t.is(sum(m, 'tcp_open_total', { direction: 'inbound', target_addr: `${api.ip}:7001` }), 0, 'and on no server side: a skip-inbound port bypasses it');

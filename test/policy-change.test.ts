@@ -2,7 +2,7 @@
 // part: a connection's decision is made again against the pod's replaced policy, a connection
 // allowed whole that the new policy no longer allows is revoked once (and logged once per client
 // and server), only the pods whose compiled policy changed are decided again, a skip-inbound port
-// has no policy, and a terminated connection is counted in allow and terminate alike.
+// has no policy, and a terminated connection is counted as allowed and, as Linkerd labels it, terminated by the server now in force.
 import test from 'ava';
 import { Authorizer, type PolicyTable } from '../src/policy/authorizer.ts';
 import { ServerPolicy, type PolicySpec } from '../src/policy/authorize.ts';
@@ -56,20 +56,21 @@ test('a connection\'s decision is made again once its pod\'s policy is replaced,
   t.false(az.request('POST', '/ok', header).allowed);
 });
 
-test('a connection allowed whole is revoked once, with the reason, when a replaced policy no longer allows it whole; a replacement that still does keeps it', (t) => {
+test('a connection allowed whole is revoked once, with the server now in force (and the reason logged), when a replaced policy no longer allows it whole; a replacement that still does keeps it', (t) => {
   const pod = new PodPolicy(new ServerPolicy(spec('api-1', 'api', 'all-unauthenticated'), nets));
   const terminations: string[] = [];
   const az = new PolicyConnAuthz(pod, { ip: WEB, identity: web }, 8080, () => t.fail('no denial'), (r) => terminations.push(r));
   t.true(az.tcp().allowed);
   const revoked: string[] = [];
-  const off = az.watch((why) => revoked.push(why));
+  const off = az.watch((by) => revoked.push(`${by.kind}/${by.name}:${by.port}`));
   t.is(pod.watching, 1);
   pod.replace(new ServerPolicy(spec('api-1', 'api', 'all-authenticated'), nets));
   t.deepEqual(revoked, [], 'the client has an identity: still allowed');
   pod.replace(new ServerPolicy(spec('api-1', 'api', 'all-unauthenticated', [httpOnly]), nets));
   t.is(revoked.length, 1, 'only some HTTP requests may pass now: not a whole connection');
-  t.regex(revoked[0]!, /only HTTP requests may be allowed/);
-  t.deepEqual(terminations, revoked);
+  t.deepEqual(revoked, ['serviceaccount/api:8080'], 'the server of the policy that no longer allows it');
+  t.is(terminations.length, 1);
+  t.regex(terminations[0]!, /only HTTP requests may be allowed/);
   t.is(pod.watching, 0, 'a revoked connection stops watching');
   pod.replace(new ServerPolicy(spec('api-1', 'api', 'deny'), nets));
   t.is(revoked.length, 1, 'once');
@@ -133,23 +134,26 @@ test('Authorizer: a skip-inbound port of a meshed pod has no policy (not authori
   t.is(a.authorize(conn(API, 9050)).authz?.verdict, 'deny', 'the annotation removed: the port is policed again');
 });
 
-test('metrics: a terminated connection counts in inbound_tcp_authz_allow_total and inbound_tcp_authz_terminate_total with the same labels', async (t) => {
+test('metrics: a terminated connection counts in inbound_tcp_authz_allow_total (as allowed) and in inbound_tcp_authz_terminate_total, labelled as Linkerd\'s: as a denial by the server now in force', async (t) => {
   const workloads = { byIp: (ip: string) => (ip === API ? { namespace: 'shop', pod: 'api-1', kind: 'deployment', name: 'api' } : null), generation: () => 1 };
   const sink = new MetricsSink({ workloads, processMetrics: false });
   const allowed = { allowed: true, server: { group: '', kind: 'default', name: 'all-unauthenticated', port: 5432 }, authz: { group: '', kind: 'default', name: 'all-unauthenticated' } };
+  const by = { group: '', kind: 'serviceaccount', name: 'api', port: 5432 };
   const close = (c: number, terminated: boolean): ConnCloseEvent => ({
-    direction: 'inbound', sourceIp: WEB, sourcePort: c, sourcePodKey: 0n, destIp: API, destPort: 5432, connId: c,
-    protocol: 'opaque', detectedBy: 'opaque-port', detectMs: 0, bytesIn: 1, bytesOut: 1, durationMs: 1, authz: terminated ? { ...allowed, terminated } : allowed,
+    direction: 'inbound', sourceIp: WEB, sourcePort: c, sourcePodKey: 0n, destIp: API, destPort: 5432, connId: c, clientId: 'spiffe://cluster.local/ns/shop/sa/web',
+    protocol: 'opaque', detectedBy: 'opaque-port', detectMs: 0, bytesIn: 1, bytesOut: 1, durationMs: 1, authz: terminated ? { ...allowed, terminatedBy: by } : allowed,
   });
   sink.connAuthz(close(1, false));
   sink.connAuthz(close(2, true));
   sink.connAuthz(close(3, true));
+  sink.connAuthz({ ...close(4, false), authz: { allowed: false, server: by } });
   const e = parseExposition(await sink.exposition());
   t.is(sum(e, 'inbound_tcp_authz_allow_total', {}), 3);
   t.is(sum(e, 'inbound_tcp_authz_terminate_total', {}), 2);
-  const allow = e.samples.find((s) => s.name === 'inbound_tcp_authz_allow_total')!;
+  const deny = e.samples.find((s) => s.name === 'inbound_tcp_authz_deny_total')!;
   const term = e.samples.find((s) => s.name === 'inbound_tcp_authz_terminate_total')!;
-  t.deepEqual(term.labels, allow.labels);
-  t.is(term.labels.authz_name, 'all-unauthenticated');
+  t.deepEqual(term.labels, deny.labels, 'the labels of a denial by the same server');
+  t.like(term.labels, { srv_kind: 'serviceaccount', srv_name: 'api', srv_port: '5432', target_addr: `${API}:5432`, client_id: 'spiffe://cluster.local/ns/shop/sa/web', pod: 'api-1' });
+  t.false('authz_name' in term.labels, 'no authz_* labels');
   t.is(e.types.get('inbound_tcp_authz_terminate_total'), 'counter');
 });

@@ -484,7 +484,7 @@ test('policy: a connection forwarded as bytes is reset when a policy change no l
   await closed(c);
   t.is(error, 'ECONNRESET', 'reset, not ended: the client must not take it for the server\'s end of the stream');
   await waitFor(() => b.inbound.closes.length === 1);
-  t.like(b.inbound.closes[0], { protocol: 'opaque', detectedBy: 'tunnel', authz: { allowed: true, terminated: true, authz: { kind: 'traffictarget', name: 'to-db' } } });
+  t.like(b.inbound.closes[0], { protocol: 'opaque', detectedBy: 'tunnel', authz: { allowed: true, authz: { kind: 'traffictarget', name: 'to-db' }, terminatedBy: { kind: 'serviceaccount', name: 'db', port: echoPort } } });
 });
 
 test('an agent just started (no identity known yet): a client\'s handshake waits for the certificate instead of being refused', async (t) => {

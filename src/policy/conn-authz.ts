@@ -81,20 +81,20 @@ export class PolicyConnAuthz implements ConnAuthz {
   }
 
   /**
-   * A connection allowed whole (its tcp() was allowed) from now on: `revoked` runs once, with why,
-   * when a replaced policy no longer allows it whole (denied, or only some HTTP requests), and the
-   * termination is logged (once per client and server). Returns the remover (call it on close).
+   * A connection allowed whole (its tcp() was allowed) from now on: `revoked` runs once, with the
+   * server of the policy now in force, when a replaced policy no longer allows it whole (denied,
+   * or only some HTTP requests), and the termination is logged with why (once per client and
+   * server). Returns the remover (call it on close).
    */
-  watch(revoked: (reason: string) => void): () => void {
+  watch(revoked: (by: AuthzOutcome['server']) => void): () => void {
     let off: (() => void) | null = null;
     off = this.#pod.watch(() => {
       const d = this.#current();
       if (d.verdict === 'allow' || off === null) return;
       off();
       off = null;
-      const reason = d.verdict === 'deny' ? d.reason : NOT_HTTP;
-      this.#onTerminate(reason);
-      revoked(reason);
+      this.#onTerminate(d.verdict === 'deny' ? d.reason : NOT_HTTP);
+      revoked(d.server);
     });
     return () => {
       off?.();

@@ -32,20 +32,21 @@ export interface ConnAuthz {
   /** The decision for one HTTP request, under the policy in force. */
   request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome;
   /**
-   * For a connection allowed whole: `revoked` runs once when a policy change no longer allows it
-   * whole (the caller terminates it). Returns the remover, to call when the connection closes.
+   * For a connection allowed whole: `revoked` runs once, with the server of the policy now in force,
+   * when a policy change no longer allows it whole (the caller terminates it). Returns the remover,
+   * to call when the connection closes.
    */
-  watch(revoked: (reason: string) => void): () => void;
+  watch(revoked: (by: AuthzOutcome['server']) => void): () => void;
 }
 
 /**
  * Terminates a connection allowed whole when a policy change no longer allows it (ConnAuthz
- * watch()): its close event carries the decision marked terminated (counted in
- * inbound_tcp_authz_terminate_total), and `abort` resets it. Watches until the client closes.
+ * watch()): its close event carries its allowed decision and the server that terminated it
+ * (counted in inbound_tcp_authz_terminate_total), and `abort` resets it. Watches until the client closes.
  */
 export function terminateOnRevoke(ctx: ConnContext, az: ConnAuthz, allowed: AuthzOutcome, abort: () => void): void {
-  const off = az.watch(() => {
-    ctx.endpoints = { ...ctx.endpoints, authz: { ...allowed, terminated: true } };
+  const off = az.watch((by) => {
+    ctx.endpoints = { ...ctx.endpoints, authz: { ...allowed, terminatedBy: by } };
     abort();
   });
   ctx.client.once('close', off);

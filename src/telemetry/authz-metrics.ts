@@ -31,8 +31,9 @@ export class AuthzMetrics {
     this.#httpDeny = make('counter', 'inbound_http_authz_deny_total', 'The total number of inbound HTTP requests that were denied by the inbound policy', [...SERVER, ...scoped('route'), ...TLS, 'overflow'], ['srv_name']);
     this.#tcpAllow = make('counter', 'inbound_tcp_authz_allow_total', 'The total number of inbound TCP connections that were authorized', [...SERVER, ...scoped('authz'), ...TLS, 'overflow'], ['srv_name']);
     this.#tcpDeny = make('counter', 'inbound_tcp_authz_deny_total', 'The total number of inbound TCP connections that were denied', [...SERVER, ...TLS, 'overflow'], ['srv_name']);
-    // Linkerd's: an allowed connection closed because a policy change no longer allows it (its allow is counted too).
-    this.#tcpTerminate = make('counter', 'inbound_tcp_authz_terminate_total', 'The total number of inbound TCP connections that were terminated due to an authorization change', [...SERVER, ...scoped('authz'), ...TLS, 'overflow'], ['srv_name']);
+    // Linkerd's: an allowed connection closed because a policy change no longer allows it (its
+    // allow is counted too), labelled as a denial by the server now in force.
+    this.#tcpTerminate = make('counter', 'inbound_tcp_authz_terminate_total', 'The total number of inbound TCP connections that were terminated due to an authorization change', [...SERVER, ...TLS, 'overflow'], ['srv_name']);
     this.#resolved = new BoundedCache(1024, generation);
   }
 
@@ -41,19 +42,19 @@ export class AuthzMetrics {
     const a = ev.authz;
     const key = `${http ? 'h' : 't'}${a.allowed ? '+' : '-'}|${ev.destIp}:${ev.destPort}|${ev.tls?.clientId ?? ''}|${ev.clientId ?? ''}|${a.server.kind}/${a.server.name}|${a.authz?.kind}/${a.authz?.name}|${a.route?.kind}/${a.route?.name}`;
     let s = this.#resolved.get(key);
-    let labels: Labels | undefined;
     if (s === undefined) {
-      labels = this.#labels(ev, http, server);
+      const labels = this.#labels(ev, http, server);
       const f = http ? (a.allowed ? this.#httpAllow : this.#httpDeny) : a.allowed ? this.#tcpAllow : this.#tcpDeny;
       s = f.resolve(labels);
       this.#resolved.set(key, s);
     }
     add(s, 1);
-    if (http || !a.allowed || a.terminated !== true) return;
-    const tkey = `x${key}`;
+    const by = a.terminatedBy;
+    if (http || by === undefined) return;
+    const tkey = `x|${ev.destIp}:${ev.destPort}|${ev.tls?.clientId ?? ''}|${ev.clientId ?? ''}|${by.kind}/${by.name}`;
     let t = this.#resolved.get(tkey);
     if (t === undefined) {
-      t = this.#tcpTerminate.resolve(labels ?? this.#labels(ev, http, server));
+      t = this.#tcpTerminate.resolve(this.#labels({ ...ev, authz: { allowed: false, server: by } }, false, server));
       this.#resolved.set(tkey, t);
     }
     add(t, 1);

@@ -60,8 +60,12 @@ export interface AuthzOutcome {
   authz?: PolicyRef;
   /** HTTP decisions: the route that matched (default when none). */
   route?: PolicyRef;
-  /** A connection allowed whole, then closed because a policy change no longer allowed it (inbound_tcp_authz_terminate_total). */
-  terminated?: boolean;
+  /**
+   * A connection allowed whole, then reset because a policy change no longer allowed it: the server
+   * (srv_*) of the policy that no longer did (inbound_tcp_authz_terminate_total, labelled as Linkerd's:
+   * as a denial).
+   */
+  terminatedBy?: PolicyRef & { port: number };
 }
 
 export interface ConnOpenEvent extends Endpoints {
