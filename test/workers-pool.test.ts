@@ -12,7 +12,7 @@ import { sumProxyStats, mergeDescribed } from '../src/workers/merge.ts';
 
 const SCRIPT = new URL('./fixtures/pool-worker.ts', import.meta.url);
 
-function pool(init: (index: number, n: number) => object, opts: { lagLimitMs?: number } = {}) {
+function pool(init: (index: number, n: number) => object, opts: { lagLimitMs?: number; onPolicyLoaded?: () => void } = {}) {
   const lines: string[] = [];
   const merged: unknown[] = [];
   let forgotten = 0;
@@ -32,6 +32,7 @@ function pool(init: (index: number, n: number) => object, opts: { lagLimitMs?: n
     log: (level, msg) => void lines.push(`${level} ${msg}`),
     pingIntervalMs: 50,
     lagLimitMs: opts.lagLimitMs ?? 5000,
+    onPolicyLoaded: opts.onPolicyLoaded,
   });
   return { p, lines, merged, forgotten: () => forgotten };
 }
@@ -59,6 +60,23 @@ test('a worker whose event loop stops answering is replaced, counted as stuck; i
   t.true(s[1]!.cpuSeconds > 0, 'the first incarnation\'s CPU stays counted');
   await p.close(1000);
   t.deepEqual(p.status().map((w) => w.state), ['stopped', 'stopped']);
+});
+
+test('policyLoaded() holds until every worker confirmed the policy table, not until it was sent', async (t) => {
+  // Worker 2 confirms only at its next collect: the table was sent to it, not yet applied.
+  let confirmations = 0;
+  const { p } = pool((index) => ({ pods: { generation: 1, pods: [], policies: { networks: '', pods: [], generation: 1 } }, holdPolicyAck: index === 2 }), { onPolicyLoaded: () => void confirmations++ });
+  t.teardown(() => p.close(0));
+  await p.start();
+  t.true(p.policyLoaded(1), 'both started from generation 1');
+  p.setPods({ generation: 2, pods: [], policies: { networks: '', pods: [], generation: 2 } });
+  t.false(p.policyLoaded(2), 'sent is not loaded');
+  await until(() => confirmations >= 1, 'worker 1 to confirm');
+  t.false(p.policyLoaded(2), 'worker 2 has not confirmed yet');
+  await p.collect();
+  await until(() => confirmations >= 2, 'worker 2 to confirm');
+  t.true(p.policyLoaded(2));
+  t.false(p.policyLoaded(3));
 });
 
 test('a stuck worker whose end takes a while is replaced once, and counted once', async (t) => {

@@ -554,6 +554,13 @@ export class Agent {
         return retry(true, `its inbound policy is not in the kernel within ${CNI_ADMIT_WAIT_MS} ms: ${why}`);
       }
     }
+    // And every proxy thread decides with it: a worker that had not applied the table would take
+    // the pod's first captured connection as one to a pod it does not know, undecided.
+    const generation = this.inbound.table.generation ?? 0;
+    while (this.pool && !this.pool.policyLoaded(generation)) {
+      if (this.stopping) return retry(true, 'the agent is stopping');
+      if (!(await this.changes.next(deadline))) return retry(true, `its inbound policy is in the kernel, but not every proxy thread has loaded it within ${CNI_ADMIT_WAIT_MS} ms (mesh-agent status: workers, inbound.policyGeneration)`);
+    }
     const policy = this.inbound.authorizer.policy(ip);
     return { result: 'meshed', policy: policy?.mode === 'smi' ? 'TrafficTargets' : (policy?.spec.defaultPolicy ?? st.policy.inboundPolicy), failsClosed: policy?.failsClosed ?? false };
   }
@@ -715,6 +722,7 @@ export class Agent {
       },
       tap: (id, rec) => this.reporter?.offerTap(id, rec),
       log: (level, msg, fields) => (level === 'info' ? log.info(msg, fields) : this.recordError(msg)),
+      onPolicyLoaded: () => this.changes.emit(),
     });
     this.discovery.onApply((m) => this.pool?.discovery(m));
     await this.pool.start();

@@ -37,6 +37,8 @@ export interface PoolOptions<L> {
   collectTimeoutMs?: number;
   /** A worker must be listening within this after it starts. Default 15000 ms. */
   startTimeoutMs?: number;
+  /** A worker applied a pods message (policyLoaded() may have changed). */
+  onPolicyLoaded?: () => void;
 }
 
 export interface WorkerStatus {
@@ -77,6 +79,8 @@ interface Slot<L> {
   /** When the last incarnation exited (performance clock), until its replacement listens. */
   exitedAt: number | null;
   waiters: Map<number, (m: FromWorker | null) => void>;
+  /** The inbound policy table generation this incarnation decides with: its init's, then each pods message it confirmed. */
+  policyLoaded: number;
   ready: Promise<void>;
   timer: NodeJS.Timeout | null;
 }
@@ -97,7 +101,7 @@ export class WorkerPool<L> {
     this.o = { pingIntervalMs: 1000, lagLimitMs: 5000, collectTimeoutMs: 2000, startTimeoutMs: 15_000, ...o };
     this.slots = Array.from({ length: o.count }, (_, i) => ({
       index: i + 1, worker: null, state: 'stopped' as WorkerState, restarts: 0, stuck: 0, recent: [], ledger: o.ledger(), stats: null,
-      pastCpuUs: 0, pastAccepted: 0, lagMs: null, lastAnswerAt: 0, startedAt: null, lastExit: null, exitedAt: null, waiters: new Map(), ready: Promise.resolve(), timer: null,
+      pastCpuUs: 0, pastAccepted: 0, lagMs: null, lastAnswerAt: 0, startedAt: null, lastExit: null, exitedAt: null, waiters: new Map(), policyLoaded: 0, ready: Promise.resolve(), timer: null,
     }));
   }
 
@@ -116,7 +120,9 @@ export class WorkerPool<L> {
     s.lagMs = null;
     let w: Worker;
     try {
-      w = new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: this.o.init(s.index), stdout: false, stderr: false });
+      const init = this.o.init(s.index);
+      s.policyLoaded = init.pods?.policies?.generation ?? 0;
+      w = new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: init, stdout: false, stderr: false });
     } catch (e) {
       s.ready = Promise.reject(new Error(`proxy worker ${s.index} could not start: ${(e as Error).message}`));
       s.ready.catch(() => {});
@@ -209,6 +215,10 @@ export class WorkerPool<L> {
         s.stats = m.stats;
         this.o.merge(m.batch, s.ledger);
         s.waiters.get(m.seq)?.(m);
+        return;
+      case 'policy-loaded':
+        s.policyLoaded = m.generation;
+        this.o.onPolicyLoaded?.();
         return;
       case 'described':
         s.lastAnswerAt = clock();
@@ -336,6 +346,15 @@ export class WorkerPool<L> {
   /** Each running worker's balancers, as of its last answer (a ping's, at most a second old). */
   balancerCounts(): BalancerCount[][] {
     return this.slots.flatMap((s) => (s.stats?.balancers && s.worker ? [s.stats.balancers] : []));
+  }
+
+  /**
+   * Whether every worker that may accept a connection (starting or running) decides with the
+   * inbound policy table `generation` or a later one: confirmed by the worker as it applies the
+   * pods message, not read from its last ping.
+   */
+  policyLoaded(generation: number): boolean {
+    return this.slots.every((s) => s.worker === null || (s.state !== 'starting' && s.state !== 'running') || s.policyLoaded >= generation);
   }
 
   /** The inbound policy generation each running worker's proxy loaded, as of its last answer (a ping's). */

@@ -91,6 +91,8 @@ export type FromWorker =
   | { t: 'collected'; seq: number; batch: TelemetryBatch; stats: WorkerStats }
   | { t: 'pong'; seq: number; lagMs: number; stats: WorkerStats }
   | { t: 'described'; seq: number; result: unknown; error?: string }
+  /** A pods message is applied: its inbound policy table (PolicyTable.generation) decides this proxy's next connections. */
+  | { t: 'policy-loaded'; generation: number }
   | { t: 'tap'; records: Array<[string, TapRecord]> }
   | { t: 'closed' };
 

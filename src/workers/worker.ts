@@ -124,6 +124,7 @@ port.on('message', (m: ToWorker) => {
     case 'pods':
       pods.set(m.table);
       authorizer.load(m.table.policies);
+      send({ t: 'policy-loaded', generation: authorizer.generation });
       return;
     case 'discovery':
       for (const d of m.msgs) {
