@@ -10,6 +10,7 @@
 //   tunnel (its bytes-forwarded stream was reset; the client's agent opens another, decided);
 // - a skip-inbound port of api has no policy through the agent either (a Service's connection),
 //   and no server side in the metrics.
+// - a namespace's default-inbound-policy annotation changed to deny does the same.
 // Each step waits for the agent's own account (the policy generation every proxy loaded, the
 // counters, the clients' close lines), never a timer.
 import test from 'ava';
@@ -179,4 +180,23 @@ test.serial('a TrafficTarget that no longer allows a client: its open opaque con
   const said = log.split('\n').filter((l) => l.includes('connection terminated due to policy change'));
   t.true(said.length >= 1 && said.length <= opaque.length + 1, `said once per client and server (per proxy thread): ${said.length}`);
   t.regex(log, /connection terminated due to policy change: the inbound policy no longer allows spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web \(\S+\) whole connections to pod shop\/api-\S+ port 7000: no TrafficTarget of ServiceAccount shop\/api on port 7000 allows spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web/);
+});
+
+test.serial('a default-inbound-policy annotation changed to deny: the open opaque connection is reset and counted as terminated by the deny server, the kept-alive HTTP/1 connection\'s next request gets 403', async (t) => {
+  const { cluster, mesh } = need();
+  cluster.delete('TrafficTarget', NS, 'only-admin');
+  await policyApplied((p) => p?.mode === 'default' && p.defaultPolicy === 'all-unauthenticated', 'the TrafficTarget gone: api open to everyone again');
+  const { io: tcp, first } = await hold(web, `${api.ip}:7000`, 'before');
+  t.is(first.reply, 'before');
+  const { io: kept, first: ok } = await hold(web, `${api.ip}:8080`, '/ok', true);
+  t.is(ok.status, 200);
+  cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/default-inbound-policy': 'deny' });
+  await policyApplied((p) => p?.defaultPolicy === 'deny', 'deny from the namespace annotation at api\'s agent');
+  const c = await tcp.waitFor((o) => o.closed, 15_000, 'the opaque connection closed by the annotation');
+  t.not(c.closed.error, null, 'reset, not ended');
+  const r = await ask(kept, '/ok', 'the request after the annotation');
+  t.is(r.status, 403);
+  t.is(r.localPort, ok.localPort, 'on the connection kept alive');
+  const m = await until(apiMetrics, (e) => sum(e, 'inbound_tcp_authz_terminate_total', { srv_kind: 'default', srv_name: 'deny' }) >= 1, 'the termination counted', { context: () => mesh.logs() });
+  t.is(sum(m, 'inbound_tcp_authz_terminate_total', { srv_kind: 'default', srv_name: 'deny', target_addr: `${api.ip}:7000` }), 1);
 });
