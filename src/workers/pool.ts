@@ -357,9 +357,9 @@ export class WorkerPool<L> {
     return this.slots.every((s) => s.worker === null || (s.state !== 'starting' && s.state !== 'running') || s.policyLoaded >= generation);
   }
 
-  /** The inbound policy generation each running worker's proxy loaded, as of its last answer (a ping's). */
+  /** The inbound policy table generation each worker that may accept a connection has confirmed (status). */
   policyGenerations(): number[] {
-    return this.slots.flatMap((s) => (s.stats && s.worker ? [s.stats.policyGeneration ?? 0] : []));
+    return this.slots.flatMap((s) => (s.worker !== null && (s.state === 'starting' || s.state === 'running') ? [s.policyLoaded] : []));
   }
 
   /** The running workers' proxy counters, as of their last answer (collect() refreshes them). */

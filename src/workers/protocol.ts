@@ -58,8 +58,6 @@ export interface WorkerStats {
   tunnels?: TunnelStats;
   /** Its balancers' endpoints by state. */
   balancers?: BalancerCount[];
-  /** The inbound policy table its proxy loaded last (PolicyTable.generation). */
-  policyGeneration?: number;
   /** CPU time of the worker's thread since it started, µs (process.threadCpuUsage). */
   cpuUserUs: number;
   cpuSystemUs: number;
