@@ -268,11 +268,14 @@ test('timeout.linkerd.io/idle: a response that stops moving is cut (HTTP/1: the 
 
 test('HTTP/1: a backend request timeout with retries tries again, then answers 504', async (t) => {
   const slow = await backend('slow', { handle: () => {} });
-  const { port, sink } = await setup(t, { api: [slow] }, [route([{ matches: [], backends: [], timeouts: { backendRequestMs: 100 }, retry: { limit: 2, httpStatuses: [[500, 599]] } }])]);
+  // Each attempt must reach the backend before its timeout, which includes dialling it: 300 ms
+  // leaves room for a machine at load 20 (100 ms once did not: the third attempt timed out
+  // before its request was written, and the backend saw 2).
+  const { port, sink } = await setup(t, { api: [slow] }, [route([{ matches: [], backends: [], timeouts: { backendRequestMs: 300 }, retry: { limit: 2, httpStatuses: [[500, 599]] } }])]);
   const r = await request(port);
   t.is(r.status, 504);
-  t.true(r.ms >= 300, `three attempts of 100 ms and two backoffs: ${r.ms} ms`);
-  t.is(slow.hits, 3);
+  t.true(r.ms >= 900, `three attempts of 300 ms and two backoffs: ${r.ms} ms`);
+  await waitFor(() => slow.hits === 3);
   await waitFor(() => slow.cancelled === 3);
   await waitFor(() => sink.requests.length === 1);
   t.deepEqual(sink.requests[0]!.route?.earlier?.map((a) => a.error), ['RESPONSE_STREAM_TIMEOUT', 'RESPONSE_STREAM_TIMEOUT']);
