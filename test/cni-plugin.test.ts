@@ -198,6 +198,35 @@ test('runPlugin: ADD asks the agent with the pod and its addresses and hands the
   t.regex(JSON.parse(alone.stdout).msg, /chained plugin and got no prevResult: list it after the network plugin/);
 });
 
+test('runPlugin: DEL, CHECK, GC and STATUS succeed even on input the plugin cannot read (libcni stops a chain\'s DEL at the first failing plugin, and ours runs first); VERSION reads no configuration', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-bad-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const none = { agentSocket: path.join(dir, 'none.sock'), stateFile: path.join(dir, 'state.json') };
+  const bad: Array<[string, Record<string, string>, string]> = [
+    ['a cniVersion it does not speak', {}, conf({ ...none, cniVersion: '9.9.9' })],
+    ['an entry it cannot read', {}, conf({ ...none, addTimeoutMs: 'soon' })],
+    ['CNI_ARGS that do not parse', { CNI_ARGS: 'K8S_POD_NAME' }, conf(none)],
+    ['stdin that is not JSON', {}, '{nope'],
+  ];
+  for (const cmd of ['DEL', 'CHECK', 'GC', 'STATUS']) {
+    for (const [what, extra, stdin] of bad) {
+      const r = await runPlugin(env(cmd, extra), stdin);
+      t.deepEqual([r.exitCode, r.stdout], [0, ''], `${cmd} with ${what}: ${r.stdout}`);
+      t.regex(r.log, new RegExp(`^mesh-agent-cni: ${cmd}: nothing done: `), `${cmd} with ${what}: the runtime's log says why`);
+    }
+  }
+  // ADD still refuses what it cannot read, with the spec's error.
+  const add = await runPlugin(env('ADD'), conf({ ...none, cniVersion: '9.9.9' }));
+  t.is(add.exitCode, 1);
+  t.is(JSON.parse(add.stdout).code, CNI_ERRORS.incompatibleVersion);
+  // VERSION answers whatever the runtime's own version (as libcni's skel, which reads no stdin for it).
+  for (const stdin of ['{"cniVersion":"1.2.0"}', '', '{nope']) {
+    const v = await runPlugin({ CNI_COMMAND: 'VERSION' }, stdin);
+    t.is(v.exitCode, 0, stdin);
+    t.deepEqual(JSON.parse(v.stdout).supportedVersions, ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
+  }
+});
+
 test('the executable: VERSION, and an ADD\'s error object on stdout with a non-zero exit', async (t) => {
   const exec = (e: Record<string, string>, stdin: string) => new Promise<{ code: number; stdout: string }>((resolve) => {
     const p = execFile(process.execPath, ['--disable-warning=ExperimentalWarning', BIN], { env: { PATH: process.env.PATH!, ...e } }, (err, stdout) => resolve({ code: err ? (err as any).code : 0, stdout }));

@@ -2,7 +2,7 @@
 // the result or the error (src/cni/spec.ts has the protocol, decide.ts the decision). It loads
 // nothing else of the agent: the runtime starts it for every pod sandbox.
 import * as http from 'node:http';
-import { CNI_ERRORS, CniError, parseInvocation, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
+import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
 import { ADMIT_PATH, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
 import { decideAdd, type AgentOutcome } from './decide.ts';
 import { readState } from './state.ts';
@@ -46,27 +46,33 @@ async function askAgent(inv: Invocation, req: AdmitRequest): Promise<AgentOutcom
 
 /** One invocation, from its environment and stdin to what goes to stdout and the exit code. */
 export async function runPlugin(env: Record<string, string | undefined>, stdin: string): Promise<PluginRun> {
+  const command = env.CNI_COMMAND;
+  // As libcni's skel: VERSION reads no configuration, so it answers a runtime of any version.
+  if (command === 'VERSION') return { stdout: renderVersion(), log: '', exitCode: 0 };
+  // DEL, CHECK, GC and STATUS never fail for our sake, not even on input we cannot read: a failed
+  // DEL leaks the sandbox and its address and is retried forever (libcni stops a chain's DEL at
+  // the first plugin that fails, and ours, chained last, runs first: the network plugin would never
+  // release the address); a failed CHECK makes the runtime restart a healthy pod, so an agent
+  // restart would restart every pod of the node. The agent drops what it learnt at ADD on its
+  // own when the pod goes.
+  const neverFails = command === 'DEL' || command === 'CHECK' || command === 'GC' || command === 'STATUS';
   let inv: Invocation;
   try {
     inv = parseInvocation(env, stdin);
   } catch (e) {
     const err = e instanceof CniError ? e : new CniError(CNI_ERRORS.invalidConfig, (e as Error).message);
+    if (neverFails) return { stdout: '', log: `${PLUGIN_TYPE}: ${command}: nothing done: ${err.message}`, exitCode: 0 };
     return { stdout: renderError(err), log: err.message, exitCode: 1 };
   }
   const version = inv.config.cniVersion;
-  if (inv.command === 'VERSION') return { stdout: renderVersion(), log: '', exitCode: 0 };
   if (inv.command !== 'ADD') {
-    // DEL, CHECK, GC and STATUS never fail for our sake: a failed DEL leaks the sandbox and its
-    // address and is retried forever; a failed CHECK makes the runtime restart a healthy pod,
-    // so an agent restart would restart every pod of the node. The agent drops what it
-    // learnt at ADD on its own when the pod goes.
     if (inv.command === 'DEL' && inv.pod) {
       await post(inv.config.agentSocket, RELEASE_PATH, { ...inv.pod, ips: [], containerId: inv.containerId }, DEL_TIMEOUT_MS).catch(() => {});
     }
     return { stdout: '', log: '', exitCode: 0 };
   }
   if (inv.config.prevResult === null) {
-    const err = new CniError(CNI_ERRORS.invalidConfig, `${'mesh-agent-cni'} is a chained plugin and got no prevResult: list it after the network plugin in the plugins of the node's conflist (mesh-agent install does)`);
+    const err = new CniError(CNI_ERRORS.invalidConfig, `${PLUGIN_TYPE} is a chained plugin and got no prevResult: list it after the network plugin in the plugins of the node's conflist (mesh-agent install does)`);
     return { stdout: renderError(err, version), log: err.message, exitCode: 1 };
   }
   // Not a Kubernetes pod (no K8S_POD_NAME): not ours to decide.
