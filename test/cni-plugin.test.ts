@@ -128,21 +128,26 @@ test('protocol: the agent checks what a plugin sends, the plugin what the agent 
 
 const podInfo = (name: string, uid: string, ip?: string): PodInfo => ({ uid, name, namespace: 'shop', nodeName: 'n1', ip, phase: 'Pending', hostNetwork: false, labels: {}, annotations: {}, serviceAccount: 'default' });
 
-test('CniPods: an admitted pod gets the runtime\'s address until the watch has it; one ahead of the watch is added; DEL forgets', (t) => {
+test('CniPods: an admitted pod gets the runtime\'s address until the watch has it; one ahead of the watch is added; DEL forgets its own sandbox only', async (t) => {
   const c = new CniPods();
   const ns = new Map<string, NamespaceInfo>([['shop', { name: 'shop', annotations: { 'mesh-agent.io/inject': 'enabled' } }], ['x', { name: 'x', annotations: {} }]]);
   t.deepEqual(meshedNamespaces(ns), ['shop']);
-  c.admit(podInfo('a', 'u-a'), '10.0.0.1', false);
-  c.admit(podInfo('b', 'u-b'), '10.0.0.2', true);
+  c.admit(podInfo('a', 'u-a'), 'sandbox-a', '10.0.0.1', false);
+  c.admit(podInfo('b', 'u-b'), 'sandbox-b1', '10.0.0.2', true);
   let s = c.merge({ pods: [podInfo('a', 'u-a')], namespaces: ns });
   t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.1'], ['b', '10.0.0.2']]);
   // The watch delivers b (no address yet): it is no longer added, still addressed.
   s = c.merge({ pods: [podInfo('a', 'u-a'), podInfo('b', 'u-b')], namespaces: ns });
   t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.1'], ['b', '10.0.0.2']]);
-  // The watch has a's address: a's entry goes; b's sandbox is deleted.
-  c.release('shop', 'b', 'other-uid');
+  // b's sandbox is recreated (same pod, same uid): its new sandbox's ADD, then the DEL of the old
+  // one, late: the new address stays while the watch has none.
+  c.admit(podInfo('b', 'u-b'), 'sandbox-b2', '10.0.0.3', false);
+  c.release('shop', 'b', 'sandbox-b1');
+  s = c.merge({ pods: [podInfo('a', 'u-a'), podInfo('b', 'u-b')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.1'], ['b', '10.0.0.3']], 'the old sandbox\'s DEL does not forget the new one');
   t.is(c.size, 2);
-  c.release('shop', 'b', 'u-b');
+  // The watch has a's address: a's entry goes; b's current sandbox is deleted.
+  c.release('shop', 'b', 'sandbox-b2');
   s = c.merge({ pods: [podInfo('a', 'u-a', '10.0.0.9')], namespaces: ns });
   t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.9']]);
   t.is(c.size, 0);

@@ -536,7 +536,7 @@ export class Agent {
     if (!pod) return retry(null, `${who} is not known to the agent${this.kube ? ' nor to the API server' : ` (not in the pods file ${this.opts.podsFile})`}`);
     if (req.uid !== undefined && pod.uid !== req.uid) return retry(null, `${who} has uid ${pod.uid}, the sandbox is for uid ${req.uid} (the pod was recreated)`);
     const ip = ipv4Of(req.ips) ?? pod.ip ?? null;
-    this.cniPods.admit(pod, ip, fetched && !this.lastSnapshot.pods.some((p) => p.uid === pod.uid));
+    this.cniPods.admit(pod, req.containerId, ip, fetched && !this.lastSnapshot.pods.some((p) => p.uid === pod.uid));
     this.applySnapshot(this.lastSnapshot);
     const st = this.pods.states().find((x) => x.pod.uid === pod.uid);
     if (!st) return retry(null, `${who} is not on this node (${pod.nodeName ?? 'not scheduled'}, the agent is on ${this.opts.nodeName})`);
@@ -567,7 +567,7 @@ export class Agent {
 
   /** The sandbox is gone (CNI DEL): what its ADD taught goes; the watch removes the pod itself. */
   private releaseCni(req: AdmitRequest): void {
-    this.cniPods.release(req.namespace, req.name, req.uid);
+    this.cniPods.release(req.namespace, req.name, req.containerId);
   }
 
   /**

@@ -7,6 +7,8 @@ import { ANNOTATIONS } from '../k8s/annotations.ts';
 
 interface Entry {
   uid: string;
+  /** The sandbox it was admitted for (CNI_CONTAINERID): a DEL of another sandbox of the pod does not forget it. */
+  containerId: string;
   ip: string | null;
   /** Set while the watch has not delivered the pod. */
   fetched: PodInfo | null;
@@ -21,16 +23,19 @@ export class CniPods {
     return this.#entries.size;
   }
 
-  /** The pod as admitted: `pod` is what the agent knows of it (from the watch or the API server), `ip` from the runtime. */
-  admit(pod: PodInfo, ip: string | null, fetched: boolean): void {
-    this.#entries.set(key(pod.namespace, pod.name), { uid: pod.uid, ip, fetched: fetched ? pod : null });
+  /** The pod's sandbox `containerId` as admitted: `pod` is what the agent knows of it (from the watch or the API server), `ip` from the runtime. */
+  admit(pod: PodInfo, containerId: string, ip: string | null, fetched: boolean): void {
+    this.#entries.set(key(pod.namespace, pod.name), { uid: pod.uid, containerId, ip, fetched: fetched ? pod : null });
   }
 
-  /** The sandbox went (CNI DEL): what was learnt of it goes. */
-  release(namespace: string, name: string, uid?: string): void {
+  /**
+   * The sandbox `containerId` went (CNI DEL): what was learnt of it goes. Only of that sandbox, as
+   * the CNI spec keys an attachment by its container ID: the DEL of a pod's previous sandbox that
+   * comes after its new one's ADD must not take the new address away while the watch lacks it.
+   */
+  release(namespace: string, name: string, containerId: string): void {
     const k = key(namespace, name);
-    const e = this.#entries.get(k);
-    if (e && (uid === undefined || e.uid === uid)) this.#entries.delete(k);
+    if (this.#entries.get(k)?.containerId === containerId) this.#entries.delete(k);
   }
 
   /**
