@@ -198,6 +198,8 @@ export class Agent {
   private capturedIps = new Set<string>();
   private stopping = false;
   private readonly cniCounts = { meshed: 0, notMeshed: 0, retry: 0 };
+  /** Pod tables sent to the proxy workers, counted before the kernel acts on each (workers/table-seq.ts). */
+  private readonly tablesSent = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -588,6 +590,8 @@ export class Agent {
     const s = this.cniPods.merge(raw);
     this.namespaces = s.namespaces;
     this.writeCniState();
+    // Counted before the kernel has the change: a worker meeting a connection redirected for it waits for its table (workers/table-seq.ts).
+    if (this.pool) Atomics.add(this.tablesSent, 0, 1);
     this.pods.apply(s);
     this.podChanges.emit();
     this.inbound.refresh(this.pods.states());
@@ -679,7 +683,7 @@ export class Agent {
       const v = ns.annotations[ANNOTATIONS.inject];
       if (v !== undefined) namespaces[name] = v;
     }
-    return { generation: this.pods.generation, pods, namespaces, policies: this.inbound.table };
+    return { generation: this.pods.generation, seq: Atomics.load(this.tablesSent, 0), pods, namespaces, policies: this.inbound.table };
   }
 
   private async startWorkers(count: number, openSlots: SharedArrayBuffer): Promise<void> {
@@ -696,6 +700,7 @@ export class Agent {
         detectTimeoutMs: this.opts.detectTimeoutMs,
         maxConnections: this.opts.maxConnections,
         openSlots,
+        tablesSent: this.tablesSent.buffer as SharedArrayBuffer,
         metrics: { ...this.opts.metrics },
         inbound: this.opts.inbound != null,
         pods: this.podsTable(),

@@ -18,6 +18,8 @@ import type { PolicyTable } from '../policy/authorizer.ts';
 export interface PodsTable {
   /** PodSync's generation: moves whenever the workload answers may have changed. */
   generation: number;
+  /** The main thread's count of tables sent when this one was (WorkerInit.tablesSent; workers/table-seq.ts). */
+  seq?: number;
   pods: Array<{ ip: string; workload: Workload; opaquePorts: string | null; serviceAccount?: string; meshed?: boolean }>;
   /** Namespaces' mesh-agent.io/inject annotation (whether another node's pod is meshed, for the tunnels). */
   namespaces?: Record<string, string>;
@@ -38,6 +40,8 @@ export interface WorkerInit {
   limits?: Partial<ProxyLimits>;
   /** The connection cap's per-proxy counts (Int32Array over it), slot `index` is this worker's. */
   openSlots: SharedArrayBuffer;
+  /** Int32Array of one: the count of pod tables the main thread has sent or is about to (workers/table-seq.ts). */
+  tablesSent?: SharedArrayBuffer;
   metrics: { podLabels?: boolean; maxSeries?: number };
   /** Every node captures inbound (docs/policy.md): an outbound event's inbound side only for this node's pods. */
   inbound?: boolean;

@@ -9,6 +9,7 @@ import { MapView } from '../datapath/datapath.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { FirstSyncWait } from '../discovery/first-sync.ts';
 import { NodePods } from './node-pods.ts';
+import { TableSeq, workerPolicyReady } from './table-seq.ts';
 import { Proxy } from '../proxy/index.ts';
 import { PortSet } from '../proxy/ports.ts';
 import { clientsOf, Router } from '../routing/router.ts';
@@ -94,6 +95,7 @@ if (init.identity) {
 }
 
 const view = new MapView(init.mapFds);
+const tableSeq = new TableSeq(new Int32Array(init.tablesSent ?? new SharedArrayBuffer(4)), init.pods.seq ?? 0);
 const proxy = new Proxy({
   listen: { ...init.listen, reusePort: true },
   lookup: (ip, p) => view.lookup(ip, p),
@@ -108,7 +110,8 @@ const proxy = new Proxy({
   openSlots: { counts: new Int32Array(init.openSlots), slot: init.index },
   splicer: init.kernelSplice ? view.splicer() : null,
   authorize: authorizer.authorize,
-  policyReady: (ip) => authorizer.ready(ip, limits.upstreamConnectTimeoutMs),
+  // A connection the kernel redirected for a table this worker has not applied yet waits for it.
+  policyReady: workerPolicyReady(tableSeq, authorizer, limits.upstreamConnectTimeoutMs),
   decisions: recorder,
   log,
 });
@@ -124,6 +127,7 @@ port.on('message', (m: ToWorker) => {
     case 'pods':
       pods.set(m.table);
       authorizer.load(m.table.policies);
+      tableSeq.loaded(m.table.seq ?? 0);
       send({ t: 'policy-loaded', generation: authorizer.generation });
       return;
     case 'discovery':
