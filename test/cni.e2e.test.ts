@@ -9,7 +9,9 @@
 //     client's first connection is refused;
 // (c) a pod of an unmeshed namespace starts while no agent runs;
 // (d) a node reboot (nftables and routing flushed, pods recreated, no agent yet): restrictive pods
-//     do not start until an agent does.
+//     do not start until an agent does;
+// (e) a capture the agent cannot apply (its inbound port held): a fail-open pod still starts, a
+//     restrictive one waits, its ADD naming the error.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
@@ -171,4 +173,30 @@ test.serial('(d) a node reboot: with no agent yet, restrictive pods do not start
   t.false(first.ok, 'the restrictive pod is closed to an unmeshed client from its first connection after the reboot');
   t.notRegex(first.error ?? '', /ECONNREFUSED|timed out|timeout/i, `refused by the policy: ${first.error}`);
   t.true((await connect(meshedWeb, api)).ok, 'a meshed client gets through');
+});
+
+test.serial('(e) a capture the agent cannot apply (another process holds its inbound port): a fail-open pod still starts; a restrictive one does not, its ADD naming the error', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  await mesh.stopAgent(node, 'SIGKILL');
+  const holder = node.spawnInNode(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', '15006']);
+  children.push(holder);
+  await new JsonLines(holder).waitFor((o) => o.listening, 30_000, 'the port holder listening');
+  mesh.startAgent(node);
+  await mesh.waitAgents((s) => typeof s.inbound?.error === 'string' && /15006/.test(s.inbound.error), 'the capture failing on the held port');
+  const openAttempts: CniAttempt[] = [];
+  await cluster.addPod(0, { name: 'open-e', namespace: NS, serviceAccountName: 'api', onCniAttempt: (a) => openAttempts.push(a) });
+  t.deepEqual(openAttempts, [{ attempt: 1, ok: true }], 'a fail-open pod is admitted at its first ADD');
+  const attempts: CniAttempt[] = [];
+  let started = false;
+  const pending = cluster.addPod(0, { name: 'closed-e', namespace: NS, serviceAccountName: 'api', annotations: RESTRICT, onCniAttempt: (a) => attempts.push(a) });
+  void pending.then(() => (started = true), () => {});
+  await until(() => attempts.filter((a) => !a.ok).length, (n) => n >= 1, 'the restrictive pod\'s ADD failed', { context: agentLog, ms: 60_000 });
+  t.regex(attempts.find((a) => !a.ok)!.error?.msg ?? '', /not in the kernel.*15006/, 'the ADD names the capture error');
+  t.false(started, 'the restrictive pod is not started');
+  holder.kill('SIGKILL');
+  await mesh.stopAgent(node, 'SIGKILL');
+  mesh.startAgent(node);
+  await pending;
+  t.true(attempts.at(-1)!.ok, 'started once an agent captures');
 });

@@ -549,6 +549,10 @@ export class Agent {
     for (;;) {
       if (this.stopping) return retry(true, 'the agent is stopping');
       if (this.captureMode === 'capturing' && this.capturedIps.has(ip)) break;
+      // A capture that cannot be applied (its error is in status, the pods it leaves unenforced
+      // listed) must not keep a pod that fails open from starting: while no agent captures, its
+      // clients reach it directly anyway. A restrictive pod waits, and its ADD names the error.
+      if (this.captureError !== null && this.inbound.authorizer.policy(ip)?.failsClosed === false) break;
       if (!(await this.changes.next(deadline))) {
         const why = this.captureMode !== 'capturing'
           ? `the capture is ${this.captureMode}${this.opts.controllerUrl && !this.discovery.synced ? ' (the TrafficTargets are not known yet: the controller has not synced)' : ''}${this.captureError ? `: ${this.captureError}` : ''}`
