@@ -34,6 +34,21 @@ test('port annotations parse lists and ranges; namespace values apply unless the
   t.deepEqual(p.errors, []);
 });
 
+test('Linkerd\'s port annotations are read too: pod over namespace, ours over Linkerd\'s on each; a bad Linkerd value names its annotation', (t) => {
+  const p = resolvePolicy(
+    A({ 'mesh-agent.io/inject': 'enabled', 'config.linkerd.io/skip-outbound-ports': '3306', 'config.linkerd.io/opaque-ports': '4222' }),
+    A({ 'config.linkerd.io/skip-inbound-ports': '9090', 'config.linkerd.io/skip-outbound-ports': '1-100' }),
+  );
+  t.deepEqual(p.skipOutbound.ranges(), [[3306, 3306]], 'the pod\'s Linkerd annotation over the namespace\'s');
+  t.deepEqual(p.skipInbound.ranges(), [[9090, 9090]], 'the namespace\'s Linkerd annotation');
+  t.deepEqual(p.opaquePorts?.ranges(), [[4222, 4222]]);
+  const both = resolvePolicy(A({ 'mesh-agent.io/skip-inbound-ports': '8081', 'config.linkerd.io/skip-inbound-ports': '9090' }), A({ 'mesh-agent.io/skip-inbound-ports': '7070' }));
+  t.deepEqual(both.skipInbound.ranges(), [[8081, 8081]], 'ours over Linkerd\'s on the pod');
+  const nsOurs = resolvePolicy(A({ 'config.linkerd.io/skip-inbound-ports': '9090' }), A({ 'mesh-agent.io/skip-inbound-ports': '7070' }));
+  t.deepEqual(nsOurs.skipInbound.ranges(), [[9090, 9090]], 'the pod\'s Linkerd annotation over the namespace\'s own');
+  t.regex(resolvePolicy(A({ 'config.linkerd.io/opaque-ports': 'x' }), undefined).errors[0]!, /^config\.linkerd\.io\/opaque-ports: /);
+});
+
 test('a bad value is reported with the annotation and value, and the last good value is kept', (t) => {
   const good = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '3306' }), undefined);
   const bad = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '33o6' }), undefined, good);

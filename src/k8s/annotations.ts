@@ -10,6 +10,13 @@ export const ANNOTATIONS = {
   inboundPolicy: POLICY_ANNOTATION,
 } as const;
 
+/** Linkerd's names for the same port lists: a workload moving from Linkerd keeps its annotations. */
+export const LINKERD_PORT_ANNOTATIONS: Readonly<Record<string, string>> = {
+  [ANNOTATIONS.skipOutbound]: 'config.linkerd.io/skip-outbound-ports',
+  [ANNOTATIONS.skipInbound]: 'config.linkerd.io/skip-inbound-ports',
+  [ANNOTATIONS.opaque]: 'config.linkerd.io/opaque-ports',
+};
+
 /** The datapath holds at most this many ranges per list (native/bpf/mesh_shared.h). */
 export const MAX_PORT_RANGES = 16;
 
@@ -60,9 +67,18 @@ export function resolvePolicy(
     injected = previous?.meshed ?? false;
   }
 
-  const ports = (key: string, prev: PortSet | null | undefined, dflt: PortSet | null): PortSet | null => {
-    const v = get(key);
-    if (v === undefined) return dflt;
+  // The pod's annotation, then Linkerd's on the pod, then the namespace's two, as for the policy.
+  const portsValue = (ours: string): [string, string] | undefined => {
+    const theirs = LINKERD_PORT_ANNOTATIONS[ours]!;
+    for (const ann of [pod.annotations, namespace?.annotations]) {
+      for (const key of [ours, theirs]) if (ann?.[key] !== undefined) return [key, ann[key]!];
+    }
+    return undefined;
+  };
+  const ports = (ours: string, prev: PortSet | null | undefined, dflt: PortSet | null): PortSet | null => {
+    const found = portsValue(ours);
+    if (found === undefined) return dflt;
+    const [key, v] = found;
     try {
       return parsePorts(v, key);
     } catch (e) {
