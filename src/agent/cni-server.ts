@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { ADMIT_PATH, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
+import { DEFAULT_AGENT_SOCKET } from '../cni/spec.ts';
 
 const MAX_BODY = 16 * 1024;
 
@@ -36,7 +37,7 @@ export class CniServer {
         resolve();
       });
     }).catch((e) => {
-      throw new Error(`CNI socket ${this.#socket}: ${(e as Error).message}; the DaemonSet mounts its directory from the host (hostPath /var/run/mesh-agent), or pass another path with --cni-socket`);
+      throw new Error(`CNI socket ${this.#socket}: ${(e as Error).message}; the DaemonSet mounts its directory from the host (hostPath ${path.dirname(DEFAULT_AGENT_SOCKET)}), or pass another path with --cni-socket`);
     });
     fs.chmodSync(this.#socket, 0o600);
   }
