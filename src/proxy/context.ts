@@ -118,10 +118,10 @@ export function endpointRequestAuthz(ctx: ConnContext, ip: string, port: number,
  */
 export const INSPECTED = '|inspected';
 
-/** Whether a Service connection's requests to the endpoint ip:port go in-process (INSPECTED), under the policy in force. */
-export function endpointInspected(ctx: ConnContext, ip: string, port: number): boolean {
+/** The pool key of a Service connection's upstreams to the endpoint ip:port (`key`, its lease's), INSPECTED apart, under the policy in force. */
+export function endpointPoolKey(ctx: ConnContext, ip: string, port: number, key: string): string {
   const az = ctx.endpointAuthz?.(ip, port) ?? null;
-  return az !== null && az.verdict !== 'allow';
+  return az !== null && az.verdict !== 'allow' ? key + INSPECTED : key;
 }
 
 /** What the proxy asks of the tunnels (src/tunnel/tunnels.ts). */

@@ -16,7 +16,7 @@
 // attempt's connection is closed, never pooled (docs/routing.md).
 
 import type * as net from 'node:net';
-import { endpointInspected, endpointRequestAuthz, INSPECTED, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -359,7 +359,7 @@ export class Http1Connection implements UpstreamOwner {
     const req = this.req;
     // An endpoint its policy does not allow this client whole takes no direct upstream, even one
     // pooled before a policy change: its requests go in-process and are decided there.
-    if (endpointInspected(this.ctx, this.targetIp, this.targetPort)) this.targetKey += INSPECTED;
+    this.targetKey = endpointPoolKey(this.ctx, this.targetIp, this.targetPort, this.targetKey);
     this.authz = req === null ? null : endpointRequestAuthz(this.ctx, this.targetIp, this.targetPort, req.method, req.target) ?? null;
   }
 

@@ -1,7 +1,7 @@
 // Forwards one client stream to an upstream stream: headers, bodies both ways under
 // stream backpressure, response trailers, resets both ways; reports one RequestEvent.
 import * as http2 from 'node:http2';
-import { endpointInspected, endpointRequestAuthz, INSPECTED, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
@@ -145,7 +145,7 @@ export function forwardStream(
   // The eager connection may be unusable or the pool full: dial on demand.
   try {
     // A Service endpoint its policy does not allow this client whole: in-process sessions only (context.ts INSPECTED).
-    upSession = pool.acquire(destIp, destPort, ctx, limits.upstreamConnectTimeoutMs, lease !== null && endpointInspected(ctx, destIp, destPort) ? lease.key + INSPECTED : lease?.key);
+    upSession = pool.acquire(destIp, destPort, ctx, limits.upstreamConnectTimeoutMs, lease !== null ? endpointPoolKey(ctx, destIp, destPort, lease.key) : undefined);
     upstream = upSession.request(upstreamRequestHeaders(reqHeaders), {
       endStream: noBody,
       waitForTrailers: true,

@@ -1,7 +1,7 @@
 // Terminates HTTP/2 (prior knowledge) client connections with one node:http2 server object
 // that never listens: each redirected socket is handed to it as if it had been accepted.
 import * as http2 from 'node:http2';
-import { endpointInspected, INSPECTED, type ConnContext, type ProtocolHandler, type ProxyLimits } from '../context.ts';
+import { endpointPoolKey, type ConnContext, type ProtocolHandler, type ProxyLimits } from '../context.ts';
 import { Http2SessionPool } from './pool.ts';
 import { ScopedPools } from '../scoped-pools.ts';
 import { ResetBudget } from './reset-budget.ts';
@@ -110,7 +110,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
       const lease = ctx.lease ?? null;
       ctx.lease = null;
       if (lease !== null) {
-        pool.offer(lease.ep.ip, lease.ep.port, upstream, limits.upstreamConnectTimeoutMs, endpointInspected(ctx, lease.ep.ip, lease.ep.port) ? lease.key + INSPECTED : lease.key);
+        pool.offer(lease.ep.ip, lease.ep.port, upstream, limits.upstreamConnectTimeoutMs, endpointPoolKey(ctx, lease.ep.ip, lease.ep.port, lease.key));
         ctx.route!.balancer.done(lease, null, 'cancel');
       } else pool.offer(ctx.endpoints.destIp, ctx.endpoints.destPort, upstream, limits.upstreamConnectTimeoutMs);
     }

@@ -7,7 +7,7 @@
 // and response-head timeouts, idle and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
 import * as http2 from 'node:http2';
-import { endpointInspected, endpointRequestAuthz, INSPECTED, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -174,7 +174,7 @@ class RoutedStream {
     try {
       const { ip, port } = lease.ep;
       // A Service endpoint its policy does not allow this client whole: in-process sessions only (context.ts INSPECTED).
-      this.upSession = this.pool.acquire(ip, port, this.ctx, this.limits.upstreamConnectTimeoutMs, endpointInspected(this.ctx, ip, port) ? lease.key + INSPECTED : lease.key);
+      this.upSession = this.pool.acquire(ip, port, this.ctx, this.limits.upstreamConnectTimeoutMs, endpointPoolKey(this.ctx, ip, port, lease.key));
       up = this.upSession.request(upstreamRequestHeaders(this.reqHeaders), { endStream: this.noBody, waitForTrailers: true });
     } catch (err) {
       this.error = (err as Error).message;
