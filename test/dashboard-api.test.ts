@@ -147,7 +147,7 @@ function cli(args: string[], env: Record<string, string> = {}) {
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) => child.once('exit', (code) => r({ code, stdout, stderr })));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((r) => child.once("exit", (code, signal) => r({ code, signal, stdout, stderr })));
   return { child, done, out: () => stdout };
 }
 
@@ -193,7 +193,7 @@ test('mesh-agent dashboard: port-forwards with kubectl, prints the URL, Ctrl-C e
   t.is((await getJson(`${url}api/health`)).json.ok, true, 'the printed URL reaches the dashboard');
   run.child.kill('SIGINT');
   const r = await run.done;
-  t.is(r.code, 0, r.stderr);
+  t.is(r.code, 0, `signal ${r.signal}: ${r.stderr}`);
   const failed = await cli([], { ...env, FAKE_KUBECTL_FAIL: '1' }).done;
   t.is(failed.code, 1);
   t.regex(failed.stderr, /services "mesh-agent-controller" not found; is mesh-agent installed in namespace mesh-agent/);

@@ -93,6 +93,12 @@ function show(url: string, urlOnly: boolean): void {
 
 async function portForward(namespace: string, localPort: number, urlOnly: boolean): Promise<void> {
   const args = ['-n', namespace, 'port-forward', SERVICE, `${localPort === 0 ? '' : localPort}:${DEFAULT_DASHBOARD_PORT}`];
+  // Ctrl-C is ours from the start, not only once the URL is printed: a signal that arrived
+  // before the handlers would end the process by the signal's default action, kubectl left behind.
+  const signalled = new Promise<'signal'>((resolve) => {
+    process.once('SIGINT', () => resolve('signal'));
+    process.once('SIGTERM', () => resolve('signal'));
+  });
   const child: ChildProcess = spawn('kubectl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
@@ -119,7 +125,12 @@ async function portForward(namespace: string, localPort: number, urlOnly: boolea
     });
   });
   const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000).unref());
-  const first = await Promise.race([ready, ended, timeout]);
+  const first = await Promise.race([ready, ended, timeout, signalled]);
+  if (first === 'signal') {
+    stop();
+    await ended;
+    return;
+  }
   if (first === 'timeout') {
     stop();
     throw new Error(`kubectl ${args.join(' ')} did not start forwarding within 30 s: ${stderr.trim() || 'no output'}`);
@@ -132,10 +143,6 @@ async function portForward(namespace: string, localPort: number, urlOnly: boolea
   });
   show(url, urlOnly);
   if (!urlOnly) process.stderr.write('Ctrl-C stops the port-forward.\n');
-  const signalled = new Promise<'signal'>((resolve) => {
-    process.once('SIGINT', () => resolve('signal'));
-    process.once('SIGTERM', () => resolve('signal'));
-  });
   const why = await Promise.race([ended, signalled]);
   if (why === 'signal') {
     stop();
