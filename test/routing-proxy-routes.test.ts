@@ -16,6 +16,9 @@ import type { DiscoMessage } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
 import { waitFor } from './helpers/until.ts';
+
+// The report of a request reaches the sink after the client's answer: a loaded machine (CI with a core busy) took over 5 s once.
+const SINK_WAIT_MS = 30_000;
 import { backend, HOST, type Backend, type Handler } from './helpers/backends.ts';
 
 const VIPS: Record<string, string> = { api: '10.96.7.7', 'api-v1': '10.96.7.8', 'api-v2': '10.96.7.9' };
@@ -89,7 +92,7 @@ test('HTTP/1: a header match sends x-canary: 1 to the canary only; the rest spli
     t.is((await request(port, { agent, headers: { 'x-canary': '1' } })).body, 'v2');
     t.is((await request(port, { agent, headers: { 'x-canary': '0' } })).body, 'v1');
   }
-  await waitFor(() => sink.requests.length === 40);
+  await waitFor(() => sink.requests.length === 40, SINK_WAIT_MS);
   const ev = sink.requests[0]!;
   t.is(ev.authority, 'api.shop.svc.cluster.local:80', 'reported under the Service called');
   t.deepEqual(ev.route?.route, { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', namespace: 'shop', name: 'r' });
@@ -113,7 +116,7 @@ test('HTTP/1 and HTTP/2: with a route attached, a request no rule matches gets 4
   g.resume();
   t.is(head['grpc-status'], '12', 'UNIMPLEMENTED');
   t.is(v1.hits, 1, 'nothing unmatched reached the server');
-  await waitFor(() => sink.requests.length === 3);
+  await waitFor(() => sink.requests.length === 3, SINK_WAIT_MS);
   t.is(sink.requests.filter((e) => e.status === 404).length, 1);
 });
 
@@ -138,7 +141,7 @@ test('HTTP/1: a 503 is retried (retry.linkerd.io/http on the Service), at most t
   t.teardown(() => agent.destroy());
   for (let i = 0; i < 8; i++) t.deepEqual(await request(port, { agent }).then((r) => [r.status, r.body]), [200, 'up']);
   t.is(flaky.hits, 16, 'two attempts per request, no more');
-  await waitFor(() => sink.requests.length === 8);
+  await waitFor(() => sink.requests.length === 8, SINK_WAIT_MS);
   const ev = sink.requests[0]!;
   t.is(ev.route?.retries, 1);
   t.is(ev.route?.retryOutcome, 'success');
@@ -151,7 +154,7 @@ test('HTTP/1: retries stop at the limit; the last answer goes to the client and 
   const { port, sink } = await setup(t, { api: [down] }, [], { 'retry.linkerd.io/http': '503', 'retry.linkerd.io/limit': '2' });
   t.deepEqual(await request(port).then((r) => [r.status, r.body]), [503, 'down']);
   t.is(down.hits, 3);
-  await waitFor(() => sink.requests.length === 1);
+  await waitFor(() => sink.requests.length === 1, SINK_WAIT_MS);
   t.is(sink.requests[0]!.route?.retries, 2);
   t.is(sink.requests[0]!.route?.retryOutcome, 'limit_exceeded');
 });
@@ -193,7 +196,7 @@ test('HTTP/1: a connect error is retried under a retry policy, to the backend th
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   t.teardown(() => agent.destroy());
   for (let i = 0; i < 8; i++) t.is((await request(port, { agent })).body, 'good');
-  await waitFor(() => sink.requests.length === 8);
+  await waitFor(() => sink.requests.length === 8, SINK_WAIT_MS);
   for (const e of sink.requests) {
     t.deepEqual(e.route?.earlier?.map((a) => [a.backend.name, a.status, a.error]), [['api-v1', 0, 'IO']]);
     t.deepEqual(e.route?.backend, { namespace: 'shop', name: 'api-v2', port: 80 });
@@ -207,7 +210,7 @@ test('a Service connection whose eager connect is refused dials another endpoint
   const { port, sink } = await setup(t, { api: [good, dead] }, []);
   // A new connection per request: each is dialled eagerly, to whichever endpoint P2C picks.
   for (let i = 0; i < 20; i++) t.is((await request(port)).body, 'good');
-  await waitFor(() => sink.closes.length === 20);
+  await waitFor(() => sink.closes.length === 20, SINK_WAIT_MS);
   t.deepEqual(sink.closes.filter((c) => c.error !== undefined).map((c) => c.error), []);
 });
 
@@ -219,7 +222,7 @@ test('HTTP/1: timeouts.request answers 504 at the timeout and closes the upstrea
   t.regex(r.body, /request timeout \(300 ms\)/);
   t.true(r.ms >= 300, `answered after ${r.ms} ms`);
   await waitFor(() => slow.cancelled === 1);
-  await waitFor(() => sink.requests.length === 1);
+  await waitFor(() => sink.requests.length === 1, SINK_WAIT_MS);
   const ev = sink.requests[0]!;
   t.is(ev.route?.error, 'REQUEST_TIMEOUT');
   t.true(ev.latencyMs >= 300);
@@ -262,7 +265,7 @@ test('timeout.linkerd.io/idle: a response that stops moving is cut (HTTP/1: the 
   await once(s, 'close');
   t.is(s.rstCode, http2.constants.NGHTTP2_CANCEL);
   await waitFor(() => h2.cancelled === 1);
-  await waitFor(() => sink.requests.length === 2);
+  await waitFor(() => sink.requests.length === 2, SINK_WAIT_MS);
   t.deepEqual(sink.requests.map((e) => e.route?.error).sort(), ['IDLE_TIMEOUT', 'IDLE_TIMEOUT']);
 });
 
@@ -277,7 +280,7 @@ test('HTTP/1: a backend request timeout with retries tries again, then answers 5
   t.true(r.ms >= 900, `three attempts of 300 ms and two backoffs: ${r.ms} ms`);
   await waitFor(() => slow.hits === 3);
   await waitFor(() => slow.cancelled === 3);
-  await waitFor(() => sink.requests.length === 1);
+  await waitFor(() => sink.requests.length === 1, SINK_WAIT_MS);
   t.deepEqual(sink.requests[0]!.route?.earlier?.map((a) => a.error), ['RESPONSE_STREAM_TIMEOUT', 'RESPONSE_STREAM_TIMEOUT']);
 });
 
@@ -328,7 +331,7 @@ test('HTTP/2: a 503 is retried on the same session before the client sees anythi
   for (let i = 0; i < 10; i++) t.is((await h2get(session, { ':method': 'POST' }, Buffer.from('hello'))).head[':status'], 200);
   t.is(flaky.hits, 20);
   t.true(flaky.bodies.every((b) => b.toString() === 'hello'), 'the body is sent again');
-  await waitFor(() => sink.requests.length === 10);
+  await waitFor(() => sink.requests.length === 10, SINK_WAIT_MS);
   t.true(sink.requests.every((e) => e.route?.retries === 1 && e.route.retryOutcome === 'success'));
 });
 
@@ -368,7 +371,7 @@ test('gRPC: a trailers-only UNAVAILABLE is retried with retry.linkerd.io/grpc; a
   t.is(slow.head['grpc-status'], '4', 'DEADLINE_EXCEEDED');
   t.true(slow.ms >= 200);
   await waitFor(() => resets === 1);
-  await waitFor(() => sink.requests.length === 5);
+  await waitFor(() => sink.requests.length === 5, SINK_WAIT_MS);
   t.is(sink.requests[4]!.route?.error, 'REQUEST_TIMEOUT');
   t.is(sink.requests[4]!.grpcStatus, 4);
 });
@@ -394,6 +397,6 @@ test('HTTP/2: REFUSED_STREAM is retried', async (t) => {
   const r = await h2get(session, {});
   t.is(r.head[':status'], 200);
   t.is(r.body, 'second');
-  await waitFor(() => sink.requests.length === 1);
+  await waitFor(() => sink.requests.length === 1, SINK_WAIT_MS);
   t.deepEqual(sink.requests[0]!.route?.earlier?.map((a) => a.error), ['REFUSED']);
 });
