@@ -15,6 +15,7 @@ import { requestJson } from '../src/controller/client.ts';
 import { PATH_REPORTS } from '../src/controller/protocol.ts';
 import { DashboardServer } from '../src/dashboard/server.ts';
 import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
+import { freePort } from './helpers/ports.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
@@ -201,13 +202,6 @@ test('mesh-agent dashboard: port-forwards with kubectl, prints the URL, Ctrl-C e
   t.is(missing.code, 1);
   t.regex(missing.stderr, /kubectl is not on PATH/);
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  const port = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 test('mesh-agent controller: the default dashboard port taken is a warning (reports, stat and tap go on); an address asked for is exit 1', async (t) => {
   // Hold 8084 ourselves: a port another process holds for a while (a demo's forward) could be

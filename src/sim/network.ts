@@ -124,7 +124,9 @@ export async function createPodNetwork(nodeNs: string, podNs: string, hostVeth: 
 export async function deletePodNetwork(nodeNs: string, podNs: string, hostVeth: string): Promise<void> {
   if (fs.existsSync(netnsPath(nodeNs))) {
     // Gone: the veth (deleting the pod's netns takes the pair with it) or the whole node netns.
-    await ip('deleting the pod veth', ['link', 'del', hostVeth], nodeNs, (err) => /cannot find device/i.test(err) || !fs.existsSync(netnsPath(nodeNs)));
+    // "Cannot find device" when it was gone before the name lookup, "No such device" (ENODEV from
+    // the kernel) when a concurrent delete took it between the lookup and the delete.
+    await ip('deleting the pod veth', ['link', 'del', hostVeth], nodeNs, (err) => /cannot find device|no such device/i.test(err) || !fs.existsSync(netnsPath(nodeNs)));
   }
   await deleteNetns(podNs);
 }
