@@ -7,6 +7,7 @@ import type { Metric } from './report.ts';
 import { GRPC_PATH, PORTS } from './nginx-conf.ts';
 import { parseH2load, parseIperf3, sampleMedian, RSS_SAMPLING } from './parse.ts';
 import type { ModeResult, NodeScenario, RunCtx } from './scenarios.ts';
+import { checkErrors } from './load-failure.ts';
 
 /** Requests (or connections) per second each efficiency scenario runs at, when the machine allows. */
 export const RATES = [1000, 5000, 10_000] as const;
@@ -57,7 +58,7 @@ async function h2loadAt(c: RunCtx, rate: number, extra: string[], url: string, n
   const r = await c.env.exec(c.pod, 'h2load', ['-t1', '-c10', '--rps', String(rate / 10), '-D', String(c.seconds), ...extra, url], margin(c.seconds));
   const h = parseH2load(r.stdout);
   const bound = c.mode === 'mesh' ? 0.01 : 0.1;
-  if (h.failed > h.succeeded * bound) throw new Error(`h2load at ${rate}/s through ${c.mode}: ${h.succeeded} succeeded, ${h.failed} failed: ${r.stdout.slice(-600)}${c.mode === 'nginx' ? `\nnginx's error logs:\n${c.env.nginxErrors()}` : ''}`);
+  checkErrors(`h2load at ${k(rate)} req/s`, { name: 'succeeded', n: h.succeeded }, { name: 'failed', n: h.failed }, bound, `${r.stdout.slice(-600)}${c.mode === 'nginx' ? `\nnginx's error logs:\n${c.env.nginxErrors()}` : ''}`);
   if (h.failed > 0) notes.push(`${c.mode} at ${k(rate)} req/s: ${h.failed} of ${h.failed + h.succeeded} requests failed${c.mode === 'nginx' ? ` (nginx: ${c.env.nginxErrors().split('\n').at(-1)?.replace(/^.*\[error\] \S+ \*\d+ /, '').split(',')[0] ?? 'see its error log'})` : ''}.`);
   return h.succeeded;
 }
@@ -102,7 +103,7 @@ export const EFFICIENCY_SCENARIOS: NodeScenario[] = [
     run: (c) => atRates(c, 'conn/s', async (rate) => {
       const r = await c.env.exec(c.pod, 'prlimit', c.env.loadArgs('conn-rate.ts', ['--connect', `${c.host}:${c.port(PORTS.greet)}`, '--rate', String(rate), '--seconds', String(c.seconds)]), margin(c.seconds));
       const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
-      if (o.errors > o.connections * 0.01) throw new Error(`conn-rate at ${rate}/s: ${o.connections} connections, ${o.errors} errors`);
+      checkErrors(`conn-rate at ${k(rate)} conn/s`, { name: 'connections', n: o.connections }, { name: 'errors', n: o.errors }, 0.01);
       return o.connections;
     }),
   },

@@ -28,6 +28,23 @@ export interface ScenarioResult {
   notes: string[];
   /** A scenario without direct and nginx paths (discovery-scale): its values sit under `mesh` and get a table of their own. */
   standalone?: boolean;
+  /**
+   * Paths whose load failed its error bound in the run and again in its one retry, both
+   * failures in order: they have no values, and the targets that need them are not run.
+   * Absent in reports written before failures were reported (such a run ended instead).
+   */
+  failed?: Partial<Record<Mode, PathFailure[]>>;
+  /** Paths whose first run failed its error bound and whose retry passed: their values are the retry's. */
+  retried?: Partial<Record<Mode, PathFailure>>;
+}
+
+/** A load that failed its error bound (bench/load-failure.ts). */
+export interface PathFailure {
+  /** One line: the load, its counts and the bound. */
+  reason: string;
+  counts: Record<string, number>;
+  /** The tail of the load tool's output. */
+  output?: string;
 }
 
 export interface TargetResult {
@@ -39,6 +56,8 @@ export interface TargetResult {
   status: 'met' | 'missed' | 'not run' | 'not judged';
   /** When missed: what limits it. */
   limit?: string;
+  /** When not run although its scenario ran: the path it needs that failed its load, and how. */
+  reason?: string;
 }
 
 export interface Report {
@@ -144,6 +163,16 @@ function cpuNote({ cpu, starved, proxies }: { cpu?: number; starved?: number; pr
   return ` The agent used ${cpu.toFixed(0)}% of a core${wait}, so it was neither CPU-bound nor starved: it waited on something else (timers, the network, the upstream).`;
 }
 
+/**
+ * A target this run has no numbers for: its scenario left out, or a path it needs (`modes` of
+ * scenario `id`) failed its load, which `reason` then names.
+ */
+function notRun(id: string, target: string, scenarios: ScenarioResult[], scenario: string, modes: readonly Mode[]): TargetResult {
+  const failed = failedPaths(scenarios).filter((f) => f.scenario.id === scenario && modes.includes(f.mode));
+  const t: TargetResult = { id, target, measured: '-', status: 'not run' };
+  return failed.length ? { ...t, reason: `a path it needs failed its load twice (${failed.map(lastFailure).join('; ')})` } : t;
+}
+
 /** Judges the issue-6 targets from a run's scenarios; a quick run's are shown, not judged. */
 export function judgeTargets(scenarios: ScenarioResult[], run: { quick: boolean; proxies?: number }): TargetResult[] {
   const out = judgeFull(scenarios, run.proxies ?? 1);
@@ -164,7 +193,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       status: added < 1 ? 'met' : 'missed',
       limit: added < 1 ? undefined : 'This run does not measure where the tail comes from; the candidates are the agent\'s event loop pauses (garbage collection, a long tick) and sharing the cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh', proxies)),
     });
-  } else out.push({ id: 'latency-1k-p99', target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99', measured: '-', status: 'not run' });
+  } else out.push(notRun('latency-1k-p99', 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99', scenarios, 'latency-1k', ['direct', 'mesh']));
 
   const ka = metricOf(scenarios, 'http1-keepalive', 'requests/s');
   if (ka?.values.mesh !== undefined && ka.values.nginx !== undefined) {
@@ -176,7 +205,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       status: met ? 'met' : 'missed',
       limit: met ? undefined : cite(REFERENCES.keepAliveProfile) + (proxies === 1 ? ' A second proxy needs a free core; here wrk and the server use the other one.' : ` The agent ran ${proxies} proxies and nginx ${proxies} processes on the cores wrk and the server use too.`) + cpuNote(cpuOf(scenarios, 'http1-keepalive', 'mesh', proxies)),
     });
-  } else out.push({ id: 'http1-keepalive-vs-nginx', target: 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s', measured: '-', status: 'not run' });
+  } else out.push(notRun('http1-keepalive-vs-nginx', 'keep-alive HTTP/1 through the mesh reaches at least nginx\'s req/s', scenarios, 'http1-keepalive', ['mesh', 'nginx']));
 
   const bulk = metricOf(scenarios, 'opaque-throughput', 'throughput');
   if (bulk?.values.mesh !== undefined && bulk.values.direct !== undefined) {
@@ -188,7 +217,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       status: r >= 0.5 ? 'met' : 'missed',
       limit: r >= 0.5 ? undefined : (bulk.values.nginx !== undefined ? `nginx\'s stream proxy, in C, reached ${((bulk.values.nginx / bulk.values.direct) * 100).toFixed(0)}% of direct in the same run. ` : '') + 'Every byte crosses two TCP connections instead of one and, by default, is copied into the agent\'s user space and back on one thread. ' + cite(REFERENCES.kernelSpliceCpu) + ' Half of direct needs the pod\'s socket to skip TCP too (sk_msg redirect between local sockets, as Cilium and merbridge do), not built.' + cpuNote(cpuOf(scenarios, 'opaque-throughput', 'mesh', proxies)),
     });
-  } else out.push({ id: 'opaque-throughput-half', target: 'opaque throughput at least half of direct', measured: '-', status: 'not run' });
+  } else out.push(notRun('opaque-throughput-half', 'opaque throughput at least half of direct', scenarios, 'opaque-throughput', ['direct', 'mesh']));
 
   const idle = metricOf(scenarios, 'memory', 'agent RSS idle');
   // Issue 16: 80 MB for one proxy, 15 more for each extra one (the bench's agent runs `proxies`).
@@ -203,7 +232,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       status: met ? 'met' : 'missed',
       limit: met ? undefined : cite(REFERENCES.idleMemoryBreakdown),
     });
-  } else out.push({ id: 'memory-idle', target: idleTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('memory-idle', idleTarget, scenarios, 'memory', ['mesh']));
 
   const per = metricOf(scenarios, 'memory', 'per idle connection');
   if (per?.values.mesh !== undefined) {
@@ -215,7 +244,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       status: met ? 'met' : 'missed',
       limit: met ? undefined : 'Each proxied connection is two Node sockets (a libuv handle, a JS object and read state each) plus the tunnel\'s bookkeeping; socket buffers belong to the kernel and are not in RSS.',
     });
-  } else out.push({ id: 'memory-per-connection', target: 'under 10 KB per idle connection', measured: '-', status: 'not run' });
+  } else out.push(notRun('memory-per-connection', 'under 10 KB per idle connection', scenarios, 'memory', ['mesh']));
 
   const dp99 = metricOf(scenarios, 'discovery-scale', 'change to every agent p99 (full size)');
   const dPeak = metricOf(scenarios, 'discovery-scale', 'controller peak RSS (full size)');
@@ -226,7 +255,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       id: 'discovery-change-p99', target: dTarget, measured: `${fmt(dp99.values.mesh)} ms`, status: met ? 'met' : 'missed',
       limit: met ? undefined : 'The change is timed from the file\'s rename, so it includes the controller noticing it (fs.watch, then a quiet period: RELOAD_DEBOUNCE_MS in src/discovery/resource-files.ts) and parsing that file, then one write per agent stream on one event loop; the notes give the other sizes, which show whether agents or endpoints drive it.',
     });
-  } else out.push({ id: 'discovery-change-p99', target: dTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('discovery-change-p99', dTarget, scenarios, 'discovery-scale', ['mesh']));
   const mTarget = 'the controller under 1 GB at that size (peak RSS; issue 12)';
   if (dPeak?.values.mesh !== undefined) {
     const met = dPeak.values.mesh < 1024;
@@ -234,7 +263,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       id: 'discovery-memory', target: mTarget, measured: `${fmt(dPeak.values.mesh)} MB`, status: met ? 'met' : 'missed',
       limit: met ? undefined : 'The controller holds one line per object and one shared snapshot; the notes give the memory before any agent and at the other sizes.',
     });
-  } else out.push({ id: 'discovery-memory', target: mTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('discovery-memory', mTarget, scenarios, 'discovery-scale', ['mesh']));
 
   // Issue 12: balancing across a Service must be even and cheap.
   for (const [svc, pod, what] of [['http1-service', 'http1-keepalive', 'keep-alive HTTP/1'], ['grpc-service', 'grpc', 'gRPC']] as const) {
@@ -250,7 +279,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       });
     } else if (metricOf(scenarios, svc, 'requests/s')?.values.mesh !== undefined) {
       out.push({ id: `${svc}-spread`, target: sTarget, measured: 'mesh unbounded: a pod got no request', status: 'missed', limit: 'The requests per pod are in the notes.' });
-    } else out.push({ id: `${svc}-spread`, target: sTarget, measured: '-', status: 'not run' });
+    } else out.push(notRun(`${svc}-spread`, sTarget, scenarios, svc, ['mesh']));
     // The fair baseline (issue 12: "balancing must be cheap"): the same load, in the same scenario
     // and minute, spread by the client over the same three pods' IPs, so only the balancing differs.
     const rps = metricOf(scenarios, svc, 'requests/s')?.values;
@@ -274,7 +303,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
         id: `${svc}-cost`, target: cTarget, measured: `${fmt(viaSvc)} vs ${fmt(viaPod)} req/s (${r.toFixed(2)}×)${onePodNote}`, status: r >= 0.9 ? 'met' : 'missed',
         limit: r >= 0.9 ? undefined : 'Per request the agent picks an endpoint and most requests move the keep-alive upstream between pods (HTTP/1) or open their stream on another pod\'s session (gRPC), which the pod-IP path never does (each client connection keeps its one upstream); the notes give the agent\'s system calls per request on both paths. ' + cite(svc === 'grpc-service' ? REFERENCES.serviceCostGrpc : REFERENCES.serviceCostHttp1) + cpuText + directNote + cpuNote(cpuOf(scenarios, svc, 'mesh', proxies)),
       });
-    } else out.push({ id: `${svc}-cost`, target: cTarget, measured: '-', status: 'not run' });
+    } else out.push(notRun(`${svc}-cost`, cTarget, scenarios, svc, ['mesh']));
   }
 
   // Issue 13: routing a request (its rule, a weighted backend, the retry bookkeeping) must be cheap.
@@ -287,7 +316,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       id: 'http1-route-cost', target: rTarget, measured: `${fmt(withRoute)} vs ${fmt(without)} req/s (${route.toFixed(2)}×)`, status: route >= 0.9 ? 'met' : 'missed',
       limit: route >= 0.9 ? undefined : 'Per request the routed path finds the rule, picks a backend by weight and then its endpoint, keeps the request for a retry and counts it in the budget, and reports the route and backend metrics; the notes give the agent\'s CPU.' + cpuNote(cpuOf(scenarios, 'http1-route', 'mesh', proxies)),
     });
-  } else out.push({ id: 'http1-route-cost', target: rTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('http1-route-cost', rTarget, scenarios, 'http1-route', ['mesh']));
 
   out.push(...judgeEfficiency(scenarios, proxies));
   out.push(...judgeMtls(scenarios, proxies));
@@ -300,7 +329,7 @@ function judgeMtls(scenarios: ScenarioResult[], proxies: number): TargetResult[]
   const vsPlain = (id: string, name: string, targetRatio: number, target: string, unit: string, limit: string) => {
     const m = metricOf(scenarios, id, name);
     if (m?.values.mtls === undefined || m.values.mesh === undefined) {
-      out.push({ id, target, measured: '-', status: 'not run' });
+      out.push(notRun(`${id}-mtls`, target, scenarios, id, ['mesh', 'mtls']));
       return;
     }
     const r = m.values.mtls / m.values.mesh;
@@ -319,7 +348,7 @@ function judgeMtls(scenarios: ScenarioResult[], proxies: number): TargetResult[]
       status: added <= 1 ? 'met' : 'missed',
       limit: added <= 1 ? undefined : 'A new connection over a warm tunnel costs the client\'s agent the accept, the detection race and a CONNECT stream, and the destination\'s agent the stream, its checks and a connect to the pod, before the server\'s first byte can come back through both.' + cpuNote(cpuOf(scenarios, 'newconn-cross', 'mtls', 2 * proxies)),
     });
-  } else out.push({ id: 'newconn-cross-mtls', target: ncTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('newconn-cross-mtls', ncTarget, scenarios, 'newconn-cross', ['direct', 'mtls']));
   return out;
 }
 
@@ -338,7 +367,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       status: worse.length === 0 ? 'met' : 'missed',
       limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. ${cite(REFERENCES.requestCost)}`,
     });
-  } else out.push({ id: 'cpu-http1-vs-nginx', target: vsNginx, measured: '-', status: 'not run' });
+  } else out.push(notRun('cpu-http1-vs-nginx', vsNginx, scenarios, 'cpu-http1', ['mesh', 'nginx']));
 
   const ztunnel = 'keep-alive HTTP/1: at most 60 CPU-ms per 1,000 requests (0.06 vCPU per 1,000 req/s, ztunnel\'s published figure), at each fixed rate';
   const mesh = http1?.metrics.filter((m) => m.values.mesh !== undefined) ?? [];
@@ -350,7 +379,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       status: over.length === 0 ? 'met' : 'missed',
       limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates a request wakes the event loop on its own, where at higher ones one wake-up serves several: compare the rates in this run. ${cite(REFERENCES.requestCost)}`,
     });
-  } else out.push({ id: 'cpu-http1-60ms', target: ztunnel, measured: '-', status: 'not run' });
+  } else out.push(notRun('cpu-http1-60ms', ztunnel, scenarios, 'cpu-http1', ['mesh']));
 
   const conn = metricOf(scenarios, 'conn-rate', 'connections/s');
   const connTarget = 'new TCP connections per second through the mesh at least 0.5× nginx\'s';
@@ -360,7 +389,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       id: 'conn-rate-half-nginx', target: connTarget, measured: `${fmt(conn.values.mesh)} vs nginx ${fmt(conn.values.nginx)} conn/s (${r.toFixed(2)}×)`, status: r >= 0.5 ? 'met' : 'missed',
       limit: r >= 0.5 ? undefined : cite(REFERENCES.connectionCost) + cpuNote(cpuOf(scenarios, 'conn-rate', 'mesh', proxies)),
     });
-  } else out.push({ id: 'conn-rate-half-nginx', target: connTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('conn-rate-half-nginx', connTarget, scenarios, 'conn-rate', ['mesh', 'nginx']));
 
   const one = metricOf(scenarios, 'memory-cluster', 'agent RSS idle, 1 proxy');
   const extra = metricOf(scenarios, 'memory-cluster', 'per extra proxy');
@@ -371,7 +400,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       id: 'memory-cluster', target: memTarget, measured: `${one.values.mesh.toFixed(1)} MB, +${extra.values.mesh.toFixed(1)} MB per extra proxy`, status: met ? 'met' : 'missed',
       limit: met ? undefined : 'docs/benchmarks.md ("Memory as installed") gives the breakdown: Node itself, the modules the agent loads, and a worker thread\'s own JavaScript heap.',
     });
-  } else out.push({ id: 'memory-cluster', target: memTarget, measured: '-', status: 'not run' });
+  } else out.push(notRun('memory-cluster', memTarget, scenarios, 'memory-cluster', ['mesh']));
   return out;
 }
 
@@ -385,6 +414,29 @@ export function fmt(v: number | undefined): string {
 
 const fmtRatio = (r: number | undefined): string => (r === undefined ? '-' : `${r.toFixed(2)}×`);
 
+/** The mesh's own paths: a failure of one of these is ours, not a baseline's. */
+export const OURS: readonly Mode[] = ['mesh', 'mtls'];
+
+/** Every path of a run that failed its load twice, in run order, with both failures. */
+export function failedPaths(scenarios: ScenarioResult[]): { scenario: ScenarioResult; mode: Mode; failures: PathFailure[] }[] {
+  return scenarios.flatMap((scenario) => MODES.filter((mode) => scenario.failed?.[mode]?.length).map((mode) => ({ scenario, mode, failures: scenario.failed![mode]! })));
+}
+
+/**
+ * The run's exit code once its report is written: 3 when a path of the mesh's own (mesh, mTLS)
+ * failed its load twice, so a script can trust 0; a baseline's failure alone is reported, not
+ * an exit code (it says nothing about the mesh). 1 and 2 stay the aborted run and a usage error.
+ */
+export function exitCodeOf(r: Report): 0 | 3 {
+  return failedPaths(r.scenarios).some((f) => OURS.includes(f.mode)) ? 3 : 0;
+}
+
+/** "grpc nginx: h2load: ...": a failed path and why its retry failed. */
+const lastFailure = (f: ReturnType<typeof failedPaths>[number]) => `${f.scenario.id} ${f.mode}: ${f.failures.at(-1)!.reason}`;
+
+/** "gRPC unary (grpc), nginx", for a failed path's line. */
+const pathName = (s: ScenarioResult, mode: Mode) => `${s.title} (${s.id}), ${mode}`;
+
 /**
  * Why a report may not go under docs/benchmarks.md's "Latest full run", or null if it may:
  * it must be a full run (every scenario, the default seconds, not --quick) that says which
@@ -394,6 +446,9 @@ export function docsRefusal(r: Report, scenarioIds: readonly string[]): string |
   if (r.quick) return 'it is a --quick run (1 s per path): its numbers are indicative only and its targets are not judged; run the full bench (node bench/run.ts) for the docs';
   const missing = scenarioIds.filter((id) => !r.scenarios.some((s) => s.id === id));
   if (missing.length) return `it is a partial run (no ${missing.join(', ')}); run every scenario (no --only) for the docs`;
+  // A run with a path missing has holes in its table and targets it could not judge: not the full picture the docs state.
+  const failed = failedPaths(r.scenarios);
+  if (failed.length) return `a path failed its load's error bound twice (${failed.map(lastFailure).join('; ')}), so it has no numbers for ${failed.length === 1 ? 'that path' : 'those paths'} and the targets that need them are not run; run the full bench again for the docs${failed.some((f) => OURS.includes(f.mode)) ? ' (a failed mesh path is a fault of the mesh: find it first)' : ''}`;
   if (r.seconds !== FULL_RUN_SECONDS) return `its runs took ${r.seconds === undefined ? 'an unrecorded number of' : r.seconds} seconds, not the full run's ${FULL_RUN_SECONDS}; run without --seconds for the docs`;
   if (!r.commit) return 'it does not say which commit it measured (written before reports recorded it); run the full bench again for the docs';
   return null;
@@ -404,17 +459,27 @@ export function renderMarkdown(r: Report): string {
   const lines: string[] = [];
   lines.push(`Run ${r.startedAt}${r.commit ? ` of commit ${r.commit}` : ''}${r.quick ? ' (**--quick**: short durations, numbers are indicative only, targets not judged)' : ''} on ${r.machine.cpus} × ${r.machine.cpuModel}, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.map((x) => x.toFixed(2)).join(' ')}${r.proxies ? `; the agent with ${r.proxies} prox${r.proxies === 1 ? 'y' : 'ies'} (--proxy-workers), nginx with as many processes` : ''}.`);
   lines.push('');
+  const failed = failedPaths(r.scenarios);
+  const ours = failed.filter((f) => OURS.includes(f.mode));
+  if (ours.length) {
+    lines.push(`**The mesh failed its load in ${ours.map((f) => pathName(f.scenario, f.mode)).join('; ')}**: see "Paths that failed" below.`);
+    lines.push('');
+  }
+  // A failed path's cell says so; its ratios, like any without both numbers, are '-'.
+  const cell = (s: ScenarioResult, m: Metric, mode: Mode) => (s.failed?.[mode]?.length ? (OURS.includes(mode) ? '**failed**' : 'failed') : fmt(m.values[mode]));
   const paths = r.scenarios.filter((s) => !s.standalone);
   const alone = r.scenarios.filter((s) => s.standalone);
-  const local = paths.filter((s) => !s.metrics.some((m) => m.values.mtls !== undefined));
-  const cross = paths.filter((s) => s.metrics.some((m) => m.values.mtls !== undefined));
+  // Between nodes: a scenario with an mTLS path, measured or failed.
+  const isCross = (s: ScenarioResult) => s.failed?.mtls !== undefined || s.metrics.some((m) => m.values.mtls !== undefined);
+  const local = paths.filter((s) => !isCross(s));
+  const cross = paths.filter(isCross);
   if (local.length || (!alone.length && !cross.length)) {
     lines.push('| scenario | metric | direct | mesh | nginx | mesh/direct | nginx/direct |');
     lines.push('|---|---|---:|---:|---:|---:|---:|');
   }
   for (const s of local) {
     for (const m of s.metrics) {
-      lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.direct)} | ${fmt(m.values.mesh)} | ${fmt(m.values.nginx)} | ${fmtRatio(ratio(m, 'mesh'))} | ${fmtRatio(ratio(m, 'nginx'))} |`);
+      lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${cell(s, m, 'direct')} | ${cell(s, m, 'mesh')} | ${cell(s, m, 'nginx')} | ${fmtRatio(ratio(m, 'mesh'))} | ${fmtRatio(ratio(m, 'nginx'))} |`);
     }
   }
   if (cross.length) {
@@ -425,7 +490,7 @@ export function renderMarkdown(r: Report): string {
     for (const s of cross) {
       for (const m of s.metrics) {
         const vsPlain = m.values.mtls !== undefined && m.values.mesh ? m.values.mtls / m.values.mesh : undefined;
-        lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.direct)} | ${fmt(m.values.mesh)} | ${fmt(m.values.mtls)} | ${fmtRatio(vsPlain)} | ${fmtRatio(ratio(m, 'mtls'))} |`);
+        lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${cell(s, m, 'direct')} | ${cell(s, m, 'mesh')} | ${cell(s, m, 'mtls')} | ${fmtRatio(vsPlain)} | ${fmtRatio(ratio(m, 'mtls'))} |`);
       }
     }
   }
@@ -433,13 +498,19 @@ export function renderMarkdown(r: Report): string {
     if (paths.length) lines.push('');
     lines.push('| scenario (no datapath) | metric | value |');
     lines.push('|---|---|---:|');
-    for (const s of alone) for (const m of s.metrics) lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${fmt(m.values.mesh)} |`);
+    for (const s of alone) for (const m of s.metrics) lines.push(`| ${s.title} | ${m.name} (${m.unit}, ${m.better} is better) | ${cell(s, m, 'mesh')} |`);
+  }
+  if (failed.length) {
+    lines.push('');
+    lines.push('Paths that failed: each load failed its error bound, then failed again when run once more, so the path has no numbers and the targets that need it are not run.');
+    lines.push('');
+    for (const f of failed) lines.push(`- ${OURS.includes(f.mode) ? '**the mesh**, ' : ''}${pathName(f.scenario, f.mode)}: ${f.failures.map((x) => x.reason).join('; then ')}.`);
   }
   lines.push('');
   lines.push('| target | measured | status |');
   lines.push('|---|---|---|');
   const shown = { met: 'met', missed: '**missed**', 'not run': 'not run', 'not judged': 'not judged: quick run' } as const;
-  for (const t of r.targets) lines.push(`| ${t.target} | ${t.measured} | ${shown[t.status]} |`);
+  for (const t of r.targets) lines.push(`| ${t.target} | ${t.measured} | ${shown[t.status]}${t.reason ? `: ${t.reason}` : ''} |`);
   const missed = r.targets.filter((t) => t.status === 'missed');
   if (missed.length) {
     lines.push('');
@@ -456,7 +527,9 @@ export function renderMarkdown(r: Report): string {
       const who = m === 'mesh' ? 'agent' : m === 'mtls' ? 'both agents (mTLS)' : 'nginx';
       return `${who} ${v!.toFixed(0)}% of a core${starved === undefined ? '' : ` (waited ${starved.toFixed(0)}% of the run for a CPU)`}`;
     });
-    lines.push(`- **${s.title}**: \`${s.load}\`${cpu.length ? `; ${cpu.join(', ')}` : ''}.${s.notes.length ? ' ' + s.notes.join(' ') : ''}`);
+    const retried = MODES.filter((m) => s.retried?.[m]).map((m) => `${m} ran twice: its first run failed its error bound (${s.retried![m]!.reason}), the numbers are the retry's.`);
+    const notes = [...retried, ...s.notes];
+    lines.push(`- **${s.title}**: \`${s.load}\`${cpu.length ? `; ${cpu.join(', ')}` : ''}.${notes.length ? ' ' + notes.join(' ') : ''}`);
   }
   return lines.join('\n') + '\n';
 }

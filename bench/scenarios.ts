@@ -13,6 +13,7 @@ import { FULL_CONFIGS, runDiscoveryScale, scaleMetrics } from './discovery-scale
 import { EFFICIENCY_SCENARIOS, MEMORY_CLUSTER } from './efficiency.ts';
 import { runHandshakes } from './tunnel-handshakes.ts';
 import { runWireCompare } from './wire-compare.ts';
+import { checkErrors, LoadFailure } from './load-failure.ts';
 import { podSpreadScript, splitClients, SPREAD_CLIENTS, sumH2load } from './spread-load.ts';
 
 export interface RunCtx {
@@ -89,17 +90,16 @@ const WRK_SHAPE = ['-t1', '-c50'];
 async function wrk(c: RunCtx, extra: string[], host = c.host, shape = WRK_SHAPE): Promise<ModeResult> {
   const r = await c.env.exec(c.pod, 'wrk', [...shape, `-d${c.seconds}s`, '--latency', ...extra, `http://${host}:${c.port(PORTS.http1)}/`], margin(c.seconds));
   const w = parseWrk(r.stdout);
-  if (w.requests === 0) throw new Error(`wrk completed no request: ${r.stdout}`);
   // wrk counts a server's close after `Connection: close` as a read error on some runs; only a
   // large share of errors means the path is broken.
-  if (w.errors > w.requests * 0.01) throw new Error(`wrk saw ${w.errors} errors in ${w.requests} requests: ${r.stdout}`);
+  checkErrors('wrk', { name: 'requests', n: w.requests }, { name: 'errors', n: w.errors }, 0.01, r.stdout);
   return { values: { 'requests/s': w.requestsPerSec, p50: w.p50Ms, p99: w.p99Ms }, notes: w.errors ? [`${c.mode}: ${w.errors} socket errors`] : [] };
 }
 
 async function h2load(c: RunCtx, extra: string[], urlPath: string): Promise<ModeResult> {
   const r = await c.env.exec(c.pod, 'h2load', ['-t1', '-c10', '-m10', '-D', String(c.seconds), ...extra, `http://${c.host}:${c.port(PORTS.h2)}${urlPath}`], margin(c.seconds));
   const h = parseH2load(r.stdout);
-  if (h.succeeded === 0 || h.failed > h.succeeded * 0.01) throw new Error(`h2load: ${h.succeeded} succeeded, ${h.failed} failed: ${r.stdout.slice(-800)}`);
+  checkErrors('h2load', { name: 'succeeded', n: h.succeeded }, { name: 'failed', n: h.failed }, 0.01, r.stdout.slice(-800));
   return { values: { 'requests/s': h.requestsPerSec, 'mean latency': h.meanMs } };
 }
 
@@ -189,7 +189,7 @@ async function h2loadTo(c: RunCtx, hosts: readonly string[], extra: string[], ur
   if (broken) throw (broken as PromiseRejectedResult).reason;
   const outs = settled.map((r) => (r as PromiseFulfilledResult<ExecOk>).value.stdout);
   const h = sumH2load(outs.map(parseH2load));
-  if (h.succeeded === 0 || h.failed > h.succeeded * 0.01) throw new Error(`h2load: ${h.succeeded} succeeded, ${h.failed} failed: ${outs.map((o) => o.slice(-400)).join('\n')}`);
+  checkErrors(`${hosts.length} h2load processes`, { name: 'succeeded', n: h.succeeded }, { name: 'failed', n: h.failed }, 0.01, outs.map((o) => o.slice(-400)).join('\n'));
   return { values: { 'requests/s': h.requestsPerSec, 'mean latency': h.meanMs } };
 }
 
@@ -378,7 +378,7 @@ export const SCENARIOS: Scenario[] = [
       const failed = outs.reduce((n, r) => n + parseH2load(r.stdout).failed, 0);
       const l = latencyFromH2loadLog(texts.join('\n'));
       const rate = l.count / c.seconds;
-      if (rate < 900 || failed > 0) throw new Error(`the fixed-rate run reached ${rate.toFixed(0)} req/s with ${failed} failures, not 1,000: ${outs.map((o) => o.stdout.slice(-300)).join('\n')}`);
+      if (rate < 900 || failed > 0) throw new LoadFailure(`the fixed-rate run reached ${rate.toFixed(0)} req/s with ${failed} failures, not 1,000 with none`, { succeeded: l.count, failed }, outs.map((o) => o.stdout.slice(-300)).join('\n'));
       const gap = closestPhaseGapMs(texts, LATENCY_PERIOD_US);
       return {
         values: { p50: l.p50Ms, p99: l.p99Ms, max: l.maxMs },
@@ -396,7 +396,7 @@ export const SCENARIOS: Scenario[] = [
     async run(c) {
       const r = await c.env.exec(c.pod, 'prlimit', c.env.loadArgs('conn-rate.ts', ['--connect', `${c.host}:${c.port(PORTS.greet)}`, '--concurrency', '50', '--seconds', String(c.seconds)]), margin(c.seconds));
       const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
-      if (!(o.connections > 0) || o.errors > o.connections * 0.01) throw new Error(`conn-rate: ${o.connections} connections, ${o.errors} errors`);
+      checkErrors('conn-rate', { name: 'connections', n: o.connections }, { name: 'errors', n: o.errors }, 0.01);
       return { values: { 'connections/s': o.perSecond } };
     },
   },
@@ -465,7 +465,7 @@ export const SCENARIOS: Scenario[] = [
     async run(c) {
       const r = await c.env.exec(c.pod, 'prlimit', c.env.loadArgs('conn-latency.ts', ['--connect', `${c.host}:${c.port(PORTS.greet)}`, '--seconds', String(c.seconds)]), margin(c.seconds));
       const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
-      if (!(o.connections > 0) || o.errors > o.connections * 0.01) throw new Error(`conn-latency: ${o.connections} connections, ${o.errors} errors`);
+      checkErrors('conn-latency', { name: 'connections', n: o.connections }, { name: 'errors', n: o.errors }, 0.01);
       return { values: { p50: o.p50Ms, p99: o.p99Ms }, notes: [`${c.mode}: ${o.connections} connections, one at a time`] };
     },
   },

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { X509Certificate } from 'node:crypto';
 import type { ModeResult } from './scenarios.ts';
+import { checkErrors } from './load-failure.ts';
 
 const LOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'load');
 const CONCURRENCY = 8;
@@ -72,7 +73,7 @@ export async function runHandshakes(quick: boolean, say: (s: string) => void): P
     srv.stdin!.write('\n');
     const after = await next();
     const r = JSON.parse(out.trim());
-    if (r.handshakes === 0 || r.failed > r.handshakes * 0.01) throw new Error(`tunnel-handshakes: ${r.handshakes} handshakes, ${r.failed} failed`);
+    checkErrors('tunnel-handshakes', { name: 'handshakes', n: r.handshakes }, { name: 'failed', n: r.failed }, 0.01);
     const serverCpu = (after.cpuUs - before.cpuUs) / 1e6;
     const accepted = after.accepted - before.accepted;
     return {
