@@ -2,7 +2,8 @@
 // part: a connection's decision is made again against the pod's replaced policy, a connection
 // allowed whole that the new policy no longer allows is revoked once (and logged once per client
 // and server), only the pods whose compiled policy changed are decided again, a skip-inbound port
-// has no policy, and a terminated connection is counted as allowed and, as Linkerd labels it, terminated by the server now in force.
+// has no policy, and a terminated connection is counted as allowed and, as Linkerd labels it, terminated by the server now in force
+// (an upgraded HTTP/1 connection's allow is its request's: only its termination).
 import test from 'ava';
 import { Authorizer, type PolicyTable } from '../src/policy/authorizer.ts';
 import { ServerPolicy, type PolicySpec } from '../src/policy/authorize.ts';
@@ -156,4 +157,12 @@ test('metrics: a terminated connection counts in inbound_tcp_authz_allow_total (
   t.like(term.labels, { srv_kind: 'serviceaccount', srv_name: 'api', srv_port: '5432', target_addr: `${API}:5432`, client_id: 'spiffe://cluster.local/ns/shop/sa/web', pod: 'api-1' });
   t.false('authz_name' in term.labels, 'no authz_* labels');
   t.is(e.types.get('inbound_tcp_authz_terminate_total'), 'counter');
+
+  // An upgraded HTTP/1 connection: its allow is its upgrade request's (an HTTP decision), so as
+  // a connection only its termination counts; untouched by a change, nothing.
+  sink.connAuthz({ ...close(5, true), protocol: 'http1', authz: { ...allowed, terminatedBy: by, upgraded: true } });
+  sink.connAuthz({ ...close(6, false), protocol: 'http1', authz: { ...allowed, upgraded: true } });
+  const u = parseExposition(await sink.exposition());
+  t.is(sum(u, 'inbound_tcp_authz_allow_total', {}), 3, 'not counted again as allowed');
+  t.is(sum(u, 'inbound_tcp_authz_terminate_total', {}), 3);
 });

@@ -7,7 +7,7 @@
 // (watch()). Denials go to onDeny, terminations to onTerminate; each logs its first per (client, server).
 import type { ConnAuthz } from '../proxy/context.ts';
 import type { AuthzOutcome } from '../telemetry/events.ts';
-import { DEFAULT_ROUTE, type Client, type ConnDecision, type ServerPolicy } from './authorize.ts';
+import { DEFAULT_ROUTE, type Client, type ConnDecision, type HttpRequestView, type ServerPolicy } from './authorize.ts';
 import { PodPolicy } from './pod-policy.ts';
 
 const NOT_HTTP = 'only HTTP requests may be allowed by the TrafficTargets of this client, and this connection is not HTTP';
@@ -84,17 +84,27 @@ export class PolicyConnAuthz implements ConnAuthz {
    * A connection allowed whole (its tcp() was allowed) from now on: `revoked` runs once, with the
    * server of the policy now in force, when a replaced policy no longer allows it whole (denied,
    * or only some HTTP requests), and the termination is logged with why (once per client and
-   * server). Returns the remover (call it on close).
+   * server). `upgrade`: an HTTP/1 connection that became a byte stream after this request (101,
+   * 2xx to CONNECT), kept while the policy still allows that request (an HTTPRouteGroup may).
+   * Returns the remover (call it on close).
    */
-  watch(revoked: (by: AuthzOutcome['server']) => void): () => void {
+  watch(revoked: (by: AuthzOutcome['server']) => void, upgrade?: HttpRequestView): () => void {
     let off: (() => void) | null = null;
     off = this.#pod.watch(() => {
       const d = this.#current();
       if (d.verdict === 'allow' || off === null) return;
+      let why = d.verdict === 'deny' ? d.reason : NOT_HTTP;
+      let by = d.server;
+      if (d.verdict === 'http' && upgrade !== undefined) {
+        const r = this.#policy.requestOn(d, this.#client, upgrade);
+        if (r.allowed) return;
+        why = r.reason;
+        by = r.server;
+      }
       off();
       off = null;
-      this.#onTerminate(d.verdict === 'deny' ? d.reason : NOT_HTTP);
-      revoked(d.server);
+      this.#onTerminate(why);
+      revoked(by);
     });
     return () => {
       off?.();

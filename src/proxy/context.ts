@@ -3,6 +3,7 @@ import type { AuthzOutcome, Endpoints, TelemetrySink } from '../telemetry/events
 import type { BalancedEndpoint } from '../routing/balancer.ts';
 import type { ServiceRoute } from '../routing/router.ts';
 import type { ClientRouting } from '../routing/client-routing.ts';
+import type { HttpRequestView } from '../policy/authorize.ts';
 
 /** Original destination of a redirected connection, as the datapath recorded it. */
 export interface OrigDst {
@@ -33,10 +34,11 @@ export interface ConnAuthz {
   request(method: string, target: string, header: (name: string) => string | undefined): AuthzOutcome;
   /**
    * For a connection allowed whole: `revoked` runs once, with the server of the policy now in force,
-   * when a policy change no longer allows it whole (the caller terminates it). Returns the remover,
-   * to call when the connection closes.
+   * when a policy change no longer allows it whole (the caller terminates it); `upgrade`, the request
+   * an HTTP/1 connection was upgraded by, keeps it while that request is still allowed. Returns the
+   * remover, to call when the connection closes.
    */
-  watch(revoked: (by: AuthzOutcome['server']) => void): () => void;
+  watch(revoked: (by: AuthzOutcome['server']) => void, upgrade?: HttpRequestView): () => void;
 }
 
 /**
@@ -44,11 +46,11 @@ export interface ConnAuthz {
  * watch()): its close event carries its allowed decision and the server that terminated it
  * (counted in inbound_tcp_authz_terminate_total), and `abort` resets it. Watches until the client closes.
  */
-export function terminateOnRevoke(ctx: ConnContext, az: ConnAuthz, allowed: AuthzOutcome, abort: () => void): void {
+export function terminateOnRevoke(ctx: ConnContext, az: ConnAuthz, allowed: AuthzOutcome, abort: () => void, upgrade?: HttpRequestView): void {
   const off = az.watch((by) => {
     ctx.endpoints = { ...ctx.endpoints, authz: { ...allowed, terminatedBy: by } };
     abort();
-  });
+  }, upgrade);
   ctx.client.once('close', off);
 }
 

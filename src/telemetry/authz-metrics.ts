@@ -40,6 +40,7 @@ export class AuthzMetrics {
   /** One decision: `http` for a request, else a connection's. `server` is the destination workload's labels. */
   record(ev: Endpoints & { authz: AuthzOutcome }, http: boolean, server: () => Labels): void {
     const a = ev.authz;
+    if (!http && a.upgraded) return this.#terminated(ev, server);
     const key = `${http ? 'h' : 't'}${a.allowed ? '+' : '-'}|${ev.destIp}:${ev.destPort}|${ev.tls?.clientId ?? ''}|${ev.clientId ?? ''}|${a.server.kind}/${a.server.name}|${a.authz?.kind}/${a.authz?.name}|${a.route?.kind}/${a.route?.name}`;
     let s = this.#resolved.get(key);
     if (s === undefined) {
@@ -49,8 +50,13 @@ export class AuthzMetrics {
       this.#resolved.set(key, s);
     }
     add(s, 1);
-    const by = a.terminatedBy;
-    if (http || by === undefined) return;
+    if (!http) this.#terminated(ev, server);
+  }
+
+  /** A connection's termination by a policy change (terminatedBy), if it was terminated. */
+  #terminated(ev: Endpoints & { authz: AuthzOutcome }, server: () => Labels): void {
+    const by = ev.authz.terminatedBy;
+    if (by === undefined) return;
     const tkey = `x|${ev.destIp}:${ev.destPort}|${ev.tls?.clientId ?? ''}|${ev.clientId ?? ''}|${by.kind}/${by.name}`;
     let t = this.#resolved.get(tkey);
     if (t === undefined) {

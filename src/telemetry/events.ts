@@ -66,6 +66,12 @@ export interface AuthzOutcome {
    * as a denial).
    */
   terminatedBy?: PolicyRef & { port: number };
+  /**
+   * An HTTP/1 connection upgraded to a byte stream (101, 2xx to CONNECT): allowed by its request's
+   * decision, already counted in inbound_http_authz_allow_total, so as a connection only its
+   * termination is counted.
+   */
+  upgraded?: true;
 }
 
 export interface ConnOpenEvent extends Endpoints {

@@ -16,7 +16,9 @@
 // attempt's connection is closed, never pooled (docs/routing.md).
 
 import type * as net from 'node:net';
-import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointAllowed, endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
+import { abortSocket } from '../opaque.ts';
+import type { HttpRequestView } from '../../policy/authorize.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
@@ -28,7 +30,7 @@ import type { AuthzOutcome, RequestEvent, RouteReport } from '../../telemetry/ev
 import { headerValue, Http1RouteRequest, pathOf } from './route-request.ts';
 import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
-import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
+import { isRetryable, isUpgradeRequest, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
 import { errorReply } from './replies.ts';
 import { finNow, writeWithFin } from '../fin-now.ts';
 import { own, UpstreamPool, type UpstreamOwner } from './pool.ts';
@@ -122,6 +124,8 @@ export class Http1Connection implements UpstreamOwner {
   private responseBytes = 0;
   /** The destination's inbound policy on this request (ctx.authz), reported with it. */
   private authz: AuthzOutcome | null = null;
+  /** An upgrade (or CONNECT) request to a pod with a policy, as the policy reads it: kept for the tunnel it may become. */
+  private upgradeAsk: HttpRequestView | null = null;
 
   // Routed requests (route.policy set); all unused, and never allocated, without a policy.
   private routing: ClientRouting | null = null;
@@ -282,6 +286,7 @@ export class Http1Connection implements UpstreamOwner {
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
     const az = this.ctx.authz;
+    this.upgradeAsk = (az || this.ctx.endpointAuthz) && (isUpgradeRequest(req) || req.method === 'CONNECT') ? upgradeAsk(req, buf, start, end) : null;
     if (az) {
       // Before any upstream sees it: a denied request is answered here (docs/policy.md).
       this.authz = az.request(req.method, req.target, (name) => headerValue(buf, start, end, name));
@@ -961,8 +966,10 @@ export class Http1Connection implements UpstreamOwner {
   }
 
   private beginTunnel(): void {
+    const allowed = this.authz; // the request's decision, before emit() reports it
     this.state = ST_TUNNEL;
     this.emit(undefined);
+    this.watchTunnel(allowed);
     this.endExchange();
     if (this.pending !== null) {
       const p = this.pending;
@@ -971,6 +978,25 @@ export class Http1Connection implements UpstreamOwner {
     }
     if (this.clientEnded) this.up?.end();
     this.updateClientFlow();
+  }
+
+  /**
+   * The connection is bytes from now on: as an opaque one allowed whole, it is reset (both sides)
+   * and counted as terminated when a policy change no longer allows its upgrade request
+   * (docs/policy.md, "When the policy changes"). Its allow was counted with that request.
+   */
+  private watchTunnel(allowed: AuthzOutcome | null): void {
+    const ask = this.upgradeAsk;
+    this.upgradeAsk = null;
+    if (ask === null || allowed === null || !allowed.allowed) return;
+    const az = this.ctx.authz ?? endpointAllowed(this.ctx, this.targetIp, this.targetPort);
+    if (!az) return;
+    const outcome: AuthzOutcome = { allowed: true, server: allowed.server, upgraded: true };
+    if (allowed.authz) outcome.authz = allowed.authz;
+    terminateOnRevoke(this.ctx, az, outcome, () => {
+      if (this.up !== null) abortSocket(this.up);
+      abortSocket(this.client);
+    }, ask);
   }
 
   // ---- endings ----
@@ -1163,4 +1189,10 @@ export class Http1Connection implements UpstreamOwner {
       // Telemetry must never break forwarding.
     }
   }
+}
+
+/** An upgrade request as the policy reads it; its head copied, so the connection's buffers are not held. */
+function upgradeAsk(req: RequestHead, buf: Buffer, start: number, end: number): HttpRequestView {
+  const head = Buffer.from(buf.subarray(start, end));
+  return { method: req.method, target: req.target, header: (name) => headerValue(head, 0, head.length, name) };
 }

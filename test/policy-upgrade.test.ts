@@ -1,0 +1,133 @@
+// An upgraded HTTP/1 connection (a WebSocket-style 101) follows a policy change (docs/policy.md,
+// "When the policy changes"), over real loopback sockets (no datapath: the proxy's lookup names
+// the pod): a node:http client upgrades through the proxy to a node:http server that echoes; a
+// change that still allows its upgrade request keeps it, one that does not resets both sides,
+// logs the termination and reports it for inbound_tcp_authz_terminate_total.
+import test from 'ava';
+import * as http from 'node:http';
+import type * as net from 'node:net';
+import { once } from 'node:events';
+import { Proxy } from '../src/proxy/index.ts';
+import { PortSet } from '../src/proxy/ports.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
+import type { Authorize } from '../src/proxy/listener.ts';
+import { ServerPolicy, type PolicySpec } from '../src/policy/authorize.ts';
+import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
+import { PodPolicy } from '../src/policy/pod-policy.ts';
+import type { AccessRecord, DefaultPolicy } from '../src/policy/model.ts';
+import { HOST } from './helpers/backends.ts';
+import { waitFor } from './helpers/until.ts';
+
+const web = { namespace: 'shop', serviceAccount: 'web' };
+const spec = (defaultPolicy: DefaultPolicy, targets: AccessRecord[] = [], from = 'test'): PolicySpec => ({ namespace: 'shop', pod: 'api-1', serviceAccount: 'api', defaultPolicy, defaultFrom: from, targets });
+/** web may send only requests matching `path` (GET). */
+const routes = (path: string): AccessRecord => ({
+  namespace: 'shop', name: 'web-to-api', destination: { namespace: 'shop', serviceAccount: 'api' }, sources: [web],
+  rules: [{ kind: 'HTTPRouteGroup', name: 'routes', matches: [{ name: 'm', pathRegex: path, methods: ['GET'] }] }],
+});
+
+/** A server that accepts any upgrade and echoes what follows; its sockets' errors are recorded. */
+async function echoServer() {
+  const errors: string[] = [];
+  const server = http.createServer((_req, res) => res.end('plain'));
+  server.on('upgrade', (_req, socket: net.Socket, head: Buffer) => {
+    socket.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+    if (head.length > 0) socket.write(head);
+    socket.pipe(socket);
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  return { server, port: (server.address() as net.AddressInfo).port, errors };
+}
+
+async function setup(t: import('ava').ExecutionContext, first: ServerPolicy) {
+  const be = await echoServer();
+  const pod = new PodPolicy(first);
+  const logs: string[] = [];
+  const authorize: Authorize = (c) => ({ authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: web }, c.destPort, (r) => logs.push(`denied: ${r}`), (r) => logs.push(`terminated: ${r}`)) });
+  const sink = new RecordingSink();
+  const proxy = new Proxy({
+    listen: { host: HOST, port: 0 },
+    lookup: () => ({ ip: HOST, port: be.port, podKey: 7n }),
+    telemetry: sink,
+    opaquePorts: PortSet.empty(),
+    detectTimeoutMs: 5000,
+    knownHttp1Max: 0,
+    log: () => {},
+    authorize,
+  });
+  const { port } = await proxy.listen();
+  t.teardown(async () => {
+    await proxy.close(0);
+    be.server.closeAllConnections();
+    await new Promise<void>((r) => be.server.close(() => r()));
+  });
+  return { be, pod, logs, sink, port };
+}
+
+/** Upgrades through the proxy (GET `path`, Upgrade: echo) and returns the byte stream. */
+async function upgrade(port: number, path: string): Promise<net.Socket> {
+  const req = http.request({ host: HOST, port, path, headers: { connection: 'Upgrade', upgrade: 'echo', host: 'api.shop' } });
+  req.end();
+  const [res, socket] = (await Promise.race([once(req, 'upgrade'), once(req, 'response').then(([r]) => {
+    throw new Error(`expected 101, got ${(r as http.IncomingMessage).statusCode}`);
+  })])) as [http.IncomingMessage, net.Socket, Buffer];
+  if (res.statusCode !== 101) throw new Error(`expected 101, got ${res.statusCode}`);
+  return socket;
+}
+
+/** Writes `line` and waits for its echo. */
+async function echo(s: net.Socket, line: string): Promise<string> {
+  s.write(line);
+  let got = '';
+  while (got.length < line.length) got += String((await once(s, 'data'))[0]);
+  return got;
+}
+
+/**
+ * Writes `line` and says what came first: its echo (the stream still open), or the stream's end
+ * with the error code its client socket saw ('' for a clean end).
+ */
+function writeAfterChange(s: net.Socket, line: string): Promise<{ echoed: string } | { ended: string }> {
+  return new Promise((resolve) => {
+    let code = '';
+    s.on('error', (e: NodeJS.ErrnoException) => (code = e.code ?? e.message));
+    s.once('data', (d: Buffer) => resolve({ echoed: String(d) }));
+    s.once('close', () => resolve({ ended: code }));
+    if (!s.destroyed) s.write(line);
+  });
+}
+
+test('an upgraded connection the default policy allowed whole: kept by a change that still allows it, reset on both sides (counted, logged) by one that denies its client', async (t) => {
+  const { be, pod, logs, sink, port } = await setup(t, new ServerPolicy(spec('all-unauthenticated'), []));
+  const s = await upgrade(port, '/ws');
+  t.is(await echo(s, 'before'), 'before');
+  pod.replace(new ServerPolicy(spec('all-authenticated'), []));
+  t.is(await echo(s, 'still allowed'), 'still allowed', 'the client has a mesh identity: kept');
+  pod.replace(new ServerPolicy(spec('deny'), []));
+  t.deepEqual(await writeAfterChange(s, 'after'), { ended: 'ECONNRESET' }, 'reset, not ended: a FIN could pass for the server\'s own end');
+  await waitFor(() => be.errors.length > 0 && sink.closes.length === 1);
+  t.deepEqual(be.errors, ['ECONNRESET'], 'the pod\'s side is reset too');
+  t.deepEqual(sink.closes[0]!.authz, {
+    allowed: true, upgraded: true,
+    server: { group: '', kind: 'default', name: 'all-unauthenticated', port: be.port }, authz: { group: '', kind: 'default', name: 'all-unauthenticated' },
+    terminatedBy: { group: '', kind: 'default', name: 'deny', port: be.port },
+  }, 'counted as terminated by the server now in force, not allowed again as a connection');
+  t.deepEqual(sink.requests.map((r) => [r.status, r.authz?.allowed]), [[101, true]], 'its allow is its upgrade request\'s');
+  t.deepEqual(logs, ['terminated: deny: no client may connect']);
+});
+
+test('an upgraded connection an HTTPRouteGroup allowed: kept while a route still allows its upgrade request, reset when none does', async (t) => {
+  const { be, pod, logs, sink, port } = await setup(t, new ServerPolicy(spec('deny', [routes('/ws')]), []));
+  const s = await upgrade(port, '/ws');
+  t.is(await echo(s, 'before'), 'before');
+  pod.replace(new ServerPolicy(spec('deny', [routes('/w.*')]), []));
+  t.is(await echo(s, 'still matched'), 'still matched', 'another route that matches GET /ws: kept');
+  pod.replace(new ServerPolicy(spec('deny', [routes('/other')]), []));
+  t.deepEqual(await writeAfterChange(s, 'after'), { ended: 'ECONNRESET' });
+  await waitFor(() => be.errors.length > 0 && sink.closes.length === 1);
+  t.like(sink.closes[0]!.authz, { allowed: true, upgraded: true, terminatedBy: { kind: 'serviceaccount', name: 'api' } });
+  t.is(logs.length, 1);
+  t.regex(logs[0]!, /^terminated: no HTTPRouteGroup match of web-to-api allows GET \/ws/);
+});
