@@ -13,6 +13,7 @@ const valid: DiscoMessage[] = [
   { type: 'service', op: 'set', service },
   { type: 'slice', op: 'set', slice },
   { type: 'pod', op: 'set', pod },
+  { type: 'pod', op: 'set', pod: { ...pod, skipInbound: [[7001, 7001], [9000, 9100]] } },
   { type: 'service', op: 'delete', key: 'shop/web' },
   { type: 'slice', op: 'delete', key: 'shop/web-abc' },
   { type: 'pod', op: 'delete', key: 'shop/web-1' },
@@ -104,6 +105,11 @@ const malformed: Array<[string, string, RegExp]> = [
   ['pod inject not enabled or disabled', pd({ inject: 'on' }), /pod shop\/web-1: inject: expected "enabled" or "disabled", got "on"/],
   ['pod hostIp not an IPv4 address', pd({ hostIp: 'fd00::1' }), /pod shop\/web-1: hostIp/],
   ['pod node bad', pd({ node: 'N1' }), /pod shop\/web-1: node: expected a Kubernetes name, got "N1"/],
+  ['pod skipInbound a port list string', pd({ skipInbound: '7001' }), /pod shop\/web-1: skipInbound: expected a list/],
+  ['pod skipInbound range reversed', pd({ skipInbound: [[9100, 9000]] }), /pod shop\/web-1: skipInbound\[0\]: expected \[low port, high port\], got \[9100,9000\]/],
+  ['pod skipInbound port 0', pd({ skipInbound: [[0, 10]] }), /skipInbound\[0\]: expected \[low port, high port\]/],
+  ['pod skipInbound range of three', pd({ skipInbound: [[1, 2, 3]] }), /skipInbound\[0\]: more than 2 entries/],
+  ['pod skipInbound more ranges than the datapath holds', pd({ skipInbound: many(17, (i) => [i * 2 + 1, i * 2 + 1]) }), /skipInbound: more than 16 entries/],
   ['pod name too long', pd({ name: 'a'.repeat(254) }), /pod\.name: expected a Kubernetes name/],
 ];
 

@@ -10,7 +10,9 @@
 //   tunnel (its bytes-forwarded stream was reset; the client's agent opens another, decided);
 // - a skip-inbound port of api has no policy through the agent either (a Service's connection),
 //   and no server side in the metrics.
-// - a namespace's default-inbound-policy annotation changed to deny does the same.
+// - a namespace's default-inbound-policy annotation changed to deny does the same;
+// - a skip-inbound port of api is dialled straight to api by the agent of another node (no
+//   tunnel: discovery carries the pod's skip-inbound ports), its other ports through the tunnel.
 // Each step waits for the agent's own account (the policy generation every proxy loaded, the
 // counters, the clients' close lines), never a timer.
 import test from 'ava';
@@ -31,6 +33,8 @@ let far: SimPod;
 let ingress: SimPod;
 let apiSvc: SimService;
 const children: ChildProcess[] = [];
+/** api's echo servers by port: one {"accepted":{...}} line per connection, with its peer's address. */
+const echoes: Record<string, JsonLines> = {};
 
 function need(): { cluster: SimCluster; mesh: ClusterMesh } {
   if (!cluster || !mesh) throw new Error('no cluster: these tests build network namespaces, cgroups, nftables rules and load BPF; run them as root (sudo ./dev test)');
@@ -88,7 +92,8 @@ test.before(async () => {
   for (const port of ['7000', '7001']) {
     const e = api.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', port]);
     children.push(e);
-    await new JsonLines(e).waitFor((o) => o.listening, 10_000, `api echo ${port} listening`);
+    echoes[port] = new JsonLines(e);
+    await echoes[port].waitFor((o) => o.listening, 10_000, `api echo ${port} listening`);
   }
   apiSvc = cluster.addService({ name: 'api', namespace: NS, selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'echo', port: 7000, targetPort: 7000 }, { name: 'skipped', port: 7001, targetPort: 7001 }] });
   await cluster.settled();
@@ -199,4 +204,35 @@ test.serial('a default-inbound-policy annotation changed to deny: the open opaqu
   t.is(r.localPort, ok.localPort, 'on the connection kept alive');
   const m = await until(apiMetrics, (e) => sum(e, 'inbound_tcp_authz_terminate_total', { srv_kind: 'default', srv_name: 'deny' }) >= 1, 'the termination counted', { context: () => mesh.logs() });
   t.is(sum(m, 'inbound_tcp_authz_terminate_total', { srv_kind: 'default', srv_name: 'deny', target_addr: `${api.ip}:7000` }), 1);
+});
+
+test.serial('a skip-inbound port of a pod of another node is dialled straight to the pod (no tunnel, no mTLS, as Linkerd gives such a port no identity); another port of the same pod goes through the tunnel', async (t) => {
+  const { cluster, mesh } = need();
+  cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled' });
+  await policyApplied((p) => p?.mode === 'default' && p.defaultPolicy === 'all-unauthenticated', 'api open to everyone again');
+  const streams = async () => (await apiAgentStatus()).identity.tunnels.server.streams as number;
+  const before = await streams();
+  // What api's echo server saw of a held connection of far's: its peer, once the echo came back.
+  const peerOf = async (port: string, what: string) => {
+    const echo = echoes[port]!;
+    const nth = (o: any) => echo.lines.filter((l) => l.accepted).indexOf(o);
+    const seen = echo.lines.filter((l) => l.accepted).length;
+    const { io, first } = await hold(far, `${api.ip}:${port}`, what);
+    t.is(first.reply, what, `an echo on ${port}`);
+    const accepted = await echo.waitFor((o) => o.accepted && nth(o) === seen, 10_000, `api's echo on ${port} to account far's connection`);
+    return { io, peer: accepted.accepted.remoteAddress as string };
+  };
+  const direct = await peerOf('7001', 'skip-inbound');
+  const tunnelled = await peerOf('7000', 'tunnelled');
+  t.is(direct.peer, nodeOf(far).nodeIp, 'the skip-inbound port\'s connection came from far\'s node (its agent dialled it), not out of api\'s agent');
+  t.is(tunnelled.peer, nodeOf(api).nodeIp, 'the other port\'s came out of api\'s agent, which terminated the tunnel');
+  const after = await until(streams, (n) => n >= before + 1, 'the tunnelled connection\'s stream at api\'s agent', { context: () => mesh.logs() });
+  t.is(after, before + 1, 'one tunnel stream: 7000\'s, not the skip-inbound port\'s');
+  // far's agent labels it as any plaintext connection: no tls="true", no server_id.
+  const opens = (e: ReturnType<typeof parseExposition>, port: number, labels: Record<string, string> = {}) => sum(e, 'tcp_open_total', { direction: 'outbound', target_addr: `${api.ip}:${port}`, ...labels });
+  const m = await until(async () => parseExposition(await mesh.agentMetrics(nodeOf(far))), (e) => opens(e, 7001) >= 1 && opens(e, 7000) >= 1, 'far\'s agent to count both connections');
+  t.is(opens(m, 7001, { tls: 'true' }), 0, 'the skip-inbound port\'s: plaintext');
+  t.true(opens(m, 7000, { tls: 'true', server_id: 'spiffe://cluster.local/ns/shop/sa/api' }) >= 1, 'the other port\'s: mTLS to api\'s identity');
+  direct.io.child.kill('SIGKILL');
+  tunnelled.io.child.kill('SIGKILL');
 });

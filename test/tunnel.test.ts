@@ -510,7 +510,7 @@ test('a rolling restart: a CONNECT crossing the stopping agent\'s shutdown notic
   const b1 = await nodeB(t, undefined, { reusePort: true });
   const b2 = await nodeB(t, undefined, { reusePort: true, port: b1.port });
   const a = await nodeA(t, b1.port, destPort);
-  const path = a.tunnels.tunnels.pathTo(SERVER_IP);
+  const path = a.tunnels.tunnels.pathTo(SERVER_IP, destPort);
   if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
   const open = () => a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, destPort, CLIENT_IP);
   const connected = (s: net.Socket) => new Promise<string>((r) => {

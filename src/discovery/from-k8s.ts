@@ -4,7 +4,7 @@
 // are left out and named in `problems`; the rest of the object is kept. Every record that comes
 // out has passed the model's own parser, so the controller never sends a line an agent refuses.
 import { isIP } from 'node:net';
-import { ANNOTATIONS } from '../k8s/annotations.ts';
+import { ANNOTATIONS, parsePorts, portsAnnotation } from '../k8s/annotations.ts';
 import { objectName, ownerOf } from '../k8s/objects.ts';
 import { workloadOf } from '../telemetry/workload.ts';
 import {
@@ -243,6 +243,16 @@ export function podFromK8s(o: Obj): Converted<DiscoPod> {
   const hostIp = o?.status?.hostIP;
   if (isIPv4(hostIp)) pod.hostIp = hostIp;
   else if (hostIp !== undefined && hostIp !== null && hostIp !== '') problems.push(`hostIP ${show(hostIp)} is not an IPv4 address; ignored (no tunnel to this pod)`);
+  // The pod's own, as its agent reads them (its namespace's are not watched here: see docs/policy.md).
+  const skip = portsAnnotation(ANNOTATIONS.skipInbound, o?.metadata?.annotations);
+  if (skip !== undefined) {
+    try {
+      const ranges = parsePorts(String(skip[1]), skip[0]).ranges();
+      if (ranges.length > 0) pod.skipInbound = ranges;
+    } catch (e) {
+      problems.push(`annotation ${skip[0]} ${show(skip[1])}: ${(e as Error).message}; ignored (clients of other nodes reach every port through the tunnel)`);
+    }
+  }
   return gate(key, pod, parsePod, problems);
 }
 

@@ -21,6 +21,7 @@
  */
 import { parseRouteKey, parseRouteRecord, RouteError, type RouteRecord } from '../routing/route-model.ts';
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
+import { MAX_PORT_RANGES } from '../proxy/ports.ts';
 
 export const DISCOVERY_VERSION = 3;
 export const MIN_DISCOVERY_VERSION = 1;
@@ -82,6 +83,13 @@ export interface DiscoPod {
   inject?: 'enabled' | 'disabled';
   /** status.hostIP: the node address the destination's agent listens on for tunnels (port 15008). */
   hostIp?: string;
+  /**
+   * The pod's own skip-inbound ports (mesh-agent.io/skip-inbound-ports, else Linkerd's
+   * config.linkerd.io/skip-inbound-ports), as inclusive ranges: a client's agent dials them
+   * directly, never through a tunnel, as Linkerd's destination controller gives such a port no
+   * identity (docs/policy.md). Absent: none.
+   */
+  skipInbound?: Array<[number, number]>;
 }
 
 export type DiscoMessage =
@@ -247,7 +255,17 @@ export function parsePod(v: unknown): DiscoPod {
     out.inject = o.inject;
   }
   if (o.hostIp !== undefined) out.hostIp = ipv4(o.hostIp, `${w}: hostIp`);
+  if (o.skipInbound !== undefined) out.skipInbound = portRanges(o.skipInbound, `${w}: skipInbound`);
   return out;
+}
+
+/** Inclusive port ranges [lo, hi], as many as the datapath holds per pod (MAX_PORT_RANGES). */
+function portRanges(v: unknown, where: string): Array<[number, number]> {
+  return list(v, where, MAX_PORT_RANGES).map((r, i) => {
+    const [lo, hi] = list(r, `${where}[${i}]`, 2);
+    if (!isPort(lo) || !isPort(hi) || lo > hi) fail(`${where}[${i}]`, `expected [low port, high port], got ${JSON.stringify(r)?.slice(0, 40)}`);
+    return [lo, hi];
+  });
 }
 
 /** One line of the stream, validated whole; throws DiscoveryError naming the field. */

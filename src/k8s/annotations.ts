@@ -1,5 +1,5 @@
 // Annotations -> a pod's mesh policy. Pure: the agent applies the result.
-import { PortSet } from '../proxy/ports.ts';
+import { MAX_PORT_RANGES, PortSet } from '../proxy/ports.ts';
 import { DEFAULT_INBOUND_POLICY, LINKERD_POLICY_ANNOTATION, parseDefaultPolicy, POLICY_ANNOTATION, type DefaultPolicy } from '../policy/model.ts';
 
 export const ANNOTATIONS = {
@@ -16,9 +16,6 @@ export const LINKERD_PORT_ANNOTATIONS: Readonly<Record<string, string>> = {
   [ANNOTATIONS.skipInbound]: 'config.linkerd.io/skip-inbound-ports',
   [ANNOTATIONS.opaque]: 'config.linkerd.io/opaque-ports',
 };
-
-/** The datapath holds at most this many ranges per list (native/bpf/mesh_shared.h). */
-export const MAX_PORT_RANGES = 16;
 
 export interface PodPolicy {
   meshed: boolean;
@@ -37,12 +34,25 @@ export interface PodPolicy {
 
 type Annotations = Record<string, string> | undefined;
 
-function parsePorts(value: string, name: string): PortSet {
+/** A port list annotation's value, at most MAX_PORT_RANGES ranges; throws naming the annotation. */
+export function parsePorts(value: string, name: string): PortSet {
   const set = PortSet.parse(value);
   if (set.ranges().length > MAX_PORT_RANGES) {
     throw new Error(`${name}: ${set.ranges().length} separate ranges, the datapath holds ${MAX_PORT_RANGES}; merge ports into ranges`);
   }
   return set;
+}
+
+/**
+ * Where a port list comes from: ours, then Linkerd's (LINKERD_PORT_ANNOTATIONS), on the pod, then
+ * the same two on its namespace. [annotation, value], or undefined when none is set.
+ */
+export function portsAnnotation(ours: string, pod: Annotations, namespace?: Annotations): [string, string] | undefined {
+  const theirs = LINKERD_PORT_ANNOTATIONS[ours]!;
+  for (const ann of [pod, namespace]) {
+    for (const key of [ours, theirs]) if (ann?.[key] !== undefined) return [key, ann[key]!];
+  }
+  return undefined;
 }
 
 /**
@@ -67,16 +77,8 @@ export function resolvePolicy(
     injected = previous?.meshed ?? false;
   }
 
-  // The pod's annotation, then Linkerd's on the pod, then the namespace's two, as for the policy.
-  const portsValue = (ours: string): [string, string] | undefined => {
-    const theirs = LINKERD_PORT_ANNOTATIONS[ours]!;
-    for (const ann of [pod.annotations, namespace?.annotations]) {
-      for (const key of [ours, theirs]) if (ann?.[key] !== undefined) return [key, ann[key]!];
-    }
-    return undefined;
-  };
   const ports = (ours: string, prev: PortSet | null | undefined, dflt: PortSet | null): PortSet | null => {
-    const found = portsValue(ours);
+    const found = portsAnnotation(ours, pod.annotations, namespace?.annotations);
     if (found === undefined) return dflt;
     const [key, v] = found;
     try {

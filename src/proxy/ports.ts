@@ -20,6 +20,9 @@
  */
 export const DEFAULT_OPAQUE_PORTS = '25,587,3306,4222,4444,5432,6379,9300,11211,27017';
 
+/** The datapath holds at most this many ranges per list (native/bpf/mesh_shared.h); discovery carries as many. */
+export const MAX_PORT_RANGES = 16;
+
 export class PortSet {
   /** Sorted, merged, inclusive ranges. */
   readonly #ranges: Array<[number, number]>;

@@ -1,7 +1,8 @@
 // Which way a meshed pod's connection leaves this node (docs/identity.md), pure: to a meshed pod
 // of another node, through an mTLS tunnel to that node's agent (HBONE on port 15008); anything
 // else directly, as before: a pod of this node (the bytes never leave the node), an unmeshed
-// pod, an address discovery does not know (outside the cluster, a node).
+// pod, a skip-inbound port of a meshed one, an address discovery does not know (outside the
+// cluster, a node).
 import type { DiscoPod } from '../discovery/model.ts';
 import { serverNameOf, spiffeId, type WorkloadId } from '../identity/spiffe.ts';
 
@@ -15,7 +16,7 @@ export interface PathFacts {
   namespaceInject(namespace: string): string | undefined;
 }
 
-export type DirectReason = 'unknown-destination' | 'same-node' | 'not-meshed' | 'no-node-address';
+export type DirectReason = 'unknown-destination' | 'same-node' | 'not-meshed' | 'skip-inbound' | 'no-node-address';
 
 export type Path =
   | { kind: 'direct'; why: DirectReason }
@@ -26,10 +27,12 @@ export function isMeshed(pod: DiscoPod, facts: Pick<PathFacts, 'namespaceInject'
   return (pod.inject ?? facts.namespaceInject(pod.namespace)) === 'enabled';
 }
 
-export function pathTo(dst: DiscoPod | undefined, facts: PathFacts): Path {
+/** The way to `port` of `dst`. A skip-inbound port of the pod bypasses its agent: plaintext, straight to the pod, as to an unmeshed one. */
+export function pathTo(dst: DiscoPod | undefined, port: number, facts: PathFacts): Path {
   if (dst === undefined) return { kind: 'direct', why: 'unknown-destination' };
   if (dst.node === facts.node) return { kind: 'direct', why: 'same-node' };
   if (!isMeshed(dst, facts)) return { kind: 'direct', why: 'not-meshed' };
+  if (dst.skipInbound?.some(([lo, hi]) => port >= lo && port <= hi)) return { kind: 'direct', why: 'skip-inbound' };
   if (dst.hostIp === undefined || dst.node === undefined) return { kind: 'direct', why: 'no-node-address' };
   const id = { trustDomain: facts.trustDomain, namespace: dst.namespace, serviceAccount: dst.serviceAccount };
   return { kind: 'tunnel', dst: id, dstUri: spiffeId(id), serverName: serverNameOf(id), nodeIp: dst.hostIp };

@@ -44,8 +44,8 @@ export class Tunnels {
     return spiffeId({ trustDomain: this.o.trustDomain, namespace: p.namespace, serviceAccount: p.serviceAccount });
   }
 
-  pathTo(ip: string): Path {
-    return pathTo(this.o.podByIp(ip), this.facts);
+  pathTo(ip: string, port: number): Path {
+    return pathTo(this.o.podByIp(ip), port, this.facts);
   }
 
   /**
@@ -69,7 +69,7 @@ export class Tunnels {
 
   /** A connection to ip:port for a pod of this node (source), tunnelled when the path says so. */
   dial(srcUri: string | null, sourceIp: string, ip: string, port: number): net.Socket {
-    const p = this.pathTo(ip);
+    const p = this.pathTo(ip, port);
     if (p.kind === 'direct') return net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
     if (srcUri === null) return failedUpstream(`no tunnel to ${ip}:${port}: the source ${sourceIp} is not a meshed pod this agent knows yet`, 'EACCES');
     return this.o.pool.open(srcUri, p, ip, port, sourceIp);
@@ -79,7 +79,7 @@ export class Tunnels {
   tlsOf(ep: Endpoints): TlsIds | null {
     if (ep.tls !== undefined) return ep.tls;
     if (ep.direction !== 'outbound') return null;
-    const p = this.pathTo(ep.destIp);
+    const p = this.pathTo(ep.destIp, ep.destPort);
     if (p.kind !== 'tunnel') return null;
     const src = this.identityOf(ep.sourceIp);
     return src === null ? null : { clientId: src, serverId: p.dstUri };
