@@ -2,7 +2,8 @@
 // "When the policy changes"), over real loopback sockets (no datapath: the proxy's lookup names
 // the pod): a node:http client upgrades through the proxy to a node:http server that echoes; a
 // change that still allows its upgrade request keeps it, one that does not resets both sides,
-// logs the termination and reports it for inbound_tcp_authz_terminate_total.
+// logs the termination and reports it for inbound_tcp_authz_terminate_total; directly and through
+// a Service whose endpoint is the pod.
 import test from 'ava';
 import * as http from 'node:http';
 import type * as net from 'node:net';
@@ -17,6 +18,9 @@ import { PodPolicy } from '../src/policy/pod-policy.ts';
 import type { AccessRecord, DefaultPolicy } from '../src/policy/model.ts';
 import { HOST } from './helpers/backends.ts';
 import { waitFor } from './helpers/until.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import type { DiscoMessage } from '../src/discovery/model.ts';
+import { Router } from '../src/routing/router.ts';
 
 const web = { namespace: 'shop', serviceAccount: 'web' };
 const spec = (defaultPolicy: DefaultPolicy, targets: AccessRecord[] = [], from = 'test'): PolicySpec => ({ namespace: 'shop', pod: 'api-1', serviceAccount: 'api', defaultPolicy, defaultFrom: from, targets });
@@ -25,6 +29,16 @@ const routes = (path: string): AccessRecord => ({
   namespace: 'shop', name: 'web-to-api', destination: { namespace: 'shop', serviceAccount: 'api' }, sources: [web],
   rules: [{ kind: 'HTTPRouteGroup', name: 'routes', matches: [{ name: 'm', pathRegex: path, methods: ['GET'] }] }],
 });
+
+const VIP = '10.96.7.7';
+
+/** Service shop/api at VIP:80, its one endpoint HOST:port (pod api-1 of this node). */
+const serviceOf = (port: number): DiscoMessage[] => [
+  { type: 'reset', version: 1 },
+  { type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: [VIP], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } },
+  { type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'api-0', service: 'api', ports: [{ name: 'http', port }], endpoints: [{ ip: HOST, ready: true, pod: 'api-1', node: 'node-1' }] } },
+  { type: 'synced' },
+];
 
 /** A server that accepts any upgrade and echoes what follows; its sockets' errors are recorded. */
 async function echoServer() {
@@ -41,15 +55,23 @@ async function echoServer() {
   return { server, port: (server.address() as net.AddressInfo).port, errors };
 }
 
-async function setup(t: import('ava').ExecutionContext, first: ServerPolicy) {
+/**
+ * The proxy in front of the echo server, whose pod's policy is `first`: the client's connection is
+ * to the pod, or with `service` to a ClusterIP whose one endpoint is the pod (a meshed client of
+ * the same node through a Service: the endpoint's policy is asked when it is dialled).
+ */
+async function setup(t: import('ava').ExecutionContext, first: ServerPolicy, service = false) {
   const be = await echoServer();
   const pod = new PodPolicy(first);
   const logs: string[] = [];
-  const authorize: Authorize = (c) => ({ authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: web }, c.destPort, (r) => logs.push(`denied: ${r}`), (r) => logs.push(`terminated: ${r}`)) });
+  const authorize: Authorize = (c) => c.destIp === VIP ? { authz: null } : ({ authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: web }, c.destPort, (r) => logs.push(`denied: ${r}`), (r) => logs.push(`terminated: ${r}`)) });
   const sink = new RecordingSink();
+  const store = new DiscoveryStore();
+  for (const m of serviceOf(be.port)) store.apply(m);
   const proxy = new Proxy({
     listen: { host: HOST, port: 0 },
-    lookup: () => ({ ip: HOST, port: be.port, podKey: 7n }),
+    lookup: () => (service ? { ip: VIP, port: 80, podKey: 7n } : { ip: HOST, port: be.port, podKey: 7n }),
+    router: new Router(store),
     telemetry: sink,
     opaquePorts: PortSet.empty(),
     detectTimeoutMs: 5000,
@@ -130,4 +152,16 @@ test('an upgraded connection an HTTPRouteGroup allowed: kept while a route still
   t.like(sink.closes[0]!.authz, { allowed: true, upgraded: true, terminatedBy: { kind: 'serviceaccount', name: 'api' } });
   t.is(logs.length, 1);
   t.regex(logs[0]!, /^terminated: no HTTPRouteGroup match of web-to-api allows GET \/ws/);
+});
+
+test('an upgraded connection through a Service to an endpoint of this node whose policy allowed the client whole (dialled straight to the pod): reset when a change denies it', async (t) => {
+  const { be, pod, logs, sink, port } = await setup(t, new ServerPolicy(spec('all-unauthenticated'), []), true);
+  const s = await upgrade(port, '/ws');
+  t.is(await echo(s, 'before'), 'before');
+  t.is(sink.requests[0]?.destPort, be.port, 'the endpoint the balancer picked');
+  pod.replace(new ServerPolicy(spec('deny'), []));
+  t.deepEqual(await writeAfterChange(s, 'after'), { ended: 'ECONNRESET' });
+  await waitFor(() => be.errors.length > 0 && sink.closes.length === 1);
+  t.like(sink.closes[0]!.authz, { allowed: true, upgraded: true, terminatedBy: { kind: 'default', name: 'deny' } });
+  t.deepEqual(logs, ['terminated: deny: no client may connect']);
 });
