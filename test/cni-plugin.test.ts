@@ -148,8 +148,38 @@ test('CniPods: an admitted pod gets the runtime\'s address until the watch has i
   t.is(c.size, 2);
   // The watch has a's address: a's entry goes; b's current sandbox is deleted.
   c.release('shop', 'b', 'sandbox-b2');
-  s = c.merge({ pods: [podInfo('a', 'u-a', '10.0.0.9')], namespaces: ns });
-  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.9']]);
+  s = c.merge({ pods: [podInfo('a', 'u-a', '10.0.0.1')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['a', '10.0.0.1']]);
+  t.is(c.size, 0);
+});
+
+test('CniPods: a recreated sandbox\'s address holds until the watch shows that address, not any; a pod the watch stops showing is forgotten', (t) => {
+  const c = new CniPods();
+  const ns = new Map<string, NamespaceInfo>();
+  // b runs in its first sandbox, the watch has its address; the sandbox is recreated (same pod,
+  // new container ID, new address): the watch still shows the old address until kubelet reports.
+  c.admit(podInfo('b', 'u-b', '10.0.0.2'), 'sandbox-b2', '10.0.0.3', false);
+  let s = c.merge({ pods: [podInfo('b', 'u-b', '10.0.0.2')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['b', '10.0.0.3']], 'the runtime\'s new address, not the watch\'s stale one');
+  t.is(c.size, 1, 'kept while the watch shows another address');
+  s = c.merge({ pods: [podInfo('b', 'u-b', '10.0.0.3')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.name, p.ip]), [['b', '10.0.0.3']]);
+  t.is(c.size, 0, 'the watch shows that address: the entry goes');
+  // No IPv4 from the runtime: nothing to wait for, any address of the watch ends the entry.
+  c.admit(podInfo('v6', 'u-v6'), 'sandbox-v6', null, false);
+  c.merge({ pods: [podInfo('v6', 'u-v6', '10.0.0.7')], namespaces: ns });
+  t.is(c.size, 0);
+  // The pod is deleted before the watch shows the new address (its DEL lost): the entry goes with it.
+  c.admit(podInfo('d', 'u-d', '10.0.0.4'), 'sandbox-d2', '10.0.0.5', false);
+  c.merge({ pods: [podInfo('d', 'u-d', '10.0.0.4')], namespaces: ns });
+  t.is(c.size, 1);
+  s = c.merge({ pods: [], namespaces: ns });
+  t.deepEqual(s.pods, []);
+  t.is(c.size, 0, 'the watch no longer shows the pod');
+  // The name recreated as another pod (another uid): the entry goes, the new pod is the watch's.
+  c.admit(podInfo('e', 'u-e1', '10.0.0.6'), 'sandbox-e', '10.0.0.8', false);
+  s = c.merge({ pods: [podInfo('e', 'u-e2', '10.0.0.6')], namespaces: ns });
+  t.deepEqual(s.pods.map((p) => [p.uid, p.ip]), [['u-e2', '10.0.0.6']]);
   t.is(c.size, 0);
 });
 

@@ -1,7 +1,7 @@
 // What the agent learnt of a pod at its sandbox's CNI ADD, before the pod watch says it: its
 // addresses (the Pod object has none until the runtime reports them) and, when the watch has not
 // delivered the pod yet, the object fetched from the API server. Merged into every snapshot until
-// the watch has caught up. Pure.
+// the watch has caught up with that sandbox. Pure.
 import type { NamespaceInfo, PodInfo, Snapshot } from '../k8s/objects.ts';
 import { ANNOTATIONS } from '../k8s/annotations.ts';
 
@@ -12,6 +12,8 @@ interface Entry {
   ip: string | null;
   /** Set while the watch has not delivered the pod. */
   fetched: PodInfo | null;
+  /** The watch has shown the pod: its absence later means the pod was deleted. */
+  watched: boolean;
 }
 
 const key = (namespace: string, name: string) => `${namespace}/${name}`;
@@ -25,7 +27,7 @@ export class CniPods {
 
   /** The pod's sandbox `containerId` as admitted: `pod` is what the agent knows of it (from the watch or the API server), `ip` from the runtime. */
   admit(pod: PodInfo, containerId: string, ip: string | null, fetched: boolean): void {
-    this.#entries.set(key(pod.namespace, pod.name), { uid: pod.uid, containerId, ip, fetched: fetched ? pod : null });
+    this.#entries.set(key(pod.namespace, pod.name), { uid: pod.uid, containerId, ip, fetched: fetched ? pod : null, watched: false });
   }
 
   /**
@@ -39,9 +41,12 @@ export class CniPods {
   }
 
   /**
-   * The snapshot with what ADD taught: an admitted pod without an address gets the runtime's, one
-   * the watch has not delivered is added. An entry goes once the watch shows its pod with an
-   * address, or shows the name with another uid (the pod was recreated).
+   * The snapshot with what ADD taught: an admitted pod gets the runtime's address, one the watch
+   * has not delivered is added. An entry goes once the watch shows its pod with that address
+   * (any, when the runtime gave none), or the name with another uid (the pod was recreated), or
+   * no longer shows a pod it showed (deleted). Not at any address: a recreated sandbox's pod
+   * still carries its previous sandbox's in the watch until kubelet reports the new one, and the
+   * capture must follow the new one meanwhile.
    */
   merge(snap: Snapshot): Snapshot {
     if (this.#entries.size === 0) return snap;
@@ -51,15 +56,18 @@ export class CniPods {
       const e = this.#entries.get(k);
       if (!e) return p;
       seen.add(k);
-      if (e.uid !== p.uid || p.ip) {
+      if (e.uid !== p.uid || (p.ip && (e.ip === null || p.ip === e.ip))) {
         this.#entries.delete(k);
         return p;
       }
       e.fetched = null;
+      e.watched = true;
       return e.ip ? { ...p, ip: e.ip } : p;
     });
     for (const [k, e] of this.#entries) {
-      if (!seen.has(k) && e.fetched) pods.push(e.ip ? { ...e.fetched, ip: e.ip } : e.fetched);
+      if (seen.has(k)) continue;
+      if (e.watched) this.#entries.delete(k);
+      else if (e.fetched) pods.push(e.ip ? { ...e.fetched, ip: e.ip } : e.fetched);
     }
     return { pods, namespaces: snap.namespaces };
   }
