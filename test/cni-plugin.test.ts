@@ -14,6 +14,8 @@ import { parseAdmitAnswer, parseAdmitRequest, ipv4Of } from '../src/cni/protocol
 import { parseState, readState, renderState, writeState } from '../src/cni/state.ts';
 import { runPlugin } from '../src/cni/plugin.ts';
 import { CniPods, meshedNamespaces } from '../src/agent/cni-pods.ts';
+import { CniServer } from '../src/agent/cni-server.ts';
+import type { AdmitAnswer } from '../src/cni/protocol.ts';
 import type { NamespaceInfo, PodInfo } from '../src/k8s/objects.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent-cni.ts');
@@ -231,6 +233,39 @@ test('runPlugin: ADD asks the agent with the pod and its addresses and hands the
   // Alone (no prevResult) it says where it belongs.
   const alone = await runPlugin(env('ADD'), JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'mesh-agent-cni' }));
   t.regex(JSON.parse(alone.stdout).msg, /chained plugin and got no prevResult: list it after the network plugin/);
+});
+
+test('CniServer.close: an ADD stuck reading its pod from the API server is answered "retry" at once, and the close does not wait for the read', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-close-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'cni.sock');
+  const stateFile = path.join(dir, 'state.json');
+  writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
+  // The agent's admission of this pod waits on its API read (up to the list timeout, 60 s) until released.
+  let reading!: () => void;
+  const inRead = new Promise<void>((r) => (reading = r));
+  let finishRead!: (a: AdmitAnswer) => void;
+  const read = new Promise<AdmitAnswer>((r) => (finishRead = r));
+  const srv = new CniServer(sock, { admit: () => (reading(), read), release: () => {}, onError: () => {} });
+  await srv.listen();
+  const run = runPlugin(env('ADD'), conf({ agentSocket: sock, stateFile, addTimeoutMs: 20_000 }));
+  await inRead;
+  const started = performance.now();
+  let closedAt: number | null = null;
+  const closing = srv.close().then(() => (closedAt = performance.now()));
+  const add = await run;
+  // The read returns only after the plugin has its answer: the close must not have waited for it.
+  const readReturnedAt = performance.now();
+  finishRead({ result: 'meshed', policy: 'all-authenticated', failsClosed: true });
+  await closing;
+  t.log(`close() with an ADD stuck in its API read took ${Math.round(closedAt! - started)} ms`);
+  t.true(closedAt! <= readReturnedAt, 'close() returned before the stuck read did');
+  t.true(closedAt! - started < 10_000, 'and well within the plugin\'s 20 s and the read\'s 60 s');
+  t.is(add.exitCode, 1, add.stdout);
+  const err = JSON.parse(add.stdout);
+  t.is(err.code, CNI_ERRORS.tryAgainLater, 'a pod of a meshed namespace: "try again later", the runtime retries against the next agent');
+  t.regex(err.msg, /mesh-agent could not decide \(the agent is stopping; the next agent on the node decides\), and namespace shop is meshed/);
+  t.false(fs.existsSync(sock), 'the socket is gone');
 });
 
 test('runPlugin: DEL, CHECK, GC and STATUS succeed even on input the plugin cannot read (libcni stops a chain\'s DEL at the first failing plugin, and ours runs first); VERSION reads no configuration', async (t) => {

@@ -535,6 +535,8 @@ export class Agent {
       // A pods file: it may not have been rewritten yet.
       if (this.stopping || !(await this.changes.next(deadline))) break;
     }
+    // The read may return after stop() took the datapath down (the CNI socket has answered "retry").
+    if (this.stopping) return retry(null, 'the agent is stopping');
     if (!pod) return retry(null, `${who} is not known to the agent${this.kube ? ' nor to the API server' : ` (not in the pods file ${this.opts.podsFile})`}`);
     if (req.uid !== undefined && pod.uid !== req.uid) return retry(null, `${who} has uid ${pod.uid}, the sandbox is for uid ${req.uid} (the pod was recreated)`);
     const ip = ipv4Of(req.ips) ?? pod.ip ?? null;
@@ -864,6 +866,7 @@ export class Agent {
   async stop(drainMs = 10_000): Promise<void> {
     this.ready = false;
     // Plugins from now on go by the state file: pods of meshed namespaces wait for the next agent.
+    // The socket answers the ADDs in flight at once, an API read among them (cni-server.ts).
     this.stopping = true;
     this.changes.emit();
     await this.cniServer?.close().catch((e) => this.recordError(`closing the CNI socket: ${(e as Error).message}`));

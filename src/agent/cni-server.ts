@@ -7,6 +7,8 @@ import { ADMIT_PATH, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type Adm
 import { DEFAULT_AGENT_SOCKET } from '../cni/spec.ts';
 
 const MAX_BODY = 16 * 1024;
+/** What a stopping agent answers the ADDs it has not decided: the plugin then goes by the state file (a pod of a meshed namespace fails "try again later", and the runtime retries against the next agent). */
+const STOPPING: AdmitAnswer = { result: 'retry', meshed: null, message: 'the agent is stopping; the next agent on the node decides' };
 
 export interface CniHandlers {
   admit(req: AdmitRequest): Promise<AdmitAnswer>;
@@ -18,7 +20,9 @@ export class CniServer {
   readonly #socket: string;
   readonly #h: CniHandlers;
   readonly #server: http.Server;
-  readonly #inFlight = new Set<Promise<unknown>>();
+  /** The undecided ADDs' answers, each answering its plugin once; resolved when the answer is written. */
+  readonly #pending = new Set<(a: AdmitAnswer) => Promise<void>>();
+  #closing = false;
 
   constructor(socket: string, h: CniHandlers) {
     this.#socket = socket;
@@ -76,20 +80,33 @@ export class CniServer {
         answer(200, { released: true });
         return;
       }
-      const p = this.#h.admit(parsed).then((a) => answer(200, a), (e) => answer(200, { result: 'retry', meshed: null, message: (e as Error).message } satisfies AdmitAnswer));
-      this.#inFlight.add(p);
-      void p.finally(() => this.#inFlight.delete(p));
+      if (this.#closing) return answer(200, STOPPING);
+      const written = new Promise<void>((resolve) => {
+        res.once('finish', resolve);
+        res.once('close', resolve);
+      });
+      const reply = (a: AdmitAnswer) => {
+        this.#pending.delete(reply);
+        answer(200, a);
+        return written;
+      };
+      this.#pending.add(reply);
+      this.#h.admit(parsed).then(reply, (e) => reply({ result: 'retry', meshed: null, message: (e as Error).message }));
     });
     req.on('error', () => {});
   }
 
   /**
-   * Stops answering: plugins run from now on decide from the state file. The caller has made
-   * pending admissions return first (they answer "retry"), so each plugin waiting hears why.
+   * Stops answering: plugins run from now on decide from the state file. Every ADD still being
+   * decided is answered "retry" now, so its plugin hears why, without waiting for the admission:
+   * one reading its pod from the API server could hold the agent's stop for the read's timeout
+   * (60 s). An admission that returns later answers nobody.
    */
   async close(): Promise<void> {
+    this.#closing = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    await Promise.all([...this.#inFlight]);
+    // Written before the connections are cut: a plugin hears "retry", not a reset.
+    await Promise.all([...this.#pending].map((reply) => reply(STOPPING)));
     this.#server.closeAllConnections();
     await closed;
     fs.rmSync(this.#socket, { force: true });
