@@ -3,10 +3,11 @@
 // the network plugin rewrites the file, taken out on uninstall; the installed files run as a CNI
 // plugin on their own (Node.js and the plugin's modules copied beside the script).
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { cniInstalled } from '../src/cni/install.ts';
 import { installOnce, isUninstall, uninstall, wrapperScript } from '../src/cli/cni-install.ts';
 import { parseConfList, pickConfFile } from '../src/cni/conflist.ts';
@@ -20,6 +21,30 @@ function dirs(t: any) {
 }
 
 const calico = { cniVersion: '0.3.1', name: 'k8s-pod-network', type: 'calico', ipam: { type: 'calico-ipam' } };
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
+
+/** Resolves once `file` chains our entry, checked on each inotify event of its directory (and now); rejects after `ms`. */
+function entryBack(file: string, ms: number): Promise<number> {
+  const started = performance.now();
+  const has = () => {
+    try {
+      return parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.some((x) => x.type === 'mesh-agent-cni');
+    } catch {
+      return false; // not there yet, or half written
+    }
+  };
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | null) => {
+      w.close();
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(performance.now() - started);
+    };
+    const w = fs.watch(path.dirname(file), () => has() && done(null));
+    const timer = setTimeout(() => done(new Error(`${file} did not chain mesh-agent-cni again within ${ms} ms: ${fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : 'no file'}`)), ms);
+    if (has()) done(null);
+  });
+}
 
 test('install chains our entry after the network plugin (a .conf becomes a .conflist), once; a rewrite is noticed; uninstall takes everything out', (t) => {
   const p = dirs(t);
@@ -72,6 +97,46 @@ test('the installed files run as a CNI plugin on their own: Node.js and the plug
   const add = await run({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c', CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b' }, JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile, prevResult: prev }));
   t.is(add.code, 0, add.stdout);
   t.deepEqual(JSON.parse(add.stdout), prev);
+});
+
+test('--watch chains the entry within moments of the network plugin writing its configuration, and again after each rewrite (it watches the directory, no 5 s poll)', async (t) => {
+  const p = dirs(t);
+  const proc = spawn(process.execPath, [BIN, 'cni-install', '--watch', '--conf-dir', p.confDir, '--bin-dir', p.binDir, '--agent-socket', p.agentSocket, '--state-file', p.stateFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => proc.kill('SIGKILL'));
+  let log = '';
+  proc.stderr!.on('data', (d) => (log += d));
+  /** Once the installer's log has said `re` `n` times. */
+  const logged = (re: RegExp, n = 1) => new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if ((log.match(new RegExp(re, 'g'))?.length ?? 0) < n) return;
+      proc.stderr!.off('data', check);
+      proc.off('exit', exited);
+      resolve();
+    };
+    const exited = (code: number | null) => reject(new Error(`cni-install exited (${code}) before logging ${re} ${n} times: ${log}`));
+    proc.stderr!.on('data', check);
+    proc.once('exit', exited);
+    check();
+  });
+  await logged(/no CNI configuration in .* yet/);
+  // Each wait is bounded well below the old poll's 5 s (the re-chain copies Node.js, 120 MB, first),
+  // and the rewrites follow each other at once, so a poll would miss the bound.
+  const BOUND_MS = 4_000;
+  const file = path.join(p.confDir, '10-calico.conflist');
+  // The network plugin starts and writes its configuration: not atomically, as a plain write.
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [calico] }));
+  const took = [await entryBack(file, BOUND_MS)];
+  for (let i = 0; i < 3; i++) {
+    // An upgrade of the network plugin rewrites the file without our entry.
+    fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [{ type: 'calico', rev: i }] }));
+    took.push(await entryBack(file, BOUND_MS));
+  }
+  t.log(`entry chained ${took.map((ms) => `${Math.round(ms)} ms`).join(', ')} after the network plugin's write and its 3 rewrites`);
+  const list = parseConfList(fs.readFileSync(file, 'utf8'), file);
+  t.deepEqual(list.plugins, [{ type: 'calico', rev: 2 }, { type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile }], 'the network plugin\'s new entry kept, ours once after it');
+  // Its log says each, once (its own writes to the directory are events too: they chain nothing).
+  await logged(/chained again/, 3);
+  t.is(log.match(/CNI plugin installed/g)?.length, 1, log);
 });
 
 test('SIGTERM uninstalls only when the DaemonSet is gone or being deleted (a rolling update keeps the plugin)', (t) => {

@@ -16,8 +16,10 @@ import { DEFAULT_AGENT_SOCKET, DEFAULT_STATE_FILE, PLUGIN_TYPE } from '../cni/sp
 export const PLUGIN_MODULES = ['bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state'];
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const EXT = path.extname(fileURLToPath(import.meta.url));
-/** How often --watch checks the configuration still chains the plugin. */
-const WATCH_MS = 5_000;
+/** --watch checks on the configuration directory's inotify events; this slow poll is for a filesystem without them. */
+const POLL_MS = 30_000;
+/** A network plugin's rewrite comes as several events (create, write, rename): checked once they pause. */
+const SETTLE_MS = 100;
 
 /** The script the runtime executes: Node.js and the plugin from the directory beside it, so the host needs no Node.js of its own. */
 export function wrapperScript(): string {
@@ -70,6 +72,58 @@ export function uninstall(p: InstallPaths): string[] {
 
 const log = (level: string, msg: string, fields: object = {}) => process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n');
 
+/**
+ * --watch: installs now, or once the network plugin has written its configuration, and chains
+ * the entry again whenever a rewrite drops it. As istio-cni, it watches the configuration
+ * directory (inotify), so the entry is back within moments of the rewrite (a pod created in
+ * between starts without the plugin); the slow poll covers a filesystem without inotify, or a
+ * directory not there yet. Returns the stop.
+ */
+export function keepChained(p: InstallPaths): () => void {
+  let installed = false;
+  let watcher: fs.FSWatcher | null = null;
+  let settle: NodeJS.Timeout | undefined;
+  const check = () => {
+    // The first install copies the files even when the entry is there: they may be an older version's.
+    if (installed && cniInstalled(p.confDir)) return;
+    try {
+      const conf = installOnce(p);
+      log('info', installed ? 'CNI configuration rewritten without our entry: chained again' : 'CNI plugin installed', { conf, bin: path.join(p.binDir, PLUGIN_TYPE) });
+      installed = true;
+    } catch (e) {
+      log('warn', (e as Error).message);
+    }
+  };
+  const watch = () => {
+    const fallback = (e: Error) => log('warn', `cannot watch the CNI configuration directory ${p.confDir} (${e.message}): checking it every ${POLL_MS / 1000} s instead`);
+    try {
+      watcher = fs.watch(p.confDir, () => {
+        clearTimeout(settle);
+        settle = setTimeout(check, SETTLE_MS);
+      });
+      watcher.on('error', (e) => {
+        watcher?.close();
+        watcher = null;
+        fallback(e);
+      });
+    } catch (e) {
+      fallback(e as Error);
+    }
+  };
+  // Watching first: a rewrite between the check and the watch is not missed.
+  watch();
+  check();
+  const timer = setInterval(() => {
+    if (!watcher) watch();
+    check();
+  }, POLL_MS);
+  return () => {
+    clearInterval(timer);
+    clearTimeout(settle);
+    watcher?.close();
+  };
+}
+
 export function registerCniInstall(program: Command) {
   program
     .command('cni-install')
@@ -90,28 +144,14 @@ export function registerCniInstall(program: Command) {
         log('info', 'CNI plugin uninstalled', { removed: uninstall(here) });
         return;
       }
-      // The network plugin writes its configuration when it starts: wait for it rather than fail.
-      for (;;) {
-        try {
-          log('info', 'CNI plugin installed', { conf: installOnce(p), bin: path.join(p.binDir, PLUGIN_TYPE) });
-          break;
-        } catch (e) {
-          if (!o.watch) throw e;
-          log('warn', (e as Error).message);
-          await new Promise((r) => setTimeout(r, WATCH_MS));
-        }
+      if (!o.watch) {
+        log('info', 'CNI plugin installed', { conf: installOnce(p), bin: path.join(p.binDir, PLUGIN_TYPE) });
+        return;
       }
-      if (!o.watch) return;
-      const timer = setInterval(() => {
-        if (cniInstalled(p.confDir)) return;
-        try {
-          log('info', 'CNI configuration rewritten without our entry: chained again', { conf: installOnce(p) });
-        } catch (e) {
-          log('warn', (e as Error).message);
-        }
-      }, WATCH_MS);
+      // The network plugin writes its configuration when it starts: wait for it rather than fail.
+      const stop = keepChained(p);
       await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
-      clearInterval(timer);
+      stop();
       let ds: { metadata?: { deletionTimestamp?: string } } | null;
       try {
         const { kubeConfigOf, LeanKubeApi } = await import('../k8s/kube-api.ts');
