@@ -11,7 +11,9 @@
 // (d) a node reboot (nftables and routing flushed, pods recreated, no agent yet): restrictive pods
 //     do not start until an agent does;
 // (e) a capture the agent cannot apply (its inbound port held): a fail-open pod still starts, a
-//     restrictive one waits, its ADD naming the error.
+//     restrictive one waits, its ADD naming the error;
+// (f) the agent stopped while an ADD reads its pod from the API server, the read stuck: the ADD is
+//     answered "try again" at once, the stop is not held by the read, the next agent starts the pod.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
@@ -199,4 +201,37 @@ test.serial('(e) a capture the agent cannot apply (another process holds its inb
   mesh.startAgent(node);
   await pending;
   t.true(attempts.at(-1)!.ok, 'started once an agent captures');
+});
+
+test.serial('(f) the agent stopped while an ADD reads its pod from the API server and the read hangs: the ADD is answered "try again" at once, and the stop is not held by the read', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  await mesh.waitAgents((s) => s.inbound?.capture === 'capturing' && s.cni !== null, 'the agent capturing');
+  // Its pod watch fails (and its re-lists), so the agent reads the pod at the ADD; that read gets
+  // no answer (the agent's client gives up after 60 s).
+  cluster.api.setFailure(503, 'any');
+  cluster.api.dropWatches();
+  const read = cluster.api.stallRequests((r) => r.resource === 'pods' && !r.watch && r.query.fieldSelector === 'metadata.name=api-f');
+  t.teardown(() => {
+    read.release();
+    cluster.api.setFailure(null);
+  });
+  const attempts: CniAttempt[] = [];
+  const pending = cluster.addPod(0, { name: 'api-f', namespace: NS, serviceAccountName: 'api', onCniAttempt: (a) => attempts.push(a) });
+  void pending.catch(() => {});
+  await Promise.race([read.stalled, new Promise((_, reject) => setTimeout(() => reject(new Error(`the agent did not read pod api-f from the API server within 30 s; ${agentLog()}`)), 30_000))]);
+  const started = performance.now();
+  await mesh.stopAgent(node, 'SIGTERM');
+  const took = performance.now() - started;
+  t.log(`the agent's stop (SIGTERM to exit) with an ADD stuck in its API read took ${Math.round(took)} ms`);
+  t.true(took < 30_000, `the stop is not held for the read's 60 s: ${Math.round(took)} ms`);
+  await until(() => attempts.length, (n) => n >= 1, 'the ADD\'s first answer', { context: agentLog });
+  t.false(attempts[0]!.ok);
+  t.is(attempts[0]!.error?.code, 11, 'CNI "try again later": the runtime retries against the next agent');
+  t.regex(attempts[0]!.error?.msg ?? '', /mesh-agent could not decide \(the agent is stopping; the next agent on the node decides\), and namespace shop is meshed/);
+  read.release();
+  cluster.api.setFailure(null);
+  mesh.startAgent(node);
+  await pending;
+  t.true(attempts.at(-1)!.ok, 'the next agent admits it');
 });

@@ -204,6 +204,20 @@ test('holdWatchEvents: the events it selects, and all after them on the same wat
   t.is(nodeA.events[3].object.metadata.name, 'later', 'released: no longer held');
 });
 
+test('stallRequests: a request it selects gets no answer until the release, then the usual one; others are answered at once', async (t) => {
+  const api = await server(t);
+  api.create(podObject({ name: 'a', nodeName: 'node-a' }));
+  const { stalled, release } = api.stallRequests((r) => r.resource === 'pods' && r.query.fieldSelector === 'metadata.name=a');
+  let answered = false;
+  const stuck = get(api, '/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Da').then((r) => ((answered = true), r));
+  t.is((await stalled).query.fieldSelector, 'metadata.name=a');
+  t.is((await get(api, '/api/v1/namespaces/default/pods')).body.items.length, 1, 'another read is answered');
+  t.false(answered, 'the selected read is still waiting');
+  release();
+  const r = await stuck;
+  t.deepEqual([r.status, r.body.items.map((o: any) => o.metadata.name)], [200, ['a']]);
+});
+
 test('Services get a ClusterIP from the service CIDR, the defaults the real server sets, and its validation', async (t) => {
   const api = await server(t, { serviceCidr: '10.96.0.0/16' });
   const a = api.create(serviceObject({ name: 'a', ports: [{ port: 80 }] }));

@@ -64,6 +64,13 @@ interface Watcher extends Selection {
 /** Which events a hold keeps from which watches. */
 export type WatchHold = (watch: { resource: string; fieldSelector?: string }, object: KubeObject) => boolean;
 
+/** Requests a stall selects, each parked until the release (then answered as usual). */
+interface Stall {
+  select: (r: LoggedRequest) => boolean;
+  parked: Array<() => void>;
+  onStall: (r: LoggedRequest) => void;
+}
+
 interface Kind {
   type: ResourceType;
   objects: Map<string, KubeObject>;
@@ -115,6 +122,7 @@ export class SimApiServer {
   #rv = 100;
   #failure?: { status: number; on: 'list' | 'watch' | 'any' };
   readonly #holds = new Set<WatchHold>();
+  readonly #stalls = new Set<Stall>();
   #url = '';
 
   constructor(opts: ApiServerOptions = {}) {
@@ -380,6 +388,25 @@ export class SimApiServer {
     };
   }
 
+  /**
+   * Leaves the requests `select` picks unanswered until `release` (then answers them as usual): a
+   * read that hangs, as behind a stuck API server or a dead path to it. `stalled` resolves at the
+   * first one parked.
+   */
+  stallRequests(select: (r: LoggedRequest) => boolean): { stalled: Promise<LoggedRequest>; release: () => void } {
+    let onStall!: (r: LoggedRequest) => void;
+    const stalled = new Promise<LoggedRequest>((r) => (onStall = r));
+    const stall: Stall = { select, parked: [], onStall };
+    this.#stalls.add(stall);
+    return {
+      stalled,
+      release: () => {
+        if (!this.#stalls.delete(stall)) return;
+        for (const go of stall.parked.splice(0)) go();
+      },
+    };
+  }
+
   /** Destroys open watch connections mid-stream (a load balancer or API server restart). */
   dropWatches(): void {
     for (const k of this.#kinds.values()) {
@@ -459,6 +486,17 @@ export class SimApiServer {
     const entry: LoggedRequest = { at: Date.now(), method: req.method ?? 'GET', resource: target?.kind.type.plural ?? 'other', watch, query, status: 200 };
     this.requests.push(entry);
     if (this.requests.length > MAX_LOGGED_REQUESTS) this.requests.splice(0, this.requests.length - MAX_LOGGED_REQUESTS);
+    const stall = [...this.#stalls].find((x) => x.select(entry));
+    if (stall) {
+      stall.parked.push(() => this.#serve(req, res, u, target, entry));
+      stall.onStall(entry);
+      return;
+    }
+    this.#serve(req, res, u, target, entry);
+  }
+
+  #serve(req: http.IncomingMessage, res: http.ServerResponse, u: URL, target: Target | undefined, entry: LoggedRequest): void {
+    const { query, watch } = entry;
     const fail = (status: number, reason: string, message: string) => {
       entry.status = status;
       res.writeHead(status, { 'content-type': 'application/json' });
