@@ -28,13 +28,22 @@ test.after.always(async () => {
 });
 
 /** "S of N requests" from a success cell's title. */
-async function counts(page: Page, selector: string): Promise<{ text: string; successes: number; requests: number }> {
-  const el = page.locator(selector);
-  // Text and title from one read, so they are of one render.
-  const [text, title] = await el.evaluate((e) => [e.textContent ?? '', e.getAttribute('title') ?? '']);
-  const m = /^(\d+) of (\d+) requests$/.exec(title);
-  if (!m) throw new Error(`${selector}: title "${title}" does not give the counts`);
-  return { text, successes: Number(m[1]), requests: Number(m[2]) };
+type Counts = { text: string; successes: number; requests: number };
+
+/** Text and title of several cells from one DOM read, so all come from one render of one API answer. */
+async function cells<K extends string>(page: Page, selectors: Record<K, string>): Promise<Record<K, { text: string; title: string }>> {
+  const got = await page.evaluate((sels) => Object.fromEntries(Object.entries(sels).map(([k, sel]) => {
+    const e = document.querySelector(sel as string);
+    return [k, e ? { text: e.textContent ?? '', title: e.getAttribute('title') ?? '' } : null];
+  })), selectors as Record<string, string>);
+  for (const [k, v] of Object.entries(got)) if (!v) throw new Error(`${k}: nothing matches ${selectors[k as K]}`);
+  return got as Record<K, { text: string; title: string }>;
+}
+
+function countsOf(what: string, c: { text: string; title: string }): Counts {
+  const m = /^(\d+) of (\d+) requests$/.exec(c.title);
+  if (!m) throw new Error(`${what}: title "${c.title}" does not give the counts`);
+  return { text: c.text, successes: Number(m[1]), requests: Number(m[2]) };
 }
 
 test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every page', async (t) => {
@@ -70,8 +79,9 @@ test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every p
     return m !== null && Number(m[1]) >= 50;
   }, webCell, { timeout: 60_000, polling: 200 });
   await page.locator('svg.topology g[data-edge="web>voting"]').waitFor();
-  const web = await counts(page, webCell);
-  const voting = await counts(page, 'tr[data-row="deployment/voting"] td[data-col="success"]');
+  const ns = await cells(page, { web: webCell, voting: 'tr[data-row="deployment/voting"] td[data-col="success"]' });
+  const web = countsOf('web', ns.web);
+  const voting = countsOf('voting', ns.voting);
   // The bot's requests are sequential and web is counted by the bot's node alone, so its window
   // holds a contiguous run of them: 1 failure in 5, within one of N/5. Voting is counted by the
   // agents of both web pods' nodes, whose reports (every 2 s) are cut at different moments: 1 in
@@ -88,19 +98,26 @@ test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every p
   // Click web: its edges to emoji and voting, with their rates.
   await page.getByTestId('workloads').getByRole('link', { name: 'web', exact: true }).click();
   await page.getByTestId('outbound').waitFor();
-  const inbound = await counts(page, '[data-testid=workload-stats] dd[title]');
-  const emoji = await counts(page, '[data-testid=outbound] tr[data-row="emojivoto/deployment/emoji"] td[data-col="success"]');
-  const vote = await counts(page, '[data-testid=outbound] tr[data-row="emojivoto/deployment/voting"] td[data-col="success"]');
-  const rps = async (row: string) => Number((await page.locator(`[data-testid=outbound] tr[data-row="emojivoto/deployment/${row}"] td[data-col="rps"]`).textContent())!.replace('rps', ''));
-  const webRps = Number((await page.locator('[data-testid=workload-stats] div:nth-child(2) dd').textContent())!.replace('rps', ''));
+  // One read of the page: the dashboard refreshes, and values of two refreshes cover different windows.
+  const out = (row: string, col: string) => `[data-testid=outbound] tr[data-row="emojivoto/deployment/${row}"] td[data-col="${col}"]`;
+  const wl = await cells(page, {
+    inbound: '[data-testid=workload-stats] dd[title]', webRps: '[data-testid=workload-stats] div:nth-child(2) dd',
+    emoji: out('emoji', 'success'), vote: out('voting', 'success'), emojiRps: out('emoji', 'rps'), voteRps: out('voting', 'rps'),
+  });
+  const inbound = countsOf('web', wl.inbound);
+  const emoji = countsOf('emoji', wl.emoji);
+  const vote = countsOf('voting', wl.vote);
+  const rate = (c: { text: string }) => Number(c.text.replace('rps', ''));
+  const rps = (row: 'emoji' | 'voting') => rate(row === 'emoji' ? wl.emojiRps : wl.voteRps);
+  const webRps = rate(wl.webRps);
   // Per web request one emoji call; per round of five, four voting calls. A report boundary
   // may split a web request from its calls at either end of the window, and the nodes' boundaries differ.
   t.true(Math.abs(emoji.requests - inbound.requests) <= 2 + skew, `emoji ${emoji.requests} vs web ${inbound.requests}`);
   t.true(Math.abs(vote.requests - 0.8 * inbound.requests) <= 3 + skew, `voting ${vote.requests} vs web ${inbound.requests}`);
   t.is(emoji.successes, emoji.requests);
   // Rates divide the same counts by the same covered time; the bot never exceeds its schedule by more than its 1 s catch-up.
-  t.true(Math.abs((await rps('emoji')) - (webRps * emoji.requests) / inbound.requests) <= 0.11, `emoji rps vs web ${webRps}`);
-  t.true(Math.abs((await rps('voting')) - (webRps * vote.requests) / inbound.requests) <= 0.11, `voting rps vs web ${webRps}`);
+  t.true(Math.abs(rps('emoji') - (webRps * emoji.requests) / inbound.requests) <= 0.11, `emoji ${rps('emoji')} rps (${emoji.requests} requests) vs web ${webRps} rps (${inbound.requests})`);
+  t.true(Math.abs(rps('voting') - (webRps * vote.requests) / inbound.requests) <= 0.11, `voting ${rps('voting')} rps (${vote.requests} requests) vs web ${webRps} rps (${inbound.requests})`);
   t.true(webRps > 0 && webRps <= RPS * 1.1, `web ${webRps} rps with the bot at ${RPS}`);
   // web's two replicas, on the first two nodes.
   await page.getByTestId('pods').getByText('sim-node-1').waitFor();

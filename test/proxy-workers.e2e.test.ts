@@ -31,6 +31,9 @@ const children: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'proxy-workers-'));
 const podsFile = path.join(tmp, 'pods.json');
 
+// A bound on an agent's or a load process's start: generous, since a start with both cores busy
+// (CI with other suites, or stress) took over 15 s; a passing run waits only for the event.
+const STARTUP_MS = 60_000;
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 20_000) =>
   untilWith(f, ok, what, { ms, intervalMs: 150, context: () => `log: ${log.slice(-3000)}` });
 
@@ -59,7 +62,7 @@ async function startAgent(workers: number, extra: string[] = [], controller = fa
   const a = spawnInNode([BIN, 'run', '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot, '--proxy-addr', `${node.nodeIp}:${PROXY_PORT}`,
     '--admin', ADMIN, '--proxy-workers', String(workers), ...(controller ? ['--controller', CTL, '--report-interval', '300'] : []), ...extra]);
   await until(status, (s) => s.proxy.workers.length === workers && s.proxy.workers.every((w: any) => w.state === 'running') && (!controller || s.controller?.state === 'connected')
-    && clients.every((c) => s.pods.some((p: any) => p.name === c.name && p.meshed)), `${workers} proxies running${controller ? ' and linked' : ''}`);
+    && clients.every((c) => s.pods.some((p: any) => p.name === c.name && p.meshed)), `${workers} proxies running${controller ? ' and linked' : ''}`, STARTUP_MS);
   return a;
 }
 
@@ -76,7 +79,7 @@ async function loadsOnEveryProxy(perClient: number, rps: number): Promise<{ load
     children.push(p);
     const l = new JsonLines(p);
     loads.push(l);
-    await l.waitFor((o) => o.tick?.byName?.api > 0, 15_000, 'load flowing');
+    await l.waitFor((o) => o.tick?.byName?.api > 0, STARTUP_MS, 'load flowing');
   };
   await Promise.all(clients.flatMap((c) => Array.from({ length: perClient }, () => start(c))));
   for (let extra = 0; ; extra++) {
