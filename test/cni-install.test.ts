@@ -9,7 +9,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cniInstalled } from '../src/cni/install.ts';
-import { installOnce, isUninstall, uninstall, wrapperScript } from '../src/cli/cni-install.ts';
+import { installOnce, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, type PluginKubeconfig } from '../src/cli/cni-install.ts';
+import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
+import { SimApiServer } from '../src/sim/apiserver.ts';
+import { until } from './helpers/until.ts';
 import { parseConfList, pickConfFile } from '../src/cni/conflist.ts';
 
 function dirs(t: any) {
@@ -101,7 +104,7 @@ test('the installed files run as a CNI plugin on their own: Node.js and the plug
 
 test('--watch chains the entry within moments of the network plugin writing its configuration, and again after each rewrite (it watches the directory, no 5 s poll)', async (t) => {
   const p = dirs(t);
-  const proc = spawn(process.execPath, [BIN, 'cni-install', '--watch', '--conf-dir', p.confDir, '--bin-dir', p.binDir, '--agent-socket', p.agentSocket, '--state-file', p.stateFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(process.execPath, [BIN, 'cni-install', '--watch', '--conf-dir', p.confDir, '--bin-dir', p.binDir, '--agent-socket', p.agentSocket, '--state-file', p.stateFile, '--no-kubeconfig'], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => proc.kill('SIGKILL'));
   let log = '';
   proc.stderr!.on('data', (d) => (log += d));
@@ -137,6 +140,58 @@ test('--watch chains the entry within moments of the network plugin writing its 
   // Its log says each, once (its own writes to the directory are events too: they chain nothing).
   await logged(/chained again/, 3);
   t.is(log.match(/CNI plugin installed/g)?.length, 1, log);
+});
+
+/** A ServiceAccount's mounted files, as kubelet projects them into the install container. */
+function serviceAccount(t: any, root: string, token: string): string {
+  const dir = path.join(root, 'serviceaccount');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'token'), token);
+  fs.writeFileSync(path.join(dir, 'ca.crt'), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  return dir;
+}
+
+test('the plugin\'s kubeconfig: written from the ServiceAccount before the entry that names it, mode 0600, rewritten by --watch when the token rotates, removed on uninstall', async (t) => {
+  const p = dirs(t);
+  fs.writeFileSync(path.join(p.confDir, '10-calico.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'calico' }] }));
+  t.throws(() => pluginKubeconfigFor('/nowhere', {}), { message: /KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT is not set/ });
+  const sa = serviceAccount(t, path.dirname(p.confDir), 'token-1');
+  const hostPath = '/etc/cni/net.d/mesh-agent-cni-kubeconfig';
+  const k: PluginKubeconfig = { ...pluginKubeconfigFor(sa, { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' }, hostPath), herePath: path.join(p.confDir, 'mesh-agent-cni-kubeconfig') };
+  t.is(k.server, 'https://[fd00::1]:443');
+  const file = installOnce({ ...p, kubeconfig: k });
+  t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.at(-1), { type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile, kubeconfig: hostPath });
+  t.is(fs.statSync(k.herePath).mode & 0o777, 0o600, 'it holds the token');
+  t.is(pickConfFile(fs.readdirSync(p.confDir)), '10-calico.conflist', 'the runtime does not take it for a configuration');
+  const read = () => parseKubeconfig(fs.readFileSync(k.herePath, 'utf8'), k.herePath);
+  t.like(read(), { server: 'https://[fd00::1]:443', token: 'token-1', caPem: fs.readFileSync(path.join(sa, 'ca.crt'), 'utf8') });
+  // kubelet rotates the projected token: the watch loop's next check rewrites the kubeconfig.
+  const stop = keepChained({ ...p, kubeconfig: k }, 100);
+  t.teardown(stop);
+  fs.writeFileSync(path.join(sa, 'token'), 'token-2\n');
+  await until(() => read().token, (tok) => tok === 'token-2', 'the rotated token in the plugin\'s kubeconfig');
+  t.is(fs.statSync(k.herePath).mode & 0o777, 0o600);
+  stop();
+  t.true(uninstall({ ...p, kubeconfig: k }).includes(k.herePath));
+  t.false(fs.existsSync(k.herePath));
+});
+
+test('the installed plugin, with no agent, reads its pod with its kubeconfig (the agent\'s annotation rule is among the copied modules)', async (t) => {
+  const p = dirs(t);
+  fs.writeFileSync(path.join(p.confDir, '10-calico.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'calico' }] }));
+  installOnce(p);
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'b', namespace: 'a', annotations: { 'mesh-agent.io/inject': 'enabled' } }, spec: { containers: [{ name: 'c', image: 'i' }] } });
+  const kubeconfig = path.join(p.confDir, 'kc');
+  fs.writeFileSync(kubeconfig, JSON.stringify({ 'current-context': 'c', contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }], clusters: [{ name: 'c', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }], users: [{ name: 'u', user: { token: 't' } }] }));
+  const exe = path.join(p.binDir, 'mesh-agent-cni');
+  const add = await new Promise<{ code: number; stdout: string }>((resolve) => {
+    const c = execFile(exe, [], { env: { PATH: '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c', CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b' } }, (err, stdout) => resolve({ code: err ? Number((err as any).code) : 0, stdout }));
+    c.stdin!.end(JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile, kubeconfig, prevResult: { cniVersion: '1.0.0' } }));
+  });
+  t.is(add.code, 1, add.stdout);
+  t.regex(JSON.parse(add.stdout).msg, /pod a\/b is meshed by its own annotation mesh-agent.io\/inject/);
 });
 
 test('SIGTERM uninstalls only when the DaemonSet is gone or being deleted (a rolling update keeps the plugin)', (t) => {

@@ -9,7 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CNI_ERRORS, CniError, parseCniArgs, parseInvocation, renderAddResult, renderError, resultIps } from '../src/cni/spec.ts';
-import { decideAdd } from '../src/cni/decide.ts';
+import { decideAdd, needsPodRead, type PodRead } from '../src/cni/decide.ts';
+import { parseKubeconfig, renderKubeconfig } from '../src/cni/kubeconfig.ts';
+import { SimApiServer } from '../src/sim/apiserver.ts';
 import { parseAdmitAnswer, parseAdmitRequest, ipv4Of } from '../src/cni/protocol.ts';
 import { parseState, readState, renderState, writeState } from '../src/cni/state.ts';
 import { runPlugin } from '../src/cni/plugin.ts';
@@ -103,6 +105,92 @@ test('decideAdd: the agent\'s answer decides; without one, a pod of a meshed nam
   const bad = decideAdd({ namespace: 'kube-system', name: 'dns' }, down, FILE, { kind: 'invalid', error: 'not JSON' });
   t.false(bad.ok);
   if (!bad.ok) t.regex(bad.error.message, /state file \/var\/lib\/mesh-agent\/cni-state.json cannot be read \(not JSON\).*delete it/);
+});
+
+test('decideAdd without an agent: the pod\'s own annotations (read from the API server) make it wait in an unmeshed namespace; a failed read falls back to the namespace and says so', (t) => {
+  const down = { kind: 'unreachable' as const, error: '/run/cni.sock: ECONNREFUSED' };
+  const plain = { namespace: 'plain', name: 'p-1' };
+  const meshedPod: PodRead = { kind: 'read', meshed: true, inboundPolicy: 'all-authenticated' };
+  const openPod: PodRead = { kind: 'read', meshed: false, inboundPolicy: 'all-unauthenticated' };
+  const r = decideAdd(plain, down, FILE, meshedState, meshedPod);
+  t.false(r.ok);
+  if (!r.ok) {
+    t.is(r.error.code, CNI_ERRORS.tryAgainLater);
+    t.regex(r.error.message, /no mesh-agent answers on this node \(\/run\/cni.sock: ECONNREFUSED\), and pod plain\/p-1 is meshed by its own annotation mesh-agent.io\/inject \(read from the API server; inbound policy all-authenticated\).*the runtime retries the ADD.*remove mesh-agent.io\/inject from the pod/);
+  }
+  // No state file (no agent has run yet) does not let an annotated pod start either; the agent's "could not decide" neither.
+  t.false(decideAdd(plain, down, FILE, { kind: 'missing' }, meshedPod).ok);
+  t.false(decideAdd(plain, { kind: 'answer', answer: { result: 'retry', meshed: null, message: 'the agent is stopping' } }, FILE, meshedState, meshedPod).ok);
+  const open = decideAdd(plain, down, FILE, meshedState, openPod);
+  t.true(open.ok);
+  if (open.ok) t.regex(open.why, /namespace plain is not meshed; the pod's own annotations \(read from the API server\) do not mesh it/);
+  // Annotated disabled in a meshed namespace: still waits, as only the agent can tell (docs/install.md).
+  const disabled = decideAdd(pod, down, FILE, meshedState, openPod);
+  t.false(disabled.ok);
+  if (!disabled.ok) t.regex(disabled.error.message, /and namespace shop is meshed: pod shop\/api-1 would start/);
+  // The API server unreachable: the namespace decides, and the message says the pod could not be read.
+  const failed: PodRead = { kind: 'failed', error: 'the API server (kubeconfig /etc/cni/net.d/k): ECONNREFUSED' };
+  const fb = decideAdd(plain, down, FILE, meshedState, failed);
+  t.true(fb.ok);
+  if (fb.ok) t.regex(fb.why, /namespace plain is not meshed; decided by the namespace only: the pod could not be read from the API server \(kubeconfig \/etc\/cni\/net.d\/k\): ECONNREFUSED/);
+  t.false(decideAdd(pod, down, FILE, meshedState, failed).ok);
+  // The read happens only when the agent has not decided and the namespace does not already make the pod wait.
+  t.false(needsPodRead(plain, { kind: 'answer', answer: { result: 'not-meshed', reason: 'not-injected' } }, { kind: 'missing' }));
+  t.false(needsPodRead(plain, { kind: 'answer', answer: { result: 'retry', meshed: true, message: 'x' } }, meshedState));
+  t.false(needsPodRead(pod, down, meshedState));
+  t.true(needsPodRead(plain, down, meshedState));
+  t.true(needsPodRead(plain, down, { kind: 'missing' }));
+  t.true(needsPodRead(pod, down, { kind: 'invalid', error: 'x' }));
+});
+
+test('runPlugin with no agent reads its pod from the (stand-in) API server with the entry\'s kubeconfig: annotated meshed in an unmeshed namespace waits; unreachable, the namespace decides', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const podObj = (name: string, annotations: Record<string, string>) => api.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'plain', uid: `uid-${name}`, annotations }, spec: { containers: [{ name: 'c', image: 'i' }] } });
+  podObj('annotated', { 'mesh-agent.io/inject': 'enabled' });
+  podObj('bare', {});
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-podread-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const stateFile = path.join(dir, 'state.json');
+  writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
+  const kubeconfig = path.join(dir, 'kubeconfig');
+  fs.writeFileSync(kubeconfig, renderKubeconfig({ server: api.url, token: 'tok', insecure: true }));
+  const none = { agentSocket: path.join(dir, 'none.sock'), stateFile, kubeconfig };
+  const args = (name: string) => ({ CNI_ARGS: `K8S_POD_NAMESPACE=plain;K8S_POD_NAME=${name};K8S_POD_UID=uid-${name}` });
+  const add = await runPlugin(env('ADD', args('annotated')), conf(none));
+  t.is(add.exitCode, 1);
+  t.is(JSON.parse(add.stdout).code, CNI_ERRORS.tryAgainLater);
+  t.regex(JSON.parse(add.stdout).msg, /none.sock: ENOENT\), and pod plain\/annotated is meshed by its own annotation/);
+  const got = api.requests.filter((r) => r.resource === 'pods');
+  t.is(got.length, 1);
+  t.deepEqual([got[0]!.method, got[0]!.watch], ['GET', false]);
+  const bare = await runPlugin(env('ADD', args('bare')), conf(none));
+  t.is(bare.exitCode, 0, bare.stdout);
+  t.regex(bare.log, /do not mesh it/);
+  // The namespace is meshed: no read (the pod waits anyway).
+  const before = api.requests.length;
+  t.is((await runPlugin(env('ADD'), conf(none))).exitCode, 1);
+  t.is(api.requests.length, before, 'no API read for a pod its namespace already holds');
+  // The sandbox is of a recreated pod (another uid): not this pod's annotations.
+  const stale = await runPlugin(env('ADD', { CNI_ARGS: 'K8S_POD_NAMESPACE=plain;K8S_POD_NAME=annotated;K8S_POD_UID=other' }), conf(none));
+  t.is(stale.exitCode, 0);
+  t.regex(stale.log, /decided by the namespace only: .* has pod plain\/annotated with uid uid-annotated, not this sandbox's other/);
+  // The API server unreachable: the namespace decides, and the log says the pod could not be read.
+  await api.close();
+  const down = await runPlugin(env('ADD', args('annotated')), conf(none));
+  t.is(down.exitCode, 0, down.stdout);
+  t.regex(down.log, /namespace plain is not meshed; decided by the namespace only: the pod could not be read from the API server \(kubeconfig .*kubeconfig\): ECONNREFUSED/);
+  // The kubeconfig missing: the same fallback, naming the file.
+  const gone = await runPlugin(env('ADD', args('annotated')), conf({ ...none, kubeconfig: path.join(dir, 'nope') }));
+  t.is(gone.exitCode, 0);
+  t.regex(gone.log, /could not be read from the API server \(kubeconfig .*nope\): ENOENT/);
+});
+
+test('kubeconfig: what install-cni writes the plugin reads back; a broken one is named', (t) => {
+  const a = { server: 'https://10.96.0.1:443', token: 't0k', caPem: '-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n' };
+  t.deepEqual(parseKubeconfig(renderKubeconfig(a), 'k'), a);
+  t.throws(() => parseKubeconfig('apiVersion: v1', '/etc/cni/net.d/k'), { message: /\/etc\/cni\/net.d\/k is not JSON .*install-cni container/ });
+  t.throws(() => parseKubeconfig(JSON.stringify({ 'current-context': 'x' }), 'k'), { message: /k: the current context has no http\(s\) server/ });
 });
 
 test('state file: round trip, atomic replace, what does not parse is named', (t) => {

@@ -13,7 +13,9 @@
 // (e) a capture the agent cannot apply (its inbound port held): a fail-open pod still starts, a
 //     restrictive one waits, its ADD naming the error;
 // (f) the agent stopped while an ADD reads its pod from the API server, the read stuck: the ADD is
-//     answered "try again" at once, the stop is not held by the read, the next agent starts the pod.
+//     answered "try again" at once, the stop is not held by the read, the next agent starts the pod;
+// (g) the agent SIGKILLed: a pod annotated mesh-agent.io/inject: enabled in an unmeshed namespace is
+//     not started (the plugin reads it from the API server with its kubeconfig) until the agent is back.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
@@ -234,4 +236,24 @@ test.serial('(f) the agent stopped while an ADD reads its pod from the API serve
   mesh.startAgent(node);
   await pending;
   t.true(attempts.at(-1)!.ok, 'the next agent admits it');
+});
+
+test.serial('(g) the agent SIGKILLed: a pod annotated inject enabled in an unmeshed namespace is not started (the plugin reads it from the API server) until the agent is back', async (t) => {
+  const { cluster, mesh } = need();
+  const node = cluster.nodes[0]!;
+  await mesh.waitAgents((s) => s.inbound?.capture === 'capturing' && s.cni !== null, 'the agent capturing');
+  await mesh.stopAgent(node, 'SIGKILL');
+  const attempts: CniAttempt[] = [];
+  let started = false;
+  const pending = cluster.addPod(0, { name: 'annotated-g', namespace: PLAIN, annotations: { 'mesh-agent.io/inject': 'enabled', ...RESTRICT }, onCniAttempt: (a) => attempts.push(a) });
+  void pending.then(() => (started = true), () => {});
+  await until(() => attempts.filter((a) => !a.ok).length, (n) => n >= 2, 'two failed ADDs while no agent runs', { context: agentLog });
+  const failed = attempts.find((a) => !a.ok)!;
+  t.is(failed.error?.code, 11, 'CNI "try again later"');
+  t.regex(failed.error?.msg ?? '', /no mesh-agent answers on this node \(.*cni\.sock: ECONNREFUSED\), and pod plain\/annotated-g is meshed by its own annotation mesh-agent.io\/inject \(read from the API server; inbound policy all-authenticated\)/);
+  t.false(started, 'the pod is not started');
+  t.is(cluster.api.get('Pod', PLAIN, 'annotated-g')?.status?.phase, 'Pending');
+  mesh.startAgent(node);
+  await pending;
+  t.true(attempts.at(-1)!.ok, 'the ADD passes once the agent is back');
 });

@@ -11,9 +11,16 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cniInstalled, installCni, uninstallCni } from '../cni/install.ts';
 import { DEFAULT_AGENT_SOCKET, DEFAULT_STATE_FILE, PLUGIN_TYPE } from '../cni/spec.ts';
+import { DEFAULT_PLUGIN_KUBECONFIG, inClusterServer, renderKubeconfig } from '../cni/kubeconfig.ts';
 
 /** The plugin's modules, relative to the package root (no extension: .js compiled, .ts from the sources); test/cni-install.test.ts checks the list is closed under their imports. */
-export const PLUGIN_MODULES = ['bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state'];
+export const PLUGIN_MODULES = [
+  'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig',
+  // The agent's rule for a pod's annotations (pod-read.ts imports it when no agent answers), and its imports.
+  'src/k8s/annotations', 'src/proxy/ports', 'src/policy/model', 'src/discovery/model', 'src/routing/route-model', 'src/util/regex-check',
+];
+/** Where kubelet mounts the pod's ServiceAccount token and the cluster's CA. */
+export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const EXT = path.extname(fileURLToPath(import.meta.url));
 /** --watch checks on the configuration directory's inotify events; this slow poll is for a filesystem without them. */
@@ -43,16 +50,57 @@ export function copyPluginFiles(binDir: string, nodeBinary = process.execPath): 
   fs.writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}\n');
 }
 
+/** The plugin's kubeconfig: from this container's ServiceAccount, for the plugin on the host. */
+export interface PluginKubeconfig {
+  /** The path the conflist entry names (as the host sees it). */
+  hostPath: string;
+  /** The same file as this container sees it. */
+  herePath: string;
+  serviceAccountDir: string;
+  /** The API server's address (default: from KUBERNETES_SERVICE_HOST and _PORT). */
+  server: string;
+}
+
 export interface InstallPaths {
   confDir: string;
   binDir: string;
   agentSocket: string;
   stateFile: string;
+  /** None: the plugin decides by the namespace alone when no agent answers. */
+  kubeconfig?: PluginKubeconfig;
 }
 
+/** The kubeconfig for the ServiceAccount's current token, for the same path: the API server's in-cluster address. */
+export function pluginKubeconfigFor(serviceAccountDir: string, env: Record<string, string | undefined>, hostPath = DEFAULT_PLUGIN_KUBECONFIG): Omit<PluginKubeconfig, 'herePath'> {
+  const server = inClusterServer(env);
+  if (server === null) throw new Error('KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT is not set: kubelet sets them in a pod\'s containers; run cni-install in the DaemonSet');
+  return { hostPath, serviceAccountDir, server };
+}
+
+/** Writes the kubeconfig (mode 0600: it holds the token) when its content changed (the token rotated); returns whether it did. */
+export function writePluginKubeconfig(k: PluginKubeconfig): boolean {
+  const read = (f: string) => fs.readFileSync(path.join(k.serviceAccountDir, f), 'utf8');
+  const ca = fs.existsSync(path.join(k.serviceAccountDir, 'ca.crt')) ? read('ca.crt') : undefined;
+  const text = renderKubeconfig({ server: k.server, token: read('token').trim(), ...(ca ? { caPem: ca } : {}) });
+  try {
+    if (fs.readFileSync(k.herePath, 'utf8') === text) return false;
+  } catch {
+    // not written yet
+  }
+  fs.mkdirSync(path.dirname(k.herePath), { recursive: true });
+  const tmp = `${k.herePath}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text, { mode: 0o600 });
+  fs.chmodSync(tmp, 0o600); // whatever the umask
+  fs.renameSync(tmp, k.herePath);
+  return true;
+}
+
+/** The kubeconfig before the entry that names it: the plugin never finds the entry without its file. */
 export function installOnce(p: InstallPaths): string {
   copyPluginFiles(p.binDir);
-  return installCni({ confDir: p.confDir, binDir: p.binDir, entry: { agentSocket: p.agentSocket, stateFile: p.stateFile }, executable: wrapperScript() });
+  if (p.kubeconfig) writePluginKubeconfig(p.kubeconfig);
+  const entry = { agentSocket: p.agentSocket, stateFile: p.stateFile, ...(p.kubeconfig ? { kubeconfig: p.kubeconfig.hostPath } : {}) };
+  return installCni({ confDir: p.confDir, binDir: p.binDir, entry, executable: wrapperScript() });
 }
 
 /** Whether SIGTERM means an uninstall: the DaemonSet is gone or being deleted (a rolling update keeps it). */
@@ -62,6 +110,10 @@ export function isUninstall(daemonSet: { metadata?: { deletionTimestamp?: string
 
 export function uninstall(p: InstallPaths): string[] {
   const removed = uninstallCni(p);
+  if (p.kubeconfig && fs.existsSync(p.kubeconfig.herePath)) {
+    fs.rmSync(p.kubeconfig.herePath, { force: true });
+    removed.push(p.kubeconfig.herePath);
+  }
   fs.rmSync(path.join(p.binDir, `${PLUGIN_TYPE}.d`), { recursive: true, force: true });
   if (fs.existsSync(p.stateFile)) {
     fs.rmSync(p.stateFile, { force: true });
@@ -77,13 +129,22 @@ const log = (level: string, msg: string, fields: object = {}) => process.stderr.
  * the entry again whenever a rewrite drops it. As istio-cni, it watches the configuration
  * directory (inotify), so the entry is back within moments of the rewrite (a pod created in
  * between starts without the plugin); the slow poll covers a filesystem without inotify, or a
- * directory not there yet. Returns the stop.
+ * directory not there yet, and rewrites the plugin's kubeconfig when the ServiceAccount token
+ * rotated (kubelet renews it at 80% of its lifetime, an hour or more: the poll is soon enough).
+ * Returns the stop.
  */
-export function keepChained(p: InstallPaths): () => void {
+export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
   let installed = false;
   let watcher: fs.FSWatcher | null = null;
   let settle: NodeJS.Timeout | undefined;
   const check = () => {
+    if (installed && p.kubeconfig) {
+      try {
+        if (writePluginKubeconfig(p.kubeconfig)) log('info', 'ServiceAccount token rotated: the plugin\'s kubeconfig rewritten', { kubeconfig: p.kubeconfig.hostPath });
+      } catch (e) {
+        log('warn', `cannot rewrite the plugin's kubeconfig ${p.kubeconfig.herePath} (${(e as Error).message}): with no agent answering, the plugin's read of a pod may fail and fall back to its namespace`);
+      }
+    }
     // The first install copies the files even when the entry is there: they may be an older version's.
     if (installed && cniInstalled(p.confDir)) return;
     try {
@@ -95,7 +156,7 @@ export function keepChained(p: InstallPaths): () => void {
     }
   };
   const watch = () => {
-    const fallback = (e: Error) => log('warn', `cannot watch the CNI configuration directory ${p.confDir} (${e.message}): checking it every ${POLL_MS / 1000} s instead`);
+    const fallback = (e: Error) => log('warn', `cannot watch the CNI configuration directory ${p.confDir} (${e.message}): checking it every ${pollMs / 1000} s instead`);
     try {
       watcher = fs.watch(p.confDir, () => {
         clearTimeout(settle);
@@ -116,7 +177,7 @@ export function keepChained(p: InstallPaths): () => void {
   const timer = setInterval(() => {
     if (!watcher) watch();
     check();
-  }, POLL_MS);
+  }, pollMs);
   return () => {
     clearInterval(timer);
     clearTimeout(settle);
@@ -136,9 +197,18 @@ export function registerCniInstall(program: Command) {
     .option('--watch', 'keep running: put the entry back when the network plugin rewrites the configuration; on SIGTERM uninstall if the DaemonSet is being deleted')
     .option('--namespace <ns>', 'with --watch: the DaemonSet\'s namespace', 'mesh-agent')
     .option('--daemonset <name>', 'with --watch: the DaemonSet whose deletion means uninstall', 'mesh-agent-agent')
+    .option('--kubeconfig-path <path>', 'where the plugin finds its kubeconfig (written from this container\'s ServiceAccount), as the host sees it; in the CNI configuration directory or the plugin\'s', DEFAULT_PLUGIN_KUBECONFIG)
+    .option('--kubeconfig-path-here <path>', 'the same file as this container sees it (default: the file of that name in --conf-dir)')
+    .option('--no-kubeconfig', 'write no kubeconfig: with no agent answering, the plugin decides by the namespace alone')
     .option('--uninstall', 'take the plugin out now and exit')
     .action(async (o) => {
       const p: InstallPaths = { confDir: o.confDir, binDir: o.binDir, agentSocket: o.agentSocket, stateFile: o.stateFile };
+      if (o.kubeconfig !== false) {
+        const herePath = o.kubeconfigPathHere ?? path.join(o.confDir, path.basename(o.kubeconfigPath));
+        if (o.uninstall) p.kubeconfig = { hostPath: o.kubeconfigPath, herePath, serviceAccountDir: SERVICE_ACCOUNT_DIR, server: '' };
+        else if (!fs.existsSync(path.join(SERVICE_ACCOUNT_DIR, 'token'))) log('warn', `no ServiceAccount token in ${SERVICE_ACCOUNT_DIR}: the plugin gets no kubeconfig, and with no agent answering decides by the namespace alone; run cni-install in the DaemonSet (its ServiceAccount's token is mounted there)`);
+        else p.kubeconfig = { ...pluginKubeconfigFor(SERVICE_ACCOUNT_DIR, process.env, o.kubeconfigPath), herePath };
+      }
       const here = { ...p, stateFile: o.stateFileHere ?? o.stateFile };
       if (o.uninstall) {
         log('info', 'CNI plugin uninstalled', { removed: uninstall(here) });

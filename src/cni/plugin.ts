@@ -1,10 +1,13 @@
 // The chained CNI plugin's process: reads the runtime's invocation, asks the node's agent, prints
-// the result or the error (src/cni/spec.ts has the protocol, decide.ts the decision). It loads
-// nothing else of the agent: the runtime starts it for every pod sandbox.
+// the result or the error (src/cni/spec.ts has the protocol, decide.ts the decision); when the agent
+// does not answer, reads its pod from the API server (pod-read.ts). It loads nothing else of the
+// agent but its rule for a pod's annotations, and that only then: the runtime starts it for every
+// pod sandbox.
 import * as http from 'node:http';
 import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
 import { ADMIT_PATH, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
-import { decideAdd, type AgentOutcome } from './decide.ts';
+import { decideAdd, needsPodRead, type AgentOutcome, type PodRead } from './decide.ts';
+import { readPod } from './pod-read.ts';
 import { readState } from './state.ts';
 
 /** DEL tells the agent best effort, never waiting long: the runtime's teardown must not hang on us. */
@@ -79,7 +82,10 @@ export async function runPlugin(env: Record<string, string | undefined>, stdin: 
   if (!inv.pod) return { stdout: renderAddResult(inv.config), log: '', exitCode: 0 };
   const req: AdmitRequest = { ...inv.pod, ips: resultIps(inv.config.prevResult), containerId: inv.containerId };
   const outcome = await askAgent(inv, req);
-  const decision = decideAdd(inv.pod, outcome, inv.config.stateFile, outcome.kind === 'answer' && outcome.answer.result !== 'retry' ? { kind: 'missing' } : readState(inv.config.stateFile));
+  const state = outcome.kind === 'answer' && outcome.answer.result !== 'retry' ? { kind: 'missing' as const } : readState(inv.config.stateFile);
+  // Only when the agent has not decided: its answer stays the fast path.
+  const read: PodRead = needsPodRead(inv.pod, outcome, state) ? await readPod(inv.config.kubeconfig, inv.pod) : { kind: 'not-configured' };
+  const decision = decideAdd(inv.pod, outcome, inv.config.stateFile, state, read);
   if (!decision.ok) return { stdout: renderError(decision.error, version), log: decision.error.message, exitCode: 1 };
   return { stdout: renderAddResult(inv.config), log: `mesh-agent-cni: pod ${inv.pod.namespace}/${inv.pod.name}: ${decision.why}`, exitCode: 0 };
 }

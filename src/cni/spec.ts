@@ -44,6 +44,8 @@ export interface PluginConfig {
   /** The agent's record of what is meshed on this node, for when it does not answer. */
   stateFile: string;
   addTimeoutMs: number;
+  /** The kubeconfig the plugin reads its pod with when no agent answers (null: an entry without one, by the namespace only). */
+  kubeconfig: string | null;
   /** The previous plugin's result (chained), handed back unchanged. */
   prevResult: Record<string, unknown> | null;
 }
@@ -104,7 +106,7 @@ export function parseConfig(stdin: string): PluginConfig {
   if (prev !== undefined && (typeof prev !== 'object' || prev === null || Array.isArray(prev))) {
     throw new CniError(CNI_ERRORS.invalidConfig, 'prevResult is not a JSON object; the container runtime passes the previous plugin\'s result');
   }
-  for (const key of ['agentSocket', 'stateFile'] as const) {
+  for (const key of ['agentSocket', 'stateFile', 'kubeconfig'] as const) {
     if (o[key] !== undefined && (typeof o[key] !== 'string' || !(o[key] as string).startsWith('/'))) {
       throw new CniError(CNI_ERRORS.invalidConfig, `${key}: ${JSON.stringify(o[key])} is not an absolute path; fix the ${PLUGIN_TYPE} entry of the conflist (mesh-agent install writes it)`);
     }
@@ -115,6 +117,7 @@ export function parseConfig(stdin: string): PluginConfig {
     agentSocket: str(o.agentSocket) ?? DEFAULT_AGENT_SOCKET,
     stateFile: str(o.stateFile) ?? DEFAULT_STATE_FILE,
     addTimeoutMs: (timeout as number | undefined) ?? DEFAULT_ADD_TIMEOUT_MS,
+    kubeconfig: str(o.kubeconfig) ?? null,
     prevResult: (prev as Record<string, unknown> | undefined) ?? null,
   };
 }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SimCluster, SimClusterNode } from './cluster.ts';
 import { installCni, uninstallCni } from '../cni/install.ts';
-import type { ExecResult } from './run.ts';
+import { netnsPath, type ExecResult } from './run.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** The CLI from the sources (Node 24 strips the types); the bench passes dist/bin/mesh-agent.js. */
@@ -122,14 +122,16 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   const cni = opts.cni ?? true;
   const cniPaths = (node: SimClusterNode) => (cni ? { socket: path.join(tmp, `${node.name}.cni.sock`), stateFile: path.join(tmp, node.name, 'cni-state.json') } : null);
   if (cni) {
-    // As the install container: the plugin into the node's CNI bin directory, chained after the network.
+    // As the install container: the plugin into the node's CNI bin directory, chained after the
+    // network, with the kubeconfig it reads pods with when no agent answers. It runs in the node's
+    // network namespace, as a runtime runs plugins in the host's: the API server is reachable there.
     const entry = bin.endsWith('.js') ? path.join(path.dirname(bin), 'mesh-agent-cni.js') : path.join(path.dirname(bin), 'mesh-agent-cni.ts');
     for (const node of cluster.nodes) {
       installCni({
         confDir: node.cni.confDir,
         binDir: node.cni.binDir,
-        entry: { agentSocket: cniPaths(node)!.socket, stateFile: cniPaths(node)!.stateFile },
-        executable: `#!/bin/sh\nexec '${process.execPath}' --disable-warning=ExperimentalWarning '${entry}' "$@"\n`,
+        entry: { agentSocket: cniPaths(node)!.socket, stateFile: cniPaths(node)!.stateFile, kubeconfig },
+        executable: `#!/bin/sh\nexec nsenter '--net=${netnsPath(node.nodeNs)}' -- '${process.execPath}' --disable-warning=ExperimentalWarning '${entry}' "$@"\n`,
       });
     }
   }
