@@ -3,34 +3,13 @@
 // at half life, retried with backoff capped at 150 s, the old certificate serving until it
 // expires and withdrawn then; what the proxies' store makes of it (wait, refuse with the reason).
 import test from 'ava';
-import { backoffMs, IdentityManager, MAX_BACKOFF_MS, refreshAt, type Clock } from '../src/identity/manager.ts';
+import { backoffMs, IdentityManager, MAX_BACKOFF_MS, refreshAt } from '../src/identity/manager.ts';
 import { CredentialStore, type CredentialUpdate } from '../src/identity/credentials.ts';
 import { createIssuer, createTrustAnchor, loadIssuer, signWorkloadCsr } from '../src/identity/x509.ts';
 import { spiffeId, workloadId } from '../src/identity/spiffe.ts';
 import { X509Certificate } from 'node:crypto';
 import { waitFor } from './helpers/until.ts';
-
-class ManualClock implements Clock {
-  t = Date.now();
-  private timers = new Map<number, { at: number; fn: () => void }>();
-  private seq = 0;
-  now() { return this.t; }
-  setTimeout(fn: () => void, ms: number) { const id = ++this.seq; this.timers.set(id, { at: this.t + ms, fn }); return id; }
-  clearTimeout(h: unknown) { this.timers.delete(h as number); }
-  /** Moves time on, firing what falls due, in order. */
-  advance(ms: number) {
-    const end = this.t + ms;
-    for (;;) {
-      const next = [...this.timers].filter(([, x]) => x.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!next) break;
-      this.timers.delete(next[0]);
-      this.t = next[1].at;
-      next[1].fn();
-    }
-    this.t = end;
-  }
-  pending() { return [...this.timers.values()].map((x) => x.at - this.t).sort((a, b) => a - b); }
-}
+import { ManualClock } from './helpers/manual-clock.ts';
 
 const LIFE = 120_000;
 const web = workloadId('cluster.local', 'shop', 'web');

@@ -9,6 +9,7 @@ import type { CertifyClient } from './client.ts';
 import { createCsr } from './csr.ts';
 import type { CredentialMaterial, CredentialUpdate } from './credentials.ts';
 import { parseSpiffeId, spiffeId, type WorkloadId } from './spiffe.ts';
+import type { Clock } from '../util/clock.ts';
 
 export const MAX_BACKOFF_MS = 150_000;
 export const FIRST_BACKOFF_MS = 1_000;
@@ -24,12 +25,7 @@ export function backoffMs(failures: number, rand: () => number = Math.random): n
   return Math.min(MAX_BACKOFF_MS, Math.round(base * (0.8 + 0.4 * rand())));
 }
 
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(h: unknown): void;
-}
-
+// Wall-clock time: certificates' notBefore and notAfter are wall-clock dates.
 const realClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => {
