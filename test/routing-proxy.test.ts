@@ -4,7 +4,7 @@
 // connection; no endpoints means 503 / UNAVAILABLE / a closed connection; a removed endpoint
 // gets no new request. The same through the kernel datapath on a simulated cluster:
 // test/cluster-balancing.e2e.test.ts.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
@@ -83,6 +83,39 @@ function get(agent: http.Agent, port: number): Promise<{ status: number; body: s
     });
     req.on('error', reject);
   });
+}
+
+/**
+ * The same Service twice, on HTTP/1 and on HTTP/2 backends, each behind its own proxy with this
+ * authorize: a keep-alive agent (one connection) to the first, an HTTP/2 session to the second.
+ */
+async function twoProxies(t: ExecutionContext, names: string[], authorize: Authorize, logs: string[] = []) {
+  const h1 = await Promise.all(names.map((n) => backend(n)));
+  const h2 = await Promise.all(names.map((n) => backend(n, { h2: true })));
+  const [s1, s2] = [new DiscoveryStore(), new DiscoveryStore()];
+  world(s1, h1);
+  world(s2, h2);
+  const p1 = await startProxy(s1, 80, PortSet.empty(), authorize, logs);
+  const p2 = await startProxy(s2, 80, PortSet.empty(), authorize, logs);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const session = http2.connect(`http://${HOST}:${p2.port}`);
+  t.teardown(async () => {
+    agent.destroy();
+    session.destroy();
+    await p1.proxy.close(0);
+    await p2.proxy.close(0);
+    for (const b of [...h1, ...h2]) await b.close();
+  });
+  /** One HTTP/2 stream; its response head. */
+  const stream = async (headers: http2.OutgoingHttpHeaders = {}) => {
+    const req = session.request({ ':path': '/', ...headers });
+    req.resume();
+    const [head] = await once(req, 'response');
+    return head as http2.IncomingHttpHeaders;
+  };
+  /** Requests that reached a pod, on either side. */
+  const hits = () => [...h1, ...h2].reduce((n, b) => n + b.hits, 0);
+  return { get: () => get(agent, p1.port), stream, hits };
 }
 
 test('HTTP/1: requests on one keep-alive connection are balanced across the Service\'s endpoints and reported under the Service', async (t) => {
@@ -287,31 +320,10 @@ test('an endpoint whose policy cannot be evaluated (it throws) is refused, count
     throw new Error('policy table broken');
   };
   const logs: string[] = [];
-  const h1 = await Promise.all(['a', 'b'].map((n) => backend(n)));
-  const store = new DiscoveryStore();
-  world(store, h1);
-  const p1 = await startProxy(store, 80, PortSet.empty(), authorize, logs);
-  const h2 = await Promise.all(['a', 'b'].map((n) => backend(n, { h2: true })));
-  const store2 = new DiscoveryStore();
-  world(store2, h2);
-  const p2 = await startProxy(store2, 80, PortSet.empty(), authorize, logs);
-  const session = http2.connect(`http://${HOST}:${p2.port}`);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  t.teardown(async () => {
-    agent.destroy();
-    session.destroy();
-    await p1.proxy.close(0);
-    await p2.proxy.close(0);
-    for (const b of [...h1, ...h2]) await b.close();
-  });
-  for (let i = 0; i < 3; i++) t.is((await get(agent, p1.port)).status, 403);
-  for (let i = 0; i < 3; i++) {
-    const req = session.request({ ':path': '/' });
-    req.resume();
-    const [head] = await once(req, 'response');
-    t.is(head[':status'], 403);
-  }
-  t.is(h1.reduce((n, b) => n + b.hits, 0) + h2.reduce((n, b) => n + b.hits, 0), 0, 'nothing reached a pod');
+  const w = await twoProxies(t, ['a', 'b'], authorize, logs);
+  for (let i = 0; i < 3; i++) t.is((await w.get()).status, 403);
+  for (let i = 0; i < 3; i++) t.is(Number((await w.stream())[':status']), 403);
+  t.is(w.hits(), 0, 'nothing reached a pod');
   t.true(logs.some((m) => m.includes('policy evaluation failed for a Service endpoint')), logs.join('\n'));
 });
 
@@ -388,41 +400,18 @@ test('endpoints of this node whose policy allows the client whole: each HTTP/1 a
 test('a policy change: the next HTTP/1 request and HTTP/2 stream of a Service connection to endpoints of this node the policy no longer allows get 403 (gRPC: grpc-status 7), on the same client connection, never on an upstream pooled while they were allowed', async (t) => {
   const pod = new PodPolicy(new ServerPolicy({ namespace: 'shop', pod: 'api', serviceAccount: 'api', defaultPolicy: 'all-unauthenticated', defaultFrom: 'test', targets: [] }, []));
   const authorize: Authorize = (c) => (c.destIp === VIP ? { authz: null } : { authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: null }, c.destPort, () => {}) });
-  const h1 = await Promise.all(['a', 'b', 'c'].map((n) => backend(n)));
-  const h2 = await Promise.all(['a', 'b', 'c'].map((n) => backend(n, { h2: true })));
-  const [s1, s2] = [new DiscoveryStore(), new DiscoveryStore()];
-  world(s1, h1);
-  world(s2, h2);
-  const p1 = await startProxy(s1, 80, PortSet.empty(), authorize);
-  const p2 = await startProxy(s2, 80, PortSet.empty(), authorize);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const session = http2.connect(`http://${HOST}:${p2.port}`);
-  t.teardown(async () => {
-    agent.destroy();
-    session.destroy();
-    await p1.proxy.close(0);
-    await p2.proxy.close(0);
-    for (const b of [...h1, ...h2]) await b.close();
-  });
-  const stream = async (headers: http2.OutgoingHttpHeaders = {}) => {
-    const req = session.request({ ':path': '/', ...headers });
-    req.resume();
-    const [head] = await once(req, 'response');
-    return head as http2.IncomingHttpHeaders;
-  };
+  const w = await twoProxies(t, ['a', 'b', 'c'], authorize);
   for (let i = 0; i < 6; i++) {
-    const r = await get(agent, p1.port);
-    t.is(r.status, 200);
-    t.is(Number((await stream())[':status']), 200);
+    t.is((await w.get()).status, 200);
+    t.is(Number((await w.stream())[':status']), 200);
   }
-  const hits = () => [...h1, ...h2].reduce((n, b) => n + b.hits, 0);
-  t.is(hits(), 12);
+  t.is(w.hits(), 12);
   pod.replace(new ServerPolicy({ namespace: 'shop', pod: 'api', serviceAccount: 'api', defaultPolicy: 'deny', defaultFrom: 'test', targets: [] }, []));
   for (let i = 0; i < 3; i++) {
-    t.is((await get(agent, p1.port)).status, 403, 'HTTP/1: refused as a direct request is');
-    t.is(Number((await stream())[':status']), 403, 'HTTP/2: refused');
+    t.is((await w.get()).status, 403, 'HTTP/1: refused as a direct request is');
+    t.is(Number((await w.stream())[':status']), 403, 'HTTP/2: refused');
   }
-  const grpc = await stream({ ':method': 'POST', 'content-type': 'application/grpc' });
+  const grpc = await w.stream({ ':method': 'POST', 'content-type': 'application/grpc' });
   t.is(grpc['grpc-status'], '7', 'gRPC: PERMISSION_DENIED');
-  t.is(hits(), 12, 'nothing more reached a pod: no upstream pooled while allowed carried a request');
+  t.is(w.hits(), 12, 'nothing more reached a pod: no upstream pooled while allowed carried a request');
 });
