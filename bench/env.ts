@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCluster, type SimCluster, type SimNode, type SimPod, type SimService } from '../src/sim/index.ts';
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
 import { parseProcIo, parseVmRss, parseVoluntarySwitches } from './parse.ts';
 import type { Mode } from './report.ts';
@@ -132,7 +133,7 @@ export class BenchEnv {
       if (!fs.existsSync(`/usr/bin/${tool}`) && !fs.existsSync(`/usr/sbin/${tool}`)) throw new Error(`${tool} is not installed; run ./dev setup (it installs the bench's Debian packages)`);
     }
     if (!fs.existsSync('/usr/lib/nginx/modules/ngx_stream_module.so')) throw new Error('nginx\'s stream module is missing; run ./dev setup (Debian package libnginx-mod-stream)');
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-'));
+    const tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
     const cluster = await createCluster({ nodes: 2 });
     // As if Gateway API's CRDs were installed: the controller watches HTTPRoutes.
     for (const r of ROUTE_RESOURCES) cluster.api.register(r);

@@ -3,11 +3,12 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { destroyCgroupTree, parseCgroup2Mount } from '../src/sim/cgroup2.ts';
-import { hostVethName } from '../src/sim/layout.ts';
+import { hostVethName, ownedTempPrefix } from '../src/sim/layout.ts';
 import { addNetns, deleteNetns, deletePodNetwork } from '../src/sim/network.ts';
 import {
   cgroupOfPid,
@@ -367,6 +368,24 @@ test.serial('two sweeps at once over the same dead run both succeed, and each th
   const both = [...a, ...b].filter((r) => r.includes(made.id));
   t.deepEqual(both.filter((r, i) => both.indexOf(r) !== i), [], `reported twice: ${JSON.stringify([a, b])}`);
   await assertGone(t, made);
+});
+
+test.serial('cleanupLeftovers removes the temp dirs of a dead run (cluster, demo, bench) and spares a live one\'s', async (t) => {
+  const child = spawn(process.execPath, ['-e', '']);
+  await once(child, 'exit'); // reaped, so its pid is dead
+  const deadPid = child.pid!;
+  const dead = ['cluster', 'demo', 'bench'].map((k) => fs.mkdtempSync(path.join(os.tmpdir(), `mesh-${k}-${deadPid}-`)));
+  for (const d of dead) fs.writeFileSync(path.join(d, 'kubeconfig'), '{}');
+  const live = fs.mkdtempSync(ownedTempPrefix('cluster'));
+  t.teardown(() => fs.rmSync(live, { recursive: true, force: true }));
+  t.regex(path.basename(live), new RegExp(`^mesh-cluster-${process.pid}-`));
+  const removed = await cleanupLeftovers();
+  for (const d of dead) {
+    t.false(fs.existsSync(d), `${d} is gone`);
+    t.true(removed.includes(`dir ${d}`), `${d} is named: ${JSON.stringify(removed)}`);
+  }
+  t.true(fs.existsSync(live), 'a live process\'s dir stays');
+  t.false(removed.some((r) => r.includes(live)));
 });
 
 test('teardown steps another process already did are done, not errors: netns, veth, cgroup', async (t) => {

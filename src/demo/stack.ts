@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanupLeftovers, createCluster, type SimCluster, type SimClusterNode, type SimNode, type SimPod, type SimService } from '../sim/index.ts';
 import { isAlive } from '../sim/leftovers.ts';
+import { ownedTempPrefix } from '../sim/layout.ts';
 import { CONTROLLER_PORT, MESH_BIN, startMesh, type ClusterMesh } from '../sim/mesh.ts';
 import { DEMO_NODES, DEPLOYMENTS, NAMESPACE, nodeOf, podLabels, type Deployment } from './app.ts';
 import { JsonLineLog } from './json-lines.ts';
@@ -25,8 +26,6 @@ export const CONTROLLER = `127.0.0.1:${CONTROLLER_PORT}`;
 /** The controller's web dashboard (mesh-agent controller --dashboard-listen). */
 export const DASHBOARD_PORT = 8084;
 export const DASHBOARD = `127.0.0.1:${DASHBOARD_PORT}`;
-const TMP_PREFIX = 'mesh-demo-';
-
 export interface StackOptions {
   /** Requests per second the vote bot sends to the web. */
   rps: number;
@@ -48,16 +47,6 @@ export interface Service {
   service?: SimService;
 }
 
-/** Temp dirs of demo runs whose process is gone (a SIGKILLed run cannot remove its own). */
-function staleTempDirs(): string[] {
-  return fs.readdirSync(os.tmpdir())
-    .filter((n) => {
-      const m = new RegExp(`^${TMP_PREFIX}(\\d+)-`).exec(n);
-      return m !== null && !isAlive(Number(m[1]));
-    })
-    .map((n) => path.join(os.tmpdir(), n));
-}
-
 export class DemoStack {
   cluster!: SimCluster;
   mesh!: ClusterMesh;
@@ -67,18 +56,12 @@ export class DemoStack {
 
   constructor(opts: StackOptions) {
     this.#opts = opts;
-    this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${TMP_PREFIX}${process.pid}-`));
+    this.tmp = fs.mkdtempSync(ownedTempPrefix('demo'));
   }
 
   /** Removes what a killed earlier run left: its processes (through their cgroups), cgroups, namespaces, temp dirs. */
   static async sweepLeftovers(): Promise<string[]> {
-    const removed = await cleanupLeftovers();
-    for (const dir of staleTempDirs()) {
-      if (!fs.existsSync(dir)) continue; // another run's sweep got there first
-      fs.rmSync(dir, { recursive: true, force: true });
-      removed.push(`dir ${dir}`);
-    }
-    return removed;
+    return cleanupLeftovers(); // our temp dirs too (ownedTempPrefix)
   }
 
   /** The first node: where the printed `status` command's agent runs. */

@@ -1,6 +1,8 @@
 // Pure naming and layout rules of the simulated node: kubelet cgroup paths, owner-tagged
 // names that cleanupLeftovers() can attribute to a pid, and pod addressing.
 import { createHash } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 export type CgroupDriver = 'systemd' | 'cgroupfs';
 export type QosClass = 'Guaranteed' | 'Burstable' | 'BestEffort';
@@ -59,6 +61,20 @@ export function cniDirName(clusterId: string): string {
 export function ownerPidOfCniDir(name: string): number | undefined {
   const m = /^(ma\d+x\d+[a-z]{3})-cni$/.exec(name);
   return m ? pidOfId(m[1]) : undefined;
+}
+
+/**
+ * A temp directory of this process's (`mesh-KIND-PID-XXXXXX`, for fs.mkdtempSync), named so that
+ * cleanupLeftovers() removes it once this process is gone, also after a SIGKILL.
+ */
+export function ownedTempPrefix(kind: 'cluster' | 'demo' | 'bench'): string {
+  return path.join(os.tmpdir(), `mesh-${kind}-${process.pid}-`);
+}
+
+/** Creator pid of a temp directory name ownedTempPrefix() made, or undefined. */
+export function ownerPidOfTempDir(name: string): number | undefined {
+  const m = /^mesh-(?:cluster|demo|bench)-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** Creator pid of a top-level cgroup directory name this module made, or undefined. */

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { destroyCgroupTree, findCgroup2Mount } from './cgroup2.ts';
-import { ownerPidOfCgroup, ownerPidOfCniDir, ownerPidOfNetns } from './layout.ts';
+import { ownerPidOfCgroup, ownerPidOfCniDir, ownerPidOfNetns, ownerPidOfTempDir } from './layout.ts';
 import { deleteNetns, listNetns } from './network.ts';
 
 /** A zombie counts as dead: it will never clean up after itself. */
@@ -71,10 +71,13 @@ export async function cleanupLeftovers(): Promise<string[]> {
     }
   }
   for (const name of fs.readdirSync(os.tmpdir())) {
-    const pid = ownerPidOfCniDir(name);
+    const cni = ownerPidOfCniDir(name);
+    const pid = cni ?? ownerPidOfTempDir(name);
     if (pid === undefined || isAlive(pid)) continue;
-    fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
-    removed.push(`CNI directory ${path.join(os.tmpdir(), name)}`);
+    const dir = path.join(os.tmpdir(), name);
+    if (!fs.existsSync(dir)) continue; // another run's sweep got there first
+    fs.rmSync(dir, { recursive: true, force: true });
+    removed.push(cni !== undefined ? `CNI directory ${dir}` : `dir ${dir}`);
   }
   if (failed.length) throw new Error(`removing what dead runs left failed: ${failed.join('; ')}${removed.length ? ` (removed: ${removed.join(', ')})` : ''}`);
   return removed;

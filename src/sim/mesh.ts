@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { SimCluster, SimClusterNode } from './cluster.ts';
 import { installCni, uninstallCni } from '../cni/install.ts';
 import { netnsPath, type ExecResult } from './run.ts';
+import { ownedTempPrefix } from './layout.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** The CLI from the sources (Node 24 strips the types); the bench passes dist/bin/mesh-agent.js. */
@@ -111,7 +112,7 @@ function exited(p: ChildProcess): boolean {
 
 export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Promise<ClusterMesh> {
   const bin = opts.bin ?? MESH_BIN;
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-cluster-'));
+  const tmp = fs.mkdtempSync(ownedTempPrefix('cluster'));
   const kubeconfig = path.join(tmp, 'kubeconfig');
   fs.writeFileSync(kubeconfig, cluster.kubeconfig());
   const controllerAddr = `${cluster.controlPlaneIp}:${CONTROLLER_PORT}`;
