@@ -142,6 +142,23 @@ test('--watch chains the entry within moments of the network plugin writing its 
   t.is(log.match(/CNI plugin installed/g)?.length, 1, log);
 });
 
+test('keepChained re-chains on the directory\'s events alone: with its poll an hour away, each rewrite gets the entry back', async (t) => {
+  // The test above bounds each wait below the old 5 s poll, which a poll still met about 40% of
+  // the time (four waits, each under 4 s with chance 0.8); here no poll falls within the test, so
+  // a re-chain that is not driven by the directory's events never comes.
+  const p = dirs(t);
+  const file = path.join(p.confDir, '10-calico.conflist');
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [calico] }));
+  const stop = keepChained(p, 3_600_000);
+  t.teardown(stop);
+  t.true(cniInstalled(p.confDir), 'the first install is immediate');
+  for (let i = 0; i < 3; i++) {
+    fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [{ type: 'calico', rev: i }] }));
+    await entryBack(file, 30_000);
+  }
+  t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.map((x) => x.type), ['calico', 'mesh-agent-cni']);
+});
+
 /** A ServiceAccount's mounted files, as kubelet projects them into the install container. */
 function serviceAccount(t: any, root: string, token: string): string {
   const dir = path.join(root, 'serviceaccount');
