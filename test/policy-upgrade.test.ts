@@ -165,3 +165,40 @@ test('an upgraded connection through a Service to an endpoint of this node whose
   t.like(sink.closes[0]!.authz, { allowed: true, upgraded: true, terminatedBy: { kind: 'default', name: 'deny' } });
   t.deepEqual(logs, ['terminated: deny: no client may connect']);
 });
+
+test('a change between the upgrade request\'s decision and the server\'s 101 is not missed: the stream is reset as it begins (directly and through a Service)', async (t) => {
+  for (const service of [false, true]) {
+    const { be, pod, logs, sink, port } = await setup(t, new ServerPolicy(spec('all-unauthenticated'), []), service);
+    // The pod's server answers the upgrade only once the policy has changed: the request was
+    // allowed, the stream begins under a policy that denies its client.
+    let release!: () => void;
+    const changed = new Promise<void>((r) => (release = r));
+    const atServer = new Promise<void>((r) => be.server.prependListener('upgrade', (_req, socket: net.Socket) => {
+      socket.cork(); // the echo server's 101 (its listener runs next) waits for the change
+      void changed.then(() => socket.uncork());
+      r();
+    }));
+    // What the client sees: its write echoed (the stream open), or the end with its error code,
+    // before the 101 was read (the request's error) or after (the stream's).
+    const seen = new Promise<{ echoed: string } | { ended: string }>((resolve) => {
+      const req = http.request({ host: HOST, port, path: '/ws', headers: { connection: 'Upgrade', upgrade: 'echo', host: 'api.shop' } });
+      req.on('error', (e: NodeJS.ErrnoException) => resolve({ ended: e.code ?? e.message }));
+      req.on('response', (r) => resolve({ ended: `HTTP ${r.statusCode}` }));
+      req.on('upgrade', (_res, socket: net.Socket) => {
+        let code = '';
+        socket.on('error', (e: NodeJS.ErrnoException) => (code = e.code ?? e.message));
+        socket.on('close', () => resolve({ ended: code }));
+        socket.on('data', (d: Buffer) => resolve({ echoed: String(d) }));
+        socket.write('after');
+      });
+      req.end();
+    });
+    await atServer;
+    pod.replace(new ServerPolicy(spec('deny'), []));
+    release();
+    t.deepEqual(await seen, { ended: 'ECONNRESET' }, `service ${service}: reset, its echo never comes`);
+    await waitFor(() => sink.closes.length === 1);
+    t.like(sink.closes[0]!.authz, { allowed: true, upgraded: true, terminatedBy: { kind: 'default', name: 'deny' } }, `service ${service}`);
+    t.deepEqual(logs, ['terminated: deny: no client may connect'], `service ${service}`);
+  }
+});

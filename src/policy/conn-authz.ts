@@ -86,11 +86,13 @@ export class PolicyConnAuthz implements ConnAuthz {
    * or only some HTTP requests), and the termination is logged with why (once per client and
    * server). `upgrade`: an HTTP/1 connection that became a byte stream after this request (101,
    * 2xx to CONNECT), kept while the policy still allows that request (an HTTPRouteGroup may).
+   * The policy in force is also checked once now, after the caller's turn: an upgrade is decided
+   * at its request and watched from its response, and a change in between must not be missed.
    * Returns the remover (call it on close).
    */
   watch(revoked: (by: AuthzOutcome['server']) => void, upgrade?: HttpRequestView): () => void {
     let off: (() => void) | null = null;
-    off = this.#pod.watch(() => {
+    const check = () => {
       const d = this.#current();
       if (d.verdict === 'allow' || off === null) return;
       let why = d.verdict === 'deny' ? d.reason : NOT_HTTP;
@@ -105,7 +107,9 @@ export class PolicyConnAuthz implements ConnAuthz {
       off = null;
       this.#onTerminate(why);
       revoked(by);
-    });
+    };
+    off = this.#pod.watch(check);
+    queueMicrotask(check);
     return () => {
       off?.();
       off = null;

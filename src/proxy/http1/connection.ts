@@ -16,7 +16,7 @@
 // attempt's connection is closed, never pooled (docs/routing.md).
 
 import type * as net from 'node:net';
-import { endpointAllowed, endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
+import { endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
 import { abortSocket } from '../opaque.ts';
 import type { HttpRequestView } from '../../policy/authorize.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
@@ -989,7 +989,8 @@ export class Http1Connection implements UpstreamOwner {
     const ask = this.upgradeAsk;
     this.upgradeAsk = null;
     if (ask === null || allowed === null || !allowed.allowed) return;
-    const az = this.ctx.authz ?? endpointAllowed(this.ctx, this.targetIp, this.targetPort);
+    // The endpoint's policy as it is now, allowing whole or not: its watch checks it at once.
+    const az = this.ctx.authz ?? this.ctx.endpointAuthz?.(this.targetIp, this.targetPort) ?? null;
     if (!az) return;
     const outcome: AuthzOutcome = { allowed: true, server: allowed.server, upgraded: true };
     if (allowed.authz) outcome.authz = allowed.authz;
