@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cniInstalled } from '../src/cni/install.ts';
-import { installOnce, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, type PluginKubeconfig } from '../src/cli/cni-install.ts';
+import { installOnce, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
@@ -189,6 +189,11 @@ test('the plugin\'s kubeconfig: written from the ServiceAccount before the entry
   await until(() => read().token, (tok) => tok === 'token-2', 'the rotated token in the plugin\'s kubeconfig');
   t.is(fs.statSync(k.herePath).mode & 0o777, 0o600);
   stop();
+  // The same content left readable by others (a restore, a hand edit) is written again, private.
+  fs.chmodSync(k.herePath, 0o644);
+  t.true(writePluginKubeconfig(k), 'rewritten for its mode alone');
+  t.is(fs.statSync(k.herePath).mode & 0o777, 0o600);
+  t.false(writePluginKubeconfig(k), 'then left alone');
   t.true(uninstall({ ...p, kubeconfig: k }).includes(k.herePath));
   t.false(fs.existsSync(k.herePath));
 });

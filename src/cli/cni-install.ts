@@ -83,7 +83,9 @@ export function writePluginKubeconfig(k: PluginKubeconfig): boolean {
   const ca = fs.existsSync(path.join(k.serviceAccountDir, 'ca.crt')) ? read('ca.crt') : undefined;
   const text = renderKubeconfig({ server: k.server, token: read('token').trim(), ...(ca ? { caPem: ca } : {}) });
   try {
-    if (fs.readFileSync(k.herePath, 'utf8') === text) return false;
+    // Unchanged and still private: nothing to do. Unchanged but readable by others (a hand edit,
+    // a restore): written again below, so the token is never left world-readable.
+    if (fs.readFileSync(k.herePath, 'utf8') === text && (fs.statSync(k.herePath).mode & 0o077) === 0) return false;
   } catch {
     // not written yet
   }
