@@ -84,7 +84,9 @@ test('a stuck worker whose end takes a while is replaced once, and counted once'
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const fifo = path.join(dir, 'stuck');
   execFileSync('mkfifo', [fifo]);
-  const { p, lines } = pool((index, n) => (index === 2 && n === 1 ? { stuckInFifo: fifo } : {}), { lagLimitMs: 300 });
+  // The bound is the other stuck test's, 2 s: at 300 ms a worker still starting on a loaded machine
+  // was judged stuck before it reached the FIFO, and was replaced at once (state 'starting').
+  const { p, lines } = pool((index, n) => (index === 2 && n === 1 ? { stuckInFifo: fifo } : {}), { lagLimitMs: 2000 });
   t.teardown(async () => {
     // Also on failure: a worker still blocked in open() is let go (ENXIO: nobody reads any more), and the pool closed.
     try {
@@ -96,7 +98,7 @@ test('a stuck worker whose end takes a while is replaced once, and counted once'
   await p.collect();
   const stuckLines = () => lines.filter((l) => /proxy worker 2 has not answered/.test(l)).length;
   await until(() => stuckLines() >= 1, 'the stuck worker seen');
-  t.is(p.status()[1]!.state, 'restarting', 'being replaced');
+  t.is(p.status()[1]!.state, 'restarting', `being replaced: ${lines.join('\n')}`);
   // The thread cannot end while it is blocked in open(): the pool keeps ticking (every 50 ms) meanwhile.
   // A second verdict on the same worker would come within a tick; allow twenty.
   const end = Date.now() + 1000;
