@@ -18,6 +18,7 @@ import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
 import type { Sweeper } from './sweep.ts';
 import { localPair } from './local-pair.ts';
 import { unevaluated } from '../policy/conn-authz.ts';
+import { HeapSettle, type HeapSettleOptions } from './heap-settle.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -104,6 +105,11 @@ export interface ProxyOptions {
    * side's (the agent's metrics; default: not counted).
    */
   decisions?: { requestAuthz(ev: RequestEvent): void; connAuthz(ev: ConnCloseEvent): void };
+  /**
+   * Once a burst of long-lived connections is over, give back the young generation it grew
+   * (heap-settle.ts); null: never. Default on, after 500 more open connections.
+   */
+  heapSettle?: HeapSettleOptions | null;
 }
 
 export interface ProxyStats {
@@ -214,6 +220,7 @@ export class Proxy {
   readonly #onClientClose: (this: net.Socket) => void;
   /** Open connections of every proxy sharing the cap (this one included). */
   readonly #openNow: () => number;
+  readonly #settle: HeapSettle | null;
 
   constructor(opts: ProxyOptions) {
     const detectTimeoutMs = opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS;
@@ -247,6 +254,11 @@ export class Proxy {
     const clients = this.#clients;
     const stats = this.#stats;
     const drained = (): void => this.#onDrained?.();
+    const settle = opts.heapSettle === null ? null : new HeapSettle(() => stats.open, {
+      onShrink: (open, ms, error) => this.#log('info', error ? `could not give back the young generation after a burst of connections (no effect on traffic): ${error.message}` : 'gave back the young generation a burst of connections grew', { open, ms: Math.round(ms) }),
+      ...opts.heapSettle,
+    });
+    this.#settle = settle;
     const shared = opts.openSlots;
     if (shared !== undefined && !(shared.slot >= 0 && shared.slot < shared.counts.length)) throw new Error(`openSlots.slot ${shared.slot} is outside 0-${shared.counts.length - 1}`);
     this.#openNow = shared === undefined ? () => stats.open : () => {
@@ -258,6 +270,7 @@ export class Proxy {
       if (!clients.delete(this)) return;
       stats.open--;
       if (shared !== undefined) Atomics.sub(shared.counts, shared.slot, 1);
+      settle?.closed(stats.open);
       if (stats.open === 0) drained();
     };
   }
@@ -325,6 +338,7 @@ export class Proxy {
   async close(drainMs = DEFAULT_DRAIN_MS): Promise<void> {
     const server = this.#server;
     if (!server) return;
+    this.#settle?.stop();
     const closed = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), this.closeInbound()]);
     // Keep-alive connections end between exchanges from now on, so their clients lose nothing.
     this.#drain.start();
@@ -534,6 +548,7 @@ export class Proxy {
     if (this.#opts.openSlots !== undefined) Atomics.add(this.#opts.openSlots.counts, this.#opts.openSlots.slot, 1);
     this.#clients.add(client);
     client.on('close', this.#onClientClose);
+    this.#settle?.opened();
   }
 
   /** Reports the connection open and dispatches it; a Service's is reported once dispatch knows where it goes (dispatch.ts, opened()). */
