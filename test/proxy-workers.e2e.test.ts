@@ -130,7 +130,7 @@ test.serial('with 2 proxies, 1,000 connections from three pods are spread by the
   const agent = await startAgent(2);
   try {
     const before = await status();
-    const runs = await Promise.all(clients.map((c) => tool(c, ['tcp-many', '--connect', `${server.ip}:9090`, '--count', '334'])));
+    const runs = await Promise.all(clients.map((c) => tool(c, ['tcp-many', '--connect', `${server.ip}:9090`, '--count', '334', '--timeout-ms', '60000'])));
     t.deepEqual(runs.map((r) => r.at(-1)), clients.map(() => ({ ok: 334 })));
     const s = await status();
     const took = s.proxy.workers.map((w: any, i: number) => w.accepted - before.proxy.workers[i].accepted);
