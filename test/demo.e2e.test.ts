@@ -160,9 +160,11 @@ test('the demo\'s stat matches the bot\'s mix, the SMTP service works through th
   const printed = [...refresh.matchAll(/^(web|voting|emoji)\s+2\/2\s+([\d.]+)%\s+([\d.]+)rps/gm)];
   t.deepEqual(printed.map((m) => m[1]).sort(), ['emoji', 'voting', 'web'], `the refresh shows the stat table:\n${refresh}`);
   // The spread: every replica of web, voting and emoji served requests through its Service.
+  // A success rate (not "-") is a replica that took requests. Its RPS may print 0.0: a replica
+  // whose first request was slow on a loaded machine (peak-EWMA) gets few in the first seconds,
+  // and one request in the 1m window is 0.02rps.
   const perPod = [...refresh.matchAll(/^((web|voting|emoji)-\S+)\s+1\/1\s+[\d.]+%\s+([\d.]+)rps/gm)];
-  t.is(perPod.length, 6, `the refresh shows each replica in stat pod:\n${refresh}`);
-  t.true(perPod.every((m) => Number(m[3]) > 0), `every replica took requests:\n${refresh}`);
+  t.is(perPod.length, 6, `every replica took requests (each has a success rate in stat pod):\n${refresh}`);
 
   // The tap excerpt: a request, its response and its end, live through the controller.
   await run.waitFor(/^end id=\S+ .*duration=/m, 60_000);
