@@ -44,6 +44,8 @@ export interface ClusterOptions {
   serviceCidr?: string;
   /** A failed CNI ADD is retried after initialMs, doubling to maxMs (default 100 ms to 1.6 s: kubelet's pod worker, shortened). */
   cniBackoff?: { initialMs: number; maxMs: number };
+  /** Told each stage of the set-up as it completes (each node made, then the API server and kube-proxy up): for a caller that shows progress. */
+  onProgress?: (done: string) => void;
 }
 
 /** One CNI ADD of a pod's sandbox, as the runtime ran the node's chain. */
@@ -147,7 +149,7 @@ export async function createCluster(opts: ClusterOptions = {}): Promise<SimClust
   const cluster = new Cluster(opts.driver ?? 'systemd', opts.serviceCidr ?? '10.96.0.0/16', opts.cniBackoff);
   trackLive(cluster);
   try {
-    await cluster.setUp(n, zones);
+    await cluster.setUp(n, zones, opts.onProgress ?? (() => {}));
   } catch (e) {
     await cluster.destroy().catch(() => {});
     throw e;
@@ -196,7 +198,7 @@ class Cluster implements SimCluster {
     return this.#controlPlane;
   }
 
-  async setUp(n: number, zones: string[]): Promise<void> {
+  async setUp(n: number, zones: string[], progress: (done: string) => void): Promise<void> {
     await createFabric(this.fabricNs);
     const subnets = [...Array.from({ length: n }, (_, i) => i + 1), CONTROL_PLANE_SUBNET];
     const make = async (subnet: number): Promise<SimNode> => {
@@ -211,6 +213,7 @@ class Cluster implements SimCluster {
         },
       });
       this.#made.push(node);
+      progress(`node ${node.name} made (${node.nodeIp}): its network namespace, cgroup tree and port on the bridge`);
       return node;
     };
     const made = await Promise.allSettled(subnets.map(make));
@@ -243,6 +246,7 @@ class Cluster implements SimCluster {
     this.#slices = new EndpointSliceController(this.api, report('EndpointSlice controller'));
     this.#proxy = new KubeProxy(this.api, [...this.nodes, this.controlPlane], this.serviceCidr, report('kube-proxy'));
     await this.settled();
+    progress(`API server up at ${this.apiServerUrl}, kube-proxy's rules written in every node`);
   }
 
   #assertUsable(): void {

@@ -43,6 +43,8 @@ export interface MeshOptions {
    * configuration, each agent answering on its node's socket; stop() takes it out again.
    */
   cni?: boolean;
+  /** Told each stage of the start as it completes (the controller, the identity service, each node's agent): for a caller that shows progress. */
+  onProgress?: (done: string) => void;
 }
 
 export interface MeshProcess {
@@ -87,8 +89,8 @@ export interface ClusterMesh {
   /** The agent's /status, read in its node's namespace. */
   agentStatus(node: SimClusterNode): Promise<any>;
   agentMetrics(node: SimClusterNode): Promise<string>;
-  /** Until every agent is ready and its discovery synced, and `ok` holds for each status (default: always). */
-  waitAgents(ok?: (status: any, node: SimClusterNode) => boolean, what?: string, timeoutMs?: number): Promise<void>;
+  /** Until every agent is ready and its discovery synced, and `ok` holds for each status (default: always); `onReady` as each node's agent gets there. */
+  waitAgents(ok?: (status: any, node: SimClusterNode) => boolean, what?: string, timeoutMs?: number, onReady?: (node: SimClusterNode) => void): Promise<void>;
   /** A mesh-agent command in the control-plane namespace (as an operator's kubectl port-forward would reach the controller). */
   cli(args: string[], timeoutMs?: number): Promise<ExecResult>;
   /** What went wrong with the processes, for a failing test's message. */
@@ -237,7 +239,7 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
       if (r.code !== 0) throw new Error(`agent on ${node.name}: /metrics unreachable (curl exit ${r.code})`);
       return r.stdout;
     },
-    async waitAgents(ok = () => true, what = 'agents ready and synced', timeoutMs = 60_000) {
+    async waitAgents(ok = () => true, what = 'agents ready and synced', timeoutMs = 60_000, onReady = () => {}) {
       const end = Date.now() + timeoutMs;
       const pending = new Set(cluster.nodes);
       let last = '';
@@ -247,8 +249,10 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
           if (a && exited(a.proc)) throw new Error(`the agent on ${node.name} exited (${a.proc.signalCode ?? a.proc.exitCode}): ${a.log().slice(-2000)}`);
           const s = await mesh.agentStatus(node).catch((e: Error) => ({ error: e.message }));
           const ready = (await node.execInNode('curl', ['-sf', '-m', '2', `http://${ADMIN_ADDR}/ready`])).code === 0;
-          if (ready && s.discovery?.everSynced && ok(s, node)) pending.delete(node);
-          else last = `${node.name}: ready=${ready} discovery=${JSON.stringify(s.discovery ?? s.error)?.slice(0, 400)}`;
+          if (ready && s.discovery?.everSynced && ok(s, node)) {
+            pending.delete(node);
+            onReady(node);
+          } else last = `${node.name}: ready=${ready} discovery=${JSON.stringify(s.discovery ?? s.error)?.slice(0, 400)}`;
         }
         if (pending.size === 0) return;
         if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${last}; ${mesh.logs()}`);
@@ -277,10 +281,15 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     },
   };
   try {
+    const progress = opts.onProgress ?? (() => {});
     await mesh.startController();
-    if (identity) await mesh.startIdentity();
+    progress(`controller answering at ${controllerAddr}`);
+    if (identity) {
+      await mesh.startIdentity();
+      progress(`identity service answering at ${identityAddr}`);
+    }
     for (const node of cluster.nodes) startAgent(node);
-    await mesh.waitAgents();
+    await mesh.waitAgents(undefined, undefined, undefined, (node) => progress(`agent on ${node.name} ready: BPF attached, proxy listening, discovery synced`));
   } catch (e) {
     await mesh.stop();
     throw e;
