@@ -15,6 +15,7 @@ import { workloadOf } from '../src/telemetry/workload.ts';
 import { podObject } from '../src/sim/pod-object.ts';
 import { DASHBOARD_LINE, dashboardLine } from '../src/cli/demo.ts';
 import { DASHBOARD } from '../src/demo/stack.ts';
+import { StartProgress, STEP_LINE } from '../src/demo/progress.ts';
 
 test('every bot round has one doughnut vote in three and the stated web success rate', (t) => {
   for (let n = 0; n < 20; n++) {
@@ -113,4 +114,14 @@ test('the demo\'s dashboard line parses back: the URL, and the namespace to ente
   t.deepEqual([here?.[1], here?.[2]], [`http://${DASHBOARD}/`, undefined]);
   const inside = DASHBOARD_LINE.exec(dashboardLine('sudo nsenter --net=/var/run/netns/ma1x2-cp'));
   t.deepEqual([inside?.[1], inside?.[2]], [`http://${DASHBOARD}/`, '/var/run/netns/ma1x2-cp'], 'a second demo\'s dashboard is opened in its own namespace, not at the first demo\'s forwarded port');
+});
+
+test('the start\'s progress: each step numbered of the total with its own time, the last with the whole start\'s', (t) => {
+  const lines: string[] = [];
+  const p = new StartProgress(3, (l) => lines.push(l), 1000);
+  p.done('node made', 2500);
+  p.done('agent on sim-node-2 ready', 6600);
+  p.done('first answer', 6700);
+  t.deepEqual(lines, ['node made [1/3, +1.5 s]', 'agent on sim-node-2 ready [2/3, +4.1 s]', 'first answer [3/3, +0.1 s; started in 5.7 s]']);
+  t.deepEqual(lines.map((l) => STEP_LINE.exec(l)?.slice(1)), [['1', '3', '1.5', undefined], ['2', '3', '4.1', undefined], ['3', '3', '0.1', '5.7']]);
 });

@@ -8,6 +8,8 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { cleanupLeftovers } from '../src/sim/index.ts';
 import { failureRange, ROUND_OUTCOMES } from '../src/demo/traffic-mix.ts';
+import { STEP_LINE } from '../src/demo/progress.ts';
+import { START_STEPS } from '../src/demo/stack.ts';
 import { DEMO_TEST_TIMEOUT_MS, DemoRun, leftovers, processesOf, type Proc } from './helpers/demo-run.ts';
 import { until } from './helpers/until.ts';
 
@@ -55,6 +57,10 @@ test('the demo\'s stat matches the bot\'s mix, the SMTP service works through th
   const procs: Proc[] = processesOf(ids);
   t.true(procs.length >= 13, `3 agents, the controller and 9 service replicas in the cluster's cgroups, found ${procs.length}`);
   t.regex(run.output, /==> vote-bot: first answer from web through the mesh/);
+  // The start said each of its steps as it completed, numbered in order, the last with the whole start's time.
+  const steps = [...run.output.matchAll(new RegExp(STEP_LINE.source, 'gm'))];
+  t.deepEqual(steps.map((m) => `${m[1]}/${m[2]}`), Array.from({ length: START_STEPS }, (_, i) => `${i + 1}/${START_STEPS}`), run.output);
+  t.truthy(steps.at(-1)?.[4], 'the last step says how long the start took');
 
   // The commands the demo tells the user to type in another terminal work as printed.
   const statusCmd = run.output.match(/^ {4}(\S.* status)$/m)?.[1];

@@ -15,6 +15,7 @@ import { ownedTempPrefix } from '../sim/layout.ts';
 import { CONTROLLER_PORT, MESH_BIN, startMesh, type ClusterMesh } from '../sim/mesh.ts';
 import { DEMO_NODES, DEPLOYMENTS, NAMESPACE, nodeOf, podLabels, type Deployment } from './app.ts';
 import { JsonLineLog } from './json-lines.ts';
+import { StartProgress } from './progress.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = MESH_BIN;
@@ -26,6 +27,13 @@ export const CONTROLLER = `127.0.0.1:${CONTROLLER_PORT}`;
 /** The controller's web dashboard (mesh-agent controller --dashboard-listen). */
 export const DASHBOARD_PORT = 8084;
 export const DASHBOARD = `127.0.0.1:${DASHBOARD_PORT}`;
+/**
+ * The numbered steps of start(): each node and the control plane made, the API server up, each
+ * deployment's pods, their Services settled, the controller, the identity service, each agent,
+ * every agent knowing the endpoints, each deployment's processes up, the bot's first answer.
+ */
+export const START_STEPS = DEMO_NODES + 1 + 1 + DEPLOYMENTS.length + 1 + 2 + DEMO_NODES + 1 + DEPLOYMENTS.length + 1;
+
 export interface StackOptions {
   /** Requests per second the vote bot sends to the web. */
   rps: number;
@@ -71,8 +79,10 @@ export class DemoStack {
 
   async start(): Promise<void> {
     const { step } = this.#opts;
+    const progress = new StartProgress(START_STEPS, step);
+    const done = (what: string) => progress.done(what);
     step(`building a simulated cluster: ${DEMO_NODES} nodes and a control plane joined by a bridge, each node with kubelet's cgroup tree and a kube-proxy (nftables)`);
-    this.cluster = await createCluster({ nodes: DEMO_NODES });
+    this.cluster = await createCluster({ nodes: DEMO_NODES, onProgress: done });
     const c = this.cluster;
     step(`cluster ${c.id}: ${c.nodes.map((n) => `${n.name} (${n.id}, ${n.nodeIp}, ${n.zone})`).join(', ')}, control plane (${c.controlPlane.id}, ${c.controlPlaneIp}); API server ${c.apiServerUrl}`);
 
@@ -91,15 +101,16 @@ export class DemoStack {
         s.service = c.addService({ name: d.service.name, namespace: NAMESPACE, selector: { app: d.app }, ports: [{ name: 'main', port: d.service.port, targetPort: 'main' }] });
       }
       const where = replicas.map((x) => `${x.pod.name} on ${x.node.name} ${x.pod.ip}`).join(', ');
-      step(`deployment ${d.name} (${d.what}): ${where}${s.service ? `; Service ${s.service.name} ${s.service.clusterIP}:${d.service!.port}` : ''}`);
+      done(`deployment ${d.name} (${d.what}): ${where}${s.service ? `; Service ${s.service.name} ${s.service.clusterIP}:${d.service!.port}` : ''}`);
     }
     await c.settled();
+    done(`the Services' EndpointSlices and kube-proxy's rules for them written in every node`);
 
     step(`starting the mesh: mesh-agent controller on the control plane (discovery from the API server, dashboard on :${DASHBOARD_PORT}), mesh-agent identity beside it (the CA: node-bound agent tokens checked with a TokenReview), mesh-agent run on every node (namespace ${NAMESPACE} is annotated mesh-agent.io/inject=enabled)`);
-    this.mesh = await startMesh(c, { controllerArgs: ['--dashboard-listen', `0.0.0.0:${DASHBOARD_PORT}`] });
+    this.mesh = await startMesh(c, { controllerArgs: ['--dashboard-listen', `0.0.0.0:${DASHBOARD_PORT}`], onProgress: done });
     const endpoints = DEPLOYMENTS.reduce((n, d) => n + (d.service ? d.replicas : 0), 0);
     await this.mesh.waitAgents((st) => st.discovery.endpoints >= endpoints, `every agent to know the ${endpoints} endpoints of the demo's Services`);
-    step(`agents ready on ${c.nodes.map((n) => n.name).join(', ')}: BPF attached to each node's pods cgroup, proxy on <node IP>:15001, Services and endpoints streamed by the controller at ${this.mesh.controllerAddr}; mTLS between nodes on, certificates from ${this.mesh.identityAddr} (calls between nodes go through TLS 1.3 tunnels between the agents on :15008)`);
+    done(`agents on ${c.nodes.map((n) => n.name).join(', ')} know the ${endpoints} endpoints of the demo's Services, streamed by the controller at ${this.mesh.controllerAddr}: BPF attached to each node's pods cgroup, proxy on <node IP>:15001; mTLS between nodes on, certificates from ${this.mesh.identityAddr} (calls between nodes go through TLS 1.3 tunnels between the agents on :15008)`);
 
     const vip = (name: string) => {
       const d = DEPLOYMENTS.find((x) => x.name === name)!;
@@ -118,11 +129,11 @@ export class DemoStack {
         r.log = new JsonLineLog(r.proc);
       }
       for (const r of this.services.get(d.name)!.replicas) await r.log.waitFor(d.port ? 'listening' : 'started', r.proc, 20_000, `${d.name} ${r.pod.name} (${d.script})`);
-      step(d.port ? `${d.name}: ${d.replicas} replicas listening on :${d.port}` : `${d.name} sending ${this.#opts.rps} requests/s to web at ${vip('web')} (the web-svc ClusterIP)`);
+      done(d.port ? `${d.name}: ${d.replicas} replicas listening on :${d.port}` : `${d.name} sending ${this.#opts.rps} requests/s to web at ${vip('web')} (the web-svc ClusterIP)`);
     }
     const bot = this.services.get('vote-bot')!.replicas[0]!;
     const first = await bot.log.waitFor('firstAnswer', bot.proc, 20_000, 'vote-bot (its first answer from web)');
-    step(`vote-bot: first answer from web through the mesh (${first.path}: HTTP ${first.status})`);
+    done(`vote-bot: first answer from web through the mesh (${first.path}: HTTP ${first.status})`);
   }
 
   /** A node agent's /status document (the first node's by default). */
