@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cniInstalled } from '../src/cni/install.ts';
-import { installOnce, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
+import { copyPluginFiles, installOnce, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
@@ -54,7 +54,7 @@ test('install chains our entry after the network plugin (a .conf becomes a .conf
   t.throws(() => installOnce(p), { message: /no CNI configuration in .*net.d yet: the network plugin .* writes it when it starts/ });
   fs.writeFileSync(path.join(p.confDir, '10-calico.conf'), JSON.stringify(calico));
   fs.writeFileSync(path.join(p.confDir, '99-other.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'other', plugins: [{ type: 'bridge' }] }));
-  const file = installOnce(p);
+  const file = installOnce(p).conf;
   t.is(path.basename(file), '10-calico.conflist');
   t.deepEqual(fs.readdirSync(p.confDir).sort(), ['10-calico.conflist', '99-other.conflist']);
   t.is(pickConfFile(fs.readdirSync(p.confDir)), '10-calico.conflist', 'the runtime still reads the network plugin\'s file first');
@@ -102,6 +102,44 @@ test('the installed files run as a CNI plugin on their own: Node.js and the plug
   t.deepEqual(JSON.parse(add.stdout), prev);
 });
 
+test('the plugin\'s files are copied only when they differ: an install over identical files rewrites none, a changed source or a changed copy is copied again', (t) => {
+  const p = dirs(t);
+  const dir = path.join(p.binDir, 'mesh-agent-cni.d');
+  // A stand-in for the Node.js binary (120 MB): its copy is judged as any other file's.
+  const node = path.join(path.dirname(p.confDir), 'node');
+  fs.writeFileSync(node, 'node-1');
+  const first = copyPluginFiles(p.binDir, node);
+  t.is(first.copied.length, 15, 'Node.js and the fourteen modules');
+  t.deepEqual(first.unchanged, []);
+  /** Each copied file's inode and mtime: a rewrite (tmp and rename) changes the inode. */
+  const stamps = () => new Map(first.copied.map((rel) => {
+    const s = fs.statSync(path.join(dir, rel));
+    return [rel, `${s.ino}/${s.mtimeMs}`];
+  }));
+  const before = stamps();
+  const again = copyPluginFiles(p.binDir, node);
+  t.deepEqual(stamps(), before, 'no file rewritten');
+  t.deepEqual(again, { copied: [], unchanged: first.copied });
+  // A new image's Node.js of the same size: compared by content, copied.
+  fs.writeFileSync(node, 'node-2');
+  t.deepEqual(copyPluginFiles(p.binDir, node).copied, ['node']);
+  t.is(fs.readFileSync(path.join(dir, 'node'), 'utf8'), 'node-2');
+  t.is(fs.statSync(path.join(dir, 'node')).mode & 0o777, 0o755);
+  // A copy changed on the host (its bytes, its length, its mode) is put right.
+  const mod = first.copied[1]!;
+  const copy = path.join(dir, mod);
+  const text = fs.readFileSync(copy, 'utf8');
+  fs.writeFileSync(copy, text.replace(/.$/s, (c) => (c === ' ' ? '\t' : ' ')));
+  t.deepEqual(copyPluginFiles(p.binDir, node).copied, [mod], 'same size, other bytes');
+  fs.appendFileSync(copy, '\n');
+  t.deepEqual(copyPluginFiles(p.binDir, node).copied, [mod], 'longer');
+  fs.chmodSync(copy, 0o666);
+  t.deepEqual(copyPluginFiles(p.binDir, node).copied, [mod], 'writable by others');
+  t.is(fs.readFileSync(copy, 'utf8'), text);
+  t.is(fs.statSync(copy).mode & 0o777, 0o644);
+  t.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
+});
+
 test('--watch chains the entry within moments of the network plugin writing its configuration, and again after each rewrite (it watches the directory, no 5 s poll)', async (t) => {
   const p = dirs(t);
   const proc = spawn(process.execPath, [BIN, 'cni-install', '--watch', '--conf-dir', p.confDir, '--bin-dir', p.binDir, '--agent-socket', p.agentSocket, '--state-file', p.stateFile, '--no-kubeconfig'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -122,8 +160,8 @@ test('--watch chains the entry within moments of the network plugin writing its 
     check();
   });
   await logged(/no CNI configuration in .* yet/);
-  // Each wait is bounded well below the old poll's 5 s (the re-chain copies Node.js, 120 MB, first),
-  // and the rewrites follow each other at once, so a poll would miss the bound.
+  // Each wait is bounded well below the old poll's 5 s (the re-chain compares the copied Node.js,
+  // 120 MB, with the image's first), and the rewrites follow each other at once, so a poll would miss the bound.
   const BOUND_MS = 4_000;
   const file = path.join(p.confDir, '10-calico.conflist');
   // The network plugin starts and writes its configuration: not atomically, as a plain write.
@@ -140,6 +178,9 @@ test('--watch chains the entry within moments of the network plugin writing its 
   // Its log says each, once (its own writes to the directory are events too: they chain nothing).
   await logged(/chained again/, 3);
   t.is(log.match(/CNI plugin installed/g)?.length, 1, log);
+  // The re-chains found the plugin's files in place (copied at the first try, before the configuration was there).
+  const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  t.deepEqual(lines.filter((l) => /chained again/.test(l.msg)).map((l) => [l.copied, l.unchanged]), [[[], 15], [[], 15], [[], 15]]);
 });
 
 test('keepChained re-chains on the directory\'s events alone: with its poll an hour away, each rewrite gets the entry back', async (t) => {
@@ -176,7 +217,7 @@ test('the plugin\'s kubeconfig: written from the ServiceAccount before the entry
   const hostPath = '/etc/cni/net.d/mesh-agent-cni-kubeconfig';
   const k: PluginKubeconfig = { ...pluginKubeconfigFor(sa, { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' }, hostPath), herePath: path.join(p.confDir, 'mesh-agent-cni-kubeconfig') };
   t.is(k.server, 'https://[fd00::1]:443');
-  const file = installOnce({ ...p, kubeconfig: k });
+  const file = installOnce({ ...p, kubeconfig: k }).conf;
   t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.at(-1), { type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile, kubeconfig: hostPath });
   t.is(fs.statSync(k.herePath).mode & 0o777, 0o600, 'it holds the token');
   t.is(pickConfFile(fs.readdirSync(p.confDir)), '10-calico.conflist', 'the runtime does not take it for a configuration');

@@ -33,21 +33,74 @@ export function wrapperScript(): string {
   return `#!/bin/sh\n# mesh-agent's chained CNI plugin (installed by the mesh-agent DaemonSet)\nd="$(dirname "$0")/${PLUGIN_TYPE}.d"\nexec "$d/node" "$d/bin/mesh-agent-cni${EXT}" "$@"\n`;
 }
 
-/** Node.js and the plugin's modules into BIN/mesh-agent-cni.d, each replaced atomically (a running plugin keeps its old files). */
-export function copyPluginFiles(binDir: string, nodeBinary = process.execPath): void {
+/** What copyPluginFiles did, by path relative to BIN/mesh-agent-cni.d. */
+export interface CopyReport {
+  copied: string[];
+  unchanged: string[];
+}
+
+/**
+ * Whether `dst` already is `src` with `mode`: the same size, then the same bytes, compared in 1 MB
+ * chunks (reading both writes nothing, where a copy writes the 120 MB Node.js binary to the host's
+ * disk again). A short read counts as a difference: the file is copied, which is safe.
+ */
+function sameFile(src: string, dst: string, mode: number): boolean {
+  let d: fs.Stats;
+  try {
+    d = fs.statSync(dst);
+  } catch {
+    return false;
+  }
+  const size = fs.statSync(src).size;
+  if (!d.isFile() || d.size !== size || (d.mode & 0o7777) !== mode) return false;
+  const a = Buffer.allocUnsafe(1 << 20);
+  const b = Buffer.allocUnsafe(1 << 20);
+  const fa = fs.openSync(src, 'r');
+  try {
+    const fb = fs.openSync(dst, 'r');
+    try {
+      for (let pos = 0; pos < size;) {
+        const n = fs.readSync(fa, a, 0, a.length, pos);
+        if (n === 0 || fs.readSync(fb, b, 0, n, pos) !== n || !a.subarray(0, n).equals(b.subarray(0, n))) return false;
+        pos += n;
+      }
+      return true;
+    } finally {
+      fs.closeSync(fb);
+    }
+  } finally {
+    fs.closeSync(fa);
+  }
+}
+
+/**
+ * Node.js and the plugin's modules into BIN/mesh-agent-cni.d: each file only when it differs (a
+ * re-chain after a network plugin's rewrite finds them in place), and then replaced atomically (a
+ * running plugin keeps its old files).
+ */
+export function copyPluginFiles(binDir: string, nodeBinary = process.execPath): CopyReport {
   const dir = path.join(binDir, `${PLUGIN_TYPE}.d`);
+  const report: CopyReport = { copied: [], unchanged: [] };
   const put = (src: string, rel: string, mode: number) => {
     const dst = path.join(dir, rel);
+    if (sameFile(src, dst, mode)) {
+      report.unchanged.push(rel);
+      return;
+    }
     fs.mkdirSync(path.dirname(dst), { recursive: true });
     const tmp = `${dst}.${process.pid}.tmp`;
     fs.copyFileSync(src, tmp);
     fs.chmodSync(tmp, mode);
     fs.renameSync(tmp, dst);
+    report.copied.push(rel);
   };
   put(nodeBinary, 'node', 0o755);
   for (const m of PLUGIN_MODULES) put(path.join(ROOT, m + EXT), m + EXT, 0o644);
   // The modules are ES modules.
-  fs.writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}\n');
+  const pkg = path.join(dir, 'package.json');
+  const type = '{"type":"module"}\n';
+  if (!fs.existsSync(pkg) || fs.readFileSync(pkg, 'utf8') !== type) fs.writeFileSync(pkg, type);
+  return report;
 }
 
 /** The plugin's kubeconfig: from this container's ServiceAccount, for the plugin on the host. */
@@ -97,12 +150,17 @@ export function writePluginKubeconfig(k: PluginKubeconfig): boolean {
   return true;
 }
 
-/** The kubeconfig before the entry that names it: the plugin never finds the entry without its file. */
-export function installOnce(p: InstallPaths): string {
-  copyPluginFiles(p.binDir);
+/** The kubeconfig before the entry that names it: the plugin never finds the entry without its file. Returns the configuration file written and the plugin's files copied. */
+export function installOnce(p: InstallPaths): { conf: string; files: CopyReport } {
+  const files = copyPluginFiles(p.binDir);
   if (p.kubeconfig) writePluginKubeconfig(p.kubeconfig);
   const entry = { agentSocket: p.agentSocket, stateFile: p.stateFile, ...(p.kubeconfig ? { kubeconfig: p.kubeconfig.hostPath } : {}) };
-  return installCni({ confDir: p.confDir, binDir: p.binDir, entry, executable: wrapperScript() });
+  return { conf: installCni({ confDir: p.confDir, binDir: p.binDir, entry, executable: wrapperScript() }), files };
+}
+
+/** The log's fields for an install: the files copied by name, the unchanged ones counted. */
+function installFields(r: { conf: string; files: CopyReport }, binDir: string): object {
+  return { conf: r.conf, bin: path.join(binDir, PLUGIN_TYPE), copied: r.files.copied, unchanged: r.files.unchanged.length };
 }
 
 /** Whether SIGTERM means an uninstall: the DaemonSet is gone or being deleted (a rolling update keeps it). */
@@ -150,8 +208,8 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
     // The first install copies the files even when the entry is there: they may be an older version's.
     if (installed && cniInstalled(p.confDir)) return;
     try {
-      const conf = installOnce(p);
-      log('info', installed ? 'CNI configuration rewritten without our entry: chained again' : 'CNI plugin installed', { conf, bin: path.join(p.binDir, PLUGIN_TYPE) });
+      const r = installOnce(p);
+      log('info', installed ? 'CNI configuration rewritten without our entry: chained again' : 'CNI plugin installed', installFields(r, p.binDir));
       installed = true;
     } catch (e) {
       log('warn', (e as Error).message);
@@ -217,7 +275,7 @@ export function registerCniInstall(program: Command) {
         return;
       }
       if (!o.watch) {
-        log('info', 'CNI plugin installed', { conf: installOnce(p), bin: path.join(p.binDir, PLUGIN_TYPE) });
+        log('info', 'CNI plugin installed', installFields(installOnce(p), p.binDir));
         return;
       }
       // The network plugin writes its configuration when it starts: wait for it rather than fail.
