@@ -23,7 +23,7 @@ import type { CniAttempt } from '../src/sim/cluster.ts';
 import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { nftBinary } from '../src/datapath/nft.ts';
 import { JsonLines } from './helpers/procs.ts';
-import { until } from './helpers/until.ts';
+import { until, within } from './helpers/until.ts';
 
 const NS = 'shop';
 const PLAIN = 'plain';
@@ -221,7 +221,7 @@ test.serial('(f) the agent stopped while an ADD reads its pod from the API serve
   const attempts: CniAttempt[] = [];
   const pending = cluster.addPod(0, { name: 'api-f', namespace: NS, serviceAccountName: 'api', onCniAttempt: (a) => attempts.push(a) });
   void pending.catch(() => {});
-  await Promise.race([read.stalled, new Promise((_, reject) => setTimeout(() => reject(new Error(`the agent did not read pod api-f from the API server within 30 s; ${agentLog()}`)), 30_000))]);
+  await within(read.stalled, 30_000, () => `the agent did not read pod api-f from the API server within 30 s; ${agentLog()}`);
   const started = performance.now();
   await mesh.stopAgent(node, 'SIGTERM');
   const took = performance.now() - started;

@@ -32,3 +32,12 @@ export async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** `p`, or a rejection naming `what` once `ms` have passed (its timer cleared when `p` settles first, so no stray timer outlives the test). */
+export function within<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what())), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
