@@ -200,6 +200,28 @@ test('keepChained re-chains on the directory\'s events alone: with its poll an h
   t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.map((x) => x.type), ['calico', 'mesh-agent-cni']);
 });
 
+test('keepChained with the configuration directory not there yet: its creation is an event (the nearest existing directory is watched), the entry follows the network plugin\'s write', async (t) => {
+  // The poll is an hour away: only the watch of a directory on the way can see net.d appear.
+  const p = dirs(t);
+  const root = path.dirname(p.confDir);
+  fs.rmSync(p.confDir, { recursive: true });
+  const confDir = path.join(root, 'host', 'etc', 'cni', 'net.d');
+  const stop = keepChained({ ...p, confDir }, 3_600_000);
+  t.teardown(stop);
+  t.false(cniInstalled(confDir));
+  // The network plugin starts: it creates the directories (one at a time), then writes its configuration.
+  for (const d of ['host', 'host/etc', 'host/etc/cni', 'host/etc/cni/net.d']) fs.mkdirSync(path.join(root, d));
+  const file = path.join(confDir, '10-calico.conflist');
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [calico] }));
+  t.log(`entry chained ${Math.round(await entryBack(file, 30_000))} ms after the network plugin's write`);
+  // Removed and created again (a reinstall of the network plugin): watched again, chained again.
+  fs.rmSync(path.join(root, 'host', 'etc', 'cni'), { recursive: true });
+  fs.mkdirSync(confDir, { recursive: true });
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [{ type: 'calico', rev: 1 }] }));
+  await entryBack(file, 30_000);
+  t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.map((x) => x.type), ['calico', 'mesh-agent-cni']);
+});
+
 /** A ServiceAccount's mounted files, as kubelet projects them into the install container. */
 function serviceAccount(t: any, root: string, token: string): string {
   const dir = path.join(root, 'serviceaccount');

@@ -188,8 +188,9 @@ const log = (level: string, msg: string, fields: object = {}) => process.stderr.
  * --watch: installs now, or once the network plugin has written its configuration, and chains
  * the entry again whenever a rewrite drops it. As istio-cni, it watches the configuration
  * directory (inotify), so the entry is back within moments of the rewrite (a pod created in
- * between starts without the plugin); the slow poll covers a filesystem without inotify, or a
- * directory not there yet, and rewrites the plugin's kubeconfig when the ServiceAccount token
+ * between starts without the plugin); while the directory is not there yet, it watches the
+ * nearest existing directory on the way to it for its creation. The slow poll covers a filesystem
+ * without inotify, and rewrites the plugin's kubeconfig when the ServiceAccount token
  * rotated (kubelet renews it at 80% of its lifetime, an hour or more: the poll is soon enough).
  * Returns the stop.
  */
@@ -215,27 +216,50 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
       log('warn', (e as Error).message);
     }
   };
+  /** The directory to watch: the configuration's, or while it is missing the nearest existing directory on the way to it. */
+  const target = () => {
+    let dir = p.confDir;
+    while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+    return dir;
+  };
+  let watched: string | null = null;
   const watch = () => {
-    const fallback = (e: Error) => log('warn', `cannot watch the CNI configuration directory ${p.confDir} (${e.message}): checking it every ${pollMs / 1000} s instead`);
+    watcher?.close();
+    watcher = null;
+    watched = null;
+    const dir = target();
+    const fallback = (e: Error) => log('warn', `cannot watch ${dir === p.confDir ? 'the CNI configuration directory' : `${dir} for the CNI configuration directory ${p.confDir}`} (${e.message}): checking it every ${pollMs / 1000} s instead`);
     try {
-      watcher = fs.watch(p.confDir, () => {
+      const w = fs.watch(dir, () => {
+        // The configuration directory (or a directory on the way) created, or it removed: watch the right one.
+        if (watched !== target()) watch();
+        if (watched !== p.confDir) return;
         clearTimeout(settle);
         settle = setTimeout(check, SETTLE_MS);
       });
-      watcher.on('error', (e) => {
-        watcher?.close();
+      w.on('error', (e) => {
+        w.close();
+        if (watcher !== w) return;
         watcher = null;
+        watched = null;
         fallback(e);
       });
+      watcher = w;
+      watched = dir;
     } catch (e) {
       fallback(e as Error);
+      return;
     }
+    if (dir === p.confDir) return;
+    log('info', `the CNI configuration directory ${p.confDir} is not there yet: watching ${dir} for its creation`);
+    // Created between the look and the watch: no event will say so.
+    if (target() !== dir) watch();
   };
   // Watching first: a rewrite between the check and the watch is not missed.
   watch();
   check();
   const timer = setInterval(() => {
-    if (!watcher) watch();
+    if (watched !== target()) watch();
     check();
   }, pollMs);
   return () => {
