@@ -2,7 +2,9 @@
 // Pod become, and for bad input, that the bad part is left out with a problem naming it while
 // the rest of the object is kept. Every record that comes out passes the agent's parser.
 import test from 'ava';
-import { convert, describeObject, kindOf, podFromK8s, serviceFromK8s, sliceFromK8s, type Converted } from '../src/discovery/from-k8s.ts';
+import { convert, describeObject, kindOf, namespaceProblem, podFromK8s, serviceFromK8s, sliceFromK8s, type Converted } from '../src/discovery/from-k8s.ts';
+import { joinNamespace, prepare } from '../src/discovery/hub.ts';
+import { resolvePolicy } from '../src/k8s/annotations.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 
 type Obj = Record<string, any>;
@@ -157,6 +159,33 @@ for (const [what, obj, want, problems] of pods) {
     accepted(t, 'pod', c);
   });
 }
+
+test('Pod: skip-inbound ports set on its namespace apply to a pod that sets none, resolved as its own agent resolves them (resolvePolicy); joinNamespace gives the same line later', (t) => {
+  const cases: Array<[Obj, Obj, Array<[number, number]> | undefined]> = [
+    [{}, { 'mesh-agent.io/skip-inbound-ports': '7001' }, [[7001, 7001]]],
+    [{}, { 'config.linkerd.io/skip-inbound-ports': '3306', 'mesh-agent.io/skip-inbound-ports': '7001' }, [[7001, 7001]]],
+    [{}, { 'config.linkerd.io/skip-inbound-ports': '3306' }, [[3306, 3306]]],
+    [{ 'config.linkerd.io/skip-inbound-ports': '22' }, { 'mesh-agent.io/skip-inbound-ports': '7001' }, [[22, 22]]],
+    [{ 'mesh-agent.io/inject': 'enabled' }, {}, undefined],
+  ];
+  for (const [own, ns, want] of cases) {
+    const obj = podObj({ annotations: own });
+    const c = podFromK8s(obj, ns);
+    t.deepEqual(c.record!.skipInbound, want, JSON.stringify([own, ns]));
+    t.deepEqual(resolvePolicy({ annotations: own }, { annotations: ns }).skipInbound.ranges(), want ?? [], 'as the agent reads them');
+    t.is(c.followsNamespace, own['config.linkerd.io/skip-inbound-ports'] === undefined ? true : undefined);
+    t.deepEqual(c.problems, []);
+    accepted(t, 'pod', c);
+    t.is(joinNamespace(prepare('pod', obj), ns).line, prepare('pod', obj, ns).line, 'joined later: the same line');
+    t.is(joinNamespace(prepare('pod', obj, ns), undefined).line, prepare('pod', obj).line, 'and back');
+  }
+  // A namespace's bad value: left out of its pods' records, said once for the namespace, not per pod.
+  const bad = podFromK8s(podObj(), { 'mesh-agent.io/skip-inbound-ports': '70000' });
+  t.is(bad.record!.skipInbound, undefined);
+  t.deepEqual(bad.problems, []);
+  t.regex(String(namespaceProblem('shop', { 'mesh-agent.io/skip-inbound-ports': '70000' })), /^Namespace shop: annotation mesh-agent\.io\/skip-inbound-ports "70000": invalid port list/);
+  t.is(namespaceProblem('shop', { 'mesh-agent.io/skip-inbound-ports': '7001' }), null);
+});
 
 test('kinds: Service, EndpointSlice and Pod are read; the rest are not', (t) => {
   t.is(kindOf({ kind: 'Service' }), 'service');

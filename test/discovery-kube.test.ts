@@ -85,8 +85,8 @@ test('mesh-agent controller --kubeconfig: one set of watches for any number of a
     t.deepEqual(a.store.service('shop/web')!.annotations, { 'balancer.linkerd.io/failure-accrual': 'consecutive' }, 'routing annotations only');
     t.like(a.store.podByIp('10.2.0.5'), { kind: 'deployment', owner: 'web', node: 'n2', serviceAccount: 'web' });
   }
-  // The agents opened no watch of their own: the API server has the controller's three.
-  t.deepEqual(['services', 'endpointslices', 'pods'].map((r) => api.openWatches(r)), [1, 1, 1]);
+  // The agents opened no watch of their own: the API server has the controller's four.
+  t.deepEqual(['services', 'endpointslices', 'pods', 'namespaces'].map((r) => api.openWatches(r)), [1, 1, 1, 1]);
 
   // An edit that changes no record: the pod's status moves, its IP does not.
   const before = (await requestJson(url, 'GET', '/v1/status')).discovery;
@@ -125,22 +125,28 @@ function inProcess(t: any, api: SimApiServer) {
   return { hub, src, errors };
 }
 
-test('a relist after 410 Gone sends the agents only what differs, on the same stream', async (t) => {
-  const api = await new SimApiServer().start();
-  t.teardown(() => api.close());
-  const web = api.create(service('web'));
-  api.create(slice('web-a', 'web', [{ ip: '10.1.0.5', pod: 'web-1', node: 'n1' }]));
-  for (let i = 0; i < 20; i++) api.create(pod(`p-${i}`, `10.1.1.${i + 1}`, 'n1'));
-  const { hub, src } = inProcess(t, api);
+/** The in-process source synced, a controller serving it, and one agent synced from it. */
+async function servedInProcess(t: any, api: SimApiServer, node: string) {
+  const { hub, src, errors } = inProcess(t, api);
   src.start();
   await hub.whenSynced();
   const port = await freePort();
   const ctl = new ControllerServer({ log: () => {}, discovery: { hub, source: src } });
   await ctl.listen('127.0.0.1', port);
   t.teardown(() => ctl.close());
-  const a = agent(`http://127.0.0.1:${port}`, 'n1');
+  const a = agent(`http://127.0.0.1:${port}`, node);
   t.teardown(() => a.client.stop());
   await waitFor(() => a.client.state === 'synced', 10_000);
+  return { a, errors };
+}
+
+test('a relist after 410 Gone sends the agents only what differs, on the same stream', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const web = api.create(service('web'));
+  api.create(slice('web-a', 'web', [{ ip: '10.1.0.5', pod: 'web-1', node: 'n1' }]));
+  for (let i = 0; i < 20; i++) api.create(pod(`p-${i}`, `10.1.1.${i + 1}`, 'n1'));
+  const { a } = await servedInProcess(t, api, 'n1');
   const lines = a.client.status().lines;
 
   // The watches break and their history is gone: the controller relists everything.
@@ -167,10 +173,42 @@ test('403 on list: the error names the controller\'s ClusterRole; retried, it re
   src.start();
   await waitFor(() => errors.length >= 2, 10_000);
   t.true(errors.some((e) => e.includes(CONTROLLER_RBAC_HINT)), errors.join('\n'));
-  t.regex(errors[0]!, /list (services|endpointslices|pods): HTTP 403: the controller's ServiceAccount lacks list\/watch on services, pods and endpointslices/);
+  t.regex(errors[0]!, /list (services|endpointslices|pods|namespaces): HTTP 403: the controller's ServiceAccount lacks list\/watch on services, pods, namespaces and endpointslices/);
   t.false(hub.synced, 'no world until every kind is listed');
   t.regex(String(src.state().lastError), /403/);
   api.setFailure(null);
   await hub.whenSynced();
   t.is(hub.counts().services, 1);
+});
+
+test('a namespace\'s skip-inbound ports (ours, else Linkerd\'s) reach the records of its pods that set none, and follow its changes; a pod\'s own win; a bad value is said once, for the namespace', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', annotations: { 'config.linkerd.io/skip-inbound-ports': '7001-7002' } } });
+  api.create(pod('web-1', '10.1.0.5', 'n1'));
+  const own = pod('web-2', '10.1.0.6', 'n1');
+  own.metadata.annotations = { 'mesh-agent.io/skip-inbound-ports': '9000' };
+  api.create(own);
+  const { a, errors } = await servedInProcess(t, api, 'n2');
+  t.deepEqual(a.store.podByIp('10.1.0.5')?.skipInbound, [[7001, 7002]], 'the namespace\'s, in the first world');
+  t.deepEqual(a.store.podByIp('10.1.0.6')?.skipInbound, [[9000, 9000]], 'the pod\'s own win');
+
+  const lines = a.client.status().lines;
+  const annotate = (annotations: Record<string, string>) => api.patch('Namespace', undefined, 'shop', (o) => {
+    o.metadata.annotations = annotations;
+  });
+  annotate({ 'config.linkerd.io/skip-inbound-ports': '7001-7002', 'mesh-agent.io/skip-inbound-ports': '7005' });
+  await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound?.join() === '7005,7005', 10_000);
+  t.is(a.client.status().lines, lines + 1, 'the one pod that follows its namespace is sent again');
+  t.deepEqual(a.store.podByIp('10.1.0.6')?.skipInbound, [[9000, 9000]]);
+
+  annotate({ 'mesh-agent.io/skip-inbound-ports': 'seven' });
+  await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound === undefined, 10_000);
+  t.is(errors.filter((e) => e.includes('Namespace shop: annotation mesh-agent.io/skip-inbound-ports "seven"')).length, 1, errors.join('\n'));
+  annotate({ 'mesh-agent.io/skip-inbound-ports': '7006' });
+  await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound?.join() === '7006,7006', 10_000);
+  annotate({});
+  await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound === undefined, 10_000);
+  t.is(a.client.status().lines, lines + 4);
+  t.is(a.client.status().reconnects, 0);
 });

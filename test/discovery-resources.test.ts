@@ -143,6 +143,29 @@ test('one file: edits followed; the file missing keeps its objects and says so',
   t.truthy(c.store.byVip('10.96.0.10', 80));
 });
 
+test('a Namespace\'s skip-inbound ports reach its pods that set none, from whichever file holds it, and follow its edits', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resources-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // The namespace in a file read after the pods' one: it applies all the same.
+  const ns = (ann: string) => `apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {${ann}}}\n`;
+  fs.writeFileSync(path.join(dir, 'a-pods.yaml'), pods(['web-0']));
+  fs.writeFileSync(path.join(dir, 'b-ns.yaml'), ns('config.linkerd.io/skip-inbound-ports: "7001"'));
+  const c = await startController(t, dir);
+  t.deepEqual(c.store.podByIp('10.1.0.5')?.skipInbound, [[7001, 7001]]);
+  save(path.join(dir, 'b-ns.yaml'), ns('mesh-agent.io/skip-inbound-ports: "7002-7003"'));
+  await waitFor(() => c.store.podByIp('10.1.0.5')?.skipInbound?.join() === '7002,7003', 10_000);
+  // A pod added later joins the namespace as it is now; one with its own keeps its own.
+  const own = `---\napiVersion: v1\nkind: Pod\nmetadata: {name: own, namespace: shop, annotations: {mesh-agent.io/skip-inbound-ports: "9000"}}\nstatus: {phase: Running, podIP: 10.1.0.7}\n`;
+  save(path.join(dir, 'a-pods.yaml'), pods(['web-0', 'web-1']) + own);
+  await waitFor(() => c.store.counts().pods === 3, 10_000);
+  t.deepEqual(c.store.podByIp('10.1.0.6')?.skipInbound, [[7002, 7003]]);
+  t.deepEqual(c.store.podByIp('10.1.0.7')?.skipInbound, [[9000, 9000]]);
+  fs.rmSync(path.join(dir, 'b-ns.yaml'));
+  await waitFor(() => c.store.podByIp('10.1.0.5')?.skipInbound === undefined && c.store.podByIp('10.1.0.6')?.skipInbound === undefined, 10_000);
+  t.deepEqual(c.store.podByIp('10.1.0.7')?.skipInbound, [[9000, 9000]]);
+  t.is(c.client.status().reconnects, 0);
+});
+
 test('bad setups fail at start and name the fix', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resources-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -169,11 +169,11 @@ test('controller: one non-root replica, read-only root, Service on the controlle
   t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--dashboard-listen', '0.0.0.0:8084']);
 });
 
-test('controller RBAC: list and watch of Services, Pods, EndpointSlices and the route kinds cluster-wide, the routes\' status written, bound to its ServiceAccount, whose token is mounted', (t) => {
+test('controller RBAC: list and watch of Services, Pods, Namespaces, EndpointSlices and the route kinds cluster-wide, the routes\' status written, bound to its ServiceAccount, whose token is mounted', (t) => {
   const objs = installManifests() as any[];
   const role = find(objs, 'ClusterRole', 'mesh-agent-controller');
   t.deepEqual(role.rules, [
-    { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['services', 'pods', 'namespaces'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes', 'grpcroutes'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes/status', 'grpcroutes/status'], verbs: ['get', 'update', 'patch'] },

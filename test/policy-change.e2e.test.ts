@@ -12,7 +12,9 @@
 //   and no server side in the metrics.
 // - a namespace's default-inbound-policy annotation changed to deny does the same;
 // - a skip-inbound port of api is dialled straight to api by the agent of another node (no
-//   tunnel: discovery carries the pod's skip-inbound ports), its other ports through the tunnel.
+//   tunnel: discovery carries the pod's skip-inbound ports), its other ports through the tunnel;
+// - so is one set only on the namespace of store (Linkerd's annotation), and when the
+//   namespace's annotation changes the other node's agent follows.
 // Each step waits for the agent's own account (the policy generation every proxy loaded, the
 // counters, the clients' close lines), never a timer.
 import test from 'ava';
@@ -25,16 +27,21 @@ import { parseExposition, sum } from './helpers/prom-text.ts';
 import { until } from './helpers/until.ts';
 
 const NS = 'shop';
+/** store's namespace: its skip-inbound ports are set there, not on the pod. */
+const NS2 = 'depot';
 let cluster: SimCluster | undefined;
 let mesh: ClusterMesh | undefined;
 let api: SimPod;
 let web: SimPod;
 let far: SimPod;
 let ingress: SimPod;
+let store: SimPod;
 let apiSvc: SimService;
 const children: ChildProcess[] = [];
 /** api's echo servers by port: one {"accepted":{...}} line per connection, with its peer's address. */
 const echoes: Record<string, JsonLines> = {};
+/** store's, the same way. */
+const storeEchoes: Record<string, JsonLines> = {};
 
 function need(): { cluster: SimCluster; mesh: ClusterMesh } {
   if (!cluster || !mesh) throw new Error('no cluster: these tests build network namespaces, cgroups, nftables rules and load BPF; run them as root (sudo ./dev test)');
@@ -63,6 +70,26 @@ async function ask(io: JsonLines, line: string, what: string): Promise<any> {
   return io.waitFor((o) => io.lines.indexOf(o) >= seen && (o.reply !== undefined || o.status !== undefined || o.closed !== undefined), 15_000, what);
 }
 
+/** What an echo server (tools.ts tcp-echo) saw of a connection held from `from` to `addr`: its peer, once the echo came back. */
+async function peerAt(echo: JsonLines, from: SimPod, addr: string, what: string): Promise<{ io: JsonLines; peer: string }> {
+  const accepted = () => echo.lines.filter((l) => l.accepted);
+  const seen = accepted().length;
+  const { io, first } = await hold(from, addr, what);
+  if (first.reply !== what) throw new Error(`${from.name} to ${addr}: no echo of ${what}: ${JSON.stringify(first)}`);
+  const a = await echo.waitFor((o) => o.accepted && accepted().indexOf(o) === seen, 10_000, `the echo server at ${addr} to account ${from.name}'s connection`);
+  return { io, peer: a.accepted.remoteAddress as string };
+}
+
+/** tcp-echo servers in `pod` on these ports, listening. */
+async function echoServers(pod: SimPod, ports: string[], into: Record<string, JsonLines>): Promise<void> {
+  for (const port of ports) {
+    const e = pod.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', port]);
+    children.push(e);
+    into[port] = new JsonLines(e);
+    await into[port].waitFor((o) => o.listening, 10_000, `${pod.name} echo ${port} listening`);
+  }
+}
+
 const apiAgentStatus = () => need().mesh.agentStatus(nodeOf(api));
 
 /** Until every proxy of api's agent has loaded a policy table in which `ok` holds for api. */
@@ -89,12 +116,10 @@ test.before(async () => {
   const b = api.spawn(process.execPath, [SERVICE_TOOLS_PATH, 'backend', '--name', 'api', '--http', '8080'], { stdio: ['pipe', 'pipe', 'pipe'] });
   children.push(b);
   await new JsonLines(b).waitFor((o) => o.listening, 30_000, 'api listening');
-  for (const port of ['7000', '7001']) {
-    const e = api.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', port]);
-    children.push(e);
-    echoes[port] = new JsonLines(e);
-    await echoes[port].waitFor((o) => o.listening, 10_000, `api echo ${port} listening`);
-  }
+  await echoServers(api, ['7000', '7001'], echoes);
+  cluster.addNamespace(NS2, { 'mesh-agent.io/inject': 'enabled', 'config.linkerd.io/skip-inbound-ports': '7002' });
+  store = await cluster.addPod(0, { deployment: 'store', namespace: NS2, serviceAccountName: 'store' });
+  await echoServers(store, ['7002', '7003'], storeEchoes);
   apiSvc = cluster.addService({ name: 'api', namespace: NS, selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'echo', port: 7000, targetPort: 7000 }, { name: 'skipped', port: 7001, targetPort: 7001 }] });
   await cluster.settled();
   // Port 7000 is declared opaque: no detection wait, a whole connection from its first byte.
@@ -212,16 +237,7 @@ test.serial('a skip-inbound port of a pod of another node is dialled straight to
   await policyApplied((p) => p?.mode === 'default' && p.defaultPolicy === 'all-unauthenticated', 'api open to everyone again');
   const streams = async () => (await apiAgentStatus()).identity.tunnels.server.streams as number;
   const before = await streams();
-  // What api's echo server saw of a held connection of far's: its peer, once the echo came back.
-  const peerOf = async (port: string, what: string) => {
-    const echo = echoes[port]!;
-    const nth = (o: any) => echo.lines.filter((l) => l.accepted).indexOf(o);
-    const seen = echo.lines.filter((l) => l.accepted).length;
-    const { io, first } = await hold(far, `${api.ip}:${port}`, what);
-    t.is(first.reply, what, `an echo on ${port}`);
-    const accepted = await echo.waitFor((o) => o.accepted && nth(o) === seen, 10_000, `api's echo on ${port} to account far's connection`);
-    return { io, peer: accepted.accepted.remoteAddress as string };
-  };
+  const peerOf = (port: string, what: string) => peerAt(echoes[port]!, far, `${api.ip}:${port}`, what);
   const direct = await peerOf('7001', 'skip-inbound');
   const tunnelled = await peerOf('7000', 'tunnelled');
   t.is(direct.peer, nodeOf(far).nodeIp, 'the skip-inbound port\'s connection came from far\'s node (its agent dialled it), not out of api\'s agent');
@@ -234,5 +250,30 @@ test.serial('a skip-inbound port of a pod of another node is dialled straight to
   t.is(opens(m, 7001, { tls: 'true' }), 0, 'the skip-inbound port\'s: plaintext');
   t.true(opens(m, 7000, { tls: 'true', server_id: 'spiffe://cluster.local/ns/shop/sa/api' }) >= 1, 'the other port\'s: mTLS to api\'s identity');
   direct.io.child.kill('SIGKILL');
+  tunnelled.io.child.kill('SIGKILL');
+});
+
+test.serial('a skip-inbound port set only on the pod\'s namespace (Linkerd\'s annotation) is dialled straight to the pod from another node too; the namespace\'s annotation changed, that node\'s agent follows', async (t) => {
+  const { cluster, mesh } = need();
+  const storeNode = nodeOf(store).nodeIp;
+  const streams = async () => (await mesh.agentStatus(nodeOf(store))).identity.tunnels.server.streams as number;
+  const direct = await peerAt(storeEchoes['7002']!, far, `${store.ip}:7002`, 'ns-skip');
+  t.is(direct.peer, nodeOf(far).nodeIp, 'from far\'s node (its agent dialled it), not out of store\'s agent through the tunnel');
+  direct.io.child.kill('SIGKILL');
+
+  cluster.addNamespace(NS2, { 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-inbound-ports': '7003' });
+  await until(() => mesh.agentStatus(nodeOf(store)), (s: any) => s.pods.find((p: any) => p.name === store.name)?.skipInboundPorts === '7003', 'store\'s agent to skip 7003, not 7002', { context: () => mesh.logs() });
+  // far's agent hears of it through discovery, which it does not show: each try is one real
+  // connection, until one to 7003 comes from far's node rather than through store's agent.
+  const moved = await until(async () => {
+    const c = await peerAt(storeEchoes['7003']!, far, `${store.ip}:7003`, 'ns-skip-changed');
+    c.io.child.kill('SIGKILL');
+    return c.peer;
+  }, (peer) => peer === nodeOf(far).nodeIp, 'far\'s agent to dial 7003 straight to store', { context: () => mesh.logs() });
+  t.is(moved, nodeOf(far).nodeIp);
+  const before = await streams();
+  const tunnelled = await peerAt(storeEchoes['7002']!, far, `${store.ip}:7002`, 'tunnelled-now');
+  t.is(tunnelled.peer, storeNode, '7002 now out of store\'s agent, which terminated the tunnel');
+  t.is(await until(streams, (n) => n >= before + 1, 'the tunnelled connection\'s stream at store\'s agent', { context: () => mesh.logs() }), before + 1);
   tunnelled.io.child.kill('SIGKILL');
 });

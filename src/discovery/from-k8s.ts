@@ -21,7 +21,11 @@ export interface Converted<T> {
   key: string;
   record: T | null;
   problems: string[];
+  /** A pod whose own annotations set no skip-inbound ports: its record follows its namespace's. */
+  followsNamespace?: true;
 }
+
+type Annotations = Record<string, string> | undefined;
 
 /** The label that ties an EndpointSlice to its Service. */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -212,9 +216,10 @@ const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
 /**
  * core/v1 Pod: its IPv4 address and workload. No record (and no problem) for a pod without an
  * IPv4 address yet, a host-network pod (its address is the node's, shared with others), or a
- * finished one (its address may already belong to a new pod).
+ * finished one (its address may already belong to a new pod). `nsAnnotations`: its namespace's
+ * annotations (skip-inbound ports set there apply to a pod without its own).
  */
-export function podFromK8s(o: Obj): Converted<DiscoPod> {
+export function podFromK8s(o: Obj, nsAnnotations?: Annotations): Converted<DiscoPod> {
   const { namespace, name, key } = keyOfObject(o);
   const problems: string[] = [];
   if (o?.spec?.hostNetwork === true || TERMINAL_PHASES.has(o?.status?.phase)) return { key, record: null, problems };
@@ -243,17 +248,33 @@ export function podFromK8s(o: Obj): Converted<DiscoPod> {
   const hostIp = o?.status?.hostIP;
   if (isIPv4(hostIp)) pod.hostIp = hostIp;
   else if (hostIp !== undefined && hostIp !== null && hostIp !== '') problems.push(`hostIP ${show(hostIp)} is not an IPv4 address; ignored (no tunnel to this pod)`);
-  // The pod's own, as its agent reads them (its namespace's are not watched here: see docs/policy.md).
-  const skip = portsAnnotation(ANNOTATIONS.skipInbound, o?.metadata?.annotations);
-  if (skip !== undefined) {
-    try {
-      const ranges = parsePorts(String(skip[1]), skip[0]).ranges();
-      if (ranges.length > 0) pod.skipInbound = ranges;
-    } catch (e) {
-      problems.push(`annotation ${skip[0]} ${show(skip[1])}: ${(e as Error).message}; ignored (clients of other nodes reach every port through the tunnel)`);
-    }
+  skipInboundOf(pod, o?.metadata?.annotations, nsAnnotations, problems);
+  const c = gate(key, pod, parsePod, problems);
+  if (portsAnnotation(ANNOTATIONS.skipInbound, o?.metadata?.annotations) === undefined) c.followsNamespace = true;
+  return c;
+}
+
+/**
+ * A pod's skip-inbound ranges, read as its agent reads them (portsAnnotation: ours, else Linkerd's,
+ * on the pod, else on its namespace). A value that does not parse is left out: the pod's own is
+ * named in problems, a namespace's is said once for the namespace (namespaceProblem), not per pod.
+ */
+export function skipInboundOf(pod: DiscoPod, own: Annotations, namespace: Annotations, problems: string[]): void {
+  const skip = portsAnnotation(ANNOTATIONS.skipInbound, own, namespace);
+  if (skip === undefined) return;
+  try {
+    const ranges = parsePorts(String(skip[1]), skip[0]).ranges();
+    if (ranges.length > 0) pod.skipInbound = ranges;
+  } catch (e) {
+    if (own?.[skip[0]] !== undefined) problems.push(`annotation ${skip[0]} ${show(skip[1])}: ${(e as Error).message}; ignored (clients of other nodes reach every port through the tunnel)`);
   }
-  return gate(key, pod, parsePod, problems);
+}
+
+/** What is wrong with a Namespace's skip-inbound annotation, or null (its pods' records leave a bad one out). */
+export function namespaceProblem(name: string, annotations: Annotations): string | null {
+  const problems: string[] = [];
+  skipInboundOf({} as DiscoPod, annotations, undefined, problems);
+  return problems.length === 0 ? null : `Namespace ${name}: ${problems[0]}`;
 }
 
 
@@ -271,8 +292,8 @@ export function kindOf(o: Obj): ResourceKind | null {
   }
 }
 
-export function convert(kind: ResourceKind, o: Obj): Converted<DiscoService | DiscoSlice | DiscoPod> {
-  return kind === 'service' ? serviceFromK8s(o) : kind === 'slice' ? sliceFromK8s(o) : podFromK8s(o);
+export function convert(kind: ResourceKind, o: Obj, namespace?: Annotations): Converted<DiscoService | DiscoSlice | DiscoPod> {
+  return kind === 'service' ? serviceFromK8s(o) : kind === 'slice' ? sliceFromK8s(o) : podFromK8s(o, namespace);
 }
 
 /** For log lines: "Service shop/web". */

@@ -11,7 +11,7 @@
 // and the deltas queued for an agent that does not keep up are bounded: past maxQueuedBytes its
 // stream is closed (it reconnects and resyncs) and counted as closedSlow.
 import type { Writable } from 'node:stream';
-import { convert, describeObject, type ResourceKind } from './from-k8s.ts';
+import { convert, describeObject, skipInboundOf, type ResourceKind } from './from-k8s.ts';
 import { DISCOVERY_VERSION, type DiscoPod, type DiscoService, type DiscoSlice } from './model.ts';
 
 type Obj = Record<string, any>;
@@ -50,14 +50,17 @@ export interface Prepared {
   problems: string[];
   /** A Service's ports (what a route may name). */
   ports?: number[];
+  /** A pod whose record follows its namespace's annotations (podFromK8s): joined again when they change. */
+  followsNamespace?: true;
 }
 
 type Entry = Prepared & { line: string };
 
 const NO_PROBLEMS: string[] = [];
 
-export function prepare(kind: ResourceKind, obj: Obj): Prepared {
-  const c = convert(kind, obj);
+/** `namespace`: the annotations of the object's namespace (what a pod's record reads of them). */
+export function prepare(kind: ResourceKind, obj: Obj, namespace?: Record<string, string>): Prepared {
+  const c = convert(kind, obj, namespace);
   const p: Prepared = {
     key: c.key,
     line: c.record === null ? null : setLine(kind, c.record),
@@ -65,7 +68,22 @@ export function prepare(kind: ResourceKind, obj: Obj): Prepared {
     problems: c.problems.length > 0 ? c.problems : NO_PROBLEMS,
   };
   if (kind === 'service' && c.record !== null) p.ports = (c.record as DiscoService).ports.map((x) => x.port);
+  if (c.followsNamespace && p.line !== null) p.followsNamespace = true;
   return p;
+}
+
+/**
+ * A pod that follows its namespace (followsNamespace), under the namespace's annotations as they
+ * are now: its skip-inbound ports are the namespace's. The sources keep lines, not pods, so the
+ * record is read back from its line; the rest of it does not depend on the namespace.
+ */
+export function joinNamespace(p: Prepared, namespace: Record<string, string> | undefined): Prepared {
+  if (!p.followsNamespace || p.line === null) return p;
+  const pod = (JSON.parse(p.line) as { pod: DiscoPod }).pod;
+  delete pod.skipInbound;
+  skipInboundOf(pod, undefined, namespace, []);
+  const line = setLine('pod', pod);
+  return line === p.line ? p : { ...p, line };
 }
 
 /** The world as one run of chunks, shared by the agents reading it, and what changed since it was built. */

@@ -1,6 +1,6 @@
-// The controller's cluster source: Services, EndpointSlices and Pods of every namespace, listed
-// and watched once (the agents open no cluster-wide watch), fed to the discovery hub. Each kind
-// runs the same reflector the agent's pod watch uses (src/k8s/watch-reflector.ts); the stores
+// The controller's cluster source: Services, EndpointSlices and Pods of every namespace, and the
+// Namespaces (what pods' records read of them: namespaces.ts), listed and watched once (the
+// agents open no cluster-wide watch), fed to the discovery hub. Each kind runs the same reflector the agent's pod watch uses (src/k8s/watch-reflector.ts); the stores
 // keep each object as the hub takes it (its record's line, hub.ts prepare), not the object, so
 // 100,000 pods cost what their lines cost.
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
@@ -8,13 +8,14 @@ import { loadKubeConfig } from '../k8s/client-node-api.ts';
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';
-import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
+import { joinNamespace, prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 import type { MeshObjects } from './mesh-objects.ts';
+import { keepNamespace, NamespaceAnnotations } from './namespaces.ts';
 import { routeReflectors } from '../routing/route-kube-source.ts';
 
 type Obj = Record<string, any>;
 
-export const CONTROLLER_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on services, pods and endpointslices (discovery.k8s.io); apply the ClusterRole from mesh-agent install";
+export const CONTROLLER_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on services, pods, namespaces and endpointslices (discovery.k8s.io); apply the ClusterRole from mesh-agent install";
 
 export interface DiscoveryKubeSourceOptions {
   hub: DiscoveryHub;
@@ -43,10 +44,10 @@ interface Kept {
   prepared: Prepared;
 }
 
-function keep(kind: ResourceKind, o: Obj): Kept {
+function keep(kind: ResourceKind, o: Obj, namespaces: NamespaceAnnotations): Kept {
   if ((o as Kept).prepared !== undefined) return o as Kept; // a list page's items are kept already
   const md = o?.metadata ?? {};
-  return { metadata: { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion }, prepared: prepare(kind, o) };
+  return { metadata: { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion }, prepared: prepare(kind, o, kind === 'pod' ? namespaces.get(md.namespace) : undefined) };
 }
 
 interface Paged {
@@ -58,6 +59,10 @@ export class DiscoveryKubeSource {
   private readonly o: DiscoveryKubeSourceOptions;
   private reflectors = new Map<ResourceKind, Reflector>();
   private routeReflectors: Reflector[] = [];
+  private nsReflector?: Reflector;
+  private namespaces!: NamespaceAnnotations;
+  /** namespaces.changes when the pods' last list began. */
+  private podListFrom = 0;
   private server = '';
   private started = false;
   private lastError: string | null = null;
@@ -66,7 +71,7 @@ export class DiscoveryKubeSource {
     this.o = o;
   }
 
-  /** Starts the three list+watch loops; the hub is synced once all three have listed. Failures are retried (onError says why). */
+  /** Starts the four list+watch loops; the hub is synced once all four have listed. Failures are retried (onError says why). */
   start(): void {
     if (this.started) throw new Error('DiscoveryKubeSource already started');
     this.started = true;
@@ -80,14 +85,21 @@ export class DiscoveryKubeSource {
     const watch = new Watch(kc);
     (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000; // as the agent's KubeSource: silence is our watchdog's call
     const limit = this.o.pageSize ?? 500;
+    const say = (msg: string) => (this.o.log ?? ((m: string) => this.o.onError(new Error(m))))(msg);
+    const namespaces = (this.namespaces = new NamespaceAnnotations((msg) => say(`discovery: ${msg}`)));
+    const onError = (e: Error) => {
+      this.lastError = e.message;
+      this.o.onError(e);
+    };
     const pages = (kind: ResourceKind, page: (cont: string | undefined) => Promise<Paged>) => async () => {
       // Page by page, each prepared before the next is fetched: a 100,000-pod list never sits whole in memory.
+      if (kind === 'pod') this.podListFrom = namespaces.changes;
       const items: Obj[] = [];
       let cont: string | undefined;
       let resourceVersion = '';
       do {
         const l = await page(cont);
-        for (const i of l.items) items.push(keep(kind, i));
+        for (const i of l.items) items.push(keep(kind, i, namespaces));
         if (!resourceVersion) resourceVersion = l.metadata?.resourceVersion ?? '';
         cont = l.metadata?._continue || undefined;
       } while (cont);
@@ -108,13 +120,12 @@ export class DiscoveryKubeSource {
         watchdogMs,
         backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
         rbacHint: CONTROLLER_RBAC_HINT,
-        transform: (obj) => keep(d.kind, obj),
-        onError: (e) => {
-          this.lastError = e.message;
-          this.o.onError(e);
-        },
+        transform: (obj) => keep(d.kind, obj, namespaces),
+        onError,
         onChange: (op, key, obj) => (op === 'set' ? this.o.hub.put(d.kind, (obj as Kept).prepared) : this.o.hub.remove(d.kind, key)),
         onSynced: () => {
+          // A namespace that changed while pods were listed: the pages prepared before it are joined again.
+          if (d.kind === 'pod' && namespaces.changes !== this.podListFrom) this.rejoin('all');
           // A (re)list: the hub sends only what differs from what the agents have.
           this.o.hub.replaceAll(d.kind, [...r.store.values()].map((o) => (o as Kept).prepared));
           this.maybeSynced();
@@ -122,6 +133,29 @@ export class DiscoveryKubeSource {
       });
       this.reflectors.set(d.kind, r);
     }
+    const nsr: Reflector = new Reflector({
+      name: 'namespaces',
+      path: '/api/v1/namespaces',
+      list: async () => {
+        const l = await core.listNamespace(); // a cluster has few: one page
+        return { items: l.items.map(keepNamespace), resourceVersion: l.metadata?.resourceVersion ?? '' };
+      },
+      watch,
+      server,
+      watchdogMs,
+      backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
+      rbacHint: CONTROLLER_RBAC_HINT,
+      transform: keepNamespace,
+      onError,
+      onChange: (op, key, obj) => {
+        if (op === 'set' ? namespaces.set(obj) : namespaces.delete(key)) this.rejoin(new Set([key]));
+      },
+      onSynced: () => {
+        this.rejoin(new Set(namespaces.replaceAll(nsr.store.values())));
+        this.maybeSynced();
+      },
+    });
+    this.nsReflector = nsr;
     const routes = this.o.routes;
     if (routes !== undefined) {
       routes.hold();
@@ -129,35 +163,48 @@ export class DiscoveryKubeSource {
         kc, watch, server, routes, watchdogMs, pageSize: limit,
         backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
         onSynced: () => this.maybeSynced(),
-        onError: (e) => {
-          this.lastError = e.message;
-          this.o.onError(e);
-        },
-        log: (msg) => (this.o.log ?? ((m: string) => this.o.onError(new Error(m))))(msg),
+        onError,
+        log: say,
       });
     }
     for (const r of this.reflectors.values()) void r.run();
+    void nsr.run();
     for (const r of this.routeReflectors) void r.run();
+  }
+
+  /** These namespaces' annotations changed: their pods that follow them are sent again (those that changed). */
+  private rejoin(names: Set<string> | 'all'): void {
+    if (names !== 'all' && names.size === 0) return;
+    for (const o of this.reflectors.get('pod')!.store.values()) {
+      const k = o as Kept;
+      if (!k.prepared.followsNamespace || (names !== 'all' && !names.has(k.metadata.namespace ?? ''))) continue;
+      const p = joinNamespace(k.prepared, this.namespaces.get(k.metadata.namespace!));
+      if (p === k.prepared) continue;
+      k.prepared = p;
+      this.o.hub.put('pod', p);
+    }
   }
 
   /** Every kind listed: routes convert (their Services are known now), then the agents get the world. */
   private maybeSynced(): void {
-    if (![...this.reflectors.values(), ...this.routeReflectors].every((x) => x.synced)) return;
+    if (![...this.reflectors.values(), this.nsReflector!, ...this.routeReflectors].every((x) => x.synced)) return;
     this.o.routes?.release();
     this.o.hub.markSynced();
   }
 
   stop(): void {
     for (const r of this.reflectors.values()) r.stop();
+    this.nsReflector?.stop();
     for (const r of this.routeReflectors) r.stop();
   }
 
   state() {
-    const rs = [...this.reflectors.entries()];
+    const rs: Array<[string, Reflector]> = [...this.reflectors.entries()];
+    if (this.nsReflector) rs.push(['namespace', this.nsReflector]);
     return {
       kind: 'kubernetes',
       server: this.server,
-      connected: rs.length === 3 && rs.every(([, r]) => r.connected),
+      connected: rs.length === 4 && rs.every(([, r]) => r.connected),
       lastError: this.lastError,
       resources: Object.fromEntries([...rs, ...this.routeReflectors.map((r) => [r.kindName, r] as const)].map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size }])),
     };

@@ -1,7 +1,8 @@
 // `mesh-agent controller --resources FILE|DIR`: Services, EndpointSlices and Pods (and routes:
 // HTTPRoute, GRPCRoute, TrafficSplit, HTTPRouteGroup, to the route index; SMI TrafficTarget and
-// TCPRoute, to the access index) from YAML or JSON files (several documents or Lists per file; Namespaces and other kinds are accepted and
-// skipped), fed to the discovery hub as the API server's watches would be. A directory means
+// TCPRoute, to the access index) from YAML or JSON files (several documents or Lists per file;
+// a Namespace's skip-inbound annotations apply to its pods, as with the API server; other kinds
+// are accepted and skipped), fed to the discovery hub as the API server's watches would be. A directory means
 // its *.yaml, *.yml and *.json files, not its subdirectories (as `kubectl apply -f DIR`).
 // Files are reloaded when they change: only a changed file is parsed again, and only its
 // objects are diffed. A file that fails to parse keeps its last good objects, and says so.
@@ -10,8 +11,9 @@ import * as path from 'node:path';
 import { parseDocuments } from '../k8s/documents.ts';
 import { objectName } from '../k8s/objects.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
-import { prepare, type DiscoveryHub, type Prepared } from './hub.ts';
+import { joinNamespace, prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 import { meshObjectKind, type MeshObjectKind, type MeshObjects } from './mesh-objects.ts';
+import { keepNamespace, NamespaceAnnotations } from './namespaces.ts';
 
 type Obj = Record<string, any>;
 
@@ -24,9 +26,10 @@ interface FileState {
   stamp: string;
   /**
    * "kind ns/name" -> the object as the hub takes it (its line, not the object), as last parsed
-   * successfully; "route Kind ns/name" -> a route object for the route index.
+   * successfully (a pod's without its namespace: joined when published); "route Kind ns/name" ->
+   * a route object for the route index; "namespace name" -> a Namespace, cut to what pods read.
    */
-  objects: Map<string, Prepared | { route: Obj }>;
+  objects: Map<string, Prepared | { route: Obj } | { namespace: Obj }>;
   error: string | null;
 }
 
@@ -60,12 +63,14 @@ export class ResourceFiles {
   private saidDuplicate = new Set<string>();
 
   private readonly routes: MeshObjects | undefined;
+  private readonly namespaces: NamespaceAnnotations;
 
   constructor(p: string, hub: DiscoveryHub, onError: (e: Error) => void, routes?: MeshObjects) {
     this.path = path.resolve(p);
     this.hub = hub;
     this.onError = onError;
     this.routes = routes;
+    this.namespaces = new NamespaceAnnotations((msg) => this.fail(msg));
   }
 
   /** Reads everything (throws on a missing path or a file that does not parse: fix it before starting), hands the hub a synced world, then watches. */
@@ -85,7 +90,7 @@ export class ResourceFiles {
     }
     // Routes are converted once every Service is in: one listed before its Service is not "not found".
     this.routes?.hold();
-    for (const [k, owners] of this.owners) this.publish(k, owners);
+    this.publishAll(this.owners.keys());
     this.routes?.release();
     this.lastLoadAt = Date.now();
     this.hub.markSynced();
@@ -157,8 +162,12 @@ export class ResourceFiles {
     } catch (e) {
       return { stamp, objects: new Map(), error: (e as Error).message };
     }
-    const objects = new Map<string, Prepared | { route: Obj }>();
+    const objects = new Map<string, Prepared | { route: Obj } | { namespace: Obj }>();
     for (const o of docs) {
+      if (o?.kind === 'Namespace') {
+        objects.set(`namespace ${objectName(o).name}`, { namespace: keepNamespace(o) });
+        continue;
+      }
       const kind = kindOf(o);
       if (kind !== null) {
         const p = prepare(kind, o);
@@ -224,7 +233,7 @@ export class ResourceFiles {
     }
     if ([...this.files.values()].every((s) => s.error === null)) this.lastError = null;
     this.routes?.hold();
-    for (const k of touched) this.publish(k, this.owners.get(k) ?? []);
+    this.publishAll(touched);
     this.routes?.release();
     this.reloads++;
     this.lastLoadAt = Date.now();
@@ -245,6 +254,28 @@ export class ResourceFiles {
     const i = list.indexOf(f);
     if (i >= 0) list.splice(i, 1);
     if (list.length === 0) this.owners.delete(k);
+  }
+
+  /**
+   * Namespaces first: a pod is joined with its namespace as it is now, and the pods of a
+   * namespace whose annotations changed go again.
+   */
+  private publishAll(keys: Iterable<string>): void {
+    const rest = new Set<string>();
+    const changed = new Set<string>();
+    for (const k of keys) {
+      if (!k.startsWith('namespace ')) rest.add(k);
+      else if (this.publishNamespace(k)) changed.add(k.slice('namespace '.length));
+    }
+    if (changed.size > 0) for (const k of this.owners.keys()) if (k.startsWith('pod ') && changed.has(k.slice(4, k.indexOf('/')))) rest.add(k);
+    for (const k of rest) this.publish(k, this.owners.get(k) ?? []);
+  }
+
+  /** The first file's Namespace (none: gone); true when what its pods read of it changed. */
+  private publishNamespace(k: string): boolean {
+    const owners = this.owners.get(k) ?? [];
+    if (owners.length === 0) return this.namespaces.delete(k.slice('namespace '.length));
+    return this.namespaces.set((this.files.get(owners[0]!)!.objects.get(k) as { namespace: Obj }).namespace);
   }
 
   /** The object of the first file defining it goes to the hub (none: removed). */
@@ -270,6 +301,9 @@ export class ResourceFiles {
         this.fail(`${describeObject(kind, key)} is defined in ${owners.map((f) => path.basename(f)).join(' and ')}; using ${path.basename(owners[0]!)}'s`);
       }
     }
-    this.hub.put(kind, this.files.get(owners[0]!)!.objects.get(k) as Prepared);
+    const p = this.files.get(owners[0]!)!.objects.get(k) as Prepared;
+    // Kept without its namespace: a namespace that sets nothing leaves it as it is.
+    const ns = kind === 'pod' ? this.namespaces.get(key.slice(0, key.indexOf('/'))) : undefined;
+    this.hub.put(kind, ns === undefined ? p : joinNamespace(p, ns));
   }
 }

@@ -150,10 +150,10 @@ export function installManifests(options: InstallOptions = {}): object[] {
       kind: 'ClusterRole',
       metadata: { name: `${clusterName}-controller`, labels: controller },
       // Cluster-wide, once for every node: discovery (Services, their EndpointSlices, every pod's
-      // workload) and routes (Gateway API, SMI) read-only; the routes' status written back. The
+      // workload, the namespaces' skip-inbound ports) and routes (Gateway API, SMI) read-only; the routes' status written back. The
       // route CRDs are not installed by us (docs/install.md).
       rules: [
-        { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: [''], resources: ['services', 'pods', 'namespaces'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes', 'grpcroutes'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['httproutes/status', 'grpcroutes/status'], verbs: ['get', 'update', 'patch'] },

@@ -1,0 +1,76 @@
+// What the controller keeps of Namespaces: the annotations a pod's record reads of its namespace
+// (skip-inbound ports, ours and Linkerd's: docs/policy.md), for the namespaces that set one. Both
+// sources (the API server's watch, --resources files) feed it and re-send a namespace's pods
+// (hub.ts joinNamespace) when it says what they read changed.
+import { ANNOTATIONS, LINKERD_PORT_ANNOTATIONS } from '../k8s/annotations.ts';
+import { objectName } from '../k8s/objects.ts';
+import { namespaceProblem } from './from-k8s.ts';
+
+type Obj = Record<string, any>;
+
+const READ = [ANNOTATIONS.skipInbound, LINKERD_PORT_ANNOTATIONS[ANNOTATIONS.skipInbound]!];
+
+/** The annotations of a Namespace object its pods' records read; undefined when it sets none. */
+function kept(o: Obj): Record<string, string> | undefined {
+  const ann = o?.metadata?.annotations;
+  let out: Record<string, string> | undefined;
+  for (const k of READ) if (typeof ann?.[k] === 'string') (out ??= {})[k] = ann[k];
+  return out;
+}
+
+const same = (a: Record<string, string> | undefined, b: Record<string, string> | undefined) => READ.every((k) => a?.[k] === b?.[k]);
+
+/** A Namespace object cut to what is kept of it (a reflector's store holds this): its name, resourceVersion and those annotations. */
+export function keepNamespace(o: Obj): Obj {
+  const md = o?.metadata ?? {};
+  return { metadata: { name: md.name, resourceVersion: md.resourceVersion, annotations: kept(o) ?? {} } };
+}
+
+export class NamespaceAnnotations {
+  private byName = new Map<string, Record<string, string>>();
+  /** Counts the changes: a source preparing pods meanwhile knows to join them again. */
+  changes = 0;
+  /** Says what is wrong with a namespace's value, once per value: not once per pod. */
+  private readonly warn: (msg: string) => void;
+
+  constructor(warn: (msg: string) => void) {
+    this.warn = warn;
+  }
+
+  get(name: string): Record<string, string> | undefined {
+    return this.byName.get(name);
+  }
+
+  /** A Namespace added or changed: true when what its pods read of it changed. */
+  set(o: Obj): boolean {
+    const { name } = objectName(o);
+    const next = kept(o);
+    if (same(this.byName.get(name), next)) return false;
+    if (next === undefined) this.byName.delete(name);
+    else this.byName.set(name, next);
+    this.changes++;
+    const problem = namespaceProblem(name, next);
+    if (problem !== null) this.warn(problem);
+    return true;
+  }
+
+  /** A Namespace deleted: true when it had annotations its pods read. */
+  delete(name: string): boolean {
+    if (!this.byName.delete(name)) return false;
+    this.changes++;
+    return true;
+  }
+
+  /** Every Namespace (a list): the names whose annotations changed. */
+  replaceAll(objects: Iterable<Obj>): string[] {
+    const changed: string[] = [];
+    const seen = new Set<string>();
+    for (const o of objects) {
+      const { name } = objectName(o);
+      seen.add(name);
+      if (this.set(o)) changed.push(name);
+    }
+    for (const name of [...this.byName.keys()]) if (!seen.has(name) && this.delete(name)) changed.push(name);
+    return changed;
+  }
+}
