@@ -220,6 +220,9 @@ test('keepChained with the configuration directory not there yet: its creation i
   fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [{ type: 'calico', rev: 1 }] }));
   await entryBack(file, 30_000);
   t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.map((x) => x.type), ['calico', 'mesh-agent-cni']);
+  // The new directory is the one watched: its next rewrite is seen (a watch left on the removed directory sees nothing).
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [{ type: 'calico', rev: 2 }] }));
+  await entryBack(file, 30_000);
 });
 
 /** A ServiceAccount's mounted files, as kubelet projects them into the install container. */

@@ -222,17 +222,38 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
     while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
     return dir;
   };
+  /**
+   * A directory's identity: a directory removed and created again (a reinstall of the network
+   * plugin) is a new one that the old watch does not see, though its path, and often its inode
+   * (tmpfs, ext4 reuse them), are the old one's; its birth time is not.
+   */
+  const identity = (dir: string) => {
+    try {
+      const s = fs.statSync(dir, { bigint: true });
+      return `${s.dev}:${s.ino}:${s.birthtimeNs}`;
+    } catch {
+      return null;
+    }
+  };
   let watched: string | null = null;
+  let watchedId: string | null = null;
+  /** Whether the watch is not on the directory to watch (created, removed, or replaced since). */
+  const stale = () => {
+    const dir = target();
+    return dir !== watched || identity(dir) !== watchedId;
+  };
   const watch = () => {
     watcher?.close();
     watcher = null;
     watched = null;
     const dir = target();
+    // Taken before the watch: a directory replaced in between is seen as stale at the next event.
+    const id = identity(dir);
     const fallback = (e: Error) => log('warn', `cannot watch ${dir === p.confDir ? 'the CNI configuration directory' : `${dir} for the CNI configuration directory ${p.confDir}`} (${e.message}): checking it every ${pollMs / 1000} s instead`);
     try {
       const w = fs.watch(dir, () => {
         // The configuration directory (or a directory on the way) created, or it removed: watch the right one.
-        if (watched !== target()) watch();
+        if (stale()) watch();
         if (watched !== p.confDir) return;
         clearTimeout(settle);
         settle = setTimeout(check, SETTLE_MS);
@@ -246,6 +267,7 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
       });
       watcher = w;
       watched = dir;
+      watchedId = id;
     } catch (e) {
       fallback(e as Error);
       return;
@@ -259,7 +281,7 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
   watch();
   check();
   const timer = setInterval(() => {
-    if (watched !== target()) watch();
+    if (stale()) watch();
     check();
   }, pollMs);
   return () => {
