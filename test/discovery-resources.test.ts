@@ -149,7 +149,8 @@ test('a Namespace\'s skip-inbound ports reach its pods that set none, from which
   // The namespace in a file read after the pods' one: it applies all the same.
   const ns = (ann: string) => `apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {${ann}}}\n`;
   fs.writeFileSync(path.join(dir, 'a-pods.yaml'), pods(['web-0']));
-  fs.writeFileSync(path.join(dir, 'b-ns.yaml'), ns('config.linkerd.io/skip-inbound-ports: "7001"'));
+  // Unquoted, as on a pod: YAML reads a number, taken as its text (as the pod's own and the agent's reading).
+  fs.writeFileSync(path.join(dir, 'b-ns.yaml'), ns('config.linkerd.io/skip-inbound-ports: 7001'));
   const c = await startController(t, dir);
   t.deepEqual(c.store.podByIp('10.1.0.5')?.skipInbound, [[7001, 7001]]);
   save(path.join(dir, 'b-ns.yaml'), ns('mesh-agent.io/skip-inbound-ports: "7002-7003"'));

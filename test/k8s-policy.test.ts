@@ -74,6 +74,10 @@ test('objects: several documents, Lists, Pods and Namespaces; YAML errors carry 
   t.deepEqual(s.pods.map((p) => [p.name, p.namespace, p.ip, p.hostNetwork]), [['a', 'shop', '10.0.0.1', false], ['b', 'default', undefined, true]]);
   t.deepEqual(s.pods[0]!.owner, { kind: 'ReplicaSet', name: 'a-1' });
   t.is(s.namespaces.get('shop')!.annotations['mesh-agent.io/inject'], 'enabled');
+  // An unquoted port list is a YAML number: read as its text, as the controller's discovery reads it (namespaces.ts, podFromK8s).
+  const unquoted = parseObjects('kind: Namespace\nmetadata: {name: shop, annotations: {mesh-agent.io/skip-inbound-ports: 7002}}\n---\nkind: Pod\nmetadata: {name: a, namespace: shop, uid: u3, annotations: {config.linkerd.io/skip-outbound-ports: 3306}}');
+  const p = resolvePolicy(unquoted.pods[0]!, unquoted.namespaces.get('shop'));
+  t.deepEqual([p.skipInbound.ranges(), p.skipOutbound.ranges(), p.errors], [[[7002, 7002]], [[3306, 3306]], []]);
   const err = t.throws(() => parseObjects('kind: Pod\nmetadata:\n  name: [unclosed\n', 'pods.yaml'));
   t.regex(err!.message, /^pods\.yaml:\d+: invalid YAML/);
 });

@@ -10,11 +10,18 @@ type Obj = Record<string, any>;
 
 const READ = [ANNOTATIONS.skipInbound, LINKERD_PORT_ANNOTATIONS[ANNOTATIONS.skipInbound]!];
 
-/** The annotations of a Namespace object its pods' records read; undefined when it sets none. */
+/**
+ * The annotations of a Namespace object its pods' records read; undefined when it sets none. A
+ * number is kept as its text: YAML reads an unquoted `7002` in a --resources file as one, and a
+ * pod's own annotation (podFromK8s) and the agent's reading of the namespace take it as "7002".
+ */
 function kept(o: Obj): Record<string, string> | undefined {
   const ann = o?.metadata?.annotations;
   let out: Record<string, string> | undefined;
-  for (const k of READ) if (typeof ann?.[k] === 'string') (out ??= {})[k] = ann[k];
+  for (const k of READ) {
+    const v = ann?.[k];
+    if (typeof v === 'string' || typeof v === 'number') (out ??= {})[k] = String(v);
+  }
   return out;
 }
 

@@ -82,7 +82,8 @@ export function resolvePolicy(
     if (found === undefined) return dflt;
     const [key, v] = found;
     try {
-      return parsePorts(v, key);
+      // String(): an unquoted `7002` in a --pods file is a YAML number; taken as its text, as the controller does.
+      return parsePorts(String(v), key);
     } catch (e) {
       errors.push(`${key}: ${(e as Error).message}`);
       return prev === undefined ? dflt : prev;
