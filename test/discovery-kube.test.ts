@@ -19,7 +19,7 @@ import { DiscoveryKubeSource, CONTROLLER_RBAC_HINT } from '../src/discovery/kube
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
-import { until, waitFor } from './helpers/until.ts';
+import { until, waitFor, within } from './helpers/until.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
@@ -129,7 +129,7 @@ function inProcess(t: any, api: SimApiServer) {
 async function servedInProcess(t: any, api: SimApiServer, node: string) {
   const { hub, src, errors } = inProcess(t, api);
   src.start();
-  await hub.whenSynced();
+  await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${errors.slice(-3).join('; ')}`);
   const port = await freePort();
   const ctl = new ControllerServer({ log: () => {}, discovery: { hub, source: src } });
   await ctl.listen('127.0.0.1', port);
@@ -179,6 +179,22 @@ test('403 on list: the error names the controller\'s ClusterRole; retried, it re
   api.setFailure(null);
   await hub.whenSynced();
   t.is(hub.counts().services, 1);
+});
+
+test('403 on namespaces alone (a ClusterRole from before they were read): the rest of discovery goes on, says what is lost and the fix, and takes the namespaces once granted', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', annotations: { 'mesh-agent.io/skip-inbound-ports': '7001' } } });
+  api.create(service('web'));
+  api.create(pod('web-1', '10.1.0.5', 'n1'));
+  api.setFailure(403, 'any', 'namespaces');
+  const { a, errors } = await servedInProcess(t, api, 'n2');
+  t.truthy(a.store.podByIp('10.1.0.5'), 'the world without the namespaces');
+  t.is(a.store.podByIp('10.1.0.5')?.skipInbound, undefined);
+  t.is(errors.filter((e) => /list namespaces: HTTP 403: going on without them, .*apply the ClusterRole from mesh-agent install/.test(e)).length, 1, errors.join('\n'));
+  api.setFailure(null);
+  await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound?.join() === '7001,7001', 10_000);
+  t.is(a.client.status().reconnects, 0);
 });
 
 test('a namespace\'s skip-inbound ports (ours, else Linkerd\'s) reach the records of its pods that set none, and follow its changes; a pod\'s own win; a bad value is said once, for the namespace', async (t) => {

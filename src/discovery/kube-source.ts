@@ -5,7 +5,7 @@
 // 100,000 pods cost what their lines cost.
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../k8s/client-node-api.ts';
-import type { BackoffOptions } from '../k8s/watch-errors.ts';
+import { statusOf, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';
 import { joinNamespace, prepare, type DiscoveryHub, type Prepared } from './hub.ts';
@@ -133,11 +133,24 @@ export class DiscoveryKubeSource {
       });
       this.reflectors.set(d.kind, r);
     }
+    let nsForbidden = false;
     const nsr: Reflector = new Reflector({
       name: 'namespaces',
       path: '/api/v1/namespaces',
       list: async () => {
-        const l = await core.listNamespace(); // a cluster has few: one page
+        let l;
+        try {
+          l = await core.listNamespace(); // a cluster has few: one page
+        } catch (e) {
+          if (statusOf(e) !== 403) throw e;
+          // A ClusterRole from before namespaces were read: the rest of discovery does not wait for
+          // them (the agents would get no world at all). Listed as none; the watch from "now" starts
+          // with every namespace as ADDED once it is granted.
+          if (!nsForbidden) say(`discovery: list namespaces: HTTP 403: going on without them, so skip-inbound ports set only on a namespace are tunnelled from other nodes until it is granted (a pod's own apply); ${CONTROLLER_RBAC_HINT}`);
+          nsForbidden = true;
+          return { items: [], resourceVersion: '' };
+        }
+        nsForbidden = false;
         return { items: l.items.map(keepNamespace), resourceVersion: l.metadata?.resourceVersion ?? '' };
       },
       watch,

@@ -120,7 +120,7 @@ export class SimApiServer {
   readonly #server = http.createServer((req, res) => this.#handle(req, res));
   readonly #ctx: AdmitContext;
   #rv = 100;
-  #failure?: { status: number; on: 'list' | 'watch' | 'any' };
+  #failure?: { status: number; on: 'list' | 'watch' | 'any'; plural?: string };
   readonly #holds = new Set<WatchHold>();
   readonly #stalls = new Set<Stall>();
   #url = '';
@@ -423,9 +423,9 @@ export class SimApiServer {
     }
   }
 
-  /** Answers requests with this HTTP status (null to heal). */
-  setFailure(status: number | null, on: 'list' | 'watch' | 'any' = 'any'): void {
-    this.#failure = status === null ? undefined : { status, on };
+  /** Answers requests with this HTTP status (null to heal); only those for `plural` ("namespaces") when given. */
+  setFailure(status: number | null, on: 'list' | 'watch' | 'any' = 'any', plural?: string): void {
+    this.#failure = status === null ? undefined : { status, on, plural };
   }
 
   /** Open watches, of one plural ("pods") or all. */
@@ -507,7 +507,7 @@ export class SimApiServer {
     if (req.method === 'POST' && target.name === undefined) return this.#review(req, res, target, entry, fail);
     if (req.method === 'PUT' && target.sub === 'status' && target.name !== undefined) return this.#putStatus(req, res, target, entry, fail);
     if (req.method !== 'GET' || target.sub !== undefined) return fail(405, 'MethodNotAllowed', `the stand-in API server serves GET (list, watch, get), POST for review kinds and PUT on a status subresource; not ${req.method} on ${t.plural}${target.sub ? `/${target.sub}` : ''}`);
-    if (this.#failure && (this.#failure.on === 'any' || (this.#failure.on === 'watch') === watch)) {
+    if (this.#failure && (this.#failure.on === 'any' || (this.#failure.on === 'watch') === watch) && (this.#failure.plural === undefined || this.#failure.plural === t.plural)) {
       const s = this.#failure.status;
       const verb = watch ? 'watch' : 'list';
       if (s === 403) return fail(403, 'Forbidden', `${t.plural} is forbidden: User "system:serviceaccount:mesh:mesh-agent" cannot ${verb} resource "${t.plural}" in API group "${t.group}" at the cluster scope`);
