@@ -1,6 +1,7 @@
 // The agent's main thread gives back the young generation its start-up grew once it is ready
 // (src/util/shrink-heap.ts; docs/benchmarks.md, "Memory as installed"): an idle agent's memory
 // must not depend on when V8's memory reducer happens to run, which it had not 42 s after start.
+// And it must not load undici (src/util/node-http.ts), which an ES import of node:http does.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,10 +13,10 @@ import { createNode, type SimNode } from '../src/sim/index.ts';
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
 /** Shrunk, the young generation holds a few pages; grown by start-up it held 5 MB. */
 const SHRUNK_BYTES = 1 << 20;
-// Loaded before the agent: on SIGUSR2 the main thread writes its new space's resident size and whether gc() is on its global.
+// Loaded before the agent: on SIGUSR2 the main thread writes its new space's resident size, whether gc() is on its global and whether undici was loaded.
 const HOOK = `data:text/javascript,${encodeURIComponent(`
 import { getHeapSpaceStatistics } from 'node:v8';
-process.on('SIGUSR2', () => process.stdout.write(JSON.stringify({ newSpace: getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').physical_space_size, gc: typeof globalThis.gc }) + '\\n'));
+process.on('SIGUSR2', () => process.stdout.write(JSON.stringify({ newSpace: getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').physical_space_size, gc: typeof globalThis.gc, undici: process.moduleLoadList.includes('NativeModule internal/deps/undici/undici') }) + '\\n'));
 `)}`;
 
 let node: SimNode | undefined;
@@ -28,7 +29,7 @@ test.after.always(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-test('once ready, the agent\'s main thread has its young generation shrunk, and gc() not exposed', async (t) => {
+test('once ready, the agent\'s main thread has its young generation shrunk, gc() not exposed, and no undici loaded', async (t) => {
   if (process.getuid?.() !== 0) throw new Error('the agent e2e tests need root and BPF; run the suite as root: sudo ./dev test');
   node = await createNode({ driver: 'cgroupfs' });
   const podsFile = path.join(tmp, 'pods.json');
@@ -46,7 +47,7 @@ test('once ready, the agent\'s main thread has its young generation shrunk, and 
     });
     a.once('exit', (code) => reject(new Error(`the agent exited (${code}) before it was ready: ${log.slice(-2000)}`)));
   });
-  const answer = new Promise<{ newSpace: number; gc: string }>((resolve, reject) => {
+  const answer = new Promise<{ newSpace: number; gc: string; undici: boolean }>((resolve, reject) => {
     a.stdout!.on('data', (d) => {
       out += d;
       if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]));
@@ -54,8 +55,10 @@ test('once ready, the agent\'s main thread has its young generation shrunk, and 
     a.once('exit', (code) => reject(new Error(`the agent exited (${code}) before it answered: ${log.slice(-2000)}`)));
   });
   a.kill('SIGUSR2');
-  const { newSpace, gc } = await answer;
+  const { newSpace, gc, undici } = await answer;
   t.log(`main thread's new space once ready: ${(newSpace / 1024).toFixed(0)} KiB`);
   t.true(newSpace < SHRUNK_BYTES, `the main thread's new space is ${newSpace} bytes once ready; start-up's growth was not given back. Agent log: ${log.slice(-1000)}`);
   t.is(gc, 'undefined', 'shrinkHeap must not leave gc() on the main thread\'s global');
+  // An ES import of node:http loads undici through its WebSocket export: +2.4 MB of heap (src/util/node-http.ts).
+  t.false(undici, 'the agent loaded undici, which it never uses: some module of the agent imports node:http as an ES module; load it with nodeHttp() from src/util/node-http.ts');
 });

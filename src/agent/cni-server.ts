@@ -1,10 +1,11 @@
 // The agent's end of the CNI plugin (docs/install.md, "The CNI plugin"): HTTP on a unix socket of
 // the node (a hostPath the plugin reaches), answering the plugin's ADD and DEL.
 import * as fs from 'node:fs';
-import * as http from 'node:http';
+import type * as http from 'node:http';
 import * as path from 'node:path';
 import { ADMIT_PATH, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
 import { DEFAULT_AGENT_SOCKET } from '../cni/spec.ts';
+import { nodeHttp } from '../util/node-http.ts';
 
 const MAX_BODY = 16 * 1024;
 /** What a stopping agent answers the ADDs it has not decided: the plugin then goes by the state file (a pod of a meshed namespace fails "try again later", and the runtime retries against the next agent). */
@@ -27,7 +28,7 @@ export class CniServer {
   constructor(socket: string, h: CniHandlers) {
     this.#socket = socket;
     this.#h = h;
-    this.#server = http.createServer((req, res) => this.#serve(req, res));
+    this.#server = nodeHttp().createServer((req, res) => this.#serve(req, res));
   }
 
   async listen(): Promise<void> {

@@ -9,6 +9,7 @@ import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { lazyYaml } from './lazy-yaml.ts';
+import { nodeHttp } from '../util/node-http.ts';
 
 type Obj = Record<string, any>;
 
@@ -142,7 +143,7 @@ export class LeanKubeApi implements KubeApi {
     if (this.url.protocol !== 'https:' && this.url.protocol !== 'http:') throw new Error(`API server ${c.server}: only https:// and http:// are supported`);
     this.client = this.url.protocol === 'https:'
       ? Promise.resolve({ mod: https, agent: new https.Agent({ keepAlive: true, ca: c.ca, cert: c.cert, key: c.key, rejectUnauthorized: !c.insecure, servername: c.tlsServerName }) })
-      : import('node:http').then((mod) => ({ mod, agent: new mod.Agent({ keepAlive: true }) }));
+      : Promise.resolve(nodeHttp()).then((mod) => ({ mod, agent: new mod.Agent({ keepAlive: true }) }));
   }
 
   private headers(): http.OutgoingHttpHeaders {
