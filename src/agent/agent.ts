@@ -849,7 +849,8 @@ export class Agent {
         identity: {
           trustDomain: s.identity.trustDomain,
           certificates: [...s.identity.certificates]
-            .sort((a, b) => (a.notAfter ?? '').localeCompare(b.notAfter ?? ''))
+            // ISO times sort as strings; not localeCompare, whose ICU collator costs 3 MB of RSS.
+            .sort((a, b) => ((a.notAfter ?? '') < (b.notAfter ?? '') ? -1 : (a.notAfter ?? '') > (b.notAfter ?? '') ? 1 : 0))
             .slice(0, MAX_SUMMARY_CERTIFICATES)
             .map((c) => ({ identity: c.identity.slice(0, 512), state: c.state, notAfter: c.notAfter })),
           anchorDaysLeft: Math.min(...s.identity.trustAnchors.map((a) => a.daysLeft)),
