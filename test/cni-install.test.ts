@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cniInstalled } from '../src/cni/install.ts';
-import { copyPluginFiles, installOnce, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
+import { copyPluginFiles, installOnce, PLUGIN_MODULES, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
@@ -109,7 +109,7 @@ test('the plugin\'s files are copied only when they differ: an install over iden
   const node = path.join(path.dirname(p.confDir), 'node');
   fs.writeFileSync(node, 'node-1');
   const first = copyPluginFiles(p.binDir, node);
-  t.is(first.copied.length, 15, 'Node.js and the fourteen modules');
+  t.is(first.copied.length, PLUGIN_MODULES.length + 1, 'Node.js and every plugin module');
   t.deepEqual(first.unchanged, []);
   /** Each copied file's inode and mtime: a rewrite (tmp and rename) changes the inode. */
   const stamps = () => new Map(first.copied.map((rel) => {
@@ -180,7 +180,7 @@ test('--watch chains the entry within moments of the network plugin writing its 
   t.is(log.match(/CNI plugin installed/g)?.length, 1, log);
   // The re-chains found the plugin's files in place (copied at the first try, before the configuration was there).
   const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-  t.deepEqual(lines.filter((l) => /chained again/.test(l.msg)).map((l) => [l.copied, l.unchanged]), [[[], 15], [[], 15], [[], 15]]);
+  t.deepEqual(lines.filter((l) => /chained again/.test(l.msg)).map((l) => [l.copied, l.unchanged]), [[[], PLUGIN_MODULES.length + 1], [[], PLUGIN_MODULES.length + 1], [[], PLUGIN_MODULES.length + 1]]);
 });
 
 test('keepChained re-chains on the directory\'s events alone: with its poll an hour away, each rewrite gets the entry back', async (t) => {

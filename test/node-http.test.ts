@@ -21,3 +21,17 @@ test('the CNI socket\'s server and the API client for an http:// server load nod
   t.true(out.http, 'node:http was not loaded at all: the check below proves nothing');
   t.false(out.undici, 'undici was loaded: an ES import of node:http (import * as http / import(\'node:http\')) reads its WebSocket getter; load it with nodeHttp() from src/util/node-http.ts');
 });
+
+test('the CNI plugin, started for every pod sandbox, loads node:http and node:https, and no undici', (t) => {
+  const script = `
+    await import(${JSON.stringify(path.join(SRC, 'cni/plugin.ts'))});
+    await import(${JSON.stringify(path.join(SRC, 'cni/pod-read.ts'))});
+    const { nodeHttp, nodeHttps } = await import(${JSON.stringify(path.join(SRC, 'util/node-http.ts'))});
+    nodeHttp(); nodeHttps();
+    await new Promise((r) => setImmediate(r));
+    const loaded = process.moduleLoadList;
+    process.stdout.write(JSON.stringify({ https: loaded.includes('NativeModule https'), undici: loaded.includes('NativeModule internal/deps/undici/undici') }));`;
+  const out = JSON.parse(execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { encoding: 'utf8' }));
+  t.true(out.https, 'node:https was not loaded at all: the check below proves nothing');
+  t.false(out.undici, 'undici was loaded by the plugin: an ES import of node:http or node:https in src/cni reads their WebSocket getter; use nodeHttp()/nodeHttps() from src/util/node-http.ts');
+});

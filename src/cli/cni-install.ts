@@ -15,7 +15,7 @@ import { DEFAULT_PLUGIN_KUBECONFIG, inClusterServer, renderKubeconfig } from '..
 
 /** The plugin's modules, relative to the package root (no extension: .js compiled, .ts from the sources); test/cni-install.test.ts checks the list is closed under their imports. */
 export const PLUGIN_MODULES = [
-  'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig',
+  'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig', 'src/util/node-http',
   // The agent's rule for a pod's annotations (pod-read.ts imports it when no agent answers), and its imports.
   'src/k8s/annotations', 'src/proxy/ports', 'src/policy/model', 'src/discovery/model', 'src/routing/route-model', 'src/util/regex-check',
 ];

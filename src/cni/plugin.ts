@@ -3,7 +3,8 @@
 // does not answer, reads its pod from the API server (pod-read.ts). It loads nothing else of the
 // agent but its rule for a pod's annotations, and that only then: the runtime starts it for every
 // pod sandbox.
-import * as http from 'node:http';
+import type * as http from 'node:http';
+import { nodeHttp } from '../util/node-http.ts';
 import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
 import { ADMIT_PATH, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
 import { decideAdd, needsPodRead, type AgentOutcome, type PodRead } from './decide.ts';
@@ -23,7 +24,7 @@ export interface PluginRun {
 function post(socketPath: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
-    const req = http.request({ socketPath, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+    const req = nodeHttp().request({ socketPath, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (text += d));

@@ -4,8 +4,8 @@
 // meshed is the agent's own rule (src/k8s/annotations.ts), loaded only on this path so the
 // agent's path stays as small as before.
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
+import type * as http from 'node:http';
+import { nodeHttp, nodeHttps } from '../util/node-http.ts';
 import { parseKubeconfig } from './kubeconfig.ts';
 import type { PodRead } from './decide.ts';
 import type { PodRef } from './spec.ts';
@@ -27,7 +27,7 @@ function get(url: URL, token: string, ca: string | undefined, insecure: boolean,
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       res.on('error', reject);
     };
-    const req = url.protocol === 'https:' ? https.request(url, { ...opts, ...(ca ? { ca } : {}), rejectUnauthorized: !insecure }, onRes) : http.request(url, opts, onRes);
+    const req = url.protocol === 'https:' ? nodeHttps().request(url, { ...opts, ...(ca ? { ca } : {}), rejectUnauthorized: !insecure }, onRes) : nodeHttp().request(url, opts, onRes);
     req.on('error', reject);
     req.end();
   });
