@@ -18,7 +18,7 @@ const agentContainer = (objs: any[]) => agentDs(objs).spec.template.spec.contain
 
 test('every object install prints validates against the Kubernetes schemas', async (t) => {
   const objs = installManifests() as any[];
-  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service', 'Role', 'RoleBinding']);
+  t.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Deployment', 'Service', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
   for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
   // And with every flag changed.
   const custom = installManifests({ namespace: 'mesh', image: 'reg/x:1', proxyPort: 16001, adminPort: 5191, controllerPort: 9000, dashboardPort: 9001, skipOutboundPorts: '22,3306' }) as any[];
@@ -120,7 +120,7 @@ test('the CNI plugin: an install-cni container chains it into the host\'s CNI co
   const pod = agentDs(objs).spec.template.spec;
   const [agent, install] = pod.containers;
   t.is(install.name, 'install-cni');
-  t.deepEqual(install.args, ['cni-install', '--watch', '--conf-dir', '/host/etc/cni/net.d', '--bin-dir', '/host/opt/cni/bin', '--agent-socket', '/var/run/mesh-agent-cni/cni.sock', '--state-file', '/var/lib/mesh-agent/cni-state.json', '--namespace', 'mesh-agent', '--daemonset', 'mesh-agent-agent']);
+  t.deepEqual(install.args, ['cni-install', '--watch', '--conf-dir', '/host/etc/cni/net.d', '--bin-dir', '/host/opt/cni/bin', '--agent-socket', '/var/run/mesh-agent-cni/cni.sock', '--state-file', '/var/lib/mesh-agent/cni-state.json', '--namespace', 'mesh-agent', '--daemonset', 'mesh-agent-agent', '--plugin-service-account', 'mesh-agent-cni']);
   t.is(install.image, agent.image);
   t.deepEqual(install.securityContext.capabilities, { drop: ['ALL'] });
   t.true(install.securityContext.readOnlyRootFilesystem);
@@ -131,15 +131,23 @@ test('the CNI plugin: an install-cni container chains it into the host\'s CNI co
   t.deepEqual(host(agent, '/var/run/mesh-agent-cni'), { path: '/var/run/mesh-agent-cni', type: 'DirectoryOrCreate' });
   t.deepEqual(host(agent, '/var/lib/mesh-agent'), { path: '/var/lib/mesh-agent', type: 'DirectoryOrCreate' });
   t.deepEqual(host(install, '/var/lib/mesh-agent'), { path: '/var/lib/mesh-agent', type: 'DirectoryOrCreate' });
-  // It reads its own DaemonSet at SIGTERM (deleted: uninstall), nothing else.
-  t.deepEqual(find(objs, 'Role', 'mesh-agent-cni').rules, [{ apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list'] }]);
+  // It reads its own DaemonSet at SIGTERM (deleted: uninstall) and asks for the plugin's token, nothing else.
+  t.deepEqual(find(objs, 'Role', 'mesh-agent-cni').rules, [
+    { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list'] },
+    { apiGroups: [''], resources: ['serviceaccounts/token'], resourceNames: ['mesh-agent-cni'], verbs: ['create'] },
+  ]);
   t.deepEqual(find(objs, 'RoleBinding', 'mesh-agent-cni').subjects, [{ kind: 'ServiceAccount', name: 'mesh-agent-agent', namespace: 'mesh-agent' }]);
-  for (const o of objs.filter((x) => x.kind === 'DaemonSet' || x.kind === 'Role' || x.kind === 'RoleBinding')) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
+  // The plugin's own ServiceAccount: no pod mounts its token; it gets pods, nothing else.
+  t.false(find(objs, 'ServiceAccount', 'mesh-agent-cni').automountServiceAccountToken);
+  t.deepEqual(find(objs, 'ClusterRole', 'mesh-agent-cni').rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }]);
+  t.deepEqual(find(objs, 'ClusterRoleBinding', 'mesh-agent-cni').subjects, [{ kind: 'ServiceAccount', name: 'mesh-agent-cni', namespace: 'mesh-agent' }]);
+  t.is(find(installManifests({ namespace: 'mesh' }) as any[], 'ClusterRole', 'mesh-agent-mesh-cni').rules[0].verbs[0], 'get', 'a ClusterRole per namespace');
+  for (const o of objs.filter((x) => x.kind === 'DaemonSet' || /Role|ServiceAccount/.test(x.kind))) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
 
   const off = installManifests({ cni: false }) as any[];
   t.deepEqual(agentDs(off).spec.template.spec.containers.map((c: any) => c.name), ['agent']);
   t.deepEqual(agentContainer(off).args, ['run', '--config', '/etc/mesh-agent']);
-  t.false(off.some((o) => o.kind === 'Role' || o.kind === 'RoleBinding'));
+  t.false(off.some((o) => o.kind === 'Role' || o.kind === 'RoleBinding' || o.metadata.name.endsWith('-cni')));
   t.false(JSON.stringify(off).includes('cni'));
   // The flag, through the CLI.
   const r = runCli(['install', '--cni=false']);
@@ -269,7 +277,7 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
   t.deepEqual(objs.slice(11).map((o) => `${o.kind}/${o.metadata.name}`), [
     'ServiceAccount/mesh-agent-identity', 'ClusterRole/mesh-agent-identity', 'ClusterRoleBinding/mesh-agent-identity',
     'ConfigMap/mesh-agent-identity-trust-roots', 'Secret/mesh-agent-identity-issuer', 'Deployment/mesh-agent-identity', 'Service/mesh-agent-identity',
-    'Role/mesh-agent-cni', 'RoleBinding/mesh-agent-cni',
+    'ServiceAccount/mesh-agent-cni', 'ClusterRole/mesh-agent-cni', 'ClusterRoleBinding/mesh-agent-cni', 'Role/mesh-agent-cni', 'RoleBinding/mesh-agent-cni',
   ]);
   const yaml = manifestsToYaml(objs);
   const keyBody = identity.issuerKeyPem.split('\n')[1]!;

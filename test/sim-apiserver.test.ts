@@ -8,6 +8,7 @@ import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { namespaceObject, serviceObject } from '../src/sim/cluster-objects.ts';
 import { podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
+import { installManifests } from '../src/k8s/manifests.ts';
 
 async function server(t: ExecutionContext, opts = {}): Promise<SimApiServer> {
   const api = await new SimApiServer(opts).start();
@@ -302,6 +303,36 @@ test('a kind added later is served by the same protocol; a review kind answers P
   t.like(review, { status: 201, body: { status: { allowed: true } } });
   t.like(await get(api, '/api/v1/pods', 'POST', '{}'), { status: 405 });
   t.throws(() => api.register({ group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true }), { message: /already registered/ });
+});
+
+test('TokenRequest: the real wire format; a request with a token the server minted is authorized by the RBAC given (resourceNames too), one bound to a deleted pod is refused; the admin kubeconfig\'s is not checked', async (t) => {
+  const api = await server(t);
+  api.rbac.apply(installManifests());
+  const agent = api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', pod: 'agent-1' });
+  const post = (sa: string, token: string, spec: object = { expirationSeconds: 600 }) => new Promise<{ status: number; body: any }>((resolve, reject) => {
+    const req = http.request(`${api.url}/api/v1/namespaces/mesh-agent/serviceaccounts/${sa}/token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }, (res) => {
+      let b = '';
+      res.setEncoding('utf8').on('data', (d: string) => (b += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec }));
+  });
+  const r = await post('mesh-agent-cni', agent);
+  t.is(r.status, 201);
+  t.like(r.body, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', metadata: { name: 'mesh-agent-cni', namespace: 'mesh-agent' }, spec: { audiences: ['https://kubernetes.default.svc.cluster.local'], expirationSeconds: 600, boundObjectRef: null } });
+  t.regex(r.body.status.expirationTimestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  t.like(api.tokens.authenticate(r.body.status.token), { authenticated: true, user: { username: 'system:serviceaccount:mesh-agent:mesh-agent-cni' } });
+  const other = await post('mesh-agent-controller', agent);
+  t.is(other.status, 403, 'resourceNames: only the plugin\'s ServiceAccount');
+  t.regex(other.body.message, /serviceaccounts "mesh-agent-controller" is forbidden: User "system:serviceaccount:mesh-agent:mesh-agent-agent" cannot create resource "serviceaccounts\/token" in API group "" in the namespace "mesh-agent"/);
+  t.is((await post('mesh-agent-cni', agent, { expirationSeconds: 599 })).status, 422);
+  t.is((await post('mesh-agent-cni', 'sim')).status, 201, 'the admin kubeconfig\'s token');
+  api.tokens.revokePod('mesh-agent', 'agent-1');
+  const gone = await post('mesh-agent-cni', agent);
+  t.is(gone.status, 401);
+  t.regex(gone.body.message, /pods "agent-1" not found/);
+  t.like(api.requests.at(-1), { resource: 'serviceaccounts/token', method: 'POST', status: 401 });
 });
 
 test('TokenReview: a token the server minted, bound to a node, reviews as its ServiceAccount with the node in extra; others are refused with the reason', async (t) => {

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { cniInstalled, installCni, uninstallCni } from '../cni/install.ts';
 import { DEFAULT_AGENT_SOCKET, DEFAULT_STATE_FILE, PLUGIN_TYPE } from '../cni/spec.ts';
 import { DEFAULT_PLUGIN_KUBECONFIG, inClusterServer, renderKubeconfig } from '../cni/kubeconfig.ts';
+import { PLUGIN_SERVICE_ACCOUNT, PluginToken, requestToken } from '../cni/plugin-token.ts';
 
 /** The plugin's modules, relative to the package root (no extension: .js compiled, .ts from the sources); test/cni-install.test.ts checks the list is closed under their imports. */
 export const PLUGIN_MODULES = [
@@ -112,6 +113,10 @@ export interface PluginKubeconfig {
   serviceAccountDir: string;
   /** The API server's address (default: from KUBERNETES_SERVICE_HOST and _PORT). */
   server: string;
+  /** The token to write (the plugin's own, src/cni/plugin-token.ts); default the ServiceAccount directory's. */
+  token?: () => string;
+  /** Renews the token when due; --watch calls it every poll and rewrites the file when it resolves true. */
+  refresh?: () => Promise<boolean>;
 }
 
 export interface InstallPaths {
@@ -134,7 +139,7 @@ export function pluginKubeconfigFor(serviceAccountDir: string, env: Record<strin
 export function writePluginKubeconfig(k: PluginKubeconfig): boolean {
   const read = (f: string) => fs.readFileSync(path.join(k.serviceAccountDir, f), 'utf8');
   const ca = fs.existsSync(path.join(k.serviceAccountDir, 'ca.crt')) ? read('ca.crt') : undefined;
-  const text = renderKubeconfig({ server: k.server, token: read('token').trim(), ...(ca ? { caPem: ca } : {}) });
+  const text = renderKubeconfig({ server: k.server, token: k.token ? k.token() : read('token').trim(), ...(ca ? { caPem: ca } : {}) });
   try {
     // Unchanged and still private: nothing to do. Unchanged but readable by others (a hand edit,
     // a restore): written again below, so the token is never left world-readable.
@@ -190,8 +195,9 @@ const log = (level: string, msg: string, fields: object = {}) => process.stderr.
  * directory (inotify), so the entry is back within moments of the rewrite (a pod created in
  * between starts without the plugin); while the directory is not there yet, it watches the
  * nearest existing directory on the way to it for its creation. The slow poll covers a filesystem
- * without inotify, and rewrites the plugin's kubeconfig when the ServiceAccount token
- * rotated (kubelet renews it at 80% of its lifetime, an hour or more: the poll is soon enough).
+ * without inotify, renews the plugin's token when due and rewrites its kubeconfig when the token
+ * changed (the plugin's own renewed at half its 24 h, or this container's as kubelet rotates it:
+ * the poll is soon enough).
  * Returns the stop.
  */
 export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
@@ -201,7 +207,7 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
   const check = () => {
     if (installed && p.kubeconfig) {
       try {
-        if (writePluginKubeconfig(p.kubeconfig)) log('info', 'ServiceAccount token rotated: the plugin\'s kubeconfig rewritten', { kubeconfig: p.kubeconfig.hostPath });
+        if (writePluginKubeconfig(p.kubeconfig)) log('info', 'the plugin\'s token changed: its kubeconfig rewritten', { kubeconfig: p.kubeconfig.hostPath });
       } catch (e) {
         log('warn', `cannot rewrite the plugin's kubeconfig ${p.kubeconfig.herePath} (${(e as Error).message}): with no agent answering, the plugin's read of a pod may fail and fall back to its namespace`);
       }
@@ -283,12 +289,27 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
   const timer = setInterval(() => {
     if (stale()) watch();
     check();
+    void p.kubeconfig?.refresh?.().then((changed) => changed && check());
   }, pollMs);
   return () => {
     clearInterval(timer);
     clearTimeout(settle);
     watcher?.close();
   };
+}
+
+/** The plugin's own token, asked for with this container's in-cluster credentials. */
+async function pluginToken(namespace: string, serviceAccount: string): Promise<PluginToken> {
+  const { kubeConfigOf, LeanKubeApi } = await import('../k8s/kube-api.ts');
+  const c = kubeConfigOf(undefined);
+  const api = 'config' in c ? new LeanKubeApi(c.config) : new Error(`the in-cluster configuration needs ${c.unsupported}`);
+  return new PluginToken({
+    request: () => (api instanceof Error ? Promise.reject(api) : requestToken(api, namespace, serviceAccount)),
+    fallback: () => fs.readFileSync(path.join(SERVICE_ACCOUNT_DIR, 'token'), 'utf8').trim(),
+    serviceAccount,
+    namespace,
+    log,
+  });
 }
 
 export function registerCniInstall(program: Command) {
@@ -305,6 +326,7 @@ export function registerCniInstall(program: Command) {
     .option('--daemonset <name>', 'with --watch: the DaemonSet whose deletion means uninstall', 'mesh-agent-agent')
     .option('--kubeconfig-path <path>', 'where the plugin finds its kubeconfig (written from this container\'s ServiceAccount), as the host sees it; in the CNI configuration directory or the plugin\'s', DEFAULT_PLUGIN_KUBECONFIG)
     .option('--kubeconfig-path-here <path>', 'the same file as this container sees it (default: the file of that name in --conf-dir)')
+    .option('--plugin-service-account <name>', 'the plugin\'s own ServiceAccount in --namespace, whose token (TokenRequest, with this container\'s credentials) the kubeconfig holds; if the request fails, this container\'s own token', PLUGIN_SERVICE_ACCOUNT)
     .option('--no-kubeconfig', 'write no kubeconfig: with no agent answering, the plugin decides by the namespace alone')
     .option('--uninstall', 'take the plugin out now and exit')
     .action(async (o) => {
@@ -313,7 +335,12 @@ export function registerCniInstall(program: Command) {
         const herePath = o.kubeconfigPathHere ?? path.join(o.confDir, path.basename(o.kubeconfigPath));
         if (o.uninstall) p.kubeconfig = { hostPath: o.kubeconfigPath, herePath, serviceAccountDir: SERVICE_ACCOUNT_DIR, server: '' };
         else if (!fs.existsSync(path.join(SERVICE_ACCOUNT_DIR, 'token'))) log('warn', `no ServiceAccount token in ${SERVICE_ACCOUNT_DIR}: the plugin gets no kubeconfig, and with no agent answering decides by the namespace alone; run cni-install in the DaemonSet (its ServiceAccount's token is mounted there)`);
-        else p.kubeconfig = { ...pluginKubeconfigFor(SERVICE_ACCOUNT_DIR, process.env, o.kubeconfigPath), herePath };
+        else {
+          p.kubeconfig = { ...pluginKubeconfigFor(SERVICE_ACCOUNT_DIR, process.env, o.kubeconfigPath), herePath };
+          const token = await pluginToken(o.namespace, o.pluginServiceAccount);
+          await token.refresh();
+          Object.assign(p.kubeconfig, { token: () => token.current(), refresh: () => token.refresh() });
+        }
       }
       const here = { ...p, stateFile: o.stateFileHere ?? o.stateFile };
       if (o.uninstall) {

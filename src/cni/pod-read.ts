@@ -40,7 +40,7 @@ function statusMessage(status: number, body: string): string {
   } catch {
     msg = body.slice(0, 200);
   }
-  const hint = status === 401 ? ' (the token in the kubeconfig is no longer valid: install-cni rewrites it when it rotates; check that container)' : status === 403 ? ' (the DaemonSet\'s ServiceAccount needs get on pods: re-apply mesh-agent install)' : '';
+  const hint = status === 401 ? ' (the token in the kubeconfig is no longer valid: install-cni rewrites it when it rotates; check that container)' : status === 403 ? ' (the plugin\'s ServiceAccount mesh-agent-cni needs get on pods: re-apply mesh-agent install)' : '';
   return `HTTP ${status}${msg ? `: ${msg}` : ''}${hint}`;
 }
 

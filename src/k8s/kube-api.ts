@@ -155,36 +155,48 @@ export class LeanKubeApi implements KubeApi {
     return h;
   }
 
-  private async request(p: string, query: Record<string, string | number | boolean | undefined>): Promise<http.ClientRequest> {
+  private async request(p: string, query: Record<string, string | number | boolean | undefined>, method = 'GET', headers: http.OutgoingHttpHeaders = {}): Promise<http.ClientRequest> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
     const base = this.url.pathname.replace(/\/+$/, '');
     const { mod, agent } = await this.client;
-    return mod.request({ host: this.url.hostname, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method: 'GET', agent, headers: this.headers() });
+    return mod.request({ host: this.url.hostname, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method, agent, headers: { ...this.headers(), ...headers } });
   }
 
-  async list(p: string, query: Record<string, string | undefined>): Promise<{ items: Obj[]; resourceVersion: string }> {
-    const req = await this.request(p, query);
+  /** Sends the request (with `body`) and reads the whole answer, within LIST_TIMEOUT_MS; `what` names it in errors. */
+  private exchange(req: http.ClientRequest, what: string, body?: string): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
-      req.setTimeout(LIST_TIMEOUT_MS, () => req.destroy(Object.assign(new Error(`list ${p}: no answer within ${LIST_TIMEOUT_MS} ms`), { name: 'TimeoutError' })));
+      req.setTimeout(LIST_TIMEOUT_MS, () => req.destroy(Object.assign(new Error(`${what}: no answer within ${LIST_TIMEOUT_MS} ms`), { name: 'TimeoutError' })));
       req.on('error', reject);
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
-        res.on('end', () => {
-          const body = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode !== 200) return reject(httpError(`list ${p}`, res.statusCode ?? 0, body));
-          try {
-            const l = JSON.parse(body);
-            resolve({ items: Array.isArray(l.items) ? l.items : [], resourceVersion: String(l.metadata?.resourceVersion ?? '') });
-          } catch (e) {
-            reject(new Error(`list ${p}: the API server's answer is not JSON: ${(e as Error).message}`));
-          }
-        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
       });
-      req.end();
+      req.end(body);
     });
+  }
+
+  async list(p: string, query: Record<string, string | undefined>): Promise<{ items: Obj[]; resourceVersion: string }> {
+    const { status, text } = await this.exchange(await this.request(p, query), `list ${p}`);
+    if (status !== 200) throw httpError(`list ${p}`, status, text);
+    let l: Obj;
+    try {
+      l = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`list ${p}: the API server's answer is not JSON: ${(e as Error).message}`);
+    }
+    return { items: Array.isArray(l?.items) ? l.items : [], resourceVersion: String(l?.metadata?.resourceVersion ?? '') };
+  }
+
+  /** POST `body` to `p` (a TokenRequest: cni-install); the object the API server answers. */
+  async create(p: string, body: object): Promise<Obj> {
+    const { status, text } = await this.exchange(await this.request(p, {}, 'POST', { 'content-type': 'application/json' }), `create ${p}`, JSON.stringify(body));
+    if (status !== 200 && status !== 201) throw httpError(`create ${p}`, status, text);
+    const o = tryJson(text);
+    if (o === undefined) throw new Error(`create ${p}: the API server's answer is not JSON`);
+    return o;
   }
 
   async watch(p: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void): Promise<{ abort(): void }> {

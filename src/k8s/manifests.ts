@@ -5,6 +5,7 @@ import { PortSet } from '../proxy/ports.ts';
 import { identityNames, identityObjects, withIdentity, type IdentityInstall } from './identity-manifests.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks } from '../policy/model.ts';
 import { parseProxyWorkers } from '../workers/cpus.ts';
+import { PLUGIN_SERVICE_ACCOUNT } from '../cni/plugin-token.ts';
 
 /** Where the agent container mounts the mesh-agent-config ConfigMap (`run --config`). */
 export const CONFIG_MOUNT = '/etc/mesh-agent';
@@ -187,17 +188,35 @@ export function installManifests(options: InstallOptions = {}): object[] {
       },
     },
     ...(options.identity ? identityObjects(ns, o.image, clusterName, labels('identity'), `${NAME}-agent`, options.identity) : []),
-    ...(cni ? cniObjects(ns, agent) : []),
+    ...(cni ? cniObjects(ns, clusterName, agent) : []),
   ];
 }
 
-/** The install-cni container reads its own DaemonSet at SIGTERM (deleted: an uninstall): a Role for that, nothing else. */
-function cniObjects(ns: string, l: Record<string, string>): object[] {
+/**
+ * The install-cni container (the agent's ServiceAccount) reads its own DaemonSet at SIGTERM
+ * (deleted: an uninstall) and asks for the plugin's token; the plugin's own ServiceAccount
+ * (src/cni/plugin-token.ts) only gets pods (src/cni/pod-read.ts), and no pod runs as it.
+ */
+function cniObjects(ns: string, clusterName: string, l: Record<string, string>): object[] {
+  const rbac = 'rbac.authorization.k8s.io';
   return [
-    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: `${NAME}-cni`, namespace: ns, labels: l }, rules: [{ apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list'] }] },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: PLUGIN_SERVICE_ACCOUNT, namespace: ns, labels: l }, automountServiceAccountToken: false },
+    { apiVersion: `${rbac}/v1`, kind: 'ClusterRole', metadata: { name: `${clusterName}-cni`, labels: l }, rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }] },
     {
-      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: `${NAME}-cni`, namespace: ns, labels: l },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `${NAME}-cni` },
+      apiVersion: `${rbac}/v1`, kind: 'ClusterRoleBinding', metadata: { name: `${clusterName}-cni`, labels: l },
+      roleRef: { apiGroup: rbac, kind: 'ClusterRole', name: `${clusterName}-cni` },
+      subjects: [{ kind: 'ServiceAccount', name: PLUGIN_SERVICE_ACCOUNT, namespace: ns }],
+    },
+    {
+      apiVersion: `${rbac}/v1`, kind: 'Role', metadata: { name: `${NAME}-cni`, namespace: ns, labels: l },
+      rules: [
+        { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list'] },
+        { apiGroups: [''], resources: ['serviceaccounts/token'], resourceNames: [PLUGIN_SERVICE_ACCOUNT], verbs: ['create'] },
+      ],
+    },
+    {
+      apiVersion: `${rbac}/v1`, kind: 'RoleBinding', metadata: { name: `${NAME}-cni`, namespace: ns, labels: l },
+      roleRef: { apiGroup: rbac, kind: 'Role', name: `${NAME}-cni` },
       subjects: [{ kind: 'ServiceAccount', name: `${NAME}-agent`, namespace: ns }],
     },
   ];
@@ -217,7 +236,7 @@ function withCni(spec: any, ns: string, image: string): void {
     name: 'install-cni',
     image,
     imagePullPolicy: 'IfNotPresent',
-    args: ['cni-install', '--watch', '--conf-dir', `/host${h.confDir}`, '--bin-dir', `/host${h.binDir}`, '--agent-socket', h.socket, '--state-file', h.stateFile, '--namespace', ns, '--daemonset', `${NAME}-agent`],
+    args: ['cni-install', '--watch', '--conf-dir', `/host${h.confDir}`, '--bin-dir', `/host${h.binDir}`, '--agent-socket', h.socket, '--state-file', h.stateFile, '--namespace', ns, '--daemonset', `${NAME}-agent`, '--plugin-service-account', PLUGIN_SERVICE_ACCOUNT],
     resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
     // Root to write the host's CNI directories (owned by root); no capability beyond that.
     securityContext: { runAsUser: 0, privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },

@@ -10,7 +10,8 @@ import type { AddressInfo, Server } from 'node:net';
 import { ApiError, apiVersionOf, CORE_RESOURCES, type AdmitContext, type KubeObject, type ResourceType } from './api-resources.ts';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Selector } from './selectors.ts';
 import { ClusterIpAllocator } from './service-ips.ts';
-import { SimTokens } from './tokens.ts';
+import { SimRbac, type RequestAttributes } from './rbac.ts';
+import { API_AUDIENCE, SimTokens } from './tokens.ts';
 
 export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -29,6 +30,8 @@ export interface LoggedRequest {
   watch: boolean;
   query: Record<string, string>;
   status: number;
+  /** The ServiceAccount of a token this server minted ("system:serviceaccount:NS:NAME"); none for the admin kubeconfig's. */
+  user?: string;
 }
 
 export interface ListOptions {
@@ -109,11 +112,20 @@ interface Target {
   sub?: string;
 }
 
+/** TokenRequest's path: the token subresource of a ServiceAccount. */
+const TOKEN_PATH = /^\/api\/v1\/namespaces\/([^/]+)\/serviceaccounts\/([^/]+)\/token$/;
+
 export class SimApiServer {
   readonly requests: LoggedRequest[] = [];
   readonly serviceIPs: ClusterIpAllocator;
   /** ServiceAccount tokens it mints and reviews (TokenReview): what a projected token volume holds. */
   readonly tokens = new SimTokens();
+  /**
+   * What a token this server minted may do (rbac.apply(installManifests())): such a request is
+   * authenticated (401 when expired or bound to a deleted pod) and authorized (403); any other
+   * bearer (the simulated cluster's kubeconfig) is the cluster's admin, as before.
+   */
+  readonly rbac = new SimRbac();
   readonly #kinds = new Map<string, Kind>(); // by kind name
   readonly #byPath = new Map<string, Kind>(); // by "group/version/plural"
   readonly #historyLimit: number;
@@ -483,7 +495,7 @@ export class SimApiServer {
     const query = Object.fromEntries(u.searchParams);
     const target = this.#target(u.pathname);
     const watch = query.watch === 'true' || query.watch === '1';
-    const entry: LoggedRequest = { at: Date.now(), method: req.method ?? 'GET', resource: target?.kind.type.plural ?? 'other', watch, query, status: 200 };
+    const entry: LoggedRequest = { at: Date.now(), method: req.method ?? 'GET', resource: target?.kind.type.plural ?? (TOKEN_PATH.test(u.pathname) ? 'serviceaccounts/token' : 'other'), watch, query, status: 200 };
     this.requests.push(entry);
     if (this.requests.length > MAX_LOGGED_REQUESTS) this.requests.splice(0, this.requests.length - MAX_LOGGED_REQUESTS);
     const stall = [...this.#stalls].find((x) => x.select(entry));
@@ -502,6 +514,19 @@ export class SimApiServer {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code: status }));
     };
+    const tr = TOKEN_PATH.exec(u.pathname);
+    const attrs: RequestAttributes | undefined = tr
+      ? { verb: req.method === 'POST' ? 'create' : (req.method ?? 'GET').toLowerCase(), group: '', resource: 'serviceaccounts/token', namespace: tr[1], name: tr[2] }
+      : target && { verb: req.method === 'POST' ? 'create' : req.method === 'PUT' ? 'update' : target.name !== undefined ? 'get' : watch ? 'watch' : 'list', group: target.kind.type.group, resource: target.kind.type.plural + (target.sub ? `/${target.sub}` : ''), namespace: target.namespace, name: target.name };
+    const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    if (bearer && attrs && SimTokens.isMinted(bearer)) {
+      const a = this.tokens.authenticate(bearer);
+      if (!a.authenticated) return fail(401, 'Unauthorized', `Unauthorized: ${a.error}`);
+      entry.user = a.user.username;
+      const forbidden = this.rbac.check(a.user.username, attrs);
+      if (forbidden) return fail(403, 'Forbidden', forbidden);
+    }
+    if (tr && req.method === 'POST') return this.#tokenRequest(req, res, tr[1]!, tr[2]!, entry, fail);
     if (!target) return fail(404, 'NotFound', `the server could not find the requested resource ${u.pathname}`);
     const t = target.kind.type;
     if (req.method === 'POST' && target.name === undefined) return this.#review(req, res, target, entry, fail);
@@ -592,6 +617,33 @@ export class SimApiServer {
         if (e instanceof ApiError) return fail(e.code, e.reason, e.message);
         throw e;
       }
+    });
+  }
+
+  /**
+   * TokenRequest (authentication.k8s.io/v1) as the real server answers it: a token for the
+   * ServiceAccount, the audiences asked for (else the API server's), bound to a Pod when
+   * boundObjectRef names one, for expirationSeconds (at least 600; default 3600). The stand-in
+   * keeps no ServiceAccount objects: any name is served.
+   */
+  #tokenRequest(req: http.IncomingMessage, res: http.ServerResponse, namespace: string, serviceAccount: string, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
+    this.#jsonBody(req, fail, (o) => {
+      if (o?.apiVersion !== 'authentication.k8s.io/v1' || o?.kind !== 'TokenRequest') return fail(400, 'BadRequest', `the body must be an authentication.k8s.io/v1 TokenRequest, not ${o?.apiVersion} ${o?.kind}`);
+      const seconds = o.spec?.expirationSeconds ?? 3600;
+      if (!Number.isInteger(seconds) || seconds < 600) return fail(422, 'Invalid', `TokenRequest.authentication.k8s.io "${serviceAccount}" is invalid: spec.expirationSeconds: Invalid value: ${seconds}: may not specify a duration less than 10 minutes`);
+      const audiences: string[] = Array.isArray(o.spec?.audiences) && o.spec.audiences.length > 0 ? o.spec.audiences : [API_AUDIENCE];
+      const bound = o.spec?.boundObjectRef;
+      const now = Date.now();
+      const token = this.tokens.mint({ namespace, serviceAccount, audiences, expirationSeconds: seconds, now, ...(bound?.kind === 'Pod' ? { pod: bound.name } : {}) });
+      entry.status = 201;
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({
+        kind: 'TokenRequest',
+        apiVersion: 'authentication.k8s.io/v1',
+        metadata: { name: serviceAccount, namespace, creationTimestamp: null },
+        spec: { audiences, expirationSeconds: seconds, boundObjectRef: bound ?? null },
+        status: { token, expirationTimestamp: new Date(Math.floor(now / 1000) * 1000 + seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z') },
+      }));
     });
   }
 

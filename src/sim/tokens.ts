@@ -29,6 +29,13 @@ export class SimTokens {
   readonly #uids = new Map<string, string>();
   /** Reviews answered, for tests: how often the identity service asked. */
   reviews = 0;
+  /** Pods deleted ("namespace/name"): the tokens bound to them are refused, as a real API server refuses them. */
+  readonly #deletedPods = new Set<string>();
+
+  /** Refuses every token bound to this pod from now on (the pod deleted: a rolling update). */
+  revokePod(namespace: string, pod: string): void {
+    this.#deletedPods.add(`${namespace}/${pod}`);
+  }
 
   #uid(key: string): string {
     let u = this.#uids.get(key);
@@ -64,10 +71,19 @@ export class SimTokens {
   /** The TokenReview answer: authenticated with the user and its extra, or not with the reason. */
   review(o: KubeObject, now = Date.now()): KubeObject {
     this.reviews++;
-    const token = o?.spec?.token;
     const wanted: string[] = Array.isArray(o?.spec?.audiences) && o.spec.audiences.length > 0 ? o.spec.audiences : [API_AUDIENCE];
     const out = (status: object): KubeObject => ({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', metadata: { name: '' }, spec: { ...o?.spec }, status });
-    const refuse = (error: string) => out({ authenticated: false, error });
+    return out(this.authenticate(o?.spec?.token, wanted, now));
+  }
+
+  /** Whether the token is one this server minted (a JWT), so a request with it is authorized as its ServiceAccount. */
+  static isMinted(token: string): boolean {
+    return token.split('.').length === 3;
+  }
+
+  /** A TokenReview's status for this token and audiences: the user, or why not. */
+  authenticate(token: unknown, wanted: string[] = [API_AUDIENCE], now = Date.now()): { authenticated: true; user: { username: string; uid: string; groups: string[]; extra: Record<string, string[]> }; audiences: string[] } | { authenticated: false; error: string } {
+    const refuse = (error: string) => ({ authenticated: false as const, error });
     if (typeof token !== 'string') return refuse('spec.token is empty');
     const parts = token.split('.');
     if (parts.length !== 3) return refuse('invalid bearer token');
@@ -84,6 +100,7 @@ export class SimTokens {
     const audiences = (c.aud as string[]).filter((a) => wanted.includes(a));
     if (audiences.length === 0) return refuse('invalid bearer token, token audiences ["' + (c.aud as string[]).join('","') + '"] is invalid for the target audiences ["' + wanted.join('","') + '"]');
     const k = c['kubernetes.io'];
+    if (k.pod && this.#deletedPods.has(`${k.namespace}/${k.pod.name}`)) return refuse(`invalid bearer token, pods "${k.pod.name}" not found`);
     const extra: Record<string, string[]> = { 'authentication.kubernetes.io/credential-id': [`JTI=${c.jti}`] };
     if (k.node) {
       extra['authentication.kubernetes.io/node-name'] = [k.node.name];
@@ -93,7 +110,7 @@ export class SimTokens {
       extra['authentication.kubernetes.io/pod-name'] = [k.pod.name];
       extra['authentication.kubernetes.io/pod-uid'] = [k.pod.uid];
     }
-    return out({
+    return {
       authenticated: true,
       user: {
         username: c.sub,
@@ -102,6 +119,6 @@ export class SimTokens {
         extra,
       },
       audiences,
-    });
+    };
   }
 }
