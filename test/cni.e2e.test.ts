@@ -14,13 +14,17 @@
 //     restrictive one waits, its ADD naming the error;
 // (f) the agent stopped while an ADD reads its pod from the API server, the read stuck: the ADD is
 //     answered "try again" at once, the stop is not held by the read, the next agent starts the pod;
-// (g) the agent SIGKILLed: a pod annotated mesh-agent.io/inject: enabled in an unmeshed namespace is
-//     not started (the plugin reads it from the API server with its kubeconfig) until the agent is back.
+// (g) the agent SIGKILLed and its pod's token revoked (a rolling update deleted the pod): a pod
+//     annotated mesh-agent.io/inject: enabled in an unmeshed namespace is not started (the plugin
+//     reads it from the API server with its kubeconfig, the token of its own ServiceAccount) until
+//     the agent is back.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
 import type { CniAttempt } from '../src/sim/cluster.ts';
-import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
+import { AGENT_SA, startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
+import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
+import * as fs from 'node:fs';
 import { nftBinary } from '../src/datapath/nft.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { until, within } from './helpers/until.ts';
@@ -238,11 +242,17 @@ test.serial('(f) the agent stopped while an ADD reads its pod from the API serve
   t.true(attempts.at(-1)!.ok, 'the next agent admits it');
 });
 
-test.serial('(g) the agent SIGKILLed: a pod annotated inject enabled in an unmeshed namespace is not started (the plugin reads it from the API server) until the agent is back', async (t) => {
+test.serial('(g) the agent SIGKILLed, its pod\'s token revoked: a pod annotated inject enabled in an unmeshed namespace is not started (the plugin reads it from the API server with its own ServiceAccount\'s token) until the agent is back', async (t) => {
   const { cluster, mesh } = need();
   const node = cluster.nodes[0]!;
   await mesh.waitAgents((s) => s.inbound?.capture === 'capturing' && s.cni !== null, 'the agent capturing');
   await mesh.stopAgent(node, 'SIGKILL');
+  // A rolling update deletes the old agent pod: the API server refuses the tokens bound to it.
+  cluster.api.tokens.revokePod(AGENT_SA.namespace, mesh.cniInstallPod(node));
+  const kubeconfig = mesh.cniPaths(node)!.kubeconfig;
+  const claims = JSON.parse(Buffer.from(parseKubeconfig(fs.readFileSync(kubeconfig, 'utf8'), kubeconfig).token.split('.')[1]!, 'base64url').toString('utf8'));
+  t.is(claims.sub, 'system:serviceaccount:mesh-agent:mesh-agent-cni', 'the plugin\'s own ServiceAccount');
+  t.is(claims['kubernetes.io'].pod, undefined, 'bound to no pod');
   const attempts: CniAttempt[] = [];
   let started = false;
   const pending = cluster.addPod(0, { name: 'annotated-g', namespace: PLAIN, annotations: { 'mesh-agent.io/inject': 'enabled', ...RESTRICT }, onCniAttempt: (a) => attempts.push(a) });
@@ -253,6 +263,8 @@ test.serial('(g) the agent SIGKILLed: a pod annotated inject enabled in an unmes
   t.regex(failed.error?.msg ?? '', /no mesh-agent answers on this node \(.*cni\.sock: ECONNREFUSED\), and pod plain\/annotated-g is meshed by its own annotation mesh-agent.io\/inject \(read from the API server; inbound policy all-authenticated\)/);
   t.false(started, 'the pod is not started');
   t.is(cluster.api.get('Pod', PLAIN, 'annotated-g')?.status?.phase, 'Pending');
+  const reads = cluster.api.requests.filter((r) => r.resource === 'pods' && r.user !== undefined);
+  t.true(reads.length >= 2 && reads.every((r) => r.user === 'system:serviceaccount:mesh-agent:mesh-agent-cni' && r.status === 200), JSON.stringify(reads));
   mesh.startAgent(node);
   await pending;
   t.true(attempts.at(-1)!.ok, 'the ADD passes once the agent is back');

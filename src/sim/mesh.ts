@@ -6,9 +6,11 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { SimCluster, SimClusterNode } from './cluster.ts';
 import { installCni, uninstallCni } from '../cni/install.ts';
+import { renderKubeconfig } from '../cni/kubeconfig.ts';
+import { installManifests } from '../k8s/manifests.ts';
 import { netnsPath, type ExecResult } from './run.ts';
 import { ownedTempPrefix } from './layout.ts';
 
@@ -85,7 +87,9 @@ export interface ClusterMesh {
   stopAgent(node: SimClusterNode, signal?: NodeJS.Signals): Promise<void>;
   startAgent(node: SimClusterNode): void;
   /** The node's agent's CNI socket and state file (null: the mesh runs without the plugin). */
-  cniPaths(node: SimClusterNode): { socket: string; stateFile: string } | null;
+  cniPaths(node: SimClusterNode): { socket: string; stateFile: string; kubeconfig: string } | null;
+  /** The pod the node's install container runs in, whose token asked for the plugin's (revoke it with api.tokens.revokePod(AGENT_SA.namespace, ...)). */
+  cniInstallPod(node: SimClusterNode): string;
   /** The agent's /status, read in its node's namespace. */
   agentStatus(node: SimClusterNode): Promise<any>;
   agentMetrics(node: SimClusterNode): Promise<string>;
@@ -112,6 +116,17 @@ function exited(p: ChildProcess): boolean {
   return p.exitCode !== null || p.signalCode !== null;
 }
 
+/** The plugin's token as cni-install asks for it (requestToken, over HTTP), run in the node's network namespace where the API server is. */
+async function pluginTokenIn(node: SimClusterNode, server: string, installToken: string): Promise<string> {
+  const script = `const [mod, kube, server] = process.argv.slice(1); let tok = ''; for await (const c of process.stdin) tok += c;
+    const { requestToken, PLUGIN_SERVICE_ACCOUNT } = await import(mod); const { LeanKubeApi } = await import(kube);
+    process.stdout.write((await requestToken(new LeanKubeApi({ server, token: tok, insecure: true }), '${AGENT_SA.namespace}', PLUGIN_SERVICE_ACCOUNT)).token);`;
+  const url = (f: string) => pathToFileURL(path.join(ROOT, f)).href;
+  const r = await node.execInNode(process.execPath, [...NODE_FLAGS, '--input-type=module', '-e', script, url('src/cni/plugin-token.ts'), url('src/k8s/kube-api.ts'), server], { input: installToken, timeoutMs: 30_000 });
+  if (r.code !== 0 || r.stdout === '') throw new Error(`the CNI plugin's token for node ${node.name}: exit ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
 export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Promise<ClusterMesh> {
   const bin = opts.bin ?? MESH_BIN;
   const tmp = fs.mkdtempSync(ownedTempPrefix('cluster'));
@@ -123,17 +138,23 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
   const identity = opts.identity === false ? null : await identityFiles(tmp, cluster, opts.identity?.certificateLifetime);
   const identityAddr = identity ? `${cluster.controlPlaneIp}:${IDENTITY_PORT}` : null;
   const cni = opts.cni ?? true;
-  const cniPaths = (node: SimClusterNode) => (cni ? { socket: path.join(tmp, `${node.name}.cni.sock`), stateFile: path.join(tmp, node.name, 'cni-state.json') } : null);
+  const cniPaths = (node: SimClusterNode) => (cni ? { socket: path.join(tmp, `${node.name}.cni.sock`), stateFile: path.join(tmp, node.name, 'cni-state.json'), kubeconfig: path.join(tmp, `${node.name}.cni-kubeconfig`) } : null);
+  const cniInstallPod = (node: SimClusterNode) => `${AGENT_SA.name}-${node.name}`;
   if (cni) {
     // As the install container: the plugin into the node's CNI bin directory, chained after the
-    // network, with the kubeconfig it reads pods with when no agent answers. It runs in the node's
-    // network namespace, as a runtime runs plugins in the host's: the API server is reachable there.
+    // network, with the kubeconfig it reads pods with when no agent answers: the plugin's own
+    // ServiceAccount's token, asked for (TokenRequest) with the install container's own, bound to
+    // its pod, under the install manifests' RBAC. It runs in the node's network namespace, as a
+    // runtime runs plugins in the host's: the API server is reachable there.
+    cluster.api.rbac.apply(installManifests());
     const entry = bin.endsWith('.js') ? path.join(path.dirname(bin), 'mesh-agent-cni.js') : path.join(path.dirname(bin), 'mesh-agent-cni.ts');
     for (const node of cluster.nodes) {
+      const own = cluster.api.tokens.mint({ namespace: AGENT_SA.namespace, serviceAccount: AGENT_SA.name, node: node.name, pod: cniInstallPod(node) });
+      fs.writeFileSync(cniPaths(node)!.kubeconfig, renderKubeconfig({ server: cluster.apiServerUrl, token: await pluginTokenIn(node, cluster.apiServerUrl, own) }), { mode: 0o600 });
       installCni({
         confDir: node.cni.confDir,
         binDir: node.cni.binDir,
-        entry: { agentSocket: cniPaths(node)!.socket, stateFile: cniPaths(node)!.stateFile, kubeconfig },
+        entry: { agentSocket: cniPaths(node)!.socket, stateFile: cniPaths(node)!.stateFile, kubeconfig: cniPaths(node)!.kubeconfig },
         executable: `#!/bin/sh\nexec nsenter '--net=${netnsPath(node.nodeNs)}' -- '${process.execPath}' --disable-warning=ExperimentalWarning '${entry}' "$@"\n`,
       });
     }
@@ -229,6 +250,7 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
       startAgent(node);
     },
     cniPaths,
+    cniInstallPod,
     async agentStatus(node) {
       const r = await node.execInNode('curl', ['-sf', '-m', '3', `http://${ADMIN_ADDR}/status`], { timeoutMs: 5000 });
       if (r.code !== 0) throw new Error(`agent on ${node.name}: /status unreachable (curl exit ${r.code}); its log: ${agents.get(node.name)?.log().slice(-1500)}`);
