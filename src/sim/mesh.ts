@@ -148,9 +148,10 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     // runtime runs plugins in the host's: the API server is reachable there.
     cluster.api.rbac.apply(installManifests());
     const entry = bin.endsWith('.js') ? path.join(path.dirname(bin), 'mesh-agent-cni.js') : path.join(path.dirname(bin), 'mesh-agent-cni.ts');
-    for (const node of cluster.nodes) {
-      const own = cluster.api.tokens.mint({ namespace: AGENT_SA.namespace, serviceAccount: AGENT_SA.name, node: node.name, pod: cniInstallPod(node) });
-      fs.writeFileSync(cniPaths(node)!.kubeconfig, renderKubeconfig({ server: cluster.apiServerUrl, token: await pluginTokenIn(node, cluster.apiServerUrl, own) }), { mode: 0o600 });
+    // One process per node asks: side by side, not one after another.
+    const tokens = await Promise.all(cluster.nodes.map((node) => pluginTokenIn(node, cluster.apiServerUrl, cluster.api.tokens.mint({ namespace: AGENT_SA.namespace, serviceAccount: AGENT_SA.name, node: node.name, pod: cniInstallPod(node) }))));
+    for (const [i, node] of cluster.nodes.entries()) {
+      fs.writeFileSync(cniPaths(node)!.kubeconfig, renderKubeconfig({ server: cluster.apiServerUrl, token: tokens[i]! }), { mode: 0o600 });
       installCni({
         confDir: node.cni.confDir,
         binDir: node.cni.binDir,
