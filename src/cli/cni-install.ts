@@ -28,6 +28,8 @@ const EXT = path.extname(fileURLToPath(import.meta.url));
 const POLL_MS = 30_000;
 /** A network plugin's rewrite comes as several events (create, write, rename): checked once they pause. */
 const SETTLE_MS = 100;
+/** How long the first install waits for the plugin's token (TokenRequest) before writing this container's. */
+const FIRST_TOKEN_WAIT_MS = 5_000;
 
 /** The script the runtime executes: Node.js and the plugin from the directory beside it, so the host needs no Node.js of its own. */
 export function wrapperScript(): string {
@@ -322,9 +324,9 @@ export function registerCniInstall(program: Command) {
     .option('--state-file <path>', 'the agent\'s state file, as the host sees it (removed on uninstall: give the path as this container sees it with --state-file-here)', DEFAULT_STATE_FILE)
     .option('--state-file-here <path>', 'the state file as this container sees it (default: --state-file)')
     .option('--watch', 'keep running: put the entry back when the network plugin rewrites the configuration; on SIGTERM uninstall if the DaemonSet is being deleted')
-    .option('--namespace <ns>', 'with --watch: the DaemonSet\'s namespace', 'mesh-agent')
+    .option('--namespace <ns>', 'the DaemonSet\'s namespace (with --watch), and the plugin\'s ServiceAccount\'s', 'mesh-agent')
     .option('--daemonset <name>', 'with --watch: the DaemonSet whose deletion means uninstall', 'mesh-agent-agent')
-    .option('--kubeconfig-path <path>', 'where the plugin finds its kubeconfig (written from this container\'s ServiceAccount), as the host sees it; in the CNI configuration directory or the plugin\'s', DEFAULT_PLUGIN_KUBECONFIG)
+    .option('--kubeconfig-path <path>', 'where the plugin finds its kubeconfig (written by this container: see --plugin-service-account), as the host sees it; in the CNI configuration directory or the plugin\'s', DEFAULT_PLUGIN_KUBECONFIG)
     .option('--kubeconfig-path-here <path>', 'the same file as this container sees it (default: the file of that name in --conf-dir)')
     .option('--plugin-service-account <name>', 'the plugin\'s own ServiceAccount in --namespace, whose token (TokenRequest, with this container\'s credentials) the kubeconfig holds; if the request fails, this container\'s own token', PLUGIN_SERVICE_ACCOUNT)
     .option('--no-kubeconfig', 'write no kubeconfig: with no agent answering, the plugin decides by the namespace alone')
@@ -338,7 +340,10 @@ export function registerCniInstall(program: Command) {
         else {
           p.kubeconfig = { ...pluginKubeconfigFor(SERVICE_ACCOUNT_DIR, process.env, o.kubeconfigPath), herePath };
           const token = await pluginToken(o.namespace, o.pluginServiceAccount);
-          await token.refresh();
+          // The install does not wait on a slow API server for long (pods created meanwhile would
+          // start without the plugin): past this, this container's token is written, and the next
+          // poll writes the plugin's once it has come.
+          await Promise.race([token.refresh(), new Promise((r) => setTimeout(r, FIRST_TOKEN_WAIT_MS).unref())]);
           Object.assign(p.kubeconfig, { token: () => token.current(), refresh: () => token.refresh() });
         }
       }
