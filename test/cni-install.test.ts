@@ -234,6 +234,28 @@ function serviceAccount(t: any, root: string, token: string): string {
   return dir;
 }
 
+test('keepChained stopped while the plugin\'s token is being renewed: the answer, come after, installs nothing (SIGTERM\'s uninstall stays done)', async (t) => {
+  const p = dirs(t);
+  fs.writeFileSync(path.join(p.confDir, '10-calico.conflist'), JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [calico] }));
+  let asked!: () => void;
+  const inFlight = new Promise<void>((r) => (asked = r));
+  let answer!: (changed: boolean) => void;
+  const renewed = new Promise<boolean>((r) => (answer = r));
+  const sa = serviceAccount(t, path.dirname(p.confDir), 'agent-token');
+  const k: PluginKubeconfig = { hostPath: '/etc/cni/net.d/kc', herePath: path.join(p.confDir, 'kc'), serviceAccountDir: sa, server: 'https://10.96.0.1:443', refresh: () => (asked(), renewed) };
+  const stop = keepChained({ ...p, kubeconfig: k }, 50);
+  t.true(cniInstalled(p.confDir));
+  await inFlight; // a poll asked for the token; the API server has not answered
+  // SIGTERM with the DaemonSet deleted: stop, then uninstall.
+  stop();
+  uninstall({ ...p, kubeconfig: k });
+  answer(true);
+  await renewed;
+  await new Promise((r) => setImmediate(r)); // the answer's continuation has run (it is synchronous)
+  t.false(cniInstalled(p.confDir), 'chained again after the uninstall');
+  t.false(fs.existsSync(k.herePath), 'the kubeconfig written again after the uninstall');
+});
+
 test('the plugin\'s kubeconfig: written from the ServiceAccount before the entry that names it, mode 0600, rewritten by --watch when the token rotates, removed on uninstall', async (t) => {
   const p = dirs(t);
   fs.writeFileSync(path.join(p.confDir, '10-calico.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'calico' }] }));

@@ -291,9 +291,12 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
   const timer = setInterval(() => {
     if (stale()) watch();
     check();
-    void p.kubeconfig?.refresh?.().then((changed) => changed && check());
+    // A refresh answered after stop() installs nothing: SIGTERM's uninstall may have run since.
+    void p.kubeconfig?.refresh?.().then((changed) => changed && !stopped && check());
   }, pollMs);
+  let stopped = false;
   return () => {
+    stopped = true;
     clearInterval(timer);
     clearTimeout(settle);
     watcher?.close();
