@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { requestJson } from '../src/controller/client.ts';
 import { parseVmRss, percentile, sampleMedian } from './parse.ts';
 import { freePort } from '../test/helpers/ports.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 const AGENTS_TOOL = path.join(ROOT, 'bench/load/disco-agents.ts');
 const REAL_AGENT_TOOL = path.join(ROOT, 'bench/load/disco-real-agent.ts');
 
@@ -156,7 +156,7 @@ export async function runScale(cfg: ScaleConfig, changes: number, say: (s: strin
     const world = generateWorld(dir, cfg.endpoints);
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--resources', dir, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--resources', dir, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(ctl);
     ctl.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
     const t0 = Date.now();

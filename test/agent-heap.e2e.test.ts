@@ -7,10 +7,10 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode } from '../src/sim/index.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
+const BIN = meshBin();
 /** Shrunk, the young generation holds a few pages; grown by start-up it held 5 MB. */
 const SHRUNK_BYTES = 1 << 20;
 // Loaded before the agent: on SIGUSR2 the main thread writes its new space's resident size, whether gc() is on its global and whether undici was loaded.

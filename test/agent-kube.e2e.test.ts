@@ -9,9 +9,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
 import { JsonLines, JsonRpc } from './helpers/procs.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(here, '../bin/mesh-agent.ts');
+const BIN = meshBin();
 const RUNNER = path.join(here, 'fixtures/apiserver-runner.ts');
 let node: SimNode | undefined;
 const children: ChildProcess[] = [];

@@ -30,9 +30,10 @@ import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
 import { cgroupId } from '../src/datapath/cgroup2.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { mountConfigMap } from './helpers/configmap-volume.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(here, '../bin/mesh-agent.ts');
+const BIN = meshBin();
 const RUNNER = path.join(here, 'fixtures/apiserver-runner.ts');
 const ADMIN = '127.0.0.1:4191';
 

@@ -9,15 +9,15 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 10000, intervalMs: 150, context: () => `agent log: ${agentLog.slice(-2000)}` });
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
+const BIN = meshBin();
 let node: SimNode;
 let web: SimPod;
 let api: SimPod;

@@ -7,13 +7,13 @@ import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { cniInstalled } from '../src/cni/install.ts';
 import { copyPluginFiles, installOnce, PLUGIN_MODULES, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
 import { parseConfList, pickConfFile } from '../src/cni/conflist.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 function dirs(t: any) {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-install-'));
@@ -24,7 +24,7 @@ function dirs(t: any) {
 }
 
 const calico = { cniVersion: '0.3.1', name: 'k8s-pod-network', type: 'calico', ipam: { type: 'calico-ipam' } };
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
+const BIN = meshBin();
 
 /** Resolves once `file` chains our entry, checked on each inotify event of its directory (and now); rejects after `ms`. */
 function entryBack(file: string, ms: number): Promise<number> {

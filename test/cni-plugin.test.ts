@@ -7,7 +7,6 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CNI_ERRORS, CniError, parseCniArgs, parseInvocation, renderAddResult, renderError, resultIps } from '../src/cni/spec.ts';
 import { decideAdd, needsPodRead, type PodRead } from '../src/cni/decide.ts';
 import { parseKubeconfig, renderKubeconfig } from '../src/cni/kubeconfig.ts';
@@ -20,8 +19,9 @@ import { CniServer } from '../src/agent/cni-server.ts';
 import type { AdmitAnswer } from '../src/cni/protocol.ts';
 import type { NamespaceInfo, PodInfo } from '../src/k8s/objects.ts';
 import { within } from './helpers/until.ts';
+import { meshCniBin } from '../src/sim/dist-bin.ts';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent-cni.ts');
+const BIN = meshCniBin();
 const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }], ips: [{ address: '10.244.1.5/32', interface: 0 }, { address: 'fd00::5/128', interface: 0 }] };
 const env = (cmd: string, extra: Record<string, string> = {}) => ({ CNI_COMMAND: cmd, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'eth0', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=api-1;K8S_POD_UID=u-1', ...extra });
 const conf = (o: Record<string, unknown> = {}) => JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'mesh-agent-cni', prevResult, ...o });

@@ -12,12 +12,13 @@ import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { bucketOf, LATENCY_BOUNDS } from '../src/telemetry/histogram.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 20000, intervalMs: 200, context: () => `log: ${log.slice(-2000)}` });
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const BIN = meshBin();
 const SERVER = path.join(ROOT, 'test/fixtures/http-status-server.ts');
 const CTL = '127.0.0.1:8086';
 const BACKLOG = 6;

@@ -16,9 +16,10 @@ import { PATH_REPORTS } from '../src/controller/protocol.ts';
 import { DashboardServer } from '../src/dashboard/server.ts';
 import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
 import { freePort } from './helpers/ports.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const BIN = meshBin();
 const quiet = () => {};
 
 async function stack(t: any, opts: { dashboard?: boolean; maxTaps?: number } = {}) {

@@ -3,8 +3,6 @@
 // from a real Router over a discovery store. The same through real agents on a simulated
 // cluster: test/cluster-balancing.e2e.test.ts.
 import test from 'ava';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ControllerServer } from '../src/controller/server.ts';
 import { ReportClient } from '../src/telemetry/report-client.ts';
 import { TelemetryHub } from '../src/telemetry/hub.ts';
@@ -14,9 +12,9 @@ import type { AgentQuery } from '../src/controller/protocol.ts';
 import { parseServiceTarget, renderEndpoints } from '../src/cli/diagnostics.ts';
 import { execFile } from '../src/sim/run.ts';
 import { until } from './helpers/until.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(here, '../bin/mesh-agent.ts');
+const BIN = meshBin();
 const quiet = () => {};
 
 function agentState(endpoints: Array<{ ip: string; pod: string; node: string }>) {

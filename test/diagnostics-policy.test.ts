@@ -5,8 +5,6 @@
 // shares, timeouts and retries with where each came from, routes that apply to nobody,
 // annotations that could not be read.
 import test from 'ava';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ControllerServer } from '../src/controller/server.ts';
 import { ReportClient } from '../src/telemetry/report-client.ts';
 import { TelemetryHub } from '../src/telemetry/hub.ts';
@@ -16,9 +14,9 @@ import { answerQuery } from '../src/agent/diagnostics.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
 import { execFile } from '../src/sim/run.ts';
 import { until } from './helpers/until.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(here, '../bin/mesh-agent.ts');
+const BIN = meshBin();
 const quiet = () => {};
 
 const producer: RouteRecord = {

@@ -8,7 +8,6 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { requestJson } from '../src/controller/client.ts';
@@ -20,9 +19,9 @@ import { DiscoveryStore } from '../src/discovery/store.ts';
 import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
 import { until, waitFor, within } from './helpers/until.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const BIN = meshBin();
 
 const service = (name: string, ports = [{ name: 'http', port: 80, targetPort: 'http' }]): KubeObject => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop', annotations: { 'balancer.linkerd.io/failure-accrual': 'consecutive', 'kubectl.kubernetes.io/last-applied-configuration': '{}' } }, spec: { ports } });
 const slice = (name: string, svc: string, eps: Array<{ ip: string; pod: string; node: string; ready?: boolean }>): KubeObject => ({

@@ -8,7 +8,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { requestJson } from '../src/controller/client.ts';
 import { DiscoveryClient } from '../src/discovery/client.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
@@ -17,9 +16,9 @@ import { freePort } from './helpers/ports.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
 import { discoveryMode } from '../src/cli/controller.ts';
 import { until, waitFor } from './helpers/until.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const BIN = meshBin();
 
 const services = `
 apiVersion: v1

@@ -15,14 +15,14 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { ipBinary, nftBinary } from '../src/datapath/nft.ts';
 import { CAPTURE_ROUTE_TABLE, CAPTURE_RULE_PREF } from '../src/datapath/inbound-capture.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
+const BIN = meshBin();
 const ADMIN = '127.0.0.1:4191';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'inbound-fc-'));
 const podsFile = path.join(tmp, 'pods.yaml');

@@ -14,12 +14,13 @@ import { exited, JsonLines } from './helpers/procs.ts';
 import { parseExposition, sum } from './helpers/prom-text.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { LATENCY_BUCKETS } from '../src/telemetry/metrics.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 20000, intervalMs: 250, context: () => `agent log: ${agentLog.slice(-1500)}; prometheus log: ${promLog.slice(-1500)}` });
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const BIN = meshBin();
 const SERVER = path.join(ROOT, 'test/fixtures/http-status-server.ts');
 const PROMETHEUS = '/usr/bin/prometheus';
 const AUTHORITY = 'api.shop.svc.cluster.local:8080';

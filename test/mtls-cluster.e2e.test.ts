@@ -14,13 +14,14 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
-import { MESH_BIN, startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
+import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { createCsr } from '../src/identity/x509.ts';
 import { workloadId, spiffeId } from '../src/identity/spiffe.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
 import { captureFabric } from './helpers/fabric-capture.ts';
 import { withoutCniPlugin } from '../src/sim/cni-runtime.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const NS = 'shop';
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web';
@@ -121,7 +122,7 @@ test.serial('the destination\'s agent records the client\'s SPIFFE ID (inbound, 
   t.false(m0.split('\n').some((l) => l.startsWith('tcp_open_total{') && l.includes('direction="inbound"') && l.includes('pod="db"')), 'the tunnelled connection\'s inbound TCP side is counted by the destination only');
   // tap: a request while tapping pod/web (once the controller knows the pod from the agents' reports).
   await until(() => mesh.cli(['stat', 'pod', '-n', NS, '--controller', mesh.controllerAddr]), (r) => /\nweb\s/.test(r.stdout), 'the controller to know pod web');
-  const tapProc = cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', MESH_BIN, 'tap', 'pod/web', '-n', NS, '--controller', mesh.controllerAddr], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tapProc = cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), 'tap', 'pod/web', '-n', NS, '--controller', mesh.controllerAddr], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(tapProc);
   let tapped = '';
   tapProc.stdout!.setEncoding('utf8').on('data', (d: string) => (tapped += d));
@@ -155,7 +156,7 @@ test.serial('status lists each identity\'s certificate: SPIFFE ID, serial, not-a
   }
   t.true(s.identity.trustAnchors[0].daysLeft > 300);
   t.true(s.identity.tunnels.client.streams > 0);
-  const cli = await cluster.nodes[0]!.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', path.resolve('bin/mesh-agent.ts'), 'status', '--admin', '127.0.0.1:4191'], { timeoutMs: 20_000 });
+  const cli = await cluster.nodes[0]!.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), 'status', '--admin', '127.0.0.1:4191'], { timeoutMs: 20_000 });
   t.regex(cli.stdout, /IDENTITY cluster\.local, identity service /);
   t.regex(cli.stdout, new RegExp(`${WEB.replace(/[/.]/g, '\\$&')}\\s+ready\\s+[0-9A-F]+`));
   t.regex(cli.stdout, /TUNNELS :15008: out \d+ connections open/);
@@ -250,7 +251,7 @@ test.serial('identity service down: certificates in hand keep serving; a new wor
   const st = await until(() => mesh.agentStatus(cluster.nodes[0]!), (s) => s.identity.certificates.some((c: any) => c.identity.endsWith('/sa/fresh') && c.state === 'failing'), 'the new identity failing');
   const c = st.identity.certificates.find((x: any) => x.identity.endsWith('/sa/fresh'));
   t.regex(c.lastError, /identity service at .*8080: ECONNREFUSED; is mesh-agent identity running\?/);
-  const health = await cluster.nodes[0]!.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', path.resolve('bin/mesh-agent.ts'), 'status', '--admin', '127.0.0.1:4191'], { timeoutMs: 20_000 });
+  const health = await cluster.nodes[0]!.execInNode(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), 'status', '--admin', '127.0.0.1:4191'], { timeoutMs: 20_000 });
   t.is(health.code, 1, 'degraded');
   t.regex(health.stdout, /STATUS: degraded\n[\s\S]*identity: no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/fresh \(\d+ attempts failed/);
   // Cross-node from it: refused (no plaintext fallback); same node still works.

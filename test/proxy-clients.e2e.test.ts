@@ -13,9 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { waitAgentReady } from './helpers/agent-admin.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const BIN = path.resolve(HERE, '../bin/mesh-agent.ts');
+const BIN = meshBin();
 const FIXTURES = path.join(HERE, 'fixtures');
 /**
  * Long on purpose. What decided a connection (the greeting or this deadline) is read from the

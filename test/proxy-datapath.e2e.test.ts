@@ -6,12 +6,12 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.ts');
+const BIN = meshBin();
 let node: SimNode;
 let client: SimPod;
 let server: SimPod;

@@ -13,9 +13,10 @@ import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/in
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { parseExposition, type Sample } from './helpers/prom-text.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
+const BIN = meshBin();
 const RUNNER = path.join(ROOT, 'test/fixtures/agent-runner.ts');
 const STATUS_SERVER = path.join(ROOT, 'test/fixtures/http-status-server.ts');
 const SERVICE_TOOLS = path.join(ROOT, 'src/sim/service-tools.ts');

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEMO_NODES, NAMESPACE } from '../demo/app.ts';
+import { meshBin } from '../sim/dist-bin.ts';
 import { ADMIN, BIN, CONTROLLER, DASHBOARD, DASHBOARD_PORT, DemoStack, forwardPort, ROOT } from '../demo/stack.ts';
 import { agentLines, botLine, expectationLine, header, mailerLine } from '../demo/view.ts';
 
@@ -33,6 +34,8 @@ export function registerDemo(program: Command) {
     .option('--interval <seconds>', 'seconds between stat refreshes', '5')
     .action(async (o) => {
       if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and cgroups and loads BPF: run it as root (sudo ./dev demo)');
+      // The mesh runs from dist/: a stale one is refused before the cluster is built.
+      meshBin();
       await runDemo({
         duration: o.duration === undefined ? undefined : positive(o.duration, '--duration', 86_400),
         rps: positive(o.rps, '--rps', 1000),

@@ -12,13 +12,14 @@ import { fileURLToPath } from 'node:url';
 import { cleanupLeftovers, createCluster, type SimCluster, type SimClusterNode, type SimNode, type SimPod, type SimService } from '../sim/index.ts';
 import { isAlive } from '../sim/leftovers.ts';
 import { ownedTempPrefix } from '../sim/layout.ts';
-import { CONTROLLER_PORT, MESH_BIN, startMesh, type ClusterMesh } from '../sim/mesh.ts';
+import { CONTROLLER_PORT, startMesh, type ClusterMesh } from '../sim/mesh.ts';
 import { DEMO_NODES, DEPLOYMENTS, NAMESPACE, nodeOf, podLabels, type Deployment } from './app.ts';
 import { JsonLineLog } from './json-lines.ts';
 import { StartProgress } from './progress.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const BIN = MESH_BIN;
+/** The CLI the demo tells the user to run: the sources, so a command typed after an edit runs the edit (the mesh's processes run dist/, src/sim/dist-bin.ts). */
+export const BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 const DEMO_DIR = path.dirname(fileURLToPath(import.meta.url));
 /** The first node's agent admin API (each agent listens on this address in its node). */
 export const ADMIN = '127.0.0.1:4191';

@@ -13,10 +13,9 @@ import { renderKubeconfig } from '../cni/kubeconfig.ts';
 import { installManifests } from '../k8s/manifests.ts';
 import { netnsPath, type ExecResult } from './run.ts';
 import { ownedTempPrefix } from './layout.ts';
+import { meshBin } from './dist-bin.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-/** The CLI from the sources (Node 24 strips the types); the bench passes dist/bin/mesh-agent.js. */
-export const MESH_BIN = path.join(ROOT, 'bin/mesh-agent.ts');
 export const CONTROLLER_PORT = 8086;
 export const IDENTITY_PORT = 8080;
 export const ADMIN_ADDR = '127.0.0.1:4191';
@@ -25,6 +24,7 @@ export const AGENT_SA = { namespace: 'mesh-agent', name: 'mesh-agent-agent' };
 const NODE_FLAGS = ['--disable-warning=ExperimentalWarning'];
 
 export interface MeshOptions {
+  /** The CLI every process runs (default meshBin(): dist/, checked against the sources). */
   bin?: string;
   /** Agents report every this many ms (default 2000, so stat has data soon). */
   reportIntervalMs?: number;
@@ -128,7 +128,7 @@ async function pluginTokenIn(node: SimClusterNode, server: string, installToken:
 }
 
 export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Promise<ClusterMesh> {
-  const bin = opts.bin ?? MESH_BIN;
+  const bin = opts.bin ?? meshBin();
   const tmp = fs.mkdtempSync(ownedTempPrefix('cluster'));
   const kubeconfig = path.join(tmp, 'kubeconfig');
   fs.writeFileSync(kubeconfig, cluster.kubeconfig());

@@ -5,7 +5,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { SimApiServer } from '../../src/sim/index.ts';
 import { requestJson } from '../../src/controller/client.ts';
 import { DiscoveryClient } from '../../src/discovery/client.ts';
@@ -13,8 +12,9 @@ import { DiscoveryStore } from '../../src/discovery/store.ts';
 import { exited } from './procs.ts';
 import { freePort } from './ports.ts';
 import { until, waitFor } from './until.ts';
+import { meshBin } from '../../src/sim/dist-bin.ts';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/mesh-agent.ts');
+const BIN = meshBin();
 
 /** A kubeconfig file for the stand-in API server, in a temporary directory of its own. */
 export function kubeconfigFile(api: SimApiServer): string {
