@@ -5,7 +5,9 @@
 // agent's path stays as small as before.
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
-import { nodeHttp, nodeHttps } from '../util/node-http.ts';
+// node:https by an ES import is fine: only node:http's exports load undici (src/util/node-http.ts).
+import * as https from 'node:https';
+import { nodeHttp } from '../util/node-http.ts';
 import { parseKubeconfig } from './kubeconfig.ts';
 import type { PodRead } from './decide.ts';
 import type { PodRef } from './spec.ts';
@@ -27,7 +29,7 @@ function get(url: URL, token: string, ca: string | undefined, insecure: boolean,
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       res.on('error', reject);
     };
-    const req = url.protocol === 'https:' ? nodeHttps().request(url, { ...opts, ...(ca ? { ca } : {}), rejectUnauthorized: !insecure }, onRes) : nodeHttp().request(url, opts, onRes);
+    const req = url.protocol === 'https:' ? https.request(url, { ...opts, ...(ca ? { ca } : {}), rejectUnauthorized: !insecure }, onRes) : nodeHttp().request(url, opts, onRes);
     req.on('error', reject);
     req.end();
   });

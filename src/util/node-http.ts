@@ -3,7 +3,6 @@
 // (Node's fetch): in Node 24 +2.4 MB of V8 heap that stays and 16 MB of RSS at start-up, for
 // classes the agent never uses (docs/benchmarks.md, "Memory as installed").
 import type * as http from 'node:http';
-import type * as https from 'node:https';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -11,9 +10,4 @@ const require = createRequire(import.meta.url);
 /** node:http, without undici. */
 export function nodeHttp(): typeof http {
   return require('node:http') as typeof http;
-}
-
-/** node:https, without undici (an ES import of it reads node:http's exports the same way). */
-export function nodeHttps(): typeof https {
-  return require('node:https') as typeof https;
 }
