@@ -299,11 +299,15 @@ function ranges(files: string[], docs: boolean): void {
   process.stdout.write(md);
 }
 
-/** The commit being measured, "+dirty" when files differ from it; undefined outside a git checkout. */
+/**
+ * The commit being measured, "+dirty" when files differ from it; undefined outside a git checkout.
+ * docs/benchmarks.md does not count: a full run writes it, and the next run of the same checkout
+ * (three in a row for --ranges) measures the same code.
+ */
 function commitOf(): string | undefined {
   try {
     const git = (...args: string[]) => execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--untracked-files=no') ? '+dirty' : '');
+    return git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)docs/benchmarks.md') ? '+dirty' : '');
   } catch {
     return undefined;
   }
