@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { keepChained, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
 import { readPod } from '../src/cni/pod-read.ts';
-import { PLUGIN_SERVICE_ACCOUNT, PLUGIN_TOKEN_SECONDS, PluginToken, renewAt, requestToken } from '../src/cni/plugin-token.ts';
+import { PLUGIN_SERVICE_ACCOUNT, PLUGIN_TOKEN_SECONDS, PluginToken, renewAt, requestToken, TOKEN_RETRY_MAX_MS, TOKEN_RETRY_MIN_MS } from '../src/cni/plugin-token.ts';
 import { LeanKubeApi } from '../src/k8s/kube-api.ts';
 import { installManifests } from '../src/k8s/manifests.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
@@ -71,18 +71,44 @@ test('requestToken reads the expiry the API server granted, and renewAt is half 
 });
 
 test('without the RBAC to ask for it, the plugin gets the agent\'s token, logged once with the fix; once granted, its own', async (t) => {
-  const { api, token, logs, agentToken } = await setup(t, false);
+  const { api, token, logs, agentToken, clock } = await setup(t, false);
   t.false(await token.refresh());
   t.false(token.own);
   t.is(token.current(), agentToken, 'today\'s behaviour');
   t.is(logs.length, 1);
   t.is(logs[0]!.level, 'warn');
   t.regex(logs[0]!.msg, /cannot get a token for ServiceAccount mesh-agent\/mesh-agent-cni \(create .*HTTP 403: serviceaccounts "mesh-agent-cni" is forbidden: User "system:serviceaccount:mesh-agent:mesh-agent-agent" cannot create resource "serviceaccounts\/token".*\): the plugin's kubeconfig gets this container's own token instead.*re-apply `mesh-agent install`/);
+  clock.advance(TOKEN_RETRY_MIN_MS);
   t.false(await token.refresh());
   t.is(logs.length, 1, 'the same reason is not logged every poll');
   api.rbac.apply(installManifests());
+  clock.advance(2 * TOKEN_RETRY_MIN_MS);
   t.true(await token.refresh(), 'the agent\'s token replaced by the plugin\'s own');
   t.true(token.own);
+});
+
+test('refused requests back off: 30 s, doubling to 10 minutes, one request each; a success resets it', async (t) => {
+  const { api, token, requests, clock } = await setup(t, false);
+  const gaps: number[] = [];
+  let asked = 0;
+  // Polled every 30 s for 2 hours, as --watch does: count when a request went out.
+  let last = clock.now();
+  for (let s = 0; s < 2 * 3600; s += 30) {
+    await token.refresh();
+    if (requests() > asked) {
+      asked = requests();
+      if (asked > 1) gaps.push(clock.now() - last);
+      last = clock.now();
+    }
+    clock.advance(30_000);
+  }
+  t.deepEqual(gaps.slice(0, 6), [30_000, 60_000, 120_000, 240_000, 480_000, TOKEN_RETRY_MAX_MS]);
+  t.true(gaps.slice(5).every((g) => g === TOKEN_RETRY_MAX_MS), `capped: ${gaps.join(' ')}`);
+  t.is(asked, 6 + Math.floor((2 * 3600_000 - (30 + 60 + 120 + 240 + 480) * 1000) / TOKEN_RETRY_MAX_MS), 'about 16 requests in 2 hours, not 240');
+  api.rbac.apply(installManifests());
+  clock.advance(TOKEN_RETRY_MAX_MS);
+  t.true(await token.refresh());
+  t.is(token.retryAt, 0, 'a success resets the backoff');
 });
 
 test('a renewal that fails keeps the plugin\'s token while it is valid, then gives the agent\'s', async (t) => {

@@ -12,6 +12,13 @@ export const PLUGIN_SERVICE_ACCOUNT = 'mesh-agent-cni';
  * it (--service-account-max-token-expiration): the answer's expiry is what counts.
  */
 export const PLUGIN_TOKEN_SECONDS = 86_400;
+/**
+ * After a refused or failed request, ask again after 30 s, doubling to 10 min: every node asks,
+ * so a cluster whose RBAC was not re-applied should not get a TokenRequest per node per poll.
+ * Either bound is short beside the 12 h a renewal has before the token expires.
+ */
+export const TOKEN_RETRY_MIN_MS = 30_000;
+export const TOKEN_RETRY_MAX_MS = 600_000;
 
 /** What TokenRequest needs of a client: a POST answered with the object (LeanKubeApi.create). */
 export interface TokenPoster {
@@ -56,6 +63,8 @@ export class PluginToken {
   #issued: IssuedToken | null = null;
   #inflight: Promise<boolean> | null = null;
   #lastError = '';
+  #retryAt = 0;
+  #retryMs = 0;
   /** Whether current() was the plugin's own token at the last refresh: its expiry since is a change too. */
   #wasOwn = false;
 
@@ -76,11 +85,27 @@ export class PluginToken {
     return this.own ? this.#issued!.token : this.#o.fallback();
   }
 
-  /** Asks for a token when there is none or renewal is due; resolves whether current() changed. Never rejects. */
+  /** When the next request may go: 0 when the last one succeeded (or none was made). */
+  get retryAt(): number {
+    return this.#retryAt;
+  }
+
+  /**
+   * Asks for a token when there is none or renewal is due, and the backoff after a failure has
+   * passed; resolves whether current() changed (an own token expiring while we wait is a change
+   * too). Never rejects.
+   */
   refresh(): Promise<boolean> {
-    if (this.#issued && this.#now() < renewAt(this.#issued)) return Promise.resolve(false);
+    const now = this.#now();
+    if ((this.#issued && now < renewAt(this.#issued)) || now < this.#retryAt) return Promise.resolve(this.#changed());
     this.#inflight ??= this.#request().finally(() => (this.#inflight = null));
     return this.#inflight;
+  }
+
+  #changed(): boolean {
+    const changed = this.#wasOwn !== this.own;
+    this.#wasOwn = this.own;
+    return changed;
   }
 
   async #request(): Promise<boolean> {
@@ -88,19 +113,20 @@ export class PluginToken {
       this.#issued = await this.#o.request();
       this.#wasOwn = true;
       this.#lastError = '';
+      this.#retryAt = this.#retryMs = 0;
       this.#o.log('info', `the CNI plugin's token issued for ServiceAccount ${this.#o.namespace}/${this.#o.serviceAccount}`, { expires: new Date(this.#issued.expiresAt).toISOString(), renewAt: new Date(renewAt(this.#issued)).toISOString() });
       return true;
     } catch (e) {
       const msg = (e as Error).message;
-      // Asked again at every poll: logged when the reason changes, not every 30 s.
+      this.#retryMs = Math.min(TOKEN_RETRY_MAX_MS, this.#retryMs ? this.#retryMs * 2 : TOKEN_RETRY_MIN_MS);
+      this.#retryAt = this.#now() + this.#retryMs;
+      // Logged when the reason changes, not at every retry.
       if (msg !== this.#lastError) {
         this.#lastError = msg;
         const then = this.own ? `the plugin keeps its token until ${new Date(this.#issued!.expiresAt).toISOString()}, then gets this container's own` : 'the plugin\'s kubeconfig gets this container\'s own token instead, which the API server refuses once this pod is deleted (a rolling update) and which can do all the agent can';
         this.#o.log('warn', `cannot get a token for ServiceAccount ${this.#o.namespace}/${this.#o.serviceAccount} (${msg}): ${then}; re-apply \`mesh-agent install\` (it makes that ServiceAccount and lets the agent's create its token)`);
       }
-      const changed = this.#wasOwn !== this.own;
-      this.#wasOwn = this.own;
-      return changed;
+      return this.#changed();
     }
   }
 }
