@@ -22,7 +22,10 @@ function settleOf(growth: number) {
       }
     },
     close(n: number) {
-      for (let i = 0; i < n; i++) h.s.closed(--open);
+      for (let i = 0; i < n; i++) {
+        open--;
+        h.s.closed();
+      }
     },
   };
   return h;

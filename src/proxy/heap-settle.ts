@@ -68,8 +68,9 @@ export class HeapSettle {
     }
   }
 
-  /** A connection closed, leaving `open`. */
-  closed(open: number): void {
+  /** A connection closed (the count `open()` gives is already one less). */
+  closed(): void {
+    const open = this.#open();
     if (open < this.#base) this.#base = open;
   }
 

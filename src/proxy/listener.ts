@@ -270,7 +270,7 @@ export class Proxy {
       if (!clients.delete(this)) return;
       stats.open--;
       if (shared !== undefined) Atomics.sub(shared.counts, shared.slot, 1);
-      settle?.closed(stats.open);
+      settle?.closed();
       if (stats.open === 0) drained();
     };
   }
