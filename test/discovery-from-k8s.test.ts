@@ -4,6 +4,7 @@
 import test from 'ava';
 import { convert, describeObject, kindOf, namespaceProblem, podFromK8s, serviceFromK8s, sliceFromK8s, type Converted } from '../src/discovery/from-k8s.ts';
 import { joinNamespace, prepare } from '../src/discovery/hub.ts';
+import { NamespaceAnnotations } from '../src/discovery/namespaces.ts';
 import { resolvePolicy } from '../src/k8s/annotations.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 
@@ -185,6 +186,23 @@ test('Pod: skip-inbound ports set on its namespace apply to a pod that sets none
   t.deepEqual(bad.problems, []);
   t.regex(String(namespaceProblem('shop', { 'mesh-agent.io/skip-inbound-ports': '70000' })), /^Namespace shop: annotation mesh-agent\.io\/skip-inbound-ports "70000": invalid port list/);
   t.is(namespaceProblem('shop', { 'mesh-agent.io/skip-inbound-ports': '7001' }), null);
+});
+
+test('NamespaceAnnotations says which namespaces changed since a mark (those a pod list in progress must join again), and forgets what came before it', (t) => {
+  const ns = new NamespaceAnnotations(() => {});
+  const obj = (name: string, ports?: string) => ({ metadata: { name, annotations: ports === undefined ? {} : { 'mesh-agent.io/skip-inbound-ports': ports } } });
+  ns.set(obj('shop', '7001'));
+  ns.set(obj('bank', '7002'));
+  const mark = ns.changes; // a pod list begins
+  t.false(ns.set(obj('shop', '7001')), 'no change');
+  t.false(ns.set(obj('plain')), 'a namespace without the annotations is no change');
+  t.true(ns.set(obj('bank', '7003')));
+  t.true(ns.delete('shop'));
+  t.deepEqual([...ns.changedSince(mark)].sort(), ['bank', 'shop'], 'only what changed during the list');
+  const later = ns.changes;
+  t.deepEqual([...ns.changedSince(later)], [], 'nothing since');
+  t.true(ns.set(obj('zoo', '9')));
+  t.deepEqual([...ns.changedSince(later)], ['zoo']);
 });
 
 test('kinds: Service, EndpointSlice and Pod are read; the rest are not', (t) => {

@@ -125,7 +125,7 @@ export class DiscoveryKubeSource {
         onChange: (op, key, obj) => (op === 'set' ? this.o.hub.put(d.kind, (obj as Kept).prepared) : this.o.hub.remove(d.kind, key)),
         onSynced: () => {
           // A namespace that changed while pods were listed: the pages prepared before it are joined again.
-          if (d.kind === 'pod' && namespaces.changes !== this.podListFrom) this.rejoin('all');
+          if (d.kind === 'pod' && namespaces.changes !== this.podListFrom) this.rejoin(namespaces.changedSince(this.podListFrom));
           // A (re)list: the hub sends only what differs from what the agents have.
           this.o.hub.replaceAll(d.kind, [...r.store.values()].map((o) => (o as Kept).prepared));
           this.maybeSynced();
@@ -186,11 +186,11 @@ export class DiscoveryKubeSource {
   }
 
   /** These namespaces' annotations changed: their pods that follow them are sent again (those that changed). */
-  private rejoin(names: Set<string> | 'all'): void {
-    if (names !== 'all' && names.size === 0) return;
+  private rejoin(names: Set<string>): void {
+    if (names.size === 0) return;
     for (const o of this.reflectors.get('pod')!.store.values()) {
       const k = o as Kept;
-      if (!k.prepared.followsNamespace || (names !== 'all' && !names.has(k.metadata.namespace ?? ''))) continue;
+      if (!k.prepared.followsNamespace || !names.has(k.metadata.namespace ?? '')) continue;
       const p = joinNamespace(k.prepared, this.namespaces.get(k.metadata.namespace!));
       if (p === k.prepared) continue;
       k.prepared = p;

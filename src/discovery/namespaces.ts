@@ -37,6 +37,8 @@ export class NamespaceAnnotations {
   private byName = new Map<string, Record<string, string>>();
   /** Counts the changes: a source preparing pods meanwhile knows to join them again. */
   changes = 0;
+  /** Per name, the count at its last change: which namespaces changed since a mark. */
+  private changedAt = new Map<string, number>();
   /** Says what is wrong with a namespace's value, once per value: not once per pod. */
   private readonly warn: (msg: string) => void;
 
@@ -55,7 +57,7 @@ export class NamespaceAnnotations {
     if (same(this.byName.get(name), next)) return false;
     if (next === undefined) this.byName.delete(name);
     else this.byName.set(name, next);
-    this.changes++;
+    this.changedAt.set(name, ++this.changes);
     const problem = namespaceProblem(name, next);
     if (problem !== null) this.warn(problem);
     return true;
@@ -64,8 +66,21 @@ export class NamespaceAnnotations {
   /** A Namespace deleted: true when it had annotations its pods read. */
   delete(name: string): boolean {
     if (!this.byName.delete(name)) return false;
-    this.changes++;
+    this.changedAt.set(name, ++this.changes);
     return true;
+  }
+
+  /**
+   * The namespaces changed after `mark` (a value of `changes`). Its one reader's marks only grow
+   * (each pod list starts later), so what changed at or before `mark` is forgotten here.
+   */
+  changedSince(mark: number): Set<string> {
+    const out = new Set<string>();
+    for (const [name, at] of this.changedAt) {
+      if (at > mark) out.add(name);
+      else this.changedAt.delete(name);
+    }
+    return out;
   }
 
   /** Every Namespace (a list): the names whose annotations changed. */
