@@ -160,6 +160,18 @@ test('a Namespace\'s skip-inbound ports reach its pods that set none, from which
   await waitFor(() => c.store.counts().pods === 3, 10_000);
   t.deepEqual(c.store.podByIp('10.1.0.6')?.skipInbound, [[7002, 7003]]);
   t.deepEqual(c.store.podByIp('10.1.0.7')?.skipInbound, [[9000, 9000]]);
+  // A bad value: its pods read none, and the status says so until the value is fixed, across reloads of other files.
+  save(path.join(dir, 'b-ns.yaml'), ns('mesh-agent.io/skip-inbound-ports: "70000"'));
+  const bad = await until(() => c.status(), (s: any) => /Namespace shop: annotation mesh-agent\.io\/skip-inbound-ports "70000"/.test(s.discovery.source.lastError ?? ''), 'the bad value in the status', { ms: 10_000 });
+  t.is(bad.discovery.source.badFiles.length, 0, 'the file itself is good');
+  t.is(c.store.podByIp('10.1.0.5')?.skipInbound, undefined);
+  const reloads = bad.discovery.source.reloads;
+  save(path.join(dir, 'a-pods.yaml'), pods(['web-0', 'web-1']) + own + '\n');
+  const after = await until(() => c.status(), (s: any) => s.discovery.source.reloads > reloads, 'the other file reloaded', { ms: 10_000 });
+  t.regex(after.discovery.source.lastError ?? '', /Namespace shop: .*"70000"/, 'still bad, still said');
+  save(path.join(dir, 'b-ns.yaml'), ns('mesh-agent.io/skip-inbound-ports: "7004"'));
+  const fixed = await until(() => c.status(), (s: any) => s.discovery.source.lastError === null, 'the fixed value clears it', { ms: 10_000 });
+  t.is(fixed.discovery.source.lastError, null);
   fs.rmSync(path.join(dir, 'b-ns.yaml'));
   await waitFor(() => c.store.podByIp('10.1.0.5')?.skipInbound === undefined && c.store.podByIp('10.1.0.6')?.skipInbound === undefined, 10_000);
   t.deepEqual(c.store.podByIp('10.1.0.7')?.skipInbound, [[9000, 9000]]);

@@ -39,6 +39,8 @@ export class NamespaceAnnotations {
   changes = 0;
   /** Per name, the count at its last change: which namespaces changed since a mark. */
   private changedAt = new Map<string, number>();
+  /** What is wrong with each namespace's value now, for a status that outlives the log line. */
+  private problems = new Map<string, string>();
   /** Says what is wrong with a namespace's value, once per value: not once per pod. */
   private readonly warn: (msg: string) => void;
 
@@ -59,15 +61,26 @@ export class NamespaceAnnotations {
     else this.byName.set(name, next);
     this.changedAt.set(name, ++this.changes);
     const problem = namespaceProblem(name, next);
-    if (problem !== null) this.warn(problem);
+    if (problem === null) this.problems.delete(name);
+    else {
+      this.problems.set(name, problem);
+      this.warn(problem);
+    }
     return true;
   }
 
   /** A Namespace deleted: true when it had annotations its pods read. */
   delete(name: string): boolean {
     if (!this.byName.delete(name)) return false;
+    this.problems.delete(name);
     this.changedAt.set(name, ++this.changes);
     return true;
+  }
+
+  /** One problem of a namespace's value that is still there (null when none is). */
+  problem(): string | null {
+    for (const p of this.problems.values()) return p;
+    return null;
   }
 
   /**

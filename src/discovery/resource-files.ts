@@ -231,10 +231,11 @@ export class ResourceFiles {
         this.own(k, f);
       }
     }
-    if ([...this.files.values()].every((s) => s.error === null)) this.lastError = null;
     this.routes?.hold();
     this.publishAll(touched);
     this.routes?.release();
+    // Cleared only when nothing is wrong any more: a namespace's bad value stays bad across reloads of other files.
+    if ([...this.files.values()].every((s) => s.error === null)) this.lastError = this.namespaces.problem();
     this.reloads++;
     this.lastLoadAt = Date.now();
   }
