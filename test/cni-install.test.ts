@@ -61,8 +61,19 @@ test('install chains our entry after the network plugin (a .conf becomes a .conf
   const list = parseConfList(fs.readFileSync(file, 'utf8'), file);
   t.deepEqual(list.plugins, [{ type: 'calico', ipam: { type: 'calico-ipam' } }, { type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile }]);
   t.is(list.cniVersion, '0.3.1');
+  const script = path.join(p.binDir, 'mesh-agent-cni');
+  const stamp = (f: string) => `${fs.statSync(f).ino}/${fs.statSync(f).mtimeMs}`;
+  const [fileBefore, scriptBefore] = [stamp(file), stamp(script)];
   installOnce(p);
   t.is(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.filter((x) => x.type === 'mesh-agent-cni').length, 1, 'installing again keeps one entry');
+  t.is(stamp(file), fileBefore, 'installing again rewrites no configuration (the runtime reloads on each write)');
+  t.is(stamp(script), scriptBefore, 'nor the script');
+  // A script changed or made writable on the host is put right.
+  fs.writeFileSync(script, '#!/bin/sh\nexit 1\n');
+  fs.chmodSync(script, 0o777);
+  installOnce(p);
+  t.is(fs.readFileSync(script, 'utf8'), wrapperScript());
+  t.is(fs.statSync(script).mode & 0o777, 0o755);
   t.true(cniInstalled(p.confDir));
   // The network plugin rewrites its configuration (an upgrade): our entry is gone until put back.
   fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [{ type: 'calico' }] }));

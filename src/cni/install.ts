@@ -16,7 +16,17 @@ export interface CniInstall {
   executable: string;
 }
 
+/**
+ * Writes `text` with `mode` unless the file holds exactly that already: containerd and CRI-O
+ * reload their CNI configuration on every event in its directory, and an install repeated over
+ * the same files (each agent restart, each --watch check) should change nothing on the host.
+ */
 function writeAtomic(file: string, text: string, mode = 0o644): void {
+  try {
+    if ((fs.statSync(file).mode & 0o777) === mode && fs.readFileSync(file, 'utf8') === text) return;
+  } catch {
+    // not there yet: written below
+  }
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   fs.writeFileSync(tmp, text, { mode });
   fs.renameSync(tmp, file);
