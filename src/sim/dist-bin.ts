@@ -59,3 +59,10 @@ export function meshCniBin(): string {
   checkDist();
   return DIST_CNI_BIN;
 }
+
+/** The compiled module of a source (`src/agent/agent.ts` → dist/src/agent/agent.js), checked as meshBin(): for fixtures that drive a module in their own process. */
+export function distModule(source: string): string {
+  checkDist();
+  if (!/^(src|bin)\/.+\.ts$/.test(source)) throw new Error(`distModule: ${source} is not a source under src/ or bin/`);
+  return path.join(ROOT, 'dist', source.replace(/\.ts$/, '.js'));
+}
