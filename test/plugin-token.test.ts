@@ -20,7 +20,7 @@ const AGENT = 'mesh-agent-agent';
 async function setup(t: ExecutionContext, rbac = true) {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());
-  if (rbac) api.rbac.apply(installManifests());
+  if (rbac) api.applyAccess(installManifests());
   // What kubelet's projected token gives the install container: bound to its pod.
   const agentToken = api.tokens.mint({ namespace: NS, serviceAccount: AGENT, node: 'n1', pod: 'mesh-agent-agent-x1' });
   const client = (token: string) => new LeanKubeApi({ server: api.url, token, insecure: true });
@@ -81,7 +81,7 @@ test('without the RBAC to ask for it, the plugin gets the agent\'s token, logged
   clock.advance(TOKEN_RETRY_MIN_MS);
   t.false(await token.refresh());
   t.is(logs.length, 1, 'the same reason is not logged every poll');
-  api.rbac.apply(installManifests());
+  api.applyAccess(installManifests());
   clock.advance(2 * TOKEN_RETRY_MIN_MS);
   t.true(await token.refresh(), 'the agent\'s token replaced by the plugin\'s own');
   t.true(token.own);
@@ -105,7 +105,7 @@ test('refused requests back off: 30 s, doubling to 10 minutes, one request each;
   t.deepEqual(gaps.slice(0, 6), [30_000, 60_000, 120_000, 240_000, 480_000, TOKEN_RETRY_MAX_MS]);
   t.true(gaps.slice(5).every((g) => g === TOKEN_RETRY_MAX_MS), `capped: ${gaps.join(' ')}`);
   t.is(asked, 6 + Math.floor((2 * 3600_000 - (30 + 60 + 120 + 240 + 480) * 1000) / TOKEN_RETRY_MAX_MS), 'about 16 requests in 2 hours, not 240');
-  api.rbac.apply(installManifests());
+  api.applyAccess(installManifests());
   clock.advance(TOKEN_RETRY_MAX_MS);
   t.true(await token.refresh());
   t.is(token.retryAt, 0, 'a success resets the backoff');

@@ -9,6 +9,8 @@ import { namespaceObject, serviceObject } from '../src/sim/cluster-objects.ts';
 import { podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
 import { installManifests } from '../src/k8s/manifests.ts';
+import { LeanKubeApi } from '../src/k8s/kube-api.ts';
+import { createTrustAnchor, issueServingCertificate } from '../src/identity/x509.ts';
 
 async function server(t: ExecutionContext, opts = {}): Promise<SimApiServer> {
   const api = await new SimApiServer(opts).start();
@@ -307,7 +309,7 @@ test('a kind added later is served by the same protocol; a review kind answers P
 
 test('TokenRequest: the real wire format; a request with a token the server minted is authorized by the RBAC given (resourceNames too), one bound to a deleted pod is refused; the admin kubeconfig\'s is not checked', async (t) => {
   const api = await server(t);
-  api.rbac.apply(installManifests());
+  api.applyAccess(installManifests());
   const agent = api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', pod: 'agent-1' });
   const post = (sa: string, token: string, spec: object = { expirationSeconds: 600 }) => new Promise<{ status: number; body: any }>((resolve, reject) => {
     const req = http.request(`${api.url}/api/v1/namespaces/mesh-agent/serviceaccounts/${sa}/token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }, (res) => {
@@ -333,6 +335,48 @@ test('TokenRequest: the real wire format; a request with a token the server mint
   t.is(gone.status, 401);
   t.regex(gone.body.message, /pods "agent-1" not found/);
   t.like(api.requests.at(-1), { resource: 'serviceaccounts/token', method: 'POST', status: 401 });
+});
+
+test('TokenRequest for a ServiceAccount the server does not hold: 404 NotFound as kube-apiserver answers, 201 once it is created; applyAccess() creates the install manifests\' ServiceAccounts', async (t) => {
+  const api = await server(t);
+  api.rbac.apply(installManifests()); // the grants, not the ServiceAccounts
+  const agent = api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', pod: 'agent-1' });
+  const body = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 600 } });
+  const post = (token: string) => new Promise<{ status: number; body: any }>((resolve, reject) => {
+    const req = http.request(`${api.url}/api/v1/namespaces/mesh-agent/serviceaccounts/mesh-agent-cni/token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }, (res) => {
+      let b = '';
+      res.setEncoding('utf8').on('data', (d: string) => (b += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  for (const token of [agent, 'sim']) {
+    const r = await post(token);
+    t.is(r.status, 404);
+    t.like(r.body, { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'NotFound', code: 404, message: 'serviceaccounts "mesh-agent-cni" not found' });
+  }
+  api.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'mesh-agent-cni', namespace: 'mesh-agent' } });
+  t.is((await post(agent)).status, 201);
+  api.delete('ServiceAccount', 'mesh-agent', 'mesh-agent-cni');
+  t.is((await post(agent)).status, 404, 'deleted');
+  api.applyAccess(installManifests());
+  t.deepEqual(api.list('ServiceAccount', { namespace: 'mesh-agent' }).map((o) => o.metadata.name).sort(), ['mesh-agent-agent', 'mesh-agent-cni', 'mesh-agent-controller']);
+  t.is((await post(agent)).status, 201);
+  t.is((await get(api, '/api/v1/namespaces/mesh-agent/serviceaccounts/mesh-agent-cni')).body.kind, 'ServiceAccount', 'served as the other kinds');
+});
+
+test('tls: the stand-in serves HTTPS with the certificate given; a client checking it against the CA\'s PEM lists, one without that CA is refused', async (t) => {
+  const now = Date.now();
+  const ca = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) });
+  const tls = await issueServingCertificate(ca, { ips: ['127.0.0.1'], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) });
+  const api = await server(t, { tls });
+  t.regex(api.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  api.create(namespaceObject('shop'));
+  const list = await new LeanKubeApi({ server: api.url, ca: Buffer.from(ca.certPem), insecure: false, token: 'sim' }).list('/api/v1/namespaces', {});
+  t.deepEqual(list.items.map((o) => o.metadata.name), ['shop']);
+  const e = await new LeanKubeApi({ server: api.url, insecure: false, token: 'sim' }).list('/api/v1/namespaces', {}).catch((err: Error) => err);
+  t.regex(String(e), /self.signed|unable to (get|verify)/i);
 });
 
 test('TokenReview: a token the server minted, bound to a node, reviews as its ServiceAccount with the node in extra; others are refused with the reason', async (t) => {

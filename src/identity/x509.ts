@@ -98,6 +98,33 @@ export async function createIssuer(anchor: CertAndKey, o: { trustDomain: string;
   return { certPem: pemOf(cert), keyPem: await keyPem(keys.privateKey) };
 }
 
+/**
+ * A TLS server's certificate for these IP addresses, signed by `ca` (a trust anchor): what a test
+ * needs to serve HTTPS that clients check against the CA's PEM (the stand-in API server's ca.crt).
+ */
+export async function issueServingCertificate(ca: CertAndKey, o: { ips: string[]; notBefore: Date; notAfter: Date }): Promise<CertAndKey> {
+  const root = new x509.X509Certificate(ca.certPem);
+  const keys = await newKeys();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${o.ips[0]}`,
+    issuer: root.subject,
+    notBefore: o.notBefore,
+    notAfter: o.notAfter,
+    publicKey: keys.publicKey,
+    signingKey: await importKey(ca.keyPem, 'CA key'),
+    signingAlgorithm: SIGNING,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension(o.ips.map((value) => ({ type: 'ip' as const, value }))),
+      await x509.AuthorityKeyIdentifierExtension.create(root),
+    ],
+  });
+  return { certPem: pemOf(cert), keyPem: await keyPem(keys.privateKey) };
+}
+
 export { createCsr } from './csr.ts';
 
 /** An issuer ready to sign: its certificate (PEM and parsed) and its key. */

@@ -272,6 +272,16 @@ export const CORE_RESOURCES: ResourceType[] = [
 ];
 
 /**
+ * ServiceAccounts: what a TokenRequest is for (404 without one, as kube-apiserver answers), and
+ * the workloads' kind for a test that runs a DaemonSet's container (cni-install reads its own at
+ * SIGTERM). The stand-in runs no controller for DaemonSets: they are objects only.
+ */
+export const ACCOUNT_RESOURCES: ResourceType[] = [
+  { group: '', version: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true, admit: admitCustom },
+  { group: 'apps', version: 'v1', kind: 'DaemonSet', plural: 'daemonsets', namespaced: true, admit: admitCustom },
+];
+
+/**
  * The route kinds of issue 13, as their CRDs serve them (status subresource included; SMI's
  * TrafficSplit CRD has none upstream, here it has one so the controller's write is seen). Not in
  * CORE_RESOURCES: a cluster serves them once a test registers them, as installing CRDs would.

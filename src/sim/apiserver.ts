@@ -1,4 +1,4 @@
-// The stand-in Kubernetes API server: the list and watch protocol over plain HTTP for every kind
+// The stand-in Kubernetes API server: the list and watch protocol over HTTP (or HTTPS, opt-in) for every kind
 // in its resource table (src/sim/api-resources.ts). One global resourceVersion; a bounded event
 // history per kind (older versions, or all after compact(), get 410 Gone in an ERROR event, as the
 // real server answers); bookmarks; label and field selectors, with objects moving in or out of a
@@ -6,8 +6,9 @@
 // things on purpose. In-process callers read and write objects directly and subscribe to changes.
 import { randomBytes, randomUUID } from 'node:crypto';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo, Server } from 'node:net';
-import { ApiError, apiVersionOf, CORE_RESOURCES, type AdmitContext, type KubeObject, type ResourceType } from './api-resources.ts';
+import { ACCOUNT_RESOURCES, ApiError, apiVersionOf, CORE_RESOURCES, type AdmitContext, type KubeObject, type ResourceType } from './api-resources.ts';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Selector } from './selectors.ts';
 import { ClusterIpAllocator } from './service-ips.ts';
 import { SimRbac, type RequestAttributes } from './rbac.ts';
@@ -45,6 +46,8 @@ export interface ApiServerOptions {
   serviceCidr?: string;
   /** Events kept per kind for watches to resume from (default 10,000); older versions get 410. */
   historyLimit?: number;
+  /** Serve HTTPS with this certificate (PEM; one for the address it listens on) instead of HTTP: what in-cluster clients speak, checked against ca.crt. */
+  tls?: { certPem: string; keyPem: string };
 }
 
 /** Which objects of a kind a list or watch asked for. */
@@ -121,7 +124,7 @@ export class SimApiServer {
   /** ServiceAccount tokens it mints and reviews (TokenReview): what a projected token volume holds. */
   readonly tokens = new SimTokens();
   /**
-   * What a token this server minted may do (rbac.apply(installManifests())): such a request is
+   * What a token this server minted may do (applyAccess(installManifests())): such a request is
    * authenticated (401 when expired or bound to a deleted pod) and authorized (403); any other
    * bearer (the simulated cluster's kubeconfig) is the cluster's admin, as before.
    */
@@ -129,7 +132,8 @@ export class SimApiServer {
   readonly #kinds = new Map<string, Kind>(); // by kind name
   readonly #byPath = new Map<string, Kind>(); // by "group/version/plural"
   readonly #historyLimit: number;
-  readonly #server = http.createServer((req, res) => this.#handle(req, res));
+  readonly #server: http.Server;
+  readonly #scheme: 'http' | 'https';
   readonly #ctx: AdmitContext;
   #rv = 100;
   #failure?: { status: number; on: 'list' | 'watch' | 'any'; plural?: string };
@@ -140,8 +144,11 @@ export class SimApiServer {
   constructor(opts: ApiServerOptions = {}) {
     this.serviceIPs = new ClusterIpAllocator(opts.serviceCidr ?? '10.96.0.0/16');
     this.#historyLimit = opts.historyLimit ?? 10_000;
+    const handle = (req: http.IncomingMessage, res: http.ServerResponse) => this.#handle(req, res);
+    this.#server = opts.tls ? https.createServer({ cert: opts.tls.certPem, key: opts.tls.keyPem }, handle) : http.createServer(handle);
+    this.#scheme = opts.tls ? 'https' : 'http';
     this.#ctx = { allocateClusterIP: (r) => this.serviceIPs.allocate(r), releaseClusterIP: (ip) => this.serviceIPs.release(ip) };
-    for (const t of CORE_RESOURCES) this.register(t);
+    for (const t of [...CORE_RESOURCES, ...ACCOUNT_RESOURCES]) this.register(t);
     this.register({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', namespaced: false, review: (o) => this.tokens.review(o) });
   }
 
@@ -160,11 +167,11 @@ export class SimApiServer {
       this.#server.listen(port, host, () => resolve());
     });
     const a = this.#server.address() as AddressInfo;
-    this.#url = `http://${a.address}:${a.port}`;
+    this.#url = `${this.#scheme}://${a.address}:${a.port}`;
     return this;
   }
 
-  /** Serves on a listening socket made elsewhere, e.g. in a cluster's control-plane namespace (listen-in.ts). */
+  /** Serves on a listening socket made elsewhere, e.g. in a cluster's control-plane namespace (listen-in.ts); `url` is the caller's to give (https:// with the tls option). */
   async listenOn(handle: Server, url: string): Promise<this> {
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
@@ -195,6 +202,16 @@ export class SimApiServer {
   /** Stops accepting connections and leaves open ones alone (a test that its clients close theirs). */
   unlisten(): void {
     this.#server.close();
+  }
+
+  /**
+   * The objects' ServiceAccounts stored (replaced if there) and their RBAC applied: what the
+   * install manifests give tokens, their ServiceAccount for a TokenRequest and the grants for what
+   * they may do. Other kinds are left alone (the caller creates what else a test needs).
+   */
+  applyAccess(objects: readonly any[]): void {
+    for (const o of objects) if (o?.kind === 'ServiceAccount') this.apply(o);
+    this.rbac.apply(objects);
   }
 
   // ---- objects -------------------------------------------------------------------------------
@@ -623,12 +640,13 @@ export class SimApiServer {
   /**
    * TokenRequest (authentication.k8s.io/v1) as the real server answers it: a token for the
    * ServiceAccount, the audiences asked for (else the API server's), bound to a Pod when
-   * boundObjectRef names one, for expirationSeconds (at least 600; default 3600). The stand-in
-   * keeps no ServiceAccount objects: any name is served.
+   * boundObjectRef names one, for expirationSeconds (at least 600; default 3600). A ServiceAccount
+   * it does not hold is a 404 (applyAccess() stores the install manifests').
    */
   #tokenRequest(req: http.IncomingMessage, res: http.ServerResponse, namespace: string, serviceAccount: string, entry: LoggedRequest, fail: (s: number, r: string, m: string) => void): void {
     this.#jsonBody(req, fail, (o) => {
       if (o?.apiVersion !== 'authentication.k8s.io/v1' || o?.kind !== 'TokenRequest') return fail(400, 'BadRequest', `the body must be an authentication.k8s.io/v1 TokenRequest, not ${o?.apiVersion} ${o?.kind}`);
+      if (!this.get('ServiceAccount', namespace, serviceAccount)) return fail(404, 'NotFound', `serviceaccounts "${serviceAccount}" not found`);
       const seconds = o.spec?.expirationSeconds ?? 3600;
       if (!Number.isInteger(seconds) || seconds < 600) return fail(422, 'Invalid', `TokenRequest.authentication.k8s.io "${serviceAccount}" is invalid: spec.expirationSeconds: Invalid value: ${seconds}: may not specify a duration less than 10 minutes`);
       const audiences: string[] = Array.isArray(o.spec?.audiences) && o.spec.audiences.length > 0 ? o.spec.audiences : [API_AUDIENCE];

@@ -146,7 +146,7 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     // ServiceAccount's token, asked for (TokenRequest) with the install container's own, bound to
     // its pod, under the install manifests' RBAC. It runs in the node's network namespace, as a
     // runtime runs plugins in the host's: the API server is reachable there.
-    cluster.api.rbac.apply(installManifests());
+    cluster.api.applyAccess(installManifests());
     const entry = bin.endsWith('.js') ? path.join(path.dirname(bin), 'mesh-agent-cni.js') : path.join(path.dirname(bin), 'mesh-agent-cni.ts');
     // One process per node asks: side by side, not one after another.
     const tokens = await Promise.all(cluster.nodes.map((node) => pluginTokenIn(node, cluster.apiServerUrl, cluster.api.tokens.mint({ namespace: AGENT_SA.namespace, serviceAccount: AGENT_SA.name, node: node.name, pod: cniInstallPod(node) }))));
