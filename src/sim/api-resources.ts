@@ -272,12 +272,14 @@ export const CORE_RESOURCES: ResourceType[] = [
 ];
 
 /**
- * ServiceAccounts: what a TokenRequest is for (404 without one, as kube-apiserver answers), and
- * the workloads' kind for a test that runs a DaemonSet's container (cni-install reads its own at
- * SIGTERM). The stand-in runs no controller for DaemonSets: they are objects only.
+ * ServiceAccounts: what a TokenRequest is for (404 without one, as kube-apiserver answers);
+ * Secrets, what a test shows a token may not read; and the workloads' kind for a test that runs a
+ * DaemonSet's container (cni-install reads its own at SIGTERM). The stand-in runs no controller
+ * for DaemonSets: they are objects only.
  */
 export const ACCOUNT_RESOURCES: ResourceType[] = [
   { group: '', version: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true, admit: admitCustom },
+  { group: '', version: 'v1', kind: 'Secret', plural: 'secrets', namespaced: true, admit: admitCustom },
   { group: 'apps', version: 'v1', kind: 'DaemonSet', plural: 'daemonsets', namespaced: true, admit: admitCustom },
 ];
 
