@@ -335,6 +335,10 @@ export function registerCniInstall(program: Command) {
     .option('--no-kubeconfig', 'write no kubeconfig: with no agent answering, the plugin decides by the namespace alone')
     .option('--uninstall', 'take the plugin out now and exit')
     .action(async (o) => {
+      // Listened for from the start: a SIGTERM before the listener (the token's wait, the first
+      // install) would kill the process by default, and an uninstall would be missed. One that
+      // comes early is acted on once the install is done.
+      const terminated = o.watch && !o.uninstall ? new Promise<void>((resolve) => process.once('SIGTERM', () => resolve())) : null;
       const p: InstallPaths = { confDir: o.confDir, binDir: o.binDir, agentSocket: o.agentSocket, stateFile: o.stateFile };
       if (o.kubeconfig !== false) {
         const herePath = o.kubeconfigPathHere ?? path.join(o.confDir, path.basename(o.kubeconfigPath));
@@ -361,7 +365,7 @@ export function registerCniInstall(program: Command) {
       }
       // The network plugin writes its configuration when it starts: wait for it rather than fail.
       const stop = keepChained(p);
-      await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+      await terminated;
       stop();
       let ds: { metadata?: { deletionTimestamp?: string } } | null;
       try {
