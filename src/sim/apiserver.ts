@@ -48,6 +48,8 @@ export interface ApiServerOptions {
   historyLimit?: number;
   /** Serve HTTPS with this certificate (PEM; one for the address it listens on) instead of HTTP: what in-cluster clients speak, checked against ca.crt. */
   tls?: { certPem: string; keyPem: string };
+  /** The server's clock in ms (default Date.now): what tokens are minted, dated and checked against; a test's manual clock makes renewal times exact. */
+  now?: () => number;
 }
 
 /** Which objects of a kind a list or watch asked for. */
@@ -123,6 +125,7 @@ export class SimApiServer {
   readonly serviceIPs: ClusterIpAllocator;
   /** ServiceAccount tokens it mints and reviews (TokenReview): what a projected token volume holds. */
   readonly tokens = new SimTokens();
+  readonly #now: () => number;
   /**
    * What a token this server minted may do (applyAccess(installManifests())): such a request is
    * authenticated (401 when expired or bound to a deleted pod) and authorized (403); any other
@@ -144,12 +147,13 @@ export class SimApiServer {
   constructor(opts: ApiServerOptions = {}) {
     this.serviceIPs = new ClusterIpAllocator(opts.serviceCidr ?? '10.96.0.0/16');
     this.#historyLimit = opts.historyLimit ?? 10_000;
+    this.#now = opts.now ?? Date.now;
     const handle = (req: http.IncomingMessage, res: http.ServerResponse) => this.#handle(req, res);
     this.#server = opts.tls ? https.createServer({ cert: opts.tls.certPem, key: opts.tls.keyPem }, handle) : http.createServer(handle);
     this.#scheme = opts.tls ? 'https' : 'http';
     this.#ctx = { allocateClusterIP: (r) => this.serviceIPs.allocate(r), releaseClusterIP: (ip) => this.serviceIPs.release(ip) };
     for (const t of [...CORE_RESOURCES, ...ACCOUNT_RESOURCES]) this.register(t);
-    this.register({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', namespaced: false, review: (o) => this.tokens.review(o) });
+    this.register({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', namespaced: false, review: (o) => this.tokens.review(o, this.#now()) });
   }
 
   /** Adds a kind (a later issue's HTTPRoute, TrafficSplit, TokenReview...). */
@@ -537,7 +541,7 @@ export class SimApiServer {
       : target && { verb: req.method === 'POST' ? 'create' : req.method === 'PUT' ? 'update' : target.name !== undefined ? 'get' : watch ? 'watch' : 'list', group: target.kind.type.group, resource: target.kind.type.plural + (target.sub ? `/${target.sub}` : ''), namespace: target.namespace, name: target.name };
     const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     if (bearer && attrs && SimTokens.isMinted(bearer)) {
-      const a = this.tokens.authenticate(bearer);
+      const a = this.tokens.authenticate(bearer, undefined, this.#now());
       if (!a.authenticated) return fail(401, 'Unauthorized', `Unauthorized: ${a.error}`);
       entry.user = a.user.username;
       const forbidden = this.rbac.check(a.user.username, attrs);
@@ -651,7 +655,7 @@ export class SimApiServer {
       if (!Number.isInteger(seconds) || seconds < 600) return fail(422, 'Invalid', `TokenRequest.authentication.k8s.io "${serviceAccount}" is invalid: spec.expirationSeconds: Invalid value: ${seconds}: may not specify a duration less than 10 minutes`);
       const audiences: string[] = Array.isArray(o.spec?.audiences) && o.spec.audiences.length > 0 ? o.spec.audiences : [API_AUDIENCE];
       const bound = o.spec?.boundObjectRef;
-      const now = Date.now();
+      const now = this.#now();
       const token = this.tokens.mint({ namespace, serviceAccount, audiences, expirationSeconds: seconds, now, ...(bound?.kind === 'Pod' ? { pod: bound.name } : {}) });
       entry.status = 201;
       res.writeHead(201, { 'content-type': 'application/json' });
