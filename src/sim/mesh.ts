@@ -6,16 +6,15 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import type { SimCluster, SimClusterNode } from './cluster.ts';
 import { installCni, uninstallCni } from '../cni/install.ts';
 import { renderKubeconfig } from '../cni/kubeconfig.ts';
 import { installManifests } from '../k8s/manifests.ts';
 import { netnsPath, type ExecResult } from './run.ts';
 import { ownedTempPrefix } from './layout.ts';
-import { meshBin } from './dist-bin.ts';
+import { distModule, meshBin } from './dist-bin.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CONTROLLER_PORT = 8086;
 export const IDENTITY_PORT = 8080;
 export const ADMIN_ADDR = '127.0.0.1:4191';
@@ -121,7 +120,8 @@ async function pluginTokenIn(node: SimClusterNode, server: string, installToken:
   const script = `const [mod, kube, server] = process.argv.slice(1); let tok = ''; for await (const c of process.stdin) tok += c;
     const { requestToken, PLUGIN_SERVICE_ACCOUNT } = await import(mod); const { LeanKubeApi } = await import(kube);
     process.stdout.write((await requestToken(new LeanKubeApi({ server, token: tok, insecure: true }), '${AGENT_SA.namespace}', PLUGIN_SERVICE_ACCOUNT)).token);`;
-  const url = (f: string) => pathToFileURL(path.join(ROOT, f)).href;
+  // The compiled modules, as the image's cni-install runs them (no type stripping per node).
+  const url = (f: string) => pathToFileURL(distModule(f)).href;
   const r = await node.execInNode(process.execPath, [...NODE_FLAGS, '--input-type=module', '-e', script, url('src/cni/plugin-token.ts'), url('src/k8s/kube-api.ts'), server], { input: installToken, timeoutMs: 30_000 });
   if (r.code !== 0 || r.stdout === '') throw new Error(`the CNI plugin's token for node ${node.name}: exit ${r.code}: ${r.stderr.trim()}`);
   return r.stdout;
