@@ -114,6 +114,19 @@ test('refused requests back off: 30 s, doubling to 10 minutes, one request each;
   t.is(token.retryAt, 0, 'a success resets the backoff');
 });
 
+test('the backoff counts from when the request went out: a refusal that took time does not push the retry a poll later', async (t) => {
+  const { token, clock, requests } = await setup(t, false);
+  const started = clock.now();
+  // The refusal arrives 200 ms after the request: the clock moves while it is in flight.
+  const pending = token.refresh();
+  clock.advance(200);
+  await pending;
+  t.is(token.retryAt, started + TOKEN_RETRY_MIN_MS);
+  clock.advance(TOKEN_RETRY_MIN_MS - 200); // the next 30 s poll
+  await token.refresh();
+  t.is(requests(), 2, 'asked again at the next poll');
+});
+
 test('a renewal that fails keeps the plugin\'s token while it is valid, then gives the agent\'s', async (t) => {
   const { api, token, logs, clock, agentToken } = await setup(t);
   await token.refresh();

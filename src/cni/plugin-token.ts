@@ -109,6 +109,9 @@ export class PluginToken {
   }
 
   async #request(): Promise<boolean> {
+    // The backoff counts from when the request went out: a poll of the same period then retries
+    // on time, not one period late because the refusal took a few milliseconds.
+    const sent = this.#now();
     try {
       this.#issued = await this.#o.request();
       this.#wasOwn = true;
@@ -119,7 +122,7 @@ export class PluginToken {
     } catch (e) {
       const msg = (e as Error).message;
       this.#retryMs = Math.min(TOKEN_RETRY_MAX_MS, this.#retryMs ? this.#retryMs * 2 : TOKEN_RETRY_MIN_MS);
-      this.#retryAt = this.#now() + this.#retryMs;
+      this.#retryAt = sent + this.#retryMs;
       // Logged when the reason changes, not at every retry.
       if (msg !== this.#lastError) {
         this.#lastError = msg;
