@@ -13,6 +13,8 @@ const bin = (name: string) => path.join(root, 'node_modules/.bin', name);
 let passed = 0;
 let failed = 0;
 const took: string[] = [];
+/** Every failing test's line, repeated at the end: a CI page that shows only the output's tail still names them. */
+const failures: string[] = [];
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(0);
 
 console.log('# type check (tsc --noEmit, and the dashboard\'s page: tsc --noEmit -p web)');
@@ -23,6 +25,7 @@ if (tsc.status === 0 && tscWeb.status === 0) passed++;
 else {
   failed++;
   console.log('not ok - type check failed');
+  failures.push('not ok - type check failed');
 }
 took.push(`type check ${seconds(t0)} s`);
 
@@ -41,15 +44,20 @@ function ava(files: string[]): Promise<{ pass: number; fail: number }> {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         let m;
+        if (line.startsWith('not ok')) failures.push(line);
         if ((m = /^# pass (\d+)/.exec(line))) pass = Number(m[1]);
         else if ((m = /^# fail (\d+)/.exec(line))) fail = Number(m[1]);
       }
     });
     child.on('close', (code) => {
       // A crash of ava itself (or a failed hook) counts as a failure even if no test line said so.
-      if (code !== 0 && fail === 0) fail = 1;
+      if (code !== 0 && fail === 0) {
+        fail = 1;
+        failures.push(`not ok - ava exited ${code} with no failing test line (a crash, or a failed hook): see above`);
+      }
       if (pass + fail === 0) {
         console.log('not ok - no test ran');
+        failures.push('not ok - no test ran');
         fail = 1;
       }
       resolve({ pass, fail });
@@ -80,6 +88,7 @@ for (const [what, files] of parts) {
   failed += r.fail;
   took.push(`${what} ${seconds(t0)} s (${r.pass + r.fail} tests)`);
 }
+if (failures.length > 0) console.log(`# failed:\n${failures.map((f) => `#   ${f}`).join('\n')}`);
 console.log(`# took: ${took.join(', ')}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);
