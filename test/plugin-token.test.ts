@@ -127,6 +127,21 @@ test('the backoff counts from when the request went out: a refusal that took tim
   t.is(requests(), 2, 'asked again at the next poll');
 });
 
+test('a poll that comes a little before the retry time by the wall clock retries: a poll\'s timer runs early by Date.now as much as its work before the refresh varies', async (t) => {
+  const { token, clock, requests } = await setup(t, false);
+  await token.refresh();
+  t.is(requests(), 1);
+  // setInterval schedules the next poll from the loop's time before this one's file checks, and
+  // the request's mark is read after them: a 200 ms interval with a varying synchronous read
+  // before Date.now() came 7 of 39 times up to 15 ms early on this machine (at load).
+  clock.advance(TOKEN_RETRY_MIN_MS - 15);
+  await token.refresh();
+  t.is(requests(), 2, 'asked again at the next poll, not one poll (30 s) later');
+  clock.advance(TOKEN_RETRY_MIN_MS);
+  await token.refresh();
+  t.is(requests(), 2, 'the doubled wait (60 s) is still kept');
+});
+
 test('a renewal that fails keeps the plugin\'s token while it is valid, then gives the agent\'s', async (t) => {
   const { api, token, logs, clock, agentToken } = await setup(t);
   await token.refresh();

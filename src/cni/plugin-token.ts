@@ -19,6 +19,13 @@ export const PLUGIN_TOKEN_SECONDS = 86_400;
  */
 export const TOKEN_RETRY_MIN_MS = 30_000;
 export const TOKEN_RETRY_MAX_MS = 600_000;
+/**
+ * A retry due within this goes now: cni-install's setInterval schedules its next poll from the
+ * loop's time before this poll's file checks, and the request's mark is read after them, so by
+ * Date.now() a poll comes early by as much as those checks' time varies (up to 15 ms measured);
+ * comparing strictly put the retry a whole poll (30 s) later. Far below the 30 s poll.
+ */
+const RETRY_EARLY_MS = 3_000;
 
 /** What TokenRequest needs of a client: a POST answered with the object (LeanKubeApi.create). */
 export interface TokenPoster {
@@ -85,7 +92,7 @@ export class PluginToken {
     return this.own ? this.#issued!.token : this.#o.fallback();
   }
 
-  /** When the next request may go: 0 when the last one succeeded (or none was made). */
+  /** When the next request is due (a refresh up to RETRY_EARLY_MS before it asks): 0 when the last one succeeded (or none was made). */
   get retryAt(): number {
     return this.#retryAt;
   }
@@ -97,7 +104,7 @@ export class PluginToken {
    */
   refresh(): Promise<boolean> {
     const now = this.#now();
-    if ((this.#issued && now < renewAt(this.#issued)) || now < this.#retryAt) return Promise.resolve(this.#changed());
+    if ((this.#issued && now < renewAt(this.#issued)) || now < this.#retryAt - RETRY_EARLY_MS) return Promise.resolve(this.#changed());
     this.#inflight ??= this.#request().finally(() => (this.#inflight = null));
     return this.#inflight;
   }
