@@ -73,7 +73,8 @@ const parts: Array<[string, string[]]> = [];
 if (args.length > 0) parts.push(['tests', args]);
 else {
   const all = fs.readdirSync(path.join(root, 'test')).filter((f) => f.endsWith('.test.ts')).sort().map((f) => `test/${f}`);
-  // ava runs files in the order given, two at a time: the one file that runs for minutes by design
+  // ava runs files in the order given (in CI; elsewhere it moves the files that failed last time to
+  // the front), two at a time: the one file that runs for minutes by design
   // (5 minutes of calls while certificates rotate) starts first, so the other slot works through
   // the rest meanwhile instead of one slot idling at the end while it finishes.
   const e2e = all.filter((f) => f.includes('.e2e.'));

@@ -18,9 +18,12 @@ async function server(t: ExecutionContext, opts = {}): Promise<SimApiServer> {
   return api;
 }
 
-function get(api: SimApiServer, path: string, method = 'GET', body?: string): Promise<{ status: number; body: any }> {
+/** One request; `token` as a bearer (a minted ServiceAccount token, or the admin's). */
+function get(api: SimApiServer, path: string, method = 'GET', body?: string, token?: string): Promise<{ status: number; body: any }> {
+  const headers: Record<string, string> = body ? { 'content-type': 'application/json' } : {};
+  if (token) headers.authorization = `Bearer ${token}`;
   return new Promise((resolve, reject) => {
-    const req = http.request(`${api.url}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+    const req = http.request(`${api.url}${path}`, { method, headers }, (res) => {
       let b = '';
       res.setEncoding('utf8').on('data', (d: string) => (b += d));
       res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
@@ -311,15 +314,8 @@ test('TokenRequest: the real wire format; a request with a token the server mint
   const api = await server(t);
   api.applyAccess(installManifests());
   const agent = api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', pod: 'agent-1' });
-  const post = (sa: string, token: string, spec: object = { expirationSeconds: 600 }) => new Promise<{ status: number; body: any }>((resolve, reject) => {
-    const req = http.request(`${api.url}/api/v1/namespaces/mesh-agent/serviceaccounts/${sa}/token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }, (res) => {
-      let b = '';
-      res.setEncoding('utf8').on('data', (d: string) => (b += d));
-      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec }));
-  });
+  const post = (sa: string, token: string, spec: object = { expirationSeconds: 600 }) =>
+    get(api, `/api/v1/namespaces/mesh-agent/serviceaccounts/${sa}/token`, 'POST', JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec }), token);
   const r = await post('mesh-agent-cni', agent);
   t.is(r.status, 201);
   t.like(r.body, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', metadata: { name: 'mesh-agent-cni', namespace: 'mesh-agent' }, spec: { audiences: ['https://kubernetes.default.svc.cluster.local'], expirationSeconds: 600, boundObjectRef: null } });
@@ -342,15 +338,7 @@ test('TokenRequest for a ServiceAccount the server does not hold: 404 NotFound a
   api.rbac.apply(installManifests()); // the grants, not the ServiceAccounts
   const agent = api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', pod: 'agent-1' });
   const body = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 600 } });
-  const post = (token: string) => new Promise<{ status: number; body: any }>((resolve, reject) => {
-    const req = http.request(`${api.url}/api/v1/namespaces/mesh-agent/serviceaccounts/mesh-agent-cni/token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }, (res) => {
-      let b = '';
-      res.setEncoding('utf8').on('data', (d: string) => (b += d));
-      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+  const post = (token: string) => get(api, '/api/v1/namespaces/mesh-agent/serviceaccounts/mesh-agent-cni/token', 'POST', body, token);
   for (const token of [agent, 'sim']) {
     const r = await post(token);
     t.is(r.status, 404);

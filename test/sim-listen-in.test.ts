@@ -14,13 +14,15 @@ const start = (args: string[]) => {
 };
 test.after.always(() => helpers.forEach((c) => c.kill('SIGKILL')));
 
-test('the helper hands over a listening socket and leaves only once we hold it; 30 in a row', async (t) => {
+// The race it fixed (the helper leaving right after its send; stop 23's CI lost the socket once)
+// showed about once in 300 handovers on loopback, and blocking our loop while the helper sends did
+// not force it (the helper cannot leave before Node's handle ACK, which our loop sends): so this
+// checks the protocol works, and catches the old race only by chance.
+test('the helper hands over a listening socket and leaves once we hold it; 30 in a row', async (t) => {
   for (let i = 0; i < 30; i++) {
     const before = helpers.length;
     const server = await listenVia(start, '127.0.0.1', 0, 'loopback');
     const helper = helpers[before]!;
-    // The helper waits for our disconnect, so it cannot have closed the channel under the handle.
-    t.is(helper.exitCode, null, `helper ${i} had exited before we held the socket`);
     const [code] = await once(helper, 'exit');
     t.is(code, 0, `helper ${i} exited ${code}`);
     // The socket still listens here after the helper is gone.

@@ -8,9 +8,10 @@ import type { Server } from 'node:net';
 import type { SimNode } from './node.ts';
 
 // CommonJS, no TypeScript: the helper should start as fast as Node can. It must not close the
-// channel itself: Node drops a handle message whose conversion (an async listen) ends after the
-// channel closed, so a helper that disconnected right after sending sometimes lost the socket
-// ("exited (0) before handing over the socket", seen once in CI). It leaves when we disconnect.
+// channel itself: a helper that disconnected right after sending sometimes lost the socket
+// ("exited (0) before handing over the socket": once in stop 23's CI, about once in 300 handovers
+// on loopback; which ordering inside Node loses it was not pinned down). It leaves when we
+// disconnect, which we do once we hold the socket, so it cannot end before the handover.
 const HELPER = `
 const net = require('node:net');
 const [host, port] = [process.argv[1], Number(process.argv[2])];
