@@ -190,6 +190,25 @@ test.serial('as the DaemonSet runs it: chained, the plugin\'s kubeconfig with it
   t.is(fs.existsSync('/run/secrets'), secretsBefore, 'nothing made in the machine\'s mount namespace');
 });
 
+test.serial('a SIGTERM during the first install\'s wait for the token (the DaemonSet deleted) is acted on once the install is done: uninstalled, exit 0, not ended by the signal', async (t) => {
+  requireRoot(t);
+  const { api } = need();
+  // The TokenRequest held at the API server: the command is inside its first install's wait.
+  const { stalled, release } = api.stallRequests((r) => r.resource === 'serviceaccounts/token');
+  t.teardown(release);
+  api.delete('DaemonSet', NS, DAEMONSET.metadata.name);
+  t.teardown(() => void api.apply(DAEMONSET));
+  const c = runContainer(t, makeHost(t));
+  await stalled;
+  c.proc.kill('SIGTERM');
+  release();
+  const line = await c.log.waitFor((o) => /SIGTERM|DaemonSet deleted/.test(o.msg ?? ''), LONG, 'what it made of the SIGTERM');
+  t.is(await exited(c.proc), 0, `ended by ${c.proc.signalCode ?? 'an exit'}: ${c.log.stderr}`);
+  t.is(line.msg, 'DaemonSet deleted: CNI plugin uninstalled');
+  t.true(c.log.lines.some(installed), 'the install finished first');
+  t.is(ourEntry(c.host), undefined, 'the entry taken out');
+});
+
 test.serial('without the plugin\'s ServiceAccount (TokenRequest 404): the warning names the fix, and the kubeconfig gets the container\'s own token', async (t) => {
   requireRoot(t);
   const { api } = need();
