@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cniInstalled, installCni, uninstallCni } from '../cni/install.ts';
+import { cniInstalled, installCni, uninstallCni, writeAtomic } from '../cni/install.ts';
 import { DEFAULT_AGENT_SOCKET, DEFAULT_STATE_FILE, PLUGIN_TYPE } from '../cni/spec.ts';
 import { DEFAULT_PLUGIN_KUBECONFIG, inClusterServer, renderKubeconfig } from '../cni/kubeconfig.ts';
 import { PLUGIN_SERVICE_ACCOUNT, PluginToken, requestToken } from '../cni/plugin-token.ts';
@@ -142,19 +142,9 @@ export function writePluginKubeconfig(k: PluginKubeconfig): boolean {
   const read = (f: string) => fs.readFileSync(path.join(k.serviceAccountDir, f), 'utf8');
   const ca = fs.existsSync(path.join(k.serviceAccountDir, 'ca.crt')) ? read('ca.crt') : undefined;
   const text = renderKubeconfig({ server: k.server, token: k.token ? k.token() : read('token').trim(), ...(ca ? { caPem: ca } : {}) });
-  try {
-    // Unchanged and still private: nothing to do. Unchanged but readable by others (a hand edit,
-    // a restore): written again below, so the token is never left world-readable.
-    if (fs.readFileSync(k.herePath, 'utf8') === text && (fs.statSync(k.herePath).mode & 0o077) === 0) return false;
-  } catch {
-    // not written yet
-  }
   fs.mkdirSync(path.dirname(k.herePath), { recursive: true });
-  const tmp = `${k.herePath}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o600 });
-  fs.chmodSync(tmp, 0o600); // whatever the umask
-  fs.renameSync(tmp, k.herePath);
-  return true;
+  // Unchanged and private: nothing written; readable by others (a hand edit, a restore): put right.
+  return writeAtomic(k.herePath, text, 0o600);
 }
 
 /** The kubeconfig before the entry that names it: the plugin never finds the entry without its file. Returns the configuration file written and the plugin's files copied. */

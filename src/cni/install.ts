@@ -17,19 +17,23 @@ export interface CniInstall {
 }
 
 /**
- * Writes `text` with `mode` unless the file holds exactly that already: containerd and CRI-O
- * reload their CNI configuration on every event in its directory, and an install repeated over
- * the same files (each agent restart, each --watch check) should change nothing on the host.
+ * Writes `text` with `mode` (tmp and rename, so a reader never sees half a file) unless the file
+ * holds exactly that already: containerd and CRI-O reload their CNI configuration on every event
+ * in its directory, and an install repeated over the same files (each agent restart, each --watch
+ * check) should change nothing on the host. A mode that differs (a hand edit left a token
+ * readable by others) is put right. Returns whether it wrote.
  */
-function writeAtomic(file: string, text: string, mode = 0o644): void {
+export function writeAtomic(file: string, text: string, mode = 0o644): boolean {
   try {
-    if ((fs.statSync(file).mode & 0o777) === mode && fs.readFileSync(file, 'utf8') === text) return;
+    if ((fs.statSync(file).mode & 0o777) === mode && fs.readFileSync(file, 'utf8') === text) return false;
   } catch {
     // not there yet: written below
   }
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   fs.writeFileSync(tmp, text, { mode });
+  fs.chmodSync(tmp, mode); // whatever the umask
   fs.renameSync(tmp, file);
+  return true;
 }
 
 function confFile(confDir: string): string {
