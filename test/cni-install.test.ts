@@ -236,6 +236,27 @@ test('keepChained with the configuration directory not there yet: its creation i
   await entryBack(file, 30_000);
 });
 
+test('keepChained with the configuration directory removed between its look and its watch: it looks again at once and watches the directory above, not the hour-long poll', async (t) => {
+  // The race placed by hand: the first watch is asked for net.d just after net.d was removed.
+  const p = dirs(t);
+  let calls = 0;
+  const watchDir = (dir: string, onEvent: () => void) => {
+    if (calls++ === 0) {
+      t.is(dir, p.confDir);
+      fs.rmSync(dir, { recursive: true });
+    }
+    return fs.watch(dir, onEvent);
+  };
+  const stop = keepChained(p, 3_600_000, watchDir);
+  t.teardown(stop);
+  t.true(calls >= 2, 'watched again at once');
+  fs.mkdirSync(p.confDir);
+  const file = path.join(p.confDir, '10-calico.conflist');
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [calico] }));
+  await entryBack(file, 30_000);
+  t.deepEqual(parseConfList(fs.readFileSync(file, 'utf8'), file).plugins.map((x) => x.type), ['calico', 'mesh-agent-cni']);
+});
+
 /** A ServiceAccount's mounted files, as kubelet projects them into the install container. */
 function serviceAccount(t: any, root: string, token: string): string {
   const dir = path.join(root, 'serviceaccount');

@@ -192,7 +192,7 @@ const log = (level: string, msg: string, fields: object = {}) => process.stderr.
  * the poll is soon enough).
  * Returns the stop.
  */
-export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
+export function keepChained(p: InstallPaths, pollMs = POLL_MS, watchDir: (dir: string, onEvent: () => void) => fs.FSWatcher = fs.watch): () => void {
   let installed = false;
   let watcher: fs.FSWatcher | null = null;
   let settle: NodeJS.Timeout | undefined;
@@ -249,7 +249,7 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
     const id = identity(dir);
     const fallback = (e: Error) => log('warn', `cannot watch ${dir === p.confDir ? 'the CNI configuration directory' : `${dir} for the CNI configuration directory ${p.confDir}`} (${e.message}): checking it every ${pollMs / 1000} s instead`);
     try {
-      const w = fs.watch(dir, () => {
+      const w = watchDir(dir, () => {
         // The configuration directory (or a directory on the way) created, or it removed: watch the right one.
         if (stale()) watch();
         if (watched !== p.confDir) return;
@@ -267,6 +267,8 @@ export function keepChained(p: InstallPaths, pollMs = POLL_MS): () => void {
       watched = dir;
       watchedId = id;
     } catch (e) {
+      // Removed between the look and the watch: look again, a directory on the way is there ('/' at least).
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && target() !== dir) return watch();
       fallback(e as Error);
       return;
     }
