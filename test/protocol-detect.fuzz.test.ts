@@ -2,6 +2,7 @@ import test from 'ava';
 import { clientHello } from './helpers/first-flight.ts';
 import { performance } from 'node:perf_hooks';
 import { v8Gc } from '../src/util/shrink-heap.ts';
+import { cat, cpuMsSince, fuzzer, hex, latin1 as bytes } from './helpers/fuzz.ts';
 import { MAX_METHOD_BYTES, OPAQUE_REASONS, detect, type Detection } from '../src/protocol-detect/index.ts';
 
 const INPUTS = 100_000;
@@ -11,26 +12,7 @@ const MAX_RUN_CPU_MS = 20_000;
 const MAX_CALL_MS = 50;
 const CALL_RETRIES = 5;
 
-// ---------------------------------------------------------------------------
-// Seeded PRNG (splitmix32). MESH_FUZZ_SEED=<n> replays a run.
-
-const seed = process.env.MESH_FUZZ_SEED !== undefined ? Number(process.env.MESH_FUZZ_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
-console.log(`protocol-detect fuzz: MESH_FUZZ_SEED=${seed}`);
-
-let state = seed;
-function u32(): number {
-  state = (state + 0x9e3779b9) >>> 0;
-  let z = state;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-  return (z ^ (z >>> 16)) >>> 0;
-}
-const below = (n: number) => (n <= 0 ? 0 : u32() % n);
-const chance = (p: number) => u32() / 2 ** 32 < p;
-const pick = <T>(xs: readonly T[]): T => xs[below(xs.length)];
-const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => below(256));
-const bytes = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
-const cat = (...parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
+const { seed, below, chance, pick, randomBytes, randomText, mutate: mutateBytes } = fuzzer('protocol-detect');
 
 // ---------------------------------------------------------------------------
 // Corpus: real ClientHellos from OpenSSL plus text and binary protocol starts.
@@ -62,65 +44,29 @@ function refragment(hello: Uint8Array): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------
-// Mutations
+// Mutations: the shared byte mutations, and a quarter of the time TLS's length fields.
 
 function mutate(input: Uint8Array, corpus: Uint8Array[]): Uint8Array {
+  if (!chance(0.25)) return mutateBytes(input, corpus);
   const b = input.slice();
-  switch (below(9)) {
-    case 0: // bit flips
-      for (let n = 1 + below(8); n > 0 && b.length > 0; n--) b[below(b.length)] ^= 1 << below(8);
-      return b;
-    case 1: // interesting byte values
-      for (let n = 1 + below(4); n > 0 && b.length > 0; n--) b[below(b.length)] = pick([0, 1, 0x0a, 0x0d, 0x20, 0x16, 0x7f, 0x80, 0xff]);
-      return b;
-    case 2: // truncation
-      return b.subarray(0, below(b.length + 1));
-    case 3: {
-      // splicing: head of this, tail of another
-      const other = pick(corpus);
-      return cat(b.subarray(0, below(b.length + 1)), other.subarray(below(other.length + 1)));
+  if (chance(0.5)) {
+    // TLS length fields: record (3..4), handshake (6..8), or any 16-bit field
+    const at = pick([3, 6, 7, 43, 44, below(Math.max(1, b.length - 1))]);
+    const v = pick([0, 1, 0xff, 0xffff, 0x4000, 0x4001, below(0x10000), ((b[at] << 8) | b[at + 1]) + pick([-1, 1])]);
+    if (at + 1 < b.length) {
+      b[at] = (v >> 8) & 0xff;
+      b[at + 1] = v & 0xff;
     }
-    case 4: {
-      // TLS length fields: record (3..4), handshake (6..8), or any 16-bit field
-      const at = pick([3, 6, 7, 43, 44, below(Math.max(1, b.length - 1))]);
-      const v = pick([0, 1, 0xff, 0xffff, 0x4000, 0x4001, below(0x10000), ((b[at] << 8) | b[at + 1]) + pick([-1, 1])]);
-      if (at + 1 < b.length) {
-        b[at] = (v >> 8) & 0xff;
-        b[at + 1] = v & 0xff;
-      }
-      return b;
-    }
-    case 5: // huge declared lengths
-      if (b.length > 8 && b[0] === 22) b.set(pick([[0xff, 0xff, 0xff], [0x00, 0xff, 0xff], [0x01, 0x00, 0x00]]), 6);
-      else if (b.length > 4) b.set([0xff, 0xff], below(b.length - 1));
-      return b;
-    case 6: {
-      // insert random bytes
-      const at = below(b.length + 1);
-      return cat(b.subarray(0, at), randomBytes(1 + below(16)), b.subarray(at));
-    }
-    case 7: {
-      // delete a range
-      const at = below(b.length + 1);
-      return cat(b.subarray(0, at), b.subarray(at + 1 + below(32)));
-    }
-    default: {
-      // duplicate a chunk
-      const at = below(b.length + 1);
-      const chunk = b.subarray(at, at + 1 + below(64));
-      return cat(b.subarray(0, at), chunk, chunk, b.subarray(at + chunk.length));
-    }
+    return b;
   }
+  // huge declared lengths
+  if (b.length > 8 && b[0] === 22) b.set(pick([[0xff, 0xff, 0xff], [0x00, 0xff, 0xff], [0x01, 0x00, 0x00]]), 6);
+  else if (b.length > 4) b.set([0xff, 0xff], below(b.length - 1));
+  return b;
 }
 
 const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const PATH_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789-._~!$&\'()*+,;=:@/?%';
-
-function randomText(n: number, alphabet: string): string {
-  let s = '';
-  for (let i = 0; i < n; i++) s += alphabet[below(alphabet.length)];
-  return s;
-}
 
 // ---------------------------------------------------------------------------
 // Checks
@@ -158,7 +104,6 @@ function shapeError(d: unknown): string | null {
 /** Verdict classes the run must reach. */
 const label = (d: Detection) => (d.kind === 'opaque' ? `opaque:${d.reason}` : d.kind === 'tls' ? `tls:${d.sni === null ? 'no-sni' : 'sni'}` : d.kind);
 const same = (a: Detection, b: Detection) => JSON.stringify(a) === JSON.stringify(b);
-const hex = (b: Uint8Array) => Buffer.from(b.subarray(0, 96)).toString('hex') + (b.length > 96 ? `...(${b.length} bytes)` : '');
 
 test('fuzz: detect is total, well-shaped, deterministic, prefix-consistent and bounded', async (t) => {
   t.log(`MESH_FUZZ_SEED=${seed}`);
@@ -282,8 +227,7 @@ test('fuzz: detect is total, well-shaped, deterministic, prefix-consistent and b
     }
   }
   const runMs = performance.now() - runStart;
-  const cpu = process.cpuUsage(cpuStart);
-  const runCpuMs = (cpu.user + cpu.system) / 1000;
+  const runCpuMs = cpuMsSince(cpuStart);
 
   gc();
   const heapGrowthMb = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;
