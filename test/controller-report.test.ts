@@ -153,6 +153,10 @@ test('reports from a peer are validated field by field', (t) => {
   t.throws(() => parseReport({ ...good, pairs: [{ ...good.pairs[0], latency: new Array(100).fill(1) }] }), { message: /latency/ });
   t.throws(() => parseReport({ ...good, pairs: [{ ...good.pairs[0], dst: {} }] }), { message: /pairs\[0\]\.dst: needs an ip/ });
   t.throws(() => parseReport({ ...good, pods: [{ name: 'x' }] }), { message: /pods\[0\]/ });
+  // Found by the fuzz test: a value nested deeper than JSON.stringify goes made the message itself throw (a RangeError).
+  const deep = JSON.parse('['.repeat(100_000) + ']'.repeat(100_000));
+  t.throws(() => parseReport({ ...good, version: deep }), { message: /^report: version a list nested too deep to show is not/ });
+  t.throws(() => parseReport({ ...good, latencyScheme: deep }), { message: /^report: latency buckets a list nested too deep to show differ/ });
 });
 
 test('time windows parse as Linkerd spells them', (t) => {

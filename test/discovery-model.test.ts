@@ -120,6 +120,19 @@ for (const [what, line, re] of malformed) {
   });
 }
 
+test('a field nested deeper than JSON.stringify goes is refused naming the field (found by the fuzz test: was a RangeError, "Maximum call stack size exceeded")', (t) => {
+  const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+  for (const [line, re] of [
+    [`{"type":"reset","version":${deep}}`, /^reset: discovery version a list nested too deep to show is not one/],
+    [`{"type":"pod","op":"set","pod":{"namespace":${deep}}}`, /^pod\.namespace: expected a Kubernetes name, got a list nested too deep to show/],
+    [`{"type":"route","op":"set","route":{"kind":${deep}}}`, /^route\.kind: expected one of .*, got a list nested too deep to show/],
+    [`{"type":"access","op":"set","access":{"namespace":${deep}}}`, /^access\.namespace: expected a Kubernetes name, got a list nested too deep to show/],
+  ] as const) {
+    const e = t.throws(() => parseMessage(line), { instanceOf: DiscoveryError });
+    t.regex(e!.message, re);
+  }
+});
+
 test('the authority of a Service is Linkerd\'s', (t) => {
   t.is(serviceAuthority('shop', 'web', 80), 'web.shop.svc.cluster.local:80');
   t.is(serviceAuthority('shop', 'web', 80, 'corp.example'), 'web.shop.svc.corp.example:80');

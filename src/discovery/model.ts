@@ -22,6 +22,7 @@
 import { parseRouteKey, parseRouteRecord, RouteError, type RouteRecord } from '../routing/route-model.ts';
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
 import { MAX_PORT_RANGES } from '../proxy/ports.ts';
+import { show } from '../util/show.ts';
 
 export const DISCOVERY_VERSION = 3;
 export const MIN_DISCOVERY_VERSION = 1;
@@ -140,7 +141,7 @@ function obj(v: unknown, where: string): Record<string, unknown> {
 }
 
 function name(v: unknown, where: string): string {
-  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${show(v)}`);
   return v;
 }
 
@@ -150,17 +151,17 @@ function optName(v: unknown, where: string): string | undefined {
 
 function portName(v: unknown, where: string): string {
   if (v === undefined || v === '') return '';
-  if (typeof v !== 'string' || v.length > 63 || !DNS_LABELISH.test(v)) fail(where, `expected a port name, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  if (typeof v !== 'string' || v.length > 63 || !DNS_LABELISH.test(v)) fail(where, `expected a port name, got ${show(v)}`);
   return v;
 }
 
 function port(v: unknown, where: string): number {
-  if (!isPort(v)) fail(where, `expected a port 1-65535, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  if (!isPort(v)) fail(where, `expected a port 1-65535, got ${show(v)}`);
   return v;
 }
 
 function ipv4(v: unknown, where: string): string {
-  if (!isIPv4(v)) fail(where, `expected an IPv4 address, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  if (!isIPv4(v)) fail(where, `expected an IPv4 address, got ${show(v)}`);
   return v;
 }
 
@@ -173,7 +174,7 @@ function list(v: unknown, where: string, max: number): unknown[] {
 function key(v: unknown, where: string): string {
   if (typeof v !== 'string') fail(where, 'expected "namespace/name"');
   const i = v.indexOf('/');
-  if (i <= 0) fail(where, `expected "namespace/name", got ${JSON.stringify(v).slice(0, 80)}`);
+  if (i <= 0) fail(where, `expected "namespace/name", got ${show(v)}`);
   name(v.slice(0, i), where);
   name(v.slice(i + 1), where);
   return v;
@@ -191,7 +192,7 @@ export function parseService(v: unknown): DiscoService {
     let targetPort: number | string;
     if (typeof tp === 'number') targetPort = port(tp, `${w}: ports[${i}].targetPort`);
     else if (typeof tp === 'string' && tp !== '' && tp.length <= 15 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(tp)) targetPort = tp;
-    else fail(`${w}: ports[${i}].targetPort`, `expected a port number or a port name, got ${JSON.stringify(tp)?.slice(0, 80)}`);
+    else fail(`${w}: ports[${i}].targetPort`, `expected a port number or a port name, got ${show(tp)}`);
     const out: DiscoServicePort = { name: portName(po.name, `${w}: ports[${i}].name`), port: port(po.port, `${w}: ports[${i}].port`), targetPort };
     if (po.appProtocol !== undefined) {
       if (typeof po.appProtocol !== 'string' || po.appProtocol.length > 256) fail(`${w}: ports[${i}].appProtocol`, 'expected a short string');
@@ -251,7 +252,7 @@ export function parsePod(v: unknown): DiscoPod {
   const node = optName(o.node, `${w}: node`);
   if (node !== undefined) out.node = node;
   if (o.inject !== undefined) {
-    if (o.inject !== 'enabled' && o.inject !== 'disabled') fail(`${w}: inject`, `expected "enabled" or "disabled", got ${JSON.stringify(o.inject)?.slice(0, 40)}`);
+    if (o.inject !== 'enabled' && o.inject !== 'disabled') fail(`${w}: inject`, `expected "enabled" or "disabled", got ${show(o.inject, 40)}`);
     out.inject = o.inject;
   }
   if (o.hostIp !== undefined) out.hostIp = ipv4(o.hostIp, `${w}: hostIp`);
@@ -263,7 +264,7 @@ export function parsePod(v: unknown): DiscoPod {
 function portRanges(v: unknown, where: string): Array<[number, number]> {
   return list(v, where, MAX_PORT_RANGES).map((r, i) => {
     const [lo, hi] = list(r, `${where}[${i}]`, 2);
-    if (!isPort(lo) || !isPort(hi) || lo > hi) fail(`${where}[${i}]`, `expected [low port, high port], got ${JSON.stringify(r)?.slice(0, 40)}`);
+    if (!isPort(lo) || !isPort(hi) || lo > hi) fail(`${where}[${i}]`, `expected [low port, high port], got ${show(r, 40)}`);
     return [lo, hi];
   });
 }
@@ -280,7 +281,7 @@ export function parseMessage(line: string): DiscoMessage {
   switch (o.type) {
     case 'reset':
       if (typeof o.version !== 'number' || !Number.isInteger(o.version) || o.version < MIN_DISCOVERY_VERSION || o.version > DISCOVERY_VERSION) {
-        fail('reset', `discovery version ${JSON.stringify(o.version)} is not one this agent reads (${MIN_DISCOVERY_VERSION}-${DISCOVERY_VERSION}); run agents and the controller of the same release`);
+        fail('reset', `discovery version ${show(o.version)} is not one this agent reads (${MIN_DISCOVERY_VERSION}-${DISCOVERY_VERSION}); run agents and the controller of the same release`);
       }
       return { type: 'reset', version: o.version };
     case 'synced':
@@ -290,17 +291,17 @@ export function parseMessage(line: string): DiscoMessage {
     case 'pod': {
       const type = o.type;
       if (o.op === 'delete') return { type, op: 'delete', key: key(o.key, `${type} delete`) };
-      if (o.op !== 'set') fail(type, `op must be "set" or "delete", got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+      if (o.op !== 'set') fail(type, `op must be "set" or "delete", got ${show(o.op, 40)}`);
       if (type === 'service') return { type, op: 'set', service: parseService(o.service) };
       if (type === 'slice') return { type, op: 'set', slice: parseSlice(o.slice) };
       return { type, op: 'set', pod: parsePod(o.pod) };
     }
     case 'route': {
       if (o.op === 'delete') {
-        if (typeof o.key !== 'string' || parseRouteKey(o.key) === null) fail('route delete', `expected "Kind/namespace/name", got ${JSON.stringify(o.key)?.slice(0, 80)}`);
+        if (typeof o.key !== 'string' || parseRouteKey(o.key) === null) fail('route delete', `expected "Kind/namespace/name", got ${show(o.key)}`);
         return { type: 'route', op: 'delete', key: o.key };
       }
-      if (o.op !== 'set') fail('route', `op must be "set" or "delete", got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+      if (o.op !== 'set') fail('route', `op must be "set" or "delete", got ${show(o.op, 40)}`);
       try {
         return { type: 'route', op: 'set', route: parseRouteRecord(o.route) };
       } catch (e) {
@@ -310,10 +311,10 @@ export function parseMessage(line: string): DiscoMessage {
     }
     case 'access': {
       if (o.op === 'delete') {
-        if (typeof o.key !== 'string' || parseAccessKey(o.key) === null) fail('access delete', `expected "TrafficTarget/namespace/name", got ${JSON.stringify(o.key)?.slice(0, 80)}`);
+        if (typeof o.key !== 'string' || parseAccessKey(o.key) === null) fail('access delete', `expected "TrafficTarget/namespace/name", got ${show(o.key)}`);
         return { type: 'access', op: 'delete', key: o.key };
       }
-      if (o.op !== 'set') fail('access', `op must be "set" or "delete", got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+      if (o.op !== 'set') fail('access', `op must be "set" or "delete", got ${show(o.op, 40)}`);
       try {
         return { type: 'access', op: 'set', access: parseAccessRecord(o.access) };
       } catch (e) {
@@ -322,6 +323,6 @@ export function parseMessage(line: string): DiscoMessage {
       }
     }
     default:
-      fail('message', `unknown type ${JSON.stringify(o.type)?.slice(0, 40)}`);
+      fail('message', `unknown type ${show(o.type, 40)}`);
   }
 }

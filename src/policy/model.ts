@@ -5,6 +5,7 @@
 // of its pods (authorize.ts) and decides per connection and per request.
 import { isName, isPort } from '../discovery/model.ts';
 import { regexProblem } from '../util/regex-check.ts';
+import { show } from '../util/show.ts';
 
 /** Linkerd's default inbound policies, with Linkerd's spelling and meaning. */
 export const DEFAULT_POLICIES = ['all-unauthenticated', 'all-authenticated', 'cluster-authenticated', 'cluster-unauthenticated', 'deny'] as const;
@@ -24,8 +25,6 @@ export const TRAFFIC_TARGET_VERSION = 'access.smi-spec.io/v1alpha3';
 export const SMI_SPECS_VERSION = 'specs.smi-spec.io/v1alpha4';
 
 export class PolicyError extends Error {}
-
-const show = (v: unknown): string => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
 export function parseDefaultPolicy(value: string, where = 'default inbound policy'): DefaultPolicy {
   const v = value.trim();

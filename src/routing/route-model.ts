@@ -6,6 +6,7 @@
 // route tables (route-table.ts). The forwarders see none of this: they ask the table.
 import { isName, isPort } from '../discovery/model.ts';
 import { regexProblem } from '../util/regex-check.ts';
+import { show } from '../util/show.ts';
 
 export type RouteKind = 'HTTPRoute' | 'GRPCRoute' | 'TrafficSplit';
 export const ROUTE_KINDS: readonly RouteKind[] = ['HTTPRoute', 'GRPCRoute', 'TrafficSplit'];
@@ -132,8 +133,6 @@ export class RouteError extends Error {}
 function fail(where: string, what: string): never {
   throw new RouteError(`${where}: ${what}`);
 }
-
-const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
 function obj(v: unknown, where: string): Record<string, unknown> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');

@@ -6,6 +6,7 @@
 import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink, TlsIds } from './events.ts';
 import { LATENCY_BOUNDS, LATENCY_SCHEME, mergeInto, observe, trim, type Histogram } from './histogram.ts';
 import type { WorkloadResolver } from './workload.ts';
+import { show } from '../util/show.ts';
 
 export const REPORT_VERSION = 1;
 
@@ -334,8 +335,8 @@ function checkPeer(v: any, where: string): Peer {
 /** A Report from untrusted JSON, or an error naming the first bad field. */
 export function parseReport(v: any): Report {
   if (!v || typeof v !== 'object') throw new Error('report: expected a JSON object');
-  if (v.version !== REPORT_VERSION) throw new Error(`report: version ${JSON.stringify(v.version)} is not ${REPORT_VERSION}; run agent and controller of the same release`);
-  if (v.latencyScheme !== LATENCY_SCHEME) throw new Error(`report: latency buckets "${v.latencyScheme}" differ from the controller's "${LATENCY_SCHEME}"; run agent and controller of the same release`);
+  if (v.version !== REPORT_VERSION) throw new Error(`report: version ${show(v.version)} is not ${REPORT_VERSION}; run agent and controller of the same release`);
+  if (v.latencyScheme !== LATENCY_SCHEME) throw new Error(`report: latency buckets ${show(v.latencyScheme)} differ from the controller's "${LATENCY_SCHEME}"; run agent and controller of the same release`);
   if (!isStr(v.node) || v.node === '') throw new Error('report.node: needs the node name');
   if (!isStr(v.agentId) || v.agentId === '') throw new Error('report.agentId: needs a string');
   for (const k of ['seq', 'start', 'end', 'dropped'] as const) if (!isCount(v[k])) throw new Error(`report.${k}: needs a non-negative number`);
