@@ -1,0 +1,305 @@
+// Fuzzes the controller's line protocol both ways: readLines (the bound, and the same lines in any
+// chunking, multi-byte characters cut included), the discovery lines an agent reads
+// (parseMessage), and what the controller reads from agents (parseReport) and an agent from the
+// controller's tap commands (parseTapFilter). MESH_FUZZ_SEED=<n> replays a run.
+import test from 'ava';
+import { PassThrough } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { MAX_LINE_BYTES, readLines } from '../src/controller/lines.ts';
+import { DISCOVERY_VERSION, DiscoveryError, parseMessage } from '../src/discovery/model.ts';
+import { parseReport } from '../src/telemetry/report.ts';
+import { parseTapFilter } from '../src/telemetry/tap.ts';
+import { cpuMsSince, fuzzer, hex, type Fuzz } from './helpers/fuzz.ts';
+import { pair, pod, report, summary } from './helpers/reports.ts';
+
+const LINE_INPUTS = 1_500;
+const MESSAGE_INPUTS = 20_000;
+/** CPU time of each test (~3 s measured): CPU time, which a busy machine does not stretch. */
+const MAX_RUN_CPU_MS = 20_000;
+/** One parse, the fastest of several tries when the first is slower (a GC pause is not the parser's work). */
+const MAX_CALL_MS = 100;
+
+const f: Fuzz = fuzzer('controller-lines');
+const { below, chance, pick, randomText } = f;
+const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
+/** JSON with every object's keys in order: a parser may build its result in another order than the line's. */
+const canon = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
+
+// ---------------------------------------------------------------------------
+// readLines
+
+interface Read {
+  lines: string[];
+  tooLong: number;
+  /** A line delivered after onTooLong (which means: stop). */
+  afterStop: boolean;
+}
+
+/** Writes `chunks` to a real stream read by readLines; resolves at its end with what was delivered. */
+async function readAll(chunks: readonly Uint8Array[], maxBytes: number): Promise<Read> {
+  const s = new PassThrough();
+  const r: Read = { lines: [], tooLong: 0, afterStop: false };
+  readLines(s, (l) => {
+    if (r.tooLong > 0) r.afterStop = true;
+    r.lines.push(l);
+  }, () => r.tooLong++, maxBytes);
+  const ended = new Promise((resolve) => s.on('end', resolve));
+  for (const c of chunks) s.write(c);
+  s.end();
+  await ended;
+  return r;
+}
+
+/** What readLines must deliver for `input`: its lines (a trailing \r dropped) up to the first over the bound (in UTF-8 bytes). */
+function expectedLines(input: Uint8Array, maxBytes: number): { lines: string[]; tooLong: number } {
+  const parts = Buffer.from(input).toString('utf8').split('\n');
+  const last = parts.pop()!;
+  const lines: string[] = [];
+  for (const p of parts) {
+    const line = p.endsWith('\r') ? p.slice(0, -1) : p;
+    if (Buffer.byteLength(line) > maxBytes) return { lines, tooLong: 1 };
+    lines.push(line);
+  }
+  if (Buffer.byteLength(last) > maxBytes) return { lines, tooLong: 1 };
+  if (last !== '') lines.push(last);
+  return { lines, tooLong: 0 };
+}
+
+/** Lines near the bound (a \r that fits only because it is dropped, a character cut between reads). */
+function lineInput(maxBytes: number): Uint8Array {
+  const parts: string[] = [];
+  for (let n = 1 + below(6); n > 0; n--) {
+    const len = pick([0, 1, below(maxBytes), maxBytes - 1, maxBytes, maxBytes + 1, maxBytes + 2, below(3 * maxBytes)]);
+    const alphabet = pick(['abcdefghij{}":,0123456789', 'é€😀a', '\r\t x', '\u0000\u007f\u0085\u2028']);
+    parts.push(randomText(len, alphabet) + pick(['\n', '\r\n', '\n', '\r\r\n', '']));
+  }
+  return utf8(parts.join(''));
+}
+
+test('fuzz: readLines delivers the same lines in any chunking and stops at the bound', async (t) => {
+  t.log(`MESH_FUZZ_SEED=${f.seed}`);
+  const failures: string[] = [];
+  const fail = (what: string, input: Uint8Array, max: number) => {
+    if (failures.length < 10) failures.push(`${what} (maxBytes ${max}) input=${hex(input)}`);
+  };
+  const corpus = [utf8('{"a":1}\r\n{"b":2}\n\ntail'), utf8('{"type":"reset","version":3}\n{"type":"synced"}\n')];
+  let stopped = 0;
+  const cpuStart = process.cpuUsage();
+  let n = 0;
+  for (; n < LINE_INPUTS && failures.length < 10; n++) {
+    const max = pick([1, 8, 64, 1000]);
+    const input = chance(0.6) ? lineInput(max) : f.mutateN(chance(0.5) ? pick(corpus) : lineInput(max), corpus);
+    const want = expectedLines(input, max);
+    const whole = await readAll([input], max);
+    const split = await readAll(f.chunkings(input, 512), max);
+    for (const [how, got] of [['whole', whole], ['split', split]] as const) {
+      if (got.afterStop) fail(`${how}: a line delivered after onTooLong`, input, max);
+      if (got.tooLong > 1) fail(`${how}: onTooLong called ${got.tooLong} times`, input, max);
+      const over = got.lines.find((l) => Buffer.byteLength(l) > max);
+      if (over !== undefined) fail(`${how}: delivered a line of ${Buffer.byteLength(over)} bytes (${over.length} characters), over the bound`, input, max);
+    }
+    if (JSON.stringify(whole) !== JSON.stringify({ ...want, afterStop: false })) fail(`whole: ${JSON.stringify(whole).slice(0, 300)}; want ${JSON.stringify(want).slice(0, 300)}`, input, max);
+    if (JSON.stringify(split) !== JSON.stringify(whole)) fail(`split: ${JSON.stringify(split).slice(0, 300)}; whole: ${JSON.stringify(whole).slice(0, 300)}`, input, max);
+    if (whole.tooLong > 0) stopped++;
+  }
+  const runCpuMs = cpuMsSince(cpuStart);
+  t.log(`${n} inputs (${stopped} over the bound), ${runCpuMs.toFixed(0)} ms of CPU`);
+  t.deepEqual(failures, [], `replay with MESH_FUZZ_SEED=${f.seed}`);
+  t.true(runCpuMs < MAX_RUN_CPU_MS, `run took ${runCpuMs} ms of CPU`);
+  t.true(stopped > n / 20 && stopped < n - n / 20, 'both lines over the bound and lines within it');
+});
+
+// ---------------------------------------------------------------------------
+// The messages: JSON lines, mutated as values and as bytes
+
+const DEEP = '\u0000deep:';
+
+/** What a mutation puts where a value was: other types, limits, overlong strings and lists, names that are not. */
+function oddValue(v: unknown): unknown {
+  switch (below(14)) {
+    case 0: return null;
+    case 1: return pick([true, false]);
+    case 2: return pick([0, -1, 1.5, 65535, 65536, 2 ** 53 + 2, 1e21, -1e308, 1e308]);
+    case 3: return pick(['', ' ', 'A', 'a/b', '-a', 'a-', 'a..b', '10.0.0.256', '1.2.3', '::1', '0x10', '\u0000', '\ud800', 'é']);
+    case 4: return 'a'.repeat(pick([63, 64, 253, 254, 256, 257, 513, 1025, 4097, 70_000]));
+    case 5: return [];
+    case 6: return {};
+    case 7: return Array.isArray(v) && v.length > 0 ? Array(pick([2, 17, 65, 101, 1001])).fill(v[0]) : [v];
+    case 8: {
+      // an own "__proto__" key, as JSON.parse makes one
+      const o = JSON.parse('{"__proto__":{"polluted":true}}') as Record<string, unknown>;
+      if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) o[k] = x;
+      return o;
+    }
+    case 9: // nested lists thousands deep, written into the line by line() (a value that deep is more than structuredClone takes)
+      return `${DEEP}${1 + below(5000)}`;
+    case 10: return typeof v === 'string' ? v.toUpperCase() : String(v);
+    case 11: return typeof v === 'number' ? -v : typeof v === 'string' ? v + randomText(1 + below(4), '/.-_ A\n') : v;
+    case 12: return typeof v === 'string' ? v.slice(0, below(v.length + 1)) : v;
+    default: return randomText(below(20), 'abc/.-0123456789 \n"\\');
+  }
+}
+
+/** Every place a value sits: [container, key] pairs, the root excluded. */
+function slots(v: unknown, out: Array<[Record<string, unknown> | unknown[], string | number]> = []): Array<[Record<string, unknown> | unknown[], string | number]> {
+  if (Array.isArray(v)) v.forEach((x, i) => (out.push([v, i]), slots(x, out)));
+  else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push([v as Record<string, unknown>, k]), slots(x, out);
+  return out;
+}
+
+/** One structural change of a (copied) JSON value: a field replaced, deleted, added, or a list entry repeated. */
+function mutateValue(v: unknown): unknown {
+  const copy = structuredClone(v);
+  const all = slots(copy);
+  if (all.length === 0) return oddValue(copy);
+  const [c, k] = pick(all);
+  const op = below(5);
+  if (op === 0 && !Array.isArray(c)) delete (c as Record<string, unknown>)[k as string];
+  else if (op === 1 && Array.isArray(c)) c.splice(k as number, 0, ...Array(1 + below(3)).fill(c[k as number]));
+  else if (op === 2 && !Array.isArray(c)) (c as Record<string, unknown>)[pick(['extra', 'type', 'op', 'version', 'name', 'ip', '__proto__', 'constructor'])] = oddValue(undefined);
+  else (c as Record<string | number, unknown>)[k] = oddValue((c as Record<string | number, unknown>)[k]);
+  return copy;
+}
+
+/** A line as the generator sends it: a value mutated 0-3 times, as JSON, sometimes mutated as bytes too. */
+function line(corpus: readonly unknown[], lines: readonly Uint8Array[]): string {
+  let v = structuredClone(pick(corpus));
+  for (let k = below(4); k > 0; k--) v = mutateValue(v);
+  const s = (JSON.stringify(v) ?? 'undefined').replace(/"\\u0000deep:(\d+)"/g, (_, n: string) => '['.repeat(Number(n)) + ']'.repeat(Number(n)));
+  return chance(0.25) ? Buffer.from(f.mutateN(utf8(s), lines, 1 + below(2))).toString('utf8') : s;
+}
+
+interface Parser {
+  name: string;
+  corpus: unknown[];
+  /** Parses one line as the reader does (JSON.parse first where the reader does it). */
+  parse: (line: string) => unknown;
+  /** The parser's documented error: anything else thrown is a bug. */
+  documented: (e: unknown) => boolean;
+}
+
+const service = { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 'http', appProtocol: 'http' }, { name: 'admin', port: 9000, targetPort: 9001 }], annotations: { 'balancer.linkerd.io/failure-accrual': 'consecutive' } };
+const slice = { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true, pod: 'web-1', node: 'n1', zone: 'z-a' }, { ip: '10.1.0.6', ready: false }] };
+const podRecord = { namespace: 'shop', name: 'web-1', ip: '10.1.0.5', kind: 'deployment', owner: 'web', node: 'n1', serviceAccount: 'web', inject: 'enabled', hostIp: '192.168.1.2', skipInbound: [[7001, 7001], [9000, 9100]] };
+const route = {
+  kind: 'HTTPRoute', namespace: 'shop', name: 'split', createdAt: Date.parse('2025-01-01T00:00:00Z'),
+  parents: [{ namespace: 'shop', name: 'api', port: 80 }],
+  rules: [{
+    name: 'canary',
+    matches: [{ path: { type: 'PathPrefix', value: '/v2/' }, method: 'GET', headers: [{ name: 'x-canary', type: 'RegularExpression', value: '^(1|yes)$' }] }, { grpc: { type: 'Exact', service: 'a.B', method: 'C' } }],
+    backends: [{ namespace: 'shop', name: 'api-v1', port: 80, weight: 90 }, { namespace: 'shop', name: 'api-v2', port: 0, weight: 10, problem: 'not found' }],
+    timeouts: { requestMs: 500, backendRequestMs: 200 },
+    timeoutSources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'split', field: 'spec.rules[0].timeouts.request' }],
+    retry: { limit: 2, httpStatuses: [[503, 503]], grpcCodes: [14], backoffMs: 50 },
+    retrySources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'split', annotation: 'retry.linkerd.io/http' }],
+  }],
+};
+const access = {
+  namespace: 'shop', name: 't', destination: { serviceAccount: 'api', namespace: 'shop', port: 8080 }, sources: [{ namespace: 'shop', serviceAccount: 'web' }],
+  rules: [{ kind: 'HTTPRouteGroup', name: 'g', matches: [{ name: 'm', pathRegex: '/api/.*', methods: ['GET'], headers: [{ name: 'x-scrape', regex: 'yes|true' }] }] }, { kind: 'TCPRoute', name: 'db', ports: [5432] }],
+  problems: ['a problem'],
+};
+
+const web = { ip: '10.1.0.5', namespace: 'shop', kind: 'deployment', name: 'web', pod: 'web-1' };
+const goodReport = report({
+  node: 'n', seq: 1, start: 0, end: 1,
+  pairs: [pair(web, { ip: '10.1.0.6' }, 3, 2, 7, { side: 'client' }), pair({ ip: '1.1.1.1' }, web, 1, 1)],
+  pods: [pod('shop', 'web', '10.1.0.5'), pod('shop', 'job', null as unknown as string, { meshed: false })],
+  agent: { ...summary(), identity: { trustDomain: 'cluster.local', anchorDaysLeft: 300, certificates: [{ identity: 'spiffe://cluster.local/ns/shop/sa/web', state: 'ready', notAfter: '2030-01-01T00:00:00.000Z' }, { identity: 'x', state: 'pending', notAfter: null }] } },
+});
+const tapFilter = { id: 't1', srcIps: ['10.1.0.5'], dstIps: [], match: 'either', method: 'GET', pathPrefix: '/api', maxRps: 100 };
+
+const PARSERS: Parser[] = [
+  {
+    name: 'parseMessage (discovery, agent side)',
+    corpus: [
+      { type: 'reset', version: DISCOVERY_VERSION }, { type: 'synced' },
+      { type: 'service', op: 'set', service }, { type: 'slice', op: 'set', slice }, { type: 'pod', op: 'set', pod: podRecord },
+      { type: 'route', op: 'set', route }, { type: 'access', op: 'set', access },
+      { type: 'service', op: 'delete', key: 'shop/web' }, { type: 'route', op: 'delete', key: 'HTTPRoute/shop/split' }, { type: 'access', op: 'delete', key: 'TrafficTarget/shop/t' },
+    ],
+    parse: parseMessage,
+    documented: (e) => e instanceof DiscoveryError,
+  },
+  {
+    name: 'parseReport (controller side)',
+    corpus: [goodReport, report({ seq: 0, start: 5, end: 5 })],
+    parse: (l) => parseReport(JSON.parse(l)),
+    documented: (e) => e instanceof SyntaxError || (e instanceof Error && e.constructor === Error && e.message.startsWith('report')),
+  },
+  {
+    name: 'parseTapFilter (agent side, a tap command\'s filter)',
+    corpus: [tapFilter, { ...tapFilter, match: 'both', method: undefined, pathPrefix: undefined, srcIps: [], dstIps: ['10.1.0.6', '10.1.0.7'] }],
+    parse: (l) => parseTapFilter(JSON.parse(l)),
+    documented: (e) => e instanceof SyntaxError || (e instanceof Error && e.constructor === Error && e.message.startsWith('tap filter')),
+  },
+];
+
+test('fuzz: discovery, report and tap lines: only the documented error, a result that parses again to itself, bounded time', (t) => {
+  t.log(`MESH_FUZZ_SEED=${f.seed}`);
+  const failures: string[] = [];
+  const fail = (p: Parser, what: string, l: string) => {
+    if (failures.length < 10) failures.push(`${p.name}: ${what}; line=${JSON.stringify(l.slice(0, 400))}${l.length > 400 ? `...(${l.length})` : ''}`);
+  };
+  const accepted = new Map<string, number>();
+  let maxCallMs = 0;
+  const cpuStart = process.cpuUsage();
+  const t0 = performance.now();
+  for (const p of PARSERS) {
+    for (const v of p.corpus) {
+      // The corpus is valid: the harness's sanity.
+      const l = JSON.stringify(v);
+      try {
+        const r = p.parse(l);
+        if (canon(r) !== canon(v)) fail(p, `a valid line came back as ${JSON.stringify(r).slice(0, 300)}`, l);
+      } catch (e) {
+        fail(p, `refused a valid line: ${(e as Error).message}`, l);
+      }
+    }
+    const lines = p.corpus.map((v) => utf8(JSON.stringify(v)));
+    let ok = 0;
+    for (let n = 0; n < MESSAGE_INPUTS / PARSERS.length && failures.length < 10; n++) {
+      const l = line(p.corpus, lines);
+      // Longer lines never reach a parser: readLines refuses them.
+      if (Buffer.byteLength(l) > MAX_LINE_BYTES) continue;
+      let r: unknown;
+      let start = performance.now();
+      try {
+        r = p.parse(l);
+      } catch (e) {
+        if (!p.documented(e)) fail(p, `threw ${(e as Error)?.stack?.split('\n').slice(0, 3).join(' | ')}`, l);
+        continue;
+      } finally {
+        let ms = performance.now() - start;
+        // Tell the parser's own work from a GC pause or a descheduled process.
+        for (let i = 0; i < 5 && ms > MAX_CALL_MS; i++) {
+          start = performance.now();
+          try {
+            p.parse(l);
+          } catch {
+            // timed only
+          }
+          ms = Math.min(ms, performance.now() - start);
+        }
+        if (ms > MAX_CALL_MS) fail(p, `took ${ms.toFixed(1)} ms`, l);
+        maxCallMs = Math.max(maxCallMs, ms);
+      }
+      ok++;
+      // What it accepted is what it returns: the same line parses again to the same value.
+      const again = JSON.stringify(r);
+      try {
+        const r2 = p.parse(again);
+        if (canon(r2) !== canon(r)) fail(p, `accepted, but its result parses to ${JSON.stringify(r2).slice(0, 300)}`, l);
+      } catch (e) {
+        fail(p, `accepted, but its result ${again.slice(0, 300)} is refused: ${(e as Error).message}`, l);
+      }
+    }
+    accepted.set(p.name, ok);
+  }
+  const runCpuMs = cpuMsSince(cpuStart);
+  t.log(`${MESSAGE_INPUTS} lines generated in ${(performance.now() - t0).toFixed(0)} ms (${runCpuMs.toFixed(0)} ms of CPU), slowest parse ${maxCallMs.toFixed(2)} ms; accepted: ${[...accepted].map(([k, v]) => `${k.split(' ')[0]}=${v}`).join(' ')}`);
+  t.deepEqual(failures, [], `replay with MESH_FUZZ_SEED=${f.seed}`);
+  t.true(runCpuMs < MAX_RUN_CPU_MS, `run took ${runCpuMs} ms of CPU`);
+  // Both verdicts, for every parser, or the run proves little.
+  for (const [k, v] of accepted) t.true(v > 50 && v < MESSAGE_INPUTS / PARSERS.length - 50, `${k}: ${v} accepted`);
+});
