@@ -44,7 +44,8 @@ function headProblem(h: RequestHead | ResponseHead, start: number, end: number):
   if ('status' in h) return h.status >= 100 && h.status <= 599 ? null : `status ${h.status}`;
   if (!TCHAR_RE.test(h.method)) return `method ${JSON.stringify(h.method)}`;
   if (!/^[\x21-\x7e\x80-\xff]+$/.test(h.target)) return `target ${JSON.stringify(h.target)}`;
-  for (const v of [h.host, h.upgrade]) if (!FIELD_RE.test(v) || v !== v.trim()) return `field value ${JSON.stringify(v)}`;
+  // Trimmed of OWS (SP and HT) only: obs-text such as 0xa0 is part of the value.
+  for (const v of [h.host, h.upgrade]) if (!FIELD_RE.test(v) || /^[ \t]|[ \t]$/.test(v)) return `field value ${JSON.stringify(v)}`;
   return null;
 }
 
