@@ -213,6 +213,10 @@ test('protocol: the agent checks what a plugin sends, the plugin what the agent 
   t.throws(() => parseAdmitRequest('{"namespace":"Shop!","name":"a","containerId":"c"}'), { message: /namespace: "Shop!" is not a Kubernetes object name/ });
   t.throws(() => parseAdmitRequest('{"namespace":"s","name":"a","containerId":"c","ips":"10.0.0.1"}'), { message: /ips: not a list/ });
   t.throws(() => parseAdmitRequest('[]'), { message: /not a JSON object/ });
+  // Found by the fuzz test: a name nested 8,000 deep (16,000 bytes, within the socket's 16 KiB) made the message itself throw a RangeError.
+  const deep = '['.repeat(8000) + ']'.repeat(8000);
+  t.throws(() => parseAdmitRequest(`{"namespace":${deep},"name":"a","containerId":"c"}`), { message: /^namespace: a list nested too deep to show is not a Kubernetes object name$/ });
+  t.throws(() => parseAdmitRequest(`{"namespace":"s","name":"a","uid":${deep},"containerId":"c"}`), { message: /^uid: a list nested too deep to show is not a pod UID$/ });
   t.deepEqual(parseAdmitAnswer('{"result":"retry","meshed":null,"message":"m"}'), { result: 'retry', meshed: null, message: 'm' });
   t.throws(() => parseAdmitAnswer('{"result":"maybe"}'), { message: /different versions: upgrade them together/ });
 });

@@ -1,6 +1,7 @@
 // What the plugin and the node's agent say to each other over the agent's unix socket (HTTP/1.1,
 // JSON): the plugin asks the agent to admit a pod at its sandbox's ADD; the agent answers once
 // the pod's capture and policy are in the kernel, or that it is not meshed. Pure.
+import { show } from '../util/show.ts';
 
 export const ADMIT_PATH = '/v1/cni/add';
 export const RELEASE_PATH = '/v1/cni/del';
@@ -43,9 +44,9 @@ export function parseAdmitRequest(body: string): AdmitRequest {
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error('the admission request is not a JSON object');
   for (const k of ['namespace', 'name'] as const) {
-    if (typeof o[k] !== 'string' || o[k].length > 253 || !NAME.test(o[k])) throw new Error(`${k}: ${JSON.stringify(o[k])} is not a Kubernetes object name`);
+    if (typeof o[k] !== 'string' || o[k].length > 253 || !NAME.test(o[k])) throw new Error(`${k}: ${show(o[k])} is not a Kubernetes object name`);
   }
-  if (o.uid !== undefined && (typeof o.uid !== 'string' || o.uid.length > 64 || o.uid === '')) throw new Error(`uid: ${JSON.stringify(o.uid)} is not a pod UID`);
+  if (o.uid !== undefined && (typeof o.uid !== 'string' || o.uid.length > 64 || o.uid === '')) throw new Error(`uid: ${show(o.uid)} is not a pod UID`);
   if (o.ips !== undefined && (!Array.isArray(o.ips) || o.ips.length > 8 || !o.ips.every((ip: unknown) => typeof ip === 'string' && ip.length <= 45))) {
     throw new Error('ips: not a list of at most 8 addresses');
   }
