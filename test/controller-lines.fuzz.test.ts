@@ -4,26 +4,20 @@
 // controller's tap commands (parseTapFilter). MESH_FUZZ_SEED=<n> replays a run.
 import test from 'ava';
 import { PassThrough } from 'node:stream';
-import { performance } from 'node:perf_hooks';
 import { MAX_LINE_BYTES, readLines } from '../src/controller/lines.ts';
 import { DISCOVERY_VERSION, DiscoveryError, parseMessage } from '../src/discovery/model.ts';
 import { parseReport } from '../src/telemetry/report.ts';
 import { parseTapFilter } from '../src/telemetry/tap.ts';
-import { cpuMsSince, fuzzer, hex, type Fuzz } from './helpers/fuzz.ts';
+import { cpuMsSince, fuzzer, fuzzJsonParsers, hex, utf8, type Fuzz, type JsonParser } from './helpers/fuzz.ts';
 import { pair, pod, report, summary } from './helpers/reports.ts';
 
 const LINE_INPUTS = 1_500;
 const MESSAGE_INPUTS = 20_000;
 /** CPU time of each test (~3 s measured): CPU time, which a busy machine does not stretch. */
 const MAX_RUN_CPU_MS = 20_000;
-/** One parse, the fastest of several tries when the first is slower (a GC pause is not the parser's work). */
-const MAX_CALL_MS = 100;
 
 const f: Fuzz = fuzzer('controller-lines');
 const { below, chance, pick, randomText } = f;
-const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
-/** JSON with every object's keys in order: a parser may build its result in another order than the line's. */
-const canon = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
 
 // ---------------------------------------------------------------------------
 // readLines
@@ -110,73 +104,7 @@ test('fuzz: readLines delivers the same lines in any chunking and stops at the b
 });
 
 // ---------------------------------------------------------------------------
-// The messages: JSON lines, mutated as values and as bytes
-
-const DEEP = '\u0000deep:';
-
-/** What a mutation puts where a value was: other types, limits, overlong strings and lists, names that are not. */
-function oddValue(v: unknown): unknown {
-  switch (below(14)) {
-    case 0: return null;
-    case 1: return pick([true, false]);
-    case 2: return pick([0, -1, 1.5, 65535, 65536, 2 ** 53 + 2, 1e21, -1e308, 1e308]);
-    case 3: return pick(['', ' ', 'A', 'a/b', '-a', 'a-', 'a..b', '10.0.0.256', '1.2.3', '::1', '0x10', '\u0000', '\ud800', 'é']);
-    case 4: return 'a'.repeat(pick([63, 64, 253, 254, 256, 257, 513, 1025, 4097, 70_000]));
-    case 5: return [];
-    case 6: return {};
-    case 7: return Array.isArray(v) && v.length > 0 ? Array(pick([2, 17, 65, 101, 1001])).fill(v[0]) : [v];
-    case 8: {
-      // an own "__proto__" key, as JSON.parse makes one
-      const o = JSON.parse('{"__proto__":{"polluted":true}}') as Record<string, unknown>;
-      if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) o[k] = x;
-      return o;
-    }
-    case 9: // nested lists thousands deep, written into the line by line() (a value that deep is more than structuredClone takes)
-      return `${DEEP}${1 + below(5000)}`;
-    case 10: return typeof v === 'string' ? v.toUpperCase() : String(v);
-    case 11: return typeof v === 'number' ? -v : typeof v === 'string' ? v + randomText(1 + below(4), '/.-_ A\n') : v;
-    case 12: return typeof v === 'string' ? v.slice(0, below(v.length + 1)) : v;
-    default: return randomText(below(20), 'abc/.-0123456789 \n"\\');
-  }
-}
-
-/** Every place a value sits: [container, key] pairs, the root excluded. */
-function slots(v: unknown, out: Array<[Record<string, unknown> | unknown[], string | number]> = []): Array<[Record<string, unknown> | unknown[], string | number]> {
-  if (Array.isArray(v)) v.forEach((x, i) => (out.push([v, i]), slots(x, out)));
-  else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push([v as Record<string, unknown>, k]), slots(x, out);
-  return out;
-}
-
-/** One structural change of a (copied) JSON value: a field replaced, deleted, added, or a list entry repeated. */
-function mutateValue(v: unknown): unknown {
-  const copy = structuredClone(v);
-  const all = slots(copy);
-  if (all.length === 0) return oddValue(copy);
-  const [c, k] = pick(all);
-  const op = below(5);
-  if (op === 0 && !Array.isArray(c)) delete (c as Record<string, unknown>)[k as string];
-  else if (op === 1 && Array.isArray(c)) c.splice(k as number, 0, ...Array(1 + below(3)).fill(c[k as number]));
-  else if (op === 2 && !Array.isArray(c)) (c as Record<string, unknown>)[pick(['extra', 'type', 'op', 'version', 'name', 'ip', '__proto__', 'constructor'])] = oddValue(undefined);
-  else (c as Record<string | number, unknown>)[k] = oddValue((c as Record<string | number, unknown>)[k]);
-  return copy;
-}
-
-/** A line as the generator sends it: a value mutated 0-3 times, as JSON, sometimes mutated as bytes too. */
-function line(corpus: readonly unknown[], lines: readonly Uint8Array[]): string {
-  let v = structuredClone(pick(corpus));
-  for (let k = below(4); k > 0; k--) v = mutateValue(v);
-  const s = (JSON.stringify(v) ?? 'undefined').replace(/"\\u0000deep:(\d+)"/g, (_, n: string) => '['.repeat(Number(n)) + ']'.repeat(Number(n)));
-  return chance(0.25) ? Buffer.from(f.mutateN(utf8(s), lines, 1 + below(2))).toString('utf8') : s;
-}
-
-interface Parser {
-  name: string;
-  corpus: unknown[];
-  /** Parses one line as the reader does (JSON.parse first where the reader does it). */
-  parse: (line: string) => unknown;
-  /** The parser's documented error: anything else thrown is a bug. */
-  documented: (e: unknown) => boolean;
-}
+// The messages
 
 const service = { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 'http', appProtocol: 'http' }, { name: 'admin', port: 9000, targetPort: 9001 }], annotations: { 'balancer.linkerd.io/failure-accrual': 'consecutive' } };
 const slice = { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true, pod: 'web-1', node: 'n1', zone: 'z-a' }, { ip: '10.1.0.6', ready: false }] };
@@ -209,7 +137,7 @@ const goodReport = report({
 });
 const tapFilter = { id: 't1', srcIps: ['10.1.0.5'], dstIps: [], match: 'either', method: 'GET', pathPrefix: '/api', maxRps: 100 };
 
-const PARSERS: Parser[] = [
+const PARSERS: JsonParser[] = [
   {
     name: 'parseMessage (discovery, agent side)',
     corpus: [
@@ -237,69 +165,11 @@ const PARSERS: Parser[] = [
 
 test('fuzz: discovery, report and tap lines: only the documented error, a result that parses again to itself, bounded time', (t) => {
   t.log(`MESH_FUZZ_SEED=${f.seed}`);
-  const failures: string[] = [];
-  const fail = (p: Parser, what: string, l: string) => {
-    if (failures.length < 10) failures.push(`${p.name}: ${what}; line=${JSON.stringify(l.slice(0, 400))}${l.length > 400 ? `...(${l.length})` : ''}`);
-  };
-  const accepted = new Map<string, number>();
-  let maxCallMs = 0;
-  const cpuStart = process.cpuUsage();
-  const t0 = performance.now();
-  for (const p of PARSERS) {
-    for (const v of p.corpus) {
-      // The corpus is valid: the harness's sanity.
-      const l = JSON.stringify(v);
-      try {
-        const r = p.parse(l);
-        if (canon(r) !== canon(v)) fail(p, `a valid line came back as ${JSON.stringify(r).slice(0, 300)}`, l);
-      } catch (e) {
-        fail(p, `refused a valid line: ${(e as Error).message}`, l);
-      }
-    }
-    const lines = p.corpus.map((v) => utf8(JSON.stringify(v)));
-    let ok = 0;
-    for (let n = 0; n < MESSAGE_INPUTS / PARSERS.length && failures.length < 10; n++) {
-      const l = line(p.corpus, lines);
-      // Longer lines never reach a parser: readLines refuses them.
-      if (Buffer.byteLength(l) > MAX_LINE_BYTES) continue;
-      let r: unknown;
-      let start = performance.now();
-      try {
-        r = p.parse(l);
-      } catch (e) {
-        if (!p.documented(e)) fail(p, `threw ${(e as Error)?.stack?.split('\n').slice(0, 3).join(' | ')}`, l);
-        continue;
-      } finally {
-        let ms = performance.now() - start;
-        // Tell the parser's own work from a GC pause or a descheduled process.
-        for (let i = 0; i < 5 && ms > MAX_CALL_MS; i++) {
-          start = performance.now();
-          try {
-            p.parse(l);
-          } catch {
-            // timed only
-          }
-          ms = Math.min(ms, performance.now() - start);
-        }
-        if (ms > MAX_CALL_MS) fail(p, `took ${ms.toFixed(1)} ms`, l);
-        maxCallMs = Math.max(maxCallMs, ms);
-      }
-      ok++;
-      // What it accepted is what it returns: the same line parses again to the same value.
-      const again = JSON.stringify(r);
-      try {
-        const r2 = p.parse(again);
-        if (canon(r2) !== canon(r)) fail(p, `accepted, but its result parses to ${JSON.stringify(r2).slice(0, 300)}`, l);
-      } catch (e) {
-        fail(p, `accepted, but its result ${again.slice(0, 300)} is refused: ${(e as Error).message}`, l);
-      }
-    }
-    accepted.set(p.name, ok);
-  }
-  const runCpuMs = cpuMsSince(cpuStart);
-  t.log(`${MESSAGE_INPUTS} lines generated in ${(performance.now() - t0).toFixed(0)} ms (${runCpuMs.toFixed(0)} ms of CPU), slowest parse ${maxCallMs.toFixed(2)} ms; accepted: ${[...accepted].map(([k, v]) => `${k.split(' ')[0]}=${v}`).join(' ')}`);
-  t.deepEqual(failures, [], `replay with MESH_FUZZ_SEED=${f.seed}`);
-  t.true(runCpuMs < MAX_RUN_CPU_MS, `run took ${runCpuMs} ms of CPU`);
+  // Longer lines never reach a parser: readLines refuses them.
+  const r = fuzzJsonParsers(f, PARSERS, MESSAGE_INPUTS, MAX_LINE_BYTES);
+  t.log(r.summary);
+  t.deepEqual(r.failures, [], `replay with MESH_FUZZ_SEED=${f.seed}`);
+  t.true(r.cpuMs < MAX_RUN_CPU_MS, `run took ${r.cpuMs} ms of CPU`);
   // Both verdicts, for every parser, or the run proves little.
-  for (const [k, v] of accepted) t.true(v > 50 && v < MESSAGE_INPUTS / PARSERS.length - 50, `${k}: ${v} accepted`);
+  for (const [k, v] of r.accepted) t.true(v > 50 && v < MESSAGE_INPUTS / PARSERS.length - 50, `${k}: ${v} accepted`);
 });
