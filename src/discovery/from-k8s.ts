@@ -11,6 +11,7 @@ import {
   isIPv4, isName, isPort, MAX_ANNOTATIONS, MAX_NAME, MAX_PORTS, MAX_SLICE_ENDPOINTS, parsePod, parseService, parseSlice, ROUTING_ANNOTATION_PREFIXES,
   type DiscoEndpoint, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice,
 } from './model.ts';
+import { show } from '../util/show.ts';
 
 type Obj = Record<string, any>;
 
@@ -35,8 +36,6 @@ const MAX_APP_PROTOCOL = 256;
 /** IANA service name, what a named targetPort must be (a letter somewhere, at most 15 characters). */
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const isIanaName = (s: string) => s.length <= 15 && PORT_NAME.test(s) && /[a-z]/.test(s) && !s.includes('--');
-
-const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
 function keyOfObject(o: Obj): { namespace: string; name: string; key: string } {
   const { namespace, name } = objectName(o);

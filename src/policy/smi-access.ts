@@ -14,6 +14,7 @@ import {
   checkRegex, MAX_ACCESS_MATCHES, MAX_ACCESS_RULES, MAX_ACCESS_SOURCES, parseAccessRecord, PolicyError,
   SMI_SPECS_GROUP, type AccessHttpMatch, type AccessRecord, type AccessRule, type Identity,
 } from './model.ts';
+import { show } from '../util/show.ts';
 
 type Obj = Record<string, any>;
 
@@ -31,7 +32,6 @@ export interface AccessConversion {
 }
 
 class Invalid extends Error {}
-const show = (v: unknown): string => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
 function regex(v: unknown, where: string): string {
   try {

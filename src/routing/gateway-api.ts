@@ -12,6 +12,7 @@ import {
 } from './route-model.ts';
 import { isName, isPort } from '../discovery/model.ts';
 import { objectName } from '../k8s/objects.ts';
+import { show } from '../util/show.ts';
 
 type Obj = Record<string, any>;
 
@@ -46,8 +47,6 @@ export interface RouteConversion {
   /** Everything worth a log line, each naming the object. */
   problems: string[];
 }
-
-const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
 
 /** GEP-2257 durations: 1 to 4 number+unit pairs, units h, m, s, ms. */
 const GATEWAY_DURATION = /^([0-9]{1,5}(h|m|s|ms)){1,4}$/;

@@ -10,6 +10,7 @@ import { checkRegex, MAX_BACKENDS, MAX_MATCHES, MAX_WEIGHT, parseRouteRecord, SA
 import { createdAtOf, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
 import { isName } from '../discovery/model.ts';
 import { objectName } from '../k8s/objects.ts';
+import { show } from '../util/show.ts';
 
 type Obj = Record<string, any>;
 
@@ -28,8 +29,6 @@ export interface SplitConversion extends Omit<RouteConversion, 'kind'> {
 }
 
 class Invalid extends Error {}
-const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 80);
-
 function groupMatches(g: Obj, where: string): RouteMatch[] {
   const raw: Obj[] = g?.spec?.matches ?? g?.matches ?? []; // v1alpha2 put matches at the top level
   if (!Array.isArray(raw)) throw new Invalid(`${where}: matches must be a list`);
