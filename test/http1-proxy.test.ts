@@ -503,6 +503,25 @@ for (const [name, status, send, limits] of [
   });
 }
 
+test('a client that only sends empty lines is idle: closed at the idle timeout, with no response (they are not a request head)', async (t) => {
+  const origin = await startHttpServer((req, res) => res.end('fine'));
+  const proxy = await startProxy(origin.port, { idleTimeoutMs: 300 });
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const idle = await rawConnect(proxy.port);
+  // Six times per idle period, until the proxy closes it: before, each counted as activity, so it never did.
+  const trickle = setInterval(() => idle.writable && idle.write('\r\n'), 50);
+  t.teardown(() => clearInterval(trickle));
+  const got = await readUntil(idle, untilEnd, 15_000);
+  clearInterval(trickle);
+  t.true(got.ended);
+  t.is(got.data.length, 0, 'closed as an idle connection is, without a 408');
+  // Empty lines before a request are still skipped, not refused.
+  const c = await rawConnect(proxy.port);
+  c.write('\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.regex((await readUntil(c, hasText('fine'))).data.toString('latin1'), /^HTTP\/1\.1 200/);
+  c.destroy();
+});
+
 test('invalid chunk size in a request body closes the connection', async (t) => {
   const origin = await startHttpServer((req, res) => {
     req.resume();

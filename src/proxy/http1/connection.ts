@@ -199,12 +199,13 @@ export class Http1Connection implements UpstreamOwner {
   // ---- client side ----
 
   private onClientData(chunk: Buffer): void {
+    const wasActive = this.active;
     this.active = true;
     if (this.idleMs > 0) this.lastIo = performance.now();
     try {
       switch (this.state) {
         case ST_HEAD:
-          this.readHead(chunk);
+          this.readHead(chunk, wasActive);
           break;
         case ST_EXCHANGE:
           if (this.reqBodyDone) this.stash(chunk);
@@ -220,10 +221,13 @@ export class Http1Connection implements UpstreamOwner {
     }
   }
 
-  private readHead(chunk: Buffer): void {
+  private readHead(chunk: Buffer, wasActive: boolean): void {
     const end = this.reqReader.push(chunk);
     if (end === HEAD_NEED_MORE) {
-      if (this.reqReader.partial && this.headerTimer === null) {
+      // Only empty lines so far (skipped, RFC 9112 2.2): not activity, or a client sending one
+      // now and then would hold the connection past both the idle and the head timeout.
+      if (!this.reqReader.partial) this.active = wasActive;
+      else if (this.headerTimer === null) {
         this.headerTimer = setTimeout(() => this.reject(408, 'request head timeout', null), this.limits.headerTimeoutMs);
         this.headerTimer.unref();
       }
@@ -944,7 +948,7 @@ export class Http1Connection implements UpstreamOwner {
     if (this.pending !== null) {
       const p = this.pending;
       this.pending = null;
-      this.readHead(p);
+      this.readHead(p, this.active);
     }
     if (this.state === ST_HEAD && this.clientEnded) {
       // The client half-closed after its last request; nothing more can come.
