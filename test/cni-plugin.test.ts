@@ -279,7 +279,7 @@ test('CniPods: a recreated sandbox\'s address holds until the watch shows that a
 });
 
 /** A stand-in agent socket answering every admission with `answer`. */
-async function agentSocket(t: any, answer: object): Promise<{ sock: string; requests: any[] }> {
+async function agentSocket(t: any, answer: object | string): Promise<{ sock: string; requests: any[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-sock-'));
   const sock = path.join(dir, 'cni.sock');
   const requests: any[] = [];
@@ -288,7 +288,7 @@ async function agentSocket(t: any, answer: object): Promise<{ sock: string; requ
     req.on('data', (d) => (b += d));
     req.on('end', () => {
       requests.push({ url: req.url, body: JSON.parse(b) });
-      res.end(JSON.stringify(answer));
+      res.end(typeof answer === 'string' ? answer : JSON.stringify(answer));
     });
   });
   await new Promise<void>((r) => srv.listen(sock, r));
@@ -326,6 +326,19 @@ test('runPlugin: ADD asks the agent with the pod and its addresses and hands the
   // Alone (no prevResult) it says where it belongs.
   const alone = await runPlugin(env('ADD'), JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'mesh-agent-cni' }));
   t.regex(JSON.parse(alone.stdout).msg, /chained plugin and got no prevResult: list it after the network plugin/);
+});
+
+test('runPlugin: an agent answering more than a message can be is read no further: ADD goes as with no agent, naming the size', async (t) => {
+  const { sock } = await agentSocket(t, JSON.stringify({ result: 'meshed', message: 'x'.repeat(1 << 20) }));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-big-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const stateFile = path.join(dir, 'state.json');
+  writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
+  const add = await runPlugin(env('ADD'), conf({ agentSocket: sock, stateFile }));
+  t.is(add.exitCode, 1);
+  const err = JSON.parse(add.stdout);
+  t.is(err.code, CNI_ERRORS.tryAgainLater);
+  t.regex(err.msg, /cni\.sock: the agent's answer is over 16384 bytes\), and namespace shop is meshed/);
 });
 
 test('CniServer.close: an ADD stuck reading its pod from the API server is answered "retry" at once, and the close does not wait for the read', async (t) => {

@@ -3,11 +3,10 @@
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
 import * as path from 'node:path';
-import { ADMIT_PATH, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
+import { ADMIT_PATH, MAX_MESSAGE_BYTES as MAX_BODY, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
 import { DEFAULT_AGENT_SOCKET } from '../cni/spec.ts';
 import { nodeHttp } from '../util/node-http.ts';
 
-const MAX_BODY = 16 * 1024;
 /** What a stopping agent answers the ADDs it has not decided: the plugin then goes by the state file (a pod of a meshed namespace fails "try again later", and the runtime retries against the next agent). */
 const STOPPING: AdmitAnswer = { result: 'retry', meshed: null, message: 'the agent is stopping; the next agent on the node decides' };
 

@@ -5,6 +5,8 @@ import { show } from '../util/show.ts';
 
 export const ADMIT_PATH = '/v1/cni/add';
 export const RELEASE_PATH = '/v1/cni/del';
+/** Either way a message is a few hundred bytes; a peer sending more is refused, not buffered. */
+export const MAX_MESSAGE_BYTES = 16 * 1024;
 
 export interface AdmitRequest {
   namespace: string;
