@@ -157,7 +157,7 @@ export const MEMORY_CLUSTER: NodeScenario = {
     { name: 'agent RSS idle, 3 proxies', unit: 'MB', better: 'lower' },
     { name: 'per extra proxy', unit: 'MB', better: 'lower' },
   ],
-  load: () => `dist/bin/mesh-agent.js run --kubeconfig (the simulated cluster's stand-in API server) --controller (discovery) --node with no pods --proxy-workers 1, then 2, then 3; VmRSS once ready and synced, the median of ${RSS_SAMPLING.count} samples ${RSS_SAMPLING.gapMs / 1000} s apart`,
+  load: () => `dist/bin/mesh-agent.js run --kubeconfig (the simulated cluster's stand-in API server) --controller (discovery) --identity-addr (the bench's identity service, with the DaemonSet's identity flags) --node with no pods --proxy-workers 1, then 2, then 3; VmRSS once ready and synced, the median of ${RSS_SAMPLING.count} samples ${RSS_SAMPLING.gapMs / 1000} s apart`,
   async run(c) {
     const rss: number[] = [];
     const notes: string[] = [];
@@ -171,7 +171,7 @@ export const MEMORY_CLUSTER: NodeScenario = {
         await c.env.stopClusterAgent(agent.child);
       }
     }
-    notes.push(`Cluster mode as the DaemonSet runs it: pods from the API server (list and watch, none on this node), Services and endpoints from the controller's discovery stream.`);
+    notes.push(`Cluster mode as the DaemonSet runs it: pods from the API server (list and watch, none on this node), Services and endpoints from the controller's discovery stream, identity on (mTLS: the tunnel listener in every proxy; no certificate, as no pod is meshed).`);
     notes.push(`The second proxy added ${(rss[1]! - rss[0]!).toFixed(1)} MB, the third ${(rss[2]! - rss[1]!).toFixed(1)} MB; per extra proxy is their mean.`);
     return { values: { 'agent RSS idle, 1 proxy': rss[0]!, 'agent RSS idle, 2 proxies': rss[1]!, 'agent RSS idle, 3 proxies': rss[2]!, 'per extra proxy': (rss[2]! - rss[0]!) / 2 }, notes };
   },

@@ -213,6 +213,7 @@ export class BenchEnv {
     // Identity as installed: the identity service beside the controller, each agent with a token bound to its node.
     const id = await this.#identityFiles();
     const identityAddr = `${this.cluster.controlPlaneIp}:${IDENTITY_PORT}`;
+    this.#identity = { addr: identityAddr, anchors: id.anchors, token: id.token };
     const identity = this.cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'identity', '-q', '--listen', identityAddr, '--kubeconfig', kubeconfig,
       '--identity-trust-anchors-file', id.anchors, '--identity-issuer-certificate-file', id.issuerCert, '--identity-issuer-key-file', id.issuerKey], { stdio: ['ignore', 'ignore', 'pipe'] });
     identity.stderr!.on('data', (d) => (this.#controllerLog = (this.#controllerLog + d).slice(-4000)));
@@ -300,21 +301,29 @@ export class BenchEnv {
   #controllerLog = '';
   #kubeconfig = '';
   #controllerAddr = '';
+  #identity: { addr: string; anchors: string; token: (node: string) => string } | null = null;
 
   /**
    * A second agent as the DaemonSet runs it (cluster mode: pods from the API server, discovery
-   * from the controller), for the memory-cluster scenario: on a node name no pod is scheduled to,
-   * attached to an empty cgroup, on its own proxy and admin ports. Resolves once it is ready and
-   * has its discovery.
+   * from the controller, identity on: install always installs the identity service), for the
+   * memory-cluster scenario: on a node name no pod is scheduled to, attached to an empty cgroup,
+   * on its own proxy, tunnel and admin ports. Resolves once it is ready, has its discovery and
+   * every proxy listens for tunnels (with no pods it wants no certificate).
    */
   async startClusterAgent(proxies: number): Promise<{ child: ChildProcess; pid: number }> {
+    if (!this.#identity) throw new Error('startClusterAgent before the bench\'s identity service started');
+    const node = 'bench-memory-no-pods';
     const cgroup = path.join(this.node.cgroupRoot, 'mesh-bench-memory');
     fs.mkdirSync(cgroup, { recursive: true });
     const admin = '127.0.0.1:4192';
+    const tunnelPort = 15009;
     let log = '';
+    // The DaemonSet's identity flags (src/k8s/identity-manifests.ts withIdentity; the config's identity-addr), with the files install mounts.
     const child = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', BIN, 'run', '-q',
-      '--node', 'bench-memory-no-pods', '--kubeconfig', this.#kubeconfig, '--cgroup-root', cgroup,
-      '--proxy-addr', `${this.node.nodeIp}:15002`, '--admin', admin, '--controller', this.#controllerAddr, '--proxy-workers', String(proxies)], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--node', node, '--kubeconfig', this.#kubeconfig, '--cgroup-root', cgroup,
+      '--proxy-addr', `${this.node.nodeIp}:15002`, '--admin', admin, '--controller', this.#controllerAddr, '--proxy-workers', String(proxies),
+      '--identity-addr', this.#identity.addr, '--identity-trust-anchors-file', this.#identity.anchors, '--identity-token-file', this.#identity.token(node),
+      '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity', '--tunnel-port', String(tunnelPort)], { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
     this.#children.push(child);
     const end = Date.now() + 30_000;
@@ -322,8 +331,9 @@ export class BenchEnv {
       if (child.exitCode !== null) throw new Error(`the cluster-mode agent exited (${child.exitCode}): ${log}`);
       const r = await this.node.execInNode('curl', ['-sf', `http://${admin}/status`]);
       const st = r.code === 0 ? JSON.parse(r.stdout) : null;
-      if (st?.podSource?.synced && st.discovery?.everSynced && st.proxy.workers.length === proxies) break;
-      if (Date.now() > end) throw new Error(`the cluster-mode agent was not ready and synced within 30 s: ${log}`);
+      // Ready means every proxy listens, the tunnel listener included (agent.ts, workers/worker.ts).
+      if (st?.podSource?.synced && st.discovery?.everSynced && st.proxy.workers.length === proxies && st.identity?.tunnels?.port === tunnelPort) break;
+      if (Date.now() > end) throw new Error(`the cluster-mode agent was not ready and synced with identity on within 30 s: ${log}`);
       await new Promise((res) => setTimeout(res, 200));
     }
     return { child, pid: child.pid! };
