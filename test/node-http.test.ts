@@ -1,6 +1,8 @@
 // The agent loads node:http without undici (src/util/node-http.ts): an ES import of node:http reads
 // its WebSocket, CloseEvent and MessageEvent exports, which load undici, +2.4 MB of V8 heap for
-// classes the agent never uses. Checked in a fresh process: this one imports node:http itself.
+// classes the agent never uses. And node:tls without its root certificates (src/util/node-tls.ts):
+// an ES import reads its rootCertificates getter, +180 KB of heap in every thread. Checked in a
+// fresh process: this one imports both itself.
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -39,4 +41,18 @@ test('the CNI plugin, started for every pod sandbox, loads node:http and node:ht
     nodeHttp();`, ['http', 'https']);
   t.true(out.loaded.http && out.loaded.https, 'node:http or node:https was not loaded at all: the check below proves nothing');
   t.false(out.undici, 'undici was loaded by the plugin: an ES import of node:http in src/cni reads its WebSocket getter; use nodeHttp() from src/util/node-http.ts');
+});
+
+test('the mTLS modules (tunnels, identity manager and client) load node:tls without building its root certificates', (t) => {
+  // The roots are built once per thread, by the first ES import of node:tls: if ours made none, this script's own import does, and the heap grows by their size.
+  const script = `
+    import { getHeapStatistics } from 'node:v8';
+    const used = () => { for (let i = 0; i < 3; i++) gc(); return getHeapStatistics().used_heap_size; };
+    for (const f of [${['tunnel/node-tunnels.ts', 'identity/manager.ts', 'identity/client.ts'].map(src).join(', ')}]) await import(f);
+    const before = used();
+    const tls = await import('node:tls');
+    process.stdout.write(JSON.stringify({ grew: used() - before, roots: tls.rootCertificates.length }));`;
+  const out = JSON.parse(execFileSync(process.execPath, ['--expose-gc', '--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { encoding: 'utf8' })) as { grew: number; roots: number };
+  t.true(out.roots > 50, `node:tls has ${out.roots} root certificates: the check below proves nothing`);
+  t.true(out.grew > 100 * 1024, `an ES import of node:tls after the mTLS modules grew the heap ${out.grew} bytes: they had built the root certificates already (import * as tls from 'node:tls'); load it with nodeTls() from src/util/node-tls.ts`);
 });

@@ -3,7 +3,8 @@
 // there is none yet. One writer (the identity manager on the main thread, or in a proxy worker
 // the messages it sends); readers take a context per handshake and never see a half-made one
 // (linkerd's meshtls: a store that publishes, a stack that only reads).
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
+import { nodeTls } from '../util/node-tls.ts';
 import { parseSpiffeId, serverNameOf } from './spiffe.ts';
 
 /** What the manager publishes for one identity: PEMs (they cross to worker threads as strings). */
@@ -57,7 +58,7 @@ export class CredentialStore {
       const m = u.material;
       // One context serves both ends: as client it presents the workload's certificate; as
       // server too; either way the peer is verified against the anchors (ca).
-      const context = tls.createSecureContext({ key: m.keyPem, cert: m.certChainPem, ca: this.anchorsPem, minVersion: 'TLSv1.3' });
+      const context = nodeTls().createSecureContext({ key: m.keyPem, cert: m.certChainPem, ca: this.anchorsPem, minVersion: 'TLSv1.3' });
       e = { state: 'ready', cred: { uri: m.uri, context, serial: m.serial, notAfter: m.notAfter } };
     } else if (u.state === 'pending') {
       e = { state: 'pending' };

@@ -9,11 +9,12 @@
 // counted and logged with both identities and the reason.
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
 import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity } from '../identity/spiffe.ts';
 import type { Path } from './path.ts';
 import { clientUpstream, failedUpstream } from './upstream.ts';
+import { nodeTls } from '../util/node-tls.ts';
 
 export const MAX_STREAMS_PER_CONNECTION = 100;
 export const IDLE_CONNECTION_MS = 5 * 60_000;
@@ -144,7 +145,7 @@ export class HbonePool {
   }
 
   private connect(key: string, srcUri: string, cred: { context: tls.SecureContext; serial: string; notAfter: number }, path: Extract<Path, { kind: 'tunnel' }>): Conn {
-    const sock = tls.connect({
+    const sock = nodeTls().connect({
       host: path.nodeIp,
       port: this.port,
       servername: path.serverName,

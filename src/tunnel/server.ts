@@ -14,7 +14,7 @@
 // anything else. Refusals are counted and logged with both identities.
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity, spiffeId } from '../identity/spiffe.ts';
@@ -27,6 +27,7 @@ import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-
 import { parseAuthority } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
+import { nodeTls } from '../util/node-tls.ts';
 
 /** CONNECTs waiting at once for their pod; more are refused at once (a peer naming addresses that never become pods). */
 const MAX_POD_WAITS = 1024;
@@ -132,7 +133,7 @@ export class TunnelServer {
 
   listen(): Promise<{ host: string; port: number }> {
     const { creds } = this.o;
-    const server = tls.createServer({
+    const server = nodeTls().createServer({
       // The certificate is the one the client asks for by name; the verify store must be set
       // here, on the server's own context (OpenSSL keeps it when SNI switches the context).
       // A certificate on its way (a new pod's first, or an agent just started: it knows no
