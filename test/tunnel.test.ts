@@ -130,6 +130,20 @@ test('HTTP/1 keep-alive through the tunnel: one TLS connection, a stream per cli
   t.deepEqual(a.tunnels.tunnels.tlsOf(a.sink.requests[0]!), { clientId: spiffeId(web), serverId: spiffeId(db) }, 'the client side names both identities');
 });
 
+test('the tunnel listener makes its TLS server on its first connection, not when it starts listening; that first connection is served', async (t) => {
+  const srv = http.createServer((_req, res) => res.end('first'));
+  const destPort = await listen(srv, t);
+  const b = await nodeB(t);
+  // Each proxy thread listens on 15008; on a node whose pods never take a tunnel the TLS server was memory for nothing.
+  t.false(b.tunnels.server.tlsMade, 'the TLS server was made before any connection came');
+  const a = await nodeA(t, b.port, destPort);
+  const agent = new http.Agent({ keepAlive: false });
+  t.teardown(() => agent.destroy());
+  t.like(await get(a.port, agent, '/'), { status: 200, body: 'first' });
+  t.true(b.tunnels.server.tlsMade);
+  t.like(b.tunnels.stats().server, { accepted: 1, refusedClients: {} });
+});
+
 test('before discovery\'s first sync a meshed pod\'s connection waits, then goes through the tunnel, not directly in plaintext', async (t) => {
   const srv = http.createServer((_req, res) => res.end('through'));
   const destPort = await listen(srv, t);

@@ -102,7 +102,8 @@ let nextConnId = 1e9; // apart from the listener's ids in logs
 
 export class TunnelServer {
   private readonly o: TunnelServerOptions;
-  private server: tls.Server | null = null;
+  private server: net.Server | null = null;
+  #tls: tls.Server | null = null;
   private readonly h2: http2.Http2Server;
   private readonly peers = new WeakMap<http2.Http2Session, PeerInfo>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
@@ -132,6 +133,46 @@ export class TunnelServer {
   }
 
   listen(): Promise<{ host: string; port: number }> {
+    // The TLS server (its OpenSSL context with the anchors, and what making it loads) is made on
+    // the first connection, not here: each proxy thread listens on 15008, and on a node whose pods
+    // never take a tunnel it was 0.4-0.7 MB of memory per thread for nothing (docs/benchmarks.md,
+    // "Memory as installed"). Made synchronously in the accept: the first connection waits for
+    // that alone (0.5 ms once the thread has made a TLS context, as it does for its node's first
+    // certificate; docs/identity.md).
+    // As every socket of the agent, and the client's end of the tunnel: no Nagle delay on a
+    // small record (a response) while an earlier one waits for its ACK.
+    const server = net.createServer({ allowHalfOpen: false, noDelay: true }, (sock) => {
+      let tlsServer: tls.Server;
+      try {
+        tlsServer = this.tlsServer();
+      } catch (e) {
+        sock.destroy();
+        this.refused('tls-context', `the listener cannot make its TLS context: ${(e as Error).message}; check the trust anchors (--identity-trust-anchors-file)`, sock.remoteAddress ?? '?', null, null);
+        return;
+      }
+      tlsServer.emit('connection', sock);
+    });
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      const { host, port, reusePort } = this.o.listen;
+      server.listen({ host, port, ...(reusePort ? { reusePort: true } : {}) }, () => {
+        server.removeListener('error', reject);
+        server.on('error', (e) => this.o.log('error', 'tunnel listener error', { error: String(e) }));
+        const a = server.address() as AddressInfo;
+        resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  /** Whether the TLS server has been made (the first connection makes it). */
+  get tlsMade(): boolean {
+    return this.#tls !== null;
+  }
+
+  /** The TLS server the listener's connections are handed to; it does not listen itself. */
+  private tlsServer(): tls.Server {
+    if (this.#tls !== null) return this.#tls;
     const { creds } = this.o;
     const server = nodeTls().createServer({
       // The certificate is the one the client asks for by name; the verify store must be set
@@ -154,12 +195,7 @@ export class TunnelServer {
       rejectUnauthorized: false, // we check, so the refusal can be counted and logged with its reason
       ALPNProtocols: ['h2'],
       minVersion: 'TLSv1.3',
-      allowHalfOpen: false,
-      // As every socket of the agent, and the client's end of the tunnel: no Nagle delay on a
-      // small record (a response) while an earlier one waits for its ACK.
-      noDelay: true,
     });
-    this.server = server;
     server.on('secureConnection', (sock) => this.onSecure(sock));
     server.on('tlsClientError', (err: NodeJS.ErrnoException, sock: tls.TLSSocket) => {
       const kind = /wrong version number|http request|unexpected eof|packet length too long|unknown protocol/i.test(err.message) ? 'not-tls'
@@ -168,16 +204,8 @@ export class TunnelServer {
             : 'handshake';
       this.refused(kind, `${err.code ?? ''} ${err.message}`.trim(), sock?.remoteAddress ?? '?', null, sock?.servername ? creds.uriOfSni(sock.servername) : null);
     });
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      const { host, port, reusePort } = this.o.listen;
-      server.listen({ host, port, ...(reusePort ? { reusePort: true } : {}) }, () => {
-        server.removeListener('error', reject);
-        server.on('error', (e) => this.o.log('error', 'tunnel listener error', { error: String(e) }));
-        const a = server.address() as AddressInfo;
-        resolve({ host: a.address, port: a.port });
-      });
-    });
+    this.#tls = server;
+    return server;
   }
 
   private refused(kind: string, reason: string, from: string, client: string | null, server: string | null): void {
