@@ -4,6 +4,7 @@
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
 import type { WorkerInit } from '../src/workers/protocol.ts';
+import { gcLock, v8Gc } from '../src/util/shrink-heap.ts';
 
 const WORKER = new URL('../src/workers/worker.ts', import.meta.url).href;
 /** V8 commits 2 MB for a fresh isolate's young generation (two 1 MB semi-spaces); shrunk, it holds a few pages. */
@@ -28,6 +29,7 @@ function init(): WorkerInit {
     kernelSplice: false,
     opaquePorts: '',
     openSlots: new SharedArrayBuffer(8),
+    gcLock: gcLock(),
     metrics: {},
     pods: { generation: 1, pods: [], policies: { networks: '10.0.0.0/8', pods: [] } },
     discovery: [],
@@ -60,4 +62,48 @@ test('a proxy worker is listening with its young generation shrunk, and gc() not
   } finally {
     await w.terminate();
   }
+});
+
+const SHRINK = new URL('../src/util/shrink-heap.ts', import.meta.url).href;
+// Takes gc() n times once told to go, with the lock it is given; answers how many takes failed.
+const TAKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+import(${JSON.stringify(SHRINK)}).then(({ v8Gc, useGcLock }) => {
+  useGcLock(workerData.lock);
+  const go = new Int32Array(workerData.go);
+  parentPort.postMessage('waiting');
+  Atomics.wait(go, 0, 0);
+  let failed = 0;
+  for (let i = 0; i < workerData.n; i++) {
+    try { v8Gc(); } catch { failed++; }
+  }
+  parentPort.postMessage(failed);
+});
+`;
+
+test('threads taking gc() at the same moment all get it: the --expose-gc flag they turn on and off is taken under one lock', async (t) => {
+  // Without the lock one thread's "off" lands between another's "on" and its new context, which
+  // then has no gc(): four workers and this thread, 200 takes each, lost 3-10 per run before the lock.
+  const go = new SharedArrayBuffer(4);
+  const n = 200;
+  const workers = Array.from({ length: 4 }, () => new Worker(TAKER, { eval: true, workerData: { lock: gcLock(), go, n } }));
+  t.teardown(() => Promise.all(workers.map((w) => w.terminate())));
+  const answers = workers.map((w) => new Promise<number>((resolve, reject) => {
+    w.on('message', (m) => m !== 'waiting' && resolve(m as number));
+    w.once('error', reject);
+  }));
+  const waiting = workers.map((w) => new Promise<void>((resolve) => w.on('message', (m) => m === 'waiting' && resolve())));
+  await Promise.all(waiting);
+  Atomics.store(new Int32Array(go), 0, 1);
+  Atomics.notify(new Int32Array(go), 0);
+  let failedHere = 0;
+  for (let i = 0; i < n; i++) {
+    try {
+      v8Gc();
+    } catch {
+      failedHere++;
+    }
+  }
+  const failed = [failedHere, ...(await Promise.all(answers))];
+  t.deepEqual(failed, [0, 0, 0, 0, 0], `takes of gc() that failed, per thread: ${failed}`);
 });

@@ -72,6 +72,7 @@ import { CniServer } from './cni-server.ts';
 import { CniPods, meshedNamespaces } from './cni-pods.ts';
 import { ipv4Of, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
 import { writeState } from '../cni/state.ts';
+import { gcLock } from '../util/shrink-heap.ts';
 import type { PodInfo } from '../k8s/objects.ts';
 
 /** How long the agent holds a pod's CNI ADD waiting for its pod list, the pod and its policy in the kernel. */
@@ -706,6 +707,7 @@ export class Agent {
         detectTimeoutMs: this.opts.detectTimeoutMs,
         maxConnections: this.opts.maxConnections,
         openSlots,
+        gcLock: gcLock(),
         tablesSent: this.tablesSent.buffer as SharedArrayBuffer,
         metrics: { ...this.opts.metrics },
         inbound: this.opts.inbound != null,

@@ -9,13 +9,34 @@ import { runInNewContext } from 'node:vm';
 type Gc = (options?: { type: 'major'; execution: 'sync'; flavor?: 'last-resort' }) => void;
 
 /**
+ * One lock for the process's --expose-gc flag, which v8Gc turns on and off: without it a thread
+ * turning it off between another's two calls left that one with no gc() (two proxy workers start
+ * together, and HeapSettle shrinks in any thread). The main thread makes it (gcLock()) and hands it
+ * to each worker (WorkerInit.gcLock, useGcLock()).
+ */
+let lock: Int32Array | null = null;
+
+export function gcLock(): SharedArrayBuffer {
+  lock ??= new Int32Array(new SharedArrayBuffer(4));
+  return lock.buffer as SharedArrayBuffer;
+}
+
+export function useGcLock(shared: SharedArrayBuffer): void {
+  lock = new Int32Array(shared);
+}
+
+/**
  * V8's gc(), taken from a fresh context without exposing it to this thread's own (Node has no API
- * for it). The flag is the process's: a thread starting at the same moment may turn it off between
- * this one's two calls, so the context may have no gc (an error saying so).
+ * for it). The flag is the process's: with no lock shared (a thread that is not the agent's), a
+ * thread starting at the same moment may turn it off between this one's two calls, so the context
+ * may have no gc (an error saying so).
  */
 export function v8Gc(): Gc {
   const own = (globalThis as { gc?: Gc }).gc;
   if (typeof own === 'function') return own;
+  const l = lock;
+  // Held for the microseconds of a context's creation, never across a collection.
+  if (l !== null) while (Atomics.compareExchange(l, 0, 0, 1) !== 0) Atomics.wait(l, 0, 1, 5);
   setFlagsFromString('--expose-gc');
   try {
     const gc = runInNewContext('typeof gc === "function" ? gc : undefined') as Gc | undefined;
@@ -23,6 +44,10 @@ export function v8Gc(): Gc {
     return gc;
   } finally {
     setFlagsFromString('--no-expose-gc');
+    if (l !== null) {
+      Atomics.store(l, 0, 0);
+      Atomics.notify(l, 0, 1);
+    }
   }
 }
 

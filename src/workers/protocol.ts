@@ -40,6 +40,8 @@ export interface WorkerInit {
   limits?: Partial<ProxyLimits>;
   /** The connection cap's per-proxy counts (Int32Array over it), slot `index` is this worker's. */
   openSlots: SharedArrayBuffer;
+  /** The process's lock around --expose-gc (util/shrink-heap.ts gcLock). */
+  gcLock: SharedArrayBuffer;
   /** Int32Array of one: the count of pod tables the main thread has sent or is about to (workers/table-seq.ts). */
   tablesSent?: SharedArrayBuffer;
   metrics: { podLabels?: boolean; maxSeries?: number };

@@ -23,7 +23,7 @@ import type { Endpoints, TlsIds } from '../telemetry/events.ts';
 import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
 import type { TunnelPolicy } from '../tunnel/server.ts';
 import { Authorizer } from '../policy/authorizer.ts';
-import { shrinkHeap } from '../util/shrink-heap.ts';
+import { shrinkHeap, useGcLock } from '../util/shrink-heap.ts';
 import { clock, type FromWorker, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
@@ -32,6 +32,7 @@ const TAP_BATCH_MS = 20;
 if (parentPort === null) throw new Error('src/workers/worker.ts runs as a worker thread of the agent, not on its own');
 const port = parentPort;
 const init = workerData as WorkerInit;
+useGcLock(init.gcLock);
 const send = (m: FromWorker): void => port.postMessage(m);
 
 const log = (level: 'info' | 'warn' | 'error', msg: string, fields?: object): void => send({ t: 'log', level, msg, fields });
