@@ -15,6 +15,7 @@ type Gc = (options?: { type: 'major'; execution: 'sync'; flavor?: 'last-resort' 
  * to each worker (WorkerInit.gcLock, useGcLock()).
  */
 let lock: Int32Array | null = null;
+const LOCK_TAKEOVER_MS = 250;
 
 export function gcLock(): SharedArrayBuffer {
   lock ??= new Int32Array(new SharedArrayBuffer(4));
@@ -35,8 +36,14 @@ export function v8Gc(): Gc {
   const own = (globalThis as { gc?: Gc }).gc;
   if (typeof own === 'function') return own;
   const l = lock;
-  // Held for the microseconds of a context's creation, never across a collection.
-  if (l !== null) while (Atomics.compareExchange(l, 0, 0, 1) !== 0) Atomics.wait(l, 0, 1, 5);
+  if (l !== null) {
+    // Held for the moment of a context's creation, never across a collection. A thread terminated
+    // while holding it (terminate() runs no finally) would hold it forever: past the bound it is
+    // taken over, the old race at worst.
+    const until = performance.now() + LOCK_TAKEOVER_MS;
+    while (Atomics.compareExchange(l, 0, 0, 1) !== 0 && performance.now() < until) Atomics.wait(l, 0, 1, 5);
+    Atomics.store(l, 0, 1);
+  }
   setFlagsFromString('--expose-gc');
   try {
     const gc = runInNewContext('typeof gc === "function" ? gc : undefined') as Gc | undefined;
