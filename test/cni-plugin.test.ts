@@ -329,7 +329,8 @@ test('runPlugin: ADD asks the agent with the pod and its addresses and hands the
 });
 
 test('runPlugin: an agent answering more than a message can be is read no further: ADD goes as with no agent, naming the size', async (t) => {
-  const { sock } = await agentSocket(t, JSON.stringify({ result: 'meshed', message: 'x'.repeat(1 << 20) }));
+  // 9,000 characters, 18,000 bytes: over the bound only when it counts bytes.
+  const { sock } = await agentSocket(t, JSON.stringify({ result: 'meshed', message: 'é'.repeat(9000) }));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-big-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const stateFile = path.join(dir, 'state.json');
@@ -339,6 +340,28 @@ test('runPlugin: an agent answering more than a message can be is read no furthe
   const err = JSON.parse(add.stdout);
   t.is(err.code, CNI_ERRORS.tryAgainLater);
   t.regex(err.msg, /cni\.sock: the agent's answer is over 16384 bytes\), and namespace shop is meshed/);
+});
+
+test('CniServer: a request over 16 KiB, counted in bytes, is answered 413 and not admitted', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-413-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'cni.sock');
+  let admitted = 0;
+  const srv = new CniServer(sock, { admit: async () => (admitted++, { result: 'meshed', policy: 'all-authenticated', failsClosed: true }), release: () => {}, onError: () => {} });
+  await srv.listen();
+  t.teardown(() => srv.close());
+  // 9,000 characters, 18,000 bytes: over the bound only when it counts bytes.
+  const body = JSON.stringify({ namespace: 'é'.repeat(9000), name: 'a' });
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = http.request({ socketPath: sock, path: '/v1/cni/add', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  t.is(status, 413);
+  t.is(admitted, 0);
 });
 
 test('CniServer.close: an ADD stuck reading its pod from the API server is answered "retry" at once, and the close does not wait for the read', async (t) => {

@@ -58,10 +58,13 @@ export class CniServer {
       return;
     }
     let body = '';
+    let bytes = 0;
     req.setEncoding('utf8');
     req.on('data', (d: string) => {
       body += d;
-      if (body.length > MAX_BODY) {
+      // Bytes, not characters: a multi-byte name would pass three times the bound.
+      bytes += Buffer.byteLength(d);
+      if (bytes > MAX_BODY) {
         answer(413, { error: `request over ${MAX_BODY} bytes` });
         req.destroy();
       }

@@ -26,10 +26,12 @@ function post(socketPath: string, path: string, body: unknown, timeoutMs: number
     const data = JSON.stringify(body);
     const req = nodeHttp().request({ socketPath, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
       let text = '';
+      let bytes = 0;
       res.setEncoding('utf8');
       res.on('data', (d: string) => {
         text += d;
-        if (text.length > MAX_MESSAGE_BYTES) res.destroy(new Error(`the agent's answer is over ${MAX_MESSAGE_BYTES} bytes`));
+        bytes += Buffer.byteLength(d);
+        if (bytes > MAX_MESSAGE_BYTES) res.destroy(new Error(`the agent's answer is over ${MAX_MESSAGE_BYTES} bytes`));
       });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
       res.on('error', reject);
