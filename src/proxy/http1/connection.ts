@@ -199,13 +199,13 @@ export class Http1Connection implements UpstreamOwner {
   // ---- client side ----
 
   private onClientData(chunk: Buffer): void {
-    const wasActive = this.active;
-    this.active = true;
+    // A head's bytes are activity once readHead knows they are not only empty lines.
+    if (this.state !== ST_HEAD) this.active = true;
     if (this.idleMs > 0) this.lastIo = performance.now();
     try {
       switch (this.state) {
         case ST_HEAD:
-          this.readHead(chunk, wasActive);
+          this.readHead(chunk);
           break;
         case ST_EXCHANGE:
           if (this.reqBodyDone) this.stash(chunk);
@@ -221,13 +221,14 @@ export class Http1Connection implements UpstreamOwner {
     }
   }
 
-  private readHead(chunk: Buffer, wasActive: boolean): void {
+  private readHead(chunk: Buffer): void {
     const end = this.reqReader.push(chunk);
+    // Only empty lines so far (skipped, RFC 9112 2.2): not activity, or a client sending one now
+    // and then would hold the connection past both the idle and the head timeout.
+    if (end === HEAD_NEED_MORE && !this.reqReader.partial) return;
+    this.active = true;
     if (end === HEAD_NEED_MORE) {
-      // Only empty lines so far (skipped, RFC 9112 2.2): not activity, or a client sending one
-      // now and then would hold the connection past both the idle and the head timeout.
-      if (!this.reqReader.partial) this.active = wasActive;
-      else if (this.headerTimer === null) {
+      if (this.headerTimer === null) {
         this.headerTimer = setTimeout(() => this.reject(408, 'request head timeout', null), this.limits.headerTimeoutMs);
         this.headerTimer.unref();
       }
@@ -948,7 +949,7 @@ export class Http1Connection implements UpstreamOwner {
     if (this.pending !== null) {
       const p = this.pending;
       this.pending = null;
-      this.readHead(p, this.active);
+      this.readHead(p);
     }
     if (this.state === ST_HEAD && this.clientEnded) {
       // The client half-closed after its last request; nothing more can come.
