@@ -1,7 +1,7 @@
 // The agent's main thread gives back the young generation its start-up grew once it is ready
 // (src/util/shrink-heap.ts; docs/benchmarks.md, "Memory as installed"): an idle agent's memory
 // must not depend on when V8's memory reducer happens to run, which it had not 42 s after start.
-// And it must not load undici (src/util/node-http.ts), which an ES import of node:http does.
+// And it must not load undici (src/util/builtins.ts), which an ES import of node:http does.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -59,6 +59,6 @@ test('once ready, the agent\'s main thread has its young generation shrunk, gc()
   t.log(`main thread's new space once ready: ${(newSpace / 1024).toFixed(0)} KiB`);
   t.true(newSpace < SHRUNK_BYTES, `the main thread's new space is ${newSpace} bytes once ready; start-up's growth was not given back. Agent log: ${log.slice(-1000)}`);
   t.is(gc, 'undefined', 'shrinkHeap must not leave gc() on the main thread\'s global');
-  // An ES import of node:http loads undici through its WebSocket export: +2.4 MB of heap (src/util/node-http.ts).
-  t.false(undici, 'the agent loaded undici, which it never uses: some module of the agent imports node:http as an ES module; load it with nodeHttp() from src/util/node-http.ts');
+  // An ES import of node:http loads undici through its WebSocket export: +2.4 MB of heap (src/util/builtins.ts).
+  t.false(undici, 'the agent loaded undici, which it never uses: some module of the agent imports node:http as an ES module; load it with nodeHttp() from src/util/builtins.ts');
 });

@@ -5,7 +5,7 @@ import type * as http from 'node:http';
 import * as path from 'node:path';
 import { ADMIT_PATH, MAX_MESSAGE_BYTES as MAX_BODY, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
 import { DEFAULT_AGENT_SOCKET } from '../cni/spec.ts';
-import { nodeHttp } from '../util/node-http.ts';
+import { nodeHttp } from '../util/builtins.ts';
 
 /** What a stopping agent answers the ADDs it has not decided: the plugin then goes by the state file (a pod of a meshed namespace fails "try again later", and the runtime retries against the next agent). */
 const STOPPING: AdmitAnswer = { result: 'retry', meshed: null, message: 'the agent is stopping; the next agent on the node decides' };

@@ -16,7 +16,7 @@ import { PLUGIN_SERVICE_ACCOUNT, PluginToken, requestToken } from '../cni/plugin
 
 /** The plugin's modules, relative to the package root (no extension: .js compiled, .ts from the sources); test/cni-install.test.ts checks the list is closed under their imports. */
 export const PLUGIN_MODULES = [
-  'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig', 'src/util/node-http',
+  'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig', 'src/util/builtins',
   // The agent's rule for a pod's annotations (pod-read.ts imports it when no agent answers), and its imports.
   'src/k8s/annotations', 'src/proxy/ports', 'src/policy/model', 'src/discovery/model', 'src/routing/route-model', 'src/util/regex-check', 'src/util/show',
 ];

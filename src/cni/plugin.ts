@@ -4,7 +4,7 @@
 // agent but its rule for a pod's annotations, and that only then: the runtime starts it for every
 // pod sandbox.
 import type * as http from 'node:http';
-import { nodeHttp } from '../util/node-http.ts';
+import { nodeHttp } from '../util/builtins.ts';
 import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
 import { ADMIT_PATH, MAX_MESSAGE_BYTES, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
 import { decideAdd, needsPodRead, type AgentOutcome, type PodRead } from './decide.ts';

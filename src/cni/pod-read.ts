@@ -5,9 +5,9 @@
 // agent's path stays as small as before.
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
-// node:https by an ES import is fine: only node:http's exports load undici (src/util/node-http.ts).
+// node:https by an ES import is fine: only node:http's exports load undici (src/util/builtins.ts).
 import * as https from 'node:https';
-import { nodeHttp } from '../util/node-http.ts';
+import { nodeHttp } from '../util/builtins.ts';
 import { parseKubeconfig } from './kubeconfig.ts';
 import type { PodRead } from './decide.ts';
 import type { PodRef } from './spec.ts';

@@ -4,7 +4,7 @@
 // the messages it sends); readers take a context per handshake and never see a half-made one
 // (linkerd's meshtls: a store that publishes, a stack that only reads).
 import type * as tls from 'node:tls';
-import { nodeTls } from '../util/node-tls.ts';
+import { nodeTls } from '../util/builtins.ts';
 import { parseSpiffeId, serverNameOf } from './spiffe.ts';
 
 /** What the manager publishes for one identity: PEMs (they cross to worker threads as strings). */

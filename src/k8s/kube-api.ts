@@ -9,7 +9,7 @@ import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { lazyYaml } from './lazy-yaml.ts';
-import { nodeHttp } from '../util/node-http.ts';
+import { nodeHttp } from '../util/builtins.ts';
 
 type Obj = Record<string, any>;
 

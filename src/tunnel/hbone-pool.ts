@@ -14,7 +14,7 @@ import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity } from '../identity/spiffe.ts';
 import type { Path } from './path.ts';
 import { clientUpstream, failedUpstream } from './upstream.ts';
-import { nodeTls } from '../util/node-tls.ts';
+import { nodeTls } from '../util/builtins.ts';
 
 export const MAX_STREAMS_PER_CONNECTION = 100;
 export const IDLE_CONNECTION_MS = 5 * 60_000;

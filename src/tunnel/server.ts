@@ -27,7 +27,7 @@ import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-
 import { parseAuthority } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
-import { nodeTls } from '../util/node-tls.ts';
+import { nodeTls } from '../util/builtins.ts';
 
 /** CONNECTs waiting at once for their pod; more are refused at once (a peer naming addresses that never become pods). */
 const MAX_POD_WAITS = 1024;

@@ -1,6 +1,6 @@
-// The agent loads node:http without undici (src/util/node-http.ts): an ES import of node:http reads
+// The agent loads node:http without undici (src/util/builtins.ts): an ES import of node:http reads
 // its WebSocket, CloseEvent and MessageEvent exports, which load undici, +2.4 MB of V8 heap for
-// classes the agent never uses. And node:tls without its root certificates (src/util/node-tls.ts):
+// classes the agent never uses. And node:tls without its root certificates (src/util/builtins.ts):
 // an ES import reads its rootCertificates getter, +180 KB of heap in every thread. Checked in a
 // fresh process: this one imports both itself.
 import test from 'ava';
@@ -30,17 +30,17 @@ test('the CNI socket\'s server and the API client for an http:// server load nod
     new LeanKubeApi({ server: 'http://127.0.0.1:1' });
     void CniServer;`, ['http']);
   t.true(out.loaded.http, 'node:http was not loaded at all: the check below proves nothing');
-  t.false(out.undici, 'undici was loaded: an ES import of node:http (import * as http / import(\'node:http\')) reads its WebSocket getter; load it with nodeHttp() from src/util/node-http.ts');
+  t.false(out.undici, 'undici was loaded: an ES import of node:http (import * as http / import(\'node:http\')) reads its WebSocket getter; load it with nodeHttp() from src/util/builtins.ts');
 });
 
 test('the CNI plugin, started for every pod sandbox, loads node:http and node:https, and no undici', (t) => {
   const out = loadedBy(`
     await import(${src('cni/plugin.ts')});
     await import(${src('cni/pod-read.ts')});
-    const { nodeHttp } = await import(${src('util/node-http.ts')});
+    const { nodeHttp } = await import(${src('util/builtins.ts')});
     nodeHttp();`, ['http', 'https']);
   t.true(out.loaded.http && out.loaded.https, 'node:http or node:https was not loaded at all: the check below proves nothing');
-  t.false(out.undici, 'undici was loaded by the plugin: an ES import of node:http in src/cni reads its WebSocket getter; use nodeHttp() from src/util/node-http.ts');
+  t.false(out.undici, 'undici was loaded by the plugin: an ES import of node:http in src/cni reads its WebSocket getter; use nodeHttp() from src/util/builtins.ts');
 });
 
 test('the mTLS modules (tunnels, identity manager and client) load node:tls without building its root certificates', (t) => {
@@ -54,5 +54,5 @@ test('the mTLS modules (tunnels, identity manager and client) load node:tls with
     process.stdout.write(JSON.stringify({ grew: used() - before, roots: tls.rootCertificates.length }));`;
   const out = JSON.parse(execFileSync(process.execPath, ['--expose-gc', '--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { encoding: 'utf8' })) as { grew: number; roots: number };
   t.true(out.roots > 50, `node:tls has ${out.roots} root certificates: the check below proves nothing`);
-  t.true(out.grew > 100 * 1024, `an ES import of node:tls after the mTLS modules grew the heap ${out.grew} bytes: they had built the root certificates already (import * as tls from 'node:tls'); load it with nodeTls() from src/util/node-tls.ts`);
+  t.true(out.grew > 100 * 1024, `an ES import of node:tls after the mTLS modules grew the heap ${out.grew} bytes: they had built the root certificates already (import * as tls from 'node:tls'); load it with nodeTls() from src/util/builtins.ts`);
 });
