@@ -40,6 +40,9 @@ export function fuzzer(name: string) {
     return s;
   };
 
+  /** What one duplication of a line may add: mutations stack (up to 4), and copies of copies multiply. */
+  const MAX_COPIED_BYTES = 1 << 20;
+
   /** One random mutation of `input` (never modified): flips, bytes, cuts, splices, repeats, numbers. */
   function mutate(input: Uint8Array, corpus: readonly Uint8Array[]): Uint8Array {
     const b = input.slice();
@@ -72,7 +75,8 @@ export function fuzzer(name: string) {
         const lines = splitKeep(b, 0x0a);
         if (lines.length === 0) return b;
         const i = below(lines.length);
-        const copies = chance(0.8) ? 1 : 1 + below(200);
+        // Bounded by size: stacked, 200 copies of a line 200 copies long ran past V8's longest string.
+        const copies = Math.min(chance(0.8) ? 1 : 1 + below(200), Math.max(1, Math.floor(MAX_COPIED_BYTES / Math.max(1, lines[i]!.length))));
         return cat(...lines.slice(0, i + 1), ...Array<Uint8Array>(copies).fill(lines[i]!), ...lines.slice(i + 1));
       }
       case 8: {
