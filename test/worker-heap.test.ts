@@ -108,7 +108,7 @@ test.serial('threads taking gc() at the same moment all get it: the --expose-gc 
   t.deepEqual(failed, [0, 0, 0, 0, 0], `takes of gc() that failed, per thread: ${failed}`);
 });
 
-test.serial('a gc() lock left held (its thread terminated inside) is taken over after a bound, not waited on forever, and released after', (t) => {
+test.serial('a gc() lock left held by one holder (its thread terminated inside) is taken over after a bound, not waited on forever, and released after', (t) => {
   const l = new Int32Array(gcLock());
   Atomics.store(l, 0, 1);
   const took = performance.now();
