@@ -4,7 +4,8 @@
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
 import type { WorkerInit } from '../src/workers/protocol.ts';
-import { gcLock, v8Gc } from '../src/util/shrink-heap.ts';
+import { gcLock, LOCK_TAKEOVER_MS, v8Gc } from '../src/util/shrink-heap.ts';
+import { within } from './helpers/until.ts';
 
 const WORKER = new URL('../src/workers/worker.ts', import.meta.url).href;
 /** V8 commits 2 MB for a fresh isolate's young generation (two 1 MB semi-spaces); shrunk, it holds a few pages. */
@@ -108,11 +109,33 @@ test.serial('threads taking gc() at the same moment all get it: the --expose-gc 
   t.deepEqual(failed, [0, 0, 0, 0, 0], `takes of gc() that failed, per thread: ${failed}`);
 });
 
-test.serial('a gc() lock left held by one holder (its thread terminated inside) is taken over after a bound, not waited on forever, and released after', (t) => {
-  const l = new Int32Array(gcLock());
+// Takes gc() once with a lock it is given (held by no one alive); answers what it got and when.
+const TAKEOVER = `
+const { parentPort, workerData } = require('node:worker_threads');
+import(${JSON.stringify(SHRINK)}).then(({ v8Gc, useGcLock }) => {
+  useGcLock(workerData.lock);
+  const start = performance.now();
+  const gc = typeof v8Gc();
+  parentPort.postMessage({ gc, ms: Math.round(performance.now() - start) });
+});
+`;
+
+test.serial('a gc() lock left held by one holder (its thread terminated inside) is taken over after a bound, not waited on forever, and released after', async (t) => {
+  // In a thread of its own: without the takeover its wait never ends, and in this thread it would
+  // block the event loop, so the test would hang instead of failing.
+  const lock = new SharedArrayBuffer(8);
+  const l = new Int32Array(lock);
   Atomics.store(l, 0, 1);
-  const took = performance.now();
-  t.is(typeof v8Gc(), 'function');
-  t.log(`taken over after ${Math.round(performance.now() - took)} ms`);
+  const w = new Worker(TAKEOVER, { eval: true, workerData: { lock } });
+  t.teardown(() => w.terminate());
+  const bound = 15 * LOCK_TAKEOVER_MS;
+  const answer = new Promise<{ gc: string; ms: number }>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  const { gc, ms } = await within(answer, bound, () => `v8Gc() still waits for the gc() lock ${bound} ms after taking it began, left held by a holder that is gone: it must take it over after ${LOCK_TAKEOVER_MS} ms (src/util/shrink-heap.ts)`);
+  t.log(`taken over after ${ms} ms`);
+  t.is(gc, 'function');
+  t.true(ms >= LOCK_TAKEOVER_MS, `taken after ${ms} ms: a lock held was not waited for`);
   t.is(Atomics.load(l, 0), 0, 'released');
 });

@@ -19,7 +19,7 @@ let lock: Int32Array | null = null;
 const HELD = 0;
 const TAKEN = 1;
 /** One holder this long (a context's creation takes milliseconds) is taken to be gone. */
-const LOCK_TAKEOVER_MS = 2000;
+export const LOCK_TAKEOVER_MS = 2000;
 
 export function gcLock(): SharedArrayBuffer {
   lock ??= new Int32Array(new SharedArrayBuffer(8));
