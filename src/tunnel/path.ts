@@ -38,10 +38,19 @@ export function pathTo(dst: DiscoPod | undefined, port: number, facts: PathFacts
   return { kind: 'tunnel', dst: id, dstUri: spiffeId(id), serverName: serverNameOf(id), nodeIp: dst.hostIp };
 }
 
-/** "10.1.0.5:8080" -> ip and port, or null (not an IPv4 address and port). */
+/** A CONNECT's :authority as the tunnel client writes it, in the one form parseAuthority takes. */
+export function formatAuthority(ip: string, port: number): string {
+  return `${ip}:${port}`;
+}
+
+/**
+ * "10.1.0.5:8080" -> ip and port, or null: not an IPv4 address in dotted decimal and a port
+ * 1-65535 in canonical decimal (no leading zero: "080" is refused, as "010.1.0.5" is, so one
+ * target has one spelling).
+ */
 export function parseAuthority(a: string | undefined): { ip: string; port: number } | null {
   if (a === undefined) return null;
-  const m = /^((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}):(\d{1,5})$/.exec(a);
+  const m = /^((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}):([1-9]\d{0,4})$/.exec(a);
   if (m === null) return null;
   const port = Number(m[2]);
   return port >= 1 && port <= 65535 ? { ip: m[1]!, port } : null;
