@@ -12,7 +12,7 @@ import type * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity } from '../identity/spiffe.ts';
-import { formatAuthority, type Path } from './path.ts';
+import { formatAuthority, formatForwarded, type Path } from './path.ts';
 import { clientUpstream, failedUpstream } from './upstream.ts';
 import { nodeTls } from '../util/builtins.ts';
 
@@ -107,7 +107,7 @@ export class HbonePool {
     }
     const key = `${srcUri}|${path.dstUri}|${path.nodeIp}`;
     const c = this.pick(key, cred.serial) ?? this.connect(key, srcUri, cred, path);
-    const stream = c.session.request({ ':method': 'CONNECT', ':authority': formatAuthority(ip, port), forwarded: `for=${from}` }, { endStream: false });
+    const stream = c.session.request({ ':method': 'CONNECT', ':authority': formatAuthority(ip, port), forwarded: formatForwarded(from) }, { endStream: false });
     this.stats.streams++;
     c.active++;
     c.streams.add(stream);

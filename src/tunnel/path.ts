@@ -3,6 +3,7 @@
 // else directly, as before: a pod of this node (the bytes never leave the node), an unmeshed
 // pod, a skip-inbound port of a meshed one, an address discovery does not know (outside the
 // cluster, a node).
+import { isIPv4 } from 'node:net';
 import type { DiscoPod } from '../discovery/model.ts';
 import { serverNameOf, spiffeId, type WorkloadId } from '../identity/spiffe.ts';
 
@@ -54,4 +55,23 @@ export function parseAuthority(a: string | undefined): { ip: string; port: numbe
   if (m === null) return null;
   const port = Number(m[2]);
   return port >= 1 && port <= 65535 ? { ip: m[1]!, port } : null;
+}
+
+/** A CONNECT's `forwarded` header as the tunnel client writes it: the source pod's address. */
+export function formatForwarded(sourceIp: string): string {
+  return `for=${sourceIp}`;
+}
+
+/**
+ * The source pod's address a CONNECT's `forwarded` header claims (RFC 7239 `for=`, the client
+ * agent's word, never verified), or null: the header must be exactly `for=<IPv4>` or
+ * `for="<IPv4>"`, as the client writes it. Anything else (another parameter, a list, a port, a
+ * name, text after the address, duplicate headers Node joined) claims nothing rather than
+ * something read from its start; the server then takes the client node's address.
+ */
+export function parseForwarded(v: string | string[] | undefined): string | null {
+  if (typeof v !== 'string' || !v.startsWith('for=')) return null;
+  let ip = v.slice(4);
+  if (ip.length >= 2 && ip.startsWith('"') && ip.endsWith('"')) ip = ip.slice(1, -1);
+  return isIPv4(ip) ? ip : null;
 }

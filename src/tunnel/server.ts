@@ -24,7 +24,7 @@ import { abortSocket, forwardOpaque } from '../proxy/opaque.ts';
 import type { Sweeper } from '../proxy/sweep.ts';
 import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-pool.ts';
-import { parseAuthority } from './path.ts';
+import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
 import { nodeTls } from '../util/builtins.ts';
@@ -287,8 +287,7 @@ export class TunnelServer {
     if (headers[':method'] !== 'CONNECT') return this.refuseStream(stream, 405, 'not-connect', `method ${String(headers[':method'])}: this port carries only CONNECT tunnels`, peer);
     const target = parseAuthority(headers[':authority']);
     if (target === null) return this.refuseStream(stream, 400, 'bad-authority', `:authority ${JSON.stringify(headers[':authority'])?.slice(0, 80)} is not a pod IP:port`, peer);
-    const fwd = /^for="?([\d.]+)"?/.exec(String(headers.forwarded ?? ''));
-    const sourceIp = fwd && net.isIPv4(fwd[1]!) ? fwd[1]! : peer.remoteIp;
+    const sourceIp = parseForwarded(headers.forwarded) ?? peer.remoteIp;
     const pod = this.o.pods.byIp(target.ip);
     if (pod !== null || this.#offPods === undefined || this.#podWaits.size >= MAX_POD_WAITS) return this.#toPod(stream, peer, target, sourceIp, pod, 0);
     this.stats.waitedForPods++;
