@@ -76,6 +76,27 @@ function podMatches(p: PodInventory, m: Match): boolean {
   return m.kind === 'pod' ? p.name === m.name : p.kind === m.kind && p.owner === m.name;
 }
 
+/**
+ * How deep a value the relay passes on from an agent (a tap record, a query's answer) may nest:
+ * a record nests 2 levels (its src, dst and tls), an answer far fewer than this. JSON.parse takes
+ * lists nested thousands deep (a 1 MiB line holds 500,000 levels) that JSON.stringify, which
+ * writes what is relayed, overflows the stack on: a record like that, thrown out of the stream's
+ * reader, took the controller down.
+ */
+export const MAX_RELAYED_DEPTH = 64;
+
+/** Whether `v` nests deeper than `max` levels (each list or object one), walked without recursion. */
+function deeperThan(v: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[v, 1]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    if (d > max) return true;
+    for (const y of Object.values(x)) stack.push([y, d + 1]);
+  }
+  return false;
+}
+
 /** How long a diagnostics query waits for an agent's answer. */
 export const QUERY_TIMEOUT_MS = 5000;
 
@@ -240,13 +261,19 @@ export class TapRelay {
       if (q === undefined || q.node !== link.node) return;
       this.queries.delete(msg.reply);
       clearTimeout(q.timer);
-      q.resolve(typeof msg.error === 'string' ? { node: link.node, error: msg.error.slice(0, 1000) } : { node: link.node, result: msg.result });
+      if (typeof msg.error === 'string') q.resolve({ node: link.node, error: msg.error.slice(0, 1000) });
+      else if (deeperThan(msg.result, MAX_RELAYED_DEPTH)) q.resolve({ node: link.node, error: `the agent's answer is nested deeper than ${MAX_RELAYED_DEPTH} levels; not relayed (run agent and controller of the same release)` });
+      else q.resolve({ node: link.node, result: msg.result });
       return;
     }
     const s = typeof msg.tap === 'string' ? this.sessions.get(msg.tap) : undefined;
     const r = msg.record;
     // A tap that just ended may still have records in flight: dropped quietly.
     if (!s || !r || typeof r !== 'object' || typeof r.src?.ip !== 'string' || typeof r.dst?.ip !== 'string' || !Number.isFinite(r.startedAt)) return;
+    if (deeperThan(r, MAX_RELAYED_DEPTH)) {
+      this.log('warn', `agent on ${link.node} sent a tap record nested deeper than ${MAX_RELAYED_DEPTH} levels; dropped (run agent and controller of the same release)`);
+      return;
+    }
     if (!s.bucket.take()) {
       s.limited++;
       return;
