@@ -2,7 +2,8 @@
 // simulated node with the real datapath: the kernel spreads connections over the proxies'
 // SO_REUSEPORT listeners; what the agent reports (metrics, reports, stat) is what one proxy
 // gives; a worker that dies is replaced while the others' connections go on; SIGTERM drains
-// them all without a failed request.
+// them all without a failed request; a worker's first HTTP/2 connection, which loads node:http2
+// in that thread (src/util/builtins.ts), is served.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -112,7 +113,7 @@ test.before(async () => {
   fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: node.pods().map((p) => p.toPodObject(node.name)) }));
   const echo = server.spawn(process.execPath, [TOOLS_PATH, 'tcp-echo', '--port', '9090']);
   const http = server.spawn(process.execPath, [STATUS_SERVER, '8080']);
-  const backend = server.spawn(process.execPath, [SERVICE_TOOLS, 'backend', '--name', 'api', '--http', '8081']);
+  const backend = server.spawn(process.execPath, [SERVICE_TOOLS, 'backend', '--name', 'api', '--http', '8081', '--grpc', '50051']);
   children.push(echo, http, backend);
   await Promise.all([
     new JsonLines(echo).waitFor((o) => o.listening !== undefined, 15_000, 'echo listening'),
@@ -254,6 +255,30 @@ test.serial('a proxy worker ended under load is restarted at once and listens ag
   } finally {
     await rpc.call('stop', [1000]).catch(() => {});
     await exited(proc);
+  }
+});
+
+test.serial('with 2 proxies, gRPC calls on new connections are served by both, the worker thread\'s first HTTP/2 connection (which loads node:http2 there) included', async (t) => {
+  // An idle worker has not loaded node:http2 (test/worker-heap.test.ts): its first HTTP/2
+  // connection makes the server. One call per connection until the worker has taken one; the
+  // kernel's SO_REUSEPORT hash puts n connections all on the main thread 2^-n of the time.
+  const agent = await startAgent(2);
+  try {
+    for (let calls = 1; ; calls++) {
+      const c = clients[calls % clients.length]!;
+      const r = await c.exec(process.execPath, [SERVICE_TOOLS, 'load', '--grpc', `${server.ip}:50051`, '--requests', '1', '--concurrency', '1'], { timeoutMs: 60_000 });
+      t.is(r.code, 0, r.stderr);
+      const done = JSON.parse(r.stdout.trim().split('\n').at(-1)!).done;
+      t.deepEqual({ byName: done.byName, errors: done.errors }, { byName: { api: 1 }, errors: {} }, `call ${calls} failed; log: ${log.slice(-2000)}`);
+      const s = await until(status, (x) => x.proxy.workers.reduce((n: number, w: any) => n + w.accepted, 0) >= calls, `the proxies' stats counting all ${calls} connections`);
+      if (s.proxy.workers[1].accepted > 0) {
+        t.log(`the worker took its first connection at call ${calls}`);
+        break;
+      }
+      if (calls === 30) throw new Error(`30 connections and the worker took none: ${JSON.stringify(s.proxy.workers)}`);
+    }
+  } finally {
+    await stopAgent(agent);
   }
 });
 

@@ -1,11 +1,13 @@
 // A proxy worker gives back the young generation its start-up grew before it listens
 // (src/util/shrink-heap.ts; docs/benchmarks.md, "Memory as installed"): each extra proxy's idle
-// memory must not depend on when V8's memory reducer happens to run.
+// memory must not depend on when V8's memory reducer happens to run. And an idle one, identity on,
+// loads no node:http2 or node:tls (src/util/builtins.ts): its first HTTP/2 connection or tunnel does.
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
 import type { WorkerInit } from '../src/workers/protocol.ts';
 import { gcLock, LOCK_TAKEOVER_MS, v8Gc } from '../src/util/shrink-heap.ts';
 import { within } from './helpers/until.ts';
+import { createTrustAnchor } from '../src/identity/x509.ts';
 
 const WORKER = new URL('../src/workers/worker.ts', import.meta.url).href;
 /** V8 commits 2 MB for a fresh isolate's young generation (two 1 MB semi-spaces); shrunk, it holds a few pages. */
@@ -17,6 +19,8 @@ const { parentPort } = require('node:worker_threads');
 const { getHeapSpaceStatistics } = require('node:v8');
 parentPort.on('message', (m) => {
   if (m === 'heap') parentPort.postMessage({ t: 'heap', newSpace: getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').physical_space_size, gc: typeof globalThis.gc });
+  if (m === 'modules') parentPort.postMessage({ t: 'modules', list: process.moduleLoadList });
+  if (m === 'load-http2') require('node:http2');
 });
 import(${JSON.stringify(WORKER)}).catch((e) => parentPort.postMessage({ t: 'failed', error: String(e) }));
 `;
@@ -39,20 +43,25 @@ function init(): WorkerInit {
   };
 }
 
+/** The next message of this type from the worker (a failed start rejects). */
+function nextOf(w: Worker, type: string): Promise<any> {
+  return new Promise<any>((resolve, reject) => {
+    const on = (m: any) => {
+      if (m?.t === 'failed') reject(new Error(`the worker could not start: ${m.error}`));
+      else if (m?.t === type) {
+        w.off('message', on);
+        resolve(m);
+      }
+    };
+    w.on('message', on);
+    w.once('error', reject);
+  });
+}
+
 test('a proxy worker is listening with its young generation shrunk, and gc() not exposed to it', async (t) => {
   const w = new Worker(HARNESS, { eval: true, workerData: init(), stdout: true, stderr: true });
   try {
-    const next = (type: string) => new Promise<any>((resolve, reject) => {
-      const on = (m: any) => {
-        if (m?.t === 'failed') reject(new Error(`the worker could not start: ${m.error}`));
-        else if (m?.t === type) {
-          w.off('message', on);
-          resolve(m);
-        }
-      };
-      w.on('message', on);
-      w.once('error', reject);
-    });
+    const next = (type: string) => nextOf(w, type);
     await next('ready');
     const asked = next('heap');
     w.postMessage('heap');
@@ -60,6 +69,32 @@ test('a proxy worker is listening with its young generation shrunk, and gc() not
     t.log(`new space once listening: ${(newSpace / 1024).toFixed(0)} KiB`);
     t.true(newSpace < SHRUNK_BYTES, `the worker's new space is ${newSpace} bytes once listening; start-up's growth was not given back`);
     t.is(gc, 'undefined', 'shrinkHeap must not leave gc() on the worker\'s global');
+  } finally {
+    await w.terminate();
+  }
+});
+
+test('an idle proxy worker with identity on, listening on the proxy and the tunnel port, has loaded no node:http2, node:tls or Web Crypto', async (t) => {
+  // An ES import of node:http2 anywhere in the worker's modules loads it with node:tls (1.2 MB per
+  // idle worker; docs/benchmarks.md, "Memory as installed"); so does making its server at start.
+  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) });
+  const identity = { node: 'node-a', trustDomain: 'cluster.local', anchorsPem: anchor.certPem, tunnelPort: 0, credentials: [], firstSyncWaitMs: null };
+  const w = new Worker(HARNESS, { eval: true, workerData: { ...init(), identity }, stdout: true, stderr: true });
+  try {
+    const modules = async (): Promise<string[]> => {
+      const answer = nextOf(w, 'modules');
+      w.postMessage('modules');
+      return (await answer).list;
+    };
+    await nextOf(w, 'ready');
+    const list = await modules();
+    t.true(list.includes('NativeModule net'), 'the worker loaded no node:net: it is not listening, the check below proves nothing');
+    const heavy = ['NativeModule http2', 'NativeModule tls', 'NativeModule internal/crypto/webcrypto'].filter((m) => list.includes(m));
+    t.deepEqual(heavy, [], 'an idle worker loaded these: some module of the worker imports node:http2 (or node:tls, node:crypto) as an ES module or makes an HTTP/2 server at start; take it with nodeHttp2() (nodeTls(), nodeCrypto()) from src/util/builtins.ts when first needed');
+    // The names are the ones Node lists: once the worker loads node:http2, the list has both.
+    w.postMessage('load-http2');
+    const after = await modules();
+    t.true(after.includes('NativeModule http2') && after.includes('NativeModule tls'), 'node:http2 loaded does not show as \'NativeModule http2\' and \'NativeModule tls\': the check above proves nothing');
   } finally {
     await w.terminate();
   }

@@ -2,7 +2,7 @@
 // spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>, carried as the one URI SAN of its
 // certificate (ztunnel's format). Pure: names, parsing and the checks node:tls leaves to us
 // (it verifies the chain but never looks at URI SANs: CVE-2021-44531).
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../util/builtins.ts';
 
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 
@@ -58,7 +58,7 @@ export function parseSpiffeId(uri: string): WorkloadId | null {
 export function serverNameOf(id: WorkloadId): string {
   const name = `${id.serviceAccount}.${id.namespace}.serviceaccount.identity.mesh-agent.${id.trustDomain}`;
   if (name.length <= 253 && name.split('.').every((l) => l.length >= 1 && l.length <= 63)) return name;
-  return `id-${createHash('sha256').update(spiffeId(id)).digest('hex').slice(0, 40)}.identity.mesh-agent`;
+  return `id-${nodeCrypto().createHash('sha256').update(spiffeId(id)).digest('hex').slice(0, 40)}.identity.mesh-agent`;
 }
 
 /**

@@ -7,14 +7,14 @@
 // chain to the trust anchor and name the destination pod's ServiceAccount: node:tls checks the
 // chain, we check the URI SAN (peerIdentity), and a connection that fails either is refused,
 // counted and logged with both identities and the reason.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { CredentialStore } from '../identity/credentials.ts';
 import { peerIdentity } from '../identity/spiffe.ts';
 import { formatAuthority, formatForwarded, type Path } from './path.ts';
 import { clientUpstream, failedUpstream } from './upstream.ts';
-import { nodeTls } from '../util/builtins.ts';
+import { nodeHttp2, nodeTls } from '../util/builtins.ts';
 
 export const MAX_STREAMS_PER_CONNECTION = 100;
 export const IDLE_CONNECTION_MS = 5 * 60_000;
@@ -157,7 +157,7 @@ export class HbonePool {
       checkServerIdentity: () => undefined,
     });
     sock.setNoDelay(true);
-    const session = http2.connect(`https://${path.nodeIp}:${this.port}`, { createConnection: () => sock, settings: H2_SETTINGS });
+    const session = nodeHttp2().connect(`https://${path.nodeIp}:${this.port}`, { createConnection: () => sock, settings: H2_SETTINGS });
     const c: Conn = { key, session, serial: cred.serial, usableUntil: cred.notAfter, active: 0, broken: null, idleTimer: null, streams: new Set() };
     this.stats.connectionsOpened++;
     this.stats.connectionsOpen++;

@@ -12,7 +12,7 @@
 // with tls="true" and the client's SPIFFE ID; any other goes to the proxy, as a captured
 // connection does, which decides HTTP request by request (403, gRPC status 7) and closes
 // anything else. Refusals are counted and logged with both identities.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -27,7 +27,7 @@ import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-
 import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
-import { nodeTls } from '../util/builtins.ts';
+import { nodeHttp2, nodeTls } from '../util/builtins.ts';
 
 /** CONNECTs waiting at once for their pod; more are refused at once (a peer naming addresses that never become pods). */
 const MAX_POD_WAITS = 1024;
@@ -104,7 +104,7 @@ export class TunnelServer {
   private readonly o: TunnelServerOptions;
   private server: net.Server | null = null;
   #tls: tls.Server | null = null;
-  private readonly h2: http2.Http2Server;
+  #h2: http2.Http2Server | null = null;
   private readonly peers = new WeakMap<http2.Http2Session, PeerInfo>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly sockets = new Set<tls.TLSSocket>();
@@ -117,17 +117,6 @@ export class TunnelServer {
 
   constructor(o: TunnelServerOptions) {
     this.o = o;
-    this.h2 = http2.createServer({ settings: H2_SETTINGS });
-    this.h2.on('session', (s) => {
-      if (this.pending) this.peers.set(s, this.pending);
-      this.sessions.add(s);
-      s.once('close', () => this.sessions.delete(s));
-      s.on('error', () => {});
-      s.on('connect', () => {
-        if (!s.destroyed) s.setLocalWindowSize(CONNECTION_WINDOW);
-      });
-    });
-    this.h2.on('stream', (stream, headers) => this.onStream(stream, headers));
     const pods = o.pods;
     this.#offPods = pods.onChange?.(() => this.#podWaits.releaseWhere((ip) => pods.byIp(ip) !== null));
   }
@@ -208,6 +197,24 @@ export class TunnelServer {
     return server;
   }
 
+  /** The HTTP/2 server the verified connections are handed to, made with the first (node:http2 loads then). */
+  private h2(): http2.Http2Server {
+    if (this.#h2 !== null) return this.#h2;
+    const h2 = nodeHttp2().createServer({ settings: H2_SETTINGS });
+    h2.on('session', (s) => {
+      if (this.pending) this.peers.set(s, this.pending);
+      this.sessions.add(s);
+      s.once('close', () => this.sessions.delete(s));
+      s.on('error', () => {});
+      s.on('connect', () => {
+        if (!s.destroyed) s.setLocalWindowSize(CONNECTION_WINDOW);
+      });
+    });
+    h2.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.#h2 = h2;
+    return h2;
+  }
+
   private refused(kind: string, reason: string, from: string, client: string | null, server: string | null): void {
     this.stats.refusedClients[kind] = (this.stats.refusedClients[kind] ?? 0) + 1;
     const now = Date.now();
@@ -256,7 +263,7 @@ export class TunnelServer {
     });
     this.pending = { clientUri: p.uri, serverUri, remoteIp: from.replace(/^::ffff:/, '') };
     try {
-      this.h2.emit('connection', sock);
+      this.h2().emit('connection', sock);
     } finally {
       this.pending = null;
     }

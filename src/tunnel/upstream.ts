@@ -8,7 +8,7 @@
 // but `connecting`, 'connect', `setNoDelay` and `resetAndDestroy`, which this module adds. fin-now.ts
 // touches only the client's socket, never an upstream. So one cast, here, instead of widening
 // net.Socket in every forwarder.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { countBytes } from '../proxy/byte-count.ts';

@@ -4,7 +4,12 @@
 // load undici (Node's fetch; in Node 24 +2.4 MB of V8 heap that stays and 16 MB of RSS at
 // start-up), node:tls's rootCertificates builds Node's CA list as strings (+180 KB of V8 heap in
 // every thread, for roots the mesh never trusts: it verifies against its own anchors only).
+// node:http2 (with node:tls, which it loads) is taken on first use: a proxy worker needs it for
+// its first HTTP/2 connection or tunnel only, and each idle one held about 1.2 MB more with it.
+// node:crypto's webcrypto getter loads Web Crypto (+31 KB of V8 heap per thread).
+import type * as crypto from 'node:crypto';
 import type * as http from 'node:http';
+import type * as http2 from 'node:http2';
 import type * as tls from 'node:tls';
 import { createRequire } from 'node:module';
 
@@ -18,4 +23,15 @@ export function nodeHttp(): typeof http {
 /** node:tls, without its root certificates. */
 export function nodeTls(): typeof tls {
   return require('node:tls') as typeof tls;
+}
+
+/** node:crypto, without Web Crypto. */
+export function nodeCrypto(): typeof crypto {
+  return require('node:crypto') as typeof crypto;
+}
+
+let h2: typeof http2 | undefined;
+/** node:http2, loaded by the first call (kept: the HTTP/2 forwarder asks for it per stream). */
+export function nodeHttp2(): typeof http2 {
+  return (h2 ??= require('node:http2') as typeof http2);
 }

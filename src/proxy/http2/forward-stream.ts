@@ -1,6 +1,6 @@
 // Forwards one client stream to an upstream stream: headers, bodies both ways under
 // stream backpressure, response trailers, resets both ways; reports one RequestEvent.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import {
@@ -8,8 +8,7 @@ import {
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
 import { relay, type Relay } from './relay.ts';
-
-const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 export interface StreamHooks {
   /** The client reset a stream whose exchange was not finished. */

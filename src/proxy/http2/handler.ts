@@ -1,6 +1,6 @@
 // Terminates HTTP/2 (prior knowledge) client connections with one node:http2 server object
 // that never listens: each redirected socket is handed to it as if it had been accepted.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import { endpointPoolKey, type ConnContext, type ProtocolHandler, type ProxyLimits } from '../context.ts';
 import { Http2SessionPool } from './pool.ts';
 import { ScopedPools } from '../scoped-pools.ts';
@@ -9,8 +9,8 @@ import { forwardStream } from './forward-stream.ts';
 import { isGrpc, isSuccess, proxyErrorResponse, headerString } from './headers.ts';
 import type { AuthzOutcome } from '../../telemetry/events.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
-
-const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
+import { nodeHttp2 } from '../../util/builtins.ts';
+import { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 export interface Http2HandlerOptions {
   pool?: Http2SessionPool;
@@ -40,63 +40,67 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
   const poolFor = (scope: string | undefined): Http2SessionPool => (scope ? scoped.get(scope) : shared);
   const maxResets = opts.maxResetsPerWindow ?? 1000;
   const windowMs = opts.resetWindowMs ?? 10_000;
-  const server = http2.createServer({
-    settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 100, enablePush: false },
-    // nghttp2's own token bucket is the native backstop behind ResetBudget: it sees resets
-    // before JS does. Keep it looser than ours so our GOAWAY (ENHANCE_YOUR_CALM) normally wins.
-    streamResetBurst: maxResets * 2,
-    streamResetRate: Math.max(1, Math.ceil((maxResets * 2 * 1000) / windowMs)),
-  });
   let adopting: ClientConn | undefined;
-
-  // Unhandled 'error' on any of these would crash the agent; node already answers protocol
-  // errors with GOAWAY and tears the session down.
-  server.on('sessionError', () => {});
-  server.on('error', () => {});
-  server.on('session', (session) => {
-    session.on('error', () => {});
-    const conn = adopting;
-    if (!conn) {
-      session.destroy();
-      return;
-    }
-    conn.session = session;
-    // The proxy draining: GOAWAY, the streams in flight finish, new ones go to a new connection.
-    const offDrain = conn.ctx.drain?.onDrain(() => {
-      if (!session.closed && !session.destroyed) session.close();
+  // Made on the first connection: node:http2 (and node:tls) loads then, not in an idle worker.
+  let h2: http2.Http2Server | undefined;
+  const makeServer = (): http2.Http2Server => {
+    const server = nodeHttp2().createServer({
+      settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 100, enablePush: false },
+      // nghttp2's own token bucket is the native backstop behind ResetBudget: it sees resets
+      // before JS does. Keep it looser than ours so our GOAWAY (ENHANCE_YOUR_CALM) normally wins.
+      streamResetBurst: maxResets * 2,
+      streamResetRate: Math.max(1, Math.ceil((maxResets * 2 * 1000) / windowMs)),
     });
-    session.once('close', () => {
-      conn.idle.stop();
-      offDrain?.();
-    });
-    const onClientReset = () => {
-      if (conn.resets.record(Date.now()) && !session.destroyed) {
-        session.destroy(new Error('client stream reset rate exceeded'), NGHTTP2_ENHANCE_YOUR_CALM);
-      }
-    };
-    session.on('stream', (stream, headers, flags) => {
-      stream.on('error', () => {});
-      // HEADERS and RST_STREAM in one read (rapid reset): never open an upstream stream.
-      if (stream.closed || stream.destroyed) {
-        onClientReset();
+    // Unhandled 'error' on any of these would crash the agent; node already answers protocol
+    // errors with GOAWAY and tears the session down.
+    server.on('sessionError', () => {});
+    server.on('error', () => {});
+    server.on('session', (session) => {
+      session.on('error', () => {});
+      const conn = adopting;
+      if (!conn) {
+        session.destroy();
         return;
       }
-      conn.idle.enter();
-      stream.once('close', conn.streamClosed);
-      const noBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-      let ctx = conn.ctx;
-      if (ctx.authz) {
-        // The destination's inbound policy, per request, before any upstream sees it (docs/policy.md).
-        const outcome = ctx.authz.request(headerString(headers[':method']), headerString(headers[':path']), (n) => headerString(headers[n]) || undefined);
-        if (!outcome.allowed) {
-          denyStream(stream, headers, noBody, ctx, outcome);
+      conn.session = session;
+      // The proxy draining: GOAWAY, the streams in flight finish, new ones go to a new connection.
+      const offDrain = conn.ctx.drain?.onDrain(() => {
+        if (!session.closed && !session.destroyed) session.close();
+      });
+      session.once('close', () => {
+        conn.idle.stop();
+        offDrain?.();
+      });
+      const onClientReset = () => {
+        if (conn.resets.record(Date.now()) && !session.destroyed) {
+          session.destroy(new Error('client stream reset rate exceeded'), NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+      };
+      session.on('stream', (stream, headers, flags) => {
+        stream.on('error', () => {});
+        // HEADERS and RST_STREAM in one read (rapid reset): never open an upstream stream.
+        if (stream.closed || stream.destroyed) {
+          onClientReset();
           return;
         }
-        ctx = { ...ctx, endpoints: { ...ctx.endpoints, authz: outcome } };
-      }
-      forwardStream(stream, headers, noBody, ctx, conn.pool, conn.limits, { onClientReset });
+        conn.idle.enter();
+        stream.once('close', conn.streamClosed);
+        const noBody = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+        let ctx = conn.ctx;
+        if (ctx.authz) {
+          // The destination's inbound policy, per request, before any upstream sees it (docs/policy.md).
+          const outcome = ctx.authz.request(headerString(headers[':method']), headerString(headers[':path']), (n) => headerString(headers[n]) || undefined);
+          if (!outcome.allowed) {
+            denyStream(stream, headers, noBody, ctx, outcome);
+            return;
+          }
+          ctx = { ...ctx, endpoints: { ...ctx.endpoints, authz: outcome } };
+        }
+        forwardStream(stream, headers, noBody, ctx, conn.pool, conn.limits, { onClientReset });
+      });
     });
-  });
+    return server;
+  };
 
   return (ctx, head, upstream, limits) => {
     const pool = poolFor(ctx.poolScope);
@@ -121,7 +125,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
     if (head.length > 0) socket.unshift(head);
     adopting = conn;
     try {
-      server.emit('connection', socket);
+      (h2 ??= makeServer()).emit('connection', socket);
     } finally {
       adopting = undefined;
     }

@@ -1,6 +1,7 @@
 // Pure header logic for the HTTP/2 forwarder: what crosses the proxy, what a proxy-made
 // error response looks like, and how a finished exchange is classified.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
+import { nodeHttp2 } from '../../util/builtins.ts';
 
 type InHeaders = http2.IncomingHttpHeaders;
 type OutHeaders = http2.OutgoingHttpHeaders;
@@ -19,9 +20,11 @@ function copyWithout(src: InHeaders, drop: (name: string) => boolean): OutHeader
     if (v !== undefined) out[name] = v;
   }
   // Keep HPACK never-index marking (e.g. authorization) on the other hop too.
-  const sensitive = (src as Record<symbol, unknown>)[http2.sensitiveHeaders];
+  // Headers from node:http2, so it is loaded already; taken here, not at import (builtins.ts).
+  const key = nodeHttp2().sensitiveHeaders;
+  const sensitive = (src as Record<symbol, unknown>)[key];
   if (Array.isArray(sensitive) && sensitive.length > 0) {
-    (out as Record<symbol, unknown>)[http2.sensitiveHeaders] = sensitive.filter((n) => typeof n === 'string' && !drop(n.toLowerCase()));
+    (out as Record<symbol, unknown>)[key] = sensitive.filter((n) => typeof n === 'string' && !drop(n.toLowerCase()));
   }
   return out;
 }

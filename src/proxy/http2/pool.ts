@@ -1,10 +1,11 @@
 // Upstream HTTP/2 sessions, shared by every client connection to the same destination
 // ip:port, so N client connections cost one upstream connection (as linkerd does per endpoint).
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import type { Dialer } from '../context.ts';
 import type { ProxyFailure } from './headers.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
+import { nodeHttp2 } from '../../util/builtins.ts';
 
 export interface PoolOptions {
   /** Close an upstream session after this long without streams. */
@@ -122,7 +123,7 @@ export class Http2SessionPool {
   #open(ip: string, port: number, connect: () => net.Socket, connectTimeoutMs: number, key: string): UpstreamSession {
     const host = ip.includes(':') ? `[${ip}]` : ip;
     let socket: net.Socket | undefined;
-    const session = http2.connect(`http://${host}:${port}`, {
+    const session = nodeHttp2().connect(`http://${host}:${port}`, {
       createConnection: () => (socket = connect()),
       settings: { enablePush: false },
     });

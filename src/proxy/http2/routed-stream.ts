@@ -6,7 +6,7 @@
 // is kept to send again, a larger one is never retried. One timer covers the request, attempt
 // and response-head timeouts, idle and the backoff; a timeout answers 504 (gRPC DEADLINE_EXCEEDED)
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import type { Http2SessionPool, UpstreamSession } from './pool.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
@@ -20,8 +20,7 @@ import { pathOf } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
-
-const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 class H2RouteRequest implements RouteRequest {
   readonly method: string;
