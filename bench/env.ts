@@ -194,7 +194,7 @@ export class BenchEnv {
     const kubeconfig = path.join(this.tmp, 'kubeconfig');
     fs.writeFileSync(kubeconfig, this.cluster.kubeconfig());
     const controllerAddr = `${this.cluster.controlPlaneIp}:8086`;
-    const controller = this.cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '-q', '--listen', controllerAddr, '--kubeconfig', kubeconfig], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const controller = this.cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '-q', '--listen', controllerAddr, '--kubeconfig', kubeconfig, '--agent-auth', 'token'], { stdio: ['ignore', 'ignore', 'pipe'] });
     controller.stderr!.on('data', (d) => (this.#controllerLog = (this.#controllerLog + d).slice(-4000)));
     this.#track(controller, 'the controller');
 
@@ -213,7 +213,7 @@ export class BenchEnv {
     // Identity as installed: the identity service beside the controller, each agent with a token bound to its node.
     const id = await this.#identityFiles();
     const identityAddr = `${this.cluster.controlPlaneIp}:${IDENTITY_PORT}`;
-    this.#identity = { addr: identityAddr, anchors: id.anchors, token: id.token };
+    this.#identity = { addr: identityAddr, anchors: id.anchors, token: id.token, controllerToken: id.controllerToken };
     const identity = this.cluster.spawnInControlPlane(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'identity', '-q', '--listen', identityAddr, '--kubeconfig', kubeconfig,
       '--identity-trust-anchors-file', id.anchors, '--identity-issuer-certificate-file', id.issuerCert, '--identity-issuer-key-file', id.issuerKey], { stdio: ['ignore', 'ignore', 'pipe'] });
     identity.stderr!.on('data', (d) => (this.#controllerLog = (this.#controllerLog + d).slice(-4000)));
@@ -224,7 +224,7 @@ export class BenchEnv {
       fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: node.pods().map((p) => p.toPodObject(node.name)) }));
       const child = node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', ...agentNodeArgs(), BIN, 'run', '-q',
         '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot,
-        '--proxy-addr', `${node.nodeIp}:15001`, '--admin', admin, '--max-connections', '100000', '--controller', controllerAddr, '--proxy-workers', String(PROXIES),
+        '--proxy-addr', `${node.nodeIp}:15001`, '--admin', admin, '--max-connections', '100000', '--controller', controllerAddr, '--controller-token-file', id.controllerToken(node.name), '--proxy-workers', String(PROXIES),
         '--identity-addr', identityAddr, '--identity-trust-anchors-file', id.anchors, '--identity-token-file', id.token(node.name), ...agentArgs()], { stdio: ['ignore', 'ignore', 'pipe'] });
       child.stderr!.on('data', (d) => log(String(d)));
       return child;
@@ -282,6 +282,8 @@ export class BenchEnv {
       issuerCert: f('issuer.crt', issuer.certPem),
       issuerKey: f('issuer.key', issuer.keyPem),
       token: (node: string) => f(`token-${node}`, this.cluster.api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', node, audiences: ['mesh-agent-identity'], expirationSeconds: 86_400 })),
+      // The controller's own audience, as install mounts it beside the identity token (--agent-auth token).
+      controllerToken: (node: string) => f(`controller-token-${node}`, this.cluster.api.tokens.mint({ namespace: 'mesh-agent', serviceAccount: 'mesh-agent-agent', node, audiences: ['mesh-agent-controller'], expirationSeconds: 86_400 })),
     };
   }
 
@@ -301,7 +303,7 @@ export class BenchEnv {
   #controllerLog = '';
   #kubeconfig = '';
   #controllerAddr = '';
-  #identity: { addr: string; anchors: string; token: (node: string) => string } | null = null;
+  #identity: { addr: string; anchors: string; token: (node: string) => string; controllerToken: (node: string) => string } | null = null;
 
   /**
    * A second agent as the DaemonSet runs it (cluster mode: pods from the API server, discovery
@@ -321,7 +323,7 @@ export class BenchEnv {
     // The DaemonSet's identity flags (src/k8s/identity-manifests.ts withIdentity; the config's identity-addr), with the files install mounts.
     const child = this.node.spawnInNode('prlimit', [NOFILE, '--', process.execPath, '--disable-warning=ExperimentalWarning', BIN, 'run', '-q',
       '--node', node, '--kubeconfig', this.#kubeconfig, '--cgroup-root', cgroup,
-      '--proxy-addr', `${this.node.nodeIp}:15002`, '--admin', admin, '--controller', this.#controllerAddr, '--proxy-workers', String(proxies),
+      '--proxy-addr', `${this.node.nodeIp}:15002`, '--admin', admin, '--controller', this.#controllerAddr, '--controller-token-file', this.#identity.controllerToken(node), '--proxy-workers', String(proxies),
       '--identity-addr', this.#identity.addr, '--identity-trust-anchors-file', this.#identity.anchors, '--identity-token-file', this.#identity.token(node),
       '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity', '--tunnel-port', String(tunnelPort)], { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));

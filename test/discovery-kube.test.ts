@@ -67,7 +67,7 @@ test('mesh-agent controller --kubeconfig: one set of watches for any number of a
   fs.writeFileSync(path.join(dir, 'kubeconfig'), kubeconfigJson(api));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--kubeconfig', path.join(dir, 'kubeconfig')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ctl = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--agent-auth', 'none', '--kubeconfig', path.join(dir, 'kubeconfig')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   ctl.stderr!.on('data', (d) => (log += d));
   t.teardown(async () => {

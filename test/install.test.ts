@@ -1,4 +1,5 @@
 import test from 'ava';
+import { CONTROLLER_TOKEN_FILE } from '../src/controller/agent-token.ts';
 import { ROUTE_KINDS } from '../src/routing/route-kube-source.ts';
 import { ROUTE_PLURALS } from '../src/routing/route-status.ts';
 import { parseAllDocuments } from 'yaml';
@@ -68,6 +69,10 @@ test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, 
   t.deepEqual(vol(mount('/sys/fs/bpf').name).hostPath, { path: '/sys/fs/bpf', type: 'Directory' });
   t.is(vol(mount('/sys/fs/cgroup').name).hostPath.path, '/sys/fs/cgroup');
   t.true(mount('/sys/fs/cgroup').readOnly);
+  // The agent's token for the controller, at run --controller-token-file's default, bound to its pod and node.
+  t.deepEqual(vol(mount('/var/run/secrets/tokens').name).projected.sources, [{ serviceAccountToken: { audience: 'mesh-agent-controller', expirationSeconds: 3600, path: 'mesh-agent-controller' } }]);
+  t.true(mount('/var/run/secrets/tokens').readOnly);
+  t.is(CONTROLLER_TOKEN_FILE, '/var/run/secrets/tokens/mesh-agent-controller');
   t.deepEqual(c.env, [
     { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
     { name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } },
@@ -174,7 +179,9 @@ test('controller: one non-root replica, read-only root, Service on the controlle
   // The dashboard: a second port of the same ClusterIP Service, served by the same container.
   t.deepEqual(svc.spec.ports.map((p: any) => [p.name, p.port, p.targetPort]), [['grpc', 8086, 'grpc'], ['http', 8084, 'http']]);
   t.deepEqual(c.ports.map((p: any) => [p.name, p.containerPort]), [['grpc', 8086], ['http', 8084]]);
-  t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--dashboard-listen', '0.0.0.0:8084']);
+  // Agents authenticate (docs/controller.md): only the agents' ServiceAccount, bound to the node a request speaks for.
+  t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--dashboard-listen', '0.0.0.0:8084', '--agent-auth', 'token', '--agent-service-account', 'mesh-agent/mesh-agent-agent']);
+  t.is(find(installManifests({ namespace: 'mesh' }) as any[], 'Deployment', 'mesh-agent-controller').spec.template.spec.containers[0].args.at(-1), 'mesh/mesh-agent-agent');
 });
 
 test('controller RBAC: list and watch of Services, Pods, Namespaces, EndpointSlices and the route kinds cluster-wide, the routes\' status written, bound to its ServiceAccount, whose token is mounted', (t) => {
@@ -189,6 +196,7 @@ test('controller RBAC: list and watch of Services, Pods, Namespaces, EndpointSli
     { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
     { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups', 'tcproutes'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['access.smi-spec.io'], resources: ['traffictargets'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
   ]);
   // What the controller reads and writes is what the role grants (route-kube-source.ts, route-status.ts).
   for (const k of ROUTE_KINDS) t.true(role.rules.some((r: any) => r.apiGroups.includes(k.group) && r.resources.includes(k.plural) && r.verbs.includes('watch')), k.plural);
@@ -301,9 +309,13 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
   const ac = pod.containers[0];
   t.deepEqual(ac.args, ['run', '--config', '/etc/mesh-agent', '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity', '--cni-socket', '/var/run/mesh-agent-cni/cni.sock', '--cni-state', '/var/lib/mesh-agent/cni-state.json']);
   t.deepEqual(ac.ports.map((p: any) => [p.name, p.containerPort]), [['proxy', 15001], ['admin', 4191], ['tunnel', 15008]]);
-  const token = pod.volumes.find((v: any) => v.name === 'identity-token');
-  t.deepEqual(token.projected.sources, [{ serviceAccountToken: { audience: 'mesh-agent-identity', expirationSeconds: 3600, path: 'mesh-agent-identity' } }]);
-  t.is(ac.volumeMounts.find((m: any) => m.name === 'identity-token').mountPath, '/var/run/secrets/tokens');
+  // One projected volume, a token per audience: the controller's (its cleartext port never sees the identity service's) and the identity service's.
+  const token = pod.volumes.find((v: any) => v.name === 'tokens');
+  t.deepEqual(token.projected.sources, [
+    { serviceAccountToken: { audience: 'mesh-agent-controller', expirationSeconds: 3600, path: 'mesh-agent-controller' } },
+    { serviceAccountToken: { audience: 'mesh-agent-identity', expirationSeconds: 3600, path: 'mesh-agent-identity' } },
+  ]);
+  t.is(ac.volumeMounts.find((m: any) => m.name === 'tokens').mountPath, '/var/run/secrets/tokens');
   // The paths install mounts are the ones the agent and the identity service read by default.
   t.is(IDENTITY_DEFAULTS.issuerCertificateFile, '/var/run/mesh-agent/identity/issuer/tls.crt');
   t.is(IDENTITY_DEFAULTS.trustAnchorsFile, '/var/run/mesh-agent/identity/trust-roots/ca-bundle.crt');

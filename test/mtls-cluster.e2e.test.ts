@@ -4,7 +4,8 @@
 // exchange and a MySQL session shows none of their bytes (and does show a plaintext exchange with
 // an unmeshed pod, so the capture is seen to work); the destination's agent records the client's
 // SPIFFE ID; tap shows both identities; status lists the certificates; the identity service
-// refuses a CSR for a ServiceAccount with no pod on the caller's node; and while it is down,
+// refuses a CSR for a ServiceAccount with no pod on the caller's node; the controller lets in
+// the agents with their node-bound tokens and refuses a pod without one; and while it is down,
 // certificates in hand keep serving, a new workload's cross-node connections are refused (the
 // documented fallback) and status says why, until it is back.
 import test from 'ava';
@@ -188,13 +189,36 @@ test.serial('the identity service refuses a CSR for a ServiceAccount with no pod
   t.truthy(out[1].ok, 'a ServiceAccount of its own node is signed');
 });
 
-/** The token startMesh gave node's agent (its --identity-token-file). */
-function findTokenFile(mesh: ClusterMesh, node: string): string {
+/** The token startMesh gave node's agent (its --identity-token-file, or --controller-token-file). */
+function findTokenFile(mesh: ClusterMesh, node: string, flag = '--identity-token-file'): string {
   const args = (mesh.agents.get(node)!.proc.spawnargs ?? []) as string[];
-  const i = args.indexOf('--identity-token-file');
-  if (i < 0) throw new Error(`the agent on ${node} has no --identity-token-file: ${args.join(' ')}`);
+  const i = args.indexOf(flag);
+  if (i < 0) throw new Error(`the agent on ${node} has no ${flag}: ${args.join(' ')}`);
   return args[i + 1]!;
 }
+
+test.serial('the controller lets in the agents with their node-bound tokens, and no pod: without a token 401 and no discovery, a node\'s token speaking for another node 403', async (t) => {
+  const { cluster, mesh } = need();
+  const [n0, n1] = cluster.nodes.map((n) => n.name);
+  const status = JSON.parse((await cluster.execInControlPlane('curl', ['-s', '--http2-prior-knowledge', '-m', '5', `http://${mesh.controllerAddr}/v1/status`])).stdout);
+  t.like(status.agentAuth, { mode: 'token', audience: 'mesh-agent-controller', serviceAccount: 'mesh-agent/mesh-agent-agent' });
+  t.true(status.agentAuth.reviews >= 2, 'each agent\'s token reviewed');
+  t.deepEqual(status.nodes.filter((n: any) => n.live).map((n: any) => n.node).sort(), [n0, n1].sort(), 'both agents report');
+  t.is(status.discovery.agentStreams.length, 2);
+  // An unmeshed pod of node 1, as any pod that reaches the ClusterIP.
+  const ask = (headers: string[]) => legacy.exec('curl', ['-s', '--http2-prior-knowledge', '-m', '5', '-w', '\n%{http_code}', ...headers.flatMap((h) => ['-H', h]), `http://${mesh.controllerAddr}/v1/discovery`], { timeoutMs: 10_000 });
+  const bare = await ask([`mesh-node: ${n0}`, 'mesh-agent-id: x']);
+  const [body, code] = bare.stdout.split('\n');
+  t.is(code, '401', bare.stdout);
+  t.regex(JSON.parse(body!).error, /no bearer token/);
+  // Node 1's agent token (a compromised node) speaking for node 0.
+  const stolen = fs.readFileSync(findTokenFile(mesh, n1!, '--controller-token-file'), 'utf8');
+  const other = await ask([`mesh-node: ${n0}`, 'mesh-agent-id: x', `authorization: Bearer ${stolen}`]);
+  t.is(other.stdout.split('\n')[1], '403', other.stdout);
+  t.regex(JSON.parse(other.stdout.split('\n')[0]!).error, new RegExp(`the token is bound to node ${n1}, not "${n0}"`));
+  const after = JSON.parse((await cluster.execInControlPlane('curl', ['-s', '--http2-prior-knowledge', '-m', '5', `http://${mesh.controllerAddr}/v1/status`])).stdout);
+  t.like(after.agentAuth.refused, { unauthenticated: status.agentAuth.refused.unauthenticated + 1, forbidden: status.agentAuth.refused.forbidden + 1 });
+});
 
 test.serial('the destination\'s agent refuses, on the fabric, a self-signed certificate with the right SPIFFE ID, an expired one and one of another trust domain', async (t) => {
   const { cluster, mesh } = need();

@@ -20,6 +20,7 @@ import { DEFAULT_OPAQUE_PORTS, type PortSet } from '../proxy/ports.ts';
 import { ReportClient } from '../telemetry/report-client.ts';
 import { DiscoveryStore, storeWorkloads } from '../discovery/store.ts';
 import { DiscoveryClient } from '../discovery/client.ts';
+import { controllerBearer } from '../controller/agent-token.ts';
 import { DEFAULT_FIRST_SYNC_WAIT_MS, FirstSyncWait } from '../discovery/first-sync.ts';
 import { Listeners } from '../util/listeners.ts';
 import { clientsOf, Router } from '../routing/router.ts';
@@ -99,6 +100,8 @@ export interface AgentOptions {
   admin?: { host: string; port: number } | null;
   /** The controller's URL (--controller, or the ConfigMap's controller-addr); the controller link reports there. */
   controllerUrl?: string;
+  /** The agent's token for the controller (run --controller-token-file), read at each request; absent or no such file: the links send none. */
+  controllerTokenFile?: string;
   skipOutbound?: PortRange[];
   opaquePorts?: PortSet;
   detectTimeoutMs?: number;
@@ -428,7 +431,9 @@ export class Agent {
       );
     }
     if (this.opts.controllerUrl) {
+      const auth = controllerBearer(this.opts.controllerTokenFile, (level, msg) => (level === 'warn' ? this.recordError(msg) : log.info(msg)));
       this.reporter = new ReportClient({
+        auth,
         url: this.opts.controllerUrl,
         ...this.opts.report,
         node: this.opts.nodeName ?? os.hostname(),
@@ -451,6 +456,7 @@ export class Agent {
         node: this.opts.nodeName ?? os.hostname(),
         agentId: this.reporter.agentId,
         store: this.discovery,
+        auth,
         log: (level, msg, fields) => log[level](msg, fields),
         onError: (msg) => this.recordError(msg),
       });

@@ -10,6 +10,8 @@ import { AccessIndex } from '../policy/access-index.ts';
 import { MeshObjects } from '../discovery/mesh-objects.ts';
 import { parseHostPort } from './addr.ts';
 import { DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
+import { AgentAuth, CONTROLLER_AUDIENCE, parseAgentAuthMode, type AgentAuthMode } from '../controller/agent-auth.ts';
+import { IDENTITY_DEFAULTS, parseServiceAccount } from './identity-flags.ts';
 
 export type DiscoveryMode = { kind: 'files'; path: string } | { kind: 'kubernetes'; kubeconfig?: string } | { kind: 'off' };
 
@@ -22,6 +24,15 @@ export function discoveryMode(o: { resources?: string; kubeconfig?: string }, en
   return { kind: 'off' };
 }
 
+/** --agent-auth: token by default when there is an API server to ask (TokenReview), none without one (--resources, or nothing). */
+export function agentAuthMode(flag: string | undefined, mode: DiscoveryMode): AgentAuthMode {
+  const m = flag === undefined ? (mode.kind === 'kubernetes' ? 'token' : 'none') : parseAgentAuthMode(flag, '--agent-auth');
+  if (m === 'token' && mode.kind !== 'kubernetes') throw new Error('--agent-auth token asks the API server (TokenReview) about each agent\'s token: run the controller in a cluster or with --kubeconfig FILE, or pass --agent-auth none');
+  return m;
+}
+
+export const CONTROLLER_RBAC_HINT = 'the controller\'s ServiceAccount needs create on tokenreviews (authentication.k8s.io) for --agent-auth token; apply the ClusterRole from mesh-agent install';
+
 export function registerController(program: Command) {
   program
     .command('controller')
@@ -31,17 +42,24 @@ export function registerController(program: Command) {
     .option('--retention <window>', 'how long reports are kept: the longest stat window', '1h')
     .option('--resources <file|dir>', 'discovery from Service, EndpointSlice and Pod objects in YAML or JSON files (a directory: its *.yaml, *.yml, *.json), reloaded on change; no API server needed')
     .option('--kubeconfig <file>', 'discovery from this cluster\'s API server (default in a pod: its in-cluster config)')
+    .option('--agent-auth <mode>', 'token: reports, discovery and the agents\' tap stream need the agent\'s ServiceAccount token, checked with TokenReview and bound to the node it speaks for; none: served to whatever reaches the port (default: token with an API server, none with --resources)')
+    .option('--agent-service-account <ns/name>', 'with --agent-auth token: only tokens of this ServiceAccount (the agents\') are let in', IDENTITY_DEFAULTS.agentServiceAccount)
+    .option('--agent-token-audience <aud>', 'with --agent-auth token: the audience of the agents\' tokens for the controller', CONTROLLER_AUDIENCE)
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async function (this: Command, o) {
       let listen: { host: string; port: number };
       let dashboardListen: { host: string; port: number } | null;
       let retentionMs: number;
       let mode: DiscoveryMode;
+      let authMode: AgentAuthMode;
+      let agentSa: { namespace: string; name: string };
       try {
         listen = parseHostPort(o.listen, '--listen', '0.0.0.0', 8086);
         dashboardListen = o.dashboardListen === 'off' ? null : parseHostPort(o.dashboardListen, '--dashboard-listen', '0.0.0.0', DEFAULT_DASHBOARD_PORT);
         retentionMs = parseWindow(o.retention, 7 * 24 * 3_600_000);
         mode = discoveryMode(o);
+        authMode = agentAuthMode(o.agentAuth, mode);
+        agentSa = parseServiceAccount(o.agentServiceAccount, '--agent-service-account');
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }
@@ -49,6 +67,7 @@ export function registerController(program: Command) {
       const logTo = (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => log[level](msg, fields);
       let discovery: ConstructorParameters<typeof ControllerServer>[0]['discovery'];
       let stopSource = () => {};
+      let kubeConfig: import('@kubernetes/client-node').KubeConfig | undefined;
       if (mode.kind !== 'off') {
         const hub = new DiscoveryHub({ log: logTo });
         // Routes (HTTPRoute, GRPCRoute, TrafficSplit) become route records the hub streams; in a
@@ -80,6 +99,7 @@ export function registerController(program: Command) {
             const { statusApi } = await import('../routing/route-kube-source.ts');
             const { loadKubeConfig } = await import('../k8s/client-node-api.ts');
             const kc = loadKubeConfig(mode.kubeconfig);
+            kubeConfig = kc;
             const writer = new RouteStatusWriter(statusApi(kc), logTo);
             writeStatus = (want, obj) => writer.write(want, obj);
             const kube = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes: objects, onError: (e) => log.warn(`discovery: ${e.message}`), log: (m) => log.info(`discovery: ${m}`) });
@@ -95,9 +115,14 @@ export function registerController(program: Command) {
           throw new Error(`discovery: ${(e as Error).message}`);
         }
       }
-      const server = new ControllerServer({ retentionMs, discovery, log: logTo });
+      let agentAuth: AgentAuth | undefined;
+      if (authMode === 'token' && kubeConfig) {
+        const { tokenReviewer } = await import('../identity/kube.ts');
+        agentAuth = new AgentAuth({ review: tokenReviewer(kubeConfig, CONTROLLER_RBAC_HINT), agent: agentSa, audience: o.agentTokenAudience, log: logTo });
+      }
+      const server = new ControllerServer({ retentionMs, discovery, log: logTo, agentAuth });
       const addr = await server.listen(listen.host, listen.port);
-      log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind });
+      log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind, agentAuth: agentAuth ? `token (${o.agentServiceAccount}, audience ${agentAuth.audience})` : 'none' });
       let dashboard: { close(): Promise<void> } | undefined;
       if (dashboardListen) {
         // Loaded only when served: `--dashboard-listen off` keeps the controller as small as before.

@@ -1,4 +1,5 @@
 // `mesh-agent run`: the node agent.
+import { CONTROLLER_TOKEN_FILE } from '../controller/agent-token.ts';
 import { DEFAULT_STATE_FILE } from '../cni/spec.ts';
 import type { Command } from 'commander';
 import { Agent } from '../agent/agent.ts';
@@ -48,6 +49,7 @@ export function registerRun(program: Command) {
     .option('--metrics-pod-labels <bool>', 'label metrics with pod and dst_pod (false on big nodes: workload labels stay)', 'true')
     .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
     .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
+    .option('--controller-token-file <file>', 'the agent\'s projected ServiceAccount token for the controller (audience mesh-agent-controller), sent on its links; no such file: none sent', CONTROLLER_TOKEN_FILE)
     .option('--report-interval <ms>', 'how often to report to the controller', '5000')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
     .option('--inbound-addr <ip:port|off>', 'where the kernel hands connections captured on their way to this node\'s meshed pods (default the proxy IP, port 15006); off: no inbound capture or policy for unmeshed clients')
@@ -92,6 +94,7 @@ export function registerRun(program: Command) {
         kubeconfig: o.kubeconfig,
         admin,
         controllerUrl: settings.controllerUrl,
+        controllerTokenFile: o.controllerTokenFile,
         report: { intervalMs: parseCount(o.reportInterval, '--report-interval'), backlog: parseCount(o.reportBacklog, '--report-backlog') },
         skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),

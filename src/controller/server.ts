@@ -12,12 +12,15 @@ import { isLive, WindowStore, DEFAULT_RETENTION_MS } from './store.ts';
 import { parseWindow, resourceKind, stat } from './stat.ts';
 import { streamSink, TapError, TapRelay } from './tap-relay.ts';
 import { checkTapRequest } from './tap-request.ts';
+import { AgentAuthError, type AgentAuth } from './agent-auth.ts';
 
 export interface ControllerOptions {
   retentionMs?: number;
   /** Discovery for the agents (--resources or the API server); without it GET /v1/discovery answers 404. */
   discovery?: { hub: DiscoveryHub; source: { state(): object }; routes?: { state(): object }; access?: { state(): object } };
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+  /** --agent-auth token: reports, the agents' tap stream and discovery need a node's agent's token; absent: served to anyone (--agent-auth none). */
+  agentAuth?: AgentAuth;
 }
 
 class HttpError extends Error {
@@ -57,7 +60,7 @@ export class ControllerServer {
   }
 
   private fail(stream: http2.ServerHttp2Stream, e: unknown) {
-    const status = e instanceof HttpError || e instanceof TapError ? e.status : 500;
+    const status = e instanceof HttpError || e instanceof TapError || e instanceof AgentAuthError ? e.status : 500;
     if (status === 500) this.opts.log('warn', `controller request failed: ${(e as Error).stack ?? e}`);
     this.reply(stream, status, { error: (e as Error).message });
   }
@@ -74,6 +77,10 @@ export class ControllerServer {
     const route = `${method} ${url.pathname}`;
     switch (route) {
       case `POST ${PATH_REPORTS}`: {
+        const auth = this.opts.agentAuth;
+        const header = h[HEADER_NODE];
+        // Before the body is read: a refused peer never gets 16 MB of it parsed.
+        const tokenNode = auth ? await auth.check(h.authorization, typeof header === 'string' ? header : undefined) : null;
         const body = await readJson(stream);
         let report;
         try {
@@ -81,6 +88,7 @@ export class ControllerServer {
         } catch (e) {
           throw new HttpError(400, (e as Error).message);
         }
+        if (auth && tokenNode !== null) auth.bind(tokenNode, report.node);
         const result = this.store.add(report, Date.now());
         this.relay.refresh();
         if (result === 'added') for (const fn of this.reportListeners) fn(report.node);
@@ -89,6 +97,7 @@ export class ControllerServer {
       }
       case `POST ${PATH_AGENT_TAP}`: {
         const { node, agentId } = agentHeaders(h, 'the tap stream');
+        await this.opts.agentAuth?.check(h.authorization, node);
         stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
         this.relay.addAgent(node, agentId, stream);
         this.opts.log('info', 'agent connected', { node, agentId });
@@ -97,6 +106,7 @@ export class ControllerServer {
       }
       case `GET ${PATH_DISCOVERY}`: {
         const { node, agentId } = agentHeaders(h, 'the discovery stream');
+        await this.opts.agentAuth?.check(h.authorization, node);
         const d = this.opts.discovery;
         if (!d) throw new HttpError(404, DISCOVERY_OFF);
         stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
@@ -163,6 +173,7 @@ export class ControllerServer {
           activeTaps: this.relay.activeTaps,
           tapLinks: this.relay.links(),
           discovery: this.discoveryState(),
+          agentAuth: this.opts.agentAuth?.state() ?? { mode: 'none' },
           nodes: this.store.all().map((n) => ({
             node: n.node, agentId: n.agentId, live: isLive(n, now), lastSeenMsAgo: now - n.lastSeen,
             intervalMs: n.intervalMs, reports: n.reports.length, received: n.received, duplicates: n.duplicates, dropped: n.dropped, pods: n.pods.length,

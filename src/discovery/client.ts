@@ -31,6 +31,8 @@ export interface DiscoveryClientOptions {
   pingIntervalMs?: number;
   /** The link down (or never synced) this long makes the agent's status degraded. */
   staleAfterMs?: number;
+  /** The bearer for the controller (controller/agent-token.ts), asked at each connect: kubelet rotates the token. */
+  auth?: () => Record<string, string>;
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
   /** Errors worth the agent's recentErrors: bad lines from the controller, a synced link lost. */
   onError: (msg: string) => void;
@@ -52,7 +54,7 @@ export const STREAM_WINDOW = 1 << 20;
 export const SESSION_WINDOW = 8 << 20;
 
 export class DiscoveryClient {
-  private readonly o: Required<Omit<DiscoveryClientOptions, 'log' | 'onError' | 'store'>> & Pick<DiscoveryClientOptions, 'log' | 'onError' | 'store'>;
+  private readonly o: Required<Omit<DiscoveryClientOptions, 'log' | 'onError' | 'store' | 'auth'>> & Pick<DiscoveryClientOptions, 'log' | 'onError' | 'store' | 'auth'>;
   private session?: http2.ClientHttp2Session;
   private stateV: DiscoveryLinkState = 'connecting';
   private backoffMs: number;
@@ -99,7 +101,7 @@ export class DiscoveryClient {
     });
     let req: http2.ClientHttp2Stream;
     try {
-      req = s.request({ ':method': 'GET', ':path': PATH_DISCOVERY, [HEADER_NODE]: this.o.node, [HEADER_AGENT_ID]: this.o.agentId });
+      req = s.request({ ':method': 'GET', ':path': PATH_DISCOVERY, [HEADER_NODE]: this.o.node, [HEADER_AGENT_ID]: this.o.agentId, ...this.o.auth?.() });
     } catch (e) {
       this.fail(s, `opening the discovery stream: ${(e as Error).message}`);
       return;

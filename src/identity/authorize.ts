@@ -28,11 +28,11 @@ export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
  * The token must be the agent's ServiceAccount's, for our audience, bound to a node (a projected
  * token: kubelet binds it to the agent's pod and so to its node). Returns the node.
  */
-export function authenticateAgent(st: ReviewStatus, agent: { namespace: string; name: string }, audience: string): { ok: true; node: string } | Refusal {
+export function authenticateAgent(st: ReviewStatus, agent: { namespace: string; name: string }, audience: string, what = 'ask for workload certificates'): { ok: true; node: string } | Refusal {
   if (st.authenticated !== true) return { ok: false, status: 401, reason: `the token was not accepted by the API server's TokenReview: ${st.error || 'not authenticated'}` };
   const want = `system:serviceaccount:${agent.namespace}:${agent.name}`;
   const user = st.user?.username ?? '';
-  if (user !== want) return { ok: false, status: 403, reason: `the token is ${user || 'nobody\'s'}, not the agent's ServiceAccount (${want}); only node agents may ask for workload certificates` };
+  if (user !== want) return { ok: false, status: 403, reason: `the token is ${user || 'nobody\'s'}, not the agent's ServiceAccount (${want}); only node agents may ${what}` };
   if (Array.isArray(st.audiences) && !st.audiences.includes(audience)) return { ok: false, status: 401, reason: `the token is not for audience ${audience}; mount a projected token with that audience` };
   const nodes = st.user?.extra?.[NODE_NAME_EXTRA] ?? [];
   if (nodes.length !== 1 || !nodes[0]) return { ok: false, status: 403, reason: `the token is not bound to a node (no ${NODE_NAME_EXTRA} in its review); mount a projected ServiceAccount token (Kubernetes 1.30+ binds it to the node)` };

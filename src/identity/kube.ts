@@ -6,24 +6,29 @@ import type { NodePod, ReviewStatus } from './authorize.ts';
 
 export const IDENTITY_RBAC_HINT = 'the identity service\'s ServiceAccount needs create on tokenreviews (authentication.k8s.io) and list on pods; apply the ClusterRole from mesh-agent install';
 
-function explain(e: unknown, what: string): Error {
+function explain(e: unknown, what: string, rbacHint = IDENTITY_RBAC_HINT): Error {
   const code = (e as { code?: number }).code;
   const msg = (e as Error).message?.split('\n')[0] ?? String(e);
-  return new Error(code === 403 ? `${what}: forbidden; ${IDENTITY_RBAC_HINT}` : `${what}: ${msg}`);
+  return new Error(code === 403 ? `${what}: forbidden; ${rbacHint}` : `${what}: ${msg}`);
+}
+
+/** A TokenReview through client-node; a 403 names the RBAC the caller's ServiceAccount lacks (rbacHint). */
+export function tokenReviewer(kc: KubeConfig, rbacHint: string): (token: string, audiences: string[]) => Promise<ReviewStatus> {
+  const auth = kc.makeApiClient(AuthenticationV1Api);
+  return async (token, audiences) => {
+    try {
+      const r = await auth.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } } });
+      return (r.status ?? {}) as ReviewStatus;
+    } catch (e) {
+      throw explain(e, 'TokenReview', rbacHint);
+    }
+  };
 }
 
 export function kubeIdentity(kc: KubeConfig): IdentityKube {
-  const auth = kc.makeApiClient(AuthenticationV1Api);
   const core = kc.makeApiClient(CoreV1Api);
   return {
-    async reviewToken(token, audiences) {
-      try {
-        const r = await auth.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } } });
-        return (r.status ?? {}) as ReviewStatus;
-      } catch (e) {
-        throw explain(e, 'TokenReview');
-      }
-    },
+    reviewToken: tokenReviewer(kc, IDENTITY_RBAC_HINT),
     async podsOnNode(node) {
       try {
         const list = await core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` });

@@ -14,6 +14,8 @@ export const TOKEN_PATH = 'mesh-agent-identity';
 export const IDENTITY_AUDIENCE = 'mesh-agent-identity';
 export const IDENTITY_PORT = 8080;
 export const TUNNEL_PORT = 15008;
+/** The agent's projected volume of tokens, one per audience (the controller's, the identity service's). */
+export const TOKENS_VOLUME = 'tokens';
 /** A projected token lives this long; kubelet renews it at 80% (the agent reads the file at each request). */
 export const TOKEN_SECONDS = 3600;
 
@@ -122,12 +124,10 @@ export function withIdentity(pod: any, ns: string, id: IdentityInstall): void {
   const c = pod.containers[0];
   c.args.push('--trust-domain', id.trustDomain, '--identity-service-account', `${ns}/${n.sa}`);
   c.ports.push({ name: 'tunnel', containerPort: TUNNEL_PORT, protocol: 'TCP' });
-  c.volumeMounts.push(
-    { name: 'identity-trust-roots', mountPath: IDENTITY_MOUNTS.trustRoots, readOnly: true },
-    { name: 'identity-token', mountPath: IDENTITY_MOUNTS.tokens, readOnly: true },
-  );
-  pod.volumes.push(
-    { name: 'identity-trust-roots', configMap: { name: n.roots } },
-    { name: 'identity-token', projected: { sources: [{ serviceAccountToken: { audience: IDENTITY_AUDIENCE, expirationSeconds: TOKEN_SECONDS, path: TOKEN_PATH } }] } },
-  );
+  c.volumeMounts.push({ name: 'identity-trust-roots', mountPath: IDENTITY_MOUNTS.trustRoots, readOnly: true });
+  pod.volumes.push({ name: 'identity-trust-roots', configMap: { name: n.roots } });
+  // Beside the controller's token, in the one projected volume at IDENTITY_MOUNTS.tokens (manifests.ts).
+  const tokens = pod.volumes.find((v: any) => v.name === TOKENS_VOLUME);
+  if (!tokens) throw new Error(`the agent's pod has no ${TOKENS_VOLUME} volume to add the identity token to`);
+  tokens.projected.sources.push({ serviceAccountToken: { audience: IDENTITY_AUDIENCE, expirationSeconds: TOKEN_SECONDS, path: TOKEN_PATH } });
 }

@@ -2,10 +2,15 @@
 // the Kubernetes schemas and the CLI only has to serialize them.
 import { createHash } from 'node:crypto';
 import { PortSet } from '../proxy/ports.ts';
-import { identityNames, identityObjects, withIdentity, type IdentityInstall } from './identity-manifests.ts';
+import { IDENTITY_MOUNTS, identityNames, identityObjects, TOKEN_SECONDS, TOKENS_VOLUME, withIdentity, type IdentityInstall } from './identity-manifests.ts';
+import { CONTROLLER_AUDIENCE } from '../controller/agent-auth.ts';
+import { CONTROLLER_TOKEN_FILE } from '../controller/agent-token.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks } from '../policy/model.ts';
 import { parseProxyWorkers } from '../workers/cpus.ts';
 import { PLUGIN_SERVICE_ACCOUNT } from '../cni/plugin-token.ts';
+
+/** The controller token's file name in the tokens volume (run --controller-token-file's default). */
+const CONTROLLER_TOKEN_PATH = CONTROLLER_TOKEN_FILE.slice(IDENTITY_MOUNTS.tokens.length + 1);
 
 /** Where the agent container mounts the mesh-agent-config ConfigMap (`run --config`). */
 export const CONFIG_MOUNT = '/etc/mesh-agent';
@@ -162,6 +167,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
         { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
         { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups', 'tcproutes'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['access.smi-spec.io'], resources: ['traffictargets'], verbs: ['get', 'list', 'watch'] },
+        // --agent-auth token: whose token an agent presents, and which node it is bound to.
+        { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
       ],
     },
     {
@@ -327,6 +334,7 @@ function agentDaemonSet(
                 // Attaching needs only an fd of the cgroup directory: read-only is enough.
                 { name: 'cgroup', mountPath: '/sys/fs/cgroup', readOnly: true },
                 { name: 'config', mountPath: CONFIG_MOUNT, readOnly: true },
+                { name: TOKENS_VOLUME, mountPath: IDENTITY_MOUNTS.tokens, readOnly: true },
               ],
             },
           ],
@@ -334,6 +342,9 @@ function agentDaemonSet(
             { name: 'bpffs', hostPath: { path: '/sys/fs/bpf', type: 'Directory' } },
             { name: 'cgroup', hostPath: { path: '/sys/fs/cgroup', type: 'Directory' } },
             { name: 'config', configMap: { name: `${NAME}-config` } },
+            // The controller's own audience: a token sent over its cleartext port is worth nothing to
+            // the identity service (docs/controller.md). Bound to the pod, and so the node; kubelet rotates it.
+            { name: TOKENS_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: CONTROLLER_AUDIENCE, expirationSeconds: TOKEN_SECONDS, path: CONTROLLER_TOKEN_PATH } }] } },
           ],
         },
       },
@@ -361,7 +372,7 @@ function controllerDeployment(ns: string, image: string, l: Record<string, strin
               name: 'controller',
               image,
               imagePullPolicy: 'IfNotPresent',
-              args: ['controller', '--listen', `0.0.0.0:${port}`, '--dashboard-listen', `0.0.0.0:${dashboardPort}`],
+              args: ['controller', '--listen', `0.0.0.0:${port}`, '--dashboard-listen', `0.0.0.0:${dashboardPort}`, '--agent-auth', 'token', '--agent-service-account', `${ns}/${NAME}-agent`],
               ports: [
                 { name: 'grpc', containerPort: port, protocol: 'TCP' },
                 { name: 'http', containerPort: dashboardPort, protocol: 'TCP' },

@@ -14,6 +14,7 @@ import { installManifests } from '../k8s/manifests.ts';
 import { netnsPath, type ExecResult } from './run.ts';
 import { ownedTempPrefix } from './layout.ts';
 import { distModule, meshBin } from './dist-bin.ts';
+import { CONTROLLER_AUDIENCE } from '../controller/agent-auth.ts';
 
 export const CONTROLLER_PORT = 8086;
 export const IDENTITY_PORT = 8080;
@@ -160,12 +161,19 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
       });
     }
   }
+  // As install: each agent's token for the controller (its own audience), bound to its node;
+  // the controller runs with --agent-auth token (its default with an API server).
+  const controllerToken = (node: SimClusterNode) => {
+    const f = path.join(tmp, `controller-token-${node.name}`);
+    fs.writeFileSync(f, cluster.api.tokens.mint({ namespace: AGENT_SA.namespace, serviceAccount: AGENT_SA.name, node: node.name, audiences: [CONTROLLER_AUDIENCE], expirationSeconds: 7 * 86_400 }), { mode: 0o600 });
+    return f;
+  };
   const startAgent = (node: SimClusterNode) => {
     const cniArgs = cni ? ['--cni-socket', cniPaths(node)!.socket, '--cni-state', cniPaths(node)!.stateFile] : [];
     const idArgs = identity ? ['--identity-addr', identityAddr!, '--identity-trust-anchors-file', identity.anchorsFile, '--identity-token-file', identity.tokenFile(node.name)] : [];
     const args = [
       ...NODE_FLAGS, bin, 'run', '--node', node.name, '--kubeconfig', kubeconfig, '--cgroup-root', node.cgroupRoot,
-      '--proxy-addr', `${node.nodeIp}:15001`, '--admin', ADMIN_ADDR, '--controller', controllerAddr,
+      '--proxy-addr', `${node.nodeIp}:15001`, '--admin', ADMIN_ADDR, '--controller', controllerAddr, '--controller-token-file', controllerToken(node),
       '--report-interval', String(opts.reportIntervalMs ?? 2000), '--drain', '1000', ...idArgs, ...cniArgs, ...(quiet ? ['--quiet'] : []), ...(opts.agentArgs ?? []),
     ];
     agents.set(node.name, track(node.spawnInNode(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })));
@@ -204,7 +212,8 @@ export async function startMesh(cluster: SimCluster, opts: MeshOptions = {}): Pr
     async startController() {
       if (mesh.controller && !exited(mesh.controller.proc)) throw new Error('the controller is already running');
       // On every address of the control plane: agents reach it over the fabric, a port-forward on loopback.
-      const p = track(cluster.spawnInControlPlane(process.execPath, [...NODE_FLAGS, bin, 'controller', '--listen', `0.0.0.0:${CONTROLLER_PORT}`, '--kubeconfig', kubeconfig, ...(quiet ? ['--quiet'] : []), ...(opts.controllerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] }));
+      const p = track(cluster.spawnInControlPlane(process.execPath, [...NODE_FLAGS, bin, 'controller', '--listen', `0.0.0.0:${CONTROLLER_PORT}`, '--kubeconfig', kubeconfig,
+        '--agent-auth', 'token', '--agent-service-account', `${AGENT_SA.namespace}/${AGENT_SA.name}`, ...(quiet ? ['--quiet'] : []), ...(opts.controllerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] }));
       mesh.controller = p;
       const end = Date.now() + 30_000;
       for (;;) {

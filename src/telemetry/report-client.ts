@@ -43,10 +43,12 @@ export interface ReportClientOptions {
   onTapFilters?: (filters: TapFilter[]) => void;
   /** A tapped request's mTLS identities, if it went through a tunnel (tunnel/tunnels.ts tlsOf). */
   tls?: (ep: Endpoints) => TlsIds | null;
+  /** The bearer for the controller (agent-token.ts), asked at each request: kubelet rotates the token. */
+  auth?: () => Record<string, string>;
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-type OptionalHooks = 'hub' | 'inventory' | 'localPods' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters' | 'tls';
+type OptionalHooks = 'hub' | 'inventory' | 'localPods' | 'summary' | 'log' | 'onQuery' | 'beforeInterval' | 'onTapFilters' | 'tls' | 'auth';
 
 export type LinkState = 'connecting' | 'connected' | 'backoff' | 'stopped';
 
@@ -176,7 +178,7 @@ export class ReportClient {
     let body = '';
     let req: http2.ClientHttp2Stream;
     try {
-      req = s.request({ ':method': 'POST', ':path': PATH_REPORTS, 'content-type': 'application/json' });
+      req = s.request({ ':method': 'POST', ':path': PATH_REPORTS, 'content-type': 'application/json', [HEADER_NODE]: this.o.node, ...this.o.auth?.() });
     } catch (e) {
       this.fail(s, `sending a report: ${(e as Error).message}`);
       return;
@@ -191,6 +193,11 @@ export class ReportClient {
     req.on('close', () => {
       if (this.session !== s) return;
       this.inflight = false;
+      // Refused as an agent: the report is not at fault; keep it and come back (a rotated token, a fixed RBAC).
+      if (status === 401 || status === 403) {
+        this.fail(s, `the controller refused this agent's report (HTTP ${status}): ${errorOf(body)}`);
+        return;
+      }
       if (status === 200 || (status >= 400 && status < 500)) {
         const i = this.backlogQ.indexOf(r);
         if (i >= 0) this.backlogQ.splice(i, 1);
@@ -214,17 +221,26 @@ export class ReportClient {
   private openTapStream(s: http2.ClientHttp2Session): void {
     let st: http2.ClientHttp2Stream;
     try {
-      st = s.request({ ':method': 'POST', ':path': PATH_AGENT_TAP, [HEADER_NODE]: this.o.node, [HEADER_AGENT_ID]: this.agentId, 'content-type': 'application/x-ndjson' }, { endStream: false });
+      st = s.request({ ':method': 'POST', ':path': PATH_AGENT_TAP, [HEADER_NODE]: this.o.node, [HEADER_AGENT_ID]: this.agentId, 'content-type': 'application/x-ndjson', ...this.o.auth?.() }, { endStream: false });
     } catch (e) {
       this.fail(s, `opening the tap stream: ${(e as Error).message}`);
       return;
     }
     this.tapStream = st;
+    let refused = 0;
+    let why = '';
+    st.on('response', (h) => {
+      if (Number(h[':status']) !== 200) refused = Number(h[':status']);
+    });
     st.on('error', () => {});
     st.on('close', () => {
-      if (this.tapStream === st) this.fail(s, 'the controller closed the tap stream');
+      if (this.tapStream === st) this.fail(s, refused ? `the controller refused the tap stream (HTTP ${refused}): ${errorOf(why)}` : 'the controller closed the tap stream');
     });
     readLines(st, (line) => {
+      if (refused) {
+        why ||= line;
+        return;
+      }
       if (line.trim() === '') return;
       try {
         const cmd = JSON.parse(line) as TapCommand;
@@ -304,4 +320,15 @@ export class ReportClient {
     // The tap stream never ends by itself, so a graceful close would wait forever.
     s?.destroy();
   }
+}
+
+/** A controller's JSON error body's message, or the text as it came. */
+function errorOf(body: string): string {
+  try {
+    const e = JSON.parse(body)?.error;
+    if (typeof e === 'string') return e;
+  } catch {
+    // not JSON: the text says it
+  }
+  return body.slice(0, 300);
 }

@@ -27,11 +27,11 @@ export function kubeconfigFile(api: SimApiServer): string {
   return f;
 }
 
-/** Starts `mesh-agent controller ARGS` on a free port, waits until its discovery synced, and links a store to it. */
+/** Starts `mesh-agent controller --agent-auth none ARGS` (these tests are about what reaches the agents; who may is test/controller-agent-auth.test.ts's) on a free port, waits until its discovery synced, and links a store to it. */
 export async function startController(t: ExecutionContext, args: string[]) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'controller', '--listen', `127.0.0.1:${port}`, '--dashboard-listen', 'off', '--agent-auth', 'none', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d) => (log += d));
   t.teardown(async () => {
