@@ -11,10 +11,18 @@ import { Proxy } from '../src/proxy/listener.ts';
 function settleOf(growth: number) {
   let open = 0;
   const shrinks: number[] = [];
+  const startUps: boolean[] = [];
   const h = {
     idle: true,
-    s: new HeapSettle(() => open, { growth, tickMs: 2 ** 30, shrink: () => null, onShrink: (n) => shrinks.push(n), idle: (): boolean => h.idle }),
+    s: new HeapSettle(() => open, {
+      growth, tickMs: 2 ** 30, shrink: () => null, idle: (): boolean => h.idle,
+      onShrink: (n, _ms, _error, startUp) => {
+        shrinks.push(n);
+        startUps.push(startUp);
+      },
+    }),
     shrinks,
+    startUps,
     open(n: number) {
       for (let i = 0; i < n; i++) {
         open++;
@@ -100,6 +108,30 @@ test('a burst that closed before the quiet tick is not shrunk for', (t) => {
   h.s.tick();
   t.deepEqual(h.shrinks, []);
   t.false(h.s.armed);
+});
+
+test('start-up\'s growth: one shrink at the first quiet, idle tick after listening, whatever the count open', (t) => {
+  const h = settleOf(10);
+  h.s.settleStartUp();
+  t.true(h.s.armed);
+  h.open(2);
+  h.s.tick();
+  t.deepEqual(h.shrinks, [], 'connections came during the tick: traffic is not stalled for it');
+  h.idle = false;
+  h.s.tick();
+  t.deepEqual(h.shrinks, [], 'a busy thread waits');
+  h.idle = true;
+  h.s.tick();
+  t.deepEqual(h.shrinks, [2], 'a quiet idle tick: shrunk with 2 open, far under the growth');
+  t.deepEqual(h.startUps, [true]);
+  t.false(h.s.armed);
+  h.open(9);
+  t.false(h.s.armed, 'once: the next needs a burst, counted from the 2 open at the shrink');
+  h.open(1);
+  h.s.tick();
+  h.s.tick();
+  t.deepEqual(h.shrinks, [2, 12]);
+  t.deepEqual(h.startUps, [true, false]);
 });
 
 test('the proxy shrinks once its idle connections settle, and they still forward', async (t) => {

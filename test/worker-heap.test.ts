@@ -1,6 +1,7 @@
-// A proxy worker gives back the young generation its start-up grew before it listens
-// (src/util/shrink-heap.ts; docs/benchmarks.md, "Memory as installed"): each extra proxy's idle
-// memory must not depend on when V8's memory reducer happens to run. And an idle one, identity on,
+// A proxy worker gives back the young generation its start-up grew once it is first idle, after
+// it listens (src/proxy/heap-settle.ts settleStartUp; docs/benchmarks.md, "Memory as installed" and
+// "A worker's start"): each extra proxy's idle memory must not depend on when V8's memory reducer
+// happens to run, and a replacement must not wait for the collection to listen. And an idle one, identity on,
 // loads no node:http2 or node:tls (src/util/builtins.ts): its first HTTP/2 connection or tunnel does.
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
@@ -43,12 +44,12 @@ function init(): WorkerInit {
   };
 }
 
-/** The next message of this type from the worker (a failed start rejects). */
-function nextOf(w: Worker, type: string): Promise<any> {
+/** The next message of this type from the worker, and `is` it (a failed start rejects). */
+function nextOf(w: Worker, type: string, is: (m: any) => boolean = () => true): Promise<any> {
   return new Promise<any>((resolve, reject) => {
     const on = (m: any) => {
       if (m?.t === 'failed') reject(new Error(`the worker could not start: ${m.error}`));
-      else if (m?.t === type) {
+      else if (m?.t === type && is(m)) {
         w.off('message', on);
         resolve(m);
       }
@@ -58,16 +59,27 @@ function nextOf(w: Worker, type: string): Promise<any> {
   });
 }
 
-test('a proxy worker is listening with its young generation shrunk, and gc() not exposed to it', async (t) => {
+test('a proxy worker listens first, then gives back its start-up young generation once idle, and gc() is not exposed to it', async (t) => {
+  // The shrink waits for a quiet second after listening; a minute without one means it never comes.
+  t.timeout(60_000, 'the worker never gave back its start-up young generation after it listened (the proxy\'s settleStartUp)');
   const w = new Worker(HARNESS, { eval: true, workerData: init(), stdout: true, stderr: true });
   try {
-    const next = (type: string) => nextOf(w, type);
-    await next('ready');
-    const asked = next('heap');
+    const seen: string[] = [];
+    const ready = nextOf(w, 'ready').then(() => seen.push('ready'));
+    const settled = nextOf(w, 'log', (m) => /young generation start-up grew/.test(m.msg)).then((m) => {
+      seen.push('shrunk');
+      return m;
+    });
+    await ready;
+    const shrunk = await settled;
+    t.deepEqual(seen, ['ready', 'shrunk'], 'the collection is off the start path: after the worker listens');
+    t.regex(shrunk.msg, /^gave back/, `the worker could not shrink its heap: ${shrunk.msg}`);
+    t.log(`shrunk in ${shrunk.fields?.ms} ms`);
+    const asked = nextOf(w, 'heap');
     w.postMessage('heap');
     const { newSpace, gc } = await asked;
-    t.log(`new space once listening: ${(newSpace / 1024).toFixed(0)} KiB`);
-    t.true(newSpace < SHRUNK_BYTES, `the worker's new space is ${newSpace} bytes once listening; start-up's growth was not given back`);
+    t.log(`new space once shrunk: ${(newSpace / 1024).toFixed(0)} KiB`);
+    t.true(newSpace < SHRUNK_BYTES, `the worker's new space is ${newSpace} bytes once shrunk; start-up's growth was not given back`);
     t.is(gc, 'undefined', 'shrinkHeap must not leave gc() on the worker\'s global');
   } finally {
     await w.terminate();

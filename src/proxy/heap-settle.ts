@@ -27,8 +27,8 @@ export interface HeapSettleOptions {
   shrink?: () => Error | null;
   /** Whether the thread was idle since the last call; default its event loop's utilization (IDLE_UTILIZATION). */
   idle?: () => boolean;
-  /** After each shrink: the connections open and how long it took (ms), or why it could not run. */
-  onShrink?: (open: number, ms: number, error: Error | null) => void;
+  /** After each shrink: the connections open, how long it took (ms) or why it could not run, and whether it was start-up's (settleStartUp). */
+  onShrink?: (open: number, ms: number, error: Error | null, startUp: boolean) => void;
 }
 
 export class HeapSettle {
@@ -42,6 +42,8 @@ export class HeapSettle {
   #base = 0;
   #acceptedInTick = 0;
   #timer: NodeJS.Timeout | null = null;
+  /** Start-up's growth is still to be given back (settleStartUp). */
+  #startUp = false;
 
   /** Whether a burst is being watched (the tick's timer runs). */
   get armed(): boolean {
@@ -74,6 +76,18 @@ export class HeapSettle {
     if (open < this.#base) this.#base = open;
   }
 
+  /**
+   * A thread's start-up grew its young generation (loading the proxy's modules,
+   * util/shrink-heap.ts): given back at the first tick with no new connection and the thread idle,
+   * as a burst's is, whatever the count open. Not before listening: a replacement proxy would wait
+   * for the collection (31-60 ms, more on a busy machine) before taking connections; and a proxy
+   * that has traffic from the start regrows the young generation anyway.
+   */
+  settleStartUp(): void {
+    this.#startUp = true;
+    this.#timer ??= setInterval(this.#onTimer, this.#tickMs).unref();
+  }
+
   stop(): void {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
@@ -91,11 +105,13 @@ export class HeapSettle {
     }
     this.stop();
     const open = this.#open();
-    if (open - this.#base < this.#growth) return;
+    const startUp = this.#startUp;
+    if (!startUp && open - this.#base < this.#growth) return;
+    this.#startUp = false;
     this.#base = open;
     const t0 = performance.now();
     const error = this.#shrink();
-    this.#onShrink?.(open, performance.now() - t0, error);
+    this.#onShrink?.(open, performance.now() - t0, error, startUp);
   }
 
   #onTimer = (): void => this.tick();

@@ -255,7 +255,10 @@ export class Proxy {
     const stats = this.#stats;
     const drained = (): void => this.#onDrained?.();
     const settle = opts.heapSettle === null ? null : new HeapSettle(() => stats.open, {
-      onShrink: (open, ms, error) => this.#log('info', error ? `could not give back the young generation after a burst of connections (no effect on traffic): ${error.message}` : 'gave back the young generation a burst of connections grew', { open, ms: Math.round(ms) }),
+      onShrink: (open, ms, error, startUp) => {
+        const grew = startUp ? 'start-up' : 'a burst of connections';
+        this.#log('info', error ? `could not give back the young generation ${grew} grew (no effect on traffic; the thread idles a few MB larger): ${error.message}` : `gave back the young generation ${grew} grew`, { open, ms: Math.round(ms) });
+      },
       ...opts.heapSettle,
     });
     this.#settle = settle;
@@ -332,6 +335,11 @@ export class Proxy {
     const s = this.#inboundServer;
     this.#inboundServer = null;
     return s ? new Promise((r) => s.close(() => r())) : Promise.resolve();
+  }
+
+  /** Gives back the young generation this thread's start-up grew, once the proxy is first idle (heap-settle.ts); none with heapSettle null. */
+  settleStartUp(): void {
+    this.#settle?.settleStartUp();
   }
 
   /** Stops accepting, lets open connections finish for up to drainMs, then destroys the rest. */

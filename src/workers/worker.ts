@@ -23,7 +23,7 @@ import type { Endpoints, TlsIds } from '../telemetry/events.ts';
 import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
 import type { TunnelPolicy } from '../tunnel/server.ts';
 import { Authorizer } from '../policy/authorizer.ts';
-import { shrinkHeap, useGcLock } from '../util/shrink-heap.ts';
+import { useGcLock } from '../util/shrink-heap.ts';
 import { clock, type FromWorker, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
@@ -167,11 +167,13 @@ port.on('message', (m: ToWorker) => {
   }
 });
 
-// Before listening, so no connection waits for it: start-up grew the young generation ~4 MB that an idle proxy does not use.
-const notShrunk = shrinkHeap();
-if (notShrunk) log('info', 'a proxy worker kept its start-up heap (no effect on traffic; it idles a few MB larger)', { error: notShrunk.message });
 Promise.all([proxy.listen(), tunnels?.listen()]).then(
-  () => send({ t: 'ready' }),
+  () => {
+    // Start-up grew the young generation ~4 MB that an idle proxy does not use: given back once
+    // the proxy is first idle, not before listening (docs/benchmarks.md, "A worker's start").
+    proxy.settleStartUp();
+    send({ t: 'ready' });
+  },
   (e) => {
     send({ t: 'failed', error: (e as Error).message });
     port.close();
