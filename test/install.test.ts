@@ -4,6 +4,7 @@ import { ROUTE_KINDS } from '../src/routing/route-kube-source.ts';
 import { ROUTE_PLURALS } from '../src/routing/route-status.ts';
 import { parseAllDocuments } from 'yaml';
 import { installManifests, INSTALL_DEFAULTS } from '../src/k8s/manifests.ts';
+import { DEFAULT_DASHBOARD_PORT } from '../src/controller/addr.ts';
 import { manifestsToYaml } from '../src/cli/install.ts';
 import { validateObject } from './fixtures/manifests/k8s-schema.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
@@ -179,8 +180,13 @@ test('controller: one non-root replica, read-only root, Service on the controlle
   // The dashboard: a second port of the same ClusterIP Service, served by the same container.
   t.deepEqual(svc.spec.ports.map((p: any) => [p.name, p.port, p.targetPort]), [['grpc', 8086, 'grpc'], ['http', 8084, 'http']]);
   t.deepEqual(c.ports.map((p: any) => [p.name, p.containerPort]), [['grpc', 8086], ['http', 8084]]);
-  // Agents authenticate (docs/controller.md): only the agents' ServiceAccount, bound to the node a request speaks for.
-  t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--dashboard-listen', '0.0.0.0:8084', '--agent-auth', 'token', '--agent-service-account', 'mesh-agent/mesh-agent-agent']);
+  // Agents authenticate (docs/controller.md): only the agents' ServiceAccount, bound to the node a
+  // request speaks for. The CLI's endpoints and the dashboard only through kubectl port-forward
+  // (loopback in the pod): the agents need 8086 on the pod IP, nobody needs 8084 there.
+  t.deepEqual(c.args, ['controller', '--listen', '0.0.0.0:8086', '--cli-access', 'loopback', '--dashboard-listen', '127.0.0.1:8084', '--agent-auth', 'token', '--agent-service-account', 'mesh-agent/mesh-agent-agent']);
+  // `mesh-agent dashboard` port-forwards the Service's dashboard port: its target is where the dashboard listens.
+  const dashPort = svc.spec.ports.find((p: any) => p.port === DEFAULT_DASHBOARD_PORT);
+  t.is(c.args[c.args.indexOf('--dashboard-listen') + 1], `127.0.0.1:${c.ports.find((p: any) => p.name === dashPort.targetPort).containerPort}`);
   t.is(find(installManifests({ namespace: 'mesh' }) as any[], 'Deployment', 'mesh-agent-controller').spec.template.spec.containers[0].args.at(-1), 'mesh/mesh-agent-agent');
 });
 
@@ -232,7 +238,7 @@ test('flags change image, namespace and ports everywhere', (t) => {
   t.is(agentDs(objs).spec.template.metadata.annotations['prometheus.io/port'], '5191');
   t.is(find(objs, 'Service').spec.ports[0].port, 9000);
   t.is(find(objs, 'Service').spec.ports[1].port, 9001);
-  t.true(find(objs, 'Deployment').spec.template.spec.containers[0].args.includes('0.0.0.0:9001'));
+  t.true(find(objs, 'Deployment').spec.template.spec.containers[0].args.includes('127.0.0.1:9001'));
   t.is(find(objs, 'ConfigMap').data['controller-addr'], 'mesh-agent-controller.mesh.svc:9000');
   const hash = (o: any[]) => agentDs(o).spec.template.metadata.annotations['mesh-agent.io/config-hash'];
   t.not(hash(objs), hash(installManifests() as any[]), 'a changed config rolls the agents');

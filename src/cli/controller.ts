@@ -12,6 +12,9 @@ import { parseHostPort } from './addr.ts';
 import { DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
 import { AgentAuth, CONTROLLER_AUDIENCE, parseAgentAuthMode, type AgentAuthMode } from '../controller/agent-auth.ts';
 import { IDENTITY_DEFAULTS, parseServiceAccount } from './identity-flags.ts';
+import { CliAccess, parseCliAccessMode, type CliAccessMode } from '../controller/cli-access.ts';
+import { INSTALL_DEFAULTS } from '../k8s/manifests.ts';
+import { readFileSync } from 'node:fs';
 
 export type DiscoveryMode = { kind: 'files'; path: string } | { kind: 'kubernetes'; kubeconfig?: string } | { kind: 'off' };
 
@@ -33,6 +36,15 @@ export function agentAuthMode(flag: string | undefined, mode: DiscoveryMode): Ag
 
 export const CONTROLLER_RBAC_HINT = 'the controller\'s ServiceAccount needs create on tokenreviews (authentication.k8s.io) for --agent-auth token; apply the ClusterRole from mesh-agent install';
 
+/** The controller's namespace in a pod (for the port-forward a refusal names); install's outside one. */
+function podNamespace(): string {
+  try {
+    return readFileSync('/var/run/secrets/kubernetes.io/serviceaccount/namespace', 'utf8').trim() || INSTALL_DEFAULTS.namespace;
+  } catch {
+    return INSTALL_DEFAULTS.namespace;
+  }
+}
+
 export function registerController(program: Command) {
   program
     .command('controller')
@@ -45,6 +57,7 @@ export function registerController(program: Command) {
     .option('--agent-auth <mode>', 'token: reports, discovery and the agents\' tap stream need the agent\'s ServiceAccount token, checked with TokenReview and bound to the node it speaks for; none: served to whatever reaches the port (default: token with an API server, none with --resources)')
     .option('--agent-service-account <ns/name>', 'with --agent-auth token: only tokens of this ServiceAccount (the agents\') are let in', IDENTITY_DEFAULTS.agentServiceAccount)
     .option('--agent-token-audience <aud>', 'with --agent-auth token: the audience of the agents\' tokens for the controller', CONTROLLER_AUDIENCE)
+    .option('--cli-access <mode>', 'loopback: stat, tap and diagnostics are served only to loopback peers (kubectl port-forward; what install runs), 403 to others; any: to whatever reaches the port', 'any')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async function (this: Command, o) {
       let listen: { host: string; port: number };
@@ -53,6 +66,7 @@ export function registerController(program: Command) {
       let mode: DiscoveryMode;
       let authMode: AgentAuthMode;
       let agentSa: { namespace: string; name: string };
+      let cliMode: CliAccessMode;
       try {
         listen = parseHostPort(o.listen, '--listen', '0.0.0.0', 8086);
         dashboardListen = o.dashboardListen === 'off' ? null : parseHostPort(o.dashboardListen, '--dashboard-listen', '0.0.0.0', DEFAULT_DASHBOARD_PORT);
@@ -60,6 +74,7 @@ export function registerController(program: Command) {
         mode = discoveryMode(o);
         authMode = agentAuthMode(o.agentAuth, mode);
         agentSa = parseServiceAccount(o.agentServiceAccount, '--agent-service-account');
+        cliMode = parseCliAccessMode(o.cliAccess, '--cli-access');
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }
@@ -120,9 +135,10 @@ export function registerController(program: Command) {
         const { tokenReviewer } = await import('../identity/kube.ts');
         agentAuth = new AgentAuth({ review: tokenReviewer(kubeConfig, CONTROLLER_RBAC_HINT), agent: agentSa, audience: o.agentTokenAudience, log: logTo });
       }
-      const server = new ControllerServer({ retentionMs, discovery, log: logTo, agentAuth });
+      const cliAccess = cliMode === 'loopback' ? new CliAccess(cliMode, podNamespace()) : undefined;
+      const server = new ControllerServer({ retentionMs, discovery, log: logTo, agentAuth, cliAccess });
       const addr = await server.listen(listen.host, listen.port);
-      log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind, agentAuth: agentAuth ? `token (${o.agentServiceAccount}, audience ${agentAuth.audience})` : 'none' });
+      log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind, agentAuth: agentAuth ? `token (${o.agentServiceAccount}, audience ${agentAuth.audience})` : 'none', cliAccess: cliMode });
       let dashboard: { close(): Promise<void> } | undefined;
       if (dashboardListen) {
         // Loaded only when served: `--dashboard-listen off` keeps the controller as small as before.

@@ -13,6 +13,7 @@ import { parseWindow, resourceKind, stat } from './stat.ts';
 import { streamSink, TapError, TapRelay } from './tap-relay.ts';
 import { checkTapRequest } from './tap-request.ts';
 import { AgentAuthError, type AgentAuth } from './agent-auth.ts';
+import type { CliAccess } from './cli-access.ts';
 
 export interface ControllerOptions {
   retentionMs?: number;
@@ -21,7 +22,12 @@ export interface ControllerOptions {
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
   /** --agent-auth token: reports, the agents' tap stream and discovery need a node's agent's token; absent: served to anyone (--agent-auth none). */
   agentAuth?: AgentAuth;
+  /** --cli-access loopback: stat, tap and diagnostics only for loopback peers (port-forward); absent: for anyone. */
+  cliAccess?: CliAccess;
 }
+
+/** The CLI's endpoints: what --cli-access limits (not /v1/status, which probes read, nor the agents'). */
+const CLI_ROUTES = new Set([`GET ${PATH_STAT}`, `POST ${PATH_TAP}`, `GET ${PATH_DIAG_ENDPOINTS}`, `GET ${PATH_DIAG_POLICY}`, `GET ${PATH_DIAG_AUTHZ}`]);
 
 class HttpError extends Error {
   readonly status: number;
@@ -75,6 +81,11 @@ export class ControllerServer {
     const method = h[':method'];
     const url = new URL(h[':path'] ?? '/', 'http://controller');
     const route = `${method} ${url.pathname}`;
+    if (this.opts.cliAccess && CLI_ROUTES.has(route)) {
+      // The session's socket: the peer of the TCP connection, which no header can change.
+      const refusal = this.opts.cliAccess.refusal(stream.session?.socket?.remoteAddress, route);
+      if (refusal) throw new HttpError(403, refusal);
+    }
     switch (route) {
       case `POST ${PATH_REPORTS}`: {
         const auth = this.opts.agentAuth;
@@ -174,6 +185,7 @@ export class ControllerServer {
           tapLinks: this.relay.links(),
           discovery: this.discoveryState(),
           agentAuth: this.opts.agentAuth?.state() ?? { mode: 'none' },
+          cliAccess: this.opts.cliAccess?.state() ?? { mode: 'any' },
           nodes: this.store.all().map((n) => ({
             node: n.node, agentId: n.agentId, live: isLive(n, now), lastSeenMsAgo: now - n.lastSeen,
             intervalMs: n.intervalMs, reports: n.reports.length, received: n.received, duplicates: n.duplicates, dropped: n.dropped, pods: n.pods.length,

@@ -372,7 +372,9 @@ function controllerDeployment(ns: string, image: string, l: Record<string, strin
               name: 'controller',
               image,
               imagePullPolicy: 'IfNotPresent',
-              args: ['controller', '--listen', `0.0.0.0:${port}`, '--dashboard-listen', `0.0.0.0:${dashboardPort}`, '--agent-auth', 'token', '--agent-service-account', `${ns}/${NAME}-agent`],
+              // The CLI's endpoints and the dashboard only through kubectl port-forward, which dials
+              // localhost in the pod (RBAC on pods/portforward); the agents reach 8086 on the pod IP.
+              args: ['controller', '--listen', `0.0.0.0:${port}`, '--cli-access', 'loopback', '--dashboard-listen', `127.0.0.1:${dashboardPort}`, '--agent-auth', 'token', '--agent-service-account', `${ns}/${NAME}-agent`],
               ports: [
                 { name: 'grpc', containerPort: port, protocol: 'TCP' },
                 { name: 'http', containerPort: dashboardPort, protocol: 'TCP' },
