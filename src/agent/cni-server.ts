@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import type * as http from 'node:http';
 import * as path from 'node:path';
-import { ADMIT_PATH, MAX_MESSAGE_BYTES as MAX_BODY, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
+import { ADMIT_PATH, MAX_MESSAGE_BYTES as MAX_BODY, MessageReader, parseAdmitRequest, RELEASE_PATH, type AdmitAnswer, type AdmitRequest } from '../cni/protocol.ts';
 import { DEFAULT_AGENT_SOCKET } from '../cni/spec.ts';
 import { nodeHttp } from '../util/builtins.ts';
 
@@ -57,22 +57,16 @@ export class CniServer {
       answer(404, { error: `${req.method} ${req.url}: the CNI socket answers POST ${ADMIT_PATH} and ${RELEASE_PATH}` });
       return;
     }
-    let body = '';
-    let bytes = 0;
-    req.setEncoding('utf8');
-    req.on('data', (d: string) => {
-      body += d;
-      // Bytes, not characters: a multi-byte name would pass three times the bound.
-      bytes += Buffer.byteLength(d);
-      if (bytes > MAX_BODY) {
-        answer(413, { error: `request over ${MAX_BODY} bytes` });
-        req.destroy();
-      }
+    const body = new MessageReader();
+    req.on('data', (d: Buffer) => {
+      if (body.add(d)) return;
+      answer(413, { error: `request over ${MAX_BODY} bytes` });
+      req.destroy();
     });
     req.on('end', () => {
       let parsed: AdmitRequest;
       try {
-        parsed = parseAdmitRequest(body);
+        parsed = parseAdmitRequest(body.text());
       } catch (e) {
         this.#h.onError(`CNI plugin request refused: ${(e as Error).message}`);
         answer(400, { error: (e as Error).message });

@@ -6,7 +6,7 @@
 import type * as http from 'node:http';
 import { nodeHttp } from '../util/builtins.ts';
 import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
-import { ADMIT_PATH, MAX_MESSAGE_BYTES, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
+import { ADMIT_PATH, MAX_MESSAGE_BYTES, MessageReader, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
 import { decideAdd, needsPodRead, type AgentOutcome, type PodRead } from './decide.ts';
 import { readPod } from './pod-read.ts';
 import { readState } from './state.ts';
@@ -25,15 +25,11 @@ function post(socketPath: string, path: string, body: unknown, timeoutMs: number
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
     const req = nodeHttp().request({ socketPath, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
-      let text = '';
-      let bytes = 0;
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => {
-        text += d;
-        bytes += Buffer.byteLength(d);
-        if (bytes > MAX_MESSAGE_BYTES) res.destroy(new Error(`the agent's answer is over ${MAX_MESSAGE_BYTES} bytes`));
+      const answer = new MessageReader();
+      res.on('data', (d: Buffer) => {
+        if (!answer.add(d)) res.destroy(new Error(`the agent's answer is over ${MAX_MESSAGE_BYTES} bytes`));
       });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: answer.text() }));
       res.on('error', reject);
     });
     req.on('error', reject);

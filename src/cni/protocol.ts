@@ -8,6 +8,28 @@ export const RELEASE_PATH = '/v1/cni/del';
 /** Either way a message is a few hundred bytes; a peer sending more is refused, not buffered. */
 export const MAX_MESSAGE_BYTES = 16 * 1024;
 
+/**
+ * A message read as it arrives, both ends of the socket: bounded in bytes (text counted in
+ * characters passed three times the bound with multi-byte names), decoded once whole so a
+ * character split between two reads stays whole.
+ */
+export class MessageReader {
+  #chunks: Buffer[] = [];
+  #bytes = 0;
+
+  /** Takes a read; false once the message is over MAX_MESSAGE_BYTES (stop reading it). */
+  add(chunk: Buffer): boolean {
+    this.#bytes += chunk.length;
+    if (this.#bytes > MAX_MESSAGE_BYTES) return false;
+    this.#chunks.push(chunk);
+    return true;
+  }
+
+  text(): string {
+    return Buffer.concat(this.#chunks, this.#bytes).toString('utf8');
+  }
+}
+
 export interface AdmitRequest {
   namespace: string;
   name: string;
