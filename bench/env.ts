@@ -309,7 +309,7 @@ export class BenchEnv {
    * A second agent as the DaemonSet runs it (cluster mode: pods from the API server, discovery
    * from the controller, identity on: install always installs the identity service), for the
    * memory-cluster scenario: on a node name no pod is scheduled to, attached to an empty cgroup,
-   * on its own proxy, tunnel and admin ports. Resolves once it is ready, has its discovery and
+   * on its own proxy, tunnel and admin ports, without inbound capture (below). Resolves once it is ready, has its discovery and
    * every proxy listens for tunnels (with no pods it wants no certificate).
    */
   async startClusterAgent(proxies: number): Promise<{ child: ChildProcess; pid: number }> {
@@ -325,7 +325,11 @@ export class BenchEnv {
       '--node', node, '--kubeconfig', this.#kubeconfig, '--cgroup-root', cgroup,
       '--proxy-addr', `${this.node.nodeIp}:15002`, '--admin', admin, '--controller', this.#controllerAddr, '--controller-token-file', this.#identity.controllerToken(node), '--proxy-workers', String(proxies),
       '--identity-addr', this.#identity.addr, '--identity-trust-anchors-file', this.#identity.anchors, '--identity-token-file', this.#identity.token(node),
-      '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity', '--tunnel-port', String(tunnelPort)], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--trust-domain', 'cluster.local', '--identity-service-account', 'mesh-agent/mesh-agent-identity', '--tunnel-port', String(tunnelPort),
+      // The inbound capture is one nftables table per network namespace (datapath/inbound-capture.ts),
+      // written whole by its agent: this second agent in the bench node's namespace would replace the
+      // bench agent's with its own (no pods) and leave every later inbound scenario uncaptured.
+      '--inbound-addr', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
     this.#children.push(child);
     const end = Date.now() + 30_000;
