@@ -15,6 +15,7 @@ import { peerIdentity } from '../identity/spiffe.ts';
 import { formatAuthority, formatForwarded, type Path } from './path.ts';
 import { clientUpstream, failedUpstream } from './upstream.ts';
 import { nodeHttp2, nodeTls } from '../util/builtins.ts';
+import { LogLimit, suppressedField } from '../util/log-limit.ts';
 
 export const MAX_STREAMS_PER_CONNECTION = 100;
 export const IDLE_CONNECTION_MS = 5 * 60_000;
@@ -60,29 +61,14 @@ interface Conn {
   streams: Set<http2.ClientHttp2Stream>;
 }
 
-/** Rate-limited: a peer that keeps failing is one line per interval, with the count. */
-class Limited {
-  private last = new Map<string, { at: number; n: number }>();
-  hit(key: string, intervalMs: number): number | null {
-    const now = Date.now();
-    const e = this.last.get(key);
-    if (e !== undefined && now - e.at < intervalMs) {
-      e.n++;
-      return null;
-    }
-    if (this.last.size > 1000) this.last.clear();
-    this.last.set(key, { at: now, n: 0 });
-    return e?.n ?? 0;
-  }
-}
-
 export class HbonePool {
   private readonly conns = new Map<string, Conn[]>();
   private readonly creds: CredentialStore;
   private readonly trustDomain: string;
   private readonly port: number;
   private readonly log: LogFn;
-  private readonly limited = new Limited();
+  /** A peer that keeps failing is one line per interval, with the count. */
+  private readonly limited = new LogLimit();
   private closed = false;
   readonly stats: HboneStats = { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 };
 
@@ -215,7 +201,7 @@ export class HbonePool {
     const suppressed = this.limited.hit(`${path.nodeIp}|${kind}`, 10_000);
     if (suppressed !== null) {
       this.log('warn', `refused the agent at ${path.nodeIp}:${this.port}: ${reason}; it must present ${path.dstUri} under this mesh's trust anchor`, {
-        client: srcUri, server: path.dstUri, presented, reason, ...(suppressed > 0 ? { suppressed } : {}),
+        client: srcUri, server: path.dstUri, presented, reason, ...suppressedField(suppressed),
       });
     }
     this.fail(c, Object.assign(new Error(`tunnel to ${path.dstUri} at ${path.nodeIp}: the other agent's certificate was refused: ${reason}`), { code: 'EPROTO' }));
