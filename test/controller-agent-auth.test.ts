@@ -94,10 +94,16 @@ test('no token: 401 naming the fix on all three agent endpoints, and not one dis
   t.is(s.auth.stats.refused.unauthenticated, 4);
   t.is(s.warnings.length, 1, 'one line for node-a\'s missing token, not four');
   t.like(s.warnings[0], { node: 'node-a', status: 401 });
-  // A token that is no JWT of the API server's: the review says so.
+  // A token that is no JWT: refused without asking the API server.
   const bad = await s.ask(PATH_DISCOVERY, { node: 'node-a', token: 'made-up' });
   t.is(bad.status, 401);
-  t.regex(bad.error ?? '', /the token was not accepted by the API server's TokenReview: invalid bearer token/);
+  t.regex(bad.error ?? '', /the bearer token is not a JWT \(not three base64url parts joined by dots\), so it is no ServiceAccount token and the API server was not asked/);
+  t.is(s.api.tokens.reviews, 0);
+  // A JWT the API server did not sign: the review says so.
+  const forged = s.token('node-a').slice(0, -4) + 'AAAA';
+  const unsigned = await s.ask(PATH_DISCOVERY, { node: 'node-a', token: forged });
+  t.is(unsigned.status, 401);
+  t.regex(unsigned.error ?? '', /the token was not accepted by the API server's TokenReview: invalid bearer token/);
   // The identity service's audience is not the controller's: that token never crosses this port usefully.
   const idToken = await s.ask(PATH_DISCOVERY, { node: 'node-a', token: s.token('node-a', { audiences: ['mesh-agent-identity'] }) });
   t.is(idToken.status, 401);
@@ -158,7 +164,7 @@ test('the verdict cache is bounded in entries and in time, and a token past its 
     },
     agent: AGENT, ttlMs: 10_000, maxEntries: 3, now: () => now, log: quiet,
   });
-  const jwt = (exp: number, n: number) => `x.${Buffer.from(JSON.stringify({ exp, n })).toString('base64url')}.y`;
+  const jwt = (exp: number, n: number) => `eyJhbGciOiJSUzI1NiJ9.${Buffer.from(JSON.stringify({ exp, n })).toString('base64url')}.y`;
   const far = now / 1000 + 3600;
   for (let i = 0; i < 5; i++) t.is(await auth.check(`Bearer ${jwt(far, i)}`, 'n1'), 'n1');
   t.is(reviews, 5);

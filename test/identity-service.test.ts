@@ -1,25 +1,31 @@
 // The identity service against the stand-in API server (real TokenReview and pod lists over
 // HTTP) and the agent's client over real TLS 1.3: a token bound to a node gets certificates for
 // the ServiceAccounts of that node's pods, lifetimes and the 30 s backdating as configured;
-// everything else is refused with the reason; the client talks only to the real service.
+// everything else is refused with the reason; the client talks only to the real service. With a
+// review the test holds (an injected IdentityKube): the review gate's bound per peer address
+// (peers 127.0.0.2 and 127.0.0.3 on loopback), and the agent's client asking at most that many.
 import test from 'ava';
 import * as fs from 'node:fs';
+import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { createIssuer, createTrustAnchor, loadIssuer, createCsr } from '../src/identity/x509.ts';
-import { IdentityService } from '../src/identity/service.ts';
+import { IdentityService, type IdentityKube } from '../src/identity/service.ts';
 import { kubeIdentity } from '../src/identity/kube.ts';
 import { httpsCertifyClient } from '../src/identity/client.ts';
-import { workloadId, type WorkloadId } from '../src/identity/spiffe.ts';
+import { NODE_NAME_EXTRA, type ReviewStatus } from '../src/identity/authorize.ts';
+import { CERTIFY_PATH } from '../src/identity/api.ts';
+import { spiffeId, workloadId, type WorkloadId } from '../src/identity/spiffe.ts';
 import { podObject } from './helpers/kube-objects.ts';
+import { waitFor } from './helpers/until.ts';
 
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
 
-async function setUp(t: any, lifetimeMs = 2 * 60_000) {
+async function setUp(t: any, lifetimeMs = 2 * 60_000, kube?: IdentityKube) {
   const now = Date.now();
   const anchor = await createTrustAnchor({ trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 24 * HOUR) });
   const iss = await createIssuer(anchor, { trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 12 * HOUR) });
@@ -31,7 +37,7 @@ async function setUp(t: any, lifetimeMs = 2 * 60_000) {
   const service = new IdentityService({
     issuer: await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem),
     trustDomain: TD,
-    kube: kubeIdentity(kc),
+    kube: kube ?? kubeIdentity(kc),
     agent: { namespace: 'mesh-agent', name: 'mesh-agent' },
     self: workloadId(TD, 'mesh-agent', 'mesh-agent-identity'),
     lifetimeMs,
@@ -53,7 +59,7 @@ async function setUp(t: any, lifetimeMs = 2 * 60_000) {
     o.spec.serviceAccountName = sa;
     api.create(o);
   };
-  return { anchor, iss, api, service, client, agentToken, pod, logs };
+  return { anchor, iss, api, service, client, agentToken, pod, logs, port: addr.port };
 }
 
 const ask = async (c: { certify(id: WorkloadId, csr: string): Promise<unknown> }, id: WorkloadId) => c.certify(id, (await createCsr(id)).csrPem);
@@ -118,4 +124,86 @@ test('the client sends its token only to the identity service: another SPIFFE ID
   const other = await createTrustAnchor({ trustDomain: TD, notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + HOUR) });
   await t.throwsAsync(ask(s.client(s.agentToken('node-1'), undefined, other.certPem), id), { message: /unable to get|UNABLE_TO|self.signed|certificate/i });
   t.is(s.api.tokens.reviews, reviews, 'no token reached the service');
+});
+
+test('a token that is no JWT is refused (401) naming why, without asking the API server', async (t) => {
+  const s = await setUp(t);
+  s.pod('web-1', 'shop', 'web', 'node-1');
+  for (const token of ['made-up', 'a.b.c', 'a.b']) {
+    await t.throwsAsync(ask(s.client(token), workloadId(TD, 'shop', 'web')), { message: /refused \(401\): the bearer token is not a JWT \((its first part is not a JSON object|not three base64url parts joined by dots)\), so it is no ServiceAccount token and the API server was not asked: send the agent's projected ServiceAccount token \(audience mesh-agent-identity\)/ }, token);
+  }
+  t.is(s.api.tokens.reviews, 0);
+  t.like(s.service.stats.refused, { unauthenticated: 3 });
+});
+
+const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const jwt = (claims: object) => `${b64({ alg: 'RS256' })}.${b64(claims)}.c2lnbmF0dXJl`;
+const agentReview: ReviewStatus = { authenticated: true, user: { username: 'system:serviceaccount:mesh-agent:mesh-agent', extra: { [NODE_NAME_EXTRA]: ['node-1'] } }, audiences: ['mesh-agent-identity'] };
+
+/** The API server as the test answers it: each review waits until answered; node-1 runs web0..web5 of shop. */
+function heldKube() {
+  const reviews: Array<(st: ReviewStatus) => void> = [];
+  const kube: IdentityKube = {
+    reviewToken: () => new Promise((answer) => reviews.push(answer)),
+    podsOnNode: async () => [0, 1, 2, 3, 4, 5].map((i) => ({ namespace: 'shop', name: `web${i}-1`, serviceAccount: `web${i}`, phase: 'Running' })),
+  };
+  return { kube, reviews };
+}
+
+test('the review gate: the 5th request in flight from one peer address is 503 with retry-after at once, not reviewed; another peer is; logged once per peer and cause, all counted', async (t) => {
+  const { kube, reviews } = heldKube();
+  const s = await setUp(t, 2 * 60_000, kube);
+  const id = workloadId(TD, 'shop', 'web0');
+  const body = JSON.stringify({ identity: spiffeId(id), csr: (await createCsr(id)).csrPem });
+  /** A certify request from `local` (a loopback address), checked against the anchor only: the test needs the peer, not the client. */
+  const post = (local: string, token: string) => new Promise<{ status: number; retryAfter: string | undefined; error?: string }>((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1', port: s.port, localAddress: local, agent: false, method: 'POST', path: CERTIFY_PATH, ca: s.anchor.certPem, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'], error: JSON.parse(text).error }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  const held = [1, 2, 3, 4].map((n) => post('127.0.0.2', jwt({ n })));
+  await waitFor(() => reviews.length === 4, 10_000);
+  for (const n of [5, 6]) {
+    const busy = await post('127.0.0.2', jwt({ n }));
+    t.is(busy.status, 503);
+    t.is(busy.retryAfter, '1');
+    t.regex(busy.error ?? '', /^the identity service is reviewing too many tokens now \(4 token reviews for 127\.0\.0\.2 are under way, at most 4 per peer address\); not reviewed, retry after 1 s/);
+  }
+  t.is(reviews.length, 4, 'the API server was not asked for the 5th and 6th');
+  const other = post('127.0.0.3', jwt({ n: 7 }));
+  await waitFor(() => reviews.length === 5, 10_000);
+  for (const answer of reviews) answer(agentReview);
+  t.deepEqual((await Promise.all([...held, other])).map((r) => r.status), [200, 200, 200, 200, 200]);
+  t.like(s.service.state(), { issued: 5, refused: { busy: 2 }, reviewGate: { inFlight: 0, peersInFlight: 0, trustedPeers: 2, busy: { peer: 2, overall: 0 } } });
+  const lines = s.logs.filter((l) => l.startsWith('certificate request refused'));
+  t.is(lines.length, 1, `two refusals from one peer and cause, one line: ${lines.join(' | ')}`);
+  t.true(lines[0]!.includes('"from":"127.0.0.2"') && lines[0]!.includes('"status":503'), lines[0]);
+});
+
+test('the agent\'s client asks at most 4 at once (the bound per peer address): 6 new ServiceAccounts at once wait their turn and are all issued, none refused', async (t) => {
+  const { kube, reviews } = heldKube();
+  const s = await setUp(t, 2 * 60_000, kube);
+  const c = s.client(jwt({ agent: 'node-1' }));
+  const ids = [0, 1, 2, 3, 4, 5].map((i) => workloadId(TD, 'shop', `web${i}`));
+  const csrs = await Promise.all(ids.map((id) => createCsr(id)));
+  const all = Promise.allSettled(ids.map((id, i) => c.certify(id, csrs[i]!.csrPem)));
+  await waitFor(() => reviews.length === 4 && c.queued === 2, 10_000);
+  for (let i = 0; i < 6; i++) {
+    await waitFor(() => reviews.length > i, 10_000);
+    t.true(s.service.state().reviewGate.inFlight <= 4);
+    reviews[i]!(agentReview);
+  }
+  const results = await all;
+  t.deepEqual(results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.status)), Array(6).fill('fulfilled'));
+  t.is(c.queued, 0);
+  t.is(s.service.stats.issued, 6);
+  t.false('busy' in s.service.stats.refused, 'none refused by the bound');
 });

@@ -68,12 +68,13 @@ export class ControllerServer {
   private fail(stream: http2.ServerHttp2Stream, e: unknown) {
     const status = e instanceof HttpError || e instanceof TapError || e instanceof AgentAuthError ? e.status : 500;
     if (status === 500) this.opts.log('warn', `controller request failed: ${(e as Error).stack ?? e}`);
-    this.reply(stream, status, { error: (e as Error).message });
+    const retry = e instanceof AgentAuthError && e.retryAfterS !== undefined ? { 'retry-after': String(e.retryAfterS) } : {};
+    this.reply(stream, status, { error: (e as Error).message }, retry);
   }
 
-  private reply(stream: http2.ServerHttp2Stream, status: number, body: unknown) {
+  private reply(stream: http2.ServerHttp2Stream, status: number, body: unknown, headers: http2.OutgoingHttpHeaders = {}) {
     if (stream.destroyed || stream.closed) return;
-    if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'application/json' });
+    if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'application/json', ...headers });
     stream.end(JSON.stringify(body));
   }
 
@@ -81,9 +82,9 @@ export class ControllerServer {
     const method = h[':method'];
     const url = new URL(h[':path'] ?? '/', 'http://controller');
     const route = `${method} ${url.pathname}`;
+    const peer = peerOf(stream);
     if (this.opts.cliAccess && CLI_ROUTES.has(route)) {
-      // The session's socket: the peer of the TCP connection, which no header can change.
-      const refusal = this.opts.cliAccess.refusal(stream.session?.socket?.remoteAddress, route);
+      const refusal = this.opts.cliAccess.refusal(peer, route);
       if (refusal) throw new HttpError(403, refusal);
     }
     switch (route) {
@@ -91,7 +92,7 @@ export class ControllerServer {
         const auth = this.opts.agentAuth;
         const header = h[HEADER_NODE];
         // Before the body is read: a refused peer never gets 16 MB of it parsed.
-        const tokenNode = auth ? await auth.check(h.authorization, typeof header === 'string' ? header : undefined) : null;
+        const tokenNode = auth ? await auth.check(h.authorization, typeof header === 'string' ? header : undefined, peer) : null;
         const body = await readJson(stream);
         let report;
         try {
@@ -99,7 +100,7 @@ export class ControllerServer {
         } catch (e) {
           throw new HttpError(400, (e as Error).message);
         }
-        if (auth && tokenNode !== null) auth.bind(tokenNode, report.node);
+        if (auth && tokenNode !== null) auth.bind(tokenNode, report.node, peer);
         const result = this.store.add(report, Date.now());
         this.relay.refresh();
         if (result === 'added') for (const fn of this.reportListeners) fn(report.node);
@@ -108,7 +109,7 @@ export class ControllerServer {
       }
       case `POST ${PATH_AGENT_TAP}`: {
         const { node, agentId } = agentHeaders(h, 'the tap stream');
-        await this.opts.agentAuth?.check(h.authorization, node);
+        await this.opts.agentAuth?.check(h.authorization, node, peer);
         stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
         this.relay.addAgent(node, agentId, stream);
         this.opts.log('info', 'agent connected', { node, agentId });
@@ -117,7 +118,7 @@ export class ControllerServer {
       }
       case `GET ${PATH_DISCOVERY}`: {
         const { node, agentId } = agentHeaders(h, 'the discovery stream');
-        await this.opts.agentAuth?.check(h.authorization, node);
+        await this.opts.agentAuth?.check(h.authorization, node, peer);
         const d = this.opts.discovery;
         if (!d) throw new HttpError(404, DISCOVERY_OFF);
         stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
@@ -229,6 +230,15 @@ export class ControllerServer {
 }
 
 export const DISCOVERY_OFF = 'discovery is not configured on this controller: run it with --resources FILE|DIR, or in a cluster (or with --kubeconfig FILE) to watch the API server';
+
+/** The TCP peer of the stream's session, which no header can change; undefined once the session is gone (its socket proxy throws then). */
+function peerOf(stream: http2.ServerHttp2Stream): string | undefined {
+  try {
+    return stream.session?.socket?.remoteAddress;
+  } catch {
+    return undefined;
+  }
+}
 
 function agentHeaders(h: http2.IncomingHttpHeaders, what: string): { node: string; agentId: string } {
   const node = h[HEADER_NODE];

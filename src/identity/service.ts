@@ -3,13 +3,17 @@
 // send for the workloads of their node, after checking the agent's token with a TokenReview and
 // that each identity has a pod on that node (authorize.ts). It serves TLS 1.3 with a certificate
 // of its own identity, issued from the same issuer, so agents verify it against the anchor
-// before they send their token.
+// before they send their token. A token that is no JWT is refused without asking the API server,
+// and the API calls of one request (the review, the node's pods) run within the review gate's
+// bounds (review-gate.ts), so whoever reaches the port cannot make the API server do unbounded work.
 import * as https from 'node:https';
 import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { CERTIFY_PATH, DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, MAX_REQUEST_BYTES, parseCertifyRequest, type CertifyResponse } from './api.ts';
-import { authenticateAgent, authorizeForNode, type NodePod, type ReviewStatus } from './authorize.ts';
+import { authenticateAgent, authorizeForNode, notAJwt, type NodePod, type ReviewStatus } from './authorize.ts';
+import { ReviewBusyError, ReviewGate } from './review-gate.ts';
+import { LogLimit, suppressedField } from '../util/log-limit.ts';
 import { spiffeId, type WorkloadId } from './spiffe.ts';
 import { createCsr, CsrError, signWorkloadCsr, type Issuer } from './x509.ts';
 
@@ -36,11 +40,16 @@ export interface IdentityServiceOptions {
   lifetimeMs?: number;
   log: (level: 'info' | 'warn', msg: string, fields?: object) => void;
   now?: () => number;
+  /** Bounds the API calls in flight (default: review-gate.ts's bounds). */
+  gate?: ReviewGate;
 }
+
+/** A refusal is logged once per peer address and cause in this long (stats count them all). */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 export interface IdentityServiceStats {
   issued: number;
-  /** Refusals by cause: unauthenticated (401), forbidden (403), bad-request (400), unavailable (503). */
+  /** Refusals by cause: unauthenticated (401), forbidden (403), bad-request (400), unavailable (503), busy (503: the review gate's bound, the API server not asked). */
   refused: Record<string, number>;
   lastRefusal: { at: string; reason: string } | null;
   issuerNotAfter: string;
@@ -49,9 +58,11 @@ export interface IdentityServiceStats {
 
 class HttpError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  readonly retryAfterS: number | undefined;
+  constructor(status: number, message: string, retryAfterS?: number) {
     super(message);
     this.status = status;
+    this.retryAfterS = retryAfterS;
   }
 }
 
@@ -63,11 +74,15 @@ export class IdentityService {
   private server: https.Server | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private addr = '';
+  private readonly gate: ReviewGate;
+  private readonly logLimit: LogLimit;
   readonly stats: IdentityServiceStats;
 
   constructor(o: IdentityServiceOptions) {
     this.o = o;
     this.now = o.now ?? Date.now;
+    this.gate = o.gate ?? new ReviewGate();
+    this.logLimit = new LogLimit(this.now);
     this.stats = { issued: 0, refused: {}, lastRefusal: null, issuerNotAfter: o.issuer.notAfter.toISOString(), listen: '' };
   }
 
@@ -128,14 +143,19 @@ export class IdentityService {
     await new Promise<void>((r) => s.close(() => r()));
   }
 
+  /** The stats with the review gate's (what /v1/status answers). */
+  state() {
+    return { ...this.stats, reviewGate: this.gate.state() };
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const send = (status: number, body: object) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
+    const send = (status: number, body: object, headers: http.OutgoingHttpHeaders = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(JSON.stringify(body));
     };
     const url = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && (url === '/ready' || url === '/live')) return send(200, { ok: true });
-    if (req.method === 'GET' && url === '/v1/status') return send(200, this.stats);
+    if (req.method === 'GET' && url === '/v1/status') return send(200, this.state());
     if (req.method !== 'POST' || url !== CERTIFY_PATH) return send(404, { error: `not found: ${req.method} ${url}; the identity service answers POST ${CERTIFY_PATH}` });
     try {
       const r = await this.certify(req);
@@ -144,11 +164,14 @@ export class IdentityService {
     } catch (e) {
       const status = e instanceof HttpError ? e.status : e instanceof CsrError ? 400 : 503;
       const reason = e instanceof HttpError || e instanceof CsrError ? e.message : `the identity service could not complete the request: ${(e as Error).message}`;
-      const cause = CAUSE[status] ?? 'unavailable';
+      const retryAfterS = e instanceof HttpError ? e.retryAfterS : undefined;
+      const cause = retryAfterS !== undefined ? 'busy' : CAUSE[status] ?? 'unavailable';
       this.stats.refused[cause] = (this.stats.refused[cause] ?? 0) + 1;
       this.stats.lastRefusal = { at: new Date(this.now()).toISOString(), reason };
-      this.o.log('warn', 'certificate request refused', { status, reason, from: req.socket.remoteAddress });
-      send(status, { error: reason });
+      const from = req.socket.remoteAddress ?? 'unknown';
+      const held = this.logLimit.hit(`${from}\n${cause}`, REFUSAL_LOG_INTERVAL_MS);
+      if (held !== null) this.o.log('warn', 'certificate request refused (logged once a minute per peer address and cause, suppressed: how many since the last line; /v1/status counts them all)', { status, reason, from, ...suppressedField(held) });
+      send(status, { error: reason }, retryAfterS !== undefined ? { 'retry-after': String(retryAfterS) } : {});
     }
   }
 
@@ -156,6 +179,8 @@ export class IdentityService {
     const auth = req.headers.authorization ?? '';
     const token = /^Bearer (\S+)$/.exec(auth)?.[1];
     if (!token) throw new HttpError(401, 'no bearer token: send the agent\'s ServiceAccount token in the Authorization header');
+    const junk = notAJwt(token);
+    if (junk !== null) throw new HttpError(401, `the bearer token is not a JWT (${junk}), so it is no ServiceAccount token and the API server was not asked: send the agent's projected ServiceAccount token (audience ${this.o.audience ?? DEFAULT_AUDIENCE}) in the Authorization header`);
     let body: unknown;
     try {
       body = JSON.parse(await readBody(req));
@@ -171,9 +196,24 @@ export class IdentityService {
     const { identity } = request;
     if (identity.trustDomain !== this.o.trustDomain) throw new HttpError(403, `identity ${request.uri} is not in this mesh's trust domain (${this.o.trustDomain})`);
     const audience = this.o.audience ?? DEFAULT_AUDIENCE;
-    const who = authenticateAgent(await this.o.kube.reviewToken(token, [audience]), this.o.agent, audience);
+    const peer = req.socket.remoteAddress;
+    let who: ReturnType<typeof authenticateAgent>;
+    let pods: NodePod[] = [];
+    try {
+      // Both API calls within one slot: the pod list is the dearer of the two.
+      who = await this.gate.run(peer, async () => {
+        const w = authenticateAgent(await this.o.kube.reviewToken(token, [audience]), this.o.agent, audience);
+        if (w.ok) pods = await this.o.kube.podsOnNode(w.node);
+        return w;
+      });
+    } catch (e) {
+      if (e instanceof ReviewBusyError) throw new HttpError(503, `the identity service is reviewing too many tokens now (${e.message}); not reviewed, retry after ${e.retryAfterS} s (the agent retries after its backoff)`, e.retryAfterS);
+      throw e;
+    }
     if (!who.ok) throw new HttpError(who.status, who.reason);
-    const allowed = authorizeForNode(who.node, await this.o.kube.podsOnNode(who.node), identity.namespace, identity.serviceAccount);
+    // A valid agent token from this address: a flood from others cannot hold its requests back.
+    this.gate.trust(peer);
+    const allowed = authorizeForNode(who.node, pods, identity.namespace, identity.serviceAccount);
     if (!allowed.ok) throw new HttpError(allowed.status, allowed.reason);
     const r = await this.issue(identity, request.csr);
     this.o.log('info', 'certificate issued', { identity: spiffeId(identity), node: who.node, serial: r.serial, notAfter: r.notAfter });
