@@ -184,6 +184,7 @@ export class ControllerServer {
           dashboard: this.dashboard,
           activeTaps: this.relay.activeTaps,
           tapLinks: this.relay.links(),
+          tapBadLines: this.relay.badLines,
           discovery: this.discoveryState(),
           agentAuth: this.opts.agentAuth?.state() ?? { mode: 'none' },
           cliAccess: this.opts.cliAccess?.state() ?? { mode: 'any' },

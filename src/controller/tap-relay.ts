@@ -11,6 +11,7 @@ import type { AgentAnswer, AgentQuery, TapCommand, TapEndpoint, TapOutput, TapRe
 import { parseResource, SHORT } from './stat.ts';
 import { isLive, type WindowStore } from './store.ts';
 import { readLines } from './lines.ts';
+import { LogLimit, suppressedField } from '../util/log-limit.ts';
 
 interface AgentLink {
   node: string;
@@ -97,6 +98,9 @@ function deeperThan(v: unknown, max: number): boolean {
   return false;
 }
 
+/** A kind of bad tap line is logged once per node in this long (status counts every one). */
+export const BAD_LINE_LOG_INTERVAL_MS = 60_000;
+
 /** How long a diagnostics query waits for an agent's answer. */
 export const QUERY_TIMEOUT_MS = 5000;
 
@@ -113,6 +117,9 @@ export class TapRelay {
   private seq = 0;
   private store: WindowStore;
   private log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+  private readonly logLimit = new LogLimit();
+  /** The agents' tap lines dropped as bad, by kind (/v1/status tapBadLines): a line too long also closes the stream. */
+  readonly badLines = { notObject: 0, tooDeep: 0, tooLong: 0 };
 
   constructor(store: WindowStore, log: TapRelay['log']) {
     this.store = store;
@@ -132,7 +139,7 @@ export class TapRelay {
       for (const s of this.sessions.values()) s.sent.delete(node);
     });
     readLines(stream, (line) => this.onAgentLine(link, line), (n) => {
-      this.log('warn', `agent on ${node} sent a tap line of over ${n} bytes; closing its tap stream (it reconnects; run agent and controller of the same release)`);
+      this.badLine(node, 'tooLong', `agent on ${node} sent a tap line of over ${n} bytes; closing its tap stream (it reconnects; run agent and controller of the same release)`);
       stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
     });
     this.refresh();
@@ -252,7 +259,7 @@ export class TapRelay {
     }
     // `null` parses too: a line must be an object before any field is read.
     if (!msg || typeof msg !== 'object') {
-      this.log('warn', `agent on ${link.node} sent a tap line that is not a JSON object; ignored (run agent and controller of the same release)`, { line: line.slice(0, 200) });
+      this.badLine(link.node, 'notObject', `agent on ${link.node} sent a tap line that is not a JSON object; ignored (run agent and controller of the same release)`, { line: line.slice(0, 200) });
       return;
     }
     if (typeof msg.reply === 'string') {
@@ -271,7 +278,7 @@ export class TapRelay {
     // A tap that just ended may still have records in flight: dropped quietly.
     if (!s || !r || typeof r !== 'object' || typeof r.src?.ip !== 'string' || typeof r.dst?.ip !== 'string' || !Number.isFinite(r.startedAt)) return;
     if (deeperThan(r, MAX_RELAYED_DEPTH)) {
-      this.log('warn', `agent on ${link.node} sent a tap record nested deeper than ${MAX_RELAYED_DEPTH} levels; dropped (run agent and controller of the same release)`);
+      this.badLine(link.node, 'tooDeep', `agent on ${link.node} sent a tap record nested deeper than ${MAX_RELAYED_DEPTH} levels; dropped (run agent and controller of the same release)`);
       return;
     }
     if (!s.bucket.take()) {
@@ -286,6 +293,13 @@ export class TapRelay {
       destination: this.endpoint(r.dst.ip, Number(r.dst.port) || 0),
       record: r,
     });
+  }
+
+  /** Counted always; logged once per node and kind a minute, with how many were held back. */
+  private badLine(node: string, kind: keyof TapRelay['badLines'], msg: string, fields: Record<string, unknown> = {}): void {
+    this.badLines[kind]++;
+    const held = this.logLimit.hit(`${node}\n${kind}`, BAD_LINE_LOG_INTERVAL_MS);
+    if (held !== null) this.log('warn', `${msg} (logged once a minute per node; /v1/status tapBadLines counts them all)`, { ...fields, ...suppressedField(held) });
   }
 
   private write(s: Session, o: TapOutput): void {
