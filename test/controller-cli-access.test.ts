@@ -1,9 +1,9 @@
 // --cli-access loopback (docs/controller.md "Who can reach it"), with real sockets: the controller
 // runs in a node network namespace of its own, listening on every address, and a pod namespace
 // routed to it over a veth reaches it on the node IP, as a pod reaches a ClusterIP. From the pod,
-// stat, tap and diagnostics get 403 naming the port-forward (the real `mesh-agent stat` shows it),
-// while /v1/status and an agent's report are served; from 127.0.0.1 in the node namespace (where
-// kubectl port-forward dials) stat and tap are served. Needs root (network namespaces).
+// stat, tap, diagnostics and /v1/status get 403 naming the port-forward (the real `mesh-agent
+// stat` shows it), while an agent's report is served; from 127.0.0.1 in the node namespace (where
+// kubectl port-forward dials) stat, tap and the status are served. Needs root (network namespaces).
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { isLoopback, parseCliAccessMode } from '../src/controller/cli-access.ts';
@@ -29,7 +29,7 @@ test('isLoopback: 127.0.0.0/8, ::1 and IPv4-mapped 127.x; nothing else', (t) => 
   t.throws(() => parseCliAccessMode('local', '--cli-access'), { message: /--cli-access "local": expected loopback .* or any/ });
 });
 
-test('--cli-access loopback: the CLI endpoints refuse a pod with the fix, serve loopback; status and the agents\' endpoints unaffected', async (t) => {
+test('--cli-access loopback: the CLI endpoints and the status refuse a pod with the fix, serve loopback; the agents\' endpoints unaffected', async (t) => {
   requireRoot(t);
   const id = makeNodeId(process.pid, 0, randomLetters());
   const nodeNs = nodeNetnsName(id);
@@ -71,8 +71,8 @@ test('--cli-access loopback: the CLI endpoints refuse a pod with the fix, serve 
   const tapBody = { resource: 'deploy/web', namespace: 'shop', maxRps: 10 };
   const stat = `${PATH_STAT}?kind=deployment&namespace=shop&window=1m`;
 
-  // From the pod: each CLI endpoint refused before it does anything, naming the fix.
-  for (const [method, p, body] of [['GET', stat], ['POST', PATH_TAP, tapBody], ['GET', `${PATH_DIAG_ENDPOINTS}?namespace=shop&name=web`]] as const) {
+  // From the pod: each CLI endpoint and the status refused before it does anything, naming the fix.
+  for (const [method, p, body] of [['GET', stat], ['POST', PATH_TAP, tapBody], ['GET', `${PATH_DIAG_ENDPOINTS}?namespace=shop&name=web`], ['GET', PATH_STATUS]] as const) {
     const r = await ask(podNs, NODE_IP, method, p, body);
     t.is(r.status, 403, `${method} ${p}: ${r.body}`);
     const error = JSON.parse(r.body).error as string;
@@ -83,16 +83,17 @@ test('--cli-access loopback: the CLI endpoints refuse a pod with the fix, serve 
   t.not(cli.code, 0);
   t.true(cli.stderr.includes(FIX), cli.stderr);
 
-  // From the pod, the agents' endpoint and the status are the same as without the flag.
+  // From the pod, the agents' endpoint is the same as without the flag.
   const now = Date.now();
   const rep = await ask(podNs, NODE_IP, 'POST', PATH_REPORTS, report({ seq: 1, start: now - 10_000, end: now, pods: [pod('shop', 'web', POD_IP)] }));
   t.deepEqual([rep.status, JSON.parse(rep.body)], [200, { result: 'added' }]);
-  const status = await ask(podNs, NODE_IP, 'GET', PATH_STATUS);
-  t.is(status.status, 200);
+  // The status, through port-forward (loopback in the controller's namespace).
+  const status = await ask(nodeNs, '127.0.0.1', 'GET', PATH_STATUS);
+  t.is(status.status, 200, status.body);
   const s = JSON.parse(status.body);
   t.is(s.cliAccess.mode, 'loopback');
-  t.is(s.cliAccess.refused, 4);
-  t.like(s.cliAccess.lastRefusal, { peer: POD_IP, route: `GET ${PATH_STAT}` });
+  t.is(s.cliAccess.refused, 5);
+  t.like(s.cliAccess.lastRefusal, { peer: POD_IP, route: `GET ${PATH_STAT}` }); // the CLI's, last
 
   // From loopback in the controller's namespace (where kubectl port-forward dials): served.
   const served = await ask(nodeNs, '127.0.0.1', 'GET', stat);

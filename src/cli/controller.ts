@@ -57,7 +57,7 @@ export function registerController(program: Command) {
     .option('--agent-auth <mode>', 'token: reports, discovery and the agents\' tap stream need the agent\'s ServiceAccount token, checked with TokenReview and bound to the node it speaks for; none: served to whatever reaches the port (default: token with an API server, none with --resources)')
     .option('--agent-service-account <ns/name>', 'with --agent-auth token: only tokens of this ServiceAccount (the agents\') are let in', IDENTITY_DEFAULTS.agentServiceAccount)
     .option('--agent-token-audience <aud>', 'with --agent-auth token: the audience of the agents\' tokens for the controller', CONTROLLER_AUDIENCE)
-    .option('--cli-access <mode>', 'loopback: stat, tap and diagnostics are served only to loopback peers (kubectl port-forward; what install runs), 403 to others; any: to whatever reaches the port', 'any')
+    .option('--cli-access <mode>', 'loopback: stat, tap, diagnostics and /v1/status are served only to loopback peers (kubectl port-forward; what install runs), 403 to others; any: to whatever reaches the port', 'any')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async function (this: Command, o) {
       let listen: { host: string; port: number };

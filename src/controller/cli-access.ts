@@ -1,15 +1,15 @@
-// Who may use the CLI's endpoints (stat, tap, diagnostics) on the controller's port
+// Who may use the CLI's endpoints (stat, tap, diagnostics, status) on the controller's port
 // (docs/controller.md "Who can reach it"). The CLI reaches the controller with `kubectl
 // port-forward`, which enters the pod's network namespace and dials localhost, gated by RBAC on
 // pods/portforward; with `loopback` any other peer (a pod dialing the ClusterIP) is refused, as
-// istiod keeps its debug endpoints on localhost. /v1/status and the agents' endpoints are not the CLI's.
+// istiod keeps its debug endpoints on localhost. The agents' endpoints are not the CLI's.
 import { isIPv4 } from 'node:net';
 
 export type CliAccessMode = 'loopback' | 'any';
 
 export function parseCliAccessMode(v: string, flag: string): CliAccessMode {
   if (v === 'loopback' || v === 'any') return v;
-  throw new Error(`${flag} ${JSON.stringify(v)}: expected loopback (stat, tap and diagnostics only through kubectl port-forward) or any`);
+  throw new Error(`${flag} ${JSON.stringify(v)}: expected loopback (stat, tap, diagnostics and status only through kubectl port-forward) or any`);
 }
 
 /** 127.0.0.0/8, ::1, and 127.x as an IPv4-mapped IPv6 address (a dual-stack listener's view). */

@@ -22,12 +22,16 @@ export interface ControllerOptions {
   log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
   /** --agent-auth token: reports, the agents' tap stream and discovery need a node's agent's token; absent: served to anyone (--agent-auth none). */
   agentAuth?: AgentAuth;
-  /** --cli-access loopback: stat, tap and diagnostics only for loopback peers (port-forward); absent: for anyone. */
+  /** --cli-access loopback: stat, tap, diagnostics and status only for loopback peers (port-forward); absent: for anyone. */
   cliAccess?: CliAccess;
 }
 
-/** The CLI's endpoints: what --cli-access limits (not /v1/status, which probes read, nor the agents'). */
-const CLI_ROUTES = new Set([`GET ${PATH_STAT}`, `POST ${PATH_TAP}`, `GET ${PATH_DIAG_ENDPOINTS}`, `GET ${PATH_DIAG_POLICY}`, `GET ${PATH_DIAG_AUTHZ}`]);
+/**
+ * The CLI's endpoints and the status: what --cli-access limits (not the agents'). The status names
+ * nodes, tap links and the last refusal; its readers are the CLI's dashboard through port-forward
+ * and the sim (--cli-access any), and the probes are tcpSocket.
+ */
+const CLI_ROUTES = new Set([`GET ${PATH_STAT}`, `POST ${PATH_TAP}`, `GET ${PATH_DIAG_ENDPOINTS}`, `GET ${PATH_DIAG_POLICY}`, `GET ${PATH_DIAG_AUTHZ}`, `GET ${PATH_STATUS}`]);
 
 class HttpError extends Error {
   readonly status: number;
