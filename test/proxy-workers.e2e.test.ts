@@ -2,8 +2,8 @@
 // simulated node with the real datapath: the kernel spreads connections over the proxies'
 // SO_REUSEPORT listeners; what the agent reports (metrics, reports, stat) is what one proxy
 // gives; a worker that dies is replaced while the others' connections go on; SIGTERM drains
-// them all without a failed request; a worker's first HTTP/2 connection, which loads node:http2
-// in that thread (src/util/builtins.ts), is served.
+// them all without a failed request; a worker's first HTTP/2 connection is served (node:http2
+// loads in that thread when idle on a meshed node, or in that connection: src/util/builtins.ts).
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -258,10 +258,11 @@ test.serial('a proxy worker ended under load is restarted at once and listens ag
   }
 });
 
-test.serial('with 2 proxies, gRPC calls on new connections are served by both, the worker thread\'s first HTTP/2 connection (which loads node:http2 there) included', async (t) => {
-  // An idle worker has not loaded node:http2 (test/worker-heap.test.ts): its first HTTP/2
-  // connection makes the server. One call per connection until the worker has taken one; the
-  // kernel's SO_REUSEPORT hash puts n connections all on the main thread 2^-n of the time.
+test.serial('with 2 proxies, gRPC calls on new connections are served by both, the worker thread\'s first HTTP/2 connection included', async (t) => {
+  // A worker makes its HTTP/2 server on its first HTTP/2 connection (node:http2 loaded already,
+  // its node having meshed pods: test/worker-heap.test.ts). One call per connection until the
+  // worker has taken one; the kernel's SO_REUSEPORT hash puts n connections all on the main
+  // thread 2^-n of the time.
   const agent = await startAgent(2);
   try {
     for (let calls = 1; ; calls++) {

@@ -2,12 +2,13 @@
 // it listens (src/proxy/heap-settle.ts settleStartUp; docs/benchmarks.md, "Memory as installed" and
 // "A worker's start"): each extra proxy's idle memory must not depend on when V8's memory reducer
 // happens to run, and a replacement must not wait for the collection to listen. And an idle one, identity on,
-// loads no node:http2 or node:tls (src/util/builtins.ts): its first HTTP/2 connection or tunnel does.
+// loads no node:http2 or node:tls (src/util/builtins.ts) while its node has no meshed pod; with one
+// it loads node:http2 once listening, before any connection needs it (warmHttp2).
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
-import type { WorkerInit } from '../src/workers/protocol.ts';
+import type { PodsTable, WorkerInit, WorkerStats } from '../src/workers/protocol.ts';
 import { gcLock, LOCK_TAKEOVER_MS, v8Gc } from '../src/util/shrink-heap.ts';
-import { within } from './helpers/until.ts';
+import { until, within } from './helpers/until.ts';
 import { createTrustAnchor } from '../src/identity/x509.ts';
 
 const WORKER = new URL('../src/workers/worker.ts', import.meta.url).href;
@@ -15,8 +16,11 @@ const WORKER = new URL('../src/workers/worker.ts', import.meta.url).href;
 const SHRUNK_BYTES = 1 << 20;
 
 // The real worker script, with a listener of the test's own in front that reports the thread's new space.
+// Its 'ready' says whether node:http2 was loaded by then: on the start path.
 const HARNESS = `
 const { parentPort } = require('node:worker_threads');
+const post = parentPort.postMessage.bind(parentPort);
+parentPort.postMessage = (m) => post(m?.t === 'ready' ? { ...m, http2: process.moduleLoadList.includes('NativeModule http2') } : m);
 const { getHeapSpaceStatistics } = require('node:v8');
 parentPort.on('message', (m) => {
   if (m === 'heap') parentPort.postMessage({ t: 'heap', newSpace: getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').physical_space_size, gc: typeof globalThis.gc });
@@ -25,6 +29,12 @@ parentPort.on('message', (m) => {
 });
 import(${JSON.stringify(WORKER)}).catch((e) => parentPort.postMessage({ t: 'failed', error: String(e) }));
 `;
+
+/** A pods table as the main thread sends it, of pods that are meshed or not. */
+function podsTable(generation: number, meshed: boolean[]): PodsTable {
+  const pods = meshed.map((m, i) => ({ ip: `10.1.0.${i + 2}`, workload: { namespace: 'shop', pod: `web-${i}`, kind: 'pod', name: `web-${i}` }, opaquePorts: null, serviceAccount: 'web', meshed: m }));
+  return { generation, seq: generation, pods, policies: { networks: '10.0.0.0/8', pods: [] } };
+}
 
 function init(): WorkerInit {
   return {
@@ -37,7 +47,7 @@ function init(): WorkerInit {
     openSlots: new SharedArrayBuffer(8),
     gcLock: gcLock(),
     metrics: {},
-    pods: { generation: 1, pods: [], policies: { networks: '10.0.0.0/8', pods: [] } },
+    pods: podsTable(1, []),
     discovery: [],
     taps: [],
     budgetShare: 0.5,
@@ -86,19 +96,41 @@ test('a proxy worker listens first, then gives back its start-up young generatio
   }
 });
 
-test('an idle proxy worker with identity on, listening on the proxy and the tunnel port, has loaded no node:http2, node:tls or Web Crypto', async (t) => {
+async function identityOn(): Promise<NonNullable<WorkerInit['identity']>> {
+  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) });
+  return { node: 'node-a', trustDomain: 'cluster.local', anchorsPem: anchor.certPem, tunnelPort: 0, credentials: [], firstSyncWaitMs: null };
+}
+
+/** The worker's built-in modules as `process.moduleLoadList` names them. */
+async function modulesOf(w: Worker): Promise<string[]> {
+  const answer = nextOf(w, 'modules');
+  w.postMessage('modules');
+  return (await answer).list;
+}
+
+/** The worker's proxy stats, as the pool asks for them. */
+async function statsOf(w: Worker): Promise<WorkerStats> {
+  const answer = nextOf(w, 'pong');
+  w.postMessage({ t: 'ping', seq: 1, at: performance.timeOrigin + performance.now() });
+  return (await answer).stats;
+}
+
+/** Resolves once the worker has loaded node:http2 (no event says so: its module list is asked until it does). */
+function http2Loaded(w: Worker, what: string): Promise<string[]> {
+  return until(() => modulesOf(w), (l) => l.includes('NativeModule http2'), what, { ms: 30_000, intervalMs: 50 });
+}
+
+test('an idle proxy worker with identity on, listening on the proxy and the tunnel port, its node without a meshed pod, has loaded no node:http2, node:tls or Web Crypto', async (t) => {
   // An ES import of node:http2 anywhere in the worker's modules loads it with node:tls (1.2 MB per
   // idle worker; docs/benchmarks.md, "Memory as installed"); so does making its server at start.
-  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) });
-  const identity = { node: 'node-a', trustDomain: 'cluster.local', anchorsPem: anchor.certPem, tunnelPort: 0, credentials: [], firstSyncWaitMs: null };
-  const w = new Worker(HARNESS, { eval: true, workerData: { ...init(), identity }, stdout: true, stderr: true });
+  // An unmeshed pod's connections do not come through the proxy: its table must not load it either.
+  const w = new Worker(HARNESS, { eval: true, workerData: { ...init(), pods: podsTable(1, [false]), identity: await identityOn() }, stdout: true, stderr: true });
   try {
-    const modules = async (): Promise<string[]> => {
-      const answer = nextOf(w, 'modules');
-      w.postMessage('modules');
-      return (await answer).list;
-    };
+    const modules = () => modulesOf(w);
     await nextOf(w, 'ready');
+    const loaded = nextOf(w, 'policy-loaded');
+    w.postMessage({ t: 'pods', table: podsTable(2, [false, false]) });
+    await loaded;
     const list = await modules();
     t.true(list.includes('NativeModule net'), 'the worker loaded no node:net: it is not listening, the check below proves nothing');
     const heavy = ['NativeModule http2', 'NativeModule tls', 'NativeModule internal/crypto/webcrypto'].filter((m) => list.includes(m));
@@ -109,6 +141,28 @@ test('an idle proxy worker with identity on, listening on the proxy and the tunn
     t.true(after.includes('NativeModule http2') && after.includes('NativeModule tls'), 'node:http2 loaded does not show as \'NativeModule http2\' and \'NativeModule tls\': the check above proves nothing');
   } finally {
     await w.terminate();
+  }
+});
+
+test('a proxy worker whose node has a meshed pod loads node:http2 once it listens, before any connection: started with one in its table, or told of the first', async (t) => {
+  // Without it the first HTTP/2 or tunnel connection of each worker waits 14-58 ms for the
+  // require in its accept (docs/benchmarks.md, "node:http2 on first use").
+  const identity = await identityOn();
+  // A worker started on a meshed node (a replacement, or the agent's start once it listed its pods).
+  const started = new Worker(HARNESS, { eval: true, workerData: { ...init(), pods: podsTable(1, [false, true]), identity }, stdout: true, stderr: true });
+  // A worker on a node whose first meshed pod comes later.
+  const told = new Worker(HARNESS, { eval: true, workerData: { ...init(), identity }, stdout: true, stderr: true });
+  try {
+    const [ready] = await Promise.all([nextOf(started, 'ready'), nextOf(told, 'ready')]);
+    t.false(ready.http2, 'the worker loaded node:http2 before it listened: a replacement\'s start waits for it; load it once listening');
+    await http2Loaded(started, 'node:http2 in a worker started with a meshed pod in its table (src/workers/worker.ts expectHttp2, util/builtins.ts warmHttp2)');
+    const loaded = nextOf(told, 'policy-loaded');
+    told.postMessage({ t: 'pods', table: podsTable(2, [false, true]) });
+    await loaded;
+    await http2Loaded(told, 'node:http2 in a worker told of its node\'s first meshed pod (src/workers/worker.ts expectHttp2, util/builtins.ts warmHttp2)');
+    for (const w of [started, told]) t.is((await statsOf(w)).proxy.accepted, 0, 'a connection came: it, not the warm-up, may have loaded node:http2');
+  } finally {
+    await Promise.all([started.terminate(), told.terminate()]);
   }
 });
 

@@ -5,7 +5,8 @@
 // start-up), node:tls's rootCertificates builds Node's CA list as strings (+180 KB of V8 heap in
 // every thread, for roots the mesh never trusts: it verifies against its own anchors only).
 // node:http2 (with node:tls, which it loads) is taken on first use: a proxy worker needs it for
-// its first HTTP/2 connection or tunnel only, and each idle one held about 1.2 MB more with it.
+// its first HTTP/2 connection or tunnel only, and each idle one held about 1.2 MB more with it. A
+// worker expecting those (a meshed pod on its node) loads it when idle instead (warmHttp2).
 // node:crypto's webcrypto getter loads Web Crypto (+31 KB of V8 heap per thread).
 import type * as crypto from 'node:crypto';
 import type * as http from 'node:http';
@@ -34,4 +35,22 @@ let h2: typeof http2 | undefined;
 /** node:http2, loaded by the first call (kept: the HTTP/2 forwarder asks for it per stream). */
 export function nodeHttp2(): typeof http2 {
   return (h2 ??= require('node:http2') as typeof http2);
+}
+
+let warming = false;
+/**
+ * Loads node:http2 once, after the current turn of the event loop (setImmediate), so that no
+ * connection's accept or dial waits 5-58 ms for the require (docs/benchmarks.md, "node:http2 on
+ * first use"). A connection that comes first loads it itself, as without this.
+ */
+export function warmHttp2(onError: (msg: string) => void): void {
+  if (h2 !== undefined || warming) return;
+  warming = true;
+  setImmediate(() => {
+    try {
+      nodeHttp2();
+    } catch (e) {
+      onError(`node:http2 failed to load (${(e as Error).message}): this thread's HTTP/2 and tunnel connections will fail the same way; the agent needs Node 24 with its node:http2 (the image's Node)`);
+    }
+  });
 }

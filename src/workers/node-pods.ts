@@ -13,6 +13,7 @@ export class NodePods implements WorkloadResolver {
   private byIpMap = new Map<string, { workload: Workload; opaque: PortSet | null; local: LocalPod }>();
   private namespaces: Record<string, string> = {};
   private gen = 0;
+  private anyMeshed = false;
   /** Told after each table. */
   readonly changes = new Listeners();
   set(t: PodsTable): void {
@@ -22,6 +23,7 @@ export class NodePods implements WorkloadResolver {
       next.set(p.ip, { workload: p.workload, opaque: p.opaquePorts === null ? null : PortSet.parse(p.opaquePorts), local });
     }
     this.byIpMap = next;
+    this.anyMeshed = t.pods.some((p) => p.meshed === true);
     this.namespaces = t.namespaces ?? {};
     this.gen = t.generation;
     this.changes.emit();
@@ -35,6 +37,10 @@ export class NodePods implements WorkloadResolver {
   }
   byIp(ip: string): Workload | null {
     return this.byIpMap.get(ip)?.workload ?? null;
+  }
+  /** Whether a pod of the table is meshed: its connections come through the proxies. */
+  hasMeshed(): boolean {
+    return this.anyMeshed;
   }
   generation(): number {
     return this.gen;

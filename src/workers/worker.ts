@@ -24,6 +24,7 @@ import type { NodeTunnels } from '../tunnel/node-tunnels.ts';
 import type { TunnelPolicy } from '../tunnel/server.ts';
 import { Authorizer } from '../policy/authorizer.ts';
 import { useGcLock } from '../util/shrink-heap.ts';
+import { warmHttp2 } from '../util/builtins.ts';
 import { clock, type FromWorker, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
@@ -118,6 +119,15 @@ const proxy = new Proxy({
 });
 tunnelPolicy = { authorize: (c, uri) => authorizer.authorizeVerified(c, uri), ready: (ip) => authorizer.ready(ip, limits.upstreamConnectTimeoutMs), serve: (ctx) => proxy.serveTunnelled(ctx) };
 
+// A meshed pod on the node sends its connections, gRPC among them, through this proxy, and with
+// identity on its tunnels too: node:http2 is then loaded when the thread is idle, once it listens
+// (not on the start path, not in the first such connection's accept). A node without one loads
+// none (docs/benchmarks.md, "node:http2 on first use").
+let listening = false;
+const expectHttp2 = (): void => {
+  if (listening && pods.hasMeshed()) warmHttp2((msg) => log('warn', msg));
+};
+
 function stats(): WorkerStats {
   const cpu = process.threadCpuUsage();
   return { proxy: proxy.stats(), ...(tunnels ? { tunnels: tunnels.stats() } : {}), balancers: router.balancerCounts(), cpuUserUs: cpu.user, cpuSystemUs: cpu.system };
@@ -130,6 +140,7 @@ port.on('message', (m: ToWorker) => {
       authorizer.load(m.table.policies);
       tableSeq.loaded(m.table.seq ?? 0);
       send({ t: 'policy-loaded', generation: authorizer.generation });
+      expectHttp2();
       return;
     case 'discovery':
       for (const d of m.msgs) {
@@ -173,6 +184,8 @@ Promise.all([proxy.listen(), tunnels?.listen()]).then(
     // the proxy is first idle, not before listening (docs/benchmarks.md, "A worker's start").
     proxy.settleStartUp();
     send({ t: 'ready' });
+    listening = true;
+    expectHttp2();
   },
   (e) => {
     send({ t: 'failed', error: (e as Error).message });
