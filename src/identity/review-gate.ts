@@ -10,6 +10,8 @@
 // peer that presented an agent's valid token (trust()) is held to its own bound only: agents
 // come from a few stable node addresses, and an address gets there only with a valid token.
 
+import { plainIp } from '../util/ip.ts';
+
 export const REVIEWS_PER_PEER = 4;
 export const REVIEWS_OVERALL = 64;
 /** Peers remembered as agents' (least recently trusted out first): more than any cluster's nodes. */
@@ -28,8 +30,7 @@ export interface ReviewGateOptions {
 
 /** "::ffff:10.0.0.5" (a dual-stack listener's view) and "10.0.0.5" are one peer. */
 function peerKey(addr: string | undefined): string {
-  if (!addr) return 'unknown';
-  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+  return addr ? plainIp(addr) : 'unknown';
 }
 
 export class ReviewGate {

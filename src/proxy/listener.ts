@@ -19,6 +19,7 @@ import type { Sweeper } from './sweep.ts';
 import { localPair } from './local-pair.ts';
 import { unevaluated } from '../policy/conn-authz.ts';
 import { HeapSettle, type HeapSettleOptions } from './heap-settle.ts';
+import { plainIp } from '../util/ip.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -166,10 +167,7 @@ const defaultLog: LogFn = (level, msg, fields) => {
   process.stderr.write(`${JSON.stringify({ level, msg, ...fields })}\n`);
 };
 
-/** Strips the IPv4-mapped prefix a dual-stack listener reports ("::ffff:10.0.0.5"). */
-export function plainIp(addr: string): string {
-  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
-}
+export { plainIp };
 
 /** Logs at most once per interval, folding the suppressed count into the next line. */
 class RateLimitedLog {
