@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Proxy, defaultDialer } from '../src/proxy/listener.ts';
+import { Proxy, REFUSAL_LOG_INTERVAL_MS, defaultDialer } from '../src/proxy/listener.ts';
 import type { ProxyOptions } from '../src/proxy/listener.ts';
 import { PortSet } from '../src/proxy/ports.ts';
 import { sweptCount } from '../src/proxy/sweep.ts';
@@ -102,6 +102,31 @@ test('a connection without a datapath record is refused and never dialled', asyn
   t.true(h.logs.some(([, msg]) => msg.includes('without a datapath record')));
   await h.proxy.close(100);
   await stopServer(up);
+});
+
+// The line goes out once per REFUSAL_LOG_INTERVAL_MS on the proxy's clock (the sweeper's, moved
+// here by hand); the ones held back are counted into the next line's `suppressed`.
+test('refusals without a record: one line per interval, the next says how many were held back', async (t) => {
+  const sweeper = new ManualSweeper();
+  const h = await startProxy(null, { sweeper });
+  const lines = () => h.logs.filter(([, msg]) => msg.includes('without a datapath record'));
+  for (let i = 1; i <= 3; i++) {
+    t.is(await closeReason(connect(h.port)), 'ECONNRESET');
+    await waitFor(() => h.proxy.stats().refusedNoRecord === i);
+  }
+  t.is(lines().length, 1);
+  t.false('suppressed' in lines()[0][2]!);
+  sweeper.advance(REFUSAL_LOG_INTERVAL_MS - 1);
+  t.is(await closeReason(connect(h.port)), 'ECONNRESET');
+  await waitFor(() => h.proxy.stats().refusedNoRecord === 4);
+  t.is(lines().length, 1, 'still within the interval');
+  sweeper.advance(1);
+  t.is(await closeReason(connect(h.port)), 'ECONNRESET');
+  await waitFor(() => h.proxy.stats().refusedNoRecord === 5);
+  t.is(lines().length, 2);
+  t.is(lines()[1][0], 'info');
+  t.like(lines()[1][2], { refusedNoRecord: 5, suppressed: 3 });
+  await h.proxy.close(100);
 });
 
 test('lookup receives the plain remote address and port; endpoints come from the record', async (t) => {

@@ -15,11 +15,12 @@ import { abortSocket, ignoreError } from './opaque.ts';
 import { DEFAULT_OPAQUE_PORTS, PortSet } from './ports.ts';
 import type { KernelSplicer } from './kernel-splice.ts';
 import { DEFAULT_KNOWN_HTTP1_MAX, KnownHttp1 } from './known-http1.ts';
-import type { Sweeper } from './sweep.ts';
+import { sharedSweeper, type Sweeper } from './sweep.ts';
 import { localPair } from './local-pair.ts';
 import { unevaluated } from '../policy/conn-authz.ts';
 import { HeapSettle, type HeapSettleOptions } from './heap-settle.ts';
 import { plainIp } from '../util/ip.ts';
+import { LogLimit, suppressedField } from '../util/log-limit.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -169,26 +170,6 @@ const defaultLog: LogFn = (level, msg, fields) => {
 
 export { plainIp };
 
-/** Logs at most once per interval, folding the suppressed count into the next line. */
-class RateLimitedLog {
-  readonly intervalMs: number;
-  last = -Infinity;
-  suppressed = 0;
-  constructor(intervalMs: number) {
-    this.intervalMs = intervalMs;
-  }
-  hit(log: LogFn, level: 'info' | 'warn' | 'error', msg: string, fields: object): void {
-    const now = Date.now();
-    if (now - this.last < this.intervalMs) {
-      this.suppressed++;
-      return;
-    }
-    log(level, msg, this.suppressed > 0 ? { ...fields, suppressed: this.suppressed } : fields);
-    this.last = now;
-    this.suppressed = 0;
-  }
-}
-
 /** Where a connection goes: its route (a Service's, or none), how its upstream is dialled, and its endpoints' policy. */
 type Plan = { route: ConnContext['route']; dial: Dialer; endpointAuthz: ConnContext['endpointAuthz'] };
 
@@ -201,9 +182,8 @@ export class Proxy {
   readonly #maxConnections: number;
   readonly #cfg: DispatchConfig;
   readonly #clients = new Set<net.Socket>();
-  readonly #capLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
-  readonly #spliceLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
-  readonly #noRecordLog = new RateLimitedLog(REFUSAL_LOG_INTERVAL_MS);
+  /** Refusal lines, one per kind ('cap', 'splice', 'noRecord') per REFUSAL_LOG_INTERVAL_MS. */
+  readonly #logLimit: LogLimit;
   #server: net.Server | null = null;
   #inboundServer: net.Server | null = null;
   #nextConnId = 0;
@@ -230,6 +210,9 @@ export class Proxy {
     this.#dial = opts.dial ?? defaultDialer;
     this.#telemetry = opts.telemetry ?? nullSink;
     this.#log = opts.log ?? defaultLog;
+    // The proxy's clock (a test's manual one moves it on).
+    const sweeper = opts.sweeper ?? sharedSweeper;
+    this.#logLimit = new LogLimit(() => sweeper.now());
     this.#maxConnections = maxConnections;
     const knownMax = opts.knownHttp1Max ?? DEFAULT_KNOWN_HTTP1_MAX;
     this.#knownHttp1 = knownMax > 0 && opts.handlers?.http1 ? new KnownHttp1(knownMax) : null;
@@ -387,13 +370,19 @@ export class Proxy {
     byDetection[detectedBy] = (byDetection[detectedBy] ?? 0) + 1;
   };
 
+  /** A refusal's line, unless one of its kind went out within REFUSAL_LOG_INTERVAL_MS (then counted, in `suppressed` of the next). */
+  #limitedLog(kind: 'cap' | 'splice' | 'noRecord', level: 'info' | 'warn', msg: string, fields: object): void {
+    const held = this.#logLimit.hit(kind, REFUSAL_LOG_INTERVAL_MS);
+    if (held !== null) this.#log(level, msg, { ...fields, ...suppressedField(held) });
+  }
+
   #countSplice = (error: string | null): void => {
     if (error === null) {
       this.#stats.spliced++;
       return;
     }
     this.#stats.spliceFailed++;
-    this.#spliceLog.hit(this.#log, 'warn', `kernel splice failed, the proxy copies instead: ${error}; run without --kernel-splice if this persists`,
+    this.#limitedLog('splice', 'warn', `kernel splice failed, the proxy copies instead: ${error}; run without --kernel-splice if this persists`,
       { spliceFailed: this.#stats.spliceFailed });
   };
 
@@ -406,7 +395,7 @@ export class Proxy {
     if (openNow >= this.#maxConnections) {
       stats.refusedOverCap++;
       abortSocket(client);
-      this.#capLog.hit(this.#log, 'warn',
+      this.#limitedLog('cap', 'warn',
         `connection limit ${this.#maxConnections} reached; refusing new connections; raise --max-connections`,
         { open: openNow, refusedOverCap: stats.refusedOverCap });
       return false;
@@ -433,7 +422,7 @@ export class Proxy {
     if (!rec) {
       stats.refusedNoRecord++;
       abortSocket(client);
-      this.#noRecordLog.hit(this.#log, 'info', 'refused connection without a datapath record (not redirected; no open relay)',
+      this.#limitedLog('noRecord', 'info', 'refused connection without a datapath record (not redirected; no open relay)',
         { sourceIp, sourcePort: remotePort, refusedNoRecord: stats.refusedNoRecord });
       return;
     }
@@ -595,7 +584,7 @@ export class Proxy {
         // again and loop until the connection cap; no open relay, as on the outbound port.
         stats.refusedNoRecord++;
         abortSocket(client);
-        this.#noRecordLog.hit(this.#log, 'info', 'refused a connection to the inbound port that is not for a meshed pod of this node (not captured; no open relay)',
+        this.#limitedLog('noRecord', 'info', 'refused a connection to the inbound port that is not for a meshed pod of this node (not captured; no open relay)',
           { sourceIp: conn.sourceIp, destIp: conn.destIp, destPort: conn.destPort, refusedNoRecord: stats.refusedNoRecord });
         return;
       }
