@@ -141,7 +141,7 @@ export class AgentAuth {
       });
     } catch (e) {
       // Never let an agent in on a review that did not happen, nor cache it; it retries after a backoff.
-      if (e instanceof ReviewBusyError) throw new AgentAuthError(503, `the controller is reviewing too many tokens now (${e.message}); not reviewed, retry after ${e.retryAfterS} s (the agent retries after its backoff)`, e.retryAfterS);
+      if (e instanceof ReviewBusyError) throw new AgentAuthError(503, e.answer('the controller'), e.retryAfterS);
       throw new AgentAuthError(503, `the controller cannot check the agent's token now: ${(e as Error).message}; the agent retries`);
     }
     const verdict = authenticateAgent(st, this.o.agent, this.audience, 'speak for a node to the controller');

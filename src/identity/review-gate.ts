@@ -20,6 +20,11 @@ export const RETRY_AFTER_S = 1;
 
 export class ReviewBusyError extends Error {
   readonly retryAfterS = RETRY_AFTER_S;
+
+  /** The 503's message, for the caller to send; `who` is the one busy ("the controller", "the identity service"). */
+  answer(who: 'the controller' | 'the identity service'): string {
+    return `${who} is reviewing too many tokens now (${this.message}); not reviewed, retry after ${this.retryAfterS} s (the agent retries after its backoff)`;
+  }
 }
 
 export interface ReviewGateOptions {

@@ -207,7 +207,7 @@ export class IdentityService {
         return w;
       });
     } catch (e) {
-      if (e instanceof ReviewBusyError) throw new HttpError(503, `the identity service is reviewing too many tokens now (${e.message}); not reviewed, retry after ${e.retryAfterS} s (the agent retries after its backoff)`, e.retryAfterS);
+      if (e instanceof ReviewBusyError) throw new HttpError(503, e.answer('the identity service'), e.retryAfterS);
       throw e;
     }
     if (!who.ok) throw new HttpError(who.status, who.reason);
