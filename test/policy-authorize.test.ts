@@ -27,6 +27,7 @@ test('default policy values are Linkerd\'s; anything else is refused with the li
 test('networks and identities', (t) => {
   t.true(inNetworks('10.244.3.4', nets));
   t.true(inNetworks('::ffff:192.168.1.1', nets));
+  t.true(inNetworks('::FFFF:192.168.1.1', nets));
   t.false(inNetworks('8.8.8.8', nets));
   t.false(inNetworks('not-an-ip', nets));
   t.deepEqual(parseNetworks('10.1.0.0/16, fd00::/8,1.2.3.4').map((c) => c.text), ['10.1.0.0/16', '1.2.3.4/32'], 'IPv6 skipped, a bare address is a /32');

@@ -4,6 +4,7 @@
 // pods/portforward; with `loopback` any other peer (a pod dialing the ClusterIP) is refused, as
 // istiod keeps its debug endpoints on localhost. The agents' endpoints are not the CLI's.
 import { isIPv4 } from 'node:net';
+import { plainIp } from '../util/ip.ts';
 
 export type CliAccessMode = 'loopback' | 'any';
 
@@ -16,7 +17,7 @@ export function parseCliAccessMode(v: string, flag: string): CliAccessMode {
 export function isLoopback(addr: string | undefined): boolean {
   if (!addr) return false;
   if (addr === '::1') return true;
-  const v4 = addr.toLowerCase().startsWith('::ffff:') ? addr.slice(7) : addr;
+  const v4 = plainIp(addr);
   return isIPv4(v4) && v4.startsWith('127.');
 }
 

@@ -6,6 +6,7 @@
 import { isName, isPort } from '../discovery/model.ts';
 import { regexProblem } from '../util/regex-check.ts';
 import { show } from '../util/show.ts';
+import { plainIp } from '../util/ip.ts';
 
 /** Linkerd's default inbound policies, with Linkerd's spelling and meaning. */
 export const DEFAULT_POLICIES = ['all-unauthenticated', 'all-authenticated', 'cluster-authenticated', 'cluster-unauthenticated', 'deny'] as const;
@@ -94,7 +95,7 @@ export function parseNetworks(spec: string, where = 'cluster networks'): Cidr[] 
 }
 
 export function inNetworks(ip: string, nets: readonly Cidr[]): boolean {
-  const n = ipToInt(ip.startsWith('::ffff:') ? ip.slice(7) : ip);
+  const n = ipToInt(plainIp(ip));
   if (n === null) return false;
   return nets.some((c) => ((n & c.mask) >>> 0) === c.base);
 }

@@ -28,6 +28,7 @@ import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
 import { nodeHttp2, nodeTls } from '../util/builtins.ts';
+import { plainIp } from '../util/ip.ts';
 
 /** CONNECTs waiting at once for their pod; more are refused at once (a peer naming addresses that never become pods). */
 const MAX_POD_WAITS = 1024;
@@ -261,7 +262,7 @@ export class TunnelServer {
       this.stats.open--;
       this.sockets.delete(sock);
     });
-    this.pending = { clientUri: p.uri, serverUri, remoteIp: from.replace(/^::ffff:/, '') };
+    this.pending = { clientUri: p.uri, serverUri, remoteIp: plainIp(from) };
     try {
       this.h2().emit('connection', sock);
     } finally {
