@@ -33,6 +33,10 @@ export interface ControllerOptions {
  */
 const CLI_ROUTES = new Set([`GET ${PATH_STAT}`, `POST ${PATH_TAP}`, `GET ${PATH_DIAG_ENDPOINTS}`, `GET ${PATH_DIAG_POLICY}`, `GET ${PATH_DIAG_AUTHZ}`, `GET ${PATH_STATUS}`]);
 
+/** The largest declared body of a refused request that is read and dropped rather than reset. */
+export const DRAIN_LIMIT = 64 * 1024;
+const DRAIN_GRACE_MS = 10_000;
+
 class HttpError extends Error {
   readonly status: number;
   constructor(status: number, msg: string) {
@@ -64,22 +68,23 @@ export class ControllerServer {
     });
     this.server.on('stream', (stream, headers) => {
       stream.on('error', () => {}); // a peer resetting its stream is not our failure
-      this.handle(stream, headers).catch((e) => this.fail(stream, e));
+      this.handle(stream, headers).catch((e) => this.fail(stream, e, headers));
     });
     this.server.on('sessionError', () => {});
   }
 
-  private fail(stream: http2.ServerHttp2Stream, e: unknown) {
+  private fail(stream: http2.ServerHttp2Stream, e: unknown, request: http2.IncomingHttpHeaders) {
     const status = e instanceof HttpError || e instanceof TapError || e instanceof AgentAuthError ? e.status : 500;
     if (status === 500) this.opts.log('warn', `controller request failed: ${(e as Error).stack ?? e}`);
     const retry = e instanceof AgentAuthError && e.retryAfterS !== undefined ? { 'retry-after': String(e.retryAfterS) } : {};
-    this.reply(stream, status, { error: (e as Error).message }, retry);
+    this.reply(stream, status, { error: (e as Error).message }, retry, request);
   }
 
-  private reply(stream: http2.ServerHttp2Stream, status: number, body: unknown, headers: http2.OutgoingHttpHeaders = {}) {
+  private reply(stream: http2.ServerHttp2Stream, status: number, body: unknown, headers: http2.OutgoingHttpHeaders = {}, request?: http2.IncomingHttpHeaders) {
     if (stream.destroyed || stream.closed) return;
     if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'application/json', ...headers });
     stream.end(JSON.stringify(body));
+    drainUnread(stream, request?.['content-length']);
   }
 
   private async handle(stream: http2.ServerHttp2Stream, h: http2.IncomingHttpHeaders): Promise<void> {
@@ -252,6 +257,24 @@ function agentHeaders(h: http2.IncomingHttpHeaders, what: string): { node: strin
     throw new HttpError(400, `${what} needs the ${HEADER_NODE} and ${HEADER_AGENT_ID} headers`);
   }
   return { node, agentId };
+}
+
+/**
+ * A reply sent before the request's body was read (a refusal, a 404) to a client still sending a
+ * body of declared length: read the rest and drop it, so the stream ends when that body does
+ * (RFC 9113 §8.1 lets a server answer first). Left unread, node:http2 resets the stream with
+ * NO_ERROR as soon as the reply is out, which the RFC says must not cost the client the reply, but
+ * curl 7.88 exits 92 without it if its body was still on the way. A body of no declared length
+ * (the agents' tap stream, our own clients) or over DRAIN_LIMIT is reset at once as before: it may
+ * never end. DRAIN_GRACE_MS bounds a client that declares a body and never sends it.
+ */
+function drainUnread(stream: http2.ServerHttp2Stream, declared: string | undefined) {
+  if (stream.readableEnded || stream.readableFlowing !== null) return; // read, or being read (readJson)
+  const length = Number(declared);
+  if (declared === undefined || !Number.isSafeInteger(length) || length > DRAIN_LIMIT) return;
+  stream.resume();
+  const timer = setTimeout(() => !stream.closed && stream.close(http2.constants.NGHTTP2_NO_ERROR), DRAIN_GRACE_MS).unref();
+  stream.once('close', () => clearTimeout(timer));
 }
 
 function readJson(stream: http2.ServerHttp2Stream): Promise<any> {
