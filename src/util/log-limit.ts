@@ -4,7 +4,7 @@
 // the callers' status keep every occurrence; this only spares the log.
 
 /** Distinct keys remembered before the set starts over (a flood of new keys must not grow it). */
-const MAX_KEYS = 1000;
+export const MAX_KEYS = 1000;
 
 export class LogLimit {
   private readonly last = new Map<string, { at: number; n: number }>();
