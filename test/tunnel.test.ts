@@ -23,9 +23,10 @@ import { DISCOVERY_VERSION, type DiscoPod } from '../src/discovery/model.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { FirstSyncWait } from '../src/discovery/first-sync.ts';
 import { Listeners } from '../src/util/listeners.ts';
-import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
+import { REFUSAL_LOG_INTERVAL_MS, type LocalPod, type TunnelPolicy } from '../src/tunnel/server.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
+import { ManualSweeper } from './helpers/manual-sweeper.ts';
 
 const TD = 'cluster.local';
 const CLIENT_IP = '127.0.0.1'; // the client "pod" (the proxy sees connections from it)
@@ -40,7 +41,7 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; changes?: Listeners; limits?: typeof defaultLimits } = {}): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; changes?: Listeners; limits?: typeof defaultLimits; sweeper?: ManualSweeper } = {}): Promise<Side & { port: number }> {
   const p = await pki();
   const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
@@ -52,6 +53,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
     inbound, limits: o.limits ?? defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
     ...(o.policy ? { policy: o.policy } : {}),
     initial: o.noCredential ? [] : [await p.credential(db)],
+    ...(o.sweeper ? { sweeper: o.sweeper } : {}),
   });
   const a = await tunnels.listen();
   t.teardown(() => tunnels.close(0));
@@ -334,6 +336,32 @@ test('the destination agent refuses clients it cannot trust: another root, expir
   t.true(b.logs.some((l) => /certificate has expired|CERT_HAS_EXPIRED/.test(l)), b.logs.join('\n'));
   t.true(b.logs.some((l) => l.includes('trust domain other.domain is not this mesh') && l.includes('"client":"spiffe://other.domain/ns/shop/sa/web"')), b.logs.join('\n'));
   t.is(b.tunnels.stats().server.accepted, 0);
+});
+
+/** The fields of a log line as nodeB records it (`msg {fields}`). */
+const fieldsOf = (line: string) => JSON.parse(line.slice(line.indexOf(' {"kind"') + 1)) as Record<string, unknown>;
+
+// Refusals are caused by what peers send: one line per peer and kind per REFUSAL_LOG_INTERVAL_MS
+// on the listener's clock (the sweeper's, moved here by hand), the ones held back counted into
+// the next line's `suppressed`; the status counts every one.
+test('handshake refusals: one line per peer and kind per interval, the next says how many were held back', async (t) => {
+  const sweeper = new ManualSweeper();
+  const b = await nodeB(t, undefined, { sweeper });
+  const lines = () => b.logs.filter((l) => l.startsWith('refused a tunnel connection from ') && fieldsOf(l).kind === 'no-client-certificate');
+  const refuse = async (n: number) => {
+    t.is(await rawClient(b.port, null), 'closed');
+    await waitFor(() => b.tunnels.stats().server.refusedClients['no-client-certificate'] === n);
+  };
+  for (let i = 1; i <= 3; i++) await refuse(i);
+  t.is(lines().length, 1, b.logs.join('\n'));
+  t.false('suppressed' in fieldsOf(lines()[0]!));
+  sweeper.advance(REFUSAL_LOG_INTERVAL_MS - 1);
+  await refuse(4);
+  t.is(lines().length, 1, 'still within the interval');
+  sweeper.advance(1);
+  await refuse(5);
+  t.is(lines().length, 2, b.logs.join('\n'));
+  t.like(fieldsOf(lines()[1]!), { kind: 'no-client-certificate', refusedClients: 5, suppressed: 3 });
 });
 
 test('no open relay: a CONNECT to what is not a meshed pod of the identity asked for is refused 403, naming why', async (t) => {

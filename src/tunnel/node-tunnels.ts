@@ -8,6 +8,7 @@ import { HbonePool, type HboneStats, type LogFn } from './hbone-pool.ts';
 import { TunnelServer, type LocalPod, type TunnelPolicy, type TunnelServerStats, type TunnelTelemetry } from './server.ts';
 import { Tunnels } from './tunnels.ts';
 import type { FirstSyncWait } from '../discovery/first-sync.ts';
+import type { Sweeper } from '../proxy/sweep.ts';
 
 export interface NodeTunnelsOptions {
   node: string;
@@ -26,6 +27,8 @@ export interface NodeTunnelsOptions {
   initial?: CredentialUpdate[];
   /** Discovery's first sync (the agent has a controller): meshed pods' connections wait for it, bounded. */
   firstSync?: FirstSyncWait | null;
+  /** The listener's clock and timers (tests move it by hand); default the shared ones. */
+  sweeper?: Sweeper;
 }
 
 export interface TunnelStats {
@@ -47,7 +50,7 @@ export class NodeTunnels {
     for (const u of o.initial ?? []) this.creds.apply(u);
     this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs });
     this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs, firstSync: o.firstSync ?? null });
-    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy });
+    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy, sweeper: o.sweeper });
   }
 
   apply(updates: readonly CredentialUpdate[]): void {

@@ -21,12 +21,13 @@ import { peerIdentity, spiffeId } from '../identity/spiffe.ts';
 import { terminateOnRevoke, type ConnAuthz, type ConnContext, type ProxyLimits } from '../proxy/context.ts';
 import type { ConnectionInfo } from '../proxy/listener.ts';
 import { abortSocket, forwardOpaque } from '../proxy/opaque.ts';
-import type { Sweeper } from '../proxy/sweep.ts';
+import { sharedSweeper, type Sweeper } from '../proxy/sweep.ts';
 import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-pool.ts';
 import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
+import { LogLimit, suppressedField } from '../util/log-limit.ts';
 import { nodeHttp2, nodeTls } from '../util/builtins.ts';
 import { plainIp } from '../util/ip.ts';
 
@@ -72,8 +73,12 @@ export interface TunnelServerOptions {
   policy?: () => TunnelPolicy | null;
   limits: ProxyLimits;
   log: LogFn;
+  /** Its clock also times the refusal lines (REFUSAL_LOG_INTERVAL_MS). */
   sweeper?: Sweeper;
 }
+
+/** A refusal is logged once per peer address and kind in this long (stats count them all). */
+export const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 export interface TunnelServerStats {
   /** TLS connections from other agents accepted, and open now. */
@@ -111,6 +116,8 @@ export class TunnelServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   private pending: PeerInfo | null = null;
   private logged = new Map<string, number>();
+  /** Refusals are caused by what peers send: one line per peer and kind per interval. */
+  readonly #logLimit: LogLimit;
   readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitingForPods: 0, waitedForPods: 0 };
   /** CONNECTs by the address they wait for, released by a change of the pod table that adds it. */
   readonly #podWaits = new KeyedWaits<string>();
@@ -118,6 +125,8 @@ export class TunnelServer {
 
   constructor(o: TunnelServerOptions) {
     this.o = o;
+    const sweeper = o.sweeper ?? sharedSweeper;
+    this.#logLimit = new LogLimit(() => sweeper.now());
     const pods = o.pods;
     this.#offPods = pods.onChange?.(() => this.#podWaits.releaseWhere((ip) => pods.byIp(ip) !== null));
   }
@@ -218,12 +227,9 @@ export class TunnelServer {
 
   private refused(kind: string, reason: string, from: string, client: string | null, server: string | null): void {
     this.stats.refusedClients[kind] = (this.stats.refusedClients[kind] ?? 0) + 1;
-    const now = Date.now();
-    const key = `${from}|${kind}`;
-    if ((this.logged.get(key) ?? 0) > now - 10_000) return;
-    if (this.logged.size > 1000) this.logged.clear();
-    this.logged.set(key, now);
-    this.o.log('warn', `refused a tunnel connection from ${from}: ${reason}`, { kind, client, server, refusedClients: this.stats.refusedClients[kind] });
+    const held = this.#logLimit.hit(`${from}|${kind}`, REFUSAL_LOG_INTERVAL_MS);
+    if (held === null) return;
+    this.o.log('warn', `refused a tunnel connection from ${from}: ${reason}`, { kind, client, server, refusedClients: this.stats.refusedClients[kind], ...suppressedField(held) });
   }
 
   private onSecure(sock: tls.TLSSocket): void {
@@ -274,6 +280,7 @@ export class TunnelServer {
     this.stats.refusedStreams[kind] = (this.stats.refusedStreams[kind] ?? 0) + 1;
     const now = Date.now();
     const key = `stream|${peer?.remoteIp}|${kind}`;
+    if (this.logged.size > 1000) this.logged.clear();
     if ((this.logged.get(key) ?? 0) <= now - 10_000) {
       this.logged.set(key, now);
       this.o.log('warn', `refused a tunnelled connection: ${reason}`, { kind, client: peer?.clientUri, server: peer?.serverUri, from: peer?.remoteIp });
