@@ -344,24 +344,39 @@ const fieldsOf = (line: string) => JSON.parse(line.slice(line.indexOf(' {"kind"'
 // Refusals are caused by what peers send: one line per peer and kind per REFUSAL_LOG_INTERVAL_MS
 // on the listener's clock (the sweeper's, moved here by hand), the ones held back counted into
 // the next line's `suppressed`; the status counts every one.
-test('handshake refusals: one line per peer and kind per interval, the next says how many were held back', async (t) => {
+/** Five refusals from one peer (`refuse(b, n)` makes the nth and waits for its count): three, one just inside the interval, one at its end. The second line's fields. */
+async function fiveRefusals(t: any, msgStart: string, kind: string, refuse: (b: Side & { port: number }, n: number) => Promise<void>): Promise<Record<string, unknown>> {
   const sweeper = new ManualSweeper();
   const b = await nodeB(t, undefined, { sweeper });
-  const lines = () => b.logs.filter((l) => l.startsWith('refused a tunnel connection from ') && fieldsOf(l).kind === 'no-client-certificate');
-  const refuse = async (n: number) => {
-    t.is(await rawClient(b.port, null), 'closed');
-    await waitFor(() => b.tunnels.stats().server.refusedClients['no-client-certificate'] === n);
-  };
-  for (let i = 1; i <= 3; i++) await refuse(i);
+  const lines = () => b.logs.filter((l) => l.startsWith(msgStart) && fieldsOf(l).kind === kind);
+  for (let i = 1; i <= 3; i++) await refuse(b, i);
   t.is(lines().length, 1, b.logs.join('\n'));
   t.false('suppressed' in fieldsOf(lines()[0]!));
   sweeper.advance(REFUSAL_LOG_INTERVAL_MS - 1);
-  await refuse(4);
+  await refuse(b, 4);
   t.is(lines().length, 1, 'still within the interval');
   sweeper.advance(1);
-  await refuse(5);
+  await refuse(b, 5);
   t.is(lines().length, 2, b.logs.join('\n'));
-  t.like(fieldsOf(lines()[1]!), { kind: 'no-client-certificate', refusedClients: 5, suppressed: 3 });
+  return fieldsOf(lines()[1]!);
+}
+
+test('handshake refusals: one line per peer and kind per interval, the next says how many were held back', async (t) => {
+  const second = await fiveRefusals(t, 'refused a tunnel connection from ', 'no-client-certificate', async (b, n) => {
+    t.is(await rawClient(b.port, null), 'closed');
+    await waitFor(() => b.tunnels.stats().server.refusedClients['no-client-certificate'] === n);
+  });
+  t.like(second, { refusedClients: 5, suppressed: 3 });
+});
+
+test('CONNECT refusals: one line per peer and kind per interval, the next says how many were held back', async (t) => {
+  const me = await (await pki()).credential(web);
+  const cred = { key: me.material.keyPem, cert: me.material.certChainPem };
+  const second = await fiveRefusals(t, 'refused a tunnelled connection: ', 'bad-authority', async (b, n) => {
+    t.is(await rawClient(b.port, cred, 'example.com:80'), 400);
+    t.is(b.tunnels.stats().server.refusedStreams['bad-authority'], n, 'counted before the answer');
+  });
+  t.like(second, { client: spiffeId(web), from: NODE_B, suppressed: 3 });
 });
 
 test('no open relay: a CONNECT to what is not a meshed pod of the identity asked for is refused 403, naming why', async (t) => {

@@ -115,7 +115,6 @@ export class TunnelServer {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly sockets = new Set<tls.TLSSocket>();
   private pending: PeerInfo | null = null;
-  private logged = new Map<string, number>();
   /** Refusals are caused by what peers send: one line per peer and kind per interval. */
   readonly #logLimit: LogLimit;
   readonly stats: TunnelServerStats = { accepted: 0, open: 0, refusedClients: {}, streams: 0, refusedStreams: {}, inspected: 0, waitingHandshakes: 0, waitingForPods: 0, waitedForPods: 0 };
@@ -278,13 +277,8 @@ export class TunnelServer {
 
   private refuseStream(stream: http2.ServerHttp2Stream, status: number, kind: string, reason: string, peer: PeerInfo | undefined): void {
     this.stats.refusedStreams[kind] = (this.stats.refusedStreams[kind] ?? 0) + 1;
-    const now = Date.now();
-    const key = `stream|${peer?.remoteIp}|${kind}`;
-    if (this.logged.size > 1000) this.logged.clear();
-    if ((this.logged.get(key) ?? 0) <= now - 10_000) {
-      this.logged.set(key, now);
-      this.o.log('warn', `refused a tunnelled connection: ${reason}`, { kind, client: peer?.clientUri, server: peer?.serverUri, from: peer?.remoteIp });
-    }
+    const held = this.#logLimit.hit(`stream|${peer?.remoteIp}|${kind}`, REFUSAL_LOG_INTERVAL_MS);
+    if (held !== null) this.o.log('warn', `refused a tunnelled connection: ${reason}`, { kind, client: peer?.clientUri, server: peer?.serverUri, from: peer?.remoteIp, ...suppressedField(held) });
     if (stream.destroyed || stream.closed) return;
     try {
       stream.respond({ ':status': status, 'mesh-agent-error': reason.slice(0, 300) }, { endStream: true });
