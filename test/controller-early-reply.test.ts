@@ -8,7 +8,9 @@
 import test from 'ava';
 import { once } from 'node:events';
 import * as http2 from 'node:http2';
-import { ControllerServer, DRAIN_LIMIT } from '../src/controller/server.ts';
+import { ControllerServer } from '../src/controller/server.ts';
+import { DRAIN_LIMIT } from '../src/util/http2-drain.ts';
+import { heldPost } from './helpers/held-body.ts';
 
 const quiet = () => {};
 
@@ -20,24 +22,11 @@ async function start(t: any) {
   t.teardown(() => ctl.close());
   const session = http2.connect(`http://127.0.0.1:${port}`);
   t.teardown(() => session.destroy());
-  const ping = () => new Promise<void>((resolve, reject) => session.ping((e) => (e ? reject(e) : resolve())));
-  /**
-   * A POST to a route the controller does not serve, its body (of this declared length, if any)
-   * not sent yet; resolves once the reply is in and two PING round trips after it: a reset the
-   * controller sent after its reply has arrived by the second ack.
-   */
+  const held = heldPost(session, 'application/json');
+  /** A POST to a route the controller does not serve, its body not sent yet (helpers/held-body.ts). */
   const post = async (contentLength?: number) => {
-    const h: http2.OutgoingHttpHeaders = { ':method': 'POST', ':path': '/v1/nothing', 'content-type': 'application/json' };
-    if (contentLength !== undefined) h['content-length'] = contentLength;
-    const req = session.request(h, { endStream: false });
-    req.on('error', () => {});
-    const [rh] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
-    let text = '';
-    req.setEncoding('utf8').on('data', (d: string) => (text += d));
-    await once(req, 'end');
-    await ping();
-    await ping();
-    return { req, status: Number(rh[':status']), error: JSON.parse(text).error as string };
+    const { req, status, text } = await held('/v1/nothing', contentLength);
+    return { req, status, error: JSON.parse(text).error as string };
   };
   return { post };
 }

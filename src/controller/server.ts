@@ -14,6 +14,7 @@ import { streamSink, TapError, TapRelay } from './tap-relay.ts';
 import { checkTapRequest } from './tap-request.ts';
 import { AgentAuthError, type AgentAuth } from './agent-auth.ts';
 import type { CliAccess } from './cli-access.ts';
+import { drainUnread } from '../util/http2-drain.ts';
 
 export interface ControllerOptions {
   retentionMs?: number;
@@ -32,10 +33,6 @@ export interface ControllerOptions {
  * and the sim (--cli-access any), and the probes are tcpSocket.
  */
 const CLI_ROUTES = new Set([`GET ${PATH_STAT}`, `POST ${PATH_TAP}`, `GET ${PATH_DIAG_ENDPOINTS}`, `GET ${PATH_DIAG_POLICY}`, `GET ${PATH_DIAG_AUTHZ}`, `GET ${PATH_STATUS}`]);
-
-/** The largest declared body of a refused request that is read and dropped rather than reset. */
-export const DRAIN_LIMIT = 64 * 1024;
-const DRAIN_GRACE_MS = 10_000;
 
 class HttpError extends Error {
   readonly status: number;
@@ -84,7 +81,7 @@ export class ControllerServer {
     if (stream.destroyed || stream.closed) return;
     if (!stream.headersSent) stream.respond({ ':status': status, 'content-type': 'application/json', ...headers });
     stream.end(JSON.stringify(body));
-    drainUnread(stream, request?.['content-length']);
+    drainUnread(stream, request?.['content-length']); // false: node:http2 resets it once the reply is out
   }
 
   private async handle(stream: http2.ServerHttp2Stream, h: http2.IncomingHttpHeaders): Promise<void> {
@@ -257,24 +254,6 @@ function agentHeaders(h: http2.IncomingHttpHeaders, what: string): { node: strin
     throw new HttpError(400, `${what} needs the ${HEADER_NODE} and ${HEADER_AGENT_ID} headers`);
   }
   return { node, agentId };
-}
-
-/**
- * A reply sent before the request's body was read (a refusal, a 404) to a client still sending a
- * body of declared length: read the rest and drop it, so the stream ends when that body does
- * (RFC 9113 §8.1 lets a server answer first). Left unread, node:http2 resets the stream with
- * NO_ERROR as soon as the reply is out, which the RFC says must not cost the client the reply, but
- * curl 7.88 exits 92 without it if its body was still on the way. A body of no declared length
- * (the agents' tap stream, our own clients) or over DRAIN_LIMIT is reset at once as before: it may
- * never end. DRAIN_GRACE_MS bounds a client that declares a body and never sends it.
- */
-function drainUnread(stream: http2.ServerHttp2Stream, declared: string | undefined) {
-  if (stream.readableEnded || stream.readableFlowing !== null) return; // read, or being read (readJson)
-  const length = Number(declared);
-  if (declared === undefined || !Number.isSafeInteger(length) || length > DRAIN_LIMIT) return;
-  stream.resume();
-  const timer = setTimeout(() => !stream.closed && stream.close(http2.constants.NGHTTP2_NO_ERROR), DRAIN_GRACE_MS).unref();
-  stream.once('close', () => clearTimeout(timer));
 }
 
 function readJson(stream: http2.ServerHttp2Stream): Promise<any> {

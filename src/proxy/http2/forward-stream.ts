@@ -8,6 +8,7 @@ import {
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
 import { relay, type Relay } from './relay.ts';
+import { drainUnread } from '../../util/http2-drain.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 export interface StreamHooks {
@@ -113,13 +114,16 @@ export function forwardStream(
     error ??= `upstream ${failure}`;
     responseDone = true;
     client.respond(r.headers, { endStream: true });
-    stopRequestBody();
+    stopRequestBody(true);
   };
 
   // The response is complete but the client is still sending a body nobody will read:
   // RST_STREAM(NO_ERROR) tells it to stop (RFC 9113 8.1) instead of stalling on flow control.
-  const stopRequestBody = () => {
+  // After the proxy's own answer (`ownReply`) a body of declared length up to 64 KiB is drained
+  // instead (util/http2-drain.ts says why); after the upstream's, its reset is passed on.
+  const stopRequestBody = (ownReply = false) => {
     if (noBody || client.readableEnded || client.closed || client.destroyed) return;
+    if (ownReply && drainUnread(client, reqHeaders['content-length'])) return;
     resetByProxy = true;
     client.close(NGHTTP2_NO_ERROR);
   };
@@ -138,7 +142,7 @@ export function forwardStream(
       client.respond(r.headers);
       client.end(r.body);
     }
-    stopRequestBody();
+    stopRequestBody(true);
     return;
   }
   // The eager connection may be unusable or the pool full: dial on demand.

@@ -9,6 +9,7 @@ import { forwardStream } from './forward-stream.ts';
 import { isGrpc, isSuccess, proxyErrorResponse, headerString } from './headers.ts';
 import type { AuthzOutcome } from '../../telemetry/events.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
+import { drainUnread } from '../../util/http2-drain.ts';
 import { nodeHttp2 } from '../../util/builtins.ts';
 import { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
@@ -143,8 +144,8 @@ function denyStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
     stream.respond(r.headers);
     stream.end(r.body);
   }
-  // A body nobody will read: RST_STREAM(NO_ERROR) after the response (RFC 9113 8.1).
-  if (!noBody) stream.once('finish', () => stream.close(NGHTTP2_NO_ERROR));
+  // A body nobody will read: drained if declared and small, else RST_STREAM(NO_ERROR) after the response (util/http2-drain.ts).
+  if (!noBody && !drainUnread(stream, headers['content-length'])) stream.once('finish', () => stream.close(NGHTTP2_NO_ERROR));
   try {
     ctx.telemetry.request({
       ...ctx.endpoints,

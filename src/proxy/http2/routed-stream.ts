@@ -20,6 +20,7 @@ import { pathOf } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
+import { drainUnread } from '../../util/http2-drain.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 class H2RouteRequest implements RouteRequest {
@@ -214,8 +215,9 @@ class RoutedStream {
     }
     const up = this.up;
     if (up === null || up.destroyed) {
-      // Between attempts: hold the client (flow control) until the next attempt takes it.
-      this.client.pause();
+      // Between attempts: hold the client (flow control) until the next attempt takes it. After
+      // the proxy's own answer nothing takes it: drained (stopRequestBody).
+      if (!this.responseDone) this.client.pause();
       return;
     }
     if (!up.write(chunk)) this.client.pause();
@@ -400,7 +402,7 @@ class RoutedStream {
       client.respond(r.headers);
       client.end(r.body);
     }
-    this.stopRequestBody();
+    this.stopRequestBody(true);
   }
 
   private resetClient(code: number): void {
@@ -409,10 +411,15 @@ class RoutedStream {
     this.client.close(code);
   }
 
-  /** The response is complete but the client is still sending a body: RST_STREAM(NO_ERROR) (RFC 9113 8.1). */
-  private stopRequestBody(): void {
+  /**
+   * The response is complete but the client is still sending a body: RST_STREAM(NO_ERROR) (RFC 9113
+   * 8.1); after the proxy's own answer (`ownReply`) a body of declared length up to 64 KiB is
+   * drained instead (util/http2-drain.ts).
+   */
+  private stopRequestBody(ownReply = false): void {
     const client = this.client;
     if (this.noBody || client.readableEnded || client.closed || client.destroyed) return;
+    if (ownReply && drainUnread(client, this.reqHeaders['content-length'])) return;
     this.resetByProxy = true;
     client.close(NGHTTP2_NO_ERROR);
   }
