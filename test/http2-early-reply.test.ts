@@ -26,6 +26,7 @@ import { PodPolicy } from '../src/policy/pod-policy.ts';
 import { DRAIN_LIMIT } from '../src/util/http2-drain.ts';
 import { backend, HOST } from './helpers/backends.ts';
 import { heldPost } from './helpers/held-body.ts';
+import { waitFor } from './helpers/until.ts';
 
 const VIP = '10.96.7.7';
 const BODY = 'name=web&replicas=3';
@@ -146,4 +147,31 @@ test('an upstream refusing connections (502, forward-stream.ts): the stream stay
   const { post } = client(t, proxy.port);
   const head = await heldBodyKept(t, post, '/x', 502, /^$/); // headers only
   t.is(head['mesh-proxy-error'], 'unreachable');
+});
+
+test('an upstream answering headers-only (204) before the body and reading it, through a Service with and without routes: the proxy passes the answer on and keeps the stream open, the body reaches the upstream', async (t) => {
+  // The upstream's own choice: answer first, then read the body (what the controller does since it drains).
+  const bodies: string[] = [];
+  const server = http2.createServer();
+  server.on('stream', (s) => {
+    s.on('error', () => {});
+    s.respond({ ':status': 204 }, { endStream: true });
+    let got = '';
+    s.setEncoding('utf8').on('data', (d: string) => (got += d));
+    s.on('end', () => bodies.push(got));
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const route: RouteRecord = {
+    kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
+    rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'api', port: 80, weight: 1 }] }],
+  };
+  for (const routes of [[], [route]]) {
+    const { post } = client(t, await startProxy(t, world([(server.address() as net.AddressInfo).port], routes), { ip: VIP, port: 80 }));
+    const n = bodies.length;
+    await heldBodyKept(t, post, '/x', 204, /^$/);
+    await waitFor(() => bodies.length === n + 1);
+  }
+  t.deepEqual(bodies, [BODY, BODY]);
 });

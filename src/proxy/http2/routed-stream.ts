@@ -252,7 +252,8 @@ class RoutedStream {
       this.grpcStatus = grpcStatus;
       this.responseDone = true;
       client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
-      this.stopRequestBody();
+      // The request body still goes up: the upstream may read it after answering. Its reset, if
+      // it sends one, comes through onUpClose, as in forward-stream.ts.
       return;
     }
     client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
