@@ -23,7 +23,8 @@ import { DISCOVERY_VERSION, type DiscoPod } from '../src/discovery/model.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { FirstSyncWait } from '../src/discovery/first-sync.ts';
 import { Listeners } from '../src/util/listeners.ts';
-import { REFUSAL_LOG_INTERVAL_MS, type LocalPod, type TunnelPolicy } from '../src/tunnel/server.ts';
+import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
+import { REFUSAL_LOG_INTERVAL_MS } from '../src/tunnel/hbone-pool.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
 import { ManualSweeper } from './helpers/manual-sweeper.ts';
@@ -61,7 +62,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
 }
 
 /** Node A: the client's agent; its proxy sends every connection to SERVER_IP:destPort, a meshed pod of node B. */
-async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number; discovery?: DiscoveryStore } = {}) {
+async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number; discovery?: DiscoveryStore; sweeper?: ManualSweeper } = {}) {
   const p = await pki();
   const sink = new RecordingSink();
   const logs: string[] = [];
@@ -75,6 +76,7 @@ async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: A
     inbound: new RecordingSink(), limits: defaultLimits, log: (_l, m, f) => logs.push(`${m} ${JSON.stringify(f)}`),
     initial: [o.cred ?? await p.credential(web)],
     firstSync: o.discovery ? new FirstSyncWait(o.discovery, 120_000) : null,
+    ...(o.sweeper ? { sweeper: o.sweeper } : {}),
   });
   // The tunnels dial the other node's listener port (15008 in a cluster).
   (tunnels.pool as unknown as { port: number }).port = tunnelPort;
@@ -274,21 +276,30 @@ test('a client asking (by SNI) for an identity the destination agent does not ho
   t.true(b.logs.some((l) => l.includes('refused a tunnel connection')), b.logs.join('\n'));
 });
 
-test('the client checks the server\'s SPIFFE ID: a server under our anchor with another workload\'s certificate is refused', async (t) => {
+/** A rogue agent's listener on NODE_B: it answers any SNI with web's certificate (under our anchor, not db's identity); its port. */
+async function rogueAgent(t: any): Promise<number> {
   const p = await pki();
-  // A rogue listener that answers any SNI with web's certificate.
   const rogue = await p.credential(web);
   const ctx = tls.createSecureContext({ key: rogue.material.keyPem, cert: rogue.material.certChainPem, ca: p.anchor.certPem });
   const srv = tls.createServer({ SNICallback: (_n, cb) => cb(null, ctx), ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', requestCert: true, rejectUnauthorized: false }, (s) => s.on('error', () => {}));
   srv.listen(0, NODE_B);
   await once(srv, 'listening');
   t.teardown(() => srv.close());
-  const a = await nodeA(t, (srv.address() as net.AddressInfo).port, 9);
+  return (srv.address() as net.AddressInfo).port;
+}
+
+/** A connection through node A's proxy to the rogue agent: closed once refused; waits for the nth wrong-identity refusal. */
+async function refusedByA(a: Awaited<ReturnType<typeof nodeA>>, n: number): Promise<void> {
   const c = net.connect({ host: CLIENT_IP, port: a.port });
   c.on('error', () => {});
   c.write('hello');
   await closed(c);
-  await waitFor(() => (a.tunnels.stats().client.refusedServers['wrong-identity'] ?? 0) === 1);
+  await waitFor(() => (a.tunnels.stats().client.refusedServers['wrong-identity'] ?? 0) === n);
+}
+
+test('the client checks the server\'s SPIFFE ID: a server under our anchor with another workload\'s certificate is refused', async (t) => {
+  const a = await nodeA(t, await rogueAgent(t), 9);
+  await refusedByA(a, 1);
   const line = a.logs.find((l) => l.includes('refused the agent at'))!;
   t.regex(line, /it presented spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web, not the destination's identity/);
   t.regex(line, /"client":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web","server":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db"/);
@@ -338,31 +349,33 @@ test('the destination agent refuses clients it cannot trust: another root, expir
   t.is(b.tunnels.stats().server.accepted, 0);
 });
 
-/** The fields of a log line as nodeB records it (`msg {fields}`). */
-const fieldsOf = (line: string) => JSON.parse(line.slice(line.indexOf(' {"kind"') + 1)) as Record<string, unknown>;
+/** The fields of a log line as nodeA and nodeB record it (`msg {fields}`). */
+const fieldsOf = (line: string) => JSON.parse(line.slice(line.indexOf(' {"') + 1)) as Record<string, unknown>;
+/** Lines starting with msgStart, of this kind. */
+const linesOf = (msgStart: string, kind: string) => (l: string) => l.startsWith(msgStart) && fieldsOf(l).kind === kind;
 
 // Refusals are caused by what peers send: one line per peer and kind per REFUSAL_LOG_INTERVAL_MS
-// on the listener's clock (the sweeper's, moved here by hand), the ones held back counted into
+// on the tunnels' clock (the sweeper's, moved here by hand), the ones held back counted into
 // the next line's `suppressed`; the status counts every one.
-/** Five refusals from one peer (`refuse(b, n)` makes the nth and waits for its count): three, one just inside the interval, one at its end. The second line's fields. */
-async function fiveRefusals(t: any, msgStart: string, kind: string, refuse: (b: Side & { port: number }, n: number) => Promise<void>): Promise<Record<string, unknown>> {
+/** Five refusals from one peer (`refuse(s, n)` makes the nth and waits for its count) on the side `start` makes: three, one just inside the interval, one at its end. The second line's fields. */
+async function fiveRefusals<S extends { logs: string[] }>(t: any, start: (sweeper: ManualSweeper) => Promise<S>, isLine: (line: string) => boolean, refuse: (s: S, n: number) => Promise<void>): Promise<Record<string, unknown>> {
   const sweeper = new ManualSweeper();
-  const b = await nodeB(t, undefined, { sweeper });
-  const lines = () => b.logs.filter((l) => l.startsWith(msgStart) && fieldsOf(l).kind === kind);
-  for (let i = 1; i <= 3; i++) await refuse(b, i);
-  t.is(lines().length, 1, b.logs.join('\n'));
+  const side = await start(sweeper);
+  const lines = () => side.logs.filter(isLine);
+  for (let i = 1; i <= 3; i++) await refuse(side, i);
+  t.is(lines().length, 1, side.logs.join('\n'));
   t.false('suppressed' in fieldsOf(lines()[0]!));
   sweeper.advance(REFUSAL_LOG_INTERVAL_MS - 1);
-  await refuse(b, 4);
+  await refuse(side, 4);
   t.is(lines().length, 1, 'still within the interval');
   sweeper.advance(1);
-  await refuse(b, 5);
-  t.is(lines().length, 2, b.logs.join('\n'));
+  await refuse(side, 5);
+  t.is(lines().length, 2, side.logs.join('\n'));
   return fieldsOf(lines()[1]!);
 }
 
 test('handshake refusals: one line per peer and kind per interval, the next says how many were held back', async (t) => {
-  const second = await fiveRefusals(t, 'refused a tunnel connection from ', 'no-client-certificate', async (b, n) => {
+  const second = await fiveRefusals(t, (sweeper) => nodeB(t, undefined, { sweeper }), linesOf('refused a tunnel connection from ', 'no-client-certificate'), async (b, n) => {
     t.is(await rawClient(b.port, null), 'closed');
     await waitFor(() => b.tunnels.stats().server.refusedClients['no-client-certificate'] === n);
   });
@@ -372,11 +385,17 @@ test('handshake refusals: one line per peer and kind per interval, the next says
 test('CONNECT refusals: one line per peer and kind per interval, the next says how many were held back', async (t) => {
   const me = await (await pki()).credential(web);
   const cred = { key: me.material.keyPem, cert: me.material.certChainPem };
-  const second = await fiveRefusals(t, 'refused a tunnelled connection: ', 'bad-authority', async (b, n) => {
+  const second = await fiveRefusals(t, (sweeper) => nodeB(t, undefined, { sweeper }), linesOf('refused a tunnelled connection: ', 'bad-authority'), async (b, n) => {
     t.is(await rawClient(b.port, cred, 'example.com:80'), 400);
     t.is(b.tunnels.stats().server.refusedStreams['bad-authority'], n, 'counted before the answer');
   });
   t.like(second, { client: spiffeId(web), from: NODE_B, suppressed: 3 });
+});
+
+test('the client\'s refusals of another agent: one line per agent and kind per interval, the next says how many were held back', async (t) => {
+  const rogue = await rogueAgent(t);
+  const second = await fiveRefusals(t, (sweeper) => nodeA(t, rogue, 9, { sweeper }), (l) => l.startsWith(`refused the agent at ${NODE_B}:${rogue}: it presented `), refusedByA);
+  t.like(second, { client: spiffeId(web), server: spiffeId(db), presented: spiffeId(web), suppressed: 3 });
 });
 
 test('no open relay: a CONNECT to what is not a meshed pod of the identity asked for is refused 403, naming why', async (t) => {

@@ -33,6 +33,8 @@ export const H2_SETTINGS: http2.Settings = { initialWindowSize: STREAM_WINDOW, m
  * opened before: when the ACK is back the server sends its GOAWAY, which then refuses nothing.
  */
 export const DRAIN_PING = Buffer.from('mesh-drn');
+/** A refusal is logged once per peer address and kind in this long, on either side of the tunnels (stats count them all). */
+export const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -68,14 +70,16 @@ export class HbonePool {
   private readonly port: number;
   private readonly log: LogFn;
   /** A peer that keeps failing is one line per interval, with the count. */
-  private readonly limited = new LogLimit();
+  private readonly limited: LogLimit;
   private closed = false;
   readonly stats: HboneStats = { connectionsOpened: 0, connectionsOpen: 0, streams: 0, refusedServers: {}, noCredential: 0 };
 
   /** A TLS connection not ready within this (TCP, handshake, the checks) is given up, with its streams. */
   private readonly connectTimeoutMs: number;
 
-  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn; connectTimeoutMs?: number }) {
+  /** `now`: the clock of the refusal lines' interval (NodeTunnels passes its sweeper's; tests move it), default Date.now. */
+  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn; connectTimeoutMs?: number; now?: () => number }) {
+    this.limited = new LogLimit(o.now);
     this.creds = o.creds;
     this.trustDomain = o.trustDomain;
     this.port = o.port;
@@ -198,7 +202,7 @@ export class HbonePool {
   private refuse(c: Conn, sock: tls.TLSSocket, srcUri: string, path: Extract<Path, { kind: 'tunnel' }>, reason: string, presented: string | null): void {
     const kind = /CERT_HAS_EXPIRED/.test(reason) ? 'expired' : reason.startsWith('its certificate does not verify') ? 'untrusted' : reason.startsWith('it presented') ? 'wrong-identity' : reason.startsWith('it did not agree') ? 'no-h2' : 'bad-certificate';
     this.stats.refusedServers[kind] = (this.stats.refusedServers[kind] ?? 0) + 1;
-    const suppressed = this.limited.hit(`${path.nodeIp}|${kind}`, 10_000);
+    const suppressed = this.limited.hit(`${path.nodeIp}|${kind}`, REFUSAL_LOG_INTERVAL_MS);
     if (suppressed !== null) {
       this.log('warn', `refused the agent at ${path.nodeIp}:${this.port}: ${reason}; it must present ${path.dstUri} under this mesh's trust anchor`, {
         client: srcUri, server: path.dstUri, presented, reason, ...suppressedField(suppressed),

@@ -8,7 +8,7 @@ import { HbonePool, type HboneStats, type LogFn } from './hbone-pool.ts';
 import { TunnelServer, type LocalPod, type TunnelPolicy, type TunnelServerStats, type TunnelTelemetry } from './server.ts';
 import { Tunnels } from './tunnels.ts';
 import type { FirstSyncWait } from '../discovery/first-sync.ts';
-import type { Sweeper } from '../proxy/sweep.ts';
+import { sharedSweeper, type Sweeper } from '../proxy/sweep.ts';
 
 export interface NodeTunnelsOptions {
   node: string;
@@ -27,7 +27,7 @@ export interface NodeTunnelsOptions {
   initial?: CredentialUpdate[];
   /** Discovery's first sync (the agent has a controller): meshed pods' connections wait for it, bounded. */
   firstSync?: FirstSyncWait | null;
-  /** The listener's clock and timers (tests move it by hand); default the shared ones. */
+  /** The listener's clock and timers, also the clock of both sides' refusal lines (tests move it by hand); default the shared ones. */
   sweeper?: Sweeper;
 }
 
@@ -48,7 +48,8 @@ export class NodeTunnels {
     this.firstSync = o.firstSync ?? null;
     this.creds = new CredentialStore(o.anchorsPem);
     for (const u of o.initial ?? []) this.creds.apply(u);
-    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs });
+    const sweeper = o.sweeper ?? sharedSweeper;
+    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs, now: () => sweeper.now() });
     this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs, firstSync: o.firstSync ?? null });
     this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy, sweeper: o.sweeper });
   }

@@ -23,7 +23,7 @@ import type { ConnectionInfo } from '../proxy/listener.ts';
 import { abortSocket, forwardOpaque } from '../proxy/opaque.ts';
 import { sharedSweeper, type Sweeper } from '../proxy/sweep.ts';
 import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
-import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, type LogFn } from './hbone-pool.ts';
+import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, REFUSAL_LOG_INTERVAL_MS, type LogFn } from './hbone-pool.ts';
 import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
@@ -76,9 +76,6 @@ export interface TunnelServerOptions {
   /** Its clock also times the refusal lines (REFUSAL_LOG_INTERVAL_MS). */
   sweeper?: Sweeper;
 }
-
-/** A refusal is logged once per peer address and kind in this long (stats count them all). */
-export const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 export interface TunnelServerStats {
   /** TLS connections from other agents accepted, and open now. */
