@@ -45,13 +45,14 @@ function world(ports: number[], routes: RouteRecord[] = []): DiscoveryStore {
   return store;
 }
 
-/** The proxy on loopback; every connection goes to `dest` (the pod, or the Service's VIP). */
-async function startProxy(t: ExecutionContext, store: DiscoveryStore, dest: { ip: string; port: number }, authorize?: Authorize): Promise<number> {
+/** The proxy on loopback; every connection goes to `dest` (the pod, or the Service's VIP). Its port, and its telemetry. */
+async function startProxy(t: ExecutionContext, store: DiscoveryStore, dest: { ip: string; port: number }, authorize?: Authorize): Promise<{ port: number; sink: RecordingSink }> {
+  const sink = new RecordingSink();
   const proxy = new Proxy({
     listen: { host: HOST, port: 0 },
     lookup: () => ({ ...dest, podKey: 7n }),
     router: new Router(store),
-    telemetry: new RecordingSink(),
+    telemetry: sink,
     opaquePorts: PortSet.empty(),
     detectTimeoutMs: 5000,
     knownHttp1Max: 0,
@@ -60,7 +61,17 @@ async function startProxy(t: ExecutionContext, store: DiscoveryStore, dest: { ip
   });
   const { port } = await proxy.listen();
   t.teardown(() => proxy.close(0));
-  return port;
+  return { port, sink };
+}
+
+/**
+ * The request's bytes as its one telemetry event says (it comes when the stream closes, after the
+ * body). A body drained after the proxy's own answer is not counted: requestBytes is the body
+ * passed on toward the destination (docs/http2.md).
+ */
+async function requestBytes(sink: RecordingSink): Promise<number> {
+  await waitFor(() => sink.requests.length > 0);
+  return sink.requests[0]!.requestBytes;
 }
 
 /** An HTTP/2 session to the proxy; post(): a POST whose body is not sent yet (helpers/held-body.ts). */
@@ -85,6 +96,12 @@ async function heldBodyKept(t: ExecutionContext, post: ReturnType<typeof client>
 
 const web = { namespace: 'shop', serviceAccount: 'web' };
 
+/** A route of shop/api sending every request to the Service itself. */
+const everyRequest: RouteRecord = {
+  kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
+  rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'api', port: 80, weight: 1 }] }],
+};
+
 /** The pod behind the proxy lets web send GET /ok only: a POST is denied per request (handler.ts). */
 async function denyingPod(t: ExecutionContext) {
   const be = await backend('api', { h2: true });
@@ -97,15 +114,15 @@ async function denyingPod(t: ExecutionContext) {
     }],
   }, []));
   const authorize: Authorize = (c) => ({ authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: web }, c.destPort, () => {}) });
-  const port = await startProxy(t, world([]), { ip: HOST, port: be.port }, authorize);
-  return { port, be };
+  return { ...await startProxy(t, world([]), { ip: HOST, port: be.port }, authorize), be };
 }
 
 test('a policy denial (403) before a body of declared length: the stream stays open for the body, then closes cleanly', async (t) => {
-  const { port, be } = await denyingPod(t);
+  const { port, sink, be } = await denyingPod(t);
   const { post } = client(t, port);
   await heldBodyKept(t, post, '/x', 403, /forbidden/);
   t.is(be.hits, 0, 'nothing denied reached the pod');
+  t.is(await requestBytes(sink), 0, 'the drained body is not the request\'s bytes');
 });
 
 test('a denied request with no declared length (a stream) or one over the drain limit: reset at once with NO_ERROR, after its answer', async (t) => {
@@ -120,8 +137,16 @@ test('a denied request with no declared length (a stream) or one over the drain 
 });
 
 test('no ready endpoints (503, forward-stream.ts): the stream stays open for the body', async (t) => {
-  const { post } = client(t, await startProxy(t, world([]), { ip: VIP, port: 80 }));
-  await heldBodyKept(t, post, '/x', 503, /no ready endpoints for Service shop\/api port 80/);
+  const { port, sink } = await startProxy(t, world([]), { ip: VIP, port: 80 });
+  await heldBodyKept(t, client(t, port).post, '/x', 503, /no ready endpoints for Service shop\/api port 80/);
+  t.is(await requestBytes(sink), 0, 'the drained body is not the request\'s bytes');
+});
+
+test('no ready endpoints through a route (503, routed-stream.ts): the stream stays open for the body, not counted as the request\'s bytes', async (t) => {
+  const { port, sink } = await startProxy(t, world([], [everyRequest]), { ip: VIP, port: 80 });
+  await heldBodyKept(t, client(t, port).post, '/x', 503, /no ready endpoints/);
+  t.is(await requestBytes(sink), 0, 'the drained body is not the request\'s bytes');
+  t.like(sink.requests[0], { route: { route: { name: 'r' } } }, 'through the route');
 });
 
 test('no route matches (404, routed-stream.ts): the stream stays open for the body', async (t) => {
@@ -131,9 +156,10 @@ test('no route matches (404, routed-stream.ts): the stream stays open for the bo
     kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
     rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/only' } }], backends: [] }],
   };
-  const { post } = client(t, await startProxy(t, world([be.port], [route]), { ip: VIP, port: 80 }));
-  await heldBodyKept(t, post, '/x', 404, /no route of Service shop\/api port 80 matches POST \/x/);
+  const { port, sink } = await startProxy(t, world([be.port], [route]), { ip: VIP, port: 80 });
+  await heldBodyKept(t, client(t, port).post, '/x', 404, /no route of Service shop\/api port 80 matches POST \/x/);
   t.is(be.hits, 0);
+  t.is(await requestBytes(sink), 0, 'the drained body is not the request\'s bytes');
 });
 
 test('an upstream refusing connections (502, forward-stream.ts): the stream stays open for the body', async (t) => {
@@ -163,15 +189,12 @@ test('an upstream answering headers-only (204) before the body and reading it, t
   server.listen(0, HOST);
   await once(server, 'listening');
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  const route: RouteRecord = {
-    kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
-    rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'api', port: 80, weight: 1 }] }],
-  };
-  for (const routes of [[], [route]]) {
-    const { post } = client(t, await startProxy(t, world([(server.address() as net.AddressInfo).port], routes), { ip: VIP, port: 80 }));
+  for (const routes of [[], [everyRequest]]) {
+    const { port, sink } = await startProxy(t, world([(server.address() as net.AddressInfo).port], routes), { ip: VIP, port: 80 });
     const n = bodies.length;
-    await heldBodyKept(t, post, '/x', 204, /^$/);
+    await heldBodyKept(t, client(t, port).post, '/x', 204, /^$/);
     await waitFor(() => bodies.length === n + 1);
+    t.is(await requestBytes(sink), Buffer.byteLength(BODY), 'a body passed on is counted');
   }
   t.deepEqual(bodies, [BODY, BODY]);
 });

@@ -96,6 +96,8 @@ class RoutedStream {
   private responseBytes = 0;
   private error: string | undefined;
   private responseDone = false;
+  /** The proxy answered the stream itself (answer()): the rest of the body is drained, not relayed. */
+  private answered = false;
   private resetByProxy = false;
   private responseTrailers: http2.IncomingHttpHeaders | undefined;
 
@@ -206,6 +208,9 @@ class RoutedStream {
   }
 
   private onClientData(chunk: Buffer): void {
+    // Drained after the proxy's own answer (stopRequestBody): dropped and not counted, as in
+    // forward-stream.ts and the policy's 403 (requestBytes is the body passed on toward the destination).
+    if (this.answered) return;
     this.requestBytes += chunk.length;
     if (this.idleMs > 0) this.lastIo = performance.now();
     if (this.body !== null) {
@@ -215,8 +220,7 @@ class RoutedStream {
     }
     const up = this.up;
     if (up === null || up.destroyed) {
-      // Between attempts: hold the client (flow control) until the next attempt takes it. After
-      // the proxy's own answer nothing takes it: drained (stopRequestBody).
+      // Between attempts: hold the client (flow control) until the next attempt takes it.
       if (!this.responseDone) this.client.pause();
       return;
     }
@@ -398,6 +402,7 @@ class RoutedStream {
     this.latencyMs = performance.now() - this.t0;
     this.error ??= detail;
     this.responseDone = true;
+    this.answered = true;
     if (r.body === undefined) client.respond(r.headers, { endStream: true });
     else {
       client.respond(r.headers);
