@@ -5,17 +5,11 @@
 // stat` shows it), while an agent's report is served; from 127.0.0.1 in the node namespace (where
 // kubectl port-forward dials) stat, tap and the status are served. Needs root (network namespaces).
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { isLoopback, parseCliAccessMode } from '../src/controller/cli-access.ts';
+import { isLoopback, parseAccessMode } from '../src/util/loopback-access.ts';
 import { PATH_DIAG_ENDPOINTS, PATH_REPORTS, PATH_STAT, PATH_STATUS, PATH_TAP } from '../src/controller/protocol.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { makeNodeId, nodeNetnsName, podNetnsName } from '../src/sim/layout.ts';
-import { createNodeNetwork, createPodNetwork, deleteNetns, deleteNetnsSync } from '../src/sim/network.ts';
-import { randomLetters } from '../src/sim/node.ts';
-import { execFile, netnsPath } from '../src/sim/run.ts';
-import { exited } from './helpers/procs.ts';
+import { nodeAndPod } from './helpers/node-pod-netns.ts';
 import { pod, report } from './helpers/reports.ts';
-import { requireRoot } from './helpers/root.ts';
 
 const NODE_IP = '10.231.0.1';
 const POD_IP = '10.231.1.2';
@@ -25,41 +19,13 @@ const FIX = 'port-forward svc/mesh-agent-controller 8086';
 test('isLoopback: 127.0.0.0/8, ::1 and IPv4-mapped 127.x; nothing else', (t) => {
   for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1', '::FFFF:127.0.0.5']) t.true(isLoopback(a), a);
   for (const a of [undefined, '', '10.0.0.1', '::ffff:10.0.0.1', '::2', 'fe80::1', '128.0.0.1', '::ffff:7f00:1x']) t.false(isLoopback(a), String(a));
-  t.is(parseCliAccessMode('loopback', '--cli-access'), 'loopback');
-  t.throws(() => parseCliAccessMode('local', '--cli-access'), { message: /--cli-access "local": expected loopback .* or any/ });
+  t.is(parseAccessMode('loopback', '--cli-access'), 'loopback');
+  t.throws(() => parseAccessMode('local', '--cli-access'), { message: /--cli-access "local": expected loopback .* or any/ });
 });
 
 test('--cli-access loopback: the CLI endpoints and the status refuse a pod with the fix, serve loopback; the agents\' endpoints unaffected', async (t) => {
-  requireRoot(t);
-  const id = makeNodeId(process.pid, 0, randomLetters());
-  const nodeNs = nodeNetnsName(id);
-  const podNs = podNetnsName(id, 0);
-  // Also on a crash: leftovers.ts sweeps these names by their dead creator's pid otherwise.
-  const sweep = () => [podNs, nodeNs].forEach(deleteNetnsSync);
-  process.once('exit', sweep);
-  let controller: ChildProcess | undefined;
-  let log = '';
-  t.teardown(async () => {
-    if (controller) {
-      controller.kill('SIGTERM');
-      await exited(controller);
-    }
-    await deleteNetns(podNs);
-    await deleteNetns(nodeNs);
-    process.off('exit', sweep);
-  });
-  await createNodeNetwork(nodeNs, NODE_IP);
-  await createPodNetwork(nodeNs, podNs, `v${id.slice(-6)}`, POD_IP);
-
-  const inNs = (ns: string, cmd: string, args: string[]) => execFile('nsenter', [`--net=${netnsPath(ns)}`, '--', cmd, ...args], { timeoutMs: 30_000 });
-  controller = spawn('nsenter', [`--net=${netnsPath(nodeNs)}`, '--', process.execPath, '--disable-warning=ExperimentalWarning', meshBin(), 'controller', '--listen', `0.0.0.0:${PORT}`, '--dashboard-listen', 'off', '--cli-access', 'loopback'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await new Promise<void>((resolve, reject) => {
-    controller!.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      log += d;
-      if (log.includes('"controller listening"')) resolve();
-    });
-    controller!.once('exit', (code) => reject(new Error(`controller exited (${code}) before listening: ${log}`)));
-  });
+  const { nodeNs, podNs, inNs, meshInNode } = await nodeAndPod(t, NODE_IP, POD_IP);
+  await meshInNode(['controller', '--listen', `0.0.0.0:${PORT}`, '--dashboard-listen', 'off', '--cli-access', 'loopback'], 'controller listening');
 
   /** One HTTP/2 request with curl in namespace ns: status and body. */
   const ask = async (ns: string, host: string, method: string, p: string, body?: unknown) => {

@@ -12,9 +12,8 @@ import { parseHostPort } from './addr.ts';
 import { DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
 import { AgentAuth, CONTROLLER_AUDIENCE, parseAgentAuthMode, type AgentAuthMode } from '../controller/agent-auth.ts';
 import { IDENTITY_DEFAULTS, parseServiceAccount } from './identity-flags.ts';
-import { CliAccess, parseCliAccessMode, type CliAccessMode } from '../controller/cli-access.ts';
-import { INSTALL_DEFAULTS } from '../k8s/manifests.ts';
-import { readFileSync } from 'node:fs';
+import { LoopbackAccess, parseAccessMode, type AccessMode } from '../util/loopback-access.ts';
+import { podNamespace } from './pod-namespace.ts';
 
 export type DiscoveryMode = { kind: 'files'; path: string } | { kind: 'kubernetes'; kubeconfig?: string } | { kind: 'off' };
 
@@ -35,15 +34,6 @@ export function agentAuthMode(flag: string | undefined, mode: DiscoveryMode): Ag
 }
 
 export const CONTROLLER_RBAC_HINT = 'the controller\'s ServiceAccount needs create on tokenreviews (authentication.k8s.io) for --agent-auth token; apply the ClusterRole from mesh-agent install';
-
-/** The controller's namespace in a pod (for the port-forward a refusal names); install's outside one. */
-function podNamespace(): string {
-  try {
-    return readFileSync('/var/run/secrets/kubernetes.io/serviceaccount/namespace', 'utf8').trim() || INSTALL_DEFAULTS.namespace;
-  } catch {
-    return INSTALL_DEFAULTS.namespace;
-  }
-}
 
 export function registerController(program: Command) {
   program
@@ -66,7 +56,7 @@ export function registerController(program: Command) {
       let mode: DiscoveryMode;
       let authMode: AgentAuthMode;
       let agentSa: { namespace: string; name: string };
-      let cliMode: CliAccessMode;
+      let cliMode: AccessMode;
       try {
         listen = parseHostPort(o.listen, '--listen', '0.0.0.0', 8086);
         dashboardListen = o.dashboardListen === 'off' ? null : parseHostPort(o.dashboardListen, '--dashboard-listen', '0.0.0.0', DEFAULT_DASHBOARD_PORT);
@@ -74,7 +64,7 @@ export function registerController(program: Command) {
         mode = discoveryMode(o);
         authMode = agentAuthMode(o.agentAuth, mode);
         agentSa = parseServiceAccount(o.agentServiceAccount, '--agent-service-account');
-        cliMode = parseCliAccessMode(o.cliAccess, '--cli-access');
+        cliMode = parseAccessMode(o.cliAccess, '--cli-access');
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }
@@ -135,7 +125,7 @@ export function registerController(program: Command) {
         const { tokenReviewer } = await import('../identity/kube.ts');
         agentAuth = new AgentAuth({ review: tokenReviewer(kubeConfig, CONTROLLER_RBAC_HINT), agent: agentSa, audience: o.agentTokenAudience, log: logTo });
       }
-      const cliAccess = cliMode === 'loopback' ? new CliAccess(cliMode, podNamespace()) : undefined;
+      const cliAccess = cliMode === 'loopback' ? new LoopbackAccess(cliMode, { flag: '--cli-access', server: 'the controller', reach: `kubectl -n ${podNamespace()} port-forward svc/mesh-agent-controller 8086 (stat and tap ask 127.0.0.1:8086 by default)` }) : undefined;
       const server = new ControllerServer({ retentionMs, discovery, log: logTo, agentAuth, cliAccess });
       const addr = await server.listen(listen.host, listen.port);
       log.info('controller listening', { listen: `${addr.host}:${addr.port}`, retention: o.retention, discovery: mode.kind === 'files' ? `files ${mode.path}` : mode.kind, agentAuth: agentAuth ? `token (${o.agentServiceAccount}, audience ${agentAuth.audience})` : 'none', cliAccess: cliMode });

@@ -13,7 +13,7 @@ import { parseWindow, resourceKind, stat } from './stat.ts';
 import { streamSink, TapError, TapRelay } from './tap-relay.ts';
 import { checkTapRequest } from './tap-request.ts';
 import { AgentAuthError, type AgentAuth } from './agent-auth.ts';
-import type { CliAccess } from './cli-access.ts';
+import type { LoopbackAccess } from '../util/loopback-access.ts';
 import { drainUnread } from '../util/http2-drain.ts';
 
 export interface ControllerOptions {
@@ -24,7 +24,7 @@ export interface ControllerOptions {
   /** --agent-auth token: reports, the agents' tap stream and discovery need a node's agent's token; absent: served to anyone (--agent-auth none). */
   agentAuth?: AgentAuth;
   /** --cli-access loopback: stat, tap, diagnostics and status only for loopback peers (port-forward); absent: for anyone. */
-  cliAccess?: CliAccess;
+  cliAccess?: LoopbackAccess;
 }
 
 /**
