@@ -305,7 +305,7 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
   ]);
   const dep = find(objs, 'Deployment', 'mesh-agent-identity');
   const c = dep.spec.template.spec.containers[0];
-  t.deepEqual(c.args, ['identity', '--listen', '0.0.0.0:8080', '--trust-domain', 'cluster.local', '--agent-service-account', 'mesh-agent/mesh-agent-agent', '--service-account', 'mesh-agent/mesh-agent-identity', '--certificate-lifetime', '24h']);
+  t.deepEqual(c.args, ['identity', '--listen', '0.0.0.0:8080', '--trust-domain', 'cluster.local', '--agent-service-account', 'mesh-agent/mesh-agent-agent', '--service-account', 'mesh-agent/mesh-agent-identity', '--certificate-lifetime', '24h', '--status-access', 'loopback']);
   t.is(dep.spec.template.spec.serviceAccountName, 'mesh-agent-identity');
   const mounts = Object.fromEntries(c.volumeMounts.map((m: any) => [m.name, m.mountPath]));
   t.deepEqual(mounts, { issuer: '/var/run/mesh-agent/identity/issuer', 'trust-roots': '/var/run/mesh-agent/identity/trust-roots' });

@@ -6,6 +6,8 @@ import { parseDuration } from '../routing/duration.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
 import { DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, DEFAULT_IDENTITY_PORT } from '../identity/api.ts';
 import { IDENTITY_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
+import { LoopbackAccess, parseAccessMode } from '../util/loopback-access.ts';
+import { podNamespace } from './pod-namespace.ts';
 
 export function registerIdentity(program: Command) {
   program
@@ -20,6 +22,7 @@ export function registerIdentity(program: Command) {
     .option('--agent-service-account <ns/name>', 'only tokens of this ServiceAccount (the agents\') may ask', IDENTITY_DEFAULTS.agentServiceAccount)
     .option('--service-account <ns/name>', 'this service\'s own ServiceAccount: the identity in its serving certificate', IDENTITY_DEFAULTS.serviceAccount)
     .option('--token-audience <aud>', 'the audience of the agents\' projected tokens', DEFAULT_AUDIENCE)
+    .option('--status-access <mode>', 'loopback: /v1/status is served only to loopback peers (kubectl port-forward; what install runs), 403 to others; any: to whatever reaches the port', 'any')
     .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async (o) => {
@@ -30,6 +33,10 @@ export function registerIdentity(program: Command) {
       const listen = parseHostPort(o.listen, '--listen', '0.0.0.0', DEFAULT_IDENTITY_PORT);
       const agent = parseServiceAccount(o.agentServiceAccount, '--agent-service-account');
       const self = parseServiceAccount(o.serviceAccount, '--service-account');
+      const statusMode = parseAccessMode(o.statusAccess, '--status-access');
+      const statusAccess = statusMode === 'loopback'
+        ? new LoopbackAccess(statusMode, { flag: '--status-access', server: 'the identity service', reach: `kubectl -n ${podNamespace()} port-forward svc/mesh-agent-identity ${listen.port}, then GET https://127.0.0.1:${listen.port}/v1/status` })
+        : undefined;
       const { loadIssuer } = await import('../identity/x509.ts');
       const issuer = await loadIssuer(
         readFileFor('--identity-issuer-certificate-file', o.identityIssuerCertificateFile),
@@ -48,11 +55,12 @@ export function registerIdentity(program: Command) {
         self: workloadId(o.trustDomain, self.namespace, self.name),
         lifetimeMs,
         log: (level, msg, fields) => log[level](msg, fields),
+        statusAccess,
       });
       const addr = await service.listen(listen.host, listen.port);
       const stop = () => void service.close().then(() => process.exit(0));
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
-      log.info('identity service listening', { listen: `${addr.host}:${addr.port}`, trustDomain: o.trustDomain, issuerNotAfter: issuer.notAfter.toISOString(), certificateLifetime: o.certificateLifetime });
+      log.info('identity service listening', { listen: `${addr.host}:${addr.port}`, trustDomain: o.trustDomain, issuerNotAfter: issuer.notAfter.toISOString(), certificateLifetime: o.certificateLifetime, statusAccess: statusMode });
     });
 }

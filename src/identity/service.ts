@@ -14,6 +14,7 @@ import { CERTIFY_PATH, DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, MAX_REQUEST_B
 import { authenticateAgent, authorizeForNode, notAJwt, type NodePod, type ReviewStatus } from './authorize.ts';
 import { ReviewBusyError, ReviewGate } from './review-gate.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
+import type { LoopbackAccess } from '../util/loopback-access.ts';
 import { spiffeId, type WorkloadId } from './spiffe.ts';
 import { createCsr, CsrError, signWorkloadCsr, type Issuer } from './x509.ts';
 
@@ -42,6 +43,8 @@ export interface IdentityServiceOptions {
   now?: () => number;
   /** Bounds the API calls in flight (default: review-gate.ts's bounds). */
   gate?: ReviewGate;
+  /** --status-access loopback: /v1/status only for loopback peers (port-forward); absent: for anyone. */
+  statusAccess?: LoopbackAccess;
 }
 
 /** A refusal is logged once per peer address and cause in this long (stats count them all). */
@@ -143,9 +146,9 @@ export class IdentityService {
     await new Promise<void>((r) => s.close(() => r()));
   }
 
-  /** The stats with the review gate's (what /v1/status answers). */
+  /** The stats with the review gate's and the status' own gate's (what /v1/status answers). */
   state() {
-    return { ...this.stats, reviewGate: this.gate.state() };
+    return { ...this.stats, reviewGate: this.gate.state(), statusAccess: this.o.statusAccess?.state() ?? { mode: 'any' } };
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -155,7 +158,11 @@ export class IdentityService {
     };
     const url = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && (url === '/ready' || url === '/live')) return send(200, { ok: true });
-    if (req.method === 'GET' && url === '/v1/status') return send(200, this.state());
+    if (req.method === 'GET' && url === '/v1/status') {
+      // The status names peers and token subjects; the probes above and certify stay open.
+      const refusal = this.o.statusAccess?.refusal(req.socket.remoteAddress, `GET ${url}`);
+      return refusal ? send(403, { error: refusal }) : send(200, this.state());
+    }
     if (req.method !== 'POST' || url !== CERTIFY_PATH) return send(404, { error: `not found: ${req.method} ${url}; the identity service answers POST ${CERTIFY_PATH}` });
     try {
       const r = await this.certify(req);
