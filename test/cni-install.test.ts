@@ -91,6 +91,28 @@ test('install chains our entry after the network plugin (a .conf becomes a .conf
   t.false(cniInstalled(p.confDir));
 });
 
+test('PLUGIN_MODULES is closed under the modules\' runtime imports: the installed plugin loads nothing it was not given', (t) => {
+  // The plugin runs from its own copy on the host; an import added to a copied module without its
+  // module here broke the pod read (ERR_MODULE_NOT_FOUND, decided by the namespace alone) while
+  // every in-tree test passed. `import type` is erased and not needed; every other relative import
+  // (static, re-export, side effect or dynamic) is.
+  const root = path.resolve(import.meta.dirname, '..');
+  const given = new Set(PLUGIN_MODULES);
+  const missing: string[] = [];
+  for (const m of PLUGIN_MODULES) {
+    const src = fs.readFileSync(path.join(root, `${m}.ts`), 'utf8');
+    const specs = [
+      ...src.matchAll(/^\s*(?:import|export)\s+(?!type\b)(?:[^;'"]*?\sfrom\s+)?'(\.[^']+)'/gm),
+      ...src.matchAll(/\bimport\(\s*'(\.[^']+)'\s*\)/g),
+    ].map((x) => x[1]!);
+    for (const spec of specs) {
+      const dep = path.relative(root, path.resolve(path.dirname(path.join(root, m)), spec)).replace(/\.ts$/, '');
+      if (!given.has(dep)) missing.push(`${m} imports ${dep}`);
+    }
+  }
+  t.deepEqual(missing, [], 'add these to PLUGIN_MODULES in src/cli/cni-install.ts');
+});
+
 test('the installed files run as a CNI plugin on their own: Node.js and the plugin\'s modules beside the script', async (t) => {
   const p = dirs(t);
   fs.writeFileSync(path.join(p.confDir, '10-calico.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'calico' }] }));
@@ -328,11 +350,11 @@ test('the installed plugin, with no agent, reads its pod with its kubeconfig (th
   const kubeconfig = path.join(p.confDir, 'kc');
   fs.writeFileSync(kubeconfig, JSON.stringify({ 'current-context': 'c', contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }], clusters: [{ name: 'c', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }], users: [{ name: 'u', user: { token: 't' } }] }));
   const exe = path.join(p.binDir, 'mesh-agent-cni');
-  const add = await new Promise<{ code: number; stdout: string }>((resolve) => {
-    const c = execFile(exe, [], { env: { PATH: '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c', CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b' } }, (err, stdout) => resolve({ code: err ? Number((err as any).code) : 0, stdout }));
+  const add = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const c = execFile(exe, [], { env: { PATH: '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c', CNI_ARGS: 'K8S_POD_NAMESPACE=a;K8S_POD_NAME=b' } }, (err, stdout, stderr) => resolve({ code: err ? Number((err as any).code) : 0, stdout, stderr }));
     c.stdin!.end(JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', type: 'mesh-agent-cni', agentSocket: p.agentSocket, stateFile: p.stateFile, kubeconfig, prevResult: { cniVersion: '1.0.0' } }));
   });
-  t.is(add.code, 1, add.stdout);
+  t.is(add.code, 1, `${add.stdout}\n${add.stderr}`); // stderr: the plugin's decision and why
   t.regex(JSON.parse(add.stdout).msg, /pod a\/b is meshed by its own annotation mesh-agent.io\/inject/);
 });
 
