@@ -10,11 +10,9 @@ import test, { type ExecutionContext } from 'ava';
 import { once } from 'node:events';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { Proxy } from '../src/proxy/index.ts';
-import { PortSet } from '../src/proxy/ports.ts';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startHarness } from '../src/proxy/http2/harness.ts';
-import { RecordingSink } from '../src/telemetry/events.ts';
+import type { RecordingSink } from '../src/telemetry/events.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import type { DiscoMessage } from '../src/discovery/model.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
@@ -25,6 +23,7 @@ import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
 import { PodPolicy } from '../src/policy/pod-policy.ts';
 import { DRAIN_LIMIT } from '../src/util/http2-drain.ts';
 import { backend, HOST } from './helpers/backends.ts';
+import { loopbackProxy } from './helpers/loopback-proxy.ts';
 import { heldPost } from './helpers/held-body.ts';
 import { waitFor } from './helpers/until.ts';
 
@@ -47,20 +46,7 @@ function world(ports: number[], routes: RouteRecord[] = []): DiscoveryStore {
 
 /** The proxy on loopback; every connection goes to `dest` (the pod, or the Service's VIP). Its port, and its telemetry. */
 async function startProxy(t: ExecutionContext, store: DiscoveryStore, dest: { ip: string; port: number }, authorize?: Authorize): Promise<{ port: number; sink: RecordingSink }> {
-  const sink = new RecordingSink();
-  const proxy = new Proxy({
-    listen: { host: HOST, port: 0 },
-    lookup: () => ({ ...dest, podKey: 7n }),
-    router: new Router(store),
-    telemetry: sink,
-    opaquePorts: PortSet.empty(),
-    detectTimeoutMs: 5000,
-    knownHttp1Max: 0,
-    log: () => {},
-    ...(authorize ? { authorize } : {}),
-  });
-  const { port } = await proxy.listen();
-  t.teardown(() => proxy.close(0));
+  const { port, sink } = await loopbackProxy(t, { lookup: () => ({ ...dest, podKey: 7n }), router: new Router(store), ...(authorize ? { authorize } : {}) });
   return { port, sink };
 }
 

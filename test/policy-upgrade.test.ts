@@ -8,15 +8,13 @@ import test from 'ava';
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import { once } from 'node:events';
-import { Proxy } from '../src/proxy/index.ts';
-import { PortSet } from '../src/proxy/ports.ts';
-import { RecordingSink } from '../src/telemetry/events.ts';
 import type { Authorize } from '../src/proxy/listener.ts';
 import { ServerPolicy, type PolicySpec } from '../src/policy/authorize.ts';
 import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
 import { PodPolicy } from '../src/policy/pod-policy.ts';
 import type { AccessRecord, DefaultPolicy } from '../src/policy/model.ts';
 import { HOST } from './helpers/backends.ts';
+import { loopbackProxy } from './helpers/loopback-proxy.ts';
 import { waitFor } from './helpers/until.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import type { DiscoMessage } from '../src/discovery/model.ts';
@@ -65,25 +63,17 @@ async function setup(t: import('ava').ExecutionContext, first: ServerPolicy, ser
   const pod = new PodPolicy(first);
   const logs: string[] = [];
   const authorize: Authorize = (c) => c.destIp === VIP ? { authz: null } : ({ authz: new PolicyConnAuthz(pod, { ip: c.sourceIp, identity: web }, c.destPort, (r) => logs.push(`denied: ${r}`), (r) => logs.push(`terminated: ${r}`)) });
-  const sink = new RecordingSink();
   const store = new DiscoveryStore();
   for (const m of serviceOf(be.port)) store.apply(m);
-  const proxy = new Proxy({
-    listen: { host: HOST, port: 0 },
-    lookup: () => (service ? { ip: VIP, port: 80, podKey: 7n } : { ip: HOST, port: be.port, podKey: 7n }),
-    router: new Router(store),
-    telemetry: sink,
-    opaquePorts: PortSet.empty(),
-    detectTimeoutMs: 5000,
-    knownHttp1Max: 0,
-    log: () => {},
-    authorize,
-  });
-  const { port } = await proxy.listen();
   t.teardown(async () => {
-    await proxy.close(0);
     be.server.closeAllConnections();
     await new Promise<void>((r) => be.server.close(() => r()));
+  });
+  // Registered after the echo server's: closed before it (teardowns run last first).
+  const { port, sink } = await loopbackProxy(t, {
+    lookup: () => (service ? { ip: VIP, port: 80, podKey: 7n } : { ip: HOST, port: be.port, podKey: 7n }),
+    router: new Router(store),
+    authorize,
   });
   return { be, pod, logs, sink, port };
 }
