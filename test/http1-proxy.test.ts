@@ -10,6 +10,7 @@ import { defaultLimits, type ConnContext, type ProxyLimits } from '../src/proxy/
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
 import { startRawOrigin } from './helpers/raw-origin.ts';
+import { freePort } from './helpers/ports.ts';
 
 interface Proxy {
   port: number;
@@ -407,12 +408,7 @@ test('CONNECT: 2xx turns the connection into a tunnel; authority is the target',
 });
 
 test('upstream refuses: 502 Bad Gateway', async (t) => {
-  const closed = net.createServer();
-  closed.listen(0, '127.0.0.1');
-  await once(closed, 'listening');
-  const port = (closed.address() as net.AddressInfo).port;
-  closed.close();
-  await once(closed, 'close');
+  const port = await freePort(); // nothing listens there, and no listen(0) or dial can take it (helpers/ports.ts)
   const proxy = await startProxy(port);
   t.teardown(() => proxy.close());
   const r = await curl(['-i', `http://127.0.0.1:${proxy.port}/x`]);

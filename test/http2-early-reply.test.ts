@@ -26,6 +26,7 @@ import { backend, HOST } from './helpers/backends.ts';
 import { loopbackProxy } from './helpers/loopback-proxy.ts';
 import { heldPost } from './helpers/held-body.ts';
 import { waitFor } from './helpers/until.ts';
+import { freePort } from './helpers/ports.ts';
 
 const VIP = '10.96.7.7';
 const BODY = 'name=web&replicas=3';
@@ -149,10 +150,7 @@ test('no route matches (404, routed-stream.ts): the stream stays open for the bo
 });
 
 test('an upstream refusing connections (502, forward-stream.ts): the stream stays open for the body', async (t) => {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, HOST, r));
-  const closed = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
+  const closed = await freePort(); // nothing listens there, and no listen(0) or dial can take it (helpers/ports.ts)
   const pool = new Http2SessionPool();
   const proxy = await startHarness({ handler: createHttp2Handler({ pool }), dest: { ip: HOST, port: closed } });
   t.teardown(async () => { pool.close(); await proxy.close(); });

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream, startHarness, type HarnessOptions } from '../src/proxy/http2/harness.ts';
 import { waitFor } from './helpers/until.ts';
+import { freePort } from './helpers/ports.ts';
 
 const run = promisify(execFile);
 const C = http2.constants;
@@ -60,14 +61,6 @@ function exchange(client: http2.ClientHttp2Session, headers: http2.OutgoingHttpH
     req.on('close', () => resolve({ response, body, rstCode: req.rstCode ?? 0 })));
 }
 
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 test('a client reset reaches the server stream with the same code', async (t) => {
   const { proxy, up } = await setup(t);
   const client = connect(proxy.port);
@@ -107,7 +100,7 @@ test('an upstream reset reaches the client with the same code, before or after h
 });
 
 test('upstream refusing connections: 502 for HTTP, trailers-only UNAVAILABLE for gRPC', async (t) => {
-  const port = await closedPort();
+  const port = await freePort(); // nothing listens there, and no listen(0) or dial can take it (helpers/ports.ts)
   const proxy = await startHarness({ handler: createHttp2Handler({ pool: new Http2SessionPool() }), dest: { ip: '127.0.0.1', port } });
   t.teardown(() => proxy.close());
   const { stdout } = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${proxy.port}/x`]);
