@@ -13,7 +13,7 @@ import { AgentAuth, AgentAuthError, CONTROLLER_AUDIENCE, REFUSAL_LOG_INTERVAL_MS
 import { ControllerServer } from '../src/controller/server.ts';
 import { PATH_REPORTS, PATH_STATUS } from '../src/controller/protocol.ts';
 import { requestJson } from '../src/controller/client.ts';
-import { NODE_NAME_EXTRA, notAJwt, type ReviewStatus } from '../src/identity/authorize.ts';
+import { NODE_NAME_EXTRA, bearerToken, notAJwt, type ReviewStatus } from '../src/identity/authorize.ts';
 import { ReviewBusyError, ReviewGate } from '../src/identity/review-gate.ts';
 import { ReportClient } from '../src/telemetry/report-client.ts';
 import { TelemetryHub } from '../src/telemetry/hub.ts';
@@ -140,6 +140,8 @@ test('a token that is no JWT is 401 naming why, without a review; the shape chec
   t.is(reviews, 0, 'the API server was never asked');
   t.like(auth.state(), { refusalsCached: 0, refused: { unauthenticated: junk.length } });
   t.is(notAJwt(jwt({ n: 1 })), null);
+  // One parse of the header for the controller and the identity service; the scheme in any case (RFC 9110 §11.1).
+  for (const [h, tk] of [['Bearer abc', 'abc'], ['bearer abc', 'abc'], ['BEARER abc', 'abc'], ['Bearer a b', undefined], ['Basic abc', undefined], [undefined, undefined]] as const) t.is(bearerToken(h), tk, String(h));
   t.is(await auth.check(`Bearer ${jwt({ n: 1 })}`, 'n1', '10.0.0.9'), 'n1');
   t.is(reviews, 1);
 });

@@ -7,7 +7,7 @@
 // bounds (identity/review-gate.ts); and accepted verdicts are kept apart from refused ones, so
 // junk tokens never push an agent's out.
 import { createHash } from 'node:crypto';
-import { authenticateAgent, notAJwt, type ReviewStatus } from '../identity/authorize.ts';
+import { authenticateAgent, bearerToken, junkTokenRefusal, type ReviewStatus } from '../identity/authorize.ts';
 import { ReviewBusyError, ReviewGate } from '../identity/review-gate.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
 import { HEADER_NODE } from './protocol.ts';
@@ -89,7 +89,7 @@ export class AgentAuth {
   async check(authorization: string | undefined, claimed: string | undefined, peer?: string): Promise<string> {
     let node: string;
     try {
-      const token = /^Bearer (\S+)$/i.exec(authorization ?? '')?.[1];
+      const token = bearerToken(authorization);
       if (token === undefined) throw new AgentAuthError(401, `no bearer token: this controller runs with --agent-auth token; the agent sends its projected ServiceAccount token (audience ${this.audience}, run --controller-token-file, which mesh-agent install mounts) in the Authorization header`);
       const v = await this.verdict(token, peer);
       if (!v.ok) throw new AgentAuthError(v.status, `${v.reason} (the controller's --agent-auth token)`);
@@ -122,8 +122,8 @@ export class AgentAuth {
       return hit.verdict;
     }
     if (hit !== undefined) map.delete(key);
-    const junk = notAJwt(token);
-    if (junk !== null) throw new AgentAuthError(401, `the bearer token is not a JWT (${junk}), so it is no ServiceAccount token and the API server was not asked; the agent sends its projected ServiceAccount token (audience ${this.audience}, run --controller-token-file, which mesh-agent install mounts)`);
+    const junk = junkTokenRefusal(token);
+    if (junk !== null) throw new AgentAuthError(401, `${junk}; the agent sends its projected ServiceAccount token (audience ${this.audience}, run --controller-token-file, which mesh-agent install mounts)`);
     let p = this.pending.get(key);
     if (p === undefined) {
       p = this.review(token, key, peer).finally(() => this.pending.delete(key));

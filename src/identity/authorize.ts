@@ -24,6 +24,17 @@ export type Refusal = { ok: false; status: 401 | 403; reason: string };
 
 export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 
+/** The token of an `Authorization: Bearer TOKEN` header, or undefined; the scheme is case-insensitive (RFC 9110 §11.1). */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  return /^Bearer (\S+)$/i.exec(authorization ?? '')?.[1];
+}
+
+/** The start of a 401 for a bearer token that is no JWT (the caller adds its fix), or null for a JWT. */
+export function junkTokenRefusal(token: string): string | null {
+  const why = notAJwt(token);
+  return why === null ? null : `the bearer token is not a JWT (${why}), so it is no ServiceAccount token and the API server was not asked`;
+}
+
 /**
  * Why `token` cannot be a ServiceAccount token, or null. One is a JWT: three base64url parts
  * joined by dots, the first a JSON object. Checked before a TokenReview, so junk costs the API

@@ -11,7 +11,7 @@ import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { CERTIFY_PATH, DEFAULT_AUDIENCE, DEFAULT_CERT_LIFETIME_MS, MAX_REQUEST_BYTES, parseCertifyRequest, type CertifyResponse } from './api.ts';
-import { authenticateAgent, authorizeForNode, notAJwt, type NodePod, type ReviewStatus } from './authorize.ts';
+import { authenticateAgent, authorizeForNode, bearerToken, junkTokenRefusal, type NodePod, type ReviewStatus } from './authorize.ts';
 import { ReviewBusyError, ReviewGate } from './review-gate.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
 import type { LoopbackAccess } from '../util/loopback-access.ts';
@@ -183,11 +183,10 @@ export class IdentityService {
   }
 
   private async certify(req: http.IncomingMessage): Promise<CertifyResponse> {
-    const auth = req.headers.authorization ?? '';
-    const token = /^Bearer (\S+)$/.exec(auth)?.[1];
+    const token = bearerToken(req.headers.authorization);
     if (!token) throw new HttpError(401, 'no bearer token: send the agent\'s ServiceAccount token in the Authorization header');
-    const junk = notAJwt(token);
-    if (junk !== null) throw new HttpError(401, `the bearer token is not a JWT (${junk}), so it is no ServiceAccount token and the API server was not asked: send the agent's projected ServiceAccount token (audience ${this.o.audience ?? DEFAULT_AUDIENCE}) in the Authorization header`);
+    const junk = junkTokenRefusal(token);
+    if (junk !== null) throw new HttpError(401, `${junk}: send the agent's projected ServiceAccount token (audience ${this.o.audience ?? DEFAULT_AUDIENCE}) in the Authorization header`);
     let body: unknown;
     try {
       body = JSON.parse(await readBody(req));
