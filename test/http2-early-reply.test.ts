@@ -136,6 +136,30 @@ test('no ready endpoints through a route (503, routed-stream.ts): the stream sta
   t.like(sink.requests[0], { route: { route: { name: 'r' } } }, 'through the route');
 });
 
+test('no ready endpoints through a route (503, routed-stream.ts), a 48 KiB body sent after the answer in chunks: drained whole, the proxy\'s stream closes with the client\'s', async (t) => {
+  // The answer goes out from attempt(), after the route's 'data' listener is on: a listener that
+  // paused the client per chunk (as routed-stream did before fc7aed4) would hold the body
+  // unread, and the proxy's stream, closed by both END_STREAMs, would never end: no event, ever
+  // (drainUnread's grace closes only a stream still open). The client sees a clean close either way.
+  const { port, sink } = await startProxy(t, world([], [everyRequest]), { ip: VIP, port: 80 });
+  const session = http2.connect(`http://${HOST}:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const chunk = Buffer.alloc(8 * 1024, 'x');
+  const req = session.request({ ':method': 'POST', ':path': '/x', 'content-length': 6 * chunk.length }, { endStream: false });
+  req.on('error', () => {});
+  const [head] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+  t.is(Number(head[':status']), 503);
+  req.resume();
+  await once(req, 'end');
+  for (let i = 0; i < 6; i++) await new Promise<void>((resolve, reject) => req.write(chunk, (e) => (e ? reject(e) : resolve())));
+  req.end();
+  await once(req, 'close');
+  t.is(req.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+  await waitFor(() => sink.requests.length > 0); // the proxy's stream closed: read to its end
+  t.like(sink.requests[0], { status: 503, requestBytes: 0, route: { route: { name: 'r' } } });
+});
+
 test('no route matches (404, routed-stream.ts): the stream stays open for the body', async (t) => {
   const be = await backend('api', { h2: true });
   t.teardown(() => be.close());
