@@ -19,7 +19,8 @@ import { listenInNode } from '../src/sim/listen-in.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { installManifests } from '../src/k8s/manifests.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
-import { createTrustAnchor, issueServingCertificate, type CertAndKey } from '../src/identity/x509.ts';
+import { createTrustAnchor, type CertAndKey } from '../src/identity/x509.ts';
+import { issueServingCertificate } from './helpers/serving-cert.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { requireRoot } from './helpers/root.ts';
 

@@ -10,7 +10,8 @@ import { podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
 import { installManifests } from '../src/k8s/manifests.ts';
 import { LeanKubeApi } from '../src/k8s/kube-api.ts';
-import { createTrustAnchor, issueServingCertificate } from '../src/identity/x509.ts';
+import { createTrustAnchor } from '../src/identity/x509.ts';
+import { issueServingCertificate } from './helpers/serving-cert.ts';
 
 async function server(t: ExecutionContext, opts = {}): Promise<SimApiServer> {
   const api = await new SimApiServer(opts).start();

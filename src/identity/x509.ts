@@ -13,7 +13,9 @@ x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 const subtle = webcrypto.subtle;
 const EC_KEY = { name: 'ECDSA', namedCurve: 'P-256' };
-const SIGNING = { name: 'ECDSA', hash: 'SHA-256' };
+// SIGNING, serial, newKeys, keyPem, pemOf and importKey are exported for the certificates tests
+// make of their own (test/helpers/serving-cert.ts).
+export const SIGNING = { name: 'ECDSA', hash: 'SHA-256' };
 
 /** A certificate and its private key, both PEM (the key PKCS#8, as node:tls takes it). */
 export interface CertAndKey {
@@ -21,27 +23,27 @@ export interface CertAndKey {
   keyPem: string;
 }
 
-function serial(): string {
+export function serial(): string {
   const b = randomBytes(16);
   b[0]! &= 0x7f; // positive, as RFC 5280 requires of serial numbers
   if (b[0] === 0) b[0] = 1;
   return b.toString('hex');
 }
 
-async function newKeys(): Promise<CryptoKeyPair> {
+export async function newKeys(): Promise<CryptoKeyPair> {
   return (await subtle.generateKey(EC_KEY, true, ['sign', 'verify'])) as unknown as CryptoKeyPair;
 }
 
-async function keyPem(k: CryptoKey): Promise<string> {
+export async function keyPem(k: CryptoKey): Promise<string> {
   return `${x509.PemConverter.encode(await subtle.exportKey('pkcs8', k as webcrypto.CryptoKey), 'PRIVATE KEY').trim()}\n`;
 }
 
 /** PEM ending in a newline, so that bundles concatenate (OpenSSL refuses "-----END...-----BEGIN"). */
-function pemOf(o: { toString(format: 'pem'): string }): string {
+export function pemOf(o: { toString(format: 'pem'): string }): string {
   return `${o.toString('pem').trim()}\n`;
 }
 
-async function importKey(pem: string, what: string): Promise<CryptoKey> {
+export async function importKey(pem: string, what: string): Promise<CryptoKey> {
   let der: ArrayBuffer;
   try {
     der = x509.PemConverter.decodeFirst(pem);
@@ -92,33 +94,6 @@ export async function createIssuer(anchor: CertAndKey, o: { trustDomain: string;
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(root),
-    ],
-  });
-  return { certPem: pemOf(cert), keyPem: await keyPem(keys.privateKey) };
-}
-
-/**
- * A TLS server's certificate for these IP addresses, signed by `ca` (a trust anchor): what a test
- * needs to serve HTTPS that clients check against the CA's PEM (the stand-in API server's ca.crt).
- */
-export async function issueServingCertificate(ca: CertAndKey, o: { ips: string[]; notBefore: Date; notAfter: Date }): Promise<CertAndKey> {
-  const root = new x509.X509Certificate(ca.certPem);
-  const keys = await newKeys();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
-    subject: `CN=${o.ips[0]}`,
-    issuer: root.subject,
-    notBefore: o.notBefore,
-    notAfter: o.notAfter,
-    publicKey: keys.publicKey,
-    signingKey: await importKey(ca.keyPem, 'CA key'),
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(o.ips.map((value) => ({ type: 'ip' as const, value }))),
       await x509.AuthorityKeyIdentifierExtension.create(root),
     ],
   });
