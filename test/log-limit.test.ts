@@ -4,9 +4,11 @@
 import test from 'ava';
 import { LogLimit, MAX_KEYS, suppressedField } from '../src/util/log-limit.ts';
 
+/** hit() returns the held-back count of a line to log (null: held); full() the whole Held. */
 function limiter() {
   const clock = { now: 1_000_000 };
-  return { clock, limit: new LogLimit(() => clock.now) };
+  const full = new LogLimit(() => clock.now);
+  return { clock, full, limit: { hit: (key: string, ms: number) => full.hit(key, ms)?.suppressed ?? null } };
 }
 
 test('the first line goes out; repeats within the interval are held and counted; the next line after it carries the count', (t) => {
@@ -37,19 +39,23 @@ test('keys are independent: a held key does not hold another, and each counts it
   t.is(limit.hit('10.0.0.1|untrusted', 10_000), 0);
 });
 
-test('the keys are bounded: a new key past MAX_KEYS starts the set over, so a flood of new peers cannot grow it', (t) => {
-  const { limit } = limiter();
-  t.is(limit.hit('first', 10_000), 0);
-  t.is(limit.hit('first', 10_000), null);
-  for (let i = 1; i < MAX_KEYS; i++) t.is(limit.hit(`peer-${i}`, 10_000), 0);
-  t.is(limit.hit('first', 10_000), null, `${MAX_KEYS} keys held: still remembered`);
-  t.is(limit.hit('one-too-many', 10_000), 0);
-  t.is(limit.hit('first', 10_000), 0, 'forgotten when the set started over (its held count with it): logged again');
-  t.is(limit.hit('one-too-many', 10_000), null, 'the key that started it over is remembered');
-  t.is(limit.hit('peer-1', 10_000), 0, 'every earlier key was forgotten');
+test('the keys are bounded: a new key past MAX_KEYS starts the set over, so a flood of new peers cannot grow it; what the forgotten keys held goes out with that key\'s line', (t) => {
+  const { full } = limiter();
+  t.deepEqual(full.hit('first', 10_000), { suppressed: 0, forgotten: 0 });
+  t.is(full.hit('first', 10_000), null);
+  t.is(full.hit('first', 10_000), null);
+  for (let i = 1; i < MAX_KEYS; i++) t.deepEqual(full.hit(`peer-${i}`, 10_000), { suppressed: 0, forgotten: 0 });
+  t.is(full.hit('peer-7', 10_000), null);
+  t.is(full.hit('first', 10_000), null, `${MAX_KEYS} keys held: still remembered`);
+  t.deepEqual(full.hit('one-too-many', 10_000), { suppressed: 0, forgotten: 4 }, 'first\'s 3 and peer-7\'s 1, said here since their keys are forgotten');
+  t.deepEqual(full.hit('first', 10_000), { suppressed: 0, forgotten: 0 }, 'forgotten when the set started over: logged again, its count said once already');
+  t.is(full.hit('one-too-many', 10_000), null, 'the key that started it over is remembered');
+  t.deepEqual(full.hit('peer-7', 10_000), { suppressed: 0, forgotten: 0 }, 'every earlier key was forgotten');
 });
 
-test('suppressedField: the field only when something was held back', (t) => {
-  t.deepEqual(suppressedField(0), {});
-  t.deepEqual(suppressedField(4), { suppressed: 4 });
+test('suppressedField: each field only when something was held back', (t) => {
+  t.deepEqual(suppressedField({ suppressed: 0, forgotten: 0 }), {});
+  t.deepEqual(suppressedField({ suppressed: 4, forgotten: 0 }), { suppressed: 4 });
+  t.deepEqual(suppressedField({ suppressed: 0, forgotten: 9 }), { suppressedForgotten: 9 });
+  t.deepEqual(suppressedField({ suppressed: 4, forgotten: 9 }), { suppressed: 4, suppressedForgotten: 9 });
 });
