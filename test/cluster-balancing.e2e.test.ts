@@ -280,11 +280,28 @@ test.serial('failure accrual ejects a pod answering 503 and probes it after the 
     const e = await badEndpoint();
     return e?.workers ? e.workers.map((w: { state: string }) => w.state) : [e?.state];
   };
-  // Sequential requests until seven in a row have failed on the bad pod, on every proxy.
+  // What each proxy's balancer holds for both pods, for a failure's message.
+  let held = '';
+  const holding = async (): Promise<string[]> => {
+    const eps = await endpoints(node, 'flaky', 80);
+    held = eps.map((e) => `${e.pod === bad ? 'bad' : 'good'}: ${(e.workers ?? [e]).map((w: any) => `${w.state} ${Number(w.ewmaMs).toFixed(1)} ms ${w.requests} req`).join(' | ')}`).join('; ');
+    const b = eps.find((e) => e.pod === bad);
+    return b === undefined ? [] : (b.workers ?? [b]).map((w: { state: string }) => w.state);
+  };
+  // Failure accrual is for the pod that fails fast: peak EWMA alone would prefer it. The good pod
+  // answers 200 ms late meanwhile, so every proxy prefers the bad pod as soon as its estimate is
+  // under that. With two pods P2C compares the same two every time, so a bad pod whose first
+  // answer on some proxy was slow (a new connection on a loaded machine; a failure counts as
+  // 1 s) gets nothing there until its estimate decays below the good pod's, tau x ln(peak /
+  // good): 53 s for a 1 s peak against a 5 ms good pod (a run on a loaded machine timed out at
+  // 60 s, one proxy still 'ready'); against 200 ms, 16 s. A new connection per request lands on
+  // a proxy the kernel picks each time, so every proxy gets requests.
+  await tell(good!, { delayMs: 200 });
   await until(async () => {
-    await load(client, ['--http', `${flaky.clusterIP}:80`, '--requests', '20', '--concurrency', '1']).catch(() => null);
-    return states();
-  }, (ss) => ss.every((s) => s === 'ejected' || s === 'probation'), 'the 503 pod ejected by every proxy', { ms: 60_000, intervalMs: 10 });
+    await load(client, ['--http', `${flaky.clusterIP}:80`, '--requests', '20', '--concurrency', '2', '--new-connections']).catch(() => null);
+    return holding();
+  }, (ss) => ss.length > 0 && ss.every((s: string) => s === 'ejected' || s === 'probation'), 'the 503 pod ejected by every proxy', { ms: 60_000, intervalMs: 10, context: () => held });
+  await tell(good!, { delayMs: 0 });
   const count = async (name: string) => (await tell(name, { count: true })).count.http as number;
   // While it stays ejected, requests go to the other pod only. A slow machine may outlast the
   // penalty meanwhile: only a run that began and ended in the same ejection proves anything.
