@@ -9,6 +9,7 @@ import type { DiscoMessage } from '../discovery/model.ts';
 import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
 import type { CredentialUpdate } from '../identity/credentials.ts';
 import type { TunnelStats } from '../tunnel/node-tunnels.ts';
+import { raisedForThread } from './priority.ts';
 import { clock, type FromWorker, type PodsTable, type TelemetryBatch, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 export type WorkerState = 'starting' | 'running' | 'restarting' | 'stopping' | 'stopped';
@@ -95,6 +96,8 @@ export class WorkerPool<L> {
   private stopping = false;
   private pendingDiscovery: Array<DiscoMessage | 'drop-staged'> = [];
   private discoveryFlush: NodeJS.Immediate | null = null;
+  /** Whether the log said once that replacements start at normal priority. */
+  private toldNoBoost = false;
 
   constructor(o: PoolOptions<L>) {
     if (!Number.isInteger(o.count) || o.count < 0) throw new Error(`proxy worker threads: ${o.count} is not a whole number`);
@@ -122,7 +125,11 @@ export class WorkerPool<L> {
     try {
       const init = this.o.init(s.index);
       s.policyLoaded = init.pods?.policies?.generation ?? 0;
-      w = new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: init, stdout: false, stderr: false });
+      const make = (restoreNice: number | undefined) =>
+        new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: restoreNice === undefined ? init : { ...init, restoreNice }, stdout: false, stderr: false });
+      // A replacement restores capacity the node is short of: its thread starts at a raised
+      // priority, not at a fair share of a loaded CPU (workers/priority.ts). The first start does not.
+      w = s.restarts === 0 ? make(undefined) : raisedForThread(make, (e) => this.noBoost(e));
     } catch (e) {
       s.ready = Promise.reject(new Error(`proxy worker ${s.index} could not start: ${(e as Error).message}`));
       s.ready.catch(() => {});
@@ -164,6 +171,12 @@ export class WorkerPool<L> {
       if (s.worker !== w) return;
       this.exited(s, code, failure);
     });
+  }
+
+  private noBoost(e: Error): void {
+    if (this.toldNoBoost) return;
+    this.toldNoBoost = true;
+    this.o.log('info', `a replacement proxy worker starts at normal scheduling priority, so on a busy node it listens only as fast as a fair share of the CPU allows: raising its thread's priority was refused (${e.message}); grant the agent CAP_SYS_NICE (the DaemonSet adds SYS_NICE) to have it start raised`);
   }
 
   private exited(s: Slot<L>, code: number | null, why: string | null): void {

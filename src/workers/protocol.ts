@@ -53,6 +53,8 @@ export interface WorkerInit {
   taps: TapFilter[];
   /** This proxy's share of each retry budget's per-second minimum (1 / proxies). */
   budgetShare: number;
+  /** A replacement starts at a raised priority (workers/priority.ts): the nice value it returns to once it listens (or fails). */
+  restoreNice?: number;
   /** mTLS between nodes (docs/identity.md): the worker's tunnels start from the node's credentials now. */
   identity?: { node: string; trustDomain: string; anchorsPem: string; tunnelPort: number; credentials: CredentialUpdate[]; firstSyncWaitMs: number | null };
 }

@@ -25,6 +25,7 @@ import type { TunnelPolicy } from '../tunnel/server.ts';
 import { Authorizer } from '../policy/authorizer.ts';
 import { useGcLock } from '../util/shrink-heap.ts';
 import { warmHttp2 } from '../util/builtins.ts';
+import { lowerTo } from './priority.ts';
 import { clock, type FromWorker, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 /** Tap matches wait this long for others before going to the main thread in one message. */
@@ -180,6 +181,8 @@ port.on('message', (m: ToWorker) => {
 
 Promise.all([proxy.listen(), tunnels?.listen()]).then(
   () => {
+    // A replacement started raised (workers/priority.ts): listening, it is a proxy like the others.
+    lowerTo(init.restoreNice, (msg) => log('warn', msg));
     // Start-up grew the young generation ~4 MB that an idle proxy does not use: given back once
     // the proxy is first idle, not before listening (docs/benchmarks.md, "A worker's start").
     proxy.settleStartUp();
@@ -188,6 +191,7 @@ Promise.all([proxy.listen(), tunnels?.listen()]).then(
     expectHttp2();
   },
   (e) => {
+    lowerTo(init.restoreNice, (msg) => log('warn', msg));
     send({ t: 'failed', error: (e as Error).message });
     port.close();
   },

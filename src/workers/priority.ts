@@ -1,0 +1,45 @@
+// A replacement proxy worker starts at a raised scheduling priority and drops it once it listens
+// (docs/proxy.md, "Workers"): on a loaded node its start is ~150 ms of its own CPU, and at a fair
+// share that CPU takes several times as long in wall time, while the node's connections go to the
+// proxies still running. On Linux a new thread inherits its creator's nice value, and
+// setpriority(PRIO_PROCESS, 0, …) (os.setPriority(0, …)) changes the calling thread only, so the
+// main thread raises its own priority just around `new Worker()`, which creates the thread
+// synchronously, and the new thread lowers its own back. Raising needs CAP_SYS_NICE; lowering
+// one's own never does.
+import * as os from 'node:os';
+
+/** How many nice steps above the main thread's a replacement starts (-10 from 0: ~9x the weight). */
+export const BOOST_STEPS = 10;
+
+/**
+ * Runs `make` (which creates one thread) with the calling thread's priority raised BOOST_STEPS,
+ * so the thread it makes inherits that; the calling thread is back at its own before this returns
+ * or throws. `make` gets the nice value the new thread is to return to, or undefined if the
+ * priority was not raised (`refused` is told why: no CAP_SYS_NICE, as a rule).
+ */
+export function raisedForThread<T>(make: (restoreNice: number | undefined) => T, refused: (e: Error) => void): T {
+  const nice = os.getPriority(0);
+  const target = Math.max(os.constants.priority.PRIORITY_HIGHEST, nice - BOOST_STEPS);
+  if (target >= nice) return make(undefined);
+  try {
+    os.setPriority(0, target);
+  } catch (e) {
+    refused(e as Error);
+    return make(undefined);
+  }
+  try {
+    return make(nice);
+  } finally {
+    os.setPriority(0, nice);
+  }
+}
+
+/** The calling thread back at `nice` (a raised thread's own step down; never needs privilege). */
+export function lowerTo(nice: number | undefined, log: (msg: string) => void): void {
+  if (nice === undefined) return;
+  try {
+    os.setPriority(0, nice);
+  } catch (e) {
+    log(`a replacement proxy worker could not lower its scheduling priority back to nice ${nice}: ${(e as Error).message}; it keeps running at the raised priority (report this: raising one's own nice value needs no privilege)`);
+  }
+}
