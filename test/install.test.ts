@@ -64,7 +64,7 @@ test('agent DaemonSet: host network, capabilities, mounts, tolerations, probes, 
   t.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
   t.deepEqual(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels);
   t.false(c.securityContext.privileged);
-  t.deepEqual(c.securityContext.capabilities, { add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE'], drop: ['ALL'] });
+  t.deepEqual(c.securityContext.capabilities, { add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE', 'SYS_NICE'], drop: ['ALL'] });
   const vol = (name: string) => pod.volumes.find((v: any) => v.name === name);
   const mount = (path: string) => c.volumeMounts.find((m: any) => m.mountPath === path);
   t.deepEqual(vol(mount('/sys/fs/bpf').name).hostPath, { path: '/sys/fs/bpf', type: 'Directory' });

@@ -327,7 +327,7 @@ function agentDaemonSet(
                 privileged: false,
                 allowPrivilegeEscalation: false,
                 readOnlyRootFilesystem: true,
-                capabilities: { add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE'], drop: ['ALL'] },
+                capabilities: { add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE', 'SYS_NICE'], drop: ['ALL'] },
               },
               volumeMounts: [
                 { name: 'bpffs', mountPath: '/sys/fs/bpf' },
