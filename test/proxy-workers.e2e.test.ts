@@ -1,7 +1,7 @@
 // The agent's proxy on several threads (`--proxy-workers`, docs/proxy.md "Workers") on a
 // simulated node with the real datapath: the kernel spreads connections over the proxies'
 // SO_REUSEPORT listeners; what the agent reports (metrics, reports, stat) is what one proxy
-// gives; a worker that dies is replaced while the others' connections go on; SIGTERM drains
+// gives; a worker that dies is replaced within 1 s while the others' connections go on; SIGTERM drains
 // them all without a failed request; a worker's first HTTP/2 connection is served (node:http2
 // loads in that thread when idle on a meshed node, or in that connection: src/util/builtins.ts).
 import test from 'ava';
@@ -215,7 +215,7 @@ test.serial('a known mix through 2 proxies gives the metrics, the reports and th
   t.like(one!.stat.find((r: any) => r.name === 'api'), { requests: 120, success: 0.8 });
 });
 
-test.serial('a proxy worker ended under load is restarted at once and listens again; the other proxy\'s connections go on; the restart is counted', async (t) => {
+test.serial('a proxy worker ended under load is restarted at once and listens again within 1 s; the other proxy\'s connections go on; the restart is counted', async (t) => {
   const runnerLog: string[] = [];
   const proc = node.spawnInNode(process.execPath, [RUNNER, JSON.stringify({
     nodeName: node.name, cgroupRoot: node.cgroupRoot, proxy: { ip: node.nodeIp, port: PROXY_PORT }, podsFile, admin: { host: '127.0.0.1', port: 4191 }, proxyWorkers: 2,
@@ -233,9 +233,12 @@ test.serial('a proxy worker ended under load is restarted at once and listens ag
     await rpc.call('killWorker', [1]);
     const replaced = await until(async () => runnerLog.join(''), (l) => /proxy worker 1 replaced/.test(l), 'the replacement listening', 10_000);
     const ms = Number(/proxy worker 1 replaced: listening (\d+) ms/.exec(replaced)![1]);
-    // How long a new thread takes to listen is the machine's speed (a busy CI read 1,052 ms):
-    // logged, not bounded. What the pool controls is that the first restart has no backoff.
+    // Issue 16: replaced within 1 s. A start is ~150 ms of the new thread's CPU; at a fair share
+    // of a loaded CPU that took 0.4-1.6 s with a CPU hog beside, so a replacement's thread starts
+    // raised until it listens (src/workers/priority.ts): 168-506 ms with the hog beside, under 1 s
+    // at load average 10-21 (docs/benchmarks.md, "A worker's start"). And the first restart has no backoff.
     t.log(`replaced ${ms} ms after the worker ended`);
+    t.true(ms < 1000, `proxy worker 1 listened again ${ms} ms after it ended: issue 16 asks for 1 s; a replacement starts raised (src/workers/priority.ts) unless the agent lacks CAP_SYS_NICE, which its log then says`);
     t.regex(replaced, /proxy worker 1 exited \([^)]*\); restarting it, the other proxies keep serving/, 'restarted at once, not after a backoff');
     const s = await status();
     t.like(s.proxy.workers[1], { state: 'running', restarts: 1 });
