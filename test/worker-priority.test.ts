@@ -7,7 +7,7 @@
 // on loopback; nice values come from the threads themselves and from /proc/PID/task/TID/stat.
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { BOOST_STEPS } from '../src/workers/priority.ts';
+import { BOOST_LIMIT_MS, BOOST_STEPS } from '../src/workers/priority.ts';
 
 const POOL = new URL('./fixtures/priority-pool.ts', import.meta.url).pathname;
 
@@ -65,3 +65,14 @@ test('without CAP_SYS_NICE a replacement starts at normal priority, and the log 
   t.is(r.lines.filter((l) => /proxy worker 1 replaced/.test(l)).length, 2, 'replaced all the same');
   t.is(r.mainAfter, n);
 });
+
+test('a replacement stuck before it listens is lowered by the pool after BOOST_LIMIT_MS, and the log says so', async (t) => {
+  const r = await run(['stuck']);
+  const n = r.mainBefore;
+  t.deepEqual(reported(r), [`at start ${n}`, `at ready ${n}`, `at start ${n - BOOST_STEPS}`], r.lines.join('\n'));
+  t.true(r.lines.some((l) => new RegExp(`^warn proxy worker 1 has not listened ${BOOST_LIMIT_MS} ms after it started: its thread is back at normal priority`).test(l)), r.lines.join('\n'));
+  t.false(r.lines.some((l) => /not lowered/.test(l)), r.lines.join('\n'));
+  t.is(r.mainAfter, n);
+  t.deepEqual(Object.entries(r.threads).filter(([, nice]) => nice !== n), [], 'the stuck thread, still spinning, and every other at the process\'s nice value');
+});
+

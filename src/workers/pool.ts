@@ -9,7 +9,7 @@ import type { DiscoMessage } from '../discovery/model.ts';
 import type { TapFilter, TapRecord } from '../telemetry/tap.ts';
 import type { CredentialUpdate } from '../identity/credentials.ts';
 import type { TunnelStats } from '../tunnel/node-tunnels.ts';
-import { raisedForThread } from './priority.ts';
+import { BOOST_LIMIT_MS, lowerThreads, raisedForThread, threadIds } from './priority.ts';
 import { clock, type FromWorker, type PodsTable, type TelemetryBatch, type ToWorker, type WorkerInit, type WorkerStats } from './protocol.ts';
 
 export type WorkerState = 'starting' | 'running' | 'restarting' | 'stopping' | 'stopped';
@@ -125,11 +125,19 @@ export class WorkerPool<L> {
     try {
       const init = this.o.init(s.index);
       s.policyLoaded = init.pods?.policies?.generation ?? 0;
-      const make = (restoreNice: number | undefined) =>
-        new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: restoreNice === undefined ? init : { ...init, restoreNice }, stdout: false, stderr: false });
+      let raisedFrom: number | undefined;
+      const make = (restoreNice: number | undefined) => {
+        raisedFrom = restoreNice;
+        return new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: restoreNice === undefined ? init : { ...init, restoreNice }, stdout: false, stderr: false });
+      };
       // A replacement restores capacity the node is short of: its thread starts at a raised
       // priority, not at a fair share of a loaded CPU (workers/priority.ts). The first start does not.
-      w = s.restarts === 0 ? make(undefined) : raisedForThread(make, (e) => this.noBoost(e));
+      if (s.restarts === 0) w = make(undefined);
+      else {
+        const before = threadIds();
+        w = raisedForThread(make, (e) => this.noBoost(e));
+        if (raisedFrom !== undefined) this.capBoost(s, w, [...threadIds()].filter((t) => !before.has(t)), raisedFrom);
+      }
     } catch (e) {
       s.ready = Promise.reject(new Error(`proxy worker ${s.index} could not start: ${(e as Error).message}`));
       s.ready.catch(() => {});
@@ -171,6 +179,25 @@ export class WorkerPool<L> {
       if (s.worker !== w) return;
       this.exited(s, code, failure);
     });
+  }
+
+  /**
+   * The worker lowers itself once it listens; one that has not within BOOST_LIMIT_MS is lowered
+   * from here (its thread was created by `new Worker()`, so it is among `tids`), so a start stuck
+   * in a loop does not take the CPU from the proxies still serving.
+   */
+  private capBoost(s: Slot<L>, w: Worker, tids: number[], nice: number): void {
+    const timer = setTimeout(() => {
+      if (s.worker !== w || s.state !== 'starting') return;
+      const failed = lowerThreads(tids, nice);
+      this.o.log('warn', `proxy worker ${s.index} has not listened ${BOOST_LIMIT_MS} ms after it started: its thread is back at normal priority, so a start that is stuck does not crowd out the other proxies${failed.length ? ` (not lowered: ${failed.join('; ')})` : ''}`);
+    }, BOOST_LIMIT_MS);
+    timer.unref();
+    const clear = () => clearTimeout(timer);
+    w.on('message', (m: FromWorker) => {
+      if (m.t === 'ready' || m.t === 'failed') clear();
+    });
+    w.once('exit', clear);
   }
 
   private noBoost(e: Error): void {

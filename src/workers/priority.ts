@@ -6,10 +6,44 @@
 // main thread raises its own priority just around `new Worker()`, which creates the thread
 // synchronously, and the new thread lowers its own back. Raising needs CAP_SYS_NICE; lowering
 // one's own never does.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 
 /** How many nice steps above the main thread's a replacement starts (-10 from 0: ~9x the weight). */
 export const BOOST_STEPS = 10;
+
+/**
+ * How long a replacement may stay raised before it listens. A start stuck before its step back (a
+ * loop in its start-up) would otherwise crowd out the proxies still serving until the pool's start
+ * timeout; past this the pool lowers the thread itself.
+ */
+export const BOOST_LIMIT_MS = 2000;
+
+/** The calling process's thread ids (Linux: /proc/self/task); empty where that cannot be read. */
+export function threadIds(): Set<number> {
+  try {
+    return new Set(fs.readdirSync('/proc/self/task').map(Number));
+  } catch {
+    return new Set();
+  }
+}
+
+/**
+ * Threads of this process back at `nice`, from another thread: setpriority(PRIO_PROCESS, TID)
+ * acts on that thread alone, and lowering a thread of one's own user needs no privilege. A thread
+ * that has ended meanwhile is passed over. Returns what could not be lowered, with the reason.
+ */
+export function lowerThreads(tids: Iterable<number>, nice: number): string[] {
+  const failed: string[] = [];
+  for (const tid of tids) {
+    try {
+      os.setPriority(tid, nice);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH' && !/ESRCH|no such process/i.test((e as Error).message)) failed.push(`thread ${tid}: ${(e as Error).message}`);
+    }
+  }
+  return failed;
+}
 
 /**
  * Runs `make` (which creates one thread) with the calling thread's priority raised BOOST_STEPS,
