@@ -368,6 +368,42 @@ test.serial('server speaks first: an SMTP-like exchange works end to end', async
   await stopServer(up);
 });
 
+/** The proxy's dialer, counting its upstream sockets' shutdown(2) calls (libuv's shutdown request, one per call). */
+function countingDialer(): { dial: ProxyOptions['dial']; shutdowns: () => number } {
+  let n = 0;
+  const dial = (ip: string, port: number): net.Socket => {
+    const s = defaultDialer(ip, port);
+    const handle = (s as unknown as { _handle: { shutdown(req: unknown): number } })._handle;
+    const shutdown = handle.shutdown;
+    handle.shutdown = function (req) {
+      n++;
+      return shutdown.call(this, req);
+    };
+    return s;
+  };
+  return { dial, shutdowns: () => n };
+}
+
+test.serial('a server that greets and closes, then the client closes: the upstream gets its FIN from close(2) alone, no shutdown(2) first', async (t) => {
+  let serverSaw: Promise<string> | null = null;
+  const up = await serve((s) => {
+    serverSaw = closeReason(s);
+    s.end('hi\n'); // the bench's conn-rate greeter
+  });
+  const d = countingDialer();
+  const h = await startProxy(up.port, { detectTimeoutMs: FAR_DEADLINE_MS, dial: d.dial });
+  const c = connect(h.port);
+  t.is((await readAll(c)).toString(), 'hi\n');
+  c.end();
+  t.is(await serverSaw!, 'closed', 'the server sees a FIN, not a reset');
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { detectedBy: 'server-first', bytesIn: 0, bytesOut: 3 });
+  t.is(h.sink.closes[0].error, undefined);
+  t.is(d.shutdowns(), 0);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
 test.serial('detection deadline: when neither side speaks, the connection becomes opaque, then bytes flow', async (t) => {
   const up = await serve(echo);
   const http1: ProtocolHandler = () => t.fail('an HTTP handler must not get a connection decided by the deadline');

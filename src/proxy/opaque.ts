@@ -10,7 +10,7 @@
  * the byte counters instead of a Node timer per socket. Hot path: per chunk we only add to
  * counters and write (no closures, no copies).
  */
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import type { ConnContext, ProxyLimits } from './context.ts';
 import type { ConnCloseEvent } from '../telemetry/events.ts';
 import { resumeReading, sawEof, socketFd, stopReading, type KernelSplicer } from './kernel-splice.ts';
@@ -147,6 +147,8 @@ class OpaqueTunnel implements Sweepable {
   clientClosed = false;
   upstreamClosed = false;
   finished = false;
+  /** passFin() closed a socket that was done both ways: its 'close' is a clean one. */
+  closedDone = false;
   upstreamUp = false;
   error: string | undefined;
   connectTimer: NodeJS.Timeout | undefined;
@@ -412,11 +414,26 @@ class OpaqueTunnel implements Sweepable {
   // Half-close: a FIN from one side becomes a FIN to the other after the pending bytes;
   // the other direction keeps flowing (both sockets are allowHalfOpen).
   onClientEnd(): void {
-    if (!this.upstream.destroyed && !this.upstream.writableEnded) this.upstream.end();
+    this.passFin(this.upstream);
   }
 
   onUpstreamEnd(): void {
-    if (!this.client.destroyed && !this.client.writableEnded) this.client.end();
+    this.passFin(this.client);
+  }
+
+  /**
+   * Sends `to` its FIN. When its peer's FIN is already read and Node holds nothing unsent for
+   * it, a socket is done both ways: close(2) sends the FIN itself (its receive queue is
+   * empty, so no RST); a shutdown(2) first, with its request and callback, would be a system
+   * call for nothing (docs/benchmarks.md, "A new connection"). Sockets only: a tunnel's HTTP/2
+   * stream or an in-process pair (local-pair.ts) would reset or cut its peer when destroyed.
+   */
+  passFin(to: net.Socket): void {
+    if (to.destroyed || to.writableEnded) return;
+    if (to.readableEnded && to.writableLength === 0 && to instanceof net.Socket) {
+      this.closedDone = true;
+      to.destroy();
+    } else to.end();
   }
 
   onUpstreamConnect(): void {
@@ -450,7 +467,7 @@ class OpaqueTunnel implements Sweepable {
     if (this.clientClosed) return;
     this.clientClosed = true;
     const c = this.client;
-    if (hadError || !(c.readableEnded && c.writableFinished)) abortSocket(this.upstream);
+    if (hadError || !(this.closedDone || (c.readableEnded && c.writableFinished))) abortSocket(this.upstream);
     if (this.upstreamClosed) this.finish();
   }
 
@@ -458,7 +475,7 @@ class OpaqueTunnel implements Sweepable {
     if (this.upstreamClosed) return;
     this.upstreamClosed = true;
     const u = this.upstream;
-    if (hadError || !(u.readableEnded && u.writableFinished)) abortSocket(this.client);
+    if (hadError || !(this.closedDone || (u.readableEnded && u.writableFinished))) abortSocket(this.client);
     if (this.clientClosed) this.finish();
   }
 
