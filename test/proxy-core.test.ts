@@ -368,9 +368,10 @@ test.serial('server speaks first: an SMTP-like exchange works end to end', async
   await stopServer(up);
 });
 
-/** The proxy's dialer, counting its upstream sockets' shutdown(2) calls (libuv's shutdown request, one per call). */
-function countingDialer(): { dial: ProxyOptions['dial']; shutdowns: () => number } {
+/** The proxy's dialer, counting its upstream sockets' shutdown(2) calls (libuv's shutdown request, one per call) and pauses. */
+function countingDialer(): { dial: ProxyOptions['dial']; shutdowns: () => number; pauses: () => number } {
   let n = 0;
+  let pauses = 0;
   const dial = (ip: string, port: number): net.Socket => {
     const s = defaultDialer(ip, port);
     const handle = (s as unknown as { _handle: { shutdown(req: unknown): number } })._handle;
@@ -379,9 +380,10 @@ function countingDialer(): { dial: ProxyOptions['dial']; shutdowns: () => number
       n++;
       return shutdown.call(this, req);
     };
+    s.on('pause', () => pauses++);
     return s;
   };
-  return { dial, shutdowns: () => n };
+  return { dial, shutdowns: () => n, pauses: () => pauses };
 }
 
 test.serial('a server that greets and closes, then the client closes: the upstream gets its FIN from close(2) alone, no shutdown(2) first', async (t) => {
@@ -400,6 +402,26 @@ test.serial('a server that greets and closes, then the client closes: the upstre
   t.like(h.sink.closes[0], { detectedBy: 'server-first', bytesIn: 0, bytesOut: 3 });
   t.is(h.sink.closes[0].error, undefined);
   t.is(d.shutdowns(), 0);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test.serial('detection hands a server-first connection to the tunnel flowing: no pause and resume in between', async (t) => {
+  const up = await serve((s) => {
+    s.write('220 ready\r\n');
+    s.on('end', () => s.end());
+    s.resume();
+  });
+  const d = countingDialer();
+  const h = await startProxy(up.port, { detectTimeoutMs: FAR_DEADLINE_MS, dial: d.dial });
+  const c = connect(h.port);
+  const [banner] = (await once(c, 'data')) as [Buffer];
+  t.is(banner.toString(), '220 ready\r\n');
+  c.write('QUIT\r\n');
+  c.end();
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.closes[0], { detectedBy: 'server-first', bytesIn: 6, bytesOut: 11 });
+  t.is(d.pauses(), 0, 'the upstream was never paused');
   await h.proxy.close(100);
   await stopServer(up);
 });

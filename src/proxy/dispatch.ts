@@ -340,20 +340,24 @@ class Dispatcher {
     }
   }
 
-  /** Ends detection: our listeners off, both sockets paused with whatever they buffered. */
-  release(): number {
+  /**
+   * Ends detection: our listeners off, both sockets paused with whatever they buffered, or left
+   * flowing (`pause` false) for a taker that adds its 'data' listeners at once, before anything
+   * can be emitted: the opaque tunnel, which would resume them (a tick each) straight away.
+   */
+  release(pause = true): number {
     this.done = true;
     if (this.deadline) clearTimeout(this.deadline);
     if (this.connectTimer) clearTimeout(this.connectTimer);
     const client = this.ctx.client;
-    client.pause();
+    if (pause) client.pause();
     client.removeListener('data', this.onClientData);
     client.removeListener('end', this.onClientEnd);
     client.removeListener('error', this.onClientError);
     client.removeListener('close', this.onClientClose);
     const up = this.upstream;
     if (up) {
-      up.pause();
+      if (pause) up.pause();
       up.removeListener('data', this.onUpstreamData);
       up.removeListener('end', this.onUpstreamEnd);
       up.removeListener('error', this.onUpstreamError);
@@ -403,7 +407,7 @@ class Dispatcher {
   }
 
   toOpaque(protocol: 'opaque', detectedBy: string): void {
-    const spent = this.release();
+    const spent = this.release(false);
     const detectMs = detectedBy === 'opaque-port' ? 0 : spent;
     this.opened(true);
     this.allowTcp();

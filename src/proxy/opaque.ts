@@ -234,8 +234,9 @@ class OpaqueTunnel implements Sweepable {
     if (upstream.closed) this.onUpstreamClose(true);
     else if (upstream.destroyed) abortSocket(client);
 
-    // Handed over paused (pauseOnConnect / detection); flowing from here on unless a head
-    // write already filled the other side's buffer ('drain' resumes it then).
+    // Handed over paused (pauseOnConnect, TLS passthrough) or flowing (from detection, which
+    // does not pause them for us: each resume() costs a tick); flowing from here on unless a
+    // head write already filled the other side's buffer ('drain' resumes it then).
     if (!client.destroyed && !holdClient) client.resume();
     if (!upstream.destroyed && !holdUpstream) upstream.resume();
     if (this.upstreamUp) this.trySplice();
