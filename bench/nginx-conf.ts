@@ -25,7 +25,7 @@ export const GRPC_PATH = '/bench.Bench/Unary';
 
 const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
 
-function common(dir: string): string {
+export function common(dir: string): string {
   return `load_module ${STREAM_MODULE};
 daemon off;
 master_process off;
@@ -36,7 +36,7 @@ events { worker_connections 19000; multi_accept on; }
 `;
 }
 
-function httpCommon(dir: string): string {
+export function httpCommon(dir: string): string {
   return `  access_log off;
   client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
   uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
@@ -72,6 +72,11 @@ stream { server { listen ${PORTS.greet} backlog=4096; return "hi\\n"; } }
 `;
 }
 
+/** The keep-alive pool of the HTTP/1 reverse proxy's upstream `name` (one server at `addr`). */
+export const h1Upstream = (name: string, addr: string) => `upstream ${name} { server ${addr}; keepalive 128; keepalive_requests 100000000; }`;
+/** HTTP/1.1 keep-alive to upstream `up` (nginx's default is HTTP/1.0 and a close per request). */
+export const h1 = (up: string) => `proxy_pass http://${up}; proxy_http_version 1.1; proxy_set_header Connection "";`;
+
 /**
  * The reverse proxy in the node namespace: what a node proxy written in C does with one
  * worker. HTTP/1 and h2c in front, keep-alive HTTP/1.1 upstream (nginx cannot proxy h2
@@ -80,14 +85,13 @@ stream { server { listen ${PORTS.greet} backlog=4096; return "hi\\n"; } }
 export function proxyConf(dir: string, listenIp: string, serverIp: string, serviceIps: string[]): string {
   const p = (port: number) => `${port + PORTS.proxyOffset} reuseport`;
   const s = (port: number) => `${port + PORTS.serviceOffset} reuseport`;
-  const h1 = (up: string) => `proxy_pass http://${up}; proxy_http_version 1.1; proxy_set_header Connection "";`;
   // nginx's default balancing (round robin) over the Service's pods, per request on each keep-alive connection.
   // max_fails=0: nginx 1.22's grpc_pass now and then fails a request with "upstream sent frame
   // for unknown stream"; the default max_fails=1 then takes that pod out for 10 s, and once all
   // three are out every request fails with "no live upstreams" (a full run's grpc-service).
   const upstream = (name: string, port: number) => `  upstream ${name} { ${serviceIps.map((ip) => `server ${ip}:${port} max_fails=0;`).join(' ')} keepalive 128; keepalive_requests 100000000; }\n`;
   return `${common(dir)}http {
-${httpCommon(dir)}  upstream h1 { server ${serverIp}:${PORTS.http1}; keepalive 128; keepalive_requests 100000000; }
+${httpCommon(dir)}  ${h1Upstream('h1', `${serverIp}:${PORTS.http1}`)}
   upstream h2 { server ${serverIp}:${PORTS.h2}; keepalive 128; keepalive_requests 100000000; }
 ${upstream('svc_h1', PORTS.http1)}${upstream('svc_h2', PORTS.h2)}  server { listen ${listenIp}:${p(PORTS.http1)} backlog=4096; location / { ${h1('h1')} } }
   server {
