@@ -39,9 +39,31 @@ const { values: o } = parseArgs({
   },
 });
 
+/** What main() started and made; stop() ends them, waiting for each to exit before the directory goes. */
+const children = new Set<ChildProcess>();
+let tmp = '';
+let stopping: Promise<never> | null = null;
+function stop(code: number): Promise<never> {
+  // Once: Ctrl-C also fails the h2load run in flight, which would stop again with another code.
+  return (stopping ??= (async () => {
+    await Promise.all([...children].map((c) => new Promise((r) => {
+      c.once('exit', r);
+      c.kill('SIGTERM');
+    })));
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    process.exit(code);
+  })());
+}
+
 if (o.serve) await serve(o.serve, Number(o.upstream));
 else if (o.help) process.stdout.write(`${USAGE}\n${fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\nimport ')[0]!.replace(/^\/\/ ?/gm, '')}\n`);
-else await main();
+else {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void stop(130));
+  await main().then(() => stop(0), (e: Error) => {
+    if (!stopping) process.stderr.write(`h1-floor: ${e.message}\n`); // else the h2load a Ctrl-C ended
+    return stop(1);
+  });
+}
 
 /** One Node forwarder, in this (child) process; prints its port. */
 async function serve(kind: string, upPort: number): Promise<void> {
@@ -96,14 +118,7 @@ async function main(): Promise<void> {
   const unknown = names.filter((n) => !all.includes(n));
   if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${all.join(', ')}`);
 
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h1-floor-'));
-  const children = new Set<ChildProcess>();
-  const cleanUp = () => {
-    for (const c of children) c.kill('SIGTERM');
-    fs.rmSync(tmp, { recursive: true, force: true });
-  };
-  process.on('exit', cleanUp);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h1-floor-'));
 
   const start = (cmd: string, args: string[]) => {
     // nginx's start-up warnings are noise here; its error log is read if it fails.
@@ -193,7 +208,6 @@ async function main(): Promise<void> {
     }
   }
   process.stdout.write(`${out.join('\n')}\n`);
-  process.exit(0);
 }
 
 /** utime and stime of processes, in clock ticks (/proc/PID/stat fields 14 and 15: every thread's). */
