@@ -17,7 +17,7 @@ import { createCluster, type SimCluster, type SimNode, type SimPod, type SimServ
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { PORTS, proxyConf, serverConf } from './nginx-conf.ts';
-import { parseProcIo, parseVmRss, parseVoluntarySwitches } from './parse.ts';
+import { parseCpuTicks, parseProcIo, parseVmRss, parseVoluntarySwitches } from './parse.ts';
 import type { Mode } from './report.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -449,10 +449,8 @@ export class BenchEnv {
 
   /** utime + stime of a process, in seconds. */
   cpuSeconds(pid: number): number {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    const t = parseCpuTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return (t.user + t.sys) / CLOCK_TICKS;
   }
 
   /** Seconds the process's main thread (Node's event loop) spent waiting for a CPU. */

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { common, h1, h1Upstream, httpCommon } from './nginx-conf.ts';
-import { parseH2load } from './parse.ts';
+import { parseCpuTicks, parseH2load } from './parse.ts';
 
 /** The forwarders listen here; the upstream has an address of its own, so telemetry tells the pods apart. */
 const CLIENT_IP = '127.0.0.1';
@@ -210,14 +210,14 @@ async function main(): Promise<void> {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-/** utime and stime of processes, in clock ticks (/proc/PID/stat fields 14 and 15: every thread's). */
+/** utime and stime of processes, in clock ticks (all their threads). */
 function ticks(pids: number[]): { user: number; sys: number } {
   let user = 0;
   let sys = 0;
   for (const pid of pids) {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    user += Number(f[11]);
-    sys += Number(f[12]);
+    const t = parseCpuTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    user += t.user;
+    sys += t.sys;
   }
   return { user, sys };
 }

@@ -125,6 +125,18 @@ export function parseProcIo(text: string): { reads: number; writes: number } {
   return { reads: Number(r[1]), writes: Number(w[1]) };
 }
 
+/**
+ * utime and stime from /proc/<pid>/stat (fields 14 and 15, every thread of the process), in clock
+ * ticks. The command name (field 2) may hold spaces or parentheses, so fields count from its last ')'.
+ */
+export function parseCpuTicks(stat: string): { user: number; sys: number } {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const user = Number(f[11]);
+  const sys = Number(f[12]);
+  if (!Number.isInteger(user) || !Number.isInteger(sys)) throw new Error('no utime/stime in /proc/<pid>/stat (is the process gone?)');
+  return { user, sys };
+}
+
 /** Times a process gave up its CPU to wait (voluntary_ctxt_switches in /proc/<pid>/status): for a server, its sleeps. */
 export function parseVoluntarySwitches(status: string): number {
   const m = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status);

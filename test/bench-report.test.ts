@@ -1,7 +1,7 @@
 // The bench's pure parts: parsing wrk, h2load and iperf3 output (samples are real output of
 // the installed versions) and judging the issue-6 targets.
 import test from 'ava';
-import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseProcIo, parseVmRss, parseVoluntarySwitches, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
+import { closestPhaseGapMs, durationMs, latencyFromH2loadLog, parseH2load, parseIperf3, parseCpuTicks, parseProcIo, parseVmRss, parseVoluntarySwitches, parseWrk, percentile, RSS_SAMPLING, sampleMedian } from '../bench/parse.ts';
 import { cite, docsRefusal, FULL_RUN_SECONDS, judgeTargets, REFERENCES, renderMarkdown, type Report, type ScenarioResult } from '../bench/report.ts';
 import { SCENARIOS } from '../bench/scenarios.ts';
 import { podSpreadScript, splitClients, sumH2load } from '../bench/spread-load.ts';
@@ -63,6 +63,9 @@ test('iperf3 -J and /proc status', (t) => {
   t.throws(() => parseProcIo('rchar: 4096\n'), { message: /no syscr\/syscw lines in \/proc\/<pid>\/io/ });
   t.is(parseVoluntarySwitches('Name:\tnginx\nvoluntary_ctxt_switches:\t8731\nnonvoluntary_ctxt_switches:\t12\n'), 8731);
   t.throws(() => parseVoluntarySwitches('Name:\tnginx\n'), { message: /no voluntary_ctxt_switches line/ });
+  // A command name with a space and a ')' of its own: the fields count from the last ')'.
+  t.deepEqual(parseCpuTicks('4242 (node (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 11 0 5000 0 0'), { user: 1234, sys: 567 });
+  t.throws(() => parseCpuTicks(''), { message: /no utime\/stime in \/proc\/<pid>\/stat/ });
 });
 
 const scenario = (id: string, name: string, values: Record<string, number>, cpu = 50): ScenarioResult => ({
