@@ -7,7 +7,8 @@
 // on loopback; nice values come from the threads themselves and from /proc/PID/task/TID/stat.
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { BOOST_LIMIT_MS, BOOST_STEPS } from '../src/workers/priority.ts';
+import * as os from 'node:os';
+import { BOOST_LIMIT_MS, BOOST_STEPS, raisedForThread } from '../src/workers/priority.ts';
 
 const POOL = new URL('./fixtures/priority-pool.ts', import.meta.url).pathname;
 
@@ -28,6 +29,15 @@ const NO_BOOST = /^info a replacement proxy worker starts at normal scheduling p
 
 test.before(() => {
   if (process.getuid?.() !== 0) throw new Error('the worker priority tests raise a thread\'s priority, which needs CAP_SYS_NICE: run them as root (sudo ./dev test)');
+});
+
+test('raisedForThread returns what make made with the nice value it raised from (the pool starts its cap on that), and the calling thread is back at it', (t) => {
+  const n = os.getPriority(0);
+  const refusals: Error[] = [];
+  const r = raisedForThread((restoreNice) => ({ restoreNice, niceInMake: os.getPriority(0) }), (e) => refusals.push(e));
+  t.deepEqual(r, { value: { restoreNice: n, niceInMake: n - BOOST_STEPS }, raisedFrom: n });
+  t.deepEqual(refusals, []);
+  t.is(os.getPriority(0), n);
 });
 
 test('a replacement worker starts raised and is back at the main thread\'s nice value once it listens; the first start is not raised; no thread is left raised', async (t) => {

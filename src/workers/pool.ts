@@ -125,17 +125,15 @@ export class WorkerPool<L> {
     try {
       const init = this.o.init(s.index);
       s.policyLoaded = init.pods?.policies?.generation ?? 0;
-      let raisedFrom: number | undefined;
-      const make = (restoreNice: number | undefined) => {
-        raisedFrom = restoreNice;
-        return new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: restoreNice === undefined ? init : { ...init, restoreNice }, stdout: false, stderr: false });
-      };
+      const make = (restoreNice: number | undefined) =>
+        new Worker(this.o.script ?? WORKER_SCRIPT, { workerData: restoreNice === undefined ? init : { ...init, restoreNice }, stdout: false, stderr: false });
       // A replacement restores capacity the node is short of: its thread starts at a raised
       // priority, not at a fair share of a loaded CPU (workers/priority.ts). The first start does not.
       if (s.restarts === 0) w = make(undefined);
       else {
         const before = threadIds();
-        w = raisedForThread(make, (e) => this.noBoost(e));
+        const { value, raisedFrom } = raisedForThread(make, (e) => this.noBoost(e));
+        w = value;
         if (raisedFrom !== undefined) this.capBoost(s, w, [...threadIds()].filter((t) => !before.has(t)), raisedFrom);
       }
     } catch (e) {

@@ -49,20 +49,21 @@ export function lowerThreads(tids: Iterable<number>, nice: number): string[] {
  * Runs `make` (which creates one thread) with the calling thread's priority raised BOOST_STEPS,
  * so the thread it makes inherits that; the calling thread is back at its own before this returns
  * or throws. `make` gets the nice value the new thread is to return to, or undefined if the
- * priority was not raised (`refused` is told why: no CAP_SYS_NICE, as a rule).
+ * priority was not raised (`refused` is told why: no CAP_SYS_NICE, as a rule). Returns what `make`
+ * returned and that same nice value, so the caller knows whether the thread started raised.
  */
-export function raisedForThread<T>(make: (restoreNice: number | undefined) => T, refused: (e: Error) => void): T {
+export function raisedForThread<T>(make: (restoreNice: number | undefined) => T, refused: (e: Error) => void): { value: T; raisedFrom: number | undefined } {
   const nice = os.getPriority(0);
   const target = Math.max(os.constants.priority.PRIORITY_HIGHEST, nice - BOOST_STEPS);
-  if (target >= nice) return make(undefined);
+  if (target >= nice) return { value: make(undefined), raisedFrom: undefined };
   try {
     os.setPriority(0, target);
   } catch (e) {
     refused(e as Error);
-    return make(undefined);
+    return { value: make(undefined), raisedFrom: undefined };
   }
   try {
-    return make(nice);
+    return { value: make(nice), raisedFrom: nice };
   } finally {
     os.setPriority(0, nice);
   }
