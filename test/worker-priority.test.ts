@@ -8,9 +8,10 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import * as os from 'node:os';
-import { BOOST_LIMIT_MS, BOOST_STEPS, raisedForThread } from '../src/workers/priority.ts';
+import { BOOST_LIMIT_MS, BOOST_STEPS, lowerThreads, raisedForThread } from '../src/workers/priority.ts';
 
 const POOL = new URL('./fixtures/priority-pool.ts', import.meta.url).pathname;
+const PRIORITY = new URL('../src/workers/priority.ts', import.meta.url).pathname;
 
 interface Run { lines: string[]; mainBefore: number; mainAfter: number; threads: Record<string, number> }
 
@@ -38,6 +39,25 @@ test('raisedForThread returns what make made with the nice value it raised from 
   t.deepEqual(r, { value: { restoreNice: n, niceInMake: n - BOOST_STEPS }, raisedFrom: n });
   t.deepEqual(refusals, []);
   t.is(os.getPriority(0), n);
+});
+
+test('lowerThreads passes over a thread that does not exist (one that exited meanwhile)', (t) => {
+  // 2^22 is past the kernel's PID_MAX_LIMIT, so no thread has it: setpriority gives ESRCH.
+  t.deepEqual(lowerThreads([2 ** 22], os.getPriority(0)), []);
+});
+
+test('lowerThreads reports a thread it may not change, with the reason', async (t) => {
+  // As root every change is allowed, so a process without CAP_SYS_NICE asks for its own main
+  // thread one step above its nice value: the kernel refuses with EACCES.
+  const script = `import * as os from 'node:os'; import { lowerThreads } from ${JSON.stringify(PRIORITY)};
+    process.stdout.write(JSON.stringify({ pid: process.pid, failed: lowerThreads([process.pid], os.getPriority(0) - 1) }));`;
+  const out = await new Promise<string>((resolve, reject) => execFile('setpriv', ['--bounding-set=-sys_nice', '--inh-caps=-sys_nice', '--', process.execPath, '--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { timeout: 30_000 }, (err, stdout, stderr) => {
+    if (err) reject(new Error(`${err.message}\n${stderr}`));
+    else resolve(stdout);
+  }));
+  const { pid, failed } = JSON.parse(out) as { pid: number; failed: string[] };
+  t.is(failed.length, 1, out);
+  t.regex(failed[0]!, new RegExp(`^thread ${pid}: .*EACCES`));
 });
 
 test('a replacement worker starts raised and is back at the main thread\'s nice value once it listens; the first start is not raised; no thread is left raised', async (t) => {

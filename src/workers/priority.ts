@@ -39,7 +39,8 @@ export function lowerThreads(tids: Iterable<number>, nice: number): string[] {
     try {
       os.setPriority(tid, nice);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH' && !/ESRCH|no such process/i.test((e as Error).message)) failed.push(`thread ${tid}: ${(e as Error).message}`);
+      // os.setPriority throws a SystemError (code ERR_SYSTEM_ERROR): the errno's name is in info.code.
+      if ((e as { info?: { code?: string } }).info?.code !== 'ESRCH') failed.push(`thread ${tid}: ${(e as Error).message}`);
     }
   }
   return failed;
