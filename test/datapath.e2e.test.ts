@@ -170,6 +170,23 @@ test.serial('1,000 connections opened and closed leave no records behind', async
   t.true(BigInt((await agent.call('counters')).closed) - closedBefore >= 1000n);
 });
 
+test.serial('2,500 open connections are each counted in the maps\' usage, across the batches status reads them in', async (t) => {
+  // More records than one batch of the addon's count (1,024), so a lost or repeated batch shows.
+  const holder = client.spawn(process.execPath, [TOOLS_PATH, 'tcp-many', '--connect', `${server.ip}:8080`, '--count', '2500', '--hold', '--timeout-ms', '120000']);
+  children.push(holder);
+  const io = new JsonLines(holder);
+  try {
+    await io.waitFor((o) => o.open !== undefined, 120_000, '2,500 connections open');
+    const d = await agent.call('describe');
+    const used = Object.fromEntries(d.maps.map((m: any) => [m.name, m.used]));
+    t.is(used.mesh_orig_by_cookie, 2500);
+    t.is(used.mesh_orig_by_tuple, 2500);
+  } finally {
+    holder.stdin!.end();
+    await io.waitFor((o) => o.ok !== undefined, 60_000, 'the 2,500 connections closed').catch(() => holder.kill('SIGKILL'));
+  }
+});
+
 test.serial('a proxy on a worker thread looks records up through a MapView on the maps the main thread loaded', async (t) => {
   const workerPort = PROXY_PORT + 10;
   await agent.call('startWorkerProxy', { port: workerPort });

@@ -191,6 +191,9 @@ test.serial('byte counts of a spliced tunnel are reported while it is still open
     'a periodic report with the kernel-moved bytes', { ms: 60_000, intervalMs: 250 });
   t.is(seen, sent, 'the periodic connBytes report carried the kernel-moved bytes');
   t.is(held.exitCode, null, 'the connection was still open: the client has not sent its FIN');
+  // Its two sockets in the sockhash, which has no batch lookup: status counts it key by key.
+  const used = Object.fromEntries((await status()).datapath.maps.map((m: any) => [m.name, m.used]));
+  t.like(used, { mesh_splice: 2, mesh_splice_links: 2 });
   const r = await collect(held, { timeoutMs: 60_000 }); // closes the client's stdin: FIN, reply, exit
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!);

@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <string>
+#include <algorithm>
 #include <vector>
 
 #include "../bpf/mesh_shared.h"
@@ -341,6 +342,9 @@ Napi::Value SentBytes(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace mapops
+
+// Entries per bpf() when status counts a map (CountEntries): a full connection map is 256 calls.
+constexpr uint32_t kCountBatch = 1024;
 
 const char* kCounterNames[MESH_C__COUNT] = {
     "redirected", "skippedPort", "skippedInbound", "unmeshed",  "passedLocal", "notTcp",
@@ -660,9 +664,42 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     return r;
   }
 
+  // A map's entries, counted for status. Batched: a node with many open connections has as many
+  // records, and one bpf() per key made every status and report cost that many system calls.
   static uint32_t CountEntries(const bpf_map* m) {
     int fd = bpf_map__fd(m);
-    size_t ks = bpf_map__key_size(m);
+    size_t ks = bpf_map__key_size(m), vs = bpf_map__value_size(m);
+    uint32_t max = bpf_map__max_entries(m);
+    uint32_t chunk = kCountBatch;
+    std::vector<char> keys, vals;
+    uint64_t in = 0, out = 0;  // the kernel's cursor: a bucket index for hash maps
+    uint32_t n = 0;
+    bool first = true;
+    for (;;) {
+      keys.resize(size_t(chunk) * ks);
+      vals.resize(size_t(chunk) * vs);
+      uint32_t count = chunk;
+      int rc = bpf_map_lookup_batch(fd, first ? nullptr : &in, &out, keys.data(), vals.data(), &count, nullptr);
+      int err = rc ? errno : 0;
+      if (rc == 0 || err == ENOENT) {
+        n += count;  // ENOENT: the last batch, which may still hold entries
+        if (rc != 0 || n > max * 2) return n;
+        in = out;
+        first = false;
+        continue;
+      }
+      // A bucket longer than the batch: only a larger batch can take it.
+      if (err == ENOSPC && chunk < max) {
+        chunk = std::min(max, chunk * 2);
+        continue;
+      }
+      // No batch operations for this map or kernel: one key at a time, from the start.
+      if (first) return CountEntriesByKey(fd, ks, max);
+      return n;  // the map changed under us: what was counted is the estimate
+    }
+  }
+
+  static uint32_t CountEntriesByKey(int fd, size_t ks, uint32_t max) {
     std::vector<char> cur(ks), next(ks);
     uint32_t n = 0;
     void* prev = nullptr;
@@ -670,7 +707,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       n++;
       cur.swap(next);
       prev = cur.data();
-      if (n > bpf_map__max_entries(m) * 2) break;  // map churned under us: stop, it is an estimate
+      if (n > max * 2) break;  // map churned under us: stop, it is an estimate
     }
     return n;
   }

@@ -3,7 +3,8 @@
 //   tcp-echo   --port P                     echo server; one {"accepted":{...},"at":t} line per connection
 //   tcp-banner --port P --banner TEXT       server speaks first, then echoes
 //   tcp-client --connect IP:PORT --send TEXT [--wait-banner] [--timeout-ms N]
-//   tcp-many   --connect IP:PORT --count N  N sequential connections, one echo each -> {"ok":N}
+//   tcp-many   --connect IP:PORT --count N [--hold]  N sequential connections, one echo each -> {"ok":N};
+//              --hold: each stays open, {"open":N} once all are, and all close when stdin ends
 //   tcp-loop   --connect IP:PORT [--interval-ms N] [--attempt-timeout-ms N]
 //              one short connection (connect, echo, close) after another until killed; one
 //              {"attempt":i,"ok":true,"localPort":p} or {"attempt":i,"ok":false,"stage":...,"error":...} line each,
@@ -174,14 +175,26 @@ async function hold(f: Flags): Promise<void> {
 async function tcpMany(f: Flags): Promise<void> {
   const { host, port } = target(f);
   const count = int(f, 'count');
+  const held: net.Socket[] = [];
   for (let i = 0; i < count; i++) {
     const s = await connect(host, port);
     const text = `ping-${i};`;
     const reply = readUntil(s, text);
     s.write(text);
     await reply;
+    if (f.hold) {
+      held.push(s);
+      continue;
+    }
     await new Promise<void>((r) => s.end(r));
     s.destroy();
+  }
+  if (f.hold) {
+    out({ open: count });
+    process.stdin.resume();
+    await new Promise<void>((r) => process.stdin.once('end', r));
+    await Promise.all(held.map((s) => new Promise<void>((r) => s.end(r))));
+    for (const s of held) s.destroy();
   }
   out({ ok: count });
 }
