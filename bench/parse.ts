@@ -1,6 +1,7 @@
 // Pure parsers for the load tools' output: wrk, h2load (summary and --log-file), iperf3 -J.
 // Each throws an error naming the tool and the missing field, so a changed tool version fails
 // the bench loudly instead of reporting zeros.
+import { procStatInt } from '../src/util/proc-stat.ts';
 
 export interface WrkResult {
   requestsPerSec: number;
@@ -125,16 +126,9 @@ export function parseProcIo(text: string): { reads: number; writes: number } {
   return { reads: Number(r[1]), writes: Number(w[1]) };
 }
 
-/**
- * utime and stime from /proc/<pid>/stat (fields 14 and 15, every thread of the process), in clock
- * ticks. The command name (field 2) may hold spaces or parentheses, so fields count from its last ')'.
- */
+/** utime and stime from /proc/<pid>/stat (every thread of the process), in clock ticks; throws when they are not there. */
 export function parseCpuTicks(stat: string): { user: number; sys: number } {
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const user = Number(f[11]);
-  const sys = Number(f[12]);
-  if (!Number.isInteger(user) || !Number.isInteger(sys)) throw new Error('no utime/stime in /proc/<pid>/stat (is the process gone?)');
-  return { user, sys };
+  return { user: procStatInt(stat, 'utime'), sys: procStatInt(stat, 'stime') };
 }
 
 /** Times a process gave up its CPU to wait (voluntary_ctxt_switches in /proc/<pid>/status): for a server, its sleeps. */

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { destroyCgroupTree, findCgroup2Mount } from './cgroup2.ts';
 import { ownerPidOfCgroup, ownerPidOfCniDir, ownerPidOfNetns, ownerPidOfTempDir } from './layout.ts';
 import { deleteNetns, listNetns } from './network.ts';
+import { procStatField } from '../util/proc-stat.ts';
 
 /** A zombie counts as dead: it will never clean up after itself. */
 export function isAlive(pid: number): boolean {
@@ -14,12 +15,13 @@ export function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+  let stat: string;
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return false;
   }
+  return procStatField(stat, 'state') !== 'Z';
 }
 
 function countProcs(dir: string): number {
