@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
 import { JsonLines, JsonRpc } from './helpers/procs.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { trackLive, untrackLive } from '../src/sim/exit-cleanup.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = meshBin();
@@ -17,11 +18,16 @@ const RUNNER = path.join(here, 'fixtures/apiserver-runner.ts');
 let node: SimNode | undefined;
 const children: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-kube-'));
+// Its kubeconfig goes with the simulated node when the test process is ended by a signal (ava's
+// SIGTERM at a timeout, Ctrl-C, CI), where test.after.always does not run.
+const tmpDir = { destroySync: () => fs.rmSync(tmp, { recursive: true, force: true }) };
+trackLive(tmpDir);
 
 test.after.always(async () => {
   for (const c of children) c.kill('SIGKILL');
   await node?.destroy();
-  fs.rmSync(tmp, { recursive: true, force: true });
+  untrackLive(tmpDir);
+  tmpDir.destroySync();
 });
 
 test('pods from the API server are meshed, changed and removed while traffic flows', async (t) => {
