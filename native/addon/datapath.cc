@@ -683,7 +683,8 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
       int err = rc ? errno : 0;
       if (rc == 0 || err == ENOENT) {
         n += count;  // ENOENT: the last batch, which may still hold entries
-        if (rc != 0 || n > max * 2) return n;
+        // An empty batch that is not the last would not move on: stop rather than spin.
+        if (rc != 0 || count == 0 || n > max * 2) return n;
         in = out;
         first = false;
         continue;
