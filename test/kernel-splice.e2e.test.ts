@@ -194,6 +194,7 @@ test.serial('byte counts of a spliced tunnel are reported while it is still open
   // Its two sockets in the sockhash, which has no batch lookup: status counts it key by key.
   const used = Object.fromEntries((await status()).datapath.maps.map((m: any) => [m.name, m.used]));
   t.like(used, { mesh_splice: 2, mesh_splice_links: 2 });
+  t.is(await metric('mesh_agent_datapath_map_entries', 'map_name="mesh_splice"'), 2, 'and so does /metrics');
   const r = await collect(held, { timeoutMs: 60_000 }); // closes the client's stdin: FIN, reply, exit
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!);

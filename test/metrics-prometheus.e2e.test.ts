@@ -200,6 +200,7 @@ test.serial('success rate, RPS and p99 through Prometheus, across an agent resta
   const rps = await scalar(`sum(rate(request_total{${OUT},deployment="web"}[${w1}]))`, at1);
   t.true(Math.abs((rps * w1Ms) / 1000 - 80) < 1e-6, `RPS ${rps} over ${w1} is 80 requests`);
   t.true(await scalar(`sum(tcp_read_bytes_total{${OUT},peer="dst"})`) > 0);
+  t.is(await scalar('mesh_agent_datapath_map_entries{map_name="mesh_pods"}'), 2, 'the datapath map gauge: one entry per meshed pod');
 
   // Restart: SIGTERM, wait for the exit, start again.
   agent.kill('SIGTERM');

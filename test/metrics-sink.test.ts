@@ -6,7 +6,7 @@ import { MetricsSink, LATENCY_BUCKETS, RESOLVED_FRESH_MS } from '../src/telemetr
 import { TelemetryHub } from '../src/telemetry/hub.ts';
 import type { ConnCloseEvent, Endpoints, RequestEvent } from '../src/telemetry/events.ts';
 import type { Workload } from '../src/telemetry/workload.ts';
-import type { DatapathCounters } from '../src/datapath/addon.ts';
+import type { DatapathCounters, MapInfo } from '../src/datapath/addon.ts';
 import { parseExposition, select, sum } from './helpers/prom-text.ts';
 
 const pods: Record<string, Workload> = {
@@ -166,6 +166,32 @@ test('datapath counters are read at scrape time; the last values stay while the 
   e = await scrape();
   t.is(sum(e, 'mesh_agent_datapath_redirected_total'), 50, 'no dip to zero (it would read as a counter reset)');
   t.is(e.types.get('mesh_agent_datapath_redirected_total'), 'counter');
+});
+
+test('each hash map\'s entries and pressure are read at scrape time; arrays are left out; nothing while the datapath is not loaded', async (t) => {
+  let maps: MapInfo[] | null = null;
+  const sink = new MetricsSink({ workloads, processMetrics: false, datapathMaps: () => { if (!maps) throw new Error('not loaded'); return maps; } });
+  const scrape = async () => {
+    await new Promise((r) => setTimeout(r, 150)); // past the per-scrape read cache
+    return parseExposition(await sink.exposition());
+  };
+  let e = await scrape();
+  t.deepEqual(select(e, 'mesh_agent_datapath_map_entries', {}), [], 'no series before the datapath loads');
+  maps = [
+    { name: 'mesh_orig_by_tuple', type: 'lru_hash', maxEntries: 1000, used: 250 },
+    { name: 'mesh_splice', type: 'sockhash', maxEntries: 100, used: 2 },
+    { name: 'mesh_counters', type: 'percpu_array', maxEntries: 16, used: 16 },
+  ];
+  e = await scrape();
+  t.deepEqual(select(e, 'mesh_agent_datapath_map_entries', {}).map((s) => [s.labels.map_name, s.value]), [['mesh_orig_by_tuple', 250], ['mesh_splice', 2]]);
+  t.deepEqual(select(e, 'mesh_agent_datapath_map_pressure', {}).map((s) => [s.labels.map_name, s.value]), [['mesh_orig_by_tuple', 0.25], ['mesh_splice', 0.02]]);
+  t.is(e.types.get('mesh_agent_datapath_map_pressure'), 'gauge');
+  maps = [{ name: 'mesh_orig_by_tuple', type: 'lru_hash', maxEntries: 1000, used: 1000 }];
+  e = await scrape();
+  t.deepEqual(select(e, 'mesh_agent_datapath_map_pressure', {}).map((s) => [s.labels.map_name, s.value]), [['mesh_orig_by_tuple', 1]], 'a map gone from the read has no series left');
+  maps = null; // detached while stopping
+  e = await scrape();
+  t.deepEqual(select(e, 'mesh_agent_datapath_map_entries', {}), []);
 });
 
 test('the exposition is valid for Prometheus\'s own parser (promtool) and served with its content type', async (t) => {

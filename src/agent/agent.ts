@@ -230,7 +230,7 @@ export class Agent {
       // TrafficTargets come from the controller: unknown until discovery has synced once.
       complete: () => !opts.controllerUrl || this.discovery.synced,
     });
-    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, tls: (ep) => this.tlsOf(ep), localPods: this.localPods(), datapathCounters: () => this.datapath?.counters() ?? null });
+    this.metrics = new MetricsSink({ workloads: this.telemetry.workloads, ...opts.metrics, tls: (ep) => this.tlsOf(ep), localPods: this.localPods(), datapathCounters: () => this.datapath?.counters() ?? null, datapathMaps: () => this.datapath?.describe().maps ?? null });
     this.telemetry.add(this.metrics);
     if (opts.telemetry) this.telemetry.add(opts.telemetry);
   }

@@ -3,7 +3,7 @@
 // time. The recording is MetricsRecorder's (recorder.ts, shared with the proxy workers, whose
 // deltas it merges); this adds the Registry the admin server exposes at /metrics.
 import { Counter, Gauge, processMetrics, Registry } from './prom.ts';
-import type { DatapathCounters } from '../datapath/addon.ts';
+import type { DatapathCounters, MapInfo } from '../datapath/addon.ts';
 import { MetricsRecorder, type RecorderOptions } from './recorder.ts';
 import type { BalancerCount } from '../routing/router.ts';
 
@@ -23,8 +23,27 @@ export interface WorkerMetrics {
 export interface MetricsOptions extends RecorderOptions {
   /** Read at scrape time; null or a throw while the datapath is not loaded (the last values are kept). */
   datapathCounters?: () => DatapathCounters | null;
+  /** The datapath's maps with their entries, read at scrape time; null or a throw while it is not loaded (no series then). */
+  datapathMaps?: () => MapInfo[] | null;
   /** Node.js process metrics (process_cpu_seconds_total, ...); default true. */
   processMetrics?: boolean;
+}
+
+/**
+ * One read per scrape, shared by the metrics it feeds: each one's collect() runs in the same pass,
+ * and a read of the datapath is system calls.
+ */
+function perScrape<T>(read: () => T): () => T {
+  let value: T;
+  let at = -Infinity;
+  return () => {
+    const now = Date.now();
+    if (now - at >= 100) {
+      at = now;
+      value = read();
+    }
+    return value;
+  };
 }
 
 const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
@@ -72,26 +91,57 @@ export class MetricsSink extends MetricsRecorder {
     });
 
     if (opts.datapathCounters) this.registerDatapath(opts.datapathCounters);
+    if (opts.datapathMaps) this.registerDatapathMaps(opts.datapathMaps);
     if (opts.processMetrics ?? true) processMetrics(this.registry);
   }
 
+  /**
+   * How full each hash map is, as Cilium's cilium_bpf_map_pressure: what status's health judges
+   * at 0.9, for an alert. Arrays are always full and left out, as there. Nothing while the
+   * datapath is not loaded.
+   */
+  private registerDatapathMaps(read: () => MapInfo[] | null) {
+    const snapshot = perScrape((): MapInfo[] => {
+      try {
+        return (read() ?? []).filter((m) => !m.type.includes('array'));
+      } catch {
+        return [];
+      }
+    });
+    new Gauge({
+      name: 'mesh_agent_datapath_map_entries',
+      help: 'Entries in each BPF hash map of the datapath (connection records, pods, skip lists)',
+      labelNames: ['map_name'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const m of snapshot()) this.set({ map_name: m.name }, m.used);
+      },
+    });
+    new Gauge({
+      name: 'mesh_agent_datapath_map_pressure',
+      help: 'Entries over capacity of each BPF hash map (status is degraded from 0.9)',
+      labelNames: ['map_name'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const m of snapshot()) this.set({ map_name: m.name }, m.maxEntries > 0 ? m.used / m.maxEntries : 0);
+      },
+    });
+  }
+
   private registerDatapath(read: () => DatapathCounters | null) {
-    // One read per scrape, shared by the counters (each collect() runs in the same pass).
     // While the datapath is not loaded (start, stop) the last good values stay: a dip to
     // zero would read as a counter reset.
     let last: DatapathCounters | null = null;
-    let at = 0;
-    const snapshot = (): DatapathCounters | null => {
-      const now = Date.now();
-      if (now - at < 100) return last;
-      at = now;
+    const snapshot = perScrape((): DatapathCounters | null => {
       try {
         last = read() ?? last;
       } catch {
         // keep the last good values
       }
       return last;
-    };
+    });
     for (const [field, name, help] of DATAPATH_COUNTERS) {
       new Counter({
         name,
