@@ -2,7 +2,7 @@
 // (docs/metrics.md), a cap on series per metric, and the datapath's counters read at scrape
 // time. The recording is MetricsRecorder's (recorder.ts, shared with the proxy workers, whose
 // deltas it merges); this adds the Registry the admin server exposes at /metrics.
-import { Counter, Gauge, processMetrics, Registry } from './prom.ts';
+import { Counter, ExpositionRegistry, Gauge, processMetrics } from './prom.ts';
 import type { DatapathCounters, MapInfo } from '../datapath/addon.ts';
 import { MetricsRecorder, type RecorderOptions } from './recorder.ts';
 import type { BalancerCount } from '../routing/router.ts';
@@ -63,7 +63,7 @@ const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
 ];
 
 export class MetricsSink extends MetricsRecorder {
-  readonly registry = new Registry();
+  readonly registry = new ExpositionRegistry();
 
   constructor(opts: MetricsOptions) {
     super(opts);

@@ -12,6 +12,21 @@ export const Gauge: typeof Prom.Gauge = require('prom-client/lib/gauge');
 export type Registry = Prom.Registry;
 
 /**
+ * The Registry, but a metric that writes its own exposition lines (promString(): the request and
+ * connection families, telemetry/series.ts) is asked for them instead of being formatted line by
+ * line. Prometheus's text format only (the agent serves no OpenMetrics) and no default labels
+ * (the agent sets none); otherwise, and for every other metric, the Registry's own formatting.
+ */
+export class ExpositionRegistry extends Registry {
+  // Registry.metrics() formats each metric with this method, which prom-client's typings leave out.
+  async getMetricsAsString(metric: object): Promise<string> {
+    const own = metric as { promString?: () => Promise<string> };
+    if (typeof own.promString === 'function' && this.contentType === Registry.PROMETHEUS_CONTENT_TYPE && Object.keys((this as unknown as { _defaultLabels: object })._defaultLabels).length === 0) return own.promString();
+    return (Registry.prototype as unknown as { getMetricsAsString(m: object): Promise<string> }).getMetricsAsString.call(this, metric);
+  }
+}
+
+/**
  * prom-client's default metrics but two: its CPU counters (they load @opentelemetry/api for
  * exemplars; ours have the same names) and its event-loop lag histogram, whose 10 ms timer woke
  * an idle agent 100 times a second (5.5 CPU-ms per second idle, all of the agent's idle CPU;
