@@ -147,11 +147,9 @@ test('a bad series cap is refused with the flag to fix', (t) => {
 
 test('datapath counters are read at scrape time; the last values stay while the datapath is not loaded', async (t) => {
   let c: DatapathCounters | null = null;
-  const sink = new MetricsSink({ workloads, processMetrics: false, datapathCounters: () => { if (!c) throw new Error('not loaded'); return c; } });
-  const scrape = async () => {
-    await new Promise((r) => setTimeout(r, 150)); // past the per-scrape read cache
-    return parseExposition(await sink.exposition());
-  };
+  let reads = 0;
+  const sink = new MetricsSink({ workloads, processMetrics: false, datapathCounters: () => { reads++; if (!c) throw new Error('not loaded'); return c; } });
+  const scrape = async () => parseExposition(await sink.exposition());
   let e = await scrape();
   t.is(sum(e, 'mesh_agent_datapath_redirected_total'), 0, 'nothing counted before the datapath loads');
   const zero = { redirected: 0n, skippedPort: 0n, skippedInbound: 0n, unmeshed: 0n, passedLocal: 0n, notTcp: 0n, established: 0n, establishedMiss: 0n, closed: 0n, getpeername: 0n, mapFull: 0n, lookups: 0n, lookupMisses: 0n };
@@ -166,15 +164,14 @@ test('datapath counters are read at scrape time; the last values stay while the 
   e = await scrape();
   t.is(sum(e, 'mesh_agent_datapath_redirected_total'), 50, 'no dip to zero (it would read as a counter reset)');
   t.is(e.types.get('mesh_agent_datapath_redirected_total'), 'counter');
+  t.is(reads, 4, 'one read of the datapath per scrape, shared by its 13 counters');
 });
 
 test('each hash map\'s entries and pressure are read at scrape time; arrays are left out; nothing while the datapath is not loaded', async (t) => {
   let maps: MapInfo[] | null = null;
-  const sink = new MetricsSink({ workloads, processMetrics: false, datapathMaps: () => { if (!maps) throw new Error('not loaded'); return maps; } });
-  const scrape = async () => {
-    await new Promise((r) => setTimeout(r, 150)); // past the per-scrape read cache
-    return parseExposition(await sink.exposition());
-  };
+  let reads = 0;
+  const sink = new MetricsSink({ workloads, processMetrics: false, datapathMaps: () => { reads++; if (!maps) throw new Error('not loaded'); return maps; } });
+  const scrape = async () => parseExposition(await sink.exposition());
   let e = await scrape();
   t.deepEqual(select(e, 'mesh_agent_datapath_map_entries', {}), [], 'no series before the datapath loads');
   maps = [
@@ -192,6 +189,7 @@ test('each hash map\'s entries and pressure are read at scrape time; arrays are 
   maps = null; // detached while stopping
   e = await scrape();
   t.deepEqual(select(e, 'mesh_agent_datapath_map_entries', {}), []);
+  t.is(reads, 4, 'one read of the maps per scrape, shared by both gauges');
 });
 
 test('the exposition is valid for Prometheus\'s own parser (promtool) and served with its content type', async (t) => {

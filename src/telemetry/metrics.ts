@@ -29,23 +29,6 @@ export interface MetricsOptions extends RecorderOptions {
   processMetrics?: boolean;
 }
 
-/**
- * One read per scrape, shared by the metrics it feeds: each one's collect() runs in the same pass,
- * and a read of the datapath is system calls.
- */
-function perScrape<T>(read: () => T): () => T {
-  let value: T;
-  let at = -Infinity;
-  return () => {
-    const now = Date.now();
-    if (now - at >= 100) {
-      at = now;
-      value = read();
-    }
-    return value;
-  };
-}
-
 const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
   ['redirected', 'mesh_agent_datapath_redirected_total', 'connect() calls redirected to the proxy'],
   ['skippedPort', 'mesh_agent_datapath_skipped_port_total', 'connect() calls passed because of a skip-outbound port (pod or global)'],
@@ -64,6 +47,8 @@ const DATAPATH_COUNTERS: Array<[keyof DatapathCounters, string, string]> = [
 
 export class MetricsSink extends MetricsRecorder {
   readonly registry = new ExpositionRegistry();
+  /** Scrapes begun (exposition()): what perScrape's reads are keyed on. */
+  private scrapes = 0;
 
   constructor(opts: MetricsOptions) {
     super(opts);
@@ -100,8 +85,24 @@ export class MetricsSink extends MetricsRecorder {
    * at 0.9, for an alert. Arrays are always full and left out, as there. Nothing while the
    * datapath is not loaded.
    */
+  /**
+   * One read per scrape, shared by the metrics it feeds (their collect() runs in the same
+   * scrape): a read of the datapath is system calls.
+   */
+  private perScrape<T>(read: () => T): () => T {
+    let value: T;
+    let scrape = -1;
+    return () => {
+      if (scrape !== this.scrapes) {
+        scrape = this.scrapes;
+        value = read();
+      }
+      return value;
+    };
+  }
+
   private registerDatapathMaps(read: () => MapInfo[] | null) {
-    const snapshot = perScrape((): MapInfo[] => {
+    const snapshot = this.perScrape((): MapInfo[] => {
       try {
         return (read() ?? []).filter((m) => !m.type.includes('array'));
       } catch {
@@ -134,7 +135,7 @@ export class MetricsSink extends MetricsRecorder {
     // While the datapath is not loaded (start, stop) the last good values stay: a dip to
     // zero would read as a counter reset.
     let last: DatapathCounters | null = null;
-    const snapshot = perScrape((): DatapathCounters | null => {
+    const snapshot = this.perScrape((): DatapathCounters | null => {
       try {
         last = read() ?? last;
       } catch {
@@ -223,6 +224,7 @@ export class MetricsSink extends MetricsRecorder {
   }
 
   exposition(): Promise<string> {
+    this.scrapes++;
     return this.registry.metrics();
   }
 }
