@@ -14,14 +14,15 @@ export type Registry = Prom.Registry;
 /**
  * The Registry, but a metric that writes its own exposition lines (promString(): the request and
  * connection families, telemetry/series.ts) is asked for them instead of being formatted line by
- * line. Prometheus's text format only (the agent serves no OpenMetrics) and no default labels
- * (the agent sets none); otherwise, and for every other metric, the Registry's own formatting.
+ * line. Prometheus's text format, what the agent serves; in OpenMetrics (never asked for) the
+ * Registry formats everything. The Registry's default labels are not added to those lines: the
+ * agent sets none.
  */
 export class ExpositionRegistry extends Registry {
   // Registry.metrics() formats each metric with this method, which prom-client's typings leave out.
   async getMetricsAsString(metric: object): Promise<string> {
     const own = metric as { promString?: () => Promise<string> };
-    if (typeof own.promString === 'function' && this.contentType === Registry.PROMETHEUS_CONTENT_TYPE && Object.keys((this as unknown as { _defaultLabels: object })._defaultLabels).length === 0) return own.promString();
+    if (typeof own.promString === 'function' && this.contentType === Registry.PROMETHEUS_CONTENT_TYPE) return own.promString();
     return (Registry.prototype as unknown as { getMetricsAsString(m: object): Promise<string> }).getMetricsAsString.call(this, metric);
   }
 }

@@ -103,13 +103,13 @@ function labelTextOf(s: Series): string {
 }
 
 /** As prom-client's own metrics give them: le is a number except +Inf. */
-interface Sample { labels: Record<string, string | number>; sharedLabels: Labels; value: number; metricName?: string }
+interface Sample { labels: Record<string, string | number>; value: number; metricName?: string }
 
 /**
  * One metric's series by label set, at most `cap` of them; past that, new label sets share
  * overflow series that keep only the outcome labels (bounded) and whose observations are
- * counted in mesh_agent_metrics_overflow_total{metric}. Registered in a prom-client
- * Registry, which calls getForPromString()/get() at scrape time.
+ * counted in mesh_agent_metrics_overflow_total{metric}. Registered in prom.ts's
+ * ExpositionRegistry, which asks for promString() at a scrape (and get() for its JSON).
  */
 export class SeriesFamily<S extends Series> {
   readonly name: string;
@@ -178,8 +178,8 @@ export class SeriesFamily<S extends Series> {
   }
 
   /**
-   * The family's lines of the text exposition, the same bytes the Registry writes from
-   * getForPromString() (prom.ts's ExpositionRegistry asks for these instead), without an object
+   * The family's lines of the text exposition, the same bytes prom-client writes for its own
+   * metrics (prom.ts's ExpositionRegistry asks for these), without an object
    * and a label formatting per line, and giving the event loop back every EXPOSITION_SLICE lines:
    * a node's thousands of series, ~70 lines a histogram, held the main thread, which is also
    * proxy 0, for a quarter of a second per scrape. Each series is read whole, within one slice.
@@ -212,35 +212,25 @@ export class SeriesFamily<S extends Series> {
     return slices.join('\n');
   }
 
-  /** For the Registry's text exposition: series labels as sharedLabels, as prom-client's histograms do. */
-  getForPromString(): { name: string; help: string; type: string; aggregator: string; values: Sample[] } {
+  /** For the Registry's getMetricsAsJSON(): each sample with its labels, as prom-client's own metrics give them. */
+  async get() {
     const values: Sample[] = [];
-    const none: Labels = {};
     if (this.type === 'histogram') {
       const bucket = `${this.name}_bucket`;
       for (const s of this.all() as Iterable<HistogramSeries>) {
         let acc = 0;
         for (let i = 0; i < this.bounds.length; i++) {
           acc += s.counts[i]!;
-          values.push({ labels: { le: this.bounds[i]! }, sharedLabels: s.labels, value: acc, metricName: bucket });
+          values.push({ labels: { ...s.labels, le: this.bounds[i]! }, value: acc, metricName: bucket });
         }
-        values.push({ labels: { le: '+Inf' }, sharedLabels: s.labels, value: s.count, metricName: bucket });
-        values.push({ labels: none, sharedLabels: s.labels, value: s.sum, metricName: `${this.name}_sum` });
-        values.push({ labels: none, sharedLabels: s.labels, value: s.count, metricName: `${this.name}_count` });
+        values.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: bucket });
+        values.push({ labels: { ...s.labels }, value: s.sum, metricName: `${this.name}_sum` });
+        values.push({ labels: { ...s.labels }, value: s.count, metricName: `${this.name}_count` });
       }
     } else {
-      for (const s of this.all() as Iterable<CounterSeries>) values.push({ labels: none, sharedLabels: s.labels, value: s.value });
+      for (const s of this.all() as Iterable<CounterSeries>) values.push({ labels: { ...s.labels }, value: s.value });
     }
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
-  }
-
-  /** For getMetricsAsJSON(): the same samples with their labels merged. */
-  async get() {
-    const d = this.getForPromString();
-    return {
-      ...d,
-      values: d.values.map(({ labels, sharedLabels, value, metricName }) => ({ labels: { ...sharedLabels, ...labels }, value, ...(metricName ? { metricName } : {}) })),
-    };
   }
 
   /** Registry.resetMetrics(): zero every series (they stay, so callers' handles stay valid). */
