@@ -6,7 +6,6 @@
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { addSandbox, chainsPlugins, delSandbox, readChain, writeBaseConfig, type CniDirs, type PluginError, type SandboxRef } from './cni-runtime.ts';
 import { pendingPodStatus } from './pod-object.ts';
@@ -28,7 +27,7 @@ import {
 import { EndpointSliceController } from './endpointslice-controller.ts';
 import { trackLive, untrackLive } from './exit-cleanup.ts';
 import { KubeProxy } from './kube-proxy.ts';
-import { cniDirName, fabricNetnsName, makeNodeId, nodeIpFor, podCidrFor, type CgroupDriver } from './layout.ts';
+import { cniDir, fabricNetnsName, makeNodeId, nodeIpFor, podCidrFor, type CgroupDriver } from './layout.ts';
 import { listenInNode } from './listen-in.ts';
 import { createFabric, deleteNetns, deleteNetnsSync } from './network.ts';
 import { createClusterNode, randomLetters, type AddPodOptions, type SimNode, type SimPod } from './node.ts';
@@ -188,7 +187,7 @@ class Cluster implements SimCluster {
     this.serviceCidr = serviceCidr;
     this.id = makeNodeId(process.pid, ++clusterSeq, randomLetters());
     this.fabricNs = fabricNetnsName(this.id);
-    this.#cniRoot = path.join(os.tmpdir(), cniDirName(this.id));
+    this.#cniRoot = cniDir(this.id);
     this.apiServerUrl = `http://${this.controlPlaneIp}:${API_SERVER_PORT}`;
     this.api = new SimApiServer({ serviceCidr });
   }

@@ -57,23 +57,35 @@ export function cniDirName(clusterId: string): string {
   return `${clusterId}-cni`;
 }
 
+/** Where cniDirName() is: directly under the temp dir, where cleanupLeftovers() looks for it. */
+export function cniDir(clusterId: string): string {
+  return path.join(os.tmpdir(), cniDirName(clusterId));
+}
+
 /** Creator pid of a cluster's CNI directory name, or undefined. */
 export function ownerPidOfCniDir(name: string): number | undefined {
   const m = /^(ma\d+x\d+[a-z]{3})-cni$/.exec(name);
   return m ? pidOfId(m[1]) : undefined;
 }
 
+/** Who makes a temp directory: the simulator's clusters, the demo, a bench run, a test (or test helper). */
+const TEMP_DIR_KINDS = ['cluster', 'demo', 'bench', 'test'] as const;
+export type TempDirKind = (typeof TEMP_DIR_KINDS)[number];
+const TEMP_DIR_NAME = new RegExp(`^mesh-(?:${TEMP_DIR_KINDS.join('|')})-(\\d+)-[A-Za-z0-9]{6}$`);
+
 /**
  * A temp directory of this process's (`mesh-KIND-PID-XXXXXX`, for fs.mkdtempSync), named so that
- * cleanupLeftovers() removes it once this process is gone, also after a SIGKILL.
+ * cleanupLeftovers() removes it once this process is gone, also after a SIGKILL. Every temp
+ * directory under os.tmpdir() that the sim, the demo, bench and the tests make is made with
+ * this (test/temp-dirs.test.ts holds them to it): a dir named otherwise outlives a SIGKILL.
  */
-export function ownedTempPrefix(kind: 'cluster' | 'demo' | 'bench'): string {
+export function ownedTempPrefix(kind: TempDirKind): string {
   return path.join(os.tmpdir(), `mesh-${kind}-${process.pid}-`);
 }
 
 /** Creator pid of a temp directory name ownedTempPrefix() made, or undefined. */
 export function ownerPidOfTempDir(name: string): number | undefined {
-  const m = /^mesh-(?:cluster|demo|bench)-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+  const m = TEMP_DIR_NAME.exec(name);
   return m ? Number(m[1]) : undefined;
 }
 
