@@ -5,10 +5,10 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createNode, type SimNode } from '../src/sim/index.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const BIN = meshBin();
 /** Shrunk, the young generation holds a few pages; grown by start-up it held 5 MB. */
@@ -21,7 +21,7 @@ process.on('SIGUSR2', () => process.stdout.write(JSON.stringify({ newSpace: getH
 
 let node: SimNode | undefined;
 let agent: ChildProcess | undefined;
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-heap-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 
 test.after.always(async () => {
   agent?.kill('SIGKILL');

@@ -4,20 +4,20 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
 import { JsonLines, JsonRpc } from './helpers/procs.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { trackLive, untrackLive } from '../src/sim/exit-cleanup.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = meshBin();
 const RUNNER = path.join(here, 'fixtures/apiserver-runner.ts');
 let node: SimNode | undefined;
 const children: ChildProcess[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-kube-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 // Its kubeconfig goes with the simulated node when the test process is ended by a signal (ava's
 // SIGTERM at a timeout, Ctrl-C, CI), where test.after.always does not run.
 const tmpDir = { destroySync: () => fs.rmSync(tmp, { recursive: true, force: true }) };

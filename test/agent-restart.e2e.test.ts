@@ -23,7 +23,6 @@ import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
@@ -31,6 +30,7 @@ import { cgroupId } from '../src/datapath/cgroup2.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { mountConfigMap } from './helpers/configmap-volume.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = meshBin();
@@ -71,7 +71,7 @@ async function scenario(t: ExecutionContext, signal: 'SIGTERM' | 'SIGKILL') {
   if (process.getuid?.() !== 0) return t.fail('needs root and BPF; run the suite as root: sudo ./dev test');
   const children: ChildProcess[] = [];
   let node: SimNode | undefined;
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-restart-'));
+  const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(async () => {
     for (const c of children) c.kill('SIGKILL');
     await node?.destroy();

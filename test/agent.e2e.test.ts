@@ -7,12 +7,12 @@ import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 10000, intervalMs: 150, context: () => `agent log: ${agentLog.slice(-2000)}` });
@@ -28,7 +28,7 @@ let agentLog = '';
 /** The api pod's echo servers, by port: 8080 and 9090. */
 const apiLogs = new Map<number, JsonLines>();
 const PROXY_PORT = 15001;
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 const podsFile = path.join(tmp, 'pods.yaml');
 const children: ChildProcess[] = [];
 

@@ -3,16 +3,16 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collect } from '../src/sim/run.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 test('node bench/run.ts --quick --only http1-keepalive writes a report with positive numbers for all three paths', async (t) => {
   if (process.getuid?.() !== 0) throw new Error('the bench needs root and BPF; run the suite as root: sudo ./dev test');
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-test-'));
+  const out = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
   const docBefore = fs.readFileSync(path.join(ROOT, 'docs/benchmarks.md'), 'utf8');
   // A hang detector, under ava's 120 s: the quick run takes ~20 s on a quiet machine and was

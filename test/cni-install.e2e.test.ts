@@ -11,7 +11,6 @@
 import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createNode, type SimNode } from '../src/sim/index.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
@@ -23,6 +22,7 @@ import { createTrustAnchor, type CertAndKey } from '../src/identity/x509.ts';
 import { issueServingCertificate } from './helpers/serving-cert.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { requireRoot } from './helpers/root.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const NS = 'mesh-agent';
 const PORT = 6443;
@@ -88,7 +88,7 @@ interface Host {
 
 /** The host's directories: a network plugin's configuration in place, the plugin's bin directory empty. */
 function makeHost(t: ExecutionContext): Omit<Host, 'token'> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-install-e2e-'));
+  const root = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
   // The manifest's /host/... under the temp dir, as runContainer() rewrites the args.
   const h = { root, confDir: path.join(root, arg('--conf-dir')), binDir: path.join(root, arg('--bin-dir')), stateDir: path.join(root, 'cni-state') };

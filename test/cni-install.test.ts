@@ -5,7 +5,6 @@
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { cniInstalled } from '../src/cni/install.ts';
 import { copyPluginFiles, installOnce, PLUGIN_MODULES, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
@@ -14,9 +13,10 @@ import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
 import { parseConfList, pickConfFile } from '../src/cni/conflist.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 function dirs(t: any) {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cni-install-'));
+  const root = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
   const p = { confDir: path.join(root, 'net.d'), binDir: path.join(root, 'bin'), agentSocket: path.join(root, 'cni.sock'), stateFile: path.join(root, 'state', 'cni-state.json') };
   fs.mkdirSync(p.confDir);

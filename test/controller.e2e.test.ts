@@ -4,7 +4,6 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +12,7 @@ import { exited, JsonLines } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { bucketOf, LATENCY_BOUNDS } from '../src/telemetry/histogram.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 20000, intervalMs: 200, context: () => `log: ${log.slice(-2000)}` });
@@ -30,7 +30,7 @@ let agent: ChildProcess;
 let controller: ChildProcess;
 let log = '';
 const children: ChildProcess[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'controller-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 const podsFile = path.join(tmp, 'pods.json');
 
 const owned = (name: string, hash: string, n: number) => ({

@@ -5,7 +5,6 @@
 // Screenshots of each page go to test-artifacts/ (docs/img/ has copies for docs/dashboard.md).
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Page } from 'playwright-core';
 import { cleanupLeftovers } from '../src/sim/index.ts';
@@ -14,6 +13,7 @@ import { DASHBOARD_LINE } from '../src/cli/demo.ts';
 import { DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
 import { requireRoot } from './helpers/root.ts';
 import { CHROMIUM, launchChromium, screenshot } from './helpers/browser.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const RPS = 10;
 /** The demo's agents report every 2 s (src/sim/mesh.ts). */
@@ -56,7 +56,7 @@ test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every p
   const procs = processesOf(ids);
   // The URL works as printed: forwarded to this machine, or (ports taken by another demo) inside the node's namespace.
   let exe = CHROMIUM;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-chromium-netns-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   if (netns) {
     exe = path.join(dir, 'chromium');

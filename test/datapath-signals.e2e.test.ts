@@ -4,18 +4,18 @@
 // profiler to keep it that way.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode } from '../src/sim/index.ts';
 import { exited, JsonRpc } from './helpers/procs.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const AGENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/datapath-agent.ts');
 
 test('the datapath loads while a profiler signals the process every 50 µs', async (t) => {
   if (process.getuid?.() !== 0) throw new Error('this test needs root and BPF; run the suite as root: sudo ./dev test');
   const node = await createNode();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-prof-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(async () => {
     await node.destroy();
     fs.rmSync(dir, { recursive: true, force: true });

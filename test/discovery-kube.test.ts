@@ -6,7 +6,6 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
@@ -20,6 +19,7 @@ import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
 import { until, waitFor, within } from './helpers/until.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const BIN = meshBin();
 
@@ -62,7 +62,7 @@ test('mesh-agent controller --kubeconfig: one set of watches for any number of a
   api.create(pod('web-1', '10.1.0.5', 'n1'));
   api.create(pod('web-2', '10.2.0.5', 'n2'));
 
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'disco-kube-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.writeFileSync(path.join(dir, 'kubeconfig'), kubeconfigJson(api));
   const port = await freePort();

@@ -2,12 +2,12 @@
 // any source is refused, naming the fix, so no test passes against old code.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { distProblem } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 function tree(t: { teardown(f: () => void): void }): string {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dist-bin-'));
+  const root = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
   for (const f of ['src/agent/agent.ts', 'bin/mesh-agent.ts', 'src/sim/echo.proto']) {
     fs.mkdirSync(path.dirname(path.join(root, f)), { recursive: true });

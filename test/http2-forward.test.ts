@@ -3,13 +3,13 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFile, rm, mkdtemp } from 'node:fs/promises';
 import * as http2 from 'node:http2';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream, startHarness } from '../src/proxy/http2/harness.ts';
 import { waitFor } from './helpers/until.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const run = promisify(execFile);
 
@@ -62,7 +62,7 @@ test('curl GET through the proxy: body, authority kept, telemetry per stream', a
 
 test('curl POST of a 24 MiB body is streamed both ways intact', async (t) => {
   const { proxy } = await setup(t);
-  const dir = await mkdtemp(join(tmpdir(), 'h2fwd-'));
+  const dir = await mkdtemp(ownedTempPrefix('test'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const body = randomBytes(24 * 1024 * 1024);
   await writeFile(join(dir, 'in'), body);

@@ -7,7 +7,6 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -21,6 +20,7 @@ import { CERTIFY_PATH } from '../src/identity/api.ts';
 import { spiffeId, workloadId, type WorkloadId } from '../src/identity/spiffe.ts';
 import { podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
@@ -45,7 +45,7 @@ async function setUp(t: any, lifetimeMs = 2 * 60_000, kube?: IdentityKube) {
   });
   const addr = await service.listen('127.0.0.1', 0);
   t.teardown(() => service.close());
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'identity-test-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const client = (token: string, serverId = workloadId(TD, 'mesh-agent', 'mesh-agent-identity'), anchors = anchor.certPem) => {
     const tokenFile = path.join(dir, `token-${Math.random()}`);

@@ -7,12 +7,12 @@
 // refusal. Needs root (network namespaces).
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { CERTIFY_PATH } from '../src/identity/api.ts';
 import { LoopbackAccess, parseAccessMode } from '../src/util/loopback-access.ts';
 import { makePki } from './helpers/mesh-pki.ts';
 import { nodeAndPod } from './helpers/node-pod-netns.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const NODE_IP = '10.232.0.1';
 const POD_IP = '10.232.1.2';
@@ -32,7 +32,7 @@ test('LoopbackAccess: any serves everyone; loopback refuses others naming the fl
 });
 
 test('--status-access loopback: the status refuses a pod with the fix and serves loopback; the probes and certify unaffected', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-id-status-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const pki = await makePki();
   const file = (name: string, text: string) => {

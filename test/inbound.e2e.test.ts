@@ -8,7 +8,6 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createNode, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
@@ -16,10 +15,11 @@ import { until as untilWith } from './helpers/until.ts';
 import { parseExposition, sum } from './helpers/prom-text.ts';
 import { nftBinary } from '../src/datapath/nft.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const BIN = meshBin();
 const ADMIN = '127.0.0.1:4191';
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'inbound-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 const podsFile = path.join(tmp, 'pods.yaml');
 const children: ChildProcess[] = [];
 let node: SimNode;

@@ -9,10 +9,10 @@ import { manifestsToYaml } from '../src/cli/install.ts';
 import { validateObject } from './fixtures/manifests/k8s-schema.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createIssuer, createTrustAnchor, loadIssuer } from '../src/identity/x509.ts';
 import { IDENTITY_DEFAULTS, IDENTITY_RUN_DEFAULTS } from '../src/cli/identity-flags.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const find = (objs: any[], kind: string, name?: string) => objs.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
 const agentDs = (objs: any[]) => find(objs, 'DaemonSet');
@@ -255,7 +255,7 @@ test('bad options are rejected', (t) => {
 });
 
 test('CLI: prints multi-document YAML that parses back to the same objects', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'install-test-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const files = await pkiFiles(dir);
   const r = runCli(['install', '--namespace', 'mesh', '--proxy-port', '16001', ...files.flags]);
@@ -283,7 +283,7 @@ async function pkiFiles(dir: string) {
 }
 
 test('identity: every object validates; the issuer key is in the Secret and nowhere else; the agents get the trust roots, a node-bound token for the identity audience, the tunnel port', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'install-test-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const { identity } = await pkiFiles(dir);
   const objs = installManifests({ identity }) as any[];
@@ -330,7 +330,7 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
 });
 
 test('CLI: without files, install makes a trust anchor and an issuer that chain; partial or mismatched files are refused, naming the fix', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'install-test-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const r = runCli(['install']);
   t.is(r.status, 0, r.stderr);

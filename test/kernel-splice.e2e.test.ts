@@ -4,7 +4,6 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
@@ -12,6 +11,7 @@ import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 import { until } from './helpers/until.ts';
 import { collect } from '../src/sim/run.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const BIN = meshBin();
 let node: SimNode;
@@ -19,7 +19,7 @@ let client: SimPod;
 let server: SimPod;
 let serverOut: JsonLines;
 const children: ChildProcess[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'splice-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 let agentLog = '';
 
 // 7001 (opaque-port) and 7004 (server-first: a banner, then the same): read to EOF, answer a

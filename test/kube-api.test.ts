@@ -7,12 +7,12 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { kubeConfigOf, leanFromKubeconfig, LeanKubeApi } from '../src/k8s/kube-api.ts';
 import { KubeSource } from '../src/k8s/kube-source.ts';
 import { SimApiServer } from '../src/sim/index.ts';
 import { namespaceObject, podObject } from './helpers/kube-objects.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
   apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
@@ -20,7 +20,7 @@ const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
 });
 
 test('kubeconfigs: tokens, files relative to the kubeconfig, inline data; plugins and proxies are left to client-node', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-api-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.writeFileSync(path.join(dir, 'ca.pem'), 'CA');
   const lean = leanFromKubeconfig(kubeconfig({ server: 'https://api.example:6443/', 'certificate-authority': 'ca.pem' }, { tokenFile: 'token' }), dir);
@@ -53,7 +53,7 @@ function certs(dir: string) {
 }
 
 test('TLS with the kubeconfig\'s CA and client certificate; the token file is read at each request', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-api-tls-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   const api = await new SimApiServer().start();
   api.create(namespaceObject('default'));
   api.create(podObject({ name: 'web', nodeName: 'n1' }));
@@ -95,7 +95,7 @@ test('TLS with the kubeconfig\'s CA and client certificate; the token file is re
 });
 
 test('a kubeconfig with an exec credential plugin goes through client-node, and the pods come', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-api-exec-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   const api = await new SimApiServer().start();
   api.create(namespaceObject('default'));
   api.create(podObject({ name: 'web', nodeName: 'n1' }));

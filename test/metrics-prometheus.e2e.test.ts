@@ -6,7 +6,6 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
@@ -15,6 +14,7 @@ import { parseExposition, sum } from './helpers/prom-text.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { LATENCY_BUCKETS } from '../src/telemetry/metrics.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const until = <T>(f: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms?: number) =>
   untilWith(f, ok, what, { ms: ms ?? 20000, intervalMs: 250, context: () => `agent log: ${agentLog.slice(-1500)}; prometheus log: ${promLog.slice(-1500)}` });
@@ -36,7 +36,7 @@ let agent: ChildProcess;
 let prom: ChildProcess;
 let agentLog = '';
 let promLog = '';
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'metrics-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 const podsFile = path.join(tmp, 'pods.json');
 const promData = path.join(tmp, 'prometheus-data');
 

@@ -10,7 +10,6 @@
 // documented fallback) and status says why, until it is back.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
@@ -23,6 +22,7 @@ import { until } from './helpers/until.ts';
 import { captureFabric } from './helpers/fabric-capture.ts';
 import { withoutCniPlugin } from '../src/sim/cni-runtime.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const NS = 'shop';
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web';
@@ -33,7 +33,7 @@ let web: SimPod; // node 0, ServiceAccount web
 let db: SimPod; // node 1, ServiceAccount db: an HTTP backend and mariadbd
 let near: SimPod; // node 0, ServiceAccount cache: same node as web
 let legacy: SimPod; // node 1, not meshed
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 const children: ChildProcess[] = [];
 const marker = (what: string) => `${what}-${randomBytes(8).toString('hex')}`;
 const RESP = marker('resp');

@@ -3,7 +3,6 @@
 // life on a manual clock; the agent's token while none can be had, logged once with the fix.
 import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { keepChained, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
@@ -13,6 +12,7 @@ import { LeanKubeApi } from '../src/k8s/kube-api.ts';
 import { installManifests } from '../src/k8s/manifests.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const NS = 'mesh-agent';
 const AGENT = 'mesh-agent-agent';
@@ -158,7 +158,7 @@ test('a renewal that fails keeps the plugin\'s token while it is valid, then giv
 
 test('--watch\'s poll renews the token when due and rewrites the kubeconfig with it; the plugin\'s token reads pods and nothing else', async (t) => {
   const { api, token, clock, client, agentToken } = await setup(t);
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'plugin-token-'));
+  const root = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
   const p = { confDir: path.join(root, 'net.d'), binDir: path.join(root, 'bin'), agentSocket: path.join(root, 'cni.sock'), stateFile: path.join(root, 'state.json') };
   fs.mkdirSync(p.confDir);

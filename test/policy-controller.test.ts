@@ -5,7 +5,6 @@
 // discovery link receiving the access records.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
@@ -13,6 +12,7 @@ import { AccessIndex } from '../src/policy/access-index.ts';
 import { requestJson } from '../src/controller/client.ts';
 import { kubeconfigFile, startController } from './helpers/controller-proc.ts';
 import { until, waitFor } from './helpers/until.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const tt = (name: string, rules: object[], sources = ['web']): KubeObject => ({
   apiVersion: 'access.smi-spec.io/v1alpha3', kind: 'TrafficTarget', metadata: { name, namespace: 'shop' },
@@ -109,7 +109,7 @@ test('mesh-agent controller --kubeconfig without the SMI CRDs: discovery syncs, 
 });
 
 test('mesh-agent controller --resources: TrafficTargets from files reach the agents; a bad edit shows in /v1/status', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'access-res-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.writeFileSync(path.join(dir, 'a-target.json'), JSON.stringify(tt('web-api', [{ kind: 'TCPRoute', name: 'all' }])));
   fs.writeFileSync(path.join(dir, 'b-routes.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [tcp('all')] }));

@@ -6,7 +6,6 @@
 import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +13,7 @@ import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { waitAgentReady } from './helpers/agent-admin.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = meshBin();
@@ -31,7 +31,7 @@ let apps: SimPod;
 let tunnel: SimPod;
 let db: SimPod;
 const children: ChildProcess[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'proxy-clients-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 let agentLog = '';
 let wsServer: JsonLines;
 let connectProxy: JsonLines;

@@ -4,19 +4,19 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const BIN = meshBin();
 let node: SimNode;
 let client: SimPod;
 let server: SimPod;
 const children: ChildProcess[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'proxy-e2e-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 let agentLog = '';
 
 const SERVERS = `

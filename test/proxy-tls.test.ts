@@ -5,7 +5,6 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { Proxy } from '../src/proxy/listener.ts';
@@ -13,11 +12,12 @@ import { PortSet } from '../src/proxy/ports.ts';
 import type { OpaqueCloseEvent } from '../src/proxy/opaque.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const HOST = '127.0.0.1';
 
 function selfSigned(cn: string): { key: Buffer; cert: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), 'proxy-tls-'));
+  const dir = mkdtempSync(ownedTempPrefix('test'));
   try {
     execFileSync('openssl', [
       'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',

@@ -7,7 +7,6 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
@@ -15,6 +14,7 @@ import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { until as untilWith } from './helpers/until.ts';
 import { parseExposition, type Sample } from './helpers/prom-text.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = meshBin();
@@ -30,7 +30,7 @@ let clients: SimPod[];
 let server: SimPod;
 let log = '';
 const children: ChildProcess[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'proxy-workers-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 const podsFile = path.join(tmp, 'pods.json');
 
 // A bound on an agent's or a load process's start: generous, since a start with both cores busy

@@ -6,7 +6,6 @@
 // records, the status written back.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
@@ -16,6 +15,7 @@ import { mergedStatus } from '../src/routing/route-status.ts';
 import { CONTROLLER_NAME } from '../src/routing/gateway-api.ts';
 import { until, waitFor } from './helpers/until.ts';
 import { kubeconfigFile, startController as controller } from './helpers/controller-proc.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const httpRoute = (name: string, spec: object, meta: object = {}): KubeObject => ({
   apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name, namespace: 'shop', ...meta },
@@ -169,7 +169,7 @@ test('mesh-agent controller --kubeconfig without the route CRDs: discovery syncs
 });
 
 test('mesh-agent controller --resources: routes from files reach the agents; a bad edit keeps the last good one and shows in /v1/status', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-res-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const yaml = (o: object) => JSON.stringify(o);
   // The route file sorts before the Services' file: the controller still finds its parent.

@@ -2,15 +2,15 @@
 // and the precedence flag > config > environment > default.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { installManifests } from '../src/k8s/manifests.ts';
 import { parseAgentConfig, parseMs, readConfigSource, resolveRunSettings, type RunFlags } from '../src/cli/run-config.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
 import { mountConfigMap as mountConfigMapAt } from './helpers/configmap-volume.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'run-config-'));
+const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
 let seq = 0;
 

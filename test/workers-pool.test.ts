@@ -2,13 +2,13 @@
 // worker count from the cgroup CPU limit.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { WorkerPool } from '../src/workers/pool.ts';
 import type { WorkerInit } from '../src/workers/protocol.ts';
 import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseMemoryMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
 import { sumProxyStats, mergeDescribed } from '../src/workers/merge.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const SCRIPT = new URL('./fixtures/pool-worker.ts', import.meta.url);
 
@@ -80,7 +80,7 @@ test('policyLoaded() holds until every worker confirmed the policy table, not un
 });
 
 test('a stuck worker whose end takes a while is replaced once, and counted once', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pool-fifo-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const fifo = path.join(dir, 'stuck');
   execFileSync('mkfifo', [fifo]);
@@ -155,7 +155,7 @@ test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up
     '31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct',
   ].join('\n')), { v2: '/sys/fs/cgroup', v1cpu: '/sys/fs/cgroup/cpu,cpuacct' });
   // The tightest limit on the way to the root wins.
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cpus-'));
+  const root = fs.mkdtempSync(ownedTempPrefix('test'));
   const pod = path.join(root, 'kubepods.slice', 'pod1.slice');
   fs.mkdirSync(pod, { recursive: true });
   fs.writeFileSync(path.join(root, 'kubepods.slice', 'cpu.max'), '300000 100000\n');

@@ -2,9 +2,9 @@
 // playwright-core. Never `playwright install`: the browser is the system's. Each launch gets a
 // fresh profile directory, removed on close.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { ownedTempPrefix } from '../../src/sim/layout.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const ARTIFACTS = path.resolve(import.meta.dirname, '../../test-artifacts');
@@ -21,7 +21,7 @@ export interface Browser {
 /** executablePath: a wrapper that runs Chromium elsewhere (e.g. in a network namespace) with the same arguments. */
 export async function launchChromium(executablePath = CHROMIUM): Promise<Browser> {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (./dev setup installs it)`);
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-chromium-'));
+  const profile = fs.mkdtempSync(ownedTempPrefix('test'));
   let context: BrowserContext;
   try {
     context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 800 }, timeout: 60_000 });

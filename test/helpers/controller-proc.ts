@@ -3,7 +3,6 @@
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { SimApiServer } from '../../src/sim/index.ts';
 import { requestJson } from '../../src/controller/client.ts';
@@ -13,12 +12,13 @@ import { exited } from './procs.ts';
 import { freePort } from './ports.ts';
 import { until, waitFor } from './until.ts';
 import { meshBin } from '../../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../../src/sim/layout.ts';
 
 const BIN = meshBin();
 
 /** A kubeconfig file for the stand-in API server, in a temporary directory of its own. */
 export function kubeconfigFile(api: SimApiServer): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-kc-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
   const f = path.join(dir, 'kubeconfig');
   fs.writeFileSync(f, JSON.stringify({
     apiVersion: 'v1', kind: 'Config', 'current-context': 'sim',
