@@ -6,7 +6,6 @@
 // (bench/load/disco-real-agent.ts). No datapath, no root.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +13,7 @@ import { requestJson } from '../src/controller/client.ts';
 import { parseVmRss, percentile, sampleMedian } from './parse.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const AGENTS_TOOL = path.join(ROOT, 'bench/load/disco-agents.ts');
@@ -149,7 +149,7 @@ export interface ScaleResult extends ScaleConfig {
 }
 
 export async function runScale(cfg: ScaleConfig, changes: number, say: (s: string) => void): Promise<ScaleResult> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'discovery-scale-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('bench'));
   const children: ChildProcess[] = [];
   let log = '';
   try {

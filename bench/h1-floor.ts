@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { common, h1, h1Upstream, httpCommon } from './nginx-conf.ts';
 import { parseCpuTicks, parseH2load } from './parse.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 /** The forwarders listen here; the upstream has an address of its own, so telemetry tells the pods apart. */
 const CLIENT_IP = '127.0.0.1';
@@ -118,7 +119,7 @@ async function main(): Promise<void> {
   const unknown = names.filter((n) => !all.includes(n));
   if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${all.join(', ')}`);
 
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h1-floor-'));
+  tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
 
   const start = (cmd: string, args: string[]) => {
     // nginx's start-up warnings are noise here; its error log is read if it fails.

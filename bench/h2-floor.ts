@@ -9,13 +9,13 @@
 import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http2 from 'node:http2';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as v8 from 'node:v8';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startHarness } from '../src/proxy/http2/harness.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const { values: o } = parseArgs({ options: { requests: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '3' }, upstream: { type: 'boolean', default: false } } });
 
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
   const requests = Number(o.requests);
   const rounds = Number(o.rounds);
   if (!Number.isInteger(requests) || requests < 1 || !Number.isInteger(rounds) || rounds < 1) throw new Error('--requests and --rounds want positive whole numbers');
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h2-floor-'));
+  const tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
   const grpcBody = path.join(tmp, 'grpc.bin');
   fs.writeFileSync(grpcBody, Buffer.alloc(5));
   const upstream = spawn(process.execPath, [fileURLToPath(import.meta.url), '--upstream'], { stdio: ['ignore', 'pipe', 'inherit'] });

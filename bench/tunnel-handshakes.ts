@@ -4,12 +4,12 @@
 // scenario: no simulated node, no root.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { X509Certificate } from 'node:crypto';
 import type { ModeResult } from './scenarios.ts';
 import { checkErrors } from './load-failure.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const LOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'load');
 const CONCURRENCY = 8;
@@ -33,7 +33,7 @@ export async function runHandshakes(quick: boolean, say: (s: string) => void): P
   const issuer = await x509.loadIssuer(iss.certPem, iss.keyPem, anchor.certPem);
   const server = await credential(x509, issuer, iss.certPem, 'server');
   const client = await credential(x509, issuer, iss.certPem, 'client');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-handshakes-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('bench'));
   const file = path.join(dir, 'creds.json');
   fs.writeFileSync(file, JSON.stringify({ anchorsPem: anchor.certPem, server, client, serverName: serverNameOf(workloadId('cluster.local', 'bench', 'server')), serverUri: server.uri }), { mode: 0o600 });
   const srv = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', path.join(LOAD, 'tunnel-server.ts'), file], { stdio: ['pipe', 'pipe', 'inherit'] });

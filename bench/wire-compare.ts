@@ -3,10 +3,10 @@
 // the tunnel is HBONE (docs/identity.md): not the agent's numbers, the formats'.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModeResult } from './scenarios.ts';
+import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const TOOL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'load/wire-compare.ts');
 
@@ -40,7 +40,7 @@ function run(args: string[]): Promise<any> {
 
 export async function runWireCompare(quick: boolean, say: (s: string) => void): Promise<ModeResult> {
   const { createTrustAnchor } = await import('../src/identity/x509.ts');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-bench-wire-'));
+  const dir = fs.mkdtempSync(ownedTempPrefix('bench'));
   const now = Date.now();
   const pair = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) });
   fs.writeFileSync(path.join(dir, 'key.pem'), pair.keyPem);
