@@ -8,11 +8,10 @@ import { ENDPOINTS_PER_SERVICE, generateWorld, runScale, writeChange } from '../
 import { DiscoveryHub, prepare } from '../src/discovery/hub.ts';
 import { ResourceFiles } from '../src/discovery/resource-files.ts';
 import { parseDocuments } from '../src/k8s/documents.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 test('the generated cluster: Services with one slice of ready pods each, every pod known, nothing refused', (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const w = generateWorld(dir, 205);
   t.deepEqual(w, { services: Math.ceil(205 / ENDPOINTS_PER_SERVICE), pods: 205 });
   const hub = new DiscoveryHub({ log: () => {} });
@@ -28,8 +27,7 @@ test('a small run: every agent syncs, and each change costs each agent exactly o
   const logs: string[] = [];
   const r = await runScale({ label: 'test', agents: 6, endpoints: 100 }, 3, (s) => logs.push(s));
   // What the controller sends for change k: the target slice's line; the unchanged Service sends nothing.
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const lineBytes = [1, 2, 3].map((k) => {
     writeChange(dir, k);
     const slice = parseDocuments(fs.readFileSync(path.join(dir, 'zz-change.json'), 'utf8')).find((o) => o.kind === 'EndpointSlice')!;

@@ -6,14 +6,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collect } from '../src/sim/run.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 test('node bench/run.ts --quick --only http1-keepalive writes a report with positive numbers for all three paths', async (t) => {
   if (process.getuid?.() !== 0) throw new Error('the bench needs root and BPF; run the suite as root: sudo ./dev test');
-  const out = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
+  const out = testTempDir(t);
   const docBefore = fs.readFileSync(path.join(ROOT, 'docs/benchmarks.md'), 'utf8');
   // A hang detector, under ava's 120 s: the quick run takes ~20 s on a quiet machine and was
   // killed at the old 28 s with a core kept busy (its node setup and three runs all slow down).

@@ -22,7 +22,7 @@ import { createTrustAnchor, type CertAndKey } from '../src/identity/x509.ts';
 import { issueServingCertificate } from './helpers/serving-cert.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { requireRoot } from './helpers/root.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const NS = 'mesh-agent';
 const PORT = 6443;
@@ -88,8 +88,7 @@ interface Host {
 
 /** The host's directories: a network plugin's configuration in place, the plugin's bin directory empty. */
 function makeHost(t: ExecutionContext): Omit<Host, 'token'> {
-  const root = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const root = testTempDir(t);
   // The manifest's /host/... under the temp dir, as runContainer() rewrites the args.
   const h = { root, confDir: path.join(root, arg('--conf-dir')), binDir: path.join(root, arg('--bin-dir')), stateDir: path.join(root, 'cni-state') };
   for (const d of [h.confDir, h.binDir, h.stateDir]) fs.mkdirSync(d, { recursive: true });

@@ -13,11 +13,10 @@ import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
 import { parseConfList, pickConfFile } from '../src/cni/conflist.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 function dirs(t: any) {
-  const root = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const root = testTempDir(t);
   const p = { confDir: path.join(root, 'net.d'), binDir: path.join(root, 'bin'), agentSocket: path.join(root, 'cni.sock'), stateFile: path.join(root, 'state', 'cni-state.json') };
   fs.mkdirSync(p.confDir);
   return p;

@@ -20,6 +20,7 @@ import type { NamespaceInfo, PodInfo } from '../src/k8s/objects.ts';
 import { within } from './helpers/until.ts';
 import { meshCniBin } from '../src/sim/dist-bin.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const BIN = meshCniBin();
 const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }], ips: [{ address: '10.244.1.5/32', interface: 0 }, { address: 'fd00::5/128', interface: 0 }] };
@@ -150,8 +151,7 @@ test('runPlugin with no agent reads its pod from the (stand-in) API server with 
   const podObj = (name: string, annotations: Record<string, string>) => api.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'plain', uid: `uid-${name}`, annotations }, spec: { containers: [{ name: 'c', image: 'i' }] } });
   podObj('annotated', { 'mesh-agent.io/inject': 'enabled' });
   podObj('bare', {});
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const stateFile = path.join(dir, 'state.json');
   writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
   const kubeconfig = path.join(dir, 'kubeconfig');
@@ -195,8 +195,7 @@ test('kubeconfig: what install-cni writes the plugin reads back; a broken one is
 });
 
 test('state file: round trip, atomic replace, what does not parse is named', (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const file = path.join(dir, 'sub', 'cni-state.json');
   t.deepEqual(readState(file), { kind: 'missing' });
   writeState(file, { version: 1, node: 'n1', meshedNamespaces: ['b', 'a'] });
@@ -309,8 +308,7 @@ test('runPlugin: ADD asks the agent with the pod and its addresses and hands the
   t.deepEqual([del.exitCode, del.stdout], [0, '']);
   t.is(requests[1].url, '/v1/cni/del');
   // No agent, a meshed namespace in the state file: DEL and CHECK still succeed.
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const stateFile = path.join(dir, 'state.json');
   writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
   const none = { agentSocket: path.join(dir, 'none.sock'), stateFile };
@@ -331,8 +329,7 @@ test('runPlugin: ADD asks the agent with the pod and its addresses and hands the
 test('runPlugin: an agent answering more than a message can be is read no further: ADD goes as with no agent, naming the size', async (t) => {
   // 9,000 characters, 18,000 bytes: over the bound only when it counts bytes.
   const { sock } = await agentSocket(t, JSON.stringify({ result: 'meshed', message: 'é'.repeat(9000) }));
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const stateFile = path.join(dir, 'state.json');
   writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
   const add = await runPlugin(env('ADD'), conf({ agentSocket: sock, stateFile }));
@@ -343,8 +340,7 @@ test('runPlugin: an agent answering more than a message can be is read no furthe
 });
 
 test('CniServer: a request over 16 KiB, counted in bytes, is answered 413 and not admitted', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const sock = path.join(dir, 'cni.sock');
   let admitted = 0;
   const srv = new CniServer(sock, { admit: async () => (admitted++, { result: 'meshed', policy: 'all-authenticated', failsClosed: true }), release: () => {}, onError: () => {} });
@@ -365,8 +361,7 @@ test('CniServer: a request over 16 KiB, counted in bytes, is answered 413 and no
 });
 
 test('CniServer.close: an ADD stuck reading its pod from the API server is answered "retry" at once, and the close does not wait for the read', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const sock = path.join(dir, 'cni.sock');
   const stateFile = path.join(dir, 'state.json');
   writeState(stateFile, { version: 1, node: 'n1', meshedNamespaces: ['shop'] });
@@ -394,8 +389,7 @@ test('CniServer.close: an ADD stuck reading its pod from the API server is answe
 });
 
 test('runPlugin: DEL, CHECK, GC and STATUS succeed even on input the plugin cannot read (libcni stops a chain\'s DEL at the first failing plugin, and ours runs first); VERSION reads no configuration', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const none = { agentSocket: path.join(dir, 'none.sock'), stateFile: path.join(dir, 'state.json') };
   const bad: Array<[string, Record<string, string>, string]> = [
     ['a cniVersion it does not speak', {}, conf({ ...none, cniVersion: '9.9.9' })],

@@ -23,7 +23,7 @@ import { TelemetryHub } from '../src/telemetry/hub.ts';
 import { PATH_AGENT_TAP, PATH_DISCOVERY, PATH_REPORTS } from '../src/controller/protocol.ts';
 import { report } from './helpers/reports.ts';
 import { waitFor } from './helpers/until.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const AGENT = { namespace: 'mesh-agent', name: 'mesh-agent-agent' };
 const quiet = () => {};
@@ -189,8 +189,7 @@ test('the verdict cache is bounded in entries and in time, and a token past its 
 
 test('the agent\'s clients: without a token file refused with the controller\'s reason; the file written (as kubelet does), the next try gets in', async (t) => {
   const s = await setUp(t);
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const file = path.join(dir, 'mesh-agent-controller');
   const said: string[] = [];
   const auth = controllerBearer(file, (_l, m) => said.push(m));

@@ -16,7 +16,7 @@ import { DashboardServer } from '../src/dashboard/server.ts';
 import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
 import { freePort } from './helpers/ports.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BIN = meshBin();
@@ -175,8 +175,7 @@ test('mesh-agent dashboard --controller: prints the URL and exits 0; exits 1 whe
 
 test('mesh-agent dashboard: port-forwards with kubectl, prints the URL, Ctrl-C ends both with 0; a failed kubectl is exit 1', async (t) => {
   const s = await stack(t);
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   fs.writeFileSync(path.join(dir, 'kubectl'), `#!/bin/sh\nexec "${process.execPath}" --disable-warning=ExperimentalWarning "${path.join(ROOT, 'test/fixtures/dashboard/fake-kubectl.ts')}" "$@"\n`, { mode: 0o755 });
   const argsFile = path.join(dir, 'args.json');
   const env = { PATH: `${dir}:${process.env.PATH}`, FAKE_KUBECTL_TARGET: new URL(s.base).port, FAKE_KUBECTL_ARGS: argsFile };

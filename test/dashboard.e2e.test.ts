@@ -13,7 +13,7 @@ import { DASHBOARD_LINE } from '../src/cli/demo.ts';
 import { DemoRun, leftovers, processesOf } from './helpers/demo-run.ts';
 import { requireRoot } from './helpers/root.ts';
 import { CHROMIUM, launchChromium, screenshot } from './helpers/browser.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const RPS = 10;
 /** The demo's agents report every 2 s (src/sim/mesh.ts). */
@@ -56,8 +56,7 @@ test('the demo\'s dashboard in Chromium: success rates, edges, live tap, every p
   const procs = processesOf(ids);
   // The URL works as printed: forwarded to this machine, or (ports taken by another demo) inside the node's namespace.
   let exe = CHROMIUM;
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   if (netns) {
     exe = path.join(dir, 'chromium');
     fs.writeFileSync(exe, `#!/bin/sh\nexec nsenter --net=${netns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });

@@ -19,7 +19,7 @@ import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
 import { until, waitFor, within } from './helpers/until.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const BIN = meshBin();
 
@@ -62,8 +62,7 @@ test('mesh-agent controller --kubeconfig: one set of watches for any number of a
   api.create(pod('web-1', '10.1.0.5', 'n1'));
   api.create(pod('web-2', '10.2.0.5', 'n2'));
 
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   fs.writeFileSync(path.join(dir, 'kubeconfig'), kubeconfigJson(api));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;

@@ -16,7 +16,7 @@ import { runCli } from './fixtures/manifests/run-cli.ts';
 import { discoveryMode } from '../src/cli/controller.ts';
 import { until, waitFor } from './helpers/until.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const BIN = meshBin();
 
@@ -78,8 +78,7 @@ async function startController(t: any, resources: string) {
 const endpointsOf = (s: DiscoveryStore) => s.byVip('10.96.0.10', 80)?.endpoints.map((e) => `${e.ip}:${e.port}@${e.node}`) ?? null;
 
 test('a directory of YAML and JSON: the agent follows edits, a bad file keeps its last good objects and is reported, a removed file takes its objects', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   fs.writeFileSync(path.join(dir, 'services.yaml'), services);
   fs.writeFileSync(path.join(dir, 'slices.json'), slices(['10.1.0.5', '10.1.0.6']));
   fs.writeFileSync(path.join(dir, 'pods.yml'), pods(['web-0', 'web-1']));
@@ -126,8 +125,7 @@ test('a directory of YAML and JSON: the agent follows edits, a bad file keeps it
 });
 
 test('one file: edits followed; the file missing keeps its objects and says so', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const file = path.join(dir, 'cluster.yaml');
   fs.writeFileSync(file, services + pods(['web-0']));
   const c = await startController(t, file);
@@ -143,8 +141,7 @@ test('one file: edits followed; the file missing keeps its objects and says so',
 });
 
 test('a Namespace\'s skip-inbound ports reach its pods that set none, from whichever file holds it, and follow its edits', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   // The namespace in a file read after the pods' one: it applies all the same.
   const ns = (ann: string) => `apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {${ann}}}\n`;
   fs.writeFileSync(path.join(dir, 'a-pods.yaml'), pods(['web-0']));
@@ -179,8 +176,7 @@ test('a Namespace\'s skip-inbound ports reach its pods that set none, from which
 });
 
 test('bad setups fail at start and name the fix', (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   // Nothing listens: the controller stops before it would.
   const missing = runCli(['controller', '--listen', '127.0.0.1:8086', '--resources', path.join(dir, 'nope')]);
   t.is(missing.status, 1);

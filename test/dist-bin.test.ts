@@ -4,11 +4,10 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { distProblem } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 function tree(t: { teardown(f: () => void): void }): string {
-  const root = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const root = testTempDir(t);
   for (const f of ['src/agent/agent.ts', 'bin/mesh-agent.ts', 'src/sim/echo.proto']) {
     fs.mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
     fs.writeFileSync(path.join(root, f), '');

@@ -20,7 +20,7 @@ import { CERTIFY_PATH } from '../src/identity/api.ts';
 import { spiffeId, workloadId, type WorkloadId } from '../src/identity/spiffe.ts';
 import { podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
@@ -45,8 +45,7 @@ async function setUp(t: any, lifetimeMs = 2 * 60_000, kube?: IdentityKube) {
   });
   const addr = await service.listen('127.0.0.1', 0);
   t.teardown(() => service.close());
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const client = (token: string, serverId = workloadId(TD, 'mesh-agent', 'mesh-agent-identity'), anchors = anchor.certPem) => {
     const tokenFile = path.join(dir, `token-${Math.random()}`);
     fs.writeFileSync(tokenFile, token);

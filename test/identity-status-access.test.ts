@@ -12,7 +12,7 @@ import { CERTIFY_PATH } from '../src/identity/api.ts';
 import { LoopbackAccess, parseAccessMode } from '../src/util/loopback-access.ts';
 import { makePki } from './helpers/mesh-pki.ts';
 import { nodeAndPod } from './helpers/node-pod-netns.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const NODE_IP = '10.232.0.1';
 const POD_IP = '10.232.1.2';
@@ -32,8 +32,7 @@ test('LoopbackAccess: any serves everyone; loopback refuses others naming the fl
 });
 
 test('--status-access loopback: the status refuses a pod with the fix and serves loopback; the probes and certify unaffected', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const pki = await makePki();
   const file = (name: string, text: string) => {
     fs.writeFileSync(path.join(dir, name), text);

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { createCsr, createIssuer, createTrustAnchor, CsrError, loadIssuer, signWorkloadCsr, splitPem } from '../src/identity/x509.ts';
 import { parseSpiffeId, peerIdentity, serverNameOf, spiffeId, uriSans, workloadId } from '../src/identity/spiffe.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const now = Date.now();
 const day = 86_400_000;
@@ -171,8 +171,7 @@ test('the agent\'s CSR (its own DER, no X.509 library) is what OpenSSL and the l
   const fs = await import('node:fs');
   const os = await import('node:os');
   const path = await import('node:path');
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const id = workloadId('cluster.local', 'shop', 'web.v2');
   const { csrPem, keyPem } = await createCsr(id);
   fs.writeFileSync(path.join(dir, 'csr.pem'), csrPem);

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createIssuer, createTrustAnchor, loadIssuer } from '../src/identity/x509.ts';
 import { IDENTITY_DEFAULTS, IDENTITY_RUN_DEFAULTS } from '../src/cli/identity-flags.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const find = (objs: any[], kind: string, name?: string) => objs.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
 const agentDs = (objs: any[]) => find(objs, 'DaemonSet');
@@ -255,8 +255,7 @@ test('bad options are rejected', (t) => {
 });
 
 test('CLI: prints multi-document YAML that parses back to the same objects', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const files = await pkiFiles(dir);
   const r = runCli(['install', '--namespace', 'mesh', '--proxy-port', '16001', ...files.flags]);
   t.is(r.status, 0, r.stderr);
@@ -283,8 +282,7 @@ async function pkiFiles(dir: string) {
 }
 
 test('identity: every object validates; the issuer key is in the Secret and nowhere else; the agents get the trust roots, a node-bound token for the identity audience, the tunnel port', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const { identity } = await pkiFiles(dir);
   const objs = installManifests({ identity }) as any[];
   for (const o of objs) t.deepEqual(await validateObject(o), [], `${o.kind} ${o.metadata.name}`);
@@ -330,8 +328,7 @@ test('identity: every object validates; the issuer key is in the Secret and nowh
 });
 
 test('CLI: without files, install makes a trust anchor and an issuer that chain; partial or mismatched files are refused, naming the fix', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const r = runCli(['install']);
   t.is(r.status, 0, r.stderr);
   const objs = (parseAllDocuments(r.stdout) as any[]).map((d) => d.toJS());

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { resolvePolicy } from '../src/k8s/annotations.ts';
 import { parseObjects } from '../src/k8s/documents.ts';
 import { candidatePaths, findPodCgroup } from '../src/k8s/pod-cgroup.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const A = (o: Record<string, string>) => ({ annotations: o });
 
@@ -83,8 +83,7 @@ test('objects: several documents, Lists, Pods and Namespaces; YAML errors carry 
 });
 
 test('pod cgroups are found for both kubelet drivers and every QoS class, from any ancestor', (t) => {
-  const root = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const root = testTempDir(t);
   const uid = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
   for (const rel of candidatePaths(uid)) {
     const dir = path.join(root, rel);

@@ -13,6 +13,7 @@ import { KubeSource } from '../src/k8s/kube-source.ts';
 import { SimApiServer } from '../src/sim/index.ts';
 import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
   apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
@@ -20,8 +21,7 @@ const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
 });
 
 test('kubeconfigs: tokens, files relative to the kubeconfig, inline data; plugins and proxies are left to client-node', (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   fs.writeFileSync(path.join(dir, 'ca.pem'), 'CA');
   const lean = leanFromKubeconfig(kubeconfig({ server: 'https://api.example:6443/', 'certificate-authority': 'ca.pem' }, { tokenFile: 'token' }), dir);
   t.like(lean, { config: { server: 'https://api.example:6443', insecure: false, tokenFile: path.join(dir, 'token') } });

@@ -12,7 +12,7 @@ import { LeanKubeApi } from '../src/k8s/kube-api.ts';
 import { installManifests } from '../src/k8s/manifests.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { until } from './helpers/until.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const NS = 'mesh-agent';
 const AGENT = 'mesh-agent-agent';
@@ -158,8 +158,7 @@ test('a renewal that fails keeps the plugin\'s token while it is valid, then giv
 
 test('--watch\'s poll renews the token when due and rewrites the kubeconfig with it; the plugin\'s token reads pods and nothing else', async (t) => {
   const { api, token, clock, client, agentToken } = await setup(t);
-  const root = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const root = testTempDir(t);
   const p = { confDir: path.join(root, 'net.d'), binDir: path.join(root, 'bin'), agentSocket: path.join(root, 'cni.sock'), stateFile: path.join(root, 'state.json') };
   fs.mkdirSync(p.confDir);
   fs.writeFileSync(path.join(p.confDir, '10-calico.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'calico' }] }));

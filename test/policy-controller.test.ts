@@ -12,7 +12,7 @@ import { AccessIndex } from '../src/policy/access-index.ts';
 import { requestJson } from '../src/controller/client.ts';
 import { kubeconfigFile, startController } from './helpers/controller-proc.ts';
 import { until, waitFor } from './helpers/until.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const tt = (name: string, rules: object[], sources = ['web']): KubeObject => ({
   apiVersion: 'access.smi-spec.io/v1alpha3', kind: 'TrafficTarget', metadata: { name, namespace: 'shop' },
@@ -74,8 +74,7 @@ test('mesh-agent controller --kubeconfig: TrafficTargets with their HTTPRouteGro
   api.create(tt('web-api', [httpRule('routes'), { kind: 'TCPRoute', name: 'grpc' }]));
   api.create(group('routes', [{ name: 'ok', pathRegex: '/ok', methods: ['GET'] }]));
   api.create(tcp('grpc', [9090]));
-  const kc = kubeconfigFile(api);
-  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const kc = kubeconfigFile(t, api);
   const c = await startController(t, ['--kubeconfig', kc]);
   // In the agents' first world already: the controller waits for every kind before it syncs.
   t.deepEqual(c.store.accessFor('shop', 'api').map((r) => r.rules.map((x) => x.kind)), [['HTTPRouteGroup', 'TCPRoute']]);
@@ -100,8 +99,7 @@ test('mesh-agent controller --kubeconfig: TrafficTargets with their HTTPRouteGro
 test('mesh-agent controller --kubeconfig without the SMI CRDs: discovery syncs, and says once that TrafficTargets need them', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());
-  const kc = kubeconfigFile(api);
-  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const kc = kubeconfigFile(t, api);
   const c = await startController(t, ['--kubeconfig', kc]);
   t.is(c.store.counts().access, 0);
   const said = c.log().match(/TrafficTarget \(access\.smi-spec\.io\/v1alpha3\) is not served by the API server: its CRD is not installed/g) ?? [];
@@ -109,8 +107,7 @@ test('mesh-agent controller --kubeconfig without the SMI CRDs: discovery syncs, 
 });
 
 test('mesh-agent controller --resources: TrafficTargets from files reach the agents; a bad edit shows in /v1/status', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   fs.writeFileSync(path.join(dir, 'a-target.json'), JSON.stringify(tt('web-api', [{ kind: 'TCPRoute', name: 'all' }])));
   fs.writeFileSync(path.join(dir, 'b-routes.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [tcp('all')] }));
   const c = await startController(t, ['--resources', dir]);

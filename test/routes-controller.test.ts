@@ -15,7 +15,7 @@ import { mergedStatus } from '../src/routing/route-status.ts';
 import { CONTROLLER_NAME } from '../src/routing/gateway-api.ts';
 import { until, waitFor } from './helpers/until.ts';
 import { kubeconfigFile, startController as controller } from './helpers/controller-proc.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const httpRoute = (name: string, spec: object, meta: object = {}): KubeObject => ({
   apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name, namespace: 'shop', ...meta },
@@ -126,8 +126,7 @@ test('mesh-agent controller --kubeconfig: routes from the API server reach the a
   api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
   for (const s of ['api', 'api-v1', 'api-v2']) api.create(svc(s));
   api.create(httpRoute('split', weighted(90, 10)));
-  const kc = kubeconfigFile(api);
-  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const kc = kubeconfigFile(t, api);
   const c = await controller(t, ['--kubeconfig', kc]);
   // In the agents' first world already (the controller waits for the route kinds before it syncs).
   t.deepEqual(c.store.routesFor('shop/api').map((r) => r.rules[0]!.backends.map((b) => b.weight)), [[90, 10]]);
@@ -160,8 +159,7 @@ test('mesh-agent controller --kubeconfig without the route CRDs: discovery syncs
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());
   api.create(svc('api'));
-  const kc = kubeconfigFile(api);
-  t.teardown(() => fs.rmSync(path.dirname(kc), { recursive: true, force: true }));
+  const kc = kubeconfigFile(t, api);
   const c = await controller(t, ['--kubeconfig', kc]);
   t.is(c.store.counts().services, 1);
   const said = c.log().match(/HTTPRoute \(gateway\.networking\.k8s\.io\/v1\) is not served by the API server: its CRD is not installed/g) ?? [];
@@ -169,8 +167,7 @@ test('mesh-agent controller --kubeconfig without the route CRDs: discovery syncs
 });
 
 test('mesh-agent controller --resources: routes from files reach the agents; a bad edit keeps the last good one and shows in /v1/status', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const yaml = (o: object) => JSON.stringify(o);
   // The route file sorts before the Services' file: the controller still finds its parent.
   fs.writeFileSync(path.join(dir, 'a-route.json'), yaml(httpRoute('split', weighted(90, 10))));

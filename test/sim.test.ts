@@ -21,6 +21,7 @@ import {
   type SimPod,
 } from '../src/sim/index.ts';
 import { ipNetnsList, isDead } from './helpers/sim-checks.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const NODE = process.execPath;
 
@@ -387,8 +388,7 @@ test.serial('cleanupLeftovers removes the temp dirs (cluster, demo, bench, test)
   const kinds: TempDirKind[] = ['cluster', 'demo', 'bench', 'test'];
   const killed = await tempDirMaker(t, kinds);
   const alive = await tempDirMaker(t, kinds);
-  const ours = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(ours, { recursive: true, force: true }));
+  const ours = testTempDir(t);
   fs.writeFileSync(path.join(ours, 'kubeconfig'), '{}');
   for (const [i, d] of killed.dirs.entries()) t.is(path.basename(d).slice(0, -6), `mesh-${kinds[i]}-${killed.child.pid}-`, 'named by kind and maker pid');
   killed.child.kill('SIGKILL');

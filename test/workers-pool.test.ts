@@ -9,6 +9,7 @@ import type { WorkerInit } from '../src/workers/protocol.ts';
 import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseMemoryMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
 import { sumProxyStats, mergeDescribed } from '../src/workers/merge.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
 
 const SCRIPT = new URL('./fixtures/pool-worker.ts', import.meta.url);
 
@@ -80,8 +81,7 @@ test('policyLoaded() holds until every worker confirmed the policy table, not un
 });
 
 test('a stuck worker whose end takes a while is replaced once, and counted once', async (t) => {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = testTempDir(t);
   const fifo = path.join(dir, 'stuck');
   execFileSync('mkfifo', [fifo]);
   // The bound is the other stuck test's, 2 s: at 300 ms a worker still starting on a loaded machine

@@ -12,13 +12,13 @@ import { exited } from './procs.ts';
 import { freePort } from './ports.ts';
 import { until, waitFor } from './until.ts';
 import { meshBin } from '../../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../../src/sim/layout.ts';
+import { testTempDir } from './temp-dir.ts';
 
 const BIN = meshBin();
 
-/** A kubeconfig file for the stand-in API server, in a temporary directory of its own. */
-export function kubeconfigFile(api: SimApiServer): string {
-  const dir = fs.mkdtempSync(ownedTempPrefix('test'));
+/** A kubeconfig file for the stand-in API server, in a temporary directory of its own, removed at the test's end. */
+export function kubeconfigFile(t: ExecutionContext, api: SimApiServer): string {
+  const dir = testTempDir(t);
   const f = path.join(dir, 'kubeconfig');
   fs.writeFileSync(f, JSON.stringify({
     apiVersion: 'v1', kind: 'Config', 'current-context': 'sim',
