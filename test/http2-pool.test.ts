@@ -1,8 +1,11 @@
 import test from 'ava';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import { once } from 'node:events';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
+import { rttSample } from '../src/proxy/http2/pool.ts';
 import { startH2Upstream, startHarness } from '../src/proxy/http2/harness.ts';
+import { clientUpstream } from '../src/tunnel/upstream.ts';
 import { waitFor } from './helpers/until.ts';
 
 const held: http2.ServerHttp2Stream[] = [];
@@ -100,4 +103,45 @@ test.serial('an upstream GOAWAY retires the session without failing new requests
   t.is(await second.status, 200);
   await second.closed;
   t.is(up.sessionsWithStreams.size, 2);
+});
+
+test.serial('a session through a tunnel stream is connected once the CONNECT is answered: connectedAt is then, and a stream that waited for it has that wait left out of its RTT sample', async (t) => {
+  const up = await startH2Upstream((stream) => {
+    stream.respond({ ':status': 200 });
+    stream.end('ok');
+  });
+  // The other agent's side, cut down to what matters here: a CONNECT answered when the test says so, then relayed.
+  const connects: http2.ServerHttp2Stream[] = [];
+  const tunnel = http2.createServer();
+  tunnel.on('stream', (s) => connects.push(s));
+  tunnel.listen(0, '127.0.0.1');
+  await once(tunnel, 'listening');
+  const tunnelClient = http2.connect(`http://127.0.0.1:${(tunnel.address() as net.AddressInfo).port}`);
+  const pool = new Http2SessionPool();
+  t.teardown(async () => {
+    pool.close();
+    tunnelClient.destroy();
+    for (const s of connects) s.destroy();
+    tunnel.close();
+    await up.close();
+  });
+  const via = { dial: (ip: string, port: number) => clientUpstream(tunnelClient.request({ ':method': 'CONNECT', ':authority': `${ip}:${port}` }), `${ip}:${port}`) };
+  const t0 = performance.now();
+  const u = pool.acquire('127.0.0.1', up.port, via, 5000);
+  const req = u.request({ ':path': '/' }, { endStream: true });
+  req.resume();
+  const answered = once(req, 'response');
+  await waitFor(() => connects.length === 1);
+  t.is(u.connectedAt, 0, 'not connected while the CONNECT is unanswered');
+  const beforeAnswer = performance.now();
+  const relay = net.connect(up.port, '127.0.0.1', () => {
+    connects[0]!.respond({ ':status': 200 });
+    connects[0]!.pipe(relay).pipe(connects[0]!);
+  });
+  await answered;
+  const now = performance.now();
+  t.true(u.connectedAt >= beforeAnswer, `connected when the CONNECT was answered (${(u.connectedAt - t0).toFixed(1)} ms after the stream started; answered after ${(beforeAnswer - t0).toFixed(1)} ms)`);
+  t.is(rttSample(u, t0, now), now - u.connectedAt, 'the sample starts at the connect');
+  t.is(rttSample(u, now, now + 5), 5, 'a stream started on the connected session: from its own start');
+  t.is(rttSample(undefined, t0, now), now - t0, 'no session (it failed before connecting): the whole wait');
 });

@@ -21,6 +21,12 @@ export class UpstreamSession {
   /** Set once the session failed before or while connecting: decides 502 vs 504. */
   failure: ProxyFailure | undefined;
   failureDetail = '';
+  /**
+   * performance.now() when its connection was up (TCP connected; through a tunnel, the other
+   * agent answered the CONNECT); 0 until then, and for good if it never was. A stream that waited
+   * for it starts its balancer RTT sample here, not at its own start (rttSample, docs/routing.md).
+   */
+  connectedAt = 0;
   /** Its open streams; closes the session once none was open for the pool's idle timeout. */
   readonly #idle: IdleTimer;
 
@@ -150,6 +156,12 @@ export class Http2SessionPool {
     timer.unref();
     if (socket && !(socket as net.Socket).connecting) clearTimeout(timer);
     session.once('connect', () => clearTimeout(timer));
+    // When the connection is up, from the socket: node:http2 sets a session up over a stream that
+    // is not a native socket (a tunnel's CONNECT stream, tunnel/upstream.ts) at once, so the
+    // session's 'connect' comes before the other agent has answered; the socket's comes after.
+    const s = socket as net.Socket | undefined;
+    if (s?.connecting) s.once('connect', () => { u.connectedAt = performance.now(); });
+    else if (s !== undefined && !s.destroyed) u.connectedAt = performance.now();
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (!u.failure) {
         u.failure = 'unreachable';
@@ -169,6 +181,20 @@ export class Http2SessionPool {
     });
     return u;
   }
+}
+
+/**
+ * The balancer's RTT sample of a stream that started at `t0` (performance.now()) on session `u`
+ * and was answered at `now`: from when the session was connected, if the stream had to wait for
+ * that. linkerd2-proxy puts an HTTP/2 endpoint among the balancer's candidates only once its
+ * connection is up (tower's ready cache over Reconnect), so a connect, and through a tunnel its
+ * handshake, is never in a PeakEwma sample there; here the stream of a new session waits for it,
+ * and only the wait is left out (docs/routing.md). A session that never connected (connectedAt 0)
+ * keeps the whole wait in the sample: that is a failure's. A comparison, no allocation.
+ */
+export function rttSample(u: UpstreamSession | null | undefined, t0: number, now: number): number {
+  const connectedAt = u?.connectedAt ?? 0;
+  return now - (connectedAt > t0 ? connectedAt : t0);
 }
 
 /** As a Service endpoint's key (routing/balancer.ts BalancedEndpoint): the port has no colon, so IPv6 stays unambiguous. */
