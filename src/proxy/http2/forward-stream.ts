@@ -2,7 +2,7 @@
 // stream backpressure, response trailers, resets both ways; reports one RequestEvent.
 import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
-import type { Http2SessionPool, UpstreamSession } from './pool.ts';
+import { rttSample, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
 } from './headers.ts';
@@ -41,6 +41,8 @@ export function forwardStream(
   let grpc = reqGrpc;
   let grpcStatus: number | undefined;
   let latencyMs = 0;
+  /** The balancer's RTT sample: latencyMs less any wait for a new upstream session to connect (pool.ts rttSample). */
+  let rttMs = 0;
   let requestBytes = 0;
   let responseBytes = 0;
   let error: string | undefined;
@@ -68,7 +70,7 @@ export function forwardStream(
     const method = headerString(reqHeaders[':method']);
     const ok = responseDone && isSuccess(status, grpc, grpcStatus);
     // The endpoint goes back to the balancer once, here ('close' comes once): a response is its RTT sample.
-    if (lease !== null) route!.balancer.done(lease, status === 0 ? null : latencyMs, status === 0 ? (error !== undefined && !resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure');
+    if (lease !== null) route!.balancer.done(lease, status === 0 ? null : rttMs, status === 0 ? (error !== undefined && !resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure');
     try {
       ctx.telemetry.request({
         ...ctx.endpoints,
@@ -110,7 +112,9 @@ export function forwardStream(
     const r = proxyErrorResponse(failure, reqGrpc, upSession?.failureDetail || error || 'stream failed');
     status = r.status;
     grpcStatus = r.grpcStatus;
-    latencyMs = performance.now() - t0;
+    const now = performance.now();
+    latencyMs = now - t0;
+    rttMs = rttSample(upSession, t0, now);
     error ??= `upstream ${failure}`;
     responseDone = true;
     client.respond(r.headers, { endStream: true });
@@ -175,7 +179,9 @@ export function forwardStream(
   });
   up.on('response', (h, flags) => {
     status = Number(h[':status']) || 0;
-    latencyMs = performance.now() - t0;
+    const now = performance.now();
+    latencyMs = now - t0;
+    rttMs = rttSample(upSession, t0, now);
     grpc = reqGrpc || isGrpc(h['content-type']);
     if (client.closed || client.destroyed) return;
     if (flags & NGHTTP2_FLAG_END_STREAM) {

@@ -8,7 +8,7 @@
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
 import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
-import type { Http2SessionPool, UpstreamSession } from './pool.ts';
+import { rttSample, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
@@ -328,7 +328,8 @@ class RoutedStream {
     const now = performance.now();
     const report = this.report!;
     noteRetried(report, status, grpcStatus, label, now - this.attemptAt);
-    this.releaseLease(status === 0 || status >= 500 || (grpcStatus !== undefined && grpcStatus !== 0) ? 'failure' : 'success', status > 0 ? now - this.attemptAt : null);
+    // The sample leaves out a wait for the attempt's new session to connect (pool.ts rttSample).
+    this.releaseLease(status === 0 || status >= 500 || (grpcStatus !== undefined && grpcStatus !== 0) ? 'failure' : 'success', status > 0 ? rttSample(this.upSession, this.attemptAt, now) : null);
     const up = this.up;
     this.up = null;
     if (up !== null && !up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
@@ -448,10 +449,11 @@ class RoutedStream {
     const up = this.up;
     if (up !== null && !up.closed && !up.destroyed) up.close(code === NGHTTP2_NO_ERROR && !this.responseDone ? NGHTTP2_CANCEL : code);
     const ok = this.responseDone && isSuccess(this.status, this.respGrpc, this.grpcStatus);
-    // As forward-stream.ts: no answer at all is the client's doing unless we reset it; a response is the RTT sample.
+    // As forward-stream.ts: no answer at all is the client's doing unless we reset it; a response is the RTT sample,
+    // from the attempt's start or, when it waited for a new session to connect, from then (pool.ts rttSample).
     const backendAnswered = this.report?.backendResponded === true;
     this.releaseLease(this.status === 0 ? (this.error !== undefined && !this.resetByProxy ? 'cancel' : 'failure') : ok ? 'success' : 'failure',
-      backendAnswered ? this.t0 + this.latencyMs - this.attemptAt : null);
+      backendAnswered ? rttSample(this.upSession, this.attemptAt, this.t0 + this.latencyMs) : null);
     const report = this.report;
     if (report !== null) {
       report.backendMs = performance.now() - this.attemptAt;
