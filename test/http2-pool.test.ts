@@ -145,3 +145,28 @@ test.serial('a session through a tunnel stream is connected once the CONNECT is 
   t.is(rttSample(u, now, now + 5), 5, 'a stream started on the connected session: from its own start');
   t.is(rttSample(undefined, t0, now), now - t0, 'no session (it failed before connecting): the whole wait');
 });
+
+test.serial('a CONNECT the other agent never answers fails its session after the connect timeout, not never', async (t) => {
+  const connects: http2.ServerHttp2Stream[] = [];
+  const tunnel = http2.createServer();
+  tunnel.on('stream', (s) => connects.push(s));
+  tunnel.listen(0, '127.0.0.1');
+  await once(tunnel, 'listening');
+  const tunnelClient = http2.connect(`http://127.0.0.1:${(tunnel.address() as net.AddressInfo).port}`);
+  const pool = new Http2SessionPool();
+  t.teardown(() => {
+    pool.close();
+    tunnelClient.destroy();
+    for (const s of connects) s.destroy();
+    tunnel.close();
+  });
+  const via = { dial: (ip: string, port: number) => clientUpstream(tunnelClient.request({ ':method': 'CONNECT', ':authority': `${ip}:${port}` }), `${ip}:${port}`) };
+  const u = pool.acquire('127.0.0.1', 9, via, 300);
+  const req = u.request({ ':path': '/' }, { endStream: true });
+  req.on('error', () => {});
+  await once(req, 'close');
+  t.is(connects.length, 1, 'the CONNECT reached the other agent, which never answered');
+  t.is(u.failure, 'connect-timeout');
+  t.is(u.failureDetail, 'no connection within 300 ms');
+  t.is(u.connectedAt, 0);
+});

@@ -154,14 +154,18 @@ export class Http2SessionPool {
       session.destroy();
     }, connectTimeoutMs);
     timer.unref();
-    if (socket && !(socket as net.Socket).connecting) clearTimeout(timer);
-    session.once('connect', () => clearTimeout(timer));
     // When the connection is up, from the socket: node:http2 sets a session up over a stream that
     // is not a native socket (a tunnel's CONNECT stream, tunnel/upstream.ts) at once, so the
     // session's 'connect' comes before the other agent has answered; the socket's comes after.
+    // The connect timeout ends there too, so it bounds a CONNECT the other agent never answers.
+    const connected = () => {
+      u.connectedAt = performance.now();
+      clearTimeout(timer);
+    };
     const s = socket as net.Socket | undefined;
-    if (s?.connecting) s.once('connect', () => { u.connectedAt = performance.now(); });
-    else if (s !== undefined && !s.destroyed) u.connectedAt = performance.now();
+    if (s === undefined) session.once('connect', connected); // createConnection is called synchronously today
+    else if (s.connecting) s.once('connect', connected);
+    else if (!s.destroyed) connected();
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (!u.failure) {
         u.failure = 'unreachable';
