@@ -7,17 +7,23 @@ import type { ChildProcess } from 'node:child_process';
 import type { Server } from 'node:net';
 import type { SimNode } from './node.ts';
 
-// CommonJS, no TypeScript: the helper should start as fast as Node can. It must not close the
-// channel itself: a helper that disconnected right after sending sometimes lost the socket
-// ("exited (0) before handing over the socket": once in stop 23's CI, about once in 300 handovers
-// on loopback; which ordering inside Node loses it was not pinned down). It leaves when we
-// disconnect, which we do once we hold the socket, so it cannot end before the handover.
+// CommonJS, no TypeScript: the helper should start as fast as Node can. It never leaves by
+// itself, on success or on error: we disconnect once we hold the socket (the helper then exits),
+// and kill it once we have its error. A helper that left right after its send could be reaped
+// before we read its message, and the handover then failed with "exited (0) before handing over
+// the socket" (once in stop 23's CI; about once in 300 to 3,000 handovers on loopback). Leaving is
+// easy: a child's IPC channel does not keep it alive (Node refs it only while the child listens for
+// 'message' or 'disconnect'; disconnect()'s wait for our handle ACK holds no reference), so without
+// its 'disconnect' listener the helper exits right after its send callback. Reaped first: libuv
+// handles SIGCHLD after the I/O callbacks of the same poll batch and then waits on every child, so
+// a SIGCHLD from any child, in a batch polled before the helper's message arrived, reaps a helper
+// that has left since, and 'exit' comes before the message. test/sim-listen-in.test.ts forces that.
 const HELPER = `
 const net = require('node:net');
 const [host, port] = [process.argv[1], Number(process.argv[2])];
 const s = net.createServer();
 process.on('disconnect', () => process.exit(0));
-s.on('error', (e) => process.send({ error: e.message }, () => process.exit(1)));
+s.on('error', (e) => process.send({ error: e.message }));
 s.listen({ host, port }, () => process.send({ listening: true }, s, () => s.close()));
 `;
 
@@ -40,7 +46,7 @@ export function listenVia(spawn: (args: string[]) => ChildProcess, host: string,
     child.once('error', (e) => fail(e.message));
     child.once('exit', (code, signal) => fail(`the helper exited (${signal ?? code}) before handing over the socket`));
     child.on('message', (m: { listening?: boolean; error?: string }, handle: unknown) => {
-      if (m.error) return fail(m.error);
+      if (m.error) return fail(m.error); // the helper stays until fail() kills it
       if (!handle) return fail('the helper said it listens but no socket came with its message');
       clearTimeout(timer);
       child.removeAllListeners('exit');
