@@ -74,15 +74,21 @@ function holdUntilSettled(pid: number, want?: Settled): Settled {
 // and its SIGCHLD in one batch; in the output's callback, inside that batch, we start the handover
 // and hold until the helper has exited or waits for us. A helper that left is reaped at the batch's
 // end, before we read its message (the handover fails as stop 23's CI did); one that waits is not.
-async function handoverWhileReaping(port: number) {
+async function handoverWhileReaping(port: number, { killWhenItWaits = false } = {}) {
   const bystander = spawn('/bin/echo', ['bystander'], { stdio: ['ignore', 'pipe', 'ignore'] });
   let helper: ChildProcess | undefined;
   let helperWas: Settled | undefined;
+  let message: Promise<unknown[]> | undefined;
   const handover = new Promise<net.Server>((resolve, reject) => {
     bystander.stdout!.once('data', () => {
       const spawnAndHold = (args: string[]) => {
         helper = start(args);
+        message = once(helper, 'message'); // ours runs before listenVia's, which it adds after this
         helperWas = holdUntilSettled(helper.pid!);
+        if (killWhenItWaits && helperWas === 'waits') {
+          helper.kill('SIGKILL');
+          holdUntilSettled(helper.pid!, 'exited');
+        }
         return helper;
       };
       try {
@@ -94,7 +100,7 @@ async function handoverWhileReaping(port: number) {
   });
   holdUntilSettled(bystander.pid!, 'exited');
   const outcome = await handover.catch((e: Error) => e);
-  return { outcome, helper: helper!, helperWas };
+  return { outcome, helper: helper!, helperWas, message: message! };
 }
 
 test('the helper stays until we hold the socket, even when its exit would be reaped before we read its message', async (t) => {
@@ -129,3 +135,14 @@ test('a port in use is an error that names the address and the cause, even when 
   t.regex((outcome as Error).message, new RegExp(`listening on 127\\.0\\.0\\.1:${port} in loopback failed: .*EADDRINUSE`));
 });
 
+// A helper that dies after sending (killed here once it waits for us) is reaped before we read its
+// message, so the handover fails; the socket that arrives after that must not stay listening here.
+test('a socket that arrives after the helper was seen to exit is closed, not left listening', async (t) => {
+  const { outcome, helperWas, message } = await handoverWhileReaping(0, { killWhenItWaits: true });
+  t.is(helperWas, 'waits');
+  t.regex(String(outcome), /the helper exited \(SIGKILL\) before handing over the socket/);
+  const [, late] = (await message) as [unknown, net.Server | undefined];
+  t.teardown(() => late?.close());
+  t.true(late instanceof net.Server, 'the helper\'s message came with its socket');
+  t.false(late!.listening, 'the socket that came after the failure still listens in this process');
+});

@@ -37,7 +37,10 @@ export function listenVia(spawn: (args: string[]) => ChildProcess, host: string,
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   return new Promise<Server>((resolve, reject) => {
+    let settled = false;
     const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       child.kill('SIGKILL');
       reject(new Error(`listening on ${host}:${port} in ${where} failed: ${why}${stderr ? `; ${stderr.trim()}` : ''}`));
@@ -46,8 +49,12 @@ export function listenVia(spawn: (args: string[]) => ChildProcess, host: string,
     child.once('error', (e) => fail(e.message));
     child.once('exit', (code, signal) => fail(`the helper exited (${signal ?? code}) before handing over the socket`));
     child.on('message', (m: { listening?: boolean; error?: string }, handle: unknown) => {
+      // A socket that comes after we gave up (the timeout, or the helper's exit seen first) would
+      // listen in this process with no one to serve or close it.
+      if (settled) return (handle as Server | undefined)?.close();
       if (m.error) return fail(m.error); // the helper stays until fail() kills it
       if (!handle) return fail('the helper said it listens but no socket came with its message');
+      settled = true;
       clearTimeout(timer);
       child.removeAllListeners('exit');
       child.disconnect(); // we hold the socket: the helper may go
