@@ -1,5 +1,5 @@
 // src/util/proc-stat.ts: the one reader of /proc/<pid>/stat fields (bench CPU times, the priority
-// tests' nice values, the simulator's zombie check).
+// tests' nice values, the simulator's zombie check, the listen-in test's reaped-or-not check).
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,6 +15,7 @@ test('fields count from the command name\'s last \')\': a name holding \') \' an
     t.is(procStatInt(stat, 'utime'), 1234, comm);
     t.is(procStatInt(stat, 'stime'), 567, comm);
     t.is(procStatInt(stat, 'nice'), -10, comm);
+    t.is(procStatInt(stat, 'num_threads'), 11, comm);
   }
 });
 
@@ -31,4 +32,5 @@ test('this process\'s own line: running, at its nice value', (t) => {
   t.is(procStatField(stat, 'state'), 'R');
   t.is(procStatInt(stat, 'nice'), os.getPriority(0));
   t.true(procStatInt(stat, 'utime') + procStatInt(stat, 'stime') > 0);
+  t.true(procStatInt(stat, 'num_threads') >= 2, 'Node runs V8\'s platform threads beside the main one');
 });

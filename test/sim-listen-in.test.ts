@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { listenVia } from '../src/sim/listen-in.ts';
+import { procStatField, procStatInt } from '../src/util/proc-stat.ts';
 
 const helpers: ChildProcess[] = [];
 const start = (args: string[]) => {
@@ -36,9 +37,8 @@ const procOf = (pid: number) =>
  */
 function settled(pid: number): Settled | null {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const [state, threads] = [fields[0], Number(fields[17])];
-  if (state === 'Z') return threads === 1 ? 'exited' : null;
+  const state = procStatField(stat, 'state');
+  if (state === 'Z') return procStatInt(stat, 'num_threads') === 1 ? 'exited' : null;
   if (state !== 'S' || !/epoll/.test(readFileSync(`/proc/${pid}/wchan`, 'utf8'))) return null;
   // epoll_wait(fd, events, maxevents, timeout) and epoll_pwait(..., timeout, sigmask): the 4th
   // argument, -1 for no timeout. A timer would let the helper leave on its own later.

@@ -48,7 +48,7 @@ test('temp directories are made through ownedTempPrefix(), so the sweep can attr
     found,
     [],
     `these use the temp dir directly:\n${found.join('\n')}\nmake a temp dir with fs.mkdtempSync(ownedTempPrefix(KIND)) from src/sim/layout.ts instead ` +
-      `('test' in tests and their helpers, 'bench' in bench/, 'cluster' and 'demo' in the sim and the demo): ` +
+      `('test' in tests and their helpers, 'bench' in bench/, 'cluster' and 'demo' in the sim and the demo; in a test, testTempDir(t) from test/helpers/temp-dir.ts, which also removes it at the test's end): ` +
       'its name then carries this process\'s pid, and cleanupLeftovers() removes it once the process is dead, also after a SIGKILL. ' +
       'A dir inside such a dir needs nothing more. A file that only reads the temp dir goes into ALLOWED in test/temp-dirs.test.ts, with its reason.',
   );

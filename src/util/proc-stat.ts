@@ -3,7 +3,7 @@
 // is whatever the process set, spaces and ')' included, so the fields are counted from its last ')'.
 
 /** The fields read here, by their number in proc(5). */
-const FIELDS = { state: 3, utime: 14, stime: 15, nice: 19 } as const;
+const FIELDS = { state: 3, utime: 14, stime: 15, nice: 19, num_threads: 20 } as const;
 
 export type ProcStatField = keyof typeof FIELDS;
 
@@ -15,7 +15,7 @@ export function procStatField(stat: string, name: ProcStatField): string {
   return value;
 }
 
-/** A whole-number field: utime and stime (clock ticks), nice (-20..19). Throws if it is missing or not a number. */
+/** A whole-number field: utime and stime (clock ticks), nice (-20..19), num_threads. Throws if it is missing or not a number. */
 export function procStatInt(stat: string, name: Exclude<ProcStatField, 'state'>): number {
   const value = procStatField(stat, name);
   if (!/^-?\d+$/.test(value)) throw new Error(`${name} (field ${FIELDS[name]}) of the /proc stat line ${JSON.stringify(stat.slice(0, 120))} is ${JSON.stringify(value)}, not a whole number`);
