@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { once } from 'node:events';
@@ -105,27 +105,35 @@ test.serial('an upstream GOAWAY retires the session without failing new requests
   t.is(up.sessionsWithStreams.size, 2);
 });
 
-test.serial('a session through a tunnel stream is connected once the CONNECT is answered: connectedAt is then, and a stream that waited for it has that wait left out of its RTT sample', async (t) => {
-  const up = await startH2Upstream((stream) => {
-    stream.respond({ ':status': 200 });
-    stream.end('ok');
-  });
-  // The other agent's side, cut down to what matters here: a CONNECT answered when the test says so, then relayed.
+/**
+ * The other agent's side of a tunnel, cut down to what matters here: it takes CONNECTs and
+ * answers none by itself (the test answers them); `via` dials through it as tunnel/upstream.ts does.
+ */
+async function tunnelPeer(t: ExecutionContext) {
   const connects: http2.ServerHttp2Stream[] = [];
   const tunnel = http2.createServer();
   tunnel.on('stream', (s) => connects.push(s));
   tunnel.listen(0, '127.0.0.1');
   await once(tunnel, 'listening');
   const tunnelClient = http2.connect(`http://127.0.0.1:${(tunnel.address() as net.AddressInfo).port}`);
-  const pool = new Http2SessionPool();
-  t.teardown(async () => {
-    pool.close();
+  t.teardown(() => {
     tunnelClient.destroy();
     for (const s of connects) s.destroy();
     tunnel.close();
-    await up.close();
   });
   const via = { dial: (ip: string, port: number) => clientUpstream(tunnelClient.request({ ':method': 'CONNECT', ':authority': `${ip}:${port}` }), `${ip}:${port}`) };
+  return { connects, via };
+}
+
+test.serial('a session through a tunnel stream is connected once the CONNECT is answered: connectedAt is then, and a stream that waited for it has that wait left out of its RTT sample', async (t) => {
+  const up = await startH2Upstream((stream) => {
+    stream.respond({ ':status': 200 });
+    stream.end('ok');
+  });
+  t.teardown(() => up.close());
+  const { connects, via } = await tunnelPeer(t);
+  const pool = new Http2SessionPool();
+  t.teardown(() => pool.close());
   const t0 = performance.now();
   const u = pool.acquire('127.0.0.1', up.port, via, 5000);
   const req = u.request({ ':path': '/' }, { endStream: true });
@@ -147,20 +155,9 @@ test.serial('a session through a tunnel stream is connected once the CONNECT is 
 });
 
 test.serial('a CONNECT the other agent never answers fails its session after the connect timeout, not never', async (t) => {
-  const connects: http2.ServerHttp2Stream[] = [];
-  const tunnel = http2.createServer();
-  tunnel.on('stream', (s) => connects.push(s));
-  tunnel.listen(0, '127.0.0.1');
-  await once(tunnel, 'listening');
-  const tunnelClient = http2.connect(`http://127.0.0.1:${(tunnel.address() as net.AddressInfo).port}`);
+  const { connects, via } = await tunnelPeer(t);
   const pool = new Http2SessionPool();
-  t.teardown(() => {
-    pool.close();
-    tunnelClient.destroy();
-    for (const s of connects) s.destroy();
-    tunnel.close();
-  });
-  const via = { dial: (ip: string, port: number) => clientUpstream(tunnelClient.request({ ':method': 'CONNECT', ':authority': `${ip}:${port}` }), `${ip}:${port}`) };
+  t.teardown(() => pool.close());
   const u = pool.acquire('127.0.0.1', 9, via, 300);
   const req = u.request({ ':path': '/' }, { endStream: true });
   req.on('error', () => {});
