@@ -81,11 +81,6 @@ export class MetricsSink extends MetricsRecorder {
   }
 
   /**
-   * How full each hash map is, as Cilium's cilium_bpf_map_pressure: what status's health judges
-   * at 0.9, for an alert. Arrays are always full and left out, as there. Nothing while the
-   * datapath is not loaded.
-   */
-  /**
    * One read per scrape, shared by the metrics it feeds (their collect() runs in the same
    * scrape): a read of the datapath is system calls.
    */
@@ -101,6 +96,11 @@ export class MetricsSink extends MetricsRecorder {
     };
   }
 
+  /**
+   * How full each hash map is, as Cilium's cilium_bpf_map_pressure: what status's health judges
+   * at 0.9, for an alert. Arrays are always full and left out, as there. Nothing while the
+   * datapath is not loaded.
+   */
   private registerDatapathMaps(read: () => MapInfo[] | null) {
     const snapshot = this.perScrape((): MapInfo[] => {
       try {
