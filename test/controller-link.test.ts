@@ -88,8 +88,11 @@ test('a tap goes from the CLI side through the controller to the agent and back,
   await until(() => client.state().activeTaps, (n) => n === 1, 'tap started on the agent');
   hub.request(ev(true, '/health'));
   hub.request(ev(true, '/items/1'));
-  const got = await until(() => lines.filter((l) => l.type === 'request'), (l) => l.length === 1, 'one tapped request', 3000);
-  t.like(got[0], { id: '0:1', node: 'n1', source: { ip: '10.0.0.1', resource: 'deploy/web', namespace: 'shop' }, destination: { ip: '10.0.0.2', resource: 'deploy/api' }, record: { path: '/items/1', status: 200 } });
+  // api calling web: the tapped resource sends it.
+  hub.request({ ...ev(true, '/items/2'), sourceIp: '10.0.0.2', destIp: '10.0.0.1', authority: 'web:8080' });
+  const got = await until(() => lines.filter((l) => l.type === 'request'), (l) => l.length === 2, 'two tapped requests', 3000);
+  t.like(got[0], { id: '0:1', node: 'n1', direction: 'inbound', source: { ip: '10.0.0.1', resource: 'deploy/web', namespace: 'shop' }, destination: { ip: '10.0.0.2', resource: 'deploy/api' }, record: { path: '/items/1', status: 200 } });
+  t.like(got[1], { id: '0:2', direction: 'outbound', source: { ip: '10.0.0.2', resource: 'deploy/api' }, destination: { ip: '10.0.0.1', resource: 'deploy/web' }, record: { path: '/items/2' } });
   t.like(lines[0], { type: 'started', agents: 1, pods: 1 });
   ac.abort();
   await done;

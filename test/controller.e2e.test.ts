@@ -204,7 +204,8 @@ test.serial('tap streams a request as it happens, in Linkerd\'s format', async (
   await until(async () => tp.lines.length, (n) => n >= 3, 'three tap lines');
   const [req, rsp, end] = tp.lines;
   t.log(`tap line ${req!.at - done} ms after the response`);
-  const flow = `proxy=out src=${web.ip.replace(/\./g, '\\.')}:\\d+ dst=${api.ip.replace(/\./g, '\\.')}:8080 tls=no_identity`;
+  // Tapping the server: its proxy's side, Linkerd's proxy=in.
+  const flow = `proxy=in src=${web.ip.replace(/\./g, '\\.')}:\\d+ dst=${api.ip.replace(/\./g, '\\.')}:8080 tls=no_identity`;
   t.regex(req!.text, new RegExp(`^req id=0:1 ${flow} :method=GET :authority=${api.ip.replace(/\./g, '\\.')}:8080 :path=/status/201\\?delay=5$`));
   t.regex(rsp!.text, new RegExp(`^rsp id=0:1 ${flow} :status=201 latency=\\d+µs$`));
   const latency = Number(/latency=(\d+)µs/.exec(rsp!.text)![1]);

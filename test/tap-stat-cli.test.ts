@@ -96,7 +96,7 @@ test('stat prints Linkerd\'s columns, numbers right-aligned, dashes without traf
 });
 
 const record: TapRecord = { n: 1, src: { ip: '10.244.1.2', port: 4567 }, dst: { ip: '10.244.1.3', port: 8080 }, protocol: 'http1', method: 'GET', authority: 'web:8080', path: '/api', status: 200, latencyUs: 1234, durationUs: 56, requestBytes: 0, responseBytes: 12, success: true, startedAt: 0 };
-const tapEv = (r: Partial<TapRecord> = {}) => ({ type: 'request' as const, id: '0:1', node: 'n1', source: { ip: '10.244.1.2', port: 4567, resource: 'deploy/client', namespace: 'shop', pod: 'client-1' }, destination: { ip: '10.244.1.3', port: 8080 }, record: { ...record, ...r } });
+const tapEv = (r: Partial<TapRecord> = {}, direction: 'outbound' | 'inbound' = 'outbound') => ({ type: 'request' as const, id: '0:1', node: 'n1', direction, source: { ip: '10.244.1.2', port: 4567, resource: 'deploy/client', namespace: 'shop', pod: 'client-1' }, destination: { ip: '10.244.1.3', port: 8080 }, record: { ...record, ...r } });
 
 test('tap prints req, rsp and end lines in Linkerd\'s format', (t) => {
   t.deepEqual(tapLines(tapEv()), [
@@ -111,7 +111,10 @@ test('tap prints req, rsp and end lines in Linkerd\'s format', (t) => {
   t.regex(tapLines(tapEv(), true)[0]!, / src_res=deploy\/client src_ns=shop$/);
   const j = tapJson(tapEv()) as any[];
   t.deepEqual(j.map((x) => x.type), ['req', 'rsp', 'end']);
-  t.like(j[1], { id: '0:1', status: 200, latencyUs: 1234, source: { resource: 'deploy/client' } });
+  t.like(j[1], { id: '0:1', proxyDirection: 'OUTBOUND', status: 200, latencyUs: 1234, source: { resource: 'deploy/client' } });
+  // A request the tapped resource received: Linkerd's proxy=in.
+  t.regex(tapLines(tapEv({}, 'inbound'))[0]!, /^req id=0:1 proxy=in src=10\.244\.1\.2:4567 /);
+  t.like((tapJson(tapEv({}, 'inbound')) as any[])[0], { proxyDirection: 'INBOUND' });
 });
 
 test('controller addresses and resources parse with clear errors', (t) => {

@@ -83,7 +83,7 @@ type Req = Extract<TapOutput, { type: 'request' }>;
 /** The three lines Linkerd's tap prints for a request (two when no response came). */
 export function tapLines(ev: Req, wide = false): string[] {
   const r = ev.record;
-  const flow = `id=${ev.id} proxy=out src=${addr(ev.source)} dst=${addr(ev.destination)} ${tlsText(r)}`;
+  const flow = `id=${ev.id} proxy=${ev.direction === 'inbound' ? 'in' : 'out'} src=${addr(ev.source)} dst=${addr(ev.destination)} ${tlsText(r)}`;
   const res = wide ? resources(ev) : '';
   const lines = [`req ${flow} :method=${r.method} :authority=${r.authority} :path=${r.path}${res}`];
   if (r.status > 0) lines.push(`rsp ${flow} :status=${r.status} latency=${r.latencyUs}µs${res}`);
@@ -103,7 +103,7 @@ function resources(ev: Req): string {
 export function tapJson(ev: Req): object[] {
   const r = ev.record;
   const t = tlsOf(r);
-  const base = { id: ev.id, node: ev.node, proxyDirection: 'OUTBOUND', source: ev.source, destination: ev.destination, tls: t === null ? 'no_identity' : 'true', ...(t !== null ? { clientId: t.clientId, serverId: t.serverId } : {}) };
+  const base = { id: ev.id, node: ev.node, proxyDirection: ev.direction === 'inbound' ? 'INBOUND' : 'OUTBOUND', source: ev.source, destination: ev.destination, tls: t === null ? 'no_identity' : 'true', ...(t !== null ? { clientId: t.clientId, serverId: t.serverId } : {}) };
   const out: object[] = [{ type: 'req', ...base, method: r.method, authority: r.authority, path: r.path, protocol: r.protocol, startedAt: Number.isFinite(r.startedAt) ? new Date(r.startedAt).toISOString() : null }];
   if (r.status > 0) out.push({ type: 'rsp', ...base, status: r.status, latencyUs: r.latencyUs });
   out.push({ type: 'end', ...base, ...(r.grpcStatus !== undefined ? { grpcStatus: GRPC_CODES[r.grpcStatus] ?? r.grpcStatus } : {}), ...(r.error ? { error: r.error } : {}), durationUs: r.durationUs, responseBytes: r.responseBytes, success: r.success });

@@ -89,6 +89,11 @@ export type TapOutput =
       /** Linkerd's id=BASE:STREAM: the agent's index in this tap, and the request's number on that agent. */
       id: string;
       node: string;
+      /**
+       * As Linkerd's proxy=out|in, from the tapped resource's side: outbound when one of its pods
+       * sent the request (always with --to), inbound when it received it from elsewhere.
+       */
+      direction: 'outbound' | 'inbound';
       source: TapEndpoint;
       destination: TapEndpoint;
       record: import('../telemetry/tap.ts').TapRecord;

@@ -58,6 +58,8 @@ interface Session {
   sent: Map<string, string>;
   /** Linkerd's id base: a small number per agent. */
   base: Map<string, number>;
+  /** The tapped resource's pod IPs as last resolved: a request from one of them is outbound. */
+  own: Set<string>;
   limited: number;
 }
 
@@ -161,7 +163,7 @@ export class TapRelay {
     const src = this.resolve({ kind, namespace: req.namespace, name });
     if (src.ips.length === 0) throw new TapError(404, `${req.resource} in namespace ${req.namespace}: no pods with an IP in the agents' reports; check the name and namespace (-n)`);
     const id = `t${++this.seq}`;
-    const s: Session = { id, req, out, bucket: new TokenBucket(req.maxRps), sent: new Map(), base: new Map(), limited: 0 };
+    const s: Session = { id, req, out, bucket: new TokenBucket(req.maxRps), sent: new Map(), base: new Map(), own: new Set(src.ips), limited: 0 };
     this.sessions.set(id, s);
     out.onClose(() => this.end(s));
     this.write(s, { type: 'started', agents: this.targets(s).length, pods: src.ips.length });
@@ -186,6 +188,7 @@ export class TapRelay {
   private filter(s: Session): TapFilter {
     const { kind, name } = parseResource(s.req.resource);
     const src = this.resolve({ kind, namespace: s.req.namespace, name });
+    s.own = new Set(src.ips);
     let dstIps = src.ips;
     if (s.req.to !== undefined) {
       const to = parseResource(s.req.to);
@@ -289,6 +292,8 @@ export class TapRelay {
       type: 'request',
       id: `${s.base.get(link.node) ?? 0}:${Number(r.n) || 0}`,
       node: link.node,
+      // A request within the resource (web calling web) is one record here, shown as its sender's.
+      direction: s.req.to !== undefined || s.own.has(r.src.ip) ? 'outbound' : 'inbound',
       source: this.endpoint(r.src.ip, Number(r.src.port) || 0),
       destination: this.endpoint(r.dst.ip, Number(r.dst.port) || 0),
       record: r,

@@ -67,7 +67,6 @@ export function TapPanel(p: { namespace: string; resource: string }) {
     );
   };
 
-  const self = (e: Req['destination']) => e.resource === p.resource && e.namespace === p.namespace;
   return (
     <section class="tap" aria-labelledby="tap-h">
       <h2 id="tap-h">Live requests (tap)</h2>
@@ -102,7 +101,7 @@ export function TapPanel(p: { namespace: string; resource: string }) {
         </thead>
         <tbody>
           {rows.map((r) => {
-            const inbound = self(r.destination);
+            const inbound = r.direction === 'inbound';
             const rec = r.record;
             const failed = !rec.success;
             return (
