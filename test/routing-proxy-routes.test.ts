@@ -400,3 +400,63 @@ test('HTTP/2: REFUSED_STREAM is retried', async (t) => {
   await waitFor(() => sink.requests.length === 1, SINK_WAIT_MS);
   t.deepEqual(sink.requests[0]!.route?.earlier?.map((a) => a.error), ['REFUSED']);
 });
+
+/**
+ * An h2c server that sends GOAWAY naming the first stream of a session as the last it processed
+ * once a second one arrives on that session (a server shutting down gracefully while the proxy
+ * already sent more): the second was never processed (RFC 9113 §6.8), and node:http2 closes it
+ * with REFUSED_STREAM. Streams on later sessions are answered at once.
+ */
+async function goawayServer(): Promise<Backend & { sessions: number }> {
+  const server = http2.createServer();
+  const b = { name: 'g', port: 0, hits: 0, bodies: [], cancelled: 0, server, sessions: 0, close: () => new Promise<void>((r) => server.close(() => r())) };
+  server.on('session', (session) => {
+    const first = b.sessions++ === 0;
+    let held: http2.ServerHttp2Stream | null = null;
+    session.on('stream', (s) => {
+      s.on('error', () => {});
+      b.hits++;
+      const answer = (x: http2.ServerHttp2Stream) => { x.respond({ ':status': 200 }); x.end(`stream ${x.id} of session ${first ? 1 : 2}`); };
+      if (!first) return answer(s);
+      if (held === null) {
+        held = s;
+        return;
+      }
+      session.goaway(http2.constants.NGHTTP2_NO_ERROR, held.id);
+      answer(held);
+    });
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  b.port = (server.address() as net.AddressInfo).port;
+  return b;
+}
+
+test('HTTP/2: a stream a GOAWAY refused (above its last stream id) is retried on a new session under a retry policy; without one the client gets REFUSED_STREAM', async (t) => {
+  const retried = await goawayServer();
+  const { port, sink } = await setup(t, { api: [retried] }, [], { 'retry.linkerd.io/http': '503' });
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const [a, b] = await Promise.all([h2get(session, {}), h2get(session, {})]);
+  t.deepEqual([a.head[':status'], b.head[':status']], [200, 200]);
+  t.deepEqual([a.body, b.body].sort(), ['stream 1 of session 1', 'stream 1 of session 2'], 'the refused one went again, on a new session');
+  t.is(retried.sessions, 2);
+  await waitFor(() => sink.requests.length === 2, SINK_WAIT_MS);
+  t.deepEqual(sink.requests.map((e) => e.route?.earlier?.map((x) => x.error) ?? []).sort(), [[], ['REFUSED']]);
+
+  // No route, no retry policy: passed on with its code, so the client (grpc-js does) may retry it.
+  const plain = await goawayServer();
+  const p = await setup(t, { api: [plain] }, []);
+  const s2 = http2.connect(`http://${HOST}:${p.port}`);
+  t.teardown(() => s2.destroy());
+  const outcome = (path: string) => new Promise<string>((resolve) => {
+    const req = s2.request({ ':path': path });
+    req.on('response', (h) => resolve(`status ${h[':status']}`));
+    req.on('error', () => {});
+    req.on('close', () => resolve(`reset ${req.rstCode}`));
+    req.resume();
+    req.end();
+  });
+  t.deepEqual((await Promise.all([outcome('/a'), outcome('/b')])).sort(), ['reset 7', 'status 200']);
+  t.is(plain.sessions, 1, 'not retried');
+});
