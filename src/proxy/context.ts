@@ -82,10 +82,12 @@ export interface ConnContext {
    */
   endpointAuthz?: (ip: string, port: number) => ConnAuthz | null;
   /**
-   * Whose pooled upstreams this connection may share: the source workload's SPIFFE ID when
-   * identity is on (a tunnel stream carries its client's identity, so it must never serve
-   * another's requests); `client:IP` for a captured inbound connection (its upstream carries its
-   * client's address, IP_TRANSPARENT); '' otherwise. The HTTP handlers keep a pool per scope.
+   * Whose pooled upstreams this connection may share: the source workload's SPIFFE ID when the
+   * client is a meshed pod, identity on or off (a tunnel stream carries its client's identity, and
+   * an upstream to a pod of this node its client's authorization, so it must never serve another's
+   * requests); `client:IP` for a captured inbound connection (its upstream carries its client's
+   * address, IP_TRANSPARENT); '' otherwise; with `|checked` appended when the policy checks this
+   * connection's requests one by one (listener.ts). The HTTP handlers keep a pool per scope.
    */
   poolScope?: string;
 }

@@ -13,8 +13,8 @@ export interface Http1HandlerOptions {
 
 export function createHttp1Handler(opts: Http1HandlerOptions = {}): ProtocolHandler {
   const pool = opts.pool ?? new UpstreamPool();
-  // One pool per source identity when identity is on (ctx.poolScope): an upstream in a tunnel
-  // carries its client's identity and must not serve another workload's requests.
+  // One pool per scope (ctx.poolScope, context.ts): an upstream carries its client's identity,
+  // address or authorization and must not serve another client's requests.
   const scoped = new ScopedPools(() => new UpstreamPool());
   const poolFor = (scope: string | undefined): UpstreamPool => (scope ? scoped.get(scope) : pool);
   return (ctx, head, upstream, limits) => {

@@ -36,7 +36,7 @@ interface ClientConn {
 
 export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHandler {
   const shared = opts.pool ?? new Http2SessionPool();
-  // One pool per source identity when identity is on (ctx.poolScope; see http1/index.ts).
+  // One pool per scope (ctx.poolScope, context.ts; see http1/index.ts).
   const scoped = new ScopedPools(() => new Http2SessionPool());
   const poolFor = (scope: string | undefined): Http2SessionPool => (scope ? scoped.get(scope) : shared);
   const maxResets = opts.maxResetsPerWindow ?? 1000;
