@@ -67,6 +67,30 @@ test('route index: a route listed before its Service waits (no false "not found"
   t.is(x.lines.size, 0);
 });
 
+const coreFeatures = {
+  rules: [{
+    matches: [{ queryParams: [{ name: 'canary', value: '1' }] }],
+    filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Route', value: 'canary' }], remove: ['x-debug'] } }],
+    backendRefs: [{ name: 'api-v2', port: 80 }],
+  }],
+};
+const responseModifier = { rules: [{ filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'x-a', value: '1' }] } }] }] };
+
+test('route index: query parameter matches and RequestHeaderModifier (Gateway API Core) are Accepted=True and streamed; ResponseHeaderModifier is still refused, naming it', (t) => {
+  const x = index();
+  for (const s of ['shop/api', 'shop/api-v2']) x.idx.setService(s, [80]);
+  x.idx.upsert(httpRoute('core', coreFeatures));
+  t.is(x.accepted('core'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  const rule = x.record('HTTPRoute/shop/core').rules[0];
+  t.deepEqual(rule.matches, [{ queryParams: [{ name: 'canary', type: 'Exact', value: '1' }] }]);
+  t.deepEqual(rule.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], remove: ['x-debug'] });
+  x.idx.upsert(httpRoute('resp', responseModifier));
+  t.regex(x.accepted('resp'), /^Accepted=False\/UnsupportedValue/);
+  const w = [...x.statuses].reverse().find((s) => s.name === 'resp')!;
+  t.regex(w.parents![0]!.conditions[0]!.message, /spec\.rules\[0\]\.filters: filters of type "ResponseHeaderModifier" are not supported; of the filters only RequestHeaderModifier is/);
+  t.is(x.record('HTTPRoute/shop/resp'), undefined, 'nothing streamed for it');
+});
+
 test('route index: a Service appearing, going or changing ports converts the routes that name it again', (t) => {
   const x = index();
   x.idx.upsert(httpRoute('r', { parentRefs: [{ group: '', kind: 'Service', name: 'api', port: 8080 }], rules: [{ backendRefs: [{ name: 'api-v2', port: 80 }] }] }));
@@ -153,6 +177,16 @@ test('mesh-agent controller --kubeconfig: routes from the API server reach the a
   const s = await requestJson(c.url, 'GET', '/v1/status') as any;
   t.like(s.discovery.routeObjects, { routes: 1, serving: 1 });
   t.deepEqual(s.discovery.routeObjects.notAccepted.map((r: any) => r.key), ['HTTPRoute/shop/orphan']);
+
+  // Gateway API Core features are served (status says so, the agent gets them); a ResponseHeaderModifier is not.
+  api.create(httpRoute('core', coreFeatures));
+  api.create(httpRoute('resp', responseModifier));
+  await until(async () => api.get('HTTPRoute', 'shop', 'core'), (o) => reasons(o) === 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs', 'core Accepted=True written', { ms: 10_000, context: c.log });
+  await until(async () => api.get('HTTPRoute', 'shop', 'resp'), (o) => /^Accepted=False\/UnsupportedValue/.test(reasons(o)), 'resp Accepted=False written', { ms: 10_000, context: c.log });
+  t.regex(ours(api.get('HTTPRoute', 'shop', 'resp'))!.conditions[0].message, /filters of type "ResponseHeaderModifier" are not supported/);
+  await waitFor(() => c.store.routesFor('shop/api').some((r) => r.name === 'core'), 10_000);
+  const core = c.store.routesFor('shop/api').find((r) => r.name === 'core')!;
+  t.deepEqual(core.rules[0]!.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], remove: ['x-debug'] }, 'the agent parsed it');
 });
 
 test('mesh-agent controller --kubeconfig without the route CRDs: discovery syncs, and says once that routes need them', async (t) => {

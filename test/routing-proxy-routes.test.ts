@@ -460,3 +460,74 @@ test('HTTP/2: a stream a GOAWAY refused (above its last stream id) is retried on
   t.deepEqual((await Promise.all([outcome('/a'), outcome('/b')])).sort(), ['reset 7', 'status 200']);
   t.is(plain.sessions, 1, 'not retried');
 });
+
+// ---- Gateway API Core: query parameter matches and RequestHeaderModifier ----
+
+for (const h2 of [false, true]) {
+  const proto = h2 ? 'HTTP/2' : 'HTTP/1';
+  test(`${proto}: a query parameter match sends ?canary=1 to the canary; other values, other parameters and no query go to the rest`, async (t) => {
+    const v1 = await backend('v1', { h2 });
+    const v2 = await backend('v2', { h2 });
+    const { port } = await setup(t, { api: [], 'api-v1': [v1], 'api-v2': [v2] }, [route([
+      { matches: [{ queryParams: [{ name: 'canary', type: 'Exact', value: '1' }] }], backends: to(['api-v2', 1]) },
+      { matches: [], backends: to(['api-v1', 1]) },
+    ])]);
+    const cases: Array<[string, string]> = [['/a?canary=1', 'v2'], ['/a?x=y&canary=1', 'v2'], ['/a?canary=%31', 'v2'], ['/a?canary=2', 'v1'], ['/a?Canary=1', 'v1'], ['/a?canary=0&canary=1', 'v1'], ['/a', 'v1']];
+    let get: (path: string) => Promise<string>;
+    if (h2) {
+      const session = http2.connect(`http://${HOST}:${port}`);
+      t.teardown(() => session.destroy());
+      get = async (path) => (await h2get(session, { ':path': path })).body;
+    } else {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      t.teardown(() => agent.destroy());
+      get = async (path) => (await request(port, { agent, path })).body;
+    }
+    for (const [path, want] of cases) t.is(await get(path), want, path);
+    t.is(v2.hits, 3);
+    t.is(v1.hits, 4);
+  });
+
+  test(`${proto}: a RequestHeaderModifier sets, adds and removes headers as the upstream sees them, on a retried attempt too`, async (t) => {
+    // Every first request of a pair answers 503, so each request is seen twice (attempt and retry).
+    const seen: Array<Array<[string, string]>> = [];
+    const flaky = await backend('flaky', {
+      h2,
+      handle: (req, res, _b, n) => {
+        const raw = req.rawHeaders;
+        const pairs: Array<[string, string]> = [];
+        for (let i = 0; i < raw.length; i += 2) {
+          const name = raw[i]!.toLowerCase();
+          if (name.startsWith('x-') || name === 'keep' || name === 'host' || name === ':authority') pairs.push([name, raw[i + 1]!]);
+        }
+        seen.push(pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
+        res.statusCode = n % 2 === 0 ? 503 : 200;
+        res.end('x');
+      },
+    });
+    const { port, sink } = await setup(t, { api: [flaky] }, [route([{
+      matches: [], backends: [], retry: { limit: 1, httpStatuses: [[503, 503]] },
+      requestHeaders: { set: [{ name: 'x-set', value: 'new' }], add: [{ name: 'x-add', value: 'two' }], remove: ['x-gone'] },
+    }])]);
+    const headers = { 'x-set': 'old', 'x-add': 'one', 'x-gone': '1', keep: 'me' };
+    const statuses: number[] = [];
+    if (h2) {
+      const session = http2.connect(`http://${HOST}:${port}`);
+      t.teardown(() => session.destroy());
+      for (let i = 0; i < 2; i++) statuses.push(Number((await h2get(session, { ':method': 'POST', ':authority': 'api.shop', ...headers }, Buffer.from('hello'))).head[':status']));
+    } else {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      t.teardown(() => agent.destroy());
+      statuses.push((await request(port, { agent, method: 'POST', headers, body: Buffer.from('hello') })).status);
+      // A client that closes after its request: the head is rewritten for the hop (hop.ts) and for the filter.
+      statuses.push((await request(port, { method: 'POST', headers: { ...headers, connection: 'close' }, body: Buffer.from('hello') })).status);
+    }
+    t.deepEqual(statuses, [200, 200], 'each answered by its retry');
+    const want: Array<[string, string]> = [[h2 ? ':authority' : 'host', 'api.shop'], ['keep', 'me'], ['x-add', 'one'], ['x-add', 'two'], ['x-set', 'new']];
+    t.is(seen.length, 4, 'two attempts per request');
+    for (const [i, s] of seen.entries()) t.deepEqual(s, want, `attempt ${i}`);
+    t.true(flaky.bodies.every((b) => b.toString() === 'hello'), 'the body follows the modified head');
+    await waitFor(() => sink.requests.length === 2, SINK_WAIT_MS);
+    t.true(sink.requests.every((e) => e.route?.retries === 1 && e.route.retryOutcome === 'success'));
+  });
+}

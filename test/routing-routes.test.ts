@@ -14,6 +14,9 @@ import { onDeadline, type Deadlines } from '../src/routing/client-routing.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 import { rng } from './helpers/rng.ts';
+import { pathOf, queryParam } from '../src/proxy/http1/route-request.ts';
+import { modifiedRequestHead } from '../src/proxy/http1/hop.ts';
+import { CompiledHeaderModifier } from '../src/routing/header-modifier.ts';
 
 const svcs: Record<string, number[]> = { 'shop/api': [80, 9090], 'shop/api-v1': [80, 9090], 'shop/api-v2': [80], 'shop/grpc': [50051], 'other/api': [80] };
 const services: ServiceLookup = (ns, name) => (svcs[`${ns}/${name}`] ? { ports: svcs[`${ns}/${name}`]! } : undefined);
@@ -117,6 +120,43 @@ test('HTTPRoute: a parentRef to a Gateway is not ours; a route with no Service p
   t.regex(c.problems.join('\n'), /no parentRef names a Service/);
 });
 
+test('HTTPRoute: query parameter matches and a RequestHeaderModifier are served (Core); Accepted=True', (t) => {
+  const c = routeFromGateway(httpRoute({
+    rules: [{
+      matches: [{
+        path: { type: 'PathPrefix', value: '/shop' },
+        queryParams: [{ name: 'canary', value: '1' }, { type: 'RegularExpression', name: 'User', value: 'vip-[0-9]+' }, { name: 'canary', value: 'ignored: the first entry of a name counts' }],
+      }],
+      filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Route', value: 'canary' }], add: [{ name: 'X-Trace', value: 'mesh' }], remove: ['X-Debug', 'x-debug', 'Cookie'] } }],
+      backendRefs: [{ name: 'api-v2', port: 80 }],
+    }],
+  }), services);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.parents[0]!.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'True', 'ResolvedRefs']]);
+  const rule = c.record!.rules[0]!;
+  t.deepEqual(rule.matches, [{
+    path: { type: 'PathPrefix', value: '/shop' },
+    queryParams: [{ name: 'canary', type: 'Exact', value: '1' }, { name: 'User', type: 'RegularExpression', value: '^(?:vip-[0-9]+)$' }],
+  }], 'names keep their case (query names are case-sensitive); regular expressions match the whole value');
+  t.deepEqual(rule.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], add: [{ name: 'x-trace', value: 'mesh' }], remove: ['x-debug', 'cookie'] }, 'header names lower-cased, a repeated remove once');
+  t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the agent\'s parser takes it unchanged');
+});
+
+test('GRPCRoute: a RequestHeaderModifier is served too', (t) => {
+  const c = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'echo', namespace: 'shop' },
+    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-tier', value: 'gold' }] } }] }] },
+  }, services);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record!.rules[0]!.requestHeaders, { set: [{ name: 'x-tier', value: 'gold' }] });
+  const bad = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'echo', namespace: 'shop' },
+    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ filters: [{ type: 'ResponseHeaderModifier' }] }] },
+  }, services);
+  t.is(bad.record, null);
+  t.regex(bad.parents[0]!.conditions[0]!.message, /filters of type "ResponseHeaderModifier" are not supported/);
+});
+
 // [what, spec patch, Accepted reason (False), ResolvedRefs reason, record kept?, message]
 const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a weight below 0', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: -1 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.weight: -1 is out of range; use a whole number from 0 to 1000000/],
@@ -125,8 +165,24 @@ const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a malformed duration', { rules: [{ timeouts: { request: '1.5s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.timeouts\.request: "1\.5s" is not a Gateway API duration; write it like 500ms/],
   ['backendRequest longer than request', { rules: [{ timeouts: { request: '1s', backendRequest: '2s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRequest \(2s\) must not be longer than .*request \(1s\)/],
   ['an unknown retry code', { rules: [{ retry: { codes: [600] } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /retry\.codes\[0\]: 600 is not a retryable status code; use 400-599/],
-  ['a filter', { rules: [{ filters: [{ type: 'RequestHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters \(RequestHeaderModifier\) are not supported yet/],
-  ['a query parameter match', { rules: [{ matches: [{ queryParams: [{ name: 'a', value: 'b' }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /query parameter matches are not supported/],
+  ['a ResponseHeaderModifier filter', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'ResponseHeaderModifier', responseHeaderModifier: {} }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.filters: filters of type "ResponseHeaderModifier" are not supported; of the filters only RequestHeaderModifier is/],
+  ['a RequestRedirect and a URLRewrite filter', { rules: [{ filters: [{ type: 'RequestRedirect' }, { type: 'URLRewrite' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters of type "RequestRedirect", "URLRewrite" are not supported/],
+  ['a filter on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters: filters on a backendRef \("RequestHeaderModifier"\) are not supported; put a RequestHeaderModifier on the rule instead/],
+  ['RequestHeaderModifier twice', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'RequestHeaderModifier', requestHeaderModifier: { remove: ['c'] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /RequestHeaderModifier is given 2 times; the spec allows it once per rule, so merge them/],
+  ['RequestHeaderModifier without its settings', { rules: [{ filters: [{ type: 'RequestHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters\[0\]\.requestHeaderModifier: a RequestHeaderModifier filter needs its requestHeaderModifier \(set, add or remove\)/],
+  ['a header name with a space', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x y', value: '1' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestHeaderModifier\.set\[0\]\.name: "x y" is not a header name; use letters, digits/],
+  ['setting Host', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'Host', value: 'evil' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /set\[0\]\.name: "host" is the request's authority, which the proxy keeps as the client sent it; modify another header/],
+  ['removing Transfer-Encoding', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { remove: ['Transfer-Encoding'] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /remove\[0\]: "transfer-encoding" is a hop-by-hop or framing header the proxy manages/],
+  ['adding Content-Length', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { add: [{ name: 'content-length', value: '0' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /add\[0\]\.name: "content-length" is a hop-by-hop or framing header/],
+  ['a header value with CR LF', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { add: [{ name: 'x-a', value: 'a\r\nx-injected: 1' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /add\[0\]\.value: "a\\r\\nx-injected: 1" is not a header value; write at most 4096 characters without CR, LF, NUL/],
+  ['a header value with NUL', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-a', value: 'a\u0000' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /set\[0\]\.value: .* is not a header value/],
+  ['a name twice in set (names are case-insensitive)', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-A', value: '1' }, { name: 'x-a', value: '2' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /set\[1\]\.name: "x-a" is named twice in set \(names are case-insensitive\); give each header once/],
+  ['17 headers to add', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { add: Array.from({ length: 17 }, (_, i) => ({ name: `x-${i}`, value: '1' })) } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestHeaderModifier\.add: expected a list of at most 16 headers/],
+  ['a query parameter match of type Prefix', { rules: [{ matches: [{ queryParams: [{ type: 'Prefix', name: 'a', value: 'b' }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /matches\[0\]\.queryParams\[0\]\.type: "Prefix" is not supported; use Exact or RegularExpression/],
+  ['a query parameter name with "="', { rules: [{ matches: [{ queryParams: [{ name: 'a=b', value: 'b' }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /queryParams\[0\]\.name: "a=b" is not a query parameter name; use letters, digits/],
+  ['an empty query parameter value', { rules: [{ matches: [{ queryParams: [{ name: 'a', value: '' }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /queryParams\[0\]\.value: expected a string of 1 to 1024 characters/],
+  ['a bad query parameter regular expression', { rules: [{ matches: [{ queryParams: [{ type: 'RegularExpression', name: 'a', value: '(b' }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /queryParams\[0\]\.value.*not a regular expression/],
+  ['17 query parameter matches', { rules: [{ matches: [{ queryParams: Array.from({ length: 17 }, (_, i) => ({ name: `q${i}`, value: '1' })) }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /queryParams: expected a list of at most 16 query parameter matches/],
   ['a path that does not start with /', { rules: [{ matches: [{ path: { type: 'Exact', value: 'v1' } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /path\.value: "v1" must start with "\/"/],
   ['a bad regular expression', { rules: [{ matches: [{ path: { type: 'RegularExpression', value: '/(a' } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /not a regular expression/],
   ['a Service backend without a port', { rules: [{ backendRefs: [{ name: 'api-v1' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /a Service backend needs its port/],
@@ -277,6 +333,10 @@ const badRecords: Array<[string, object, RegExp]> = [
   ['a retry limit of 11', { rules: [{ matches: [], backends: [], retry: { limit: 11 } }] }, /retry\.limit: expected an integer 0-10/],
   ['a reversed status range', { rules: [{ matches: [], backends: [], retry: { limit: 1, httpStatuses: [[504, 500]] } }] }, /expected \[low, high\] status codes/],
   ['a timeout of 0', { rules: [{ matches: [], backends: [], timeouts: { requestMs: 0 } }] }, /timeouts\.requestMs: expected milliseconds/],
+  ['a query match of type Prefix', { rules: [{ matches: [{ queryParams: [{ name: 'a', type: 'Prefix', value: 'b' }] }], backends: [] }] }, /queryParams\[0\]\.type: expected Exact or RegularExpression/],
+  ['a header modifier setting host', { rules: [{ matches: [], backends: [], requestHeaders: { set: [{ name: 'host', value: 'x' }] } }] }, /requestHeaders\.set\[0\]: "host" is the request's authority/],
+  ['a header modifier value with LF', { rules: [{ matches: [], backends: [], requestHeaders: { add: [{ name: 'x-a', value: 'a\nb' }] } }] }, /requestHeaders\.add\[0\]\.value: expected a header value without control characters/],
+  ['a header modifier naming a header twice', { rules: [{ matches: [], backends: [], requestHeaders: { remove: ['x-a', 'x-a'] } }] }, /requestHeaders\.remove\[1\]: "x-a" is named twice/],
 ];
 for (const [what, patch, msg] of badRecords) {
   test(`route records refused: ${what}`, (t) => {
@@ -292,8 +352,8 @@ const rec = (kind: RouteRecord['kind'], namespace: string, name: string, created
 const to = (name: string) => [{ namespace: 'shop', name, port: 80, weight: 1 }];
 const noAnn = policyFromAnnotations({}, SVC);
 
-function request(method: string, path: string, headers: Record<string, string> = {}): RouteRequest {
-  return { method, path, header: (n) => headers[n] };
+function request(method: string, target: string, headers: Record<string, string> = {}): RouteRequest {
+  return { method, path: pathOf(target), header: (n) => headers[n], query: (n) => queryParam(target, n) };
 }
 const routeName = (p: ParentPolicy, ns: string, req: RouteRequest, grpc = false) => {
   const r = findRoute(p.forClient(ns), req, grpc);
@@ -372,6 +432,58 @@ test('matching: the most specific match wins whatever the order of rules and rou
     const r = findRoute(p.forClient('x'), req, false)!;
     t.is(r.backends[0]!.name, want, `${req.method} ${req.path} ${JSON.stringify(req.header('x-canary'))}`);
   }
+});
+
+test('matching: query parameters, all of a match\'s conditions (AND); more query matches outrank fewer, headers outrank them', (t) => {
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'r', 0, [
+    { matches: [], backends: to('rest') },
+    { matches: [{ queryParams: [{ name: 'canary', type: 'Exact', value: '1' }] }], backends: to('canary') },
+    { matches: [{ queryParams: [{ name: 'canary', type: 'Exact', value: '1' }, { name: 'user', type: 'RegularExpression', value: '^(?:vip-[0-9]+)$' }] }], backends: to('canary-vip') },
+    { matches: [{ headers: [{ name: 'x-h', type: 'Exact', value: '1' }] }], backends: to('header') },
+  ])]);
+  const name = (target: string, headers: Record<string, string> = {}) => findRoute(p.forClient('x'), request('GET', target, headers), false)!.backends[0]!.name;
+  t.is(name('/x?canary=1'), 'canary');
+  t.is(name('/x?a=b&canary=1&c'), 'canary');
+  t.is(name('/x?canary=2'), 'rest');
+  t.is(name('/x?Canary=1'), 'rest', 'names are case-sensitive');
+  t.is(name('/x?canary=1&canary=2'), 'canary', 'a repeated parameter: its first value');
+  t.is(name('/x?canary=2&canary=1'), 'rest');
+  t.is(name('/x?canary=1&user=vip-7'), 'canary-vip');
+  t.is(name('/x?canary=1&user=vip-7x'), 'canary', 'a regular expression matches the whole value');
+  t.is(name('/x?user=vip-7'), 'rest', 'every condition of a match must hold');
+  t.is(name('/x?canary=1', { 'x-h': '1' }), 'header', 'a header match outranks query matches (Gateway API\'s order)');
+  t.is(name('/x?%63anary=%31'), 'canary', 'names and values are compared percent-decoded');
+  t.is(name('/x'), 'rest');
+});
+
+test('queryParam: the first value, percent-decoded; absent, empty and malformed', (t) => {
+  t.is(queryParam('/p?a=1&b=2', 'b'), '2');
+  t.is(queryParam('/p?a=1&a=2', 'a'), '1');
+  t.is(queryParam('/p?a&b=', 'a'), '');
+  t.is(queryParam('/p?a&b=', 'b'), '');
+  t.is(queryParam('/p?ab=1', 'a'), undefined);
+  t.is(queryParam('/p?a=1', 'ab'), undefined);
+  t.is(queryParam('/p', 'a'), undefined);
+  t.is(queryParam('/p?', 'a'), undefined);
+  t.is(queryParam('/p?x=%E2%9C%93&y=a+b', 'x'), '\u2713');
+  t.is(queryParam('/p?x=%E2%9C%93&y=a+b', 'y'), 'a+b', 'a plus stays a plus');
+  t.is(queryParam('/p?x=100%&y=%zz', 'x'), '100%', 'a malformed escape is kept as written');
+  t.is(queryParam('/p?x=100%&y=%zz', 'y'), '%zz');
+  t.is(queryParam('/p?a%3Db=1', 'a=b'), '1', 'an escaped name is decoded');
+  t.is(queryParam('http://h:1/p?a=1', 'a'), '1', 'absolute-form');
+  t.is(queryParam('/p?a=1=2', 'a'), '1=2');
+});
+
+test('RequestHeaderModifier: remove, then set, then add, on an HTTP/1 head and an HTTP/2 header object', (t) => {
+  const mod = new CompiledHeaderModifier({ set: [{ name: 'x-set', value: 'new' }], add: [{ name: 'x-add', value: 'two' }], remove: ['x-gone', 'x-set'] });
+  const head = Buffer.from('GET /a?b=1 HTTP/1.1\r\nHost: api\r\nX-Set: old\r\nx-add: one\r\nX-GONE: 1\r\nx-set: old2\r\nAccept: */*\r\n\r\n', 'latin1');
+  t.is(modifiedRequestHead(head, mod).toString('latin1'), 'GET /a?b=1 HTTP/1.1\r\nHost: api\r\nx-add: one\r\nAccept: */*\r\nx-set: new\r\nx-add: two\r\n\r\n');
+  const h2: Record<string, string | string[]> = { ':method': 'GET', 'x-set': 'old', 'x-add': 'one', 'x-gone': '1', accept: '*/*' };
+  mod.applyToH2(h2);
+  t.deepEqual(h2, { ':method': 'GET', 'x-set': 'new', 'x-add': ['one', 'two'], accept: '*/*' });
+  const h2b: Record<string, string | string[]> = {};
+  mod.applyToH2(h2b);
+  t.deepEqual(h2b, { 'x-set': 'new', 'x-add': 'two' }, 'set and add add a header the request lacks');
 });
 
 test('matching: equal matches go to the older route, then by namespace/name, then the first rule', (t) => {

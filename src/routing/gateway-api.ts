@@ -7,8 +7,8 @@
 // Accepted=False, so the controller keeps serving its last good version.
 import { policyFromAnnotations, type AnnotatedKind } from './linkerd-annotations.ts';
 import {
-  checkRegex, MAX_BACKENDS, MAX_HEADERS, MAX_MATCHES, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord,
-  type BackendRef, type HeaderMatch, type ParentRef, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
+  checkRegex, FIELD_VALUE, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
+  type BackendRef, type HeaderMatch, type HeaderModifier, type ParentRef, type QueryParamMatch, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
 } from './route-model.ts';
 import { isName, isPort } from '../discovery/model.ts';
 import { objectName } from '../k8s/objects.ts';
@@ -89,7 +89,7 @@ function headerMatches(v: unknown, where: string): HeaderMatch[] | undefined {
     const w = `${where}[${i}]`;
     const type = h?.type ?? 'Exact';
     if (type !== 'Exact' && type !== 'RegularExpression') throw new Invalid(`${w}.type: ${show(type)} is not supported; use Exact or RegularExpression`);
-    if (typeof h?.name !== 'string' || !/^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$/.test(h.name)) throw new Invalid(`${w}.name: ${show(h?.name)} is not a header name`);
+    if (typeof h?.name !== 'string' || !TOKEN.test(h.name)) throw new Invalid(`${w}.name: ${show(h?.name)} is not a header name`);
     if (typeof h?.value !== 'string' || h.value.length > 4096) throw new Invalid(`${w}.value: expected a string`);
     const name = h.name.toLowerCase();
     if (type === 'RegularExpression') checkRegexOr(h.value, `${w}.value`);
@@ -97,6 +97,71 @@ function headerMatches(v: unknown, where: string): HeaderMatch[] | undefined {
     if (!out.some((x) => x.name === name)) out.push({ name, type, value: type === 'RegularExpression' ? fullMatch(h.value) : h.value });
   }
   return out.length > 0 ? out : undefined;
+}
+
+function queryMatches(v: unknown, where: string): QueryParamMatch[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_QUERY_PARAMS) throw new Invalid(`${where}: expected a list of at most ${MAX_QUERY_PARAMS} query parameter matches`);
+  const out: QueryParamMatch[] = [];
+  for (const [i, q] of v.entries()) {
+    const w = `${where}[${i}]`;
+    const type = q?.type ?? 'Exact';
+    if (type !== 'Exact' && type !== 'RegularExpression') throw new Invalid(`${w}.type: ${show(type)} is not supported; use Exact or RegularExpression`);
+    if (typeof q?.name !== 'string' || !TOKEN.test(q.name)) throw new Invalid(`${w}.name: ${show(q?.name)} is not a query parameter name; use letters, digits and !#$%&'*+-.^_\`|~ (at most 256)`);
+    if (typeof q?.value !== 'string' || q.value === '' || q.value.length > 1024) throw new Invalid(`${w}.value: expected a string of 1 to 1024 characters`);
+    if (type === 'RegularExpression') checkRegexOr(q.value, `${w}.value`);
+    // Names are case-sensitive; of entries with the same name, only the first counts (the spec).
+    if (!out.some((x) => x.name === q.name)) out.push({ name: q.name, type, value: type === 'RegularExpression' ? fullMatch(q.value) : q.value });
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+/** A rule's filters: RequestHeaderModifier (Core) is served; every other type refuses the route, naming it. */
+function filtersOf(v: unknown, where: string): HeaderModifier | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > 16) throw new Invalid(`${where}: expected a list of at most 16 filters`);
+  const unsupported = v.map((f: Obj) => f?.type).filter((t) => t !== 'RequestHeaderModifier');
+  if (unsupported.length > 0) {
+    throw new Invalid(`${where}: filters of type ${unsupported.map((t) => show(t)).join(', ')} are not supported; of the filters only RequestHeaderModifier is, so remove the others or route without them`);
+  }
+  if (v.length > 1) throw new Invalid(`${where}: RequestHeaderModifier is given ${v.length} times; the spec allows it once per rule, so merge them`);
+  return headerModifier(v[0]?.requestHeaderModifier, `${where}[0].requestHeaderModifier`);
+}
+
+function headerModifier(m: Obj | undefined, where: string): HeaderModifier {
+  if (m === undefined || m === null || typeof m !== 'object') throw new Invalid(`${where}: a RequestHeaderModifier filter needs its requestHeaderModifier (set, add or remove)`);
+  const out: HeaderModifier = {};
+  const name = (n: unknown, w: string): string => {
+    if (typeof n !== 'string' || !TOKEN.test(n)) throw new Invalid(`${w}: ${show(n)} is not a header name; use letters, digits and !#$%&'*+-.^_\`|~ (at most 256)`);
+    const lower = n.toLowerCase();
+    const why = unmodifiableHeader(lower);
+    if (why !== null) throw new Invalid(`${w}: ${why}`);
+    return lower;
+  };
+  for (const part of ['set', 'add'] as const) {
+    const l = m[part];
+    if (l === undefined || l === null) continue;
+    if (!Array.isArray(l) || l.length > MAX_HEADER_EDITS) throw new Invalid(`${where}.${part}: expected a list of at most ${MAX_HEADER_EDITS} headers`);
+    const edits: Array<{ name: string; value: string }> = [];
+    for (const [i, h] of l.entries()) {
+      const n = name(h?.name, `${where}.${part}[${i}].name`);
+      if (typeof h?.value !== 'string' || !FIELD_VALUE.test(h.value)) throw new Invalid(`${where}.${part}[${i}].value: ${show(h?.value)} is not a header value; write at most 4096 characters without CR, LF, NUL or other control characters`);
+      if (edits.some((e) => e.name === n)) throw new Invalid(`${where}.${part}[${i}].name: ${show(h.name)} is named twice in ${part} (names are case-insensitive); give each header once`);
+      edits.push({ name: n, value: h.value });
+    }
+    if (edits.length > 0) out[part] = edits;
+  }
+  const r = m.remove;
+  if (r !== undefined && r !== null) {
+    if (!Array.isArray(r) || r.length > MAX_HEADER_EDITS) throw new Invalid(`${where}.remove: expected a list of at most ${MAX_HEADER_EDITS} header names`);
+    const names: string[] = [];
+    for (const [i, h] of r.entries()) {
+      const n = name(h, `${where}.remove[${i}]`);
+      if (!names.includes(n)) names.push(n);
+    }
+    if (names.length > 0) out.remove = names;
+  }
+  return out;
 }
 
 /** Gateway API's regular expressions match the whole value (as Envoy's RE2 does); the model's search. */
@@ -112,9 +177,6 @@ function checkRegexOr(v: string, where: string): void {
 
 function httpMatch(m: Obj, where: string): RouteMatch {
   const out: RouteMatch = {};
-  if (m?.queryParams !== undefined && m.queryParams !== null && (!Array.isArray(m.queryParams) || m.queryParams.length > 0)) {
-    throw new Invalid(`${where}.queryParams: query parameter matches are not supported; match on path, headers or method`);
-  }
   const path = m?.path ?? { type: 'PathPrefix', value: '/' };
   const type = path?.type ?? 'PathPrefix';
   const value = path?.value ?? '/';
@@ -130,6 +192,8 @@ function httpMatch(m: Obj, where: string): RouteMatch {
   }
   const headers = headerMatches(m?.headers, `${where}.headers`);
   if (headers) out.headers = headers;
+  const query = queryMatches(m?.queryParams, `${where}.queryParams`);
+  if (query) out.queryParams = query;
   return out;
 }
 
@@ -315,9 +379,7 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
   if (rawRules.length > MAX_RULES) throw new Invalid(`spec.rules: more than ${MAX_RULES} rules`);
   const rules: RouteRule[] = rawRules.map((r, i) => {
     const w = `spec.rules[${i}]`;
-    if (Array.isArray(r?.filters) && r.filters.length > 0) {
-      throw new Invalid(`${w}.filters: filters (${r.filters.map((f: Obj) => f?.type).join(', ')}) are not supported yet; remove them or route without them`);
-    }
+    const requestHeaders = filtersOf(r?.filters, `${w}.filters`);
     const rawMatches: Obj[] = r?.matches ?? [];
     if (!Array.isArray(rawMatches) || rawMatches.length > MAX_MATCHES) throw new Invalid(`${w}.matches: expected a list of at most ${MAX_MATCHES}`);
     const matches = rawMatches.map((m, j) => (kind === 'GRPCRoute' ? grpcMatch(m, `${w}.matches[${j}]`) : httpMatch(m, `${w}.matches[${j}]`)));
@@ -325,10 +387,15 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
     const effective = matches.some((m) => Object.keys(m).length === 0) ? [] : matches;
     const rawBackends: Obj[] = r?.backendRefs ?? [];
     if (!Array.isArray(rawBackends) || rawBackends.length > MAX_BACKENDS) throw new Invalid(`${w}.backendRefs: expected a list of at most ${MAX_BACKENDS}`);
-    const backends = rawBackends.map((b, j) => backendOf(b, `${w}.backendRefs[${j}]`, cx));
+    const backends = rawBackends.map((b, j) => {
+      const f = b?.filters;
+      if (Array.isArray(f) && f.length > 0) throw new Invalid(`${w}.backendRefs[${j}].filters: filters on a backendRef (${f.map((x: Obj) => show(x?.type)).join(', ')}) are not supported; put a RequestHeaderModifier on the rule instead`);
+      return backendOf(b, `${w}.backendRefs[${j}]`, cx);
+    });
     if (backends.length > 0 && backends.every((b) => b.weight === 0)) throw new Invalid(`${w}.backendRefs: every weight is 0, so no request could be sent; give one backend a weight above 0`);
     const rule: RouteRule = { matches: effective, backends };
     if (typeof r?.name === 'string' && r.name !== '') rule.name = r.name;
+    if (requestHeaders !== undefined && Object.keys(requestHeaders).length > 0) rule.requestHeaders = requestHeaders;
     // Linkerd's annotations win over the fields, per timeout and as a whole for retries.
     const fields = kind === 'HTTPRoute' ? timeoutsOf(r?.timeouts, `${w}.timeouts`, objectSrc) : { sources: [] as Source[] };
     if (ann.timeouts !== undefined || fields.timeouts !== undefined) {

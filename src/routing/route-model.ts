@@ -36,12 +36,21 @@ export interface HeaderMatch {
   value: string;
 }
 
+export interface QueryParamMatch {
+  /** As written: query parameter names are case-sensitive. */
+  name: string;
+  type: 'Exact' | 'RegularExpression';
+  value: string;
+}
+
 /** All present parts must match (AND); a rule matches when any of its matches does (OR). */
 export interface RouteMatch {
   path?: { type: StringMatchType; value: string };
   /** Upper-case HTTP method. */
   method?: string;
   headers?: HeaderMatch[];
+  /** Compared with the request's first value of each parameter, percent-decoded (route-table.ts). */
+  queryParams?: QueryParamMatch[];
   /** GRPCRoute: the request's :path is /service/method. Exact when a part is given; absent parts match anything. */
   grpc?: { type: 'Exact' | 'RegularExpression'; service?: string; method?: string };
 }
@@ -79,9 +88,21 @@ export interface RetryPolicy {
   timeoutMs?: number;
 }
 
+/** Gateway API's RequestHeaderModifier: applied to the request sent upstream, on every attempt. */
+export interface HeaderModifier {
+  /** Lower-case names. Replace every value of the header, or add it. */
+  set?: Array<{ name: string; value: string }>;
+  /** Append a value (another field line) to whatever the request carries. */
+  add?: Array<{ name: string; value: string }>;
+  /** Lower-case names to delete. */
+  remove?: string[];
+}
+
 export interface RouteRule {
   /** HTTPRoute rules[].name, or the SMI match name. */
   name?: string;
+  /** HTTPRoute and GRPCRoute rules[].filters[] of type RequestHeaderModifier. */
+  requestHeaders?: HeaderModifier;
   /** Empty: matches every request (Gateway API's default PathPrefix "/"). */
   matches: RouteMatch[];
   /** Empty: the parent Service itself. */
@@ -116,6 +137,9 @@ export interface RouteRecord {
 export const MAX_RULES = 16;
 export const MAX_MATCHES = 64;
 export const MAX_HEADERS = 16;
+export const MAX_QUERY_PARAMS = 16;
+/** Each of a RequestHeaderModifier's set, add and remove (the CRD's bound). */
+export const MAX_HEADER_EDITS = 16;
 export const MAX_BACKENDS = 64;
 export const MAX_PARENTS = 32;
 export const MAX_WEIGHT = 1_000_000;
@@ -170,6 +194,54 @@ export function checkRegex(v: string, where: string): string {
 
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const METHOD = /^[A-Z]{1,32}$/;
+/** Gateway API's HTTPHeaderName: an RFC 9110 token, case as written (query parameter names keep it). */
+export const TOKEN = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$/;
+/** A field value we can write in an HTTP/1 head and node:http2 accepts: no CR, LF, NUL or other controls but tab. */
+export const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]{0,4096}$/;
+
+/**
+ * Headers a RequestHeaderModifier may not touch: the hop-by-hop and framing fields the proxy
+ * owns (changing them would break the message or the connection), and host, which the proxy
+ * keeps as the client sent it (Envoy refuses it too; HTTP/2's :authority is not a header).
+ */
+export const UNMODIFIABLE_HEADERS: ReadonlySet<string> = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'content-length', 'http2-settings', 'host',
+]);
+
+/** Why a lower-case header name may not be modified; null when it may. */
+export function unmodifiableHeader(name: string): string | null {
+  if (UNMODIFIABLE_HEADERS.has(name)) return `${show(name)} is ${name === 'host' ? 'the request\'s authority, which the proxy keeps as the client sent it' : 'a hop-by-hop or framing header the proxy manages'}; modify another header`;
+  return null;
+}
+
+function parseHeaderModifier(v: unknown, where: string): HeaderModifier {
+  const o = obj(v, where);
+  const out: HeaderModifier = {};
+  const seen = (names: string[], w: string) => {
+    for (const [i, n] of names.entries()) {
+      if (typeof n !== 'string' || !HEADER_NAME.test(n) || n.length > 256) fail(`${w}[${i}]`, `expected a lower-case header name, got ${show(n)}`);
+      const why = unmodifiableHeader(n);
+      if (why !== null) fail(`${w}[${i}]`, why);
+      if (names.indexOf(n) !== i) fail(`${w}[${i}]`, `${show(n)} is named twice`);
+    }
+  };
+  for (const part of ['set', 'add'] as const) {
+    if (o[part] === undefined) continue;
+    const l = list(o[part], `${where}.${part}`, MAX_HEADER_EDITS).map((h, i) => {
+      const ho = obj(h, `${where}.${part}[${i}]`);
+      if (typeof ho.value !== 'string' || !FIELD_VALUE.test(ho.value)) fail(`${where}.${part}[${i}].value`, 'expected a header value without control characters, at most 4096 characters');
+      return { name: ho.name as string, value: ho.value };
+    });
+    seen(l.map((h) => h.name), `${where}.${part}`);
+    out[part] = l;
+  }
+  if (o.remove !== undefined) {
+    const l = list(o.remove, `${where}.remove`, MAX_HEADER_EDITS) as string[];
+    seen(l, `${where}.remove`);
+    out.remove = [...l];
+  }
+  return out;
+}
 
 function parseMatch(v: unknown, where: string): RouteMatch {
   const o = obj(v, where);
@@ -195,6 +267,17 @@ function parseMatch(v: unknown, where: string): RouteMatch {
       const value = shortString(ho.value, `${w}.value`, 4096);
       if (ho.type === 'RegularExpression') checkRegex(value, `${w}.value`);
       return { name: ho.name, type: ho.type, value };
+    });
+  }
+  if (o.queryParams !== undefined) {
+    out.queryParams = list(o.queryParams, `${where}.queryParams`, MAX_QUERY_PARAMS).map((q, i) => {
+      const w = `${where}.queryParams[${i}]`;
+      const qo = obj(q, w);
+      if (typeof qo.name !== 'string' || !TOKEN.test(qo.name)) fail(`${w}.name`, `expected a query parameter name (letters, digits and !#$%&'*+-.^_\`|~), got ${show(qo.name)}`);
+      if (qo.type !== 'Exact' && qo.type !== 'RegularExpression') fail(`${w}.type`, `expected Exact or RegularExpression, got ${show(qo.type)}`);
+      const value = shortString(qo.value, `${w}.value`, 1024);
+      if (qo.type === 'RegularExpression') checkRegex(value, `${w}.value`);
+      return { name: qo.name, type: qo.type, value };
     });
   }
   if (o.grpc !== undefined) {
@@ -274,6 +357,7 @@ function parseRule(v: unknown, where: string): RouteRule {
   };
   if (out.backends.length > 0 && out.backends.every((b) => b.weight === 0)) fail(`${where}.backends`, 'every weight is 0');
   if (o.name !== undefined) out.name = shortString(o.name, `${where}.name`, 253);
+  if (o.requestHeaders !== undefined) out.requestHeaders = parseHeaderModifier(o.requestHeaders, `${where}.requestHeaders`);
   if (o.timeouts !== undefined) out.timeouts = parseTimeouts(o.timeouts, `${where}.timeouts`);
   if (o.retry !== undefined) out.retry = o.retry === null ? null : parseRetry(o.retry, `${where}.retry`);
   if (o.timeoutSources !== undefined) out.timeoutSources = list(o.timeoutSources, `${where}.timeoutSources`, 8).map((s, i) => parseSource(s, `${where}.timeoutSources[${i}]`));

@@ -13,10 +13,11 @@
 // matches is answered 404 (gRPC: UNIMPLEMENTED) by the forwarder.
 //
 // Within the routes that apply, the most specific match wins (Gateway API): an Exact path, then
-// a regular expression, then the longest PathPrefix; then a method; then the most headers. gRPC:
-// the longest service, then method, then the most headers. Ties go to the older route, then the
-// route's namespace/name, then the rule's order.
+// a regular expression, then the longest PathPrefix; then a method; then the most headers; then
+// the most query parameters. gRPC: the longest service, then method, then the most headers. Ties
+// go to the older route, then the route's namespace/name, then the rule's order.
 import type { AnnotationPolicy } from './linkerd-annotations.ts';
+import { CompiledHeaderModifier } from './header-modifier.ts';
 import { SAME_PORT, type BackendRef, type RetryPolicy, type RouteMatch, type RouteRecord, type Source, type Timeouts } from './route-model.ts';
 
 /** What a matcher reads of a request. */
@@ -27,6 +28,11 @@ export interface RouteRequest {
   readonly path: string;
   /** A header's value (several joined with ", "); undefined when absent. `name` is lower-case. */
   header(name: string): string | undefined;
+  /**
+   * The first value of a query parameter, percent-decoded; undefined when absent. `name` is
+   * compared case-sensitively with each parameter's decoded name. Asked only by query matches.
+   */
+  query(name: string): string | undefined;
 }
 
 /** A route as Linkerd's route_* labels name it. */
@@ -73,6 +79,9 @@ class CompiledMatch {
   readonly headerNames: string[];
   readonly headerExact: Array<string | null>;
   readonly headerRe: Array<RegExp | null>;
+  readonly queryNames: string[];
+  readonly queryExact: Array<string | null>;
+  readonly queryRe: Array<RegExp | null>;
   readonly grpc: boolean;
   readonly grpcService: string | null;
   readonly grpcMethod: string | null;
@@ -96,6 +105,10 @@ class CompiledMatch {
     this.headerNames = hs.map((h) => h.name);
     this.headerExact = hs.map((h) => (h.type === 'Exact' ? h.value : null));
     this.headerRe = hs.map((h) => (h.type === 'RegularExpression' ? new RegExp(h.value) : null));
+    const qs = m.queryParams ?? [];
+    this.queryNames = qs.map((q) => q.name);
+    this.queryExact = qs.map((q) => (q.type === 'Exact' ? q.value : null));
+    this.queryRe = qs.map((q) => (q.type === 'RegularExpression' ? new RegExp(q.value) : null));
     const g = m.grpc;
     this.grpc = g !== undefined;
     const re = g?.type === 'RegularExpression';
@@ -108,7 +121,7 @@ class CompiledMatch {
   /** Static specificity, compared element by element; greater wins. */
   rank(grpc: boolean): number[] {
     if (grpc) return [this.grpcService?.length ?? (this.grpcServiceRe ? 1 : 0), this.grpcMethod?.length ?? (this.grpcMethodRe ? 1 : 0), this.headerNames.length];
-    return [this.pathKind, this.pathKind === PATH_NONE ? 1 : this.pathValue.length, this.method !== null ? 1 : 0, this.headerNames.length];
+    return [this.pathKind, this.pathKind === PATH_NONE ? 1 : this.pathValue.length, this.method !== null ? 1 : 0, this.headerNames.length, this.queryNames.length];
   }
 
   matches(req: RouteRequest): boolean {
@@ -134,6 +147,14 @@ class CompiledMatch {
       if (v === undefined) return false;
       const exact = this.headerExact[i];
       if (exact !== null ? v !== exact : !this.headerRe[i]!.test(v)) return false;
+    }
+    // Only matches that name query parameters read the query.
+    const qn = this.queryNames;
+    for (let i = 0; i < qn.length; i++) {
+      const v = req.query(qn[i]!);
+      if (v === undefined) return false;
+      const exact = this.queryExact[i];
+      if (exact !== null ? v !== exact : !this.queryRe[i]!.test(v)) return false;
     }
     return true;
   }
@@ -170,12 +191,15 @@ export class CompiledRule {
   readonly timeoutSources: Source[];
   readonly retrySources: Source[];
   readonly matches: RouteMatch[];
+  /** The rule's RequestHeaderModifier; null (most rules) leaves the request's headers alone. */
+  readonly requestHeaders: CompiledHeaderModifier | null;
 
   constructor(route: RouteMeta, index: number, rule: RouteRecord['rules'][number] | null, parentPort: number, service: AnnotationPolicy) {
     this.route = route;
     this.ruleIndex = index;
     this.ruleName = rule?.name;
     this.matches = rule?.matches ?? [];
+    this.requestHeaders = rule?.requestHeaders !== undefined ? new CompiledHeaderModifier(rule.requestHeaders) : null;
     this.backends = (rule?.backends ?? []).map((b) => new CompiledBackend(b, parentPort));
     this.cumulative = [];
     let total = 0;
@@ -254,7 +278,7 @@ export class RouteTable {
       r.rules.forEach((rule, i) => {
         const c = new CompiledRule(meta, i, rule, parentPort, service);
         rules.push(c);
-        if (rule.matches.length === 0) into.push({ match: null, rule: c, rank: isGrpc ? [0, 0, 0] : [PATH_NONE, 1, 0, 0], order: order++ });
+        if (rule.matches.length === 0) into.push({ match: null, rule: c, rank: isGrpc ? [0, 0, 0] : [PATH_NONE, 1, 0, 0, 0], order: order++ });
         for (const m of rule.matches) {
           const cm = new CompiledMatch(m);
           into.push({ match: cm, rule: c, rank: cm.rank(isGrpc), order: order++ });

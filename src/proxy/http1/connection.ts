@@ -34,7 +34,7 @@ import { isRetryable, isUpgradeRequest, requestBodyKind, responseBodyKind, wants
 import { errorReply } from './replies.ts';
 import { finNow, writeWithFin } from '../fin-now.ts';
 import { own, UpstreamPool, type UpstreamOwner } from './pool.ts';
-import { closingResponseHead, keepUpstreamFor, upstreamRequestHead } from './hop.ts';
+import { closingResponseHead, keepUpstreamFor, modifiedRequestHead, upstreamRequestHead } from './hop.ts';
 
 const ST_HEAD = 0; // waiting for a request head
 const ST_EXCHANGE = 1; // a request is in flight
@@ -311,8 +311,16 @@ export class Http1Connection implements UpstreamOwner {
         if (s !== null) this.pool.release(this.upKey, s);
       }
     }
+    // The rule's RequestHeaderModifier changes the head every attempt sends (kept for a retry
+    // with the body, as the first write is); rules without one leave the client's bytes as they are.
+    let headChanged = this.closeOnlyClient;
+    const mod = this.rule?.requestHeaders ?? null;
+    if (mod !== null) {
+      this.reqHead = modifiedRequestHead(this.reqHead!, mod);
+      headChanged = true;
+    }
     if (this.up === null && !this.attachUpstream(false)) return;
-    const first = !this.closeOnlyClient ? buf.subarray(start, bodyEnd)
+    const first = !headChanged ? buf.subarray(start, bodyEnd)
       : bodyEnd === end ? this.reqHead : Buffer.concat([this.reqHead, buf.subarray(end, bodyEnd)]);
     if (this.replay !== null) this.keep(first, bodyEnd - end);
     this.writeUp(first);

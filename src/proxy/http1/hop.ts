@@ -6,6 +6,7 @@
 // Only the Connection field lines change; every other byte of the head is kept.
 
 import type { RequestHead, ResponseHead } from './parse-head.ts';
+import type { CompiledHeaderModifier } from '../../routing/header-modifier.ts';
 import { wantsKeepAlive } from './framing.ts';
 
 const CR = 13;
@@ -82,6 +83,30 @@ export function rewriteConnection(buf: Buffer, start: number, end: number, drop:
     parts.push(buf.subarray(copyFrom, end));
   }
   return changed ? Buffer.concat(parts) : null;
+}
+
+/**
+ * A route's RequestHeaderModifier applied to a request head (head[0, length), validated by
+ * parse-head): the field lines of the names it drops are left out, its set and add lines go
+ * last. Every other byte is kept. A new buffer, so a retry re-sends the same head.
+ */
+export function modifiedRequestHead(head: Buffer, mod: CompiledHeaderModifier): Buffer {
+  const parts: Buffer[] = [];
+  let copyFrom = 0;
+  let p = head.indexOf('\r\n', 0, 'latin1') + 2;
+  const last = head.length - 2; // the empty line
+  while (p < last) {
+    const lineStart = p;
+    const colon = head.indexOf(COLON, p);
+    const next = head.indexOf(CR, colon) + 2;
+    if (mod.drop.has(asciiLower(head, lineStart, colon))) {
+      parts.push(head.subarray(copyFrom, lineStart));
+      copyFrom = next;
+    }
+    p = next;
+  }
+  parts.push(head.subarray(copyFrom, last), mod.http1Lines, head.subarray(last));
+  return Buffer.concat(parts);
 }
 
 function asciiLower(buf: Buffer, from: number, to: number): string {

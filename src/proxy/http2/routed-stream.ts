@@ -16,7 +16,7 @@ import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/r
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
-import { pathOf } from '../http1/route-request.ts';
+import { pathOf, queryParam } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
@@ -27,10 +27,15 @@ class H2RouteRequest implements RouteRequest {
   readonly method: string;
   readonly path: string;
   private readonly h: http2.IncomingHttpHeaders;
+  private readonly target: string;
   constructor(h: http2.IncomingHttpHeaders) {
     this.h = h;
     this.method = headerString(h[':method']);
-    this.path = pathOf(headerString(h[':path']));
+    this.target = headerString(h[':path']);
+    this.path = pathOf(this.target);
+  }
+  query(name: string): string | undefined {
+    return queryParam(this.target, name);
   }
   header(name: string): string | undefined {
     const v = this.h[name];
@@ -152,6 +157,13 @@ class RoutedStream {
 
   // ---- attempts ----
 
+  /** The request's headers for the upstream, with the rule's RequestHeaderModifier (a new object per attempt). */
+  private upstreamHeaders(): http2.OutgoingHttpHeaders {
+    const h = upstreamRequestHeaders(this.reqHeaders);
+    this.rule!.requestHeaders?.applyToH2(h);
+    return h;
+  }
+
   private attempt(): void {
     const slot = this.slot;
     const ok = pickAttempt(this.route, this.rule!, slot);
@@ -177,7 +189,7 @@ class RoutedStream {
       const { ip, port } = lease.ep;
       // A Service endpoint its policy does not allow this client whole: in-process sessions only (context.ts INSPECTED).
       this.upSession = this.pool.acquire(ip, port, this.ctx, this.limits.upstreamConnectTimeoutMs, endpointPoolKey(this.ctx, ip, port, lease.key));
-      up = this.upSession.request(upstreamRequestHeaders(this.reqHeaders), { endStream: this.noBody, waitForTrailers: true });
+      up = this.upSession.request(this.upstreamHeaders(), { endStream: this.noBody, waitForTrailers: true });
     } catch (err) {
       this.error = (err as Error).message;
       this.attemptFailed('unreachable', 'IO');

@@ -1,0 +1,37 @@
+// Gateway API's RequestHeaderModifier, compiled once per rule for the forwarders: the names whose
+// fields the request loses (remove's and set's), then set's and add's fields. Order as Envoy
+// applies it: remove first, then set, then add, so a header both removed and set is set. The
+// HTTP/1 forwarder rewrites the head with it (http1/hop.ts modifiedRequestHead), the HTTP/2 one
+// the header object of each attempt (applyToH2); rules without the filter have none, and their
+// requests pay nothing.
+import type { OutgoingHttpHeaders } from 'node:http2';
+import type { HeaderModifier } from './route-model.ts';
+
+export class CompiledHeaderModifier {
+  /** As the route gave it (diagnostics policy shows it). */
+  readonly spec: HeaderModifier;
+  /** Lower-case names whose fields are dropped. */
+  readonly drop: ReadonlySet<string>;
+  readonly set: ReadonlyArray<{ name: string; value: string }>;
+  readonly add: ReadonlyArray<{ name: string; value: string }>;
+  /** set's and add's fields as HTTP/1 field lines ("name: value\r\n" each), appended to the head. */
+  readonly http1Lines: Buffer;
+
+  constructor(m: HeaderModifier) {
+    this.spec = m;
+    this.set = m.set ?? [];
+    this.add = m.add ?? [];
+    this.drop = new Set([...(m.remove ?? []), ...this.set.map((h) => h.name)]);
+    this.http1Lines = Buffer.from([...this.set, ...this.add].map((h) => `${h.name}: ${h.value}\r\n`).join(''), 'latin1');
+  }
+
+  /** Edits an upstream request's headers (a copy the forwarder made for this attempt) in place. */
+  applyToH2(out: OutgoingHttpHeaders): void {
+    for (const name of this.drop) delete out[name];
+    for (const h of this.set) out[h.name] = h.value;
+    for (const h of this.add) {
+      const v = out[h.name];
+      out[h.name] = v === undefined ? h.value : Array.isArray(v) ? [...v, h.value] : [String(v), h.value];
+    }
+  }
+}
