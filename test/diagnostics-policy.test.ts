@@ -22,7 +22,7 @@ const quiet = () => {};
 const producer: RouteRecord = {
   kind: 'HTTPRoute', namespace: 'shop', name: 'canary', createdAt: 1, parents: [{ namespace: 'shop', name: 'api' }],
   rules: [
-    { name: 'beta', matches: [{ path: { type: 'PathPrefix', value: '/v2' }, headers: [{ name: 'x-canary', type: 'Exact', value: '1' }] }], backends: [{ namespace: 'shop', name: 'api-v2', port: 80, weight: 1 }], timeouts: { requestMs: 500 }, timeoutSources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'canary', field: 'spec.rules[0].timeouts.request' }] },
+    { name: 'beta', matches: [{ path: { type: 'PathPrefix', value: '/v2' }, headers: [{ name: 'x-canary', type: 'Exact', value: '1' }], queryParams: [{ name: 'beta', type: 'Exact', value: 'on' }] }], requestHeaders: { set: [{ name: 'x-route', value: 'beta' }], add: [{ name: 'x-trace', value: 'mesh' }], remove: ['x-debug'] }, backends: [{ namespace: 'shop', name: 'api-v2', port: 80, weight: 1 }], timeouts: { requestMs: 500 }, timeoutSources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'canary', field: 'spec.rules[0].timeouts.request' }] },
     { matches: [], backends: [{ namespace: 'shop', name: 'api-v1', port: 80, weight: 90 }, { namespace: 'shop', name: 'api-v2', port: 80, weight: 10 }, { namespace: 'shop', name: 'gone', port: 80, weight: 0, problem: 'spec.rules[1].backendRefs[2]: Service shop/gone not found' }] },
   ],
 };
@@ -61,7 +61,8 @@ test('diagnostics policy: the routes that apply to the client namespace, with ma
   t.is(p.stdout, [
     'Service shop/api port 80, clients in namespace shop: producer routes (in the Service\'s namespace)',
     '  HTTPRoute shop/canary rule 0 "beta"',
-    '    match:    path /v2*, x-canary: 1',
+    '    match:    path /v2*, x-canary: 1, ?beta=on',
+    '    headers:  remove x-debug, set x-route: beta, add x-trace: mesh (RequestHeaderModifier, on the request sent upstream)',
     '    backends: shop/api-v2:80 100% (weight 1)',
     '    timeouts: request 500ms (from HTTPRoute shop/canary: spec.rules[0].timeouts.request)',
     '    retry:    HTTP: 2 retries on 5xx, connect errors; gRPC: 2 retries on grpc 14, connect errors (from Service shop/api: retry.linkerd.io/limit, retry.linkerd.io/http)',

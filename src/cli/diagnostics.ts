@@ -68,6 +68,7 @@ function matchText(m: RouteMatch): string {
   if (m.method) parts.push(m.method);
   if (m.path) parts.push(m.path.type === 'Exact' ? `path = ${m.path.value}` : m.path.type === 'PathPrefix' ? `path ${m.path.value}*` : `path ~ ${m.path.value}`);
   for (const h of m.headers ?? []) parts.push(h.type === 'Exact' ? `${h.name}: ${h.value}` : `${h.name} ~ ${h.value}`);
+  for (const q of m.queryParams ?? []) parts.push(q.type === 'Exact' ? `?${q.name}=${q.value}` : `?${q.name} ~ ${q.value}`);
   if (m.grpc) parts.push(`grpc ${m.grpc.type === 'Exact' ? '' : '~ '}${m.grpc.service ?? '*'}/${m.grpc.method ?? '*'}`);
   return parts.join(', ');
 }
@@ -96,6 +97,11 @@ function ruleText(r: RuleView): string[] {
   const name = r.route.kind === 'default' ? 'default route (the Service\'s annotations)' : `${r.route.kind} ${r.route.namespace}/${r.route.name} rule ${r.rule}${r.name ? ` "${r.name}"` : ''}`;
   const lines = [`  ${name}`];
   lines.push(`    match:    ${r.matches.length === 0 ? 'every request' : r.matches.map(matchText).join(' | ')}`);
+  const rh = r.requestHeaders;
+  if (rh !== undefined) {
+    const edits = [...(rh.remove ?? []).map((n) => `remove ${n}`), ...(rh.set ?? []).map((h) => `set ${h.name}: ${h.value}`), ...(rh.add ?? []).map((h) => `add ${h.name}: ${h.value}`)];
+    lines.push(`    headers:  ${edits.join(', ')} (RequestHeaderModifier, on the request sent upstream)`);
+  }
   lines.push(`    backends: ${r.backends.length === 0 ? 'the Service itself' : r.backends.map((b) => `${b.namespace}/${b.name}:${b.port} ${b.share}% (weight ${b.weight})${b.problem ? ` [answers 500: ${b.problem}]` : ''}`).join(', ')}`);
   const t = r.timeouts;
   const tt = t === null ? 'none' : [t.requestMs !== undefined ? `request ${ms(t.requestMs)}` : '', t.backendRequestMs !== undefined ? `backend request ${ms(t.backendRequestMs)}` : '', t.idleMs !== undefined ? `idle ${ms(t.idleMs)}` : ''].filter(Boolean).join(', ');

@@ -4,7 +4,7 @@
 // or annotation), the routes that apply to no client, and the annotations that could not be
 // read. Plain data (the agent answers it as JSON; the CLI renders it). Pure.
 import { DEFAULT_BUDGET } from './retry-budget.ts';
-import { DEFAULT_BACKOFF_MS, DEFAULT_MAX_BACKOFF_MS, type RetryPolicy, type RouteMatch, type Source, type Timeouts } from './route-model.ts';
+import { DEFAULT_BACKOFF_MS, DEFAULT_MAX_BACKOFF_MS, type HeaderModifier, type RetryPolicy, type RouteMatch, type Source, type Timeouts } from './route-model.ts';
 import type { ParentPolicy } from './route-table.ts';
 
 export interface BackendView {
@@ -23,6 +23,8 @@ export interface RuleView {
   name?: string;
   /** Empty: every request. */
   matches: RouteMatch[];
+  /** The rule's RequestHeaderModifier, when it has one. */
+  requestHeaders?: HeaderModifier;
   /** Empty: the Service itself. */
   backends: BackendView[];
   timeouts: Timeouts | null;
@@ -62,6 +64,7 @@ export function policyView(service: { namespace: string; name: string; port: num
       rule: r.ruleIndex,
       ...(r.ruleName !== undefined ? { name: r.ruleName } : {}),
       matches: r.matches,
+      ...(r.requestHeaders !== null ? { requestHeaders: r.requestHeaders.spec } : {}),
       backends: r.backends.map((b) => ({
         namespace: b.namespace, name: b.name, port: b.port, weight: b.weight,
         share: r.totalWeight > 0 ? Math.round((b.weight / r.totalWeight) * 10_000) / 100 : 0,
