@@ -115,6 +115,12 @@ export const REFERENCES = {
     how: 'bench/h1-floor.ts (cpu-http1\'s load on loopback through each forwarder in a process of its own with one thread; three runs of 4, 4 and 6 interleaved rounds) on a loaded 2-core machine (docs/benchmarks.md, "The floor of a Node forwarder")',
     figure: 'the medians per 1,000 requests at 1,000 / 5,000 / 10,000 req/s were 41.5-45.5 / 31.3-37.2 / 29.6-31.3 CPU-ms for nginx with one worker, 47.5-65.5 / 41.8-48.9 / 38.1-46.5 for the least forwarder on Node\'s net (on(\'data\') to write() both ways, no parsing) and 72.5-82.5 / 50.7-57.2 / 46.5-49.3 for the agent\'s HTTP/1 forwarder. The floor made nginx\'s system calls, but its user space was 1.3-1.9x nginx\'s at every rate, so at or below nginx is out of reach for any forwarder on Node\'s sockets; what the agent adds above the floor, 13-26 CPU-ms of user space at 1,000 req/s, is its own (its JavaScript, the garbage it makes per request), with no hot spot',
   },
+  addonFloor: {
+    date: '2026-12-02',
+    commit: '1271e46',
+    how: 'bench/h1-floor.ts\'s addon-c and addon-js forwarders (bench/native/poll-forwarder.cc: Node accepts and dials, then libuv poll handles on Node\'s loop read and write the two sockets from C++; three runs of 4 interleaved rounds) on a 2-core machine at load average 0.3-2.8 (docs/benchmarks.md, "The floor with the sockets driven from C++")',
+    figure: 'with one JavaScript call per read over a shared buffer (finding the end of the head and a response\'s status), the medians per 1,000 requests at 1,000 / 5,000 / 10,000 req/s were 28.0-29.5 / 19.5-20.3 / 18.3-18.6 CPU-ms against nginx\'s 32.0-35.5 / 22.0-24.3 / 19.1-23.5 and the net floor\'s 40.5-43.5 / 26.1-29.1 / 23.6-26.6, with two reads and two writes a request: the floor\'s excess over nginx is Node\'s streams, and it goes with them. The agent\'s own parsing, routing and telemetry (5-18 CPU-ms of user space per 1,000 above the floor at 1,000 req/s) would remain; driving its sockets from C++ is not built',
+  },
   connectionCost: {
     date: '2026-11-30',
     commit: '0b16cb8',
@@ -371,7 +377,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       id: 'cpu-http1-vs-nginx', target: vsNginx,
       measured: rates.map((m) => `${rateOf(m)}: ${fmt(m.values.mesh)} vs ${fmt(m.values.nginx)} CPU-ms per 1,000`).join('; '),
       status: worse.length === 0 ? 'met' : 'missed',
-      limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. ${cite(REFERENCES.nodeFloor)} ${cite(REFERENCES.requestCost)}`,
+      limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. ${cite(REFERENCES.nodeFloor)} ${cite(REFERENCES.addonFloor)} ${cite(REFERENCES.requestCost)}`,
     });
   } else out.push(notRun('cpu-http1-vs-nginx', vsNginx, scenarios, 'cpu-http1', ['mesh', 'nginx']));
 
@@ -383,7 +389,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       id: 'cpu-http1-60ms', target: ztunnel,
       measured: mesh.map((m) => `${rateOf(m)}: ${fmt(m.values.mesh)}`).join('; '),
       status: over.length === 0 ? 'met' : 'missed',
-      limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates a request wakes the event loop on its own, where at higher ones one wake-up serves several: compare the rates in this run. ${cite(REFERENCES.nodeFloor)} ${cite(REFERENCES.requestCost)}`,
+      limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates a request wakes the event loop on its own, where at higher ones one wake-up serves several: compare the rates in this run. ${cite(REFERENCES.nodeFloor)} ${cite(REFERENCES.addonFloor)} ${cite(REFERENCES.requestCost)}`,
     });
   } else out.push(notRun('cpu-http1-60ms', ztunnel, scenarios, 'cpu-http1', ['mesh']));
 
