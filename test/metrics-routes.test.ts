@@ -78,3 +78,12 @@ test('route metrics: GRPCRoutes count under outbound_grpc_route_* with grpc_stat
   t.is(sum(e, 'outbound_grpc_route_request_statuses_total', { grpc_status: 'OK', route_kind: 'default', route_name: 'grpc', route_group: '', route_namespace: '' }), 1);
   t.is(sum(e, 'outbound_http_route_request_statuses_total', {}), 0);
 });
+
+test('route metrics: a RequestRedirect counts under its route with its status and no error; no backend request', async (t) => {
+  const { hub, read } = setup();
+  hub.request(ev({ backend: api, backendResponded: false, redirected: true, error: 'UNKNOWN' }, { status: 301, responseBytes: 0 }));
+  const e = await read();
+  t.is(sum(e, 'outbound_http_route_request_statuses_total', { http_status: '301', error: '', route_name: 'canary' }), 1);
+  t.is(sum(e, 'outbound_http_route_request_duration_seconds_count', {}), 1);
+  t.is(sum(e, 'outbound_http_route_backend_requests_total', {}), 0, 'the proxy answered: no backend was asked');
+});

@@ -70,13 +70,20 @@ test('route index: a route listed before its Service waits (no false "not found"
 const coreFeatures = {
   rules: [{
     matches: [{ queryParams: [{ name: 'canary', value: '1' }] }],
-    filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Route', value: 'canary' }], remove: ['x-debug'] } }],
+    filters: [
+      { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Route', value: 'canary' }], remove: ['x-debug'] } },
+      { type: 'ResponseHeaderModifier', responseHeaderModifier: { add: [{ name: 'X-Served-By', value: 'canary' }] } },
+    ],
     backendRefs: [{ name: 'api-v2', port: 80 }],
+  }, {
+    matches: [{ path: { type: 'PathPrefix', value: '/old' } }],
+    filters: [{ type: 'RequestRedirect', requestRedirect: { statusCode: 301, path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/new' } } }],
   }],
 };
-const responseModifier = { rules: [{ filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'x-a', value: '1' }] } }] }] };
+const mirror = { rules: [{ filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'api-v2', port: 80 } } }] }] };
+const rewrite = { rules: [{ filters: [{ type: 'URLRewrite', urlRewrite: { hostname: 'x' } }] }] };
 
-test('route index: query parameter matches and RequestHeaderModifier (Gateway API Core) are Accepted=True and streamed; ResponseHeaderModifier is still refused, naming it', (t) => {
+test('route index: query parameter matches, both header modifiers and RequestRedirect (Gateway API Core) are Accepted=True and streamed; RequestMirror and URLRewrite are still refused, naming them', (t) => {
   const x = index();
   for (const s of ['shop/api', 'shop/api-v2']) x.idx.setService(s, [80]);
   x.idx.upsert(httpRoute('core', coreFeatures));
@@ -84,11 +91,15 @@ test('route index: query parameter matches and RequestHeaderModifier (Gateway AP
   const rule = x.record('HTTPRoute/shop/core').rules[0];
   t.deepEqual(rule.matches, [{ queryParams: [{ name: 'canary', type: 'Exact', value: '1' }] }]);
   t.deepEqual(rule.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], remove: ['x-debug'] });
-  x.idx.upsert(httpRoute('resp', responseModifier));
-  t.regex(x.accepted('resp'), /^Accepted=False\/UnsupportedValue/);
-  const w = [...x.statuses].reverse().find((s) => s.name === 'resp')!;
-  t.regex(w.parents![0]!.conditions[0]!.message, /spec\.rules\[0\]\.filters: filters of type "ResponseHeaderModifier" are not supported; of the filters only RequestHeaderModifier is/);
-  t.is(x.record('HTTPRoute/shop/resp'), undefined, 'nothing streamed for it');
+  t.deepEqual(rule.responseHeaders, { add: [{ name: 'x-served-by', value: 'canary' }] });
+  t.deepEqual(x.record('HTTPRoute/shop/core').rules[1].redirect, { statusCode: 301, path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old' } });
+  for (const [name, spec, type] of [['mirror', mirror, 'RequestMirror'], ['rewrite', rewrite, 'URLRewrite']] as const) {
+    x.idx.upsert(httpRoute(name, spec));
+    t.regex(x.accepted(name), /^Accepted=False\/UnsupportedValue/);
+    const w = [...x.statuses].reverse().find((s) => s.name === name)!;
+    t.regex(w.parents![0]!.conditions[0]!.message, new RegExp(`spec\\.rules\\[0\\]\\.filters: filters of type "${type}" are not supported on a HTTPRoute; of the filters only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect are`));
+    t.is(x.record(`HTTPRoute/shop/${name}`), undefined, 'nothing streamed for it');
+  }
 });
 
 test('route index: a Service appearing, going or changing ports converts the routes that name it again', (t) => {
@@ -178,15 +189,17 @@ test('mesh-agent controller --kubeconfig: routes from the API server reach the a
   t.like(s.discovery.routeObjects, { routes: 1, serving: 1 });
   t.deepEqual(s.discovery.routeObjects.notAccepted.map((r: any) => r.key), ['HTTPRoute/shop/orphan']);
 
-  // Gateway API Core features are served (status says so, the agent gets them); a ResponseHeaderModifier is not.
+  // Gateway API Core features are served (status says so, the agent gets them); a RequestMirror is not.
   api.create(httpRoute('core', coreFeatures));
-  api.create(httpRoute('resp', responseModifier));
+  api.create(httpRoute('resp', mirror));
   await until(async () => api.get('HTTPRoute', 'shop', 'core'), (o) => reasons(o) === 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs', 'core Accepted=True written', { ms: 10_000, context: c.log });
   await until(async () => api.get('HTTPRoute', 'shop', 'resp'), (o) => /^Accepted=False\/UnsupportedValue/.test(reasons(o)), 'resp Accepted=False written', { ms: 10_000, context: c.log });
-  t.regex(ours(api.get('HTTPRoute', 'shop', 'resp'))!.conditions[0].message, /filters of type "ResponseHeaderModifier" are not supported/);
+  t.regex(ours(api.get('HTTPRoute', 'shop', 'resp'))!.conditions[0].message, /filters of type "RequestMirror" are not supported/);
   await waitFor(() => c.store.routesFor('shop/api').some((r) => r.name === 'core'), 10_000);
   const core = c.store.routesFor('shop/api').find((r) => r.name === 'core')!;
   t.deepEqual(core.rules[0]!.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], remove: ['x-debug'] }, 'the agent parsed it');
+  t.deepEqual(core.rules[0]!.responseHeaders, { add: [{ name: 'x-served-by', value: 'canary' }] });
+  t.deepEqual(core.rules[1]!.redirect, { statusCode: 301, path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old' } });
 });
 
 test('mesh-agent controller --kubeconfig without the route CRDs: discovery syncs, and says once that routes need them', async (t) => {

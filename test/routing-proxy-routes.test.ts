@@ -531,3 +531,135 @@ for (const h2 of [false, true]) {
     t.true(sink.requests.every((e) => e.route?.retries === 1 && e.route.retryOutcome === 'success'));
   });
 }
+
+// ---- Gateway API Core: RequestRedirect and ResponseHeaderModifier ----
+
+/** One HTTP/1 exchange on a fresh socket, read until the proxy closes it: the raw response. */
+async function rawHttp1(port: number, request: string): Promise<string> {
+  const s = net.connect(port, HOST);
+  await once(s, 'connect');
+  s.end(request);
+  let out = '';
+  s.setEncoding('latin1');
+  s.on('data', (d: string) => (out += d));
+  await once(s, 'close');
+  return out;
+}
+
+const redirectRules: RouteRecord['rules'] = [
+  { matches: [{ path: { type: 'PathPrefix', value: '/old' } }], backends: [], redirect: { statusCode: 301, path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old' } } },
+  { matches: [{ path: { type: 'Exact', value: '/login' } }], backends: [], redirect: { statusCode: 302, scheme: 'https', path: { type: 'ReplaceFullPath', value: '/sso' } } },
+  { matches: [{ path: { type: 'Exact', value: '/moved' } }], backends: [], redirect: { statusCode: 308, hostname: 'other.example', port: 8080 } },
+  { matches: [{ path: { type: 'Exact', value: '/tls' } }], backends: [], redirect: { statusCode: 307, scheme: 'https', port: 8443 } },
+  { matches: [], backends: to(['api-v1', 1]) },
+];
+// [path, status, Location] with the client's Host "api.shop" (the Service port called is 80).
+const redirectCases: Array<[string, number, string]> = [
+  ['/old/a/b?x=1', 301, 'http://api.shop/new/a/b?x=1'],
+  ['/old', 301, 'http://api.shop/new'],
+  ['/login?next=%2F', 302, 'https://api.shop/sso?next=%2F'],
+  ['/moved', 308, 'http://other.example:8080/moved'],
+  ['/tls', 307, 'https://api.shop:8443/tls'],
+];
+
+test('HTTP/1: a RequestRedirect is answered by the proxy (status, Location for each form, no body, connection closed); no backend sees it', async (t) => {
+  const v1 = await backend('v1');
+  const { port, sink } = await setup(t, { api: [], 'api-v1': [v1] }, [route(redirectRules)]);
+  for (const [path, status, location] of redirectCases) {
+    const raw = await rawHttp1(port, `GET ${path} HTTP/1.1\r\nHost: api.shop\r\n\r\n`);
+    t.is(raw, `HTTP/1.1 ${status} ${({ 301: 'Moved Permanently', 302: 'Found', 307: 'Temporary Redirect', 308: 'Permanent Redirect' } as Record<number, string>)[status]}\r\nlocation: ${location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`, path);
+  }
+  const withBody = await rawHttp1(port, 'POST /old/x HTTP/1.1\r\nHost: api.shop:80\r\nContent-Length: 5\r\n\r\nhello');
+  t.regex(withBody, /^HTTP\/1\.1 301 Moved Permanently\r\nlocation: http:\/\/api\.shop\/new\/x\r\n/, 'a body is not read; the port 80 of the Host is the default');
+  t.is(v1.hits, 0, 'no upstream request');
+  t.is((await request(port, { path: '/other' })).body, 'v1', 'the other rule still forwards');
+  await waitFor(() => sink.requests.length === redirectCases.length + 2, SINK_WAIT_MS);
+  const redirected = sink.requests.filter((e) => e.route?.redirected === true);
+  t.deepEqual(redirected.map((e) => e.status), [...redirectCases.map((c) => c[1]), 301], 'counted with the redirect\'s status');
+  t.true(redirected.every((e) => e.success && e.error === undefined && e.route!.route.name === 'r' && !e.route!.backendResponded), 'a success under the route, no error, no backend asked');
+  t.is(v1.hits, 1);
+});
+
+test('HTTP/2: a RequestRedirect is answered by the proxy (:status, location, end of stream); no backend sees it', async (t) => {
+  const v1 = await backend('v1', { h2: true });
+  const { port, sink } = await setup(t, { api: [], 'api-v1': [v1] }, [route(redirectRules)]);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  for (const [path, status, location] of redirectCases) {
+    const r = await h2get(session, { ':path': path, ':authority': 'api.shop' });
+    t.deepEqual([r.head[':status'], r.head.location, r.body], [status, location, ''], path);
+  }
+  const r = await h2get(session, { ':method': 'POST', ':path': '/old/x', ':authority': 'api.shop:80' }, Buffer.from('hello'));
+  t.deepEqual([r.head[':status'], r.head.location], [301, 'http://api.shop/new/x'], 'with a body');
+  t.is((await h2get(session, { ':path': '/other', ':authority': 'api.shop' })).body, 'v1', 'the session goes on; the other rule forwards');
+  t.is(v1.hits, 1, 'no upstream request for the redirects');
+  await waitFor(() => sink.requests.length === redirectCases.length + 2, SINK_WAIT_MS);
+  const redirected = sink.requests.filter((e) => e.route?.redirected === true);
+  t.deepEqual(redirected.map((e) => e.status).sort(), [...redirectCases.map((c) => c[1]), 301].sort());
+  t.true(redirected.every((e) => e.success && e.route!.route.name === 'r' && !e.route!.backendResponded));
+});
+
+for (const h2 of [false, true]) {
+  const proto = h2 ? 'HTTP/2' : 'HTTP/1';
+  test(`${proto}: a ResponseHeaderModifier sets, adds and removes response headers as the client sees them; trailers untouched`, async (t) => {
+    const api = await backend('api', {
+      h2,
+      handle: (_q, res) => {
+        res.setHeader('x-set', 'old');
+        res.setHeader('x-add', 'one');
+        res.setHeader('x-gone', '1');
+        res.setHeader('keep', 'me');
+        res.setHeader('trailer', 'x-gone');
+        if (h2) (res as http2.Http2ServerResponse).addTrailers({ 'x-gone': 'trailer' });
+        else (res as http.ServerResponse).addTrailers({ 'x-gone': 'trailer' });
+        res.end('body');
+      },
+    });
+    const { port } = await setup(t, { api: [api] }, [route([{
+      matches: [], backends: [],
+      responseHeaders: { set: [{ name: 'x-set', value: 'new' }], add: [{ name: 'x-add', value: 'two' }], remove: ['x-gone'] },
+    }])]);
+    let pairs: Array<[string, string]>;
+    let trailers: Record<string, unknown>;
+    let body: string;
+    if (h2) {
+      const session = http2.connect(`http://${HOST}:${port}`);
+      t.teardown(() => session.destroy());
+      const r = await h2get(session, { ':authority': 'api.shop' });
+      pairs = Object.entries(r.head).filter(([n]) => n.startsWith('x-') || n === 'keep').flatMap(([n, v]) => (Array.isArray(v) ? v : String(v).split(', ')).map((x): [string, string] => [n, x]));
+      trailers = r.trailers;
+      body = r.body;
+    } else {
+      // Once on a kept-alive connection (the upstream's head as it came), once closing (hop.ts rewrites it first).
+      const keep = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      t.teardown(() => keep.destroy());
+      const get = (agent: http.Agent | false) => new Promise<{ pairs: Array<[string, string]>; trailers: Record<string, unknown>; body: string }>((resolve, reject) => {
+        http.get({ host: HOST, port, path: '/', agent, headers: { host: 'api.shop' } }, (res) => {
+          const raw = res.rawHeaders;
+          const p: Array<[string, string]> = [];
+          for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase().startsWith('x-') || raw[i] === 'keep') p.push([raw[i]!.toLowerCase(), raw[i + 1]!]);
+          let b = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve({ pairs: p, trailers: res.trailers, body: b }));
+        }).on('error', reject);
+      });
+      const kept = await get(keep);
+      ({ pairs, trailers, body } = await get(false));
+      t.deepEqual([...kept.pairs].sort(), [...pairs].sort(), 'kept-alive and closing alike');
+    }
+    pairs.sort((a, b) => (a[0] + a[1] < b[0] + b[1] ? -1 : 1));
+    t.deepEqual(pairs, [['keep', 'me'], ['x-add', 'one'], ['x-add', 'two'], ['x-set', 'new']]);
+    t.is(body, 'body');
+    t.is(trailers['x-gone'], 'trailer', 'a trailer of a removed name stays');
+  });
+}
+
+test('HTTP/1 and HTTP/2: a rule\'s ResponseHeaderModifier applies to its redirect too', async (t) => {
+  const { port } = await setup(t, { api: [] }, [route([{ matches: [], backends: [], redirect: { statusCode: 302, scheme: 'https' }, responseHeaders: { set: [{ name: 'cache-control', value: 'no-store' }] } }])]);
+  t.is(await rawHttp1(port, 'GET /a HTTP/1.1\r\nHost: api.shop\r\n\r\n'), 'HTTP/1.1 302 Found\r\nlocation: https://api.shop/a\r\ncontent-length: 0\r\nconnection: close\r\ncache-control: no-store\r\n\r\n');
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const r = await h2get(session, { ':path': '/a', ':authority': 'api.shop' });
+  t.deepEqual([r.head[':status'], r.head.location, r.head['cache-control']], [302, 'https://api.shop/a', 'no-store']);
+});

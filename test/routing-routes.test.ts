@@ -15,8 +15,9 @@ import { DiscoveryStore } from '../src/discovery/store.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 import { rng } from './helpers/rng.ts';
 import { pathOf, queryParam } from '../src/proxy/http1/route-request.ts';
-import { modifiedRequestHead } from '../src/proxy/http1/hop.ts';
+import { modifiedHead } from '../src/proxy/http1/hop.ts';
 import { CompiledHeaderModifier } from '../src/routing/header-modifier.ts';
+import { CompiledRedirect, replacePrefix } from '../src/routing/redirect.ts';
 
 const svcs: Record<string, number[]> = { 'shop/api': [80, 9090], 'shop/api-v1': [80, 9090], 'shop/api-v2': [80], 'shop/grpc': [50051], 'other/api': [80] };
 const services: ServiceLookup = (ns, name) => (svcs[`${ns}/${name}`] ? { ports: svcs[`${ns}/${name}`]! } : undefined);
@@ -142,19 +143,44 @@ test('HTTPRoute: query parameter matches and a RequestHeaderModifier are served 
   t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the agent\'s parser takes it unchanged');
 });
 
-test('GRPCRoute: a RequestHeaderModifier is served too', (t) => {
+test('GRPCRoute: a RequestHeaderModifier and a ResponseHeaderModifier are served too; RequestRedirect is not (HTTPRoute only)', (t) => {
   const c = routeFromGateway({
     apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'echo', namespace: 'shop' },
-    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-tier', value: 'gold' }] } }] }] },
+    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ filters: [
+      { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-tier', value: 'gold' }] } },
+      { type: 'ResponseHeaderModifier', responseHeaderModifier: { add: [{ name: 'X-Served-By', value: 'mesh' }] } },
+    ] }] },
   }, services);
   t.deepEqual(c.problems, []);
   t.deepEqual(c.record!.rules[0]!.requestHeaders, { set: [{ name: 'x-tier', value: 'gold' }] });
+  t.deepEqual(c.record!.rules[0]!.responseHeaders, { add: [{ name: 'x-served-by', value: 'mesh' }] });
   const bad = routeFromGateway({
     apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'echo', namespace: 'shop' },
-    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ filters: [{ type: 'ResponseHeaderModifier' }] }] },
+    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: {} }] }] },
   }, services);
   t.is(bad.record, null);
-  t.regex(bad.parents[0]!.conditions[0]!.message, /filters of type "ResponseHeaderModifier" are not supported/);
+  t.regex(bad.parents[0]!.conditions[0]!.message, /filters of type "RequestRedirect" are not supported on a GRPCRoute; of the filters only RequestHeaderModifier, ResponseHeaderModifier are/);
+});
+
+test('HTTPRoute: a ResponseHeaderModifier and RequestRedirect are served (Core); Accepted=True, the defaults filled in', (t) => {
+  const c = routeFromGateway(httpRoute({
+    rules: [
+      { matches: [{ path: { type: 'PathPrefix', value: '/old/' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/new' } } }, { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'Cache-Control', value: 'no-store' }], remove: ['Server'] } }] },
+      { matches: [{ path: { type: 'Exact', value: '/login' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'https', hostname: 'auth.example.com', port: 8443, statusCode: 301, path: { type: 'ReplaceFullPath', replaceFullPath: '/sso' } } }] },
+      { filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/v2' } } }] },
+      { filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { add: [{ name: 'Host', value: 'a response may carry one' }] } }], backendRefs: [{ name: 'api-v1', port: 80 }] },
+    ],
+  }), services);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.parents[0]!.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'True', 'ResolvedRefs']]);
+  const [a, b, d, e] = c.record!.rules;
+  t.deepEqual(a!.redirect, { statusCode: 302, path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old/' } }, '302 by default; the prefix is the rule\'s one PathPrefix match');
+  t.deepEqual(a!.responseHeaders, { set: [{ name: 'cache-control', value: 'no-store' }], remove: ['server'] });
+  t.deepEqual(a!.backends, []);
+  t.deepEqual(b!.redirect, { statusCode: 301, scheme: 'https', hostname: 'auth.example.com', port: 8443, path: { type: 'ReplaceFullPath', value: '/sso' } });
+  t.deepEqual(d!.redirect, { statusCode: 302, path: { type: 'ReplacePrefixMatch', value: '/v2', prefix: '/' } }, 'no matches: the CRD\'s default PathPrefix "/"');
+  t.deepEqual(e!.responseHeaders, { add: [{ name: 'host', value: 'a response may carry one' }] }, 'host is only refused on requests');
+  t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the agent\'s parser takes it unchanged');
 });
 
 // [what, spec patch, Accepted reason (False), ResolvedRefs reason, record kept?, message]
@@ -165,8 +191,23 @@ const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a malformed duration', { rules: [{ timeouts: { request: '1.5s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.timeouts\.request: "1\.5s" is not a Gateway API duration; write it like 500ms/],
   ['backendRequest longer than request', { rules: [{ timeouts: { request: '1s', backendRequest: '2s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRequest \(2s\) must not be longer than .*request \(1s\)/],
   ['an unknown retry code', { rules: [{ retry: { codes: [600] } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /retry\.codes\[0\]: 600 is not a retryable status code; use 400-599/],
-  ['a ResponseHeaderModifier filter', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'ResponseHeaderModifier', responseHeaderModifier: {} }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.filters: filters of type "ResponseHeaderModifier" are not supported; of the filters only RequestHeaderModifier is/],
-  ['a RequestRedirect and a URLRewrite filter', { rules: [{ filters: [{ type: 'RequestRedirect' }, { type: 'URLRewrite' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters of type "RequestRedirect", "URLRewrite" are not supported/],
+  ['a RequestMirror filter', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'RequestMirror', requestMirror: {} }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.filters: filters of type "RequestMirror" are not supported on a HTTPRoute; of the filters only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect are/],
+  ['a URLRewrite filter', { rules: [{ filters: [{ type: 'URLRewrite', urlRewrite: {} }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters of type "URLRewrite" are not supported/],
+  ['a RequestRedirect and a URLRewrite filter', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: {} }, { type: 'URLRewrite', urlRewrite: {} }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters: RequestRedirect and URLRewrite may not be combined \(the spec forbids it\); keep one of them/],
+  ['a RequestRedirect with backendRefs', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'https' } }], backendRefs: [{ name: 'api-v1', port: 80 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]: RequestRedirect and backendRefs may not be combined \(the spec forbids it: the proxy answers a redirect itself\); remove the backendRefs or the filter/],
+  ['RequestRedirect twice', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: {} }, { type: 'RequestRedirect', requestRedirect: {} }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /RequestRedirect is given 2 times; the spec allows it once per rule/],
+  ['RequestRedirect without its settings', { rules: [{ filters: [{ type: 'RequestRedirect' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters\[0\]\.requestRedirect: a RequestRedirect filter needs its requestRedirect/],
+  ['a redirect status 304', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { statusCode: 304 } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestRedirect\.statusCode: 304 is not a redirect status; use 301, 302, 303, 307, 308 \(302 when absent\)/],
+  ['a redirect scheme ftp', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'ftp' } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestRedirect\.scheme: "ftp" is not supported; use http or https/],
+  ['a redirect hostname with a port', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { hostname: 'a.example:80' } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestRedirect\.hostname: "a\.example:80" is not a host name; write lower-case DNS labels/],
+  ['a redirect port 0', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { port: 0 } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestRedirect\.port: 0 is not a port; use 1-65535/],
+  ['a redirect path with a query', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'ReplaceFullPath', replaceFullPath: '/a?b=1' } } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /path\.replaceFullPath: "\/a\?b=1" is not a path; start it with "\/"/],
+  ['a redirect path type RegexReplace', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'RegexReplace' } } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /path\.type: "RegexReplace" is not supported; use ReplaceFullPath or ReplacePrefixMatch/],
+  ['ReplacePrefixMatch on an Exact match', { rules: [{ matches: [{ path: { type: 'Exact', value: '/a' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/b' } } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestRedirect\.path: ReplacePrefixMatch needs the rule to have exactly one match whose path is a PathPrefix \(the spec's rule\), this rule has a Exact path match; use ReplaceFullPath or split the rule/],
+  ['ReplacePrefixMatch with two matches', { rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/a' } }, { path: { type: 'PathPrefix', value: '/b' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/c' } } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /this rule has 2 matches; use ReplaceFullPath or split the rule/],
+  ['a ResponseHeaderModifier setting Content-Length', { rules: [{ filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'Content-Length', value: '0' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /responseHeaderModifier\.set\[0\]\.name: "content-length" is a hop-by-hop or framing header the proxy manages/],
+  ['a ResponseHeaderModifier removing Connection', { rules: [{ filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { remove: ['Connection'] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /responseHeaderModifier\.remove\[0\]: "connection" is a hop-by-hop/],
+  ['ResponseHeaderModifier without its settings', { rules: [{ filters: [{ type: 'ResponseHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters\[0\]\.responseHeaderModifier: a ResponseHeaderModifier filter needs its responseHeaderModifier \(set, add or remove\)/],
   ['a filter on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters: filters on a backendRef \("RequestHeaderModifier"\) are not supported; put a RequestHeaderModifier on the rule instead/],
   ['RequestHeaderModifier twice', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'RequestHeaderModifier', requestHeaderModifier: { remove: ['c'] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /RequestHeaderModifier is given 2 times; the spec allows it once per rule, so merge them/],
   ['RequestHeaderModifier without its settings', { rules: [{ filters: [{ type: 'RequestHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters\[0\]\.requestHeaderModifier: a RequestHeaderModifier filter needs its requestHeaderModifier \(set, add or remove\)/],
@@ -337,6 +378,11 @@ const badRecords: Array<[string, object, RegExp]> = [
   ['a header modifier setting host', { rules: [{ matches: [], backends: [], requestHeaders: { set: [{ name: 'host', value: 'x' }] } }] }, /requestHeaders\.set\[0\]: "host" is the request's authority/],
   ['a header modifier value with LF', { rules: [{ matches: [], backends: [], requestHeaders: { add: [{ name: 'x-a', value: 'a\nb' }] } }] }, /requestHeaders\.add\[0\]\.value: expected a header value without control characters/],
   ['a header modifier naming a header twice', { rules: [{ matches: [], backends: [], requestHeaders: { remove: ['x-a', 'x-a'] } }] }, /requestHeaders\.remove\[1\]: "x-a" is named twice/],
+  ['a response modifier adding transfer-encoding', { rules: [{ matches: [], backends: [], responseHeaders: { add: [{ name: 'transfer-encoding', value: 'chunked' }] } }] }, /responseHeaders\.add\[0\]: "transfer-encoding" is a hop-by-hop or framing header/],
+  ['a redirect with backends', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 1 }], redirect: { statusCode: 302 } }] }, /rules\[0\]\.redirect: a redirect rule has no backends/],
+  ['a redirect status 200', { rules: [{ matches: [], backends: [], redirect: { statusCode: 200 } }] }, /redirect\.statusCode: expected one of 301, 302, 303, 307, 308, got 200/],
+  ['a redirect without its prefix', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, path: { type: 'ReplacePrefixMatch', value: '/a' } } }] }, /redirect\.path\.prefix: expected a path starting with "\/"/],
+  ['a redirect hostname with CR LF', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, hostname: 'a\r\nx: 1' } }] }, /redirect\.hostname: expected a lower-case host name/],
 ];
 for (const [what, patch, msg] of badRecords) {
   test(`route records refused: ${what}`, (t) => {
@@ -477,13 +523,39 @@ test('queryParam: the first value, percent-decoded; absent, empty and malformed'
 test('RequestHeaderModifier: remove, then set, then add, on an HTTP/1 head and an HTTP/2 header object', (t) => {
   const mod = new CompiledHeaderModifier({ set: [{ name: 'x-set', value: 'new' }], add: [{ name: 'x-add', value: 'two' }], remove: ['x-gone', 'x-set'] });
   const head = Buffer.from('GET /a?b=1 HTTP/1.1\r\nHost: api\r\nX-Set: old\r\nx-add: one\r\nX-GONE: 1\r\nx-set: old2\r\nAccept: */*\r\n\r\n', 'latin1');
-  t.is(modifiedRequestHead(head, mod).toString('latin1'), 'GET /a?b=1 HTTP/1.1\r\nHost: api\r\nx-add: one\r\nAccept: */*\r\nx-set: new\r\nx-add: two\r\n\r\n');
+  t.is(modifiedHead(head, mod).toString('latin1'), 'GET /a?b=1 HTTP/1.1\r\nHost: api\r\nx-add: one\r\nAccept: */*\r\nx-set: new\r\nx-add: two\r\n\r\n');
   const h2: Record<string, string | string[]> = { ':method': 'GET', 'x-set': 'old', 'x-add': 'one', 'x-gone': '1', accept: '*/*' };
   mod.applyToH2(h2);
   t.deepEqual(h2, { ':method': 'GET', 'x-set': 'new', 'x-add': ['one', 'two'], accept: '*/*' });
   const h2b: Record<string, string | string[]> = {};
   mod.applyToH2(h2b);
   t.deepEqual(h2b, { 'x-set': 'new', 'x-add': 'two' }, 'set and add add a header the request lacks');
+});
+
+test('RequestRedirect: the Location for each form (scheme, host, port and its elision, full path, prefix), the query kept', (t) => {
+  const loc = (r: ConstructorParameters<typeof CompiledRedirect>[0], target: string, host = 'api.shop:8080') => new CompiledRedirect(r).location(target, host, 'api.shop.svc.cluster.local:8080', 8080);
+  t.is(loc({ statusCode: 302 }, '/a?b=1'), 'http://api.shop:8080/a?b=1', 'nothing replaced: the same URL, the port the client called');
+  t.is(loc({ statusCode: 302, scheme: 'https' }, '/a'), 'https://api.shop/a', 'a new scheme and no port: its well-known port, left out');
+  t.is(loc({ statusCode: 302, scheme: 'http' }, '/a'), 'http://api.shop/a', 'http: 80, left out');
+  t.is(loc({ statusCode: 302, scheme: 'https', port: 8443 }, '/a'), 'https://api.shop:8443/a');
+  t.is(loc({ statusCode: 302, scheme: 'https', port: 443 }, '/a'), 'https://api.shop/a', '443 for https is left out');
+  t.is(loc({ statusCode: 302, port: 80 }, '/a'), 'http://api.shop/a', '80 for http is left out');
+  t.is(loc({ statusCode: 302, hostname: 'other.example' }, '/a'), 'http://other.example:8080/a', 'the hostname replaced, the port kept');
+  t.is(loc({ statusCode: 302 }, '/a', '[fd00::1]:8080'), 'http://[fd00::1]:8080/a', 'an IPv6 Host');
+  t.is(loc({ statusCode: 302 }, '/a', ''), 'http://api.shop.svc.cluster.local:8080/a', 'no Host: the Service\'s name');
+  t.is(loc({ statusCode: 302 }, '/a', 'bad host\u0001'), 'http://api.shop.svc.cluster.local:8080/a', 'a Host we would not write as is: the Service\'s name');
+  t.is(loc({ statusCode: 302, path: { type: 'ReplaceFullPath', value: '/full' } }, '/a/b?x=1'), 'http://api.shop:8080/full?x=1');
+  t.is(loc({ statusCode: 302 }, 'http://api.shop:8080/a?q'), 'http://api.shop:8080/a?q', 'absolute-form: its path and query');
+  const prefix = { statusCode: 302 as const, path: { type: 'ReplacePrefixMatch' as const, value: '/new', prefix: '/old' } };
+  t.is(loc(prefix, '/old/x/y?z=1'), 'http://api.shop:8080/new/x/y?z=1');
+  t.is(loc(prefix, '/old'), 'http://api.shop:8080/new');
+  t.is(loc({ ...prefix, path: { ...prefix.path, prefix: '/old/' } }, '/old/x'), 'http://api.shop:8080/new/x', 'a prefix\'s trailing "/" is ignored, as in matching');
+  t.is(replacePrefix('/old/x', '/old', '/'), '/x');
+  t.is(replacePrefix('/old', '/old', '/'), '/');
+  t.is(replacePrefix('/old/x', '/old', '/new/'), '/new/x');
+  t.is(replacePrefix('/x', '', '/v2'), '/v2/x', 'prefix "/" (kept as ""): the replacement goes in front');
+  t.is(replacePrefix('/', '', '/v2'), '/v2', '"/" is the whole prefix "/"');
+  t.deepEqual([301, 302, 303, 307, 308].map((s) => new CompiledRedirect({ statusCode: s as 301 }).reason), ['Moved Permanently', 'Found', 'See Other', 'Temporary Redirect', 'Permanent Redirect']);
 });
 
 test('matching: equal matches go to the older route, then by namespace/name, then the first rule', (t) => {

@@ -7,8 +7,8 @@
 // Accepted=False, so the controller keeps serving its last good version.
 import { policyFromAnnotations, type AnnotatedKind } from './linkerd-annotations.ts';
 import {
-  checkRegex, FIELD_VALUE, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
-  type BackendRef, type HeaderMatch, type HeaderModifier, type ParentRef, type QueryParamMatch, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
+  checkRegex, FIELD_VALUE, HOSTNAME, REDIRECT_PATH, REDIRECT_STATUSES, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
+  type BackendRef, type HeaderMatch, type HeaderModifier, type ParentRef, type QueryParamMatch, type Redirect, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
 } from './route-model.ts';
 import { isName, isPort } from '../discovery/model.ts';
 import { objectName } from '../k8s/objects.ts';
@@ -116,25 +116,101 @@ function queryMatches(v: unknown, where: string): QueryParamMatch[] | undefined 
   return out.length > 0 ? out : undefined;
 }
 
-/** A rule's filters: RequestHeaderModifier (Core) is served; every other type refuses the route, naming it. */
-function filtersOf(v: unknown, where: string): HeaderModifier | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || v.length > 16) throw new Invalid(`${where}: expected a list of at most 16 filters`);
-  const unsupported = v.map((f: Obj) => f?.type).filter((t) => t !== 'RequestHeaderModifier');
-  if (unsupported.length > 0) {
-    throw new Invalid(`${where}: filters of type ${unsupported.map((t) => show(t)).join(', ')} are not supported; of the filters only RequestHeaderModifier is, so remove the others or route without them`);
-  }
-  if (v.length > 1) throw new Invalid(`${where}: RequestHeaderModifier is given ${v.length} times; the spec allows it once per rule, so merge them`);
-  return headerModifier(v[0]?.requestHeaderModifier, `${where}[0].requestHeaderModifier`);
+/** What a rule's filters become. */
+interface RuleFilters {
+  requestHeaders?: HeaderModifier;
+  responseHeaders?: HeaderModifier;
+  /** Without ReplacePrefixMatch's prefix, which the rule's match gives (convertSpec). */
+  redirect?: Obj;
 }
 
-function headerModifier(m: Obj | undefined, where: string): HeaderModifier {
-  if (m === undefined || m === null || typeof m !== 'object') throw new Invalid(`${where}: a RequestHeaderModifier filter needs its requestHeaderModifier (set, add or remove)`);
+const SERVED_FILTERS: Record<string, { field: string; kinds: ReadonlyArray<'HTTPRoute' | 'GRPCRoute'> }> = {
+  RequestHeaderModifier: { field: 'requestHeaderModifier', kinds: ['HTTPRoute', 'GRPCRoute'] },
+  ResponseHeaderModifier: { field: 'responseHeaderModifier', kinds: ['HTTPRoute', 'GRPCRoute'] },
+  RequestRedirect: { field: 'requestRedirect', kinds: ['HTTPRoute'] },
+};
+
+/**
+ * A rule's filters: RequestHeaderModifier, ResponseHeaderModifier (HTTPRoute and GRPCRoute) and
+ * RequestRedirect (HTTPRoute) are served, each at most once (the CRD's rule); every other type
+ * refuses the route, naming it. URLRewrite with RequestRedirect is named as incompatible (the spec
+ * forbids the pair) before it is named as unsupported.
+ */
+function filtersOf(v: unknown, where: string, kind: 'HTTPRoute' | 'GRPCRoute'): RuleFilters {
+  if (v === undefined || v === null) return {};
+  if (!Array.isArray(v) || v.length > 16) throw new Invalid(`${where}: expected a list of at most 16 filters`);
+  const types = v.map((f: Obj) => f?.type);
+  if (types.includes('RequestRedirect') && types.includes('URLRewrite')) {
+    throw new Invalid(`${where}: RequestRedirect and URLRewrite may not be combined (the spec forbids it); keep one of them`);
+  }
+  const served = SERVED_FILTERS;
+  const unsupported = types.filter((t) => !Object.hasOwn(served, t) || !served[t]!.kinds.includes(kind));
+  if (unsupported.length > 0) {
+    throw new Invalid(`${where}: filters of type ${unsupported.map((t) => show(t)).join(', ')} are not supported on a ${kind}; of the filters only ${Object.keys(served).filter((t) => served[t]!.kinds.includes(kind)).join(', ')} are, so remove the others or route without them`);
+  }
+  const out: RuleFilters = {};
+  for (const [i, f] of v.entries()) {
+    const type = f.type as string;
+    if (types.indexOf(type) !== i) throw new Invalid(`${where}: ${type} is given ${types.filter((t) => t === type).length} times; the spec allows it once per rule, so merge them`);
+    const field = served[type]!.field;
+    const w = `${where}[${i}].${field}`;
+    if (type === 'RequestRedirect') {
+      if (f[field] === undefined || f[field] === null || typeof f[field] !== 'object') throw new Invalid(`${w}: a RequestRedirect filter needs its requestRedirect (statusCode, scheme, hostname, port or path)`);
+      out.redirect = f[field];
+    } else if (type === 'RequestHeaderModifier') out.requestHeaders = headerModifier(f[field], w, type);
+    else out.responseHeaders = headerModifier(f[field], w, 'ResponseHeaderModifier');
+  }
+  return out;
+}
+
+/**
+ * A RequestRedirect filter into the model. `matches` are the rule's converted matches (a
+ * PathPrefix "/" is left out of them: no path), as the spec's ReplacePrefixMatch needs exactly
+ * one PathPrefix match; `rawMatches` tells an absent list (the CRD's default, PathPrefix "/").
+ */
+function redirectOf(r: Obj, where: string, rawMatches: Obj[], matches: RouteMatch[]): Redirect {
+  const code = r.statusCode ?? 302;
+  if (!Number.isInteger(code) || !REDIRECT_STATUSES.includes(code)) throw new Invalid(`${where}.statusCode: ${show(code)} is not a redirect status; use ${REDIRECT_STATUSES.join(', ')} (302 when absent)`);
+  const out: Redirect = { statusCode: code as Redirect['statusCode'] };
+  if (r.scheme !== undefined && r.scheme !== null) {
+    if (r.scheme !== 'http' && r.scheme !== 'https') throw new Invalid(`${where}.scheme: ${show(r.scheme)} is not supported; use http or https`);
+    out.scheme = r.scheme;
+  }
+  if (r.hostname !== undefined && r.hostname !== null) {
+    if (typeof r.hostname !== 'string' || !HOSTNAME.test(r.hostname)) throw new Invalid(`${where}.hostname: ${show(r.hostname)} is not a host name; write lower-case DNS labels such as api.example.com (no port, no wildcard)`);
+    out.hostname = r.hostname;
+  }
+  if (r.port !== undefined && r.port !== null) {
+    if (!isPort(r.port)) throw new Invalid(`${where}.port: ${show(r.port)} is not a port; use 1-65535`);
+    out.port = r.port;
+  }
+  const p = r.path;
+  if (p !== undefined && p !== null) {
+    const path = (x: unknown, w: string): string => {
+      if (typeof x !== 'string' || !REDIRECT_PATH.test(x)) throw new Invalid(`${w}: ${show(x)} is not a path; start it with "/" and use URI path characters (no query, no spaces), at most 1024`);
+      return x;
+    };
+    if (p.type === 'ReplaceFullPath') out.path = { type: 'ReplaceFullPath', value: path(p.replaceFullPath, `${where}.path.replaceFullPath`) };
+    else if (p.type === 'ReplacePrefixMatch') {
+      const value = path(p.replacePrefixMatch, `${where}.path.replacePrefixMatch`);
+      // The spec (a CEL rule of HTTPRouteRule): exactly one match, and its path a PathPrefix.
+      const only = rawMatches.length === 0 ? { path: undefined } : rawMatches.length === 1 ? matches[0]! : null;
+      if (only === null || (only.path !== undefined && only.path.type !== 'PathPrefix')) {
+        throw new Invalid(`${where}.path: ReplacePrefixMatch needs the rule to have exactly one match whose path is a PathPrefix (the spec's rule), this rule has ${rawMatches.length === 1 ? `a ${only?.path?.type ?? 'non-PathPrefix'} path match` : `${rawMatches.length} matches`}; use ReplaceFullPath or split the rule`);
+      }
+      out.path = { type: 'ReplacePrefixMatch', value, prefix: only.path?.value ?? '/' };
+    } else throw new Invalid(`${where}.path.type: ${show(p.type)} is not supported; use ReplaceFullPath or ReplacePrefixMatch`);
+  }
+  return out;
+}
+
+function headerModifier(m: Obj | undefined, where: string, type: 'RequestHeaderModifier' | 'ResponseHeaderModifier'): HeaderModifier {
+  if (m === undefined || m === null || typeof m !== 'object') throw new Invalid(`${where}: a ${type} filter needs its ${type === 'RequestHeaderModifier' ? 'requestHeaderModifier' : 'responseHeaderModifier'} (set, add or remove)`);
   const out: HeaderModifier = {};
   const name = (n: unknown, w: string): string => {
     if (typeof n !== 'string' || !TOKEN.test(n)) throw new Invalid(`${w}: ${show(n)} is not a header name; use letters, digits and !#$%&'*+-.^_\`|~ (at most 256)`);
     const lower = n.toLowerCase();
-    const why = unmodifiableHeader(lower);
+    const why = unmodifiableHeader(lower, type === 'ResponseHeaderModifier');
     if (why !== null) throw new Invalid(`${w}: ${why}`);
     return lower;
   };
@@ -379,7 +455,7 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
   if (rawRules.length > MAX_RULES) throw new Invalid(`spec.rules: more than ${MAX_RULES} rules`);
   const rules: RouteRule[] = rawRules.map((r, i) => {
     const w = `spec.rules[${i}]`;
-    const requestHeaders = filtersOf(r?.filters, `${w}.filters`);
+    const filters = filtersOf(r?.filters, `${w}.filters`, kind);
     const rawMatches: Obj[] = r?.matches ?? [];
     if (!Array.isArray(rawMatches) || rawMatches.length > MAX_MATCHES) throw new Invalid(`${w}.matches: expected a list of at most ${MAX_MATCHES}`);
     const matches = rawMatches.map((m, j) => (kind === 'GRPCRoute' ? grpcMatch(m, `${w}.matches[${j}]`) : httpMatch(m, `${w}.matches[${j}]`)));
@@ -395,7 +471,14 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
     if (backends.length > 0 && backends.every((b) => b.weight === 0)) throw new Invalid(`${w}.backendRefs: every weight is 0, so no request could be sent; give one backend a weight above 0`);
     const rule: RouteRule = { matches: effective, backends };
     if (typeof r?.name === 'string' && r.name !== '') rule.name = r.name;
+    const { requestHeaders, responseHeaders } = filters;
     if (requestHeaders !== undefined && Object.keys(requestHeaders).length > 0) rule.requestHeaders = requestHeaders;
+    if (responseHeaders !== undefined && Object.keys(responseHeaders).length > 0) rule.responseHeaders = responseHeaders;
+    if (filters.redirect !== undefined) {
+      // The spec (a CEL rule of HTTPRouteRule): "RequestRedirect filter must not be used together with backendRefs".
+      if (rawBackends.length > 0) throw new Invalid(`${w}: RequestRedirect and backendRefs may not be combined (the spec forbids it: the proxy answers a redirect itself); remove the backendRefs or the filter`);
+      rule.redirect = redirectOf(filters.redirect, `${w}.filters[${r.filters.findIndex((f: Obj) => f?.type === 'RequestRedirect')}].requestRedirect`, rawMatches, matches);
+    }
     // Linkerd's annotations win over the fields, per timeout and as a whole for retries.
     const fields = kind === 'HTTPRoute' ? timeoutsOf(r?.timeouts, `${w}.timeouts`, objectSrc) : { sources: [] as Source[] };
     if (ann.timeouts !== undefined || fields.timeouts !== undefined) {

@@ -1,9 +1,10 @@
-// Gateway API's RequestHeaderModifier, compiled once per rule for the forwarders: the names whose
-// fields the request loses (remove's and set's), then set's and add's fields. Order as Envoy
-// applies it: remove first, then set, then add, so a header both removed and set is set. The
-// HTTP/1 forwarder rewrites the head with it (http1/hop.ts modifiedRequestHead), the HTTP/2 one
-// the header object of each attempt (applyToH2); rules without the filter have none, and their
-// requests pay nothing.
+// Gateway API's RequestHeaderModifier and ResponseHeaderModifier, compiled once per rule for the
+// forwarders: the names whose fields the message loses (remove's and set's), then set's and add's
+// fields. Order as Envoy applies it: remove first, then set, then add, so a header both removed
+// and set is set. The HTTP/1 forwarder rewrites the head with it (http1/hop.ts modifiedHead: the
+// request head of each attempt, the response head the client gets), the HTTP/2 one the header
+// object (applyToH2: each attempt's request headers, the response headers); rules without the
+// filters have none, and their requests pay nothing.
 import type { OutgoingHttpHeaders } from 'node:http2';
 import type { HeaderModifier } from './route-model.ts';
 
@@ -25,7 +26,7 @@ export class CompiledHeaderModifier {
     this.http1Lines = Buffer.from([...this.set, ...this.add].map((h) => `${h.name}: ${h.value}\r\n`).join(''), 'latin1');
   }
 
-  /** Edits an upstream request's headers (a copy the forwarder made for this attempt) in place. */
+  /** Edits a header object in place: an attempt's request headers or the response's (copies the forwarder made). */
   applyToH2(out: OutgoingHttpHeaders): void {
     for (const name of this.drop) delete out[name];
     for (const h of this.set) out[h.name] = h.value;

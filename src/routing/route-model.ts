@@ -98,11 +98,32 @@ export interface HeaderModifier {
   remove?: string[];
 }
 
+/** Gateway API's RequestRedirect: the Location is the request's URL with these parts replaced (routing/redirect.ts). */
+export interface Redirect {
+  statusCode: RedirectStatus;
+  scheme?: 'http' | 'https';
+  /** Replaces the request's host (without its port). */
+  hostname?: string;
+  port?: number;
+  /**
+   * ReplaceFullPath: the whole path; ReplacePrefixMatch: `prefix` (the rule's one PathPrefix
+   * match, "/" for none) is replaced by `value`. The query is kept either way.
+   */
+  path?: { type: 'ReplaceFullPath'; value: string } | { type: 'ReplacePrefixMatch'; value: string; prefix: string };
+}
+
+export type RedirectStatus = 301 | 302 | 303 | 307 | 308;
+export const REDIRECT_STATUSES: readonly number[] = [301, 302, 303, 307, 308];
+
 export interface RouteRule {
   /** HTTPRoute rules[].name, or the SMI match name. */
   name?: string;
   /** HTTPRoute and GRPCRoute rules[].filters[] of type RequestHeaderModifier. */
   requestHeaders?: HeaderModifier;
+  /** ... of type ResponseHeaderModifier: applied to the response head the client gets. */
+  responseHeaders?: HeaderModifier;
+  /** HTTPRoute rules[].filters[] of type RequestRedirect: the proxy answers; such a rule has no backends. */
+  redirect?: Redirect;
   /** Empty: matches every request (Gateway API's default PathPrefix "/"). */
   matches: RouteMatch[];
   /** Empty: the parent Service itself. */
@@ -208,19 +229,24 @@ export const UNMODIFIABLE_HEADERS: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'content-length', 'http2-settings', 'host',
 ]);
 
-/** Why a lower-case header name may not be modified; null when it may. */
-export function unmodifiableHeader(name: string): string | null {
+/**
+ * Why a lower-case header name may not be modified; null when it may. Responses: the same
+ * hop-by-hop and framing fields (te and http2-settings mean nothing there but are refused alike),
+ * host is not refused (a response's host field is an ordinary header).
+ */
+export function unmodifiableHeader(name: string, response = false): string | null {
+  if (response && name === 'host') return null;
   if (UNMODIFIABLE_HEADERS.has(name)) return `${show(name)} is ${name === 'host' ? 'the request\'s authority, which the proxy keeps as the client sent it' : 'a hop-by-hop or framing header the proxy manages'}; modify another header`;
   return null;
 }
 
-function parseHeaderModifier(v: unknown, where: string): HeaderModifier {
+function parseHeaderModifier(v: unknown, where: string, response = false): HeaderModifier {
   const o = obj(v, where);
   const out: HeaderModifier = {};
   const seen = (names: string[], w: string) => {
     for (const [i, n] of names.entries()) {
       if (typeof n !== 'string' || !HEADER_NAME.test(n) || n.length > 256) fail(`${w}[${i}]`, `expected a lower-case header name, got ${show(n)}`);
-      const why = unmodifiableHeader(n);
+      const why = unmodifiableHeader(n, response);
       if (why !== null) fail(`${w}[${i}]`, why);
       if (names.indexOf(n) !== i) fail(`${w}[${i}]`, `${show(n)} is named twice`);
     }
@@ -239,6 +265,40 @@ function parseHeaderModifier(v: unknown, where: string): HeaderModifier {
     const l = list(o.remove, `${where}.remove`, MAX_HEADER_EDITS) as string[];
     seen(l, `${where}.remove`);
     out.remove = [...l];
+  }
+  return out;
+}
+
+/** A host name for a Location: RFC 1123 labels (Gateway API's PreciseHostname), lower-case. */
+export const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
+/** A path for a Location: "/" then URI path characters (no "?", "#", spaces or controls). */
+export const REDIRECT_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]{0,1023}$/;
+
+function parseRedirect(v: unknown, where: string): Redirect {
+  const o = obj(v, where);
+  if (!REDIRECT_STATUSES.includes(o.statusCode as number)) fail(`${where}.statusCode`, `expected one of ${REDIRECT_STATUSES.join(', ')}, got ${show(o.statusCode)}`);
+  const out: Redirect = { statusCode: o.statusCode as RedirectStatus };
+  if (o.scheme !== undefined) {
+    if (o.scheme !== 'http' && o.scheme !== 'https') fail(`${where}.scheme`, `expected http or https, got ${show(o.scheme)}`);
+    out.scheme = o.scheme;
+  }
+  if (o.hostname !== undefined) {
+    if (typeof o.hostname !== 'string' || !HOSTNAME.test(o.hostname)) fail(`${where}.hostname`, `expected a lower-case host name, got ${show(o.hostname)}`);
+    out.hostname = o.hostname;
+  }
+  if (o.port !== undefined) {
+    if (!isPort(o.port)) fail(`${where}.port`, `expected a port 1-65535, got ${show(o.port)}`);
+    out.port = o.port;
+  }
+  if (o.path !== undefined) {
+    const p = obj(o.path, `${where}.path`);
+    const path = (x: unknown, w: string): string => {
+      if (typeof x !== 'string' || !REDIRECT_PATH.test(x)) fail(w, `expected a path starting with "/" (no query), got ${show(x)}`);
+      return x as string;
+    };
+    if (p.type === 'ReplaceFullPath') out.path = { type: 'ReplaceFullPath', value: path(p.value, `${where}.path.value`) };
+    else if (p.type === 'ReplacePrefixMatch') out.path = { type: 'ReplacePrefixMatch', value: path(p.value, `${where}.path.value`), prefix: path(p.prefix, `${where}.path.prefix`) };
+    else fail(`${where}.path.type`, `expected ReplaceFullPath or ReplacePrefixMatch, got ${show(p.type)}`);
   }
   return out;
 }
@@ -358,6 +418,11 @@ function parseRule(v: unknown, where: string): RouteRule {
   if (out.backends.length > 0 && out.backends.every((b) => b.weight === 0)) fail(`${where}.backends`, 'every weight is 0');
   if (o.name !== undefined) out.name = shortString(o.name, `${where}.name`, 253);
   if (o.requestHeaders !== undefined) out.requestHeaders = parseHeaderModifier(o.requestHeaders, `${where}.requestHeaders`);
+  if (o.responseHeaders !== undefined) out.responseHeaders = parseHeaderModifier(o.responseHeaders, `${where}.responseHeaders`, true);
+  if (o.redirect !== undefined) {
+    out.redirect = parseRedirect(o.redirect, `${where}.redirect`);
+    if (out.backends.length > 0) fail(`${where}.redirect`, 'a redirect rule has no backends');
+  }
   if (o.timeouts !== undefined) out.timeouts = parseTimeouts(o.timeouts, `${where}.timeouts`);
   if (o.retry !== undefined) out.retry = o.retry === null ? null : parseRetry(o.retry, `${where}.retry`);
   if (o.timeoutSources !== undefined) out.timeoutSources = list(o.timeoutSources, `${where}.timeoutSources`, 8).map((s, i) => parseSource(s, `${where}.timeoutSources[${i}]`));

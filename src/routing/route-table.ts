@@ -18,6 +18,7 @@
 // go to the older route, then the route's namespace/name, then the rule's order.
 import type { AnnotationPolicy } from './linkerd-annotations.ts';
 import { CompiledHeaderModifier } from './header-modifier.ts';
+import { CompiledRedirect } from './redirect.ts';
 import { SAME_PORT, type BackendRef, type RetryPolicy, type RouteMatch, type RouteRecord, type Source, type Timeouts } from './route-model.ts';
 
 /** What a matcher reads of a request. */
@@ -193,6 +194,10 @@ export class CompiledRule {
   readonly matches: RouteMatch[];
   /** The rule's RequestHeaderModifier; null (most rules) leaves the request's headers alone. */
   readonly requestHeaders: CompiledHeaderModifier | null;
+  /** The rule's ResponseHeaderModifier; null leaves the response's headers alone. */
+  readonly responseHeaders: CompiledHeaderModifier | null;
+  /** The rule's RequestRedirect: the forwarder answers with it and picks no backend; null for most rules. */
+  readonly redirect: CompiledRedirect | null;
 
   constructor(route: RouteMeta, index: number, rule: RouteRecord['rules'][number] | null, parentPort: number, service: AnnotationPolicy) {
     this.route = route;
@@ -200,6 +205,8 @@ export class CompiledRule {
     this.ruleName = rule?.name;
     this.matches = rule?.matches ?? [];
     this.requestHeaders = rule?.requestHeaders !== undefined ? new CompiledHeaderModifier(rule.requestHeaders) : null;
+    this.responseHeaders = rule?.responseHeaders !== undefined ? new CompiledHeaderModifier(rule.responseHeaders) : null;
+    this.redirect = rule?.redirect !== undefined ? new CompiledRedirect(rule.redirect) : null;
     this.backends = (rule?.backends ?? []).map((b) => new CompiledBackend(b, parentPort));
     this.cumulative = [];
     let total = 0;

@@ -147,6 +147,8 @@ export interface RouteReport {
   backendMs: number;
   /** The final attempt got a response head from the backend (else the proxy answered, or nobody). */
   backendResponded: boolean;
+  /** The rule's RequestRedirect answered: no backend was asked, the status is the redirect's. */
+  redirected?: boolean;
 }
 
 export interface RequestEvent extends Endpoints {

@@ -118,8 +118,10 @@ export class RouteMetrics {
       this.resolved.set(k, s);
     }
     observe(s.duration, ev.durationMs / 1000);
-    const status = r.backendResponded ? statusLabel(grpc, ev.status, ev.grpcStatus) : '';
-    const error = r.backendResponded ? '' : r.error ?? 'UNKNOWN';
+    // A redirect is the route's answer, not a failure: its status, no error, and no backend series (none was asked).
+    const answered = r.backendResponded || r.redirected === true;
+    const status = answered ? statusLabel(grpc, ev.status, ev.grpcStatus) : '';
+    const error = answered ? '' : r.error ?? 'UNKNOWN';
     const sk = status + '|' + error;
     let st = s.statuses.get(sk);
     if (st === undefined) {
@@ -136,7 +138,7 @@ export class RouteMetrics {
         this.backend(f, s, a.backend, grpc, a.status > 0 ? statusLabel(grpc, a.status, a.grpcStatus) : '', a.status > 0 ? '' : a.error ?? 'UNKNOWN', a.durationMs);
       }
     }
-    this.backend(f, s, r.backend, grpc, status, error, r.backendMs);
+    if (r.redirected !== true) this.backend(f, s, r.backend, grpc, status, error, r.backendMs);
   }
 
   private backend(f: Families, s: RouteSeries, b: ServicePortRef, grpc: boolean, status: string, error: string, ms: number): void {

@@ -34,7 +34,7 @@ import { isRetryable, isUpgradeRequest, requestBodyKind, responseBodyKind, wants
 import { errorReply } from './replies.ts';
 import { finNow, writeWithFin } from '../fin-now.ts';
 import { own, UpstreamPool, type UpstreamOwner } from './pool.ts';
-import { closingResponseHead, keepUpstreamFor, modifiedRequestHead, upstreamRequestHead } from './hop.ts';
+import { closingResponseHead, keepUpstreamFor, modifiedHead, upstreamRequestHead } from './hop.ts';
 
 const ST_HEAD = 0; // waiting for a request head
 const ST_EXCHANGE = 1; // a request is in flight
@@ -316,7 +316,7 @@ export class Http1Connection implements UpstreamOwner {
     let headChanged = this.closeOnlyClient;
     const mod = this.rule?.requestHeaders ?? null;
     if (mod !== null) {
-      this.reqHead = modifiedRequestHead(this.reqHead!, mod);
+      this.reqHead = modifiedHead(this.reqHead!, mod);
       headChanged = true;
     }
     if (this.up === null && !this.attachUpstream(false)) return;
@@ -398,6 +398,10 @@ export class Http1Connection implements UpstreamOwner {
     }
     this.rule = rule;
     this.report = newRouteReport(route, rule);
+    if (rule.redirect !== null) {
+      this.redirect(route, rule, req);
+      return false;
+    }
     const retry = rule.retryFor(false);
     this.retryPolicy = retry;
     if (retry !== null) {
@@ -416,6 +420,31 @@ export class Http1Connection implements UpstreamOwner {
       }
     }
     return this.startAttempt();
+  }
+
+  /**
+   * The rule's RequestRedirect: answered here, no backend picked and no upstream written to. The
+   * connection is closed after it, as after the proxy's other own replies (replies.ts): the
+   * request's body, if any, is not read, so where the next request would start is unknown.
+   */
+  private redirect(route: ServiceRoute, rule: CompiledRule, req: RequestHead): void {
+    this.dropEager();
+    this.releaseUpstream();
+    this.detachUpstream()?.destroy();
+    const r = rule.redirect!;
+    const loc = r.location(req.target, req.host, route.authority, route.ref.port);
+    const head = Buffer.from(`HTTP/1.1 ${r.status} ${r.reason}\r\nlocation: ${loc}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`, 'latin1');
+    const reply = rule.responseHeaders !== null ? modifiedHead(head, rule.responseHeaders) : head;
+    this.report!.redirected = true;
+    this.status = r.status;
+    this.resHeadSent = true;
+    this.latencyMs = performance.now() - this.t0;
+    this.responseBytes = reply.length;
+    this.emit(undefined);
+    this.endExchange();
+    if (this.state < ST_CLOSING) this.finSent = writeWithFin(this.client, () => this.client.write(reply));
+    else this.client.write(reply);
+    this.closeClient();
   }
 
   /** Picks this attempt's backend and endpoint; false when there is none (answered 500 or 503). */
@@ -918,7 +947,10 @@ export class Http1Connection implements UpstreamOwner {
       }
       this.responseBytes += bodyEnd - end;
       this.closeForDrain = !this.closeOnlyClient && this.ctx.drain?.draining === true;
-      const head = this.closeOnlyClient || this.closeForDrain ? closingResponseHead(buf, 0, end, res) : null;
+      let head = this.closeOnlyClient || this.closeForDrain ? closingResponseHead(buf, 0, end, res) : null;
+      // The rule's ResponseHeaderModifier; rules without one send the upstream's head as it came.
+      const mod = this.rule?.responseHeaders ?? null;
+      if (mod !== null) head = modifiedHead(head ?? buf.subarray(0, end), mod);
       const out = head !== null
         ? (bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]))
         : (bodyEnd === buf.length ? buf : buf.subarray(0, bodyEnd));

@@ -135,6 +135,10 @@ class RoutedStream {
     }
     this.rule = rule;
     this.report = newRouteReport(this.route, rule);
+    if (rule.redirect !== null) {
+      this.redirect(rule);
+      return;
+    }
     this.retry = rule.retryFor(this.grpc);
     if (this.retry !== null) {
       this.budget = routing.budgetFor(this.route);
@@ -267,12 +271,12 @@ class RoutedStream {
     if (trailersOnly) {
       this.grpcStatus = grpcStatus;
       this.responseDone = true;
-      client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
+      client.respond(this.clientHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
       // The request body still goes up: the upstream may read it after answering. Its reset, if
       // it sends one, comes through onUpClose, as in forward-stream.ts.
       return;
     }
-    client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
+    client.respond(this.clientHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
     client.on('wantTrailers', () => {
       this.responseDone = true;
       client.sendTrailers(this.responseTrailers ? downstreamHeaders(this.responseTrailers) : {});
@@ -401,6 +405,32 @@ class RoutedStream {
   }
 
   // ---- endings ----
+
+  /** The rule's RequestRedirect: :status and location, no body, no backend picked. */
+  private redirect(rule: CompiledRule): void {
+    const r = rule.redirect!;
+    const h = this.reqHeaders;
+    const headers: http2.OutgoingHttpHeaders = {
+      ':status': r.status,
+      location: r.location(headerString(h[':path']), headerString(h[':authority'] ?? h.host), this.route.authority, this.route.ref.port),
+    };
+    rule.responseHeaders?.applyToH2(headers);
+    this.report!.redirected = true;
+    this.status = r.status;
+    this.latencyMs = performance.now() - this.t0;
+    this.responseDone = true;
+    this.answered = true;
+    this.client.respond(headers, { endStream: true });
+    // Its body, if any, is drained (a declared length up to 64 KiB) or reset, as after an error answer.
+    this.stopRequestBody(true);
+  }
+
+  /** The response headers for the client: the upstream's, with the rule's ResponseHeaderModifier. */
+  private clientHeaders(h: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
+    const out = downstreamHeaders(h);
+    this.rule!.responseHeaders?.applyToH2(out);
+    return out;
+  }
 
   /** The proxy answers the stream itself. */
   private answer(failure: ProxyFailure, detail: string): void {
