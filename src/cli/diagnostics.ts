@@ -9,7 +9,7 @@ import { requestJson } from '../controller/client.ts';
 import { PATH_DIAG_AUTHZ, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
 import type { AccessRecord, AccessRule } from '../policy/model.ts';
 import type { PolicyView, RuleView } from '../routing/policy-view.ts';
-import type { RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
+import type { HeaderModifier, RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
 import type { ServiceRef } from '../routing/router.ts';
 import { DEFAULT_CONTROLLER, formatLatency } from './stat.ts';
@@ -93,16 +93,24 @@ function retryText(r: RetryPolicy): string {
   return `${r.limit} ${r.limit === 1 ? 'retry' : 'retries'} on ${on.join(', ')}${r.backoffMs !== undefined ? `, backoff ${ms(r.backoffMs)}` : ''}${r.timeoutMs !== undefined ? `, per-try timeout ${ms(r.timeoutMs)}` : ''}`;
 }
 
+/** A header modifier's edits in the order they apply. */
+function editsText(m: HeaderModifier): string {
+  return [...(m.remove ?? []).map((n) => `remove ${n}`), ...(m.set ?? []).map((h) => `set ${h.name}: ${h.value}`), ...(m.add ?? []).map((h) => `add ${h.name}: ${h.value}`)].join(', ');
+}
+
 function ruleText(r: RuleView): string[] {
   const name = r.route.kind === 'default' ? 'default route (the Service\'s annotations)' : `${r.route.kind} ${r.route.namespace}/${r.route.name} rule ${r.rule}${r.name ? ` "${r.name}"` : ''}`;
   const lines = [`  ${name}`];
   lines.push(`    match:    ${r.matches.length === 0 ? 'every request' : r.matches.map(matchText).join(' | ')}`);
-  const rh = r.requestHeaders;
-  if (rh !== undefined) {
-    const edits = [...(rh.remove ?? []).map((n) => `remove ${n}`), ...(rh.set ?? []).map((h) => `set ${h.name}: ${h.value}`), ...(rh.add ?? []).map((h) => `add ${h.name}: ${h.value}`)];
-    lines.push(`    headers:  ${edits.join(', ')} (RequestHeaderModifier, on the request sent upstream)`);
+  if (r.requestHeaders !== undefined) lines.push(`    headers:  ${editsText(r.requestHeaders)} (RequestHeaderModifier, on the request sent upstream)`);
+  if (r.responseHeaders !== undefined) lines.push(`    response: ${editsText(r.responseHeaders)} (ResponseHeaderModifier, on the response the client gets)`);
+  const rd = r.redirect;
+  if (rd !== undefined) {
+    const parts = [rd.scheme !== undefined ? `scheme ${rd.scheme}` : '', rd.hostname !== undefined ? `host ${rd.hostname}` : '', rd.port !== undefined ? `port ${rd.port}` : '',
+      rd.path?.type === 'ReplaceFullPath' ? `path ${rd.path.value}` : rd.path !== undefined ? `path ${rd.path.prefix}* -> ${rd.path.value}*` : ''].filter(Boolean);
+    lines.push(`    redirect: ${rd.statusCode}${parts.length > 0 ? ` to ${parts.join(', ')}` : ' to the same URL'} (RequestRedirect, answered by the proxy)`);
   }
-  lines.push(`    backends: ${r.backends.length === 0 ? 'the Service itself' : r.backends.map((b) => `${b.namespace}/${b.name}:${b.port} ${b.share}% (weight ${b.weight})${b.problem ? ` [answers 500: ${b.problem}]` : ''}`).join(', ')}`);
+  lines.push(`    backends: ${rd !== undefined ? 'none (the proxy answers)' : r.backends.length === 0 ? 'the Service itself' : r.backends.map((b) => `${b.namespace}/${b.name}:${b.port} ${b.share}% (weight ${b.weight})${b.problem ? ` [answers 500: ${b.problem}]` : ''}`).join(', ')}`);
   const t = r.timeouts;
   const tt = t === null ? 'none' : [t.requestMs !== undefined ? `request ${ms(t.requestMs)}` : '', t.backendRequestMs !== undefined ? `backend request ${ms(t.backendRequestMs)}` : '', t.idleMs !== undefined ? `idle ${ms(t.idleMs)}` : ''].filter(Boolean).join(', ');
   lines.push(`    timeouts: ${tt}${sourceText(r.timeoutSources)}`);

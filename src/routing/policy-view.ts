@@ -4,7 +4,7 @@
 // or annotation), the routes that apply to no client, and the annotations that could not be
 // read. Plain data (the agent answers it as JSON; the CLI renders it). Pure.
 import { DEFAULT_BUDGET } from './retry-budget.ts';
-import { DEFAULT_BACKOFF_MS, DEFAULT_MAX_BACKOFF_MS, type HeaderModifier, type RetryPolicy, type RouteMatch, type Source, type Timeouts } from './route-model.ts';
+import { DEFAULT_BACKOFF_MS, DEFAULT_MAX_BACKOFF_MS, type HeaderModifier, type Redirect, type RetryPolicy, type RouteMatch, type Source, type Timeouts } from './route-model.ts';
 import type { ParentPolicy } from './route-table.ts';
 
 export interface BackendView {
@@ -25,6 +25,10 @@ export interface RuleView {
   matches: RouteMatch[];
   /** The rule's RequestHeaderModifier, when it has one. */
   requestHeaders?: HeaderModifier;
+  /** The rule's ResponseHeaderModifier, when it has one. */
+  responseHeaders?: HeaderModifier;
+  /** The rule's RequestRedirect, when it has one (then it has no backends). */
+  redirect?: Redirect;
   /** Empty: the Service itself. */
   backends: BackendView[];
   timeouts: Timeouts | null;
@@ -65,6 +69,8 @@ export function policyView(service: { namespace: string; name: string; port: num
       ...(r.ruleName !== undefined ? { name: r.ruleName } : {}),
       matches: r.matches,
       ...(r.requestHeaders !== null ? { requestHeaders: r.requestHeaders.spec } : {}),
+      ...(r.responseHeaders !== null ? { responseHeaders: r.responseHeaders.spec } : {}),
+      ...(r.redirect !== null ? { redirect: r.redirect.spec } : {}),
       backends: r.backends.map((b) => ({
         namespace: b.namespace, name: b.name, port: b.port, weight: b.weight,
         share: r.totalWeight > 0 ? Math.round((b.weight / r.totalWeight) * 10_000) / 100 : 0,
