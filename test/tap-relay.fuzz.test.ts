@@ -75,7 +75,8 @@ function relayedLine(r: Record<string, any>): unknown {
     if (e.ip === '10.1.0.6') return { ip: e.ip, port, resource: 'deploy/api', namespace: 'shop', pod: 'api-1' };
     return { ip: e.ip, port };
   };
-  return { type: 'request', id: `0:${Number(r.n) || 0}`, node: 'n1', source: ep(r.src), destination: ep(r.dst), record: r };
+  // The tap is of deployment/web: a record from its pod is outbound, any other inbound.
+  return { type: 'request', id: `0:${Number(r.n) || 0}`, node: 'n1', direction: r.src.ip === '10.1.0.5' ? 'outbound' : 'inbound', source: ep(r.src), destination: ep(r.dst), record: r };
 }
 
 const record = (n: number) => ({
