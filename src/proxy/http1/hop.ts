@@ -87,8 +87,9 @@ export function rewriteConnection(buf: Buffer, start: number, end: number, drop:
 
 /**
  * A route's RequestHeaderModifier applied to a request head, or its ResponseHeaderModifier to a
- * response head (head[0, length), validated by parse-head or built by the proxy): the field lines of the names it drops are left out, its set and add lines go
- * last. Every other byte is kept. A new buffer, so a retry re-sends the same head.
+ * response head (head[0, length), validated by parse-head or built by the proxy): the field
+ * lines of the names it drops are left out, its set and add lines go last. Every other byte is
+ * kept. A new buffer, so a retry re-sends the same head.
  */
 export function modifiedHead(head: Buffer, mod: CompiledHeaderModifier): Buffer {
   const parts: Buffer[] = [];
