@@ -74,7 +74,7 @@ const coreFeatures = {
       { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Route', value: 'canary' }], remove: ['x-debug'] } },
       { type: 'ResponseHeaderModifier', responseHeaderModifier: { add: [{ name: 'X-Served-By', value: 'canary' }] } },
     ],
-    backendRefs: [{ name: 'api-v2', port: 80 }],
+    backendRefs: [{ name: 'api-v2', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Canary', value: 'true' }] } }] }],
   }, {
     matches: [{ path: { type: 'PathPrefix', value: '/old' } }],
     filters: [{ type: 'RequestRedirect', requestRedirect: { statusCode: 301, path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/new' } } }],
@@ -92,6 +92,7 @@ test('route index: query parameter matches, both header modifiers and RequestRed
   t.deepEqual(rule.matches, [{ queryParams: [{ name: 'canary', type: 'Exact', value: '1' }] }]);
   t.deepEqual(rule.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], remove: ['x-debug'] });
   t.deepEqual(rule.responseHeaders, { add: [{ name: 'x-served-by', value: 'canary' }] });
+  t.deepEqual(rule.backends, [{ namespace: 'shop', name: 'api-v2', port: 80, weight: 1, requestHeaders: { set: [{ name: 'x-canary', value: 'true' }] } }], 'a backendRef\'s filter on its backend');
   t.deepEqual(x.record('HTTPRoute/shop/core').rules[1].redirect, { statusCode: 301, path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old' } });
   for (const [name, spec, type] of [['mirror', mirror, 'RequestMirror'], ['rewrite', rewrite, 'URLRewrite']] as const) {
     x.idx.upsert(httpRoute(name, spec));
@@ -100,6 +101,25 @@ test('route index: query parameter matches, both header modifiers and RequestRed
     t.regex(w.parents![0]!.conditions[0]!.message, new RegExp(`spec\\.rules\\[0\\]\\.filters: filters of type "${type}" are not supported on a HTTPRoute; of the filters only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect are`));
     t.is(x.record(`HTTPRoute/shop/${name}`), undefined, 'nothing streamed for it');
   }
+});
+
+test('route index: header modifiers on a backendRef are Accepted=True and streamed; a RequestRedirect on a backendRef is Accepted=False naming it', (t) => {
+  const x = index();
+  for (const s of ['shop/api', 'shop/api-v1', 'shop/api-v2']) x.idx.setService(s, [80]);
+  x.idx.upsert(httpRoute('canary', { rules: [{ backendRefs: [
+    { name: 'api-v1', port: 80, weight: 9 },
+    { name: 'api-v2', port: 80, weight: 1, filters: [
+      { type: 'RequestHeaderModifier', requestHeaderModifier: { add: [{ name: 'X-Canary', value: 'true' }] } },
+      { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'X-Served-By', value: 'canary' }] } },
+    ] },
+  ] }] }));
+  t.is(x.accepted('canary'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  t.deepEqual(x.record('HTTPRoute/shop/canary').rules[0].backends[1], { namespace: 'shop', name: 'api-v2', port: 80, weight: 1, requestHeaders: { add: [{ name: 'x-canary', value: 'true' }] }, responseHeaders: { set: [{ name: 'x-served-by', value: 'canary' }] } });
+  x.idx.upsert(httpRoute('canary', { rules: [{ backendRefs: [{ name: 'api-v2', port: 80, filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'https' } }] }] }] }));
+  t.regex(x.accepted('canary'), /^Accepted=False\/UnsupportedValue/);
+  const w = [...x.statuses].reverse().find((s) => s.name === 'canary')!;
+  t.regex(w.parents![0]!.conditions[0]!.message, /spec\.rules\[0\]\.backendRefs\[0\]\.filters: a RequestRedirect is not allowed on a backendRef \(the proxy answers a redirect without choosing a backend\)/);
+  t.truthy(x.record('HTTPRoute/shop/canary').rules[0].backends[1].requestHeaders, 'the last good version keeps streaming');
 });
 
 test('route index: a Service appearing, going or changing ports converts the routes that name it again', (t) => {
@@ -199,6 +219,7 @@ test('mesh-agent controller --kubeconfig: routes from the API server reach the a
   const core = c.store.routesFor('shop/api').find((r) => r.name === 'core')!;
   t.deepEqual(core.rules[0]!.requestHeaders, { set: [{ name: 'x-route', value: 'canary' }], remove: ['x-debug'] }, 'the agent parsed it');
   t.deepEqual(core.rules[0]!.responseHeaders, { add: [{ name: 'x-served-by', value: 'canary' }] });
+  t.deepEqual(core.rules[0]!.backends[0]!.requestHeaders, { set: [{ name: 'x-canary', value: 'true' }] }, 'a backendRef\'s filter, through discovery version 6');
   t.deepEqual(core.rules[1]!.redirect, { statusCode: 301, path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old' } });
 });
 

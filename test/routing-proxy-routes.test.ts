@@ -663,3 +663,104 @@ test('HTTP/1 and HTTP/2: a rule\'s ResponseHeaderModifier applies to its redirec
   const r = await h2get(session, { ':path': '/a', ':authority': 'api.shop' });
   t.deepEqual([r.head[':status'], r.head.location, r.head['cache-control']], [302, 'https://api.shop/a', 'no-store']);
 });
+
+// ---- Gateway API: header modifiers on backendRefs ----
+
+/** A backend that records the x- headers of each request it gets ([backend, sorted pairs]) and answers per `status`. */
+async function recording(name: string, h2: boolean, seen: Array<[string, Array<[string, string]>]>, status: (attempt: number) => number = () => 200): Promise<Backend> {
+  return backend(name, {
+    h2,
+    handle: (req, res) => {
+      const raw = req.rawHeaders;
+      const pairs: Array<[string, string]> = [];
+      for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase().startsWith('x-')) pairs.push([raw[i]!.toLowerCase(), raw[i + 1]!]);
+      pairs.sort((a, b) => (a[0] + a[1] < b[0] + b[1] ? -1 : 1));
+      res.statusCode = status(seen.length);
+      seen.push([name, pairs]);
+      res.end(name);
+    },
+  });
+}
+
+/** Requests with the given headers over HTTP/1 (kept-alive, then one closing) or HTTP/2: [status, body, x-from values]. */
+async function clientOf(t: import('ava').ExecutionContext, port: number, h2: boolean): Promise<(headers: Record<string, string>, close?: boolean) => Promise<[number, string, string]>> {
+  if (h2) {
+    const session = http2.connect(`http://${HOST}:${port}`);
+    t.teardown(() => session.destroy());
+    return async (headers) => {
+      const r = await h2get(session, { ':method': 'POST', ':authority': 'api.shop', ...headers }, Buffer.from('hello'));
+      return [Number(r.head[':status']), r.body, String(r.head['x-from'] ?? '')];
+    };
+  }
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  return (headers, close = false) => new Promise((resolve, reject) => {
+    const req = http.request({ host: HOST, port, method: 'POST', path: '/', agent: close ? false : agent, headers: { host: 'api.shop', ...headers, ...(close ? { connection: 'close' } : {}) } }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (b += d));
+      res.on('end', () => resolve([res.statusCode ?? 0, b, String(res.headers['x-from'] ?? '')]));
+    });
+    req.on('error', reject);
+    req.end('hello');
+  });
+}
+
+for (const h2 of [false, true]) {
+  const proto = h2 ? 'HTTP/2' : 'HTTP/1';
+  test(`${proto}: a backendRef's RequestHeaderModifier and ResponseHeaderModifier apply only to the requests that backend gets and the responses it gives, after the rule's (before, on responses)`, async (t) => {
+    const seen: Array<[string, Array<[string, string]>]> = [];
+    const v1 = await recording('v1', h2, seen);
+    const v2 = await recording('v2', h2, seen);
+    // Picks alternate: api-v1, api-v2, api-v1, ...
+    let flip = 0;
+    const { port } = await setup(t, { api: [], 'api-v1': [v1], 'api-v2': [v2] }, [route([{
+      matches: [],
+      requestHeaders: { set: [{ name: 'x-route', value: 'r' }, { name: 'x-canary', value: 'false' }] },
+      responseHeaders: { add: [{ name: 'x-from', value: 'rule' }] },
+      backends: [
+        { namespace: 'shop', name: 'api-v1', port: 80, weight: 1 },
+        { namespace: 'shop', name: 'api-v2', port: 80, weight: 1, requestHeaders: { set: [{ name: 'x-canary', value: 'true' }], remove: ['x-debug'] }, responseHeaders: { set: [{ name: 'x-from', value: 'canary' }] } },
+      ],
+    }])], {}, () => (flip++ % 2 === 0 ? 0.1 : 0.9));
+    const send = await clientOf(t, port, h2);
+    const got: Array<[number, string, string]> = [];
+    for (let i = 0; i < 4; i++) got.push(await send({ 'x-debug': '1' }));
+    if (!h2) for (let i = 0; i < 2; i++) got.push(await send({ 'x-debug': '1' }, true));
+    const n = got.length;
+    const v1Sees: Array<[string, string]> = [['x-canary', 'false'], ['x-debug', '1'], ['x-route', 'r']];
+    const v2Sees: Array<[string, string]> = [['x-canary', 'true'], ['x-route', 'r']];
+    t.deepEqual(seen, Array.from({ length: n }, (_, i) => (i % 2 === 0 ? ['v1', v1Sees] : ['v2', v2Sees])), 'the canary\'s edits on its requests only, after the rule\'s');
+    t.deepEqual(got, Array.from({ length: n }, (_, i): [number, string, string] => (i % 2 === 0 ? [200, 'v1', 'rule'] : [200, 'v2', 'canary, rule'])), 'the canary\'s response edit only on its responses, then the rule\'s');
+    t.true([...v1.bodies, ...v2.bodies].every((b) => b.toString() === 'hello'), 'the body follows the modified head');
+  });
+
+  test(`${proto}: a retry that picks another backend sends that backend's edits, not the first attempt's; the client gets the answering backend's response edits`, async (t) => {
+    const seen: Array<[string, Array<[string, string]>]> = [];
+    // Every first attempt answers 503 (the attempts alternate 503, 200 whichever backend gets them).
+    const v1 = await recording('v1', h2, seen, (n) => (n % 2 === 0 ? 503 : 200));
+    const v2 = await recording('v2', h2, seen, (n) => (n % 2 === 0 ? 503 : 200));
+    // Request 1: api-v1 then api-v2; request 2: api-v2 then api-v1; and so on.
+    const picks = [0.1, 0.9, 0.9, 0.1];
+    let i = 0;
+    const { port, sink } = await setup(t, { api: [], 'api-v1': [v1], 'api-v2': [v2] }, [route([{
+      matches: [], retry: { limit: 1, httpStatuses: [[503, 503]] },
+      requestHeaders: { set: [{ name: 'x-route', value: 'r' }] },
+      backends: [
+        { namespace: 'shop', name: 'api-v1', port: 80, weight: 1, requestHeaders: { set: [{ name: 'x-backend', value: 'v1' }], add: [{ name: 'x-only-v1', value: 'yes' }] }, responseHeaders: { set: [{ name: 'x-from', value: 'v1' }] } },
+        { namespace: 'shop', name: 'api-v2', port: 80, weight: 1, requestHeaders: { set: [{ name: 'x-backend', value: 'v2' }] }, responseHeaders: { set: [{ name: 'x-from', value: 'v2' }] } },
+      ],
+    }])], {}, () => picks[i++ % picks.length]!);
+    const send = await clientOf(t, port, h2);
+    const got: Array<[number, string, string]> = [];
+    for (let k = 0; k < 2; k++) got.push(await send({ 'x-backend': 'client' }));
+    if (!h2) for (let k = 0; k < 2; k++) got.push(await send({ 'x-backend': 'client' }, true));
+    const sees = (b: string): [string, Array<[string, string]>] => [b, b === 'v1' ? [['x-backend', 'v1'], ['x-only-v1', 'yes'], ['x-route', 'r']] : [['x-backend', 'v2'], ['x-route', 'r']]];
+    const order = ['v1', 'v2', 'v2', 'v1'];
+    t.deepEqual(seen, Array.from({ length: got.length * 2 }, (_, k) => sees(order[k % 4]!)), 'each attempt carries its own backend\'s edits');
+    t.deepEqual(got, Array.from({ length: got.length }, (_, k): [number, string, string] => (k % 2 === 0 ? [200, 'v2', 'v2'] : [200, 'v1', 'v1'])), 'the retry\'s answer, with its backend\'s response edit');
+    t.true([...v1.bodies, ...v2.bodies].every((b) => b.toString() === 'hello'), 'the body is sent again after the new head');
+    await waitFor(() => sink.requests.length === got.length, SINK_WAIT_MS);
+    t.true(sink.requests.every((e) => e.route?.retries === 1 && e.route.retryOutcome === 'success'));
+  });
+}

@@ -183,6 +183,40 @@ test('HTTPRoute: a ResponseHeaderModifier and RequestRedirect are served (Core);
   t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the agent\'s parser takes it unchanged');
 });
 
+test('HTTPRoute and GRPCRoute: a backendRef\'s RequestHeaderModifier and ResponseHeaderModifier are served; Accepted=True, the record carries them on that backend', (t) => {
+  const c = routeFromGateway(httpRoute({
+    rules: [{
+      filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-route', value: 'api' }] } }],
+      backendRefs: [
+        { name: 'api-v1', port: 80, weight: 90 },
+        { name: 'api-v2', port: 80, weight: 10, filters: [
+          { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'X-Canary', value: 'true' }], remove: ['X-Debug'] } },
+          { type: 'ResponseHeaderModifier', responseHeaderModifier: { add: [{ name: 'X-Served-By', value: 'canary' }] } },
+        ] },
+      ],
+    }],
+  }), services);
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.parents[0]!.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'True', 'ResolvedRefs']]);
+  const [v1, v2] = c.record!.rules[0]!.backends;
+  t.deepEqual(v1, { namespace: 'shop', name: 'api-v1', port: 80, weight: 90 }, 'a backend without filters has none');
+  t.deepEqual(v2, { namespace: 'shop', name: 'api-v2', port: 80, weight: 10, requestHeaders: { set: [{ name: 'x-canary', value: 'true' }], remove: ['x-debug'] }, responseHeaders: { add: [{ name: 'x-served-by', value: 'canary' }] } });
+  t.deepEqual(c.record!.rules[0]!.requestHeaders, { set: [{ name: 'x-route', value: 'api' }] }, 'the rule keeps its own');
+  t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the agent\'s parser takes it unchanged');
+  const g = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'echo', namespace: 'shop' },
+    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ backendRefs: [{ name: 'grpc', port: 50051, filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'x-tier', value: 'gold' }] } }] }] }] },
+  }, services);
+  t.deepEqual(g.problems, []);
+  t.deepEqual(g.record!.rules[0]!.backends[0]!.responseHeaders, { set: [{ name: 'x-tier', value: 'gold' }] });
+  const gr = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'echo', namespace: 'shop' },
+    spec: { parentRefs: [{ kind: 'Service', group: '', name: 'grpc' }], rules: [{ backendRefs: [{ name: 'grpc', port: 50051, filters: [{ type: 'RequestRedirect', requestRedirect: {} }] }] }] },
+  }, services);
+  t.is(gr.record, null);
+  t.regex(gr.parents[0]!.conditions[0]!.message, /backendRefs\[0\]\.filters: filters of type "RequestRedirect" are not supported on a GRPCRoute's backendRef; of the filters only RequestHeaderModifier, ResponseHeaderModifier are/);
+});
+
 // [what, spec patch, Accepted reason (False), ResolvedRefs reason, record kept?, message]
 const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a weight below 0', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: -1 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.weight: -1 is out of range; use a whole number from 0 to 1000000/],
@@ -208,7 +242,11 @@ const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a ResponseHeaderModifier setting Content-Length', { rules: [{ filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'Content-Length', value: '0' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /responseHeaderModifier\.set\[0\]\.name: "content-length" is a hop-by-hop or framing header the proxy manages/],
   ['a ResponseHeaderModifier removing Connection', { rules: [{ filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { remove: ['Connection'] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /responseHeaderModifier\.remove\[0\]: "connection" is a hop-by-hop/],
   ['ResponseHeaderModifier without its settings', { rules: [{ filters: [{ type: 'ResponseHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters\[0\]\.responseHeaderModifier: a ResponseHeaderModifier filter needs its responseHeaderModifier \(set, add or remove\)/],
-  ['a filter on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters: filters on a backendRef \("RequestHeaderModifier"\) are not supported; put a RequestHeaderModifier on the rule instead/],
+  ['a RequestRedirect on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'https' } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.backendRefs\[0\]\.filters: a RequestRedirect is not allowed on a backendRef \(the proxy answers a redirect without choosing a backend\); put it in the rule's filters, in a rule without backendRefs/],
+  ['a RequestMirror on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestMirror', requestMirror: {} }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters: filters of type "RequestMirror" are not supported on a HTTPRoute's backendRef; of the filters only RequestHeaderModifier, ResponseHeaderModifier are/],
+  ['RequestHeaderModifier twice on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'RequestHeaderModifier', requestHeaderModifier: { remove: ['c'] } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters: RequestHeaderModifier is given 2 times; the spec allows it once per backendRef, so merge them/],
+  ['setting Host on a backendRef', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'Host', value: 'evil' }] } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters\[0\]\.requestHeaderModifier\.set\[0\]\.name: "host" is the request's authority, which the proxy keeps as the client sent it/],
+  ['a backendRef ResponseHeaderModifier removing Connection', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, filters: [{ type: 'ResponseHeaderModifier', responseHeaderModifier: { remove: ['Connection'] } }] }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.filters\[0\]\.responseHeaderModifier\.remove\[0\]: "connection" is a hop-by-hop/],
   ['RequestHeaderModifier twice', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }, { type: 'RequestHeaderModifier', requestHeaderModifier: { remove: ['c'] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /RequestHeaderModifier is given 2 times; the spec allows it once per rule, so merge them/],
   ['RequestHeaderModifier without its settings', { rules: [{ filters: [{ type: 'RequestHeaderModifier' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /filters\[0\]\.requestHeaderModifier: a RequestHeaderModifier filter needs its requestHeaderModifier \(set, add or remove\)/],
   ['a header name with a space', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x y', value: '1' }] } }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /requestHeaderModifier\.set\[0\]\.name: "x y" is not a header name; use letters, digits/],
@@ -379,6 +417,8 @@ const badRecords: Array<[string, object, RegExp]> = [
   ['a header modifier value with LF', { rules: [{ matches: [], backends: [], requestHeaders: { add: [{ name: 'x-a', value: 'a\nb' }] } }] }, /requestHeaders\.add\[0\]\.value: expected a header value without control characters/],
   ['a header modifier naming a header twice', { rules: [{ matches: [], backends: [], requestHeaders: { remove: ['x-a', 'x-a'] } }] }, /requestHeaders\.remove\[1\]: "x-a" is named twice/],
   ['a response modifier adding transfer-encoding', { rules: [{ matches: [], backends: [], responseHeaders: { add: [{ name: 'transfer-encoding', value: 'chunked' }] } }] }, /responseHeaders\.add\[0\]: "transfer-encoding" is a hop-by-hop or framing header/],
+  ['a backend modifier setting host', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 1, requestHeaders: { set: [{ name: 'host', value: 'x' }] } }] }] }, /backends\[0\]\.requestHeaders\.set\[0\]: "host" is the request's authority/],
+  ['a backend response modifier adding content-length', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 1, responseHeaders: { add: [{ name: 'content-length', value: '0' }] } }] }] }, /backends\[0\]\.responseHeaders\.add\[0\]: "content-length" is a hop-by-hop or framing header/],
   ['a redirect with backends', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 1 }], redirect: { statusCode: 302 } }] }, /rules\[0\]\.redirect: a redirect rule has no backends/],
   ['a redirect status 200', { rules: [{ matches: [], backends: [], redirect: { statusCode: 200 } }] }, /redirect\.statusCode: expected one of 301, 302, 303, 307, 308, got 200/],
   ['a redirect without its prefix', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, path: { type: 'ReplacePrefixMatch', value: '/a' } } }] }, /redirect\.path\.prefix: expected a path starting with "\/"/],
@@ -530,6 +570,41 @@ test('RequestHeaderModifier: remove, then set, then add, on an HTTP/1 head and a
   const h2b: Record<string, string | string[]> = {};
   mod.applyToH2(h2b);
   t.deepEqual(h2b, { 'x-set': 'new', 'x-add': 'two' }, 'set and add add a header the request lacks');
+});
+
+test('backend header modifiers: the rule\'s then the backend\'s on a request, the backend\'s then the rule\'s on a response, as one modifier; a backend without its own takes the rule\'s', (t) => {
+  const rule = { set: [{ name: 'x-a', value: 'rule' }, { name: 'x-b', value: 'rule' }], add: [{ name: 'x-c', value: 'rule' }, { name: 'x-d', value: 'rule' }], remove: ['x-e'] };
+  const backend = { set: [{ name: 'x-b', value: 'backend' }], add: [{ name: 'x-d', value: 'backend' }, { name: 'x-a', value: 'backend' }], remove: ['x-c'] };
+  const one = new CompiledHeaderModifier(rule, backend);
+  const head = Buffer.from('GET / HTTP/1.1\r\nHost: api\r\nX-A: client\r\nx-c: client\r\nx-d: client\r\nx-e: client\r\n\r\n', 'latin1');
+  const twice = modifiedHead(modifiedHead(head, new CompiledHeaderModifier(rule)), new CompiledHeaderModifier(backend)).toString('latin1');
+  t.is(modifiedHead(head, one).toString('latin1'), twice, 'HTTP/1: the same head as the two applied in turn');
+  t.is(twice, 'GET / HTTP/1.1\r\nHost: api\r\nx-d: client\r\nx-a: rule\r\nx-d: rule\r\nx-b: backend\r\nx-d: backend\r\nx-a: backend\r\n\r\n');
+  const h2 = (): Record<string, string | string[]> => ({ ':method': 'GET', 'x-a': 'client', 'x-c': 'client', 'x-d': 'client', 'x-e': 'client' });
+  const a = h2();
+  one.applyToH2(a);
+  const b = h2();
+  new CompiledHeaderModifier(rule).applyToH2(b);
+  new CompiledHeaderModifier(backend).applyToH2(b);
+  t.deepEqual(a, b, 'HTTP/2: the same header object');
+  t.deepEqual(a, { ':method': 'GET', 'x-a': ['rule', 'backend'], 'x-d': ['client', 'rule', 'backend'], 'x-b': 'backend' });
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'r', 0, [{
+    matches: [], requestHeaders: { set: [{ name: 'x-route', value: 'r' }] }, responseHeaders: { set: [{ name: 'x-resp', value: 'rule' }] },
+    backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 1 }, { namespace: 'shop', name: 'b', port: 80, weight: 1, requestHeaders: { set: [{ name: 'x-route', value: 'b' }] }, responseHeaders: { set: [{ name: 'x-resp', value: 'b' }, { name: 'x-b', value: '1' }] } }],
+  }])]);
+  const compiled = findRoute(p.forClient('shop'), request('GET', '/'), false)!;
+  const [ba, bb] = compiled.backends;
+  t.is(ba!.requestHeaders, null, 'backend a: the rule\'s modifier, nothing per backend');
+  t.is(ba!.responseHeaders, null);
+  t.true(compiled.backendRequestHeaders);
+  const req: Record<string, string> = {};
+  bb!.requestHeaders!.applyToH2(req);
+  t.deepEqual(req, { 'x-route': 'b' }, 'the backend\'s set wins over the rule\'s');
+  const res: Record<string, string> = {};
+  bb!.responseHeaders!.applyToH2(res);
+  t.deepEqual(res, { 'x-resp': 'rule', 'x-b': '1' }, 'the rule\'s set, applied last, wins on the response');
+  const plain = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnn, [rec('HTTPRoute', 'shop', 'r', 0, [{ matches: [], backends: to('a') }])]);
+  t.false(findRoute(plain.forClient('shop'), request('GET', '/'), false)!.backendRequestHeaders);
 });
 
 test('RequestRedirect: the Location for each form (scheme, host, port and its elision, full path, prefix), the query kept', (t) => {

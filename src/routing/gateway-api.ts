@@ -124,19 +124,20 @@ interface RuleFilters {
   redirect?: Obj;
 }
 
-const SERVED_FILTERS: Record<string, { field: string; kinds: ReadonlyArray<'HTTPRoute' | 'GRPCRoute'> }> = {
-  RequestHeaderModifier: { field: 'requestHeaderModifier', kinds: ['HTTPRoute', 'GRPCRoute'] },
-  ResponseHeaderModifier: { field: 'responseHeaderModifier', kinds: ['HTTPRoute', 'GRPCRoute'] },
-  RequestRedirect: { field: 'requestRedirect', kinds: ['HTTPRoute'] },
+const SERVED_FILTERS: Record<string, { field: string; kinds: ReadonlyArray<'HTTPRoute' | 'GRPCRoute'>; onBackend: boolean }> = {
+  RequestHeaderModifier: { field: 'requestHeaderModifier', kinds: ['HTTPRoute', 'GRPCRoute'], onBackend: true },
+  ResponseHeaderModifier: { field: 'responseHeaderModifier', kinds: ['HTTPRoute', 'GRPCRoute'], onBackend: true },
+  // The proxy answers a redirect itself, so no backend is ever chosen to run it (the spec allows it on rules only).
+  RequestRedirect: { field: 'requestRedirect', kinds: ['HTTPRoute'], onBackend: false },
 };
 
 /**
- * A rule's filters: RequestHeaderModifier, ResponseHeaderModifier (HTTPRoute and GRPCRoute) and
- * RequestRedirect (HTTPRoute) are served, each at most once (the CRD's rule); every other type
- * refuses the route, naming it. URLRewrite with RequestRedirect is named as incompatible (the spec
- * forbids the pair) before it is named as unsupported.
+ * A rule's or a backendRef's filters: RequestHeaderModifier, ResponseHeaderModifier (HTTPRoute and
+ * GRPCRoute) and, on a rule, RequestRedirect (HTTPRoute) are served, each at most once (the CRD's
+ * rule); every other type refuses the route, naming it. URLRewrite with RequestRedirect is named as
+ * incompatible (the spec forbids the pair) before it is named as unsupported.
  */
-function filtersOf(v: unknown, where: string, kind: 'HTTPRoute' | 'GRPCRoute'): RuleFilters {
+function filtersOf(v: unknown, where: string, kind: 'HTTPRoute' | 'GRPCRoute', on: 'rule' | 'backendRef'): RuleFilters {
   if (v === undefined || v === null) return {};
   if (!Array.isArray(v) || v.length > 16) throw new Invalid(`${where}: expected a list of at most 16 filters`);
   const types = v.map((f: Obj) => f?.type);
@@ -144,14 +145,18 @@ function filtersOf(v: unknown, where: string, kind: 'HTTPRoute' | 'GRPCRoute'): 
     throw new Invalid(`${where}: RequestRedirect and URLRewrite may not be combined (the spec forbids it); keep one of them`);
   }
   const served = SERVED_FILTERS;
-  const unsupported = types.filter((t) => !Object.hasOwn(served, t) || !served[t]!.kinds.includes(kind));
+  const serves = (t: string) => Object.hasOwn(served, t) && served[t]!.kinds.includes(kind) && (on === 'rule' || served[t]!.onBackend);
+  if (on === 'backendRef' && types.includes('RequestRedirect') && kind === 'HTTPRoute') {
+    throw new Invalid(`${where}: a RequestRedirect is not allowed on a backendRef (the proxy answers a redirect without choosing a backend); put it in the rule's filters, in a rule without backendRefs`);
+  }
+  const unsupported = types.filter((t) => !serves(t));
   if (unsupported.length > 0) {
-    throw new Invalid(`${where}: filters of type ${unsupported.map((t) => show(t)).join(', ')} are not supported on a ${kind}; of the filters only ${Object.keys(served).filter((t) => served[t]!.kinds.includes(kind)).join(', ')} are, so remove the others or route without them`);
+    throw new Invalid(`${where}: filters of type ${unsupported.map((t) => show(t)).join(', ')} are not supported on a ${on === 'rule' ? kind : `${kind}'s backendRef`}; of the filters only ${Object.keys(served).filter(serves).join(', ')} are, so remove the others or route without them`);
   }
   const out: RuleFilters = {};
   for (const [i, f] of v.entries()) {
     const type = f.type as string;
-    if (types.indexOf(type) !== i) throw new Invalid(`${where}: ${type} is given ${types.filter((t) => t === type).length} times; the spec allows it once per rule, so merge them`);
+    if (types.indexOf(type) !== i) throw new Invalid(`${where}: ${type} is given ${types.filter((t) => t === type).length} times; the spec allows it once per ${on}, so merge them`);
     const field = served[type]!.field;
     const w = `${where}[${i}].${field}`;
     if (type === 'RequestRedirect') {
@@ -455,7 +460,7 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
   if (rawRules.length > MAX_RULES) throw new Invalid(`spec.rules: more than ${MAX_RULES} rules`);
   const rules: RouteRule[] = rawRules.map((r, i) => {
     const w = `spec.rules[${i}]`;
-    const filters = filtersOf(r?.filters, `${w}.filters`, kind);
+    const filters = filtersOf(r?.filters, `${w}.filters`, kind, 'rule');
     const rawMatches: Obj[] = r?.matches ?? [];
     if (!Array.isArray(rawMatches) || rawMatches.length > MAX_MATCHES) throw new Invalid(`${w}.matches: expected a list of at most ${MAX_MATCHES}`);
     const matches = rawMatches.map((m, j) => (kind === 'GRPCRoute' ? grpcMatch(m, `${w}.matches[${j}]`) : httpMatch(m, `${w}.matches[${j}]`)));
@@ -464,9 +469,12 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
     const rawBackends: Obj[] = r?.backendRefs ?? [];
     if (!Array.isArray(rawBackends) || rawBackends.length > MAX_BACKENDS) throw new Invalid(`${w}.backendRefs: expected a list of at most ${MAX_BACKENDS}`);
     const backends = rawBackends.map((b, j) => {
-      const f = b?.filters;
-      if (Array.isArray(f) && f.length > 0) throw new Invalid(`${w}.backendRefs[${j}].filters: filters on a backendRef (${f.map((x: Obj) => show(x?.type)).join(', ')}) are not supported; put a RequestHeaderModifier on the rule instead`);
-      return backendOf(b, `${w}.backendRefs[${j}]`, cx);
+      const ref = backendOf(b, `${w}.backendRefs[${j}]`, cx);
+      // Applied only when this backend is chosen (the spec), after the rule's request edits and before its response edits.
+      const { requestHeaders, responseHeaders } = filtersOf(b?.filters, `${w}.backendRefs[${j}].filters`, kind, 'backendRef');
+      if (requestHeaders !== undefined && Object.keys(requestHeaders).length > 0) ref.requestHeaders = requestHeaders;
+      if (responseHeaders !== undefined && Object.keys(responseHeaders).length > 0) ref.responseHeaders = responseHeaders;
+      return ref;
     });
     if (backends.length > 0 && backends.every((b) => b.weight === 0)) throw new Invalid(`${w}.backendRefs: every weight is 0, so no request could be sent; give one backend a weight above 0`);
     const rule: RouteRule = { matches: effective, backends };

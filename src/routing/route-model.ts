@@ -64,6 +64,13 @@ export interface BackendRef {
   weight: number;
   /** Set when the reference cannot be used (not found, not permitted): its share answers 500. */
   problem?: string;
+  /**
+   * Gateway API backendRefs[].filters of type RequestHeaderModifier: applied after the rule's,
+   * to the request of an attempt sent to this backend only.
+   */
+  requestHeaders?: HeaderModifier;
+  /** ... of type ResponseHeaderModifier: applied before the rule's, to a response this backend gave. */
+  responseHeaders?: HeaderModifier;
 }
 
 export interface Timeouts {
@@ -88,7 +95,7 @@ export interface RetryPolicy {
   timeoutMs?: number;
 }
 
-/** Gateway API's RequestHeaderModifier: applied to the request sent upstream, on every attempt. */
+/** Gateway API's Request/ResponseHeaderModifier: applied to the request sent upstream (every attempt), or the response. */
 export interface HeaderModifier {
   /** Lower-case names. Replace every value of the header, or add it. */
   set?: Array<{ name: string; value: string }>;
@@ -362,6 +369,8 @@ function parseBackend(v: unknown, where: string): BackendRef {
   if (o.port !== SAME_PORT && !isPort(o.port)) fail(`${where}.port`, `expected a port 1-65535 (or 0: the parent's), got ${show(o.port)}`);
   const out: BackendRef = { namespace: name(o.namespace, `${where}.namespace`), name: name(o.name, `${where}.name`), port: o.port, weight: o.weight };
   if (o.problem !== undefined) out.problem = shortString(o.problem, `${where}.problem`, 512);
+  if (o.requestHeaders !== undefined) out.requestHeaders = parseHeaderModifier(o.requestHeaders, `${where}.requestHeaders`);
+  if (o.responseHeaders !== undefined) out.responseHeaders = parseHeaderModifier(o.responseHeaders, `${where}.responseHeaders`, true);
   return out;
 }
 

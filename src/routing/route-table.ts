@@ -19,7 +19,7 @@
 import type { AnnotationPolicy } from './linkerd-annotations.ts';
 import { CompiledHeaderModifier } from './header-modifier.ts';
 import { CompiledRedirect } from './redirect.ts';
-import { SAME_PORT, type BackendRef, type RetryPolicy, type RouteMatch, type RouteRecord, type Source, type Timeouts } from './route-model.ts';
+import { SAME_PORT, type BackendRef, type HeaderModifier, type RetryPolicy, type RouteMatch, type RouteRecord, type Source, type Timeouts } from './route-model.ts';
 
 /** What a matcher reads of a request. */
 export interface RouteRequest {
@@ -53,17 +53,35 @@ export class CompiledBackend {
   readonly problem: string | undefined;
   /** Its labels (backend_*). */
   readonly ref: { namespace: string; name: string; port: number };
+  /**
+   * With a RequestHeaderModifier of its own: the rule's and then its own, as one modifier, for the
+   * attempts sent to it. null: an attempt to it takes the rule's (CompiledRule.requestHeaders).
+   */
+  readonly requestHeaders: CompiledHeaderModifier | null;
+  /** With a ResponseHeaderModifier of its own: its own and then the rule's, for the responses it gives; null: the rule's. */
+  readonly responseHeaders: CompiledHeaderModifier | null;
+  /** Its own filters as the route gave them (diagnostics policy). */
+  readonly filters: Pick<BackendRef, 'requestHeaders' | 'responseHeaders'>;
   /** The backend's balancer, resolved and cached by the Router (router.ts). */
   target: unknown = null;
   targetGen = -1;
 
-  constructor(ref: BackendRef, parentPort: number) {
+  constructor(ref: BackendRef, parentPort: number, rule?: { requestHeaders?: HeaderModifier | undefined; responseHeaders?: HeaderModifier | undefined }) {
     this.namespace = ref.namespace;
     this.name = ref.name;
     this.port = ref.port === SAME_PORT ? parentPort : ref.port;
     this.weight = ref.weight;
     this.problem = ref.problem;
     this.ref = { namespace: this.namespace, name: this.name, port: this.port };
+    const req = ref.requestHeaders;
+    const res = ref.responseHeaders;
+    // Request: the rule's edits, then the backend's (the more specific level last, so it wins);
+    // the response passes the levels the other way round: the backend's, then the rule's.
+    this.requestHeaders = req === undefined ? null : rule?.requestHeaders !== undefined ? new CompiledHeaderModifier(rule.requestHeaders, req) : new CompiledHeaderModifier(req);
+    this.responseHeaders = res === undefined ? null : new CompiledHeaderModifier(res, rule?.responseHeaders);
+    this.filters = {};
+    if (req !== undefined) this.filters.requestHeaders = req;
+    if (res !== undefined) this.filters.responseHeaders = res;
   }
 }
 
@@ -198,6 +216,8 @@ export class CompiledRule {
   readonly responseHeaders: CompiledHeaderModifier | null;
   /** The rule's RequestRedirect: the forwarder answers with it and picks no backend; null for most rules. */
   readonly redirect: CompiledRedirect | null;
+  /** Some backend has a RequestHeaderModifier of its own: a retry rebuilds the head for its backend. */
+  readonly backendRequestHeaders: boolean;
 
   constructor(route: RouteMeta, index: number, rule: RouteRecord['rules'][number] | null, parentPort: number, service: AnnotationPolicy) {
     this.route = route;
@@ -207,7 +227,8 @@ export class CompiledRule {
     this.requestHeaders = rule?.requestHeaders !== undefined ? new CompiledHeaderModifier(rule.requestHeaders) : null;
     this.responseHeaders = rule?.responseHeaders !== undefined ? new CompiledHeaderModifier(rule.responseHeaders) : null;
     this.redirect = rule?.redirect !== undefined ? new CompiledRedirect(rule.redirect) : null;
-    this.backends = (rule?.backends ?? []).map((b) => new CompiledBackend(b, parentPort));
+    this.backends = (rule?.backends ?? []).map((b) => new CompiledBackend(b, parentPort, rule ?? undefined));
+    this.backendRequestHeaders = this.backends.some((b) => b.requestHeaders !== null);
     this.cumulative = [];
     let total = 0;
     for (const b of this.backends) this.cumulative.push((total += b.weight));

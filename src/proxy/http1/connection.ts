@@ -311,18 +311,26 @@ export class Http1Connection implements UpstreamOwner {
         if (s !== null) this.pool.release(this.upKey, s);
       }
     }
-    // The rule's RequestHeaderModifier changes the head every attempt sends (kept for a retry
-    // with the body, as the first write is); rules without one leave the client's bytes as they are.
+    // The rule's RequestHeaderModifier, and the chosen backend's after it (one modifier), change
+    // the head this attempt sends; rules without one leave the client's bytes as they are.
     let headChanged = this.closeOnlyClient;
-    const mod = this.rule?.requestHeaders ?? null;
+    const rule = this.rule;
+    const mod = rule === null ? null : this.slot!.backend?.requestHeaders ?? rule.requestHeaders;
+    const clientHead = this.reqHead!;
     if (mod !== null) {
-      this.reqHead = modifiedHead(this.reqHead!, mod);
+      this.reqHead = modifiedHead(clientHead, mod);
       headChanged = true;
     }
     if (this.up === null && !this.attachUpstream(false)) return;
     const first = !headChanged ? buf.subarray(start, bodyEnd)
-      : bodyEnd === end ? this.reqHead : Buffer.concat([this.reqHead, buf.subarray(end, bodyEnd)]);
-    if (this.replay !== null) this.keep(first, bodyEnd - end);
+      : bodyEnd === end ? this.reqHead! : Buffer.concat([this.reqHead!, buf.subarray(end, bodyEnd)]);
+    if (this.replay !== null) {
+      // A retry may go to a backend with other edits: it rebuilds its head from the client's, kept apart (resumeRetry).
+      if (rule!.backendRequestHeaders) {
+        this.keep(clientHead, 0);
+        if (bodyEnd > end) this.keep(buf.subarray(end, bodyEnd), bodyEnd - end);
+      } else this.keep(first, bodyEnd - end);
+    }
     this.writeUp(first);
     if (bodyEnd < buf.length) this.stash(buf.subarray(bodyEnd));
     if (this.rule !== null) this.armTimer();
@@ -533,7 +541,17 @@ export class Http1Connection implements UpstreamOwner {
     this.report!.retries++;
     if (!this.startAttempt()) return;
     if (!this.attachUpstream(false)) return;
-    for (const b of this.replay!) this.writeUp(b);
+    const replay = this.replay!;
+    const rule = this.rule!;
+    let i = 0;
+    if (rule.backendRequestHeaders) {
+      // replay[0] is the client's head: this attempt's backend's edits (or the rule's) go on it.
+      const mod = this.slot!.backend?.requestHeaders ?? rule.requestHeaders;
+      this.reqHead = mod !== null ? modifiedHead(replay[0]!, mod) : replay[0]!;
+      this.writeUp(this.reqHead);
+      i = 1;
+    }
+    for (; i < replay.length; i++) this.writeUp(replay[i]!);
     this.armTimer();
   }
 
@@ -948,8 +966,10 @@ export class Http1Connection implements UpstreamOwner {
       this.responseBytes += bodyEnd - end;
       this.closeForDrain = !this.closeOnlyClient && this.ctx.drain?.draining === true;
       let head = this.closeOnlyClient || this.closeForDrain ? closingResponseHead(buf, 0, end, res) : null;
-      // The rule's ResponseHeaderModifier; rules without one send the upstream's head as it came.
-      const mod = this.rule?.responseHeaders ?? null;
+      // The answering backend's ResponseHeaderModifier then the rule's (one modifier); rules
+      // without one send the upstream's head as it came.
+      const rule = this.rule;
+      const mod = rule === null ? null : this.slot!.backend?.responseHeaders ?? rule.responseHeaders;
       if (mod !== null) head = modifiedHead(head ?? buf.subarray(0, end), mod);
       const out = head !== null
         ? (bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]))

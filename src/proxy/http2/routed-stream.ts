@@ -161,10 +161,13 @@ class RoutedStream {
 
   // ---- attempts ----
 
-  /** The request's headers for the upstream, with the rule's RequestHeaderModifier (a new object per attempt). */
+  /**
+   * The request's headers for the upstream (a new object per attempt), with the rule's
+   * RequestHeaderModifier, and this attempt's backend's after it (one modifier compiled for both).
+   */
   private upstreamHeaders(): http2.OutgoingHttpHeaders {
     const h = upstreamRequestHeaders(this.reqHeaders);
-    this.rule!.requestHeaders?.applyToH2(h);
+    (this.slot.backend?.requestHeaders ?? this.rule!.requestHeaders)?.applyToH2(h);
     return h;
   }
 
@@ -425,10 +428,13 @@ class RoutedStream {
     this.stopRequestBody(true);
   }
 
-  /** The response headers for the client: the upstream's, with the rule's ResponseHeaderModifier. */
+  /**
+   * The response headers for the client: the upstream's, with the answering backend's
+   * ResponseHeaderModifier and then the rule's (one modifier compiled for both).
+   */
   private clientHeaders(h: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
     const out = downstreamHeaders(h);
-    this.rule!.responseHeaders?.applyToH2(out);
+    (this.slot.backend?.responseHeaders ?? this.rule!.responseHeaders)?.applyToH2(out);
     return out;
   }
 
