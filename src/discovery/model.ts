@@ -12,6 +12,7 @@
 //   {"type":"access","op":"set","access":{..}}    {"type":"access","op":"delete","key":"TrafficTarget/ns/name"}   (version 3)
 //   route records with query parameter matches and a RequestHeaderModifier                                (version 4)
 //   route records with a ResponseHeaderModifier and a RequestRedirect                                     (version 5)
+//   route records with header modifiers on backends                                                       (version 6)
 //   {"type":"synced"}                             the snapshot is complete; deltas follow
 // The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
 // never leaves a window with half a world.
@@ -19,18 +20,19 @@
 /**
  * 2 added route records (src/routing/route-model.ts), 3 access records (SMI TrafficTargets,
  * src/policy/model.ts), 4 a route match's queryParams and a rule's requestHeaders, 5 a rule's
- * responseHeaders and redirect. An agent reads versions 1 to 5; an older agent refuses a newer
- * controller with the error below, rather than choking on its first line of a new type, or (4, 5)
- * applying a route whose new fields its parser does not know: a query match read without its
- * queryParams matches every request, a redirect rule read without its redirect sends to the
- * parent Service. It keeps its last state until it is upgraded.
+ * responseHeaders and redirect, 6 a backend's requestHeaders and responseHeaders. An agent reads
+ * versions 1 to 6; an older agent refuses a newer controller with the error below, rather than
+ * choking on its first line of a new type, or (4, 5, 6) applying a route whose new fields its
+ * parser does not know: a query match read without its queryParams matches every request, a
+ * redirect rule read without its redirect sends to the parent Service, a backend read without its
+ * header edits gets requests without them. It keeps its last state until it is upgraded.
  */
 import { parseRouteKey, parseRouteRecord, RouteError, type RouteRecord } from '../routing/route-model.ts';
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
 import { MAX_PORT_RANGES } from '../proxy/ports.ts';
 import { show } from '../util/show.ts';
 
-export const DISCOVERY_VERSION = 5;
+export const DISCOVERY_VERSION = 6;
 export const MIN_DISCOVERY_VERSION = 1;
 
 export interface DiscoServicePort {
