@@ -23,7 +23,7 @@ const producer: RouteRecord = {
   kind: 'HTTPRoute', namespace: 'shop', name: 'canary', createdAt: 1, parents: [{ namespace: 'shop', name: 'api' }],
   rules: [
     { name: 'beta', matches: [{ path: { type: 'PathPrefix', value: '/v2' }, headers: [{ name: 'x-canary', type: 'Exact', value: '1' }], queryParams: [{ name: 'beta', type: 'Exact', value: 'on' }] }], requestHeaders: { set: [{ name: 'x-route', value: 'beta' }], add: [{ name: 'x-trace', value: 'mesh' }], remove: ['x-debug'] }, responseHeaders: { set: [{ name: 'cache-control', value: 'no-store' }], remove: ['server'] }, backends: [{ namespace: 'shop', name: 'api-v2', port: 80, weight: 1 }], timeouts: { requestMs: 500 }, timeoutSources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'canary', field: 'spec.rules[0].timeouts.request' }] },
-    { matches: [], backends: [{ namespace: 'shop', name: 'api-v1', port: 80, weight: 90 }, { namespace: 'shop', name: 'api-v2', port: 80, weight: 10 }, { namespace: 'shop', name: 'gone', port: 80, weight: 0, problem: 'spec.rules[1].backendRefs[2]: Service shop/gone not found' }] },
+    { matches: [], backends: [{ namespace: 'shop', name: 'api-v1', port: 80, weight: 90 }, { namespace: 'shop', name: 'api-v2', port: 80, weight: 10, requestHeaders: { set: [{ name: 'x-canary', value: 'true' }] }, responseHeaders: { remove: ['server'] } }, { namespace: 'shop', name: 'gone', port: 80, weight: 0, problem: 'spec.rules[1].backendRefs[2]: Service shop/gone not found' }] },
     { matches: [{ path: { type: 'PathPrefix', value: '/old' } }], backends: [], redirect: { statusCode: 301, scheme: 'https', path: { type: 'ReplacePrefixMatch', value: '/new', prefix: '/old' } } },
   ],
 };
@@ -70,7 +70,7 @@ test('diagnostics policy: the routes that apply to the client namespace, with ma
     '    retry:    HTTP: 2 retries on 5xx, connect errors; gRPC: 2 retries on grpc 14, connect errors (from Service shop/api: retry.linkerd.io/limit, retry.linkerd.io/http)',
     '  HTTPRoute shop/canary rule 1',
     '    match:    every request',
-    '    backends: shop/api-v1:80 90% (weight 90), shop/api-v2:80 10% (weight 10), shop/gone:80 0% (weight 0) [answers 500: spec.rules[1].backendRefs[2]: Service shop/gone not found]',
+    '    backends: shop/api-v1:80 90% (weight 90), shop/api-v2:80 10% (weight 10) {headers: set x-canary: true; response: remove server}, shop/gone:80 0% (weight 0) [answers 500: spec.rules[1].backendRefs[2]: Service shop/gone not found]',
     '    timeouts: none',
     '    retry:    HTTP: 2 retries on 5xx, connect errors; gRPC: 2 retries on grpc 14, connect errors (from Service shop/api: retry.linkerd.io/limit, retry.linkerd.io/http)',
     '  HTTPRoute shop/canary rule 2',

@@ -8,7 +8,7 @@ import { controllerUrl } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
 import { PATH_DIAG_AUTHZ, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
 import type { AccessRecord, AccessRule } from '../policy/model.ts';
-import type { PolicyView, RuleView } from '../routing/policy-view.ts';
+import type { BackendView, PolicyView, RuleView } from '../routing/policy-view.ts';
 import type { HeaderModifier, RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
 import type { ServiceRef } from '../routing/router.ts';
@@ -98,6 +98,12 @@ function editsText(m: HeaderModifier): string {
   return [...(m.remove ?? []).map((n) => `remove ${n}`), ...(m.set ?? []).map((h) => `set ${h.name}: ${h.value}`), ...(m.add ?? []).map((h) => `add ${h.name}: ${h.value}`)].join(', ');
 }
 
+/** A backend with its share and, when it has them, its own header edits (applied only to the requests it gets, its responses). */
+function backendText(b: BackendView): string {
+  const edits = [b.requestHeaders !== undefined ? `headers: ${editsText(b.requestHeaders)}` : '', b.responseHeaders !== undefined ? `response: ${editsText(b.responseHeaders)}` : ''].filter(Boolean);
+  return `${b.namespace}/${b.name}:${b.port} ${b.share}% (weight ${b.weight})${edits.length > 0 ? ` {${edits.join('; ')}}` : ''}${b.problem ? ` [answers 500: ${b.problem}]` : ''}`;
+}
+
 function ruleText(r: RuleView): string[] {
   const name = r.route.kind === 'default' ? 'default route (the Service\'s annotations)' : `${r.route.kind} ${r.route.namespace}/${r.route.name} rule ${r.rule}${r.name ? ` "${r.name}"` : ''}`;
   const lines = [`  ${name}`];
@@ -110,7 +116,7 @@ function ruleText(r: RuleView): string[] {
       rd.path?.type === 'ReplaceFullPath' ? `path ${rd.path.value}` : rd.path !== undefined ? `path ${rd.path.prefix}* -> ${rd.path.value}*` : ''].filter(Boolean);
     lines.push(`    redirect: ${rd.statusCode}${parts.length > 0 ? ` to ${parts.join(', ')}` : ' to the same URL'} (RequestRedirect, answered by the proxy)`);
   }
-  lines.push(`    backends: ${rd !== undefined ? 'none (the proxy answers)' : r.backends.length === 0 ? 'the Service itself' : r.backends.map((b) => `${b.namespace}/${b.name}:${b.port} ${b.share}% (weight ${b.weight})${b.problem ? ` [answers 500: ${b.problem}]` : ''}`).join(', ')}`);
+  lines.push(`    backends: ${rd !== undefined ? 'none (the proxy answers)' : r.backends.length === 0 ? 'the Service itself' : r.backends.map(backendText).join(', ')}`);
   const t = r.timeouts;
   const tt = t === null ? 'none' : [t.requestMs !== undefined ? `request ${ms(t.requestMs)}` : '', t.backendRequestMs !== undefined ? `backend request ${ms(t.backendRequestMs)}` : '', t.idleMs !== undefined ? `idle ${ms(t.idleMs)}` : ''].filter(Boolean).join(', ');
   lines.push(`    timeouts: ${tt}${sourceText(r.timeoutSources)}`);

@@ -15,6 +15,10 @@ export interface BackendView {
   /** weight / total, in percent. */
   share: number;
   problem?: string;
+  /** The backendRef's own RequestHeaderModifier (applied after the rule's), when it has one. */
+  requestHeaders?: HeaderModifier;
+  /** The backendRef's own ResponseHeaderModifier (applied before the rule's), when it has one. */
+  responseHeaders?: HeaderModifier;
 }
 
 export interface RuleView {
@@ -75,6 +79,7 @@ export function policyView(service: { namespace: string; name: string; port: num
         namespace: b.namespace, name: b.name, port: b.port, weight: b.weight,
         share: r.totalWeight > 0 ? Math.round((b.weight / r.totalWeight) * 10_000) / 100 : 0,
         ...(b.problem !== undefined ? { problem: b.problem } : {}),
+        ...b.filters,
       })),
       timeouts: r.timeouts,
       timeoutSources: r.timeoutSources,
