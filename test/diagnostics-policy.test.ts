@@ -77,8 +77,6 @@ test('diagnostics policy: the routes that apply to the client namespace, with ma
     '    match:    path /old*',
     '    redirect: 301 to scheme https, path /old* -> /new* (RequestRedirect, answered by the proxy)',
     '    backends: none (the proxy answers)',
-    '    timeouts: none',
-    '    retry:    HTTP: 2 retries on 5xx, connect errors; gRPC: 2 retries on grpc 14, connect errors (from Service shop/api: retry.linkerd.io/limit, retry.linkerd.io/http)',
     '  not applied: TrafficSplit shop/old: HTTPRoute shop/canary is attached to the same Service; Gateway API routes win over a TrafficSplit',
     '  annotation ignored: timeout.linkerd.io/idle: "soon" is not a duration; write it like 500ms, 10s, 1m or 1m30s',
     '  retry budget: 20% of the last 10 s of requests plus 10 a second, per client workload; backoff 25-250 ms with jitter',

@@ -117,6 +117,8 @@ function ruleText(r: RuleView): string[] {
     lines.push(`    redirect: ${rd.statusCode}${parts.length > 0 ? ` to ${parts.join(', ')}` : ' to the same URL'} (RequestRedirect, answered by the proxy)`);
   }
   lines.push(`    backends: ${rd !== undefined ? 'none (the proxy answers)' : r.backends.length === 0 ? 'the Service itself' : r.backends.map(backendText).join(', ')}`);
+  // A redirect is answered at once and never retried: the Service's timeouts and retries do not apply to it.
+  if (rd !== undefined) return lines;
   const t = r.timeouts;
   const tt = t === null ? 'none' : [t.requestMs !== undefined ? `request ${ms(t.requestMs)}` : '', t.backendRequestMs !== undefined ? `backend request ${ms(t.backendRequestMs)}` : '', t.idleMs !== undefined ? `idle ${ms(t.idleMs)}` : ''].filter(Boolean).join(', ');
   lines.push(`    timeouts: ${tt}${sourceText(r.timeoutSources)}`);
