@@ -90,17 +90,37 @@ const PATH_PREFIX = 1;
 const PATH_REGEX = 2;
 const PATH_EXACT = 3;
 
+/**
+ * Named values a match requires (headers, query parameters): each present, and equal to its
+ * Exact value or matching its (anchored) expression. The caller reads the request's value of
+ * names[i]; one compiled form and one comparison for both kinds.
+ */
+class NamedValues {
+  readonly names: string[];
+  private readonly exact: Array<string | null>;
+  private readonly re: Array<RegExp | null>;
+
+  constructor(ms: ReadonlyArray<{ name: string; type: 'Exact' | 'RegularExpression'; value: string }>) {
+    this.names = ms.map((m) => m.name);
+    this.exact = ms.map((m) => (m.type === 'Exact' ? m.value : null));
+    this.re = ms.map((m) => (m.type === 'RegularExpression' ? new RegExp(m.value) : null));
+  }
+
+  /** Whether `v`, the request's value of names[i] (undefined: absent), satisfies it. */
+  ok(i: number, v: string | undefined): boolean {
+    if (v === undefined) return false;
+    const exact = this.exact[i];
+    return exact !== null ? v === exact : this.re[i]!.test(v);
+  }
+}
+
 class CompiledMatch {
   readonly pathKind: number;
   readonly pathValue: string;
   readonly pathRe: RegExp | null;
   readonly method: string | null;
-  readonly headerNames: string[];
-  readonly headerExact: Array<string | null>;
-  readonly headerRe: Array<RegExp | null>;
-  readonly queryNames: string[];
-  readonly queryExact: Array<string | null>;
-  readonly queryRe: Array<RegExp | null>;
+  readonly headers: NamedValues;
+  readonly query: NamedValues;
   readonly grpc: boolean;
   readonly grpcService: string | null;
   readonly grpcMethod: string | null;
@@ -120,14 +140,8 @@ class CompiledMatch {
     }
     this.pathRe = this.pathKind === PATH_REGEX ? new RegExp(this.pathValue) : null;
     this.method = m.method ?? null;
-    const hs = m.headers ?? [];
-    this.headerNames = hs.map((h) => h.name);
-    this.headerExact = hs.map((h) => (h.type === 'Exact' ? h.value : null));
-    this.headerRe = hs.map((h) => (h.type === 'RegularExpression' ? new RegExp(h.value) : null));
-    const qs = m.queryParams ?? [];
-    this.queryNames = qs.map((q) => q.name);
-    this.queryExact = qs.map((q) => (q.type === 'Exact' ? q.value : null));
-    this.queryRe = qs.map((q) => (q.type === 'RegularExpression' ? new RegExp(q.value) : null));
+    this.headers = new NamedValues(m.headers ?? []);
+    this.query = new NamedValues(m.queryParams ?? []);
     const g = m.grpc;
     this.grpc = g !== undefined;
     const re = g?.type === 'RegularExpression';
@@ -139,8 +153,8 @@ class CompiledMatch {
 
   /** Static specificity, compared element by element; greater wins. */
   rank(grpc: boolean): number[] {
-    if (grpc) return [this.grpcService?.length ?? (this.grpcServiceRe ? 1 : 0), this.grpcMethod?.length ?? (this.grpcMethodRe ? 1 : 0), this.headerNames.length];
-    return [this.pathKind, this.pathKind === PATH_NONE ? 1 : this.pathValue.length, this.method !== null ? 1 : 0, this.headerNames.length, this.queryNames.length];
+    if (grpc) return [this.grpcService?.length ?? (this.grpcServiceRe ? 1 : 0), this.grpcMethod?.length ?? (this.grpcMethodRe ? 1 : 0), this.headers.names.length];
+    return [this.pathKind, this.pathKind === PATH_NONE ? 1 : this.pathValue.length, this.method !== null ? 1 : 0, this.headers.names.length, this.query.names.length];
   }
 
   matches(req: RouteRequest): boolean {
@@ -160,21 +174,11 @@ class CompiledMatch {
         break;
     }
     if (this.grpc && !this.grpcMatches(req.path)) return false;
-    const names = this.headerNames;
-    for (let i = 0; i < names.length; i++) {
-      const v = req.header(names[i]!);
-      if (v === undefined) return false;
-      const exact = this.headerExact[i];
-      if (exact !== null ? v !== exact : !this.headerRe[i]!.test(v)) return false;
-    }
+    const h = this.headers;
+    for (let i = 0; i < h.names.length; i++) if (!h.ok(i, req.header(h.names[i]!))) return false;
     // Only matches that name query parameters read the query.
-    const qn = this.queryNames;
-    for (let i = 0; i < qn.length; i++) {
-      const v = req.query(qn[i]!);
-      if (v === undefined) return false;
-      const exact = this.queryExact[i];
-      if (exact !== null ? v !== exact : !this.queryRe[i]!.test(v)) return false;
-    }
+    const q = this.query;
+    for (let i = 0; i < q.names.length; i++) if (!q.ok(i, req.query(q.names[i]!))) return false;
     return true;
   }
 
@@ -216,6 +220,16 @@ export class CompiledRule {
   readonly responseHeaders: CompiledHeaderModifier | null;
   /** The rule's RequestRedirect: the forwarder answers with it and picks no backend; null for most rules. */
   readonly redirect: CompiledRedirect | null;
+  /** The request edits for an attempt sent to `backend` (null: the parent Service): its own folded with the rule's, else the rule's; null for none. */
+  requestEdits(backend: CompiledBackend | null): CompiledHeaderModifier | null {
+    return backend?.requestHeaders ?? this.requestHeaders;
+  }
+
+  /** The response edits for an answer from `backend`: its own folded with the rule's, else the rule's; null for none. */
+  responseEdits(backend: CompiledBackend | null): CompiledHeaderModifier | null {
+    return backend?.responseHeaders ?? this.responseHeaders;
+  }
+
   /** Some backend has a RequestHeaderModifier of its own: a retry rebuilds the head for its backend. */
   readonly backendRequestHeaders: boolean;
 

@@ -315,7 +315,7 @@ export class Http1Connection implements UpstreamOwner {
     // the head this attempt sends; rules without one leave the client's bytes as they are.
     let headChanged = this.closeOnlyClient;
     const rule = this.rule;
-    const mod = rule === null ? null : this.slot!.backend?.requestHeaders ?? rule.requestHeaders;
+    const mod = rule === null ? null : rule.requestEdits(this.slot!.backend);
     const clientHead = this.reqHead!;
     if (mod !== null) {
       this.reqHead = modifiedHead(clientHead, mod);
@@ -546,7 +546,7 @@ export class Http1Connection implements UpstreamOwner {
     let i = 0;
     if (rule.backendRequestHeaders) {
       // replay[0] is the client's head: this attempt's backend's edits (or the rule's) go on it.
-      const mod = this.slot!.backend?.requestHeaders ?? rule.requestHeaders;
+      const mod = rule.requestEdits(this.slot!.backend);
       this.reqHead = mod !== null ? modifiedHead(replay[0]!, mod) : replay[0]!;
       this.writeUp(this.reqHead);
       i = 1;
@@ -969,7 +969,7 @@ export class Http1Connection implements UpstreamOwner {
       // The answering backend's ResponseHeaderModifier then the rule's (one modifier); rules
       // without one send the upstream's head as it came.
       const rule = this.rule;
-      const mod = rule === null ? null : this.slot!.backend?.responseHeaders ?? rule.responseHeaders;
+      const mod = rule === null ? null : rule.responseEdits(this.slot!.backend);
       if (mod !== null) head = modifiedHead(head ?? buf.subarray(0, end), mod);
       const out = head !== null
         ? (bodyEnd === end ? head : Buffer.concat([head, buf.subarray(end, bodyEnd)]))

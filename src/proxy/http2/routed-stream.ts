@@ -167,7 +167,7 @@ class RoutedStream {
    */
   private upstreamHeaders(): http2.OutgoingHttpHeaders {
     const h = upstreamRequestHeaders(this.reqHeaders);
-    (this.slot.backend?.requestHeaders ?? this.rule!.requestHeaders)?.applyToH2(h);
+    this.rule!.requestEdits(this.slot.backend)?.applyToH2(h);
     return h;
   }
 
@@ -434,7 +434,7 @@ class RoutedStream {
    */
   private clientHeaders(h: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
     const out = downstreamHeaders(h);
-    (this.slot.backend?.responseHeaders ?? this.rule!.responseHeaders)?.applyToH2(out);
+    this.rule!.responseEdits(this.slot.backend)?.applyToH2(out);
     return out;
   }
 
