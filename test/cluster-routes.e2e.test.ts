@@ -92,6 +92,47 @@ const split = (v1: number, v2: number) => route('HTTPRoute', 'api-split', 'api',
   { backendRefs: [to('api-v1', 80, v1), to('api-v2', 80, v2)] },
 ]);
 
+const headerMod = (type: 'RequestHeaderModifier' | 'ResponseHeaderModifier', m: object) =>
+  ({ type, [type === 'RequestHeaderModifier' ? 'requestHeaderModifier' : 'responseHeaderModifier']: m });
+/** One rule of each of the route features the agent serves, on the Service edge (the api pods). */
+const edgeRoute = route('HTTPRoute', 'edge-filters', 'edge', 80, [
+  {
+    matches: [{ path: { type: 'PathPrefix', value: '/old' } }],
+    filters: [{ type: 'RequestRedirect', requestRedirect: { hostname: 'new.example', statusCode: 301, path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/new' } } }],
+  },
+  {
+    matches: [{ queryParams: [{ type: 'Exact', name: 'canary', value: '1' }] }],
+    filters: [
+      headerMod('RequestHeaderModifier', { set: [{ name: 'x-test-set', value: 'route' }], add: [{ name: 'x-test-add', value: 'route' }], remove: ['x-test-remove'] }),
+      headerMod('ResponseHeaderModifier', { set: [{ name: 'x-test-resp', value: 'route' }], remove: ['content-type'] }),
+    ],
+    backendRefs: [to('api-v2', 80)],
+  },
+  {
+    backendRefs: [to('api-v1', 80), {
+      ...to('api-v2', 80),
+      filters: [
+        headerMod('RequestHeaderModifier', { set: [{ name: 'x-test-backend', value: 'v2' }] }),
+        headerMod('ResponseHeaderModifier', { set: [{ name: 'x-test-from', value: 'v2' }] }),
+      ],
+    }],
+  },
+]);
+
+/** curl in the client pod; its stdout. */
+async function curl(args: string[]): Promise<string> {
+  const r = await client.exec('curl', ['-sS', '-m', '10', ...args], { timeoutMs: 20_000 });
+  if (r.code !== 0) throw new Error(`curl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The values of each x-test-* field line a backend's /headers answer lists, in order. */
+function testHeaders(pairs: Array<[string, string]>): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [n, v] of pairs) if (n.startsWith('x-test-')) (out[n] ??= []).push(v);
+  return out;
+}
+
 /** Until every agent's discovery holds this route with these weights in its last rule (the event that it is applied). */
 async function routeOnAgents(name: string, check: (r: any) => boolean, what: string): Promise<void> {
   const { mesh } = need();
@@ -125,15 +166,19 @@ test.before(async () => {
   svcs.flaky = cluster.addService({ name: 'flaky', namespace: NS, selector: { app: 'flaky' }, ports, annotations: { 'retry.linkerd.io/http': '5xx', 'retry.linkerd.io/limit': '1' } });
   svcs.down = cluster.addService({ name: 'down', namespace: NS, selector: { app: 'down' }, ports, annotations: { 'retry.linkerd.io/http': '5xx', 'retry.linkerd.io/limit': '3' } });
   svcs.slow = cluster.addService({ name: 'slow', namespace: NS, selector: { app: 'slow' }, ports });
+  // The api pods again, under a route with every filter and a query match (its own Service, so
+  // the api tests' route and timings are untouched).
+  svcs.edge = cluster.addService({ name: 'edge', namespace: NS, selector: { app: 'api' }, ports });
   cluster.apply(split(90, 10));
   cluster.apply(route('GRPCRoute', 'api-grpc', 'api', 50051, [
     { matches: [{ method: { service: 'meshtest.Echo', method: 'Count' } }], backendRefs: [to('api-v2', 50051)] },
     { backendRefs: [to('api-v1', 50051)] },
   ]));
   cluster.apply(route('HTTPRoute', 'slow-timeout', 'slow', 80, [{ timeouts: { request: '500ms' } }]));
+  cluster.apply(edgeRoute);
   await cluster.settled();
   mesh = await startMesh(cluster);
-  await mesh.waitAgents((s) => s.discovery.services >= 6 && s.discovery.routes >= 3 && s.pods.some((p: any) => p.meshed), 'discovery of the Services and routes');
+  await mesh.waitAgents((s) => s.discovery.services >= 7 && s.discovery.routes >= 4 && s.pods.some((p: any) => p.meshed), 'discovery of the Services and routes');
 });
 
 test.after.always(async () => {
@@ -275,4 +320,70 @@ test.serial('timeouts.request: 500ms against a server that sleeps: 504 at 500 ms
   t.is(after.cancelled - before.cancelled, 3);
   t.is(after.http - before.http, 3, 'one attempt each: a request timeout is not retried');
   await tellAll('slow', { delayMs: 0 });
+});
+
+test.serial('an HTTPRoute queryParams match sends ?canary=1 to the canary only; other requests take the split rule', async (t) => {
+  need();
+  const canary = await load(['--http', `${svcs.edge!.clusterIP}:80`, '--path', '/?canary=1', '--requests', '200']);
+  t.is(canary.failures, 0, JSON.stringify(canary.errors));
+  t.deepEqual(byGroup(canary.byName), { v2: 200 });
+  // ?canary=2 is not the match's value: the last rule's 1:1 split (each side all but surely some of 200).
+  const other = await load(['--http', `${svcs.edge!.clusterIP}:80`, '--path', '/?canary=2', '--requests', '200']);
+  t.is(other.failures, 0, JSON.stringify(other.errors));
+  const g = byGroup(other.byName);
+  t.is((g.v1 ?? 0) + (g.v2 ?? 0), 200, JSON.stringify(g));
+  t.true((g.v1 ?? 0) > 0 && (g.v2 ?? 0) > 0, JSON.stringify(g));
+});
+
+test.serial('RequestHeaderModifier: the backend gets the header set, added and removed; ResponseHeaderModifier: the client gets the response edited', async (t) => {
+  need();
+  const out = await curl(['-i', '-H', 'x-test-set: client', '-H', 'x-test-add: client', '-H', 'x-test-remove: gone', '-H', 'x-test-keep: yes', `http://${svcs.edge!.clusterIP}/headers?canary=1`]);
+  const [head, body] = out.split('\r\n\r\n');
+  const lines = head!.split('\r\n');
+  t.is(lines[0], 'HTTP/1.1 200 OK', out);
+  const res = testHeaders(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+  const echo = JSON.parse(body!) as { name: string; headers: Array<[string, string]> };
+  t.is(backends.get(echo.name)?.group, 'v2', echo.name);
+  // Seen by the backend: set replaced the client's value, add appended a second field line, remove dropped it.
+  t.deepEqual(testHeaders(echo.headers), { 'x-test-add': ['client', 'route'], 'x-test-keep': ['yes'], 'x-test-set': ['route'] });
+  // Seen by the client: the rule's response edits (no backend filter on this rule's backend).
+  t.deepEqual(res, { 'x-test-resp': ['route'] });
+  t.false(lines.some((l) => /^content-type:/i.test(l)), head);
+  t.true(lines.some((l) => l.toLowerCase() === `x-served-by: ${echo.name}`), head);
+});
+
+test.serial('a RequestRedirect is answered by the agent: 301 with the Location, and no backend sees the request', async (t) => {
+  need();
+  const before = (await counts('v1')).http + (await counts('v2')).http;
+  const out = await curl(['-o', '/dev/null', '-w', '%{http_code} %header{location}', `http://${svcs.edge!.clusterIP}/old/a?x=1`]);
+  t.is(out, '301 http://new.example/new/a?x=1');
+  const after = (await counts('v1')).http + (await counts('v2')).http;
+  t.is(after, before, 'a backend saw the redirected request');
+});
+
+test.serial('a backendRef\'s header modifiers apply to that backend\'s requests and responses only', async (t) => {
+  need();
+  // 40 requests on one curl each (a new connection, picked anew) to the 1:1 rule.
+  const script = `for i in $(seq 40); do curl -sS -m 10 -w '\\t%header{x-test-from}\\n' http://${svcs.edge!.clusterIP}/headers || exit 1; done`;
+  const r = await client.exec('sh', ['-c', script], { timeoutMs: 60_000 });
+  t.is(r.code, 0, r.stderr);
+  const seen = { v1: 0, v2: 0 };
+  // Not trimmed: a line of a v1 answer ends with the tab before its empty x-test-from.
+  for (const line of r.stdout.split('\n').filter((l) => l !== '')) {
+    const [body, from] = line.split('\t');
+    const echo = JSON.parse(body!) as { name: string; headers: Array<[string, string]> };
+    const group = backends.get(echo.name)?.group;
+    if (group === 'v2') {
+      seen.v2++;
+      t.deepEqual(testHeaders(echo.headers), { 'x-test-backend': ['v2'] }, line);
+      t.is(from, 'v2', line);
+    } else {
+      t.is(group, 'v1', line);
+      seen.v1++;
+      t.deepEqual(testHeaders(echo.headers), {}, line);
+      t.is(from, '', line);
+    }
+  }
+  t.is(seen.v1 + seen.v2, 40);
+  t.true(seen.v1 > 0 && seen.v2 > 0, JSON.stringify(seen));
 });

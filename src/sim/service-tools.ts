@@ -6,7 +6,9 @@
 //       status), {"grpcCode":14} (gRPC status), {"failPercent":30} (that share of HTTP answers
 //       503, spread evenly: never two in a row), {"count":true} (prints {"count":{grpc,http,
 //       cancelled,attempts}}: requests whose client went before the answer, and how many times
-//       each x-request-id was seen). Prints {"listening":{...}} when up.
+//       each x-request-id was seen). Prints {"listening":{...}} when up. An HTTP request for
+//       /headers (any query) is answered with JSON {name, headers}: the header field lines it
+//       received as [name, value] pairs, in order, so a test sees what a proxy changed.
 //   load (--grpc HOST:PORT [--grpc-method Unary|Count] | --http HOST:PORT [--new-connections]
 //        [--path P] [--header NAME:VALUE] [--method M] [--body-bytes N]) [--requests N] [--concurrency C] [--rps R]
 //       one gRPC channel or one keep-alive HTTP/1 connection (--new-connections: a new
@@ -90,6 +92,13 @@ async function backend(args: string[]): Promise<void> {
         // Spread evenly: answer n fails when the running share of failures crosses a whole number.
         const p = state.failPercent / 100;
         const fail = Math.floor((n + 1) * p) > Math.floor(n * p);
+        if (!fail && (req.url === '/headers' || req.url?.startsWith('/headers?'))) {
+          const headers: Array<[string, string]> = [];
+          for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
+          res.writeHead(state.status, { 'content-type': 'application/json', 'x-served-by': name });
+          res.end(JSON.stringify({ name, headers }));
+          return;
+        }
         res.writeHead(fail ? 503 : state.status, { 'content-type': 'text/plain', 'x-served-by': name });
         res.end(name);
       }));
