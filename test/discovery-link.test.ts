@@ -159,6 +159,26 @@ for (const [what, line, re] of garbage) {
   });
 }
 
+test('a route record this agent cannot read whole: applied as a refused route (fails closed), recorded and counted; the link stays and deltas flow', async (t) => {
+  const route = { kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'web', port: 80 }], rules: [{ matches: [], backends: [], urlRewrite: { path: '/b' } }] };
+  const extra = JSON.stringify({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'extra', clusterIPs: ['10.96.0.30'], ports: [{ name: 'http', port: 80, targetPort: 8080 }], annotations: {} } });
+  const fake = await scripted(() => ({ lines: [...good, JSON.stringify({ type: 'route', op: 'set', route }), extra] }));
+  const a = agent(fake.url);
+  t.teardown(async () => {
+    a.client.stop();
+    await fake.close();
+  });
+  await waitFor(() => a.store.byVip('10.96.0.30', 80) !== null, 10_000);
+  const s = a.client.status();
+  t.is(s.state, 'synced');
+  t.is(fake.streams(), 1, 'never reconnected');
+  t.is(s.badLines, 0);
+  t.is(s.refusedRoutes, 1);
+  const [r] = a.store.routesFor('shop/web');
+  t.is(r?.refused, 'HTTPRoute shop/r: rules[0].urlRewrite: unknown field "urlRewrite": this agent does not know it (a controller of a newer release?); fields read here: name, requestHeaders, responseHeaders, redirect, matches, backends, timeouts, retry, timeoutSources, retrySources');
+  t.deepEqual(a.errors, [`the controller sent a route this agent cannot read (${r!.refused}); requests to shop/web:80 that it could take answer 500 until the agents and the controller run the same release`]);
+});
+
 test('a stream that does not start with reset, or a mid-snapshot cut: dropped, the live world untouched', async (t) => {
   const extra = JSON.stringify({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'extra', clusterIPs: ['10.96.0.30'], ports: [{ name: 'http', port: 80, targetPort: 8080 }], annotations: {} } });
   const fake = await scripted((n) => (n === 0 ? { lines: good, end: true } : { lines: n === 1 ? [extra] : [RESET_LINE, extra, '{'] }));

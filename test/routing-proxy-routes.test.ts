@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { Proxy } from '../src/proxy/index.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
-import type { DiscoMessage } from '../src/discovery/model.ts';
+import { parseMessage, type DiscoMessage } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
 import { waitFor } from './helpers/until.ts';
@@ -130,6 +130,26 @@ test('HTTP/1: a backend Service that does not exist answers 500 for its share', 
     if (r.status === 500) t.is(r.body, 'backend Service shop/gone port 80 not found\n');
   }
   t.deepEqual([...seen.keys()].sort(), [200, 500], JSON.stringify([...seen]));
+});
+
+test('HTTP/1 and HTTP/2: a route record the agent cannot read fails closed: 500 naming the problem, before a valid route\'s more specific match; no backend sees the request', async (t) => {
+  const v1 = await backend('v1');
+  const line = JSON.stringify({ type: 'route', op: 'set', route: { ...route([{ matches: [], backends: to(['api-v1', 1]) }]), name: 'future', rules: [{ matches: [{ sourceCidr: '10.0.0.0/8' }], backends: to(['api-v1', 1]) }] } });
+  const m = parseMessage(line);
+  if (m.type !== 'route' || m.op !== 'set') throw new Error(`parsed as ${m.type}`);
+  const { port, sink } = await setup(t, { api: [], 'api-v1': [v1] }, [route([{ matches: [{ path: { type: 'Exact', value: '/exact' } }], backends: to(['api-v1', 1]) }]), m.route], { 'retry.linkerd.io/http': '5xx' });
+  const why = 'backend unavailable: this agent cannot read the route the controller sent (HTTPRoute shop/future: rules[0].matches[0].sourceCidr: unknown field "sourceCidr": this agent does not know it (a controller of a newer release?); fields read here: path, method, headers, queryParams, grpc); run agents and the controller of the same release\n';
+  t.deepEqual(await request(port, { path: '/exact' }).then((r) => [r.status, r.body]), [500, why]);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const s = session.request({ ':path': '/exact', ':method': 'GET' });
+  s.end();
+  const [head] = await once(s, 'response');
+  s.resume();
+  t.is(head[':status'], 500);
+  t.is(v1.hits, 0, 'no request reached the backend, none retried');
+  await waitFor(() => sink.requests.length === 2, SINK_WAIT_MS);
+  t.deepEqual(sink.requests.map((e) => [e.status, e.route?.route.name]), [[500, 'future'], [500, 'future']]);
 });
 
 test('HTTP/1: a 503 is retried (retry.linkerd.io/http on the Service), at most the limit, to a fresh connection; the client sees the retry\'s answer', async (t) => {

@@ -423,13 +423,64 @@ const badRecords: Array<[string, object, RegExp]> = [
   ['a redirect status 200', { rules: [{ matches: [], backends: [], redirect: { statusCode: 200 } }] }, /redirect\.statusCode: expected one of 301, 302, 303, 307, 308, got 200/],
   ['a redirect without its prefix', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, path: { type: 'ReplacePrefixMatch', value: '/a' } } }] }, /redirect\.path\.prefix: expected a path starting with "\/"/],
   ['a redirect hostname with CR LF', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, hostname: 'a\r\nx: 1' } }] }, /redirect\.hostname: expected a lower-case host name/],
+  // Fields this agent does not know, at every level: read without them the record would route otherwise.
+  ['an unknown field of the route', { hostnames: ['a.example'] }, /HTTPRoute shop\/r\.hostnames: unknown field "hostnames": this agent does not know it/],
+  ['an unknown filter of a rule', { rules: [{ matches: [], backends: [], urlRewrite: { path: '/b' } }] }, /rules\[0\]\.urlRewrite: unknown field "urlRewrite"/],
+  ['an unknown match kind', { rules: [{ matches: [{ sourceCidr: '10.0.0.0/8' }], backends: [] }] }, /matches\[0\]\.sourceCidr: unknown field/],
+  ['an unknown part of a path match', { rules: [{ matches: [{ path: { type: 'Exact', value: '/a', ignoreCase: true } }], backends: [] }] }, /matches\[0\]\.path\.ignoreCase: unknown field/],
+  ['an unknown part of a header match', { rules: [{ matches: [{ headers: [{ name: 'x', type: 'Exact', value: 'a', invert: true }] }], backends: [] }] }, /headers\[0\]\.invert: unknown field/],
+  ['an unknown part of a query match', { rules: [{ matches: [{ queryParams: [{ name: 'x', type: 'Exact', value: 'a', all: true }] }], backends: [] }] }, /queryParams\[0\]\.all: unknown field/],
+  ['an unknown part of a gRPC match', { rules: [{ matches: [{ grpc: { type: 'Exact', service: 'a.B', version: 2 } }], backends: [] }] }, /grpc\.version: unknown field/],
+  ['an unknown filter of a backend', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 1, mirror: true }] }] }, /backends\[0\]\.mirror: unknown field/],
+  ['an unknown header edit', { rules: [{ matches: [], backends: [], requestHeaders: { prepend: [{ name: 'x-a', value: '1' }] } }] }, /requestHeaders\.prepend: unknown field/],
+  ['an unknown part of a header edit', { rules: [{ matches: [], backends: [], responseHeaders: { set: [{ name: 'x-a', value: '1', ifAbsent: true }] } }] }, /responseHeaders\.set\[0\]\.ifAbsent: unknown field/],
+  ['an unknown part of a redirect', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, query: 'a=1' } }] }, /redirect\.query: unknown field/],
+  ['a ReplaceFullPath with a prefix', { rules: [{ matches: [], backends: [], redirect: { statusCode: 302, path: { type: 'ReplaceFullPath', value: '/a', prefix: '/b' } } }] }, /redirect\.path\.prefix: unknown field/],
+  ['an unknown timeout', { rules: [{ matches: [], backends: [], timeouts: { connectMs: 5 } }] }, /timeouts\.connectMs: unknown field/],
+  ['an unknown retry setting', { rules: [{ matches: [], backends: [], retry: { limit: 1, jitter: 0.5 } }] }, /retry\.jitter: unknown field/],
+  ['an unknown part of a source', { rules: [{ matches: [], backends: [], timeouts: { requestMs: 5 }, timeoutSources: [{ kind: 'HTTPRoute', namespace: 'shop', name: 'r', line: 3 }] }] }, /timeoutSources\[0\]\.line: unknown field/],
+  ['a filter of the wrong type', { rules: [{ matches: [], backends: [], requestHeaders: [{ set: [] }] }] }, /requestHeaders: expected an object/],
 ];
 for (const [what, patch, msg] of badRecords) {
   test(`route records refused: ${what}`, (t) => {
     t.throws(() => parseRouteRecord({ ...base, ...patch }), { message: msg });
-    t.throws(() => parseMessage(JSON.stringify({ type: 'route', op: 'set', route: { ...base, ...patch } })), { message: msg }, 'as a discovery line too');
+    const line = JSON.stringify({ type: 'route', op: 'set', route: { ...base, ...patch } });
+    if ('kind' in patch) {
+      t.throws(() => parseMessage(line), { message: msg }, 'as a discovery line too: no kind to fail closed');
+      return;
+    }
+    // As a discovery line: the route fails closed, naming the problem (below, "refused routes").
+    const m = parseMessage(line);
+    if (m.type !== 'route' || m.op !== 'set') throw new Error(`parsed as ${m.type}`);
+    t.regex(m.route.refused!, msg);
+    t.deepEqual({ ...m.route, rules: [], refused: '' }, { ...base, rules: [], refused: '' });
+    t.regex(m.route.rules[0]!.backends[0]!.problem!, /^this agent cannot read the route the controller sent \(HTTPRoute shop\/r/);
   });
 }
+
+test('route records: parents the agent cannot read make the line garbage (the link drops), not a refused route', (t) => {
+  const line = (parents: unknown) => JSON.stringify({ type: 'route', op: 'set', route: { ...base, parents, rules: [{ matches: [], backends: [], urlRewrite: {} }] } });
+  t.throws(() => parseMessage(line([{ namespace: 'shop', name: 'api', sectionName: 'http' }])), { message: /parents\[0\]\.sectionName: unknown field/ });
+  t.throws(() => parseMessage(line([])), { message: /parents: expected at least one parent Service/ });
+});
+
+test('refused routes: a route the agent cannot read takes every request of its kind on its parents, before more specific matches; 500 with the reason, no retry', (t) => {
+  const valid = rec('HTTPRoute', 'shop', 'valid', 0, [{ matches: [{ path: { type: 'Exact', value: '/exact' }, headers: [{ name: 'x', type: 'Exact', value: '1' }] }], backends: to('api-v1') }]);
+  const m = parseMessage(JSON.stringify({ type: 'route', op: 'set', route: { ...rec('HTTPRoute', 'shop', 'bad', 5, [{ matches: [{ path: { type: 'Exact', value: '/only-this' } }], backends: to('api-v2'), mirror: {} } as RouteRecord['rules'][number]]) } }));
+  if (m.type !== 'route' || m.op !== 'set') throw new Error(`parsed as ${m.type}`);
+  const grpcRoute = rec('GRPCRoute', 'shop', 'g', 0, [{ matches: [], backends: to('grpc') }]);
+  const ann = policyFromAnnotations({ 'retry.linkerd.io/http': '5xx' }, SVC);
+  const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, ann, [valid, m.route, grpcRoute]);
+  for (const req of [request('GET', '/exact', { x: '1' }), request('GET', '/only-this'), request('POST', '/other')]) {
+    const r = findRoute(p.forClient('x'), req, false)!;
+    t.is(`${r.route.name}#${r.ruleIndex}`, 'bad#0');
+    t.regex(r.backends[0]!.problem!, /cannot read the route the controller sent \(HTTPRoute shop\/bad: rules\[0\]\.mirror: unknown field/);
+    t.is(r.retryFor(false), null, 'the Service\'s retries do not apply: every attempt would answer the same');
+  }
+  t.is(routeName(p, 'x', request('POST', '/echo.Echo/Get'), true), 'GRPCRoute/g#0', 'gRPC requests go by the GRPCRoutes, which the refused HTTPRoute never took');
+  // The refused record is itself a record: it reads back the same (replicas, replay).
+  t.deepEqual(parseRouteRecord(JSON.parse(JSON.stringify(m.route))), m.route);
+});
 
 // ---- precedence and matching ----
 

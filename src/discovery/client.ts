@@ -1,9 +1,11 @@
 // The agent's discovery link: one HTTP/2 GET to the controller's /v1/discovery, held open; every
 // line is parsed (model.ts parseMessage) and applied to the agent's DiscoveryStore, its one
-// writer. A line that does not parse, a line over the bound, a version mismatch or a stream that
-// does not start with reset drops the link: the store keeps its last good world (a snapshot cut
-// off before its synced is dropped), the error is recorded, and the link comes back after a
-// backoff, starting over with reset ... synced. The data path never waits on any of this.
+// writer. A route record this agent cannot read whole is applied as a refused route (it fails
+// closed), recorded and counted; the link stays. A line that does not parse, a line over the
+// bound, a version mismatch or a stream that does not start with reset drops the link: the store
+// keeps its last good world (a snapshot cut off before its synced is dropped), the error is
+// recorded, and the link comes back after a backoff, starting over with reset ... synced. The
+// data path never waits on any of this.
 //
 // Its own HTTP/2 connection, not the report client's: a snapshot is megabytes and wants wider
 // flow-control windows than reports, and a report's acknowledgement timeout must not cut the
@@ -66,7 +68,7 @@ export class DiscoveryClient {
   /** When the link last stopped being synced (the start, before the first sync). */
   private downSince: number | null = this.startedAt;
   private lastError: string | null = null;
-  private stats = { reconnects: 0, lines: 0, bytes: 0, badLines: 0, syncs: 0 };
+  private stats = { reconnects: 0, lines: 0, bytes: 0, badLines: 0, refusedRoutes: 0, syncs: 0 };
 
   constructor(o: DiscoveryClientOptions) {
     this.o = { minBackoffMs: 250, maxBackoffMs: 10_000, notServedRetryMs: 30_000, connectTimeoutMs: 10_000, pingIntervalMs: 15_000, staleAfterMs: DISCOVERY_STALE_MS, ...o };
@@ -141,6 +143,12 @@ export class DiscoveryClient {
         return;
       }
       first = false;
+      if (m.type === 'route' && m.op === 'set' && m.route.refused !== undefined) {
+        // Applied all the same: the record fails its route closed (route-model.ts parseStreamedRoute).
+        this.stats.refusedRoutes++;
+        const r = m.route;
+        this.o.onError(`the controller sent a route this agent cannot read (${r.refused}); requests to ${r.parents.map((p) => `${p.namespace}/${p.name}${p.port !== undefined ? `:${p.port}` : ''}`).join(', ')} that it could take answer 500 until the agents and the controller run the same release`);
+      }
       try {
         this.o.store.apply(m);
       } catch (e) {

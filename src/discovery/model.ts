@@ -27,7 +27,7 @@
  * redirect rule read without its redirect sends to the parent Service, a backend read without its
  * header edits gets requests without them. It keeps its last state until it is upgraded.
  */
-import { parseRouteKey, parseRouteRecord, RouteError, type RouteRecord } from '../routing/route-model.ts';
+import { parseRouteKey, parseStreamedRoute, RouteError, type RouteRecord } from '../routing/route-model.ts';
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
 import { MAX_PORT_RANGES } from '../proxy/ports.ts';
 import { show } from '../util/show.ts';
@@ -311,7 +311,9 @@ export function parseMessage(line: string): DiscoMessage {
       }
       if (o.op !== 'set') fail('route', `op must be "set" or "delete", got ${show(o.op, 40)}`);
       try {
-        return { type: 'route', op: 'set', route: parseRouteRecord(o.route) };
+        // A record this agent cannot read whole fails that route closed (route.refused) and keeps
+        // the link; one without a readable kind, name and parents is garbage like any other line.
+        return { type: 'route', op: 'set', route: parseStreamedRoute(o.route) };
       } catch (e) {
         if (e instanceof RouteError) throw new DiscoveryError(e.message);
         throw e;

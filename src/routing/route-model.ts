@@ -159,6 +159,12 @@ export interface RouteRecord {
   createdAt: number;
   parents: ParentRef[];
   rules: RouteRule[];
+  /**
+   * Set by an agent for a record from the controller it could not read whole (parseStreamedRoute):
+   * why. Its rules are then one rule whose one backend answers 500 with that, tried before every
+   * other rule of the route's kind on its parents: the route fails closed.
+   */
+  refused?: string;
 }
 
 // Gateway API v1's list bounds, so no record is larger than the CRD allows.
@@ -189,6 +195,18 @@ function fail(where: string, what: string): never {
 function obj(v: unknown, where: string): Record<string, unknown> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');
   return v as Record<string, unknown>;
+}
+
+/**
+ * Refuses a field this parser does not know. Read without it, a record would route otherwise
+ * than the controller meant (an unknown match kind would match every request, an unknown filter
+ * would be skipped), so a record is read whole or not at all. A field whose value is undefined
+ * is absent (the converters' objects before JSON).
+ */
+function only(o: Record<string, unknown>, where: string, known: readonly string[]): void {
+  for (const k of Object.keys(o)) {
+    if (o[k] !== undefined && !known.includes(k)) fail(`${where}.${k}`, `unknown field ${show(k, 64)}: this agent does not know it (a controller of a newer release?); fields read here: ${known.join(', ')}`);
+  }
 }
 
 function list(v: unknown, where: string, max: number): unknown[] {
@@ -249,6 +267,7 @@ export function unmodifiableHeader(name: string, response = false): string | nul
 
 function parseHeaderModifier(v: unknown, where: string, response = false): HeaderModifier {
   const o = obj(v, where);
+  only(o, where, ['set', 'add', 'remove']);
   const out: HeaderModifier = {};
   const seen = (names: string[], w: string) => {
     for (const [i, n] of names.entries()) {
@@ -262,6 +281,7 @@ function parseHeaderModifier(v: unknown, where: string, response = false): Heade
     if (o[part] === undefined) continue;
     const l = list(o[part], `${where}.${part}`, MAX_HEADER_EDITS).map((h, i) => {
       const ho = obj(h, `${where}.${part}[${i}]`);
+      only(ho, `${where}.${part}[${i}]`, ['name', 'value']);
       if (typeof ho.value !== 'string' || !FIELD_VALUE.test(ho.value)) fail(`${where}.${part}[${i}].value`, 'expected a header value without control characters, at most 4096 characters');
       return { name: ho.name as string, value: ho.value };
     });
@@ -283,6 +303,7 @@ export const REDIRECT_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]{0,1023}$/;
 
 function parseRedirect(v: unknown, where: string): Redirect {
   const o = obj(v, where);
+  only(o, where, ['statusCode', 'scheme', 'hostname', 'port', 'path']);
   if (!REDIRECT_STATUSES.includes(o.statusCode as number)) fail(`${where}.statusCode`, `expected one of ${REDIRECT_STATUSES.join(', ')}, got ${show(o.statusCode)}`);
   const out: Redirect = { statusCode: o.statusCode as RedirectStatus };
   if (o.scheme !== undefined) {
@@ -303,6 +324,7 @@ function parseRedirect(v: unknown, where: string): Redirect {
       if (typeof x !== 'string' || !REDIRECT_PATH.test(x)) fail(w, `expected a path starting with "/" (no query), got ${show(x)}`);
       return x as string;
     };
+    only(p, `${where}.path`, p.type === 'ReplacePrefixMatch' ? ['type', 'value', 'prefix'] : ['type', 'value']);
     if (p.type === 'ReplaceFullPath') out.path = { type: 'ReplaceFullPath', value: path(p.value, `${where}.path.value`) };
     else if (p.type === 'ReplacePrefixMatch') out.path = { type: 'ReplacePrefixMatch', value: path(p.value, `${where}.path.value`), prefix: path(p.prefix, `${where}.path.prefix`) };
     else fail(`${where}.path.type`, `expected ReplaceFullPath or ReplacePrefixMatch, got ${show(p.type)}`);
@@ -312,9 +334,11 @@ function parseRedirect(v: unknown, where: string): Redirect {
 
 function parseMatch(v: unknown, where: string): RouteMatch {
   const o = obj(v, where);
+  only(o, where, ['path', 'method', 'headers', 'queryParams', 'grpc']);
   const out: RouteMatch = {};
   if (o.path !== undefined) {
     const p = obj(o.path, `${where}.path`);
+    only(p, `${where}.path`, ['type', 'value']);
     if (p.type !== 'Exact' && p.type !== 'PathPrefix' && p.type !== 'RegularExpression') fail(`${where}.path.type`, `expected Exact, PathPrefix or RegularExpression, got ${show(p.type)}`);
     const value = shortString(p.value, `${where}.path.value`, 1024);
     if (p.type !== 'RegularExpression' && !value.startsWith('/')) fail(`${where}.path.value`, `must start with "/", got ${show(value)}`);
@@ -329,6 +353,7 @@ function parseMatch(v: unknown, where: string): RouteMatch {
     out.headers = list(o.headers, `${where}.headers`, MAX_HEADERS).map((h, i) => {
       const w = `${where}.headers[${i}]`;
       const ho = obj(h, w);
+      only(ho, w, ['name', 'type', 'value']);
       if (typeof ho.name !== 'string' || !HEADER_NAME.test(ho.name) || ho.name.length > 256) fail(`${w}.name`, `expected a lower-case header name, got ${show(ho.name)}`);
       if (ho.type !== 'Exact' && ho.type !== 'RegularExpression') fail(`${w}.type`, `expected Exact or RegularExpression, got ${show(ho.type)}`);
       const value = shortString(ho.value, `${w}.value`, 4096);
@@ -340,6 +365,7 @@ function parseMatch(v: unknown, where: string): RouteMatch {
     out.queryParams = list(o.queryParams, `${where}.queryParams`, MAX_QUERY_PARAMS).map((q, i) => {
       const w = `${where}.queryParams[${i}]`;
       const qo = obj(q, w);
+      only(qo, w, ['name', 'type', 'value']);
       if (typeof qo.name !== 'string' || !TOKEN.test(qo.name)) fail(`${w}.name`, `expected a query parameter name (letters, digits and !#$%&'*+-.^_\`|~), got ${show(qo.name)}`);
       if (qo.type !== 'Exact' && qo.type !== 'RegularExpression') fail(`${w}.type`, `expected Exact or RegularExpression, got ${show(qo.type)}`);
       const value = shortString(qo.value, `${w}.value`, 1024);
@@ -349,6 +375,7 @@ function parseMatch(v: unknown, where: string): RouteMatch {
   }
   if (o.grpc !== undefined) {
     const g = obj(o.grpc, `${where}.grpc`);
+    only(g, `${where}.grpc`, ['type', 'service', 'method']);
     if (g.type !== 'Exact' && g.type !== 'RegularExpression') fail(`${where}.grpc.type`, `expected Exact or RegularExpression, got ${show(g.type)}`);
     const grpc: NonNullable<RouteMatch['grpc']> = { type: g.type };
     for (const part of ['service', 'method'] as const) {
@@ -365,6 +392,7 @@ function parseMatch(v: unknown, where: string): RouteMatch {
 
 function parseBackend(v: unknown, where: string): BackendRef {
   const o = obj(v, where);
+  only(o, where, ['namespace', 'name', 'port', 'weight', 'problem', 'requestHeaders', 'responseHeaders']);
   if (typeof o.weight !== 'number' || !Number.isInteger(o.weight) || o.weight < 0 || o.weight > MAX_WEIGHT) fail(`${where}.weight`, `expected an integer 0-${MAX_WEIGHT}, got ${show(o.weight)}`);
   if (o.port !== SAME_PORT && !isPort(o.port)) fail(`${where}.port`, `expected a port 1-65535 (or 0: the parent's), got ${show(o.port)}`);
   const out: BackendRef = { namespace: name(o.namespace, `${where}.namespace`), name: name(o.name, `${where}.name`), port: o.port, weight: o.weight };
@@ -376,6 +404,7 @@ function parseBackend(v: unknown, where: string): BackendRef {
 
 function parseSource(v: unknown, where: string): Source {
   const o = obj(v, where);
+  only(o, where, ['kind', 'namespace', 'name', 'field', 'annotation']);
   const out: Source = { kind: shortString(o.kind, `${where}.kind`, 64), namespace: name(o.namespace, `${where}.namespace`), name: name(o.name, `${where}.name`) };
   if (o.field !== undefined) out.field = shortString(o.field, `${where}.field`);
   if (o.annotation !== undefined) out.annotation = shortString(o.annotation, `${where}.annotation`);
@@ -384,6 +413,7 @@ function parseSource(v: unknown, where: string): Source {
 
 export function parseTimeouts(v: unknown, where: string): Timeouts {
   const o = obj(v, where);
+  only(o, where, ['requestMs', 'backendRequestMs', 'idleMs']);
   const out: Timeouts = {};
   const r = ms(o.requestMs, `${where}.requestMs`);
   const b = ms(o.backendRequestMs, `${where}.backendRequestMs`);
@@ -396,6 +426,7 @@ export function parseTimeouts(v: unknown, where: string): Timeouts {
 
 export function parseRetry(v: unknown, where: string): RetryPolicy {
   const o = obj(v, where);
+  only(o, where, ['limit', 'httpStatuses', 'grpcCodes', 'backoffMs', 'timeoutMs']);
   if (typeof o.limit !== 'number' || !Number.isInteger(o.limit) || o.limit < 0 || o.limit > MAX_RETRY_LIMIT) fail(`${where}.limit`, `expected an integer 0-${MAX_RETRY_LIMIT}, got ${show(o.limit)}`);
   const out: RetryPolicy = { limit: o.limit };
   if (o.httpStatuses !== undefined) {
@@ -418,8 +449,11 @@ export function parseRetry(v: unknown, where: string): RetryPolicy {
   return out;
 }
 
+const RULE_FIELDS = ['name', 'requestHeaders', 'responseHeaders', 'redirect', 'matches', 'backends', 'timeouts', 'retry', 'timeoutSources', 'retrySources'];
+
 function parseRule(v: unknown, where: string): RouteRule {
   const o = obj(v, where);
+  only(o, where, RULE_FIELDS);
   const out: RouteRule = {
     matches: list(o.matches, `${where}.matches`, MAX_MATCHES).map((m, i) => parseMatch(m, `${where}.matches[${i}]`)),
     backends: list(o.backends, `${where}.backends`, MAX_BACKENDS).map((b, i) => parseBackend(b, `${where}.backends[${i}]`)),
@@ -439,9 +473,10 @@ function parseRule(v: unknown, where: string): RouteRule {
   return out;
 }
 
-/** A route record as the discovery stream carries it, validated whole; throws RouteError naming the field. */
-export function parseRouteRecord(v: unknown): RouteRecord {
-  const o = obj(v, 'route');
+type RouteHead = Omit<RouteRecord, 'rules' | 'refused'>;
+
+/** What a record is about: its kind, name, age and parents; throws RouteError naming the field. */
+function parseHead(o: Record<string, unknown>): RouteHead {
   if (!ROUTE_KINDS.includes(o.kind as RouteKind)) fail('route.kind', `expected one of ${ROUTE_KINDS.join(', ')}, got ${show(o.kind)}`);
   const kind = o.kind as RouteKind;
   const namespace = name(o.namespace, 'route.namespace');
@@ -450,6 +485,7 @@ export function parseRouteRecord(v: unknown): RouteRecord {
   if (typeof o.createdAt !== 'number' || !Number.isFinite(o.createdAt) || o.createdAt < 0) fail(`${w}: createdAt`, 'expected milliseconds since the epoch');
   const parents = list(o.parents, `${w}: parents`, MAX_PARENTS).map((p, i) => {
     const po = obj(p, `${w}: parents[${i}]`);
+    only(po, `${w}: parents[${i}]`, ['namespace', 'name', 'port']);
     const out: ParentRef = { namespace: name(po.namespace, `${w}: parents[${i}].namespace`), name: name(po.name, `${w}: parents[${i}].name`) };
     if (po.port !== undefined) {
       if (!isPort(po.port)) fail(`${w}: parents[${i}].port`, `expected a port 1-65535, got ${show(po.port)}`);
@@ -458,9 +494,62 @@ export function parseRouteRecord(v: unknown): RouteRecord {
     return out;
   });
   if (parents.length === 0) fail(`${w}: parents`, 'expected at least one parent Service');
+  return { kind, namespace, name: nm, createdAt: o.createdAt, parents };
+}
+
+/** A route record as the discovery stream carries it, validated whole; throws RouteError naming the field. */
+export function parseRouteRecord(v: unknown): RouteRecord {
+  const o = obj(v, 'route');
+  const head = parseHead(o);
+  const w = `${head.kind} ${head.namespace}/${head.name}`;
+  only(o, w, ['kind', 'namespace', 'name', 'createdAt', 'parents', 'rules', 'refused']);
   const rules = list(o.rules, `${w}: rules`, MAX_RULES).map((r, i) => parseRule(r, `${w}: rules[${i}]`));
   if (rules.length === 0) fail(`${w}: rules`, 'expected at least one rule');
-  return { kind, namespace, name: nm, createdAt: o.createdAt, parents, rules };
+  const out: RouteRecord = { ...head, rules };
+  if (o.refused !== undefined) out.refused = shortString(o.refused, `${w}: refused`, MAX_REFUSED);
+  return out;
+}
+
+/** Why a route is refused, at most this long: its backend's problem (at most 512) says it with 106 characters more. */
+const MAX_REFUSED = 400;
+
+/**
+ * An agent's reading of a route record from the controller. A record it cannot read whole but
+ * whose kind, name and parents it can is not applied as far as it understood it, nor dropped
+ * (the route would route otherwise than the controller meant either way): it fails closed, as
+ * Linkerd's proxy does with a policy it cannot apply. Its requests answer 500 naming the
+ * problem, until the controller sends a version this agent reads (docs/routing.md, "Bad
+ * routes"). A record without a readable head throws RouteError: the stream is garbage.
+ */
+export function parseStreamedRoute(v: unknown): RouteRecord {
+  try {
+    return parseRouteRecord(v);
+  } catch (e) {
+    if (!(e instanceof RouteError)) throw e;
+    let head: RouteHead;
+    try {
+      head = parseHead(obj(v, 'route'));
+    } catch {
+      throw e;
+    }
+    return refusedRoute(head, e.message);
+  }
+}
+
+/** The record that fails a route closed: one rule, before the others, whose one backend answers 500 with `why`. */
+export function refusedRoute(head: RouteHead, why: string): RouteRecord {
+  const refused = why.length > MAX_REFUSED ? `${why.slice(0, MAX_REFUSED - 3)}...` : why;
+  const parent = head.parents[0]!;
+  return {
+    ...head,
+    refused,
+    rules: [{
+      matches: [],
+      backends: [{ namespace: parent.namespace, name: parent.name, port: SAME_PORT, weight: 1, problem: `this agent cannot read the route the controller sent (${refused}); run agents and the controller of the same release` }],
+      // Nothing to retry: every attempt would answer the same.
+      retry: null,
+    }],
+  };
 }
 
 export const routeKey = (r: { kind: RouteKind; namespace: string; name: string }): string => `${r.kind}/${r.namespace}/${r.name}`;

@@ -15,7 +15,8 @@
 // Within the routes that apply, the most specific match wins (Gateway API): an Exact path, then
 // a regular expression, then the longest PathPrefix; then a method; then the most headers; then
 // the most query parameters. gRPC: the longest service, then method, then the most headers. Ties
-// go to the older route, then the route's namespace/name, then the rule's order.
+// go to the older route, then the route's namespace/name, then the rule's order. A route the
+// agent could not read (RouteRecord.refused) goes before all of them: it fails closed.
 import type { AnnotationPolicy } from './linkerd-annotations.ts';
 import { CompiledHeaderModifier } from './header-modifier.ts';
 import { CompiledRedirect } from './redirect.ts';
@@ -89,6 +90,8 @@ const PATH_NONE = 0;
 const PATH_PREFIX = 1;
 const PATH_REGEX = 2;
 const PATH_EXACT = 3;
+/** The first rank element of a refused route's rule (route-model.ts refusedRoute): above any match's. */
+const REFUSED = Number.MAX_SAFE_INTEGER;
 
 /**
  * Named values a match requires (headers, query parameters): each present, and equal to its
@@ -320,7 +323,9 @@ export class RouteTable {
       r.rules.forEach((rule, i) => {
         const c = new CompiledRule(meta, i, rule, parentPort, service);
         rules.push(c);
-        if (rule.matches.length === 0) into.push({ match: null, rule: c, rank: isGrpc ? [0, 0, 0] : [PATH_NONE, 1, 0, 0, 0], order: order++ });
+        // A route the agent could not read fails closed: its one rule before every other.
+        if (r.refused !== undefined) into.push({ match: null, rule: c, rank: isGrpc ? [REFUSED, 0, 0] : [REFUSED, 0, 0, 0, 0], order: order++ });
+        else if (rule.matches.length === 0) into.push({ match: null, rule: c, rank: isGrpc ? [0, 0, 0] : [PATH_NONE, 1, 0, 0, 0], order: order++ });
         for (const m of rule.matches) {
           const cm = new CompiledMatch(m);
           into.push({ match: cm, rule: c, rank: cm.rank(isGrpc), order: order++ });
