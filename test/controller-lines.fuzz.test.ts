@@ -1,11 +1,18 @@
 // Fuzzes the controller's line protocol both ways: readLines (the bound, and the same lines in any
 // chunking, multi-byte characters cut included), the discovery lines an agent reads
 // (parseMessage), and what the controller reads from agents (parseReport) and an agent from the
-// controller's tap commands (parseTapFilter). MESH_FUZZ_SEED=<n> replays a run.
+// controller's tap commands (parseTapFilter). Route records are generated with every match and
+// filter the agent serves (query parameters, header modifiers on rules and backends, redirects),
+// then mutated: each is read whole, or fails its route closed, or is refused as a line, and what
+// is applied compiles into route tables. MESH_FUZZ_SEED=<n> replays a run.
 import test from 'ava';
 import { PassThrough } from 'node:stream';
 import { MAX_LINE_BYTES, readLines } from '../src/controller/lines.ts';
 import { DISCOVERY_VERSION, DiscoveryError, parseMessage } from '../src/discovery/model.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import { policyFromAnnotations } from '../src/routing/linkerd-annotations.ts';
+import { parseRouteRecord, REDIRECT_STATUSES, UNMODIFIABLE_HEADERS, type HeaderModifier, type RouteMatch, type RouteRecord, type RouteRule } from '../src/routing/route-model.ts';
+import { findRoute, ParentPolicy, type RouteRequest } from '../src/routing/route-table.ts';
 import { parseReport } from '../src/telemetry/report.ts';
 import { parseTapFilter } from '../src/telemetry/tap.ts';
 import { cpuMsSince, fuzzer, fuzzJsonParsers, hex, utf8, type Fuzz, type JsonParser } from './helpers/fuzz.ts';
@@ -13,6 +20,7 @@ import { pair, pod, report, summary } from './helpers/reports.ts';
 
 const LINE_INPUTS = 1_500;
 const MESSAGE_INPUTS = 20_000;
+const ROUTE_INPUTS = 3_000;
 /** CPU time of each test (~3 s measured): CPU time, which a busy machine does not stretch. */
 const MAX_RUN_CPU_MS = 20_000;
 
@@ -128,6 +136,80 @@ const access = {
   problems: ['a problem'],
 };
 
+// ---------------------------------------------------------------------------
+// Route records with every match and filter (valid by construction; the mutations make them not)
+
+const HEADER_NAMES = ['x-canary', 'x-user', 'x-a', 'x-b', 'accept', 'authorization', 'cookie', 'x-envoy-x', 'set-cookie', 'cache-control'];
+const VALUES = ['1', 'yes', 'a b', 'é', '\t', '', 'v2;q=1', 'x'.repeat(40)];
+
+/** Up to `max` distinct entries of `xs`. */
+function some<T>(xs: readonly T[], max: number): T[] {
+  const out: T[] = [];
+  for (let n = below(max + 1); n > 0; n--) {
+    const x = pick(xs);
+    if (!out.includes(x)) out.push(x);
+  }
+  return out;
+}
+
+function genModifier(response: boolean): HeaderModifier {
+  const names = HEADER_NAMES.filter((n) => !UNMODIFIABLE_HEADERS.has(n) || (response && n === 'host'));
+  const m: HeaderModifier = {};
+  if (chance(0.6)) m.set = some(names, 3).map((name) => ({ name, value: pick(VALUES) }));
+  if (chance(0.6)) m.add = some(names, 3).map((name) => ({ name, value: pick(VALUES) }));
+  if (chance(0.5)) m.remove = some(names, 3);
+  return m;
+}
+
+function genMatch(grpc: boolean): RouteMatch {
+  const m: RouteMatch = {};
+  if (grpc) {
+    if (chance(0.8)) m.grpc = chance(0.7) ? { type: 'Exact', service: pick(['a.B', 'meshtest.Echo']), ...(chance(0.5) ? { method: pick(['Get', 'Count']) } : {}) } : { type: 'RegularExpression', method: pick(['Get|Put', '^C.*']) };
+  } else {
+    if (chance(0.6)) m.path = pick<RouteMatch['path']>([{ type: 'PathPrefix', value: '/api' }, { type: 'Exact', value: '/api/v2/health' }, { type: 'RegularExpression', value: '/v[0-9]+/.*' }, { type: 'PathPrefix', value: '/' }]);
+    if (chance(0.3)) m.method = pick(['GET', 'POST', 'DELETE']);
+    if (chance(0.6)) m.queryParams = some(['canary', 'Canary', 'v', 'debug'], 3).map((name) => (chance(0.7) ? { name, type: 'Exact' as const, value: pick(['1', 'yes', '%31', 'a+b']) } : { name, type: 'RegularExpression' as const, value: pick(['^[0-9]+$', 'on|true']) }));
+  }
+  if (chance(0.4)) m.headers = some(['x-canary', 'x-user', 'accept'], 2).map((name) => ({ name, type: 'Exact' as const, value: pick(['1', 'vip']) }));
+  return m;
+}
+
+/** A valid route record with every feature the agent serves, at random. */
+function genRoute(): RouteRecord {
+  const kind = chance(0.8) ? 'HTTPRoute' : 'GRPCRoute';
+  const rules: RouteRule[] = [];
+  for (let n = 1 + below(4); n > 0; n--) {
+    const redirect = kind === 'HTTPRoute' && chance(0.25);
+    const matches = Array.from({ length: below(3) }, () => genMatch(kind === 'GRPCRoute'));
+    const rule: RouteRule = { matches, backends: [] };
+    if (chance(0.3)) rule.name = pick(['canary', 'rest', 'a-b']);
+    if (chance(0.5)) rule.requestHeaders = genModifier(false);
+    if (chance(0.5)) rule.responseHeaders = genModifier(true);
+    if (redirect) {
+      rule.redirect = { statusCode: pick(REDIRECT_STATUSES) as 301 };
+      if (chance(0.5)) rule.redirect.scheme = pick(['http', 'https'] as const);
+      if (chance(0.5)) rule.redirect.hostname = pick(['new.example', 'a-b.c']);
+      if (chance(0.3)) rule.redirect.port = pick([80, 8443, 65535]);
+      if (chance(0.5)) rule.redirect.path = chance(0.5) ? { type: 'ReplaceFullPath', value: '/new' } : { type: 'ReplacePrefixMatch', value: '/new', prefix: '/api' };
+    } else {
+      for (let b = 1 + below(3); b > 0; b--) {
+        const backend: RouteRule['backends'][number] = { namespace: 'shop', name: pick(['api-v1', 'api-v2', 'gone']), port: pick([0, 80]), weight: rules.length === 0 && b === 1 ? 1 + below(100) : below(100) };
+        if (chance(0.3)) backend.requestHeaders = genModifier(false);
+        if (chance(0.3)) backend.responseHeaders = genModifier(true);
+        if (chance(0.1)) backend.problem = 'Service shop/gone not found';
+        rule.backends.push(backend);
+      }
+      if (rule.backends.every((b) => b.weight === 0)) rule.backends[0]!.weight = 1;
+    }
+    if (chance(0.2)) rule.timeouts = { requestMs: 1 + below(5000) };
+    if (chance(0.2)) rule.retry = chance(0.3) ? null : { limit: below(11), httpStatuses: [[500, 599]] };
+    rules.push(rule);
+  }
+  return { kind, namespace: 'shop', name: pick(['r', 'canary', 'edge']), createdAt: below(2 ** 31), parents: [{ namespace: 'shop', name: 'api', ...(chance(0.5) ? { port: 80 } : {}) }], rules };
+}
+
+const generatedRoutes = Array.from({ length: 40 }, genRoute);
+
 const web = { ip: '10.1.0.5', namespace: 'shop', kind: 'deployment', name: 'web', pod: 'web-1' };
 const goodReport = report({
   node: 'n', seq: 1, start: 0, end: 1,
@@ -144,6 +226,7 @@ const PARSERS: JsonParser[] = [
       { type: 'reset', version: DISCOVERY_VERSION }, { type: 'synced' },
       { type: 'service', op: 'set', service }, { type: 'slice', op: 'set', slice }, { type: 'pod', op: 'set', pod: podRecord },
       { type: 'route', op: 'set', route }, { type: 'access', op: 'set', access },
+      ...generatedRoutes.slice(0, 8).map((r) => ({ type: 'route', op: 'set', route: r })),
       { type: 'service', op: 'delete', key: 'shop/web' }, { type: 'route', op: 'delete', key: 'HTTPRoute/shop/split' }, { type: 'access', op: 'delete', key: 'TrafficTarget/shop/t' },
     ],
     parse: parseMessage,
@@ -173,3 +256,87 @@ test('fuzz: discovery, report and tap lines: only the documented error, a result
   // Both verdicts, for every parser, or the run proves little.
   for (const [k, v] of r.accepted) t.true(v > 50 && v < MESSAGE_INPUTS / PARSERS.length - 50, `${k}: ${v} accepted`);
 });
+
+// ---------------------------------------------------------------------------
+// Route records, read by the discovery client and compiled
+
+const noAnnotations = policyFromAnnotations({}, { kind: 'Service', namespace: 'shop', name: 'api' });
+const REQUESTS: Array<[RouteRequest, boolean]> = [
+  [{ method: 'GET', path: '/api/v2/health', header: (n) => (n === 'x-canary' ? '1' : undefined), query: (n) => (n === 'canary' ? '1' : undefined) }, false],
+  [{ method: 'POST', path: '/other', header: () => undefined, query: () => undefined }, false],
+  [{ method: 'POST', path: '/meshtest.Echo/Count', header: () => 'vip', query: () => undefined }, true],
+];
+const SERVICE_LINE = JSON.stringify({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: ['10.96.0.20'], ports: [{ name: 'http', port: 80, targetPort: 8080 }], annotations: {} } });
+
+test('fuzz: route records with query matches, header modifiers, redirects and backend filters: read whole, or failing closed, or the line refused; what is applied compiles and routes', (t) => {
+  t.log(`MESH_FUZZ_SEED=${f.seed}`);
+  const failures: string[] = [];
+  const fail = (what: string, l: string) => {
+    if (failures.length < 10) failures.push(`${what}; text=${JSON.stringify(l.slice(0, 400))}`);
+  };
+  const corpus = generatedRoutes.map((route) => ({ type: 'route', op: 'set', route }));
+  const texts = corpus.map((m) => utf8(JSON.stringify(m)));
+  const tally = { whole: 0, refused: 0, line: 0, redirects: 0, backendFilters: 0, queryMatches: 0 };
+  const cpuStart = process.cpuUsage();
+  for (let n = 0; n < ROUTE_INPUTS && failures.length < 10; n++) {
+    const l = f.jsonText(corpus, texts);
+    let m;
+    try {
+      m = parseMessage(l);
+    } catch (e) {
+      if (!(e instanceof DiscoveryError)) fail(`threw ${(e as Error)?.stack?.split('\n').slice(0, 3).join(' | ')}`, l);
+      tally.line++;
+      continue;
+    }
+    if (m.type !== 'route' || m.op !== 'set') continue; // a mutation made it another message
+    const sent = (JSON.parse(l) as { route: unknown }).route;
+    const r = m.route;
+    if (r.refused === undefined) {
+      // Read whole: every field of the record as sent, none dropped or changed.
+      if (canonical(r) !== canonical(sent)) fail(`read as ${JSON.stringify(r).slice(0, 300)}`, l);
+      tally.whole++;
+      if (r.rules.some((x) => x.redirect !== undefined)) tally.redirects++;
+      if (r.rules.some((x) => x.backends.some((b) => b.requestHeaders !== undefined || b.responseHeaders !== undefined))) tally.backendFilters++;
+      if (r.rules.some((x) => x.matches.some((y) => y.queryParams !== undefined))) tally.queryMatches++;
+    } else {
+      // Refused: the record as sent does not parse, and the route fails closed, saying why.
+      let parsed = true;
+      try {
+        parseRouteRecord(sent);
+      } catch {
+        parsed = false;
+      }
+      if (parsed && (sent as { refused?: unknown }).refused === undefined) fail('failed closed, but the record parses', l);
+      const rule = r.rules[0];
+      if (r.rules.length !== 1 || rule?.backends.length !== 1 || !rule.backends[0]!.problem?.includes(r.refused)) fail(`a refused route that does not fail closed: ${JSON.stringify(r.rules).slice(0, 300)}`, l);
+      tally.refused++;
+    }
+    // What the discovery client does with it: the store applies it, and the Service's table compiles and routes.
+    try {
+      const store = new DiscoveryStore();
+      // Beside an older valid route of the same kind whose exact matches would win over a catch-all.
+      const rival = { kind: r.kind, namespace: r.namespace, name: r.name === 'rival' ? 'rival-2' : 'rival', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }], rules: [{ matches: [{ path: { type: 'Exact', value: '/api/v2/health' } }, { grpc: { type: 'Exact', service: 'meshtest.Echo', method: 'Count' } }], backends: [] }] };
+      for (const x of [JSON.stringify({ type: 'reset', version: DISCOVERY_VERSION }), SERVICE_LINE, JSON.stringify({ type: 'route', op: 'set', route: rival }), JSON.stringify(m), '{"type":"synced"}']) store.apply(parseMessage(x));
+      for (const p of r.parents) {
+        if (p.namespace !== 'shop' || p.name !== 'api') continue;
+        const table = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, noAnnotations, store.routesFor('shop/api')).forClient(r.namespace); // a consumer route's own namespace, or any client for a producer route
+        for (const [req, grpc] of REQUESTS) {
+          const rule = findRoute(table, req, grpc);
+          const served = r.kind === 'GRPCRoute' ? grpc : !grpc || table.grpc === null;
+          if (r.refused !== undefined && served && rule?.route.name !== r.name) fail(`a refused route did not take ${req.method} ${req.path}`, l);
+        }
+      }
+    } catch (e) {
+      fail(`applying it threw ${(e as Error)?.stack?.split('\n').slice(0, 3).join(' | ')}`, l);
+    }
+  }
+  const runCpuMs = cpuMsSince(cpuStart);
+  t.log(`${ROUTE_INPUTS} route lines, ${runCpuMs.toFixed(0)} ms of CPU: ${JSON.stringify(tally)}`);
+  t.deepEqual(failures, [], `replay with MESH_FUZZ_SEED=${f.seed}`);
+  t.true(runCpuMs < MAX_RUN_CPU_MS, `run took ${runCpuMs} ms of CPU`);
+  // Every verdict, and the new features among what was read whole, or the run proves little.
+  for (const [k, v] of Object.entries(tally)) t.true(v > ROUTE_INPUTS / 100, `${k}: ${v}`);
+});
+
+/** JSON with object keys sorted. */
+const canonical = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
