@@ -43,6 +43,8 @@ struct SignalsHeld {
   ~SignalsHeld() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
 };
 
+void InitSocketIo(Napi::Env env, Napi::Object exports); // socket-io.cc: sockets driven from C++ (--native-io)
+
 namespace {
 
 // libbpf reports the verifier log through its print callback; keep the last of it so a
@@ -988,6 +990,7 @@ class MapView : public Napi::ObjectWrap<MapView> {
 };
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  InitSocketIo(env, exports);
   exports.Set("probeFeatures", Napi::Function::New(env, ProbeFeatures, "probeFeatures"));
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
   exports.Set("setCork", Napi::Function::New(env, SetCork, "setCork"));

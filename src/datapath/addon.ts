@@ -119,6 +119,16 @@ export interface Addon {
   listenTransparent(ip: string, port: number, reusePort: boolean): number;
   /** An unconnected TCP socket with IP_TRANSPARENT bound to sourceIp (port chosen at connect). */
   transparentSocket(sourceIp: string): number;
+  /** Sockets driven from C++ (--native-io): native/addon/socket-io.cc, src/proxy/native-socket.ts. */
+  ioInit(buffer: ArrayBuffer, onEvent: (id: number, kind: number, value: number) => void): void;
+  ioAdopt(fd: number): number;
+  ioRead(id: number, on: boolean): void;
+  ioWrite(id: number, bytes: Uint8Array): number;
+  ioEnd(id: number): number;
+  ioCork(id: number, on: boolean): number;
+  ioNoDelay(id: number, on: boolean): number;
+  ioClose(id: number, reset: boolean): void;
+  ioCount(): number;
 }
 
 export function loadAddon(): Addon {

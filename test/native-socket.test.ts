@@ -1,0 +1,327 @@
+// Sockets driven from C++ (src/proxy/native-socket.ts, native/addon/socket-io.cc) against real
+// loopback TCP peers: bytes both ways, backpressure to a slow reader, half-close each way, the
+// peer's RST, our reset, destroy with bytes kept, many sockets, and no fd left behind.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { NativeSocket, nativeIoOps, nativeSocketCount } from '../src/proxy/native-socket.ts';
+import type { ForwarderSocket } from '../src/proxy/forwarder-socket.ts';
+import { waitFor } from './helpers/until.ts';
+
+const HOST = '127.0.0.1';
+
+function openFds(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+/** A connected pair: `node` (the side adopted) and `peer` (Node's, accepted). */
+async function pair(server: net.Server): Promise<{ node: net.Socket; peer: net.Socket }> {
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const node = net.connect({ host: HOST, port: (server.address() as net.AddressInfo).port, allowHalfOpen: true });
+  await once(node, 'connect');
+  const [peer] = await accepted;
+  peer.on('error', () => {});
+  return { node, peer };
+}
+
+async function listen(t: { teardown(fn: () => void): void }): Promise<net.Server> {
+  const server = net.createServer({ allowHalfOpen: true });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  return server;
+}
+
+/** Adopted from a connected socket (as an upstream is): the wrap must not hand Node's socket back. */
+function adopt(node: net.Socket): NativeSocket {
+  node.pause();
+  const s = NativeSocket.wrap(node);
+  if (!(s instanceof NativeSocket)) throw new Error('the connected TCP socket was not adopted');
+  return s;
+}
+
+function collect(s: ForwarderSocket | net.Socket): () => Buffer {
+  const chunks: Buffer[] = [];
+  s.on('data', (b: Buffer) => chunks.push(b));
+  return () => Buffer.concat(chunks);
+}
+
+test.before(() => {
+  // Loudly: these tests need the addon built with socket-io.cc (./dev setup).
+  if (nativeIoOps() === null) throw new Error('the datapath addon has no native socket calls; rebuild it (./dev setup)');
+});
+
+test.serial('data both ways, counted, in order; the close reaches both sides', async (t) => {
+  const server = await listen(t);
+  const fds = openFds();
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  await waitFor(() => node.destroyed); // Node's socket is gone: the dup carries the connection
+  const got = collect(s);
+  s.resume();
+  const fromPeer = collect(peer);
+  for (let i = 0; i < 50; i++) peer.write(`ping ${i};`);
+  const want = Array.from({ length: 50 }, (_, i) => `ping ${i};`).join('');
+  await waitFor(() => got().length === want.length);
+  t.is(got().toString(), want);
+  t.true(s.write(Buffer.from('pong')));
+  await waitFor(() => fromPeer().length === 4);
+  t.is(fromPeer().toString(), 'pong');
+  t.is(s.bytesRead, want.length);
+  t.is(s.bytesWritten, 4);
+  const closed = once(s, 'close');
+  const peerEnded = once(peer, 'end');
+  s.end();
+  await peerEnded;
+  peer.end();
+  const [hadError] = await closed;
+  t.false(hadError);
+  t.true(s.destroyed);
+  await waitFor(() => peer.destroyed);
+  await waitFor(() => openFds() === fds && nativeSocketCount() === 0);
+  t.is(openFds(), fds);
+});
+
+test.serial('a large transfer to a slow reader: write() false, drain, nothing lost, order kept', async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  const total = 24 * 1024 * 1024;
+  const sent = createHash('sha256');
+  const recv = createHash('sha256');
+  let received = 0;
+  // The slow reader: one chunk, then a pause until the next turn of the loop.
+  peer.on('data', (b: Buffer) => {
+    recv.update(b);
+    received += b.length;
+    peer.pause();
+    setImmediate(() => peer.resume());
+  });
+  let falses = 0;
+  let drains = 0;
+  let seq = 0;
+  let written = 0;
+  const writeSome = (): void => {
+    while (written < total) {
+      const b = Buffer.alloc(64 * 1024, seq++ & 0xff);
+      b.writeUInt32BE(seq, 0);
+      sent.update(b);
+      written += b.length;
+      if (!s.write(b)) {
+        falses++;
+        return; // wait for 'drain'
+      }
+    }
+    s.end();
+  };
+  s.on('drain', () => {
+    drains++;
+    t.is(s.writableLength, 0);
+    writeSome();
+  });
+  writeSome();
+  await once(peer, 'end');
+  t.is(received, total);
+  t.is(recv.digest('hex'), sent.digest('hex'));
+  t.true(falses > 0, 'the kernel must have refused some (else backpressure did not run)');
+  t.is(drains, falses);
+  s.destroy();
+  peer.destroy();
+});
+
+test.serial('half-close, our side first: the peer gets our FIN and still sends to us', async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  const got = collect(s);
+  s.resume();
+  let finished = false;
+  s.end(() => (finished = true));
+  await once(peer, 'end');
+  t.true(finished);
+  t.false(s.writable);
+  t.true(s.readable);
+  peer.write('after your FIN');
+  await waitFor(() => got().length === 14);
+  t.is(got().toString(), 'after your FIN');
+  const closed = once(s, 'close');
+  peer.end();
+  await closed;
+  t.true(s.destroyed);
+});
+
+test.serial('half-close, the peer first: end, and we still send to it', async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  s.resume();
+  const ended = once(s, 'end');
+  peer.end();
+  await ended;
+  t.false(s.readable);
+  t.true(s.writable);
+  const fromPeer = collect(peer);
+  t.true(s.write(Buffer.from('still here')));
+  const closed = once(s, 'close'); // both directions over: it closes itself
+  s.end();
+  await once(peer, 'end');
+  t.is(fromPeer().toString(), 'still here');
+  await closed;
+});
+
+test.serial("the peer's RST: an error event with its code, then close", async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  s.resume();
+  const errored = once(s, 'error') as Promise<[NodeJS.ErrnoException]>;
+  const closed = new Promise<boolean>((r) => s.once('close', r)); // events.once would reject on the error
+  peer.resetAndDestroy();
+  const [err] = await errored;
+  t.is(err.code, 'ECONNRESET');
+  const hadError = await closed;
+  t.true(hadError);
+  t.true(s.destroyed);
+  t.is(nativeSocketCount(), 0);
+});
+
+test.serial('resetAndDestroy sends an RST, not a FIN', async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  const errored = once(peer, 'error') as Promise<[NodeJS.ErrnoException]>;
+  peer.resume();
+  const closed = once(s, 'close');
+  s.resetAndDestroy();
+  const [err] = await errored;
+  t.is(err.code, 'ECONNRESET');
+  await closed;
+});
+
+test.serial('destroy with bytes kept: closed at once, no drain, nothing left open', async (t) => {
+  const server = await listen(t);
+  const fds = openFds();
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  peer.pause(); // reads nothing: the kernel's buffers fill
+  let n = 0;
+  while (s.write(Buffer.alloc(256 * 1024, 1))) n++;
+  t.true(s.writableLength > 0);
+  let drained = false;
+  s.on('drain', () => (drained = true));
+  const closed = once(s, 'close');
+  s.destroy();
+  const [hadError] = await closed;
+  t.false(hadError);
+  t.false(drained);
+  t.false(s.write(Buffer.from('x')), 'a write after destroy is refused');
+  peer.destroy();
+  await waitFor(() => openFds() === fds && nativeSocketCount() === 0);
+  t.true(n >= 0);
+});
+
+test.serial('an upstream still connecting: writes wait for the connection, then go in order', async (t) => {
+  const server = await listen(t);
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const node = net.connect({ host: HOST, port: (server.address() as net.AddressInfo).port, allowHalfOpen: true });
+  t.true(node.connecting);
+  const s = NativeSocket.wrap(node);
+  t.true(s instanceof NativeSocket);
+  t.true(s.connecting);
+  t.true(s.write(Buffer.from('GET / HTTP/1.1\r\n')));
+  t.true(s.write(Buffer.from('\r\n')));
+  const connected = once(s, 'connect');
+  const [peer] = await accepted;
+  const fromUs = collect(peer);
+  await connected;
+  t.false(s.connecting);
+  await waitFor(() => fromUs().length === 18);
+  t.is(fromUs().toString(), 'GET / HTTP/1.1\r\n\r\n');
+  const got = collect(s);
+  s.resume();
+  peer.write('HTTP/1.1 200 OK\r\n\r\n');
+  await waitFor(() => got().length === 19);
+  s.destroy();
+  peer.destroy();
+});
+
+test.serial('a refused connect while connecting is an error event, and nothing is left', async (t) => {
+  const server = await listen(t);
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  const s = NativeSocket.wrap(net.connect({ host: HOST, port }));
+  const closed = new Promise((r) => s.once('close', r));
+  const [err] = (await once(s, 'error')) as [NodeJS.ErrnoException];
+  t.is(err.code, 'ECONNREFUSED');
+  await closed;
+  t.is(nativeSocketCount(), 0);
+});
+
+test.serial("adoptClient: bytes Node read past the head come back after it; Node's socket is the shell", async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  // `peer` plays the accepted client: Node reads 'abc' into its buffer while paused.
+  peer.pause();
+  node.write('abc');
+  await once(peer, 'readable');
+  const adopted = NativeSocket.adoptClient(peer, Buffer.from('HEAD'));
+  if (adopted === null) throw new Error('not adopted');
+  t.is(adopted.head.toString(), 'HEADabc');
+  t.false(peer.destroyed, 'the shell stays until the adopted socket closes');
+  const s = adopted.socket;
+  const got = collect(s);
+  s.resume();
+  node.write('def');
+  await waitFor(() => got().length === 3);
+  t.is(got().toString(), 'def');
+  const shellClosed = once(peer, 'close');
+  s.destroy();
+  await shellClosed;
+  node.destroy();
+  t.is(nativeSocketCount(), 0);
+});
+
+test.serial("destroying the client's shell destroys the adopted socket (the listener's drain)", async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  peer.pause();
+  const adopted = NativeSocket.adoptClient(peer, Buffer.alloc(0));
+  if (adopted === null) throw new Error('not adopted');
+  const closed = once(adopted.socket, 'close');
+  peer.destroy();
+  await closed;
+  const ended = once(node, 'end');
+  node.resume();
+  await ended; // the connection is really closed (both fds gone)
+  node.destroy();
+  t.is(nativeSocketCount(), 0);
+});
+
+test.serial('many sockets: 200 echoes at once, then every fd is closed', async (t) => {
+  const server = await listen(t);
+  const fds = openFds();
+  const pairs: Array<{ node: net.Socket; peer: net.Socket }> = [];
+  for (let i = 0; i < 200; i++) pairs.push(await pair(server)); // one at a time: each accept is its own
+  const socks = pairs.map(({ node, peer }) => {
+    const s = adopt(node);
+    s.on('data', (b: Buffer) => s.write(b)); // echo
+    s.on('end', () => s.end());
+    s.resume();
+    peer.resume();
+    return s;
+  });
+  t.is(nativeSocketCount(), 200);
+  const echoes = pairs.map(({ peer }, i) => {
+    const got = collect(peer);
+    peer.end(`message ${i}`);
+    return once(peer, 'end').then(() => got().toString());
+  });
+  const results = await Promise.all(echoes);
+  results.forEach((r, i) => t.is(r, `message ${i}`));
+  await Promise.all(socks.map((s) => (s.destroyed ? null : once(s, 'close'))));
+  for (const { peer } of pairs) peer.destroy();
+  await waitFor(() => openFds() === fds && nativeSocketCount() === 0);
+  t.is(openFds(), fds);
+});
