@@ -11,6 +11,7 @@ import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
 import { startRawOrigin } from './helpers/raw-origin.ts';
 import { freePort } from './helpers/ports.ts';
+import { adoptForTest } from './helpers/native-io.ts';
 
 interface Proxy {
   port: number;
@@ -51,7 +52,7 @@ async function startProxy(destPort: number, limits: Partial<ProxyLimits> = {}, e
     const onData = (head: Buffer) => {
       client.off('data', onData);
       client.pause();
-      handler(ctx, head, upstream, lim);
+      handler(ctx, adoptForTest(ctx, head), upstream, lim);
     };
     client.on('data', onData);
     client.resume(); // pauseOnConnect sockets do not start flowing on a 'data' listener

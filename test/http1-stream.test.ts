@@ -10,6 +10,7 @@ import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { defaultLimits, type ConnContext } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
+import { adoptForTest } from './helpers/native-io.ts';
 
 const TOTAL = 200 * 1024 * 1024;
 const BLOCK = Buffer.alloc(64 * 1024, 'x');
@@ -48,7 +49,7 @@ test('200 MB chunked request and 200 MB chunked response stream with bounded RSS
       openedAt: Date.now(),
     };
     client.pause();
-    handler(ctx, Buffer.alloc(0), null, defaultLimits);
+    handler(ctx, adoptForTest(ctx, Buffer.alloc(0)), null, defaultLimits);
   });
   proxy.listen(0, '127.0.0.1');
   await once(proxy, 'listening');

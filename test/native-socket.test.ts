@@ -227,7 +227,7 @@ test.serial('an upstream still connecting: writes wait for the connection, then 
   const accepted = once(server, 'connection') as Promise<[net.Socket]>;
   const node = net.connect({ host: HOST, port: (server.address() as net.AddressInfo).port, allowHalfOpen: true });
   t.true(node.connecting);
-  const s = NativeSocket.wrap(node);
+  const s = NativeSocket.wrap(node) as NativeSocket;
   t.true(s instanceof NativeSocket);
   t.true(s.connecting);
   t.true(s.write(Buffer.from('GET / HTTP/1.1\r\n')));
@@ -251,7 +251,8 @@ test.serial('a refused connect while connecting is an error event, and nothing i
   const server = await listen(t);
   const port = (server.address() as net.AddressInfo).port;
   await new Promise<void>((r) => server.close(() => r()));
-  const s = NativeSocket.wrap(net.connect({ host: HOST, port }));
+  const s = NativeSocket.wrap(net.connect({ host: HOST, port })) as NativeSocket;
+  t.true(s instanceof NativeSocket);
   const closed = new Promise((r) => s.once('close', r));
   const [err] = (await once(s, 'error')) as [NodeJS.ErrnoException];
   t.is(err.code, 'ECONNREFUSED');

@@ -10,6 +10,7 @@ import { Proxy, PortSet } from '../src/proxy/index.ts';
 import { createHttp1Handler, UpstreamPool } from '../src/proxy/http1/index.ts';
 import { until } from './helpers/until.ts';
 import { finCounts } from '../src/proxy/fin-now.ts';
+import { nativeIo } from './helpers/native-io.ts';
 
 const HOST = '127.0.0.1';
 
@@ -50,6 +51,7 @@ test('Connection: close: the proxy closes first, so the TIME_WAIT stays with it,
     opaquePorts: PortSet.empty(),
     handlers: { http1: createHttp1Handler({ pool }) },
     log: () => {},
+    nativeIo: nativeIo(),
   });
   const { port } = await proxy.listen();
   t.teardown(async () => {

@@ -13,6 +13,7 @@ import { RecordingSink } from '../src/telemetry/events.ts';
 import { KnownHttp1 } from '../src/proxy/known-http1.ts';
 import { waitFor } from './helpers/until.ts';
 import { startRawOrigin } from './helpers/raw-origin.ts';
+import { nativeIo } from './helpers/native-io.ts';
 
 const HOST = '127.0.0.1';
 
@@ -28,6 +29,7 @@ async function startProxy(upPort: number, detectTimeoutMs = 1000, poolOpts: Upst
     detectTimeoutMs,
     handlers: { http1: createHttp1Handler({ pool }) },
     log: () => {},
+    nativeIo: nativeIo(),
   });
   const { port } = await proxy.listen();
   return { proxy, port, pool, sink, close: () => { pool.close(); return proxy.close(200); } };

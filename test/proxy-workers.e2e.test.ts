@@ -299,3 +299,26 @@ test.serial('SIGTERM with 2 proxies: keep-alive clients in a loop see no failed 
   const failures = loads.flatMap((l) => l.lines.filter((o) => o.tick?.failures > 0).map((o) => o.tick.errors));
   t.deepEqual(failures, [], 'no request failed');
 });
+
+test.serial('--native-io reaches both proxies: keep-alive loads through 2 proxies on sockets driven from C++, then SIGTERM with no failed request', async (t) => {
+  const agent = await startAgent(2, ['--native-io', '--drain', '5000']);
+  const { loads } = await loadsOnEveryProxy(2, 100);
+  // Requests flow on every load's connection (each proxy holds at least one) before the count is read.
+  const ticks = loads.map((l) => l.lines.length);
+  await Promise.all(loads.map((l, i) => l.waitFor((o) => l.lines.indexOf(o) > ticks[i]! + 2 && o.tick?.byName?.api > 0, 15_000, 'load flowing')));
+  const s = await status();
+  t.true(s.proxy.workers.every((w: any) => w.open > 0), `both proxies hold connections: ${JSON.stringify(s.proxy.workers.map((w: any) => w.open))}`);
+  const http1 = s.proxy.byProtocol.http1 ?? 0;
+  t.true(http1 >= loads.length, `HTTP/1 connections: ${http1}`);
+  // Every HTTP/1 client connection, on either proxy, was adopted; so were their upstreams.
+  t.is(s.proxy.nativeIoClients, http1, 'every HTTP/1 client socket is driven from C++');
+  t.true(s.proxy.nativeIoUpstreams >= 1, `upstreams driven from C++: ${s.proxy.nativeIoUpstreams}`);
+  agent.kill('SIGTERM');
+  t.is(await exited(agent), 0, `the agent exits 0; log: ${log.slice(-2000)}`);
+  const after = loads.map((l) => l.lines.length);
+  await Promise.all(loads.map((l, i) => l.waitFor((o) => l.lines.indexOf(o) > after[i]! && o.tick?.byName?.api > 0, 15_000, 'load flowing without the agent')));
+  for (const l of loads) l.child.stdin!.end();
+  await Promise.all(loads.map((l) => l.waitFor((o) => o.stopped, 20_000, 'load stopped')));
+  const failures = loads.flatMap((l) => l.lines.filter((o) => o.tick?.failures > 0).map((o) => o.tick.errors));
+  t.deepEqual(failures, [], 'no request failed');
+});

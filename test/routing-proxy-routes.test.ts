@@ -16,6 +16,7 @@ import { parseMessage, type DiscoMessage } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
 import { waitFor } from './helpers/until.ts';
+import { nativeIo } from './helpers/native-io.ts';
 
 // The report of a request reaches the sink after the client's answer: a loaded machine (CI with a core busy) took over 5 s once.
 const SINK_WAIT_MS = 30_000;
@@ -49,6 +50,7 @@ async function startProxy(store: DiscoveryStore, random?: () => number) {
     detectTimeoutMs: 5000,
     knownHttp1Max: 0,
     log: () => {},
+    nativeIo: nativeIo(),
   });
   const { port } = await proxy.listen();
   return { proxy, port, sink, router };

@@ -109,6 +109,8 @@ export interface AgentOptions {
   allowRootCgroup?: boolean;
   /** Opaque tunnels' bytes moved by a BPF sockhash instead of the proxy (experimental, docs/proxy.md). */
   kernelSplice?: boolean;
+  /** HTTP/1 connections' sockets driven from C++, not Node's streams (experimental, docs/proxy.md). */
+  nativeIo?: boolean;
   /** Prometheus labels and cardinality (docs/metrics.md). */
   metrics?: { podLabels?: boolean; maxSeries?: number };
   /** Controller reports: interval and backlog bound (the URL is controllerUrl). */
@@ -333,6 +335,7 @@ export class Agent {
         splicedBytes: (c) => this.datapath.splicer().splicedBytes(c),
         sentBytes: (fd) => this.datapath.splicer().sentBytes(fd),
       } : null,
+      nativeIo: this.opts.nativeIo ?? false,
       log: (level, msg, fields) => log[level](msg, fields),
     });
     try {
@@ -709,6 +712,7 @@ export class Agent {
         listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
         mapFds,
         kernelSplice: this.opts.kernelSplice ?? false,
+        nativeIo: this.opts.nativeIo ?? false,
         opaquePorts: this.opts.opaquePorts?.toString() ?? DEFAULT_OPAQUE_PORTS,
         detectTimeoutMs: this.opts.detectTimeoutMs,
         maxConnections: this.opts.maxConnections,

@@ -1,4 +1,5 @@
 import type * as net from 'node:net';
+import type { ForwarderSocket } from './forwarder-socket.ts';
 import type { AuthzOutcome, Endpoints, TelemetrySink } from '../telemetry/events.ts';
 import type { BalancedEndpoint } from '../routing/balancer.ts';
 import type { ServiceRoute } from '../routing/router.ts';
@@ -90,6 +91,12 @@ export interface ConnContext {
    * connection's requests one by one (listener.ts). The HTTP handlers keep a pool per scope.
    */
   poolScope?: string;
+  /**
+   * An HTTP/1 connection's sockets driven from C++ (--native-io, native-socket.ts): its client,
+   * adopted after detection (ctx.client stays as its shell), and what its plain TCP upstreams
+   * become (others pass through). Absent: Node's sockets.
+   */
+  io?: { client: ForwarderSocket; upstream(s: ForwarderSocket): ForwarderSocket };
 }
 
 /**

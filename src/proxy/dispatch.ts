@@ -25,6 +25,7 @@ import type { KernelSplicer } from './kernel-splice.ts';
 import { forwardTls } from './tls-passthrough.ts';
 import { KnownHttp1 } from './known-http1.ts';
 import { sharedSweeper, type Sweeper } from './sweep.ts';
+import { NativeSocket } from './native-socket.ts';
 
 export interface DispatchConfig {
   limits: ProxyLimits;
@@ -49,6 +50,11 @@ export interface DispatchConfig {
   onKnownHttp1?: (skippedDial: boolean) => void;
   /** A connection to a Service without a ready endpoint (closed, or answered 503 by its handler). */
   onNoEndpoints?: () => void;
+  /**
+   * HTTP/1 connections' client and plain TCP upstreams are driven from C++ (--native-io,
+   * native-socket.ts); a socket that cannot be adopted stays on Node. Default false.
+   */
+  nativeIo?: boolean;
 }
 
 /** Takes over an accepted client socket (paused, with an 'error' listener already attached). */
@@ -387,7 +393,14 @@ class Dispatcher {
     const detectMs = this.release();
     this.opened(false);
     this.cfg.onDecision?.(kind, kind);
-    const head = this.head ?? Buffer.alloc(0);
+    let head = this.head ?? Buffer.alloc(0);
+    if (kind === 'http1' && this.cfg.nativeIo) {
+      const adopted = NativeSocket.adoptClient(this.ctx.client, head);
+      if (adopted !== null) {
+        head = adopted.head;
+        this.ctx.io = { client: adopted.socket, upstream: NativeSocket.wrap };
+      }
+    }
     // HTTP/2 has no TCP half-close (streams end with END_STREAM): a client FIN ends the
     // connection, as node:http2 expects of its sockets. The listener's sockets are
     // half-open for the opaque and HTTP/1-tunnel paths.
@@ -522,12 +535,14 @@ class Dispatcher {
  */
 function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectMs: number, everyMs: number, sweeper: Sweeper): void {
   const client = ctx.client;
+  // The adopted socket's counts go on from the shell's (native-socket.ts); the shell closes after it.
+  const io = ctx.io?.client ?? client;
   let reportedIn = 0;
   let reportedOut = 0;
   let error: string | undefined;
   const report = (): void => {
-    const bytesIn = client.bytesRead - reportedIn;
-    const bytesOut = client.bytesWritten - reportedOut;
+    const bytesIn = io.bytesRead - reportedIn;
+    const bytesOut = io.bytesWritten - reportedOut;
     if (bytesIn === 0 && bytesOut === 0) return;
     reportedIn += bytesIn;
     reportedOut += bytesOut;
@@ -540,7 +555,7 @@ function watchHandledConn(ctx: ConnContext, protocol: 'http1' | 'http2', detectM
   // The shared sweep (sweep.ts), not a Node timer per connection.
   const swept = everyMs > 0 ? { sweep: report } : null;
   if (swept) sweeper.every(everyMs, swept);
-  client.on('error', (err: Error) => (error ??= `client: ${errCode(err)}`));
+  io.on('error', (err: Error) => (error ??= `client: ${errCode(err)}`));
   client.once('close', () => {
     if (swept) sweeper.stop(everyMs, swept);
     report();

@@ -8,6 +8,7 @@
  * a third lost); corked, the last bytes and the FIN leave as one segment, as from nginx.
  */
 import type * as net from 'node:net';
+import type { ForwarderSocket } from './forwarder-socket.ts';
 import { loadAddon } from '../datapath/addon.ts';
 import { socketFd } from './kernel-splice.ts';
 
@@ -37,7 +38,7 @@ function native(): FinOps | null {
  * before and the caller's end() sends it. Either way the caller still calls end(), whose own
  * shutdown then finds the FIN sent and does nothing.
  */
-export function writeWithFin(sock: net.Socket, write: () => void): boolean {
+export function writeWithFin(sock: ForwarderSocket, write: () => void): boolean {
   const sent = corkedFin(sock, write);
   if (sent) finCounts.withLastBytes++;
   else finCounts.late++;
@@ -50,8 +51,10 @@ export function writeWithFin(sock: net.Socket, write: () => void): boolean {
  */
 export const finCounts = { withLastBytes: 0, late: 0 };
 
-function corkedFin(sock: net.Socket, write: () => void): boolean {
-  const fd = sock.destroyed || sock.writableLength !== 0 ? null : socketFd(sock);
+function corkedFin(sock: ForwarderSocket, write: () => void): boolean {
+  // A socket driven from C++ (native-socket.ts) corks and shuts its own fd.
+  if (sock.writeWithFin !== undefined) return sock.writeWithFin(write);
+  const fd = sock.destroyed || sock.writableLength !== 0 ? null : socketFd(sock as net.Socket);
   const n = fd === null ? null : native();
   if (n === null || n.setCork(fd!, true) !== 0) {
     write();
@@ -64,6 +67,6 @@ function corkedFin(sock: net.Socket, write: () => void): boolean {
 }
 
 /** The FIN now, when nothing is left to write with it (a reply Node has fully handed over). */
-export function finNow(sock: net.Socket): boolean {
+export function finNow(sock: ForwarderSocket): boolean {
   return corkedFin(sock, () => {});
 }

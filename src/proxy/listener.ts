@@ -20,6 +20,7 @@ import { localPair } from './local-pair.ts';
 import { unevaluated } from '../policy/conn-authz.ts';
 import { HeapSettle, type HeapSettleOptions } from './heap-settle.ts';
 import { plainIp } from '../util/ip.ts';
+import { nativeIoCounts, nativeIoOps } from './native-socket.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
@@ -86,6 +87,8 @@ export interface ProxyOptions {
   sweeper?: Sweeper;
   /** Kernel splice for opaque tunnels (--kernel-splice, docs/proxy.md); default none: Node copies. */
   splicer?: KernelSplicer | null;
+  /** HTTP/1 connections' sockets driven from C++ (--native-io, docs/proxy.md); default false: Node's streams. */
+  nativeIo?: boolean;
   /**
    * Destinations remembered as HTTP/1 client-first, which skip the eager dial (docs/proxy.md).
    * Default 4096; 0 = none (every connection dials at accept).
@@ -151,6 +154,9 @@ export interface ProxyStats {
   tunnelledInspected: number;
   /** Connections of meshed pods of this node to a Service endpoint of this node its policy does not allow whole, served in-process. */
   localInspected: number;
+  /** --native-io: HTTP/1 client and upstream sockets this thread drove from C++ (native-socket.ts). */
+  nativeIoClients?: number;
+  nativeIoUpstreams?: number;
 }
 
 export const DEFAULT_DETECT_TIMEOUT_MS = 1000;
@@ -226,6 +232,7 @@ export class Proxy {
       sweeper: opts.sweeper,
       onDecision: this.#countDecision,
       splicer: opts.splicer ?? null,
+      nativeIo: opts.nativeIo === true && this.#nativeIoReady(),
       onSplice: this.#countSplice,
       knownHttp1: this.#knownHttp1,
       onKnownHttp1: this.#countKnownHttp1,
@@ -356,7 +363,15 @@ export class Proxy {
 
   stats(): ProxyStats {
     const s = this.#stats;
-    return { ...s, byProtocol: { ...s.byProtocol }, byDetection: { ...s.byDetection }, knownHttp1Dests: this.#knownHttp1?.size ?? 0 };
+    const io = this.#cfg.nativeIo ? { nativeIoClients: nativeIoCounts.clients, nativeIoUpstreams: nativeIoCounts.upstreams } : {};
+    return { ...s, byProtocol: { ...s.byProtocol }, byDetection: { ...s.byDetection }, knownHttp1Dests: this.#knownHttp1?.size ?? 0, ...io };
+  }
+
+  /** --native-io needs the addon's socket calls; without them HTTP/1 stays on Node's sockets, said once. */
+  #nativeIoReady(): boolean {
+    if (nativeIoOps() !== null) return true;
+    this.#log('warn', '--native-io: the datapath addon (build/Release/mesh_bpf.node) has no native socket calls, so HTTP/1 stays on Node\'s sockets; rebuild it with ./dev setup', {});
+    return false;
   }
 
   #countKnownHttp1 = (skippedDial: boolean): void => {

@@ -14,7 +14,7 @@
  * JavaScript until then.
  */
 import { EventEmitter } from 'node:events';
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import * as tls from 'node:tls';
 import * as util from 'node:util';
 import { loadAddon, type Addon } from '../datapath/addon.ts';
@@ -63,6 +63,9 @@ export function nativeIoOps(): IoOps | null {
   }
   return ops;
 }
+
+/** Sockets adopted on this thread so far: clients, and upstreams (at connect for those still connecting). */
+export const nativeIoCounts = { clients: 0, upstreams: 0 };
 
 /** Adopted sockets open on this thread, as the addon counts them (tests: nothing left behind). */
 export function nativeSocketCount(): number {
@@ -123,6 +126,8 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     super();
     this.#io = io;
     this.allowHalfOpen = allowHalfOpen;
+    // A peer's error must never be an uncaught exception, whoever owns the socket at the time.
+    this.on('error', ignoreError);
   }
 
   /**
@@ -152,6 +157,7 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     s.#bytesRead = sock.bytesRead; // the connection's counts go on from Node's (the head included)
     s.#bytesWritten = sock.bytesWritten;
     live.set(id, s);
+    nativeIoCounts.clients++;
     s.once('close', () => sock.destroy());
     sock.once('close', () => s.destroy());
     return { socket: s, head: extra.length === 0 ? head : Buffer.concat([head, ...extra]) };
@@ -162,9 +168,11 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
    * `sock` itself when it cannot be: not plain TCP, Node already holds bytes of it, or no addon.
    * Node's socket is destroyed once its fd is adopted (the dup keeps the connection).
    */
-  static wrap(sock: net.Socket): ForwarderSocket {
+  static wrap(up: ForwarderSocket): ForwarderSocket {
     const io = nativeIoOps();
-    if (io === null || sock.destroyed || !isPlainTcp(sock) || sock.readableLength > 0) return sock;
+    if (io === null || !(up instanceof net.Socket)) return up; // already adopted, or not Node's TCP
+    const sock = up;
+    if (sock.destroyed || !isPlainTcp(sock) || sock.readableLength > 0) return sock;
     const s = new NativeSocket(io, sock.allowHalfOpen);
     if (sock.connecting) {
       sock.pause(); // so Node does not start reading when it connects
@@ -210,6 +218,7 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     }
     this.#bytesWritten += sock.bytesWritten;
     live.set(this.#id, this);
+    nativeIoCounts.upstreams++;
     sock.on('error', ignoreError);
     sock.destroy();
     return true;

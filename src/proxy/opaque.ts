@@ -65,7 +65,7 @@ export function forwardOpaque(ctx: ConnContext, upstream: net.Socket, limits: Pr
 }
 
 /** Tears a socket down with an RST when it is connected, plainly when it is not (no handshake to abort). */
-export function abortSocket(sock: net.Socket): void {
+export function abortSocket(sock: { readonly destroyed: boolean; readonly connecting: boolean; destroy(): unknown; resetAndDestroy(): unknown }): void {
   if (sock.destroyed) return;
   if (sock.connecting) {
     sock.destroy();

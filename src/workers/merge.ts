@@ -32,6 +32,8 @@ export function sumProxyStats(all: readonly ProxyStats[]): ProxyStats {
     out.inboundAccepted += s.inboundAccepted ?? 0;
     out.tunnelledInspected += s.tunnelledInspected ?? 0;
     out.localInspected += s.localInspected ?? 0;
+    if (s.nativeIoClients !== undefined) out.nativeIoClients = (out.nativeIoClients ?? 0) + s.nativeIoClients;
+    if (s.nativeIoUpstreams !== undefined) out.nativeIoUpstreams = (out.nativeIoUpstreams ?? 0) + s.nativeIoUpstreams;
   }
   return out;
 }

@@ -34,6 +34,8 @@ export interface WorkerInit {
   /** The datapath's maps, opened by the main thread (MapView). */
   mapFds: MapFds;
   kernelSplice: boolean;
+  /** --native-io: HTTP/1 connections' sockets driven from C++ (native-socket.ts). */
+  nativeIo?: boolean;
   opaquePorts: string;
   detectTimeoutMs?: number;
   maxConnections?: number;

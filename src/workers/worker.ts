@@ -112,6 +112,7 @@ const proxy = new Proxy({
   tunnels: tunnels?.tunnels,
   openSlots: { counts: new Int32Array(init.openSlots), slot: init.index },
   splicer: init.kernelSplice ? view.splicer() : null,
+  nativeIo: init.nativeIo ?? false,
   authorize: authorizer.authorize,
   // A connection the kernel redirected for a table this worker has not applied yet waits for it.
   policyReady: workerPolicyReady(tableSeq, authorizer, limits.upstreamConnectTimeoutMs),

@@ -15,7 +15,7 @@
 // covers the request, attempt, response-head and idle timeouts and the backoff; a timed-out
 // attempt's connection is closed, never pooled (docs/routing.md).
 
-import type * as net from 'node:net';
+import type { ForwarderSocket } from '../forwarder-socket.ts';
 import { endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
 import { abortSocket } from '../opaque.ts';
 import type { HttpRequestView } from '../../policy/authorize.ts';
@@ -51,7 +51,8 @@ const NON_RETRYABLE_MAX_IDLE_MS = 1000;
 
 export class Http1Connection implements UpstreamOwner {
   private readonly ctx: ConnContext;
-  private readonly client: net.Socket;
+  /** The client as the forwarder drives it: ctx.client, or its socket driven from C++ (ctx.io, --native-io). */
+  private readonly client: ForwarderSocket;
   private readonly limits: ProxyLimits;
   private readonly pool: UpstreamPool;
   private route: ServiceRoute | null;
@@ -71,7 +72,7 @@ export class Http1Connection implements UpstreamOwner {
   private readonly reqReader: HeadReader;
   private readonly resReader: HeadReader;
   /** The dispatcher's eagerly opened upstream, until the first request adopts it. */
-  private eager: net.Socket | null;
+  private eager: ForwarderSocket | null;
   /** Client bytes read past the current request (a pipelined request or early tunnel data). */
   private pending: Buffer | null = null;
   private clientEnded = false;
@@ -106,7 +107,7 @@ export class Http1Connection implements UpstreamOwner {
   private resBody: BodyFramer | null = null;
   private resHeadSent = false;
   private upExtra = false;
-  private up: net.Socket | null = null;
+  private up: ForwarderSocket | null = null;
   /** `up` served an earlier response (bound or pooled): it may have been closed by the server. */
   private upReused = false;
   /** `up` is bound between exchanges (idle, healthy as far as we know), since `upIdleSince`. */
@@ -153,16 +154,16 @@ export class Http1Connection implements UpstreamOwner {
   /** `up` has connected (a failure before that is a connect error, which a retry policy retries). */
   private upConnected = false;
 
-  constructor(ctx: ConnContext, upstream: net.Socket | null, limits: ProxyLimits, pool: UpstreamPool) {
+  constructor(ctx: ConnContext, upstream: ForwarderSocket | null, limits: ProxyLimits, pool: UpstreamPool) {
     this.ctx = ctx;
-    this.client = ctx.client;
+    this.client = ctx.io?.client ?? ctx.client;
     this.limits = limits;
     this.pool = pool;
     this.route = ctx.route ?? null;
     this.targetIp = ctx.endpoints.destIp;
     this.targetPort = ctx.endpoints.destPort;
     this.targetKey = UpstreamPool.key(this.targetIp, this.targetPort);
-    this.eager = upstream;
+    this.eager = upstream !== null && ctx.io ? ctx.io.upstream(upstream) : upstream;
     this.eagerLease = ctx.lease ?? null;
     ctx.lease = null;
     this.reqReader = new HeadReader(limits.maxHeaderBytes, true);
@@ -705,7 +706,7 @@ export class Http1Connection implements UpstreamOwner {
 
   /** Borrows an upstream for the current exchange; false when the exchange already failed. */
   private attachUpstream(fresh: boolean): boolean {
-    let s: net.Socket | null = null;
+    let s: ForwarderSocket | null = null;
     let reused = false;
     // The first exchange adopts the eager upstream; with a route its endpoint is the eager lease's.
     if (!fresh && this.eager !== null) {
@@ -722,7 +723,8 @@ export class Http1Connection implements UpstreamOwner {
     }
     if (s === null) {
       try {
-        s = this.ctx.dial(this.targetIp, this.targetPort);
+        const dialed = this.ctx.dial(this.targetIp, this.targetPort);
+        s = this.ctx.io ? this.ctx.io.upstream(dialed) : dialed;
       } catch (err) {
         this.abortExchange(502, (err as Error).message);
         return false;
@@ -745,7 +747,7 @@ export class Http1Connection implements UpstreamOwner {
   }
 
   /** Stops taking the upstream's events; the caller pools or destroys the socket. */
-  private detachUpstream(): net.Socket | null {
+  private detachUpstream(): ForwarderSocket | null {
     const s = this.up;
     if (s === null) return null;
     this.up = null;

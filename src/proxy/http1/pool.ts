@@ -9,7 +9,7 @@
 // (docs/routing.md); with listeners added and removed at each move, and a socket timer armed at
 // each park, that move cost more than the balancer's pick (docs/benchmarks.md).
 
-import type * as net from 'node:net';
+import type { ForwarderSocket } from '../forwarder-socket.ts';
 import { performance } from 'node:perf_hooks';
 
 export interface UpstreamPoolOptions {
@@ -36,7 +36,7 @@ export interface UpstreamOwner {
 }
 
 const kOwner = Symbol('upstreamOwner');
-type Owned = net.Socket & { [kOwner]?: UpstreamOwner | null };
+type Owned = ForwarderSocket & { [kOwner]?: UpstreamOwner | null };
 
 function onData(this: Owned, chunk: Buffer): void { this[kOwner]?.upstreamData(chunk); }
 function onEnd(this: Owned): void { this[kOwner]?.upstreamEnd(); }
@@ -48,7 +48,7 @@ function onClose(this: Owned, hadError: boolean): void { this[kOwner]?.upstreamC
  * nobody (the socket is being destroyed, or handed on in the same tick). The listeners are added
  * on the first call and stay; an error with no owner is dropped, never thrown.
  */
-export function own(socket: net.Socket, owner: UpstreamOwner | null): void {
+export function own(socket: ForwarderSocket, owner: UpstreamOwner | null): void {
   const s = socket as Owned;
   if (s[kOwner] === undefined) {
     s.on('data', onData);
@@ -60,13 +60,13 @@ export function own(socket: net.Socket, owner: UpstreamOwner | null): void {
 }
 
 class IdleConn implements UpstreamOwner {
-  readonly socket: net.Socket;
+  readonly socket: ForwarderSocket;
   readonly key: string;
   /** The pool's clock when parked. */
   readonly parkedAt: number;
   private readonly pool: UpstreamPool;
 
-  constructor(pool: UpstreamPool, key: string, socket: net.Socket, now: number) {
+  constructor(pool: UpstreamPool, key: string, socket: ForwarderSocket, now: number) {
     this.pool = pool;
     this.key = key;
     this.socket = socket;
@@ -112,7 +112,7 @@ export class UpstreamPool {
    * One parked past the idle timeout is never handed out (the sweep may not have run yet).
    * The caller owns the returned socket: it must own() it or destroy it.
    */
-  acquire(key: string, maxIdleMs = Infinity): net.Socket | null {
+  acquire(key: string, maxIdleMs = Infinity): ForwarderSocket | null {
     const list = this.idle.get(key);
     if (list === undefined) return null;
     const now = this.now();
@@ -138,7 +138,7 @@ export class UpstreamPool {
   }
 
   /** Parks a connection its user no longer owns (own(socket, null), or about to be replaced). */
-  release(key: string, socket: net.Socket): void {
+  release(key: string, socket: ForwarderSocket): void {
     if (this.closed || socket.destroyed || !socket.writable || !socket.readable) {
       own(socket, null);
       socket.destroy();
