@@ -40,6 +40,10 @@ struct Sock {
   IoState* st = nullptr;
   int events = 0;          // what the poll handle waits for now (0: stopped)
   bool reading = false;    // JavaScript wants reads (resume/pause)
+  // Paused but still polled for readable: a pause is usually short (the forwarder pauses its
+  // client for each exchange), and changing a poll handle's events costs epoll_ctl calls
+  // (libuv deletes and re-adds the fd). The poll drops readable only if data comes while paused.
+  bool lazyRead = false;
   bool eof = false;        // read() returned 0: nothing more to read
   bool endAfterFlush = false; // end() was called with bytes still kept
   bool failed = false;     // an error was reported: no more I/O
@@ -105,7 +109,8 @@ bool emit(Sock* s, uint32_t kind, uint32_t value) {
 /** Starts, changes or stops the poll to what the socket waits for now. */
 void update(Sock* s) {
   if (s->closing) return;
-  int want = s->failed ? 0 : ((s->reading && !s->eof) ? UV_READABLE : 0) | (s->pending.size() > s->pendingOff ? UV_WRITABLE : 0);
+  bool read = (s->reading || s->lazyRead) && !s->eof;
+  int want = s->failed ? 0 : (read ? UV_READABLE : 0) | (s->pending.size() > s->pendingOff ? UV_WRITABLE : 0);
   if (want == s->events) return;
   s->events = want;
   if (want) uv_poll_start(&s->poll, want, onPoll);
@@ -175,6 +180,11 @@ void onPoll(uv_poll_t* handle, int status, int events) {
   if (events & UV_WRITABLE) {
     flush(s);
     if (s->closing || s->failed) return;
+  }
+  if ((events & UV_READABLE) && !s->reading && s->lazyRead) {
+    s->lazyRead = false; // data while paused: stop polling for it until resumed
+    update(s);
+    return;
   }
   if ((events & UV_READABLE) && s->reading && !s->eof) {
     IoState* st = s->st;
@@ -255,7 +265,9 @@ Napi::Value IoAdopt(const Napi::CallbackInfo& info) {
 Napi::Value IoRead(const Napi::CallbackInfo& info) {
   Sock* s = sockArg(info, "ioRead");
   if (s) {
-    s->reading = info.Length() > 1 && info[1].ToBoolean().Value();
+    bool on = info.Length() > 1 && info[1].ToBoolean().Value();
+    s->lazyRead = !on && (s->reading || s->lazyRead);
+    s->reading = on;
     update(s);
   }
   return info.Env().Undefined();
