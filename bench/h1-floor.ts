@@ -8,7 +8,8 @@
 // with reuseport, as the bench runs it with N proxies, when N > 1), floor (net.createServer, one
 // upstream connection per client dialed at accept, on('data') -> write() both ways, no parsing),
 // floor-onread (the same, the upstream read with `onread` into one buffer), agent (src/proxy's
-// Proxy, detection and the HTTP/1 forwarder, the worker thread's telemetry, to a pod IP).
+// Proxy, detection and the HTTP/1 forwarder, the worker thread's telemetry, to a pod IP),
+// agent-native (the same with --native-io: its HTTP/1 sockets driven from C++, src/proxy/native-socket.ts).
 // Only when named in --only, built then with node-gyp (bench/native/poll-forwarder.cc): addon-c
 // and addon-js, which accept and dial as the floor does, then hand both fds to a small addon that
 // reads and writes them from C++ with libuv poll handles on Node's loop: addon-c runs no
@@ -89,7 +90,7 @@ else {
 async function serve(kind: string, upPort: number): Promise<void> {
   process.on('SIGTERM', () => process.exit(0)); // a normal exit writes --cpu-prof's profile
   let port: number;
-  if (kind === 'agent') {
+  if (kind === 'agent' || kind === 'agent-native') {
     const { Proxy } = await import('../src/proxy/index.ts');
     const { TelemetryHub } = await import('../src/telemetry/hub.ts');
     const { MetricsRecorder } = await import('../src/telemetry/recorder.ts');
@@ -100,7 +101,14 @@ async function serve(kind: string, upPort: number): Promise<void> {
     const hub = new TelemetryHub({ workloads, onError: (msg) => process.stderr.write(`agent telemetry: ${msg}\n`) });
     hub.add(new MetricsRecorder({ workloads }));
     hub.add(new ReportAggregator(workloads));
-    const proxy = new Proxy({ listen: { host: CLIENT_IP, port: 0 }, lookup: () => ({ ip: SERVER_IP, port: upPort, podKey: 1n }), telemetry: hub, log: () => {} });
+    const nativeIo = kind === 'agent-native';
+    if (nativeIo) {
+      const { nativeIoCounts, nativeIoOps } = await import('../src/proxy/native-socket.ts');
+      if (nativeIoOps() === null) throw new Error('agent-native needs the datapath addon with its native socket calls: build it with ./dev setup');
+      // On exit: shows the sockets really were adopted (a client per h2load connection, their upstreams).
+      process.on('exit', () => process.stderr.write(`agent-native adopted ${JSON.stringify(nativeIoCounts)}\n`));
+    }
+    const proxy = new Proxy({ listen: { host: CLIENT_IP, port: 0 }, lookup: () => ({ ip: SERVER_IP, port: upPort, podKey: 1n }), telemetry: hub, log: () => {}, nativeIo });
     port = (await proxy.listen()).port;
   } else if (kind === 'floor' || kind === 'floor-onread') {
     const buffer = Buffer.allocUnsafe(64 * 1024);
@@ -135,7 +143,7 @@ async function main(): Promise<void> {
       throw new Error(`${tool} is missing: install it (./dev setup installs nginx and nghttp2-client's h2load)`);
     }
   }
-  const all = ['nginx', ...(NGINX_PROCS > 1 ? [`nginx-${NGINX_PROCS}`] : []), 'floor', 'floor-onread', 'agent'];
+  const all = ['nginx', ...(NGINX_PROCS > 1 ? [`nginx-${NGINX_PROCS}`] : []), 'floor', 'floor-onread', 'agent', 'agent-native'];
   const onDemand = ['addon-c', 'addon-js']; // need a compiler: only when named
   const names = o.only ? o.only.split(',') : all;
   const unknown = names.filter((n) => !all.includes(n) && !onDemand.includes(n));
