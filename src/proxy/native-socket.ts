@@ -15,7 +15,6 @@
  */
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import * as util from 'node:util';
 import { loadAddon, type Addon } from '../datapath/addon.ts';
 import type { ForwarderSocket } from './forwarder-socket.ts';
@@ -78,7 +77,8 @@ interface TcpHandle {
 
 /** A plain TCP net.Socket (not TLS, not a tunnel's stream or an in-process pair): the kind adopted. */
 export function isPlainTcp(sock: net.Socket): boolean {
-  if (sock instanceof tls.TLSSocket) return false;
+  // A TLSSocket says `encrypted`: checked so, this module does not load node:tls.
+  if ((sock as { encrypted?: boolean }).encrypted === true) return false;
   const h = (sock as unknown as { _handle?: TcpHandle | null })._handle;
   return h?.constructor?.name === 'TCP';
 }
