@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { KubeSource, type KubeSourceOptions } from '../src/k8s/kube-source.ts';
 import { LeanKubeApi } from '../src/k8s/kube-api.ts';
+import { refusedPort } from './helpers/ports.ts';
 import type { Snapshot } from '../src/k8s/objects.ts';
 import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
 import { SimApiServer } from '../src/sim/index.ts';
@@ -265,9 +266,8 @@ test('403 on watch: the hint, backoff, and a resume from the last resourceVersio
 });
 
 test('an unreachable API server is reported with the address and retried', async (t) => {
-  const api = await new SimApiServer().start();
-  const client = apiFor(api);
-  await api.close(); // nothing listens on the port now
+  const url = `http://127.0.0.1:${await refusedPort(t)}`; // nothing listens there, nor will while the test runs
+  const client = new LeanKubeApi({ server: url, insecure: true, token: 't' });
   const errors: Error[] = [];
   const src = new KubeSource({ nodeName: NODE, api: client, onSnapshot: () => {}, onError: (e) => errors.push(e), backoff: { initialMs: 20, maxMs: 50 } });
   const started = src.start();
@@ -276,7 +276,7 @@ test('an unreachable API server is reported with the address and retried', async
   src.stop();
   await t.throwsAsync(started, { message: /stopped before the first list/ });
   t.true(errors.length >= 2);
-  t.regex(errors[0].message, new RegExp(`cannot reach the API server at ${api.url.replace(/\./g, '\\.')}`));
+  t.regex(errors[0].message, new RegExp(`cannot reach the API server at ${url.replace(/\./g, '\\.')}`));
 });
 
 test('stop() leaves nothing open: the process exits by itself', async (t) => {

@@ -14,7 +14,7 @@ import { defaultLimits, type ConnContext, type ProtocolHandler } from '../src/pr
 import { RecordingSink } from '../src/telemetry/events.ts';
 import { waitFor } from './helpers/until.ts';
 import { ManualSweeper } from './helpers/manual-sweeper.ts';
-import { freePort } from './helpers/ports.ts';
+import { refusedPort } from './helpers/ports.ts';
 
 const HOST = '127.0.0.1';
 
@@ -635,10 +635,10 @@ test('a throwing handler resets the connection instead of crashing', async (t) =
 });
 
 test('upstream refused: the client is reset (detection path and opaque-port path)', async (t) => {
-  // Below the ephemeral range (helpers/ports.ts): a port a server of ours had from listen(0) and
-  // closed could be taken again by a parallel test's listen(0), or be the proxy's own dial's
-  // source port (a self-connect): the CI of 265f91d saw a clean close instead of the reset.
-  const deadPort = await freePort();
+  // Not a port a server of ours had from listen(0) and closed: a parallel test's listen(0) could
+  // take it again, or it could be the proxy's own dial's source port (a self-connect): the CI of
+  // 265f91d saw a clean close instead of the reset. refusedPort holds it bound (helpers/ports.ts).
+  const deadPort = await refusedPort(t);
   for (const opaquePorts of [PortSet.empty(), PortSet.of([deadPort])]) {
     const h = await startProxy(deadPort, { opaquePorts });
     const c = connect(h.port);

@@ -21,6 +21,7 @@ import { nativeIo } from './helpers/native-io.ts';
 // The report of a request reaches the sink after the client's answer: a loaded machine (CI with a core busy) took over 5 s once.
 const SINK_WAIT_MS = 30_000;
 import { backend, HOST, type Backend, type Handler } from './helpers/backends.ts';
+import { refusedPort } from './helpers/ports.ts';
 
 const VIPS: Record<string, string> = { api: '10.96.7.7', 'api-v1': '10.96.7.8', 'api-v2': '10.96.7.9' };
 
@@ -38,6 +39,11 @@ function world(store: DiscoveryStore, eps: Record<string, Backend[]>, routes: Ro
 
 const route = (rules: RouteRecord['rules'], kind: RouteRecord['kind'] = 'HTTPRoute'): RouteRecord => ({ kind, namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }], rules });
 const to = (...bs: Array<[string, number]>) => bs.map(([name, weight]) => ({ namespace: 'shop', name, port: 80, weight }));
+
+/** An endpoint whose port refuses every connection, and stays refusing however many tests run beside this one. */
+async function refusedBackend(t: import('ava').ExecutionContext): Promise<Backend> {
+  return { name: 'dead', port: await refusedPort(t), hits: 0, bodies: [], cancelled: 0, server: null as unknown as net.Server, close: async () => {} };
+}
 
 async function startProxy(store: DiscoveryStore, random?: () => number) {
   const sink = new RecordingSink();
@@ -210,8 +216,7 @@ test('HTTP/1: a POST body is sent again on a retry; one over 64 KiB is never ret
 
 test('HTTP/1: a connect error is retried under a retry policy, to the backend the next pick gives', async (t) => {
   const good = await backend('good');
-  const dead = await backend('dead');
-  await dead.close(); // its port now refuses
+  const dead = await refusedBackend(t);
   // Picks alternate: the first attempt of every request goes to the dead backend, the retry to the good one.
   let flip = 0;
   const { port, sink } = await setup(t, { api: [good], 'api-v1': [dead], 'api-v2': [good] }, [route([{ matches: [], backends: to(['api-v1', 1], ['api-v2', 1]), retry: { limit: 1 } }])], {}, () => (flip++ % 2 === 0 ? 0.1 : 0.9));
@@ -227,8 +232,7 @@ test('HTTP/1: a connect error is retried under a retry policy, to the backend th
 
 test('a Service connection whose eager connect is refused dials another endpoint instead of failing (no route needed)', async (t) => {
   const good = await backend('good');
-  const dead = await backend('dead');
-  await dead.close();
+  const dead = await refusedBackend(t);
   const { port, sink } = await setup(t, { api: [good, dead] }, []);
   // A new connection per request: each is dialled eagerly, to whichever endpoint P2C picks.
   for (let i = 0; i < 20; i++) t.is((await request(port)).body, 'good');
