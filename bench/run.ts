@@ -245,6 +245,8 @@ async function runPath(sc: NodeScenario, mode: Mode, env: BenchEnv, o: Options):
   const meshed = mode === 'mesh' || mode === 'mtls';
   if (meshed && !sc.ownAgent) out.notes.push(perProxy(before.proxy.workers, after.proxy.workers).replace('mesh per proxy', `${mode} per proxy`));
   if (meshed && accepted === 0 && !sc.ownAgent) throw new Error(`${sc.id}: the ${mode} run never reached the agent; is the client pod meshed?`);
+  // --native-io (MESH_BENCH_AGENT_ARGS): the sockets the run's connections had driven from C++, so a report shows the path was taken.
+  if (meshed && after.proxy.nativeIoClients !== undefined) out.notes.push(`${mode} --native-io: ${after.proxy.nativeIoClients - (before.proxy.nativeIoClients ?? 0)} client sockets and ${after.proxy.nativeIoUpstreams - (before.proxy.nativeIoUpstreams ?? 0)} upstreams adopted over ${accepted} connections accepted.`);
   if (!meshed && accepted !== 0) throw new Error(`${sc.id}: the ${mode} run went through the agent (${accepted} connections)`);
   if (remote !== undefined) {
     // The mTLS run must have crossed in tunnels, the plaintext one not.
