@@ -97,6 +97,19 @@ async function stopAgent(a: ChildProcess): Promise<void> {
   await exited(a);
 }
 
+/** SIGTERM to the agent under the keep-alive loads: it exits 0, the loads go on directly, and no request of theirs failed. */
+async function sigtermWithoutFailures(t: import('ava').ExecutionContext, agent: ChildProcess, loads: JsonLines[]): Promise<void> {
+  agent.kill('SIGTERM');
+  t.is(await exited(agent), 0, `the agent exits 0; log: ${log.slice(-2000)}`);
+  const after = loads.map((l) => l.lines.length);
+  // The loads go on, now directly: wait for requests after the agent is gone, then stop them.
+  await Promise.all(loads.map((l, i) => l.waitFor((o) => l.lines.indexOf(o) > after[i]! && o.tick?.byName?.api > 0, 15_000, 'load flowing without the agent')));
+  for (const l of loads) l.child.stdin!.end();
+  await Promise.all(loads.map((l) => l.waitFor((o) => o.stopped, 20_000, 'load stopped')));
+  const failures = loads.flatMap((l) => l.lines.filter((o) => o.tick?.failures > 0).map((o) => o.tick.errors));
+  t.deepEqual(failures, [], 'no request failed');
+}
+
 async function tool(pod: SimPod, args: string[]): Promise<any[]> {
   const r = await pod.exec(process.execPath, [TOOLS_PATH, ...args], { timeoutMs: 120_000 });
   if (r.code !== 0) throw new Error(`${args.join(' ')} in ${pod.name} exited ${r.code}: ${r.stderr}`);
@@ -289,15 +302,7 @@ test.serial('with 2 proxies, gRPC calls on new connections are served by both, t
 test.serial('SIGTERM with 2 proxies: keep-alive clients in a loop see no failed request while the agent drains and exits', async (t) => {
   const agent = await startAgent(2, ['--drain', '5000']);
   const { loads } = await loadsOnEveryProxy(2, 200);
-  agent.kill('SIGTERM');
-  t.is(await exited(agent), 0, `the agent exits 0; log: ${log.slice(-2000)}`);
-  const after = loads.map((l) => l.lines.length);
-  // The loads go on, now directly: wait for requests after the agent is gone, then stop them.
-  await Promise.all(loads.map((l, i) => l.waitFor((o) => l.lines.indexOf(o) > after[i]! && o.tick?.byName?.api > 0, 15_000, 'load flowing without the agent')));
-  for (const l of loads) l.child.stdin!.end();
-  await Promise.all(loads.map((l) => l.waitFor((o) => o.stopped, 20_000, 'load stopped')));
-  const failures = loads.flatMap((l) => l.lines.filter((o) => o.tick?.failures > 0).map((o) => o.tick.errors));
-  t.deepEqual(failures, [], 'no request failed');
+  await sigtermWithoutFailures(t, agent, loads);
 });
 
 test.serial('--native-io reaches both proxies: keep-alive loads through 2 proxies on sockets driven from C++, then SIGTERM with no failed request', async (t) => {
@@ -313,12 +318,5 @@ test.serial('--native-io reaches both proxies: keep-alive loads through 2 proxie
   // Every HTTP/1 client connection, on either proxy, was adopted; so were their upstreams.
   t.is(s.proxy.nativeIoClients, http1, 'every HTTP/1 client socket is driven from C++');
   t.true(s.proxy.nativeIoUpstreams >= 1, `upstreams driven from C++: ${s.proxy.nativeIoUpstreams}`);
-  agent.kill('SIGTERM');
-  t.is(await exited(agent), 0, `the agent exits 0; log: ${log.slice(-2000)}`);
-  const after = loads.map((l) => l.lines.length);
-  await Promise.all(loads.map((l, i) => l.waitFor((o) => l.lines.indexOf(o) > after[i]! && o.tick?.byName?.api > 0, 15_000, 'load flowing without the agent')));
-  for (const l of loads) l.child.stdin!.end();
-  await Promise.all(loads.map((l) => l.waitFor((o) => o.stopped, 20_000, 'load stopped')));
-  const failures = loads.flatMap((l) => l.lines.filter((o) => o.tick?.failures > 0).map((o) => o.tick.errors));
-  t.deepEqual(failures, [], 'no request failed');
+  await sigtermWithoutFailures(t, agent, loads);
 });
