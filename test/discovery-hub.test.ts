@@ -129,7 +129,7 @@ test('a snapshot read slowly while the world changes ends in the world as it is,
   t.is(r.store.podByIp('10.3.0.1')?.name, 'new');
   t.is(r.store.byVip('10.96.0.10', 80), null);
   t.truthy(r.store.byVip('10.96.0.20', 80));
-  t.deepEqual(r.store.counts(), { services: 1, slices: 0, endpoints: 0, pods: 200, routes: 0, access: 0 });
+  t.deepEqual(r.store.counts(), { services: 1, slices: 0, endpoints: 0, pods: 200, routes: 0, failedClosed: 0, access: 0 });
   hub.upsert('pod', pod('later', '10.4.0.1'));
   await waitFor(() => r.store.podByIp('10.4.0.1') !== undefined);
   t.is(hub.state().agentsLive, 1);

@@ -174,6 +174,9 @@ test('a route record this agent cannot read whole: applied as a refused route (f
   t.is(fake.streams(), 1, 'never reconnected');
   t.is(s.badLines, 0);
   t.is(s.refusedRoutes, 1);
+  // Held while the record stands: `mesh-agent status` says it, and the agent is degraded for it.
+  t.is(s.failedClosed, 1);
+  t.deepEqual(discoveryHealth(s), ['discovery: 1 route from the controller this agent cannot read, failing closed (their requests answer 500; the reason is in RECENT ERRORS and `mesh-agent diagnostics policy`); run agents and the controller of the same release']);
   const [r] = a.store.routesFor('shop/web');
   t.is(r?.refused, 'HTTPRoute shop/r: rules[0].urlRewrite: unknown field "urlRewrite": this agent does not know it (a controller of a newer release?); fields read here: name, requestHeaders, responseHeaders, redirect, matches, backends, timeouts, retry, timeoutSources, retrySources');
   t.deepEqual(a.errors, [`the controller sent a route this agent cannot read (${r!.refused}); requests to shop/web:80 that it could take answer 500 until the agents and the controller run the same release`]);

@@ -21,6 +21,20 @@ test('synced: a DISCOVERY line with what the agent knows; healthy', (t) => {
   t.regex(render(s, h), /^DISCOVERY http:\/\/10\.96\.0\.5:8086: synced since 2026-01-01T00:00:00\.000Z, last update 2026-01-01T00:05:00\.000Z, 12 services, 14 slices, 40 endpoints, 55 pods, reconnects 1$/m);
 });
 
+test('routes failing closed (records this agent cannot read): said on the DISCOVERY line, and the agent is degraded while they stand', (t) => {
+  const s = { ...base, discovery: { ...link, failedClosed: 2 } };
+  const h = assessHealth(s);
+  t.deepEqual(h.reasons, ['discovery: 2 routes from the controller this agent cannot read, failing closed (their requests answer 500; the reason is in RECENT ERRORS and `mesh-agent diagnostics policy`); run agents and the controller of the same release']);
+  t.regex(render(s, h), /^DISCOVERY http:\/\/10\.96\.0\.5:8086: synced .*, reconnects 1, 2 routes failing closed$/m);
+  t.true(assessHealth({ ...base, discovery: { ...link, failedClosed: 0 } }).healthy);
+});
+
+test('--native-io: the PROXY line says how many HTTP/1 sockets were driven from C++; without it, nothing', (t) => {
+  const on = { ...base, proxy: { ...base.proxy, nativeIoClients: 12, nativeIoUpstreams: 3 } };
+  t.regex(render(on, assessHealth(on)), /^PROXY 10\.0\.0\.1:15001: .*, driven from C\+\+ \(--native-io\) 12 HTTP\/1 clients and 3 upstreams$/m);
+  t.notRegex(render(base, assessHealth(base)), /native-io/);
+});
+
 test('down: the line says why; degraded once down longer than the bound, naming the state it routes from', (t) => {
   const down = { ...link, state: 'backoff', connectedSince: null, downSince: '2026-01-01T00:05:01.000Z', downForMs: 30_000, lastError: 'controller http://10.96.0.5:8086: ECONNREFUSED' };
   const s = { ...base, discovery: down };

@@ -42,7 +42,7 @@ test('a ClusterIP:port resolves to the ready endpoints at the slice port of the 
   t.is(s.byVip('10.96.0.10', 81), null, 'a port the Service does not have');
   t.is(s.byVip('10.96.0.11', 80), null, 'not a ClusterIP');
   t.is(s.byVip('10.1.0.5', 8080), null, 'a pod IP goes to the original destination');
-  t.deepEqual(s.counts(), { services: 1, slices: 2, endpoints: 5, pods: 0, routes: 0, access: 0 });
+  t.deepEqual(s.counts(), { services: 1, slices: 2, endpoints: 5, pods: 0, routes: 0, failedClosed: 0, access: 0 });
 });
 
 test('a headless Service has no ClusterIP to resolve; a Service port no slice names says why it has no endpoints', (t) => {

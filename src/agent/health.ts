@@ -53,7 +53,8 @@ export function identityHealth(id: any): string[] {
 }
 
 /**
- * The discovery link's part: configured but never synced, or down longer than its staleAfterMs.
+ * The discovery link's part: configured but never synced, down longer than its staleAfterMs, or
+ * holding routes this agent could not read (each fails closed until agent and controller agree).
  * A controller without discovery (not-served) is a choice, not a fault: Services go to their
  * original destination, as without --controller.
  */
@@ -61,8 +62,10 @@ export function discoveryHealth(d: any): string[] {
   if (!d || d.state === 'not-served' || d.state === 'stopped') return [];
   const why = d.lastError ? `: ${d.lastError}` : '';
   if (!d.everSynced) return [`discovery: no cluster state from the controller ${d.url} yet (${d.state}${why}); Services go to their original destination until it comes`];
-  if (d.downForMs > d.staleAfterMs) return [`discovery: the link to ${d.url} has been down ${Math.round(d.downForMs / 1000)}s (${d.state}${why}); routing from the state of ${d.lastUpdateAt}`];
-  return [];
+  const out: string[] = [];
+  if (d.downForMs > d.staleAfterMs) out.push(`discovery: the link to ${d.url} has been down ${Math.round(d.downForMs / 1000)}s (${d.state}${why}); routing from the state of ${d.lastUpdateAt}`);
+  if (d.failedClosed > 0) out.push(`discovery: ${d.failedClosed} route${d.failedClosed === 1 ? '' : 's'} from the controller this agent cannot read, failing closed (their requests answer 500; the reason is in RECENT ERRORS and \`mesh-agent diagnostics policy\`); run agents and the controller of the same release`);
+  return out;
 }
 
 /**

@@ -53,7 +53,7 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   out.push('', 'PODS');
   out.push(table(['NAMESPACE', 'NAME', 'IP', 'MESHED', 'SKIP-OUT', 'SKIP-IN', 'OPAQUE', 'NOTE'],
     s.pods.map((p: any) => [p.namespace, p.name, p.ip ?? '-', p.meshed ? 'yes' : 'no', p.skipOutboundPorts || '-', p.skipInboundPorts || '-', p.opaquePorts ?? '-', [p.meshed ? '' : p.reason ?? '', ...p.annotationErrors].filter(Boolean).join('; ') || '-'])));
-  out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${counts(s.proxy.byProtocol)}, decided by ${counts(s.proxy.byDetection)}${s.proxy.eagerDialSkipped !== undefined ? `, HTTP/1 without eager dial ${s.proxy.eagerDialSkipped} (dialled late ${s.proxy.eagerDialLate}, ${s.proxy.knownHttp1Dests} known destinations)` : ''}`);
+  out.push('', `PROXY ${s.proxy.listen}: ${s.proxy.open} open, ${s.proxy.accepted} accepted, ${s.proxy.refusedNoRecord} refused without record, ${s.proxy.refusedOverCap} over the cap, by protocol ${counts(s.proxy.byProtocol)}, decided by ${counts(s.proxy.byDetection)}${s.proxy.eagerDialSkipped !== undefined ? `, HTTP/1 without eager dial ${s.proxy.eagerDialSkipped} (dialled late ${s.proxy.eagerDialLate}, ${s.proxy.knownHttp1Dests} known destinations)` : ''}${s.proxy.nativeIoClients !== undefined ? `, driven from C++ (--native-io) ${s.proxy.nativeIoClients} HTTP/1 clients and ${s.proxy.nativeIoUpstreams} upstreams` : ''}`);
   const workers: any[] = s.proxy.workers ?? [];
   if (workers.length > 1) {
     out.push('', 'PROXY WORKERS');
@@ -65,7 +65,7 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   const l = s.controller;
   out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');
   const d = s.discovery;
-  out.push(d ? `DISCOVERY ${d.url}: ${d.state}${d.connectedSince ? ` since ${d.connectedSince}` : ''}, last update ${d.lastUpdateAt ?? 'never'}, ${d.services} services, ${d.slices} slices, ${d.endpoints} endpoints, ${d.pods} pods, reconnects ${d.reconnects}${d.state !== 'synced' && d.lastError ? ` (${d.lastError})` : ''}` : 'DISCOVERY: none (Services resolve through the controller: run with --controller HOST:PORT)');
+  out.push(d ? `DISCOVERY ${d.url}: ${d.state}${d.connectedSince ? ` since ${d.connectedSince}` : ''}, last update ${d.lastUpdateAt ?? 'never'}, ${d.services} services, ${d.slices} slices, ${d.endpoints} endpoints, ${d.pods} pods, reconnects ${d.reconnects}${d.failedClosed ? `, ${d.failedClosed} routes failing closed` : ''}${d.state !== 'synced' && d.lastError ? ` (${d.lastError})` : ''}` : 'DISCOVERY: none (Services resolve through the controller: run with --controller HOST:PORT)');
   out.push(...identityLines(s.identity));
   if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
   return out.join('\n');

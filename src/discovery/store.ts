@@ -58,6 +58,8 @@ export interface DiscoveryCounts {
   endpoints: number;
   pods: number;
   routes: number;
+  /** Routes this agent could not read whole, failing closed (route-model.ts parseStreamedRoute). */
+  failedClosed: number;
   access: number;
 }
 
@@ -269,7 +271,9 @@ export class DiscoveryStore {
     const w = this.live;
     let endpoints = 0;
     for (const s of w.slices.values()) endpoints += s.endpoints.length;
-    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size, access: w.access.size };
+    let failedClosed = 0;
+    for (const r of w.routes.values()) if (r.refused !== undefined) failedClosed++;
+    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size, failedClosed, access: w.access.size };
   }
 }
 
