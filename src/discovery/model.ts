@@ -31,6 +31,7 @@ import { parseRouteKey, parseStreamedRoute, RouteError, type RouteRecord } from 
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
 import { MAX_PORT_RANGES } from '../proxy/ports.ts';
 import { show } from '../util/show.ts';
+import { DNS_LABELISH, MAX_NAME, isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 
 export const DISCOVERY_VERSION = 6;
 export const MIN_DISCOVERY_VERSION = 1;
@@ -127,31 +128,18 @@ export function serviceAuthority(namespace: string, name: string, port: number, 
 export const MAX_PORTS = 100;
 export const MAX_SLICE_ENDPOINTS = 1000;
 export const MAX_ANNOTATIONS = 64;
-export const MAX_NAME = 253;
+export { MAX_NAME, isName, isPort } from '../util/record-reader.ts';
 const MAX_VALUE = 4096;
 
 export class DiscoveryError extends Error {}
 
-const DNS_LABELISH = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export const isIPv4 = (s: unknown): s is string => typeof s === 'string' && IPV4.test(s);
-export const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= MAX_NAME && DNS_LABELISH.test(s);
-export const isPort = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
 
-function fail(where: string, what: string): never {
-  throw new DiscoveryError(`${where}: ${what}`);
-}
-
-function obj(v: unknown, where: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');
-  return v as Record<string, unknown>;
-}
-
-function name(v: unknown, where: string): string {
-  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${show(v)}`);
-  return v;
-}
+const read = recordReader((m) => new DiscoveryError(m));
+const fail: Fail = read.fail;
+const { obj, name, list } = read;
 
 function optName(v: unknown, where: string): string | undefined {
   return v === undefined ? undefined : name(v, where);
@@ -170,12 +158,6 @@ function port(v: unknown, where: string): number {
 
 function ipv4(v: unknown, where: string): string {
   if (!isIPv4(v)) fail(where, `expected an IPv4 address, got ${show(v)}`);
-  return v;
-}
-
-function list(v: unknown, where: string, max: number): unknown[] {
-  if (!Array.isArray(v)) fail(where, 'expected a list');
-  if (v.length > max) fail(where, `more than ${max} entries`);
   return v;
 }
 

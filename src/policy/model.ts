@@ -3,7 +3,7 @@
 // its HTTPRouteGroups and TCPRoutes, converted once by the controller into AccessRecords that the
 // discovery stream carries). The agent of the destination's node compiles what applies to each
 // of its pods (authorize.ts) and decides per connection and per request.
-import { isName, isPort } from '../discovery/model.ts';
+import { isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 import { regexProblem } from '../util/regex-check.ts';
 import { show } from '../util/show.ts';
 import { plainIp } from '../util/ip.ts';
@@ -138,25 +138,9 @@ export const MAX_ACCESS_SOURCES = 256;
 export const MAX_ACCESS_RULES = 64;
 export const MAX_ACCESS_MATCHES = 128;
 
-function fail(where: string, what: string): never {
-  throw new PolicyError(`${where}: ${what}`);
-}
-
-function obj(v: unknown, where: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');
-  return v as Record<string, unknown>;
-}
-
-function name(v: unknown, where: string): string {
-  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${show(v)}`);
-  return v;
-}
-
-function list(v: unknown, where: string, max: number): unknown[] {
-  if (!Array.isArray(v)) fail(where, 'expected a list');
-  if (v.length > max) fail(where, `more than ${max} entries`);
-  return v;
-}
+const read = recordReader((m) => new PolicyError(m));
+const fail: Fail = read.fail;
+const { obj, name, list } = read;
 
 export function checkRegex(v: unknown, where: string): string {
   if (typeof v !== 'string' || v.length === 0) fail(where, 'expected a regular expression');

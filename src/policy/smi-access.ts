@@ -8,7 +8,7 @@
 // - a TCPRoute without ports allows every port of the destination.
 // A TrafficTarget that refers to a route object that does not exist is not converted: a missing
 // HTTPRouteGroup must not turn into "allow nothing" silently, nor into "allow everything".
-import { isName } from '../discovery/model.ts';
+import { isName } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
 import {
   checkRegex, MAX_ACCESS_MATCHES, MAX_ACCESS_RULES, MAX_ACCESS_SOURCES, parseAccessRecord, PolicyError,

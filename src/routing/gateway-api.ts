@@ -10,7 +10,7 @@ import {
   checkRegex, FIELD_VALUE, HOSTNAME, REDIRECT_PATH, REDIRECT_STATUSES, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
   type BackendRef, type HeaderMatch, type HeaderModifier, type ParentRef, type QueryParamMatch, type Redirect, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
 } from './route-model.ts';
-import { isName, isPort } from '../discovery/model.ts';
+import { isName, isPort } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
 import { show } from '../util/show.ts';
 

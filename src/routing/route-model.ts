@@ -4,7 +4,7 @@
 // agents in the discovery protocol; the agent validates it here (the same parser the controller
 // gates its output with, so it never sends a record an agent refuses) and compiles it into
 // route tables (route-table.ts). The forwarders see none of this: they ask the table.
-import { isName, isPort } from '../discovery/model.ts';
+import { isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 import { regexProblem } from '../util/regex-check.ts';
 import { show } from '../util/show.ts';
 
@@ -188,14 +188,9 @@ export const SAME_PORT = 0;
 
 export class RouteError extends Error {}
 
-function fail(where: string, what: string): never {
-  throw new RouteError(`${where}: ${what}`);
-}
-
-function obj(v: unknown, where: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(where, 'expected an object');
-  return v as Record<string, unknown>;
-}
+const read = recordReader((m) => new RouteError(m));
+const fail: Fail = read.fail;
+const { obj, name, list } = read;
 
 /**
  * Refuses a field this parser does not know. Read without it, a record would route otherwise
@@ -207,17 +202,6 @@ function only(o: Record<string, unknown>, where: string, known: readonly string[
   for (const k of Object.keys(o)) {
     if (o[k] !== undefined && !known.includes(k)) fail(`${where}.${k}`, `unknown field ${show(k, 64)}: this agent does not know it (a controller of a newer release?); fields read here: ${known.join(', ')}`);
   }
-}
-
-function list(v: unknown, where: string, max: number): unknown[] {
-  if (!Array.isArray(v)) fail(where, 'expected a list');
-  if (v.length > max) fail(where, `more than ${max} entries`);
-  return v;
-}
-
-function name(v: unknown, where: string): string {
-  if (!isName(v)) fail(where, `expected a Kubernetes name, got ${show(v)}`);
-  return v;
 }
 
 function ms(v: unknown, where: string): number | undefined {

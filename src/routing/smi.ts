@@ -8,7 +8,7 @@
 // Pure, like gateway-api.ts: the caller says which Services and HTTPRouteGroups exist.
 import { checkRegex, MAX_BACKENDS, MAX_MATCHES, MAX_WEIGHT, parseRouteRecord, SAME_PORT, type BackendRef, type HeaderMatch, type RouteMatch, type RouteRecord, type RouteRule } from './route-model.ts';
 import { createdAtOf, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
-import { isName } from '../discovery/model.ts';
+import { isName } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
 import { show } from '../util/show.ts';
 
