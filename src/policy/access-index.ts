@@ -9,6 +9,7 @@
 import { objectName } from '../k8s/objects.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
+import { HeldConversions } from '../util/held-conversions.ts';
 import { accessFromTrafficTarget, type AccessConversion } from './smi-access.ts';
 import { accessKey, SMI_SPECS_VERSION, TRAFFIC_TARGET_VERSION, type AccessRecord } from './model.ts';
 
@@ -53,8 +54,7 @@ export class AccessIndex {
   private readonly logged: ChangeLog;
   /** "HTTPRouteGroup/ns/name" -> the TrafficTargets that read it. */
   private readonly dependents = new Dependents();
-  private held = false;
-  private waiting = new Set<string>();
+  private readonly holding = new HeldConversions();
 
   constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
     this.sink = o.sink;
@@ -63,15 +63,11 @@ export class AccessIndex {
 
   /** While held (a source still listing), conversions wait: a TrafficTarget listed before its HTTPRouteGroup is not "not found". */
   hold(): void {
-    this.held = true;
+    this.holding.hold();
   }
 
   release(): void {
-    if (!this.held) return;
-    this.held = false;
-    const keys = [...this.waiting];
-    this.waiting.clear();
-    for (const k of keys) this.convert(k);
+    this.holding.release((k) => this.convert(k));
   }
 
   /** An object added or changed; false (and said once) for a kind or apiVersion not read. */
@@ -116,20 +112,15 @@ export class AccessIndex {
       this.convert(key);
       return;
     }
-    if (this.held) {
-      // Not converted yet, so not tracked yet: the TrafficTargets of its namespace wait for release().
-      const ns = key.split('/')[1];
-      for (const k of this.objects.keys()) if (k.startsWith(`TrafficTarget/${ns}/`)) this.waiting.add(k);
+    if (this.holding.held) {
+      this.holding.deferPrefixed(this.objects.keys(), `TrafficTarget/${key.split('/')[1]}/`);
       return;
     }
     for (const k of this.dependents.readersOf(key)) this.convert(k);
   }
 
   private convert(key: string): void {
-    if (this.held) {
-      this.waiting.add(key);
-      return;
-    }
+    if (this.holding.defer(key)) return;
     const o = this.objects.get(key);
     if (o === undefined) {
       this.forget(key);

@@ -9,6 +9,7 @@
 import { objectName } from '../k8s/objects.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
+import { HeldConversions } from '../util/held-conversions.ts';
 import { CONTROLLER_NAME, routeFromGateway, type Condition, type ParentStatus, type RouteConversion } from './gateway-api.ts';
 import { routeFromTrafficSplit, type SplitConversion } from './smi.ts';
 import type { RouteKind, RouteRecord } from './route-model.ts';
@@ -82,26 +83,21 @@ export class RouteIndex {
   /** Service or HTTPRouteGroup key ("Service/ns/name", "HTTPRouteGroup/ns/name") -> routes that read it. */
   private readonly dependents = new Dependents();
 
-  /** While held (a source still listing), conversions wait: a route listed before its Service is not "not found". */
-  private held = false;
-  private waiting = new Set<string>();
+  private readonly holding = new HeldConversions();
 
   constructor(o: RouteIndexOptions) {
     this.o = o;
     this.logged = new ChangeLog((msg) => o.log('warn', `routes: ${msg}`));
   }
 
+  /** While held (a source still listing), conversions wait: a route listed before its Service is not "not found". */
   hold(): void {
-    this.held = true;
+    this.holding.hold();
   }
 
   /** Converts everything that waited; call once every kind has been listed. */
   release(): void {
-    if (!this.held) return;
-    this.held = false;
-    const keys = [...this.waiting];
-    this.waiting.clear();
-    for (const k of keys) this.convert(k);
+    this.holding.release((k) => this.convert(k));
   }
 
   // ---- inputs ----
@@ -171,10 +167,7 @@ export class RouteIndex {
   // ---- conversion ----
 
   private convert(key: string): void {
-    if (this.held) {
-      this.waiting.add(key);
-      return;
-    }
+    if (this.holding.defer(key)) return;
     const [kind, namespace, name] = key.split('/') as [RouteKind, string, string];
     const o = this.objects.get(key);
     if (o === undefined) {
@@ -283,10 +276,8 @@ export class RouteIndex {
   }
 
   private reconvertDependents(dep: string): void {
-    if (this.held && dep.startsWith('HTTPRouteGroup/')) {
-      // Not converted yet, so not tracked yet: the TrafficSplits of its namespace wait for release().
-      const ns = dep.split('/')[1];
-      for (const k of this.objects.keys()) if (k.startsWith(`TrafficSplit/${ns}/`)) this.waiting.add(k);
+    if (this.holding.held && dep.startsWith('HTTPRouteGroup/')) {
+      this.holding.deferPrefixed(this.objects.keys(), `TrafficSplit/${dep.split('/')[1]}/`);
       return;
     }
     for (const key of this.dependents.readersOf(dep)) this.convert(key);
