@@ -1,7 +1,8 @@
 // The shared sweep (src/proxy/sweep.ts) behind idle timeouts and byte reports: one item that
-// throws must not stop the others, nor crash the agent.
+// throws must not stop the others, nor crash the agent; a period's timer outlives its last item
+// by a tick, so short connections one after another do not start one each.
 import test from 'ava';
-import { stopSweep, sweepEvery, sweptCount } from '../src/proxy/sweep.ts';
+import { stopSweep, sweepEvery, sweepPeriods, sweepTimers, sweptCount } from '../src/proxy/sweep.ts';
 import { waitFor } from './helpers/until.ts';
 
 test('an item that throws is dropped; the others keep ticking', async (t) => {
@@ -23,4 +24,27 @@ test('an item that throws is dropped; the others keep ticking', async (t) => {
   t.is(sweptCount(), 1);
   stopSweep(20, goodItem);
   t.is(sweptCount(), 0);
+});
+
+test('a period\'s timer outlives its last item until its next tick, so the next item reuses it', async (t) => {
+  const period = 37; // no other test here uses it
+  const started = sweepTimers.started;
+  let ticks = 0;
+  const a = { sweep: () => void ticks++ };
+  const b = { sweep: () => void ticks++ };
+  // Connections one at a time: each stops before the next starts.
+  sweepEvery(period, a);
+  stopSweep(period, a);
+  t.true(sweepPeriods().includes(period), 'still running with no item');
+  sweepEvery(period, b);
+  t.is(sweepTimers.started, started + 1, 'one timer for both');
+  await waitFor(() => ticks >= 1);
+  stopSweep(period, b);
+  // The first tick that finds it empty stops it.
+  await waitFor(() => !sweepPeriods().includes(period));
+  const before = ticks;
+  sweepEvery(period, a);
+  t.is(sweepTimers.started, started + 2, 'a new timer once the old one stopped');
+  await waitFor(() => ticks > before);
+  stopSweep(period, a);
 });

@@ -20,6 +20,12 @@ const sweeps = new Map<number, Sweep>();
 function tick(period: number): void {
   const s = sweeps.get(period);
   if (!s) return;
+  if (s.items.size === 0) {
+    // Empty for a whole period: the timer stops now (see stopSweep).
+    clearInterval(s.timer);
+    sweeps.delete(period);
+    return;
+  }
   const now = Date.now();
   for (const item of s.items) {
     try {
@@ -32,22 +38,33 @@ function tick(period: number): void {
   }
 }
 
+/** Interval timers the sweeps started so far (for tests: a steady connection rate reuses one). */
+export const sweepTimers = { started: 0 };
+
 /** Starts ticking `item` every `periodMs` (milliseconds, an integer >= 1). */
 export function sweepEvery(periodMs: number, item: Sweepable): void {
   let s = sweeps.get(periodMs);
   if (!s) {
+    sweepTimers.started++;
     s = { items: new Set(), timer: setInterval(tick, periodMs, periodMs).unref() };
     sweeps.set(periodMs, s);
   }
   s.items.add(item);
 }
 
-/** Stops ticking `item`; the period's timer stops with its last item. */
+/**
+ * Stops ticking `item`. The period's timer outlives its last item until its next tick: at a
+ * steady rate of short connections (one or none open at a time) stopping it with each and
+ * starting it with the next cost an interval timer per connection (docs/benchmarks.md, "A new
+ * connection"). Unref'd, it never holds the process.
+ */
 export function stopSweep(periodMs: number, item: Sweepable): void {
-  const s = sweeps.get(periodMs);
-  if (!s || !s.items.delete(item) || s.items.size > 0) return;
-  clearInterval(s.timer);
-  sweeps.delete(periodMs);
+  sweeps.get(periodMs)?.items.delete(item);
+}
+
+/** Periods whose timer runs now (for tests). */
+export function sweepPeriods(): number[] {
+  return [...sweeps.keys()];
 }
 
 /**
