@@ -676,6 +676,38 @@ test('upstream connect timeout resets the client (detection path and opaque-port
   }
 });
 
+test.serial('detection arms a connect timer only for a connect timeout within its deadline; a longer one still counts from the dial', async (t) => {
+  // Refed Node timers in this process (serial: no other test runs now).
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  for (const { connectMs, armed, detectedBy } of [
+    { connectMs: 1600, armed: 1, detectedBy: 'deadline' }, // the deadline only; the tunnel times the connect after it
+    { connectMs: 400, armed: 2, detectedBy: 'none' }, // the deadline and the connect timer
+  ]) {
+    const h = await startProxy(9, {
+      limits: { upstreamConnectTimeoutMs: connectMs },
+      detectTimeoutMs: 800,
+      // a socket that never finishes connecting stands in for a black-holed SYN
+      dial: () => {
+        const s = new net.Socket();
+        (s as unknown as { connecting: boolean }).connecting = true;
+        return s;
+      },
+    });
+    const before = timers();
+    const c = connect(h.port);
+    const started = performance.now();
+    const reason = closeReason(c);
+    await waitFor(() => h.proxy.stats().open === 1);
+    t.is(timers() - before, armed, `connect timeout ${connectMs} ms: timers armed in detection`);
+    t.is(await reason, 'ECONNRESET', 'reset, not a clean close');
+    const took = performance.now() - started;
+    t.true(took >= connectMs - 1 && took < connectMs + 1000, `${took} ms for a ${connectMs} ms connect timeout`);
+    await waitFor(() => h.sink.closes.length === 1);
+    t.like(h.sink.closes[0], { error: 'upstream connect: timeout', detectedBy });
+    await h.proxy.close(100);
+  }
+});
+
 test('idle timeout closes an opaque connection with no traffic', async (t) => {
   const up = await serve(() => {});
   const h = await startProxy(up.port, { limits: { idleTimeoutMs: 200 }, opaquePorts: PortSet.of([up.port]) });

@@ -169,7 +169,11 @@ class Dispatcher {
     upstream.on('end', this.onUpstreamEnd);
     upstream.on('error', this.onUpstreamError);
     if (upstream.connecting) {
-      this.connectTimer = setTimeout(this.onUpstreamTimeout, this.cfg.limits.upstreamConnectTimeoutMs);
+      // A connect timeout past the detection deadline cannot fire during detection: the
+      // deadline ends it first, and whoever takes the upstream then times its connect from
+      // the dial (opaque.ts). Only a shorter one needs a timer here, one less per connection.
+      const ms = this.cfg.limits.upstreamConnectTimeoutMs;
+      if (ms <= this.cfg.detectTimeoutMs) this.connectTimer = setTimeout(this.onUpstreamTimeout, ms);
       upstream.on('connect', this.onUpstreamConnect);
     } else {
       this.upstreamUp = !upstream.destroyed;
