@@ -71,6 +71,25 @@ test('the aggregator sums per pair, resolves workloads, and carries open connect
   t.deepEqual(agg.flush(), []);
 });
 
+test('a run of one pair\'s events counts in the interval it happens in, across flushes, drains and other pairs', (t) => {
+  // The aggregator keeps the last event's pair aside (no key per event): it must not outlive its interval.
+  const agg = new ReportAggregator({ byIp: () => null });
+  agg.request(req('10.0.0.1', '10.0.0.2', true, 1));
+  t.like(agg.flush()[0], { requests: 1 });
+  agg.request(req('10.0.0.1', '10.0.0.2', true, 1));
+  agg.request(req('10.0.0.1', '10.0.0.2', false, 1));
+  agg.request(req('10.0.0.1', '10.0.0.3', true, 1));
+  agg.request(req('10.0.0.1', '10.0.0.2', true, 1));
+  const second = agg.flush();
+  t.like(second.find((p) => p.dst.ip === '10.0.0.2'), { requests: 3, successes: 2 });
+  t.like(second.find((p) => p.dst.ip === '10.0.0.3'), { requests: 1 });
+  agg.request(req('10.0.0.1', '10.0.0.2', true, 1));
+  t.like(agg.drain()[0], { requests: 1 });
+  agg.request(req('10.0.0.1', '10.0.0.2', true, 1));
+  t.like(agg.drain()[0], { requests: 1 });
+  t.deepEqual(agg.flush(), []);
+});
+
 const pod = (name: string, ip: string, owner: string, meshed = true, namespace = 'shop'): PodInventory => ({ namespace, name, ip, kind: 'deployment', owner, meshed });
 function report(o: Partial<Report> & { node: string; seq: number; start: number; end: number }): Report {
   return { version: REPORT_VERSION, latencyScheme: LATENCY_SCHEME, agentId: 'a1', pairs: [], pods: [], dropped: 0, ...o };

@@ -281,6 +281,25 @@ test(`without a generation, a pod change shows within ${RESOLVED_FRESH_MS} ms`, 
   t.is(sum(e, 'request_total', { direction: 'inbound', deployment: 'api-v2' }), 1);
 });
 
+test('a connection\'s run of requests lands in the series of each one\'s own outcome', async (t) => {
+  // The recorder keeps the last identity's series aside: a change of status, success or peer must not reuse them.
+  const { hub, read } = setup();
+  for (let i = 0; i < 3; i++) hub.request(req());
+  hub.request(req({ status: 201 }));
+  hub.request(req({ status: 503, success: false }));
+  hub.request(req({ status: 503, success: false }));
+  hub.request(req({ sourceIp: '10.244.9.9' }));
+  hub.request(req());
+  hub.request(req({ status: 0, success: false }));
+  const e = await read();
+  t.is(sum(e, 'response_total', { direction: 'outbound', status_code: '200', classification: 'success' }), 5);
+  t.is(sum(e, 'response_total', { direction: 'outbound', status_code: '201', classification: 'success' }), 1);
+  t.is(sum(e, 'response_total', { direction: 'outbound', status_code: '503', classification: 'failure' }), 2);
+  t.is(sum(e, 'request_total', { direction: 'outbound', deployment: 'web' }), 8);
+  t.is(sum(e, 'request_total', { direction: 'outbound' }), 9);
+  t.is(sum(e, 'response_latency_ms_count', { direction: 'outbound' }), 8, 'no latency sample without a response');
+});
+
 test('the same endpoints and outcome with different authorities, statuses and gRPC codes stay apart', async (t) => {
   const { hub, read } = setup();
   hub.request(req({ authority: 'a:80' }));

@@ -7,6 +7,7 @@ export class BoundedCache<V> {
   private readonly max: number;
   private readonly generation: () => number;
   private gen: number;
+  private clears = 0;
 
   constructor(max: number, generation: () => number = () => 0) {
     if (!Number.isInteger(max) || max < 1) throw new Error(`cache size ${max} is not a positive integer`);
@@ -23,14 +24,33 @@ export class BoundedCache<V> {
     const g = this.generation();
     if (g !== this.gen) {
       this.gen = g;
-      this.map.clear();
+      this.clear();
       return undefined;
     }
     return this.map.get(key);
   }
 
   set(key: string, v: V): void {
-    if (this.map.size >= this.max) this.map.clear();
+    if (this.map.size >= this.max) this.clear();
     this.map.set(key, v);
+  }
+
+  /**
+   * Starts over if the generation moved, then says how many times the map has started over: a
+   * value got from it and kept aside (a hot path's last hit) is still current while this is the
+   * same as when it was got.
+   */
+  epoch(): number {
+    const g = this.generation();
+    if (g !== this.gen) {
+      this.gen = g;
+      this.clear();
+    }
+    return this.clears;
+  }
+
+  private clear(): void {
+    this.map.clear();
+    this.clears++;
   }
 }

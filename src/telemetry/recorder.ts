@@ -129,6 +129,8 @@ export class MetricsRecorder implements TelemetrySink {
   private resolvedRequests: BoundedCache<RequestSide[]>;
   private resolvedConns: BoundedCache<ConnSide[]>;
   private resolvedDetect = new BoundedCache<DetectSeries>(256);
+  /** The last request identity resolved: a connection's requests repeat it, so most need no key. */
+  private readonly lastRequest = new LastRequest();
 
   constructor(opts: RecorderOptions) {
     this.workloads = opts.workloads;
@@ -277,14 +279,21 @@ export class MetricsRecorder implements TelemetrySink {
   }
 
   request(ev: RequestEvent): void {
-    // Everything the labels are built from, and nothing else: the timings vary per request.
-    // The authority goes last, so the other fields cannot run into it.
-    const k = ev.direction + '|' + ev.sourceIp + '|' + ev.destIp + '|' + ev.destPort + '|' + ev.status + '|' +
-      (ev.grpcStatus ?? '') + (ev.success ? '|s|' : '|f|') + (ev.dstService !== undefined ? 'S|' : '-|') + ev.authority;
-    let sides = this.resolvedRequests.get(k);
-    if (sides === undefined) {
-      sides = this.requestSides(ev);
-      if (ev.authority.length <= MAX_CACHED_AUTHORITY) this.resolvedRequests.set(k, sides);
+    const last = this.lastRequest;
+    let sides: RequestSide[] | undefined;
+    if (last.sides !== null && last.epoch === this.resolvedRequests.epoch() && last.is(ev)) sides = last.sides;
+    else {
+      // Everything the labels are built from, and nothing else: the timings vary per request.
+      // The authority goes last, so the other fields cannot run into it.
+      const k = ev.direction + '|' + ev.sourceIp + '|' + ev.destIp + '|' + ev.destPort + '|' + ev.status + '|' +
+        (ev.grpcStatus ?? '') + (ev.success ? '|s|' : '|f|') + (ev.dstService !== undefined ? 'S|' : '-|') + ev.authority;
+      sides = this.resolvedRequests.get(k);
+      if (sides === undefined) {
+        sides = this.requestSides(ev);
+        if (ev.authority.length <= MAX_CACHED_AUTHORITY) this.resolvedRequests.set(k, sides);
+      }
+      // Only what the cache holds is kept aside: a request it does not cache is resolved each time, as before.
+      if (ev.authority.length <= MAX_CACHED_AUTHORITY) last.set(ev, sides, this.resolvedRequests.epoch());
     }
     for (const s of sides) {
       add(s.req, 1);
@@ -375,4 +384,44 @@ export class MetricsRecorder implements TelemetrySink {
     return [this.overflowTotal as SeriesFamily<Series>, ...this.byName.values()];
   }
 
+}
+
+/**
+ * One request identity (the fields requestSides' labels and request()'s key are built from) and
+ * its series, as of a resolvedRequests epoch: compared field by field, no key string to build
+ * and hash.
+ */
+class LastRequest {
+  sides: RequestSide[] | null = null;
+  epoch = -1;
+  private direction = '';
+  private sourceIp = '';
+  private destIp = '';
+  private destPort = 0;
+  private status = 0;
+  private grpcStatus: number | undefined = undefined;
+  private success = false;
+  private service = false;
+  private authority = '';
+
+  is(ev: RequestEvent): boolean {
+    return this.status === ev.status && this.destPort === ev.destPort && this.success === ev.success &&
+      this.grpcStatus === ev.grpcStatus && this.service === (ev.dstService !== undefined) &&
+      this.direction === ev.direction && this.sourceIp === ev.sourceIp && this.destIp === ev.destIp &&
+      this.authority === ev.authority;
+  }
+
+  set(ev: RequestEvent, sides: RequestSide[], epoch: number): void {
+    this.sides = sides;
+    this.epoch = epoch;
+    this.direction = ev.direction;
+    this.sourceIp = ev.sourceIp;
+    this.destIp = ev.destIp;
+    this.destPort = ev.destPort;
+    this.status = ev.status;
+    this.grpcStatus = ev.grpcStatus;
+    this.success = ev.success;
+    this.service = ev.dstService !== undefined;
+    this.authority = ev.authority;
+  }
 }

@@ -168,6 +168,8 @@ export const MAX_PAIRS = 10_000;
  */
 export class ReportAggregator implements TelemetrySink {
   private pairs = new Map<string, PairState>();
+  /** The pair the last event counted in; null when `pairs` starts over (flush, drain). */
+  private last: PairState | null = null;
   private workloads: WorkloadResolver;
   private readonly localPods: ((ip: string, port: number) => boolean) | undefined;
   private readonly tunnelled: (ev: Endpoints) => boolean;
@@ -190,7 +192,11 @@ export class ReportAggregator implements TelemetrySink {
     return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp, ev.destPort) && !this.tunnelled(ev) ? 'client' : undefined;
   }
 
-  private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key = `${side ?? ''}|${srcIp}>${dstIp}`): PairState | null {
+  private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key?: string): PairState | null {
+    // Events come in runs of one pair (a connection's requests): the last one's needs no key.
+    const last = this.last;
+    if (last !== null && last.srcIp === srcIp && last.dstIp === dstIp && last.side === side) return last;
+    key ??= `${side ?? ''}|${srcIp}>${dstIp}`;
     let p = this.pairs.get(key);
     if (!p) {
       if (this.pairs.size >= MAX_PAIRS) {
@@ -200,6 +206,7 @@ export class ReportAggregator implements TelemetrySink {
       p = emptyPair(side, srcIp, dstIp);
       this.pairs.set(key, p);
     }
+    this.last = p;
     return p;
   }
 
@@ -257,6 +264,7 @@ export class ReportAggregator implements TelemetrySink {
       if (p.open.size + p.merged > 0) next.set(key, emptyPair(p.side, p.srcIp, p.dstIp, p));
     }
     this.pairs = next;
+    this.last = null;
     return out;
   }
 
@@ -275,6 +283,7 @@ export class ReportAggregator implements TelemetrySink {
       if (p.open.size > 0) next.set(key, emptyPair(p.side, p.srcIp, p.dstIp, p));
     }
     this.pairs = next;
+    this.last = null;
     return out;
   }
 
