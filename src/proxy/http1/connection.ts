@@ -15,6 +15,10 @@
 // covers the request, attempt, response-head and idle timeouts and the backoff; a timed-out
 // attempt's connection is closed, never pooled (docs/routing.md).
 
+// Imported, not the globals: Node defines globalThis.Buffer and .performance as getters, a call
+// per use on the per-request path.
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { ForwarderSocket } from '../forwarder-socket.ts';
 import { endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
 import { abortSocket } from '../opaque.ts';
@@ -288,7 +292,8 @@ export class Http1Connection implements UpstreamOwner {
     }
     this.reqBodyDone = this.reqBody === null || this.reqBody.done;
     this.closeOnlyClient = keepUpstreamFor(req);
-    this.reqHead = this.closeOnlyClient ? upstreamRequestHead(buf, start, end, req) : buf.subarray(start, end);
+    // A head that is the whole read (the common keep-alive request) is that read: no view made.
+    this.reqHead = this.closeOnlyClient ? upstreamRequestHead(buf, start, end, req) : start === 0 && end === buf.length ? buf : buf.subarray(start, end);
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
     const az = this.ctx.authz;
@@ -323,7 +328,7 @@ export class Http1Connection implements UpstreamOwner {
       headChanged = true;
     }
     if (this.up === null && !this.attachUpstream(false)) return;
-    const first = !headChanged ? buf.subarray(start, bodyEnd)
+    const first = !headChanged ? (bodyEnd === end ? clientHead : buf.subarray(start, bodyEnd))
       : bodyEnd === end ? this.reqHead! : Buffer.concat([this.reqHead!, buf.subarray(end, bodyEnd)]);
     if (this.replay !== null) {
       // A retry may go to a backend with other edits: it rebuilds its head from the client's, kept apart (resumeRetry).

@@ -198,12 +198,13 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   let p = start;
   while (p < end && TCHAR[buf[p]] === 1) p++;
   if (p === start || buf[p] !== SP) throw new HeadError('bad method');
-  const method = buf.toString('latin1', start, p);
+  // The common method and the root path are constants: no string made per request.
+  const method = p - start === 3 && buf[start] === 71 && buf[start + 1] === 69 && buf[start + 2] === 84 ? 'GET' : buf.toString('latin1', start, p);
   const tStart = ++p;
   // Visible ASCII and obs-text; no controls, no spaces.
   while (p < end && buf[p] > SP && buf[p] !== 127) p++;
   if (p === tStart || buf[p] !== SP) throw new HeadError('bad request target');
-  const target = buf.toString('latin1', tStart, p);
+  const target = p - tStart === 1 && buf[tStart] === 47 ? '/' : buf.toString('latin1', tStart, p);
   p++;
   const versionMinor = readVersion(buf, p);
   p += 8;
