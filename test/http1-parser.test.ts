@@ -82,6 +82,26 @@ test('header values are trimmed of optional whitespace', (t) => {
   t.is(requestBodyKind(h), 'none');
 });
 
+test('a repeated method, target and Host give the same strings; other bytes of the same length give their own', (t) => {
+  // The parser reuses the last Host and target it decoded when the bytes are equal (latin1, byte by byte).
+  const seq = [['GET', '/a', 'svc:80'], ['GET', '/a', 'svc:80'], ['PUT', '/b', 'svd:80'], ['GET', '/', 'svc:8\xe9'], ['get', '/\xe9', 'svc:80'], ['GET', '/', 'Svc:80']];
+  for (const [method, target, host] of seq) {
+    const h = req(`${method} ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    t.deepEqual([h.method, h.target, h.host], [method, target, host]);
+  }
+  t.is(req('GET /a HTTP/1.1\r\nHost: x\r\n\r\n').host, 'x');
+  t.is(req('GET /a HTTP/1.1\r\n\r\n').host, '', 'no Host: empty, not the last one');
+});
+
+test('a value ends at its CR, trailing spaces and tabs off; controls but HT refused', (t) => {
+  t.is(req('GET / HTTP/1.1\r\nHost: a \t b\t \r\n\r\n').host, 'a \t b');
+  t.is(req('GET / HTTP/1.1\r\nHost: \t \r\n\r\n').host, '');
+  t.is(req('GET / HTTP/1.1\r\nHost: \xa0a\xa0\r\n\r\n').host, '\xa0a\xa0', 'obs-text is part of the value');
+  for (const c of ['\x00', '\x01', '\n', '\x1f', '\x7f']) {
+    t.throws(() => req(`GET / HTTP/1.1\r\nHost: a${c}b\r\n\r\n`), { message: 'bad header value' }, JSON.stringify(c));
+  }
+});
+
 test('HTTP/1.0 keep-alive rules', (t) => {
   t.false(wantsKeepAlive(req('GET / HTTP/1.0\r\n\r\n')));
   t.true(wantsKeepAlive(req('GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n')));

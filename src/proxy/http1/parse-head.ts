@@ -182,6 +182,26 @@ class Response implements ResponseHead {
   }
 }
 
+/**
+ * The last string decoded at one place in a head: a client sends the same Host (and often the
+ * same path) request after request, so equal bytes give the string made before, not a new one.
+ */
+class LastString {
+  private s = '';
+  of(buf: Buffer, p: number, end: number): string {
+    const s = this.s;
+    const n = end - p;
+    if (n === s.length) {
+      let i = 0;
+      while (i < n && buf[p + i] === s.charCodeAt(i)) i++; // latin1: a byte is its char code
+      if (i === n) return s;
+    }
+    return (this.s = buf.toString('latin1', p, end));
+  }
+}
+const lastHost = new LastString();
+const lastTarget = new LastString();
+
 /** Reads "HTTP/1.0" or "HTTP/1.1" at `p`; returns the minor version. */
 function readVersion(buf: Buffer, p: number): number {
   if (
@@ -204,7 +224,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   // Visible ASCII and obs-text; no controls, no spaces.
   while (p < end && buf[p] > SP && buf[p] !== 127) p++;
   if (p === tStart || buf[p] !== SP) throw new HeadError('bad request target');
-  const target = p - tStart === 1 && buf[tStart] === 47 ? '/' : buf.toString('latin1', tStart, p);
+  const target = p - tStart === 1 && buf[tStart] === 47 ? '/' : lastTarget.of(buf, tStart, p);
   p++;
   const versionMinor = readVersion(buf, p);
   p += 8;
@@ -256,15 +276,17 @@ function parseFields(buf: Buffer, p: number, end: number, head: HeadFields, req:
     const nEnd = p++;
     while (buf[p] === SP || buf[p] === HT) p++;
     const vStart = p;
-    let vEnd = p;
     for (;;) {
       const c = buf[p];
-      if (c === CR) break;
-      // Controls (including a bare LF) are never valid in a field value.
-      if ((c < SP && c !== HT) || c === 127) throw new HeadError('bad header value');
+      // Controls (including a bare LF) are never valid in a field value; HT is.
+      if (c >= SP ? c === 127 : c !== HT) {
+        if (c === CR) break;
+        throw new HeadError('bad header value');
+      }
       p++;
-      if (c !== SP && c !== HT) vEnd = p;
     }
+    let vEnd = p;
+    while (vEnd > vStart && (buf[vEnd - 1] === SP || buf[vEnd - 1] === HT)) vEnd--;
     if (buf[p + 1] !== LF) throw new HeadError('bare CR in header');
     p += 2;
     const nLen = nEnd - nStart;
@@ -292,7 +314,7 @@ function parseFields(buf: Buffer, p: number, end: number, head: HeadFields, req:
           // RFC 9112 3.2: more than one Host is a 400.
           if (hostSeen) throw new HeadError('duplicate Host');
           hostSeen = true;
-          req.host = buf.toString('latin1', vStart, vEnd);
+          req.host = lastHost.of(buf, vStart, vEnd);
         }
         break;
       case 7:
