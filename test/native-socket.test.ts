@@ -131,6 +131,58 @@ test.serial('a large transfer to a slow reader: write() false, drain, nothing lo
   peer.destroy();
 });
 
+test.serial('paused: what comes is held, reads stop after one, and resume gives it in order, then the end', async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  const events: string[] = [];
+  const got = collect(s);
+  s.on('data', (b: Buffer) => events.push(`data ${b.length}`));
+  s.on('end', () => events.push('end'));
+  s.resume();
+  peer.write('a');
+  await waitFor(() => got().length === 1);
+  s.pause(); // as the forwarder pauses its client for an exchange: nothing is asked of the addon yet
+  const big = Buffer.alloc(32 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i, i);
+  peer.write(big);
+  peer.end();
+  // The first read after the pause is held and stops the reads: the peer's writes back up.
+  await waitFor(() => s.bytesRead > 1 && peer.writableLength > 0);
+  t.is(got().toString(), 'a', 'nothing is emitted while paused');
+  t.true(s.bytesRead - 1 <= 64 * 1024, `held ${s.bytesRead - 1} bytes: at most one read`);
+  t.true(s.readable, 'the end is not seen while paused');
+  const ended = once(s, 'end');
+  s.resume();
+  await ended;
+  t.is(got().length, 1 + big.length);
+  t.true(got().subarray(1).equals(big), 'every byte, in order');
+  t.is(events.at(-1), 'end');
+  t.false(events.slice(0, -1).includes('end'));
+  s.destroy();
+  peer.destroy();
+});
+
+test.serial('paused with the end already read: the held bytes, then the end, on resume', async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  const events: string[] = [];
+  s.on('data', (b: Buffer) => events.push(`data ${b.toString()}`));
+  s.on('end', () => events.push('end'));
+  s.resume();
+  s.pause(); // reading in the addon, paused here: the next read is held
+  peer.end('last');
+  await waitFor(() => s.bytesRead === 4);
+  t.deepEqual(events, []);
+  const ended = once(s, 'end');
+  s.resume();
+  await ended;
+  t.deepEqual(events, ['data last', 'end']);
+  s.destroy();
+  peer.destroy();
+});
+
 test.serial('half-close, our side first: the peer gets our FIN and still sends to us', async (t) => {
   const server = await listen(t);
   const { node, peer } = await pair(server);

@@ -13,6 +13,7 @@
  * on), destroy and reset. A socket still connecting is adopted when it connects; writes wait in
  * JavaScript until then.
  */
+import { Buffer } from 'node:buffer'; // not the global, a getter per use (a Buffer is made per read)
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import * as util from 'node:util';
@@ -99,6 +100,11 @@ function errnoError(errno: number, syscall: string): NodeJS.ErrnoException {
 
 function ignoreError(): void {}
 
+/** EventEmitter's listener table: a function for one listener, an array for more. */
+interface Emitting {
+  _events: { data?: ((b: Buffer) => void) | Array<(b: Buffer) => void> };
+}
+
 export class NativeSocket extends EventEmitter implements ForwarderSocket {
   /** The addon's id; 0 before adoption (connecting) and after close. */
   #id = 0;
@@ -114,6 +120,14 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
   #needDrain = false;
   #flowing = false;
   #nativeReading = false;
+  /**
+   * What came while paused: pause() does not stop the addon's reads, the first read after it
+   * does (and is kept here). The forwarder pauses its client for every exchange and nothing
+   * comes meanwhile, so a pause and resume cost no call into the addon (docs/proxy.md).
+   */
+  #held: Buffer[] | null = null;
+  #eofHeld = false;
+  #flushQueued = false;
   #readEnded = false;
   #ending = false;
   #finished = false;
@@ -239,15 +253,22 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
         const b = Buffer.allocUnsafe(value);
         shared.copy(b, 0, 0, value);
         this.#bytesRead += value;
-        this.emit('data', b);
+        if (this.#flowing) {
+          // emit('data') as EventEmitter does it, without its generic lookup (megamorphic across
+          // the process's emitters) when there is one listener, as there is in the forwarder.
+          const h = (this as unknown as Emitting)._events.data;
+          if (typeof h === 'function') h.call(this, b);
+          else this.emit('data', b);
+        } else {
+          (this.#held ??= []).push(b);
+          this.#setReading(false);
+        }
         return;
       }
       case EV_EOF:
-        this.#readEnded = true;
-        this.#nativeReading = false;
-        this.emit('end');
-        if (!this.allowHalfOpen && !this.#ending) this.end();
-        this.#maybeClose();
+        this.#nativeReading = false; // the addon reads no more
+        if (this.#flowing) this.#onEof();
+        else this.#eofHeld = true;
         return;
       case EV_DRAIN:
         this.#kept = 0;
@@ -266,6 +287,28 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
       default:
     }
   }
+
+  #onEof(): void {
+    this.#readEnded = true;
+    this.emit('end');
+    if (!this.allowHalfOpen && !this.#ending) this.end();
+    this.#maybeClose();
+  }
+
+  /** After resume(): what came while paused, in order, then reading again (as a stream resumes, on the next tick). */
+  #flushHeld = (): void => {
+    this.#flushQueued = false;
+    const held = this.#held;
+    while (held !== null && held.length > 0 && this.#flowing && !this.#destroyed) this.emit('data', held.shift()!);
+    if (!this.#flowing || this.#destroyed) return;
+    this.#held = null;
+    if (this.#eofHeld) {
+      this.#eofHeld = false;
+      this.#onEof();
+      return;
+    }
+    this.#setReading(true);
+  };
 
   write(b: Buffer): boolean {
     if (this.#destroyed || this.#ending) {
@@ -383,17 +426,23 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     }
     this.#queued = null;
     this.#queuedBytes = 0;
+    this.#held = null;
+    this.#eofHeld = false;
   }
 
+  /** Stops 'data' and 'end'; the addon is told at the next read (#held). */
   pause(): this {
     this.#flowing = false;
-    this.#setReading(false);
     return this;
   }
 
   resume(): this {
     this.#flowing = true;
-    this.#setReading(true);
+    if (this.#held === null && !this.#eofHeld) this.#setReading(true);
+    else if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      process.nextTick(this.#flushHeld);
+    }
     return this;
   }
 
