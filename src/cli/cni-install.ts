@@ -18,7 +18,7 @@ import { PLUGIN_SERVICE_ACCOUNT, PluginToken, requestToken } from '../cni/plugin
 export const PLUGIN_MODULES = [
   'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig', 'src/util/builtins',
   // The agent's rule for a pod's annotations (pod-read.ts imports it when no agent answers), and its imports.
-  'src/k8s/annotations', 'src/proxy/ports', 'src/policy/model', 'src/discovery/model', 'src/routing/route-model', 'src/util/regex-check', 'src/util/show', 'src/util/ip',
+  'src/k8s/annotations', 'src/proxy/ports', 'src/policy/model', 'src/discovery/model', 'src/routing/route-model', 'src/util/regex-check', 'src/util/show', 'src/util/ip', 'src/util/record-reader',
 ];
 /** Where kubelet mounts the pod's ServiceAccount token and the cluster's CA. */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
