@@ -13,13 +13,15 @@ import { cniInstalled, installCni, uninstallCni, writeAtomic } from '../cni/inst
 import { DEFAULT_AGENT_SOCKET, DEFAULT_STATE_FILE, PLUGIN_TYPE } from '../cni/spec.ts';
 import { DEFAULT_PLUGIN_KUBECONFIG, inClusterServer, renderKubeconfig } from '../cni/kubeconfig.ts';
 import { PLUGIN_SERVICE_ACCOUNT, PluginToken, requestToken } from '../cni/plugin-token.ts';
+import { moduleClosure } from '../util/module-closure.ts';
 
-/** The plugin's modules, relative to the package root (no extension: .js compiled, .ts from the sources); test/cni-install.test.ts checks the list is closed under their imports. */
-export const PLUGIN_MODULES = [
-  'bin/mesh-agent-cni', 'src/cni/plugin', 'src/cni/spec', 'src/cni/protocol', 'src/cni/decide', 'src/cni/state', 'src/cni/pod-read', 'src/cni/kubeconfig', 'src/util/builtins',
-  // The agent's rule for a pod's annotations (pod-read.ts imports it when no agent answers), and its imports.
-  'src/k8s/annotations', 'src/proxy/ports', 'src/policy/model', 'src/discovery/model', 'src/routing/route-model', 'src/util/regex-check', 'src/util/show', 'src/util/ip', 'src/util/record-reader',
-];
+/** The plugin's entry module, relative to the package root (no extension: .js compiled, .ts from the sources). */
+export const PLUGIN_ENTRY = 'bin/mesh-agent-cni';
+let pluginModuleList: string[] | undefined;
+/** The plugin's modules, found from its entry's imports (util/module-closure.ts), entry first. */
+export function pluginModules(): string[] {
+  return (pluginModuleList ??= moduleClosure(ROOT, PLUGIN_ENTRY, EXT));
+}
 /** Where kubelet mounts the pod's ServiceAccount token and the cluster's CA. */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -98,7 +100,7 @@ export function copyPluginFiles(binDir: string, nodeBinary = process.execPath): 
     report.copied.push(rel);
   };
   put(nodeBinary, 'node', 0o755);
-  for (const m of PLUGIN_MODULES) put(path.join(ROOT, m + EXT), m + EXT, 0o644);
+  for (const m of pluginModules()) put(path.join(ROOT, m + EXT), m + EXT, 0o644);
   // The modules are ES modules.
   const pkg = path.join(dir, 'package.json');
   const type = '{"type":"module"}\n';
