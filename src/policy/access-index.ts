@@ -6,6 +6,7 @@
 // status); one that never converted sends nothing, and the agents of its destination know
 // nothing of it: its ServiceAccount keeps its default policy, which the controller's log and
 // status say. Never an allow-all in its place.
+import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { objectName } from '../k8s/objects.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
@@ -42,11 +43,9 @@ export interface AccessState {
   problems: string[];
 }
 
-const objKey = (kind: string, ns: string, name: string): string => `${kind}/${ns}/${name}`;
-
 export class AccessIndex {
   private readonly sink: AccessSink;
-  private readonly objects = new Map<string, Obj>();
+  private readonly objects: KindStore<AccessObjectKind>;
   private readonly good = new Map<string, AccessRecord>();
   private readonly sent = new Map<string, string>();
   private readonly states = new Map<string, AccessState>();
@@ -59,6 +58,7 @@ export class AccessIndex {
   constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
     this.sink = o.sink;
     this.logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
+    this.objects = new KindStore({ kindOf: accessObjectKind, versions: ACCESS_API_VERSIONS, logged: this.logged, changed: (kind, key) => this.touched(kind, key) });
   }
 
   /** While held (a source still listing), conversions wait: a TrafficTarget listed before its HTTPRouteGroup is not "not found". */
@@ -72,34 +72,15 @@ export class AccessIndex {
 
   /** An object added or changed; false (and said once) for a kind or apiVersion not read. */
   upsert(o: Obj): boolean {
-    const kind = accessObjectKind(o);
-    if (kind === null) return false;
-    const { namespace, name } = objectName(o);
-    const key = objKey(kind, namespace, name);
-    const versions = ACCESS_API_VERSIONS[kind];
-    if (!versions.includes(o.apiVersion)) {
-      this.logged.once(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
-      return false;
-    }
-    this.objects.set(key, o);
-    this.touched(kind, key);
-    return true;
+    return this.objects.upsert(o);
   }
 
   remove(kind: AccessObjectKind, namespace: string, name: string): void {
-    const key = objKey(kind, namespace, name);
-    if (!this.objects.delete(key)) return;
-    this.touched(kind, key);
+    this.objects.remove(kind, namespace, name);
   }
 
   replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>): void {
-    const seen = new Set<string>();
-    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
-    for (const key of [...this.objects.keys()]) {
-      if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
-      const [, ns, name] = key.split('/');
-      this.remove(kind, ns!, name!);
-    }
+    this.objects.replaceAll(kind, objs);
   }
 
   state(): { trafficTargets: number; serving: number; notAccepted: AccessState[] } {

@@ -6,7 +6,7 @@
 // converted again when what it depends on changes: a Service it names (parent or backend)
 // appearing, going or changing its ports, an HTTPRouteGroup a TrafficSplit reads, or (for a
 // TrafficSplit) a Gateway API route taking over its Service.
-import { objectName } from '../k8s/objects.ts';
+import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
@@ -64,14 +64,12 @@ export interface RouteState {
   conditions: Condition[];
 }
 
-const objKey = (kind: string, ns: string, name: string) => `${kind}/${ns}/${name}`;
-
 export class RouteIndex {
   private readonly o: RouteIndexOptions;
   /** Services by ns/name -> ports. */
   private readonly services = new Map<string, number[]>();
   /** Route objects and HTTPRouteGroups by Kind/ns/name. */
-  private readonly objects = new Map<string, Obj>();
+  private readonly objects: KindStore<RouteObjectKind>;
   /** Route key -> its last good record (what the agents have). */
   private readonly good = new Map<string, RouteRecord>();
   /** Route key -> the line last put into the sink. */
@@ -88,6 +86,12 @@ export class RouteIndex {
   constructor(o: RouteIndexOptions) {
     this.o = o;
     this.logged = new ChangeLog((msg) => o.log('warn', `routes: ${msg}`));
+    this.objects = new KindStore({
+      kindOf: routeObjectKind,
+      versions: ROUTE_API_VERSIONS,
+      logged: this.logged,
+      changed: (kind, key) => (kind === 'HTTPRouteGroup' ? this.reconvertDependents(key) : this.convert(key)),
+    });
   }
 
   /** While held (a source still listing), conversions wait: a route listed before its Service is not "not found". */
@@ -117,37 +121,16 @@ export class RouteIndex {
 
   /** A route object or HTTPRouteGroup added or changed. False (and logged) for a kind or apiVersion not read. */
   upsert(o: Obj): boolean {
-    const kind = routeObjectKind(o);
-    if (kind === null) return false;
-    const { namespace, name } = objectName(o);
-    const key = objKey(kind, namespace, name);
-    const versions = ROUTE_API_VERSIONS[kind];
-    if (!versions.includes(o.apiVersion)) {
-      this.logged.once(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
-      return false;
-    }
-    this.objects.set(key, o);
-    if (kind === 'HTTPRouteGroup') this.reconvertDependents(key);
-    else this.convert(key);
-    return true;
+    return this.objects.upsert(o);
   }
 
   remove(kind: RouteObjectKind, namespace: string, name: string): void {
-    const key = objKey(kind, namespace, name);
-    if (!this.objects.delete(key)) return;
-    if (kind === 'HTTPRouteGroup') this.reconvertDependents(key);
-    else this.convert(key);
+    this.objects.remove(kind, namespace, name);
   }
 
   /** After a (re)list of one kind: upserts each, removes what is gone. */
   replaceAll(kind: RouteObjectKind, objs: Iterable<Obj>): void {
-    const seen = new Set<string>();
-    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
-    for (const key of [...this.objects.keys()]) {
-      if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
-      const [, ns, name] = key.split('/');
-      this.remove(kind, ns!, name!);
-    }
+    this.objects.replaceAll(kind, objs);
   }
 
   // ---- outputs ----

@@ -1,0 +1,73 @@
+// The objects of the few kinds an index converts (routes, access policy), by "Kind/namespace/name".
+// An object of an apiVersion the index does not read is refused and said once; a relist replaces
+// one kind's objects, removing those it no longer lists. The index hears of each change.
+import type { ChangeLog } from '../util/change-log.ts';
+import { objectName } from './objects.ts';
+
+type Obj = Record<string, any>;
+
+export const objKey = (kind: string, ns: string, name: string): string => `${kind}/${ns}/${name}`;
+
+export interface KindStoreOptions<K extends string> {
+  /** The object's kind among those read, or null for another kind (ignored). */
+  kindOf(o: Obj): K | null;
+  /** The apiVersions read for each kind. */
+  versions: Record<K, string[]>;
+  logged: ChangeLog;
+  /** An object of `kind` was added, changed or removed. */
+  changed(kind: K, key: string): void;
+}
+
+export class KindStore<K extends string> {
+  readonly #objects = new Map<string, Obj>();
+  readonly #o: KindStoreOptions<K>;
+
+  constructor(o: KindStoreOptions<K>) {
+    this.#o = o;
+  }
+
+  get(key: string): Obj | undefined {
+    return this.#objects.get(key);
+  }
+
+  find(kind: K, namespace: string, name: string): Obj | undefined {
+    return this.#objects.get(objKey(kind, namespace, name));
+  }
+
+  keys(): IterableIterator<string> {
+    return this.#objects.keys();
+  }
+
+  /** An object added or changed; false (and said once) for a kind or apiVersion not read. */
+  upsert(o: Obj): boolean {
+    const kind = this.#o.kindOf(o);
+    if (kind === null) return false;
+    const { namespace, name } = objectName(o);
+    const key = objKey(kind, namespace, name);
+    const versions = this.#o.versions[kind];
+    if (!versions.includes(o.apiVersion)) {
+      this.#o.logged.once(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
+      return false;
+    }
+    this.#objects.set(key, o);
+    this.#o.changed(kind, key);
+    return true;
+  }
+
+  remove(kind: K, namespace: string, name: string): void {
+    const key = objKey(kind, namespace, name);
+    if (!this.#objects.delete(key)) return;
+    this.#o.changed(kind, key);
+  }
+
+  /** After a (re)list of one kind: upserts each, removes what is gone. */
+  replaceAll(kind: K, objs: Iterable<Obj>): void {
+    const seen = new Set<string>();
+    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
+    for (const key of [...this.#objects.keys()]) {
+      if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
+      const [, ns, name] = key.split('/');
+      this.remove(kind, ns!, name!);
+    }
+  }
+}
