@@ -13,6 +13,13 @@ import { checkErrors } from './load-failure.ts';
 export const RATES = [1000, 5000, 10_000] as const;
 /** Opaque bytes, Gbit/s. */
 export const OPAQUE_RATES = [1, 4] as const;
+/** cpu-http1's warm-up at each rate (nginx's too), seconds; MESH_BENCH_H1_WARMUP=1 gives the old one for an A/B. */
+const WARM_UP_SECONDS = h1WarmUp(process.env.MESH_BENCH_H1_WARMUP);
+function h1WarmUp(v: string | undefined): number {
+  const n = Number(v ?? 3);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`MESH_BENCH_H1_WARMUP=${v}: want a whole number of seconds, at least 1 (unset: 3)`);
+  return n;
+}
 /** Below this share of the asked rate, a run says it could not reach it (its CPU per request is still what it cost). */
 const REACHED = 0.9;
 
@@ -71,6 +78,10 @@ export const EFFICIENCY_SCENARIOS: NodeScenario[] = [
     title: 'CPU per request: HTTP/1.1 keep-alive at fixed rates',
     modes: NGINX_MESH,
     warmUp: true,
+    // 1 s at each rate left V8 compiling the forwarder on its helper threads through the first
+    // measured rate (13-26 CPU-ms per 1,000 requests at 1,000 req/s, with 2 proxies: each isolate
+    // compiles its own); docs/benchmarks.md, "The full agent beyond the forwarder".
+    warmUpSeconds: WARM_UP_SECONDS,
     metrics: cpuMetrics('req/s'),
     load: (s) => `h2load --h1 -t1 -c10 --rps R/10 -D ${s} http://HOST:8080/ at R = ${RATES.map(k).join(', ')} req/s; the proxy's utime + stime from /proc over each run, per 1,000 requests that succeeded`,
     run: (c) => atRates(c, 'req/s', (rate, n) => h2loadAt(c, rate, ['--h1'], `http://${c.host}:${c.port(PORTS.http1)}/`, n)),

@@ -225,7 +225,7 @@ async function runPath(sc: NodeScenario, mode: Mode, env: BenchEnv, o: Options):
     idleConns: o.idleConns,
     proxyCpuSeconds: () => env.proxyCpuSeconds(mode),
   };
-  if (sc.warmUp && !o.quick) await sc.run({ ...ctx, seconds: 1 });
+  if (sc.warmUp && !o.quick) await sc.run({ ...ctx, seconds: sc.warmUpSeconds ?? 1 });
   const before = await env.status();
   const acceptedBefore = before.proxy.accepted;
   const tunnelledBefore = remote !== undefined ? await env.tunnelledIn() : 0;

@@ -60,8 +60,10 @@ export interface NodeScenario {
    * meshed server pod whose node's agent captures the connection (docs/policy.md).
    */
   target?: 'pod' | 'service' | 'remote' | 'inbound';
-  /** Run once for a second before measuring, so the agent's JIT has seen the path. */
+  /** Run once before measuring, unmeasured, so the agent's JIT has seen the path. */
   warmUp: boolean;
+  /** Seconds of that warm-up run; default 1. */
+  warmUpSeconds?: number;
   /** It measures an agent of its own (memory-cluster): the bench's agent is not expected to see its traffic. */
   ownAgent?: boolean;
   metrics: Array<Omit<Metric, 'values'>>;
