@@ -72,7 +72,9 @@ test.serial('a meshed pod connects through the proxy, which sees the original de
   const { accepted } = await agent.call('accepted');
   const rec = accepted.find((a: any) => a.remotePort === connected.localPort);
   t.truthy(rec, 'the proxy accepted the connection');
-  t.deepEqual(rec, { remote: client.ip, remotePort: connected.localPort, orig: { ip: server.ip, port: 8080, podKey: clientKey } });
+  const orig = { ip: server.ip, port: 8080, podKey: clientKey };
+  // The proxy's lookup by the socket's fd reads the same peer and record (datapath/socket-lookup.ts).
+  t.deepEqual(rec, { remote: client.ip, remotePort: connected.localPort, orig, bySocket: { sourceIp: client.ip, sourcePort: connected.localPort, rec: orig } });
   // The server was reached by the proxy (from the node), not by the pod directly.
   const seen = acceptedBy(serverLog).slice(before);
   t.is(seen.length, 1);
@@ -151,7 +153,13 @@ test.serial('a connection to the proxy without a datapath record is refused (no 
   const r = await plain.exec(process.execPath, [TOOLS_PATH, 'tcp-client', '--connect', `${node.nodeIp}:${PROXY_PORT}`, '--send', 'relay-me', '--timeout-ms', '5000'], { timeoutMs: 20_000 });
   t.not(r.code, 0, 'the client got no echo through the proxy');
   t.notRegex(r.stdout, /"reply"/);
-  t.is((await agent.call('accepted')).refused, refusedBefore + 1);
+  const after = await agent.call('accepted');
+  t.is(after.refused, refusedBefore + 1);
+  // By the socket: the peer, and no record.
+  const s = after.refusedBySocket.at(-1);
+  t.is(s.sourceIp, plain.ip);
+  t.true(s.sourcePort > 0);
+  t.is(s.rec, null);
 });
 
 test.serial('1,000 connections opened and closed leave no records behind', async (t) => {
@@ -197,8 +205,10 @@ test.serial('a proxy on a worker thread looks records up through a MapView on th
     t.is(out.find((o) => o.reply)?.reply, 'via worker');
     const connected = out.find((o) => o.connected).connected;
     const seen = await agent.call('viaWorker');
-    t.deepEqual(seen, [{ remote: client.ip, remotePort: connected.localPort, orig: { ip: server.ip, port: 8080, podKey: clientKey } }]);
-    t.is(BigInt((await agent.call('counters')).lookups), lookups + 1n, 'the worker\'s lookup is counted with the others');
+    const orig = { ip: server.ip, port: 8080, podKey: clientKey };
+    t.deepEqual(seen, [{ remote: client.ip, remotePort: connected.localPort, orig, bySocket: { sourceIp: client.ip, sourcePort: connected.localPort, rec: orig } }]);
+    // Both of the worker's lookups (by address, by socket) are counted with the others.
+    t.is(BigInt((await agent.call('counters')).lookups), lookups + 2n, 'the worker\'s lookups are counted with the others');
   } finally {
     await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: PROXY_PORT, skipOutbound: [] });
   }

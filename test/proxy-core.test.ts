@@ -151,6 +151,59 @@ test('lookup receives the plain remote address and port; endpoints come from the
   await stopServer(up);
 });
 
+// The agent's lookup (datapath/socket-lookup.ts): peer and record from the socket's fd in one
+// native call; its e2e test is in datapath.e2e.test.ts. Here: the listener takes both from it.
+test('lookupSocket, when given, is asked with the socket\'s fd instead of lookup; its peer and record make the endpoints', async (t) => {
+  const up = await serve(echo);
+  const fds: number[] = [];
+  const h = await startProxy(null, {
+    lookup: () => {
+      throw new Error('lookup by address must not be asked');
+    },
+    lookupSocket: (fd) => {
+      fds.push(fd);
+      return { sourceIp: '10.1.2.3', sourcePort: 4321, rec: { ip: HOST, port: up.port, podKey: 42n } };
+    },
+  });
+  const c = connect(h.port);
+  c.end('ping');
+  t.is((await readAll(c)).toString(), 'ping');
+  t.is(fds.length, 1);
+  t.true(fds[0]! > 2);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.like(h.sink.opens[0], { sourceIp: '10.1.2.3', sourcePort: 4321, sourcePodKey: 42n, destIp: HOST, destPort: up.port });
+  t.is(h.logs.filter(([level]) => level === 'error').length, 0);
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
+test('lookupSocket: no record refuses, a throw refuses with the error logged, a gone peer is dropped uncounted', async (t) => {
+  const answers: Array<() => ReturnType<NonNullable<ProxyOptions['lookupSocket']>>> = [
+    () => ({ sourceIp: '10.1.2.3', sourcePort: 4321, rec: null }),
+    () => {
+      throw new TypeError('lookupSocket(fd, out) needs a socket fd and a Uint32Array of 6');
+    },
+    () => 'gone',
+  ];
+  let i = 0;
+  const h = await startProxy(null, { lookupSocket: () => answers[i++]!() });
+  t.is(await closeReason(connect(h.port)), 'ECONNRESET');
+  await waitFor(() => h.proxy.stats().refusedNoRecord === 1);
+  t.like(h.logs.find(([, msg]) => msg.includes('without a datapath record'))?.[2], { sourceIp: '10.1.2.3', sourcePort: 4321 });
+  t.is(await closeReason(connect(h.port)), 'ECONNRESET');
+  await waitFor(() => h.proxy.stats().refusedNoRecord === 2);
+  const err = h.logs.find(([level]) => level === 'error');
+  t.is(err?.[1], 'datapath lookup failed; refusing connection');
+  t.is((err?.[2] as { sourceIp?: string }).sourceIp, HOST, 'the peer as Node reads it');
+  t.regex(String((err?.[2] as { error?: string }).error), /needs a socket fd/);
+  const c = connect(h.port);
+  await closeReason(c);
+  await waitFor(() => h.proxy.stats().accepted === 3);
+  t.like(h.proxy.stats(), { accepted: 3, open: 0, refusedNoRecord: 2 });
+  t.is(h.sink.opens.length, 0);
+  await h.proxy.close(100);
+});
+
 test('opaque forwarding carries 50 MB each way intact, with telemetry byte counts', async (t) => {
   const up = await serve(echo);
   const h = await startProxy(up.port, { opaquePorts: PortSet.of([up.port]), bytesReportMs: 50 });

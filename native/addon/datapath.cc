@@ -221,6 +221,50 @@ Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
   return r;
 }
 
+// lookupSocket(fd, out: Uint32Array(6)) -> 1 record | 0 none | 2 peer not IPv4 | -errno.
+// An accepted socket's peer (getpeername) and its record in one call, into the caller's array
+// (peer ip, peer port, dst ip, dst port, pod key low, high; ips in network order): no Node
+// getpeername object, no address string parsed here, no result object built per connection.
+Napi::Value LookupSocket(const Napi::CallbackInfo& info, int tupleFd) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[1].As<Napi::Uint32Array>().ElementLength() < 6) {
+    Napi::TypeError::New(env, "lookupSocket(fd, out) needs a socket fd and a Uint32Array of 6").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint32_t* out = info[1].As<Napi::Uint32Array>().Data();
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, (struct sockaddr*)&ss, &len) != 0) return Napi::Number::New(env, -errno);
+  mesh_tuple key;
+  memset(&key, 0, sizeof(key));
+  if (ss.ss_family == AF_INET) {
+    const struct sockaddr_in* a = (const struct sockaddr_in*)&ss;
+    key.ip = a->sin_addr.s_addr;
+    key.port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6*)&ss)->sin6_addr)) {
+    const struct sockaddr_in6* a = (const struct sockaddr_in6*)&ss;
+    memcpy(&key.ip, &a->sin6_addr.s6_addr[12], 4);
+    key.port = ntohs(a->sin6_port);
+  } else {
+    return Napi::Number::New(env, 2);  // IPv6 peers never have records; the caller asks Node
+  }
+  out[0] = key.ip;
+  out[1] = key.port;
+  mesh_orig o;
+  g_lookups++;
+  if (bpf_map_lookup_elem(tupleFd, &key, &o)) {
+    g_lookup_misses++;
+    return Napi::Number::New(env, 0);
+  }
+  out[2] = o.dst_ip;
+  out[3] = o.dst_port;
+  out[4] = (uint32_t)(o.pod_key & 0xffffffffu);
+  out[5] = (uint32_t)(o.pod_key >> 32);
+  return Napi::Number::New(env, 1);
+}
+
 // splice(fdA, fdB) -> [cookieA, cookieB]. The caller has stopped reading both sockets and
 // flushed its own writes: from here what each receives goes to the other's egress.
 Napi::Value Splice(const Napi::CallbackInfo& info, int socks, int links) {
@@ -368,6 +412,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
             InstanceMethod("setSkipInbound", &Datapath::SetSkipInbound),
             InstanceMethod("removeSkipInbound", &Datapath::RemoveSkipInbound),
             InstanceMethod("lookup", &Datapath::Lookup),
+            InstanceMethod("lookupSocket", &Datapath::LookupSocket),
             InstanceMethod("counters", &Datapath::Counters),
             InstanceMethod("describe", &Datapath::Describe),
             InstanceMethod("splice", &Datapath::Splice),
@@ -645,6 +690,11 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
     if (!Loaded(info.Env())) return info.Env().Undefined();
     return mapops::Lookup(info, Fd(skel_->maps.mesh_orig_by_tuple));
+  }
+
+  Napi::Value LookupSocket(const Napi::CallbackInfo& info) {
+    if (!Loaded(info.Env())) return info.Env().Undefined();
+    return mapops::LookupSocket(info, Fd(skel_->maps.mesh_orig_by_tuple));
   }
 
   Napi::Value Counters(const Napi::CallbackInfo& info) {
@@ -949,6 +999,7 @@ class MapView : public Napi::ObjectWrap<MapView> {
     exports.Set("MapView", DefineClass(env, "MapView",
         {
             InstanceMethod("lookup", &MapView::Lookup),
+            InstanceMethod("lookupSocket", &MapView::LookupSocket),
             InstanceMethod("splice", &MapView::Splice),
             InstanceMethod("unsplice", &MapView::Unsplice),
             InstanceMethod("splicedBytes", &MapView::SplicedBytes),
@@ -977,6 +1028,7 @@ class MapView : public Napi::ObjectWrap<MapView> {
     return false;
   }
   Napi::Value Lookup(const Napi::CallbackInfo& info) { return mapops::Lookup(info, tuple_); }
+  Napi::Value LookupSocket(const Napi::CallbackInfo& info) { return mapops::LookupSocket(info, tuple_); }
   Napi::Value Splice(const Napi::CallbackInfo& info) {
     return SpliceReady(info.Env()) ? mapops::Splice(info, splice_, links_) : info.Env().Undefined();
   }

@@ -3,6 +3,7 @@
 import * as os from 'node:os';
 import { VERSION } from '../version.ts';
 import { Datapath, type PortRange } from '../datapath/datapath.ts';
+import type { SocketOrigLookup } from '../datapath/socket-lookup.ts';
 import { missingRequired, probeFeatures, type Feature } from '../datapath/features.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
 import type { KubeSource } from '../k8s/kube-source.ts';
@@ -139,6 +140,8 @@ export class Agent {
   readonly opts: AgentOptions;
   readonly startedAt = Date.now();
   datapath!: Datapath;
+  /** The main thread's proxy's lookup by socket (bound once the datapath is open). */
+  private socketLookup: SocketOrigLookup | null = null;
   proxy!: Proxy;
   pods!: PodSync;
   private source?: PodFileSource;
@@ -317,6 +320,7 @@ export class Agent {
       listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port, reusePort },
       openSlots: reusePort ? { counts: new Int32Array(openSlots), slot: 0 } : undefined,
       lookup: (ip, port) => this.lookup(ip, port),
+      lookupSocket: (fd) => (this.socketLookup ??= this.datapath.socketLookup())(fd),
       router: this.router,
       telemetry: this.telemetry,
       tunnels: this.tunnels?.tunnels,

@@ -61,6 +61,8 @@ export interface NativeDatapath {
   setSkipInbound(podIp: string, ranges: PortRange[]): void;
   removeSkipInbound(podIp: string): boolean;
   lookup(remoteIp: string, remotePort: number): OrigRecord | null;
+  /** An accepted socket's peer and record into `out` (datapath/socket-lookup.ts): 1 record, 0 none, 2 peer not IPv4, -errno. */
+  lookupSocket(fd: number, out: Uint32Array): number;
   counters(): DatapathCounters;
   describe(): DatapathDescription;
   /** Kernel splice (load({ kernelSplice: true }) only); see src/proxy/kernel-splice.ts. */
@@ -81,6 +83,7 @@ export interface MapFds {
 /** Another thread's handle on a Datapath's maps (the proxy workers): lookups and splices only. */
 export interface NativeMapView {
   lookup(remoteIp: string, remotePort: number): OrigRecord | null;
+  lookupSocket(fd: number, out: Uint32Array): number;
   splice(fdA: number, fdB: number): [bigint, bigint];
   unsplice(a: bigint, b: bigint): void;
   splicedBytes(cookie: bigint): { bytes: number; drops: number } | null;

@@ -4,6 +4,7 @@
 import { loadAddon, type DatapathCounters, type DatapathDescription, type MapFds, type NativeDatapath, type NativeMapView, type OrigRecord, type PortRange } from './addon.ts';
 import type { KernelSplicer } from '../proxy/kernel-splice.ts';
 import { checkAttachTarget, cgroupId } from './cgroup2.ts';
+import { socketLookup, type SocketOrigLookup } from './socket-lookup.ts';
 
 export type { DatapathCounters, DatapathDescription, MapFds, OrigRecord, PortRange };
 
@@ -77,6 +78,11 @@ export class Datapath {
     return this.native.lookup(remoteIp, remotePort);
   }
 
+  /** The record of an accepted socket, by its fd (socket-lookup.ts); one per thread: it reuses its result. */
+  socketLookup(): SocketOrigLookup {
+    return socketLookup(this.native);
+  }
+
   /** The map fds a MapView on a proxy worker thread uses; valid until close(). */
   mapFds(): MapFds {
     return this.native.mapFds();
@@ -136,6 +142,10 @@ export class MapView {
 
   lookup(remoteIp: string, remotePort: number): OrigRecord | null {
     return this.native.lookup(remoteIp, remotePort);
+  }
+
+  socketLookup(): SocketOrigLookup {
+    return socketLookup(this.native);
   }
 
   splicer(): KernelSplicer {

@@ -21,6 +21,8 @@ import { unevaluated } from '../policy/conn-authz.ts';
 import { HeapSettle, type HeapSettleOptions } from './heap-settle.ts';
 import { plainIp } from '../util/ip.ts';
 import { nativeIoCounts, nativeIoOps } from './native-socket.ts';
+import { socketFd } from './kernel-splice.ts';
+import type { SocketOrigLookup } from '../datapath/socket-lookup.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
@@ -51,6 +53,11 @@ export interface ProxyOptions {
   listen: { host: string; port: number; reusePort?: boolean };
   /** The datapath record of an accepted connection; null => refused (no open relay). */
   lookup: OrigDstLookup;
+  /**
+   * The same by the socket's fd, its peer included (datapath/socket-lookup.ts): one native call
+   * instead of Node's remoteAddress and lookup(). Used for sockets with an fd; else `lookup`.
+   */
+  lookupSocket?: SocketOrigLookup;
   /**
    * Services behind ClusterIPs (routing/router.ts): their connections and requests are balanced
    * across the Service's endpoints. Without it every connection goes to its original destination.
@@ -415,24 +422,56 @@ export class Proxy {
         { open: openNow, refusedOverCap: stats.refusedOverCap });
       return false;
     }
-    if (client.remoteAddress === undefined || client.remotePort === undefined) {
-      client.destroy(); // already gone
-      return false;
-    }
     return true;
+  }
+
+  /** False (and destroyed) when the client is already gone. */
+  #hasPeer(client: net.Socket): boolean {
+    if (client.remoteAddress !== undefined && client.remotePort !== undefined) return true;
+    client.destroy();
+    return false;
+  }
+
+  /** The peer and record by the socket's fd; null where that cannot tell (no fd, not IPv4): ask Node. */
+  #lookupSocket(client: net.Socket): ReturnType<SocketOrigLookup> | 'failed' {
+    const bySocket = this.#opts.lookupSocket;
+    const fd = bySocket === undefined ? null : socketFd(client);
+    if (fd === null) return null;
+    try {
+      return bySocket!(fd);
+    } catch (err) {
+      this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp: client.remoteAddress, sourcePort: client.remotePort, error: String(err) });
+      return 'failed';
+    }
   }
 
   #onConnection = (client: net.Socket): void => {
     if (!this.#admit(client)) return;
+    const found = this.#lookupSocket(client);
+    if (found === 'gone') {
+      client.destroy(); // already gone
+      return;
+    }
+    if (found === null && !this.#hasPeer(client)) return;
     const stats = this.#stats;
-    const remotePort = client.remotePort!;
-    const sourceIp = plainIp(client.remoteAddress!);
+    let sourceIp: string;
+    let remotePort: number;
     let rec;
-    try {
-      rec = this.#opts.lookup(sourceIp, remotePort);
-    } catch (err) {
-      this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp, sourcePort: remotePort, error: String(err) });
+    if (found === 'failed') {
+      sourceIp = plainIp(client.remoteAddress ?? '');
+      remotePort = client.remotePort ?? 0;
       rec = null;
+    } else if (found !== null) {
+      ({ sourceIp, sourcePort: remotePort, rec } = found);
+    } else {
+      remotePort = client.remotePort!;
+      sourceIp = plainIp(client.remoteAddress!);
+      try {
+        rec = this.#opts.lookup(sourceIp, remotePort);
+      } catch (err) {
+        this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp, sourcePort: remotePort, error: String(err) });
+        rec = null;
+      }
     }
     if (!rec) {
       stats.refusedNoRecord++;
@@ -489,7 +528,7 @@ export class Proxy {
    * own address, and the pod's policy decides what passes.
    */
   #onInbound = (client: net.Socket): void => {
-    if (!this.#admit(client)) return;
+    if (!this.#admit(client) || !this.#hasPeer(client)) return;
     this.#stats.inboundAccepted++;
     const sourceIp = plainIp(client.remoteAddress!);
     const destIp = client.localAddress === undefined ? '' : plainIp(client.localAddress);

@@ -102,6 +102,7 @@ const tableSeq = new TableSeq(new Int32Array(init.tablesSent ?? new SharedArrayB
 const proxy = new Proxy({
   listen: { ...init.listen, reusePort: true },
   lookup: (ip, p) => view.lookup(ip, p),
+  lookupSocket: view.socketLookup(),
   router,
   telemetry: hub,
   opaquePorts: PortSet.parse(init.opaquePorts),
