@@ -25,13 +25,16 @@ export function formatIp4(n: number): string {
     : `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
-export function socketLookup(native: { lookupSocket(fd: number, out: Uint32Array): number }): SocketOrigLookup {
+export function socketLookup(native: { lookupSocket?(fd: number, out: Uint32Array): number }): SocketOrigLookup {
+  // An addon built before lookupSocket (a dev tree not rebuilt: ./dev setup): the listener asks
+  // Node and lookup() as before, rather than refusing every connection.
+  if (typeof native.lookupSocket !== 'function') return () => null;
   // [peer ip, peer port, dst ip, dst port, pod key low, high]: the pod key read as one u64.
   const buf = new ArrayBuffer(24);
   const out = new Uint32Array(buf);
   const podKey = new BigUint64Array(buf, 16, 1);
   return (fd) => {
-    const r = native.lookupSocket(fd, out);
+    const r = native.lookupSocket!(fd, out);
     if (r === 2) return null;
     if (r < 0) return 'gone';
     const sourceIp = formatIp4(out[0]!);
