@@ -30,10 +30,6 @@ export class KindStore<K extends string> {
     return this.#objects.get(key);
   }
 
-  find(kind: K, namespace: string, name: string): Obj | undefined {
-    return this.#objects.get(objKey(kind, namespace, name));
-  }
-
   keys(): IterableIterator<string> {
     return this.#objects.keys();
   }
