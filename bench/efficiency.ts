@@ -13,11 +13,15 @@ import { checkErrors } from './load-failure.ts';
 export const RATES = [1000, 5000, 10_000] as const;
 /** Opaque bytes, Gbit/s. */
 export const OPAQUE_RATES = [1, 4] as const;
-/** cpu-http1's warm-up at each rate (nginx's too), seconds; MESH_BENCH_H1_WARMUP=1 gives the old one for an A/B. */
-const WARM_UP_SECONDS = h1WarmUp(process.env.MESH_BENCH_H1_WARMUP);
-function h1WarmUp(v: string | undefined): number {
+/**
+ * The warm-up at each rate of cpu-http1, cpu-http2 and cpu-grpc (nginx's too), seconds: after 1 s
+ * V8 was still compiling the agent's forwarders through the first measured rate.
+ * MESH_BENCH_RATE_WARMUP=1 gives the old one for an A/B.
+ */
+const WARM_UP_SECONDS = rateWarmUp(process.env.MESH_BENCH_RATE_WARMUP);
+function rateWarmUp(v: string | undefined): number {
   const n = Number(v ?? 3);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`MESH_BENCH_H1_WARMUP=${v}: want a whole number of seconds, at least 1 (unset: 3)`);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`MESH_BENCH_RATE_WARMUP=${v}: want a whole number of seconds, at least 1 (unset: 3)`);
   return n;
 }
 /** Below this share of the asked rate, a run says it could not reach it (its CPU per request is still what it cost). */
@@ -91,6 +95,7 @@ export const EFFICIENCY_SCENARIOS: NodeScenario[] = [
     title: 'CPU per request: HTTP/2 at fixed rates',
     modes: NGINX_MESH,
     warmUp: true,
+    warmUpSeconds: WARM_UP_SECONDS,
     metrics: cpuMetrics('req/s'),
     load: (s) => `h2load -t1 -c10 -m10 --rps R/10 -D ${s} http://HOST:8081/ (h2c) at R = ${RATES.map(k).join(', ')} req/s; CPU per 1,000 requests as for HTTP/1`,
     run: (c) => atRates(c, 'req/s', (rate, n) => h2loadAt(c, rate, ['-m10'], `http://${c.host}:${c.port(PORTS.h2)}/`, n)),
@@ -100,6 +105,7 @@ export const EFFICIENCY_SCENARIOS: NodeScenario[] = [
     title: 'CPU per request: gRPC unary at fixed rates',
     modes: NGINX_MESH,
     warmUp: true,
+    warmUpSeconds: WARM_UP_SECONDS,
     metrics: cpuMetrics('req/s'),
     load: (s) => `the gRPC scenario's h2load (-m10, a 5-byte message, te: trailers) with -c10 --rps R/10 -D ${s} at R = ${RATES.map(k).join(', ')} req/s; CPU per 1,000 calls`,
     run: (c) => atRates(c, 'req/s', (rate, n) => h2loadAt(c, rate, ['-m10', '-d', c.env.grpcRequest, '-H', 'content-type: application/grpc', '-H', 'te: trailers'], `http://${c.host}:${c.port(PORTS.h2)}${GRPC_PATH}`, n)),
