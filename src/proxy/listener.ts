@@ -22,7 +22,7 @@ import { HeapSettle, type HeapSettleOptions } from './heap-settle.ts';
 import { plainIp } from '../util/ip.ts';
 import { nativeIoCounts, nativeIoOps } from './native-socket.ts';
 import { socketFd } from './kernel-splice.ts';
-import type { SocketOrigLookup } from '../datapath/socket-lookup.ts';
+import type { SocketOrig, SocketOrigLookup } from '../datapath/socket-lookup.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
@@ -432,47 +432,37 @@ export class Proxy {
     return false;
   }
 
-  /** The peer and record by the socket's fd; null where that cannot tell (no fd, not IPv4): ask Node. */
-  #lookupSocket(client: net.Socket): ReturnType<SocketOrigLookup> | 'failed' {
+  /**
+   * The client's peer and datapath record: by its fd in one native call where it can tell
+   * (datapath/socket-lookup.ts), else Node's peer and lookup(); 'gone' when the peer already left.
+   * A lookup that throws is logged and gives no record: the connection is refused.
+   */
+  #peerAndRecord(client: net.Socket): SocketOrig | 'gone' {
     const bySocket = this.#opts.lookupSocket;
     const fd = bySocket === undefined ? null : socketFd(client);
-    if (fd === null) return null;
     try {
-      return bySocket!(fd);
+      const found = fd === null ? null : bySocket!(fd);
+      if (found !== null) return found;
+      if (client.remoteAddress === undefined || client.remotePort === undefined) return 'gone';
+      const sourceIp = plainIp(client.remoteAddress);
+      return { sourceIp, sourcePort: client.remotePort, rec: this.#opts.lookup(sourceIp, client.remotePort) };
     } catch (err) {
-      this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp: client.remoteAddress, sourcePort: client.remotePort, error: String(err) });
-      return 'failed';
+      const sourceIp = plainIp(client.remoteAddress ?? '');
+      const sourcePort = client.remotePort ?? 0;
+      this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp, sourcePort, error: String(err) });
+      return { sourceIp, sourcePort, rec: null };
     }
   }
 
   #onConnection = (client: net.Socket): void => {
     if (!this.#admit(client)) return;
-    const found = this.#lookupSocket(client);
+    const found = this.#peerAndRecord(client);
     if (found === 'gone') {
       client.destroy(); // already gone
       return;
     }
-    if (found === null && !this.#hasPeer(client)) return;
     const stats = this.#stats;
-    let sourceIp: string;
-    let remotePort: number;
-    let rec;
-    if (found === 'failed') {
-      sourceIp = plainIp(client.remoteAddress ?? '');
-      remotePort = client.remotePort ?? 0;
-      rec = null;
-    } else if (found !== null) {
-      ({ sourceIp, sourcePort: remotePort, rec } = found);
-    } else {
-      remotePort = client.remotePort!;
-      sourceIp = plainIp(client.remoteAddress!);
-      try {
-        rec = this.#opts.lookup(sourceIp, remotePort);
-      } catch (err) {
-        this.#log('error', 'datapath lookup failed; refusing connection', { sourceIp, sourcePort: remotePort, error: String(err) });
-        rec = null;
-      }
-    }
+    const { sourceIp, sourcePort: remotePort, rec } = found;
     if (!rec) {
       stats.refusedNoRecord++;
       abortSocket(client);
