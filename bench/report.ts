@@ -119,7 +119,13 @@ export const REFERENCES = {
     date: '2026-12-02',
     commit: '1271e46',
     how: 'bench/h1-floor.ts\'s addon-c and addon-js forwarders (bench/native/poll-forwarder.cc: Node accepts and dials, then libuv poll handles on Node\'s loop read and write the two sockets from C++; three runs of 4 interleaved rounds) on a 2-core machine at load average 0.3-2.8 (docs/benchmarks.md, "The floor with the sockets driven from C++")',
-    figure: 'with one JavaScript call per read over a shared buffer (finding the end of the head and a response\'s status), the medians per 1,000 requests at 1,000 / 5,000 / 10,000 req/s were 28.0-29.5 / 19.5-20.3 / 18.3-18.6 CPU-ms against nginx\'s 32.0-35.5 / 22.0-24.3 / 19.1-23.5 and the net floor\'s 40.5-43.5 / 26.1-29.1 / 23.6-26.6, with two reads and two writes a request: the floor\'s excess over nginx is Node\'s streams, and it goes with them. The agent\'s own parsing, routing and telemetry (5-18 CPU-ms of user space per 1,000 above the floor at 1,000 req/s) would remain; driving its sockets from C++ is not built',
+    figure: 'with one JavaScript call per read over a shared buffer (finding the end of the head and a response\'s status), the medians per 1,000 requests at 1,000 / 5,000 / 10,000 req/s were 28.0-29.5 / 19.5-20.3 / 18.3-18.6 CPU-ms against nginx\'s 32.0-35.5 / 22.0-24.3 / 19.1-23.5 and the net floor\'s 40.5-43.5 / 26.1-29.1 / 23.6-26.6, with two reads and two writes a request: the floor\'s excess over nginx is Node\'s streams, and it goes with them. The agent\'s own parsing, routing and telemetry (5-18 CPU-ms of user space per 1,000 above the floor at 1,000 req/s) would remain',
+  },
+  nativeIo: {
+    date: '2026-12-03',
+    commit: 'fabb991',
+    how: 'node bench/run.ts --only http1-keepalive,http1-close,cpu-http1 without (A) and with (B) MESH_BENCH_AGENT_ARGS=--native-io, A B B A, on a 2-core machine at load average 0.6-1.9 (docs/benchmarks.md, "The agent with its sockets driven from C++")',
+    figure: 'with its HTTP/1 sockets read and written from C++ (--native-io, the default since), the agent spent 0.70-0.81 of its CPU per request without at 1,000 req/s, 0.79-0.80 at 5,000 and 0.84-0.93 at 10,000, and 1.08-1.53 of nginx\'s (1.27-1.92 without); keep-alive reached 0.88-0.92 of nginx\'s req/s (0.66-0.70 without) and a new connection per request 0.44 (0.43-0.50 without). What is left above nginx is the agent\'s own JavaScript per request (parsing both heads, routing, the telemetry event: about 5 us a request as profiled) and, at low rates, each of two proxy threads waking for its own requests',
   },
   connectionCost: {
     date: '2026-11-30',
@@ -377,7 +383,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       id: 'cpu-http1-vs-nginx', target: vsNginx,
       measured: rates.map((m) => `${rateOf(m)}: ${fmt(m.values.mesh)} vs ${fmt(m.values.nginx)} CPU-ms per 1,000`).join('; '),
       status: worse.length === 0 ? 'met' : 'missed',
-      limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. ${cite(REFERENCES.nodeFloor)} ${cite(REFERENCES.addonFloor)} ${cite(REFERENCES.requestCost)}`,
+      limit: worse.length === 0 ? undefined : `At ${worse.map(rateOf).join(', ')} the agent spent ${worse.map((m) => `${(m.values.mesh! / m.values.nginx!).toFixed(1)}×`).join(', ')} nginx's CPU per request. ${cite(REFERENCES.nativeIo)} ${cite(REFERENCES.addonFloor)} ${cite(REFERENCES.requestCost)}`,
     });
   } else out.push(notRun('cpu-http1-vs-nginx', vsNginx, scenarios, 'cpu-http1', ['mesh', 'nginx']));
 
@@ -389,7 +395,7 @@ function judgeEfficiency(scenarios: ScenarioResult[], proxies: number): TargetRe
       id: 'cpu-http1-60ms', target: ztunnel,
       measured: mesh.map((m) => `${rateOf(m)}: ${fmt(m.values.mesh)}`).join('; '),
       status: over.length === 0 ? 'met' : 'missed',
-      limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates a request wakes the event loop on its own, where at higher ones one wake-up serves several: compare the rates in this run. ${cite(REFERENCES.nodeFloor)} ${cite(REFERENCES.addonFloor)} ${cite(REFERENCES.requestCost)}`,
+      limit: over.length === 0 ? undefined : `Over at ${over.map(rateOf).join(', ')}. At low rates a request wakes the event loop on its own, where at higher ones one wake-up serves several: compare the rates in this run. ${cite(REFERENCES.nativeIo)} ${cite(REFERENCES.addonFloor)} ${cite(REFERENCES.requestCost)}`,
     });
   } else out.push(notRun('cpu-http1-60ms', ztunnel, scenarios, 'cpu-http1', ['mesh']));
 

@@ -189,7 +189,7 @@ test('what limits a missed target: figures this run measured, or a dated run wit
   t.true(limits.some((l) => l.includes(cite(REFERENCES.idleMemoryBreakdown))));
   t.true(limits.some((l) => l.includes(cite(REFERENCES.serviceCostGrpc))));
   t.true(limits.some((l) => l.includes(cite(REFERENCES.serviceCostHttp1))));
-  t.true(limits.some((l) => l.includes(cite(REFERENCES.nodeFloor))));
+  t.true(limits.some((l) => l.includes(cite(REFERENCES.nativeIo))));
   t.true(limits.some((l) => l.includes(cite(REFERENCES.addonFloor))));
   // With the cited sentences taken out, every number left is one this run measured:
   // the agent's 99% of a core, its 30% wait, nginx's 35% of direct, the fixed rate run

@@ -299,14 +299,17 @@ test.serial('with 2 proxies, gRPC calls on new connections are served by both, t
   }
 });
 
-test.serial('SIGTERM with 2 proxies: keep-alive clients in a loop see no failed request while the agent drains and exits', async (t) => {
-  const agent = await startAgent(2, ['--drain', '5000']);
+test.serial('SIGTERM with 2 proxies on Node\'s streams (--no-native-io): keep-alive clients in a loop see no failed request while the agent drains and exits', async (t) => {
+  const agent = await startAgent(2, ['--no-native-io', '--drain', '5000']);
   const { loads } = await loadsOnEveryProxy(2, 200);
+  const s = await status();
+  t.true((s.proxy.byProtocol.http1 ?? 0) >= loads.length, `HTTP/1 connections: ${JSON.stringify(s.proxy.byProtocol)}`);
+  t.is(s.proxy.nativeIoClients, undefined, 'no socket is driven from C++');
   await sigtermWithoutFailures(t, agent, loads);
 });
 
-test.serial('--native-io reaches both proxies: keep-alive loads through 2 proxies on sockets driven from C++, then SIGTERM with no failed request', async (t) => {
-  const agent = await startAgent(2, ['--native-io', '--drain', '5000']);
+test.serial('sockets driven from C++ by default, on both proxies: keep-alive loads through 2 proxies, then SIGTERM with no failed request', async (t) => {
+  const agent = await startAgent(2, ['--drain', '5000']);
   const { loads } = await loadsOnEveryProxy(2, 100);
   // Requests flow on every load's connection (each proxy holds at least one) before the count is read.
   const ticks = loads.map((l) => l.lines.length);

@@ -110,7 +110,7 @@ export interface AgentOptions {
   allowRootCgroup?: boolean;
   /** Opaque tunnels' bytes moved by a BPF sockhash instead of the proxy (experimental, docs/proxy.md). */
   kernelSplice?: boolean;
-  /** HTTP/1 connections' sockets driven from C++, not Node's streams (experimental, docs/proxy.md). */
+  /** HTTP/1 connections' sockets driven from C++, not Node's streams (docs/proxy.md); default true, false is Node's streams. */
   nativeIo?: boolean;
   /** Prometheus labels and cardinality (docs/metrics.md). */
   metrics?: { podLabels?: boolean; maxSeries?: number };
@@ -339,7 +339,7 @@ export class Agent {
         splicedBytes: (c) => this.datapath.splicer().splicedBytes(c),
         sentBytes: (fd) => this.datapath.splicer().sentBytes(fd),
       } : null,
-      nativeIo: this.opts.nativeIo ?? false,
+      nativeIo: this.opts.nativeIo ?? true,
       log: (level, msg, fields) => log[level](msg, fields),
     });
     try {
@@ -716,7 +716,7 @@ export class Agent {
         listen: { host: this.opts.proxy.ip, port: this.opts.proxy.port },
         mapFds,
         kernelSplice: this.opts.kernelSplice ?? false,
-        nativeIo: this.opts.nativeIo ?? false,
+        nativeIo: this.opts.nativeIo ?? true,
         opaquePorts: this.opts.opaquePorts?.toString() ?? DEFAULT_OPAQUE_PORTS,
         detectTimeoutMs: this.opts.detectTimeoutMs,
         maxConnections: this.opts.maxConnections,

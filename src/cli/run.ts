@@ -66,7 +66,8 @@ export function registerRun(program: Command) {
     .option('--cni-socket <path>', 'answer the chained CNI plugin here (install: /var/run/mesh-agent-cni/cni.sock): a meshed pod\'s sandbox comes up once its policy is in the kernel (default: off)')
     .option('--cni-state <file>', 'with --cni-socket: the meshed namespaces, for the plugin when no agent answers', DEFAULT_STATE_FILE)
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
-    .option('--native-io', 'experimental: HTTP/1 connections\' sockets are read and written from C++ on the proxy\'s loop, not through Node\'s streams (plain TCP only)')
+    .option('--native-io', 'HTTP/1 connections\' plain TCP sockets are read and written from C++ on the proxy\'s loop, not through Node\'s streams (the default)')
+    .option('--no-native-io', 'HTTP/1 connections\' sockets stay on Node\'s streams (the path before --native-io became the default)')
     .option('--allow-root-cgroup', 'allow attaching to the machine\'s root cgroup (redirects every process on the host)')
     .option('-q, --quiet', 'log warnings and errors only')
     .action(async (o, cmd: Command) => {
@@ -103,7 +104,7 @@ export function registerRun(program: Command) {
         maxConnections: parseCount(o.maxConnections, '--max-connections'),
         allowRootCgroup: o.allowRootCgroup,
         kernelSplice: o.kernelSplice ?? false,
-        nativeIo: o.nativeIo ?? false,
+        nativeIo: o.nativeIo ?? true,
         proxyWorkers,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
         identity: identityOptions(o, settings.identityAddr),

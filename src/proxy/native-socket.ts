@@ -1,5 +1,5 @@
 /**
- * Sockets driven from C++ (`mesh-agent run --native-io`, experimental; docs/proxy.md): a
+ * Sockets driven from C++ (`mesh-agent run --native-io`, the default; docs/proxy.md): a
  * connected TCP socket's fd is handed to the addon (native/addon/socket-io.cc), which reads and
  * writes it from libuv poll handles on this thread's loop. Node's streams are out of the path: a
  * read is one call into JavaScript, `(id, kind, value)` over one shared buffer made once per
