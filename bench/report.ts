@@ -153,6 +153,11 @@ export const REFERENCES = {
   },
 } satisfies Record<string, Reference>;
 
+/** A difference in ms with its sign: +1.500 ms, or -2.165 ms when the mesh was the faster. */
+function signedMs(ms: number): string {
+  return `${ms < 0 ? '-' : '+'}${Math.abs(ms).toFixed(3)} ms`;
+}
+
 export function cite(r: Reference): string {
   return `From ${r.how} on ${r.date} (recorded in commit ${r.commit}; not measured by this run): ${r.figure}.`;
 }
@@ -207,7 +212,7 @@ function judgeFull(scenarios: ScenarioResult[], proxies: number): TargetResult[]
     out.push({
       id: 'latency-1k-p99',
       target: 'at a fixed 1,000 req/s the mesh adds under 1 ms at p99',
-      measured: `+${added.toFixed(3)} ms (${p99.values.direct.toFixed(3)} → ${p99.values.mesh.toFixed(3)} ms)`,
+      measured: `${signedMs(added)} (${p99.values.direct.toFixed(3)} → ${p99.values.mesh.toFixed(3)} ms)`,
       status: added < 1 ? 'met' : 'missed',
       limit: added < 1 ? undefined : 'This run does not measure where the tail comes from; the candidates are the agent\'s event loop pauses (garbage collection, a long tick) and sharing the cores with the load generator and the server.' + cpuNote(cpuOf(scenarios, 'latency-1k', 'mesh', proxies)),
     });
@@ -362,7 +367,7 @@ function judgeMtls(scenarios: ScenarioResult[], proxies: number): TargetResult[]
     const added = nc.values.mtls - nc.values.direct;
     out.push({
       id: 'newconn-cross-mtls', target: ncTarget,
-      measured: `+${added.toFixed(3)} ms (direct ${nc.values.direct.toFixed(3)}, plaintext mesh ${fmt(nc.values.mesh)}, mTLS ${nc.values.mtls.toFixed(3)} ms)`,
+      measured: `${signedMs(added)} (direct ${nc.values.direct.toFixed(3)}, plaintext mesh ${fmt(nc.values.mesh)}, mTLS ${nc.values.mtls.toFixed(3)} ms)`,
       status: added <= 1 ? 'met' : 'missed',
       limit: added <= 1 ? undefined : 'A new connection over a warm tunnel costs the client\'s agent the accept, the detection race and a CONNECT stream, and the destination\'s agent the stream, its checks and a connect to the pod, before the server\'s first byte can come back through both.' + cpuNote(cpuOf(scenarios, 'newconn-cross', 'mtls', 2 * proxies)),
     });

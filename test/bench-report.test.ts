@@ -133,6 +133,14 @@ test('targets: met, missed with what limits it, and not run', (t) => {
   t.regex(md, /What limits the missed targets/);
 });
 
+test('a p99 the mesh kept below direct\'s is a negative difference, written with one sign', (t) => {
+  const [p99] = judgeTargets([scenario('latency-1k', 'p99', { direct: 5.55, mesh: 3.385 })], { quick: false });
+  t.is(p99!.status, 'met');
+  t.is(p99!.measured, '-2.165 ms (5.550 → 3.385 ms)');
+  const [slower] = judgeTargets([scenario('latency-1k', 'p99', { direct: 1.0, mesh: 2.5 }, 99)], { quick: false });
+  t.is(slower!.measured, '+1.500 ms (1.000 → 2.500 ms)');
+});
+
 test('discovery-scale: its own table (no direct or nginx column), judged against issue 12\'s targets at the full size', (t) => {
   const met = { ...missingAll.at(-1)!, metrics: [
     { name: 'change to every agent p99 (full size)', unit: 'ms', better: 'lower' as const, values: { mesh: 140 } },
