@@ -109,12 +109,6 @@ export const REFERENCES = {
     how: 'per-thread /proc user and system times of the agent and nginx under cpu-http1\'s 1,000 req/s load, perf -g and an idle strace of the agent, on a loaded 2-core machine (docs/benchmarks.md, "Where a request\'s and a connection\'s CPU goes")',
     figure: 'idle work was 1.3-1.5 CPU-ms a second; per 1,000 requests after a warm-up the agent\'s two proxy threads spent 26-43 CPU-ms in user space and 19-34 in the kernel, nginx 12-17 and 24-27: the gap is user space, and perf spread it over Node\'s per-read and per-wake-up machinery (V8 builtins 14%, Node\'s C++ and libuv 8%, its stream JavaScript 5%, malloc 3%) with the agent\'s own JavaScript at 6%, no hot spot; reading the HTTP/1 upstreams into one shared buffer (net onread) did not measurably change it',
   },
-  nodeFloor: {
-    date: '2026-12-02',
-    commit: '305864d',
-    how: 'bench/h1-floor.ts (cpu-http1\'s load on loopback through each forwarder in a process of its own with one thread; three runs of 4, 4 and 6 interleaved rounds) on a loaded 2-core machine (docs/benchmarks.md, "The floor of a Node forwarder")',
-    figure: 'the medians per 1,000 requests at 1,000 / 5,000 / 10,000 req/s were 41.5-45.5 / 31.3-37.2 / 29.6-31.3 CPU-ms for nginx with one worker, 47.5-65.5 / 41.8-48.9 / 38.1-46.5 for the least forwarder on Node\'s net (on(\'data\') to write() both ways, no parsing) and 72.5-82.5 / 50.7-57.2 / 46.5-49.3 for the agent\'s HTTP/1 forwarder. The floor made nginx\'s system calls, but its user space was 1.3-1.9x nginx\'s at every rate, so at or below nginx is out of reach for any forwarder on Node\'s sockets; what the agent adds above the floor, 13-26 CPU-ms of user space at 1,000 req/s, is its own (its JavaScript, the garbage it makes per request), with no hot spot',
-  },
   addonFloor: {
     date: '2026-12-02',
     commit: '1271e46',
