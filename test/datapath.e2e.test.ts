@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
+import { until } from './helpers/until.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const AGENT = path.join(here, 'fixtures/datapath-agent.ts');
@@ -209,6 +210,26 @@ test.serial('a proxy on a worker thread looks records up through a MapView on th
     t.deepEqual(seen, [{ remote: client.ip, remotePort: connected.localPort, orig, bySocket: { sourceIp: client.ip, sourcePort: connected.localPort, rec: orig } }]);
     // Both of the worker's lookups (by address, by socket) are counted with the others.
     t.is(BigInt((await agent.call('counters')).lookups), lookups + 2n, 'the worker\'s lookups are counted with the others');
+  } finally {
+    await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: PROXY_PORT, skipOutbound: [] });
+  }
+});
+
+test.serial('on a dual-stack listener the lookup by socket reads an IPv4 client\'s IPv4-mapped peer as IPv4 and finds its record; a native IPv6 peer is left to Node', async (t) => {
+  const port = PROXY_PORT + 20;
+  await agent.call('startWorkerProxy', { port, ip: '::' });
+  await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: port, skipOutbound: [] });
+  try {
+    const out = await tool(client, ['tcp-client', '--connect', `${server.ip}:8080`, '--send', 'mapped']);
+    t.is(out.find((o) => o.reply)?.reply, 'mapped');
+    const connected = out.find((o) => o.connected).connected;
+    const orig = { ip: server.ip, port: 8080, podKey: clientKey };
+    // The listener is an IPv6 socket, so getpeername gave the addon an IPv4-mapped AF_INET6 peer.
+    const seen: any[] = await agent.call('viaWorker');
+    t.deepEqual(seen.at(-1), { remote: client.ip, remotePort: connected.localPort, orig, bySocket: { sourceIp: client.ip, sourcePort: connected.localPort, rec: orig } });
+    await agent.call('dialLoopback6', { port });
+    const native = await until(() => agent.call('viaWorker'), (v: any[]) => v.length > seen.length, 'the worker proxy to see the IPv6 connection');
+    t.deepEqual(native.at(-1), { remote: '::1', remotePort: native.at(-1).remotePort, orig: null, bySocket: null });
   } finally {
     await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: PROXY_PORT, skipOutbound: [] });
   }
