@@ -205,7 +205,8 @@ test.serial('a proxy on a worker thread looks records up through a MapView on th
     const out = await tool(client, ['tcp-client', '--connect', `${server.ip}:8080`, '--send', 'via worker']);
     t.is(out.find((o) => o.reply)?.reply, 'via worker');
     const connected = out.find((o) => o.connected).connected;
-    const seen = await agent.call('viaWorker');
+    // The worker posts what it read to the main thread: wait for that message, not for the reply.
+    const seen = await until(() => agent.call('viaWorker'), (v: any[]) => v.length > 0, 'the worker proxy to report the connection');
     const orig = { ip: server.ip, port: 8080, podKey: clientKey };
     t.deepEqual(seen, [{ remote: client.ip, remotePort: connected.localPort, orig, bySocket: { sourceIp: client.ip, sourcePort: connected.localPort, rec: orig } }]);
     // Both of the worker's lookups (by address, by socket) are counted with the others.
@@ -225,11 +226,11 @@ test.serial('on a dual-stack listener the lookup by socket reads an IPv4 client\
     const connected = out.find((o) => o.connected).connected;
     const orig = { ip: server.ip, port: 8080, podKey: clientKey };
     // The listener is an IPv6 socket, so getpeername gave the addon an IPv4-mapped AF_INET6 peer.
-    const seen: any[] = await agent.call('viaWorker');
+    const seen = await until(() => agent.call('viaWorker'), (v: any[]) => v.some((o) => o.remotePort === connected.localPort), 'the worker proxy to report the connection');
     t.deepEqual(seen.at(-1), { remote: client.ip, remotePort: connected.localPort, orig, bySocket: { sourceIp: client.ip, sourcePort: connected.localPort, rec: orig } });
     await agent.call('dialLoopback6', { port });
     const native = await until(() => agent.call('viaWorker'), (v: any[]) => v.length > seen.length, 'the worker proxy to see the IPv6 connection');
-    t.deepEqual(native.at(-1), { remote: '::1', remotePort: native.at(-1).remotePort, orig: null, bySocket: null });
+    t.like(native.at(-1), { remote: '::1', orig: null, bySocket: null });
   } finally {
     await agent.call('setGlobal', { proxyIp: node.nodeIp, proxyPort: PROXY_PORT, skipOutbound: [] });
   }
