@@ -233,9 +233,31 @@ test.serial("the peer's RST: an error event with its code, then close", async (t
   peer.resetAndDestroy();
   const [err] = await errored;
   t.is(err.code, 'ECONNRESET');
+  t.is(err.syscall, 'read'); // reading was all that waited
+  t.is(err.message, 'read ECONNRESET');
   const hadError = await closed;
   t.true(hadError);
   t.true(s.destroyed);
+  t.is(nativeSocketCount(), 0);
+});
+
+test.serial("the peer's RST with bytes still kept to send: the error is the write's, as Node would say", async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  const s = adopt(node);
+  peer.pause(); // reads nothing: the kernel's buffers fill and the rest is kept in C++
+  let kept = false;
+  for (let i = 0; i < 4096 && !kept; i++) kept = !s.write(Buffer.alloc(64 * 1024, 7));
+  t.true(kept, 'write() never said wait: nothing was kept to fail');
+  t.true(s.writableLength > 0);
+  const errored = once(s, 'error') as Promise<[NodeJS.ErrnoException]>;
+  const closed = new Promise<boolean>((r) => s.once('close', r));
+  peer.resetAndDestroy();
+  const [err] = await errored;
+  t.is(err.code, 'ECONNRESET');
+  t.is(err.syscall, 'write');
+  t.is(err.message, 'write ECONNRESET');
+  t.true(await closed);
   t.is(nativeSocketCount(), 0);
 });
 

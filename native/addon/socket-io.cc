@@ -5,7 +5,8 @@
 // ArrayBuffer the JavaScript side made once, then one call into JavaScript (a callback scope, so
 // the nextTick and microtask queues run after it, as after Node's own socket reads). A write goes
 // to the kernel at once; what it does not take is kept here and the fd polled for writable. The
-// JavaScript side gets events: data (length), EOF, drained, write side shut, error (errno).
+// JavaScript side gets events: data (length), EOF, drained, write side shut, error (errno and
+// the call that failed, so a message reads as Node's own: "write EPIPE", "read ECONNRESET").
 // Everything is per thread (per Node-API env): each proxy worker has its own set.
 // Measured against Node's streams in docs/benchmarks.md ("The floor with the sockets driven from C++").
 #include <napi.h>
@@ -29,7 +30,12 @@ constexpr uint32_t kData = 0;    // value: bytes read into the shared buffer
 constexpr uint32_t kEof = 1;     // the peer's FIN
 constexpr uint32_t kDrain = 2;   // what write() kept has all gone to the kernel
 constexpr uint32_t kFinish = 3;  // the write side is shut (end() completed)
-constexpr uint32_t kError = 4;   // value: errno
+constexpr uint32_t kError = 4;   // value: errno | (the failed call << 16)
+
+// The call an error came from, in kError's high half (keep in step with native-socket.ts).
+constexpr uint32_t kOpRead = 0;
+constexpr uint32_t kOpWrite = 1;
+constexpr uint32_t kOpShutdown = 2;
 
 struct IoState;
 
@@ -118,11 +124,11 @@ void update(Sock* s) {
 }
 
 /** Reports an error once and stops all I/O; JavaScript destroys the socket. */
-void fail(Sock* s, int err) {
+void fail(Sock* s, int err, uint32_t op) {
   if (s->failed) return;
   s->failed = true;
   update(s);
-  emit(s, kError, static_cast<uint32_t>(err));
+  emit(s, kError, (static_cast<uint32_t>(err) & 0xffff) | (op << 16));
 }
 
 /** Writes as much as the kernel takes; returns the bytes it did not, or -errno. */
@@ -152,7 +158,7 @@ void flush(Sock* s) {
   size_t taken = 0;
   const uint8_t* p = reinterpret_cast<const uint8_t*>(s->pending.data()) + s->pendingOff;
   ssize_t left = writeNow(s->fd, p, s->pending.size() - s->pendingOff, &taken);
-  if (left < 0) return fail(s, static_cast<int>(-left));
+  if (left < 0) return fail(s, static_cast<int>(-left), kOpWrite);
   s->pendingOff += taken;
   if (left > 0) return;
   s->pending.clear();
@@ -161,7 +167,7 @@ void flush(Sock* s) {
   if (s->endAfterFlush) {
     s->endAfterFlush = false;
     int rc = shutWrite(s);
-    if (rc < 0) return fail(s, -rc);
+    if (rc < 0) return fail(s, -rc, kOpShutdown);
     if (!emit(s, kFinish, 0)) return;
   }
   emit(s, kDrain, 0);
@@ -171,11 +177,13 @@ void onPoll(uv_poll_t* handle, int status, int events) {
   Sock* s = static_cast<Sock*>(handle->data);
   if (s->closing || s->failed) return;
   if (status < 0) {
-    // libuv reports POLLERR as UV_EBADF; the socket's own error is the one that happened.
+    // libuv reports POLLERR as UV_EBADF; the socket's own error is the one that happened. It
+    // belongs to the bytes still to send when there are some (Node would fail that write),
+    // else to the reading that was waiting.
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) err = -status;
-    return fail(s, err);
+    return fail(s, err, s->pending.size() > s->pendingOff ? kOpWrite : kOpRead);
   }
   if (events & UV_WRITABLE) {
     flush(s);
@@ -196,7 +204,7 @@ void onPoll(uv_poll_t* handle, int status, int events) {
       update(s);
       emit(s, kEof, 0);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      fail(s, errno);
+      fail(s, errno, kOpRead);
     }
   }
 }

@@ -29,6 +29,8 @@ const EV_EOF = 1;
 const EV_DRAIN = 2;
 const EV_FINISH = 3;
 const EV_ERROR = 4;
+/** The call an error came from, by the high half of its value (socket-io.cc's kOp*). */
+const ERROR_CALLS = ['read', 'write', 'shutdown'];
 
 /** One read's most: 64 KiB, Node's own read size. */
 const SHARED_BYTES = 64 * 1024;
@@ -282,7 +284,7 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
         this.#finish();
         return;
       case EV_ERROR:
-        this.destroy(errnoError(value, 'read'));
+        this.destroy(errnoError(value & 0xffff, ERROR_CALLS[value >>> 16] ?? 'poll'));
         return;
       default:
     }
