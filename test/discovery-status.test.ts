@@ -35,6 +35,12 @@ test('--native-io: the PROXY line says how many HTTP/1 sockets were driven from 
   t.notRegex(render(base, assessHealth(base)), /native-io/);
 });
 
+test('the PROXY line gives the connection cap in force when the agent reports it (lowered to what the open-file limit holds)', (t) => {
+  const capped = { ...base, proxy: { ...base.proxy, maxConnections: 256, refusedOverCap: 4 } };
+  t.regex(render(capped, assessHealth(capped)), /^PROXY 10\.0\.0\.1:15001: .*, 4 over the cap of 256, by protocol/m);
+  t.regex(render(base, assessHealth(base)), /\d+ over the cap, by protocol/m); // an older agent: no cap in its status
+});
+
 test('down: the line says why; degraded once down longer than the bound, naming the state it routes from', (t) => {
   const down = { ...link, state: 'backoff', connectedSince: null, downSince: '2026-01-01T00:05:01.000Z', downForMs: 30_000, lastError: 'controller http://10.96.0.5:8086: ECONNREFUSED' };
   const s = { ...base, discovery: down };

@@ -8,7 +8,7 @@ import { missingRequired, probeFeatures, type Feature } from '../datapath/featur
 import { PodFileSource } from '../k8s/pod-file.ts';
 import type { KubeSource } from '../k8s/kube-source.ts';
 import type { Snapshot } from '../k8s/objects.ts';
-import { Proxy } from '../proxy/index.ts';
+import { DEFAULT_MAX_CONNECTIONS, Proxy } from '../proxy/index.ts';
 import type { OrigDst } from '../proxy/context.ts';
 import { PodSync } from './pod-sync.ts';
 import { AdminServer } from './admin.ts';
@@ -794,7 +794,7 @@ export class Agent {
       kernel: os.release(),
       features: this.features,
       datapath: { cgroup: d.cgroup, programs: d.programs, maps: d.maps, counters: this.datapath.counters() },
-      proxy: { listen: `${this.opts.proxy.ip}:${this.opts.proxy.port}`, ...sumProxyStats([this.proxy.stats(), ...(this.pool?.proxyStats() ?? [])]), workers: this.workers() },
+      proxy: { listen: `${this.opts.proxy.ip}:${this.opts.proxy.port}`, maxConnections: this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, ...sumProxyStats([this.proxy.stats(), ...(this.pool?.proxyStats() ?? [])]), workers: this.workers() },
       pods: this.pods.states().map((s) => ({
         namespace: s.pod.namespace,
         name: s.pod.name,

@@ -9,6 +9,7 @@ import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
 import { parseAgentConfig, parseBool, parseCount, parseMs, readConfigSource, resolveRunSettings, type AgentConfig } from './run-config.ts';
 import { DEFAULT_MAX_SERIES } from '../telemetry/metrics.ts';
 import { defaultProxyWorkers } from '../workers/cpus.ts';
+import { capForOpenFiles, openFilesLimit } from '../agent/open-files.ts';
 import { shrinkHeap } from '../util/shrink-heap.ts';
 import type { AgentIdentityOptions } from '../agent/agent.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
@@ -44,7 +45,7 @@ export function registerRun(program: Command) {
     .option('--skip-outbound-ports <ports>', 'ports every pod connects to directly, e.g. 3306,5000-5010', '')
     .option('--opaque-ports <ports>', 'destination ports forwarded without protocol detection', DEFAULT_OPAQUE_PORTS)
     .option('--detect-timeout <ms>', 'go opaque when neither side spoke within this', '1000')
-    .option('--max-connections <n>', 'cap on open proxied connections', '10000')
+    .option('--max-connections <n>', 'cap on open proxied connections, all proxies together; lowered to what the open-file limit holds', '10000')
     .option('--drain <ms>', 'on SIGTERM, wait this long for open connections', '10000')
     .option('--metrics-pod-labels <bool>', 'label metrics with pod and dst_pod (false on big nodes: workload labels stay)', 'true')
     .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
@@ -84,6 +85,9 @@ export function registerRun(program: Command) {
       const drainMs = parseMs(o.drain, '--drain', 10_000);
       const proxyWorkers = settings.proxyWorkers === 'auto' ? defaultProxyWorkers() : settings.proxyWorkers;
       const { proxy, admin } = settings;
+      const nativeIo = o.nativeIo ?? true;
+      const cap = capForOpenFiles(parseCount(o.maxConnections, '--max-connections'), openFilesLimit(), nativeIo);
+      if (cap.warning) log.warn(cap.warning, { maxConnections: cap.maxConnections });
       const proxyAddr = `${proxy.host}:${proxy.port}`;
       const agent = new Agent({
         nodeName: o.node ?? process.env.NODE_NAME,
@@ -101,10 +105,10 @@ export function registerRun(program: Command) {
         skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),
         detectTimeoutMs: parseMs(o.detectTimeout, '--detect-timeout', 1000, 1),
-        maxConnections: parseCount(o.maxConnections, '--max-connections'),
+        maxConnections: cap.maxConnections,
         allowRootCgroup: o.allowRootCgroup,
         kernelSplice: o.kernelSplice ?? false,
-        nativeIo: o.nativeIo ?? true,
+        nativeIo,
         proxyWorkers,
         metrics: { podLabels: parseBool(o.metricsPodLabels, '--metrics-pod-labels'), maxSeries: parseCount(o.metricsMaxSeries, '--metrics-max-series') },
         identity: identityOptions(o, settings.identityAddr),

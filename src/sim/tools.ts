@@ -3,8 +3,10 @@
 //   tcp-echo   --port P                     echo server; one {"accepted":{...},"at":t} line per connection
 //   tcp-banner --port P --banner TEXT       server speaks first, then echoes
 //   tcp-client --connect IP:PORT --send TEXT [--wait-banner] [--timeout-ms N]
-//   tcp-many   --connect IP:PORT --count N [--hold]  N sequential connections, one echo each -> {"ok":N};
-//              --hold: each stays open, {"open":N} once all are, and all close when stdin ends
+//   tcp-many   --connect IP:PORT --count N [--hold] [--keep-going]  N sequential connections, one echo each -> {"ok":N};
+//              --hold: each stays open, {"open":N} once all are, and all close when stdin ends;
+//              --keep-going: a connection that fails is counted ({"failed":F,"errors":{CODE:n}} with the
+//              last line, and "open" counts those held) instead of ending the run
 //   tcp-loop   --connect IP:PORT [--interval-ms N] [--attempt-timeout-ms N]
 //              one short connection (connect, echo, close) after another until killed; one
 //              {"attempt":i,"ok":true,"localPort":p} or {"attempt":i,"ok":false,"stage":...,"error":...} line each,
@@ -176,12 +178,24 @@ async function tcpMany(f: Flags): Promise<void> {
   const { host, port } = target(f);
   const count = int(f, 'count');
   const held: net.Socket[] = [];
+  let failed = 0;
+  const errors: Record<string, number> = {};
   for (let i = 0; i < count; i++) {
-    const s = await connect(host, port);
-    const text = `ping-${i};`;
-    const reply = readUntil(s, text);
-    s.write(text);
-    await reply;
+    let s: net.Socket | undefined;
+    try {
+      s = await connect(host, port);
+      const text = `ping-${i};`;
+      const reply = readUntil(s, text);
+      s.write(text);
+      await reply;
+    } catch (e) {
+      if (!f['keep-going']) throw e;
+      s?.destroy();
+      failed++;
+      const code = errorKind(e);
+      errors[code] = (errors[code] ?? 0) + 1;
+      continue;
+    }
     if (f.hold) {
       held.push(s);
       continue;
@@ -189,14 +203,15 @@ async function tcpMany(f: Flags): Promise<void> {
     await new Promise<void>((r) => s.end(r));
     s.destroy();
   }
+  const failures = f['keep-going'] ? { failed, errors } : {};
   if (f.hold) {
-    out({ open: count });
+    out({ open: held.length, ...failures });
     process.stdin.resume();
     await new Promise<void>((r) => process.stdin.once('end', r));
     await Promise.all(held.map((s) => new Promise<void>((r) => s.end(r))));
     for (const s of held) s.destroy();
   }
-  out({ ok: count });
+  out({ ok: count - failed, ...failures });
 }
 
 /** What went wrong in one attempt: the errno code when there is one (ECONNRESET, ECONNREFUSED, ...). */
