@@ -258,7 +258,9 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
         if (this.#flowing) {
           // emit('data') as EventEmitter does it, without its generic lookup (megamorphic across
           // the process's emitters) when there is one listener, as there is in the forwarder.
-          const h = (this as unknown as Emitting)._events.data;
+          // `_events` is EventEmitter's own field, not its API: without it (a Node that renamed
+          // it) this is emit() as usual.
+          const h = (this as unknown as Partial<Emitting>)._events?.data;
           if (typeof h === 'function') h.call(this, b);
           else this.emit('data', b);
         } else {
