@@ -167,3 +167,40 @@ test.serial('a CONNECT the other agent never answers fails its session after the
   t.is(u.failureDetail, 'no connection within 300 ms');
   t.is(u.connectedAt, 0);
 });
+
+test.serial('readyOrConnect: not ready while a first session connects (opened in the background), ready once it is; one dial', async (t) => {
+  const up = await startH2Upstream((stream) => { stream.respond({ ':status': 200 }); stream.end('ok'); });
+  const pool = new Http2SessionPool();
+  t.teardown(async () => { pool.close(); await up.close(); });
+  let dials = 0;
+  const via = { dial: (ip: string, port: number) => { dials++; return net.connect(port, ip); } };
+  t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000), 'no session yet: not ready, and one is opened');
+  t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000), 'connecting: not ready, and no second one');
+  t.is(dials, 1);
+  const [u] = pool.sessions('127.0.0.1', up.port);
+  await waitFor(() => u!.connectedAt > 0);
+  t.true(pool.readyOrConnect('127.0.0.1', up.port, via, 5000));
+  t.is(pool.acquire('127.0.0.1', up.port, via, 5000), u, 'a request then takes the warmed session');
+  t.is(pool.opened, 1);
+});
+
+test.serial('readyOrConnect after a failed connect: no new dial for connectRetryMs, so a dead endpoint is not dialled per request', async (t) => {
+  // A port nothing listens on: the connect is refused.
+  const closedPort = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  let dials = 0;
+  const via = { dial: (ip: string, port: number) => { dials++; return net.connect(port, ip); } };
+  for (const [retryMs, dialsAfter] of [[60_000, 1], [0, 2]] as const) {
+    dials = 0;
+    const pool = new Http2SessionPool({ connectRetryMs: retryMs });
+    t.teardown(() => pool.close());
+    t.false(pool.readyOrConnect('127.0.0.1', closedPort, via, 5000));
+    await waitFor(() => pool.sessions('127.0.0.1', closedPort).length === 0); // refused: the session failed and left
+    t.false(pool.readyOrConnect('127.0.0.1', closedPort, via, 5000));
+    t.is(dials, dialsAfter, `connectRetryMs ${retryMs}: dials after the failure`);
+  }
+});

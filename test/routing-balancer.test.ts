@@ -197,6 +197,48 @@ test('both first draws held back by accrual: P2C again over the admitted endpoin
   t.is(draws.length, 0, 'two draws for the pair, two for the pair among the admitted');
 });
 
+test('with ready(): P2C chooses among ready endpoints (HTTP/2: a connected session), asking each endpoint at most once; none ready: among all, as without', (t) => {
+  const draws: number[] = [];
+  const b = new Balancer({ now: () => 0, random: () => draws.shift()! });
+  b.setEndpoints(eps(4));
+  const readyIps = new Set(['10.0.0.3']);
+  const asked: string[] = [];
+  const ready = (e: BalancedEndpoint) => {
+    asked.push(e.ep.ip);
+    return readyIps.has(e.ep.ip);
+  };
+  // Draws 0, 0 pair .1 and .2, neither ready: then over the ready ones only, .3 alone (no draw).
+  draws.push(0, 0);
+  t.is(b.pick(ready)!.ep.ip, '10.0.0.3');
+  t.deepEqual(asked, ['10.0.0.1', '10.0.0.2', '10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'], 'the pair, then each endpoint once');
+  t.is(draws.length, 0);
+  // One of the pair ready: it, whatever the costs (.3 has a request in flight, .1 none).
+  asked.length = 0;
+  draws.push(0, 0.5); // .1 and .3
+  t.is(b.pick(ready)!.ep.ip, '10.0.0.3');
+  t.deepEqual(asked, ['10.0.0.1', '10.0.0.3']);
+  // Both ready: the cheaper, as without ready().
+  readyIps.add('10.0.0.1');
+  draws.push(0, 0.5);
+  t.is(b.pick(ready)!.ep.ip, '10.0.0.1');
+  // None ready: P2C over all, by the same draws as a pick without ready() makes.
+  readyIps.clear();
+  draws.push(0.5, 0.5, 0.25, 0.5); // the pair .3/.2, neither ready, then .2 and .3 of all four: .2 (nothing in flight)
+  t.is(b.pick(ready)!.ep.ip, '10.0.0.2');
+  t.is(draws.length, 0);
+  // Failure accrual still applies over readiness: an ejected endpoint is not chosen even when ready.
+  const a = new Balancer({ now: () => 0, random: () => draws.shift()!, accrual: { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 } });
+  a.setEndpoints(eps(2));
+  draws.push(0, 0);
+  a.done(a.pick()!, null, 'failure'); // ejects .1
+  draws.push(0, 0);
+  t.is(a.pick(() => true)!.ep.ip, '10.0.0.2');
+  // A single endpoint is the one, ready or not (its request starts the connection).
+  const one = new Balancer({ now: () => 0 });
+  one.setEndpoints(eps(1));
+  t.is(one.pick(() => false)!.ep.ip, '10.0.0.1');
+});
+
 test('accrual annotations: Linkerd\'s names and defaults; bad values reported, defaults kept', (t) => {
   t.is(accrualFromAnnotations({}).params, null);
   t.deepEqual(accrualFromAnnotations({ 'balancer.linkerd.io/failure-accrual': 'consecutive' }).params, DEFAULT_ACCRUAL);

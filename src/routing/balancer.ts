@@ -79,6 +79,8 @@ export class Balancer {
   private readonly random: () => number;
   private list: BalancedEndpoint[] = [];
   private byKey = new Map<string, BalancedEndpoint>();
+  /** pickAmongAvailable's scratch: which endpoints it may choose (one byte each, grown with the list). */
+  private mask = new Uint8Array(0);
 
   constructor(opts: BalancerOptions = {}) {
     this.ewma = opts.ewma ?? LINKERD_EWMA;
@@ -113,6 +115,7 @@ export class Balancer {
     for (const [k, b] of this.byKey) if (!next.has(k)) b.removed = true;
     this.byKey = next;
     this.list = list;
+    if (this.mask.length < list.length) this.mask = new Uint8Array(list.length);
   }
 
   get size(): number {
@@ -129,8 +132,13 @@ export class Balancer {
   /**
    * The endpoint for one request (or one connection), counted in flight until done(). null when
    * there is none to send to: no endpoints, or failure accrual holds every one back.
+   *
+   * `ready`: whether an endpoint can take the request now (HTTP/2: a connected upstream session;
+   * the caller starts connecting one it is asked about that has none). P2C then chooses among
+   * ready endpoints, as tower's balancer chooses among services polled ready, and among all only
+   * when none is: a request waits for a connect only when every endpoint would make it wait.
    */
-  pick(): BalancedEndpoint | null {
+  pick(ready?: (b: BalancedEndpoint) => boolean): BalancedEndpoint | null {
     const list = this.list;
     const n = list.length;
     if (n === 0) return null;
@@ -143,11 +151,11 @@ export class Balancer {
       if (j >= i) j++;
       const a = list[i]!;
       const b = list[j]!;
-      const aOk = this.available(a, now);
-      const bOk = this.available(b, now);
+      const aOk = this.available(a, now) && (ready === undefined || ready(a));
+      const bOk = this.available(b, now) && (ready === undefined || ready(b));
       if (aOk && bOk) chosen = this.cost(a, now) <= this.cost(b, now) ? a : b;
       else if (aOk || bOk) chosen = aOk ? a : b;
-      else chosen = this.pickAmongAvailable(now);
+      else chosen = (ready !== undefined ? this.pickAmongAvailable(now, ready) : null) ?? this.pickAmongAvailable(now);
     }
     if (chosen === null) return null;
     chosen.inflight++;
@@ -192,22 +200,29 @@ export class Balancer {
    * indexes them in place rather than building their array per pick: the same draws choose the
    * same endpoints (admits() is stable at one `now`).
    */
-  private pickAmongAvailable(now: number): BalancedEndpoint | null {
+  private pickAmongAvailable(now: number, ready?: (b: BalancedEndpoint) => boolean): BalancedEndpoint | null {
+    // `ready` is asked once per endpoint (it may start a connect), into a mask the indexing reads.
+    const mask = this.mask;
     let n = 0;
-    for (const b of this.list) if (this.available(b, now)) n++;
+    for (let k = 0; k < this.list.length; k++) {
+      const b = this.list[k]!;
+      const ok = this.available(b, now) && (ready === undefined || ready(b));
+      mask[k] = ok ? 1 : 0;
+      if (ok) n++;
+    }
     if (n === 0) return null;
-    if (n === 1) return this.nthAvailable(0, now);
+    if (n === 1) return this.nthAvailable(0);
     const i = Math.floor(this.random() * n);
     let j = Math.floor(this.random() * (n - 1));
     if (j >= i) j++;
-    const a = this.nthAvailable(i, now);
-    const b = this.nthAvailable(j, now);
+    const a = this.nthAvailable(i);
+    const b = this.nthAvailable(j);
     return this.cost(a, now) <= this.cost(b, now) ? a : b;
   }
 
-  /** The k-th endpoint (from 0) that accrual admits now; there are more than k. */
-  private nthAvailable(k: number, now: number): BalancedEndpoint {
-    for (const b of this.list) if (this.available(b, now) && k-- === 0) return b;
+  /** The k-th endpoint (from 0) pickAmongAvailable's mask admits; there are more than k. */
+  private nthAvailable(k: number): BalancedEndpoint {
+    for (let x = 0; x < this.list.length; x++) if (this.mask[x] === 1 && k-- === 0) return this.list[x]!;
     throw new Error('balancer: fewer endpoints available than counted');
   }
 

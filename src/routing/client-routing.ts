@@ -55,7 +55,7 @@ export class AttemptSlot {
  * endpoints. False, with slot.status and slot.why, when the backend cannot be used (500, as
  * Gateway API says for an unresolved backendRef) or has no ready endpoint (503).
  */
-export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot): boolean {
+export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot, ready?: (b: BalancedEndpoint) => boolean): boolean {
   const b = rule.pickBackend(parent.router.random);
   slot.backend = b;
   slot.lease = null;
@@ -66,7 +66,7 @@ export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: Atte
     if (target === null) return fail(slot, 500, `backend Service ${b.namespace}/${b.name} port ${b.port} not found`);
   }
   slot.target = target;
-  const lease = target.balancer.pick();
+  const lease = target.balancer.pick(ready);
   if (lease === null) {
     const { namespace, name, port } = target.ref;
     return fail(slot, 503, `no ready endpoints for Service ${namespace}/${name} port ${port}`);

@@ -2,7 +2,7 @@
 // stream backpressure, response trailers, resets both ways; reports one RequestEvent.
 import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
-import { rttSample, type Http2SessionPool, type UpstreamSession } from './pool.ts';
+import { rttSample, sessionReady, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
 } from './headers.ts';
@@ -50,7 +50,7 @@ export function forwardStream(
   let resetByProxy = false;
   let upstream: http2.ClientHttp2Stream | undefined;
   let upSession: UpstreamSession | undefined;
-  const lease = route !== null ? route.balancer.pick() : null;
+  const lease = route !== null ? route.balancer.pick(sessionReady(pool, ctx, limits)) : null;
   const destIp = lease !== null ? lease.ep.ip : ctx.endpoints.destIp;
   const destPort = lease !== null ? lease.ep.port : ctx.endpoints.destPort;
   // An endpoint of this node the policy allows whole: this request counts its decision.

@@ -2,7 +2,8 @@
 // ip:port, so N client connections cost one upstream connection (as linkerd does per endpoint).
 import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import type { Dialer } from '../context.ts';
+import { endpointPoolKey, type ConnContext, type Dialer, type ProxyLimits } from '../context.ts';
+import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ProxyFailure } from './headers.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
 import { nodeHttp2 } from '../../util/builtins.ts';
@@ -12,7 +13,12 @@ export interface PoolOptions {
   idleTimeoutMs?: number;
   /** Open another session to the destination when one carries this many streams. */
   maxStreamsPerSession?: number;
+  /** After a session to a destination failed to connect, readyOrConnect opens none there for this long (ms). */
+  connectRetryMs?: number;
 }
+
+/** How long a destination whose connect failed is left alone by warm-ups: a dead endpoint drawn at every request must not be dialled at every request. */
+export const DEFAULT_CONNECT_RETRY_MS = 1000;
 
 /** One upstream session and what the forwarder needs to know about it. */
 export class UpstreamSession {
@@ -73,12 +79,16 @@ export class Http2SessionPool {
   readonly #idleMs: number;
   readonly #maxStreams: number;
   readonly #byKey = new Map<string, UpstreamSession[]>();
+  readonly #connectRetryMs: number;
+  /** performance.now() of the last failed connect, by key (dropped once it is older than connectRetryMs or a session connects). */
+  readonly #connectFailedAt = new Map<string, number>();
   /** Sessions ever opened, for tests and metrics. */
   opened = 0;
 
   constructor(opts: PoolOptions = {}) {
     this.#idleMs = opts.idleTimeoutMs ?? 60_000;
     this.#maxStreams = opts.maxStreamsPerSession ?? 250;
+    this.#connectRetryMs = opts.connectRetryMs ?? DEFAULT_CONNECT_RETRY_MS;
   }
 
   /**
@@ -104,6 +114,32 @@ export class Http2SessionPool {
     return this.#pick(key) ?? this.#open(ip, port, () => via.dial(ip, port), connectTimeoutMs, key);
   }
 
+  /**
+   * Whether `key` has a connected session that takes streams: a balancer's ready endpoint
+   * (Balancer.pick). When it has none at all, one is opened now through `via` (a warm-up: it
+   * closes after the idle timeout if no stream comes), so the endpoint is ready for a later
+   * request without this one waiting for the connect; while one connects, not ready. After a
+   * connect to `key` failed, none is opened for connectRetryMs (the endpoint stays not ready).
+   */
+  readyOrConnect(ip: string, port: number, via: { dial: Dialer }, connectTimeoutMs: number, key = keyOf(ip, port)): boolean {
+    const list = this.#byKey.get(key);
+    if (list !== undefined) {
+      for (const u of list) if (u.usable && u.connectedAt > 0 && u.capacity(this.#maxStreams) > 0) return true;
+      for (const u of list) if (u.usable) return false; // connecting (or full: acquire opens the next)
+    }
+    const failedAt = this.#connectFailedAt.get(key);
+    if (failedAt !== undefined) {
+      if (performance.now() - failedAt < this.#connectRetryMs) return false;
+      this.#connectFailedAt.delete(key);
+    }
+    try {
+      this.#open(ip, port, () => via.dial(ip, port), connectTimeoutMs, key);
+    } catch {
+      // a dial that throws at once: the request that picks this endpoint gets the error
+    }
+    return false;
+  }
+
   /** Sessions currently pooled for a destination. */
   sessions(ip: string, port: number): readonly UpstreamSession[] {
     return this.#byKey.get(keyOf(ip, port)) ?? [];
@@ -117,6 +153,14 @@ export class Http2SessionPool {
       }
     }
     this.#byKey.clear();
+    this.#connectFailedAt.clear();
+  }
+
+  #noteConnectFailed(key: string): void {
+    const now = performance.now();
+    // Keys of endpoints long gone would stay otherwise: past a thousand, the expired go.
+    if (this.#connectFailedAt.size >= 1024) for (const [k, at] of this.#connectFailedAt) if (now - at >= this.#connectRetryMs) this.#connectFailedAt.delete(k);
+    this.#connectFailedAt.set(key, now);
   }
 
   #pick(key: string): UpstreamSession | undefined {
@@ -140,6 +184,7 @@ export class Http2SessionPool {
     this.#byKey.set(key, list);
 
     const remove = () => {
+      if (u.connectedAt === 0 && u.failure !== undefined) this.#noteConnectFailed(key);
       const l = this.#byKey.get(key);
       if (!l) return;
       const i = l.indexOf(u);
@@ -161,6 +206,7 @@ export class Http2SessionPool {
     const connected = () => {
       u.connectedAt = performance.now();
       clearTimeout(timer);
+      this.#connectFailedAt.delete(key);
     };
     const s = socket as net.Socket | undefined;
     if (s === undefined) session.once('connect', connected); // createConnection is called synchronously today
@@ -204,4 +250,13 @@ export function rttSample(u: UpstreamSession | null | undefined, t0: number, now
 /** As a Service endpoint's key (routing/balancer.ts BalancedEndpoint): the port has no colon, so IPv6 stays unambiguous. */
 export function keyOf(ip: string, port: number): string {
   return ip + ':' + port;
+}
+
+/**
+ * The balancer's `ready` for a request of this client connection (Balancer.pick): an endpoint
+ * with a connected session in the pool under the key the request would use (INSPECTED apart);
+ * one without any session starts connecting (Http2SessionPool.readyOrConnect).
+ */
+export function sessionReady(pool: Http2SessionPool, ctx: ConnContext, limits: ProxyLimits): (b: BalancedEndpoint) => boolean {
+  return (b) => pool.readyOrConnect(b.ep.ip, b.ep.port, ctx, limits.upstreamConnectTimeoutMs, endpointPoolKey(ctx, b.ep.ip, b.ep.port, b.key));
 }

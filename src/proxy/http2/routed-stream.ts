@@ -8,7 +8,7 @@
 // and cancels the upstream stream (RST_STREAM CANCEL). Unrouted streams: forward-stream.ts.
 import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
-import { rttSample, type Http2SessionPool, type UpstreamSession } from './pool.ts';
+import { rttSample, sessionReady, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
@@ -173,7 +173,7 @@ class RoutedStream {
 
   private attempt(): void {
     const slot = this.slot;
-    const ok = pickAttempt(this.route, this.rule!, slot);
+    const ok = pickAttempt(this.route, this.rule!, slot, sessionReady(this.pool, this.ctx, this.limits));
     this.attemptAt = performance.now();
     const report = this.report!;
     report.backend = backendRef(this.route, slot.backend);
