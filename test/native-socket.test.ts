@@ -400,3 +400,80 @@ test.serial('many sockets: 200 echoes at once, then every fd is closed', async (
   await waitFor(() => openFds() === fds && nativeSocketCount() === 0);
   t.is(openFds(), fds);
 });
+
+/**
+ * The addon refuses the fd (ioAdopt throws, as when dup() fails with EMFILE at the open-file
+ * limit) until the returned function is called.
+ */
+function refuseAdoption(t: { teardown(fn: () => void): void }): () => void {
+  const io = nativeIoOps()!;
+  const real = io.ioAdopt;
+  io.ioAdopt = () => {
+    throw new Error('ioAdopt(): dup of fd 99 failed: Too many open files');
+  };
+  const restore = (): void => {
+    io.ioAdopt = real;
+  };
+  t.teardown(restore);
+  return restore;
+}
+
+test.serial("adoptClient refused by the addon (dup fails): Node's socket carries on as it was, its buffered bytes and its reads", async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  peer.pause();
+  node.write('abc');
+  await once(peer, 'readable'); // Node holds 'abc'
+  const restore = refuseAdoption(t);
+  const adopted = NativeSocket.adoptClient(peer, Buffer.from('HEAD'));
+  restore();
+  t.is(adopted, null);
+  // dispatch.ts carries on with Node's socket: the handler reads it.
+  const got = collect(peer);
+  peer.resume();
+  node.write('def');
+  await waitFor(() => got().length >= 6).catch(() => {});
+  t.is(got().toString(), 'abcdef');
+  node.destroy();
+  peer.destroy();
+});
+
+test.serial("wrap of a connected upstream refused by the addon: Node's socket comes back and still reads", async (t) => {
+  const server = await listen(t);
+  const { node, peer } = await pair(server);
+  node.pause();
+  const restore = refuseAdoption(t);
+  const s = NativeSocket.wrap(node);
+  restore();
+  t.is(s, node, "Node's socket is handed back");
+  const got = collect(s);
+  s.resume();
+  peer.write('HTTP/1.1 200 OK\r\n\r\n');
+  await waitFor(() => got().length >= 19).catch(() => {});
+  t.is(got().toString(), 'HTTP/1.1 200 OK\r\n\r\n');
+  node.destroy();
+  peer.destroy();
+});
+
+test.serial("an upstream refused by the addon when it connects: the error and close, and Node's socket is closed too (no connection left open)", async (t) => {
+  const server = await listen(t);
+  const fds = openFds();
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const node = net.connect({ host: HOST, port: (server.address() as net.AddressInfo).port, allowHalfOpen: true });
+  const s = NativeSocket.wrap(node) as NativeSocket;
+  t.true(s instanceof NativeSocket);
+  refuseAdoption(t);
+  const errored = once(s, 'error') as Promise<[Error]>;
+  const closed = new Promise<boolean>((r) => s.once('close', r));
+  const [peer] = await accepted;
+  const [err] = await errored;
+  t.regex(err.message, /adopting the connected upstream failed/);
+  t.true(await closed);
+  t.true(node.destroyed, "Node's connected socket is destroyed with the NativeSocket");
+  peer.resume();
+  await waitFor(() => peer.readableEnded).catch(() => {}); // the server sees the connection end
+  t.true(peer.readableEnded, 'the upstream server saw our FIN');
+  peer.destroy();
+  await waitFor(() => openFds() === fds).catch(() => {});
+  t.is(openFds(), fds);
+});
