@@ -157,17 +157,23 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     const io = nativeIoOps();
     if (io === null || sock.destroyed || !isPlainTcp(sock)) return null;
     const fd = socketFd(sock);
-    if (fd === null || !stopReading(sock)) return null;
-    // Whatever Node read before reads stopped is the connection's next bytes; its EOF is not
-    // lost (a read of the dup returns 0 again).
-    const extra: Buffer[] = [];
-    for (let c = sock.read() as Buffer | null; c !== null; c = sock.read() as Buffer | null) extra.push(c);
+    if (fd === null) return null;
+    // The dup first: refused (EMFILE at the open-file limit), the caller carries on with Node's
+    // socket, which must still read and still hold what it buffered. The addon reads nothing yet.
     let id: number;
     try {
       id = io.ioAdopt(fd);
     } catch {
-      return null; // the caller carries on with Node's socket
+      return null;
     }
+    if (!stopReading(sock)) {
+      io.ioClose(id, false); // closes the dup only: Node's fd keeps the connection
+      return null;
+    }
+    // Whatever Node read before reads stopped is the connection's next bytes; its EOF is not
+    // lost (a read of the dup returns 0 again).
+    const extra: Buffer[] = [];
+    for (let c = sock.read() as Buffer | null; c !== null; c = sock.read() as Buffer | null) extra.push(c);
     const s = new NativeSocket(io, sock.allowHalfOpen);
     s.#id = id;
     s.#bytesRead = sock.bytesRead; // the connection's counts go on from Node's (the head included)
@@ -211,6 +217,9 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     this.#pre = null;
     sock.off('error', this.#onPreError);
     if (!this.#adopt(sock)) {
+      // Node's socket is no longer ours to hand back (the caller holds this one): close it.
+      sock.on('error', ignoreError);
+      sock.destroy();
       this.destroy(new Error('adopting the connected upstream failed'));
       return;
     }
@@ -226,12 +235,19 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
   /** Takes over a connected socket's fd and destroys Node's socket. False: left as it was. */
   #adopt(sock: net.Socket): boolean {
     const fd = socketFd(sock);
-    if (fd === null || !stopReading(sock) || sock.readableLength > 0) return false;
+    if (fd === null || sock.readableLength > 0) return false;
+    // The dup before Node's reads stop: refused, Node's socket is left as it was (still reading).
+    let id: number;
     try {
-      this.#id = this.#io.ioAdopt(fd);
+      id = this.#io.ioAdopt(fd);
     } catch {
       return false;
     }
+    if (!stopReading(sock)) {
+      this.#io.ioClose(id, false); // the dup only
+      return false;
+    }
+    this.#id = id;
     this.#bytesWritten += sock.bytesWritten;
     live.set(this.#id, this);
     nativeIoCounts.upstreams++;
