@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { NativeSocket, nativeIoOps, nativeSocketCount } from '../src/proxy/native-socket.ts';
 import type { ForwarderSocket } from '../src/proxy/forwarder-socket.ts';
 import { waitFor } from './helpers/until.ts';
@@ -477,3 +479,15 @@ test.serial("an upstream refused by the addon when it connects: the error and cl
   await waitFor(() => openFds() === fds).catch(() => {});
   t.is(openFds(), fds);
 });
+
+for (const mode of ['exit', 'terminate'] as const) {
+  test.serial(`a worker that ${mode === 'exit' ? 'exits' : 'is terminated'} with adopted sockets open: no crash, and their connections are closed`, async (t) => {
+    // Its own process, where only the worker thread loads the addon (test/fixtures/native-io-worker-exit.ts).
+    const fixture = fileURLToPath(new URL('fixtures/native-io-worker-exit.ts', import.meta.url));
+    const r = spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', fixture, mode], { encoding: 'utf8', timeout: 60_000 });
+    t.is(r.signal, null, `the process died of ${r.signal}; stderr: ${r.stderr.slice(-500)}`);
+    t.is(r.status, 0, r.stderr.slice(-500));
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { code?: number; ended?: boolean[] };
+    t.deepEqual(out.ended, [true, true, true], 'the server saw every connection end');
+  });
+}
