@@ -67,14 +67,23 @@ struct IoState {
   size_t bufSize = 0;
   uint32_t nextId = 1;
   std::unordered_map<uint32_t, Sock*> socks;
+  // Socks not freed yet, those closing included: their poll handles' close callbacks are this
+  // addon's code, so the env's teardown waits for them (asyncCleanup) before it may unload it.
+  size_t unfreed = 0;
+  bool tearingDown = false;
+  napi_async_cleanup_hook_handle cleanupHandle = nullptr;
 };
+
+void finishCleanup(IoState* st);
 
 void onPoll(uv_poll_t* handle, int status, int events);
 
 void onClosed(uv_handle_t* handle) {
   Sock* s = static_cast<Sock*>(handle->data);
+  IoState* st = s->st;
   close(s->fd); // a poll handle does not own its fd
   delete s;
+  if (--st->unfreed == 0 && st->tearingDown) finishCleanup(st);
 }
 
 void closeSock(Sock* s, bool reset) {
@@ -264,6 +273,7 @@ Napi::Value IoAdopt(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, std::string("ioAdopt(): uv_poll_init failed: ") + uv_strerror(err));
   }
   s->poll.data = s;
+  st->unfreed++;
   do s->id = st->nextId++; while (s->id == 0 || st->socks.count(s->id));
   st->socks[s->id] = s;
   return Napi::Number::New(env, s->id);
@@ -350,9 +360,21 @@ Napi::Value IoCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(stateOf(info)->socks.size()));
 }
 
-/** The thread's env is going away (a worker exits): close what is left; no JavaScript can run now. */
-void cleanup(void* arg) {
+/** The last Sock is freed during the env's teardown: the env may go on (and unload the addon). */
+void finishCleanup(IoState* st) {
+  napi_remove_async_cleanup_hook(st->cleanupHandle);
+  delete st;
+}
+
+/**
+ * The thread's env is going away (a worker exits): close what is left; no JavaScript can run
+ * now. Asynchronous: Node runs the loop until every poll handle's close callback (onClosed,
+ * which closes the fd) has run, sockets closed just before included; after that the env may
+ * unload this addon, and a close callback left for later would call into unmapped code.
+ */
+void asyncCleanup(napi_async_cleanup_hook_handle, void* arg) {
   IoState* st = static_cast<IoState*>(arg);
+  st->tearingDown = true;
   while (!st->socks.empty()) {
     Sock* s = st->socks.begin()->second;
     st->socks.erase(st->socks.begin());
@@ -363,8 +385,9 @@ void cleanup(void* arg) {
     napi_delete_reference(st->env, st->onEvent);
     napi_delete_reference(st->env, st->bufferRef);
     napi_async_destroy(st->env, st->asyncContext);
+    st->onEvent = nullptr;
   }
-  delete st;
+  if (st->unfreed == 0) finishCleanup(st);
 }
 
 } // namespace
@@ -372,7 +395,7 @@ void cleanup(void* arg) {
 void InitSocketIo(Napi::Env env, Napi::Object exports) {
   IoState* st = new IoState();
   st->env = env;
-  napi_add_env_cleanup_hook(env, cleanup, st);
+  napi_add_async_cleanup_hook(env, asyncCleanup, st, &st->cleanupHandle);
   exports.Set("ioInit", Napi::Function::New(env, IoInit, "ioInit", st));
   exports.Set("ioAdopt", Napi::Function::New(env, IoAdopt, "ioAdopt", st));
   exports.Set("ioRead", Napi::Function::New(env, IoRead, "ioRead", st));
