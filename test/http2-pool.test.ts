@@ -174,6 +174,8 @@ test.serial('readyOrConnect: not ready while a first session connects (opened in
   t.teardown(async () => { pool.close(); await up.close(); });
   let dials = 0;
   const via = { dial: (ip: string, port: number) => { dials++; return net.connect(port, ip); } };
+  t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000, undefined, false), 'no session, asked without connect: not ready, nothing opened');
+  t.is(dials, 0);
   t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000), 'no session yet: not ready, and one is opened');
   t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000), 'connecting: not ready, and no second one');
   t.is(dials, 1);

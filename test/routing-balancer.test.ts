@@ -197,26 +197,27 @@ test('both first draws held back by accrual: P2C again over the admitted endpoin
   t.is(draws.length, 0, 'two draws for the pair, two for the pair among the admitted');
 });
 
-test('with ready(): P2C chooses among ready endpoints (HTTP/2: a connected session), asking each endpoint at most once; none ready: among all, as without', (t) => {
+test('with ready(): P2C chooses among ready endpoints (HTTP/2: a connected session); neither draw ready: any ready one, asking each endpoint once and connecting none; none ready: among all, as without', (t) => {
   const draws: number[] = [];
   const b = new Balancer({ now: () => 0, random: () => draws.shift()! });
   b.setEndpoints(eps(4));
   const readyIps = new Set(['10.0.0.3']);
   const asked: string[] = [];
-  const ready = (e: BalancedEndpoint) => {
-    asked.push(e.ep.ip);
+  const ready = (e: BalancedEndpoint, drawn: boolean) => {
+    asked.push(`${e.ep.ip}${drawn ? ' drawn' : ''}`);
     return readyIps.has(e.ep.ip);
   };
   // Draws 0, 0 pair .1 and .2, neither ready: then over the ready ones only, .3 alone (no draw).
   draws.push(0, 0);
   t.is(b.pick(ready)!.ep.ip, '10.0.0.3');
-  t.deepEqual(asked, ['10.0.0.1', '10.0.0.2', '10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'], 'the pair, then each endpoint once');
+  t.deepEqual(asked, ['10.0.0.1 drawn', '10.0.0.2 drawn', '10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'],
+    'the pair as drawn (the caller may connect them), then each endpoint once, not drawn (it connects nothing)');
   t.is(draws.length, 0);
   // One of the pair ready: it, whatever the costs (.3 has a request in flight, .1 none).
   asked.length = 0;
   draws.push(0, 0.5); // .1 and .3
   t.is(b.pick(ready)!.ep.ip, '10.0.0.3');
-  t.deepEqual(asked, ['10.0.0.1', '10.0.0.3']);
+  t.deepEqual(asked, ['10.0.0.1 drawn', '10.0.0.3 drawn']);
   // Both ready: the cheaper, as without ready().
   readyIps.add('10.0.0.1');
   draws.push(0, 0.5);

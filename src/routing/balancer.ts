@@ -133,12 +133,15 @@ export class Balancer {
    * The endpoint for one request (or one connection), counted in flight until done(). null when
    * there is none to send to: no endpoints, or failure accrual holds every one back.
    *
-   * `ready`: whether an endpoint can take the request now (HTTP/2: a connected upstream session;
-   * the caller starts connecting one it is asked about that has none). P2C then chooses among
-   * ready endpoints, as tower's balancer chooses among services polled ready, and among all only
-   * when none is: a request waits for a connect only when every endpoint would make it wait.
+   * `ready(b, drawn)`: whether an endpoint can take the request now (HTTP/2: a connected
+   * upstream session). `drawn`: b is one of P2C's two random draws, which the caller may start
+   * connecting; false while the balancer looks for any ready endpoint because neither draw was,
+   * so that scan connects nothing (a Service of a thousand endpoints is not dialled at once: the
+   * draws warm it two at a time, as they spread load). P2C chooses among ready endpoints, as
+   * tower's balancer chooses among services polled ready, and among all only when none is: a
+   * request waits for a connect only when every endpoint would make it wait.
    */
-  pick(ready?: (b: BalancedEndpoint) => boolean): BalancedEndpoint | null {
+  pick(ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): BalancedEndpoint | null {
     const list = this.list;
     const n = list.length;
     if (n === 0) return null;
@@ -151,8 +154,8 @@ export class Balancer {
       if (j >= i) j++;
       const a = list[i]!;
       const b = list[j]!;
-      const aOk = this.available(a, now) && (ready === undefined || ready(a));
-      const bOk = this.available(b, now) && (ready === undefined || ready(b));
+      const aOk = this.available(a, now) && (ready === undefined || ready(a, true));
+      const bOk = this.available(b, now) && (ready === undefined || ready(b, true));
       if (aOk && bOk) chosen = this.cost(a, now) <= this.cost(b, now) ? a : b;
       else if (aOk || bOk) chosen = aOk ? a : b;
       else chosen = (ready !== undefined ? this.pickAmongAvailable(now, ready) : null) ?? this.pickAmongAvailable(now);
@@ -200,13 +203,13 @@ export class Balancer {
    * indexes them in place rather than building their array per pick: the same draws choose the
    * same endpoints (admits() is stable at one `now`).
    */
-  private pickAmongAvailable(now: number, ready?: (b: BalancedEndpoint) => boolean): BalancedEndpoint | null {
-    // `ready` is asked once per endpoint (it may start a connect), into a mask the indexing reads.
+  private pickAmongAvailable(now: number, ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): BalancedEndpoint | null {
+    // `ready` is asked once per endpoint, into a mask the indexing reads.
     const mask = this.mask;
     let n = 0;
     for (let k = 0; k < this.list.length; k++) {
       const b = this.list[k]!;
-      const ok = this.available(b, now) && (ready === undefined || ready(b));
+      const ok = this.available(b, now) && (ready === undefined || ready(b, false));
       mask[k] = ok ? 1 : 0;
       if (ok) n++;
     }

@@ -55,7 +55,7 @@ export class AttemptSlot {
  * endpoints. False, with slot.status and slot.why, when the backend cannot be used (500, as
  * Gateway API says for an unresolved backendRef) or has no ready endpoint (503).
  */
-export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot, ready?: (b: BalancedEndpoint) => boolean): boolean {
+export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot, ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): boolean {
   const b = rule.pickBackend(parent.router.random);
   slot.backend = b;
   slot.lease = null;

@@ -116,17 +116,18 @@ export class Http2SessionPool {
 
   /**
    * Whether `key` has a connected session that takes streams: a balancer's ready endpoint
-   * (Balancer.pick). When it has none at all, one is opened now through `via` (a warm-up: it
-   * closes after the idle timeout if no stream comes), so the endpoint is ready for a later
-   * request without this one waiting for the connect; while one connects, not ready. After a
-   * connect to `key` failed, none is opened for connectRetryMs (the endpoint stays not ready).
+   * (Balancer.pick). With `connect`, when it has none at all, one is opened now through `via`
+   * (a warm-up: it closes after the idle timeout if no stream comes), so the endpoint is ready
+   * for a later request without this one waiting for the connect; while one connects, not
+   * ready. After a connect to `key` failed, none is opened for connectRetryMs.
    */
-  readyOrConnect(ip: string, port: number, via: { dial: Dialer }, connectTimeoutMs: number, key = keyOf(ip, port)): boolean {
+  readyOrConnect(ip: string, port: number, via: { dial: Dialer }, connectTimeoutMs: number, key = keyOf(ip, port), connect = true): boolean {
     const list = this.#byKey.get(key);
     if (list !== undefined) {
       for (const u of list) if (u.usable && u.connectedAt > 0 && u.capacity(this.#maxStreams) > 0) return true;
       for (const u of list) if (u.usable) return false; // connecting (or full: acquire opens the next)
     }
+    if (!connect) return false;
     const failedAt = this.#connectFailedAt.get(key);
     if (failedAt !== undefined) {
       if (performance.now() - failedAt < this.#connectRetryMs) return false;
@@ -255,8 +256,8 @@ export function keyOf(ip: string, port: number): string {
 /**
  * The balancer's `ready` for a request of this client connection (Balancer.pick): an endpoint
  * with a connected session in the pool under the key the request would use (INSPECTED apart);
- * one without any session starts connecting (Http2SessionPool.readyOrConnect).
+ * a drawn one without any session starts connecting (Http2SessionPool.readyOrConnect).
  */
-export function sessionReady(pool: Http2SessionPool, ctx: ConnContext, limits: ProxyLimits): (b: BalancedEndpoint) => boolean {
-  return (b) => pool.readyOrConnect(b.ep.ip, b.ep.port, ctx, limits.upstreamConnectTimeoutMs, endpointPoolKey(ctx, b.ep.ip, b.ep.port, b.key));
+export function sessionReady(pool: Http2SessionPool, ctx: ConnContext, limits: ProxyLimits): (b: BalancedEndpoint, drawn: boolean) => boolean {
+  return (b, drawn) => pool.readyOrConnect(b.ep.ip, b.ep.port, ctx, limits.upstreamConnectTimeoutMs, endpointPoolKey(ctx, b.ep.ip, b.ep.port, b.key), drawn);
 }
