@@ -50,9 +50,11 @@ test('the demo\'s stat matches the bot\'s mix, the SMTP service works through th
   if (process.getuid?.() !== 0) throw new Error('the demo test needs root and BPF; run the suite as root: sudo ./dev test');
   const spawnedAt = Date.now();
   run = new DemoRun(['--interval', '2', '--rps', String(RPS)]);
-  // "running" comes after the bot's first answer through the mesh.
+  // "running" comes after the bot's first answer through the mesh. The commands to type follow it
+  // in a write of their own, which the pipe may deliver later: wait for that block's last line.
   await run.waitFor(/==> running\./, 60_000);
   const runningSeenAt = Date.now();
+  await run.waitFor(/Ctrl-C stops the demo and removes everything it made\./, 60_000);
   const ids = run.ids();
   const procs: Proc[] = processesOf(ids);
   t.true(procs.length >= 13, `3 agents, the controller and 9 service replicas in the cluster's cgroups, found ${procs.length}`);
