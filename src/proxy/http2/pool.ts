@@ -33,6 +33,8 @@ export class UpstreamSession {
    * for it starts its balancer RTT sample here, not at its own start (rttSample, docs/routing.md).
    */
   connectedAt = 0;
+  /** The peer's first SETTINGS came: an HTTP/2 session, not only a TCP connection. */
+  settled = false;
   /** Its open streams; closes the session once none was open for the pool's idle timeout. */
   readonly #idle: IdleTimer;
 
@@ -167,6 +169,9 @@ export class Http2SessionPool {
   #pick(key: string): UpstreamSession | undefined {
     const list = this.#byKey.get(key);
     if (!list) return undefined;
+    // A connected one first: readyOrConnect called the endpoint ready for it, and one still
+    // connecting ahead of it in the list would make the request wait for that connect.
+    for (const u of list) if (u.usable && u.connectedAt > 0 && u.capacity(this.#maxStreams) > 0) return u;
     for (const u of list) if (u.usable && u.capacity(this.#maxStreams) > 0) return u;
     return undefined;
   }
@@ -185,7 +190,9 @@ export class Http2SessionPool {
     this.#byKey.set(key, list);
 
     const remove = () => {
-      if (u.connectedAt === 0 && u.failure !== undefined) this.#noteConnectFailed(key);
+      // A connect that failed, or a connection that ended before the peer's SETTINGS (a process that
+      // accepts and closes, a server that is not HTTP/2): either way the endpoint gave no session.
+      if (!u.settled && (u.failure !== undefined || u.connectedAt > 0)) this.#noteConnectFailed(key);
       const l = this.#byKey.get(key);
       if (!l) return;
       const i = l.indexOf(u);
@@ -213,6 +220,7 @@ export class Http2SessionPool {
     if (s === undefined) session.once('connect', connected); // createConnection is called synchronously today
     else if (s.connecting) s.once('connect', connected);
     else if (!s.destroyed) connected();
+    session.once('remoteSettings', () => { u.settled = true; });
     session.on('error', (err: NodeJS.ErrnoException) => {
       if (!u.failure) {
         u.failure = 'unreachable';
