@@ -1,4 +1,6 @@
-// Review of de5b15e/c7a9bc4 (HTTP/2 readiness, warm-ups): cases the change's tests do not cover.
+// The HTTP/2 pool's readiness for the balancer (readyOrConnect, #pick; docs/routing.md, The
+// balancer): endpoints that take the TCP connection but give no HTTP/2 session are left alone for
+// connectRetryMs, and a request sent to a ready endpoint takes its connected session.
 import test, { type ExecutionContext } from 'ava';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -19,8 +21,8 @@ async function listen(t: ExecutionContext, srv: net.Server): Promise<number> {
 // An endpoint that takes the TCP connection but never completes an HTTP/2 session on it: a
 // process accepting and closing (shutting down, at its connection limit), or a server that is not
 // HTTP/2 (HTTP/1 only). Its session is gone within a millisecond of the connect, so the endpoint is
-// never ready; the 1 s guard only counts sessions that never reached TCP connect, so every draw of
-// the endpoint dials it again: one dial per draw, which the guard exists to prevent.
+// never ready and never gets a request to fail: unless such a session counts as a failed connect,
+// every draw of the endpoint dials it again (fails with a guard that counts TCP connect failures only).
 for (const [what, make] of [
   ['accepts and closes', () => net.createServer((s) => s.destroy())],
   ['speaks HTTP/1 only', () => http.createServer((_q, r) => r.end('x'))],
@@ -56,11 +58,10 @@ async function hungVia(t: ExecutionContext) {
   return { dial: (ip: string, port: number) => clientUpstream(tunnelClient.request({ ':method': 'CONNECT', ':authority': `${ip}:${port}` }), `${ip}:${port}`) };
 }
 
-// readyOrConnect says ready when a *connected* session has room; acquire takes the first usable
-// session with room, connected or not. With a session still connecting ahead of a connected one in
-// the list (the first filled up while connecting, so a second was opened and connected first; then
-// streams queued on the first were cancelled), the request the balancer sent to the "ready"
-// endpoint waits for the first session's connect (up to the connect timeout).
+// readyOrConnect says ready when a *connected* session has room, so acquire must take that one even
+// with a session still connecting ahead of it in the list (the first filled up while connecting, so
+// a second was opened and connected first; then streams queued on the first were cancelled): else
+// the request the balancer sent to the ready endpoint waits for the other session's connect.
 test.serial('acquire on a ready endpoint takes its connected session, not one still connecting', async (t) => {
   const up = await startH2Upstream((stream) => { stream.respond({ ':status': 200 }); stream.end('ok'); });
   t.teardown(() => up.close());
