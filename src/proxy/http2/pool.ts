@@ -126,7 +126,7 @@ export class Http2SessionPool {
   readyOrConnect(ip: string, port: number, via: { dial: Dialer }, connectTimeoutMs: number, key = keyOf(ip, port), connect = true): boolean {
     const list = this.#byKey.get(key);
     if (list !== undefined) {
-      for (const u of list) if (u.usable && u.connectedAt > 0 && u.capacity(this.#maxStreams) > 0) return true;
+      if (this.#connected(list) !== undefined) return true;
       for (const u of list) if (u.usable) return false; // connecting (or full: acquire opens the next)
     }
     if (!connect) return false;
@@ -171,8 +171,15 @@ export class Http2SessionPool {
     if (!list) return undefined;
     // A connected one first: readyOrConnect called the endpoint ready for it, and one still
     // connecting ahead of it in the list would make the request wait for that connect.
-    for (const u of list) if (u.usable && u.connectedAt > 0 && u.capacity(this.#maxStreams) > 0) return u;
+    const c = this.#connected(list);
+    if (c !== undefined) return c;
     for (const u of list) if (u.usable && u.capacity(this.#maxStreams) > 0) return u;
+    return undefined;
+  }
+
+  /** A connected session with room for a stream: what makes its endpoint ready. */
+  #connected(list: readonly UpstreamSession[]): UpstreamSession | undefined {
+    for (const u of list) if (u.usable && u.connectedAt > 0 && u.capacity(this.#maxStreams) > 0) return u;
     return undefined;
   }
 
