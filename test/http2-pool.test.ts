@@ -240,6 +240,68 @@ for (const [what, make] of [
   });
 }
 
+// An HTTP/2 server that sends its SETTINGS and then ends the session before any stream (GOAWAY at
+// once: shutting down, or refusing at its connection limit; or closing the TCP connection): the
+// session settled, yet the endpoint took no request. Unless that counts as a failed connect, every
+// draw of the endpoint dials it again (fails with a guard that counts only sessions ending before
+// the peer's SETTINGS).
+for (const [what, end] of [
+  ['sends GOAWAY right after its SETTINGS', (s: http2.ServerHttp2Session) => s.close()],
+  ['closes the connection right after its SETTINGS', (s: http2.ServerHttp2Session) => s.destroy()],
+] as const) {
+  test.serial(`readyOrConnect: an endpoint that ${what} is not dialled again within connectRetryMs`, async (t) => {
+    const srv = http2.createServer();
+    srv.on('session', (s) => { s.once('localSettings', () => setImmediate(() => end(s))); });
+    const port = await listenOn(t, srv as unknown as net.Server);
+    let dials = 0;
+    const via = { dial: (ip: string, p: number) => { dials++; return net.connect(p, ip); } };
+    const pool = new Http2SessionPool({ connectRetryMs: 60_000 });
+    t.teardown(() => pool.close());
+    for (let draw = 1; draw <= 3; draw++) {
+      t.false(pool.readyOrConnect('127.0.0.1', port, via, 5000), `draw ${draw}: not ready`);
+      const [u] = pool.sessions('127.0.0.1', port);
+      if (u !== undefined) {
+        await new Promise((r) => u.session.once('close', r));
+        t.true(u.settled, 'the peer\'s SETTINGS came before the session ended');
+      }
+    }
+    t.is(dials, 1, 'one dial; the next draws within connectRetryMs leave it alone');
+  });
+}
+
+// What is not a failed connect: a session that served a stream and then got GOAWAY (a server's
+// graceful shutdown), and a warm-up the pool itself closed after its idle timeout. After either,
+// the next draw dials the endpoint again.
+test.serial('readyOrConnect: GOAWAY after a served stream, or an idle warm-up closed here, does not hold the endpoint', async (t) => {
+  const up = await startH2Upstream((stream) => { stream.respond({ ':status': 200 }); stream.end('ok'); });
+  t.teardown(() => up.close());
+  let dials = 0;
+  const via = { dial: (ip: string, p: number) => { dials++; return net.connect(p, ip); } };
+  const pool = new Http2SessionPool({ connectRetryMs: 60_000, idleTimeoutMs: 50 });
+  t.teardown(() => pool.close());
+
+  // A warm-up that nothing uses: the pool closes it after 50 ms idle.
+  t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000));
+  const [warm] = pool.sessions('127.0.0.1', up.port);
+  await new Promise((r) => warm!.session.once('close', r));
+  t.true(warm!.settled);
+  t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000), 'connecting again');
+  t.is(dials, 2, 'the idle close held nothing');
+
+  // That session serves a stream; then the server shuts down gracefully (GOAWAY).
+  const [u] = pool.sessions('127.0.0.1', up.port);
+  await waitFor(() => u!.connectedAt > 0 && u!.settled);
+  const req = u!.request({ ':path': '/' }, { endStream: true });
+  req.resume();
+  await once(req, 'close');
+  const closed = new Promise((r) => u!.session.once('close', r));
+  t.is(up.sessionsWithStreams.size, 1);
+  for (const s of up.sessionsWithStreams) s.close();
+  await closed;
+  t.false(pool.readyOrConnect('127.0.0.1', up.port, via, 5000), 'connecting again');
+  t.is(dials, 3, 'the graceful GOAWAY held nothing');
+});
+
 // readyOrConnect says ready when a *connected* session has room, so acquire must take that one even
 // with a session still connecting ahead of it in the list (the first filled up while connecting, so
 // a second was opened and connected first; then streams queued on the first were cancelled): else

@@ -35,13 +35,17 @@ export class UpstreamSession {
   connectedAt = 0;
   /** The peer's first SETTINGS came: an HTTP/2 session, not only a TCP connection. */
   settled = false;
+  /** Streams ever opened on it. */
+  served = 0;
+  /** The pool closed it (idle, or the pool's close): its end says nothing about the endpoint. */
+  closedHere = false;
   /** Its open streams; closes the session once none was open for the pool's idle timeout. */
   readonly #idle: IdleTimer;
 
   constructor(key: string, session: http2.ClientHttp2Session, idleMs: number) {
     this.key = key;
     this.session = session;
-    this.#idle = new IdleTimer(idleMs, () => this.session.close());
+    this.#idle = new IdleTimer(idleMs, () => this.close());
   }
 
   /** Streams open on the session. */
@@ -61,10 +65,27 @@ export class UpstreamSession {
     return Math.min(maxStreams, remoteMax) - this.active;
   }
 
+  close(): void {
+    this.closedHere = true;
+    this.session.close();
+  }
+
+  /**
+   * Whether its end tells that the endpoint gave no session: a connect that failed, a connection
+   * that ended before the peer's SETTINGS (a process that accepts and closes, a server that is not
+   * HTTP/2), or a session the peer ended before taking any stream (GOAWAY or close right after its
+   * SETTINGS: shutting down, or at its connection limit).
+   */
+  get endedUnused(): boolean {
+    if (!this.settled) return this.failure !== undefined || this.connectedAt > 0;
+    return this.served === 0 && !this.closedHere;
+  }
+
   /** Opens a stream; the caller must listen for 'error' on it. */
   request(headers: http2.OutgoingHttpHeaders, opts: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream {
     const stream = this.session.request(headers, opts);
     this.#idle.enter();
+    this.served++;
     stream.once('close', this.#streamClosed);
     return stream;
   }
@@ -152,7 +173,7 @@ export class Http2SessionPool {
     for (const list of this.#byKey.values()) {
       for (const u of list) {
         u.disposeTimers();
-        u.session.close();
+        u.close();
       }
     }
     this.#byKey.clear();
@@ -197,9 +218,7 @@ export class Http2SessionPool {
     this.#byKey.set(key, list);
 
     const remove = () => {
-      // A connect that failed, or a connection that ended before the peer's SETTINGS (a process that
-      // accepts and closes, a server that is not HTTP/2): either way the endpoint gave no session.
-      if (!u.settled && (u.failure !== undefined || u.connectedAt > 0)) this.#noteConnectFailed(key);
+      if (u.endedUnused) this.#noteConnectFailed(key);
       const l = this.#byKey.get(key);
       if (!l) return;
       const i = l.indexOf(u);
