@@ -323,6 +323,33 @@ test.serial('an upstream still connecting: writes wait for the connection, then 
   peer.destroy();
 });
 
+// Writes queued while connecting go to the kernel when it connects; if the first is taken whole and
+// a later one only in part, 'drain' must wait for the rest (the writer would otherwise write on
+// into a full socket). Fails on a flush that scheduled 'drain' after the first write.
+test.serial("an upstream still connecting: 'drain' after the queued writes comes only when the kernel took them all", async (t) => {
+  const server = await listen(t);
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const node = net.connect({ host: HOST, port: (server.address() as net.AddressInfo).port, allowHalfOpen: true });
+  const s = NativeSocket.wrap(node) as NativeSocket;
+  t.true(s instanceof NativeSocket && s.connecting);
+  t.true(s.write(Buffer.from('small')), 'under the high-water mark');
+  const big = Buffer.alloc(64 * 1024 * 1024, 1); // more than the kernel takes while the peer does not read
+  t.false(s.write(big), 'over the high-water mark: wait for drain');
+  let keptAtDrain = -1;
+  s.once('drain', () => { keptAtDrain = s.writableLength; });
+  const connected = once(s, 'connect');
+  const [peer] = await accepted;
+  peer.pause();
+  t.teardown(() => { s.destroy(); peer.destroy(); });
+  await connected;
+  const got = collect(peer);
+  await waitFor(() => s.writableLength > 0 && s.writableLength < big.length); // the kernel took a part of the big write
+  peer.resume();
+  await waitFor(() => got().length === 5 + big.length);
+  await waitFor(() => keptAtDrain !== -1);
+  t.is(keptAtDrain, 0, "'drain' with nothing left to write");
+});
+
 test.serial('a refused connect while connecting is an error event, and nothing is left', async (t) => {
   const server = await listen(t);
   const port = (server.address() as net.AddressInfo).port;

@@ -227,6 +227,11 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     this.#queued = null;
     this.#queuedBytes = 0;
     for (const b of q) this.#writeNative(b);
+    if (this.#needDrain && this.#kept === 0) {
+      // Everything queued while connecting went at once (a part kept drains with the addon's event).
+      this.#needDrain = false;
+      process.nextTick(() => { if (!this.#destroyed) this.emit('drain'); });
+    }
     if (this.#endQueued) this.#endNative();
     if (this.#flowing) this.#setReading(true);
     this.emit('connect');
@@ -360,11 +365,6 @@ export class NativeSocket extends EventEmitter implements ForwarderSocket {
     if (r > 0) {
       this.#needDrain = true;
       return false;
-    }
-    if (this.#needDrain && this.#queued === null) {
-      // Everything queued while connecting went at once.
-      this.#needDrain = false;
-      process.nextTick(() => this.emit('drain'));
     }
     return true;
   }
