@@ -197,7 +197,7 @@ test('both first draws held back by accrual: P2C again over the admitted endpoin
   t.is(draws.length, 0, 'two draws for the pair, two for the pair among the admitted');
 });
 
-test('with ready(): P2C chooses among ready endpoints (HTTP/2: a connected session); neither draw ready: any ready one, asking each endpoint once and connecting none; none ready: among all, as without', (t) => {
+test('with ready(): P2C chooses among ready endpoints (HTTP/2: a connected session); neither draw ready: any ready one, asking each endpoint once and connecting none; none ready: the cheaper available draw, else among all available', (t) => {
   const draws: number[] = [];
   const b = new Balancer({ now: () => 0, random: () => draws.shift()! });
   b.setEndpoints(eps(4));
@@ -222,10 +222,29 @@ test('with ready(): P2C chooses among ready endpoints (HTTP/2: a connected sessi
   readyIps.add('10.0.0.1');
   draws.push(0, 0.5);
   t.is(b.pick(ready)!.ep.ip, '10.0.0.1');
-  // None ready: P2C over all, by the same draws as a pick without ready() makes.
+  // None ready (a cold Service): the cheaper of the pair, whose connects the draws started; no new
+  // draw, which could choose a third endpoint and open a third connection.
   readyIps.clear();
-  draws.push(0.5, 0.5, 0.25, 0.5); // the pair .3/.2, neither ready, then .2 and .3 of all four: .2 (nothing in flight)
+  asked.length = 0;
+  draws.push(0.5, 0.5); // the pair .3/.2, neither ready, none ready at all: .2 (nothing in flight; .3 has)
+  draws.push(0, 0.99); // left for a second pair: .1/.4 over all four would choose .4, a third endpoint
   t.is(b.pick(ready)!.ep.ip, '10.0.0.2');
+  t.is(draws.length, 2, 'no second pair drawn');
+  draws.length = 0;
+  t.deepEqual(asked.filter((a) => a.endsWith('drawn')), ['10.0.0.3 drawn', '10.0.0.2 drawn'], 'only the pair may connect');
+  // The pair's one available endpoint when the other is ejected; neither available: among all available.
+  const c = new Balancer({ now: () => 0, random: () => draws.shift()!, accrual: { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 } });
+  c.setEndpoints(eps(3));
+  draws.push(0, 0);
+  c.done(c.pick()!, null, 'failure'); // ejects .1
+  draws.push(0, 0); // the pair .1 (ejected) and .2, neither ready
+  t.is(c.pick(() => false)!.ep.ip, '10.0.0.2');
+  draws.push(0, 0.5); // the pair .1 (ejected) and .3, ready: .3
+  const three = c.pick(() => true)!;
+  t.is(three.ep.ip, '10.0.0.3');
+  c.done(three, null, 'failure'); // ejects .3
+  draws.push(0, 0.5); // the pair .1/.3, both ejected, none ready: among all available, .2 alone
+  t.is(c.pick(() => false)!.ep.ip, '10.0.0.2');
   t.is(draws.length, 0);
   // Failure accrual still applies over readiness: an ejected endpoint is not chosen even when ready.
   const a = new Balancer({ now: () => 0, random: () => draws.shift()!, accrual: { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 } });

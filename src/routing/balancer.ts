@@ -154,11 +154,19 @@ export class Balancer {
       if (j >= i) j++;
       const a = list[i]!;
       const b = list[j]!;
-      const aOk = this.available(a, now) && (ready === undefined || ready(a, true));
-      const bOk = this.available(b, now) && (ready === undefined || ready(b, true));
+      const aAv = this.available(a, now);
+      const bAv = this.available(b, now);
+      const aOk = aAv && (ready === undefined || ready(a, true));
+      const bOk = bAv && (ready === undefined || ready(b, true));
       if (aOk && bOk) chosen = this.cost(a, now) <= this.cost(b, now) ? a : b;
       else if (aOk || bOk) chosen = aOk ? a : b;
-      else chosen = (ready !== undefined ? this.pickAmongAvailable(now, ready) : null) ?? this.pickAmongAvailable(now);
+      else {
+        chosen = ready !== undefined ? this.pickAmongAvailable(now, ready) : null;
+        // None ready (a cold Service): one of the draws, whose connects `ready` started, rather
+        // than a third endpoint the request would open one more connection to.
+        if (chosen === null && (aAv || bAv)) chosen = aAv && bAv ? (this.cost(a, now) <= this.cost(b, now) ? a : b) : aAv ? a : b;
+        chosen ??= this.pickAmongAvailable(now);
+      }
     }
     if (chosen === null) return null;
     chosen.inflight++;
