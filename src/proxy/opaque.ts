@@ -64,10 +64,16 @@ export function forwardOpaque(ctx: ConnContext, upstream: net.Socket, limits: Pr
   new OpaqueTunnel(ctx, upstream, limits, opts).start(opts);
 }
 
-/** Tears a socket down with an RST when it is connected, plainly when it is not (no handshake to abort). */
+/**
+ * Tears a socket down with an RST when it is connected, plainly when it is not (no handshake to
+ * abort), or when it is Node's and its end() may have started a shutdown: libuv refuses the RST
+ * then (EINVAL) and Node drops the handle without closing it, so the socket would never close.
+ * Ended with nothing left to write is that case (with bytes left, the shutdown waits for them);
+ * its FIN was asked for anyway.
+ */
 export function abortSocket(sock: { readonly destroyed: boolean; readonly connecting: boolean; destroy(): unknown; resetAndDestroy(): unknown }): void {
   if (sock.destroyed) return;
-  if (sock.connecting) {
+  if (sock.connecting || (sock instanceof net.Socket && sock.writableEnded && !sock.writableFinished && sock.writableLength === 0)) {
     sock.destroy();
     return;
   }
