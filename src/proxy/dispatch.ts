@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
 import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
-import { endpointAllowed, terminateOnRevoke, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
+import { endpointAllowed, terminateOnRevoke, type ConnAuthz, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
 import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from './opaque.ts';
 import type { PortSet } from './ports.ts';
@@ -95,6 +95,11 @@ class Dispatcher {
   dials = 0;
   /** The inbound policy allows this client no whole connection: nothing is dialled before a request is allowed. */
   guarded = false;
+  /**
+   * The upstream goes straight to the pod (not an in-process pair, local-pair.ts): dialled while
+   * the policy allowed this client whole connections, or where no policy governs.
+   */
+  dialledDirect = false;
 
   constructor(ctx: ConnContext, cfg: DispatchConfig) {
     this.ctx = ctx;
@@ -148,6 +153,9 @@ class Dispatcher {
     this.dials++;
     this.dialedAt = Date.now();
     const t0 = performance.now();
+    // As the Service's dialer decides (listener.ts): straight to the pod only while it allows the client whole.
+    const az = ctx.route ? ctx.endpointAuthz?.(ip, port) ?? null : null;
+    this.dialledDirect = az === null || az.verdict === 'allow';
     try {
       upstream = ctx.dial(ip, port);
     } catch (err) {
@@ -395,6 +403,11 @@ class Dispatcher {
 
   toHandler(kind: 'http1' | 'http2', handler: ProtocolHandler): void {
     const detectMs = this.release();
+    // A Service's upstream dialled straight to its endpoint while the policy allowed the client
+    // whole, which it no longer does: it must carry no request (they go in-process and are
+    // decided there: the handler dials again). A connection to the pod itself asks its own
+    // authz per request, so its upstream stays.
+    if (this.ctx.lease && this.revokedSinceDial() !== null) this.dropUpstream();
     this.opened(false);
     this.cfg.onDecision?.(kind, kind);
     let head = this.head ?? Buffer.alloc(0);
@@ -424,6 +437,7 @@ class Dispatcher {
   }
 
   toOpaque(protocol: 'opaque', detectedBy: string): void {
+    if (this.refuseRevoked()) return;
     const spent = this.release(false);
     const detectMs = detectedBy === 'opaque-port' ? 0 : spent;
     this.opened(true);
@@ -445,6 +459,7 @@ class Dispatcher {
   }
 
   toTls(sni: string | null, alpn: string[]): void {
+    if (this.refuseRevoked()) return;
     const detectMs = this.release();
     this.opened(true);
     this.allowTcp();
@@ -491,9 +506,46 @@ class Dispatcher {
   }
 
   /** Not HTTP, and the inbound policy allows this client no whole connection: closed, nothing dialled, counted. */
-  deny(): void {
-    this.ctx.endpoints = { ...this.ctx.endpoints, authz: this.ctx.authz!.tcp() };
+  deny(az: ConnAuthz = this.ctx.authz!): void {
+    this.ctx.endpoints = { ...this.ctx.endpoints, authz: az.tcp() };
     this.fail('denied by the inbound policy');
+  }
+
+  /**
+   * The policy that allowed this connection whole when its upstream was dialled straight to the
+   * pod (at accept, or a Service's endpoint when picked), if it no longer does: detection takes up
+   * to the detect timeout, and a change meanwhile must be seen before anything is forwarded. null
+   * when nothing changed, or the upstream is not a direct one.
+   */
+  revokedSinceDial(): ConnAuthz | null {
+    if (this.upstream === null || !this.dialledDirect) return null;
+    const ctx = this.ctx;
+    const az = ctx.lease ? ctx.endpointAuthz?.(ctx.lease.ep.ip, ctx.lease.ep.port) ?? null : ctx.authz ?? null;
+    return az !== null && az.verdict !== 'allow' ? az : null;
+  }
+
+  /**
+   * About to be forwarded whole (opaque, TLS) on a direct upstream the policy no longer allows:
+   * refused and counted as a denial at accept is (for a Service, under its endpoint), never forwarded.
+   */
+  refuseRevoked(): boolean {
+    const az = this.revokedSinceDial();
+    if (az === null) return false;
+    this.opened(true);
+    this.deny(az);
+    return true;
+  }
+
+  /** The eager upstream closed unused (reset: it carried nothing), its lease handed back. */
+  dropUpstream(): void {
+    const { route, lease } = this.ctx;
+    if (this.upstream) abortSocket(this.upstream);
+    this.upstream = null;
+    this.upstreamHead = null;
+    if (route && lease) {
+      this.ctx.lease = null;
+      route.balancer.done(lease, null, 'cancel');
+    }
   }
 
   /** A Service connection with no endpoint to go to: closed at once, as kube-proxy rejects it, and counted. */
