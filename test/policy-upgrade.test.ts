@@ -6,7 +6,8 @@
 // a Service whose endpoint is the pod.
 import test from 'ava';
 import * as http from 'node:http';
-import type * as net from 'node:net';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
 import { once } from 'node:events';
 import type { Authorize } from '../src/proxy/listener.ts';
 import { ServerPolicy, type PolicySpec } from '../src/policy/authorize.ts';
@@ -191,4 +192,82 @@ test('a change between the upgrade request\'s decision and the server\'s 101 is 
     t.like(sink.closes[0]!.authz, { allowed: true, upgraded: true, terminatedBy: { kind: 'default', name: 'deny' } }, `service ${service}`);
     t.deepEqual(logs, ['terminated: deny: no client may connect'], `service ${service}`);
   }
+});
+
+/**
+ * A pod that speaks HTTP/1 and takes an h2c upgrade (RFC 7540 3.2, as Go's h2c handler does):
+ * after its 101 the connection is HTTP/2. Records the path of every request it serves.
+ */
+async function h2cServer(t: import('ava').ExecutionContext) {
+  const served: string[] = [];
+  const h2 = http2.createServer((req, res) => {
+    served.push(`h2 ${req.url}`);
+    res.end('h2');
+  });
+  const server = http.createServer((req, res) => {
+    served.push(`http1 ${req.url} upgrade=${req.headers.upgrade ?? 'none'}`);
+    res.end('http1');
+  });
+  server.on('upgrade', (req, socket: net.Socket, head: Buffer) => {
+    served.push(`upgrade ${req.headers.upgrade} ${req.url}`);
+    if (req.headers.upgrade !== 'h2c') return socket.destroy();
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+    if (head.length > 0) socket.unshift(head);
+    h2.emit('connection', socket);
+  });
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (c: net.Socket) => {
+    sockets.add(c);
+    c.once('close', () => sockets.delete(c));
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  t.teardown(async () => {
+    for (const c of sockets) c.destroy(); // upgraded ones too
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return { port: (server.address() as net.AddressInfo).port, served };
+}
+
+/** Reads one HTTP/1 response head from `s`; the head, and for a 101 what came after it goes back to the socket (the new protocol's). */
+async function readResponse(s: net.Socket): Promise<string> {
+  let got = Buffer.alloc(0);
+  s.resume();
+  while (got.indexOf('\r\n\r\n') < 0) got = Buffer.concat([got, (await once(s, 'data'))[0] as Buffer]);
+  const end = got.indexOf('\r\n\r\n') + 4;
+  s.pause(); // nothing is lost before the next reader
+  if (got.toString('latin1', 0, 12) === 'HTTP/1.1 101' && end < got.length) s.unshift(got.subarray(end));
+  return got.toString('latin1');
+}
+
+for (const body of ['', 'ping']) test(`an h2c upgrade on a connection an HTTPRouteGroup decides request by request is not passed on: the allowed request is answered in HTTP/1, and the connection never becomes HTTP/2 that no request of would be decided${body ? ' (the request has a body)' : ''}`, async (t) => {
+  const pod = await h2cServer(t);
+  const policy = new PodPolicy(new ServerPolicy(spec('deny', [routes('/public')]), []));
+  const authorize: Authorize = (c) => ({ authz: new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: web }, c.destPort, () => {}) });
+  const { port } = await loopbackProxy(t, { lookup: () => ({ ip: HOST, port: pod.port, podKey: 7n }), router: new Router(new DiscoveryStore()), authorize });
+  const s = net.connect(port, HOST);
+  s.on('error', () => {});
+  t.teardown(() => s.destroy());
+  await once(s, 'connect');
+  // What curl --http2 sends to an http:// URL: GET /public is allowed by the route.
+  s.write(`GET /public HTTP/1.1\r\nhost: api.shop\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n${body ? `content-length: ${body.length}\r\n` : ''}\r\n${body}`);
+  const first = await readResponse(s);
+  if (first.startsWith('HTTP/1.1 101')) {
+    // The proxy let the upgrade through: from here on it forwards bytes, and the pod serves any request.
+    const session = http2.connect(`http://${HOST}:${port}`, { createConnection: () => s });
+    session.on('error', () => {});
+    t.teardown(() => session.destroy());
+    const req = session.request({ ':path': '/admin', ':authority': 'api.shop' });
+    req.on('error', () => {});
+    req.end();
+    const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    req.resume();
+    t.fail(`the h2c upgrade went through (101), and GET /admin, which no route allows, was answered ${headers[':status']} by the pod; it served: ${pod.served.join('; ')}`);
+    return;
+  }
+  t.regex(first, /^HTTP\/1\.1 200 /, 'the allowed request, answered in HTTP/1');
+  s.write('GET /admin HTTP/1.1\r\nhost: api.shop\r\n\r\n');
+  const next = await readResponse(s);
+  t.regex(next.slice(next.indexOf('HTTP/1.1')), /^HTTP\/1\.1 403 /, 'the next request is decided: no route allows it');
+  t.deepEqual(pod.served, ['http1 /public upgrade=none'], 'the pod saw the allowed request without the upgrade, and nothing else');
 });

@@ -38,7 +38,7 @@ import { isRetryable, isUpgradeRequest, requestBodyKind, responseBodyKind, wants
 import { errorReply } from './replies.ts';
 import { finNow, writeWithFin } from '../fin-now.ts';
 import { own, UpstreamPool, type UpstreamOwner } from './pool.ts';
-import { closingResponseHead, keepUpstreamFor, modifiedHead, upstreamRequestHead } from './hop.ts';
+import { closingResponseHead, keepUpstreamFor, modifiedHead, upgradesToHttp, upstreamRequestHead, withoutUpgrade } from './hop.ts';
 
 const ST_HEAD = 0; // waiting for a request head
 const ST_EXCHANGE = 1; // a request is in flight
@@ -297,6 +297,7 @@ export class Http1Connection implements UpstreamOwner {
     this.requestBytes = bodyEnd - start;
     this.responseBytes = 0;
     const az = this.ctx.authz;
+    let upgradeStripped = false;
     this.upgradeAsk = (az || this.ctx.endpointAuthz) && (isUpgradeRequest(req) || req.method === 'CONNECT') ? upgradeAsk(req, buf, start, end) : null;
     if (az) {
       // Before any upstream sees it: a denied request is answered here (docs/policy.md).
@@ -304,6 +305,16 @@ export class Http1Connection implements UpstreamOwner {
       if (!this.authz.allowed) {
         this.abortExchange(403, 'forbidden by the inbound policy', 'forbidden: the destination\'s inbound policy does not allow this request');
         return;
+      }
+      // An upgrade to HTTP/2 (h2c) would make the connection HTTP/2 forwarded as bytes: none of
+      // its requests would be decided. Where the policy decides request by request it is not
+      // passed on (as Linkerd's proxy strips h2c upgrades): the request goes as plain HTTP/1.
+      if (req.upgrade !== '' && az.verdict === 'http' && upgradesToHttp(req.upgrade)) {
+        this.reqHead = withoutUpgrade(this.reqHead);
+        req.upgrade = '';
+        req.connUpgrade = false;
+        this.upgradeAsk = null;
+        upgradeStripped = true;
       }
     }
     if (this.route !== null && !this.pickEndpoint(req, buf, start, end)) return;
@@ -319,7 +330,7 @@ export class Http1Connection implements UpstreamOwner {
     }
     // The rule's RequestHeaderModifier, and the chosen backend's after it (one modifier), change
     // the head this attempt sends; rules without one leave the client's bytes as they are.
-    let headChanged = this.closeOnlyClient;
+    let headChanged = this.closeOnlyClient || upgradeStripped;
     const rule = this.rule;
     const mod = rule === null ? null : rule.requestEdits(this.slot!.backend);
     const clientHead = this.reqHead!;

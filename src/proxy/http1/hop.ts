@@ -110,6 +110,44 @@ export function modifiedHead(head: Buffer, mod: CompiledHeaderModifier): Buffer 
   return Buffer.concat(parts);
 }
 
+/**
+ * Whether an Upgrade value (a list of protocols, RFC 9110 7.8) offers HTTP itself: h2c (RFC 7540
+ * 3.2), h2, HTTP/2.0. After such an upgrade the connection carries HTTP/2 requests as bytes.
+ */
+export function upgradesToHttp(upgrade: string): boolean {
+  for (const raw of upgrade.split(',')) {
+    const name = trimOws(raw).split('/')[0]!.toLowerCase();
+    if (name === 'h2c' || name === 'h2' || name === 'http') return true;
+  }
+  return false;
+}
+
+/**
+ * A request head (head[0, length), validated by parse-head) without its upgrade: the Upgrade and
+ * HTTP2-Settings field lines left out, and their tokens out of Connection. A new buffer.
+ */
+export function withoutUpgrade(head: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let copyFrom = 0;
+  let p = head.indexOf('\r\n', 0, 'latin1') + 2;
+  const last = head.length - 2; // the empty line
+  while (p < last) {
+    const lineStart = p;
+    const colon = head.indexOf(COLON, p);
+    const next = head.indexOf(CR, colon) + 2;
+    const name = asciiLower(head, lineStart, colon);
+    if (name === 'upgrade' || name === 'http2-settings') {
+      parts.push(head.subarray(copyFrom, lineStart));
+      copyFrom = next;
+    }
+    p = next;
+  }
+  parts.push(head.subarray(copyFrom));
+  let out: Buffer = Buffer.concat(parts);
+  for (const token of ['upgrade', 'http2-settings']) out = rewriteConnection(out, 0, out.length, token, null) ?? out;
+  return out;
+}
+
 function asciiLower(buf: Buffer, from: number, to: number): string {
   return buf.toString('latin1', from, to).toLowerCase();
 }
