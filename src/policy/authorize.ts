@@ -13,6 +13,7 @@
 import {
   inNetworks, restricts, spiffeId, type AccessRecord, type Cidr, type DefaultPolicy, type Identity,
 } from './model.ts';
+import { userRegExp } from '../util/regex-check.ts';
 
 /** What applies to one pod, as plain data (structured-cloneable: the proxy workers get it too). */
 export interface PolicySpec {
@@ -85,7 +86,7 @@ export interface CompiledTarget {
   http: CompiledMatch[];
 }
 
-const whole = (re: string): RegExp => new RegExp(`^(?:${re})$`);
+const whole = (re: string): RegExp => userRegExp(`^(?:${re})$`);
 
 /** The path of a request target: origin form "/a?b" -> "/a"; absolute form "http://h/a" -> "/a". */
 export function pathOfTarget(target: string): string {

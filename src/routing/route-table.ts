@@ -21,6 +21,7 @@ import type { AnnotationPolicy } from './linkerd-annotations.ts';
 import { CompiledHeaderModifier } from './header-modifier.ts';
 import { CompiledRedirect } from './redirect.ts';
 import { SAME_PORT, type BackendRef, type HeaderModifier, type RetryPolicy, type RouteMatch, type RouteRecord, type Source, type Timeouts } from './route-model.ts';
+import { userRegExp } from '../util/regex-check.ts';
 
 /** What a matcher reads of a request. */
 export interface RouteRequest {
@@ -106,7 +107,7 @@ class NamedValues {
   constructor(ms: ReadonlyArray<{ name: string; type: 'Exact' | 'RegularExpression'; value: string }>) {
     this.names = ms.map((m) => m.name);
     this.exact = ms.map((m) => (m.type === 'Exact' ? m.value : null));
-    this.re = ms.map((m) => (m.type === 'RegularExpression' ? new RegExp(m.value) : null));
+    this.re = ms.map((m) => (m.type === 'RegularExpression' ? userRegExp(m.value) : null));
   }
 
   /** Whether `v`, the request's value of names[i] (undefined: absent), satisfies it. */
@@ -141,7 +142,7 @@ class CompiledMatch {
       this.pathKind = v === '/' ? PATH_NONE : PATH_PREFIX;
       this.pathValue = v;
     }
-    this.pathRe = this.pathKind === PATH_REGEX ? new RegExp(this.pathValue) : null;
+    this.pathRe = this.pathKind === PATH_REGEX ? userRegExp(this.pathValue) : null;
     this.method = m.method ?? null;
     this.headers = new NamedValues(m.headers ?? []);
     this.query = new NamedValues(m.queryParams ?? []);
@@ -150,8 +151,8 @@ class CompiledMatch {
     const re = g?.type === 'RegularExpression';
     this.grpcService = !re ? g?.service ?? null : null;
     this.grpcMethod = !re ? g?.method ?? null : null;
-    this.grpcServiceRe = re && g?.service !== undefined ? new RegExp(g.service) : null;
-    this.grpcMethodRe = re && g?.method !== undefined ? new RegExp(g.method) : null;
+    this.grpcServiceRe = re && g?.service !== undefined ? userRegExp(g.service) : null;
+    this.grpcMethodRe = re && g?.method !== undefined ? userRegExp(g.method) : null;
   }
 
   /** Static specificity, compared element by element; greater wins. */
