@@ -216,14 +216,26 @@ async function listenOn(t: ExecutionContext, srv: net.Server): Promise<number> {
   return (srv.address() as net.AddressInfo).port;
 }
 
-// An endpoint that takes the TCP connection but never completes an HTTP/2 session on it: a
-// process accepting and closing (shutting down, at its connection limit), or a server that is not
-// HTTP/2 (HTTP/1 only). Its session is gone within a millisecond of the connect, so the endpoint is
-// never ready and never gets a request to fail: unless such a session counts as a failed connect,
-// every draw of the endpoint dials it again (fails with a guard that counts TCP connect failures only).
-for (const [what, make] of [
-  ['accepts and closes', () => net.createServer((s) => s.destroy())],
-  ['speaks HTTP/1 only', () => http.createServer((_q, r) => r.end('x'))],
+/** An HTTP/2 server that ends each session once its SETTINGS are out, by `end`. */
+function endsAfterSettings(end: (s: http2.ServerHttp2Session) => void): net.Server {
+  const srv = http2.createServer();
+  srv.on('session', (s) => { s.once('localSettings', () => setImmediate(() => end(s))); });
+  return srv as unknown as net.Server;
+}
+
+// Endpoints that give no session to use, so none is ever ready and none gets a request to fail:
+// unless their session's end counts as a failed connect, every draw dials them again.
+// - Ended before the peer's SETTINGS: a process accepting and closing (shutting down, at its
+//   connection limit), or a server that is not HTTP/2 (fails with a guard that counts TCP connect
+//   failures only).
+// - Ended after its SETTINGS, before any stream: GOAWAY at once (shutting down, refusing at its
+//   connection limit), or the TCP connection closed (fails with a guard that counts only sessions
+//   ending before the peer's SETTINGS).
+for (const [what, make, settles] of [
+  ['accepts and closes', () => net.createServer((s) => s.destroy()), false],
+  ['speaks HTTP/1 only', () => http.createServer((_q, r) => r.end('x')), false],
+  ['sends GOAWAY right after its SETTINGS', () => endsAfterSettings((s) => s.close()), true],
+  ['closes the connection right after its SETTINGS', () => endsAfterSettings((s) => s.destroy()), true],
 ] as const) {
   test.serial(`readyOrConnect: an endpoint that ${what} is not dialled again within connectRetryMs`, async (t) => {
     const port = await listenOn(t, make());
@@ -234,35 +246,9 @@ for (const [what, make] of [
     for (let draw = 1; draw <= 3; draw++) {
       t.false(pool.readyOrConnect('127.0.0.1', port, via, 5000), `draw ${draw}: not ready`);
       const [u] = pool.sessions('127.0.0.1', port);
-      if (u !== undefined) await new Promise((r) => u.session.once('close', r)); // the session failed and left
-    }
-    t.is(dials, 1, 'one dial; the next draws within connectRetryMs leave it alone');
-  });
-}
-
-// An HTTP/2 server that sends its SETTINGS and then ends the session before any stream (GOAWAY at
-// once: shutting down, or refusing at its connection limit; or closing the TCP connection): the
-// session settled, yet the endpoint took no request. Unless that counts as a failed connect, every
-// draw of the endpoint dials it again (fails with a guard that counts only sessions ending before
-// the peer's SETTINGS).
-for (const [what, end] of [
-  ['sends GOAWAY right after its SETTINGS', (s: http2.ServerHttp2Session) => s.close()],
-  ['closes the connection right after its SETTINGS', (s: http2.ServerHttp2Session) => s.destroy()],
-] as const) {
-  test.serial(`readyOrConnect: an endpoint that ${what} is not dialled again within connectRetryMs`, async (t) => {
-    const srv = http2.createServer();
-    srv.on('session', (s) => { s.once('localSettings', () => setImmediate(() => end(s))); });
-    const port = await listenOn(t, srv as unknown as net.Server);
-    let dials = 0;
-    const via = { dial: (ip: string, p: number) => { dials++; return net.connect(p, ip); } };
-    const pool = new Http2SessionPool({ connectRetryMs: 60_000 });
-    t.teardown(() => pool.close());
-    for (let draw = 1; draw <= 3; draw++) {
-      t.false(pool.readyOrConnect('127.0.0.1', port, via, 5000), `draw ${draw}: not ready`);
-      const [u] = pool.sessions('127.0.0.1', port);
       if (u !== undefined) {
-        await new Promise((r) => u.session.once('close', r));
-        t.true(u.settled, 'the peer\'s SETTINGS came before the session ended');
+        await new Promise((r) => u.session.once('close', r)); // the session failed and left
+        if (settles) t.true(u.settled, 'the peer\'s SETTINGS came before the session ended');
       }
     }
     t.is(dials, 1, 'one dial; the next draws within connectRetryMs leave it alone');

@@ -92,6 +92,11 @@ export function rewriteConnection(buf: Buffer, start: number, end: number, drop:
  * kept. A new buffer, so a retry re-sends the same head.
  */
 export function modifiedHead(head: Buffer, mod: CompiledHeaderModifier): Buffer {
+  return withoutFields(head, mod.drop, mod.http1Lines);
+}
+
+/** head[0, length) without the field lines whose lower-case names `drop` has, and `add` (field lines) after the rest. A new buffer. */
+function withoutFields(head: Buffer, drop: ReadonlySet<string>, add: Buffer | null): Buffer {
   const parts: Buffer[] = [];
   let copyFrom = 0;
   let p = head.indexOf('\r\n', 0, 'latin1') + 2;
@@ -100,13 +105,15 @@ export function modifiedHead(head: Buffer, mod: CompiledHeaderModifier): Buffer 
     const lineStart = p;
     const colon = head.indexOf(COLON, p);
     const next = head.indexOf(CR, colon) + 2;
-    if (mod.drop.has(asciiLower(head, lineStart, colon))) {
+    if (drop.has(asciiLower(head, lineStart, colon))) {
       parts.push(head.subarray(copyFrom, lineStart));
       copyFrom = next;
     }
     p = next;
   }
-  parts.push(head.subarray(copyFrom, last), mod.http1Lines, head.subarray(last));
+  parts.push(head.subarray(copyFrom, last));
+  if (add !== null) parts.push(add);
+  parts.push(head.subarray(last));
   return Buffer.concat(parts);
 }
 
@@ -122,29 +129,15 @@ export function upgradesToHttp(upgrade: string): boolean {
   return false;
 }
 
+const UPGRADE_FIELDS: ReadonlySet<string> = new Set(['upgrade', 'http2-settings']);
+
 /**
  * A request head (head[0, length), validated by parse-head) without its upgrade: the Upgrade and
  * HTTP2-Settings field lines left out, and their tokens out of Connection. A new buffer.
  */
 export function withoutUpgrade(head: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let copyFrom = 0;
-  let p = head.indexOf('\r\n', 0, 'latin1') + 2;
-  const last = head.length - 2; // the empty line
-  while (p < last) {
-    const lineStart = p;
-    const colon = head.indexOf(COLON, p);
-    const next = head.indexOf(CR, colon) + 2;
-    const name = asciiLower(head, lineStart, colon);
-    if (name === 'upgrade' || name === 'http2-settings') {
-      parts.push(head.subarray(copyFrom, lineStart));
-      copyFrom = next;
-    }
-    p = next;
-  }
-  parts.push(head.subarray(copyFrom));
-  let out: Buffer = Buffer.concat(parts);
-  for (const token of ['upgrade', 'http2-settings']) out = rewriteConnection(out, 0, out.length, token, null) ?? out;
+  let out = withoutFields(head, UPGRADE_FIELDS, null);
+  for (const token of UPGRADE_FIELDS) out = rewriteConnection(out, 0, out.length, token, null) ?? out;
   return out;
 }
 
