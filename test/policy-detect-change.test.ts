@@ -166,3 +166,32 @@ for (const h2 of [false, true]) {
     t.is(hits, 0, 'the pod never sees the request');
   });
 }
+
+// The other way round: denied whole at accept (nothing dialled; the first bytes decide), and the
+// policy allows the client by the time its first bytes come, which are not HTTP. The connection
+// was refused by the decision at accept, so it is counted as that denial: on the old dispatcher
+// its close carried the allowed outcome of the policy then in force, counted as an allow.
+test('straight to the pod: a connection denied whole at accept and refused for its first (opaque) bytes is counted as a denial even when the policy allows it by then', async (t) => {
+  const pod = await podServer(t);
+  const policy = new PodPolicy(new ServerPolicy(spec('deny'), []));
+  let accepted!: () => void;
+  const acceptedP = new Promise<void>((r) => { accepted = r; });
+  const authorize: Authorize = (c) => {
+    const authz = new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: web }, c.destPort, () => {});
+    accepted();
+    return { authz };
+  };
+  const { port, sink } = await loopbackProxy(t, { lookup: () => ({ ip: HOST, port: pod.port, podKey: 7n }), authorize });
+  const client = net.connect(port, HOST);
+  client.on('error', () => {});
+  t.teardown(() => client.destroy());
+  await once(client, 'connect');
+  await acceptedP;
+  policy.replace(new ServerPolicy(spec('all-unauthenticated'), []));
+  const closed = new Promise((r) => client.once('close', r)); // reset or closed: refused either way
+  client.write(OPAQUE);
+  await closed;
+  t.deepEqual(pod.received, [], 'refused: nothing was dialled, nothing forwarded');
+  const ev = sink.closes.find((e) => e.authz !== undefined);
+  t.like(ev, { error: 'denied by the inbound policy', authz: { allowed: false } }, 'counted as the denial it was');
+});

@@ -507,7 +507,9 @@ class Dispatcher {
 
   /** Not HTTP, and the inbound policy allows this client no whole connection: closed, nothing dialled, counted. */
   deny(az: ConnAuthz = this.ctx.authz!): void {
-    this.ctx.endpoints = { ...this.ctx.endpoints, authz: az.tcp() };
+    // Refused by the decision at accept (or at the dial): a denial, though a change may allow it by now.
+    const o = az.tcp();
+    this.ctx.endpoints = { ...this.ctx.endpoints, authz: o.allowed ? { allowed: false, server: o.server } : o };
     this.fail('denied by the inbound policy');
   }
 
