@@ -9,6 +9,7 @@ import {
 import { accessFromTrafficTarget, type RouteObjectLookup } from '../src/policy/smi-access.ts';
 import { pathOfTarget, ServerPolicy, type Client, type PolicySpec } from '../src/policy/authorize.ts';
 import { PolicyConnAuthz } from '../src/policy/conn-authz.ts';
+import { normalizePath } from '../src/policy/normalize-path.ts';
 
 const nets = parseNetworks(DEFAULT_CLUSTER_NETWORKS);
 const web: Identity = { namespace: 'shop', serviceAccount: 'web' };
@@ -234,6 +235,30 @@ test('SMI: HTTPRouteGroup rules decide per request: GET /ok passes, POST /ok and
   t.false(p.request(meshed(web), 8080, req('GET', '/metrics', { 'x-scrape': 'truest' })).allowed, 'a header regex covers the whole value');
   t.false(p.request(meshed(web), 8080, req('GET', '/metrics')).allowed, 'a missing header does not match');
   t.false(p.request(meshed(bot), 8080, req('GET', '/ok')).allowed, 'another ServiceAccount gets nothing');
+});
+
+// The path is judged as the pod will resolve it (RFC 3986: unreserved escapes decoded, dot segments
+// removed; Istio's BASE normalization): a rule for /public/.* must not allow /public/../admin,
+// which the pod serves as /admin. Fails on a policy that matched the path as sent.
+test('SMI: a path regex decides on the normalized path: /public/../admin and its escaped forms are /admin', (t) => {
+  const p = new ServerPolicy(spec('all-unauthenticated', [{
+    namespace: 'shop', name: 'public', destination: { serviceAccount: 'api', namespace: 'shop', port: 8080 }, sources: [web],
+    rules: [{ kind: 'HTTPRouteGroup', name: 'g', matches: [{ name: 'public', pathRegex: '/public/.*' }, { name: 'dir', pathRegex: '/dir/' }] }],
+  }]), nets);
+  for (const path of ['/public/../admin', '/public/%2e%2e/admin', '/public/%2E%2E/admin', '/public/./../admin', '/public/a/../../admin?x=1', 'http://api.shop/public/../admin']) {
+    const d = p.request(meshed(web), 8080, req('GET', path));
+    t.false(d.allowed, path);
+    t.regex(!d.allowed ? d.reason : '', /allows GET \/admin for/, `${path}: judged as /admin`);
+  }
+  for (const path of ['/public/a', '/public/a/./b', '/public/a/../b', '/public/%7Euser', '/public/a%2F..%2Fb', '/dir/.', '/dir/x/..']) t.true(p.request(meshed(web), 8080, req('GET', path)).allowed, path);
+});
+
+test('normalizePath', (t) => {
+  for (const [path, want] of [
+    ['/a/b', '/a/b'], ['/a/./b', '/a/b'], ['/a/.', '/a/'], ['/a/..', '/'], ['/..', '/'], ['/../../x', '/x'], ['/a/b/../../../c', '/c'],
+    ['/a/..b/c', '/a/..b/c'], ['/a/.b', '/a/.b'], ['/file.txt', '/file.txt'], ['/a/%2e/b', '/a/b'], ['/%7Euser', '/~user'],
+    ['/a%20b', '/a%20b'], ['/a%2Fb/../c', '/c'], ['/a//../b', '/a/b'], ['/', '/'], ['/a/b/', '/a/b/'], ['*', '*'],
+  ]) t.is(normalizePath(path!), want, path);
 });
 
 test('pathOfTarget', (t) => {

@@ -14,6 +14,7 @@ import {
   inNetworks, restricts, spiffeId, type AccessRecord, type Cidr, type DefaultPolicy, type Identity,
 } from './model.ts';
 import { userRegExp } from '../util/regex-check.ts';
+import { normalizePath } from './normalize-path.ts';
 
 /** What applies to one pod, as plain data (structured-cloneable: the proxy workers get it too). */
 export interface PolicySpec {
@@ -182,7 +183,7 @@ export class ServerPolicy {
     if (conn.verdict === 'allow') return { allowed: true, server: conn.server, authz: conn.authz, route: DEFAULT_ROUTE };
     if (conn.verdict === 'deny') return { allowed: false, server: conn.server, route: DEFAULT_ROUTE, reason: conn.reason };
     const mine = conn.targets;
-    const path = pathOfTarget(req.target);
+    const path = normalizePath(pathOfTarget(req.target)); // as the pod will resolve it
     for (const t of mine) {
       for (const m of t.http) {
         if (m.methods !== null && !m.methods.includes(req.method)) continue;
