@@ -1,5 +1,5 @@
 import test from 'ava';
-import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead } from '../src/proxy/http1/parse-head.ts';
+import { HEAD_MALFORMED, HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead } from '../src/proxy/http1/parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer } from '../src/proxy/http1/body-framer.ts';
 import { isRetryable, requestBodyKind, responseBodyKind, wantsKeepAlive } from '../src/proxy/http1/framing.ts';
 
@@ -49,6 +49,28 @@ test('HeadReader skips empty lines before a request line', (t) => {
   t.is(r.start, 4);
   t.is(end, chunk.length);
   t.is(parseRequestHead(r.buffer, r.start, end).method, 'GET');
+});
+
+test('HeadReader refuses an incomplete head that can never end: a bare LF or CR, a response not starting HTTP/1.', (t) => {
+  for (const [text, response] of [
+    ['GET / HTTP/1.1\nHost: a', false],
+    ['GET / HTTP/1.1\r\nHost: a\rX', false],
+    ['\r\n\nGET /', false],
+    ['HTTP/1.1 200 OK\nContent-Length: 0\n\n', true],
+    ["-ERR unknown command 'GET'\r\n", true],
+    ['HTTP/2', true],
+  ] as Array<[string, boolean]>) {
+    t.is(new HeadReader(1024, !response).push(b(text)), HEAD_MALFORMED, JSON.stringify(text));
+    // The same bytes one at a time: refused at the byte that shows it.
+    const r = new HeadReader(1024, !response);
+    let end = HEAD_NEED_MORE;
+    for (let i = 0; i < text.length && end === HEAD_NEED_MORE; i++) end = r.push(b(text[i]!));
+    t.is(end, HEAD_MALFORMED, `${JSON.stringify(text)} byte by byte`);
+  }
+  // What may still become a head is not refused: a CR whose LF is in the next read, a prefix of "HTTP/1.".
+  for (const [text, response] of [['GET / HTTP/1.1\r', false], ['\r\n\r', false], ['HTTP/', true], ['HTTP/1.1 200 OK\r\nA: b\r', true]] as Array<[string, boolean]>) {
+    t.is(new HeadReader(1024, !response).push(b(text)), HEAD_NEED_MORE, JSON.stringify(text));
+  }
 });
 
 test('HeadReader enforces the limit with and without a terminator', (t) => {

@@ -500,6 +500,55 @@ for (const [name, status, send, limits] of [
   });
 }
 
+// A head with a bare LF or CR can never end in CRLFCRLF: refused as soon as one is read, not left
+// waiting for the head timeout (a client) or the idle timeout (an upstream). The timeouts here are
+// far longer than readUntil's wait, so a proxy that waits for them fails the test.
+test('a request head with bare-LF line endings: 400 at once, not a wait for the head timeout', async (t) => {
+  let requestsSeen = 0;
+  const origin = await startHttpServer((req, res) => {
+    requestsSeen++;
+    res.end('fine');
+  });
+  const proxy = await startProxy(origin.port, { headerTimeoutMs: 600_000 });
+  t.teardown(() => { origin.close(); proxy.close(); });
+  for (const send of ['GET / HTTP/1.1\nHost: a\n\n', 'GET / HTTP/1.1\r\nHost: a\rX: y\r\n']) {
+    const c = await rawConnect(proxy.port);
+    c.write(send);
+    const got = await readUntil(c, untilEnd);
+    t.true(got.ended);
+    t.regex(got.data.toString('latin1'), /^HTTP\/1\.1 400 /, JSON.stringify(send));
+    c.destroy();
+  }
+  // After a request that was answered: the next head on the connection is read the same way.
+  const c = await rawConnect(proxy.port);
+  c.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\nHost: a\n');
+  const got = await readUntil(c, untilEnd);
+  t.regex(got.data.toString('latin1'), /^HTTP\/1\.1 200 [^]*fineHTTP\/1\.1 400 /);
+  c.destroy();
+  t.is(requestsSeen, 1);
+});
+
+for (const [name, reply] of [
+  ['bare-LF line endings', 'HTTP/1.1 200 OK\nContent-Length: 2\n\nok'],
+  ['a protocol that is not HTTP (lines with CRLF, never an empty one, as Redis answers)', "-ERR unknown command 'GET'\r\n"],
+] as Array<[string, string]>) {
+  test(`an upstream answering with ${name}: 502 at once, not a wait for the idle timeout`, async (t) => {
+    const origin = await startRawOrigin((s) => {
+      s.once('data', () => s.write(reply)); // and the connection stays open
+    });
+    const proxy = await startProxy(origin.port, { idleTimeoutMs: 600_000 });
+    t.teardown(() => { origin.close(); proxy.close(); });
+    const c = await rawConnect(proxy.port);
+    c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    const got = await readUntil(c, untilEnd);
+    t.true(got.ended);
+    t.regex(got.data.toString('latin1'), /^HTTP\/1\.1 502 /);
+    c.destroy();
+    await waitFor(() => proxy.sink.requests.length === 1);
+    t.is(proxy.sink.requests[0].status, 502);
+  });
+}
+
 test('a client that only sends empty lines is idle: closed at the idle timeout, with no response (they are not a request head)', async (t) => {
   const origin = await startHttpServer((req, res) => res.end('fine'));
   const proxy = await startProxy(origin.port, { idleTimeoutMs: 300 });

@@ -32,7 +32,7 @@ import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/re
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RequestEvent, RouteReport } from '../../telemetry/events.ts';
 import { headerValue, Http1RouteRequest, pathOf } from './route-request.ts';
-import { HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
+import { HEAD_MALFORMED, HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
 import { ChunkedFramer, FRAME_ERROR, LengthFramer, type BodyFramer } from './body-framer.ts';
 import { isRetryable, isUpgradeRequest, requestBodyKind, responseBodyKind, wantsKeepAlive, type BodyKind } from './framing.ts';
 import { errorReply } from './replies.ts';
@@ -242,6 +242,10 @@ export class Http1Connection implements UpstreamOwner {
     this.clearHeaderTimer();
     if (end === HEAD_TOO_LARGE) {
       this.reject(431, 'request head too large', null);
+      return;
+    }
+    if (end === HEAD_MALFORMED) {
+      this.reject(400, 'bare LF or CR in the request head', null);
       return;
     }
     const buf = this.reqReader.buffer;
@@ -925,6 +929,10 @@ export class Http1Connection implements UpstreamOwner {
       if (end === HEAD_NEED_MORE) return;
       if (end === HEAD_TOO_LARGE) {
         this.abortExchange(502, 'response head too large');
+        return;
+      }
+      if (end === HEAD_MALFORMED) {
+        this.abortExchange(502, 'bad response: not an HTTP/1 head (a bare LF or CR, or no HTTP/1. status line)');
         return;
       }
       const buf = this.resReader.buffer;

@@ -43,6 +43,13 @@ function equalsLower(buf: Buffer, p: number, len: number, lower: Buffer): boolea
 
 export const HEAD_NEED_MORE = -1;
 export const HEAD_TOO_LARGE = -2;
+/**
+ * The bytes so far can never become a head: a bare LF or CR (no line of a head ends in one, so
+ * its CRLFCRLF would never come), or for a response, a start that is not "HTTP/1.".
+ */
+export const HEAD_MALFORMED = -3;
+
+const RESPONSE_START = Buffer.from('HTTP/1.');
 
 /**
  * Accumulates bytes until a complete head (through the empty line) is buffered.
@@ -56,10 +63,13 @@ export class HeadReader {
   start = 0;
   readonly limit: number;
   private readonly skipLeadingCrlf: boolean;
+  private readonly response: boolean;
 
+  /** `skipLeadingCrlf`: a request reader (empty lines before a request line are skipped); else a response reader. */
   constructor(limit: number, skipLeadingCrlf: boolean) {
     this.limit = limit;
     this.skipLeadingCrlf = skipLeadingCrlf;
+    this.response = !skipLeadingCrlf;
   }
 
   /** True when some head bytes are buffered (a partial head is waiting). */
@@ -73,8 +83,10 @@ export class HeadReader {
 
   /**
    * Adds bytes; returns the offset just past the head's terminating CRLFCRLF in `buffer`,
-   * HEAD_NEED_MORE, or HEAD_TOO_LARGE. After a head is found, bytes past the returned offset
-   * in `buffer` belong to whatever follows the head; call reset() before the next head.
+   * HEAD_NEED_MORE, HEAD_TOO_LARGE or HEAD_MALFORMED. After a head is found, bytes past the
+   * returned offset in `buffer` belong to whatever follows the head; call reset() before the
+   * next head. A complete head is not checked here (the parsers validate every line); only an
+   * incomplete one, whose end would otherwise be awaited until a timeout.
    */
   push(chunk: Buffer): number {
     let buf: Buffer;
@@ -101,6 +113,10 @@ export class HeadReader {
       const end = idx + 4;
       return end - this.start > this.limit ? HEAD_TOO_LARGE : end;
     }
+    // From the byte before the new ones: a CR that ended the last read is checked with its next byte.
+    if (hasBareLineBreak(buf, this.start, Math.max(this.start, this.scanned - 1)) || (this.response && !startsLike(buf, this.start, RESPONSE_START))) {
+      return HEAD_MALFORMED;
+    }
     this.scanned = buf.length;
     return buf.length - this.start > this.limit ? HEAD_TOO_LARGE : HEAD_NEED_MORE;
   }
@@ -110,6 +126,24 @@ export class HeadReader {
     this.start = 0;
     this.scanned = 0;
   }
+}
+
+/** buf[from..] holds an LF not preceded by CR within the head (which starts at `start`), or a CR followed by another byte than LF. */
+function hasBareLineBreak(buf: Buffer, start: number, from: number): boolean {
+  for (let i = buf.indexOf(LF, from); i >= 0; i = buf.indexOf(LF, i + 1)) {
+    if (i === start || buf[i - 1] !== CR) return true;
+  }
+  for (let i = buf.indexOf(CR, from); i >= 0 && i + 1 < buf.length; i = buf.indexOf(CR, i + 1)) {
+    if (buf[i + 1] !== LF) return true;
+  }
+  return false;
+}
+
+/** The bytes at buf[start..] (as many as there are, up to prefix.length) are prefix's. */
+function startsLike(buf: Buffer, start: number, prefix: Buffer): boolean {
+  const n = Math.min(prefix.length, buf.length - start);
+  for (let i = 0; i < n; i++) if (buf[start + i] !== prefix[i]) return false;
+  return true;
 }
 
 /** Fields common to request and response heads. */
