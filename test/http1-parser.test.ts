@@ -51,7 +51,7 @@ test('HeadReader skips empty lines before a request line', (t) => {
   t.is(parseRequestHead(r.buffer, r.start, end).method, 'GET');
 });
 
-test('HeadReader refuses an incomplete head that can never end: a bare LF or CR, a response not starting HTTP/1.', (t) => {
+test('HeadReader refuses an incomplete head that can never end: a bare LF or CR, a request not starting with a method and SP, a response not starting HTTP/1.', (t) => {
   for (const [text, response] of [
     ['GET / HTTP/1.1\nHost: a', false],
     ['GET / HTTP/1.1\r\nHost: a\rX', false],
@@ -59,6 +59,9 @@ test('HeadReader refuses an incomplete head that can never end: a bare LF or CR,
     ['HTTP/1.1 200 OK\nContent-Length: 0\n\n', true],
     ["-ERR unknown command 'GET'\r\n", true],
     ['HTTP/2', true],
+    ['\x16\x03\x01\x00\x6e\x01', false],
+    [' GET / HTTP/1.1', false],
+    ['GET\x00 /', false],
   ] as Array<[string, boolean]>) {
     t.is(new HeadReader(1024, !response).push(b(text)), HEAD_MALFORMED, JSON.stringify(text));
     // The same bytes one at a time: refused at the byte that shows it.
@@ -68,7 +71,7 @@ test('HeadReader refuses an incomplete head that can never end: a bare LF or CR,
     t.is(end, HEAD_MALFORMED, `${JSON.stringify(text)} byte by byte`);
   }
   // What may still become a head is not refused: a CR whose LF is in the next read, a prefix of "HTTP/1.".
-  for (const [text, response] of [['GET / HTTP/1.1\r', false], ['\r\n\r', false], ['HTTP/', true], ['HTTP/1.1 200 OK\r\nA: b\r', true]] as Array<[string, boolean]>) {
+  for (const [text, response] of [['GET / HTTP/1.1\r', false], ['\r\n\r', false], ['\r', false], ['M-SEARCH', false], ['X'.repeat(100), false], ['HTTP/', true], ['HTTP/1.1 200 OK\r\nA: b\r', true]] as Array<[string, boolean]>) {
     t.is(new HeadReader(1024, !response).push(b(text)), HEAD_NEED_MORE, JSON.stringify(text));
   }
 });

@@ -528,6 +528,19 @@ test('a request head with bare-LF line endings: 400 at once, not a wait for the 
   t.is(requestsSeen, 1);
 });
 
+test('bytes that cannot start a request line after a request (a TLS ClientHello): 400 at once, not a wait for the head timeout', async (t) => {
+  const origin = await startHttpServer((req, res) => res.end('fine'));
+  const proxy = await startProxy(origin.port, { headerTimeoutMs: 600_000 });
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const c = await rawConnect(proxy.port);
+  // No CR or LF in them: only where they start shows they are not a request.
+  const hello = Buffer.from('160301006e0100006a0303' + '42'.repeat(32), 'hex');
+  c.write(Buffer.concat([Buffer.from('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n'), hello]));
+  const got = await readUntil(c, untilEnd);
+  t.regex(got.data.toString('latin1'), /^HTTP\/1\.1 200 [^]*fineHTTP\/1\.1 400 /);
+  c.destroy();
+});
+
 for (const [name, reply] of [
   ['bare-LF line endings', 'HTTP/1.1 200 OK\nContent-Length: 2\n\nok'],
   ['a protocol that is not HTTP (lines with CRLF, never an empty one, as Redis answers)', "-ERR unknown command 'GET'\r\n"],

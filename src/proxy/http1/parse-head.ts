@@ -45,7 +45,8 @@ export const HEAD_NEED_MORE = -1;
 export const HEAD_TOO_LARGE = -2;
 /**
  * The bytes so far can never become a head: a bare LF or CR (no line of a head ends in one, so
- * its CRLFCRLF would never come), or for a response, a start that is not "HTTP/1.".
+ * its CRLFCRLF would never come), a request that does not start with a method token and SP, or
+ * a response that does not start with "HTTP/1.".
  */
 export const HEAD_MALFORMED = -3;
 
@@ -114,7 +115,8 @@ export class HeadReader {
       return end - this.start > this.limit ? HEAD_TOO_LARGE : end;
     }
     // From the byte before the new ones: a CR that ended the last read is checked with its next byte.
-    if (hasBareLineBreak(buf, this.start, Math.max(this.start, this.scanned - 1)) || (this.response && !startsLike(buf, this.start, RESPONSE_START))) {
+    if (hasBareLineBreak(buf, this.start, Math.max(this.start, this.scanned - 1)) ||
+      (this.response ? !startsLike(buf, this.start, RESPONSE_START) : !mayStartRequest(buf, this.start))) {
       return HEAD_MALFORMED;
     }
     this.scanned = buf.length;
@@ -137,6 +139,22 @@ function hasBareLineBreak(buf: Buffer, start: number, from: number): boolean {
     if (buf[i + 1] !== LF) return true;
   }
   return false;
+}
+
+/** Bytes of a method looked at before a head is complete: a fixed bound, however slowly a head comes. */
+const METHOD_CHECK_BYTES = 32;
+
+/**
+ * buf[start..] may still begin a request line: its first bytes (up to METHOD_CHECK_BYTES) are a
+ * method token, or one followed by SP. Anything else (a TLS ClientHello, binary) never will.
+ */
+function mayStartRequest(buf: Buffer, start: number): boolean {
+  // A CR last: an empty line before the request line, its LF still to come (RFC 9112 2.2).
+  if (buf[start] === CR && start + 1 === buf.length) return true;
+  const end = Math.min(buf.length, start + METHOD_CHECK_BYTES + 1);
+  let p = start;
+  while (p < end && TCHAR[buf[p]] === 1) p++;
+  return p === end ? true : p > start && buf[p] === SP;
 }
 
 /** The bytes at buf[start..] (as many as there are, up to prefix.length) are prefix's. */
