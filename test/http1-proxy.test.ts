@@ -562,6 +562,41 @@ for (const [name, reply] of [
   });
 }
 
+// A close-delimited body ends where the connection ends: the client cannot tell a cut one from a
+// whole one unless the cut reaches it as a reset (Envoy and linkerd2-proxy send such a body chunked,
+// whose missing last chunk says so; a byte pipe has only the reset).
+for (const [name, cut] of [
+  ['an upstream reset', 'reset'],
+  ['the idle timeout', 'stall'],
+] as Array<[string, 'reset' | 'stall']>) {
+  test(`a close-delimited response cut short by ${name} reaches the client as a reset, not as a clean end of a whole body`, async (t) => {
+    const upstreams: net.Socket[] = [];
+    const origin = await startRawOrigin((s) => {
+      upstreams.push(s);
+      s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial'));
+    });
+    const proxy = await startProxy(origin.port, cut === 'stall' ? { idleTimeoutMs: 200 } : {});
+    t.teardown(() => { origin.close(); proxy.close(); });
+    const c = await rawConnect(proxy.port);
+    let ended = false;
+    let error = '';
+    c.on('end', () => (ended = true));
+    c.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    // Half-open allowed: a FIN gives 'end' and no 'close'; a reset gives 'error' and 'close'.
+    const closed = new Promise((resolve) => { c.once('end', resolve); c.once('close', resolve); });
+    c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    await readUntil(c, hasText('partial'));
+    if (cut === 'reset') upstreams[0]!.resetAndDestroy();
+    c.resume();
+    await closed;
+    t.false(ended, 'the client read a clean end: it would take "partial" for the whole body');
+    t.is(error, 'ECONNRESET');
+    c.destroy();
+    await waitFor(() => proxy.sink.requests.length === 1);
+    t.false(proxy.sink.requests[0].success);
+  });
+}
+
 test('a client that only sends empty lines is idle: closed at the idle timeout, with no response (they are not a request head)', async (t) => {
   const origin = await startHttpServer((req, res) => res.end('fine'));
   const proxy = await startProxy(origin.port, { idleTimeoutMs: 300 });

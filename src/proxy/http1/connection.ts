@@ -1151,6 +1151,9 @@ export class Http1Connection implements UpstreamOwner {
   /** Destroys everything this connection holds; idempotent. */
   private teardown(): void {
     if (this.state === ST_CLOSED) return;
+    // A close-delimited response ends where the connection ends: cut short (the upstream reset, a
+    // timeout), only a reset tells the client it is not whole; a FIN would read as its end.
+    const cut = this.state === ST_EXCHANGE && this.resHeadSent && this.resKind === 'close';
     this.state = ST_CLOSED;
     this.releaseUpstream();
     this.detachUpstream()?.destroy();
@@ -1162,7 +1165,8 @@ export class Http1Connection implements UpstreamOwner {
     this.clearExchangeTimer();
     this.idleTimer = null;
     this.lingerTimer = null;
-    this.client.destroy();
+    if (cut) abortSocket(this.client);
+    else this.client.destroy();
   }
 
   /** The eager upstream no request took, and its endpoint's place in the balancer. */
