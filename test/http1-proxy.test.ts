@@ -408,6 +408,49 @@ test('CONNECT: 2xx turns the connection into a tunnel; authority is the target',
   t.is(ev.status, 200);
 });
 
+// As in the opaque tunnel (docs/proxy.md, "Resets"): a reset is passed on as a reset, never as a
+// FIN, which the other end would take for its peer's orderly end of the stream.
+for (const side of ['upstream', 'client'] as const) {
+  test(`a tunnel (2xx to CONNECT) passes the ${side}'s reset on as a reset, not as a FIN`, async (t) => {
+    let upstream: net.Socket | null = null;
+    let upEnded = false;
+    let upError = '';
+    let upDone: (v: unknown) => void = () => {};
+    const upClosed = new Promise((resolve) => (upDone = resolve));
+    const origin = await startRawOrigin((s) => {
+      upstream = s;
+      // Half-open allowed: a FIN gives 'end' and no 'close'; a reset gives 'error' and 'close'.
+      s.on('end', () => { upEnded = true; upDone(null); });
+      s.on('error', (e: NodeJS.ErrnoException) => (upError = e.code ?? e.message));
+      s.on('close', () => upDone(null));
+      s.once('data', () => s.write('HTTP/1.1 200 Connection Established\r\n\r\nready'));
+    });
+    const proxy = await startProxy(origin.port);
+    t.teardown(() => { origin.close(); proxy.close(); });
+    const c = await rawConnect(proxy.port);
+    let clientEnded = false;
+    let clientError = '';
+    c.on('end', () => (clientEnded = true));
+    c.on('error', (e: NodeJS.ErrnoException) => (clientError = e.code ?? e.message));
+    const clientClosed = new Promise((resolve) => { c.once('end', resolve); c.once('close', resolve); });
+    c.write('CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n');
+    await readUntil(c, hasText('ready'));
+    c.resume();
+    if (side === 'upstream') {
+      upstream!.resetAndDestroy();
+      await clientClosed;
+      t.false(clientEnded, 'the client read a FIN');
+      t.is(clientError, 'ECONNRESET');
+    } else {
+      c.resetAndDestroy();
+      await upClosed;
+      t.false(upEnded, 'the server read a FIN');
+      t.is(upError, 'ECONNRESET');
+    }
+    c.destroy();
+  });
+}
+
 test('upstream refuses: 502 Bad Gateway', async (t) => {
   const port = await freePort(); // nothing listens there, and no listen(0) or dial can take it (helpers/ports.ts)
   const proxy = await startProxy(port);

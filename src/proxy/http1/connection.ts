@@ -672,11 +672,13 @@ export class Http1Connection implements UpstreamOwner {
   }
 
   private onClientClose(hadError: boolean): void {
-    if (this.state === ST_TUNNEL && this.up !== null && !hadError) {
-      // Let what the client sent reach the upstream before closing it.
+    if (this.state === ST_TUNNEL && this.up !== null) {
       const up = this.up;
       this.up = null;
-      up.end(() => up.destroy());
+      // A reset goes on as a reset (as in the opaque tunnel): a FIN would read as the client's orderly end.
+      if (hadError) abortSocket(up);
+      // Else let what the client sent reach the upstream before closing it.
+      else up.end(() => up.destroy());
     }
     if (this.state === ST_EXCHANGE) this.emit('client closed');
     this.teardown();
@@ -842,7 +844,8 @@ export class Http1Connection implements UpstreamOwner {
       }
       if (this.state === ST_TUNNEL) {
         this.up = null;
-        if (hadError) this.client.destroy();
+        // A reset goes on as a reset (as in the opaque tunnel): a FIN would read as the server's orderly end.
+        if (hadError) abortSocket(this.client);
         else this.client.end();
         return;
       }
