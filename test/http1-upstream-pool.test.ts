@@ -103,3 +103,19 @@ test('the sweep closes connections parked past the idle timeout; acquire never h
   t.true(clients[2]!.destroyed);
   t.is(pool.idleCount(), 0);
 });
+
+test('a connection parked with the time it became idle keeps that age: in order among the others, and too old ones not kept', async (t) => {
+  const { clients, close } = await connected(3);
+  let clock = 10_000;
+  const pool = new UpstreamPool({ idleTimeoutMs: 4000, now: () => clock });
+  t.teardown(() => { pool.close(); close(); });
+  const [fresh, old, stale] = clients;
+  pool.release('k', fresh!); // idle since now
+  pool.release('k', old!, clock - 1500); // bound to a client, idle since 1.5 s ago
+  pool.release('k', stale!, clock - 4001); // idle longer than the pool keeps any: closed
+  t.is(pool.idleCount('k'), 2);
+  t.true(stale!.destroyed);
+  t.is(pool.acquire('k', 1000), fresh!, 'the freshest first');
+  t.is(pool.acquire('k', 1000), null, 'the other has been idle 1.5 s: not for a request that cannot be re-sent');
+  t.is(pool.acquire('k'), old!);
+});

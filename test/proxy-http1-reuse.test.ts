@@ -120,6 +120,74 @@ test('a POST takes a pooled upstream only if it was used within the last second;
   t.is(origin.accepted, 2, 'a GET (re-sent if need be) still takes a connection idle for 1.3 s');
 });
 
+/** A keep-alive client connection: `send` writes a request and resolves with its response (its body ends with `;`). */
+async function keepAliveClient(port: number) {
+  const c = net.connect({ host: HOST, port, allowHalfOpen: true });
+  c.on('error', () => {});
+  await once(c, 'connect');
+  let data = '';
+  let waiting: ((s: string) => void) | null = null;
+  c.on('data', (d) => {
+    data += d.toString('latin1');
+    if (waiting !== null && data.endsWith(';')) {
+      const w = waiting;
+      waiting = null;
+      const r = data;
+      data = '';
+      w(r);
+    }
+  });
+  return {
+    socket: c,
+    send: (req: string) => new Promise<string>((resolve) => {
+      waiting = resolve;
+      c.write(req);
+    }),
+  };
+}
+
+// The age of an upstream is how long since it last served a response, wherever it waited since:
+// bound to its client or parked in the pool (docs/http1.md, "Known gaps").
+test('a POST on a kept-alive client connection goes to a new upstream when its bound one has been idle over a second, as for a pooled one', async (t) => {
+  let conns = 0;
+  const origin = await startRawOrigin((s) => {
+    const n = ++conns;
+    answerRequests(s, (head, body) => `c${n}${head.split(' ')[1]}:${body};`);
+  });
+  let clock = 0;
+  const p = await startProxy(origin.port, 1000, { now: () => clock });
+  t.teardown(() => { origin.close(); return p.close(); });
+  const c = await keepAliveClient(p.port);
+  t.true((await c.send('GET /a HTTP/1.1\r\nHost: svc\r\n\r\n')).endsWith('c1/a:;'));
+  clock += 1000;
+  t.true((await c.send('POST /b HTTP/1.1\r\nHost: svc\r\nContent-Length: 1\r\n\r\nx')).endsWith('c1/b:x;'), 'used 1 s ago: the bound upstream');
+  clock += 1001;
+  const r = await c.send('POST /c HTTP/1.1\r\nHost: svc\r\nContent-Length: 1\r\n\r\nx');
+  t.true(r.endsWith('c2/c:x;'), `idle 1.001 s: a new upstream; got ${JSON.stringify(r)}`);
+  clock += 1300;
+  t.true((await c.send('GET /d HTTP/1.1\r\nHost: svc\r\n\r\n')).endsWith('c2/d:;'), 'a GET still takes one idle 1.3 s');
+  c.socket.destroy();
+});
+
+test('an upstream parked when its client leaves keeps its idle age: a POST does not take one idle over a second before', async (t) => {
+  let conns = 0;
+  const origin = await startRawOrigin((s) => {
+    const n = ++conns;
+    answerRequests(s, (head, body) => `c${n}${head.split(' ')[1]}:${body};`);
+  });
+  let clock = 0;
+  const p = await startProxy(origin.port, 1000, { now: () => clock });
+  t.teardown(() => { origin.close(); return p.close(); });
+  const a = await keepAliveClient(p.port);
+  t.true((await a.send('GET /a HTTP/1.1\r\nHost: svc\r\n\r\n')).endsWith('c1/a:;'));
+  clock += 1001;
+  a.socket.end(); // its idle upstream goes to the pool
+  await waitFor(() => p.pool.idleCount() === 1);
+  const r = await exchange(p.port, 'POST /b HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx');
+  t.true(r.data.endsWith('c2/b:x;'), `the parked upstream was last used 1.001 s ago: a new one; got ${JSON.stringify(r.data)}`);
+  a.socket.destroy();
+});
+
 test('node:http clients without an agent (Connection: close), 4 at a time, reuse the upstream pool', async (t) => {
   const server = http.createServer((req, res) => res.end(`hi ${req.url}`));
   let accepted = 0;

@@ -324,12 +324,15 @@ export class Http1Connection implements UpstreamOwner {
     if (this.route !== null && !this.pickEndpoint(req, buf, start, end)) return;
     if (this.upIdle) {
       this.upIdle = false;
+      const idle = this.pool.now() - this.upIdleSince;
       // Idle longer than the pool keeps connections: the server may be about to close it
       // (node:http's default is 5 s); a new one avoids the stale keep-alive race.
-      if (this.pool.now() - this.upIdleSince > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
-      else if (this.upKey !== this.targetKey) {
+      if (idle > this.pool.idleTimeoutMs) this.detachUpstream()?.destroy();
+      else if (this.upKey !== this.targetKey || (idle > NON_RETRYABLE_MAX_IDLE_MS && !isRetryable(req, kind))) {
+        // Another endpoint's, or too long idle for a request we could not re-send (as for a
+        // pooled one, attachUpstream): parked for others, with its idle age.
         const s = this.detachUpstream();
-        if (s !== null) this.pool.release(this.upKey, s);
+        if (s !== null) this.pool.release(this.upKey, s, this.upIdleSince);
       }
     }
     // The rule's RequestHeaderModifier, and the chosen backend's after it (one modifier), change
@@ -868,7 +871,7 @@ export class Http1Connection implements UpstreamOwner {
     if (!this.upIdle) return;
     this.upIdle = false;
     const up = this.detachUpstream();
-    if (up !== null) this.pool.release(this.upKey, up);
+    if (up !== null) this.pool.release(this.upKey, up, this.upIdleSince);
   }
 
   /** The upstream went away before the response completed. */

@@ -62,7 +62,7 @@ export function own(socket: ForwarderSocket, owner: UpstreamOwner | null): void 
 class IdleConn implements UpstreamOwner {
   readonly socket: ForwarderSocket;
   readonly key: string;
-  /** The pool's clock when parked. */
+  /** The pool's clock when it became idle (parked, or before that, finished its last response while bound). */
   readonly parkedAt: number;
   private readonly pool: UpstreamPool;
 
@@ -137,9 +137,16 @@ export class UpstreamPool {
     return null;
   }
 
-  /** Parks a connection its user no longer owns (own(socket, null), or about to be replaced). */
-  release(key: string, socket: ForwarderSocket): void {
-    if (this.closed || socket.destroyed || !socket.writable || !socket.readable) {
+  /**
+   * Parks a connection its user no longer owns (own(socket, null), or about to be replaced).
+   * `idleSince`: the pool's clock when it last finished a response, when that was before now (a
+   * connection bound to a client until now): its idle age goes on from there, so the limits of
+   * acquire() and the sweep count all of its idle time.
+   */
+  release(key: string, socket: ForwarderSocket, idleSince?: number): void {
+    const now = this.now();
+    const since = idleSince === undefined || idleSince > now ? now : idleSince;
+    if (this.closed || socket.destroyed || !socket.writable || !socket.readable || now - since > this.idleTimeoutMs) {
       own(socket, null);
       socket.destroy();
       return;
@@ -151,11 +158,21 @@ export class UpstreamPool {
     }
     if (list.length >= this.maxIdlePerDest) {
       // Keep the freshest; the oldest is the likeliest to be timed out by the server.
+      if (since < list[0]!.parkedAt) {
+        own(socket, null);
+        socket.destroy();
+        return;
+      }
       const oldest = list.shift()!;
       own(oldest.socket, null);
       oldest.socket.destroy();
     }
-    list.push(new IdleConn(this, key, socket, this.now()));
+    // In order of idle age (acquire() takes the last, the sweep closes from the front).
+    let i = list.length;
+    while (i > 0 && list[i - 1]!.parkedAt > since) i--;
+    const c = new IdleConn(this, key, socket, since);
+    if (i === list.length) list.push(c);
+    else list.splice(i, 0, c);
     if (this.sweeper === null) {
       this.sweeper = setInterval(() => this.sweep(), Math.max(1, this.idleTimeoutMs / 4));
       this.sweeper.unref();
