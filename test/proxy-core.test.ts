@@ -755,8 +755,11 @@ test.serial('detection arms a connect timer only for a connect timeout within it
     t.is(timers() - before, armed, `connect timeout ${connectMs} ms: timers armed in detection`);
     t.is(await reason, 'ECONNRESET', 'reset, not a clean close');
     const took = performance.now() - started;
-    // Not early, and counted from the dial: timed from the deadline it would take detectMs + connectMs.
-    t.true(took >= connectMs - 1 && took < detectMs + connectMs, `${took} ms for a ${connectMs} ms connect timeout (from the deadline: ${detectMs + connectMs} ms)`);
+    // Counted from the dial: timed from the deadline it would take detectMs + connectMs. A Node
+    // timer counts from the loop's time cached when its turn began, so on a loaded machine it
+    // fires some milliseconds before connectMs by this clock (1996.9 ms was seen under load):
+    // 50 ms of slack still tells the dial from the deadline, and from a timer armed at half.
+    t.true(took >= connectMs - 50 && took < detectMs + connectMs, `${took} ms for a ${connectMs} ms connect timeout (from the deadline: ${detectMs + connectMs} ms)`);
     await waitFor(() => h.sink.closes.length === 1);
     t.like(h.sink.closes[0], { error: 'upstream connect: timeout', detectedBy });
     await h.proxy.close(100);
