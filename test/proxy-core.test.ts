@@ -923,8 +923,9 @@ test('close(drainMs) stops accepting, waits for open connections, then destroys 
   await waitFor(() => h.proxy.stats().open === 1);
   const stuckReason = closeReason(stuck);
   await closing;
-  // The stuck connection was given the whole drain (1 ms for the clocks' rounding).
-  t.true(performance.now() - started >= DRAIN_MS - 1, `${performance.now() - started} ms`);
+  // The stuck connection was given the whole drain, less what a Node timer may fire early by
+  // performance.now() on a loaded machine (it counts from its turn's cached loop time; above).
+  t.true(performance.now() - started >= DRAIN_MS - 50, `${performance.now() - started} ms`);
   t.is(h.proxy.stats().open, 0);
   t.true(['closed', 'ECONNRESET'].includes(await stuckReason));
   await stopServer(up);
