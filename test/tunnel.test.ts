@@ -624,3 +624,50 @@ test('a rolling restart: a CONNECT crossing the stopping agent\'s shutdown notic
   await closing;
   t.is(old.tunnels.stats().server.open, 0, 'and closes');
 });
+
+/** A pod that writes without end from `when` on (its first bytes, or the client's FIN), holding its sockets; resolves each one's close. */
+async function streamingPod(t: any, when: 'data' | 'end'): Promise<{ port: number; accepted: net.Socket[]; closed: Array<Promise<void>> }> {
+  const accepted: net.Socket[] = [];
+  const closed: Array<Promise<void>> = [];
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    accepted.push(s);
+    s.on('error', () => {});
+    closed.push(new Promise((r) => s.once('close', () => r())));
+    const chunk = Buffer.alloc(16 * 1024, 3);
+    const pump = () => {
+      while (!s.destroyed) if (!s.write(chunk)) return void s.once('drain', pump);
+    };
+    s.once(when, pump);
+    s.resume();
+  });
+  const port = await listen(srv, t);
+  // After listen's: teardowns run last first, and the server's close waits for these.
+  t.teardown(() => {
+    for (const s of accepted) s.destroy();
+  });
+  return { port, accepted, closed };
+}
+
+test('a tunnelled download its client drops (stream destroy(): RST_STREAM) closes the pod\'s connection at the destination, and is recorded closed', async (t) => {
+  const pod = await streamingPod(t, 'data');
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, pod.port);
+  const path = a.tunnels.tunnels.pathTo(SERVER_IP, pod.port);
+  if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
+  const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, pod.port, CLIENT_IP);
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write('download');
+  await once(s, 'data');
+  // The client's agent drops the stream mid-download (its idle timeout, an HTTP/1 pool discarding
+  // the connection). The destination's stream then ends and closes in one turn, its last data still
+  // queued: the pod's socket was ended (end()), then reset while that FIN was still queued; libuv
+  // refuses such a reset (EINVAL), and Node left the socket open for good: the fd, the pod's
+  // connection, and the connection's close event never came.
+  s.destroy();
+  const closedInTime = await waitFor(() => b.inbound.closes.length === 1, 10_000).then(() => true, () => false);
+  t.true(closedInTime, 'the destination agent records the connection closed');
+  if (!closedInTime) return;
+  await pod.closed[0];
+  t.pass('the pod\'s connection is closed');
+});
