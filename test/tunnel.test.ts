@@ -671,3 +671,26 @@ test('a tunnelled download its client drops (stream destroy(): RST_STREAM) close
   await pod.closed[0];
   t.pass('the pod\'s connection is closed');
 });
+
+test('a tunnelled connection its client resets with nothing in flight is reset at the pod, not half-closed: a pod that answers the FIN is not left streaming into the void', async (t) => {
+  // The pod streams once the client has sent all (its FIN), as a server answering a request body.
+  const pod = await streamingPod(t, 'end');
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, pod.port);
+  const path = a.tunnels.tunnels.pathTo(SERVER_IP, pod.port);
+  if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
+  const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, pod.port, CLIENT_IP);
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write('part of a request');
+  await waitFor(() => pod.accepted.length === 1 && pod.accepted[0]!.bytesRead > 0);
+  // RST_STREAM (NO_ERROR, what a stream's destroy() sends): Node's stream emits 'aborted', then
+  // 'end' and a clean close. The destination passed that on as a FIN: the pod took the cut request
+  // for a whole one, and its answer was read and thrown away for as long as it lasted.
+  s.destroy();
+  const closedInTime = await waitFor(() => b.inbound.closes.length === 1, 10_000).then(() => true, () => false);
+  t.true(closedInTime, `the destination agent records the connection closed (the pod has sent ${pod.accepted[0]!.bytesWritten} bytes)`);
+  if (!closedInTime) return;
+  await pod.closed[0];
+  t.is(pod.accepted[0]!.readableEnded, false, 'the pod saw a reset, not the end of the request');
+});

@@ -39,6 +39,19 @@ function resetStream(this: Decorated): Decorated {
 const STREAM_RESET = Object.assign(new Error('reset by the proxy'), { code: 'ECONNRESET' });
 function ignoreReset(): void {}
 
+/**
+ * The peer's RST_STREAM, whatever its code, is the TCP reset it stands for: the stream fails with
+ * ECONNRESET and the forwarders reset the other leg. Node reports one with NO_ERROR (what a
+ * stream's destroy() sends) only as 'aborted' (our side was still open), then ends the stream and
+ * closes it cleanly: forwarded as a FIN, the other leg took a cut connection for a whole one, and
+ * what it sent after was read and thrown away for as long as it lasted.
+ */
+function resetOnAbort(stream: http2.Http2Stream): void {
+  stream.once('aborted', () => {
+    if (!stream.destroyed) stream.destroy(Object.assign(new Error('stream reset by the other agent'), { code: 'ECONNRESET' }));
+  });
+}
+
 /** What a refused CONNECT becomes: the errno a direct connect would have given, so error labels stay meaningful. */
 export function errnoForStatus(status: number): string {
   if (status === 403) return 'EACCES';
@@ -56,6 +69,7 @@ export function clientUpstream(stream: http2.ClientHttp2Stream, describe: string
   s.connecting = true;
   s.setNoDelay = noDelay;
   s.resetAndDestroy = resetStream;
+  resetOnAbort(stream);
   stream.once('response', (headers) => {
     const status = Number(headers[':status']);
     if (status === 200) {
@@ -81,6 +95,7 @@ export function serverDownstream(stream: http2.ServerHttp2Stream): net.Socket {
   s.connecting = false;
   s.setNoDelay = noDelay;
   s.resetAndDestroy = resetStream;
+  resetOnAbort(stream);
   countBytes(stream);
   return s as unknown as net.Socket;
 }
