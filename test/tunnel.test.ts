@@ -80,6 +80,7 @@ async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: A
   });
   // The tunnels dial the other node's listener port (15008 in a cluster).
   (tunnels.pool as unknown as { port: number }).port = tunnelPort;
+  t.teardown(() => tunnels.close(0));
   const proxy = new Proxy({
     listen: { host: CLIENT_IP, port: 0 },
     lookup: () => ({ ip: SERVER_IP, port: destPort, podKey: 1n }),
@@ -693,4 +694,116 @@ test('a tunnelled connection its client resets with nothing in flight is reset a
   if (!closedInTime) return;
   await pod.closed[0];
   t.is(pod.accepted[0]!.readableEnded, false, 'the pod saw a reset, not the end of the request');
+});
+
+// ---- Flow control: streams whose readers stall must not stall the others on their connection ----
+
+/**
+ * A pod that, per connection, either echoes (its first bytes start with "echo") or, for "upload",
+ * reads nothing, or, for "download", writes without end; the sockets it holds are destroyed at teardown.
+ */
+async function stallingPod(t: any): Promise<number> {
+  const held = new Set<net.Socket>();
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    held.add(s);
+    s.on('error', () => {});
+    s.once('close', () => held.delete(s));
+    s.once('data', (d) => {
+      const what = String(d);
+      if (what.startsWith('echo')) {
+        s.write(d);
+        s.pipe(s);
+      } else if (what.startsWith('upload')) {
+        s.pause();
+      } else {
+        const chunk = Buffer.alloc(64 * 1024, 7);
+        const pump = () => {
+          while (!s.destroyed) if (!s.write(chunk)) return void s.once('drain', pump);
+        };
+        pump();
+      }
+    });
+  });
+  const port = await listen(srv, t);
+  // Registered after listen's: teardowns run last first, and the server's close waits for these.
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+  });
+  return port;
+}
+
+/** A stream opened on node A's pool straight to SERVER_IP:port (as the proxy opens them). */
+function poolOpen(a: Awaited<ReturnType<typeof nodeA>>, port: number): net.Socket {
+  const path = a.tunnels.tunnels.pathTo(SERVER_IP, port);
+  if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
+  const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, port, CLIENT_IP);
+  s.on('error', () => {});
+  return s;
+}
+
+/** What a new stream on the same connection gets back for "echo ...": it must be served though others stall. */
+function echoed(s: net.Socket, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    s.setEncoding('utf8');
+    s.on('data', (d) => {
+      got += d;
+      if (got.length >= text.length) resolve(got);
+    });
+    s.once('close', () => resolve(`closed after ${JSON.stringify(got)}`));
+    s.write(text);
+  });
+}
+
+/** Its receive window: 0 once the peer has sent all it may while nothing reads the stream. */
+const recvWindow = (s: net.Socket | http2.Http2Stream) => (s as unknown as http2.Http2Stream).state.localWindowSize;
+
+test('flow control: 4 downloads whose clients stop reading fill their own stream windows, and the connection still serves its other streams', async (t) => {
+  const destPort = await stallingPod(t);
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, destPort);
+  const stalled = Array.from({ length: 4 }, () => poolOpen(a, destPort));
+  t.teardown(() => {
+    for (const s of stalled) s.destroy();
+  });
+  for (const s of stalled) s.write('download'); // and nothing reads them
+  
+  // Each stream's 4 MiB window fills (its reader stalls, not the connection). With Node's default
+  // 10 MB session memory, the client's session stopped reading the socket at about 10 MB: no
+  // window filled, and every other stream of the connection froze.
+  if (!(await waitFor(() => stalled.every((s) => recvWindow(s) === 0), 15_000).then(() => true, () => false))) {
+    return t.fail(`the stalled streams' windows did not fill (their remaining windows: ${stalled.map(recvWindow).join(', ')}): the connection stopped reading`);
+  }
+  const probe = poolOpen(a, destPort);
+  t.teardown(() => probe.destroy());
+  t.is(await echoed(probe, 'echo through a connection with stalled streams'), 'echo through a connection with stalled streams');
+  t.is(a.tunnels.stats().client.connectionsOpened, 1, 'on the same connection');
+});
+
+test('flow control: 4 uploads to a pod that does not read fill their stream windows at the destination agent, which still serves the connection\'s other streams', async (t) => {
+  const destPort = await stallingPod(t);
+  const b = await nodeB(t);
+  const a = await nodeA(t, b.port, destPort);
+  // The destination agent's streams, as its HTTP/2 server makes them (it makes that server on first use).
+  const atB: http2.ServerHttp2Stream[] = [];
+  (b.tunnels.server as unknown as { h2(): http2.Http2Server }).h2().on('stream', (s) => atB.push(s));
+  const stalled = Array.from({ length: 4 }, () => poolOpen(a, destPort));
+  t.teardown(() => {
+    for (const s of stalled) s.destroy();
+  });
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  for (const s of stalled) {
+    s.write('upload');
+    const pump = () => {
+      while (!s.destroyed) if (!s.write(chunk)) return void s.once('drain', pump);
+    };
+    pump();
+  }
+  if (!(await waitFor(() => atB.length === 4 && atB.every((s) => recvWindow(s) === 0), 15_000).then(() => true, () => false))) {
+    return t.fail(`the stalled streams' windows at the destination did not fill (${atB.length} streams, remaining windows: ${atB.map(recvWindow).join(', ')}): its session stopped reading`);
+  }
+  const probe = poolOpen(a, destPort);
+  t.teardown(() => probe.destroy());
+  t.is(await echoed(probe, 'echo past the stalled uploads'), 'echo past the stalled uploads');
+  t.is(b.tunnels.stats().server.streams, 5);
 });

@@ -24,6 +24,17 @@ export const STREAM_WINDOW = 4 * 1024 * 1024;
 export const CONNECTION_WINDOW = 16 * 1024 * 1024;
 export const H2_SETTINGS: http2.Settings = { initialWindowSize: STREAM_WINDOW, maxFrameSize: 64 * 1024, enablePush: false };
 /**
+ * What one tunnel connection may hold in memory, for node:http2 (maxSessionMemory, in MB; Node's
+ * default is 10). Node gives the connection window back as data arrives, not as it is read, so
+ * what a connection can hold unread is its streams' windows: up to MAX_STREAMS_PER_CONNECTION x
+ * STREAM_WINDOW (the listener advertises that many streams at most). Under the default, three or
+ * four streams whose readers stall (a pod that does not read an upload, a client that does not
+ * read a download) reached the cap, and Node then stopped reading the socket: every other stream
+ * of the connection froze, with the peer's WINDOW_UPDATEs, PINGs and GOAWAY, until those readers
+ * read.
+ */
+export const SESSION_MEMORY_MB = Math.ceil((MAX_STREAMS_PER_CONNECTION * STREAM_WINDOW + CONNECTION_WINDOW) / 2 ** 20) + 16;
+/**
  * A stopping agent's shutdown notice, as a PING payload (8 bytes). RFC 9113 6.8 has a server
  * shut down in two steps: a first GOAWAY naming stream 2^31-1 (take no new streams, but those in
  * flight are still served), then, a round trip later, the real one. nghttp2, under node:http2,
@@ -147,7 +158,7 @@ export class HbonePool {
       checkServerIdentity: () => undefined,
     });
     sock.setNoDelay(true);
-    const session = nodeHttp2().connect(`https://${path.nodeIp}:${this.port}`, { createConnection: () => sock, settings: H2_SETTINGS });
+    const session = nodeHttp2().connect(`https://${path.nodeIp}:${this.port}`, { createConnection: () => sock, settings: H2_SETTINGS, maxSessionMemory: SESSION_MEMORY_MB });
     const c: Conn = { key, session, serial: cred.serial, usableUntil: cred.notAfter, active: 0, broken: null, idleTimer: null, streams: new Set() };
     this.stats.connectionsOpened++;
     this.stats.connectionsOpen++;

@@ -23,7 +23,7 @@ import type { ConnectionInfo } from '../proxy/listener.ts';
 import { abortSocket, forwardOpaque } from '../proxy/opaque.ts';
 import { sharedSweeper, type Sweeper } from '../proxy/sweep.ts';
 import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
-import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, REFUSAL_LOG_INTERVAL_MS, type LogFn } from './hbone-pool.ts';
+import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, MAX_STREAMS_PER_CONNECTION, REFUSAL_LOG_INTERVAL_MS, SESSION_MEMORY_MB, type LogFn } from './hbone-pool.ts';
 import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
@@ -206,7 +206,7 @@ export class TunnelServer {
   /** The HTTP/2 server the verified connections are handed to, made with the first (node:http2 loads then). */
   private h2(): http2.Http2Server {
     if (this.#h2 !== null) return this.#h2;
-    const h2 = nodeHttp2().createServer({ settings: H2_SETTINGS });
+    const h2 = nodeHttp2().createServer({ settings: { ...H2_SETTINGS, maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION }, maxSessionMemory: SESSION_MEMORY_MB });
     h2.on('session', (s) => {
       if (this.pending) this.peers.set(s, this.pending);
       this.sessions.add(s);
