@@ -582,6 +582,8 @@ test('bytes that cannot start a request line after a request (a TLS ClientHello)
   const got = await readUntil(c, untilEnd);
   t.regex(got.data.toString('latin1'), /^HTTP\/1\.1 200 [^]*fineHTTP\/1\.1 400 /);
   c.destroy();
+  await waitFor(() => proxy.sink.requests.length === 2);
+  t.is(proxy.sink.requests[1]!.error, 'malformed request head: a bare LF or CR, or no method and space at its start', 'the reason, as logged and counted');
 });
 
 for (const [name, reply] of [

@@ -245,7 +245,7 @@ export class Http1Connection implements UpstreamOwner {
       return;
     }
     if (end === HEAD_MALFORMED) {
-      this.reject(400, 'bare LF or CR in the request head', null);
+      this.reject(400, 'malformed request head: a bare LF or CR, or no method and space at its start', null);
       return;
     }
     const buf = this.reqReader.buffer;
