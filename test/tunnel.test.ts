@@ -25,6 +25,7 @@ import { FirstSyncWait } from '../src/discovery/first-sync.ts';
 import { Listeners } from '../src/util/listeners.ts';
 import type { LocalPod, TunnelPolicy } from '../src/tunnel/server.ts';
 import { REFUSAL_LOG_INTERVAL_MS } from '../src/tunnel/hbone-pool.ts';
+import type { KeepaliveOptions } from '../src/tunnel/keepalive.ts';
 import { makePki, type Pki } from './helpers/mesh-pki.ts';
 import { waitFor } from './helpers/until.ts';
 import { ManualSweeper } from './helpers/manual-sweeper.ts';
@@ -42,7 +43,7 @@ const pki = () => (pkiP ??= makePki(TD));
 interface Side { tunnels: NodeTunnels; inbound: RecordingSink; logs: string[] }
 
 /** Node B: the destination's agent, holding db's certificate, with SERVER_IP a meshed pod of db (or as `pods` says). */
-async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; changes?: Listeners; limits?: typeof defaultLimits; sweeper?: ManualSweeper } = {}): Promise<Side & { port: number }> {
+async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { namespace: 'shop', name: 'db-0', serviceAccount: 'db', meshed: true } }, o: { policy?: () => TunnelPolicy | null; inbound?: RecordingSink; noCredential?: boolean; port?: number; reusePort?: boolean; changes?: Listeners; limits?: typeof defaultLimits; sweeper?: ManualSweeper; keepalive?: KeepaliveOptions } = {}): Promise<Side & { port: number }> {
   const p = await pki();
   const inbound = o.inbound ?? new RecordingSink();
   const logs: string[] = [];
@@ -55,6 +56,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
     ...(o.policy ? { policy: o.policy } : {}),
     initial: o.noCredential ? [] : [await p.credential(db)],
     ...(o.sweeper ? { sweeper: o.sweeper } : {}),
+    ...(o.keepalive ? { keepalive: o.keepalive } : {}),
   });
   const a = await tunnels.listen();
   t.teardown(() => tunnels.close(0));
@@ -62,7 +64,7 @@ async function nodeB(t: any, pods: Record<string, LocalPod> = { [SERVER_IP]: { n
 }
 
 /** Node A: the client's agent; its proxy sends every connection to SERVER_IP:destPort, a meshed pod of node B. */
-async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number; discovery?: DiscoveryStore; sweeper?: ManualSweeper } = {}) {
+async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: Awaited<ReturnType<Pki['credential']>>; serverSa?: string; detectTimeoutMs?: number; discovery?: DiscoveryStore; sweeper?: ManualSweeper; keepalive?: KeepaliveOptions } = {}) {
   const p = await pki();
   const sink = new RecordingSink();
   const logs: string[] = [];
@@ -77,6 +79,7 @@ async function nodeA(t: any, tunnelPort: number, destPort: number, o: { cred?: A
     initial: [o.cred ?? await p.credential(web)],
     firstSync: o.discovery ? new FirstSyncWait(o.discovery, 120_000) : null,
     ...(o.sweeper ? { sweeper: o.sweeper } : {}),
+    ...(o.keepalive ? { keepalive: o.keepalive } : {}),
   });
   // The tunnels dial the other node's listener port (15008 in a cluster).
   (tunnels.pool as unknown as { port: number }).port = tunnelPort;
@@ -443,6 +446,68 @@ test('a node whose 15008 accepts but never answers TLS: the tunnel gives up with
   t.is(a.tunnels.stats().client.connectionsOpen, 0, 'the hung connection is gone from the pool');
   await attempt();
   t.is(a.tunnels.stats().client.connectionsOpened, 2, 'the next connection tried a new TLS connection');
+});
+
+/**
+ * A TCP relay to node B's listener on `to` that can go silent: frozen, its connections forward
+ * nothing either way and close nothing, as a node that lost power or a partition looks. Later
+ * connections are relayed as before.
+ */
+async function silentRelay(t: any, to: number) {
+  const live: Array<{ frozen: boolean; a: net.Socket; b: net.Socket }> = [];
+  const srv = net.createServer((a) => {
+    const b = net.connect(to, NODE_B);
+    const p = { frozen: false, a, b };
+    live.push(p);
+    for (const s of [a, b]) s.on('error', () => {});
+    a.on('data', (d) => { if (!p.frozen) b.write(d); });
+    b.on('data', (d) => { if (!p.frozen) a.write(d); });
+    a.on('close', () => { if (!p.frozen) b.destroy(); });
+    b.on('close', () => { if (!p.frozen) a.destroy(); });
+  });
+  srv.listen(0, NODE_B);
+  await once(srv, 'listening');
+  t.teardown(() => {
+    for (const p of live) { p.a.destroy(); p.b.destroy(); }
+    srv.close();
+  });
+  return { port: (srv.address() as net.AddressInfo).port, freeze: () => { for (const p of live) p.frozen = true; } };
+}
+
+// Fails without keepalive PINGs: the frozen connection is never found dead, the client's
+// connection stays open, the pod's too, and the pool would give the dead connection new streams.
+test('a tunnel connection whose other end goes silent (no FIN, no RST) is found dead by the keepalive PINGs at both ends: its streams end, and the next connection is a new one', async (t) => {
+  const podSockets: net.Socket[] = [];
+  const echoPort = await listen(net.createServer((s) => { podSockets.push(s); s.on('error', () => {}).pipe(s); }), t);
+  const keepalive = { intervalMs: 100, timeoutMs: 500 };
+  const b = await nodeB(t, undefined, { keepalive });
+  const relay = await silentRelay(t, b.port);
+  const a = await nodeA(t, relay.port, echoPort, { keepalive });
+  const echoed = async (c: net.Socket, text: string) => {
+    let got = '';
+    c.on('data', (d: Buffer) => { got += d.toString(); });
+    c.write(text);
+    await waitFor(() => got === text);
+  };
+  const c1 = net.connect({ host: CLIENT_IP, port: a.port });
+  c1.on('error', () => {});
+  t.teardown(() => c1.destroy());
+  await echoed(c1, 'hello');
+  t.is(a.tunnels.stats().client.connectionsOpen, 1);
+  relay.freeze();
+  const endsFound = await Promise.race([
+    Promise.all([closed(c1), closed(podSockets[0]!)]).then(() => true),
+    new Promise<false>((r) => setTimeout(() => r(false), 20_000).unref()),
+  ]);
+  t.true(endsFound, 'the client\'s connection and the pod\'s were closed once the tunnel connection was found dead (not within 20 s)');
+  await waitFor(() => a.tunnels.stats().client.connectionsOpen === 0); // the dead connection leaves the pool
+  t.regex(a.logs.join('\n'), /tunnel connection to 127\.0\.0\.1:\d+ is dead: no answer to a keepalive PING within 500 ms/);
+  await waitFor(() => /tunnel connection from 127\.0\.0\.1 is dead: no answer to a keepalive PING within 500 ms/.test(b.logs.join('\n')));
+  const c2 = net.connect({ host: CLIENT_IP, port: a.port });
+  c2.on('error', () => {});
+  t.teardown(() => c2.destroy());
+  await echoed(c2, 'again');
+  t.is(a.tunnels.stats().client.connectionsOpened, 2, 'a new TLS connection');
 });
 
 // ---- The destination pod's inbound policy, with the identity the tunnel verified (docs/policy.md) ----

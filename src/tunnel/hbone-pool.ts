@@ -16,6 +16,7 @@ import { formatAuthority, formatForwarded, type Path } from './path.ts';
 import { clientUpstream, failedUpstream } from './upstream.ts';
 import { nodeHttp2, nodeTls } from '../util/builtins.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
+import { DEFAULT_KEEPALIVE, keepAlive, type KeepaliveOptions } from './keepalive.ts';
 
 export const MAX_STREAMS_PER_CONNECTION = 100;
 export const IDLE_CONNECTION_MS = 5 * 60_000;
@@ -87,15 +88,18 @@ export class HbonePool {
 
   /** A TLS connection not ready within this (TCP, handshake, the checks) is given up, with its streams. */
   private readonly connectTimeoutMs: number;
+  /** PINGs on each connection (keepalive.ts); tests shorten them. */
+  private readonly keepalive: KeepaliveOptions;
 
   /** `now`: the clock of the refusal lines' interval (NodeTunnels passes its sweeper's; tests move it), default Date.now. */
-  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn; connectTimeoutMs?: number; now?: () => number }) {
+  constructor(o: { creds: CredentialStore; trustDomain: string; port: number; log: LogFn; connectTimeoutMs?: number; now?: () => number; keepalive?: KeepaliveOptions }) {
     this.limited = new LogLimit(o.now);
     this.creds = o.creds;
     this.trustDomain = o.trustDomain;
     this.port = o.port;
     this.log = o.log;
     this.connectTimeoutMs = o.connectTimeoutMs ?? 5000;
+    this.keepalive = o.keepalive ?? DEFAULT_KEEPALIVE;
   }
 
   /** A stream to ip:port through the tunnel of `path`, as the source identity; connecting until the other agent answers. */
@@ -185,7 +189,12 @@ export class HbonePool {
     timer.unref();
     session.on('connect', () => {
       clearTimeout(timer);
-      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW);
+      if (session.destroyed) return;
+      session.setLocalWindowSize(CONNECTION_WINDOW);
+      keepAlive(session, this.keepalive, (e) => {
+        this.log('warn', `tunnel connection to ${path.nodeIp}:${this.port} is dead: ${e.message}; its streams fail, the next ones take a new connection`, { client: srcUri, server: path.dstUri });
+        this.fail(c, Object.assign(new Error(`tunnel to ${path.dstUri} at ${path.nodeIp}:${this.port}: ${e.message}`), { code: e.code }));
+      });
     });
     session.once('close', () => clearTimeout(timer));
     session.on('error', (e: Error) => this.fail(c, e));

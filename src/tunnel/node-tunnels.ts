@@ -9,6 +9,7 @@ import { TunnelServer, type LocalPod, type TunnelPolicy, type TunnelServerStats,
 import { Tunnels } from './tunnels.ts';
 import type { FirstSyncWait } from '../discovery/first-sync.ts';
 import { sharedSweeper, type Sweeper } from '../proxy/sweep.ts';
+import type { KeepaliveOptions } from './keepalive.ts';
 
 export interface NodeTunnelsOptions {
   node: string;
@@ -29,6 +30,8 @@ export interface NodeTunnelsOptions {
   firstSync?: FirstSyncWait | null;
   /** The listener's clock and timers, also the clock of both sides' refusal lines (tests move it by hand); default the shared ones. */
   sweeper?: Sweeper;
+  /** The connections' PINGs, both ends (keepalive.ts); default DEFAULT_KEEPALIVE. */
+  keepalive?: KeepaliveOptions;
 }
 
 export interface TunnelStats {
@@ -49,9 +52,9 @@ export class NodeTunnels {
     this.creds = new CredentialStore(o.anchorsPem);
     for (const u of o.initial ?? []) this.creds.apply(u);
     const sweeper = o.sweeper ?? sharedSweeper;
-    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs, now: () => sweeper.now() });
+    this.pool = new HbonePool({ creds: this.creds, trustDomain: o.trustDomain, port: o.listen.port, log: o.log, connectTimeoutMs: o.limits.upstreamConnectTimeoutMs, now: () => sweeper.now(), keepalive: o.keepalive });
     this.tunnels = new Tunnels({ node: o.node, trustDomain: o.trustDomain, podByIp: o.podByIp, local: o.local, creds: this.creds, pool: this.pool, waitMs: o.limits.upstreamConnectTimeoutMs, firstSync: o.firstSync ?? null });
-    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy, sweeper: o.sweeper });
+    this.server = new TunnelServer({ listen: o.listen, trustDomain: o.trustDomain, creds: this.creds, pods: o.local, telemetry: o.inbound, limits: o.limits, log: o.log, policy: o.policy, sweeper: o.sweeper, keepalive: o.keepalive });
   }
 
   apply(updates: readonly CredentialUpdate[]): void {

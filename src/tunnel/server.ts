@@ -26,6 +26,7 @@ import type { RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { H2_SETTINGS, CONNECTION_WINDOW, DRAIN_PING, MAX_STREAMS_PER_CONNECTION, REFUSAL_LOG_INTERVAL_MS, SESSION_MEMORY_MB, type LogFn } from './hbone-pool.ts';
 import { parseAuthority, parseForwarded } from './path.ts';
 import { serverDownstream } from './upstream.ts';
+import { DEFAULT_KEEPALIVE, keepAlive, type KeepaliveOptions } from './keepalive.ts';
 import { KeyedWaits } from '../util/keyed-waits.ts';
 import { LogLimit, suppressedField } from '../util/log-limit.ts';
 import { nodeHttp2, nodeTls } from '../util/builtins.ts';
@@ -75,6 +76,8 @@ export interface TunnelServerOptions {
   log: LogFn;
   /** Its clock also times the refusal lines (REFUSAL_LOG_INTERVAL_MS). */
   sweeper?: Sweeper;
+  /** PINGs on each connection (keepalive.ts); default DEFAULT_KEEPALIVE. */
+  keepalive?: KeepaliveOptions;
 }
 
 export interface TunnelServerStats {
@@ -214,6 +217,12 @@ export class TunnelServer {
       s.on('error', () => {});
       s.on('connect', () => {
         if (!s.destroyed) s.setLocalWindowSize(CONNECTION_WINDOW);
+      });
+      // A client agent that vanished without a FIN or RST: its connection and streams end.
+      keepAlive(s, this.o.keepalive ?? DEFAULT_KEEPALIVE, (e) => {
+        const peer = this.peers.get(s);
+        this.o.log('warn', `tunnel connection from ${peer?.remoteIp ?? '?'} is dead: ${e.message}; its streams are reset`, { client: peer?.clientUri ?? null });
+        s.destroy(e);
       });
     });
     h2.on('stream', (stream, headers) => this.onStream(stream, headers));
