@@ -7,7 +7,7 @@ import {
   downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
-import { relay, type Relay } from './relay.ts';
+import { endedByReset, relay, type Relay } from './relay.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
@@ -231,6 +231,11 @@ export function forwardStream(
       error ??= `upstream reset (code ${code})`;
       responseRelay?.stop();
       resetClient(code);
+    } else if (endedByReset(up)) {
+      // RST_STREAM(NO_ERROR) before the response's END_STREAM: the body is cut short. Passed on
+      // as NO_ERROR, a client (node:http2 among them) could take it for a complete body.
+      error ??= 'upstream reset (code 0) before the end of its response';
+      resetClient(NGHTTP2_INTERNAL_ERROR);
     } else if (responseDone) {
       stopRequestBody();
     }

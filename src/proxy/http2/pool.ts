@@ -7,6 +7,7 @@ import type { BalancedEndpoint } from '../../routing/balancer.ts';
 import type { ProxyFailure } from './headers.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
 import { nodeHttp2 } from '../../util/builtins.ts';
+import { watchCutShort } from './relay.ts';
 
 export interface PoolOptions {
   /** Close an upstream session after this long without streams. */
@@ -206,6 +207,7 @@ export class Http2SessionPool {
 
   #open(ip: string, port: number, connect: () => net.Socket, connectTimeoutMs: number, key: string): UpstreamSession {
     const host = ip.includes(':') ? `[${ip}]` : ip;
+    watchCutShort();
     let socket: net.Socket | undefined;
     const session = nodeHttp2().connect(`http://${host}:${port}`, {
       createConnection: () => (socket = connect()),

@@ -19,7 +19,7 @@ import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf, queryParam } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
-import { relay, type Relay } from './relay.ts';
+import { endedByReset, relay, type Relay } from './relay.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
@@ -315,6 +315,10 @@ class RoutedStream {
       this.error ??= `upstream reset (code ${code})`;
       this.responseRelay?.stop();
       this.resetClient(code);
+    } else if (endedByReset(up)) {
+      // RST_STREAM(NO_ERROR) before the response's END_STREAM: cut short, never passed on as whole (forward-stream.ts).
+      this.error ??= 'upstream reset (code 0) before the end of its response';
+      this.resetClient(NGHTTP2_INTERNAL_ERROR);
     } else if (this.responseDone) this.stopRequestBody();
   }
 

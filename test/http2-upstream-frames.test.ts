@@ -1,0 +1,121 @@
+// The forwarders against an upstream whose frames are scripted byte by byte (helpers/h2-raw.ts),
+// read back frame by frame by a raw client: what node:http2 peers would not send, or would not
+// show (a node client reads RST_STREAM(NO_ERROR) mid-body as a clean end of the body).
+import test, { type ExecutionContext } from 'ava';
+import * as net from 'node:net';
+import { Duplex } from 'node:stream';
+import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
+import { startHarness } from '../src/proxy/http2/harness.ts';
+import { DiscoveryStore } from '../src/discovery/store.ts';
+import type { DiscoMessage } from '../src/discovery/model.ts';
+import type { RouteRecord } from '../src/routing/route-model.ts';
+import { Router } from '../src/routing/router.ts';
+import type { RecordingSink } from '../src/telemetry/events.ts';
+import { HOST } from './helpers/backends.ts';
+import { loopbackProxy } from './helpers/loopback-proxy.ts';
+import { FLAG, FRAME, frame, rawClient, requestBlock, responseBlock, rstFrame, startRawH2Server, type Frame, type RawPeer } from './helpers/h2-raw.ts';
+import { waitFor } from './helpers/until.ts';
+
+const NO_ERROR = 0;
+const INTERNAL_ERROR = 2;
+
+/**
+ * A raw upstream: its first request gets HEADERS, DATA 'partial', then RST_STREAM(NO_ERROR) without
+ * END_STREAM; any later one the whole 'whole' (no HPACK decoder here to read the path: the tests
+ * send one request at a time, /cut first).
+ */
+async function cuttingUpstream(t: ExecutionContext) {
+  let requests = 0;
+  const up = await startRawH2Server((f, peer) => {
+    if (f.type !== FRAME.HEADERS) return;
+    const id = f.streamId;
+    peer.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, responseBlock()));
+    if (requests++ === 0) {
+      peer.write(Buffer.concat([frame(FRAME.DATA, 0, id, Buffer.from('partial')), rstFrame(id, NO_ERROR)]));
+    } else {
+      peer.write(frame(FRAME.DATA, FLAG.END_STREAM, id, Buffer.from('whole')));
+    }
+  });
+  t.teardown(() => up.close());
+  return up;
+}
+
+/** How stream `id` ended at the raw client: 'end' (END_STREAM) or 'reset N'; and the DATA it carried. */
+async function outcome(client: RawPeer, id: number): Promise<{ end: string; body: string }> {
+  const last = await client.next((f) => f.streamId === id && (f.type === FRAME.RST_STREAM || (f.flags & FLAG.END_STREAM) !== 0));
+  const body = Buffer.concat(client.frames.filter((f: Frame) => f.streamId === id && f.type === FRAME.DATA).map((f) => f.payload)).toString();
+  return { end: last.type === FRAME.RST_STREAM ? `reset ${last.payload.readUInt32BE(0)}` : 'end', body };
+}
+
+/** Through a JS stream, as through a tunnel (tunnel/upstream.ts): node:http2 then runs its callbacks in another order. */
+function viaDuplex(ip: string, port: number): net.Socket {
+  const sock = net.connect(port, ip);
+  const d = new Duplex({
+    read() { sock.resume(); },
+    write(chunk, _enc, cb) { sock.write(chunk, cb); },
+    final(cb) { sock.end(); cb(); },
+    destroy(err, cb) { sock.destroy(); cb(err); },
+  });
+  sock.on('data', (c) => { if (!d.push(c)) sock.pause(); });
+  sock.on('end', () => d.push(null));
+  sock.on('error', (e) => d.destroy(e));
+  return d as unknown as net.Socket;
+}
+
+for (const transport of ['socket', 'JS stream'] as const) {
+  test(`an upstream RST_STREAM(NO_ERROR) before the end of its response resets the client stream, never ends it as complete (no route, ${transport})`, async (t) => {
+    const up = await cuttingUpstream(t);
+    const pool = new Http2SessionPool();
+    const proxy = await startHarness({
+      handler: createHttp2Handler({ pool }), dest: { ip: HOST, port: up.port },
+      ...(transport === 'JS stream' ? { dial: viaDuplex, lazyUpstream: true } : {}),
+    });
+    t.teardown(async () => { pool.close(); await proxy.close(); });
+    const client = await rawClient(proxy.port);
+    t.teardown(() => client.sock.destroy());
+    client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock('GET', '/cut')));
+    t.deepEqual(await outcome(client, 1), { end: `reset ${INTERNAL_ERROR}`, body: 'partial' });
+    // A response that did end is passed on whole, ended (the check must not take one for the other).
+    client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, requestBlock('GET', '/whole')));
+    t.deepEqual(await outcome(client, 3), { end: 'end', body: 'whole' });
+    await waitFor(() => proxy.sink.requests.length === 2);
+    const cut = proxy.sink.requests.find((e) => e.path === '/cut')!;
+    t.false(cut.success);
+    t.regex(cut.error ?? '', /upstream reset \(code 0\)/);
+    t.true(proxy.sink.requests.find((e) => e.path === '/whole')!.success);
+  });
+}
+
+/** Service shop/api at VIP:80, its one endpoint `port`, one route sending every request to it (routed-stream.ts). */
+function routedWorld(port: number): DiscoveryStore {
+  const store = new DiscoveryStore();
+  const route: RouteRecord = {
+    kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
+    rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'api', port: 80, weight: 1 }] }],
+  };
+  const msgs: DiscoMessage[] = [
+    { type: 'reset', version: 1 },
+    { type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: ['10.96.7.7'], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } },
+    { type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'api-0', service: 'api', ports: [{ name: 'http', port }], endpoints: [{ ip: HOST, ready: true, pod: 'api-0', node: 'node-1' }] } },
+    { type: 'route', op: 'set', route },
+    { type: 'synced' },
+  ];
+  for (const m of msgs) store.apply(m);
+  return store;
+}
+
+test('an upstream RST_STREAM(NO_ERROR) before the end of its response resets the client stream, never ends it as complete (with a route)', async (t) => {
+  const up = await cuttingUpstream(t);
+  const { port, sink }: { port: number; sink: RecordingSink } = await loopbackProxy(t, { lookup: () => ({ ip: '10.96.7.7', port: 80, podKey: 7n }), router: new Router(routedWorld(up.port)) });
+  const client = await rawClient(port);
+  t.teardown(() => client.sock.destroy());
+  client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock('GET', '/cut')));
+  t.deepEqual(await outcome(client, 1), { end: `reset ${INTERNAL_ERROR}`, body: 'partial' });
+  client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, requestBlock('GET', '/whole')));
+  t.deepEqual(await outcome(client, 3), { end: 'end', body: 'whole' });
+  await waitFor(() => sink.requests.length === 2);
+  const cut = sink.requests.find((e) => e.path === '/cut')!;
+  t.truthy(cut.route, 'went through routed-stream.ts');
+  t.false(cut.success);
+  t.regex(cut.error ?? '', /upstream reset \(code 0\)/);
+});
