@@ -681,6 +681,49 @@ for (const h2 of [false, true]) {
   });
 }
 
+test('HTTP/2: a header modifier adding a field node:http2 counts as single-valued (user-agent, content-type, location) sends another field; the request is not refused, the proxy does not crash', async (t) => {
+  let seen: string[] = [];
+  const api = await backend('api', {
+    h2: true,
+    handle: (req, res) => {
+      const raw = req.rawHeaders;
+      seen = [];
+      for (let i = 0; i < raw.length; i += 2) if (raw[i] === 'user-agent') seen.push(raw[i + 1]!);
+      res.setHeader('content-type', 'text/plain');
+      res.end('body');
+    },
+  });
+  const { port } = await setup(t, { api: [api] }, [route([
+    { matches: [{ path: { type: 'PathPrefix', value: '/moved' } }], backends: [], redirect: { statusCode: 302, scheme: 'https' }, responseHeaders: { add: [{ name: 'location', value: 'https://elsewhere/' }] } },
+    { matches: [{ path: { type: 'PathPrefix', value: '/up' } }], backends: [], requestHeaders: { add: [{ name: 'user-agent', value: 'mesh' }] } },
+    { matches: [], backends: [], responseHeaders: { add: [{ name: 'content-type', value: 'text/x-added' }] } },
+  ])]);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const raw = (path: string) => new Promise<{ status: unknown; fields: string[]; body: string }>((resolve, reject) => {
+    const req = session.request({ ':path': path, ':authority': 'api.shop', 'user-agent': 'client' });
+    req.on('error', reject);
+    let head: Record<string, unknown> = {};
+    let fields: string[] = [];
+    let body = '';
+    req.on('response', (h, _flags, rawHeaders: string[]) => {
+      head = h;
+      for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i] === 'content-type' || rawHeaders[i] === 'location') fields.push(`${rawHeaders[i]}: ${rawHeaders[i + 1]}`);
+    });
+    req.setEncoding('utf8');
+    req.on('data', (d) => (body += d));
+    req.on('end', () => resolve({ status: head[':status'], fields, body }));
+    req.end();
+  });
+  // Before: node:http2 threw ERR_HTTP2_HEADER_SINGLE_VALUE in the upstream stream's 'response' listener (the process's uncaught exception).
+  t.deepEqual(await raw('/'), { status: 200, fields: ['content-type: text/plain', 'content-type: text/x-added'], body: 'body' });
+  // Before: thrown by the upstream request, answered 502 as if the upstream were unreachable.
+  t.deepEqual((await raw('/up')).status, 200);
+  t.deepEqual(seen, ['client', 'mesh']);
+  // Before: thrown in the 'stream' listener, synchronously from the redirect.
+  t.deepEqual(await raw('/moved'), { status: 302, fields: ['location: https://api.shop/moved', 'location: https://elsewhere/'], body: '' });
+});
+
 test('HTTP/1 and HTTP/2: a rule\'s ResponseHeaderModifier applies to its redirect too', async (t) => {
   const { port } = await setup(t, { api: [] }, [route([{ matches: [], backends: [], redirect: { statusCode: 302, scheme: 'https' }, responseHeaders: { set: [{ name: 'cache-control', value: 'no-store' }] } }])]);
   t.is(await rawHttp1(port, 'GET /a HTTP/1.1\r\nHost: api.shop\r\n\r\n'), 'HTTP/1.1 302 Found\r\nlocation: https://api.shop/a\r\ncontent-length: 0\r\nconnection: close\r\ncache-control: no-store\r\n\r\n');

@@ -47,6 +47,10 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
   const makeServer = (): http2.Http2Server => {
     const server = nodeHttp2().createServer({
       settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 100, enablePush: false },
+      // A route's header modifier may `add` a field node:http2 holds single-valued (content-type,
+      // location, user-agent...): sent as another field, as HTTP/1 and Envoy do, not thrown
+      // from respond() (in an event listener: the process's uncaught exception). pool.ts: the same upstream.
+      strictSingleValueFields: false,
       // nghttp2's own token bucket is the native backstop behind ResetBudget: it sees resets
       // before JS does. Keep it looser than ours so our GOAWAY (ENHANCE_YOUR_CALM) normally wins.
       streamResetBurst: maxResets * 2,

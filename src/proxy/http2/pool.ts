@@ -212,7 +212,10 @@ export class Http2SessionPool {
     const session = nodeHttp2().connect(`http://${host}:${port}`, {
       createConnection: () => (socket = connect()),
       settings: { enablePush: false },
-    });
+      // A RequestHeaderModifier's `add` of a field node:http2 holds single-valued: another field
+      // (handler.ts says why; node:http2 takes the option for clients too, @types/node lists it for servers only).
+      strictSingleValueFields: false,
+    } as http2.ClientSessionOptions);
     const u = new UpstreamSession(key, session, this.#idleMs);
     this.opened++;
     const list = this.#byKey.get(key) ?? [];
