@@ -2,6 +2,7 @@
 // read back frame by frame by a raw client: what node:http2 peers would not send, or would not
 // show (a node client reads RST_STREAM(NO_ERROR) mid-body as a clean end of the body).
 import test, { type ExecutionContext } from 'ava';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
@@ -119,3 +120,57 @@ test('an upstream RST_STREAM(NO_ERROR) before the end of its response resets the
   t.false(cut.success);
   t.regex(cut.error ?? '', /upstream reset \(code 0\)/);
 });
+
+/** A raw upstream answering every request with `:status` `code` (nghttp2 takes any three digits), with a body or not. */
+async function statusUpstream(t: ExecutionContext, code: string, withBody: boolean) {
+  const up = await startRawH2Server((f, peer) => {
+    if (f.type !== FRAME.HEADERS) return;
+    // :status as a literal with the static table's name (index 8).
+    const block = Buffer.concat([Buffer.from([0x08, code.length]), Buffer.from(code)]);
+    if (!withBody) peer.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, f.streamId, block));
+    else peer.write(Buffer.concat([frame(FRAME.HEADERS, FLAG.END_HEADERS, f.streamId, block), frame(FRAME.DATA, FLAG.END_STREAM, f.streamId, Buffer.from('odd'))]));
+  });
+  t.teardown(() => up.close());
+  return up;
+}
+
+/** One request over node:http2: the response headers (null if none) and the stream's close code. */
+async function ask(port: number, headers: http2.OutgoingHttpHeaders = {}) {
+  const session = http2.connect(`http://${HOST}:${port}`);
+  session.on('error', () => {});
+  try {
+    const req = session.request({ ':path': '/', ...headers });
+    req.on('error', () => {});
+    let head: http2.IncomingHttpHeaders | null = null;
+    req.on('response', (h) => { head = h; });
+    req.resume();
+    await new Promise((resolve) => req.on('close', resolve));
+    return { head: head as http2.IncomingHttpHeaders | null, rstCode: req.rstCode };
+  } finally {
+    session.destroy();
+  }
+}
+
+for (const withBody of [false, true]) {
+  test(`an upstream :status outside 200-599 (600, 999${withBody ? ', with a body' : ', trailers-only'}) is answered 502 (gRPC INTERNAL), never crashes the proxy (no route, and with a route)`, async (t) => {
+    for (const code of ['600', '999']) {
+      const up = await statusUpstream(t, code, withBody);
+      const pool = new Http2SessionPool();
+      const proxy = await startHarness({ handler: createHttp2Handler({ pool }), dest: { ip: HOST, port: up.port } });
+      t.teardown(async () => { pool.close(); await proxy.close(); });
+      const routed = await loopbackProxy(t, { lookup: () => ({ ip: '10.96.7.7', port: 80, podKey: 7n }), router: new Router(routedWorld(up.port)) });
+      for (const port of [proxy.port, routed.port]) {
+        const plain = await ask(port);
+        t.is(plain.head?.[':status'] as unknown, 502, `${code} via ${port === proxy.port ? 'forward-stream' : 'routed-stream'}`);
+        t.is(plain.head?.['mesh-proxy-error'], 'bad-response');
+        const grpc = await ask(port, { ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers' });
+        t.deepEqual([grpc.head?.[':status'], grpc.head?.['grpc-status']], [200, '13']);
+      }
+      await waitFor(() => proxy.sink.requests.length === 2 && routed.sink.requests.length === 2);
+      for (const e of [...proxy.sink.requests, ...routed.sink.requests]) {
+        t.false(e.success);
+        t.regex(e.error ?? '', new RegExp(`:status ${code}`));
+      }
+    }
+  });
+}

@@ -76,7 +76,7 @@ export class RawPeer {
   constructor(sock: net.Socket, skip: number, onFrame?: (f: Frame, peer: RawPeer) => void) {
     this.sock = sock;
     sock.on('error', () => {});
-    this.closed = once(sock, 'close').then(() => {});
+    this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
     readFrames(sock, (f) => {
       this.frames.push(f);
       if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0) this.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));

@@ -4,12 +4,12 @@ import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import { rttSample, sessionReady, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import {
-  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders,
+  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure,
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
 import { endedByReset, relay, type Relay } from './relay.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
-import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
+import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 export interface StreamHooks {
   /** The client reset a stream whose exchange was not finished. */
@@ -103,12 +103,14 @@ export function forwardStream(
     client.close(code);
   };
 
-  const respondWithProxyError = () => {
+  /** The proxy answered the stream itself: the upstream stream's end changes nothing for the client. */
+  let ownAnswer = false;
+  const respondWithProxyError = (failure: ProxyFailure = upSession?.failure ?? 'unreachable') => {
     if (client.headersSent || client.closed || client.destroyed) {
       resetClient(NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    const failure = upSession?.failure ?? 'unreachable';
+    ownAnswer = true;
     const r = proxyErrorResponse(failure, reqGrpc, upSession?.failureDetail || error || 'stream failed');
     status = r.status;
     grpcStatus = r.grpcStatus;
@@ -117,7 +119,11 @@ export function forwardStream(
     rttMs = rttSample(upSession, t0, now);
     error ??= `upstream ${failure}`;
     responseDone = true;
-    client.respond(r.headers, { endStream: true });
+    if (r.body === undefined) client.respond(r.headers, { endStream: true });
+    else {
+      client.respond(r.headers);
+      client.end(r.body);
+    }
     stopRequestBody(true);
   };
 
@@ -184,6 +190,14 @@ export function forwardStream(
     rttMs = rttSample(upSession, t0, now);
     grpc = reqGrpc || isGrpc(h['content-type']);
     if (client.closed || client.destroyed) return;
+    if (status < 200 || status > 599) {
+      // nghttp2 takes any three digits, node's respond() only 200-599 (it threw here: the
+      // process's uncaught exception). RFC 9110 15: processed as a 5xx; the upstream stream is reset.
+      error ??= `upstream answered :status ${status}, outside 200-599`;
+      respondWithProxyError('bad-response');
+      up.close(NGHTTP2_PROTOCOL_ERROR);
+      return;
+    }
     if (flags & NGHTTP2_FLAG_END_STREAM) {
       // Trailers-only (how gRPC sends most errors): the status is in these headers.
       grpcStatus = parseGrpcStatus(h['grpc-status']);
@@ -215,7 +229,7 @@ export function forwardStream(
   up.once('close', () => {
     upClosed = true;
     const code = up.rstCode ?? NGHTTP2_NO_ERROR;
-    if (client.closed || client.destroyed) return;
+    if (client.closed || client.destroyed || ownAnswer) return;
     if (!client.headersSent) {
       // Nothing was answered: a failed session becomes a proxy error response; a server
       // reset is passed on with its code (REFUSED_STREAM lets the client retry).

@@ -64,9 +64,10 @@ export function parseGrpcStatus(v: string | string[] | undefined): number | unde
 /**
  * Why the proxy answers a stream itself: the upstream unreachable, no ready endpoint, no route
  * of the Service matches (404), a route's backend cannot be used (500), a route's timeout (504),
- * the destination's inbound policy denies it (403, gRPC PERMISSION_DENIED).
+ * the destination's inbound policy denies it (403, gRPC PERMISSION_DENIED), the upstream answered a
+ * :status outside 200-599 (502, gRPC INTERNAL: RFC 9110 15 reads it as a 5xx; node:http2 cannot send it).
  */
-export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints' | 'no-route' | 'backend' | 'timeout' | 'forbidden';
+export type ProxyFailure = 'unreachable' | 'connect-timeout' | 'no-endpoints' | 'no-route' | 'backend' | 'timeout' | 'forbidden' | 'bad-response';
 
 export const GRPC_DEADLINE_EXCEEDED = 4;
 export const GRPC_INTERNAL = 13;
@@ -74,12 +75,13 @@ export const GRPC_UNIMPLEMENTED = 12;
 export const GRPC_UNAVAILABLE = 14;
 export const GRPC_PERMISSION_DENIED = 7;
 
-/** The status a route's failure answers with, and its gRPC equivalent. */
+/** The status a route's failure (or a response the proxy cannot pass on) answers with, and its gRPC equivalent. */
 const ROUTE_FAILURES: Partial<Record<ProxyFailure, [number, number]>> = {
   'no-route': [404, GRPC_UNIMPLEMENTED],
   backend: [500, GRPC_INTERNAL],
   timeout: [504, GRPC_DEADLINE_EXCEEDED],
   forbidden: [403, GRPC_PERMISSION_DENIED],
+  'bad-response': [502, GRPC_INTERNAL],
 };
 
 export interface SyntheticResponse {

@@ -21,7 +21,7 @@ import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorRespon
 import type { StreamHooks } from './forward-stream.ts';
 import { endedByReset, relay, type Relay } from './relay.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
-import { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
+import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 class H2RouteRequest implements RouteRequest {
   readonly method: string;
@@ -255,6 +255,15 @@ class RoutedStream {
     if (up !== this.up) return;
     const client = this.client;
     const status = Number(h[':status']) || 0;
+    if (status < 200 || status > 599) {
+      // Not a status node:http2 can send (forward-stream.ts): 502, gRPC INTERNAL; the upstream stream is reset.
+      this.error ??= `upstream answered :status ${status}, outside 200-599`;
+      this.up = null;
+      up.close(NGHTTP2_PROTOCOL_ERROR);
+      this.releaseLease('failure', null);
+      this.answer('bad-response', this.error);
+      return;
+    }
     const trailersOnly = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     const grpc = this.grpc || isGrpc(h['content-type']);
     const grpcStatus = trailersOnly ? parseGrpcStatus(h['grpc-status']) : undefined;
