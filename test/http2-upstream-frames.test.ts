@@ -174,3 +174,46 @@ for (const withBody of [false, true]) {
     }
   });
 }
+
+/**
+ * A raw upstream answering `:status` `code` in a HEADERS frame without END_STREAM, and ending the
+ * stream with an empty DATA frame once the HEADERS are out (valid HTTP/2, as a server that flushes
+ * its head before it knows the body is empty does): for 204, 205 and 304, and any status to HEAD.
+ */
+async function headFirstUpstream(t: ExecutionContext, code: string) {
+  const up = await startRawH2Server((f, peer) => {
+    if (f.type !== FRAME.HEADERS) return;
+    peer.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, f.streamId, Buffer.concat([Buffer.from([0x08, code.length]), Buffer.from(code)])));
+    setImmediate(() => peer.write(frame(FRAME.DATA, FLAG.END_STREAM, f.streamId)));
+  });
+  t.teardown(() => up.close());
+  return up;
+}
+
+for (const [code, method] of [['204', 'GET'], ['304', 'GET'], ['200', 'HEAD']] as const) {
+  test(`a ${code} to ${method} whose END_STREAM comes after its HEADERS is a complete response: not a client reset (reset budget, balancer), a success (no route, and with a route)`, async (t) => {
+    const up = await headFirstUpstream(t, code);
+    const pool = new Http2SessionPool();
+    // A budget of 5 client resets: the 10 requests below must not spend it.
+    const proxy = await startHarness({ handler: createHttp2Handler({ pool, maxResetsPerWindow: 5, resetWindowMs: 60_000 }), dest: { ip: HOST, port: up.port } });
+    t.teardown(async () => { pool.close(); await proxy.close(); });
+    const routed = await loopbackProxy(t, { lookup: () => ({ ip: '10.96.7.7', port: 80, podKey: 7n }), router: new Router(routedWorld(up.port)) });
+    for (const [port, sink] of [[proxy.port, proxy.sink], [routed.port, routed.sink]] as const) {
+      const session = http2.connect(`http://${HOST}:${port}`);
+      session.on('error', () => {});
+      t.teardown(() => session.destroy());
+      for (let i = 0; i < 10; i++) {
+        const req = session.request({ ':path': '/', ':method': method });
+        req.on('error', () => {});
+        let status: unknown;
+        req.on('response', (h) => { status = h[':status']; });
+        req.resume();
+        await new Promise((resolve) => req.on('close', resolve));
+        t.deepEqual([status, req.rstCode], [Number(code), 0]);
+      }
+      t.false(session.closed || session.destroyed, 'the connection was not closed for resets');
+      await waitFor(() => sink.requests.length === 10);
+      t.deepEqual(sink.requests.map((e) => [e.status, e.success, e.error]), Array(10).fill([Number(code), true, undefined]));
+    }
+  });
+}

@@ -4,7 +4,7 @@ import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import { rttSample, sessionReady, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import {
-  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure,
+  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, headersOnly, type ProxyFailure,
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
 import { endedByReset, relay, type Relay } from './relay.ts';
@@ -205,6 +205,15 @@ export function forwardStream(
       client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
       return;
     }
+    if (headersOnly(status, reqHeaders[':method'])) {
+      // The upstream ends it later (an empty DATA frame): node:http2 ends the client's response
+      // with these headers and never asks for trailers, so it is complete here, not at
+      // 'wantTrailers' (a client reset, a failure, otherwise). The upstream's end is read and dropped.
+      responseDone = true;
+      client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
+      up.resume();
+      return;
+    }
     client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
     // Only now: a 'data' listener added earlier would set the stream flowing before the client
     // stream may carry DATA, and DATA read in the same batch as the headers (as through a
@@ -245,7 +254,7 @@ export function forwardStream(
       error ??= `upstream reset (code ${code})`;
       responseRelay?.stop();
       resetClient(code);
-    } else if (endedByReset(up)) {
+    } else if (!responseDone && endedByReset(up)) {
       // RST_STREAM(NO_ERROR) before the response's END_STREAM: the body is cut short. Passed on
       // as NO_ERROR, a client (node:http2 among them) could take it for a complete body.
       error ??= 'upstream reset (code 0) before the end of its response';

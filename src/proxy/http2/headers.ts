@@ -52,6 +52,14 @@ export function downstreamHeaders(h: InHeaders): OutHeaders {
   return copyWithout(h, (n) => hopByHop.has(n));
 }
 
+/**
+ * A response without content whatever the upstream's framing (204, 205, 304, or to HEAD): node:http2
+ * ends the client's response with its HEADERS itself, and no 'wantTrailers' comes.
+ */
+export function headersOnly(status: number, method: string | string[] | undefined): boolean {
+  return status === 204 || status === 205 || status === 304 || method === 'HEAD';
+}
+
 export function isGrpc(contentType: string | string[] | undefined): boolean {
   return typeof contentType === 'string' && /^application\/grpc(\+|;|$)/i.test(contentType.trim());
 }

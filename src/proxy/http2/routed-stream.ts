@@ -17,7 +17,7 @@ import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/re
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf, queryParam } from '../http1/route-request.ts';
-import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
+import { downstreamHeaders, headersOnly, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { endedByReset, relay, type Relay } from './relay.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
@@ -288,6 +288,13 @@ class RoutedStream {
       // it sends one, comes through onUpClose, as in forward-stream.ts.
       return;
     }
+    if (headersOnly(status, this.reqHeaders[':method'])) {
+      // Complete with its headers, whenever the upstream ends it (forward-stream.ts says why).
+      this.responseDone = true;
+      client.respond(this.clientHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
+      up.resume();
+      return;
+    }
     client.respond(this.clientHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
     client.on('wantTrailers', () => {
       this.responseDone = true;
@@ -324,7 +331,7 @@ class RoutedStream {
       this.error ??= `upstream reset (code ${code})`;
       this.responseRelay?.stop();
       this.resetClient(code);
-    } else if (endedByReset(up)) {
+    } else if (!this.responseDone && endedByReset(up)) {
       // RST_STREAM(NO_ERROR) before the response's END_STREAM: cut short, never passed on as whole (forward-stream.ts).
       this.error ??= 'upstream reset (code 0) before the end of its response';
       this.resetClient(NGHTTP2_INTERNAL_ERROR);
