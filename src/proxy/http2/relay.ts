@@ -21,8 +21,10 @@ export function watchCutShort(): void {
   if (watching) return;
   watching = true;
   subscribe('http2.client.stream.close', (msg) => {
-    const s = (msg as { stream: Readable & { rstCode?: number; _readableState: { ended: boolean } } }).stream;
-    if (s.rstCode === 0 && !s._readableState.ended) cutShort.add(s);
+    // `_readableState.ended` (EOF read, before 'end') is Node's, not its API: read defensively, as
+    // a subscriber's throw would be the process's uncaught exception. Without it: never marked.
+    const s = (msg as { stream?: Readable & { rstCode?: number; _readableState?: { ended?: boolean } } } | undefined)?.stream;
+    if (s !== undefined && s.rstCode === 0 && s._readableState?.ended === false) cutShort.add(s);
   });
 }
 
