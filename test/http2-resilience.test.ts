@@ -7,6 +7,7 @@ import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.t
 import { startH2Upstream, startHarness, type HarnessOptions } from '../src/proxy/http2/harness.ts';
 import { waitFor } from './helpers/until.ts';
 import { freePort } from './helpers/ports.ts';
+import { frame, PREFACE, rstFrame } from './helpers/h2-raw.ts';
 
 const run = promisify(execFile);
 const C = http2.constants;
@@ -143,25 +144,9 @@ test('upstream connect timeout: 504 for HTTP, UNAVAILABLE for gRPC', async (t) =
 
 // --- raw frames -------------------------------------------------------------
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-
-function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(streamId, 5);
-  return Buffer.concat([h, payload]);
-}
-
 // :method GET, :scheme http, :path /, :authority x (HPACK static table indexes).
 const GET_BLOCK = Buffer.from([0x82, 0x86, 0x84, 0x41, 0x01, 0x78]);
 const headersFrame = (id: number) => frame(0x1, 0x5, id, GET_BLOCK);
-const rstFrame = (id: number, code: number) => {
-  const p = Buffer.alloc(4);
-  p.writeUInt32BE(code);
-  return frame(0x3, 0, id, p);
-};
 
 /** Reads frames until the peer closes; resolves with the GOAWAY error code, if any. */
 function watchGoaway(sock: net.Socket): Promise<{ goaway: number | null; closed: true }> {
