@@ -70,3 +70,12 @@ test('reset budget trips just past the limit and recovers after the window', (t)
   // Two windows of quiet: a fresh budget.
   t.false(b.record(9000));
 });
+
+// A clock that steps back (the wall clock, set back by NTP or by hand) must not freeze the windows
+// with the old counts: before, every reset until the clock caught up counted in the current window
+// and the previous one weighed more than whole, so a client's ordinary cancels drew GOAWAY.
+test('reset budget: a clock that steps back starts a fresh window', (t) => {
+  const b = new ResetBudget(10, 1000);
+  for (let i = 0; i < 9; i++) t.false(b.record(100_000));
+  for (let i = 0; i < 10; i++) t.false(b.record(40_000 + i * 200), `reset ${i + 1} after the clock stepped back 60 s`);
+});

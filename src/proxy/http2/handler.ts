@@ -77,7 +77,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         offDrain?.();
       });
       const onClientReset = () => {
-        if (conn.resets.record(Date.now()) && !session.destroyed) {
+        if (conn.resets.record(performance.now()) && !session.destroyed) { // monotonic: the wall clock may step
           session.destroy(new Error('client stream reset rate exceeded'), NGHTTP2_ENHANCE_YOUR_CALM);
         }
       };

@@ -17,7 +17,8 @@ export class ResetBudget {
   /** Counts one reset at `now`; true once the budget is exceeded. */
   record(now: number): boolean {
     const elapsed = now - this.#windowStart;
-    if (elapsed >= 2 * this.#windowMs) {
+    // A clock that stepped back (elapsed < 0) starts afresh too, rather than freeze the windows.
+    if (elapsed >= 2 * this.#windowMs || elapsed < 0) {
       this.#previous = 0;
       this.#current = 0;
       this.#windowStart = now;
