@@ -51,6 +51,29 @@ test.serial('the eager connection is adopted once; later client connections reus
   t.is(up.streams, 3);
 });
 
+// A client session has stream IDs for 2^30 streams; past them node:http2 fails every new stream
+// while the session looks open, so a busy destination's session would fail every request from then
+// on. The pool retires a session after streamsPerSessionLife streams (here 3): the next request
+// goes on a new one, the old closes once idle. Fails on a pool that kept using it.
+test.serial('a session that has carried its life of streams takes no more: the next go on a new session, the old one closes', async (t) => {
+  const pool = new Http2SessionPool({ streamsPerSessionLife: 3 });
+  const { up, proxy } = await setup(t, pool);
+  const client = http2.connect(`http://127.0.0.1:${proxy.port}`);
+  client.on('error', () => {});
+  t.teardown(() => client.destroy());
+  for (let i = 0; i < 5; i++) {
+    const req = client.request({ ':path': '/' }, { endStream: true });
+    req.resume();
+    const [h] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    t.is(h[':status'], 200, `request ${i + 1}`);
+    await once(req, 'close');
+  }
+  t.is(up.streams, 5);
+  t.is(up.sessionsWithStreams.size, 2, '3 streams on the first session, 2 on a second');
+  t.is(pool.opened, 2);
+  await waitFor(() => [...up.sessionsWithStreams].filter((s) => !s.closed && !s.destroyed).length === 1); // the first closed once idle
+});
+
 test.serial('a session full at maxStreamsPerSession makes the pool open another', async (t) => {
   const pool = new Http2SessionPool({ maxStreamsPerSession: 2 });
   const { up, proxy } = await setup(t, pool);

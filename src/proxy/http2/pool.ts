@@ -16,7 +16,18 @@ export interface PoolOptions {
   maxStreamsPerSession?: number;
   /** After a session to a destination failed to connect, readyOrConnect opens none there for this long (ms). */
   connectRetryMs?: number;
+  /** Streams one session carries in its life (default SESSION_STREAM_IDS); then the next go on a new one. */
+  streamsPerSessionLife?: number;
 }
+
+/**
+ * Streams a client session can open: odd stream IDs up to 2^31-1 (RFC 9113 5.1.1), less a margin.
+ * Past them node:http2 fails every new stream (ERR_HTTP2_OUT_OF_STREAMS) while the session still
+ * looks open: at 10,000 requests a second to one destination, after some 30 hours. A session that
+ * has carried this many takes no more; it closes once idle, and a new one serves (as Envoy drains
+ * a connection whose stream IDs run out).
+ */
+export const SESSION_STREAM_IDS = 2 ** 30 - 16;
 
 /** How long a destination whose connect failed is left alone by warm-ups: a dead endpoint drawn at every request must not be dialled at every request. */
 export const DEFAULT_CONNECT_RETRY_MS = 1000;
@@ -43,9 +54,12 @@ export class UpstreamSession {
   /** Its open streams; closes the session once none was open for the pool's idle timeout. */
   readonly #idle: IdleTimer;
 
-  constructor(key: string, session: http2.ClientHttp2Session, idleMs: number) {
+  readonly #lifeMax: number;
+
+  constructor(key: string, session: http2.ClientHttp2Session, idleMs: number, lifeMax = SESSION_STREAM_IDS) {
     this.key = key;
     this.session = session;
+    this.#lifeMax = lifeMax;
     this.#idle = new IdleTimer(idleMs, () => this.close());
   }
 
@@ -56,7 +70,7 @@ export class UpstreamSession {
 
   get usable(): boolean {
     const s = this.session;
-    return !s.closed && !s.destroyed && this.failure === undefined && !this.goaway;
+    return !s.closed && !s.destroyed && this.failure === undefined && !this.goaway && this.served < this.#lifeMax;
   }
 
   goaway = false;
@@ -92,7 +106,10 @@ export class UpstreamSession {
   }
 
   // One function for every stream's 'close', not a closure per stream.
-  readonly #streamClosed = (): void => this.#idle.leave();
+  readonly #streamClosed = (): void => {
+    this.#idle.leave();
+    if (this.served >= this.#lifeMax && this.#idle.open === 0) this.close(); // its stream IDs are spent
+  };
 
   disposeTimers() {
     this.#idle.stop();
@@ -104,6 +121,7 @@ export class Http2SessionPool {
   readonly #maxStreams: number;
   readonly #byKey = new Map<string, UpstreamSession[]>();
   readonly #connectRetryMs: number;
+  readonly #lifeMax: number;
   /** performance.now() of the last failed connect, by key (dropped once it is older than connectRetryMs or a session connects). */
   readonly #connectFailedAt = new Map<string, number>();
   /** Sessions ever opened, for tests and metrics. */
@@ -113,6 +131,7 @@ export class Http2SessionPool {
     this.#idleMs = opts.idleTimeoutMs ?? 60_000;
     this.#maxStreams = opts.maxStreamsPerSession ?? 250;
     this.#connectRetryMs = opts.connectRetryMs ?? DEFAULT_CONNECT_RETRY_MS;
+    this.#lifeMax = opts.streamsPerSessionLife ?? SESSION_STREAM_IDS;
   }
 
   /**
@@ -216,7 +235,7 @@ export class Http2SessionPool {
       // (handler.ts says why; node:http2 takes the option for clients too, @types/node lists it for servers only).
       strictSingleValueFields: false,
     } as http2.ClientSessionOptions);
-    const u = new UpstreamSession(key, session, this.#idleMs);
+    const u = new UpstreamSession(key, session, this.#idleMs, this.#lifeMax);
     this.opened++;
     const list = this.#byKey.get(key) ?? [];
     list.push(u);
