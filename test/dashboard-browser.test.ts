@@ -67,3 +67,31 @@ test('empty controller, then a report: no traffic yet, live update, errors shown
   t.true(await page.evaluate(() => document.documentElement.scrollWidth <= 1280), 'no horizontal scrolling at 1280x800');
   t.deepEqual(errors, []);
 });
+
+// DNS rebinding: a site whose name its owner points at 127.0.0.1 once its page is loaded. Chromium's
+// --host-resolver-rules stands in for the rebound answer; a script at that origin asks the
+// dashboard's API same-origin, as the rebound page's script would. mesh-agent-controller.com is
+// a name anyone can register (".com" passes for a namespace in "mesh-agent-controller.NS").
+test('DNS rebinding: a page at a public name resolving to the dashboard cannot read its API', async (t) => {
+  const ctl = new ControllerServer({ log: () => {} });
+  await ctl.listen('127.0.0.1', 0);
+  const dash = new DashboardServer(ctl, { log: () => {} });
+  const port = (await dash.listen('127.0.0.1', 0)).port;
+  const names = ['mesh-agent-controller.com', 'mesh-agent-controller.io'];
+  const browser = await launchChromium(undefined, [`--host-resolver-rules=${names.map((n) => `MAP ${n} 127.0.0.1`).join(',')}`]);
+  t.teardown(async () => {
+    await browser.close();
+    await dash.close();
+    await ctl.close();
+  });
+  const { page } = await browser.page();
+  for (const name of names) {
+    await page.goto(`http://${name}:${port}/`);
+    const got = await page.evaluate(async () => {
+      const r = await fetch('/api/nodes');
+      return { status: r.status, body: await r.text() };
+    });
+    t.is(got.status, 403, `${name}: ${got.body.slice(0, 200)}`);
+    t.regex(got.body, /is not allowed/);
+  }
+});

@@ -162,8 +162,8 @@ test('routes, colours, host check, browser opening and kubectl output', (t) => {
   t.deepEqual(parseRoute('#/nodes'), { page: 'nodes' });
   t.is(parseRoute('#/x/y/z').page, 'unknown');
   t.deepEqual([0.99, 0.92, 0.8, null].map(successClass), ['good', 'warn', 'bad', 'none']);
-  for (const h of ['127.0.0.1:8084', 'localhost:50750', '[::1]:8084', '10.1.2.3', 'mesh-agent-controller.mesh-agent.svc:8084']) t.true(hostAllowed(h), h);
-  for (const h of [undefined, '', 'evil.example:8084', 'mesh-agent-controller.evil.example', '127.0.0.1.nip.io']) t.false(hostAllowed(h), String(h));
+  for (const h of ['127.0.0.1:8084', 'localhost:50750', '[::1]:8084', '10.1.2.3', 'mesh-agent-controller.mesh-agent.svc:8084', 'mesh-agent-controller', 'mesh-agent-controller.mesh-agent.svc.cluster.local']) t.true(hostAllowed(h), h);
+  for (const h of [undefined, '', 'evil.example:8084', 'mesh-agent-controller.evil.example', '127.0.0.1.nip.io', 'mesh-agent-controller.com', 'mesh-agent-controller.io:50750']) t.false(hostAllowed(h), String(h));
   t.false(canOpenBrowser({}, 'linux'), 'headless: no display');
   t.true(canOpenBrowser({ DISPLAY: ':0' }, 'linux'));
   t.false(canOpenBrowser({}, 'win32'));

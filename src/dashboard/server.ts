@@ -35,13 +35,15 @@ export interface DashboardOptions {
  * Host names the dashboard answers to: IP literals, localhost and the controller's Service
  * name. Anything else is refused, so a page on another site that rebinds its DNS name to
  * 127.0.0.1 cannot read the mesh's data through a port-forward (Linkerd's web does the same).
+ * A namespace only with .svc after it: "mesh-agent-controller.NS" alone would let in
+ * mesh-agent-controller.com, .io, ..., names anyone can register and rebind.
  */
 export function hostAllowed(hostHeader: string | undefined): boolean {
   if (!hostHeader) return false;
   const m = /^(\[[^\]]+\]|[^:]+)(:\d+)?$/.exec(hostHeader.toLowerCase());
   if (!m) return false;
   const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
-  return net.isIP(host) !== 0 || host === 'localhost' || /^mesh-agent-controller(\.[a-z0-9-]+(\.svc(\.cluster\.local)?)?)?$/.test(host);
+  return net.isIP(host) !== 0 || host === 'localhost' || /^mesh-agent-controller(\.[a-z0-9-]+\.svc(\.cluster\.local)?)?$/.test(host);
 }
 
 /** One Server-Sent Event. */

@@ -18,13 +18,16 @@ export interface Browser {
   close(): Promise<void>;
 }
 
-/** executablePath: a wrapper that runs Chromium elsewhere (e.g. in a network namespace) with the same arguments. */
-export async function launchChromium(executablePath = CHROMIUM): Promise<Browser> {
+/**
+ * executablePath: a wrapper that runs Chromium elsewhere (e.g. in a network namespace) with the same arguments.
+ * extraArgs: more switches, e.g. --host-resolver-rules to make a name resolve to loopback.
+ */
+export async function launchChromium(executablePath = CHROMIUM, extraArgs: string[] = []): Promise<Browser> {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (./dev setup installs it)`);
   const profile = fs.mkdtempSync(ownedTempPrefix('test'));
   let context: BrowserContext;
   try {
-    context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 800 }, timeout: 60_000 });
+    context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs], viewport: { width: 1280, height: 800 }, timeout: 60_000 });
   } catch (e) {
     fs.rmSync(profile, { recursive: true, force: true });
     throw e;
