@@ -135,6 +135,17 @@ test('assets: the page with a strict content policy, gzip when asked, other host
   t.is(evil.status, 403);
   t.regex(JSON.parse(evil.body.toString()).error, /host "evil.example:8084" is not allowed/);
   t.is((await get(`${s.base}/api/namespaces`, {}, 'POST')).status, 405);
+  // Requests another page sends: refused for the API (a tap starts on a GET), not for the page itself.
+  const host = new URL(s.base).host;
+  const foreign: Record<string, string>[] = [{ origin: 'http://evil.example' }, { origin: 'null' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'http://127.0.0.1:1', 'sec-fetch-site': 'same-site' }];
+  for (const h of foreign) {
+    const r = await get(`${s.base}/api/namespaces`, h);
+    t.is(r.status, 403, JSON.stringify(h));
+    t.regex(JSON.parse(r.body.toString()).error, /from another site .* is refused/);
+  }
+  const own: Record<string, string>[] = [{}, { origin: `http://${host}`, 'sec-fetch-site': 'same-origin' }, { 'sec-fetch-site': 'none' }];
+  for (const h of own) t.is((await get(`${s.base}/api/namespaces`, h)).status, 200, JSON.stringify(h));
+  t.is((await get(`${s.base}/`, { 'sec-fetch-site': 'cross-site' })).status, 200, 'a link from elsewhere opens the page');
 });
 
 test('tap from the page: refused beyond the open-tap bound, before any byte of the stream', async (t) => {

@@ -8,6 +8,11 @@ import { PATH_REPORTS } from '../src/controller/protocol.ts';
 import { DashboardServer } from '../src/dashboard/server.ts';
 import { launchChromium, screenshot } from './helpers/browser.ts';
 import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
+import * as http from 'node:http';
+import { ReportClient } from '../src/telemetry/report-client.ts';
+import { TelemetryHub } from '../src/telemetry/hub.ts';
+import type { PodInventory } from '../src/telemetry/report.ts';
+import { until } from './helpers/until.ts';
 
 test('empty controller, then a report: no traffic yet, live update, errors shown, keyboard sorting', async (t) => {
   const ctl = new ControllerServer({ log: () => {} });
@@ -94,4 +99,63 @@ test('DNS rebinding: a page at a public name resolving to the dashboard cannot r
     t.is(got.status, 403, `${name}: ${got.body.slice(0, 200)}`);
     t.regex(got.body, /is not allowed/);
   }
+});
+
+// Cross-site requests: any web page the operator has open can send GETs to the forwarded
+// 127.0.0.1:PORT (an <img>, or fetch with mode no-cors: no Origin header, the answer unreadable),
+// so a GET that starts a tap must be refused unless the dashboard's own page sends it.
+test('cross-site: another site\'s page cannot start a tap; the dashboard\'s own page can', async (t) => {
+  const inventory: PodInventory[] = [
+    { namespace: 'shop', name: 'web-1', ip: '10.0.0.1', kind: 'deployment', owner: 'web', meshed: true },
+    { namespace: 'shop', name: 'api-1', ip: '10.0.0.2', kind: 'deployment', owner: 'api', meshed: true },
+  ];
+  let tapsStarted = 0;
+  const ctl = new ControllerServer({ log: (_l, msg) => void (msg === 'tap started' && tapsStarted++) });
+  const api = await ctl.listen('127.0.0.1', 0);
+  const url = `http://127.0.0.1:${api.port}`;
+  const dash = new DashboardServer(ctl, { log: () => {} });
+  const base = `http://127.0.0.1:${(await dash.listen('127.0.0.1', 0)).port}`;
+  // The status each API request was answered with: written before the browser sees the answer.
+  // (Chromium may drop a no-cors answer it will not hand to the page, so what is open later is racy.)
+  const answered = new Map<string, number>();
+  (dash as unknown as { server: http.Server }).server.prependListener('request', (req, res) => {
+    queueMicrotask(() => answered.set(new URL(req.url!, base).pathname, res.statusCode));
+  });
+  const hub = new TelemetryHub({ workloads: { byIp: () => null } });
+  const agent = new ReportClient({ url, node: 'n1', hub, inventory: () => inventory, intervalMs: 100, log: () => {} });
+  // The other site: any page, on another host name (localhost is another site than 127.0.0.1).
+  const other = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>elsewhere</title>'));
+  await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+  const otherPort = (other.address() as { port: number }).port;
+  const browser = await launchChromium();
+  t.teardown(async () => {
+    await browser.close();
+    await agent.stop();
+    await dash.close();
+    await ctl.close();
+    other.closeAllConnections();
+    await new Promise((r) => other.close(r));
+  });
+  agent.start();
+  await until(() => requestJson(url, 'GET', '/v1/status'), (s: any) => s.nodes.length === 1 && s.tapLinks.length === 1, 'agent known', { intervalMs: 50 });
+
+  const { page } = await browser.page();
+  await page.goto(`http://localhost:${otherPort}/`);
+  const tapUrl = `${base}/api/tap?namespace=shop&resource=deploy/api&maxRps=10000`;
+  // no-cors: the request is sent and answered (opaque to the page); fetch settles once the
+  // answer's headers arrive, by when the dashboard has started the tap or refused it.
+  const send = (u: string) => page.evaluate(async (u) => void (await fetch(u, { mode: 'no-cors' }).catch(() => {})), u);
+  await send(tapUrl);
+  t.is(tapsStarted, 0, 'a tap started from another site');
+  t.is(answered.get('/api/tap'), 403, 'the tap from another site is answered 403');
+  await send(`${base}/api/events`);
+  t.is(answered.get('/api/events'), 403, 'an event stream from another site is answered 403');
+
+  // The dashboard's own page still taps: Start on the workload page.
+  const own = (await browser.page()).page;
+  await own.goto(`${base}/#/namespaces/shop/deployment/api`);
+  await own.getByRole('button', { name: 'Start' }).click();
+  await own.getByRole('status').filter({ hasText: 'Tapping deploy/api' }).waitFor();
+  t.is(answered.get('/api/tap'), 200);
+  t.is(tapsStarted, 1, 'only the dashboard page\'s own tap');
 });

@@ -46,6 +46,21 @@ export function hostAllowed(hostHeader: string | undefined): boolean {
   return net.isIP(host) !== 0 || host === 'localhost' || /^mesh-agent-controller(\.[a-z0-9-]+\.svc(\.cluster\.local)?)?$/.test(host);
 }
 
+/**
+ * Whether a request to the API comes from the dashboard's own page, or from no page at all
+ * (curl, the CLI, a URL typed in). Any site the user has open can send GETs to the forwarded
+ * 127.0.0.1:PORT (an <img>, fetch in no-cors mode: it cannot read the answer, but a tap or an
+ * event stream starts, and holds one of the few the dashboard allows). Browsers say where a
+ * request comes from in Sec-Fetch-Site (sent to localhost and 127.0.0.1) and, for CORS
+ * requests, Origin; either one naming another origin is refused.
+ */
+export function fromOwnPage(headers: http.IncomingHttpHeaders): boolean {
+  const site = headers['sec-fetch-site'];
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') return false;
+  const origin = headers.origin;
+  return origin === undefined || origin.toLowerCase() === `http://${String(headers.host).toLowerCase()}`;
+}
+
 /** One Server-Sent Event. */
 export function sseEvent(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
@@ -111,7 +126,12 @@ export class DashboardServer {
       }
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new ApiError(405, `${req.method} is not allowed: the dashboard is read-only (GET)`);
       const url = new URL(req.url ?? '/', 'http://dashboard');
-      if (url.pathname.startsWith('/api/')) return this.api(url, req, res);
+      if (url.pathname.startsWith('/api/')) {
+        if (!fromOwnPage(req.headers)) {
+          throw new ApiError(403, `a request from another site (${req.headers.origin ?? `Sec-Fetch-Site: ${req.headers['sec-fetch-site']}`}) is refused: the dashboard's API answers only its own page`);
+        }
+        return this.api(url, req, res);
+      }
       this.asset(url.pathname, req, res);
     } catch (e) {
       this.fail(res, e);
