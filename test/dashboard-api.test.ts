@@ -17,6 +17,9 @@ import { pair, peerOf, pod, report, summary } from './helpers/reports.ts';
 import { freePort } from './helpers/ports.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
+import { ReportClient } from '../src/telemetry/report-client.ts';
+import { TelemetryHub } from '../src/telemetry/hub.ts';
+import { until } from './helpers/until.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BIN = meshBin();
@@ -152,6 +155,46 @@ test('tap from the page: refused beyond the open-tap bound, before any byte of t
   const s = await stack(t, { maxTaps: 0 });
   const r = await getJson(`${s.base}/api/tap?namespace=shop&resource=deploy/web`);
   t.deepEqual([r.status, r.json.error], [429, '0 taps are already open from dashboards; stop one first']);
+});
+
+/** The status of a request, and the request (still open: a tap streams until destroyed). */
+function open(url: string): Promise<{ status: number; req: http.ClientRequest; body: () => Promise<string> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (d: string) => (text += d));
+      resolve({ status: res.statusCode!, req, body: () => new Promise((r) => (res.readableEnded ? r(text) : res.once('end', () => r(text)))) });
+    });
+    req.on('error', reject);
+  });
+}
+
+test('tap from the page: a path filter longer than the agents take is a 400, not a tap that never shows a request', async (t) => {
+  const s = await stack(t);
+  const warns: string[] = [];
+  const hub = new TelemetryHub({ workloads: { byIp: () => null } });
+  const inventory = [web, apiPod].map((p) => ({ namespace: p.namespace, name: p.name, ip: p.ip, kind: p.kind, owner: p.owner, meshed: true }));
+  const agent = new ReportClient({ url: s.controller, node: 'n1', hub, inventory: () => inventory, intervalMs: 100, log: (level, msg) => void (level === 'warn' && warns.push(msg)) });
+  t.teardown(() => agent.stop());
+  agent.start();
+  await until(() => requestJson(s.controller, 'GET', '/v1/status'), (st: any) => st.nodes.length === 1 && st.tapLinks.length === 1, 'agent known', { intervalMs: 50 });
+  const tap = (path: string) => `${s.base}/api/tap?namespace=shop&resource=deploy/api&path=${encodeURIComponent(path)}`;
+
+  const longest = await open(tap(`/${'x'.repeat(4095)}`));
+  t.is(longest.status, 200, 'a 4096-character prefix is the agents\' bound: served');
+  await until(() => agent.state().activeTaps, (n) => n === 1, 'the agent runs the tap', { intervalMs: 20 });
+  longest.req.destroy();
+  await until(() => agent.state().activeTaps, (n) => n === 0, 'the tap ended', { intervalMs: 20 });
+
+  const over = await open(tap(`/${'x'.repeat(4096)}`));
+  if (over.status === 200) {
+    over.req.destroy();
+    await until(() => warns, (w) => w.some((m) => m.includes('ignored a tap command')), 'the agent\'s warning', { intervalMs: 20 });
+    t.fail(`answered 200 (the page says "Tapping"), but the agent ignores the filter: ${warns.find((m) => m.includes('ignored a tap command'))!.slice(0, 120)}`);
+    return;
+  }
+  t.is(over.status, 400);
+  t.regex(JSON.parse(await over.body()).error, /path: at most 4096 characters/);
 });
 
 function cli(args: string[], env: Record<string, string> = {}) {
