@@ -102,6 +102,10 @@ test('a tap goes from the CLI side through the controller to the agent and back,
   await streamJson(url, '/v1/tap', { resource: 'deployment/nope', namespace: 'shop', maxRps: 1 }, (o) => bad.push(o), new AbortController().signal);
   t.like(bad[0], { type: 'error', status: 404 });
   t.regex(bad[0].error, /deployment\/nope in namespace shop: no pods/);
+  // A path prefix longer than the agents take would start a tap that never shows a request: 400.
+  const long: any[] = [];
+  await streamJson(url, '/v1/tap', { resource: 'deployment/api', namespace: 'shop', path: `/${'x'.repeat(4096)}`, maxRps: 1 }, (o) => long.push(o), new AbortController().signal).catch((e: Error) => long.push({ thrown: e.message }));
+  t.regex(JSON.stringify(long[0]), /path: at most 4096 characters \(got 4097\)/);
   const err = await t.throwsAsync(requestJson(url, 'POST', '/v1/reports', { version: 1 }));
   t.regex(err!.message, /latency buckets/);
 });

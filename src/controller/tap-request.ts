@@ -1,6 +1,7 @@
 // What a tap may ask for, from the CLI's JSON body or the dashboard's query: one check for both,
-// so the page is held to the same bounds as `mesh-agent tap` (--max-rps at most MAX_TAP_RPS).
-import { MAX_TAP_RPS } from '../telemetry/tap.ts';
+// so the page is held to the same bounds as `mesh-agent tap` (--max-rps at most MAX_TAP_RPS, a path
+// prefix of at most MAX_TAP_PATH: the agents ignore a longer one, a tap that would never show a request).
+import { MAX_TAP_PATH, MAX_TAP_RPS } from '../telemetry/tap.ts';
 import type { TapRequest } from './protocol.ts';
 import { TapError } from './tap-relay.ts';
 
@@ -14,6 +15,7 @@ export function checkTapRequest(v: any): TapRequest {
   if (v.toNamespace !== undefined && typeof v.toNamespace !== 'string') throw bad('toNamespace: needs a string');
   if (v.method !== undefined && (typeof v.method !== 'string' || !/^[A-Za-z]{1,32}$/.test(v.method))) throw bad('method: needs an HTTP method such as GET');
   if (v.path !== undefined && (typeof v.path !== 'string' || !v.path.startsWith('/'))) throw bad('path: needs a prefix starting with /');
+  if (v.path !== undefined && v.path.length > MAX_TAP_PATH) throw bad(`path: at most ${MAX_TAP_PATH} characters (got ${v.path.length}); the agents match a shorter prefix only`);
   if (typeof v.maxRps !== 'number' || !(v.maxRps > 0) || v.maxRps > MAX_TAP_RPS) throw bad(`maxRps: needs a number in (0, ${MAX_TAP_RPS}]`);
   return { resource: v.resource, namespace: v.namespace, to: v.to, toNamespace: v.toNamespace, method: v.method?.toUpperCase(), path: v.path, maxRps: v.maxRps };
 }

@@ -46,6 +46,8 @@ export interface TapRecord {
 }
 
 export const MAX_TAP_RPS = 10_000;
+/** The longest path prefix a tap filters on (an agent ignores a filter with a longer one). */
+export const MAX_TAP_PATH = 4096;
 const MAX_IPS = 100_000;
 
 const strings = (v: unknown, what: string): string[] => {
@@ -60,7 +62,7 @@ export function parseTapFilter(v: any): TapFilter {
   if (v.match !== 'either' && v.match !== 'both') throw new Error('tap filter match: needs "either" or "both"');
   if (typeof v.maxRps !== 'number' || !(v.maxRps > 0) || v.maxRps > MAX_TAP_RPS) throw new Error(`tap filter maxRps: needs a number in (0, ${MAX_TAP_RPS}]`);
   if (v.method !== undefined && (typeof v.method !== 'string' || !/^[A-Z]{1,32}$/.test(v.method))) throw new Error('tap filter method: needs an upper-case HTTP method');
-  if (v.pathPrefix !== undefined && (typeof v.pathPrefix !== 'string' || v.pathPrefix.length > 4096)) throw new Error('tap filter pathPrefix: needs a string');
+  if (v.pathPrefix !== undefined && (typeof v.pathPrefix !== 'string' || v.pathPrefix.length > MAX_TAP_PATH)) throw new Error('tap filter pathPrefix: needs a string');
   return { id: v.id, srcIps: strings(v.srcIps, 'srcIps'), dstIps: strings(v.dstIps, 'dstIps'), match: v.match, method: v.method, pathPrefix: v.pathPrefix, maxRps: v.maxRps };
 }
 
