@@ -3,7 +3,7 @@
 // so the upstream leg stays alive and pooled; destinations known to speak HTTP/1 client-first
 // skip the eager dial and take the pooled connection; a destination that changes protocol
 // still works (docs/http1.md, docs/proxy.md).
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { once } from 'node:events';
@@ -146,41 +146,44 @@ async function keepAliveClient(port: number) {
   };
 }
 
-// The age of an upstream is how long since it last served a response, wherever it waited since:
-// bound to its client or parked in the pool (docs/http1.md, "Known gaps").
-test('a POST on a kept-alive client connection goes to a new upstream when its bound one has been idle over a second, as for a pooled one', async (t) => {
+/**
+ * An origin whose answers name the upstream connection (c1, c2...), the request path and body, behind
+ * a proxy whose pool idles connections for 1 s by `clock.now`.
+ */
+async function numberedOrigin(t: ExecutionContext, clock: { now: number }) {
   let conns = 0;
   const origin = await startRawOrigin((s) => {
     const n = ++conns;
     answerRequests(s, (head, body) => `c${n}${head.split(' ')[1]}:${body};`);
   });
-  let clock = 0;
-  const p = await startProxy(origin.port, 1000, { now: () => clock });
+  const p = await startProxy(origin.port, 1000, { now: () => clock.now });
   t.teardown(() => { origin.close(); return p.close(); });
+  return p;
+}
+
+// The age of an upstream is how long since it last served a response, wherever it waited since:
+// bound to its client or parked in the pool (docs/http1.md, "Known gaps").
+test('a POST on a kept-alive client connection goes to a new upstream when its bound one has been idle over a second, as for a pooled one', async (t) => {
+  const clock = { now: 0 };
+  const p = await numberedOrigin(t, clock);
   const c = await keepAliveClient(p.port);
   t.true((await c.send('GET /a HTTP/1.1\r\nHost: svc\r\n\r\n')).endsWith('c1/a:;'));
-  clock += 1000;
+  clock.now += 1000;
   t.true((await c.send('POST /b HTTP/1.1\r\nHost: svc\r\nContent-Length: 1\r\n\r\nx')).endsWith('c1/b:x;'), 'used 1 s ago: the bound upstream');
-  clock += 1001;
+  clock.now += 1001;
   const r = await c.send('POST /c HTTP/1.1\r\nHost: svc\r\nContent-Length: 1\r\n\r\nx');
   t.true(r.endsWith('c2/c:x;'), `idle 1.001 s: a new upstream; got ${JSON.stringify(r)}`);
-  clock += 1300;
+  clock.now += 1300;
   t.true((await c.send('GET /d HTTP/1.1\r\nHost: svc\r\n\r\n')).endsWith('c2/d:;'), 'a GET still takes one idle 1.3 s');
   c.socket.destroy();
 });
 
 test('an upstream parked when its client leaves keeps its idle age: a POST does not take one idle over a second before', async (t) => {
-  let conns = 0;
-  const origin = await startRawOrigin((s) => {
-    const n = ++conns;
-    answerRequests(s, (head, body) => `c${n}${head.split(' ')[1]}:${body};`);
-  });
-  let clock = 0;
-  const p = await startProxy(origin.port, 1000, { now: () => clock });
-  t.teardown(() => { origin.close(); return p.close(); });
+  const clock = { now: 0 };
+  const p = await numberedOrigin(t, clock);
   const a = await keepAliveClient(p.port);
   t.true((await a.send('GET /a HTTP/1.1\r\nHost: svc\r\n\r\n')).endsWith('c1/a:;'));
-  clock += 1001;
+  clock.now += 1001;
   a.socket.end(); // its idle upstream goes to the pool
   await waitFor(() => p.pool.idleCount() === 1);
   const r = await exchange(p.port, 'POST /b HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx');

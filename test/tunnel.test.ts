@@ -714,15 +714,21 @@ async function streamingPod(t: any, when: 'data' | 'end'): Promise<{ port: numbe
   return { port, accepted, closed };
 }
 
-test('a tunnelled download its client drops (stream destroy(): RST_STREAM) closes the pod\'s connection at the destination, and is recorded closed', async (t) => {
-  const pod = await streamingPod(t, 'data');
+/** Node B serving the pod at SERVER_IP:podPort, node A, and a stream from the client pod through their tunnel to it, connected. */
+async function tunnelledTo(t: any, podPort: number) {
   const b = await nodeB(t);
-  const a = await nodeA(t, b.port, pod.port);
-  const path = a.tunnels.tunnels.pathTo(SERVER_IP, pod.port);
+  const a = await nodeA(t, b.port, podPort);
+  const path = a.tunnels.tunnels.pathTo(SERVER_IP, podPort);
   if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
-  const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, pod.port, CLIENT_IP);
+  const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, podPort, CLIENT_IP);
   s.on('error', () => {});
   await once(s, 'connect');
+  return { a, b, s };
+}
+
+test('a tunnelled download its client drops (stream destroy(): RST_STREAM) closes the pod\'s connection at the destination, and is recorded closed', async (t) => {
+  const pod = await streamingPod(t, 'data');
+  const { b, s } = await tunnelledTo(t, pod.port);
   s.write('download');
   await once(s, 'data');
   // The client's agent drops the stream mid-download (its idle timeout, an HTTP/1 pool discarding
@@ -741,13 +747,7 @@ test('a tunnelled download its client drops (stream destroy(): RST_STREAM) close
 test('a tunnelled connection its client resets with nothing in flight is reset at the pod, not half-closed: a pod that answers the FIN is not left streaming into the void', async (t) => {
   // The pod streams once the client has sent all (its FIN), as a server answering a request body.
   const pod = await streamingPod(t, 'end');
-  const b = await nodeB(t);
-  const a = await nodeA(t, b.port, pod.port);
-  const path = a.tunnels.tunnels.pathTo(SERVER_IP, pod.port);
-  if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
-  const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, pod.port, CLIENT_IP);
-  s.on('error', () => {});
-  await once(s, 'connect');
+  const { b, s } = await tunnelledTo(t, pod.port);
   s.write('part of a request');
   await waitFor(() => pod.accepted.length === 1 && pod.accepted[0]!.bytesRead > 0);
   // RST_STREAM (NO_ERROR, what a stream's destroy() sends): Node's stream emits 'aborted', then
