@@ -110,6 +110,16 @@ export function endpointAllowed(ctx: ConnContext, ip: string, port: number): Con
   return az !== null && az.verdict === 'allow' ? az : null;
 }
 
+/**
+ * Whether a dial to an endpoint whose inbound policy for this client is `az` goes straight to the
+ * pod: no policy governs it, or it allows the client whole connections. Otherwise the connection
+ * is served in-process and decided there (local-pair.ts). The Service's dialer (listener.ts) and
+ * the dispatcher's check after detection (dispatch.ts) both go by it.
+ */
+export function dialsDirect(az: ConnAuthz | null): boolean {
+  return az === null || az.verdict === 'allow';
+}
+
 /** Headers for endpointRequestAuthz()'s request(): a policy that allows the client whole reads none. */
 const noHeader = (): undefined => undefined;
 
@@ -131,8 +141,7 @@ export const INSPECTED = '|inspected';
 
 /** The pool key of a Service connection's upstreams to the endpoint ip:port (`key`, its lease's), INSPECTED apart, under the policy in force. */
 export function endpointPoolKey(ctx: ConnContext, ip: string, port: number, key: string): string {
-  const az = ctx.endpointAuthz?.(ip, port) ?? null;
-  return az !== null && az.verdict !== 'allow' ? key + INSPECTED : key;
+  return dialsDirect(ctx.endpointAuthz?.(ip, port) ?? null) ? key : key + INSPECTED;
 }
 
 /** What the proxy asks of the tunnels (src/tunnel/tunnels.ts). */

@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
 import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
-import { endpointAllowed, terminateOnRevoke, type ConnAuthz, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
+import { dialsDirect, endpointAllowed, terminateOnRevoke, type ConnAuthz, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
 import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from './opaque.ts';
 import type { PortSet } from './ports.ts';
@@ -153,9 +153,7 @@ class Dispatcher {
     this.dials++;
     this.dialedAt = Date.now();
     const t0 = performance.now();
-    // As the Service's dialer decides (listener.ts): straight to the pod only while it allows the client whole.
-    const az = ctx.route ? ctx.endpointAuthz?.(ip, port) ?? null : null;
-    this.dialledDirect = az === null || az.verdict === 'allow';
+    this.dialledDirect = dialsDirect(ctx.route ? ctx.endpointAuthz?.(ip, port) ?? null : null);
     try {
       upstream = ctx.dial(ip, port);
     } catch (err) {
@@ -523,7 +521,7 @@ class Dispatcher {
     if (this.upstream === null || !this.dialledDirect) return null;
     const ctx = this.ctx;
     const az = ctx.lease ? ctx.endpointAuthz?.(ctx.lease.ep.ip, ctx.lease.ep.port) ?? null : ctx.authz ?? null;
-    return az !== null && az.verdict !== 'allow' ? az : null;
+    return az !== null && !dialsDirect(az) ? az : null;
   }
 
   /**

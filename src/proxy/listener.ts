@@ -6,7 +6,7 @@
 import * as net from 'node:net';
 import type { ConnAuthz, ConnContext, Dialer, OrigDstLookup, ProtocolHandler, ProxyLimits, RouteResolver, TunnelRouter } from './context.ts';
 import type { Endpoints } from '../telemetry/events.ts';
-import { defaultLimits, DrainSignal } from './context.ts';
+import { defaultLimits, dialsDirect, DrainSignal } from './context.ts';
 import type { ConnCloseEvent, RequestEvent, TelemetrySink } from '../telemetry/events.ts';
 import { nullSink } from '../telemetry/events.ts';
 import { dispatch } from './dispatch.ts';
@@ -498,8 +498,8 @@ export class Proxy {
       };
       const dial: Dialer = (ip, port) => {
         const a = at(ip, port);
-        if (a.authz === null || a.authz.verdict === 'allow') return direct(ip, port);
-        return this.#serveLocal(a.authz, a.clientId, sourceIp, rec.podKey, ip, port);
+        if (a.authz !== null && !dialsDirect(a.authz)) return this.#serveLocal(a.authz, a.clientId, sourceIp, rec.podKey, ip, port);
+        return direct(ip, port);
       };
       return { route, dial, endpointAuthz: (ip, port) => at(ip, port).authz };
     };
