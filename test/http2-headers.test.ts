@@ -4,6 +4,7 @@ import {
   downstreamHeaders, encodeGrpcMessage, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, upstreamRequestHeaders,
 } from '../src/proxy/http2/headers.ts';
 import { ResetBudget } from '../src/proxy/http2/reset-budget.ts';
+import { responseShape } from '../src/proxy/http2/upstream-response.ts';
 
 test('request headers: pseudo-headers and te: trailers kept, connection-specific dropped', (t) => {
   const out = upstreamRequestHeaders({
@@ -78,4 +79,16 @@ test('reset budget: a clock that steps back starts a fresh window', (t) => {
   const b = new ResetBudget(10, 1000);
   for (let i = 0; i < 9; i++) t.false(b.record(100_000));
   for (let i = 0; i < 10; i++) t.false(b.record(40_000 + i * 200), `reset ${i + 1} after the clock stepped back 60 s`);
+});
+
+test('response shape: a status node cannot send, trailers-only, headers-only and a body', (t) => {
+  const END_STREAM = http2.constants.NGHTTP2_FLAG_END_STREAM;
+  for (const status of [0, 101, 199, 600, 999]) t.is(responseShape(status, 0, 'GET').kind, 'bad-status', String(status));
+  t.regex((responseShape(600, END_STREAM, 'GET') as { error: string }).error, /:status 600, outside 200-599/);
+  t.is(responseShape(200, END_STREAM, 'POST').kind, 'trailers-only');
+  t.is(responseShape(204, END_STREAM, 'GET').kind, 'trailers-only');
+  for (const status of [204, 205, 304]) t.is(responseShape(status, 0, 'GET').kind, 'headers-only', String(status));
+  t.is(responseShape(200, 0, 'HEAD').kind, 'headers-only');
+  t.is(responseShape(200, 0, 'GET').kind, 'body');
+  t.is(responseShape(599, 0, 'POST').kind, 'body');
 });

@@ -4,12 +4,13 @@ import type * as http2 from 'node:http2';
 import { endpointPoolKey, endpointRequestAuthz, type ConnContext, type ProxyLimits } from '../context.ts';
 import { rttSample, sessionReady, type Http2SessionPool, type UpstreamSession } from './pool.ts';
 import {
-  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, headersOnly, type ProxyFailure,
+  downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure,
 } from './headers.ts';
 import { forwardRoutedStream } from './routed-stream.ts';
-import { endedByReset, relay, type Relay } from './relay.ts';
+import { relay, type Relay } from './relay.ts';
+import { answeredClose, RESPOND_COMPLETE, RESPOND_WITH_BODY, responseShape, unansweredClose } from './upstream-response.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
-import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
+import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } from './codes.ts';
 
 export interface StreamHooks {
   /** The client reset a stream whose exchange was not finished. */
@@ -190,31 +191,25 @@ export function forwardStream(
     rttMs = rttSample(upSession, t0, now);
     grpc = reqGrpc || isGrpc(h['content-type']);
     if (client.closed || client.destroyed) return;
-    if (status < 200 || status > 599) {
-      // nghttp2 takes any three digits, node's respond() only 200-599 (it threw here: the
-      // process's uncaught exception). RFC 9110 15: processed as a 5xx; the upstream stream is reset.
-      error ??= `upstream answered :status ${status}, outside 200-599`;
-      respondWithProxyError('bad-response');
-      up.close(NGHTTP2_PROTOCOL_ERROR);
-      return;
+    const shape = responseShape(status, flags, reqHeaders[':method']);
+    switch (shape.kind) {
+      case 'bad-status':
+        error ??= shape.error;
+        respondWithProxyError('bad-response');
+        up.close(NGHTTP2_PROTOCOL_ERROR);
+        return;
+      case 'trailers-only':
+        grpcStatus = parseGrpcStatus(h['grpc-status']);
+        responseDone = true;
+        client.respond(downstreamHeaders(h), RESPOND_COMPLETE);
+        return;
+      case 'headers-only':
+        responseDone = true;
+        client.respond(downstreamHeaders(h), RESPOND_COMPLETE);
+        up.resume(); // the upstream's end is read and dropped
+        return;
     }
-    if (flags & NGHTTP2_FLAG_END_STREAM) {
-      // Trailers-only (how gRPC sends most errors): the status is in these headers.
-      grpcStatus = parseGrpcStatus(h['grpc-status']);
-      responseDone = true;
-      client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
-      return;
-    }
-    if (headersOnly(status, reqHeaders[':method'])) {
-      // The upstream ends it later (an empty DATA frame): node:http2 ends the client's response
-      // with these headers and never asks for trailers, so it is complete here, not at
-      // 'wantTrailers' (a client reset, a failure, otherwise). The upstream's end is read and dropped.
-      responseDone = true;
-      client.respond(downstreamHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
-      up.resume();
-      return;
-    }
-    client.respond(downstreamHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
+    client.respond(downstreamHeaders(h), RESPOND_WITH_BODY);
     // Only now: a 'data' listener added earlier would set the stream flowing before the client
     // stream may carry DATA, and DATA read in the same batch as the headers (as through a
     // tunnel, tunnel/upstream.ts) would be lost to the client.
@@ -237,31 +232,22 @@ export function forwardStream(
 
   up.once('close', () => {
     upClosed = true;
-    const code = up.rstCode ?? NGHTTP2_NO_ERROR;
     if (client.closed || client.destroyed || ownAnswer) return;
     if (!client.headersSent) {
-      // Nothing was answered: a failed session becomes a proxy error response; a server
-      // reset is passed on with its code (REFUSED_STREAM lets the client retry).
-      if (upSession?.failure || upSession?.session.destroyed || code === NGHTTP2_NO_ERROR) {
-        respondWithProxyError();
-      } else {
-        error ??= `upstream reset (code ${code})`;
-        resetClient(code);
+      const end = unansweredClose(up, upSession);
+      if (end.kind === 'failed') respondWithProxyError();
+      else {
+        error ??= end.error;
+        resetClient(end.code);
       }
       return;
     }
-    if (code !== NGHTTP2_NO_ERROR) {
-      error ??= `upstream reset (code ${code})`;
+    const end = answeredClose(up, responseDone);
+    if (end.kind === 'reset') {
+      error ??= end.error;
       responseRelay?.stop();
-      resetClient(code);
-    } else if (!responseDone && endedByReset(up)) {
-      // RST_STREAM(NO_ERROR) before the response's END_STREAM: the body is cut short. Passed on
-      // as NO_ERROR, a client (node:http2 among them) could take it for a complete body.
-      error ??= 'upstream reset (code 0) before the end of its response';
-      resetClient(NGHTTP2_INTERNAL_ERROR);
-    } else if (responseDone) {
-      stopRequestBody();
-    }
+      resetClient(end.code);
+    } else if (end.kind === 'complete') stopRequestBody();
   });
 }
 

@@ -17,11 +17,12 @@ import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/re
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf, queryParam } from '../http1/route-request.ts';
-import { downstreamHeaders, headersOnly, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
+import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
-import { endedByReset, relay, type Relay } from './relay.ts';
+import { relay, type Relay } from './relay.ts';
+import { answeredClose, RESPOND_COMPLETE, RESPOND_WITH_BODY, responseShape, unansweredClose } from './upstream-response.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
-import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
+import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR } from './codes.ts';
 
 class H2RouteRequest implements RouteRequest {
   readonly method: string;
@@ -255,16 +256,16 @@ class RoutedStream {
     if (up !== this.up) return;
     const client = this.client;
     const status = Number(h[':status']) || 0;
-    if (status < 200 || status > 599) {
-      // Not a status node:http2 can send (forward-stream.ts): 502, gRPC INTERNAL; the upstream stream is reset.
-      this.error ??= `upstream answered :status ${status}, outside 200-599`;
+    const shape = responseShape(status, flags, this.reqHeaders[':method']);
+    if (shape.kind === 'bad-status') {
+      this.error ??= shape.error;
       this.up = null;
       up.close(NGHTTP2_PROTOCOL_ERROR);
       this.releaseLease('failure', null);
       this.answer('bad-response', this.error);
       return;
     }
-    const trailersOnly = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    const trailersOnly = shape.kind === 'trailers-only';
     const grpc = this.grpc || isGrpc(h['content-type']);
     const grpcStatus = trailersOnly ? parseGrpcStatus(h['grpc-status']) : undefined;
     const report = this.report!;
@@ -283,19 +284,18 @@ class RoutedStream {
     if (trailersOnly) {
       this.grpcStatus = grpcStatus;
       this.responseDone = true;
-      client.respond(this.clientHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
+      client.respond(this.clientHeaders(h), RESPOND_COMPLETE);
       // The request body still goes up: the upstream may read it after answering. Its reset, if
       // it sends one, comes through onUpClose, as in forward-stream.ts.
       return;
     }
-    if (headersOnly(status, this.reqHeaders[':method'])) {
-      // Complete with its headers, whenever the upstream ends it (forward-stream.ts says why).
+    if (shape.kind === 'headers-only') {
       this.responseDone = true;
-      client.respond(this.clientHeaders(h), { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
-      up.resume();
+      client.respond(this.clientHeaders(h), RESPOND_COMPLETE);
+      up.resume(); // the upstream's end is read and dropped
       return;
     }
-    client.respond(this.clientHeaders(h), { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
+    client.respond(this.clientHeaders(h), RESPOND_WITH_BODY);
     client.on('wantTrailers', () => {
       this.responseDone = true;
       client.sendTrailers(this.responseTrailers ? downstreamHeaders(this.responseTrailers) : {});
@@ -312,30 +312,26 @@ class RoutedStream {
   private onUpClose(up: http2.ClientHttp2Stream): void {
     if (up !== this.up) return;
     const client = this.client;
-    const code = up.rstCode ?? NGHTTP2_NO_ERROR;
     if (client.closed || client.destroyed) return;
     if (!client.headersSent && this.retryAt === 0) {
-      const session = this.upSession;
       // Nothing answered: a connection that failed or a REFUSED_STREAM never reached the
       // application, so a retry policy retries them; otherwise as forward-stream.ts.
-      const failed = session?.failure !== undefined || session?.session.destroyed === true || code === NGHTTP2_NO_ERROR;
-      if (failed || code === NGHTTP2_REFUSED_STREAM) {
-        this.attemptFailed(failed ? session?.failure ?? 'unreachable' : null, code === NGHTTP2_REFUSED_STREAM && !failed ? 'REFUSED' : 'IO');
-        return;
+      const session = this.upSession;
+      const end = unansweredClose(up, session);
+      if (end.kind === 'failed') this.attemptFailed(session?.failure ?? 'unreachable', 'IO');
+      else if (end.code === NGHTTP2_REFUSED_STREAM) this.attemptFailed(null, 'REFUSED');
+      else {
+        this.error ??= end.error;
+        this.resetClient(end.code);
       }
-      this.error ??= `upstream reset (code ${code})`;
-      this.resetClient(code);
       return;
     }
-    if (code !== NGHTTP2_NO_ERROR) {
-      this.error ??= `upstream reset (code ${code})`;
+    const end = answeredClose(up, this.responseDone);
+    if (end.kind === 'reset') {
+      this.error ??= end.error;
       this.responseRelay?.stop();
-      this.resetClient(code);
-    } else if (!this.responseDone && endedByReset(up)) {
-      // RST_STREAM(NO_ERROR) before the response's END_STREAM: cut short, never passed on as whole (forward-stream.ts).
-      this.error ??= 'upstream reset (code 0) before the end of its response';
-      this.resetClient(NGHTTP2_INTERNAL_ERROR);
-    } else if (this.responseDone) this.stopRequestBody();
+      this.resetClient(end.code);
+    } else if (end.kind === 'complete') this.stopRequestBody();
   }
 
   /**
