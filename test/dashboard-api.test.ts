@@ -151,6 +151,22 @@ test('assets: the page with a strict content policy, gzip when asked, other host
   t.is((await get(`${s.base}/`, { 'sec-fetch-site': 'cross-site' })).status, 200, 'a link from elsewhere opens the page');
 });
 
+test('assets not built: a 503 that says how to build them, with the same security headers as the page', async (t) => {
+  const ctl = new ControllerServer({ log: quiet });
+  await ctl.listen('127.0.0.1', 0);
+  const dash = new DashboardServer(ctl, { log: quiet, assetsDir: testTempDir(t) });
+  const d = await dash.listen('127.0.0.1', 0);
+  t.teardown(async () => {
+    await dash.close();
+    await ctl.close();
+  });
+  const r = await get(`http://127.0.0.1:${d.port}/`);
+  t.is(r.status, 503);
+  t.regex(r.body.toString(), /web assets are not built .* run \.\/dev setup/);
+  t.is(r.headers['x-content-type-options'], 'nosniff');
+  t.regex(String(r.headers['content-security-policy']), /default-src 'self'/);
+});
+
 test('tap from the page: refused beyond the open-tap bound, before any byte of the stream', async (t) => {
   const s = await stack(t, { maxTaps: 0 });
   const r = await getJson(`${s.base}/api/tap?namespace=shop&resource=deploy/web`);
@@ -169,7 +185,7 @@ function open(url: string): Promise<{ status: number; req: http.ClientRequest; b
   });
 }
 
-test('tap from the page: a path filter longer than the agents take is a 400, not a tap that never shows a request', async (t) => {
+test('tap from the page: a path filter longer than the agents take is a 400, not a tap that never shows a request; HEAD starts no tap', async (t) => {
   const s = await stack(t);
   const warns: string[] = [];
   const hub = new TelemetryHub({ workloads: { byIp: () => null } });
@@ -185,6 +201,12 @@ test('tap from the page: a path filter longer than the agents take is a 400, not
   await until(() => agent.state().activeTaps, (n) => n === 1, 'the agent runs the tap', { intervalMs: 20 });
   longest.req.destroy();
   await until(() => agent.state().activeTaps, (n) => n === 0, 'the tap ended', { intervalMs: 20 });
+
+  // HEAD has no body to stream into: a tap it started would run unseen until the connection closed.
+  const head = await get(tap('/'), {}, 'HEAD');
+  t.deepEqual([head.status, head.headers.allow, s.ctl.relay.activeTaps], [405, 'GET', 0]);
+  const events = await get(`${s.base}/api/events`, {}, 'HEAD');
+  t.deepEqual([events.status, events.headers.allow], [405, 'GET']);
 
   const over = await open(tap(`/${'x'.repeat(4096)}`));
   if (over.status === 200) {

@@ -191,10 +191,18 @@ export class DashboardServer {
       case '/api/nodes':
         return this.json(res, 200, nodesView(store, this.c.relay.links(), now));
       case '/api/events':
+        if (req.method === 'HEAD') return this.getOnly(res, route);
         return this.eventStream(req, res);
       case '/api/tap':
+        // HEAD has no body to stream into: a tap it started would run unseen until the connection closed.
+        if (req.method === 'HEAD') return this.getOnly(res, route);
         return this.tap(tapParams(q), res);
     }
+  }
+
+  private getOnly(res: http.ServerResponse, route: string): void {
+    res.setHeader('allow', 'GET');
+    this.json(res, 405, { error: `HEAD is not allowed on ${route}: it is a stream; open it with GET` });
   }
 
   private sseHead(res: http.ServerResponse): void {
@@ -232,7 +240,7 @@ export class DashboardServer {
   private asset(pathname: string, req: http.IncomingMessage, res: http.ServerResponse): void {
     const assets = this.loadAssets();
     if (!assets) {
-      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' }).end(`the dashboard's web assets are not built (${this.o.assetsDir} is missing): run ./dev setup, which builds them (node web/build.ts)\n`);
+      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', ...SECURITY }).end(`the dashboard's web assets are not built (${this.o.assetsDir} is missing): run ./dev setup, which builds them (node web/build.ts)\n`);
       return;
     }
     // The page routes with the URL's fragment, so every other path is the page itself.
