@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { WorkerPool } from '../src/workers/pool.ts';
 import type { WorkerInit } from '../src/workers/protocol.ts';
-import { defaultProxyWorkers, parseCfs, parseCgroupMounts, parseCpuMax, parseMemoryMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
+import { cgroupDirOf as dirOf, defaultProxyWorkers, parseCfs, parseCpuMax, parseMemoryMax, parseProcCgroup, tightest } from '../src/workers/cpus.ts';
 import { sumProxyStats, mergeDescribed } from '../src/workers/merge.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
@@ -133,7 +133,7 @@ test('a worker that cannot listen at start fails the start with its reason', asy
   await p.close(0);
 });
 
-test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up, at least 1', (t) => {
+test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up (found also through a v1 container\'s bind mounts), at least 1', (t) => {
   t.is(parseCpuMax('max 100000\n'), null);
   t.is(parseCpuMax('150000 100000\n'), 1.5);
   t.is(parseCpuMax('50000\n'), 0.5, 'the period defaults to 100 ms');
@@ -150,10 +150,26 @@ test('the default proxy count: the CPUs, at most the cgroup CPU limit rounded up
   t.is(parseMemoryMax('536870912\n'), 536870912);
   t.is(parseMemoryMax('9223372036854771712\n'), null, 'cgroup v1 writes a huge number for no limit');
   t.deepEqual(parseProcCgroup('12:cpu,cpuacct:/kubepods/pod1\n4:memory:/kubepods/pod1\n0::/kubepods.slice/pod1.slice\n'), { v1cpu: '/kubepods/pod1', v1memory: '/kubepods/pod1', v2: '/kubepods.slice/pod1.slice' });
-  t.deepEqual(parseCgroupMounts([
+  const cgroupDirOf = (...a: Parameters<typeof dirOf>) => dirOf(...a)?.dir ?? null;
+  const hostView = [
     '30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw',
     '31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct',
-  ].join('\n')), { v2: '/sys/fs/cgroup', v1cpu: '/sys/fs/cgroup/cpu,cpuacct' });
+  ].join('\n');
+  t.is(cgroupDirOf(hostView, '0::/kubepods.slice/pod1.slice\n', 'v2'), '/sys/fs/cgroup/kubepods.slice/pod1.slice');
+  t.is(cgroupDirOf(hostView, '12:cpu,cpuacct:/kubepods/pod1\n', 'v1cpu'), '/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1');
+  // A cgroup v1 container without a cgroup namespace (containerd, Docker on v1 nodes): its
+  // controllers are bind mounts of its own cgroup, whose path /proc/self/cgroup still names in full.
+  const c = '/kubepods/burstable/pod1/0123abcd';
+  const containerView = [
+    `1210 1201 0:27 ${c} /sys/fs/cgroup/cpu,cpuacct ro,nosuid - cgroup cgroup rw,cpu,cpuacct`,
+    `1211 1201 0:29 ${c} /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory`,
+  ].join('\n');
+  const procView = `12:cpu,cpuacct:${c}\n9:memory:${c}\n`;
+  t.is(cgroupDirOf(containerView, procView, 'v1cpu'), '/sys/fs/cgroup/cpu,cpuacct');
+  t.is(cgroupDirOf(containerView, procView, 'v1memory'), '/sys/fs/cgroup/memory');
+  t.is(cgroupDirOf(containerView, `12:cpu,cpuacct:/elsewhere\n`, 'v1cpu'), null, 'a mount that does not hold this cgroup is not read');
+  const v2Escaped = `40 25 0:26 / /run/cgroup\\040two rw - cgroup2 cgroup2 rw`;
+  t.is(cgroupDirOf(v2Escaped, '0::/a\n', 'v2'), '/run/cgroup two/a');
   // The tightest limit on the way to the root wins.
   const root = fs.mkdtempSync(ownedTempPrefix('test'));
   const pod = path.join(root, 'kubepods.slice', 'pod1.slice');

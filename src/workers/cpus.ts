@@ -47,20 +47,40 @@ export function parseProcCgroup(text: string): CgroupPaths {
   return out;
 }
 
-/** Mount points of the cgroup v2 hierarchy and of the v1 cpu and memory controllers, from /proc/self/mountinfo. */
-export function parseCgroupMounts(mountinfo: string): CgroupPaths {
-  const out: CgroupPaths = {};
+type CgroupKind = keyof CgroupPaths;
+interface CgroupMount { kind: CgroupKind; point: string; root: string }
+
+/** The cgroup v2 and v1 cpu and memory mounts of /proc/self/mountinfo: where each is, and which cgroup it shows at its top. */
+function parseCgroupMounts(mountinfo: string): CgroupMount[] {
+  const out: CgroupMount[] = [];
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   for (const line of mountinfo.split('\n')) {
     const f = line.split(' ');
     const sep = f.indexOf('-', 6);
-    if (sep < 0 || f[3] !== '/') continue;
-    const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (sep < 0) continue;
     const opts = (f[sep + 3] ?? '').split(',');
-    if (f[sep + 1] === 'cgroup2') out.v2 ??= unescape(f[4]!);
-    else if (f[sep + 1] === 'cgroup' && opts.includes('cpu')) out.v1cpu ??= unescape(f[4]!);
-    else if (f[sep + 1] === 'cgroup' && opts.includes('memory')) out.v1memory ??= unescape(f[4]!);
+    const kind: CgroupKind | null = f[sep + 1] === 'cgroup2' ? 'v2'
+      : f[sep + 1] !== 'cgroup' ? null : opts.includes('cpu') ? 'v1cpu' : opts.includes('memory') ? 'v1memory' : null;
+    if (kind !== null) out.push({ kind, point: unescape(f[4]!), root: unescape(f[3]!) });
   }
   return out;
+}
+
+/**
+ * The directory of this process's `kind` cgroup, from /proc/self/mountinfo and /proc/self/cgroup
+ * texts; null when no mount shows it. A mount's root is the cgroup at its top: "/" for a whole
+ * hierarchy (and in a cgroup namespace), the container's own cgroup for the bind mounts a v1
+ * container without one gets, where /proc/self/cgroup still names the full path.
+ */
+export function cgroupDirOf(mountinfo: string, procCgroup: string, kind: CgroupKind): { dir: string; top: string } | null {
+  const mine = parseProcCgroup(procCgroup)[kind];
+  if (mine === undefined) return null;
+  for (const m of parseCgroupMounts(mountinfo)) {
+    if (m.kind !== kind) continue;
+    const rel = m.root === '/' ? mine : mine === m.root ? '' : mine.startsWith(`${m.root}/`) ? mine.slice(m.root.length) : null;
+    if (rel !== null) return { dir: path.join(m.point, rel), top: m.point };
+  }
+  return null;
 }
 
 /** The tightest CPU limit on the way from `dir` up to `root`, read with `read(dir)`; null when none limits. */
@@ -82,41 +102,31 @@ const readOr = (f: string): string | null => {
   }
 };
 
+/** The tightest limit `read` finds from this process's `kind` cgroup up to the top of the mount that shows it. */
+function ownCgroupLimit(kind: CgroupKind, read: (dir: string) => number | null): number | null {
+  const at = cgroupDirOf(readOr('/proc/self/mountinfo') ?? '', readOr('/proc/self/cgroup') ?? '', kind);
+  return at === null ? null : tightest(at.top, at.dir, read);
+}
+
 /** The CPU limit of this process's cgroups (v2, else v1), or null. */
 export function cgroupCpuLimit(): number | null {
-  const mounts = parseCgroupMounts(readOr('/proc/self/mountinfo') ?? '');
-  const mine = parseProcCgroup(readOr('/proc/self/cgroup') ?? '');
-  if (mounts.v2 !== undefined && mine.v2 !== undefined) {
-    const v = tightest(mounts.v2, path.join(mounts.v2, mine.v2), (d) => {
-      const t = readOr(path.join(d, 'cpu.max'));
-      return t === null ? null : parseCpuMax(t);
-    });
-    if (v !== null) return v;
-  }
-  if (mounts.v1cpu !== undefined && mine.v1cpu !== undefined) {
-    return tightest(mounts.v1cpu, path.join(mounts.v1cpu, mine.v1cpu), (d) => {
-      const q = readOr(path.join(d, 'cpu.cfs_quota_us'));
-      const p = readOr(path.join(d, 'cpu.cfs_period_us'));
-      return q === null || p === null ? null : parseCfs(q, p);
-    });
-  }
-  return null;
+  return ownCgroupLimit('v2', (d) => {
+    const t = readOr(path.join(d, 'cpu.max'));
+    return t === null ? null : parseCpuMax(t);
+  }) ?? ownCgroupLimit('v1cpu', (d) => {
+    const q = readOr(path.join(d, 'cpu.cfs_quota_us'));
+    const p = readOr(path.join(d, 'cpu.cfs_period_us'));
+    return q === null || p === null ? null : parseCfs(q, p);
+  });
 }
 
 /** The memory limit of this process's cgroups (v2, else v1), bytes, or null. */
 export function cgroupMemoryLimit(): number | null {
-  const mounts = parseCgroupMounts(readOr('/proc/self/mountinfo') ?? '');
-  const mine = parseProcCgroup(readOr('/proc/self/cgroup') ?? '');
   const read = (file: string) => (d: string) => {
     const t = readOr(path.join(d, file));
     return t === null ? null : parseMemoryMax(t);
   };
-  if (mounts.v2 !== undefined && mine.v2 !== undefined) {
-    const v = tightest(mounts.v2, path.join(mounts.v2, mine.v2), read('memory.max'));
-    if (v !== null) return v;
-  }
-  if (mounts.v1memory !== undefined && mine.v1memory !== undefined) return tightest(mounts.v1memory, path.join(mounts.v1memory, mine.v1memory), read('memory.limit_in_bytes'));
-  return null;
+  return ownCgroupLimit('v2', read('memory.max')) ?? ownCgroupLimit('v1memory', read('memory.limit_in_bytes'));
 }
 
 /** What the agent needs besides its extra proxies: one proxy idle, and room for 10,000 connections at ~10 KB. */
