@@ -25,7 +25,7 @@ import { testTempDir } from './helpers/temp-dir.ts';
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
 
-async function setUp(t: any, lifetimeMs = 2 * 60_000, kube?: IdentityKube) {
+async function setUp(t: any, lifetimeMs = 2 * 60_000, kube?: IdentityKube, clock?: () => number) {
   const now = Date.now();
   const anchor = await createTrustAnchor({ trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 24 * HOUR) });
   const iss = await createIssuer(anchor, { trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 12 * HOUR) });
@@ -42,6 +42,7 @@ async function setUp(t: any, lifetimeMs = 2 * 60_000, kube?: IdentityKube) {
     self: workloadId(TD, 'mesh-agent', 'mesh-agent-identity'),
     lifetimeMs,
     log: (_l, msg, f) => logs.push(`${msg} ${JSON.stringify(f)}`),
+    ...(clock ? { now: clock } : {}),
   });
   const addr = await service.listen('127.0.0.1', 0);
   t.teardown(() => service.close());
@@ -81,6 +82,19 @@ test('an agent\'s node-bound token gets a certificate for a ServiceAccount of it
   t.is(r.notAfter, new Date(Date.parse(r.notAfter)).toISOString());
   t.is(c.serialNumber, r.serial.toUpperCase());
   t.is(s.service.stats.issued, 1);
+});
+
+test('once its issuer has expired the service refuses (503, naming the issuer\'s end) rather than issue a certificate that ends before it starts', async (t) => {
+  // The service's clock, moved past the issuer's end (12 h) once it is serving.
+  let skew = 0;
+  const s = await setUp(t, 2 * 60_000, undefined, () => Date.now() + skew);
+  s.pod('web-1', 'shop', 'web', 'node-1');
+  const c = s.client(s.agentToken('node-1'));
+  await t.notThrowsAsync(ask(c, workloadId(TD, 'shop', 'web')));
+  skew = 13 * HOUR;
+  const err = await t.throwsAsync(ask(c, workloadId(TD, 'shop', 'web')));
+  t.regex(err?.message ?? '', /refused \(503\): the issuer certificate expired at .*; issue a new one/);
+  t.like(s.service.stats, { issued: 1, refused: { unavailable: 1 } });
 });
 
 test('a CSR for a ServiceAccount with no pod on the caller\'s node is refused, naming the node', async (t) => {
