@@ -21,7 +21,7 @@ async function setUp() {
   const iss = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
   const issuer = await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem);
   const clock = new ManualClock();
-  const service = { down: false, calls: 0 };
+  const service = { down: false, calls: 0, life: LIFE };
   const updates: CredentialUpdate[] = [];
   const store = new CredentialStore(anchor.certPem);
   const logs: string[] = [];
@@ -31,7 +31,7 @@ async function setUp() {
       async certify(id, csr) {
         service.calls++;
         if (service.down) throw new Error('identity service at 10.0.0.1:8080: ECONNREFUSED');
-        const pem = await signWorkloadCsr(issuer, csr, { id, notBefore: new Date(clock.now() - 30_000), notAfter: new Date(clock.now() + LIFE) });
+        const pem = await signWorkloadCsr(issuer, csr, { id, notBefore: new Date(clock.now() - 30_000), notAfter: new Date(clock.now() + service.life) });
         return { certificate: pem, chain: [iss.certPem], notBefore: '', notAfter: '', serial: new X509Certificate(pem).serialNumber };
       },
     },
@@ -121,6 +121,23 @@ test('renewal failing: the certificate in hand serves until it expires, then it 
   t.is(gone.state, 'unavailable');
   t.regex((gone as { reason: string }).reason, /its certificate expired at .* and the identity service has not given a new one \(identity service at 10\.0\.0\.1:8080: ECONNREFUSED\)/);
   t.true(s.logs.some((l) => /the current certificate serves until/.test(l)));
+});
+
+test('a certificate that has already expired when it comes is refused: never presented, retried after the backoff, not at once', async (t) => {
+  const s = await setUp();
+  // The identity service's clock is behind (or its issuer has run out): it ends a second ago.
+  s.service.life = -1000;
+  s.m.want([WEB]);
+  await waitFor(() => s.m.states()[0]!.failures === 1);
+  t.is(s.store.get(WEB), null, 'no expired certificate in the store');
+  t.false(s.updates.some((u) => u.state === 'ready'));
+  t.like(s.m.states()[0], { state: 'failing', serial: null });
+  t.regex(s.m.states()[0]!.lastError ?? '', /the identity service issued a certificate that is not valid now/);
+  t.true(s.clock.pending()[0]! >= 800, `retried after the backoff, not at once: ${s.clock.pending()}`);
+  t.is(s.service.calls, 1);
+  s.service.life = LIFE;
+  s.clock.advance(s.clock.pending()[0]!);
+  await waitFor(() => s.store.get(WEB) !== null);
 });
 
 test('an identity whose pods left is dropped: its waiters are told, nothing more is fetched', async (t) => {

@@ -172,14 +172,13 @@ export class IdentityManager {
     const p = leaf.subjectAltName;
     if (p !== `URI:${spiffeId(s.id)}`) throw new Error(`the identity service issued a certificate for ${p ?? 'nothing'}, not ${s.uri}`);
     if (!leaf.checkPrivateKey((await import('node:crypto')).createPrivateKey(keyPem))) throw new Error('the certificate issued is not for the key sent');
-    return {
-      uri: s.uri,
-      keyPem,
-      certChainPem: r.certificate + r.chain.join(''),
-      serial: leaf.serialNumber,
-      notBefore: Date.parse(leaf.validFrom),
-      notAfter: Date.parse(leaf.validTo),
-    };
+    const notBefore = Date.parse(leaf.validFrom);
+    const notAfter = Date.parse(leaf.validTo);
+    // An expired one (a service whose clock or issuer is off) would be presented and refused by
+    // every peer, and its renewal, due half way through a life already over, asked at once, forever.
+    const now = this.clock.now();
+    if (!(notAfter > now && notBefore < notAfter)) throw new Error(`the identity service issued a certificate that is not valid now (${leaf.validFrom} to ${leaf.validTo}); check its issuer's end and the clocks of its node and this one`);
+    return { uri: s.uri, keyPem, certChainPem: r.certificate + r.chain.join(''), serial: leaf.serialNumber, notBefore, notAfter };
   }
 
   states(): IdentityState[] {
