@@ -15,12 +15,11 @@ const LIFE = 120_000;
 const web = workloadId('cluster.local', 'shop', 'web');
 const WEB = spiffeId(web);
 
-async function setUp() {
+async function setUp(clock = new ManualClock()) {
   const now = Date.now();
   const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
   const iss = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
   const issuer = await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem);
-  const clock = new ManualClock();
   const service = { down: false, calls: 0, life: LIFE };
   const updates: CredentialUpdate[] = [];
   const store = new CredentialStore(anchor.certPem);
@@ -138,6 +137,29 @@ test('a certificate that has already expired when it comes is refused: never pre
   s.service.life = LIFE;
   s.clock.advance(s.clock.pending()[0]!);
   await waitFor(() => s.store.get(WEB) !== null);
+});
+
+/** Node's timers: a delay past 2^31-1 ms fires at 2^31-1 ms (the agent's real clock clamps so, manager.ts). */
+class ClampingClock extends ManualClock {
+  override setTimeout(fn: () => void, ms: number) {
+    return super.setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
+  }
+}
+
+test('a certificate of more than 24.8 days whose renewal fails serves until its own end, not until a clamped timer fires', async (t) => {
+  const DAY = 86_400_000;
+  const s = await setUp(new ClampingClock());
+  s.service.life = 40 * DAY;
+  s.m.want([WEB]);
+  await waitFor(() => s.store.get(WEB) !== null);
+  const notAfter = Date.parse(s.m.states()[0]!.notAfter!);
+  s.service.down = true;
+  // Past 24.8 days (the clamp) and well before its end (40 days): the renewal at 20 days fails.
+  s.clock.advance(30 * DAY);
+  await waitFor(() => s.m.states()[0]!.failures === 1);
+  t.true(s.clock.now() < notAfter);
+  t.not(s.store.get(WEB), null, 'a valid certificate is not withdrawn');
+  t.false(s.updates.some((u) => u.state === 'unavailable'), 'never withdrawn');
 });
 
 test('an identity whose pods left is dropped: its waiters are told, nothing more is fetched', async (t) => {

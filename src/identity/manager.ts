@@ -159,6 +159,12 @@ export class IdentityManager {
   /** The certificate ran out before a new one came: it is withdrawn (no expired certificate is ever presented). */
   private expire(s: Slot, m: CredentialMaterial): void {
     if (s.material !== m || !s.wanted) return;
+    // A timer fires at most 2^31-1 ms (24.8 days) ahead (realClock): a longer-lived certificate is not over yet.
+    const left = m.notAfter - this.clock.now();
+    if (left > 0) {
+      s.expiryTimer = this.clock.setTimeout(() => this.expire(s, m), left);
+      return;
+    }
     s.material = null;
     const reason = `its certificate expired at ${new Date(m.notAfter).toISOString()} and the identity service has not given a new one (${s.lastError ?? 'no answer yet'})`;
     this.o.publish({ uri: s.uri, state: 'unavailable', reason });
