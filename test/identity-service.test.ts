@@ -8,6 +8,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
 import { SimApiServer } from '../src/sim/apiserver.ts';
@@ -95,6 +96,26 @@ test('once its issuer has expired the service refuses (503, naming the issuer\'s
   const err = await t.throwsAsync(ask(c, workloadId(TD, 'shop', 'web')));
   t.regex(err?.message ?? '', /refused \(503\): the issuer certificate expired at .*; issue a new one/);
   t.like(s.service.stats, { issued: 1, refused: { unavailable: 1 } });
+});
+
+test('a certificate lifetime over 49.7 days does not make the service renew its own certificate every millisecond', async (t) => {
+  const overflows: string[] = [];
+  const onWarning = (w: Error) => void (w.name === 'TimeoutOverflowWarning' && overflows.push(w.message));
+  process.on('warning', onWarning);
+  t.teardown(() => void process.off('warning', onWarning));
+  const s = await setUp(t, 60 * 24 * HOUR);
+  const serving = () => new Promise<string>((resolve, reject) => {
+    const c = tls.connect({ host: '127.0.0.1', port: s.port, rejectUnauthorized: false }, () => {
+      resolve(c.getPeerX509Certificate()!.serialNumber);
+      c.destroy();
+    });
+    c.on('error', reject);
+  });
+  const first = await serving();
+  // Renewing in a loop takes a few ms a round: 300 ms is many rounds.
+  await new Promise((r) => setTimeout(r, 300));
+  t.is(await serving(), first, 'the serving certificate is the one made at start');
+  t.deepEqual(overflows, []);
 });
 
 test('a CSR for a ServiceAccount with no pod on the caller\'s node is refused, naming the node', async (t) => {

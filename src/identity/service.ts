@@ -132,12 +132,13 @@ export class IdentityService {
   }
 
   private scheduleSelfRenewal(): void {
+    // Node fires a delay past 2^31-1 ms (a lifetime over 49.7 days) after 1 ms: renewing then is early, not a loop.
     this.renewTimer = setTimeout(() => {
       this.selfCredentials().then(
         (c) => this.server?.setSecureContext({ ...c, minVersion: 'TLSv1.3' }),
         (e) => this.o.log('warn', `renewing the identity service's own certificate failed: ${(e as Error).message}`),
       ).finally(() => this.scheduleSelfRenewal());
-    }, Math.max(1000, this.lifetimeMs / 2));
+    }, Math.min(2 ** 31 - 1, Math.max(1000, this.lifetimeMs / 2)));
     this.renewTimer.unref();
   }
 
