@@ -6,7 +6,7 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cniInstalled } from '../src/cni/install.ts';
+import { cniInstalled, installCni, uninstallCni } from '../src/cni/install.ts';
 import { copyPluginFiles, installOnce, PLUGIN_ENTRY, pluginModules, isUninstall, keepChained, pluginKubeconfigFor, uninstall, wrapperScript, writePluginKubeconfig, type PluginKubeconfig } from '../src/cli/cni-install.ts';
 import { parseKubeconfig } from '../src/cni/kubeconfig.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
@@ -89,6 +89,29 @@ test('install chains our entry after the network plugin (a .conf becomes a .conf
   t.deepEqual(fs.readdirSync(p.binDir), [], 'the script and its directory are gone');
   t.false(fs.existsSync(p.stateFile));
   t.false(cniInstalled(p.confDir));
+});
+
+test('install and uninstall keep the mode of the network plugin\'s file: a hardened node\'s 0600 conflist is not made world-readable', (t) => {
+  const p = dirs(t);
+  const file = path.join(p.confDir, '10-calico.conflist');
+  fs.writeFileSync(file, JSON.stringify({ cniVersion: '0.3.1', name: 'k8s-pod-network', plugins: [calico] }), { mode: 0o600 });
+  fs.chmodSync(file, 0o600);
+  const o = { confDir: p.confDir, binDir: p.binDir, entry: { agentSocket: p.agentSocket }, executable: wrapperScript() };
+  t.is(installCni(o), file);
+  t.true(cniInstalled(p.confDir));
+  t.is((fs.statSync(file).mode & 0o777).toString(8), '600', 'install');
+  const stamp = fs.statSync(file).mtimeMs;
+  installCni(o);
+  t.is(fs.statSync(file).mtimeMs, stamp, 'installing again writes nothing');
+  uninstallCni(p);
+  t.false(cniInstalled(p.confDir));
+  t.is((fs.statSync(file).mode & 0o777).toString(8), '600', 'uninstall');
+  // A single plugin's .conf made into a .conflist keeps its mode too.
+  fs.rmSync(file);
+  const conf = path.join(p.confDir, '10-calico.conf');
+  fs.writeFileSync(conf, JSON.stringify(calico), { mode: 0o640 });
+  fs.chmodSync(conf, 0o640);
+  t.is((fs.statSync(installCni(o)).mode & 0o777).toString(8), '640');
 });
 
 test('the plugin\'s modules are found from its imports, the same from the sources and from the compiled package: the annotation rule (a dynamic import) and what it imports are among them, the agent\'s modules are not', (t) => {

@@ -36,6 +36,15 @@ export function writeAtomic(file: string, text: string, mode = 0o644): boolean {
   return true;
 }
 
+/**
+ * The network plugin's file's permissions, which its rewrite with our entry keeps: a hardened
+ * node has its CNI configuration 0600 (CIS Kubernetes Benchmark), and writing it 0644 would open
+ * it to every user of the node.
+ */
+function modeOf(file: string): number {
+  return fs.statSync(file).mode & 0o777;
+}
+
 function confFile(confDir: string): string {
   const name = pickConfFile(fs.existsSync(confDir) ? fs.readdirSync(confDir) : []);
   if (!name) throw new Error(`no CNI configuration in ${confDir} yet: the network plugin (Calico, Cilium, ...) writes it when it starts; mesh-agent chains after it, so it waits for it`);
@@ -49,7 +58,7 @@ export function installCni(o: CniInstall): string {
   const file = confFile(o.confDir);
   const list = chainPlugin(parseConfList(fs.readFileSync(file, 'utf8'), file), o.entry);
   const out = conflistName(file);
-  writeAtomic(out, renderConfList(list));
+  writeAtomic(out, renderConfList(list), modeOf(file));
   if (out !== file) fs.rmSync(file, { force: true });
   return out;
 }
@@ -77,7 +86,7 @@ export function uninstallCni(o: { confDir: string; binDir: string }): string[] {
       continue; // not ours to judge
     }
     if (!hasPlugin(list)) continue;
-    writeAtomic(file, renderConfList(unchainPlugin(list)));
+    writeAtomic(file, renderConfList(unchainPlugin(list)), modeOf(file));
     removed.push(`${PLUGIN_TYPE} entry of ${file}`);
   }
   const exe = path.join(o.binDir, PLUGIN_TYPE);
