@@ -166,6 +166,16 @@ test('the issuer is checked at load: a CA, its own key, signed by an anchor, val
   await t.notThrowsAsync(loadIssuer(iss.certPem, iss.keyPem, other.anchor.certPem + anchor.certPem));
 });
 
+test('the issuer\'s anchor counts at load: an expired anchor is refused; an issuer outliving its anchor issues up to the anchor\'s end only', async (t) => {
+  const expired = await createTrustAnchor({ trustDomain: 'cluster.local', ...span(-2 * day, -day) });
+  const under = await createIssuer(expired, { trustDomain: 'cluster.local', ...span(-60_000, 30 * day) });
+  await t.throwsAsync(loadIssuer(under.certPem, under.keyPem, expired.certPem), { message: /trust anchor CN=root\.identity\.mesh-agent\.cluster\.local .*expired at .*; install a new anchor/ });
+  const short = await createTrustAnchor({ trustDomain: 'cluster.local', ...span(-60_000, day) });
+  const long = await createIssuer(short, { trustDomain: 'cluster.local', ...span(-60_000, 30 * day) });
+  const issuer = await loadIssuer(long.certPem, long.keyPem, short.certPem);
+  t.is(issuer.notAfter.getTime(), new X509Certificate(short.certPem).validToDate.getTime(), 'no certificate past the anchor\'s end: none would verify');
+});
+
 test('the agent\'s CSR (its own DER, no X.509 library) is what OpenSSL and the library read: P-256, ecdsa-with-SHA256, the SPIFFE ID as URI SAN, a valid self-signature', async (t) => {
   const { execFileSync } = await import('node:child_process');
   const fs = await import('node:fs');

@@ -100,7 +100,7 @@ export class IdentityService {
     const end = Math.min(now + this.lifetimeMs, this.o.issuer.notAfter.getTime());
     // Past the issuer's end a certificate would end before it starts (and not verify anyway):
     // the agent would take it and ask again at once, forever.
-    if (end <= now) throw new HttpError(503, `the issuer certificate expired at ${this.o.issuer.notAfter.toISOString()}: no certificate can be issued under it; issue a new one from the trust anchor and restart the identity service (docs/identity.md, rotating the issuer)`);
+    if (end <= now) throw new HttpError(503, `the issuer certificate (or the trust anchor above it) expired at ${this.o.issuer.notAfter.toISOString()}: no certificate can be issued under it; issue a new one from a valid trust anchor and restart the identity service (docs/identity.md, rotating the issuer)`);
     const pem = await signWorkloadCsr(this.o.issuer, csrPem, { id, notBefore, notAfter: new Date(end) });
     const c = new X509Certificate(pem);
     return { certificate: pem, chain: [this.o.issuer.certPem], notBefore: notBefore.toISOString(), notAfter: new Date(end).toISOString(), serial: c.serialNumber };

@@ -107,6 +107,7 @@ export interface Issuer {
   certPem: string;
   cert: x509.X509Certificate;
   key: CryptoKey;
+  /** The end of what it can issue: its own, or its trust anchor's when that comes first. */
   notAfter: Date;
 }
 
@@ -132,9 +133,18 @@ export async function loadIssuer(certPem: string, keyPemText: string, anchorsPem
   const node = new NodeX509(certPem);
   const anchors = splitPemCertificates(anchorsPem).map((p) => new NodeX509(p));
   if (anchors.length === 0) throw new Error('trust anchors: no PEM certificate found');
-  if (!anchors.some((a) => node.checkIssued(a) && node.verify(a.publicKey))) throw new Error('issuer certificate: not signed by any of the trust anchors; issue it from the trust anchor you distribute (docs/identity.md, bring your own)');
+  const signers = anchors.filter((a) => node.checkIssued(a) && node.verify(a.publicKey));
+  if (signers.length === 0) throw new Error('issuer certificate: not signed by any of the trust anchors; issue it from the trust anchor you distribute (docs/identity.md, bring your own)');
   if (cert.notBefore > now || cert.notAfter <= now) throw new Error(`issuer certificate: not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}); issue a new one`);
-  return { certPem: pemOf(cert), cert, key, notAfter: cert.notAfter };
+  // Peers check the anchor's dates too: under an expired one nothing issued verifies, and
+  // nothing verifies past its end.
+  const valid = signers.filter((a) => a.validFromDate <= now && a.validToDate > now);
+  if (valid.length === 0) {
+    const a = signers[0]!;
+    throw new Error(`trust anchor ${a.subject.replace(/\n/g, ', ')} of the issuer certificate is not valid now (it expired at ${a.validToDate.toISOString()}, or starts at ${a.validFromDate.toISOString()}); install a new anchor and an issuer under it (docs/identity.md, rotating the trust anchor)`);
+  }
+  const anchorEnd = Math.max(...valid.map((a) => a.validToDate.getTime()));
+  return { certPem: pemOf(cert), cert, key, notAfter: new Date(Math.min(cert.notAfter.getTime(), anchorEnd)) };
 }
 
 export { splitPemCertificates as splitPem } from './pem.ts';
