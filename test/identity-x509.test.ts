@@ -166,6 +166,23 @@ test('the issuer is checked at load: a CA, its own key, signed by an anchor, val
   await t.notThrowsAsync(loadIssuer(iss.certPem, iss.keyPem, other.anchor.certPem + anchor.certPem));
 });
 
+test('a CSR with a key WebCrypto does not know (Ed448, secp256k1) is the requester\'s fault: CsrError (400) naming the key, not a service failure (503)', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const path = await import('node:path');
+  const { issuer } = await chain();
+  const web = workloadId('cluster.local', 'shop', 'web');
+  const dir = testTempDir(t);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  openssl('genpkey', '-algorithm', 'ed448', '-out', path.join(dir, 'ed448.key'));
+  openssl('ecparam', '-name', 'secp256k1', '-genkey', '-noout', '-out', path.join(dir, 'k1.key'));
+  for (const [key, re] of [['ed448.key', /the CSR's key is ed448;/], ['k1.key', /the CSR's key is ec secp256k1;/]] as const) {
+    const csr = openssl('req', '-new', '-key', path.join(dir, key), '-subj', '/CN=web.shop');
+    const e = await t.throwsAsync(signWorkloadCsr(issuer, csr, { id: web, ...span(0, day) }), { instanceOf: CsrError }, key);
+    t.regex(e?.message ?? '', /workload keys are ECDSA P-256/, key);
+    t.regex(e?.message ?? '', re, key);
+  }
+});
+
 test('the issuer\'s anchor counts at load: an expired anchor is refused; an issuer outliving its anchor issues up to the anchor\'s end only', async (t) => {
   const expired = await createTrustAnchor({ trustDomain: 'cluster.local', ...span(-2 * day, -day) });
   const under = await createIssuer(expired, { trustDomain: 'cluster.local', ...span(-60_000, 30 * day) });

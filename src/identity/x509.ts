@@ -2,7 +2,7 @@
 // which writes and reads the ASN.1 (node:crypto verifies and parses certificates but cannot make
 // them). Loaded only where certificates are made or CSRs read: `install` and the identity
 // service (and tests). The agent makes its CSRs with csr.ts and never loads this.
-import { X509Certificate as NodeX509, webcrypto, randomBytes } from 'node:crypto';
+import { X509Certificate as NodeX509, createPublicKey, webcrypto, randomBytes, type KeyObject } from 'node:crypto';
 // tsyringe, which @peculiar/x509 uses, needs the Reflect metadata polyfill loaded first.
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -161,9 +161,17 @@ export async function signWorkloadCsr(issuer: Issuer, csrPem: string, o: { id: W
   } catch (e) {
     throw new CsrError(`the CSR is not a PEM PKCS#10 request (${(e as Error).message})`);
   }
-  if (!(await csr.verify())) throw new CsrError('the CSR\'s signature does not verify: it was not signed by the key it carries');
-  const alg = csr.publicKey.algorithm as EcKeyAlgorithm;
-  if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') throw new CsrError(`the CSR's key is ${alg.name}${alg.namedCurve ? ` ${alg.namedCurve}` : ''}; workload keys are ECDSA P-256`);
+  // The key's type first, by node:crypto, which reads any SPKI: WebCrypto throws a DOMException
+  // on a key it does not know (Ed448, secp256k1), which would be answered as the service's failure.
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
+  } catch (e) {
+    throw new CsrError(`the CSR's key cannot be read (${(e as Error).message}); workload keys are ECDSA P-256`);
+  }
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (key.asymmetricKeyType !== 'ec' || curve !== 'prime256v1') throw new CsrError(`the CSR's key is ${key.asymmetricKeyType}${curve ? ` ${curve}` : ''}; workload keys are ECDSA P-256`);
+  if (!(await csr.verify().catch(() => false))) throw new CsrError('the CSR\'s signature does not verify: it was not signed by the key it carries');
   const want = spiffeId(o.id);
   const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
   for (const n of san?.names.items ?? []) {
