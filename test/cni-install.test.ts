@@ -49,6 +49,15 @@ function entryBack(file: string, ms: number): Promise<number> {
   });
 }
 
+/** Runs the installed plugin as the runtime does: its command in the environment, the configuration on stdin. */
+function runPlugin(exe: string, env: Record<string, string>, stdin: string): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    // No PATH to a Node.js of the host: the script brings its own.
+    const c = execFile(exe, [], { env: { PATH: '/usr/bin:/bin', ...env } }, (err, stdout) => resolve({ code: err ? Number((err as any).code) : 0, stdout }));
+    c.stdin!.end(stdin);
+  });
+}
+
 test('install chains our entry after the network plugin (a .conf becomes a .conflist), once; a rewrite is noticed; uninstall takes everything out', (t) => {
   const p = dirs(t);
   t.throws(() => installOnce(p), { message: /no CNI configuration in .*net.d yet: the network plugin .* writes it when it starts/ });
@@ -114,6 +123,20 @@ test('install and uninstall keep the mode of the network plugin\'s file: a harde
   t.is((fs.statSync(installCni(o)).mode & 0o777).toString(8), '640');
 });
 
+test('a configuration older than the plugin chains (cniVersion 0.2.0) is left alone with the reason: chained there, every pod\'s ADD would fail', async (t) => {
+  const p = dirs(t);
+  const file = path.join(p.confDir, '10-flannel.conflist');
+  const text = JSON.stringify({ cniVersion: '0.2.0', name: 'cbr0', plugins: [{ type: 'flannel' }] });
+  fs.writeFileSync(file, text);
+  t.throws(() => installOnce(p), { message: /10-flannel.conflist is cniVersion 0.2.0; mesh-agent-cni chains only into 0.3.0, 0.3.1, .* Update the network plugin .* or install with --cni=false/ });
+  t.is(fs.readFileSync(file, 'utf8'), text, 'the network plugin\'s file is untouched');
+  t.false(cniInstalled(p.confDir));
+  // Why: the plugin, run as the runtime would with that list's version, refuses every ADD.
+  const run = await runPlugin(path.join(p.binDir, 'mesh-agent-cni'), { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/proc/1/ns/net', CNI_IFNAME: 'eth0', CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1', CNI_PATH: p.binDir }, JSON.stringify({ cniVersion: '0.2.0', name: 'cbr0', type: 'mesh-agent-cni' }));
+  t.not(run.code, 0);
+  t.regex(run.stdout, /cniVersion 0.2.0 is not supported/);
+});
+
 test('the plugin\'s modules are found from its imports, the same from the sources and from the compiled package: the annotation rule (a dynamic import) and what it imports are among them, the agent\'s modules are not', (t) => {
   // The plugin runs from its own copy on the host; a hand-kept list missed a new import twice
   // (ERR_MODULE_NOT_FOUND in the installed plugin while every in-tree test passed).
@@ -134,11 +157,7 @@ test('the installed files run as a CNI plugin on their own: Node.js and the plug
   const exe = path.join(p.binDir, 'mesh-agent-cni');
   t.is(fs.readFileSync(exe, 'utf8'), wrapperScript());
   t.is(fs.statSync(exe).mode & 0o777, 0o755);
-  const run = (env: Record<string, string>, stdin: string) => new Promise<{ code: number; stdout: string }>((resolve) => {
-    // No PATH to a Node.js of the host: the script brings its own.
-    const c = execFile(exe, [], { env: { PATH: '/usr/bin:/bin', ...env } }, (err, stdout) => resolve({ code: err ? Number((err as any).code) : 0, stdout }));
-    c.stdin!.end(stdin);
-  });
+  const run = (env: Record<string, string>, stdin: string) => runPlugin(exe, env, stdin);
   const v = await run({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
   t.is(v.code, 0);
   t.true(JSON.parse(v.stdout).supportedVersions.includes('1.0.0'));

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { chainPlugin, conflistName, hasPlugin, parseConfList, pickConfFile, renderConfList, unchainPlugin } from './conflist.ts';
-import { PLUGIN_TYPE } from './spec.ts';
+import { PLUGIN_TYPE, SUPPORTED_VERSIONS } from './spec.ts';
 
 export interface CniInstall {
   confDir: string;
@@ -56,7 +56,13 @@ export function installCni(o: CniInstall): string {
   fs.mkdirSync(o.binDir, { recursive: true });
   writeAtomic(path.join(o.binDir, PLUGIN_TYPE), o.executable, 0o755);
   const file = confFile(o.confDir);
-  const list = chainPlugin(parseConfList(fs.readFileSync(file, 'utf8'), file), o.entry);
+  const found = parseConfList(fs.readFileSync(file, 'utf8'), file);
+  // A chained entry is run with the list's version, which our plugin refuses below 0.3.0 (no
+  // prevResult to hand back): chained there, every pod's ADD would fail and no pod would start.
+  if (!(SUPPORTED_VERSIONS as readonly string[]).includes(found.cniVersion)) {
+    throw new Error(`${file} is cniVersion ${found.cniVersion}; ${PLUGIN_TYPE} chains only into ${SUPPORTED_VERSIONS.join(', ')} (it hands back the previous plugin's result), so it is not added: a pod's ADD would fail on every pod of the node. Update the network plugin (its configuration at cniVersion 0.3.1 or later), or install with --cni=false`);
+  }
+  const list = chainPlugin(found, o.entry);
   const out = conflistName(file);
   writeAtomic(out, renderConfList(list), modeOf(file));
   if (out !== file) fs.rmSync(file, { force: true });
