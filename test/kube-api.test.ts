@@ -14,6 +14,7 @@ import { SimApiServer } from '../src/sim/index.ts';
 import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
+import { waitFor, within } from './helpers/until.ts';
 
 const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
   apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
@@ -111,4 +112,26 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
   });
   const s = await src.start();
   t.deepEqual(s.pods.map((p) => p.name), ['web']);
+});
+
+test('an API server at an IPv6 address (KUBERNETES_SERVICE_HOST of an IPv6 or IPv6-first cluster): the lean client lists and watches it', async (t) => {
+  const api = await new SimApiServer().start('::1');
+  t.teardown(() => api.close());
+  api.create(namespaceObject('default'));
+  api.create(podObject({ name: 'web', nodeName: 'n1' }));
+  const c = kubeConfigOf(undefined, { KUBERNETES_SERVICE_HOST: '::1', KUBERNETES_SERVICE_PORT: String(api.port) });
+  if (!('config' in c)) return t.fail('the in-cluster config needs no plugin');
+  t.is(c.config.server, `https://[::1]:${api.port}`);
+  // The stand-in speaks plain HTTP: the same address, http://.
+  const lean = new LeanKubeApi({ server: api.url, insecure: false, token: 't' });
+  t.is(api.url, `http://[::1]:${api.port}`);
+  const errors: string[] = [];
+  const src = new KubeSource({ nodeName: 'n1', api: lean, onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 } });
+  t.teardown(() => src.stop());
+  const s = await within(src.start(), 5000, () => `no first list from [::1]: ${errors.slice(0, 2).join(' | ')}`);
+  t.deepEqual(s.pods.map((p) => p.name), ['web']);
+  // The watch reaches it too: a new pod arrives without a relist.
+  api.create(podObject({ name: 'api', nodeName: 'n1' }));
+  await waitFor(() => src.snapshot().pods.length === 2);
+  t.is(api.requests.filter((q) => q.resource === 'pods' && !q.watch).length, 1);
 });

@@ -160,7 +160,9 @@ export class LeanKubeApi implements KubeApi {
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
     const base = this.url.pathname.replace(/\/+$/, '');
     const { mod, agent } = await this.client;
-    return mod.request({ host: this.url.hostname, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method, agent, headers: { ...this.headers(), ...headers } });
+    // URL keeps an IPv6 literal's brackets ("[fd00::1]"); node:http looks a bracketed host up as a name (ENOTFOUND).
+    const host = this.url.hostname.startsWith('[') ? this.url.hostname.slice(1, -1) : this.url.hostname;
+    return mod.request({ host, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method, agent, headers: { ...this.headers(), ...headers } });
   }
 
   /** Sends the request (with `body`) and reads the whole answer, within LIST_TIMEOUT_MS; `what` names it in errors. */

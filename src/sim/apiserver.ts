@@ -171,7 +171,7 @@ export class SimApiServer {
       this.#server.listen(port, host, () => resolve());
     });
     const a = this.#server.address() as AddressInfo;
-    this.#url = `${this.#scheme}://${a.address}:${a.port}`;
+    this.#url = `${this.#scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
     return this;
   }
 
