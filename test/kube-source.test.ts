@@ -1,5 +1,6 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import { KubeSource, type KubeSourceOptions } from '../src/k8s/kube-source.ts';
 import { LeanKubeApi } from '../src/k8s/kube-api.ts';
@@ -8,6 +9,7 @@ import type { Snapshot } from '../src/k8s/objects.ts';
 import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
 import { SimApiServer } from '../src/sim/index.ts';
 import { namespaceObject, podObject } from './helpers/kube-objects.ts';
+import { waitFor } from './helpers/until.ts';
 
 const NODE = 'node-a';
 
@@ -332,4 +334,33 @@ test('failure messages name the fix', (t) => {
   t.regex(describeFailure('watch pods', 'https://k:6443', new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } })), /cannot reach the API server at https:\/\/k:6443 \(ECONNREFUSED\)/);
   t.regex(describeFailure('watch pods', 'https://k', new TypeError('terminated', { cause: { code: 'UND_ERR_SOCKET' } })), /connection to the API server at https:\/\/k lost \(UND_ERR_SOCKET\)/);
   t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 })), /HTTP 500: boom/);
+});
+
+test('a watch line that is JSON but not an event (null) restarts the watch, and does not bring the agent down', async (t) => {
+  // A stand-in that lists nothing and answers the first pod watch with `null`, the next with a pod.
+  let podWatches = 0;
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    if (u.searchParams.get('watch') !== 'true') return res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '1' } }));
+    res.flushHeaders();
+    if (u.pathname !== '/api/v1/pods') return; // namespaces: an open, quiet watch
+    if (++podWatches === 1) return res.write('null\n');
+    res.write(JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const errors: string[] = [];
+  const src = new KubeSource({
+    nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, insecure: false }),
+    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 },
+  });
+  t.teardown(() => src.stop());
+  await src.start();
+  await waitFor(() => src.snapshot().pods.length === 1);
+  t.is(podWatches, 2);
+  t.true(errors.some((m) => /watch \/api\/v1\/pods: a line that is not a watch event: null/.test(m)), errors.join('\n'));
 });

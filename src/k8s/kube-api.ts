@@ -254,6 +254,12 @@ export class LeanKubeApi implements KubeApi {
               req.destroy();
               return;
             }
+            // JSON but not an object (null, a number): reading its type would throw out of this handler and end the agent.
+            if (ev === null || typeof ev !== 'object') {
+              finish(new Error(`watch ${p}: a line that is not a watch event: ${line.slice(0, 200)}`));
+              req.destroy();
+              return;
+            }
             onEvent(String(ev.type), ev.object);
             if (done || aborted) return;
           }
