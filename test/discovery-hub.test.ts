@@ -253,3 +253,19 @@ test('a change made while the end of a snapshot is being read still reaches the 
   await waitFor(() => r.store.podByIp('10.7.0.2') !== undefined);
   t.is(r.store.podByIp('10.7.0.1')?.name, 'late', 'the change made while the snapshot ended');
 });
+
+test('one turn of changes larger than the bound (a relist, a namespace edit re-sending its pods) reaches agents that read; none is closed as slow', async (t) => {
+  const logs: string[] = [];
+  const hub = new DiscoveryHub({ log: (_l, m) => logs.push(m), maxQueuedBytes: 8_000, chunkBytes: 512 });
+  hub.upsert('service', svc('web', '10.96.0.10'));
+  hub.markSynced();
+  const readers = [new Reader(), new Reader()];
+  readers.forEach((r, i) => subscribe(hub, r, `a${i}`));
+  await waitFor(() => readers.every((r) => r.store.synced));
+  // 200 pods in one turn: ~20 KB of lines in one flush, over the 8 KB bound, to agents that keep reading.
+  for (let i = 0; i < 200; i++) hub.upsert('pod', pod(`web-${i}`, `10.1.${i >> 8}.${(i & 255) + 1}`));
+  await waitFor(() => readers.every((r) => r.closed !== null || r.store.counts().pods === 200));
+  t.deepEqual(readers.map((r) => r.closed), [null, null]);
+  t.like(hub.state(), { closedSlow: 0, agentsLive: 2 });
+  t.false(logs.some((l) => l.includes('did not read')), logs.join('\n'));
+});

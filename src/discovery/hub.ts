@@ -292,12 +292,14 @@ export class DiscoveryHub {
       if (s.phase !== 'live' && s.tail === undefined) continue;
       s.queue.push(buf);
       s.queuedBytes += buf.length;
+      // The stream takes what it accepts first: only what stays queued behind one that asked to
+      // wait counts, so one turn's burst larger than the bound (shared by every agent) does not
+      // close agents that read.
+      this.pump(s);
       if (s.queuedBytes > this.o.maxQueuedBytes) {
         this.stats.closedSlow++;
         this.drop(s, `agent on node ${s.node} did not read ${s.queuedBytes} bytes of discovery updates; closed its stream (it reconnects and resyncs)`, true);
-        continue;
       }
-      this.pump(s);
     }
   }
 
