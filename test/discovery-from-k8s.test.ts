@@ -75,14 +75,14 @@ for (const [what, obj, want, problems] of services) {
 
 const ep = (addresses: unknown[], o: Obj = {}) => ({ addresses, ...o });
 const slices: Array<[string, Obj, Obj | null, RegExp[]]> = [
-  ['one endpoint per address; ready from conditions (absent is ready); pod, node, zone',
+  ['one endpoint per address; ready from conditions (absent is ready), terminating while still serving; pod, node, zone',
     sliceObj({ endpoints: [
       ep(['10.1.0.5'], { conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'web-1', namespace: 'shop' }, nodeName: 'n1', zone: 'z-a' }),
       ep(['10.1.0.6', '10.1.0.7'], { conditions: { ready: false, serving: true, terminating: true } }),
       ep(['10.1.0.8'], { targetRef: { kind: 'Node', name: 'n1' } }),
     ] }),
     { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [
-      { ip: '10.1.0.5', ready: true, pod: 'web-1', node: 'n1', zone: 'z-a' }, { ip: '10.1.0.6', ready: false }, { ip: '10.1.0.7', ready: false }, { ip: '10.1.0.8', ready: true },
+      { ip: '10.1.0.5', ready: true, pod: 'web-1', node: 'n1', zone: 'z-a' }, { ip: '10.1.0.6', ready: false, terminating: true }, { ip: '10.1.0.7', ready: false, terminating: true }, { ip: '10.1.0.8', ready: true },
     ] }, []],
   ['unnamed and UDP ports; a port without a number means all ports (nothing to resolve)',
     sliceObj({ ports: [{ port: 53, protocol: 'UDP', name: 'dns' }, { port: 8080 }, { name: 'any' }], endpoints: [] }),

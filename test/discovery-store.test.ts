@@ -3,7 +3,8 @@
 // reused), generations and listeners.
 import test from 'ava';
 import { DiscoveryStore } from '../src/discovery/store.ts';
-import { DISCOVERY_VERSION, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoSlice } from '../src/discovery/model.ts';
+import { prepare } from '../src/discovery/hub.ts';
+import { DISCOVERY_VERSION, parseMessage, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoSlice } from '../src/discovery/model.ts';
 
 const web: DiscoService = { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'admin', port: 9000, targetPort: 9001 }], annotations: {} };
 const sliceA: DiscoSlice = {
@@ -234,4 +235,28 @@ test('access records: indexed by their destination ServiceAccount, staged until 
   const copy = new DiscoveryStore();
   for (const m of s.replay()) copy.apply(m);
   t.deepEqual(copy.accessFor('shop', 'api'), s.accessFor('shop', 'api'));
+});
+
+test('a Service port whose endpoints are all terminating goes to those still serving, as kube-proxy does (KEP-1669); a ready one wins again; never one not serving', (t) => {
+  // From the API server's objects through the controller's conversion and the line an agent reads.
+  const k8sSlice = (eps: Array<[string, { ready: boolean; serving: boolean; terminating: boolean }]>) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
+    metadata: { name: 'web-a', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: eps.map(([ip, conditions]) => ({ addresses: [ip], conditions })),
+  });
+  const line = (o: object) => parseMessage(prepare('slice', o).line!);
+  const s = world(setSvc(web));
+  // A rollout's last old pod draining (preStop, graceful shutdown) before its replacement is ready.
+  s.apply(line(k8sSlice([
+    ['10.1.0.5', { ready: false, serving: true, terminating: true }],
+    ['10.1.0.6', { ready: false, serving: false, terminating: true }],
+    ['10.1.0.7', { ready: false, serving: false, terminating: false }],
+  ])));
+  t.deepEqual(s.byVip('10.96.0.10', 80)!.endpoints.map((e) => e.ip), ['10.1.0.5']);
+  s.apply(line(k8sSlice([
+    ['10.1.0.5', { ready: false, serving: true, terminating: true }],
+    ['10.1.0.8', { ready: true, serving: true, terminating: false }],
+  ])));
+  t.deepEqual(s.byVip('10.96.0.10', 80)!.endpoints.map((e) => e.ip), ['10.1.0.8'], 'a ready endpoint: the terminating ones are left alone');
 });

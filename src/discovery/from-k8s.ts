@@ -191,6 +191,8 @@ export function sliceFromK8s(o: Obj): Converted<DiscoSlice> {
       }
       const ready = e.conditions?.ready;
       const ep: DiscoEndpoint = { ip: a, ready: ready === undefined || ready === null ? true : ready === true };
+      // Draining but still answering: kube-proxy's fallback when a Service has no ready endpoint.
+      if (!ep.ready && e.conditions?.terminating === true && e.conditions?.serving === true) ep.terminating = true;
       if (e.targetRef?.kind === 'Pod') {
         if (isName(e.targetRef.name)) ep.pod = e.targetRef.name;
         else problems.push(`endpoint #${i}: targetRef name ${show(e.targetRef.name)} is not a pod name; ignored`);

@@ -59,6 +59,12 @@ export interface DiscoEndpoint {
   ip: string;
   /** EndpointSlice conditions.ready (absent counts as ready, as the API says). */
   ready: boolean;
+  /**
+   * Not ready, but terminating and still serving (conditions.terminating and serving): a pod
+   * draining. Used only for a Service port with no ready endpoint, as kube-proxy does (KEP-1669).
+   * Absent otherwise; an older agent ignores it (and leaves such endpoints out).
+   */
+  terminating?: true;
   /** targetRef name when it is a Pod. */
   pod?: string;
   node?: string;
@@ -214,6 +220,10 @@ export function parseSlice(v: unknown): DiscoSlice {
     const eo = obj(e, `${w}: endpoints[${i}]`);
     if (typeof eo.ready !== 'boolean') fail(`${w}: endpoints[${i}].ready`, 'expected a boolean');
     const out: DiscoEndpoint = { ip: ipv4(eo.ip, `${w}: endpoints[${i}].ip`), ready: eo.ready };
+    if (eo.terminating !== undefined) {
+      if (eo.terminating !== true) fail(`${w}: endpoints[${i}].terminating`, 'expected true or nothing');
+      out.terminating = true;
+    }
     const pod = optName(eo.pod, `${w}: endpoints[${i}].pod`);
     const node = optName(eo.node, `${w}: endpoints[${i}].node`);
     if (eo.zone !== undefined && (typeof eo.zone !== 'string' || eo.zone.length > MAX_NAME)) fail(`${w}: endpoints[${i}].zone`, 'expected a short string');

@@ -282,17 +282,22 @@ export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: D
   const seen = new Set<string>();
   const endpoints: ServiceEndpoint[] = [];
   let matched = false;
-  for (const s of slices) {
-    const p = s.ports.find((x) => x.name === sp.name);
-    if (p === undefined) continue;
-    matched = true;
-    for (const e of s.endpoints) {
-      if (!e.ready) continue;
-      const k = `${e.ip}:${p.port}`;
-      if (seen.has(k)) continue; // an address may sit in two slices while the controller moves it
-      seen.add(k);
-      endpoints.push(endpointOf(e, p.port));
+  // The ready endpoints; when there is none, those terminating that still serve (kube-proxy's
+  // fallback, KEP-1669: a rollout's last old pod draining still answers the Service).
+  for (const pick of [(e: DiscoEndpoint) => e.ready, (e: DiscoEndpoint) => e.terminating === true]) {
+    for (const s of slices) {
+      const p = s.ports.find((x) => x.name === sp.name);
+      if (p === undefined) continue;
+      matched = true;
+      for (const e of s.endpoints) {
+        if (!pick(e)) continue;
+        const k = `${e.ip}:${p.port}`;
+        if (seen.has(k)) continue; // an address may sit in two slices while the controller moves it
+        seen.add(k);
+        endpoints.push(endpointOf(e, p.port));
+      }
     }
+    if (endpoints.length > 0) break;
   }
   endpoints.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
   const problems: string[] = [];
