@@ -112,6 +112,10 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
   });
   const s = await src.start();
   t.deepEqual(s.pods.map((p) => p.name), ['web']);
+  // A pod read ahead of the watch (a CNI ADD before the watch delivers it) goes through client-node too.
+  api.create(podObject({ name: 'new', nodeName: 'n1', uid: 'u-new' }));
+  t.like(await src.getPod('default', 'new'), { name: 'new', namespace: 'default', uid: 'u-new', nodeName: 'n1' });
+  t.is(await src.getPod('default', 'absent'), null);
 });
 
 test('an API server at an IPv6 address (KUBERNETES_SERVICE_HOST of an IPv6 or IPv6-first cluster): the lean client lists and watches it', async (t) => {

@@ -26,8 +26,11 @@ export function clientNodeApi(kc: KubeConfig, watchdogMs: number): KubeApi {
     server,
     watch: (path, query, onEvent, onDone) => watch.watch(path, query, onEvent, onDone),
     async list(path, query) {
+      // One namespace's pods: KubeSource.getPod, a pod read ahead of the watch for a CNI ADD.
+      const ns = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(path)?.[1];
       const l = path === '/api/v1/pods' ? await core.listPodForAllNamespaces({ fieldSelector: query.fieldSelector })
         : path === '/api/v1/namespaces' ? await core.listNamespace()
+        : ns !== undefined ? await core.listNamespacedPod({ namespace: decodeURIComponent(ns), fieldSelector: query.fieldSelector })
         : null;
       if (l === null) throw new Error(`the client-node adapter lists pods and namespaces only, not ${path}`);
       return { items: l.items as unknown as Array<Record<string, any>>, resourceVersion: l.metadata?.resourceVersion ?? '' };
