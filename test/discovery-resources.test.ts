@@ -17,6 +17,9 @@ import { discoveryMode } from '../src/cli/controller.ts';
 import { until, waitFor } from './helpers/until.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
+import { mountConfigMap, updateConfigMap } from './helpers/configmap-volume.ts';
+import { DiscoveryHub } from '../src/discovery/hub.ts';
+import { ResourceFiles } from '../src/discovery/resource-files.ts';
 
 const BIN = meshBin();
 
@@ -197,4 +200,17 @@ test('which source: --resources, --kubeconfig, in a pod the API server, else non
   t.deepEqual(discoveryMode({ resources: '/r' }, { KUBERNETES_SERVICE_HOST: '10.96.0.1' }), { kind: 'files', path: '/r' }, 'files win over the pod\'s default');
   t.deepEqual(discoveryMode({}, {}), { kind: 'off' });
   t.throws(() => discoveryMode({ resources: '/r', kubeconfig: '/k' }, {}), { message: /pass one/ });
+});
+
+test('one file from a ConfigMap volume (a symlink through ..data): kubelet\'s update of the ConfigMap is followed', async (t) => {
+  const dir = mountConfigMap(testTempDir(t), { 'cluster.yaml': services + pods(['web-0']) });
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const files = new ResourceFiles(path.join(dir, 'cluster.yaml'), hub, (e) => errors.push(e.message));
+  files.start();
+  t.teardown(() => files.stop());
+  t.like(hub.counts(), { services: 1, pods: 1 });
+  updateConfigMap(dir, { 'cluster.yaml': services + pods(['web-0', 'web-1']) }, '2025_01_01_00_01_00.000000001');
+  await waitFor(() => hub.counts().pods === 2, 5000);
+  t.deepEqual(errors, []);
 });

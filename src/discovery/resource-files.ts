@@ -94,9 +94,10 @@ export class ResourceFiles {
     this.routes?.release();
     this.lastLoadAt = Date.now();
     this.hub.markSynced();
-    this.watcher = fs.watch(this.isDir ? this.path : path.dirname(this.path), (_ev, name) => {
-      if (this.isDir || name === null || name === path.basename(this.path)) this.schedule();
-    });
+    // Any event in the directory, also for one file: a ConfigMap volume's file is a symlink through
+    // ..data, and kubelet's update swaps ..data, never the file's own name. A reload whose file's
+    // stamp did not move costs one stat.
+    this.watcher = fs.watch(this.isDir ? this.path : path.dirname(this.path), () => this.schedule());
     this.watcher.on('error', (e) => this.fail(`watching ${this.path}: ${e.message}`));
   }
 

@@ -1,5 +1,6 @@
 // Standalone pod source: Pod and Namespace objects from a file, reloaded when it changes,
-// including when an editor replaces it by rename (so watch the directory, not the inode).
+// including when an editor replaces it by rename or a ConfigMap volume swaps its ..data (so watch
+// the directory, not the inode).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseObjects } from './documents.ts';
@@ -24,9 +25,9 @@ export class PodFileSource {
     const text = fs.readFileSync(this.file, 'utf8');
     const snap = parseObjects(text, this.file);
     this.lastText = text;
-    this.watcher = fs.watch(path.dirname(this.file), (_ev, name) => {
-      if (name === null || name === path.basename(this.file)) this.schedule();
-    });
+    // Any event in the directory: a ConfigMap volume's file is a symlink through ..data, and
+    // kubelet's update swaps ..data, never the file's own name (reload skips an unchanged text).
+    this.watcher = fs.watch(path.dirname(this.file), () => this.schedule());
     this.watcher.on('error', (e) => this.onError(e));
     return snap;
   }
