@@ -260,3 +260,35 @@ test('a Service port whose endpoints are all terminating goes to those still ser
   ])));
   t.deepEqual(s.byVip('10.96.0.10', 80)!.endpoints.map((e) => e.ip), ['10.1.0.8'], 'a ready endpoint: the terminating ones are left alone');
 });
+
+test('internalTrafficPolicy Local: a node\'s agent sends only to endpoints on its node, none elsewhere (and says why), as kube-proxy, Cilium and Linkerd do', (t) => {
+  const k8sService = (policy: string | undefined) => ({
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'logs', namespace: 'shop' },
+    spec: { clusterIP: '10.96.0.30', ports: [{ name: 'fwd', port: 24224, targetPort: 24224 }], ...(policy ? { internalTrafficPolicy: policy } : {}) },
+  });
+  const k8sSlice = {
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
+    metadata: { name: 'logs-a', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'logs' } },
+    ports: [{ name: 'fwd', port: 24224, protocol: 'TCP' }],
+    endpoints: [
+      { addresses: ['10.1.0.5'], conditions: { ready: true }, nodeName: 'n1' },
+      { addresses: ['10.2.0.5'], conditions: { ready: true }, nodeName: 'n2' },
+      { addresses: ['10.1.0.6'], conditions: { ready: false, serving: true, terminating: true }, nodeName: 'n1' },
+    ],
+  };
+  const storeOn = (node: string, policy?: string) => {
+    const s = new DiscoveryStore({ node });
+    for (const m of [reset, parseMessage(prepare('service', k8sService(policy)).line!), parseMessage(prepare('slice', k8sSlice).line!), synced]) s.apply(m);
+    return s;
+  };
+  const ips = (s: DiscoveryStore) => s.byVip('10.96.0.30', 24224)!.endpoints.map((e) => e.ip);
+  // A DaemonSet's node-local collector: each node's clients reach their own node's pod.
+  t.deepEqual(ips(storeOn('n1', 'Local')), ['10.1.0.5']);
+  t.deepEqual(ips(storeOn('n2', 'Local')), ['10.2.0.5']);
+  const none = storeOn('n3', 'Local').byVip('10.96.0.30', 24224)!;
+  t.deepEqual(none.endpoints, [], 'no endpoint on this node: none, never another node\'s');
+  t.deepEqual(none.problems, ['internalTrafficPolicy Local: no endpoint on this node (n3)']);
+  // Cluster (the default) balances over every node.
+  t.deepEqual(ips(storeOn('n1', 'Cluster')), ['10.1.0.5', '10.2.0.5']);
+  t.deepEqual(ips(storeOn('n1')), ['10.1.0.5', '10.2.0.5']);
+});

@@ -162,7 +162,7 @@ export class Agent {
   /** Prometheus metrics, served at the admin API's /metrics. */
   readonly metrics: MetricsSink;
   /** The cluster as the controller streams it (Services, endpoints, every pod); empty without a controller. */
-  readonly discovery = new DiscoveryStore();
+  readonly discovery: DiscoveryStore;
   /** ClusterIP:port -> Service route with its balancer, from `discovery`. */
   readonly router: Router;
   /** How late the main thread's once-a-second lag probe last ran, ms (its event-loop lag). */
@@ -212,6 +212,8 @@ export class Agent {
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
+    // Its node: Services with internalTrafficPolicy Local resolve to endpoints on it.
+    this.discovery = new DiscoveryStore({ node: opts.nodeName });
     this.telemetry = new TelemetryHub({
       // This node's pods first (PodSync knows them before the controller does), then every node's.
       workloads: firstKnown({
@@ -727,6 +729,7 @@ export class Agent {
         inbound: this.opts.inbound != null,
         pods: this.podsTable(),
         discovery: this.discovery.replay(),
+        node: this.opts.nodeName,
         taps: this.reporter?.tapFilters() ?? [],
         identity: this.opts.identity ? {
           node: this.opts.nodeName ?? os.hostname(),

@@ -135,7 +135,9 @@ export function serviceFromK8s(o: Obj): Converted<DiscoService> {
     annotations[k] = v;
     kept++;
   }
-  return gate(key, { namespace, name, clusterIPs, ports, annotations }, parseService, problems);
+  const svc: DiscoService = { namespace, name, clusterIPs, ports, annotations };
+  if (spec.internalTrafficPolicy === 'Local') svc.nodeLocal = true;
+  return gate(key, svc, parseService, problems);
 }
 
 /**

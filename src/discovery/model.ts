@@ -53,6 +53,11 @@ export interface DiscoService {
   ports: DiscoServicePort[];
   /** Only the annotations the data plane reads (ROUTING_ANNOTATION_PREFIXES), so unrelated edits send nothing. */
   annotations: Record<string, string>;
+  /**
+   * spec.internalTrafficPolicy Local: a node's clients go to endpoints on their own node only, none
+   * when it has none (as kube-proxy). Absent for Cluster; an older agent ignores it.
+   */
+  nodeLocal?: true;
 }
 
 export interface DiscoEndpoint {
@@ -204,7 +209,12 @@ export function parseService(v: unknown): DiscoService {
     if (typeof val !== 'string' || k.length > MAX_NAME || val.length > MAX_VALUE) fail(`${w}: annotations`, `${k.slice(0, 80)}: expected a string value`);
     annotations[k] = val;
   }
-  return { namespace: ns, name: nm, clusterIPs, ports, annotations };
+  const out: DiscoService = { namespace: ns, name: nm, clusterIPs, ports, annotations };
+  if (o.nodeLocal !== undefined) {
+    if (o.nodeLocal !== true) fail(`${w}: nodeLocal`, 'expected true or nothing');
+    out.nodeLocal = true;
+  }
+  return out;
 }
 
 export function parseSlice(v: unknown): DiscoSlice {

@@ -64,6 +64,8 @@ export interface DiscoveryCounts {
 }
 
 export class DiscoveryStore {
+  /** This agent's node: a Service with internalTrafficPolicy Local resolves to its endpoints on it (none known: every node's). */
+  readonly node: string | undefined;
   private live = emptyWorld();
   private staging: World | null = null;
   /** A full world has been received at least once. */
@@ -80,6 +82,10 @@ export class DiscoveryStore {
   private mirrors = new Set<(m: DiscoMessage | 'drop-staged') => void>();
   /** The version of the last snapshot begun (what replay() says it is). */
   private version = DISCOVERY_VERSION;
+
+  constructor(o: { node?: string } = {}) {
+    this.node = o.node;
+  }
 
   /**
    * Hears every message once applied, and 'drop-staged': the agent feeds its proxy workers'
@@ -225,7 +231,7 @@ export class DiscoveryStore {
     const svc = w.services.get(serviceKey);
     const sp = svc?.ports.find((p) => p.port === port);
     if (!svc || !sp) return null;
-    const t = resolveTarget(svc, sp, [...(w.slicesOf.get(serviceKey) ?? [])].map((k) => w.slices.get(k)!).filter(Boolean));
+    const t = resolveTarget(svc, sp, [...(w.slicesOf.get(serviceKey) ?? [])].map((k) => w.slices.get(k)!).filter(Boolean), this.node);
     if (byPort === undefined) w.targets.set(serviceKey, (byPort = new Map()));
     byPort.set(port, t);
     return t;
@@ -277,8 +283,13 @@ export class DiscoveryStore {
   }
 }
 
-/** Joins a Service port with its slices: the slice ports named like the Service port give the numbers. */
-export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: DiscoSlice[]): ServiceTarget {
+/**
+ * Joins a Service port with its slices: the slice ports named like the Service port give the
+ * numbers. `node`: the asking agent's, for a Service whose internalTrafficPolicy is Local.
+ */
+export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: DiscoSlice[], node?: string): ServiceTarget {
+  // Local: this node's endpoints only, and none rather than another node's (kube-proxy drops then).
+  const local = svc.nodeLocal === true && node !== undefined;
   const seen = new Set<string>();
   const endpoints: ServiceEndpoint[] = [];
   let matched = false;
@@ -290,7 +301,7 @@ export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: D
       if (p === undefined) continue;
       matched = true;
       for (const e of s.endpoints) {
-        if (!pick(e)) continue;
+        if (!pick(e) || (local && e.node !== node)) continue;
         const k = `${e.ip}:${p.port}`;
         if (seen.has(k)) continue; // an address may sit in two slices while the controller moves it
         seen.add(k);
@@ -305,6 +316,8 @@ export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: D
     problems.push(typeof sp.targetPort === 'string'
       ? `no endpoint declares the container port named "${sp.targetPort}" (targetPort of port ${sp.port})`
       : `no EndpointSlice has a port named "${sp.name}" (port ${sp.port})`);
+  } else if (local && endpoints.length === 0 && slices.some((s) => s.endpoints.some((e) => e.ready || e.terminating === true))) {
+    problems.push(`internalTrafficPolicy Local: no endpoint on this node (${node})`);
   }
   return { service: svc, port: sp, endpoints, problems };
 }

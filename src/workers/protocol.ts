@@ -52,6 +52,8 @@ export interface WorkerInit {
   pods: PodsTable;
   /** The main thread's DiscoveryStore.replay(). */
   discovery: DiscoMessage[];
+  /** The agent's node (its DiscoveryStore's): Services with internalTrafficPolicy Local resolve to endpoints on it. */
+  node?: string;
   taps: TapFilter[];
   /** This proxy's share of each retry budget's per-second minimum (1 / proxies). */
   budgetShare: number;
