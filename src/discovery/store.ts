@@ -16,7 +16,7 @@ export interface ServiceEndpoint {
   zone?: string;
 }
 
-/** A ClusterIP:port, resolved. `endpoints` are the ready ones, deduplicated, in a stable order. */
+/** A ClusterIP:port, resolved. `endpoints` are the ready ones (none: those terminating that still serve), deduplicated, in a stable order. */
 export interface ServiceTarget {
   service: DiscoService;
   port: DiscoServicePort;
