@@ -364,3 +364,42 @@ test('a watch line that is JSON but not an event (null) restarts the watch, and 
   t.is(podWatches, 2);
   t.true(errors.some((m) => /watch \/api\/v1\/pods: a line that is not a watch event: null/.test(m)), errors.join('\n'));
 });
+
+test('a watch refused with an error answer cut short (the API server going away mid-reply) is retried after the backoff, not after the watchdog', async (t) => {
+  let podWatches = 0;
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') !== 'true') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '1' } }));
+    }
+    if (u.pathname !== '/api/v1/pods') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.flushHeaders(); // namespaces: an open, quiet watch
+    }
+    if (++podWatches === 1) {
+      // A 503 whose body never arrives whole: the connection drops after its first bytes.
+      res.writeHead(503, { 'content-type': 'application/json', 'content-length': '1000' });
+      res.write('{"kind":"Status"');
+      setTimeout(() => res.socket?.destroy(), 20);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write(JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const errors: string[] = [];
+  const src = new KubeSource({
+    nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, insecure: false }),
+    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 }, watchdogMs: 60_000,
+  });
+  t.teardown(() => src.stop());
+  await src.start();
+  await waitFor(() => src.snapshot().pods.length === 1, 5000);
+  t.is(podWatches, 2);
+  t.true(errors.some((m) => /watch pods: .*503/.test(m)), errors.join('\n'));
+});

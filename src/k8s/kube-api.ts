@@ -226,10 +226,14 @@ export class LeanKubeApi implements KubeApi {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (d: string) => (body.length < 4096 ? (body += d) : undefined));
-          res.on('end', () => {
+          const refused = () => {
+            if (done) return;
             done = true;
             reject(httpError(`watch ${p}`, res.statusCode ?? 0, body));
-          });
+          };
+          res.on('end', refused);
+          // Cut short (no 'end'): still refused, else the watch hangs until the reflector's watchdog.
+          res.on('close', refused);
           return;
         }
         // The stream is open: from here errors end it through onDone.
