@@ -403,3 +403,39 @@ test('a watch refused with an error answer cut short (the API server going away 
   t.is(podWatches, 2);
   t.true(errors.some((m) => /watch pods: .*503/.test(m)), errors.join('\n'));
 });
+
+test('a watch the API server never answers (no headers) is given up after the request timeout and retried, not left open until the watchdog', async (t) => {
+  let podWatches = 0;
+  const held: http.ServerResponse[] = [];
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') !== 'true') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '1' } }));
+    }
+    if (u.pathname !== '/api/v1/pods') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.flushHeaders();
+    }
+    if (++podWatches === 1) return void held.push(res); // a hung API server: the request is never answered
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write(JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const errors: string[] = [];
+  const src = new KubeSource({
+    nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, insecure: false }, { requestTimeoutMs: 300 }),
+    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 }, watchdogMs: 60_000,
+  });
+  t.teardown(() => src.stop());
+  await src.start();
+  await waitFor(() => src.snapshot().pods.length === 1, 5000);
+  t.is(podWatches, 2);
+  t.true(errors.some((m) => /watch pods: the API server at .* did not answer in time/.test(m)), errors.join('\n'));
+  await waitFor(() => held[0]!.socket === null || held[0]!.socket.destroyed, 2000);
+  t.pass('the unanswered request was closed, not leaked');
+});

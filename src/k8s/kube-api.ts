@@ -135,9 +135,13 @@ export class LeanKubeApi implements KubeApi {
   private readonly url: URL;
   /** node:https, or node:http (loaded only for an http:// server: it costs ~4 MB of RSS), and its keep-alive agent. */
   private client: Promise<{ mod: typeof https | typeof http; agent: http.Agent }>;
+  /** A list's whole answer, and a watch's headers, within this (ms). */
+  private readonly timeoutMs: number;
 
-  constructor(c: LeanConfig) {
+  /** `requestTimeoutMs`: default 60 s (tests shorten it). */
+  constructor(c: LeanConfig, o: { requestTimeoutMs?: number } = {}) {
     this.c = c;
+    this.timeoutMs = o.requestTimeoutMs ?? LIST_TIMEOUT_MS;
     this.server = c.server;
     this.url = new URL(c.server);
     if (this.url.protocol !== 'https:' && this.url.protocol !== 'http:') throw new Error(`API server ${c.server}: only https:// and http:// are supported`);
@@ -165,10 +169,10 @@ export class LeanKubeApi implements KubeApi {
     return mod.request({ host, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method, agent, headers: { ...this.headers(), ...headers } });
   }
 
-  /** Sends the request (with `body`) and reads the whole answer, within LIST_TIMEOUT_MS; `what` names it in errors. */
+  /** Sends the request (with `body`) and reads the whole answer, within the request timeout; `what` names it in errors. */
   private exchange(req: http.ClientRequest, what: string, body?: string): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
-      req.setTimeout(LIST_TIMEOUT_MS, () => req.destroy(Object.assign(new Error(`${what}: no answer within ${LIST_TIMEOUT_MS} ms`), { name: 'TimeoutError' })));
+      req.setTimeout(this.timeoutMs, () => req.destroy(Object.assign(new Error(`${what}: no answer within ${this.timeoutMs} ms`), { name: 'TimeoutError' })));
       req.on('error', reject);
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
@@ -221,6 +225,9 @@ export class LeanKubeApi implements KubeApi {
           done = true;
         }
       });
+      // An API server that takes the request and never answers: given up, so the reflector retries
+      // after its backoff rather than its watchdog, and the request does not stay open forever.
+      req.setTimeout(this.timeoutMs, () => req.destroy(Object.assign(new Error(`watch ${p}: no answer within ${this.timeoutMs} ms`), { name: 'TimeoutError' })));
       req.on('response', (res) => {
         if (res.statusCode !== 200) {
           let body = '';
@@ -236,7 +243,9 @@ export class LeanKubeApi implements KubeApi {
           res.on('close', refused);
           return;
         }
-        // The stream is open: from here errors end it through onDone.
+        // The stream is open: its silence is the reflector's watchdog's to judge.
+        req.setTimeout(0);
+        // From here errors end it through onDone.
         req.removeAllListeners('error');
         req.on('error', finish);
         res.on('error', finish);
