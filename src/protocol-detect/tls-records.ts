@@ -34,28 +34,38 @@ export function handshakeRecordLength(buf: Uint8Array, off: number): number | Sh
  * messages are never interleaved with other content types). Copies only when
  * the bytes span more than one record. Every loop turn consumes at least
  * RECORD_HEADER_BYTES + 1 bytes of `buf`, so the work is linear in its length.
+ *
+ * The caller asks again with all bytes so far whenever a segment arrives, and a
+ * peer may frame its hello in 1-byte records: the record headers are walked
+ * first, allocating nothing, and the bytes gathered only once they are all
+ * there (building a piece per record on every ask made that the square of the
+ * record count in allocations: seconds of CPU for one 16 KB hello).
  */
 export function handshakeBytes(buf: Uint8Array, need: number): Uint8Array | Short | Bad {
-  const pieces: Uint8Array[] = [];
+  const n = buf.length;
   let got = 0;
   let off = 0;
   while (got < need) {
-    const len = handshakeRecordLength(buf, off);
-    if (typeof len !== 'number') return len;
-    const start = off + RECORD_HEADER_BYTES;
-    const avail = Math.min(len, buf.length - start);
-    const take = Math.min(avail, need - got);
-    pieces.push(buf.subarray(start, start + take));
-    got += take;
+    // handshakeRecordLength's checks inlined: this runs once per record on every ask.
+    if (n - off < RECORD_HEADER_BYTES || buf[off] !== CONTENT_TYPE_HANDSHAKE || buf[off + 1] !== 3) return handshakeRecordLength(buf, off) as Short | Bad;
+    const len = (buf[off + 3] << 8) | buf[off + 4];
+    if (buf[off + 2] < 1 || buf[off + 2] > 4 || len === 0 || len > MAX_FRAGMENT_BYTES) return 'bad';
+    const avail = Math.min(len, n - off - RECORD_HEADER_BYTES);
+    got += Math.min(avail, need - got);
     if (got < need && avail < len) return 'short';
-    off = start + len;
+    off += RECORD_HEADER_BYTES + len;
   }
-  if (pieces.length === 1) return pieces[0];
+  const firstLen = (buf[3] << 8) | buf[4];
+  if (need <= firstLen) return buf.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + need);
   const out = new Uint8Array(need);
   let at = 0;
-  for (const p of pieces) {
-    out.set(p, at);
-    at += p.length;
+  for (off = 0; at < need; ) {
+    const start = off + RECORD_HEADER_BYTES;
+    const len = (buf[off + 3] << 8) | buf[off + 4];
+    const take = Math.min(len, need - at);
+    out.set(buf.subarray(start, start + take), at);
+    at += take;
+    off = start + len;
   }
   return out;
 }
