@@ -60,6 +60,14 @@ test('a bad value is reported with the annotation and value, and the last good v
   t.regex(fresh.errors[0]!, /opaque-ports.*70000.*1-65535/);
   const tooMany = Array.from({ length: 17 }, (_, i) => String(1000 + i * 2)).join(',');
   t.regex(resolvePolicy(A({ 'mesh-agent.io/skip-outbound-ports': tooMany }), undefined).errors[0]!, /17 separate ranges/);
+  // The opaque list never reaches the kernel (the proxy's PortSet holds any number): 17 ports
+  // taken from Linkerd's annotation were refused, and the default list applied instead.
+  for (const key of ['mesh-agent.io/opaque-ports', 'config.linkerd.io/opaque-ports']) {
+    const opaque = resolvePolicy(A({ [key]: tooMany }), undefined);
+    t.deepEqual(opaque.errors, [], key);
+    t.is(opaque.opaquePorts?.ranges().length, 17, key);
+    t.true(opaque.opaquePorts!.has(1032), key);
+  }
   t.regex(resolvePolicy(A({ 'mesh-agent.io/inject': 'yes' }), undefined).errors[0]!, /"yes" is not enabled or disabled/);
 });
 

@@ -77,13 +77,15 @@ export function resolvePolicy(
     injected = previous?.meshed ?? false;
   }
 
-  const ports = (ours: string, prev: PortSet | null | undefined, dflt: PortSet | null): PortSet | null => {
+  // inDatapath: the list goes to the kernel (skip ports), which holds MAX_PORT_RANGES ranges; the
+  // opaque list stays in the proxy (a PortSet of any size), so it has no such limit.
+  const ports = (ours: string, prev: PortSet | null | undefined, dflt: PortSet | null, inDatapath = true): PortSet | null => {
     const found = portsAnnotation(ours, pod.annotations, namespace?.annotations);
     if (found === undefined) return dflt;
     const [key, v] = found;
     try {
       // String(): an unquoted `7002` in a --pods file is a YAML number; taken as its text, as the controller does.
-      return parsePorts(String(v), key);
+      return inDatapath ? parsePorts(String(v), key) : PortSet.parse(String(v));
     } catch (e) {
       errors.push(`${key}: ${(e as Error).message}`);
       return prev === undefined ? dflt : prev;
@@ -91,7 +93,7 @@ export function resolvePolicy(
   };
   const skipOutbound = ports(ANNOTATIONS.skipOutbound, previous?.skipOutbound, PortSet.empty())!;
   const skipInbound = ports(ANNOTATIONS.skipInbound, previous?.skipInbound, PortSet.empty())!;
-  const opaquePorts = ports(ANNOTATIONS.opaque, previous?.opaquePorts, null);
+  const opaquePorts = ports(ANNOTATIONS.opaque, previous?.opaquePorts, null, false);
 
   const inbound = inboundPolicyOf(pod, namespace, clusterDefault, previous, errors);
 
