@@ -813,6 +813,46 @@ test('idle timeout: traffic either way keeps the connection open; it closes once
   await stopServer(up);
 });
 
+test('idle timeout of a stalled tunnel holding bytes for a reader that stopped: both sides are reset, the server never sees a clean end of a cut stream', async (t) => {
+  let server: net.Socket | null = null;
+  const up = await serve((s) => {
+    server = s;
+    s.pause(); // a reader that stopped (a lock wait, a stuck consumer)
+  });
+  const sweeper = new ManualSweeper();
+  let upstream: net.Socket | null = null;
+  const h = await startProxy(up.port, {
+    limits: { idleTimeoutMs: 300 },
+    opaquePorts: PortSet.of([up.port]),
+    sweeper,
+    dial: (ip, port) => (upstream = defaultDialer(ip, port)),
+  });
+  const c = connect(h.port);
+  const clientReason = closeReason(c);
+  const total = 64 * 1024 * 1024;
+  c.write(Buffer.alloc(total, 0x61)); // far more than the kernel buffers on the way hold
+  // Stalled: the proxy holds bytes for the server and nothing has moved for 20 polls.
+  let last = -1;
+  let still = 0;
+  await waitFor(() => {
+    const moved = upstream?.bytesWritten ?? -1;
+    still = moved === last && (upstream?.writableLength ?? 0) > 0 ? still + 1 : 0;
+    last = moved;
+    return still >= 20;
+  }, 60_000);
+  sweeper.advance(1); // the sweep sees the last bytes moved
+  sweeper.advance(300);
+  await waitFor(() => h.sink.closes.length === 1);
+  t.is(h.sink.closes[0]!.error, 'idle timeout');
+  // The server reads again: what reached it is a part of the stream, which must not end cleanly.
+  const got = readAll(server!).then((b) => `end after ${b.length} of ${total} bytes`, (e: NodeJS.ErrnoException) => e.code);
+  server!.resume();
+  t.is(await got, 'ECONNRESET');
+  t.is(await clientReason, 'ECONNRESET');
+  await h.proxy.close(100);
+  await stopServer(up);
+});
+
 // Serial: the sweep is module-wide, and concurrent tests would add their tunnels to the count.
 test.serial('a live tunnel reports its bytes while open; its sweep entry goes with it', async (t) => {
   const up = await serve(echo);

@@ -275,8 +275,16 @@ class OpaqueTunnel implements Sweepable {
     }
     if (now - this.activeAt < idleMs) return;
     this.error ??= 'idle timeout';
-    this.client.destroy();
-    this.upstream.destroy();
+    const { client, upstream } = this;
+    if (client.writableLength > 0 || upstream.writableLength > 0) {
+      // Stalled, not silent: a reader stopped with bytes still held here for it. They are lost,
+      // and a FIN after what did get through would pass the cut stream for a whole one.
+      abortSocket(client);
+      abortSocket(upstream);
+      return;
+    }
+    client.destroy();
+    upstream.destroy();
   }
 
   // Kernel splice. Order matters: stop Node reading (synchronously), forward what Node
