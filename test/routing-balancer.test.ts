@@ -314,3 +314,21 @@ test('a failure without a response counts as a 1 s peak: P2C keeps away from the
   }
   t.true(again > 60_000 && again < 75_000, `tried again after ${again} ms`);
 });
+
+test('failure accrual: a probe the client gave up on (cancel) frees the probation slot; the endpoint is not held back for good', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(7), accrual: { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 } });
+  b.setEndpoints(eps(1));
+  b.done(b.pick()!, 1, 'failure');
+  t.is(b.pick(), null, 'ejected');
+  clock.t += 1000;
+  const probe = b.pick();
+  t.truthy(probe, 'one probe after the backoff');
+  // The client closed before any response (or the HTTP/1 dispatcher's eager pick went unused).
+  b.done(probe!, null, 'cancel');
+  clock.t += 60_000;
+  const next = b.pick();
+  t.truthy(next, 'a cancelled probe decides nothing: another probe may go');
+  b.done(next!, 1, 'success');
+  t.is(b.snapshot()[0]!.state, 'ready');
+});

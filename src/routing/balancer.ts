@@ -186,6 +186,7 @@ export class Balancer {
     else if (outcome === 'failure') this.observe(b, FAILURE_PENALTY_MS, now);
     if (outcome === 'failure') b.failures++;
     if (outcome !== 'cancel') b.accrual?.onResult(outcome === 'success', now);
+    else b.accrual?.onCancel(now);
   }
 
   snapshot(): EndpointSnapshot[] {

@@ -100,6 +100,16 @@ export class FailureAccrual {
     if (this.st === PROBATION) this.probing = true;
   }
 
+  /**
+   * A request to it ended without telling anything (the client gave up, or an eager pick went
+   * unused). In probation that may be the probe: its slot is freed, so another probe can go;
+   * else the endpoint would stay held back for good, as nothing else ends probation.
+   */
+  onCancel(now: number): void {
+    this.tick(now);
+    if (this.st === PROBATION) this.probing = false;
+  }
+
   onResult(success: boolean, now: number): void {
     this.tick(now);
     if (this.st === EJECTED) return; // sent before the ejection
