@@ -606,6 +606,15 @@ test('HTTP/1: a RequestRedirect is answered by the proxy (status, Location for e
   t.is(v1.hits, 1);
 });
 
+test('HTTP/1: an absolute-form target without a path is matched as "/", not by a "/" in its query', async (t) => {
+  const v1 = await backend('v1');
+  const { port } = await setup(t, { api: [], 'api-v1': [v1] }, [route(redirectRules)]);
+  // The path is "/" (RFC 9112 3.2.2): the "/old/x" is the query's; the default rule forwards it.
+  const raw = await rawHttp1(port, 'GET http://api.shop?to=/old/x HTTP/1.1\r\nHost: api.shop\r\nConnection: close\r\n\r\n');
+  t.regex(raw, /^HTTP\/1\.1 200 /, raw.split('\r\n')[0]);
+  t.is(v1.hits, 1);
+});
+
 test('HTTP/2: a RequestRedirect is answered by the proxy (:status, location, end of stream); no backend sees it', async (t) => {
   const v1 = await backend('v1', { h2: true });
   const { port, sink } = await setup(t, { api: [], 'api-v1': [v1] }, [route(redirectRules)]);

@@ -672,6 +672,7 @@ test('RequestRedirect: the Location for each form (scheme, host, port and its el
   t.is(loc({ statusCode: 302 }, '/a', 'bad host\u0001'), 'http://api.shop.svc.cluster.local:8080/a', 'a Host we would not write as is: the Service\'s name');
   t.is(loc({ statusCode: 302, path: { type: 'ReplaceFullPath', value: '/full' } }, '/a/b?x=1'), 'http://api.shop:8080/full?x=1');
   t.is(loc({ statusCode: 302 }, 'http://api.shop:8080/a?q'), 'http://api.shop:8080/a?q', 'absolute-form: its path and query');
+  t.is(loc({ statusCode: 302 }, 'http://api.shop:8080?next=/a'), 'http://api.shop:8080/?next=/a', 'absolute-form without a path: "/", the query whole');
   const prefix = { statusCode: 302 as const, path: { type: 'ReplacePrefixMatch' as const, value: '/new', prefix: '/old' } };
   t.is(loc(prefix, '/old/x/y?z=1'), 'http://api.shop:8080/new/x/y?z=1');
   t.is(loc(prefix, '/old'), 'http://api.shop:8080/new');

@@ -47,7 +47,9 @@ export class CompiledRedirect {
       // absolute-form: scheme://authority/path?query
       const s = path.indexOf('://');
       const slash = s < 0 ? -1 : path.indexOf('/', s + 3);
-      path = slash < 0 ? '/' : path.slice(slash);
+      const q = s < 0 ? -1 : path.indexOf('?', s + 3);
+      // The authority ends at the first "/" or "?": "http://h?to=/x" is "/" with the query "?to=/x".
+      path = q >= 0 && (slash < 0 || q < slash) ? `/${path.slice(q)}` : slash < 0 ? '/' : path.slice(slash);
     }
     const q = path.indexOf('?');
     const query = q < 0 ? '' : path.slice(q);

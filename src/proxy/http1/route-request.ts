@@ -88,7 +88,10 @@ export function pathOf(target: string): string {
     const scheme = t.indexOf('://');
     if (scheme < 0) return t;
     const slash = t.indexOf('/', scheme + 3);
-    t = slash < 0 ? '/' : t.slice(slash);
+    const q = t.indexOf('?', scheme + 3);
+    // The authority ends at the first "/" or "?": "http://h?to=/x" has the path "/", not "/x".
+    if (slash < 0 || (q >= 0 && q < slash)) return '/';
+    t = t.slice(slash);
   }
   const q = t.indexOf('?');
   return q < 0 ? t : t.slice(0, q);
