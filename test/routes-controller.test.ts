@@ -190,13 +190,13 @@ test('mesh-agent controller --kubeconfig: routes from the API server reach the a
   t.deepEqual(st.parentRef, { group: '', kind: 'Service', name: 'api' });
   t.is(st.conditions[0].observedGeneration, 1);
 
-  api.apply(httpRoute('split', weighted(0, 0)));
+  api.apply(httpRoute('split', weighted(-1, 10)));
   await until(async () => api.get('HTTPRoute', 'shop', 'split'), (o) => /^Accepted=False\/UnsupportedValue/.test(reasons(o)), 'Accepted=False written', { ms: 10_000, context: c.log });
   const bad = ours(api.get('HTTPRoute', 'shop', 'split'))!;
-  t.regex(bad.conditions[0].message, /every weight is 0/);
+  t.regex(bad.conditions[0].message, /weight: -1 is out of range/);
   t.is(bad.conditions[0].observedGeneration, 2);
   t.deepEqual(c.store.routesFor('shop/api').map((r) => r.rules[0]!.backends.map((b) => b.weight)), [[90, 10]], 'the agent keeps the last good route');
-  t.regex(c.log(), /routes: HTTPRoute shop\/split: not accepted \(the last good version keeps serving\): spec\.rules\[0\]\.backendRefs: every weight is 0/);
+  t.regex(c.log(), /routes: HTTPRoute shop\/split: not accepted \(the last good version keeps serving\): spec\.rules\[0\]\.backendRefs\[0\]\.weight: -1 is out of range/);
 
   api.apply(httpRoute('split', weighted(50, 50)));
   await waitFor(() => c.store.routesFor('shop/api')[0]?.rules[0]!.backends[0]!.weight === 50, 10_000);

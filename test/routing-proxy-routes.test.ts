@@ -15,6 +15,7 @@ import { DiscoveryStore } from '../src/discovery/store.ts';
 import { parseMessage, type DiscoMessage } from '../src/discovery/model.ts';
 import { Router } from '../src/routing/router.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
+import { routeFromGateway } from '../src/routing/gateway-api.ts';
 import { waitFor } from './helpers/until.ts';
 import { nativeIo } from './helpers/native-io.ts';
 
@@ -138,6 +139,36 @@ test('HTTP/1: a backend Service that does not exist answers 500 for its share', 
     if (r.status === 500) t.is(r.body, 'backend Service shop/gone port 80 not found\n');
   }
   t.deepEqual([...seen.keys()].sort(), [200, 500], JSON.stringify([...seen]));
+});
+
+test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends nothing: its requests answer 500, no backend sees them; the route is accepted', async (t) => {
+  const v1 = await backend('v1');
+  const api = await backend('api');
+  const conv = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'shop', name: 'drain' },
+    spec: {
+      parentRefs: [{ group: '', kind: 'Service', name: 'api' }],
+      rules: [
+        { matches: [{ path: { type: 'PathPrefix', value: '/drained' } }], backendRefs: [{ name: 'api-v1', port: 80, weight: 0 }, { name: 'api-v2', port: 80, weight: 0 }] },
+        { backendRefs: [{ name: 'api-v1', port: 80 }] },
+      ],
+    },
+  }, () => ({ ports: [80] }));
+  const { port } = await setup(t, { api: [api], 'api-v1': [v1], 'api-v2': [] }, conv.record === null ? [] : [conv.record]);
+  t.deepEqual(conv.parents[0]!.conditions.map((c) => `${c.type}=${c.status}`), ['Accepted=True', 'ResolvedRefs=True'], conv.problems.join('; '));
+  t.truthy(conv.record);
+  for (let i = 0; i < 5; i++) {
+    const r = await request(port, { path: '/drained/x' });
+    t.is(r.status, 500);
+    t.regex(r.body, /weight 0/);
+  }
+  t.is((await request(port, { path: '/other' })).body, 'v1', 'the other rule still forwards');
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  const r2 = await h2get(session, { ':path': '/drained', ':authority': 'api.shop' });
+  t.is(r2.head[':status'], 500);
+  t.is(v1.hits, 1, 'only the other rule\'s request reached a backend');
+  t.is(api.hits, 0, 'nor did the parent Service get them');
 });
 
 test('HTTP/1 and HTTP/2: a route record the agent cannot read fails closed: 500 naming the problem, before a valid route\'s more specific match; no backend sees the request', async (t) => {

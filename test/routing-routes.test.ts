@@ -221,7 +221,6 @@ test('HTTPRoute and GRPCRoute: a backendRef\'s RequestHeaderModifier and Respons
 const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a weight below 0', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: -1 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRefs\[0\]\.weight: -1 is out of range; use a whole number from 0 to 1000000/],
   ['a weight above the maximum', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: 1_000_001 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /weight: 1000001 is out of range/],
-  ['every weight 0', { rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: 0 }, { name: 'api-v2', port: 80, weight: 0 }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /every weight is 0, so no request could be sent/],
   ['a malformed duration', { rules: [{ timeouts: { request: '1.5s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /spec\.rules\[0\]\.timeouts\.request: "1\.5s" is not a Gateway API duration; write it like 500ms/],
   ['backendRequest longer than request', { rules: [{ timeouts: { request: '1s', backendRequest: '2s' } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /backendRequest \(2s\) must not be longer than .*request \(1s\)/],
   ['an unknown retry code', { rules: [{ retry: { codes: [600] } }] }, 'UnsupportedValue', 'ResolvedRefs', false, /retry\.codes\[0\]: 600 is not a retryable status code; use 400-599/],
@@ -405,7 +404,6 @@ const badRecords: Array<[string, object, RegExp]> = [
   ['no rules', { rules: [] }, /rules: expected at least one rule/],
   ['too many rules', { rules: Array(17).fill({ matches: [], backends: [] }) }, /rules: more than 16 entries/],
   ['a negative weight', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: -1 }] }] }, /backends\[0\]\.weight: expected an integer 0-1000000/],
-  ['all weights 0', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 80, weight: 0 }] }] }, /every weight is 0/],
   ['a bad port', { rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'a', port: 70000, weight: 1 }] }] }, /port: expected a port 1-65535 \(or 0: the parent's\)/],
   ['a bad regex', { rules: [{ matches: [{ path: { type: 'RegularExpression', value: '(' } }], backends: [] }] }, /not a regular expression/],
   ['a lower-case method', { rules: [{ matches: [{ method: 'get' }], backends: [] }] }, /method: expected an upper-case HTTP method/],

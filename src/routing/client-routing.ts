@@ -53,12 +53,18 @@ export class AttemptSlot {
 /**
  * Picks the rule's backend (by weight; the parent when the rule names none) and one of its
  * endpoints. False, with slot.status and slot.why, when the backend cannot be used (500, as
- * Gateway API says for an unresolved backendRef) or has no ready endpoint (503).
+ * Gateway API says for an unresolved backendRef), every backend weighs 0 (500), or it has no
+ * ready endpoint (503).
  */
 export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot, ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): boolean {
+  slot.lease = null;
+  if (rule.totalWeight === 0 && rule.backends.length > 0) {
+    // Backends named, every one weight 0 (a drain): no traffic to any, nor to the parent.
+    slot.backend = null;
+    return fail(slot, 500, "every backendRef of the rule has weight 0: no backend takes its requests");
+  }
   const b = rule.pickBackend(parent.router.random);
   slot.backend = b;
-  slot.lease = null;
   let target: ServiceRoute | null = parent;
   if (b !== null) {
     if (b.problem !== undefined) return fail(slot, 500, `backend unavailable: ${b.problem}`);

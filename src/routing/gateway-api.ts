@@ -2,7 +2,7 @@
 // parentRefs name a Service, converted into the route model (route-model.ts), with the status
 // conditions the controller writes back (Accepted, ResolvedRefs, with the spec's reasons).
 // Pure: the caller says which Services exist (with their ports); the route is converted whole,
-// and a route that cannot be (a bad duration, a weight out of range, every weight 0, a filter or
+// and a route that cannot be (a bad duration, a weight out of range, a filter or
 // match we do not support, a bad Linkerd annotation) comes out with no record and
 // Accepted=False, so the controller keeps serving its last good version.
 import { policyFromAnnotations, type AnnotatedKind } from './linkerd-annotations.ts';
@@ -476,7 +476,9 @@ function convertSpec(o: Obj, spec: Obj, cx: ConvertContext, parents: ParentRef[]
       if (responseHeaders !== undefined && Object.keys(responseHeaders).length > 0) ref.responseHeaders = responseHeaders;
       return ref;
     });
-    if (backends.length > 0 && backends.every((b) => b.weight === 0)) throw new Invalid(`${w}.backendRefs: every weight is 0, so no request could be sent; give one backend a weight above 0`);
+    // Every weight 0 is served, not refused: no backend gets the rule's requests, which answer 500
+    // (client-routing.ts pickAttempt). Refused, the rule would keep its last weights or, new, let
+    // its requests through to the parent Service: the traffic a drain meant to stop.
     const rule: RouteRule = { matches: effective, backends };
     if (typeof r?.name === 'string' && r.name !== '') rule.name = r.name;
     const { requestHeaders, responseHeaders } = filters;

@@ -60,7 +60,7 @@ export interface BackendRef {
   name: string;
   /** SAME_PORT (0): the port the client called on the parent (SMI backends have no port). */
   port: number;
-  /** 0 to 1,000,000: the share of the rule's requests is weight / sum of weights. */
+  /** 0 to 1,000,000: the share of the rule's requests is weight / sum of weights; every weight 0: none is sent, each answers 500. */
   weight: number;
   /** Set when the reference cannot be used (not found, not permitted): its share answers 500. */
   problem?: string;
@@ -442,7 +442,6 @@ function parseRule(v: unknown, where: string): RouteRule {
     matches: list(o.matches, `${where}.matches`, MAX_MATCHES).map((m, i) => parseMatch(m, `${where}.matches[${i}]`)),
     backends: list(o.backends, `${where}.backends`, MAX_BACKENDS).map((b, i) => parseBackend(b, `${where}.backends[${i}]`)),
   };
-  if (out.backends.length > 0 && out.backends.every((b) => b.weight === 0)) fail(`${where}.backends`, 'every weight is 0');
   if (o.name !== undefined) out.name = shortString(o.name, `${where}.name`, 253);
   if (o.requestHeaders !== undefined) out.requestHeaders = parseHeaderModifier(o.requestHeaders, `${where}.requestHeaders`);
   if (o.responseHeaders !== undefined) out.responseHeaders = parseHeaderModifier(o.responseHeaders, `${where}.responseHeaders`, true);

@@ -281,7 +281,7 @@ export class CompiledRule {
     const r = random() * this.totalWeight;
     const c = this.cumulative;
     for (let i = 0; i < n; i++) if (r < c[i]!) return this.backends[i]!;
-    // random() is below 1, so r is below the total; this is for a total of 0 (never accepted).
+    // random() is below 1, so r is below the total; a total of 0 never gets here (pickAttempt answers 500).
     return this.backends[n - 1]!;
   }
 }
