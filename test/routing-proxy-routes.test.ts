@@ -171,6 +171,37 @@ test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends n
   t.is(api.hits, 0, 'nor did the parent Service get them');
 });
 
+for (const h2 of [false, true]) {
+  test(`${h2 ? 'HTTP/2' : 'HTTP/1'}: a client pod the agent learns of after its connection opened gets its namespace's consumer routes on that connection's next request`, async (t) => {
+    const v1 = await backend('v1', { h2 });
+    const v2 = await backend('v2', { h2 });
+    const store = new DiscoveryStore();
+    // The producer route (in the Service's namespace) sends to api-v1; the client namespace's consumer route to api-v2.
+    world(store, { api: [], 'api-v1': [v1], 'api-v2': [v2] }, [
+      route([{ matches: [], backends: to(['api-v1', 1]) }]),
+      { ...route([{ matches: [], backends: to(['api-v2', 1]) }]), namespace: 'client', name: 'consumer' },
+    ]);
+    let known = false;
+    const router = new Router(store, { clients: () => (known ? { namespace: 'client', workload: 'client/deployment/app' } : null) });
+    const proxy = new Proxy({ listen: { host: HOST, port: 0 }, lookup: () => ({ ip: VIPS.api!, port: 80, podKey: 7n }), router, telemetry: new RecordingSink(), detectTimeoutMs: 5000, knownHttp1Max: 0, log: () => {}, nativeIo: nativeIo() });
+    const { port } = await proxy.listen();
+    t.teardown(async () => {
+      await proxy.close(0);
+      await v1.close();
+      await v2.close();
+    });
+    // One client connection throughout.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    t.teardown(() => agent.destroy());
+    const session = h2 ? http2.connect(`http://${HOST}:${port}`) : null;
+    t.teardown(() => session?.destroy());
+    const get = async () => (session !== null ? (await h2get(session, { ':path': '/', ':authority': 'api.shop' })).body : (await request(port, { agent })).body);
+    t.is(await get(), 'v1', 'an unknown client: the producer route');
+    known = true;
+    for (let i = 0; i < 3; i++) t.is(await get(), 'v2', 'the same connection, now known: its namespace\'s consumer route');
+  });
+}
+
 test('HTTP/1 and HTTP/2: a route record the agent cannot read fails closed: 500 naming the problem, before a valid route\'s more specific match; no backend sees the request', async (t) => {
   const v1 = await backend('v1');
   const line = JSON.stringify({ type: 'route', op: 'set', route: { ...route([{ matches: [], backends: to(['api-v1', 1]) }]), name: 'future', rules: [{ matches: [{ sourceCidr: '10.0.0.0/8' }], backends: to(['api-v1', 1]) }] } });

@@ -11,18 +11,37 @@ import type { RetryPolicy, Timeouts } from './route-model.ts';
 
 /** One client connection's view of the routes of the Service it called. */
 export class ClientRouting {
-  readonly client: ClientIdentity;
+  client: ClientIdentity;
+  private readonly router: Router;
+  private readonly sourceIp: string;
   private policy: ParentPolicy | null = null;
   private table: RouteTable | null = null;
   private budgetOf: ServiceRoute | null = null;
   private budgetV: RetryBudget | null = null;
 
   constructor(router: Router, sourceIp: string) {
+    this.router = router;
+    this.sourceIp = sourceIp;
     this.client = router.client(sourceIp);
+  }
+
+  /**
+   * A client the agent did not know when its connection opened (a pod that dialled before the
+   * agent heard of it) is asked again per request until known: else a long-lived connection
+   * would keep another namespace's routes and an IP's retry budget for its whole life.
+   */
+  private refreshClient(): void {
+    if (this.client.namespace !== '') return;
+    const c = this.router.knownClient(this.sourceIp);
+    if (c === null || c.namespace === '') return;
+    this.client = c;
+    this.policy = null;
+    this.budgetOf = null;
   }
 
   /** The table for this client; `route.policy` must be set. */
   tableFor(route: ServiceRoute): RouteTable {
+    this.refreshClient();
     const p = route.policy!;
     if (p !== this.policy) {
       this.policy = p;

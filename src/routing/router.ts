@@ -130,7 +130,12 @@ export class Router {
 
   /** Who is behind a source IP; a pod the agent does not know is its own workload. */
   client(ip: string): ClientIdentity {
-    return this.opts.clients?.(ip) ?? { namespace: '', workload: `ip/${ip}` };
+    return this.knownClient(ip) ?? { namespace: '', workload: `ip/${ip}` };
+  }
+
+  /** The pod behind a source IP, or null while the agent does not know it. */
+  knownClient(ip: string): ClientIdentity | null {
+    return this.opts.clients?.(ip) ?? null;
   }
 
   /** The retry budget of a client workload towards a Service (GEP-3388: per client and Service). */
