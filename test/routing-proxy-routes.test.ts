@@ -576,6 +576,27 @@ for (const h2 of [false, true]) {
     t.is(v1.hits, 4);
   });
 
+  test(`${proto}: a header match on Host matches the request's authority (HTTP/2: :authority, which stands for Host)`, async (t) => {
+    const v1 = await backend('v1', { h2 });
+    const v2 = await backend('v2', { h2 });
+    const { port } = await setup(t, { api: [], 'api-v1': [v1], 'api-v2': [v2] }, [route([
+      { matches: [{ headers: [{ name: 'host', type: 'Exact', value: 'canary.shop' }] }], backends: to(['api-v2', 1]) },
+      { matches: [], backends: to(['api-v1', 1]) },
+    ])]);
+    let get: (host: string) => Promise<string>;
+    if (h2) {
+      const session = http2.connect(`http://${HOST}:${port}`);
+      t.teardown(() => session.destroy());
+      get = async (host) => (await h2get(session, { ':path': '/', ':authority': host })).body;
+    } else {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      t.teardown(() => agent.destroy());
+      get = async (host) => (await request(port, { agent, headers: { host } })).body;
+    }
+    t.is(await get('canary.shop'), 'v2');
+    t.is(await get('api.shop'), 'v1');
+  });
+
   test(`${proto}: a RequestHeaderModifier sets, adds and removes headers as the upstream sees them, on a retried attempt too`, async (t) => {
     // Every first request of a pair answers 503, so each request is seen twice (attempt and retry).
     const seen: Array<Array<[string, string]>> = [];

@@ -39,7 +39,8 @@ class H2RouteRequest implements RouteRequest {
     return queryParam(this.target, name);
   }
   header(name: string): string | undefined {
-    const v = this.h[name];
+    // HTTP/2 carries Host as :authority (RFC 9113 8.3.1): a match on host reads it, as for HTTP/1.
+    const v = this.h[name] ?? (name === 'host' ? this.h[':authority'] : undefined);
     return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
   }
 }
