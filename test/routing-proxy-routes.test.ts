@@ -316,6 +316,25 @@ test('HTTP/1: timeouts.request answers 504 at the timeout and closes the upstrea
   t.true(ev.latencyMs >= 300);
 });
 
+test('HTTP/1: timeouts.request "0s" on a rule means no timeout, even with timeout.linkerd.io/request on the Service', async (t) => {
+  const slow = await backend('slow', { handle: (_q, res) => { setTimeout(() => res.end('late'), 400); } });
+  const conv = routeFromGateway({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'shop', name: 'stream' },
+    spec: {
+      parentRefs: [{ group: '', kind: 'Service', name: 'api' }],
+      rules: [
+        { matches: [{ path: { type: 'PathPrefix', value: '/stream' } }], timeouts: { request: '0s' } },
+        { matches: [] },
+      ],
+    },
+  }, () => ({ ports: [80] }));
+  const { port } = await setup(t, { api: [slow] }, conv.record === null ? [] : [conv.record], { 'timeout.linkerd.io/request': '150ms' });
+  t.truthy(conv.record, conv.problems.join('; '));
+  const r = await request(port, { path: '/stream' });
+  t.deepEqual([r.status, r.body], [200, 'late'], 'GEP-1742: zero disables the timeout');
+  t.is((await request(port, { path: '/other' })).status, 504, 'the other rule keeps the Service\'s timeout');
+});
+
 test('timeout.linkerd.io/idle: a response that stops moving is cut (HTTP/1: the client connection closed; HTTP/2: the stream reset), the upstream cancelled', async (t) => {
   // Answers its head and one chunk of body, then nothing.
   const stall: Handler = (_q, res) => {

@@ -305,14 +305,17 @@ function timeoutsOf(t: Obj | undefined, where: string, src: (field: string) => S
   if (t === undefined || t === null) return { sources: [] };
   const out: Timeouts = {};
   const sources: Source[] = [];
-  // GEP-1742: zero means no timeout.
+  // GEP-1742: zero means no timeout. A field given, even "0s", is the rule's own: the rule then
+  // does not take the Service's timeouts (an empty Timeouts is "none", not "the Service's").
   if (t.request !== undefined && t.request !== null) {
     const ms = parseGatewayDuration(t.request, `${where}.request`);
-    if (ms > 0) (out.requestMs = ms), sources.push(src(`${where}.request`));
+    if (ms > 0) out.requestMs = ms;
+    sources.push(src(`${where}.request`));
   }
   if (t.backendRequest !== undefined && t.backendRequest !== null) {
     const ms = parseGatewayDuration(t.backendRequest, `${where}.backendRequest`);
-    if (ms > 0) (out.backendRequestMs = ms), sources.push(src(`${where}.backendRequest`));
+    if (ms > 0) out.backendRequestMs = ms;
+    sources.push(src(`${where}.backendRequest`));
   }
   if (out.requestMs !== undefined && out.backendRequestMs !== undefined && out.backendRequestMs > out.requestMs) {
     throw new Invalid(`${where}.backendRequest (${t.backendRequest}) must not be longer than ${where}.request (${t.request})`);

@@ -135,7 +135,7 @@ export interface RouteRule {
   matches: RouteMatch[];
   /** Empty: the parent Service itself. */
   backends: BackendRef[];
-  /** Absent fields: the parent Service's annotations apply (as Linkerd does). */
+  /** Absent: the parent Service's annotations apply (as Linkerd does); present, even empty (Gateway API "0s"), the rule's own. */
   timeouts?: Timeouts;
   retry?: RetryPolicy | null;
   /** Provenance of timeouts and retry, shown by diagnostics policy. */
