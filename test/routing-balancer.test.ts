@@ -332,3 +332,31 @@ test('failure accrual: a probe the client gave up on (cancel) frees the probatio
   b.done(next!, 1, 'success');
   t.is(b.snapshot()[0]!.state, 'ready');
 });
+
+test('a retry\'s pick avoids the endpoint that failed when another is available; with none other (or all others held back) it may take it again', (t) => {
+  const clock = { t: 0 };
+  const b = new Balancer({ now: () => clock.t, random: rng(8), accrual: { ...DEFAULT_ACCRUAL, maxFailures: 1, jitterRatio: 0 } });
+  b.setEndpoints(eps(3));
+  for (let i = 0; i < 50; i++) {
+    const first = b.pick()!;
+    b.done(first, 1, 'success');
+    const retry = b.pick(undefined, first)!;
+    t.not(retry.key, first.key);
+    b.done(retry, 1, 'success');
+  }
+  const one = new Balancer({ now: () => 0 });
+  one.setEndpoints(eps(1));
+  const only = one.pick()!;
+  one.done(only, 1, 'success');
+  t.is(one.pick(undefined, only), only, 'the only endpoint');
+  b.setEndpoints(eps(2));
+  const [x, y] = [b.pick()!, b.pick()!];
+  b.done(x, 1, 'success');
+  b.done(y, 1, 'success');
+  const bad = x.key === '10.0.0.1:8080' ? x : y;
+  const other = bad === x ? y : x;
+  const o = b.pick(undefined, bad)!;
+  t.is(o, other);
+  b.done(o, 1, 'failure'); // ejects the other
+  t.is(b.pick(undefined, bad), bad, 'the others held back: the avoided one rather than none');
+});

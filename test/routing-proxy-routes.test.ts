@@ -239,6 +239,25 @@ test('HTTP/1: a 503 is retried (retry.linkerd.io/http on the Service), at most t
   t.deepEqual(ev.route?.route, { group: '', kind: 'default', namespace: '', name: 'http' });
 });
 
+for (const h2 of [false, true]) {
+  test(`${h2 ? 'HTTP/2' : 'HTTP/1'}: a retry goes to another endpoint than the attempt that failed: one replica answering 503 at once does not take the retries too`, async (t) => {
+    // The broken replica answers fastest, so peak EWMA favours it; a retry sent back to it would fail again.
+    const broken = await backend('broken', { h2, status: 503 });
+    const healthy = await backend('healthy', { h2, handle: (_q, res) => { setTimeout(() => res.end('healthy'), 20); } });
+    const { port } = await setup(t, { api: [broken, healthy] }, [], { 'retry.linkerd.io/http': '503', 'retry.linkerd.io/limit': '1' });
+    const session = h2 ? http2.connect(`http://${HOST}:${port}`) : null;
+    t.teardown(() => session?.destroy());
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    t.teardown(() => agent.destroy());
+    const statuses: number[] = [];
+    // 8: within the retry budget's 10 a second.
+    for (let i = 0; i < 8; i++) {
+      statuses.push(session !== null ? Number((await h2get(session, { ':path': '/', ':authority': 'api.shop' })).head[':status']) : (await request(port, { agent })).status);
+    }
+    t.deepEqual(statuses.filter((s) => s !== 200), [], `broken saw ${broken.hits}, healthy ${healthy.hits}`);
+  });
+}
+
 test('HTTP/1: retries stop at the limit; the last answer goes to the client and counts as limit exceeded', async (t) => {
   const down = await backend('down', { handle: (_q, res) => { res.statusCode = 503; res.end('down'); } });
   const { port, sink } = await setup(t, { api: [down] }, [], { 'retry.linkerd.io/http': '503', 'retry.linkerd.io/limit': '2' });

@@ -141,14 +141,18 @@ export class Balancer {
    * tower's balancer chooses among services polled ready, and among all only when none is: a
    * request waits for a connect only when every endpoint would make it wait.
    */
-  pick(ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): BalancedEndpoint | null {
+  pick(ready?: (b: BalancedEndpoint, drawn: boolean) => boolean, avoid?: BalancedEndpoint | null): BalancedEndpoint | null {
     const list = this.list;
     const n = list.length;
     if (n === 0) return null;
     const now = this.now();
-    let chosen: BalancedEndpoint | null;
-    if (n === 1) chosen = this.available(list[0]!, now) ? list[0]! : null;
-    else {
+    let chosen: BalancedEndpoint | null = null;
+    // A retry: P2C over the other endpoints first (one that answered an error fast looks cheapest,
+    // and would take the retry too); the avoided one only when none of the others is available.
+    const skip = avoid != null && n > 1 ? list.indexOf(avoid) : -1;
+    if (skip >= 0) chosen = this.pickOther(skip, now, ready);
+    if (chosen === null && n === 1) chosen = this.available(list[0]!, now) ? list[0]! : null;
+    else if (chosen === null) {
       const i = Math.floor(this.random() * n);
       let j = Math.floor(this.random() * (n - 1));
       if (j >= i) j++;
@@ -173,6 +177,33 @@ export class Balancer {
     chosen.requests++;
     chosen.accrual?.onSend(now);
     return chosen;
+  }
+
+  /**
+   * P2C over every endpoint but list[skip]: the cheaper of two draws that are available and ready,
+   * else one of them that is, else the cheaper available draw (its connect started by `ready`);
+   * null when neither draw is available.
+   */
+  private pickOther(skip: number, now: number, ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): BalancedEndpoint | null {
+    const list = this.list;
+    const m = list.length - 1;
+    const at = (k: number) => list[k >= skip ? k + 1 : k]!;
+    const i = Math.floor(this.random() * m);
+    const a = at(i);
+    let b = a;
+    if (m > 1) {
+      let j = Math.floor(this.random() * (m - 1));
+      if (j >= i) j++;
+      b = at(j);
+    }
+    const aAv = this.available(a, now);
+    const bAv = b !== a && this.available(b, now);
+    const aOk = aAv && (ready === undefined || ready(a, true));
+    const bOk = bAv && (ready === undefined || ready(b, true));
+    if (aOk && bOk) return this.cost(a, now) <= this.cost(b, now) ? a : b;
+    if (aOk || bOk) return aOk ? a : b;
+    if (aAv && bAv) return this.cost(a, now) <= this.cost(b, now) ? a : b;
+    return aAv ? a : bAv ? b : null;
   }
 
   /** A picked endpoint's request is over: rttMs is the time to its response (null when none came). */

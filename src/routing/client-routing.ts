@@ -71,11 +71,14 @@ export class AttemptSlot {
 
 /**
  * Picks the rule's backend (by weight; the parent when the rule names none) and one of its
- * endpoints. False, with slot.status and slot.why, when the backend cannot be used (500, as
+ * endpoints (a `retry`: another than the failed attempt's, when there is one). False, with slot.status and slot.why, when the backend cannot be used (500, as
  * Gateway API says for an unresolved backendRef), every backend weighs 0 (500), or it has no
  * ready endpoint (503).
  */
-export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot, ready?: (b: BalancedEndpoint, drawn: boolean) => boolean): boolean {
+export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: AttemptSlot, ready?: (b: BalancedEndpoint, drawn: boolean) => boolean, retry = false): boolean {
+  // A retry avoids the endpoint the attempt before it went to, when its backend is picked again.
+  const prevLease = retry ? slot.lease : null;
+  const prevTarget = slot.target;
   slot.lease = null;
   if (rule.totalWeight === 0 && rule.backends.length > 0) {
     // Backends named, every one weight 0 (a drain): no traffic to any, nor to the parent.
@@ -91,7 +94,7 @@ export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: Atte
     if (target === null) return fail(slot, 500, `backend Service ${b.namespace}/${b.name} port ${b.port} not found`);
   }
   slot.target = target;
-  const lease = target.balancer.pick(ready);
+  const lease = target.balancer.pick(ready, prevTarget === target ? prevLease : null);
   if (lease === null) {
     const { namespace, name, port } = target.ref;
     return fail(slot, 503, `no ready endpoints for Service ${namespace}/${name} port ${port}`);

@@ -494,7 +494,7 @@ export class Http1Connection implements UpstreamOwner {
       ok = true;
     } else {
       this.dropEager();
-      ok = pickAttempt(route, rule, slot);
+      ok = pickAttempt(route, rule, slot, undefined, this.report!.retries > 0);
     }
     this.attemptAt = performance.now();
     const report = this.report!;

@@ -175,7 +175,7 @@ class RoutedStream {
 
   private attempt(): void {
     const slot = this.slot;
-    const ok = pickAttempt(this.route, this.rule!, slot, sessionReady(this.pool, this.ctx, this.limits));
+    const ok = pickAttempt(this.route, this.rule!, slot, sessionReady(this.pool, this.ctx, this.limits), this.report!.retries > 0);
     this.attemptAt = performance.now();
     const report = this.report!;
     report.backend = backendRef(this.route, slot.backend);
