@@ -321,6 +321,25 @@ test('a Service connection whose eager connect is refused dials another endpoint
   t.deepEqual(sink.closes.filter((c) => c.error !== undefined).map((c) => c.error), []);
 });
 
+for (const h2 of [false, true]) {
+  test(`${h2 ? 'HTTP/2' : 'HTTP/1'}: a timeout longer than a timer can hold (timeout.linkerd.io/request: 600h) does not spin the timer every millisecond`, async (t) => {
+    // Node fires a setTimeout above 2^31-1 ms after 1 ms (with a TimeoutOverflowWarning each time);
+    // re-armed on each firing, such a deadline would run a 1 ms loop for every request in flight.
+    const overflows: string[] = [];
+    const onWarning = (w: Error) => { if (w.name === 'TimeoutOverflowWarning') overflows.push(w.message); };
+    process.on('warning', onWarning);
+    t.teardown(() => { process.off('warning', onWarning); });
+    const slow = await backend('slow', { h2, handle: (_q, res) => { setTimeout(() => res.end('slow'), 150); } });
+    const { port } = await setup(t, { api: [slow] }, [], { 'timeout.linkerd.io/request': '600h' });
+    const session = h2 ? http2.connect(`http://${HOST}:${port}`) : null;
+    t.teardown(() => session?.destroy());
+    const body = session !== null ? (await h2get(session, { ':path': '/', ':authority': 'api.shop' })).body : (await request(port)).body;
+    t.is(body, 'slow');
+    await new Promise((r) => setImmediate(r));
+    t.is(overflows.length, 0, overflows.slice(0, 1).join(''));
+  });
+}
+
 test('HTTP/1: timeouts.request answers 504 at the timeout and closes the upstream connection (the server sees the cancel)', async (t) => {
   const slow = await backend('slow', { handle: () => { /* never answers */ } });
   const { port, sink } = await setup(t, { api: [slow] }, [route([{ matches: [], backends: [], timeouts: { requestMs: 300 } }])]);

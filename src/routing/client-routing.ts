@@ -170,6 +170,14 @@ export function nearestDeadline(d: Deadlines): number {
   return at;
 }
 
+/** setTimeout's longest delay: a longer one fires after 1 ms (Node), which re-arming would make a 1 ms loop. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The delay to arm a request's one timer with for its nearest deadline `at` (finite); a deadline further off than a timer holds is armed again when it fires early. */
+export function timerDelay(at: number, now: number): number {
+  return Math.min(MAX_TIMER_MS, Math.max(0, at - now));
+}
+
 /** What a forwarder does when its routed request's one timer fires (onDeadline). */
 export interface DeadlineActions {
   /** The request is over: 504, or a reset once the response started; `label` is Linkerd's error label. */

@@ -29,7 +29,7 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
+import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RequestEvent, RouteReport } from '../../telemetry/events.ts';
 import { headerValue, Http1RouteRequest, pathOf } from './route-request.ts';
 import { HEAD_MALFORMED, HEAD_NEED_MORE, HEAD_TOO_LARGE, HeadReader, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './parse-head.ts';
@@ -591,7 +591,7 @@ export class Http1Connection implements UpstreamOwner {
       clearTimeout(this.exTimer);
     }
     this.exTimerAt = at;
-    this.exTimer = setTimeout(this.onExchangeTimer, Math.max(0, at - performance.now()));
+    this.exTimer = setTimeout(this.onExchangeTimer, timerDelay(at, performance.now()));
   }
 
   /** The exchange's deadlines; the head's counts only until the response head reached the client. */

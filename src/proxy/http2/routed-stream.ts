@@ -14,7 +14,7 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, type Deadlines } from '../../routing/client-routing.ts';
+import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf, queryParam } from '../http1/route-request.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
@@ -380,7 +380,7 @@ class RoutedStream {
   private arm(): void {
     const at = nearestDeadline(this.deadlines());
     if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = at === Infinity ? null : setTimeout(() => this.onTimer(), Math.max(0, at - performance.now()));
+    this.timer = at === Infinity ? null : setTimeout(() => this.onTimer(), timerDelay(at, performance.now()));
   }
 
   private onTimer(): void {
