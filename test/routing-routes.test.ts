@@ -339,6 +339,15 @@ test('Gateway API durations (GEP-2257)', (t) => {
   for (const bad of ['1.5s', '1d', '', '5', '1s1s1s1s1s', 5]) t.throws(() => parseGatewayDuration(bad, 'd'), { message: /is not a Gateway API duration/ }, String(bad));
 });
 
+test('HTTPRoute: any GEP-2257 duration is served: a timeout or backoff of days (up to 99999h) is accepted, held as long as a timer can', (t) => {
+  const d = routeFromGateway(httpRoute({ rules: [{ timeouts: { request: '99999h', backendRequest: '48h' }, retry: { backoff: '30h' } }] }), services);
+  t.is(d.parents[0]!.conditions[0]!.status, 'True', d.problems.join('; '));
+  const r = d.record!.rules[0]!;
+  t.is(r.timeouts!.backendRequestMs, 48 * 3_600_000);
+  t.is(r.timeouts!.requestMs, 2 ** 31 - 1, 'longer than a timer holds: the longest one (24.8 days)');
+  t.is(r.retry!.backoffMs, 30 * 3_600_000);
+});
+
 // ---- SMI TrafficSplit ----
 
 const split = (spec: object) => ({ apiVersion: 'split.smi-spec.io/v1alpha4', kind: 'TrafficSplit', metadata: { name: 'canary', namespace: 'shop' }, spec: { service: 'api', ...spec } });

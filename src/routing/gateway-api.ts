@@ -7,7 +7,7 @@
 // Accepted=False, so the controller keeps serving its last good version.
 import { policyFromAnnotations, type AnnotatedKind } from './linkerd-annotations.ts';
 import {
-  checkRegex, FIELD_VALUE, HOSTNAME, REDIRECT_PATH, REDIRECT_STATUSES, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
+  checkRegex, FIELD_VALUE, HOSTNAME, REDIRECT_PATH, REDIRECT_STATUSES, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_MS, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
   type BackendRef, type HeaderMatch, type HeaderModifier, type ParentRef, type QueryParamMatch, type Redirect, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
 } from './route-model.ts';
 import { isName, isPort } from '../util/record-reader.ts';
@@ -309,12 +309,13 @@ function timeoutsOf(t: Obj | undefined, where: string, src: (field: string) => S
   // does not take the Service's timeouts (an empty Timeouts is "none", not "the Service's").
   if (t.request !== undefined && t.request !== null) {
     const ms = parseGatewayDuration(t.request, `${where}.request`);
-    if (ms > 0) out.requestMs = ms;
+    // GEP-2257 allows up to 99999h; past what a timer holds (24.8 days) it is held as that.
+    if (ms > 0) out.requestMs = Math.min(ms, MAX_MS);
     sources.push(src(`${where}.request`));
   }
   if (t.backendRequest !== undefined && t.backendRequest !== null) {
     const ms = parseGatewayDuration(t.backendRequest, `${where}.backendRequest`);
-    if (ms > 0) out.backendRequestMs = ms;
+    if (ms > 0) out.backendRequestMs = Math.min(ms, MAX_MS);
     sources.push(src(`${where}.backendRequest`));
   }
   if (out.requestMs !== undefined && out.backendRequestMs !== undefined && out.backendRequestMs > out.requestMs) {
@@ -341,7 +342,7 @@ function retryOf(r: Obj | undefined, where: string): RetryPolicy | undefined {
   }
   if (r.backoff !== undefined && r.backoff !== null) {
     const ms = parseGatewayDuration(r.backoff, `${where}.backoff`);
-    if (ms > 0) out.backoffMs = ms;
+    if (ms > 0) out.backoffMs = Math.min(ms, MAX_MS);
   }
   return out;
 }

@@ -11,7 +11,7 @@
 // default) and gRPC retries UNAVAILABLE (ours: the one code gRPC calls safe to retry).
 // Pure: returns what it understood and an error per annotation it could not.
 import { parseDuration } from './duration.ts';
-import { MAX_RETRY_LIMIT, type RetryPolicy, type Source, type Timeouts } from './route-model.ts';
+import { MAX_MS, MAX_RETRY_LIMIT, type RetryPolicy, type Source, type Timeouts } from './route-model.ts';
 
 export const RETRY_HTTP = 'retry.linkerd.io/http';
 export const RETRY_GRPC = 'retry.linkerd.io/grpc';
@@ -84,7 +84,8 @@ function positiveDuration(a: Record<string, string>, key: string, errors: string
   if (v === undefined) return undefined;
   try {
     const ms = parseDuration(v, key);
-    return ms === 0 ? undefined : ms; // 0 means none, as Linkerd reads it
+    // 0 means none, as Linkerd reads it; past what a timer holds (24.8 days), held as that.
+    return ms === 0 ? undefined : Math.min(ms, MAX_MS);
   } catch (e) {
     errors.push((e as Error).message);
     return undefined;

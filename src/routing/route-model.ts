@@ -181,7 +181,8 @@ export const MAX_RETRY_LIMIT = 10;
 /** Retry backoff: the first wait is at least this, the waits double up to DEFAULT_MAX_BACKOFF_MS. */
 export const DEFAULT_BACKOFF_MS = 25;
 export const DEFAULT_MAX_BACKOFF_MS = 250;
-const MAX_MS = 24 * 3_600_000;
+/** The longest timeout or backoff a record holds: setTimeout's longest delay (24.8 days); longer ones are held as this. */
+export const MAX_MS = 2 ** 31 - 1;
 
 /** A backend port meaning "the port the client called on the parent Service". */
 export const SAME_PORT = 0;
