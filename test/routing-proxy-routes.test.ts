@@ -373,7 +373,9 @@ test('HTTP/1: timeouts.request "0s" on a rule means no timeout, even with timeou
   t.is((await request(port, { path: '/other' })).status, 504, 'the other rule keeps the Service\'s timeout');
 });
 
-test('timeout.linkerd.io/idle: a response that stops moving is cut (HTTP/1: the client connection closed; HTTP/2: the stream reset), the upstream cancelled', async (t) => {
+// Serial: the other tests of this file, run beside it in one process, can hold its event loop past
+// the 300 ms; Node then runs the expired idle timer before reading the response that came meanwhile.
+test.serial('timeout.linkerd.io/idle: a response that stops moving is cut (HTTP/1: the client connection closed; HTTP/2: the stream reset), the upstream cancelled', async (t) => {
   // Answers its head and one chunk of body, then nothing.
   const stall: Handler = (_q, res) => {
     res.statusCode = 200;
