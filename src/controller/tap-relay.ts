@@ -131,7 +131,11 @@ export class TapRelay {
   /** An agent's tap stream. A newer stream from the same node (a restarted agent) replaces the old one. */
   addAgent(node: string, agentId: string, stream: http2.ServerHttp2Stream): void {
     const old = this.agents.get(node);
-    if (old && old.stream !== stream) old.stream.close();
+    if (old && old.stream !== stream) {
+      old.stream.close();
+      // What was sent went to the old link: the new one (a restarted agent) has no taps yet.
+      for (const s of this.sessions.values()) s.sent.delete(node);
+    }
     const link: AgentLink = { node, agentId, stream };
     this.agents.set(node, link);
     stream.on('close', () => {
