@@ -85,6 +85,7 @@ export class ReportClient {
     this.removeAgg = opts.hub.add(this.aggregator);
     this.taps = new TapRegistry(opts.hub, (id, rec) => this.sendTap(id, rec), opts.onTapFilters);
     if (opts.tls) this.taps.setTls(opts.tls);
+    this.taps.setSide((ev) => this.aggregator.sideOf(ev));
   }
 
   start(): void {

@@ -187,7 +187,8 @@ export class ReportAggregator implements TelemetrySink {
     this.tunnelled = tls ? (ev) => tls(ev) !== null : () => false;
   }
 
-  private sideOf(ev: Endpoints): PairSide | undefined {
+  /** Which side of its pair this agent sees an event from (tap asks too: a side the other agent also sees is its to show). */
+  sideOf(ev: Endpoints): PairSide | undefined {
     if (ev.direction === 'inbound') return 'server';
     return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp, ev.destPort) && !this.tunnelled(ev) ? 'client' : undefined;
   }

@@ -4,6 +4,7 @@
 // resources to IPs from every node's inventory (a destination pod on another node is
 // unknown to this agent by name, but its IP is on the wire).
 import type { ConnBytesEvent, ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink, TlsIds } from './events.ts';
+import type { PairSide } from './report.ts';
 
 export interface TapFilter {
   id: string;
@@ -76,11 +77,16 @@ export class TapMatcher {
     this.src = new Set(f.srcIps);
     this.dst = new Set(f.dstIps);
   }
-  matches(ev: RequestEvent): boolean {
+  /**
+   * `side`: which side of the request this agent sees (ReportAggregator.sideOf). Seen only as
+   * the client's (the destination's agent captures it on its way in and shows it too), a request
+   * matches as one the tapped pods sent, not as one they received: that is the other agent's record.
+   */
+  matches(ev: RequestEvent, side?: PairSide): boolean {
     const f = this.filter;
     const from = this.src.has(ev.sourceIp);
-    const to = this.dst.has(ev.destIp);
-    if (f.match === 'both' ? !(from && to) : !(from || to)) return false;
+    const to = this.dst.has(ev.destIp) && side !== 'client';
+    if (f.match === 'both' ? !(from && this.dst.has(ev.destIp)) : !(from || to)) return false;
     if (f.method !== undefined && ev.method.toUpperCase() !== f.method) return false;
     if (f.pathPrefix !== undefined && !ev.path.startsWith(f.pathPrefix)) return false;
     return true;
@@ -150,6 +156,12 @@ export class TapRegistry {
 
   private onFilters: ((filters: TapFilter[]) => void) | undefined;
   private tlsOf: (ep: Endpoints) => TlsIds | null = (ep) => ep.tls ?? null;
+  private sideOf: (ep: Endpoints) => PairSide | undefined = () => undefined;
+
+  /** Which side of a request this agent sees (ReportAggregator.sideOf), so a request two agents see is shown once. */
+  setSide(sideOf: (ep: Endpoints) => PairSide | undefined): void {
+    this.sideOf = sideOf;
+  }
 
   /** How to tell a tunnelled request's identities (tunnel/tunnels.ts tlsOf). */
   setTls(tlsOf: (ep: Endpoints) => TlsIds | null): void {
@@ -240,8 +252,9 @@ export class TapRegistry {
   }
 
   private onRequest(ev: RequestEvent) {
+    const side = this.sideOf(ev);
     for (const [id, s] of this.sessions) {
-      if (!s.matcher.matches(ev)) continue;
+      if (!s.matcher.matches(ev, side)) continue;
       if (!s.bucket.take()) {
         s.limited++;
         continue;

@@ -74,6 +74,7 @@ const taps = new TapRegistry(hub, (id, rec) => {
 });
 taps.sync(init.taps);
 taps.setTls(tlsOf);
+taps.setSide((ev) => pairs.sideOf(ev));
 
 const limits = { ...defaultLimits, ...init.limits };
 if (init.identity) {
