@@ -4,7 +4,8 @@
 import test from 'ava';
 import { MetricsSink } from '../src/telemetry/metrics.ts';
 import { MetricsRecorder, type GaugeLedger } from '../src/telemetry/recorder.ts';
-import { ReportAggregator, type PairLedger, type PairReport } from '../src/telemetry/report.ts';
+import { MAX_PAIRS, parseReport, ReportAggregator, REPORT_VERSION, type PairLedger, type PairReport } from '../src/telemetry/report.ts';
+import { LATENCY_SCHEME } from '../src/telemetry/histogram.ts';
 import { TapRegistry, type TapFilter, type TapRecord } from '../src/telemetry/tap.ts';
 import { TelemetryHub } from '../src/telemetry/hub.ts';
 import type { ConnCloseEvent, ConnOpenEvent, Endpoints, RequestEvent, TelemetrySink } from '../src/telemetry/events.ts';
@@ -167,4 +168,25 @@ test('tap: matches from workers share the main thread\'s rate limit and numberin
   t.false(worker.attached, 'the worker left its hub too');
   main.offer('t1', got[0]!);
   t.is(got.length, 3, 'a record for a stopped tap is dropped');
+});
+
+test('reports: a worker\'s open connection merged while the interval is full of pairs is still open when it closes, never negative', (t) => {
+  const main = new ReportAggregator(workloads);
+  const worker = new ReportAggregator(workloads);
+  const ledger: PairLedger = new Map();
+  const ep: Endpoints = { direction: 'outbound', sourceIp: '10.244.1.2', sourcePort: 40000, sourcePodKey: 1n, destIp: '10.244.1.3', destPort: 8080 };
+  // A scan fills this interval's pairs on the main thread.
+  for (let i = 0; i < MAX_PAIRS; i++) main.request({ ...ep, sourceIp: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, destIp: '10.9.9.9', connId: 1, protocol: 'http1', authority: 'x', method: 'GET', path: '/', status: 200, success: true, latencyMs: 1, durationMs: 1, requestBytes: 0, responseBytes: 0, startedAt: 0 });
+  worker.connOpen({ ...ep, connId: 7, openedAt: 0 });
+  main.merge(worker.drain(), ledger);
+  const full = main.flush();
+  t.is(full.length, MAX_PAIRS, 'a report holds at most MAX_PAIRS pairs, as the controller checks');
+  t.notThrows(() => parseReport({ version: REPORT_VERSION, latencyScheme: LATENCY_SCHEME, node: 'n', agentId: 'a', seq: 1, start: 0, end: 1, pairs: full, pods: [], dropped: 0 }));
+  worker.connClose({ ...ep, connId: 7, protocol: 'http1', detectedBy: 'http1', detectMs: 0, bytesIn: 0, bytesOut: 0, durationMs: 5 });
+  main.merge(worker.drain(), ledger);
+  const pairs = main.flush();
+  for (const p of pairs) t.true(p.tcpOpen >= 0, `pair ${p.src.ip}>${p.dst.ip}: tcpOpen ${p.tcpOpen}`);
+  // The controller takes the report (a negative gauge would have it refused, the interval lost).
+  t.notThrows(() => parseReport({ version: REPORT_VERSION, latencyScheme: LATENCY_SCHEME, node: 'n', agentId: 'a', seq: 2, start: 1, end: 2, pairs, pods: [], dropped: 0 }));
+  t.like(pairs.find((p) => p.dst.ip === '10.244.1.3'), { tcpClosed: 1, tcpOpen: 0 });
 });

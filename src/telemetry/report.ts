@@ -193,14 +193,15 @@ export class ReportAggregator implements TelemetrySink {
     return this.localPods !== undefined && this.workloads.byIp(ev.destIp) !== null && !this.localPods(ev.destIp, ev.destPort) && !this.tunnelled(ev) ? 'client' : undefined;
   }
 
-  private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key?: string): PairState | null {
+  /** `gauge`: made past MAX_PAIRS too (a worker's open connections, which must come off where they went on). */
+  private pair(side: PairSide | undefined, srcIp: string, dstIp: string, key?: string, gauge = false): PairState | null {
     // Events come in runs of one pair (a connection's requests): the last one's needs no key.
     const last = this.last;
     if (last !== null && last.srcIp === srcIp && last.dstIp === dstIp && last.side === side) return last;
     key ??= `${side ?? ''}|${srcIp}>${dstIp}`;
     let p = this.pairs.get(key);
     if (!p) {
-      if (this.pairs.size >= MAX_PAIRS) {
+      if (this.pairs.size >= MAX_PAIRS && !gauge) {
         this.overflow++;
         return null;
       }
@@ -247,6 +248,13 @@ export class ReportAggregator implements TelemetrySink {
     const out: PairReport[] = [];
     const next = new Map<string, PairState>();
     for (const [key, p] of this.pairs) {
+      if (p.open.size + p.merged > 0) next.set(key, emptyPair(p.side, p.srcIp, p.dstIp, p));
+      // Pairs kept past the cap for their open connections (merge) are not sent: a report holds
+      // at most MAX_PAIRS, as the controller checks. Their counts are overflow, as at the cap.
+      if (out.length >= MAX_PAIRS) {
+        this.overflow += p.requests + p.tcpOpened + p.tcpClosed;
+        continue;
+      }
       out.push({
         ...(p.side ? { side: p.side } : {}),
         src: this.peer(p.srcIp),
@@ -262,7 +270,6 @@ export class ReportAggregator implements TelemetrySink {
         tcpBytesIn: p.tcpBytesIn,
         tcpBytesOut: p.tcpBytesOut,
       });
-      if (p.open.size + p.merged > 0) next.set(key, emptyPair(p.side, p.srcIp, p.dstIp, p));
     }
     this.pairs = next;
     this.last = null;
@@ -295,7 +302,10 @@ export class ReportAggregator implements TelemetrySink {
   merge(raw: readonly RawPair[], ledger?: PairLedger): void {
     for (const r of raw) {
       const key = `${r.side ?? ''}|${r.srcIp}>${r.dstIp}`;
-      const p = this.pair(r.side, r.srcIp, r.dstIp, key);
+      // A change in open connections is never dropped: a +1 lost to a full interval and its -1
+      // kept later made the pair's gauge negative, and the controller refuses such a report whole.
+      // Bounded: past the cap only pairs whose connections a worker opened or closed (each worker caps its own).
+      const p = this.pair(r.side, r.srcIp, r.dstIp, key, r.openDelta !== 0);
       if (!p) {
         this.overflow += r.requests + r.tcpOpened + r.tcpClosed;
         continue;
