@@ -337,3 +337,18 @@ test('outbound_http_balancer_endpoints: each balancer\'s endpoints by state, wit
   counts = [];
   t.is(select(parseExposition(await sink.exposition()), 'outbound_http_balancer_endpoints').length, 0, 'read at each scrape');
 });
+
+test('a connection\'s duration across a wall-clock step back (negative) does not take the histogram\'s _sum down', async (t) => {
+  const { hub, read } = setup();
+  const close = (connId: number, durationMs: number): ConnCloseEvent => ({ ...ep, connId, protocol: 'opaque', detectedBy: 'server-first', detectMs: 0.3, bytesIn: 0, bytesOut: 0, durationMs });
+  hub.connOpen({ ...ep, connId: 1, openedAt: Date.now() });
+  hub.connClose(close(1, 1500));
+  const before = sum(await read(), 'tcp_connection_duration_ms_sum', { direction: 'outbound' });
+  // The proxy measures a connection's life on the wall clock (Date.now() - openedAt): NTP stepped it back 2 s.
+  hub.connOpen({ ...ep, connId: 2, openedAt: Date.now() });
+  hub.connClose(close(2, -2000));
+  const e = await read();
+  t.true(sum(e, 'tcp_connection_duration_ms_sum', { direction: 'outbound' }) >= before, 'a _sum that goes down reads as a counter reset to Prometheus');
+  t.is(sum(e, 'tcp_connection_duration_ms_count', { direction: 'outbound' }), 2);
+  t.is(sum(e, 'tcp_connection_duration_ms_bucket', { direction: 'outbound', le: '1' }), 1, 'counted, as zero');
+});

@@ -51,6 +51,9 @@ export class HistogramSeries {
   observe(v: number): void {
     // A NaN or infinite sample would poison the sum for the life of the process.
     if (!Number.isFinite(v)) return;
+    // Every family here measures a duration; a negative one (a span measured on the wall clock
+    // across a step back) would take _sum down, which Prometheus reads as a counter reset.
+    if (v < 0) v = 0;
     this.sum += v;
     this.count++;
     const b = this.bounds;
