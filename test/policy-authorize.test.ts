@@ -240,7 +240,7 @@ test('SMI: HTTPRouteGroup rules decide per request: GET /ok passes, POST /ok and
 // The path is judged as the pod will resolve it (RFC 3986: unreserved escapes decoded, dot segments
 // removed; Istio's BASE normalization): a rule for /public/.* must not allow /public/../admin,
 // which the pod serves as /admin. Fails on a policy that matched the path as sent.
-test('SMI: a path regex decides on the normalized path: /public/../admin and its escaped forms are /admin', (t) => {
+test('SMI: a path regex decides on the normalized path: /public/../admin and its escaped forms are /admin; an absolute-form target without a path is /', (t) => {
   const p = new ServerPolicy(spec('all-unauthenticated', [{
     namespace: 'shop', name: 'public', destination: { serviceAccount: 'api', namespace: 'shop', port: 8080 }, sources: [web],
     rules: [{ kind: 'HTTPRouteGroup', name: 'g', matches: [{ name: 'public', pathRegex: '/public/.*' }, { name: 'dir', pathRegex: '/dir/' }] }],
@@ -251,6 +251,12 @@ test('SMI: a path regex decides on the normalized path: /public/../admin and its
     t.regex(!d.allowed ? d.reason : '', /allows GET \/admin for/, `${path}: judged as /admin`);
   }
   for (const path of ['/public/a', '/public/a/./b', '/public/a/../b', '/public/%7Euser', '/public/a%2F..%2Fb', '/dir/.', '/dir/x/..']) t.true(p.request(meshed(web), 8080, req('GET', path)).allowed, path);
+  // Absolute-form with no path: the pod serves "/", whatever path-like text the query or fragment holds.
+  for (const path of ['http://api.shop?x=/public/a', 'http://api.shop:8080?/public/a', 'http://api.shop#/public/a']) {
+    const d = p.request(meshed(web), 8080, req('GET', path));
+    t.false(d.allowed, path);
+    t.regex(!d.allowed ? d.reason : '', /allows GET \/ for/, `${path}: judged as /`);
+  }
 });
 
 test('normalizePath', (t) => {
@@ -266,6 +272,12 @@ test('pathOfTarget', (t) => {
   t.is(pathOfTarget('http://h:1/x?y'), '/x');
   t.is(pathOfTarget('http://h:1'), '/');
   t.is(pathOfTarget('*'), '*');
+  // The authority ends at the first "/", "?" or "#" (RFC 3986 3.2): the pod serves "/" for these,
+  // so a policy must not judge them by a path-like query or fragment.
+  t.is(pathOfTarget('http://h?x=/public/a'), '/');
+  t.is(pathOfTarget('http://h:1?x=/public/a/b'), '/');
+  t.is(pathOfTarget('http://h#/public/a'), '/');
+  t.is(pathOfTarget('http://h:1/x#/y'), '/x');
 });
 
 test('the access record parser names the field', (t) => {

@@ -14,6 +14,7 @@ import {
   inNetworks, restricts, spiffeId, type AccessRecord, type Cidr, type DefaultPolicy, type Identity,
 } from './model.ts';
 import { userRegExp } from '../util/regex-check.ts';
+import { pathOf } from '../util/request-target.ts';
 import { normalizePath } from './normalize-path.ts';
 
 /** What applies to one pod, as plain data (structured-cloneable: the proxy workers get it too). */
@@ -89,18 +90,11 @@ export interface CompiledTarget {
 
 const whole = (re: string): RegExp => userRegExp(`^(?:${re})$`);
 
-/** The path of a request target: origin form "/a?b" -> "/a"; absolute form "http://h/a" -> "/a". */
+/** The path a policy judges: the request target's (util/request-target.ts), also without a fragment ("/a#b" is "/a"). */
 export function pathOfTarget(target: string): string {
-  let t = target;
-  if (!t.startsWith('/')) {
-    const scheme = t.indexOf('://');
-    if (scheme >= 0) {
-      const slash = t.indexOf('/', scheme + 3);
-      t = slash < 0 ? '/' : t.slice(slash);
-    }
-  }
-  const q = t.search(/[?#]/);
-  return q < 0 ? t : t.slice(0, q);
+  const p = pathOf(target);
+  const h = p.indexOf('#');
+  return h < 0 ? p : p.slice(0, h);
 }
 
 export const sameIdentity = (a: Identity, b: Identity): boolean => a.namespace === b.namespace && a.serviceAccount === b.serviceAccount;

@@ -8,6 +8,7 @@
 // the rule's one PathPrefix match), the query kept. No upstream is involved. Only rules with the
 // filter compile one; their requests are the only ones that pay for the string building.
 import type { Redirect } from './route-model.ts';
+import { originForm } from '../util/request-target.ts';
 
 const REASONS: Record<number, string> = { 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 307: 'Temporary Redirect', 308: 'Permanent Redirect' };
 const DEFAULT_PORT: Record<string, number> = { http: 80, https: 443 };
@@ -42,15 +43,8 @@ export class CompiledRedirect {
     const host = r.hostname ?? hostOf(authority) ?? hostOf(service) ?? 'localhost';
     const p = r.port ?? (r.scheme !== undefined ? DEFAULT_PORT[scheme]! : port);
     const hostPort = p === DEFAULT_PORT[scheme] ? host : `${host}:${p}`;
-    let path = target;
-    if (path.charCodeAt(0) !== 47 /* / */) {
-      // absolute-form: scheme://authority/path?query
-      const s = path.indexOf('://');
-      const slash = s < 0 ? -1 : path.indexOf('/', s + 3);
-      const q = s < 0 ? -1 : path.indexOf('?', s + 3);
-      // The authority ends at the first "/" or "?": "http://h?to=/x" is "/" with the query "?to=/x".
-      path = q >= 0 && (slash < 0 || q < slash) ? `/${path.slice(q)}` : slash < 0 ? '/' : path.slice(slash);
-    }
+    const origin = originForm(target);
+    let path = origin.charCodeAt(0) === 47 /* / */ ? origin : '/';
     const q = path.indexOf('?');
     const query = q < 0 ? '' : path.slice(q);
     if (q >= 0) path = path.slice(0, q);

@@ -3,6 +3,7 @@
 // pointed at each request's head in turn, so matching allocates nothing for methods and exact
 // paths; a header match decodes only the values it asks for, a query match only the query.
 import type { RouteRequest } from '../../routing/route-table.ts';
+import { pathOf } from '../../util/request-target.ts';
 
 const COLON = 58;
 const CR = 13;
@@ -80,22 +81,6 @@ function decode(s: string): string {
   }
 }
 
-/** The path of a request target: origin-form without its query, or absolute-form's path. */
-export function pathOf(target: string): string {
-  let t = target;
-  if (t.charCodeAt(0) !== 47 /* / */) {
-    // absolute-form (a proxy request): scheme://authority/path
-    const scheme = t.indexOf('://');
-    if (scheme < 0) return t;
-    const slash = t.indexOf('/', scheme + 3);
-    const q = t.indexOf('?', scheme + 3);
-    // The authority ends at the first "/" or "?": "http://h?to=/x" has the path "/", not "/x".
-    if (slash < 0 || (q >= 0 && q < slash)) return '/';
-    t = t.slice(slash);
-  }
-  const q = t.indexOf('?');
-  return q < 0 ? t : t.slice(0, q);
-}
 
 /**
  * The value of a header in a validated head (parse-head.ts checked every line), several lines

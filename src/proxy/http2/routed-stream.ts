@@ -16,7 +16,8 @@ import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/r
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
-import { pathOf, queryParam } from '../http1/route-request.ts';
+import { queryParam } from '../http1/route-request.ts';
+import { pathOf } from '../../util/request-target.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
