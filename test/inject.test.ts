@@ -120,6 +120,24 @@ test('JSON in, block YAML out', (t) => {
   t.is(obj.spec.template.spec.containers[0].ports[0].containerPort, 80);
 });
 
+test('JSON in: strings that YAML 1.1 (kubectl\'s reader) takes for booleans or numbers stay quoted', (t) => {
+  // sigs.k8s.io/yaml reads with go-yaml v2: a plain `on`, `y` or `1_000` is a bool or an int there, and a
+  // label or annotation holding one fails `kubectl apply` (must be a string).
+  const values = ['on', 'off', 'yes', 'no', 'y', 'N', 'True', '1_000', '685_230.15', '0x_1F', '0o17', '2001-01-01', '<<', 'plain'];
+  const labels = Object.fromEntries(values.map((v, i) => [`l${i}`, v]));
+  const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', labels, annotations: { y: 'n' } }, spec: { containers: [{ name: 'c', image: 'i', args: values }] } };
+  const r = injectYaml(JSON.stringify(pod), {});
+  for (const version of ['1.1', '1.2'] as const) {
+    const back = parse(r.output, { version });
+    t.deepEqual(back.metadata.labels, labels, `labels as YAML ${version} reads them`);
+    t.deepEqual(back.spec.containers[0].args, values, `args as YAML ${version} reads them`);
+    t.is(back.metadata.annotations.y, 'n', `annotations as YAML ${version} reads them`);
+  }
+  t.regex(r.output, /^ {4}l13: plain$/m, 'an unambiguous string is still printed plain');
+  // YAML written in flow style: a plain scalar stays plain, meaning to kubectl what it meant before.
+  t.regex(injectYaml('{kind: Pod, metadata: {name: p, labels: {a: on}}}\n', {}).output, /^ {4}a: on$/m);
+});
+
 test('every injected fixture still validates against the Kubernetes schemas', async (t) => {
   for (const f of ['deployment.yaml', 'multi.yaml', 'list.yaml', 'pod.yaml', 'namespace.yaml']) {
     for (const obj of objectsOf(injectYaml(fixture(f), opts).output)) {

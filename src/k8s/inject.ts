@@ -1,6 +1,6 @@
 // `mesh-agent inject`: adds the mesh annotations to workloads in Kubernetes YAML, editing the
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
-import { parseAllDocuments, isMap, isScalar, isSeq, visit, type Document } from 'yaml';
+import { parseAllDocuments, isMap, isScalar, isSeq, visit, Schema, type Document } from 'yaml';
 import { ANNOTATIONS } from './annotations.ts';
 import { PortSet } from '../proxy/ports.ts';
 
@@ -122,6 +122,13 @@ function injectAt(doc: Document, path: Path, annotations: Array<[string, string]
   }
 }
 
+/**
+ * kubectl reads YAML as 1.1 (sigs.k8s.io/yaml, go-yaml v2): a plain `on`, `y`, `no` or `1_000` is a
+ * bool or an int there, so a label holding one fails `kubectl apply`.
+ */
+const KUBECTL_READS = new Schema({ schema: 'yaml-1.1' }).tags;
+const readAsNonString = (s: string) => KUBECTL_READS.some((tag) => Boolean(tag.default) && tag.tag !== 'tag:yaml.org,2002:str' && (tag as { test?: RegExp }).test?.test(s));
+
 /** JSON parses as flow collections with quoted scalars; print it as ordinary block YAML. */
 function toBlockStyle(doc: Document): void {
   visit(doc, {
@@ -132,7 +139,10 @@ function toBlockStyle(doc: Document): void {
       n.flow = n.items.length === 0;
     },
     Scalar(_, n) {
-      n.type = undefined; // the stringifier quotes again wherever a plain scalar would change type
+      // A quoted string kubectl would read as something else stays quoted; otherwise the stringifier
+      // quotes again wherever a plain scalar would change type (YAML 1.2). Plain ones stay as written.
+      const quoted = n.type === 'QUOTE_DOUBLE' || n.type === 'QUOTE_SINGLE';
+      n.type = quoted && typeof n.value === 'string' && readAsNonString(n.value) ? 'QUOTE_DOUBLE' : undefined;
     },
   });
 }
