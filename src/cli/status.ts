@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { assessHealth } from '../agent/health.ts';
 import { parseHostPort } from './addr.ts';
 import { table } from './table.ts';
+import { parseDuration } from '../routing/duration.ts';
 
 export const EXIT_HEALTHY = 0;
 export const EXIT_DEGRADED = 1;
@@ -15,14 +16,24 @@ export function registerStatus(program: Command) {
     .description('show this node\'s agent: BPF features, datapath, maps, meshed pods, proxy, counters, errors')
     .option('--admin <ip:port>', 'the agent\'s admin address', '127.0.0.1:4191')
     .option('-o, --output <format>', 'table or json', 'table')
-    .option('--timeout <ms>', 'give up on the agent after this long', '3000')
-    .action(async (o) => {
-      if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
-      const admin = parseHostPort(o.admin, '--admin', '127.0.0.1', 4191);
-      const url = `http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}/status`;
+    .option('--timeout <duration>', 'give up on the agent after this long: milliseconds, or 500ms, 5s, 1m', '3000')
+    .action(async function (this: Command, o) {
+      // Usage errors exit 2 here (main): exit 1 would read as "degraded", and a bad --timeout
+      // reached fetch() and was reported as an unreachable agent.
+      let url: string;
+      let timeoutMs: number;
+      try {
+        if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
+        const admin = parseHostPort(o.admin, '--admin', '127.0.0.1', 4191);
+        url = `http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}/status`;
+        timeoutMs = /^\d+$/.test(o.timeout) ? Number(o.timeout) : parseDuration(o.timeout, '--timeout');
+        if (!(timeoutMs >= 1 && timeoutMs <= 2 ** 31 - 1)) throw new Error(`--timeout ${o.timeout}: use a duration from 1ms to 24d, e.g. 3000 or 5s`);
+      } catch (e) {
+        this.error(`error: ${(e as Error).message}`);
+      }
       let s: any;
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(Number(o.timeout)) });
+        const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         s = await res.json();
       } catch (e) {

@@ -1,0 +1,52 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { meshBin } from '../src/sim/dist-bin.ts';
+
+const BIN = meshBin();
+
+/** The CLI run asynchronously, so the admin stand-in in this process can answer it. */
+function status(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'status', ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A healthy agent's /status: one attached program, nothing else to complain about. */
+const HEALTHY = { datapath: { programs: [{ section: 'cgroup/connect4', id: 1, attachedTo: '/sys/fs/cgroup' }], maps: [], counters: { mapFull: 0 } }, pods: [] };
+
+async function adminStandIn(t: any): Promise<string> {
+  const server = http.createServer((_req, res) => res.end(JSON.stringify(HEALTHY)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+test('status --timeout takes a duration (5s) as well as milliseconds; a healthy agent is healthy either way', async (t) => {
+  const admin = await adminStandIn(t);
+  for (const timeout of ['3000', '5s', '1m']) {
+    const r = await status(['--admin', admin, '-o', 'json', '--timeout', timeout]);
+    t.is(r.code, 0, `--timeout ${timeout}: ${r.stderr}`);
+    t.is(JSON.parse(r.stdout).reachable, true);
+  }
+});
+
+test('status: bad flag values are usage errors (exit 2 naming the flag), never "unreachable" or "degraded", and print nothing on stdout', async (t) => {
+  const admin = await adminStandIn(t);
+  for (const [args, flag] of [
+    [['--timeout', '-1'], '--timeout'],
+    [['--timeout', 'soon'], '--timeout'],
+    [['--timeout', '0'], '--timeout'],
+    [['-o', 'yaml'], '--output'],
+    [['--admin', 'localhost:4191'], '--admin'],
+  ] as Array<[string[], string]>) {
+    const r = await status(['--admin', admin, ...args]);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.is(r.stdout, '', args.join(' '));
+    t.true(r.stderr.includes(flag), `${args.join(' ')}: ${r.stderr}`);
+    t.false(r.stderr.includes('unreachable'), `${args.join(' ')}: ${r.stderr}`);
+  }
+});
