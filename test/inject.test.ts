@@ -120,6 +120,36 @@ test('JSON in, block YAML out', (t) => {
   t.is(obj.spec.template.spec.containers[0].ports[0].containerPort, 80);
 });
 
+test('YAML aliases on the way to the pod\'s annotations: the pod template gets its own copy, the anchor\'s other users stay as they were', (t) => {
+  // kubectl takes anchors and aliases within a document; sharing the Deployment's annotations with its pods is a known idiom.
+  const input = [
+    'apiVersion: apps/v1', 'kind: Deployment', 'metadata:', '  name: x', '  annotations: &ann', '    team: a',
+    'spec:', '  selector:', '    matchLabels: &l', '      app: x', '  template:', '    metadata:', '      labels: *l', '      annotations: *ann',
+    '    spec:', '      containers: [{name: c, image: i}]', '',
+  ].join('\n');
+  const r = injectYaml(input, { opaque: '25' });
+  t.deepEqual(r.kinds, ['Deployment']);
+  const [d] = objectsOf(r.output);
+  t.deepEqual(d.spec.template.metadata.annotations, { team: 'a', [ANNOTATIONS.inject]: 'enabled', [ANNOTATIONS.opaque]: '25' });
+  t.deepEqual(d.metadata.annotations, { team: 'a' }, 'the Deployment\'s own annotations are not the pod\'s');
+  t.deepEqual(d.spec.template.metadata.labels, { app: 'x' });
+  t.is(injectYaml(r.output, { opaque: '25' }).output, r.output, 'idempotent');
+
+  // Two workloads of a List sharing one pod template: both are injected.
+  const list = ['apiVersion: v1', 'kind: List', 'items:', '- kind: Deployment', '  metadata: {name: a}', '  spec:', '    template: &t', '      metadata:', '        labels: {app: a}',
+    '- kind: Deployment', '  metadata: {name: b}', '  spec:', '    template: *t', ''].join('\n');
+  const rl = injectYaml(list, {});
+  t.deepEqual(rl.kinds, ['Deployment', 'Deployment']);
+  for (const item of objectsOf(rl.output)[0].items) t.is(item.spec.template.metadata.annotations[ANNOTATIONS.inject], 'enabled');
+});
+
+test('a pod template that is not a map: InjectError naming the object and the line, not the YAML library\'s path error', (t) => {
+  const input = 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: ok\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  template: oops\n';
+  const e = t.throws(() => injectYaml(input, {}, 'x.yaml'), { instanceOf: InjectError });
+  t.is(e!.line, 11);
+  t.regex(e!.message, /^x\.yaml:11: deployment "x": spec\.template is not a map/);
+});
+
 test('JSON in: strings that YAML 1.1 (kubectl\'s reader) takes for booleans or numbers stay quoted', (t) => {
   // sigs.k8s.io/yaml reads with go-yaml v2: a plain `on`, `y` or `1_000` is a bool or an int there, and a
   // label or annotation holding one fails `kubectl apply` (must be a string).

@@ -1,6 +1,6 @@
 // `mesh-agent inject`: adds the mesh annotations to workloads in Kubernetes YAML, editing the
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
-import { parseAllDocuments, isMap, isScalar, isSeq, visit, Schema, type Document } from 'yaml';
+import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type Node } from 'yaml';
 import { ANNOTATIONS } from './annotations.ts';
 import { PortSet } from '../proxy/ports.ts';
 
@@ -72,7 +72,8 @@ export function injectAnnotations(opts: InjectOptions): Array<[string, string]> 
 
 export function injectYaml(text: string, opts: InjectOptions, source = '<stdin>'): InjectResult {
   const annotations = injectAnnotations(opts);
-  const docs = parseAllDocuments(text, { prettyErrors: true });
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { prettyErrors: true, lineCounter: lines });
   if (!Array.isArray(docs)) return { output: text, injected: 0, kinds: [], objects: [] }; // empty stream
   for (const doc of docs) {
     const err = doc.errors[0];
@@ -81,7 +82,7 @@ export function injectYaml(text: string, opts: InjectOptions, source = '<stdin>'
   const objects: InjectedObject[] = [];
   for (const doc of docs) {
     if (isMap(doc.contents) && doc.contents.flow) toBlockStyle(doc); // JSON in, YAML out
-    injectAt(doc, [], annotations, objects);
+    injectAt(doc, [], annotations, objects, (n, message) => new InjectError(source, n.range ? lines.linePos(n.range[0]).line : 1, message));
   }
   const injectedObjects = objects.filter((o) => o.injected);
   return {
@@ -92,13 +93,16 @@ export function injectYaml(text: string, opts: InjectOptions, source = '<stdin>'
   };
 }
 
-function injectAt(doc: Document, path: Path, annotations: Array<[string, string]>, objects: InjectedObject[]): void {
+/** An InjectError at a node's line. */
+type ErrorAt = (node: Node, message: string) => InjectError;
+
+function injectAt(doc: Document, path: Path, annotations: Array<[string, string]>, objects: InjectedObject[], errorAt: ErrorAt): void {
   const node = path.length === 0 ? doc.contents : doc.getIn(path, true);
   if (!isMap(node)) return;
   const kind = String(doc.getIn([...path, 'kind']) ?? '');
   const items = doc.getIn([...path, 'items'], true);
   if (kind.endsWith('List') && isSeq(items)) {
-    for (let i = 0; i < items.items.length; i++) injectAt(doc, [...path, 'items', i], annotations, objects);
+    for (let i = 0; i < items.items.length; i++) injectAt(doc, [...path, 'items', i], annotations, objects, errorAt);
     return;
   }
   const name = String(doc.getIn([...path, 'metadata', 'name']) ?? '');
@@ -108,7 +112,20 @@ function injectAt(doc: Document, path: Path, annotations: Array<[string, string]
   const annPath = [...path, ...target, 'annotations'];
   // `annotations:` with no value (or `metadata: ~`) parses as a null scalar; setIn cannot descend into it.
   for (let i = path.length + 1; i <= annPath.length; i++) {
-    const at = doc.getIn(annPath.slice(0, i), true);
+    let at = doc.getIn(annPath.slice(0, i), true) as Node | undefined;
+    if (isAlias(at)) {
+      // `annotations: *ann` (kubectl takes aliases): the pod template gets a copy of its own, so
+      // the anchor's other users (the workload's own metadata) stay as they were.
+      const copy = at.resolve(doc)?.clone() as Node | undefined;
+      if (copy) {
+        visit(copy, { Node: (_, n) => void delete (n as { anchor?: string }).anchor }); // the original keeps its anchors
+        doc.setIn(annPath.slice(0, i), copy);
+        at = copy;
+      }
+    }
+    if (at !== undefined && !isMap(at) && !(isScalar(at) && at.value === null)) {
+      throw errorAt(at, `${kind.toLowerCase()} "${name}": ${annPath.slice(path.length, i).join('.')} is not a map`);
+    }
     if (isScalar(at) && at.value === null) {
       const map = doc.createNode({});
       // `annotations: # why` keeps its comment, on the line below (the yaml printer's place for it).
