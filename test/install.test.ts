@@ -254,6 +254,29 @@ test('bad options are rejected', (t) => {
   t.throws(() => installManifests({ proxyWorkers: '0' }), { message: /--proxy-workers: "0" is not a number of proxies; give a whole number from 1 to 1024, or auto/ });
 });
 
+test('ports that share the node (host network) must differ: a collision is refused naming both flags, as is a relative --cgroup-root', (t) => {
+  // The agent's proxy, admin API, inbound listener and tunnel all listen on the node: the same port twice
+  // is a DaemonSet the API server rejects (duplicate hostPort) or an agent that never starts (EADDRINUSE).
+  const identity = { trustDomain: 'cluster.local', anchorsPem: 'a', issuerCertPem: 'c', issuerKeyPem: 'k', certificateLifetime: '24h' };
+  const cases: Array<[object, RegExp]> = [
+    [{ adminPort: 15001 }, /^--proxy-port and --admin-port are both 15001/],
+    [{ adminPort: 15006 }, /^--admin-port and --inbound-port are both 15006/],
+    [{ adminPort: 15008, identity }, /^--admin-port and the mTLS tunnel port are both 15008/],
+    [{ proxyPort: 15008, identity }, /^--proxy-port and the mTLS tunnel port are both 15008/],
+    [{ inboundPort: 15008, identity }, /^--inbound-port and the mTLS tunnel port are both 15008/],
+    [{ inboundPort: 4191 }, /^--admin-port and --inbound-port are both 4191/],
+    [{ cgroupRoot: 'kubepods.slice' }, /^--cgroup-root kubepods\.slice: not an absolute path/],
+  ];
+  for (const [opts, message] of cases) t.throws(() => installManifests(opts), { message }, JSON.stringify(opts));
+  // Without identity nothing listens on the tunnel port; inbound off frees its port.
+  t.notThrows(() => installManifests({ adminPort: 15008 }));
+  t.notThrows(() => installManifests({ adminPort: 15006, inboundPort: 0 }));
+  for (const o of [installManifests(), installManifests({ identity })] as any[][]) {
+    const ports = agentContainer(o).ports.map((p: any) => p.containerPort);
+    t.is(new Set(ports).size, ports.length, 'no hostPort twice');
+  }
+});
+
 test('CLI: prints multi-document YAML that parses back to the same objects', async (t) => {
   const dir = testTempDir(t);
   const files = await pkiFiles(dir);

@@ -2,7 +2,7 @@
 // the Kubernetes schemas and the CLI only has to serialize them.
 import { createHash } from 'node:crypto';
 import { PortSet } from '../proxy/ports.ts';
-import { IDENTITY_MOUNTS, identityNames, identityObjects, TOKEN_SECONDS, TOKENS_VOLUME, withIdentity, type IdentityInstall } from './identity-manifests.ts';
+import { IDENTITY_MOUNTS, identityNames, identityObjects, TOKEN_SECONDS, TOKENS_VOLUME, TUNNEL_PORT, withIdentity, type IdentityInstall } from './identity-manifests.ts';
 import { CONTROLLER_AUDIENCE } from '../controller/agent-auth.ts';
 import { CONTROLLER_TOKEN_FILE } from '../controller/agent-token.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks } from '../policy/model.ts';
@@ -101,7 +101,16 @@ export function installManifests(options: InstallOptions = {}): object[] {
   parseNetworks(o.clusterNetworks, '--cluster-networks');
   const inboundPort = o.inboundPort === 0 ? 0 : checkPort('--inbound-port', o.inboundPort);
   const proxyWorkers = parseProxyWorkers(o.proxyWorkers, '--proxy-workers');
-  if (inboundPort === proxyPort) throw new Error(`--inbound-port ${inboundPort}: the proxy port is ${proxyPort}; pick another`);
+  // The agent is on the host network: each of its listeners takes its port on the node. The same
+  // port twice is a duplicate hostPort the API server refuses, or an agent failing with EADDRINUSE.
+  const nodePorts: Array<[string, number]> = [['--proxy-port', proxyPort], ['--admin-port', adminPort]];
+  if (inboundPort !== 0) nodePorts.push(['--inbound-port', inboundPort]);
+  if (options.identity) nodePorts.push(['the mTLS tunnel port', TUNNEL_PORT]);
+  for (const [i, [a, p]] of nodePorts.entries()) {
+    const b = nodePorts.slice(i + 1).find(([, q]) => q === p)?.[0];
+    if (b) throw new Error(`${a} and ${b} are both ${p}: the agent listens on each on the node; pick another for one`);
+  }
+  if (!o.cgroupRoot.startsWith('/')) throw new Error(`--cgroup-root ${o.cgroupRoot}: not an absolute path (the agent refuses it at start); use the pods' cgroup directory, e.g. ${INSTALL_DEFAULTS.cgroupRoot}`);
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(o.namespace) || o.namespace.length > 63) {
     throw new Error(`--namespace: "${o.namespace}" is not a valid namespace name`);
   }
