@@ -11,7 +11,9 @@ function open(url: string, timeoutMs: number): Promise<http2.ClientHttp2Session>
       s.destroy();
       reject(new UnreachableError(`the controller at ${url} did not answer within ${timeoutMs}ms; is it running? kubectl -n mesh-agent port-forward svc/mesh-agent-controller 8086, or pass --controller HOST:PORT`));
     }, timeoutMs);
-    s.once('connect', () => {
+    // Its SETTINGS, not the TCP connect: a wedged controller (or a port-forward to something
+    // else) accepts the connection and never answers; a tap would wait on it forever.
+    s.once('remoteSettings', () => {
       clearTimeout(timer);
       resolve(s);
     });
