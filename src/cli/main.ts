@@ -1,4 +1,4 @@
-// The `mesh-agent` command line. Exit codes: 0 ok, 1 error (message on stderr), 2 usage.
+// The `mesh-agent` command line. Exit codes: 0 ok, 1 error (message on stderr), 2 usage, 141 stdout closed by its reader.
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.ts';
 
@@ -29,7 +29,16 @@ export function commandsFor(argv: string[]): string[] {
   return named && named !== 'demo' && all.includes(named) ? [named] : all;
 }
 
+/** How a shell reports a process killed by SIGPIPE (128 + 13), as kubectl's and linkerd's are. */
+export const EXIT_PIPE_CLOSED = 141;
+
 export async function main(argv: string[]): Promise<void> {
+  // `mesh-agent inject big.yaml | head`, `tap ... | grep -m1`: the reader went away. Node ignores
+  // SIGPIPE, so the write fails with EPIPE, an unhandled 'error' event and a stack trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(EXIT_PIPE_CLOSED);
+    throw e;
+  });
   const program = new Command('mesh-agent')
     .description('sidecar-less service mesh data plane: eBPF connect() redirection to a per-node proxy')
     .version(VERSION)
