@@ -1,5 +1,6 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { meshBin } from '../src/sim/dist-bin.ts';
@@ -40,3 +41,43 @@ for (const args of [['tap', 'deploy/web'], ['stat', 'deploy'], ['diagnostics', '
     t.regex(r.stderr, /port-forward/);
   });
 }
+
+test('tap: Ctrl-C while the controller is still answering the connection ends tap then, not after a second Ctrl-C', async (t) => {
+  // A controller slow to answer (a port-forward still connecting): its HTTP/2 server gets the
+  // connection only once the test has sent SIGINT; it then streams a tap that never ends.
+  const h2 = http2.createServer();
+  h2.on('stream', (stream) => {
+    stream.respond({ ':status': 200, 'content-type': 'application/json' });
+    stream.write(JSON.stringify({ type: 'started', agents: 1, pods: 1 }) + '\n');
+  });
+  const sockets = new Set<net.Socket>();
+  let interrupted!: () => void;
+  const sent = new Promise<void>((r) => (interrupted = r));
+  let accepted!: () => void;
+  const connected = new Promise<void>((r) => (accepted = r));
+  const front = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.pause();
+    accepted();
+    void sent.then(() => h2.emit('connection', s));
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    front.close();
+    h2.close();
+  });
+  const addr = `127.0.0.1:${(front.address() as AddressInfo).port}`;
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', BIN, 'tap', 'deploy/web', '--controller', addr], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  await connected;
+  child.kill('SIGINT');
+  interrupted();
+  const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const code = await exited;
+  clearTimeout(killer);
+  t.is(code, 0, `tap went on after Ctrl-C: ${stderr}`);
+});

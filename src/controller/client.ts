@@ -4,9 +4,19 @@ import * as readline from 'node:readline';
 
 export class UnreachableError extends Error {}
 
-function open(url: string, timeoutMs: number): Promise<http2.ClientHttp2Session> {
+/** The session, once the controller's SETTINGS came; null when `signal` aborted first. */
+function open(url: string, timeoutMs: number, signal?: AbortSignal): Promise<http2.ClientHttp2Session | null> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return resolve(null);
     const s = http2.connect(url);
+    // Ctrl-C during the connect ends it: tap's handler runs once, and the stream would not see it.
+    const abort = () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(null);
+    };
+    signal?.addEventListener('abort', abort, { once: true });
+    s.once('close', () => signal?.removeEventListener('abort', abort));
     const timer = setTimeout(() => {
       s.destroy();
       reject(new UnreachableError(`the controller at ${url} did not answer within ${timeoutMs}ms; is it running? kubectl -n mesh-agent port-forward svc/mesh-agent-controller 8086, or pass --controller HOST:PORT`));
@@ -26,7 +36,7 @@ function open(url: string, timeoutMs: number): Promise<http2.ClientHttp2Session>
 
 /** A request with a JSON answer; non-2xx answers throw with the controller's error text. */
 export async function requestJson(url: string, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 5000): Promise<any> {
-  const s = await open(url, timeoutMs);
+  const s = (await open(url, timeoutMs))!;
   try {
     return await new Promise((resolve, reject) => {
       const req = s.request({ ':method': method, ':path': path, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) });
@@ -59,7 +69,9 @@ export async function requestJson(url: string, method: 'GET' | 'POST', path: str
 
 /** POSTs body and calls onLine for each JSON line until the controller ends the stream or `signal` aborts. */
 export async function streamJson(url: string, path: string, body: unknown, onLine: (o: any) => void, signal: AbortSignal, timeoutMs = 5000): Promise<void> {
-  const s = await open(url, timeoutMs);
+  const s = await open(url, timeoutMs, signal);
+  if (s === null) return;
+  if (signal.aborted) return void s.destroy();
   try {
     await new Promise<void>((resolve, reject) => {
       const req = s.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json' });
