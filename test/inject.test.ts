@@ -31,6 +31,9 @@ function assertOnlyAnnotationLinesAdded(t: any, input: string, output: string) {
   for (const line of extra) t.regex(line, /^\s*(mesh-agent\.io\/[a-z-]+: .+|annotations:|metadata:)$/);
 }
 
+/** go-yaml v2 as kubectl reads with it: YAML 1.1 without base-60 numbers, timestamps as strings. */
+const kubectlReads = (text: string) => parse(text, { version: '1.1', intAsBigInt: true, customTags: (tags) => tags.filter((x: any) => x.tag !== 'tag:yaml.org,2002:timestamp' && x.format !== 'TIME') });
+
 const templateAnnotations = (o: any) => o.spec.template.metadata?.annotations;
 
 test('deployment: annotations on the pod template, comments and every other line kept byte for byte', (t) => {
@@ -150,6 +153,26 @@ test('a pod template that is not a map: InjectError naming the object and the li
   t.regex(e!.message, /^x\.yaml:11: deployment "x": spec\.template is not a map/);
 });
 
+test('numbers keep the meaning kubectl (YAML 1.1) gives them: defaultMode 0644 stays octal, big integers stay exact', (t) => {
+  const input = [
+    'apiVersion: apps/v1', 'kind: Deployment', 'metadata:', '  name: d', '  annotations:', '    restarted: 2024-01-01T10:00:00+01:00',
+    'spec:', '  template:', '    spec:', '      volumes:', '        - name: s', '          secret:', '            secretName: s', '            defaultMode: 0644',
+    '        - name: c', '          configMap: {name: c, defaultMode: 0400}', '      containers:', '        - name: c', '          image: i',
+    '          args: [0o17, 0b101, 10:30, 8080:80]', '          env:', '            - name: BIG', '              value: "12345678901234567890"',
+    '      activeDeadlineSeconds: 12345678901234567890', '',
+  ].join('\n');
+  const out = injectYaml(input, {}).output;
+  assertOnlyAnnotationLinesAdded(t, input, out);
+  for (const line of ['            defaultMode: 0644', '          configMap: {name: c, defaultMode: 0400}', '      activeDeadlineSeconds: 12345678901234567890', '    restarted: 2024-01-01T10:00:00+01:00']) {
+    t.true(out.split('\n').includes(line), `${line.trim()} kept as written:\n${out}`);
+  }
+  // As kubectl reads them, input and output agree but for the annotation added.
+  const after = kubectlReads(out);
+  t.is(after.spec.template.spec.volumes[0].secret.defaultMode, 420n, '0644 is 420');
+  delete after.spec.template.metadata;
+  t.deepEqual(after, kubectlReads(input));
+});
+
 test('JSON in: strings that YAML 1.1 (kubectl\'s reader) takes for booleans or numbers stay quoted', (t) => {
   // sigs.k8s.io/yaml reads with go-yaml v2: a plain `on`, `y` or `1_000` is a bool or an int there, and a
   // label or annotation holding one fails `kubectl apply` (must be a string).
@@ -157,11 +180,11 @@ test('JSON in: strings that YAML 1.1 (kubectl\'s reader) takes for booleans or n
   const labels = Object.fromEntries(values.map((v, i) => [`l${i}`, v]));
   const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', labels, annotations: { y: 'n' } }, spec: { containers: [{ name: 'c', image: 'i', args: values }] } };
   const r = injectYaml(JSON.stringify(pod), {});
-  for (const version of ['1.1', '1.2'] as const) {
-    const back = parse(r.output, { version });
-    t.deepEqual(back.metadata.labels, labels, `labels as YAML ${version} reads them`);
-    t.deepEqual(back.spec.containers[0].args, values, `args as YAML ${version} reads them`);
-    t.is(back.metadata.annotations.y, 'n', `annotations as YAML ${version} reads them`);
+  for (const [how, read] of [['kubectl', kubectlReads], ['YAML 1.1', (x: string) => parse(x, { version: '1.1' })], ['YAML 1.2', parse]] as const) {
+    const back = read(r.output);
+    t.deepEqual(back.metadata.labels, labels, `labels as ${how} reads them`);
+    t.deepEqual(back.spec.containers[0].args, values, `args as ${how} reads them`);
+    t.is(back.metadata.annotations.y, 'n', `annotations as ${how} reads them`);
   }
   t.regex(r.output, /^ {4}l13: plain$/m, 'an unambiguous string is still printed plain');
   // YAML written in flow style: a plain scalar stays plain, meaning to kubectl what it meant before.

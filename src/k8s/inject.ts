@@ -1,6 +1,6 @@
 // `mesh-agent inject`: adds the mesh annotations to workloads in Kubernetes YAML, editing the
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
-import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type Node } from 'yaml';
+import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type DocumentOptions, type Node, type ParseOptions, type SchemaOptions } from 'yaml';
 import { ANNOTATIONS } from './annotations.ts';
 import { PortSet } from '../proxy/ports.ts';
 
@@ -73,7 +73,7 @@ export function injectAnnotations(opts: InjectOptions): Array<[string, string]> 
 export function injectYaml(text: string, opts: InjectOptions, source = '<stdin>'): InjectResult {
   const annotations = injectAnnotations(opts);
   const lines = new LineCounter();
-  const docs = parseAllDocuments(text, { prettyErrors: true, lineCounter: lines });
+  const docs = parseAllDocuments(text, { prettyErrors: true, lineCounter: lines, ...AS_KUBECTL_READS });
   if (!Array.isArray(docs)) return { output: text, injected: 0, kinds: [], objects: [] }; // empty stream
   for (const doc of docs) {
     const err = doc.errors[0];
@@ -140,11 +140,27 @@ function injectAt(doc: Document, path: Path, annotations: Array<[string, string]
 }
 
 /**
- * kubectl reads YAML as 1.1 (sigs.k8s.io/yaml, go-yaml v2): a plain `on`, `y`, `no` or `1_000` is a
- * bool or an int there, so a label holding one fails `kubectl apply`.
+ * YAML as kubectl reads it (sigs.k8s.io/yaml, go-yaml v2): 1.1, so `defaultMode: 0644` is octal and
+ * prints back as 0644 (read as 1.2 it was 644, which the API server refuses, and 0400 a wrong
+ * mode); integers past 2^53 exact. go-yaml has no base-60 numbers (`8080:80` is a string) and
+ * gives timestamps as strings: those stay strings, printed as written. Without omap, pairs and set,
+ * whose implicit forms go-yaml lacks too (and omap would claim the maps setIn makes).
  */
-const KUBECTL_READS = new Schema({ schema: 'yaml-1.1' }).tags;
-const readAsNonString = (s: string) => KUBECTL_READS.some((tag) => Boolean(tag.default) && tag.tag !== 'tag:yaml.org,2002:str' && (tag as { test?: RegExp }).test?.test(s));
+const NOT_READ_BY_KUBECTL = new Set(['tag:yaml.org,2002:timestamp', 'tag:yaml.org,2002:omap', 'tag:yaml.org,2002:pairs', 'tag:yaml.org,2002:set']);
+const AS_KUBECTL_READS: ParseOptions & DocumentOptions & SchemaOptions = {
+  version: '1.1',
+  intAsBigInt: true,
+  customTags: (tags) => tags.filter((t) => typeof t === 'string' || !(NOT_READ_BY_KUBECTL.has(t.tag) || t.format === 'TIME')),
+};
+
+/**
+ * Strings kubectl would not read back as strings if printed plain: 1.1's `on`, `y`, `no`, `1_000`,
+ * and what Go's number parsing in go-yaml takes (`0o17`, as 1.2's core schema). Timestamps and
+ * base-60 numbers too: quoting them costs nothing, and other 1.1 readers take them for dates and ints.
+ */
+const NOT_STRINGS = [...new Schema({ schema: 'yaml-1.1' }).tags, ...new Schema({ schema: 'core' }).tags]
+  .filter((tag) => Boolean(tag.default) && tag.tag !== 'tag:yaml.org,2002:str');
+const readAsNonString = (s: string) => NOT_STRINGS.some((tag) => (tag as { test?: RegExp }).test?.test(s));
 
 /** JSON parses as flow collections with quoted scalars; print it as ordinary block YAML. */
 function toBlockStyle(doc: Document): void {
