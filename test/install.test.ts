@@ -291,6 +291,15 @@ test('CLI: prints multi-document YAML that parses back to the same objects', asy
   t.regex(bad.stderr, /--admin-port: "x" is not a port number/);
 });
 
+test('install\'s YAML reads back the same as kubectl reads it (YAML 1.1): --inbound-port off stays the string "off"', (t) => {
+  // kubectl apply reads with go-yaml v2: a plain `off` is false there, and a ConfigMap's data must be strings.
+  for (const opts of [{}, { inboundPort: 0 }, { namespace: 'on', cni: false }]) {
+    const want = installManifests(opts);
+    const docs = parseAllDocuments(manifestsToYaml(want), { version: '1.1' }) as any[];
+    t.deepEqual(docs.map((d) => d.toJS()), want, JSON.stringify(opts));
+  }
+});
+
 /** A trust anchor and issuer in files, as an operator bringing their own would pass them. */
 async function pkiFiles(dir: string) {
   const now = Date.now();

@@ -37,9 +37,12 @@ export async function identityForInstall(o: { trustDomain: string; anchorsFile?:
   return { trustDomain: o.trustDomain, anchorsPem, issuerCertPem, issuerKeyPem, certificateLifetime: o.certificateLifetime };
 }
 
-/** Multi-document YAML, one object per document. */
+/**
+ * Multi-document YAML, one object per document. Strings YAML 1.1 reads otherwise are quoted:
+ * kubectl reads with go-yaml v2, where a plain `off` (--inbound-port off) or `on` is a bool.
+ */
 export function manifestsToYaml(objects: object[]): string {
-  return objects.map((o) => `---\n${stringify(o, { lineWidth: 0 })}`).join('');
+  return objects.map((o) => `---\n${stringify(o, { lineWidth: 0, compat: 'yaml-1.1' })}`).join('');
 }
 
 function port(flag: string) {
