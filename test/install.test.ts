@@ -254,6 +254,10 @@ test('bad options are rejected', (t) => {
   t.throws(() => installManifests({ proxyWorkers: '0' }), { message: /--proxy-workers: "0" is not a number of proxies; give a whole number from 1 to 1024, or auto/ });
 });
 
+test('--skip-outbound-ports holds at most the datapath\'s 16 ranges: more is an install error, not agents failing at start', (t) => {
+  t.throws(() => installManifests({ skipOutboundPorts: '1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33' }), { message: /--skip-outbound-ports: 17 separate ranges, the datapath holds 16/ });
+});
+
 test('ports that share the node (host network) must differ: a collision is refused naming both flags, as is a relative --cgroup-root', (t) => {
   // The agent's proxy, admin API, inbound listener and tunnel all listen on the node: the same port twice
   // is a DaemonSet the API server rejects (duplicate hostPort) or an agent that never starts (EADDRINUSE).

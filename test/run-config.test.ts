@@ -110,6 +110,13 @@ test('bad values: the error names the source, the key and the value', (t) => {
   t.throws(() => readConfigSource(notMap), { message: /expected a map of keys/ });
 });
 
+test('skip-outbound-ports holds at most the datapath\'s 16 ranges, from the config and from the flag, refused at start naming the source', (t) => {
+  const many = '1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33';
+  t.throws(() => parseAgentConfig({ 'skip-outbound-ports': many }, '--config /etc/x'), { message: /^--config \/etc\/x: key skip-outbound-ports: .*17 separate ranges, the datapath holds 16/ });
+  t.throws(() => resolveRunSettings({ skipOutboundPorts: many }, (f) => f === 'skipOutboundPorts', {}, { NODE_IP: '10.0.0.7' }), { message: /--skip-outbound-ports: 17 separate ranges, the datapath holds 16/ });
+  t.is(resolveRunSettings({ skipOutboundPorts: '1-16,20' }, (f) => f === 'skipOutboundPorts', {}, { NODE_IP: '10.0.0.7' }).skipOutboundPorts, '1-16,20');
+});
+
 test('https:// is refused for the controller (it serves cleartext only), from the flag and from the config, saying what to pass', (t) => {
   const fix = /the controller serves cleartext HTTP\/2 only, not TLS; pass HOST:PORT or http:\/\/HOST:PORT, e.g. mesh-agent-controller.mesh-agent.svc:8086$/;
   t.throws(() => resolveRunSettings({ proxyAddr: '10.0.0.7:15001', controller: 'https://ctl:8086' }, cli('proxyAddr', 'controller'), {}, {}), { message: new RegExp(`^--controller https://ctl:8086: ${fix.source}`) });

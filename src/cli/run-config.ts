@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { lazyYaml } from '../k8s/lazy-yaml.ts';
 import { controllerUrl } from '../controller/addr.ts';
-import { PortSet } from '../proxy/ports.ts';
+import { parsePorts } from '../k8s/annotations.ts';
 import { parseHostPort } from './addr.ts';
 import { parseProxyWorkers } from '../workers/cpus.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks, type DefaultPolicy } from '../policy/model.ts';
@@ -101,9 +101,10 @@ export function parseAgentConfig(raw: Record<string, string>, origin: string): {
         break;
       case 'skip-outbound-ports':
         try {
-          config.skipOutboundPorts = PortSet.parse(value).toString();
+          config.skipOutboundPorts = parsePorts(value, `${origin}: key ${key}`).toString();
         } catch (e) {
-          throw new Error(`${origin}: key ${key}: "${value}": ${(e as Error).message}`);
+          const m = (e as Error).message;
+          throw new Error(m.startsWith(origin) ? m : `${origin}: key ${key}: "${value}": ${m}`);
         }
         break;
       case 'identity-addr':
@@ -226,7 +227,8 @@ export function resolveRunSettings(flags: RunFlags, fromCli: (flag: keyof RunFla
     proxy,
     admin,
     cgroupRoot: given('cgroupRoot') ? flags.cgroupRoot : config.cgroupRoot,
-    skipOutboundPorts: given('skipOutboundPorts') ? flags.skipOutboundPorts! : (config.skipOutboundPorts ?? ''),
+    // Checked now: the datapath holds MAX_PORT_RANGES, and would refuse more only after the proxy listens.
+    skipOutboundPorts: given('skipOutboundPorts') ? parsePorts(flags.skipOutboundPorts!, '--skip-outbound-ports').toString() : (config.skipOutboundPorts ?? ''),
     controllerUrl: given('controller') ? controllerUrl(flags.controller!, '--controller') : config.controllerUrl,
     ...(given('identityAddr') || config.identityAddr !== undefined ? { identityAddr: given('identityAddr') ? flags.identityAddr : config.identityAddr } : {}),
     inbound: given('inboundAddr')

@@ -1,8 +1,7 @@
 // `mesh-agent inject`: adds the mesh annotations to workloads in Kubernetes YAML, editing the
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
 import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type DocumentOptions, type Node, type ParseOptions, type SchemaOptions } from 'yaml';
-import { ANNOTATIONS } from './annotations.ts';
-import { PortSet } from '../proxy/ports.ts';
+import { ANNOTATIONS, parsePorts } from './annotations.ts';
 
 export interface InjectOptions {
   skipOutbound?: string;
@@ -59,9 +58,10 @@ export function injectAnnotations(opts: InjectOptions): Array<[string, string]> 
   const add = (key: string, flag: string, value: string | undefined) => {
     if (value === undefined) return;
     try {
-      out.push([key, PortSet.parse(value).toString()]);
+      out.push([key, parsePorts(value, flag).toString()]); // what the agent takes (annotations.ts)
     } catch (e) {
-      throw new Error(`${flag}: ${(e as Error).message}`);
+      const m = (e as Error).message;
+      throw new Error(m.startsWith(`${flag}: `) ? m : `${flag}: ${m}`);
     }
   };
   add(ANNOTATIONS.skipOutbound, '--skip-outbound-ports', opts.skipOutbound);

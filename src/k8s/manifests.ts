@@ -1,7 +1,7 @@
 // The objects `mesh-agent install` prints: plain data, so tests can validate every one against
 // the Kubernetes schemas and the CLI only has to serialize them.
 import { createHash } from 'node:crypto';
-import { PortSet } from '../proxy/ports.ts';
+import { parsePorts } from './annotations.ts';
 import { IDENTITY_MOUNTS, identityNames, identityObjects, TOKEN_SECONDS, TOKENS_VOLUME, TUNNEL_PORT, withIdentity, type IdentityInstall } from './identity-manifests.ts';
 import { CONTROLLER_AUDIENCE } from '../controller/agent-auth.ts';
 import { CONTROLLER_TOKEN_FILE } from '../controller/agent-token.ts';
@@ -96,7 +96,8 @@ export function installManifests(options: InstallOptions = {}): object[] {
   const controllerPort = checkPort('--controller-port', o.controllerPort);
   const dashboardPort = checkPort('--dashboard-port', o.dashboardPort);
   if (dashboardPort === controllerPort) throw new Error(`--dashboard-port ${dashboardPort}: the controller port is ${controllerPort}; pick another`);
-  const skipOutbound = PortSet.parse(o.skipOutboundPorts).toString();
+  // The agent puts these in the datapath, which holds MAX_PORT_RANGES: more and no agent starts.
+  const skipOutbound = parsePorts(o.skipOutboundPorts, '--skip-outbound-ports').toString();
   const defaultInboundPolicy = parseDefaultPolicy(o.defaultInboundPolicy, '--default-inbound-policy');
   parseNetworks(o.clusterNetworks, '--cluster-networks');
   const inboundPort = o.inboundPort === 0 ? 0 : checkPort('--inbound-port', o.inboundPort);
