@@ -144,6 +144,12 @@ test('CLI: run refuses a bad --drain at start, before touching the datapath', (t
   t.is(r.stderr, 'mesh-agent: --drain must be a whole number of milliseconds from 0 to 2147483647, not "10s"; e.g. --drain 10000\n');
 });
 
+test('CLI: run refuses a --report-interval past what a timer holds (it would report every millisecond), before touching the datapath', (t) => {
+  const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--report-interval', '3000000000']);
+  t.is(r.status, 1, r.stderr);
+  t.is(r.stderr, 'mesh-agent: --report-interval must be a whole number of milliseconds from 1 to 2147483647, not "3000000000"; e.g. --report-interval 5000\n');
+});
+
 test('CLI: run refuses a --proxy-workers that is neither a positive whole number nor auto, before touching the datapath', (t) => {
   for (const bad of ['0', '-1', '1.5', 'two', '2000']) {
     const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--proxy-workers', bad]);

@@ -83,6 +83,8 @@ export function registerRun(program: Command) {
       const settings = resolveRunSettings(o, (flag) => cmd.getOptionValueSource(flag) === 'cli', config, process.env);
       // Checked now, not at SIGTERM: a bad --drain would otherwise show only as a drain that does not wait.
       const drainMs = parseMs(o.drain, '--drain', 10_000);
+      // parseMs: past 2^31-1 ms a Node timer fires every millisecond.
+      const reportIntervalMs = parseMs(o.reportInterval, '--report-interval', 5000, 1);
       const proxyWorkers = settings.proxyWorkers === 'auto' ? defaultProxyWorkers() : settings.proxyWorkers;
       const { proxy, admin } = settings;
       const nativeIo = o.nativeIo ?? true;
@@ -101,7 +103,7 @@ export function registerRun(program: Command) {
         admin,
         controllerUrl: settings.controllerUrl,
         controllerTokenFile: o.controllerTokenFile,
-        report: { intervalMs: parseCount(o.reportInterval, '--report-interval'), backlog: parseCount(o.reportBacklog, '--report-backlog') },
+        report: { intervalMs: reportIntervalMs, backlog: parseCount(o.reportBacklog, '--report-backlog') },
         skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),
         detectTimeoutMs: parseMs(o.detectTimeout, '--detect-timeout', 1000, 1),
