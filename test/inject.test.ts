@@ -153,6 +153,19 @@ test('a pod template that is not a map: InjectError naming the object and the li
   t.regex(e!.message, /^x\.yaml:11: deployment "x": spec\.template is not a map/);
 });
 
+test('kubectl get -o yaml style (a sequence at its key\'s indentation): every line kept, only the annotations added', (t) => {
+  const input = [
+    'apiVersion: v1', 'kind: Service', 'metadata:', '  name: web', 'spec:', '  ports:', '  - name: http', '    port: 80', '    targetPort: 8080', '  selector:', '    app: web',
+    '---',
+    'apiVersion: apps/v1', 'kind: Deployment', 'metadata:', '  name: web', 'spec:', '  template:', '    metadata:', '      labels:', '        app: web', '    spec:', '      containers:',
+    '      - name: web', '        image: nginx', '        args:', '        - --port=8080', '        ports:', '        - containerPort: 8080', '',
+  ].join('\n');
+  const r = injectYaml(input, {});
+  t.deepEqual(r.kinds, ['Deployment']);
+  assertOnlyAnnotationLinesAdded(t, input, r.output);
+  t.true(r.output.startsWith(input.slice(0, input.indexOf('---\n') + 4)), 'the Service byte for byte');
+});
+
 test('numbers keep the meaning kubectl (YAML 1.1) gives them: defaultMode 0644 stays octal, big integers stay exact', (t) => {
   const input = [
     'apiVersion: apps/v1', 'kind: Deployment', 'metadata:', '  name: d', '  annotations:', '    restarted: 2024-01-01T10:00:00+01:00',

@@ -86,7 +86,7 @@ export function injectYaml(text: string, opts: InjectOptions, source = '<stdin>'
   }
   const injectedObjects = objects.filter((o) => o.injected);
   return {
-    output: docs.map((d) => d.toString({ lineWidth: 0, flowCollectionPadding: false })).join(''),
+    output: docs.map((d) => d.toString({ lineWidth: 0, flowCollectionPadding: false, indentSeq: indentsSequences(text, d) })).join(''),
     injected: injectedObjects.length,
     kinds: injectedObjects.map((o) => o.kind),
     objects,
@@ -178,6 +178,17 @@ function toBlockStyle(doc: Document): void {
       n.type = quoted && typeof n.value === 'string' && readAsNonString(n.value) ? 'QUOTE_DOUBLE' : undefined;
     },
   });
+}
+
+/**
+ * Whether the document writes a block sequence indented under its key (`key:\n  - a`) or at the
+ * key's indentation (`key:\n- a`, as kubectl get -o yaml and go-yaml print): printed back the same
+ * way, so every line not touched stays as it was. The first such sequence decides.
+ */
+function indentsSequences(text: string, doc: Document): boolean {
+  const src = doc.range ? text.slice(doc.range[0], doc.range[2]) : '';
+  const m = /^( *)[^\s#-][^\n]*:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*(?:#[^\n]*)?\n)*( *)- /m.exec(src);
+  return m === null || m[2]!.length > m[1]!.length;
 }
 
 function firstLine(message: string): string {
