@@ -50,3 +50,25 @@ test('status: bad flag values are usage errors (exit 2 naming the flag), never "
     t.false(r.stderr.includes('unreachable'), `${args.join(' ')}: ${r.stderr}`);
   }
 });
+
+test('status reaches an agent whose --admin port is one fetch() refuses (6000, 6665, 10080: the Fetch standard\'s "bad ports")', async (t) => {
+  let server: http.Server | undefined;
+  let port = 0;
+  for (const p of [6665, 6666, 6667, 6668, 6669, 10080, 6000]) {
+    const s = http.createServer((_req, res) => res.end(JSON.stringify(HEALTHY)));
+    const ok = await new Promise<boolean>((r) => {
+      s.once('error', () => r(false));
+      s.listen(p, '127.0.0.1', () => r(true));
+    });
+    if (ok) {
+      server = s;
+      port = p;
+      break;
+    }
+  }
+  if (!server) return t.pass('every port of the list is taken on this machine');
+  t.teardown(() => server!.close());
+  const r = await status(['--admin', `127.0.0.1:${port}`, '-o', 'json']);
+  t.is(r.code, 0, r.stderr);
+  t.is(JSON.parse(r.stdout).reachable, true);
+});

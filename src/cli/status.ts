@@ -1,5 +1,6 @@
 // `mesh-agent status`: the node agent's state from its admin API, as a table or JSON.
 // Exit codes scripts can trust: 0 healthy, 1 degraded (reasons printed), 2 agent unreachable.
+import * as http from 'node:http';
 import type { Command } from 'commander';
 import { assessHealth } from '../agent/health.ts';
 import { parseHostPort } from './addr.ts';
@@ -33,11 +34,9 @@ export function registerStatus(program: Command) {
       }
       let s: any;
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        s = await res.json();
+        s = JSON.parse(await getText(url, timeoutMs));
       } catch (e) {
-        const why = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as Error & { cause?: Error }).cause?.message ?? (e as Error).message);
+        const why = (e as Error).message;
         if (o.output === 'json') process.stdout.write(JSON.stringify({ reachable: false, admin: url, error: why }, null, 2) + '\n');
         process.stderr.write(`mesh-agent status: the agent at ${url} is unreachable (${why}); is it running on this node? pass --admin IP:PORT\n`);
         process.exit(EXIT_UNREACHABLE);
@@ -47,6 +46,23 @@ export function registerStatus(program: Command) {
       else process.stdout.write(render(s, health) + '\n');
       process.exit(health.healthy ? EXIT_HEALTHY : EXIT_DEGRADED);
     });
+}
+
+/**
+ * GET with node:http, not fetch(): fetch refuses the Fetch standard's "bad ports" (6000, 6665-6669,
+ * 10080, ...) whatever listens there, so an agent given such an --admin-port was "unreachable".
+ */
+function getText(url: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`HTTP ${res.statusCode}`))));
+      res.on('error', reject);
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(e.name === 'AbortError' ? 'timed out' : (e.code ?? e.message))));
+  });
 }
 
 export function render(s: any, health: { healthy: boolean; reasons: string[] }): string {
