@@ -227,9 +227,11 @@ test('bad port flag values are rejected before any input is read', (t) => {
   t.throws(() => injectYaml('kind: Pod\n', { skipInbound: 'http' }), { message: /--skip-inbound-ports/ });
   // More ranges than the datapath holds: the agent would refuse the annotation.
   const many = '1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33';
-  for (const [o, flag] of [[{ skipOutbound: many }, '--skip-outbound-ports'], [{ skipInbound: many }, '--skip-inbound-ports'], [{ opaque: many }, '--opaque-ports']] as const) {
+  for (const [o, flag] of [[{ skipOutbound: many }, '--skip-outbound-ports'], [{ skipInbound: many }, '--skip-inbound-ports']] as const) {
     t.throws(() => injectYaml('kind: Pod\n', o), { message: new RegExp(`^${flag}: .*17 separate ranges, the datapath holds 16`) });
   }
+  // The opaque list stays in the proxy, which holds any number (annotations.ts takes it so too).
+  t.is(parse(injectYaml('kind: Pod\n', { opaque: many }).output).metadata.annotations[ANNOTATIONS.opaque], many);
 });
 
 test('CLI: file in, YAML out, linkerd-style summary on stderr', (t) => {

@@ -2,6 +2,7 @@
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
 import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type DocumentOptions, type Node, type ParseOptions, type SchemaOptions } from 'yaml';
 import { ANNOTATIONS, parsePorts } from './annotations.ts';
+import { PortSet } from '../proxy/ports.ts';
 
 export interface InjectOptions {
   skipOutbound?: string;
@@ -55,10 +56,11 @@ const POD_METADATA: Record<string, Path> = {
 /** Validates the flag values up front so a typo never reaches the cluster. */
 export function injectAnnotations(opts: InjectOptions): Array<[string, string]> {
   const out: Array<[string, string]> = [[ANNOTATIONS.inject, 'enabled']];
-  const add = (key: string, flag: string, value: string | undefined) => {
+  // What the agent takes (annotations.ts): skip lists go to the datapath (16 ranges), the opaque list stays in the proxy (any size).
+  const add = (key: string, flag: string, value: string | undefined, inDatapath = true) => {
     if (value === undefined) return;
     try {
-      out.push([key, parsePorts(value, flag).toString()]); // what the agent takes (annotations.ts)
+      out.push([key, (inDatapath ? parsePorts(value, flag) : PortSet.parse(value)).toString()]);
     } catch (e) {
       const m = (e as Error).message;
       throw new Error(m.startsWith(`${flag}: `) ? m : `${flag}: ${m}`);
@@ -66,7 +68,7 @@ export function injectAnnotations(opts: InjectOptions): Array<[string, string]> 
   };
   add(ANNOTATIONS.skipOutbound, '--skip-outbound-ports', opts.skipOutbound);
   add(ANNOTATIONS.skipInbound, '--skip-inbound-ports', opts.skipInbound);
-  add(ANNOTATIONS.opaque, '--opaque-ports', opts.opaque);
+  add(ANNOTATIONS.opaque, '--opaque-ports', opts.opaque, false);
   return out;
 }
 
