@@ -16,16 +16,24 @@ export type ResponseShape =
   | { kind: 'headers-only' }
   | { kind: 'body' };
 
+// One object per shape, not per response (this runs for every HTTP/2 response, issue 16).
+const TRAILERS_ONLY: ResponseShape = { kind: 'trailers-only' };
+const HEADERS_ONLY: ResponseShape = { kind: 'headers-only' };
+const BODY: ResponseShape = { kind: 'body' };
+const COMPLETE: AnsweredClose = { kind: 'complete' };
+const PENDING: AnsweredClose = { kind: 'pending' };
+const FAILED: UnansweredClose = { kind: 'failed' };
+
 export function responseShape(status: number, flags: number, method: string | string[] | undefined): ResponseShape {
   // nghttp2 takes any three digits, node's respond() only 200-599 (it threw: the process's
   // uncaught exception). RFC 9110 15: an unknown status is processed as a 5xx.
   if (status < 200 || status > 599) return { kind: 'bad-status', error: `upstream answered :status ${status}, outside 200-599` };
-  if ((flags & NGHTTP2_FLAG_END_STREAM) !== 0) return { kind: 'trailers-only' };
+  if ((flags & NGHTTP2_FLAG_END_STREAM) !== 0) return TRAILERS_ONLY;
   // The upstream ends these later (an empty DATA frame): node:http2 ends the client's response
   // with the headers and never asks for trailers, so the exchange is complete at the headers,
   // not at 'wantTrailers' (which would never come: a client reset, a failure, otherwise).
-  if (headersOnly(status, method)) return { kind: 'headers-only' };
-  return { kind: 'body' };
+  if (headersOnly(status, method)) return HEADERS_ONLY;
+  return BODY;
 }
 
 /** respond() options for a response the headers complete, and for one a body and trailers follow. */
@@ -50,7 +58,7 @@ export function answeredClose(up: http2.ClientHttp2Stream, responseDone: boolean
   // RST_STREAM(NO_ERROR) before the response's END_STREAM: the body is cut short. Passed on as
   // NO_ERROR, a client (node:http2 among them) could take it for a complete body.
   if (!responseDone && endedByReset(up)) return { kind: 'reset', code: NGHTTP2_INTERNAL_ERROR, error: 'upstream reset (code 0) before the end of its response' };
-  return responseDone ? { kind: 'complete' } : { kind: 'pending' };
+  return responseDone ? COMPLETE : PENDING;
 }
 
 export type UnansweredClose =
@@ -62,6 +70,6 @@ export type UnansweredClose =
 /** The upstream stream closed before the client was answered. */
 export function unansweredClose(up: http2.ClientHttp2Stream, session: UpstreamSession | null | undefined): UnansweredClose {
   const code = up.rstCode ?? NGHTTP2_NO_ERROR;
-  if (session?.failure !== undefined || session?.session.destroyed === true || code === NGHTTP2_NO_ERROR) return { kind: 'failed' };
+  if (session?.failure !== undefined || session?.session.destroyed === true || code === NGHTTP2_NO_ERROR) return FAILED;
   return { kind: 'reset', code, error: `upstream reset (code ${code})` };
 }
