@@ -269,3 +269,28 @@ test('one turn of changes larger than the bound (a relist, a namespace edit re-s
   t.like(hub.state(), { closedSlow: 0, agentsLive: 2 });
   t.false(logs.some((l) => l.includes('did not read')), logs.join('\n'));
 });
+
+test('an agent that stops reading during its snapshot is closed once it has not read for the stall bound, and lets go of the snapshot; one that reads slowly is not', async (t) => {
+  const logs: string[] = [];
+  const hub = new DiscoveryHub({ log: (_l, m) => logs.push(m), chunkBytes: 512, snapshotStallMs: 300 });
+  for (let i = 0; i < 200; i++) hub.upsert('pod', pod(`p-${i}`, `10.2.0.${i}`));
+  hub.markSynced();
+  const stuck = new Reader(1024, false); // never reads: its stream fills and stays full
+  const slow = new Reader(1024, false);
+  subscribe(hub, stuck, 'stuck');
+  subscribe(hub, slow, 'slow');
+  // Reads a little every 50 ms: it makes progress well within the bound, however long the whole takes.
+  const lines: string[] = [];
+  const reading = setInterval(() => {
+    let c: Buffer | null;
+    for (let n = 0; n < 2 && (c = slow.out.read() as Buffer | null) !== null; n++) lines.push(String(c));
+  }, 50);
+  t.teardown(() => clearInterval(reading));
+  await waitFor(() => stuck.closed !== null, 3000);
+  t.regex(String(stuck.closed), /agent stuck on node n1 read nothing of its discovery snapshot for 300 ms; closed its stream \(it reconnects and resyncs\)/);
+  t.true(logs.some((l) => l.startsWith('agent stuck on node n1 read nothing')));
+  t.like(hub.state(), { closedSlow: 1, agents: 1 });
+  await waitFor(() => lines.join('').includes(SYNCED_LINE), 10_000);
+  t.is(slow.closed, null, 'an agent that keeps reading is never closed for a slow snapshot');
+  t.like(hub.state(), { closedSlow: 1, agents: 1, agentsLive: 1 });
+});

@@ -9,7 +9,9 @@
 // after it, by key, so nothing queues per agent while it reads; changes made once those are
 // listed queue behind them), each stream is handed one chunk at a time (write() then 'drain'),
 // and the deltas queued for an agent that does not keep up are bounded: past maxQueuedBytes its
-// stream is closed (it reconnects and resyncs) and counted as closedSlow.
+// stream is closed (it reconnects and resyncs) and counted as closedSlow. So is an agent that
+// reads nothing of its snapshot for snapshotStallMs: it would keep that snapshot (the whole world,
+// not shared with later agents once the world changed) for as long as its connection lives.
 import type { Writable } from 'node:stream';
 import { convert, describeObject, skipInboundOf, type ResourceKind } from './from-k8s.ts';
 import { DISCOVERY_VERSION, type DiscoPod, type DiscoService, type DiscoSlice } from './model.ts';
@@ -34,6 +36,8 @@ export interface HubOptions {
   chunkBytes?: number;
   /** A snapshot is reused for agents connecting within this long of its build. Default 10 s. */
   snapshotReuseMs?: number;
+  /** An agent whose stream takes nothing of its snapshot (or its tail) for this long is closed. Default 60 s. */
+  snapshotStallMs?: number;
   now?: () => number;
 }
 
@@ -112,6 +116,8 @@ interface Subscriber {
   queue: Buffer[];
   queuedBytes: number;
   draining: boolean;
+  /** Armed while a snapshot-phase stream waits for 'drain' (snapshotStallMs). */
+  stall?: NodeJS.Timeout;
   sentBytes: number;
   syncedAt: number;
 }
@@ -171,7 +177,7 @@ export class DiscoveryHub {
   onService: ((key: string, ports: number[] | null) => void) | null = null;
 
   constructor(o: HubOptions) {
-    this.o = { maxQueuedBytes: 8 << 20, chunkBytes: 64 << 10, snapshotReuseMs: 10_000, now: Date.now, ...o };
+    this.o = { maxQueuedBytes: 8 << 20, chunkBytes: 64 << 10, snapshotReuseMs: 10_000, snapshotStallMs: 60_000, now: Date.now, ...o };
   }
 
   get synced(): boolean {
@@ -320,6 +326,7 @@ export class DiscoveryHub {
 
   private unsubscribe(s: Subscriber): void {
     if (!this.subs.delete(s)) return;
+    clearTimeout(s.stall);
     this.release(s);
     s.tail = undefined;
     s.phase = 'closed';
@@ -402,7 +409,18 @@ export class DiscoveryHub {
       s.sentBytes += chunk.length;
       if (!s.out.write(chunk)) {
         s.draining = true;
+        // The live phase is bounded by maxQueuedBytes; a snapshot holds the world however long
+        // the agent leaves it unread (TCP never gives up on a peer that acks and reads nothing).
+        if (s.phase === 'snapshot') {
+          s.stall = setTimeout(() => {
+            if (s.phase !== 'snapshot' || !s.draining) return;
+            this.stats.closedSlow++;
+            this.drop(s, `agent ${s.agentId} on node ${s.node} read nothing of its discovery snapshot for ${this.o.snapshotStallMs} ms; closed its stream (it reconnects and resyncs)`, true);
+          }, this.o.snapshotStallMs);
+          s.stall.unref();
+        }
         s.out.once('drain', () => {
+          clearTimeout(s.stall);
           s.draining = false;
           this.pump(s);
         });
