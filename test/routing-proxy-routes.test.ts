@@ -141,6 +141,22 @@ test('HTTP/1: a backend Service that does not exist answers 500 for its share', 
   t.deepEqual([...seen.keys()].sort(), [200, 500], JSON.stringify([...seen]));
 });
 
+test('HTTP/1: a backend Service with no ClusterIP (headless) or without the port named answers 500 saying so, not "not found"', async (t) => {
+  const { port, store } = await setup(t, { api: [] }, [
+    route([
+      { matches: [{ path: { type: 'PathPrefix', value: '/headless' } }], backends: [{ namespace: 'shop', name: 'db', port: 80, weight: 1 }] },
+      { matches: [{ path: { type: 'PathPrefix', value: '/port' } }], backends: [{ namespace: 'shop', name: 'db', port: 81, weight: 1 }] },
+    ]),
+  ]);
+  store.apply({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'db', clusterIPs: [], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } });
+  const headless = await request(port, { path: '/headless' });
+  t.is(headless.status, 500);
+  t.is(headless.body, 'backend Service shop/db port 80 has no ClusterIP (a headless or ExternalName Service, or IPv6 only): there is nothing to balance its requests over; name a Service with an IPv4 ClusterIP\n');
+  const noPort = await request(port, { path: '/port' });
+  t.is(noPort.status, 500);
+  t.is(noPort.body, 'backend Service shop/db has no port 81\n');
+});
+
 test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends nothing: its requests answer 500, no backend sees them; the route is accepted', async (t) => {
   const v1 = await backend('v1');
   const api = await backend('api');

@@ -91,7 +91,7 @@ export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: Atte
   if (b !== null) {
     if (b.problem !== undefined) return fail(slot, 500, `backend unavailable: ${b.problem}`);
     target = parent.router.backend(b);
-    if (target === null) return fail(slot, 500, `backend Service ${b.namespace}/${b.name} port ${b.port} not found`);
+    if (target === null) return fail(slot, 500, parent.router.missingBackend(b));
   }
   slot.target = target;
   const lease = target.balancer.pick(ready, prevTarget === target ? prevLease : null);

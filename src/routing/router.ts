@@ -128,6 +128,15 @@ export class Router {
     return r;
   }
 
+  /** Why backend(b) is null, as the 500 its requests are answered says. */
+  missingBackend(b: CompiledBackend): string {
+    const svc = this.store.service(`${b.namespace}/${b.name}`);
+    if (svc === undefined) return `backend Service ${b.namespace}/${b.name} port ${b.port} not found`;
+    if (!svc.ports.some((p) => p.port === b.port)) return `backend Service ${b.namespace}/${b.name} has no port ${b.port}`;
+    // Requests to such a Service go to the pod addresses DNS gives (resolve() leaves them alone); as a backend there is no Service address to balance.
+    return `backend Service ${b.namespace}/${b.name} port ${b.port} has no ClusterIP (a headless or ExternalName Service, or IPv6 only): there is nothing to balance its requests over; name a Service with an IPv4 ClusterIP`;
+  }
+
   /** Who is behind a source IP; a pod the agent does not know is its own workload. */
   client(ip: string): ClientIdentity {
     return this.knownClient(ip) ?? { namespace: '', workload: `ip/${ip}` };
