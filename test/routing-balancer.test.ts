@@ -3,6 +3,7 @@
 // test/cluster-balancing.e2e.test.ts.
 import test from 'ava';
 import { Balancer, FAILURE_PENALTY_MS, LINKERD_EWMA, type BalancedEndpoint } from '../src/routing/balancer.ts';
+import { policyFromAnnotations } from '../src/routing/linkerd-annotations.ts';
 import { accrualFromAnnotations, DEFAULT_ACCRUAL, FailureAccrual } from '../src/routing/failure-accrual.ts';
 import { parseDuration } from '../src/routing/duration.ts';
 import { chiSquareUniform, looksUniform } from './helpers/stats.ts';
@@ -286,7 +287,19 @@ test('durations', (t) => {
   t.is(parseDuration('1m30s'), 90_000);
   t.is(parseDuration('1.5s'), 1500);
   t.is(parseDuration('0'), 0);
-  for (const bad of ['', '10', 's', '1d', '-1s', '1s ', 'ms10']) t.throws(() => parseDuration(bad === '1s ' ? '1x' : bad), { message: /is not a duration/ }, bad);
+  for (const bad of ['', '10', 's', '1w', '-1s', '1s ', 'ms10']) t.throws(() => parseDuration(bad === '1s ' ? '1x' : bad), { message: /is not a duration/ }, bad);
+});
+
+test('durations: days, as Linkerd reads its annotations (1d, 2d); a duration below 1 ms is refused, not taken as 0 (which means none)', (t) => {
+  t.is(parseDuration('1d'), 86_400_000);
+  t.is(parseDuration('2d12h'), 216_000_000);
+  for (const tiny of ['0.4ms', '0.5ms', '0.0001s']) t.throws(() => parseDuration(tiny, 'timeout.linkerd.io/request'), { message: `timeout.linkerd.io/request: ${JSON.stringify(tiny)} is below 1ms, the finest a duration can be here; write 1ms or more, or 0 for none` }, tiny);
+  t.is(parseDuration('0.0s'), 0, 'zero written with a unit is zero');
+  t.is(parseDuration('1.4ms'), 1, 'rounded to the millisecond when not below it');
+  const p = policyFromAnnotations({ 'timeout.linkerd.io/idle': '1d', 'timeout.linkerd.io/request': '0.1ms' }, { kind: 'Service', namespace: 'shop', name: 'api' });
+  t.is(p.timeouts?.idleMs, 86_400_000);
+  t.is(p.timeouts?.requestMs, undefined);
+  t.deepEqual(p.errors, ['timeout.linkerd.io/request: "0.1ms" is below 1ms, the finest a duration can be here; write 1ms or more, or 0 for none']);
 });
 
 test('a failure without a response counts as a 1 s peak: P2C keeps away from the endpoint until it decays', (t) => {
