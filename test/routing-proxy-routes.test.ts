@@ -670,6 +670,12 @@ for (const h2 of [false, true]) {
     }
     t.is(await get('canary.shop'), 'v2');
     t.is(await get('api.shop'), 'v1');
+    if (h2) {
+      // A host field differing from :authority (malformed, RFC 9113 8.3.1): :authority decides, as for the inbound policy.
+      const session = http2.connect(`http://${HOST}:${port}`);
+      t.teardown(() => session.destroy());
+      t.is((await h2get(session, { ':path': '/', ':authority': 'api.shop', host: 'canary.shop' })).body, 'v1');
+    }
   });
 
   test(`${proto}: a RequestHeaderModifier sets, adds and removes headers as the upstream sees them, on a retried attempt too`, async (t) => {

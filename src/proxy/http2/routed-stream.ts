@@ -41,7 +41,8 @@ class H2RouteRequest implements RouteRequest {
   }
   header(name: string): string | undefined {
     // HTTP/2 carries Host as :authority (RFC 9113 8.3.1): a match on host reads it, as for HTTP/1.
-    const v = this.h[name] ?? (name === 'host' ? this.h[':authority'] : undefined);
+    // Its :authority wins over a differing host field, as the inbound policy reads it (handler.ts policyHeader).
+    const v = name === 'host' ? this.h[':authority'] ?? this.h.host : this.h[name];
     return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
   }
 }
