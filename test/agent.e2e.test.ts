@@ -208,6 +208,30 @@ test.serial('no open relay: a connection to the agent\'s proxy port that did not
   t.deepEqual([acceptedBy(8080), acceptedBy(9090)], served, 'nothing reached a server through the proxy');
 });
 
+test.serial('a meshed pod whose entry can no longer be written leaves the datapath: status and kernel agree, and an opt-out applies', async (t) => {
+  // The API server now gives web an address the IPv4 datapath cannot hold (an IPv6-primary
+  // dual-stack pod): setPod throws for a pod already in the kernel's map.
+  const writeWeb = (annotations: Record<string, string>, podIP: string) => {
+    const obj = withAnnotations(web, annotations) as any;
+    const objs = [{ ...obj, status: { ...obj.status, podIP } }, withAnnotations(api, {})];
+    fs.writeFileSync(podsFile + '.tmp', objs.map((o) => JSON.stringify(o)).join('\n---\n'));
+    fs.renameSync(podsFile + '.tmp', podsFile);
+  };
+  writePods({ 'mesh-agent.io/inject': 'enabled' });
+  await until(status, (s) => s.pods.find((p: any) => p.name === 'web')?.meshed === true && s.pods.find((p: any) => p.name === 'web')?.skipOutboundPorts === '', 'web meshed');
+  t.is(await connectAndSeeSource(), node.nodeIp);
+  writeWeb({ 'mesh-agent.io/inject': 'enabled' }, 'fd00::5');
+  const s = await until(status, (s) => s.pods.find((p: any) => p.name === 'web')?.meshed === false, 'web reported out of the datapath');
+  t.regex(s.pods.find((p: any) => p.name === 'web').reason, /IPv4/);
+  t.is(await connectAndSeeSource(), web.ip, 'reported not in the datapath: the kernel no longer redirects it either');
+  writeWeb({ 'mesh-agent.io/inject': 'disabled' }, 'fd00::5');
+  await until(status, (s) => s.pods.find((p: any) => p.name === 'web')?.reason === 'not-injected', 'web opted out');
+  t.is(await connectAndSeeSource(), web.ip, 'opted out: direct');
+  writePods({ 'mesh-agent.io/inject': 'enabled' });
+  await until(status, (s) => s.pods.find((p: any) => p.name === 'web')?.meshed === true, 'web meshed again');
+  t.is(await connectAndSeeSource(), node.nodeIp, 'meshed again: through the proxy');
+});
+
 test.serial('SIGTERM detaches the programs and exits 0; pods then connect directly', async (t) => {
   writePods({ 'mesh-agent.io/inject': 'enabled' });
   await until(status, (s) => s.pods.find((p: any) => p.name === 'web')?.skipOutboundPorts === '', 'skip list cleared');

@@ -80,10 +80,16 @@ export class PodSync {
         state.problem = `no cgroup for pod uid ${pod.uid} under ${this.cgroupRoot}`;
       } else {
         try {
-          state.key = this.dp.setPod({ cgroupPath: state.cgroup, ip: pod.ip ?? null, skipOutbound: policy.skipOutbound.ranges() });
+          const key = this.dp.setPod({ cgroupPath: state.cgroup, ip: pod.ip ?? null, skipOutbound: policy.skipOutbound.ranges() });
+          // The cgroup was recreated under the same path: the old id's entry is nobody's now.
+          if (state.key !== null && state.key !== key) this.dp.removePod(state.key);
+          state.key = key;
           if (!prev?.key) this.log('info', `meshed pod ${pod.namespace}/${pod.name} (cgroup ${state.cgroup})`);
         } catch (e) {
           state.problem = (e as Error).message;
+          // The entry written before must go with the key: forgotten, it kept redirecting the pod
+          // that status reports out of the datapath, and nothing removed it later (opt-out, deletion).
+          if (state.key !== null) this.dp.removePod(state.key);
           state.key = null;
           state.cgroup = null; // the pod may have been recreated under a new cgroup: look again next time
         }
