@@ -8,7 +8,8 @@
 //   allowed meshed pod to the all-authenticated pod: no connection fails.
 // - Uninstall: an agent stopped while a pod fails closed leaves the capture table (the pod stays
 //   closed); `mesh-agent cleanup` removes it; one stopped with no fail-closed pod leaves nothing
-//   (nft, ip rule and route, no BPF program on the pods' cgroup).
+//   (nft, ip rule and route, no BPF program on the pods' cgroup); cleanup refuses while an agent
+//   captures (its listener listens), unless --force.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -176,6 +177,13 @@ test.serial('rolling restart (SIGTERM, then a new agent) under a loop from an al
 
 test.serial('uninstall: a pod failing closed keeps the capture until `mesh-agent cleanup`; an agent stopped with none fails closed leaves nothing in the kernel', async (t) => {
   const current = children.filter((c) => c.spawnargs.includes('run') && c.exitCode === null && c.signalCode === null).at(-1)!;
+  // While the agent captures, cleanup refuses: removing the table would let any client straight
+  // into the fail-closed pod, and the running agent would not put it back until a pod changed.
+  const early = await node.execInNode(process.execPath, [BIN, 'cleanup'], { timeoutMs: 15_000 });
+  t.not(early.code, 0, early.stdout);
+  t.regex(early.stderr, /an agent is running.*--force/);
+  t.true((await left()).table, 'the running agent\'s capture is untouched');
+  t.false((await connect(outsider, api, 1500)).ok, 'the fail-closed pod stays closed to an unmeshed client');
   current.kill('SIGTERM');
   await exited(current);
   const kept = await left();

@@ -28,6 +28,7 @@
 // straight to a pod's address (kubelet's probes) are not captured: see docs/policy.md. When no agent listens (it died, or it is between two
 // agents), TPROXY finds no socket and the packet goes on: fail-open pods are reached directly,
 // fail-closed pods' SYNs are dropped. The table stays across agent restarts for that reason.
+import * as fs from 'node:fs';
 import { ipBinary, nftBinary, run } from './nft.ts';
 
 export const CAPTURE_TABLE = 'mesh-agent';
@@ -227,4 +228,30 @@ export async function captureInKernel(): Promise<{ table: boolean; rule: boolean
   const r = await run(ipBinary(), ['-4', 'rule', 'show', 'pref', String(CAPTURE_RULE_PREF)]);
   const rt = await run(ipBinary(), ['-4', 'route', 'show', 'table', String(CAPTURE_ROUTE_TABLE)]);
   return { table: t.code === 0, rule: r.code === 0 && r.stdout.includes(`lookup ${CAPTURE_ROUTE_TABLE}`), route: rt.code === 0 && rt.stdout.trim() !== '' };
+}
+
+/**
+ * The inbound listener the capture table hands connections to, when a socket listens there in
+ * this network namespace: an agent is running and capturing. null otherwise (no table, a table
+ * with no listener, or one whose agent is gone).
+ */
+export async function captureListenerInUse(): Promise<string | null> {
+  const t = await run(nftBinary(), ['list', 'table', 'ip', CAPTURE_TABLE]);
+  const m = t.code === 0 ? /tproxy to (\d+\.\d+\.\d+\.\d+):(\d+)/.exec(t.stdout) : null;
+  if (!m) return null;
+  const [a, b, c, d] = m[1]!.split('.').map(Number);
+  // /proc/net/tcp: local address as the host-order hex of the network-order bytes, state 0A = LISTEN.
+  const addr = [d, c, b, a].map((x) => x!.toString(16).padStart(2, '0')).join('').toUpperCase();
+  const port = Number(m[2]).toString(16).padStart(4, '0').toUpperCase();
+  let text = '';
+  try {
+    text = fs.readFileSync('/proc/net/tcp', 'utf8');
+  } catch {
+    return null;
+  }
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[3] === '0A' && (f[1] === `${addr}:${port}` || f[1] === `00000000:${port}`)) return `${m[1]}:${m[2]}`;
+  }
+  return null;
 }
