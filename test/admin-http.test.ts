@@ -83,3 +83,23 @@ test('curl, as the tests and mesh-agent status use it', async (t) => {
   const { stdout } = await promisify(execFile)('curl', ['-sS', '-w', ' %{http_code}', `http://127.0.0.1:${port}/ready`]);
   t.is(stdout, 'you asked /ready\n 200');
 });
+
+test('pipelined requests are answered in order: sent together, or the next one while an answer is pending', async (t) => {
+  const { port, seen } = await server(t);
+  const together = await raw(port, 'GET /a HTTP/1.1\r\nhost: x\r\n\r\nHEAD /b HTTP/1.1\r\nhost: x\r\n\r\nGET /c HTTP/1.1\r\nconnection: close\r\n\r\n');
+  t.true(together.closed, 'closed after the last, which asked for it');
+  t.deepEqual(together.text.match(/^HTTP\/1\.1 \d+/gm), ['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 200'], together.text);
+  t.regex(together.text, /you asked \/a\n[^]*you asked \/c\n$/);
+  // The second request arrives while the first's (slow) answer is being made.
+  const c = net.connect(port, '127.0.0.1');
+  let text = '';
+  c.on('data', (d) => (text += d));
+  c.write('GET /slow HTTP/1.1\r\nhost: x\r\n\r\n');
+  await new Promise<void>((r) => setImmediate(r));
+  c.write('GET /after HTTP/1.1\r\nconnection: close\r\n\r\n');
+  const closed = await Promise.race([once(c, 'end').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+  c.destroy();
+  t.true(closed, `the second request was answered: ${JSON.stringify(text)}`);
+  t.regex(text, /you asked \/slow\n[^]*you asked \/after\n$/);
+  t.deepEqual(seen, ['GET /a', 'HEAD /b', 'GET /c', 'GET /slow', 'GET /after']);
+});

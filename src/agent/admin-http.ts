@@ -1,4 +1,4 @@
-// The few bytes of HTTP/1.1 the admin API needs (GET and HEAD, keep-alive, no request bodies;
+// The few bytes of HTTP/1.1 the admin API needs (GET and HEAD, keep-alive and pipelining, no request bodies;
 // other methods get 405),
 // over node:net with the proxy's own head parser. node:http would cost the agent ~4 MB of RSS
 // for a server that answers a probe and a scrape now and then (docs/benchmarks.md, "Memory as
@@ -38,7 +38,10 @@ export class AdminHttpServer {
     const onData = (chunk: Buffer) => {
       const end = reader.push(chunk);
       if (end === HEAD_NEED_MORE) return;
+      // One request at a time: a pipelined next one waits in the socket (flowing without a
+      // 'data' listener, its bytes were lost and the client waited for the idle timeout).
       s.off('data', onData);
+      s.pause();
       if (end === HEAD_TOO_LARGE) return this.reply(s, 'GET', { status: 431, body: 'request head too large\n' }, true, null);
       const buf = reader.buffer;
       let head;
@@ -48,20 +51,21 @@ export class AdminHttpServer {
         return this.reply(s, 'GET', { status: 400, body: `bad request: ${(e as Error).message}\n` }, true, null);
       }
       // Nothing here takes a body: one would have to be read past before the next request.
-      if (head.contentLength > 0 || head.hasTransferEncoding || end < buf.length) {
+      if (head.contentLength > 0 || head.hasTransferEncoding) {
         return this.reply(s, head.method, { status: head.method === 'GET' || head.method === 'HEAD' ? 400 : 405, headers: { allow: 'GET, HEAD' }, body: 'the admin API takes no request body\n' }, true, null);
       }
       const keep = head.versionMinor === 1 ? !head.connClose : head.connKeepAlive;
-      if (head.method !== 'GET' && head.method !== 'HEAD') {
-        return this.reply(s, head.method, { status: 405, headers: { allow: 'GET, HEAD' } }, !keep, () => {
-          reader.reset();
-          s.on('data', onData);
-        });
-      }
+      // Bytes past the head are the next pipelined request (RFC 9112 9.3.2): read after this answer.
+      const rest = buf.subarray(end);
       const next = () => {
         reader.reset();
         s.on('data', onData);
+        s.resume();
+        if (rest.length > 0) onData(rest);
       };
+      if (head.method !== 'GET' && head.method !== 'HEAD') {
+        return this.reply(s, head.method, { status: 405, headers: { allow: 'GET, HEAD' } }, !keep, next);
+      }
       const path = head.target.split('?')[0]!;
       let r: AdminResponse | Promise<AdminResponse>;
       try {
@@ -85,8 +89,10 @@ export class AdminHttpServer {
     head += `content-length: ${body.length}\r\n${close || next === null ? 'connection: close\r\n' : ''}\r\n`;
     s.write(head);
     if (method !== 'HEAD' && body.length > 0) s.write(body);
-    if (close || next === null) s.end();
-    else next();
+    if (close || next === null) {
+      s.end();
+      s.resume(); // what follows is discarded, the client's FIN read: the socket closes now, not at the idle timeout
+    } else next();
   }
 
   listen(host: string, port: number): Promise<void> {
