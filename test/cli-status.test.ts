@@ -72,3 +72,21 @@ test('status reaches an agent whose --admin port is one fetch() refuses (6000, 6
   t.is(r.code, 0, r.stderr);
   t.is(JSON.parse(r.stdout).reachable, true);
 });
+
+test('an agent that answers /status with a server error is reachable and degraded (exit 1, its message as the reason), not "unreachable"', async (t) => {
+  const server = http.createServer((_req, res) => {
+    res.statusCode = 500;
+    res.setHeader('content-type', 'text/plain');
+    res.end('collecting the status failed: worker 1 did not answer; see the agent log\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const r = await status(['--admin', admin]);
+  t.is(r.code, 1, r.stderr);
+  t.notRegex(r.stdout + r.stderr, /unreachable/);
+  t.regex(r.stdout, /STATUS: degraded\n  - the agent answered \/status with HTTP 500: collecting the status failed: worker 1 did not answer; see the agent log/);
+  const j = await status(['--admin', admin, '-o', 'json']);
+  t.is(j.code, 1, j.stderr);
+  t.like(JSON.parse(j.stdout), { reachable: true, healthy: false, reasons: ['the agent answered /status with HTTP 500: collecting the status failed: worker 1 did not answer; see the agent log'] });
+});

@@ -1,5 +1,6 @@
 // `mesh-agent status`: the node agent's state from its admin API, as a table or JSON.
-// Exit codes scripts can trust: 0 healthy, 1 degraded (reasons printed), 2 agent unreachable.
+// Exit codes scripts can trust: 0 healthy, 1 degraded (reasons printed; an agent whose /status
+// answers a server error among them), 2 agent unreachable.
 import * as http from 'node:http';
 import type { Command } from 'commander';
 import { assessHealth } from '../agent/health.ts';
@@ -36,6 +37,13 @@ export function registerStatus(program: Command) {
       try {
         s = JSON.parse(await getText(url, timeoutMs));
       } catch (e) {
+        if (e instanceof ServerError) {
+          // Reached, and failing: degraded, with what the agent said (not "is it running?").
+          const reasons = [`the agent answered /status with HTTP ${e.status}: ${e.body.trim() || 'no message'}`];
+          if (o.output === 'json') process.stdout.write(JSON.stringify({ reachable: true, healthy: false, reasons, status: null }, null, 2) + '\n');
+          else process.stdout.write(`STATUS: degraded\n${reasons.map((r) => `  - ${r}`).join('\n')}\n`);
+          process.exit(EXIT_DEGRADED);
+        }
         const why = (e as Error).message;
         if (o.output === 'json') process.stdout.write(JSON.stringify({ reachable: false, admin: url, error: why }, null, 2) + '\n');
         process.stderr.write(`mesh-agent status: the agent at ${url} is unreachable (${why}); is it running on this node? pass --admin IP:PORT\n`);
@@ -48,6 +56,17 @@ export function registerStatus(program: Command) {
     });
 }
 
+/** A 5xx answer: the agent is there, and its /status failed. */
+class ServerError extends Error {
+  readonly status: number;
+  readonly body: string;
+  constructor(status: number, body: string) {
+    super(`HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
 /**
  * GET with node:http, not fetch(): fetch refuses the Fetch standard's "bad ports" (6000, 6665-6669,
  * 10080, ...) whatever listens there, so an agent given such an --admin-port was "unreachable".
@@ -58,7 +77,7 @@ function getText(url: string, timeoutMs: number): Promise<string> {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`HTTP ${res.statusCode}`))));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(res.statusCode! >= 500 ? new ServerError(res.statusCode!, body) : new Error(`HTTP ${res.statusCode}`))));
       res.on('error', reject);
     });
     req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(e.name === 'AbortError' ? 'timed out' : (e.code ?? e.message))));
