@@ -8,6 +8,9 @@ import { tapLines, tapJson } from '../src/cli/tap.ts';
 import { controllerUrl } from '../src/controller/addr.ts';
 import { parseResource } from '../src/controller/stat.ts';
 import type { StatRow } from '../src/controller/stat.ts';
+import { ControllerServer } from '../src/controller/server.ts';
+import { execFile } from '../src/sim/run.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
 
 const ev = (over: Partial<RequestEvent> = {}): RequestEvent => ({
   direction: 'outbound', sourceIp: '10.0.0.1', sourcePort: 4567, sourcePodKey: 0n, destIp: '10.0.0.2', destPort: 8080,
@@ -128,4 +131,17 @@ test('controller addresses and resources parse with clear errors', (t) => {
   t.deepEqual(parseResource('po/web-1'), { kind: 'pod', name: 'web-1' });
   t.throws(() => parseResource('web'), { message: /TYPE\/NAME/ });
   t.throws(() => parseResource('svc/web'), { message: /unknown resource type "svc"/ });
+});
+
+test('stat NAME not found names where it looked: the namespace given, or every namespace with -A', async (t) => {
+  const ctl = new ControllerServer({ log: () => {} });
+  const { port } = await ctl.listen('127.0.0.1', 0);
+  t.teardown(() => ctl.close());
+  const stat = (...args: string[]) => execFile(process.execPath, [meshBin(), 'stat', ...args, '--controller', `127.0.0.1:${port}`], { timeoutMs: 20_000 });
+  const all = await stat('deploy', 'web', '-A');
+  t.is(all.code, 1, all.stderr);
+  t.regex(all.stderr, /deploy\/web not found in any namespace:/);
+  const one = await stat('deploy', 'web', '-n', 'shop');
+  t.is(one.code, 1, one.stderr);
+  t.regex(one.stderr, /deploy\/web not found in namespace shop:/);
 });

@@ -39,7 +39,7 @@ export function registerStat(program: Command) {
       if (name) q.set('name', name);
       const res = (await requestJson(url, 'GET', `${PATH_STAT}?${q}`)) as StatResult;
       if (name && res.rows.length === 0) {
-        throw new Error(`${SHORT[kind]}/${name} not found${kind === 'namespace' ? '' : ` in namespace ${o.namespace}`}: no agent reports a pod of it or traffic to it in the last ${o.timeWindow}`);
+        throw new Error(`${SHORT[kind]}/${name} not found${kind === 'namespace' ? '' : allNs ? ' in any namespace' : ` in namespace ${o.namespace}`}: no agent reports a pod of it or traffic to it in the last ${o.timeWindow}`);
       }
       if (o.output === 'json') {
         process.stdout.write(JSON.stringify(statJson(res.rows), null, 2) + '\n');
