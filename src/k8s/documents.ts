@@ -1,5 +1,6 @@
 // Objects out of YAML or JSON text (several documents, List kinds, sequences): the pods file,
 // the controller's resource files. The YAML parser is loaded only for text that is not JSON.
+import { KUBECTL_YAML } from './kubectl-yaml.ts';
 import { lazyYaml } from './lazy-yaml.ts';
 import { namespaceFromObject, podFromObject, type NamespaceInfo, type PodInfo, type Snapshot } from './objects.ts';
 
@@ -31,7 +32,8 @@ export function parseDocuments(text: string, source = 'input'): Obj[] {
       return out;
     }
   }
-  for (const doc of lazyYaml().parseAllDocuments(text, { prettyErrors: true })) {
+  // Read as kubectl reads it: the file stands in for what the API server would hold.
+  for (const doc of lazyYaml().parseAllDocuments(text, { prettyErrors: true, ...KUBECTL_YAML })) {
     if (doc.errors.length) {
       const e = doc.errors[0]!;
       const line = e.linePos?.[0]?.line;

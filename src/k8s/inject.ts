@@ -2,6 +2,7 @@
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
 import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type DocumentOptions, type Node, type ParseOptions, type SchemaOptions } from 'yaml';
 import { ANNOTATIONS, parsePorts } from './annotations.ts';
+import { KUBECTL_YAML } from './kubectl-yaml.ts';
 import { PortSet } from '../proxy/ports.ts';
 
 export interface InjectOptions {
@@ -141,19 +142,8 @@ function injectAt(doc: Document, path: Path, annotations: Array<[string, string]
   }
 }
 
-/**
- * YAML as kubectl reads it (sigs.k8s.io/yaml, go-yaml v2): 1.1, so `defaultMode: 0644` is octal and
- * prints back as 0644 (read as 1.2 it was 644, which the API server refuses, and 0400 a wrong
- * mode); integers past 2^53 exact. go-yaml has no base-60 numbers (`8080:80` is a string) and
- * gives timestamps as strings: those stay strings, printed as written. Without omap, pairs and set,
- * whose implicit forms go-yaml lacks too (and omap would claim the maps setIn makes).
- */
-const NOT_READ_BY_KUBECTL = new Set(['tag:yaml.org,2002:timestamp', 'tag:yaml.org,2002:omap', 'tag:yaml.org,2002:pairs', 'tag:yaml.org,2002:set']);
-const AS_KUBECTL_READS: ParseOptions & DocumentOptions & SchemaOptions = {
-  version: '1.1',
-  intAsBigInt: true,
-  customTags: (tags) => tags.filter((t) => typeof t === 'string' || !(NOT_READ_BY_KUBECTL.has(t.tag) || t.format === 'TIME')),
-};
+/** As kubectl reads YAML (kubectl-yaml.ts), integers past 2^53 exact (they print back as written). */
+const AS_KUBECTL_READS: ParseOptions & DocumentOptions & SchemaOptions = { ...KUBECTL_YAML, intAsBigInt: true };
 
 /**
  * Strings kubectl would not read back as strings if printed plain: 1.1's `on`, `y`, `no`, `1_000`,
