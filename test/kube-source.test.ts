@@ -336,17 +336,23 @@ test('failure messages name the fix', (t) => {
   t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 })), /HTTP 500: boom/);
 });
 
-test('a watch line that is JSON but not an event (null) restarts the watch, and does not bring the agent down', async (t) => {
-  // A stand-in that lists nothing and answers the first pod watch with `null`, the next with a pod.
+/** The pod the stand-in's answered watches add. */
+const ADDED_POD = JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n';
+
+/**
+ * An API server stand-in that lists nothing, keeps the namespace watch open and quiet, and lets
+ * `firstPodWatch` answer the first pod watch its way (the next ones add a pod); a KubeSource
+ * reading it with a short backoff and a 60 s watchdog, so only the backoff retries in time.
+ */
+async function podWatchStandIn(t: any, firstPodWatch: (res: http.ServerResponse) => void, requestTimeoutMs?: number) {
   let podWatches = 0;
   const server = http.createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') === 'true' && u.pathname === '/api/v1/pods' && ++podWatches === 1) return firstPodWatch(res);
     res.writeHead(200, { 'content-type': 'application/json' });
     if (u.searchParams.get('watch') !== 'true') return res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '1' } }));
-    res.flushHeaders();
-    if (u.pathname !== '/api/v1/pods') return; // namespaces: an open, quiet watch
-    if (++podWatches === 1) return res.write('null\n');
-    res.write(JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n');
+    if (u.pathname !== '/api/v1/pods') return res.flushHeaders();
+    res.write(ADDED_POD);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => {
@@ -354,88 +360,42 @@ test('a watch line that is JSON but not an event (null) restarts the watch, and 
     server.close();
   });
   const errors: string[] = [];
+  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
   const src = new KubeSource({
-    nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, insecure: false }),
-    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 },
+    nodeName: NODE, api: new LeanKubeApi({ server: url, insecure: false }, requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
+    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 }, watchdogMs: 60_000,
   });
   t.teardown(() => src.stop());
   await src.start();
-  await waitFor(() => src.snapshot().pods.length === 1);
-  t.is(podWatches, 2);
-  t.true(errors.some((m) => /watch \/api\/v1\/pods: a line that is not a watch event: null/.test(m)), errors.join('\n'));
+  await waitFor(() => src.snapshot().pods.length === 1, 5000);
+  return { errors, podWatches: () => podWatches };
+}
+
+test('a watch line that is JSON but not an event (null) restarts the watch, and does not bring the agent down', async (t) => {
+  const s = await podWatchStandIn(t, (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write('null\n');
+  });
+  t.is(s.podWatches(), 2);
+  t.true(s.errors.some((m) => /watch \/api\/v1\/pods: a line that is not a watch event: null/.test(m)), s.errors.join('\n'));
 });
 
 test('a watch refused with an error answer cut short (the API server going away mid-reply) is retried after the backoff, not after the watchdog', async (t) => {
-  let podWatches = 0;
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://x');
-    if (u.searchParams.get('watch') !== 'true') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '1' } }));
-    }
-    if (u.pathname !== '/api/v1/pods') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.flushHeaders(); // namespaces: an open, quiet watch
-    }
-    if (++podWatches === 1) {
-      // A 503 whose body never arrives whole: the connection drops after its first bytes.
-      res.writeHead(503, { 'content-type': 'application/json', 'content-length': '1000' });
-      res.write('{"kind":"Status"');
-      setTimeout(() => res.socket?.destroy(), 20);
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.write(JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n');
+  const s = await podWatchStandIn(t, (res) => {
+    // A 503 whose body never arrives whole: the connection drops after its first bytes.
+    res.writeHead(503, { 'content-type': 'application/json', 'content-length': '1000' });
+    res.write('{"kind":"Status"');
+    setTimeout(() => res.socket?.destroy(), 20);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  const errors: string[] = [];
-  const src = new KubeSource({
-    nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, insecure: false }),
-    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 }, watchdogMs: 60_000,
-  });
-  t.teardown(() => src.stop());
-  await src.start();
-  await waitFor(() => src.snapshot().pods.length === 1, 5000);
-  t.is(podWatches, 2);
-  t.true(errors.some((m) => /watch pods: .*503/.test(m)), errors.join('\n'));
+  t.is(s.podWatches(), 2);
+  t.true(s.errors.some((m) => /watch pods: .*503/.test(m)), s.errors.join('\n'));
 });
 
 test('a watch the API server never answers (no headers) is given up after the request timeout and retried, not left open until the watchdog', async (t) => {
-  let podWatches = 0;
   const held: http.ServerResponse[] = [];
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://x');
-    if (u.searchParams.get('watch') !== 'true') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '1' } }));
-    }
-    if (u.pathname !== '/api/v1/pods') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.flushHeaders();
-    }
-    if (++podWatches === 1) return void held.push(res); // a hung API server: the request is never answered
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.write(JSON.stringify({ type: 'ADDED', object: { ...podObject({ name: 'web', uid: 'u1', nodeName: NODE }), metadata: { name: 'web', namespace: 'default', uid: 'u1', resourceVersion: '2' } } }) + '\n');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  const errors: string[] = [];
-  const src = new KubeSource({
-    nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, insecure: false }, { requestTimeoutMs: 300 }),
-    onSnapshot: () => {}, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 200 }, watchdogMs: 60_000,
-  });
-  t.teardown(() => src.stop());
-  await src.start();
-  await waitFor(() => src.snapshot().pods.length === 1, 5000);
-  t.is(podWatches, 2);
-  t.true(errors.some((m) => /watch pods: the API server at .* did not answer in time/.test(m)), errors.join('\n'));
+  const s = await podWatchStandIn(t, (res) => void held.push(res), 300); // a hung API server: the request is never answered
+  t.is(s.podWatches(), 2);
+  t.true(s.errors.some((m) => /watch pods: the API server at .* did not answer in time/.test(m)), s.errors.join('\n'));
   await waitFor(() => held[0]!.socket === null || held[0]!.socket.destroyed, 2000);
   t.pass('the unanswered request was closed, not leaked');
 });

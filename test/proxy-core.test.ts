@@ -778,18 +778,26 @@ test('idle timeout closes an opaque connection with no traffic', async (t) => {
   await stopServer(up);
 });
 
-test('idle timeout: traffic either way keeps the connection open; it closes once silent for the timeout, not before', async (t) => {
-  const up = await serve(echo);
-  // The proxy's clock moves only when the test says, so "silent for 300 ms" is exact however
-  // slowly this machine runs the test (a real tick would also count the test's own stalls).
+/**
+ * A proxy for an opaque upstream with a 300 ms idle timeout on the test's clock: it moves only
+ * when the test says, so "silent for 300 ms" is exact however slowly this machine runs the test
+ * (a real tick would also count the test's own stalls). upstream(): its connection to the server.
+ */
+async function idleOnTestClock(upPort: number) {
   const sweeper = new ManualSweeper();
   let upstream: net.Socket | null = null;
-  const h = await startProxy(up.port, {
+  const h = await startProxy(upPort, {
     limits: { idleTimeoutMs: 300 },
-    opaquePorts: PortSet.of([up.port]),
+    opaquePorts: PortSet.of([upPort]),
     sweeper,
     dial: (ip, port) => (upstream = defaultDialer(ip, port)),
   });
+  return { h, sweeper, upstream: () => upstream };
+}
+
+test('idle timeout: traffic either way keeps the connection open; it closes once silent for the timeout, not before', async (t) => {
+  const up = await serve(echo);
+  const { h, sweeper, upstream: upstreamOf } = await idleOnTestClock(up.port);
   const c = connect(h.port);
   let received = 0;
   c.on('data', (b: Buffer) => (received += b.length));
@@ -800,13 +808,13 @@ test('idle timeout: traffic either way keeps the connection open; it closes once
     else up.sockets[0]!.write('y');
     await waitFor(() => received === i + 1);
     sweeper.advance(100);
-    t.false(upstream!.destroyed, `closed while bytes were moving (round ${i + 1})`);
+    t.false(upstreamOf()!.destroyed, `closed while bytes were moving (round ${i + 1})`);
   }
   // The last bytes were seen at clock 800.
   sweeper.advance(299);
-  t.false(upstream!.destroyed, 'closed after 299 ms of silence, before the 300 ms timeout');
+  t.false(upstreamOf()!.destroyed, 'closed after 299 ms of silence, before the 300 ms timeout');
   sweeper.advance(1);
-  t.true(upstream!.destroyed, 'still open after 300 ms of silence');
+  t.true(upstreamOf()!.destroyed, 'still open after 300 ms of silence');
   await waitFor(() => h.sink.closes.length === 1);
   t.like(h.sink.closes[0], { error: 'idle timeout', bytesIn: 4, bytesOut: 8 });
   await h.proxy.close(100);
@@ -819,14 +827,7 @@ test('idle timeout of a stalled tunnel holding bytes for a reader that stopped: 
     server = s;
     s.pause(); // a reader that stopped (a lock wait, a stuck consumer)
   });
-  const sweeper = new ManualSweeper();
-  let upstream: net.Socket | null = null;
-  const h = await startProxy(up.port, {
-    limits: { idleTimeoutMs: 300 },
-    opaquePorts: PortSet.of([up.port]),
-    sweeper,
-    dial: (ip, port) => (upstream = defaultDialer(ip, port)),
-  });
+  const { h, sweeper, upstream: upstreamOf } = await idleOnTestClock(up.port);
   const c = connect(h.port);
   const clientReason = closeReason(c);
   const total = 64 * 1024 * 1024;
@@ -835,8 +836,8 @@ test('idle timeout of a stalled tunnel holding bytes for a reader that stopped: 
   let last = -1;
   let still = 0;
   await waitFor(() => {
-    const moved = upstream?.bytesWritten ?? -1;
-    still = moved === last && (upstream?.writableLength ?? 0) > 0 ? still + 1 : 0;
+    const moved = upstreamOf()?.bytesWritten ?? -1;
+    still = moved === last && (upstreamOf()?.writableLength ?? 0) > 0 ? still + 1 : 0;
     last = moved;
     return still >= 20;
   }, 60_000);
