@@ -236,6 +236,35 @@ test.serial('on a dual-stack listener the lookup by socket reads an IPv4 client\
   }
 });
 
+test.serial('a client that writes and closes at once (fire and forget) still has its bytes delivered through the proxy', async (t) => {
+  // The pod's kernel sends the FIN with the data and the proxy's kernel acknowledges both before
+  // the proxy (one event-loop turn later) accepts the connection and looks its record up.
+  const sink = server.spawn(process.execPath, ['-e', `
+    require('node:net').createServer((c) => { let d = ''; c.on('data', (x) => (d += x)); c.on('end', () => console.log(JSON.stringify({ got: d }))); c.on('error', () => {}); })
+      .listen(8090, () => console.log(JSON.stringify({ listening: 8090 })));`]);
+  children.push(sink);
+  const got = new JsonLines(sink);
+  await got.waitFor((o) => o.listening !== undefined, 10_000, 'sink listening');
+  const refusedBefore = (await agent.call('accepted')).refused;
+  const N = 20;
+  const r = await client.exec(process.execPath, ['-e', `
+    const net = require('node:net');
+    let left = ${N};
+    for (let i = 0; i < ${N}; i++) {
+      const s = net.connect(8090, '${server.ip}', () => s.write('message-' + i, () => { s.destroy(); if (--left === 0) console.log('sent'); }));
+      s.on('error', (e) => { console.error(e.message); process.exitCode = 1; });
+    }`], { timeoutMs: 20_000 });
+  t.is(r.code, 0, r.stderr);
+  const messages = () => got.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
+  await until(messages, (m) => m.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});
+  t.is((await agent.call('accepted')).refused, refusedBefore, 'the proxy found a record for every connection');
+  t.deepEqual(messages().sort(), Array.from({ length: N }, (_, i) => `message-${i}`).sort());
+  // The records the client's close left for the proxy were deleted by its lookups.
+  await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
+    (u: any) => u.mesh_orig_by_tuple === 0 && u.mesh_orig_by_cookie === 0, 'the connection records to be deleted');
+  t.pass();
+});
+
 test.serial('after SIGKILL of the agent, the programs are detached and pods connect directly', async (t) => {
   const attached = () => execFileSync('bpftool', ['cgroup', 'show', node.cgroupRoot], { encoding: 'utf8' });
   t.regex(attached(), /connect4/);

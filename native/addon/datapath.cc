@@ -199,7 +199,20 @@ int GetLowat(int fd, int* v) {
   return getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, &len) ? errno : 0;
 }
 
-// lookup(remoteIp, remotePort) -> { ip, port, podKey } | null. The proxy's hot path: one syscall.
+// The proxy has read the record of the connection it accepted: mark it taken, so the client's
+// close deletes it; if the client closed first (its record kept for this lookup), delete it now.
+// A close between the read and the mark loses its flag: the LRU evicts that record in the end.
+void Take(int tupleFd, const mesh_tuple& key, mesh_orig o) {
+  if (o.flags & MESH_ORIG_CLOSED) {
+    bpf_map_delete_elem(tupleFd, &key);
+  } else if (!(o.flags & MESH_ORIG_TAKEN)) {
+    o.flags |= MESH_ORIG_TAKEN;
+    bpf_map_update_elem(tupleFd, &key, &o, BPF_EXIST);
+  }
+}
+
+// lookup(remoteIp, remotePort) -> { ip, port, podKey } | null, for the proxy's accepted
+// connection from that peer (the record is then taken, see Take).
 Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
   Napi::Env env = info.Env();
   mesh_tuple key;
@@ -214,6 +227,7 @@ Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
     g_lookup_misses++;
     return env.Null();
   }
+  Take(tupleFd, key, o);
   Napi::Object r = Napi::Object::New(env);
   r.Set("ip", FormatIp4(o.dst_ip));
   r.Set("port", Napi::Number::New(env, o.dst_port));
@@ -258,6 +272,7 @@ Napi::Value LookupSocket(const Napi::CallbackInfo& info, int tupleFd) {
     g_lookup_misses++;
     return Napi::Number::New(env, 0);
   }
+  Take(tupleFd, key, o);
   out[2] = o.dst_ip;
   out[3] = o.dst_port;
   out[4] = (uint32_t)(o.pod_key & 0xffffffffu);

@@ -262,7 +262,13 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 			break;
 		if (o->src_port) {
 			struct mesh_tuple key = {.ip = o->src_ip, .port = o->src_port};
-			bpf_map_delete_elem(&mesh_orig_by_tuple, &key);
+			struct mesh_orig *t = bpf_map_lookup_elem(&mesh_orig_by_tuple, &key);
+			/* Not looked up yet: the connection still waits in the proxy's accept queue
+			 * with the bytes it sent; leave the record to the proxy's lookup. */
+			if (t && !(t->flags & MESH_ORIG_TAKEN))
+				t->flags |= MESH_ORIG_CLOSED;
+			else if (t)
+				bpf_map_delete_elem(&mesh_orig_by_tuple, &key);
 		}
 		bpf_map_delete_elem(&mesh_orig_by_cookie, &cookie);
 		count(MESH_C_CLOSED);

@@ -39,9 +39,14 @@ struct mesh_orig {
 	__u16 dst_port; /* host order */
 	__u16 src_port; /* filled by sockops: the tuple key's port, so close can delete it */
 	__u32 src_ip;   /* filled by sockops */
-	__u32 _pad;
+	__u32 flags;    /* MESH_ORIG_*, in mesh_orig_by_tuple only */
 	__u64 pod_key;  /* the source pod's cgroup id */
 };
+
+/* A tuple record lives until both ends are done with it: the client may close (a write then
+ * close, its FIN acked by the proxy's kernel) before the proxy accepts and looks it up. */
+#define MESH_ORIG_TAKEN 1  /* the proxy looked it up: the client's close deletes it */
+#define MESH_ORIG_CLOSED 2 /* the client closed first: the proxy's lookup deletes it */
 
 /* What the proxy sees as the remote end of an accepted connection. */
 struct mesh_tuple {
