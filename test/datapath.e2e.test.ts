@@ -265,6 +265,23 @@ test.serial('a client that writes and closes at once (fire and forget) still has
   t.pass();
 });
 
+test.serial('a connect to 0.0.0.0 (the kernel\'s "this host": the pod itself) is not redirected to the node\'s loopback', async (t) => {
+  // A service only on the node's loopback, as kubelet's healthz or an admin port is.
+  const nodeOnly = node.spawnInNode(process.execPath, ['-e', `
+    require('node:net').createServer((c) => { c.on('error', () => {}); c.end('node-loopback'); })
+      .listen(8091, '127.0.0.1', () => console.log(JSON.stringify({ listening: 8091 })));`]);
+  children.push(nodeOnly);
+  await new JsonLines(nodeOnly).waitFor((o) => o.listening !== undefined, 10_000, 'node loopback service listening');
+  await startServer(client, ['tcp-banner', '--port', '8091', '--banner', 'own-pod']);
+  const before = (await agent.call('accepted')).accepted.length;
+  const r = await client.exec(process.execPath, ['-e', `
+    const s = require('node:net').connect(8091, '0.0.0.0');
+    s.once('data', (d) => { console.log(String(d)); s.destroy(); });
+    s.on('error', (e) => console.log(e.code));`], { timeoutMs: 20_000 });
+  t.is(r.stdout.trim(), 'own-pod', 'the pod reached its own listener, as without the mesh');
+  t.is((await agent.call('accepted')).accepted.length, before, 'the proxy saw nothing');
+});
+
 test.serial('after SIGKILL of the agent, the programs are detached and pods connect directly', async (t) => {
   const attached = () => execFileSync('bpftool', ['cgroup', 'show', node.cgroupRoot], { encoding: 'utf8' });
   t.regex(attached(), /connect4/);

@@ -108,7 +108,9 @@ static __always_inline int decide(void *ctx, __u32 dst_ip, __u16 dst_port, const
 		return 0;
 	*gout = g;
 
-	if ((bpf_ntohl(dst_ip) >> 24) == 127 || (dst_ip == g->proxy_ip && dst_port == g->proxy_port)) {
+	/* 0.0.0.0 is this host to connect(): the pod itself. Redirected, the proxy would dial it
+	 * on the node, reaching services bound to the node's loopback. */
+	if (dst_ip == 0 || (bpf_ntohl(dst_ip) >> 24) == 127 || (dst_ip == g->proxy_ip && dst_port == g->proxy_port)) {
 		count(MESH_C_PASSED_LOCAL);
 		return 0;
 	}
