@@ -282,6 +282,31 @@ test.serial('a connect to 0.0.0.0 (the kernel\'s "this host": the pod itself) is
   t.is((await agent.call('accepted')).accepted.length, before, 'the proxy saw nothing');
 });
 
+test.serial('a Multipath TCP connect (IPPROTO_MPTCP) is redirected like TCP, and getpeername gives the app its original peer', async (t) => {
+  // The kernel runs connect4 on the first subflow (a TCP socket), getpeername on the MPTCP socket.
+  const before = (await agent.call('accepted')).accepted.length;
+  const r = await client.exec('python3', ['-c', `
+import json, socket
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+except OSError:
+    print(json.dumps({'unsupported': True}))
+    raise SystemExit(0)
+s.settimeout(10)
+s.connect(('${server.ip}', 8080))
+s.sendall(b'mptcp')
+print(json.dumps({'reply': s.recv(100).decode(), 'peer': s.getpeername()[0], 'localPort': s.getsockname()[1]}))
+s.close()`], { timeoutMs: 20_000 });
+  t.is(r.code, 0, r.stderr);
+  const got = JSON.parse(r.stdout);
+  if (got.unsupported) return t.pass('this kernel has no Multipath TCP (CONFIG_MPTCP, net.mptcp.enabled)');
+  t.is(got.reply, 'mptcp');
+  t.is(got.peer, server.ip);
+  const { accepted } = await agent.call('accepted');
+  t.is(accepted.length, before + 1, 'the proxy took it');
+  t.is(acceptedBy(serverLog).at(-1).remoteAddress.replace('::ffff:', ''), node.nodeIp, 'the server was reached by the proxy');
+});
+
 test.serial('after SIGKILL of the agent, the programs are detached and pods connect directly', async (t) => {
   const attached = () => execFileSync('bpftool', ['cgroup', 'show', node.cgroupRoot], { encoding: 'utf8' });
   t.regex(attached(), /connect4/);

@@ -188,11 +188,33 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-SEC("cgroup/getpeername4")
-int mesh_getpeername4(struct bpf_sock_addr *ctx)
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+
+/* The record of the socket asking for its peer (now the proxy's address). A Multipath TCP
+ * socket's connect() runs on its first subflow, a TCP socket of its own cookie, so the record
+ * is the subflow's; getpeername runs on the MPTCP socket, which shares the subflow's addresses:
+ * its record is the one sockops stored under that local address. */
+static __always_inline struct mesh_orig *orig_of(struct bpf_sock_addr *ctx, __u32 peer_ip)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct mesh_orig *o = bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie);
+	if (o || ctx->protocol != IPPROTO_MPTCP)
+		return o;
+	__u32 zero = 0;
+	const struct mesh_global *g = bpf_map_lookup_elem(&mesh_global, &zero);
+	struct bpf_sock *sk = ctx->sk;
+	if (!g || !sk || peer_ip != g->proxy_ip || bpf_ntohs(ctx->user_port) != g->proxy_port)
+		return 0;
+	struct mesh_tuple key = {.ip = sk->src_ip4, .port = (__u16)sk->src_port};
+	return bpf_map_lookup_elem(&mesh_orig_by_tuple, &key);
+}
+
+SEC("cgroup/getpeername4")
+int mesh_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct mesh_orig *o = orig_of(ctx, ctx->user_ip4);
 	if (o) {
 		ctx->user_ip4 = o->dst_ip;
 		ctx->user_port = bpf_htons(o->dst_port);
@@ -204,8 +226,8 @@ int mesh_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int mesh_getpeername6(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct mesh_orig *o = bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie);
+	__u32 ip6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+	struct mesh_orig *o = orig_of(ctx, is_v4_mapped(ip6) ? ip6[3] : 0);
 	if (o) {
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
