@@ -307,6 +307,39 @@ s.close()`], { timeoutMs: 20_000 });
   t.is(acceptedBy(serverLog).at(-1).remoteAddress.replace('::ffff:', ''), node.nodeIp, 'the server was reached by the proxy');
 });
 
+test.serial('connects that fail before their SYN (no local port left) leave no records behind', async (t) => {
+  // Two local ports, held by connections to the proxy (or by an earlier test's TIME_WAIT there):
+  // every further connect() is redirected, then fails in the kernel with EADDRNOTAVAIL before
+  // the TCP handshake starts.
+  const range = (await client.exec('sysctl', ['-n', 'net.ipv4.ip_local_port_range'])).stdout.trim().split(/\s+/).join(' ');
+  await client.exec('sysctl', ['-w', 'net.ipv4.ip_local_port_range=40000 40001']);
+  try {
+    const r = await client.exec(process.execPath, ['-e', `
+      const net = require('node:net');
+      const held = [];
+      let codes = {};
+      const open = () => new Promise((resolve) => {
+        const s = net.connect(8080, '${server.ip}');
+        s.on('connect', () => { held.push(s); resolve(true); });
+        s.on('error', (e) => { codes[e.code] = (codes[e.code] ?? 0) + 1; resolve(false); });
+      });
+      (async () => {
+        for (let i = 0; i < 10 && (await open()); i++);
+        codes = {};
+        await Promise.all(Array.from({ length: 50 }, open));
+        console.log(JSON.stringify(codes));
+        for (const s of held) s.destroy();
+      })();`], { timeoutMs: 30_000 });
+    t.is(r.code, 0, r.stderr);
+    t.deepEqual(JSON.parse(r.stdout), { EADDRNOTAVAIL: 50 });
+  } finally {
+    await client.exec('sysctl', ['-w', `net.ipv4.ip_local_port_range=${range}`]);
+  }
+  const used = await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
+    (u: any) => u.mesh_orig_by_cookie === 0 && u.mesh_orig_by_tuple === 0, 'the connection records to be deleted', { ms: 5000 }).catch((e) => e.message);
+  t.is(used.mesh_orig_by_cookie ?? used, 0);
+});
+
 test.serial('after SIGKILL of the agent, the programs are detached and pods connect directly', async (t) => {
   const attached = () => execFileSync('bpftool', ['cgroup', 'show', node.cgroupRoot], { encoding: 'utf8' });
   t.regex(attached(), /connect4/);
@@ -314,7 +347,7 @@ test.serial('after SIGKILL of the agent, the programs are detached and pods conn
   await exited(agentProc);
   // Link release after the fd closes is asynchronous in the kernel; give it a moment.
   for (let i = 0; i < 50 && /connect4/.test(attached()); i++) await new Promise((r) => setTimeout(r, 100));
-  t.notRegex(attached(), /connect4|sockops|getpeername/);
+  t.notRegex(attached(), /connect4|sockops|getpeername|sock_release/);
   const out = await tool(client, ['tcp-client', '--connect', `${server.ip}:8080`, '--send', 'after-kill']);
   t.is(out.find((o) => o.reply).reply, 'after-kill');
   t.is(acceptedBy(serverLog).at(-1).remoteAddress.replace('::ffff:', ''), client.ip, 'the server saw the pod directly');

@@ -412,6 +412,28 @@ const char* kCounterNames[MESH_C__COUNT] = {
     "established", "establishedMiss", "closed", "getpeername", "mapFull",
 };
 
+// Loads a cgroup/sock_release program that reads its socket's cookie, as mesh_sock_release
+// does: the hook came in Linux 5.9, the cookie helper for it later. 1 supported, 0 not, -errno
+// when the probe itself could not run (EPERM).
+int ProbeSockRelease() {
+  struct bpf_insn insns[3];
+  memset(insns, 0, sizeof(insns));
+  insns[0].code = BPF_JMP | BPF_CALL;  // r0 = bpf_get_socket_cookie(r1 = ctx)
+  insns[0].imm = BPF_FUNC_get_socket_cookie;
+  insns[1].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 1
+  insns[1].dst_reg = BPF_REG_0;
+  insns[1].imm = 1;
+  insns[2].code = BPF_JMP | BPF_EXIT;
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_CGROUP_INET_SOCK_RELEASE);
+  int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK, "mesh_probe", "GPL", insns, 3, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return 1;
+  }
+  int err = errno;
+  return err == EINVAL ? 0 : -err;
+}
+
 class Datapath : public Napi::ObjectWrap<Datapath> {
  public:
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -490,6 +512,8 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
     int rc;
     {
       SignalsHeld held;
+      // Optional: without it, a connect() that fails before its SYN leaves its record to the LRU.
+      if (ProbeSockRelease() != 1) bpf_program__set_autoload(s->progs.mesh_sock_release, false);
       rc = mesh_bpf__load(s);
     }
     if (rc) {
@@ -584,8 +608,10 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
         {skel_->progs.mesh_getpeername4, "getpeername4"},
         {skel_->progs.mesh_getpeername6, "getpeername6"},
         {skel_->progs.mesh_sockops, "sockops"},
+        {skel_->progs.mesh_sock_release, "sock_release"},
     };
     for (auto& p : progs) {
+      if (bpf_program__fd(p.prog) < 0) continue;  // not loaded: this kernel lacks it (optional)
       bpf_link* link = bpf_program__attach_cgroup(p.prog, fd);
       if (!link) {
         int err = errno;
@@ -868,7 +894,7 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
   int baseline = ProbeSockAddrAttach(BPF_CGROUP_INET4_CONNECT);
   if (baseline == -EPERM || baseline == -EACCES) {
     for (const char* n : {"cgroup_sock_addr", "sock_ops", "sk_skb"}) add("program", n, baseline);
-    for (const char* n : {"connect4", "connect6", "getpeername4", "getpeername6"}) add("attach", n, baseline);
+    for (const char* n : {"connect4", "connect6", "getpeername4", "getpeername6", "sock_release"}) add("attach", n, baseline);
     for (const char* n : {"hash", "array", "lru_hash", "percpu_array", "sockhash"}) add("map", n, baseline);
     for (const char* n : {"get_current_ancestor_cgroup_id", "get_socket_cookie", "sock_ops_cb_flags_set", "sk_redirect_hash"}) add("helper", n, baseline);
     return out;
@@ -882,6 +908,7 @@ Napi::Value ProbeFeatures(const Napi::CallbackInfo& info) {
   add("attach", "connect6", ProbeSockAddrAttach(BPF_CGROUP_INET6_CONNECT));
   add("attach", "getpeername4", ProbeSockAddrAttach(BPF_CGROUP_INET4_GETPEERNAME));
   add("attach", "getpeername6", ProbeSockAddrAttach(BPF_CGROUP_INET6_GETPEERNAME));
+  add("attach", "sock_release", ProbeSockRelease());
   add("map", "hash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_HASH, nullptr));
   add("map", "array", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_ARRAY, nullptr));
   add("map", "lru_hash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_LRU_HASH, nullptr));

@@ -301,6 +301,25 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* A redirected connect() that fails before its SYN (no local port left, no route to the proxy)
+ * never reaches sockops, whose close deletes the record: delete it when the socket is released.
+ * Loaded only where the kernel has this hook and the cookie helper in it (the addon probes);
+ * elsewhere such records wait for the LRU. */
+SEC("cgroup/sock_release")
+int mesh_sock_release(struct bpf_sock *sk)
+{
+	if (sk->type != SOCK_STREAM)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct mesh_orig *o = bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie);
+	/* Established ones (src_port set) are sockops' to delete at close, tuple record included. */
+	if (o && !o->src_port) {
+		bpf_map_delete_elem(&mesh_orig_by_cookie, &cookie);
+		count(MESH_C_CLOSED);
+	}
+	return 1;
+}
+
 /* Kernel splice: the proxy's two sockets of an opaque connection, keyed by socket cookie.
  * What one receives goes straight to the other's egress (no copy through the agent). */
 struct {

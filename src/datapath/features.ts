@@ -34,6 +34,7 @@ export const NEEDS: Record<string, Need> = {
   'attach:connect6': { required: true, since: '4.17', for: 'redirecting IPv4-mapped connect() on dual-stack sockets' },
   'attach:getpeername4': { required: true, since: '5.8', for: 'giving the app its original peer back' },
   'attach:getpeername6': { required: true, since: '5.8', for: 'the same for dual-stack sockets' },
+  'attach:sock_release': { required: false, for: 'deleting the record of a redirected connect() that failed before its SYN (without it, left to the LRU)' },
   'map:hash': { required: true, for: 'pods and skip-inbound ports' },
   'map:array': { required: true, for: 'the global config' },
   'map:lru_hash': { required: true, since: '4.10', for: 'original destinations (LRU: a backstop when a close is missed)' },
