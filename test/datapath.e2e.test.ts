@@ -265,6 +265,22 @@ test.serial('a client that writes and closes at once (fire and forget) still has
   t.pass();
 });
 
+test.serial('a connection the proxy resets without looking its record up (over its cap) leaves no record behind', async (t) => {
+  await agent.call('resetUnlooked', { count: 3 });
+  const r = await client.exec(process.execPath, ['-e', `
+    const net = require('node:net');
+    let left = 3;
+    for (let i = 0; i < 3; i++) {
+      const s = net.connect(8080, '${server.ip}');
+      s.on('error', () => {});
+      s.on('close', () => { if (--left === 0) console.log('closed'); });
+    }`], { timeoutMs: 20_000 });
+  t.is(r.stdout.trim(), 'closed', r.stderr);
+  const used = await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
+    (u: any) => u.mesh_orig_by_cookie === 0 && u.mesh_orig_by_tuple === 0, 'the connection records to be deleted', { ms: 5000 }).catch((e) => e.message);
+  t.is(used.mesh_orig_by_tuple ?? used, 0);
+});
+
 test.serial('a connect to 0.0.0.0 (the kernel\'s "this host": the pod itself) is not redirected to the node\'s loopback', async (t) => {
   // A service only on the node's loopback, as kubelet's healthz or an admin port is.
   const nodeOnly = node.spawnInNode(process.execPath, ['-e', `

@@ -287,9 +287,13 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		if (o->src_port) {
 			struct mesh_tuple key = {.ip = o->src_ip, .port = o->src_port};
 			struct mesh_orig *t = bpf_map_lookup_elem(&mesh_orig_by_tuple, &key);
-			/* Not looked up yet: the connection still waits in the proxy's accept queue
-			 * with the bytes it sent; leave the record to the proxy's lookup. */
-			if (t && !(t->flags & MESH_ORIG_TAKEN))
+			/* The client closed first (its FIN, acked by the proxy's kernel) and the proxy has
+			 * not looked it up yet: the connection still waits in the accept queue with the
+			 * bytes it sent, so the record is left to the proxy's lookup. Any other close
+			 * (a reset either way, the proxy's FIN first) needs it no more. */
+			__u32 from = skops->args[0];
+			if (t && !(t->flags & MESH_ORIG_TAKEN) &&
+			    (from == BPF_TCP_FIN_WAIT1 || from == BPF_TCP_FIN_WAIT2 || from == BPF_TCP_CLOSING))
 				t->flags |= MESH_ORIG_CLOSED;
 			else if (t)
 				bpf_map_delete_elem(&mesh_orig_by_tuple, &key);
