@@ -237,8 +237,8 @@ test.serial('on a dual-stack listener the lookup by socket reads an IPv4 client\
 });
 
 test.serial('a client that writes and closes at once (fire and forget) still has its bytes delivered through the proxy', async (t) => {
-  // The pod's kernel sends the FIN with the data and the proxy's kernel acknowledges both before
-  // the proxy (one event-loop turn later) accepts the connection and looks its record up.
+  // The pod's kernel sends the FIN with the data and the proxy's kernel acknowledges both, whether
+  // or not the proxy has accepted the connection and looked its record up yet.
   const sink = server.spawn(process.execPath, ['-e', `
     require('node:net').createServer((c) => { let d = ''; c.on('data', (x) => (d += x)); c.on('end', () => console.log(JSON.stringify({ got: d }))); c.on('error', () => {}); })
       .listen(8090, () => console.log(JSON.stringify({ listening: 8090 })));`]);
@@ -247,13 +247,23 @@ test.serial('a client that writes and closes at once (fire and forget) still has
   await got.waitFor((o) => o.listening !== undefined, 10_000, 'sink listening');
   const refusedBefore = (await agent.call('accepted')).refused;
   const N = 20;
-  const r = await client.exec(process.execPath, ['-e', `
-    const net = require('node:net');
-    let left = ${N};
-    for (let i = 0; i < ${N}; i++) {
-      const s = net.connect(8090, '${server.ip}', () => s.write('message-' + i, () => { s.destroy(); if (--left === 0) console.log('sent'); }));
-      s.on('error', (e) => { console.error(e.message); process.exitCode = 1; });
-    }`], { timeoutMs: 20_000 });
+  // A busy proxy, to the last: stopped, it accepts nothing until every client has closed.
+  agentProc.kill('SIGSTOP');
+  // Each sends, then its FIN, and closes once that is acknowledged (FIN_WAIT2): the kernel then
+  // finishes the socket at once (TIME_WAIT), as for any client that closes right after writing.
+  const r = await client.exec('python3', ['-c', `
+import socket, struct, time
+socks = []
+for i in range(${N}):
+    s = socket.create_connection(('${server.ip}', 8090), timeout=10)
+    s.sendall(b'message-%d' % i)
+    s.shutdown(socket.SHUT_WR)
+    socks.append(s)
+deadline = time.monotonic() + 10
+for s in socks:
+    while struct.unpack('B', s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0] != 5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    s.close()`], { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
   t.is(r.code, 0, r.stderr);
   const messages = () => got.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
   await until(messages, (m) => m.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createNode, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { JsonLines } from './helpers/procs.ts';
+import { until } from './helpers/until.ts';
 import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
@@ -18,12 +19,18 @@ let server: SimPod;
 const children: ChildProcess[] = [];
 const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
 let agentLog = '';
+let serverOut: JsonLines;
+let agentProc: ChildProcess;
 
 const SERVERS = `
   const http = require('node:http'), http2 = require('node:http2');
   http.createServer((req, res) => { let n = 0; req.on('data', (d) => n += d.length); req.on('end', () => res.end(req.method + ' ' + req.url + ' ' + n + ' via ' + req.socket.remoteAddress)); }).listen(8080, () => {
     http2.createServer((req, res) => res.end('h2 ' + req.url)).listen(8081, () => {
-      http.createServer((req, res) => res.end('raw ' + req.url)).listen(8082, () => console.log(JSON.stringify({ listening: true })));
+      http.createServer((req, res) => res.end('raw ' + req.url)).listen(8082, () => {
+        // A sink: one line per connection with all it received, at its end.
+        require('node:net').createServer((c) => { let d = ''; c.on('data', (x) => (d += x)); c.on('end', () => console.log(JSON.stringify({ got: d }))); c.on('error', () => {}); })
+          .listen(8083, () => console.log(JSON.stringify({ listening: true })));
+      });
     });
   });`;
 
@@ -36,10 +43,12 @@ test.before(async () => {
   fs.writeFileSync(podsFile, JSON.stringify({ kind: 'List', items: node.pods().map((p) => p.toPodObject(node.name)) }));
   const agent = node.spawnInNode(process.execPath, [BIN, 'run', '--node', node.name, '--pods', podsFile, '--cgroup-root', node.cgroupRoot, '--proxy-addr', `${node.nodeIp}:15001`, '--admin', '127.0.0.1:4191']);
   children.push(agent);
+  agentProc = agent;
   agent.stderr!.on('data', (d) => (agentLog += d));
   const srv = server.spawn(process.execPath, ['-e', SERVERS]);
   children.push(srv);
-  await new JsonLines(srv).waitFor((o) => o.listening, 10_000, 'servers listening');
+  serverOut = new JsonLines(srv);
+  await serverOut.waitFor((o) => o.listening, 10_000, 'servers listening');
   await waitAgentReady(node, () => agentLog);
 });
 
@@ -79,4 +88,31 @@ test.serial('a destination pod\'s opaque-ports annotation skips detection for it
   const after = (await status()).proxy.byProtocol;
   t.is((after.opaque ?? 0) - (before.opaque ?? 0), 1, 'the annotated port was forwarded opaque');
   t.is(after.http1 - before.http1, 1, 'the other port was still detected');
+});
+
+test.serial('a client that writes and closes at once has its bytes delivered, not refused for want of a record', async (t) => {
+  const before = (await status()).proxy.refusedNoRecord;
+  const N = 20;
+  // A busy proxy, to the last: stopped, it accepts nothing until every client has closed.
+  agentProc.kill('SIGSTOP');
+  // Each sends, then its FIN, and closes once that is acknowledged (FIN_WAIT2): the kernel then
+  // finishes the socket at once (TIME_WAIT), as for any client that closes right after writing.
+  const r = await client.exec('python3', ['-c', `
+import socket, struct, time
+socks = []
+for i in range(${N}):
+    s = socket.create_connection(('${server.ip}', 8083), timeout=10)
+    s.sendall(b'message-%d' % i)
+    s.shutdown(socket.SHUT_WR)
+    socks.append(s)
+deadline = time.monotonic() + 10
+for s in socks:
+    while struct.unpack('B', s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0] != 5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    s.close()`], { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
+  t.is(r.code, 0, r.stderr);
+  const got = () => serverOut.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
+  await until(got, (g) => g.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});
+  t.is((await status()).proxy.refusedNoRecord, before);
+  t.deepEqual(got().sort(), Array.from({ length: N }, (_, i) => `message-${i}`).sort());
 });
