@@ -308,6 +308,30 @@ test.serial('a connect to 0.0.0.0 (the kernel\'s "this host": the pod itself) is
   t.is((await agent.call('accepted')).accepted.length, before, 'the proxy saw nothing');
 });
 
+test.serial('a connect to a link-local address (169.254/16: the pod\'s own link, a metadata service) is not redirected', async (t) => {
+  // Through the node's proxy it would leave with the node's address and hop count, where a
+  // metadata service trusts them (an IMDSv2 hop limit of 1, GKE's metadata concealment).
+  const r0 = await node.execInNode('ip', ['addr', 'add', '169.254.169.254/32', 'dev', 'lo']);
+  t.is(r0.code, 0, r0.stderr);
+  const metadata = node.spawnInNode(process.execPath, ['-e', `
+    require('node:net').createServer((c) => { c.on('error', () => {}); c.end(c.remoteAddress); })
+      .listen(8092, '169.254.169.254', () => console.log(JSON.stringify({ listening: 8092 })));`]);
+  children.push(metadata);
+  try {
+    await new JsonLines(metadata).waitFor((o) => o.listening !== undefined, 10_000, 'metadata service listening');
+    const before = (await agent.call('accepted')).accepted.length;
+    const r = await client.exec(process.execPath, ['-e', `
+      const s = require('node:net').connect(8092, '169.254.169.254');
+      let d = ''; s.on('data', (x) => (d += x)); s.on('end', () => console.log(d));
+      s.on('error', (e) => console.log(e.code));`], { timeoutMs: 20_000 });
+    t.is(r.stdout.trim(), client.ip, 'the service saw the pod itself');
+    t.is((await agent.call('accepted')).accepted.length, before, 'the proxy saw nothing');
+  } finally {
+    metadata.kill('SIGKILL');
+    await node.execInNode('ip', ['addr', 'del', '169.254.169.254/32', 'dev', 'lo']);
+  }
+});
+
 test.serial('a Multipath TCP connect (IPPROTO_MPTCP) is redirected like TCP, and getpeername gives the app its original peer', async (t) => {
   // The kernel runs connect4 on the first subflow (a TCP socket), getpeername on the MPTCP socket.
   const before = (await agent.call('accepted')).accepted.length;

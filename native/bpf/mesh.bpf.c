@@ -109,8 +109,12 @@ static __always_inline int decide(void *ctx, __u32 dst_ip, __u16 dst_port, const
 	*gout = g;
 
 	/* 0.0.0.0 is this host to connect(): the pod itself. Redirected, the proxy would dial it
-	 * on the node, reaching services bound to the node's loopback. */
-	if (dst_ip == 0 || (bpf_ntohl(dst_ip) >> 24) == 127 || (dst_ip == g->proxy_ip && dst_port == g->proxy_port)) {
+	 * on the node, reaching services bound to the node's loopback. Link-local 169.254/16 is
+	 * the pod's own link (a CNI's gateway, a metadata service): from the node, the connection
+	 * would leave with the node's address and hop count, which metadata services trust. */
+	__u32 host = bpf_ntohl(dst_ip);
+	if (dst_ip == 0 || (host >> 24) == 127 || (host >> 16) == 0xa9fe ||
+	    (dst_ip == g->proxy_ip && dst_port == g->proxy_port)) {
 		count(MESH_C_PASSED_LOCAL);
 		return 0;
 	}
