@@ -866,3 +866,33 @@ test('a bound upstream idle longer than the pool keeps connections is replaced; 
   t.is(connections, 3);
   c.destroy();
 });
+
+// RFC 9112 9.6: a server that will close after its response says so. The proxy closes the client
+// after a response that ends before the request body did (an early 413/401): a pooling client
+// that reads only the head would otherwise keep the connection and send its next request into it.
+for (const [name, reply] of [
+  ['a bodiless 413', 'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n'],
+  ['a 401 whose body comes after its head', 'HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: keep-alive\r\n\r\n'],
+] as Array<[string, string]>) {
+  test(`${name} sent before the request body ended says Connection: close, and the client is closed after it`, async (t) => {
+    const origin = await startRawOrigin((s) => {
+      s.once('data', () => {
+        s.write(reply);
+        if (reply.includes('401')) setImmediate(() => s.write('nope'));
+      });
+    });
+    const proxy = await startProxy(origin.port);
+    t.teardown(() => { origin.close(); proxy.close(); });
+    const c = await rawConnect(proxy.port);
+    c.write('POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n' + 'x'.repeat(1000));
+    const got = await readUntil(c, untilEnd);
+    t.true(got.ended, 'the client connection was closed');
+    const text = got.data.toString('latin1');
+    const head = text.slice(0, text.indexOf('\r\n\r\n') + 4);
+    t.regex(head, /^HTTP\/1\.1 (413|401) /);
+    t.regex(head, /\r\nConnection: close\r\n/i, 'the head tells the client the connection closes');
+    t.notRegex(head, /keep-alive/i, 'no keep-alive left for a connection that closes');
+    if (reply.includes('401')) t.true(text.endsWith('\r\n\r\nnope'), 'the body follows whole');
+    c.destroy();
+  });
+}

@@ -107,6 +107,11 @@ export class Http1Connection implements UpstreamOwner {
   private closeOnlyClient = false;
   /** The proxy is draining: this response tells the client close, and the client is closed after it. */
   private closeForDrain = false;
+  /**
+   * The response head came before the request body ended (an early 413/401): the client is closed
+   * after it, its unread body being where a next request would start, and the head says so.
+   */
+  private closeEarly = false;
   private res: ResponseHead | null = null;
   private resKind: BodyKind = 'none';
   private resBody: BodyFramer | null = null;
@@ -706,7 +711,7 @@ export class Http1Connection implements UpstreamOwner {
 
   /** Whether the client connection outlives this exchange (its request and our framing allow it). */
   private clientPersists(): boolean {
-    return this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(this.res!) && wantsKeepAlive(this.req!) && !this.closeForDrain;
+    return this.reqBodyDone && this.resKind !== 'close' && wantsKeepAlive(this.res!) && wantsKeepAlive(this.req!) && !this.closeForDrain && !this.closeEarly;
   }
 
   /**
@@ -998,7 +1003,8 @@ export class Http1Connection implements UpstreamOwner {
       }
       this.responseBytes += bodyEnd - end;
       this.closeForDrain = !this.closeOnlyClient && this.ctx.drain?.draining === true;
-      let head = this.closeOnlyClient || this.closeForDrain ? closingResponseHead(buf, 0, end, res) : null;
+      this.closeEarly = !this.reqBodyDone;
+      let head = this.closeOnlyClient || this.closeForDrain || this.closeEarly ? closingResponseHead(buf, 0, end, res) : null;
       // The answering backend's ResponseHeaderModifier then the rule's (one modifier); rules
       // without one send the upstream's head as it came.
       const rule = this.rule;
