@@ -80,3 +80,39 @@ test('HTTP/2: a drain sends GOAWAY; the stream in flight completes', async (t) =
   await closing;
   o.close();
 });
+
+// A close-delimited body ends where the connection ends: cut at the drain deadline, as when cut
+// by a timeout or an upstream reset (http1-proxy.test.ts), only a reset tells the client it is
+// not whole; a FIN would pass "partial" for the whole body.
+test('HTTP/1: a close-delimited response still flowing at the drain deadline reaches the client as a reset, not as a clean end', async (t) => {
+  const upstreams: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    upstreams.push(s);
+    s.on('error', () => {});
+    s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial'));
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of upstreams) s.destroy();
+    server.close();
+  });
+  const { proxy, port } = await proxyTo((server.address() as net.AddressInfo).port);
+  const c = net.connect({ host: HOST, port, allowHalfOpen: true });
+  let ended = false;
+  let error = '';
+  c.on('end', () => (ended = true));
+  c.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+  // Half-open allowed: a FIN gives 'end' and no 'close'; a reset gives 'error' and 'close'.
+  const closed = new Promise((resolve) => { c.once('end', resolve); c.once('close', resolve); });
+  c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+  let got = '';
+  c.setEncoding('latin1');
+  const sawPartial = new Promise<void>((resolve) => c.on('data', (d: string) => { got += d; if (got.includes('partial')) resolve(); }));
+  await sawPartial;
+  await proxy.close(100);
+  await closed;
+  t.false(ended, 'the client read a clean end: it would take "partial" for the whole body');
+  t.is(error, 'ECONNRESET');
+  c.destroy();
+});

@@ -171,6 +171,30 @@ export class DrainSignal {
     return () => this.fns.delete(fn);
   }
 
+  private cuts = new Set<() => void>();
+
+  /**
+   * Runs fn at the drain deadline, before the connections still open are closed (a FIN each),
+   * for one whose cut only a reset reports; returns the remover.
+   */
+  onCut(fn: () => void): () => void {
+    this.cuts.add(fn);
+    return () => this.cuts.delete(fn);
+  }
+
+  /** The drain deadline: the connections still open are about to be closed. */
+  cut(): void {
+    const fns = [...this.cuts];
+    this.cuts.clear();
+    for (const fn of fns) {
+      try {
+        fn();
+      } catch {
+        // one connection's trouble must not keep the others from closing
+      }
+    }
+  }
+
   start(): void {
     if (this.draining) return;
     this.draining = true;

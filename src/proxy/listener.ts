@@ -348,6 +348,7 @@ export class Proxy {
     await this.#drained(drainMs);
     if (this.#stats.open > 0) {
       this.#log('warn', 'drain deadline passed; closing remaining connections', { open: this.#stats.open, drainMs });
+      this.#drain.cut(); // a cut that only a reset reports is reset by its handler first
       for (const c of this.#clients) c.destroy();
       await this.#drained(1000); // their 'close' events follow on the next ticks
     }

@@ -116,6 +116,8 @@ export class Http1Connection implements UpstreamOwner {
   private resKind: BodyKind = 'none';
   private resBody: BodyFramer | null = null;
   private resHeadSent = false;
+  /** Removes the drain-deadline reset of a close-delimited response in flight (ctx.drain). */
+  private offCut: (() => void) | null = null;
   private upExtra = false;
   private up: ForwarderSocket | null = null;
   /** `up` served an earlier response (bound or pooled): it may have been closed by the server. */
@@ -991,6 +993,12 @@ export class Http1Connection implements UpstreamOwner {
       let bodyEnd = end;
       if (kind === 'close') {
         bodyEnd = buf.length;
+        // Cut at the drain deadline, its end must reach the client as a reset (teardown), not
+        // as the listener's FIN, which would read as the end of a whole body.
+        this.offCut = this.ctx.drain?.onCut(() => {
+          if (this.state === ST_EXCHANGE) this.emit('drain deadline');
+          this.teardown();
+        }) ?? null;
       } else if (kind !== 'none') {
         this.resBody = kind === 'length' ? new LengthFramer(res.contentLength) : new ChunkedFramer(MIN_RESPONSE_HEAD_LIMIT);
         const n = this.resBody.push(buf, end);
@@ -1060,6 +1068,7 @@ export class Http1Connection implements UpstreamOwner {
   }
 
   private endExchange(): void {
+    this.dropCut();
     this.req = null;
     this.res = null;
     this.reqBody = null;
@@ -1168,6 +1177,7 @@ export class Http1Connection implements UpstreamOwner {
     // timeout), only a reset tells the client it is not whole; a FIN would read as its end.
     const cut = this.state === ST_EXCHANGE && this.resHeadSent && this.resKind === 'close';
     this.state = ST_CLOSED;
+    this.dropCut();
     this.releaseUpstream();
     this.detachUpstream()?.destroy();
     this.dropEager();
@@ -1180,6 +1190,12 @@ export class Http1Connection implements UpstreamOwner {
     this.lingerTimer = null;
     if (cut) abortSocket(this.client);
     else this.client.destroy();
+  }
+
+  private dropCut(): void {
+    if (this.offCut === null) return;
+    this.offCut();
+    this.offCut = null;
   }
 
   /** The eager upstream no request took, and its endpoint's place in the balancer. */
