@@ -217,3 +217,54 @@ for (const [code, method] of [['204', 'GET'], ['304', 'GET'], ['200', 'HEAD']] a
     }
   });
 }
+
+/**
+ * A raw upstream answering every request whole (HEADERS, `size` bytes of DATA, then END_STREAM on
+ * the last DATA or on trailers grpc-status 0, as a gRPC server ends a call) and then, in the same
+ * write, RST_STREAM(NO_ERROR) to stop a request body it will not read (RFC 9113 8.1).
+ */
+async function answerThenResetUpstream(t: ExecutionContext, size: number, trailers: boolean) {
+  const up = await startRawH2Server((f, peer) => {
+    if (f.type !== FRAME.HEADERS) return;
+    const id = f.streamId;
+    const parts = [frame(FRAME.HEADERS, FLAG.END_HEADERS, id, responseBlock())];
+    for (let off = 0; off < size; off += 16384) {
+      const n = Math.min(16384, size - off);
+      parts.push(frame(FRAME.DATA, off + n === size && !trailers ? FLAG.END_STREAM : 0, id, Buffer.alloc(n, 0x61)));
+    }
+    // grpc-status as a literal with a new name (RFC 7541 6.2.2).
+    if (trailers) parts.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, Buffer.from([0x00, 11, ...Buffer.from('grpc-status'), 1, 0x30])));
+    parts.push(rstFrame(id, NO_ERROR));
+    peer.write(Buffer.concat(parts));
+  });
+  t.teardown(() => up.close());
+  return up;
+}
+
+// Before: the proxy ended the client's response with empty trailers (or the upstream's) and reset
+// the request body at once, in the same tick; node:http2 sends trailers a tick later, so the
+// RST_STREAM(NO_ERROR) went first and the END_STREAM (and a gRPC call's grpc-status) never did.
+for (const trailers of [false, true]) {
+  test(`an upstream RST_STREAM(NO_ERROR) right after a complete response${trailers ? ' (ending with trailers, as gRPC)' : ''}: the client gets all of it, ended, not reset (no route, and with a route)`, async (t) => {
+    const size = 40_000;
+    const up = await answerThenResetUpstream(t, size, trailers);
+    const pool = new Http2SessionPool();
+    const proxy = await startHarness({ handler: createHttp2Handler({ pool }), dest: { ip: HOST, port: up.port } });
+    t.teardown(async () => { pool.close(); await proxy.close(); });
+    const routed = await loopbackProxy(t, { lookup: () => ({ ip: '10.96.7.7', port: 80, podKey: 7n }), router: new Router(routedWorld(up.port)) });
+    for (const [name, port, sink] of [['no route', proxy.port, proxy.sink], ['with a route', routed.port, routed.sink]] as const) {
+      const client = await rawClient(port);
+      t.teardown(() => client.sock.destroy());
+      // A POST whose body is still to come: the upstream answers before it, then stops it.
+      client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock('POST', '/early')));
+      const got = await outcome(client, 1);
+      t.deepEqual(got, { end: 'end', body: 'a'.repeat(size) }, name);
+      if (trailers) {
+        const last = client.frames.find((f) => f.streamId === 1 && f.type === FRAME.HEADERS && (f.flags & FLAG.END_STREAM) !== 0);
+        t.truthy(last, `${name}: the trailers reached the client`);
+      }
+      await waitFor(() => sink.requests.length === 1);
+      t.true(sink.requests[0]!.success, name);
+    }
+  });
+}

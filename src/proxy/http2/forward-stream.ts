@@ -227,7 +227,9 @@ export function forwardStream(
   client.on('wantTrailers', () => {
     responseDone = true;
     client.sendTrailers(responseTrailers ? downstreamHeaders(responseTrailers) : {});
-    if (upClosed) stopRequestBody();
+    // node:http2 submits trailers (and the empty END_STREAM DATA) on a setImmediate: a reset
+    // now would go first and the client never see its response end. Queued behind them.
+    if (upClosed) setImmediate(stopRequestBody);
   });
 
   up.once('close', () => {
@@ -247,7 +249,7 @@ export function forwardStream(
       error ??= end.error;
       responseRelay?.stop();
       resetClient(end.code);
-    } else if (end.kind === 'complete') stopRequestBody();
+    } else if (end.kind === 'complete') setImmediate(stopRequestBody); // behind the trailers, as above
   });
 }
 

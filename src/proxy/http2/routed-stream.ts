@@ -302,7 +302,8 @@ class RoutedStream {
     client.on('wantTrailers', () => {
       this.responseDone = true;
       client.sendTrailers(this.responseTrailers ? downstreamHeaders(this.responseTrailers) : {});
-      if (up.closed) this.stopRequestBody();
+      // After the trailers, which node:http2 sends on a setImmediate (forward-stream.ts).
+      if (up.closed) setImmediate(() => this.stopRequestBody());
     });
     // Relayed from here (forward-stream.ts says why: an earlier 'data' listener loses DATA read with the headers).
     this.responseRelay = relay(up, client, (n) => {
@@ -334,7 +335,7 @@ class RoutedStream {
       this.error ??= end.error;
       this.responseRelay?.stop();
       this.resetClient(end.code);
-    } else if (end.kind === 'complete') this.stopRequestBody();
+    } else if (end.kind === 'complete') setImmediate(() => this.stopRequestBody()); // behind the trailers (forward-stream.ts)
   }
 
   /**
