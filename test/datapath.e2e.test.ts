@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
+import { fireAndForget, fireAndForgetMessages } from './helpers/fire-and-forget.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const AGENT = path.join(here, 'fixtures/datapath-agent.ts');
@@ -249,26 +250,12 @@ test.serial('a client that writes and closes at once (fire and forget) still has
   const N = 20;
   // A busy proxy, to the last: stopped, it accepts nothing until every client has closed.
   agentProc.kill('SIGSTOP');
-  // Each sends, then its FIN, and closes once that is acknowledged (FIN_WAIT2): the kernel then
-  // finishes the socket at once (TIME_WAIT), as for any client that closes right after writing.
-  const r = await client.exec('python3', ['-c', `
-import socket, struct, time
-socks = []
-for i in range(${N}):
-    s = socket.create_connection(('${server.ip}', 8090), timeout=10)
-    s.sendall(b'message-%d' % i)
-    s.shutdown(socket.SHUT_WR)
-    socks.append(s)
-deadline = time.monotonic() + 10
-for s in socks:
-    while struct.unpack('B', s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0] != 5 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    s.close()`], { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
+  const r = await client.exec('python3', fireAndForget(server.ip, 8090, N), { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
   t.is(r.code, 0, r.stderr);
   const messages = () => got.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
   await until(messages, (m) => m.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});
   t.is((await agent.call('accepted')).refused, refusedBefore, 'the proxy found a record for every connection');
-  t.deepEqual(messages().sort(), Array.from({ length: N }, (_, i) => `message-${i}`).sort());
+  t.deepEqual(messages().sort(), fireAndForgetMessages(N));
   // The records the client's close left for the proxy were deleted by its lookups.
   await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
     (u: any) => u.mesh_orig_by_tuple === 0 && u.mesh_orig_by_cookie === 0, 'the connection records to be deleted');

@@ -11,6 +11,7 @@ import { until } from './helpers/until.ts';
 import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { fireAndForget, fireAndForgetMessages } from './helpers/fire-and-forget.ts';
 
 const BIN = meshBin();
 let node: SimNode;
@@ -95,24 +96,10 @@ test.serial('a client that writes and closes at once has its bytes delivered, no
   const N = 20;
   // A busy proxy, to the last: stopped, it accepts nothing until every client has closed.
   agentProc.kill('SIGSTOP');
-  // Each sends, then its FIN, and closes once that is acknowledged (FIN_WAIT2): the kernel then
-  // finishes the socket at once (TIME_WAIT), as for any client that closes right after writing.
-  const r = await client.exec('python3', ['-c', `
-import socket, struct, time
-socks = []
-for i in range(${N}):
-    s = socket.create_connection(('${server.ip}', 8083), timeout=10)
-    s.sendall(b'message-%d' % i)
-    s.shutdown(socket.SHUT_WR)
-    socks.append(s)
-deadline = time.monotonic() + 10
-for s in socks:
-    while struct.unpack('B', s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0] != 5 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    s.close()`], { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
+  const r = await client.exec('python3', fireAndForget(server.ip, 8083, N), { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
   t.is(r.code, 0, r.stderr);
   const got = () => serverOut.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
   await until(got, (g) => g.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});
   t.is((await status()).proxy.refusedNoRecord, before);
-  t.deepEqual(got().sort(), Array.from({ length: N }, (_, i) => `message-${i}`).sort());
+  t.deepEqual(got().sort(), fireAndForgetMessages(N));
 });

@@ -412,9 +412,21 @@ const char* kCounterNames[MESH_C__COUNT] = {
     "established", "establishedMiss", "closed", "getpeername", "mapFull",
 };
 
-// Loads a cgroup/sock_release program that reads its socket's cookie, as mesh_sock_release
-// does: the hook came in Linux 5.9, the cookie helper for it later. 1 supported, 0 not, -errno
-// when the probe itself could not run (EPERM).
+// Loads a probe program: 1 when the kernel takes it, 0 when it refuses it (EINVAL: a hook or a
+// helper it does not know), -errno when the probe itself could not run (EPERM).
+int ProbeLoad(enum bpf_prog_type type, enum bpf_attach_type attach, const struct bpf_insn* insns, size_t n) {
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = attach);
+  int fd = bpf_prog_load(type, "mesh_probe", "GPL", insns, n, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return 1;
+  }
+  int err = errno;
+  return err == EINVAL ? 0 : -err;
+}
+
+// A cgroup/sock_release program that reads its socket's cookie, as mesh_sock_release does: the
+// hook came in Linux 5.9, the cookie helper for it later.
 int ProbeSockRelease() {
   struct bpf_insn insns[3];
   memset(insns, 0, sizeof(insns));
@@ -424,14 +436,7 @@ int ProbeSockRelease() {
   insns[1].dst_reg = BPF_REG_0;
   insns[1].imm = 1;
   insns[2].code = BPF_JMP | BPF_EXIT;
-  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_CGROUP_INET_SOCK_RELEASE);
-  int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK, "mesh_probe", "GPL", insns, 3, &opts);
-  if (fd >= 0) {
-    close(fd);
-    return 1;
-  }
-  int err = errno;
-  return err == EINVAL ? 0 : -err;
+  return ProbeLoad(BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_RELEASE, insns, 3);
 }
 
 class Datapath : public Napi::ObjectWrap<Datapath> {
@@ -854,9 +859,9 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   }
 };
 
-// Loads "return 1" as a cgroup sock_addr program for one attach type: the kernel rejects an
+// "return 1" as a cgroup sock_addr program for one attach type: the kernel rejects an
 // expected_attach_type it does not know with EINVAL (getpeername hooks came in 5.8, after
-// connect hooks). 1 supported, 0 not, -errno when the probe itself could not run (EPERM).
+// connect hooks). ProbeLoad's answer.
 int ProbeSockAddrAttach(enum bpf_attach_type type) {
   struct bpf_insn insns[2];
   memset(insns, 0, sizeof(insns));
@@ -864,14 +869,7 @@ int ProbeSockAddrAttach(enum bpf_attach_type type) {
   insns[0].dst_reg = BPF_REG_0;
   insns[0].imm = 1;
   insns[1].code = BPF_JMP | BPF_EXIT;
-  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = type);
-  int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "mesh_probe", "GPL", insns, 2, &opts);
-  if (fd >= 0) {
-    close(fd);
-    return 1;
-  }
-  int err = errno;
-  return err == EINVAL ? 0 : -err;
+  return ProbeLoad(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, type, insns, 2);
 }
 
 // probeFeatures(): what the kernel offers of what native/bpf/mesh.bpf.c uses, including what
