@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
-import { fireAndForget, fireAndForgetMessages } from './helpers/fire-and-forget.ts';
+import { fireAndForgetMessages, fireAndForgetWhileStopped } from './helpers/fire-and-forget.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const AGENT = path.join(here, 'fixtures/datapath-agent.ts');
@@ -248,9 +248,7 @@ test.serial('a client that writes and closes at once (fire and forget) still has
   await got.waitFor((o) => o.listening !== undefined, 10_000, 'sink listening');
   const refusedBefore = (await agent.call('accepted')).refused;
   const N = 20;
-  // A busy proxy, to the last: stopped, it accepts nothing until every client has closed.
-  agentProc.kill('SIGSTOP');
-  const r = await client.exec('python3', fireAndForget(server.ip, 8090, N), { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
+  const r = await fireAndForgetWhileStopped(client, agentProc, server.ip, 8090, N);
   t.is(r.code, 0, r.stderr);
   const messages = () => got.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
   await until(messages, (m) => m.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});

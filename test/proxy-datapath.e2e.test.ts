@@ -11,7 +11,7 @@ import { until } from './helpers/until.ts';
 import { agentStatus, waitAgentReady } from './helpers/agent-admin.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
-import { fireAndForget, fireAndForgetMessages } from './helpers/fire-and-forget.ts';
+import { fireAndForgetMessages, fireAndForgetWhileStopped } from './helpers/fire-and-forget.ts';
 
 const BIN = meshBin();
 let node: SimNode;
@@ -94,9 +94,7 @@ test.serial('a destination pod\'s opaque-ports annotation skips detection for it
 test.serial('a client that writes and closes at once has its bytes delivered, not refused for want of a record', async (t) => {
   const before = (await status()).proxy.refusedNoRecord;
   const N = 20;
-  // A busy proxy, to the last: stopped, it accepts nothing until every client has closed.
-  agentProc.kill('SIGSTOP');
-  const r = await client.exec('python3', fireAndForget(server.ip, 8083, N), { timeoutMs: 20_000 }).finally(() => agentProc.kill('SIGCONT'));
+  const r = await fireAndForgetWhileStopped(client, agentProc, server.ip, 8083, N);
   t.is(r.code, 0, r.stderr);
   const got = () => serverOut.lines.filter((o) => o.got !== undefined).map((o) => o.got as string);
   await until(got, (g) => g.length === N, 'every message at the sink', { ms: 5000 }).catch(() => {});

@@ -157,6 +157,19 @@ export interface TunnelRouter {
  * close`), HTTP/2 with a GOAWAY (streams in flight finish). Clients then reconnect, and with the
  * datapath detached they connect directly (docs/proxy.md).
  */
+/** Empties fns and runs each: one connection's trouble must not keep the others from draining or closing. */
+function runEach(fns: Set<() => void>): void {
+  const all = [...fns];
+  fns.clear();
+  for (const fn of all) {
+    try {
+      fn();
+    } catch {
+      // the others still run
+    }
+  }
+}
+
 export class DrainSignal {
   draining = false;
   private fns = new Set<() => void>();
@@ -184,29 +197,13 @@ export class DrainSignal {
 
   /** The drain deadline: the connections still open are about to be closed. */
   cut(): void {
-    const fns = [...this.cuts];
-    this.cuts.clear();
-    for (const fn of fns) {
-      try {
-        fn();
-      } catch {
-        // one connection's trouble must not keep the others from closing
-      }
-    }
+    runEach(this.cuts);
   }
 
   start(): void {
     if (this.draining) return;
     this.draining = true;
-    const fns = [...this.fns];
-    this.fns.clear();
-    for (const fn of fns) {
-      try {
-        fn();
-      } catch {
-        // one connection's trouble must not keep the others from draining
-      }
-    }
+    runEach(this.fns);
   }
 }
 

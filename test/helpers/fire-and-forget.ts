@@ -1,5 +1,6 @@
 // Clients that write and close at once, for the datapath's write-then-close tests: run in a pod
 // with python3 while the proxy is stopped (SIGSTOP), so none is accepted before it has closed.
+import type { ChildProcess } from 'node:child_process';
 
 /**
  * Python that opens n connections to ip:port, sends `message-i` on each, then its FIN, and closes
@@ -24,3 +25,12 @@ for s in socks:
 
 /** The messages fireAndForget(…, n) sends, sorted as the tests compare them. */
 export const fireAndForgetMessages = (n: number): string[] => Array.from({ length: n }, (_, i) => `message-${i}`).sort();
+
+/**
+ * Runs fireAndForget(ip, port, n) in `pod` while `proxy` is stopped: a busy proxy, to the last,
+ * accepts nothing until every client has closed. The proxy runs again whatever the clients did.
+ */
+export function fireAndForgetWhileStopped<R>(pod: { exec(cmd: string, args: string[], o: { timeoutMs: number }): Promise<R> }, proxy: ChildProcess, ip: string, port: number, n: number): Promise<R> {
+  proxy.kill('SIGSTOP');
+  return pod.exec('python3', fireAndForget(ip, port, n), { timeoutMs: 20_000 }).finally(() => proxy.kill('SIGCONT'));
+}
