@@ -9,6 +9,7 @@ import { parsePorts } from '../k8s/annotations.ts';
 import { parseHostPort } from './addr.ts';
 import { parseProxyWorkers } from '../workers/cpus.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks, type DefaultPolicy } from '../policy/model.ts';
+import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 /** The ConfigMap's keys, as src/k8s/manifests.ts writes them. */
 export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr', 'inbound-port', 'default-inbound-policy', 'cluster-networks', 'proxy-workers'] as const;
@@ -157,8 +158,6 @@ export function parseCount(v: string, flag: string): number {
   return n;
 }
 
-/** Node's timers hold at most this; a longer delay silently becomes 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * A duration in whole milliseconds. Number() alone takes "" and "1e3" and lets "-5", "10s"

@@ -7,6 +7,7 @@ import { assessHealth } from '../agent/health.ts';
 import { parseHostPort } from './addr.ts';
 import { table } from './table.ts';
 import { parseDuration } from '../routing/duration.ts';
+import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 export const EXIT_HEALTHY = 0;
 export const EXIT_DEGRADED = 1;
@@ -29,7 +30,7 @@ export function registerStatus(program: Command) {
         const admin = parseHostPort(o.admin, '--admin', '127.0.0.1', 4191);
         url = `http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}/status`;
         timeoutMs = /^\d+$/.test(o.timeout) ? Number(o.timeout) : parseDuration(o.timeout, '--timeout');
-        if (!(timeoutMs >= 1 && timeoutMs <= 2 ** 31 - 1)) throw new Error(`--timeout ${o.timeout}: use a duration from 1ms to 24d, e.g. 3000 or 5s`);
+        if (!(timeoutMs >= 1 && timeoutMs <= MAX_TIMER_MS)) throw new Error(`--timeout ${o.timeout}: use a duration from 1ms to 24d, e.g. 3000 or 5s`);
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }

@@ -10,6 +10,7 @@ import { createCsr } from './csr.ts';
 import type { CredentialMaterial, CredentialUpdate } from './credentials.ts';
 import { parseSpiffeId, spiffeId, type WorkloadId } from './spiffe.ts';
 import type { Clock } from '../util/clock.ts';
+import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 export const MAX_BACKOFF_MS = 150_000;
 export const FIRST_BACKOFF_MS = 1_000;
@@ -29,7 +30,7 @@ export function backoffMs(failures: number, rand: () => number = Math.random): n
 const realClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
+    const t = setTimeout(fn, Math.min(ms, MAX_TIMER_MS));
     t.unref();
     return t;
   },

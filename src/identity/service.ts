@@ -17,6 +17,7 @@ import { LogLimit, suppressedField } from '../util/log-limit.ts';
 import type { LoopbackAccess } from '../util/loopback-access.ts';
 import { spiffeId, type WorkloadId } from './spiffe.ts';
 import { createCsr, CsrError, signWorkloadCsr, type Issuer } from './x509.ts';
+import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 /** What the service asks the API server. */
 export interface IdentityKube {
@@ -138,7 +139,7 @@ export class IdentityService {
         (c) => this.server?.setSecureContext({ ...c, minVersion: 'TLSv1.3' }),
         (e) => this.o.log('warn', `renewing the identity service's own certificate failed: ${(e as Error).message}`),
       ).finally(() => this.scheduleSelfRenewal());
-    }, Math.min(2 ** 31 - 1, Math.max(1000, this.lifetimeMs / 2)));
+    }, Math.min(MAX_TIMER_MS, Math.max(1000, this.lifetimeMs / 2)));
     this.renewTimer.unref();
   }
 

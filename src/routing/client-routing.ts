@@ -8,6 +8,7 @@ import type { RetryBudget } from './retry-budget.ts';
 import type { CompiledBackend, CompiledRule, ParentPolicy, RouteTable } from './route-table.ts';
 import type { AttemptReport, RouteReport, ServicePortRef } from '../telemetry/events.ts';
 import type { RetryPolicy, Timeouts } from './route-model.ts';
+import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 /** One client connection's view of the routes of the Service it called. */
 export class ClientRouting {
@@ -170,8 +171,6 @@ export function nearestDeadline(d: Deadlines): number {
   return at;
 }
 
-/** setTimeout's longest delay: a longer one fires after 1 ms (Node), which re-arming would make a 1 ms loop. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The delay to arm a request's one timer with for its nearest deadline `at` (finite); a deadline further off than a timer holds is armed again when it fires early. */
 export function timerDelay(at: number, now: number): number {

@@ -7,6 +7,7 @@
 import { isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 import { regexProblem } from '../util/regex-check.ts';
 import { show } from '../util/show.ts';
+import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 export type RouteKind = 'HTTPRoute' | 'GRPCRoute' | 'TrafficSplit';
 export const ROUTE_KINDS: readonly RouteKind[] = ['HTTPRoute', 'GRPCRoute', 'TrafficSplit'];
@@ -182,7 +183,7 @@ export const MAX_RETRY_LIMIT = 10;
 export const DEFAULT_BACKOFF_MS = 25;
 export const DEFAULT_MAX_BACKOFF_MS = 250;
 /** The longest timeout or backoff a record holds: setTimeout's longest delay (24.8 days); longer ones are held as this. */
-export const MAX_MS = 2 ** 31 - 1;
+export const MAX_MS = MAX_TIMER_MS;
 
 /** A backend port meaning "the port the client called on the parent Service". */
 export const SAME_PORT = 0;
