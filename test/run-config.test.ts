@@ -127,27 +127,33 @@ test('https:// is refused for the controller (it serves cleartext only), from th
   t.is(parseAgentConfig({ 'controller-addr': 'ctl:8086' }, 'c').config.controllerUrl, 'http://ctl:8086');
 });
 
-test('--drain (and --detect-timeout) take whole milliseconds; anything else is refused naming the flag and an example', (t) => {
-  t.is(parseMs('0', '--drain', 10_000), 0, 'no drain at all is a valid choice');
-  t.is(parseMs('10000', '--drain', 10_000), 10_000);
-  t.is(parseMs('2147483647', '--drain', 10_000), 2 ** 31 - 1);
+test('--drain (and the other duration flags) take whole milliseconds or a duration with units; anything else is refused naming the flag and an example', (t) => {
+  t.is(parseMs('0', '--drain', '10s'), 0, 'no drain at all is a valid choice');
+  t.is(parseMs('10000', '--drain', '10s'), 10_000, 'a bare number is milliseconds, as before');
+  t.is(parseMs('2147483647', '--drain', '10s'), 2 ** 31 - 1);
+  // As kubectl and linkerd take durations; "10s" was refused here while `status --timeout` took it.
+  t.is(parseMs('10s', '--drain', '10s'), 10_000);
+  t.is(parseMs('1m30s', '--drain', '10s'), 90_000);
+  t.is(parseMs('250ms', '--detect-timeout', '1s', 1), 250);
+  t.is(parseMs('0s', '--drain', '10s'), 0);
   // Each of these went through Number() before: NaN, negative, past the timer limit or an odd spelling, all a drain of ~1 ms.
-  for (const bad of ['', 'abc', '10s', '-5', '1.5', '1e3', ' 100', '0x10', '2147483648']) {
-    t.throws(() => parseMs(bad, '--drain', 10_000), { message: `--drain must be a whole number of milliseconds from 0 to 2147483647, not ${JSON.stringify(bad)}; e.g. --drain 10000` }, bad);
+  for (const bad of ['', 'abc', '10x', '-5', '1.5', '1e3', ' 100', '0x10', '2147483648', '25d', '10 s', 's']) {
+    t.throws(() => parseMs(bad, '--drain', '10s'), { message: `--drain must be a duration from 0 to 24d (milliseconds, or 500ms, 10s, 1m), not ${JSON.stringify(bad)}; e.g. --drain 10s` }, bad);
   }
-  t.throws(() => parseMs('0', '--detect-timeout', 1000, 1), { message: /^--detect-timeout must be a whole number of milliseconds from 1 to/ });
+  t.throws(() => parseMs('0', '--detect-timeout', '1s', 1), { message: /^--detect-timeout must be a duration from 1ms to 24d/ });
+  t.throws(() => parseMs('0s', '--report-interval', '5s', 1), { message: /^--report-interval must be a duration from 1ms to 24d/ });
 });
 
 test('CLI: run refuses a bad --drain at start, before touching the datapath', (t) => {
-  const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--drain', '10s']);
+  const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--drain', '10 s']);
   t.is(r.status, 1, r.stderr);
-  t.is(r.stderr, 'mesh-agent: --drain must be a whole number of milliseconds from 0 to 2147483647, not "10s"; e.g. --drain 10000\n');
+  t.is(r.stderr, 'mesh-agent: --drain must be a duration from 0 to 24d (milliseconds, or 500ms, 10s, 1m), not "10 s"; e.g. --drain 10s\n');
 });
 
 test('CLI: run refuses a --report-interval past what a timer holds (it would report every millisecond), before touching the datapath', (t) => {
   const r = runCli(['run', '--proxy-addr', '127.0.0.1:15001', '--pods', '/nonexistent', '--report-interval', '3000000000']);
   t.is(r.status, 1, r.stderr);
-  t.is(r.stderr, 'mesh-agent: --report-interval must be a whole number of milliseconds from 1 to 2147483647, not "3000000000"; e.g. --report-interval 5000\n');
+  t.is(r.stderr, 'mesh-agent: --report-interval must be a duration from 1ms to 24d (milliseconds, or 500ms, 10s, 1m), not "3000000000"; e.g. --report-interval 5s\n');
 });
 
 test('CLI: run refuses a --proxy-workers that is neither a positive whole number nor auto, before touching the datapath', (t) => {

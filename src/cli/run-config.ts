@@ -10,6 +10,7 @@ import { parseHostPort } from './addr.ts';
 import { parseProxyWorkers } from '../workers/cpus.ts';
 import { DEFAULT_CLUSTER_NETWORKS, DEFAULT_INBOUND_POLICY, parseDefaultPolicy, parseNetworks, type DefaultPolicy } from '../policy/model.ts';
 import { MAX_TIMER_MS } from '../util/timer-bound.ts';
+import { parseDuration } from '../routing/duration.ts';
 
 /** The ConfigMap's keys, as src/k8s/manifests.ts writes them. */
 export const CONFIG_KEYS = ['proxy-port', 'admin-port', 'controller-addr', 'skip-outbound-ports', 'cgroup-root', 'identity-addr', 'inbound-port', 'default-inbound-policy', 'cluster-networks', 'proxy-workers'] as const;
@@ -160,13 +161,17 @@ export function parseCount(v: string, flag: string): number {
 
 
 /**
- * A duration in whole milliseconds. Number() alone takes "" and "1e3" and lets "-5", "10s"
- * (NaN) or a delay past Node's timer limit through, each of which becomes a wait of ~1 ms.
+ * A duration flag: whole milliseconds (what these flags always took, so `--drain 10000` keeps its
+ * meaning) or a duration as kubectl and linkerd take one (`500ms`, `10s`, `1m30s`). Number()
+ * alone took "" and "1e3" and let "-5", "10s" (NaN) or a delay past Node's timer limit through,
+ * each of which became a wait of ~1 ms.
  */
-export function parseMs(v: string, flag: string, example: number, min = 0): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < min || n > MAX_TIMER_MS) {
-    throw new Error(`${flag} must be a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}, not ${JSON.stringify(v)}; e.g. ${flag} ${example}`);
+export function parseMs(v: string, flag: string, example: string, min = 0): number {
+  let n = Number.NaN;
+  if (/^\d+$/.test(v)) n = Number(v);
+  else if (/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(v)) n = parseDuration(v, flag);
+  if (!(n >= min && n <= MAX_TIMER_MS)) {
+    throw new Error(`${flag} must be a duration from ${min === 0 ? '0' : `${min}ms`} to 24d (milliseconds, or 500ms, 10s, 1m), not ${JSON.stringify(v)}; e.g. ${flag} ${example}`);
   }
   return n;
 }

@@ -27,7 +27,7 @@ export function identityOptions(o: { identityTrustAnchorsFile: string; identityT
   const sa = parseServiceAccount(o.identityServiceAccount, '--identity-service-account');
   const port = Number(o.tunnelPort);
   if (!/^\d+$/.test(o.tunnelPort) || port < 1 || port > 65535) throw new Error(`--tunnel-port ${o.tunnelPort}: not a port (1-65535)`);
-  const firstSyncWaitMs = parseMs(o.firstSyncWait, '--first-sync-wait', 5000);
+  const firstSyncWaitMs = parseMs(o.firstSyncWait, '--first-sync-wait', '5s');
   return { addr, trustDomain: o.trustDomain, anchorsPem, tokenFile: o.identityTokenFile, serverId: workloadId(o.trustDomain, sa.namespace, sa.name), tunnelPort: port, firstSyncWaitMs };
 }
 
@@ -44,14 +44,14 @@ export function registerRun(program: Command) {
     .option('--admin <ip:port>', 'admin API address (/status, /metrics, /ready, /live)', '0.0.0.0:4191')
     .option('--skip-outbound-ports <ports>', 'ports every pod connects to directly, e.g. 3306,5000-5010', '')
     .option('--opaque-ports <ports>', 'destination ports forwarded without protocol detection', DEFAULT_OPAQUE_PORTS)
-    .option('--detect-timeout <ms>', 'go opaque when neither side spoke within this', '1000')
+    .option('--detect-timeout <duration>', 'go opaque when neither side spoke within this (milliseconds, or 500ms, 1s)', '1s')
     .option('--max-connections <n>', 'cap on open proxied connections, all proxies together; lowered to what the open-file limit holds', '10000')
-    .option('--drain <ms>', 'on SIGTERM, wait this long for open connections', '10000')
+    .option('--drain <duration>', 'on SIGTERM, wait this long for open connections (milliseconds, or 10s, 1m; 0 closes them at once)', '10s')
     .option('--metrics-pod-labels <bool>', 'label metrics with pod and dst_pod (false on big nodes: workload labels stay)', 'true')
     .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
     .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
     .option('--controller-token-file <file>', 'the agent\'s projected ServiceAccount token for the controller (audience mesh-agent-controller), sent on its links; no such file: none sent', CONTROLLER_TOKEN_FILE)
-    .option('--report-interval <ms>', 'how often to report to the controller', '5000')
+    .option('--report-interval <duration>', 'how often to report to the controller (milliseconds, or 5s, 1m)', '5s')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
     .option('--inbound-addr <ip:port|off>', 'where the kernel hands connections captured on their way to this node\'s meshed pods (default the proxy IP, port 15006); off: no inbound capture or policy for unmeshed clients')
     .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated (default), all-authenticated, cluster-authenticated, cluster-unauthenticated, deny')
@@ -63,7 +63,7 @@ export function registerRun(program: Command) {
     .option('--identity-service-account <ns/name>', 'the identity service\'s ServiceAccount: the SPIFFE ID its certificate must carry', IDENTITY_DEFAULTS.serviceAccount)
     .option('--trust-domain <name>', 'the SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
     .option('--tunnel-port <port>', 'port of the mTLS tunnel listener on the node IP', String(TUNNEL_PORT))
-    .option('--first-sync-wait <ms>', 'with identity on and a controller: how long meshed pods\' connections wait for discovery\'s first sync, which tells which destinations get mTLS, before going directly (plaintext between nodes)', String(DEFAULT_FIRST_SYNC_WAIT_MS))
+    .option('--first-sync-wait <duration>', 'with identity on and a controller: how long meshed pods\' connections wait for discovery\'s first sync, which tells which destinations get mTLS, before going directly (plaintext between nodes)', String(DEFAULT_FIRST_SYNC_WAIT_MS))
     .option('--cni-socket <path>', 'answer the chained CNI plugin here (install: /var/run/mesh-agent-cni/cni.sock): a meshed pod\'s sandbox comes up once its policy is in the kernel (default: off)')
     .option('--cni-state <file>', 'with --cni-socket: the meshed namespaces, for the plugin when no agent answers', DEFAULT_STATE_FILE)
     .option('--kernel-splice', 'experimental: opaque tunnels\' bytes are moved by the kernel (BPF sockhash), not copied by the proxy')
@@ -82,9 +82,9 @@ export function registerRun(program: Command) {
       }
       const settings = resolveRunSettings(o, (flag) => cmd.getOptionValueSource(flag) === 'cli', config, process.env);
       // Checked now, not at SIGTERM: a bad --drain would otherwise show only as a drain that does not wait.
-      const drainMs = parseMs(o.drain, '--drain', 10_000);
+      const drainMs = parseMs(o.drain, '--drain', '10s');
       // parseMs: past 2^31-1 ms a Node timer fires every millisecond.
-      const reportIntervalMs = parseMs(o.reportInterval, '--report-interval', 5000, 1);
+      const reportIntervalMs = parseMs(o.reportInterval, '--report-interval', '5s', 1);
       const proxyWorkers = settings.proxyWorkers === 'auto' ? defaultProxyWorkers() : settings.proxyWorkers;
       const { proxy, admin } = settings;
       const nativeIo = o.nativeIo ?? true;
@@ -106,7 +106,7 @@ export function registerRun(program: Command) {
         report: { intervalMs: reportIntervalMs, backlog: parseCount(o.reportBacklog, '--report-backlog') },
         skipOutbound: PortSet.parse(settings.skipOutboundPorts).ranges(),
         opaquePorts: PortSet.parse(o.opaquePorts),
-        detectTimeoutMs: parseMs(o.detectTimeout, '--detect-timeout', 1000, 1),
+        detectTimeoutMs: parseMs(o.detectTimeout, '--detect-timeout', '1s', 1),
         maxConnections: cap.maxConnections,
         allowRootCgroup: o.allowRootCgroup,
         kernelSplice: o.kernelSplice ?? false,

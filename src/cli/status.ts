@@ -6,8 +6,7 @@ import type { Command } from 'commander';
 import { assessHealth } from '../agent/health.ts';
 import { parseHostPort } from './addr.ts';
 import { table } from './table.ts';
-import { parseDuration } from '../routing/duration.ts';
-import { MAX_TIMER_MS } from '../util/timer-bound.ts';
+import { parseMs } from './run-config.ts';
 
 export const EXIT_HEALTHY = 0;
 export const EXIT_DEGRADED = 1;
@@ -19,7 +18,7 @@ export function registerStatus(program: Command) {
     .description('show this node\'s agent: BPF features, datapath, maps, meshed pods, proxy, counters, errors')
     .option('--admin <ip:port>', 'the agent\'s admin address', '127.0.0.1:4191')
     .option('-o, --output <format>', 'table or json', 'table')
-    .option('--timeout <duration>', 'give up on the agent after this long: milliseconds, or 500ms, 5s, 1m', '3000')
+    .option('--timeout <duration>', 'give up on the agent after this long: milliseconds, or 500ms, 5s, 1m', '3s')
     .action(async function (this: Command, o) {
       // Usage errors exit 2 here (main): exit 1 would read as "degraded", and a bad --timeout
       // reached fetch() and was reported as an unreachable agent.
@@ -29,8 +28,7 @@ export function registerStatus(program: Command) {
         if (!['table', 'json'].includes(o.output)) throw new Error(`--output ${o.output}: use table or json`);
         const admin = parseHostPort(o.admin, '--admin', '127.0.0.1', 4191);
         url = `http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}/status`;
-        timeoutMs = /^\d+$/.test(o.timeout) ? Number(o.timeout) : parseDuration(o.timeout, '--timeout');
-        if (!(timeoutMs >= 1 && timeoutMs <= MAX_TIMER_MS)) throw new Error(`--timeout ${o.timeout}: use a duration from 1ms to 24d, e.g. 3000 or 5s`);
+        timeoutMs = parseMs(o.timeout, '--timeout', '5s', 1);
       } catch (e) {
         this.error(`error: ${(e as Error).message}`);
       }
