@@ -1,10 +1,20 @@
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, parse } from 'yaml';
 import { injectYaml, InjectError } from '../src/k8s/inject.ts';
 import { ANNOTATIONS } from '../src/k8s/annotations.ts';
 import { validateObject } from './fixtures/manifests/k8s-schema.ts';
 import { runCli } from './fixtures/manifests/run-cli.ts';
+import { testTempDir } from './helpers/temp-dir.ts';
+import { joinYamlStreams } from '../src/cli/manifest-inputs.ts';
+import { meshBin } from '../src/sim/dist-bin.ts';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/manifests/${name}`, import.meta.url), 'utf8');
 const objectsOf = (yaml: string): any[] => parseAllDocuments(yaml).map((d: any) => d.toJS());
@@ -260,3 +270,86 @@ test('CLI: bad port flag exits 1 with a clear message', (t) => {
   t.is(r.stdout, '');
   t.regex(r.stderr, /--skip-inbound-ports: invalid port list "80,abc": bad token "abc"/);
 });
+
+test('joinYamlStreams: one YAML stream from several inputs, a --- between them unless the next starts with one', (t) => {
+  t.is(joinYamlStreams(['kind: A\n', 'kind: B\n']), 'kind: A\n---\nkind: B\n');
+  t.is(joinYamlStreams(['kind: A', '---\nkind: B\n']), 'kind: A\n---\nkind: B\n', 'a missing last newline is added, an existing --- kept');
+  t.is(joinYamlStreams(['', 'kind: A\n', '  \n']), 'kind: A\n', 'empty inputs add nothing');
+  t.is(joinYamlStreams(['kind: A\n', '--- # second\nkind: B\n']), 'kind: A\n--- # second\nkind: B\n');
+  t.deepEqual(objectsOf(joinYamlStreams(['kind: A\n---\nkind: B\n', 'kind: C\n'])).map((o) => o.kind), ['A', 'B', 'C']);
+});
+
+test('CLI: a directory is read as linkerd inject and kubectl apply -f read one: its .yaml, .yml and .json files, recursively, in name order', (t) => {
+  const dir = testTempDir(t);
+  mkdirSync(path.join(dir, 'sub'));
+  writeFileSync(path.join(dir, 'b-deploy.yml'), fixture('deployment.yaml'));
+  writeFileSync(path.join(dir, 'a-pod.yaml'), fixture('pod.yaml'));
+  writeFileSync(path.join(dir, 'sub', 'ns.json'), JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } }));
+  writeFileSync(path.join(dir, 'README.md'), 'not a manifest: {{');
+  const r = runCli(['inject', '--opaque-ports', '5432', dir]);
+  t.is(r.status, 0, r.stderr);
+  const objs = objectsOf(r.stdout);
+  t.deepEqual(objs.map((o) => o.kind), ['Pod', 'Deployment', 'Namespace']);
+  t.is(objs[0].metadata.annotations[ANNOTATIONS.opaque], '5432');
+  t.is(objs[1].spec.template.metadata.annotations[ANNOTATIONS.inject], 'enabled');
+  t.is(objs[2].metadata.annotations[ANNOTATIONS.inject], 'enabled');
+  t.is(r.stderr.trim().split('\n').length, 3, r.stderr);
+  // The same files named one by one give the same stream.
+  const files = runCli(['inject', '--opaque-ports', '5432', path.join(dir, 'a-pod.yaml'), path.join(dir, 'b-deploy.yml'), path.join(dir, 'sub', 'ns.json')]);
+  t.is(files.status, 0, files.stderr);
+  t.is(files.stdout, r.stdout);
+});
+
+test('CLI: one bad file in a directory prints nothing at all (no half-applied directory) and names the file and line', (t) => {
+  const dir = testTempDir(t);
+  writeFileSync(path.join(dir, 'a.yaml'), fixture('pod.yaml'));
+  writeFileSync(path.join(dir, 'b.yaml'), fixture('bad.yaml'));
+  const r = runCli(['inject', dir]);
+  t.is(r.status, 1);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, new RegExp(`^mesh-agent inject: ${path.join(dir, 'b.yaml').replace(/[.]/g, '\\.')}:\\d+: .+\\n$`));
+});
+
+test('CLI: a path that does not exist, or an empty directory, is refused naming it and what to give', (t) => {
+  const missing = runCli(['inject', 'test/fixtures/manifests/nope.yaml']);
+  t.is(missing.status, 1);
+  t.is(missing.stdout, '');
+  t.is(missing.stderr, 'mesh-agent inject: test/fixtures/manifests/nope.yaml: no such file or directory; give a manifest file, a directory of them, an http(s) URL or - for stdin\n');
+  const dir = testTempDir(t);
+  const empty = runCli(['inject', dir]);
+  t.is(empty.status, 1);
+  t.is(empty.stderr, `mesh-agent inject: ${dir}: no .yaml, .yml or .json file in this directory or below it\n`);
+});
+
+test('CLI: an http URL is fetched (redirects followed, as for a raw GitHub link); an error answer is refused with its status', async (t) => {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/old') res.writeHead(302, { location: '/app.yaml' }).end();
+    else if (req.url === '/app.yaml') res.end(fixture('deployment.yaml'));
+    else res.writeHead(404).end('not here');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const ok = await runCliAsync(['inject', `${base}/old`]);
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stdout, injectYaml(fixture('deployment.yaml'), {}).output);
+  t.regex(ok.stderr, /^deployment "\S+" injected\n$/);
+  const gone = await runCliAsync(['inject', `${base}/missing.yaml`]);
+  t.is(gone.code, 1);
+  t.is(gone.stdout, '');
+  t.is(gone.stderr, `mesh-agent inject: ${base}/missing.yaml: the server answered HTTP 404; check the URL\n`);
+  await new Promise<void>((r) => server.close(() => r()));
+  const refused = await runCliAsync(['inject', `${base}/app.yaml`]);
+  t.is(refused.code, 1);
+  t.is(refused.stdout, '');
+  t.regex(refused.stderr, /^mesh-agent inject: http:\/\/127\.0\.0\.1:\d+\/app\.yaml: could not fetch it \(connect ECONNREFUSED [^)]+\); check the URL, or download the file and pass its path\n$/);
+});
+
+/** The CLI as a child process without blocking this one's loop (the URL test serves from it). */
+function runCliAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), ...args], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
+    });
+  });
+}
