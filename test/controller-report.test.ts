@@ -71,6 +71,17 @@ test('the aggregator sums per pair, resolves workloads, and carries open connect
   t.deepEqual(agg.flush(), []);
 });
 
+test('a request that got no response (status 0: refused, reset, timed out) counts as a failure but not in the latency histogram, as in Prometheus\' response_latency_ms', (t) => {
+  const agg = new ReportAggregator({ byIp: () => null });
+  agg.request(req('10.0.0.1', '10.0.0.2', true, 2));
+  // A connect timeout: 5 s until the proxy gave up, and no response at all.
+  agg.request({ ...req('10.0.0.1', '10.0.0.2', false, 5000), status: 0, error: 'CONNECT_TIMEOUT' });
+  const [p] = agg.flush();
+  t.like(p, { requests: 2, successes: 0 + 1 });
+  t.is(p!.latency.reduce((a, b) => a + b, 0), 1, 'only the answered request has a latency');
+  t.is(quantile(p!.latency, 0.99)! <= LATENCY_BOUNDS[bucketOf(2)]!, true, 'p99 is the answered request\'s, not the 5 s timeout');
+});
+
 test('a run of one pair\'s events counts in the interval it happens in, across flushes, drains and other pairs', (t) => {
   // The aggregator keeps the last event's pair aside (no key per event): it must not outlive its interval.
   const agg = new ReportAggregator({ byIp: () => null });

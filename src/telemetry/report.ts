@@ -217,7 +217,9 @@ export class ReportAggregator implements TelemetrySink {
     if (!p) return;
     p.requests++;
     if (ev.success) p.successes++;
-    observe(p.latency, ev.latencyMs);
+    // As Prometheus' response_latency_ms (recorder.ts): a request with no response (status 0) has
+    // no response latency; its time to failure (a 5 s connect timeout) would set stat's p99.
+    if (ev.status > 0) observe(p.latency, ev.latencyMs);
     p.requestBytes += ev.requestBytes;
     p.responseBytes += ev.responseBytes;
   }
