@@ -48,15 +48,36 @@ test('an agent that takes over its node\'s tap link (a restart before the old st
   await within((async () => {
     while (ctl.relay.links().length === 0) await new Promise((r) => setTimeout(r, 10));
   })(), 10_000, () => 'the first agent\'s tap link never registered');
+  const records: any[] = [];
+  let recordCame = () => {};
   const started = new Promise<void>((resolve) => {
-    void streamJson(url, PATH_TAP, { resource: 'deployment/web', namespace: 'shop', maxRps: 10 }, (o: any) => o.type === 'started' && resolve(), ac.signal).catch(() => {});
+    void streamJson(url, PATH_TAP, { resource: 'deployment/web', namespace: 'shop', maxRps: 10 }, (o: any) => {
+      if (o.type === 'started') resolve();
+      if (o.type === 'request') {
+        records.push(o);
+        recordCame();
+      }
+    }, ac.signal).catch(() => {});
   });
+  const nthRecord = (n: number) => within(new Promise<void>((resolve) => {
+    recordCame = () => records.length >= n && resolve();
+    recordCame();
+  }), 10_000, () => `tap got ${records.length} records, not ${n}`);
+  // What an agent sends for a request its tap filter matched: its own count n from 1.
+  const send = (l: ReturnType<typeof agentLink>, filterId: string) => l.st.write(JSON.stringify({ tap: filterId, record: { n: 1, src: { ip: '10.1.0.5', port: 40000 }, dst: { ip: '10.1.0.9', port: 80 }, startedAt: Date.now() } }) + '\n');
   await started;
   const start = await first.command((c) => c.op === 'start', 'tap start');
+  send(first, start.filter.id);
+  await nthRecord(1);
   // The agent restarts: its new process opens a new link while the old stream is still open.
   const second = agentLink(url, 'n1', 'a2');
   links.push(second);
   const again = await second.command((c) => c.op === 'start', 'tap start');
   t.is(again.filter.id, start.filter.id);
   t.deepEqual(ctl.relay.links(), [{ node: 'n1', agentId: 'a2' }]);
+  // The new process counts its requests from 1 again: its ids must not repeat the old one's
+  // (a tap reader pairs and dedupes by id, as Linkerd's tap ids are unique within a tap).
+  send(second, again.filter.id);
+  await nthRecord(2);
+  t.not(records[1].id, records[0].id, `ids ${records[0].id} and ${records[1].id}`);
 });

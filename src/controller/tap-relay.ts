@@ -56,7 +56,8 @@ interface Session {
   bucket: TokenBucket;
   /** Filter JSON last sent, per node (to resend only on change). */
   sent: Map<string, string>;
-  /** Linkerd's id base: a small number per agent. */
+  /** Linkerd's id base: a small number per agent process (its id), so a restarted agent, which
+   * counts its requests from 1 again, never repeats the ids its node's last process gave. */
   base: Map<string, number>;
   /** The tapped resource's pod IPs as last resolved: a request from one of them is outbound. */
   own: Set<string>;
@@ -183,10 +184,16 @@ export class TapRelay {
         const text = JSON.stringify(f);
         if (s.sent.get(link.node) === text) continue;
         s.sent.set(link.node, text);
-        if (!s.base.has(link.node)) s.base.set(link.node, s.base.size);
+        if (!s.base.has(link.agentId)) s.base.set(link.agentId, s.base.size);
         this.command(link, { op: 'start', filter: f });
       }
     }
+  }
+
+  private idBase(s: Session, agentId: string): number {
+    let b = s.base.get(agentId);
+    if (b === undefined) s.base.set(agentId, (b = s.base.size));
+    return b;
   }
 
   private filter(s: Session): TapFilter {
@@ -294,7 +301,7 @@ export class TapRelay {
     }
     this.write(s, {
       type: 'request',
-      id: `${s.base.get(link.node) ?? 0}:${Number(r.n) || 0}`,
+      id: `${this.idBase(s, link.agentId)}:${Number(r.n) || 0}`,
       node: link.node,
       // A request within the resource (web calling web) is one record here, shown as its sender's.
       direction: s.req.to !== undefined || s.own.has(r.src.ip) ? 'outbound' : 'inbound',
