@@ -187,6 +187,19 @@ test('the verdict cache is bounded in entries and in time, and a token past its 
   t.is(reviews, 10);
 });
 
+test('a TokenReview answer without status.audiences (an authenticator that is not audience-aware) lets no agent in: 401, logged with the reason', async (t) => {
+  const warnings: Array<Record<string, unknown>> = [];
+  const auth = new AgentAuth({
+    review: async () => ({ authenticated: true, user: { username: 'system:serviceaccount:mesh-agent:mesh-agent-agent', extra: { 'authentication.kubernetes.io/node-name': ['n1'] } } }),
+    agent: AGENT, log: (_l, _m, f) => warnings.push(f ?? {}),
+  });
+  const jwt = `eyJhbGciOiJSUzI1NiJ9.${Buffer.from(JSON.stringify({ n: 1 })).toString('base64url')}.y`;
+  const e = await t.throwsAsync(auth.check(`Bearer ${jwt}`, 'n1'), { message: /the API server's TokenReview accepted the token without saying it is for audience mesh-agent-controller \(no status\.audiences\)/ });
+  t.is((e as unknown as { status: number }).status, 401);
+  t.is(auth.stats.refused.unauthenticated, 1);
+  t.regex(String(warnings[0]?.reason), /not audience-aware/);
+});
+
 test('the agent\'s clients: without a token file refused with the controller\'s reason; the file written (as kubelet does), the next try gets in', async (t) => {
   const s = await setUp(t);
   const dir = testTempDir(t);

@@ -241,3 +241,15 @@ test('the agent\'s client asks at most 4 at once (the bound per peer address): 6
   t.is(s.service.stats.issued, 6);
   t.false('busy' in s.service.stats.refused, 'none refused by the bound');
 });
+
+test('an API server whose TokenReview accepts the token without status.audiences (an authenticator that is not audience-aware): refused (401), logged with the reason, no certificate', async (t) => {
+  const kube: IdentityKube = {
+    reviewToken: async () => ({ ...agentReview, audiences: undefined }),
+    podsOnNode: async () => [{ namespace: 'shop', name: 'web0-1', serviceAccount: 'web0', phase: 'Running' }],
+  };
+  const s = await setUp(t, 2 * 60_000, kube);
+  await t.throwsAsync(ask(s.client(jwt({ agent: 'node-1' })), workloadId(TD, 'shop', 'web0')), { message: /refused \(401\): the API server's TokenReview accepted the token without saying it is for audience mesh-agent-identity \(no status\.audiences\)/ });
+  t.is(s.service.stats.issued, 0);
+  t.like(s.service.stats.refused, { unauthenticated: 1 });
+  t.true(s.logs.some((l) => l.startsWith('certificate request refused') && l.includes('not audience-aware')), s.logs.join('\n'));
+});

@@ -58,13 +58,28 @@ export function notAJwt(token: string): string | null {
  */
 export function authenticateAgent(st: ReviewStatus, agent: { namespace: string; name: string }, audience: string, what = 'ask for workload certificates'): { ok: true; node: string } | Refusal {
   if (st.authenticated !== true) return { ok: false, status: 401, reason: `the token was not accepted by the API server's TokenReview: ${st.error || 'not authenticated'}` };
+  const audienceRefusal = audienceProblem(st.audiences, audience);
+  if (audienceRefusal !== null) return { ok: false, status: 401, reason: audienceRefusal };
   const want = `system:serviceaccount:${agent.namespace}:${agent.name}`;
   const user = st.user?.username ?? '';
   if (user !== want) return { ok: false, status: 403, reason: `the token is ${user || 'nobody\'s'}, not the agent's ServiceAccount (${want}); only node agents may ${what}` };
-  if (Array.isArray(st.audiences) && !st.audiences.includes(audience)) return { ok: false, status: 401, reason: `the token is not for audience ${audience}; mount a projected token with that audience` };
   const nodes = st.user?.extra?.[NODE_NAME_EXTRA] ?? [];
   if (nodes.length !== 1 || !nodes[0]) return { ok: false, status: 403, reason: `the token is not bound to a node (no ${NODE_NAME_EXTRA} in its review); mount a projected ServiceAccount token (Kubernetes 1.30+ binds it to the node)` };
   return { ok: true, node: nodes[0] };
+}
+
+/**
+ * Why a review's status.audiences does not show the token is for `audience`, or null. The
+ * TokenReview API: a client that sets spec.audiences must find one of them in status.audiences,
+ * which only an audience-aware authenticator fills; an answer without it may have accepted a
+ * token meant for any other service (one an agent sent elsewhere, replayed here).
+ */
+export function audienceProblem(audiences: string[] | undefined, audience: string): string | null {
+  if (!Array.isArray(audiences) || audiences.length === 0) {
+    return `the API server's TokenReview accepted the token without saying it is for audience ${audience} (no status.audiences): the authenticator that accepted it is not audience-aware, so the token could be one meant for another service; refused. Fix the cluster's authentication: a webhook token authenticator must check spec.audiences and return status.audiences (the built-in ServiceAccount authenticator does)`;
+  }
+  if (!audiences.includes(audience)) return `the token is for ${JSON.stringify(audiences.slice(0, 8))}, not audience ${audience}; mount a projected token with that audience`;
+  return null;
 }
 
 const TERMINAL = new Set(['Succeeded', 'Failed']);
