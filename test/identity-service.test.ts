@@ -253,3 +253,35 @@ test('an API server whose TokenReview accepts the token without status.audiences
   t.like(s.service.stats.refused, { unauthenticated: 1 });
   t.true(s.logs.some((l) => l.startsWith('certificate request refused') && l.includes('not audience-aware')), s.logs.join('\n'));
 });
+
+test('an identity service address that is an IP literal (v4 or v6) sends no SNI (RFC 6066 forbids IP literals there; Node warns DEP0123) and the certificate comes', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error & { code?: string }) => warnings.push(`${w.code ?? w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  const now = Date.now();
+  const anchor = await createTrustAnchor({ trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 24 * HOUR) });
+  const iss = await createIssuer(anchor, { trustDomain: TD, notBefore: new Date(now - 60_000), notAfter: new Date(now + 12 * HOUR) });
+  const dir = testTempDir(t);
+  const tokenFile = path.join(dir, 'token');
+  fs.writeFileSync(tokenFile, jwt({ agent: 'node-1' }));
+  const kube: IdentityKube = {
+    reviewToken: async () => agentReview,
+    podsOnNode: async () => [{ namespace: 'shop', name: 'web0-1', serviceAccount: 'web0', phase: 'Running' }],
+  };
+  const self = workloadId(TD, 'mesh-agent', 'mesh-agent-identity');
+  for (const [host, addr] of [['::1', '[::1]'], ['127.0.0.1', '127.0.0.1']] as const) {
+    const service = new IdentityService({ issuer: await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem), trustDomain: TD, kube, agent: { namespace: 'mesh-agent', name: 'mesh-agent' }, self, log: () => {} });
+    t.teardown(() => service.close());
+    const { port } = await service.listen(host, 0);
+    const sni: Array<string | false> = [];
+    (service as unknown as { server: tls.Server }).server.on('secureConnection', (s: tls.TLSSocket) => sni.push((s as tls.TLSSocket & { servername: string | false }).servername));
+    const c = httpsCertifyClient({ addr: `${addr}:${port}`, anchorsPem: anchor.certPem, serverId: self, tokenFile });
+    const r = await ask(c, workloadId(TD, 'shop', 'web0')) as { certificate: string };
+    t.is(new X509Certificate(r.certificate).subjectAltName, 'URI:spiffe://cluster.local/ns/shop/sa/web0', host);
+    t.deepEqual(sni, [false], `${host}: the ClientHello had no server name`);
+  }
+  // A warning is emitted on a later tick: one more round trip through the event loop lets it land.
+  await new Promise((r) => setImmediate(r));
+  t.deepEqual(warnings.filter((w) => w.startsWith('DEP0123')), []);
+});

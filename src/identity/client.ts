@@ -6,6 +6,7 @@
 // here rather than being refused there (a 503 costs a backoff).
 import * as https from 'node:https';
 import * as fs from 'node:fs';
+import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
 import { CERTIFY_PATH, parseCertifyResponse, type CertifyResponse } from './api.ts';
 import { peerIdentity, spiffeId, type WorkloadId } from './spiffe.ts';
@@ -67,7 +68,7 @@ export function httpsCertifyClient(o: HttpsCertifyOptions): CertifyClient & { re
     return new Promise<CertifyResponse>((resolve, reject) => {
       const req = https.request({
         host, port, method: 'POST', path: CERTIFY_PATH, agent,
-        ca: o.anchorsPem, minVersion: 'TLSv1.3', servername: host.match(/^[\d.]+$/) ? undefined : host,
+        ca: o.anchorsPem, minVersion: 'TLSv1.3', servername: sniOf(host),
         // The chain is node:tls's to check (rejectUnauthorized); who the server is, ours.
         checkServerIdentity: (_host: string, cert: PeerCertificate) => {
           const p = peerIdentity(cert.subjectaltname, o.serverId.trustDomain);
@@ -107,4 +108,9 @@ export function httpsCertifyClient(o: HttpsCertifyOptions): CertifyClient & { re
       req.end(body);
     });
   }
+}
+
+/** The TLS server name for `host`: none for an IP literal, v4 or v6 (RFC 6066 §3 allows names only; Node warns DEP0123). */
+export function sniOf(host: string): string | undefined {
+  return isIP(host) === 0 ? host : undefined;
 }
