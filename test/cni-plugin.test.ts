@@ -8,7 +8,8 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { CNI_ERRORS, CniError, parseCniArgs, parseInvocation, renderAddResult, renderError, resultIps } from '../src/cni/spec.ts';
 import { decideAdd, needsPodRead, type PodRead } from '../src/cni/decide.ts';
-import { parseKubeconfig, renderKubeconfig } from '../src/cni/kubeconfig.ts';
+import { apiUrl, parseKubeconfig, renderKubeconfig } from '../src/cni/kubeconfig.ts';
+import { readPod } from '../src/cni/pod-read.ts';
 import { SimApiServer } from '../src/sim/apiserver.ts';
 import { parseAdmitAnswer, parseAdmitRequest, ipv4Of } from '../src/cni/protocol.ts';
 import { parseState, readState, renderState, writeState } from '../src/cni/state.ts';
@@ -185,6 +186,35 @@ test('runPlugin with no agent reads its pod from the (stand-in) API server with 
   const gone = await runPlugin(env('ADD', args('annotated')), conf({ ...none, kubeconfig: path.join(dir, 'nope') }));
   t.is(gone.exitCode, 0);
   t.regex(gone.log, /could not be read from the API server \(kubeconfig .*nope\): ENOENT/);
+});
+
+test('readPod: a kubeconfig server with a path prefix (a proxy such as Rancher\'s /k8s/clusters/ID) is kept: the GET goes to PREFIX/api/v1/...', async (t) => {
+  const seen: string[] = [];
+  const server = http.createServer((req, res) => {
+    seen.push(req.url ?? '');
+    if (req.url !== '/k8s/clusters/c-abc/api/v1/namespaces/plain/pods/web-1') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ message: `no route ${req.url}` }));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ metadata: { name: 'web-1', namespace: 'plain', uid: 'u-1', annotations: { 'mesh-agent.io/inject': 'enabled' } }, spec: {} }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const { port } = server.address() as import('node:net').AddressInfo;
+  const dir = testTempDir(t);
+  for (const suffix of ['', '/']) {
+    const kubeconfig = path.join(dir, `kubeconfig${suffix ? '-slash' : ''}`);
+    fs.writeFileSync(kubeconfig, renderKubeconfig({ server: `http://127.0.0.1:${port}/k8s/clusters/c-abc${suffix}`, token: 'tok', insecure: true }));
+    t.like(await readPod(kubeconfig, { namespace: 'plain', name: 'web-1', uid: 'u-1' }), { kind: 'read', meshed: true } as Partial<PodRead>, suffix);
+  }
+  t.deepEqual(seen, Array(2).fill('/k8s/clusters/c-abc/api/v1/namespaces/plain/pods/web-1'));
+});
+
+test('apiUrl: the API path goes under the server\'s own path, with or without a trailing slash; names are escaped', (t) => {
+  t.is(apiUrl('https://10.96.0.1:443', '/api/v1/x').href, 'https://10.96.0.1/api/v1/x');
+  t.is(apiUrl('https://rancher.example/k8s/clusters/c-abc', '/api/v1/x').href, 'https://rancher.example/k8s/clusters/c-abc/api/v1/x');
+  t.is(apiUrl('https://rancher.example/k8s/clusters/c-abc//', '/api/v1/x').href, 'https://rancher.example/k8s/clusters/c-abc/api/v1/x');
+  t.is(apiUrl('https://[fd00::1]:6443/', '/api/v1/x').href, 'https://[fd00::1]:6443/api/v1/x');
 });
 
 test('kubeconfig: what install-cni writes the plugin reads back; a broken one is named', (t) => {

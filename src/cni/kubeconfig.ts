@@ -23,6 +23,17 @@ export function inClusterServer(env: Record<string, string | undefined>): string
   return `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+/**
+ * The URL of API path `p` ("/api/v1/...") on `server`, under the server's own path: a kubeconfig
+ * may name a proxy in front of the API server (Rancher's https://HOST/k8s/clusters/ID), and
+ * `new URL(p, server)` would drop that prefix.
+ */
+export function apiUrl(server: string, p: string): URL {
+  const u = new URL(server);
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}${p}`;
+  return u;
+}
+
 export function renderKubeconfig(a: ApiAccess): string {
   const cluster: Record<string, unknown> = { server: a.server };
   if (a.caPem) cluster['certificate-authority-data'] = Buffer.from(a.caPem).toString('base64');

@@ -8,7 +8,7 @@ import type * as http from 'node:http';
 // node:https by an ES import is fine: only node:http's exports load undici (src/util/builtins.ts).
 import * as https from 'node:https';
 import { nodeHttp } from '../util/builtins.ts';
-import { parseKubeconfig } from './kubeconfig.ts';
+import { apiUrl, parseKubeconfig } from './kubeconfig.ts';
 import type { PodRead } from './decide.ts';
 import type { PodRef } from './spec.ts';
 
@@ -52,7 +52,7 @@ export async function readPod(kubeconfigFile: string | null, pod: PodRef, timeou
   const where = `the API server (kubeconfig ${kubeconfigFile})`;
   try {
     const access = parseKubeconfig(fs.readFileSync(kubeconfigFile, 'utf8'), kubeconfigFile);
-    const url = new URL(`/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`, access.server);
+    const url = apiUrl(access.server, `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`);
     const res = await get(url, access.token, access.caPem, access.insecure === true, timeoutMs);
     if (res.status !== 200) return { kind: 'failed', error: `${where}: ${statusMessage(res.status, res.body)}` };
     const obj = JSON.parse(res.body);
