@@ -3,7 +3,7 @@
 // at half life, retried with backoff capped at 150 s, the old certificate serving until it
 // expires and withdrawn then; what the proxies' store makes of it (wait, refuse with the reason).
 import test from 'ava';
-import { backoffMs, IdentityManager, MAX_BACKOFF_MS, refreshAt } from '../src/identity/manager.ts';
+import { backoffMs, IdentityManager, ISSUER_END_RENEWAL_MS, MAX_BACKOFF_MS, MIN_RENEWAL_MS, refreshAt, renewalAt } from '../src/identity/manager.ts';
 import { CredentialStore, type CredentialUpdate } from '../src/identity/credentials.ts';
 import { createIssuer, createTrustAnchor, loadIssuer, signWorkloadCsr } from '../src/identity/x509.ts';
 import { spiffeId, workloadId } from '../src/identity/spiffe.ts';
@@ -15,10 +15,11 @@ const LIFE = 120_000;
 const web = workloadId('cluster.local', 'shop', 'web');
 const WEB = spiffeId(web);
 
-async function setUp(clock = new ManualClock()) {
-  const now = Date.now();
+/** `issuerLifeMs`: the issuer ends this long after the clock's now; certificates are cut to its end, as the identity service cuts them. */
+async function setUp(clock = new ManualClock(), o: { issuerLifeMs?: number } = {}) {
+  const now = clock.now();
   const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
-  const iss = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
+  const iss = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + (o.issuerLifeMs ?? 86_400_000)) });
   const issuer = await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem);
   const service = { down: false, calls: 0, life: LIFE };
   const updates: CredentialUpdate[] = [];
@@ -30,7 +31,9 @@ async function setUp(clock = new ManualClock()) {
       async certify(id, csr) {
         service.calls++;
         if (service.down) throw new Error('identity service at 10.0.0.1:8080: ECONNREFUSED');
-        const pem = await signWorkloadCsr(issuer, csr, { id, notBefore: new Date(clock.now() - 30_000), notAfter: new Date(clock.now() + service.life) });
+        const end = o.issuerLifeMs === undefined ? clock.now() + service.life : Math.min(clock.now() + service.life, issuer.notAfter.getTime());
+        if (o.issuerLifeMs !== undefined && end <= clock.now()) throw new Error('the identity service refused (503): the issuer certificate expired');
+        const pem = await signWorkloadCsr(issuer, csr, { id, notBefore: new Date(clock.now() - 30_000), notAfter: new Date(end) });
         return { certificate: pem, chain: [iss.certPem], notBefore: '', notAfter: '', serial: new X509Certificate(pem).serialNumber };
       },
     },
@@ -51,6 +54,50 @@ test('renewal at half life; backoff doubles from 1 s to at most 150 s, with jitt
   t.is(backoffMs(20, () => 0.5), MAX_BACKOFF_MS);
   t.is(backoffMs(20, () => 1), MAX_BACKOFF_MS, 'jitter never passes the cap');
   t.is(backoffMs(1, () => 0), 800);
+});
+
+test('renewalAt: half life; never sooner than 5 s after it came (a lifetime under 30 s, backdated 30 s, is past half at once); cut to the issuer\'s end, at most once a minute, and at its end at the latest', (t) => {
+  const now = 1_000_000_000;
+  const far = now + 365 * 86_400_000;
+  t.is(renewalAt({ notBefore: now - 30_000, notAfter: now + 120_000, issuerNotAfter: far }, now), now + 45_000);
+  t.is(renewalAt({ notBefore: now - 30_000, notAfter: now + 10_000, issuerNotAfter: far }, now), now + MIN_RENEWAL_MS);
+  t.is(MIN_RENEWAL_MS, 5_000);
+  // Cut: it ends with its issuer; a renewal gets no later end until the issuer is rotated.
+  t.is(renewalAt({ notBefore: now - 30_000, notAfter: now + 3_600_000, issuerNotAfter: now + 3_600_000 }, now), now + 1_785_000, 'half life while that is over a minute');
+  t.is(renewalAt({ notBefore: now - 30_000, notAfter: now + 100_000, issuerNotAfter: now + 100_000 }, now), now + ISSUER_END_RENEWAL_MS);
+  t.is(ISSUER_END_RENEWAL_MS, 60_000);
+  t.is(renewalAt({ notBefore: now - 30_000, notAfter: now + 20_000, issuerNotAfter: now + 20_000 }, now), now + 20_000, 'at its end, not after');
+  t.is(renewalAt({ notBefore: now - 30_000, notAfter: now + 20_000, issuerNotAfter: now + 20_500 }, now), now + 20_000, 'X.509 times have whole seconds');
+});
+
+test('near the issuer\'s end (certificates cut to it) renewals stay at least a minute apart, not a loop of renewals at once, and the agent says to rotate the issuer', async (t) => {
+  const s = await setUp(new ManualClock(), { issuerLifeMs: 10 * 60_000 });
+  s.service.life = 86_400_000;
+  s.m.want([WEB]);
+  await waitFor(() => s.store.get(WEB) !== null);
+  const end = Date.parse(s.m.states()[0]!.notAfter!);
+  t.true(end - s.clock.now() <= 10 * 60_000, 'cut to the issuer\'s end');
+  const calls = [s.clock.now()];
+  // Up to a second before the issuer's end, each renewal as its timer fires (bounded: the old code renewed at once, forever).
+  for (let i = 0; i < 100 && s.clock.now() < end - 1000; i++) {
+    s.clock.advance(Math.min(s.clock.pending()[0]!, end - 1000 - s.clock.now()));
+    // A renewal under way has no next one yet (fetch clears it at once).
+    if (s.m.states()[0]!.nextRenewal !== null) continue;
+    calls.push(s.clock.now());
+    await waitFor(() => s.m.states()[0]!.nextRenewal !== null);
+  }
+  const gaps = calls.slice(1).map((c, i) => c - calls[i]!);
+  t.true(gaps.length >= 3 && gaps.length <= 6, `renewed ${gaps.length} times in the issuer's last 10 minutes: ${gaps}`);
+  t.true(gaps.every((g) => g >= ISSUER_END_RENEWAL_MS), `at least a minute apart: ${gaps}`);
+  t.is(s.m.states()[0]!.nextRenewal, new Date(end).toISOString(), 'the last one at its end (a rotated issuer gives a new one then)');
+  t.like(s.m.states()[0], { cutByIssuer: true, issuerNotAfter: new Date(end).toISOString() });
+  const warned = s.logs.filter((l) => l.includes('rotate the issuer'));
+  t.is(warned.length, 1, 'said once in ten minutes, not at each renewal');
+  t.regex(warned[0]!, /the identity service's issuer ends at .*: certificates are cut to its end, renewed at most once a minute each, and none can be issued after it; rotate the issuer now/);
+  const { identityHealth } = await import('../src/agent/health.ts');
+  const reasons = identityHealth({ identityService: '10.0.0.1:8080', trustAnchors: [], certificates: s.m.states().concat(s.m.states()) });
+  t.is(reasons.length, 1, `one line for the issuer, however many certificates: ${reasons}`);
+  t.regex(reasons[0]!, /^identity: the identity service's issuer ends at .* \(in \d+ s\): certificates are cut to its end; rotate the issuer now \(docs\/identity\.md, rotating the issuer\)$/);
 });
 
 test('a new identity is fetched at once (a waiting connection gets it), renewed at half life with a new key and serial', async (t) => {

@@ -98,6 +98,36 @@ test('once its issuer has expired the service refuses (503, naming the issuer\'s
   t.like(s.service.stats, { issued: 1, refused: { unavailable: 1 } });
 });
 
+test('an issuer that ends sooner than the certificate lifetime: certificates cut to its end, and the service says to rotate it (status and a log line at start and at most every 10 minutes)', async (t) => {
+  let skew = 0;
+  // The issuer ends in 12 h, the lifetime is 24 h.
+  const s = await setUp(t, 24 * HOUR, undefined, () => Date.now() + skew);
+  s.pod('web-1', 'shop', 'web', 'node-1');
+  const c = s.client(s.agentToken('node-1'));
+  const warned = () => s.logs.filter((l) => l.includes('rotate the issuer'));
+  t.is(warned().length, 1, `said at start: ${s.logs.join(' | ')}`);
+  t.regex(warned()[0]!, /the issuer certificate ends at .* \(in 1[12] h \d+ min\), sooner than the certificate lifetime \(24 h\): certificates are cut to its end and agents renew them more often \(at most once a minute each\); rotate the issuer now \(docs\/identity\.md, rotating the issuer\)/);
+  const r = await ask(c, workloadId(TD, 'shop', 'web')) as { notAfter: string };
+  await ask(c, workloadId(TD, 'shop', 'web'));
+  t.is(r.notAfter, s.service.stats.issuerNotAfter, 'cut to the issuer\'s end');
+  t.is(warned().length, 1, 'not at each certificate');
+  t.regex(s.service.state().issuerWarning ?? '', /sooner than the certificate lifetime \(24 h\)/);
+  skew = 11 * 60_000;
+  await ask(c, workloadId(TD, 'shop', 'web'));
+  t.is(warned().length, 2, 'again after 10 minutes');
+});
+
+test('an issuer within 30 days of its end is named in status; one far from it is not', async (t) => {
+  let skew = 0;
+  const s = await setUp(t, 2 * 60_000, undefined, () => Date.now() + skew);
+  t.regex(s.service.state().issuerWarning ?? '', /^the issuer certificate ends at .* \(in 1[12] h \d+ min\); rotate it before then \(docs\/identity\.md, rotating the issuer\)$/);
+  skew = 13 * HOUR;
+  t.regex(s.service.state().issuerWarning ?? '', /^the issuer certificate expired at .*: no certificate can be issued under it; issue a new one/);
+  const { issuerWarning } = await import('../src/identity/service.ts');
+  t.is(issuerWarning(new Date(Date.now() + 31 * 24 * HOUR), 24 * HOUR, Date.now()), null);
+  t.regex(issuerWarning(new Date(Date.now() + 3 * 24 * HOUR), 24 * HOUR, Date.now()) ?? '', /\(in 3 days\); rotate it before then/);
+});
+
 test('a certificate lifetime over 49.7 days does not make the service renew its own certificate every millisecond', async (t) => {
   const overflows: string[] = [];
   const onWarning = (w: Error) => void (w.name === 'TimeoutOverflowWarning' && overflows.push(w.message));

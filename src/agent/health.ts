@@ -39,7 +39,8 @@ export function assessHealth(s: any): Health {
 /**
  * Identity's part (docs/identity.md): a certificate that could not be had (its pods' connections
  * to other nodes are refused), one whose renewal fails (it serves until it expires: the time
- * left is what matters), and trust anchors that end within 30 days.
+ * left is what matters), certificates cut to the end of an issuer that must be rotated (one line
+ * per issuer end, however many certificates), and trust anchors that end within 30 days.
  */
 export function identityHealth(id: any): string[] {
   if (!id) return [];
@@ -48,6 +49,9 @@ export function identityHealth(id: any): string[] {
     if (c.state === 'failing') out.push(`identity: no certificate for ${c.identity} (${c.failures} attempts failed: ${c.lastError}); its pods' connections to meshed pods of other nodes are refused until the identity service ${id.identityService} answers; next attempt ${c.nextRenewal}`);
     else if (c.state === 'ready' && c.failures > 0) out.push(`identity: renewing ${c.identity} failed ${c.failures} times (${c.lastError}); its certificate serves ${c.remainingSeconds}s more (until ${c.notAfter}); next attempt ${c.nextRenewal}`);
   }
+  const issuerEnds = new Map<string, number>();
+  for (const c of id.certificates ?? []) if (c.cutByIssuer && c.issuerNotAfter) issuerEnds.set(c.issuerNotAfter, c.remainingSeconds ?? 0);
+  for (const [end, left] of issuerEnds) out.push(`identity: the identity service's issuer ends at ${end} (in ${left} s): certificates are cut to its end; rotate the issuer now (docs/identity.md, rotating the issuer)`);
   for (const a of id.trustAnchors ?? []) if (a.warning) out.push(`identity: ${a.warning}`);
   return out;
 }

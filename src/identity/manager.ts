@@ -2,7 +2,9 @@
 // pods, a key made here (it never leaves the node) and a certificate from the identity service,
 // fetched as soon as a pod of it appears so a first connection does not wait, renewed at half
 // its life; a failed fetch is retried with backoff (at most 150 s apart, ztunnel's cap), and the
-// certificate in hand serves until it expires. Everything it learns goes out as
+// certificate in hand serves until it expires. Near the issuer's end, where the service cuts
+// certificates to that end, renewals stay at least a minute apart and the agent says to rotate
+// the issuer (renewalAt). Everything it learns goes out as
 // CredentialUpdates (credentials.ts): to the main thread's store and to the proxy workers'.
 import { X509Certificate } from 'node:crypto';
 import type { CertifyClient } from './client.ts';
@@ -10,6 +12,7 @@ import { createCsr } from './csr.ts';
 import type { CredentialMaterial, CredentialUpdate } from './credentials.ts';
 import { parseSpiffeId, spiffeId, type WorkloadId } from './spiffe.ts';
 import type { Clock } from '../util/clock.ts';
+import { LogLimit } from '../util/log-limit.ts';
 import { MAX_TIMER_MS } from '../util/timer-bound.ts';
 
 export const MAX_BACKOFF_MS = 150_000;
@@ -18,6 +21,32 @@ export const FIRST_BACKOFF_MS = 1_000;
 /** When to renew: half way through the certificate's life. */
 export function refreshAt(notBefore: number, notAfter: number): number {
   return notBefore + (notAfter - notBefore) / 2;
+}
+
+/** A renewal is never due sooner than this after a certificate came: half the shortest lifetime the service allows (10 s). */
+export const MIN_RENEWAL_MS = 5_000;
+/** Nor, for a certificate cut to its issuer's end, sooner than this (a renewal gets no later end until the issuer is rotated). */
+export const ISSUER_END_RENEWAL_MS = 60_000;
+/** The agent's warning that the issuer ends is logged at most this often. */
+export const ISSUER_END_LOG_INTERVAL_MS = 10 * 60_000;
+
+/** Whether a certificate ends with its issuer (X.509 times have whole seconds): the service cut its life to the issuer's end. */
+export function cutByIssuer(notAfter: number, issuerNotAfter: number): boolean {
+  return notAfter >= issuerNotAfter - 1000;
+}
+
+/**
+ * When to renew a certificate that came `now`: half way through its life. Two floors, so
+ * renewals cannot come back to back. Backdated 30 s, a certificate of a lifetime under 30 s is
+ * past half at once: not sooner than MIN_RENEWAL_MS. Near the issuer's end the service cuts each
+ * certificate to that end, so each half life is shorter, down to nothing: a storm of requests,
+ * each for the same end. Such a certificate is renewed not sooner than a minute after it came, and
+ * at its end at the latest, when a rotated issuer gives a full one (an expired one, a 503).
+ */
+export function renewalAt(c: { notBefore: number; notAfter: number; issuerNotAfter: number }, now: number): number {
+  const half = refreshAt(c.notBefore, c.notAfter);
+  const floor = cutByIssuer(c.notAfter, c.issuerNotAfter) ? Math.min(now + ISSUER_END_RENEWAL_MS, c.notAfter) : now + MIN_RENEWAL_MS;
+  return Math.max(half, floor);
 }
 
 /** The wait before retry n (1-based): doubling from 1 s, at most 150 s, with +-20% jitter so a node's agents do not ask in step. */
@@ -62,12 +91,17 @@ export interface IdentityState {
   lastError: string | null;
   /** The current certificate's remaining life, s (null: none). */
   remainingSeconds: number | null;
+  /** The end of its issuer (the earliest in the chain the service sent; null: none). */
+  issuerNotAfter: string | null;
+  /** Its life was cut to the issuer's end: the issuer must be rotated (docs/identity.md). */
+  cutByIssuer: boolean;
 }
 
 interface Slot {
   id: WorkloadId;
   uri: string;
   material: CredentialMaterial | null;
+  issuerNotAfter: number | null;
   fetching: boolean;
   failures: number;
   lastError: string | null;
@@ -83,6 +117,7 @@ export class IdentityManager {
   private readonly slots = new Map<string, Slot>();
   private readonly makeCsr: (id: WorkloadId) => Promise<{ keyPem: string; csrPem: string }> | { keyPem: string; csrPem: string };
   private stopped = false;
+  private readonly logLimit: LogLimit;
   issued = 0;
   failed = 0;
 
@@ -90,6 +125,7 @@ export class IdentityManager {
     this.o = o;
     this.clock = o.clock ?? realClock;
     this.makeCsr = o.makeCsr ?? createCsr;
+    this.logLimit = new LogLimit(() => this.clock.now());
   }
 
   /** The identities this node's meshed pods have now (SPIFFE IDs): new ones are fetched at once, gone ones dropped. */
@@ -111,7 +147,7 @@ export class IdentityManager {
         this.o.log('warn', `not a workload identity: ${uri}; skipped`);
         continue;
       }
-      const s: Slot = { id, uri, material: null, fetching: false, failures: 0, lastError: null, nextAt: null, timer: null, expiryTimer: null, wanted: true };
+      const s: Slot = { id, uri, material: null, issuerNotAfter: null, fetching: false, failures: 0, lastError: null, nextAt: null, timer: null, expiryTimer: null, wanted: true };
       this.slots.set(uri, s);
       this.o.publish({ uri, state: 'pending' });
       this.fetch(s);
@@ -129,16 +165,18 @@ export class IdentityManager {
     s.fetching = true;
     s.nextAt = null;
     void this.certify(s).then(
-      (m) => {
+      ({ m, issuerNotAfter }) => {
         s.fetching = false;
         if (!s.wanted) return;
         s.material = m;
+        s.issuerNotAfter = issuerNotAfter;
         s.failures = 0;
         s.lastError = null;
         this.issued++;
         this.o.publish({ uri: s.uri, state: 'ready', material: m });
         this.o.log('info', 'certificate issued', { identity: s.uri, serial: m.serial, notAfter: new Date(m.notAfter).toISOString() });
-        this.schedule(s, refreshAt(m.notBefore, m.notAfter));
+        this.schedule(s, renewalAt({ notBefore: m.notBefore, notAfter: m.notAfter, issuerNotAfter }, this.clock.now()));
+        if (cutByIssuer(m.notAfter, issuerNotAfter)) this.warnIssuerEnd(s.uri, issuerNotAfter);
         this.clock.clearTimeout(s.expiryTimer);
         s.expiryTimer = this.clock.setTimeout(() => this.expire(s, m), Math.max(0, m.notAfter - this.clock.now()));
       },
@@ -157,6 +195,13 @@ export class IdentityManager {
     );
   }
 
+  /** Logged at most every 10 minutes for all identities: every certificate of the node is cut alike. */
+  private warnIssuerEnd(uri: string, issuerNotAfter: number): void {
+    if (this.logLimit.hit('issuer-end', ISSUER_END_LOG_INTERVAL_MS) === null) return;
+    const left = Math.max(0, Math.round((issuerNotAfter - this.clock.now()) / 1000));
+    this.o.log('warn', `the identity service's issuer ends at ${new Date(issuerNotAfter).toISOString()} (in ${left} s): certificates are cut to its end, renewed at most once a minute each, and none can be issued after it; rotate the issuer now (docs/identity.md, rotating the issuer)`, { identity: uri });
+  }
+
   /** The certificate ran out before a new one came: it is withdrawn (no expired certificate is ever presented). */
   private expire(s: Slot, m: CredentialMaterial): void {
     if (s.material !== m || !s.wanted) return;
@@ -172,7 +217,7 @@ export class IdentityManager {
     this.o.log('warn', `certificate for ${s.uri} expired; ${reason}`, { identity: s.uri });
   }
 
-  private async certify(s: Slot): Promise<CredentialMaterial> {
+  private async certify(s: Slot): Promise<{ m: CredentialMaterial; issuerNotAfter: number }> {
     const { keyPem, csrPem } = await this.makeCsr(s.id);
     const r = await this.o.client.certify(s.id, csrPem);
     const leaf = new X509Certificate(r.certificate);
@@ -185,7 +230,9 @@ export class IdentityManager {
     // every peer, and its renewal, due half way through a life already over, asked at once, forever.
     const now = this.clock.now();
     if (!(notAfter > now && notBefore < notAfter)) throw new Error(`the identity service issued a certificate that is not valid now (${leaf.validFrom} to ${leaf.validTo}); check its issuer's end and the clocks of its node and this one`);
-    return { uri: s.uri, keyPem, certChainPem: r.certificate + r.chain.join(''), serial: leaf.serialNumber, notBefore, notAfter };
+    // The chain's earliest end: no certificate under it can outlive that (Infinity: no chain sent).
+    const issuerNotAfter = Math.min(...r.chain.map((p) => Date.parse(new X509Certificate(p).validTo)));
+    return { m: { uri: s.uri, keyPem, certChainPem: r.certificate + r.chain.join(''), serial: leaf.serialNumber, notBefore, notAfter }, issuerNotAfter };
   }
 
   states(): IdentityState[] {
@@ -202,6 +249,8 @@ export class IdentityManager {
         failures: s.failures,
         lastError: s.lastError,
         remainingSeconds: m ? Math.max(0, Math.round((m.notAfter - now) / 1000)) : null,
+        issuerNotAfter: m && s.issuerNotAfter !== null && Number.isFinite(s.issuerNotAfter) ? new Date(s.issuerNotAfter).toISOString() : null,
+        cutByIssuer: m !== null && s.issuerNotAfter !== null && cutByIssuer(m.notAfter, s.issuerNotAfter),
       };
     });
   }

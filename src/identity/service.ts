@@ -6,6 +6,8 @@
 // before they send their token. A token that is no JWT is refused without asking the API server,
 // and the API calls of one request (the review, the node's pods) run within the review gate's
 // bounds (review-gate.ts), so whoever reaches the port cannot make the API server do unbounded work.
+// An issuer near its end is said in status (issuerWarning) and in the log: certificates are cut
+// to its end, so it must be rotated before (agents keep their renewals a minute apart meanwhile).
 import * as https from 'node:https';
 import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -46,6 +48,35 @@ export interface IdentityServiceOptions {
   gate?: ReviewGate;
   /** --status-access loopback: /v1/status only for loopback peers (port-forward); absent: for anyone. */
   statusAccess?: LoopbackAccess;
+}
+
+/** The issuer's end is named in status this long before it (as the trust anchors' in the agent's). */
+export const ISSUER_WARN_DAYS = 30;
+/** The log line that the issuer ends is repeated at most this often while certificates are cut to it. */
+export const ISSUER_WARN_LOG_INTERVAL_MS = 10 * 60_000;
+
+function within(ms: number): string {
+  if (ms >= 2 * 86_400_000) return `${Math.floor(ms / 86_400_000)} days`;
+  if (ms >= 3_600_000) return `${Math.floor(ms / 3_600_000)} h ${Math.floor((ms % 3_600_000) / 60_000)} min`;
+  return `${Math.max(0, Math.round(ms / 1000))} s`;
+}
+
+function hours(ms: number): string {
+  return ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 1000)} s`;
+}
+
+/**
+ * What status says of the issuer's end, or null: expired (nothing can be issued); sooner than the
+ * certificate lifetime (certificates are cut to it: Linkerd's `linkerd check` warns alike); within
+ * 30 days.
+ */
+export function issuerWarning(notAfter: Date, lifetimeMs: number, now: number): string | null {
+  const end = notAfter.toISOString();
+  const left = notAfter.getTime() - now;
+  if (left <= 0) return `the issuer certificate expired at ${end}: no certificate can be issued under it; issue a new one from a valid trust anchor and restart the identity service (docs/identity.md, rotating the issuer)`;
+  if (left < lifetimeMs) return `the issuer certificate ends at ${end} (in ${within(left)}), sooner than the certificate lifetime (${hours(lifetimeMs)}): certificates are cut to its end and agents renew them more often (at most once a minute each); rotate the issuer now (docs/identity.md, rotating the issuer)`;
+  if (left < ISSUER_WARN_DAYS * 86_400_000) return `the issuer certificate ends at ${end} (in ${within(left)}); rotate it before then (docs/identity.md, rotating the issuer)`;
+  return null;
 }
 
 /** A refusal is logged once per peer address and cause in this long (stats count them all). */
@@ -102,9 +133,17 @@ export class IdentityService {
     // Past the issuer's end a certificate would end before it starts (and not verify anyway):
     // the agent would take it and ask again at once, forever.
     if (end <= now) throw new HttpError(503, `the issuer certificate (or the trust anchor above it) expired at ${this.o.issuer.notAfter.toISOString()}: no certificate can be issued under it; issue a new one from a valid trust anchor and restart the identity service (docs/identity.md, rotating the issuer)`);
+    if (end < now + this.lifetimeMs) this.warnIssuerEnd();
     const pem = await signWorkloadCsr(this.o.issuer, csrPem, { id, notBefore, notAfter: new Date(end) });
     const c = new X509Certificate(pem);
     return { certificate: pem, chain: [this.o.issuer.certPem], notBefore: notBefore.toISOString(), notAfter: new Date(end).toISOString(), serial: c.serialNumber };
+  }
+
+  /** The issuer's warning in the log, at most every 10 minutes (the cut certificates call it each time). */
+  private warnIssuerEnd(): void {
+    const w = issuerWarning(this.o.issuer.notAfter, this.lifetimeMs, this.now());
+    if (w === null || this.logLimit.hit('issuer-end', ISSUER_WARN_LOG_INTERVAL_MS) === null) return;
+    this.o.log('warn', w, { issuerNotAfter: this.o.issuer.notAfter.toISOString() });
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -122,6 +161,8 @@ export class IdentityService {
     this.addr = `${a.address}:${a.port}`;
     this.stats.listen = this.addr;
     this.scheduleSelfRenewal();
+    // Within 30 days (a cut own certificate has said it already, within the interval).
+    this.warnIssuerEnd();
     return { host: a.address, port: a.port };
   }
 
@@ -153,7 +194,7 @@ export class IdentityService {
 
   /** The stats with the review gate's and the status' own gate's (what /v1/status answers). */
   state() {
-    return { ...this.stats, reviewGate: this.gate.state(), statusAccess: this.o.statusAccess?.state() ?? { mode: 'any' } };
+    return { ...this.stats, issuerWarning: issuerWarning(this.o.issuer.notAfter, this.lifetimeMs, this.now()), reviewGate: this.gate.state(), statusAccess: this.o.statusAccess?.state() ?? { mode: 'any' } };
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
