@@ -113,12 +113,12 @@ test('mesh-agent controller --kubeconfig: one set of watches for any number of a
   t.like(st, { configured: true, agents: 3, agentsLive: 3, services: 1, slices: 2, pods: 1, source: { kind: 'kubernetes', server: api.url, connected: true, lastError: null } });
 });
 
-function inProcess(t: any, api: SimApiServer) {
+function inProcess(t: any, api: SimApiServer, pageSize?: number) {
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigJson(api));
   const hub = new DiscoveryHub({ log: () => {} });
   const errors: string[] = [];
-  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 100 } });
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 100 }, pageSize });
   t.teardown(() => src.stop());
   return { hub, src, errors };
 }
@@ -160,6 +160,31 @@ test('a relist after 410 Gone sends the agents only what differs, on the same st
   await waitFor(() => relists() >= listed + 3 && a.store.podByIp('10.1.1.1') === undefined && a.store.byVip(web.spec.clusterIP, 80)?.endpoints.length === 2, 10_000);
   t.is(a.client.status().lines, lines + 2, 'the slice and the pod, not the world');
   t.is(a.client.status().reconnects, 0);
+});
+
+test('a paged list whose continue token expires (a list slower than the API server keeps its history) is done again in one unpaged request, not restarted page by page forever', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (let i = 0; i < 5; i++) api.create(service(`s-${i}`));
+  // Every services page after the first finds its version compacted away (a busy cluster).
+  let armed = true;
+  t.teardown(() => void (armed = false));
+  void (async () => {
+    for (let n = 0; armed; n++) {
+      const s = api.stallRequests((r) => r.resource === 'services' && !!r.query.continue);
+      await s.stalled;
+      api.create(pod(`busy-${n}`, `10.9.0.${n + 1}`, 'n9'));
+      api.compact();
+      s.release();
+    }
+  })();
+  const { hub, src, errors } = inProcess(t, api, 2);
+  src.start();
+  await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${errors.slice(-3).join('; ')}`);
+  t.is(hub.counts().services, 5);
+  const services = api.requests.filter((r) => r.resource === 'services' && !r.watch);
+  t.deepEqual(services.map((r) => [r.query.limit ?? null, r.status]), [['2', 200], ['2', 410], [null, 200]], 'first page, expired second page, one full list');
+  t.is(errors.filter((e) => e === 'discovery: list services: the continue token expired after 1 page (410: the list took longer than the API server keeps its history); listing again in one request without paging').length, 1, errors.join('\n'));
 });
 
 test('403 on list: the error names the controller\'s ClusterRole; retried, it recovers once granted', async (t) => {

@@ -225,6 +225,22 @@ test('stallRequests: a request it selects gets no answer until the release, then
   t.deepEqual([r.status, r.body.items.map((o: any) => o.metadata.name)], [200, ['a']]);
 });
 
+test('lists page in key order (limit, metadata.continue at the first page\'s version); a continue token from before a compaction is 410 Expired', async (t) => {
+  const api = await server(t);
+  for (const n of ['c', 'a', 'e', 'b', 'd']) api.create(podObject({ name: n, nodeName: 'node-a' }));
+  const names = (r: { body: any }) => r.body.items.map((o: any) => o.metadata.name);
+  const p1 = await get(api, '/api/v1/pods?limit=2');
+  t.deepEqual(names(p1), ['a', 'b']);
+  api.create(podObject({ name: 'f', nodeName: 'node-a' }));
+  const p2 = await get(api, `/api/v1/pods?limit=2&continue=${p1.body.metadata.continue}`);
+  t.deepEqual([names(p2), p2.body.metadata.resourceVersion], [['c', 'd'], p1.body.metadata.resourceVersion]);
+  t.is((await get(api, '/api/v1/pods')).body.items.length, 6, 'no limit: all');
+  api.compact();
+  const expired = await get(api, `/api/v1/pods?limit=2&continue=${p2.body.metadata.continue}`);
+  t.deepEqual([expired.status, expired.body.reason, expired.body.code], [410, 'Expired', 410]);
+  t.is((await get(api, '/api/v1/pods?limit=2&continue=nonsense')).status, 400);
+});
+
 test('Services get a ClusterIP from the service CIDR, the defaults the real server sets, and its validation', async (t) => {
   const api = await server(t, { serviceCidr: '10.96.0.0/16' });
   const a = api.create(serviceObject({ name: 'a', ports: [{ port: 80 }] }));

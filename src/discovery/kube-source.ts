@@ -5,6 +5,7 @@
 // 100,000 pods cost what their lines cost.
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../k8s/client-node-api.ts';
+import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { statusOf, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';
@@ -50,11 +51,6 @@ function keep(kind: ResourceKind, o: Obj, namespaces: NamespaceAnnotations): Kep
   return { metadata: { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion }, prepared: prepare(kind, o, kind === 'pod' ? namespaces.get(md.namespace) : undefined) };
 }
 
-interface Paged {
-  items: Obj[];
-  metadata?: { resourceVersion?: string; _continue?: string };
-}
-
 export class DiscoveryKubeSource {
   private readonly o: DiscoveryKubeSourceOptions;
   private reflectors = new Map<ResourceKind, Reflector>();
@@ -91,24 +87,15 @@ export class DiscoveryKubeSource {
       this.lastError = e.message;
       this.o.onError(e);
     };
-    const pages = (kind: ResourceKind, page: (cont: string | undefined) => Promise<Paged>) => async () => {
+    const pages = (kind: ResourceKind, name: string, page: (limit: number | undefined, cont: string | undefined) => Promise<Page>) => async () => {
       // Page by page, each prepared before the next is fetched: a 100,000-pod list never sits whole in memory.
       if (kind === 'pod') this.podListFrom = namespaces.changes;
-      const items: Obj[] = [];
-      let cont: string | undefined;
-      let resourceVersion = '';
-      do {
-        const l = await page(cont);
-        for (const i of l.items) items.push(keep(kind, i, namespaces));
-        if (!resourceVersion) resourceVersion = l.metadata?.resourceVersion ?? '';
-        cont = l.metadata?._continue || undefined;
-      } while (cont);
-      return { items, resourceVersion };
+      return listPaged({ page, limit, keep: (i) => keep(kind, i, namespaces), onExpired: (n) => say(`discovery: ${expiredListMessage(name, n)}`) });
     };
     const defs: Array<{ kind: ResourceKind; name: string; path: string; list: () => Promise<{ items: Obj[]; resourceVersion: string }> }> = [
-      { kind: 'service', name: 'services', path: '/api/v1/services', list: pages('service', (c) => core.listServiceForAllNamespaces({ limit, _continue: c })) },
-      { kind: 'slice', name: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', list: pages('slice', (c) => disco.listEndpointSliceForAllNamespaces({ limit, _continue: c })) },
-      { kind: 'pod', name: 'pods', path: '/api/v1/pods', list: pages('pod', (c) => core.listPodForAllNamespaces({ limit, _continue: c })) },
+      { kind: 'service', name: 'services', path: '/api/v1/services', list: pages('service', 'services', (l, c) => core.listServiceForAllNamespaces({ limit: l, _continue: c })) },
+      { kind: 'slice', name: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', list: pages('slice', 'endpointslices', (l, c) => disco.listEndpointSliceForAllNamespaces({ limit: l, _continue: c })) },
+      { kind: 'pod', name: 'pods', path: '/api/v1/pods', list: pages('pod', 'pods', (l, c) => core.listPodForAllNamespaces({ limit: l, _continue: c })) },
     ];
     for (const d of defs) {
       const r: Reflector = new Reflector({

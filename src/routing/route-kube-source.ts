@@ -10,6 +10,7 @@
 import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
 import { statusOf } from '../k8s/watch-errors.ts';
+import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { Reflector } from '../k8s/watch-reflector.ts';
 import type { MeshObjectKind, MeshObjects } from '../discovery/mesh-objects.ts';
 import { ROUTE_PLURALS, type StatusApi } from './route-status.ts';
@@ -65,16 +66,14 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       name: d.plural,
       path: `/apis/${d.group}/${d.version}/${d.plural}`,
       list: async () => {
-        const items: Obj[] = [];
-        let cont: string | undefined;
-        let resourceVersion = '';
+        let listed: { items: Obj[]; resourceVersion: string };
         try {
-          do {
-            const l = (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit: o.pageSize, _continue: cont })) as Obj;
-            for (const i of l.items ?? []) items.push(keep(i));
-            if (!resourceVersion) resourceVersion = l.metadata?.resourceVersion ?? '';
-            cont = l.metadata?._continue || undefined;
-          } while (cont);
+          listed = await listPaged({
+            page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont })) as Page,
+            limit: o.pageSize,
+            keep,
+            onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
+          });
         } catch (e) {
           if (statusOf(e) !== 404) throw e;
           // No CRD: listed and empty; the watch from "now" picks the objects up once it exists.
@@ -85,7 +84,7 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
           return { items: [], resourceVersion: '' };
         }
         absent.delete(d.kind);
-        return { items, resourceVersion };
+        return listed;
       },
       watch: o.watch,
       server: o.server,

@@ -104,6 +104,16 @@ function keyOf(namespace: string | undefined, name: string): string {
   return namespace ? `${namespace}/${name}` : name;
 }
 
+/** A continue token this server issued: the first page's resourceVersion and the last key served. */
+function parseContinue(token: string): { rv: number; after: string } | undefined {
+  try {
+    const c = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+    return Number.isInteger(c?.rv) && typeof c?.after === 'string' ? { rv: c.rv, after: c.after } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function now(): string {
   return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
@@ -575,10 +585,25 @@ export class SimApiServer {
       throw e;
     }
     if (!watch) {
+      // Paged as the real server pages: in key order, `limit` at a time; `continue` carries the
+      // first page's resourceVersion and the last key served, and expires (410) once that
+      // version is compacted away. Later pages read the current objects, not those at that version.
+      let rv = this.#rv;
+      let after: string | undefined;
+      if (query.continue) {
+        const c = parseContinue(query.continue);
+        if (!c) return fail(400, 'BadRequest', `continue key is not valid: ${query.continue.slice(0, 100)}`);
+        if (c.rv < target.kind.compactedRv) return fail(410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.');
+        ({ rv, after } = c);
+      }
+      const matching = [...target.kind.objects.entries()].filter(([key, o]) => (after === undefined || key > after) && this.#matches(sel, o)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      const limit = Number(query.limit);
+      const page = Number.isInteger(limit) && limit > 0 && matching.length > limit ? matching.slice(0, limit) : matching;
+      const cont = page.length < matching.length ? Buffer.from(JSON.stringify({ rv, after: page[page.length - 1]![0] })).toString('base64url') : undefined;
       // Like the real server, list items carry neither kind nor apiVersion.
-      const items = [...target.kind.objects.values()].filter((o) => this.#matches(sel, o)).map(({ kind: _k, apiVersion: _a, ...rest }) => rest);
+      const items = page.map(([, { kind: _k, apiVersion: _a, ...rest }]) => rest);
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(this.#rv) }, items }));
+      res.end(JSON.stringify({ kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata: { resourceVersion: String(rv), ...(cont ? { continue: cont } : {}) }, items }));
       return;
     }
     this.#watch(res, target.kind, sel, query);
