@@ -15,6 +15,8 @@ import { DiscoveryClient } from '../src/discovery/client.ts';
 import { DiscoveryHub } from '../src/discovery/hub.ts';
 import { DiscoveryKubeSource, CONTROLLER_RBAC_HINT } from '../src/discovery/kube-source.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
+import type { MeshObjects } from '../src/discovery/mesh-objects.ts';
+import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
 import { until, waitFor, within } from './helpers/until.ts';
@@ -185,6 +187,36 @@ test('a paged list whose continue token expires (a list slower than the API serv
   const services = api.requests.filter((r) => r.resource === 'services' && !r.watch);
   t.deepEqual(services.map((r) => [r.query.limit ?? null, r.status]), [['2', 200], ['2', 410], [null, 200]], 'first page, expired second page, one full list');
   t.is(errors.filter((e) => e === 'discovery: list services: the continue token expired after 1 page (410: the list took longer than the API server keeps its history); listing again in one request without paging').length, 1, errors.join('\n'));
+});
+
+test('403 on one route kind (a ClusterRole from before routes were read): the rest of discovery syncs, the fix is said once however often the watch is retried, and the routes come once granted', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
+  api.create(service('web'));
+  api.setFailure(403, 'any', 'httproutes');
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const logs: string[] = [];
+  const upserted: string[] = [];
+  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert: (o: KubeObject) => upserted.push(`${o.kind} ${o.metadata.name}`) > 0 } as unknown as MeshObjects;
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: (m) => logs.push(m), backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  src.start();
+  await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${errors.slice(-3).join('; ')}`);
+  t.is(hub.counts().services, 1);
+  // The watch keeps being refused meanwhile (with backoff); that is not news each time.
+  const refused = () => api.requests.filter((r) => r.resource === 'httproutes' && r.status === 403).length;
+  await waitFor(() => refused() >= 4, 10_000);
+  const said = [...logs, ...errors].filter((m) => /httproutes/.test(m));
+  t.is(said.length, 1, said.join('\n'));
+  t.regex(said[0]!, /^HTTPRoute \(gateway\.networking\.k8s\.io\/v1\): HTTP 403: the controller's ServiceAccount may not list\/watch httproutes \(gateway\.networking\.k8s\.io\); going on without HTTPRoute objects until it may: apply the ClusterRole from mesh-agent install/);
+  api.setFailure(null);
+  api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'r1', namespace: 'shop' }, spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web' }] } });
+  await waitFor(() => upserted.includes('HTTPRoute r1'), 10_000);
+  t.pass();
 });
 
 test('403 on list: the error names the controller\'s ClusterRole; retried, it recovers once granted', async (t) => {

@@ -4,8 +4,9 @@
 // and SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
 // (specs.smi-spec.io/v1alpha4), each listed and watched once with the same reflector, into the
 // route and access indexes (discovery/mesh-objects.ts). Their CRDs are
-// not ours to install: a kind whose CRD is missing (404) counts as listed and empty, is said
-// once, and is watched for, so routes work once the CRDs are installed. The status API writes
+// not ours to install: a kind whose CRD is missing (404), or that the controller may not read
+// (403: a ClusterRole from before the kind was read), counts as listed and empty, is said once,
+// and is watched for, so routes work once the CRDs are installed or the grant applied. The status API writes
 // the routes' status through the status subresource (route-status.ts).
 import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
@@ -58,7 +59,8 @@ export interface RouteReflectorsOptions {
 /** One reflector per route kind, feeding the route index. */
 export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
   const api = o.kc.makeApiClient(CustomObjectsApi);
-  const absent = new Set<MeshObjectKind>();
+  /** Kinds listed as empty because the API server refused them: no CRD (404), or no grant (403). */
+  const absent = new Map<MeshObjectKind, 403 | 404>();
   return ROUTE_KINDS.map((d) => {
     const apiVersion = `${d.group}/${d.version}`;
     const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion);
@@ -75,11 +77,16 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
             onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
           });
         } catch (e) {
-          if (statusOf(e) !== 404) throw e;
-          // No CRD: listed and empty; the watch from "now" picks the objects up once it exists.
-          if (!absent.has(d.kind)) {
-            absent.add(d.kind);
-            o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} routes take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
+          const status = statusOf(e);
+          if (status !== 404 && status !== 403) throw e;
+          // No CRD, or a ClusterRole from before this kind was read: listed and empty, so the rest
+          // of discovery is not held back; the watch from "now" (retried with backoff) picks the
+          // objects up once the CRD is installed or the grant applied.
+          if (absent.get(d.kind) !== status) {
+            absent.set(d.kind, status);
+            o.log(status === 404
+              ? `${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} routes take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`
+              : `${d.kind} (${apiVersion}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on without ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install`);
           }
           return { items: [], resourceVersion: '' };
         }
@@ -93,8 +100,10 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       rbacHint: ROUTES_RBAC_HINT,
       transform: keep,
       onError: (e) => {
-        // A missing CRD's watch fails the same way every time: said once, in list().
-        if (absent.has(d.kind) && / 404|HTTP 404|not found/i.test(e.message)) return;
+        // A missing CRD's or grant's watch fails the same way every time: said once, in list().
+        const why = absent.get(d.kind);
+        if (why === 404 && / 404|HTTP 404|not found/i.test(e.message)) return;
+        if (why === 403 && /HTTP 403/.test(e.message)) return;
         o.onError(e);
       },
       onChange: (op, key, obj) => {
