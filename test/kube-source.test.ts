@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { KubeSource, type KubeSourceOptions } from '../src/k8s/kube-source.ts';
-import { LeanKubeApi } from '../src/k8s/kube-api.ts';
+import { LeanKubeApi, type WatchClient } from '../src/k8s/kube-api.ts';
+import { Reflector } from '../src/k8s/watch-reflector.ts';
 import { refusedPort } from './helpers/ports.ts';
 import type { Snapshot } from '../src/k8s/objects.ts';
 import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
@@ -398,4 +399,49 @@ test('a watch the API server never answers (no headers) is given up after the re
   t.true(s.errors.some((m) => /watch pods: the API server at .* did not answer in time/.test(m)), s.errors.join('\n'));
   await waitFor(() => held[0]!.socket === null || held[0]!.socket.destroyed, 2000);
   t.pass('the unanswered request was closed, not leaked');
+});
+
+/** A reflector over a scripted watch client: `serve` plays each watch, then the stream ends. */
+function scripted(t: { teardown: (f: () => void) => void }, serve: (onEvent: (type: string, obj: any) => void) => void) {
+  const watches: number[] = [];
+  const lists: number[] = [];
+  let rv = 10;
+  const watch: WatchClient = {
+    async watch(_p, _q, onEvent, onDone) {
+      watches.push(Date.now());
+      setImmediate(() => {
+        serve(onEvent);
+        onDone(null);
+      });
+      return { abort() {} };
+    },
+  };
+  const r = new Reflector({
+    name: 'pods', path: '/api/v1/pods', server: 'http://test', watch, watchdogMs: 60_000,
+    backoff: { initialMs: 40, maxMs: 10_000 },
+    list: async () => {
+      lists.push(Date.now());
+      return { items: [], resourceVersion: String(rv++) };
+    },
+    onChange: () => {}, onSynced: () => {}, onError: () => {},
+  });
+  void r.run();
+  t.teardown(() => r.stop());
+  return { watches, lists };
+}
+
+// With equal jitter each wait is at least half its step: 20 + 40 + 80 + 160 ms before the fifth try.
+const BACKED_OFF_4 = 300;
+
+test('a server that ends every watch at once, even one that delivered an event, is not hammered: re-watches back off (client-go\'s "very short watch")', async (t) => {
+  let n = 0;
+  const { watches } = scripted(t, (onEvent) => onEvent('MODIFIED', { ...podObject({ name: 'p', nodeName: NODE }), metadata: { name: 'p', namespace: 'default', resourceVersion: String(100 + n++) } }));
+  await waitFor(() => watches.length >= 5, 10_000);
+  t.true(watches[4]! - watches[0]! >= BACKED_OFF_4, `five watches within ${watches[4]! - watches[0]!} ms`);
+});
+
+test('a server that answers every watch 410 Gone is not relisted in a hot loop: relists back off', async (t) => {
+  const { lists } = scripted(t, (onEvent) => onEvent('ERROR', { kind: 'Status', code: 410, reason: 'Expired' }));
+  await waitFor(() => lists.length >= 5, 10_000);
+  t.true(lists[4]! - lists[0]! >= BACKED_OFF_4, `five lists within ${lists[4]! - lists[0]!} ms`);
 });

@@ -39,6 +39,9 @@ type WatchEnd =
   | { kind: 'error'; events: number; err: unknown }
   | { kind: 'stopped'; events: number };
 
+/** A watch that ended sooner than this is not healthy (client-go's "very short watch"). */
+const SHORT_WATCH_MS = 1_000;
+
 export function objectKey(o: Obj): string {
   const md = o?.metadata ?? {};
   return md.namespace ? `${md.namespace}/${md.name}` : String(md.name);
@@ -81,7 +84,8 @@ export class Reflector {
           this.resourceVersion = l.resourceVersion;
           needList = false;
           this.synced = true;
-          this.backoff.reset();
+          // No backoff reset here: a list that succeeds before a watch that fails at once (a
+          // server answering every watch 410) would otherwise relist in a flat loop.
           this.o.onSynced();
         } catch (e) {
           if (this.stopped) return;
@@ -96,18 +100,23 @@ export class Reflector {
       this.connected = false;
       if (this.stopped || end.kind === 'stopped') return;
       this.restarts++;
-      // A watch that delivered something was healthy: the next failure starts the backoff over.
-      if (end.events > 0) this.backoff.reset();
+      // A watch that stayed open was healthy: the next failure starts the backoff over. One that
+      // ended within a second, whatever it delivered and however it ended, is a server or path
+      // in trouble: the next request waits for the backoff, which keeps growing, so a server that
+      // ends every watch at once (closed, 410, an error) is not hammered with watches or lists
+      // (client-go's "very short watch" backs off and relists; we resume).
+      const short = Date.now() - openedAt < SHORT_WATCH_MS;
+      if (!short) this.backoff.reset();
       const resume = `resuming from resourceVersion ${this.resourceVersion}`;
       if (end.kind === 'gone' || (end.kind === 'error' && statusOf(end.err) === 410)) {
         needList = true;
         this.report(`watch ${this.o.name} from resourceVersion ${from}: expired (410 Gone); relisting`);
+        if (short) await this.sleep(this.backoff.next());
       } else if (end.kind === 'silent') {
         this.report(`watch ${this.o.name} silent for ${this.o.watchdogMs} ms (no events, no bookmarks); restarting, ${resume}`);
       } else if (end.kind === 'closed') {
         this.report(`watch ${this.o.name} closed by the API server; ${resume}`);
-        // A server that ends every watch at once must not be hammered.
-        if (end.events === 0 && Date.now() - openedAt < 1_000) await this.sleep(this.backoff.next());
+        if (short) await this.sleep(this.backoff.next());
       } else {
         this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.o.rbacHint)}; ${resume}`);
         await this.sleep(this.backoff.next());
