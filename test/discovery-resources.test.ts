@@ -214,3 +214,32 @@ test('one file from a ConfigMap volume (a symlink through ..data): kubelet\'s up
   await waitFor(() => hub.counts().pods === 2, 5000);
   t.deepEqual(errors, []);
 });
+
+test('one file missing is said once, however many events its directory sees meanwhile, and again after it came back and went again', (t) => {
+  const dir = testTempDir(t);
+  const file = path.join(dir, 'cluster.yaml');
+  fs.writeFileSync(file, services + pods(['web-0']));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const files = new ResourceFiles(file, hub, (e) => errors.push(e.message));
+  files.start();
+  // Reloads driven by hand, one per directory event: the kernel's events are not ours to count.
+  files.stop();
+  const reload = () => (files as unknown as { reload(): void }).reload();
+  const missing = () => errors.filter((m) => /cluster\.yaml is missing; keeping its last good objects/.test(m)).length;
+  fs.rmSync(file);
+  for (const n of ['a.txt', 'b.txt', 'c.txt']) {
+    fs.writeFileSync(path.join(dir, n), 'other files beside it');
+    reload();
+  }
+  t.is(missing(), 1, errors.join('\n'));
+  t.regex(files.state().lastError ?? '', /is missing/);
+  fs.writeFileSync(file, services + pods(['web-0', 'web-1']));
+  reload();
+  t.is(hub.counts().pods, 2);
+  fs.rmSync(file);
+  reload();
+  reload();
+  t.is(missing(), 2, errors.join('\n'));
+  t.is(hub.counts().pods, 2, 'kept');
+});

@@ -61,6 +61,8 @@ export class ResourceFiles {
   private lastError: string | null = null;
   /** Duplicates already reported, so each is said once. */
   private saidDuplicate = new Set<string>();
+  /** The path's absence (or the directory's) as last said: said once until it changes, not at every event beside it. */
+  private saidMissing: string | null = null;
 
   private readonly routes: MeshObjects | undefined;
   private readonly namespaces: NamespaceAnnotations;
@@ -140,6 +142,13 @@ export class ResourceFiles {
     this.onError(new Error(msg));
   }
 
+  /** Every event in the directory reloads: an absence is said when it starts or changes, then stays in lastError. */
+  private failMissing(msg: string): void {
+    if (msg === this.saidMissing) return;
+    this.saidMissing = msg;
+    this.fail(msg);
+  }
+
   private stampOf(f: string): string | null {
     try {
       const s = fs.statSync(f);
@@ -191,14 +200,15 @@ export class ResourceFiles {
       now = new Set(this.list());
     } catch (e) {
       // The directory itself is gone or unreadable: that is not "no objects".
-      this.fail(`--resources ${this.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; keeping the last good objects`);
+      this.failMissing(`--resources ${this.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; keeping the last good objects`);
       return;
     }
     if (!this.isDir && !now.has(this.path)) {
       // One file given: it being absent is a save in progress or a mistake, never "delete everything".
-      this.fail(`--resources ${this.path} is missing; keeping its last good objects`);
+      this.failMissing(`--resources ${this.path} is missing; keeping its last good objects`);
       return;
     }
+    this.saidMissing = null;
     const touched = new Set<string>();
     for (const f of [...this.files.keys()]) {
       if (now.has(f)) continue;
