@@ -445,3 +445,47 @@ test('a server that answers every watch 410 Gone is not relisted in a hot loop: 
   await waitFor(() => lists.length >= 5, 10_000);
   t.true(lists[4]! - lists[0]! >= BACKED_OFF_4, `five lists within ${lists[4]! - lists[0]!} ms`);
 });
+
+/** A raw API server that answers lists with `list` (null: never) and never answers a watch; counts requests and their closes. */
+async function hangingServer(t: { teardown: (f: () => Promise<void> | void) => void }, list: string | null) {
+  const seen = { lists: 0, watches: 0, closed: 0 };
+  const server = http.createServer((req, res) => {
+    const watch = /[?&]watch=true/.test(req.url ?? '');
+    if (watch) seen.watches++;
+    else seen.lists++;
+    if (!watch && list !== null) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(list);
+      return;
+    }
+    req.socket.on('close', () => seen.closed++);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  const { port } = server.address() as { port: number };
+  return { seen, api: new LeanKubeApi({ server: `http://127.0.0.1:${port}`, insecure: true, token: 't' }) };
+}
+
+test('stop() aborts the lists in flight at once (not after their 60 s timeout): a stopping agent is not kept alive by them', async (t) => {
+  const { seen, api } = await hangingServer(t, null);
+  const src = new KubeSource({ nodeName: NODE, api, onSnapshot: () => {}, onError: () => {} });
+  const started = src.start();
+  await waitFor(() => seen.lists === 2, 5000);
+  src.stop();
+  await t.throwsAsync(started, { message: /stopped before the first list/ });
+  await waitFor(() => seen.closed === 2, 5000);
+  t.is(seen.closed, 2);
+});
+
+test('stop() aborts watches the API server has not answered yet at once', async (t) => {
+  const { seen, api } = await hangingServer(t, JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
+  const src = new KubeSource({ nodeName: NODE, api, onSnapshot: () => {}, onError: () => {} });
+  await src.start();
+  await waitFor(() => seen.watches === 2, 5000);
+  src.stop();
+  await waitFor(() => seen.closed === 2, 5000);
+  t.is(seen.closed, 2);
+});

@@ -87,12 +87,12 @@ export class DiscoveryKubeSource {
       this.lastError = e.message;
       this.o.onError(e);
     };
-    const pages = (kind: ResourceKind, name: string, page: (limit: number | undefined, cont: string | undefined) => Promise<Page>) => async () => {
+    const pages = (kind: ResourceKind, name: string, page: (limit: number | undefined, cont: string | undefined) => Promise<Page>) => async (signal: AbortSignal) => {
       // Page by page, each prepared before the next is fetched: a 100,000-pod list never sits whole in memory.
       if (kind === 'pod') this.podListFrom = namespaces.changes;
-      return listPaged({ page, limit, keep: (i) => keep(kind, i, namespaces), onExpired: (n) => say(`discovery: ${expiredListMessage(name, n)}`) });
+      return listPaged({ page, limit, keep: (i) => keep(kind, i, namespaces), onExpired: (n) => say(`discovery: ${expiredListMessage(name, n)}`), signal });
     };
-    const defs: Array<{ kind: ResourceKind; name: string; path: string; list: () => Promise<{ items: Obj[]; resourceVersion: string }> }> = [
+    const defs: Array<{ kind: ResourceKind; name: string; path: string; list: (signal: AbortSignal) => Promise<{ items: Obj[]; resourceVersion: string }> }> = [
       { kind: 'service', name: 'services', path: '/api/v1/services', list: pages('service', 'services', (l, c) => core.listServiceForAllNamespaces({ limit: l, _continue: c })) },
       { kind: 'slice', name: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', list: pages('slice', 'endpointslices', (l, c) => disco.listEndpointSliceForAllNamespaces({ limit: l, _continue: c })) },
       { kind: 'pod', name: 'pods', path: '/api/v1/pods', list: pages('pod', 'pods', (l, c) => core.listPodForAllNamespaces({ limit: l, _continue: c })) },

@@ -19,14 +19,15 @@ export interface WatchClient {
    * Opens a watch; resolves once the server answered 200 (rejects with `statusCode` otherwise).
    * onEvent per line; onDone once, with the error that ended the stream or null.
    */
-  watch(path: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void): Promise<{ abort(): void }>;
+  watch(path: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void, signal?: AbortSignal): Promise<{ abort(): void }>;
 }
 
 /** What KubeSource needs of an API client. */
 export interface KubeApi extends WatchClient {
   /** https://host:port, for messages. */
   readonly server: string;
-  list(path: string, query: Record<string, string | undefined>): Promise<{ items: Obj[]; resourceVersion: string }>;
+  /** `signal`: abort the request (a stopping reflector), also before the answer came. */
+  list(path: string, query: Record<string, string | undefined>, signal?: AbortSignal): Promise<{ items: Obj[]; resourceVersion: string }>;
 }
 
 /** A kubeconfig's current context reduced to what a TLS client needs. */
@@ -159,14 +160,14 @@ export class LeanKubeApi implements KubeApi {
     return h;
   }
 
-  private async request(p: string, query: Record<string, string | number | boolean | undefined>, method = 'GET', headers: http.OutgoingHttpHeaders = {}): Promise<http.ClientRequest> {
+  private async request(p: string, query: Record<string, string | number | boolean | undefined>, method = 'GET', headers: http.OutgoingHttpHeaders = {}, signal?: AbortSignal): Promise<http.ClientRequest> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
     const base = this.url.pathname.replace(/\/+$/, '');
     const { mod, agent } = await this.client;
     // URL keeps an IPv6 literal's brackets ("[fd00::1]"); node:http looks a bracketed host up as a name (ENOTFOUND).
     const host = this.url.hostname.startsWith('[') ? this.url.hostname.slice(1, -1) : this.url.hostname;
-    return mod.request({ host, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method, agent, headers: { ...this.headers(), ...headers } });
+    return mod.request({ host, port: this.url.port || undefined, path: `${base}${p}${q.size ? `?${q}` : ''}`, method, agent, headers: { ...this.headers(), ...headers }, signal });
   }
 
   /** Sends the request (with `body`) and reads the whole answer, within the request timeout; `what` names it in errors. */
@@ -184,8 +185,8 @@ export class LeanKubeApi implements KubeApi {
     });
   }
 
-  async list(p: string, query: Record<string, string | undefined>): Promise<{ items: Obj[]; resourceVersion: string }> {
-    const { status, text } = await this.exchange(await this.request(p, query), `list ${p}`);
+  async list(p: string, query: Record<string, string | undefined>, signal?: AbortSignal): Promise<{ items: Obj[]; resourceVersion: string }> {
+    const { status, text } = await this.exchange(await this.request(p, query, 'GET', {}, signal), `list ${p}`);
     if (status !== 200) throw httpError(`list ${p}`, status, text);
     let l: Obj;
     try {
@@ -205,8 +206,8 @@ export class LeanKubeApi implements KubeApi {
     return o;
   }
 
-  async watch(p: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void): Promise<{ abort(): void }> {
-    const req = await this.request(p, { ...query, watch: true });
+  async watch(p: string, query: Record<string, string | number | boolean | undefined>, onEvent: (type: string, obj: Obj) => void, onDone: (err: unknown) => void, signal?: AbortSignal): Promise<{ abort(): void }> {
+    const req = await this.request(p, { ...query, watch: true }, 'GET', {}, signal);
     return new Promise((resolve, reject) => {
       let done = false;
       let aborted = false;

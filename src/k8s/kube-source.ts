@@ -94,8 +94,8 @@ export class KubeSource {
       fieldSelector,
       onSynced,
       onChange,
-      list: async () => {
-        const l = await api.list('/api/v1/pods', { fieldSelector });
+      list: async (signal) => {
+        const l = await api.list('/api/v1/pods', { fieldSelector }, signal);
         return { items: l.items.map((i) => ({ ...i, kind: 'Pod' })), resourceVersion: l.resourceVersion };
       },
     });
@@ -105,8 +105,8 @@ export class KubeSource {
       path: '/api/v1/namespaces',
       onSynced,
       onChange,
-      list: async () => {
-        const l = await api.list('/api/v1/namespaces', {});
+      list: async (signal) => {
+        const l = await api.list('/api/v1/namespaces', {}, signal);
         return { items: l.items.map((i) => ({ ...i, kind: 'Namespace' })), resourceVersion: l.resourceVersion };
       },
     });

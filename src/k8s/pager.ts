@@ -21,6 +21,8 @@ export interface PagedListOptions {
   keep: (o: Obj) => Obj;
   /** Told when a page's continue token expired and the list falls back to one request. */
   onExpired: (pagesRead: number) => void;
+  /** A stopping reflector: no further page is fetched. */
+  signal?: AbortSignal;
 }
 
 export async function listPaged(o: PagedListOptions): Promise<{ items: Obj[]; resourceVersion: string }> {
@@ -29,12 +31,14 @@ export async function listPaged(o: PagedListOptions): Promise<{ items: Obj[]; re
   let resourceVersion = '';
   let pages = 0;
   do {
+    o.signal?.throwIfAborted();
     let l: Page;
     try {
       l = await o.page(o.limit, cont);
     } catch (e) {
       // Only a later page's expiry: a 410 on the first page is not about a continue token.
       if (cont === undefined || statusOf(e) !== 410) throw e;
+      o.signal?.throwIfAborted();
       o.onExpired(pages);
       const full = await o.page(undefined, undefined);
       return { items: (full.items ?? []).map(o.keep), resourceVersion: full.metadata?.resourceVersion ?? '' };

@@ -12,7 +12,8 @@ export interface ReflectorOptions {
   /** Collection path, e.g. /api/v1/pods. */
   path: string;
   fieldSelector?: string;
-  list: () => Promise<{ items: Obj[]; resourceVersion: string }>;
+  /** `signal` aborts when stop() is called: the list in flight should end then. */
+  list: (signal: AbortSignal) => Promise<{ items: Obj[]; resourceVersion: string }>;
   watch: WatchClient;
   /** API server address, for messages. */
   server: string;
@@ -59,6 +60,8 @@ export class Reflector {
   private stopped = false;
   private sleeping?: { timer: NodeJS.Timeout; wake: () => void };
   private abortWatch?: () => void;
+  /** Aborted by stop(): the list and the watch request in flight end at once, not at their timeout. */
+  private readonly stopping = new AbortController();
 
   constructor(o: ReflectorOptions) {
     this.o = o;
@@ -76,7 +79,7 @@ export class Reflector {
     while (!this.stopped) {
       if (needList) {
         try {
-          const l = await this.o.list();
+          const l = await this.o.list(this.stopping.signal);
           if (this.stopped) return;
           this.store.clear();
           const keep = this.o.transform ?? ((x: Obj) => x);
@@ -126,6 +129,7 @@ export class Reflector {
 
   stop() {
     this.stopped = true;
+    this.stopping.abort();
     this.abortWatch?.();
     if (this.sleeping) {
       clearTimeout(this.sleeping.timer);
@@ -210,7 +214,7 @@ export class Reflector {
       // Randomised server-side timeout, as client-go does, so watches of many agents do not expire together.
       const timeoutSeconds = Math.round(300 * (1 + Math.random()));
       this.o.watch
-        .watch(this.o.path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, fieldSelector: this.o.fieldSelector, timeoutSeconds }, onEvent, onDone)
+        .watch(this.o.path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, fieldSelector: this.o.fieldSelector, timeoutSeconds }, onEvent, onDone, this.stopping.signal)
         .then(
           (c) => {
             controller = c;

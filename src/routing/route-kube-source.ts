@@ -67,7 +67,7 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
     const r: Reflector = new Reflector({
       name: d.plural,
       path: `/apis/${d.group}/${d.version}/${d.plural}`,
-      list: async () => {
+      list: async (signal) => {
         let listed: { items: Obj[]; resourceVersion: string };
         try {
           listed = await listPaged({
@@ -75,6 +75,7 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
             limit: o.pageSize,
             keep,
             onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
+            signal,
           });
         } catch (e) {
           const status = statusOf(e);
