@@ -18,3 +18,19 @@ test('a stopping reflector\'s list fetches no further page', async (t) => {
   await t.throwsAsync(listed, { name: 'AbortError' });
   t.deepEqual(asked, [undefined]);
 });
+
+test('pages are joined; a 410 on a later page is one unpaged list', async (t) => {
+  const asked: Array<[number | undefined, string | undefined]> = [];
+  const expired: number[] = [];
+  const l = await listPaged({
+    page: async (limit, cont) => {
+      asked.push([limit, cont]);
+      if (cont === 'c2') throw Object.assign(new Error('Expired'), { code: 410 });
+      return limit === undefined ? { items: [1, 2, 3].map((n) => ({ metadata: { name: `o${n}` } })), metadata: { resourceVersion: '9' } } : pageOf(asked.length, `c${asked.length}`);
+    },
+    limit: 1, keep: (o) => ({ name: o.metadata.name }), onExpired: (n) => expired.push(n),
+  });
+  t.deepEqual(asked, [[1, undefined], [1, 'c1'], [1, 'c2'], [undefined, undefined]], 'two pages, the third expired, then one unpaged list');
+  t.deepEqual(expired, [2]);
+  t.deepEqual(l, { items: [{ name: 'o1' }, { name: 'o2' }, { name: 'o3' }], resourceVersion: '9' });
+});
