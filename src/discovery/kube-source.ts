@@ -146,7 +146,8 @@ export class DiscoveryKubeSource {
       backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
       rbacHint: CONTROLLER_RBAC_HINT,
       transform: keepNamespace,
-      onError,
+      // The refused watch fails the same way at every backoff while the list is: said once, in list().
+      onError: (e) => (nsForbidden && /HTTP 403/.test(e.message) ? undefined : onError(e)),
       onChange: (op, key, obj) => {
         if (op === 'set' ? namespaces.set(obj) : namespaces.delete(key)) this.rejoin(new Set([key]));
       },
