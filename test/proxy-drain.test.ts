@@ -1,7 +1,10 @@
 // The proxy's drain (close(), on SIGTERM) over loopback: keep-alive connections end where their
 // clients lose nothing. HTTP/1: the response in flight, and any later one, says
 // `Connection: close` and the connection ends after it; HTTP/2: a GOAWAY, the stream in flight
-// completes. The datapath is a stub lookup: every connection's original destination is the origin.
+// completes. A connection idle between requests is closed when the drain starts, so the drain
+// ends with the last exchange, not at its deadline (as nginx, Envoy and Node's
+// server.closeIdleConnections() do). The datapath is a stub lookup: every connection's original
+// destination is the origin. test/proxy-drain.native-io.test.ts runs it again with --native-io.
 import test from 'ava';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -10,6 +13,7 @@ import { once } from 'node:events';
 import { Proxy } from '../src/proxy/index.ts';
 import { PortSet } from '../src/proxy/ports.ts';
 import { waitFor } from './helpers/until.ts';
+import { nativeIo } from './helpers/native-io.ts';
 
 const HOST = '127.0.0.1';
 
@@ -19,7 +23,11 @@ async function origin(h2: boolean) {
   const handle = (_req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     const answer = () => res.end('ok');
     if (_req.url === '/slow') held.push(answer);
-    else answer();
+    else if (_req.url === '/streaming') {
+      // The head (keep-alive, chunked) and a first part now, the rest when released.
+      (res as http.ServerResponse).write('part-');
+      held.push(answer);
+    } else answer();
   };
   const server: net.Server = h2 ? http2.createServer(handle) : http.createServer(handle);
   server.listen(0, HOST);
@@ -28,7 +36,7 @@ async function origin(h2: boolean) {
 }
 
 async function proxyTo(port: number) {
-  const proxy = new Proxy({ listen: { host: HOST, port: 0 }, lookup: () => ({ ip: HOST, port, podKey: 1n }), opaquePorts: PortSet.empty(), log: () => {} });
+  const proxy = new Proxy({ listen: { host: HOST, port: 0 }, lookup: () => ({ ip: HOST, port, podKey: 1n }), opaquePorts: PortSet.empty(), log: () => {}, nativeIo: nativeIo() });
   const { port: listen } = await proxy.listen();
   return { proxy, port: listen };
 }
@@ -61,6 +69,61 @@ test('HTTP/1: a drain closes keep-alive connections after the response in flight
   o.close();
 });
 
+/** The drain's deadline in the tests below: far beyond what a drain that ends with its last exchange takes. */
+const DEADLINE_MS = 30_000;
+
+test('HTTP/1: a keep-alive connection idle between requests is closed when the drain starts; the drain ends at once, not at its deadline', async (t) => {
+  const o = await origin(false);
+  t.teardown(() => o.close());
+  const { proxy, port } = await proxyTo(o.port);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const socket = await new Promise<net.Socket>((resolve, reject) => {
+    const req = http.get({ host: HOST, port, path: '/', agent }, (res) => {
+      res.resume();
+      // Back in the agent's free list: idle between requests.
+      req.socket!.once('free', () => resolve(req.socket!));
+    }).on('error', reject);
+  });
+  t.false(socket.destroyed, 'kept alive after its response');
+  const t0 = performance.now();
+  let drained = false;
+  const closing = proxy.close(DEADLINE_MS).then(() => (drained = true));
+  // The client's socket closes (the proxy's FIN), then the drain ends: events, not the deadline.
+  await once(socket, 'close');
+  await closing;
+  t.true(drained);
+  t.true(performance.now() - t0 < DEADLINE_MS / 3, `the drain ended with the idle connection, not at its ${DEADLINE_MS} ms deadline`);
+});
+
+test('HTTP/1: a keep-alive response whose head went out before the drain completes whole, then its connection is closed', async (t) => {
+  const o = await origin(false);
+  t.teardown(() => o.close());
+  const { proxy, port } = await proxyTo(o.port);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  let body = '';
+  let socket: net.Socket | null = null;
+  const done = new Promise<void>((resolve, reject) => {
+    http.get({ host: HOST, port, path: '/streaming', agent }, (res) => {
+      socket = res.socket;
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve());
+    }).on('error', reject);
+  });
+  await waitFor(() => body === 'part-');
+  const t0 = performance.now();
+  const closing = proxy.close(DEADLINE_MS);
+  o.held.shift()!();
+  await done;
+  t.is(body, 'part-ok', 'the response in flight at the drain completed');
+  const s = socket as net.Socket | null;
+  if (s !== null && !s.destroyed) await once(s, 'close');
+  await closing;
+  t.true(performance.now() - t0 < DEADLINE_MS / 3, `the drain ended with the exchange, not at its ${DEADLINE_MS} ms deadline`);
+});
+
 test('HTTP/2: a drain sends GOAWAY; the stream in flight completes', async (t) => {
   const o = await origin(true);
   const { proxy, port } = await proxyTo(o.port);
@@ -79,6 +142,34 @@ test('HTTP/2: a drain sends GOAWAY; the stream in flight completes', async (t) =
   session.close();
   await closing;
   o.close();
+});
+
+test('HTTP/2: after the GOAWAY the proxy closes the connection once its streams end; the drain ends at once, not at its deadline', async (t) => {
+  const o = await origin(true);
+  t.teardown(() => o.close());
+  const { proxy, port } = await proxyTo(o.port);
+  const session = http2.connect(`http://${HOST}:${port}`);
+  t.teardown(() => session.destroy());
+  session.on('error', () => {});
+  const ask = (path: string) => {
+    const req = session.request({ ':path': path });
+    req.setEncoding('utf8');
+    let body = '';
+    req.on('data', (d) => (body += d));
+    return new Promise<string>((resolve) => req.on('end', () => resolve(body)));
+  };
+  t.is(await ask('/'), 'ok');
+  const inFlight = ask('/slow');
+  await waitFor(() => o.held.length === 1);
+  const t0 = performance.now();
+  const closing = proxy.close(DEADLINE_MS);
+  await once(session, 'goaway');
+  o.held.shift()!();
+  t.is(await inFlight, 'ok');
+  // The client never closes its session: the proxy does.
+  if (!session.destroyed) await once(session, 'close');
+  await closing;
+  t.true(performance.now() - t0 < DEADLINE_MS / 3, `the drain ended with the stream, not at its ${DEADLINE_MS} ms deadline`);
 });
 
 // A close-delimited body ends where the connection ends: cut at the drain deadline, as when cut

@@ -118,6 +118,8 @@ export class Http1Connection implements UpstreamOwner {
   private resHeadSent = false;
   /** Removes the drain-deadline reset of a close-delimited response in flight (ctx.drain). */
   private offCut: (() => void) | null = null;
+  /** Removes onDrain from ctx.drain. */
+  private offDrain: (() => void) | null = null;
   private upExtra = false;
   private up: ForwarderSocket | null = null;
   /** `up` served an earlier response (bound or pooled): it may have been closed by the server. */
@@ -201,6 +203,10 @@ export class Http1Connection implements UpstreamOwner {
     if (this.eager !== null) this.eager.on('error', this.onEagerError);
     this.idleTimer = setInterval(() => this.onIdleCheck(), this.limits.idleTimeoutMs);
     this.idleTimer.unref();
+    // Started while the proxy drains (a tunnel's stream, the accept queue): its first request is
+    // served, with `Connection: close` (readResponse), not closed unread.
+    const drain = this.ctx.drain;
+    if (drain !== undefined && !drain.draining) this.offDrain = drain.onDrain(() => this.onDrain());
     if (c.destroyed) {
       this.teardown();
       return;
@@ -1178,6 +1184,8 @@ export class Http1Connection implements UpstreamOwner {
     const cut = this.state === ST_EXCHANGE && this.resHeadSent && this.resKind === 'close';
     this.state = ST_CLOSED;
     this.dropCut();
+    this.offDrain?.();
+    this.offDrain = null;
     this.releaseUpstream();
     this.detachUpstream()?.destroy();
     this.dropEager();
@@ -1206,6 +1214,19 @@ export class Http1Connection implements UpstreamOwner {
       this.route!.balancer.done(this.eagerLease, null, 'cancel');
       this.eagerLease = null;
     }
+  }
+
+  /**
+   * The proxy started draining. Idle between requests, the connection closes now (a FIN: the
+   * client's next request goes on a new connection, as nginx, Envoy and Node's
+   * server.closeIdleConnections() do), or it would hold the drain to its deadline. A request in
+   * flight finishes, and the connection closes after its response (`Connection: close` when its
+   * head is still to come). A tunnel keeps going until the deadline.
+   */
+  private onDrain(): void {
+    this.offDrain = null;
+    if (this.state === ST_HEAD && !this.reqReader.partial) this.closeClient();
+    else if (this.state === ST_EXCHANGE) this.closeForDrain = true;
   }
 
   private onIdleCheck(): void {
