@@ -207,3 +207,32 @@ test('HTTP/1: a close-delimited response still flowing at the drain deadline rea
   t.is(error, 'ECONNRESET');
   c.destroy();
 });
+
+// A second SIGTERM/SIGINT (cli/run.ts): what the drain still waits for is closed now.
+test('cutDrain() ends a drain at once: a tunnel still open is closed, not waited for until the deadline', async (t) => {
+  const upstreams: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    upstreams.push(s);
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of upstreams) s.destroy();
+    server.close();
+  });
+  const { proxy, port } = await proxyTo((server.address() as net.AddressInfo).port);
+  const c = net.connect({ host: HOST, port });
+  c.on('error', () => {});
+  t.teardown(() => c.destroy());
+  // Not HTTP: after detection, an opaque tunnel, which a drain leaves open until its deadline.
+  c.write('hello\n');
+  await once(c, 'data');
+  const t0 = performance.now();
+  const closing = proxy.close(DEADLINE_MS);
+  proxy.cutDrain();
+  await once(c, 'close');
+  await closing;
+  t.true(performance.now() - t0 < DEADLINE_MS / 3, `the drain ended at the cut, not at its ${DEADLINE_MS} ms deadline`);
+});

@@ -879,6 +879,16 @@ export class Agent {
   }
 
   /**
+   * Ends stop()'s drain now (a second SIGTERM/SIGINT): the connections still open are closed as at
+   * the drain deadline, and stop() goes on to unload as after any drain.
+   */
+  cutDrain(): void {
+    this.proxy?.cutDrain();
+    this.pool?.cutDrain();
+    this.tunnels?.cutDrain();
+  }
+
+  /**
    * Detach, stop accepting, drain for up to drainMs, unload. Pods connect directly from the
    * detach on; no connection is refused: the proxy stays open, and the maps stay loaded, until
    * what was redirected before the detach has been accepted and looked up.

@@ -2,6 +2,7 @@
 import { CONTROLLER_TOKEN_FILE } from '../controller/agent-token.ts';
 import { DEFAULT_STATE_FILE } from '../cni/spec.ts';
 import type { Command } from 'commander';
+import * as os from 'node:os';
 import { Agent } from '../agent/agent.ts';
 import { jsonLogger } from '../agent/log.ts';
 import { findCgroup2Mount } from '../datapath/cgroup2.ts';
@@ -46,7 +47,7 @@ export function registerRun(program: Command) {
     .option('--opaque-ports <ports>', 'destination ports forwarded without protocol detection', DEFAULT_OPAQUE_PORTS)
     .option('--detect-timeout <duration>', 'go opaque when neither side spoke within this (milliseconds, or 500ms, 1s)', '1s')
     .option('--max-connections <n>', 'cap on open proxied connections, all proxies together; lowered to what the open-file limit holds', '10000')
-    .option('--drain <duration>', 'on SIGTERM, wait this long for open connections (milliseconds, or 10s, 1m; 0 closes them at once)', '10s')
+    .option('--drain <duration>', 'on SIGTERM, wait this long for open connections (milliseconds, or 10s, 1m; 0 closes them at once; a second SIGTERM or Ctrl-C ends the wait)', '10s')
     .option('--metrics-pod-labels <bool>', 'label metrics with pod and dst_pod (false on big nodes: workload labels stay)', 'true')
     .option('--metrics-max-series <n>', 'label sets per metric before new ones fold into an overflow series', String(DEFAULT_MAX_SERIES))
     .option('--controller <addr>', 'report to the controller at HOST:PORT or http://HOST:PORT (default: the config\'s controller-addr; none: no reports)')
@@ -117,15 +118,28 @@ export function registerRun(program: Command) {
         ...(o.cniSocket ? { cni: { socket: absolute(o.cniSocket, '--cni-socket'), stateFile: absolute(o.cniState, '--cni-state') } } : {}),
         log,
       });
-      let stopping = false;
-      const stop = async (sig: string) => {
-        if (stopping) return;
-        stopping = true;
+      // The first SIGTERM/SIGINT drains; a second one cuts the drain short (the connections still
+      // open are closed as at its deadline) and the agent unloads as after any drain, then exits
+      // 128+signal; a third exits at once, unloading nothing more (docs/proxy.md).
+      let signals = 0;
+      const stop = async (sig: NodeJS.Signals) => {
+        signals++;
+        if (signals === 2) {
+          log.warn(`${sig} again: closing the connections still open now instead of draining for --drain ${drainMs} ms; send it once more to exit without cleaning up`);
+          cutShort = sig;
+          agent.cutDrain();
+          return;
+        }
+        if (signals > 2) {
+          log.warn(`${sig} a third time: exiting now; what the agent left in the kernel, if anything, is removed by the next agent or mesh-agent cleanup`);
+          process.exit(exitCodeFor(sig));
+        }
         log.info(`${sig}: draining and detaching`);
         await agent.stop(drainMs);
         log.info('stopped');
-        process.exit(0);
+        process.exit(cutShort === null ? 0 : exitCodeFor(cutShort));
       };
+      let cutShort: NodeJS.Signals | null = null;
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
       try {
@@ -140,6 +154,11 @@ export function registerRun(program: Command) {
       const notShrunk = shrinkHeap();
       if (notShrunk) log.info('the agent kept its start-up heap (no effect on traffic; it idles a few MB larger)', { error: notShrunk.message });
     });
+}
+
+/** The shell's code for a process ended by a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM). */
+function exitCodeFor(sig: NodeJS.Signals): number {
+  return 128 + os.constants.signals[sig];
 }
 
 function absolute(p: string, flag: string): string {

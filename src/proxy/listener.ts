@@ -201,6 +201,8 @@ export class Proxy {
   #inboundServer: net.Server | null = null;
   #nextConnId = 0;
   #onDrained: (() => void) | null = null;
+  /** cutDrain() was called: the drain ends now, not at its deadline. */
+  #cutNow = false;
   readonly #drain = new DrainSignal();
   readonly #knownHttp1: KnownHttp1 | null;
   #stats: ProxyStats = {
@@ -345,7 +347,7 @@ export class Proxy {
     const closed = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), this.closeInbound()]);
     // Keep-alive connections end between exchanges from now on, so their clients lose nothing.
     this.#drain.start();
-    await this.#drained(drainMs);
+    if (!this.#cutNow) await this.#drained(drainMs);
     if (this.#stats.open > 0) {
       this.#log('warn', 'drain deadline passed; closing remaining connections', { open: this.#stats.open, drainMs });
       this.#drain.cut(); // a cut that only a reset reports is reset by its handler first
@@ -353,6 +355,15 @@ export class Proxy {
       await this.#drained(1000); // their 'close' events follow on the next ticks
     }
     await closed;
+  }
+
+  /**
+   * Ends the drain (close(), now or to come) at once: the connections still open are closed as at
+   * its deadline. A second SIGTERM/SIGINT during the drain (cli/run.ts).
+   */
+  cutDrain(): void {
+    this.#cutNow = true;
+    this.#onDrained?.();
   }
 
   /** Resolves when no connection is open, or after ms. */

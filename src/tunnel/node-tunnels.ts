@@ -70,6 +70,11 @@ export class NodeTunnels {
     return { client: { ...this.pool.stats, refusedServers: { ...this.pool.stats.refusedServers }, ...sync }, server: { ...this.server.stats, refusedClients: { ...this.server.stats.refusedClients }, refusedStreams: { ...this.server.stats.refusedStreams } } };
   }
 
+  /** Ends the drain at once (Proxy.cutDrain()). */
+  cutDrain(): void {
+    this.server.cutDrain();
+  }
+
   async close(drainMs: number): Promise<void> {
     this.pool.close();
     await this.server.close(drainMs);

@@ -416,6 +416,13 @@ export class TunnelServer {
     });
   }
 
+  #cutNow = false;
+
+  /** Ends the drain (close(), now or to come) within a poll: the sessions still open are closed. */
+  cutDrain(): void {
+    this.#cutNow = true;
+  }
+
   /**
    * Stops accepting, asks every connection to finish (the DRAIN_PING notice, then GOAWAY once
    * its ACK is back: a CONNECT that crossed the notice is served, not refused), and after
@@ -434,7 +441,7 @@ export class TunnelServer {
       if (!s.ping(DRAIN_PING, () => s.close())) s.close();
     }
     const end = Date.now() + drainMs;
-    while (this.sockets.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    while (this.sockets.size > 0 && Date.now() < end && !this.#cutNow) await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sockets) s.destroy();
     await closed;
   }

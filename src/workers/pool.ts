@@ -412,6 +412,11 @@ export class WorkerPool<L> {
     return s.worker.terminate();
   }
 
+  /** Ends every worker's drain (close(), now or to come) at once. */
+  cutDrain(): void {
+    for (const s of this.slots) this.post(s, { t: 'cut' });
+  }
+
   /** Drains every worker's connections for up to drainMs, then ends the threads. */
   async close(drainMs: number): Promise<void> {
     this.stopping = true;

@@ -91,7 +91,9 @@ export type ToWorker =
   /** `at`: the main thread's clock (timeOrigin + now) when sent; the worker's delay in answering is its event-loop lag. */
   | { t: 'ping'; seq: number; at: number }
   | { t: 'describe'; seq: number; namespace: string; name: string }
-  | { t: 'close'; drainMs: number };
+  | { t: 'close'; drainMs: number }
+  /** End the drain now (a second signal), whether or not 'close' came yet. */
+  | { t: 'cut' };
 
 export type FromWorker =
   | { t: 'ready' }

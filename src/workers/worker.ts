@@ -171,6 +171,10 @@ port.on('message', (m: ToWorker) => {
         send({ t: 'described', seq: m.seq, result: null, error: (e as Error).message });
       }
       return;
+    case 'cut':
+      proxy.cutDrain();
+      tunnels?.cutDrain();
+      return;
     case 'close':
       void Promise.all([proxy.close(m.drainMs), tunnels?.close(m.drainMs)]).then(() => {
         flushTaps();
