@@ -649,6 +649,9 @@ export class Agent {
    * until the controller is back.
    */
   private maybeCapture(): void {
+    // A pod list coming in after stop() looked (the API server's first list) would otherwise put a
+    // capture in place that stop() does not know to remove.
+    if (this.stopping) return;
     const from = this.captureMode;
     if ((from !== 'waiting' && from !== 'starting') || !this.podsSynced) return;
     if (this.opts.controllerUrl && !this.discovery.synced) {

@@ -134,19 +134,30 @@ export function registerRun(program: Command) {
           log.warn(`${sig} a third time: exiting now; what the agent left in the kernel, if anything, is removed by the next agent or mesh-agent cleanup`);
           process.exit(exitCodeFor(sig));
         }
+        if (starting) {
+          // Stopped beside the start, the start went on after stop() had looked: a capture it then
+          // put in place (the nftables table) was left behind, as by a SIGKILL.
+          log.info(`${sig} while starting: stopping once the start is done`);
+          // A start that fails stops the agent and exits on its own (below).
+          if (!(await started.then(() => true, () => false))) return;
+        }
         log.info(`${sig}: draining and detaching`);
         await agent.stop(drainMs);
         log.info('stopped');
         process.exit(cutShort === null ? 0 : exitCodeFor(cutShort));
       };
       let cutShort: NodeJS.Signals | null = null;
+      let starting = true;
+      const started = agent.start();
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
       try {
-        await agent.start();
+        await started;
       } catch (e) {
         await agent.stop(0).catch(() => {});
         throw e;
+      } finally {
+        starting = false;
       }
       log.info('agent ready', { proxy: proxyAddr, admin: `${admin.host}:${admin.port}`, pods: agent.pods.states().length, proxyWorkers });
       // Start-up grew the main thread's young generation to 8 MB (5 MB resident) that an idle agent
