@@ -7,6 +7,9 @@
 // "hi\n" and closing (the bench's server pod). CPU is the forwarder process's utime and stime
 // from /proc (all its threads), per 1,000 connections done; the forwarders are measured in
 // interleaved rounds (A B C, C B A), and each round's ratios are against that round's nginx.
+// The client's CPU (a reaped child's) and the greeting server's are recorded per 1,000 connections
+// too: on a small machine the closed loop's rate is set by all three processes' CPU, not only the
+// forwarder's.
 //   node bench/conn-floor.ts [--seconds 5] [--rounds 3] [--rates 1000,5000] [--only nginx,node-net,...] [--json FILE]
 // --json FILE also writes every measurement (one row per forwarder, round and load) for pooling runs.
 // Forwarders: nginx (one worker, the bench's stream proxy: proxy_pass, no half-close), node-net
@@ -149,7 +152,7 @@ async function serve(kind: string, upPort: number): Promise<void> {
   process.stdout.write(`${port}\n`);
 }
 
-interface Row { name: string; round: number; rate: number | 'closed'; perSecond: number; user: number; sys: number; load: number }
+interface Row { name: string; round: number; rate: number | 'closed'; perSecond: number; user: number; sys: number; client: number; server: number; load: number }
 
 async function main(): Promise<void> {
   const seconds = Number(o.seconds);
@@ -184,7 +187,7 @@ async function main(): Promise<void> {
     return c.pid!;
   };
   const upPort = await freePort(SERVER_IP);
-  await nginx('upstream', `  server { listen ${SERVER_IP}:${upPort} reuseport backlog=4096; return "hi\\n"; }`);
+  const serverPid = await nginx('upstream', `  server { listen ${SERVER_IP}:${upPort} reuseport backlog=4096; return "hi\\n"; }`);
 
   const fwd = new Map<string, { port: number; pids: number[] }>();
   for (const name of names) {
@@ -226,12 +229,16 @@ async function main(): Promise<void> {
   const measure = async (name: string, round: number, rate: number | 'closed') => {
     const { port, pids } = fwd.get(name)!;
     const t0 = ticks(pids);
+    const c0 = reapedTicks();
+    const s0 = ticks([serverPid]);
     const r = await client(port, rate === 'closed' ? ['--concurrency', String(concurrency)] : ['--rate', String(rate)], seconds);
     const t1 = ticks(pids);
+    const c1 = reapedTicks();
+    const s1 = ticks([serverPid]);
     const perK = (t: number) => (t * 1000) / hz / (r.connections / 1000);
-    const row: Row = { name, round, rate, perSecond: r.perSecond, user: perK(t1.user - t0.user), sys: perK(t1.sys - t0.sys), load: os.loadavg()[0]! };
+    const row: Row = { name, round, rate, perSecond: r.perSecond, user: perK(t1.user - t0.user), sys: perK(t1.sys - t0.sys), client: perK(c1 - c0), server: perK(s1.user + s1.sys - s0.user - s0.sys), load: os.loadavg()[0]! };
     rows.push(row);
-    process.stderr.write(`round ${round + 1} ${name} ${rate === 'closed' ? 'closed loop' : `at ${rate}/s`}: ${r.perSecond.toFixed(0)} conn/s, ${pids.length ? `${(row.user + row.sys).toFixed(1)} CPU-ms per 1,000 (user ${row.user.toFixed(1)})` : 'no forwarder'}, ${r.errors} errors (load ${row.load.toFixed(1)})\n`);
+    process.stderr.write(`round ${round + 1} ${name} ${rate === 'closed' ? 'closed loop' : `at ${rate}/s`}: ${r.perSecond.toFixed(0)} conn/s, ${pids.length ? `${(row.user + row.sys).toFixed(1)} CPU-ms per 1,000 (user ${row.user.toFixed(1)})` : 'no forwarder'}, the client ${row.client.toFixed(1)}, the server ${row.server.toFixed(1)}, ${r.errors} errors (load ${row.load.toFixed(1)})\n`);
   };
   for (let r = 0; r < rounds; r++) {
     for (const name of r % 2 === 0 ? names : [...names].reverse()) {
@@ -255,10 +262,10 @@ function report(rows: Row[], names: string[], rates: number[], rounds: number, s
     return n ? [f(x) / f(n)] : [];
   });
   const out = [`median (range) of ${rounds} rounds of ${seconds} s; 1-minute load average ${Math.min(...loads).toFixed(1)}-${Math.max(...loads).toFixed(1)}; ratios against nginx in the same round`,
-    `closed loop (conn-rate): ${'forwarder'.padEnd(11)}${'conn/s'.padStart(20)}${'vs nginx'.padStart(20)}${'CPU-ms/1,000'.padStart(22)}`];
+    `closed loop (conn-rate): ${'forwarder'.padEnd(11)}${'conn/s'.padStart(20)}${'vs nginx'.padStart(20)}${'CPU-ms/1,000'.padStart(22)}${'client CPU-ms/1,000'.padStart(22)}`];
   for (const name of names) {
     const rs = pick(name, 'closed');
-    out.push(`${''.padEnd(25)}${name.padEnd(11)}${col(rs.map((x) => x.perSecond)).padStart(20)}${col(ratio(name, 'closed', (x) => x.perSecond), 2).padStart(20)}${(name === 'direct' ? '-' : col(rs.map((x) => x.user + x.sys), 1)).padStart(22)}`);
+    out.push(`${''.padEnd(25)}${name.padEnd(11)}${col(rs.map((x) => x.perSecond)).padStart(20)}${col(ratio(name, 'closed', (x) => x.perSecond), 2).padStart(20)}${(name === 'direct' ? '-' : col(rs.map((x) => x.user + x.sys), 1)).padStart(22)}${col(rs.map((x) => x.client), 1).padStart(22)}`);
   }
   for (const rate of rates) {
     out.push(`at ${`${rate}/s (cpu-conn):`.padEnd(22)}${'forwarder'.padEnd(11)}${'CPU-ms/1,000'.padStart(20)}${'user'.padStart(20)}${'system'.padStart(20)}${'vs nginx'.padStart(20)}${'reached/s'.padStart(11)}`);
@@ -280,6 +287,17 @@ function ticks(pids: number[]): { user: number; sys: number } {
     sys += t.sys;
   }
   return { user, sys };
+}
+
+/**
+ * CPU of this process's children that have exited and been reaped (cutime + cstime, fields 16 and
+ * 17 of /proc/self/stat), in clock ticks: around one client run, that client's CPU, as the
+ * forwarders stay up and nothing else of ours exits meanwhile.
+ */
+function reapedTicks(): number {
+  const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[16 - 3]) + Number(f[17 - 3]);
 }
 
 /** A port free on `host` now (nginx binds it a moment later; loopback only, so a race is unlikely). */
