@@ -18,7 +18,11 @@
 // on demand with node-gyp: the listening socket, accept4, the nonblocking dial and the relay
 // with half-close all in C++ on Node's loop; native-c runs no JavaScript, native-js calls one
 // JavaScript function per connection at accept, which picks the upstream, and one at close with
-// the bytes each way, as the agent's routing and telemetry would need), agent (src/proxy's
+// the bytes each way, as the agent's routing and telemetry would need), native-c-et and
+// native-js-et (the same, the sockets in an epoll set of the addon's own, each added once,
+// edge-triggered, polled through one uv_poll handle, as nginx does, instead of one libuv poll
+// handle per socket: libuv's uv_poll_init adds and removes each fd to check it and sets it
+// nonblocking again, and each change of a handle's events is an epoll_ctl), agent (src/proxy's
 // Proxy with a proxy worker's telemetry; server-first, so detection hands it to the opaque
 // tunnel at once). `direct` (the client to the server, no forwarder) is measured in the closed
 // loop only: the client's and the server's own ceiling on this machine.
@@ -37,11 +41,13 @@ import { ownedTempPrefix } from '../src/sim/layout.ts';
 
 const CLIENT_IP = '127.0.0.1';
 const SERVER_IP = '127.0.0.3';
-const USAGE = 'node bench/conn-floor.ts [--seconds 5] [--rounds 3] [--rates 1000,5000] [--concurrency 50] [--only direct,nginx,node-net,native-c,native-js,agent] [--json FILE]';
+const USAGE = 'node bench/conn-floor.ts [--seconds 5] [--rounds 3] [--rates 1000,5000] [--concurrency 50] [--only direct,nginx,node-net,native-c,native-js,native-c-et,native-js-et,agent] [--json FILE]';
 const CONN_RATE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'load', 'conn-rate.ts');
 
 /** bench/native/conn-forwarder.cc's exports. */
 interface ConnForwarder {
+  /** native-c-et and native-js-et: before listen(). */
+  useOwnEpoll(): void;
   listen(ip: number, upIp: number, upPort: number, io?: Int32Array, onAccept?: (id: number) => void, onClose?: (id: number, up: number, down: number, failed: boolean) => void): number;
   stats(): Record<string, number>;
 }
@@ -118,9 +124,10 @@ async function serve(kind: string, upPort: number): Promise<void> {
     srv.listen({ host: CLIENT_IP, port: 0, backlog: 4096 });
     await new Promise((r) => srv.once('listening', r));
     port = (srv.address() as net.AddressInfo).port;
-  } else if (kind === 'native-c' || kind === 'native-js') {
+  } else if (/^native-(c|js)(-et)?$/.test(kind)) {
     const addon = createRequire(import.meta.url)(process.env.CONN_FORWARDER!) as ConnForwarder;
-    if (kind === 'native-c') port = addon.listen(ipv4(CLIENT_IP), ipv4(SERVER_IP), upPort);
+    if (kind.endsWith('-et')) addon.useOwnEpoll();
+    if (kind.startsWith('native-c')) port = addon.listen(ipv4(CLIENT_IP), ipv4(SERVER_IP), upPort);
     else {
       // What the agent's JavaScript would do per connection, at its least: pick the upstream
       // from the peer (a route lookup), and at the close record the connection's bytes.
@@ -128,7 +135,7 @@ async function serve(kind: string, upPort: number): Promise<void> {
       const routes = new Map([[ipv4(CLIENT_IP), { ip: ipv4(SERVER_IP), port: upPort }]]);
       const open = new Map<number, { peer: number; start: number }>();
       const seen = { accepted: 0, closed: 0, failed: 0, bytesUp: 0, bytesDown: 0, ms: 0 };
-      process.on('exit', () => process.stderr.write(`native-js saw ${JSON.stringify(seen)}\n`));
+      process.on('exit', () => process.stderr.write(`${kind} saw ${JSON.stringify(seen)}\n`));
       port = addon.listen(ipv4(CLIENT_IP), 0, 0, io, (id) => {
         const r = routes.get(io[0]!);
         seen.accepted++;
@@ -163,11 +170,11 @@ async function main(): Promise<void> {
     throw new Error(`--seconds wants a number >= 1, --rounds and --concurrency positive whole numbers, --rates positive whole numbers; usage: ${USAGE}`);
   }
   if (spawnSync('nginx', ['-v'], { stdio: 'ignore' }).error) throw new Error('nginx is missing: install it (./dev setup installs nginx)');
-  const all = ['direct', 'nginx', 'node-net', 'native-c', 'native-js', 'agent'];
+  const all = ['direct', 'nginx', 'node-net', 'native-c', 'native-js', 'native-c-et', 'native-js-et', 'agent'];
   const names = o.only ? o.only.split(',') : all;
   const unknown = names.filter((n) => !all.includes(n));
   if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${all.join(', ')}`);
-  const addonPath = names.some((n) => n.startsWith('native-')) ? buildBenchAddon('conn_forwarder', 'conn-forwarder.cc', 'native-c and native-js') : '';
+  const addonPath = names.some((n) => n.startsWith('native-')) ? buildBenchAddon('conn_forwarder', 'conn-forwarder.cc', 'the native-* forwarders') : '';
 
   tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
   const start = (cmd: string, args: string[], env?: NodeJS.ProcessEnv) => {

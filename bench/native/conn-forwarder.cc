@@ -18,6 +18,12 @@
 // with its pending_eof, instead of waiting for another wake-up. Errors close both sides.
 // At the close (native-js) one more call into JavaScript with the bytes each way, for telemetry.
 // native-c makes neither call: the upstream is fixed at listen() (nginx's shape, the bound).
+// native-c-et and native-js-et (useOwnEpoll() before listen()): the same, but the sockets are in
+// an epoll set of the addon's own, each added once with EPOLLIN | EPOLLOUT | EPOLLRDHUP |
+// EPOLLET and dropped by its close(), that set polled through one uv_poll handle on Node's loop:
+// nginx's way. One uv_poll handle per socket costs epoll_ctl calls nginx does not make
+// (uv_poll_init adds and removes the fd to check it, and sets it nonblocking again; each change
+// of the events waited for is a MOD, a stop and a close a DEL).
 //
 // Calls into JavaScript go through napi_make_callback (a callback scope, so the nextTick and
 // microtask queues run after each, as after Node's own socket callbacks), as a product would.
@@ -31,8 +37,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -49,6 +57,8 @@ struct Side {
   bool eof = false;      // read() returned 0: this side sends nothing more
   bool shutAfterFlush = false; // the peer's EOF came while this side had bytes kept
   std::string pending;   // bytes for this side that its socket has not taken yet
+  bool canRead = false;  // native-et: an edge said readable and no read has drained it since
+  bool rdhup = false;    // native-et: the peer's FIN is queued (EPOLLRDHUP)
   Conn* conn = nullptr;
   int index = 0;
 };
@@ -76,12 +86,16 @@ struct State {
   uint32_t upIp = 0;     // native-c's fixed upstream, host order
   uint16_t upPort = 0;
   uint32_t nextId = 1;
+  int epfd = -1; // native-et: the addon's own epoll set, polled through one uv_poll handle
+  uv_poll_t epollPoll;
+  std::vector<Conn*> dead; // native-et: closed during one batch of events, freed after it
   // Counters the bench prints: they show what ran.
   double accepted = 0, acceptWakeups = 0, dialed = 0, connected = 0, dialFailed = 0, refused = 0, closed = 0,
          errors = 0, reads = 0, rdhupReads = 0, writes = 0, partialWrites = 0, shutdowns = 0;
 };
 
 State state;
+bool ownEpoll = false; // native-c-et: set by useOwnEpoll() before listen()
 uint8_t buf[kBufSize];
 
 void onPoll(uv_poll_t* handle, int status, int events);
@@ -120,6 +134,11 @@ void closeConn(Conn* c, bool failed) {
     napi_get_boolean(state.env, failed, &argv[3]);
     callJs(state.onClose, 4, argv);
     napi_close_handle_scope(state.env, scope);
+  }
+  if (state.epfd >= 0) { // native-et: close() takes each fd out of the epoll set
+    for (Side& s : c->side) if (s.fd >= 0) close(s.fd);
+    state.dead.push_back(c); // later events of this batch may still name it
+    return;
   }
   int n = 0;
   for (Side& s : c->side) {
@@ -191,6 +210,24 @@ void connected(Conn* c) {
   update(up);
 }
 
+void pumpEt(Side& s);
+
+/** native-et: the dial finished; relay what either side already has. */
+void connectedEt(Conn* c) {
+  Side& up = c->side[1];
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(up.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err != 0) {
+    state.dialFailed++;
+    return closeConn(c, true);
+  }
+  state.connected++;
+  c->connecting = false;
+  pumpEt(up);
+  pumpEt(c->side[0]);
+}
+
 void onPoll(uv_poll_t* handle, int status, int events) {
   Side& s = *static_cast<Side*>(handle->data);
   Conn* c = s.conn;
@@ -233,6 +270,93 @@ void onPoll(uv_poll_t* handle, int status, int events) {
   }
 }
 
+/** native-et: adds a socket to the addon's epoll set once, edge-triggered, for all it may wait for (nginx's way). */
+void watch(Side& s) {
+  epoll_event e{};
+  e.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  e.data.ptr = &s;
+  if (epoll_ctl(state.epfd, EPOLL_CTL_ADD, s.fd, &e) < 0) closeConn(s.conn, true);
+}
+
+/** native-et: reads side `s` while an edge said readable and its peer takes what it reads. */
+void pumpEt(Side& s) {
+  Conn* c = s.conn;
+  Side& peer = c->side[1 - s.index];
+  while (!c->closing && s.canRead && !s.eof && peer.pending.empty()) {
+    ssize_t n = read(s.fd, buf, kBufSize);
+    state.reads++;
+    if (n == 0) {
+      s.canRead = false;
+      s.eof = true;
+      if (peer.eof && s.pending.empty()) return closeConn(c, false);
+      if (!peer.pending.empty()) peer.shutAfterFlush = true;
+      else {
+        shutdown(peer.fd, SHUT_WR);
+        state.shutdowns++;
+      }
+      return;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) s.canRead = false;
+      else if (errno != EINTR) closeConn(c, true);
+      return;
+    }
+    c->bytes[s.index] += n;
+    if (!send(peer, buf, static_cast<size_t>(n))) return;
+    // A short read took all there was: the next data or FIN is a new edge. With the FIN queued
+    // already (EPOLLRDHUP), read it now, as nginx's pending_eof does.
+    if (static_cast<size_t>(n) < kBufSize) {
+      if (s.rdhup) state.rdhupReads++;
+      else s.canRead = false;
+    }
+  }
+}
+
+/** native-et: flushes what side `s` kept, then shuts it if its peer's EOF waited for that. */
+void flushEt(Side& s) {
+  Conn* c = s.conn;
+  if (s.pending.empty() || c->closing) return;
+  std::string rest;
+  rest.swap(s.pending);
+  if (!send(s, reinterpret_cast<const uint8_t*>(rest.data()), rest.size())) return;
+  if (s.pending.empty() && s.shutAfterFlush) {
+    s.shutAfterFlush = false;
+    Side& peer = c->side[1 - s.index];
+    if (peer.eof && s.eof) return closeConn(c, false);
+    shutdown(s.fd, SHUT_WR);
+    state.shutdowns++;
+  }
+}
+
+/** native-et: the epoll set is readable: take a batch of events and act on each. */
+void onEpoll(uv_poll_t*, int status, int) {
+  if (status < 0) return;
+  epoll_event ev[256];
+  int n = epoll_wait(state.epfd, ev, 256, 0);
+  for (int i = 0; i < n; i++) {
+    Side& s = *static_cast<Side*>(ev[i].data.ptr);
+    Conn* c = s.conn;
+    if (c->closing) continue;
+    uint32_t e = ev[i].events;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.canRead = true;
+    if (e & (EPOLLRDHUP | EPOLLHUP)) s.rdhup = true;
+    if (c->connecting) {
+      if (s.index == 1 && (e & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+        connectedEt(c);
+      }
+      continue;
+    }
+    Side& peer = c->side[1 - s.index];
+    if (e & EPOLLOUT) {
+      flushEt(s);
+      pumpEt(peer); // the peer may read again now that this side took its bytes
+    }
+    pumpEt(s);
+  }
+  for (Conn* c : state.dead) delete c;
+  state.dead.clear();
+}
+
 /** Dials the upstream for a client accepted and set up; the connection is closed on failure. */
 void dial(Conn* c, uint32_t ip, uint16_t port) {
   Side& up = c->side[1];
@@ -249,6 +373,7 @@ void dial(Conn* c, uint32_t ip, uint16_t port) {
     state.dialFailed++;
     return closeConn(c, true);
   }
+  if (state.epfd >= 0) return watch(up);
   if (uv_poll_init(state.loop, &up.poll, up.fd) < 0) return closeConn(c, true);
   up.polled = true;
   up.poll.data = &up;
@@ -276,12 +401,16 @@ void onListen(uv_poll_t*, int status, int) {
     }
     Side& client = c->side[0];
     client.fd = fd;
-    if (uv_poll_init(state.loop, &client.poll, fd) < 0) {
+    if (state.epfd >= 0) {
+      watch(client);
+      if (c->closing) continue;
+    } else if (uv_poll_init(state.loop, &client.poll, fd) < 0) {
       closeConn(c, true);
       continue;
+    } else {
+      client.polled = true;
+      c->open++;
     }
-    client.polled = true;
-    c->open++;
     uint32_t upIp = state.upIp;
     uint16_t upPort = state.upPort;
     if (state.onAccept) {
@@ -336,6 +465,12 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
     napi_create_string_utf8(env, "ConnForwarder", NAPI_AUTO_LENGTH, &name);
     napi_async_init(env, nullptr, name, &state.asyncContext);
   }
+  if (ownEpoll) {
+    state.epfd = epoll_create1(EPOLL_CLOEXEC);
+    int e = state.epfd < 0 ? -errno : uv_poll_init(state.loop, &state.epollPoll, state.epfd);
+    if (e == 0) e = uv_poll_start(&state.epollPoll, UV_READABLE, onEpoll);
+    if (e < 0) throw Napi::Error::New(env, std::string("listen(): the addon's epoll set: ") + uv_strerror(e));
+  }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -354,6 +489,13 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   if (err == 0) err = uv_poll_start(&state.listenPoll, UV_READABLE, onListen);
   if (err < 0) throw Napi::Error::New(env, std::string("listen(): uv_poll of the listening socket failed: ") + uv_strerror(err));
   return Napi::Number::New(env, ntohs(addr.sin_port));
+}
+
+/** useOwnEpoll(): before listen(), drive the sockets through an epoll set of the addon's own (native-c-et). */
+Napi::Value UseOwnEpoll(const Napi::CallbackInfo& info) {
+  if (state.env) throw Napi::Error::New(info.Env(), "useOwnEpoll() comes before listen()");
+  ownEpoll = true;
+  return info.Env().Undefined();
 }
 
 Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -376,6 +518,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listen", Napi::Function::New(env, Listen));
+  exports.Set("useOwnEpoll", Napi::Function::New(env, UseOwnEpoll));
   exports.Set("stats", Napi::Function::New(env, Stats));
   return exports;
 }
