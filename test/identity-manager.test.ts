@@ -7,6 +7,7 @@ import { backoffMs, IdentityManager, ISSUER_END_RENEWAL_MS, MAX_BACKOFF_MS, MIN_
 import { CredentialStore, type CredentialUpdate } from '../src/identity/credentials.ts';
 import { createIssuer, createTrustAnchor, loadIssuer, signWorkloadCsr } from '../src/identity/x509.ts';
 import { spiffeId, workloadId } from '../src/identity/spiffe.ts';
+import { IdentityService } from '../src/identity/service.ts';
 import { X509Certificate } from 'node:crypto';
 import { waitFor } from './helpers/until.ts';
 import { ManualClock } from './helpers/manual-clock.ts';
@@ -246,4 +247,31 @@ test('status: trust anchors within 30 days of their end warn; a failing or stale
   t.regex(reasons[1]!, /no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/new \(2 attempts failed: ECONNREFUSED\); its pods' connections to meshed pods of other nodes are refused until the identity service 10\.0\.0\.1:8080 answers/);
   t.regex(reasons[2]!, /expires in \d days/);
   t.deepEqual(identityHealth(null), []);
+});
+
+test('a trust anchor that ends before the issuer cuts certificates too: the agent knows them cut (a minute apart, told to rotate), from the service\'s answer', async (t) => {
+  // The service cuts to the issuer's end or its anchor's, whichever is sooner (loadIssuer); the
+  // chain it sends holds only the issuer, which here outlives the anchor by a day.
+  const clock = new ManualClock();
+  const now = clock.now();
+  const anchor = await createTrustAnchor({ trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 10 * 60_000) });
+  const iss = await createIssuer(anchor, { trustDomain: 'cluster.local', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
+  const service = new IdentityService({
+    issuer: await loadIssuer(iss.certPem, iss.keyPem, anchor.certPem, new Date(now)),
+    trustDomain: 'cluster.local',
+    kube: {} as never,
+    agent: { namespace: 'mesh-agent', name: 'mesh-agent' },
+    self: workloadId('cluster.local', 'mesh-agent', 'mesh-agent-identity'),
+    log: () => {},
+    now: () => clock.now(),
+  });
+  const logs: string[] = [];
+  const m = new IdentityManager({ clock, client: { certify: (id, csr) => service.issue(id, csr) }, publish: () => {}, log: (_l, msg) => logs.push(msg) });
+  m.want([WEB]);
+  await waitFor(() => m.states()[0]?.state === 'ready');
+  const st = m.states()[0]!;
+  t.true(Math.abs(Date.parse(st.notAfter!) - (now + 10 * 60_000)) <= 1000, `cut to the anchor's end: ${st.notAfter}`);
+  t.like(st, { cutByIssuer: true, issuerNotAfter: st.notAfter });
+  t.true(logs.some((l) => l.includes('rotate the issuer')), logs.join('\n'));
+  m.stop();
 });

@@ -25,6 +25,11 @@ export interface CertifyResponse {
   notBefore: string;
   notAfter: string;
   serial: string;
+  /**
+   * The end certificates are cut to: the issuer's, or its trust anchor's when sooner (the chain
+   * holds only the issuer, so the agent cannot see the anchor's). Absent from older services.
+   */
+  issuerNotAfter?: string;
 }
 
 export function parseCertifyRequest(body: unknown): CertifyRequest {
@@ -44,5 +49,6 @@ export function parseCertifyResponse(body: unknown): CertifyResponse {
     || typeof o.notAfter !== 'string' || Number.isNaN(Date.parse(o.notAfter)) || typeof o.notBefore !== 'string' || typeof o.serial !== 'string') {
     throw new Error('the identity service answered something that is not a certificate response; run agents and the identity service of the same release');
   }
-  return { certificate: o.certificate, chain: o.chain as string[], notBefore: o.notBefore, notAfter: o.notAfter, serial: o.serial };
+  const issuerNotAfter = typeof o.issuerNotAfter === 'string' && !Number.isNaN(Date.parse(o.issuerNotAfter)) ? o.issuerNotAfter : undefined;
+  return { certificate: o.certificate, chain: o.chain as string[], notBefore: o.notBefore, notAfter: o.notAfter, serial: o.serial, ...(issuerNotAfter ? { issuerNotAfter } : {}) };
 }

@@ -91,7 +91,7 @@ export interface IdentityState {
   lastError: string | null;
   /** The current certificate's remaining life, s (null: none). */
   remainingSeconds: number | null;
-  /** The end of its issuer (the earliest in the chain the service sent; null: none). */
+  /** The end of its issuer, or of its trust anchor when sooner (what the service cuts certificates to; null: none). */
   issuerNotAfter: string | null;
   /** Its life was cut to the issuer's end: the issuer must be rotated (docs/identity.md). */
   cutByIssuer: boolean;
@@ -230,8 +230,9 @@ export class IdentityManager {
     // every peer, and its renewal, due half way through a life already over, asked at once, forever.
     const now = this.clock.now();
     if (!(notAfter > now && notBefore < notAfter)) throw new Error(`the identity service issued a certificate that is not valid now (${leaf.validFrom} to ${leaf.validTo}); check its issuer's end and the clocks of its node and this one`);
-    // The chain's earliest end: no certificate under it can outlive that (Infinity: no chain sent).
-    const issuerNotAfter = Math.min(...r.chain.map((p) => Date.parse(new X509Certificate(p).validTo)));
+    // The end the service cuts to, as it says: the issuer's or, when sooner, its trust anchor's,
+    // which the chain does not hold. From an older service, the chain's earliest end (Infinity: none).
+    const issuerNotAfter = r.issuerNotAfter !== undefined ? Date.parse(r.issuerNotAfter) : Math.min(...r.chain.map((p) => Date.parse(new X509Certificate(p).validTo)));
     return { m: { uri: s.uri, keyPem, certChainPem: r.certificate + r.chain.join(''), serial: leaf.serialNumber, notBefore, notAfter }, issuerNotAfter };
   }
 

@@ -136,7 +136,7 @@ export class IdentityService {
     if (end < now + this.lifetimeMs) this.warnIssuerEnd();
     const pem = await signWorkloadCsr(this.o.issuer, csrPem, { id, notBefore, notAfter: new Date(end) });
     const c = new X509Certificate(pem);
-    return { certificate: pem, chain: [this.o.issuer.certPem], notBefore: notBefore.toISOString(), notAfter: new Date(end).toISOString(), serial: c.serialNumber };
+    return { certificate: pem, chain: [this.o.issuer.certPem], notBefore: notBefore.toISOString(), notAfter: new Date(end).toISOString(), serial: c.serialNumber, issuerNotAfter: this.o.issuer.notAfter.toISOString() };
   }
 
   /** The issuer's warning in the log, at most every 10 minutes (the cut certificates call it each time). */
