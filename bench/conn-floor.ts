@@ -26,7 +26,7 @@
 // Proxy with a proxy worker's telemetry; server-first, so detection hands it to the opaque
 // tunnel at once). `direct` (the client to the server, no forwarder) is measured in the closed
 // loop only: the client's and the server's own ceiling on this machine.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
@@ -35,9 +35,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { common } from './nginx-conf.ts';
-import { parseCpuTicks } from './parse.ts';
 import { buildBenchAddon } from './native-build.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { FloorRun, freePort, ticks } from './floor-run.ts';
 
 const CLIENT_IP = '127.0.0.1';
 const SERVER_IP = '127.0.0.3';
@@ -66,29 +66,11 @@ const { values: o } = parseArgs({
   },
 });
 
-const children = new Set<ChildProcess>();
-let tmp = '';
-let stopping: Promise<never> | null = null;
-function stop(code: number): Promise<never> {
-  return (stopping ??= (async () => {
-    await Promise.all([...children].map((c) => new Promise((r) => {
-      c.once('exit', r);
-      c.kill('SIGTERM');
-    })));
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    process.exit(code);
-  })());
-}
+const run = new FloorRun('conn-floor');
 
 if (o.serve) await serve(o.serve, Number(o.upstream));
 else if (o.help) process.stdout.write(`${USAGE}\n${fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\nimport ')[0]!.replace(/^\/\/ ?/gm, '')}\n`);
-else {
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void stop(130));
-  await main().then(() => stop(0), (e: Error) => {
-    if (!stopping) process.stderr.write(`conn-floor: ${e.message}\n`);
-    return stop(1);
-  });
-}
+else await run.run(main);
 
 /** A dotted IPv4 address as a host-order number (conn-forwarder.cc's form). */
 function ipv4(ip: string): number {
@@ -176,15 +158,15 @@ async function main(): Promise<void> {
   if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${all.join(', ')}`);
   const addonPath = names.some((n) => n.startsWith('native-')) ? buildBenchAddon('conn_forwarder', 'conn-forwarder.cc', 'the native-* forwarders') : '';
 
-  tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
+  run.tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
   const start = (cmd: string, args: string[], env?: NodeJS.ProcessEnv) => {
     const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', cmd === 'nginx' ? 'ignore' : 'inherit'], env: env ?? process.env });
-    children.add(c);
-    c.once('exit', () => children.delete(c));
+    run.children.add(c);
+    c.once('exit', () => run.children.delete(c));
     return c;
   };
   const nginx = async (name: string, stream: string): Promise<number> => {
-    const dir = path.join(tmp, name);
+    const dir = path.join(run.tmp, name);
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, 'nginx.conf'), `${common(dir)}stream {\n${stream}\n}\n`);
     const c = start('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')]);
@@ -284,18 +266,6 @@ function report(rows: Row[], names: string[], rates: number[], rounds: number, s
   return `${out.join('\n')}\n`;
 }
 
-/** utime and stime of processes, in clock ticks (all their threads). */
-function ticks(pids: number[]): { user: number; sys: number } {
-  let user = 0;
-  let sys = 0;
-  for (const pid of pids) {
-    const t = parseCpuTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    user += t.user;
-    sys += t.sys;
-  }
-  return { user, sys };
-}
-
 /**
  * CPU of this process's children that have exited and been reaped (cutime + cstime, fields 16 and
  * 17 of /proc/self/stat), in clock ticks: around one client run, that client's CPU, as the
@@ -305,13 +275,4 @@ function reapedTicks(): number {
   const stat = fs.readFileSync('/proc/self/stat', 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(f[16 - 3]) + Number(f[17 - 3]);
-}
-
-/** A port free on `host` now (nginx binds it a moment later; loopback only, so a race is unlikely). */
-async function freePort(host: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }

@@ -16,7 +16,7 @@
 // JavaScript per read, addon-js calls one JavaScript function per read over a shared buffer that
 // looks at the bytes as a forwarder must (the end of the head, a response's status line).
 // --prof DIR runs the Node forwarders with --cpu-prof into DIR (read it with bench/cpuprofile-top.ts).
-import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
@@ -25,8 +25,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { common, h1, h1Upstream, httpCommon } from './nginx-conf.ts';
-import { parseCpuTicks, parseH2load } from './parse.ts';
+import { parseH2load } from './parse.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { FloorRun, freePort, ticks } from './floor-run.ts';
 import { socketFd } from '../src/proxy/kernel-splice.ts';
 import { buildBenchAddon, NATIVE_DIR } from './native-build.ts';
 
@@ -60,31 +61,11 @@ const { values: o } = parseArgs({
   },
 });
 
-/** What main() started and made; stop() ends them, waiting for each to exit before the directory goes. */
-const children = new Set<ChildProcess>();
-let tmp = '';
-let stopping: Promise<never> | null = null;
-function stop(code: number): Promise<never> {
-  // Once: Ctrl-C also fails the h2load run in flight, which would stop again with another code.
-  return (stopping ??= (async () => {
-    await Promise.all([...children].map((c) => new Promise((r) => {
-      c.once('exit', r);
-      c.kill('SIGTERM');
-    })));
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    process.exit(code);
-  })());
-}
+const run = new FloorRun('h1-floor');
 
 if (o.serve) await serve(o.serve, Number(o.upstream));
 else if (o.help) process.stdout.write(`${USAGE}\n${fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\nimport ')[0]!.replace(/^\/\/ ?/gm, '')}\n`);
-else {
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void stop(130));
-  await main().then(() => stop(0), (e: Error) => {
-    if (!stopping) process.stderr.write(`h1-floor: ${e.message}\n`); // else the h2load a Ctrl-C ended
-    return stop(1);
-  });
-}
+else await run.run(main);
 
 /** One Node forwarder, in this (child) process; prints its port. */
 async function serve(kind: string, upPort: number): Promise<void> {
@@ -150,17 +131,17 @@ async function main(): Promise<void> {
   if (unknown.length > 0) throw new Error(`--only: unknown forwarder(s) ${unknown.join(', ')}; known: ${[...all, ...onDemand].join(', ')}`);
   if (names.some((n) => onDemand.includes(n))) buildBenchAddon('poll_forwarder', 'poll-forwarder.cc', 'addon-c and addon-js');
 
-  tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
+  run.tmp = fs.mkdtempSync(ownedTempPrefix('bench'));
 
   const start = (cmd: string, args: string[]) => {
     // nginx's start-up warnings are noise here; its error log is read if it fails.
     const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', cmd === 'nginx' ? 'ignore' : 'inherit'] });
-    children.add(c);
-    c.once('exit', () => children.delete(c));
+    run.children.add(c);
+    c.once('exit', () => run.children.delete(c));
     return c;
   };
   const nginx = async (name: string, conf: string): Promise<number[]> => {
-    const dir = path.join(tmp, name);
+    const dir = path.join(run.tmp, name);
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, 'nginx.conf'), `${common(dir)}http {\n${httpCommon(dir)}${conf}\n}\n`);
     const c = start('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')]);
@@ -197,7 +178,7 @@ async function main(): Promise<void> {
   const h2load = (port: number, rate: number, s: number) => new Promise<number>((resolve, reject) => {
     const args = ['--h1', '-t1', '-c10', '--rps', String(rate / 10), '-D', String(s), `http://${CLIENT_IP}:${port}/`];
     const c = execFile('h2load', args, (e, out) => {
-      children.delete(c);
+      run.children.delete(c);
       try {
         const h = parseH2load(out);
         if (e || h.succeeded === 0 || h.failed > h.succeeded / 100) throw new Error(`${h.failed} failed, ${h.succeeded} succeeded`);
@@ -206,7 +187,7 @@ async function main(): Promise<void> {
         reject(new Error(`h2load ${args.join(' ')}: ${e?.message ?? (err as Error).message}\n${out.slice(-600)}`));
       }
     });
-    children.add(c);
+    run.children.add(c);
   });
 
   const hz = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
@@ -296,25 +277,4 @@ async function serveAddon(kind: 'addon-c' | 'addon-js', upPort: number): Promise
   });
   await new Promise<void>((r) => srv.listen(0, CLIENT_IP, r));
   return (srv.address() as net.AddressInfo).port;
-}
-
-/** utime and stime of processes, in clock ticks (all their threads). */
-function ticks(pids: number[]): { user: number; sys: number } {
-  let user = 0;
-  let sys = 0;
-  for (const pid of pids) {
-    const t = parseCpuTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    user += t.user;
-    sys += t.sys;
-  }
-  return { user, sys };
-}
-
-/** A port free on `host` now (nginx binds it a moment later; loopback only, so a race is unlikely). */
-async function freePort(host: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }
