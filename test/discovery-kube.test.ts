@@ -255,6 +255,24 @@ test('403 on namespaces alone (a ClusterRole from before they were read): the re
   t.is(a.client.status().reconnects, 0);
 });
 
+test('namespaces refused, then granted, then refused again: the second refusal of their watch is said (the once-only silence ends with the grant)', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', annotations: { 'mesh-agent.io/skip-inbound-ports': '7001' } } });
+  api.create(pod('web-1', '10.1.0.5', 'n1'));
+  api.setFailure(403, 'any', 'namespaces');
+  const { a, errors } = await servedInProcess(t, api, 'n2');
+  api.setFailure(null);
+  await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound?.join() === '7001,7001', 10_000);
+  // The grant is taken back (a ClusterRole rolled back): the watch, resumed, is refused.
+  const refused = () => api.requests.filter((r) => r.resource === 'namespaces' && r.watch && r.status === 403).length;
+  const before = refused();
+  api.setFailure(403, 'any', 'namespaces');
+  api.dropWatches();
+  await waitFor(() => refused() >= before + 2, 10_000);
+  t.true(errors.some((e) => /watch namespaces/.test(e) && /403/.test(e)), errors.join('\n'));
+});
+
 test('a namespace\'s skip-inbound ports (ours, else Linkerd\'s) reach the records of its pods that set none, and follow its changes; a pod\'s own win; a bad value is said once, for the namespace', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());

@@ -149,6 +149,8 @@ export class DiscoveryKubeSource {
       // The refused watch fails the same way at every backoff while the list is: said once, in list().
       onError: (e) => (nsForbidden && /HTTP 403/.test(e.message) ? undefined : onError(e)),
       onChange: (op, key, obj) => {
+        // Granted (the watch from "now" starts with every namespace): a later 403 is news again.
+        nsForbidden = false;
         if (op === 'set' ? namespaces.set(obj) : namespaces.delete(key)) this.rejoin(new Set([key]));
       },
       onSynced: () => {
