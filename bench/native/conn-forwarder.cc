@@ -195,36 +195,33 @@ void onEof(Side& s) {
   update(s);
 }
 
-void connected(Conn* c) {
-  Side& up = c->side[1];
+/** The dial finished: true once connected; false when it failed (the connection is closed). */
+bool dialDone(Conn* c) {
   int err = 0;
   socklen_t len = sizeof err;
-  if (getsockopt(up.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (getsockopt(c->side[1].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
   if (err != 0) {
     state.dialFailed++;
-    return closeConn(c, true);
+    closeConn(c, true);
+    return false;
   }
   state.connected++;
   c->connecting = false;
+  return true;
+}
+
+void connected(Conn* c) {
+  if (!dialDone(c)) return;
   update(c->side[0]);
-  update(up);
+  update(c->side[1]);
 }
 
 void pumpEt(Side& s);
 
 /** native-et: the dial finished; relay what either side already has. */
 void connectedEt(Conn* c) {
-  Side& up = c->side[1];
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (getsockopt(up.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-  if (err != 0) {
-    state.dialFailed++;
-    return closeConn(c, true);
-  }
-  state.connected++;
-  c->connecting = false;
-  pumpEt(up);
+  if (!dialDone(c)) return;
+  pumpEt(c->side[1]);
   pumpEt(c->side[0]);
 }
 
