@@ -2,8 +2,8 @@
 import { CONTROLLER_TOKEN_FILE } from '../controller/agent-token.ts';
 import { DEFAULT_STATE_FILE } from '../cni/spec.ts';
 import type { Command } from 'commander';
-import * as os from 'node:os';
 import { Agent } from '../agent/agent.ts';
+import { StopSignals } from './stop-signals.ts';
 import { jsonLogger } from '../agent/log.ts';
 import { findCgroup2Mount } from '../datapath/cgroup2.ts';
 import { PortSet, DEFAULT_OPAQUE_PORTS } from '../proxy/ports.ts';
@@ -118,46 +118,15 @@ export function registerRun(program: Command) {
         ...(o.cniSocket ? { cni: { socket: absolute(o.cniSocket, '--cni-socket'), stateFile: absolute(o.cniState, '--cni-state') } } : {}),
         log,
       });
-      // The first SIGTERM/SIGINT drains; a second one cuts the drain short (the connections still
-      // open are closed as at its deadline) and the agent unloads as after any drain, then exits
-      // 128+signal; a third exits at once, unloading nothing more (docs/proxy.md).
-      let signals = 0;
-      const stop = async (sig: NodeJS.Signals) => {
-        signals++;
-        if (signals === 2) {
-          log.warn(`${sig} again: closing the connections still open now instead of draining for --drain ${drainMs} ms; send it once more to exit without cleaning up`);
-          cutShort = sig;
-          agent.cutDrain();
-          return;
-        }
-        if (signals > 2) {
-          log.warn(`${sig} a third time: exiting now; what the agent left in the kernel, if anything, is removed by the next agent or mesh-agent cleanup`);
-          process.exit(exitCodeFor(sig));
-        }
-        if (starting) {
-          // Stopped beside the start, the start went on after stop() had looked: a capture it then
-          // put in place (the nftables table) was left behind, as by a SIGKILL.
-          log.info(`${sig} while starting: stopping once the start is done`);
-          // A start that fails stops the agent and exits on its own (below).
-          if (!(await started.then(() => true, () => false))) return;
-        }
-        log.info(`${sig}: draining and detaching`);
-        await agent.stop(drainMs);
-        log.info('stopped');
-        process.exit(cutShort === null ? 0 : exitCodeFor(cutShort));
-      };
-      let cutShort: NodeJS.Signals | null = null;
-      let starting = true;
       const started = agent.start();
-      process.on('SIGTERM', () => void stop('SIGTERM'));
-      process.on('SIGINT', () => void stop('SIGINT'));
+      const signals = new StopSignals({ agent, drainMs, started, log, exit: (code) => process.exit(code) });
+      process.on('SIGTERM', () => void signals.signal('SIGTERM'));
+      process.on('SIGINT', () => void signals.signal('SIGINT'));
       try {
         await started;
       } catch (e) {
         await agent.stop(0).catch(() => {});
         throw e;
-      } finally {
-        starting = false;
       }
       log.info('agent ready', { proxy: proxyAddr, admin: `${admin.host}:${admin.port}`, pods: agent.pods.states().length, proxyWorkers });
       // Start-up grew the main thread's young generation to 8 MB (5 MB resident) that an idle agent
@@ -165,11 +134,6 @@ export function registerRun(program: Command) {
       const notShrunk = shrinkHeap();
       if (notShrunk) log.info('the agent kept its start-up heap (no effect on traffic; it idles a few MB larger)', { error: notShrunk.message });
     });
-}
-
-/** The shell's code for a process ended by a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM). */
-function exitCodeFor(sig: NodeJS.Signals): number {
-  return 128 + os.constants.signals[sig];
 }
 
 function absolute(p: string, flag: string): string {
