@@ -2,6 +2,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,8 @@ import { runCli } from './fixtures/manifests/run-cli.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
 import { joinYamlStreams } from '../src/cli/manifest-inputs.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
+import { createTrustAnchor } from '../src/identity/x509.ts';
+import { issueServingCertificate } from './helpers/serving-cert.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -345,10 +348,53 @@ test('CLI: an http URL is fetched (redirects followed, as for a raw GitHub link)
   t.regex(refused.stderr, /^mesh-agent inject: http:\/\/127\.0\.0\.1:\d+\/app\.yaml: could not fetch it \(connect ECONNREFUSED [^)]+\); check the URL, or download the file and pass its path\n$/);
 });
 
+test('CLI: a URL asked over https is not followed to http, and a body past 64 MB is cut, each refused saying why', async (t) => {
+  const now = Date.now();
+  const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) };
+  const ca = await createTrustAnchor({ trustDomain: 'cluster.local', ...validity });
+  const cert = await issueServingCertificate(ca, { ips: ['127.0.0.1'], ...validity });
+  const plain = http.createServer((req, res) => {
+    if (req.url === '/big.yaml') {
+      // Streams on: 65 MB of comment lines, more than any manifest.
+      const line = `# ${'x'.repeat(1021)}\n`;
+      let left = 65 * 1024;
+      const more = () => {
+        while (left > 0) {
+          left--;
+          if (!res.write(line)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    } else res.end(fixture('deployment.yaml'));
+  });
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  const plainUrl = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`;
+  const secure = https.createServer({ cert: cert.certPem, key: cert.keyPem }, (_req, res) => res.writeHead(302, { location: `${plainUrl}/app.yaml` }).end());
+  await new Promise<void>((r) => secure.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    plain.closeAllConnections();
+    plain.close();
+    secure.close();
+  });
+  const dir = testTempDir(t);
+  const caFile = path.join(dir, 'ca.crt');
+  writeFileSync(caFile, ca.certPem);
+  const secureUrl = `https://127.0.0.1:${(secure.address() as AddressInfo).port}/app.yaml`;
+  const down = await runCliAsync(['inject', secureUrl], { NODE_EXTRA_CA_CERTS: caFile });
+  t.is(down.code, 1, down.stderr);
+  t.is(down.stdout, '');
+  t.is(down.stderr, `mesh-agent inject: ${secureUrl}: could not fetch it (it redirects to ${plainUrl}/app.yaml, which is not https); check the URL, or download the file and pass its path\n`);
+  const big = await runCliAsync(['inject', `${plainUrl}/big.yaml`]);
+  t.is(big.code, 1, big.stderr);
+  t.is(big.stdout, '');
+  t.regex(big.stderr, /could not fetch it \(it is larger than 64 MB, not a manifest\)/);
+});
+
 /** The CLI as a child process without blocking this one's loop (the URL test serves from it). */
-function runCliAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runCliAsync(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), ...args], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--disable-warning=ExperimentalWarning', meshBin(), ...args], { cwd: ROOT, timeout: 30_000, env: { ...process.env, ...env }, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
     });
   });

@@ -15,6 +15,8 @@ export interface ManifestInput {
 const MANIFEST_EXT = /\.(ya?ml|json)$/i;
 const URL_TIMEOUT_MS = 30_000;
 const MAX_REDIRECTS = 5;
+/** A manifest is kilobytes; a URL that streams on (a log, a mistaken endpoint) is cut here. */
+const MAX_URL_CHARS = 64 * 1024 * 1024;
 
 export async function readManifestInputs(args: string[]): Promise<ManifestInput[]> {
   const out: ManifestInput[] = [];
@@ -63,7 +65,10 @@ function fetchText(url: string, redirects = MAX_REDIRECTS): Promise<string> {
       if (status >= 300 && status < 400 && res.headers.location) {
         res.resume();
         if (redirects === 0) return fail(`more than ${MAX_REDIRECTS} redirects`);
-        return resolve(fetchText(new URL(res.headers.location, url).toString(), redirects - 1));
+        const next = new URL(res.headers.location, url);
+        // As curl and browsers: what was asked over TLS is not fetched in the clear.
+        if (url.toLowerCase().startsWith('https:') && next.protocol !== 'https:') return fail(`it redirects to ${next.toString()}, which is not https`);
+        return resolve(fetchText(next.toString(), redirects - 1));
       }
       if (status !== 200) {
         res.resume();
@@ -71,7 +76,13 @@ function fetchText(url: string, redirects = MAX_REDIRECTS): Promise<string> {
       }
       res.setEncoding('utf8');
       let text = '';
-      res.on('data', (c: string) => (text += c));
+      res.on('data', (c: string) => {
+        text += c;
+        if (text.length > MAX_URL_CHARS) {
+          res.destroy();
+          fail(`it is larger than ${MAX_URL_CHARS / 1024 / 1024} MB, not a manifest`);
+        }
+      });
       res.on('end', () => resolve(text));
       res.on('error', (e) => fail(e.message));
     });
