@@ -1,7 +1,8 @@
 // The proxy's drain (close(), on SIGTERM) over loopback: keep-alive connections end where their
 // clients lose nothing. HTTP/1: the response in flight, and any later one, says
 // `Connection: close` and the connection ends after it; HTTP/2: a GOAWAY, the stream in flight
-// completes. A connection idle between requests is closed when the drain starts, so the drain
+// completes. A connection idle between requests is closed when it is still idle a grace (1 s)
+// after the drain started (its next request, if one comes, says `Connection: close`), so the drain
 // ends with the last exchange, not at its deadline (as nginx, Envoy and Node's
 // server.closeIdleConnections() do). The datapath is a stub lookup: every connection's original
 // destination is the origin. test/proxy-drain.native-io.test.ts runs it again with --native-io.
@@ -94,6 +95,47 @@ test('HTTP/1: a keep-alive connection idle between requests is closed when the d
   await closing;
   t.true(drained);
   t.true(performance.now() - t0 < DEADLINE_MS / 3, `the drain ended with the idle connection, not at its ${DEADLINE_MS} ms deadline`);
+});
+
+test('HTTP/1: a keep-alive client in a loop loses no request when the drain starts between its requests (its next one is answered with Connection: close, the idle close waits a grace)', async (t) => {
+  const o = await origin(false);
+  t.teardown(() => o.close());
+  const { proxy, port } = await proxyTo(o.port);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const failures: string[] = [];
+  let done = 0;
+  let closedBy: string | undefined;
+  let stop = false;
+  // The next request goes out as the last response ends, as a client loop's does.
+  const loop = (async () => {
+    while (!stop) {
+      await new Promise<void>((resolve) => {
+        http.get({ host: HOST, port, path: '/', agent }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            done++;
+            if (res.headers.connection === 'close') {
+              closedBy = 'close';
+              stop = true;
+            }
+            resolve();
+          });
+        }).on('error', (e) => {
+          failures.push(e.message);
+          stop = true;
+          resolve();
+        });
+      });
+    }
+  })();
+  await waitFor(() => done >= 20);
+  // The drain starts while the loop runs: between two of its requests, or during one.
+  const closing = proxy.close(DEADLINE_MS);
+  await loop;
+  await closing;
+  t.deepEqual(failures, [], 'no request failed');
+  t.is(closedBy, 'close', 'the loop\'s connection ended with a response saying Connection: close');
 });
 
 test('HTTP/1: a keep-alive response whose head went out before the drain completes whole, then its connection is closed', async (t) => {

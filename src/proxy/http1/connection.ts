@@ -51,6 +51,8 @@ const ST_CLOSED = 4;
 const MIN_RESPONSE_HEAD_LIMIT = 128 * 1024;
 /** How long to keep reading (and discarding) after our FIN before a hard close. */
 const LINGER_MS = 2000;
+/** How long a connection idle at drain start may still bring a request (onDrain). */
+export const DRAIN_IDLE_GRACE_MS = 1000;
 /** Below the shortest common server keep-alive timeout (gunicorn's 2 s). */
 const NON_RETRYABLE_MAX_IDLE_MS = 1000;
 
@@ -118,6 +120,8 @@ export class Http1Connection implements UpstreamOwner {
   private resHeadSent = false;
   /** Removes the drain-deadline reset of a close-delimited response in flight (ctx.drain). */
   private offCut: (() => void) | null = null;
+  /** Closes the connection at the end of the drain's grace if it is still idle (onDrain). */
+  private drainIdleTimer: NodeJS.Timeout | null = null;
   /** Removes onDrain from ctx.drain. */
   private offDrain: (() => void) | null = null;
   private upExtra = false;
@@ -1193,6 +1197,8 @@ export class Http1Connection implements UpstreamOwner {
     this.clearHeaderTimer();
     if (this.idleTimer !== null) clearInterval(this.idleTimer);
     if (this.lingerTimer !== null) clearTimeout(this.lingerTimer);
+    if (this.drainIdleTimer !== null) clearTimeout(this.drainIdleTimer);
+    this.drainIdleTimer = null;
     this.clearExchangeTimer();
     this.idleTimer = null;
     this.lingerTimer = null;
@@ -1217,16 +1223,23 @@ export class Http1Connection implements UpstreamOwner {
   }
 
   /**
-   * The proxy started draining. Idle between requests, the connection closes now (a FIN: the
-   * client's next request goes on a new connection, as nginx, Envoy and Node's
-   * server.closeIdleConnections() do), or it would hold the drain to its deadline. A request in
-   * flight finishes, and the connection closes after its response (`Connection: close` when its
-   * head is still to come). A tunnel keeps going until the deadline.
+   * The proxy started draining. Idle between requests, the connection is closed if it is still
+   * idle DRAIN_IDLE_GRACE_MS later, or it would hold the drain to its deadline. Not at once: a
+   * client in a loop has its next request on the way in that instant, and a close then fails it
+   * ("socket hang up": Node's agent does not retry); within the grace that request is answered
+   * with `Connection: close`. A request in flight finishes, and the connection closes after its
+   * response (`Connection: close` when its head is still to come). A tunnel keeps going until
+   * the deadline.
    */
   private onDrain(): void {
     this.offDrain = null;
-    if (this.state === ST_HEAD && !this.reqReader.partial) this.closeClient();
-    else if (this.state === ST_EXCHANGE) this.closeForDrain = true;
+    if (this.state === ST_HEAD && !this.reqReader.partial) {
+      this.drainIdleTimer = setTimeout(() => {
+        this.drainIdleTimer = null;
+        if (this.state === ST_HEAD && !this.reqReader.partial) this.closeClient();
+      }, DRAIN_IDLE_GRACE_MS);
+      this.drainIdleTimer.unref();
+    } else if (this.state === ST_EXCHANGE) this.closeForDrain = true;
   }
 
   private onIdleCheck(): void {
