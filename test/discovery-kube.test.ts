@@ -219,6 +219,31 @@ test('403 on one route kind (a ClusterRole from before routes were read): the re
   t.pass();
 });
 
+test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoutes its rules name) is not taken as "none": listed as empty it would drop every restriction it makes; discovery waits for the grant', async (t) => {
+  for (const plural of ['traffictargets', 'httproutegroups', 'tcproutes']) {
+    const api = await new SimApiServer().start();
+    t.teardown(() => api.close());
+    for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
+    api.create(service('web'));
+    api.setFailure(403, 'any', plural);
+    const kc = new KubeConfig();
+    kc.loadFromString(kubeconfigJson(api));
+    const hub = new DiscoveryHub({ log: () => {} });
+    const errors: string[] = [];
+    const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
+    const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: () => {}, backoff: { initialMs: 20, maxMs: 100 } });
+    t.teardown(() => src.stop());
+    src.start();
+    // Refused three times (its list retried with backoff), and still not synced: no world without it.
+    await waitFor(() => api.requests.filter((r) => r.resource === plural && r.status === 403).length >= 3, 10_000);
+    t.false(hub.synced, `${plural}: discovery synced with ${plural} unreadable`);
+    t.true(errors.some((e) => /HTTP 403/.test(e) && /ClusterRole/.test(e)), `${plural}: the refusal names the fix: ${errors.join('; ')}`);
+    api.setFailure(null);
+    await within(hub.whenSynced(), 10_000, () => `${plural}: not synced once granted: ${errors.slice(-3).join('; ')}`);
+    src.stop();
+  }
+});
+
 test('403 on list: the error names the controller\'s ClusterRole; retried, it recovers once granted', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());

@@ -4,9 +4,10 @@
 // and SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
 // (specs.smi-spec.io/v1alpha4), each listed and watched once with the same reflector, into the
 // route and access indexes (discovery/mesh-objects.ts). Their CRDs are
-// not ours to install: a kind whose CRD is missing (404), or that the controller may not read
-// (403: a ClusterRole from before the kind was read), counts as listed and empty, is said once,
-// and is watched for, so routes work once the CRDs are installed or the grant applied. The status API writes
+// not ours to install: a kind whose CRD is missing (404), or a route kind the controller may not
+// read (403: a ClusterRole from before the kind was read), counts as listed and empty, is said
+// once, and is watched for, so routes work once the CRDs are installed or the grant applied. A
+// 403 on an access kind (ACCESS_KINDS) is an error: empty, it would open what it restricts. The status API writes
 // the routes' status through the status subresource (route-status.ts).
 import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
 import type { BackoffOptions } from '../k8s/watch-errors.ts';
@@ -27,6 +28,13 @@ export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: 
   { kind: 'TCPRoute', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'tcproutes', crd: "SMI's" },
   { kind: 'TrafficTarget', group: 'access.smi-spec.io', version: 'v1alpha3', plural: 'traffictargets', crd: "SMI's" },
 ];
+
+/**
+ * The kinds that restrict who may connect (TrafficTarget and the route groups its rules name).
+ * A 403 on them is not "none": listed as empty, it would drop every restriction they make, so
+ * the list fails and is retried, keeping what was last read (discovery waits for it at start).
+ */
+const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute']);
 
 export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io) or traffictargets (access.smi-spec.io); apply the ClusterRole from mesh-agent install";
 
@@ -79,7 +87,7 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
           });
         } catch (e) {
           const status = statusOf(e);
-          if (status !== 404 && status !== 403) throw e;
+          if (status !== 404 && !(status === 403 && !ACCESS_KINDS.has(d.kind))) throw e;
           // No CRD, or a ClusterRole from before this kind was read: listed and empty, so the rest
           // of discovery is not held back; the watch from "now" (retried with backoff) picks the
           // objects up once the CRD is installed or the grant applied.
