@@ -20,17 +20,16 @@
 //   added while no agent ran included), attaches again, and new connections go through its proxy.
 //   The new agent starts as the DaemonSet starts it: `run --config` on a mounted ConfigMap.
 import test, { type ExecutionContext } from 'ava';
-import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
+import { createNode, TOOLS_PATH } from '../src/sim/index.ts';
 import { cgroupId } from '../src/datapath/cgroup2.ts';
 import { exited, JsonLines, JsonRpc } from './helpers/procs.ts';
 import { mountConfigMap } from './helpers/configmap-volume.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { nodeScope } from './helpers/node-scope.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = meshBin();
@@ -69,16 +68,10 @@ function meshPins(): string[] {
 
 async function scenario(t: ExecutionContext, signal: 'SIGTERM' | 'SIGKILL') {
   if (process.getuid?.() !== 0) return t.fail('needs root and BPF; run the suite as root: sudo ./dev test');
-  const children: ChildProcess[] = [];
-  let node: SimNode | undefined;
-  const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(async () => {
-    for (const c of children) c.kill('SIGKILL');
-    await node?.destroy();
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
+  const scope = nodeScope(t);
+  const { children, tmp } = scope;
   const pinsBefore = meshPins();
-  node = await createNode({ driver: signal === 'SIGTERM' ? 'systemd' : 'cgroupfs' });
+  const node = (scope.node = await createNode({ driver: signal === 'SIGTERM' ? 'systemd' : 'cgroupfs' }));
   const web = await node.addPod({ name: 'web', namespace: 'shop' });
   const api = await node.addPod({ name: 'api', namespace: 'shop' });
 

@@ -3,15 +3,14 @@
 // the agent unloads as after any drain (programs detached, the inbound capture's nftables table
 // removed) and exits 128+signal (130 for SIGINT), as Linkerd's proxy and most daemons do.
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
+import { createNode, TOOLS_PATH } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { nodeScope } from './helpers/node-scope.ts';
 import { CAPTURE_TABLE } from '../src/datapath/inbound-capture.ts';
 import { nftBinary } from '../src/datapath/nft.ts';
 
@@ -23,15 +22,9 @@ const EXIT_BOUND_MS = 30_000;
 
 test('a second signal during the drain closes what is still open, unloads, and exits 130 at once, not at the --drain deadline', async (t) => {
   if (process.getuid?.() !== 0) return t.fail('needs root and BPF; run the suite as root: sudo ./dev test');
-  const children: ChildProcess[] = [];
-  let node: SimNode | undefined;
-  const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(async () => {
-    for (const c of children) c.kill('SIGKILL');
-    await node?.destroy();
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
-  node = await createNode({ driver: 'cgroupfs' });
+  const scope = nodeScope(t);
+  const { children, tmp } = scope;
+  const node = (scope.node = await createNode({ driver: 'cgroupfs' }));
   const web = await node.addPod({ name: 'web', namespace: 'shop' });
   const api = await node.addPod({ name: 'api', namespace: 'shop' });
   const podsFile = path.join(tmp, 'pods.yaml');

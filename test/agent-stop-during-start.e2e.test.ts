@@ -3,14 +3,13 @@
 // after any start, rather than beside it. Stopped beside it, the start went on after the stop had
 // looked, put the inbound capture's nftables table in place and left it behind as a SIGKILL does.
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createNode, TOOLS_PATH, type SimNode } from '../src/sim/index.ts';
+import { createNode, TOOLS_PATH } from '../src/sim/index.ts';
 import { exited, JsonLines } from './helpers/procs.ts';
 import { meshBin } from '../src/sim/dist-bin.ts';
-import { ownedTempPrefix } from '../src/sim/layout.ts';
+import { nodeScope } from './helpers/node-scope.ts';
 import { CAPTURE_TABLE } from '../src/datapath/inbound-capture.ts';
 import { nftBinary } from '../src/datapath/nft.ts';
 
@@ -19,15 +18,9 @@ const EXIT_BOUND_MS = 60_000;
 
 test('SIGTERM during start: the agent finishes starting, then stops as after any start: exit 0, programs detached, no nftables table left', async (t) => {
   if (process.getuid?.() !== 0) return t.fail('needs root and BPF; run the suite as root: sudo ./dev test');
-  const children: ChildProcess[] = [];
-  let node: SimNode | undefined;
-  const tmp = fs.mkdtempSync(ownedTempPrefix('test'));
-  t.teardown(async () => {
-    for (const c of children) c.kill('SIGKILL');
-    await node?.destroy();
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
-  node = await createNode({ driver: 'cgroupfs' });
+  const scope = nodeScope(t);
+  const { children, tmp } = scope;
+  const node = (scope.node = await createNode({ driver: 'cgroupfs' }));
   const api = await node.addPod({ name: 'api', namespace: 'shop' });
   const podsFile = path.join(tmp, 'pods.yaml');
   const o = api.toPodObject(node.name) as any;

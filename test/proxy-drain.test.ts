@@ -36,6 +36,23 @@ async function origin(h2: boolean) {
   return { port: (server.address() as net.AddressInfo).port, held, close: () => server.close() };
 }
 
+/** A raw TCP origin on loopback that answers each connection with `serve`; its sockets and itself end with the test. */
+async function rawOrigin(t: { teardown(f: () => void): void }, serve: (s: net.Socket) => void, opts: net.ServerOpts = {}): Promise<number> {
+  const upstreams: net.Socket[] = [];
+  const server = net.createServer(opts, (s) => {
+    upstreams.push(s);
+    s.on('error', () => {});
+    serve(s);
+  });
+  server.listen(0, HOST);
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of upstreams) s.destroy();
+    server.close();
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
 async function proxyTo(port: number) {
   const proxy = new Proxy({ listen: { host: HOST, port: 0 }, lookup: () => ({ ip: HOST, port, podKey: 1n }), opaquePorts: PortSet.empty(), log: () => {}, nativeIo: nativeIo() });
   const { port: listen } = await proxy.listen();
@@ -218,19 +235,7 @@ test('HTTP/2: after the GOAWAY the proxy closes the connection once its streams 
 // by a timeout or an upstream reset (http1-proxy.test.ts), only a reset tells the client it is
 // not whole; a FIN would pass "partial" for the whole body.
 test('HTTP/1: a close-delimited response still flowing at the drain deadline reaches the client as a reset, not as a clean end', async (t) => {
-  const upstreams: net.Socket[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    upstreams.push(s);
-    s.on('error', () => {});
-    s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial'));
-  });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of upstreams) s.destroy();
-    server.close();
-  });
-  const { proxy, port } = await proxyTo((server.address() as net.AddressInfo).port);
+  const { proxy, port } = await proxyTo(await rawOrigin(t, (s) => s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial')), { allowHalfOpen: true }));
   const c = net.connect({ host: HOST, port, allowHalfOpen: true });
   let ended = false;
   let error = '';
@@ -252,19 +257,7 @@ test('HTTP/1: a close-delimited response still flowing at the drain deadline rea
 
 // A second SIGTERM/SIGINT (cli/run.ts): what the drain still waits for is closed now.
 test('cutDrain() ends a drain at once: a tunnel still open is closed, not waited for until the deadline', async (t) => {
-  const upstreams: net.Socket[] = [];
-  const server = net.createServer((s) => {
-    upstreams.push(s);
-    s.on('error', () => {});
-    s.pipe(s);
-  });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of upstreams) s.destroy();
-    server.close();
-  });
-  const { proxy, port } = await proxyTo((server.address() as net.AddressInfo).port);
+  const { proxy, port } = await proxyTo(await rawOrigin(t, (s) => s.pipe(s)));
   const c = net.connect({ host: HOST, port });
   c.on('error', () => {});
   t.teardown(() => c.destroy());
