@@ -388,7 +388,7 @@ test('CLI: a URL asked over https is not followed to http, and a body past 64 MB
   const big = await runCliAsync(['inject', `${plainUrl}/big.yaml`]);
   t.is(big.code, 1, big.stderr);
   t.is(big.stdout, '');
-  t.regex(big.stderr, /could not fetch it \(it is larger than 64 MB, not a manifest\)/);
+  t.regex(big.stderr, /could not fetch it \(it is larger than 64 MB\)/);
 });
 
 /** The CLI as a child process without blocking this one's loop (the URL test serves from it). */

@@ -4,7 +4,7 @@
 // A browser is opened only on a machine with a display, and never with --show-url.
 // Exit codes: 0 (URL printed; port-forward ended by Ctrl-C), 1 error, 2 usage.
 import { spawn, type ChildProcess } from 'node:child_process';
-import * as http from 'node:http';
+import { httpGet } from '../util/http-get.ts';
 import type { Command } from 'commander';
 import { controllerUrl, DEFAULT_DASHBOARD_PORT } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
@@ -23,22 +23,17 @@ export function canOpenBrowser(env: NodeJS.ProcessEnv, platform: NodeJS.Platform
 }
 
 /** GET /api/health of a dashboard: resolves when it answers as one, rejects with why not. */
-export function checkDashboard(url: string, timeoutMs = 5000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(new URL('/api/health', url), { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => {
-        try {
-          if (res.statusCode === 200 && JSON.parse(body).ok === true) return resolve();
-        } catch {}
-        reject(new Error(`${url} answered HTTP ${res.statusCode}, not as a mesh-agent dashboard: ${body.slice(0, 200)}`));
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs}ms`)));
-    req.on('error', (e) => reject(new Error(`${url} is unreachable: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
-  });
+export async function checkDashboard(url: string, timeoutMs = 5000): Promise<void> {
+  let a;
+  try {
+    a = await httpGet(new URL('/api/health', url), { timeoutMs });
+  } catch (e) {
+    throw new Error(`${url} is unreachable: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    if (a.status === 200 && JSON.parse(a.body).ok === true) return;
+  } catch {}
+  throw new Error(`${url} answered HTTP ${a.status}, not as a mesh-agent dashboard: ${a.body.slice(0, 200)}`);
 }
 
 /** The "Forwarding from 127.0.0.1:PORT -> REMOTE" line kubectl prints once the forward listens. */

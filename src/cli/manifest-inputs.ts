@@ -2,8 +2,7 @@
 // file, `-` for stdin, a directory (its .yaml, .yml and .json files, recursively, in name order)
 // or an http(s) URL. Each input keeps its own name, so an error still says FILE:LINE.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
+import { httpGet } from '../util/http-get.ts';
 import * as path from 'node:path';
 
 export interface ManifestInput {
@@ -52,43 +51,15 @@ function manifestFiles(dir: string): string[] {
   return files;
 }
 
-/**
- * GET with redirects followed, by node:http(s) rather than fetch(): fetch refuses the Fetch
- * standard's "bad ports" (6000, 6665-6669, 10080...), where a cluster's file server may listen.
- */
-function fetchText(url: string, redirects = MAX_REDIRECTS): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const fail = (why: string) => reject(new Error(`${url}: could not fetch it (${why}); check the URL, or download the file and pass its path`));
-    const get = url.toLowerCase().startsWith('https:') ? https.get : http.get;
-    const req = get(url, { timeout: URL_TIMEOUT_MS }, (res) => {
-      const status = res.statusCode ?? 0;
-      if (status >= 300 && status < 400 && res.headers.location) {
-        res.resume();
-        if (redirects === 0) return fail(`more than ${MAX_REDIRECTS} redirects`);
-        const next = new URL(res.headers.location, url);
-        // As curl and browsers: what was asked over TLS is not fetched in the clear.
-        if (url.toLowerCase().startsWith('https:') && next.protocol !== 'https:') return fail(`it redirects to ${next.toString()}, which is not https`);
-        return resolve(fetchText(next.toString(), redirects - 1));
-      }
-      if (status !== 200) {
-        res.resume();
-        return reject(new Error(`${url}: the server answered HTTP ${status}; check the URL`));
-      }
-      res.setEncoding('utf8');
-      let text = '';
-      res.on('data', (c: string) => {
-        text += c;
-        if (text.length > MAX_URL_CHARS) {
-          res.destroy();
-          fail(`it is larger than ${MAX_URL_CHARS / 1024 / 1024} MB, not a manifest`);
-        }
-      });
-      res.on('end', () => resolve(text));
-      res.on('error', (e) => fail(e.message));
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${URL_TIMEOUT_MS / 1000} s`)));
-    req.on('error', (e) => fail(e.message));
-  });
+async function fetchText(url: string): Promise<string> {
+  let a;
+  try {
+    a = await httpGet(url, { timeoutMs: URL_TIMEOUT_MS, redirects: MAX_REDIRECTS, maxChars: MAX_URL_CHARS });
+  } catch (e) {
+    throw new Error(`${url}: could not fetch it (${(e as Error).message}); check the URL, or download the file and pass its path`);
+  }
+  if (a.status !== 200) throw new Error(`${url}: the server answered HTTP ${a.status}; check the URL`);
+  return a.body;
 }
 
 function reason(e: unknown): string {

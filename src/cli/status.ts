@@ -1,11 +1,11 @@
 // `mesh-agent status`: the node agent's state from its admin API, as a table or JSON.
 // Exit codes scripts can trust: 0 healthy, 1 degraded (reasons printed; an agent whose /status
 // answers a server error among them), 2 agent unreachable.
-import * as http from 'node:http';
 import type { Command } from 'commander';
 import { assessHealth } from '../agent/health.ts';
 import { parseHostPort } from './addr.ts';
 import { table } from './table.ts';
+import { httpGet } from '../util/http-get.ts';
 import { parseMs } from './run-config.ts';
 
 export const EXIT_HEALTHY = 0;
@@ -70,17 +70,15 @@ class ServerError extends Error {
  * GET with node:http, not fetch(): fetch refuses the Fetch standard's "bad ports" (6000, 6665-6669,
  * 10080, ...) whatever listens there, so an agent given such an --admin-port was "unreachable".
  */
-function getText(url: string, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { signal: AbortSignal.timeout(timeoutMs) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(res.statusCode! >= 500 ? new ServerError(res.statusCode!, body) : new Error(`HTTP ${res.statusCode}`))));
-      res.on('error', reject);
-    });
-    req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(e.name === 'AbortError' ? 'timed out' : (e.code ?? e.message))));
-  });
+async function getText(url: string, timeoutMs: number): Promise<string> {
+  let a;
+  try {
+    a = await httpGet(url, { timeoutMs });
+  } catch (e) {
+    throw new Error((e as NodeJS.ErrnoException).code ?? (e as Error).message);
+  }
+  if (a.status === 200) return a.body;
+  throw a.status >= 500 ? new ServerError(a.status, a.body) : new Error(`HTTP ${a.status}`);
 }
 
 export function render(s: any, health: { healthy: boolean; reasons: string[] }): string {
