@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -322,6 +322,23 @@ test('CLI: a path that does not exist, or an empty directory, is refused naming 
   const empty = runCli(['inject', dir]);
   t.is(empty.status, 1);
   t.is(empty.stderr, `mesh-agent inject: ${dir}: no .yaml, .yml or .json file in this directory or below it\n`);
+});
+
+test('CLI: - given twice is refused before reading (stdin can be read once), naming the fix', (t) => {
+  const r = runCli(['inject', '-', 'test/fixtures/manifests/pod.yaml', '-'], fixture('pod.yaml'));
+  t.is(r.status, 1);
+  t.is(r.stdout, '');
+  t.is(r.stderr, 'mesh-agent inject: - is given twice: stdin can be read only once; save the second manifest to a file and pass its path\n');
+});
+
+test('CLI: an unreadable manifest in a directory (a broken symbolic link) is refused naming it, not with Node\'s error text', (t) => {
+  const dir = testTempDir(t);
+  writeFileSync(path.join(dir, 'a.yaml'), fixture('pod.yaml'));
+  symlinkSync(path.join(dir, 'gone.yaml'), path.join(dir, 'b.yaml'));
+  const r = runCli(['inject', dir]);
+  t.is(r.status, 1);
+  t.is(r.stdout, '');
+  t.is(r.stderr, `mesh-agent inject: ${path.join(dir, 'b.yaml')}: a symbolic link to a file that does not exist; remove the link or point it at a manifest\n`);
 });
 
 test('CLI: an http URL is fetched (redirects followed, as for a raw GitHub link); an error answer is refused with its status', async (t) => {

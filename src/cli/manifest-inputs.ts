@@ -18,6 +18,9 @@ const MAX_REDIRECTS = 5;
 const MAX_URL_CHARS = 64 * 1024 * 1024;
 
 export async function readManifestInputs(args: string[]): Promise<ManifestInput[]> {
+  if (args.filter((a) => a === '-').length > 1) {
+    throw new Error('- is given twice: stdin can be read only once; save the second manifest to a file and pass its path');
+  }
   const out: ManifestInput[] = [];
   for (const arg of args) {
     if (arg === '-') out.push({ source: '<stdin>', text: readFileSync(0, 'utf8') });
@@ -34,10 +37,10 @@ function readPath(p: string): ManifestInput[] {
   } catch (e) {
     throw new Error(`${p}: ${reason(e)}; give a manifest file, a directory of them, an http(s) URL or - for stdin`);
   }
-  if (!st.isDirectory()) return [{ source: p, text: readFileSync(p, 'utf8') }];
+  if (!st.isDirectory()) return [{ source: p, text: readText(p) }];
   const files = manifestFiles(p);
   if (files.length === 0) throw new Error(`${p}: no .yaml, .yml or .json file in this directory or below it`);
-  return files.map((f) => ({ source: f, text: readFileSync(f, 'utf8') }));
+  return files.map((f) => ({ source: f, text: readText(f) }));
 }
 
 /** A directory's manifest files, recursively, in a stable (name) order. */
@@ -46,9 +49,27 @@ function manifestFiles(dir: string): string[] {
   for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) files.push(...manifestFiles(p));
-    else if (MANIFEST_EXT.test(e.name) && (e.isFile() || statSync(p).isFile())) files.push(p);
+    else if (MANIFEST_EXT.test(e.name) && (e.isFile() || linksToFile(p))) files.push(p);
   }
   return files;
+}
+
+/** A symbolic link named like a manifest: read when it leads to a file; a broken one is an error, not a skip. */
+function linksToFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${p}: a symbolic link to a file that does not exist; remove the link or point it at a manifest`);
+    throw new Error(`${p}: ${reason(e)}`);
+  }
+}
+
+function readText(p: string): string {
+  try {
+    return readFileSync(p, 'utf8');
+  } catch (e) {
+    throw new Error(`${p}: ${reason(e)}`);
+  }
 }
 
 async function fetchText(url: string): Promise<string> {
