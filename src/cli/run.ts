@@ -16,12 +16,14 @@ import type { AgentIdentityOptions } from '../agent/agent.ts';
 import { DEFAULT_TRUST_DOMAIN, isTrustDomain, workloadId } from '../identity/spiffe.ts';
 import { TUNNEL_PORT } from '../tunnel/path.ts';
 import { DEFAULT_FIRST_SYNC_WAIT_MS } from '../discovery/first-sync.ts';
+import { parseServiceHostPort } from '../util/host-port.ts';
+import { DEFAULT_IDENTITY_PORT } from '../identity/api.ts';
 import { IDENTITY_DEFAULTS, IDENTITY_RUN_DEFAULTS, parseServiceAccount, readFileFor } from './identity-flags.ts';
 
 /** mTLS settings when an identity service is named (flag or config), else undefined: identity off. */
 export function identityOptions(o: { identityTrustAnchorsFile: string; identityTokenFile: string; identityServiceAccount: string; trustDomain: string; tunnelPort: string; firstSyncWait: string }, addr: string | undefined): AgentIdentityOptions | undefined {
   if (addr === undefined || addr === '') return undefined;
-  if (!/^[^\s:]+:\d{1,5}$/.test(addr)) throw new Error(`--identity-addr ${addr}: expected HOST:PORT, e.g. mesh-agent-identity.mesh-agent.svc:8080`);
+  parseServiceHostPort(addr, `--identity-addr ${addr}`, DEFAULT_IDENTITY_PORT);
   if (!isTrustDomain(o.trustDomain)) throw new Error(`--trust-domain ${JSON.stringify(o.trustDomain)} is not a DNS-like name, e.g. cluster.local`);
   const anchorsPem = readFileFor('--identity-trust-anchors-file', o.identityTrustAnchorsFile);
   if (!anchorsPem.includes('BEGIN CERTIFICATE')) throw new Error(`--identity-trust-anchors-file ${o.identityTrustAnchorsFile}: no PEM certificate in it`);

@@ -8,7 +8,8 @@ import * as https from 'node:https';
 import * as fs from 'node:fs';
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
-import { CERTIFY_PATH, parseCertifyResponse, type CertifyResponse } from './api.ts';
+import { CERTIFY_PATH, DEFAULT_IDENTITY_PORT, parseCertifyResponse, type CertifyResponse } from './api.ts';
+import { parseServiceHostPort } from '../util/host-port.ts';
 import { peerIdentity, spiffeId, type WorkloadId } from './spiffe.ts';
 import { REVIEWS_PER_PEER } from './review-gate.ts';
 
@@ -30,10 +31,7 @@ export const DEFAULT_CERTIFY_TIMEOUT_MS = 10_000;
 
 /** `queued`: calls waiting for their turn. */
 export function httpsCertifyClient(o: HttpsCertifyOptions): CertifyClient & { readonly queued: number } {
-  const m = /^(.+):(\d+)$/.exec(o.addr);
-  if (m === null) throw new Error(`identity service address ${JSON.stringify(o.addr)} is not HOST:PORT; e.g. mesh-agent-identity.mesh-agent.svc:8080`);
-  const host = m[1]!.replace(/^\[|\]$/g, '');
-  const port = Number(m[2]);
+  const { host, port } = parseServiceHostPort(o.addr, `identity service address ${JSON.stringify(o.addr)}`, DEFAULT_IDENTITY_PORT);
   const wantUri = spiffeId(o.serverId);
   const agent = new https.Agent({ keepAlive: false });
   let running = 0;
