@@ -256,6 +256,46 @@ test('HTTP/1: a close-delimited response still flowing at the drain deadline rea
 });
 
 // A second SIGTERM/SIGINT (cli/run.ts): what the drain still waits for is closed now.
+test('a connection still in detection, its client silent, is closed (a FIN) once the drain is past the detection deadline; the drain does not wait for its own deadline', async (t) => {
+  const originPort = await rawOrigin(t, () => {}); // a server that never speaks
+  const logs: string[] = [];
+  const proxy = new Proxy({ listen: { host: HOST, port: 0 }, lookup: () => ({ ip: HOST, port: originPort, podKey: 1n }), opaquePorts: PortSet.empty(), log: (_l, msg) => logs.push(msg), nativeIo: nativeIo() });
+  const { port } = await proxy.listen();
+  const c = net.connect({ host: HOST, port });
+  let error: Error | null = null;
+  c.on('error', (e) => (error = e));
+  t.teardown(() => c.destroy());
+  await once(c, 'connect');
+  await waitFor(() => proxy.stats().open === 1);
+  const ended = once(c, 'end');
+  c.resume();
+  await proxy.close(DEADLINE_MS);
+  await ended;
+  t.is(error, null, 'a clean end, not a reset');
+  t.false(logs.some((m) => m.includes('drain deadline passed')), `the drain ended without its deadline: ${logs.join('; ')}`);
+});
+
+test('a connection in detection when the drain starts is still served if its client sends a request before the detection deadline', async (t) => {
+  const o = await origin(false);
+  t.teardown(() => o.close());
+  const { proxy, port } = await proxyTo(o.port);
+  const c = net.connect({ host: HOST, port });
+  c.on('error', () => {});
+  t.teardown(() => c.destroy());
+  await once(c, 'connect');
+  await waitFor(() => proxy.stats().open === 1);
+  const closing = proxy.close(DEADLINE_MS);
+  let got = '';
+  c.setEncoding('utf8');
+  c.on('data', (d: string) => (got += d));
+  c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await once(c, 'end');
+  await closing;
+  t.regex(got, /^HTTP\/1\.1 200 /);
+  t.regex(got, /\r\nconnection: close\r\n/i, 'told the connection ends');
+  t.true(got.endsWith('ok'));
+});
+
 test('cutDrain() ends a drain at once: a tunnel still open is closed, not waited for until the deadline', async (t) => {
   const { proxy, port } = await proxyTo(await rawOrigin(t, (s) => s.pipe(s)));
   const c = net.connect({ host: HOST, port });

@@ -170,8 +170,16 @@ function runEach(fns: Set<() => void>): void {
   }
 }
 
+/**
+ * How long a connection silent at drain start (idle between HTTP/1 requests, or still in
+ * detection with nothing sent) may still bring a request before the drain closes it.
+ */
+export const DRAIN_IDLE_GRACE_MS = 1000;
+
 export class DrainSignal {
   draining = false;
+  /** performance.now() when the drain started (0: not draining). */
+  startedAt = 0;
   private fns = new Set<() => void>();
 
   /** Runs fn when the drain starts (at once if it has); returns the remover. */
@@ -203,6 +211,7 @@ export class DrainSignal {
   start(): void {
     if (this.draining) return;
     this.draining = true;
+    this.startedAt = performance.now();
     runEach(this.fns);
   }
 }

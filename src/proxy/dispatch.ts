@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
 import { detect, DEFAULT_MAX_DETECT_BYTES } from '../protocol-detect/index.ts';
 import type { Detection } from '../protocol-detect/index.ts';
-import { dialsDirect, endpointAllowed, terminateOnRevoke, type ConnAuthz, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
+import { DRAIN_IDLE_GRACE_MS, dialsDirect, endpointAllowed, terminateOnRevoke, type ConnAuthz, type ConnContext, type ProtocolHandler, type ProxyLimits } from './context.ts';
 import type { ConnCloseEvent, Protocol } from '../telemetry/events.ts';
 import { abortSocket, DEFAULT_BYTES_REPORT_MS, forwardOpaque, ignoreError } from './opaque.ts';
 import type { PortSet } from './ports.ts';
@@ -288,6 +288,14 @@ class Dispatcher {
 
   onDeadline = (): void => {
     if (this.done) return;
+    if (this.head === null && this.upstreamHead === null && this.ctx.drain?.draining) {
+      // Nobody spoke and the proxy drains: as an idle keep-alive connection, it is closed once
+      // the grace since the drain began is over (a tunnel would hold the drain to its deadline).
+      const left = this.ctx.drain.startedAt + DRAIN_IDLE_GRACE_MS - performance.now();
+      if (left <= 0) this.closeSilentForDrain();
+      else this.deadline = setTimeout(this.onDeadline, left);
+      return;
+    }
     if (this.guarded) {
       this.deny();
       return;
@@ -554,27 +562,48 @@ class Dispatcher {
     this.fail('no ready endpoints');
   }
 
+  /** The drain closes a connection nobody spoke on: a FIN to the client, nothing forwarded, no error. */
+  closeSilentForDrain(): void {
+    const detectMs = this.release();
+    this.opened(false);
+    const client = this.ctx.client;
+    // The FIN, then the fd: a client that never closes its side must not hold the drain either.
+    client.end(() => client.destroy());
+    if (this.upstream) this.upstream.destroy();
+    this.endLease('cancel');
+    this.reportClosed('drain', detectMs);
+  }
+
   /** Failed before any forwarding: reset the client (as a refused connect would), report, done. */
   fail(error: string): void {
     const detectMs = this.release();
     this.opened(false);
     abortSocket(this.ctx.client);
     if (this.upstream) abortSocket(this.upstream);
+    this.endLease(error.startsWith('upstream connect') || error.startsWith('dial') ? 'failure' : 'cancel');
+    this.reportClosed('none', detectMs, error);
+  }
+
+  private endLease(outcome: 'failure' | 'cancel'): void {
     const { route, lease } = this.ctx;
     if (route && lease) {
       this.ctx.lease = null;
-      route.balancer.done(lease, null, error.startsWith('upstream connect') || error.startsWith('dial') ? 'failure' : 'cancel');
+      route.balancer.done(lease, null, outcome);
     }
+  }
+
+  /** The close of a connection nothing was forwarded on. */
+  private reportClosed(detectedBy: string, detectMs: number, error?: string): void {
     const ev: ConnCloseEvent = {
       ...this.ctx.endpoints,
       connId: this.ctx.connId,
       protocol: 'opaque',
-      detectedBy: 'none',
+      detectedBy,
       detectMs,
       bytesIn: 0,
       bytesOut: 0,
       durationMs: Date.now() - this.ctx.openedAt,
-      error,
+      ...(error !== undefined ? { error } : {}),
     };
     try {
       this.ctx.telemetry.connClose(ev);

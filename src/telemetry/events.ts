@@ -82,7 +82,7 @@ export interface ConnOpenEvent extends Endpoints {
 export interface ConnCloseEvent extends Endpoints {
   connId: number;
   protocol: Protocol;
-  /** How detection ended: the detector's verdict, 'server-first', 'deadline', 'opaque-port'. */
+  /** How detection ended: the detector's verdict, 'server-first', 'deadline', 'opaque-port', 'drain' (closed silent by the drain). */
   detectedBy: string;
   detectMs: number;
   bytesIn: number; // client -> upstream

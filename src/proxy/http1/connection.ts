@@ -20,7 +20,7 @@
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import type { ForwarderSocket } from '../forwarder-socket.ts';
-import { endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
+import { DRAIN_IDLE_GRACE_MS, endpointPoolKey, endpointRequestAuthz, terminateOnRevoke, type ConnContext, type ProxyLimits } from '../context.ts';
 import { abortSocket } from '../opaque.ts';
 import type { HttpRequestView } from '../../policy/authorize.ts';
 import type { BalancedEndpoint } from '../../routing/balancer.ts';
@@ -51,8 +51,6 @@ const ST_CLOSED = 4;
 const MIN_RESPONSE_HEAD_LIMIT = 128 * 1024;
 /** How long to keep reading (and discarding) after our FIN before a hard close. */
 const LINGER_MS = 2000;
-/** How long a connection idle at drain start may still bring a request (onDrain). */
-export const DRAIN_IDLE_GRACE_MS = 1000;
 /** Below the shortest common server keep-alive timeout (gunicorn's 2 s). */
 const NON_RETRYABLE_MAX_IDLE_MS = 1000;
 
