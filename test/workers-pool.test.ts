@@ -116,6 +116,26 @@ test('a stuck worker whose end takes a while is replaced once, and counted once'
   await p.close(1000);
 });
 
+test('after cutDrain() a worker that does not answer its close is terminated within the cut\'s grace, not at the drain deadline', async (t) => {
+  const { p } = pool((index) => (index === 2 ? { ignoreClose: true } : {}));
+  await p.start();
+  const t0 = performance.now();
+  const closing = p.close(60_000);
+  p.cutDrain();
+  await closing;
+  t.true(performance.now() - t0 < 20_000, `closed ${Math.round(performance.now() - t0)} ms after the cut, not at the 60 s drain's end`);
+  t.deepEqual(p.status().map((s) => s.state), ['stopped', 'stopped']);
+});
+
+test('a cut before close() holds there too: close() does not wait the drain for a worker that does not answer', async (t) => {
+  const { p } = pool((index) => (index === 2 ? { ignoreClose: true } : {}));
+  await p.start();
+  p.cutDrain();
+  const t0 = performance.now();
+  await p.close(60_000);
+  t.true(performance.now() - t0 < 20_000, `closed ${Math.round(performance.now() - t0)} ms after the cut`);
+});
+
 test('a worker killed is restarted at once and counted; a collect while it is gone does not wait for it', async (t) => {
   const { p, lines } = pool(() => ({}));
   await p.start();

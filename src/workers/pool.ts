@@ -86,6 +86,9 @@ interface Slot<L> {
   timer: NodeJS.Timeout | null;
 }
 
+/** How long a worker may take to close its proxy once its drain is over (its deadline, or a cut); then it is terminated. */
+const CLOSE_AFTER_CUT_MS = 2000;
+
 const WORKER_SCRIPT = new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
 
 export class WorkerPool<L> {
@@ -94,6 +97,9 @@ export class WorkerPool<L> {
   private seq = 0;
   private pinger: NodeJS.Timeout | null = null;
   private stopping = false;
+  /** cutDrain() was called: the drain ends now, in close() to come too. */
+  private cut = false;
+  private readonly cutWaits = new Set<() => void>();
   private pendingDiscovery: Array<DiscoMessage | 'drop-staged'> = [];
   private discoveryFlush: NodeJS.Immediate | null = null;
   /** Whether the log said once that replacements start at normal priority. */
@@ -414,7 +420,9 @@ export class WorkerPool<L> {
 
   /** Ends every worker's drain (close(), now or to come) at once. */
   cutDrain(): void {
+    this.cut = true;
     for (const s of this.slots) this.post(s, { t: 'cut' });
+    for (const f of [...this.cutWaits]) f();
   }
 
   /** Drains every worker's connections for up to drainMs, then ends the threads. */
@@ -431,15 +439,23 @@ export class WorkerPool<L> {
       }
       const exited = new Promise<void>((r) => w.once('exit', () => r()));
       // Idle pooled upstreams may keep a drained worker's loop alive: once it has closed its proxy, end it.
+      // After a cut a worker has CLOSE_AFTER_CUT_MS to close what it has, not what was left of drainMs.
+      let onCut = (): void => {};
       const closed = new Promise<void>((r) => {
-        const timer = setTimeout(r, drainMs + 2000);
+        let timer = setTimeout(r, this.cut ? CLOSE_AFTER_CUT_MS : drainMs + CLOSE_AFTER_CUT_MS);
+        onCut = () => {
+          clearTimeout(timer);
+          timer = setTimeout(r, CLOSE_AFTER_CUT_MS);
+        };
         s.waiters.set(-1, () => {
           clearTimeout(timer);
           r();
         });
       });
+      this.cutWaits.add(onCut);
       this.post(s, { t: 'close', drainMs });
       await Promise.race([closed, exited]);
+      this.cutWaits.delete(onCut);
       await w.terminate();
       await exited;
     }));
