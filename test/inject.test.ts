@@ -234,6 +234,14 @@ test('bad YAML: error names the source and the line', (t) => {
   t.is(e2!.line, 4);
 });
 
+test('--opaque-ports takes container port names, as Linkerd\'s annotation does: kept as names, numbers normalized', (t) => {
+  const out = injectYaml(fixture('pod.yaml'), { opaque: 'mysql, 5001,5000 ,nats,mysql' }).output;
+  t.is(parse(out).metadata.annotations[ANNOTATIONS.opaque], '5000-5001,mysql,nats');
+  t.is(parse(injectYaml(fixture('pod.yaml'), { opaque: 'mysql' }).output).metadata.annotations[ANNOTATIONS.opaque], 'mysql');
+  t.throws(() => injectYaml(fixture('pod.yaml'), { opaque: 'my_sql' }), { message: /--opaque-ports: invalid port list/ });
+  t.throws(() => injectYaml(fixture('pod.yaml'), { skipInbound: 'mysql' }), { message: /--skip-inbound-ports: .*"mysql"/ }, 'skip lists go to the kernel: numbers only');
+});
+
 test('bad port flag values are rejected before any input is read', (t) => {
   t.throws(() => injectYaml('kind: Pod\n', { skipOutbound: '70000' }), { message: /--skip-outbound-ports: .*outside 1-65535/ });
   t.throws(() => injectYaml('kind: Pod\n', { opaque: '10-5' }), { message: /--opaque-ports/ });

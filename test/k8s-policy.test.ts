@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resolvePolicy } from '../src/k8s/annotations.ts';
 import { parseObjects } from '../src/k8s/documents.ts';
+import { podFromObject } from '../src/k8s/objects.ts';
 import { candidatePaths, findPodCgroup } from '../src/k8s/pod-cgroup.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
 
@@ -47,6 +48,28 @@ test('Linkerd\'s port annotations are read too: pod over namespace, ours over Li
   const nsOurs = resolvePolicy(A({ 'config.linkerd.io/skip-inbound-ports': '9090' }), A({ 'mesh-agent.io/skip-inbound-ports': '7070' }));
   t.deepEqual(nsOurs.skipInbound.ranges(), [[9090, 9090]], 'the pod\'s Linkerd annotation over the namespace\'s own');
   t.regex(resolvePolicy(A({ 'config.linkerd.io/opaque-ports': 'x' }), undefined).errors[0]!, /^config\.linkerd\.io\/opaque-ports: /);
+});
+
+test('opaque ports may name the pod\'s container ports, as Linkerd\'s annotation does; an unknown name on the pod is an error, on its namespace it does not apply', (t) => {
+  const pod = podFromObject({
+    kind: 'Pod',
+    metadata: { uid: 'u1', name: 'db', namespace: 'shop', annotations: { 'mesh-agent.io/inject': 'enabled', 'config.linkerd.io/opaque-ports': 'mysql, 9000-9001,nats' } },
+    spec: { containers: [{ name: 'db', ports: [{ name: 'mysql', containerPort: 3306 }, { containerPort: 8080 }] }, { name: 'bus', ports: [{ name: 'nats', containerPort: 4222, protocol: 'TCP' }, { name: 'dns', containerPort: 53, protocol: 'UDP' }] }] },
+  })!;
+  t.deepEqual(pod.namedPorts, { mysql: 3306, nats: 4222 }, 'TCP container ports with a name');
+  const p = resolvePolicy(pod, undefined);
+  t.deepEqual(p.errors, []);
+  t.deepEqual(p.opaquePorts?.ranges(), [[3306, 3306], [4222, 4222], [9000, 9001]]);
+  // A name the pod does not have: the pod's own annotation is wrong, said with the names it has.
+  const bad = resolvePolicy({ ...pod, annotations: { 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/opaque-ports': 'postgres' } }, undefined, p);
+  t.deepEqual(bad.errors, ['mesh-agent.io/opaque-ports: no TCP container port named "postgres" on the pod (its named ports: mysql, nats); name one of them or give the number']);
+  t.deepEqual(bad.opaquePorts?.ranges(), p.opaquePorts?.ranges(), 'the last good value kept');
+  // On the namespace, a name is each pod's own: a pod without it is not opaque on it, and no error.
+  const fromNs = resolvePolicy({ annotations: { 'mesh-agent.io/inject': 'enabled' }, namedPorts: { http: 8080 } }, A({ 'mesh-agent.io/opaque-ports': 'mysql,25' }));
+  t.deepEqual(fromNs.errors, []);
+  t.deepEqual(fromNs.opaquePorts?.ranges(), [[25, 25]]);
+  // Skip ports go to the kernel as numbers, as Linkerd's take them: a name there stays an error.
+  t.regex(resolvePolicy({ annotations: { 'mesh-agent.io/skip-inbound-ports': 'mysql' }, namedPorts: { mysql: 3306 } }, undefined).errors[0]!, /skip-inbound-ports: invalid port list "mysql"/);
 });
 
 test('a bad value is reported with the annotation and value, and the last good value is kept', (t) => {

@@ -43,6 +43,29 @@ export function parsePorts(value: string, name: string): PortSet {
   return set;
 }
 
+/** A port name as Kubernetes allows one (IANA_SVC_NAME): lowercase letters, digits and dashes, with a letter. */
+export const PORT_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+
+/**
+ * A port list with each container port name replaced by its number. A name the pod does not have
+ * is an error when the pod's own annotation says it, and is left out when the namespace's does
+ * (there each pod's own ports are named). Anything else is left for PortSet.parse to judge.
+ */
+export function withNamedPorts(value: string, named: Record<string, number>, onPod: boolean): string {
+  const out: string[] = [];
+  for (const raw of value.split(',')) {
+    const token = raw.trim();
+    const port = Object.hasOwn(named, token) ? named[token] : undefined;
+    if (port !== undefined) out.push(String(port));
+    else if (!PORT_NAME.test(token)) out.push(raw);
+    else if (onPod) {
+      const names = Object.keys(named);
+      throw new Error(`no TCP container port named ${JSON.stringify(token)} on the pod (${names.length > 0 ? `its named ports: ${names.join(', ')}` : 'it names none'}); name one of them or give the number`);
+    }
+  }
+  return out.join(',');
+}
+
 /**
  * Where a port list comes from: ours, then Linkerd's (LINKERD_PORT_ANNOTATIONS), on the pod, then
  * the same two on its namespace. [annotation, value], or undefined when none is set.
@@ -61,7 +84,7 @@ export function portsAnnotation(ours: string, pod: Annotations, namespace?: Anno
  * reported in errors, naming the annotation and the value.
  */
 export function resolvePolicy(
-  pod: { annotations?: Annotations; hostNetwork?: boolean; phase?: string },
+  pod: { annotations?: Annotations; hostNetwork?: boolean; phase?: string; namedPorts?: Record<string, number> },
   namespace: { annotations?: Annotations } | undefined,
   previous?: PodPolicy,
   clusterDefault: DefaultPolicy = DEFAULT_INBOUND_POLICY,
@@ -79,13 +102,15 @@ export function resolvePolicy(
 
   // inDatapath: the list goes to the kernel (skip ports), which holds MAX_PORT_RANGES ranges; the
   // opaque list stays in the proxy (a PortSet of any size), so it has no such limit.
+  // The opaque list may also name container ports (Linkerd's ParseContainerOpaquePorts): the kernel's lists may not.
   const ports = (ours: string, prev: PortSet | null | undefined, dflt: PortSet | null, inDatapath = true): PortSet | null => {
     const found = portsAnnotation(ours, pod.annotations, namespace?.annotations);
     if (found === undefined) return dflt;
     const [key, v] = found;
     try {
       // String(): an unquoted `7002` in a --pods file is a YAML number; taken as its text, as the controller does.
-      return inDatapath ? parsePorts(String(v), key) : PortSet.parse(String(v));
+      if (inDatapath) return parsePorts(String(v), key);
+      return PortSet.parse(withNamedPorts(String(v), pod.namedPorts ?? {}, pod.annotations?.[key] !== undefined));
     } catch (e) {
       errors.push(`${key}: ${(e as Error).message}`);
       return prev === undefined ? dflt : prev;

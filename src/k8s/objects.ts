@@ -15,6 +15,8 @@ export interface PodInfo {
   owner?: { kind: string; name: string };
   /** spec.serviceAccountName: the pod's workload identity (docs/identity.md); "default" when unset, as admission sets it. */
   serviceAccount?: string;
+  /** The containers' named TCP ports (name -> containerPort), which opaque-ports may name as Linkerd's does. */
+  namedPorts?: Record<string, number>;
 }
 
 export interface NamespaceInfo {
@@ -58,7 +60,22 @@ export function podFromObject(o: Obj): PodInfo | null {
     annotations: { ...(md.annotations ?? {}) },
     owner: ownerOf(md),
     serviceAccount: typeof o.spec?.serviceAccountName === 'string' && o.spec.serviceAccountName !== '' ? o.spec.serviceAccountName : 'default',
+    namedPorts: namedPortsOf(o.spec?.containers),
   };
+}
+
+/** name -> containerPort of the containers' named TCP ports (the first of a name wins, as Linkerd's lookup). */
+export function namedPortsOf(containers: unknown): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (!Array.isArray(containers)) return out;
+  for (const c of containers) {
+    for (const p of Array.isArray(c?.ports) ? c.ports : []) {
+      if (typeof p?.name !== 'string' || p.name === '' || !Number.isInteger(p.containerPort)) continue;
+      if ((p.protocol ?? 'TCP') !== 'TCP' || p.name in out) continue;
+      out[p.name] = p.containerPort;
+    }
+  }
+  return out;
 }
 
 export function namespaceFromObject(o: Obj): NamespaceInfo | null {
