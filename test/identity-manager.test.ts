@@ -247,6 +247,15 @@ test('status: trust anchors within 30 days of their end warn; a failing or stale
   t.regex(reasons[1]!, /no certificate for spiffe:\/\/cluster\.local\/ns\/shop\/sa\/new \(2 attempts failed: ECONNREFUSED\); its pods' connections to meshed pods of other nodes are refused until the identity service 10\.0\.0\.1:8080 answers/);
   t.regex(reasons[2]!, /expires in \d days/);
   t.deepEqual(identityHealth(null), []);
+  // Certificates cut to an end that is the trust anchor's (the service cuts to the issuer's or its
+  // anchor's, whichever is sooner): the anchor is what to rotate, said once, not the issuer.
+  const cutToAnchor = identityHealth({
+    identityService: '10.0.0.1:8080',
+    trustAnchors: st,
+    certificates: [{ identity: WEB, state: 'ready', failures: 0, cutByIssuer: true, issuerNotAfter: st[1]!.notAfter, remainingSeconds: 600 }],
+  });
+  t.is(cutToAnchor.length, 1, cutToAnchor.join('\n'));
+  t.regex(cutToAnchor[0]!, /^identity: the trust anchor CN=root\.identity\.mesh-agent\.cluster\.local ends at .* \(in 600 s\): certificates are cut to its end; rotate the trust anchor now \(docs\/identity\.md, rotating the trust anchor\)$/);
 });
 
 test('a trust anchor that ends before the issuer cuts certificates too: the agent knows them cut (a minute apart, told to rotate), from the service\'s answer', async (t) => {

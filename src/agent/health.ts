@@ -51,8 +51,16 @@ export function identityHealth(id: any): string[] {
   }
   const issuerEnds = new Map<string, number>();
   for (const c of id.certificates ?? []) if (c.cutByIssuer && c.issuerNotAfter) issuerEnds.set(c.issuerNotAfter, c.remainingSeconds ?? 0);
-  for (const [end, left] of issuerEnds) out.push(`identity: the identity service's issuer ends at ${end} (in ${left} s): certificates are cut to its end; rotate the issuer now (docs/identity.md, rotating the issuer)`);
-  for (const a of id.trustAnchors ?? []) if (a.warning) out.push(`identity: ${a.warning}`);
+  // The service cuts to its issuer's end or its anchor's, whichever is sooner: name the one to rotate.
+  const said = new Set<unknown>();
+  for (const [end, left] of issuerEnds) {
+    const a = (id.trustAnchors ?? []).find((x: any) => Math.abs(Date.parse(x.notAfter) - Date.parse(end)) < 1000);
+    if (a) said.add(a);
+    out.push(a
+      ? `identity: the trust anchor ${a.subject} ends at ${end} (in ${left} s): certificates are cut to its end; rotate the trust anchor now (docs/identity.md, rotating the trust anchor)`
+      : `identity: the identity service's issuer ends at ${end} (in ${left} s): certificates are cut to its end; rotate the issuer now (docs/identity.md, rotating the issuer)`);
+  }
+  for (const a of id.trustAnchors ?? []) if (a.warning && !said.has(a)) out.push(`identity: ${a.warning}`);
   return out;
 }
 
