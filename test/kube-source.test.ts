@@ -232,14 +232,14 @@ test('a silent watch is restarted by the watchdog from the last resourceVersion'
   t.log(`${silent.length} restart(s) while bookmarks flowed, after ${silent.map((e) => e.at - e.lastEventAt).join(', ') || '-'} ms of silence`);
 });
 
-test('403 on list: onError names the ServiceAccount fix and retries with backoff, then recovers', async (t) => {
+test('403 on list: onError names the ServiceAccount fix once and retries with backoff, then recovers', async (t) => {
   const h = await harness(t, { backoff: { initialMs: 100, maxMs: 2000 } }, seedBasic);
   h.api.setFailure(403, 'list');
   const started = h.src.start();
   started.catch(() => {}); // awaited below; a failed assertion must not leave it unhandled
   await h.waitFor(() => listsOf(h.api, 'pods').length >= 5, 'five list attempts');
   const forbidden = h.errors.filter((e) => /list pods/.test(e.message));
-  t.true(forbidden.length >= 3);
+  t.is(forbidden.length, 1, 'said when the refusal began, not at every retry');
   t.true(forbidden[0].message.includes(RBAC_HINT), forbidden[0].message);
   t.true(forbidden[0].message.includes('403'));
   const at = listsOf(h.api, 'pods').map((q) => q.at);
@@ -259,13 +259,49 @@ test('403 on watch: the hint, backoff, and a resume from the last resourceVersio
   const rv = h.src.state().resourceVersion;
   h.api.setFailure(403, 'watch');
   h.api.dropWatches();
-  await h.waitFor(() => h.errors.filter((e) => /^watch pods: HTTP 403/.test(e.message)).length >= 2, 'two forbidden watches');
+  await h.waitFor(() => watchesOf(h.api, 'pods').filter((q) => q.status === 403).length >= 2, 'two forbidden watches');
+  t.is(h.errors.filter((e) => /^watch pods: HTTP 403/.test(e.message)).length, 1);
   t.true(h.errors.find((e) => /^watch pods: HTTP 403/.test(e.message))!.message.includes(RBAC_HINT));
   h.api.create(podObject({ name: 'while-forbidden', nodeName: NODE }));
   h.api.setFailure(null);
   await h.until((s) => names(s).includes('default/while-forbidden'), 'pod added while forbidden');
   t.is(listsOf(h.api, 'pods').length, 1, 'no relist');
   t.true(watchesOf(h.api, 'pods').slice(1).every((q) => q.query.resourceVersion === rv));
+});
+
+test('a 403 is said once per change of state, with the rule to grant, and the state shows it: refused, accepted, refused again, accepted again', async (t) => {
+  const lines: string[] = [];
+  const h = await harness(t, { log: (m) => lines.push(m) }, seedBasic);
+  const refusedPods = (verb: 'list' | 'watch') => h.api.requests.filter((q) => q.resource === 'pods' && q.watch === (verb === 'watch') && q.status === 403).length;
+  const said = () => h.errors.filter((e) => /pods/.test(e.message) && /403/.test(e.message)).map((e) => e.message);
+  const accepted = () => lines.filter((m) => /^pods: the API server accepts the list\/watch again \(refused with HTTP 403 for \d+ s, since /.test(m));
+  h.api.setFailure(403, 'list', 'pods');
+  const started = h.src.start();
+  started.catch(() => {}); // awaited below
+  await h.waitFor(() => refusedPods('list') >= 4, 'four refused lists');
+  t.is(said().length, 1, said().join('\n'));
+  t.regex(said()[0]!, /^list pods: HTTP 403: the agent's ServiceAccount lacks list\/watch on pods; apply the ClusterRole from mesh-agent install; it needs list and watch on pods \(core group\) \(the API server: pods is forbidden: User "system:serviceaccount:mesh:mesh-agent" cannot list resource "pods" in API group "" at the cluster scope\)/);
+  const r = h.src.state().refused.pods;
+  t.like(r, { status: 403, verb: 'list', grant: 'list and watch on pods (core group)' });
+  t.regex(r?.message ?? '', /cannot list resource "pods"/);
+  t.false(Number.isNaN(Date.parse(r?.since ?? '')));
+  t.is(accepted().length, 0);
+  h.api.setFailure(null);
+  await started;
+  t.is(accepted().length, 1, lines.join('\n'));
+  t.deepEqual(h.src.state().refused, {});
+  // Taken back (a ClusterRole rolled back): the resumed watch is refused; said once.
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  h.api.setFailure(403, 'watch', 'pods');
+  h.api.dropWatches();
+  await h.waitFor(() => refusedPods('watch') >= 4, 'four refused watches');
+  t.is(said().length, 2, said().join('\n'));
+  t.regex(said()[1]!, /^watch pods: HTTP 403: .*it needs list and watch on pods \(core group\) \(the API server: /);
+  t.is(h.src.state().refused.pods?.verb, 'watch');
+  h.api.setFailure(null);
+  await h.waitFor(() => accepted().length === 2 && h.src.state().connected, 'the watch accepted again');
+  t.deepEqual(h.src.state().refused, {});
+  t.is(said().length, 2, said().join('\n'));
 });
 
 test('an unreachable API server is reported with the address and retried', async (t) => {

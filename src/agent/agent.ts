@@ -429,6 +429,7 @@ export class Agent {
         kubeconfig: this.opts.kubeconfig,
         onSnapshot: (s) => this.applySnapshot(s),
         onError: (e) => this.recordError(`kubernetes: ${e.message}`),
+        log: (m) => log.info(`kubernetes: ${m}`),
       });
       // Not ready until the first list: pods are proxied only once we know them.
       this.kube.start().then(

@@ -3,7 +3,7 @@
 import { kubeConfigOf, LeanKubeApi, type KubeApi } from './kube-api.ts';
 import { namespaceFromObject, podFromObject, type NamespaceInfo, type PodInfo, type Snapshot } from './objects.ts';
 import type { BackoffOptions } from './watch-errors.ts';
-import { Reflector } from './watch-reflector.ts';
+import { acceptedLine, Reflector, type Refusal, type RefusalStatus } from './watch-reflector.ts';
 
 export interface KubeSourceOptions {
   /** Watch only pods with spec.nodeName == nodeName (a server-side fieldSelector). */
@@ -14,8 +14,10 @@ export interface KubeSourceOptions {
   api?: KubeApi;
   /** After the initial lists (the snapshot start() resolves with) and after every change, bursts coalesced. */
   onSnapshot: (s: Snapshot) => void;
-  /** Every failed list and every watch restart, with what to do about it. */
+  /** Every failed list and every watch restart, with what to do about it; a refusal (403) once, when it begins. */
   onError: (e: Error) => void;
+  /** Lines that are news but not trouble: a refused list or watch accepted again. */
+  log?: (msg: string) => void;
   /** A watch without events or bookmarks for this long is restarted; default 5 min. */
   watchdogMs?: number;
   /** Reconnect backoff (with jitter); default 800 ms doubling to 30 s, as client-go. */
@@ -33,6 +35,8 @@ export interface KubeSourceState {
   restarts: number;
   /** Where the pod watch resumes from. */
   resourceVersion: string;
+  /** The kinds ("pods", "namespaces") the API server refuses now (403), with the rule to grant. */
+  refused: Record<string, RefusalStatus>;
 }
 
 /**
@@ -84,6 +88,7 @@ export class KubeSource {
     if (this.stopped) return;
     this.api = api;
     const common = { watch: api, server: api.server, watchdogMs, backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 }, onError: this.o.onError };
+    const onAccepted = (name: string) => (was: Refusal) => this.o.log?.(acceptedLine(name, was));
     const fieldSelector = `spec.nodeName=${this.o.nodeName}`;
     const onSynced = () => this.synced();
     const onChange = () => this.changed();
@@ -92,6 +97,7 @@ export class KubeSource {
       name: 'pods',
       path: '/api/v1/pods',
       fieldSelector,
+      onAccepted: onAccepted('pods'),
       onSynced,
       onChange,
       list: async (signal) => {
@@ -103,6 +109,7 @@ export class KubeSource {
       ...common,
       name: 'namespaces',
       path: '/api/v1/namespaces',
+      onAccepted: onAccepted('namespaces'),
       onSynced,
       onChange,
       list: async (signal) => {
@@ -131,6 +138,10 @@ export class KubeSource {
       lastEventAt: Math.max(0, ...rs.map((r) => r.lastEventAt)),
       restarts: rs.reduce((n, r) => n + r.restarts, 0),
       resourceVersion: this.pods?.resourceVersion ?? '',
+      refused: Object.fromEntries(rs.flatMap((r) => {
+        const s = r.refusedStatus();
+        return s ? [[r.kindName, s]] : [];
+      })),
     };
   }
 

@@ -48,6 +48,41 @@ function networkCode(e: unknown): string | undefined {
   return undefined;
 }
 
+/** The API server's own words for a refused request: the Status object's message in the body, else the error's. */
+export function serverMessage(e: unknown): string {
+  const o = e as { body?: unknown; message?: unknown } | null;
+  let body: any = o?.body;
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      body = undefined;
+    }
+  }
+  if (typeof body?.message === 'string' && body.message !== '') return body.message;
+  return typeof o?.message === 'string' ? o.message : String(e);
+}
+
+/** `/api/v1/pods` -> pods in the core group; `/apis/discovery.k8s.io/v1/endpointslices` -> endpointslices in discovery.k8s.io. */
+export function resourceOf(path: string): { group: string; resource: string } {
+  const p = path.split('/').filter(Boolean);
+  return p[0] === 'apis' ? { group: p[1] ?? '', resource: p.at(-1) ?? '' } : { group: '', resource: p.at(-1) ?? '' };
+}
+
+/** The RBAC rule a refused list or watch of `path` needs: "list and watch on pods (core group)". */
+export function grantFor(path: string): string {
+  const { group, resource } = resourceOf(path);
+  return `list and watch on ${resource} (${group === '' ? 'core group' : `API group ${group}`})`;
+}
+
+/**
+ * The line said once when a list or watch is refused (403), not at every retry: the hint (whose
+ * ServiceAccount, which ClusterRole), the rule to grant, and the API server's words.
+ */
+export function describeRefusal(what: string, path: string, status: number, message: string, rbacHint = RBAC_HINT): string {
+  return `${what}: HTTP ${status}: ${rbacHint}; it needs ${grantFor(path)} (the API server: ${message}); retried with backoff, said again only once it is accepted or refused anew`;
+}
+
 /** One line saying what failed and what to do about it. */
 export function describeFailure(what: string, server: string, e: unknown, rbacHint = RBAC_HINT): string {
   const status = statusOf(e);

@@ -2,9 +2,25 @@
 // reflector does: list, then watch from the list's resourceVersion; resume a dropped watch from
 // the last version seen (bookmarks included); relist only when that version has expired (410).
 import type { WatchClient } from './kube-api.ts';
-import { Backoff, describeFailure, statusOf, type BackoffOptions } from './watch-errors.ts';
+import { Backoff, describeFailure, describeRefusal, grantFor, serverMessage, statusOf, type BackoffOptions } from './watch-errors.ts';
 
 type Obj = Record<string, any>;
+
+/**
+ * The API server refuses this kind: every list or watch since `since` was answered `status`
+ * (403: the ServiceAccount may not; 404 where `refusedOn` includes it: the kind is not served).
+ * A state, not an event: it is said once when it begins and once when a list or watch is
+ * accepted again, not at every retry.
+ */
+export interface Refusal {
+  status: number;
+  /** The request refused first in this state. */
+  verb: 'list' | 'watch';
+  /** The API server's words (the Status message), e.g. 'pods is forbidden: User "…" cannot list resource "pods" …'. */
+  message: string;
+  /** Date.now() when the refusal began. */
+  since: number;
+}
 
 export interface ReflectorOptions {
   /** For messages: "pods", "namespaces". */
@@ -28,6 +44,18 @@ export interface ReflectorOptions {
   transform?: (obj: Obj) => Obj;
   /** What to say on 401/403 (default: the agent's ClusterRole). */
   rbacHint?: string;
+  /** Statuses that put the reflector in the refused state (default [403]); 404 for a kind whose CRD may be missing. */
+  refusedOn?: readonly number[];
+  /**
+   * Whether a refused list counts as listed and empty (then the watch, from "now", is retried
+   * until accepted and brings the objects), or fails and is retried keeping the store (default):
+   * a kind that restricts access must never read as "none".
+   */
+  emptyWhenRefused?: (status: number) => boolean;
+  /** The refused state began (or its status changed). Default: onError with the refusal and the rule to grant. */
+  onRefused?: (r: Refusal) => void;
+  /** A list or watch was accepted after `was`. */
+  onAccepted?: (was: Refusal) => void;
   /** A list replaced the store. */
   onSynced: () => void;
   onError: (e: Error) => void;
@@ -43,6 +71,22 @@ type WatchEnd =
 /** A watch that ended sooner than this is not healthy (client-go's "very short watch"). */
 const SHORT_WATCH_MS = 1_000;
 
+/** A refusal as status pages show it. */
+export interface RefusalStatus {
+  status: number;
+  verb: 'list' | 'watch';
+  message: string;
+  /** ISO time the refusal began. */
+  since: string;
+  /** The RBAC rule that ends it: "list and watch on pods (core group)". */
+  grant: string;
+}
+
+/** The line said when a refused kind is accepted again. */
+export function acceptedLine(name: string, was: Refusal, now = Date.now()): string {
+  return `${name}: the API server accepts the list/watch again (refused with HTTP ${was.status} for ${Math.round((now - was.since) / 1000)} s, since ${new Date(was.since).toISOString()})`;
+}
+
 export function objectKey(o: Obj): string {
   const md = o?.metadata ?? {};
   return md.namespace ? `${md.namespace}/${md.name}` : String(md.name);
@@ -55,6 +99,8 @@ export class Reflector {
   lastEventAt = 0;
   restarts = 0;
   synced = false;
+  /** Set while the API server refuses this kind (see Refusal); null once a list or watch is accepted. */
+  refused: Refusal | null = null;
   private readonly o: ReflectorOptions;
   private readonly backoff: Backoff;
   private stopped = false;
@@ -68,6 +114,12 @@ export class Reflector {
     this.backoff = new Backoff(o.backoff);
   }
 
+  /** The refused state for a status page; null when not refused. */
+  refusedStatus(): RefusalStatus | null {
+    const r = this.refused;
+    return r && { status: r.status, verb: r.verb, message: r.message, since: new Date(r.since).toISOString(), grant: grantFor(this.o.path) };
+  }
+
   /** The plural it reflects ("pods", "httproutes"). */
   get kindName(): string {
     return this.o.name;
@@ -79,8 +131,19 @@ export class Reflector {
     while (!this.stopped) {
       if (needList) {
         try {
-          const l = await this.o.list(this.stopping.signal);
-          if (this.stopped) return;
+          let l: { items: Obj[]; resourceVersion: string };
+          try {
+            l = await this.o.list(this.stopping.signal);
+            if (this.stopped) return;
+            this.accepted();
+          } catch (e) {
+            const status = this.refusal(e);
+            if (this.stopped || status === undefined || !this.o.emptyWhenRefused?.(status)) throw e;
+            this.refuse(status, 'list', e);
+            // Listed as none: the watch from "now" ("" version) starts with every object as
+            // ADDED once it is accepted.
+            l = { items: [], resourceVersion: '' };
+          }
           this.store.clear();
           const keep = this.o.transform ?? ((x: Obj) => x);
           for (const item of l.items) this.store.set(objectKey(item), keep(item));
@@ -92,7 +155,9 @@ export class Reflector {
           this.o.onSynced();
         } catch (e) {
           if (this.stopped) return;
-          this.report(describeFailure(`list ${this.o.name}`, this.o.server, e, this.o.rbacHint));
+          const status = this.refusal(e);
+          if (status !== undefined) this.refuse(status, 'list', e);
+          else this.report(describeFailure(`list ${this.o.name}`, this.o.server, e, this.o.rbacHint));
           await this.sleep(this.backoff.next());
           continue;
         }
@@ -121,7 +186,9 @@ export class Reflector {
         this.report(`watch ${this.o.name} closed by the API server; ${resume}`);
         if (short) await this.sleep(this.backoff.next());
       } else {
-        this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.o.rbacHint)}; ${resume}`);
+        const status = this.refusal(end.err);
+        if (status !== undefined) this.refuse(status, 'watch', end.err);
+        else this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.o.rbacHint)}; ${resume}`);
         await this.sleep(this.backoff.next());
       }
     }
@@ -139,6 +206,29 @@ export class Reflector {
 
   private report(msg: string) {
     this.o.onError(new Error(msg));
+  }
+
+  /** The status of `e` when it is a refusal (refusedOn), else undefined. */
+  private refusal(e: unknown): number | undefined {
+    const status = statusOf(e);
+    return status !== undefined && (this.o.refusedOn ?? [403]).includes(status) ? status : undefined;
+  }
+
+  /** Refused again: said only when the state begins (or its status changes), not at every retry. */
+  private refuse(status: number, verb: 'list' | 'watch', e: unknown) {
+    if (this.refused?.status === status) return;
+    const r: Refusal = { status, verb, message: serverMessage(e), since: Date.now() };
+    this.refused = r;
+    if (this.o.onRefused) this.o.onRefused(r);
+    else this.report(describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.o.rbacHint));
+  }
+
+  /** A list or watch was accepted: the refused state, if any, ends. */
+  private accepted() {
+    const was = this.refused;
+    if (!was) return;
+    this.refused = null;
+    this.o.onAccepted?.(was);
   }
 
   private sleep(ms: number): Promise<void> {
@@ -220,6 +310,7 @@ export class Reflector {
             controller = c;
             if (ended) return c.abort();
             this.connected = true;
+            this.accepted();
             arm(); // silence counts from the open stream; the connect itself was under the same limit
 
           },
