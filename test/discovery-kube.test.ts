@@ -219,6 +219,48 @@ test('403 on one route kind (a ClusterRole from before routes were read): the re
   t.pass();
 });
 
+test('a route kind refused, granted with no objects, refused again, granted again: each change is said once, and the status shows the refusal with the rule to grant (not only a list or an event ends the refused state)', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
+  api.create(service('web'));
+  api.setFailure(403, 'any', 'httproutes');
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const said: string[] = [];
+  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => said.push(e.message), log: (m) => said.push(m), backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  src.start();
+  await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${said.slice(-3).join('; ')}`);
+  const watches = (status: number) => api.requests.filter((r) => r.resource === 'httproutes' && r.watch && r.status === status).length;
+  const refusals = () => said.filter((m) => /HTTP 403/.test(m) && /httproutes/.test(m));
+  const acceptances = () => said.filter((m) => /^HTTPRoute \(gateway\.networking\.k8s\.io\/v1\): the API server accepts the list\/watch again \(refused with HTTP 403 for \d+ s/.test(m));
+  const httproutes = () => (src.state().resources as Record<string, { refused: unknown }>).httproutes!.refused;
+  await waitFor(() => watches(403) >= 3, 10_000);
+  t.is(refusals().length, 1, said.join('\n'));
+  t.like(httproutes(), { status: 403, verb: 'list', grant: 'list and watch on httproutes (API group gateway.networking.k8s.io)' });
+  // Granted, and no HTTPRoute exists: no list, no event; the accepted watch ends the refusal.
+  api.setFailure(null);
+  await waitFor(() => watches(200) >= 1, 10_000);
+  await waitFor(() => acceptances().length === 1, 10_000);
+  t.is(httproutes(), null);
+  // Taken back: the resumed watch is refused, and that is news again.
+  const before = watches(403);
+  api.setFailure(403, 'any', 'httproutes');
+  api.dropWatches();
+  await waitFor(() => watches(403) >= before + 3, 10_000);
+  t.is(refusals().length, 2, said.join('\n'));
+  t.like(httproutes(), { status: 403, verb: 'watch' });
+  // Granted again: said once more.
+  api.setFailure(null);
+  await waitFor(() => acceptances().length === 2, 10_000);
+  await waitFor(() => watches(200) >= 2, 10_000);
+  t.is(refusals().length, 2, said.join('\n'));
+  t.is(acceptances().length, 2, said.join('\n'));
+});
+
 test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoutes its rules name) is not taken as "none": listed as empty it would drop every restriction it makes; discovery waits for the grant', async (t) => {
   for (const plural of ['traffictargets', 'httproutegroups', 'tcproutes']) {
     const api = await new SimApiServer().start();
@@ -242,6 +284,48 @@ test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoute
     await within(hub.whenSynced(), 10_000, () => `${plural}: not synced once granted: ${errors.slice(-3).join('; ')}`);
     src.stop();
   }
+});
+
+test('an access kind read, then refused (a relist after 410 answered 403): it still fails closed, keeping what was read; the refusal is said once with the rule to grant, and the grant once', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
+  api.create(service('web'));
+  api.create({ apiVersion: 'access.smi-spec.io/v1alpha3', kind: 'TrafficTarget', metadata: { name: 'tt1', namespace: 'shop' }, spec: { destination: { kind: 'ServiceAccount', name: 'web', namespace: 'shop' }, sources: [{ kind: 'ServiceAccount', name: 'client', namespace: 'shop' }], rules: [] } });
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const logs: string[] = [];
+  const targets: string[] = [];
+  const routes = {
+    routes: undefined, access: undefined, hold() {}, release() {}, upsert() {},
+    remove: (kind: string, ns: string, name: string) => (kind === 'TrafficTarget' ? targets.push(`remove ${ns}/${name}`) : 0),
+    replaceAll: (kind: string, objs: Iterable<KubeObject>) => (kind === 'TrafficTarget' ? targets.push(`replaceAll ${[...objs].map((o) => o.metadata.name).join(',')}`) : 0),
+  } as unknown as MeshObjects;
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: (m) => logs.push(m), backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  src.start();
+  await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${errors.slice(-3).join('; ')}`);
+  t.deepEqual(targets, ['replaceAll tt1']);
+  // The grant is taken back, and the watch's version compacted away: the relist is refused.
+  const refusedLists = () => api.requests.filter((r) => r.resource === 'traffictargets' && !r.watch && r.status === 403).length;
+  api.setFailure(403, 'list', 'traffictargets');
+  api.create(service('other'));
+  api.compact();
+  api.dropWatches();
+  await waitFor(() => refusedLists() >= 3, 10_000);
+  t.deepEqual(targets, ['replaceAll tt1'], 'what was read stays in force: no empty list, no removal');
+  const said = errors.filter((e) => /traffictargets/.test(e) && /403/.test(e));
+  t.is(said.length, 1, errors.join('\n'));
+  t.regex(said[0]!, /^list traffictargets: HTTP 403: .*it needs list and watch on traffictargets \(API group access\.smi-spec\.io\) \(the API server: traffictargets is forbidden: .*\); .*until then what was last read of TrafficTarget stays in force/);
+  t.like((src.state().resources as Record<string, any>).traffictargets.refused, { status: 403, verb: 'list' });
+  t.is((src.state().resources as Record<string, any>).traffictargets.objects, 1);
+  api.setFailure(null);
+  await waitFor(() => targets.length === 2, 10_000);
+  t.deepEqual(targets, ['replaceAll tt1', 'replaceAll tt1']);
+  await waitFor(() => logs.some((m) => /^TrafficTarget \(access\.smi-spec\.io\/v1alpha3\): the API server accepts the list\/watch again/.test(m)), 10_000);
+  t.is(errors.filter((e) => /traffictargets/.test(e) && /403/.test(e)).length, 1, errors.join('\n'));
 });
 
 test('403 on list: the error names the controller\'s ClusterRole; retried, it recovers once granted', async (t) => {

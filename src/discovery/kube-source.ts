@@ -6,8 +6,8 @@
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../k8s/client-node-api.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
-import { statusOf, type BackoffOptions } from '../k8s/watch-errors.ts';
-import { Reflector } from '../k8s/watch-reflector.ts';
+import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
+import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
 import type { ResourceKind } from './from-k8s.ts';
 import { joinNamespace, prepare, type DiscoveryHub, type Prepared } from './hub.ts';
 import type { MeshObjects } from './mesh-objects.ts';
@@ -120,24 +120,11 @@ export class DiscoveryKubeSource {
       });
       this.reflectors.set(d.kind, r);
     }
-    let nsForbidden = false;
     const nsr: Reflector = new Reflector({
       name: 'namespaces',
       path: '/api/v1/namespaces',
       list: async () => {
-        let l;
-        try {
-          l = await core.listNamespace(); // a cluster has few: one page
-        } catch (e) {
-          if (statusOf(e) !== 403) throw e;
-          // A ClusterRole from before namespaces were read: the rest of discovery does not wait for
-          // them (the agents would get no world at all). Listed as none; the watch from "now" starts
-          // with every namespace as ADDED once it is granted.
-          if (!nsForbidden) say(`discovery: list namespaces: HTTP 403: going on without them, so skip-inbound ports set only on a namespace are tunnelled from other nodes until it is granted (a pod's own apply); ${CONTROLLER_RBAC_HINT}`);
-          nsForbidden = true;
-          return { items: [], resourceVersion: '' };
-        }
-        nsForbidden = false;
+        const l = await core.listNamespace(); // a cluster has few: one page
         return { items: l.items.map(keepNamespace), resourceVersion: l.metadata?.resourceVersion ?? '' };
       },
       watch,
@@ -146,11 +133,18 @@ export class DiscoveryKubeSource {
       backoff: this.o.backoff ?? { initialMs: 800, maxMs: 30_000 },
       rbacHint: CONTROLLER_RBAC_HINT,
       transform: keepNamespace,
-      // The refused watch fails the same way at every backoff while the list is: said once, in list().
-      onError: (e) => (nsForbidden && /HTTP 403/.test(e.message) ? undefined : onError(e)),
+      // A ClusterRole from before namespaces were read: the rest of discovery does not wait for
+      // them (the agents would get no world at all). Listed as none; the watch from "now" starts
+      // with every namespace as ADDED once it is granted. The reflector says each change of the
+      // refused state once, however often the watch is retried meanwhile.
+      emptyWhenRefused: () => true,
+      onRefused: (r) => {
+        const lost = r.verb === 'list' ? 'going on without them' : 'going on with the namespaces last read, blind to their changes';
+        say(`discovery: ${r.verb} namespaces: HTTP 403: ${lost}, so skip-inbound ports set only on a namespace are tunnelled from other nodes until it is granted (a pod's own apply); ${CONTROLLER_RBAC_HINT}, which grants ${grantFor('/api/v1/namespaces')} (the API server: ${r.message})`);
+      },
+      onAccepted: (was) => say(`discovery: ${acceptedLine('namespaces', was)}`),
+      onError,
       onChange: (op, key, obj) => {
-        // Granted (the watch from "now" starts with every namespace): a later 403 is news again.
-        nsForbidden = false;
         if (op === 'set' ? namespaces.set(obj) : namespaces.delete(key)) this.rejoin(new Set([key]));
       },
       onSynced: () => {
@@ -209,7 +203,7 @@ export class DiscoveryKubeSource {
       server: this.server,
       connected: rs.length === 4 && rs.every(([, r]) => r.connected),
       lastError: this.lastError,
-      resources: Object.fromEntries([...rs, ...this.routeReflectors.map((r) => [r.kindName, r] as const)].map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size }])),
+      resources: Object.fromEntries([...rs, ...this.routeReflectors.map((r) => [r.kindName, r] as const)].map(([k, r]) => [k, { synced: r.synced, connected: r.connected, resourceVersion: r.resourceVersion, restarts: r.restarts, lastEventAt: r.lastEventAt ? new Date(r.lastEventAt).toISOString() : null, objects: r.store.size, refused: r.refusedStatus() }])),
     };
   }
 }

@@ -52,8 +52,11 @@ export interface ReflectorOptions {
    * a kind that restricts access must never read as "none".
    */
   emptyWhenRefused?: (status: number) => boolean;
-  /** The refused state began (or its status changed). Default: onError with the refusal and the rule to grant. */
-  onRefused?: (r: Refusal) => void;
+  /**
+   * The refused state began (or its status changed). `line` is what is said by default (onError):
+   * the refusal, the hint and the RBAC rule to grant.
+   */
+  onRefused?: (r: Refusal, line: string) => void;
   /** A list or watch was accepted after `was`. */
   onAccepted?: (was: Refusal) => void;
   /** A list replaced the store. */
@@ -219,8 +222,9 @@ export class Reflector {
     if (this.refused?.status === status) return;
     const r: Refusal = { status, verb, message: serverMessage(e), since: Date.now() };
     this.refused = r;
-    if (this.o.onRefused) this.o.onRefused(r);
-    else this.report(describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.o.rbacHint));
+    const line = describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.o.rbacHint);
+    if (this.o.onRefused) this.o.onRefused(r, line);
+    else this.report(line);
   }
 
   /** A list or watch was accepted: the refused state, if any, ends. */

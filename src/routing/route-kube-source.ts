@@ -10,10 +10,9 @@
 // 403 on an access kind (ACCESS_KINDS) is an error: empty, it would open what it restricts. The status API writes
 // the routes' status through the status subresource (route-status.ts).
 import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
-import type { BackoffOptions } from '../k8s/watch-errors.ts';
-import { statusOf } from '../k8s/watch-errors.ts';
+import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
-import { Reflector } from '../k8s/watch-reflector.ts';
+import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
 import type { MeshObjectKind, MeshObjects } from '../discovery/mesh-objects.ts';
 import { ROUTE_PLURALS, type StatusApi } from './route-status.ts';
 import { ROUTING_ANNOTATION_PREFIXES } from '../discovery/model.ts';
@@ -64,59 +63,47 @@ export interface RouteReflectorsOptions {
   log: (msg: string) => void;
 }
 
-/** One reflector per route kind, feeding the route index. */
+/**
+ * One reflector per route kind, feeding the route index. The reflector keeps the refused state
+ * (404: no CRD; 403: no grant) and says each change of it once: the refusal when it begins,
+ * the acceptance when a list or watch is accepted again, with or without objects.
+ */
 export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
   const api = o.kc.makeApiClient(CustomObjectsApi);
-  /** Kinds listed as empty because the API server refused them: no CRD (404), or no grant (403). */
-  const absent = new Map<MeshObjectKind, 403 | 404>();
   return ROUTE_KINDS.map((d) => {
     const apiVersion = `${d.group}/${d.version}`;
     const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion);
     const r: Reflector = new Reflector({
       name: d.plural,
       path: `/apis/${d.group}/${d.version}/${d.plural}`,
-      list: async (signal) => {
-        let listed: { items: Obj[]; resourceVersion: string };
-        try {
-          listed = await listPaged({
-            page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont })) as Page,
-            limit: o.pageSize,
-            keep,
-            onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
-            signal,
-          });
-        } catch (e) {
-          const status = statusOf(e);
-          if (status !== 404 && !(status === 403 && !ACCESS_KINDS.has(d.kind))) throw e;
-          // No CRD, or a ClusterRole from before this kind was read: listed and empty, so the rest
-          // of discovery is not held back; the watch from "now" (retried with backoff) picks the
-          // objects up once the CRD is installed or the grant applied.
-          if (absent.get(d.kind) !== status) {
-            absent.set(d.kind, status);
-            o.log(status === 404
-              ? `${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} routes take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`
-              : `${d.kind} (${apiVersion}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on without ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install`);
-          }
-          return { items: [], resourceVersion: '' };
-        }
-        absent.delete(d.kind);
-        return listed;
-      },
+      list: (signal) => listPaged({
+        page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont })) as Page,
+        limit: o.pageSize,
+        keep,
+        onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
+        signal,
+      }),
       watch: o.watch,
       server: o.server,
       watchdogMs: o.watchdogMs,
       backoff: o.backoff,
       rbacHint: ROUTES_RBAC_HINT,
       transform: keep,
-      onError: (e) => {
-        // A missing CRD's or grant's watch fails the same way every time: said once, in list().
-        const why = absent.get(d.kind);
-        if (why === 404 && / 404|HTTP 404|not found/i.test(e.message)) return;
-        if (why === 403 && /HTTP 403/.test(e.message)) return;
-        o.onError(e);
+      refusedOn: [403, 404],
+      // No CRD, or a ClusterRole from before this kind was read: listed and empty, so the rest of
+      // discovery is not held back; the watch from "now" (retried with backoff) picks the objects
+      // up once the CRD is installed or the grant applied. Not a 403 on an access kind.
+      emptyWhenRefused: (status) => status === 404 || !ACCESS_KINDS.has(d.kind),
+      onRefused: (r, line) => {
+        if (r.status === 404) o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} routes take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
+        else if (ACCESS_KINDS.has(d.kind)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
+        else o.log(`${d.kind} (${apiVersion}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
       },
+      onAccepted: (was) => o.log(was.status === 404
+        ? `${d.kind} (${apiVersion}) is served now (its CRD was installed): reading ${d.plural}`
+        : acceptedLine(`${d.kind} (${apiVersion})`, was)),
+      onError: o.onError,
       onChange: (op, key, obj) => {
-        absent.delete(d.kind);
         if (op === 'set') o.routes.upsert(obj);
         else {
           const [ns, name] = key.split('/');
