@@ -525,3 +525,70 @@ test('stop() aborts watches the API server has not answered yet at once', async 
   await waitFor(() => seen.closed === 2, 5000);
   t.is(seen.closed, 2);
 });
+
+test('stop() abandons a pod read (getPod, a CNI ADD ahead of the watch) at once: a stopping agent does not wait for the API server\'s answer', async (t) => {
+  // Lists of the node's pods and of namespaces are answered; a watch and one namespace's pods never are.
+  const seen = { reads: 0, closed: 0 };
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') === 'true') return;
+    if (u.pathname === '/api/v1/namespaces/default/pods') {
+      seen.reads++;
+      req.socket.on('close', () => seen.closed++);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  const { port } = server.address() as { port: number };
+  const src = new KubeSource({ nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${port}`, insecure: true, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  t.teardown(() => src.stop());
+  await src.start();
+  const read = src.getPod('default', 'web');
+  read.catch(() => {}); // awaited below
+  await waitFor(() => seen.reads === 1, 5000);
+  const at = Date.now();
+  src.stop();
+  await t.throwsAsync(read, { message: 'reading pod default/web: the pod source is stopping' });
+  t.true(Date.now() - at < 1000, `rejected ${Date.now() - at} ms after stop()`);
+  await waitFor(() => seen.closed === 1, 5000);
+  // A read asked for after stop() is refused at once.
+  await t.throwsAsync(src.getPod('default', 'web'), { message: /the pod source is stopping/ });
+});
+
+test('getPod: the caller\'s signal abandons the read', async (t) => {
+  const seen = { reads: 0, closed: 0 };
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') === 'true') return;
+    if (u.pathname === '/api/v1/namespaces/default/pods') {
+      seen.reads++;
+      req.socket.on('close', () => seen.closed++);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  const { port } = server.address() as { port: number };
+  const src = new KubeSource({ nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${port}`, insecure: true, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  t.teardown(() => src.stop());
+  await src.start();
+  const ac = new AbortController();
+  const read = src.getPod('default', 'web', ac.signal);
+  read.catch(() => {}); // awaited below
+  await waitFor(() => seen.reads === 1, 5000);
+  ac.abort();
+  await t.throwsAsync(read, { name: 'AbortError' });
+  await waitFor(() => seen.closed === 1, 5000);
+  t.is(seen.closed, 1);
+});

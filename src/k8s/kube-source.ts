@@ -61,6 +61,8 @@ export class KubeSource {
   private stopped = false;
   private pending?: { resolve: (s: Snapshot) => void; reject: (e: Error) => void };
   private api?: KubeApi;
+  /** Aborted by stop(): a pod read in flight (getPod) ends then, not at its 60 s timeout. */
+  private readonly stopping = new AbortController();
 
   constructor(o: KubeSourceOptions) {
     this.o = o;
@@ -123,6 +125,7 @@ export class KubeSource {
 
   stop(): void {
     this.stopped = true;
+    this.stopping.abort();
     clearTimeout(this.timer);
     this.timer = undefined;
     this.pods?.stop();
@@ -145,10 +148,23 @@ export class KubeSource {
     };
   }
 
-  /** One pod read from the API server now (a pod's CNI ADD may come before the watch delivers it); null: no such pod. */
-  async getPod(namespace: string, name: string): Promise<PodInfo | null> {
+  /**
+   * One pod read from the API server now (a pod's CNI ADD may come before the watch delivers it);
+   * null: no such pod. stop(), or `signal`, abandons the read at once: a stopping agent does not
+   * wait for an API server that does not answer.
+   */
+  async getPod(namespace: string, name: string, signal?: AbortSignal): Promise<PodInfo | null> {
     if (!this.api) throw new Error('the API server client is not set up yet');
-    const l = await this.api.list(`/api/v1/namespaces/${namespace}/pods`, { fieldSelector: `metadata.name=${name}` });
+    const stopped = () => new Error(`reading pod ${namespace}/${name}: the pod source is stopping`);
+    if (this.stopped) throw stopped();
+    const either = signal ? AbortSignal.any([this.stopping.signal, signal]) : this.stopping.signal;
+    let l;
+    try {
+      l = await this.api.list(`/api/v1/namespaces/${namespace}/pods`, { fieldSelector: `metadata.name=${name}` }, either);
+    } catch (e) {
+      if (this.stopping.signal.aborted) throw stopped();
+      throw e;
+    }
     return l.items.length > 0 ? podFromObject({ kind: 'Pod', ...l.items[0] }) : null;
   }
 
