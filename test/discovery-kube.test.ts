@@ -5,6 +5,7 @@
 // controller's ClusterRole and recovers.
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import * as http from 'node:http';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -412,4 +413,30 @@ test('a namespace\'s skip-inbound ports (ours, else Linkerd\'s) reach the record
   await waitFor(() => a.store.podByIp('10.1.0.5')?.skipInbound === undefined, 10_000);
   t.is(a.client.status().lines, lines + 4);
   t.is(a.client.status().reconnects, 0);
+});
+
+test('stop() aborts the lists in flight through client-node at once (a page the API server has not answered), not when the server answers', async (t) => {
+  // An API server that takes every request and answers none.
+  const seen = { lists: 0, closed: 0 };
+  const server = http.createServer((req) => {
+    if (!/[?&]watch=true/.test(req.url ?? '')) seen.lists++;
+    req.socket.on('close', () => seen.closed++);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson({ url } as SimApiServer));
+  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
+  const src = new DiscoveryKubeSource({ hub: new DiscoveryHub({ log: () => {} }), kubeConfig: kc, routes, onError: () => {}, log: () => {} });
+  t.teardown(() => src.stop());
+  src.start();
+  // Services, endpointslices, pods, namespaces and the six route kinds.
+  await waitFor(() => seen.lists === 10, 10_000);
+  src.stop();
+  await waitFor(() => seen.closed === 10, 5000);
+  t.is(seen.closed, 10);
 });

@@ -118,6 +118,43 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
   t.is(await src.getPod('default', 'absent'), null);
 });
 
+test('through client-node (an exec credential plugin), stop() abandons a list in flight at once: a pod read the API server has not answered', async (t) => {
+  const dir = testTempDir(t);
+  // Lists of the node's pods and of namespaces are answered; watches and one namespace's pods never are.
+  const seen = { reads: 0, closed: 0 };
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') === 'true') return;
+    if (u.pathname === '/api/v1/namespaces/default/pods') {
+      seen.reads++;
+      req.socket.on('close', () => seen.closed++);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
+  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: url, 'insecure-skip-tls-verify': true }, {
+    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
+  })));
+  const src = new KubeSource({ nodeName: 'n1', kubeconfig: path.join(dir, 'kubeconfig'), onSnapshot: () => {}, onError: () => {} });
+  t.teardown(() => src.stop());
+  await src.start();
+  const read = src.getPod('default', 'web');
+  read.catch(() => {}); // awaited below
+  await waitFor(() => seen.reads === 1, 5000);
+  src.stop();
+  await t.throwsAsync(within(read, 1000, () => 'the read outlived stop() by a second'), { message: 'reading pod default/web: the pod source is stopping' });
+  await waitFor(() => seen.closed === 1, 5000);
+  t.is(seen.closed, 1);
+});
+
 test('an API server at an IPv6 address (KUBERNETES_SERVICE_HOST of an IPv6 or IPv6-first cluster): the lean client lists and watches it', async (t) => {
   const api = await new SimApiServer().start('::1');
   t.teardown(() => api.close());

@@ -5,6 +5,7 @@
 // 100,000 pods cost what their lines cost.
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../k8s/client-node-api.ts';
+import { abortable } from '../k8s/client-node-signal.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
@@ -87,15 +88,16 @@ export class DiscoveryKubeSource {
       this.lastError = e.message;
       this.o.onError(e);
     };
-    const pages = (kind: ResourceKind, name: string, page: (limit: number | undefined, cont: string | undefined) => Promise<Page>) => async (signal: AbortSignal) => {
+    // `signal` (the reflector's stop) aborts the page in flight, not only the pages after it.
+    const pages = (kind: ResourceKind, name: string, page: (limit: number | undefined, cont: string | undefined, signal: AbortSignal) => Promise<Page>) => async (signal: AbortSignal) => {
       // Page by page, each prepared before the next is fetched: a 100,000-pod list never sits whole in memory.
       if (kind === 'pod') this.podListFrom = namespaces.changes;
-      return listPaged({ page, limit, keep: (i) => keep(kind, i, namespaces), onExpired: (n) => say(`discovery: ${expiredListMessage(name, n)}`), signal });
+      return listPaged({ page: (l, c) => page(l, c, signal), limit, keep: (i) => keep(kind, i, namespaces), onExpired: (n) => say(`discovery: ${expiredListMessage(name, n)}`), signal });
     };
     const defs: Array<{ kind: ResourceKind; name: string; path: string; list: (signal: AbortSignal) => Promise<{ items: Obj[]; resourceVersion: string }> }> = [
-      { kind: 'service', name: 'services', path: '/api/v1/services', list: pages('service', 'services', (l, c) => core.listServiceForAllNamespaces({ limit: l, _continue: c })) },
-      { kind: 'slice', name: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', list: pages('slice', 'endpointslices', (l, c) => disco.listEndpointSliceForAllNamespaces({ limit: l, _continue: c })) },
-      { kind: 'pod', name: 'pods', path: '/api/v1/pods', list: pages('pod', 'pods', (l, c) => core.listPodForAllNamespaces({ limit: l, _continue: c })) },
+      { kind: 'service', name: 'services', path: '/api/v1/services', list: pages('service', 'services', (l, c, s) => core.listServiceForAllNamespaces({ limit: l, _continue: c }, abortable(s))) },
+      { kind: 'slice', name: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', list: pages('slice', 'endpointslices', (l, c, s) => disco.listEndpointSliceForAllNamespaces({ limit: l, _continue: c }, abortable(s))) },
+      { kind: 'pod', name: 'pods', path: '/api/v1/pods', list: pages('pod', 'pods', (l, c, s) => core.listPodForAllNamespaces({ limit: l, _continue: c }, abortable(s))) },
     ];
     for (const d of defs) {
       const r: Reflector = new Reflector({
@@ -123,8 +125,8 @@ export class DiscoveryKubeSource {
     const nsr: Reflector = new Reflector({
       name: 'namespaces',
       path: '/api/v1/namespaces',
-      list: async () => {
-        const l = await core.listNamespace(); // a cluster has few: one page
+      list: async (signal) => {
+        const l = await core.listNamespace({}, abortable(signal)); // a cluster has few: one page
         return { items: l.items.map(keepNamespace), resourceVersion: l.metadata?.resourceVersion ?? '' };
       },
       watch,

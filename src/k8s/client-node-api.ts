@@ -2,6 +2,7 @@
 // (kube-api.ts) leaves to it: exec and auth-provider credential plugins, proxies. Imported only
 // then (and by the controller): it costs ~60 MB of RSS.
 import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
+import { abortable } from './client-node-signal.ts';
 import type { KubeApi } from './kube-api.ts';
 
 /** A kubeconfig file when given; else in-cluster config when KUBERNETES_SERVICE_HOST is set; else $KUBECONFIG / ~/.kube/config. */
@@ -25,12 +26,13 @@ export function clientNodeApi(kc: KubeConfig, watchdogMs: number): KubeApi {
   return {
     server,
     watch: (path, query, onEvent, onDone) => watch.watch(path, query, onEvent, onDone),
-    async list(path, query) {
+    async list(path, query, signal) {
+      const o = abortable(signal);
       // One namespace's pods: KubeSource.getPod, a pod read ahead of the watch for a CNI ADD.
       const ns = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(path)?.[1];
-      const l = path === '/api/v1/pods' ? await core.listPodForAllNamespaces({ fieldSelector: query.fieldSelector })
-        : path === '/api/v1/namespaces' ? await core.listNamespace()
-        : ns !== undefined ? await core.listNamespacedPod({ namespace: decodeURIComponent(ns), fieldSelector: query.fieldSelector })
+      const l = path === '/api/v1/pods' ? await core.listPodForAllNamespaces({ fieldSelector: query.fieldSelector }, o)
+        : path === '/api/v1/namespaces' ? await core.listNamespace({}, o)
+        : ns !== undefined ? await core.listNamespacedPod({ namespace: decodeURIComponent(ns), fieldSelector: query.fieldSelector }, o)
         : null;
       if (l === null) throw new Error(`the client-node adapter lists pods and namespaces only, not ${path}`);
       return { items: l.items as unknown as Array<Record<string, any>>, resourceVersion: l.metadata?.resourceVersion ?? '' };

@@ -10,6 +10,7 @@
 // 403 on an access kind (ACCESS_KINDS) is an error: empty, it would open what it restricts. The status API writes
 // the routes' status through the status subresource (route-status.ts).
 import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
+import { abortable } from '../k8s/client-node-signal.ts';
 import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
@@ -77,7 +78,7 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       name: d.plural,
       path: `/apis/${d.group}/${d.version}/${d.plural}`,
       list: (signal) => listPaged({
-        page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont })) as Page,
+        page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont }, abortable(signal))) as Page,
         limit: o.pageSize,
         keep,
         onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
