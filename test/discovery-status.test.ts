@@ -61,3 +61,12 @@ test('configured but never synced is degraded; a controller without discovery, o
   t.true(assessHealth(older).healthy);
   t.regex(render(older, assessHealth(older)), /^DISCOVERY: none/m);
 });
+
+test('pods or namespaces refused by the API server (403): a POD SOURCE line per kind says since when, the API server\'s words and the rule to grant; none when nothing is refused', (t) => {
+  const refused = { pods: { status: 403, verb: 'watch', message: 'pods is forbidden: User "system:serviceaccount:mesh-agent:mesh-agent" cannot watch resource "pods" in API group "" at the cluster scope', since: '2026-01-01T00:05:00.000Z', grant: 'list and watch on pods (core group)' } };
+  const s = { ...base, podSource: { kind: 'kubernetes', synced: true, connected: false, refused } };
+  t.regex(render(s, assessHealth(s)), /^POD SOURCE: the API server refuses pods since 2026-01-01T00:05:00\.000Z \(HTTP 403 on watch: pods is forbidden: User "system:serviceaccount:mesh-agent:mesh-agent" cannot watch resource "pods" in API group "" at the cluster scope\); the agent keeps the pods it last read: grant its ServiceAccount list and watch on pods \(core group\) \(the ClusterRole from mesh-agent install\)$/m);
+  const ok = { ...base, podSource: { kind: 'kubernetes', synced: true, connected: true, refused: {} } };
+  t.notRegex(render(ok, assessHealth(ok)), /POD SOURCE/);
+  t.notRegex(render(base, assessHealth(base)), /POD SOURCE/, 'an older agent, or a pods file: no field');
+});
