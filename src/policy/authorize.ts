@@ -10,10 +10,15 @@
 // - Once a TrafficTarget selects it, only what TrafficTargets allow passes: a client whose
 //   identity is a source of a TrafficTarget covering the port, whole connections by a TCPRoute,
 //   single requests by an HTTPRouteGroup's matches (the connection is then decided per request).
+// - A port a Linkerd Server selects (server-model.ts) is decided by it instead of the default
+//   policy: the clients its AuthorizationPolicies (and v1beta3 accessPolicy) admit, on its
+//   HTTPRoutes when it has some, or the TrafficTargets of the pod's ServiceAccount: the union of
+//   what either allows (docs/policy.md, "Linkerd's policy resources").
 import {
-  inNetworks, restricts, spiffeId, type AccessRecord, type Cidr, type DefaultPolicy, type Identity,
+  inNetworks, parseNetworks, restricts, spiffeId, type AccessRecord, type Cidr, type DefaultPolicy, type Identity,
 } from './model.ts';
 import { userRegExp } from '../util/regex-check.ts';
+import { identityMatches, LINKERD_POLICY_GROUP, type PodServer, type RouteMatch, type ServerAuthz } from './server-model.ts';
 import { pathOf } from '../util/request-target.ts';
 import { normalizePath } from './normalize-path.ts';
 
@@ -27,6 +32,8 @@ export interface PolicySpec {
   defaultFrom: string;
   /** TrafficTargets whose destination is the pod's ServiceAccount. */
   targets: AccessRecord[];
+  /** Linkerd Servers selecting the pod, with the pod's ports each covers (absent: none). */
+  servers?: PodServer[];
 }
 
 export interface Client {
@@ -54,9 +61,10 @@ export type ConnDecision =
   | { verdict: 'allow'; server: ServerRef; authz: ObjectRef }
   /**
    * Only HTTP routes can allow this client: each request is decided (requestOn(), against
-   * `targets`, the TrafficTargets naming the client on this port); anything else is denied.
+   * `matches`, those of the TrafficTargets naming the client on this port and of the Server's
+   * routes open to it); anything else is denied. `from` names them for a denial's reason.
    */
-  | { verdict: 'http'; server: ServerRef; targets: readonly CompiledTarget[] }
+  | { verdict: 'http'; server: ServerRef; matches: readonly CompiledMatch[]; from: string }
   | { verdict: 'deny'; server: ServerRef; reason: string };
 
 export type RequestDecision =
@@ -73,13 +81,64 @@ export interface HttpRequestView {
 
 export const DEFAULT_ROUTE: ObjectRef = { group: '', kind: 'default', name: 'default' };
 const SMI_ACCESS: ObjectRef = { group: 'access.smi-spec.io', kind: 'traffictarget', name: '' };
+const LINKERD_AUTHZ: ObjectRef = { group: LINKERD_POLICY_GROUP, kind: 'authorizationpolicy', name: '' };
 
-interface CompiledMatch {
-  group: string;
-  name: string;
+export interface CompiledMatch {
   path: RegExp | null;
   methods: readonly string[] | null;
   headers: Array<{ name: string; re: RegExp }>;
+  /** What allows a request it matches, and the route it is counted under. */
+  authz: ObjectRef;
+  route: ObjectRef;
+}
+
+/** A Server's AuthorizationPolicy, compiled: its networks parsed. */
+interface CompiledAuthz {
+  authz: ServerAuthz;
+  networks: Array<{ in: Cidr[]; except: Cidr[] }> | null;
+}
+
+interface CompiledRoute {
+  group: string;
+  name: string;
+  matches: Array<Omit<CompiledMatch, 'authz' | 'route'>>;
+  authorizations: CompiledAuthz[];
+}
+
+interface CompiledServer {
+  server: PodServer;
+  authorizations: CompiledAuthz[];
+  routes: CompiledRoute[];
+}
+
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+function compileRouteMatch(m: RouteMatch): Omit<CompiledMatch, 'authz' | 'route'> {
+  let path: RegExp | null = null;
+  if (m.path?.type === 'Exact') path = whole(escapeRe(m.path.value));
+  else if (m.path?.type === 'RegularExpression') path = whole(m.path.value);
+  else if (m.path?.type === 'PathPrefix') {
+    // Gateway API: element-wise, "/api" matches /api and /api/x, not /apix.
+    const p = m.path.value.replace(/\/+$/, '');
+    path = p === '' ? null : whole(`${escapeRe(p)}(?:/.*)?`);
+  }
+  return {
+    path,
+    methods: m.method === undefined ? null : [m.method],
+    headers: (m.headers ?? []).map((h) => ({ name: h.name, re: h.type === 'Exact' ? whole(escapeRe(h.value)) : whole(h.value) })),
+  };
+}
+
+function compileAuthz(a: ServerAuthz): CompiledAuthz {
+  return { authz: a, networks: a.networks === undefined ? null : a.networks.map((n) => ({ in: parseNetworks(n.cidr), except: parseNetworks((n.except ?? []).join(',')) })) };
+}
+
+/** Whether one AuthorizationPolicy admits the client: all it requires holds. */
+function admits(a: CompiledAuthz, client: Client): boolean {
+  const ids = a.authz.identities;
+  if (ids !== undefined && (client.identity === null || !ids.some((p) => identityMatches(p, client.identity!)))) return false;
+  if (a.networks !== null && !a.networks.some((n) => inNetworks(client.ip, n.in) && !inNetworks(client.ip, n.except))) return false;
+  return true;
 }
 
 /** A TrafficTarget with its HTTP matches compiled. */
@@ -104,21 +163,38 @@ export class ServerPolicy {
   readonly networks: readonly Cidr[];
   readonly failsClosed: boolean;
   readonly #targets: CompiledTarget[];
+  readonly #servers: CompiledServer[];
 
   constructor(spec: PolicySpec, networks: readonly Cidr[]) {
     this.spec = spec;
     this.networks = networks;
-    this.failsClosed = spec.targets.length > 0 || restricts(spec.defaultPolicy);
+    this.failsClosed = spec.targets.length > 0 || (spec.servers?.length ?? 0) > 0 || restricts(spec.defaultPolicy);
     this.#targets = spec.targets.map((record) => ({
       record,
       http: record.rules.flatMap((r) => (r.kind !== 'HTTPRouteGroup' ? [] : r.matches.map((m) => ({
-        group: r.name,
-        name: m.name,
         path: m.pathRegex === undefined ? null : whole(m.pathRegex),
         methods: m.methods ?? null,
         headers: (m.headers ?? []).map((h) => ({ name: h.name, re: whole(h.regex) })),
+        authz: { ...SMI_ACCESS, name: record.name },
+        route: { group: 'specs.smi-spec.io', kind: 'httproutegroup', name: r.name },
       })))),
     }));
+    this.#servers = (spec.servers ?? []).map((server) => ({
+      server,
+      authorizations: server.record.authorizations.map(compileAuthz),
+      routes: server.record.routes.map((r) => ({ group: r.group, name: r.name, matches: r.matches.map(compileRouteMatch), authorizations: r.authorizations.map(compileAuthz) })),
+    }));
+  }
+
+  /** The Linkerd Server that selects `port` of this pod, if one does (the first by name: Linkerd forbids overlaps). */
+  serverOn(port: number): PodServer | undefined {
+    return this.#compiledServerOn(port)?.server;
+  }
+
+  #compiledServerOn(port: number): CompiledServer | undefined {
+    let best: CompiledServer | undefined;
+    for (const s of this.#servers) if (s.server.ports.includes(port) && (best === undefined || s.server.record.name < best.server.record.name)) best = s;
+    return best;
   }
 
   /** 'default' (the default policy decides) or 'smi' (TrafficTargets decide). */
@@ -127,6 +203,8 @@ export class ServerPolicy {
   }
 
   server(port: number): ServerRef {
+    const srv = this.serverOn(port);
+    if (srv !== undefined) return { group: LINKERD_POLICY_GROUP, kind: 'server', name: srv.record.name, port };
     return this.mode === 'smi'
       ? { group: '', kind: 'serviceaccount', name: this.spec.serviceAccount, port }
       : { group: '', kind: 'default', name: this.spec.defaultPolicy, port };
@@ -134,6 +212,8 @@ export class ServerPolicy {
 
   connection(client: Client, port: number): ConnDecision {
     const server = this.server(port);
+    const srv = this.#compiledServerOn(port);
+    if (srv !== undefined) return this.#linkerd(srv, client, port, server);
     if (this.mode === 'default') {
       const p = this.spec.defaultPolicy;
       const allow = (): ConnDecision => ({ verdict: 'allow', server, authz: { group: '', kind: 'default', name: p } });
@@ -153,6 +233,11 @@ export class ServerPolicy {
           return deny('no client may connect');
       }
     }
+    return this.#smi(client, port, server);
+  }
+
+  /** What the TrafficTargets of the pod's ServiceAccount say. */
+  #smi(client: Client, port: number, server: ServerRef): ConnDecision {
     const mine = this.#applicable(client, port);
     if (typeof mine === 'string') return { verdict: 'deny', server, reason: mine };
     for (const t of mine) {
@@ -160,8 +245,47 @@ export class ServerPolicy {
         if (r.kind === 'TCPRoute' && (r.ports === undefined || r.ports.includes(port))) return { verdict: 'allow', server, authz: { ...SMI_ACCESS, name: t.record.name } };
       }
     }
-    if (mine.some((t) => t.http.length > 0)) return { verdict: 'http', server, targets: mine };
-    return { verdict: 'deny', server, reason: `the TrafficTargets allowing ${spiffeId(client.identity!)} (${mine.map((t) => t.record.name).join(', ')}) have no TCPRoute with port ${port} and no HTTPRouteGroup` };
+    const names = mine.map((t) => t.record.name).join(', ');
+    if (mine.some((t) => t.http.length > 0)) return { verdict: 'http', server, matches: mine.flatMap((t) => t.http), from: `HTTPRouteGroup match of ${names}` };
+    return { verdict: 'deny', server, reason: `the TrafficTargets allowing ${spiffeId(client.identity!)} (${names}) have no TCPRoute with port ${port} and no HTTPRouteGroup` };
+  }
+
+  /**
+   * A port a Linkerd Server selects: its AuthorizationPolicies (then its accessPolicy) for the
+   * whole Server, or per request on its HTTPRoutes when it has some; the TrafficTargets of the
+   * pod's ServiceAccount allow what they allow on top (a union of allows).
+   */
+  #linkerd(srv: CompiledServer, client: Client, port: number, server: ServerRef): ConnDecision {
+    const rec = srv.server.record;
+    const what = `Server ${rec.namespace}/${rec.name}`;
+    const wide = srv.authorizations.find((a) => admits(a, client));
+    let serverAuthz: ObjectRef | undefined = wide === undefined ? undefined : { ...LINKERD_AUTHZ, name: wide.authz.name };
+    if (serverAuthz === undefined && rec.accessPolicy !== 'deny') {
+      const d = new ServerPolicy({ ...this.spec, defaultPolicy: rec.accessPolicy, targets: [], servers: [] }, this.networks).connection(client, port);
+      if (d.verdict === 'allow') serverAuthz = { group: '', kind: 'default', name: rec.accessPolicy };
+    }
+    const smi = this.#targets.length > 0 ? this.#smi(client, port, server) : null;
+    if (smi?.verdict === 'allow') return smi;
+    const matches: CompiledMatch[] = smi?.verdict === 'http' ? [...smi.matches] : [];
+    if (srv.routes.length === 0) {
+      if (serverAuthz !== undefined) return { verdict: 'allow', server, authz: serverAuthz };
+    } else {
+      for (const r of srv.routes) {
+        const own = r.authorizations.find((a) => admits(a, client));
+        const authz = own !== undefined ? { ...LINKERD_AUTHZ, name: own.authz.name } : serverAuthz;
+        if (authz === undefined) continue;
+        const route: ObjectRef = { group: r.group, kind: 'httproute', name: r.name };
+        for (const m of r.matches) matches.push({ ...m, authz, route });
+      }
+    }
+    const who = client.identity ? spiffeId(client.identity) : `${client.ip} (no mesh identity)`;
+    if (matches.length > 0) return { verdict: 'http', server, matches, from: `HTTPRoute match of ${what} open to it${smi?.verdict === 'http' ? ` or ${smi.from}` : ''}` };
+    const names = rec.authorizations.map((a) => a.name);
+    const routes = rec.routes.length === 0 ? '' : `; with HTTPRoutes (${rec.routes.map((r) => r.name).join(', ')}), none of whose AuthorizationPolicies admits it either`;
+    return {
+      verdict: 'deny', server,
+      reason: `${what} selects port ${port} and no AuthorizationPolicy allows ${who} (${names.length === 0 ? 'none targets it' : `it has ${names.join(', ')}`}; accessPolicy ${rec.accessPolicy}${routes})${smi?.verdict === 'deny' && this.#targets.length > 0 ? `; nor do the TrafficTargets: ${smi.reason}` : ''}`,
+    };
   }
 
   /** One HTTP request on a connection to `port`. */
@@ -176,22 +300,20 @@ export class ServerPolicy {
   requestOn(conn: ConnDecision, client: Client, req: HttpRequestView): RequestDecision {
     if (conn.verdict === 'allow') return { allowed: true, server: conn.server, authz: conn.authz, route: DEFAULT_ROUTE };
     if (conn.verdict === 'deny') return { allowed: false, server: conn.server, route: DEFAULT_ROUTE, reason: conn.reason };
-    const mine = conn.targets;
     const path = normalizePath(pathOfTarget(req.target)); // as the pod will resolve it
-    for (const t of mine) {
-      for (const m of t.http) {
-        if (m.methods !== null && !m.methods.includes(req.method)) continue;
-        if (m.path !== null && !m.path.test(path)) continue;
-        if (!m.headers.every((h) => {
-          const v = req.header(h.name);
-          return v !== undefined && h.re.test(v);
-        })) continue;
-        return { allowed: true, server: conn.server, authz: { ...SMI_ACCESS, name: t.record.name }, route: { group: 'specs.smi-spec.io', kind: 'httproutegroup', name: m.group } };
-      }
+    for (const m of conn.matches) {
+      if (m.methods !== null && !m.methods.includes(req.method)) continue;
+      if (m.path !== null && !m.path.test(path)) continue;
+      if (!m.headers.every((h) => {
+        const v = req.header(h.name);
+        return v !== undefined && h.re.test(v);
+      })) continue;
+      return { allowed: true, server: conn.server, authz: m.authz, route: m.route };
     }
+    const who = client.identity ? spiffeId(client.identity) : `${client.ip} (no mesh identity)`;
     return {
       allowed: false, server: conn.server, route: DEFAULT_ROUTE,
-      reason: `no HTTPRouteGroup match of ${mine.map((t) => t.record.name).join(', ')} allows ${req.method} ${path.slice(0, 200)} for ${spiffeId(client.identity!)}`,
+      reason: `no ${conn.from} allows ${req.method} ${path.slice(0, 200)} for ${who}`,
     };
   }
 

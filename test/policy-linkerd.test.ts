@@ -1,0 +1,249 @@
+// Linkerd's policy resources (Server, AuthorizationPolicy, MeshTLSAuthentication,
+// NetworkAuthentication, HTTPRoute) converted into Server records (linkerd-policy.ts), then
+// decided through the policy model (authorize.ts), with the examples of Linkerd's own docs
+// (the emojivoto and booksapp tasks) and malformed objects refused with a reason, never a throw.
+import test from 'ava';
+import { DEFAULT_CLUSTER_NETWORKS, parseNetworks, type AccessRecord, type Identity } from '../src/policy/model.ts';
+import { identityPattern, serverFromLinkerd, type LinkerdKind, type LinkerdLookup } from '../src/policy/linkerd-policy.ts';
+import { parseServerRecord, selects, serversForPod, type ServerRecord } from '../src/policy/server-model.ts';
+import { ServerPolicy, type Client, type PolicySpec } from '../src/policy/authorize.ts';
+
+type Obj = Record<string, any>;
+const nets = parseNetworks(DEFAULT_CLUSTER_NETWORKS);
+const web: Identity = { namespace: 'emojivoto', serviceAccount: 'web' };
+const voting: Identity = { namespace: 'emojivoto', serviceAccount: 'voting' };
+const other: Identity = { namespace: 'other', serviceAccount: 'web' };
+const meshed = (id: Identity, ip = '10.244.1.5'): Client => ({ ip, identity: id });
+const plain = (ip = '10.244.1.9'): Client => ({ ip, identity: null });
+const req = (method: string, target: string, headers: Record<string, string> = {}) => ({ method, target, header: (n: string) => headers[n] });
+
+function lookupOf(objs: Obj[]): LinkerdLookup {
+  const ns = (o: Obj) => o.metadata?.namespace ?? 'default';
+  return {
+    get: (kind: LinkerdKind, n: string, name: string) => objs.find((o) => o.kind === kind && ns(o) === n && o.metadata?.name === name),
+    list: (kind, n) => objs.filter((o) => o.kind === kind && ns(o) === n),
+  };
+}
+
+const server = (name: string, spec: Obj, apiVersion = 'policy.linkerd.io/v1beta1'): Obj => ({ apiVersion, kind: 'Server', metadata: { namespace: 'emojivoto', name }, spec });
+const authz = (name: string, targetRef: Obj, refs: Obj[]): Obj => ({ apiVersion: 'policy.linkerd.io/v1alpha1', kind: 'AuthorizationPolicy', metadata: { namespace: 'emojivoto', name }, spec: { targetRef, requiredAuthenticationRefs: refs } });
+const meshTls = (name: string, spec: Obj): Obj => ({ apiVersion: 'policy.linkerd.io/v1alpha1', kind: 'MeshTLSAuthentication', metadata: { namespace: 'emojivoto', name }, spec });
+const netAuth = (name: string, networks: Obj[]): Obj => ({ apiVersion: 'policy.linkerd.io/v1alpha1', kind: 'NetworkAuthentication', metadata: { namespace: 'emojivoto', name }, spec: { networks } });
+const ref = (kind: string, name: string, extra: Obj = {}): Obj => ({ group: kind === 'ServiceAccount' ? '' : 'policy.linkerd.io', kind, name, ...extra });
+const toServer = (name: string): Obj => ({ group: 'policy.linkerd.io', kind: 'Server', name });
+
+// Linkerd's "Restricting access to services" task: voting's gRPC port, only web may call it.
+const votingGrpc = server('voting-grpc', { podSelector: { matchLabels: { app: 'voting-svc' } }, port: 'grpc', proxyProtocol: 'gRPC' });
+const votingAuthn = meshTls('voting-grpc-authn', { identities: ['web.emojivoto.serviceaccount.identity.linkerd.cluster.local'] });
+const votingAuthz = authz('voting-grpc', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'voting-grpc-authn')]);
+
+function convert(objs: Obj[], name: string) {
+  return serverFromLinkerd(objs.find((o) => o.kind === 'Server' && o.metadata.name === name)!, lookupOf(objs));
+}
+
+function podPolicy(records: ServerRecord[], pod: { labels: Record<string, string>; containerPorts?: Array<{ name?: string; port: number }> }, targets: AccessRecord[] = [], defaultPolicy: PolicySpec['defaultPolicy'] = 'all-unauthenticated'): ServerPolicy {
+  return new ServerPolicy({ namespace: 'emojivoto', pod: 'voting-1', serviceAccount: 'voting', defaultPolicy, defaultFrom: 'test', targets, servers: serversForPod(records, pod) }, nets);
+}
+const votingPod = { labels: { app: 'voting-svc', version: 'v11' }, containerPorts: [{ name: 'grpc', port: 8080 }, { name: 'prom', port: 8801 }] };
+
+test('Linkerd docs: Server + AuthorizationPolicy + MeshTLSAuthentication allows web on the named port, denies the rest; other ports keep the default policy', (t) => {
+  const c = convert([votingGrpc, votingAuthn, votingAuthz], 'voting-grpc');
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record, {
+    kind: 'Server', namespace: 'emojivoto', name: 'voting-grpc', podSelector: { matchLabels: { app: 'voting-svc' } }, port: 'grpc', proxyProtocol: 'gRPC', accessPolicy: 'deny',
+    authorizations: [{ name: 'voting-grpc', identities: [{ namespace: 'emojivoto', serviceAccount: 'web' }] }], routes: [],
+  });
+  const p = podPolicy([c.record!], votingPod);
+  t.true(p.failsClosed, 'a pod a Server selects fails closed');
+  const ok = p.connection(meshed(web), 8080);
+  t.is(ok.verdict, 'allow');
+  t.deepEqual(ok.server, { group: 'policy.linkerd.io', kind: 'server', name: 'voting-grpc', port: 8080 });
+  if (ok.verdict === 'allow') t.deepEqual(ok.authz, { group: 'policy.linkerd.io', kind: 'authorizationpolicy', name: 'voting-grpc' });
+  const no = p.connection(meshed(voting), 8080);
+  t.is(no.verdict, 'deny');
+  if (no.verdict === 'deny') t.regex(no.reason, /Server emojivoto\/voting-grpc selects port 8080 and no AuthorizationPolicy allows spiffe:\/\/cluster.local\/ns\/emojivoto\/sa\/voting \(it has voting-grpc; accessPolicy deny\)/);
+  t.is(p.connection(plain(), 8080).verdict, 'deny', 'no identity: denied');
+  t.is(p.connection(plain(), 8801).verdict, 'allow', 'a port no Server selects keeps the default policy');
+  t.deepEqual(p.connection(plain(), 8801).server, { group: '', kind: 'default', name: 'all-unauthenticated', port: 8801 });
+  t.deepEqual(podPolicy([c.record!], { labels: { app: 'web-svc' }, containerPorts: [{ name: 'grpc', port: 8080 }] }).connection(plain(), 8080).verdict, 'allow', 'not selected: default');
+  t.is(podPolicy([c.record!], { labels: { app: 'voting-svc' } }).serverOn(8080), undefined, 'a named port the pod does not declare selects nothing');
+});
+
+test('Linkerd docs: a Server with no AuthorizationPolicy denies everyone on its port, even under all-unauthenticated', (t) => {
+  const c = convert([votingGrpc], 'voting-grpc');
+  const p = podPolicy([c.record!], votingPod);
+  t.is(p.connection(meshed(web), 8080).verdict, 'deny');
+  t.is(p.connection(plain(), 8080).verdict, 'deny');
+});
+
+test('v1beta3 accessPolicy admits its clients when no AuthorizationPolicy does; matchExpressions and a port number', (t) => {
+  const s = server('admin', { podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: ['voting-svc', 'emoji-svc'] }, { key: 'canary', operator: 'DoesNotExist' }] }, port: 9990, accessPolicy: 'all-authenticated' }, 'policy.linkerd.io/v1beta3');
+  const c = convert([s], 'admin');
+  t.deepEqual(c.problems, []);
+  const p = podPolicy([c.record!], votingPod);
+  const d = p.connection(meshed(other), 9990);
+  t.is(d.verdict, 'allow');
+  if (d.verdict === 'allow') t.deepEqual(d.authz, { group: '', kind: 'default', name: 'all-authenticated' });
+  t.is(p.connection(plain(), 9990).verdict, 'deny');
+  t.is(podPolicy([c.record!], { labels: { app: 'voting-svc', canary: 'x' } }).serverOn(9990), undefined, 'DoesNotExist');
+  t.false(selects(c.record!.podSelector, { app: 'web-svc' }));
+  t.true(selects({}, { any: 'thing' }), 'an empty selector selects every pod');
+});
+
+test('a Namespace-targeted policy covers every Server of its namespace; identityRefs, "*" and a NetworkAuthentication with except are ANDed', (t) => {
+  const objs = [
+    votingGrpc,
+    meshTls('any-meshed', { identities: ['*'] }),
+    meshTls('emojivoto-sas', { identityRefs: [{ kind: 'Namespace', name: 'emojivoto' }] }),
+    netAuth('cluster', [{ cidr: '10.0.0.0/8', except: ['10.244.9.0/24'] }]),
+    authz('ns-wide', { group: 'core', kind: 'Namespace', name: 'emojivoto' }, [ref('MeshTLSAuthentication', 'emojivoto-sas'), ref('NetworkAuthentication', 'cluster')]),
+  ];
+  const c = convert(objs, 'voting-grpc');
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record!.authorizations, [{ name: 'ns-wide', identities: [{ namespace: 'emojivoto', serviceAccount: '*' }], networks: [{ cidr: '10.0.0.0/8', except: ['10.244.9.0/24'] }] }]);
+  const p = podPolicy([c.record!], votingPod);
+  t.is(p.connection(meshed(voting), 8080).verdict, 'allow', 'any ServiceAccount of emojivoto, from the network');
+  t.is(p.connection(meshed(voting, '10.244.9.3'), 8080).verdict, 'deny', 'an excepted network');
+  t.is(p.connection(meshed(voting, '192.168.1.1'), 8080).verdict, 'deny', 'outside the network');
+  t.is(p.connection(meshed(other), 8080).verdict, 'deny', 'another namespace');
+  t.is(p.connection(plain(), 8080).verdict, 'deny', 'identity required');
+});
+
+test('NetworkAuthentication alone admits unauthenticated clients of its networks; a ServiceAccount ref requires that identity; no refs admits anyone', (t) => {
+  const objs = [
+    votingGrpc,
+    netAuth('nodes', [{ cidr: '192.168.0.0/16' }]),
+    authz('probes', toServer('voting-grpc'), [ref('NetworkAuthentication', 'nodes')]),
+    authz('sa', toServer('voting-grpc'), [ref('ServiceAccount', 'voting')]),
+  ];
+  const p = podPolicy([convert(objs, 'voting-grpc').record!], votingPod);
+  t.is(p.connection(plain('192.168.3.3'), 8080).verdict, 'allow');
+  t.is(p.connection(plain('10.1.1.1'), 8080).verdict, 'deny');
+  t.is(p.connection(meshed(voting), 8080).verdict, 'allow');
+  const open = podPolicy([convert([votingGrpc, authz('all', toServer('voting-grpc'), [])], 'voting-grpc').record!], votingPod);
+  t.is(open.connection(plain('8.8.8.8'), 8080).verdict, 'allow', 'Linkerd: no required authentication, any client');
+});
+
+test('Linkerd docs (booksapp): an HTTPRoute-targeted policy allows its route only; requests matching no route are denied', (t) => {
+  const authors = { ...server('authors-server', { podSelector: { matchLabels: { app: 'authors' } }, port: 'service' }), metadata: { namespace: 'emojivoto', name: 'authors-server' } };
+  const route = {
+    apiVersion: 'policy.linkerd.io/v1beta3', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'authors-get-route' },
+    spec: { parentRefs: [toServer('authors-server')], rules: [{ matches: [{ path: { value: '/authors.json', type: 'Exact' }, method: 'GET' }, { path: { value: '/authors/', type: 'PathPrefix' }, method: 'GET' }] }] },
+  };
+  const probe = {
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'authors-probe-route' },
+    spec: { parentRefs: [toServer('authors-server')], rules: [{ matches: [{ path: { value: '/ping', type: 'Exact' }, method: 'GET', headers: [{ name: 'X-Probe', value: 'yes' }] }] }] },
+  };
+  const objs = [
+    authors, route, probe,
+    meshTls('authors-get-authn', { identityRefs: [{ kind: 'ServiceAccount', name: 'web' }] }),
+    authz('authors-get-policy', { group: 'policy.linkerd.io', kind: 'HTTPRoute', name: 'authors-get-route' }, [ref('MeshTLSAuthentication', 'authors-get-authn')]),
+    authz('authors-probe-policy', { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'authors-probe-route' }, [ref('NetworkAuthentication', 'kubelet')]),
+    netAuth('kubelet', [{ cidr: '0.0.0.0/0' }]),
+  ];
+  const c = convert(objs, 'authors-server');
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record!.routes.map((r) => [r.group, r.name, r.authorizations.map((a) => a.name)]), [['gateway.networking.k8s.io', 'authors-probe-route', ['authors-probe-policy']], ['policy.linkerd.io', 'authors-get-route', ['authors-get-policy']]].sort((a, b) => (a[1]! < b[1]! ? -1 : 1)));
+  const p = podPolicy([c.record!], { labels: { app: 'authors' }, containerPorts: [{ name: 'service', port: 7001 }] });
+  const conn = p.connection(meshed(web), 7001);
+  t.is(conn.verdict, 'http');
+  const get = p.request(meshed(web), 7001, req('GET', '/authors/12.json'));
+  t.true(get.allowed);
+  if (get.allowed) {
+    t.deepEqual(get.route, { group: 'policy.linkerd.io', kind: 'httproute', name: 'authors-get-route' });
+    t.deepEqual(get.authz, { group: 'policy.linkerd.io', kind: 'authorizationpolicy', name: 'authors-get-policy' });
+  }
+  t.true(p.request(meshed(web), 7001, req('GET', '/authors.json')).allowed);
+  t.false(p.request(meshed(web), 7001, req('GET', '/authorsX/1')).allowed, 'PathPrefix is element-wise');
+  const del = p.request(meshed(web), 7001, req('DELETE', '/authors/12.json'));
+  t.false(del.allowed);
+  if (!del.allowed) t.regex(del.reason, /no HTTPRoute match of Server emojivoto\/authors-server open to it allows DELETE \/authors\/12.json/);
+  t.false(p.request(meshed(voting), 7001, req('GET', '/authors/1')).allowed, 'another identity');
+  t.true(p.request(plain(), 7001, req('GET', '/ping', { 'x-probe': 'yes' })).allowed, 'the probe route, to anyone');
+  t.false(p.request(plain(), 7001, req('GET', '/ping', { 'x-probe': 'yesno' })).allowed, 'an Exact header is the whole value');
+  t.false(p.request(plain(), 7001, req('GET', '/authors/1')).allowed);
+});
+
+test('a Server-targeted policy applies to every route of the Server, not to requests matching none', (t) => {
+  const s = server('s', { podSelector: {}, port: 80 });
+  const r = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'r' }, spec: { parentRefs: [toServer('s')], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/api' } }] }] } };
+  const p = podPolicy([convert([s, r, authz('all-web', toServer('s'), [ref('ServiceAccount', 'web')])], 's').record!], { labels: {} });
+  t.true(p.request(meshed(web), 80, req('POST', '/api/x')).allowed);
+  t.false(p.request(meshed(web), 80, req('GET', '/other')).allowed);
+  t.false(p.request(meshed(voting), 80, req('GET', '/api')).allowed);
+});
+
+test('TrafficTargets and Servers: the union of what either allows', (t) => {
+  const c = convert([votingGrpc, votingAuthn, votingAuthz], 'voting-grpc');
+  const tt: AccessRecord = { namespace: 'emojivoto', name: 'voting-from-vote-bot', destination: { namespace: 'emojivoto', serviceAccount: 'voting' }, sources: [{ namespace: 'emojivoto', serviceAccount: 'vote-bot' }], rules: [{ kind: 'TCPRoute', name: 'all' }] };
+  const p = podPolicy([c.record!], votingPod, [tt]);
+  t.is(p.connection(meshed(web), 8080).verdict, 'allow', 'the AuthorizationPolicy');
+  const bot = p.connection(meshed({ namespace: 'emojivoto', serviceAccount: 'vote-bot' }), 8080);
+  t.is(bot.verdict, 'allow', 'the TrafficTarget');
+  if (bot.verdict === 'allow') t.is(bot.authz.kind, 'traffictarget');
+  const no = p.connection(meshed(voting), 8080);
+  t.is(no.verdict, 'deny');
+  if (no.verdict === 'deny') t.regex(no.reason, /nor do the TrafficTargets/);
+  t.is(p.connection(meshed(web), 8801).verdict, 'deny', 'a port no Server selects: the TrafficTargets decide, as before');
+});
+
+test('malformed objects give a clear record, never a throw', (t) => {
+  const bad: Array<[Obj, RegExp]> = [
+    [server('x', { port: 80 }), /Server emojivoto\/x: not accepted: spec.podSelector: required/],
+    [server('x', { podSelector: { matchLabels: { app: 5 } }, port: 80 }), /spec.podSelector.matchLabels.app: expected a label value, got 5/],
+    [server('x', { podSelector: { matchExpressions: [{ key: 'app', operator: 'Near' }] }, port: 80 }), /operator: expected In, NotIn, Exists or DoesNotExist, got "Near"/],
+    [server('x', { podSelector: {}, port: 70000 }), /spec.port: 70000 is neither a port 1-65535 nor a container port's name/],
+    [server('x', { podSelector: {}, port: 'Not_A_Name' }), /spec.port/],
+    [server('x', { podSelector: {}, port: 80, proxyProtocol: 'HTTP/3' }), /spec.proxyProtocol: "HTTP\/3" is not one of unknown, HTTP\/1, HTTP\/2, gRPC, opaque, TLS/],
+    [server('x', { podSelector: {}, port: 80, accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3'), /audit is not supported/],
+    [server('x', { podSelector: {}, port: 80, accessPolicy: 'all-authenticated' }), /accessPolicy: read from policy.linkerd.io\/v1beta3 only/],
+    [server('x', { externalWorkloadSelector: {}, port: 80 }), /external workloads are not meshed here/],
+    [{ kind: 'Server', spec: null }, /Server default\/: not accepted/],
+  ];
+  for (const [o, re] of bad) {
+    const c = serverFromLinkerd(o, lookupOf([o]));
+    t.is(c.record, null, JSON.stringify(o));
+    t.regex(c.problems.join('\n'), re);
+  }
+});
+
+test('a broken AuthorizationPolicy or authentication is ignored with the reason: the Server stays closed to its clients', (t) => {
+  const cases: Array<[Obj[], RegExp]> = [
+    [[authz('a', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'missing')])], /AuthorizationPolicy emojivoto\/a: ignored, it allows nothing on Server emojivoto\/voting-grpc: .*MeshTLSAuthentication emojivoto\/missing not found/],
+    [[meshTls('m', { identities: ['web'] }), authz('a', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'm')])], /"web" is not an identity this mesh issues/],
+    [[meshTls('m', { identities: ['*'], identityRefs: [] }), authz('a', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'm')])], /set exactly one of identities and identityRefs/],
+    [[netAuth('n', [{ cidr: '10.0.0.0/33' }]), authz('a', toServer('voting-grpc'), [ref('NetworkAuthentication', 'n')])], /not an IPv4 network/],
+    [[netAuth('n', [{ cidr: '10.0.0.0/8' }]), netAuth('n2', [{ cidr: '10.0.0.0/8' }]), authz('a', toServer('voting-grpc'), [ref('NetworkAuthentication', 'n'), ref('NetworkAuthentication', 'n2')])], /only one NetworkAuthentication may be required/],
+    [[authz('a', { group: 'policy.linkerd.io', kind: 'Server', name: 'voting-grpc' }, [{ group: 'x', kind: 'Thing', name: 'y' }])], /"x"\/"Thing" is not read/],
+    [[authz('a', { group: 'core', kind: 'Namespace', name: 'other' }, [])], /Namespace other is not the policy's own namespace emojivoto/],
+    [[authz('a', { group: 'apps', kind: 'Deployment', name: 'x' }, [])], /target a policy.linkerd.io Server, a core Namespace, or an HTTPRoute/],
+    [[{ ...authz('a', toServer('voting-grpc'), []), apiVersion: 'policy.linkerd.io/v1beta1' }], /apiVersion "policy.linkerd.io\/v1beta1" is not read/],
+  ];
+  for (const [objs, re] of cases) {
+    const c = convert([votingGrpc, ...objs], 'voting-grpc');
+    t.not(c.record, null);
+    t.deepEqual(c.record!.authorizations, []);
+    t.regex(c.problems.join('\n'), re);
+    t.deepEqual(c.record!.problems, c.problems);
+    t.is(podPolicy([c.record!], votingPod).connection(meshed(web), 8080).verdict, 'deny');
+  }
+  const q = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'q' }, spec: { parentRefs: [toServer('voting-grpc')], rules: [{ matches: [{ queryParams: [{ name: 'a', value: 'b' }] }] }] } };
+  const c = convert([votingGrpc, q, authz('a', { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'q' }, [])], 'voting-grpc');
+  t.regex(c.problems.join('\n'), /HTTPRoute emojivoto\/q: ignored, its requests are denied .*query parameter matches are not enforced/);
+  t.deepEqual(c.record!.routes, []);
+});
+
+test('identity spellings', (t) => {
+  t.deepEqual(identityPattern('*', 'x'), { namespace: '*', serviceAccount: '*' });
+  t.deepEqual(identityPattern('*.emojivoto.serviceaccount.identity.linkerd.cluster.local', 'x'), { namespace: 'emojivoto', serviceAccount: '*' });
+  t.deepEqual(identityPattern('spiffe://cluster.local/ns/a/sa/b', 'x'), { namespace: 'a', serviceAccount: 'b' });
+  t.throws(() => identityPattern(7, 'spec.identities[0]'), { message: /spec.identities\[0\]: 7 is not an identity/ });
+});
+
+test('the Server record parser names the field', (t) => {
+  const good = convert([votingGrpc, votingAuthn, votingAuthz], 'voting-grpc').record!;
+  t.deepEqual(parseServerRecord(JSON.parse(JSON.stringify(good))), good);
+  t.throws(() => parseServerRecord({ ...good, port: 0 }), { message: /Server emojivoto\/voting-grpc: port: expected a port 1-65535 or a container port's name, got 0/ });
+  t.throws(() => parseServerRecord({ ...good, authorizations: [{ name: 'a', identities: [{ namespace: '*', serviceAccount: 'web' }] }] }), { message: /a ServiceAccount of any namespace is not an identity/ });
+  t.throws(() => parseServerRecord({ ...good, accessPolicy: 'open' }), { message: /accessPolicy: expected one of/ });
+});
