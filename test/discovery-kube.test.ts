@@ -17,7 +17,7 @@ import { DiscoveryHub } from '../src/discovery/hub.ts';
 import { DiscoveryKubeSource, CONTROLLER_RBAC_HINT } from '../src/discovery/kube-source.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import type { MeshObjects } from '../src/discovery/mesh-objects.ts';
-import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { ACCESS_RESOURCES, LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { exited } from './helpers/procs.ts';
 import { freePort } from './helpers/ports.ts';
 import { until, waitFor, within } from './helpers/until.ts';
@@ -262,11 +262,11 @@ test('a route kind refused, granted with no objects, refused again, granted agai
   t.is(acceptances().length, 2, said.join('\n'));
 });
 
-test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoutes its rules name) is not taken as "none": listed as empty it would drop every restriction it makes; discovery waits for the grant', async (t) => {
-  for (const plural of ['traffictargets', 'httproutegroups', 'tcproutes']) {
+test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoutes its rules name; Linkerd\'s Server, AuthorizationPolicy and authentications) is not taken as "none": listed as empty it would drop every restriction it makes; discovery waits for the grant', async (t) => {
+  for (const plural of ['traffictargets', 'httproutegroups', 'tcproutes', 'servers', 'authorizationpolicies', 'meshtlsauthentications', 'networkauthentications']) {
     const api = await new SimApiServer().start();
     t.teardown(() => api.close());
-    for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
+    for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...LINKERD_POLICY_RESOURCES]) api.register(r);
     api.create(service('web'));
     api.setFailure(403, 'any', plural);
     const kc = new KubeConfig();

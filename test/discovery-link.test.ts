@@ -132,7 +132,7 @@ const garbage: Array<[string, string, RegExp]> = [
   ['a field out of range', JSON.stringify({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'web-a', service: 'web', ports: [{ name: 'http', port: 0 }], endpoints: [] } }), /invalid discovery line \(slice shop\/web-a: ports\[0\]\.port: expected a port 1-65535, got 0\)/],
   ['an endpoint that is not an IP', JSON.stringify({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'web-a', service: 'web', ports: [], endpoints: [{ ip: 'web-1', ready: true }] } }), /endpoints\[0\]\.ip: expected an IPv4 address, got "web-1"/],
   ['an unknown message type', '{"type":"gateway","op":"set"}', /unknown type "gateway"/],
-  ['another protocol version', JSON.stringify({ type: 'reset', version: 9 }), /discovery version 9 is not one this agent reads \(1-6\); run agents and the controller of the same release/],
+  ['another protocol version', JSON.stringify({ type: 'reset', version: 9 }), /discovery version 9 is not one this agent reads \(1-7\); run agents and the controller of the same release/],
   ['a line over the bound', 'x'.repeat((1 << 20) + 10), /the controller sent a discovery line of over \d+ bytes/],
 ];
 

@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
-import { ACCESS_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { ACCESS_RESOURCES, LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { AccessIndex } from '../src/policy/access-index.ts';
 import { requestJson } from '../src/controller/client.ts';
 import { kubeconfigFile, startController } from './helpers/controller-proc.ts';
@@ -43,7 +43,7 @@ test('access index: held while listing (a TrafficTarget before its HTTPRouteGrou
   t.deepEqual(x.record('TrafficTarget/shop/web-api').rules[0].matches[0].methods, ['GET', 'HEAD'], 'converted again when its group changes');
   x.idx.remove('TrafficTarget', 'shop', 'web-api');
   t.is(x.lines.size, 0);
-  t.deepEqual(x.idx.state(), { trafficTargets: 0, serving: 0, notAccepted: [] });
+  t.deepEqual(x.idx.state(), { trafficTargets: 0, serving: 0, notAccepted: [], linkerd: { servers: 0, serving: 0, notAccepted: [], ignored: [] } });
 });
 
 test('access index: a broken edit keeps the last good record, sent again with the reason; one never accepted sends nothing and says so', (t) => {
@@ -103,6 +103,50 @@ test('mesh-agent controller --kubeconfig without the SMI CRDs: discovery syncs, 
   const c = await startController(t, ['--kubeconfig', kc]);
   t.is(c.store.counts().access, 0);
   const said = c.log().match(/TrafficTarget \(access\.smi-spec\.io\/v1alpha3\) is not served by the API server: its CRD is not installed/g) ?? [];
+  t.is(said.length, 1, c.log());
+});
+
+const linkerd = (kind: string, name: string, spec: object, apiVersion = 'policy.linkerd.io/v1alpha1'): KubeObject => ({ apiVersion, kind, metadata: { name, namespace: 'shop' }, spec });
+
+test('mesh-agent controller --kubeconfig: Linkerd Servers with their AuthorizationPolicies and authentications reach the agents; an edit of a MeshTLSAuthentication converts its Servers again; a deleted Server is deleted', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...LINKERD_POLICY_RESOURCES]) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  api.create(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 'http', accessPolicy: 'deny' }, 'policy.linkerd.io/v1beta3'));
+  api.create(linkerd('AuthorizationPolicy', 'api-from-web', { targetRef: { group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }, requiredAuthenticationRefs: [{ group: 'policy.linkerd.io', kind: 'MeshTLSAuthentication', name: 'web' }] }));
+  api.create(linkerd('MeshTLSAuthentication', 'web', { identities: ['web.shop.serviceaccount.identity.linkerd.cluster.local'] }));
+  api.create(linkerd('NetworkAuthentication', 'nodes', { networks: [{ cidr: '192.168.0.0/16' }] }));
+  api.create(linkerd('AuthorizationPolicy', 'probes', { targetRef: { group: 'core', kind: 'Namespace', name: 'shop' }, requiredAuthenticationRefs: [{ group: 'policy.linkerd.io', kind: 'NetworkAuthentication', name: 'nodes' }] }));
+  const kc = kubeconfigFile(t, api);
+  const c = await startController(t, ['--kubeconfig', kc]);
+  // In the agents' first world already: listed before the controller syncs, converted once all are in.
+  const first = c.store.serversIn('shop');
+  t.deepEqual(first.map((s) => [s.name, s.port, s.authorizations]), [['api-http', 'http', [
+    { name: 'api-from-web', identities: [{ namespace: 'shop', serviceAccount: 'web' }] },
+    { name: 'probes', networks: [{ cidr: '192.168.0.0/16' }] },
+  ]]]);
+  t.notRegex(c.log(), /not accepted|not found|ignored/);
+
+  api.apply(linkerd('MeshTLSAuthentication', 'web', { identities: ['*.shop.serviceaccount.identity.linkerd.cluster.local'] }));
+  await waitFor(() => c.store.serversIn('shop')[0]?.authorizations[0]?.identities?.[0]?.serviceAccount === '*', 10_000);
+  api.delete('MeshTLSAuthentication', 'shop', 'web');
+  await waitFor(() => (c.store.serversIn('shop')[0]?.problems ?? []).some((p) => /MeshTLSAuthentication shop\/web not found/.test(p)), 10_000);
+  t.deepEqual(c.store.serversIn('shop')[0]!.authorizations.map((a) => a.name), ['probes'], 'the policy whose authentication is gone allows nothing');
+  const s = await requestJson(c.url, 'GET', '/v1/status') as any;
+  t.like(s.discovery.accessObjects.linkerd, { servers: 1, serving: 1 });
+  t.regex(JSON.stringify(s.discovery.accessObjects.linkerd.ignored), /AuthorizationPolicy shop\/api-from-web: ignored/);
+  api.delete('Server', 'shop', 'api-http');
+  await waitFor(() => c.store.serversIn('shop').length === 0, 10_000);
+});
+
+test('mesh-agent controller --kubeconfig without Linkerd\'s CRDs: discovery syncs, and says once that Servers need them', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  const kc = kubeconfigFile(t, api);
+  const c = await startController(t, ['--kubeconfig', kc]);
+  t.deepEqual(c.store.serversIn('shop'), []);
+  const said = c.log().match(/Server \(policy\.linkerd\.io\/v1beta3\) is not served by the API server: its CRD is not installed. Server objects take effect once Linkerd's \(2\.16 or later\) CRDs are installed/g) ?? [];
   t.is(said.length, 1, c.log());
 });
 

@@ -41,10 +41,10 @@ function convert(objs: Obj[], name: string) {
   return serverFromLinkerd(objs.find((o) => o.kind === 'Server' && o.metadata.name === name)!, lookupOf(objs));
 }
 
-function podPolicy(records: ServerRecord[], pod: { labels: Record<string, string>; containerPorts?: Array<{ name?: string; port: number }> }, targets: AccessRecord[] = [], defaultPolicy: PolicySpec['defaultPolicy'] = 'all-unauthenticated'): ServerPolicy {
+function podPolicy(records: ServerRecord[], pod: { labels: Record<string, string>; namedPorts?: Record<string, number> }, targets: AccessRecord[] = [], defaultPolicy: PolicySpec['defaultPolicy'] = 'all-unauthenticated'): ServerPolicy {
   return new ServerPolicy({ namespace: 'emojivoto', pod: 'voting-1', serviceAccount: 'voting', defaultPolicy, defaultFrom: 'test', targets, servers: serversForPod(records, pod) }, nets);
 }
-const votingPod = { labels: { app: 'voting-svc', version: 'v11' }, containerPorts: [{ name: 'grpc', port: 8080 }, { name: 'prom', port: 8801 }] };
+const votingPod = { labels: { app: 'voting-svc', version: 'v11' }, namedPorts: { grpc: 8080, prom: 8801 } };
 
 test('Linkerd docs: Server + AuthorizationPolicy + MeshTLSAuthentication allows web on the named port, denies the rest; other ports keep the default policy', (t) => {
   const c = convert([votingGrpc, votingAuthn, votingAuthz], 'voting-grpc');
@@ -65,7 +65,7 @@ test('Linkerd docs: Server + AuthorizationPolicy + MeshTLSAuthentication allows 
   t.is(p.connection(plain(), 8080).verdict, 'deny', 'no identity: denied');
   t.is(p.connection(plain(), 8801).verdict, 'allow', 'a port no Server selects keeps the default policy');
   t.deepEqual(p.connection(plain(), 8801).server, { group: '', kind: 'default', name: 'all-unauthenticated', port: 8801 });
-  t.deepEqual(podPolicy([c.record!], { labels: { app: 'web-svc' }, containerPorts: [{ name: 'grpc', port: 8080 }] }).connection(plain(), 8080).verdict, 'allow', 'not selected: default');
+  t.deepEqual(podPolicy([c.record!], { labels: { app: 'web-svc' }, namedPorts: { grpc: 8080 } }).connection(plain(), 8080).verdict, 'allow', 'not selected: default');
   t.is(podPolicy([c.record!], { labels: { app: 'voting-svc' } }).serverOn(8080), undefined, 'a named port the pod does not declare selects nothing');
 });
 
@@ -144,7 +144,7 @@ test('Linkerd docs (booksapp): an HTTPRoute-targeted policy allows its route onl
   const c = convert(objs, 'authors-server');
   t.deepEqual(c.problems, []);
   t.deepEqual(c.record!.routes.map((r) => [r.group, r.name, r.authorizations.map((a) => a.name)]), [['gateway.networking.k8s.io', 'authors-probe-route', ['authors-probe-policy']], ['policy.linkerd.io', 'authors-get-route', ['authors-get-policy']]].sort((a, b) => (a[1]! < b[1]! ? -1 : 1)));
-  const p = podPolicy([c.record!], { labels: { app: 'authors' }, containerPorts: [{ name: 'service', port: 7001 }] });
+  const p = podPolicy([c.record!], { labels: { app: 'authors' }, namedPorts: { service: 7001 } });
   const conn = p.connection(meshed(web), 7001);
   t.is(conn.verdict, 'http');
   const get = p.request(meshed(web), 7001, req('GET', '/authors/12.json'));

@@ -5,7 +5,9 @@
 import type { PodState } from './pod-sync.ts';
 import type { DiscoveryStore } from '../discovery/store.ts';
 import { Authorizer, type PolicyTable } from '../policy/authorizer.ts';
+import type { ServerPolicy } from '../policy/authorize.ts';
 import { spiffeId } from '../policy/model.ts';
+import { serversForPod } from '../policy/server-model.ts';
 import type { CapturePod, CaptureRuleset } from '../datapath/inbound-capture.ts';
 
 export interface InboundPodStatus {
@@ -19,7 +21,9 @@ export interface InboundPodStatus {
   mode: 'default' | 'smi';
   failsClosed: boolean;
   trafficTargets: string[];
-  /** Problems of the TrafficTargets that apply (their last good version is enforced). */
+  /** Linkerd Servers selecting the pod: "name (ports 8080)". */
+  servers?: string[];
+  /** Problems of the TrafficTargets and Servers that apply (their last good version is enforced). */
   problems: string[];
 }
 
@@ -70,13 +74,14 @@ export class InboundPolicies {
       if (!policy.meshed || !pod.ip) continue;
       const sa = pod.serviceAccount ?? 'default';
       byIp.set(pod.ip, state);
+      const servers = serversForPod(this.#store.serversIn(pod.namespace), pod);
       pods.push({
         ip: pod.ip,
         identity: { namespace: pod.namespace, serviceAccount: sa },
         ...(policy.skipInbound.ranges().length > 0 ? { skipInbound: policy.skipInbound.toString() } : {}),
         spec: unknown && this.#closedUntilKnown.has(pod.ip)
           ? { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: 'deny', defaultFrom: 'not yet known: it failed closed under the previous agent, and this agent waits for the controller\'s TrafficTargets', targets: [] }
-          : { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa) },
+          : { namespace: pod.namespace, pod: pod.name, serviceAccount: sa, defaultPolicy: policy.inboundPolicy, defaultFrom: policy.inboundPolicyFrom, targets: this.#store.accessFor(pod.namespace, sa), ...(servers.length > 0 ? { servers } : {}) },
       });
     }
     const pending = unknown ? pods.filter((p) => this.#closedUntilKnown.has(p.ip)).map((p) => p.ip) : [];
@@ -111,7 +116,8 @@ export class InboundPolicies {
       mode: policy.mode,
       failsClosed: policy.failsClosed,
       trafficTargets: policy.spec.targets.map((t) => t.name),
-      problems: policy.spec.targets.flatMap((t) => t.problems ?? []),
+      ...(policy.spec.servers !== undefined ? { servers: policy.spec.servers.map((s) => `${s.record.name} (ports ${s.ports.join(', ')})`) } : {}),
+      problems: [...policy.spec.targets.flatMap((t) => t.problems ?? []), ...(policy.spec.servers ?? []).flatMap((s) => s.record.problems ?? [])],
     }));
   }
 
@@ -128,15 +134,31 @@ export class InboundPolicies {
         defaultPolicy: s.defaultPolicy,
         defaultFrom: s.defaultFrom,
         mode: policy.mode,
-        decidedBy: policy.mode === 'smi'
-          ? `the TrafficTargets of ServiceAccount ${s.namespace}/${s.serviceAccount} (its default policy ${s.defaultPolicy} does not apply while one selects it)`
-          : `its default policy ${s.defaultPolicy} (${s.defaultFrom}); no TrafficTarget selects ServiceAccount ${s.namespace}/${s.serviceAccount}`,
+        decidedBy: decidedBy(policy),
         failsClosed: policy.failsClosed,
         skipInboundPorts: this.#states.get(ip)?.policy.skipInbound.toString() ?? '',
         clusterNetworks: this.authorizer.networks.map((n) => n.text),
         trafficTargets: s.targets,
+        servers: (s.servers ?? []).map((x) => ({ ...x.record, ports: x.ports })),
       };
     }
     return null;
   }
+}
+
+/** `diagnostics authz`'s "decided by": the Servers for the ports they select, then what decides the others. */
+function decidedBy(policy: ServerPolicy): string {
+  const s = policy.spec;
+  const rest = policy.mode === 'smi'
+    ? `the TrafficTargets of ServiceAccount ${s.namespace}/${s.serviceAccount} (its default policy ${s.defaultPolicy} does not apply while one selects it)`
+    : `its default policy ${s.defaultPolicy} (${s.defaultFrom}); no TrafficTarget selects ServiceAccount ${s.namespace}/${s.serviceAccount}`;
+  const servers = s.servers ?? [];
+  if (servers.length === 0) return rest;
+  const lines = servers.map(({ record: r, ports }) => {
+    const authz = r.authorizations.map((a) => a.name);
+    const routes = r.routes.map((x) => `${x.name}${x.authorizations.length > 0 ? ` (${x.authorizations.map((a) => a.name).join(', ')})` : ''}`);
+    return `Server ${r.namespace}/${r.name} on port${ports.length > 1 ? 's' : ''} ${ports.join(', ')}: AuthorizationPolicies ${authz.length > 0 ? authz.join(', ') : 'none (denied to all'}${authz.length > 0 ? '' : r.accessPolicy === 'deny' ? ')' : ` but accessPolicy ${r.accessPolicy})`}`
+      + `${routes.length > 0 ? `; per request on HTTPRoutes ${routes.join(', ')}` : ''}${policy.mode === 'smi' ? ', or the TrafficTargets' : ''}`;
+  });
+  return `${lines.join('; ')}; other ports: ${rest}`;
 }

@@ -8,6 +8,7 @@ import { controllerUrl } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
 import { PATH_DIAG_AUTHZ, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
 import type { AccessRecord, AccessRule } from '../policy/model.ts';
+import type { RouteMatch as ServerRouteMatch, ServerAuthz, ServerRecord } from '../policy/server-model.ts';
 import type { BackendView, PolicyView, RuleView } from '../routing/policy-view.ts';
 import type { HeaderModifier, RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
@@ -172,13 +173,23 @@ function ruleLine(r: AccessRule): string {
   return `HTTPRouteGroup ${r.name}: requests matching ${ms.join('; ')}`;
 }
 
+function authzLine(a: ServerAuthz): string {
+  const ids = a.identities === undefined ? 'any client' : a.identities.map((i) => (i.namespace === '*' ? 'any meshed client' : `${i.namespace}/${i.serviceAccount}`)).join(', ');
+  const nets = a.networks === undefined ? '' : ` from ${a.networks.map((n) => `${n.cidr}${n.except?.length ? ` except ${n.except.join(', ')}` : ''}`).join(', ')}`;
+  return `${ids}${nets}`;
+}
+
+function matchLine(m: ServerRouteMatch): string {
+  return `${m.method ?? 'any method'} ${m.path ? `${m.path.type === 'PathPrefix' ? `${m.path.value}*` : m.path.type === 'Exact' ? m.path.value : `~${m.path.value}`}` : 'any path'}${(m.headers ?? []).map((h) => `, ${h.name} ${h.type === 'Exact' ? '=' : '~'} ${h.value}`).join('')}`;
+}
+
 /** What `diagnostics authz` prints of the agent's answer (agent/inbound.ts describe()). */
 export function renderAuthz(answers: AgentAnswer[]): string {
   const found = answers.filter((a) => a.error === undefined);
   if (found.length === 0) return answers.map((a) => `${a.node}: ${a.error}`).join('\n');
   const out: string[] = [];
   for (const a of found) {
-    const d = a.result as { pod: string; ip: string; serviceAccount: string; identity: string; defaultPolicy: string; defaultFrom: string; mode: string; decidedBy: string; failsClosed: boolean; skipInboundPorts: string; clusterNetworks: string[]; trafficTargets: AccessRecord[] };
+    const d = a.result as { pod: string; ip: string; serviceAccount: string; identity: string; defaultPolicy: string; defaultFrom: string; mode: string; decidedBy: string; failsClosed: boolean; skipInboundPorts: string; clusterNetworks: string[]; trafficTargets: AccessRecord[]; servers?: Array<ServerRecord & { ports: number[] }> };
     out.push(`pod ${d.pod} (${d.ip}) on node ${a.node}, ServiceAccount ${d.serviceAccount} (${d.identity})`);
     out.push(`  decided by:        ${d.decidedBy}`);
     out.push(`  default policy:    ${d.defaultPolicy} (${d.defaultFrom})`);
@@ -190,6 +201,15 @@ export function renderAuthz(answers: AgentAnswer[]): string {
       out.push(`  TrafficTarget ${t.namespace}/${t.name}${t.destination.port !== undefined ? ` (port ${t.destination.port})` : ''}: from ${t.sources.map((s) => `${s.namespace}/${s.serviceAccount}`).join(', ')}`);
       for (const r of t.rules) out.push(`    ${ruleLine(r)}`);
       for (const p of t.problems ?? []) out.push(`    problem: ${p}`);
+    }
+    for (const s of d.servers ?? []) {
+      out.push(`  Server ${s.namespace}/${s.name}: port ${s.port}${typeof s.port === 'string' ? ` (${s.ports.join(', ')})` : ''}${s.proxyProtocol ? `, ${s.proxyProtocol}` : ''}, accessPolicy ${s.accessPolicy}`);
+      for (const a of s.authorizations) out.push(`    AuthorizationPolicy ${a.name}: ${authzLine(a)}`);
+      for (const r of s.routes) {
+        out.push(`    HTTPRoute ${r.name} (${r.group}): ${r.matches.map(matchLine).join('; ')}`);
+        for (const a of r.authorizations) out.push(`      AuthorizationPolicy ${a.name}: ${authzLine(a)}`);
+      }
+      for (const p of s.problems ?? []) out.push(`    problem: ${p}`);
     }
   }
   return out.join('\n');

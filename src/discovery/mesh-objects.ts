@@ -1,12 +1,18 @@
 // The mesh's own kinds a discovery source hands on, besides Services, slices and pods: route
 // objects to the route index (routing/route-index.ts) and SMI access objects to the access index
-// (policy/access-index.ts). HTTPRouteGroup feeds both: TrafficSplits and TrafficTargets read it.
+// (policy/access-index.ts). HTTPRouteGroup feeds both: TrafficSplits and TrafficTargets read it;
+// so does HTTPRoute: routes parented by Services, Linkerd's AuthorizationPolicies by Servers.
 import { routeObjectKind, type RouteIndex, type RouteObjectKind } from '../routing/route-index.ts';
 import { accessObjectKind, type AccessIndex, type AccessObjectKind } from '../policy/access-index.ts';
 
 type Obj = Record<string, any>;
 
 export type MeshObjectKind = RouteObjectKind | AccessObjectKind;
+
+const ROUTE_KINDS = new Set<MeshObjectKind>(['HTTPRoute', 'GRPCRoute', 'TrafficSplit', 'HTTPRouteGroup']);
+const ACCESS_KINDS = new Set<MeshObjectKind>(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'MeshTLSAuthentication', 'NetworkAuthentication', 'HTTPRoute']);
+const isRouteKind = (k: MeshObjectKind): k is RouteObjectKind => ROUTE_KINDS.has(k);
+const isAccessKind = (k: MeshObjectKind): k is AccessObjectKind => ACCESS_KINDS.has(k);
 
 export function meshObjectKind(o: Obj): MeshObjectKind | null {
   return routeObjectKind(o) ?? accessObjectKind(o);
@@ -40,13 +46,13 @@ export class MeshObjects {
   }
 
   remove(kind: MeshObjectKind, namespace: string, name: string): void {
-    if (kind !== 'TrafficTarget' && kind !== 'TCPRoute') this.routes?.remove(kind, namespace, name);
-    if (kind === 'TrafficTarget' || kind === 'TCPRoute' || kind === 'HTTPRouteGroup') this.access?.remove(kind, namespace, name);
+    if (isRouteKind(kind)) this.routes?.remove(kind, namespace, name);
+    if (isAccessKind(kind)) this.access?.remove(kind, namespace, name);
   }
 
   replaceAll(kind: MeshObjectKind, items: Iterable<Obj>): void {
     const objs = [...items];
-    if (kind !== 'TrafficTarget' && kind !== 'TCPRoute') this.routes?.replaceAll(kind, objs);
-    if (kind === 'TrafficTarget' || kind === 'TCPRoute' || kind === 'HTTPRouteGroup') this.access?.replaceAll(kind, objs);
+    if (isRouteKind(kind)) this.routes?.replaceAll(kind, objs);
+    if (isAccessKind(kind)) this.access?.replaceAll(kind, objs);
   }
 }

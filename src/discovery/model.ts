@@ -13,6 +13,7 @@
 //   route records with query parameter matches and a RequestHeaderModifier                                (version 4)
 //   route records with a ResponseHeaderModifier and a RequestRedirect                                     (version 5)
 //   route records with header modifiers on backends                                                       (version 6)
+//   access records of Linkerd Servers ({"kind":"Server",..}, key "Server/ns/name")                      (version 7)
 //   {"type":"synced"}                             the snapshot is complete; deltas follow
 // The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
 // never leaves a window with half a world.
@@ -29,11 +30,12 @@
  */
 import { parseRouteKey, parseStreamedRoute, RouteError, type RouteRecord } from '../routing/route-model.ts';
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
+import { parseServerKey, parseServerRecord, type ServerRecord } from '../policy/server-model.ts';
 import { MAX_PORT_RANGES } from '../proxy/ports.ts';
 import { show } from '../util/show.ts';
 import { DNS_LABELISH, MAX_NAME, isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 
-export const DISCOVERY_VERSION = 6;
+export const DISCOVERY_VERSION = 7;
 export const MIN_DISCOVERY_VERSION = 1;
 
 export interface DiscoServicePort {
@@ -120,7 +122,8 @@ export type DiscoMessage =
   | { type: 'slice'; op: 'set'; slice: DiscoSlice }
   | { type: 'pod'; op: 'set'; pod: DiscoPod }
   | { type: 'route'; op: 'set'; route: RouteRecord }
-  | { type: 'access'; op: 'set'; access: AccessRecord }
+  /** A TrafficTarget's record, or (version 7) a Linkerd Server's (kind Server). */
+  | { type: 'access'; op: 'set'; access: AccessRecord | ServerRecord }
   | { type: 'service' | 'slice' | 'pod' | 'route' | 'access'; op: 'delete'; key: string };
 
 /** Annotation prefixes a Service's record carries to the agents (balancer now; retries and timeouts later). */
@@ -323,12 +326,13 @@ export function parseMessage(line: string): DiscoMessage {
     }
     case 'access': {
       if (o.op === 'delete') {
-        if (typeof o.key !== 'string' || parseAccessKey(o.key) === null) fail('access delete', `expected "TrafficTarget/namespace/name", got ${show(o.key)}`);
+        if (typeof o.key !== 'string' || (parseAccessKey(o.key) === null && parseServerKey(o.key) === null)) fail('access delete', `expected "TrafficTarget/namespace/name" or "Server/namespace/name", got ${show(o.key)}`);
         return { type: 'access', op: 'delete', key: o.key };
       }
       if (o.op !== 'set') fail('access', `op must be "set" or "delete", got ${show(o.op, 40)}`);
       try {
-        return { type: 'access', op: 'set', access: parseAccessRecord(o.access) };
+        const a = o.access as { kind?: unknown } | null | undefined;
+        return { type: 'access', op: 'set', access: a !== null && typeof a === 'object' && a.kind === 'Server' ? parseServerRecord(a) : parseAccessRecord(o.access) };
       } catch (e) {
         if (e instanceof PolicyError) throw new DiscoveryError(e.message);
         throw e;

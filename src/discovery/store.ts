@@ -5,6 +5,7 @@
 import type { WorkloadResolver } from '../telemetry/workload.ts';
 import { routeKey, type RouteRecord } from '../routing/route-model.ts';
 import { accessKey, type AccessRecord } from '../policy/model.ts';
+import { isServerRecord, serverKey, type ServerRecord } from '../policy/server-model.ts';
 import { DISCOVERY_VERSION, keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
 
 /** A ready endpoint of one Service port: the address to dial and who is behind it. */
@@ -45,11 +46,13 @@ interface World {
   access: Map<string, AccessRecord>;
   /** destination "ns/serviceAccount" -> the keys of the TrafficTargets selecting it */
   accessOf: Map<string, Set<string>>;
+  /** "Server/ns/name" -> a Linkerd Server's record */
+  servers: Map<string, ServerRecord>;
 }
 
 const emptyWorld = (): World => ({
   services: new Map(), slices: new Map(), slicesOf: new Map(), pods: new Map(), podsByIp: new Map(), vips: new Map(), targets: new Map(),
-  routes: new Map(), routesOf: new Map(), access: new Map(), accessOf: new Map(),
+  routes: new Map(), routesOf: new Map(), access: new Map(), accessOf: new Map(), servers: new Map(),
 });
 
 export interface DiscoveryCounts {
@@ -110,6 +113,7 @@ export class DiscoveryStore {
       for (const holders of w.podsByIp.values()) for (const pod of holders) out.push({ type: 'pod', op: 'set', pod });
       for (const route of w.routes.values()) out.push({ type: 'route', op: 'set', route });
       for (const access of w.access.values()) out.push({ type: 'access', op: 'set', access });
+      for (const access of w.servers.values()) out.push({ type: 'access', op: 'set', access });
     };
     if (this.synced) {
       world(this.live);
@@ -179,7 +183,9 @@ export class DiscoveryStore {
         for (const k of setRoute(w, m.op === 'set' ? routeKey(m.route) : m.key, m.op === 'set' ? m.route : null)) changed.add(k);
         break;
       case 'access':
-        setAccess(w, m.op === 'set' ? accessKey(m.access) : m.key, m.op === 'set' ? m.access : null);
+        if (m.op === 'set' && isServerRecord(m.access)) w.servers.set(serverKey(m.access), m.access);
+        else if (m.op === 'delete' && m.key.startsWith('Server/')) w.servers.delete(m.key);
+        else setAccess(w, m.op === 'set' ? accessKey(m.access as AccessRecord) : m.key, m.op === 'set' ? m.access as AccessRecord : null);
         break;
     }
     if (w !== this.live) return; // staged: published at "synced"
@@ -273,13 +279,20 @@ export class DiscoveryStore {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** The Linkerd Servers of a namespace (the agent matches their podSelector against its pods), by name. */
+  serversIn(namespace: string): ServerRecord[] {
+    const out: ServerRecord[] = [];
+    for (const s of this.live.servers.values()) if (s.namespace === namespace) out.push(s);
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
   counts(): DiscoveryCounts {
     const w = this.live;
     let endpoints = 0;
     for (const s of w.slices.values()) endpoints += s.endpoints.length;
     let failedClosed = 0;
     for (const r of w.routes.values()) if (r.refused !== undefined) failedClosed++;
-    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size, failedClosed, access: w.access.size };
+    return { services: w.services.size, slices: w.slices.size, endpoints, pods: w.pods.size, routes: w.routes.size, failedClosed, access: w.access.size + w.servers.size };
   }
 }
 

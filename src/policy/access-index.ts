@@ -5,29 +5,38 @@
 // the agents, sent again with the reason attached (the destination's agents show it in their
 // status); one that never converted sends nothing, and the agents of its destination know
 // nothing of it: its ServiceAccount keeps its default policy, which the controller's log and
-// status say. Never an allow-all in its place.
+// status say. Never an allow-all in its place. Linkerd's policy kinds go to the LinkerdIndex it
+// holds (linkerd-index.ts), whose Server records share the sink.
 import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { objectName } from '../k8s/objects.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
 import { accessFromTrafficTarget, type AccessConversion } from './smi-access.ts';
+import { LinkerdIndex, linkerdObjectKind } from './linkerd-index.ts';
+import type { LinkerdKind } from './linkerd-policy.ts';
 import { accessKey, SMI_SPECS_VERSION, TRAFFIC_TARGET_VERSION, type AccessRecord } from './model.ts';
 
 type Obj = Record<string, any>;
 
-export type AccessObjectKind = 'TrafficTarget' | 'HTTPRouteGroup' | 'TCPRoute';
+export type SmiAccessKind = 'TrafficTarget' | 'HTTPRouteGroup' | 'TCPRoute';
+/** The kinds whose objects restrict who may connect: SMI's, and Linkerd's (HTTPRoute is a route kind too). */
+export type AccessObjectKind = SmiAccessKind | LinkerdKind;
 
 /** apiVersions read per kind (others are refused with a message naming the one to use). */
-export const ACCESS_API_VERSIONS: Record<AccessObjectKind, string[]> = {
+export const ACCESS_API_VERSIONS: Record<SmiAccessKind, string[]> = {
   TrafficTarget: [TRAFFIC_TARGET_VERSION],
   HTTPRouteGroup: [SMI_SPECS_VERSION],
   TCPRoute: [SMI_SPECS_VERSION],
 };
 
-export function accessObjectKind(o: Obj): AccessObjectKind | null {
+function smiKind(o: Obj): SmiAccessKind | null {
   const k = o?.kind;
   return k === 'TrafficTarget' || k === 'HTTPRouteGroup' || k === 'TCPRoute' ? k : null;
+}
+
+export function accessObjectKind(o: Obj): AccessObjectKind | null {
+  return smiKind(o) ?? linkerdObjectKind(o);
 }
 
 export interface AccessSink {
@@ -45,7 +54,9 @@ export interface AccessState {
 
 export class AccessIndex {
   private readonly sink: AccessSink;
-  private readonly objects: KindStore<AccessObjectKind>;
+  private readonly objects: KindStore<SmiAccessKind>;
+  /** Linkerd's Servers and what applies to them. */
+  readonly linkerd: LinkerdIndex;
   private readonly good = new Map<string, AccessRecord>();
   private readonly sent = new Map<string, string>();
   private readonly states = new Map<string, AccessState>();
@@ -58,37 +69,44 @@ export class AccessIndex {
   constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
     this.sink = o.sink;
     this.logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
-    this.objects = new KindStore({ kindOf: accessObjectKind, versions: ACCESS_API_VERSIONS, logged: this.logged, changed: (kind, key) => this.touched(kind, key) });
+    this.objects = new KindStore({ kindOf: smiKind, versions: ACCESS_API_VERSIONS, logged: this.logged, changed: (kind, key) => this.touched(kind, key) });
+    this.linkerd = new LinkerdIndex(o);
   }
 
   /** While held (a source still listing), conversions wait: a TrafficTarget listed before its HTTPRouteGroup is not "not found". */
   hold(): void {
     this.holding.hold();
+    this.linkerd.hold();
   }
 
   release(): void {
     this.holding.release((k) => this.convert(k));
+    this.linkerd.release();
   }
 
   /** An object added or changed; false (and said once) for a kind or apiVersion not read. */
   upsert(o: Obj): boolean {
-    return this.objects.upsert(o);
+    const smi = smiKind(o) !== null && this.objects.upsert(o);
+    const linkerd = linkerdObjectKind(o) !== null && this.linkerd.upsert(o);
+    return smi || linkerd;
   }
 
   remove(kind: AccessObjectKind, namespace: string, name: string): void {
-    this.objects.remove(kind, namespace, name);
+    if (isSmi(kind)) this.objects.remove(kind, namespace, name);
+    else this.linkerd.remove(kind, namespace, name);
   }
 
   replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>): void {
-    this.objects.replaceAll(kind, objs);
+    if (isSmi(kind)) this.objects.replaceAll(kind, objs);
+    else this.linkerd.replaceAll(kind, objs);
   }
 
-  state(): { trafficTargets: number; serving: number; notAccepted: AccessState[] } {
+  state(): { trafficTargets: number; serving: number; notAccepted: AccessState[]; linkerd: ReturnType<LinkerdIndex['state']> } {
     const all = [...this.states.values()];
-    return { trafficTargets: all.length, serving: this.good.size, notAccepted: all.filter((s) => !s.accepted).slice(0, 50) };
+    return { trafficTargets: all.length, serving: this.good.size, notAccepted: all.filter((s) => !s.accepted).slice(0, 50), linkerd: this.linkerd.state() };
   }
 
-  private touched(kind: AccessObjectKind, key: string): void {
+  private touched(kind: SmiAccessKind, key: string): void {
     if (kind === 'TrafficTarget') {
       this.convert(key);
       return;
@@ -143,3 +161,5 @@ export class AccessIndex {
   }
 
 }
+
+const isSmi = (k: AccessObjectKind): k is SmiAccessKind => k === 'TrafficTarget' || k === 'HTTPRouteGroup' || k === 'TCPRoute';

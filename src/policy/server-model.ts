@@ -85,6 +85,9 @@ export interface ServerRecord {
   problems?: string[];
 }
 
+/** A streamed access record that is a Server's (the others are TrafficTargets'). */
+export const isServerRecord = (r: object): r is ServerRecord => (r as { kind?: unknown }).kind === 'Server';
+
 export const serverKey = (r: { namespace: string; name: string }): string => `Server/${r.namespace}/${r.name}`;
 
 export const MAX_SERVER_AUTHZ = 256;
@@ -264,17 +267,18 @@ export interface PodServer {
 }
 
 /**
- * The Servers of the pod's namespace that select it, each with the ports it covers: its number
+ * The Servers of the pod's namespace that select it, each with the port it covers: its number
  * (Linkerd: only a port the pod declares; here any, since a pod need not declare a port it
- * serves), or every container port of that name. A Server whose named port the pod does not
- * have selects nothing of it.
+ * serves), or the pod's named TCP container port of that name (PodInfo.namedPorts, the first
+ * of a name, as Linkerd's lookup). A Server whose named port the pod does not have selects
+ * nothing of it.
  */
-export function serversForPod(servers: readonly ServerRecord[], pod: { labels: Readonly<Record<string, string>>; containerPorts?: ReadonlyArray<{ name?: string; port: number }> }): PodServer[] {
+export function serversForPod(servers: readonly ServerRecord[], pod: { labels: Readonly<Record<string, string>>; namedPorts?: Readonly<Record<string, number>> }): PodServer[] {
   const out: PodServer[] = [];
   for (const s of servers) {
     if (!selects(s.podSelector, pod.labels)) continue;
-    const ports = typeof s.port === 'number' ? [s.port] : [...new Set((pod.containerPorts ?? []).filter((p) => p.name === s.port).map((p) => p.port))];
-    if (ports.length > 0) out.push({ record: s, ports });
+    const port = typeof s.port === 'number' ? s.port : Object.hasOwn(pod.namedPorts ?? {}, s.port) ? pod.namedPorts![s.port] : undefined;
+    if (port !== undefined) out.push({ record: s, ports: [port] });
   }
   return out;
 }

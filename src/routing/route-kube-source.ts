@@ -1,8 +1,9 @@
 // The routes' kinds from the API server, for the controller's discovery source
 // (discovery/kube-source.ts): HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1), SMI
 // TrafficSplit (split.smi-spec.io/v1alpha4) and HTTPRouteGroup (specs.smi-spec.io/v1alpha4),
-// and SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
-// (specs.smi-spec.io/v1alpha4), each listed and watched once with the same reflector, into the
+// SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
+// (specs.smi-spec.io/v1alpha4), and Linkerd's Server, AuthorizationPolicy,
+// MeshTLSAuthentication and NetworkAuthentication (policy.linkerd.io), each listed and watched once with the same reflector, into the
 // route and access indexes (discovery/mesh-objects.ts). Their CRDs are
 // not ours to install: a kind whose CRD is missing (404), or a route kind the controller may not
 // read (403: a ClusterRole from before the kind was read), counts as listed and empty, is said
@@ -27,6 +28,12 @@ export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: 
   { kind: 'HTTPRouteGroup', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'httproutegroups', crd: "SMI's" },
   { kind: 'TCPRoute', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'tcproutes', crd: "SMI's" },
   { kind: 'TrafficTarget', group: 'access.smi-spec.io', version: 'v1alpha3', plural: 'traffictargets', crd: "SMI's" },
+  // Linkerd's policy resources (docs/policy.md). Server at v1beta3, which Linkerd's CRDs serve
+  // since 2.16 (with accessPolicy); older CRDs answer 404 and are said so.
+  { kind: 'Server', group: 'policy.linkerd.io', version: 'v1beta3', plural: 'servers', crd: "Linkerd's (2.16 or later)" },
+  { kind: 'AuthorizationPolicy', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'authorizationpolicies', crd: "Linkerd's" },
+  { kind: 'MeshTLSAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'meshtlsauthentications', crd: "Linkerd's" },
+  { kind: 'NetworkAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'networkauthentications', crd: "Linkerd's" },
 ];
 
 /**
@@ -34,9 +41,9 @@ export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: 
  * A 403 on them is not "none": listed as empty, it would drop every restriction they make, so
  * the list fails and is retried, keeping what was last read (discovery waits for it at start).
  */
-const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute']);
+const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'MeshTLSAuthentication', 'NetworkAuthentication']);
 
-export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io) or traffictargets (access.smi-spec.io); apply the ClusterRole from mesh-agent install";
+export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io), traffictargets (access.smi-spec.io) or servers, authorizationpolicies, meshtlsauthentications and networkauthentications (policy.linkerd.io); apply the ClusterRole from mesh-agent install";
 
 /** What conversion and the status writer read of a route object: the rest is dropped. */
 export function slimRoute(o: Obj, kind: MeshObjectKind, apiVersion: string): Obj {
@@ -96,7 +103,7 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       // up once the CRD is installed or the grant applied. Not a 403 on an access kind.
       emptyWhenRefused: (status) => status === 404 || !ACCESS_KINDS.has(d.kind),
       onRefused: (r, line) => {
-        if (r.status === 404) o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} routes take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
+        if (r.status === 404) o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} ${ACCESS_KINDS.has(d.kind) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
         else if (ACCESS_KINDS.has(d.kind)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
         else o.log(`${d.kind} (${apiVersion}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
       },

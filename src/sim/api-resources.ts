@@ -301,6 +301,14 @@ export const ACCESS_RESOURCES: ResourceType[] = [
   { group: 'specs.smi-spec.io', version: 'v1alpha4', kind: 'TCPRoute', plural: 'tcproutes', namespaced: true, admit: admitCustom },
 ];
 
+/** Linkerd's policy kinds, as its CRDs serve them (Server at v1beta3, the version the controller lists). */
+export const LINKERD_POLICY_RESOURCES: ResourceType[] = [
+  { group: 'policy.linkerd.io', version: 'v1beta3', kind: 'Server', plural: 'servers', namespaced: true, admit: admitCustom },
+  { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', namespaced: true, admit: admitCustom },
+  { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'MeshTLSAuthentication', plural: 'meshtlsauthentications', namespaced: true, admit: admitCustom },
+  { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'NetworkAuthentication', plural: 'networkauthentications', namespaced: true, admit: admitCustom },
+];
+
 /** What the API server checks of any custom object: its metadata (the CRDs' own schemas are the routing code's to check). */
 function admitCustom(o: KubeObject): void {
   const v = new Invalid(o);

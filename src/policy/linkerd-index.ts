@@ -1,0 +1,151 @@
+// The controller's Linkerd policy resources: Server, AuthorizationPolicy, MeshTLSAuthentication,
+// NetworkAuthentication and HTTPRoute objects from the cluster or --resources files, each Server
+// converted (linkerd-policy.ts) with everything that applies to it into the record the discovery
+// hub streams to the agents (as an access record keyed "Server/ns/name"). Any change of a
+// policy object converts again the Servers it may apply to (its namespace's; every Server for an
+// authentication, which another namespace's policy may name). A Server whose new version does
+// not convert keeps its last good record on the agents, sent again with the reason; one that
+// never converted sends nothing: the pods it would select keep their default policy on that
+// port, which the controller's log and status say (as for a TrafficTarget).
+import { KindStore } from '../k8s/kind-store.ts';
+import { ChangeLog } from '../util/change-log.ts';
+import { HeldConversions } from '../util/held-conversions.ts';
+import { serverFromLinkerd, type LinkerdKind, type LinkerdLookup } from './linkerd-policy.ts';
+import { LINKERD_V1ALPHA1, SERVER_VERSIONS, serverKey, type ServerRecord } from './server-model.ts';
+import type { AccessSink, AccessState } from './access-index.ts';
+
+type Obj = Record<string, any>;
+
+export const LINKERD_API_VERSIONS: Record<LinkerdKind, string[]> = {
+  Server: SERVER_VERSIONS,
+  AuthorizationPolicy: [LINKERD_V1ALPHA1],
+  MeshTLSAuthentication: [LINKERD_V1ALPHA1],
+  NetworkAuthentication: [LINKERD_V1ALPHA1],
+  // Linkerd reads both groups' HTTPRoutes for Server parents; only the Gateway API's are listed
+  // from the cluster (docs/policy.md), policy.linkerd.io's come from --resources files.
+  HTTPRoute: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1', 'policy.linkerd.io/v1beta1', 'policy.linkerd.io/v1beta2', 'policy.linkerd.io/v1beta3'],
+};
+
+const KINDS = new Set<string>(Object.keys(LINKERD_API_VERSIONS));
+
+/** Linkerd's policy kinds (an HTTPRoute counts: the route index reads it too). */
+export function linkerdObjectKind(o: Obj): LinkerdKind | null {
+  const k = o?.kind;
+  if (!KINDS.has(k)) return null;
+  if (k === 'Server' || k === 'AuthorizationPolicy' || k === 'MeshTLSAuthentication' || k === 'NetworkAuthentication') {
+    return typeof o?.apiVersion === 'string' && o.apiVersion.startsWith('policy.linkerd.io/') ? k : null;
+  }
+  return k as LinkerdKind;
+}
+
+export class LinkerdIndex {
+  private readonly sink: AccessSink;
+  private readonly objects: KindStore<LinkerdKind>;
+  private readonly good = new Map<string, ServerRecord>();
+  private readonly sent = new Map<string, string>();
+  private readonly states = new Map<string, AccessState>();
+  private readonly logged: ChangeLog;
+  private readonly holding = new HeldConversions();
+  private readonly lookup: LinkerdLookup;
+
+  constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
+    this.sink = o.sink;
+    this.logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
+    this.objects = new KindStore({
+      kindOf: linkerdObjectKind,
+      versions: LINKERD_API_VERSIONS,
+      logged: this.logged,
+      changed: (kind, key) => this.touched(kind, key),
+    });
+    this.lookup = {
+      get: (kind, ns, name) => this.objects.get(`${kind}/${ns}/${name}`),
+      list: (kind, ns) => {
+        const out: Obj[] = [];
+        const prefix = `${kind}/${ns}/`;
+        for (const k of this.objects.keys()) if (k.startsWith(prefix)) out.push(this.objects.get(k)!);
+        return out;
+      },
+    };
+  }
+
+  hold(): void {
+    this.holding.hold();
+  }
+
+  release(): void {
+    this.holding.release((k) => this.convert(k));
+  }
+
+  upsert(o: Obj): boolean {
+    return this.objects.upsert(o);
+  }
+
+  remove(kind: LinkerdKind, namespace: string, name: string): void {
+    this.objects.remove(kind, namespace, name);
+  }
+
+  replaceAll(kind: LinkerdKind, objs: Iterable<Obj>): void {
+    this.objects.replaceAll(kind, objs);
+  }
+
+  state(): { servers: number; serving: number; notAccepted: AccessState[]; ignored: AccessState[] } {
+    const all = [...this.states.values()];
+    return {
+      servers: all.length,
+      serving: this.good.size,
+      notAccepted: all.filter((s) => !s.accepted).slice(0, 50),
+      ignored: all.filter((s) => s.accepted && s.problems.length > 0).slice(0, 50),
+    };
+  }
+
+  private touched(kind: LinkerdKind, key: string): void {
+    if (kind === 'Server') {
+      this.convert(key);
+      return;
+    }
+    const ns = key.split('/')[1];
+    const everywhere = kind === 'MeshTLSAuthentication' || kind === 'NetworkAuthentication';
+    const servers = [...this.objects.keys(), ...this.good.keys()].filter((k) => k.startsWith(everywhere ? 'Server/' : `Server/${ns}/`));
+    for (const k of new Set(servers)) this.convert(k);
+  }
+
+  private convert(key: string): void {
+    if (this.holding.defer(key)) return;
+    const o = this.objects.get(key);
+    if (o === undefined) {
+      this.forget(key);
+      return;
+    }
+    const conv = serverFromLinkerd(o, this.lookup);
+    const problems = [...conv.problems];
+    let record: ServerRecord | undefined;
+    if (conv.record !== null) {
+      record = conv.record;
+      this.good.set(key, record);
+    } else {
+      record = this.good.get(key);
+      if (record !== undefined) {
+        problems.push(`${key}: the agents keep enforcing its last good version`);
+        record = { ...record, problems: problems.map((p) => p.slice(0, 2048)).slice(0, 16) };
+      } else {
+        problems.push(`${key}: no version of it was ever accepted, so the pods it would select keep their default policy on its port until it is fixed`);
+      }
+    }
+    if (record !== undefined) {
+      const line = JSON.stringify({ type: 'access', op: 'set', access: record });
+      if (this.sent.get(key) !== line) {
+        this.sent.set(key, line);
+        this.sink.put(serverKey(record), line);
+      }
+    }
+    this.states.set(key, { key, accepted: conv.record !== null, serving: this.good.has(key), problems });
+    this.logged.problems(key, problems);
+  }
+
+  private forget(key: string): void {
+    this.good.delete(key);
+    this.states.delete(key);
+    this.logged.forget(key);
+    if (this.sent.delete(key)) this.sink.remove(key);
+  }
+}
