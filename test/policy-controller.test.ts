@@ -163,3 +163,22 @@ test('mesh-agent controller --resources: TrafficTargets from files reach the age
   t.regex(JSON.stringify(s.discovery.accessObjects.notAccepted[0].problems), /spec.sources: expected at least one ServiceAccount/);
   t.truthy(c.store.accessFor('shop', 'api')[0]!.problems, 'the agent has the last good version and the reason');
 });
+
+test('mesh-agent controller --resources: Linkerd Servers and policies from files reach the agents, a policy.linkerd.io HTTPRoute included; a Server edited into one that does not convert keeps its last good record', async (t) => {
+  const dir = testTempDir(t);
+  const server = (port: unknown) => linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port }, 'policy.linkerd.io/v1beta1');
+  fs.writeFileSync(path.join(dir, 'a-server.json'), JSON.stringify(server(8080)));
+  fs.writeFileSync(path.join(dir, 'b-policy.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
+    linkerd('HTTPRoute', 'get', { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/books' }, method: 'GET' }] }] }, 'policy.linkerd.io/v1beta3'),
+    linkerd('AuthorizationPolicy', 'get', { targetRef: { group: 'policy.linkerd.io', kind: 'HTTPRoute', name: 'get' }, requiredAuthenticationRefs: [{ kind: 'ServiceAccount', name: 'web' }] }),
+  ] }));
+  const c = await startController(t, ['--resources', dir]);
+  t.deepEqual(c.store.serversIn('shop').map((s) => s.routes), [[{ group: 'policy.linkerd.io', name: 'get', matches: [{ path: { type: 'PathPrefix', value: '/books' }, method: 'GET' }], authorizations: [{ name: 'get', identities: [{ namespace: 'shop', serviceAccount: 'web' }] }] }]]);
+  const tmp = path.join(dir, '.a-server.json.tmp');
+  fs.writeFileSync(tmp, JSON.stringify(server(0)));
+  fs.renameSync(tmp, path.join(dir, 'a-server.json'));
+  const s = await until(() => requestJson(c.url, 'GET', '/v1/status'), (x: any) => x.discovery.accessObjects?.linkerd?.notAccepted?.length === 1, 'not accepted in status', { ms: 10_000, context: c.log });
+  t.regex(JSON.stringify(s.discovery.accessObjects.linkerd.notAccepted[0].problems), /spec.port: 0 is neither a port 1-65535 nor a container port's name/);
+  await waitFor(() => (c.store.serversIn('shop')[0]?.problems ?? []).length > 0, 10_000);
+  t.is(c.store.serversIn('shop')[0]!.port, 8080, 'the agent has the last good version and the reason');
+});

@@ -133,6 +133,24 @@ function compileAuthz(a: ServerAuthz): CompiledAuthz {
   return { authz: a, networks: a.networks === undefined ? null : a.networks.map((n) => ({ in: parseNetworks(n.cidr), except: parseNetworks((n.except ?? []).join(',')) })) };
 }
 
+/** Why a default policy (or a Server's accessPolicy, the same values) refuses the client; null: it admits it. */
+function refusal(p: DefaultPolicy, client: Client, networks: readonly Cidr[]): string | null {
+  const fromCluster = (): boolean => inNetworks(client.ip, networks);
+  switch (p) {
+    case 'all-unauthenticated':
+      return null;
+    case 'all-authenticated':
+      return client.identity ? null : 'the client has no mesh identity';
+    case 'cluster-authenticated':
+      if (!client.identity) return 'the client has no mesh identity';
+      return fromCluster() ? null : `${client.ip} is outside the cluster networks`;
+    case 'cluster-unauthenticated':
+      return fromCluster() ? null : `${client.ip} is outside the cluster networks`;
+    case 'deny':
+      return 'no client may connect';
+  }
+}
+
 /** Whether one AuthorizationPolicy admits the client: all it requires holds. */
 function admits(a: CompiledAuthz, client: Client): boolean {
   const ids = a.authz.identities;
@@ -216,22 +234,8 @@ export class ServerPolicy {
     if (srv !== undefined) return this.#linkerd(srv, client, port, server);
     if (this.mode === 'default') {
       const p = this.spec.defaultPolicy;
-      const allow = (): ConnDecision => ({ verdict: 'allow', server, authz: { group: '', kind: 'default', name: p } });
-      const deny = (reason: string): ConnDecision => ({ verdict: 'deny', server, reason: `${p}: ${reason}` });
-      const fromCluster = inNetworks(client.ip, this.networks);
-      switch (p) {
-        case 'all-unauthenticated':
-          return allow();
-        case 'all-authenticated':
-          return client.identity ? allow() : deny('the client has no mesh identity');
-        case 'cluster-authenticated':
-          if (!client.identity) return deny('the client has no mesh identity');
-          return fromCluster ? allow() : deny(`${client.ip} is outside the cluster networks`);
-        case 'cluster-unauthenticated':
-          return fromCluster ? allow() : deny(`${client.ip} is outside the cluster networks`);
-        case 'deny':
-          return deny('no client may connect');
-      }
+      const why = refusal(p, client, this.networks);
+      return why === null ? { verdict: 'allow', server, authz: { group: '', kind: 'default', name: p } } : { verdict: 'deny', server, reason: `${p}: ${why}` };
     }
     return this.#smi(client, port, server);
   }
@@ -260,10 +264,7 @@ export class ServerPolicy {
     const what = `Server ${rec.namespace}/${rec.name}`;
     const wide = srv.authorizations.find((a) => admits(a, client));
     let serverAuthz: ObjectRef | undefined = wide === undefined ? undefined : { ...LINKERD_AUTHZ, name: wide.authz.name };
-    if (serverAuthz === undefined && rec.accessPolicy !== 'deny') {
-      const d = new ServerPolicy({ ...this.spec, defaultPolicy: rec.accessPolicy, targets: [], servers: [] }, this.networks).connection(client, port);
-      if (d.verdict === 'allow') serverAuthz = { group: '', kind: 'default', name: rec.accessPolicy };
-    }
+    if (serverAuthz === undefined && refusal(rec.accessPolicy, client, this.networks) === null) serverAuthz = { group: '', kind: 'default', name: rec.accessPolicy };
     const smi = this.#targets.length > 0 ? this.#smi(client, port, server) : null;
     if (smi?.verdict === 'allow') return smi;
     const matches: CompiledMatch[] = smi?.verdict === 'http' ? [...smi.matches] : [];
