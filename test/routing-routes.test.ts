@@ -12,6 +12,7 @@ import { RetryBudget } from '../src/routing/retry-budget.ts';
 import { backoffMs, retryableResponse } from '../src/routing/retry.ts';
 import { onDeadline, type Deadlines } from '../src/routing/client-routing.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
+import { RouteIndex } from '../src/routing/route-index.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 import { rng } from './helpers/rng.ts';
 import { queryParam } from '../src/proxy/http1/route-request.ts';
@@ -120,6 +121,16 @@ test('HTTPRoute: a parentRef to a Gateway is not ours; a route with no Service p
   t.is(c.record, null);
   t.deepEqual(c.parents, []);
   t.regex(c.problems.join('\n'), /no parentRef names a Service/);
+});
+
+test('HTTPRoute: one whose parents are Linkerd Servers is an inbound policy route (the access index reads it), not a routing one: no problem said, no status', (t) => {
+  const c = routeFromGateway(httpRoute({ parentRefs: [{ name: 'api-http', kind: 'Server', group: 'policy.linkerd.io' }] }), services);
+  t.is(c.record, null);
+  t.deepEqual(c.parents, []);
+  t.deepEqual(c.problems, []);
+  const idx = new RouteIndex({ sink: { put() {}, remove() {} }, log: (_l, m) => t.fail(m) });
+  idx.upsert(httpRoute({ parentRefs: [{ name: 'api-http', kind: 'Server', group: 'policy.linkerd.io' }] }));
+  t.deepEqual(idx.state().notAccepted, [], 'not listed as a route that failed');
 });
 
 test('HTTPRoute: query parameter matches and a RequestHeaderModifier are served (Core); Accepted=True', (t) => {

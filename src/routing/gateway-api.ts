@@ -69,6 +69,11 @@ function isServiceRef(r: Obj, kindDefault: string | undefined): boolean {
 }
 
 
+/** Every parentRef is a Linkerd Server (policy.linkerd.io): a per-route authorization target, not a route of a Service. */
+export function isServerRoute(parentRefs: unknown): boolean {
+  return Array.isArray(parentRefs) && parentRefs.length > 0 && parentRefs.every((p: Obj) => p?.group === 'policy.linkerd.io' && p?.kind === 'Server');
+}
+
 export function createdAtOf(o: Obj): number {
   const t = Date.parse(o?.metadata?.creationTimestamp ?? '');
   return Number.isFinite(t) ? t : 0;
@@ -403,6 +408,8 @@ export function routeFromGateway(o: Obj, services: ServiceLookup): RouteConversi
   const accepted: Array<{ status: ParentStatus; ok: boolean; reason: string; message: string }> = [];
 
   const rawParents: Obj[] = Array.isArray(spec.parentRefs) ? spec.parentRefs : [];
+  // A route of Linkerd Servers only is inbound policy (policy/linkerd-policy.ts reads it): not ours, nothing to say.
+  if (isServerRoute(rawParents)) return { kind, namespace, name, record: null, parents: [], problems: [] };
   for (const p of rawParents) {
     if (!isServiceRef(p, undefined)) continue; // a Gateway's route, not ours
     const ns = p.namespace ?? namespace;

@@ -10,7 +10,7 @@ import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
-import { CONTROLLER_NAME, routeFromGateway, type Condition, type ParentStatus, type RouteConversion } from './gateway-api.ts';
+import { CONTROLLER_NAME, isServerRoute, routeFromGateway, type Condition, type ParentStatus, type RouteConversion } from './gateway-api.ts';
 import { routeFromTrafficSplit, type SplitConversion } from './smi.ts';
 import type { RouteKind, RouteRecord } from './route-model.ts';
 
@@ -185,6 +185,11 @@ export class RouteIndex {
       }
     }
     if (conv.record === null && before !== undefined) conv.problems.push(`${kind} ${namespace}/${name}: the agents keep its last good version`);
+    if (kind !== 'TrafficSplit' && conv.record === null && isServerRoute(o.spec?.parentRefs)) {
+      // Linkerd inbound policy's (the access index's): no route (one that was a Service's is withdrawn), no status, no state.
+      this.forget(key);
+      return;
+    }
     this.lastConv.set(key, conv);
     this.updateState(key, o);
     // A Gateway API route joining or leaving a Service decides whether its TrafficSplits apply.
