@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { ACCESS_RESOURCES, LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { AccessIndex } from '../src/policy/access-index.ts';
+import { RouteIndex } from '../src/routing/route-index.ts';
+import { MeshObjects } from '../src/discovery/mesh-objects.ts';
 import { requestJson } from '../src/controller/client.ts';
 import { kubeconfigFile, startController } from './helpers/controller-proc.ts';
 import { until, waitFor } from './helpers/until.ts';
@@ -118,6 +120,10 @@ test('mesh-agent controller --kubeconfig: Linkerd Servers with their Authorizati
   api.create(linkerd('MeshTLSAuthentication', 'web', { identities: ['web.shop.serviceaccount.identity.linkerd.cluster.local'] }));
   api.create(linkerd('NetworkAuthentication', 'nodes', { networks: [{ cidr: '192.168.0.0/16' }] }));
   api.create(linkerd('AuthorizationPolicy', 'probes', { targetRef: { group: 'core', kind: 'Namespace', name: 'shop' }, requiredAuthenticationRefs: [{ group: 'policy.linkerd.io', kind: 'NetworkAuthentication', name: 'nodes' }] }));
+  // A Gateway API HTTPRoute of the Server beside one of a Service: each where it belongs, nothing said of either.
+  api.create(linkerd('HTTPRoute', 'api-get', { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }], rules: [{ matches: [{ method: 'GET' }] }] }, 'gateway.networking.k8s.io/v1'));
+  api.create({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'api', namespace: 'shop' }, spec: { clusterIP: '10.96.0.20', selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
+  api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'api-route', namespace: 'shop' }, spec: { parentRefs: [{ group: '', kind: 'Service', name: 'api', port: 80 }] } });
   const kc = kubeconfigFile(t, api);
   const c = await startController(t, ['--kubeconfig', kc]);
   // In the agents' first world already: listed before the controller syncs, converted once all are in.
@@ -126,7 +132,9 @@ test('mesh-agent controller --kubeconfig: Linkerd Servers with their Authorizati
     { name: 'api-from-web', identities: [{ namespace: 'shop', serviceAccount: 'web' }] },
     { name: 'probes', networks: [{ cidr: '192.168.0.0/16' }] },
   ]]]);
-  t.notRegex(c.log(), /not accepted|not found|ignored/);
+  t.notRegex(c.log(), /not accepted|not found|ignored|is not read/);
+  t.deepEqual(first[0]!.routes.map((r) => [r.group, r.name, r.matches]), [['gateway.networking.k8s.io', 'api-get', [{ method: 'GET' }]]]);
+  t.deepEqual(c.store.routesFor('shop/api').map((r) => r.name), ['api-route'], 'the Service\'s route is the route index\'s');
 
   api.apply(linkerd('MeshTLSAuthentication', 'web', { identities: ['*.shop.serviceaccount.identity.linkerd.cluster.local'] }));
   await waitFor(() => c.store.serversIn('shop')[0]?.authorizations[0]?.identities?.[0]?.serviceAccount === '*', 10_000);
@@ -135,6 +143,7 @@ test('mesh-agent controller --kubeconfig: Linkerd Servers with their Authorizati
   t.deepEqual(c.store.serversIn('shop')[0]!.authorizations.map((a) => a.name), ['probes'], 'the policy whose authentication is gone allows nothing');
   const s = await requestJson(c.url, 'GET', '/v1/status') as any;
   t.like(s.discovery.accessObjects.linkerd, { servers: 1, serving: 1 });
+  t.like(s.discovery.source.resources, { httproutes: { synced: true }, 'httproutes.policy.linkerd.io': { synced: true }, servers: { synced: true } }, 'each group\'s httproutes reflector has its own entry');
   t.regex(JSON.stringify(s.discovery.accessObjects.linkerd.ignored), /AuthorizationPolicy shop\/api-from-web: ignored/);
   api.delete('Server', 'shop', 'api-http');
   await waitFor(() => c.store.serversIn('shop').length === 0, 10_000);
@@ -181,4 +190,23 @@ test('mesh-agent controller --resources: Linkerd Servers and policies from files
   t.regex(JSON.stringify(s.discovery.accessObjects.linkerd.notAccepted[0].problems), /spec.port: 0 is neither a port 1-65535 nor a container port's name/);
   await waitFor(() => (c.store.serversIn('shop')[0]?.problems ?? []).length > 0, 10_000);
   t.is(c.store.serversIn('shop')[0]!.port, 8080, 'the agent has the last good version and the reason');
+});
+
+test('HTTPRoute is listed from two groups: a relist of one keeps the other\'s objects; policy.linkerd.io\'s go to the access index alone', (t) => {
+  const routeLogs: string[] = [];
+  const routes = new RouteIndex({ sink: { put() {}, remove() {} }, log: (_l, m) => routeLogs.push(m) });
+  const x = index();
+  const objects = new MeshObjects(routes, x.idx);
+  const server = linkerd('Server', 'api-http', { podSelector: {}, port: 8080 }, 'policy.linkerd.io/v1beta1');
+  const route = (name: string, apiVersion: string) => linkerd('HTTPRoute', name, { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }] }, apiVersion);
+  objects.upsert(server);
+  objects.replaceAll('HTTPRoute', [route('linkerd-route', 'policy.linkerd.io/v1beta3')], 'policy.linkerd.io');
+  objects.replaceAll('HTTPRoute', [route('gateway-route', 'gateway.networking.k8s.io/v1')], 'gateway.networking.k8s.io');
+  const names = () => x.record('Server/shop/api-http').routes.map((r: { name: string }) => r.name);
+  t.deepEqual(names(), ['gateway-route', 'linkerd-route']);
+  objects.replaceAll('HTTPRoute', [], 'gateway.networking.k8s.io');
+  t.deepEqual(names(), ['linkerd-route'], 'the Gateway API relist removed its own only');
+  objects.remove('HTTPRoute', 'shop', 'linkerd-route', 'policy.linkerd.io');
+  t.deepEqual(names(), []);
+  t.deepEqual(routeLogs, [], 'the route index never saw Linkerd\'s, nor said anything of the Server\'s Gateway route');
 });

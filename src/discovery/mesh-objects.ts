@@ -11,6 +11,9 @@ export type MeshObjectKind = RouteObjectKind | AccessObjectKind;
 
 const ROUTE_KINDS = new Set<MeshObjectKind>(['HTTPRoute', 'GRPCRoute', 'TrafficSplit', 'HTTPRouteGroup']);
 const ACCESS_KINDS = new Set<MeshObjectKind>(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'MeshTLSAuthentication', 'NetworkAuthentication', 'HTTPRoute']);
+const LINKERD_GROUP = 'policy.linkerd.io';
+/** Linkerd's own HTTPRoute (policy.linkerd.io) parents Servers only: inbound policy, not routing. */
+const isLinkerdGroup = (o: Obj): boolean => typeof o?.apiVersion === 'string' && o.apiVersion.startsWith(`${LINKERD_GROUP}/`);
 const isRouteKind = (k: MeshObjectKind): k is RouteObjectKind => ROUTE_KINDS.has(k);
 const isAccessKind = (k: MeshObjectKind): k is AccessObjectKind => ACCESS_KINDS.has(k);
 
@@ -40,19 +43,21 @@ export class MeshObjects {
 
   /** False when no index reads this object's kind and apiVersion. */
   upsert(o: Obj): boolean {
-    const r = routeObjectKind(o) !== null && this.routes !== undefined ? this.routes.upsert(o) : false;
+    const r = routeObjectKind(o) !== null && !isLinkerdGroup(o) && this.routes !== undefined ? this.routes.upsert(o) : false;
     const a = accessObjectKind(o) !== null && this.access !== undefined ? this.access.upsert(o) : false;
     return r || a;
   }
 
-  remove(kind: MeshObjectKind, namespace: string, name: string): void {
-    if (isRouteKind(kind)) this.routes?.remove(kind, namespace, name);
+  /** `group`: the object's API group, when the kind is served by two (HTTPRoute: policy.linkerd.io's are the access index's alone). */
+  remove(kind: MeshObjectKind, namespace: string, name: string, group?: string): void {
+    if (isRouteKind(kind) && group !== LINKERD_GROUP) this.routes?.remove(kind, namespace, name);
     if (isAccessKind(kind)) this.access?.remove(kind, namespace, name);
   }
 
-  replaceAll(kind: MeshObjectKind, items: Iterable<Obj>): void {
+  /** `group`: the list was of that API group only, so another group's objects of the kind stay. */
+  replaceAll(kind: MeshObjectKind, items: Iterable<Obj>, group?: string): void {
     const objs = [...items];
-    if (isRouteKind(kind)) this.routes?.replaceAll(kind, objs);
-    if (isAccessKind(kind)) this.access?.replaceAll(kind, objs);
+    if (isRouteKind(kind) && group !== LINKERD_GROUP) this.routes?.replaceAll(kind, objs);
+    if (isAccessKind(kind)) this.access?.replaceAll(kind, objs, group);
   }
 }

@@ -56,12 +56,16 @@ export class KindStore<K extends string> {
     this.#o.changed(kind, key);
   }
 
-  /** After a (re)list of one kind: upserts each, removes what is gone. */
-  replaceAll(kind: K, objs: Iterable<Obj>): void {
+  /**
+   * After a (re)list of one kind: upserts each, removes what is gone. `group`: the list was of
+   * that API group only (HTTPRoute is listed from two), so objects of another group stay.
+   */
+  replaceAll(kind: K, objs: Iterable<Obj>, group?: string): void {
     const seen = new Set<string>();
     for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
     for (const key of [...this.#objects.keys()]) {
       if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
+      if (group !== undefined && !String(this.#objects.get(key)?.apiVersion).startsWith(`${group}/`)) continue;
       const [, ns, name] = key.split('/');
       this.remove(kind, ns!, name!);
     }

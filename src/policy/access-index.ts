@@ -96,9 +96,9 @@ export class AccessIndex {
     else this.linkerd.remove(kind, namespace, name);
   }
 
-  replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>): void {
+  replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>, group?: string): void {
     if (isSmi(kind)) this.objects.replaceAll(kind, objs);
-    else this.linkerd.replaceAll(kind, objs);
+    else this.linkerd.replaceAll(kind, objs, group);
   }
 
   state(): { trafficTargets: number; serving: number; notAccepted: AccessState[]; linkerd: ReturnType<LinkerdIndex['state']> } {

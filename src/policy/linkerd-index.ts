@@ -21,8 +21,7 @@ export const LINKERD_API_VERSIONS: Record<LinkerdKind, string[]> = {
   AuthorizationPolicy: [LINKERD_V1ALPHA1],
   MeshTLSAuthentication: [LINKERD_V1ALPHA1],
   NetworkAuthentication: [LINKERD_V1ALPHA1],
-  // Linkerd reads both groups' HTTPRoutes for Server parents; only the Gateway API's are listed
-  // from the cluster (docs/policy.md), policy.linkerd.io's come from --resources files.
+  // Linkerd reads both groups' HTTPRoutes for Server parents; both are listed (policy.linkerd.io's at v1beta3).
   HTTPRoute: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1', 'policy.linkerd.io/v1beta1', 'policy.linkerd.io/v1beta2', 'policy.linkerd.io/v1beta3'],
 };
 
@@ -84,8 +83,8 @@ export class LinkerdIndex {
     this.objects.remove(kind, namespace, name);
   }
 
-  replaceAll(kind: LinkerdKind, objs: Iterable<Obj>): void {
-    this.objects.replaceAll(kind, objs);
+  replaceAll(kind: LinkerdKind, objs: Iterable<Obj>, group?: string): void {
+    this.objects.replaceAll(kind, objs, group);
   }
 
   state(): { servers: number; serving: number; notAccepted: AccessState[]; ignored: AccessState[] } {

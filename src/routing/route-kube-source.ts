@@ -34,6 +34,8 @@ export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: 
   { kind: 'AuthorizationPolicy', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'authorizationpolicies', crd: "Linkerd's" },
   { kind: 'MeshTLSAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'meshtlsauthentications', crd: "Linkerd's" },
   { kind: 'NetworkAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'networkauthentications', crd: "Linkerd's" },
+  // Linkerd's own HTTPRoutes (per-route authorization targets, parented by Servers): the access index's alone.
+  { kind: 'HTTPRoute', group: 'policy.linkerd.io', version: 'v1beta3', plural: 'httproutes', crd: "Linkerd's" },
 ];
 
 /**
@@ -42,6 +44,9 @@ export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: 
  * the list fails and is retried, keeping what was last read (discovery waits for it at start).
  */
 const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'MeshTLSAuthentication', 'NetworkAuthentication']);
+
+/** An access kind, or Linkerd's own HTTPRoute (a per-route authorization target: lost, a Server's clients would get every request, not its routes'). */
+const restricts = (d: { kind: MeshObjectKind; group: string }): boolean => ACCESS_KINDS.has(d.kind) || d.group === 'policy.linkerd.io';
 
 export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io), traffictargets (access.smi-spec.io) or servers, authorizationpolicies, meshtlsauthentications and networkauthentications (policy.linkerd.io); apply the ClusterRole from mesh-agent install";
 
@@ -82,7 +87,8 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
     const apiVersion = `${d.group}/${d.version}`;
     const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion);
     const r: Reflector = new Reflector({
-      name: d.plural,
+      // Two groups serve httproutes: Linkerd's is named with its group (status, logs).
+      name: d.group === 'policy.linkerd.io' && d.kind === 'HTTPRoute' ? `${d.plural}.${d.group}` : d.plural,
       path: `/apis/${d.group}/${d.version}/${d.plural}`,
       list: (signal) => listPaged({
         page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont }, abortable(signal))) as Page,
@@ -101,10 +107,10 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       // No CRD, or a ClusterRole from before this kind was read: listed and empty, so the rest of
       // discovery is not held back; the watch from "now" (retried with backoff) picks the objects
       // up once the CRD is installed or the grant applied. Not a 403 on an access kind.
-      emptyWhenRefused: (status) => status === 404 || !ACCESS_KINDS.has(d.kind),
+      emptyWhenRefused: (status) => status === 404 || !restricts(d),
       onRefused: (r, line) => {
-        if (r.status === 404) o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} ${ACCESS_KINDS.has(d.kind) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
-        else if (ACCESS_KINDS.has(d.kind)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
+        if (r.status === 404) o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} ${restricts(d) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
+        else if (restricts(d)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
         else o.log(`${d.kind} (${apiVersion}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
       },
       onAccepted: (was) => o.log(was.status === 404
@@ -115,11 +121,11 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
         if (op === 'set') o.routes.upsert(obj);
         else {
           const [ns, name] = key.split('/');
-          o.routes.remove(d.kind, ns!, name!);
+          o.routes.remove(d.kind, ns!, name!, d.group);
         }
       },
       onSynced: () => {
-        o.routes.replaceAll(d.kind, r.store.values());
+        o.routes.replaceAll(d.kind, r.store.values(), d.kind === 'HTTPRoute' ? d.group : undefined);
         o.onSynced();
       },
     });

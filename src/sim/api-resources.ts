@@ -301,7 +301,11 @@ export const ACCESS_RESOURCES: ResourceType[] = [
   { group: 'specs.smi-spec.io', version: 'v1alpha4', kind: 'TCPRoute', plural: 'tcproutes', namespaced: true, admit: admitCustom },
 ];
 
-/** Linkerd's policy kinds, as its CRDs serve them (Server at v1beta3, the version the controller lists). */
+/**
+ * Linkerd's policy kinds, as its CRDs serve them (Server at v1beta3, the version the controller
+ * lists). Not its HTTPRoute: the stand-in serves a kind from one group only, and HTTPRoute is
+ * the Gateway API's in ROUTE_RESOURCES.
+ */
 export const LINKERD_POLICY_RESOURCES: ResourceType[] = [
   { group: 'policy.linkerd.io', version: 'v1beta3', kind: 'Server', plural: 'servers', namespaced: true, admit: admitCustom },
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', namespaced: true, admit: admitCustom },
