@@ -4,12 +4,13 @@
 // AuthorizationPolicy requiring a MeshTLSAuthentication that names ServiceAccount web. web's
 // pod on the same node (outbound proxy) and another node (mTLS tunnel) gets in; bot's pod and an
 // unmeshed client do not; the port no Server selects keeps the default policy. Then the
-// authentication is edited to name bot, and the decisions follow. `diagnostics authz` names the
-// Server and the AuthorizationPolicy.
+// authentication is edited to name bot, and the decisions follow. An HTTPRoute attached to the
+// Server with its own AuthorizationPolicy then decides request by request, on the same node and
+// through the tunnel. `diagnostics authz` names the Server and the AuthorizationPolicy.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
-import { LINKERD_POLICY_RESOURCES } from '../src/sim/api-resources.ts';
+import { LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
@@ -46,7 +47,7 @@ const nodeOf = (p: SimPod) => need().cluster.nodes.find((n) => n.pods().includes
 test.before(async () => {
   if (process.getuid?.() !== 0) throw new Error('the cluster tests need root, BPF and nftables; run the suite as root: sudo ./dev test');
   cluster = await createCluster({ nodes: 2 });
-  for (const r of LINKERD_POLICY_RESOURCES) cluster.api.register(r);
+  for (const r of [...ROUTE_RESOURCES, ...LINKERD_POLICY_RESOURCES]) cluster.api.register(r);
   cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled' });
   api = await cluster.addPod(0, { deployment: 'api', namespace: NS, serviceAccountName: 'api', labels: { app: 'api' }, ports: [{ name: 'http', containerPort: 8080 }, { name: 'echo', containerPort: 7000 }] });
   web = await cluster.addPod(0, { deployment: 'web', namespace: NS, serviceAccountName: 'web' });
@@ -102,4 +103,25 @@ test.serial('the MeshTLSAuthentication edited to name bot: bot gets in, web no l
   await until(() => http(bot, api, '/ok'), (c) => c === '200', 'bot admitted', { ms: 20_000 });
   t.is(await http(web, api, '/ok'), '403');
   t.is(await http(far, api, '/ok'), '403');
+});
+
+test.serial('an HTTPRoute attached to the Server, with an AuthorizationPolicy of its own: requests matching it pass for its clients and the Server\'s, anything else is refused, on the same node and through the tunnel', async (t) => {
+  const { cluster } = need();
+  cluster.apply({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'public', namespace: NS },
+    spec: { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/public' }, method: 'GET' }] }] },
+  });
+  cluster.apply(linkerd('AuthorizationPolicy', 'public-web', {
+    targetRef: { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'public' },
+    requiredAuthenticationRefs: [{ group: '', kind: 'ServiceAccount', name: 'web' }],
+  }));
+  await until(() => http(web, api, '/public/a'), (c) => c === '200', 'web admitted on the route', { ms: 20_000 });
+  t.is(await http(web, api, '/ok'), '403', 'web: only the route its policy targets');
+  t.is(await http(far, api, '/public/a'), '200', 'web through the tunnel, decided per request');
+  t.is(await http(far, api, '/ok'), '403');
+  t.is(await http(bot, api, '/public/a'), '200', 'bot: the Server\'s own policy applies to its routes');
+  t.is(await http(bot, api, '/ok'), '403', 'bot: a request no route matches');
+  t.is(await http(web, api, '/publicity'), '403', 'PathPrefix is element-wise');
+  const m = await mesh!.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_name="api-http"[^}]*route_group="gateway.networking.k8s.io",route_kind="httproute",route_name="public",authz_group="policy.linkerd.io",authz_kind="authorizationpolicy",authz_name="public-web"[^}]*\} [1-9]/);
 });
