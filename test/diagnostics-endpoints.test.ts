@@ -90,4 +90,7 @@ test('service targets and the table', (t) => {
   const rows = renderEndpoints([{ node: 'n1', result: { ports: [{ ref: { namespace: 's', name: 'a', port: 80 }, authority: 'a.s.svc.cluster.local:80', problems: [], endpoints: [ejected] }] } }]).split('\n');
   t.regex(rows[0]!, /FAILURES\s+EJECTIONS$/);
   t.regex(rows[1]!, /ejected\s+2\.0ms\s+0\s+9\s+8\s+3$/);
+  // Topology aware routing's note, under the table as the problems are.
+  const topo = renderEndpoints([{ node: 'n1', result: { ports: [{ ref: { namespace: 's', name: 'a', port: 80 }, authority: 'a.s.svc.cluster.local:80', problems: [], topology: 'PreferSameZone: 1 of 3 ready endpoints, those hinted for zone z1', endpoints: [ejected] }] } }]).split('\n');
+  t.is(topo.at(-1), 'n1: a.s.svc.cluster.local:80: PreferSameZone: 1 of 3 ready endpoints, those hinted for zone z1');
 });

@@ -102,6 +102,18 @@ const slices: Array<[string, Obj, Obj | null, RegExp[]]> = [
     sliceObj({ endpoints: [ep(['10.1.0.5'], { nodeName: 'Node_1', targetRef: { kind: 'Pod', name: 'Web 1' }, zone: 5 })] }),
     { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true }] },
     [/endpoint #0: targetRef name "Web 1" is not a pod name; ignored/, /endpoint #0: nodeName "Node_1" is not a node name; ignored/, /endpoint #0: zone 5 is not a short string/]],
+  ['topology hints: forZones and forNodes names, repeats dropped',
+    sliceObj({ endpoints: [ep(['10.1.0.5'], { zone: 'z-a', hints: { forZones: [{ name: 'z-a' }, { name: 'z-b' }, { name: 'z-a' }], forNodes: [{ name: 'n1' }] } }), ep(['10.1.0.6'], { hints: {} })] }),
+    { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true, zone: 'z-a', forZones: ['z-a', 'z-b'], forNodes: ['n1'] }, { ip: '10.1.0.6', ready: true }] }, []],
+  ['bad topology hints: the bad entries ignored (an endpoint left without any counts as unhinted), the endpoint kept',
+    sliceObj({ endpoints: [ep(['10.1.0.5'], { hints: { forZones: [{ name: '' }, { name: 'z-b' }], forNodes: 'n1' } }), ep(['10.1.0.6'], { hints: { forZones: [{ zone: 'z-a' }], forNodes: [{ name: 'Node_1' }] } })] }),
+    { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true, forZones: ['z-b'] }, { ip: '10.1.0.6', ready: true }] },
+    [/^endpoint #0: hints\.forZones entry "" is not a zone name; ignored$/, /^endpoint #0: hints\.forNodes is not a list; ignored$/,
+      /^endpoint #1: hints\.forZones entry undefined is not a zone name; ignored$/, /^endpoint #1: hints\.forNodes entry "Node_1" is not a node name; ignored$/]],
+  ['more than 8 hints: cut at the API\'s bound, with a problem',
+    sliceObj({ endpoints: [ep(['10.1.0.5'], { hints: { forZones: Array.from({ length: 9 }, (_, i) => ({ name: `z${i}` })) } })] }),
+    { namespace: 'shop', name: 'web-abc', service: 'web', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.1.0.5', ready: true, forZones: ['z0', 'z1', 'z2', 'z3', 'z4', 'z5', 'z6', 'z7'] }] },
+    [/^endpoint #0: hints\.forZones has more than 8 entries; the rest are ignored$/]],
   ['a name the API would refuse: the whole slice', { ...sliceObj({}), metadata: { name: 'web_abc', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } } }, null, [/^left out: slice\.name: expected a Kubernetes name, got "web_abc"/]],
 ];
 

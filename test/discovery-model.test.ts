@@ -12,6 +12,7 @@ const valid: DiscoMessage[] = [
   { type: 'synced' },
   { type: 'service', op: 'set', service },
   { type: 'slice', op: 'set', slice },
+  { type: 'slice', op: 'set', slice: { ...slice, endpoints: [{ ip: '10.1.0.5', ready: true, zone: 'z-a', forZones: ['z-a', 'z-b'], forNodes: ['n1'] }] } },
   { type: 'pod', op: 'set', pod },
   { type: 'pod', op: 'set', pod: { ...pod, skipInbound: [[7001, 7001], [9000, 9100]] } },
   { type: 'service', op: 'delete', key: 'shop/web' },
@@ -94,6 +95,10 @@ const malformed: Array<[string, string, RegExp]> = [
   ['slice endpoint pod name bad', ep({ pod: 'Web 1' }), /endpoints\[0\]\.pod: expected a Kubernetes name/],
   ['slice endpoint node name bad', ep({ node: '' }), /endpoints\[0\]\.node: expected a Kubernetes name/],
   ['slice endpoint zone not a string', ep({ zone: 3 }), /endpoints\[0\]\.zone: expected a short string/],
+  ['slice endpoint forZones not a list', ep({ forZones: 'z-a' }), /endpoints\[0\]\.forZones: expected a list/],
+  ['slice endpoint forZones entry empty', ep({ forZones: [''] }), /endpoints\[0\]\.forZones\[0\]: expected a zone name, got ""/],
+  ['slice endpoint forZones over the API\'s 8', ep({ forZones: many(9, (i) => `z${i}`) }), /endpoints\[0\]\.forZones: more than 8 entries/],
+  ['slice endpoint forNodes entry not a name', ep({ forNodes: ['N1'] }), /endpoints\[0\]\.forNodes\[0\]: expected a Kubernetes name, got "N1"/],
   ['slice with too many endpoints', slc({ endpoints: many(MAX_SLICE_ENDPOINTS + 1, () => ({ ip: '10.1.0.5', ready: true })) }), /endpoints: more than 1000 entries/],
   // Pod
   ['pod without an IP', pd({ ip: undefined }), /pod shop\/web-1: ip: expected an IPv4 address, got undefined/],

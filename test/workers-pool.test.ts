@@ -211,11 +211,12 @@ test('merged views: counters summed; a balancer endpoint\'s requests and ejectio
   const ref = { namespace: 'shop', name: 'api', port: 80 };
   const ep = (ewmaMs: number, requests: number, state: 'ready' | 'ejected' | 'probation' = 'ready') => ({ ip: '10.0.0.1', port: 8080, pod: 'api-1', state, ewmaMs, inflight: 1, requests, failures: 1, ejections: state === 'ejected' ? 1 : 0 });
   const merged = mergeDescribed([
-    { worker: 0, ports: [{ ref, authority: 'api.shop.svc.cluster.local:80', problems: [], endpoints: [ep(10, 30)] }] },
-    { worker: 1, ports: [{ ref, authority: 'api.shop.svc.cluster.local:80', problems: ['x'], endpoints: [ep(30, 10, 'ejected')] }] },
+    { worker: 0, ports: [{ ref, authority: 'api.shop.svc.cluster.local:80', problems: [], topology: 'PreferSameZone: 1 of 2 ready endpoints, those hinted for zone z1', endpoints: [ep(10, 30)] }] },
+    { worker: 1, ports: [{ ref, authority: 'api.shop.svc.cluster.local:80', problems: ['x'], topology: 'PreferSameZone: 1 of 2 ready endpoints, those hinted for zone z1', endpoints: [ep(30, 10, 'ejected')] }] },
   ]);
   t.is(merged.length, 1);
   t.deepEqual(merged[0]!.problems, ['x']);
+  t.is(merged[0]!.topology, 'PreferSameZone: 1 of 2 ready endpoints, those hinted for zone z1', 'the topology note comes through the merge');
   t.like(merged[0]!.endpoints[0], { ip: '10.0.0.1', state: 'ejected', ewmaMs: 15, inflight: 2, requests: 40, failures: 2, ejections: 1 });
   t.deepEqual(merged[0]!.endpoints[0]!.workers.map((w) => [w.worker, w.state, w.ejections]), [[0, 'ready', 0], [1, 'ejected', 1]], 'each proxy\'s own state and ejections');
 });

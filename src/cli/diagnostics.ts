@@ -20,6 +20,8 @@ export interface PortView {
   ref: ServiceRef;
   authority: string;
   problems: string[];
+  /** Topology aware routing: the mode and the endpoints it kept, or why hints are ignored. */
+  topology?: string;
   endpoints: EndpointSnapshot[];
 }
 
@@ -49,6 +51,7 @@ export function renderEndpoints(answers: AgentAnswer[], port?: number): string {
     const ports = ((a.result as { ports?: PortView[] })?.ports ?? []).filter((p) => port === undefined || p.ref.port === port);
     for (const p of ports) {
       for (const pr of p.problems) notes.push(`${a.node}: ${p.authority}: ${pr}`);
+      if (p.topology !== undefined) notes.push(`${a.node}: ${p.authority}: ${p.topology}`);
       if (p.endpoints.length === 0) notes.push(`${a.node}: ${p.authority}: no ready endpoints`);
       for (const e of p.endpoints) {
         rows.push([

@@ -8,7 +8,7 @@ import { ANNOTATIONS, parsePorts, portsAnnotation } from '../k8s/annotations.ts'
 import { objectName, ownerOf } from '../k8s/objects.ts';
 import { workloadOf } from '../telemetry/workload.ts';
 import {
-  isIPv4, isName, isPort, MAX_ANNOTATIONS, MAX_NAME, MAX_PORTS, MAX_SLICE_ENDPOINTS, parsePod, parseService, parseSlice, ROUTING_ANNOTATION_PREFIXES,
+  isIPv4, isName, isPort, MAX_ANNOTATIONS, MAX_HINTS, MAX_NAME, MAX_PORTS, MAX_SLICE_ENDPOINTS, parsePod, parseService, parseSlice, ROUTING_ANNOTATION_PREFIXES,
   type DiscoEndpoint, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice,
 } from './model.ts';
 import { show } from '../util/show.ts';
@@ -207,11 +207,45 @@ export function sliceFromK8s(o: Obj): Converted<DiscoSlice> {
         if (typeof e.zone === 'string' && e.zone.length <= MAX_NAME) ep.zone = e.zone;
         else problems.push(`endpoint #${i}: zone ${show(e.zone)} is not a short string; ignored`);
       }
+      hintsOf(ep, e.hints, `endpoint #${i}`, problems);
       endpoints.push(ep);
     }
   }
   if (truncated) problems.push(`more than ${MAX_SLICE_ENDPOINTS} addresses; the rest are ignored`);
   return gate(key, { namespace, name, service, ports, endpoints }, parseSlice, problems);
+}
+
+/**
+ * An endpoint's topology hints (hints.forZones, hints.forNodes: written by the EndpointSlice
+ * controller for trafficDistribution PreferClose or topology-mode Auto). A bad entry is left
+ * out and named; an endpoint left with none counts as unhinted, which makes every client use
+ * every endpoint (src/discovery/topology.ts), the safe side.
+ */
+function hintsOf(ep: DiscoEndpoint, hints: unknown, where: string, problems: string[]): void {
+  if (hints === undefined || hints === null) return;
+  const h = hints as Obj;
+  const read = (field: 'forZones' | 'forNodes', ok: (s: string) => boolean): string[] | undefined => {
+    const raw = h[field];
+    if (raw === undefined || raw === null) return undefined;
+    if (!Array.isArray(raw)) {
+      problems.push(`${where}: hints.${field} is not a list; ignored`);
+      return undefined;
+    }
+    const out: string[] = [];
+    for (const x of raw) {
+      const n = x?.name;
+      if (typeof n !== 'string' || !ok(n)) problems.push(`${where}: hints.${field} entry ${show(n)} is not a ${field === 'forZones' ? 'zone' : 'node'} name; ignored`);
+      else if (out.length === MAX_HINTS) {
+        problems.push(`${where}: hints.${field} has more than ${MAX_HINTS} entries; the rest are ignored`);
+        break;
+      } else if (!out.includes(n)) out.push(n);
+    }
+    return out.length > 0 ? out : undefined;
+  };
+  const forZones = read('forZones', (s) => s !== '' && s.length <= MAX_NAME);
+  const forNodes = read('forNodes', isName);
+  if (forZones) ep.forZones = forZones;
+  if (forNodes) ep.forNodes = forNodes;
 }
 
 const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);

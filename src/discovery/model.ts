@@ -76,6 +76,14 @@ export interface DiscoEndpoint {
   pod?: string;
   node?: string;
   zone?: string;
+  /**
+   * hints.forZones[].name: the zones whose clients should use this endpoint (topology aware
+   * routing, trafficDistribution PreferClose). Absent without hints; an older agent ignores it
+   * and balances over every endpoint, as before.
+   */
+  forZones?: string[];
+  /** hints.forNodes[].name (PreferSameNode, Kubernetes 1.33+): the nodes whose clients should use it. */
+  forNodes?: string[];
 }
 
 export interface DiscoSlice {
@@ -142,6 +150,8 @@ export function serviceAuthority(namespace: string, name: string, port: number, 
 export const MAX_PORTS = 100;
 export const MAX_SLICE_ENDPOINTS = 1000;
 export const MAX_ANNOTATIONS = 64;
+/** hints.forZones and hints.forNodes hold at most 8 entries each (the API's own limit). */
+export const MAX_HINTS = 8;
 export { MAX_NAME, isName, isPort } from '../util/record-reader.ts';
 const MAX_VALUE = 4096;
 
@@ -243,6 +253,13 @@ export function parseSlice(v: unknown): DiscoSlice {
     if (pod !== undefined) out.pod = pod;
     if (node !== undefined) out.node = node;
     if (eo.zone !== undefined) out.zone = eo.zone as string;
+    if (eo.forZones !== undefined) {
+      out.forZones = list(eo.forZones, `${w}: endpoints[${i}].forZones`, MAX_HINTS).map((z, j) => {
+        if (typeof z !== 'string' || z === '' || z.length > MAX_NAME) fail(`${w}: endpoints[${i}].forZones[${j}]`, `expected a zone name, got ${show(z, 40)}`);
+        return z;
+      });
+    }
+    if (eo.forNodes !== undefined) out.forNodes = list(eo.forNodes, `${w}: endpoints[${i}].forNodes`, MAX_HINTS).map((n, j) => name(n, `${w}: endpoints[${i}].forNodes[${j}]`));
     return out;
   });
   return { namespace: ns, name: nm, service: name(o.service, `${w}: service`), ports, endpoints };

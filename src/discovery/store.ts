@@ -6,6 +6,7 @@ import type { WorkloadResolver } from '../telemetry/workload.ts';
 import { routeKey, type RouteRecord } from '../routing/route-model.ts';
 import { accessKey, type AccessRecord } from '../policy/model.ts';
 import { isServerRecord, serverKey, type ServerRecord } from '../policy/server-model.ts';
+import { availableForTopology, topologyMode, type Locality } from './topology.ts';
 import { DISCOVERY_VERSION, keyOf, type DiscoEndpoint, type DiscoMessage, type DiscoPod, type DiscoService, type DiscoServicePort, type DiscoSlice } from './model.ts';
 
 /** A ready endpoint of one Service port: the address to dial and who is behind it. */
@@ -24,6 +25,11 @@ export interface ServiceTarget {
   endpoints: ServiceEndpoint[];
   /** Why some endpoints were left out (a named targetPort no slice resolves, ...); empty when none. */
   problems: string[];
+  /**
+   * Topology aware routing (topology.ts): the mode used and how many of the ready endpoints it
+   * kept, or why the hints are ignored. Absent when no endpoint carries hints.
+   */
+  topology?: string;
 }
 
 interface World {
@@ -69,6 +75,8 @@ export interface DiscoveryCounts {
 export class DiscoveryStore {
   /** This agent's node: a Service with internalTrafficPolicy Local resolves to its endpoints on it (none known: every node's). */
   readonly node: string | undefined;
+  /** This agent's node's zone (topology.kubernetes.io/zone), once read: zone hints apply then (setZone). */
+  private myZone: string | undefined;
   private live = emptyWorld();
   private staging: World | null = null;
   /** A full world has been received at least once. */
@@ -86,8 +94,26 @@ export class DiscoveryStore {
   /** The version of the last snapshot begun (what replay() says it is). */
   private version = DISCOVERY_VERSION;
 
-  constructor(o: { node?: string } = {}) {
+  constructor(o: { node?: string; zone?: string } = {}) {
     this.node = o.node;
+    this.myZone = o.zone;
+  }
+
+  get zone(): string | undefined {
+    return this.myZone;
+  }
+
+  /**
+   * Learns (or forgets) this node's zone: every Service port is resolved again, as zone hints may
+   * now apply, and listeners hear 'all'.
+   */
+  setZone(zone: string | undefined): void {
+    if (zone === this.myZone) return;
+    this.myZone = zone;
+    this.live.targets.clear();
+    if (this.staging !== null) this.staging.targets.clear();
+    this.generation++;
+    this.emit('all');
   }
 
   /**
@@ -237,7 +263,7 @@ export class DiscoveryStore {
     const svc = w.services.get(serviceKey);
     const sp = svc?.ports.find((p) => p.port === port);
     if (!svc || !sp) return null;
-    const t = resolveTarget(svc, sp, [...(w.slicesOf.get(serviceKey) ?? [])].map((k) => w.slices.get(k)!).filter(Boolean), this.node);
+    const t = resolveTarget(svc, sp, [...(w.slicesOf.get(serviceKey) ?? [])].map((k) => w.slices.get(k)!).filter(Boolean), { node: this.node, zone: this.myZone });
     if (byPort === undefined) w.targets.set(serviceKey, (byPort = new Map()));
     byPort.set(port, t);
     return t;
@@ -298,31 +324,37 @@ export class DiscoveryStore {
 
 /**
  * Joins a Service port with its slices: the slice ports named like the Service port give the
- * numbers. `node`: the asking agent's, for a Service whose internalTrafficPolicy is Local.
+ * numbers. `me`: the asking agent's node (internalTrafficPolicy Local, node hints) and zone
+ * (zone hints); topology hints narrow the ready endpoints as kube-proxy does (topology.ts).
  */
-export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: DiscoSlice[], node?: string): ServiceTarget {
+export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: DiscoSlice[], me: Locality = {}): ServiceTarget {
+  const node = me.node;
   // Local: this node's endpoints only, and none rather than another node's (kube-proxy drops then).
   const local = svc.nodeLocal === true && node !== undefined;
-  const seen = new Set<string>();
-  const endpoints: ServiceEndpoint[] = [];
+  const seen = { ready: new Set<string>(), terminating: new Set<string>() };
+  const ready: Array<[DiscoEndpoint, number]> = [];
+  const terminating: Array<[DiscoEndpoint, number]> = [];
   let matched = false;
-  // The ready endpoints; when there is none, those terminating that still serve (kube-proxy's
-  // fallback, KEP-1669: a rollout's last old pod draining still answers the Service).
-  for (const pick of [(e: DiscoEndpoint) => e.ready, (e: DiscoEndpoint) => e.terminating === true]) {
-    for (const s of slices) {
-      const p = s.ports.find((x) => x.name === sp.name);
-      if (p === undefined) continue;
-      matched = true;
-      for (const e of s.endpoints) {
-        if (!pick(e) || (local && e.node !== node)) continue;
-        const k = `${e.ip}:${p.port}`;
-        if (seen.has(k)) continue; // an address may sit in two slices while the controller moves it
-        seen.add(k);
-        endpoints.push(endpointOf(e, p.port));
-      }
+  for (const s of slices) {
+    const p = s.ports.find((x) => x.name === sp.name);
+    if (p === undefined) continue;
+    matched = true;
+    for (const e of s.endpoints) {
+      if ((!e.ready && e.terminating !== true) || (local && e.node !== node)) continue;
+      const k = `${e.ip}:${p.port}`;
+      const set = e.ready ? seen.ready : seen.terminating;
+      if (set.has(k)) continue; // an address may sit in two slices while the controller moves it
+      set.add(k);
+      (e.ready ? ready : terminating).push([e, p.port]);
     }
-    if (endpoints.length > 0) break;
   }
+  // Topology hints apply to a Cluster policy's endpoints only, as in kube-proxy (Local is already this node's).
+  const decision = local ? { mode: null } : topologyMode(ready.map(([e]) => e), me);
+  const chosen = ready.filter(([e]) => availableForTopology(e, decision.mode, me));
+  // The ready endpoints; when there is none, those terminating that still serve (kube-proxy's
+  // fallback, KEP-1669: a rollout's last old pod draining still answers the Service), whatever
+  // their hints: with no ready endpoint anywhere there is no topology to prefer.
+  const endpoints = (chosen.length > 0 ? chosen : terminating).map(([e, port]) => endpointOf(e, port));
   endpoints.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
   const problems: string[] = [];
   if (!matched && slices.length > 0) {
@@ -332,7 +364,11 @@ export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: D
   } else if (local && endpoints.length === 0 && slices.some((s) => s.endpoints.some((e) => e.ready || e.terminating === true))) {
     problems.push(`internalTrafficPolicy Local: no endpoint on this node (${node})`);
   }
-  return { service: svc, port: sp, endpoints, problems };
+  const out: ServiceTarget = { service: svc, port: sp, endpoints, problems };
+  if (decision.mode !== null) {
+    out.topology = `${decision.mode}: ${chosen.length} of ${ready.length} ready endpoints, those hinted for ${decision.mode === 'PreferSameNode' ? `node ${me.node}` : `zone ${me.zone}`}`;
+  } else if (decision.ignored !== undefined) out.topology = decision.ignored;
+  return out;
 }
 
 function endpointOf(e: DiscoEndpoint, port: number): ServiceEndpoint {

@@ -35,6 +35,8 @@ export interface ServiceRoute {
   readonly balancer: Balancer;
   /** Why some or all endpoints are missing, or an annotation was refused; empty when none. */
   problems: string[];
+  /** Topology aware routing: the mode and the endpoints it kept, or why hints are ignored (store.ts ServiceTarget). */
+  topology?: string;
   /**
    * The route is no longer current (Service deleted or changed, port removed): in-flight work
    * finishes; a connection holding it resolves its destination again (current()).
@@ -197,14 +199,14 @@ export class Router {
    * The balancer's view of a Service's ports, creating the routes so a Service no request has
    * used yet still shows its endpoints.
    */
-  describe(namespace: string, name: string): Array<{ ref: ServiceRef; authority: string; problems: string[]; endpoints: EndpointSnapshot[] }> | null {
+  describe(namespace: string, name: string): Array<{ ref: ServiceRef; authority: string; problems: string[]; topology?: string; endpoints: EndpointSnapshot[] }> | null {
     const svc = this.store.service(`${namespace}/${name}`);
     if (svc === undefined) return null;
     const out = [];
     for (const p of svc.ports) {
       for (const ip of svc.clusterIPs.slice(0, 1)) this.resolve(ip, p.port);
       const r = this.routes.get(keyOf(svc))?.get(p.port);
-      if (r) out.push({ ref: r.ref, authority: r.authority, problems: r.problems, endpoints: r.balancer.snapshot() });
+      if (r) out.push({ ref: r.ref, authority: r.authority, problems: r.problems, ...(r.topology !== undefined ? { topology: r.topology } : {}), endpoints: r.balancer.snapshot() });
       else out.push({ ref: { namespace, name, port: p.port }, authority: serviceAuthority(namespace, name, p.port), problems: ['headless Service: requests go to the pod addresses'], endpoints: [] });
     }
     return out;
@@ -248,6 +250,7 @@ export class Router {
   private update(route: ServiceRoute, t: ServiceTarget): void {
     const accrual = accrualFromAnnotations(t.service.annotations);
     route.balancer.setEndpoints(t.endpoints, accrual.params);
+    route.topology = t.topology;
     const { namespace, name } = t.service;
     const port = t.port.port;
     const service = policyFromAnnotations(t.service.annotations, { kind: 'Service', namespace, name });

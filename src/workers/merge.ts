@@ -43,6 +43,8 @@ export interface DescribedPort {
   ref: ServiceRef;
   authority: string;
   problems: string[];
+  /** Topology aware routing's mode and kept endpoints, or why hints are ignored (the same in every proxy). */
+  topology?: string;
   endpoints: EndpointSnapshot[];
 }
 
@@ -62,7 +64,7 @@ export function mergeDescribed(byWorker: ReadonlyArray<{ worker: number; ports: 
   for (const { worker, ports: described } of byWorker) {
     for (const p of described) {
       let mp = ports.get(p.ref.port);
-      if (mp === undefined) ports.set(p.ref.port, (mp = { ref: p.ref, authority: p.authority, problems: [], endpoints: new Map() }));
+      if (mp === undefined) ports.set(p.ref.port, (mp = { ref: p.ref, authority: p.authority, problems: [], ...(p.topology !== undefined ? { topology: p.topology } : {}), endpoints: new Map() }));
       for (const pr of p.problems) if (!mp.problems.includes(pr)) mp.problems.push(pr);
       for (const e of p.endpoints) {
         const k = `${e.ip}:${e.port}`;
@@ -85,7 +87,7 @@ export function mergeDescribed(byWorker: ReadonlyArray<{ worker: number; ports: 
         ? m.workers.reduce((s, w) => s + w.ewmaMs * w.requests, 0) / m.requests
         : m.workers.reduce((s, w) => s + w.ewmaMs, 0) / m.workers.length;
     }
-    out.push({ ref: mp.ref, authority: mp.authority, problems: mp.problems, endpoints });
+    out.push({ ref: mp.ref, authority: mp.authority, problems: mp.problems, ...(mp.topology !== undefined ? { topology: mp.topology } : {}), endpoints });
   }
   return out;
 }
