@@ -6,6 +6,7 @@ import { Datapath, type PortRange } from '../datapath/datapath.ts';
 import type { SocketOrigLookup } from '../datapath/socket-lookup.ts';
 import { missingRequired, probeFeatures, type Feature } from '../datapath/features.ts';
 import { PodFileSource } from '../k8s/pod-file.ts';
+import { zoneOfNode, zoneReadFailed, type ZoneState } from './node-zone.ts';
 import type { KubeSource } from '../k8s/kube-source.ts';
 import type { Snapshot } from '../k8s/objects.ts';
 import { DEFAULT_MAX_CONNECTIONS, Proxy } from '../proxy/index.ts';
@@ -49,6 +50,10 @@ import type { AnchorStatus } from '../identity/anchors.ts';
 const TUNNEL_PORT = 15008;
 
 /** mTLS between nodes (docs/identity.md): certificates from the identity service, tunnels between agents. */
+/** How often the agent reads its Node's zone label again, and how soon after a failure that may pass. */
+const ZONE_REFRESH_MS = 5 * 60_000;
+const ZONE_RETRY_MS = 30_000;
+
 export interface AgentIdentityOptions {
   /** The identity service, HOST:PORT. */
   addr: string;
@@ -168,6 +173,9 @@ export class Agent {
   /** How late the main thread's once-a-second lag probe last ran, ms (its event-loop lag). */
   private mainLagMs: number | null = null;
   private lagProbe?: NodeJS.Timeout;
+  /** This node's zone (topology hints), or why it has none; read from its Node in cluster mode. */
+  private zone: ZoneState = { zone: null, why: 'not read yet' };
+  private zoneTimer?: NodeJS.Timeout;
   /** The proxy worker threads (proxyWorkers > 1); the main thread's proxy is `proxy`. */
   private pool?: WorkerPool<{ gauges: GaugeLedger; pairs: PairLedger }>;
   /** The main thread's tunnels (identity on). */
@@ -420,6 +428,7 @@ export class Agent {
       this.source = new PodFileSource(this.opts.podsFile, (s) => this.applySnapshot(s), (e) => this.recordError(`pods file: ${e.message}; keeping the last good pods`));
       this.applySnapshot(this.source.start());
       this.podsListed();
+      this.setZone({ zone: null, why: 'no API server to read the Node\'s zone from (--pods FILE): topology hints are ignored, every endpoint is used' });
     } else {
       if (!this.opts.nodeName) throw new Error('no node name: pass --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName), or use --pods FILE');
       // Loaded only in cluster mode: @kubernetes/client-node alone costs ~110 MB of RSS.
@@ -436,6 +445,7 @@ export class Agent {
         () => {
           log.info('pods listed from the API server', { pods: this.pods.states().length });
           this.podsListed();
+          void this.readZone();
         },
         (e) => this.recordError(`kubernetes: ${(e as Error).message}`),
       );
@@ -625,6 +635,39 @@ export class Agent {
     this.changes.emit();
   }
 
+  /**
+   * Reads this node's zone from its Node (as kube-proxy does), then again every 5 minutes (a
+   * relabelled node) or, after a failure that may pass, every 30 s. A failed read keeps a zone
+   * already known.
+   */
+  private async readZone(): Promise<void> {
+    if (this.stopping || !this.kube) return;
+    const node = this.opts.nodeName!;
+    let next = ZONE_REFRESH_MS;
+    try {
+      this.setZone(zoneOfNode(await this.kube.getNode(), node));
+    } catch (e) {
+      const failed = zoneReadFailed(e, node);
+      if (!failed.lasting) next = ZONE_RETRY_MS;
+      if (this.zone.zone === null) this.setZone({ zone: null, why: failed.why, warn: true });
+    }
+    if (this.stopping) return;
+    this.zoneTimer = setTimeout(() => void this.readZone(), next);
+    this.zoneTimer.unref();
+  }
+
+  /** Applies a zone (or its absence) to every proxy's store; said once per change. */
+  private setZone(z: ZoneState): void {
+    const same = z.zone === this.zone.zone && z.why === this.zone.why;
+    this.zone = z;
+    if (same) return;
+    if (z.zone !== null) this.opts.log.info(`topology: this node's zone is ${z.zone}: Services whose endpoints carry zone hints (trafficDistribution PreferClose, topology-mode Auto) keep to it`, { node: this.opts.nodeName, zone: z.zone });
+    else if (z.warn) this.recordError(`topology: ${z.why}`);
+    else this.opts.log.info(`topology: ${z.why}`);
+    this.discovery.setZone(z.zone ?? undefined);
+    this.pool?.setZone(z.zone ?? undefined);
+  }
+
   /** The first list of this node's pods is in: the capture may start. */
   private podsListed(): void {
     this.podsSynced = true;
@@ -734,6 +777,7 @@ export class Agent {
         pods: this.podsTable(),
         discovery: this.discovery.replay(),
         node: this.opts.nodeName,
+        ...(this.discovery.zone !== undefined ? { zone: this.discovery.zone } : {}),
         taps: this.reporter?.tapFilters() ?? [],
         identity: this.opts.identity ? {
           node: this.opts.nodeName ?? os.hostname(),
@@ -819,6 +863,7 @@ export class Agent {
       cni: this.opts.cni ? { socket: this.opts.cni.socket, stateFile: this.opts.cni.stateFile, admissions: { ...this.cniCounts } } : null,
       controller: this.reporter?.state() ?? null,
       discovery: this.discoveryLink?.status() ?? null,
+      topology: { node: this.opts.nodeName ?? null, zone: this.zone.zone, why: this.zone.why },
       identity: this.identityStatus(),
       recentErrors: this.recentErrors.slice(-10),
     };
@@ -905,6 +950,7 @@ export class Agent {
     this.changes.emit();
     await this.cniServer?.close().catch((e) => this.recordError(`closing the CNI socket: ${(e as Error).message}`));
     clearInterval(this.lagProbe);
+    clearTimeout(this.zoneTimer);
     this.source?.stop();
     this.kube?.stop();
     await this.reporter?.stop();

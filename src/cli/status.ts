@@ -113,6 +113,8 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   for (const [kind, r] of Object.entries<any>(s.podSource?.refused ?? {})) {
     out.push(`POD SOURCE: the API server refuses ${kind} since ${r.since} (HTTP ${r.status} on ${r.verb}: ${r.message}); the agent keeps the ${kind} it last read: grant its ServiceAccount ${r.grant} (the ClusterRole from mesh-agent install)`);
   }
+  const topo = s.topology as { zone: string | null; why: string | null } | undefined;
+  if (topo) out.push(topo.zone !== null ? `TOPOLOGY: zone ${topo.zone} (zone hints apply)` : `TOPOLOGY: no zone: ${topo.why}`);
   out.push(...identityLines(s.identity));
   if (s.recentErrors?.length) out.push('', 'RECENT ERRORS', ...s.recentErrors.map((e: any) => `  ${e.at}  ${e.msg}`));
   return out.join('\n');

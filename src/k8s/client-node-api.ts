@@ -26,6 +26,18 @@ export function clientNodeApi(kc: KubeConfig, watchdogMs: number): KubeApi {
   return {
     server,
     watch: (path, query, onEvent, onDone) => watch.watch(path, query, onEvent, onDone),
+    async get(path, signal) {
+      // The agent's own Node (its zone label); nothing else is read one at a time through here.
+      const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(path)?.[1];
+      if (node === undefined) throw new Error(`the client-node adapter gets nodes only, not ${path}`);
+      try {
+        return (await core.readNode({ name: decodeURIComponent(node) }, abortable(signal))) as unknown as Record<string, any>;
+      } catch (e) {
+        // client-node's ApiException carries the status as `code`; the agent reads `statusCode`, as the lean client's errors.
+        const code = (e as { code?: number }).code;
+        throw typeof code === 'number' ? Object.assign(new Error(`get ${path}: HTTP ${code}: ${(e as Error).message}`), { statusCode: code }) : e;
+      }
+    },
     async list(path, query, signal) {
       const o = abortable(signal);
       // One namespace's pods: KubeSource.getPod, a pod read ahead of the watch for a CNI ADD.

@@ -1,4 +1,4 @@
-// The two calls the agent makes to the API server, list and watch, over node:http(s) with the
+// The calls the agent makes to the API server, list and watch (and a get of its own Node), over node:http(s) with the
 // credentials of a kubeconfig or the pod's service account. @kubernetes/client-node does the same
 // and much more, and costs ~60 MB of the agent's RSS to load (docs/benchmarks.md, "Memory as
 // installed"); it stays for what this does not do (exec and auth-provider plugins, proxies:
@@ -28,6 +28,8 @@ export interface KubeApi extends WatchClient {
   readonly server: string;
   /** `signal`: abort the request (a stopping reflector), also before the answer came. */
   list(path: string, query: Record<string, string | undefined>, signal?: AbortSignal): Promise<{ items: Obj[]; resourceVersion: string }>;
+  /** One object (the agent's own Node); rejects with `statusCode` on a refusal (403, 404). */
+  get(path: string, signal?: AbortSignal): Promise<Obj>;
 }
 
 /** A kubeconfig's current context reduced to what a TLS client needs. */
@@ -195,6 +197,14 @@ export class LeanKubeApi implements KubeApi {
       throw new Error(`list ${p}: the API server's answer is not JSON: ${(e as Error).message}`);
     }
     return { items: Array.isArray(l?.items) ? l.items : [], resourceVersion: String(l?.metadata?.resourceVersion ?? '') };
+  }
+
+  async get(p: string, signal?: AbortSignal): Promise<Obj> {
+    const { status, text } = await this.exchange(await this.request(p, {}, 'GET', {}, signal), `get ${p}`);
+    if (status !== 200) throw httpError(`get ${p}`, status, text);
+    const o = tryJson(text);
+    if (o === undefined) throw new Error(`get ${p}: the API server's answer is not JSON`);
+    return o;
   }
 
   /** POST `body` to `p` (a TokenRequest: cni-install); the object the API server answers. */

@@ -168,6 +168,12 @@ export class KubeSource {
     return l.items.length > 0 ? podFromObject({ kind: 'Pod', ...l.items[0] }) : null;
   }
 
+  /** This node's Node object (its labels: topology.kubernetes.io/zone); rejects with `statusCode` on 403 or 404. */
+  async getNode(): Promise<Record<string, any>> {
+    if (!this.api) throw new Error('the API server client is not set up yet');
+    return this.api.get(`/api/v1/nodes/${encodeURIComponent(this.o.nodeName)}`);
+  }
+
   /** The current view: pods of this node, every namespace. */
   snapshot(): Snapshot {
     const pods: PodInfo[] = [];

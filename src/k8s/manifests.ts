@@ -148,7 +148,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'ClusterRole',
       metadata: { name: `${clusterName}-agent`, labels: agent },
-      // Read-only, and only what policy needs: pods and namespaces (annotations, IPs, cgroup ids), its own node.
+      // Read-only, and only what policy needs: pods and namespaces (annotations, IPs, cgroup ids), its own node (its zone label: topology hints).
       rules: [
         { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },

@@ -356,6 +356,11 @@ export class WorkerPool<L> {
     });
   }
 
+  /** The node's zone as the main thread's store has it: every worker's store follows (topology hints). */
+  setZone(zone: string | undefined): void {
+    this.broadcast({ t: 'zone', zone: zone ?? null });
+  }
+
   setTaps(filters: TapFilter[]): void {
     this.broadcast({ t: 'taps', filters });
   }

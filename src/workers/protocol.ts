@@ -54,6 +54,8 @@ export interface WorkerInit {
   discovery: DiscoMessage[];
   /** The agent's node (its DiscoveryStore's): Services with internalTrafficPolicy Local resolve to endpoints on it. */
   node?: string;
+  /** The node's zone once the agent read it (its DiscoveryStore's): zone hints apply then (discovery/topology.ts). */
+  zone?: string;
   taps: TapFilter[];
   /** This proxy's share of each retry budget's per-second minimum (1 / proxies). */
   budgetShare: number;
@@ -85,6 +87,8 @@ export type ToWorker =
   | { t: 'pods'; table: PodsTable }
   | { t: 'discovery'; msgs: Array<DiscoMessage | 'drop-staged'> }
   | { t: 'taps'; filters: TapFilter[] }
+  /** The node's zone, read after the workers started (null: unknown). */
+  | { t: 'zone'; zone: string | null }
   /** The node's certificates as the identity manager publishes them. */
   | { t: 'creds'; updates: CredentialUpdate[] }
   | { t: 'collect'; seq: number }

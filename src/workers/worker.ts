@@ -44,7 +44,7 @@ pods.set(init.pods);
 // This node's pods' inbound policies, as the main thread computed them (docs/policy.md).
 const authorizer = new Authorizer((msg) => log('warn', msg));
 authorizer.load(init.pods.policies);
-const store = new DiscoveryStore({ node: init.node });
+const store = new DiscoveryStore({ node: init.node, zone: init.zone });
 for (const m of init.discovery) store.apply(m);
 const workloads = firstKnown(pods, storeWorkloads(store));
 const router = new Router(store, { log: (msg) => log('warn', msg), clients: clientsOf(workloads), budgetShare: init.budgetShare });
@@ -154,6 +154,9 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'taps':
       taps.sync(m.filters);
+      return;
+    case 'zone':
+      store.setZone(m.zone ?? undefined);
       return;
     case 'creds':
       tunnels?.apply(m.updates);
