@@ -102,3 +102,31 @@ test('publishNotReadyAddresses makes every endpoint ready; a pod being deleted i
   const d = reconcileSlices(svc(), [gone], zones, []);
   t.deepEqual(d.create[0].endpoints[0].conditions, { ready: false, serving: true, terminating: true });
 });
+
+test('trafficDistribution PreferClose hints each endpoint for its own zone; PreferSameNode for its node too; none without it; the slices pass the schema', (t) => {
+  const pods = [pod('a', { ip: '10.244.1.2' }), pod('b', { ip: '10.244.2.2', node: 'node-b', ready: false }), pod('c', { ip: '10.244.3.2', node: 'node-x' })];
+  const hintsOf = (s: KubeObject) => reconcileSlices(s, pods, zones, [])
+    .create.flatMap((x) => x.endpoints.map((e: any) => [e.targetRef.name, e.hints ?? null]));
+  t.deepEqual(hintsOf(svc({ trafficDistribution: 'PreferClose' })), [['a', { forZones: [{ name: 'zone-a' }] }], ['b', { forZones: [{ name: 'zone-b' }] }], ['c', null]], 'a node without a zone: its endpoint gets no hint');
+  t.deepEqual(hintsOf(svc({ trafficDistribution: 'PreferSameNode' }))[0], ['a', { forZones: [{ name: 'zone-a' }], forNodes: [{ name: 'node-a' }] }]);
+  t.deepEqual(hintsOf(svc()).map(([, h]) => h), [null, null, null]);
+  const created = reconcileSlices(svc({ trafficDistribution: 'PreferSameNode' }), pods, zones, []).create[0];
+  t.notThrows(() => new EndpointSlice({ ...created, metadata: { ...created.metadata, name: 'web-x' } } as any).validate());
+});
+
+test('topology-mode Auto hints only while every zone has a ready endpoint; a change of mode rewrites the slice', (t) => {
+  const auto = svc({ annotations: { 'service.kubernetes.io/topology-mode': 'Auto' } });
+  const both = [pod('a', { ip: '10.244.1.2' }), pod('b', { ip: '10.244.2.2', node: 'node-b' })];
+  const all = new Set(['zone-a', 'zone-b']);
+  const slices = applied([], reconcileSlices(auto, both, zones, [], undefined, all));
+  t.deepEqual(slices[0].endpoints.map((e: any) => e.hints), [{ forZones: [{ name: 'zone-a' }] }, { forZones: [{ name: 'zone-b' }] }]);
+  const b = structuredClone(both[1]!);
+  setReadiness(b, false);
+  const bDown = [both[0]!, b];
+  const c = reconcileSlices(auto, bDown, zones, slices, undefined, all);
+  t.is(c.update.length, 1, 'zone-b has no ready endpoint: the hints go');
+  t.deepEqual(c.update[0].endpoints.map((e: any) => e.hints), [undefined, undefined]);
+  const plain = reconcileSlices(svc(), both, zones, slices, undefined, all);
+  t.is(plain.update.length, 1, 'the Service no longer asks for hints: they are removed');
+  t.false(plain.update[0].endpoints.some((e: any) => 'hints' in e));
+});

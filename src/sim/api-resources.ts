@@ -170,6 +170,7 @@ function admitService(o: KubeObject, old: KubeObject | undefined, ctx: AdmitCont
   spec.sessionAffinity ??= 'None';
   spec.internalTrafficPolicy ??= 'Cluster';
   v.check(['Cluster', 'Local'].includes(spec.internalTrafficPolicy), 'spec.internalTrafficPolicy', spec.internalTrafficPolicy, 'supported values: "Cluster", "Local"');
+  if (spec.trafficDistribution !== undefined) v.check(['PreferClose', 'PreferSameZone', 'PreferSameNode'].includes(spec.trafficDistribution), 'spec.trafficDistribution', spec.trafficDistribution, 'supported values: "PreferClose", "PreferSameNode", "PreferSameZone"');
   const ports: any[] = spec.ports ?? [];
   v.check(Array.isArray(ports) && (ports.length > 0 || spec.clusterIP === 'None'), 'spec.ports', ports, 'a Service with a ClusterIP needs at least one port');
   const names = new Set<string>();

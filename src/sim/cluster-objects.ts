@@ -95,6 +95,8 @@ export interface ServiceOptions {
   /** clusterIP None: DNS-only, no virtual IP, no kube-proxy rules. */
   headless?: boolean;
   internalTrafficPolicy?: 'Cluster' | 'Local';
+  /** spec.trafficDistribution: the EndpointSlice controller writes topology hints (endpointslices.ts setHints). */
+  trafficDistribution?: 'PreferClose' | 'PreferSameZone' | 'PreferSameNode';
   publishNotReadyAddresses?: boolean;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
@@ -116,6 +118,7 @@ export function serviceObject(o: ServiceOptions): KubeObject {
       })),
       ...(o.headless ? { clusterIP: 'None' } : o.clusterIP ? { clusterIP: o.clusterIP } : {}),
       ...(o.internalTrafficPolicy ? { internalTrafficPolicy: o.internalTrafficPolicy } : {}),
+      ...(o.trafficDistribution ? { trafficDistribution: o.trafficDistribution } : {}),
       ...(o.publishNotReadyAddresses ? { publishNotReadyAddresses: true } : {}),
     },
   };

@@ -57,6 +57,8 @@ export class EndpointSliceController {
     const keys = [...this.#dirty];
     this.#dirty.clear();
     const zones = new Map(this.#api.list('Node').map((n) => [n.metadata.name, n.metadata.labels?.[ZONE_LABEL]]));
+    // Zones of the nodes that run pods (not the control plane's): topology-mode Auto hints only when each has an endpoint.
+    const allZones = new Set(this.#api.list('Node').filter((n) => n.metadata.labels?.['node-role.kubernetes.io/control-plane'] === undefined).map((n) => n.metadata.labels?.[ZONE_LABEL]).filter((z): z is string => typeof z === 'string' && z !== ''));
     for (const key of keys) {
       const [ns, name] = key.split('/');
       const owned = this.#api.list('EndpointSlice', { namespace: ns, labelSelector: `${SERVICE_NAME_LABEL}=${name},${MANAGED_BY_LABEL}=${MANAGED_BY}` });
@@ -66,7 +68,7 @@ export class EndpointSliceController {
         for (const s of owned) this.#api.delete('EndpointSlice', ns, s.metadata.name);
         continue;
       }
-      const changes = reconcileSlices(svc, this.#api.list('Pod', { namespace: ns }), (n) => zones.get(n), owned);
+      const changes = reconcileSlices(svc, this.#api.list('Pod', { namespace: ns }), (n) => zones.get(n), owned, undefined, allZones);
       for (const s of changes.delete) this.#api.delete('EndpointSlice', ns, s.metadata.name);
       for (const s of changes.update) this.#api.apply(s);
       for (const s of changes.create) this.#api.create(s);

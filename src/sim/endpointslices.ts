@@ -24,6 +24,8 @@ export interface SliceEndpoint {
   conditions: { ready: boolean; serving: boolean; terminating: boolean };
   nodeName?: string;
   zone?: string;
+  /** Topology hints (trafficDistribution, topology-mode Auto): hintsFor() below. */
+  hints?: { forZones?: Array<{ name: string }>; forNodes?: Array<{ name: string }> };
   targetRef: { kind: 'Pod'; namespace: string; name: string; uid: string };
 }
 
@@ -120,6 +122,45 @@ function sliceLabels(svc: KubeObject): Record<string, string> {
   };
 }
 
+export const TOPOLOGY_MODE_ANNOTATION = 'service.kubernetes.io/topology-mode';
+/** Its name before Kubernetes 1.27, still read. */
+export const TOPOLOGY_HINTS_ANNOTATION = 'service.kubernetes.io/topology-aware-hints';
+
+/**
+ * Which hints the controller writes for a Service: topology-mode Auto (the annotation wins, as
+ * upstream), else spec.trafficDistribution PreferClose or PreferSameZone (zone hints), or
+ * PreferSameNode (node and zone hints, Kubernetes 1.33+); null: none.
+ */
+export function hintMode(svc: KubeObject): 'auto' | 'zone' | 'node' | null {
+  const a = svc.metadata.annotations ?? {};
+  const mode = a[TOPOLOGY_MODE_ANNOTATION] ?? a[TOPOLOGY_HINTS_ANNOTATION];
+  if (mode === 'Auto' || mode === 'auto') return 'auto';
+  const td = svc.spec?.trafficDistribution;
+  if (td === 'PreferClose' || td === 'PreferSameZone') return 'zone';
+  if (td === 'PreferSameNode') return 'node';
+  return null;
+}
+
+/**
+ * Sets (or clears) the endpoints' hints as upstream's trafficdist heuristics do: each endpoint
+ * hinted for its own zone (and, PreferSameNode, its own node); an endpoint without a zone gets
+ * none. Auto is simplified: upstream allocates endpoints to zones in proportion to their CPUs
+ * and writes no hints when it cannot give every zone some; here every endpoint keeps to its own
+ * zone, and there are no hints unless every zone in `allZones` has a ready endpoint.
+ */
+export function setHints(svc: KubeObject, endpoints: SliceEndpoint[], allZones: ReadonlySet<string>): void {
+  let mode = hintMode(svc);
+  if (mode === 'auto') {
+    const served = new Set(endpoints.filter((e) => e.conditions.ready && e.zone).map((e) => e.zone!));
+    mode = allZones.size > 0 && [...allZones].every((z) => served.has(z)) ? 'zone' : null;
+  }
+  for (const e of endpoints) {
+    delete e.hints;
+    if (mode === null || !e.zone) continue;
+    e.hints = { forZones: [{ name: e.zone }], ...(mode === 'node' && e.nodeName ? { forNodes: [{ name: e.nodeName }] } : {}) };
+  }
+}
+
 /** The writes that bring `existing` (this Service's managed slices) in line with the pods. */
 export function reconcileSlices(
   svc: KubeObject,
@@ -127,6 +168,7 @@ export function reconcileSlices(
   zoneOf: (node: string) => string | undefined,
   existing: KubeObject[],
   maxPerSlice = MAX_ENDPOINTS_PER_SLICE,
+  allZones: ReadonlySet<string> = new Set(),
 ): SliceChanges {
   const changes: SliceChanges = { create: [], update: [], delete: [] };
   if (!hasSelector(svc)) return { ...changes, delete: [...existing] };
@@ -141,6 +183,7 @@ export function reconcileSlices(
     const e = endpointFor(svc, pod, zoneOf);
     g.endpoints.set(endpointKey(e), e);
   }
+  setHints(svc, [...groups.values()].flatMap((g) => [...g.endpoints.values()]), allZones);
 
   const labels = sliceLabels(svc);
   const kept: KubeObject[] = [];
