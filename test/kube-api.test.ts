@@ -116,6 +116,10 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
   api.create(podObject({ name: 'new', nodeName: 'n1', uid: 'u-new' }));
   t.like(await src.getPod('default', 'new'), { name: 'new', namespace: 'default', uid: 'u-new', nodeName: 'n1' });
   t.is(await src.getPod('default', 'absent'), null);
+  // The agent's Node (its zone label) too; a missing one rejects with the status the agent reads.
+  await t.throwsAsync(src.getNode(), { message: /HTTP 404/ }).then((e) => t.is((e as { statusCode?: number }).statusCode, 404));
+  api.create({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
+  t.like(await src.getNode(), { metadata: { name: 'n1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
 });
 
 test('through client-node (an exec credential plugin), stop() abandons a list in flight at once: a pod read the API server has not answered', async (t) => {

@@ -171,7 +171,8 @@ export class KubeSource {
   /** This node's Node object (its labels: topology.kubernetes.io/zone); rejects with `statusCode` on 403 or 404. */
   async getNode(): Promise<Record<string, any>> {
     if (!this.api) throw new Error('the API server client is not set up yet');
-    return this.api.get(`/api/v1/nodes/${encodeURIComponent(this.o.nodeName)}`);
+    // stop() abandons the read: an agent stopping behind a silent API server does not wait for its timeout.
+    return this.api.get(`/api/v1/nodes/${encodeURIComponent(this.o.nodeName)}`, this.stopping.signal);
   }
 
   /** The current view: pods of this node, every namespace. */
