@@ -428,6 +428,10 @@ export class Proxy {
     const openNow = this.#openNow();
     if (openNow >= this.#maxConnections) {
       stats.refusedOverCap++;
+      // Looked up all the same, for the record's sake: one whose client closed first (its FIN
+      // before this accept) is kept in the kernel for this lookup, which deletes it; unread, it
+      // would stay until the LRU evicts it (docs/architecture.md, sockops).
+      this.#peerAndRecord(client);
       abortSocket(client);
       this.#limitedLog('cap', 'warn',
         `connection limit ${this.#maxConnections} reached; refusing new connections; raise --max-connections`,
