@@ -375,6 +375,41 @@ test.serial('connects that fail before their SYN (no local port left) leave no r
   t.is(used.mesh_orig_by_cookie ?? used, 0);
 });
 
+test.serial('a socket whose redirected connect() failed before its SYN, connected again where it is not redirected, shows its real peer and leaves no record', async (t) => {
+  // The first connect() is redirected, then fails in the kernel (no route to the proxy from this
+  // pod for now) with its record written; the same socket then connects to a skip-outbound port,
+  // directly. The first destination's record must not follow the socket there: getpeername
+  // would report it, and sockops would copy it under this direct connection's local port.
+  await agent.call('setPod', { cgroupPath: client.podCgroup, ip: client.ip, skipOutbound: [[3306, 3306]] });
+  const route = await client.exec('ip', ['route', 'add', 'unreachable', `${node.nodeIp}/32`]);
+  t.is(route.code, 0, route.stderr);
+  let r;
+  try {
+    r = await client.exec('python3', ['-c', `
+import errno, json, socket
+s = socket.socket()
+s.settimeout(10)
+try:
+    s.connect(('${server.ip}', 8080))
+    first = 'connected'
+except OSError as e:
+    first = errno.errorcode.get(e.errno, str(e.errno))
+s.connect(('${server.ip}', 3306))
+s.sendall(b'second')
+reply = s.recv(100).decode()
+print(json.dumps({'first': first, 'peer': list(s.getpeername()), 'reply': reply}))
+s.close()`], { timeoutMs: 20_000 });
+  } finally {
+    await client.exec('ip', ['route', 'del', 'unreachable', `${node.nodeIp}/32`]);
+    await agent.call('setPod', { cgroupPath: client.podCgroup, ip: client.ip });
+  }
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(JSON.parse(r.stdout), { first: 'EHOSTUNREACH', peer: [server.ip, 3306], reply: 'second' });
+  const used = await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
+    (u: any) => u.mesh_orig_by_cookie === 0 && u.mesh_orig_by_tuple === 0, 'the connection records to be deleted', { ms: 5000 }).catch((e) => e.message);
+  t.is(used.mesh_orig_by_cookie ?? used, 0);
+});
+
 test.serial('after SIGKILL of the agent, the programs are detached and pods connect directly', async (t) => {
   const attached = () => execFileSync('bpftool', ['cgroup', 'show', node.cgroupRoot], { encoding: 'utf8' });
   t.regex(attached(), /connect4/);

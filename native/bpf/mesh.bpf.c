@@ -149,6 +149,18 @@ static __always_inline int decide(void *ctx, __u32 dst_ip, __u16 dst_port, const
 	return 1;
 }
 
+/* A connect() that is not redirected drops any record the socket still holds: an earlier
+ * connect() of the same socket was redirected and failed before its SYN (no route to the proxy,
+ * no local port), so no close deleted it. Kept, getpeername would answer the first destination
+ * and sockops would copy it under this direct connection's local port, where a redirected
+ * connection from the same port could read it, or lose its own at this one's close. */
+static __always_inline void forget_stale(void *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (bpf_map_lookup_elem(&mesh_orig_by_cookie, &cookie))
+		bpf_map_delete_elem(&mesh_orig_by_cookie, &cookie);
+}
+
 static __always_inline int is_tcp(struct bpf_sock_addr *ctx)
 {
 	if (ctx->type == SOCK_STREAM && (ctx->protocol == IPPROTO_TCP || ctx->protocol == 0))
@@ -166,6 +178,8 @@ int mesh_connect4(struct bpf_sock_addr *ctx)
 	if (decide(ctx, ctx->user_ip4, bpf_ntohs(ctx->user_port), &g) && g) {
 		ctx->user_ip4 = g->proxy_ip;
 		ctx->user_port = bpf_htons(g->proxy_port);
+	} else {
+		forget_stale(ctx);
 	}
 	return 1;
 }
@@ -182,12 +196,16 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
 	if (!is_tcp(ctx))
 		return 1;
 	__u32 ip6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
-	if (!is_v4_mapped(ip6))
+	if (!is_v4_mapped(ip6)) {
+		forget_stale(ctx);
 		return 1;
+	}
 	const struct mesh_global *g = 0;
 	if (decide(ctx, ip6[3], bpf_ntohs(ctx->user_port), &g) && g) {
 		ctx->user_ip6[3] = g->proxy_ip;
 		ctx->user_port = bpf_htons(g->proxy_port);
+	} else {
+		forget_stale(ctx);
 	}
 	return 1;
 }
