@@ -4,7 +4,7 @@
 // (test/fixtures/datapath-agent.ts); the real proxy has its own tests.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNode, TOOLS_PATH, type SimNode, type SimPod } from '../src/sim/index.ts';
@@ -172,11 +172,12 @@ test.serial('1,000 connections opened and closed leave no records behind', async
   for (let i = 0; i < 50; i++) {
     const d = await agent.call('describe');
     used = Object.fromEntries(d.maps.map((m: any) => [m.name, m.used]));
-    if (used.mesh_orig_by_cookie === 0 && used.mesh_orig_by_tuple === 0) break;
+    if (used.mesh_orig_by_cookie === 0 && used.mesh_orig_by_tuple === 0 && used.mesh_orig_pending === 0) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   t.is(used.mesh_orig_by_cookie, 0);
   t.is(used.mesh_orig_by_tuple, 0);
+  t.is(used.mesh_orig_pending, 0, 'each connection\'s pending entry went at its take');
   t.true(BigInt((await agent.call('counters')).closed) - closedBefore >= 1000n);
 });
 
@@ -258,6 +259,59 @@ test.serial('a client that writes and closes at once (fire and forget) still has
   await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
     (u: any) => u.mesh_orig_by_tuple === 0 && u.mesh_orig_by_cookie === 0, 'the connection records to be deleted');
   t.pass();
+});
+
+test.serial('a client that closes first while the proxy is taking its record (between its read and its claim) leaves no record behind', async (t) => {
+  // The proxy's take is a read of the record, then its claim. strace holds each of the proxy's
+  // bpf() calls at entry (2 s): the client closes once the read has returned, so its close lands
+  // before the claim. Lost, the record outlives the connection until the LRU evicts it.
+  const sink = server.spawn(process.execPath, ['-e', `
+    require('node:net').createServer((c) => { let d = ''; c.on('data', (x) => (d += x)); c.on('end', () => console.log(JSON.stringify({ got: d }))); c.on('error', () => {}); })
+      .listen(8093, () => console.log(JSON.stringify({ listening: 8093 })));`]);
+  children.push(sink);
+  const got = new JsonLines(sink);
+  await got.waitFor((o) => o.listening !== undefined, 10_000, 'sink listening');
+  const strace = spawn('strace', ['-p', String(agentProc.pid), '-e', 'trace=bpf', '-e', 'inject=bpf:delay_enter=2s'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(strace);
+  let trace = '';
+  strace.stderr!.on('data', (d) => (trace += d));
+  const traced = (re: RegExp, what: string) => new Promise<void>((resolve, reject) => {
+    const check = () => re.test(trace) && (strace.stderr!.off('data', check), resolve());
+    strace.stderr!.on('data', check);
+    strace.once('exit', (code) => reject(new Error(`strace exited (${code}) before ${what}: ${trace.slice(-500)}`)));
+    check();
+  });
+  try {
+    await traced(/attached/, 'attaching to the agent');
+    const closer = client.spawn('python3', ['-u', '-c', `
+import socket, struct, sys, time
+s = socket.create_connection(('${server.ip}', 8093), timeout=10)
+s.sendall(b'taken-while-closing')
+s.shutdown(socket.SHUT_WR)
+while struct.unpack('B', s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0] != 5:
+    time.sleep(0.001)
+print('{"finAcked": true}')
+sys.stdin.readline()
+s.close()
+print('{"closed": true}')`]);
+    children.push(closer);
+    const io = new JsonLines(closer);
+    await io.waitFor((o) => o.finAcked, 10_000, 'the client\'s FIN acknowledged');
+    // The read of the record has returned (the bpf() lookup's result is printed): close now.
+    await traced(/bpf\(BPF_MAP_LOOKUP_ELEM[^\n]*\) = 0 /, 'the proxy\'s read of the record');
+    closer.stdin!.end('\n');
+    await io.waitFor((o) => o.closed, 10_000, 'the client closed');
+    await got.waitFor((o) => o.got !== undefined, 30_000, 'the bytes at the sink');
+  } finally {
+    strace.kill('SIGTERM');
+    await exited(strace);
+  }
+  t.deepEqual(got.lines.filter((o) => o.got !== undefined), [{ got: 'taken-while-closing' }]);
+  const used = await until(async () => Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])),
+    (u: any) => u.mesh_orig_by_tuple === 0 && u.mesh_orig_by_cookie === 0 && u.mesh_orig_pending === 0, 'the connection records to be deleted', { ms: 5000 }).catch(async () =>
+    Object.fromEntries((await agent.call('describe')).maps.map((m: any) => [m.name, m.used])));
+  t.is(used.mesh_orig_by_tuple, 0, 'the record of the closed connection is gone');
+  t.is(used.mesh_orig_pending, 0);
 });
 
 test.serial('a connection the proxy resets without looking its record up (over its cap) leaves no record behind', async (t) => {

@@ -41,7 +41,7 @@ function init(): WorkerInit {
     index: 1,
     listen: { host: '127.0.0.1', port: 0 },
     // Never read: no connection arrives.
-    mapFds: { tuple: 0, splice: -1, spliceLinks: -1 },
+    mapFds: { tuple: 0, pending: 0, splice: -1, spliceLinks: -1 },
     kernelSplice: false,
     opaquePorts: '',
     openSlots: new SharedArrayBuffer(8),

@@ -199,21 +199,25 @@ int GetLowat(int fd, int* v) {
   return getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, &len) ? errno : 0;
 }
 
-// The proxy has read the record of the connection it accepted: mark it taken, so the client's
-// close deletes it; if the client closed first (its record kept for this lookup), delete it now.
-// A close between the read and the mark loses its flag: the LRU evicts that record in the end.
-void Take(int tupleFd, const mesh_tuple& key, mesh_orig o) {
-  if (o.flags & MESH_ORIG_CLOSED) {
+// The proxy has read the record of the connection it accepted: take it. Deleting its pending
+// entry decides, atomically, against the client's close (mesh.bpf.c, sockops): deleted here, the
+// proxy came first and the client's close will delete the record; already gone, the client
+// closed first and left the record for this read, so it is deleted now. The record is then
+// marked taken (written only by the winner, so nothing the kernel wrote is overwritten), so a
+// second lookup of the same connection finds it rather than deleting it.
+void Take(int tupleFd, int pendingFd, const mesh_tuple& key, mesh_orig o) {
+  if (o.flags & MESH_ORIG_TAKEN) return;
+  if (bpf_map_delete_elem(pendingFd, &key) != 0 && errno == ENOENT) {
     bpf_map_delete_elem(tupleFd, &key);
-  } else if (!(o.flags & MESH_ORIG_TAKEN)) {
-    o.flags |= MESH_ORIG_TAKEN;
-    bpf_map_update_elem(tupleFd, &key, &o, BPF_EXIST);
+    return;
   }
+  o.flags |= MESH_ORIG_TAKEN;
+  bpf_map_update_elem(tupleFd, &key, &o, BPF_EXIST);  // ENOENT: the client closed since; its close deleted it
 }
 
 // lookup(remoteIp, remotePort) -> { ip, port, podKey } | null, for the proxy's accepted
 // connection from that peer (the record is then taken, see Take).
-Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
+Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd, int pendingFd) {
   Napi::Env env = info.Env();
   mesh_tuple key;
   memset(&key, 0, sizeof(key));
@@ -227,7 +231,7 @@ Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
     g_lookup_misses++;
     return env.Null();
   }
-  Take(tupleFd, key, o);
+  Take(tupleFd, pendingFd, key, o);
   Napi::Object r = Napi::Object::New(env);
   r.Set("ip", FormatIp4(o.dst_ip));
   r.Set("port", Napi::Number::New(env, o.dst_port));
@@ -239,7 +243,7 @@ Napi::Value Lookup(const Napi::CallbackInfo& info, int tupleFd) {
 // An accepted socket's peer (getpeername) and its record in one call, into the caller's array
 // (peer ip, peer port, dst ip, dst port, pod key low, high; ips in network order): no Node
 // getpeername object, no address string parsed here, no result object built per connection.
-Napi::Value LookupSocket(const Napi::CallbackInfo& info, int tupleFd) {
+Napi::Value LookupSocket(const Napi::CallbackInfo& info, int tupleFd, int pendingFd) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
       info[1].As<Napi::Uint32Array>().ElementLength() < 6) {
@@ -272,7 +276,7 @@ Napi::Value LookupSocket(const Napi::CallbackInfo& info, int tupleFd) {
     g_lookup_misses++;
     return Napi::Number::New(env, 0);
   }
-  Take(tupleFd, key, o);
+  Take(tupleFd, pendingFd, key, o);
   out[2] = o.dst_ip;
   out[3] = o.dst_port;
   out[4] = (uint32_t)(o.pod_key & 0xffffffffu);
@@ -568,13 +572,14 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   }
   Napi::Value SentBytes(const Napi::CallbackInfo& info) { return mapops::SentBytes(info); }
 
-  // mapFds() -> { tuple, splice, spliceLinks }: the maps a MapView on another thread uses
+  // mapFds() -> { tuple, pending, splice, spliceLinks }: the maps a MapView on another thread uses
   // (-1 for maps not created). Valid until close(); a view used after it gets EBADF.
   Napi::Value MapFds(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Loaded(env)) return env.Undefined();
     Napi::Object r = Napi::Object::New(env);
     r.Set("tuple", Napi::Number::New(env, Fd(skel_->maps.mesh_orig_by_tuple)));
+    r.Set("pending", Napi::Number::New(env, Fd(skel_->maps.mesh_orig_pending)));
     r.Set("splice", Napi::Number::New(env, splice_ ? Fd(skel_->maps.mesh_splice) : -1));
     r.Set("spliceLinks", Napi::Number::New(env, splice_ ? Fd(skel_->maps.mesh_splice_links) : -1));
     return r;
@@ -735,12 +740,12 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
 
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
     if (!Loaded(info.Env())) return info.Env().Undefined();
-    return mapops::Lookup(info, Fd(skel_->maps.mesh_orig_by_tuple));
+    return mapops::Lookup(info, Fd(skel_->maps.mesh_orig_by_tuple), Fd(skel_->maps.mesh_orig_pending));
   }
 
   Napi::Value LookupSocket(const Napi::CallbackInfo& info) {
     if (!Loaded(info.Env())) return info.Env().Undefined();
-    return mapops::LookupSocket(info, Fd(skel_->maps.mesh_orig_by_tuple));
+    return mapops::LookupSocket(info, Fd(skel_->maps.mesh_orig_by_tuple), Fd(skel_->maps.mesh_orig_pending));
   }
 
   Napi::Value Counters(const Napi::CallbackInfo& info) {
@@ -1055,20 +1060,22 @@ class MapView : public Napi::ObjectWrap<MapView> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     tuple_ = o.Get("tuple").ToNumber().Int32Value();
+    pending_ = o.Get("pending").IsNumber() ? o.Get("pending").ToNumber().Int32Value() : -1;
     splice_ = o.Get("splice").IsNumber() ? o.Get("splice").ToNumber().Int32Value() : -1;
     links_ = o.Get("spliceLinks").IsNumber() ? o.Get("spliceLinks").ToNumber().Int32Value() : -1;
-    if (tuple_ < 0) Napi::TypeError::New(env, "new MapView(fds): no tuple map fd").ThrowAsJavaScriptException();
+    if (tuple_ < 0 || pending_ < 0)
+      Napi::TypeError::New(env, "new MapView(fds): no tuple or pending map fd; pass what Datapath.mapFds() returned").ThrowAsJavaScriptException();
   }
 
  private:
-  int tuple_ = -1, splice_ = -1, links_ = -1;
+  int tuple_ = -1, pending_ = -1, splice_ = -1, links_ = -1;
   bool SpliceReady(Napi::Env env) {
     if (splice_ >= 0 && links_ >= 0) return true;
     Napi::Error::New(env, "kernel splice is off; load({ kernelSplice: true }) (mesh-agent run --kernel-splice)").ThrowAsJavaScriptException();
     return false;
   }
-  Napi::Value Lookup(const Napi::CallbackInfo& info) { return mapops::Lookup(info, tuple_); }
-  Napi::Value LookupSocket(const Napi::CallbackInfo& info) { return mapops::LookupSocket(info, tuple_); }
+  Napi::Value Lookup(const Napi::CallbackInfo& info) { return mapops::Lookup(info, tuple_, pending_); }
+  Napi::Value LookupSocket(const Napi::CallbackInfo& info) { return mapops::LookupSocket(info, tuple_, pending_); }
   Napi::Value Splice(const Napi::CallbackInfo& info) {
     return SpliceReady(info.Env()) ? mapops::Splice(info, splice_, links_) : info.Env().Undefined();
   }

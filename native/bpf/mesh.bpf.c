@@ -53,6 +53,19 @@ struct {
 	__type(value, struct mesh_orig);
 } mesh_orig_by_tuple SEC(".maps");
 
+/* The tuple records the proxy has not taken yet (established, not yet looked up). Whoever
+ * deletes the entry first, the proxy's take or the client's close after its FIN, wins: the
+ * delete is atomic, so a close can never be lost between the proxy's read and its claim, which a
+ * flag in the record (read, then written back from user space) could not promise. Entries live
+ * from the handshake to the accept, so few exist at once: no preallocation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MESH_MAX_PENDING);
+	__type(key, struct mesh_tuple);
+	__type(value, __u8);
+} mesh_orig_pending SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MESH_C__COUNT);
@@ -296,8 +309,11 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 			key.ip = skops->local_ip6[3];
 		o->src_ip = key.ip;
 		o->src_port = key.port;
+		__u8 one = 1;
 		if (bpf_map_update_elem(&mesh_orig_by_tuple, &key, o, BPF_ANY))
 			count(MESH_C_MAP_FULL);
+		else if (bpf_map_update_elem(&mesh_orig_pending, &key, &one, BPF_ANY))
+			count(MESH_C_MAP_FULL); /* the record works; a close before the proxy's take deletes it */
 		else
 			count(MESH_C_ESTABLISHED);
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
@@ -308,16 +324,14 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 			break;
 		if (o->src_port) {
 			struct mesh_tuple key = {.ip = o->src_ip, .port = o->src_port};
-			struct mesh_orig *t = bpf_map_lookup_elem(&mesh_orig_by_tuple, &key);
 			/* The client closed first (its FIN, acked by the proxy's kernel) and the proxy has
-			 * not looked it up yet: the connection still waits in the accept queue with the
-			 * bytes it sent, so the record is left to the proxy's lookup. Any other close
-			 * (a reset either way, the proxy's FIN first) needs it no more. */
+			 * not taken the record yet (this delete of its pending entry wins): the connection
+			 * still waits in the accept queue with the bytes it sent, so the record is left to
+			 * the proxy's take, which finds its pending entry gone and deletes it. Any other
+			 * close (taken already, a reset either way, the proxy's FIN first) needs it no more. */
 			__u32 from = skops->args[0];
-			if (t && !(t->flags & MESH_ORIG_TAKEN) &&
-			    (from == BPF_TCP_FIN_WAIT1 || from == BPF_TCP_FIN_WAIT2 || from == BPF_TCP_CLOSING))
-				t->flags |= MESH_ORIG_CLOSED;
-			else if (t)
+			int fin_first = from == BPF_TCP_FIN_WAIT1 || from == BPF_TCP_FIN_WAIT2 || from == BPF_TCP_CLOSING;
+			if (bpf_map_delete_elem(&mesh_orig_pending, &key) != 0 || !fin_first)
 				bpf_map_delete_elem(&mesh_orig_by_tuple, &key);
 		}
 		bpf_map_delete_elem(&mesh_orig_by_cookie, &cookie);

@@ -9,6 +9,8 @@
 #define MESH_MAX_PODS 4096
 #define MESH_MAX_SKIP_DSTS 16384
 #define MESH_MAX_CONNS 262144
+/* Established redirected connections the proxy has not taken yet: its accept queues' worth. */
+#define MESH_MAX_PENDING 65536
 
 /* Inclusive port ranges; n of them are valid. A bounded array keeps the verifier happy and
  * lets `3306,5000-5010,1-1024` stay one entry instead of exploding into per-port keys. */
@@ -39,14 +41,16 @@ struct mesh_orig {
 	__u16 dst_port; /* host order */
 	__u16 src_port; /* filled by sockops: the tuple key's port, so close can delete it */
 	__u32 src_ip;   /* filled by sockops */
-	__u32 flags;    /* MESH_ORIG_*, in mesh_orig_by_tuple only */
+	__u32 flags;    /* MESH_ORIG_TAKEN, in mesh_orig_by_tuple only */
 	__u64 pod_key;  /* the source pod's cgroup id */
 };
 
 /* A tuple record lives until both ends are done with it: the client may close (a write then
- * close, its FIN acked by the proxy's kernel) before the proxy accepts and looks it up. */
-#define MESH_ORIG_TAKEN 1  /* the proxy looked it up: the client's close deletes it */
-#define MESH_ORIG_CLOSED 2 /* the client closed first: the proxy's lookup deletes it */
+ * close, its FIN acked by the proxy's kernel) before the proxy accepts and looks it up. Which
+ * came first is decided by who deletes its mesh_orig_pending entry (mesh.bpf.c). Written by the
+ * proxy only after it won that, so a second lookup of the same connection is not taken for a
+ * close: */
+#define MESH_ORIG_TAKEN 1
 
 /* What the proxy sees as the remote end of an accepted connection. */
 struct mesh_tuple {

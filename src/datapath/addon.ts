@@ -76,6 +76,8 @@ export interface NativeDatapath {
 
 export interface MapFds {
   tuple: number;
+  /** mesh_orig_pending: the take's arbiter against the client's close (native/bpf/mesh.bpf.c). */
+  pending: number;
   splice: number;
   spliceLinks: number;
 }
