@@ -14,6 +14,9 @@
 //     restrictive one waits, its ADD naming the error;
 // (f) the agent stopped while an ADD reads its pod from the API server, the read stuck: the ADD is
 //     answered "try again" at once, the stop is not held by the read, the next agent starts the pod;
+// (h) the agent running while an ADD's pod read gets no answer from the API server: the agent
+//     answers the ADD within its admit wait, as for a pod it does not know, not after the
+//     client's 60 s (past the plugin's own 15 s wait);
 // (g) the agent SIGKILLed and its pod's token revoked (a rolling update deleted the pod): a pod
 //     annotated mesh-agent.io/inject: enabled in an unmeshed namespace is not started (the plugin
 //     reads it from the API server with its kubeconfig, the token of its own ServiceAccount) until
@@ -240,6 +243,35 @@ test.serial('(f) the agent stopped while an ADD reads its pod from the API serve
   mesh.startAgent(node);
   await pending;
   t.true(attempts.at(-1)!.ok, 'the next agent admits it');
+});
+
+test.serial('(h) an ADD whose pod read gets no answer from the API server is answered within the agent\'s admit wait, as for a pod the agent does not know', async (t) => {
+  const { cluster, mesh } = need();
+  await mesh.waitAgents((s) => s.inbound?.capture === 'capturing' && s.cni !== null, 'the agent capturing');
+  // As (f): the watch does not deliver the pod, and the agent's read of it hangs.
+  cluster.api.setFailure(503, 'any');
+  cluster.api.dropWatches();
+  const read = cluster.api.stallRequests((r) => r.resource === 'pods' && !r.watch && r.query.fieldSelector === 'metadata.name=api-h');
+  t.teardown(() => {
+    read.release();
+    cluster.api.setFailure(null);
+  });
+  const attempts: CniAttempt[] = [];
+  const pending = cluster.addPod(0, { name: 'api-h', namespace: NS, serviceAccountName: 'api', onCniAttempt: (a) => attempts.push(a) });
+  void pending.catch(() => {});
+  await within(read.stalled, 30_000, () => `the agent did not read pod api-h from the API server within 30 s; ${agentLog()}`);
+  const asked = performance.now();
+  await until(() => attempts.length, (n) => n >= 1, 'the ADD\'s first answer', { context: agentLog, ms: 30_000 });
+  const took = performance.now() - asked;
+  t.log(`the ADD with its pod read unanswered was answered in ${Math.round(took)} ms`);
+  t.false(attempts[0]!.ok);
+  t.is(attempts[0]!.error?.code, 11, 'CNI "try again later"');
+  t.regex(attempts[0]!.error?.msg ?? '', /mesh-agent could not decide \(pod shop\/api-h is not known to the agent yet, and the API server did not answer its read within the agent's admit wait \(10000 ms\).*\), and namespace shop is meshed/, 'the agent answered, not the plugin\'s own timeout');
+  t.true(took < 15_000, `answered within the admit wait, before the plugin's 15 s: ${Math.round(took)} ms`);
+  read.release();
+  cluster.api.setFailure(null);
+  await pending;
+  t.true(attempts.at(-1)!.ok, 'admitted once the API server answers');
 });
 
 test.serial('(g) the agent SIGKILLed, its pod\'s token revoked: a pod annotated inject enabled in an unmeshed namespace is not started (the plugin reads it from the API server with its own ServiceAccount\'s token) until the agent is back', async (t) => {

@@ -550,11 +550,16 @@ export class Agent {
         break;
       }
       if (this.kube) {
-        // Ahead of the watch: read it now.
+        // Ahead of the watch: read it now, within what is left of the admit wait. Unbounded, a
+        // silent API server held the ADD for the client's 60 s: past the plugin's own wait, whose
+        // runtime then heard only "no answer", and past the runtime's own CNI timeout.
+        const left = Math.max(1, Math.ceil(deadline - performance.now()));
+        const bound = AbortSignal.timeout(left);
         try {
-          pod = await this.kube.getPod(req.namespace, req.name);
+          pod = await this.kube.getPod(req.namespace, req.name, bound);
           fetched = true;
         } catch (e) {
+          if (bound.aborted && !this.stopping) return retry(null, `${who} is not known to the agent yet, and the API server did not answer its read within the agent's admit wait (${CNI_ADMIT_WAIT_MS} ms); check the API server and the agent's pod watch (mesh-agent status, podSource)`);
           return retry(null, `reading ${who} from the API server failed: ${(e as Error).message}`);
         }
         break;
