@@ -304,6 +304,27 @@ test('a 403 is said once per change of state, with the rule to grant, and the st
   t.is(said().length, 2, said().join('\n'));
 });
 
+test('a 401 (the token expired or revoked) is a refused state too: said once, naming the token and not RBAC, until a rotated token is accepted', async (t) => {
+  const lines: string[] = [];
+  const h = await harness(t, { log: (m) => lines.push(m) }, seedBasic);
+  const refused = (verb: 'list' | 'watch') => h.api.requests.filter((q) => q.resource === 'pods' && q.watch === (verb === 'watch') && q.status === 401).length;
+  const said = () => h.errors.filter((e) => /pods/.test(e.message) && /401/.test(e.message)).map((e) => e.message);
+  await h.src.start();
+  await h.waitFor(() => h.src.state().connected, 'watches open');
+  h.api.setFailure(401, 'any', 'pods');
+  h.api.dropWatches();
+  await h.waitFor(() => refused('watch') >= 4, 'four refused watches');
+  t.is(said().length, 1, said().join('\n'));
+  t.regex(said()[0]!, /^watch pods: HTTP 401: the ServiceAccount token was refused: /);
+  t.false(said()[0]!.includes(RBAC_HINT), 'a token problem is not an RBAC one');
+  t.regex(said()[0]!, /\(the API server: Unauthorized\)/);
+  t.like(h.src.state().refused.pods, { status: 401, verb: 'watch' });
+  h.api.setFailure(null);
+  await h.waitFor(() => lines.some((m) => /^pods: the API server accepts the list\/watch again \(refused with HTTP 401 for \d+ s/.test(m)) && h.src.state().connected, 'the watch accepted again');
+  t.deepEqual(h.src.state().refused, {});
+  t.is(said().length, 1);
+});
+
 test('an unreachable API server is reported with the address and retried', async (t) => {
   const url = `http://127.0.0.1:${await refusedPort(t)}`; // nothing listens there, nor will while the test runs
   const client = new LeanKubeApi({ server: url, insecure: true, token: 't' });
@@ -367,7 +388,8 @@ test('backoff grows with jitter up to the cap and resets', (t) => {
 });
 
 test('failure messages name the fix', (t) => {
-  t.true(describeFailure('list pods', 'https://k', { code: 401 }).includes(RBAC_HINT));
+  t.true(describeFailure('list pods', 'https://k', { code: 403 }).includes(RBAC_HINT));
+  t.regex(describeFailure('list pods', 'https://k', { code: 401 }), /^list pods: HTTP 401: the ServiceAccount token was refused: /);
   t.regex(describeFailure('watch pods', 'https://k:6443', new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } })), /cannot reach the API server at https:\/\/k:6443 \(ECONNREFUSED\)/);
   t.regex(describeFailure('watch pods', 'https://k', new TypeError('terminated', { cause: { code: 'UND_ERR_SOCKET' } })), /connection to the API server at https:\/\/k lost \(UND_ERR_SOCKET\)/);
   t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 })), /HTTP 500: boom/);

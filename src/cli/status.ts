@@ -7,6 +7,7 @@ import { parseHostPort } from './addr.ts';
 import { table } from './table.ts';
 import { httpGet } from '../util/http-get.ts';
 import { parseMs } from './run-config.ts';
+import { TOKEN_HINT } from '../k8s/watch-errors.ts';
 
 export const EXIT_HEALTHY = 0;
 export const EXIT_DEGRADED = 1;
@@ -109,9 +110,10 @@ export function render(s: any, health: { healthy: boolean; reasons: string[] }):
   out.push(l ? `CONTROLLER ${l.url}: ${l.state}${l.lastAckAt ? `, last report acknowledged ${l.lastAckAt}` : ''}, backlog ${l.backlog}/${l.backlogLimit}, sent ${l.sent}, dropped ${l.dropped}, reconnects ${l.reconnects}, taps ${l.activeTaps}${l.state !== 'connected' && l.lastError ? ` (${l.lastError})` : ''}` : 'CONTROLLER: none (run with --controller HOST:PORT to report)');
   const d = s.discovery;
   out.push(d ? `DISCOVERY ${d.url}: ${d.state}${d.connectedSince ? ` since ${d.connectedSince}` : ''}, last update ${d.lastUpdateAt ?? 'never'}, ${d.services} services, ${d.slices} slices, ${d.endpoints} endpoints, ${d.pods} pods, reconnects ${d.reconnects}${d.failedClosed ? `, ${d.failedClosed} routes failing closed` : ''}${d.state !== 'synced' && d.lastError ? ` (${d.lastError})` : ''}` : 'DISCOVERY: none (Services resolve through the controller: run with --controller HOST:PORT)');
-  // A kind the API server refuses (403): the agent's view of it is frozen until the grant; said here, not only once in RECENT ERRORS.
+  // A kind the API server refuses (403, or 401: the token): the agent's view of it is frozen until the grant; said here, not only once in RECENT ERRORS.
   for (const [kind, r] of Object.entries<any>(s.podSource?.refused ?? {})) {
-    out.push(`POD SOURCE: the API server refuses ${kind} since ${r.since} (HTTP ${r.status} on ${r.verb}: ${r.message}); the agent keeps the ${kind} it last read: grant its ServiceAccount ${r.grant} (the ClusterRole from mesh-agent install)`);
+    const fix = r.grant ? `grant its ServiceAccount ${r.grant} (the ClusterRole from mesh-agent install)` : TOKEN_HINT;
+    out.push(`POD SOURCE: the API server refuses ${kind} since ${r.since} (HTTP ${r.status} on ${r.verb}: ${r.message}); the agent keeps the ${kind} it last read: ${fix}`);
   }
   const topo = s.topology as { zone: string | null; why: string | null } | undefined;
   if (topo) out.push(topo.zone !== null ? `TOPOLOGY: zone ${topo.zone} (zone hints apply)` : `TOPOLOGY: no zone: ${topo.why}`);

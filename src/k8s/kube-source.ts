@@ -14,7 +14,7 @@ export interface KubeSourceOptions {
   api?: KubeApi;
   /** After the initial lists (the snapshot start() resolves with) and after every change, bursts coalesced. */
   onSnapshot: (s: Snapshot) => void;
-  /** Every failed list and every watch restart, with what to do about it; a refusal (403) once, when it begins. */
+  /** Every failed list and every watch restart, with what to do about it; a refusal (403, 401) once, when it begins. */
   onError: (e: Error) => void;
   /** Lines that are news but not trouble: a refused list or watch accepted again. */
   log?: (msg: string) => void;
@@ -35,7 +35,7 @@ export interface KubeSourceState {
   restarts: number;
   /** Where the pod watch resumes from. */
   resourceVersion: string;
-  /** The kinds ("pods", "namespaces") the API server refuses now (403), with the rule to grant. */
+  /** The kinds ("pods", "namespaces") the API server refuses now (403, with the rule to grant; 401, the token), said once each. */
   refused: Record<string, RefusalStatus>;
 }
 

@@ -31,6 +31,13 @@ export class Backoff {
 
 export const RBAC_HINT = "the agent's ServiceAccount lacks list/watch on pods; apply the ClusterRole from mesh-agent install";
 
+/**
+ * A 401: the API server does not take the credentials at all, whatever the RBAC rules; no
+ * ClusterRole ends it. A projected token the kubelet rotates may (the token file is read again at
+ * every request).
+ */
+export const TOKEN_HINT = 'the ServiceAccount token was refused: it expired or was revoked (its pod or ServiceAccount deleted), or the API server does not accept its issuer; the token file is read again at every request, so a token the kubelet rotates ends this on its own; if it lasts, restart the pod so the kubelet mounts a new token (with a kubeconfig: renew its credentials)';
+
 /** HTTP status of a failed request, from the client library's error shapes (ApiException.code,
  *  the watcher's statusCode) or from a Status object in a watch ERROR event. */
 export function statusOf(e: unknown): number | undefined {
@@ -77,16 +84,19 @@ export function grantFor(path: string): string {
 
 /**
  * The line said once when a list or watch is refused (403), not at every retry: the hint (whose
- * ServiceAccount, which ClusterRole), the rule to grant, and the API server's words.
+ * ServiceAccount, which ClusterRole), the rule to grant, and the API server's words. A 401 names
+ * the token instead: no rule to grant ends it.
  */
 export function describeRefusal(what: string, path: string, status: number, message: string, rbacHint = RBAC_HINT): string {
-  return `${what}: HTTP ${status}: ${rbacHint}; it needs ${grantFor(path)} (the API server: ${message}); retried with backoff, said again only once it is accepted or refused anew`;
+  const fix = status === 401 ? TOKEN_HINT : `${rbacHint}; it needs ${grantFor(path)}`;
+  return `${what}: HTTP ${status}: ${fix} (the API server: ${message}); retried with backoff, said again only once it is accepted or refused anew`;
 }
 
 /** One line saying what failed and what to do about it. */
 export function describeFailure(what: string, server: string, e: unknown, rbacHint = RBAC_HINT): string {
   const status = statusOf(e);
-  if (status === 401 || status === 403) return `${what}: HTTP ${status}: ${rbacHint}`;
+  if (status === 401) return `${what}: HTTP 401: ${TOKEN_HINT}`;
+  if (status === 403) return `${what}: HTTP 403: ${rbacHint}`;
   if (status === 410) return `${what}: resourceVersion expired (410 Gone); relisting`;
   const net = networkCode(e);
   if (net && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|UND_ERR_CONNECT_TIMEOUT)$/.test(net)) {

@@ -8,7 +8,8 @@ type Obj = Record<string, any>;
 
 /**
  * The API server refuses this kind: every list or watch since `since` was answered `status`
- * (403: the ServiceAccount may not; 404 where `refusedOn` includes it: the kind is not served).
+ * (403: the ServiceAccount may not; 401: its token is not accepted, expired or revoked; 404 where
+ * `refusedOn` includes it: the kind is not served).
  * A state, not an event: it is said once when it begins and once when a list or watch is
  * accepted again, not at every retry.
  */
@@ -44,17 +45,23 @@ export interface ReflectorOptions {
   transform?: (obj: Obj) => Obj;
   /** What to say on 401/403 (default: the agent's ClusterRole). */
   rbacHint?: string;
-  /** Statuses that put the reflector in the refused state (default [403]); 404 for a kind whose CRD may be missing. */
+  /**
+   * Statuses that put the reflector in the refused state (default [403]); 404 for a kind whose CRD
+   * may be missing. A 401 always does, whatever this says (a token problem, retried per request as
+   * by client-go, but said once: every retry is refused alike until the token rotates).
+   */
   refusedOn?: readonly number[];
   /**
    * Whether a refused list counts as listed and empty (then the watch, from "now", is retried
    * until accepted and brings the objects), or fails and is retried keeping the store (default):
-   * a kind that restricts access must never read as "none".
+   * a kind that restricts access must never read as "none". Never asked for a 401 (the token
+   * refused says nothing of the kind): that list fails.
    */
   emptyWhenRefused?: (status: number) => boolean;
   /**
    * The refused state began (or its status changed). `line` is what is said by default (onError):
-   * the refusal, the hint and the RBAC rule to grant.
+   * the refusal, the hint and the RBAC rule to grant. Not called for a 401, whose line (the token
+   * refused, TOKEN_HINT) goes to onError: the consumers' words are about RBAC rules and CRDs.
    */
   onRefused?: (r: Refusal, line: string) => void;
   /** A list or watch was accepted after `was`. */
@@ -81,8 +88,8 @@ export interface RefusalStatus {
   message: string;
   /** ISO time the refusal began. */
   since: string;
-  /** The RBAC rule that ends it: "list and watch on pods (core group)". */
-  grant: string;
+  /** The RBAC rule that ends it: "list and watch on pods (core group)"; null for a 401 (the token refused: no rule ends it). */
+  grant: string | null;
 }
 
 /** The line said when a refused kind is accepted again. */
@@ -120,7 +127,7 @@ export class Reflector {
   /** The refused state for a status page; null when not refused. */
   refusedStatus(): RefusalStatus | null {
     const r = this.refused;
-    return r && { status: r.status, verb: r.verb, message: r.message, since: new Date(r.since).toISOString(), grant: grantFor(this.o.path) };
+    return r && { status: r.status, verb: r.verb, message: r.message, since: new Date(r.since).toISOString(), grant: r.status === 401 ? null : grantFor(this.o.path) };
   }
 
   /** The plural it reflects ("pods", "httproutes"). */
@@ -141,7 +148,7 @@ export class Reflector {
             this.accepted();
           } catch (e) {
             const status = this.refusal(e);
-            if (this.stopped || status === undefined || !this.o.emptyWhenRefused?.(status)) throw e;
+            if (this.stopped || status === undefined || status === 401 || !this.o.emptyWhenRefused?.(status)) throw e;
             this.refuse(status, 'list', e);
             // Listed as none: the watch from "now" ("" version) starts with every object as
             // ADDED once it is accepted.
@@ -214,7 +221,7 @@ export class Reflector {
   /** The status of `e` when it is a refusal (refusedOn), else undefined. */
   private refusal(e: unknown): number | undefined {
     const status = statusOf(e);
-    return status !== undefined && (this.o.refusedOn ?? [403]).includes(status) ? status : undefined;
+    return status !== undefined && (status === 401 || (this.o.refusedOn ?? [403]).includes(status)) ? status : undefined;
   }
 
   /** Refused again: said only when the state begins (or its status changes), not at every retry. */
@@ -223,7 +230,7 @@ export class Reflector {
     const r: Refusal = { status, verb, message: serverMessage(e), since: Date.now() };
     this.refused = r;
     const line = describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.o.rbacHint);
-    if (this.o.onRefused) this.o.onRefused(r, line);
+    if (this.o.onRefused && status !== 401) this.o.onRefused(r, line);
     else this.report(line);
   }
 
