@@ -7,7 +7,7 @@ import { LeanKubeApi, type WatchClient } from '../src/k8s/kube-api.ts';
 import { Reflector } from '../src/k8s/watch-reflector.ts';
 import { refusedPort } from './helpers/ports.ts';
 import type { Snapshot } from '../src/k8s/objects.ts';
-import { Backoff, describeFailure, RBAC_HINT } from '../src/k8s/watch-errors.ts';
+import { Backoff, describeFailure, describeRefusal, RBAC_HINT } from '../src/k8s/watch-errors.ts';
 import { SimApiServer } from '../src/sim/index.ts';
 import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
@@ -304,6 +304,20 @@ test('a 403 is said once per change of state, with the rule to grant, and the st
   t.is(said().length, 2, said().join('\n'));
 });
 
+test('a 403 on namespaces names namespaces in the hint, not pods', async (t) => {
+  const h = await harness(t, {}, seedBasic);
+  h.api.setFailure(403, 'list', 'namespaces');
+  const started = h.src.start();
+  started.catch(() => {}); // awaited below
+  await h.waitFor(() => listsOf(h.api, 'namespaces').filter((q) => q.status === 403).length >= 2, 'two refused namespace lists');
+  const said = h.errors.filter((e) => /^list namespaces: HTTP 403/.test(e.message)).map((e) => e.message);
+  t.is(said.length, 1, said.join('\n'));
+  t.regex(said[0]!, /^list namespaces: HTTP 403: the agent's ServiceAccount lacks list\/watch on namespaces; apply the ClusterRole from mesh-agent install; it needs list and watch on namespaces \(core group\)/);
+  t.false(said[0]!.includes('on pods'), said[0]);
+  h.api.setFailure(null);
+  await started;
+});
+
 test('a 401 (the token expired or revoked) is a refused state too: said once, naming the token and not RBAC, until a rotated token is accepted', async (t) => {
   const lines: string[] = [];
   const h = await harness(t, { log: (m) => lines.push(m) }, seedBasic);
@@ -388,11 +402,12 @@ test('backoff grows with jitter up to the cap and resets', (t) => {
 });
 
 test('failure messages name the fix', (t) => {
-  t.true(describeFailure('list pods', 'https://k', { code: 403 }).includes(RBAC_HINT));
-  t.regex(describeFailure('list pods', 'https://k', { code: 401 }), /^list pods: HTTP 401: the ServiceAccount token was refused: /);
-  t.regex(describeFailure('watch pods', 'https://k:6443', new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } })), /cannot reach the API server at https:\/\/k:6443 \(ECONNREFUSED\)/);
-  t.regex(describeFailure('watch pods', 'https://k', new TypeError('terminated', { cause: { code: 'UND_ERR_SOCKET' } })), /connection to the API server at https:\/\/k lost \(UND_ERR_SOCKET\)/);
-  t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 })), /HTTP 500: boom/);
+  t.true(describeFailure('list pods', 'https://k', { code: 403 }, RBAC_HINT).includes(RBAC_HINT));
+  t.regex(describeFailure('list pods', 'https://k', { code: 401 }, RBAC_HINT), /^list pods: HTTP 401: the ServiceAccount token was refused: /);
+  t.regex(describeFailure('watch pods', 'https://k:6443', new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } }), RBAC_HINT), /cannot reach the API server at https:\/\/k:6443 \(ECONNREFUSED\)/);
+  t.regex(describeFailure('watch pods', 'https://k', new TypeError('terminated', { cause: { code: 'UND_ERR_SOCKET' } }), RBAC_HINT), /connection to the API server at https:\/\/k lost \(UND_ERR_SOCKET\)/);
+  t.regex(describeFailure('list pods', 'https://k', Object.assign(new Error('boom'), { code: 500 }), RBAC_HINT), /HTTP 500: boom/);
+  t.regex(describeRefusal('list namespaces', '/api/v1/namespaces', 403, 'forbidden'), /lacks list\/watch on namespaces; .* it needs list and watch on namespaces \(core group\)/);
 });
 
 /** The pod the stand-in's answered watches add. */

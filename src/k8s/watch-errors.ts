@@ -29,7 +29,12 @@ export class Backoff {
   }
 }
 
-export const RBAC_HINT = "the agent's ServiceAccount lacks list/watch on pods; apply the ClusterRole from mesh-agent install";
+/** The agent's hint for a refused list or watch of `resource`: the kind refused, not always pods. */
+export function agentRbacHint(resource: string): string {
+  return `the agent's ServiceAccount lacks list/watch on ${resource}; apply the ClusterRole from mesh-agent install`;
+}
+
+export const RBAC_HINT = agentRbacHint('pods');
 
 /**
  * A 401: the API server does not take the credentials at all, whatever the RBAC rules; no
@@ -87,13 +92,13 @@ export function grantFor(path: string): string {
  * ServiceAccount, which ClusterRole), the rule to grant, and the API server's words. A 401 names
  * the token instead: no rule to grant ends it.
  */
-export function describeRefusal(what: string, path: string, status: number, message: string, rbacHint = RBAC_HINT): string {
+export function describeRefusal(what: string, path: string, status: number, message: string, rbacHint = agentRbacHint(resourceOf(path).resource)): string {
   const fix = status === 401 ? TOKEN_HINT : `${rbacHint}; it needs ${grantFor(path)}`;
   return `${what}: HTTP ${status}: ${fix} (the API server: ${message}); retried with backoff, said again only once it is accepted or refused anew`;
 }
 
-/** One line saying what failed and what to do about it. */
-export function describeFailure(what: string, server: string, e: unknown, rbacHint = RBAC_HINT): string {
+/** One line saying what failed and what to do about it; `rbacHint` is said on a 403 (agentRbacHint of the kind refused). */
+export function describeFailure(what: string, server: string, e: unknown, rbacHint: string): string {
   const status = statusOf(e);
   if (status === 401) return `${what}: HTTP 401: ${TOKEN_HINT}`;
   if (status === 403) return `${what}: HTTP 403: ${rbacHint}`;

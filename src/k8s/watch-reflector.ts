@@ -2,7 +2,7 @@
 // reflector does: list, then watch from the list's resourceVersion; resume a dropped watch from
 // the last version seen (bookmarks included); relist only when that version has expired (410).
 import type { WatchClient } from './kube-api.ts';
-import { Backoff, describeFailure, describeRefusal, grantFor, serverMessage, statusOf, type BackoffOptions } from './watch-errors.ts';
+import { agentRbacHint, Backoff, describeFailure, describeRefusal, grantFor, resourceOf, serverMessage, statusOf, type BackoffOptions } from './watch-errors.ts';
 
 type Obj = Record<string, any>;
 
@@ -43,7 +43,7 @@ export interface ReflectorOptions {
    * fields the consumer reads, so a cluster-wide store does not hold whole objects.
    */
   transform?: (obj: Obj) => Obj;
-  /** What to say on 401/403 (default: the agent's ClusterRole). */
+  /** What to say on a 403 (default: the agent's ClusterRole, naming this kind). */
   rbacHint?: string;
   /**
    * Statuses that put the reflector in the refused state (default [403]); 404 for a kind whose CRD
@@ -112,6 +112,8 @@ export class Reflector {
   /** Set while the API server refuses this kind (see Refusal); null once a list or watch is accepted. */
   refused: Refusal | null = null;
   private readonly o: ReflectorOptions;
+  /** Said on a 403: the consumer's, or the agent's naming this kind. */
+  private readonly rbacHint: string;
   private readonly backoff: Backoff;
   private stopped = false;
   private sleeping?: { timer: NodeJS.Timeout; wake: () => void };
@@ -121,6 +123,7 @@ export class Reflector {
 
   constructor(o: ReflectorOptions) {
     this.o = o;
+    this.rbacHint = o.rbacHint ?? agentRbacHint(resourceOf(o.path).resource);
     this.backoff = new Backoff(o.backoff);
   }
 
@@ -167,7 +170,7 @@ export class Reflector {
           if (this.stopped) return;
           const status = this.refusal(e);
           if (status !== undefined) this.refuse(status, 'list', e);
-          else this.report(describeFailure(`list ${this.o.name}`, this.o.server, e, this.o.rbacHint));
+          else this.report(describeFailure(`list ${this.o.name}`, this.o.server, e, this.rbacHint));
           await this.sleep(this.backoff.next());
           continue;
         }
@@ -198,7 +201,7 @@ export class Reflector {
       } else {
         const status = this.refusal(end.err);
         if (status !== undefined) this.refuse(status, 'watch', end.err);
-        else this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.o.rbacHint)}; ${resume}`);
+        else this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.rbacHint)}; ${resume}`);
         await this.sleep(this.backoff.next());
       }
     }
@@ -229,7 +232,7 @@ export class Reflector {
     if (this.refused?.status === status) return;
     const r: Refusal = { status, verb, message: serverMessage(e), since: Date.now() };
     this.refused = r;
-    const line = describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.o.rbacHint);
+    const line = describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.rbacHint);
     if (this.o.onRefused && status !== 401) this.o.onRefused(r, line);
     else this.report(line);
   }
