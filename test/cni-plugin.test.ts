@@ -443,6 +443,12 @@ test('runPlugin: DEL, CHECK, GC and STATUS succeed even on input the plugin cann
     const v = await runPlugin({ CNI_COMMAND: 'VERSION' }, stdin);
     t.is(v.exitCode, 0, stdin);
     t.deepEqual(JSON.parse(v.stdout).supportedVersions, ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
+    t.is(JSON.parse(v.stdout).cniVersion, '1.1.0', `${stdin}: a version it does not speak, or none: the newest it does`);
+  }
+  // The spec's VERSION result: "cniVersion: the value of cniVersion specified on input".
+  for (const version of ['0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
+    const v = await runPlugin({ CNI_COMMAND: 'VERSION' }, JSON.stringify({ cniVersion: version }));
+    t.is(JSON.parse(v.stdout).cniVersion, version, 'the request\'s version echoed');
   }
 });
 

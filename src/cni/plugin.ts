@@ -52,8 +52,9 @@ async function askAgent(inv: Invocation, req: AdmitRequest): Promise<AgentOutcom
 /** One invocation, from its environment and stdin to what goes to stdout and the exit code. */
 export async function runPlugin(env: Record<string, string | undefined>, stdin: string): Promise<PluginRun> {
   const command = env.CNI_COMMAND;
-  // As libcni's skel: VERSION reads no configuration, so it answers a runtime of any version.
-  if (command === 'VERSION') return { stdout: renderVersion(), log: '', exitCode: 0 };
+  // As libcni's skel: VERSION reads no configuration, so it answers a runtime of any version; only
+  // the request's cniVersion, echoed when the plugin speaks it (the spec's VERSION result).
+  if (command === 'VERSION') return { stdout: renderVersion(stdin), log: '', exitCode: 0 };
   // DEL, CHECK, GC and STATUS never fail for our sake, not even on input we cannot read: a failed
   // DEL leaks the sandbox and its address and is retried forever (libcni stops a chain's DEL at
   // the first plugin that fails, and ours, chained last, runs first: the network plugin would never

@@ -165,8 +165,20 @@ export function renderAddResult(config: PluginConfig): string {
   return JSON.stringify({ ...(config.prevResult ?? {}), cniVersion: config.cniVersion });
 }
 
-export function renderVersion(): string {
-  return JSON.stringify({ cniVersion: '1.0.0', supportedVersions: SUPPORTED_VERSIONS });
+/**
+ * VERSION's result. The spec's `cniVersion` is the request's (the runtime's probe sends its own,
+ * libcni's `{"cniVersion":"1.1.0"}`); one the plugin does not speak, or stdin it cannot read, gets
+ * the newest it does, as libcni's skel answers its own: VERSION never fails.
+ */
+export function renderVersion(stdin = ''): string {
+  let asked: unknown;
+  try {
+    asked = (JSON.parse(stdin) as { cniVersion?: unknown } | null)?.cniVersion;
+  } catch {
+    asked = undefined;
+  }
+  const cniVersion = (SUPPORTED_VERSIONS as readonly unknown[]).includes(asked) ? asked : SUPPORTED_VERSIONS.at(-1);
+  return JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS });
 }
 
 /** The spec's error object, printed on stdout with a non-zero exit. */
