@@ -159,6 +159,40 @@ test('through client-node (an exec credential plugin), stop() abandons a list in
   t.is(seen.closed, 1);
 });
 
+test('through client-node (an exec credential plugin), stop() aborts the watches the API server has not answered yet at once, not at the library\'s request timeout', async (t) => {
+  const dir = testTempDir(t);
+  // Lists are answered; watches never are (an API server that took the request and hangs).
+  const watches = { opened: 0, closed: 0 };
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('watch') === 'true') {
+      watches.opened++;
+      req.socket.on('close', () => watches.closed++);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
+  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: url, 'insecure-skip-tls-verify': true }, {
+    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
+  })));
+  const src = new KubeSource({ nodeName: 'n1', kubeconfig: path.join(dir, 'kubeconfig'), onSnapshot: () => {}, onError: () => {} });
+  t.teardown(() => src.stop());
+  await src.start();
+  await waitFor(() => watches.opened === 2, 5000); // pods and namespaces, neither answered
+  src.stop();
+  // The library's own limit is watchdogMs + 1 s (5 min here): a second is plenty for an abort.
+  await waitFor(() => watches.closed === 2, 1000);
+  t.is(watches.closed, 2);
+});
+
 test('an API server at an IPv6 address (KUBERNETES_SERVICE_HOST of an IPv6 or IPv6-first cluster): the lean client lists and watches it', async (t) => {
   const api = await new SimApiServer().start('::1');
   t.teardown(() => api.close());

@@ -3,9 +3,9 @@
 // agents open no cluster-wide watch), fed to the discovery hub. Each kind runs the same reflector the agent's pod watch uses (src/k8s/watch-reflector.ts); the stores
 // keep each object as the hub takes it (its record's line, hub.ts prepare), not the object, so
 // 100,000 pods cost what their lines cost.
-import { CoreV1Api, DiscoveryV1Api, type KubeConfig, Watch } from '@kubernetes/client-node';
+import { CoreV1Api, DiscoveryV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../k8s/client-node-api.ts';
-import { abortable } from '../k8s/client-node-signal.ts';
+import { abortable, abortableWatch } from '../k8s/client-node-signal.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
@@ -79,8 +79,8 @@ export class DiscoveryKubeSource {
     const core = kc.makeApiClient(CoreV1Api);
     const disco = kc.makeApiClient(DiscoveryV1Api);
     const watchdogMs = this.o.watchdogMs ?? 5 * 60_000;
-    const watch = new Watch(kc);
-    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000; // as the agent's KubeSource: silence is our watchdog's call
+    // As the agent's KubeSource: silence is our watchdog's call, and stop() aborts a watch not answered yet (client-node-signal.ts).
+    const watch = abortableWatch(kc, watchdogMs + 1_000);
     const limit = this.o.pageSize ?? 500;
     const say = (msg: string) => (this.o.log ?? ((m: string) => this.o.onError(new Error(m))))(msg);
     const namespaces = (this.namespaces = new NamespaceAnnotations((msg) => say(`discovery: ${msg}`)));

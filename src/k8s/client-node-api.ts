@@ -1,8 +1,8 @@
 // @kubernetes/client-node behind the agent's KubeApi, for the configs the lean client
 // (kube-api.ts) leaves to it: exec and auth-provider credential plugins, proxies. Imported only
 // then (and by the controller): it costs ~60 MB of RSS.
-import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
-import { abortable } from './client-node-signal.ts';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { abortable, abortableWatch } from './client-node-signal.ts';
 import type { KubeApi } from './kube-api.ts';
 
 /** A kubeconfig file when given; else in-cluster config when KUBERNETES_SERVICE_HOST is set; else $KUBECONFIG / ~/.kube/config. */
@@ -19,13 +19,13 @@ export function clientNodeApi(kc: KubeConfig, watchdogMs: number): KubeApi {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('kubeconfig has no current cluster; pass --kubeconfig or run in-cluster');
   const core = kc.makeApiClient(CoreV1Api);
-  const watch = new Watch(kc);
   // The library aborts a watch silent for 30 s by itself; on a quiet cluster bookmarks may be a
   // minute apart, so leave silence to the reflector's watchdog, which also counts and reports it.
-  (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchdogMs + 1_000;
+  // stop() aborts a watch not answered yet too (client-node-signal.ts).
+  const watch = abortableWatch(kc, watchdogMs + 1_000);
   return {
     server,
-    watch: (path, query, onEvent, onDone) => watch.watch(path, query, onEvent, onDone),
+    watch: (path, query, onEvent, onDone, signal) => watch.watch(path, query, onEvent, onDone, signal),
     async get(path, signal) {
       // The agent's own Node (its zone label); nothing else is read one at a time through here.
       const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(path)?.[1];

@@ -10,8 +10,9 @@
 // once, and is watched for, so routes work once the CRDs are installed or the grant applied. A
 // 403 on an access kind (ACCESS_KINDS) is an error: empty, it would open what it restricts. The status API writes
 // the routes' status through the status subresource (route-status.ts).
-import { CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { abortable } from '../k8s/client-node-signal.ts';
+import type { WatchClient } from '../k8s/kube-api.ts';
 import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
@@ -65,7 +66,7 @@ export function slimRoute(o: Obj, kind: MeshObjectKind, apiVersion: string): Obj
 
 export interface RouteReflectorsOptions {
   kc: KubeConfig;
-  watch: Watch;
+  watch: WatchClient;
   server: string;
   routes: MeshObjects;
   watchdogMs: number;
