@@ -116,12 +116,13 @@ test('mesh-agent controller --kubeconfig: one set of watches for any number of a
   t.like(st, { configured: true, agents: 3, agentsLive: 3, services: 1, slices: 2, pods: 1, source: { kind: 'kubernetes', server: api.url, connected: true, lastError: null } });
 });
 
-function inProcess(t: any, api: SimApiServer, pageSize?: number) {
+/** `logs`: where the source's log lines go (else to onError, as without a log). */
+function inProcess(t: any, api: SimApiServer, pageSize?: number, logs?: string[]) {
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigJson(api));
   const hub = new DiscoveryHub({ log: () => {} });
   const errors: string[] = [];
-  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, onError: (e) => errors.push(e.message), backoff: { initialMs: 20, maxMs: 100 }, pageSize });
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, onError: (e) => errors.push(e.message), ...(logs ? { log: (m: string) => logs.push(m) } : {}), backoff: { initialMs: 20, maxMs: 100 }, pageSize });
   t.teardown(() => src.stop());
   return { hub, src, errors };
 }
@@ -344,6 +345,25 @@ test('403 on list: the error names the controller\'s ClusterRole; retried, it re
   api.setFailure(null);
   await hub.whenSynced();
   t.is(hub.counts().services, 1);
+});
+
+test('services refused (403), then granted: the refusal is said once, and the grant once (the controller\'s own kinds say both, as the route kinds and namespaces do)', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create(service('web'));
+  api.setFailure(403, 'any', 'services');
+  const logs: string[] = [];
+  const { hub, src, errors } = inProcess(t, api, undefined, logs);
+  src.start();
+  const refusedLists = () => api.requests.filter((r) => r.resource === 'services' && !r.watch && r.status === 403).length;
+  await waitFor(() => refusedLists() >= 3, 10_000);
+  t.is(errors.filter((e) => /^list services: HTTP 403/.test(e)).length, 1, errors.join('\n'));
+  t.like((src.state().resources as Record<string, any>).service.refused, { status: 403, verb: 'list' });
+  api.setFailure(null);
+  await within(hub.whenSynced(), 10_000, () => `not synced once granted: ${errors.slice(-3).join('; ')}`);
+  t.is((src.state().resources as Record<string, any>).service.refused, null);
+  await waitFor(() => logs.some((m) => /^discovery: services: the API server accepts the list\/watch again \(refused with HTTP 403 for \d+ s/.test(m)), 5000);
+  t.is(errors.filter((e) => /services: HTTP 403/.test(e)).length, 1, errors.join('\n'));
 });
 
 test('403 on namespaces alone (a ClusterRole from before they were read): the rest of discovery goes on, says what is lost and the fix, and takes the namespaces once granted', async (t) => {

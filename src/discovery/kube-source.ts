@@ -111,6 +111,8 @@ export class DiscoveryKubeSource {
         rbacHint: CONTROLLER_RBAC_HINT,
         transform: (obj) => keep(d.kind, obj, namespaces),
         onError,
+        // The refusal is said once, by onError; its end once too, or the log never says the grant took.
+        onAccepted: (was) => say(`discovery: ${acceptedLine(d.name, was)}`),
         onChange: (op, key, obj) => (op === 'set' ? this.o.hub.put(d.kind, (obj as Kept).prepared) : this.o.hub.remove(d.kind, key)),
         onSynced: () => {
           // A namespace that changed while pods were listed: the pages prepared before it are joined again.
