@@ -945,6 +945,35 @@ test('connection cap: over it, new connections are reset with one rate-limited l
   await stopServer(up);
 });
 
+test('connection cap: an inbound connection refused over it is not looked up in the datapath (it has no record; the lookup would count a miss, "no open relay")', async (t) => {
+  const up = await serve(echo);
+  t.teardown(() => stopServer(up));
+  let lookups = 0;
+  // A bound socket (not listening) for the inbound listener: what the agent's transparent one is, minus IP_TRANSPARENT.
+  const { TCP, constants } = (process as unknown as { binding(m: string): any }).binding('tcp_wrap');
+  const bound = new TCP(constants.SERVER);
+  t.is(bound.bind(HOST, 0), 0);
+  const h = await startProxy(up.port, {
+    maxConnections: 1,
+    lookup: (ip) => {
+      lookups++;
+      return { ip, port: up.port, podKey: 7n };
+    },
+    inbound: { host: HOST, port: 0, listenFd: () => bound.fd, dialFrom: () => (_ip, _port) => defaultDialer(HOST, up.port) },
+  });
+  t.teardown(() => h.proxy.close(0));
+  const inbound = await h.proxy.listenInbound();
+  // The one connection the cap allows: an outbound one, looked up.
+  const held = connect(h.port);
+  t.teardown(() => held.destroy());
+  await waitFor(() => h.proxy.stats().open === 1);
+  t.is(lookups, 1);
+  const over = [connect(inbound.port), connect(inbound.port), connect(inbound.port)];
+  for (const c of over) t.is(await closeReason(c), 'ECONNRESET', 'reset over the cap');
+  t.like(h.proxy.stats(), { refusedOverCap: 3, inboundAccepted: 0 });
+  t.is(lookups, 1, 'inbound connections have no datapath record: none is looked up');
+});
+
 test('close(drainMs) stops accepting, waits for open connections, then destroys them', async (t) => {
   const up = await serve(echo);
   const h = await startProxy(up.port);

@@ -420,8 +420,12 @@ export class Proxy {
       { spliceFailed: this.#stats.spliceFailed });
   };
 
-  /** Counts the connection and applies the cap; false when it was refused. */
-  #admit(client: net.Socket): boolean {
+  /**
+   * Counts the connection and applies the cap; false when it was refused. `redirected`: an
+   * outbound connection, which has a datapath record to look up even when refused; a captured
+   * inbound one has none (its lookup would only count a miss).
+   */
+  #admit(client: net.Socket, redirected = false): boolean {
     client.on('error', ignoreError);
     const stats = this.#stats;
     stats.accepted++;
@@ -431,7 +435,7 @@ export class Proxy {
       // Looked up all the same, for the record's sake: one whose client closed first (its FIN
       // before this accept) is kept in the kernel for this lookup, which deletes it; unread, it
       // would stay until the LRU evicts it (docs/architecture.md, sockops).
-      this.#peerAndRecord(client);
+      if (redirected) this.#peerAndRecord(client);
       abortSocket(client);
       this.#limitedLog('cap', 'warn',
         `connection limit ${this.#maxConnections} reached; refusing new connections; raise --max-connections`,
@@ -471,7 +475,7 @@ export class Proxy {
   }
 
   #onConnection = (client: net.Socket): void => {
-    if (!this.#admit(client)) return;
+    if (!this.#admit(client, true)) return;
     const found = this.#peerAndRecord(client);
     if (found === 'gone') {
       client.destroy(); // already gone
