@@ -15,6 +15,7 @@ import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
 import { waitFor, within } from './helpers/until.ts';
+import { podReadHangs } from './helpers/pod-read-hangs.ts';
 
 const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
   apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
@@ -124,25 +125,7 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
 
 test('through client-node (an exec credential plugin), stop() abandons a list in flight at once: a pod read the API server has not answered', async (t) => {
   const dir = testTempDir(t);
-  // Lists of the node's pods and of namespaces are answered; watches and one namespace's pods never are.
-  const seen = { reads: 0, closed: 0 };
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://x');
-    if (u.searchParams.get('watch') === 'true') return;
-    if (u.pathname === '/api/v1/namespaces/default/pods') {
-      seen.reads++;
-      req.socket.on('close', () => seen.closed++);
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => {
-    server.closeAllConnections();
-    server.close(() => r());
-  }));
-  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+  const { seen, url } = await podReadHangs(t);
   const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
   fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: url, 'insecure-skip-tls-verify': true }, {
     exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },

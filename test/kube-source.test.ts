@@ -11,6 +11,7 @@ import { Backoff, describeFailure, describeRefusal, RBAC_HINT } from '../src/k8s
 import { SimApiServer } from '../src/sim/index.ts';
 import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 import { waitFor } from './helpers/until.ts';
+import { podReadHangs } from './helpers/pod-read-hangs.ts';
 
 const NODE = 'node-a';
 
@@ -564,26 +565,8 @@ test('stop() aborts watches the API server has not answered yet at once', async 
 });
 
 test('stop() abandons a pod read (getPod, a CNI ADD ahead of the watch) at once: a stopping agent does not wait for the API server\'s answer', async (t) => {
-  // Lists of the node's pods and of namespaces are answered; a watch and one namespace's pods never are.
-  const seen = { reads: 0, closed: 0 };
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://x');
-    if (u.searchParams.get('watch') === 'true') return;
-    if (u.pathname === '/api/v1/namespaces/default/pods') {
-      seen.reads++;
-      req.socket.on('close', () => seen.closed++);
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => {
-    server.closeAllConnections();
-    server.close(() => r());
-  }));
-  const { port } = server.address() as { port: number };
-  const src = new KubeSource({ nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${port}`, insecure: true, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  const { seen, url } = await podReadHangs(t);
+  const src = new KubeSource({ nodeName: NODE, api: new LeanKubeApi({ server: url, insecure: true, token: 't' }), onSnapshot: () => {}, onError: () => {} });
   t.teardown(() => src.stop());
   await src.start();
   const read = src.getPod('default', 'web');
@@ -599,25 +582,8 @@ test('stop() abandons a pod read (getPod, a CNI ADD ahead of the watch) at once:
 });
 
 test('getPod: the caller\'s signal abandons the read', async (t) => {
-  const seen = { reads: 0, closed: 0 };
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://x');
-    if (u.searchParams.get('watch') === 'true') return;
-    if (u.pathname === '/api/v1/namespaces/default/pods') {
-      seen.reads++;
-      req.socket.on('close', () => seen.closed++);
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => {
-    server.closeAllConnections();
-    server.close(() => r());
-  }));
-  const { port } = server.address() as { port: number };
-  const src = new KubeSource({ nodeName: NODE, api: new LeanKubeApi({ server: `http://127.0.0.1:${port}`, insecure: true, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  const { seen, url } = await podReadHangs(t);
+  const src = new KubeSource({ nodeName: NODE, api: new LeanKubeApi({ server: url, insecure: true, token: 't' }), onSnapshot: () => {}, onError: () => {} });
   t.teardown(() => src.stop());
   await src.start();
   const ac = new AbortController();
