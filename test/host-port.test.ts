@@ -30,3 +30,11 @@ test('--identity-addr takes a bracketed IPv6 address and refuses an unbracketed 
   t.is(controllerUrl('[::1]:9000', '--controller'), 'http://[::1]:9000');
   t.throws(() => controllerUrl('fd00::1:9000', '--controller'), { message: '--controller fd00::1:9000: put an IPv6 address in brackets, e.g. [::1]:8086' });
 });
+
+test('--identity-addr given as a URL (https://HOST:PORT, or with a path) is told to drop the scheme and path, not to bracket an IPv6 address', (t) => {
+  t.throws(() => parseServiceHostPort('https://mesh-agent-identity.mesh-agent.svc:8080', '--identity-addr https://mesh-agent-identity.mesh-agent.svc:8080', 8080), {
+    message: '--identity-addr https://mesh-agent-identity.mesh-agent.svc:8080: expected HOST:PORT, without a scheme or a path, e.g. mesh-agent-identity.mesh-agent.svc:8080',
+  });
+  t.throws(() => parseServiceHostPort('identity.svc:8080/certify', 'x', 8080), { message: 'x: expected HOST:PORT, without a scheme or a path, e.g. identity.svc:8080' });
+  t.throws(() => parseServiceHostPort('[fd00::1]:8080/', 'x', 8080), { message: 'x: expected HOST:PORT, without a scheme or a path, e.g. [fd00::1]:8080' });
+});

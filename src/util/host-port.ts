@@ -8,6 +8,11 @@ import * as net from 'node:net';
  * the bracket hint shows; `defaultPort` is taken when none is given (none: a port is required).
  */
 export function parseServiceHostPort(text: string, said: string, examplePort: number, defaultPort?: number): { host: string; port: number } {
+  // A URL (https://HOST:PORT/...): its colons would read as an unbracketed IPv6 address.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text) || /[/?#]/.test(text)) {
+    const bare = text.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').replace(/[/?#].*$/, '');
+    throw new Error(`${said}: expected HOST:PORT, without a scheme or a path, e.g. ${bare === '' ? 'HOST' : bare}${/:\d+$/.test(bare) ? '' : `:${examplePort}`}`);
+  }
   let host: string;
   let port: string | undefined;
   const v6 = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
