@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { parseServiceHostPort } from '../src/util/host-port.ts';
 import { identityOptions } from '../src/cli/run.ts';
 import { controllerUrl } from '../src/controller/addr.ts';
+import { sniOf } from '../src/identity/client.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
 
 test('a service HOST:PORT: a name, IPv4 or bracketed IPv6; an unbracketed IPv6 is refused with the bracket hint', (t) => {
@@ -37,4 +38,12 @@ test('--identity-addr given as a URL (https://HOST:PORT, or with a path) is told
   });
   t.throws(() => parseServiceHostPort('identity.svc:8080/certify', 'x', 8080), { message: 'x: expected HOST:PORT, without a scheme or a path, e.g. identity.svc:8080' });
   t.throws(() => parseServiceHostPort('[fd00::1]:8080/', 'x', 8080), { message: 'x: expected HOST:PORT, without a scheme or a path, e.g. [fd00::1]:8080' });
+});
+
+test('a fully qualified name with its trailing dot (mesh-agent-identity.mesh-agent.svc.cluster.local., which skips the resolver\'s search list) is a host name, as --identity-addr took it before the shared parser; its TLS server name goes without the dot', (t) => {
+  t.deepEqual(parseServiceHostPort('mesh-agent-identity.mesh-agent.svc.cluster.local.:8080', 'x', 8080), { host: 'mesh-agent-identity.mesh-agent.svc.cluster.local.', port: 8080 });
+  t.is(controllerUrl('mesh-agent-controller.mesh-agent.svc.cluster.local.:8086', '--controller'), 'http://mesh-agent-controller.mesh-agent.svc.cluster.local.:8086');
+  t.is(sniOf('mesh-agent-identity.mesh-agent.svc.cluster.local.'), 'mesh-agent-identity.mesh-agent.svc.cluster.local');
+  t.throws(() => parseServiceHostPort('a..:8080', 'x', 8080), { message: 'x: "a.." is not a host name or IPv4 address' });
+  t.throws(() => parseServiceHostPort('.:8080', 'x', 8080), { message: 'x: "." is not a host name or IPv4 address' });
 });

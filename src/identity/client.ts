@@ -108,7 +108,10 @@ export function httpsCertifyClient(o: HttpsCertifyOptions): CertifyClient & { re
   }
 }
 
-/** The TLS server name for `host`: none for an IP literal, v4 or v6 (RFC 6066 §3 allows names only; Node warns DEP0123). */
+/**
+ * The TLS server name for `host`: none for an IP literal, v4 or v6 (RFC 6066 §3 allows names
+ * only; Node warns DEP0123); a fully qualified name without its trailing dot (RFC 6066 §3 too).
+ */
 export function sniOf(host: string): string | undefined {
-  return isIP(host) === 0 ? host : undefined;
+  return isIP(host) === 0 ? host.replace(/\.$/, '') : undefined;
 }

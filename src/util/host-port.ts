@@ -1,6 +1,7 @@
 // HOST:PORT of a service the agent dials by name or address (the controller, the identity
-// service): HOST is a DNS name, an IPv4 address or an IPv6 address in brackets. An unbracketed
-// IPv6 address is refused: in "fd00::1:8080" the port cannot be told from the address.
+// service): HOST is a DNS name (a trailing dot allowed), an IPv4 address or an IPv6 address in
+// brackets. An unbracketed IPv6 address is refused: in "fd00::1:8080" the port cannot be told
+// from the address.
 import * as net from 'node:net';
 
 /**
@@ -25,7 +26,8 @@ export function parseServiceHostPort(text: string, said: string, examplePort: nu
     if (i >= 0 && text.indexOf(':') !== i) throw new Error(`${said}: put an IPv6 address in brackets, e.g. [::1]:${examplePort}`);
     host = i < 0 ? text : text.slice(0, i);
     port = i < 0 ? undefined : text.slice(i + 1);
-    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(host)) throw new Error(`${said}: "${host}" is not a host name or IPv4 address`);
+    // A trailing dot: a fully qualified name, looked up without the resolver's search list.
+    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.?$/i.test(host)) throw new Error(`${said}: "${host}" is not a host name or IPv4 address`);
   }
   if ((port === undefined || port === '') && defaultPort === undefined) throw new Error(`${said}: no port; expected HOST:PORT, e.g. ${net.isIPv6(host) ? `[${host}]` : host}:${examplePort}`);
   const p = port === undefined || port === '' ? defaultPort! : Number(port);
