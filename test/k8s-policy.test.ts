@@ -72,6 +72,18 @@ test('opaque ports may name the pod\'s container ports, as Linkerd\'s annotation
   t.regex(resolvePolicy({ annotations: { 'mesh-agent.io/skip-inbound-ports': 'mysql' }, namedPorts: { mysql: 3306 } }, undefined).errors[0]!, /skip-inbound-ports: invalid port list "mysql"/);
 });
 
+test('a container port whose name is also a property of every object (constructor, a valid port name) is read like any other (the map opaque-ports and a Server\'s named port resolve against)', (t) => {
+  const pod = podFromObject({
+    kind: 'Pod',
+    metadata: { uid: 'u1', name: 'odd', namespace: 'shop', annotations: { 'mesh-agent.io/inject': 'enabled', 'config.linkerd.io/opaque-ports': 'constructor' } },
+    spec: { containers: [{ name: 'app', ports: [{ name: 'constructor', containerPort: 7000 }] }] },
+  })!;
+  t.deepEqual(pod.namedPorts, { constructor: 7000 });
+  const p = resolvePolicy(pod, undefined);
+  t.deepEqual(p.errors, []);
+  t.deepEqual(p.opaquePorts?.ranges(), [[7000, 7000]]);
+});
+
 test('a bad value is reported with the annotation and value, and the last good value is kept', (t) => {
   const good = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '3306' }), undefined);
   const bad = resolvePolicy(A({ 'mesh-agent.io/inject': 'enabled', 'mesh-agent.io/skip-outbound-ports': '33o6' }), undefined, good);

@@ -71,7 +71,7 @@ export function namedPortsOf(containers: unknown): Record<string, number> {
   for (const c of containers) {
     for (const p of Array.isArray(c?.ports) ? c.ports : []) {
       if (typeof p?.name !== 'string' || p.name === '' || !Number.isInteger(p.containerPort)) continue;
-      if ((p.protocol ?? 'TCP') !== 'TCP' || p.name in out) continue;
+      if ((p.protocol ?? 'TCP') !== 'TCP' || Object.hasOwn(out, p.name)) continue; // hasOwn: 'constructor' is a valid port name
       out[p.name] = p.containerPort;
     }
   }
