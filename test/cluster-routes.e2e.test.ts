@@ -169,6 +169,10 @@ test.before(async () => {
   // The api pods again, under a route with every filter and a query match (its own Service, so
   // the api tests' route and timings are untouched).
   svcs.edge = cluster.addService({ name: 'edge', namespace: NS, selector: { app: 'api' }, ports });
+  // A headless Service of the v1 pods (clusterIP None, no kube-proxy rules), the backend of a route on its own parent.
+  svcs['api-v1-pods'] = cluster.addService({ name: 'api-v1-pods', namespace: NS, selector: { app: 'api', version: 'v1' }, ports, headless: true });
+  svcs.front = cluster.addService({ name: 'front', namespace: NS, selector: { app: 'api' }, ports });
+  cluster.apply(route('HTTPRoute', 'to-headless', 'front', 80, [{ backendRefs: [to('api-v1-pods', 80)] }]));
   cluster.apply(split(90, 10));
   cluster.apply(route('GRPCRoute', 'api-grpc', 'api', 50051, [
     { matches: [{ method: { service: 'meshtest.Echo', method: 'Count' } }], backendRefs: [to('api-v2', 50051)] },
@@ -178,7 +182,7 @@ test.before(async () => {
   cluster.apply(edgeRoute);
   await cluster.settled();
   mesh = await startMesh(cluster);
-  await mesh.waitAgents((s) => s.discovery.services >= 7 && s.discovery.routes >= 4 && s.pods.some((p: any) => p.meshed), 'discovery of the Services and routes');
+  await mesh.waitAgents((s) => s.discovery.services >= 9 && s.discovery.routes >= 5 && s.pods.some((p: any) => p.meshed), 'discovery of the Services and routes');
 });
 
 test.after.always(async () => {
@@ -197,6 +201,23 @@ test.serial('a header match sends x-canary: 1 to the canary only; a GRPCRoute se
   const unary = await load(['--grpc', `${svcs.api!.clusterIP}:50051`, '--grpc-method', 'Unary', '--requests', '200']);
   t.is(unary.failures, 0, JSON.stringify(unary.errors));
   t.deepEqual(byGroup(unary.byName), { v1: 200 });
+});
+
+test.serial('a route to a headless Service balances over its ready pods on both nodes (ResolvedRefs=True); a pod IP dialled directly stays that pod', async (t) => {
+  const { cluster, mesh } = need();
+  const v1 = podsOf('v1');
+  const r = await load(['--http', `${svcs.front!.clusterIP}:80`, '--requests', '300']);
+  t.is(r.failures, 0, JSON.stringify(r.errors));
+  t.deepEqual(byGroup(r.byName), { v1: 300 }, 'only the headless Service\'s pods');
+  t.true(v1.every((n) => (r.byName[n] ?? 0) > 0), `one keep-alive connection, every v1 pod (on both nodes) answered: ${JSON.stringify(r.byName)}`);
+  const st = await until(async () => cluster.api.get('HTTPRoute', NS, 'to-headless')?.status?.parents?.find((p: any) => p.controllerName === CONTROLLER_NAME),
+    (x: any) => x !== undefined, 'to-headless status written', { ms: 10_000, context: () => mesh.logs() });
+  t.deepEqual(st.conditions.map((c: any) => `${c.type}=${c.status}`), ['Accepted=True', 'ResolvedRefs=True']);
+  // A client that resolved the headless name itself dials a pod: that pod answers, every time.
+  const pod = backends.get(v1[1]!)!.pod;
+  const direct = await load(['--http', `${pod.ip}:8080`, '--requests', '50']);
+  t.is(direct.failures, 0, JSON.stringify(direct.errors));
+  t.deepEqual(direct.byName, { [pod.name]: 50 });
 });
 
 test.serial('a 90/10 split over 10,000 requests lands inside the binomial 99% interval; the controller wrote the route\'s status', async (t) => {

@@ -60,6 +60,29 @@ test('a headless Service has no ClusterIP to resolve; a Service port no slice na
   t.deepEqual(world(setSvc(named)).byVip('10.96.0.20', 443), { service: named, port: named.ports[0]!, endpoints: [], problems: [] }, 'no slice yet: no endpoints, nothing wrong');
 });
 
+test('a headless Service resolves for route backends by name and port: ready endpoints at the targetPort, hints as for any; without ports, at the asked port; never by its pod IPs', (t) => {
+  const db: DiscoService = { ...web, name: 'db', clusterIPs: [], headless: true };
+  const s = world(setSvc(db), setSlice({ ...sliceA, name: 'db-a', service: 'db' }), setSlice({ ...sliceB, name: 'db-b', service: 'db' }));
+  t.deepEqual(s.target('shop/db', 80)!.endpoints.map((e) => `${e.ip}:${e.port}`), ['10.1.0.5:8080', '10.1.0.6:8080', '10.2.0.9:8080'], 'port 80 -> the slices\' "http" port; not-ready 10.1.0.7 left out');
+  t.deepEqual(s.target('shop/db', 9000)!.endpoints.map((e) => `${e.ip}:${e.port}`), ['10.1.0.5:9001', '10.1.0.6:9001']);
+  t.is(s.target('shop/db', 81), null, 'a port the Service does not have');
+  t.is(s.byVip('10.1.0.5', 8080), null, 'a connection to one of its pods goes to the original destination');
+  // Zone hints narrow a headless Service's endpoints as a ClusterIP one's.
+  const hinted = new DiscoveryStore({ zone: 'z1' });
+  for (const m of [reset, setSvc(db), setSlice({ ...sliceB, name: 'db-b', service: 'db', endpoints: [{ ip: '10.1.0.5', ready: true, zone: 'z1', forZones: ['z1'] }, { ip: '10.2.0.9', ready: true, zone: 'z2', forZones: ['z2'] }] }), synced]) hinted.apply(m);
+  t.deepEqual(hinted.target('shop/db', 80)!.endpoints.map((e) => e.ip), ['10.1.0.5']);
+
+  // No ports: the EndpointSlice controller writes slices without ports; any asked port is the endpoints' port.
+  const bare: DiscoService = { ...db, ports: [] };
+  const b = world(setSvc(bare), setSlice({ ...sliceA, name: 'db-a', service: 'db', ports: [] }));
+  const at5432 = b.target('shop/db', 5432)!;
+  t.deepEqual(at5432.endpoints.map((e) => `${e.ip}:${e.port}`), ['10.1.0.5:5432', '10.1.0.6:5432']);
+  t.deepEqual(at5432.port, { name: '', port: 5432, targetPort: 5432 });
+  t.deepEqual(at5432.problems, []);
+  t.deepEqual(b.target('shop/db', 8080)!.endpoints.map((e) => e.port), [8080, 8080]);
+  t.is(world(setSvc({ ...bare, headless: undefined } as DiscoService)).target('shop/db', 5432), null, 'a Service with no ports that is not headless has nothing to resolve');
+});
+
 test('deltas: a slice change reaches byVip and names the Service to listeners; deletes remove', (t) => {
   const s = world(setSvc(web), setSlice(sliceA));
   const heard: string[][] = [];

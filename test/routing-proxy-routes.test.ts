@@ -141,17 +141,69 @@ test('HTTP/1: a backend Service that does not exist answers 500 for its share', 
   t.deepEqual([...seen.keys()].sort(), [200, 500], JSON.stringify([...seen]));
 });
 
-test('HTTP/1: a backend Service with no ClusterIP (headless) or without the port named answers 500 saying so, not "not found"', async (t) => {
+/** Requests on one keep-alive connection until `done` holds (at most `max`); the statuses seen. */
+async function until(port: number, done: () => boolean, max = 1000): Promise<Map<number, number>> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const seen = new Map<number, number>();
+  try {
+    for (let i = 0; i < max && !done(); i++) {
+      const r = await request(port, { agent });
+      seen.set(r.status, (seen.get(r.status) ?? 0) + 1);
+    }
+  } finally {
+    agent.destroy();
+  }
+  return seen;
+}
+
+test('HTTP/1: a headless backend Service is balanced per request over its ready endpoints at the targetPort, beside a ClusterIP one', async (t) => {
+  const v1 = await backend('v1');
+  const pods = await Promise.all(['db-0', 'db-1', 'db-2'].map((n) => backend(n)));
+  const unready = await backend('db-3');
+  t.teardown(async () => {
+    for (const b of [...pods, unready]) await b.close();
+  });
+  const { port, store, sink } = await setup(t, { api: [], 'api-v1': [v1] }, [route([{ matches: [], backends: [...to(['api-v1', 1]), { namespace: 'shop', name: 'db', port: 80, weight: 3 }] }])]);
+  // clusterIP None; its port 80 maps to the pods' container port named "http", one per slice here.
+  store.apply({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'db', clusterIPs: [], headless: true, ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } });
+  [...pods, unready].forEach((b, i) => store.apply({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: `db-${i}`, service: 'db', ports: [{ name: 'http', port: b.port }], endpoints: [{ ip: HOST, ready: b !== unready, pod: b.name }] } }));
+  const seen = await until(port, () => v1.hits > 0 && pods.every((b) => b.hits > 0));
+  t.deepEqual([...seen.keys()], [200], JSON.stringify([...seen]));
+  t.true(pods.every((b) => b.hits > 0), `every ready endpoint of the headless Service is reached: ${pods.map((b) => b.hits)}`);
+  t.true(v1.hits > 0, 'the ClusterIP backend keeps its share');
+  t.is(unready.hits, 0, 'a not-ready endpoint gets nothing');
+  await waitFor(() => sink.requests.some((e) => e.route?.backend?.name === 'db'), SINK_WAIT_MS);
+  const ev = sink.requests.find((e) => e.route?.backend?.name === 'db')!;
+  t.deepEqual(ev.route?.backend, { namespace: 'shop', name: 'db', port: 80 }, 'reported under the headless Service');
+  t.true(pods.some((b) => b.port === ev.destPort), 'dialled straight to a pod');
+});
+
+test('HTTP/1: a headless Service without ports is balanced over its ready endpoints at the backendRef port', async (t) => {
+  const first = await backend('db-0', { host: '127.0.0.2' });
+  const pods = [first, await backend('db-1', { host: '127.0.0.3', port: first.port })];
+  t.teardown(async () => {
+    for (const b of pods) await b.close();
+  });
+  const { port, store } = await setup(t, { api: [] }, [route([{ matches: [], backends: [{ namespace: 'shop', name: 'db', port: first.port, weight: 1 }] }])]);
+  store.apply({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'db', clusterIPs: [], headless: true, ports: [], annotations: {} } });
+  // The EndpointSlice controller writes no ports for a Service without ports.
+  store.apply({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'db-x', service: 'db', ports: [], endpoints: [{ ip: '127.0.0.2', ready: true, pod: 'db-0' }, { ip: '127.0.0.3', ready: true, pod: 'db-1' }] } });
+  const seen = await until(port, () => pods.every((b) => b.hits > 0));
+  t.deepEqual([...seen.keys()], [200], JSON.stringify([...seen]));
+  t.true(pods.every((b) => b.hits > 0), `both pods reached: ${pods.map((b) => b.hits)}`);
+});
+
+test('HTTP/1: a backend Service with no address to balance (ExternalName, IPv6 only) or without the port named answers 500 saying so, not "not found"', async (t) => {
   const { port, store } = await setup(t, { api: [] }, [
     route([
-      { matches: [{ path: { type: 'PathPrefix', value: '/headless' } }], backends: [{ namespace: 'shop', name: 'db', port: 80, weight: 1 }] },
+      { matches: [{ path: { type: 'PathPrefix', value: '/external' } }], backends: [{ namespace: 'shop', name: 'db', port: 80, weight: 1 }] },
       { matches: [{ path: { type: 'PathPrefix', value: '/port' } }], backends: [{ namespace: 'shop', name: 'db', port: 81, weight: 1 }] },
     ]),
   ]);
   store.apply({ type: 'service', op: 'set', service: { namespace: 'shop', name: 'db', clusterIPs: [], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } });
-  const headless = await request(port, { path: '/headless' });
-  t.is(headless.status, 500);
-  t.is(headless.body, 'backend Service shop/db port 80 has no ClusterIP (a headless or ExternalName Service, or IPv6 only): there is nothing to balance its requests over; name a Service with an IPv4 ClusterIP\n');
+  const external = await request(port, { path: '/external' });
+  t.is(external.status, 500);
+  t.is(external.body, 'backend Service shop/db port 80 has neither an IPv4 ClusterIP nor clusterIP None (an ExternalName or IPv6-only Service): there is nothing to balance its requests over; name a Service with an IPv4 ClusterIP or a headless one\n');
   const noPort = await request(port, { path: '/port' });
   t.is(noPort.status, 500);
   t.is(noPort.body, 'backend Service shop/db has no port 81\n');

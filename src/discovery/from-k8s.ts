@@ -55,7 +55,8 @@ const isTcp = (p: Obj) => p?.protocol === undefined || p?.protocol === null || p
 
 /**
  * core/v1 Service. IPv4 ClusterIPs only (a dual-stack Service keeps its IPv4 one); headless
- * (clusterIP None) and ExternalName Services have none and go to the original destination.
+ * (clusterIP None) and ExternalName Services have none: connections to them go to the original
+ * destination. A headless one is marked so, as a route backend balances over its endpoints.
  * Only TCP ports: the mesh proxies TCP, and kube-dns's UDP and TCP ports share a number.
  */
 export function serviceFromK8s(o: Obj): Converted<DiscoService> {
@@ -63,8 +64,10 @@ export function serviceFromK8s(o: Obj): Converted<DiscoService> {
   const problems: string[] = [];
   const spec: Obj = o?.spec ?? {};
   const clusterIPs: string[] = [];
+  let headless = false;
   if (spec.type !== 'ExternalName') {
     const ips: unknown[] = Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined && spec.clusterIP !== null ? [spec.clusterIP] : [];
+    headless = ips.includes('None');
     for (const ip of ips) {
       if (ip === 'None' || ip === '') continue;
       if (isIPv4(ip)) {
@@ -136,6 +139,7 @@ export function serviceFromK8s(o: Obj): Converted<DiscoService> {
     kept++;
   }
   const svc: DiscoService = { namespace, name, clusterIPs, ports, annotations };
+  if (headless && clusterIPs.length === 0) svc.headless = true;
   if (spec.internalTrafficPolicy === 'Local') svc.nodeLocal = true;
   return gate(key, svc, parseService, problems);
 }

@@ -50,8 +50,15 @@ export interface DiscoServicePort {
 export interface DiscoService {
   namespace: string;
   name: string;
-  /** IPv4 ClusterIPs; empty for a headless Service (those go to the original destination). */
+  /** IPv4 ClusterIPs; empty for a headless Service (connections to its pods go to the original destination). */
   clusterIPs: string[];
+  /**
+   * spec.clusterIP None: no ClusterIP, yet its EndpointSlices list its pods. A route naming it as
+   * a backendRef balances over them (a Service without ports: at the backendRef's port), as
+   * Gateway API expects. Absent otherwise, and for ExternalName and IPv6-only Services, which
+   * have no endpoints here; an older agent ignores it (and answers such a backend 500).
+   */
+  headless?: true;
   ports: DiscoServicePort[];
   /** Only the annotations the data plane reads (ROUTING_ANNOTATION_PREFIXES), so unrelated edits send nothing. */
   annotations: Record<string, string>;
@@ -223,6 +230,11 @@ export function parseService(v: unknown): DiscoService {
     annotations[k] = val;
   }
   const out: DiscoService = { namespace: ns, name: nm, clusterIPs, ports, annotations };
+  if (o.headless !== undefined) {
+    if (o.headless !== true) fail(`${w}: headless`, 'expected true or nothing');
+    if (clusterIPs.length > 0) fail(`${w}: headless`, `a headless Service has no ClusterIP, got ${clusterIPs.join(', ')}`);
+    out.headless = true;
+  }
   if (o.nodeLocal !== undefined) {
     if (o.nodeLocal !== true) fail(`${w}: nodeLocal`, 'expected true or nothing');
     out.nodeLocal = true;

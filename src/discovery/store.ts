@@ -254,14 +254,17 @@ export class DiscoveryStore {
     return this.target(key, port);
   }
 
-  /** The target of a Service port by Service key ("ns/name") and port number. */
+  /**
+   * The target of a Service port by Service key ("ns/name") and port number: what a route's
+   * backendRef resolves to, a headless Service's too (any port of one without ports).
+   */
   target(serviceKey: string, port: number): ServiceTarget | null {
     const w = this.live;
     let byPort = w.targets.get(serviceKey);
     const cached = byPort?.get(port);
     if (cached !== undefined) return cached;
     const svc = w.services.get(serviceKey);
-    const sp = svc?.ports.find((p) => p.port === port);
+    const sp = svc === undefined ? undefined : serviceUsesPort(svc, port);
     if (!svc || !sp) return null;
     const t = resolveTarget(svc, sp, [...(w.slicesOf.get(serviceKey) ?? [])].map((k) => w.slices.get(k)!).filter(Boolean), { node: this.node, zone: this.myZone });
     if (byPort === undefined) w.targets.set(serviceKey, (byPort = new Map()));
@@ -323,9 +326,21 @@ export class DiscoveryStore {
 }
 
 /**
+ * The Service port a request to `port` uses: the one declared, or for a headless Service that
+ * declares none, the port itself (its pods listen on the port clients dial, as DNS gives them
+ * the pod addresses). undefined: the Service has no such port.
+ */
+export function serviceUsesPort(svc: DiscoService, port: number): DiscoServicePort | undefined {
+  const sp = svc.ports.find((p) => p.port === port);
+  if (sp !== undefined || svc.headless !== true || svc.ports.length > 0) return sp;
+  return { name: '', port, targetPort: port };
+}
+
+/**
  * Joins a Service port with its slices: the slice ports named like the Service port give the
- * numbers. `me`: the asking agent's node (internalTrafficPolicy Local, node hints) and zone
- * (zone hints); topology hints narrow the ready endpoints as kube-proxy does (topology.ts).
+ * numbers (a headless Service without ports: every slice's endpoints, at the port asked). `me`:
+ * the asking agent's node (internalTrafficPolicy Local, node hints) and zone (zone hints);
+ * topology hints narrow the ready endpoints as kube-proxy does (topology.ts).
  */
 export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: DiscoSlice[], me: Locality = {}): ServiceTarget {
   const node = me.node;
@@ -335,8 +350,10 @@ export function resolveTarget(svc: DiscoService, sp: DiscoServicePort, slices: D
   const ready: Array<[DiscoEndpoint, number]> = [];
   const terminating: Array<[DiscoEndpoint, number]> = [];
   let matched = false;
+  // Its slices carry no ports, or whatever a hand-made one says: the port asked is the endpoints'.
+  const portless = svc.headless === true && svc.ports.length === 0 ? { name: '', port: sp.port } : undefined;
   for (const s of slices) {
-    const p = s.ports.find((x) => x.name === sp.name);
+    const p = portless ?? s.ports.find((x) => x.name === sp.name);
     if (p === undefined) continue;
     matched = true;
     for (const e of s.endpoints) {

@@ -1,9 +1,11 @@
 // Where a connection's original destination goes (DESIGN.md, "Routing"): a ClusterIP:port of a
 // Service the discovery store knows becomes a ServiceRoute with its balancer; anything else
-// (pod IPs, headless Services, addresses outside the cluster) goes to the original destination,
-// as before discovery. One balancer per Service port, created on first use and kept in step with
-// the store's changes, so an endpoint that leaves gets no new request once the store hears of it.
-import type { DiscoveryStore, ServiceTarget } from '../discovery/store.ts';
+// (pod IPs, headless Services' pods, addresses outside the cluster) goes to the original
+// destination, as before discovery. A route's backendRef resolves by Service name and port, a
+// headless Service's too: its requests are balanced over the Service's ready endpoints. One
+// balancer per Service port, created on first use and kept in step with the store's changes,
+// so an endpoint that leaves gets no new request once the store hears of it.
+import { serviceUsesPort, type DiscoveryStore, type ServiceTarget } from '../discovery/store.ts';
 import { keyOf, serviceAuthority, type DiscoService, type DiscoServicePort } from '../discovery/model.ts';
 import { Balancer, type EndpointSnapshot, type EwmaParams } from './balancer.ts';
 import { accrualFromAnnotations } from './failure-accrual.ts';
@@ -86,6 +88,12 @@ export function clientsOf(w: { byIp(ip: string): { namespace: string; kind: stri
   };
 }
 
+/**
+ * Whether a Service has endpoints a balancer can hold: a ClusterIP one's, or a headless one's
+ * (as a route backend). ExternalName and IPv6-only Services have none here.
+ */
+const balanced = (svc: DiscoService): boolean => svc.clusterIPs.length > 0 || svc.headless === true;
+
 /** Budgets kept, per client workload and Service; past this the oldest are dropped. */
 const MAX_BUDGETS = 10_000;
 
@@ -118,13 +126,15 @@ export class Router {
 
   /**
    * A route's backend as a Service route with its balancer, or null when the store has no such
-   * Service port (or it is headless). Cached on the backend until the store changes.
+   * Service port, or the Service has no endpoints to balance (ExternalName, IPv6 only). A
+   * headless Service is balanced over its endpoints as a ClusterIP one. Cached on the backend
+   * until the store changes.
    */
   backend(b: CompiledBackend): ServiceRoute | null {
     const gen = this.store.generation;
     if (b.targetGen === gen) return b.target as ServiceRoute | null;
     const t = this.store.target(`${b.namespace}/${b.name}`, b.port);
-    const r = t === null || t.service.clusterIPs.length === 0 ? null : this.routeOf(t);
+    const r = t === null || !balanced(t.service) ? null : this.routeOf(t);
     b.target = r;
     b.targetGen = gen;
     return r;
@@ -134,9 +144,8 @@ export class Router {
   missingBackend(b: CompiledBackend): string {
     const svc = this.store.service(`${b.namespace}/${b.name}`);
     if (svc === undefined) return `backend Service ${b.namespace}/${b.name} port ${b.port} not found`;
-    if (!svc.ports.some((p) => p.port === b.port)) return `backend Service ${b.namespace}/${b.name} has no port ${b.port}`;
-    // Requests to such a Service go to the pod addresses DNS gives (resolve() leaves them alone); as a backend there is no Service address to balance.
-    return `backend Service ${b.namespace}/${b.name} port ${b.port} has no ClusterIP (a headless or ExternalName Service, or IPv6 only): there is nothing to balance its requests over; name a Service with an IPv4 ClusterIP`;
+    if (serviceUsesPort(svc, b.port) === undefined) return `backend Service ${b.namespace}/${b.name} has no port ${b.port}`;
+    return `backend Service ${b.namespace}/${b.name} port ${b.port} has neither an IPv4 ClusterIP nor clusterIP None (an ExternalName or IPv6-only Service): there is nothing to balance its requests over; name a Service with an IPv4 ClusterIP or a headless one`;
   }
 
   /** Who is behind a source IP; a pod the agent does not know is its own workload. */
@@ -267,7 +276,7 @@ export class Router {
       const byPort = this.routes.get(key)!;
       for (const [port, route] of byPort) {
         const t = this.store.target(key, port);
-        if (t === null || t.service.clusterIPs.length === 0) {
+        if (t === null || !balanced(t.service)) {
           route.stale = true;
           route.balancer.setEndpoints([]);
           byPort.delete(port);

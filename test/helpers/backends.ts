@@ -22,8 +22,12 @@ export interface Backend {
   close(): Promise<void>;
 }
 
-/** A server (HTTP/1, or h2c with `h2`) answering its own name, with `status` if given, or what `handle` does with request number n. */
-export async function backend(name: string, opts: { h2?: boolean; status?: number; handle?: Handler } = {}): Promise<Backend> {
+/**
+ * A server (HTTP/1, or h2c with `h2`) answering its own name, with `status` if given, or what
+ * `handle` does with request number n. `host` and `port`: where it listens (default HOST, any
+ * port), e.g. pods of a Service without ports, which share one port on different addresses.
+ */
+export async function backend(name: string, opts: { h2?: boolean; status?: number; handle?: Handler; host?: string; port?: number } = {}): Promise<Backend> {
   const b: Backend = { name, port: 0, hits: 0, bodies: [], cancelled: 0, server: null as unknown as net.Server, close: async () => {} };
   const onRequest = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     const n = b.hits++;
@@ -47,7 +51,7 @@ export async function backend(name: string, opts: { h2?: boolean; status?: numbe
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
-  server.listen(0, HOST);
+  server.listen(opts.port ?? 0, opts.host ?? HOST);
   await once(server, 'listening');
   b.server = server;
   b.port = (server.address() as net.AddressInfo).port;
