@@ -13,6 +13,7 @@ import { requestJson } from '../src/controller/client.ts';
 import { RouteIndex, type DesiredStatus } from '../src/routing/route-index.ts';
 import { mergedStatus } from '../src/routing/route-status.ts';
 import { CONTROLLER_NAME } from '../src/routing/gateway-api.ts';
+import { DiscoveryHub, prepare } from '../src/discovery/hub.ts';
 import { until, waitFor } from './helpers/until.ts';
 import { kubeconfigFile, startController as controller } from './helpers/controller-proc.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
@@ -41,6 +42,27 @@ function index() {
   };
   return { idx, lines, statuses, logs, record, accepted };
 }
+
+test('route index: a backend Service converted again when it turns headless or loses its address; the hub tells it what a Service record is', (t) => {
+  const x = index();
+  x.idx.setService('shop/api', [80]);
+  x.idx.setService('shop/db', [80], 'none');
+  x.idx.upsert(httpRoute('to-db', { rules: [{ backendRefs: [{ name: 'db', port: 80 }] }] }));
+  t.is(x.accepted('to-db'), 'Accepted=True/Accepted ResolvedRefs=False/BackendNotFound', 'an ExternalName Service has nothing to balance');
+  x.idx.setService('shop/db', [], 'headless');
+  t.is(x.accepted('to-db'), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs', 'headless without ports: the backendRef port is its endpoints\' port');
+  t.is(x.record('HTTPRoute/shop/to-db').rules[0].backends[0].problem, undefined);
+
+  const heard: unknown[] = [];
+  const hub = new DiscoveryHub({ log: () => {} });
+  hub.onService = (...a) => heard.push(a);
+  const svcObj = (name: string, spec: object) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec });
+  hub.put('service', prepare('service', svcObj('db', { clusterIP: 'None' })));
+  hub.put('service', prepare('service', svcObj('ext', { type: 'ExternalName', externalName: 'db.example.com', ports: [{ port: 80 }] })));
+  hub.put('service', prepare('service', svcObj('api', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] })));
+  hub.remove('service', 'shop/api');
+  t.deepEqual(heard, [['shop/db', [], 'headless'], ['shop/ext', [80], 'none'], ['shop/api', [80], 'clusterIP'], ['shop/api', null, 'clusterIP']]);
+});
 
 test('route index: a route listed before its Service waits (no false "not found"); one edited into an invalid state keeps its last good record', (t) => {
   const x = index();

@@ -21,8 +21,14 @@ import { modifiedHead } from '../src/proxy/http1/hop.ts';
 import { CompiledHeaderModifier } from '../src/routing/header-modifier.ts';
 import { CompiledRedirect, replacePrefix } from '../src/routing/redirect.ts';
 
-const svcs: Record<string, number[]> = { 'shop/api': [80, 9090], 'shop/api-v1': [80, 9090], 'shop/api-v2': [80], 'shop/grpc': [50051], 'other/api': [80] };
-const services: ServiceLookup = (ns, name) => (svcs[`${ns}/${name}`] ? { ports: svcs[`${ns}/${name}`]! } : undefined);
+const svcs: Record<string, number[]> = { 'shop/api': [80, 9090], 'shop/api-v1': [80, 9090], 'shop/api-v2': [80], 'shop/grpc': [50051], 'other/api': [80], 'shop/db': [80], 'shop/bare': [], 'shop/ext': [80] };
+/** db and bare are headless (bare without ports), ext an ExternalName (or IPv6-only) Service; the rest have a ClusterIP. */
+const addressing: Record<string, 'headless' | 'none'> = { 'shop/db': 'headless', 'shop/bare': 'headless', 'shop/ext': 'none' };
+const services: ServiceLookup = (ns, name) => {
+  const k = `${ns}/${name}`;
+  if (!svcs[k]) return undefined;
+  return addressing[k] ? { ports: svcs[k]!, addressing: addressing[k] } : { ports: svcs[k]! };
+};
 const SVC = { kind: 'Service' as const, namespace: 'shop', name: 'api' };
 
 // ---- Linkerd's annotations ----
@@ -296,7 +302,21 @@ const unresolved: Array<[string, object, string, RegExp]> = [
   ['a backend port the Service lacks', { name: 'api-v2', port: 9090 }, 'BackendNotFound', /Service shop\/api-v2 has no port 9090/],
   ['a backend of an unknown kind', { name: 'x', kind: 'Bucket', group: 'storage.example.com', port: 80 }, 'InvalidKind', /"storage\.example\.com\/Bucket" is not a kind we route to/],
   ['a backend in another namespace', { name: 'api', namespace: 'other', port: 80 }, 'RefNotPermitted', /in another namespace; a route may send across namespaces only to its parent Service/],
+  ['an ExternalName or IPv6-only backend Service', { name: 'ext', port: 80 }, 'BackendNotFound', /Service shop\/ext has neither an IPv4 ClusterIP nor clusterIP None \(an ExternalName or IPv6-only Service\): there are no endpoints to balance its requests over/],
+  ['a port a headless backend Service lacks', { name: 'db', port: 5432 }, 'BackendNotFound', /Service shop\/db has no port 5432/],
 ];
+
+test('HTTPRoute and TrafficSplit: a headless backend Service resolves (ResolvedRefs=True): at its ports, or at any port when it declares none', (t) => {
+  const c = routeFromGateway(httpRoute({ rules: [{ backendRefs: [{ name: 'db', port: 80, weight: 1 }, { name: 'bare', port: 5432, weight: 1 }] }] }), services);
+  t.deepEqual(c.parents[0]!.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'True', 'ResolvedRefs']]);
+  t.deepEqual(c.record!.rules[0]!.backends.map((b) => b.problem), [undefined, undefined]);
+  t.deepEqual(c.problems, []);
+  const s = routeFromTrafficSplit(split({ backends: [{ service: 'db', weight: 1 }, { service: 'bare', weight: 1 }] }), services, groups);
+  t.deepEqual(s.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'True', 'ResolvedRefs']]);
+  const ext = routeFromTrafficSplit(split({ backends: [{ service: 'api-v1', weight: 1 }, { service: 'ext', weight: 1 }] }), services, groups);
+  t.deepEqual(ext.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'False', 'BackendNotFound']]);
+  t.regex(ext.record!.rules[0]!.backends[1]!.problem!, /Service shop\/ext has neither an IPv4 ClusterIP nor clusterIP None/);
+});
 for (const [what, ref, reason, msg] of unresolved) {
   test(`HTTPRoute: ${what} is ResolvedRefs=False (${reason}) and its share answers 500`, (t) => {
     const c = routeFromGateway(httpRoute({ rules: [{ backendRefs: [{ name: 'api-v1', port: 80, weight: 1 }, { ...ref, weight: 1 }] }] }), services);

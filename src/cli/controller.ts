@@ -83,7 +83,7 @@ export function registerController(program: Command) {
           log: logTo,
           onStatus: (want, obj) => writeStatus?.(want, obj),
         });
-        hub.onService = (key, ports) => routes.setService(key, ports);
+        hub.onService = (key, ports, addressing) => routes.setService(key, ports, addressing);
         // SMI TrafficTargets become access records the destination's agents enforce (docs/policy.md).
         const access = new AccessIndex({
           sink: { put: (key, line) => hub.put('access', { key, line, endpoints: 0, problems: [] }), remove: (key) => hub.remove('access', key) },

@@ -14,7 +14,7 @@
 // not shared with later agents once the world changed) for as long as its connection lives.
 import type { Writable } from 'node:stream';
 import { convert, describeObject, skipInboundOf, type ResourceKind } from './from-k8s.ts';
-import { DISCOVERY_VERSION, type DiscoPod, type DiscoService, type DiscoSlice } from './model.ts';
+import { addressingOf, DISCOVERY_VERSION, type Addressing, type DiscoPod, type DiscoService, type DiscoSlice } from './model.ts';
 
 type Obj = Record<string, any>;
 
@@ -54,6 +54,8 @@ export interface Prepared {
   problems: string[];
   /** A Service's ports (what a route may name). */
   ports?: number[];
+  /** A Service's addressing (whether a route backend naming it can be balanced). */
+  addressing?: Addressing;
   /** A pod whose record follows its namespace's annotations (podFromK8s): joined again when they change. */
   followsNamespace?: true;
 }
@@ -71,7 +73,10 @@ export function prepare(kind: ResourceKind, obj: Obj, namespace?: Record<string,
     endpoints: kind === 'slice' && c.record !== null ? (c.record as DiscoSlice).endpoints.length : 0,
     problems: c.problems.length > 0 ? c.problems : NO_PROBLEMS,
   };
-  if (kind === 'service' && c.record !== null) p.ports = (c.record as DiscoService).ports.map((x) => x.port);
+  if (kind === 'service' && c.record !== null) {
+    p.ports = (c.record as DiscoService).ports.map((x) => x.port);
+    p.addressing = addressingOf(c.record as DiscoService);
+  }
   if (c.followsNamespace && p.line !== null) p.followsNamespace = true;
   return p;
 }
@@ -173,8 +178,8 @@ export class DiscoveryHub {
   private syncedV = false;
   private readonly waiters: Array<() => void> = [];
   private stats = { closedSlow: 0, snapshotsBuilt: 0, lastSnapshotBytes: 0, deltas: 0, unchanged: 0 };
-  /** Hears each Service's ports as they change (null: gone), for the route index (routing/route-index.ts). */
-  onService: ((key: string, ports: number[] | null) => void) | null = null;
+  /** Hears each Service's ports and addressing as they change (ports null: gone), for the route index (routing/route-index.ts). */
+  onService: ((key: string, ports: number[] | null, addressing: Addressing) => void) | null = null;
 
   constructor(o: HubOptions) {
     this.o = { maxQueuedBytes: 8 << 20, chunkBytes: 64 << 10, snapshotReuseMs: 10_000, snapshotStallMs: 60_000, now: Date.now, ...o };
@@ -216,7 +221,7 @@ export class DiscoveryHub {
     if (prev === undefined) return;
     m.delete(key);
     this.endpoints -= prev.endpoints;
-    if (kind === 'service') this.onService?.(key, null);
+    if (kind === 'service') this.onService?.(key, null, 'clusterIP');
     this.changed(kind, key, deleteLine(kind, key));
   }
 
@@ -251,7 +256,7 @@ export class DiscoveryHub {
     }
     this.endpoints += e.endpoints - (prev?.endpoints ?? 0);
     m.set(e.key, e);
-    if (kind === 'service') this.onService?.(e.key, e.ports ?? []);
+    if (kind === 'service') this.onService?.(e.key, e.ports ?? [], e.addressing ?? 'clusterIP');
     this.changed(kind, e.key, e.line);
   }
 

@@ -146,6 +146,15 @@ export const ROUTING_ANNOTATION_PREFIXES = ['balancer.linkerd.io/', 'retry.linke
 
 export const keyOf = (o: { namespace: string; name: string }): string => `${o.namespace}/${o.name}`;
 
+/**
+ * What a route backend naming the Service is balanced over: its endpoints, reached by a ClusterIP
+ * or headless (clusterIP None) Service; none for an ExternalName or IPv6-only Service, whose
+ * slices the agents do not read.
+ */
+export type Addressing = 'clusterIP' | 'headless' | 'none';
+
+export const addressingOf = (s: DiscoService): Addressing => (s.clusterIPs.length > 0 ? 'clusterIP' : s.headless === true ? 'headless' : 'none');
+
 /** The name clients use for a Service, as Linkerd's `authority` label spells it. */
 export function serviceAuthority(namespace: string, name: string, port: number, clusterDomain = 'cluster.local'): string {
   return `${name}.${namespace}.svc.${clusterDomain}:${port}`;

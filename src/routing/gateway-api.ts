@@ -13,6 +13,7 @@ import {
 import { isName, isPort } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
 import { show } from '../util/show.ts';
+import type { Addressing } from '../discovery/model.ts';
 
 type Obj = Record<string, any>;
 
@@ -20,8 +21,25 @@ export const GATEWAY_GROUP = 'gateway.networking.k8s.io';
 /** The controllerName our status entries carry (Gateway API wants a domain-prefixed path). */
 export const CONTROLLER_NAME = 'mesh-agent.io/mesh-controller';
 
-/** What the converter needs to know of a Service: that it exists, and its ports. */
-export type ServiceLookup = (namespace: string, name: string) => { ports: number[] } | undefined;
+/**
+ * What the converter needs to know of a Service: that it exists, its ports, and its addressing
+ * (absent: a ClusterIP). A headless Service is a backend as a ClusterIP one (one without ports
+ * at any port); an ExternalName or IPv6-only one has no endpoints the agents can balance.
+ */
+export interface ServiceInfo {
+  ports: number[];
+  addressing?: Addressing;
+}
+export type ServiceLookup = (namespace: string, name: string) => ServiceInfo | undefined;
+
+/** Whether a backend naming this Service at `port` resolves to a port of it (store.ts serviceUsesPort, on the agent). */
+export const backendPortOf = (svc: ServiceInfo, port: number): boolean => svc.ports.includes(port) || (svc.addressing === 'headless' && svc.ports.length === 0);
+
+/** Why a backend naming this Service has nothing to balance over, or null (router.ts missingBackend says the same to its requests). */
+export function unbalanced(svc: ServiceInfo, namespace: string, name: string): string | null {
+  if (svc.addressing !== 'none') return null;
+  return `Service ${namespace}/${name} has neither an IPv4 ClusterIP nor clusterIP None (an ExternalName or IPv6-only Service): there are no endpoints to balance its requests over; name a Service with an IPv4 ClusterIP or a headless one`;
+}
 
 export interface Condition {
   type: 'Accepted' | 'ResolvedRefs';
@@ -388,8 +406,14 @@ function backendOf(b: Obj, where: string, cx: ConvertContext): BackendRef {
     cx.unresolved.push(['BackendNotFound', msg]);
     return ref(b.port, msg);
   }
-  if (!svc.ports.includes(b.port)) {
+  if (!backendPortOf(svc, b.port)) {
     const msg = `${where}: Service ${namespace}/${b.name} has no port ${b.port}`;
+    cx.unresolved.push(['BackendNotFound', msg]);
+    return ref(b.port, msg);
+  }
+  const none = unbalanced(svc, namespace, b.name);
+  if (none !== null) {
+    const msg = `${where}: ${none}`;
     cx.unresolved.push(['BackendNotFound', msg]);
     return ref(b.port, msg);
   }

@@ -10,7 +10,8 @@ import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { Dependents } from '../util/dependents.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
-import { CONTROLLER_NAME, isServerRoute, routeFromGateway, type Condition, type ParentStatus, type RouteConversion } from './gateway-api.ts';
+import { CONTROLLER_NAME, isServerRoute, routeFromGateway, type Condition, type ParentStatus, type RouteConversion, type ServiceInfo } from './gateway-api.ts';
+import type { Addressing } from '../discovery/model.ts';
 import { routeFromTrafficSplit, type SplitConversion } from './smi.ts';
 import type { RouteKind, RouteRecord } from './route-model.ts';
 
@@ -66,8 +67,8 @@ export interface RouteState {
 
 export class RouteIndex {
   private readonly o: RouteIndexOptions;
-  /** Services by ns/name -> ports. */
-  private readonly services = new Map<string, number[]>();
+  /** Services by ns/name -> ports and addressing. */
+  private readonly services = new Map<string, ServiceInfo>();
   /** Route objects and HTTPRouteGroups by Kind/ns/name. */
   private readonly objects: KindStore<RouteObjectKind>;
   /** Route key -> its last good record (what the agents have). */
@@ -106,15 +107,15 @@ export class RouteIndex {
 
   // ---- inputs ----
 
-  /** A Service's ports (null: deleted). */
-  setService(key: string, ports: number[] | null): void {
+  /** A Service's ports (null: deleted) and addressing (a backend naming an ExternalName Service is unresolved). */
+  setService(key: string, ports: number[] | null, addressing: Addressing = 'clusterIP'): void {
     const prev = this.services.get(key);
     if (ports === null) {
       if (prev === undefined) return;
       this.services.delete(key);
     } else {
-      if (prev !== undefined && prev.length === ports.length && prev.every((p, i) => p === ports[i])) return;
-      this.services.set(key, ports);
+      if (prev !== undefined && (prev.addressing ?? 'clusterIP') === addressing && prev.ports.length === ports.length && prev.ports.every((p, i) => p === ports[i])) return;
+      this.services.set(key, addressing === 'clusterIP' ? { ports } : { ports, addressing });
     }
     this.reconvertDependents(`Service/${key}`);
   }
@@ -157,10 +158,7 @@ export class RouteIndex {
       this.forget(key);
       return;
     }
-    const lookup = (ns: string, n: string) => {
-      const ports = this.services.get(`${ns}/${n}`);
-      return ports === undefined ? undefined : { ports };
-    };
+    const lookup = (ns: string, n: string) => this.services.get(`${ns}/${n}`);
     const reads: string[] = [];
     let conv: RouteConversion | SplitConversion;
     if (kind === 'TrafficSplit') {

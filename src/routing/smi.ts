@@ -7,7 +7,7 @@
 // as the spec says; header values are regular expressions searched in the header's value.
 // Pure, like gateway-api.ts: the caller says which Services and HTTPRouteGroups exist.
 import { checkRegex, MAX_BACKENDS, MAX_MATCHES, MAX_WEIGHT, parseRouteRecord, SAME_PORT, type BackendRef, type HeaderMatch, type RouteMatch, type RouteRecord, type RouteRule } from './route-model.ts';
-import { createdAtOf, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
+import { backendPortOf, createdAtOf, unbalanced, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
 import { isName } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
 import { show } from '../util/show.ts';
@@ -108,8 +108,11 @@ export function routeFromTrafficSplit(o: Obj, services: ServiceLookup, groups: R
       if (svc === undefined) {
         ref.problem = `${w}: Service ${namespace}/${b.service} not found`;
         unresolved.push(['BackendNotFound', ref.problem]);
-      } else if (root !== undefined && !root.ports.some((p) => svc.ports.includes(p))) {
+      } else if (root !== undefined && !root.ports.some((p) => backendPortOf(svc, p))) {
         ref.problem = `${w}: Service ${namespace}/${b.service} has none of ${namespace}/${spec.service}'s ports (${root.ports.join(', ')})`;
+        unresolved.push(['BackendNotFound', ref.problem]);
+      } else if (unbalanced(svc, namespace, b.service) !== null) {
+        ref.problem = `${w}: ${unbalanced(svc, namespace, b.service)}`;
         unresolved.push(['BackendNotFound', ref.problem]);
       }
       return ref;
