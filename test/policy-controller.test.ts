@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
-import { ACCESS_RESOURCES, LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { ACCESS_RESOURCES, LINKERD_POLICY_RESOURCES, linkerdPolicyResourcesAt, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { AccessIndex } from '../src/policy/access-index.ts';
 import { RouteIndex } from '../src/routing/route-index.ts';
 import { MeshObjects } from '../src/discovery/mesh-objects.ts';
@@ -149,14 +149,37 @@ test('mesh-agent controller --kubeconfig: Linkerd Servers with their Authorizati
   await waitFor(() => c.store.serversIn('shop').length === 0, 10_000);
 });
 
-test('mesh-agent controller --kubeconfig without Linkerd\'s CRDs: discovery syncs, and says once that Servers need them', async (t) => {
+test('mesh-agent controller --kubeconfig without Linkerd\'s CRDs: discovery syncs, and says once that Servers need them; CRDs installed later at v1beta1 only are read there', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());
   const kc = kubeconfigFile(t, api);
   const c = await startController(t, ['--kubeconfig', kc]);
   t.deepEqual(c.store.serversIn('shop'), []);
-  const said = c.log().match(/Server \(policy\.linkerd\.io\/v1beta3\) is not served by the API server: its CRD is not installed. Server objects take effect once Linkerd's \(2\.16 or later\) CRDs are installed/g) ?? [];
+  const said = c.log().match(/Server \(policy\.linkerd\.io\/v1beta3, v1beta2, v1beta1\) is not served by the API server: its CRD is not installed. Server objects take effect once Linkerd's CRDs are installed/g) ?? [];
   t.is(said.length, 1, c.log());
+  // Linkerd 2.14's CRDs installed while it runs: the refused watch lists again, at the version served.
+  for (const r of linkerdPolicyResourcesAt('v1beta1')) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  api.create(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 8080 }, 'policy.linkerd.io/v1beta1'));
+  await until(async () => c.store.serversIn('shop'), (s) => s.length === 1, 'the v1beta1 Server read', { ms: 40_000, context: c.log });
+  t.regex(c.log(), /Server is served at policy\.linkerd\.io\/v1beta1, not policy\.linkerd\.io\/v1beta3/);
+});
+
+test('mesh-agent controller --kubeconfig with Linkerd 2.14\'s CRDs (Server served at v1beta1 only): its Servers are enforced, not read as "none"', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...linkerdPolicyResourcesAt('v1beta1')]) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  api.create(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 8080 }, 'policy.linkerd.io/v1beta1'));
+  api.create(linkerd('AuthorizationPolicy', 'api-from-web', { targetRef: { group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }, requiredAuthenticationRefs: [{ kind: 'ServiceAccount', name: 'web' }] }));
+  const kc = kubeconfigFile(t, api);
+  const c = await startController(t, ['--kubeconfig', kc]);
+  // In the agents' first world: the port is closed to all but web, as Linkerd enforces it.
+  t.deepEqual(c.store.serversIn('shop').map((s) => [s.name, s.port, s.accessPolicy, s.authorizations]), [['api-http', 8080, 'deny', [{ name: 'api-from-web', identities: [{ namespace: 'shop', serviceAccount: 'web' }] }]]], c.log());
+  t.notRegex(c.log(), /Server \(policy\.linkerd\.io\/v1beta3\) is not served/);
+  t.regex(c.log(), /Server is served at policy\.linkerd\.io\/v1beta1/);
+  api.apply(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 9090 }, 'policy.linkerd.io/v1beta1'));
+  await waitFor(() => c.store.serversIn('shop')[0]?.port === 9090, 10_000);
 });
 
 test('mesh-agent controller --resources: TrafficTargets from files reach the agents; a bad edit shows in /v1/status', async (t) => {

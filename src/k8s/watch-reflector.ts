@@ -26,8 +26,8 @@ export interface Refusal {
 export interface ReflectorOptions {
   /** For messages: "pods", "namespaces". */
   name: string;
-  /** Collection path, e.g. /api/v1/pods. */
-  path: string;
+  /** Collection path, e.g. /api/v1/pods; a function for a kind whose served version the list picks (the watch follows it). */
+  path: string | (() => string);
   fieldSelector?: string;
   /** `signal` aborts when stop() is called: the list in flight should end then. */
   list: (signal: AbortSignal) => Promise<{ items: Obj[]; resourceVersion: string }>;
@@ -64,6 +64,11 @@ export interface ReflectorOptions {
    * refused, TOKEN_HINT) goes to onError: the consumers' words are about RBAC rules and CRDs.
    */
   onRefused?: (r: Refusal, line: string) => void;
+  /**
+   * A refused watch lists again (after the backoff) instead of watching again: for a kind whose
+   * list picks the version the API server serves, so CRDs installed later at another version are found.
+   */
+  relistWhenWatchRefused?: boolean;
   /** A list or watch was accepted after `was`. */
   onAccepted?: (was: Refusal) => void;
   /** A list replaced the store. */
@@ -123,14 +128,18 @@ export class Reflector {
 
   constructor(o: ReflectorOptions) {
     this.o = o;
-    this.rbacHint = o.rbacHint ?? agentRbacHint(resourceOf(o.path).resource);
+    this.rbacHint = o.rbacHint ?? agentRbacHint(resourceOf(typeof o.path === 'string' ? o.path : o.path()).resource);
     this.backoff = new Backoff(o.backoff);
   }
 
   /** The refused state for a status page; null when not refused. */
   refusedStatus(): RefusalStatus | null {
     const r = this.refused;
-    return r && { status: r.status, verb: r.verb, message: r.message, since: new Date(r.since).toISOString(), grant: r.status === 401 ? null : grantFor(this.o.path) };
+    return r && { status: r.status, verb: r.verb, message: r.message, since: new Date(r.since).toISOString(), grant: r.status === 401 ? null : grantFor(this.path) };
+  }
+
+  private get path(): string {
+    return typeof this.o.path === 'string' ? this.o.path : this.o.path();
   }
 
   /** The plural it reflects ("pods", "httproutes"). */
@@ -200,8 +209,10 @@ export class Reflector {
         if (short) await this.sleep(this.backoff.next());
       } else {
         const status = this.refusal(end.err);
-        if (status !== undefined) this.refuse(status, 'watch', end.err);
-        else this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.rbacHint)}; ${resume}`);
+        if (status !== undefined) {
+          this.refuse(status, 'watch', end.err);
+          if (this.o.relistWhenWatchRefused) needList = true;
+        } else this.report(`${describeFailure(`watch ${this.o.name}`, this.o.server, end.err, this.rbacHint)}; ${resume}`);
         await this.sleep(this.backoff.next());
       }
     }
@@ -232,7 +243,7 @@ export class Reflector {
     if (this.refused?.status === status) return;
     const r: Refusal = { status, verb, message: serverMessage(e), since: Date.now() };
     this.refused = r;
-    const line = describeRefusal(`${verb} ${this.o.name}`, this.o.path, status, r.message, this.rbacHint);
+    const line = describeRefusal(`${verb} ${this.o.name}`, this.path, status, r.message, this.rbacHint);
     if (this.o.onRefused && status !== 401) this.o.onRefused(r, line);
     else this.report(line);
   }
@@ -318,7 +329,7 @@ export class Reflector {
       // Randomised server-side timeout, as client-go does, so watches of many agents do not expire together.
       const timeoutSeconds = Math.round(300 * (1 + Math.random()));
       this.o.watch
-        .watch(this.o.path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, fieldSelector: this.o.fieldSelector, timeoutSeconds }, onEvent, onDone, this.stopping.signal)
+        .watch(this.path, { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, fieldSelector: this.o.fieldSelector, timeoutSeconds }, onEvent, onDone, this.stopping.signal)
         .then(
           (c) => {
             controller = c;

@@ -3,7 +3,8 @@
 // TrafficSplit (split.smi-spec.io/v1alpha4) and HTTPRouteGroup (specs.smi-spec.io/v1alpha4),
 // SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
 // (specs.smi-spec.io/v1alpha4), and Linkerd's Server, AuthorizationPolicy,
-// MeshTLSAuthentication and NetworkAuthentication (policy.linkerd.io), each listed and watched once with the same reflector, into the
+// MeshTLSAuthentication and NetworkAuthentication (policy.linkerd.io; Server and its HTTPRoute at the
+// newest version served, older Linkerd CRDs serving older ones), each listed and watched once with the same reflector, into the
 // route and access indexes (discovery/mesh-objects.ts). Their CRDs are
 // not ours to install: a kind whose CRD is missing (404), or a route kind the controller may not
 // read (403: a ClusterRole from before the kind was read), counts as listed and empty, is said
@@ -16,13 +17,17 @@ import type { WatchClient } from '../k8s/kube-api.ts';
 import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
+import { listFirstServed } from '../k8s/served-version.ts';
 import type { MeshObjectKind, MeshObjects } from '../discovery/mesh-objects.ts';
 import { ROUTE_PLURALS, type StatusApi } from './route-status.ts';
 import { ROUTING_ANNOTATION_PREFIXES } from '../discovery/model.ts';
 
 type Obj = Record<string, any>;
 
-export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: string; plural: string; crd: string }> = [
+/** A kind as listed: `version` the newest read; `older` the versions older CRDs serve instead, tried in order when it is not served (404). */
+export interface RouteKindDef { kind: MeshObjectKind; group: string; version: string; older?: string[]; plural: string; crd: string }
+
+export const ROUTE_KINDS: RouteKindDef[] = [
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', crd: "Gateway API's (standard channel)" },
   { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'grpcroutes', crd: "Gateway API's (standard channel)" },
   { kind: 'TrafficSplit', group: 'split.smi-spec.io', version: 'v1alpha4', plural: 'trafficsplits', crd: "SMI's" },
@@ -30,13 +35,15 @@ export const ROUTE_KINDS: Array<{ kind: MeshObjectKind; group: string; version: 
   { kind: 'TCPRoute', group: 'specs.smi-spec.io', version: 'v1alpha4', plural: 'tcproutes', crd: "SMI's" },
   { kind: 'TrafficTarget', group: 'access.smi-spec.io', version: 'v1alpha3', plural: 'traffictargets', crd: "SMI's" },
   // Linkerd's policy resources (docs/policy.md). Server at v1beta3, which Linkerd's CRDs serve
-  // since 2.16 (with accessPolicy); older CRDs answer 404 and are said so.
-  { kind: 'Server', group: 'policy.linkerd.io', version: 'v1beta3', plural: 'servers', crd: "Linkerd's (2.16 or later)" },
+  // since 2.16 (with accessPolicy); 2.12-2.15's serve v1beta1 (and v1beta2 from 2.15), without
+  // accessPolicy: read there, their Servers deny what no policy allows. Never "none" for a 404
+  // on v1beta3 alone: that would open every port a Server restricts.
+  { kind: 'Server', group: 'policy.linkerd.io', version: 'v1beta3', older: ['v1beta2', 'v1beta1'], plural: 'servers', crd: "Linkerd's" },
   { kind: 'AuthorizationPolicy', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'authorizationpolicies', crd: "Linkerd's" },
   { kind: 'MeshTLSAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'meshtlsauthentications', crd: "Linkerd's" },
   { kind: 'NetworkAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'networkauthentications', crd: "Linkerd's" },
   // Linkerd's own HTTPRoutes (per-route authorization targets, parented by Servers): the access index's alone.
-  { kind: 'HTTPRoute', group: 'policy.linkerd.io', version: 'v1beta3', plural: 'httproutes', crd: "Linkerd's" },
+  { kind: 'HTTPRoute', group: 'policy.linkerd.io', version: 'v1beta3', older: ['v1beta2', 'v1beta1'], plural: 'httproutes', crd: "Linkerd's" },
 ];
 
 /**
@@ -85,19 +92,34 @@ export interface RouteReflectorsOptions {
 export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
   const api = o.kc.makeApiClient(CustomObjectsApi);
   return ROUTE_KINDS.map((d) => {
-    const apiVersion = `${d.group}/${d.version}`;
-    const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion);
+    const versions = [d.version, ...(d.older ?? [])];
+    // The version read: the newest served, picked by every list (the watch follows it).
+    let version = d.version;
+    const apiVersion = () => `${d.group}/${version}`;
+    const tried = versions.length > 1 ? `${d.group}/${versions.join(', ')}` : `${d.group}/${d.version}`;
+    const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion());
+    const listAt = (v: string, signal: AbortSignal) => listPaged({
+      page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: v, plural: d.plural, limit, _continue: cont }, abortable(signal))) as Page,
+      limit: o.pageSize,
+      keep: (x: Obj) => slimRoute(x, d.kind, `${d.group}/${v}`),
+      onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
+      signal,
+    });
     const r: Reflector = new Reflector({
       // Two groups serve httproutes: Linkerd's is named with its group (status, logs).
       name: d.group === 'policy.linkerd.io' && d.kind === 'HTTPRoute' ? `${d.plural}.${d.group}` : d.plural,
-      path: `/apis/${d.group}/${d.version}/${d.plural}`,
-      list: (signal) => listPaged({
-        page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: d.version, plural: d.plural, limit, _continue: cont }, abortable(signal))) as Page,
-        limit: o.pageSize,
-        keep,
-        onExpired: (n) => o.log(expiredListMessage(d.plural, n)),
-        signal,
-      }),
+      path: () => `/apis/${d.group}/${version}/${d.plural}`,
+      list: versions.length === 1 ? (signal) => listAt(d.version, signal) : async (signal) => {
+        const got = await listFirstServed(versions, (v) => listAt(v, signal));
+        if (got.version !== version) {
+          version = got.version;
+          o.log(version === d.version
+            ? `${d.kind} is served at ${apiVersion()} now: reading it there`
+            : `${d.kind} is served at ${apiVersion()}, not ${d.group}/${d.version} (an older release's CRDs): reading it there${d.kind === 'Server' ? '; its Servers have no accessPolicy, so each denies what no AuthorizationPolicy allows' : ''}`);
+        }
+        return got.result;
+      },
+      relistWhenWatchRefused: versions.length > 1,
       watch: o.watch,
       server: o.server,
       watchdogMs: o.watchdogMs,
@@ -110,13 +132,13 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       // up once the CRD is installed or the grant applied. Not a 403 on an access kind.
       emptyWhenRefused: (status) => status === 404 || !restricts(d),
       onRefused: (r, line) => {
-        if (r.status === 404) o.log(`${d.kind} (${apiVersion}) is not served by the API server: its CRD is not installed. ${d.kind} ${restricts(d) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
+        if (r.status === 404) o.log(`${d.kind} (${tried}) is not served by the API server: its CRD is not installed. ${d.kind} ${restricts(d) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
         else if (restricts(d)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
-        else o.log(`${d.kind} (${apiVersion}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
+        else o.log(`${d.kind} (${apiVersion()}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
       },
       onAccepted: (was) => o.log(was.status === 404
-        ? `${d.kind} (${apiVersion}) is served now (its CRD was installed): reading ${d.plural}`
-        : acceptedLine(`${d.kind} (${apiVersion})`, was)),
+        ? `${d.kind} (${apiVersion()}) is served now (its CRD was installed): reading ${d.plural}`
+        : acceptedLine(`${d.kind} (${apiVersion()})`, was)),
       onError: o.onError,
       onChange: (op, key, obj) => {
         if (op === 'set') o.routes.upsert(obj);

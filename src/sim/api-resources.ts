@@ -303,7 +303,7 @@ export const ACCESS_RESOURCES: ResourceType[] = [
 ];
 
 /**
- * Linkerd's policy kinds, as its CRDs serve them (Server at v1beta3, the version the controller
+ * Linkerd's policy kinds, as its CRDs serve them (Server at v1beta3, the newest version the controller
  * lists). Not its HTTPRoute: the stand-in serves a kind from one group only, and HTTPRoute is
  * the Gateway API's in ROUTE_RESOURCES.
  */
@@ -313,6 +313,15 @@ export const LINKERD_POLICY_RESOURCES: ResourceType[] = [
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'MeshTLSAuthentication', plural: 'meshtlsauthentications', namespaced: true, admit: admitCustom },
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'NetworkAuthentication', plural: 'networkauthentications', namespaced: true, admit: admitCustom },
 ];
+
+/**
+ * Linkerd's policy kinds as an older release's CRDs serve them: Server at `serverVersion` only
+ * (Linkerd 2.12-2.14 serve v1beta1, 2.15 v1beta1 and v1beta2; the stand-in serves one version of
+ * a kind), the rest as LINKERD_POLICY_RESOURCES.
+ */
+export function linkerdPolicyResourcesAt(serverVersion: 'v1beta1' | 'v1beta2' | 'v1beta3'): ResourceType[] {
+  return LINKERD_POLICY_RESOURCES.map((t) => (t.kind === 'Server' ? { ...t, version: serverVersion } : t));
+}
 
 /** What the API server checks of any custom object: its metadata (the CRDs' own schemas are the routing code's to check). */
 function admitCustom(o: KubeObject): void {
