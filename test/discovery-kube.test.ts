@@ -288,6 +288,44 @@ test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoute
   }
 });
 
+test('403 on Gateway API HTTPRoutes while Linkerd\'s Server is served is not "none": an HTTPRoute parented by a Server narrows what its policies allow, so discovery waits for the grant, and a refused relist keeps what was read', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...LINKERD_POLICY_RESOURCES]) api.register(r);
+  api.create(service('web'));
+  api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'get-only', namespace: 'shop' }, spec: { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }], rules: [{ matches: [{ method: 'GET' }] }] } });
+  api.setFailure(403, 'any', 'httproutes');
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const routes: string[] = [];
+  const objects = {
+    routes: undefined, access: undefined, hold() {}, release() {}, upsert() {},
+    remove: (kind: string, ns: string, name: string) => (kind === 'HTTPRoute' ? routes.push(`remove ${ns}/${name}`) : 0),
+    replaceAll: (kind: string, objs: Iterable<KubeObject>, group?: string) => (kind === 'HTTPRoute' && group === 'gateway.networking.k8s.io' ? routes.push(`replaceAll ${[...objs].map((o) => o.metadata.name).join(',')}`) : 0),
+  } as unknown as MeshObjects;
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes: objects, onError: (e) => errors.push(e.message), log: () => {}, backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  src.start();
+  const refusedLists = () => api.requests.filter((r) => r.resource === 'httproutes' && !r.watch && r.status === 403).length;
+  await waitFor(() => api.requests.filter((r) => r.resource === 'httproutes' && r.status === 403).length >= 3, 10_000);
+  t.false(hub.synced, 'discovery synced with the Servers\' HTTPRoutes unreadable');
+  t.deepEqual(routes, [], 'never listed as none');
+  t.true(errors.some((e) => /HTTP 403/.test(e) && /httproutes/.test(e) && /Server/.test(e) && /ClusterRole/.test(e)), errors.join('\n'));
+  api.setFailure(null);
+  await within(hub.whenSynced(), 10_000, () => `not synced once granted: ${errors.slice(-3).join('; ')}`);
+  t.deepEqual(routes, ['replaceAll get-only']);
+  // Taken back, and the watch's version compacted away: the relist is refused and what was read stays.
+  const before = refusedLists();
+  api.setFailure(403, 'list', 'httproutes');
+  api.create(service('other'));
+  api.compact();
+  api.dropWatches();
+  await waitFor(() => refusedLists() >= before + 3, 10_000);
+  t.deepEqual(routes, ['replaceAll get-only'], 'what was read stays in force: no empty list, no removal');
+});
+
 test('an access kind read, then refused (a relist after 410 answered 403): it still fails closed, keeping what was read; the refusal is said once with the rule to grant, and the grant once', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());

@@ -9,12 +9,13 @@
 // not ours to install: a kind whose CRD is missing (404), or a route kind the controller may not
 // read (403: a ClusterRole from before the kind was read), counts as listed and empty, is said
 // once, and is watched for, so routes work once the CRDs are installed or the grant applied. A
-// 403 on an access kind (ACCESS_KINDS) is an error: empty, it would open what it restricts. The status API writes
+// 403 on an access kind (ACCESS_KINDS; the Gateway API HTTPRoute while Linkerd's Server may be served,
+// restrictsNow) is an error: empty, it would open what it restricts. The status API writes
 // the routes' status through the status subresource (route-status.ts).
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { abortable } from '../k8s/client-node-signal.ts';
 import type { WatchClient } from '../k8s/kube-api.ts';
-import { grantFor, type BackoffOptions } from '../k8s/watch-errors.ts';
+import { grantFor, statusOf, type BackoffOptions } from '../k8s/watch-errors.ts';
 import { expiredListMessage, listPaged, type Page } from '../k8s/pager.ts';
 import { acceptedLine, Reflector } from '../k8s/watch-reflector.ts';
 import { listFirstServed } from '../k8s/served-version.ts';
@@ -56,6 +57,17 @@ const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTT
 /** An access kind, or Linkerd's own HTTPRoute (a per-route authorization target: lost, a Server's clients would get every request, not its routes'). */
 const restricts = (d: { kind: MeshObjectKind; group: string }): boolean => ACCESS_KINDS.has(d.kind) || d.group === 'policy.linkerd.io';
 
+/**
+ * The Gateway API's HTTPRoute restricts too while Linkerd's Server kind may be served: one whose
+ * parentRef is a Server narrows what the Server's AuthorizationPolicies allow to its matches.
+ * `serverNotServed`: Server's list was answered 404 on every version (no Linkerd CRDs); until
+ * its first list answers, it may be served, and a 403 waits (retried with backoff) rather than
+ * open a Server's routes. Pure, for the reflector's refusal rule.
+ */
+export function restrictsNow(d: { kind: MeshObjectKind; group: string }, serverNotServed: boolean): boolean {
+  return restricts(d) || (d.kind === 'HTTPRoute' && d.group === 'gateway.networking.k8s.io' && !serverNotServed);
+}
+
 export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io), traffictargets (access.smi-spec.io) or servers, authorizationpolicies, meshtlsauthentications and networkauthentications (policy.linkerd.io); apply the ClusterRole from mesh-agent install";
 
 /** What conversion and the status writer read of a route object: the rest is dropped. */
@@ -91,6 +103,14 @@ export interface RouteReflectorsOptions {
  */
 export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
   const api = o.kc.makeApiClient(CustomObjectsApi);
+  // How Linkerd's Server list was last answered (404: on every version), for whether Gateway API
+  // HTTPRoutes restrict (restrictsNow); their first list waits for Server's first answer, so a
+  // 403 at start is judged knowing whether Linkerd's CRDs are installed. A refused watch of
+  // Server lists again (relistWhenWatchRefused), so a CRD removed later is seen here too.
+  let serverAnswer: number | undefined;
+  let serverAnswered!: () => void;
+  const serverKnown = new Promise<void>((resolve) => (serverAnswered = resolve));
+  const serverNotServed = () => serverAnswer === 404;
   return ROUTE_KINDS.map((d) => {
     const versions = [d.version, ...(d.older ?? [])];
     // The version read: the newest served, picked by every list (the watch follows it).
@@ -109,8 +129,20 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       // Two groups serve httproutes: Linkerd's is named with its group (status, logs).
       name: d.group === 'policy.linkerd.io' && d.kind === 'HTTPRoute' ? `${d.plural}.${d.group}` : d.plural,
       path: () => `/apis/${d.group}/${version}/${d.plural}`,
-      list: versions.length === 1 ? (signal) => listAt(d.version, signal) : async (signal) => {
-        const got = await listFirstServed(versions, (v) => listAt(v, signal));
+      list: versions.length === 1 ? async (signal) => {
+        if (d.kind === 'HTTPRoute' && d.group === 'gateway.networking.k8s.io') await untilOrAborted(serverKnown, signal);
+        return listAt(d.version, signal);
+      } : async (signal) => {
+        let got;
+        try {
+          got = await listFirstServed(versions, (v) => listAt(v, signal));
+          if (d.kind === 'Server') serverAnswer = 200;
+        } catch (e) {
+          if (d.kind === 'Server') serverAnswer = statusOf(e) ?? 0;
+          throw e;
+        } finally {
+          if (d.kind === 'Server') serverAnswered();
+        }
         if (got.version !== version) {
           version = got.version;
           o.log(version === d.version
@@ -130,10 +162,11 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       // No CRD, or a ClusterRole from before this kind was read: listed and empty, so the rest of
       // discovery is not held back; the watch from "now" (retried with backoff) picks the objects
       // up once the CRD is installed or the grant applied. Not a 403 on an access kind.
-      emptyWhenRefused: (status) => status === 404 || !restricts(d),
+      emptyWhenRefused: (status) => status === 404 || !restrictsNow(d, serverNotServed()),
       onRefused: (r, line) => {
         if (r.status === 404) o.log(`${d.kind} (${tried}) is not served by the API server: its CRD is not installed. ${d.kind} ${restricts(d) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
         else if (restricts(d)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
+        else if (restrictsNow(d, serverNotServed())) o.onError(new Error(`${line}; Linkerd's Server kind may be served (policy.linkerd.io), and an HTTPRoute whose parent is a Server narrows what the Server allows, so until then what was last read of ${d.kind} stays in force, and at start no world is served`));
         else o.log(`${d.kind} (${apiVersion()}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
       },
       onAccepted: (was) => o.log(was.status === 404
@@ -153,6 +186,19 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       },
     });
     return r;
+  });
+}
+
+/** `p`, or a rejection once `signal` aborts (the reflector stopped). */
+function untilOrAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    });
   });
 }
 
