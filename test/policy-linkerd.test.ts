@@ -207,6 +207,16 @@ test('malformed objects give a clear record, never a throw', (t) => {
   }
 });
 
+test('identityRefs named "*" match no client, as in Linkerd (its controller makes "*.NS.serviceaccount..." an exact identity, and a Namespace "*" a suffix no namespace has): not every ServiceAccount', (t) => {
+  for (const r of [{ kind: 'ServiceAccount', name: '*' }, { kind: 'ServiceAccount', name: '*', namespace: 'other' }, { kind: 'Namespace', name: '*' }]) {
+    const c = convert([votingGrpc, meshTls('m', { identityRefs: [r] }), authz('a', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'm')])], 'voting-grpc');
+    t.not(c.record, null);
+    t.regex(c.problems.join('\n'), /AuthorizationPolicy emojivoto\/a: ignored, .*identityRefs\[0\]\.name: "\*" names no (ServiceAccount|Namespace)/, JSON.stringify(r));
+    const p = podPolicy([c.record!], votingPod);
+    for (const id of [web, voting, other]) t.is(p.connection(meshed(id), 8080).verdict, 'deny', `${JSON.stringify(r)}: ${id.namespace}/${id.serviceAccount}`);
+  }
+});
+
 test('a broken AuthorizationPolicy or authentication is ignored with the reason: the Server stays closed to its clients', (t) => {
   const cases: Array<[Obj[], RegExp]> = [
     [[authz('a', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'missing')])], /AuthorizationPolicy emojivoto\/a: ignored, it allows nothing on Server emojivoto\/voting-grpc: .*MeshTLSAuthentication emojivoto\/missing not found/],

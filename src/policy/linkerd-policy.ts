@@ -12,7 +12,8 @@
 //   be ignored"), so it allows nothing: the Server stays closed and the problem is recorded;
 // - MeshTLSAuthentication: `identities` ("*", Linkerd's DNS-like identity
 //   sa.ns.serviceaccount.identity.linkerd.<domain>, "*.ns.serviceaccount.identity.linkerd.<domain>",
-//   or a SPIFFE ID) or `identityRefs` (ServiceAccount, Namespace: every ServiceAccount of it);
+//   or a SPIFFE ID) or `identityRefs` (ServiceAccount, Namespace: every ServiceAccount of it; a
+//   name "*" matches no client in Linkerd, so it is refused here);
 //   the trust domain is not compared (this mesh issues one);
 // - NetworkAuthentication: `networks` of cidr and except (IPv6 entries never match: the capture is IPv4);
 // - once an HTTPRoute is attached to a Server, only requests matching one of its routes are
@@ -78,14 +79,17 @@ function meshTls(o: Obj): IdentityPattern[] {
   return raw.map((r: Obj, i: number) => {
     const w = `spec.identityRefs[${i}]`;
     if (!isCore(r?.group)) throw new Invalid(`${w}.group: ${show(r?.group)}: only core ServiceAccount and Namespace are read`);
+    // "*" is no wildcard here: Linkerd makes a ServiceAccount "*" the exact identity
+    // "*.NS.serviceaccount.identity.linkerd.DOMAIN" and a Namespace "*" the suffix
+    // "*.serviceaccount..." under a namespace named "*", so neither matches any client.
     if (r?.kind === 'ServiceAccount') {
       const ns = r.namespace ?? namespace;
-      if (r.name === '*') return { namespace: ns, serviceAccount: '*' };
+      if (r.name === '*') throw new Invalid(`${w}.name: "*" names no ServiceAccount (Linkerd matches no client with it); for every ServiceAccount of ${show(ns)} use {kind: Namespace, name: ${show(ns)}}`);
       if (!isName(r.name) || !isName(ns)) throw new Invalid(`${w}: ${show(r.name)} in ${show(ns)} is not a ServiceAccount`);
       return { namespace: ns, serviceAccount: r.name };
     }
     if (r?.kind === 'Namespace') {
-      if (r.name === '*') return { namespace: '*', serviceAccount: '*' };
+      if (r.name === '*') throw new Invalid(`${w}.name: "*" names no Namespace (Linkerd matches no client with it); for any meshed client use identities: ["*"]`);
       if (!isName(r.name)) throw new Invalid(`${w}.name: ${show(r.name)} is not a namespace`);
       return { namespace: r.name, serviceAccount: '*' };
     }
