@@ -217,6 +217,14 @@ test('identityRefs named "*" match no client, as in Linkerd (its controller make
   }
 });
 
+test('a NetworkAuthentication entry is one network, as Linkerd parses it: a comma-separated list in cidr or except is refused, not read as several networks', (t) => {
+  for (const n of [{ cidr: '10.244.0.0/16,0.0.0.0/0' }, { cidr: '0.0.0.0/0', except: ['192.168.0.0/16,203.0.113.0/24'] }]) {
+    const c = convert([votingGrpc, netAuth('n', [n]), authz('a', toServer('voting-grpc'), [ref('NetworkAuthentication', 'n')])], 'voting-grpc');
+    t.regex(c.problems.join('\n'), /AuthorizationPolicy emojivoto\/a: ignored, .*NetworkAuthentication emojivoto\/n: spec\.networks\[0\]\.(cidr|except\[0\]): .* is a list; write one network per entry/, JSON.stringify(n));
+    t.is(podPolicy([c.record!], votingPod).connection(meshed(web, '203.0.113.7'), 8080).verdict, 'deny', JSON.stringify(n));
+  }
+});
+
 test('a broken AuthorizationPolicy or authentication is ignored with the reason: the Server stays closed to its clients', (t) => {
   const cases: Array<[Obj[], RegExp]> = [
     [[authz('a', toServer('voting-grpc'), [ref('MeshTLSAuthentication', 'missing')])], /AuthorizationPolicy emojivoto\/a: ignored, it allows nothing on Server emojivoto\/voting-grpc: .*MeshTLSAuthentication emojivoto\/missing not found/],

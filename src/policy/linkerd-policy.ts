@@ -101,9 +101,18 @@ function networkAuth(o: Obj): NetworkRule[] {
   const nets: unknown = o?.spec?.networks;
   if (!Array.isArray(nets) || nets.length === 0) throw new Invalid('spec.networks: expected a non-empty list of {cidr, except}');
   if (nets.length > 64) throw new Invalid('spec.networks: more than 64 entries');
+  // One network per entry, as Linkerd parses each: the agents' network lists are comma-separated,
+  // and "10.0.0.0/8,0.0.0.0/0" read as two would admit what Linkerd refuses.
+  const one = (v: unknown, w: string) => {
+    if (typeof v === 'string' && v.includes(',')) throw new Invalid(`${w}: ${show(v)} is a list; write one network per entry`);
+  };
   return nets.map((n: Obj, i: number) => {
+    one(n?.cidr, `spec.networks[${i}].cidr`);
     const out: NetworkRule = { cidr: n?.cidr };
-    if (n?.except !== undefined && n.except !== null) out.except = n.except;
+    if (n?.except !== undefined && n.except !== null) {
+      if (Array.isArray(n.except)) n.except.forEach((x: unknown, j: number) => one(x, `spec.networks[${i}].except[${j}]`));
+      out.except = n.except;
+    }
     return out;
   });
 }
