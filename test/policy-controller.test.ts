@@ -215,6 +215,23 @@ test('mesh-agent controller --resources: Linkerd Servers and policies from files
   t.is(c.store.serversIn('shop')[0]!.port, 8080, 'the agent has the last good version and the reason');
 });
 
+test('a Gateway API and a Linkerd HTTPRoute of the same name are two routes of a Server: both count, each AuthorizationPolicy targets its own group\'s, and deleting one keeps the other', (t) => {
+  const routes = new RouteIndex({ sink: { put() {}, remove() {} }, log: () => {} });
+  const x = index();
+  const objects = new MeshObjects(routes, x.idx);
+  const parent = { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }] };
+  const route = (apiVersion: string, path: string) => linkerd('HTTPRoute', 'books', { ...parent, rules: [{ matches: [{ path: { type: 'PathPrefix', value: path } }] }] }, apiVersion);
+  objects.upsert(linkerd('Server', 'api-http', { podSelector: {}, port: 8080 }, 'policy.linkerd.io/v1beta1'));
+  objects.upsert(linkerd('AuthorizationPolicy', 'linkerd-only', { targetRef: { group: 'policy.linkerd.io', kind: 'HTTPRoute', name: 'books' }, requiredAuthenticationRefs: [] }));
+  objects.replaceAll('HTTPRoute', [route('policy.linkerd.io/v1beta3', '/linkerd')], 'policy.linkerd.io');
+  objects.replaceAll('HTTPRoute', [route('gateway.networking.k8s.io/v1', '/gateway')], 'gateway.networking.k8s.io');
+  type R = { group: string; name: string; matches: Array<{ path?: { value: string } }>; authorizations: Array<{ name: string }> };
+  const seen = () => (x.record('Server/shop/api-http').routes as R[]).map((r) => [r.group, r.matches[0]?.path?.value, r.authorizations.map((a) => a.name)]);
+  t.deepEqual(seen(), [['gateway.networking.k8s.io', '/gateway', []], ['policy.linkerd.io', '/linkerd', ['linkerd-only']]]);
+  objects.remove('HTTPRoute', 'shop', 'books', 'policy.linkerd.io');
+  t.deepEqual(seen(), [['gateway.networking.k8s.io', '/gateway', []]], 'the Gateway API route stays');
+});
+
 test('HTTPRoute is listed from two groups: a relist of one keeps the other\'s objects; policy.linkerd.io\'s go to the access index alone', (t) => {
   const routeLogs: string[] = [];
   const routes = new RouteIndex({ sink: { put() {}, remove() {} }, log: (_l, m) => routeLogs.push(m) });

@@ -20,7 +20,7 @@ const req = (method: string, target: string, headers: Record<string, string> = {
 function lookupOf(objs: Obj[]): LinkerdLookup {
   const ns = (o: Obj) => o.metadata?.namespace ?? 'default';
   return {
-    get: (kind: LinkerdKind, n: string, name: string) => objs.find((o) => o.kind === kind && ns(o) === n && o.metadata?.name === name),
+    get: (kind: LinkerdKind, n: string, name: string, group?: string) => objs.find((o) => o.kind === kind && ns(o) === n && o.metadata?.name === name && (group === undefined || String(o.apiVersion).startsWith(`${group}/`))),
     list: (kind, n) => objs.filter((o) => o.kind === kind && ns(o) === n),
   };
 }

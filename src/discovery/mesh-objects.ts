@@ -51,7 +51,7 @@ export class MeshObjects {
   /** `group`: the object's API group, when the kind is served by two (HTTPRoute: policy.linkerd.io's are the access index's alone). */
   remove(kind: MeshObjectKind, namespace: string, name: string, group?: string): void {
     if (isRouteKind(kind) && group !== LINKERD_GROUP) this.routes?.remove(kind, namespace, name);
-    if (isAccessKind(kind)) this.access?.remove(kind, namespace, name);
+    if (isAccessKind(kind)) this.access?.remove(kind, namespace, name, group);
   }
 
   /** `group`: the list was of that API group only, so another group's objects of the kind stay. */

@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseDocuments } from '../k8s/documents.ts';
+import { groupOf } from '../k8s/kind-store.ts';
 import { objectName } from '../k8s/objects.ts';
 import { describeObject, kindOf, type ResourceKind } from './from-k8s.ts';
 import { joinNamespace, prepare, type DiscoveryHub, type Prepared } from './hub.ts';
@@ -187,7 +188,8 @@ export class ResourceFiles {
       const rk = meshObjectKind(o);
       if (rk !== null && this.routes !== undefined) {
         const { namespace, name } = objectName(o);
-        objects.set(`route ${rk} ${namespace}/${name}`, { route: o });
+        // With its group: Gateway API's and Linkerd's HTTPRoute of one name are two objects.
+        objects.set(`route ${rk} ${namespace}/${name} ${groupOf(o)}`, { route: o });
       }
     }
     return { stamp, objects, error: null };
@@ -293,9 +295,9 @@ export class ResourceFiles {
   /** The object of the first file defining it goes to the hub (none: removed). */
   private publish(k: string, owners: string[]): void {
     if (k.startsWith('route ')) {
-      const [, rk, key] = k.split(' ') as [string, string, string];
+      const [, rk, key, group] = k.split(' ') as [string, string, string, string];
       const [ns, name] = key.split('/') as [string, string];
-      if (owners.length === 0) this.routes!.remove(rk as MeshObjectKind, ns, name);
+      if (owners.length === 0) this.routes!.remove(rk as MeshObjectKind, ns, name, group);
       else this.routes!.upsert((this.files.get(owners[0]!)!.objects.get(k) as { route: Obj }).route);
       return;
     }

@@ -1,4 +1,5 @@
-// The objects of the few kinds an index converts (routes, access policy), by "Kind/namespace/name".
+// The objects of the few kinds an index converts (routes, access policy), by "Kind/namespace/name"
+// ("Kind/namespace/name/group" for a kind two API groups serve, groupKeyed: HTTPRoute).
 // An object of an apiVersion the index does not read is refused and said once; a relist replaces
 // one kind's objects, removing those it no longer lists. The index hears of each change.
 import type { ChangeLog } from '../util/change-log.ts';
@@ -6,7 +7,13 @@ import { objectName } from './objects.ts';
 
 type Obj = Record<string, any>;
 
-export const objKey = (kind: string, ns: string, name: string): string => `${kind}/${ns}/${name}`;
+export const objKey = (kind: string, ns: string, name: string, group?: string): string => (group === undefined ? `${kind}/${ns}/${name}` : `${kind}/${ns}/${name}/${group}`);
+
+/** The API group of an object's apiVersion ('' for the core group). */
+export const groupOf = (o: Obj | undefined): string => {
+  const v = typeof o?.apiVersion === 'string' ? o.apiVersion : '';
+  return v.includes('/') ? v.slice(0, v.indexOf('/')) : '';
+};
 
 export interface KindStoreOptions<K extends string> {
   /** The object's kind among those read, or null for another kind (ignored). */
@@ -16,6 +23,11 @@ export interface KindStoreOptions<K extends string> {
   logged: ChangeLog;
   /** An object of `kind` was added, changed or removed. */
   changed(kind: K, key: string): void;
+  /**
+   * Kinds two API groups serve (HTTPRoute: Gateway API's and Linkerd's): keyed with the group, so
+   * two objects of one namespace and name, one in each group, are two objects.
+   */
+  groupKeyed?: (kind: K) => boolean;
 }
 
 export class KindStore<K extends string> {
@@ -39,7 +51,7 @@ export class KindStore<K extends string> {
     const kind = this.#o.kindOf(o);
     if (kind === null) return false;
     const { namespace, name } = objectName(o);
-    const key = objKey(kind, namespace, name);
+    const key = this.#key(kind, namespace, name, groupOf(o))!; // with a group, never null
     const versions = this.#o.versions[kind];
     if (!versions.includes(o.apiVersion)) {
       this.#o.logged.once(key, `${kind} ${namespace}/${name}: apiVersion ${JSON.stringify(o.apiVersion)} is not read; use ${versions.join(' or ')}`);
@@ -50,10 +62,16 @@ export class KindStore<K extends string> {
     return true;
   }
 
-  remove(kind: K, namespace: string, name: string): void {
-    const key = objKey(kind, namespace, name);
-    if (!this.#objects.delete(key)) return;
+  /** `group`: the object's API group, needed for a groupKeyed kind (without it, none is removed). */
+  remove(kind: K, namespace: string, name: string, group?: string): void {
+    const key = this.#key(kind, namespace, name, group);
+    if (key === null || !this.#objects.delete(key)) return;
     this.#o.changed(kind, key);
+  }
+
+  #key(kind: K, namespace: string, name: string, group: string | undefined): string | null {
+    if (this.#o.groupKeyed?.(kind) !== true) return objKey(kind, namespace, name);
+    return group === undefined ? null : objKey(kind, namespace, name, group);
   }
 
   /**
@@ -62,12 +80,13 @@ export class KindStore<K extends string> {
    */
   replaceAll(kind: K, objs: Iterable<Obj>, group?: string): void {
     const seen = new Set<string>();
-    for (const o of objs) if (this.upsert(o)) seen.add(objKey(kind, objectName(o).namespace, objectName(o).name));
+    for (const o of objs) if (this.upsert(o)) seen.add(this.#key(kind, objectName(o).namespace, objectName(o).name, groupOf(o))!);
     for (const key of [...this.#objects.keys()]) {
       if (!key.startsWith(`${kind}/`) || seen.has(key)) continue;
-      if (group !== undefined && !String(this.#objects.get(key)?.apiVersion).startsWith(`${group}/`)) continue;
+      const had = groupOf(this.#objects.get(key));
+      if (group !== undefined && had !== group) continue;
       const [, ns, name] = key.split('/');
-      this.remove(kind, ns!, name!);
+      this.remove(kind, ns!, name!, had);
     }
   }
 }

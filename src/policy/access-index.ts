@@ -91,9 +91,10 @@ export class AccessIndex {
     return smi || linkerd;
   }
 
-  remove(kind: AccessObjectKind, namespace: string, name: string): void {
+  /** `group`: the object's API group (HTTPRoute is served by two). */
+  remove(kind: AccessObjectKind, namespace: string, name: string, group?: string): void {
     if (isSmi(kind)) this.objects.remove(kind, namespace, name);
-    else this.linkerd.remove(kind, namespace, name);
+    else this.linkerd.remove(kind, namespace, name, group);
   }
 
   replaceAll(kind: AccessObjectKind, objs: Iterable<Obj>, group?: string): void {

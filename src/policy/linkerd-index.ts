@@ -7,7 +7,7 @@
 // not convert keeps its last good record on the agents, sent again with the reason; one that
 // never converted sends nothing: the pods it would select keep their default policy on that
 // port, which the controller's log and status say (as for a TrafficTarget).
-import { KindStore } from '../k8s/kind-store.ts';
+import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
 import { serverFromLinkerd, type LinkerdKind, type LinkerdLookup } from './linkerd-policy.ts';
@@ -55,9 +55,11 @@ export class LinkerdIndex {
       versions: LINKERD_API_VERSIONS,
       logged: this.logged,
       changed: (kind, key) => this.touched(kind, key),
+      // Gateway API's and Linkerd's HTTPRoute of one name are two routes (keys end with the group).
+      groupKeyed: (kind) => kind === 'HTTPRoute',
     });
     this.lookup = {
-      get: (kind, ns, name) => this.objects.get(`${kind}/${ns}/${name}`),
+      get: (kind, ns, name, group) => this.objects.get(objKey(kind, ns, name, kind === 'HTTPRoute' ? group : undefined)),
       list: (kind, ns) => {
         const out: Obj[] = [];
         const prefix = `${kind}/${ns}/`;
@@ -79,8 +81,9 @@ export class LinkerdIndex {
     return this.objects.upsert(o);
   }
 
-  remove(kind: LinkerdKind, namespace: string, name: string): void {
-    this.objects.remove(kind, namespace, name);
+  /** `group`: the object's API group (an HTTPRoute's: two groups serve the kind). */
+  remove(kind: LinkerdKind, namespace: string, name: string, group?: string): void {
+    this.objects.remove(kind, namespace, name, group);
   }
 
   replaceAll(kind: LinkerdKind, objs: Iterable<Obj>, group?: string): void {

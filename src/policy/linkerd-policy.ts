@@ -34,7 +34,8 @@ export type LinkerdKind = 'Server' | 'AuthorizationPolicy' | 'MeshTLSAuthenticat
 
 /** What the caller holds: an object by kind, namespace and name, and one kind's objects of a namespace. */
 export interface LinkerdLookup {
-  get(kind: LinkerdKind, namespace: string, name: string): Obj | undefined;
+  /** `group`: an HTTPRoute's API group (Gateway API's and Linkerd's may share a name). */
+  get(kind: LinkerdKind, namespace: string, name: string, group?: string): Obj | undefined;
   list(kind: 'AuthorizationPolicy' | 'HTTPRoute', namespace: string): Obj[];
 }
 
@@ -164,7 +165,7 @@ function authzOf(ap: Obj, lookup: LinkerdLookup): ServerAuthz {
   return gate(() => parseServerAuthz(out, 'authorization'));
 }
 
-type Target = { kind: 'server'; name: string } | { kind: 'namespace'; name: string } | { kind: 'route'; name: string };
+type Target = { kind: 'server'; name: string } | { kind: 'namespace'; name: string } | { kind: 'route'; group: string; name: string };
 
 function targetOf(ap: Obj): Target {
   const t: Obj | undefined = ap?.spec?.targetRef;
@@ -172,7 +173,7 @@ function targetOf(ap: Obj): Target {
   if (!isName(t.name)) throw new Invalid(`spec.targetRef.name: ${show(t.name)} is not a name`);
   if (t.kind === 'Server' && t.group === LINKERD_POLICY_GROUP) return { kind: 'server', name: t.name };
   if (t.kind === 'Namespace' && isCore(t.group)) return { kind: 'namespace', name: t.name };
-  if (t.kind === 'HTTPRoute' && HTTP_ROUTE_GROUPS.includes(t.group)) return { kind: 'route', name: t.name };
+  if (t.kind === 'HTTPRoute' && HTTP_ROUTE_GROUPS.includes(t.group)) return { kind: 'route', group: t.group, name: t.name };
   throw new Invalid(`spec.targetRef: ${show(t.group)}/${show(t.kind)} is not read; target a policy.linkerd.io Server, a core Namespace, or an HTTPRoute (${HTTP_ROUTE_GROUPS.join(' or ')})`);
 }
 
@@ -247,6 +248,7 @@ export function serverFromLinkerd(o: Obj, lookup: LinkerdLookup): ServerConversi
 
   const problems: string[] = [];
   const authorizations: ServerAuthz[] = [];
+  /** By "group/name": a Gateway API and a Linkerd HTTPRoute may share a name, each its own target. */
   const routeAuthz = new Map<string, ServerAuthz[]>();
   for (const ap of lookup.list('AuthorizationPolicy', namespace)) {
     const apName = `AuthorizationPolicy ${namespace}/${objectName(ap).name}`;
@@ -256,11 +258,11 @@ export function serverFromLinkerd(o: Obj, lookup: LinkerdLookup): ServerConversi
       if (t.kind === 'server' && t.name !== name) continue;
       if (t.kind === 'namespace' && t.name !== namespace) throw new Invalid(`spec.targetRef: Namespace ${t.name} is not the policy's own namespace ${namespace}; a policy can target only its own`);
       if (t.kind === 'route') {
-        const route = lookup.get('HTTPRoute', namespace, t.name);
+        const route = lookup.get('HTTPRoute', namespace, t.name, t.group);
         if (route === undefined || !routeParentsServer(route, name)) continue;
-        const list = routeAuthz.get(t.name) ?? [];
+        const list = routeAuthz.get(`${t.group}/${t.name}`) ?? [];
         list.push(authzOf(ap, lookup));
-        routeAuthz.set(t.name, list);
+        routeAuthz.set(`${t.group}/${t.name}`, list);
         continue;
       }
       authorizations.push(authzOf(ap, lookup));
@@ -275,7 +277,7 @@ export function serverFromLinkerd(o: Obj, lookup: LinkerdLookup): ServerConversi
     const rn = objectName(r).name;
     const group = typeof r?.apiVersion === 'string' ? r.apiVersion.split('/')[0] : '';
     try {
-      const route: ServerRoute = { group, name: rn, matches: routeMatches(r), authorizations: routeAuthz.get(rn) ?? [] };
+      const route: ServerRoute = { group, name: rn, matches: routeMatches(r), authorizations: routeAuthz.get(`${group}/${rn}`) ?? [] };
       routes.push(gate(() => parseServerRoute(route, 'route')));
     } catch (e) {
       if (!(e instanceof Invalid)) throw e;
@@ -285,7 +287,8 @@ export function serverFromLinkerd(o: Obj, lookup: LinkerdLookup): ServerConversi
     }
   }
   authorizations.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  routes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  // By name, then group: two groups' routes of one name keep one order, whichever came first.
+  routes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.group < b.group ? -1 : a.group > b.group ? 1 : 0));
   const candidate: ServerRecord = { ...base, authorizations, routes, ...(problems.length > 0 ? { problems: problems.map((p) => p.slice(0, 2048)).slice(0, 16) } : {}) };
   try {
     return { namespace, name, record: parseServerRecord(candidate), problems };
