@@ -10,6 +10,7 @@ import { forwardRoutedStream } from './routed-stream.ts';
 import { relay, type Relay } from './relay.ts';
 import { answeredClose, RESPOND_COMPLETE, RESPOND_WITH_BODY, responseShape, unansweredClose } from './upstream-response.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
+import { resetAfterResponseEnd } from './stop-after-end.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } from './codes.ts';
 
 export interface StreamHooks {
@@ -132,11 +133,12 @@ export function forwardStream(
   // RST_STREAM(NO_ERROR) tells it to stop (RFC 9113 8.1) instead of stalling on flow control.
   // After the proxy's own answer (`ownReply`) a body of declared length up to 64 KiB is drained
   // instead (util/http2-drain.ts says why); after the upstream's, its reset is passed on.
+  // The reset waits for the response's END_STREAM to go out (stop-after-end.ts).
   const stopRequestBody = (ownReply = false) => {
     if (noBody || client.readableEnded || client.closed || client.destroyed) return;
     if (ownReply && drainUnread(client, reqHeaders['content-length'])) return;
     resetByProxy = true;
-    client.close(NGHTTP2_NO_ERROR);
+    resetAfterResponseEnd(client);
   };
   let upClosed = false;
 

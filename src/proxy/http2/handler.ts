@@ -10,8 +10,9 @@ import { isGrpc, isSuccess, proxyErrorResponse, headerString } from './headers.t
 import type { AuthzOutcome } from '../../telemetry/events.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
+import { resetAfterResponseEnd } from './stop-after-end.ts';
 import { nodeHttp2 } from '../../util/builtins.ts';
-import { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
+import { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_FLAG_END_STREAM } from './codes.ts';
 
 export interface Http2HandlerOptions {
   pool?: Http2SessionPool;
@@ -158,8 +159,9 @@ function denyStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttp
     stream.respond(r.headers);
     stream.end(r.body);
   }
-  // A body nobody will read: drained if declared and small, else RST_STREAM(NO_ERROR) after the response (util/http2-drain.ts).
-  if (!noBody && !drainUnread(stream, headers['content-length'])) stream.once('finish', () => stream.close(NGHTTP2_NO_ERROR));
+  // A body nobody will read: drained if declared and small, else RST_STREAM(NO_ERROR) once the
+  // response's END_STREAM is out (util/http2-drain.ts, stop-after-end.ts).
+  if (!noBody && !drainUnread(stream, headers['content-length'])) resetAfterResponseEnd(stream);
   try {
     ctx.telemetry.request({
       ...ctx.endpoints,

@@ -23,6 +23,7 @@ import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
 import { answeredClose, RESPOND_COMPLETE, RESPOND_WITH_BODY, responseShape, unansweredClose } from './upstream-response.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
+import { resetAfterResponseEnd } from './stop-after-end.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR } from './codes.ts';
 
 class H2RouteRequest implements RouteRequest {
@@ -496,7 +497,8 @@ class RoutedStream {
     if (this.noBody || client.readableEnded || client.closed || client.destroyed) return;
     if (ownReply && drainUnread(client, this.reqHeaders['content-length'])) return;
     this.resetByProxy = true;
-    client.close(NGHTTP2_NO_ERROR);
+    // Once the response's END_STREAM is out (stop-after-end.ts).
+    resetAfterResponseEnd(client);
   }
 
   private releaseLease(outcome: 'success' | 'failure' | 'cancel', rttMs: number | null): void {
