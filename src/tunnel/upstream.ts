@@ -10,7 +10,8 @@
 // net.Socket in every forwarder.
 import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable } from 'node:stream';
+import { subscribe } from 'node:diagnostics_channel';
 import { countBytes } from '../proxy/byte-count.ts';
 
 type Decorated = http2.Http2Stream & { connecting: boolean; setNoDelay(): unknown; resetAndDestroy(): unknown };
@@ -39,17 +40,49 @@ function resetStream(this: Decorated): Decorated {
 const STREAM_RESET = Object.assign(new Error('reset by the proxy'), { code: 'ECONNRESET' });
 function ignoreReset(): void {}
 
+const resetByPeer = (): Error => Object.assign(new Error('stream reset by the other agent'), { code: 'ECONNRESET' });
+
 /**
  * The peer's RST_STREAM, whatever its code, is the TCP reset it stands for: the stream fails with
  * ECONNRESET and the forwarders reset the other leg. Node reports one with NO_ERROR (what a
  * stream's destroy() sends) only as 'aborted' (our side was still open), then ends the stream and
  * closes it cleanly: forwarded as a FIN, the other leg took a cut connection for a whole one, and
- * what it sent after was read and thrown away for as long as it lasted.
+ * what it sent after was read and thrown away for as long as it lasted. With our side ended first
+ * there is no 'aborted' at all: cutShort() below.
  */
 function resetOnAbort(stream: http2.Http2Stream): void {
+  tunnelStreams.add(stream);
+  watchCloses();
   stream.once('aborted', () => {
-    if (!stream.destroyed) stream.destroy(Object.assign(new Error('stream reset by the other agent'), { code: 'ECONNRESET' }));
+    if (!stream.destroyed) stream.destroy(resetByPeer());
   });
+}
+
+// A peer's RST_STREAM(NO_ERROR) after our END_STREAM and before its own: its direction was cut
+// (RFC 9113 8.1 reads NO_ERROR as "complete" only after the sender's END_STREAM), but node:http2
+// emits no 'aborted' (our side is not open) and ends the readable side as if the peer had sent its
+// END_STREAM: a FIN for the other leg. Only the order tells the two apart, and only node's
+// stream-close channels run while it is still there (as relay.ts for the HTTP/2 forwarders): the
+// stream closes with its readable side not ended. Destroyed there, before the 'end' node queues
+// next, it fails with ECONNRESET like any other reset. Our own destroy() publishes too, with the
+// stream already destroyed: not the peer's doing (the tunnel never closes a stream with close()).
+const tunnelStreams = new WeakSet<object>();
+let watching = false;
+
+type Closing = Readable & { rstCode?: number; _readableState?: { ended?: boolean } };
+
+function cutShort(msg: unknown): void {
+  const s = (msg as { stream?: Closing } | undefined)?.stream;
+  if (s === undefined || !tunnelStreams.has(s) || s.destroyed) return;
+  // `_readableState.ended` (EOF read, before 'end') is Node's, not its API: without it, never cut.
+  if (s.rstCode === 0 && s._readableState?.ended === false && !s.readableEnded) s.destroy(resetByPeer());
+}
+
+function watchCloses(): void {
+  if (watching) return;
+  watching = true;
+  subscribe('http2.client.stream.close', cutShort);
+  subscribe('http2.server.stream.close', cutShort);
 }
 
 /** What a refused CONNECT becomes: the errno a direct connect would have given, so error labels stay meaningful. */
