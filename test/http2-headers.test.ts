@@ -92,3 +92,7 @@ test('response shape: a status node cannot send, trailers-only, headers-only and
   t.is(responseShape(200, 0, 'GET').kind, 'body');
   t.is(responseShape(599, 0, 'POST').kind, 'body');
 });
+
+test('request headers: te: trailers in any case or with blanks goes on as the exact `trailers` node:http2 accepts', (t) => {
+  for (const te of ['Trailers', 'TRAILERS', ' trailers ']) t.is(upstreamRequestHeaders({ ':path': '/', te }).te, 'trailers', te);
+});

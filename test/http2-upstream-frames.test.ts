@@ -6,7 +6,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
-import { startHarness } from '../src/proxy/http2/harness.ts';
+import { startH2Upstream, startHarness } from '../src/proxy/http2/harness.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import type { DiscoMessage } from '../src/discovery/model.ts';
 import type { RouteRecord } from '../src/routing/route-model.ts';
@@ -268,3 +268,28 @@ for (const trailers of [false, true]) {
     }
   });
 }
+
+// nghttp2 takes a request's `te: Trailers` (any case: RFC 9110 tokens are case-insensitive), but
+// node:http2 sends only the exact `trailers` and threw from the upstream request for any other
+// spelling: the proxy answered 502 to a valid request. Sent raw (a node client would refuse to).
+test('a request\'s `te: Trailers` (any case) goes upstream as `te: trailers`, not answered 502 (no route, and with a route)', async (t) => {
+  const seen: string[] = [];
+  const up = await startH2Upstream((stream, headers) => {
+    seen.push(String(headers.te));
+    stream.respond({ ':status': 200 }, { endStream: true });
+  });
+  t.teardown(() => up.close());
+  const pool = new Http2SessionPool();
+  const proxy = await startHarness({ handler: createHttp2Handler({ pool }), dest: { ip: HOST, port: up.port } });
+  t.teardown(async () => { pool.close(); await proxy.close(); });
+  const routed = await loopbackProxy(t, { lookup: () => ({ ip: '10.96.7.7', port: 80, podKey: 7n }), router: new Router(routedWorld(up.port)) });
+  for (const port of [proxy.port, routed.port]) {
+    const client = await rawClient(port);
+    t.teardown(() => client.sock.destroy());
+    client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock('GET', '/', { te: 'Trailers' })));
+    const head = await client.next((f) => f.streamId === 1 && (f.type === FRAME.HEADERS || f.type === FRAME.RST_STREAM));
+    // :status 200 is the static table's index 8 (0x88); a 502 would be a literal.
+    t.deepEqual([head.type, head.payload[0]], [FRAME.HEADERS, 0x88], port === proxy.port ? 'no route' : 'with a route');
+  }
+  t.deepEqual(seen, ['trailers', 'trailers']);
+});

@@ -34,9 +34,15 @@ export function headerString(v: string | string[] | undefined): string {
   return Array.isArray(v) ? v.join(',') : (v ?? '');
 }
 
-/** Request headers for the upstream hop. */
+/**
+ * Request headers for the upstream hop. `te` is the one connection-specific field HTTP/2 allows,
+ * with the value `trailers` only (RFC 9113 8.2.2): nghttp2 takes it in any case (the token is
+ * case-insensitive), node:http2 sends only the exact `trailers` and throws for any other spelling
+ * (the request answered 502), so it goes on spelled so. Any other value nghttp2 refuses before us.
+ */
 export function upstreamRequestHeaders(h: InHeaders): OutHeaders {
   const out = copyWithout(h, (n) => hopByHop.has(n) || (n === 'te' && !isTrailersTe(h.te)));
+  if (out.te !== undefined) out.te = 'trailers';
   // A request may carry Host instead of :authority; node would otherwise fill in the
   // upstream IP, and the server would see a different authority than the client sent.
   if (out[':authority'] === undefined && typeof h.host === 'string') out[':authority'] = h.host;
