@@ -284,6 +284,9 @@ const invalid: Array<[string, object, string, string, boolean, RegExp]> = [
   ['a Service backend without a port', { rules: [{ backendRefs: [{ name: 'api-v1' }] }] }, 'UnsupportedValue', 'ResolvedRefs', false, /a Service backend needs its port/],
   ['an unknown parent', { parentRefs: [{ kind: 'Service', group: '', name: 'nope' }] }, 'NoMatchingParent', 'ResolvedRefs', true, /Service shop\/nope not found/],
   ['a parent port the Service lacks', { parentRefs: [{ kind: 'Service', group: '', name: 'api', port: 81 }] }, 'NoMatchingParent', 'ResolvedRefs', true, /Service shop\/api has no port 81/],
+  // GAMMA: a parent is the Service's frontend, its ClusterIP; connections to a headless one's pods are never routed.
+  ['a headless parent Service', { parentRefs: [{ kind: 'Service', group: '', name: 'db', port: 80 }] }, 'NoMatchingParent', 'ResolvedRefs', true, /Service shop\/db is headless \(clusterIP None\): it has no ClusterIP.*name a Service with an IPv4 ClusterIP as the parent/],
+  ['an ExternalName or IPv6-only parent Service', { parentRefs: [{ kind: 'Service', group: '', name: 'ext' }] }, 'NoMatchingParent', 'ResolvedRefs', true, /Service shop\/ext has no IPv4 ClusterIP \(an ExternalName or IPv6-only Service\).*name a Service with an IPv4 ClusterIP as the parent/],
 ];
 for (const [what, patch, reason, refs, kept, msg] of invalid) {
   test(`HTTPRoute refused: ${what}`, (t) => {

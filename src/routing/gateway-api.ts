@@ -41,6 +41,19 @@ export function unbalanced(svc: ServiceInfo, namespace: string, name: string): s
   return `Service ${namespace}/${name} has neither an IPv4 ClusterIP nor clusterIP None (an ExternalName or IPv6-only Service): there are no endpoints to balance its requests over; name a Service with an IPv4 ClusterIP or a headless one`;
 }
 
+/**
+ * Why this Service cannot be a route's parent, or null. GAMMA (GEP-1426) attaches a route to a
+ * Service's frontend, its ClusterIP: the agents route connections to an IPv4 ClusterIP only, so a
+ * headless, ExternalName or IPv6-only parent would be Accepted yet never applied (Linkerd answers
+ * NoMatchingParent, "parent service must have a ClusterIP").
+ */
+export function frontless(svc: ServiceInfo, namespace: string, name: string): string | null {
+  const fix = 'name a Service with an IPv4 ClusterIP as the parent';
+  if (svc.addressing === 'headless') return `Service ${namespace}/${name} is headless (clusterIP None): it has no ClusterIP for the route to attach to, and connections to its pods go to their original destination; ${fix} (a headless Service can be a backendRef)`;
+  if (svc.addressing === 'none') return `Service ${namespace}/${name} has no IPv4 ClusterIP (an ExternalName or IPv6-only Service): no connection to it is routed; ${fix}`;
+  return null;
+}
+
 export interface Condition {
   type: 'Accepted' | 'ResolvedRefs';
   status: 'True' | 'False';
@@ -452,6 +465,7 @@ export function routeFromGateway(o: Obj, services: ServiceLookup): RouteConversi
     else if (p.sectionName !== undefined) (ok = false), (reason = 'UnsupportedValue'), (message = 'sectionName is not supported for a Service parent; use port');
     else if (svc === undefined) (ok = false), (reason = 'NoMatchingParent'), (message = `Service ${ns}/${p.name} not found`);
     else if (p.port !== undefined && !svc.ports.includes(p.port)) (ok = false), (reason = 'NoMatchingParent'), (message = `Service ${ns}/${p.name} has no port ${p.port}`);
+    else if (frontless(svc, ns, p.name) !== null) (ok = false), (reason = 'NoMatchingParent'), (message = frontless(svc, ns, p.name)!);
     if (isName(p.name) && isName(ns) && (p.port === undefined || isPort(p.port))) {
       const ref: ParentRef = { namespace: ns, name: p.name };
       if (p.port !== undefined) ref.port = p.port;
