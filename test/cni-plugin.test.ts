@@ -438,6 +438,22 @@ test('runPlugin: DEL, CHECK, GC and STATUS succeed even on input the plugin cann
   const add = await runPlugin(env('ADD'), conf({ ...none, cniVersion: '9.9.9' }));
   t.is(add.exitCode, 1);
   t.is(JSON.parse(add.stdout).code, CNI_ERRORS.incompatibleVersion);
+  // The spec's error object carries the request's cniVersion, also for errors raised before the
+  // entry is read (when it can be read at all).
+  const errVersion: Array<[string, Record<string, string | undefined>, string, string]> = [
+    ['an entry it cannot read', {}, conf({ ...none, cniVersion: '0.4.0', addTimeoutMs: 'soon' }), '0.4.0'],
+    ['no CNI_CONTAINERID', { CNI_CONTAINERID: undefined }, conf({ ...none, cniVersion: '1.1.0' }), '1.1.0'],
+    ['no CNI_COMMAND', { CNI_COMMAND: undefined }, conf({ ...none, cniVersion: '0.3.1' }), '0.3.1'],
+    ['a cniVersion it does not speak', {}, conf({ ...none, cniVersion: '9.9.9' }), '9.9.9'],
+    ['an entry without cniVersion (read as 0.3.1)', {}, JSON.stringify({ name: 'n', type: 'mesh-agent-cni', addTimeoutMs: -1 }), '0.3.1'],
+    ['a cniVersion that is not a version', {}, conf({ ...none, cniVersion: '{"x"}' }), '1.0.0'],
+    ['stdin that is not JSON', {}, '{nope', '1.0.0'],
+  ];
+  for (const [what, extra, stdin, version] of errVersion) {
+    const r = await runPlugin(env('ADD', extra as Record<string, string>), stdin);
+    t.is(r.exitCode, 1, what);
+    t.is(JSON.parse(r.stdout).cniVersion, version, `ADD with ${what}: the error's cniVersion`);
+  }
   // VERSION answers whatever the runtime's own version (as libcni's skel, which reads no stdin for it).
   for (const stdin of ['{"cniVersion":"1.2.0"}', '', '{nope']) {
     const v = await runPlugin({ CNI_COMMAND: 'VERSION' }, stdin);

@@ -5,7 +5,7 @@
 // pod sandbox.
 import type * as http from 'node:http';
 import { nodeHttp } from '../util/builtins.ts';
-import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, resultIps, type Invocation } from './spec.ts';
+import { CNI_ERRORS, CniError, parseInvocation, PLUGIN_TYPE, renderAddResult, renderError, renderVersion, requestVersion, resultIps, type Invocation } from './spec.ts';
 import { ADMIT_PATH, MAX_MESSAGE_BYTES, MessageReader, parseAdmitAnswer, RELEASE_PATH, type AdmitRequest } from './protocol.ts';
 import { decideAdd, needsPodRead, type AgentOutcome, type PodRead } from './decide.ts';
 import { readPod } from './pod-read.ts';
@@ -68,7 +68,7 @@ export async function runPlugin(env: Record<string, string | undefined>, stdin: 
   } catch (e) {
     const err = e instanceof CniError ? e : new CniError(CNI_ERRORS.invalidConfig, (e as Error).message);
     if (neverFails) return { stdout: '', log: `${PLUGIN_TYPE}: ${command}: nothing done: ${err.message}`, exitCode: 0 };
-    return { stdout: renderError(err), log: err.message, exitCode: 1 };
+    return { stdout: renderError(err, requestVersion(stdin)), log: err.message, exitCode: 1 };
   }
   const version = inv.config.cniVersion;
   if (inv.command !== 'ADD') {

@@ -181,6 +181,23 @@ export function renderVersion(stdin = ''): string {
   return JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS });
 }
 
+/**
+ * The request's cniVersion for an error raised before the configuration parses (the spec's error
+ * object carries the request's version): read as parseConfig reads it (absent: 0.3.1), whether or
+ * not we speak it; undefined when stdin is not a JSON object or the value is not a version.
+ */
+export function requestVersion(stdin: string): string | undefined {
+  let o: unknown;
+  try {
+    o = JSON.parse(stdin);
+  } catch {
+    return undefined;
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) return undefined;
+  const v = (o as Record<string, unknown>).cniVersion ?? '0.3.1';
+  return typeof v === 'string' && /^\d{1,4}\.\d{1,4}\.\d{1,4}$/.test(v) ? v : undefined;
+}
+
 /** The spec's error object, printed on stdout with a non-zero exit. */
 export function renderError(e: CniError, cniVersion = '1.0.0'): string {
   return JSON.stringify({ cniVersion, code: e.code, msg: e.message, ...(e.details ? { details: e.details } : {}) });
