@@ -238,7 +238,9 @@ test('--opaque-ports takes container port names, as Linkerd\'s annotation does: 
   const out = injectYaml(fixture('pod.yaml'), { opaque: 'mysql, 5001,5000 ,nats,mysql' }).output;
   t.is(parse(out).metadata.annotations[ANNOTATIONS.opaque], '5000-5001,mysql,nats');
   t.is(parse(injectYaml(fixture('pod.yaml'), { opaque: 'mysql' }).output).metadata.annotations[ANNOTATIONS.opaque], 'mysql');
-  t.throws(() => injectYaml(fixture('pod.yaml'), { opaque: 'my_sql' }), { message: /--opaque-ports: invalid port list/ });
+  t.throws(() => injectYaml(fixture('pod.yaml'), { opaque: 'my_sql' }), { message: /^--opaque-ports: "my_sql" is not a port number, range or container port name: port names are lowercase IANA_SVC_NAME \(at most 15 characters of a-z, 0-9 and -, with at least one letter, no -- and no - at either end\)$/ });
+  t.throws(() => injectYaml(fixture('pod.yaml'), { opaque: 'mysql, HTTP' }), { message: /^--opaque-ports: "HTTP" is not a port number, range or container port name: port names are lowercase IANA_SVC_NAME .*; did you mean "http"\?$/ });
+  t.throws(() => injectYaml(fixture('pod.yaml'), { opaque: 'mysql-server-port' }), { message: /^--opaque-ports: "mysql-server-port" is not .*at most 15 characters/ });
   t.throws(() => injectYaml(fixture('pod.yaml'), { skipInbound: 'mysql' }), { message: /--skip-inbound-ports: .*"mysql"/ }, 'skip lists go to the kernel: numbers only');
 });
 

@@ -68,6 +68,15 @@ test('opaque ports may name the pod\'s container ports, as Linkerd\'s annotation
   const fromNs = resolvePolicy({ annotations: { 'mesh-agent.io/inject': 'enabled' }, namedPorts: { http: 8080 } }, A({ 'mesh-agent.io/opaque-ports': 'mysql,25' }));
   t.deepEqual(fromNs.errors, []);
   t.deepEqual(fromNs.opaquePorts?.ranges(), [[25, 25]]);
+  // A token that is neither a number, a range nor a valid port name is named, with the rule for names.
+  const rule = 'port names are lowercase IANA_SVC_NAME \\(at most 15 characters of a-z, 0-9 and -, with at least one letter, no -- and no - at either end\\)';
+  const upper = resolvePolicy({ ...pod, annotations: { 'mesh-agent.io/inject': 'enabled', 'config.linkerd.io/opaque-ports': 'mysql,HTTP' } }, undefined, p);
+  t.regex(upper.errors.join('\n'), new RegExp(`^config\\.linkerd\\.io/opaque-ports: "HTTP" is not a port number, range or container port name: ${rule}; did you mean "http"\\?$`));
+  t.deepEqual(upper.opaquePorts?.ranges(), p.opaquePorts?.ranges(), 'the last good value kept');
+  for (const bad of ['my_sql', 'a-very-long-port-name', 'my--sql', '-mysql']) {
+    const ns = resolvePolicy({ annotations: { 'mesh-agent.io/inject': 'enabled' }, namedPorts: {} }, A({ 'mesh-agent.io/opaque-ports': `25,${bad}` }));
+    t.regex(ns.errors.join('\n'), new RegExp(`^mesh-agent\\.io/opaque-ports: "${bad}" is not a port number, range or container port name: ${rule}$`), `${bad}: wrong on a namespace too`);
+  }
   // Skip ports go to the kernel as numbers, as Linkerd's take them: a name there stays an error.
   t.regex(resolvePolicy({ annotations: { 'mesh-agent.io/skip-inbound-ports': 'mysql' }, namedPorts: { mysql: 3306 } }, undefined).errors[0]!, /skip-inbound-ports: invalid port list "mysql"/);
 });

@@ -43,8 +43,20 @@ export function parsePorts(value: string, name: string): PortSet {
   return set;
 }
 
-/** A port name as Kubernetes allows one (IANA_SVC_NAME): lowercase letters, digits and dashes, with a letter. */
-export const PORT_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+/** A port name as Kubernetes allows one (IANA_SVC_NAME): lowercase letters, digits and dashes, with a letter, no "--". */
+export const PORT_NAME = /^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+
+/**
+ * Why a port list entry is neither a number, a range nor a valid port name, or null (numbers and
+ * ranges are PortSet.parse's to judge). PortSet's "bad token (want PORT or LO-HI)" would leave an
+ * upper-case or over-long name unexplained.
+ */
+export function portNameProblem(token: string): string | null {
+  const t = token.trim();
+  if (/^[\d\s-]*$/.test(t) || PORT_NAME.test(t)) return null;
+  const hint = PORT_NAME.test(t.toLowerCase()) ? `; did you mean ${JSON.stringify(t.toLowerCase())}?` : '';
+  return `${JSON.stringify(t)} is not a port number, range or container port name: port names are lowercase IANA_SVC_NAME (at most 15 characters of a-z, 0-9 and -, with at least one letter, no -- and no - at either end)${hint}`;
+}
 
 /**
  * A port list with each container port name replaced by its number. A name the pod does not have
@@ -57,7 +69,11 @@ export function withNamedPorts(value: string, named: Record<string, number>, onP
     const token = raw.trim();
     const port = Object.hasOwn(named, token) ? named[token] : undefined;
     if (port !== undefined) out.push(String(port));
-    else if (!PORT_NAME.test(token)) out.push(raw);
+    else if (!PORT_NAME.test(token)) {
+      const bad = portNameProblem(token);
+      if (bad !== null) throw new Error(bad);
+      out.push(raw);
+    }
     else if (onPod) {
       const names = Object.keys(named);
       throw new Error(`no TCP container port named ${JSON.stringify(token)} on the pod (${names.length > 0 ? `its named ports: ${names.join(', ')}` : 'it names none'}); name one of them or give the number`);

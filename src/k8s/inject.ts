@@ -1,7 +1,7 @@
 // `mesh-agent inject`: adds the mesh annotations to workloads in Kubernetes YAML, editing the
 // parsed document tree so comments, key order, quoting and unrelated fields survive.
 import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, visit, LineCounter, Schema, type Document, type DocumentOptions, type Node, type ParseOptions, type SchemaOptions } from 'yaml';
-import { ANNOTATIONS, parsePorts, PORT_NAME } from './annotations.ts';
+import { ANNOTATIONS, parsePorts, PORT_NAME, portNameProblem } from './annotations.ts';
 import { KUBECTL_YAML } from './kubectl-yaml.ts';
 import { PortSet } from '../proxy/ports.ts';
 
@@ -65,6 +65,10 @@ export function injectAnnotations(opts: InjectOptions): Array<[string, string]> 
       else {
         // Container port names stay names: each pod's own ports give their numbers (annotations.ts).
         const tokens = value.split(',');
+        for (const v of tokens) {
+          const bad = portNameProblem(v);
+          if (bad !== null) throw new Error(bad);
+        }
         const names = [...new Set(tokens.map((v) => v.trim()).filter((v) => PORT_NAME.test(v)))];
         const numbers = tokens.filter((v) => !PORT_NAME.test(v.trim())).join(',');
         const set = numbers.trim() === '' && names.length > 0 ? '' : PortSet.parse(numbers).toString();
