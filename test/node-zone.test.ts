@@ -23,13 +23,13 @@ test('a Node\'s zone label is the zone; none, or one that is not a label value, 
 
 test('a refused read names the fix: 403 the ClusterRole, 404 the node name; anything else is retried soon', (t) => {
   const forbidden = zoneReadFailed(Object.assign(new Error('x'), { statusCode: 403 }), 'n1');
-  t.true(forbidden.lasting);
-  t.regex(forbidden.why!, /refused \(403\): the agent's ClusterRole needs get on nodes/);
+  t.true(forbidden!.lasting);
+  t.regex(forbidden!.why!, /refused \(403\): the agent's ClusterRole needs get on nodes/);
   const missing = zoneReadFailed(Object.assign(new Error('x'), { statusCode: 404 }), 'n1');
-  t.regex(missing.why!, /Node n1 does not exist \(404\): check --node/);
+  t.regex(missing!.why!, /Node n1 does not exist \(404\): check --node/);
   const down = zoneReadFailed(new Error('connect ECONNREFUSED'), 'n1');
-  t.false(down.lasting);
-  t.regex(down.why!, /reading Node n1 failed: connect ECONNREFUSED/);
+  t.false(down!.lasting);
+  t.regex(down!.why!, /reading Node n1 failed: connect ECONNREFUSED/);
 });
 
 test('the agent reads its own Node with a get (not a list: the ClusterRole grants get only), through the lean client', async (t) => {
@@ -44,12 +44,28 @@ test('the agent reads its own Node with a get (not a list: the ClusterRole grant
   api.setFailure(403, 'list', 'nodes');
   const e = await t.throwsAsync(src.getNode());
   t.is((e as any).statusCode, 403);
-  t.regex(zoneReadFailed(e, 'n1').why!, /ClusterRole needs get on nodes/);
+  t.regex(zoneReadFailed(e, 'n1')!.why!, /ClusterRole needs get on nodes/);
   api.setFailure(null);
   const other = new KubeSource({ nodeName: 'n2', api: new LeanKubeApi({ server: api.url, insecure: false, token: 't' }), onSnapshot: () => {}, onError: () => {} });
   t.teardown(() => other.stop());
   await within(other.start(), 5000, () => 'no first list');
   t.is(((await t.throwsAsync(other.getNode())) as any).statusCode, 404);
+});
+
+test('a stop during a Node read in flight is no failure: the read ends at once and there is nothing to say (no "aborted" warning)', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  api.create(nodeObject({ name: 'n1', ip: '10.244.0.1', podCidr: '10.1.1.0/24', zone: 'zone-b', controlPlane: false }));
+  const src = new KubeSource({ nodeName: 'n1', api: new LeanKubeApi({ server: api.url, insecure: false, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  t.teardown(() => src.stop());
+  await within(src.start(), 5000, () => 'no first list');
+  const { stalled, release } = api.stallRequests((r) => r.resource === 'nodes' && r.method === 'GET' && !r.watch);
+  t.teardown(release);
+  const read = src.getNode();
+  await within(stalled, 5000, () => 'the Node read never reached the API server');
+  src.stop();
+  const e = await within(t.throwsAsync(read), 5000, () => 'the read outlived the stop');
+  t.is(zoneReadFailed(e, 'n1'), null, `a stop, not a failure: ${(e as Error).message}`);
 });
 
 test('the install\'s agent ClusterRole grants get on nodes (the zone read)', (t) => {

@@ -653,6 +653,8 @@ export class Agent {
       this.setZone(zoneOfNode(await this.kube.getNode(), node));
     } catch (e) {
       const failed = zoneReadFailed(e, node);
+      // A stop ends the read in flight: that is no failure, and there is no next read.
+      if (failed === null || this.stopping) return;
       if (!failed.lasting) next = ZONE_RETRY_MS;
       if (this.zone.zone === null) this.setZone({ zone: null, why: failed.why, warn: true });
     }

@@ -26,9 +26,11 @@ export function zoneOfNode(node: Record<string, any>, nodeName: string): ZoneSta
 
 /**
  * A failed read of the Node. `lasting`: a refusal that waiting will not cure soon (403, 404),
- * read again at the slow pace; otherwise soon (the API server away).
+ * read again at the slow pace; otherwise soon (the API server away). null: the read was ended by
+ * the agent's own stop (KubeSource.getNode marks it), not a failure: nothing to say or retry.
  */
-export function zoneReadFailed(e: unknown, nodeName: string): ZoneState & { lasting: boolean } {
+export function zoneReadFailed(e: unknown, nodeName: string): (ZoneState & { lasting: boolean }) | null {
+  if ((e as { stopping?: unknown })?.stopping === true) return null;
   const code = (e as { statusCode?: number })?.statusCode;
   if (code === 403) {
     return { zone: null, lasting: true, warn: true, why: `reading Node ${nodeName} was refused (403): the agent's ClusterRole needs get on nodes (apply the manifests of \`mesh-agent install\` again); topology hints are ignored meanwhile` };

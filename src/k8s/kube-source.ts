@@ -168,11 +168,20 @@ export class KubeSource {
     return l.items.length > 0 ? podFromObject({ kind: 'Pod', ...l.items[0] }) : null;
   }
 
-  /** This node's Node object (its labels: topology.kubernetes.io/zone); rejects with `statusCode` on 403 or 404. */
+  /**
+   * This node's Node object (its labels: topology.kubernetes.io/zone); rejects with `statusCode` on
+   * 403 or 404, and with `stopping: true` when stop() ended the read.
+   */
   async getNode(): Promise<Record<string, any>> {
     if (!this.api) throw new Error('the API server client is not set up yet');
     // stop() abandons the read: an agent stopping behind a silent API server does not wait for its timeout.
-    return this.api.get(`/api/v1/nodes/${encodeURIComponent(this.o.nodeName)}`, this.stopping.signal);
+    try {
+      return await this.api.get(`/api/v1/nodes/${encodeURIComponent(this.o.nodeName)}`, this.stopping.signal);
+    } catch (e) {
+      // Marked, so the reader can tell its own stop from a failed read (node-zone.ts zoneReadFailed).
+      if (this.stopping.signal.aborted) throw Object.assign(new Error(`reading Node ${this.o.nodeName}: the source is stopping`), { stopping: true });
+      throw e;
+    }
   }
 
   /** The current view: pods of this node, every namespace. */
