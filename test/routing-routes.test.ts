@@ -433,6 +433,15 @@ test('TrafficSplit: a missing backend Service answers 500 for its share', (t) =>
   t.regex(c.record!.rules[0]!.backends[1]!.problem!, /Service shop\/gone not found/);
 });
 
+test('TrafficSplit: a headless, ExternalName or IPv6-only root Service is NoMatchingParent (no ClusterIP its clients call), not a split that never applies', (t) => {
+  for (const [root, msg] of [['db', /Service shop\/db is headless \(clusterIP None\): it has no ClusterIP.*name a Service with an IPv4 ClusterIP as the parent/], ['ext', /Service shop\/ext has no IPv4 ClusterIP/]] as const) {
+    const c = routeFromTrafficSplit(split({ service: root, backends: [{ service: 'api-v1', weight: 1 }] }), services, groups);
+    t.deepEqual(c.conditions.map((x) => [x.type, x.status, x.reason]), [['Accepted', 'False', 'NoMatchingParent'], ['ResolvedRefs', 'True', 'ResolvedRefs']], root);
+    t.regex(c.conditions[0]!.message, msg);
+    t.regex(c.problems.join('\n'), msg, 'the log names it too');
+  }
+});
+
 // ---- the record parser ----
 
 test('route records: every converted record passes the agent\'s parser unchanged', (t) => {

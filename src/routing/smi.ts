@@ -7,7 +7,7 @@
 // as the spec says; header values are regular expressions searched in the header's value.
 // Pure, like gateway-api.ts: the caller says which Services and HTTPRouteGroups exist.
 import { checkRegex, MAX_BACKENDS, MAX_MATCHES, MAX_WEIGHT, parseRouteRecord, SAME_PORT, type BackendRef, type HeaderMatch, type RouteMatch, type RouteRecord, type RouteRule } from './route-model.ts';
-import { backendPortOf, createdAtOf, unbalanced, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
+import { backendPortOf, createdAtOf, frontless, unbalanced, type Condition, type RouteConversion, type ServiceLookup } from './gateway-api.ts';
 import { isName } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
 import { show } from '../util/show.ts';
@@ -95,6 +95,8 @@ export function routeFromTrafficSplit(o: Obj, services: ServiceLookup, groups: R
     if (!isName(spec.service)) throw new Invalid(`spec.service: ${show(spec.service)} is not a Service name`);
     const root = services(namespace, spec.service);
     if (root === undefined) accepted = { type: 'Accepted', status: 'False', reason: 'NoMatchingParent', message: `Service ${namespace}/${spec.service} not found` };
+    // The root is what clients call, its ClusterIP: as a route's parent (gateway-api.ts frontless).
+    else if (frontless(root, namespace, spec.service) !== null) accepted = { type: 'Accepted', status: 'False', reason: 'NoMatchingParent', message: frontless(root, namespace, spec.service)! };
     const rawBackends: Obj[] = spec.backends ?? [];
     if (!Array.isArray(rawBackends) || rawBackends.length === 0 || rawBackends.length > MAX_BACKENDS) throw new Invalid(`spec.backends: expected 1 to ${MAX_BACKENDS} backends`);
     // SMI backends have no port: each takes the port the client called (SAME_PORT).
