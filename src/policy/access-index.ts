@@ -14,6 +14,7 @@ import { Dependents } from '../util/dependents.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
 import { accessFromTrafficTarget, type AccessConversion } from './smi-access.ts';
 import { LinkerdIndex, linkerdObjectKind } from './linkerd-index.ts';
+import { LastGoodRecords, type AccessSink, type AccessState } from './last-good.ts';
 import type { LinkerdKind } from './linkerd-policy.ts';
 import { accessKey, SMI_SPECS_VERSION, TRAFFIC_TARGET_VERSION, type AccessRecord } from './model.ts';
 
@@ -39,37 +40,22 @@ export function accessObjectKind(o: Obj): AccessObjectKind | null {
   return smiKind(o) ?? linkerdObjectKind(o);
 }
 
-export interface AccessSink {
-  put(key: string, line: string): void;
-  remove(key: string): void;
-}
-
-export interface AccessState {
-  key: string;
-  accepted: boolean;
-  /** The agents enforce a record of it (this version's, or the last good one). */
-  serving: boolean;
-  problems: string[];
-}
+export type { AccessSink, AccessState } from './last-good.ts';
 
 export class AccessIndex {
-  private readonly sink: AccessSink;
   private readonly objects: KindStore<SmiAccessKind>;
   /** Linkerd's Servers and what applies to them. */
   readonly linkerd: LinkerdIndex;
-  private readonly good = new Map<string, AccessRecord>();
-  private readonly sent = new Map<string, string>();
-  private readonly states = new Map<string, AccessState>();
-  /** Each object's problems, logged when they change. */
-  private readonly logged: ChangeLog;
+  /** Each TrafficTarget's record on the agents (its last good version when an edit breaks it). */
+  private readonly records: LastGoodRecords<AccessRecord>;
   /** "HTTPRouteGroup/ns/name" -> the TrafficTargets that read it. */
   private readonly dependents = new Dependents();
   private readonly holding = new HeldConversions();
 
   constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
-    this.sink = o.sink;
-    this.logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
-    this.objects = new KindStore({ kindOf: smiKind, versions: ACCESS_API_VERSIONS, logged: this.logged, changed: (kind, key) => this.touched(kind, key) });
+    const logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
+    this.records = new LastGoodRecords<AccessRecord>(o.sink, logged, accessKey);
+    this.objects = new KindStore({ kindOf: smiKind, versions: ACCESS_API_VERSIONS, logged, changed: (kind, key) => this.touched(kind, key) });
     this.linkerd = new LinkerdIndex(o);
   }
 
@@ -103,8 +89,8 @@ export class AccessIndex {
   }
 
   state(): { trafficTargets: number; serving: number; notAccepted: AccessState[]; linkerd: ReturnType<LinkerdIndex['state']> } {
-    const all = [...this.states.values()];
-    return { trafficTargets: all.length, serving: this.good.size, notAccepted: all.filter((s) => !s.accepted).slice(0, 50), linkerd: this.linkerd.state() };
+    const all = this.records.states();
+    return { trafficTargets: all.length, serving: this.records.serving, notAccepted: all.filter((s) => !s.accepted).slice(0, 50), linkerd: this.linkerd.state() };
   }
 
   private touched(kind: SmiAccessKind, key: string): void {
@@ -128,39 +114,13 @@ export class AccessIndex {
     }
     const conv: AccessConversion = accessFromTrafficTarget(o, (kind, ns, name) => this.objects.get(objKey(kind, ns, name)));
     this.dependents.track(key, conv.reads);
-    const problems = [...conv.problems];
-    let record: AccessRecord | undefined;
-    if (conv.record !== null) {
-      record = conv.record;
-      this.good.set(key, record);
-    } else {
-      record = this.good.get(key);
-      if (record !== undefined) {
-        problems.push(`${key}: the agents keep enforcing its last good version`);
-        record = { ...record, problems: problems.map((p) => p.slice(0, 2048)).slice(0, 16) };
-      } else {
-        problems.push(`${key}: no version of it was ever accepted, so ServiceAccount ${o?.spec?.destination?.namespace ?? objectName(o).namespace}/${o?.spec?.destination?.name ?? '?'} is governed by its default policy until it is fixed`);
-      }
-    }
-    if (record !== undefined) {
-      const line = JSON.stringify({ type: 'access', op: 'set', access: record });
-      if (this.sent.get(key) !== line) {
-        this.sent.set(key, line);
-        this.sink.put(accessKey(record), line);
-      }
-    }
-    this.states.set(key, { key, accepted: conv.record !== null, serving: this.good.has(key), problems });
-    this.logged.problems(key, problems);
+    this.records.publish(key, conv.record, conv.problems, `no version of it was ever accepted, so ServiceAccount ${o?.spec?.destination?.namespace ?? objectName(o).namespace}/${o?.spec?.destination?.name ?? '?'} is governed by its default policy until it is fixed`);
   }
 
   private forget(key: string): void {
-    this.good.delete(key);
-    this.states.delete(key);
-    this.logged.forget(key);
+    this.records.forget(key);
     this.dependents.track(key, []);
-    if (this.sent.delete(key)) this.sink.remove(key);
   }
-
 }
 
 const isSmi = (k: AccessObjectKind): k is SmiAccessKind => k === 'TrafficTarget' || k === 'HTTPRouteGroup' || k === 'TCPRoute';

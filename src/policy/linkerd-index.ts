@@ -12,7 +12,7 @@ import { ChangeLog } from '../util/change-log.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
 import { serverFromLinkerd, type LinkerdKind, type LinkerdLookup } from './linkerd-policy.ts';
 import { LINKERD_V1ALPHA1, SERVER_VERSIONS, serverKey, type ServerRecord } from './server-model.ts';
-import type { AccessSink, AccessState } from './access-index.ts';
+import { LastGoodRecords, type AccessSink, type AccessState } from './last-good.ts';
 
 type Obj = Record<string, any>;
 
@@ -38,22 +38,19 @@ export function linkerdObjectKind(o: Obj): LinkerdKind | null {
 }
 
 export class LinkerdIndex {
-  private readonly sink: AccessSink;
   private readonly objects: KindStore<LinkerdKind>;
-  private readonly good = new Map<string, ServerRecord>();
-  private readonly sent = new Map<string, string>();
-  private readonly states = new Map<string, AccessState>();
-  private readonly logged: ChangeLog;
+  /** Each Server's record on the agents (its last good version when an edit breaks it). */
+  private readonly records: LastGoodRecords<ServerRecord>;
   private readonly holding = new HeldConversions();
   private readonly lookup: LinkerdLookup;
 
   constructor(o: { sink: AccessSink; log: (level: 'info' | 'warn', msg: string) => void }) {
-    this.sink = o.sink;
-    this.logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
+    const logged = new ChangeLog((msg) => o.log('warn', `policy: ${msg}`));
+    this.records = new LastGoodRecords<ServerRecord>(o.sink, logged, serverKey);
     this.objects = new KindStore({
       kindOf: linkerdObjectKind,
       versions: LINKERD_API_VERSIONS,
-      logged: this.logged,
+      logged,
       changed: (kind, key) => this.touched(kind, key),
       // Gateway API's and Linkerd's HTTPRoute of one name are two routes (keys end with the group).
       groupKeyed: (kind) => kind === 'HTTPRoute',
@@ -91,10 +88,10 @@ export class LinkerdIndex {
   }
 
   state(): { servers: number; serving: number; notAccepted: AccessState[]; ignored: AccessState[] } {
-    const all = [...this.states.values()];
+    const all = this.records.states();
     return {
       servers: all.length,
-      serving: this.good.size,
+      serving: this.records.serving,
       notAccepted: all.filter((s) => !s.accepted).slice(0, 50),
       ignored: all.filter((s) => s.accepted && s.problems.length > 0).slice(0, 50),
     };
@@ -107,7 +104,7 @@ export class LinkerdIndex {
     }
     const ns = key.split('/')[1];
     const everywhere = kind === 'MeshTLSAuthentication' || kind === 'NetworkAuthentication';
-    const servers = [...this.objects.keys(), ...this.good.keys()].filter((k) => k.startsWith(everywhere ? 'Server/' : `Server/${ns}/`));
+    const servers = [...this.objects.keys(), ...this.records.states().map((st) => st.key)].filter((k) => k.startsWith(everywhere ? 'Server/' : `Server/${ns}/`));
     for (const k of new Set(servers)) this.convert(k);
   }
 
@@ -119,35 +116,10 @@ export class LinkerdIndex {
       return;
     }
     const conv = serverFromLinkerd(o, this.lookup);
-    const problems = [...conv.problems];
-    let record: ServerRecord | undefined;
-    if (conv.record !== null) {
-      record = conv.record;
-      this.good.set(key, record);
-    } else {
-      record = this.good.get(key);
-      if (record !== undefined) {
-        problems.push(`${key}: the agents keep enforcing its last good version`);
-        record = { ...record, problems: problems.map((p) => p.slice(0, 2048)).slice(0, 16) };
-      } else {
-        problems.push(`${key}: no version of it was ever accepted, so the pods it would select keep their default policy on its port until it is fixed`);
-      }
-    }
-    if (record !== undefined) {
-      const line = JSON.stringify({ type: 'access', op: 'set', access: record });
-      if (this.sent.get(key) !== line) {
-        this.sent.set(key, line);
-        this.sink.put(serverKey(record), line);
-      }
-    }
-    this.states.set(key, { key, accepted: conv.record !== null, serving: this.good.has(key), problems });
-    this.logged.problems(key, problems);
+    this.records.publish(key, conv.record, conv.problems, 'no version of it was ever accepted, so the pods it would select keep their default policy on its port until it is fixed');
   }
 
   private forget(key: string): void {
-    this.good.delete(key);
-    this.states.delete(key);
-    this.logged.forget(key);
-    if (this.sent.delete(key)) this.sink.remove(key);
+    this.records.forget(key);
   }
 }
