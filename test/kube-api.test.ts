@@ -15,12 +15,20 @@ import { namespaceObject, podObject } from './helpers/kube-objects.ts';
 import { ownedTempPrefix } from '../src/sim/layout.ts';
 import { testTempDir } from './helpers/temp-dir.ts';
 import { waitFor, within } from './helpers/until.ts';
-import { podReadHangs } from './helpers/pod-read-hangs.ts';
+import { podReadHangs, silentApiServer } from './helpers/pod-read-hangs.ts';
 
 const kubeconfig = (cluster: object, user: object, extra: object = {}) => ({
   apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
   clusters: [{ name: 'k', cluster }], users: [{ name: 'u', user }], contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }], ...extra,
 });
+
+/** A kubeconfig at DIR/kubeconfig whose credentials come from an exec plugin: the agent takes it through client-node. */
+function writeExecKubeconfig(dir: string, server: string): void {
+  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
+  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server, 'insecure-skip-tls-verify': true }, {
+    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
+  })));
+}
 
 test('kubeconfigs: tokens, files relative to the kubeconfig, inline data; plugins and proxies are left to client-node', (t) => {
   const dir = testTempDir(t);
@@ -101,10 +109,7 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
   const api = await new SimApiServer().start();
   api.create(namespaceObject('default'));
   api.create(podObject({ name: 'web', nodeName: 'n1' }));
-  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
-  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: api.url, 'insecure-skip-tls-verify': true }, {
-    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
-  })));
+  writeExecKubeconfig(dir, api.url);
   const src = new KubeSource({ nodeName: 'n1', kubeconfig: path.join(dir, 'kubeconfig'), onSnapshot: () => {}, onError: () => {} });
   t.teardown(async () => {
     src.stop();
@@ -126,10 +131,7 @@ test('a kubeconfig with an exec credential plugin goes through client-node, and 
 test('through client-node (an exec credential plugin), stop() abandons a list in flight at once: a pod read the API server has not answered', async (t) => {
   const dir = testTempDir(t);
   const { seen, url } = await podReadHangs(t);
-  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
-  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: url, 'insecure-skip-tls-verify': true }, {
-    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
-  })));
+  writeExecKubeconfig(dir, url);
   const src = new KubeSource({ nodeName: 'n1', kubeconfig: path.join(dir, 'kubeconfig'), onSnapshot: () => {}, onError: () => {} });
   t.teardown(() => src.stop());
   await src.start();
@@ -145,31 +147,12 @@ test('through client-node (an exec credential plugin), stop() abandons a list in
 test('through client-node (an exec credential plugin), stop() aborts the watches the API server has not answered yet at once, not at the library\'s request timeout', async (t) => {
   const dir = testTempDir(t);
   // Lists are answered; watches never are (an API server that took the request and hangs).
-  const watches = { opened: 0, closed: 0 };
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://x');
-    if (u.searchParams.get('watch') === 'true') {
-      watches.opened++;
-      req.socket.on('close', () => watches.closed++);
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ items: [], metadata: { resourceVersion: '5' } }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => {
-    server.closeAllConnections();
-    server.close(() => r());
-  }));
-  const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
-  const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-plugin' } });
-  fs.writeFileSync(path.join(dir, 'kubeconfig'), JSON.stringify(kubeconfig({ server: url, 'insecure-skip-tls-verify': true }, {
-    exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'sh', args: ['-c', `echo '${cred}'`], interactiveMode: 'Never' },
-  })));
+  const { seen: watches, url } = await silentApiServer(t, (u) => u.searchParams.get('watch') === 'true');
+  writeExecKubeconfig(dir, url);
   const src = new KubeSource({ nodeName: 'n1', kubeconfig: path.join(dir, 'kubeconfig'), onSnapshot: () => {}, onError: () => {} });
   t.teardown(() => src.stop());
   await src.start();
-  await waitFor(() => watches.opened === 2, 5000); // pods and namespaces, neither answered
+  await waitFor(() => watches.reads === 2, 5000); // pods and namespaces, neither answered
   src.stop();
   // The library's own limit is watchdogMs + 1 s (5 min here): a second is plenty for an abort.
   await waitFor(() => watches.closed === 2, 1000);
