@@ -49,11 +49,11 @@ import type { AnchorStatus } from '../identity/anchors.ts';
 
 const TUNNEL_PORT = 15008;
 
-/** mTLS between nodes (docs/identity.md): certificates from the identity service, tunnels between agents. */
 /** How often the agent reads its Node's zone label again, and how soon after a failure that may pass. */
 const ZONE_REFRESH_MS = 5 * 60_000;
 const ZONE_RETRY_MS = 30_000;
 
+/** mTLS between nodes (docs/identity.md): certificates from the identity service, tunnels between agents. */
 export interface AgentIdentityOptions {
   /** The identity service, HOST:PORT. */
   addr: string;
