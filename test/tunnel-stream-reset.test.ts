@@ -10,7 +10,11 @@ import test, { type ExecutionContext } from 'ava';
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { once } from 'node:events';
+import * as netMod from 'node:net';
 import { clientUpstream, serverDownstream } from '../src/tunnel/upstream.ts';
+import { forwardOpaque, type OpaqueCloseEvent } from '../src/proxy/opaque.ts';
+import { defaultLimits, type ConnContext } from '../src/proxy/context.ts';
+import { RecordingSink } from '../src/telemetry/events.ts';
 
 async function h2Server(t: ExecutionContext, onStream: (stream: http2.ServerHttp2Stream) => void): Promise<http2.ClientHttp2Session> {
   const server = http2.createServer();
@@ -109,4 +113,129 @@ test('the same, read only after the reset came (its bytes and END_STREAM held un
   // A PING round trip: the client session has read what the server sent before its answer.
   await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
   t.deepEqual(await outcome(sock), { end: 'end', read: 'whole answer' });
+});
+
+// RFC 9113 8.1: a server may send its whole response and then RST_STREAM(NO_ERROR) to tell the
+// client to stop sending; the response must still be delivered. With our side still open, node
+// reports that reset as 'aborted' (at once, whatever the reader has taken of the stream): a reader
+// paused by backpressure (a slow client) lost the buffered answer and its FIN.
+
+/** A PING round trip: the session has read every frame the peer sent before answering it. */
+const pinged = (session: http2.ClientHttp2Session) =>
+  new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+
+/** outcome() for a reader paused until `read()`: its end or error is caught from now on. */
+function held(sock: net.Socket): { read(): Promise<{ end: string; read: string }> } {
+  let read = '';
+  const end = new Promise<string>((resolve) => {
+    sock.once('end', () => resolve('end'));
+    sock.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+  return {
+    read() {
+      sock.on('data', (d: Buffer) => { read += d.toString(); });
+      sock.resume();
+      return end.then((e) => ({ end: e, read }));
+    },
+  };
+}
+
+/** The client's agent, its reader paused: the destination answers the request, then `after(stream)`. */
+async function pausedClient(t: ExecutionContext, after: (stream: http2.ServerHttp2Stream) => void) {
+  const session = await h2Server(t, (stream) => {
+    stream.respond({ ':status': 200 });
+    stream.once('data', () => after(stream));
+  });
+  const req = session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' });
+  const sock = clientUpstream(req, '10.0.0.1:80');
+  sock.pause();
+  const result = held(sock);
+  await once(sock, 'connect');
+  sock.write('request'); // our side stays open
+  return { session, req, sock, result };
+}
+
+test('the client\'s agent, its reader paused: a whole answer (END_STREAM) then RST_STREAM(NO_ERROR) while our side is open is delivered with its FIN; our direction stops', async (t) => {
+  const { session, req, sock, result } = await pausedClient(t, (stream) => stream.end('whole answer', () => stream.close(http2.constants.NGHTTP2_NO_ERROR)));
+  await once(req, 'aborted');
+  await pinged(session);
+  t.is(req.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'the reset came with NO_ERROR');
+  t.deepEqual(await result.read(), { end: 'end', read: 'whole answer' });
+  t.true(sock.writableEnded, 'our direction stopped: nothing more is sent on the stream');
+  if (!sock.closed) await once(sock, 'close');
+  t.true(sock.writableFinished, 'a clean close for the forwarders (not an abort to pass on)');
+});
+
+test('the destination\'s agent, its reader paused: a whole upload (END_STREAM) then RST_STREAM(NO_ERROR) while our side is open is delivered with its FIN', async (t) => {
+  let result!: ReturnType<typeof held>;
+  let aborted!: Promise<unknown>;
+  let got!: () => void;
+  const gotStream = new Promise<void>((resolve) => { got = resolve; });
+  let sock!: net.Socket;
+  const session = await h2Server(t, (stream) => {
+    sock = serverDownstream(stream);
+    sock.pause();
+    result = held(sock);
+    aborted = once(stream, 'aborted');
+    stream.respond({ ':status': 200 });
+    sock.write('part of an answer'); // our side stays open
+    got();
+  });
+  const req = session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' });
+  req.on('error', () => {});
+  req.resume();
+  await once(req, 'response');
+  await gotStream;
+  req.end('whole upload', () => req.close(http2.constants.NGHTTP2_NO_ERROR));
+  await aborted;
+  t.deepEqual(await result.read(), { end: 'end', read: 'whole upload' });
+  t.true(sock.writableEnded, 'our direction stopped');
+});
+
+test('a reset with an error code after the peer\'s END_STREAM, our side open, stays a reset (ECONNRESET)', async (t) => {
+  const { session, req, sock, result } = await pausedClient(t, (stream) => stream.end('whole answer', () => stream.close(http2.constants.NGHTTP2_CANCEL)));
+  await once(req, 'aborted');
+  await pinged(session);
+  t.like(await result.read(), { end: 'ECONNRESET' });
+});
+
+test('a RST_STREAM(NO_ERROR) before the peer\'s END_STREAM, our side open, stays a reset (ECONNRESET)', async (t) => {
+  const { session, req, sock, result } = await pausedClient(t, (stream) => stream.write('partial', () => stream.destroy()));
+  await once(req, 'aborted');
+  await pinged(session);
+  t.is(req.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+  t.like(await result.read(), { end: 'ECONNRESET' });
+});
+
+test('the opaque forwarder over a tunnel stream: a whole answer then RST_STREAM(NO_ERROR) reaches the client with its FIN, and the connection closes without an error', async (t) => {
+  let serverClosed!: Promise<unknown>;
+  const session = await h2Server(t, (stream) => {
+    serverClosed = once(stream, 'close');
+    stream.respond({ ':status': 200 });
+    stream.once('data', () => stream.end('whole answer', () => stream.close(http2.constants.NGHTTP2_NO_ERROR)));
+  });
+  let closeEv!: (ev: OpaqueCloseEvent) => void;
+  const closedEv = new Promise<OpaqueCloseEvent>((resolve) => { closeEv = resolve; });
+  const proxy = netMod.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+    const ctx: ConnContext = {
+      connId: 1, client, telemetry: new RecordingSink(), openedAt: Date.now(),
+      endpoints: { direction: 'outbound', sourceIp: '127.0.0.1', sourcePort: 0, sourcePodKey: 0n, destIp: '10.0.0.1', destPort: 80 },
+      dial: () => { throw new Error('the test gives the forwarder its upstream'); },
+    };
+    const up = clientUpstream(session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' }), '10.0.0.1:80');
+    forwardOpaque(ctx, up, defaultLimits, { protocol: 'opaque', detectedBy: 'test', detectMs: 0, onClose: closeEv });
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  t.teardown(() => proxy.close());
+  const c = netMod.connect({ host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, allowHalfOpen: true });
+  c.on('error', () => {});
+  c.write('request');
+  const result = outcome(c);
+  t.deepEqual(await result, { end: 'end', read: 'whole answer' });
+  await serverClosed;
+  c.end();
+  const ev = await closedEv;
+  t.is(ev.error, undefined, 'a complete exchange, not an upstream reset');
+  t.is(ev.bytesOut, 'whole answer'.length);
 });

@@ -43,20 +43,35 @@ function ignoreReset(): void {}
 const resetByPeer = (): Error => Object.assign(new Error('stream reset by the other agent'), { code: 'ECONNRESET' });
 
 /**
- * The peer's RST_STREAM, whatever its code, is the TCP reset it stands for: the stream fails with
- * ECONNRESET and the forwarders reset the other leg. Node reports one with NO_ERROR (what a
- * stream's destroy() sends) only as 'aborted' (our side was still open), then ends the stream and
- * closes it cleanly: forwarded as a FIN, the other leg took a cut connection for a whole one, and
- * what it sent after was read and thrown away for as long as it lasted. With our side ended first
- * there is no 'aborted' at all: cutShort() below.
+ * The peer's RST_STREAM is the TCP reset it stands for: the stream fails with ECONNRESET and the
+ * forwarders reset the other leg. Node reports one with NO_ERROR (what a stream's destroy() sends)
+ * only as 'aborted' (our side was still open), then ends the stream and closes it cleanly:
+ * forwarded as a FIN, the other leg took a cut connection for a whole one, and what it sent after
+ * was read and thrown away for as long as it lasted. With our side ended first there is no
+ * 'aborted' at all: cutShort() below.
+ *
+ * One exception, RFC 9113 8.1: NO_ERROR after the peer's END_STREAM means "complete, stop
+ * sending" (a server that has sent its whole answer). Node says 'aborted' then too, whatever our
+ * reader has taken: destroyed there, a reader paused by backpressure (a slow client) lost the
+ * buffered answer and its FIN. Left alone, node delivers both and closes the stream after 'end';
+ * it ends our writable side itself (nothing more goes out), and the forwarders drop what their
+ * other leg sends after (a writable-ended upstream takes nothing).
  */
 function resetOnAbort(stream: http2.Http2Stream): void {
   tunnelStreams.add(stream);
   watchCloses();
   stream.once('aborted', () => {
-    if (!stream.destroyed) stream.destroy(resetByPeer());
+    if (stream.destroyed || stoppedAfterEnd(stream)) return;
+    stream.destroy(resetByPeer());
   });
 }
+
+/** The peer's reset is NO_ERROR and came after its END_STREAM (EOF already read, 'end' maybe not yet emitted). */
+function stoppedAfterEnd(stream: http2.Http2Stream): boolean {
+  // `_readableState.ended` is Node's, not its API: without it, a reset stays a reset.
+  return stream.rstCode === NO_ERROR && (stream as Closing)._readableState?.ended === true;
+}
+const NO_ERROR = 0;
 
 // A peer's RST_STREAM(NO_ERROR) after our END_STREAM and before its own: its direction was cut
 // (RFC 9113 8.1 reads NO_ERROR as "complete" only after the sender's END_STREAM), but node:http2
@@ -75,7 +90,7 @@ function cutShort(msg: unknown): void {
   const s = (msg as { stream?: Closing } | undefined)?.stream;
   if (s === undefined || !tunnelStreams.has(s) || s.destroyed) return;
   // `_readableState.ended` (EOF read, before 'end') is Node's, not its API: without it, never cut.
-  if (s.rstCode === 0 && s._readableState?.ended === false && !s.readableEnded) s.destroy(resetByPeer());
+  if (s.rstCode === NO_ERROR && s._readableState?.ended === false && !s.readableEnded) s.destroy(resetByPeer());
 }
 
 function watchCloses(): void {
