@@ -4,7 +4,7 @@
 // are left out and named in `problems`; the rest of the object is kept. Every record that comes
 // out has passed the model's own parser, so the controller never sends a line an agent refuses.
 import { isIP } from 'node:net';
-import { ANNOTATIONS, parsePorts, portsAnnotation } from '../k8s/annotations.ts';
+import { ANNOTATIONS, parsePorts, PORT_NAME as IANA_PORT_NAME, portsAnnotation } from '../k8s/annotations.ts';
 import { objectName, ownerOf } from '../k8s/objects.ts';
 import { workloadOf } from '../telemetry/workload.ts';
 import {
@@ -33,9 +33,10 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 const MAX_ANNOTATION_VALUE = 4096;
 const MAX_APP_PROTOCOL = 256;
-/** IANA service name, what a named targetPort must be (a letter somewhere, at most 15 characters). */
+/** A Service port's name: a DNS label (up to 63 characters, checked apart). */
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const isIanaName = (s: string) => s.length <= 15 && PORT_NAME.test(s) && /[a-z]/.test(s) && !s.includes('--');
+/** IANA service name, what a named targetPort must be: a container port's name (annotations.ts). */
+const isIanaName = (s: string) => IANA_PORT_NAME.test(s);
 
 function keyOfObject(o: Obj): { namespace: string; name: string; key: string } {
   const { namespace, name } = objectName(o);
