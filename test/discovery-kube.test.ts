@@ -288,6 +288,30 @@ test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoute
   }
 });
 
+test('an access kind whose CRD was not installed at start, then installed while the controller may not read it: the refusal says nothing of it was ever read, so nothing it restricts is enforced, not that the last read stays in force', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of ROUTE_RESOURCES) api.register(r);
+  api.create(service('web'));
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const errors: string[] = [];
+  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: () => {}, backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  src.start();
+  await within(hub.whenSynced(), 10_000, () => `not synced without the SMI CRDs: ${errors.slice(-3).join('; ')}`);
+  // The SMI CRDs installed, under a ClusterRole that does not grant them.
+  api.setFailure(403, 'any', 'traffictargets');
+  for (const r of ACCESS_RESOURCES) api.register(r);
+  await waitFor(() => errors.some((e) => /traffictargets/.test(e) && /HTTP 403/.test(e)), 10_000);
+  const said = errors.find((e) => /traffictargets/.test(e) && /HTTP 403/.test(e))!;
+  t.regex(said, /no TrafficTarget was ever read/);
+  t.regex(said, /not enforced/);
+  t.notRegex(said, /what was last read/);
+});
+
 test('403 on Gateway API HTTPRoutes while Linkerd\'s Server is served is not "none": an HTTPRoute parented by a Server narrows what its policies allow, so discovery waits for the grant, and a refused relist keeps what was read', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());

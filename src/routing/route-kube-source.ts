@@ -117,6 +117,9 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
     let version = d.version;
     const apiVersion = () => `${d.group}/${version}`;
     const tried = versions.length > 1 ? `${d.group}/${versions.join(', ')}` : `${d.group}/${d.version}`;
+    // Whether a list of this kind was ever answered (not refused, not "no CRD"): a restricting kind
+    // refused before that has nothing "last read" in force, and its refusal must say so.
+    let everRead = false;
     const keep = (x: Obj) => slimRoute(x, d.kind, apiVersion());
     const listAt = (v: string, signal: AbortSignal) => listPaged({
       page: async (limit, cont) => (await api.listClusterCustomObject({ group: d.group, version: v, plural: d.plural, limit, _continue: cont }, abortable(signal))) as Page,
@@ -131,11 +134,14 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       path: () => `/apis/${d.group}/${version}/${d.plural}`,
       list: versions.length === 1 ? async (signal) => {
         if (d.kind === 'HTTPRoute' && d.group === 'gateway.networking.k8s.io') await untilOrAborted(serverKnown, signal);
-        return listAt(d.version, signal);
+        const l = await listAt(d.version, signal);
+        everRead = true;
+        return l;
       } : async (signal) => {
         let got;
         try {
           got = await listFirstServed(versions, (v) => listAt(v, signal));
+          everRead = true;
           if (d.kind === 'Server') serverAnswer = 200;
         } catch (e) {
           if (d.kind === 'Server') serverAnswer = statusOf(e) ?? 0;
@@ -164,9 +170,12 @@ export function routeReflectors(o: RouteReflectorsOptions): Reflector[] {
       // up once the CRD is installed or the grant applied. Not a 403 on an access kind.
       emptyWhenRefused: (status) => status === 404 || !restrictsNow(d, serverNotServed()),
       onRefused: (r, line) => {
+        const kept = everRead
+          ? `until then what was last read of ${d.kind} stays in force, and at start no world is served`
+          : `no ${d.kind} was ever read (its CRD was not served when it was listed, or it was refused from the start), so what ${d.kind} objects restrict is not enforced until it is granted (at start no world is served meanwhile)`;
         if (r.status === 404) o.log(`${d.kind} (${tried}) is not served by the API server: its CRD is not installed. ${d.kind} ${restricts(d) ? 'objects' : 'routes'} take effect once ${d.crd} CRDs are installed; mesh-agent does not install them`);
-        else if (restricts(d)) o.onError(new Error(`${line}; until then what was last read of ${d.kind} stays in force, and at start no world is served`));
-        else if (restrictsNow(d, serverNotServed())) o.onError(new Error(`${line}; Linkerd's Server kind may be served (policy.linkerd.io), and an HTTPRoute whose parent is a Server narrows what the Server allows, so until then what was last read of ${d.kind} stays in force, and at start no world is served`));
+        else if (restricts(d)) o.onError(new Error(`${line}; ${kept}`));
+        else if (restrictsNow(d, serverNotServed())) o.onError(new Error(`${line}; Linkerd's Server kind may be served (policy.linkerd.io), and an HTTPRoute whose parent is a Server narrows what the Server allows: ${kept}`));
         else o.log(`${d.kind} (${apiVersion()}): HTTP 403: the controller's ServiceAccount may not list/watch ${d.plural} (${d.group}); going on ${r.verb === 'list' ? 'without' : 'with the last read'} ${d.kind} objects until it may: apply the ClusterRole from mesh-agent install, which grants ${grantFor(`/apis/${d.group}/${d.version}/${d.plural}`)} (the API server: ${r.message})`);
       },
       onAccepted: (was) => o.log(was.status === 404
