@@ -127,6 +127,21 @@ function inProcess(t: any, api: SimApiServer, pageSize?: number, logs?: string[]
   return { hub, src, errors };
 }
 
+/** A stand-in for the controller's route and access indexes: takes everything, says nothing. */
+const noRoutes = (upsert: (o: KubeObject) => unknown = () => {}): MeshObjects =>
+  ({ routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert } as unknown as MeshObjects);
+
+/** The in-process source with route kinds (`routes`, none by default), started; the hub it feeds. */
+function startedWithRoutes(t: any, api: SimApiServer, o: { onError: (m: string) => void; log?: (m: string) => void; routes?: MeshObjects }) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigJson(api));
+  const hub = new DiscoveryHub({ log: () => {} });
+  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes: o.routes ?? noRoutes(), onError: (e) => o.onError(e.message), log: o.log ?? (() => {}), backoff: { initialMs: 20, maxMs: 100 } });
+  t.teardown(() => src.stop());
+  src.start();
+  return { hub, src };
+}
+
 /** The in-process source synced, a controller serving it, and one agent synced from it. */
 async function servedInProcess(t: any, api: SimApiServer, node: string) {
   const { hub, src, errors } = inProcess(t, api);
@@ -197,16 +212,11 @@ test('403 on one route kind (a ClusterRole from before routes were read): the re
   for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
   api.create(service('web'));
   api.setFailure(403, 'any', 'httproutes');
-  const kc = new KubeConfig();
-  kc.loadFromString(kubeconfigJson(api));
-  const hub = new DiscoveryHub({ log: () => {} });
   const errors: string[] = [];
   const logs: string[] = [];
   const upserted: string[] = [];
-  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert: (o: KubeObject) => upserted.push(`${o.kind} ${o.metadata.name}`) > 0 } as unknown as MeshObjects;
-  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: (m) => logs.push(m), backoff: { initialMs: 20, maxMs: 100 } });
-  t.teardown(() => src.stop());
-  src.start();
+  const routes = noRoutes((o) => upserted.push(`${o.kind} ${o.metadata.name}`) > 0);
+  const { hub, src } = startedWithRoutes(t, api, { routes, onError: (m) => errors.push(m), log: (m) => logs.push(m) });
   await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${errors.slice(-3).join('; ')}`);
   t.is(hub.counts().services, 1);
   // The watch keeps being refused meanwhile (with backoff); that is not news each time.
@@ -227,14 +237,8 @@ test('a route kind refused, granted with no objects, refused again, granted agai
   for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES]) api.register(r);
   api.create(service('web'));
   api.setFailure(403, 'any', 'httproutes');
-  const kc = new KubeConfig();
-  kc.loadFromString(kubeconfigJson(api));
-  const hub = new DiscoveryHub({ log: () => {} });
   const said: string[] = [];
-  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
-  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => said.push(e.message), log: (m) => said.push(m), backoff: { initialMs: 20, maxMs: 100 } });
-  t.teardown(() => src.stop());
-  src.start();
+  const { hub, src } = startedWithRoutes(t, api, { onError: (m) => said.push(m), log: (m) => said.push(m) });
   await within(hub.whenSynced(), 10_000, () => `discovery not synced within 10 s: ${said.slice(-3).join('; ')}`);
   const watches = (status: number) => api.requests.filter((r) => r.resource === 'httproutes' && r.watch && r.status === status).length;
   const refusals = () => said.filter((m) => /HTTP 403/.test(m) && /httproutes/.test(m));
@@ -270,14 +274,8 @@ test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoute
     for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...LINKERD_POLICY_RESOURCES]) api.register(r);
     api.create(service('web'));
     api.setFailure(403, 'any', plural);
-    const kc = new KubeConfig();
-    kc.loadFromString(kubeconfigJson(api));
-    const hub = new DiscoveryHub({ log: () => {} });
     const errors: string[] = [];
-    const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
-    const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: () => {}, backoff: { initialMs: 20, maxMs: 100 } });
-    t.teardown(() => src.stop());
-    src.start();
+    const { hub, src } = startedWithRoutes(t, api, { onError: (m) => errors.push(m) });
     // Refused three times (its list retried with backoff), and still not synced: no world without it.
     await waitFor(() => api.requests.filter((r) => r.resource === plural && r.status === 403).length >= 3, 10_000);
     t.false(hub.synced, `${plural}: discovery synced with ${plural} unreadable`);
@@ -293,14 +291,8 @@ test('an access kind whose CRD was not installed at start, then installed while 
   t.teardown(() => api.close());
   for (const r of ROUTE_RESOURCES) api.register(r);
   api.create(service('web'));
-  const kc = new KubeConfig();
-  kc.loadFromString(kubeconfigJson(api));
-  const hub = new DiscoveryHub({ log: () => {} });
   const errors: string[] = [];
-  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
-  const src = new DiscoveryKubeSource({ hub, kubeConfig: kc, routes, onError: (e) => errors.push(e.message), log: () => {}, backoff: { initialMs: 20, maxMs: 100 } });
-  t.teardown(() => src.stop());
-  src.start();
+  const { hub } = startedWithRoutes(t, api, { onError: (m) => errors.push(m) });
   await within(hub.whenSynced(), 10_000, () => `not synced without the SMI CRDs: ${errors.slice(-3).join('; ')}`);
   // The SMI CRDs installed, under a ClusterRole that does not grant them.
   api.setFailure(403, 'any', 'traffictargets');
@@ -512,8 +504,7 @@ test('stop() aborts the lists in flight through client-node at once (a page the 
   const url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigJson({ url } as SimApiServer));
-  const routes = { routes: undefined, access: undefined, hold() {}, release() {}, remove() {}, replaceAll() {}, upsert() {} } as unknown as MeshObjects;
-  const src = new DiscoveryKubeSource({ hub: new DiscoveryHub({ log: () => {} }), kubeConfig: kc, routes, onError: () => {}, log: () => {} });
+  const src = new DiscoveryKubeSource({ hub: new DiscoveryHub({ log: () => {} }), kubeConfig: kc, routes: noRoutes(), onError: () => {}, log: () => {} });
   t.teardown(() => src.stop());
   src.start();
   // Services, endpointslices, pods, namespaces and the six route kinds.
