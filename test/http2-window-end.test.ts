@@ -10,11 +10,8 @@ import test, { type ExecutionContext } from 'ava';
 import * as http2 from 'node:http2';
 import { createHttp2Handler, Http2SessionPool } from '../src/proxy/http2/index.ts';
 import { startH2Upstream, startHarness } from '../src/proxy/http2/harness.ts';
-import { DiscoveryStore } from '../src/discovery/store.ts';
-import type { DiscoMessage } from '../src/discovery/model.ts';
-import type { RouteRecord } from '../src/routing/route-model.ts';
 import { Router } from '../src/routing/router.ts';
-import { HOST } from './helpers/backends.ts';
+import { HOST, routedWorld } from './helpers/backends.ts';
 import { loopbackProxy } from './helpers/loopback-proxy.ts';
 import { FLAG, FRAME, frame, rawClient, requestBlock, type Frame, type RawPeer } from './helpers/h2-raw.ts';
 
@@ -47,23 +44,6 @@ async function upstream(t: ExecutionContext) {
   return { port: up.port, release, closed };
 }
 
-/** Service shop/api at VIP:80, its one endpoint `port`, one route sending every request to it (routed-stream.ts). */
-function routedWorld(port: number): DiscoveryStore {
-  const store = new DiscoveryStore();
-  const route: RouteRecord = {
-    kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
-    rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'api', port: 80, weight: 1 }] }],
-  };
-  const msgs: DiscoMessage[] = [
-    { type: 'reset', version: 1 },
-    { type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: ['10.96.7.7'], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } },
-    { type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'api-0', service: 'api', ports: [{ name: 'http', port }], endpoints: [{ ip: HOST, ready: true, pod: 'api-0', node: 'node-1' }] } },
-    { type: 'route', op: 'set', route },
-    { type: 'synced' },
-  ];
-  for (const m of msgs) store.apply(m);
-  return store;
-}
 
 let pings = 0;
 /** Two PING round trips: the proxy has acted on what it had read before (its timers and immediates included). */

@@ -32,11 +32,15 @@ test('a refused read names the fix: 403 the ClusterRole, 404 the node name; anyt
   t.regex(down!.why!, /reading Node n1 failed: connect ECONNREFUSED/);
 });
 
+/** The agent's pod source through the lean client, for node `nodeName`. */
+const leanSource = (api: SimApiServer, nodeName: string) =>
+  new KubeSource({ nodeName, api: new LeanKubeApi({ server: api.url, insecure: false, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+
 test('the agent reads its own Node with a get (not a list: the ClusterRole grants get only), through the lean client', async (t) => {
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());
   api.create(nodeObject({ name: 'n1', ip: '10.244.0.1', podCidr: '10.1.1.0/24', zone: 'zone-b', controlPlane: false }));
-  const src = new KubeSource({ nodeName: 'n1', api: new LeanKubeApi({ server: api.url, insecure: false, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  const src = leanSource(api, 'n1');
   t.teardown(() => src.stop());
   await within(src.start(), 5000, () => 'no first list');
   t.deepEqual(zoneOfNode(await src.getNode(), 'n1'), { zone: 'zone-b', why: null });
@@ -46,7 +50,7 @@ test('the agent reads its own Node with a get (not a list: the ClusterRole grant
   t.is((e as any).statusCode, 403);
   t.regex(zoneReadFailed(e, 'n1')!.why!, /ClusterRole needs get on nodes/);
   api.setFailure(null);
-  const other = new KubeSource({ nodeName: 'n2', api: new LeanKubeApi({ server: api.url, insecure: false, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  const other = leanSource(api, 'n2');
   t.teardown(() => other.stop());
   await within(other.start(), 5000, () => 'no first list');
   t.is(((await t.throwsAsync(other.getNode())) as any).statusCode, 404);
@@ -56,7 +60,7 @@ test('a stop during a Node read in flight is no failure: the read ends at once a
   const api = await new SimApiServer().start();
   t.teardown(() => api.close());
   api.create(nodeObject({ name: 'n1', ip: '10.244.0.1', podCidr: '10.1.1.0/24', zone: 'zone-b', controlPlane: false }));
-  const src = new KubeSource({ nodeName: 'n1', api: new LeanKubeApi({ server: api.url, insecure: false, token: 't' }), onSnapshot: () => {}, onError: () => {} });
+  const src = leanSource(api, 'n1');
   t.teardown(() => src.stop());
   await within(src.start(), 5000, () => 'no first list');
   const { stalled, release } = api.stallRequests((r) => r.resource === 'nodes' && r.method === 'GET' && !r.watch);

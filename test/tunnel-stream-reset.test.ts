@@ -33,6 +33,16 @@ async function h2Server(t: ExecutionContext, onStream: (stream: http2.ServerHttp
   return session;
 }
 
+/** A CONNECT from the client's agent, answered, once the destination's handler holds its stream. */
+async function answeredConnect(session: http2.ClientHttp2Session, handled: Promise<void>): Promise<http2.ClientHttp2Stream> {
+  const req = session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' });
+  req.on('error', () => {});
+  req.resume();
+  await once(req, 'response');
+  await handled;
+  return req;
+}
+
 /** How a tunnel stream's readable side ended: 'end' (a FIN for the other leg) or the error's code; and what it read. */
 function outcome(sock: net.Socket): Promise<{ end: string; read: string }> {
   let read = '';
@@ -71,11 +81,7 @@ test('the destination\'s agent: the client\'s RST_STREAM(NO_ERROR) after our END
     sock.end(); // the pod's FIN: our side ended
     got();
   });
-  const req = session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' });
-  req.on('error', () => {});
-  req.resume();
-  await once(req, 'response');
-  await gotStream;
+  const req = await answeredConnect(session, gotStream);
   // The client's agent sends part of an upload, then drops the stream (destroy(): RST_STREAM NO_ERROR).
   req.write('part of an upload', () => req.destroy());
   t.deepEqual(await result, { end: 'ECONNRESET', read: 'part of an upload' });
@@ -181,11 +187,7 @@ test('the destination\'s agent, its reader paused: a whole upload (END_STREAM) t
     sock.write('part of an answer'); // our side stays open
     got();
   });
-  const req = session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' });
-  req.on('error', () => {});
-  req.resume();
-  await once(req, 'response');
-  await gotStream;
+  const req = await answeredConnect(session, gotStream);
   req.end('whole upload', () => req.close(http2.constants.NGHTTP2_NO_ERROR));
   await aborted;
   t.deepEqual(await result.read(), { end: 'end', read: 'whole upload' });

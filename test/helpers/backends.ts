@@ -4,6 +4,9 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { once } from 'node:events';
+import { DiscoveryStore } from '../../src/discovery/store.ts';
+import type { DiscoMessage } from '../../src/discovery/model.ts';
+import type { RouteRecord } from '../../src/routing/route-model.ts';
 
 export const HOST = '127.0.0.1';
 
@@ -60,4 +63,22 @@ export async function backend(name: string, opts: { h2?: boolean; status?: numbe
     return new Promise<void>((r) => server.close(() => r()));
   };
   return b;
+}
+
+/** Service shop/api at VIP:80, its one endpoint `port`, one route sending every request to it (routed-stream.ts). */
+export function routedWorld(port: number): DiscoveryStore {
+  const store = new DiscoveryStore();
+  const route: RouteRecord = {
+    kind: 'HTTPRoute', namespace: 'shop', name: 'r', createdAt: 0, parents: [{ namespace: 'shop', name: 'api' }],
+    rules: [{ matches: [], backends: [{ namespace: 'shop', name: 'api', port: 80, weight: 1 }] }],
+  };
+  const msgs: DiscoMessage[] = [
+    { type: 'reset', version: 1 },
+    { type: 'service', op: 'set', service: { namespace: 'shop', name: 'api', clusterIPs: ['10.96.7.7'], ports: [{ name: 'http', port: 80, targetPort: 'http' }], annotations: {} } },
+    { type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'api-0', service: 'api', ports: [{ name: 'http', port }], endpoints: [{ ip: HOST, ready: true, pod: 'api-0', node: 'node-1' }] } },
+    { type: 'route', op: 'set', route },
+    { type: 'synced' },
+  ];
+  for (const m of msgs) store.apply(m);
+  return store;
 }
