@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
-import { ACCESS_RESOURCES, LINKERD_POLICY_RESOURCES, linkerdPolicyResourcesAt, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { ACCESS_RESOURCES, LINKERD_HTTPROUTE_RESOURCE, LINKERD_POLICY_RESOURCES, linkerdPolicyResourcesAt, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { AccessIndex } from '../src/policy/access-index.ts';
 import { RouteIndex } from '../src/routing/route-index.ts';
 import { MeshObjects } from '../src/discovery/mesh-objects.ts';
@@ -147,6 +147,27 @@ test('mesh-agent controller --kubeconfig: Linkerd Servers with their Authorizati
   t.regex(JSON.stringify(s.discovery.accessObjects.linkerd.ignored), /AuthorizationPolicy shop\/api-from-web: ignored/);
   api.delete('Server', 'shop', 'api-http');
   await waitFor(() => c.store.serversIn('shop').length === 0, 10_000);
+});
+
+test('mesh-agent controller --kubeconfig with both groups\' HTTPRoute CRDs: a Gateway API and a Linkerd HTTPRoute of one name parented by one Server are two routes; deleting one leaves the other', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...LINKERD_POLICY_RESOURCES, LINKERD_HTTPROUTE_RESOURCE]) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  api.create(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 'http', accessPolicy: 'deny' }, 'policy.linkerd.io/v1beta3'));
+  const parentRefs = [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }];
+  api.create(linkerd('HTTPRoute', 'api', { parentRefs, rules: [{ matches: [{ method: 'GET' }] }] }, 'gateway.networking.k8s.io/v1'));
+  api.create(linkerd('HTTPRoute', 'api', { parentRefs, rules: [{ matches: [{ method: 'POST' }] }] }, 'policy.linkerd.io/v1beta3'));
+  const kc = kubeconfigFile(t, api);
+  const c = await startController(t, ['--kubeconfig', kc]);
+  const routes = () => c.store.serversIn('shop')[0]?.routes.map((r) => [r.group, r.name, r.matches]);
+  t.deepEqual(routes(), [['gateway.networking.k8s.io', 'api', [{ method: 'GET' }]], ['policy.linkerd.io', 'api', [{ method: 'POST' }]]]);
+  api.delete('HTTPRoute.policy.linkerd.io', 'shop', 'api');
+  await waitFor(() => routes()?.length === 1, 10_000);
+  t.deepEqual(routes(), [['gateway.networking.k8s.io', 'api', [{ method: 'GET' }]]], 'the Gateway API route stays');
+  api.delete('HTTPRoute.gateway.networking.k8s.io', 'shop', 'api');
+  await waitFor(() => routes()?.length === 0, 10_000);
+  t.notRegex(c.log(), /not accepted|not found|ignored|is not read/);
 });
 
 test('mesh-agent controller --kubeconfig without Linkerd\'s CRDs: discovery syncs, and says once that Servers need them; CRDs installed later at v1beta1 only are read there', async (t) => {

@@ -12,6 +12,7 @@ import { installManifests } from '../src/k8s/manifests.ts';
 import { LeanKubeApi } from '../src/k8s/kube-api.ts';
 import { createTrustAnchor } from '../src/identity/x509.ts';
 import { issueServingCertificate } from './helpers/serving-cert.ts';
+import { LINKERD_HTTPROUTE_RESOURCE, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 
 async function server(t: ExecutionContext, opts = {}): Promise<SimApiServer> {
   const api = await new SimApiServer(opts).start();
@@ -325,6 +326,33 @@ test('a kind added later is served by the same protocol; a review kind answers P
   t.like(review, { status: 201, body: { status: { allowed: true } } });
   t.like(await get(api, '/api/v1/pods', 'POST', '{}'), { status: 405 });
   t.throws(() => api.register({ group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true }), { message: /already registered/ });
+});
+
+test('two groups serving one kind name (Gateway API\'s and Linkerd\'s HTTPRoute): each its own objects, lists and watches; a kind name alone is refused once it is ambiguous', async (t) => {
+  const api = await server(t);
+  api.register(ROUTE_RESOURCES.find((r) => r.kind === 'HTTPRoute')!);
+  api.create({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'shop' }, spec: { rules: [{}] } });
+  t.is(api.get('HTTPRoute', 'shop', 'r')?.apiVersion, 'gateway.networking.k8s.io/v1', 'one group serving it: the kind name is enough');
+  api.register(LINKERD_HTTPROUTE_RESOURCE);
+  const gw = watch(t, api, `/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes?resourceVersion=${api.resourceVersion}`);
+  const l5d = watch(t, api, `/apis/policy.linkerd.io/v1beta3/namespaces/shop/httproutes?resourceVersion=${api.resourceVersion}`);
+  await waitFor(() => api.openWatches('httproutes') === 2);
+  // The same namespace and name in both groups: two objects.
+  api.create({ apiVersion: 'policy.linkerd.io/v1beta3', kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'shop' }, spec: { rules: [{}, {}] } });
+  await waitFor(() => l5d.events.length === 1);
+  t.like(l5d.events[0], { type: 'ADDED', object: { apiVersion: 'policy.linkerd.io/v1beta3', metadata: { name: 'r' } } });
+  t.is(gw.events.length, 0, 'the Gateway API watch saw nothing of the other group');
+  const rulesListed = async (path: string) => (await get(api, path)).body.items.map((o: KubeObject) => o.spec.rules.length);
+  t.deepEqual(await rulesListed('/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes'), [1]);
+  t.deepEqual(await rulesListed('/apis/policy.linkerd.io/v1beta3/namespaces/shop/httproutes'), [2]);
+  t.throws(() => api.get('HTTPRoute', 'shop', 'r'), { message: /kind HTTPRoute is served by more than one group: name one of HTTPRoute\.gateway\.networking\.k8s\.io, HTTPRoute\.policy\.linkerd\.io/ });
+  api.delete('HTTPRoute.policy.linkerd.io', 'shop', 'r');
+  await waitFor(() => l5d.events.length === 2);
+  t.is(l5d.events[1].type, 'DELETED');
+  t.is(api.get('HTTPRoute.gateway.networking.k8s.io', 'shop', 'r')?.spec.rules.length, 1, 'deleting one group\'s route left the other\'s');
+  t.is(gw.events.length, 0);
+  t.throws(() => api.create({ apiVersion: 'policy.linkerd.io/v1alpha1', kind: 'HTTPRoute', metadata: { name: 'old', namespace: 'shop' }, spec: {} }), { message: /served as apiVersion policy\.linkerd\.io\/v1beta3, not policy\.linkerd\.io\/v1alpha1/ });
+  t.throws(() => api.register(LINKERD_HTTPROUTE_RESOURCE), { message: /kind HTTPRoute\.policy\.linkerd\.io is already registered/ });
 });
 
 test('TokenRequest: the real wire format; a request with a token the server minted is authorized by the RBAC given (resourceNames too), one bound to a deleted pod is refused; the admin kubeconfig\'s is not checked', async (t) => {

@@ -304,8 +304,9 @@ export const ACCESS_RESOURCES: ResourceType[] = [
 
 /**
  * Linkerd's policy kinds, as its CRDs serve them (Server at v1beta3, the newest version the controller
- * lists). Not its HTTPRoute: the stand-in serves a kind from one group only, and HTTPRoute is
- * the Gateway API's in ROUTE_RESOURCES.
+ * lists). Its HTTPRoute is LINKERD_HTTPROUTE_RESOURCE, registered by the tests that want it: with
+ * both groups' HTTPRoute served, `HTTPRoute` alone no longer names one kind (patch, delete and get
+ * then take `HTTPRoute.gateway.networking.k8s.io` or `HTTPRoute.policy.linkerd.io`).
  */
 export const LINKERD_POLICY_RESOURCES: ResourceType[] = [
   { group: 'policy.linkerd.io', version: 'v1beta3', kind: 'Server', plural: 'servers', namespaced: true, admit: admitCustom },
@@ -313,6 +314,9 @@ export const LINKERD_POLICY_RESOURCES: ResourceType[] = [
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'MeshTLSAuthentication', plural: 'meshtlsauthentications', namespaced: true, admit: admitCustom },
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'NetworkAuthentication', plural: 'networkauthentications', namespaced: true, admit: admitCustom },
 ];
+
+/** Linkerd's own HTTPRoute (policy.linkerd.io v1beta3), beside the Gateway API's of the same kind name. */
+export const LINKERD_HTTPROUTE_RESOURCE: ResourceType = { group: 'policy.linkerd.io', version: 'v1beta3', kind: 'HTTPRoute', plural: 'httproutes', namespaced: true, statusSubresource: true, admit: admitCustom };
 
 /**
  * Linkerd's policy kinds as an older release's CRDs serve them: Server at `serverVersion` only

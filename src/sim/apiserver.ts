@@ -100,6 +100,11 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
+/** A kind's key: its name, and for a named group kubectl's `Kind.group`. */
+function kindRef(kind: string, group: string): string {
+  return group === '' ? kind : `${kind}.${group}`;
+}
+
 function keyOf(namespace: string | undefined, name: string): string {
   return namespace ? `${namespace}/${name}` : name;
 }
@@ -142,7 +147,7 @@ export class SimApiServer {
    * bearer (the simulated cluster's kubeconfig) is the cluster's admin, as before.
    */
   readonly rbac = new SimRbac();
-  readonly #kinds = new Map<string, Kind>(); // by kind name
+  readonly #kinds = new Map<string, Kind>(); // by kindRef(): "Pod", "HTTPRoute.gateway.networking.k8s.io"
   readonly #byPath = new Map<string, Kind>(); // by "group/version/plural"
   readonly #historyLimit: number;
   readonly #server: http.Server;
@@ -166,11 +171,15 @@ export class SimApiServer {
     this.register({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', namespaced: false, review: (o) => this.tokens.review(o, this.#now()) });
   }
 
-  /** Adds a kind (a later issue's HTTPRoute, TrafficSplit, TokenReview...). */
+  /**
+   * Adds a kind (a later issue's HTTPRoute, TrafficSplit, TokenReview...). Two groups may serve
+   * one kind name, as a cluster with Gateway API's and Linkerd's HTTPRoute CRDs does.
+   */
   register(type: ResourceType): void {
-    if (this.#kinds.has(type.kind)) throw new Error(`kind ${type.kind} is already registered`);
+    const ref = kindRef(type.kind, type.group);
+    if (this.#kinds.has(ref)) throw new Error(`kind ${ref} is already registered`);
     const k: Kind = { type, objects: new Map(), history: [], compactedRv: this.#rv, watchers: new Set(), subscribers: new Set() };
-    this.#kinds.set(type.kind, k);
+    this.#kinds.set(ref, k);
     this.#byPath.set(`${type.group}/${type.version}/${type.plural}`, k);
   }
 
@@ -230,14 +239,21 @@ export class SimApiServer {
 
   // ---- objects -------------------------------------------------------------------------------
 
+  /** A kind by its name when one group serves it, else by kubectl's `Kind.group` ("HTTPRoute.policy.linkerd.io"). */
   #kind(kind: string): Kind {
-    const k = this.#kinds.get(kind);
-    if (!k) throw new Error(`the stand-in API server has no kind ${kind}; registered: ${[...this.#kinds.keys()].join(', ')}`);
-    return k;
+    const exact = this.#kinds.get(kind);
+    if (exact) return exact;
+    const named = [...this.#kinds.values()].filter((k) => k.type.kind === kind);
+    if (named.length === 1) return named[0]!;
+    if (named.length > 1) throw new Error(`kind ${kind} is served by more than one group: name one of ${named.map((k) => kindRef(k.type.kind, k.type.group)).join(', ')}`);
+    throw new Error(`the stand-in API server has no kind ${kind}; registered: ${[...this.#kinds.keys()].join(', ')}`);
   }
 
+  /** An object's kind, by its kind and its apiVersion's group. */
   #kindOf(o: KubeObject): Kind {
-    const k = this.#kind(o?.kind);
+    const slash = typeof o?.apiVersion === 'string' ? o.apiVersion.lastIndexOf('/') : -1;
+    const group = slash < 0 ? '' : o.apiVersion.slice(0, slash);
+    const k = this.#kinds.get(kindRef(o?.kind, group)) ?? this.#kind(o?.kind);
     const want = apiVersionOf(k.type);
     if (o.apiVersion !== want) throw new ApiError(400, 'BadRequest', `${o.kind} is served as apiVersion ${want}, not ${o.apiVersion}`);
     return k;
