@@ -691,6 +691,39 @@ test('a rolling restart: a CONNECT crossing the stopping agent\'s shutdown notic
   t.is(old.tunnels.stats().server.open, 0, 'and closes');
 });
 
+/** The tunnel listener's connections (private: what its drain waits on). */
+const serverSockets = (b: Side) => [...(b.tunnels as unknown as { server: { sockets: Set<net.Socket> } }).server.sockets];
+/** Settles everything already queued: microtasks, next ticks, and one turn of the loop's I/O. */
+const settled = () => new Promise((r) => setImmediate(r));
+
+test('the tunnel listener\'s drain: cutDrain() closes the connections it waits on at once; a drain whose last connection closes ends then, not at its deadline', async (t) => {
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s)); // the cut resets its connection
+  const destPort = await listen(echo, t);
+  const cut = await tunnelledTo(t, destPort);
+  const cutSockets = serverSockets(cut.b);
+  t.is(cutSockets.length, 1);
+  const cutClosing = cut.b.tunnels.close(600_000);
+  cut.b.tunnels.cutDrain();
+  for (let i = 0; i < 5; i++) await null; // microtasks only: no timer can have fired
+  t.true(cutSockets.every((x) => x.destroyed), 'the cut closed the connection in the same turn, not at a later poll');
+  await cutClosing;
+
+  const drained = await tunnelledTo(t, destPort);
+  const [sock] = serverSockets(drained.b);
+  let done = false;
+  const closing = drained.b.tunnels.close(600_000).then(() => (done = true));
+  // The client's stream is still open: the drain waits for it.
+  await settled();
+  t.false(done);
+  drained.s.end();
+  drained.s.resume();
+  await once(sock!, 'close');
+  await settled();
+  t.true(done, 'close() ended with its last connection, not at the deadline');
+  drained.b.tunnels.cutDrain(); // a failing run ends here, not 600 s later
+  await closing;
+});
+
 /** A pod that writes without end from `when` on (its first bytes, or the client's FIN), holding its sockets; resolves each one's close. */
 async function streamingPod(t: any, when: 'data' | 'end'): Promise<{ port: number; accepted: net.Socket[]; closed: Array<Promise<void>> }> {
   const accepted: net.Socket[] = [];

@@ -272,6 +272,7 @@ export class TunnelServer {
     sock.once('close', () => {
       this.stats.open--;
       this.sockets.delete(sock);
+      if (this.sockets.size === 0) this.#endDrainWaits();
     });
     this.pending = { clientUri: p.uri, serverUri, remoteIp: plainIp(from) };
     try {
@@ -417,10 +418,17 @@ export class TunnelServer {
   }
 
   #cutNow = false;
+  /** What close() calls wait on for the connections to finish (each call its own). */
+  readonly #drainWaits = new Set<() => void>();
 
-  /** Ends the drain (close(), now or to come) within a poll: the sessions still open are closed. */
+  #endDrainWaits(): void {
+    for (const f of [...this.#drainWaits]) f();
+  }
+
+  /** Ends the drain (close(), now or to come) at once: the sessions still open are closed. */
   cutDrain(): void {
     this.#cutNow = true;
+    this.#endDrainWaits();
   }
 
   /**
@@ -440,8 +448,17 @@ export class TunnelServer {
       // The callback runs on the ACK, or with an error when the session ends first.
       if (!s.ping(DRAIN_PING, () => s.close())) s.close();
     }
-    const end = Date.now() + drainMs;
-    while (this.sockets.size > 0 && Date.now() < end && !this.#cutNow) await new Promise((r) => setTimeout(r, 20));
+    // Until the last connection closes, the deadline, or a cut: whichever comes first.
+    await new Promise<void>((resolve) => {
+      if (this.sockets.size === 0 || this.#cutNow || drainMs <= 0) return resolve();
+      const over = () => {
+        this.#drainWaits.delete(over);
+        clearTimeout(deadline);
+        resolve();
+      };
+      const deadline = setTimeout(over, drainMs);
+      this.#drainWaits.add(over);
+    });
     for (const s of this.sockets) s.destroy();
     await closed;
   }
