@@ -230,6 +230,9 @@ test('mesh-agent controller --kubeconfig: routes from the API server reach the a
   const s = await requestJson(c.url, 'GET', '/v1/status') as any;
   t.like(s.discovery.routeObjects, { routes: 1, serving: 1 });
   t.deepEqual(s.discovery.routeObjects.notAccepted.map((r: any) => r.key), ['HTTPRoute/shop/orphan']);
+  // Moved to a Linkerd Server: Linkerd policy's route now, and our status entry goes with its Service parent.
+  api.patch('HTTPRoute', 'shop', 'orphan', (o) => (o.spec.parentRefs = [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }]));
+  await until(async () => api.get('HTTPRoute', 'shop', 'orphan'), (o) => ours(o) === undefined, 'our status entry withdrawn', { ms: 10_000, context: c.log });
 
   // Gateway API Core features are served (status says so, the agent gets them); a RequestMirror is not.
   api.create(httpRoute('core', coreFeatures));

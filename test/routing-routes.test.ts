@@ -12,7 +12,7 @@ import { RetryBudget } from '../src/routing/retry-budget.ts';
 import { backoffMs, retryableResponse } from '../src/routing/retry.ts';
 import { onDeadline, type Deadlines } from '../src/routing/client-routing.ts';
 import { DiscoveryStore } from '../src/discovery/store.ts';
-import { RouteIndex } from '../src/routing/route-index.ts';
+import { RouteIndex, type DesiredStatus } from '../src/routing/route-index.ts';
 import { parseMessage } from '../src/discovery/model.ts';
 import { rng } from './helpers/rng.ts';
 import { queryParam } from '../src/proxy/http1/route-request.ts';
@@ -137,6 +137,20 @@ test('HTTPRoute: one whose parents are Linkerd Servers is an inbound policy rout
   const idx = new RouteIndex({ sink: { put() {}, remove() {} }, log: (_l, m) => t.fail(m) });
   idx.upsert(httpRoute({ parentRefs: [{ name: 'api-http', kind: 'Server', group: 'policy.linkerd.io' }] }));
   t.deepEqual(idx.state().notAccepted, [], 'not listed as a route that failed');
+});
+
+test('HTTPRoute: one that moves from a Service parent to a Linkerd Server has our status entries withdrawn (parents: []), not left saying Accepted for the Service', (t) => {
+  const statuses: DesiredStatus[] = [];
+  const idx = new RouteIndex({ sink: { put() {}, remove() {} }, log: () => {}, onStatus: (want) => void statuses.push(want) });
+  idx.setService('shop/api', [80]);
+  idx.upsert(httpRoute({}));
+  t.deepEqual(statuses.at(-1)!.parents!.map((p) => [p.parentRef.kind, p.parentRef.name, p.conditions[0]!.status]), [['Service', 'api', 'True']]);
+  idx.upsert(httpRoute({ parentRefs: [{ name: 'api-http', kind: 'Server', group: 'policy.linkerd.io' }] }));
+  t.is(statuses.length, 2, 'a status is written for the move');
+  t.deepEqual(statuses.at(-1)!.parents, [], 'our entries removed: the route is Linkerd policy\'s now');
+  t.is(idx.desired('HTTPRoute', 'shop', 'split'), undefined, 'and nothing is wanted of it after');
+  idx.upsert(httpRoute({ parentRefs: [{ name: 'api-http', kind: 'Server', group: 'policy.linkerd.io' }], rules: [{}, {}] }));
+  t.is(statuses.length, 2, 'nothing more to withdraw');
 });
 
 test('HTTPRoute: query parameter matches and a RequestHeaderModifier are served (Core); Accepted=True', (t) => {

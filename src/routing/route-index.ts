@@ -145,7 +145,7 @@ export class RouteIndex {
   desired(kind: RouteKind, namespace: string, name: string): DesiredStatus | undefined {
     const key = objKey(kind, namespace, name);
     const o = this.objects.get(key);
-    return o === undefined ? undefined : this.wanted(key, o);
+    return o === undefined || !this.lastConv.has(key) ? undefined : this.wanted(key, o);
   }
 
   // ---- conversion ----
@@ -185,6 +185,8 @@ export class RouteIndex {
     if (conv.record === null && before !== undefined) conv.problems.push(`${kind} ${namespace}/${name}: the agents keep its last good version`);
     if (kind !== 'TrafficSplit' && conv.record === null && isServerRoute(o.spec?.parentRefs)) {
       // Linkerd inbound policy's (the access index's): no route (one that was a Service's is withdrawn), no status, no state.
+      // Our entries for the Service parents it had would otherwise stay on the object, saying Accepted.
+      if (this.statusSent.has(key)) this.o.onStatus?.({ kind, namespace, name, parents: [], generation: generationOf(o) }, o);
       this.forget(key);
       return;
     }
@@ -248,7 +250,7 @@ export class RouteIndex {
   private wanted(key: string, o: Obj): DesiredStatus {
     const [kind, namespace, name] = key.split('/') as [RouteKind, string, string];
     const conv = this.lastConv.get(key)!;
-    const generation = Number.isInteger(o.metadata?.generation) ? o.metadata.generation : 1;
+    const generation = generationOf(o);
     if (kind === 'TrafficSplit') {
       let conditions = (conv as SplitConversion).conditions;
       const by = conv.record !== null && typeof o.spec?.service === 'string' ? this.overriddenBy(namespace, o.spec.service) : null;
@@ -270,3 +272,5 @@ export class RouteIndex {
   }
 
 }
+
+const generationOf = (o: Obj): number => (Number.isInteger(o.metadata?.generation) ? o.metadata.generation : 1);
