@@ -136,6 +136,21 @@ test('a cut before close() holds there too: close() does not wait the drain for 
   t.true(performance.now() - t0 < 20_000, `closed ${Math.round(performance.now() - t0)} ms after the cut`);
 });
 
+/** Refed timers in this process (serial tests run first: no other test runs now). */
+const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+
+test.serial('a second close() while the first drains is that drain, not a second one: the same promise, and no drain timer outlives it', async (t) => {
+  const before = timers();
+  const { p } = pool(() => ({}));
+  await p.start();
+  const first = p.close(60_000);
+  const second = p.close(60_000);
+  t.is(second, first, 'the second call joins the first');
+  await first;
+  t.deepEqual(p.status().map((s) => s.state), ['stopped', 'stopped']);
+  t.is(timers() - before, 0, 'no 62 s drain timer left holding the loop after close()');
+});
+
 test('a worker killed is restarted at once and counted; a collect while it is gone does not wait for it', async (t) => {
   const { p, lines } = pool(() => ({}));
   await p.start();

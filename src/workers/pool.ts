@@ -100,6 +100,8 @@ export class WorkerPool<L> {
   /** cutDrain() was called: the drain ends now, in close() to come too. */
   private cut = false;
   private readonly cutWaits = new Set<() => void>();
+  /** The drain under way: one per pool, as each slot has one close waiter and each worker one close. */
+  private closing: Promise<void> | null = null;
   private pendingDiscovery: Array<DiscoMessage | 'drop-staged'> = [];
   private discoveryFlush: NodeJS.Immediate | null = null;
   /** Whether the log said once that replacements start at normal priority. */
@@ -430,8 +432,15 @@ export class WorkerPool<L> {
     for (const f of [...this.cutWaits]) f();
   }
 
-  /** Drains every worker's connections for up to drainMs, then ends the threads. */
-  async close(drainMs: number): Promise<void> {
+  /**
+   * Drains every worker's connections for up to drainMs, then ends the threads. A second call
+   * joins the drain under way (its drainMs is the first's; cutDrain() is what shortens it).
+   */
+  close(drainMs: number): Promise<void> {
+    return (this.closing ??= this.drainAndEnd(drainMs));
+  }
+
+  private async drainAndEnd(drainMs: number): Promise<void> {
     this.stopping = true;
     if (this.pinger) clearInterval(this.pinger);
     await Promise.all(this.slots.map(async (s) => {
