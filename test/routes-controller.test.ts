@@ -11,7 +11,9 @@ import { SimApiServer, type KubeObject } from '../src/sim/index.ts';
 import { ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { requestJson } from '../src/controller/client.ts';
 import { RouteIndex, type DesiredStatus } from '../src/routing/route-index.ts';
-import { mergedStatus } from '../src/routing/route-status.ts';
+import { mergedStatus, RouteStatusWriter } from '../src/routing/route-status.ts';
+import { statusApi } from '../src/routing/route-kube-source.ts';
+import { loadKubeConfig } from '../src/k8s/client-node-api.ts';
 import { CONTROLLER_NAME } from '../src/routing/gateway-api.ts';
 import { DiscoveryHub, prepare } from '../src/discovery/hub.ts';
 import { until, waitFor } from './helpers/until.ts';
@@ -186,6 +188,8 @@ test('status: our parents entries replace only ours; other controllers\' stay; a
   t.deepEqual(s1.parents[0], theirs);
   t.like(s1.parents[1], { controllerName: CONTROLLER_NAME, conditions: [{ type: 'Accepted', status: 'True', observedGeneration: 2, lastTransitionTime: '2026-01-01T00:00:00Z' }] });
   t.is(mergedStatus({ ...obj, status: s1 }, want, '2026-01-02T00:00:00Z'), null, 'nothing to write');
+  const keysSorted = (x: unknown): unknown => (Array.isArray(x) ? x.map(keysSorted) : x !== null && typeof x === 'object' ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, keysSorted(v)])) : x);
+  t.is(mergedStatus({ ...obj, status: keysSorted(s1) }, want, '2026-01-02T00:00:00Z'), null, 'nor when the API server gives it back with its keys sorted (Go\'s order)');
   const flipped = { ...want, parents: [{ ...want.parents![0]!, conditions: [{ type: 'Accepted' as const, status: 'False' as const, reason: 'UnsupportedValue', message: 'x' }] }] };
   t.is(mergedStatus({ ...obj, status: s1 }, flipped, '2026-01-03T00:00:00Z')!.parents[1].conditions[0].lastTransitionTime, '2026-01-03T00:00:00Z');
 });
@@ -195,6 +199,61 @@ test('status: our parents entries replace only ours; other controllers\' stay; a
 const svc = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
 const ours = (o: KubeObject | undefined) => (o?.status?.parents ?? []).find((p: any) => p.controllerName === CONTROLLER_NAME);
 const reasons = (o: KubeObject | undefined) => (ours(o)?.conditions ?? []).map((c: any) => `${c.type}=${c.status}/${c.reason}`).join(' ');
+
+test('status: a watched route showing another status is asked again, once per status seen; one the API would not allow (parents not a list) is read as none of ours, not thrown on', (t) => {
+  const x = index();
+  x.idx.setService('shop/api', [80]);
+  x.idx.upsert(httpRoute('r', {}));
+  t.is(x.statuses.length, 1);
+  x.idx.upsert(httpRoute('r', {}));
+  t.is(x.statuses.length, 1, 'no status on the object yet (our write on its way): not asked again');
+  const odd = { ...httpRoute('r', {}), status: { parents: 'not a list' } };
+  x.idx.upsert(odd);
+  t.is(x.statuses.length, 2, 'asked again');
+  x.idx.upsert(odd);
+  t.is(x.statuses.length, 2, 'not again for the same status: a form the API server keeps differently does not loop');
+});
+
+test('status: a parent Service deleted and recreated before the watch brought the status written meanwhile: the route ends Accepted on the object again, not NoMatchingParent', async (t) => {
+  const api = await new SimApiServer().start();
+  t.teardown(() => api.close());
+  for (const r of ROUTE_RESOURCES) api.register(r);
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+  api.create(httpRoute('r', {}));
+  const writer = new RouteStatusWriter(statusApi(loadKubeConfig(kubeconfigFile(t, api))), () => {});
+  t.teardown(() => writer.stop());
+  const asked: DesiredStatus[] = [];
+  const idx = new RouteIndex({
+    sink: { put() {}, remove() {} },
+    log: () => {},
+    onStatus: (want, obj) => {
+      asked.push(want);
+      writer.write(want, obj);
+    },
+  });
+  // What the controller's watch does, here when the test says: the route as the API server has it now.
+  const watched = () => idx.upsert(api.get('HTTPRoute', 'shop', 'r')!);
+  const now = () => reasons(api.get('HTTPRoute', 'shop', 'r'));
+  idx.setService('shop/api', [80]);
+  watched();
+  await waitFor(() => writer.writes === 1, 10_000);
+  watched(); // our write, back through the watch
+  t.is(now(), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  idx.setService('shop/api', null);
+  await waitFor(() => writer.writes === 2, 10_000);
+  t.is(now(), 'Accepted=False/NoMatchingParent ResolvedRefs=True/ResolvedRefs');
+  // Recreated before the watch brought that write: the writer judges by the route as last
+  // watched, which shows Accepted already, and writes nothing.
+  idx.setService('shop/api', [80]);
+  t.is(asked.length, 3);
+  watched(); // the watch catches up: the object says NoMatchingParent, not what was asked
+  t.is(asked.length, 4, 'asked again: the object shows another status than the one wanted');
+  if (asked.length !== 4) return; // the old code: NoMatchingParent for good
+  await waitFor(() => writer.writes === 3, 10_000);
+  t.is(now(), 'Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs');
+  watched();
+  t.is(asked.length, 4, 'and once it shows it, not again');
+});
 
 test('mesh-agent controller --kubeconfig: routes from the API server reach the agents; status.parents is written back; an invalid edit is Accepted=False and the agents keep the last good one', async (t) => {
   const api = await new SimApiServer().start();

@@ -14,6 +14,7 @@ import { CONTROLLER_NAME, isServerRoute, routeFromGateway, type Condition, type 
 import type { Addressing } from '../discovery/model.ts';
 import { routeFromTrafficSplit, type SplitConversion } from './smi.ts';
 import type { RouteKind, RouteRecord } from './route-model.ts';
+import { showsStatus } from './route-status.ts';
 
 type Obj = Record<string, any>;
 
@@ -78,6 +79,8 @@ export class RouteIndex {
   /** Route key -> its current conditions (flattened), for state() and change detection. */
   private readonly states = new Map<string, RouteState>();
   private readonly statusSent = new Map<string, string>();
+  /** Route key -> the object's status it was last asked again over (showsOther). */
+  private readonly askedAgainFor = new Map<string, string>();
   private readonly logged: ChangeLog;
   /** Service or HTTPRouteGroup key ("Service/ns/name", "HTTPRouteGroup/ns/name") -> routes that read it. */
   private readonly dependents = new Dependents();
@@ -204,6 +207,7 @@ export class RouteIndex {
     this.good.delete(key);
     this.states.delete(key);
     this.statusSent.delete(key);
+    this.askedAgainFor.delete(key);
     this.logged.forget(key);
     this.lastConv.delete(key);
     this.dependents.track(key, []);
@@ -242,9 +246,23 @@ export class RouteIndex {
     const accepted = conditions.some((c) => c.type === 'Accepted' && c.status === 'True');
     this.states.set(key, { key, accepted, serving: this.good.has(key), conditions });
     const text = JSON.stringify(want);
-    if (this.statusSent.get(key) === text) return;
+    if (this.statusSent.get(key) === text && !this.showsOther(key, o, want)) return;
     this.statusSent.set(key, text);
     this.o.onStatus?.(want, o);
+  }
+
+  /**
+   * The object shows a status other than the one asked for: a write the writer skipped, judging
+   * by an object from before its last write (a parent Service gone and back before the watch
+   * brought that write), or one overwritten since. Asked again once per status seen, so a status
+   * the API server keeps in another form is not rewritten in a loop.
+   */
+  private showsOther(key: string, o: Obj, want: DesiredStatus): boolean {
+    if (o.status === undefined || showsStatus(o, want)) return false;
+    const seen = JSON.stringify(o.status);
+    if (this.askedAgainFor.get(key) === seen) return false;
+    this.askedAgainFor.set(key, seen);
+    return true;
   }
 
   private wanted(key: string, o: Obj): DesiredStatus {

@@ -5,6 +5,7 @@
 // stays. Writes are read-modify-write with the object's resourceVersion; a conflict (409) reads
 // again and retries, a failure is logged and retried with a backoff, one write per object at a
 // time, the latest wanted status winning.
+import { isDeepStrictEqual } from 'node:util';
 import type { DesiredStatus } from './route-index.ts';
 import { CONTROLLER_NAME, GATEWAY_GROUP, type Condition } from './gateway-api.ts';
 import { SMI_SPLIT_GROUP } from './smi.ts';
@@ -25,9 +26,12 @@ export interface StatusApi {
 
 type K8sCondition = Condition & { lastTransitionTime: string; observedGeneration: number };
 
-function stamp(want: Condition[], have: Obj[] | undefined, generation: number, now: string): K8sCondition[] {
+/** A list the object should hold; anything else (hand-edited, another controller's bug) as none: the index reads statuses too, and must not throw. */
+const list = (x: unknown): Obj[] => (Array.isArray(x) ? x : []);
+
+function stamp(want: Condition[], have: unknown, generation: number, now: string): K8sCondition[] {
   return want.map((c) => {
-    const prev = (have ?? []).find((h) => h?.type === c.type);
+    const prev = list(have).find((h) => h?.type === c.type);
     return { ...c, observedGeneration: generation, lastTransitionTime: prev?.status === c.status && typeof prev.lastTransitionTime === 'string' ? prev.lastTransitionTime : now };
   });
 }
@@ -39,14 +43,14 @@ const sameParent = (a: Obj, b: Obj) => (a?.name ?? '') === (b?.name ?? '') && (a
  * it (no write). Pure.
  */
 export function mergedStatus(obj: Obj, want: DesiredStatus, now: string): Obj | null {
-  const have: Obj = obj?.status ?? {};
+  const have: Obj = obj?.status !== null && typeof obj?.status === 'object' ? obj.status : {};
   if (want.conditions !== undefined) {
     const conditions = stamp(want.conditions, have.conditions, want.generation, now);
     const next = { ...have, conditions };
     return same(have.conditions, conditions) ? null : next;
   }
-  const others: Obj[] = (have.parents ?? []).filter((p: Obj) => p?.controllerName !== CONTROLLER_NAME);
-  const ours: Obj[] = (have.parents ?? []).filter((p: Obj) => p?.controllerName === CONTROLLER_NAME);
+  const others: Obj[] = list(have.parents).filter((p: Obj) => p?.controllerName !== CONTROLLER_NAME);
+  const ours: Obj[] = list(have.parents).filter((p: Obj) => p?.controllerName === CONTROLLER_NAME);
   const mine = want.parents!.map((p) => {
     const prev = ours.find((h) => sameParent(h.parentRef, p.parentRef));
     return { parentRef: p.parentRef, controllerName: CONTROLLER_NAME, conditions: stamp(p.conditions, prev?.conditions, want.generation, now) };
@@ -55,8 +59,13 @@ export function mergedStatus(obj: Obj, want: DesiredStatus, now: string): Obj | 
   return same(have.parents, parents) ? null : { ...have, parents };
 }
 
+/** Whether the object as seen already has this status: nothing to write. */
+export const showsStatus = (obj: Obj, want: DesiredStatus): boolean => mergedStatus(obj, want, '') === null;
+
+// As JSON values, not JSON text: the API server gives a custom object's fields back in its own key order (Go's, sorted).
 function same(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  const json = (x: unknown): unknown => JSON.parse(JSON.stringify(x ?? null));
+  return isDeepStrictEqual(json(a), json(b));
 }
 
 export class RouteStatusWriter {
