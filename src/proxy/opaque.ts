@@ -107,6 +107,7 @@ export function sweepPeriodMs(idleTimeoutMs: number, bytesReportMs: number): num
 const TUNNEL = Symbol('opaqueTunnel');
 type TunnelSocket = net.Socket & { [TUNNEL]?: OpaqueTunnel };
 const tunnelOf = (s: net.Socket): OpaqueTunnel => (s as TunnelSocket)[TUNNEL]!;
+const EMPTY = Buffer.alloc(0);
 
 function onClientData(this: net.Socket, chunk: Buffer): void { tunnelOf(this).onClientData(chunk); }
 function onUpstreamData(this: net.Socket, chunk: Buffer): void { tunnelOf(this).onUpstreamData(chunk); }
@@ -123,7 +124,6 @@ function onSplicedData(this: net.Socket): void { tunnelOf(this).onSplicedData();
 function onSplicedClientEnd(this: net.Socket): void { tunnelOf(this).endAfterSpliced(0); }
 function onSplicedUpstreamEnd(this: net.Socket): void { tunnelOf(this).endAfterSpliced(1); }
 function onConnectTimeout(t: OpaqueTunnel): void { t.onConnectTimeout(); }
-function awaitFlushed(t: OpaqueTunnel): void { t.awaitFlushed(); }
 
 class OpaqueTunnel implements Sweepable {
   readonly ctx: ConnContext;
@@ -309,14 +309,18 @@ class OpaqueTunnel implements Sweepable {
     this.awaitFlushed();
   }
 
+  /**
+   * Waits, reads stopped, for the socket(s) still holding writes to hand them to the kernel. Not
+   * 'drain': it follows only a write that returned false, not a smaller one still in flight (a
+   * send queue full). An empty write's callback runs once every write before it is done, or with
+   * an error once the socket is destroyed; the close handlers own the tunnel then.
+   */
   awaitFlushed(): void {
     const { client, upstream } = this;
-    if (this.finished || client.destroyed || upstream.destroyed) return; // the close handlers own it now
-    if (client.writableLength > 0 || upstream.writableLength > 0) {
-      setTimeout(awaitFlushed, 1, this);
-      return;
-    }
-    this.enterSplice();
+    if (this.finished || client.destroyed || upstream.destroyed) return;
+    const held = client.writableLength > 0 ? client : upstream.writableLength > 0 ? upstream : null;
+    if (held === null) this.enterSplice();
+    else held.write(EMPTY, () => this.awaitFlushed());
   }
 
   enterSplice(): void {
