@@ -12,7 +12,7 @@ import type * as net from 'node:net';
 import { once } from 'node:events';
 import * as netMod from 'node:net';
 import { clientUpstream, serverDownstream } from '../src/tunnel/upstream.ts';
-import { forwardOpaque, type OpaqueCloseEvent } from '../src/proxy/opaque.ts';
+import { forwardOpaque, ignoreError, type OpaqueCloseEvent } from '../src/proxy/opaque.ts';
 import { defaultLimits, type ConnContext } from '../src/proxy/context.ts';
 import { RecordingSink } from '../src/telemetry/events.ts';
 
@@ -209,6 +209,35 @@ test('a RST_STREAM(NO_ERROR) before the peer\'s END_STREAM, our side open, stays
   t.like(await result.read(), { end: 'ECONNRESET' });
 });
 
+/**
+ * The opaque forwarder between a client's TCP connection and a tunnel stream (a CONNECT on
+ * `session`), handed over once `detected(stream)` resolves (protocol detection's wait): its port,
+ * the stream, and the connection's close event.
+ */
+async function opaqueOverTunnel(t: ExecutionContext, session: http2.ClientHttp2Session, detected: (up: net.Socket) => Promise<unknown> = async () => {}) {
+  let closeEv!: (ev: OpaqueCloseEvent) => void;
+  const closed = new Promise<OpaqueCloseEvent>((resolve) => { closeEv = resolve; });
+  let gotUp!: (up: net.Socket) => void;
+  const upstream = new Promise<net.Socket>((resolve) => { gotUp = resolve; });
+  const proxy = netMod.createServer({ allowHalfOpen: true, pauseOnConnect: true }, async (client) => {
+    const ctx: ConnContext = {
+      connId: 1, client, telemetry: new RecordingSink(), openedAt: Date.now(),
+      endpoints: { direction: 'outbound', sourceIp: '127.0.0.1', sourcePort: 0, sourcePodKey: 0n, destIp: '10.0.0.1', destPort: 80 },
+      dial: () => { throw new Error('the test gives the forwarder its upstream'); },
+    };
+    const up = clientUpstream(session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' }), '10.0.0.1:80');
+    up.on('error', ignoreError); // as the dispatcher's, until the forwarder takes the stream
+    up.pause();
+    gotUp(up);
+    await detected(up);
+    forwardOpaque(ctx, up, defaultLimits, { protocol: 'opaque', detectedBy: 'test', detectMs: 0, onClose: closeEv });
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  t.teardown(() => proxy.close());
+  return { port: (proxy.address() as net.AddressInfo).port, upstream, closed };
+}
+
 test('the opaque forwarder over a tunnel stream: a whole answer then RST_STREAM(NO_ERROR) reaches the client with its FIN, and the connection closes without an error', async (t) => {
   let serverClosed!: Promise<unknown>;
   const session = await h2Server(t, (stream) => {
@@ -216,28 +245,53 @@ test('the opaque forwarder over a tunnel stream: a whole answer then RST_STREAM(
     stream.respond({ ':status': 200 });
     stream.once('data', () => stream.end('whole answer', () => stream.close(http2.constants.NGHTTP2_NO_ERROR)));
   });
-  let closeEv!: (ev: OpaqueCloseEvent) => void;
-  const closedEv = new Promise<OpaqueCloseEvent>((resolve) => { closeEv = resolve; });
-  const proxy = netMod.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
-    const ctx: ConnContext = {
-      connId: 1, client, telemetry: new RecordingSink(), openedAt: Date.now(),
-      endpoints: { direction: 'outbound', sourceIp: '127.0.0.1', sourcePort: 0, sourcePodKey: 0n, destIp: '10.0.0.1', destPort: 80 },
-      dial: () => { throw new Error('the test gives the forwarder its upstream'); },
-    };
-    const up = clientUpstream(session.request({ ':method': 'CONNECT', ':authority': '10.0.0.1:80' }), '10.0.0.1:80');
-    forwardOpaque(ctx, up, defaultLimits, { protocol: 'opaque', detectedBy: 'test', detectMs: 0, onClose: closeEv });
-  });
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
-  t.teardown(() => proxy.close());
-  const c = netMod.connect({ host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, allowHalfOpen: true });
+  const proxy = await opaqueOverTunnel(t, session);
+  const c = netMod.connect({ host: '127.0.0.1', port: proxy.port, allowHalfOpen: true });
   c.on('error', () => {});
   c.write('request');
   const result = outcome(c);
   t.deepEqual(await result, { end: 'end', read: 'whole answer' });
   await serverClosed;
   c.end();
-  const ev = await closedEv;
+  const ev = await proxy.closed;
   t.is(ev.error, undefined, 'a complete exchange, not an upstream reset');
   t.is(ev.bytesOut, 'whole answer'.length);
+});
+
+// A server that speaks first, answers whole and says "stop sending" while detection still waits
+// for the client: the tunnel stream is closed, cleanly, before the forwarder gets it, its answer
+// and END_STREAM unread. The forwarder took any socket closed before the hand-over for a dead one
+// and reset the client; the answer and a FIN are the client's. A stream reset before the
+// hand-over stays a reset.
+async function closedBeforeHandOver(t: ExecutionContext, rstCode: number) {
+  const session = await h2Server(t, (stream) => {
+    stream.respond({ ':status': 200 });
+    stream.end('banner and all', () => stream.close(rstCode));
+  });
+  // An HTTP/2 stream's `closed` is its state (the peer's RST_STREAM came), 'aborted' its news; a
+  // stream that still holds unread bytes emits 'close' only once they are read.
+  const proxy = await opaqueOverTunnel(t, session, async (up) => {
+    if (!up.closed) await once(up, 'aborted');
+  });
+  const c = netMod.connect({ host: '127.0.0.1', port: proxy.port, allowHalfOpen: true });
+  c.on('error', () => {});
+  const up = await proxy.upstream;
+  const result = outcome(c);
+  return { c, up, result: await result, closed: proxy.closed };
+}
+
+test('the opaque forwarder gets a tunnel stream the peer answered, ended and reset with NO_ERROR during detection: the client gets the answer and a FIN', async (t) => {
+  const { c, up, result, closed } = await closedBeforeHandOver(t, http2.constants.NGHTTP2_NO_ERROR);
+  t.is((up as unknown as http2.ClientHttp2Stream).rstCode, http2.constants.NGHTTP2_NO_ERROR);
+  t.deepEqual(result, { end: 'end', read: 'banner and all' }, 'the answer and a FIN, not ECONNRESET');
+  c.end('dropped: the peer said stop');
+  const ev = await closed;
+  t.is(ev.error, undefined, 'a complete exchange');
+  t.is(ev.bytesOut, 'banner and all'.length);
+});
+
+test('the same reset with an error code (CANCEL) during detection stays a reset', async (t) => {
+  const { result, closed } = await closedBeforeHandOver(t, http2.constants.NGHTTP2_CANCEL);
+  t.is(result.end, 'ECONNRESET');
+  t.truthy((await closed).error, 'recorded as a failed connection');
 });

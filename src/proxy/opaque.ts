@@ -234,11 +234,19 @@ class OpaqueTunnel implements Sweepable {
     this.reportedAt = now;
     this.sweeper.every(this.sweepMs, this);
 
-    // Sockets that died before the hand-over will not emit 'close' again.
-    if (client.closed) this.onClientClose(true);
-    else if (client.destroyed) abortSocket(upstream);
-    if (upstream.closed) this.onUpstreamClose(true);
-    else if (upstream.destroyed) abortSocket(client);
+    // A socket destroyed before the hand-over may have emitted its 'error' and 'close' already:
+    // judged now as they would have been (a later 'close' is ignored). Only destroyed: an HTTP/2
+    // stream (a tunnel's) is `closed` once its peer's RST_STREAM came, and after the peer's whole
+    // answer and a NO_ERROR one (RFC 9113 8.1, "complete, stop sending") it still delivers what it
+    // holds, its 'end', then its 'close'. Taken for dead, the client lost that answer to a reset.
+    if (client.destroyed) {
+      if (client.errored) this.onClientError(client.errored);
+      this.onClientClose(client.errored !== null);
+    }
+    if (upstream.destroyed) {
+      if (upstream.errored) this.onUpstreamError(upstream.errored);
+      this.onUpstreamClose(upstream.errored !== null);
+    }
 
     // Handed over paused (pauseOnConnect, TLS passthrough) or flowing (from detection, which
     // does not pause them for us: each resume() costs a tick); flowing from here on unless a
