@@ -212,13 +212,15 @@ test('a RST_STREAM(NO_ERROR) before the peer\'s END_STREAM, our side open, stays
 /**
  * The opaque forwarder between a client's TCP connection and a tunnel stream (a CONNECT on
  * `session`), handed over once `detected(stream)` resolves (protocol detection's wait): its port,
- * the stream, and the connection's close event.
+ * the stream, its 'close' once the forwarder has handled it, and the connection's close event.
  */
 async function opaqueOverTunnel(t: ExecutionContext, session: http2.ClientHttp2Session, detected: (up: net.Socket) => Promise<unknown> = async () => {}) {
   let closeEv!: (ev: OpaqueCloseEvent) => void;
   const closed = new Promise<OpaqueCloseEvent>((resolve) => { closeEv = resolve; });
   let gotUp!: (up: net.Socket) => void;
   const upstream = new Promise<net.Socket>((resolve) => { gotUp = resolve; });
+  let upClose!: () => void;
+  const upClosed = new Promise<void>((resolve) => { upClose = resolve; });
   const proxy = netMod.createServer({ allowHalfOpen: true, pauseOnConnect: true }, async (client) => {
     const ctx: ConnContext = {
       connId: 1, client, telemetry: new RecordingSink(), openedAt: Date.now(),
@@ -231,11 +233,12 @@ async function opaqueOverTunnel(t: ExecutionContext, session: http2.ClientHttp2S
     gotUp(up);
     await detected(up);
     forwardOpaque(ctx, up, defaultLimits, { protocol: 'opaque', detectedBy: 'test', detectMs: 0, onClose: closeEv });
+    up.once('close', upClose); // after the forwarder's own listener
   });
   proxy.listen(0, '127.0.0.1');
   await once(proxy, 'listening');
   t.teardown(() => proxy.close());
-  return { port: (proxy.address() as net.AddressInfo).port, upstream, closed };
+  return { port: (proxy.address() as net.AddressInfo).port, upstream, upClosed, closed };
 }
 
 test('the opaque forwarder over a tunnel stream: a whole answer then RST_STREAM(NO_ERROR) reaches the client with its FIN, and the connection closes without an error', async (t) => {
@@ -294,4 +297,45 @@ test('the same reset with an error code (CANCEL) during detection stays a reset'
   const { result, closed } = await closedBeforeHandOver(t, http2.constants.NGHTTP2_CANCEL);
   t.is(result.end, 'ECONNRESET');
   t.truthy((await closed).error, 'recorded as a failed connection');
+});
+
+// The same with a slow client still uploading: the destination reads no more of the upload (its
+// stream paused: no WINDOW_UPDATE), so what the client sends after waits in our side of the tunnel
+// stream, never to be sent, when the answer, END_STREAM and RST_STREAM come. That queue is what
+// "stop sending" drops; it made the stream's close look unclean (writes not finished), and the
+// forwarder reset the client, which lost the answer it had not read yet.
+const UPLOAD = Buffer.alloc(1 << 20, 'u');
+
+/** A client that uploads UPLOAD without reading until the tunnel stream closed; then how its download ended. */
+async function slowUploader(t: ExecutionContext, rstCode: number) {
+  const session = await h2Server(t, (stream) => {
+    stream.respond({ ':status': 200 });
+    stream.once('data', () => {
+      stream.pause();
+      stream.end('whole answer', () => stream.close(rstCode));
+    });
+  });
+  const proxy = await opaqueOverTunnel(t, session);
+  const c = netMod.connect({ host: '127.0.0.1', port: proxy.port, allowHalfOpen: true });
+  c.on('error', () => {});
+  const download = held(c); // paused: the answer waits in the kernel for it
+  c.write(UPLOAD);
+  const up = await proxy.upstream;
+  await proxy.upClosed;
+  t.false(up.writableFinished, 'part of the upload never went out');
+  return { c, result: await download.read(), closed: proxy.closed };
+}
+
+test('the opaque forwarder over a tunnel stream, a slow client still uploading: a whole answer then RST_STREAM(NO_ERROR) reaches it with its FIN; its further upload is dropped', async (t) => {
+  const { c, result, closed } = await slowUploader(t, http2.constants.NGHTTP2_NO_ERROR);
+  t.deepEqual(result, { end: 'end', read: 'whole answer' }, 'the whole answer and a FIN, not ECONNRESET');
+  c.end(UPLOAD); // read and dropped: the destination said stop
+  const ev = await closed;
+  t.is(ev.error, undefined, 'a complete exchange, not an upstream reset');
+  t.is(ev.bytesOut, 'whole answer'.length);
+});
+
+test('the same with RST_STREAM(CANCEL) stays a reset', async (t) => {
+  const { result } = await slowUploader(t, http2.constants.NGHTTP2_CANCEL);
+  t.is(result.end, 'ECONNRESET');
 });

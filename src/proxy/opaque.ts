@@ -241,11 +241,11 @@ class OpaqueTunnel implements Sweepable {
     // holds, its 'end', then its 'close'. Taken for dead, the client lost that answer to a reset.
     if (client.destroyed) {
       if (client.errored) this.onClientError(client.errored);
-      this.onClientClose(client.errored !== null);
+      this.onClientClose(!!client.errored);
     }
     if (upstream.destroyed) {
       if (upstream.errored) this.onUpstreamError(upstream.errored);
-      this.onUpstreamClose(upstream.errored !== null);
+      this.onUpstreamClose(!!upstream.errored);
     }
 
     // Handed over paused (pauseOnConnect, TLS passthrough) or flowing (from detection, which
@@ -488,22 +488,36 @@ class OpaqueTunnel implements Sweepable {
     abortSocket(this.client);
   }
 
-  // A clean close (both FINs exchanged and our writes flushed) leaves the other side to
-  // finish flushing; anything else is an abort and is propagated as one (RST).
+  // A clean close leaves the other side to finish flushing; anything else is an abort and is
+  // propagated as one (RST).
   onClientClose(hadError: boolean): void {
     if (this.clientClosed) return;
     this.clientClosed = true;
-    const c = this.client;
-    if (hadError || !(this.closedDone || (c.readableEnded && c.writableFinished))) abortSocket(this.upstream);
+    if (this.closedClean(this.client, hadError)) this.upstream.resume();
+    else abortSocket(this.upstream);
     if (this.upstreamClosed) this.finish();
   }
 
   onUpstreamClose(hadError: boolean): void {
     if (this.upstreamClosed) return;
     this.upstreamClosed = true;
-    const u = this.upstream;
-    if (hadError || !(this.closedDone || (u.readableEnded && u.writableFinished))) abortSocket(this.client);
+    if (this.closedClean(this.upstream, hadError)) this.client.resume();
+    else abortSocket(this.client);
     if (this.clientClosed) this.finish();
+  }
+
+  /**
+   * Both FINs exchanged and our writes flushed (or passFin() closed it so). Or closed without an
+   * error, read to its end, with our side ended but not all of it sent: a tunnel stream whose peer
+   * sent its whole stream and then RST_STREAM(NO_ERROR), RFC 9113 8.1's "complete, stop sending"
+   * (Node ends our side itself). What it still held for the peer (a slow client's upload) is what
+   * the peer refused; the other leg gets its bytes and FIN, and is read on (it may be paused for
+   * this socket's backpressure) with what it sends dropped. A socket only gets there by our own
+   * destroy(), which has decided already.
+   */
+  closedClean(s: net.Socket, hadError: boolean): boolean {
+    if (hadError) return false;
+    return this.closedDone || (!s.errored && s.readableEnded && (s.writableFinished || s.writableEnded));
   }
 
   reportBytes(): void {
