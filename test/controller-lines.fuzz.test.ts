@@ -12,7 +12,8 @@ import { DISCOVERY_VERSION, DiscoveryError, parseMessage } from '../src/discover
 import { DiscoveryStore } from '../src/discovery/store.ts';
 import { policyFromAnnotations } from '../src/routing/linkerd-annotations.ts';
 import { parseRouteRecord, REDIRECT_STATUSES, UNMODIFIABLE_HEADERS, type HeaderModifier, type RouteMatch, type RouteRecord, type RouteRule } from '../src/routing/route-model.ts';
-import { findRoute, ParentPolicy, type RouteRequest } from '../src/routing/route-table.ts';
+import { findRoute, ParentPolicy } from '../src/routing/route-table.ts';
+import type { RouteRequest } from '../src/routing/route-match.ts';
 import { parseReport } from '../src/telemetry/report.ts';
 import { parseTapFilter } from '../src/telemetry/tap.ts';
 import { cpuMsSince, fuzzer, fuzzJsonParsers, hex, utf8, type Fuzz, type JsonParser } from './helpers/fuzz.ts';

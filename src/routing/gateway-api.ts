@@ -6,9 +6,10 @@
 // match we do not support, a bad Linkerd annotation) comes out with no record and
 // Accepted=False, so the controller keeps serving its last good version.
 import { policyFromAnnotations, type AnnotatedKind } from './linkerd-annotations.ts';
+import { checkRegexOr, fullMatch, headerMatches, httpMatch } from './http-match.ts';
 import {
-  checkRegex, FIELD_VALUE, HOSTNAME, REDIRECT_PATH, REDIRECT_STATUSES, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_HEADERS, MAX_MATCHES, MAX_MS, MAX_QUERY_PARAMS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
-  type BackendRef, type HeaderMatch, type HeaderModifier, type ParentRef, type QueryParamMatch, type Redirect, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
+  FIELD_VALUE, HOSTNAME, REDIRECT_PATH, REDIRECT_STATUSES, MAX_BACKENDS, MAX_HEADER_EDITS, MAX_MATCHES, MAX_MS, MAX_RETRY_LIMIT, MAX_RULES, MAX_WEIGHT, parseRouteRecord, TOKEN, unmodifiableHeader,
+  type BackendRef, type HeaderModifier, type ParentRef, type Redirect, type RetryPolicy, type RouteMatch, type RouteRecord, type RouteRule, type Source, type Timeouts,
 } from './route-model.ts';
 import { isName, isPort } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
@@ -115,41 +116,6 @@ function annotationsOf(o: Obj): Record<string, string> {
   const out: Record<string, string> = {};
   if (a && typeof a === 'object') for (const [k, v] of Object.entries(a)) if (typeof v === 'string') out[k] = v;
   return out;
-}
-
-function headerMatches(v: unknown, where: string): HeaderMatch[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || v.length > MAX_HEADERS) throw new Invalid(`${where}: expected a list of at most ${MAX_HEADERS} header matches`);
-  const out: HeaderMatch[] = [];
-  for (const [i, h] of v.entries()) {
-    const w = `${where}[${i}]`;
-    const type = h?.type ?? 'Exact';
-    if (type !== 'Exact' && type !== 'RegularExpression') throw new Invalid(`${w}.type: ${show(type)} is not supported; use Exact or RegularExpression`);
-    if (typeof h?.name !== 'string' || !TOKEN.test(h.name)) throw new Invalid(`${w}.name: ${show(h?.name)} is not a header name`);
-    if (typeof h?.value !== 'string' || h.value.length > 4096) throw new Invalid(`${w}.value: expected a string`);
-    const name = h.name.toLowerCase();
-    if (type === 'RegularExpression') checkRegexOr(h.value, `${w}.value`);
-    // The spec: of entries with equivalent names, only the first counts.
-    if (!out.some((x) => x.name === name)) out.push({ name, type, value: type === 'RegularExpression' ? fullMatch(h.value) : h.value });
-  }
-  return out.length > 0 ? out : undefined;
-}
-
-function queryMatches(v: unknown, where: string): QueryParamMatch[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || v.length > MAX_QUERY_PARAMS) throw new Invalid(`${where}: expected a list of at most ${MAX_QUERY_PARAMS} query parameter matches`);
-  const out: QueryParamMatch[] = [];
-  for (const [i, q] of v.entries()) {
-    const w = `${where}[${i}]`;
-    const type = q?.type ?? 'Exact';
-    if (type !== 'Exact' && type !== 'RegularExpression') throw new Invalid(`${w}.type: ${show(type)} is not supported; use Exact or RegularExpression`);
-    if (typeof q?.name !== 'string' || !TOKEN.test(q.name)) throw new Invalid(`${w}.name: ${show(q?.name)} is not a query parameter name; use letters, digits and !#$%&'*+-.^_\`|~ (at most 256)`);
-    if (typeof q?.value !== 'string' || q.value === '' || q.value.length > 1024) throw new Invalid(`${w}.value: expected a string of 1 to 1024 characters`);
-    if (type === 'RegularExpression') checkRegexOr(q.value, `${w}.value`);
-    // Names are case-sensitive; of entries with the same name, only the first counts (the spec).
-    if (!out.some((x) => x.name === q.name)) out.push({ name: q.name, type, value: type === 'RegularExpression' ? fullMatch(q.value) : q.value });
-  }
-  return out.length > 0 ? out : undefined;
 }
 
 /** What a rule's filters become. */
@@ -278,39 +244,6 @@ function headerModifier(m: Obj | undefined, where: string, type: 'RequestHeaderM
     }
     if (names.length > 0) out.remove = names;
   }
-  return out;
-}
-
-/** Gateway API's regular expressions match the whole value (as Envoy's RE2 does); the model's search. */
-const fullMatch = (re: string) => `^(?:${re})$`;
-
-function checkRegexOr(v: string, where: string): void {
-  try {
-    checkRegex(v, where);
-  } catch (e) {
-    throw new Invalid((e as Error).message);
-  }
-}
-
-function httpMatch(m: Obj, where: string): RouteMatch {
-  const out: RouteMatch = {};
-  const path = m?.path ?? { type: 'PathPrefix', value: '/' };
-  const type = path?.type ?? 'PathPrefix';
-  const value = path?.value ?? '/';
-  if (type !== 'Exact' && type !== 'PathPrefix' && type !== 'RegularExpression') throw new Invalid(`${where}.path.type: ${show(type)} is not supported; use Exact, PathPrefix or RegularExpression`);
-  if (typeof value !== 'string' || value.length > 1024) throw new Invalid(`${where}.path.value: expected a string of at most 1024 characters`);
-  if (type === 'RegularExpression') checkRegexOr(value, `${where}.path.value`);
-  else if (!value.startsWith('/')) throw new Invalid(`${where}.path.value: ${show(value)} must start with "/"`);
-  // PathPrefix "/" matches everything: leave it out, so matching skips it.
-  if (!(type === 'PathPrefix' && value === '/')) out.path = { type, value: type === 'RegularExpression' ? fullMatch(value) : value };
-  if (m?.method !== undefined && m.method !== null) {
-    if (typeof m.method !== 'string' || !/^[A-Z]{1,32}$/.test(m.method)) throw new Invalid(`${where}.method: ${show(m.method)} is not an HTTP method such as GET`);
-    out.method = m.method;
-  }
-  const headers = headerMatches(m?.headers, `${where}.headers`);
-  if (headers) out.headers = headers;
-  const query = queryMatches(m?.queryParams, `${where}.queryParams`);
-  if (query) out.queryParams = query;
   return out;
 }
 

@@ -2,8 +2,8 @@
 // headers, read from the raw head only when a match asks. One object per client connection,
 // pointed at each request's head in turn, so matching allocates nothing for methods and exact
 // paths; a header match decodes only the values it asks for, a query match only the query.
-import type { RouteRequest } from '../../routing/route-table.ts';
-import { pathOf } from '../../util/request-target.ts';
+import type { RouteRequest } from '../../routing/route-match.ts';
+import { pathOf, queryParam } from '../../util/request-target.ts';
 
 const COLON = 58;
 const CR = 13;
@@ -41,46 +41,6 @@ export class Http1RouteRequest implements RouteRequest {
     return queryParam(this.target, name);
   }
 }
-
-/**
- * The first value of the query parameter `name` in a request target (origin- or absolute-form;
- * `?a=1&b&c=` has a = "1", b = "", c = ""). Names and values are compared and returned
- * percent-decoded, as the URI equivalence Gateway API's name rule cites (RFC 7230 2.7.3) has it:
- * `%61` is `a`. A "+" stays a "+" (a query is not form data); a malformed escape is compared as
- * written. A repeated parameter: its first value, as Gateway API recommends. Case-sensitive.
- * Scans the query once; allocates only for a parameter with an escape and the value returned.
- */
-export function queryParam(target: string, name: string): string | undefined {
-  let p = target.indexOf('?');
-  if (p < 0) return undefined;
-  p++;
-  const n = target.length;
-  let pct = target.indexOf('%', p);
-  while (p <= n) {
-    let amp = target.indexOf('&', p);
-    if (amp < 0) amp = n;
-    let eq = target.indexOf('=', p);
-    if (eq < 0 || eq > amp) eq = amp;
-    if (pct >= 0 && pct < p) pct = target.indexOf('%', p);
-    const escaped = pct >= 0 && pct < eq;
-    if (escaped ? decode(target.slice(p, eq)) === name : eq - p === name.length && target.startsWith(name, p)) {
-      return eq === amp ? '' : decode(target.slice(eq + 1, amp));
-    }
-    p = amp + 1;
-  }
-  return undefined;
-}
-
-function decode(s: string): string {
-  if (s.indexOf('%') < 0) return s;
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    // Not UTF-8, or a "%" without two hex digits: compared as written.
-    return s;
-  }
-}
-
 
 /**
  * The value of a header in a validated head (parse-head.ts checked every line), several lines

@@ -12,12 +12,12 @@ import { rttSample, sessionReady, type Http2SessionPool, type UpstreamSession } 
 import type { ServiceRoute } from '../../routing/router.ts';
 import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
-import { findRoute, type CompiledRule, type RouteRequest } from '../../routing/route-table.ts';
+import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
+import type { RouteRequest } from '../../routing/route-match.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
 import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
-import { queryParam } from '../http1/route-request.ts';
-import { pathOf } from '../../util/request-target.ts';
+import { pathOf, queryParam } from '../../util/request-target.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
