@@ -132,7 +132,7 @@ const garbage: Array<[string, string, RegExp]> = [
   ['a field out of range', JSON.stringify({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'web-a', service: 'web', ports: [{ name: 'http', port: 0 }], endpoints: [] } }), /invalid discovery line \(slice shop\/web-a: ports\[0\]\.port: expected a port 1-65535, got 0\)/],
   ['an endpoint that is not an IP', JSON.stringify({ type: 'slice', op: 'set', slice: { namespace: 'shop', name: 'web-a', service: 'web', ports: [], endpoints: [{ ip: 'web-1', ready: true }] } }), /endpoints\[0\]\.ip: expected an IPv4 address, got "web-1"/],
   ['an unknown message type', '{"type":"gateway","op":"set"}', /unknown type "gateway"/],
-  ['another protocol version', JSON.stringify({ type: 'reset', version: 9 }), /discovery version 9 is not one this agent reads \(1-7\); run agents and the controller of the same release/],
+  ['another protocol version', JSON.stringify({ type: 'reset', version: 9 }), /discovery version 9 is not one this agent reads \(1-8\); run agents and the controller of the same release/],
   ['a line over the bound', 'x'.repeat((1 << 20) + 10), /the controller sent a discovery line of over \d+ bytes/],
 ];
 
@@ -180,6 +180,23 @@ test('a route record this agent cannot read whole: applied as a refused route (f
   const [r] = a.store.routesFor('shop/web');
   t.is(r?.refused, 'HTTPRoute shop/r: rules[0].urlRewrite: unknown field "urlRewrite": this agent does not know it (a controller of a newer release?); fields read here: name, requestHeaders, responseHeaders, redirect, matches, backends, timeouts, retry, timeoutSources, retrySources');
   t.deepEqual(a.errors, [`the controller sent a route this agent cannot read (${r!.refused}); requests to shop/web:80 that it could take answer 500 until the agents and the controller run the same release`]);
+});
+
+test('a controller of version 7: its Server records are read as it meant them (route regexes matched whole), over the real link', async (t) => {
+  const server = {
+    kind: 'Server', namespace: 'shop', name: 's', podSelector: {}, port: 80, accessPolicy: 'deny', authorizations: [],
+    routes: [{ group: 'policy.linkerd.io', name: 'r', authorizations: [{ name: 'a' }], matches: [{ path: { type: 'RegularExpression', value: '/admin' } }] }],
+  };
+  const v7 = [JSON.stringify({ type: 'reset', version: 7 }), ...good.slice(1, -1), JSON.stringify({ type: 'access', op: 'set', access: server }), SYNCED_LINE];
+  const fake = await scripted(() => ({ lines: v7 }));
+  const a = agent(fake.url);
+  t.teardown(async () => {
+    a.client.stop();
+    await fake.close();
+  });
+  await waitFor(() => a.client.state === 'synced', 10_000);
+  t.deepEqual(a.store.serversIn('shop')[0]?.routes[0]?.matches, [{ path: { type: 'RegularExpression', value: '^(?:/admin)$' } }]);
+  t.is(a.client.status().badLines, 0);
 });
 
 test('a stream that does not start with reset, or a mid-snapshot cut: dropped, the live world untouched', async (t) => {

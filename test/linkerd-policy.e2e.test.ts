@@ -6,11 +6,12 @@
 // unmeshed client do not; the port no Server selects keeps the default policy. Then the
 // authentication is edited to name bot, and the decisions follow. An HTTPRoute attached to the
 // Server with its own AuthorizationPolicy then decides request by request, on the same node and
-// through the tunnel. `diagnostics authz` names the Server and the AuthorizationPolicy.
+// through the tunnel, and a Linkerd HTTPRoute (policy.linkerd.io) with queryParams by each request's
+// query. `diagnostics authz` names the Server and the AuthorizationPolicy.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
-import { LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
+import { LINKERD_HTTPROUTE_RESOURCE, LINKERD_POLICY_RESOURCES, ROUTE_RESOURCES } from '../src/sim/api-resources.ts';
 import { startMesh, type ClusterMesh } from '../src/sim/mesh.ts';
 import { JsonLines } from './helpers/procs.ts';
 import { until } from './helpers/until.ts';
@@ -47,7 +48,7 @@ const nodeOf = (p: SimPod) => need().cluster.nodes.find((n) => n.pods().includes
 test.before(async () => {
   if (process.getuid?.() !== 0) throw new Error('the cluster tests need root, BPF and nftables; run the suite as root: sudo ./dev test');
   cluster = await createCluster({ nodes: 2 });
-  for (const r of [...ROUTE_RESOURCES, ...LINKERD_POLICY_RESOURCES]) cluster.api.register(r);
+  for (const r of [...ROUTE_RESOURCES, ...LINKERD_POLICY_RESOURCES, LINKERD_HTTPROUTE_RESOURCE]) cluster.api.register(r);
   cluster.addNamespace(NS, { 'mesh-agent.io/inject': 'enabled' });
   api = await cluster.addPod(0, { deployment: 'api', namespace: NS, serviceAccountName: 'api', labels: { app: 'api' }, ports: [{ name: 'http', containerPort: 8080 }, { name: 'echo', containerPort: 7000 }] });
   web = await cluster.addPod(0, { deployment: 'web', namespace: NS, serviceAccountName: 'web' });
@@ -124,4 +125,24 @@ test.serial('an HTTPRoute attached to the Server, with an AuthorizationPolicy of
   t.is(await http(web, api, '/publicity'), '403', 'PathPrefix is element-wise');
   const m = await mesh!.agentMetrics(nodeOf(api));
   t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_name="api-http"[^}]*route_group="gateway.networking.k8s.io",route_kind="httproute",route_name="public",authz_group="policy.linkerd.io",authz_kind="authorizationpolicy",authz_name="public-web"[^}]*\} [1-9]/);
+});
+
+test.serial('a Linkerd HTTPRoute with queryParams: its AuthorizationPolicy allows a request by its query, on the same node and through the tunnel', async (t) => {
+  const { cluster } = need();
+  cluster.apply(linkerd('HTTPRoute', 'reports', {
+    parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api-http' }],
+    rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/reports' }, queryParams: [{ name: 'format', value: 'csv' }] }] }],
+  }, 'policy.linkerd.io/v1beta3'));
+  cluster.apply(linkerd('AuthorizationPolicy', 'reports-web', {
+    targetRef: { group: 'policy.linkerd.io', kind: 'HTTPRoute', name: 'reports' },
+    requiredAuthenticationRefs: [{ group: '', kind: 'ServiceAccount', name: 'web' }],
+  }));
+  await until(() => http(web, api, '/reports/q1?format=csv'), (c) => c === '200', 'web admitted on the route by its query', { ms: 20_000 });
+  t.is(await http(web, api, '/reports/q1?format=pdf'), '403', 'another value');
+  t.is(await http(web, api, '/reports/q1'), '403', 'no query');
+  t.is(await http(far, api, '/reports/q1?format=csv'), '200', 'through the tunnel');
+  t.is(await http(far, api, '/reports/q1?format=pdf'), '403');
+  t.is(await http(web, api, '/public/a'), '200', 'the other route still stands');
+  const m = await mesh!.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_name="api-http"[^}]*route_group="policy.linkerd.io",route_kind="httproute",route_name="reports",authz_group="policy.linkerd.io",authz_kind="authorizationpolicy",authz_name="reports-web"[^}]*\} [1-9]/);
 });

@@ -3,7 +3,8 @@
 // decided through the policy model (authorize.ts), with the examples of Linkerd's own docs
 // (the emojivoto and booksapp tasks) and malformed objects refused with a reason, never a throw.
 import test from 'ava';
-import { DEFAULT_CLUSTER_NETWORKS, parseNetworks, type AccessRecord, type Identity } from '../src/policy/model.ts';
+import { DEFAULT_CLUSTER_NETWORKS, parseNetworks, PolicyError, type AccessRecord, type Identity } from '../src/policy/model.ts';
+import { parseMessage } from '../src/discovery/model.ts';
 import { identityPattern, serverFromLinkerd, type LinkerdKind, type LinkerdLookup } from '../src/policy/linkerd-policy.ts';
 import { parseServerRecord, selects, serversForPod, type ServerRecord } from '../src/policy/server-model.ts';
 import { ServerPolicy, type Client, type PolicySpec } from '../src/policy/authorize.ts';
@@ -245,10 +246,59 @@ test('a broken AuthorizationPolicy or authentication is ignored with the reason:
     t.deepEqual(c.record!.problems, c.problems);
     t.is(podPolicy([c.record!], votingPod).connection(meshed(web), 8080).verdict, 'deny');
   }
-  const q = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'q' }, spec: { parentRefs: [toServer('voting-grpc')], rules: [{ matches: [{ queryParams: [{ name: 'a', value: 'b' }] }] }] } };
+  const q = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'q' }, spec: { parentRefs: [toServer('voting-grpc')], rules: [{ matches: [{ queryParams: [{ name: 'a', value: '' }] }] }] } };
   const c = convert([votingGrpc, q, authz('a', { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'q' }, [])], 'voting-grpc');
-  t.regex(c.problems.join('\n'), /HTTPRoute emojivoto\/q: ignored, its requests are denied .*query parameter matches are not enforced/);
+  t.regex(c.problems.join('\n'), /HTTPRoute emojivoto\/q: ignored, its requests are denied on Server emojivoto\/voting-grpc: spec.rules\[0\].matches\[0\].queryParams\[0\].value: expected a string of 1 to 1024 characters/);
   t.deepEqual(c.record!.routes, []);
+});
+
+test('a Linkerd HTTPRoute with queryParams authorizes each request by its query (v1beta3 and Gateway API alike)', (t) => {
+  const s = server('books', { podSelector: {}, port: 80 }, 'policy.linkerd.io/v1beta3');
+  const route = (apiVersion: string, name: string, queryParams: Obj[]) => ({ apiVersion, kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name }, spec: { parentRefs: [toServer('books')], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/books' }, queryParams }] }] } });
+  const readers = route('policy.linkerd.io/v1beta3', 'readers', [{ name: 'role', value: 'reader' }, { type: 'RegularExpression', name: 'id', value: '[0-9]+' }]);
+  const audit = route('gateway.networking.k8s.io/v1', 'audit', [{ name: 'audit', value: 'yes' }]);
+  const objs = [s, readers, audit,
+    authz('web-reads', { group: 'policy.linkerd.io', kind: 'HTTPRoute', name: 'readers' }, [ref('ServiceAccount', 'web')]),
+    authz('anyone-audits', { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'audit' }, [])];
+  const c = convert(objs, 'books');
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record!.routes.find((r) => r.name === 'readers')!.matches, [{ path: { type: 'PathPrefix', value: '/books' }, queryParams: [{ name: 'role', type: 'Exact', value: 'reader' }, { name: 'id', type: 'RegularExpression', value: '^(?:[0-9]+)$' }] }]);
+  t.deepEqual(parseServerRecord(JSON.parse(JSON.stringify(c.record))), c.record, 'the record reads back as sent');
+  const p = podPolicy([c.record!], { labels: {} });
+  t.is(p.connection(meshed(web), 80).verdict, 'http');
+  const ok = p.request(meshed(web), 80, req('GET', '/books/1?role=reader&id=12'));
+  t.true(ok.allowed);
+  if (ok.allowed) t.deepEqual([ok.route.name, ok.authz.name], ['readers', 'web-reads']);
+  t.true(p.request(meshed(web), 80, req('GET', '/books?id=7&r%6Fle=reader')).allowed, 'names and values percent-decoded');
+  t.false(p.request(meshed(web), 80, req('GET', '/books/1?role=writer&id=12')).allowed, 'another value');
+  t.false(p.request(meshed(web), 80, req('GET', '/books/1?role=reader&id=12x')).allowed, 'a regex matches the whole value');
+  t.false(p.request(meshed(web), 80, req('GET', '/books/1?role=reader')).allowed, 'every parameter is required');
+  const none = p.request(meshed(web), 80, req('GET', '/books/1'));
+  t.false(none.allowed, 'no query');
+  if (!none.allowed) t.regex(none.reason, /no HTTPRoute match of Server emojivoto\/books open to it allows GET \/books\/1 for spiffe:\/\/cluster.local\/ns\/emojivoto\/sa\/web/);
+  t.false(p.request(meshed(voting), 80, req('GET', '/books/1?role=reader&id=12')).allowed, 'another client: the route\'s policy admits web only');
+  t.true(p.request(meshed(voting), 80, req('GET', '/books/1?audit=yes')).allowed, 'the Gateway API route, open to anyone, by its query');
+  t.false(p.request(plain(), 80, req('GET', '/books/1?audit=no')).allowed);
+});
+
+test('a Server record of discovery version 7 (its route regexes unanchored, matched whole) is read as it meant them', (t) => {
+  const v7 = {
+    kind: 'Server', namespace: 'emojivoto', name: 's', podSelector: {}, port: 80, accessPolicy: 'deny', authorizations: [{ name: 'all' }],
+    routes: [{ group: 'policy.linkerd.io', name: 'r', authorizations: [], matches: [{ path: { type: 'RegularExpression', value: '/admin' }, headers: [{ name: 'x-a', type: 'RegularExpression', value: 'b' }] }] }],
+  };
+  const line = JSON.stringify({ type: 'access', op: 'set', access: v7 });
+  const m = parseMessage(line, 7);
+  if (m.type !== 'access' || m.op !== 'set') return t.fail();
+  const rec = m.access as ServerRecord;
+  t.deepEqual(rec.routes[0]!.matches, [{ path: { type: 'RegularExpression', value: '^(?:/admin)$' }, headers: [{ name: 'x-a', type: 'RegularExpression', value: '^(?:b)$' }] }]);
+  const p = podPolicy([rec], { labels: {} });
+  t.true(p.request(plain(), 80, req('GET', '/admin', { 'x-a': 'b' })).allowed);
+  t.false(p.request(plain(), 80, req('GET', '/x/admin/y', { 'x-a': 'b' })).allowed, 'whole path, as version 7 matched it');
+  t.false(p.request(plain(), 80, req('GET', '/admin', { 'x-a': 'abc' })).allowed, 'whole value');
+  // Version 8 carries the route model's shape: the controller anchored what it meant.
+  t.deepEqual((parseMessage(line) as { access: ServerRecord }).access.routes[0]!.matches[0]!.path, { type: 'RegularExpression', value: '/admin' });
+  t.throws(() => parseServerRecord({ ...v7, routes: [{ ...v7.routes[0], matches: [{ grpc: { type: 'Exact', service: 'a.B' } }] }] }), { message: /routes\[0\].matches\[0\].grpc: a Server route matches HTTP requests/ });
+  t.throws(() => parseServerRecord({ ...v7, routes: [{ ...v7.routes[0], matches: [{ query: [] }] }] }), { message: /routes\[0\].matches\[0\]/, instanceOf: PolicyError }, 'a field it does not know is refused, not skipped');
 });
 
 test('identity spellings', (t) => {

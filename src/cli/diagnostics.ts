@@ -8,7 +8,7 @@ import { controllerUrl } from '../controller/addr.ts';
 import { requestJson } from '../controller/client.ts';
 import { PATH_DIAG_AUTHZ, PATH_DIAG_ENDPOINTS, PATH_DIAG_POLICY, type AgentAnswer } from '../controller/protocol.ts';
 import type { AccessRecord, AccessRule } from '../policy/model.ts';
-import type { RouteMatch as ServerRouteMatch, ServerAuthz, ServerRecord } from '../policy/server-model.ts';
+import type { ServerAuthz, ServerRecord } from '../policy/server-model.ts';
 import type { BackendView, PolicyView, RuleView } from '../routing/policy-view.ts';
 import type { HeaderModifier, RetryPolicy, RouteMatch, Source } from '../routing/route-model.ts';
 import type { EndpointSnapshot } from '../routing/balancer.ts';
@@ -182,10 +182,6 @@ function authzLine(a: ServerAuthz): string {
   return `${ids}${nets}`;
 }
 
-function matchLine(m: ServerRouteMatch): string {
-  return `${m.method ?? 'any method'} ${m.path ? `${m.path.type === 'PathPrefix' ? `${m.path.value}*` : m.path.type === 'Exact' ? m.path.value : `~${m.path.value}`}` : 'any path'}${(m.headers ?? []).map((h) => `, ${h.name} ${h.type === 'Exact' ? '=' : '~'} ${h.value}`).join('')}`;
-}
-
 /** What `diagnostics authz` prints of the agent's answer (agent/inbound.ts describe()). */
 export function renderAuthz(answers: AgentAnswer[]): string {
   const found = answers.filter((a) => a.error === undefined);
@@ -209,7 +205,7 @@ export function renderAuthz(answers: AgentAnswer[]): string {
       out.push(`  Server ${s.namespace}/${s.name}: port ${s.port}${typeof s.port === 'string' ? ` (${s.ports.join(', ')})` : ''}${s.proxyProtocol ? `, ${s.proxyProtocol}` : ''}, accessPolicy ${s.accessPolicy}`);
       for (const a of s.authorizations) out.push(`    AuthorizationPolicy ${a.name}: ${authzLine(a)}`);
       for (const r of s.routes) {
-        out.push(`    HTTPRoute ${r.name} (${r.group}): ${r.matches.map(matchLine).join('; ')}`);
+        out.push(`    HTTPRoute ${r.name} (${r.group}): ${r.matches.map((m) => matchText(m) || 'every request').join(' | ')}`);
         for (const a of r.authorizations) out.push(`      AuthorizationPolicy ${a.name}: ${authzLine(a)}`);
       }
       for (const p of s.problems ?? []) out.push(`    problem: ${p}`);

@@ -13,7 +13,7 @@
 import * as http2 from 'node:http2';
 import { readLines } from '../controller/lines.ts';
 import { HEADER_AGENT_ID, HEADER_NODE, PATH_DISCOVERY } from '../controller/protocol.ts';
-import { DiscoveryError, parseMessage } from './model.ts';
+import { DISCOVERY_VERSION, DiscoveryError, parseMessage } from './model.ts';
 import type { DiscoveryStore } from './store.ts';
 
 export interface DiscoveryClientOptions {
@@ -129,14 +129,16 @@ export class DiscoveryClient {
     this.connectedSince = Date.now();
     this.startPings(s);
     let first = true;
+    let version = DISCOVERY_VERSION;
     req.on('data', (d: string) => (this.stats.bytes += Buffer.byteLength(d)));
     readLines(req, (line) => {
       if (this.session !== s) return;
       this.stats.lines++;
       let m;
       try {
-        m = parseMessage(line);
+        m = parseMessage(line, version);
         if (first && m.type !== 'reset') throw new DiscoveryError(`the stream must start with reset, got ${m.type}`);
+        if (m.type === 'reset') version = m.version; // an older controller's records are read as it meant them
       } catch (e) {
         this.stats.badLines++;
         this.protocolError(s, `the controller sent an invalid discovery line (${(e as Error).message}): ${line.slice(0, 200)}`);

@@ -14,6 +14,7 @@
 //   route records with a ResponseHeaderModifier and a RequestRedirect                                     (version 5)
 //   route records with header modifiers on backends                                                       (version 6)
 //   access records of Linkerd Servers ({"kind":"Server",..}, key "Server/ns/name")                      (version 7)
+//   Server records whose route matches are the route model's (anchored regexes, queryParams)              (version 8)
 //   {"type":"synced"}                             the snapshot is complete; deltas follow
 // The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
 // never leaves a window with half a world.
@@ -21,12 +22,15 @@
 /**
  * 2 added route records (src/routing/route-model.ts), 3 access records (SMI TrafficTargets,
  * src/policy/model.ts), 4 a route match's queryParams and a rule's requestHeaders, 5 a rule's
- * responseHeaders and redirect, 6 a backend's requestHeaders and responseHeaders. An agent reads
- * versions 1 to 6; an older agent refuses a newer controller with the error below, rather than
- * choking on its first line of a new type, or (4, 5, 6) applying a route whose new fields its
- * parser does not know: a query match read without its queryParams matches every request, a
- * redirect rule read without its redirect sends to the parent Service, a backend read without its
- * header edits gets requests without them. It keeps its last state until it is upgraded.
+ * responseHeaders and redirect, 6 a backend's requestHeaders and responseHeaders, 7 Linkerd
+ * Server records, 8 their routes' matches in the route model's shape (server-model.ts). An agent
+ * reads versions 1 to 8; an older agent refuses a newer controller with the error below, rather
+ * than choking on its first line of a new type, or (4, 5, 6, 8) applying a record whose new fields
+ * its parser does not know: a query match read without its queryParams matches every request (8:
+ * an AuthorizationPolicy on it would allow every query), a redirect rule read without its redirect
+ * sends to the parent Service, a backend read without its header edits gets requests without
+ * them. It keeps its last state until it is upgraded. A newer agent reads an older stream as it
+ * was meant (parseMessage's version: 7's Server route regexes were matched whole, unanchored).
  */
 import { parseRouteKey, parseStreamedRoute, RouteError, type RouteRecord } from '../routing/route-model.ts';
 import { parseAccessKey, parseAccessRecord, PolicyError, type AccessRecord } from '../policy/model.ts';
@@ -35,7 +39,7 @@ import { MAX_PORT_RANGES } from '../proxy/ports.ts';
 import { show } from '../util/show.ts';
 import { DNS_LABELISH, MAX_NAME, isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 
-export const DISCOVERY_VERSION = 7;
+export const DISCOVERY_VERSION = 8;
 export const MIN_DISCOVERY_VERSION = 1;
 
 export interface DiscoServicePort {
@@ -137,7 +141,7 @@ export type DiscoMessage =
   | { type: 'slice'; op: 'set'; slice: DiscoSlice }
   | { type: 'pod'; op: 'set'; pod: DiscoPod }
   | { type: 'route'; op: 'set'; route: RouteRecord }
-  /** A TrafficTarget's record, or (version 7) a Linkerd Server's (kind Server). */
+  /** A TrafficTarget's record, or (version 7) a Linkerd Server's (kind Server; 8: its route matches the route model's). */
   | { type: 'access'; op: 'set'; access: AccessRecord | ServerRecord }
   | { type: 'service' | 'slice' | 'pod' | 'route' | 'access'; op: 'delete'; key: string };
 
@@ -320,8 +324,8 @@ function portRanges(v: unknown, where: string): Array<[number, number]> {
   });
 }
 
-/** One line of the stream, validated whole; throws DiscoveryError naming the field. */
-export function parseMessage(line: string): DiscoMessage {
+/** One line of the stream, validated whole; throws DiscoveryError naming the field. `version`: the stream's (its reset's). */
+export function parseMessage(line: string, version = DISCOVERY_VERSION): DiscoMessage {
   let v: unknown;
   try {
     v = JSON.parse(line);
@@ -370,7 +374,7 @@ export function parseMessage(line: string): DiscoMessage {
       if (o.op !== 'set') fail('access', `op must be "set" or "delete", got ${show(o.op, 40)}`);
       try {
         const a = o.access as { kind?: unknown } | null | undefined;
-        return { type: 'access', op: 'set', access: a !== null && typeof a === 'object' && a.kind === 'Server' ? parseServerRecord(a) : parseAccessRecord(o.access) };
+        return { type: 'access', op: 'set', access: a !== null && typeof a === 'object' && a.kind === 'Server' ? parseServerRecord(a, version) : parseAccessRecord(o.access) };
       } catch (e) {
         if (e instanceof PolicyError) throw new DiscoveryError(e.message);
         throw e;

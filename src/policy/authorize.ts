@@ -17,10 +17,12 @@
 import {
   inNetworks, parseNetworks, restricts, spiffeId, type AccessRecord, type Cidr, type DefaultPolicy, type Identity,
 } from './model.ts';
-import { userRegExp } from '../util/regex-check.ts';
-import { identityMatches, LINKERD_POLICY_GROUP, type PodServer, type RouteMatch, type ServerAuthz } from './server-model.ts';
-import { pathOf } from '../util/request-target.ts';
+import { identityMatches, LINKERD_POLICY_GROUP, type PodServer, type ServerAuthz } from './server-model.ts';
+import { pathOf, queryParam } from '../util/request-target.ts';
 import { normalizePath } from './normalize-path.ts';
+import { CompiledMatch, type RouteRequest } from '../routing/route-match.ts';
+import { fullMatch } from '../routing/http-match.ts';
+import type { RouteMatch } from '../routing/route-model.ts';
 
 /** What applies to one pod, as plain data (structured-cloneable: the proxy workers get it too). */
 export interface PolicySpec {
@@ -64,7 +66,7 @@ export type ConnDecision =
    * `matches`, those of the TrafficTargets naming the client on this port and of the Server's
    * routes open to it); anything else is denied. `from` names them for a denial's reason.
    */
-  | { verdict: 'http'; server: ServerRef; matches: readonly CompiledMatch[]; from: string }
+  | { verdict: 'http'; server: ServerRef; matches: readonly PolicyMatch[]; from: string }
   | { verdict: 'deny'; server: ServerRef; reason: string };
 
 export type RequestDecision =
@@ -83,10 +85,9 @@ export const DEFAULT_ROUTE: ObjectRef = { group: '', kind: 'default', name: 'def
 const SMI_ACCESS: ObjectRef = { group: 'access.smi-spec.io', kind: 'traffictarget', name: '' };
 const LINKERD_AUTHZ: ObjectRef = { group: LINKERD_POLICY_GROUP, kind: 'authorizationpolicy', name: '' };
 
-export interface CompiledMatch {
-  path: RegExp | null;
-  methods: readonly string[] | null;
-  headers: Array<{ name: string; re: RegExp }>;
+/** A match that allows the requests it matches (route-match.ts, the router's matcher). */
+export interface PolicyMatch {
+  match: CompiledMatch;
   /** What allows a request it matches, and the route it is counted under. */
   authz: ObjectRef;
   route: ObjectRef;
@@ -101,7 +102,7 @@ interface CompiledAuthz {
 interface CompiledRoute {
   group: string;
   name: string;
-  matches: Array<Omit<CompiledMatch, 'authz' | 'route'>>;
+  matches: CompiledMatch[];
   authorizations: CompiledAuthz[];
 }
 
@@ -111,22 +112,15 @@ interface CompiledServer {
   routes: CompiledRoute[];
 }
 
-const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-function compileRouteMatch(m: RouteMatch): Omit<CompiledMatch, 'authz' | 'route'> {
-  let path: RegExp | null = null;
-  if (m.path?.type === 'Exact') path = whole(escapeRe(m.path.value));
-  else if (m.path?.type === 'RegularExpression') path = whole(m.path.value);
-  else if (m.path?.type === 'PathPrefix') {
-    // Gateway API: element-wise, "/api" matches /api and /api/x, not /apix.
-    const p = m.path.value.replace(/\/+$/, '');
-    path = p === '' ? null : whole(`${escapeRe(p)}(?:/.*)?`);
-  }
-  return {
-    path,
-    methods: m.method === undefined ? null : [m.method],
-    headers: (m.headers ?? []).map((h) => ({ name: h.name, re: h.type === 'Exact' ? whole(escapeRe(h.value)) : whole(h.value) })),
-  };
+/**
+ * An SMI HTTPRouteGroup match in the router's shape: its pathRegex and header regexes match the
+ * whole value (as this policy always read them), one match per method of its list.
+ */
+function smiMatches(m: { pathRegex?: string; methods?: string[]; headers?: Array<{ name: string; regex: string }> }): RouteMatch[] {
+  const base: RouteMatch = {};
+  if (m.pathRegex !== undefined) base.path = { type: 'RegularExpression', value: fullMatch(m.pathRegex) };
+  if (m.headers !== undefined && m.headers.length > 0) base.headers = m.headers.map((h) => ({ name: h.name, type: 'RegularExpression', value: fullMatch(h.regex) }));
+  return m.methods === undefined ? [base] : m.methods.map((method) => ({ ...base, method }));
 }
 
 function compileAuthz(a: ServerAuthz): CompiledAuthz {
@@ -162,10 +156,8 @@ function admits(a: CompiledAuthz, client: Client): boolean {
 /** A TrafficTarget with its HTTP matches compiled. */
 export interface CompiledTarget {
   record: AccessRecord;
-  http: CompiledMatch[];
+  http: PolicyMatch[];
 }
-
-const whole = (re: string): RegExp => userRegExp(`^(?:${re})$`);
 
 /** The path a policy judges: the request target's (util/request-target.ts), also without a fragment ("/a#b" is "/a"). */
 export function pathOfTarget(target: string): string {
@@ -189,10 +181,8 @@ export class ServerPolicy {
     this.failsClosed = spec.targets.length > 0 || (spec.servers?.length ?? 0) > 0 || restricts(spec.defaultPolicy);
     this.#targets = spec.targets.map((record) => ({
       record,
-      http: record.rules.flatMap((r) => (r.kind !== 'HTTPRouteGroup' ? [] : r.matches.map((m) => ({
-        path: m.pathRegex === undefined ? null : whole(m.pathRegex),
-        methods: m.methods ?? null,
-        headers: (m.headers ?? []).map((h) => ({ name: h.name, re: whole(h.regex) })),
+      http: record.rules.flatMap((r) => (r.kind !== 'HTTPRouteGroup' ? [] : r.matches.flatMap(smiMatches).map((m) => ({
+        match: new CompiledMatch(m),
         authz: { ...SMI_ACCESS, name: record.name },
         route: { group: 'specs.smi-spec.io', kind: 'httproutegroup', name: r.name },
       })))),
@@ -200,7 +190,7 @@ export class ServerPolicy {
     this.#servers = (spec.servers ?? []).map((server) => ({
       server,
       authorizations: server.record.authorizations.map(compileAuthz),
-      routes: server.record.routes.map((r) => ({ group: r.group, name: r.name, matches: r.matches.map(compileRouteMatch), authorizations: r.authorizations.map(compileAuthz) })),
+      routes: server.record.routes.map((r) => ({ group: r.group, name: r.name, matches: r.matches.map((m) => new CompiledMatch(m)), authorizations: r.authorizations.map(compileAuthz) })),
     }));
   }
 
@@ -267,7 +257,7 @@ export class ServerPolicy {
     if (serverAuthz === undefined && refusal(rec.accessPolicy, client, this.networks) === null) serverAuthz = { group: '', kind: 'default', name: rec.accessPolicy };
     const smi = this.#targets.length > 0 ? this.#smi(client, port, server) : null;
     if (smi?.verdict === 'allow') return smi;
-    const matches: CompiledMatch[] = smi?.verdict === 'http' ? [...smi.matches] : [];
+    const matches: PolicyMatch[] = smi?.verdict === 'http' ? [...smi.matches] : [];
     if (srv.routes.length === 0) {
       if (serverAuthz !== undefined) return { verdict: 'allow', server, authz: serverAuthz };
     } else {
@@ -276,7 +266,7 @@ export class ServerPolicy {
         const authz = own !== undefined ? { ...LINKERD_AUTHZ, name: own.authz.name } : serverAuthz;
         if (authz === undefined) continue;
         const route: ObjectRef = { group: r.group, kind: 'httproute', name: r.name };
-        for (const m of r.matches) matches.push({ ...m, authz, route });
+        for (const match of r.matches) matches.push({ match, authz, route });
       }
     }
     const who = client.identity ? spiffeId(client.identity) : `${client.ip} (no mesh identity)`;
@@ -301,15 +291,13 @@ export class ServerPolicy {
   requestOn(conn: ConnDecision, client: Client, req: HttpRequestView): RequestDecision {
     if (conn.verdict === 'allow') return { allowed: true, server: conn.server, authz: conn.authz, route: DEFAULT_ROUTE };
     if (conn.verdict === 'deny') return { allowed: false, server: conn.server, route: DEFAULT_ROUTE, reason: conn.reason };
-    const path = normalizePath(pathOfTarget(req.target)); // as the pod will resolve it
+    // The router's matcher, on the path as the pod will resolve it: routing sends the request on
+    // as the client wrote it, so it matches that; a policy decides what the pod will serve, and
+    // `/public/../admin` must be judged as `/admin`, or a match on `/public` would let it through.
+    const path = normalizePath(pathOfTarget(req.target));
+    const view: RouteRequest = { method: req.method, path, header: (n) => req.header(n), query: (n) => queryParam(req.target, n) };
     for (const m of conn.matches) {
-      if (m.methods !== null && !m.methods.includes(req.method)) continue;
-      if (m.path !== null && !m.path.test(path)) continue;
-      if (!m.headers.every((h) => {
-        const v = req.header(h.name);
-        return v !== undefined && h.re.test(v);
-      })) continue;
-      return { allowed: true, server: conn.server, authz: m.authz, route: m.route };
+      if (m.match.matches(view)) return { allowed: true, server: conn.server, authz: m.authz, route: m.route };
     }
     const who = client.identity ? spiffeId(client.identity) : `${client.ip} (no mesh identity)`;
     return {

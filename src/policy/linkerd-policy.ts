@@ -17,7 +17,9 @@
 //   the trust domain is not compared (this mesh issues one);
 // - NetworkAuthentication: `networks` of cidr and except (IPv6 entries never match: the capture is IPv4);
 // - once an HTTPRoute is attached to a Server, only requests matching one of its routes are
-//   allowed, to the clients of the route's own AuthorizationPolicies and of the Server's.
+//   allowed, to the clients of the route's own AuthorizationPolicies and of the Server's; its
+//   matches (path, method, headers, queryParams) are read by the router's reader
+//   (routing/http-match.ts), so they mean what a Service's HTTPRoute means.
 // A Server that does not convert has no record (its last good version is kept by the index).
 import { isName, isPort } from '../util/record-reader.ts';
 import { objectName } from '../k8s/objects.ts';
@@ -25,8 +27,10 @@ import { show } from '../util/show.ts';
 import { DEFAULT_POLICIES, PolicyError, type DefaultPolicy } from './model.ts';
 import {
   LINKERD_POLICY_GROUP, MAX_ROUTE_MATCHES, parseSelector, parseServerAuthz, parseServerRecord, parseServerRoute, type IdentityPattern, type NetworkRule,
-  type RouteMatch, type ServerAuthz, type ServerRecord, type ServerRoute,
+  type ServerAuthz, type ServerRecord, type ServerRoute,
 } from './server-model.ts';
+import { httpMatch, InvalidMatch } from '../routing/http-match.ts';
+import type { RouteMatch } from '../routing/route-model.ts';
 
 type Obj = Record<string, any>;
 
@@ -193,15 +197,12 @@ function routeMatches(route: Obj): RouteMatch[] {
     if (!Array.isArray(ms)) throw new Invalid(`spec.rules[${i}].matches: expected a list`);
     const list = ms.length === 0 ? [{}] : ms;
     list.forEach((m: Obj, j: number) => {
-      const w = `spec.rules[${i}].matches[${j}]`;
-      if (Array.isArray(m?.queryParams) && m.queryParams.length > 0) throw new Invalid(`${w}.queryParams: query parameter matches are not enforced by authorization here; an AuthorizationPolicy on this route would allow more than it says, so the route is not taken`);
-      const r: RouteMatch = {};
-      const p: Obj = m?.path ?? { type: 'PathPrefix', value: '/' };
-      const type = p.type ?? 'PathPrefix';
-      if (!(type === 'PathPrefix' && (p.value ?? '/') === '/')) r.path = { type, value: p.value ?? '/' };
-      if (m?.method !== undefined && m.method !== null) r.method = m.method;
-      if (Array.isArray(m?.headers) && m.headers.length > 0) r.headers = m.headers.map((h: Obj) => ({ name: typeof h?.name === 'string' ? h.name.toLowerCase() : h?.name, type: h?.type ?? 'Exact', value: h?.value }));
-      out.push(r);
+      try {
+        out.push(httpMatch(m, `spec.rules[${i}].matches[${j}]`));
+      } catch (e) {
+        if (e instanceof InvalidMatch) throw new Invalid(e.message);
+        throw e;
+      }
     });
   });
   if (out.length > MAX_ROUTE_MATCHES) throw new Invalid(`more than ${MAX_ROUTE_MATCHES} matches`);

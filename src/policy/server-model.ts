@@ -7,7 +7,9 @@
 // controller gates its output with the same parser the agents read it with.
 import { isName, isPort, recordReader, type Fail } from '../util/record-reader.ts';
 import { show } from '../util/show.ts';
-import { checkRegex, DEFAULT_POLICIES, parseNetworks, PolicyError, type DefaultPolicy, type Identity } from './model.ts';
+import { DEFAULT_POLICIES, parseNetworks, PolicyError, type DefaultPolicy, type Identity } from './model.ts';
+import { parseMatch, RouteError, type RouteMatch } from '../routing/route-model.ts';
+import { fullMatch } from '../routing/http-match.ts';
 
 export const LINKERD_POLICY_GROUP = 'policy.linkerd.io';
 export const SERVER_VERSIONS = ['policy.linkerd.io/v1beta1', 'policy.linkerd.io/v1beta2', 'policy.linkerd.io/v1beta3'];
@@ -50,19 +52,14 @@ export interface ServerAuthz {
   networks?: NetworkRule[];
 }
 
-export interface RouteMatch {
-  path?: { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string };
-  /** Upper-case. */
-  method?: string;
-  /** Lower-case names. */
-  headers?: Array<{ name: string; type: 'Exact' | 'RegularExpression'; value: string }>;
-}
-
 /** An HTTPRoute whose parentRef is the Server: requests matching it are allowed to the clients of `authorizations` and of the Server's own. */
 export interface ServerRoute {
   group: string;
   name: string;
-  /** ORed (every rule's matches); a rule without matches is PathPrefix "/". */
+  /**
+   * ORed (every rule's matches); a rule without matches is {}, every request. The router's shape
+   * (routing/http-match.ts reads them, routing/route-match.ts matches them): one rule, one meaning.
+   */
   matches: RouteMatch[];
   authorizations: ServerAuthz[];
 }
@@ -185,48 +182,47 @@ export function parseServerAuthz(v: unknown, where: string): ServerAuthz {
   return out;
 }
 
-function parseRouteMatch(v: unknown, where: string): RouteMatch {
-  const o = obj(v, where);
-  const out: RouteMatch = {};
-  if (o.path !== undefined) {
-    const p = obj(o.path, `${where}.path`);
-    if (p.type !== 'Exact' && p.type !== 'PathPrefix' && p.type !== 'RegularExpression') fail(`${where}.path.type`, `expected Exact, PathPrefix or RegularExpression, got ${show(p.type)}`);
-    if (typeof p.value !== 'string' || p.value.length > 1024) fail(`${where}.path.value`, 'expected a path');
-    if (p.type === 'RegularExpression') checkRegex(p.value, `${where}.path.value`);
-    else if (!p.value.startsWith('/')) fail(`${where}.path.value`, `expected a path starting with /, got ${show(p.value)}`);
-    out.path = { type: p.type, value: p.value };
-  }
-  if (o.method !== undefined) {
-    if (typeof o.method !== 'string' || !/^[A-Z]{1,32}$/.test(o.method)) fail(`${where}.method`, `expected an upper-case HTTP method, got ${show(o.method)}`);
-    out.method = o.method;
-  }
-  if (o.headers !== undefined) {
-    out.headers = list(o.headers, `${where}.headers`, 16).map((h, i) => {
-      const w = `${where}.headers[${i}]`;
-      const ho = obj(h, w);
-      if (typeof ho.name !== 'string' || !/^[!#$%&'*+\-.^_`|~0-9a-z]{1,256}$/.test(ho.name)) fail(`${w}.name`, `expected a lower-case header name, got ${show(ho.name)}`);
-      if (ho.type !== 'Exact' && ho.type !== 'RegularExpression') fail(`${w}.type`, `expected Exact or RegularExpression, got ${show(ho.type)}`);
-      if (typeof ho.value !== 'string' || ho.value.length > 4096) fail(`${w}.value`, 'expected a string');
-      if (ho.type === 'RegularExpression') checkRegex(ho.value, `${w}.value`);
-      return { name: ho.name, type: ho.type, value: ho.value };
-    });
-  }
-  return out;
+/**
+ * The discovery version from which a Server route's matches are the route model's (regular
+ * expressions anchored by the controller, queryParams). Version 7 carried policy's own shape: the
+ * same fields, regular expressions unanchored and matched whole by the agent.
+ */
+export const ROUTE_MODEL_MATCHES = 8;
+
+/** A version 7 match in the route model's shape: its regular expressions anchored as it meant them (whole value). */
+function fromV7(v: unknown): unknown {
+  if (v === null || typeof v !== 'object') return v;
+  const m = v as { path?: { type?: unknown; value?: unknown }; headers?: unknown };
+  const whole = (x: { type?: unknown; value?: unknown }) => (x?.type === 'RegularExpression' && typeof x.value === 'string' ? { ...x, value: fullMatch(x.value) } : x);
+  return { ...m, ...(m.path !== undefined ? { path: whole(m.path) } : {}), ...(Array.isArray(m.headers) ? { headers: m.headers.map(whole) } : {}) };
 }
 
-export function parseServerRoute(r: unknown, rw: string): ServerRoute {
+/** A route's match, by the route records' parser; gRPC matches are the router's only. `version`: of the stream it came in. */
+function parseRouteMatch(v: unknown, where: string, version: number): RouteMatch {
+  let m: RouteMatch;
+  try {
+    m = parseMatch(version < ROUTE_MODEL_MATCHES ? fromV7(v) : v, where);
+  } catch (e) {
+    if (e instanceof RouteError) throw new PolicyError(e.message);
+    throw e;
+  }
+  if (m.grpc !== undefined) fail(`${where}.grpc`, 'a Server route matches HTTP requests by path, method, headers and query; write the gRPC method as its path');
+  return m;
+}
+
+export function parseServerRoute(r: unknown, rw: string, version = ROUTE_MODEL_MATCHES): ServerRoute {
   const ro = obj(r, rw);
   if (typeof ro.group !== 'string' || ro.group.length > 253) fail(`${rw}.group`, 'expected an API group');
   return {
     group: ro.group,
     name: name(ro.name, `${rw}.name`),
-    matches: list(ro.matches, `${rw}.matches`, MAX_ROUTE_MATCHES).map((m, j) => parseRouteMatch(m, `${rw}.matches[${j}]`)),
+    matches: list(ro.matches, `${rw}.matches`, MAX_ROUTE_MATCHES).map((m, j) => parseRouteMatch(m, `${rw}.matches[${j}]`, version)),
     authorizations: list(ro.authorizations, `${rw}.authorizations`, MAX_SERVER_AUTHZ).map((a, j) => parseServerAuthz(a, `${rw}.authorizations[${j}]`)),
   };
 }
 
-/** Validates a Server record as the agent receives it. */
-export function parseServerRecord(v: unknown): ServerRecord {
+/** Validates a Server record as the agent receives it; `version`: the discovery stream's (an older one's matches are read as it meant them). */
+export function parseServerRecord(v: unknown, version = ROUTE_MODEL_MATCHES): ServerRecord {
   const o = obj(v, 'server');
   if (o.kind !== 'Server') fail('server.kind', `expected "Server", got ${show(o.kind)}`);
   const ns = name(o.namespace, 'server.namespace');
@@ -243,7 +239,7 @@ export function parseServerRecord(v: unknown): ServerRecord {
     port,
     accessPolicy: o.accessPolicy as DefaultPolicy,
     authorizations: list(o.authorizations, `${w}: authorizations`, MAX_SERVER_AUTHZ).map((a, i) => parseServerAuthz(a, `${w}: authorizations[${i}]`)),
-    routes: list(o.routes, `${w}: routes`, MAX_ROUTES).map((r, i) => parseServerRoute(r, `${w}: routes[${i}]`)),
+    routes: list(o.routes, `${w}: routes`, MAX_ROUTES).map((r, i) => parseServerRoute(r, `${w}: routes[${i}]`, version)),
   };
   if (o.proxyProtocol !== undefined) {
     if (typeof o.proxyProtocol !== 'string' || o.proxyProtocol.length > 32) fail(`${w}: proxyProtocol`, 'expected a short string');

@@ -318,7 +318,8 @@ function parseRedirect(v: unknown, where: string): Redirect {
   return out;
 }
 
-function parseMatch(v: unknown, where: string): RouteMatch {
+/** One match as a record carries it (a route's, or a Linkerd Server route's: policy/server-model.ts); throws RouteError naming the field. */
+export function parseMatch(v: unknown, where: string): RouteMatch {
   const o = obj(v, where);
   only(o, where, ['path', 'method', 'headers', 'queryParams', 'grpc']);
   const out: RouteMatch = {};
