@@ -195,3 +195,66 @@ test('straight to the pod: a connection denied whole at accept and refused for i
   const ev = sink.closes.find((e) => e.authz !== undefined);
   t.like(ev, { error: 'denied by the inbound policy', authz: { allowed: false } }, 'counted as the denial it was');
 });
+
+// A destination known to speak HTTP/1 (known-http1.ts) is not dialled at accept: the dial waits
+// for the client's first bytes. A policy change to deny in between must be seen before that dial:
+// the pod must not see a connection from a client its policy now denies, HTTP or not.
+async function knownHttp1Pod(t: import('ava').ExecutionContext) {
+  const be = await backend('pod');
+  t.teardown(() => be.close());
+  let connections = 0;
+  be.server.on('connection', () => connections++);
+  const policy = new PodPolicy(new ServerPolicy(spec('all-unauthenticated'), []));
+  let accepted: () => void = () => {};
+  const authorize: Authorize = (c) => {
+    const authz = new PolicyConnAuthz(policy, { ip: c.sourceIp, identity: web }, c.destPort, () => {});
+    accepted();
+    return { authz };
+  };
+  const { port, proxy } = await loopbackProxy(t, { lookup: () => ({ ip: HOST, port: be.port, podKey: 7n }), authorize, knownHttp1Max: 16, detectTimeoutMs: 300 });
+  // One allowed request, one connection: the pod is now known to speak HTTP/1.
+  const first = net.connect(port, HOST);
+  t.teardown(() => first.destroy());
+  first.write('GET / HTTP/1.1\r\nhost: api.shop\r\nconnection: close\r\n\r\n');
+  first.resume();
+  await once(first, 'end');
+  t.is(proxy.stats().knownHttp1Dests, 1);
+  const seen = connections;
+  /** A client whose connection the proxy has accepted (and authorized), nothing sent yet. */
+  const connect = async () => {
+    const acceptedP = new Promise<void>((r) => { accepted = r; });
+    const c = net.connect(port, HOST);
+    c.on('error', () => {});
+    t.teardown(() => c.destroy());
+    await once(c, 'connect');
+    await acceptedP;
+    return c;
+  };
+  return { policy, proxy, connect, connections: () => connections - seen };
+}
+
+test('a known HTTP/1 pod: a connection made after its policy changed to deny gets 403 for its request, and the pod sees no connection', async (t) => {
+  const k = await knownHttp1Pod(t);
+  k.policy.replace(new ServerPolicy(spec('deny'), []));
+  const c = await k.connect();
+  c.write('GET / HTTP/1.1\r\nhost: api.shop\r\nconnection: close\r\n\r\n');
+  let got = '';
+  c.on('data', (d) => (got += String(d)));
+  await once(c, 'end');
+  t.regex(got, /^HTTP\/1\.1 403 /);
+  t.is(k.connections(), 0, 'the pod accepted no connection');
+});
+
+for (const how of ['opaque bytes', 'nothing (the detect deadline)', 'an EOF'] as const) {
+  test(`a known HTTP/1 pod: a connection accepted while allowed, whose policy then denies it before its first bytes, sends ${how}: refused, and the pod sees no connection`, async (t) => {
+    const k = await knownHttp1Pod(t);
+    const c = await k.connect();
+    k.policy.replace(new ServerPolicy(spec('deny'), []));
+    const closed = new Promise((r) => c.once('close', r)); // reset or closed: refused either way
+    if (how === 'opaque bytes') c.write(OPAQUE);
+    else if (how === 'an EOF') c.end();
+    await closed;
+    t.is(k.connections(), 0, 'the pod accepted no connection');
+    t.is(k.proxy.stats().eagerDialLate, 0, 'nothing dialled late');
+  });
+}

@@ -188,6 +188,20 @@ class Dispatcher {
   }
 
   /**
+   * A known-HTTP/1 connection (nothing dialled yet) to a pod whose policy no longer allows the
+   * client whole since accept: guarded from now on, as if denied at accept, so that the pod sees
+   * no dial from a client it does not allow whole. (A Service's endpoint is decided at its dial.)
+   * Returns whether the connection is guarded.
+   */
+  guardIfRevoked(): boolean {
+    if (this.lazy && this.ctx.authz != null && this.ctx.authz.verdict !== 'allow') {
+      this.lazy = false;
+      this.guarded = true;
+    }
+    return this.guarded;
+  }
+
+  /**
    * A known-HTTP/1 destination whose client did not (yet) send HTTP/1: forget it, dial now and
    * carry on as for any destination. False when the dial failed (the connection is done).
    */
@@ -211,7 +225,7 @@ class Dispatcher {
     if (this.done) return;
     const d = this.head === null ? null : detect(this.head, this.cfg.maxDetectBytes ?? DEFAULT_MAX_DETECT_BYTES);
     if (d !== null && d.kind !== 'need-more') this.decide(d);
-    else if (this.guarded) this.deny();
+    else if (this.guardIfRevoked()) this.deny();
     else if (this.noEndpoints) this.failNoEndpoints();
     else if (!this.lazy || this.fallBack()) this.toOpaque('opaque', 'opaque:client-eof');
   };
@@ -296,7 +310,7 @@ class Dispatcher {
       else this.deadline = setTimeout(this.onDeadline, left);
       return;
     }
-    if (this.guarded) {
+    if (this.guardIfRevoked()) {
       this.deny();
       return;
     }
@@ -313,6 +327,7 @@ class Dispatcher {
   };
 
   decide(d: Detection): void {
+    if (d.kind !== 'need-more') this.guardIfRevoked();
     if (this.guarded && d.kind !== 'need-more') {
       const handler = d.kind === 'http1' || d.kind === 'http2' ? this.cfg.handlers[d.kind] : undefined;
       if (handler) this.toHandler(d.kind as 'http1' | 'http2', handler);
@@ -513,7 +528,7 @@ class Dispatcher {
 
   /** Not HTTP, and the inbound policy allows this client no whole connection: closed, nothing dialled, counted. */
   deny(az: ConnAuthz = this.ctx.authz!): void {
-    // Refused by the decision at accept (or at the dial): a denial, though a change may allow it by now.
+    // Refused by the decision at accept (or at the dial, or before a known HTTP/1 pod's late dial): a denial, though a change may allow it by now.
     const o = az.tcp();
     this.ctx.endpoints = { ...this.ctx.endpoints, authz: o.allowed ? { allowed: false, server: o.server } : o };
     this.fail('denied by the inbound policy');
