@@ -577,6 +577,19 @@ test('precedence: consumer routes win for their namespace, producer routes for e
   t.deepEqual(onlySplit.overridden, []);
 });
 
+// Decided, not a gap: a Service whose only routes are GRPCRoutes has no route for a plain HTTP
+// request, as in Linkerd (its policy controller then serves the gRPC protocol with those routes
+// alone, no default HTTP route) and GAMMA (routes attached to a Service replace its default).
+test('precedence: a Service with only GRPCRoutes: gRPC requests go by them, a plain HTTP request finds no route (404), with Linkerd annotations too', (t) => {
+  const grpcOnly = rec('GRPCRoute', 'shop', 'g', 0, [{ matches: [], backends: to('api-v1') }]);
+  for (const ann of [noAnn, policyFromAnnotations({ 'retry.linkerd.io/http': '5xx' }, SVC)]) {
+    const p = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, ann, [grpcOnly]);
+    t.is(routeName(p, 'x', request('POST', '/echo.Echo/Get'), true), 'GRPCRoute/g#0');
+    t.is(routeName(p, 'x', request('GET', '/')), null, 'no default HTTP route beside the GRPCRoutes');
+    t.is(p.forClient('x').http, null);
+  }
+});
+
 test('precedence: without routes, Linkerd annotations on the Service make a default route; with neither, no table is needed', (t) => {
   const ann = policyFromAnnotations({ 'retry.linkerd.io/http': '5xx' }, SVC);
   t.true(ParentPolicy.needed(ann, []));
