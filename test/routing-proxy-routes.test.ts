@@ -18,6 +18,9 @@ import type { RouteRecord } from '../src/routing/route-model.ts';
 import { routeFromGateway } from '../src/routing/gateway-api.ts';
 import { waitFor } from './helpers/until.ts';
 import { nativeIo } from './helpers/native-io.ts';
+import { TelemetryHub } from '../src/telemetry/hub.ts';
+import { MetricsSink } from '../src/telemetry/metrics.ts';
+import { parseExposition, sum } from './helpers/prom-text.ts';
 
 // The report of a request reaches the sink after the client's answer: a loaded machine (CI with a core busy) took over 5 s once.
 const SINK_WAIT_MS = 30_000;
@@ -209,7 +212,7 @@ test('HTTP/1: a backend Service with no address to balance (ExternalName, IPv6 o
   t.is(noPort.body, 'backend Service shop/db has no port 81\n');
 });
 
-test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends nothing: its requests answer 500, no backend sees them; the route is accepted', async (t) => {
+test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends nothing: its requests answer 500, no backend sees them (nor counts them in the metrics, the parent included); the route is accepted', async (t) => {
   const v1 = await backend('v1');
   const api = await backend('api');
   const conv = routeFromGateway({
@@ -222,7 +225,7 @@ test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends n
       ],
     },
   }, () => ({ ports: [80] }));
-  const { port } = await setup(t, { api: [api], 'api-v1': [v1], 'api-v2': [] }, conv.record === null ? [] : [conv.record]);
+  const { port, sink } = await setup(t, { api: [api], 'api-v1': [v1], 'api-v2': [] }, conv.record === null ? [] : [conv.record]);
   t.deepEqual(conv.parents[0]!.conditions.map((c) => `${c.type}=${c.status}`), ['Accepted=True', 'ResolvedRefs=True'], conv.problems.join('; '));
   t.truthy(conv.record);
   for (let i = 0; i < 5; i++) {
@@ -237,6 +240,17 @@ test('HTTP/1 and HTTP/2: an HTTPRoute rule whose backendRefs all weigh 0 sends n
   t.is(r2.head[':status'], 500);
   t.is(v1.hits, 1, 'only the other rule\'s request reached a backend');
   t.is(api.hits, 0, 'nor did the parent Service get them');
+  // Their metrics: counted on the route as the proxy's answer, on no backend (none was picked; the parent got nothing).
+  await waitFor(() => sink.requests.length === 7, SINK_WAIT_MS);
+  const hub = new TelemetryHub({ workloads: { byIp: () => null } });
+  const metrics = new MetricsSink({ workloads: hub.workloads, processMetrics: false });
+  hub.add(metrics);
+  for (const ev of sink.requests) hub.request(ev);
+  const e = parseExposition(await metrics.exposition());
+  t.is(sum(e, 'outbound_http_route_request_statuses_total', { route_name: 'drain', http_status: '', error: 'UNKNOWN' }), 6);
+  t.is(sum(e, 'outbound_http_route_backend_requests_total', { backend_name: 'api' }), 0, 'not under the parent Service');
+  t.is(sum(e, 'outbound_http_route_backend_requests_total', {}), 1, 'the one request a backend took');
+  t.is(sum(e, 'outbound_http_route_backend_requests_total', { backend_name: 'api-v1' }), 1);
 });
 
 for (const h2 of [false, true]) {

@@ -68,6 +68,8 @@ export class AttemptSlot {
   /** Why there is nothing to send to, and the status that says so (500 or 503). */
   status = 0;
   why = '';
+  /** The rule sends nowhere (every backendRef weighs 0): no backend was picked, not even the parent. */
+  backendless = false;
 }
 
 /**
@@ -81,7 +83,8 @@ export function pickAttempt(parent: ServiceRoute, rule: CompiledRule, slot: Atte
   const prevLease = retry ? slot.lease : null;
   const prevTarget = slot.target;
   slot.lease = null;
-  if (rule.totalWeight === 0 && rule.backends.length > 0) {
+  slot.backendless = rule.totalWeight === 0 && rule.backends.length > 0;
+  if (slot.backendless) {
     // Backends named, every one weight 0 (a drain): no traffic to any, nor to the parent.
     slot.backend = null;
     return fail(slot, 500, "every backendRef of the rule has weight 0: no backend takes its requests");
@@ -113,6 +116,12 @@ function fail(slot: AttemptSlot, status: number, why: string): false {
 /** A backend's labels: the backend's Service port, or the parent's when the rule names none. */
 export function backendRef(parent: ServiceRoute, b: CompiledBackend | null): ServicePortRef {
   return b === null ? parent.ref : b.ref;
+}
+
+/** The attempt's backend into the request's report (none at all when the rule sends nowhere). */
+export function reportBackend(report: RouteReport, parent: ServiceRoute, slot: AttemptSlot): void {
+  report.backend = backendRef(parent, slot.backend);
+  if (slot.backendless) report.backendless = true;
 }
 
 /** A fresh report for one routed request. */

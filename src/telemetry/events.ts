@@ -149,6 +149,11 @@ export interface RouteReport {
   backendResponded: boolean;
   /** The rule's RequestRedirect answered: no backend was asked, the status is the redirect's. */
   redirected?: boolean;
+  /**
+   * Every backendRef of the rule weighs 0: the proxy answered 500 and no backend was picked
+   * (`backend` still names the parent, which got nothing either), so no backend series counts it.
+   */
+  backendless?: boolean;
 }
 
 export interface RequestEvent extends Endpoints {

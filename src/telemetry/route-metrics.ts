@@ -119,6 +119,7 @@ export class RouteMetrics {
     }
     observe(s.duration, ev.durationMs / 1000);
     // A redirect is the route's answer, not a failure: its status, no error, and no backend series (none was asked).
+    // Nor has a rule whose backendRefs all weigh 0 (its 500): no backend was picked, the parent's label would be a lie.
     const answered = r.backendResponded || r.redirected === true;
     const status = answered ? statusLabel(grpc, ev.status, ev.grpcStatus) : '';
     const error = answered ? '' : r.error ?? 'UNKNOWN';
@@ -138,7 +139,7 @@ export class RouteMetrics {
         this.backend(f, s, a.backend, grpc, a.status > 0 ? statusLabel(grpc, a.status, a.grpcStatus) : '', a.status > 0 ? '' : a.error ?? 'UNKNOWN', a.durationMs);
       }
     }
-    if (r.redirected !== true) this.backend(f, s, r.backend, grpc, status, error, r.backendMs);
+    if (r.redirected !== true && r.backendless !== true) this.backend(f, s, r.backend, grpc, status, error, r.backendMs);
   }
 
   private backend(f: Families, s: RouteSeries, b: ServicePortRef, grpc: boolean, status: string, error: string, ms: number): void {

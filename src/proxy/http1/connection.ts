@@ -29,7 +29,7 @@ import type { RetryPolicy } from '../../routing/route-model.ts';
 import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
+import { admitRetry, AttemptSlot, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, reportBackend, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RequestEvent, RouteReport } from '../../telemetry/events.ts';
 import { headerValue, Http1RouteRequest } from './route-request.ts';
 import { pathOf } from '../../util/request-target.ts';
@@ -514,7 +514,7 @@ export class Http1Connection implements UpstreamOwner {
     }
     this.attemptAt = performance.now();
     const report = this.report!;
-    report.backend = backendRef(route, slot.backend);
+    reportBackend(report, route, slot);
     if (!ok) {
       report.error = slot.status === 503 ? 'FAIL_FAST' : 'UNKNOWN';
       this.abortExchange(slot.status, slot.why, slot.why);

@@ -15,7 +15,7 @@ import type { RetryBudget } from '../../routing/retry-budget.ts';
 import { findRoute, type CompiledRule } from '../../routing/route-table.ts';
 import type { RouteRequest } from '../../routing/route-match.ts';
 import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/retry.ts';
-import { admitRetry, AttemptSlot, backendRef, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
+import { admitRetry, AttemptSlot, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, reportBackend, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf, queryParam } from '../../util/request-target.ts';
 import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
@@ -181,7 +181,7 @@ class RoutedStream {
     const ok = pickAttempt(this.route, this.rule!, slot, sessionReady(this.pool, this.ctx, this.limits), this.report!.retries > 0);
     this.attemptAt = performance.now();
     const report = this.report!;
-    report.backend = backendRef(this.route, slot.backend);
+    reportBackend(report, this.route, slot);
     if (!ok) {
       report.error = slot.status === 503 ? 'FAIL_FAST' : 'UNKNOWN';
       this.answer(slot.status === 503 ? 'no-endpoints' : 'backend', slot.why);
