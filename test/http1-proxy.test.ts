@@ -571,6 +571,41 @@ test('a request head with bare-LF line endings: 400 at once, not a wait for the 
   t.is(requestsSeen, 1);
 });
 
+// One rule wherever a half-close cuts a request head short: 400 (the client can still read it),
+// then the connection closes; as Node's http server answers an EOF mid-head. Nothing goes upstream.
+test('a client that half-closes mid-head gets 400 and the close: as its first request, after an answered one, and pipelined behind one', async (t) => {
+  let requestsSeen = 0;
+  const origin = await startHttpServer((req, res) => {
+    requestsSeen++;
+    res.end('fine');
+  });
+  const proxy = await startProxy(origin.port, { headerTimeoutMs: 600_000 });
+  t.teardown(() => { origin.close(); proxy.close(); });
+  const partial = 'GET /cut HTTP/1.1\r\nHost: a\r\n';
+  const first = await rawConnect(proxy.port);
+  first.end(partial);
+  const a = await readUntil(first, untilEnd);
+  t.regex(a.data.toString('latin1'), /^HTTP\/1\.1 400 Bad Request\r\n[^]*connection: close\r\n/, 'the first request');
+  first.destroy();
+
+  const after = await rawConnect(proxy.port);
+  after.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
+  await readUntil(after, hasText('fine'));
+  after.end(partial);
+  const b = await readUntil(after, untilEnd);
+  t.regex(b.data.toString('latin1'), /^HTTP\/1\.1 400 Bad Request\r\n[^]*connection: close\r\n/, 'after an answered request, the connection idle');
+  after.destroy();
+
+  const piped = await rawConnect(proxy.port);
+  piped.end('GET /2 HTTP/1.1\r\nHost: a\r\n\r\n' + partial);
+  const c = await readUntil(piped, untilEnd);
+  t.regex(c.data.toString('latin1'), /^HTTP\/1\.1 200 [^]*fineHTTP\/1\.1 400 Bad Request\r\n[^]*connection: close\r\n/, 'pipelined behind a request');
+  piped.destroy();
+  t.is(requestsSeen, 2, 'only the whole requests reached the origin');
+  await waitFor(() => proxy.sink.requests.length === 5);
+  t.deepEqual(proxy.sink.requests.filter((e) => e.status === 400).map((e) => e.error), Array(3).fill('incomplete request head'), 'each recorded, with why');
+});
+
 test('bytes that cannot start a request line after a request (a TLS ClientHello): 400 at once, not a wait for the head timeout', async (t) => {
   const origin = await startHttpServer((req, res) => res.end('fine'));
   const proxy = await startProxy(origin.port, { headerTimeoutMs: 600_000 });

@@ -673,7 +673,7 @@ export class Http1Connection implements UpstreamOwner {
     this.clientEnded = true;
     switch (this.state) {
       case ST_HEAD:
-        this.closeClient();
+        this.endedBetweenRequests();
         break;
       case ST_EXCHANGE:
         // Without the rest of the body the upstream would wait forever.
@@ -1068,11 +1068,20 @@ export class Http1Connection implements UpstreamOwner {
     }
     if (this.state === ST_HEAD && this.clientEnded) {
       // The client half-closed after its last request; nothing more can come.
-      if (this.reqReader.partial) this.reject(400, 'incomplete request head', null);
-      else this.closeClient();
+      this.endedBetweenRequests();
       return;
     }
     this.updateClientFlow();
+  }
+
+  /**
+   * The client half-closed with no exchange open: a head it started can never end, so it gets a
+   * 400 it can still read (as Node's http server answers an EOF mid-head); else the connection
+   * just closes. One rule, whether its first request or one pipelined behind an exchange.
+   */
+  private endedBetweenRequests(): void {
+    if (this.reqReader.partial) this.reject(400, 'incomplete request head', null);
+    else this.closeClient();
   }
 
   private endExchange(): void {
