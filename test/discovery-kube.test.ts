@@ -268,7 +268,7 @@ test('a route kind refused, granted with no objects, refused again, granted agai
 });
 
 test('403 on an access kind (TrafficTarget, and the HTTPRouteGroups and TCPRoutes its rules name; Linkerd\'s Server, AuthorizationPolicy and authentications) is not taken as "none": listed as empty it would drop every restriction it makes; discovery waits for the grant', async (t) => {
-  for (const plural of ['traffictargets', 'httproutegroups', 'tcproutes', 'servers', 'authorizationpolicies', 'meshtlsauthentications', 'networkauthentications']) {
+  for (const plural of ['traffictargets', 'httproutegroups', 'tcproutes', 'servers', 'authorizationpolicies', 'serverauthorizations', 'meshtlsauthentications', 'networkauthentications']) {
     const api = await new SimApiServer().start();
     t.teardown(() => api.close());
     for (const r of [...ROUTE_RESOURCES, ...ACCESS_RESOURCES, ...LINKERD_POLICY_RESOURCES]) api.register(r);

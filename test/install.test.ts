@@ -202,7 +202,7 @@ test('controller RBAC: list and watch of Services, Pods, Namespaces, EndpointSli
     { apiGroups: ['split.smi-spec.io'], resources: ['trafficsplits/status'], verbs: ['get', 'update', 'patch'] },
     { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups', 'tcproutes'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['access.smi-spec.io'], resources: ['traffictargets'], verbs: ['get', 'list', 'watch'] },
-    { apiGroups: ['policy.linkerd.io'], resources: ['servers', 'authorizationpolicies', 'meshtlsauthentications', 'networkauthentications', 'httproutes'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['policy.linkerd.io'], resources: ['servers', 'authorizationpolicies', 'serverauthorizations', 'meshtlsauthentications', 'networkauthentications', 'httproutes'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
   ]);
   // What the controller reads and writes is what the role grants (route-kube-source.ts, route-status.ts).

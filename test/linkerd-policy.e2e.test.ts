@@ -7,7 +7,9 @@
 // authentication is edited to name bot, and the decisions follow. An HTTPRoute attached to the
 // Server with its own AuthorizationPolicy then decides request by request, on the same node and
 // through the tunnel, and a Linkerd HTTPRoute (policy.linkerd.io) with queryParams by each request's
-// query. `diagnostics authz` names the Server and the AuthorizationPolicy.
+// query. `diagnostics authz` names the Server and the AuthorizationPolicy. A second Server on the
+// echo port with a ServerAuthorization for web, then both Servers in audit mode: would-be-denied
+// clients get through, counted under authz default/audit.
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { createCluster, SERVICE_TOOLS_PATH, TOOLS_PATH, type SimCluster, type SimPod } from '../src/sim/index.ts';
@@ -145,4 +147,37 @@ test.serial('a Linkerd HTTPRoute with queryParams: its AuthorizationPolicy allow
   t.is(await http(web, api, '/public/a'), '200', 'the other route still stands');
   const m = await mesh!.agentMetrics(nodeOf(api));
   t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_name="api-http"[^}]*route_group="policy.linkerd.io",route_kind="httproute",route_name="reports",authz_group="policy.linkerd.io",authz_kind="authorizationpolicy",authz_name="reports-web"[^}]*\} [1-9]/);
+});
+
+test.serial('a ServerAuthorization (v1beta1) on a second Server, for the echo port: web in (same node and through the tunnel), bot and an unmeshed client out, counted as authz_kind="serverauthorization"', async (t) => {
+  const { cluster } = need();
+  cluster.apply(linkerd('Server', 'api-echo', { podSelector: { matchLabels: { app: 'api' } }, port: 'echo', proxyProtocol: 'opaque' }, 'policy.linkerd.io/v1beta3'));
+  cluster.apply(linkerd('ServerAuthorization', 'echo-web', { server: { name: 'api-echo' }, client: { meshTLS: { serviceAccounts: [{ name: 'web' }] } } }, 'policy.linkerd.io/v1beta1'));
+  await until(() => tcpOk(bot, api), (ok) => !ok, 'bot refused on the echo port once the Server selects it', { ms: 20_000 });
+  t.true(await tcpOk(web, api), 'web, same node');
+  t.true(await tcpOk(far, api), 'web, another node: the tunnel\'s verified identity');
+  t.false(await tcpOk(ingress, api), 'unmeshed: no identity');
+  const m = await mesh!.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_tcp_authz_allow_total\{[^}]*srv_name="api-echo"[^}]*authz_group="policy.linkerd.io",authz_kind="serverauthorization",authz_name="echo-web"[^}]*\} [1-9]/);
+  t.regex(m, /inbound_tcp_authz_deny_total\{[^}]*srv_name="api-echo"[^}]*client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/bot"\} [1-9]/);
+  const r = await mesh!.cli(['diagnostics', 'authz', `pod/${api.name}`, '-n', NS, '--controller', mesh!.controllerAddr]);
+  t.regex(r.stdout, /Server shop\/api-echo: port echo \(7000\), opaque, accessPolicy deny\n {4}ServerAuthorization echo-web: shop\/web/);
+});
+
+test.serial('accessPolicy audit: what no authorization allows passes (TCP and an HTTPRoute\'s requests), counted as authz_kind="default",authz_name="audit"; what one allows keeps its label; a request matching no route is still refused', async (t) => {
+  const { cluster } = need();
+  cluster.apply(linkerd('Server', 'api-echo', { podSelector: { matchLabels: { app: 'api' } }, port: 'echo', proxyProtocol: 'opaque', accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3'));
+  cluster.apply(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 'http', proxyProtocol: 'HTTP/1', accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3'));
+  await until(() => tcpOk(bot, api), (ok) => ok, 'bot let through on the echo port in audit mode', { ms: 20_000 });
+  await until(() => http(ingress, api, '/public/a'), (c) => c === '200', 'an unmeshed client let through on the route in audit mode', { ms: 20_000 });
+  t.true(await tcpOk(ingress, api), 'unmeshed: let through too');
+  t.true(await tcpOk(web, api));
+  t.is(await http(ingress, api, '/ok'), '403', 'a request no HTTPRoute matches: still refused (Linkerd: 404)');
+  const m = await mesh!.agentMetrics(nodeOf(api));
+  t.regex(m, /inbound_tcp_authz_allow_total\{[^}]*srv_name="api-echo"[^}]*authz_group="",authz_kind="default",authz_name="audit"[^}]*client_id="spiffe:\/\/cluster.local\/ns\/shop\/sa\/bot"\} [1-9]/, 'bot would be denied: counted as audit');
+  t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_name="api-http"[^}]*route_name="public",authz_group="",authz_kind="default",authz_name="audit",tls="no_identity"[^}]*\} [1-9]/, 'the unmeshed client on the route: audit');
+  t.regex(m, /inbound_tcp_authz_allow_total\{[^}]*srv_name="api-echo"[^}]*authz_kind="serverauthorization",authz_name="echo-web"[^}]*\} [1-9]/, 'web keeps its ServerAuthorization');
+  const r = await mesh!.cli(['diagnostics', 'authz', `pod/${api.name}`, '-n', NS, '--controller', mesh!.controllerAddr]);
+  t.regex(r.stdout, /Server shop\/api-echo on port 7000: AuthorizationPolicies ServerAuthorization echo-web, audit: what they do not allow passes, counted as authz default\/audit/);
+  t.regex(r.stdout, /Server shop\/api-echo: port echo \(7000\), opaque, accessPolicy audit/);
 });

@@ -49,6 +49,8 @@ const defaults: Array<[DefaultPolicy, Client, 'allow' | 'deny']> = [
   ['cluster-unauthenticated', plain(), 'allow'],
   ['cluster-unauthenticated', plain('8.8.8.8'), 'deny'],
   ['deny', meshed(web), 'deny'],
+  ['audit', plain('8.8.8.8'), 'allow'],
+  ['audit', meshed(web), 'allow'],
 ];
 for (const [p, c, want] of defaults) {
   test(`default ${p}: ${c.identity ? 'meshed' : 'unmeshed'} client from ${c.ip} -> ${want}`, (t) => {
@@ -58,7 +60,7 @@ for (const [p, c, want] of defaults) {
     t.deepEqual(d.server, { group: '', kind: 'default', name: p, port: 8080 });
     if (d.verdict === 'allow') t.deepEqual(d.authz, { group: '', kind: 'default', name: p });
     if (d.verdict === 'deny') t.true(d.reason.startsWith(`${p}: `), d.reason);
-    t.is(sp.failsClosed, p !== 'all-unauthenticated', 'every policy but all-unauthenticated fails closed');
+    t.is(sp.failsClosed, p !== 'all-unauthenticated' && p !== 'audit', 'every policy but all-unauthenticated and audit (which denies no one) fails closed');
     const r = sp.request(c, 8080, { method: 'GET', target: '/', header: () => undefined });
     t.is(r.allowed, want === 'allow', 'requests follow the connection under a default policy');
   });

@@ -1,4 +1,4 @@
-// Linkerd's policy resources (Server, AuthorizationPolicy, MeshTLSAuthentication,
+// Linkerd's policy resources (Server, AuthorizationPolicy, ServerAuthorization, MeshTLSAuthentication,
 // NetworkAuthentication, HTTPRoute) converted into Server records (linkerd-policy.ts), then
 // decided through the policy model (authorize.ts), with the examples of Linkerd's own docs
 // (the emojivoto and booksapp tasks) and malformed objects refused with a reason, never a throw.
@@ -31,6 +31,7 @@ const authz = (name: string, targetRef: Obj, refs: Obj[]): Obj => ({ apiVersion:
 const meshTls = (name: string, spec: Obj): Obj => ({ apiVersion: 'policy.linkerd.io/v1alpha1', kind: 'MeshTLSAuthentication', metadata: { namespace: 'emojivoto', name }, spec });
 const netAuth = (name: string, networks: Obj[]): Obj => ({ apiVersion: 'policy.linkerd.io/v1alpha1', kind: 'NetworkAuthentication', metadata: { namespace: 'emojivoto', name }, spec: { networks } });
 const ref = (kind: string, name: string, extra: Obj = {}): Obj => ({ group: kind === 'ServiceAccount' ? '' : 'policy.linkerd.io', kind, name, ...extra });
+const saz = (name: string, serverSel: Obj, client: Obj): Obj => ({ apiVersion: 'policy.linkerd.io/v1beta1', kind: 'ServerAuthorization', metadata: { namespace: 'emojivoto', name }, spec: { server: serverSel, client } });
 const toServer = (name: string): Obj => ({ group: 'policy.linkerd.io', kind: 'Server', name });
 
 // Linkerd's "Restricting access to services" task: voting's gRPC port, only web may call it.
@@ -196,7 +197,7 @@ test('malformed objects give a clear record, never a throw', (t) => {
     [server('x', { podSelector: {}, port: 70000 }), /spec.port: 70000 is neither a port 1-65535 nor a container port's name/],
     [server('x', { podSelector: {}, port: 'Not_A_Name' }), /spec.port/],
     [server('x', { podSelector: {}, port: 80, proxyProtocol: 'HTTP/3' }), /spec.proxyProtocol: "HTTP\/3" is not one of unknown, HTTP\/1, HTTP\/2, gRPC, opaque, TLS/],
-    [server('x', { podSelector: {}, port: 80, accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3'), /audit is not supported/],
+    [server('x', { podSelector: {}, port: 80, accessPolicy: 'permissive' }, 'policy.linkerd.io/v1beta3'), /spec.accessPolicy: "permissive" is not one of all-unauthenticated, .*, deny, audit/],
     [server('x', { podSelector: {}, port: 80, accessPolicy: 'all-authenticated' }), /accessPolicy: read from policy.linkerd.io\/v1beta3 only/],
     [server('x', { externalWorkloadSelector: {}, port: 80 }), /external workloads are not meshed here/],
     [{ kind: 'Server', spec: null }, /Server default\/: not accepted/],
@@ -314,4 +315,82 @@ test('the Server record parser names the field', (t) => {
   t.throws(() => parseServerRecord({ ...good, port: 0 }), { message: /Server emojivoto\/voting-grpc: port: expected a port 1-65535 or a container port's name, got 0/ });
   t.throws(() => parseServerRecord({ ...good, authorizations: [{ name: 'a', identities: [{ namespace: '*', serviceAccount: 'web' }] }] }), { message: /a ServiceAccount of any namespace is not an identity/ });
   t.throws(() => parseServerRecord({ ...good, accessPolicy: 'open' }), { message: /accessPolicy: expected one of/ });
+});
+
+test('accessPolicy audit (Linkerd 2.15+): what no AuthorizationPolicy allows passes, labelled authz default/audit; what one allows keeps its own label', (t) => {
+  const s = server('voting-grpc', { podSelector: { matchLabels: { app: 'voting-svc' } }, port: 'grpc', accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3');
+  const c = convert([s, votingAuthn, votingAuthz], 'voting-grpc');
+  t.deepEqual(c.problems, []);
+  t.is(c.record!.accessPolicy, 'audit');
+  t.is(parseServerRecord(c.record).accessPolicy, 'audit', 'the agents read it');
+  const p = podPolicy([c.record!], votingPod);
+  t.true(p.failsClosed, 'a pod a Server selects fails closed, whatever its accessPolicy (as all-unauthenticated)');
+  const allowed = p.connection(meshed(web), 8080);
+  t.deepEqual(allowed.verdict === 'allow' && allowed.authz, { group: 'policy.linkerd.io', kind: 'authorizationpolicy', name: 'voting-grpc' });
+  for (const c2 of [meshed(voting), plain('8.8.8.8')]) {
+    const d = p.connection(c2, 8080);
+    t.deepEqual(d.verdict === 'allow' && d.authz, { group: '', kind: 'default', name: 'audit' }, 'would be denied: allowed, counted as audit');
+    const r = p.request(c2, 8080, req('GET', '/'));
+    t.deepEqual(r.allowed && r.authz, { group: '', kind: 'default', name: 'audit' });
+  }
+  // With an HTTPRoute: a request matching a route passes as audit; one matching none is still refused (Linkerd: 404).
+  const route = { apiVersion: 'policy.linkerd.io/v1beta3', kind: 'HTTPRoute', metadata: { namespace: 'emojivoto', name: 'vote' }, spec: { parentRefs: [toServer('voting-grpc')], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/vote' } }] }] } };
+  const pr = podPolicy([convert([s, route], 'voting-grpc').record!], votingPod);
+  const ok = pr.request(plain(), 8080, req('GET', '/vote/x'));
+  t.deepEqual(ok.allowed && [ok.authz, ok.route], [{ group: '', kind: 'default', name: 'audit' }, { group: 'policy.linkerd.io', kind: 'httproute', name: 'vote' }]);
+  t.false(pr.request(plain(), 8080, req('GET', '/other')).allowed);
+});
+
+test('ServerAuthorization (v1beta1): by Server name or label selector; meshTLS serviceAccounts and identities, unauthenticated, networks', (t) => {
+  const s = { ...votingGrpc, metadata: { ...votingGrpc.metadata, labels: { tier: 'backend' } } };
+  const objs = [
+    s,
+    saz('web-only', { name: 'voting-grpc' }, { meshTLS: { serviceAccounts: [{ name: 'web' }] } }),
+    saz('by-id', { selector: { matchLabels: { tier: 'backend' } } }, { meshTLS: { identities: ['*.other.serviceaccount.identity.linkerd.cluster.local'] }, networks: [{ cidr: '10.0.0.0/8', except: ['10.9.0.0/16'] }] }),
+    saz('probes', { selector: { matchLabels: { tier: 'backend' } } }, { unauthenticated: true, networks: [{ cidr: '192.168.0.0/16' }] }),
+    saz('elsewhere', { name: 'not-this-one' }, { unauthenticated: true }),
+    saz('frontend', { selector: { matchLabels: { tier: 'frontend' } } }, { unauthenticated: true }),
+  ];
+  const c = convert(objs, 'voting-grpc');
+  t.deepEqual(c.problems, []);
+  t.deepEqual(c.record!.authorizations, [
+    { name: 'by-id', kind: 'ServerAuthorization', identities: [{ namespace: 'other', serviceAccount: '*' }], networks: [{ cidr: '10.0.0.0/8', except: ['10.9.0.0/16'] }] },
+    { name: 'probes', kind: 'ServerAuthorization', networks: [{ cidr: '192.168.0.0/16' }] },
+    { name: 'web-only', kind: 'ServerAuthorization', identities: [{ namespace: 'emojivoto', serviceAccount: 'web' }] },
+  ]);
+  t.deepEqual(parseServerRecord(c.record).authorizations, c.record!.authorizations, 'the agents read the kind');
+  const p = podPolicy([c.record!], votingPod);
+  const web1 = p.connection(meshed(web), 8080);
+  t.deepEqual(web1.verdict === 'allow' && web1.authz, { group: 'policy.linkerd.io', kind: 'serverauthorization', name: 'web-only' }, 'labelled as Linkerd labels a ServerAuthorization');
+  t.is(p.connection(meshed(voting), 8080).verdict, 'deny', 'a ServiceAccount none names');
+  t.is(p.connection(meshed(other), 8080).verdict, 'allow', 'an identity suffix, from its network');
+  t.is(p.connection(meshed(other, '10.9.1.1'), 8080).verdict, 'deny', 'an excepted network');
+  t.is(p.connection(plain('192.168.4.4'), 8080).verdict, 'allow', 'unauthenticated from its network');
+  t.is(p.connection(plain('10.244.1.1'), 8080).verdict, 'deny', 'unauthenticated elsewhere');
+  // unauthenticatedTLS: any TLS client, which here is any meshed one (every TLS client has an identity).
+  const tls = podPolicy([convert([s, saz('tls', {}, { meshTLS: { unauthenticatedTLS: true } })], 'voting-grpc').record!], votingPod);
+  t.is(tls.connection(meshed(voting), 8080).verdict, 'allow', 'spec.server {}: every Server of the namespace');
+  t.is(tls.connection(plain(), 8080).verdict, 'deny', 'plaintext is not TLS');
+});
+
+test('a malformed ServerAuthorization is ignored with the reason: the Server stays closed to its clients', (t) => {
+  const bad: Array<[Obj, RegExp]> = [
+    [saz('a', { name: 'voting-grpc' }, {}), /spec.client: set unauthenticated: true or meshTLS/],
+    [saz('a', { name: 'voting-grpc' }, { unauthenticated: true, meshTLS: { serviceAccounts: [{ name: 'web' }] } }), /unauthenticated must be false when meshTLS is set/],
+    [saz('a', { name: 'voting-grpc' }, { meshTLS: { unauthenticatedTLS: true, serviceAccounts: [{ name: 'web' }] } }), /unauthenticatedTLS must be false when identities or serviceAccounts are set/],
+    [saz('a', { name: 'voting-grpc' }, { meshTLS: {} }), /meshTLS: names no client/],
+    [saz('a', { name: 'voting-grpc' }, { meshTLS: { identities: ['web'] } }), /identities\[0\]: "web" is not an identity this mesh issues/],
+    [saz('a', { name: 'voting-grpc' }, { unauthenticated: true, networks: [{ cidr: '10.0.0.0/8,0.0.0.0/0' }] }), /networks\[0\].cidr: .* is a list/],
+    [saz('a', { selector: { matchLabels: { tier: 5 } } }, { unauthenticated: true }), /spec.server.selector.matchLabels.tier: expected a label value/],
+    [{ ...saz('a', { name: 'voting-grpc' }, { unauthenticated: true }), apiVersion: 'policy.linkerd.io/v1alpha1' }, /apiVersion "policy.linkerd.io\/v1alpha1" is not read; use policy.linkerd.io\/v1beta1/],
+  ];
+  for (const [o, re] of bad) {
+    const c = convert([votingGrpc, o], 'voting-grpc');
+    t.not(c.record, null);
+    t.deepEqual(c.record!.authorizations, [], JSON.stringify(o));
+    t.regex(c.problems.join('\n'), /ServerAuthorization emojivoto\/a: ignored, it allows nothing on Server emojivoto\/voting-grpc/);
+    t.regex(c.problems.join('\n'), re);
+    t.is(podPolicy([c.record!], votingPod).connection(plain('192.168.1.1'), 8080).verdict, 'deny');
+  }
+  t.throws(() => parseServerRecord({ ...convert([votingGrpc], 'voting-grpc').record, authorizations: [{ name: 'x', kind: 'Other' }] }), { message: /authorizations\[0\].kind: expected "ServerAuthorization" or none, got "Other"/ });
 });

@@ -155,9 +155,9 @@ function decidedBy(policy: ServerPolicy): string {
   const servers = s.servers ?? [];
   if (servers.length === 0) return rest;
   const lines = servers.map(({ record: r, ports }) => {
-    const authz = r.authorizations.map((a) => a.name);
+    const authz = r.authorizations.map((a) => (a.kind === undefined ? a.name : `${a.kind} ${a.name}`));
     const routes = r.routes.map((x) => `${x.name}${x.authorizations.length > 0 ? ` (${x.authorizations.map((a) => a.name).join(', ')})` : ''}`);
-    return `Server ${r.namespace}/${r.name} on port${ports.length > 1 ? 's' : ''} ${ports.join(', ')}: AuthorizationPolicies ${authz.length > 0 ? authz.join(', ') : 'none (denied to all'}${authz.length > 0 ? '' : r.accessPolicy === 'deny' ? ')' : ` but accessPolicy ${r.accessPolicy})`}`
+    return `Server ${r.namespace}/${r.name} on port${ports.length > 1 ? 's' : ''} ${ports.join(', ')}: AuthorizationPolicies ${authz.length > 0 ? authz.join(', ') : 'none (denied to all'}${authz.length > 0 ? '' : r.accessPolicy === 'deny' ? ')' : ` but accessPolicy ${r.accessPolicy})`}${r.accessPolicy === 'audit' ? ', audit: what they do not allow passes, counted as authz default/audit' : ''}`
       + `${routes.length > 0 ? `; per request on HTTPRoutes ${routes.join(', ')}` : ''}${policy.mode === 'smi' ? ', or the TrafficTargets' : ''}`;
   });
   return `${lines.join('; ')}; other ports: ${rest}`;

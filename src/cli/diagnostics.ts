@@ -203,7 +203,7 @@ export function renderAuthz(answers: AgentAnswer[]): string {
     }
     for (const s of d.servers ?? []) {
       out.push(`  Server ${s.namespace}/${s.name}: port ${s.port}${typeof s.port === 'string' ? ` (${s.ports.join(', ')})` : ''}${s.proxyProtocol ? `, ${s.proxyProtocol}` : ''}, accessPolicy ${s.accessPolicy}`);
-      for (const a of s.authorizations) out.push(`    AuthorizationPolicy ${a.name}: ${authzLine(a)}`);
+      for (const a of s.authorizations) out.push(`    ${a.kind ?? 'AuthorizationPolicy'} ${a.name}: ${authzLine(a)}`);
       for (const r of s.routes) {
         out.push(`    HTTPRoute ${r.name} (${r.group}): ${r.matches.map((m) => matchText(m) || 'every request').join(' | ')}`);
         for (const a of r.authorizations) out.push(`      AuthorizationPolicy ${a.name}: ${authzLine(a)}`);

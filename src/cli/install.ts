@@ -69,7 +69,7 @@ export function registerInstall(program: Command) {
     .option('--identity-issuer-certificate-file <file>', 'PEM issuer (intermediate CA) certificate, signed by a trust anchor')
     .option('--identity-issuer-key-file <file>', 'PEM (PKCS#8) key of the issuer; it goes only into the Secret')
     .option('--identity-certificate-lifetime <duration>', 'workload certificates\' lifetime', '24h')
-    .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny (Linkerd\'s values)', INSTALL_DEFAULTS.defaultInboundPolicy)
+    .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny, audit (Linkerd\'s values; audit allows all, counted as authz audit)', INSTALL_DEFAULTS.defaultInboundPolicy)
     .option('--cluster-networks <cidrs>', 'the cluster\'s networks, for the cluster-* policies', INSTALL_DEFAULTS.clusterNetworks)
     .option('--inbound-port <port|off>', 'where the node\'s kernel hands captured connections to meshed pods (on the node IP); off: no inbound capture', String(INSTALL_DEFAULTS.inboundPort))
     .option('--cni <bool>', 'the chained CNI plugin: a meshed pod waits for its node\'s agent to start (true) or starts open while none runs (false)', 'true')

@@ -57,7 +57,7 @@ export function registerRun(program: Command) {
     .option('--report-interval <duration>', 'how often to report to the controller (milliseconds, or 5s, 1m)', '5s')
     .option('--report-backlog <n>', 'reports kept while the controller is unreachable; older ones are dropped and counted', '120')
     .option('--inbound-addr <ip:port|off>', 'where the kernel hands connections captured on their way to this node\'s meshed pods (default the proxy IP, port 15006); off: no inbound capture or policy for unmeshed clients')
-    .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated (default), all-authenticated, cluster-authenticated, cluster-unauthenticated, deny')
+    .option('--default-inbound-policy <policy>', 'who may connect to a meshed pod without its own annotation: all-unauthenticated (default), all-authenticated, cluster-authenticated, cluster-unauthenticated, deny, audit (allows all, counted as authz audit)')
     .option('--cluster-networks <cidrs>', 'the cluster\'s networks for the cluster-* policies (default Linkerd\'s: 10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16)')
     .option('--proxy-workers <n|auto>', 'proxies on their own threads, each listening on the proxy address (default: the config\'s proxy-workers; auto: the CPUs the agent may use, from its cgroup CPU limit or the CPU count)')
     .option('--identity-addr <host:port>', 'the identity service: turns on mTLS between nodes (default: the config\'s identity-addr; none: off)')

@@ -10,7 +10,7 @@ type Obj = Record<string, any>;
 export type MeshObjectKind = RouteObjectKind | AccessObjectKind;
 
 const ROUTE_KINDS = new Set<MeshObjectKind>(['HTTPRoute', 'GRPCRoute', 'TrafficSplit', 'HTTPRouteGroup']);
-const ACCESS_KINDS = new Set<MeshObjectKind>(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'MeshTLSAuthentication', 'NetworkAuthentication', 'HTTPRoute']);
+const ACCESS_KINDS = new Set<MeshObjectKind>(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'ServerAuthorization', 'MeshTLSAuthentication', 'NetworkAuthentication', 'HTTPRoute']);
 const LINKERD_GROUP = 'policy.linkerd.io';
 /** Linkerd's own HTTPRoute (policy.linkerd.io) parents Servers only: inbound policy, not routing. */
 const isLinkerdGroup = (o: Obj): boolean => typeof o?.apiVersion === 'string' && o.apiVersion.startsWith(`${LINKERD_GROUP}/`);

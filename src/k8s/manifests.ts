@@ -178,7 +178,7 @@ export function installManifests(options: InstallOptions = {}): object[] {
         { apiGroups: ['specs.smi-spec.io'], resources: ['httproutegroups', 'tcproutes'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['access.smi-spec.io'], resources: ['traffictargets'], verbs: ['get', 'list', 'watch'] },
         // Linkerd's policy resources (docs/policy.md); their CRDs are Linkerd's, not installed here.
-        { apiGroups: ['policy.linkerd.io'], resources: ['servers', 'authorizationpolicies', 'meshtlsauthentications', 'networkauthentications', 'httproutes'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['policy.linkerd.io'], resources: ['servers', 'authorizationpolicies', 'serverauthorizations', 'meshtlsauthentications', 'networkauthentications', 'httproutes'], verbs: ['get', 'list', 'watch'] },
         // --agent-auth token: whose token an agent presents, and which node it is bound to.
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
       ],

@@ -6,7 +6,8 @@
 // - With no TrafficTarget selecting the pod's ServiceAccount, its default policy decides, with
 //   Linkerd's meaning: all-unauthenticated (anyone), all-authenticated (any client with a mesh
 //   identity), cluster-authenticated (with an identity, from the cluster networks),
-//   cluster-unauthenticated (anyone from the cluster networks), deny (no one).
+//   cluster-unauthenticated (anyone from the cluster networks), deny (no one), audit (anyone,
+//   counted under authz default/audit: what enforcement would deny, as Linkerd 2.15+ labels it).
 // - Once a TrafficTarget selects it, only what TrafficTargets allow passes: a client whose
 //   identity is a source of a TrafficTarget covering the port, whole connections by a TCPRoute,
 //   single requests by an HTTPRouteGroup's matches (the connection is then decided per request).
@@ -83,7 +84,8 @@ export interface HttpRequestView {
 
 export const DEFAULT_ROUTE: ObjectRef = { group: '', kind: 'default', name: 'default' };
 const SMI_ACCESS: ObjectRef = { group: 'access.smi-spec.io', kind: 'traffictarget', name: '' };
-const LINKERD_AUTHZ: ObjectRef = { group: LINKERD_POLICY_GROUP, kind: 'authorizationpolicy', name: '' };
+/** Linkerd's authz_* labels for an AuthorizationPolicy or a ServerAuthorization. */
+const linkerdAuthz = (a: ServerAuthz): ObjectRef => ({ group: LINKERD_POLICY_GROUP, kind: a.kind === 'ServerAuthorization' ? 'serverauthorization' : 'authorizationpolicy', name: a.name });
 
 /** A match that allows the requests it matches (route-match.ts, the router's matcher). */
 export interface PolicyMatch {
@@ -132,6 +134,7 @@ function refusal(p: DefaultPolicy, client: Client, networks: readonly Cidr[]): s
   const fromCluster = (): boolean => inNetworks(client.ip, networks);
   switch (p) {
     case 'all-unauthenticated':
+    case 'audit': // admits all; the decision's authz names it "audit", which the metrics and tap show
       return null;
     case 'all-authenticated':
       return client.identity ? null : 'the client has no mesh identity';
@@ -253,7 +256,7 @@ export class ServerPolicy {
     const rec = srv.server.record;
     const what = `Server ${rec.namespace}/${rec.name}`;
     const wide = srv.authorizations.find((a) => admits(a, client));
-    let serverAuthz: ObjectRef | undefined = wide === undefined ? undefined : { ...LINKERD_AUTHZ, name: wide.authz.name };
+    let serverAuthz: ObjectRef | undefined = wide === undefined ? undefined : linkerdAuthz(wide.authz);
     if (serverAuthz === undefined && refusal(rec.accessPolicy, client, this.networks) === null) serverAuthz = { group: '', kind: 'default', name: rec.accessPolicy };
     const smi = this.#targets.length > 0 ? this.#smi(client, port, server) : null;
     if (smi?.verdict === 'allow') return smi;
@@ -263,7 +266,7 @@ export class ServerPolicy {
     } else {
       for (const r of srv.routes) {
         const own = r.authorizations.find((a) => admits(a, client));
-        const authz = own !== undefined ? { ...LINKERD_AUTHZ, name: own.authz.name } : serverAuthz;
+        const authz = own !== undefined ? linkerdAuthz(own.authz) : serverAuthz;
         if (authz === undefined) continue;
         const route: ObjectRef = { group: r.group, kind: 'httproute', name: r.name };
         for (const match of r.matches) matches.push({ match, authz, route });

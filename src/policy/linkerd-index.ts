@@ -1,4 +1,4 @@
-// The controller's Linkerd policy resources: Server, AuthorizationPolicy, MeshTLSAuthentication,
+// The controller's Linkerd policy resources: Server, AuthorizationPolicy, ServerAuthorization, MeshTLSAuthentication,
 // NetworkAuthentication and HTTPRoute objects from the cluster or --resources files, each Server
 // converted (linkerd-policy.ts) with everything that applies to it into the record the discovery
 // hub streams to the agents (as an access record keyed "Server/ns/name"). Any change of a
@@ -11,7 +11,7 @@ import { KindStore, objKey } from '../k8s/kind-store.ts';
 import { ChangeLog } from '../util/change-log.ts';
 import { HeldConversions } from '../util/held-conversions.ts';
 import { serverFromLinkerd, type LinkerdKind, type LinkerdLookup } from './linkerd-policy.ts';
-import { LINKERD_V1ALPHA1, SERVER_VERSIONS, serverKey, type ServerRecord } from './server-model.ts';
+import { LINKERD_V1ALPHA1, LINKERD_V1BETA1, SERVER_VERSIONS, serverKey, type ServerRecord } from './server-model.ts';
 import { LastGoodRecords, type AccessSink, type AccessState } from './last-good.ts';
 
 type Obj = Record<string, any>;
@@ -19,6 +19,7 @@ type Obj = Record<string, any>;
 export const LINKERD_API_VERSIONS: Record<LinkerdKind, string[]> = {
   Server: SERVER_VERSIONS,
   AuthorizationPolicy: [LINKERD_V1ALPHA1],
+  ServerAuthorization: [LINKERD_V1BETA1],
   MeshTLSAuthentication: [LINKERD_V1ALPHA1],
   NetworkAuthentication: [LINKERD_V1ALPHA1],
   // Linkerd reads both groups' HTTPRoutes for Server parents; both are listed (policy.linkerd.io's at v1beta3).
@@ -31,7 +32,7 @@ const KINDS = new Set<string>(Object.keys(LINKERD_API_VERSIONS));
 export function linkerdObjectKind(o: Obj): LinkerdKind | null {
   const k = o?.kind;
   if (!KINDS.has(k)) return null;
-  if (k === 'Server' || k === 'AuthorizationPolicy' || k === 'MeshTLSAuthentication' || k === 'NetworkAuthentication') {
+  if (k !== 'HTTPRoute') {
     return typeof o?.apiVersion === 'string' && o.apiVersion.startsWith('policy.linkerd.io/') ? k : null;
   }
   return k as LinkerdKind;

@@ -10,6 +10,13 @@
 //   one NetworkAuthentication, as Linkerd's admission requires); none: any client;
 // - one whose authentication object does not exist is ignored (Linkerd: "the authorization will
 //   be ignored"), so it allows nothing: the Server stays closed and the problem is recorded;
+// - a ServerAuthorization (v1beta1, deprecated) names its Server (spec.server.name) or selects
+//   Servers by their labels (spec.server.selector; none: every Server of its namespace) and
+//   allows its spec.client like an AuthorizationPolicy: `unauthenticated` (anyone), or `meshTLS`
+//   `identities` and `serviceAccounts` ({name, namespace: its own by default}), each within
+//   `networks` when set (else from anywhere); meshTLS `unauthenticatedTLS` (TLS without a client
+//   certificate, which Linkerd's identity controller takes) is read as any meshed client, since
+//   every TLS client here has an identity;
 // - MeshTLSAuthentication: `identities` ("*", Linkerd's DNS-like identity
 //   sa.ns.serviceaccount.identity.linkerd.<domain>, "*.ns.serviceaccount.identity.linkerd.<domain>",
 //   or a SPIFFE ID) or `identityRefs` (ServiceAccount, Namespace: every ServiceAccount of it; a
@@ -26,7 +33,7 @@ import { objectName } from '../k8s/objects.ts';
 import { show } from '../util/show.ts';
 import { DEFAULT_POLICIES, PolicyError, type DefaultPolicy } from './model.ts';
 import {
-  LINKERD_POLICY_GROUP, MAX_ROUTE_MATCHES, parseSelector, parseServerAuthz, parseServerRecord, parseServerRoute, type IdentityPattern, type NetworkRule,
+  LINKERD_POLICY_GROUP, LINKERD_V1BETA1, MAX_ROUTE_MATCHES, parseSelector, selects, parseServerAuthz, parseServerRecord, parseServerRoute, type IdentityPattern, type NetworkRule,
   type ServerAuthz, type ServerRecord, type ServerRoute,
 } from './server-model.ts';
 import { httpMatch, InvalidMatch } from '../routing/http-match.ts';
@@ -34,13 +41,13 @@ import type { RouteMatch } from '../routing/route-model.ts';
 
 type Obj = Record<string, any>;
 
-export type LinkerdKind = 'Server' | 'AuthorizationPolicy' | 'MeshTLSAuthentication' | 'NetworkAuthentication' | 'HTTPRoute';
+export type LinkerdKind = 'Server' | 'AuthorizationPolicy' | 'ServerAuthorization' | 'MeshTLSAuthentication' | 'NetworkAuthentication' | 'HTTPRoute';
 
 /** What the caller holds: an object by kind, namespace and name, and one kind's objects of a namespace. */
 export interface LinkerdLookup {
   /** `group`: an HTTPRoute's API group (Gateway API's and Linkerd's may share a name). */
   get(kind: LinkerdKind, namespace: string, name: string, group?: string): Obj | undefined;
-  list(kind: 'AuthorizationPolicy' | 'HTTPRoute', namespace: string): Obj[];
+  list(kind: 'AuthorizationPolicy' | 'ServerAuthorization' | 'HTTPRoute', namespace: string): Obj[];
 }
 
 export interface ServerConversion {
@@ -103,19 +110,23 @@ function meshTls(o: Obj): IdentityPattern[] {
 }
 
 function networkAuth(o: Obj): NetworkRule[] {
-  const nets: unknown = o?.spec?.networks;
-  if (!Array.isArray(nets) || nets.length === 0) throw new Invalid('spec.networks: expected a non-empty list of {cidr, except}');
-  if (nets.length > 64) throw new Invalid('spec.networks: more than 64 entries');
+  return networkRules(o?.spec?.networks, 'spec.networks');
+}
+
+/** A list of {cidr, except}, as NetworkAuthentication and ServerAuthorization write it. */
+function networkRules(nets: unknown, where: string): NetworkRule[] {
+  if (!Array.isArray(nets) || nets.length === 0) throw new Invalid(`${where}: expected a non-empty list of {cidr, except}`);
+  if (nets.length > 64) throw new Invalid(`${where}: more than 64 entries`);
   // One network per entry, as Linkerd parses each: the agents' network lists are comma-separated,
   // and "10.0.0.0/8,0.0.0.0/0" read as two would admit what Linkerd refuses.
   const one = (v: unknown, w: string) => {
     if (typeof v === 'string' && v.includes(',')) throw new Invalid(`${w}: ${show(v)} is a list; write one network per entry`);
   };
   return nets.map((n: Obj, i: number) => {
-    one(n?.cidr, `spec.networks[${i}].cidr`);
+    one(n?.cidr, `${where}[${i}].cidr`);
     const out: NetworkRule = { cidr: n?.cidr };
     if (n?.except !== undefined && n.except !== null) {
-      if (Array.isArray(n.except)) n.except.forEach((x: unknown, j: number) => one(x, `spec.networks[${i}].except[${j}]`));
+      if (Array.isArray(n.except)) n.except.forEach((x: unknown, j: number) => one(x, `${where}[${i}].except[${j}]`));
       out.except = n.except;
     }
     return out;
@@ -169,6 +180,52 @@ function authzOf(ap: Obj, lookup: LinkerdLookup): ServerAuthz {
   return gate(() => parseServerAuthz(out, 'authorization'));
 }
 
+/** Whether a ServerAuthorization's spec.server picks this Server (by name, or its labels; neither: all). */
+function sazSelects(saz: Obj, server: Obj): boolean {
+  const sel: Obj = saz?.spec?.server ?? {};
+  if (sel.name !== undefined && sel.name !== null) {
+    if (!isName(sel.name)) throw new Invalid(`spec.server.name: ${show(sel.name)} is not a name`);
+    return sel.name === objectName(server).name;
+  }
+  const selector = gate(() => parseSelector(sel.selector ?? {}, 'spec.server.selector'));
+  const labels: unknown = server?.metadata?.labels;
+  return selects(selector, labels !== null && typeof labels === 'object' ? (labels as Record<string, string>) : {});
+}
+
+/** A ServerAuthorization's spec.client as the authorization the agents enforce (throws Invalid: it allows nothing). */
+function serverAuthorizationOf(saz: Obj): ServerAuthz {
+  const { namespace, name } = objectName(saz);
+  const client: Obj | undefined = saz?.spec?.client;
+  if (client === undefined || client === null || typeof client !== 'object') throw new Invalid('spec.client: required');
+  const out: ServerAuthz = { name, kind: 'ServerAuthorization' };
+  const mtls: Obj | undefined = client.meshTLS ?? undefined;
+  if (client.unauthenticated === true) {
+    if (mtls !== undefined) throw new Invalid('spec.client: unauthenticated must be false when meshTLS is set (Linkerd\'s rule)');
+  } else if (mtls !== undefined && typeof mtls === 'object') {
+    const ids: unknown[] = Array.isArray(mtls.identities) ? mtls.identities : [];
+    const sas: Obj[] = Array.isArray(mtls.serviceAccounts) ? mtls.serviceAccounts : [];
+    if (mtls.unauthenticatedTLS === true) {
+      if (ids.length + sas.length > 0) throw new Invalid('spec.client.meshTLS: unauthenticatedTLS must be false when identities or serviceAccounts are set (Linkerd\'s rule)');
+      out.identities = [{ namespace: '*', serviceAccount: '*' }];
+    } else {
+      if (ids.length + sas.length === 0) throw new Invalid('spec.client.meshTLS: names no client; set identities or serviceAccounts');
+      if (ids.length + sas.length > 256) throw new Invalid('spec.client.meshTLS: more than 256 identities and serviceAccounts');
+      out.identities = [
+        ...ids.map((s, i) => identityPattern(s, `spec.client.meshTLS.identities[${i}]`)),
+        ...sas.map((sa, i) => {
+          const ns = sa?.namespace ?? namespace;
+          if (!isName(sa?.name) || !isName(ns)) throw new Invalid(`spec.client.meshTLS.serviceAccounts[${i}]: ${show(sa?.name)} in ${show(ns)} is not a ServiceAccount`);
+          return { namespace: ns, serviceAccount: sa.name };
+        }),
+      ];
+    }
+  } else {
+    throw new Invalid('spec.client: set unauthenticated: true or meshTLS (Linkerd authorizes no client otherwise)');
+  }
+  if (client.networks !== undefined && client.networks !== null) out.networks = networkRules(client.networks, 'spec.client.networks');
+  return gate(() => parseServerAuthz(out, 'authorization'));
+}
+
 type Target = { kind: 'server'; name: string } | { kind: 'namespace'; name: string } | { kind: 'route'; group: string; name: string };
 
 function targetOf(ap: Obj): Target {
@@ -213,7 +270,6 @@ function accessPolicyOf(o: Obj): DefaultPolicy {
   const v: unknown = o?.spec?.accessPolicy;
   if (v === undefined || v === null) return 'deny';
   if (o.apiVersion !== 'policy.linkerd.io/v1beta3') throw new Invalid(`spec.accessPolicy: read from policy.linkerd.io/v1beta3 only, this Server is ${show(o.apiVersion)}`);
-  if (v === 'audit') throw new Invalid('spec.accessPolicy: audit is not supported (this mesh has no audit mode); use all-unauthenticated to let traffic through, or deny');
   if (typeof v !== 'string' || !(DEFAULT_POLICIES as readonly string[]).includes(v)) throw new Invalid(`spec.accessPolicy: ${show(v)} is not one of ${DEFAULT_POLICIES.join(', ')}`);
   return v as DefaultPolicy;
 }
@@ -257,7 +313,7 @@ export function serverFromLinkerd(o: Obj, lookup: LinkerdLookup): ServerConversi
       if (ap?.apiVersion !== 'policy.linkerd.io/v1alpha1') throw new Invalid(`apiVersion ${show(ap?.apiVersion)} is not read; use policy.linkerd.io/v1alpha1`);
       const t = targetOf(ap);
       if (t.kind === 'server' && t.name !== name) continue;
-      if (t.kind === 'namespace' && t.name !== namespace) throw new Invalid(`spec.targetRef: Namespace ${t.name} is not the policy's own namespace ${namespace}; a policy can target only its own`);
+      if (t.kind === 'namespace' && t.name !== namespace) throw new Invalid(`spec.targetRef: Namespace ${t.name} is not the policy's own namespace ${namespace}; a policy can target only its own (Linkerd's admission refuses it)`);
       if (t.kind === 'route') {
         const route = lookup.get('HTTPRoute', namespace, t.name, t.group);
         if (route === undefined || !routeParentsServer(route, name)) continue;
@@ -270,6 +326,16 @@ export function serverFromLinkerd(o: Obj, lookup: LinkerdLookup): ServerConversi
     } catch (e) {
       if (!(e instanceof Invalid)) throw e;
       problems.push(`${apName}: ignored, it allows nothing on ${what}: ${e.message}`);
+    }
+  }
+  for (const saz of lookup.list('ServerAuthorization', namespace)) {
+    try {
+      if (saz?.apiVersion !== LINKERD_V1BETA1) throw new Invalid(`apiVersion ${show(saz?.apiVersion)} is not read; use ${LINKERD_V1BETA1}`);
+      if (!sazSelects(saz, o)) continue;
+      authorizations.push(serverAuthorizationOf(saz));
+    } catch (e) {
+      if (!(e instanceof Invalid)) throw e;
+      problems.push(`ServerAuthorization ${namespace}/${objectName(saz).name}: ignored, it allows nothing on ${what}: ${e.message}`);
     }
   }
   const routes: ServerRoute[] = [];

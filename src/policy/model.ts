@@ -8,8 +8,12 @@ import { regexProblem } from '../util/regex-check.ts';
 import { show } from '../util/show.ts';
 import { plainIp } from '../util/ip.ts';
 
-/** Linkerd's default inbound policies, with Linkerd's spelling and meaning. */
-export const DEFAULT_POLICIES = ['all-unauthenticated', 'all-authenticated', 'cluster-authenticated', 'cluster-unauthenticated', 'deny'] as const;
+/**
+ * Linkerd's default inbound policies, with Linkerd's spelling and meaning. `audit` (Linkerd 2.15+)
+ * admits everyone like all-unauthenticated, but what it admits is counted under authz "audit", so
+ * an operator sees what enforcement would deny before turning it on.
+ */
+export const DEFAULT_POLICIES = ['all-unauthenticated', 'all-authenticated', 'cluster-authenticated', 'cluster-unauthenticated', 'deny', 'audit'] as const;
 export type DefaultPolicy = (typeof DEFAULT_POLICIES)[number];
 export const DEFAULT_INBOUND_POLICY: DefaultPolicy = 'all-unauthenticated';
 
@@ -33,9 +37,9 @@ export function parseDefaultPolicy(value: string, where = 'default inbound polic
   throw new PolicyError(`${where}: ${show(value)} is not a policy; use one of ${DEFAULT_POLICIES.join(', ')}`);
 }
 
-/** The policies that restrict who may connect: their pods fail closed (docs/policy.md). */
+/** The policies that restrict who may connect: their pods fail closed (docs/policy.md). Audit denies no one. */
 export function restricts(p: DefaultPolicy): boolean {
-  return p !== 'all-unauthenticated';
+  return p !== 'all-unauthenticated' && p !== 'audit';
 }
 
 /** A workload identity: a ServiceAccount. */

@@ -1,4 +1,4 @@
-// Linkerd's policy resources (policy.linkerd.io Server, AuthorizationPolicy, MeshTLSAuthentication,
+// Linkerd's policy resources (policy.linkerd.io Server, AuthorizationPolicy, ServerAuthorization, MeshTLSAuthentication,
 // NetworkAuthentication, and the HTTPRoutes an AuthorizationPolicy targets) as the agents receive
 // them: one ServerRecord per Server, with every authorization that applies to it resolved by the
 // controller (linkerd-policy.ts). The agent of a pod picks the Servers whose podSelector matches
@@ -14,6 +14,8 @@ import { fullMatch } from '../routing/http-match.ts';
 export const LINKERD_POLICY_GROUP = 'policy.linkerd.io';
 export const SERVER_VERSIONS = ['policy.linkerd.io/v1beta1', 'policy.linkerd.io/v1beta2', 'policy.linkerd.io/v1beta3'];
 export const LINKERD_V1ALPHA1 = 'policy.linkerd.io/v1alpha1';
+/** ServerAuthorization's only version. */
+export const LINKERD_V1BETA1 = 'policy.linkerd.io/v1beta1';
 
 export interface SelectorRequirement {
   key: string;
@@ -46,8 +48,10 @@ export interface NetworkRule {
  * (absent: from anywhere).
  */
 export interface ServerAuthz {
-  /** The AuthorizationPolicy's name; it is in the Server's namespace. */
+  /** The AuthorizationPolicy's (or ServerAuthorization's) name; it is in the Server's namespace. */
   name: string;
+  /** Set for a ServerAuthorization (the metrics' authz_kind); absent: an AuthorizationPolicy. */
+  kind?: 'ServerAuthorization';
   identities?: IdentityPattern[];
   networks?: NetworkRule[];
 }
@@ -177,6 +181,10 @@ function parseNetworkRule(v: unknown, where: string): NetworkRule {
 export function parseServerAuthz(v: unknown, where: string): ServerAuthz {
   const o = obj(v, where);
   const out: ServerAuthz = { name: name(o.name, `${where}.name`) };
+  if (o.kind !== undefined) {
+    if (o.kind !== 'ServerAuthorization') fail(`${where}.kind`, `expected "ServerAuthorization" or none, got ${show(o.kind)}`);
+    out.kind = o.kind;
+  }
   if (o.identities !== undefined) out.identities = list(o.identities, `${where}.identities`, MAX_PATTERNS).map((p, i) => parsePattern(p, `${where}.identities[${i}]`));
   if (o.networks !== undefined) out.networks = list(o.networks, `${where}.networks`, 64).map((n, i) => parseNetworkRule(n, `${where}.networks[${i}]`));
   return out;

@@ -2,7 +2,7 @@
 // (discovery/kube-source.ts): HTTPRoute and GRPCRoute (gateway.networking.k8s.io/v1), SMI
 // TrafficSplit (split.smi-spec.io/v1alpha4) and HTTPRouteGroup (specs.smi-spec.io/v1alpha4),
 // SMI access control's TrafficTarget (access.smi-spec.io/v1alpha3) and TCPRoute
-// (specs.smi-spec.io/v1alpha4), and Linkerd's Server, AuthorizationPolicy,
+// (specs.smi-spec.io/v1alpha4), and Linkerd's Server, AuthorizationPolicy, ServerAuthorization,
 // MeshTLSAuthentication and NetworkAuthentication (policy.linkerd.io; Server and its HTTPRoute at the
 // newest version served, older Linkerd CRDs serving older ones), each listed and watched once with the same reflector, into the
 // route and access indexes (discovery/mesh-objects.ts). Their CRDs are
@@ -41,6 +41,8 @@ export const ROUTE_KINDS: RouteKindDef[] = [
   // on v1beta3 alone: that would open every port a Server restricts.
   { kind: 'Server', group: 'policy.linkerd.io', version: 'v1beta3', older: ['v1beta2', 'v1beta1'], plural: 'servers', crd: "Linkerd's" },
   { kind: 'AuthorizationPolicy', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'authorizationpolicies', crd: "Linkerd's" },
+  // Deprecated, still served by Linkerd's CRDs (v1beta1 only) and widely deployed.
+  { kind: 'ServerAuthorization', group: 'policy.linkerd.io', version: 'v1beta1', plural: 'serverauthorizations', crd: "Linkerd's" },
   { kind: 'MeshTLSAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'meshtlsauthentications', crd: "Linkerd's" },
   { kind: 'NetworkAuthentication', group: 'policy.linkerd.io', version: 'v1alpha1', plural: 'networkauthentications', crd: "Linkerd's" },
   // Linkerd's own HTTPRoutes (per-route authorization targets, parented by Servers): the access index's alone.
@@ -52,7 +54,7 @@ export const ROUTE_KINDS: RouteKindDef[] = [
  * A 403 on them is not "none": listed as empty, it would drop every restriction they make, so
  * the list fails and is retried, keeping what was last read (discovery waits for it at start).
  */
-const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'MeshTLSAuthentication', 'NetworkAuthentication']);
+const ACCESS_KINDS: ReadonlySet<MeshObjectKind> = new Set(['TrafficTarget', 'HTTPRouteGroup', 'TCPRoute', 'Server', 'AuthorizationPolicy', 'ServerAuthorization', 'MeshTLSAuthentication', 'NetworkAuthentication']);
 
 /** An access kind, or Linkerd's own HTTPRoute (a per-route authorization target: lost, a Server's clients would get every request, not its routes'). */
 const restricts = (d: { kind: MeshObjectKind; group: string }): boolean => ACCESS_KINDS.has(d.kind) || d.group === 'policy.linkerd.io';
@@ -68,7 +70,7 @@ export function restrictsNow(d: { kind: MeshObjectKind; group: string }, serverN
   return restricts(d) || (d.kind === 'HTTPRoute' && d.group === 'gateway.networking.k8s.io' && !serverNotServed);
 }
 
-export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io), traffictargets (access.smi-spec.io) or servers, authorizationpolicies, meshtlsauthentications and networkauthentications (policy.linkerd.io); apply the ClusterRole from mesh-agent install";
+export const ROUTES_RBAC_HINT = "the controller's ServiceAccount lacks list/watch on httproutes and grpcroutes (gateway.networking.k8s.io), trafficsplits (split.smi-spec.io), httproutegroups and tcproutes (specs.smi-spec.io), traffictargets (access.smi-spec.io) or servers, authorizationpolicies, serverauthorizations, meshtlsauthentications and networkauthentications (policy.linkerd.io); apply the ClusterRole from mesh-agent install";
 
 /** What conversion and the status writer read of a route object: the rest is dropped. */
 export function slimRoute(o: Obj, kind: MeshObjectKind, apiVersion: string): Obj {
@@ -76,6 +78,8 @@ export function slimRoute(o: Obj, kind: MeshObjectKind, apiVersion: string): Obj
   const ann = Object.entries((md.annotations ?? {}) as Obj).filter(([k]) => ROUTING_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
   const meta: Obj = { name: md.name, namespace: md.namespace, resourceVersion: md.resourceVersion, generation: md.generation, creationTimestamp: md.creationTimestamp };
   if (ann.length > 0) meta.annotations = Object.fromEntries(ann);
+  // A ServerAuthorization's spec.server.selector picks Servers by their labels.
+  if (kind === 'Server' && md.labels !== undefined) meta.labels = md.labels;
   // Lists leave kind and apiVersion out of their items.
   const out: Obj = { apiVersion: o?.apiVersion ?? apiVersion, kind: o?.kind ?? kind, metadata: meta, spec: o?.spec };
   if (kind === 'HTTPRouteGroup' && o?.matches !== undefined) out.matches = o.matches; // v1alpha2 kept matches at the top

@@ -311,6 +311,7 @@ export const ACCESS_RESOURCES: ResourceType[] = [
 export const LINKERD_POLICY_RESOURCES: ResourceType[] = [
   { group: 'policy.linkerd.io', version: 'v1beta3', kind: 'Server', plural: 'servers', namespaced: true, admit: admitCustom },
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies', namespaced: true, admit: admitCustom },
+  { group: 'policy.linkerd.io', version: 'v1beta1', kind: 'ServerAuthorization', plural: 'serverauthorizations', namespaced: true, admit: admitCustom },
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'MeshTLSAuthentication', plural: 'meshtlsauthentications', namespaced: true, admit: admitCustom },
   { group: 'policy.linkerd.io', version: 'v1alpha1', kind: 'NetworkAuthentication', plural: 'networkauthentications', namespaced: true, admit: admitCustom },
 ];
