@@ -149,10 +149,16 @@ test.serial('a Linkerd HTTPRoute with queryParams: its AuthorizationPolicy allow
   t.regex(m, /inbound_http_authz_allow_total\{[^}]*srv_name="api-http"[^}]*route_group="policy.linkerd.io",route_kind="httproute",route_name="reports",authz_group="policy.linkerd.io",authz_kind="authorizationpolicy",authz_name="reports-web"[^}]*\} [1-9]/);
 });
 
-test.serial('a ServerAuthorization (v1beta1) on a second Server, for the echo port: web in (same node and through the tunnel), bot and an unmeshed client out, counted as authz_kind="serverauthorization"', async (t) => {
+const echoServer = (accessPolicy: string) => {
+  const o = linkerd('Server', 'api-echo', { podSelector: { matchLabels: { app: 'api' } }, port: 'echo', proxyProtocol: 'opaque', accessPolicy }, 'policy.linkerd.io/v1beta3');
+  return { ...o, metadata: { ...o.metadata, labels: { tier: 'echo' } } };
+};
+
+test.serial('a ServerAuthorization (v1beta1) selecting a second Server by its labels, for the echo port: web in (same node and through the tunnel), bot and an unmeshed client out, counted as authz_kind="serverauthorization"', async (t) => {
   const { cluster } = need();
-  cluster.apply(linkerd('Server', 'api-echo', { podSelector: { matchLabels: { app: 'api' } }, port: 'echo', proxyProtocol: 'opaque' }, 'policy.linkerd.io/v1beta3'));
-  cluster.apply(linkerd('ServerAuthorization', 'echo-web', { server: { name: 'api-echo' }, client: { meshTLS: { serviceAccounts: [{ name: 'web' }] } } }, 'policy.linkerd.io/v1beta1'));
+  cluster.apply(echoServer('deny'));
+  // By the Server's labels: the controller's reflector keeps a Server's labels for this.
+  cluster.apply(linkerd('ServerAuthorization', 'echo-web', { server: { selector: { matchLabels: { tier: 'echo' } } }, client: { meshTLS: { serviceAccounts: [{ name: 'web' }] } } }, 'policy.linkerd.io/v1beta1'));
   await until(() => tcpOk(bot, api), (ok) => !ok, 'bot refused on the echo port once the Server selects it', { ms: 20_000 });
   t.true(await tcpOk(web, api), 'web, same node');
   t.true(await tcpOk(far, api), 'web, another node: the tunnel\'s verified identity');
@@ -166,7 +172,7 @@ test.serial('a ServerAuthorization (v1beta1) on a second Server, for the echo po
 
 test.serial('accessPolicy audit: what no authorization allows passes (TCP and an HTTPRoute\'s requests), counted as authz_kind="default",authz_name="audit"; what one allows keeps its label; a request matching no route is still refused', async (t) => {
   const { cluster } = need();
-  cluster.apply(linkerd('Server', 'api-echo', { podSelector: { matchLabels: { app: 'api' } }, port: 'echo', proxyProtocol: 'opaque', accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3'));
+  cluster.apply(echoServer('audit'));
   cluster.apply(linkerd('Server', 'api-http', { podSelector: { matchLabels: { app: 'api' } }, port: 'http', proxyProtocol: 'HTTP/1', accessPolicy: 'audit' }, 'policy.linkerd.io/v1beta3'));
   await until(() => tcpOk(bot, api), (ok) => ok, 'bot let through on the echo port in audit mode', { ms: 20_000 });
   await until(() => http(ingress, api, '/public/a'), (c) => c === '200', 'an unmeshed client let through on the route in audit mode', { ms: 20_000 });
