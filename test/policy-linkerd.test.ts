@@ -356,7 +356,7 @@ test('ServerAuthorization (v1beta1): by Server name or label selector; meshTLS s
   t.deepEqual(c.record!.authorizations, [
     { name: 'by-id', kind: 'ServerAuthorization', identities: [{ namespace: 'other', serviceAccount: '*' }], networks: [{ cidr: '10.0.0.0/8', except: ['10.9.0.0/16'] }] },
     { name: 'probes', kind: 'ServerAuthorization', networks: [{ cidr: '192.168.0.0/16' }] },
-    { name: 'web-only', kind: 'ServerAuthorization', identities: [{ namespace: 'emojivoto', serviceAccount: 'web' }] },
+    { name: 'web-only', kind: 'ServerAuthorization', identities: [{ namespace: 'emojivoto', serviceAccount: 'web' }], clusterNetworks: true },
   ]);
   t.deepEqual(parseServerRecord(c.record).authorizations, c.record!.authorizations, 'the agents read the kind');
   const p = podPolicy([c.record!], votingPod);
@@ -371,6 +371,14 @@ test('ServerAuthorization (v1beta1): by Server name or label selector; meshTLS s
   const tls = podPolicy([convert([s, saz('tls', {}, { meshTLS: { unauthenticatedTLS: true } })], 'voting-grpc').record!], votingPod);
   t.is(tls.connection(meshed(voting), 8080).verdict, 'allow', 'spec.server {}: every Server of the namespace');
   t.is(tls.connection(plain(), 8080).verdict, 'deny', 'plaintext is not TLS');
+  t.is(p.connection(meshed(web, '8.8.8.8'), 8080).verdict, 'deny', 'no networks: only from the cluster networks, as Linkerd\'s controller fills them in');
+  for (const networks of [undefined, []]) {
+    const rec = convert([s, saz('any', { name: 'voting-grpc' }, { unauthenticated: true, ...(networks ? { networks } : {}) })], 'voting-grpc').record!;
+    t.deepEqual(rec.authorizations, [{ name: 'any', kind: 'ServerAuthorization', clusterNetworks: true }]);
+    const pc = podPolicy([rec], votingPod);
+    t.is(pc.connection(plain('10.244.1.9'), 8080).verdict, 'allow', 'from the cluster networks');
+    t.is(pc.connection(plain('8.8.8.8'), 8080).verdict, 'deny', 'from outside them');
+  }
 });
 
 test('a malformed ServerAuthorization is ignored with the reason: the Server stays closed to its clients', (t) => {
@@ -393,4 +401,5 @@ test('a malformed ServerAuthorization is ignored with the reason: the Server sta
     t.is(podPolicy([c.record!], votingPod).connection(plain('192.168.1.1'), 8080).verdict, 'deny');
   }
   t.throws(() => parseServerRecord({ ...convert([votingGrpc], 'voting-grpc').record, authorizations: [{ name: 'x', kind: 'Other' }] }), { message: /authorizations\[0\].kind: expected "ServerAuthorization" or none, got "Other"/ });
+  t.throws(() => parseServerRecord({ ...convert([votingGrpc], 'voting-grpc').record, authorizations: [{ name: 'x', clusterNetworks: true, networks: [{ cidr: '10.0.0.0/8' }] }] }), { message: /clusterNetworks: expected true, and no networks beside it/ });
 });

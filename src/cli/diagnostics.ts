@@ -178,7 +178,7 @@ function ruleLine(r: AccessRule): string {
 
 function authzLine(a: ServerAuthz): string {
   const ids = a.identities === undefined ? 'any client' : a.identities.map((i) => (i.namespace === '*' ? 'any meshed client' : `${i.namespace}/${i.serviceAccount}`)).join(', ');
-  const nets = a.networks === undefined ? '' : ` from ${a.networks.map((n) => `${n.cidr}${n.except?.length ? ` except ${n.except.join(', ')}` : ''}`).join(', ')}`;
+  const nets = a.clusterNetworks === true ? ' from the cluster networks' : a.networks === undefined ? '' : ` from ${a.networks.map((n) => `${n.cidr}${n.except?.length ? ` except ${n.except.join(', ')}` : ''}`).join(', ')}`;
   return `${ids}${nets}`;
 }
 

@@ -125,7 +125,9 @@ function smiMatches(m: { pathRegex?: string; methods?: string[]; headers?: Array
   return m.methods === undefined ? [base] : m.methods.map((method) => ({ ...base, method }));
 }
 
-function compileAuthz(a: ServerAuthz): CompiledAuthz {
+/** `cluster`: the agent's cluster networks, for a ServerAuthorization without networks of its own. */
+function compileAuthz(a: ServerAuthz, cluster: readonly Cidr[]): CompiledAuthz {
+  if (a.clusterNetworks === true) return { authz: a, networks: [{ in: [...cluster], except: [] }] };
   return { authz: a, networks: a.networks === undefined ? null : a.networks.map((n) => ({ in: parseNetworks(n.cidr), except: parseNetworks((n.except ?? []).join(',')) })) };
 }
 
@@ -192,8 +194,8 @@ export class ServerPolicy {
     }));
     this.#servers = (spec.servers ?? []).map((server) => ({
       server,
-      authorizations: server.record.authorizations.map(compileAuthz),
-      routes: server.record.routes.map((r) => ({ group: r.group, name: r.name, matches: r.matches.map((m) => new CompiledMatch(m)), authorizations: r.authorizations.map(compileAuthz) })),
+      authorizations: server.record.authorizations.map((a) => compileAuthz(a, networks)),
+      routes: server.record.routes.map((r) => ({ group: r.group, name: r.name, matches: r.matches.map((m) => new CompiledMatch(m)), authorizations: r.authorizations.map((a) => compileAuthz(a, networks)) })),
     }));
   }
 

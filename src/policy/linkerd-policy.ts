@@ -16,7 +16,8 @@
 //   `identities` and `serviceAccounts` ({name, namespace: its own by default}), each within
 //   `networks` when set (else from anywhere); meshTLS `unauthenticatedTLS` (TLS without a client
 //   certificate, which Linkerd's identity controller takes) is read as any meshed client, since
-//   every TLS client here has an identity;
+//   every TLS client here has an identity; without `networks` only from the cluster networks
+//   (the agents'), as Linkerd's controller fills them in;
 // - MeshTLSAuthentication: `identities` ("*", Linkerd's DNS-like identity
 //   sa.ns.serviceaccount.identity.linkerd.<domain>, "*.ns.serviceaccount.identity.linkerd.<domain>",
 //   or a SPIFFE ID) or `identityRefs` (ServiceAccount, Namespace: every ServiceAccount of it; a
@@ -222,7 +223,9 @@ function serverAuthorizationOf(saz: Obj): ServerAuthz {
   } else {
     throw new Invalid('spec.client: set unauthenticated: true or meshTLS (Linkerd authorizes no client otherwise)');
   }
-  if (client.networks !== undefined && client.networks !== null) out.networks = networkRules(client.networks, 'spec.client.networks');
+  // None, or an empty list: Linkerd's controller gives the proxy its clusterNetworks instead.
+  if (client.networks === undefined || client.networks === null || (Array.isArray(client.networks) && client.networks.length === 0)) out.clusterNetworks = true;
+  else out.networks = networkRules(client.networks, 'spec.client.networks');
   return gate(() => parseServerAuthz(out, 'authorization'));
 }
 

@@ -52,6 +52,11 @@ export interface ServerAuthz {
   name: string;
   /** Set for a ServerAuthorization (the metrics' authz_kind); absent: an AuthorizationPolicy. */
   kind?: 'ServerAuthorization';
+  /**
+   * A ServerAuthorization without networks: only from the agent's cluster networks (Linkerd's
+   * controller gives its proxies clusterNetworks for an empty list), which the controller does not know.
+   */
+  clusterNetworks?: true;
   identities?: IdentityPattern[];
   networks?: NetworkRule[];
 }
@@ -184,6 +189,10 @@ export function parseServerAuthz(v: unknown, where: string): ServerAuthz {
   if (o.kind !== undefined) {
     if (o.kind !== 'ServerAuthorization') fail(`${where}.kind`, `expected "ServerAuthorization" or none, got ${show(o.kind)}`);
     out.kind = o.kind;
+  }
+  if (o.clusterNetworks !== undefined) {
+    if (o.clusterNetworks !== true || o.networks !== undefined) fail(`${where}.clusterNetworks`, 'expected true, and no networks beside it');
+    out.clusterNetworks = true;
   }
   if (o.identities !== undefined) out.identities = list(o.identities, `${where}.identities`, MAX_PATTERNS).map((p, i) => parsePattern(p, `${where}.identities[${i}]`));
   if (o.networks !== undefined) out.networks = list(o.networks, `${where}.networks`, 64).map((n, i) => parseNetworkRule(n, `${where}.networks[${i}]`));
