@@ -14,7 +14,8 @@
 //   route records with a ResponseHeaderModifier and a RequestRedirect                                     (version 5)
 //   route records with header modifiers on backends                                                       (version 6)
 //   access records of Linkerd Servers ({"kind":"Server",..}, key "Server/ns/name")                      (version 7)
-//   Server records whose route matches are the route model's (anchored regexes, queryParams)              (version 8)
+//   Server records whose route matches are the route model's (anchored regexes, queryParams),           (version 8)
+//   accessPolicy audit, ServerAuthorization authorizations (kind, clusterNetworks)
 //   {"type":"synced"}                             the snapshot is complete; deltas follow
 // The agent keeps serving its previous state until "synced" and swaps then, so a reconnect
 // never leaves a window with half a world.
@@ -23,8 +24,8 @@
  * 2 added route records (src/routing/route-model.ts), 3 access records (SMI TrafficTargets,
  * src/policy/model.ts), 4 a route match's queryParams and a rule's requestHeaders, 5 a rule's
  * responseHeaders and redirect, 6 a backend's requestHeaders and responseHeaders, 7 Linkerd
- * Server records, 8 their routes' matches in the route model's shape (server-model.ts). An agent
- * reads versions 1 to 8; an older agent refuses a newer controller with the error below, rather
+ * Server records, 8 their routes' matches in the route model's shape (server-model.ts), audit and
+ * ServerAuthorization. An agent reads versions 1 to 8; an older agent refuses a newer controller with the error below, rather
  * than choking on its first line of a new type, or (4, 5, 6, 8) applying a record whose new fields
  * its parser does not know: a query match read without its queryParams matches every request (8:
  * an AuthorizationPolicy on it would allow every query), a redirect rule read without its redirect
