@@ -1,6 +1,6 @@
 // The HTTP/1 forwarder over real loopback sockets: real clients (curl, node:http, raw sockets)
 // on one side, node:http and raw net servers on the other.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as net from 'node:net';
 import * as http from 'node:http';
 import { spawn, execFile, execFileSync } from 'node:child_process';
@@ -513,6 +513,18 @@ test('upstream dies mid-response: client connection closed, failure recorded', a
   t.truthy(ev.error);
 });
 
+/** An origin answering "fine" that counts the requests it sees, behind a proxy with `limits`. */
+async function countedOrigin(t: ExecutionContext, limits: Partial<ProxyLimits>) {
+  let seen = 0;
+  const origin = await startHttpServer((_req, res) => {
+    seen++;
+    res.end('fine');
+  });
+  const proxy = await startProxy(origin.port, limits);
+  t.teardown(() => { origin.close(); proxy.close(); });
+  return { proxy, requestsSeen: () => seen };
+}
+
 for (const [name, status, send, limits] of [
   ['malformed request line', 400, 'GET / HTTP/1.1 extra\r\n\r\n', {}],
   ['malformed header', 400, 'GET / HTTP/1.1\r\nBad Header: x\r\n\r\n', {}],
@@ -521,13 +533,7 @@ for (const [name, status, send, limits] of [
   ['request smuggling CL+TE', 400, 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG', {}],
 ] as Array<[string, number, string, Partial<ProxyLimits>]>) {
   test(`${name}: ${status}, that connection closes, another is unaffected`, async (t) => {
-    let requestsSeen = 0;
-    const origin = await startHttpServer((req, res) => {
-      requestsSeen++;
-      res.end('fine');
-    });
-    const proxy = await startProxy(origin.port, limits);
-    t.teardown(() => { origin.close(); proxy.close(); });
+    const { proxy, requestsSeen } = await countedOrigin(t, limits);
     const bystander = await rawConnect(proxy.port);
     const bad = await rawConnect(proxy.port);
     bad.write(send);
@@ -537,7 +543,7 @@ for (const [name, status, send, limits] of [
     bystander.write('GET /ok HTTP/1.1\r\nHost: a\r\n\r\n');
     t.regex((await readUntil(bystander, hasText('fine'))).data.toString('latin1'), /^HTTP\/1\.1 200/);
     bystander.destroy();
-    t.is(requestsSeen, 1, 'the bad request never reached the server');
+    t.is(requestsSeen(), 1, 'the bad request never reached the server');
     await waitFor(() => proxy.sink.requests.length === 2);
     t.true(proxy.sink.requests.some((e) => e.status === status && e.error !== undefined));
   });
@@ -547,13 +553,7 @@ for (const [name, status, send, limits] of [
 // waiting for the head timeout (a client) or the idle timeout (an upstream). The timeouts here are
 // far longer than readUntil's wait, so a proxy that waits for them fails the test.
 test('a request head with bare-LF line endings: 400 at once, not a wait for the head timeout', async (t) => {
-  let requestsSeen = 0;
-  const origin = await startHttpServer((req, res) => {
-    requestsSeen++;
-    res.end('fine');
-  });
-  const proxy = await startProxy(origin.port, { headerTimeoutMs: 600_000 });
-  t.teardown(() => { origin.close(); proxy.close(); });
+  const { proxy, requestsSeen } = await countedOrigin(t, { headerTimeoutMs: 600_000 });
   for (const send of ['GET / HTTP/1.1\nHost: a\n\n', 'GET / HTTP/1.1\r\nHost: a\rX: y\r\n']) {
     const c = await rawConnect(proxy.port);
     c.write(send);
@@ -568,19 +568,13 @@ test('a request head with bare-LF line endings: 400 at once, not a wait for the 
   const got = await readUntil(c, untilEnd);
   t.regex(got.data.toString('latin1'), /^HTTP\/1\.1 200 [^]*fineHTTP\/1\.1 400 /);
   c.destroy();
-  t.is(requestsSeen, 1);
+  t.is(requestsSeen(), 1);
 });
 
 // One rule wherever a half-close cuts a request head short: 400 (the client can still read it),
 // then the connection closes; as Node's http server answers an EOF mid-head. Nothing goes upstream.
 test('a client that half-closes mid-head gets 400 and the close: as its first request, after an answered one, and pipelined behind one', async (t) => {
-  let requestsSeen = 0;
-  const origin = await startHttpServer((req, res) => {
-    requestsSeen++;
-    res.end('fine');
-  });
-  const proxy = await startProxy(origin.port, { headerTimeoutMs: 600_000 });
-  t.teardown(() => { origin.close(); proxy.close(); });
+  const { proxy, requestsSeen } = await countedOrigin(t, { headerTimeoutMs: 600_000 });
   const partial = 'GET /cut HTTP/1.1\r\nHost: a\r\n';
   const first = await rawConnect(proxy.port);
   first.end(partial);
@@ -601,7 +595,7 @@ test('a client that half-closes mid-head gets 400 and the close: as its first re
   const c = await readUntil(piped, untilEnd);
   t.regex(c.data.toString('latin1'), /^HTTP\/1\.1 200 [^]*fineHTTP\/1\.1 400 Bad Request\r\n[^]*connection: close\r\n/, 'pipelined behind a request');
   piped.destroy();
-  t.is(requestsSeen, 2, 'only the whole requests reached the origin');
+  t.is(requestsSeen(), 2, 'only the whole requests reached the origin');
   await waitFor(() => proxy.sink.requests.length === 5);
   t.deepEqual(proxy.sink.requests.filter((e) => e.status === 400).map((e) => e.error), Array(3).fill('incomplete request head'), 'each recorded, with why');
 });
