@@ -311,3 +311,20 @@ test('cutDrain() ends a drain at once: a tunnel still open is closed, not waited
   await closing;
   t.true(performance.now() - t0 < DEADLINE_MS / 3, `the drain ended at the cut, not at its ${DEADLINE_MS} ms deadline`);
 });
+
+test('a second close() during a drain does not orphan the first: after cutDrain() both end, not the first at its deadline', async (t) => {
+  const { proxy, port } = await proxyTo(await rawOrigin(t, (s) => s.pipe(s)));
+  const c = net.connect({ host: HOST, port });
+  c.on('error', () => {});
+  t.teardown(() => c.destroy());
+  c.write('hello\n'); // an opaque tunnel: the drain waits for it
+  await once(c, 'data');
+  let firstDone = false;
+  const first = proxy.close(DEADLINE_MS).then(() => (firstDone = true));
+  const second = proxy.close(DEADLINE_MS);
+  proxy.cutDrain();
+  await second;
+  await new Promise((r) => setImmediate(r));
+  t.true(firstDone, 'the first close() ended with the second, at the cut');
+  if (firstDone) await first;
+});

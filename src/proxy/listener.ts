@@ -200,7 +200,11 @@ export class Proxy {
   #server: net.Server | null = null;
   #inboundServer: net.Server | null = null;
   #nextConnId = 0;
-  #onDrained: (() => void) | null = null;
+  /** What close() calls wait on until no connection is open (each call its own: a second close() must not orphan the first's). */
+  readonly #drainWaits = new Set<() => void>();
+  #endDrainWaits = (): void => {
+    for (const f of [...this.#drainWaits]) f();
+  };
   /** cutDrain() was called: the drain ends now, not at its deadline. */
   #cutNow = false;
   readonly #drain = new DrainSignal();
@@ -250,7 +254,7 @@ export class Proxy {
     };
     const clients = this.#clients;
     const stats = this.#stats;
-    const drained = (): void => this.#onDrained?.();
+    const drained = this.#endDrainWaits;
     const settle = opts.heapSettle === null ? null : new HeapSettle(() => stats.open, {
       onShrink: (open, ms, error, startUp) => {
         const grew = startUp ? 'start-up' : 'a burst of connections';
@@ -363,7 +367,7 @@ export class Proxy {
    */
   cutDrain(): void {
     this.#cutNow = true;
-    this.#onDrained?.();
+    this.#endDrainWaits();
   }
 
   /** Resolves when no connection is open, or after ms. */
@@ -372,11 +376,11 @@ export class Proxy {
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        this.#onDrained = null;
+        this.#drainWaits.delete(done);
         resolve();
       };
       const timer = setTimeout(done, ms);
-      this.#onDrained = done;
+      this.#drainWaits.add(done);
     });
   }
 
