@@ -6,6 +6,7 @@
 // is not a meshed pod of the identity asked for (no open relay), each counted with its reason.
 import test from 'ava';
 import * as net from 'node:net';
+import { spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
@@ -792,6 +793,80 @@ test('a tunnelled connection its client resets with nothing in flight is reset a
   if (!closedInTime) return;
   await pod.closed[0];
   t.is(pod.accepted[0]!.readableEnded, false, 'the pod saw a reset, not the end of the request');
+});
+
+/**
+ * A pod whose connections wait in a full accept queue (listen backlog 0, one connection already
+ * queued): a new connect's SYN is dropped and retried by the kernel, so it completes only after
+ * `admit()`; then it reports how each connection it accepts ended ("eof" or "reset").
+ */
+async function queuedPod(t: any): Promise<{ port: number; admit: () => void; ended: Promise<string[]> }> {
+  const py = `
+import socket, sys
+s = socket.socket(); s.bind(("${SERVER_IP}", 0)); s.listen(0)
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()
+filler, _ = s.accept(); filler.close()
+c, _ = s.accept()
+try:
+    got = c.recv(65536)
+    print("eof" if got == b"" else "data", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+`;
+  const child = spawn('python3', ['-c', py], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => child.kill());
+  const lines: string[] = [];
+  let onLine = (): void => {};
+  let buf = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      onLine();
+    }
+  });
+  await new Promise<void>((r) => (onLine = () => r()));
+  const port = Number(lines[0]);
+  // The one connection the accept queue holds: from here a SYN is dropped until it is taken.
+  const filler = net.connect({ host: SERVER_IP, port });
+  filler.on('error', () => {});
+  t.teardown(() => filler.destroy());
+  await once(filler, 'connect');
+  const ended = new Promise<string[]>((r) => {
+    onLine = () => r(lines.slice(1));
+    child.once('exit', () => r(lines.slice(1)));
+  });
+  return { port, admit: () => child.stdin.write('go\n'), ended };
+}
+
+test('a stream its client agent resets before the pod\'s connect completes: the pod gets a reset, not an empty request and a FIN', async (t) => {
+  const pod = await queuedPod(t);
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
+  const echoPort = await listen(echo, t);
+  // The destination's connect waits for the kernel's SYN retries (1, 3, 7, 15 s...): a deadline they all fit in.
+  const b = await nodeB(t, undefined, { limits: { ...defaultLimits, upstreamConnectTimeoutMs: 60_000 } });
+  const a = await nodeA(t, b.port, pod.port);
+  const open = (port: number) => {
+    const path = a.tunnels.tunnels.pathTo(SERVER_IP, port);
+    if (path.kind !== 'tunnel') throw new Error(`${SERVER_IP} should be reached through the tunnel: ${JSON.stringify(path)}`);
+    const s = a.tunnels.pool.open(spiffeId(web), path, SERVER_IP, port, CLIENT_IP);
+    s.on('error', () => {});
+    return s;
+  };
+  const cut = open(pod.port);
+  cut.write('part of a request');
+  await waitFor(() => b.tunnels.stats().server.streams === 1); // its CONNECT is at the destination, whose connect waits
+  cut.destroy();
+  // A stream opened after the reset on the same connection is answered after the reset was read.
+  const next = open(echoPort);
+  await once(next, 'connect');
+  t.is(a.tunnels.stats().client.connectionsOpened, 1, 'one tunnel connection: its frames are in order');
+  next.destroy();
+  pod.admit();
+  t.deepEqual(await pod.ended, ['reset']);
 });
 
 // ---- Flow control: streams whose readers stall must not stall the others on their connection ----

@@ -400,8 +400,10 @@ export class TunnelServer {
     up.once('connect', () => {
       clearTimeout(timer);
       up.removeListener('error', failed);
+      // The client agent gave up on the stream before the pod answered (its RST_STREAM): the pod
+      // gets a reset, as from a client that reset its connection, not an empty request and a FIN.
       if (stream.destroyed || stream.closed) {
-        up.destroy();
+        abortSocket(up);
         return;
       }
       stream.respond({ ':status': 200 });
