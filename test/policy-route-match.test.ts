@@ -2,12 +2,18 @@
 // gateway-api.ts -> route-table.ts) and the inbound policy (the same match on a Linkerd HTTPRoute
 // parented by a Server, linkerd-policy.ts -> authorize.ts). Each request is a real HTTP/1 head,
 // read by the forwarders' own readers (Http1RouteRequest for the route, headerValue for the
-// policy, as connection.ts does), so a header sent twice reaches both as it would in the proxy.
+// policy, as connection.ts does), so a header sent twice reaches both as it would in the proxy;
+// or HTTP/2 headers as node:http2 gives them, read as the HTTP/2 forwarders do (H2RouteRequest,
+// requestHeader as handler.ts asks the policy).
 import test from 'ava';
 import { routeFromGateway } from '../src/routing/gateway-api.ts';
 import { findRoute, ParentPolicy } from '../src/routing/route-table.ts';
 import { policyFromAnnotations } from '../src/routing/linkerd-annotations.ts';
+import type * as http2 from 'node:http2';
 import { headerValue, Http1RouteRequest } from '../src/proxy/http1/route-request.ts';
+import { H2RouteRequest } from '../src/proxy/http2/routed-stream.ts';
+import { headerString, requestHeader } from '../src/proxy/http2/headers.ts';
+import type { RouteRequest } from '../src/routing/route-match.ts';
 import { serverFromLinkerd, type LinkerdLookup } from '../src/policy/linkerd-policy.ts';
 import { serversForPod } from '../src/policy/server-model.ts';
 import { ServerPolicy } from '../src/policy/authorize.ts';
@@ -18,7 +24,7 @@ type Obj = Record<string, any>;
 const client = { ip: '10.244.1.5', identity: { namespace: 'shop', serviceAccount: 'web' } };
 
 /** The router's answer: does a Service's HTTPRoute with this one match take the request? */
-function routerTakes(match: Obj): (head: Head) => boolean {
+function routerTakes(match: Obj): (head: Head | H2Head) => boolean {
   const conv = routeFromGateway({
     apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: 'shop', name: 'r', creationTimestamp: '2026-01-01T00:00:00Z' },
     spec: { parentRefs: [{ kind: 'Service', name: 'api', port: 80 }], rules: [{ matches: [match] }] },
@@ -27,13 +33,15 @@ function routerTakes(match: Obj): (head: Head) => boolean {
   const table = new ParentPolicy({ namespace: 'shop', name: 'api', port: 80 }, policyFromAnnotations({}, { kind: 'Service', namespace: 'shop', name: 'api' }), [conv.record]).forClient('shop');
   const rreq = new Http1RouteRequest();
   return (h) => {
-    rreq.set(h.method, h.target, h.buf, 0, h.buf.length);
-    return findRoute(table, rreq, false) !== null;
+    let req: RouteRequest;
+    if ('buf' in h) req = (rreq.set(h.method, h.target, h.buf, 0, h.buf.length), rreq);
+    else req = new H2RouteRequest(h.h2);
+    return findRoute(table, req, false) !== null;
   };
 }
 
 /** The policy's answer: does an AuthorizationPolicy on a Linkerd HTTPRoute with this one match allow the request? */
-function policyAllows(match: Obj): (head: Head) => boolean {
+function policyAllows(match: Obj): (head: Head | H2Head) => boolean {
   const objs: Obj[] = [
     { apiVersion: 'policy.linkerd.io/v1beta3', kind: 'Server', metadata: { namespace: 'shop', name: 'api' }, spec: { podSelector: {}, port: 8080 } },
     { apiVersion: 'policy.linkerd.io/v1beta3', kind: 'HTTPRoute', metadata: { namespace: 'shop', name: 'r' }, spec: { parentRefs: [{ group: 'policy.linkerd.io', kind: 'Server', name: 'api' }], rules: [{ matches: [match] }] } },
@@ -49,13 +57,20 @@ function policyAllows(match: Obj): (head: Head) => boolean {
   const m = parseMessage(JSON.stringify({ type: 'access', op: 'set', access: conv.record }));
   if (m.type !== 'access' || m.op !== 'set' || !('kind' in m.access)) throw new Error('not a Server record');
   const policy = new ServerPolicy({ namespace: 'shop', pod: 'api-0', serviceAccount: 'api', defaultPolicy: 'all-unauthenticated', defaultFrom: 'test', targets: [], servers: serversForPod([m.access], { labels: {} }) }, parseNetworks(DEFAULT_CLUSTER_NETWORKS));
-  return (h) => policy.request(client, 8080, { method: h.method, target: h.target, header: (n) => headerValue(h.buf, 0, h.buf.length, n) }).allowed;
+  return (h) => policy.request(client, 8080, 'buf' in h
+    ? { method: h.method, target: h.target, header: (n) => headerValue(h.buf, 0, h.buf.length, n) }
+    : { method: headerString(h.h2[':method']), target: headerString(h.h2[':path']), header: (n) => requestHeader(h.h2, n) }).allowed;
 }
 
 interface Head {
   method: string;
   target: string;
   buf: Buffer;
+}
+
+/** HTTP/2 request headers as node:http2 hands them over (a repeated field as an array). */
+interface H2Head {
+  h2: http2.IncomingHttpHeaders;
 }
 
 /** An HTTP/1 request head with these header lines (a name may repeat), as it arrives. */
@@ -106,4 +121,21 @@ test('the one difference, on purpose: the policy judges the normalized path (wha
   const pub = { path: { type: 'PathPrefix', value: '/public' } };
   t.true(routerTakes(pub)(h));
   t.false(policyAllows(pub)(h), 'a route for /public does not let /public/../admin through the policy');
+});
+
+const h2 = (fields: Record<string, string | string[]>): H2Head => ({ h2: { ':method': 'GET', ':path': '/', ':scheme': 'http', ':authority': 'api', ...fields } });
+
+test('policy and router agree on HTTP/2 headers too: an empty value is present, a repeated one is joined as in HTTP/1, host is :authority', (t) => {
+  const cases: Array<[Obj, H2Head, boolean]> = [
+    [{ headers: [{ name: 'x-a', type: 'RegularExpression', value: '.*' }] }, h2({ 'x-a': '' }), true],
+    [{ headers: [{ name: 'x-a', type: 'RegularExpression', value: '.*' }] }, h2({}), false],
+    [{ headers: [{ name: 'x-role', value: 'a, b' }] }, h2({ 'x-role': ['a', 'b'] }), true],
+    [{ headers: [{ name: 'host', value: 'api' }] }, h2({ host: 'other' }), true],
+    [{ headers: [{ name: 'host', value: 'other' }] }, h2({ host: 'other' }), false],
+  ];
+  for (const [match, h, want] of cases) {
+    const what = `${JSON.stringify(match.headers)} on ${JSON.stringify(h.h2)}`;
+    t.is(routerTakes(match)(h), want, `router: ${what}`);
+    t.is(policyAllows(match)(h), want, `policy: ${what}`);
+  }
 });

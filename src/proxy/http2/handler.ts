@@ -6,7 +6,7 @@ import { Http2SessionPool } from './pool.ts';
 import { ScopedPools } from '../scoped-pools.ts';
 import { ResetBudget } from './reset-budget.ts';
 import { forwardStream } from './forward-stream.ts';
-import { isGrpc, isSuccess, proxyErrorResponse, headerString } from './headers.ts';
+import { isGrpc, isSuccess, proxyErrorResponse, headerString, requestHeader } from './headers.ts';
 import type { AuthzOutcome } from '../../telemetry/events.ts';
 import { IdleTimer } from '../../util/idle-timer.ts';
 import { drainUnread } from '../../util/http2-drain.ts';
@@ -95,7 +95,7 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
         let ctx = conn.ctx;
         if (ctx.authz) {
           // The destination's inbound policy, per request, before any upstream sees it (docs/policy.md).
-          const outcome = ctx.authz.request(headerString(headers[':method']), headerString(headers[':path']), (n) => policyHeader(headers, n));
+          const outcome = ctx.authz.request(headerString(headers[':method']), headerString(headers[':path']), (n) => requestHeader(headers, n));
           if (!outcome.allowed) {
             denyStream(stream, headers, noBody, ctx, outcome);
             return;
@@ -136,16 +136,6 @@ export function createHttp2Handler(opts: Http2HandlerOptions = {}): ProtocolHand
       adopting = undefined;
     }
   };
-}
-
-/**
- * A request header as the inbound policy reads it. HTTP/2 carries Host as :authority (RFC 9113
- * 8.3.1; Node, curl and grpc-go send no host field), so a match on host reads :authority, which
- * wins over a host field that differs: it names the target the pod is asked for (node:http2's
- * req.authority), and a host field must not get a request past a host match (RFC 9113: malformed).
- */
-function policyHeader(headers: http2.IncomingHttpHeaders, name: string): string | undefined {
-  return headerString(name === 'host' ? headers[':authority'] ?? headers.host : headers[name]) || undefined;
 }
 
 /** A request the inbound policy denies: 403 (gRPC: PERMISSION_DENIED, trailers-only), reported with the decision. */

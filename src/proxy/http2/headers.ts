@@ -29,6 +29,19 @@ function copyWithout(src: InHeaders, drop: (name: string) => boolean): OutHeader
   return out;
 }
 
+/**
+ * A request header as routes and the inbound policy read it, the same as the HTTP/1 reader
+ * (route-request.ts headerValue): a repeated one joined by ", ", an empty one '' (present), an
+ * absent one undefined. HTTP/2 carries Host as :authority (RFC 9113 8.3.1; Node, curl and grpc-go
+ * send no host field), so a match on host reads :authority, which wins over a differing host field:
+ * it names the target the pod is asked for, and a host field must not get a request past a host
+ * match (RFC 9113: malformed).
+ */
+export function requestHeader(h: http2.IncomingHttpHeaders, name: string): string | undefined {
+  const v = name === 'host' ? h[':authority'] ?? h.host : h[name];
+  return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
+}
+
 /** A header's value as one string: a repeated one joined by commas, an absent one ''. */
 export function headerString(v: string | string[] | undefined): string {
   return Array.isArray(v) ? v.join(',') : (v ?? '');

@@ -18,7 +18,7 @@ import { backoffMs, MAX_REPLAY_BYTES, retryableResponse } from '../../routing/re
 import { admitRetry, AttemptSlot, ClientRouting, errorLabel, nearestDeadline, newRouteReport, noteRetried, onDeadline, pickAttempt, reportBackend, timerDelay, type Deadlines } from '../../routing/client-routing.ts';
 import type { AuthzOutcome, RouteReport } from '../../telemetry/events.ts';
 import { pathOf, queryParam } from '../../util/request-target.ts';
-import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
+import { downstreamHeaders, isGrpc, isSuccess, parseGrpcStatus, proxyErrorResponse, headerString, requestHeader, upstreamRequestHeaders, type ProxyFailure } from './headers.ts';
 import type { StreamHooks } from './forward-stream.ts';
 import { relay, type Relay } from './relay.ts';
 import { answeredClose, RESPOND_COMPLETE, RESPOND_WITH_BODY, responseShape, unansweredClose } from './upstream-response.ts';
@@ -26,7 +26,8 @@ import { drainUnread } from '../../util/http2-drain.ts';
 import { resetAfterResponseEnd } from './stop-after-end.ts';
 import { NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR } from './codes.ts';
 
-class H2RouteRequest implements RouteRequest {
+/** An HTTP/2 request as its route's matches read it. */
+export class H2RouteRequest implements RouteRequest {
   readonly method: string;
   readonly path: string;
   private readonly h: http2.IncomingHttpHeaders;
@@ -41,10 +42,7 @@ class H2RouteRequest implements RouteRequest {
     return queryParam(this.target, name);
   }
   header(name: string): string | undefined {
-    // HTTP/2 carries Host as :authority (RFC 9113 8.3.1): a match on host reads it, as for HTTP/1.
-    // Its :authority wins over a differing host field, as the inbound policy reads it (handler.ts policyHeader).
-    const v = name === 'host' ? this.h[':authority'] ?? this.h.host : this.h[name];
-    return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
+    return requestHeader(this.h, name);
   }
 }
 
