@@ -1,11 +1,12 @@
 // The shared sweep (src/proxy/sweep.ts) behind idle timeouts and byte reports: one item that
 // throws must not stop the others, nor crash the agent; a period's timer outlives its last item
-// by a tick, so short connections one after another do not start one each.
+// by a tick, so short connections one after another do not start one each. Serial: both tests
+// read the process-wide sweep's counts, which the other's items would change.
 import test from 'ava';
 import { stopSweep, sweepEvery, sweepPeriods, sweepTimers, sweptCount } from '../src/proxy/sweep.ts';
 import { waitFor } from './helpers/until.ts';
 
-test('an item that throws is dropped; the others keep ticking', async (t) => {
+test.serial('an item that throws is dropped; the others keep ticking', async (t) => {
   let good = 0;
   let bad = 0;
   const goodItem = { sweep: () => void good++ };
@@ -26,7 +27,7 @@ test('an item that throws is dropped; the others keep ticking', async (t) => {
   t.is(sweptCount(), 0);
 });
 
-test('a period\'s timer outlives its last item until its next tick, so the next item reuses it', async (t) => {
+test.serial('a period\'s timer outlives its last item until its next tick, so the next item reuses it', async (t) => {
   const period = 37; // no other test here uses it
   const started = sweepTimers.started;
   let ticks = 0;
